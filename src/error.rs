@@ -1,0 +1,99 @@
+//! The library's one error type.
+//!
+//! Every message names what failed (which model, which file) and, where there is one, what the
+//! user can do about it. The binary prints them as they are; nothing here panics on bad input.
+
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong in clipdex.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A model could not be found, downloaded, parsed or loaded.
+    #[error("model {model}: {reason}")]
+    Model {
+        /// The model as the user named it (hub id or directory).
+        model: String,
+        /// What went wrong and what to do about it.
+        reason: String,
+    },
+
+    /// An image could not be read or decoded.
+    #[error("{}: {problem}", path.display())]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        problem: ImageProblem,
+    },
+
+    /// The requested compute device is not available.
+    #[error("device: {0}")]
+    Device(String),
+
+    /// A text could not be tokenised.
+    #[error("tokenizer of {model}: {reason}")]
+    Tokenizer {
+        /// The model whose tokenizer failed.
+        model: String,
+        /// The tokenizer's message.
+        reason: String,
+    },
+
+    /// A tensor operation failed inside a model (a bug or an exhausted device).
+    #[error("model computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+
+    /// An invalid argument from the caller.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Why an image file cannot be used; kept structured so callers (the indexer's failure log, the
+/// HTTP API) can report it without parsing messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageProblem {
+    /// The file does not exist (or vanished).
+    #[error("no such file")]
+    NotFound,
+    /// The operating system refused to open it.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// Another I/O error.
+    #[error("cannot read the file: {0}")]
+    Io(String),
+    /// The file is empty.
+    #[error("the file is empty")]
+    Empty,
+    /// A format clipdex recognises but cannot decode.
+    #[error("unsupported image format: {0}")]
+    Unsupported(String),
+    /// Not an image at all, or a format we do not recognise.
+    #[error("not an image (unrecognised format)")]
+    NotAnImage,
+    /// The image is larger than the configured pixel limit (a decompression bomb, or a huge scan).
+    #[error("{width}x{height} pixels exceeds the limit of {limit} pixels (raise it with --max-pixels)")]
+    TooLarge {
+        /// Width in pixels as the header declares it.
+        width: u32,
+        /// Height in pixels as the header declares it.
+        height: u32,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The data is truncated or corrupt.
+    #[error("corrupt or truncated image: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    pub(crate) fn model(model: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Model { model: model.into(), reason: reason.into() }
+    }
+
+    pub(crate) fn image(path: &Path, problem: ImageProblem) -> Self {
+        Error::Image { path: path.to_path_buf(), problem }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

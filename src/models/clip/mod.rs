@@ -1,0 +1,259 @@
+//! CLIP: image and text embeddings in one space.
+//!
+//! [`ClipEmbedder`] is the typed entry point everything else uses: it loads a Hugging Face CLIP
+//! (hub id or directory; any size, from its `config.json`), preprocesses images as
+//! `CLIPImageProcessor` does, tokenises as `CLIPTokenizerFast` does, and returns L2-normalised
+//! vectors, so that a dot product is a cosine similarity.
+
+mod config;
+mod model;
+mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use image::RgbImage;
+use rayon::prelude::*;
+
+pub use config::{ClipConfig, HiddenAct, TextConfig, VisionConfig};
+pub use model::{ClipModel, l2_normalize};
+pub use tokenizer::ClipTokenizer;
+
+use crate::error::{Error, Result};
+use crate::models::preprocess::ImageProcessor;
+use crate::models::source::ModelRepo;
+use crate::photo::{DecodeOptions, open_rgb};
+
+/// The CLIP model used when none is named.
+pub const DEFAULT_CLIP_MODEL: &str = "openai/clip-vit-base-patch32";
+
+/// The largest batch sent through a tower at once; bigger inputs are split.
+pub const MAX_BATCH: usize = 32;
+
+/// An L2-normalised embedding.
+pub type Embedding = Vec<f32>;
+
+/// A loaded CLIP model with its tokenizer and image processor.
+pub struct ClipEmbedder {
+    name: String,
+    config: ClipConfig,
+    model: ClipModel,
+    tokenizer: ClipTokenizer,
+    processor: ImageProcessor,
+    device: Device,
+}
+
+impl ClipEmbedder {
+    /// Loads a CLIP model from a hub id or a local directory.
+    pub fn load(model: &str, device: &Device) -> Result<Self> {
+        Self::load_from(&ModelRepo::open(model)?, device)
+    }
+
+    /// Loads a CLIP model from an opened repository.
+    pub fn load_from(repo: &ModelRepo, device: &Device) -> Result<Self> {
+        let name = repo.name();
+        let config = read_config(name, &repo.required("config.json")?)?;
+        let (which, weights) = repo.first_of(&["model.safetensors", "pytorch_model.bin"])?;
+        let vb = open_weights(name, &weights, which == 0, device)?;
+
+        let max_len = config.text_config.max_position_embeddings;
+        let tokenizer = match repo.optional("tokenizer.json")? {
+            Some(json) => ClipTokenizer::from_json(name, &json, max_len)?,
+            None => {
+                let vocab = repo.optional("vocab.json")?;
+                let merges = repo.optional("merges.txt")?;
+                match (vocab, merges) {
+                    (Some(v), Some(m)) => ClipTokenizer::from_vocab_merges(name, &v, &m, max_len)?,
+                    _ => return Err(Error::model(name, "no tokenizer: expected tokenizer.json, or vocab.json and merges.txt")),
+                }
+            }
+        };
+        let side = config.vision_config.image_size as u32;
+        let processor = match repo.optional("preprocessor_config.json")? {
+            Some(p) => ImageProcessor::from_file(name, &p, ImageProcessor::clip_default(side))?,
+            None => ImageProcessor::clip_default(side),
+        };
+        if processor.output_size() != Some((side, side)) {
+            return Err(Error::model(
+                name,
+                format!("preprocessor_config.json produces {:?} images but the model takes {side}x{side}", processor.output_size()),
+            ));
+        }
+        Self::from_parts(name, config, vb, tokenizer, processor, device)
+    }
+
+    /// Assembles an embedder from parts: a config, weights, a tokenizer and a processor. Used
+    /// for benchmarks with random weights and for fine-tuned models held in memory.
+    pub fn from_parts(
+        name: &str,
+        config: ClipConfig,
+        vb: VarBuilder,
+        tokenizer: ClipTokenizer,
+        processor: ImageProcessor,
+        device: &Device,
+    ) -> Result<Self> {
+        let model = ClipModel::load(&config, vb).map_err(|e| {
+            Error::model(name, format!("the weights do not fit config.json ({e}); is this a complete CLIP checkpoint?"))
+        })?;
+        Ok(ClipEmbedder { name: name.to_string(), config, model, tokenizer, processor, device: device.clone() })
+    }
+
+    /// The model's name as given (hub id or directory).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Embedding width.
+    pub fn dim(&self) -> usize {
+        self.config.projection_dim
+    }
+
+    /// The multiplier of cosines in CLIP's logits (100 for OpenAI's models).
+    pub fn logit_scale(&self) -> f32 {
+        self.model.logit_scale()
+    }
+
+    /// The parsed `config.json`.
+    pub fn config(&self) -> &ClipConfig {
+        &self.config
+    }
+
+    /// The image preprocessing in use.
+    pub fn processor(&self) -> &ImageProcessor {
+        &self.processor
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The underlying network.
+    pub fn model(&self) -> &ClipModel {
+        &self.model
+    }
+
+    /// Token ids of a text as the model sees them (start and end tokens, truncated).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+
+    /// Embeds texts (any number; batched internally).
+    pub fn embed_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Embedding>> {
+        let ids = texts.iter().map(|t| self.tokenize(t.as_ref())).collect::<Result<Vec<_>>>()?;
+        self.embed_token_ids(&ids)
+    }
+
+    /// Embeds already tokenised texts.
+    pub fn embed_token_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Embedding>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_BATCH) {
+            let feats = self.model.text_features(chunk, self.tokenizer.end_id, &self.device)?;
+            out.extend(to_rows(&l2_normalize(&feats)?)?);
+        }
+        Ok(out)
+    }
+
+    /// The `[3, H, W]` input tensor of one image.
+    pub fn preprocess(&self, image: &RgbImage) -> Result<Tensor> {
+        self.processor.preprocess(image, &self.device)
+    }
+
+    /// Embeds decoded images (any number; preprocessed in parallel, batched internally).
+    pub fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<Embedding>> {
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(MAX_BATCH) {
+            let tensors = chunk.par_iter().map(|im| self.preprocess(im)).collect::<Result<Vec<_>>>()?;
+            out.extend(self.embed_pixels(&Tensor::stack(&tensors, 0)?)?);
+        }
+        Ok(out)
+    }
+
+    /// Embeds a `[N, 3, H, W]` batch of preprocessed pixels.
+    pub fn embed_pixels(&self, pixels: &Tensor) -> Result<Vec<Embedding>> {
+        let feats = self.model.image_features(&pixels.to_dtype(DType::F32)?)?;
+        to_rows(&l2_normalize(&feats)?)
+    }
+
+    /// Reads, decodes and embeds image files. Each file gets its own result, so one bad file
+    /// costs only its own entry.
+    pub fn embed_image_files(&self, paths: &[PathBuf], options: &DecodeOptions) -> Vec<Result<Embedding>> {
+        let mut out: Vec<Result<Embedding>> = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(MAX_BATCH) {
+            let prepared: Vec<Result<Tensor>> = chunk
+                .par_iter()
+                .map(|p| open_rgb(p, options).and_then(|im| self.preprocess(&im)))
+                .collect();
+            let good: Vec<Tensor> = prepared.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+            let mut embedded = if good.is_empty() {
+                Vec::new()
+            } else {
+                match Tensor::stack(&good, 0).map_err(Error::from).and_then(|t| self.embed_pixels(&t)) {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        out.extend(prepared.into_iter().map(|r| r.and_then(|_| Err(Error::Invalid(msg.clone())))));
+                        continue;
+                    }
+                }
+            }
+            .into_iter();
+            out.extend(prepared.into_iter().map(|r| r.map(|_| embedded.next().expect("one row per good image"))));
+        }
+        out
+    }
+}
+
+fn to_rows(t: &Tensor) -> Result<Vec<Embedding>> {
+    Ok(t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
+}
+
+/// Reads `config.json` and checks that it describes a CLIP.
+fn read_config(model: &str, path: &Path) -> Result<ClipConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::model(model, format!("cannot read {}: {e}", path.display())))?;
+    let config: ClipConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::model(model, format!("invalid {}: {e}", path.display())))?;
+    match config.model_type.as_deref() {
+        Some("clip") => {}
+        other => {
+            return Err(Error::model(
+                model,
+                format!(
+                    "config.json describes a {} model, not CLIP (model_type \"clip\"); pass a CLIP model such as {DEFAULT_CLIP_MODEL}",
+                    other.unwrap_or("untyped")
+                ),
+            ));
+        }
+    }
+    let v = &config.vision_config;
+    let t = &config.text_config;
+    if v.patch_size == 0
+        || v.image_size % v.patch_size != 0
+        || v.hidden_size % v.num_attention_heads.max(1) != 0
+        || t.hidden_size % t.num_attention_heads.max(1) != 0
+        || v.num_attention_heads == 0
+        || t.num_attention_heads == 0
+    {
+        return Err(Error::model(model, format!("{} has inconsistent shapes (patch, image or head sizes)", path.display())));
+    }
+    Ok(config)
+}
+
+/// Opens `model.safetensors` (memory-mapped) or `pytorch_model.bin`, converting to f32.
+fn open_weights(model: &str, path: &Path, safetensors: bool, device: &Device) -> Result<VarBuilder<'static>> {
+    let opened = if safetensors {
+        // SAFETY: the file is mapped read-only; clipdex never writes model files while they are
+        // in use, and a truncated file fails the header and size checks below instead.
+        unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
+    } else {
+        VarBuilder::from_pth(path, DType::F32, device)
+    };
+    opened.map_err(|e| {
+        Error::model(
+            model,
+            format!("cannot read weights {} ({e}); the file is corrupt or incomplete: delete it and download it again", path.display()),
+        )
+    })
+}

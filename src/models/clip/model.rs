@@ -1,0 +1,317 @@
+//! The CLIP network: a ViT image tower and a causal text transformer, each projected into one
+//! embedding space. Weight names mirror transformers' `CLIPModel` through `vb.pp(..)`, so any
+//! Hugging Face CLIP checkpoint loads as it is.
+//!
+//! Two departures from a literal port, both exact up to float rounding: the query, key and
+//! value projections are fused into one matmul (with the attention scale folded into the
+//! query weights), and the patch convolution, whose stride equals its kernel, is a reshape
+//! followed by one matmul.
+
+use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+
+use super::config::{ClipConfig, HiddenAct, TextConfig, VisionConfig};
+
+type CResult<T> = candle_core::Result<T>;
+
+fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Linear> {
+    let w = vb.get((out_dim, in_dim), "weight")?;
+    let b = vb.get(out_dim, "bias")?;
+    Ok(Linear::new(w, Some(b)))
+}
+
+fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Linear> {
+    Ok(Linear::new(vb.get((out_dim, in_dim), "weight")?, None))
+}
+
+fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> CResult<LayerNorm> {
+    Ok(LayerNorm::new(vb.get(dim, "weight")?, vb.get(dim, "bias")?, eps))
+}
+
+impl HiddenAct {
+    fn apply(self, xs: &Tensor) -> CResult<Tensor> {
+        match self {
+            HiddenAct::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
+            HiddenAct::Gelu => xs.gelu_erf(),
+            HiddenAct::GeluTanh => xs.gelu(),
+            HiddenAct::Relu => xs.relu(),
+        }
+    }
+}
+
+/// Multi-head self-attention with fused input projections.
+struct SelfAttention {
+    qkv: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl SelfAttention {
+    fn load(dim: usize, heads: usize, vb: VarBuilder) -> CResult<Self> {
+        let scale = ((dim / heads) as f64).powf(-0.5);
+        let q = linear(dim, dim, vb.pp("q_proj"))?;
+        let k = linear(dim, dim, vb.pp("k_proj"))?;
+        let v = linear(dim, dim, vb.pp("v_proj"))?;
+        let bias = |l: &Linear| l.bias().cloned().ok_or_else(|| candle_core::Error::Msg("missing bias".into()));
+        let w = Tensor::cat(&[(q.weight() * scale)?, k.weight().clone(), v.weight().clone()], 0)?;
+        let b = Tensor::cat(&[(bias(&q)? * scale)?, bias(&k)?, bias(&v)?], 0)?;
+        Ok(SelfAttention { qkv: Linear::new(w, Some(b)), out: linear(dim, dim, vb.pp("out_proj"))?, heads })
+    }
+
+    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
+        let (b, s, d) = xs.dims3()?;
+        let hd = d / self.heads;
+        // [b, s, 3d] -> [3, b, heads, s, hd]
+        let qkv = self.qkv.forward(xs)?.reshape((b, s, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
+        let q = qkv.i(0)?.contiguous()?;
+        let k = qkv.i(1)?.contiguous()?;
+        let v = qkv.i(2)?.contiguous()?;
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
+        self.out.forward(&ctx)
+    }
+}
+
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    act: HiddenAct,
+}
+
+impl Mlp {
+    fn forward(&self, xs: &Tensor) -> CResult<Tensor> {
+        self.fc2.forward(&self.act.apply(&self.fc1.forward(xs)?)?)
+    }
+}
+
+/// One pre-norm transformer block.
+struct EncoderLayer {
+    ln1: LayerNorm,
+    attn: SelfAttention,
+    ln2: LayerNorm,
+    mlp: Mlp,
+}
+
+/// The shared shape of both towers' encoders.
+struct Encoder {
+    layers: Vec<EncoderLayer>,
+}
+
+impl Encoder {
+    #[allow(clippy::too_many_arguments)]
+    fn load(dim: usize, mlp_dim: usize, heads: usize, n: usize, act: HiddenAct, eps: f64, vb: VarBuilder) -> CResult<Self> {
+        let vb = vb.pp("layers");
+        let layers = (0..n)
+            .map(|i| {
+                let vb = vb.pp(i);
+                Ok(EncoderLayer {
+                    ln1: layer_norm(dim, eps, vb.pp("layer_norm1"))?,
+                    attn: SelfAttention::load(dim, heads, vb.pp("self_attn"))?,
+                    ln2: layer_norm(dim, eps, vb.pp("layer_norm2"))?,
+                    mlp: Mlp {
+                        fc1: linear(dim, mlp_dim, vb.pp("mlp").pp("fc1"))?,
+                        fc2: linear(mlp_dim, dim, vb.pp("mlp").pp("fc2"))?,
+                        act,
+                    },
+                })
+            })
+            .collect::<CResult<Vec<_>>>()?;
+        Ok(Encoder { layers })
+    }
+
+    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
+        let mut xs = xs.clone();
+        for l in &self.layers {
+            xs = (&xs + l.attn.forward(&l.ln1.forward(&xs)?, mask)?)?;
+            xs = (&xs + l.mlp.forward(&l.ln2.forward(&xs)?)?)?;
+        }
+        Ok(xs)
+    }
+}
+
+/// The image tower up to its pooled, normalised class token.
+struct VisionTower {
+    patch: Tensor,
+    class: Tensor,
+    positions: Tensor,
+    pre_ln: LayerNorm,
+    encoder: Encoder,
+    post_ln: LayerNorm,
+    patch_size: usize,
+    grid: usize,
+}
+
+impl VisionTower {
+    fn load(c: &VisionConfig, vb: VarBuilder) -> CResult<Self> {
+        let grid = c.image_size / c.patch_size;
+        let emb = vb.pp("embeddings");
+        let d = c.hidden_size;
+        let patch = emb
+            .get((d, c.num_channels, c.patch_size, c.patch_size), "patch_embedding.weight")?
+            .reshape((d, c.num_channels * c.patch_size * c.patch_size))?
+            .t()?
+            .contiguous()?;
+        Ok(VisionTower {
+            patch,
+            class: emb.get(d, "class_embedding")?,
+            positions: emb.get((grid * grid + 1, d), "position_embedding.weight")?,
+            pre_ln: layer_norm(d, c.layer_norm_eps, vb.pp("pre_layrnorm"))?,
+            encoder: Encoder::load(d, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers, c.hidden_act, c.layer_norm_eps, vb.pp("encoder"))?,
+            post_ln: layer_norm(d, c.layer_norm_eps, vb.pp("post_layernorm"))?,
+            patch_size: c.patch_size,
+            grid,
+        })
+    }
+
+    /// Patch + class + position embeddings of `[b, 3, H, W]` pixels: `[b, 1 + grid², d]`.
+    fn embed(&self, pixels: &Tensor) -> CResult<Tensor> {
+        let (b, ch, h, w) = pixels.dims4()?;
+        let (g, p) = (self.grid, self.patch_size);
+        if h != g * p || w != g * p {
+            candle_core::bail!("expected {}x{} pixels, got {h}x{w}", g * p, g * p);
+        }
+        let d = self.class.dim(0)?;
+        let patches = pixels
+            .reshape((b, ch, g, p, g, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b * g * g, ch * p * p))?;
+        let tokens = patches.matmul(&self.patch)?.reshape((b, g * g, d))?;
+        let class = self.class.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
+        Tensor::cat(&[class, tokens], 1)?.broadcast_add(&self.positions.unsqueeze(0)?)
+    }
+
+    /// All hidden states after the encoder, `[b, 1 + grid², d]` (CLIPSeg reads these).
+    fn forward(&self, pixels: &Tensor) -> CResult<Tensor> {
+        let xs = self.pre_ln.forward(&self.embed(pixels)?)?;
+        self.encoder.forward(&xs, None)
+    }
+
+    fn pooled(&self, pixels: &Tensor) -> CResult<Tensor> {
+        let hidden = self.forward(pixels)?;
+        self.post_ln.forward(&hidden.i((.., 0, ..))?.contiguous()?)
+    }
+}
+
+/// The text tower up to its pooled end-of-text state.
+struct TextTower {
+    tokens: Embedding,
+    positions: Tensor,
+    encoder: Encoder,
+    final_ln: LayerNorm,
+    legacy_pooling: bool,
+    eos: u32,
+}
+
+impl TextTower {
+    fn load(c: &TextConfig, vb: VarBuilder) -> CResult<Self> {
+        let d = c.hidden_size;
+        let emb = vb.pp("embeddings");
+        Ok(TextTower {
+            tokens: Embedding::new(emb.get((c.vocab_size, d), "token_embedding.weight")?, d),
+            positions: emb.get((c.max_position_embeddings, d), "position_embedding.weight")?,
+            encoder: Encoder::load(d, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers, c.hidden_act, c.layer_norm_eps, vb.pp("encoder"))?,
+            final_ln: layer_norm(d, c.layer_norm_eps, vb.pp("final_layer_norm"))?,
+            legacy_pooling: c.eos_token_id == 2,
+            eos: c.eos_token_id,
+        })
+    }
+
+    /// Where transformers pools a sequence: the first end-of-text token, or for legacy configs
+    /// (`eos_token_id == 2`) the first position of the largest id.
+    fn pool_position(&self, ids: &[u32]) -> usize {
+        if self.legacy_pooling {
+            let max = ids.iter().copied().max().unwrap_or(0);
+            ids.iter().position(|&t| t == max).unwrap_or(0)
+        } else {
+            ids.iter().position(|&t| t == self.eos).unwrap_or(0)
+        }
+    }
+
+    /// Pooled states for token sequences of any lengths (right-padded here; the causal mask
+    /// keeps padding from reaching the pooled position).
+    fn pooled(&self, batch: &[Vec<u32>], pad: u32, device: &Device) -> CResult<Tensor> {
+        let b = batch.len();
+        let s = batch.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let max_len = self.positions.dim(0)?;
+        if s > max_len {
+            candle_core::bail!("{s} tokens exceed the model's context of {max_len}");
+        }
+        let mut flat = Vec::with_capacity(b * s);
+        let mut gather = Vec::with_capacity(b);
+        for (i, ids) in batch.iter().enumerate() {
+            flat.extend_from_slice(ids);
+            flat.extend(std::iter::repeat_n(pad, s - ids.len()));
+            gather.push((i * s + self.pool_position(ids)) as u32);
+        }
+        let ids = Tensor::from_vec(flat, (b, s), device)?;
+        let xs = self.tokens.forward(&ids)?.broadcast_add(&self.positions.narrow(0, 0, s)?.unsqueeze(0)?)?;
+        let mask = causal_mask(s, device)?;
+        let hidden = self.encoder.forward(&xs, Some(&mask))?;
+        let d = hidden.dim(D::Minus1)?;
+        let picked = hidden.reshape((b * s, d))?.index_select(&Tensor::from_vec(gather, b, device)?, 0)?;
+        self.final_ln.forward(&picked)
+    }
+}
+
+fn causal_mask(s: usize, device: &Device) -> CResult<Tensor> {
+    let mask: Vec<f32> = (0..s)
+        .flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (s, s), device)
+}
+
+/// A loaded CLIP model.
+pub struct ClipModel {
+    vision: VisionTower,
+    text: TextTower,
+    visual_projection: Linear,
+    text_projection: Linear,
+    logit_scale: f32,
+}
+
+impl ClipModel {
+    /// Builds the model from weights named as in transformers' `CLIPModel`.
+    pub fn load(config: &ClipConfig, vb: VarBuilder) -> CResult<Self> {
+        let vc = &config.vision_config;
+        let tc = &config.text_config;
+        let logit_scale = vb.get((), "logit_scale")?.to_dtype(DType::F32)?.to_scalar::<f32>()?.exp();
+        Ok(ClipModel {
+            vision: VisionTower::load(vc, vb.pp("vision_model"))?,
+            text: TextTower::load(tc, vb.pp("text_model"))?,
+            visual_projection: linear_no_bias(vc.hidden_size, config.projection_dim, vb.pp("visual_projection"))?,
+            text_projection: linear_no_bias(tc.hidden_size, config.projection_dim, vb.pp("text_projection"))?,
+            logit_scale,
+        })
+    }
+
+    /// The multiplier of cosine similarities in CLIP's logits (`exp` of the stored parameter).
+    pub fn logit_scale(&self) -> f32 {
+        self.logit_scale
+    }
+
+    /// `get_image_features`: projected, not normalised, `[b, projection_dim]`.
+    pub fn image_features(&self, pixels: &Tensor) -> CResult<Tensor> {
+        self.visual_projection.forward(&self.vision.pooled(pixels)?)
+    }
+
+    /// `get_text_features` for token sequences (with their start and end tokens).
+    pub fn text_features(&self, batch: &[Vec<u32>], pad: u32, device: &Device) -> CResult<Tensor> {
+        self.text_projection.forward(&self.text.pooled(batch, pad, device)?)
+    }
+
+    /// The vision encoder's hidden states, `[b, 1 + grid², width]`.
+    pub fn vision_hidden_states(&self, pixels: &Tensor) -> CResult<Tensor> {
+        self.vision.forward(pixels)
+    }
+}
+
+/// L2-normalises each row.
+pub fn l2_normalize(xs: &Tensor) -> CResult<Tensor> {
+    let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
+    xs.broadcast_div(&norm)
+}

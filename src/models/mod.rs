@@ -1,0 +1,7 @@
+//! The neural models, one file (or folder) per family, and what they share: finding a model's
+//! files ([`source`]) and preprocessing images the way Hugging Face processors do
+//! ([`preprocess`]). Nothing here knows about the database.
+
+pub mod clip;
+pub mod preprocess;
+pub mod source;

@@ -1,0 +1,165 @@
+//! Where a model's files come from: a local directory in the Hugging Face layout, or a Hugging
+//! Face hub id downloaded once into the standard cache (`HF_HOME`, default
+//! `~/.cache/huggingface`). With `HF_HUB_OFFLINE=1` only the cache is consulted.
+//!
+//! A model family asks its [`ModelRepo`] for file names; this module only knows how to find
+//! them and how to explain why one is missing.
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::{ApiBuilder, ApiRepo};
+use hf_hub::{Cache, Repo};
+
+use crate::error::{Error, Result};
+
+/// A model's file store: a local directory or a hub repository.
+pub struct ModelRepo {
+    name: String,
+    place: Place,
+}
+
+enum Place {
+    Local(PathBuf),
+    Hub { cache: hf_hub::CacheRepo, api: Option<ApiRepo> },
+}
+
+impl ModelRepo {
+    /// Opens `spec`: an existing directory, or else a hub id such as
+    /// `openai/clip-vit-base-patch32`. Nothing is downloaded until a file is asked for.
+    pub fn open(spec: &str) -> Result<Self> {
+        let path = Path::new(spec);
+        if path.is_dir() {
+            return Ok(ModelRepo { name: spec.to_string(), place: Place::Local(path.to_path_buf()) });
+        }
+        if !looks_like_hub_id(spec) {
+            return Err(Error::model(
+                spec,
+                "no such directory, and not a Hugging Face id (owner/name); pass a model \
+                 directory or a hub id such as openai/clip-vit-base-patch32",
+            ));
+        }
+        let repo = Repo::model(spec.to_string());
+        let cache = Cache::from_env().repo(repo.clone());
+        let api = if offline() {
+            None
+        } else {
+            let builder = ApiBuilder::from_env().with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+            match builder.build() {
+                Ok(api) => Some(api.repo(repo)),
+                Err(e) => {
+                    tracing::warn!("cannot set up the Hugging Face client ({e}); using the cache only");
+                    None
+                }
+            }
+        };
+        Ok(ModelRepo { name: spec.to_string(), place: Place::Hub { cache, api } })
+    }
+
+    /// The model's name as the user gave it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A file that must exist.
+    pub fn required(&self, file: &str) -> Result<PathBuf> {
+        self.optional(file)?.ok_or_else(|| self.missing(&[file]))
+    }
+
+    /// The first of `files` that exists (for alternatives such as `model.safetensors` or
+    /// `pytorch_model.bin`).
+    pub fn first_of(&self, files: &[&str]) -> Result<(usize, PathBuf)> {
+        for (i, f) in files.iter().enumerate() {
+            if let Some(p) = self.optional(f)? {
+                return Ok((i, p));
+            }
+        }
+        Err(self.missing(files))
+    }
+
+    /// A file that may be absent; `Err` only when we cannot tell (the network failed).
+    pub fn optional(&self, file: &str) -> Result<Option<PathBuf>> {
+        match &self.place {
+            Place::Local(dir) => {
+                let p = dir.join(file);
+                Ok(p.is_file().then_some(p))
+            }
+            Place::Hub { cache, api } => {
+                if let Some(p) = cache.get(file) {
+                    return Ok(Some(p));
+                }
+                let Some(api) = api else { return Ok(None) };
+                match api.get(file) {
+                    Ok(p) => Ok(Some(p)),
+                    // ureq reports HTTP statuses as "...: status code 404"; matching the text
+                    // spares a direct dependency on hf-hub's HTTP client.
+                    Err(e) if e.to_string().contains("status code 404") => Ok(None),
+                    Err(e) => Err(Error::model(
+                        &self.name,
+                        format!(
+                            "cannot download {file} from the Hugging Face hub ({e}); check the \
+                             network and the id, or pass a local model directory"
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+
+    fn missing(&self, files: &[&str]) -> Error {
+        let list = files.join(" or ");
+        let reason = match &self.place {
+            Place::Local(dir) => format!("{list} not found in {}", dir.display()),
+            Place::Hub { api: None, .. } => format!(
+                "{list} is not in the Hugging Face cache ({}) and downloads are off \
+                 (HF_HUB_OFFLINE or no client); download it once with network, or pass a local \
+                 model directory",
+                Cache::from_env().path().display()
+            ),
+            Place::Hub { api: Some(_), .. } => {
+                format!("the hub repository has no {list}; is this the right model id?")
+            }
+        };
+        Error::model(&self.name, reason)
+    }
+}
+
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
+}
+
+/// `owner/name` with hub-legal characters; anything else was meant as a path.
+fn looks_like_hub_id(spec: &str) -> bool {
+    let mut parts = spec.split('/');
+    let ok = |s: Option<&str>| {
+        s.is_some_and(|s| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
+    };
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_hub_ids_from_paths() {
+        assert!(looks_like_hub_id("openai/clip-vit-base-patch32"));
+        assert!(looks_like_hub_id("OFA-Sys/chinese-clip-vit-base-patch16"));
+        assert!(!looks_like_hub_id("clip"));
+        assert!(!looks_like_hub_id("/models/clip"));
+        assert!(!looks_like_hub_id("./clip/x"));
+        assert!(!looks_like_hub_id("a/b/c"));
+        assert!(!looks_like_hub_id("../x"));
+    }
+
+    #[test]
+    fn a_missing_directory_is_a_clear_error() {
+        let err = ModelRepo::open("/no/such/model/dir").err().unwrap().to_string();
+        assert!(err.contains("/no/such/model/dir") && err.contains("no such directory"), "{err}");
+    }
+}

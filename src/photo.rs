@@ -1,0 +1,195 @@
+//! Reading photos: every format a photo library holds, turned into an upright 8-bit RGB image.
+//!
+//! The order matters and mirrors what the reference pipeline (PIL + `ImageOps.exif_transpose` +
+//! `convert("RGB")`) sees: first frame only (GIF), EXIF orientation applied, alpha dropped,
+//! grayscale and palette expanded, CMYK converted, and 16-bit samples *scaled* to 8 bits
+//! (`round(v / 257)`), not clipped. The pixel count is checked from the header before any
+//! decoding, so a decompression bomb costs nothing.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+
+use crate::error::{Error, ImageProblem, Result};
+
+/// Default upper bound on decoded pixels (the same order as PIL's bomb guard, enough for any
+/// camera and most panoramas).
+pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
+
+/// Limits applied while decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    /// Images with more pixels than this are refused with [`ImageProblem::TooLarge`].
+    pub max_pixels: u64,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions { max_pixels: DEFAULT_MAX_PIXELS }
+    }
+}
+
+/// Reads and decodes the image at `path`.
+pub fn open_rgb(path: &Path, options: &DecodeOptions) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::image(path, io_problem(&e)))?;
+    decode_rgb(&bytes, options).map_err(|problem| Error::image(path, problem))
+}
+
+/// Decodes an encoded image held in memory (an upload, say).
+pub fn decode_rgb(bytes: &[u8], options: &DecodeOptions) -> Result<RgbImage, ImageProblem> {
+    if bytes.is_empty() {
+        return Err(ImageProblem::Empty);
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageProblem::Io(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(unrecognised(bytes));
+    }
+    let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
+    let mut decoder = reader.into_decoder().map_err(decode_problem)?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > options.max_pixels {
+        return Err(ImageProblem::TooLarge { width, height, limit: options.max_pixels });
+    }
+    // A broken EXIF block must not cost the picture: decode it as stored.
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let turbo = if is_jpeg { decode_jpeg_turbo(bytes)? } else { None };
+    let rgb = match turbo {
+        Some(rgb) => rgb,
+        None => to_rgb8(DynamicImage::from_decoder(decoder).map_err(decode_problem)?),
+    };
+    let mut rgb = DynamicImage::ImageRgb8(rgb);
+    rgb.apply_orientation(orientation);
+    Ok(rgb.into_rgb8())
+}
+
+/// Decodes a YCbCr, RGB or grayscale JPEG with libjpeg-turbo, the decoder PIL uses (accurate
+/// integer IDCT, smooth chroma upsampling), so our pixels are PIL's to the bit. CMYK and YCCK
+/// JPEGs (`None`) go to the `image` crate, which converts them as PIL does.
+fn decode_jpeg_turbo(bytes: &[u8]) -> Result<Option<RgbImage>, ImageProblem> {
+    let corrupt = |e: turbojpeg::Error| ImageProblem::Corrupt(e.to_string());
+    let mut decompressor = turbojpeg::Decompressor::new().map_err(corrupt)?;
+    let header = decompressor.read_header(bytes).map_err(corrupt)?;
+    if matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK) {
+        return Ok(None);
+    }
+    let (w, h) = (header.width, header.height);
+    let mut pixels = vec![0u8; w * h * 3];
+    let out = turbojpeg::Image { pixels: pixels.as_mut_slice(), width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
+    decompressor.decompress(bytes, out).map_err(corrupt)?;
+    Ok(RgbImage::from_raw(w as u32, h as u32, pixels))
+}
+
+/// Converts any decoded image to 8-bit RGB the way PIL's `convert("RGB")` does, except that
+/// 16-bit and float samples are scaled into 0..=255 rather than clipped.
+fn to_rgb8(image: DynamicImage) -> RgbImage {
+    match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA16(_)
+        | DynamicImage::ImageRgb16(_)
+        | DynamicImage::ImageRgba16(_) => {
+            let rgb16 = image.into_rgb16();
+            let (w, h) = rgb16.dimensions();
+            let samples = rgb16.into_raw().into_iter().map(|v| ((u32::from(v) * 255 + 32_767) / 65_535) as u8);
+            RgbImage::from_raw(w, h, samples.collect()).expect("same dimensions, three samples each")
+        }
+        DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => {
+            let rgbf = image.into_rgb32f();
+            let (w, h) = rgbf.dimensions();
+            let samples = rgbf.into_raw().into_iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8);
+            RgbImage::from_raw(w, h, samples.collect()).expect("same dimensions, three samples each")
+        }
+        other => other.into_rgb8(),
+    }
+}
+
+fn io_problem(e: &std::io::Error) -> ImageProblem {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ImageProblem::NotFound,
+        std::io::ErrorKind::PermissionDenied => ImageProblem::PermissionDenied,
+        _ => ImageProblem::Io(e.to_string()),
+    }
+}
+
+fn decode_problem(e: image::ImageError) -> ImageProblem {
+    use image::ImageError as E;
+    match e {
+        E::Unsupported(u) => ImageProblem::Unsupported(u.to_string()),
+        E::Limits(l) => ImageProblem::Corrupt(format!("exceeds a decoder limit: {l}")),
+        E::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            ImageProblem::Corrupt("the file ends early (truncated)".into())
+        }
+        other => ImageProblem::Corrupt(other.to_string()),
+    }
+}
+
+/// Names formats we recognise but cannot decode, so the user learns what to convert.
+fn unrecognised(bytes: &[u8]) -> ImageProblem {
+    if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
+        let brand = &bytes[8..12];
+        let name = match brand {
+            b"heic" | b"heix" | b"hevc" | b"heim" | b"heis" | b"mif1" | b"msf1" => "HEIC/HEIF",
+            b"avif" | b"avis" => "AVIF",
+            _ => "",
+        };
+        if !name.is_empty() {
+            return ImageProblem::Unsupported(format!(
+                "{name} (convert it to JPEG, e.g. with `heif-convert`, to index it)"
+            ));
+        }
+    }
+    ImageProblem::NotAnImage
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(img: DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn sixteen_bit_samples_are_scaled_not_clipped() {
+        let img = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(3, 1, |x, _| {
+            image::Luma([[0u16, 32_896, 65_535][x as usize]])
+        });
+        let png = encode(DynamicImage::ImageLuma16(img), image::ImageFormat::Png);
+        let rgb = decode_rgb(&png, &DecodeOptions::default()).unwrap();
+        assert_eq!(rgb.get_pixel(0, 0).0, [0, 0, 0]);
+        assert_eq!(rgb.get_pixel(1, 0).0, [128, 128, 128]);
+        assert_eq!(rgb.get_pixel(2, 0).0, [255, 255, 255]);
+    }
+
+    #[test]
+    fn refuses_images_over_the_pixel_limit_before_decoding() {
+        let png = encode(DynamicImage::new_rgb8(100, 50), image::ImageFormat::Png);
+        let err = decode_rgb(&png, &DecodeOptions { max_pixels: 4_999 }).unwrap_err();
+        assert_eq!(err, ImageProblem::TooLarge { width: 100, height: 50, limit: 4_999 });
+        assert!(decode_rgb(&png, &DecodeOptions { max_pixels: 5_000 }).is_ok());
+    }
+
+    #[test]
+    fn names_what_is_wrong_with_non_images() {
+        let opts = DecodeOptions::default();
+        assert_eq!(decode_rgb(b"", &opts).unwrap_err(), ImageProblem::Empty);
+        assert_eq!(decode_rgb(b"hello, I am a text file\n", &opts).unwrap_err(), ImageProblem::NotAnImage);
+        let heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic";
+        let err = decode_rgb(heic, &opts).unwrap_err();
+        assert!(matches!(&err, ImageProblem::Unsupported(m) if m.contains("HEIC")), "{err}");
+        let mut jpeg = encode(DynamicImage::new_rgb8(64, 64), image::ImageFormat::Jpeg);
+        jpeg.truncate(jpeg.len() / 3);
+        assert!(matches!(decode_rgb(&jpeg, &opts).unwrap_err(), ImageProblem::Corrupt(_)));
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let err = open_rgb(Path::new("/no/such/photo.jpg"), &DecodeOptions::default()).unwrap_err();
+        assert_eq!(err.to_string(), "/no/such/photo.jpg: no such file");
+    }
+}

@@ -86,13 +86,22 @@ pub enum ImageProblem {
 }
 
 impl Error {
+    /// A model error. Only the first line of `reason` is kept: candle appends a backtrace to
+    /// its messages when `RUST_BACKTRACE` is set, and users need the one-line cause.
     pub(crate) fn model(model: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Model { model: model.into(), reason: reason.into() }
+        let reason = reason.into();
+        let reason = reason.lines().next().unwrap_or_default().trim_end().to_string();
+        Error::Model { model: model.into(), reason }
     }
 
     pub(crate) fn image(path: &Path, problem: ImageProblem) -> Self {
         Error::Image { path: path.to_path_buf(), problem }
     }
+}
+
+/// The first line of an error's message (candle appends backtraces to its messages).
+pub(crate) fn first_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().trim_end().to_string()
 }
 
 /// The library's result type.

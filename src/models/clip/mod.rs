@@ -20,7 +20,7 @@ pub use config::{ClipConfig, HiddenAct, TextConfig, VisionConfig};
 pub use model::{ClipModel, l2_normalize};
 pub use tokenizer::ClipTokenizer;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, first_line};
 use crate::models::preprocess::ImageProcessor;
 use crate::models::source::ModelRepo;
 use crate::photo::{DecodeOptions, open_rgb};
@@ -94,7 +94,7 @@ impl ClipEmbedder {
         device: &Device,
     ) -> Result<Self> {
         let model = ClipModel::load(&config, vb).map_err(|e| {
-            Error::model(name, format!("the weights do not fit config.json ({e}); is this a complete CLIP checkpoint?"))
+            Error::model(name, format!("the weights do not fit config.json ({}); is this a complete CLIP checkpoint?", first_line(&e)))
         })?;
         Ok(ClipEmbedder { name: name.to_string(), config, model, tokenizer, processor, device: device.clone() })
     }
@@ -253,7 +253,11 @@ fn open_weights(model: &str, path: &Path, safetensors: bool, device: &Device) ->
     opened.map_err(|e| {
         Error::model(
             model,
-            format!("cannot read weights {} ({e}); the file is corrupt or incomplete: delete it and download it again", path.display()),
+            format!(
+                "cannot read weights {} ({}); the file is corrupt or incomplete: delete it and download it again",
+                path.display(),
+                first_line(&e)
+            ),
         )
     })
 }

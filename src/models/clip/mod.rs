@@ -6,6 +6,7 @@
 //! vectors, so that a dot product is a cosine similarity.
 
 mod config;
+mod kernels;
 mod model;
 mod tokenizer;
 

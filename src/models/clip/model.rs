@@ -2,89 +2,68 @@
 //! embedding space. Weight names mirror transformers' `CLIPModel` through `vb.pp(..)`, so any
 //! Hugging Face CLIP checkpoint loads as it is.
 //!
-//! Two departures from a literal port, both exact up to float rounding: the query, key and
-//! value projections are fused into one matmul (with the attention scale folded into the
-//! query weights), and the patch convolution, whose stride equals its kernel, is a reshape
-//! followed by one matmul.
+//! Departures from a literal port, all exact up to float rounding: the query, key and value
+//! projections are fused into one matmul (with the attention scale folded into the query
+//! weights); attention and bias + activation run as fused CPU kernels ([`super::kernels`]);
+//! and the patch convolution, whose stride equals its kernel, is a reshape and one matmul.
 
 use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
 use super::config::{ClipConfig, HiddenAct, TextConfig, VisionConfig};
+use super::kernels::{self, Dense};
 
 type CResult<T> = candle_core::Result<T>;
 
-fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Linear> {
-    let w = vb.get((out_dim, in_dim), "weight")?;
-    let b = vb.get(out_dim, "bias")?;
-    Ok(Linear::new(w, Some(b)))
+fn dense(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Dense> {
+    Dense::new(&vb.get((out_dim, in_dim), "weight")?, Some(vb.get(out_dim, "bias")?))
 }
 
-fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Linear> {
-    Ok(Linear::new(vb.get((out_dim, in_dim), "weight")?, None))
+fn dense_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Dense> {
+    Dense::new(&vb.get((out_dim, in_dim), "weight")?, None)
 }
 
 fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> CResult<LayerNorm> {
     Ok(LayerNorm::new(vb.get(dim, "weight")?, vb.get(dim, "bias")?, eps))
 }
 
-impl HiddenAct {
-    fn apply(self, xs: &Tensor) -> CResult<Tensor> {
-        match self {
-            HiddenAct::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
-            HiddenAct::Gelu => xs.gelu_erf(),
-            HiddenAct::GeluTanh => xs.gelu(),
-            HiddenAct::Relu => xs.relu(),
-        }
-    }
-}
-
 /// Multi-head self-attention with fused input projections.
 struct SelfAttention {
-    qkv: Linear,
-    out: Linear,
+    qkv: Dense,
+    out: Dense,
     heads: usize,
 }
 
 impl SelfAttention {
     fn load(dim: usize, heads: usize, vb: VarBuilder) -> CResult<Self> {
         let scale = ((dim / heads) as f64).powf(-0.5);
-        let q = linear(dim, dim, vb.pp("q_proj"))?;
-        let k = linear(dim, dim, vb.pp("k_proj"))?;
-        let v = linear(dim, dim, vb.pp("v_proj"))?;
-        let bias = |l: &Linear| l.bias().cloned().ok_or_else(|| candle_core::Error::Msg("missing bias".into()));
-        let w = Tensor::cat(&[(q.weight() * scale)?, k.weight().clone(), v.weight().clone()], 0)?;
-        let b = Tensor::cat(&[(bias(&q)? * scale)?, bias(&k)?, bias(&v)?], 0)?;
-        Ok(SelfAttention { qkv: Linear::new(w, Some(b)), out: linear(dim, dim, vb.pp("out_proj"))?, heads })
+        let part = |name: &str| -> CResult<(Tensor, Tensor)> {
+            let vb = vb.pp(name);
+            Ok((vb.get((dim, dim), "weight")?, vb.get(dim, "bias")?))
+        };
+        let (qw, qb) = part("q_proj")?;
+        let (kw, kb) = part("k_proj")?;
+        let (vw, vbias) = part("v_proj")?;
+        let w = Tensor::cat(&[(qw * scale)?, kw, vw], 0)?;
+        let b = Tensor::cat(&[(qb * scale)?, kb, vbias], 0)?;
+        Ok(SelfAttention { qkv: Dense::new(&w, Some(b))?, out: dense(dim, dim, vb.pp("out_proj"))?, heads })
     }
 
-    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
-        let (b, s, d) = xs.dims3()?;
-        let hd = d / self.heads;
-        // [b, s, 3d] -> [3, b, heads, s, hd]
-        let qkv = self.qkv.forward(xs)?.reshape((b, s, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
-        let q = qkv.i(0)?.contiguous()?;
-        let k = qkv.i(1)?.contiguous()?;
-        let v = qkv.i(2)?.contiguous()?;
-        let mut scores = q.matmul(&k.t()?)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
-        self.out.forward(&ctx)
+    fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
+        let qkv = self.qkv.forward(xs, None)?;
+        self.out.forward(&kernels::attention(&qkv, self.heads, causal)?, None)
     }
 }
 
 struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
     act: HiddenAct,
 }
 
 impl Mlp {
     fn forward(&self, xs: &Tensor) -> CResult<Tensor> {
-        self.fc2.forward(&self.act.apply(&self.fc1.forward(xs)?)?)
+        self.fc2.forward(&self.fc1.forward(xs, Some(self.act))?, None)
     }
 }
 
@@ -113,8 +92,8 @@ impl Encoder {
                     attn: SelfAttention::load(dim, heads, vb.pp("self_attn"))?,
                     ln2: layer_norm(dim, eps, vb.pp("layer_norm2"))?,
                     mlp: Mlp {
-                        fc1: linear(dim, mlp_dim, vb.pp("mlp").pp("fc1"))?,
-                        fc2: linear(mlp_dim, dim, vb.pp("mlp").pp("fc2"))?,
+                        fc1: dense(dim, mlp_dim, vb.pp("mlp").pp("fc1"))?,
+                        fc2: dense(mlp_dim, dim, vb.pp("mlp").pp("fc2"))?,
                         act,
                     },
                 })
@@ -123,10 +102,10 @@ impl Encoder {
         Ok(Encoder { layers })
     }
 
-    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
+    fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
         let mut xs = xs.clone();
         for l in &self.layers {
-            xs = (&xs + l.attn.forward(&l.ln1.forward(&xs)?, mask)?)?;
+            xs = (&xs + l.attn.forward(&l.ln1.forward(&xs)?, causal)?)?;
             xs = (&xs + l.mlp.forward(&l.ln2.forward(&xs)?)?)?;
         }
         Ok(xs)
@@ -188,7 +167,7 @@ impl VisionTower {
     /// All hidden states after the encoder, `[b, 1 + grid², d]` (CLIPSeg reads these).
     fn forward(&self, pixels: &Tensor) -> CResult<Tensor> {
         let xs = self.pre_ln.forward(&self.embed(pixels)?)?;
-        self.encoder.forward(&xs, None)
+        self.encoder.forward(&xs, false)
     }
 
     fn pooled(&self, pixels: &Tensor) -> CResult<Tensor> {
@@ -250,27 +229,19 @@ impl TextTower {
         }
         let ids = Tensor::from_vec(flat, (b, s), device)?;
         let xs = self.tokens.forward(&ids)?.broadcast_add(&self.positions.narrow(0, 0, s)?.unsqueeze(0)?)?;
-        let mask = causal_mask(s, device)?;
-        let hidden = self.encoder.forward(&xs, Some(&mask))?;
+        let hidden = self.encoder.forward(&xs, true)?;
         let d = hidden.dim(D::Minus1)?;
         let picked = hidden.reshape((b * s, d))?.index_select(&Tensor::from_vec(gather, b, device)?, 0)?;
         self.final_ln.forward(&picked)
     }
 }
 
-fn causal_mask(s: usize, device: &Device) -> CResult<Tensor> {
-    let mask: Vec<f32> = (0..s)
-        .flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(mask, (s, s), device)
-}
-
 /// A loaded CLIP model.
 pub struct ClipModel {
     vision: VisionTower,
     text: TextTower,
-    visual_projection: Linear,
-    text_projection: Linear,
+    visual_projection: Dense,
+    text_projection: Dense,
     logit_scale: f32,
 }
 
@@ -283,8 +254,8 @@ impl ClipModel {
         Ok(ClipModel {
             vision: VisionTower::load(vc, vb.pp("vision_model"))?,
             text: TextTower::load(tc, vb.pp("text_model"))?,
-            visual_projection: linear_no_bias(vc.hidden_size, config.projection_dim, vb.pp("visual_projection"))?,
-            text_projection: linear_no_bias(tc.hidden_size, config.projection_dim, vb.pp("text_projection"))?,
+            visual_projection: dense_no_bias(vc.hidden_size, config.projection_dim, vb.pp("visual_projection"))?,
+            text_projection: dense_no_bias(tc.hidden_size, config.projection_dim, vb.pp("text_projection"))?,
             logit_scale,
         })
     }
@@ -296,12 +267,12 @@ impl ClipModel {
 
     /// `get_image_features`: projected, not normalised, `[b, projection_dim]`.
     pub fn image_features(&self, pixels: &Tensor) -> CResult<Tensor> {
-        self.visual_projection.forward(&self.vision.pooled(pixels)?)
+        self.visual_projection.forward(&self.vision.pooled(pixels)?, None)
     }
 
     /// `get_text_features` for token sequences (with their start and end tokens).
     pub fn text_features(&self, batch: &[Vec<u32>], pad: u32, device: &Device) -> CResult<Tensor> {
-        self.text_projection.forward(&self.text.pooled(batch, pad, device)?)
+        self.text_projection.forward(&self.text.pooled(batch, pad, device)?, None)
     }
 
     /// The vision encoder's hidden states, `[b, 1 + grid², width]`.

@@ -1,0 +1,103 @@
+//! Speed of the CLIP towers at ViT-B/32 shapes with random weights (a forward pass costs the
+//! same whatever the weights hold), so no download is needed.
+//!
+//!     cargo bench --bench clip
+//!
+//! Prints images/s and texts/s at batch sizes 1 and 32, single-query latency, and the cost of
+//! decoding + preprocessing a 12-megapixel JPEG. Compare with `tools/bench_torch.py`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
+use clipdex::ClipEmbedder;
+use clipdex::models::clip::{ClipConfig, ClipTokenizer};
+use clipdex::models::preprocess::ImageProcessor;
+use clipdex::photo::{DecodeOptions, open_rgb};
+
+/// Random weights of whatever shape the model asks for.
+struct RandomWeights;
+
+impl SimpleBackend for RandomWeights {
+    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        if name == "logit_scale" {
+            return Tensor::new(100f32.ln(), dev)?.to_dtype(dtype);
+        }
+        Tensor::randn(0f32, 0.02, s, dev)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("no shape for {name}")
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// Median wall time of `runs` calls after one warm-up call.
+fn median_time(runs: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+fn main() -> clipdex::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let device = Device::Cpu;
+    let config = ClipConfig::vit_base_patch32();
+    let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, device.clone());
+    let tokenizer = ClipTokenizer::from_json("bench", &root.join("tests/fixtures/clip-tiny-p32/tokenizer.json"), 77)?;
+    let clip = ClipEmbedder::from_parts("random ViT-B/32", config, vb, tokenizer, ImageProcessor::clip_default(224), &device)?;
+
+    println!("clipdex CLIP benchmark: ViT-B/32 shapes, random weights, f32, {} threads", rayon::current_num_threads());
+    for batch in [1usize, 32] {
+        let pixels = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &device)?;
+        let runs = if batch == 1 { 15 } else { 3 };
+        let t = median_time(runs, || {
+            clip.embed_pixels(&pixels).unwrap();
+        });
+        println!("image tower  batch {batch:>2}: {:>7.2} images/s  ({:.1} ms per batch)", batch as f64 / t.as_secs_f64(), t.as_secs_f64() * 1e3);
+    }
+    for batch in [1usize, 32] {
+        // 77 tokens: start, 75 words, end (the model's full context).
+        let ids: Vec<Vec<u32>> = (0..batch)
+            .map(|i| std::iter::once(49406).chain((0..75).map(|j| 320 + ((i * 75 + j) % 40000) as u32)).chain(std::iter::once(49407)).collect())
+            .collect();
+        let runs = if batch == 1 { 15 } else { 3 };
+        let t = median_time(runs, || {
+            clip.embed_token_ids(&ids).unwrap();
+        });
+        println!("text tower   batch {batch:>2}: {:>7.2} texts/s   ({:.1} ms per batch, 77 tokens)", batch as f64 / t.as_secs_f64(), t.as_secs_f64() * 1e3);
+    }
+    let query = "a photo of a dog on the beach";
+    let t = median_time(21, || {
+        clip.embed_texts(&[query]).unwrap();
+    });
+    println!("query latency (tokenize + text tower, {query:?}): {:.2} ms", t.as_secs_f64() * 1e3);
+
+    let photo = root.join("tests/fixtures/images/coffee_12mp.jpg");
+    let options = DecodeOptions::default();
+    let t_decode = median_time(5, || {
+        open_rgb(&photo, &options).unwrap();
+    });
+    let rgb = open_rgb(&photo, &options)?;
+    let t_pre = median_time(5, || {
+        clip.preprocess(&rgb).unwrap();
+    });
+    println!(
+        "12 MP JPEG (4000x3000): decode {:.1} ms, resize + crop + normalise {:.1} ms",
+        t_decode.as_secs_f64() * 1e3,
+        t_pre.as_secs_f64() * 1e3
+    );
+    Ok(())
+}

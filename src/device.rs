@@ -33,9 +33,8 @@ impl DeviceChoice {
 
 #[cfg(feature = "cuda")]
 fn open_cuda() -> Result<Device> {
-    Device::new_cuda(0).map_err(|e| {
-        Error::Device(format!("cannot open CUDA device 0 ({e}); use --device cpu"))
-    })
+    Device::new_cuda(0)
+        .map_err(|e| Error::Device(format!("cannot open CUDA device 0 ({e}); use --device cpu")))
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -17,7 +17,9 @@ use cli::{Cli, Command, EmbedArgs};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -44,9 +46,15 @@ fn embed(clip: &ClipEmbedder, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     if args.images.is_empty() && args.texts.is_empty() {
         anyhow::bail!("nothing to embed: give at least one --image PATH or --text STRING");
     }
-    let options = DecodeOptions { max_pixels: args.max_pixels };
+    let options = DecodeOptions {
+        max_pixels: args.max_pixels,
+    };
     let images = clip.embed_image_files(&args.images, &options);
-    let ids = args.texts.iter().map(|t| clip.tokenize(t)).collect::<Result<Vec<_>, _>>()?;
+    let ids = args
+        .texts
+        .iter()
+        .map(|t| clip.tokenize(t))
+        .collect::<Result<Vec<_>, _>>()?;
     let texts = clip.embed_token_ids(&ids)?;
     let failures = images.iter().filter(|r| r.is_err()).count();
 
@@ -77,7 +85,13 @@ fn embed(clip: &ClipEmbedder, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         serde_json::to_writer(&mut out, &doc)?;
         writeln!(out)?;
     } else {
-        writeln!(out, "model {} ({}-d, logit scale {:.2})", clip.name(), clip.dim(), clip.logit_scale())?;
+        writeln!(
+            out,
+            "model {} ({}-d, logit scale {:.2})",
+            clip.name(),
+            clip.dim(),
+            clip.logit_scale()
+        )?;
         for (path, r) in args.images.iter().zip(&images) {
             match r {
                 Ok(e) => writeln!(out, "image {}: {}", path.display(), preview(e))?,
@@ -90,7 +104,10 @@ fn embed(clip: &ClipEmbedder, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush().context("writing the output")?;
     if failures > 0 {
-        eprintln!("error: {failures} of {} images could not be embedded", args.images.len());
+        eprintln!(
+            "error: {failures} of {} images could not be embedded",
+            args.images.len()
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

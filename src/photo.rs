@@ -26,7 +26,9 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_pixels: DEFAULT_MAX_PIXELS }
+        DecodeOptions {
+            max_pixels: DEFAULT_MAX_PIXELS,
+        }
     }
 }
 
@@ -51,11 +53,21 @@ pub fn decode_rgb(bytes: &[u8], options: &DecodeOptions) -> Result<RgbImage, Ima
     let mut decoder = reader.into_decoder().map_err(decode_problem)?;
     let (width, height) = decoder.dimensions();
     if u64::from(width) * u64::from(height) > options.max_pixels {
-        return Err(ImageProblem::TooLarge { width, height, limit: options.max_pixels });
+        return Err(ImageProblem::TooLarge {
+            width,
+            height,
+            limit: options.max_pixels,
+        });
     }
     // A broken EXIF block must not cost the picture: decode it as stored.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let turbo = if is_jpeg { decode_jpeg_turbo(bytes)? } else { None };
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let turbo = if is_jpeg {
+        decode_jpeg_turbo(bytes)?
+    } else {
+        None
+    };
     let rgb = match turbo {
         Some(rgb) => rgb,
         None => to_rgb8(DynamicImage::from_decoder(decoder).map_err(decode_problem)?),
@@ -72,12 +84,21 @@ fn decode_jpeg_turbo(bytes: &[u8]) -> Result<Option<RgbImage>, ImageProblem> {
     let corrupt = |e: turbojpeg::Error| ImageProblem::Corrupt(e.to_string());
     let mut decompressor = turbojpeg::Decompressor::new().map_err(corrupt)?;
     let header = decompressor.read_header(bytes).map_err(corrupt)?;
-    if matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK) {
+    if matches!(
+        header.colorspace,
+        turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
+    ) {
         return Ok(None);
     }
     let (w, h) = (header.width, header.height);
     let mut pixels = vec![0u8; w * h * 3];
-    let out = turbojpeg::Image { pixels: pixels.as_mut_slice(), width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
+    let out = turbojpeg::Image {
+        pixels: pixels.as_mut_slice(),
+        width: w,
+        pitch: w * 3,
+        height: h,
+        format: turbojpeg::PixelFormat::RGB,
+    };
     decompressor.decompress(bytes, out).map_err(corrupt)?;
     Ok(RgbImage::from_raw(w as u32, h as u32, pixels))
 }
@@ -93,14 +114,22 @@ fn to_rgb8(image: DynamicImage) -> RgbImage {
         | DynamicImage::ImageRgba16(_) => {
             let rgb16 = image.into_rgb16();
             let (w, h) = rgb16.dimensions();
-            let samples = rgb16.into_raw().into_iter().map(|v| ((u32::from(v) * 255 + 32_767) / 65_535) as u8);
-            RgbImage::from_raw(w, h, samples.collect()).expect("same dimensions, three samples each")
+            let samples = rgb16
+                .into_raw()
+                .into_iter()
+                .map(|v| ((u32::from(v) * 255 + 32_767) / 65_535) as u8);
+            RgbImage::from_raw(w, h, samples.collect())
+                .expect("same dimensions, three samples each")
         }
         DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => {
             let rgbf = image.into_rgb32f();
             let (w, h) = rgbf.dimensions();
-            let samples = rgbf.into_raw().into_iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8);
-            RgbImage::from_raw(w, h, samples.collect()).expect("same dimensions, three samples each")
+            let samples = rgbf
+                .into_raw()
+                .into_iter()
+                .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8);
+            RgbImage::from_raw(w, h, samples.collect())
+                .expect("same dimensions, three samples each")
         }
         other => other.into_rgb8(),
     }
@@ -170,7 +199,14 @@ mod tests {
     fn refuses_images_over_the_pixel_limit_before_decoding() {
         let png = encode(DynamicImage::new_rgb8(100, 50), image::ImageFormat::Png);
         let err = decode_rgb(&png, &DecodeOptions { max_pixels: 4_999 }).unwrap_err();
-        assert_eq!(err, ImageProblem::TooLarge { width: 100, height: 50, limit: 4_999 });
+        assert_eq!(
+            err,
+            ImageProblem::TooLarge {
+                width: 100,
+                height: 50,
+                limit: 4_999
+            }
+        );
         assert!(decode_rgb(&png, &DecodeOptions { max_pixels: 5_000 }).is_ok());
     }
 
@@ -178,13 +214,22 @@ mod tests {
     fn names_what_is_wrong_with_non_images() {
         let opts = DecodeOptions::default();
         assert_eq!(decode_rgb(b"", &opts).unwrap_err(), ImageProblem::Empty);
-        assert_eq!(decode_rgb(b"hello, I am a text file\n", &opts).unwrap_err(), ImageProblem::NotAnImage);
+        assert_eq!(
+            decode_rgb(b"hello, I am a text file\n", &opts).unwrap_err(),
+            ImageProblem::NotAnImage
+        );
         let heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic";
         let err = decode_rgb(heic, &opts).unwrap_err();
-        assert!(matches!(&err, ImageProblem::Unsupported(m) if m.contains("HEIC")), "{err}");
+        assert!(
+            matches!(&err, ImageProblem::Unsupported(m) if m.contains("HEIC")),
+            "{err}"
+        );
         let mut jpeg = encode(DynamicImage::new_rgb8(64, 64), image::ImageFormat::Jpeg);
         jpeg.truncate(jpeg.len() / 3);
-        assert!(matches!(decode_rgb(&jpeg, &opts).unwrap_err(), ImageProblem::Corrupt(_)));
+        assert!(matches!(
+            decode_rgb(&jpeg, &opts).unwrap_err(),
+            ImageProblem::Corrupt(_)
+        ));
     }
 
     #[test]

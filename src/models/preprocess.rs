@@ -101,7 +101,7 @@ impl Channels {
 /// OpenAI CLIP's normalisation, the default of `CLIPImageProcessor`.
 pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI CLIP's normalisation, the default of `CLIPImageProcessor`.
-pub const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+pub const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 impl ImageProcessor {
     /// CLIP's defaults for an input of `image_size` pixels: what `CLIPImageProcessor()` does
@@ -126,7 +126,9 @@ impl ImageProcessor {
         if let Some(size) = raw.size {
             p.resize = Some(match size {
                 // Legacy CLIP files give the shortest edge as a bare integer.
-                SizeSpec::Square(n) | SizeSpec::ShortestEdge { shortest_edge: n } => ResizeTo::ShortestEdge(n),
+                SizeSpec::Square(n) | SizeSpec::ShortestEdge { shortest_edge: n } => {
+                    ResizeTo::ShortestEdge(n)
+                }
                 SizeSpec::HeightWidth { height, width } => ResizeTo::Exact { width, height },
             });
         }
@@ -140,7 +142,10 @@ impl ImageProcessor {
                 2 => Resample::Bilinear,
                 3 => Resample::Bicubic,
                 other => {
-                    return Err(Error::model(model, format!("unsupported resample filter {other} in {}", path.display())));
+                    return Err(Error::model(
+                        model,
+                        format!("unsupported resample filter {other} in {}", path.display()),
+                    ));
                 }
             };
         }
@@ -168,7 +173,13 @@ impl ImageProcessor {
         }
         p.normalize = (raw.do_normalize != Some(false)).then_some((mean, std));
         if p.resize.is_none() && p.center_crop.is_none() {
-            return Err(Error::model(model, format!("{} neither resizes nor crops: cannot batch images", path.display())));
+            return Err(Error::model(
+                model,
+                format!(
+                    "{} neither resizes nor crops: cannot batch images",
+                    path.display()
+                ),
+            ));
         }
         Ok(p)
     }
@@ -220,7 +231,10 @@ impl ImageProcessor {
     /// Preprocesses a batch: a `[N, 3, H, W]` tensor. All outputs must share one size, which
     /// holds whenever the processor crops or resizes exactly.
     pub fn preprocess_batch(&self, images: &[&RgbImage], device: &Device) -> Result<Tensor> {
-        let tensors = images.iter().map(|im| self.preprocess(im, device)).collect::<Result<Vec<_>>>()?;
+        let tensors = images
+            .iter()
+            .map(|im| self.preprocess(im, device))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::stack(&tensors, 0)?)
     }
 }
@@ -228,12 +242,20 @@ impl ImageProcessor {
 /// `transformers`' `get_resize_output_image_size(default_to_square=False)`: the short side
 /// becomes `size`, the long side `int(size * long / short)` (truncated, not rounded).
 pub fn shortest_edge_size(width: u32, height: u32, size: u32) -> (u32, u32) {
-    let (short, long) = if width <= height { (width, height) } else { (height, width) };
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
     if short == size {
         return (width, height);
     }
     let new_long = ((f64::from(size) * f64::from(long)) / f64::from(short)) as u32;
-    if width <= height { (size, new_long.max(1)) } else { (new_long.max(1), size) }
+    if width <= height {
+        (size, new_long.max(1))
+    } else {
+        (new_long.max(1), size)
+    }
 }
 
 fn resize_rgb(image: &RgbImage, width: u32, height: u32, resample: Resample) -> Result<RgbImage> {
@@ -303,7 +325,9 @@ mod pil_bicubic {
             // PIL truncates toward zero here (a C cast), then clamps to the image.
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = (((center + support + 0.5) as i64).min(in_size as i64) as usize).max(xmin);
-            let raw: Vec<f64> = (xmin..xmax).map(|x| cubic((x as f64 - center + 0.5) / filter_scale)).collect();
+            let raw: Vec<f64> = (xmin..xmax)
+                .map(|x| cubic((x as f64 - center + 0.5) / filter_scale))
+                .collect();
             let total: f64 = raw.iter().sum();
             let fixed = raw
                 .iter()
@@ -433,13 +457,24 @@ mod tests {
         assert_eq!(p.center_crop, Some((336, 336)));
         assert_eq!(p.normalize, Some(([0.5; 3], [0.5; 3])));
         let blip = dir.join("blip.json");
-        std::fs::write(&blip, r#"{"size": {"height": 384, "width": 384}, "do_center_crop": false}"#).unwrap();
+        std::fs::write(
+            &blip,
+            r#"{"size": {"height": 384, "width": 384}, "do_center_crop": false}"#,
+        )
+        .unwrap();
         let p = ImageProcessor::from_file("m", &blip, ImageProcessor::clip_default(224)).unwrap();
-        assert_eq!(p.resize, Some(ResizeTo::Exact { width: 384, height: 384 }));
+        assert_eq!(
+            p.resize,
+            Some(ResizeTo::Exact {
+                width: 384,
+                height: 384
+            })
+        );
         assert_eq!(p.output_size(), Some((384, 384)));
         let bad = dir.join("bad.json");
         std::fs::write(&bad, "{not json").unwrap();
-        let err = ImageProcessor::from_file("m", &bad, ImageProcessor::clip_default(224)).unwrap_err();
+        let err =
+            ImageProcessor::from_file("m", &bad, ImageProcessor::clip_default(224)).unwrap_err();
         assert!(err.to_string().contains("bad.json"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -21,14 +21,7 @@ use clipdex::photo::{DecodeOptions, open_rgb};
 struct RandomWeights;
 
 impl SimpleBackend for RandomWeights {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         if name == "logit_scale" {
             return Tensor::new(100f32.ln(), dev)?.to_dtype(dtype);
         }
@@ -63,24 +56,11 @@ fn main() -> clipdex::Result<()> {
     let device = Device::Cpu;
     let config = ClipConfig::vit_base_patch32();
     let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, device.clone());
-    let tokenizer = ClipTokenizer::from_json(
-        "bench",
-        &root.join("tests/fixtures/clip-tiny-p32/tokenizer.json"),
-        77,
-    )?;
-    let clip = ClipEmbedder::from_parts(
-        "random ViT-B/32",
-        config,
-        vb,
-        tokenizer,
-        ImageProcessor::clip_default(224),
-        &device,
-    )?;
+    let tokenizer = ClipTokenizer::from_json("bench", &root.join("tests/fixtures/clip-tiny-p32/tokenizer.json"), 77)?;
+    let clip =
+        ClipEmbedder::from_parts("random ViT-B/32", config, vb, tokenizer, ImageProcessor::clip_default(224), &device)?;
 
-    println!(
-        "clipdex CLIP benchmark: ViT-B/32 shapes, random weights, f32, {} threads",
-        rayon::current_num_threads()
-    );
+    println!("clipdex CLIP benchmark: ViT-B/32 shapes, random weights, f32, {} threads", rayon::current_num_threads());
     for batch in [1usize, 32] {
         let pixels = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &device)?;
         let runs = if batch == 1 { 15 } else { 3 };
@@ -117,10 +97,7 @@ fn main() -> clipdex::Result<()> {
     let t = median_time(21, || {
         clip.embed_texts(&[query]).unwrap();
     });
-    println!(
-        "query latency (tokenize + text tower, {query:?}): {:.2} ms",
-        t.as_secs_f64() * 1e3
-    );
+    println!("query latency (tokenize + text tower, {query:?}): {:.2} ms", t.as_secs_f64() * 1e3);
 
     let photo = root.join("tests/fixtures/images/coffee_12mp.jpg");
     let options = DecodeOptions::default();

@@ -29,6 +29,14 @@ pub struct GlobalOptions {
     /// Where the models run: cpu, cuda (needs a build with `--features cuda`), or auto.
     #[arg(long, global = true, env = "CLIPDEX_DEVICE", default_value = "cpu", value_parser = parse_device)]
     pub device: DeviceChoice,
+
+    /// The library database folder [default: the platform data folder, e.g. ~/.local/share/clipdex].
+    #[arg(long, global = true, env = "CLIPDEX_DB", value_name = "DIR")]
+    pub db: Option<PathBuf>,
+
+    /// Refuse images with more pixels than this (decompression bombs).
+    #[arg(long, global = true, value_name = "N", default_value_t = clipdex::photo::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
 }
 
 fn parse_device(s: &str) -> Result<DeviceChoice, String> {
@@ -39,6 +47,79 @@ fn parse_device(s: &str) -> Result<DeviceChoice, String> {
 pub enum Command {
     /// Embed images and texts with CLIP and print the vectors.
     Embed(EmbedArgs),
+    /// Add photo folders to the library (then run `clipdex index`).
+    Add {
+        /// Folders to add.
+        #[arg(required = true, value_name = "ROOT")]
+        roots: Vec<PathBuf>,
+    },
+    /// List the library's folders.
+    Roots {
+        /// Print JSON: {"roots": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a folder from the library and forget its photos.
+    Remove {
+        /// The folder.
+        #[arg(value_name = "ROOT")]
+        root: PathBuf,
+    },
+    /// Scan the folders once: embed new and changed photos, forget deleted ones.
+    Index {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search the library by text.
+    Search(SearchArgs),
+    /// Find photos similar to an image (which may be outside the library).
+    Similar {
+        /// The image.
+        #[arg(value_name = "PATH")]
+        image: PathBuf,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Counts, model and index state.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Files that could not be indexed, and why.
+    Failures {
+        /// Print JSON: {"failures": [{"path", "reason", "attempts"}]}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// What to look for, in words.
+    pub text: String,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Number of results.
+    #[arg(short = 'k', long = "k", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub k: u64,
+    /// Only photos at or under this folder.
+    #[arg(long, value_name = "PATH")]
+    pub under: Option<PathBuf>,
+    /// Only photos dated on or after this (YYYY, YYYY-MM, YYYY-MM-DD; EXIF date, else file time).
+    #[arg(long, value_name = "DATE")]
+    pub after: Option<String>,
+    /// Only photos dated before this.
+    #[arg(long, value_name = "DATE")]
+    pub before: Option<String>,
+    /// Print JSON: {"results": [{"id", "path", "score"}], "took_ms"}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -56,8 +137,4 @@ pub struct EmbedArgs {
     /// place of "embedding".
     #[arg(long)]
     pub json: bool,
-
-    /// Refuse images with more pixels than this (decompression bombs).
-    #[arg(long, value_name = "N", default_value_t = clipdex::photo::DEFAULT_MAX_PIXELS)]
-    pub max_pixels: u64,
 }

@@ -33,8 +33,7 @@ impl DeviceChoice {
 
 #[cfg(feature = "cuda")]
 fn open_cuda() -> Result<Device> {
-    Device::new_cuda(0)
-        .map_err(|e| Error::Device(format!("cannot open CUDA device 0 ({e}); use --device cpu")))
+    Device::new_cuda(0).map_err(|e| Error::Device(format!("cannot open CUDA device 0 ({e}); use --device cpu")))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -54,9 +53,7 @@ impl FromStr for DeviceChoice {
             "cpu" => Ok(DeviceChoice::Cpu),
             "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
             "auto" => Ok(DeviceChoice::Auto),
-            other => Err(Error::Invalid(format!(
-                "unknown device `{other}`: use cpu, cuda or auto"
-            ))),
+            other => Err(Error::Invalid(format!("unknown device `{other}`: use cpu, cuda or auto"))),
         }
     }
 }

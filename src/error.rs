@@ -43,6 +43,10 @@ pub enum Error {
     #[error("model computation failed: {0}")]
     Compute(#[from] candle_core::Error),
 
+    /// The database could not be opened, read or written.
+    #[error("{0}")]
+    Store(String),
+
     /// An invalid argument from the caller.
     #[error("{0}")]
     Invalid(String),
@@ -71,9 +75,7 @@ pub enum ImageProblem {
     #[error("not an image (unrecognised format)")]
     NotAnImage,
     /// The image is larger than the configured pixel limit (a decompression bomb, or a huge scan).
-    #[error(
-        "{width}x{height} pixels exceeds the limit of {limit} pixels (raise it with --max-pixels)"
-    )]
+    #[error("{width}x{height} pixels exceeds the limit of {limit} pixels (raise it with --max-pixels)")]
     TooLarge {
         /// Width in pixels as the header declares it.
         width: u32,
@@ -92,34 +94,18 @@ impl Error {
     /// its messages when `RUST_BACKTRACE` is set, and users need the one-line cause.
     pub(crate) fn model(model: impl Into<String>, reason: impl Into<String>) -> Self {
         let reason = reason.into();
-        let reason = reason
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_end()
-            .to_string();
-        Error::Model {
-            model: model.into(),
-            reason,
-        }
+        let reason = reason.lines().next().unwrap_or_default().trim_end().to_string();
+        Error::Model { model: model.into(), reason }
     }
 
     pub(crate) fn image(path: &Path, problem: ImageProblem) -> Self {
-        Error::Image {
-            path: path.to_path_buf(),
-            problem,
-        }
+        Error::Image { path: path.to_path_buf(), problem }
     }
 }
 
 /// The first line of an error's message (candle appends backtraces to its messages).
 pub(crate) fn first_line(e: &dyn std::fmt::Display) -> String {
-    e.to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_end()
-        .to_string()
+    e.to_string().lines().next().unwrap_or_default().trim_end().to_string()
 }
 
 /// The library's result type.

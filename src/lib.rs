@@ -24,15 +24,26 @@
 //! ```
 //!
 //! Modules, in the order data flows:
-//! - [`photo`]: decoding photos into upright 8-bit RGB.
+//! - [`photo`]: decoding photos into upright 8-bit RGB, EXIF metadata.
 //! - [`models`]: model loading, preprocessing and the networks (CLIP so far).
+//! - [`indexer`]: scanning the photo folders into the store.
+//! - [`store`]: the sled database (records, paths, vectors, failures), with its migrations.
+//! - [`ann`]: nearest-neighbour search over the stored vectors.
+//! - [`query`]: searches with filters.
+//! - [`library`]: the facade over all of it ([`Library`]).
 //! - [`device`]: CPU or CUDA.
 
+pub mod ann;
 pub mod device;
 pub mod error;
+pub mod indexer;
+pub mod library;
 pub mod models;
 pub mod photo;
+pub mod query;
+pub mod store;
 
 pub use device::DeviceChoice;
 pub use error::{Error, ImageProblem, Result};
+pub use library::{Library, LibraryConfig};
 pub use models::clip::{ClipEmbedder, DEFAULT_CLIP_MODEL, Embedding};

@@ -10,16 +10,15 @@ use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
 
-use clipdex::ClipEmbedder;
 use clipdex::photo::DecodeOptions;
+use clipdex::query::{SearchFilter, SearchHit, parse_date};
+use clipdex::{ClipEmbedder, Library, LibraryConfig};
 
-use cli::{Cli, Command, EmbedArgs};
+use cli::{Cli, Command, EmbedArgs, FilterArgs, GlobalOptions};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -33,28 +32,176 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let device = cli.global.device.open()?;
+    let g = &cli.global;
+    if let Command::Embed(args) = &cli.command {
+        let clip = ClipEmbedder::load(&g.model, &g.device.open()?)?;
+        return embed(&clip, args, g.max_pixels);
+    }
+    let library = open_library(g)?;
+    let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Embed(args) => {
-            let clip = ClipEmbedder::load(&cli.global.model, &device)?;
-            embed(&clip, &args)
+        Command::Embed(_) => unreachable!("handled above"),
+        Command::Add { roots } => {
+            for root in roots {
+                let added = library.add_root(&root)?;
+                writeln!(out, "added {}", added.display())?;
+            }
+            writeln!(out, "run `clipdex index` to index them")?;
+        }
+        Command::Roots { json } => {
+            let roots = library.roots()?;
+            if json {
+                writeln!(out, "{}", json!({ "roots": roots }))?;
+            } else {
+                for r in roots {
+                    writeln!(out, "{}", r.display())?;
+                }
+            }
+        }
+        Command::Remove { root } => {
+            let n = library.remove_root(&root)?;
+            writeln!(out, "removed {} ({n} files forgotten)", root.display())?;
+        }
+        Command::Index { json } => {
+            let bar = progress_bar();
+            let report = library.index(&|done, total| {
+                if let Some(b) = &bar {
+                    b.set_length(total);
+                    b.set_position(done);
+                }
+            })?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{} photos: {} new, {} linked (copies or moves), {} unchanged, {} removed, {} failed{}",
+                    report.seen,
+                    report.embedded,
+                    report.linked,
+                    report.unchanged,
+                    report.removed,
+                    report.failed,
+                    if report.failed > 0 { " (see `clipdex failures`)" } else { "" }
+                )?;
+                for r in &report.missing_roots {
+                    writeln!(out, "warning: {} is missing; its photos were left in place", r.display())?;
+                }
+            }
+        }
+        Command::Search(args) => {
+            let filter = filter_of(&args.filter)?;
+            library.clip()?; // load the model before the clock starts
+            let started = std::time::Instant::now();
+            let hits = library.search_text(&args.text, args.filter.k as usize, &filter)?;
+            print_hits(&mut out, &hits, started, args.filter.json)?;
+        }
+        Command::Similar { image, filter: f } => {
+            let filter = filter_of(&f)?;
+            library.clip()?;
+            let started = std::time::Instant::now();
+            let hits = library.search_image(&image, f.k as usize, &filter)?;
+            print_hits(&mut out, &hits, started, f.json)?;
+        }
+        Command::Stats { json } => {
+            let s = library.stats()?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&s)?)?;
+            } else {
+                writeln!(out, "database  {} (schema {})", library.store().dir().display(), s.schema_version)?;
+                writeln!(out, "model     {}", s.model.as_deref().unwrap_or("(none yet)"))?;
+                writeln!(out, "images    {}", s.counts.images)?;
+                writeln!(out, "paths     {}", s.counts.paths)?;
+                writeln!(out, "vectors   {}", s.counts.vectors)?;
+                writeln!(out, "failures  {}", s.counts.failures)?;
+                writeln!(out, "roots     {}", s.counts.roots)?;
+                writeln!(
+                    out,
+                    "index     {} ({} vectors, {} tombstones)",
+                    s.index.kind, s.index.vectors, s.index.tombstones
+                )?;
+            }
+        }
+        Command::Failures { json } => {
+            let failures = library.failures()?;
+            if json {
+                let rows: Vec<_> = failures
+                    .iter()
+                    .map(|(p, f)| json!({"path": p, "reason": f.reason, "attempts": f.attempts}))
+                    .collect();
+                writeln!(out, "{}", json!({ "failures": rows }))?;
+            } else {
+                for (p, f) in &failures {
+                    writeln!(out, "{}: {} ({} attempts)", p.display(), f.reason, f.attempts)?;
+                }
+            }
         }
     }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
-fn embed(clip: &ClipEmbedder, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
+fn open_library(g: &GlobalOptions) -> anyhow::Result<Library> {
+    let db = match &g.db {
+        Some(db) => db.clone(),
+        None => dirs::data_dir().context("no data folder on this platform: pass --db DIR")?.join("clipdex"),
+    };
+    let mut config = LibraryConfig::new(db, &g.model);
+    config.device = g.device;
+    config.max_pixels = g.max_pixels;
+    Ok(Library::open(config)?)
+}
+
+fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {
+    let under = match &f.under {
+        Some(p) => Some(std::fs::canonicalize(p).with_context(|| format!("--under {}", p.display()))?),
+        None => None,
+    };
+    Ok(SearchFilter {
+        under,
+        after: f.after.as_deref().map(parse_date).transpose()?,
+        before: f.before.as_deref().map(parse_date).transpose()?,
+    })
+}
+
+fn print_hits(out: &mut impl Write, hits: &[SearchHit], started: std::time::Instant, json: bool) -> anyhow::Result<()> {
+    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    if json {
+        writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
+    } else {
+        for h in hits {
+            writeln!(out, "{:.4}  {}", h.score, h.path.display())?;
+        }
+        if hits.is_empty() {
+            writeln!(out, "no results (is the library indexed? see `clipdex stats`)")?;
+        }
+    }
+    Ok(())
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} photos  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
+
+fn embed(clip: &ClipEmbedder, args: &EmbedArgs, max_pixels: u64) -> anyhow::Result<ExitCode> {
     if args.images.is_empty() && args.texts.is_empty() {
         anyhow::bail!("nothing to embed: give at least one --image PATH or --text STRING");
     }
-    let options = DecodeOptions {
-        max_pixels: args.max_pixels,
-    };
+    let options = DecodeOptions { max_pixels, min_side: None };
     let images = clip.embed_image_files(&args.images, &options);
-    let ids = args
-        .texts
-        .iter()
-        .map(|t| clip.tokenize(t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let ids = args.texts.iter().map(|t| clip.tokenize(t)).collect::<Result<Vec<_>, _>>()?;
     let texts = clip.embed_token_ids(&ids)?;
     let failures = images.iter().filter(|r| r.is_err()).count();
 
@@ -85,13 +232,7 @@ fn embed(clip: &ClipEmbedder, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         serde_json::to_writer(&mut out, &doc)?;
         writeln!(out)?;
     } else {
-        writeln!(
-            out,
-            "model {} ({}-d, logit scale {:.2})",
-            clip.name(),
-            clip.dim(),
-            clip.logit_scale()
-        )?;
+        writeln!(out, "model {} ({}-d, logit scale {:.2})", clip.name(), clip.dim(), clip.logit_scale())?;
         for (path, r) in args.images.iter().zip(&images) {
             match r {
                 Ok(e) => writeln!(out, "image {}: {}", path.display(), preview(e))?,
@@ -104,10 +245,7 @@ fn embed(clip: &ClipEmbedder, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush().context("writing the output")?;
     if failures > 0 {
-        eprintln!(
-            "error: {failures} of {} images could not be embedded",
-            args.images.len()
-        );
+        eprintln!("error: {failures} of {} images could not be embedded", args.images.len());
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

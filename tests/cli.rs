@@ -10,18 +10,11 @@ fn fixtures() -> PathBuf {
 }
 
 fn model_dir() -> String {
-    fixtures()
-        .join("clip-tiny-p32")
-        .to_string_lossy()
-        .into_owned()
+    fixtures().join("clip-tiny-p32").to_string_lossy().into_owned()
 }
 
 fn image(name: &str) -> String {
-    fixtures()
-        .join("images")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
+    fixtures().join("images").join(name).to_string_lossy().into_owned()
 }
 
 fn clipdex(args: &[&str]) -> Output {
@@ -34,44 +27,24 @@ fn clipdex(args: &[&str]) -> Output {
 }
 
 fn golden() -> Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("golden/clip-tiny-p32.json")).unwrap(),
-    )
-    .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("golden/clip-tiny-p32.json")).unwrap()).unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
-        / (a.iter().map(|x| x * x).sum::<f32>().sqrt()
-            * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+        / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
 }
 
 #[test]
 fn embed_json_matches_the_reference() {
     let m = model_dir();
-    let out = clipdex(&[
-        "embed",
-        "--model",
-        &m,
-        "--text",
-        "a photo of a cat",
-        "--image",
-        &image("coffee.png"),
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        clipdex(&["embed", "--model", &m, "--text", "a photo of a cat", "--image", &image("coffee.png"), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let g = golden();
     assert_eq!(doc["model"], m.as_str());
@@ -80,23 +53,13 @@ fn embed_json_matches_the_reference() {
 
     let text = &doc["texts"][0];
     assert_eq!(text["text"], "a photo of a cat");
-    let gt = g["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["text"] == "a photo of a cat")
-        .unwrap();
+    let gt = g["texts"].as_array().unwrap().iter().find(|t| t["text"] == "a photo of a cat").unwrap();
     assert_eq!(text["ids"], gt["ids"]);
     assert!(cosine(&floats(&text["embedding"]), &floats(&gt["embedding"])) > 0.9999);
 
     let img = &doc["images"][0];
     assert_eq!(img["path"], image("coffee.png").as_str());
-    let gi = g["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["file"] == "coffee.png")
-        .unwrap();
+    let gi = g["images"].as_array().unwrap().iter().find(|i| i["file"] == "coffee.png").unwrap();
     let e = floats(&img["embedding"]);
     assert_eq!(e.len(), 24);
     assert!(cosine(&e, &floats(&gi["embedding"])) > 0.9999);
@@ -106,9 +69,7 @@ fn embed_json_matches_the_reference() {
 fn global_options_go_before_or_after_the_command_or_in_the_environment() {
     let m = model_dir();
     let before = clipdex(&["--model", &m, "embed", "--text", "dog", "--json"]);
-    let after = clipdex(&[
-        "embed", "--text", "dog", "--json", "--model", &m, "--device", "cpu",
-    ]);
+    let after = clipdex(&["embed", "--text", "dog", "--json", "--model", &m, "--device", "cpu"]);
     let env = Command::new(env!("CARGO_BIN_EXE_clipdex"))
         .args(["embed", "--text", "dog", "--json"])
         .env("CLIPDEX_MODEL", &m)
@@ -116,16 +77,9 @@ fn global_options_go_before_or_after_the_command_or_in_the_environment() {
         .output()
         .unwrap();
     for out in [&before, &after, &env] {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    let docs: Vec<Value> = [&before, &after, &env]
-        .iter()
-        .map(|o| serde_json::from_slice(&o.stdout).unwrap())
-        .collect();
+    let docs: Vec<Value> = [&before, &after, &env].iter().map(|o| serde_json::from_slice(&o.stdout).unwrap()).collect();
     assert_eq!(docs[0], docs[1]);
     assert_eq!(docs[0], docs[2]);
 }
@@ -154,18 +108,8 @@ fn a_bad_image_is_reported_and_the_rest_still_run() {
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let images = doc["images"].as_array().unwrap();
     assert_eq!(images.len(), 3);
-    assert!(
-        images[0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("no such file")
-    );
-    assert!(
-        images[1]["error"]
-            .as_str()
-            .unwrap()
-            .contains("not an image")
-    );
+    assert!(images[0]["error"].as_str().unwrap().contains("no such file"));
+    assert!(images[1]["error"].as_str().unwrap().contains("not an image"));
     assert_eq!(images[2]["embedding"].as_array().unwrap().len(), 24);
     assert_eq!(doc["texts"][0]["embedding"].as_array().unwrap().len(), 24);
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 3 images"));
@@ -173,22 +117,11 @@ fn a_bad_image_is_reported_and_the_rest_still_run() {
 
 #[test]
 fn human_output_is_a_short_summary() {
-    let out = clipdex(&[
-        "embed",
-        "--model",
-        &model_dir(),
-        "--text",
-        "a red car",
-        "--image",
-        &image("rocket.webp"),
-    ]);
+    let out = clipdex(&["embed", "--model", &model_dir(), "--text", "a red car", "--image", &image("rocket.webp")]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("model "), "{text}");
-    assert!(
-        text.contains("24-d") && text.contains("logit scale 100.0"),
-        "{text}"
-    );
+    assert!(text.contains("24-d") && text.contains("logit scale 100.0"), "{text}");
     assert!(text.contains("text \"a red car\": 5 tokens"), "{text}");
     assert!(text.contains("rocket.webp: ["), "{text}");
 }
@@ -213,15 +146,7 @@ fn usage_errors_are_one_clear_line() {
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_without_the_feature_says_so() {
-    let out = clipdex(&[
-        "embed",
-        "--model",
-        &model_dir(),
-        "--device",
-        "cuda",
-        "--text",
-        "x",
-    ]);
+    let out = clipdex(&["embed", "--model", &model_dir(), "--device", "cuda", "--text", "x"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("built without CUDA support"));
 }

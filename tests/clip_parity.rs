@@ -39,8 +39,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn golden(name: &str) -> Golden {
-    let text =
-        std::fs::read_to_string(fixtures().join("golden").join(format!("{name}.json"))).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("golden").join(format!("{name}.json"))).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -52,11 +51,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn load(g: &Golden) -> ClipEmbedder {
-    ClipEmbedder::load(
-        fixtures().join(&g.model_dir).to_str().unwrap(),
-        &Device::Cpu,
-    )
-    .unwrap()
+    ClipEmbedder::load(fixtures().join(&g.model_dir).to_str().unwrap(), &Device::Cpu).unwrap()
 }
 
 fn check_texts(name: &str) {
@@ -73,10 +68,7 @@ fn check_texts(name: &str) {
     for t in &g.texts {
         let ids = clip.tokenize(&t.text).unwrap();
         if ids != t.ids {
-            problems.push(format!(
-                "{:?}: ids {:?}\n  expected {:?}",
-                t.text, ids, t.ids
-            ));
+            problems.push(format!("{:?}: ids {:?}\n  expected {:?}", t.text, ids, t.ids));
         }
     }
     // All texts in one padded batch: padding must not leak into the pooled states.
@@ -107,61 +99,33 @@ fn check_images(name: &str) {
             }
         };
         if [rgb.width(), rgb.height()] != im.upright_size {
-            problems.push(format!(
-                "{}: upright size {:?}, expected {:?}",
-                im.file,
-                rgb.dimensions(),
-                im.upright_size
-            ));
+            problems.push(format!("{}: upright size {:?}, expected {:?}", im.file, rgb.dimensions(), im.upright_size));
             continue;
         }
         let crop = clip.processor().resize_and_crop(&rgb).unwrap();
-        let want = image::open(fixtures().join("golden").join(&im.crop))
-            .unwrap()
-            .to_rgb8();
+        let want = image::open(fixtures().join("golden").join(&im.crop)).unwrap().to_rgb8();
         assert_eq!(crop.dimensions(), want.dimensions(), "{}", im.file);
-        let diffs: Vec<i32> = crop
-            .as_raw()
-            .iter()
-            .zip(want.as_raw())
-            .map(|(a, b)| (*a as i32 - *b as i32).abs())
-            .collect();
+        let diffs: Vec<i32> =
+            crop.as_raw().iter().zip(want.as_raw()).map(|(a, b)| (*a as i32 - *b as i32).abs()).collect();
         let max = *diffs.iter().max().unwrap();
         let mean_diff = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
         if max > 2 {
-            problems.push(format!(
-                "{}: crop differs by up to {max}/255 (mean {mean_diff:.3})",
-                im.file
-            ));
+            problems.push(format!("{}: crop differs by up to {max}/255 (mean {mean_diff:.3})", im.file));
         }
         // The rescale + normalise step, on the first four pixels of each channel's top row.
         let pixels = clip.preprocess(&rgb).unwrap();
         for (c, std_c) in std.iter().enumerate() {
             for x in 0..4 {
-                let got = pixels
-                    .get(c)
-                    .unwrap()
-                    .get(0)
-                    .unwrap()
-                    .get(x)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let got = pixels.get(c).unwrap().get(0).unwrap().get(x).unwrap().to_scalar::<f32>().unwrap();
                 let want = im.pixel_head[c * 4 + x];
                 if (got - want).abs() * std_c > 2.0 / 255.0 + 1e-6 {
-                    problems.push(format!(
-                        "{}: pixel ({c},0,{x}) = {got}, expected {want} (mean {:?})",
-                        im.file, mean
-                    ));
+                    problems.push(format!("{}: pixel ({c},0,{x}) = {got}, expected {want} (mean {:?})", im.file, mean));
                 }
             }
         }
         let e = clip.embed_images(&[rgb]).unwrap().remove(0);
         let c = cosine(&e, &im.embedding);
-        report.push(format!(
-            "{:<28} max diff {max}/255, mean {mean_diff:.3}, cosine {c:.6}",
-            im.file
-        ));
+        report.push(format!("{:<28} max diff {max}/255, mean {mean_diff:.3}, cosine {c:.6}", im.file));
         if c < 0.9999 {
             problems.push(format!("{}: embedding cosine {c}", im.file));
         }
@@ -194,17 +158,10 @@ fn p16_images_match_the_reference() {
 fn batching_does_not_change_embeddings() {
     let g = golden("clip-tiny-p32");
     let clip = load(&g);
-    let paths: Vec<PathBuf> = g
-        .images
-        .iter()
-        .map(|im| fixtures().join("images").join(&im.file))
-        .collect();
+    let paths: Vec<PathBuf> = g.images.iter().map(|im| fixtures().join("images").join(&im.file)).collect();
     let batched = clip.embed_image_files(&paths, &DecodeOptions::default());
     for (path, got) in paths.iter().zip(batched) {
-        let single = clip
-            .embed_images(&[open_rgb(path, &DecodeOptions::default()).unwrap()])
-            .unwrap()
-            .remove(0);
+        let single = clip.embed_images(&[open_rgb(path, &DecodeOptions::default()).unwrap()]).unwrap().remove(0);
         let c = cosine(&got.unwrap(), &single);
         assert!(c > 0.99999, "{}: {c}", path.display());
     }

@@ -6,9 +6,7 @@ use candle_core::Device;
 use clipdex::ClipEmbedder;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// A copy of a fixture model in a fresh temporary directory, to break at will.
@@ -42,10 +40,7 @@ impl Drop for Scratch {
 
 fn assert_one_line_naming(err: &str, model: &Path, words: &[&str]) {
     assert!(!err.contains('\n'), "not one line: {err}");
-    assert!(
-        err.contains(model.to_str().unwrap()),
-        "does not name the model: {err}"
-    );
+    assert!(err.contains(model.to_str().unwrap()), "does not name the model: {err}");
     for w in words {
         assert!(err.contains(w), "expected {w:?} in: {err}");
     }
@@ -61,11 +56,7 @@ fn missing_config() {
 #[test]
 fn wrong_architecture() {
     let s = Scratch::copy_of("clip-tiny-p32", "arch");
-    std::fs::write(
-        s.0.join("config.json"),
-        r#"{"model_type": "bert", "hidden_size": 16}"#,
-    )
-    .unwrap();
+    std::fs::write(s.0.join("config.json"), r#"{"model_type": "bert", "hidden_size": 16}"#).unwrap();
     assert_one_line_naming(&s.load_error(), &s.0, &["bert", "not CLIP"]);
 }
 
@@ -80,21 +71,13 @@ fn config_that_is_not_json() {
 fn missing_weights() {
     let s = Scratch::copy_of("clip-tiny-p32", "noweights");
     std::fs::remove_file(s.0.join("model.safetensors")).unwrap();
-    assert_one_line_naming(
-        &s.load_error(),
-        &s.0,
-        &["model.safetensors or pytorch_model.bin not found"],
-    );
+    assert_one_line_naming(&s.load_error(), &s.0, &["model.safetensors or pytorch_model.bin not found"]);
 }
 
 #[test]
 fn corrupt_safetensors() {
     let s = Scratch::copy_of("clip-tiny-p32", "badst");
-    std::fs::write(
-        s.0.join("model.safetensors"),
-        b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header",
-    )
-    .unwrap();
+    std::fs::write(s.0.join("model.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header").unwrap();
     assert_one_line_naming(&s.load_error(), &s.0, &["corrupt", "model.safetensors"]);
 }
 
@@ -110,11 +93,7 @@ fn truncated_safetensors() {
 #[test]
 fn corrupt_pytorch_pickle() {
     let s = Scratch::copy_of("clip-tiny-p16", "badpt");
-    std::fs::write(
-        s.0.join("pytorch_model.bin"),
-        b"PK\x03\x04 this is not a zip",
-    )
-    .unwrap();
+    std::fs::write(s.0.join("pytorch_model.bin"), b"PK\x03\x04 this is not a zip").unwrap();
     assert_one_line_naming(&s.load_error(), &s.0, &["corrupt", "pytorch_model.bin"]);
 }
 
@@ -122,11 +101,7 @@ fn corrupt_pytorch_pickle() {
 fn weights_of_another_shape() {
     let s = Scratch::copy_of("clip-tiny-p32", "shape");
     let text = std::fs::read_to_string(s.0.join("config.json")).unwrap();
-    std::fs::write(
-        s.0.join("config.json"),
-        text.replace("\"projection_dim\": 24", "\"projection_dim\": 32"),
-    )
-    .unwrap();
+    std::fs::write(s.0.join("config.json"), text.replace("\"projection_dim\": 24", "\"projection_dim\": 32")).unwrap();
     assert_one_line_naming(&s.load_error(), &s.0, &["do not fit config.json"]);
 }
 
@@ -143,38 +118,23 @@ fn missing_preprocessor_config_falls_back_to_clip_defaults() {
     std::fs::remove_file(s.0.join("preprocessor_config.json")).unwrap();
     // The fixture's preprocessor config *is* CLIP's default at 224 px, so nothing changes.
     let clip = ClipEmbedder::load(s.0.to_str().unwrap(), &Device::Cpu).unwrap();
-    assert_eq!(
-        clip.processor(),
-        &clipdex::models::preprocess::ImageProcessor::clip_default(224)
-    );
+    assert_eq!(clip.processor(), &clipdex::models::preprocess::ImageProcessor::clip_default(224));
 }
 
 #[test]
 fn no_such_directory() {
-    let err = ClipEmbedder::load("/definitely/not/a/model", &Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("/definitely/not/a/model") && err.contains("no such directory"),
-        "{err}"
-    );
+    let err = ClipEmbedder::load("/definitely/not/a/model", &Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("/definitely/not/a/model") && err.contains("no such directory"), "{err}");
 }
 
 #[test]
 fn hub_id_offline_without_cache() {
     // Run in a child process: the environment must not leak into other tests.
     if std::env::var_os("CLIPDEX_TEST_OFFLINE_CHILD").is_some() {
-        let err = ClipEmbedder::load("openai/clip-vit-base-patch32", &Device::Cpu)
-            .err()
-            .unwrap()
-            .to_string();
+        let err = ClipEmbedder::load("openai/clip-vit-base-patch32", &Device::Cpu).err().unwrap().to_string();
         assert!(!err.contains('\n'), "{err}");
         assert!(err.contains("openai/clip-vit-base-patch32"), "{err}");
-        assert!(
-            err.contains("not in the Hugging Face cache") && err.contains("local model directory"),
-            "{err}"
-        );
+        assert!(err.contains("not in the Hugging Face cache") && err.contains("local model directory"), "{err}");
         return;
     }
     let home = std::env::temp_dir().join(format!("clipdex-hfhome-{}", std::process::id()));

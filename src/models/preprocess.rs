@@ -120,15 +120,13 @@ impl ImageProcessor {
     pub fn from_file(model: &str, path: &Path, defaults: ImageProcessor) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::model(model, format!("cannot read {}: {e}", path.display())))?;
-        let raw: RawConfig = serde_json::from_str(&text)
-            .map_err(|e| Error::model(model, format!("invalid {}: {e}", path.display())))?;
+        let raw: RawConfig =
+            serde_json::from_str(&text).map_err(|e| Error::model(model, format!("invalid {}: {e}", path.display())))?;
         let mut p = defaults;
         if let Some(size) = raw.size {
             p.resize = Some(match size {
                 // Legacy CLIP files give the shortest edge as a bare integer.
-                SizeSpec::Square(n) | SizeSpec::ShortestEdge { shortest_edge: n } => {
-                    ResizeTo::ShortestEdge(n)
-                }
+                SizeSpec::Square(n) | SizeSpec::ShortestEdge { shortest_edge: n } => ResizeTo::ShortestEdge(n),
                 SizeSpec::HeightWidth { height, width } => ResizeTo::Exact { width, height },
             });
         }
@@ -175,10 +173,7 @@ impl ImageProcessor {
         if p.resize.is_none() && p.center_crop.is_none() {
             return Err(Error::model(
                 model,
-                format!(
-                    "{} neither resizes nor crops: cannot batch images",
-                    path.display()
-                ),
+                format!("{} neither resizes nor crops: cannot batch images", path.display()),
             ));
         }
         Ok(p)
@@ -231,10 +226,7 @@ impl ImageProcessor {
     /// Preprocesses a batch: a `[N, 3, H, W]` tensor. All outputs must share one size, which
     /// holds whenever the processor crops or resizes exactly.
     pub fn preprocess_batch(&self, images: &[&RgbImage], device: &Device) -> Result<Tensor> {
-        let tensors = images
-            .iter()
-            .map(|im| self.preprocess(im, device))
-            .collect::<Result<Vec<_>>>()?;
+        let tensors = images.iter().map(|im| self.preprocess(im, device)).collect::<Result<Vec<_>>>()?;
         Ok(Tensor::stack(&tensors, 0)?)
     }
 }
@@ -242,20 +234,12 @@ impl ImageProcessor {
 /// `transformers`' `get_resize_output_image_size(default_to_square=False)`: the short side
 /// becomes `size`, the long side `int(size * long / short)` (truncated, not rounded).
 pub fn shortest_edge_size(width: u32, height: u32, size: u32) -> (u32, u32) {
-    let (short, long) = if width <= height {
-        (width, height)
-    } else {
-        (height, width)
-    };
+    let (short, long) = if width <= height { (width, height) } else { (height, width) };
     if short == size {
         return (width, height);
     }
     let new_long = ((f64::from(size) * f64::from(long)) / f64::from(short)) as u32;
-    if width <= height {
-        (size, new_long.max(1))
-    } else {
-        (new_long.max(1), size)
-    }
+    if width <= height { (size, new_long.max(1)) } else { (new_long.max(1), size) }
 }
 
 fn resize_rgb(image: &RgbImage, width: u32, height: u32, resample: Resample) -> Result<RgbImage> {
@@ -325,9 +309,7 @@ mod pil_bicubic {
             // PIL truncates toward zero here (a C cast), then clamps to the image.
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = (((center + support + 0.5) as i64).min(in_size as i64) as usize).max(xmin);
-            let raw: Vec<f64> = (xmin..xmax)
-                .map(|x| cubic((x as f64 - center + 0.5) / filter_scale))
-                .collect();
+            let raw: Vec<f64> = (xmin..xmax).map(|x| cubic((x as f64 - center + 0.5) / filter_scale)).collect();
             let total: f64 = raw.iter().sum();
             let fixed = raw
                 .iter()
@@ -451,30 +433,23 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("clipdex-pp-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let legacy = dir.join("legacy.json");
-        std::fs::write(&legacy, r#"{"crop_size": 336, "size": 336, "image_mean": [0.5,0.5,0.5], "image_std": 0.5, "resample": 3}"#).unwrap();
+        std::fs::write(
+            &legacy,
+            r#"{"crop_size": 336, "size": 336, "image_mean": [0.5,0.5,0.5], "image_std": 0.5, "resample": 3}"#,
+        )
+        .unwrap();
         let p = ImageProcessor::from_file("m", &legacy, ImageProcessor::clip_default(224)).unwrap();
         assert_eq!(p.resize, Some(ResizeTo::ShortestEdge(336)));
         assert_eq!(p.center_crop, Some((336, 336)));
         assert_eq!(p.normalize, Some(([0.5; 3], [0.5; 3])));
         let blip = dir.join("blip.json");
-        std::fs::write(
-            &blip,
-            r#"{"size": {"height": 384, "width": 384}, "do_center_crop": false}"#,
-        )
-        .unwrap();
+        std::fs::write(&blip, r#"{"size": {"height": 384, "width": 384}, "do_center_crop": false}"#).unwrap();
         let p = ImageProcessor::from_file("m", &blip, ImageProcessor::clip_default(224)).unwrap();
-        assert_eq!(
-            p.resize,
-            Some(ResizeTo::Exact {
-                width: 384,
-                height: 384
-            })
-        );
+        assert_eq!(p.resize, Some(ResizeTo::Exact { width: 384, height: 384 }));
         assert_eq!(p.output_size(), Some((384, 384)));
         let bad = dir.join("bad.json");
         std::fs::write(&bad, "{not json").unwrap();
-        let err =
-            ImageProcessor::from_file("m", &bad, ImageProcessor::clip_default(224)).unwrap_err();
+        let err = ImageProcessor::from_file("m", &bad, ImageProcessor::clip_default(224)).unwrap_err();
         assert!(err.to_string().contains("bad.json"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -20,10 +20,7 @@ pub struct ModelRepo {
 
 enum Place {
     Local(PathBuf),
-    Hub {
-        cache: hf_hub::CacheRepo,
-        api: Option<Box<ApiRepo>>,
-    },
+    Hub { cache: hf_hub::CacheRepo, api: Option<Box<ApiRepo>> },
 }
 
 impl ModelRepo {
@@ -32,10 +29,7 @@ impl ModelRepo {
     pub fn open(spec: &str) -> Result<Self> {
         let path = Path::new(spec);
         if path.is_dir() {
-            return Ok(ModelRepo {
-                name: spec.to_string(),
-                place: Place::Local(path.to_path_buf()),
-            });
+            return Ok(ModelRepo { name: spec.to_string(), place: Place::Local(path.to_path_buf()) });
         }
         if !looks_like_hub_id(spec) {
             return Err(Error::model(
@@ -49,22 +43,16 @@ impl ModelRepo {
         let api = if offline() {
             None
         } else {
-            let builder = ApiBuilder::from_env()
-                .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+            let builder = ApiBuilder::from_env().with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
             match builder.build() {
                 Ok(api) => Some(Box::new(api.repo(repo))),
                 Err(e) => {
-                    tracing::warn!(
-                        "cannot set up the Hugging Face client ({e}); using the cache only"
-                    );
+                    tracing::warn!("cannot set up the Hugging Face client ({e}); using the cache only");
                     None
                 }
             }
         };
-        Ok(ModelRepo {
-            name: spec.to_string(),
-            place: Place::Hub { cache, api },
-        })
+        Ok(ModelRepo { name: spec.to_string(), place: Place::Hub { cache, api } })
     }
 
     /// The model's name as the user gave it.
@@ -137,12 +125,7 @@ impl ModelRepo {
 
 fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
-        .map(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
-        })
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
         .unwrap_or(false)
 }
 
@@ -151,10 +134,7 @@ fn looks_like_hub_id(spec: &str) -> bool {
     let mut parts = spec.split('/');
     let ok = |s: Option<&str>| {
         s.is_some_and(|s| {
-            !s.is_empty()
-                && !s.starts_with('.')
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            !s.is_empty() && !s.starts_with('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
     };
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
@@ -177,13 +157,7 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_a_clear_error() {
-        let err = ModelRepo::open("/no/such/model/dir")
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("/no/such/model/dir") && err.contains("no such directory"),
-            "{err}"
-        );
+        let err = ModelRepo::open("/no/such/model/dir").err().unwrap().to_string();
+        assert!(err.contains("/no/such/model/dir") && err.contains("no such directory"), "{err}");
     }
 }

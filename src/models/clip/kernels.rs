@@ -14,9 +14,7 @@ use super::config::HiddenAct;
 type CResult<T> = candle_core::Result<T>;
 
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> CResult<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{what}: expected f32")
-    };
+    let CpuStorage::F32(data) = storage else { candle_core::bail!("{what}: expected f32") };
     if !layout.is_contiguous() {
         candle_core::bail!("{what}: expected a contiguous tensor")
     }
@@ -54,37 +52,35 @@ impl CustomOp1 for FusedAttention {
         let d = d3 / 3;
         let hd = d / self.heads;
         let mut out = vec![0f32; b * s * d];
-        out.par_chunks_mut(d)
-            .enumerate()
-            .for_each(|(row, out_row)| {
-                let (bi, i) = (row / s, row % s);
-                let seq = &src[bi * s * d3..(bi + 1) * s * d3];
-                let visible = if self.causal { i + 1 } else { s };
-                let mut probs = vec![0f32; visible];
-                for h in 0..self.heads {
-                    let q = &seq[i * d3 + h * hd..i * d3 + (h + 1) * hd];
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, p) in probs.iter_mut().enumerate() {
-                        let k = &seq[j * d3 + d + h * hd..j * d3 + d + (h + 1) * hd];
-                        *p = dot(q, k);
-                        max = max.max(*p);
-                    }
-                    let mut total = 0f32;
-                    for p in probs.iter_mut() {
-                        *p = (*p - max).exp();
-                        total += *p;
-                    }
-                    let o = &mut out_row[h * hd..(h + 1) * hd];
-                    o.fill(0.0);
-                    for (j, p) in probs.iter().enumerate() {
-                        let w = p / total;
-                        let v = &seq[j * d3 + 2 * d + h * hd..j * d3 + 2 * d + (h + 1) * hd];
-                        for (o, v) in o.iter_mut().zip(v) {
-                            *o += w * v;
-                        }
+        out.par_chunks_mut(d).enumerate().for_each(|(row, out_row)| {
+            let (bi, i) = (row / s, row % s);
+            let seq = &src[bi * s * d3..(bi + 1) * s * d3];
+            let visible = if self.causal { i + 1 } else { s };
+            let mut probs = vec![0f32; visible];
+            for h in 0..self.heads {
+                let q = &seq[i * d3 + h * hd..i * d3 + (h + 1) * hd];
+                let mut max = f32::NEG_INFINITY;
+                for (j, p) in probs.iter_mut().enumerate() {
+                    let k = &seq[j * d3 + d + h * hd..j * d3 + d + (h + 1) * hd];
+                    *p = dot(q, k);
+                    max = max.max(*p);
+                }
+                let mut total = 0f32;
+                for p in probs.iter_mut() {
+                    *p = (*p - max).exp();
+                    total += *p;
+                }
+                let o = &mut out_row[h * hd..(h + 1) * hd];
+                o.fill(0.0);
+                for (j, p) in probs.iter().enumerate() {
+                    let w = p / total;
+                    let v = &seq[j * d3 + 2 * d + h * hd..j * d3 + 2 * d + (h + 1) * hd];
+                    for (o, v) in o.iter_mut().zip(v) {
+                        *o += w * v;
                     }
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((b, s, d))))
     }
 }
@@ -92,9 +88,7 @@ impl CustomOp1 for FusedAttention {
 /// Attention from fused `[b, s, 3d]` projections to `[b, s, d]`.
 pub(super) fn attention(qkv: &Tensor, heads: usize, causal: bool) -> CResult<Tensor> {
     if qkv.device().is_cpu() && qkv.dtype() == candle_core::DType::F32 {
-        return qkv
-            .contiguous()?
-            .apply_op1_no_bwd(&FusedAttention { heads, causal });
+        return qkv.contiguous()?.apply_op1_no_bwd(&FusedAttention { heads, causal });
     }
     attention_generic(qkv, heads, causal)
 }
@@ -103,22 +97,13 @@ pub(super) fn attention(qkv: &Tensor, heads: usize, causal: bool) -> CResult<Ten
 fn attention_generic(qkv: &Tensor, heads: usize, causal: bool) -> CResult<Tensor> {
     let (b, s, d3) = qkv.dims3()?;
     let (d, hd) = (d3 / 3, d3 / 3 / heads);
-    let qkv = qkv
-        .reshape((b, s, 3, heads, hd))?
-        .permute((2, 0, 3, 1, 4))?;
-    let (q, k, v) = (
-        qkv.get(0)?.contiguous()?,
-        qkv.get(1)?.contiguous()?,
-        qkv.get(2)?.contiguous()?,
-    );
+    let qkv = qkv.reshape((b, s, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
+    let (q, k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
     let mut scores = q.matmul(&k.t()?)?;
     if causal {
-        let mask: Vec<f32> = (0..s)
-            .flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
-        scores = scores.broadcast_add(
-            &Tensor::from_vec(mask, (s, s), qkv.device())?.to_dtype(scores.dtype())?,
-        )?;
+        let mask: Vec<f32> =
+            (0..s).flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+        scores = scores.broadcast_add(&Tensor::from_vec(mask, (s, s), qkv.device())?.to_dtype(scores.dtype())?)?;
     }
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))
@@ -134,13 +119,7 @@ impl CustomOp2 for BiasAct {
         "clipdex-bias-act"
     }
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> CResult<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, bs: &CpuStorage, bl: &Layout) -> CResult<(CpuStorage, Shape)> {
         let x = f32_slice(xs, xl, self.name())?;
         let bias = f32_slice(bs, bl, self.name())?;
         let n = bias.len();
@@ -149,34 +128,24 @@ impl CustomOp2 for BiasAct {
         }
         let act = self.act;
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(n * 64)
-            .zip(x.par_chunks(n * 64))
-            .for_each(|(o, x)| {
-                for (o_row, x_row) in o.chunks_mut(n).zip(x.chunks(n)) {
-                    for ((o, &x), &b) in o_row.iter_mut().zip(x_row).zip(bias) {
-                        let v = x + b;
-                        *o = match act {
-                            None => v,
-                            Some(HiddenAct::QuickGelu) => v / (1.0 + (-1.702 * v).exp()),
-                            Some(HiddenAct::Gelu) => {
-                                0.5 * v
-                                    * (1.0
-                                        + candle_core::cpu::erf::erf_f32(
-                                            v * std::f32::consts::FRAC_1_SQRT_2,
-                                        ))
-                            }
-                            Some(HiddenAct::GeluTanh) => {
-                                0.5 * v
-                                    * (1.0
-                                        + ((2.0 / std::f32::consts::PI).sqrt()
-                                            * (v + 0.044_715 * v * v * v))
-                                            .tanh())
-                            }
-                            Some(HiddenAct::Relu) => v.max(0.0),
-                        };
-                    }
+        out.par_chunks_mut(n * 64).zip(x.par_chunks(n * 64)).for_each(|(o, x)| {
+            for (o_row, x_row) in o.chunks_mut(n).zip(x.chunks(n)) {
+                for ((o, &x), &b) in o_row.iter_mut().zip(x_row).zip(bias) {
+                    let v = x + b;
+                    *o = match act {
+                        None => v,
+                        Some(HiddenAct::QuickGelu) => v / (1.0 + (-1.702 * v).exp()),
+                        Some(HiddenAct::Gelu) => {
+                            0.5 * v * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2))
+                        }
+                        Some(HiddenAct::GeluTanh) => {
+                            0.5 * v * (1.0 + ((2.0 / std::f32::consts::PI).sqrt() * (v + 0.044_715 * v * v * v)).tanh())
+                        }
+                        Some(HiddenAct::Relu) => v.max(0.0),
+                    };
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 }
@@ -194,13 +163,8 @@ impl HiddenAct {
 
 /// `act(xs + bias)`, or `xs + bias` when `act` is `None`.
 pub(super) fn bias_act(xs: &Tensor, bias: &Tensor, act: Option<HiddenAct>) -> CResult<Tensor> {
-    if xs.device().is_cpu()
-        && xs.dtype() == candle_core::DType::F32
-        && bias.dtype() == candle_core::DType::F32
-    {
-        return xs
-            .contiguous()?
-            .apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { act });
+    if xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 && bias.dtype() == candle_core::DType::F32 {
+        return xs.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { act });
     }
     bias_act_generic(xs, bias, act)
 }
@@ -221,19 +185,14 @@ pub(super) struct Dense {
 
 impl Dense {
     pub(super) fn new(weight: &Tensor, bias: Option<Tensor>) -> CResult<Self> {
-        Ok(Dense {
-            weight_t: weight.t()?.contiguous()?,
-            bias,
-        })
+        Ok(Dense { weight_t: weight.t()?.contiguous()?, bias })
     }
 
     /// `act(xs · Wᵀ + b)` for `xs` of shape `[.., in]`.
     pub(super) fn forward(&self, xs: &Tensor, act: Option<HiddenAct>) -> CResult<Tensor> {
         let dims = xs.dims().to_vec();
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let ys = xs
-            .reshape((rows, dims[dims.len() - 1]))?
-            .matmul(&self.weight_t)?;
+        let ys = xs.reshape((rows, dims[dims.len() - 1]))?.matmul(&self.weight_t)?;
         let ys = match &self.bias {
             Some(b) => bias_act(&ys, b, act)?,
             None => match act {
@@ -254,16 +213,7 @@ mod tests {
     use super::*;
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
     }
 
     #[test]
@@ -281,13 +231,8 @@ mod tests {
     fn fused_bias_activation_equals_the_generic_path() {
         let xs = Tensor::randn(0f32, 2.0, (5, 130, 33), &Device::Cpu).unwrap();
         let bias = Tensor::randn(0f32, 1.0, 33, &Device::Cpu).unwrap();
-        let acts = [
-            None,
-            Some(HiddenAct::QuickGelu),
-            Some(HiddenAct::Gelu),
-            Some(HiddenAct::GeluTanh),
-            Some(HiddenAct::Relu),
-        ];
+        let acts =
+            [None, Some(HiddenAct::QuickGelu), Some(HiddenAct::Gelu), Some(HiddenAct::GeluTanh), Some(HiddenAct::Relu)];
         for act in acts {
             let fused = bias_act(&xs, &bias, act).unwrap();
             let generic = bias_act_generic(&xs, &bias, act).unwrap();

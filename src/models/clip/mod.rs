@@ -105,20 +105,10 @@ impl ClipEmbedder {
         let model = ClipModel::load(&config, vb).map_err(|e| {
             Error::model(
                 name,
-                format!(
-                    "the weights do not fit config.json ({}); is this a complete CLIP checkpoint?",
-                    first_line(&e)
-                ),
+                format!("the weights do not fit config.json ({}); is this a complete CLIP checkpoint?", first_line(&e)),
             )
         })?;
-        Ok(ClipEmbedder {
-            name: name.to_string(),
-            config,
-            model,
-            tokenizer,
-            processor,
-            device: device.clone(),
-        })
+        Ok(ClipEmbedder { name: name.to_string(), config, model, tokenizer, processor, device: device.clone() })
     }
 
     /// The model's name as given (hub id or directory).
@@ -163,10 +153,7 @@ impl ClipEmbedder {
 
     /// Embeds texts (any number; batched internally).
     pub fn embed_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Embedding>> {
-        let ids = texts
-            .iter()
-            .map(|t| self.tokenize(t.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
+        let ids = texts.iter().map(|t| self.tokenize(t.as_ref())).collect::<Result<Vec<_>>>()?;
         self.embed_token_ids(&ids)
     }
 
@@ -174,9 +161,7 @@ impl ClipEmbedder {
     pub fn embed_token_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Embedding>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_BATCH) {
-            let feats = self
-                .model
-                .text_features(chunk, self.tokenizer.end_id, &self.device)?;
+            let feats = self.model.text_features(chunk, self.tokenizer.end_id, &self.device)?;
             out.extend(to_rows(&l2_normalize(&feats)?)?);
         }
         Ok(out)
@@ -191,10 +176,7 @@ impl ClipEmbedder {
     pub fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<Embedding>> {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(MAX_BATCH) {
-            let tensors = chunk
-                .par_iter()
-                .map(|im| self.preprocess(im))
-                .collect::<Result<Vec<_>>>()?;
+            let tensors = chunk.par_iter().map(|im| self.preprocess(im)).collect::<Result<Vec<_>>>()?;
             out.extend(self.embed_pixels(&Tensor::stack(&tensors, 0)?)?);
         }
         Ok(out)
@@ -208,63 +190,41 @@ impl ClipEmbedder {
 
     /// Reads, decodes and embeds image files. Each file gets its own result, so one bad file
     /// costs only its own entry.
-    pub fn embed_image_files(
-        &self,
-        paths: &[PathBuf],
-        options: &DecodeOptions,
-    ) -> Vec<Result<Embedding>> {
+    pub fn embed_image_files(&self, paths: &[PathBuf], options: &DecodeOptions) -> Vec<Result<Embedding>> {
         let mut out: Vec<Result<Embedding>> = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(MAX_BATCH) {
-            let prepared: Vec<Result<Tensor>> = chunk
-                .par_iter()
-                .map(|p| open_rgb(p, options).and_then(|im| self.preprocess(&im)))
-                .collect();
-            let good: Vec<Tensor> = prepared
-                .iter()
-                .filter_map(|r| r.as_ref().ok().cloned())
-                .collect();
+            let prepared: Vec<Result<Tensor>> =
+                chunk.par_iter().map(|p| open_rgb(p, options).and_then(|im| self.preprocess(&im))).collect();
+            let good: Vec<Tensor> = prepared.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
             let mut embedded = if good.is_empty() {
                 Vec::new()
             } else {
-                match Tensor::stack(&good, 0)
-                    .map_err(Error::from)
-                    .and_then(|t| self.embed_pixels(&t))
-                {
+                match Tensor::stack(&good, 0).map_err(Error::from).and_then(|t| self.embed_pixels(&t)) {
                     Ok(rows) => rows,
                     Err(e) => {
                         let msg = e.to_string();
-                        out.extend(
-                            prepared
-                                .into_iter()
-                                .map(|r| r.and_then(|_| Err(Error::Invalid(msg.clone())))),
-                        );
+                        out.extend(prepared.into_iter().map(|r| r.and_then(|_| Err(Error::Invalid(msg.clone())))));
                         continue;
                     }
                 }
             }
             .into_iter();
-            out.extend(
-                prepared
-                    .into_iter()
-                    .map(|r| r.map(|_| embedded.next().expect("one row per good image"))),
-            );
+            out.extend(prepared.into_iter().map(|r| r.map(|_| embedded.next().expect("one row per good image"))));
         }
         out
     }
 }
 
 fn to_rows(t: &Tensor) -> Result<Vec<Embedding>> {
-    Ok(t.to_dtype(DType::F32)?
-        .to_device(&Device::Cpu)?
-        .to_vec2::<f32>()?)
+    Ok(t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
 }
 
 /// Reads `config.json` and checks that it describes a CLIP.
 fn read_config(model: &str, path: &Path) -> Result<ClipConfig> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::model(model, format!("cannot read {}: {e}", path.display())))?;
-    let config: ClipConfig = serde_json::from_str(&text)
-        .map_err(|e| Error::model(model, format!("invalid {}: {e}", path.display())))?;
+    let config: ClipConfig =
+        serde_json::from_str(&text).map_err(|e| Error::model(model, format!("invalid {}: {e}", path.display())))?;
     match config.model_type.as_deref() {
         Some("clip") => {}
         other => {
@@ -288,22 +248,14 @@ fn read_config(model: &str, path: &Path) -> Result<ClipConfig> {
     {
         return Err(Error::model(
             model,
-            format!(
-                "{} has inconsistent shapes (patch, image or head sizes)",
-                path.display()
-            ),
+            format!("{} has inconsistent shapes (patch, image or head sizes)", path.display()),
         ));
     }
     Ok(config)
 }
 
 /// Opens `model.safetensors` (memory-mapped) or `pytorch_model.bin`, converting to f32.
-fn open_weights(
-    model: &str,
-    path: &Path,
-    safetensors: bool,
-    device: &Device,
-) -> Result<VarBuilder<'static>> {
+fn open_weights(model: &str, path: &Path, safetensors: bool, device: &Device) -> Result<VarBuilder<'static>> {
     let opened = if safetensors {
         // SAFETY: the file is mapped read-only; clipdex never writes model files while they are
         // in use, and a truncated file fails the header and size checks below instead.

@@ -16,10 +16,7 @@ use super::kernels::{self, Dense};
 type CResult<T> = candle_core::Result<T>;
 
 fn dense(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Dense> {
-    Dense::new(
-        &vb.get((out_dim, in_dim), "weight")?,
-        Some(vb.get(out_dim, "bias")?),
-    )
+    Dense::new(&vb.get((out_dim, in_dim), "weight")?, Some(vb.get(out_dim, "bias")?))
 }
 
 fn dense_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Dense> {
@@ -27,11 +24,7 @@ fn dense_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Dense
 }
 
 fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> CResult<LayerNorm> {
-    Ok(LayerNorm::new(
-        vb.get(dim, "weight")?,
-        vb.get(dim, "bias")?,
-        eps,
-    ))
+    Ok(LayerNorm::new(vb.get(dim, "weight")?, vb.get(dim, "bias")?, eps))
 }
 
 /// Multi-head self-attention with fused input projections.
@@ -53,17 +46,12 @@ impl SelfAttention {
         let (vw, vbias) = part("v_proj")?;
         let w = Tensor::cat(&[(qw * scale)?, kw, vw], 0)?;
         let b = Tensor::cat(&[(qb * scale)?, kb, vbias], 0)?;
-        Ok(SelfAttention {
-            qkv: Dense::new(&w, Some(b))?,
-            out: dense(dim, dim, vb.pp("out_proj"))?,
-            heads,
-        })
+        Ok(SelfAttention { qkv: Dense::new(&w, Some(b))?, out: dense(dim, dim, vb.pp("out_proj"))?, heads })
     }
 
     fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
         let qkv = self.qkv.forward(xs, None)?;
-        self.out
-            .forward(&kernels::attention(&qkv, self.heads, causal)?, None)
+        self.out.forward(&kernels::attention(&qkv, self.heads, causal)?, None)
     }
 }
 
@@ -75,8 +63,7 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, xs: &Tensor) -> CResult<Tensor> {
-        self.fc2
-            .forward(&self.fc1.forward(xs, Some(self.act))?, None)
+        self.fc2.forward(&self.fc1.forward(xs, Some(self.act))?, None)
     }
 }
 
@@ -151,10 +138,7 @@ impl VisionTower {
         let emb = vb.pp("embeddings");
         let d = c.hidden_size;
         let patch = emb
-            .get(
-                (d, c.num_channels, c.patch_size, c.patch_size),
-                "patch_embedding.weight",
-            )?
+            .get((d, c.num_channels, c.patch_size, c.patch_size), "patch_embedding.weight")?
             .reshape((d, c.num_channels * c.patch_size * c.patch_size))?
             .t()?
             .contiguous()?;
@@ -268,15 +252,10 @@ impl TextTower {
             gather.push((i * s + self.pool_position(ids)) as u32);
         }
         let ids = Tensor::from_vec(flat, (b, s), device)?;
-        let xs = self
-            .tokens
-            .forward(&ids)?
-            .broadcast_add(&self.positions.narrow(0, 0, s)?.unsqueeze(0)?)?;
+        let xs = self.tokens.forward(&ids)?.broadcast_add(&self.positions.narrow(0, 0, s)?.unsqueeze(0)?)?;
         let hidden = self.encoder.forward(&xs, true)?;
         let d = hidden.dim(D::Minus1)?;
-        let picked = hidden
-            .reshape((b * s, d))?
-            .index_select(&Tensor::from_vec(gather, b, device)?, 0)?;
+        let picked = hidden.reshape((b * s, d))?.index_select(&Tensor::from_vec(gather, b, device)?, 0)?;
         self.final_ln.forward(&picked)
     }
 }
@@ -295,24 +274,12 @@ impl ClipModel {
     pub fn load(config: &ClipConfig, vb: VarBuilder) -> CResult<Self> {
         let vc = &config.vision_config;
         let tc = &config.text_config;
-        let logit_scale = vb
-            .get((), "logit_scale")?
-            .to_dtype(DType::F32)?
-            .to_scalar::<f32>()?
-            .exp();
+        let logit_scale = vb.get((), "logit_scale")?.to_dtype(DType::F32)?.to_scalar::<f32>()?.exp();
         Ok(ClipModel {
             vision: VisionTower::load(vc, vb.pp("vision_model"))?,
             text: TextTower::load(tc, vb.pp("text_model"))?,
-            visual_projection: dense_no_bias(
-                vc.hidden_size,
-                config.projection_dim,
-                vb.pp("visual_projection"),
-            )?,
-            text_projection: dense_no_bias(
-                tc.hidden_size,
-                config.projection_dim,
-                vb.pp("text_projection"),
-            )?,
+            visual_projection: dense_no_bias(vc.hidden_size, config.projection_dim, vb.pp("visual_projection"))?,
+            text_projection: dense_no_bias(tc.hidden_size, config.projection_dim, vb.pp("text_projection"))?,
             logit_scale,
         })
     }
@@ -324,14 +291,12 @@ impl ClipModel {
 
     /// `get_image_features`: projected, not normalised, `[b, projection_dim]`.
     pub fn image_features(&self, pixels: &Tensor) -> CResult<Tensor> {
-        self.visual_projection
-            .forward(&self.vision.pooled(pixels)?, None)
+        self.visual_projection.forward(&self.vision.pooled(pixels)?, None)
     }
 
     /// `get_text_features` for token sequences (with their start and end tokens).
     pub fn text_features(&self, batch: &[Vec<u32>], pad: u32, device: &Device) -> CResult<Tensor> {
-        self.text_projection
-            .forward(&self.text.pooled(batch, pad, device)?, None)
+        self.text_projection.forward(&self.text.pooled(batch, pad, device)?, None)
     }
 
     /// The vision encoder's hidden states, `[b, 1 + grid², width]`.
@@ -342,10 +307,6 @@ impl ClipModel {
 
 /// L2-normalises each row.
 pub fn l2_normalize(xs: &Tensor) -> CResult<Tensor> {
-    let norm = xs
-        .sqr()?
-        .sum_keepdim(D::Minus1)?
-        .sqrt()?
-        .clamp(1e-12, f64::INFINITY)?;
+    let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
     xs.broadcast_div(&norm)
 }

@@ -31,31 +31,20 @@ impl ClipTokenizer {
     }
 
     /// Builds the tokenizer from the slow tokenizer's `vocab.json` and `merges.txt`.
-    pub fn from_vocab_merges(
-        model: &str,
-        vocab: &Path,
-        merges: &Path,
-        max_len: usize,
-    ) -> Result<Self> {
+    pub fn from_vocab_merges(model: &str, vocab: &Path, merges: &Path, max_len: usize) -> Result<Self> {
         let read = |p: &Path| {
-            std::fs::read_to_string(p)
-                .map_err(|e| Error::model(model, format!("cannot read {}: {e}", p.display())))
+            std::fs::read_to_string(p).map_err(|e| Error::model(model, format!("cannot read {}: {e}", p.display())))
         };
         let vocab_map: Value = serde_json::from_str(&read(vocab)?)
             .map_err(|e| Error::model(model, format!("invalid {}: {e}", vocab.display())))?;
         let merges_text = read(merges)?;
-        let merge_rules: Vec<&str> = merges_text
-            .lines()
-            .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
-            .collect();
+        let merge_rules: Vec<&str> =
+            merges_text.lines().filter(|l| !l.starts_with("#version") && !l.trim().is_empty()).collect();
         let id_of = |tok: &str| vocab_map.get(tok).and_then(Value::as_u64);
         let (Some(start), Some(end)) = (id_of(START), id_of(END)) else {
             return Err(Error::model(
                 model,
-                format!(
-                    "{} lacks {START} or {END}: not a CLIP vocabulary",
-                    vocab.display()
-                ),
+                format!("{} lacks {START} or {END}: not a CLIP vocabulary", vocab.display()),
             ));
         };
         let special = |id: u64, content: &str| {
@@ -86,23 +75,16 @@ impl ClipTokenizer {
         let inner: Tokenizer = spec.to_string().parse().map_err(|e| {
             Error::model(
                 model,
-                format!(
-                    "cannot build a tokenizer from {} and {}: {e}",
-                    vocab.display(),
-                    merges.display()
-                ),
+                format!("cannot build a tokenizer from {} and {}: {e}", vocab.display(), merges.display()),
             )
         })?;
         Self::finish(model, inner, max_len)
     }
 
     fn finish(model: &str, mut inner: Tokenizer, max_len: usize) -> Result<Self> {
-        let end_id = inner.token_to_id(END).ok_or_else(|| {
-            Error::model(
-                model,
-                format!("the tokenizer has no {END} token: not a CLIP tokenizer"),
-            )
-        })?;
+        let end_id = inner
+            .token_to_id(END)
+            .ok_or_else(|| Error::model(model, format!("the tokenizer has no {END} token: not a CLIP tokenizer")))?;
         inner.with_padding(None);
         inner
             .with_truncation(Some(TruncationParams {
@@ -112,11 +94,7 @@ impl ClipTokenizer {
                 stride: 0,
             }))
             .map_err(|e| Error::model(model, format!("tokenizer truncation: {e}")))?;
-        Ok(ClipTokenizer {
-            inner,
-            model: model.to_string(),
-            end_id,
-        })
+        Ok(ClipTokenizer { inner, model: model.to_string(), end_id })
     }
 
     /// Token ids of `text`, with start and end tokens, truncated to the model's context.
@@ -124,10 +102,7 @@ impl ClipTokenizer {
         let enc = self
             .inner
             .encode(text, true)
-            .map_err(|e| Error::Tokenizer {
-                model: self.model.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::Tokenizer { model: self.model.clone(), reason: e.to_string() })?;
         Ok(enc.get_ids().to_vec())
     }
 }

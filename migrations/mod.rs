@@ -1,0 +1,25 @@
+//! Schema migrations of the sled store, one file per schema version. `Store::open` applies, in
+//! order, every migration above the version recorded in the database, each followed by a flush,
+//! so an interrupted upgrade resumes where it stopped.
+//!
+//! To change the schema: add `vNNNN_what.rs` here, append it to [`MIGRATIONS`], and add a test
+//! that opens a database written by the previous version.
+
+mod v0001_initial;
+
+/// One schema step.
+pub struct Migration {
+    /// The schema version this migration produces.
+    pub version: u32,
+    /// What it does, for logs.
+    pub description: &'static str,
+    /// Applies it to an open database.
+    pub apply: fn(&sled::Db) -> sled::Result<()>,
+}
+
+/// All migrations, in version order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "initial schema: meta, roots, images, paths, image_paths, refs, hashes, vectors, failures",
+    apply: v0001_initial::apply,
+}];

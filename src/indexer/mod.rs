@@ -1,0 +1,282 @@
+//! Keeping the store in step with the photo folders.
+//!
+//! A pass walks every root, and for each image file decides from the store alone what to do:
+//! unchanged (same size and modification time) or failed in the same state: nothing; otherwise
+//! its bytes are hashed, and a content already stored is only linked to the path (a copy, a
+//! move, a rename: no embedding), while a new content is decoded on a thread pool, embedded in
+//! batches and committed, record + vector + path in one transaction. Files the pass did not
+//! see under a root that still exists are forgotten; a root that is missing (an unplugged
+//! drive) is left as it is. Bad files are recorded in `failures` and retried only once their
+//! size or modification time changes.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+use crate::error::{Error, ImageProblem, Result};
+use crate::models::clip::ClipEmbedder;
+use crate::photo::{DecodeOptions, decode_photo, read_exif};
+use crate::store::{ImageRecord, Store};
+
+/// File extensions the indexer looks at (case-insensitive). HEIC/HEIF/AVIF are included so
+/// that they are reported as unsupported instead of silently ignored.
+pub const IMAGE_EXTENSIONS: &[&str] =
+    &["jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif", "avif"];
+
+/// How a pass runs.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexOptions {
+    /// Decoding limits; `min_side` enables the reduced-scale JPEG decoding.
+    pub decode: DecodeOptions,
+    /// Images embedded per model call.
+    pub batch_size: usize,
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IndexReport {
+    /// Image files seen.
+    pub seen: u64,
+    /// Unchanged since the last pass.
+    pub unchanged: u64,
+    /// New contents embedded.
+    pub embedded: u64,
+    /// Paths linked to an already stored content (copies, moves, touched files).
+    pub linked: u64,
+    /// Paths forgotten (deleted or moved away).
+    pub removed: u64,
+    /// Files that failed in this pass.
+    pub failed: u64,
+    /// Files skipped because they failed before in the same state.
+    pub skipped_failures: u64,
+    /// Roots that do not exist now (left untouched).
+    pub missing_roots: Vec<PathBuf>,
+}
+
+/// Progress callback: `(files done, files to do)`.
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+struct Candidate {
+    path: PathBuf,
+    size: u64,
+    mtime_ns: i64,
+}
+
+enum Prepared {
+    Known { id: u64 },
+    New { record: ImageRecord, pixels: Tensor },
+    Failed(String),
+}
+
+fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// Runs one pass over every root of the store.
+pub fn index_pass(
+    store: &Store,
+    clip: &ClipEmbedder,
+    options: &IndexOptions,
+    progress: Progress,
+) -> Result<IndexReport> {
+    let mut report = IndexReport::default();
+    let mut todo = Vec::new();
+    let mut scanned = Vec::new();
+    for root in store.roots()? {
+        if !root.is_dir() {
+            tracing::warn!("root {} is missing; leaving its images in place", root.display());
+            report.missing_roots.push(root);
+            continue;
+        }
+        let mut seen = HashSet::new();
+        scan_root(store, &root, &mut seen, &mut todo, &mut report)?;
+        scanned.push((root, seen));
+    }
+    // New and changed files first: a moved file's new path then links to its stored image
+    // before the old path is released, so the move costs no embedding.
+    let total = todo.len() as u64;
+    let mut done = 0u64;
+    progress(0, total);
+    for chunk in todo.chunks(options.batch_size.max(1)) {
+        process_batch(store, clip, options, chunk, &mut report)?;
+        store.flush()?;
+        done += chunk.len() as u64;
+        progress(done, total);
+    }
+    // Then forget what is no longer there: deleted, moved out, renamed.
+    for (root, seen) in scanned {
+        for (path, _) in store.paths_under(&root)? {
+            if !seen.contains(&path) {
+                store.unlink_path(&path)?;
+                report.removed += 1;
+            }
+        }
+        for (path, _) in store.failures()? {
+            if path.starts_with(&root) && !seen.contains(&path) {
+                store.clear_failure(&path)?;
+            }
+        }
+    }
+    store.flush()?;
+    Ok(report)
+}
+
+fn scan_root(
+    store: &Store,
+    root: &Path,
+    seen: &mut HashSet<PathBuf>,
+    todo: &mut Vec<Candidate>,
+    report: &mut IndexReport,
+) -> Result<()> {
+    for entry in walkdir::WalkDir::new(root).follow_links(true) {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                // A loop or an unreadable folder: record it, keep walking.
+                let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf());
+                let reason = if e.loop_ancestor().is_some() {
+                    "symbolic link loop".to_string()
+                } else {
+                    match e.io_error().map(|io| io.kind()) {
+                        Some(std::io::ErrorKind::PermissionDenied) => "permission denied".to_string(),
+                        _ => e.to_string(),
+                    }
+                };
+                seen.insert(path.clone());
+                if store.failure(&path)?.map(|f| f.reason) != Some(reason.clone()) {
+                    store.record_failure(&path, &reason, 0, 0)?;
+                    report.failed += 1;
+                }
+                continue;
+            }
+        };
+        if !entry.file_type().is_file() || !is_image_file(entry.path()) {
+            continue;
+        }
+        let path = entry.into_path();
+        seen.insert(path.clone());
+        report.seen += 1;
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                store.record_failure(&path, &format!("cannot read: {e}"), 0, 0)?;
+                report.failed += 1;
+                continue;
+            }
+        };
+        let (size, mtime) = (meta.len(), mtime_ns(&meta));
+        if let Some(entry) = store.path_entry(&path)?
+            && entry.size == size
+            && entry.mtime_ns == mtime
+        {
+            report.unchanged += 1;
+            continue;
+        }
+        if let Some(f) = store.failure(&path)?
+            && f.size == size
+            && f.mtime_ns == mtime
+        {
+            report.skipped_failures += 1;
+            continue;
+        }
+        todo.push(Candidate { path, size, mtime_ns: mtime });
+    }
+    Ok(())
+}
+
+fn prepare(store: &Store, clip: &ClipEmbedder, decode: &DecodeOptions, c: &Candidate) -> Result<Prepared> {
+    let bytes = match std::fs::read(&c.path) {
+        Ok(b) => b,
+        Err(e) => {
+            let problem = match e.kind() {
+                std::io::ErrorKind::NotFound => ImageProblem::NotFound,
+                std::io::ErrorKind::PermissionDenied => ImageProblem::PermissionDenied,
+                _ => ImageProblem::Io(e.to_string()),
+            };
+            return Ok(Prepared::Failed(problem.to_string()));
+        }
+    };
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    if let Some(id) = store.id_for_hash(&hash)? {
+        return Ok(Prepared::Known { id });
+    }
+    let photo = match decode_photo(&bytes, decode) {
+        Ok(p) => p,
+        Err(problem) => return Ok(Prepared::Failed(problem.to_string())),
+    };
+    let exif = read_exif(&bytes);
+    let pixels = clip.preprocess(&photo.image)?;
+    let record = ImageRecord {
+        hash,
+        size: bytes.len() as u64,
+        width: photo.width,
+        height: photo.height,
+        modified: c.mtime_ns.div_euclid(1_000_000_000),
+        taken: exif.taken,
+        camera: exif.camera,
+        gps: exif.gps,
+    };
+    Ok(Prepared::New { record, pixels })
+}
+
+fn process_batch(
+    store: &Store,
+    clip: &ClipEmbedder,
+    options: &IndexOptions,
+    chunk: &[Candidate],
+    report: &mut IndexReport,
+) -> Result<()> {
+    let prepared: Vec<Result<Prepared>> = chunk.par_iter().map(|c| prepare(store, clip, &options.decode, c)).collect();
+    let mut fresh = Vec::new();
+    for (c, p) in chunk.iter().zip(prepared) {
+        match p? {
+            Prepared::Known { id } => {
+                store.link_path(&c.path, id, c.size, c.mtime_ns)?;
+                report.linked += 1;
+            }
+            Prepared::Failed(reason) => {
+                tracing::debug!("{}: {reason}", c.path.display());
+                store.record_failure(&c.path, &reason, c.size, c.mtime_ns)?;
+                report.failed += 1;
+            }
+            Prepared::New { record, pixels } => fresh.push((c, record, pixels)),
+        }
+    }
+    // Identical new files in one batch: embed the content once, link the others after it.
+    let mut seen_hashes = HashSet::new();
+    let (unique, copies): (Vec<_>, Vec<_>) =
+        fresh.into_iter().partition(|(_, r, _)| seen_hashes.insert(r.hash.clone()));
+    if !unique.is_empty() {
+        let pixels = Tensor::stack(&unique.iter().map(|(_, _, p)| p.clone()).collect::<Vec<_>>(), 0)?;
+        let vectors = clip.embed_pixels(&pixels)?;
+        for ((c, record, _), vector) in unique.iter().zip(vectors) {
+            store.commit_image(&c.path, c.size, c.mtime_ns, record, &vector)?;
+            report.embedded += 1;
+        }
+    }
+    for (c, record, _) in copies {
+        let id = store.id_for_hash(&record.hash)?.ok_or_else(|| Error::Store(format!("{} vanished", record.hash)))?;
+        store.link_path(&c.path, id, c.size, c.mtime_ns)?;
+        report.linked += 1;
+    }
+    Ok(())
+}
+
+/// Canonical form of a root as the user typed it (absolute, symlinks resolved).
+pub fn canonical_root(path: &Path) -> Result<PathBuf> {
+    let p = std::fs::canonicalize(path)
+        .map_err(|e| Error::Invalid(format!("{}: cannot use as a photo folder: {e}", path.display())))?;
+    if !p.is_dir() {
+        return Err(Error::Invalid(format!("{}: not a folder", path.display())));
+    }
+    Ok(p)
+}

@@ -1,0 +1,191 @@
+//! The facade the command line, the server and the tests use: one photo library, its database
+//! and its model.
+//!
+//! Opening never loads the model; commands that do not embed (roots, stats, failures) stay
+//! instant. The database remembers which model made its vectors and refuses another one, since
+//! vectors of different models are not comparable.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde::Serialize;
+
+use crate::ann::ExactIndex;
+use crate::device::DeviceChoice;
+use crate::error::{Error, Result};
+use crate::indexer::{self, IndexOptions, IndexReport, Progress};
+use crate::models::clip::ClipEmbedder;
+use crate::photo::{DEFAULT_MAX_PIXELS, DecodeOptions, open_rgb};
+use crate::query::{self, SearchFilter, SearchHit};
+use crate::store::{Failure, Store, StoreCounts};
+
+/// How to open a library.
+#[derive(Debug, Clone)]
+pub struct LibraryConfig {
+    /// The database folder.
+    pub db: PathBuf,
+    /// The CLIP model (hub id or directory).
+    pub model: String,
+    /// Where the model runs.
+    pub device: DeviceChoice,
+    /// Decoding limit for photos.
+    pub max_pixels: u64,
+}
+
+impl LibraryConfig {
+    /// A configuration with defaults for everything but the database and the model.
+    pub fn new(db: impl Into<PathBuf>, model: impl Into<String>) -> Self {
+        LibraryConfig { db: db.into(), model: model.into(), device: DeviceChoice::Cpu, max_pixels: DEFAULT_MAX_PIXELS }
+    }
+}
+
+/// `clipdex stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LibraryStats {
+    /// Counts of the store.
+    #[serde(flatten)]
+    pub counts: StoreCounts,
+    /// The model of the stored vectors.
+    pub model: Option<String>,
+    /// Their width.
+    pub dim: Option<usize>,
+    /// Schema version of the database.
+    pub schema_version: u32,
+    /// The search index: its kind and size.
+    pub index: IndexState,
+}
+
+/// What the search index holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexState {
+    /// `exact` (every vector scanned).
+    pub kind: &'static str,
+    /// Vectors in it.
+    pub vectors: u64,
+    /// Deleted entries still in it (always 0 for the exact index, which is rebuilt on load).
+    pub tombstones: u64,
+}
+
+/// One photo library.
+pub struct Library {
+    config: LibraryConfig,
+    store: Store,
+    clip: OnceLock<ClipEmbedder>,
+}
+
+impl Library {
+    /// Opens (creating if needed) the library database.
+    pub fn open(config: LibraryConfig) -> Result<Self> {
+        let store = Store::open(&config.db)?;
+        if let Some((stored, _)) = store.model()?
+            && stored != config.model
+        {
+            return Err(Error::Invalid(format!(
+                "the database {} holds vectors of model {stored}, not {}; pass --model {stored} \
+                 (or use a separate --db for the other model)",
+                config.db.display(),
+                config.model
+            )));
+        }
+        Ok(Library { config, store, clip: OnceLock::new() })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The CLIP model, loaded on first use.
+    pub fn clip(&self) -> Result<&ClipEmbedder> {
+        if let Some(c) = self.clip.get() {
+            return Ok(c);
+        }
+        let device = self.config.device.open()?;
+        let clip = ClipEmbedder::load(&self.config.model, &device)?;
+        Ok(self.clip.get_or_init(|| clip))
+    }
+
+    /// Adds a folder to watch; returns its canonical path.
+    pub fn add_root(&self, path: &Path) -> Result<PathBuf> {
+        let root = indexer::canonical_root(path)?;
+        self.store.add_root(&root)?;
+        Ok(root)
+    }
+
+    /// Stops watching a folder and forgets its files; returns how many were forgotten.
+    pub fn remove_root(&self, path: &Path) -> Result<u64> {
+        let root = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        if !self.store.remove_root(&root)? {
+            return Err(Error::Invalid(format!("{} is not a root; see `clipdex roots`", path.display())));
+        }
+        let mut forgotten = 0;
+        let others = self.store.roots()?;
+        for (file, _) in self.store.paths_under(&root)? {
+            if !others.iter().any(|r| file.starts_with(r)) {
+                self.store.unlink_path(&file)?;
+                forgotten += 1;
+            }
+        }
+        self.store.flush()?;
+        Ok(forgotten)
+    }
+
+    /// The watched folders.
+    pub fn roots(&self) -> Result<Vec<PathBuf>> {
+        self.store.roots()
+    }
+
+    /// Brings the database in step with the folders, once.
+    pub fn index(&self, progress: Progress) -> Result<IndexReport> {
+        let clip = self.clip()?;
+        match self.store.model()? {
+            None => self.store.set_model(&self.config.model, clip.dim())?,
+            Some((_, dim)) if dim != clip.dim() => {
+                return Err(Error::Invalid(format!("stored vectors are {dim}-d but the model gives {}", clip.dim())));
+            }
+            Some(_) => {}
+        }
+        let side = clip.processor().output_size().map(|(h, w)| h.min(w));
+        let options = IndexOptions {
+            decode: DecodeOptions { max_pixels: self.config.max_pixels, min_side: side },
+            batch_size: crate::models::clip::MAX_BATCH,
+        };
+        indexer::index_pass(&self.store, clip, &options, progress)
+    }
+
+    fn index_snapshot(&self) -> Result<ExactIndex> {
+        ExactIndex::load(&self.store)
+    }
+
+    /// Text-to-image search.
+    pub fn search_text(&self, text: &str, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
+        let q = self.clip()?.embed_texts(&[text])?.remove(0);
+        query::search(&self.store, &self.index_snapshot()?, &q, k, filter)
+    }
+
+    /// Image-to-image search; the image may be outside the library.
+    pub fn search_image(&self, path: &Path, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
+        let clip = self.clip()?;
+        let image = open_rgb(path, &DecodeOptions { max_pixels: self.config.max_pixels, min_side: None })?;
+        let q = clip.embed_images(&[image])?.remove(0);
+        query::search(&self.store, &self.index_snapshot()?, &q, k, filter)
+    }
+
+    /// Counts, model and index state.
+    pub fn stats(&self) -> Result<LibraryStats> {
+        let counts = self.store.counts();
+        let model = self.store.model()?;
+        Ok(LibraryStats {
+            index: IndexState { kind: "exact", vectors: counts.vectors, tombstones: 0 },
+            counts,
+            model: model.as_ref().map(|m| m.0.clone()),
+            dim: model.map(|m| m.1),
+            schema_version: self.store.schema_version()?,
+        })
+    }
+
+    /// Files that could not be indexed.
+    pub fn failures(&self) -> Result<Vec<(PathBuf, Failure)>> {
+        self.store.failures()
+    }
+}

@@ -1,0 +1,113 @@
+//! Answering searches: rank the library against a query vector, then walk the ranking keeping
+//! what passes the filters until `k` results are found, so a filter never returns fewer than
+//! `k` results when `k` exist.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::ann::ExactIndex;
+use crate::error::Result;
+use crate::store::{ImageId, Store};
+
+/// Restrictions on results.
+#[derive(Debug, Clone, Default)]
+pub struct SearchFilter {
+    /// Only images with a file at or under this folder.
+    pub under: Option<PathBuf>,
+    /// Only images dated at or after this (seconds since the epoch; EXIF date, else mtime).
+    pub after: Option<i64>,
+    /// Only images dated before this.
+    pub before: Option<i64>,
+}
+
+impl SearchFilter {
+    fn is_empty(&self) -> bool {
+        self.under.is_none() && self.after.is_none() && self.before.is_none()
+    }
+}
+
+/// One result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchHit {
+    /// The image's id.
+    pub id: ImageId,
+    /// A file holding it (under the filter's folder, when there is one).
+    pub path: PathBuf,
+    /// Cosine similarity to the query.
+    pub score: f32,
+}
+
+/// The `k` best images for `query` that pass `filter`.
+pub fn search(
+    store: &Store,
+    index: &ExactIndex,
+    query: &[f32],
+    k: usize,
+    filter: &SearchFilter,
+) -> Result<Vec<SearchHit>> {
+    let mut hits = Vec::with_capacity(k);
+    if k == 0 {
+        return Ok(hits);
+    }
+    for (id, score) in index.ranked(query) {
+        let Some(path) = passing_path(store, id, filter)? else { continue };
+        hits.push(SearchHit { id, path, score });
+        if hits.len() == k {
+            break;
+        }
+    }
+    Ok(hits)
+}
+
+fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) -> Result<Option<PathBuf>> {
+    let paths = store.paths_of(id)?;
+    if filter.is_empty() {
+        return Ok(paths.into_iter().next());
+    }
+    if filter.after.is_some() || filter.before.is_some() {
+        let Some(record) = store.image(id)? else { return Ok(None) };
+        let date = record.date();
+        if filter.after.is_some_and(|a| date < a) || filter.before.is_some_and(|b| date >= b) {
+            return Ok(None);
+        }
+    }
+    Ok(match &filter.under {
+        Some(prefix) => paths.into_iter().find(|p| p.starts_with(prefix)),
+        None => paths.into_iter().next(),
+    })
+}
+
+/// Parses a date given on the command line: `YYYY`, `YYYY-MM`, `YYYY-MM-DD` or RFC 3339;
+/// the start of that period, in seconds since the epoch (UTC).
+pub fn parse_date(s: &str) -> Result<i64> {
+    use chrono::NaiveDate;
+    let s = s.trim();
+    let date = match s.len() {
+        4 => s.parse::<i32>().ok().and_then(|y| NaiveDate::from_ymd_opt(y, 1, 1)),
+        7 => NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d").ok(),
+        10 => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok(),
+        _ => None,
+    };
+    if let Some(d) = date {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp());
+    }
+    chrono::DateTime::parse_from_rfc3339(s).map(|d| d.timestamp()).map_err(|_| {
+        crate::Error::Invalid(format!("bad date {s:?}: use YYYY, YYYY-MM, YYYY-MM-DD or 2024-05-01T12:00:00Z"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dates_at_the_start_of_the_period() {
+        assert_eq!(parse_date("2024").unwrap(), 1_704_067_200);
+        assert_eq!(parse_date("2024-02").unwrap(), 1_706_745_600);
+        assert_eq!(parse_date("2024-02-29").unwrap(), 1_709_164_800);
+        assert_eq!(parse_date("2024-02-29T01:00:00Z").unwrap(), 1_709_168_400);
+        assert!(parse_date("yesterday").is_err());
+        assert!(parse_date("2023-02-30").is_err());
+    }
+}

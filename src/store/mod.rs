@@ -1,0 +1,441 @@
+//! The database: sled trees holding every image record, path, vector and failure.
+//!
+//! The store is the source of truth; the search index is rebuilt from it. Every change that
+//! touches more than one tree (a new image with its vector and path, a path moving to another
+//! image, a path going away) is one sled transaction, so a crash leaves all of it or none.
+//! Identical files share one id and one vector: `hashes` maps content to id, `refs` counts the
+//! paths that hold an id, and the last path to go takes the image and its vector with it.
+
+mod records;
+
+#[path = "../../migrations/mod.rs"]
+mod migrations;
+
+use std::path::{Path, PathBuf};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::{Transactional, Tree};
+
+pub use records::{Failure, ImageId, ImageRecord, PathEntry};
+use records::{id_from_key, id_key, image_path_key, path_from_key, path_key, vector_bytes, vector_from_bytes};
+
+use crate::error::{Error, Result};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Counts of what the store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreCounts {
+    /// Distinct images (contents).
+    pub images: u64,
+    /// Files holding them.
+    pub paths: u64,
+    /// Stored vectors (equal to `images` in a consistent store).
+    pub vectors: u64,
+    /// Files that could not be indexed.
+    pub failures: u64,
+    /// Watched folders.
+    pub roots: u64,
+}
+
+/// The opened database.
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    meta: Tree,
+    roots: Tree,
+    images: Tree,
+    paths: Tree,
+    image_paths: Tree,
+    refs: Tree,
+    hashes: Tree,
+    vectors: Tree,
+    failures: Tree,
+}
+
+fn db_error(dir: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Store(format!("database {}: {e}", dir.display()))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialise")
+}
+
+fn parse<T: serde::de::DeserializeOwned>(dir: &Path, what: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| db_error(dir, format!("corrupt {what} record: {e}")))
+}
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<String>>;
+
+/// Inside a transaction: removes `path`'s mapping, and the image with its vector when no other
+/// path holds it. Returns the removed mapping.
+fn tx_unlink(
+    paths: &TransactionalTree,
+    image_paths: &TransactionalTree,
+    refs: &TransactionalTree,
+    images: &TransactionalTree,
+    hashes: &TransactionalTree,
+    vectors: &TransactionalTree,
+    path: &Path,
+) -> TxResult<Option<PathEntry>> {
+    let Some(old) = paths.remove(path_key(path))? else { return Ok(None) };
+    let entry: PathEntry =
+        serde_json::from_slice(&old).map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+    image_paths.remove(image_path_key(entry.id, path))?;
+    let key = id_key(entry.id);
+    let count = refs.get(key)?.map(|b| u32::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 4]))).unwrap_or(0);
+    if count <= 1 {
+        refs.remove(&key)?;
+        if let Some(rec) = images.remove(&key)? {
+            let rec: ImageRecord =
+                serde_json::from_slice(&rec).map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+            hashes.remove(rec.hash.as_bytes())?;
+        }
+        vectors.remove(&key)?;
+    } else {
+        refs.insert(&key, &(count - 1).to_be_bytes())?;
+    }
+    Ok(Some(entry))
+}
+
+fn tx_link(
+    paths: &TransactionalTree,
+    image_paths: &TransactionalTree,
+    refs: &TransactionalTree,
+    path: &Path,
+    entry: &PathEntry,
+) -> TxResult<()> {
+    paths.insert(path_key(path), json(entry))?;
+    image_paths.insert(image_path_key(entry.id, path), &[] as &[u8])?;
+    let key = id_key(entry.id);
+    let count = refs.get(key)?.map(|b| u32::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 4]))).unwrap_or(0);
+    refs.insert(&key, &(count + 1).to_be_bytes())?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir` and brings its schema up to date.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| db_error(dir, format!("cannot create the folder: {e}")))?;
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .open()
+            .map_err(|e| db_error(dir, format!("cannot open ({e}); is another clipdex using it?")))?;
+        let meta = db.open_tree("meta").map_err(|e| db_error(dir, e))?;
+        let version = meta
+            .get("schema_version")
+            .map_err(|e| db_error(dir, e))?
+            .map(|v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])))
+            .unwrap_or(0);
+        if version > SCHEMA_VERSION {
+            return Err(db_error(
+                dir,
+                format!(
+                    "schema version {version} is newer than this clipdex understands ({SCHEMA_VERSION}); upgrade clipdex"
+                ),
+            ));
+        }
+        for m in migrations::MIGRATIONS.iter().filter(|m| m.version > version) {
+            tracing::info!("migrating {} to schema {}: {}", dir.display(), m.version, m.description);
+            (m.apply)(&db).map_err(|e| db_error(dir, format!("migration to schema {} failed: {e}", m.version)))?;
+            meta.insert("schema_version", &m.version.to_be_bytes()).map_err(|e| db_error(dir, e))?;
+            db.flush().map_err(|e| db_error(dir, e))?;
+        }
+        let tree = |name: &str| db.open_tree(name).map_err(|e| db_error(dir, e));
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            roots: tree("roots")?,
+            images: tree("images")?,
+            paths: tree("paths")?,
+            image_paths: tree("image_paths")?,
+            refs: tree("refs")?,
+            hashes: tree("hashes")?,
+            vectors: tree("vectors")?,
+            failures: tree("failures")?,
+            meta,
+            db,
+        })
+    }
+
+    /// The database folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        db_error(&self.dir, e)
+    }
+
+    /// The recorded schema version.
+    pub fn schema_version(&self) -> Result<u32> {
+        let v = self.meta.get("schema_version").map_err(|e| self.err(e))?;
+        Ok(v.map(|v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4]))).unwrap_or(0))
+    }
+
+    /// The model whose vectors the store holds, with their width, if any were stored.
+    pub fn model(&self) -> Result<Option<(String, usize)>> {
+        let name = self.meta.get("model").map_err(|e| self.err(e))?;
+        let dim = self.meta.get("dim").map_err(|e| self.err(e))?;
+        Ok(match (name, dim) {
+            (Some(n), Some(d)) => Some((
+                String::from_utf8_lossy(&n).into_owned(),
+                u32::from_be_bytes(d.as_ref().try_into().unwrap_or([0; 4])) as usize,
+            )),
+            _ => None,
+        })
+    }
+
+    /// Records the model of the vectors (once, before the first vector).
+    pub fn set_model(&self, name: &str, dim: usize) -> Result<()> {
+        self.meta.insert("model", name.as_bytes()).map_err(|e| self.err(e))?;
+        self.meta.insert("dim", &(dim as u32).to_be_bytes()).map_err(|e| self.err(e))?;
+        self.flush()
+    }
+
+    /// Adds a watched folder.
+    pub fn add_root(&self, root: &Path) -> Result<bool> {
+        let new = self.roots.insert(path_key(root), &[] as &[u8]).map_err(|e| self.err(e))?.is_none();
+        self.flush()?;
+        Ok(new)
+    }
+
+    /// Removes a watched folder (its images stay until the next `index`).
+    pub fn remove_root(&self, root: &Path) -> Result<bool> {
+        let had = self.roots.remove(path_key(root)).map_err(|e| self.err(e))?.is_some();
+        self.flush()?;
+        Ok(had)
+    }
+
+    /// The watched folders.
+    pub fn roots(&self) -> Result<Vec<PathBuf>> {
+        self.roots.iter().keys().map(|k| k.map(|k| path_from_key(&k)).map_err(|e| self.err(e))).collect()
+    }
+
+    /// The mapping of one file, if indexed.
+    pub fn path_entry(&self, path: &Path) -> Result<Option<PathEntry>> {
+        match self.paths.get(path_key(path)).map_err(|e| self.err(e))? {
+            Some(b) => Ok(Some(parse(&self.dir, "path", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every indexed file at or under `prefix` (all when `prefix` is empty).
+    pub fn paths_under(&self, prefix: &Path) -> Result<Vec<(PathBuf, PathEntry)>> {
+        let mut out = Vec::new();
+        for kv in self.paths.scan_prefix(path_key(prefix)) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let path = path_from_key(&k);
+            if path.starts_with(prefix) {
+                out.push((path, parse(&self.dir, "path", &v)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The image with this content hash, if stored.
+    pub fn id_for_hash(&self, hash: &str) -> Result<Option<ImageId>> {
+        Ok(self.hashes.get(hash.as_bytes()).map_err(|e| self.err(e))?.and_then(|b| id_from_key(&b)))
+    }
+
+    /// One image's record.
+    pub fn image(&self, id: ImageId) -> Result<Option<ImageRecord>> {
+        match self.images.get(id_key(id)).map_err(|e| self.err(e))? {
+            Some(b) => Ok(Some(parse(&self.dir, "image", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The files holding an image, in path order.
+    pub fn paths_of(&self, id: ImageId) -> Result<Vec<PathBuf>> {
+        self.image_paths
+            .scan_prefix(id_key(id))
+            .keys()
+            .map(|k| k.map(|k| path_from_key(&k[8..])).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    /// One image's vector.
+    pub fn vector(&self, id: ImageId) -> Result<Option<Vec<f32>>> {
+        Ok(self.vectors.get(id_key(id)).map_err(|e| self.err(e))?.map(|b| vector_from_bytes(&b)))
+    }
+
+    /// Every stored vector, in id order.
+    pub fn vectors(&self) -> impl Iterator<Item = Result<(ImageId, Vec<f32>)>> + '_ {
+        self.vectors.iter().map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let id = id_from_key(&k).ok_or_else(|| self.err("corrupt vector key"))?;
+            Ok((id, vector_from_bytes(&v)))
+        })
+    }
+
+    /// Every stored image record, in id order.
+    pub fn images(&self) -> impl Iterator<Item = Result<(ImageId, ImageRecord)>> + '_ {
+        self.images.iter().map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let id = id_from_key(&k).ok_or_else(|| self.err("corrupt image key"))?;
+            Ok((id, parse(&self.dir, "image", &v)?))
+        })
+    }
+
+    fn run_tx<T>(&self, what: &str, f: impl Fn(&[TransactionalTree]) -> TxResult<T>) -> Result<T> {
+        let trees =
+            (&self.paths, &self.image_paths, &self.refs, &self.images, &self.hashes, &self.vectors, &self.failures);
+        trees
+            .transaction(|(p, ip, r, i, h, v, f2)| {
+                f(&[p.clone(), ip.clone(), r.clone(), i.clone(), h.clone(), v.clone(), f2.clone()])
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(msg) => self.err(format!("{what}: {msg}")),
+                TransactionError::Storage(e) => self.err(format!("{what}: {e}")),
+            })
+    }
+
+    /// Stores a new image found at `path`: its record, vector, hash and path mapping in one
+    /// transaction. If the content is already stored (another file, or a race), `path` is
+    /// linked to that image instead. Any previous mapping of `path` is released.
+    pub fn commit_image(
+        &self,
+        path: &Path,
+        size: u64,
+        mtime_ns: i64,
+        record: &ImageRecord,
+        vector: &[f32],
+    ) -> Result<ImageId> {
+        let fresh = self.db.generate_id().map_err(|e| self.err(e))?;
+        let record_bytes = json(record);
+        let vector = vector_bytes(vector);
+        self.run_tx("commit image", |t| {
+            let [paths, image_paths, refs, images, hashes, vectors, failures] = t else { unreachable!() };
+            tx_unlink(paths, image_paths, refs, images, hashes, vectors, path)?;
+            let id = match hashes.get(record.hash.as_bytes())?.and_then(|b| id_from_key(&b)) {
+                Some(existing) => existing,
+                None => {
+                    images.insert(&id_key(fresh), record_bytes.as_slice())?;
+                    vectors.insert(&id_key(fresh), vector.as_slice())?;
+                    hashes.insert(record.hash.as_bytes(), &id_key(fresh))?;
+                    fresh
+                }
+            };
+            tx_link(paths, image_paths, refs, path, &PathEntry { id, size, mtime_ns })?;
+            failures.remove(path_key(path))?;
+            Ok(id)
+        })
+    }
+
+    /// Points `path` at an already stored image (a copy, a move, an unchanged touch), releasing
+    /// its previous mapping.
+    pub fn link_path(&self, path: &Path, id: ImageId, size: u64, mtime_ns: i64) -> Result<()> {
+        self.run_tx("link path", |t| {
+            let [paths, image_paths, refs, images, hashes, vectors, failures] = t else { unreachable!() };
+            if images.get(id_key(id))?.is_none() {
+                return Err(ConflictableTransactionError::Abort(format!("image {id} is not stored")));
+            }
+            tx_unlink(paths, image_paths, refs, images, hashes, vectors, path)?;
+            tx_link(paths, image_paths, refs, path, &PathEntry { id, size, mtime_ns })?;
+            failures.remove(path_key(path))?;
+            Ok(())
+        })
+    }
+
+    /// Forgets a file (deleted, moved away, or its root removed). The image goes too when no
+    /// other file holds it. Returns the mapping it had.
+    pub fn unlink_path(&self, path: &Path) -> Result<Option<PathEntry>> {
+        self.run_tx("unlink path", |t| {
+            let [paths, image_paths, refs, images, hashes, vectors, failures] = t else { unreachable!() };
+            failures.remove(path_key(path))?;
+            tx_unlink(paths, image_paths, refs, images, hashes, vectors, path)
+        })
+    }
+
+    /// Records that `path` could not be indexed in its current state.
+    pub fn record_failure(&self, path: &Path, reason: &str, size: u64, mtime_ns: i64) -> Result<()> {
+        let key = path_key(path);
+        let attempts = match self.failures.get(&key).map_err(|e| self.err(e))? {
+            Some(b) => parse::<Failure>(&self.dir, "failure", &b)?.attempts + 1,
+            None => 1,
+        };
+        let f = Failure { reason: reason.to_string(), attempts, size, mtime_ns };
+        self.failures.insert(key, json(&f)).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The failure recorded for `path`, if any.
+    pub fn failure(&self, path: &Path) -> Result<Option<Failure>> {
+        match self.failures.get(path_key(path)).map_err(|e| self.err(e))? {
+            Some(b) => Ok(Some(parse(&self.dir, "failure", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets a failure (the file is gone).
+    pub fn clear_failure(&self, path: &Path) -> Result<()> {
+        self.failures.remove(path_key(path)).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every recorded failure, in path order.
+    pub fn failures(&self) -> Result<Vec<(PathBuf, Failure)>> {
+        self.failures
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                Ok((path_from_key(&k), parse(&self.dir, "failure", &v)?))
+            })
+            .collect()
+    }
+
+    /// What the store holds.
+    pub fn counts(&self) -> StoreCounts {
+        StoreCounts {
+            images: self.images.len() as u64,
+            paths: self.paths.len() as u64,
+            vectors: self.vectors.len() as u64,
+            failures: self.failures.len() as u64,
+            roots: self.roots.len() as u64,
+        }
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Checks the store's invariants: every image has a vector, a hash entry and as many paths
+    /// as its reference count; every path points at a stored image. Returns the problems found.
+    pub fn check(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        for item in self.images() {
+            let (id, rec) = item?;
+            if self.vector(id)?.is_none() {
+                problems.push(format!("image {id} has no vector"));
+            }
+            if self.id_for_hash(&rec.hash)? != Some(id) {
+                problems.push(format!("image {id}: hash {} does not map back to it", rec.hash));
+            }
+            let paths = self.paths_of(id)?;
+            let refs = self
+                .refs
+                .get(id_key(id))
+                .map_err(|e| self.err(e))?
+                .map(|b| u32::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 4])))
+                .unwrap_or(0);
+            if paths.is_empty() || paths.len() as u32 != refs {
+                problems.push(format!("image {id}: {} paths, reference count {refs}", paths.len()));
+            }
+        }
+        for item in self.vectors() {
+            let (id, _) = item?;
+            if self.image(id)?.is_none() {
+                problems.push(format!("orphan vector {id}"));
+            }
+        }
+        for (path, entry) in self.paths_under(Path::new(""))? {
+            if self.image(entry.id)?.is_none() {
+                problems.push(format!("{} points at missing image {}", path.display(), entry.id));
+            }
+        }
+        Ok(problems)
+    }
+}

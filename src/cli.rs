@@ -70,6 +70,9 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Photos embedded per model call (memory grows with it).
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        batch_size: u64,
     },
     /// Search the library by text.
     Search(SearchArgs),

@@ -30,12 +30,20 @@ pub struct LibraryConfig {
     pub device: DeviceChoice,
     /// Decoding limit for photos.
     pub max_pixels: u64,
+    /// Images embedded per model call while indexing.
+    pub batch_size: usize,
 }
 
 impl LibraryConfig {
     /// A configuration with defaults for everything but the database and the model.
     pub fn new(db: impl Into<PathBuf>, model: impl Into<String>) -> Self {
-        LibraryConfig { db: db.into(), model: model.into(), device: DeviceChoice::Cpu, max_pixels: DEFAULT_MAX_PIXELS }
+        LibraryConfig {
+            db: db.into(),
+            model: model.into(),
+            device: DeviceChoice::Cpu,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            batch_size: crate::models::clip::MAX_BATCH,
+        }
     }
 }
 
@@ -148,7 +156,7 @@ impl Library {
         let side = clip.processor().output_size().map(|(h, w)| h.min(w));
         let options = IndexOptions {
             decode: DecodeOptions { max_pixels: self.config.max_pixels, min_side: side },
-            batch_size: crate::models::clip::MAX_BATCH,
+            batch_size: self.config.batch_size,
         };
         indexer::index_pass(&self.store, clip, &options, progress)
     }

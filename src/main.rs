@@ -37,7 +37,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let clip = ClipEmbedder::load(&g.model, &g.device.open()?)?;
         return embed(&clip, args, g.max_pixels);
     }
-    let library = open_library(g)?;
+    let batch_size = match &cli.command {
+        Command::Index { batch_size, .. } => *batch_size as usize,
+        _ => clipdex::models::clip::MAX_BATCH,
+    };
+    let library = open_library(g, batch_size)?;
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Embed(_) => unreachable!("handled above"),
@@ -62,7 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let n = library.remove_root(&root)?;
             writeln!(out, "removed {} ({n} files forgotten)", root.display())?;
         }
-        Command::Index { json } => {
+        Command::Index { json, .. } => {
             let bar = progress_bar();
             let report = library.index(&|done, total| {
                 if let Some(b) = &bar {
@@ -144,7 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_library(g: &GlobalOptions) -> anyhow::Result<Library> {
+fn open_library(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<Library> {
     let db = match &g.db {
         Some(db) => db.clone(),
         None => dirs::data_dir().context("no data folder on this platform: pass --db DIR")?.join("clipdex"),
@@ -152,6 +156,7 @@ fn open_library(g: &GlobalOptions) -> anyhow::Result<Library> {
     let mut config = LibraryConfig::new(db, &g.model);
     config.device = g.device;
     config.max_pixels = g.max_pixels;
+    config.batch_size = batch_size;
     Ok(Library::open(config)?)
 }
 

@@ -1,0 +1,41 @@
+//! A database written by schema version 1 (`tests/fixtures/db-v1`, from `tools/make_db_v1.sh`)
+//! opens with this build, is migrated to the current schema, and answers queries.
+
+use std::path::Path;
+
+use clipdex::query::SearchFilter;
+use clipdex::store::SCHEMA_VERSION;
+use clipdex::{Library, LibraryConfig};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_version_1_database_opens_and_answers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    copy_dir(&root.join("tests/fixtures/db-v1"), &db);
+    // The model is recorded as it was named when the database was written.
+    let lib = Library::open(LibraryConfig::new(&db, "tests/fixtures/clip-tiny-p32")).unwrap();
+    let stats = lib.stats().unwrap();
+    assert_eq!(stats.schema_version, SCHEMA_VERSION);
+    assert_eq!((stats.counts.images, stats.counts.paths, stats.counts.vectors, stats.counts.roots), (3, 3, 3, 1));
+    assert_eq!(stats.dim, Some(24));
+    assert!(lib.store().check().unwrap().is_empty());
+    let hits = lib.search_text("an astronaut", 3, &SearchFilter::default()).unwrap();
+    assert_eq!(hits.len(), 3);
+    let names: Vec<String> = hits.iter().map(|h| h.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for n in ["astronaut.jpg", "chelsea_small.bmp", "rocket.webp"] {
+        assert!(names.contains(&n.to_string()), "{names:?}");
+    }
+}

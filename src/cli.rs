@@ -74,6 +74,21 @@ pub enum Command {
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
         batch_size: u64,
     },
+    /// Index, then follow the folders: re-index on changes and every --rescan-secs.
+    Watch {
+        /// Print each pass's report as one JSON line.
+        #[arg(long)]
+        json: bool,
+        /// Photos embedded per model call.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        batch_size: u64,
+        /// Quiet time after a change before indexing, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        debounce_ms: u64,
+        /// Full rescan interval in seconds (catches what file events miss).
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+        rescan_secs: u64,
+    },
     /// Search the library by text.
     Search(SearchArgs),
     /// Find photos similar to an image (which may be outside the library).

@@ -134,6 +134,11 @@ impl Library {
                 forgotten += 1;
             }
         }
+        for (file, _) in self.store.failures()? {
+            if file.starts_with(&root) && !others.iter().any(|r| file.starts_with(r)) {
+                self.store.clear_failure(&file)?;
+            }
+        }
         self.store.flush()?;
         Ok(forgotten)
     }
@@ -159,6 +164,25 @@ impl Library {
             batch_size: self.config.batch_size,
         };
         indexer::index_pass(&self.store, clip, &options, progress)
+    }
+
+    /// Indexes now, then follows the folders (see [`indexer::watch`]) until `stop` is set;
+    /// `on_pass` sees every pass's report.
+    pub fn watch(
+        &self,
+        options: &indexer::watch::WatchOptions,
+        stop: &std::sync::atomic::AtomicBool,
+        on_pass: &mut dyn FnMut(&IndexReport),
+    ) -> Result<()> {
+        let roots = self.roots()?;
+        if roots.is_empty() {
+            return Err(Error::Invalid("no folders to watch: add one with `clipdex add ROOT`".into()));
+        }
+        indexer::watch::follow(&roots, options, stop, || {
+            let report = self.index(&|_, _| {})?;
+            on_pass(&report);
+            Ok(())
+        })
     }
 
     fn index_snapshot(&self) -> Result<ExactIndex> {

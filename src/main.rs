@@ -38,7 +38,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return embed(&clip, args, g.max_pixels);
     }
     let batch_size = match &cli.command {
-        Command::Index { batch_size, .. } => *batch_size as usize,
+        Command::Index { batch_size, .. } | Command::Watch { batch_size, .. } => *batch_size as usize,
         _ => clipdex::models::clip::MAX_BATCH,
     };
     let library = open_library(g, batch_size)?;
@@ -95,6 +95,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     writeln!(out, "warning: {} is missing; its photos were left in place", r.display())?;
                 }
             }
+        }
+        Command::Watch { json, debounce_ms, rescan_secs, .. } => {
+            let options = clipdex::indexer::watch::WatchOptions {
+                debounce: std::time::Duration::from_millis(debounce_ms),
+                rescan_every: std::time::Duration::from_secs(rescan_secs),
+            };
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            library.watch(&options, &stop, &mut |report| {
+                let mut out = std::io::stdout().lock();
+                let line = if json {
+                    serde_json::to_string(report).unwrap_or_default()
+                } else {
+                    format!(
+                        "{} new, {} linked, {} removed, {} failed ({} photos)",
+                        report.embedded, report.linked, report.removed, report.failed, report.seen
+                    )
+                };
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            })?;
         }
         Command::Search(args) => {
             let filter = filter_of(&args.filter)?;

@@ -150,3 +150,142 @@ fn cuda_without_the_feature_says_so() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("built without CUDA support"));
 }
+
+fn clipdex_db(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .args(args)
+        .env("CLIPDEX_DB", db)
+        .env("CLIPDEX_MODEL", model_dir())
+        .env_remove("CLIPDEX_DEVICE")
+        .output()
+        .unwrap()
+}
+
+fn ok_json(out: Output) -> Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn library_commands_and_their_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(photos.join("cats")).unwrap();
+    for name in ["astronaut.jpg", "coffee.png", "rocket.webp"] {
+        std::fs::copy(image(name), photos.join(name)).unwrap();
+    }
+    std::fs::copy(image("chelsea_small.bmp"), photos.join("cats/chelsea.bmp")).unwrap();
+    std::fs::copy(image("chelsea_exif6.jpg"), photos.join("cats/sideways.jpg")).unwrap();
+    std::fs::write(photos.join("broken.jpg"), b"not really").unwrap();
+    let db = tmp.path().join("db");
+    let photos = std::fs::canonicalize(&photos).unwrap();
+
+    let out = clipdex_db(&db, &["add", photos.to_str().unwrap()]);
+    assert!(out.status.success());
+    let roots = ok_json(clipdex_db(&db, &["roots", "--json"]));
+    assert_eq!(roots["roots"][0], photos.to_str().unwrap());
+
+    let report = ok_json(clipdex_db(&db, &["index", "--json"]));
+    assert_eq!((report["embedded"].as_u64(), report["failed"].as_u64()), (Some(5), Some(1)));
+
+    let res = ok_json(clipdex_db(&db, &["search", "a cat", "-k", "3", "--json"]));
+    let results = res["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    for r in results {
+        assert!(r["id"].is_u64() && r["path"].is_string() && r["score"].is_f64(), "{r}");
+    }
+    assert!(res["took_ms"].as_f64().unwrap() >= 0.0);
+
+    let cats = photos.join("cats");
+    let res = ok_json(clipdex_db(&db, &["search", "a cat", "-k", "5", "--under", cats.to_str().unwrap(), "--json"]));
+    let results = res["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r["path"].as_str().unwrap().starts_with(cats.to_str().unwrap())));
+
+    // Similar: the query image may live outside the library; a copy of an indexed photo finds it.
+    let outside = tmp.path().join("query.png");
+    std::fs::copy(photos.join("coffee.png"), &outside).unwrap();
+    let res = ok_json(clipdex_db(&db, &["similar", outside.to_str().unwrap(), "-k", "1", "--json"]));
+    assert_eq!(res["results"][0]["path"], photos.join("coffee.png").to_str().unwrap());
+
+    let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
+    for (key, want) in [("images", 5), ("paths", 5), ("vectors", 5), ("failures", 1), ("roots", 1)] {
+        assert_eq!(stats[key].as_u64(), Some(want), "{key} in {stats}");
+    }
+    assert_eq!(stats["index"]["tombstones"].as_u64(), Some(0));
+    assert_eq!(stats["model"], model_dir().as_str());
+
+    let failures = ok_json(clipdex_db(&db, &["failures", "--json"]));
+    assert_eq!(failures["failures"][0]["path"], photos.join("broken.jpg").to_str().unwrap());
+    assert!(failures["failures"][0]["reason"].as_str().unwrap().contains("not an image"));
+    assert_eq!(failures["failures"][0]["attempts"], 1);
+
+    // Bad requests: k out of range, a bad date, another model.
+    let out = clipdex_db(&db, &["search", "x", "-k", "0"]);
+    assert!(!out.status.success());
+    let out = clipdex_db(&db, &["search", "x", "--after", "last tuesday"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad date"));
+    let other = fixtures().join("clip-tiny-p16");
+    let out = clipdex_db(&db, &["stats", "--model", other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds vectors of model"));
+
+    let out = clipdex_db(&db, &["remove", photos.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
+    assert_eq!((stats["images"].as_u64(), stats["failures"].as_u64()), (Some(0), Some(0)));
+}
+
+#[test]
+fn watch_follows_new_and_deleted_files() {
+    use std::io::BufRead;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(image("astronaut.jpg"), photos.join("a.jpg")).unwrap();
+    std::fs::copy(image("coffee.png"), photos.join("b.png")).unwrap();
+    let db = tmp.path().join("db");
+    assert!(clipdex_db(&db, &["add", photos.to_str().unwrap()]).status.success());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .args(["watch", "--json", "--debounce-ms", "300", "--rescan-secs", "3600"])
+        .env("CLIPDEX_DB", &db)
+        .env("CLIPDEX_MODEL", model_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let wait_for = |what: &str, pred: &dyn Fn(&Value) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(report) = rx.recv_timeout(Duration::from_millis(200))
+                && pred(&report)
+            {
+                return report;
+            }
+        }
+        panic!("no pass with {what} within 60 s");
+    };
+    wait_for("the first two photos", &|r| r["embedded"] == 2);
+    std::fs::copy(image("rocket.webp"), photos.join("c.webp")).unwrap();
+    wait_for("the new photo", &|r| r["embedded"] == 1);
+    std::fs::remove_file(photos.join("a.jpg")).unwrap();
+    wait_for("the deleted photo", &|r| r["removed"] == 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
+    assert_eq!((stats["images"].as_u64(), stats["paths"].as_u64()), (Some(2), Some(2)));
+}

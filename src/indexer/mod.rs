@@ -9,6 +9,8 @@
 //! drive) is left as it is. Bad files are recorded in `failures` and retried only once their
 //! size or modification time changes.
 
+pub mod watch;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;

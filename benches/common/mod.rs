@@ -1,0 +1,60 @@
+//! Shared by the benchmarks: a CLIP with random weights at ViT-B/32's shapes and a timer.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
+use clipdex::ClipEmbedder;
+use clipdex::models::clip::{ClipConfig, ClipTokenizer};
+use clipdex::models::preprocess::ImageProcessor;
+
+/// Random weights of whatever shape the model asks for.
+struct RandomWeights;
+
+impl SimpleBackend for RandomWeights {
+    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        if name == "logit_scale" {
+            return Tensor::new(100f32.ln(), dev)?.to_dtype(dtype);
+        }
+        Tensor::randn(0f32, 0.02, s, dev)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("no shape for {name}")
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// Median wall time of `runs` calls after one warm-up call.
+pub fn median_time(runs: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+/// ViT-B/32 with random weights and the real CLIP tokenizer (from the test fixtures).
+pub fn random_vit_b32(device: &Device) -> clipdex::Result<ClipEmbedder> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, device.clone());
+    let tokenizer = ClipTokenizer::from_json("bench", &root.join("tests/fixtures/clip-tiny-p32/tokenizer.json"), 77)?;
+    ClipEmbedder::from_parts(
+        "random ViT-B/32",
+        ClipConfig::vit_base_patch32(),
+        vb,
+        tokenizer,
+        ImageProcessor::clip_default(224),
+        device,
+    )
+}

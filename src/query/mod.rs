@@ -50,14 +50,24 @@ pub fn search(
     if k == 0 {
         return Ok(hits);
     }
-    for (id, score) in index.ranked(query) {
-        let Some(path) = passing_path(store, id, filter)? else { continue };
-        hits.push(SearchHit { id, path, score });
-        if hits.len() == k {
-            break;
+    // Rank only as deep as needed: k without filters; with filters a few times k first, then
+    // the whole library if that was not enough.
+    let mut depth = if filter.is_empty() { k } else { (k * 4).max(256) };
+    loop {
+        hits.clear();
+        let ranked = index.top(query, depth);
+        for &(id, score) in &ranked {
+            let Some(path) = passing_path(store, id, filter)? else { continue };
+            hits.push(SearchHit { id, path, score });
+            if hits.len() == k {
+                return Ok(hits);
+            }
         }
+        if ranked.len() < depth || depth >= index.len() {
+            return Ok(hits);
+        }
+        depth = index.len();
     }
-    Ok(hits)
 }
 
 fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) -> Result<Option<PathBuf>> {

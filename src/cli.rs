@@ -47,6 +47,23 @@ fn parse_device(s: &str) -> Result<DeviceChoice, String> {
 pub enum Command {
     /// Embed images and texts with CLIP and print the vectors.
     Embed(EmbedArgs),
+    /// Zero-shot classification: score images against labels, as in the CLIP paper.
+    Tag(TagArgs),
+    /// Image to text: the vocabulary entries closest to an image.
+    Describe {
+        /// The image.
+        #[arg(value_name = "IMAGE")]
+        image: PathBuf,
+        /// How many entries.
+        #[arg(short = 'k', long = "k", default_value_t = 10)]
+        k: usize,
+        /// Vocabulary file (one label per line, `#` comments) [default: the built-in one].
+        #[arg(long, value_name = "FILE")]
+        vocab: Option<PathBuf>,
+        /// Print JSON: {"path", "labels": [{"label", "probability", "cosine"}]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Add photo folders to the library (then run `clipdex index`).
     Add {
         /// Folders to add.
@@ -111,6 +128,34 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Images to tag.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Comma-separated labels, e.g. "cat,dog,car".
+    #[arg(long, value_name = "LIST", conflicts_with = "vocab")]
+    pub labels: Option<String>,
+    /// Vocabulary file (one label per line, `#` comments) [default without --labels: the
+    /// built-in vocabulary of everyday photo concepts].
+    #[arg(long, value_name = "FILE")]
+    pub vocab: Option<PathBuf>,
+    /// A prompt template with {} for the label (repeatable) [default: "a photo of a {}."].
+    #[arg(long, value_name = "TEMPLATE", conflicts_with = "templates")]
+    pub template: Vec<String>,
+    /// A prompt ensemble: `photo` (built-in templates for personal photos) or a file of
+    /// templates, one per line.
+    #[arg(long, value_name = "photo|FILE")]
+    pub templates: Option<String>,
+    /// Show only the N most probable labels per image [default: all of --labels, 10 of a
+    /// vocabulary].
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Print JSON: {"images": [{"path", "labels": [{"label", "probability", "cosine"}]}]}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -289,3 +289,47 @@ fn watch_follows_new_and_deleted_files() {
     let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
     assert_eq!((stats["images"].as_u64(), stats["paths"].as_u64()), (Some(2), Some(2)));
 }
+
+#[test]
+fn tag_and_describe_print_ranked_labels() {
+    let m = model_dir();
+    let out = clipdex(&[
+        "tag",
+        "--model",
+        &m,
+        &image("astronaut.jpg"),
+        "/no/such.png",
+        "--labels",
+        "cat, dog,astronaut",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "one image failed");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labels = doc["images"][0]["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), 3);
+    let probs: Vec<f64> = labels.iter().map(|l| l["probability"].as_f64().unwrap()).collect();
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    assert!(probs.windows(2).all(|w| w[0] >= w[1]));
+    assert!(labels.iter().all(|l| l["label"].is_string() && l["cosine"].is_f64()));
+    assert!(doc["images"][1]["error"].as_str().unwrap().contains("no such file"));
+
+    // The built-in vocabulary with the photo ensemble; --top limits the list.
+    let out = clipdex(&["tag", "--model", &m, &image("coffee.png"), "--templates", "photo", "--top", "5", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["images"][0]["labels"].as_array().unwrap().len(), 5);
+
+    let out = clipdex(&["tag", "--model", &m, &image("coffee.png"), "--labels", "cat", "--template", "no placeholder"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no {}"));
+
+    let vocab = std::env::temp_dir().join(format!("clipdex-vocab-{}.txt", std::process::id()));
+    std::fs::write(&vocab, "# mine\nespresso\n\nlatte\nespresso\n").unwrap();
+    let out = clipdex(&["describe", "--model", &m, &image("coffee.png"), "--vocab", vocab.to_str().unwrap(), "--json"]);
+    std::fs::remove_file(&vocab).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labels: Vec<&str> = doc["labels"].as_array().unwrap().iter().map(|l| l["label"].as_str().unwrap()).collect();
+    assert_eq!(labels.len(), 2);
+    assert!(labels.contains(&"espresso") && labels.contains(&"latte"));
+}

@@ -354,7 +354,53 @@ FIXTURES = {
 }
 
 
+# Zero-shot classification goldens (issue 4): labels, a single template and an ensemble.
+ZEROSHOT_LABELS = ["cat", "dog", "astronaut", "cup of coffee", "rocket", "red car", "café crème"]
+ZEROSHOT_TEMPLATES = {
+    "single": ["a photo of a {}."],
+    "ensemble": ["a photo of a {}.", "a blurry photo of the {}.", "a close-up photo of a {}.", "{}"],
+}
+ZEROSHOT_IMAGES = ["astronaut.jpg", "coffee.png", "chelsea_small.bmp", "rocket.webp"]
+
+
+def write_zeroshot(name: str, spec: dict) -> None:
+    """CLIP-paper zero-shot classification: each label's prompt embeddings are normalised,
+    averaged and normalised again; probabilities are softmax(logit_scale x cosine)."""
+    out = FIX / name
+    model = build_model(spec, spec["seed"])
+    tok = CLIPTokenizerFast.from_pretrained(out) if (out / "tokenizer.json").exists() else CLIPTokenizerFast(
+        vocab_file=str(out / "vocab.json"), merges_file=str(out / "merges.txt"))
+    proc = CLIPImageProcessor.from_pretrained(out)
+    golden = {"labels": ZEROSHOT_LABELS, "cases": []}
+    with torch.no_grad():
+        for kind, templates in ZEROSHOT_TEMPLATES.items():
+            label_embs = []
+            for label in ZEROSHOT_LABELS:
+                prompts = [t.replace("{}", label) for t in templates]
+                enc = tok(prompts, padding=True, truncation=True, max_length=spec["text"]["max_position_embeddings"], return_tensors="pt")
+                e = model.get_text_features(**enc)
+                e = e / e.norm(dim=-1, keepdim=True)
+                m = e.mean(dim=0)
+                label_embs.append(m / m.norm())
+            text = torch.stack(label_embs)
+            for file in ZEROSHOT_IMAGES:
+                rgb = Image.open(IMAGES / file).convert("RGB")
+                pv = proc(images=rgb, return_tensors="pt", input_data_format="channels_last")["pixel_values"]
+                img = model.get_image_features(pixel_values=pv)
+                img = img / img.norm(dim=-1, keepdim=True)
+                cos = (img @ text.T)[0]
+                probs = (model.logit_scale.exp() * cos).softmax(dim=-1)
+                golden["cases"].append({"templates": templates, "image": file,
+                                        "cosine": [float(x) for x in cos], "probability": [float(x) for x in probs]})
+    (GOLDEN / f"zeroshot-{name}.json").write_text(json.dumps(golden, indent=1, ensure_ascii=False))
+    print(f"wrote zero-shot goldens for {name}")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--zeroshot-only"]:
+        for name, spec in FIXTURES.items():
+            write_zeroshot(name, spec)
+        return
     for pkg, want in PINNED.items():
         have = {"torch": torch.__version__, "transformers": transformers.__version__}[pkg].split("+")[0]
         if have != want:
@@ -368,6 +414,7 @@ def main() -> None:
     special = make_images()
     for name, spec in FIXTURES.items():
         write_fixture(name, spec, special)
+        write_zeroshot(name, spec)
 
 
 if __name__ == "__main__":

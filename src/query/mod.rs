@@ -2,6 +2,8 @@
 //! what passes the filters until `k` results are found, so a filter never returns fewer than
 //! `k` results when `k` exist.
 
+pub mod tags;
+
 use std::path::PathBuf;
 
 use serde::Serialize;

@@ -1,0 +1,171 @@
+//! Zero-shot tagging as in the CLIP paper: every label is put into prompt templates, the text
+//! embeddings of a label's prompts are averaged and normalised again, and an image's label
+//! probabilities are the softmax of `logit_scale × cosine` over the vocabulary.
+//!
+//! Probabilities are relative to the vocabulary: the same photo gets lower numbers against 300
+//! labels than against 3. The cosine is reported beside them for that reason.
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::models::clip::{ClipEmbedder, Embedding};
+
+/// Templates written for personal photos, used with `--templates photo`: how people's pictures
+/// look (snapshots, close-ups, dark, blurry, cropped), not the benchmark datasets'.
+pub const PHOTO_TEMPLATES: &[&str] = &[
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a snapshot of a {}.",
+    "a close-up photo of a {}.",
+    "a photo of a small {}.",
+    "a photo of a large {}.",
+    "a dark photo of a {}.",
+    "a bright photo of a {}.",
+    "a blurry photo of a {}.",
+    "a cropped photo of a {}.",
+    "a phone photo of a {}.",
+    "a picture showing a {}.",
+];
+
+/// The template of the CLIP paper's single-prompt baseline.
+pub const DEFAULT_TEMPLATE: &str = "a photo of a {}.";
+
+/// clipdex's built-in vocabulary of everyday photo concepts (objects, animals, food, scenes,
+/// events, weather, times of day, kinds of picture).
+pub const DEFAULT_VOCABULARY: &str = include_str!("vocabulary.txt");
+
+/// Labels from a vocabulary text: one per line, `#` starts a comment, blank lines skipped,
+/// surrounding spaces trimmed, duplicates dropped (first one kept).
+pub fn parse_vocabulary(text: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .filter(|l| seen.insert(l.to_string()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Labels from a comma-separated list (`--labels "cat,dog,car"`), with the same rules.
+pub fn parse_label_list(list: &str) -> Vec<String> {
+    parse_vocabulary(&list.replace(',', "\n"))
+}
+
+/// Templates from a file: one per line, each with a `{}` where the label goes.
+pub fn parse_templates(text: &str) -> Result<Vec<String>> {
+    let templates = parse_vocabulary(text);
+    check_templates(&templates)?;
+    Ok(templates)
+}
+
+fn check_templates<S: AsRef<str>>(templates: &[S]) -> Result<()> {
+    if templates.is_empty() {
+        return Err(Error::Invalid("no prompt templates".into()));
+    }
+    for t in templates {
+        if !t.as_ref().contains("{}") {
+            return Err(Error::Invalid(format!("template {:?} has no {{}} for the label", t.as_ref())));
+        }
+    }
+    Ok(())
+}
+
+/// One label's score for one image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelScore {
+    /// The label.
+    pub label: String,
+    /// Softmax of `logit_scale × cosine` over the vocabulary.
+    pub probability: f32,
+    /// Cosine between the image and the label's (averaged) prompt embedding.
+    pub cosine: f32,
+}
+
+/// A vocabulary embedded once, ready to score any number of images.
+pub struct ZeroShotClassifier {
+    labels: Vec<String>,
+    embeddings: Vec<Embedding>,
+    logit_scale: f32,
+}
+
+impl ZeroShotClassifier {
+    /// Embeds every label in every template (one batched pass over all prompts).
+    pub fn new<S: AsRef<str>>(clip: &ClipEmbedder, labels: &[String], templates: &[S]) -> Result<Self> {
+        if labels.is_empty() {
+            return Err(Error::Invalid("no labels to classify with".into()));
+        }
+        check_templates(templates)?;
+        let prompts: Vec<String> =
+            labels.iter().flat_map(|l| templates.iter().map(move |t| t.as_ref().replace("{}", l))).collect();
+        let embedded = clip.embed_texts(&prompts)?;
+        let embeddings = embedded
+            .chunks(templates.len())
+            .map(|group| {
+                let mut mean = vec![0f32; group[0].len()];
+                for e in group {
+                    mean.iter_mut().zip(e).for_each(|(m, x)| *m += x / group.len() as f32);
+                }
+                let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                mean.iter_mut().for_each(|m| *m /= norm);
+                mean
+            })
+            .collect();
+        Ok(ZeroShotClassifier { labels: labels.to_vec(), embeddings, logit_scale: clip.logit_scale() })
+    }
+
+    /// The labels, in vocabulary order.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Scores of every label for an image embedding, in vocabulary order.
+    pub fn scores(&self, image: &[f32]) -> Vec<LabelScore> {
+        let cosines: Vec<f32> = self.embeddings.iter().map(|t| t.iter().zip(image).map(|(a, b)| a * b).sum()).collect();
+        let logits: Vec<f32> = cosines.iter().map(|c| self.logit_scale * c).collect();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let total: f32 = exps.iter().sum();
+        self.labels
+            .iter()
+            .zip(cosines.iter().zip(exps))
+            .map(|(label, (&cosine, e))| LabelScore { label: label.clone(), probability: e / total, cosine })
+            .collect()
+    }
+
+    /// The labels ranked by probability (equivalently by cosine), best first.
+    pub fn classify(&self, image: &[f32]) -> Vec<LabelScore> {
+        let mut s = self.scores(image);
+        s.sort_by(|a, b| b.probability.total_cmp(&a.probability).then_with(|| a.label.cmp(&b.label)));
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocabulary_files_tolerate_comments_blanks_duplicates_and_unicode() {
+        let text = "# animals\ncat\n\n  dog  \ncat\nchat noir # French\n狗\n   \n# end\n";
+        assert_eq!(parse_vocabulary(text), vec!["cat", "dog", "chat noir", "狗"]);
+        assert_eq!(parse_label_list("cat, dog,,car ,cat"), vec!["cat", "dog", "car"]);
+    }
+
+    #[test]
+    fn the_built_in_vocabulary_is_large_and_clean() {
+        let labels = parse_vocabulary(DEFAULT_VOCABULARY);
+        assert!(labels.len() >= 300, "{}", labels.len());
+        assert_eq!(
+            labels.len(),
+            DEFAULT_VOCABULARY.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).count()
+        );
+    }
+
+    #[test]
+    fn templates_need_a_placeholder() {
+        assert!(parse_templates("a photo of a {}.\nart of {}").is_ok());
+        assert!(parse_templates("a photo").unwrap_err().to_string().contains("no {}"));
+        assert!(parse_templates("# nothing").is_err());
+        assert!(PHOTO_TEMPLATES.iter().all(|t| t.contains("{}")));
+    }
+}

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use crate::ann::ExactIndex;
+use crate::ann::{AnnIndex, GRAPH_MIN_VECTORS, IndexState};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::indexer::{self, IndexOptions, IndexReport, Progress};
@@ -32,6 +32,8 @@ pub struct LibraryConfig {
     pub max_pixels: u64,
     /// Images embedded per model call while indexing.
     pub batch_size: usize,
+    /// From this many photos on, searches use the HNSW graph.
+    pub graph_min: usize,
 }
 
 impl LibraryConfig {
@@ -43,6 +45,7 @@ impl LibraryConfig {
             device: DeviceChoice::Cpu,
             max_pixels: DEFAULT_MAX_PIXELS,
             batch_size: crate::models::clip::MAX_BATCH,
+            graph_min: GRAPH_MIN_VECTORS,
         }
     }
 }
@@ -61,17 +64,6 @@ pub struct LibraryStats {
     pub schema_version: u32,
     /// The search index: its kind and size.
     pub index: IndexState,
-}
-
-/// What the search index holds.
-#[derive(Debug, Clone, Serialize)]
-pub struct IndexState {
-    /// `exact` (every vector scanned).
-    pub kind: &'static str,
-    /// Vectors in it.
-    pub vectors: u64,
-    /// Deleted entries still in it (always 0 for the exact index, which is rebuilt on load).
-    pub tombstones: u64,
 }
 
 /// One photo library.
@@ -163,7 +155,12 @@ impl Library {
             decode: DecodeOptions { max_pixels: self.config.max_pixels, min_side: side },
             batch_size: self.config.batch_size,
         };
-        indexer::index_pass(&self.store, clip, &options, progress)
+        let report = indexer::index_pass(&self.store, clip, &options, progress)?;
+        // Bring the graph up to date now rather than in the next search.
+        if report.embedded > 0 || report.removed > 0 {
+            self.search_index()?;
+        }
+        Ok(report)
     }
 
     /// Indexes now, then follows the folders (see [`indexer::watch`]) until `stop` is set;
@@ -185,14 +182,19 @@ impl Library {
         })
     }
 
-    fn index_snapshot(&self) -> Result<ExactIndex> {
-        ExactIndex::load(&self.store)
+    fn graph_dir(&self) -> PathBuf {
+        self.config.db.join("hnsw")
+    }
+
+    /// Opens the search index (see [`AnnIndex::open`]).
+    pub fn search_index(&self) -> Result<AnnIndex> {
+        AnnIndex::open(&self.store, &self.graph_dir(), self.config.graph_min)
     }
 
     /// Text-to-image search.
     pub fn search_text(&self, text: &str, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
         let q = self.clip()?.embed_texts(&[text])?.remove(0);
-        query::search(&self.store, &self.index_snapshot()?, &q, k, filter)
+        query::search(&self.store, &self.search_index()?, &q, k, filter)
     }
 
     /// Image-to-image search; the image may be outside the library.
@@ -200,7 +202,7 @@ impl Library {
         let clip = self.clip()?;
         let image = open_rgb(path, &DecodeOptions { max_pixels: self.config.max_pixels, min_side: None })?;
         let q = clip.embed_images(&[image])?.remove(0);
-        query::search(&self.store, &self.index_snapshot()?, &q, k, filter)
+        query::search(&self.store, &self.search_index()?, &q, k, filter)
     }
 
     /// Counts, model and index state.
@@ -208,7 +210,7 @@ impl Library {
         let counts = self.store.counts();
         let model = self.store.model()?;
         Ok(LibraryStats {
-            index: IndexState { kind: "exact", vectors: counts.vectors, tombstones: 0 },
+            index: AnnIndex::describe(&self.store, &self.graph_dir(), self.config.graph_min)?,
             counts,
             model: model.as_ref().map(|m| m.0.clone()),
             dim: model.map(|m| m.1),

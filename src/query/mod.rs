@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::ann::ExactIndex;
+use crate::ann::AnnIndex;
 use crate::error::Result;
 use crate::store::{ImageId, Store};
 
@@ -43,7 +43,7 @@ pub struct SearchHit {
 /// The `k` best images for `query` that pass `filter`.
 pub fn search(
     store: &Store,
-    index: &ExactIndex,
+    index: &AnnIndex,
     query: &[f32],
     k: usize,
     filter: &SearchFilter,

@@ -1,0 +1,164 @@
+//! The HNSW graph (hnsw_rs) for libraries too large to scan, persisted beside the store.
+//!
+//! The graph is derived data: the store stays the source of truth and the graph can always be
+//! rebuilt from it. It is saved as a snapshot (`hnsw/`, written to a temporary folder, synced,
+//! then renamed into place, since hnsw_rs's own dump neither syncs nor replaces atomically)
+//! that remembers the largest image id it holds. Image ids only grow (sled's `generate_id`), so
+//! on open everything above that id is new and is inserted; nothing is re-embedded and the
+//! graph is not rebuilt. hnsw_rs cannot delete: images removed from the store stay in the graph
+//! as tombstones, filtered out of results, and the graph is rebuilt once they pass a fifth of it.
+
+use std::path::{Path, PathBuf};
+
+use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::store::ImageId;
+
+/// Neighbours per node (hnswlib's `M`).
+pub const MAX_CONNECTIONS: usize = 16;
+/// Candidate list size while building (`ef_construction`).
+pub const EF_CONSTRUCTION: usize = 200;
+/// hnsw_rs only reloads dumps made with 16 layers.
+const MAX_LAYERS: usize = 16;
+const BASENAME: &str = "graph";
+
+/// `1 - cosine` for unit vectors, clamped at 0: rounding can push a vector's similarity with
+/// itself above 1, and a negative distance breaks the graph's ordering.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CosineDistance;
+
+impl Distance<f32> for CosineDistance {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - super::dot(a, b)).max(0.0)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotMeta {
+    dim: usize,
+    count: usize,
+    last_id: ImageId,
+}
+
+/// An HNSW graph over image vectors.
+pub struct HnswGraph {
+    graph: Hnsw<'static, f32, CosineDistance>,
+    dim: usize,
+    count: usize,
+    last_id: ImageId,
+}
+
+impl HnswGraph {
+    /// An empty graph sized for about `capacity` vectors.
+    pub fn new(dim: usize, capacity: usize) -> Self {
+        HnswGraph {
+            graph: Hnsw::new(MAX_CONNECTIONS, capacity.max(1), MAX_LAYERS, EF_CONSTRUCTION, CosineDistance),
+            dim,
+            count: 0,
+            last_id: 0,
+        }
+    }
+
+    /// Inserts vectors (in parallel); their ids must be larger than any already inside.
+    pub fn insert(&mut self, items: &[(ImageId, &[f32])]) {
+        let batch: Vec<(&[f32], usize)> =
+            items.iter().filter(|(_, v)| v.len() == self.dim).map(|(id, v)| (*v, *id as usize)).collect();
+        self.graph.parallel_insert_slice(&batch);
+        self.count += batch.len();
+        if let Some(max) = items.iter().map(|(id, _)| *id).max() {
+            self.last_id = self.last_id.max(max);
+        }
+    }
+
+    /// Vectors inserted (tombstones included).
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The largest id inside.
+    pub fn last_id(&self) -> ImageId {
+        self.last_id
+    }
+
+    /// The `n` nearest ids with their cosine, best first (tombstones included).
+    pub fn search(&self, query: &[f32], n: usize, ef: usize) -> Vec<(ImageId, f32)> {
+        if query.len() != self.dim || self.count == 0 {
+            return Vec::new();
+        }
+        self.graph.search(query, n, ef.max(n)).into_iter().map(|nb| (nb.d_id as ImageId, 1.0 - nb.distance)).collect()
+    }
+
+    /// Writes the snapshot to `dir` (replacing any previous one).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let err =
+            |e: &dyn std::fmt::Display| Error::Store(format!("saving the search graph in {}: {e}", dir.display()));
+        let tmp = sibling(dir, "tmp");
+        let old = sibling(dir, "old");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| err(&e))?;
+        let written = self.graph.file_dump(&tmp, BASENAME).map_err(|e| err(&e))?;
+        if written != BASENAME {
+            return Err(err(&format!("hnsw_rs wrote {written} instead of {BASENAME}")));
+        }
+        let meta = SnapshotMeta { dim: self.dim, count: self.count, last_id: self.last_id };
+        std::fs::write(tmp.join("meta.json"), serde_json::to_vec(&meta).map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+        for entry in std::fs::read_dir(&tmp).map_err(|e| err(&e))? {
+            let path = entry.map_err(|e| err(&e))?.path();
+            std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| err(&e))?;
+        }
+        let _ = std::fs::remove_dir_all(&old);
+        if dir.exists() {
+            std::fs::rename(dir, &old).map_err(|e| err(&e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| err(&e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// Reads the snapshot in `dir`; `None` when there is none or it does not fit `dim` (the
+    /// caller rebuilds).
+    pub fn load(dir: &Path, dim: usize) -> Option<Self> {
+        let meta: SnapshotMeta = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
+        if meta.dim != dim {
+            return None;
+        }
+        // hnsw_rs's loaded graph borrows from its loader for ever: give the loader (a few
+        // bytes of paths and options) a static lifetime.
+        let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, BASENAME)));
+        // hnsw_rs panics (unwraps) on some corrupt files instead of returning an error.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            io.load_hnsw_with_dist::<f32, CosineDistance>(CosineDistance)
+        }));
+        match loaded {
+            Ok(Ok(graph)) if graph.get_nb_point() == meta.count => {
+                Some(HnswGraph { graph, dim, count: meta.count, last_id: meta.last_id })
+            }
+            Ok(Ok(_)) => {
+                tracing::warn!("the search graph in {} is incomplete; rebuilding it", dir.display());
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("cannot load the search graph in {} ({e}); rebuilding it", dir.display());
+                None
+            }
+            Err(_) => {
+                tracing::warn!("the search graph in {} is corrupt; rebuilding it", dir.display());
+                None
+            }
+        }
+    }
+}
+
+/// `(entries, last id)` of the snapshot in `dir`, read from its metadata only.
+pub fn snapshot_size(dir: &Path) -> Option<(usize, ImageId)> {
+    let meta: SnapshotMeta = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
+    Some((meta.count, meta.last_id))
+}
+
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".{suffix}"));
+    dir.with_file_name(name)
+}

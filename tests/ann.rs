@@ -1,0 +1,137 @@
+//! The HNSW graph: recall against the exact scan, a snapshot that survives a restart and is
+//! caught up instead of rebuilt, tombstones that never come back, and a rebuild when they pile up.
+
+use std::path::{Path, PathBuf};
+
+use clipdex::ann::AnnIndex;
+use clipdex::store::{ImageRecord, Store};
+
+const DIM: usize = 32;
+
+struct Rng(u64);
+
+impl Rng {
+    fn normal(&mut self) -> f32 {
+        let mut u = || {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.0 >> 40) as f32 + 0.5) / (1u64 << 24) as f32
+        };
+        let (a, b) = (u(), u());
+        (-2.0 * a.ln()).sqrt() * (std::f32::consts::TAU * b).cos()
+    }
+}
+
+fn unit(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+/// Clustered unit vectors, as photo embeddings are.
+fn vectors(rng: &mut Rng, n: usize) -> Vec<Vec<f32>> {
+    let centres: Vec<Vec<f32>> = (0..20).map(|_| unit((0..DIM).map(|_| rng.normal()).collect())).collect();
+    (0..n).map(|i| unit(centres[i % 20].iter().map(|c| c + 0.35 * rng.normal()).collect())).collect()
+}
+
+fn add(store: &Store, tag: &str, vs: &[Vec<f32>]) -> Vec<PathBuf> {
+    vs.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let path = PathBuf::from(format!("/photos/{tag}-{i}.jpg"));
+            let record = ImageRecord {
+                hash: format!("{tag}-{i}"),
+                size: 1,
+                width: 1,
+                height: 1,
+                modified: 0,
+                taken: None,
+                camera: None,
+                gps: None,
+            };
+            store.commit_image(&path, 1, 0, &record, v).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn recall_at_10(index: &AnnIndex, exact: &AnnIndex, queries: &[Vec<f32>]) -> f64 {
+    let mut found = 0;
+    for q in queries {
+        let truth: Vec<u64> = exact.top(q, 10).into_iter().map(|h| h.0).collect();
+        found += index.top(q, 10).into_iter().filter(|h| truth.contains(&h.0)).count();
+    }
+    found as f64 / (10 * queries.len()) as f64
+}
+
+#[test]
+fn graph_lifecycle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("db")).unwrap();
+    let graph_dir: &Path = &tmp.path().join("db/hnsw");
+    let mut rng = Rng(9);
+    let first = add(&store, "a", &vectors(&mut rng, 2000));
+    let queries = vectors(&mut rng, 50);
+
+    // Built on first open, saved, good recall.
+    let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
+    assert_eq!(index.state().kind, "hnsw");
+    assert!(index.state().rebuilt);
+    let exact = AnnIndex::open(&store, graph_dir, usize::MAX).unwrap();
+    assert_eq!(exact.state().kind, "exact");
+    let recall = recall_at_10(&index, &exact, &queries);
+    assert!(recall >= 0.95, "recall@10 {recall}");
+
+    // Reopened from the snapshot: no rebuild, nothing to catch up.
+    let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
+    assert!(!index.state().rebuilt);
+    assert_eq!(index.state().caught_up, 0);
+
+    // New vectors are caught up, not rebuilt, and are found.
+    let fresh = vectors(&mut rng, 200);
+    add(&store, "b", &fresh);
+    let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
+    assert!(!index.state().rebuilt);
+    assert_eq!(index.state().caught_up, 200);
+    let hit = index.top(&fresh[17], 1);
+    assert_eq!(hit[0].0, store.path_entry(Path::new("/photos/b-17.jpg")).unwrap().unwrap().id);
+    assert!(hit[0].1 > 0.999);
+
+    // Deleted images are tombstones: counted, never returned.
+    let gone: Vec<u64> = first[..100].iter().map(|p| store.unlink_path(p).unwrap().unwrap().id).collect();
+    let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
+    assert_eq!(index.state().tombstones, 100);
+    for q in &queries {
+        assert!(index.top(q, 10).iter().all(|h| !gone.contains(&h.0)));
+    }
+    let described = AnnIndex::describe(&store, graph_dir, 500).unwrap();
+    assert_eq!((described.kind, described.tombstones), ("hnsw", 100));
+
+    // Past a fifth of the graph, it is rebuilt without them.
+    for p in &first[100..700] {
+        store.unlink_path(p).unwrap();
+    }
+    let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
+    assert!(index.state().rebuilt);
+    assert_eq!(index.state().tombstones, 0);
+    let exact = AnnIndex::open(&store, graph_dir, usize::MAX).unwrap();
+    assert!(recall_at_10(&index, &exact, &queries) >= 0.95);
+}
+
+#[test]
+fn a_corrupt_snapshot_is_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("db")).unwrap();
+    let graph_dir = tmp.path().join("db/hnsw");
+    let mut rng = Rng(3);
+    add(&store, "a", &vectors(&mut rng, 600));
+    AnnIndex::open(&store, &graph_dir, 100).unwrap();
+    for entry in std::fs::read_dir(&graph_dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "graph") {
+            std::fs::write(&p, b"garbage").unwrap();
+        }
+    }
+    let index = AnnIndex::open(&store, &graph_dir, 100).unwrap();
+    assert!(index.state().rebuilt);
+    assert_eq!(index.top(&vectors(&mut Rng(5), 1)[0], 5).len(), 5);
+}

@@ -120,7 +120,7 @@ impl HnswGraph {
     /// Reads the snapshot in `dir`; `None` when there is none or it does not fit `dim` (the
     /// caller rebuilds).
     pub fn load(dir: &Path, dim: usize) -> Option<Self> {
-        let meta: SnapshotMeta = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
+        let meta = read_meta(dir)?;
         if meta.dim != dim {
             return None;
         }
@@ -153,8 +153,11 @@ impl HnswGraph {
 
 /// `(entries, last id)` of the snapshot in `dir`, read from its metadata only.
 pub fn snapshot_size(dir: &Path) -> Option<(usize, ImageId)> {
-    let meta: SnapshotMeta = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
-    Some((meta.count, meta.last_id))
+    read_meta(dir).map(|m| (m.count, m.last_id))
+}
+
+fn read_meta(dir: &Path) -> Option<SnapshotMeta> {
+    serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {

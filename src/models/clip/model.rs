@@ -75,22 +75,25 @@ struct EncoderLayer {
     mlp: Mlp,
 }
 
+/// The sizes of one tower's encoder, from its config.
+#[derive(Clone, Copy)]
+struct EncoderShape {
+    dim: usize,
+    mlp_dim: usize,
+    heads: usize,
+    layers: usize,
+    act: HiddenAct,
+    eps: f64,
+}
+
 /// The shared shape of both towers' encoders.
 struct Encoder {
     layers: Vec<EncoderLayer>,
 }
 
 impl Encoder {
-    #[allow(clippy::too_many_arguments)]
-    fn load(
-        dim: usize,
-        mlp_dim: usize,
-        heads: usize,
-        n: usize,
-        act: HiddenAct,
-        eps: f64,
-        vb: VarBuilder,
-    ) -> CResult<Self> {
+    fn load(shape: EncoderShape, vb: VarBuilder) -> CResult<Self> {
+        let EncoderShape { dim, mlp_dim, heads, layers: n, act, eps } = shape;
         let vb = vb.pp("layers");
         let layers = (0..n)
             .map(|i| {
@@ -148,12 +151,14 @@ impl VisionTower {
             positions: emb.get((grid * grid + 1, d), "position_embedding.weight")?,
             pre_ln: layer_norm(d, c.layer_norm_eps, vb.pp("pre_layrnorm"))?,
             encoder: Encoder::load(
-                d,
-                c.intermediate_size,
-                c.num_attention_heads,
-                c.num_hidden_layers,
-                c.hidden_act,
-                c.layer_norm_eps,
+                EncoderShape {
+                    dim: d,
+                    mlp_dim: c.intermediate_size,
+                    heads: c.num_attention_heads,
+                    layers: c.num_hidden_layers,
+                    act: c.hidden_act,
+                    eps: c.layer_norm_eps,
+                },
                 vb.pp("encoder"),
             )?,
             post_ln: layer_norm(d, c.layer_norm_eps, vb.pp("post_layernorm"))?,
@@ -210,12 +215,14 @@ impl TextTower {
             tokens: Embedding::new(emb.get((c.vocab_size, d), "token_embedding.weight")?, d),
             positions: emb.get((c.max_position_embeddings, d), "position_embedding.weight")?,
             encoder: Encoder::load(
-                d,
-                c.intermediate_size,
-                c.num_attention_heads,
-                c.num_hidden_layers,
-                c.hidden_act,
-                c.layer_norm_eps,
+                EncoderShape {
+                    dim: d,
+                    mlp_dim: c.intermediate_size,
+                    heads: c.num_attention_heads,
+                    layers: c.num_hidden_layers,
+                    act: c.hidden_act,
+                    eps: c.layer_norm_eps,
+                },
                 vb.pp("encoder"),
             )?,
             final_ln: layer_norm(d, c.layer_norm_eps, vb.pp("final_layer_norm"))?,

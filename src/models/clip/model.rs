@@ -86,6 +86,26 @@ struct EncoderShape {
     eps: f64,
 }
 
+macro_rules! encoder_shape_from {
+    ($config:ty) => {
+        impl From<&$config> for EncoderShape {
+            fn from(c: &$config) -> Self {
+                EncoderShape {
+                    dim: c.hidden_size,
+                    mlp_dim: c.intermediate_size,
+                    heads: c.num_attention_heads,
+                    layers: c.num_hidden_layers,
+                    act: c.hidden_act,
+                    eps: c.layer_norm_eps,
+                }
+            }
+        }
+    };
+}
+
+encoder_shape_from!(VisionConfig);
+encoder_shape_from!(TextConfig);
+
 /// The shared shape of both towers' encoders.
 struct Encoder {
     layers: Vec<EncoderLayer>,
@@ -150,17 +170,7 @@ impl VisionTower {
             class: emb.get(d, "class_embedding")?,
             positions: emb.get((grid * grid + 1, d), "position_embedding.weight")?,
             pre_ln: layer_norm(d, c.layer_norm_eps, vb.pp("pre_layrnorm"))?,
-            encoder: Encoder::load(
-                EncoderShape {
-                    dim: d,
-                    mlp_dim: c.intermediate_size,
-                    heads: c.num_attention_heads,
-                    layers: c.num_hidden_layers,
-                    act: c.hidden_act,
-                    eps: c.layer_norm_eps,
-                },
-                vb.pp("encoder"),
-            )?,
+            encoder: Encoder::load(c.into(), vb.pp("encoder"))?,
             post_ln: layer_norm(d, c.layer_norm_eps, vb.pp("post_layernorm"))?,
             patch_size: c.patch_size,
             grid,
@@ -214,17 +224,7 @@ impl TextTower {
         Ok(TextTower {
             tokens: Embedding::new(emb.get((c.vocab_size, d), "token_embedding.weight")?, d),
             positions: emb.get((c.max_position_embeddings, d), "position_embedding.weight")?,
-            encoder: Encoder::load(
-                EncoderShape {
-                    dim: d,
-                    mlp_dim: c.intermediate_size,
-                    heads: c.num_attention_heads,
-                    layers: c.num_hidden_layers,
-                    act: c.hidden_act,
-                    eps: c.layer_norm_eps,
-                },
-                vb.pp("encoder"),
-            )?,
+            encoder: Encoder::load(c.into(), vb.pp("encoder"))?,
             final_ln: layer_norm(d, c.layer_norm_eps, vb.pp("final_layer_norm"))?,
             legacy_pooling: c.eos_token_id == 2,
             eos: c.eos_token_id,

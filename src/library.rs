@@ -156,8 +156,10 @@ impl Library {
             batch_size: self.config.batch_size,
         };
         let report = indexer::index_pass(&self.store, clip, &options, progress)?;
-        // Bring the graph up to date now rather than in the next search.
-        if report.embedded > 0 || report.removed > 0 {
+        // Bring the graph up to date now rather than in the next search (small libraries
+        // have no graph, and loading their vectors here would be wasted).
+        let large = self.store.counts().vectors as usize >= self.config.graph_min;
+        if large && (report.embedded > 0 || report.removed > 0) {
             self.search_index()?;
         }
         Ok(report)

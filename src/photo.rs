@@ -202,7 +202,8 @@ fn to_rgb8(image: DynamicImage) -> RgbImage {
     }
 }
 
-fn io_problem(e: &std::io::Error) -> ImageProblem {
+/// What an I/O error opening a photo means for the user.
+pub(crate) fn io_problem(e: &std::io::Error) -> ImageProblem {
     match e.kind() {
         std::io::ErrorKind::NotFound => ImageProblem::NotFound,
         std::io::ErrorKind::PermissionDenied => ImageProblem::PermissionDenied,

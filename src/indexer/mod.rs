@@ -18,9 +18,9 @@ use std::time::UNIX_EPOCH;
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use crate::error::{Error, ImageProblem, Result};
+use crate::error::{Error, Result};
 use crate::models::clip::ClipEmbedder;
-use crate::photo::{DecodeOptions, decode_photo, read_exif};
+use crate::photo::{DecodeOptions, decode_photo, io_problem, read_exif};
 use crate::store::{ImageRecord, Store};
 
 /// File extensions the indexer looks at (case-insensitive). HEIC/HEIF/AVIF are included so
@@ -199,12 +199,7 @@ fn prepare(store: &Store, clip: &ClipEmbedder, decode: &DecodeOptions, c: &Candi
     let bytes = match std::fs::read(&c.path) {
         Ok(b) => b,
         Err(e) => {
-            let problem = match e.kind() {
-                std::io::ErrorKind::NotFound => ImageProblem::NotFound,
-                std::io::ErrorKind::PermissionDenied => ImageProblem::PermissionDenied,
-                _ => ImageProblem::Io(e.to_string()),
-            };
-            return Ok(Prepared::Failed(problem.to_string()));
+            return Ok(Prepared::Failed(io_problem(&e).to_string()));
         }
     };
     let hash = blake3::hash(&bytes).to_hex().to_string();

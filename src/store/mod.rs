@@ -66,6 +66,11 @@ fn parse<T: serde::de::DeserializeOwned>(dir: &Path, what: &str, bytes: &[u8]) -
     serde_json::from_slice(bytes).map_err(|e| db_error(dir, format!("corrupt {what} record: {e}")))
 }
 
+/// A big-endian `u32` value (schema version, width, reference count); 0 if malformed.
+fn be_u32(bytes: &[u8]) -> u32 {
+    bytes.try_into().map(u32::from_be_bytes).unwrap_or(0)
+}
+
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<String>>;
 
 /// Inside a transaction: removes `path`'s mapping, and the image with its vector when no other
@@ -84,7 +89,7 @@ fn tx_unlink(
         serde_json::from_slice(&old).map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
     image_paths.remove(image_path_key(entry.id, path))?;
     let key = id_key(entry.id);
-    let count = refs.get(key)?.map(|b| u32::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 4]))).unwrap_or(0);
+    let count = refs.get(key)?.map(|b| be_u32(&b)).unwrap_or(0);
     if count <= 1 {
         refs.remove(&key)?;
         if let Some(rec) = images.remove(&key)? {
@@ -109,7 +114,7 @@ fn tx_link(
     paths.insert(path_key(path), json(entry))?;
     image_paths.insert(image_path_key(entry.id, path), &[] as &[u8])?;
     let key = id_key(entry.id);
-    let count = refs.get(key)?.map(|b| u32::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 4]))).unwrap_or(0);
+    let count = refs.get(key)?.map(|b| be_u32(&b)).unwrap_or(0);
     refs.insert(&key, &(count + 1).to_be_bytes())?;
     Ok(())
 }
@@ -123,11 +128,7 @@ impl Store {
             .open()
             .map_err(|e| db_error(dir, format!("cannot open ({e}); is another clipdex using it?")))?;
         let meta = db.open_tree("meta").map_err(|e| db_error(dir, e))?;
-        let version = meta
-            .get("schema_version")
-            .map_err(|e| db_error(dir, e))?
-            .map(|v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])))
-            .unwrap_or(0);
+        let version = meta.get("schema_version").map_err(|e| db_error(dir, e))?.map(|v| be_u32(&v)).unwrap_or(0);
         if version > SCHEMA_VERSION {
             return Err(db_error(
                 dir,
@@ -170,7 +171,7 @@ impl Store {
     /// The recorded schema version.
     pub fn schema_version(&self) -> Result<u32> {
         let v = self.meta.get("schema_version").map_err(|e| self.err(e))?;
-        Ok(v.map(|v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4]))).unwrap_or(0))
+        Ok(v.map(|v| be_u32(&v)).unwrap_or(0))
     }
 
     /// The model whose vectors the store holds, with their width, if any were stored.
@@ -178,10 +179,7 @@ impl Store {
         let name = self.meta.get("model").map_err(|e| self.err(e))?;
         let dim = self.meta.get("dim").map_err(|e| self.err(e))?;
         Ok(match (name, dim) {
-            (Some(n), Some(d)) => Some((
-                String::from_utf8_lossy(&n).into_owned(),
-                u32::from_be_bytes(d.as_ref().try_into().unwrap_or([0; 4])) as usize,
-            )),
+            (Some(n), Some(d)) => Some((String::from_utf8_lossy(&n).into_owned(), be_u32(&d) as usize)),
             _ => None,
         })
     }
@@ -415,12 +413,7 @@ impl Store {
                 problems.push(format!("image {id}: hash {} does not map back to it", rec.hash));
             }
             let paths = self.paths_of(id)?;
-            let refs = self
-                .refs
-                .get(id_key(id))
-                .map_err(|e| self.err(e))?
-                .map(|b| u32::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 4])))
-                .unwrap_or(0);
+            let refs = self.refs.get(id_key(id)).map_err(|e| self.err(e))?.map(|b| be_u32(&b)).unwrap_or(0);
             if paths.is_empty() || paths.len() as u32 != refs {
                 problems.push(format!("image {id}: {} paths, reference count {refs}", paths.len()));
             }

@@ -6,6 +6,7 @@
 //! that opens a database written by the previous version.
 
 mod v0001_initial;
+mod v0002_tags;
 
 /// One schema step.
 pub struct Migration {
@@ -18,8 +19,11 @@ pub struct Migration {
 }
 
 /// All migrations, in version order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial schema: meta, roots, images, paths, image_paths, refs, hashes, vectors, failures",
-    apply: v0001_initial::apply,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial schema: meta, roots, images, paths, image_paths, refs, hashes, vectors, failures",
+        apply: v0001_initial::apply,
+    },
+    Migration { version: 2, description: "zero-shot tags: tags, tag_index, label_cache", apply: v0002_tags::apply },
+];

@@ -64,6 +64,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Auto-tag every indexed photo with a vocabulary, keeping only confident tags; the
+    /// settings are remembered and later `index`/`watch` passes tag new photos with them.
+    Autotag(AutotagArgs),
+    /// Labels in use in the library, with how many photos carry each.
+    Tags {
+        /// Print JSON: {"tags": [{"label", "count"}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure the models on your own labelled data.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
+    },
     /// Add photo folders to the library (then run `clipdex index`).
     Add {
         /// Folders to add.
@@ -106,7 +120,7 @@ pub enum Command {
         #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
         rescan_secs: u64,
     },
-    /// Search the library by text.
+    /// Search the library by text, by tag, or both.
     Search(SearchArgs),
     /// Find photos similar to an image (which may be outside the library).
     Similar {
@@ -158,10 +172,65 @@ pub struct TagArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Zero-shot accuracy on a folder per class (DIR/CLASS/IMAGE): top-1 and top-5, per class,
+    /// the most confused pairs, and the confusion matrix as CSV and PNG.
+    Zeroshot(EvalZeroshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalZeroshotArgs {
+    /// The dataset: one sub-folder of images per class.
+    #[arg(value_name = "DATASET_DIR")]
+    pub dataset: PathBuf,
+    /// Labels file: `folder = label` lines name a class's label (default: the folder name with
+    /// _ and - as spaces); other lines add distractor labels that have no images.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// The single prompt template [default: "a photo of a {}."].
+    #[arg(long, value_name = "TEMPLATE")]
+    pub template: Option<String>,
+    /// Also evaluate a prompt ensemble and compare: `photo` (built-in) or a file of templates.
+    #[arg(long, value_name = "photo|FILE")]
+    pub templates: Option<String>,
+    /// Where to write confusion.csv and confusion.png (and confusion-ensemble.*).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+    /// Print JSON: {"dataset", "labels", "images", "failed", "runs": [{"name", "templates",
+    /// "top1", "top5", "top_k", "per_class", "confused", "confusion"}], "files"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AutotagArgs {
+    /// Vocabulary file (one label per line, `#` comments) [default: the stored settings' one,
+    /// else the built-in vocabulary].
+    #[arg(long, value_name = "FILE")]
+    pub vocab: Option<PathBuf>,
+    /// Prompts: `photo` (built-in ensemble), `single` ("a photo of a {}."), or a file of
+    /// templates [default: the stored settings', else photo].
+    #[arg(long, value_name = "photo|single|FILE")]
+    pub templates: Option<String>,
+    /// Keep a tag when its probability is at least this many times 1/(vocabulary size), capped
+    /// at 0.5 [default: the stored settings', else 30].
+    #[arg(long, value_name = "R")]
+    pub prior_ratio: Option<f32>,
+    /// At most this many tags per photo [default: the stored settings', else 8].
+    #[arg(long, value_name = "N")]
+    pub max_tags: Option<usize>,
+    /// Print the report as JSON: {"images", "tagged", "unchanged", "labels_embedded", "tags",
+    /// "labels", "threshold"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// What to look for, in words.
-    pub text: String,
+    /// What to look for, in words (optional with --tag).
+    #[arg(required_unless_present = "tag")]
+    pub text: Option<String>,
     #[command(flatten)]
     pub filter: FilterArgs,
 }
@@ -180,6 +249,9 @@ pub struct FilterArgs {
     /// Only photos dated before this.
     #[arg(long, value_name = "DATE")]
     pub before: Option<String>,
+    /// Only photos auto-tagged with this label (see `clipdex autotag` and `clipdex tags`).
+    #[arg(long, value_name = "LABEL")]
+    pub tag: Option<String>,
     /// Print JSON: {"results": [{"id", "path", "score"}], "took_ms"}.
     #[arg(long)]
     pub json: bool,

@@ -35,6 +35,7 @@
 
 pub mod ann;
 pub mod device;
+pub mod eval;
 pub mod error;
 pub mod indexer;
 pub mod library;

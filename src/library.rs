@@ -16,8 +16,13 @@ use crate::error::{Error, Result};
 use crate::indexer::{self, IndexOptions, IndexReport, Progress};
 use crate::models::clip::ClipEmbedder;
 use crate::photo::{DEFAULT_MAX_PIXELS, DecodeOptions, open_rgb};
+use crate::query::autotag::{self, AutotagReport, AutotagSettings};
+use crate::query::tags::{self, ZeroShotClassifier};
 use crate::query::{self, SearchFilter, SearchHit};
-use crate::store::{Failure, Store, StoreCounts};
+use crate::store::{Failure, Store, StoreCounts, TagCount};
+
+/// The `meta` key of the auto-tagging settings.
+const AUTOTAG_SETTING: &str = "autotag";
 
 /// How to open a library.
 #[derive(Debug, Clone)]
@@ -155,7 +160,10 @@ impl Library {
             decode: DecodeOptions { max_pixels: self.config.max_pixels, min_side: side },
             batch_size: self.config.batch_size,
         };
-        let report = indexer::index_pass(&self.store, clip, &options, progress)?;
+        let mut report = indexer::index_pass(&self.store, clip, &options, progress)?;
+        if let Some(settings) = self.autotag_settings()? {
+            report.tagged = self.autotag(Some(settings))?.tagged;
+        }
         // Bring the graph up to date now rather than in the next search (small libraries
         // have no graph, and loading their vectors here would be wasted).
         let large = self.store.counts().vectors as usize >= self.config.graph_min;
@@ -191,6 +199,64 @@ impl Library {
     /// Opens the search index (see [`AnnIndex::open`]).
     pub fn search_index(&self) -> Result<AnnIndex> {
         AnnIndex::open(&self.store, &self.graph_dir(), self.config.graph_min)
+    }
+
+    /// The stored auto-tagging settings, if `autotag` has been run.
+    pub fn autotag_settings(&self) -> Result<Option<AutotagSettings>> {
+        self.store.setting(AUTOTAG_SETTING)
+    }
+
+    /// A classifier for `labels` in `templates`, with label embeddings from the store's cache
+    /// (keyed by model and prompt set); the missing ones are embedded and cached. Returns it
+    /// with the number of labels embedded now.
+    pub fn classifier(&self, labels: &[String], templates: &[String]) -> Result<(ZeroShotClassifier, usize)> {
+        let clip = self.clip()?;
+        let prefix = format!("{}\u{0}{}", self.config.model, tags::templates_fingerprint(templates));
+        let mut cached = self.store.cached_label_embeddings(&prefix, labels)?;
+        let missing: Vec<String> =
+            labels.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(l, _)| l.clone()).collect();
+        if !missing.is_empty() {
+            let fresh = tags::embed_labels(clip, &missing, templates)?;
+            self.store.cache_label_embeddings(&prefix, &missing, &fresh)?;
+            let mut fresh = fresh.into_iter();
+            cached.iter_mut().filter(|c| c.is_none()).for_each(|c| *c = fresh.next());
+        }
+        let embeddings = cached.into_iter().map(|c| c.expect("every label embedded")).collect();
+        Ok((ZeroShotClassifier::from_embeddings(labels.to_vec(), embeddings, clip.logit_scale())?, missing.len()))
+    }
+
+    /// Tags every image not yet tagged with these settings (new settings are stored and used
+    /// by later `index`/`watch` passes; `None` reuses the stored ones, or the built-in
+    /// vocabulary with the photo templates the first time).
+    pub fn autotag(&self, settings: Option<AutotagSettings>) -> Result<AutotagReport> {
+        let settings = match settings {
+            Some(s) => s,
+            None => self.autotag_settings()?.unwrap_or_else(|| {
+                AutotagSettings::new(
+                    tags::parse_vocabulary(tags::DEFAULT_VOCABULARY),
+                    tags::PHOTO_TEMPLATES.iter().map(|t| t.to_string()).collect(),
+                )
+            }),
+        };
+        settings.validate()?;
+        if self.autotag_settings()?.as_ref() != Some(&settings) {
+            self.store.set_setting(AUTOTAG_SETTING, &settings)?;
+        }
+        let (classifier, embedded) = self.classifier(&settings.labels, &settings.templates)?;
+        let fingerprint = settings.fingerprint(&self.config.model);
+        let mut report = autotag::autotag_store(&self.store, &classifier, &settings, &fingerprint)?;
+        report.labels_embedded = embedded as u64;
+        Ok(report)
+    }
+
+    /// Labels in use, with how many images carry each.
+    pub fn tag_counts(&self) -> Result<Vec<TagCount>> {
+        self.store.tag_counts()
+    }
+
+    /// Images carrying `filter.tag`, most probable first.
+    pub fn search_tag(&self, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
+        query::search_tagged(&self.store, k, filter)
     }
 
     /// Text-to-image search.

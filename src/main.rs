@@ -2,6 +2,7 @@
 //! (human-readable by default, `--json` for scripts). Errors end here, as one line on stderr.
 
 mod cli;
+mod tagging;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,11 +12,10 @@ use clap::Parser;
 use serde_json::json;
 
 use clipdex::photo::DecodeOptions;
-use clipdex::query::tags::{self, ZeroShotClassifier};
 use clipdex::query::{SearchFilter, SearchHit, parse_date};
 use clipdex::{ClipEmbedder, Library, LibraryConfig};
 
-use cli::{Cli, Command, EmbedArgs, FilterArgs, GlobalOptions, TagArgs};
+use cli::{Cli, Command, EmbedArgs, EvalCommand, FilterArgs, GlobalOptions};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -41,11 +41,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Tag(args) => {
             let clip = ClipEmbedder::load(&g.model, &g.device.open()?)?;
-            return tag(&clip, args, g.max_pixels);
+            return tagging::tag(&clip, args, g.max_pixels);
         }
         Command::Describe { image, k, vocab, json } => {
             let clip = ClipEmbedder::load(&g.model, &g.device.open()?)?;
-            return describe(&clip, image, *k, vocab.as_deref(), *json, g.max_pixels);
+            return tagging::describe(&clip, image, *k, vocab.as_deref(), *json, g.max_pixels);
+        }
+        Command::Eval { what: EvalCommand::Zeroshot(args) } => {
+            let clip = ClipEmbedder::load(&g.model, &g.device.open()?)?;
+            return tagging::eval_zeroshot(&clip, args, g.max_pixels);
         }
         _ => {}
     }
@@ -56,7 +60,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let library = open_library(g, batch_size)?;
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Embed(_) | Command::Tag(_) | Command::Describe { .. } => unreachable!("handled above"),
+        Command::Embed(_) | Command::Tag(_) | Command::Describe { .. } | Command::Eval { .. } => {
+            unreachable!("handled above")
+        }
+        Command::Autotag(args) => return tagging::autotag(&library, &args),
+        Command::Tags { json } => return tagging::tag_counts(&library, json),
         Command::Add { roots } => {
             for root in roots {
                 let added = library.add_root(&root)?;
@@ -130,9 +138,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Search(args) => {
             let filter = filter_of(&args.filter)?;
-            library.clip()?; // load the model before the clock starts
+            if args.text.is_some() {
+                library.clip()?; // load the model before the clock starts
+            }
             let started = std::time::Instant::now();
-            let hits = library.search_text(&args.text, args.filter.k as usize, &filter)?;
+            let hits = match &args.text {
+                Some(text) => library.search_text(text, args.filter.k as usize, &filter)?,
+                None => library.search_tag(args.filter.k as usize, &filter)?,
+            };
             print_hits(&mut out, &hits, started, args.filter.json)?;
         }
         Command::Similar { image, filter: f } => {
@@ -201,6 +214,7 @@ fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {
         under,
         after: f.after.as_deref().map(parse_date).transpose()?,
         before: f.before.as_deref().map(parse_date).transpose()?,
+        tag: f.tag.as_ref().map(|t| t.trim().to_string()),
     })
 }
 
@@ -213,14 +227,14 @@ fn print_hits(out: &mut impl Write, hits: &[SearchHit], started: std::time::Inst
             writeln!(out, "{:.4}  {}", h.score, h.path.display())?;
         }
         if hits.is_empty() {
-            writeln!(out, "no results (is the library indexed? see `clipdex stats`)")?;
+            writeln!(out, "no results (is the library indexed? see `clipdex stats`; tags in use: `clipdex tags`)")?;
         }
     }
     Ok(())
 }
 
 /// A progress bar on a terminal, nothing otherwise.
-fn progress_bar() -> Option<indicatif::ProgressBar> {
+pub(crate) fn progress_bar() -> Option<indicatif::ProgressBar> {
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         return None;
     }
@@ -230,97 +244,6 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     Some(bar)
-}
-
-fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-fn vocabulary(vocab: Option<&std::path::Path>) -> anyhow::Result<Vec<String>> {
-    let labels = match vocab {
-        Some(path) => tags::parse_vocabulary(&read_text(path)?),
-        None => tags::parse_vocabulary(tags::DEFAULT_VOCABULARY),
-    };
-    anyhow::ensure!(!labels.is_empty(), "the vocabulary has no labels");
-    Ok(labels)
-}
-
-fn tag(clip: &ClipEmbedder, args: &TagArgs, max_pixels: u64) -> anyhow::Result<ExitCode> {
-    let (labels, from_list) = match &args.labels {
-        Some(list) => (tags::parse_label_list(list), true),
-        None => (vocabulary(args.vocab.as_deref())?, false),
-    };
-    anyhow::ensure!(!labels.is_empty(), "no labels: give --labels \"cat,dog\" or --vocab FILE");
-    let templates: Vec<String> = match (&args.templates, args.template.is_empty()) {
-        (Some(t), _) if t == "photo" => tags::PHOTO_TEMPLATES.iter().map(|s| s.to_string()).collect(),
-        (Some(file), _) => tags::parse_templates(&read_text(file.as_ref())?)?,
-        (None, false) => args.template.clone(),
-        (None, true) => vec![tags::DEFAULT_TEMPLATE.to_string()],
-    };
-    let classifier = ZeroShotClassifier::new(clip, &labels, &templates)?;
-    let top = args.top.unwrap_or(if from_list { labels.len() } else { 10 });
-    let options = DecodeOptions { max_pixels, min_side: None };
-    let embedded = clip.embed_image_files(&args.images, &options);
-    let failures = embedded.iter().filter(|r| r.is_err()).count();
-    let mut out = std::io::stdout().lock();
-    let mut rows = Vec::new();
-    for (path, r) in args.images.iter().zip(&embedded) {
-        match r {
-            Ok(e) => {
-                let mut ranked = classifier.classify(e);
-                ranked.truncate(top);
-                if args.json {
-                    rows.push(json!({"path": path, "labels": ranked}));
-                } else {
-                    writeln!(out, "{}", path.display())?;
-                    for l in &ranked {
-                        writeln!(out, "  {:>6.2}%  {}  (cosine {:.3})", l.probability * 100.0, l.label, l.cosine)?;
-                    }
-                }
-            }
-            Err(err) => {
-                if args.json {
-                    rows.push(json!({"path": path, "error": err.to_string()}));
-                } else {
-                    writeln!(out, "{}: error: {err}", path.display())?;
-                }
-            }
-        }
-    }
-    if args.json {
-        writeln!(out, "{}", json!({ "images": rows }))?;
-    }
-    out.flush()?;
-    if failures > 0 {
-        eprintln!("error: {failures} of {} images could not be tagged", args.images.len());
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn describe(
-    clip: &ClipEmbedder,
-    image: &std::path::Path,
-    k: usize,
-    vocab: Option<&std::path::Path>,
-    json: bool,
-    max_pixels: u64,
-) -> anyhow::Result<ExitCode> {
-    let labels = vocabulary(vocab)?;
-    let classifier = ZeroShotClassifier::new(clip, &labels, tags::PHOTO_TEMPLATES)?;
-    let rgb = clipdex::photo::open_rgb(image, &DecodeOptions { max_pixels, min_side: None })?;
-    let e = clip.embed_images(&[rgb])?.remove(0);
-    let mut ranked = classifier.classify(&e);
-    ranked.truncate(k);
-    let mut out = std::io::stdout().lock();
-    if json {
-        writeln!(out, "{}", json!({"path": image, "labels": ranked}))?;
-    } else {
-        for l in &ranked {
-            writeln!(out, "{:.3}  {}", l.cosine, l.label)?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn embed(clip: &ClipEmbedder, args: &EmbedArgs, max_pixels: u64) -> anyhow::Result<ExitCode> {

@@ -56,6 +56,8 @@ pub struct IndexReport {
     pub skipped_failures: u64,
     /// Roots that do not exist now (left untouched).
     pub missing_roots: Vec<PathBuf>,
+    /// Images auto-tagged after the pass (when `clipdex autotag` has been set up).
+    pub tagged: u64,
 }
 
 /// Progress callback: `(files done, files to do)`.
@@ -73,7 +75,7 @@ enum Prepared {
     Failed(String),
 }
 
-fn is_image_file(path: &Path) -> bool {
+pub(crate) fn is_image_file(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))

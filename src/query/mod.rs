@@ -2,6 +2,7 @@
 //! what passes the filters until `k` results are found, so a filter never returns fewer than
 //! `k` results when `k` exist.
 
+pub mod autotag;
 pub mod tags;
 
 use std::path::PathBuf;
@@ -21,11 +22,13 @@ pub struct SearchFilter {
     pub after: Option<i64>,
     /// Only images dated before this.
     pub before: Option<i64>,
+    /// Only images auto-tagged with this label.
+    pub tag: Option<String>,
 }
 
 impl SearchFilter {
     fn is_empty(&self) -> bool {
-        self.under.is_none() && self.after.is_none() && self.before.is_none()
+        self.under.is_none() && self.after.is_none() && self.before.is_none() && self.tag.is_none()
     }
 }
 
@@ -72,10 +75,31 @@ pub fn search(
     }
 }
 
+/// The `k` most probable images carrying `filter.tag` that pass the other filters; the score
+/// is the tag's probability.
+pub fn search_tagged(store: &Store, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
+    let Some(tag) = &filter.tag else { return Err(crate::Error::Invalid("no tag to search for".into())) };
+    let mut hits = Vec::with_capacity(k);
+    for (id, probability) in store.images_tagged(tag)? {
+        if hits.len() == k {
+            break;
+        }
+        if let Some(path) = passing_path(store, id, filter)? {
+            hits.push(SearchHit { id, path, score: probability });
+        }
+    }
+    Ok(hits)
+}
+
 fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) -> Result<Option<PathBuf>> {
     let paths = store.paths_of(id)?;
     if filter.is_empty() {
         return Ok(paths.into_iter().next());
+    }
+    if let Some(tag) = &filter.tag
+        && !store.has_tag(id, tag)?
+    {
+        return Ok(None);
     }
     if filter.after.is_some() || filter.before.is_some() {
         let Some(record) = store.image(id)? else { return Ok(None) };

@@ -35,14 +35,14 @@ pub const DEFAULT_TEMPLATE: &str = "a photo of a {}.";
 pub const DEFAULT_VOCABULARY: &str = include_str!("vocabulary.txt");
 
 /// Labels from a vocabulary text: one per line, `#` starts a comment, blank lines skipped,
-/// surrounding spaces trimmed, duplicates dropped (first one kept).
+/// control characters removed, surrounding spaces trimmed, duplicates dropped (first one kept).
 pub fn parse_vocabulary(text: &str) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     text.lines()
-        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .map(|l| l.split('#').next().unwrap_or_default().replace(|c: char| c.is_control(), " "))
+        .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
-        .filter(|l| seen.insert(l.to_string()))
-        .map(str::to_string)
+        .filter(|l| seen.insert(l.clone()))
         .collect()
 }
 
@@ -88,29 +88,55 @@ pub struct ZeroShotClassifier {
     logit_scale: f32,
 }
 
+/// Each label's prompt embedding: the label put into every template, the prompts embedded in
+/// one batched pass, each label's embeddings averaged and normalised again.
+pub fn embed_labels<S: AsRef<str>>(clip: &ClipEmbedder, labels: &[String], templates: &[S]) -> Result<Vec<Embedding>> {
+    check_templates(templates)?;
+    if labels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let prompts: Vec<String> =
+        labels.iter().flat_map(|l| templates.iter().map(move |t| t.as_ref().replace("{}", l))).collect();
+    let embedded = clip.embed_texts(&prompts)?;
+    Ok(embedded.chunks(templates.len()).map(mean_direction).collect())
+}
+
+fn mean_direction(group: &[Embedding]) -> Embedding {
+    let mut mean = vec![0f32; group[0].len()];
+    for e in group {
+        mean.iter_mut().zip(e).for_each(|(m, x)| *m += x / group.len() as f32);
+    }
+    let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    mean.iter_mut().for_each(|m| *m /= norm);
+    mean
+}
+
+/// A fingerprint of a prompt set (which templates, in which order), for caches.
+pub fn templates_fingerprint<S: AsRef<str>>(templates: &[S]) -> String {
+    let mut h = blake3::Hasher::new();
+    for t in templates {
+        h.update(t.as_ref().as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().to_hex()[..16].to_string()
+}
+
 impl ZeroShotClassifier {
     /// Embeds every label in every template (one batched pass over all prompts).
     pub fn new<S: AsRef<str>>(clip: &ClipEmbedder, labels: &[String], templates: &[S]) -> Result<Self> {
+        let embeddings = embed_labels(clip, labels, templates)?;
+        Self::from_embeddings(labels.to_vec(), embeddings, clip.logit_scale())
+    }
+
+    /// A classifier from label embeddings computed before (see [`embed_labels`]).
+    pub fn from_embeddings(labels: Vec<String>, embeddings: Vec<Embedding>, logit_scale: f32) -> Result<Self> {
         if labels.is_empty() {
             return Err(Error::Invalid("no labels to classify with".into()));
         }
-        check_templates(templates)?;
-        let prompts: Vec<String> =
-            labels.iter().flat_map(|l| templates.iter().map(move |t| t.as_ref().replace("{}", l))).collect();
-        let embedded = clip.embed_texts(&prompts)?;
-        let embeddings = embedded
-            .chunks(templates.len())
-            .map(|group| {
-                let mut mean = vec![0f32; group[0].len()];
-                for e in group {
-                    mean.iter_mut().zip(e).for_each(|(m, x)| *m += x / group.len() as f32);
-                }
-                let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                mean.iter_mut().for_each(|m| *m /= norm);
-                mean
-            })
-            .collect();
-        Ok(ZeroShotClassifier { labels: labels.to_vec(), embeddings, logit_scale: clip.logit_scale() })
+        if labels.len() != embeddings.len() {
+            return Err(Error::Invalid(format!("{} labels but {} embeddings", labels.len(), embeddings.len())));
+        }
+        Ok(ZeroShotClassifier { labels, embeddings, logit_scale })
     }
 
     /// The labels, in vocabulary order.

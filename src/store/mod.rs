@@ -7,6 +7,7 @@
 //! paths that hold an id, and the last path to go takes the image and its vector with it.
 
 mod records;
+mod tags;
 
 #[path = "../../migrations/mod.rs"]
 mod migrations;
@@ -17,12 +18,13 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Transactional, Tree};
 
 pub use records::{Failure, ImageId, ImageRecord, PathEntry};
+pub use tags::{Tag, TagCount};
 use records::{id_from_key, id_key, image_path_key, path_from_key, path_key, vector_bytes, vector_from_bytes};
 
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Counts of what the store holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -52,6 +54,9 @@ pub struct Store {
     hashes: Tree,
     vectors: Tree,
     failures: Tree,
+    tags: Tree,
+    tag_index: Tree,
+    label_cache: Tree,
 }
 
 fn db_error(dir: &Path, e: impl std::fmt::Display) -> Error {
@@ -73,44 +78,48 @@ fn be_u32(bytes: &[u8]) -> u32 {
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<String>>;
 
-/// Inside a transaction: removes `path`'s mapping, and the image with its vector when no other
-/// path holds it. Returns the removed mapping.
-fn tx_unlink(
-    paths: &TransactionalTree,
-    image_paths: &TransactionalTree,
-    refs: &TransactionalTree,
-    images: &TransactionalTree,
-    hashes: &TransactionalTree,
-    vectors: &TransactionalTree,
-    path: &Path,
-) -> TxResult<Option<PathEntry>> {
+/// The trees a change of files touches, inside one transaction.
+struct Tx<'a> {
+    paths: &'a TransactionalTree,
+    image_paths: &'a TransactionalTree,
+    refs: &'a TransactionalTree,
+    images: &'a TransactionalTree,
+    hashes: &'a TransactionalTree,
+    vectors: &'a TransactionalTree,
+    failures: &'a TransactionalTree,
+    tags: &'a TransactionalTree,
+    tag_index: &'a TransactionalTree,
+}
+
+fn abort(e: impl std::fmt::Display) -> ConflictableTransactionError<String> {
+    ConflictableTransactionError::Abort(e.to_string())
+}
+
+/// Inside a transaction: removes `path`'s mapping, and the image with its vector and tags when
+/// no other path holds it. Returns the removed mapping.
+fn tx_unlink(t: &Tx, path: &Path) -> TxResult<Option<PathEntry>> {
+    let Tx { paths, image_paths, refs, images, hashes, vectors, .. } = *t;
     let Some(old) = paths.remove(path_key(path))? else { return Ok(None) };
-    let entry: PathEntry =
-        serde_json::from_slice(&old).map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+    let entry: PathEntry = serde_json::from_slice(&old).map_err(abort)?;
     image_paths.remove(image_path_key(entry.id, path))?;
     let key = id_key(entry.id);
     let count = refs.get(key)?.map(|b| be_u32(&b)).unwrap_or(0);
     if count <= 1 {
         refs.remove(&key)?;
         if let Some(rec) = images.remove(&key)? {
-            let rec: ImageRecord =
-                serde_json::from_slice(&rec).map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+            let rec: ImageRecord = serde_json::from_slice(&rec).map_err(abort)?;
             hashes.remove(rec.hash.as_bytes())?;
         }
         vectors.remove(&key)?;
+        tags::tx_clear(t.tags, t.tag_index, entry.id)?;
     } else {
         refs.insert(&key, &(count - 1).to_be_bytes())?;
     }
     Ok(Some(entry))
 }
 
-fn tx_link(
-    paths: &TransactionalTree,
-    image_paths: &TransactionalTree,
-    refs: &TransactionalTree,
-    path: &Path,
-    entry: &PathEntry,
-) -> TxResult<()> {
+fn tx_link(t: &Tx, path: &Path, entry: &PathEntry) -> TxResult<()> {
+    let Tx { paths, image_paths, refs, .. } = *t;
     paths.insert(path_key(path), json(entry))?;
     image_paths.insert(image_path_key(entry.id, path), &[] as &[u8])?;
     let key = id_key(entry.id);
@@ -154,6 +163,9 @@ impl Store {
             hashes: tree("hashes")?,
             vectors: tree("vectors")?,
             failures: tree("failures")?,
+            tags: tree("tags")?,
+            tag_index: tree("tag_index")?,
+            label_cache: tree("label_cache")?,
             meta,
             db,
         })
@@ -276,12 +288,21 @@ impl Store {
         })
     }
 
-    fn run_tx<T>(&self, what: &str, f: impl Fn(&[TransactionalTree]) -> TxResult<T>) -> Result<T> {
-        let trees =
-            (&self.paths, &self.image_paths, &self.refs, &self.images, &self.hashes, &self.vectors, &self.failures);
+    fn run_tx<T>(&self, what: &str, f: impl Fn(&Tx) -> TxResult<T>) -> Result<T> {
+        let trees = (
+            &self.paths,
+            &self.image_paths,
+            &self.refs,
+            &self.images,
+            &self.hashes,
+            &self.vectors,
+            &self.failures,
+            &self.tags,
+            &self.tag_index,
+        );
         trees
-            .transaction(|(p, ip, r, i, h, v, f2)| {
-                f(&[p.clone(), ip.clone(), r.clone(), i.clone(), h.clone(), v.clone(), f2.clone()])
+            .transaction(|(paths, image_paths, refs, images, hashes, vectors, failures, tags, tag_index)| {
+                f(&Tx { paths, image_paths, refs, images, hashes, vectors, failures, tags, tag_index })
             })
             .map_err(|e| match e {
                 TransactionError::Abort(msg) => self.err(format!("{what}: {msg}")),
@@ -304,19 +325,18 @@ impl Store {
         let record_bytes = json(record);
         let vector = vector_bytes(vector);
         self.run_tx("commit image", |t| {
-            let [paths, image_paths, refs, images, hashes, vectors, failures] = t else { unreachable!() };
-            tx_unlink(paths, image_paths, refs, images, hashes, vectors, path)?;
-            let id = match hashes.get(record.hash.as_bytes())?.and_then(|b| id_from_key(&b)) {
+            tx_unlink(t, path)?;
+            let id = match t.hashes.get(record.hash.as_bytes())?.and_then(|b| id_from_key(&b)) {
                 Some(existing) => existing,
                 None => {
-                    images.insert(&id_key(fresh), record_bytes.as_slice())?;
-                    vectors.insert(&id_key(fresh), vector.as_slice())?;
-                    hashes.insert(record.hash.as_bytes(), &id_key(fresh))?;
+                    t.images.insert(&id_key(fresh), record_bytes.as_slice())?;
+                    t.vectors.insert(&id_key(fresh), vector.as_slice())?;
+                    t.hashes.insert(record.hash.as_bytes(), &id_key(fresh))?;
                     fresh
                 }
             };
-            tx_link(paths, image_paths, refs, path, &PathEntry { id, size, mtime_ns })?;
-            failures.remove(path_key(path))?;
+            tx_link(t, path, &PathEntry { id, size, mtime_ns })?;
+            t.failures.remove(path_key(path))?;
             Ok(id)
         })
     }
@@ -325,13 +345,12 @@ impl Store {
     /// its previous mapping.
     pub fn link_path(&self, path: &Path, id: ImageId, size: u64, mtime_ns: i64) -> Result<()> {
         self.run_tx("link path", |t| {
-            let [paths, image_paths, refs, images, hashes, vectors, failures] = t else { unreachable!() };
-            if images.get(id_key(id))?.is_none() {
-                return Err(ConflictableTransactionError::Abort(format!("image {id} is not stored")));
+            if t.images.get(id_key(id))?.is_none() {
+                return Err(abort(format!("image {id} is not stored")));
             }
-            tx_unlink(paths, image_paths, refs, images, hashes, vectors, path)?;
-            tx_link(paths, image_paths, refs, path, &PathEntry { id, size, mtime_ns })?;
-            failures.remove(path_key(path))?;
+            tx_unlink(t, path)?;
+            tx_link(t, path, &PathEntry { id, size, mtime_ns })?;
+            t.failures.remove(path_key(path))?;
             Ok(())
         })
     }
@@ -340,9 +359,8 @@ impl Store {
     /// other file holds it. Returns the mapping it had.
     pub fn unlink_path(&self, path: &Path) -> Result<Option<PathEntry>> {
         self.run_tx("unlink path", |t| {
-            let [paths, image_paths, refs, images, hashes, vectors, failures] = t else { unreachable!() };
-            failures.remove(path_key(path))?;
-            tx_unlink(paths, image_paths, refs, images, hashes, vectors, path)
+            t.failures.remove(path_key(path))?;
+            tx_unlink(t, path)
         })
     }
 
@@ -422,6 +440,14 @@ impl Store {
             let (id, _) = item?;
             if self.image(id)?.is_none() {
                 problems.push(format!("orphan vector {id}"));
+            }
+        }
+        for id in self.tags.iter().keys() {
+            let id = id.map_err(|e| self.err(e)).map(|k| id_from_key(&k))?;
+            if let Some(id) = id
+                && self.image(id)?.is_none()
+            {
+                problems.push(format!("tags of missing image {id}"));
             }
         }
         for (path, entry) in self.paths_under(Path::new(""))? {

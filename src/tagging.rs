@@ -1,0 +1,293 @@
+//! The zero-shot commands: `tag`, `describe`, `autotag`, `tags` and `eval zeroshot`. Each
+//! builds its labels and prompts from the flags, calls the library, and prints a table or JSON.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::json;
+
+use clipdex::eval::{self, Dataset, EvalRun};
+use clipdex::photo::DecodeOptions;
+use clipdex::query::autotag::AutotagSettings;
+use clipdex::query::tags::{self, ZeroShotClassifier};
+use clipdex::{ClipEmbedder, Library};
+
+use crate::cli::{AutotagArgs, EvalZeroshotArgs, TagArgs};
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn vocabulary(vocab: Option<&Path>) -> anyhow::Result<Vec<String>> {
+    let labels = match vocab {
+        Some(path) => tags::parse_vocabulary(&read_text(path)?),
+        None => tags::parse_vocabulary(tags::DEFAULT_VOCABULARY),
+    };
+    anyhow::ensure!(!labels.is_empty(), "the vocabulary has no labels");
+    Ok(labels)
+}
+
+pub fn tag(clip: &ClipEmbedder, args: &TagArgs, max_pixels: u64) -> anyhow::Result<ExitCode> {
+    let (labels, from_list) = match &args.labels {
+        Some(list) => (tags::parse_label_list(list), true),
+        None => (vocabulary(args.vocab.as_deref())?, false),
+    };
+    anyhow::ensure!(!labels.is_empty(), "no labels: give --labels \"cat,dog\" or --vocab FILE");
+    let templates: Vec<String> = match (&args.templates, args.template.is_empty()) {
+        (Some(t), _) => templates_named(t)?,
+        (None, false) => args.template.clone(),
+        (None, true) => vec![tags::DEFAULT_TEMPLATE.to_string()],
+    };
+    let classifier = ZeroShotClassifier::new(clip, &labels, &templates)?;
+    let top = args.top.unwrap_or(if from_list { labels.len() } else { 10 });
+    let options = DecodeOptions { max_pixels, min_side: None };
+    let embedded = clip.embed_image_files(&args.images, &options);
+    let failures = embedded.iter().filter(|r| r.is_err()).count();
+    let mut out = std::io::stdout().lock();
+    let mut rows = Vec::new();
+    for (path, r) in args.images.iter().zip(&embedded) {
+        match r {
+            Ok(e) => {
+                let mut ranked = classifier.classify(e);
+                ranked.truncate(top);
+                if args.json {
+                    rows.push(json!({"path": path, "labels": ranked}));
+                } else {
+                    writeln!(out, "{}", path.display())?;
+                    for l in &ranked {
+                        writeln!(out, "  {:>6.2}%  {}  (cosine {:.3})", l.probability * 100.0, l.label, l.cosine)?;
+                    }
+                }
+            }
+            Err(err) => {
+                if args.json {
+                    rows.push(json!({"path": path, "error": err.to_string()}));
+                } else {
+                    writeln!(out, "{}: error: {err}", path.display())?;
+                }
+            }
+        }
+    }
+    if args.json {
+        writeln!(out, "{}", json!({ "images": rows }))?;
+    }
+    out.flush()?;
+    if failures > 0 {
+        eprintln!("error: {failures} of {} images could not be tagged", args.images.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn describe(
+    clip: &ClipEmbedder,
+    image: &Path,
+    k: usize,
+    vocab: Option<&Path>,
+    json: bool,
+    max_pixels: u64,
+) -> anyhow::Result<ExitCode> {
+    let labels = vocabulary(vocab)?;
+    let classifier = ZeroShotClassifier::new(clip, &labels, tags::PHOTO_TEMPLATES)?;
+    let rgb = clipdex::photo::open_rgb(image, &DecodeOptions { max_pixels, min_side: None })?;
+    let e = clip.embed_images(&[rgb])?.remove(0);
+    let mut ranked = classifier.classify(&e);
+    ranked.truncate(k);
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", json!({"path": image, "labels": ranked}))?;
+    } else {
+        for l in &ranked {
+            writeln!(out, "{:.3}  {}", l.cosine, l.label)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+
+/// Templates named on the command line: `photo` (the built-in ensemble), `single` (the CLIP
+/// paper's one template), or a file of templates.
+fn templates_named(name: &str) -> anyhow::Result<Vec<String>> {
+    Ok(match name {
+        "photo" => tags::PHOTO_TEMPLATES.iter().map(|s| s.to_string()).collect(),
+        "single" => vec![tags::DEFAULT_TEMPLATE.to_string()],
+        file => tags::parse_templates(&read_text(Path::new(file))?)?,
+    })
+}
+
+pub fn autotag(library: &Library, args: &AutotagArgs) -> anyhow::Result<ExitCode> {
+    let mut settings = match library.autotag_settings()? {
+        Some(s) => s,
+        None => AutotagSettings::new(vocabulary(None)?, templates_named("photo")?),
+    };
+    if let Some(file) = &args.vocab {
+        settings.labels = vocabulary(Some(file))?;
+    }
+    if let Some(t) = &args.templates {
+        settings.templates = templates_named(t)?;
+    }
+    if let Some(r) = args.prior_ratio {
+        settings.prior_ratio = r;
+    }
+    if let Some(n) = args.max_tags {
+        settings.max_tags = n;
+    }
+    let (n_labels, threshold) = (settings.labels.len(), settings.threshold());
+    let report = library.autotag(Some(settings.clone()))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let mut doc = serde_json::to_value(&report)?;
+        doc["labels"] = json!(n_labels);
+        doc["threshold"] = json!(threshold);
+        writeln!(out, "{doc}")?;
+    } else {
+        writeln!(
+            out,
+            "{} photos: {} tagged, {} already tagged; {} tags kept (probability ≥ {:.3} = min({} × 1/{}, 0.5)); \
+             {} labels embedded",
+            report.images,
+            report.tagged,
+            report.unchanged,
+            report.tags,
+            threshold,
+            settings.prior_ratio,
+            n_labels,
+            report.labels_embedded
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn tag_counts(library: &Library, json: bool) -> anyhow::Result<ExitCode> {
+    let counts = library.tag_counts()?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", json!({ "tags": counts }))?;
+    } else if counts.is_empty() {
+        writeln!(out, "no tags yet: run `clipdex autotag`")?;
+    } else {
+        for c in &counts {
+            writeln!(out, "{:>7}  {}", c.count, c.label)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn eval_zeroshot(clip: &ClipEmbedder, args: &EvalZeroshotArgs, max_pixels: u64) -> anyhow::Result<ExitCode> {
+    let labels_text = args.labels.as_deref().map(read_text).transpose()?;
+    let dataset = Dataset::open(&args.dataset, labels_text.as_deref())?;
+    let labels = dataset.labels();
+    let mut runs: Vec<(&str, Vec<String>)> =
+        vec![("single", vec![args.template.clone().unwrap_or_else(|| tags::DEFAULT_TEMPLATE.to_string())])];
+    if let Some(t) = &args.templates {
+        runs.push(("ensemble", templates_named(t)?));
+    }
+
+    let files: Vec<(usize, PathBuf)> = dataset
+        .classes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| c.images.iter().map(move |p| (i, p.clone())))
+        .collect();
+    let paths: Vec<_> = files.iter().map(|(_, p)| p.clone()).collect();
+    let bar = crate::progress_bar();
+    let options = DecodeOptions { max_pixels, min_side: None };
+    let mut embedded = Vec::new();
+    let mut failed = Vec::new();
+    for (chunk_files, chunk) in files.chunks(64).zip(paths.chunks(64)) {
+        for ((class, path), r) in chunk_files.iter().zip(clip.embed_image_files(chunk, &options)) {
+            match r {
+                Ok(e) => embedded.push((*class, e)),
+                Err(e) => failed.push(json!({"path": path, "error": e.to_string()})),
+            }
+        }
+        if let Some(b) = &bar {
+            b.set_length(paths.len() as u64);
+            b.inc(chunk.len() as u64);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    anyhow::ensure!(!embedded.is_empty(), "none of the {} images could be read", paths.len());
+
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let mut results: Vec<EvalRun> = Vec::new();
+    let mut written = Vec::new();
+    for (name, templates) in &runs {
+        let classifier = ZeroShotClassifier::new(clip, &labels, templates)?;
+        let run = eval::evaluate(name, templates, &dataset, &embedded, &classifier);
+        let stem = if *name == "single" { "confusion".to_string() } else { format!("confusion-{name}") };
+        let csv = args.out.join(format!("{stem}.csv"));
+        std::fs::write(&csv, eval::confusion_csv(&run, &labels))
+            .with_context(|| format!("cannot write {}", csv.display()))?;
+        let png = args.out.join(format!("{stem}.png"));
+        let title = format!("{name} prompt: top-1 {:.1}%, rows = true class", run.top1 * 100.0);
+        eval::write_heatmap(&run.confusion, &labels, &title, &png)?;
+        written.extend([csv, png]);
+        results.push(run);
+    }
+
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let doc = json!({
+            "dataset": args.dataset,
+            "labels": labels,
+            "images": embedded.len(),
+            "failed": failed,
+            "runs": results,
+            "files": written,
+        });
+        writeln!(out, "{doc}")?;
+    } else {
+        print_eval(&mut out, &args.dataset, &dataset, embedded.len(), &failed, &results, &written)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_eval(
+    out: &mut impl Write,
+    dir: &Path,
+    dataset: &Dataset,
+    images: usize,
+    failed: &[serde_json::Value],
+    runs: &[EvalRun],
+    written: &[PathBuf],
+) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "{}: {} classes, {} images{}, {} distractor labels",
+        dir.display(),
+        dataset.classes.len(),
+        images,
+        if failed.is_empty() { String::new() } else { format!(" ({} unreadable, skipped)", failed.len()) },
+        dataset.distractors.len()
+    )?;
+    for r in runs {
+        writeln!(
+            out,
+            "{:<9} {:>2} template(s)  top-1 {:>5.1}%  top-{} {:>5.1}%",
+            r.name,
+            r.templates.len(),
+            r.top1 * 100.0,
+            r.top_k,
+            r.top5 * 100.0
+        )?;
+    }
+    writeln!(out, "\nper class (top-1){}", runs.iter().map(|r| format!("  {:>9}", r.name)).collect::<String>())?;
+    for (i, c) in dataset.classes.iter().enumerate() {
+        let cells: String = runs.iter().map(|r| format!("  {:>8.1}%", r.per_class[i].top1 * 100.0)).collect();
+        writeln!(out, "  {:<30} {cells}   ({} images)", c.label, runs[0].per_class[i].images)?;
+    }
+    let last = runs.last().expect("at least one run");
+    if !last.confused.is_empty() {
+        writeln!(out, "\nmost confused ({}):", last.name)?;
+        for c in &last.confused {
+            writeln!(out, "  {} → {}: {} ({:.0}% of the class)", c.truth, c.predicted, c.count, c.share * 100.0)?;
+        }
+    }
+    writeln!(out, "\nwrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))?;
+    Ok(())
+}

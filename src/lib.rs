@@ -35,8 +35,8 @@
 
 pub mod ann;
 pub mod device;
-pub mod eval;
 pub mod error;
+pub mod eval;
 pub mod indexer;
 pub mod library;
 pub mod models;

@@ -106,7 +106,6 @@ pub fn describe(
     Ok(ExitCode::SUCCESS)
 }
 
-
 /// Templates named on the command line: `photo` (the built-in ensemble), `single` (the CLIP
 /// paper's one template), or a file of templates.
 fn templates_named(name: &str) -> anyhow::Result<Vec<String>> {
@@ -185,12 +184,8 @@ pub fn eval_zeroshot(clip: &ClipEmbedder, args: &EvalZeroshotArgs, max_pixels: u
         runs.push(("ensemble", templates_named(t)?));
     }
 
-    let files: Vec<(usize, PathBuf)> = dataset
-        .classes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, c)| c.images.iter().map(move |p| (i, p.clone())))
-        .collect();
+    let files: Vec<(usize, PathBuf)> =
+        dataset.classes.iter().enumerate().flat_map(|(i, c)| c.images.iter().map(move |p| (i, p.clone()))).collect();
     let paths: Vec<_> = files.iter().map(|(_, p)| p.clone()).collect();
     let bar = crate::progress_bar();
     let options = DecodeOptions { max_pixels, min_side: None };
@@ -276,10 +271,11 @@ fn print_eval(
             r.top5 * 100.0
         )?;
     }
-    writeln!(out, "\nper class (top-1){}", runs.iter().map(|r| format!("  {:>9}", r.name)).collect::<String>())?;
+    let header: String = runs.iter().map(|r| format!("{:>10}", r.name)).collect();
+    writeln!(out, "\n{:<32}{header}  images", "top-1 per class")?;
     for (i, c) in dataset.classes.iter().enumerate() {
-        let cells: String = runs.iter().map(|r| format!("  {:>8.1}%", r.per_class[i].top1 * 100.0)).collect();
-        writeln!(out, "  {:<30} {cells}   ({} images)", c.label, runs[0].per_class[i].images)?;
+        let cells: String = runs.iter().map(|r| format!("{:>9.1}%", r.per_class[i].top1 * 100.0)).collect();
+        writeln!(out, "  {:<30}{cells}  {:>6}", c.label, runs[0].per_class[i].images)?;
     }
     let last = runs.last().expect("at least one run");
     if !last.confused.is_empty() {

@@ -333,3 +333,53 @@ fn tag_and_describe_print_ranked_labels() {
     assert_eq!(labels.len(), 2);
     assert!(labels.contains(&"espresso") && labels.contains(&"latte"));
 }
+
+#[test]
+fn autotag_tags_and_tag_search_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in ["coffee.png", "rocket.webp", "chelsea_small.bmp", "camera_gray.png", "coffee_palette.gif"] {
+        std::fs::copy(image(name), photos.join(name)).unwrap();
+    }
+    let db = tmp.path().join("db");
+    assert!(clipdex_db(&db, &["add", photos.to_str().unwrap()]).status.success());
+    ok_json(clipdex_db(&db, &["index", "--json"]));
+    let out = clipdex_db(&db, &["search", "--tag", "rocket"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no results"), "no tags before autotag");
+
+    let vocab = tmp.path().join("vocab.txt");
+    std::fs::write(&vocab, "cat\ndog\nrocket\ncup of coffee\ncamera\n").unwrap();
+    let report = ok_json(clipdex_db(
+        &db,
+        &["autotag", "--vocab", vocab.to_str().unwrap(), "--templates", "single", "--prior-ratio", "1", "--json"],
+    ));
+    assert_eq!((report["images"].as_u64(), report["tagged"].as_u64()), (Some(5), Some(5)));
+    assert_eq!(report["labels_embedded"].as_u64(), Some(5));
+    assert_eq!(report["labels"].as_u64(), Some(5));
+    assert!((report["threshold"].as_f64().unwrap() - 0.2).abs() < 1e-6);
+    // The settings are remembered: a second run has nothing to do.
+    let again = ok_json(clipdex_db(&db, &["autotag", "--json"]));
+    assert_eq!((again["tagged"].as_u64(), again["unchanged"].as_u64()), (Some(0), Some(5)));
+    assert_eq!(again["labels_embedded"].as_u64(), Some(0));
+
+    let tags = ok_json(clipdex_db(&db, &["tags", "--json"]));
+    let tags = tags["tags"].as_array().unwrap();
+    assert!(!tags.is_empty());
+    let total: u64 = tags.iter().map(|t| t["count"].as_u64().unwrap()).sum();
+    assert_eq!(Some(total), report["tags"].as_u64());
+    let (label, count) = (tags[0]["label"].as_str().unwrap(), tags[0]["count"].as_u64().unwrap());
+
+    let res = ok_json(clipdex_db(&db, &["search", "--tag", label, "-k", "50", "--json"]));
+    assert_eq!(res["results"].as_array().unwrap().len() as u64, count);
+    let res = ok_json(clipdex_db(&db, &["search", "a photo", "--tag", label, "-k", "1", "--json"]));
+    assert_eq!(res["results"].as_array().unwrap().len(), 1);
+
+    // Neither text nor tag is a usage error; a bad ratio is refused.
+    let out = clipdex_db(&db, &["search"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = clipdex_db(&db, &["autotag", "--prior-ratio=0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--prior-ratio"));
+}

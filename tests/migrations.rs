@@ -1,9 +1,10 @@
 //! A database written by schema version 1 (`tests/fixtures/db-v1`, from `tools/make_db_v1.sh`)
-//! opens with this build, is migrated to the current schema, and answers queries.
+//! opens with this build, is migrated to the current schema, answers queries and takes tags.
 
 use std::path::Path;
 
 use clipdex::query::SearchFilter;
+use clipdex::query::autotag::AutotagSettings;
 use clipdex::store::SCHEMA_VERSION;
 use clipdex::{Library, LibraryConfig};
 
@@ -38,4 +39,9 @@ fn a_version_1_database_opens_and_answers() {
     for n in ["astronaut.jpg", "chelsea_small.bmp", "rocket.webp"] {
         assert!(names.contains(&n.to_string()), "{names:?}");
     }
+    // Version 2 added the tag trees: the migrated database takes tags.
+    let labels: Vec<String> = ["astronaut", "cat", "rocket"].iter().map(|s| s.to_string()).collect();
+    let report = lib.autotag(Some(AutotagSettings::new(labels, vec!["a photo of a {}.".into()]))).unwrap();
+    assert_eq!((report.images, report.tagged), (3, 3));
+    assert!(lib.store().check().unwrap().is_empty());
 }

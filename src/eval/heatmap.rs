@@ -67,7 +67,8 @@ pub fn write_heatmap(confusion: &[Vec<u64>], labels: &[String], title: &str, pat
     let text = font_ready();
     let cell = (720 / rows.max(cols)).clamp(6, 40) as u32;
     let name_chars = 28;
-    let label_px = if text { 12 + 7 * labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).min(name_chars) } else { 0 };
+    let label_px =
+        if text { 12 + 7 * labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).min(name_chars) } else { 0 };
     let (left, top) = (label_px as u32 + 8, label_px as u32 + if text { 30 } else { 8 });
     let (w, h) = (left + cell * cols as u32 + 8, top + cell * rows as u32 + 8);
     let mut buf = vec![0u8; (w * h * 3) as usize];

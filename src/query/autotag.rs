@@ -121,8 +121,7 @@ pub fn autotag_store(
         }
     }
     for chunk in todo.chunks(4096) {
-        let tagged: Vec<_> =
-            chunk.par_iter().map(|(id, v)| (*id, settings.keep(&classifier.classify(v)))).collect();
+        let tagged: Vec<_> = chunk.par_iter().map(|(id, v)| (*id, settings.keep(&classifier.classify(v)))).collect();
         for (id, tags) in tagged {
             // An image deleted meanwhile is skipped; its vector went with it.
             if store.set_tags(id, fingerprint, &tags)? {

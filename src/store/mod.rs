@@ -18,8 +18,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Transactional, Tree};
 
 pub use records::{Failure, ImageId, ImageRecord, PathEntry};
-pub use tags::{Tag, TagCount};
 use records::{id_from_key, id_key, image_path_key, path_from_key, path_key, vector_bytes, vector_from_bytes};
+pub use tags::{Tag, TagCount};
 
 use crate::error::{Error, Result};
 

@@ -40,12 +40,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return embed(&clip, args, g.max_pixels);
         }
         Command::Tag(args) => {
-            let clip = ClipEmbedder::load(&g.model, &g.device.open()?)?;
-            return tagging::tag(&clip, args, g.max_pixels);
+            return tagging::tag(&tagging::ZeroShotModel::open(g)?, args, g.max_pixels);
         }
         Command::Describe { image, k, vocab, json } => {
-            let clip = ClipEmbedder::load(&g.model, &g.device.open()?)?;
-            return tagging::describe(&clip, image, *k, vocab.as_deref(), *json, g.max_pixels);
+            let model = tagging::ZeroShotModel::open(g)?;
+            return tagging::describe(&model, image, *k, vocab.as_deref(), *json, g.max_pixels);
         }
         Command::Eval { what: EvalCommand::Zeroshot(args) } => {
             let clip = ClipEmbedder::load(&g.model, &g.device.open()?)?;
@@ -102,14 +101,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 writeln!(
                     out,
-                    "{} photos: {} new, {} linked (copies or moves), {} unchanged, {} removed, {} failed{}",
+                    "{} photos: {} new, {} linked (copies or moves), {} unchanged, {} removed, {} failed{}{}",
                     report.seen,
                     report.embedded,
                     report.linked,
                     report.unchanged,
                     report.removed,
                     report.failed,
-                    if report.failed > 0 { " (see `clipdex failures`)" } else { "" }
+                    if report.failed > 0 { " (see `clipdex failures`)" } else { "" },
+                    if report.tagged > 0 { format!("; {} auto-tagged", report.tagged) } else { String::new() }
                 )?;
                 for r in &report.missing_roots {
                     writeln!(out, "warning: {} is missing; its photos were left in place", r.display())?;
@@ -128,8 +128,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     serde_json::to_string(report).unwrap_or_default()
                 } else {
                     format!(
-                        "{} new, {} linked, {} removed, {} failed ({} photos)",
-                        report.embedded, report.linked, report.removed, report.failed, report.seen
+                        "{} new, {} linked, {} removed, {} failed, {} auto-tagged ({} photos)",
+                        report.embedded, report.linked, report.removed, report.failed, report.tagged, report.seen
                     )
                 };
                 let _ = writeln!(out, "{line}");
@@ -167,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out, "vectors   {}", s.counts.vectors)?;
                 writeln!(out, "failures  {}", s.counts.failures)?;
                 writeln!(out, "roots     {}", s.counts.roots)?;
+                writeln!(out, "tags      {} on {} tagged images", s.counts.tags, s.counts.tagged)?;
                 writeln!(
                     out,
                     "index     {} ({} vectors, {} tombstones)",
@@ -193,12 +194,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_library(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<Library> {
-    let db = match &g.db {
+fn database_dir(g: &GlobalOptions) -> anyhow::Result<std::path::PathBuf> {
+    Ok(match &g.db {
         Some(db) => db.clone(),
         None => dirs::data_dir().context("no data folder on this platform: pass --db DIR")?.join("clipdex"),
-    };
-    let mut config = LibraryConfig::new(db, &g.model);
+    })
+}
+
+fn open_library(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<Library> {
+    let mut config = LibraryConfig::new(database_dir(g)?, &g.model);
     config.device = g.device;
     config.max_pixels = g.max_pixels;
     config.batch_size = batch_size;

@@ -14,7 +14,45 @@ use clipdex::query::autotag::AutotagSettings;
 use clipdex::query::tags::{self, ZeroShotClassifier};
 use clipdex::{ClipEmbedder, Library};
 
-use crate::cli::{AutotagArgs, EvalZeroshotArgs, TagArgs};
+use crate::cli::{AutotagArgs, EvalZeroshotArgs, GlobalOptions, TagArgs};
+
+/// The model for `tag` and `describe`, with the label-embedding cache of the library when one
+/// of the same model exists: the built-in vocabulary in the photo ensemble is about 4,000
+/// prompts, embedded once per model instead of on every call.
+pub struct ZeroShotModel {
+    library: Option<Library>,
+    clip: Option<ClipEmbedder>,
+}
+
+impl ZeroShotModel {
+    pub fn open(g: &GlobalOptions) -> anyhow::Result<Self> {
+        // Never create a database for this; use one that is there and free.
+        let library = crate::database_dir(g)
+            .ok()
+            .filter(|db| db.join("sled").exists())
+            .and_then(|_| crate::open_library(g, clipdex::models::clip::MAX_BATCH).ok());
+        let clip = match library {
+            Some(_) => None,
+            None => Some(ClipEmbedder::load(&g.model, &g.device.open()?)?),
+        };
+        Ok(ZeroShotModel { library, clip })
+    }
+
+    pub fn clip(&self) -> anyhow::Result<&ClipEmbedder> {
+        match (&self.clip, &self.library) {
+            (Some(c), _) => Ok(c),
+            (None, Some(l)) => Ok(l.clip()?),
+            (None, None) => unreachable!("one of the two is always set"),
+        }
+    }
+
+    fn classifier(&self, labels: &[String], templates: &[String]) -> anyhow::Result<ZeroShotClassifier> {
+        Ok(match &self.library {
+            Some(l) => l.classifier(labels, templates)?.0,
+            None => ZeroShotClassifier::new(self.clip()?, labels, templates)?,
+        })
+    }
+}
 
 fn read_text(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
@@ -29,7 +67,8 @@ fn vocabulary(vocab: Option<&Path>) -> anyhow::Result<Vec<String>> {
     Ok(labels)
 }
 
-pub fn tag(clip: &ClipEmbedder, args: &TagArgs, max_pixels: u64) -> anyhow::Result<ExitCode> {
+pub fn tag(model: &ZeroShotModel, args: &TagArgs, max_pixels: u64) -> anyhow::Result<ExitCode> {
+    let clip = model.clip()?;
     let (labels, from_list) = match &args.labels {
         Some(list) => (tags::parse_label_list(list), true),
         None => (vocabulary(args.vocab.as_deref())?, false),
@@ -40,7 +79,7 @@ pub fn tag(clip: &ClipEmbedder, args: &TagArgs, max_pixels: u64) -> anyhow::Resu
         (None, false) => args.template.clone(),
         (None, true) => vec![tags::DEFAULT_TEMPLATE.to_string()],
     };
-    let classifier = ZeroShotClassifier::new(clip, &labels, &templates)?;
+    let classifier = model.classifier(&labels, &templates)?;
     let top = args.top.unwrap_or(if from_list { labels.len() } else { 10 });
     let options = DecodeOptions { max_pixels, min_side: None };
     let embedded = clip.embed_image_files(&args.images, &options);
@@ -82,7 +121,7 @@ pub fn tag(clip: &ClipEmbedder, args: &TagArgs, max_pixels: u64) -> anyhow::Resu
 }
 
 pub fn describe(
-    clip: &ClipEmbedder,
+    model: &ZeroShotModel,
     image: &Path,
     k: usize,
     vocab: Option<&Path>,
@@ -90,7 +129,8 @@ pub fn describe(
     max_pixels: u64,
 ) -> anyhow::Result<ExitCode> {
     let labels = vocabulary(vocab)?;
-    let classifier = ZeroShotClassifier::new(clip, &labels, tags::PHOTO_TEMPLATES)?;
+    let clip = model.clip()?;
+    let classifier = model.classifier(&labels, &templates_named("photo")?)?;
     let rgb = clipdex::photo::open_rgb(image, &DecodeOptions { max_pixels, min_side: None })?;
     let e = clip.embed_images(&[rgb])?.remove(0);
     let mut ranked = classifier.classify(&e);

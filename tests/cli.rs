@@ -20,6 +20,7 @@ fn image(name: &str) -> String {
 fn clipdex(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clipdex"))
         .args(args)
+        .env("CLIPDEX_DB", "/nonexistent/clipdex-test-db")
         .env_remove("CLIPDEX_MODEL")
         .env_remove("CLIPDEX_DEVICE")
         .output()
@@ -375,6 +376,17 @@ fn autotag_tags_and_tag_search_from_the_command_line() {
     assert_eq!(res["results"].as_array().unwrap().len() as u64, count);
     let res = ok_json(clipdex_db(&db, &["search", "a photo", "--tag", label, "-k", "1", "--json"]));
     assert_eq!(res["results"].as_array().unwrap().len(), 1);
+
+    // describe keeps the embeddings of its vocabulary in a library of the same model.
+    let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
+    assert_eq!(stats["cached_labels"].as_u64(), Some(5));
+    assert_eq!(stats["tags"].as_u64(), Some(total));
+    assert_eq!(stats["tagged"].as_u64(), Some(5));
+    let described = ok_json(clipdex_db(&db, &["describe", &image("coffee.png"), "-k", "3", "--json"]));
+    assert_eq!(described["labels"].as_array().unwrap().len(), 3);
+    let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
+    let built_in = 5 + clipdex::query::tags::parse_vocabulary(clipdex::query::tags::DEFAULT_VOCABULARY).len() as u64;
+    assert_eq!(stats["cached_labels"].as_u64(), Some(built_in));
 
     // Neither text nor tag is a usage error; a bad ratio is refused.
     let out = clipdex_db(&db, &["search"]);

@@ -39,6 +39,12 @@ pub struct StoreCounts {
     pub failures: u64,
     /// Watched folders.
     pub roots: u64,
+    /// Images auto-tagged (with or without confident tags).
+    pub tagged: u64,
+    /// Tags kept, over all images.
+    pub tags: u64,
+    /// Label embeddings cached (per model and prompt set).
+    pub cached_labels: u64,
 }
 
 /// The opened database.
@@ -409,6 +415,9 @@ impl Store {
             vectors: self.vectors.len() as u64,
             failures: self.failures.len() as u64,
             roots: self.roots.len() as u64,
+            tagged: self.tags.len() as u64,
+            tags: self.tag_index.len() as u64,
+            cached_labels: self.label_cache.len() as u64,
         }
     }
 

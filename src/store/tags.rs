@@ -144,11 +144,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Images with tags, and how many tags in all.
-    pub fn tag_totals(&self) -> (u64, u64) {
-        (self.tags.len() as u64, self.tag_index.len() as u64)
-    }
-
     /// Cached label embeddings under `prefix` (model and prompt set), `None` where missing.
     pub fn cached_label_embeddings(&self, prefix: &str, labels: &[String]) -> Result<Vec<Option<Vec<f32>>>> {
         labels

@@ -4,6 +4,10 @@
 //! the exact scan, cold start from the saved snapshot.
 //!
 //!     cargo bench --bench ann [-- N ...]     (default: 100000 1000000; the graph up to 100000)
+//!
+//! With `CLIPDEX_ANN_DUMP=DIR`, the vectors and queries of each size are written there as raw
+//! little-endian f32 (`vectors-N.f32`, `queries-N.f32`), for `tools/bench_hnswlib.py` to run
+//! hnswlib on exactly the same data.
 
 use std::time::Instant;
 
@@ -55,6 +59,12 @@ fn main() {
                 unit(vectors[(q * 7919) % n].iter().map(|x| x + 0.3 * rng.normal() / (DIM as f32).sqrt()).collect())
             })
             .collect();
+        if let Ok(dir) = std::env::var("CLIPDEX_ANN_DUMP") {
+            let raw = |vs: &[Vec<f32>]| vs.iter().flatten().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+            std::fs::create_dir_all(&dir).expect("dump folder");
+            std::fs::write(format!("{dir}/vectors-{n}.f32"), raw(&vectors)).expect("dump vectors");
+            std::fs::write(format!("{dir}/queries-{n}.f32"), raw(&queries)).expect("dump queries");
+        }
         let started = Instant::now();
         for q in &queries {
             std::hint::black_box(index.top(q, 10));

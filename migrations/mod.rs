@@ -7,6 +7,7 @@
 
 mod v0001_initial;
 mod v0002_tags;
+mod v0003_vector_generations;
 
 /// One schema step.
 pub struct Migration {
@@ -26,4 +27,9 @@ pub const MIGRATIONS: &[Migration] = &[
         apply: v0001_initial::apply,
     },
     Migration { version: 2, description: "zero-shot tags: tags, tag_index, label_cache", apply: v0002_tags::apply },
+    Migration {
+        version: 3,
+        description: "vector generations for switching models",
+        apply: v0003_vector_generations::apply,
+    },
 ];

@@ -105,6 +105,16 @@ pub enum Command {
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
         batch_size: u64,
     },
+    /// Re-embed the library with the model given by --model, then switch to it; searches keep
+    /// using the old vectors until the switch. Resumes if interrupted.
+    Reindex {
+        /// Print the report as JSON: {"from", "to", "embedded", "resumed", "failed", "tagged"}.
+        #[arg(long)]
+        json: bool,
+        /// Photos embedded per model call.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        batch_size: u64,
+    },
     /// Index, then follow the folders: re-index on changes and every --rescan-secs.
     Watch {
         /// Print each pass's report as one JSON line.

@@ -6,7 +6,7 @@
 //! vectors of different models are not comparable.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
@@ -19,7 +19,7 @@ use crate::photo::{DEFAULT_MAX_PIXELS, DecodeOptions, open_rgb};
 use crate::query::autotag::{self, AutotagReport, AutotagSettings};
 use crate::query::tags::{self, ZeroShotClassifier};
 use crate::query::{self, SearchFilter, SearchHit};
-use crate::store::{Failure, Store, StoreCounts, TagCount};
+use crate::store::{Failure, ReindexTarget, Store, StoreCounts, TagCount};
 
 /// The `meta` key of the auto-tagging settings.
 const AUTOTAG_SETTING: &str = "autotag";
@@ -69,13 +69,46 @@ pub struct LibraryStats {
     pub schema_version: u32,
     /// The search index: its kind and size.
     pub index: IndexState,
+    /// A re-indexing under way (or interrupted: `clipdex reindex` resumes it).
+    pub reindex: Option<ReindexState>,
+}
+
+/// Progress of a re-indexing.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReindexState {
+    /// The model it moves to.
+    pub to: String,
+    /// Images embedded with it so far.
+    pub done: u64,
+    /// Images in the library.
+    pub of: u64,
 }
 
 /// One photo library.
 pub struct Library {
     config: LibraryConfig,
     store: Store,
-    clip: OnceLock<ClipEmbedder>,
+    /// The model of the current vectors: the configured one, until `reindex` switches.
+    model: RwLock<String>,
+    clip: RwLock<Option<Arc<ClipEmbedder>>>,
+}
+
+/// What `reindex` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReindexReport {
+    /// The model the vectors came from.
+    pub from: String,
+    /// The model they come from now.
+    pub to: String,
+    /// Images embedded with the new model in this run.
+    pub embedded: u64,
+    /// Images whose new vectors an interrupted run had already written.
+    pub resumed: u64,
+    /// Images whose files could not be read any more: they were forgotten (with a failure
+    /// recorded), and come back on the next `index` if their files do.
+    pub failed: u64,
+    /// Images auto-tagged again with the new model.
+    pub tagged: u64,
 }
 
 impl Library {
@@ -92,7 +125,26 @@ impl Library {
                 config.model
             )));
         }
-        Ok(Library { config, store, clip: OnceLock::new() })
+        Ok(Library::with_store(config, store))
+    }
+
+    /// Opens the library with the model its vectors come from, whatever `config.model` says
+    /// (for `reindex`, whose `--model` names the model to move to).
+    pub fn open_as_stored(mut config: LibraryConfig) -> Result<Self> {
+        let store = Store::open(&config.db)?;
+        if let Some((stored, _)) = store.model()? {
+            config.model = stored;
+        }
+        Ok(Library::with_store(config, store))
+    }
+
+    fn with_store(config: LibraryConfig, store: Store) -> Self {
+        Library { model: RwLock::new(config.model.clone()), config, store, clip: RwLock::new(None) }
+    }
+
+    /// The model of the library's vectors (and of its queries).
+    pub fn model(&self) -> String {
+        self.model.read().expect("model lock").clone()
     }
 
     /// The store.
@@ -101,13 +153,17 @@ impl Library {
     }
 
     /// The CLIP model, loaded on first use.
-    pub fn clip(&self) -> Result<&ClipEmbedder> {
-        if let Some(c) = self.clip.get() {
-            return Ok(c);
+    pub fn clip(&self) -> Result<Arc<ClipEmbedder>> {
+        if let Some(c) = self.clip.read().expect("model lock").as_ref() {
+            return Ok(c.clone());
         }
-        let device = self.config.device.open()?;
-        let clip = ClipEmbedder::load(&self.config.model, &device)?;
-        Ok(self.clip.get_or_init(|| clip))
+        let mut slot = self.clip.write().expect("model lock");
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let clip = Arc::new(ClipEmbedder::load(&self.model(), &self.config.device.open()?)?);
+        *slot = Some(clip.clone());
+        Ok(clip)
     }
 
     /// Adds a folder to watch; returns its canonical path.
@@ -149,18 +205,14 @@ impl Library {
     pub fn index(&self, progress: Progress) -> Result<IndexReport> {
         let clip = self.clip()?;
         match self.store.model()? {
-            None => self.store.set_model(&self.config.model, clip.dim())?,
+            None => self.store.set_model(&self.model(), clip.dim())?,
             Some((_, dim)) if dim != clip.dim() => {
                 return Err(Error::Invalid(format!("stored vectors are {dim}-d but the model gives {}", clip.dim())));
             }
             Some(_) => {}
         }
-        let side = clip.processor().output_size().map(|(h, w)| h.min(w));
-        let options = IndexOptions {
-            decode: DecodeOptions { max_pixels: self.config.max_pixels, min_side: side },
-            batch_size: self.config.batch_size,
-        };
-        let mut report = indexer::index_pass(&self.store, clip, &options, progress)?;
+        let options = self.index_options(&clip);
+        let mut report = indexer::index_pass(&self.store, &clip, &options, progress)?;
         if let Some(settings) = self.autotag_settings()? {
             report.tagged = self.autotag(Some(settings))?.tagged;
         }
@@ -169,6 +221,62 @@ impl Library {
         let large = self.store.counts().vectors as usize >= self.config.graph_min;
         if large && (report.embedded > 0 || report.removed > 0) {
             self.search_index()?;
+        }
+        Ok(report)
+    }
+
+    fn index_options(&self, clip: &ClipEmbedder) -> IndexOptions {
+        let side = clip.processor().output_size().map(|(h, w)| h.min(w));
+        IndexOptions {
+            decode: DecodeOptions { max_pixels: self.config.max_pixels, min_side: side },
+            batch_size: self.config.batch_size,
+        }
+    }
+
+    /// Re-embeds every image with `model` and then switches the library to it. Until the
+    /// switch the current vectors keep answering searches (from this process: other threads
+    /// may search meanwhile); the switch is one atomic write, and an interrupted run resumes
+    /// where it stopped. Photos indexed meanwhile are re-embedded before the switch.
+    pub fn reindex(&self, model: &str, progress: Progress) -> Result<ReindexReport> {
+        let Some((from, _)) = self.store.model()? else {
+            return Err(Error::Invalid(format!(
+                "the database {} has no vectors yet: index it with `clipdex index --model {model}`",
+                self.config.db.display()
+            )));
+        };
+        if from == model {
+            if self.store.reindex_target()?.is_some() {
+                self.store.cancel_reindex()?;
+            }
+            return Err(Error::Invalid(format!("the library already uses {model}")));
+        }
+        let clip = Arc::new(ClipEmbedder::load(model, &self.config.device.open()?)?);
+        self.store.begin_reindex(&ReindexTarget { model: model.to_string(), dim: clip.dim() })?;
+        let mut report = ReindexReport {
+            from,
+            to: model.to_string(),
+            resumed: self.store.next_vector_count(),
+            ..Default::default()
+        };
+        let options = self.index_options(&clip);
+        let old_graph = self.graph_dir();
+        loop {
+            let (embedded, forgotten) = indexer::reembed::reembed_pass(&self.store, &clip, &options, progress)?;
+            report.embedded += embedded;
+            report.failed += forgotten;
+            if self.store.switch_to_next_vectors()? {
+                break;
+            }
+        }
+        *self.model.write().expect("model lock") = model.to_string();
+        *self.clip.write().expect("model lock") = Some(clip);
+        if let Err(e) = std::fs::remove_dir_all(&old_graph)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove the old search graph {}: {e}", old_graph.display());
+        }
+        if let Some(settings) = self.autotag_settings()? {
+            report.tagged = self.autotag(Some(settings))?.tagged;
         }
         Ok(report)
     }
@@ -192,8 +300,13 @@ impl Library {
         })
     }
 
+    /// The graph snapshot of the current vectors (one folder per vector generation, so a
+    /// graph of another model's vectors is never loaded).
     fn graph_dir(&self) -> PathBuf {
-        self.config.db.join("hnsw")
+        match self.store.vectors_generation() {
+            0 => self.config.db.join("hnsw"),
+            g => self.config.db.join(format!("hnsw.{g}")),
+        }
     }
 
     /// Opens the search index (see [`AnnIndex::open`]).
@@ -211,12 +324,12 @@ impl Library {
     /// with the number of labels embedded now.
     pub fn classifier(&self, labels: &[String], templates: &[String]) -> Result<(ZeroShotClassifier, usize)> {
         let clip = self.clip()?;
-        let prefix = format!("{}\u{0}{}", self.config.model, tags::templates_fingerprint(templates));
+        let prefix = format!("{}\u{0}{}", self.model(), tags::templates_fingerprint(templates));
         let mut cached = self.store.cached_label_embeddings(&prefix, labels)?;
         let missing: Vec<String> =
             labels.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(l, _)| l.clone()).collect();
         if !missing.is_empty() {
-            let fresh = tags::embed_labels(clip, &missing, templates)?;
+            let fresh = tags::embed_labels(&clip, &missing, templates)?;
             self.store.cache_label_embeddings(&prefix, &missing, &fresh)?;
             let mut fresh = fresh.into_iter();
             cached.iter_mut().filter(|c| c.is_none()).for_each(|c| *c = fresh.next());
@@ -243,7 +356,7 @@ impl Library {
             self.store.set_setting(AUTOTAG_SETTING, &settings)?;
         }
         let (classifier, embedded) = self.classifier(&settings.labels, &settings.templates)?;
-        let fingerprint = settings.fingerprint(&self.config.model);
+        let fingerprint = settings.fingerprint(&self.model());
         let mut report = autotag::autotag_store(&self.store, &classifier, &settings, &fingerprint)?;
         report.labels_embedded = embedded as u64;
         Ok(report)
@@ -283,6 +396,11 @@ impl Library {
             model: model.as_ref().map(|m| m.0.clone()),
             dim: model.map(|m| m.1),
             schema_version: self.store.schema_version()?,
+            reindex: self.store.reindex_target()?.map(|t| ReindexState {
+                to: t.model,
+                done: self.store.next_vector_count(),
+                of: self.store.counts().images,
+            }),
         })
     }
 

@@ -53,15 +53,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let batch_size = match &cli.command {
-        Command::Index { batch_size, .. } | Command::Watch { batch_size, .. } => *batch_size as usize,
+        Command::Index { batch_size, .. } | Command::Watch { batch_size, .. } | Command::Reindex { batch_size, .. } => {
+            *batch_size as usize
+        }
         _ => clipdex::models::clip::MAX_BATCH,
     };
+    if let Command::Reindex { json, .. } = &cli.command {
+        return reindex(g, batch_size, *json);
+    }
     let library = open_library(g, batch_size)?;
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Embed(_) | Command::Tag(_) | Command::Describe { .. } | Command::Eval { .. } => {
             unreachable!("handled above")
         }
+        Command::Reindex { .. } => unreachable!("handled above"),
         Command::Autotag(args) => return tagging::autotag(&library, &args),
         Command::Tags { json } => return tagging::tag_counts(&library, json),
         Command::Add { roots } => {
@@ -168,6 +174,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out, "failures  {}", s.counts.failures)?;
                 writeln!(out, "roots     {}", s.counts.roots)?;
                 writeln!(out, "tags      {} on {} tagged images", s.counts.tags, s.counts.tagged)?;
+                if let Some(r) = &s.reindex {
+                    writeln!(
+                        out,
+                        "reindex   to {}: {} of {} images (run `clipdex reindex --model {}` to finish)",
+                        r.to, r.done, r.of, r.to
+                    )?;
+                }
                 writeln!(
                     out,
                     "index     {} ({} vectors, {} tombstones)",
@@ -191,6 +204,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `clipdex reindex`: the library opens with the model of its vectors; `--model` names the
+/// model to move to.
+fn reindex(g: &GlobalOptions, batch_size: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let mut config = LibraryConfig::new(database_dir(g)?, &g.model);
+    config.device = g.device;
+    config.max_pixels = g.max_pixels;
+    config.batch_size = batch_size;
+    let library = Library::open_as_stored(config)?;
+    let bar = progress_bar();
+    let report = library.reindex(&g.model, &|done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "switched from {} to {}: {} photos embedded ({} already done by an interrupted run), {} forgotten{}",
+            report.from,
+            report.to,
+            report.embedded,
+            report.resumed,
+            report.failed,
+            if report.failed > 0 { " (their files changed or went away; `clipdex index` picks them up)" } else { "" }
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde_json::json;
@@ -21,7 +22,7 @@ use crate::cli::{AutotagArgs, EvalZeroshotArgs, GlobalOptions, TagArgs};
 /// prompts, embedded once per model instead of on every call.
 pub struct ZeroShotModel {
     library: Option<Library>,
-    clip: Option<ClipEmbedder>,
+    clip: Option<Arc<ClipEmbedder>>,
 }
 
 impl ZeroShotModel {
@@ -33,14 +34,14 @@ impl ZeroShotModel {
             .and_then(|_| crate::open_library(g, clipdex::models::clip::MAX_BATCH).ok());
         let clip = match library {
             Some(_) => None,
-            None => Some(ClipEmbedder::load(&g.model, &g.device.open()?)?),
+            None => Some(Arc::new(ClipEmbedder::load(&g.model, &g.device.open()?)?)),
         };
         Ok(ZeroShotModel { library, clip })
     }
 
-    pub fn clip(&self) -> anyhow::Result<&ClipEmbedder> {
+    pub fn clip(&self) -> anyhow::Result<Arc<ClipEmbedder>> {
         match (&self.clip, &self.library) {
-            (Some(c), _) => Ok(c),
+            (Some(c), _) => Ok(c.clone()),
             (None, Some(l)) => Ok(l.clip()?),
             (None, None) => unreachable!("one of the two is always set"),
         }
@@ -49,7 +50,7 @@ impl ZeroShotModel {
     fn classifier(&self, labels: &[String], templates: &[String]) -> anyhow::Result<ZeroShotClassifier> {
         Ok(match &self.library {
             Some(l) => l.classifier(labels, templates)?.0,
-            None => ZeroShotClassifier::new(self.clip()?, labels, templates)?,
+            None => ZeroShotClassifier::new(&*self.clip()?, labels, templates)?,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! drive) is left as it is. Bad files are recorded in `failures` and retried only once their
 //! size or modification time changes.
 
+pub mod reembed;
 pub mod watch;
 
 use std::collections::HashSet;

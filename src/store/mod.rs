@@ -7,24 +7,27 @@
 //! paths that hold an id, and the last path to go takes the image and its vector with it.
 
 mod records;
+mod reindex;
 mod tags;
 
 #[path = "../../migrations/mod.rs"]
 mod migrations;
 
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
 pub use records::{Failure, ImageId, ImageRecord, PathEntry};
 use records::{id_from_key, id_key, image_path_key, path_from_key, path_key, vector_bytes, vector_from_bytes};
+pub use reindex::ReindexTarget;
 pub use tags::{Tag, TagCount};
 
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Counts of what the store holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -58,7 +61,7 @@ pub struct Store {
     image_paths: Tree,
     refs: Tree,
     hashes: Tree,
-    vectors: Tree,
+    vectors: RwLock<VectorTrees>,
     failures: Tree,
     tags: Tree,
     tag_index: Tree,
@@ -84,6 +87,20 @@ fn be_u32(bytes: &[u8]) -> u32 {
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<String>>;
 
+/// The vectors of the current model, and the ones `reindex` is writing for the next model (an
+/// empty tree when no re-indexing is under way). Switching models makes the next tree current
+/// with one atomic write of `meta`.
+struct VectorTrees {
+    generation: u32,
+    current: Tree,
+    next: Tree,
+}
+
+/// The tree holding the vectors of a generation (`vectors` for the first one).
+fn vector_tree_name(generation: u32) -> String {
+    if generation == 0 { "vectors".to_string() } else { format!("vectors.{generation}") }
+}
+
 /// The trees a change of files touches, inside one transaction.
 struct Tx<'a> {
     paths: &'a TransactionalTree,
@@ -92,6 +109,7 @@ struct Tx<'a> {
     images: &'a TransactionalTree,
     hashes: &'a TransactionalTree,
     vectors: &'a TransactionalTree,
+    next_vectors: &'a TransactionalTree,
     failures: &'a TransactionalTree,
     tags: &'a TransactionalTree,
     tag_index: &'a TransactionalTree,
@@ -117,6 +135,7 @@ fn tx_unlink(t: &Tx, path: &Path) -> TxResult<Option<PathEntry>> {
             hashes.remove(rec.hash.as_bytes())?;
         }
         vectors.remove(&key)?;
+        t.next_vectors.remove(&key)?;
         tags::tx_clear(t.tags, t.tag_index, entry.id)?;
     } else {
         refs.insert(&key, &(count - 1).to_be_bytes())?;
@@ -159,7 +178,13 @@ impl Store {
             db.flush().map_err(|e| db_error(dir, e))?;
         }
         let tree = |name: &str| db.open_tree(name).map_err(|e| db_error(dir, e));
-        Ok(Store {
+        let generation = meta.get("vectors_generation").map_err(|e| db_error(dir, e))?.map(|v| be_u32(&v)).unwrap_or(0);
+        let vectors = VectorTrees {
+            generation,
+            current: tree(&vector_tree_name(generation))?,
+            next: tree(&vector_tree_name(generation + 1))?,
+        };
+        let store = Store {
             dir: dir.to_path_buf(),
             roots: tree("roots")?,
             images: tree("images")?,
@@ -167,14 +192,16 @@ impl Store {
             image_paths: tree("image_paths")?,
             refs: tree("refs")?,
             hashes: tree("hashes")?,
-            vectors: tree("vectors")?,
+            vectors: RwLock::new(vectors),
             failures: tree("failures")?,
             tags: tree("tags")?,
             tag_index: tree("tag_index")?,
             label_cache: tree("label_cache")?,
             meta,
             db,
-        })
+        };
+        store.drop_stale_vector_trees()?;
+        Ok(store)
     }
 
     /// The database folder.
@@ -273,12 +300,12 @@ impl Store {
 
     /// One image's vector.
     pub fn vector(&self, id: ImageId) -> Result<Option<Vec<f32>>> {
-        Ok(self.vectors.get(id_key(id)).map_err(|e| self.err(e))?.map(|b| vector_from_bytes(&b)))
+        Ok(self.current_vectors().get(id_key(id)).map_err(|e| self.err(e))?.map(|b| vector_from_bytes(&b)))
     }
 
     /// Every stored vector, in id order.
     pub fn vectors(&self) -> impl Iterator<Item = Result<(ImageId, Vec<f32>)>> + '_ {
-        self.vectors.iter().map(move |kv| {
+        self.current_vectors().iter().map(move |kv| {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             let id = id_from_key(&k).ok_or_else(|| self.err("corrupt vector key"))?;
             Ok((id, vector_from_bytes(&v)))
@@ -294,22 +321,42 @@ impl Store {
         })
     }
 
+    /// The tree of the current model's vectors (a cheap handle).
+    fn current_vectors(&self) -> Tree {
+        self.vectors.read().expect("vector trees lock").current.clone()
+    }
+
     fn run_tx<T>(&self, what: &str, f: impl Fn(&Tx) -> TxResult<T>) -> Result<T> {
+        let vectors = self.vectors.read().expect("vector trees lock");
         let trees = (
             &self.paths,
             &self.image_paths,
             &self.refs,
             &self.images,
             &self.hashes,
-            &self.vectors,
+            &vectors.current,
+            &vectors.next,
             &self.failures,
             &self.tags,
             &self.tag_index,
         );
         trees
-            .transaction(|(paths, image_paths, refs, images, hashes, vectors, failures, tags, tag_index)| {
-                f(&Tx { paths, image_paths, refs, images, hashes, vectors, failures, tags, tag_index })
-            })
+            .transaction(
+                |(paths, image_paths, refs, images, hashes, vectors, next_vectors, failures, tags, tag_index)| {
+                    f(&Tx {
+                        paths,
+                        image_paths,
+                        refs,
+                        images,
+                        hashes,
+                        vectors,
+                        next_vectors,
+                        failures,
+                        tags,
+                        tag_index,
+                    })
+                },
+            )
             .map_err(|e| match e {
                 TransactionError::Abort(msg) => self.err(format!("{what}: {msg}")),
                 TransactionError::Storage(e) => self.err(format!("{what}: {e}")),
@@ -412,7 +459,7 @@ impl Store {
         StoreCounts {
             images: self.images.len() as u64,
             paths: self.paths.len() as u64,
-            vectors: self.vectors.len() as u64,
+            vectors: self.current_vectors().len() as u64,
             failures: self.failures.len() as u64,
             roots: self.roots.len() as u64,
             tagged: self.tags.len() as u64,

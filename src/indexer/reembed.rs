@@ -1,0 +1,89 @@
+//! Re-embedding the stored images with another model, for `clipdex reindex`.
+//!
+//! Each image is read again from one of its files, checked against its content hash (a file
+//! edited since it was indexed is not that image any more), decoded, embedded with the new
+//! model and written to the store's next vector tree; the current vectors are not touched, so
+//! searches keep working until the store switches. An image none of whose files holds its
+//! content any more is forgotten, and its files come back through the next `index` pass.
+
+use rayon::prelude::*;
+
+use candle_core::Tensor;
+
+use super::{IndexOptions, Progress};
+use crate::error::Result;
+use crate::models::clip::ClipEmbedder;
+use crate::photo::{decode_photo, io_problem};
+use crate::store::{ImageId, Store};
+
+/// What one re-embedding pass did: `(embedded, forgotten)`.
+pub fn reembed_pass(
+    store: &Store,
+    clip: &ClipEmbedder,
+    options: &IndexOptions,
+    progress: Progress,
+) -> Result<(u64, u64)> {
+    let todo = store.images_without_next_vector()?;
+    let total = todo.len() as u64;
+    let (mut embedded, mut forgotten, mut done) = (0, 0, 0);
+    progress(0, total);
+    for chunk in todo.chunks(options.batch_size.max(1)) {
+        let prepared: Vec<(ImageId, Result<std::result::Result<Tensor, String>>)> =
+            chunk.par_iter().map(|&id| (id, pixels_of(store, clip, options, id))).collect();
+        let mut good = Vec::new();
+        for (id, p) in prepared {
+            match p? {
+                Ok(pixels) => good.push((id, pixels)),
+                Err(reason) => {
+                    tracing::warn!(
+                        "image {id} cannot be re-embedded ({reason}); forgetting it until its files are indexed again"
+                    );
+                    for path in store.paths_of(id)? {
+                        store.unlink_path(&path)?;
+                    }
+                    forgotten += 1;
+                }
+            }
+        }
+        if !good.is_empty() {
+            let batch = Tensor::stack(&good.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(), 0)?;
+            for ((id, _), vector) in good.iter().zip(clip.embed_pixels(&batch)?) {
+                embedded += u64::from(store.put_next_vector(*id, &vector)?);
+            }
+        }
+        store.flush()?;
+        done += chunk.len() as u64;
+        progress(done, total);
+    }
+    Ok((embedded, forgotten))
+}
+
+/// The model input of a stored image, from the first of its files that still holds its
+/// content; `Err(reason)` inside when none does.
+fn pixels_of(
+    store: &Store,
+    clip: &ClipEmbedder,
+    options: &IndexOptions,
+    id: ImageId,
+) -> Result<std::result::Result<Tensor, String>> {
+    let Some(record) = store.image(id)? else { return Ok(Err("no longer stored".into())) };
+    let mut reason = "no file holds it".to_string();
+    for path in store.paths_of(id)? {
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                reason = format!("{}: {}", path.display(), io_problem(&e));
+                continue;
+            }
+        };
+        if blake3::hash(&bytes).to_hex().as_str() != record.hash {
+            reason = format!("{} changed since it was indexed", path.display());
+            continue;
+        }
+        match decode_photo(&bytes, &options.decode) {
+            Ok(photo) => return Ok(Ok(clip.preprocess(&photo.image)?)),
+            Err(problem) => reason = format!("{}: {problem}", path.display()),
+        }
+    }
+    Ok(Err(reason))
+}

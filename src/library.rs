@@ -93,6 +93,15 @@ pub struct Library {
     clip: RwLock<Option<Arc<ClipEmbedder>>>,
 }
 
+fn log_maintenance(outcome: std::thread::Result<Result<IndexState>>) {
+    match outcome {
+        Ok(Ok(s)) if s.rebuilt => tracing::info!("search graph rebuilt over {} vectors", s.vectors),
+        Ok(Ok(s)) => tracing::debug!("search graph caught up with {} vectors", s.caught_up),
+        Ok(Err(e)) => tracing::warn!("maintaining the search graph failed: {e}; searches scan exactly meanwhile"),
+        Err(_) => tracing::warn!("maintaining the search graph panicked; searches scan exactly meanwhile"),
+    }
+}
+
 /// What `reindex` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReindexReport {
@@ -201,8 +210,16 @@ impl Library {
         self.store.roots()
     }
 
-    /// Brings the database in step with the folders, once.
+    /// Brings the database in step with the folders, once, then the search graph in step
+    /// with the database (large libraries).
     pub fn index(&self, progress: Progress) -> Result<IndexReport> {
+        let report = self.index_pass(progress)?;
+        self.maintain_index()?;
+        Ok(report)
+    }
+
+    /// One indexing pass over the folders, and auto-tagging of what it added.
+    fn index_pass(&self, progress: Progress) -> Result<IndexReport> {
         let clip = self.clip()?;
         match self.store.model()? {
             None => self.store.set_model(&self.model(), clip.dim())?,
@@ -216,13 +233,13 @@ impl Library {
         if let Some(settings) = self.autotag_settings()? {
             report.tagged = self.autotag(Some(settings))?.tagged;
         }
-        // Bring the graph up to date now rather than in the next search (small libraries
-        // have no graph, and loading their vectors here would be wasted).
-        let large = self.store.counts().vectors as usize >= self.config.graph_min;
-        if large && (report.embedded > 0 || report.removed > 0) {
-            self.search_index()?;
-        }
         Ok(report)
+    }
+
+    /// Inserts new vectors into the search graph, or rebuilds it (see [`AnnIndex::maintain`]);
+    /// nothing for libraries too small for a graph.
+    pub fn maintain_index(&self) -> Result<IndexState> {
+        AnnIndex::maintain(&self.store, &self.graph_dir(), self.config.graph_min)
     }
 
     fn index_options(&self, clip: &ClipEmbedder) -> IndexOptions {
@@ -278,11 +295,15 @@ impl Library {
         if let Some(settings) = self.autotag_settings()? {
             report.tagged = self.autotag(Some(settings))?.tagged;
         }
+        self.maintain_index()?;
         Ok(report)
     }
 
     /// Indexes now, then follows the folders (see [`indexer::watch`]) until `stop` is set;
-    /// `on_pass` sees every pass's report.
+    /// `on_pass` sees every pass's report. The search graph is maintained in the background:
+    /// after a pass that left it behind, a thread inserts the new vectors or rebuilds it while
+    /// passes go on (one such thread at a time); searches meanwhile use the previous snapshot
+    /// plus an exact scan of what is newer.
     pub fn watch(
         &self,
         options: &indexer::watch::WatchOptions,
@@ -293,10 +314,25 @@ impl Library {
         if roots.is_empty() {
             return Err(Error::Invalid("no folders to watch: add one with `clipdex add ROOT`".into()));
         }
-        indexer::watch::follow(&roots, options, stop, || {
-            let report = self.index(&|_, _| {})?;
-            on_pass(&report);
-            Ok(())
+        std::thread::scope(|scope| {
+            let mut maintenance: Option<std::thread::ScopedJoinHandle<'_, Result<IndexState>>> = None;
+            let followed = indexer::watch::follow(&roots, options, stop, || {
+                let report = self.index_pass(&|_, _| {})?;
+                on_pass(&report);
+                if maintenance.as_ref().is_none_or(|m| m.is_finished()) {
+                    if let Some(done) = maintenance.take() {
+                        log_maintenance(done.join());
+                    }
+                    if self.stats()?.index.needs_maintenance() {
+                        maintenance = Some(scope.spawn(|| self.maintain_index()));
+                    }
+                }
+                Ok(())
+            });
+            if let Some(running) = maintenance {
+                log_maintenance(running.join());
+            }
+            followed
         })
     }
 

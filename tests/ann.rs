@@ -1,5 +1,6 @@
-//! The HNSW graph: recall against the exact scan, a snapshot that survives a restart and is
-//! caught up instead of rebuilt, tombstones that never come back, and a rebuild when they pile up.
+//! The HNSW graph: searches never build it (maintenance does), recall against the exact scan,
+//! a snapshot that survives a restart and is caught up instead of rebuilt, new vectors found
+//! before they are caught up, tombstones that never come back, and a rebuild when they pile up.
 
 use std::path::{Path, PathBuf};
 
@@ -71,49 +72,71 @@ fn graph_lifecycle() {
     let mut rng = Rng(9);
     let first = add(&store, "a", &vectors(&mut rng, 2000));
     let queries = vectors(&mut rng, 50);
-
-    // Built on first open, saved, good recall.
-    let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
-    assert_eq!(index.state().kind, "hnsw");
-    assert!(index.state().rebuilt);
     let exact = AnnIndex::open(&store, graph_dir, usize::MAX).unwrap();
     assert_eq!(exact.state().kind, "exact");
+
+    // Opening for search never builds: until maintenance, the exact scan answers.
+    let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
+    assert_eq!(index.state().kind, "hnsw");
+    assert!(index.state().needs_rebuild);
+    assert_eq!(index.state().pending, 2000);
+    assert!(!graph_dir.exists());
+    assert_eq!(recall_at_10(&index, &exact, &queries), 1.0);
+
+    // Maintenance builds and saves it; good recall.
+    let built = AnnIndex::maintain(&store, graph_dir, 500).unwrap();
+    assert!(built.rebuilt && !built.needs_rebuild);
+    let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
+    assert!(!index.state().needs_rebuild);
+    assert_eq!(index.state().pending, 0);
     let recall = recall_at_10(&index, &exact, &queries);
     assert!(recall >= 0.95, "recall@10 {recall}");
+    let again = AnnIndex::maintain(&store, graph_dir, 500).unwrap();
+    assert!(!again.rebuilt && again.caught_up == 0, "nothing to do");
 
-    // Reopened from the snapshot: no rebuild, nothing to catch up.
-    let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
-    assert!(!index.state().rebuilt);
-    assert_eq!(index.state().caught_up, 0);
-
-    // New vectors are caught up, not rebuilt, and are found.
+    // New vectors are found at once (scanned beside the graph), then caught up, not rebuilt.
     let fresh = vectors(&mut rng, 200);
     add(&store, "b", &fresh);
+    let b17 = store.path_entry(Path::new("/photos/b-17.jpg")).unwrap().unwrap().id;
     let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
-    assert!(!index.state().rebuilt);
-    assert_eq!(index.state().caught_up, 200);
+    assert_eq!(index.state().pending, 200);
     let hit = index.top(&fresh[17], 1);
-    assert_eq!(hit[0].0, store.path_entry(Path::new("/photos/b-17.jpg")).unwrap().unwrap().id);
+    assert_eq!(hit[0].0, b17);
     assert!(hit[0].1 > 0.999);
+    let caught = AnnIndex::maintain(&store, graph_dir, 500).unwrap();
+    assert!(!caught.rebuilt);
+    assert_eq!(caught.caught_up, 200);
+    let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
+    assert_eq!(index.state().pending, 0);
+    assert_eq!(index.top(&fresh[17], 1)[0].0, b17);
 
     // Deleted images are tombstones: counted, never returned.
     let gone: Vec<u64> = first[..100].iter().map(|p| store.unlink_path(p).unwrap().unwrap().id).collect();
     let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
     assert_eq!(index.state().tombstones, 100);
+    assert!(!index.state().needs_rebuild);
     for q in &queries {
         assert!(index.top(q, 10).iter().all(|h| !gone.contains(&h.0)));
     }
     let described = AnnIndex::describe(&store, graph_dir, 500).unwrap();
     assert_eq!((described.kind, described.tombstones), ("hnsw", 100));
 
-    // Past a fifth of the graph, it is rebuilt without them.
+    // Past a fifth of the graph a rebuild is due; searches stay right meanwhile.
+    let mut gone = gone;
     for p in &first[100..700] {
-        store.unlink_path(p).unwrap();
+        gone.push(store.unlink_path(p).unwrap().unwrap().id);
     }
     let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
-    assert!(index.state().rebuilt);
-    assert_eq!(index.state().tombstones, 0);
+    assert!(index.state().needs_rebuild);
     let exact = AnnIndex::open(&store, graph_dir, usize::MAX).unwrap();
+    for q in &queries {
+        assert!(index.top(q, 10).iter().all(|h| !gone.contains(&h.0)));
+    }
+    assert!(recall_at_10(&index, &exact, &queries) >= 0.95);
+    let rebuilt = AnnIndex::maintain(&store, graph_dir, 500).unwrap();
+    assert!(rebuilt.rebuilt);
+    let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
+    assert_eq!(index.state().tombstones, 0);
     assert!(recall_at_10(&index, &exact, &queries) >= 0.95);
 }
 
@@ -124,7 +147,7 @@ fn a_corrupt_snapshot_is_rebuilt() {
     let graph_dir = tmp.path().join("db/hnsw");
     let mut rng = Rng(3);
     add(&store, "a", &vectors(&mut rng, 600));
-    AnnIndex::open(&store, &graph_dir, 100).unwrap();
+    AnnIndex::maintain(&store, &graph_dir, 100).unwrap();
     for entry in std::fs::read_dir(&graph_dir).unwrap() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "graph") {
@@ -132,6 +155,8 @@ fn a_corrupt_snapshot_is_rebuilt() {
         }
     }
     let index = AnnIndex::open(&store, &graph_dir, 100).unwrap();
-    assert!(index.state().rebuilt);
-    assert_eq!(index.top(&vectors(&mut Rng(5), 1)[0], 5).len(), 5);
+    assert!(index.state().needs_rebuild);
+    assert_eq!(index.top(&vectors(&mut Rng(5), 1)[0], 5).len(), 5, "the exact scan answers meanwhile");
+    assert!(AnnIndex::maintain(&store, &graph_dir, 100).unwrap().rebuilt);
+    assert!(!AnnIndex::open(&store, &graph_dir, 100).unwrap().state().needs_rebuild);
 }

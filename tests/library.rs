@@ -302,3 +302,40 @@ fn fast_jpeg_decoding_stays_close_to_the_exact_path() {
         assert!(cos >= 0.995, "{name}: cosine {cos}");
     }
 }
+
+#[test]
+fn watch_maintains_the_search_graph_in_the_background() {
+    let s = setup(6);
+    let mut config = LibraryConfig::new(&s.db, model());
+    config.graph_min = 3;
+    let lib = Library::open(config).unwrap();
+    lib.add_root(&s.photos).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let options = clipdex::indexer::watch::WatchOptions {
+        debounce: std::time::Duration::from_millis(100),
+        rescan_every: std::time::Duration::from_millis(300),
+    };
+    let passes = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            lib.watch(&options, &stop, &mut |_| {
+                passes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        });
+        // The first pass embeds six photos; a maintenance thread then builds the graph while
+        // later passes go on.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let settled =
+            || passes.load(std::sync::atomic::Ordering::SeqCst) > 0 && !lib.stats().unwrap().index.needs_maintenance();
+        while !settled() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        watcher.join().unwrap().unwrap();
+    });
+    assert!(passes.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let state = lib.stats().unwrap().index;
+    assert_eq!((state.kind, state.pending, state.needs_rebuild), ("hnsw", 0, false));
+    assert!(s.db.join("hnsw").is_dir());
+    assert_eq!(all(&lib, 10).len(), 6);
+}

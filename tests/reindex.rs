@@ -168,13 +168,15 @@ fn the_search_graph_of_the_old_vectors_is_replaced() {
         Library::open_as_stored(config).unwrap()
     };
     let lib = open("clip-tiny-p32");
+    assert!(lib.maintain_index().unwrap().rebuilt);
     assert_eq!(lib.search_text("x", 3, &SearchFilter::default()).unwrap().len(), 3);
     assert_eq!(lib.stats().unwrap().index.kind, "hnsw");
     assert!(tmp.path().join("db/hnsw").is_dir());
     lib.reindex(&model("clip-tiny-p16"), &quiet).unwrap();
     assert!(!tmp.path().join("db/hnsw").exists());
+    assert!(tmp.path().join("db/hnsw.1").is_dir(), "reindex builds the new graph");
+    assert!(!lib.stats().unwrap().index.needs_maintenance());
     let hits = lib.search_text("x", 5, &SearchFilter::default()).unwrap();
-    assert!(tmp.path().join("db/hnsw.1").is_dir());
     // The new graph ranks like an exact scan of the new vectors.
     let q = lib.clip().unwrap().embed_texts(&["x"]).unwrap().remove(0);
     let mut exact: Vec<(PathBuf, f32)> = lib

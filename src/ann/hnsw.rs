@@ -151,6 +151,15 @@ impl HnswGraph {
     }
 }
 
+/// Marks the snapshot in `dir` as unusable (its metadata goes; the next maintenance rebuilds).
+pub fn discard_snapshot(dir: &Path) {
+    if let Err(e) = std::fs::remove_file(dir.join("meta.json"))
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("cannot discard the search graph in {}: {e}", dir.display());
+    }
+}
+
 /// `(entries, last id)` of the snapshot in `dir`, read from its metadata only.
 pub fn snapshot_size(dir: &Path) -> Option<(usize, ImageId)> {
     read_meta(dir).map(|m| (m.count, m.last_id))

@@ -38,66 +38,87 @@ pub struct IndexState {
     pub vectors: u64,
     /// Deleted images still in the graph.
     pub tombstones: u64,
-    /// Vectors added to the graph when it was opened (catch-up after the last snapshot).
+    /// Vectors newer than the graph snapshot: searches scan them exactly until the next
+    /// maintenance inserts them.
+    pub pending: u64,
+    /// Whether the graph needs a rebuild (none yet, unreadable, or too many tombstones);
+    /// searches use what there is (or the exact scan) meanwhile.
+    pub needs_rebuild: bool,
+    /// Vectors inserted into the graph by this maintenance.
     pub caught_up: u64,
-    /// Whether the graph was rebuilt from the store when it was opened.
+    /// Whether this maintenance rebuilt the graph from the store.
     pub rebuilt: bool,
+}
+
+impl IndexState {
+    /// Whether [`AnnIndex::maintain`] has anything to do.
+    pub fn needs_maintenance(&self) -> bool {
+        self.kind == "hnsw" && (self.needs_rebuild || self.pending > 0)
+    }
 }
 
 /// The exact index and, for large libraries, the graph.
 pub struct AnnIndex {
     exact: ExactIndex,
     graph: Option<HnswGraph>,
+    /// Position in `exact` of the first vector newer than the graph.
+    fresh_from: usize,
     live: HashSet<ImageId>,
     state: IndexState,
 }
 
 impl AnnIndex {
-    /// Opens the index of `store`: all vectors for the exact scan and, from `graph_min`
-    /// vectors on, the graph snapshot in `dir`, caught up with what came after it (or rebuilt
-    /// when missing, unreadable or full of tombstones) and saved again if it changed.
+    /// Opens the index of `store` for searching: all vectors for the exact scan and, from
+    /// `graph_min` vectors on, the graph snapshot in `dir` as it is. Opening never builds,
+    /// inserts or writes (that is [`AnnIndex::maintain`]'s job, run by the indexer): vectors
+    /// newer than the snapshot are scanned exactly beside the graph, deleted ones filtered out.
     pub fn open(store: &Store, dir: &Path, graph_min: usize) -> Result<Self> {
         let exact = ExactIndex::load(store)?;
-        let live: HashSet<ImageId> = exact.ids.iter().copied().collect();
-        let mut state = IndexState { kind: "exact", vectors: exact.len() as u64, ..Default::default() };
-        if exact.len() < graph_min.max(1) {
-            return Ok(AnnIndex { exact, graph: None, live, state });
+        let mut state = Self::describe(store, dir, graph_min)?;
+        let graph = if state.kind == "hnsw" { HnswGraph::load(dir, exact.dim) } else { None };
+        if state.kind == "hnsw" && graph.is_none() {
+            state.needs_rebuild = true;
+            // An unusable snapshot: forget it, so that the next maintenance rebuilds.
+            hnsw::discard_snapshot(dir);
         }
-        state.kind = "hnsw";
-        let mut graph = HnswGraph::load(dir, exact.dim);
-        if let Some(g) = &graph {
-            let inside = exact.ids.iter().filter(|id| **id <= g.last_id()).count();
-            let tombstones = g.count().saturating_sub(inside);
-            if tombstones as f64 > REBUILD_TOMBSTONE_SHARE * g.count() as f64 {
-                tracing::info!("rebuilding the search graph: {tombstones} of {} entries are deleted", g.count());
-                graph = None;
-            } else {
-                state.tombstones = tombstones as u64;
-            }
+        let fresh_from = match &graph {
+            Some(g) => exact.ids.partition_point(|id| *id <= g.last_id()),
+            None => exact.len(),
+        };
+        let live = exact.ids.iter().copied().collect();
+        Ok(AnnIndex { exact, graph, fresh_from, live, state })
+    }
+
+    /// Brings the graph snapshot in `dir` up to date with `store`: inserts what came after it,
+    /// or rebuilds it when it is missing, unreadable or full of tombstones, and saves it.
+    /// Searches keep using the previous snapshot until the new one is in place.
+    pub fn maintain(store: &Store, dir: &Path, graph_min: usize) -> Result<IndexState> {
+        let mut state = Self::describe(store, dir, graph_min)?;
+        if !state.needs_maintenance() {
+            return Ok(state);
         }
-        let mut changed = false;
+        let exact = ExactIndex::load(store)?;
+        let graph = if state.needs_rebuild { None } else { HnswGraph::load(dir, exact.dim) };
         let graph = match graph {
             Some(mut g) => {
                 let fresh: Vec<(ImageId, &[f32])> = exact.iter().filter(|(id, _)| *id > g.last_id()).collect();
-                if !fresh.is_empty() {
-                    g.insert(&fresh);
-                    state.caught_up = fresh.len() as u64;
-                    changed = true;
-                }
+                g.insert(&fresh);
+                state.caught_up = fresh.len() as u64;
                 g
             }
             None => {
+                tracing::info!("building the search graph over {} vectors", exact.len());
                 let mut g = HnswGraph::new(exact.dim, exact.len());
                 g.insert(&exact.iter().collect::<Vec<_>>());
                 state.rebuilt = true;
-                changed = true;
+                state.tombstones = 0;
                 g
             }
         };
-        if changed && let Err(e) = graph.save(dir) {
-            tracing::warn!("{e}; the graph will be caught up again next time");
-        }
-        Ok(AnnIndex { exact, graph: Some(graph), live, state })
+        graph.save(dir)?;
+        state.pending = 0;
+        state.needs_rebuild = false;
+        Ok(state)
     }
 
     /// What the index is and what opening it did.
@@ -115,8 +136,9 @@ impl AnnIndex {
         self.exact.is_empty()
     }
 
-    /// The `n` best ids for `query`, best first: from the graph when it exists and the
-    /// ranking is shallow and comes back complete, else from the exact scan.
+    /// The `n` best ids for `query`, best first: from the graph (plus an exact scan of the
+    /// vectors newer than it) when it exists and the ranking is shallow and comes back
+    /// complete, else from the exact scan.
     pub fn top(&self, query: &[f32], n: usize) -> Vec<(ImageId, f32)> {
         if let Some(g) = &self.graph
             && n <= GRAPH_MAX_DEPTH
@@ -125,7 +147,10 @@ impl AnnIndex {
             let ask = want + (self.state.tombstones as usize).min(want * 2);
             let mut hits: Vec<(ImageId, f32)> =
                 g.search(query, ask, (ask * 4).max(64)).into_iter().filter(|(id, _)| self.live.contains(id)).collect();
-            if hits.len() >= want {
+            let from_graph = hits.len();
+            hits.extend(self.exact.top_from(query, want, self.fresh_from));
+            hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            if from_graph >= want.min(self.fresh_from) && hits.len() >= want {
                 hits.truncate(want);
                 return hits;
             }
@@ -133,7 +158,8 @@ impl AnnIndex {
         self.exact.top(query, n)
     }
 
-    /// The index state from the store and the saved snapshot, without loading the graph.
+    /// The index state from the store and the saved snapshot's metadata, without loading
+    /// any vector.
     pub fn describe(store: &Store, dir: &Path, graph_min: usize) -> Result<IndexState> {
         let vectors = store.counts().vectors;
         let mut state = IndexState { kind: "exact", vectors, ..Default::default() };
@@ -141,14 +167,17 @@ impl AnnIndex {
             return Ok(state);
         }
         state.kind = "hnsw";
-        if let Some((count, last_id)) = hnsw::snapshot_size(dir) {
-            let mut inside = 0u64;
-            for item in store.vectors() {
-                if item?.0 <= last_id {
-                    inside += 1;
-                }
+        match hnsw::snapshot_size(dir) {
+            Some((count, last_id)) => {
+                state.pending = store.vectors_after(last_id)?;
+                let inside = vectors - state.pending;
+                state.tombstones = (count as u64).saturating_sub(inside);
+                state.needs_rebuild = state.tombstones as f64 > REBUILD_TOMBSTONE_SHARE * count as f64;
             }
-            state.tombstones = (count as u64).saturating_sub(inside);
+            None => {
+                state.pending = vectors;
+                state.needs_rebuild = true;
+            }
         }
         Ok(state)
     }
@@ -201,11 +230,20 @@ impl ExactIndex {
 
     /// The `n` best ids with their scores against `query`, best first (ties by id).
     pub fn top(&self, query: &[f32], n: usize) -> Vec<(ImageId, f32)> {
-        if self.dim == 0 || query.len() != self.dim || n == 0 {
+        self.top_from(query, n, 0)
+    }
+
+    /// [`ExactIndex::top`] over the vectors from position `start` on (the newest ones: the
+    /// store yields ids in increasing order).
+    pub fn top_from(&self, query: &[f32], n: usize, start: usize) -> Vec<(ImageId, f32)> {
+        if self.dim == 0 || query.len() != self.dim || n == 0 || start >= self.len() {
             return Vec::new();
         }
-        let mut scored: Vec<(ImageId, f32)> =
-            self.data.par_chunks(self.dim).zip(self.ids.par_iter()).map(|(v, id)| (*id, dot(v, query))).collect();
+        let mut scored: Vec<(ImageId, f32)> = self.data[start * self.dim..]
+            .par_chunks(self.dim)
+            .zip(self.ids[start..].par_iter())
+            .map(|(v, id)| (*id, dot(v, query)))
+            .collect();
         let order = |a: &(ImageId, f32), b: &(ImageId, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if n < scored.len() {
             scored.select_nth_unstable_by(n - 1, order);

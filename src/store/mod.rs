@@ -303,6 +303,17 @@ impl Store {
         Ok(self.current_vectors().get(id_key(id)).map_err(|e| self.err(e))?.map(|b| vector_from_bytes(&b)))
     }
 
+    /// How many stored vectors have an id above `id` (those added after it: ids only grow).
+    pub fn vectors_after(&self, id: ImageId) -> Result<u64> {
+        let Some(next) = id.checked_add(1) else { return Ok(0) };
+        let mut n = 0;
+        for k in self.current_vectors().range(id_key(next)..).keys() {
+            k.map_err(|e| self.err(e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Every stored vector, in id order.
     pub fn vectors(&self) -> impl Iterator<Item = Result<(ImageId, Vec<f32>)>> + '_ {
         self.current_vectors().iter().map(move |kv| {

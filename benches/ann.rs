@@ -1,7 +1,8 @@
 //! Search speed over clustered 512-d unit vectors (photo embeddings cluster; uniform noise
 //! would flatter nothing and test nothing): the exact scan at every size, and the HNSW graph
 //! (M 16, ef_construction 200) where it is built: insert rate, queries/s and recall@10 against
-//! the exact scan, cold start from the saved snapshot.
+//! the exact scan for clipdex's flat search and for hnsw_rs's own, memory, cold start from the
+//! saved snapshot (load + flatten + first answer).
 //!
 //!     cargo bench --bench ann [-- N ...]     (default: 100000 1000000; the graph up to 100000)
 //!
@@ -88,21 +89,32 @@ fn main() {
         let build = started.elapsed().as_secs_f64();
         let truth: Vec<Vec<u64>> =
             queries.iter().map(|q| index.top(q, 10).into_iter().map(|h| h.0).collect()).collect();
-        for ef in [64usize, 128, 256] {
-            let started = Instant::now();
-            let mut found = 0;
-            for _ in 0..4 {
-                for (q, t) in queries.iter().zip(&truth) {
-                    found += graph.search(q, 10, ef).into_iter().filter(|h| t.contains(&h.0)).count();
+        let flat = graph.flatten(&index);
+        for ef in [16usize, 32, 64, 128, 256] {
+            let mut rates = Vec::new();
+            for flat_search in [false, true] {
+                let started = Instant::now();
+                let mut found = 0;
+                for _ in 0..4 {
+                    for (q, t) in queries.iter().zip(&truth) {
+                        let hits =
+                            if flat_search { flat.search(&index, q, 10, ef) } else { graph.search(q, 10, ef) };
+                        found += hits.into_iter().filter(|h| t.contains(&h.0)).count();
+                    }
                 }
+                let per_query = started.elapsed().as_secs_f64() / (4 * queries.len()) as f64;
+                rates.push((1.0 / per_query, found as f64 / (4 * 10 * queries.len()) as f64));
             }
-            let per_query = started.elapsed().as_secs_f64() / (4 * queries.len()) as f64;
             println!(
-                "{n:>8} vectors, HNSW ef {ef:>3}: {:.0} queries/s, recall@10 {:.3}",
-                1.0 / per_query,
-                found as f64 / (4 * 10 * queries.len()) as f64
+                "{n:>8} vectors, HNSW ef {ef:>3}: clipdex {:.0} queries/s (recall@10 {:.3}); hnsw_rs search {:.0} queries/s (recall@10 {:.3})",
+                rates[1].0, rates[1].1, rates[0].0, rates[0].1
             );
         }
+        println!(
+            "{n:>8} vectors, HNSW: {} bytes per vector for the links, beside the exact index's {}",
+            flat.bytes() / n,
+            index.bytes_per_vector()
+        );
         let dir = tempfile::tempdir().expect("temporary folder");
         let snap = dir.path().join("hnsw");
         graph.save(&snap).expect("save");
@@ -110,7 +122,8 @@ fn main() {
         let loaded = HnswGraph::load(&snap, DIM).expect("load");
         let t_load = started.elapsed().as_secs_f64();
         let started = Instant::now();
-        std::hint::black_box(loaded.search(&queries[0], 10, 64));
+        let flat = loaded.flatten(&index);
+        std::hint::black_box(flat.search(&index, &queries[0], 10, 64));
         let t_first = started.elapsed().as_secs_f64();
         println!(
             "{n:>8} vectors, HNSW: built at {:.0} vectors/s ({:.0} s); cold start from the snapshot {:.2} s + first answer {:.1} ms",

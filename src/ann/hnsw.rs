@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo};
 use serde::{Deserialize, Serialize};
 
+use super::ExactIndex;
+use super::flat::{FlatGraph, SourceNode};
 use crate::error::{Error, Result};
 use crate::store::ImageId;
 
@@ -80,6 +82,23 @@ impl HnswGraph {
     /// The largest id inside.
     pub fn last_id(&self) -> ImageId {
         self.last_id
+    }
+
+    /// The graph's links in flat arrays for searching (see [`FlatGraph`]).
+    pub fn flatten(&self, exact: &ExactIndex) -> FlatGraph {
+        let points = self.graph.get_point_indexation();
+        let nodes = points.into_iter().map(|p| SourceNode {
+            id: p.get_origin_id() as ImageId,
+            layer: p.get_point_id().0 as usize,
+            // Only deleted images need their vector here; live ones are in the exact index.
+            vector: exact.position(p.get_origin_id() as ImageId).is_none().then(|| p.get_v().to_vec()),
+            neighbours: p
+                .get_neighborhood_id()
+                .into_iter()
+                .map(|layer| layer.into_iter().map(|nb| nb.d_id as ImageId).collect())
+                .collect(),
+        });
+        FlatGraph::new(self.dim, nodes, exact)
     }
 
     /// The `n` nearest ids with their cosine, best first (tombstones included).

@@ -9,6 +9,7 @@
 //! for. Deep rankings (filters that reject most of the library) and any graph answer that came
 //! back short (tombstones) go to the exact scan, so results are never fewer than they should be.
 
+pub mod flat;
 pub mod hnsw;
 
 use std::collections::HashSet;
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::store::{ImageId, Store};
+use flat::FlatGraph;
 use hnsw::HnswGraph;
 
 /// Libraries with fewer vectors are only scanned: the graph would not be faster enough to pay
@@ -60,7 +62,7 @@ impl IndexState {
 /// The exact index and, for large libraries, the graph.
 pub struct AnnIndex {
     exact: ExactIndex,
-    graph: Option<HnswGraph>,
+    graph: Option<FlatGraph>,
     /// Position in `exact` of the first vector newer than the graph.
     fresh_from: usize,
     live: HashSet<ImageId>,
@@ -75,16 +77,18 @@ impl AnnIndex {
     pub fn open(store: &Store, dir: &Path, graph_min: usize) -> Result<Self> {
         let exact = ExactIndex::load(store)?;
         let mut state = Self::describe(store, dir, graph_min)?;
-        let graph = if state.kind == "hnsw" { HnswGraph::load(dir, exact.dim) } else { None };
-        if state.kind == "hnsw" && graph.is_none() {
+        let loaded = if state.kind == "hnsw" { HnswGraph::load(dir, exact.dim) } else { None };
+        if state.kind == "hnsw" && loaded.is_none() {
             state.needs_rebuild = true;
             // An unusable snapshot: forget it, so that the next maintenance rebuilds.
             hnsw::discard_snapshot(dir);
         }
-        let fresh_from = match &graph {
+        let fresh_from = match &loaded {
             Some(g) => exact.ids.partition_point(|id| *id <= g.last_id()),
             None => exact.len(),
         };
+        // hnsw_rs's structure (with its own copy of every vector) is dropped here.
+        let graph = loaded.map(|g| g.flatten(&exact));
         let live = exact.ids.iter().copied().collect();
         Ok(AnnIndex { exact, graph, fresh_from, live, state })
     }
@@ -145,8 +149,11 @@ impl AnnIndex {
         {
             let want = n.min(self.len());
             let ask = want + (self.state.tombstones as usize).min(want * 2);
-            let mut hits: Vec<(ImageId, f32)> =
-                g.search(query, ask, (ask * 4).max(64)).into_iter().filter(|(id, _)| self.live.contains(id)).collect();
+            let mut hits: Vec<(ImageId, f32)> = g
+                .search(&self.exact, query, ask, (ask * 4).max(64))
+                .into_iter()
+                .filter(|(id, _)| self.live.contains(id))
+                .collect();
             let from_graph = hits.len();
             hits.extend(self.exact.top_from(query, want, self.fresh_from));
             hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -216,6 +223,16 @@ impl ExactIndex {
     /// Number of vectors.
     pub fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    /// The row of an id (the store loads ids in increasing order, so a binary search).
+    pub fn position(&self, id: ImageId) -> Option<usize> {
+        self.ids.binary_search(&id).ok()
+    }
+
+    /// The vector in row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
     }
 
     /// Every id with its vector, in insertion order.

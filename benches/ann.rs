@@ -97,8 +97,7 @@ fn main() {
                 let mut found = 0;
                 for _ in 0..4 {
                     for (q, t) in queries.iter().zip(&truth) {
-                        let hits =
-                            if flat_search { flat.search(&index, q, 10, ef) } else { graph.search(q, 10, ef) };
+                        let hits = if flat_search { flat.search(&index, q, 10, ef) } else { graph.search(q, 10, ef) };
                         found += hits.into_iter().filter(|h| t.contains(&h.0)).count();
                     }
                 }

@@ -395,3 +395,35 @@ fn autotag_tags_and_tag_search_from_the_command_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--prior-ratio"));
 }
+
+#[test]
+fn reindex_moves_the_library_to_another_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in ["coffee.png", "rocket.webp", "astronaut.jpg"] {
+        std::fs::copy(image(name), photos.join(name)).unwrap();
+    }
+    let db = tmp.path().join("db");
+    assert!(clipdex_db(&db, &["add", photos.to_str().unwrap()]).status.success());
+    ok_json(clipdex_db(&db, &["index", "--json"]));
+    let p16 = fixtures().join("clip-tiny-p16").to_string_lossy().into_owned();
+    let report = ok_json(clipdex_db(&db, &["reindex", "--model", &p16, "--json"]));
+    assert_eq!(report["from"], model_dir().as_str());
+    assert_eq!(report["to"], p16.as_str());
+    assert_eq!((report["embedded"].as_u64(), report["resumed"].as_u64()), (Some(3), Some(0)));
+    assert_eq!((report["failed"].as_u64(), report["tagged"].as_u64()), (Some(0), Some(0)));
+
+    // The library now answers with the new model only.
+    let stats = ok_json(clipdex_db(&db, &["stats", "--model", &p16, "--json"]));
+    assert_eq!(stats["model"], p16.as_str());
+    assert!(stats["reindex"].is_null());
+    let res = ok_json(clipdex_db(&db, &["search", "a rocket", "--model", &p16, "--json"]));
+    assert_eq!(res["results"].as_array().unwrap().len(), 3);
+    let out = clipdex_db(&db, &["stats"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds vectors of model"));
+    let out = clipdex_db(&db, &["reindex", "--model", &p16]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already uses"));
+}

@@ -339,3 +339,20 @@ fn watch_maintains_the_search_graph_in_the_background() {
     assert!(s.db.join("hnsw").is_dir());
     assert_eq!(all(&lib, 10).len(), 6);
 }
+
+#[test]
+fn the_search_index_is_kept_until_the_library_changes() {
+    let s = setup(4);
+    let lib = open(&s.db);
+    lib.add_root(&s.photos).unwrap();
+    lib.index(&quiet).unwrap();
+    let a = lib.search_index().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &lib.search_index().unwrap()), "reused between searches");
+    assert_eq!(a.len(), 4);
+    write_picture(&s.photos, "new.png", 99);
+    lib.index(&quiet).unwrap();
+    let b = lib.search_index().unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&a, &b), "reloaded after a change");
+    assert_eq!(b.len(), 5);
+    assert_eq!(all(&lib, 10).len(), 5);
+}

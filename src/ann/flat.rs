@@ -94,7 +94,8 @@ impl FlatGraph {
                 }
             };
             graph.rows.push(row);
-            let mapped = |layer: &Vec<ImageId>| layer.iter().filter_map(|id| index.get(id).copied()).collect::<Vec<_>>();
+            let mapped =
+                |layer: &Vec<ImageId>| layer.iter().filter_map(|id| index.get(id).copied()).collect::<Vec<_>>();
             if let Some(l0) = n.neighbours.first() {
                 graph.links.extend(mapped(l0));
             }
@@ -199,8 +200,7 @@ impl FlatGraph {
                 }
             }
         }
-        let mut out: Vec<(ImageId, f32)> =
-            results.into_iter().map(|r| (self.ids[r.0.1 as usize], r.0.0)).collect();
+        let mut out: Vec<(ImageId, f32)> = results.into_iter().map(|r| (self.ids[r.0.1 as usize], r.0.0)).collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         out.truncate(n);
         out

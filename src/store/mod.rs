@@ -66,6 +66,9 @@ pub struct Store {
     tags: Tree,
     tag_index: Tree,
     label_cache: Tree,
+    /// Bumped by every change of images or vectors, so that in-memory indexes know when
+    /// they are stale.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 fn db_error(dir: &Path, e: impl std::fmt::Display) -> Error {
@@ -197,6 +200,7 @@ impl Store {
             tags: tree("tags")?,
             tag_index: tree("tag_index")?,
             label_cache: tree("label_cache")?,
+            changes: Default::default(),
             meta,
             db,
         };
@@ -330,6 +334,11 @@ impl Store {
             let id = id_from_key(&k).ok_or_else(|| self.err("corrupt image key"))?;
             Ok((id, parse(&self.dir, "image", &v)?))
         })
+    }
+
+    /// A counter that moves whenever images or vectors change (in this process).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The tree of the current model's vectors (a cheap handle).

@@ -116,6 +116,7 @@ impl Store {
         trees.current = trees.next.clone();
         trees.next = self.db.open_tree(vector_tree_name(generation + 1)).map_err(|e| self.err(e))?;
         trees.generation = generation;
+        self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.db.drop_tree(old).map_err(|e| self.err(e))?;
         self.flush()?;
         Ok(true)

@@ -350,7 +350,7 @@ fn the_search_index_is_kept_until_the_library_changes() {
     assert!(std::sync::Arc::ptr_eq(&a, &lib.search_index().unwrap()), "reused between searches");
     assert_eq!(a.len(), 4);
     write_picture(&s.photos, "new.png", 99);
-    lib.index(&quiet).unwrap();
+    assert_eq!(lib.index(&quiet).unwrap().embedded, 1);
     let b = lib.search_index().unwrap();
     assert!(!std::sync::Arc::ptr_eq(&a, &b), "reloaded after a change");
     assert_eq!(b.len(), 5);

@@ -360,27 +360,16 @@ impl Store {
             &self.tags,
             &self.tag_index,
         );
-        trees
-            .transaction(
-                |(paths, image_paths, refs, images, hashes, vectors, next_vectors, failures, tags, tag_index)| {
-                    f(&Tx {
-                        paths,
-                        image_paths,
-                        refs,
-                        images,
-                        hashes,
-                        vectors,
-                        next_vectors,
-                        failures,
-                        tags,
-                        tag_index,
-                    })
-                },
-            )
-            .map_err(|e| match e {
-                TransactionError::Abort(msg) => self.err(format!("{what}: {msg}")),
-                TransactionError::Storage(e) => self.err(format!("{what}: {e}")),
-            })
+        let outcome = trees.transaction(
+            |(paths, image_paths, refs, images, hashes, vectors, next_vectors, failures, tags, tag_index)| {
+                f(&Tx { paths, image_paths, refs, images, hashes, vectors, next_vectors, failures, tags, tag_index })
+            },
+        );
+        self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        outcome.map_err(|e| match e {
+            TransactionError::Abort(msg) => self.err(format!("{what}: {msg}")),
+            TransactionError::Storage(e) => self.err(format!("{what}: {e}")),
+        })
     }
 
     /// Stores a new image found at `path`: its record, vector, hash and path mapping in one

@@ -4,10 +4,15 @@
 //! Two structures, and a planner between them ([`AnnIndex`]). The exact index holds every
 //! vector in one array and scores them all (vectors are L2-normalised, so a dot product is the
 //! cosine): exact, no build cost, about 9 ms per query at 100k vectors on two cores. The HNSW
-//! graph ([`hnsw`]) answers large libraries in a fraction of that; it is used once a library
-//! has [`GRAPH_MIN_VECTORS`] vectors, for the shallow rankings that unfiltered searches ask
-//! for. Deep rankings (filters that reject most of the library) and any graph answer that came
-//! back short (tombstones) go to the exact scan, so results are never fewer than they should be.
+//! graph ([`hnsw`], built with hnsw_rs, searched through its flat form in [`flat`]) answers
+//! large libraries in a fraction of that; it is used once a library has [`GRAPH_MIN_VECTORS`]
+//! vectors, for the shallow rankings that unfiltered searches ask for. Deep rankings (filters
+//! that reject most of the library) and any graph answer that came back short (tombstones) go
+//! to the exact scan, so results are never fewer than they should be.
+//!
+//! Searches never build or write the graph: [`AnnIndex::open`] takes the last snapshot as it
+//! is and scans the vectors newer than it exactly beside it; [`AnnIndex::maintain`] (run by the
+//! indexer, in the background under `watch`) inserts new vectors or rebuilds the graph.
 
 pub mod flat;
 pub mod hnsw;

@@ -90,7 +90,7 @@ fn main() {
         let truth: Vec<Vec<u64>> =
             queries.iter().map(|q| index.top(q, 10).into_iter().map(|h| h.0).collect()).collect();
         let flat = graph.flatten(&index);
-        for ef in [16usize, 32, 64, 128, 256] {
+        for ef in [10usize, 16, 32, 64, 128, 256] {
             let mut rates = Vec::new();
             for flat_search in [false, true] {
                 let started = Instant::now();

@@ -33,7 +33,7 @@ def main() -> None:
           f"built at {n / build:.0f} vectors/s ({build:.0f} s, 2 threads)")
 
     index.set_num_threads(1)
-    for ef in (16, 32, 64, 128, 256):
+    for ef in (10, 16, 32, 64, 128, 256):
         index.set_ef(ef)
         found = 0
         started = time.perf_counter()

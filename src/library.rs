@@ -446,13 +446,26 @@ impl Library {
 
     /// Images carrying `filter.tag`, most probable first.
     pub fn search_tag(&self, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
-        query::search_tagged(&self.store, k, filter)
+        query::search_tagged(&self.store, k, &self.resolve_tag(filter)?)
+    }
+
+    /// The filter with its tag spelt as stored: a tag typed in another case ("Dog") matches
+    /// the stored label ("dog") when that label is in use and the typed one is not.
+    fn resolve_tag(&self, filter: &SearchFilter) -> Result<SearchFilter> {
+        let mut filter = filter.clone();
+        if let Some(tag) = &filter.tag
+            && self.store.images_tagged(tag)?.is_empty()
+            && let Some(c) = self.store.tag_counts()?.into_iter().find(|c| c.label.to_lowercase() == tag.to_lowercase())
+        {
+            filter.tag = Some(c.label);
+        }
+        Ok(filter)
     }
 
     /// Text-to-image search.
     pub fn search_text(&self, text: &str, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
         let q = self.clip()?.embed_texts(&[text])?.remove(0);
-        query::search(&self.store, &*self.search_index()?, &q, k, filter)
+        query::search(&self.store, &*self.search_index()?, &q, k, &self.resolve_tag(filter)?)
     }
 
     /// Image-to-image search; the image may be outside the library.
@@ -460,7 +473,7 @@ impl Library {
         let clip = self.clip()?;
         let image = open_rgb(path, &DecodeOptions { max_pixels: self.config.max_pixels, min_side: None })?;
         let q = clip.embed_images(&[image])?.remove(0);
-        query::search(&self.store, &*self.search_index()?, &q, k, filter)
+        query::search(&self.store, &*self.search_index()?, &q, k, &self.resolve_tag(filter)?)
     }
 
     /// Counts, model and index state.

@@ -200,6 +200,10 @@ fn tag_filters_return_k_results_when_k_exist() {
     );
     assert!(hits.iter().all(|h| h.path.starts_with(&even)));
 
+    // Another case finds the stored label.
+    let shouted = SearchFilter { tag: Some(top.label.to_uppercase()), ..Default::default() };
+    assert_eq!(lib.search_tag(100, &shouted).unwrap(), tagged);
+
     let none = SearchFilter { tag: Some("no such tag".into()), ..Default::default() };
     assert!(lib.search_text("a photo", 5, &none).unwrap().is_empty());
     assert!(lib.search_tag(5, &none).unwrap().is_empty());

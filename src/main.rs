@@ -96,16 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             writeln!(out, "removed {} ({n} files forgotten)", root.display())?;
         }
         Command::Index { json, .. } => {
-            let bar = progress_bar();
-            let report = library.index(&|done, total| {
-                if let Some(b) = &bar {
-                    b.set_length(total);
-                    b.set_position(done);
-                }
-            })?;
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
+            let report = with_progress(|progress| library.index(progress))?;
             if json {
                 writeln!(out, "{}", serde_json::to_string(&report)?)?;
             } else {
@@ -214,21 +205,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `clipdex reindex`: the library opens with the model of its vectors; `--model` names the
 /// model to move to.
 fn reindex(g: &GlobalOptions, batch_size: usize, json: bool) -> anyhow::Result<ExitCode> {
-    let mut config = LibraryConfig::new(database_dir(g)?, &g.model);
-    config.device = g.device;
-    config.max_pixels = g.max_pixels;
-    config.batch_size = batch_size;
-    let library = Library::open_as_stored(config)?;
-    let bar = progress_bar();
-    let report = library.reindex(&g.model, &|done, total| {
-        if let Some(b) = &bar {
-            b.set_length(total);
-            b.set_position(done);
-        }
-    })?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let library = Library::open_as_stored(library_config(g, batch_size)?)?;
+    let report = with_progress(|progress| library.reindex(&g.model, progress))?;
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
@@ -254,12 +232,31 @@ fn database_dir(g: &GlobalOptions) -> anyhow::Result<std::path::PathBuf> {
     })
 }
 
-fn open_library(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<Library> {
+fn library_config(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<LibraryConfig> {
     let mut config = LibraryConfig::new(database_dir(g)?, &g.model);
     config.device = g.device;
     config.max_pixels = g.max_pixels;
     config.batch_size = batch_size;
-    Ok(Library::open(config)?)
+    Ok(config)
+}
+
+fn open_library(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<Library> {
+    Ok(Library::open(library_config(g, batch_size)?)?)
+}
+
+/// Runs `job` with a progress bar on a terminal (files done of files to do).
+fn with_progress<T>(job: impl FnOnce(clipdex::indexer::Progress) -> clipdex::Result<T>) -> anyhow::Result<T> {
+    let bar = progress_bar();
+    let outcome = job(&|done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(outcome?)
 }
 
 fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {

@@ -9,13 +9,11 @@ use std::path::{Path, PathBuf};
 use clipdex::query::SearchFilter;
 use clipdex::query::autotag::AutotagSettings;
 use clipdex::{Library, LibraryConfig};
-use serde::Deserialize;
+
+mod common;
+use common::fixtures;
 
 const MODEL: &str = "clip-tiny-p32";
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn open(db: &Path) -> Library {
     Library::open(LibraryConfig::new(db, fixtures().join(MODEL).to_string_lossy())).unwrap()
@@ -23,23 +21,9 @@ fn open(db: &Path) -> Library {
 
 fn quiet(_: u64, _: u64) {}
 
-#[derive(Deserialize)]
-struct Golden {
-    labels: Vec<String>,
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    templates: Vec<String>,
-    image: String,
-    probability: Vec<f32>,
-}
-
 /// The reference probabilities of the single-template case, by image name.
 fn reference() -> (Vec<String>, HashMap<String, Vec<f32>>) {
-    let text = std::fs::read_to_string(fixtures().join(format!("golden/zeroshot-{MODEL}.json"))).unwrap();
-    let g: Golden = serde_json::from_str(&text).unwrap();
+    let g = common::zeroshot_golden(MODEL);
     let single = g.cases.into_iter().filter(|c| c.templates.len() == 1).map(|c| (c.image, c.probability)).collect();
     (g.labels, single)
 }

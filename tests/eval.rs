@@ -5,28 +5,12 @@
 //! and the ensemble.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::Deserialize;
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-#[derive(Deserialize)]
-struct Golden {
-    labels: Vec<String>,
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    templates: Vec<String>,
-    image: String,
-    cosine: Vec<f32>,
-}
+mod common;
+use common::{ZeroShotCase as Case, fixtures};
 
 /// Label indices by decreasing reference cosine (the order of the probabilities).
 fn ranking(p: &[f32]) -> Vec<usize> {
@@ -54,8 +38,7 @@ struct Expected {
 
 #[test]
 fn eval_reports_the_accuracy_the_dataset_was_built_to_have() {
-    let text = std::fs::read_to_string(fixtures().join("golden/zeroshot-clip-tiny-p32.json")).unwrap();
-    let g: Golden = serde_json::from_str(&text).unwrap();
+    let g = common::zeroshot_golden("clip-tiny-p32");
     let single: HashMap<&str, &Case> =
         g.cases.iter().filter(|c| c.templates.len() == 1).map(|c| (&*c.image, c)).collect();
     let ensemble: HashMap<&str, &Case> =

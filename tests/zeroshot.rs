@@ -7,27 +7,12 @@ use candle_core::Device;
 use clipdex::ClipEmbedder;
 use clipdex::photo::{DecodeOptions, open_rgb};
 use clipdex::query::tags::ZeroShotClassifier;
-use serde::Deserialize;
 
-#[derive(Deserialize)]
-struct Golden {
-    labels: Vec<String>,
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    templates: Vec<String>,
-    image: String,
-    cosine: Vec<f32>,
-    probability: Vec<f32>,
-}
+mod common;
 
 fn check(name: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let g: Golden =
-        serde_json::from_str(&std::fs::read_to_string(root.join(format!("golden/zeroshot-{name}.json"))).unwrap())
-            .unwrap();
+    let g = common::zeroshot_golden(name);
     let clip = ClipEmbedder::load(root.join(name).to_str().unwrap(), &Device::Cpu).unwrap();
     let mut ensembles = 0;
     for case in &g.cases {

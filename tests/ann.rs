@@ -86,8 +86,10 @@ fn graph_lifecycle() {
     // Maintenance builds and saves it; good recall.
     let built = AnnIndex::maintain(&store, graph_dir, 500).unwrap();
     assert!(built.rebuilt && !built.needs_rebuild);
+    assert!((64..=512).contains(&built.search_ef), "calibrated beam width {}", built.search_ef);
     let index = AnnIndex::open(&store, graph_dir, 500).unwrap();
     assert!(!index.state().needs_rebuild);
+    assert_eq!(index.state().search_ef, built.search_ef, "the width is saved with the snapshot");
     assert_eq!(index.state().pending, 0);
     let recall = recall_at_10(&index, &exact, &queries);
     assert!(recall >= 0.95, "recall@10 {recall}");

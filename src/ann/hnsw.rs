@@ -42,6 +42,14 @@ struct SnapshotMeta {
     dim: usize,
     count: usize,
     last_id: ImageId,
+    /// The beam width searches use, measured when the snapshot was written (0: the graph
+    /// missed too much at any width, searches scan exactly).
+    #[serde(default = "default_search_ef")]
+    search_ef: usize,
+}
+
+fn default_search_ef() -> usize {
+    64
 }
 
 /// An HNSW graph over image vectors.
@@ -50,6 +58,7 @@ pub struct HnswGraph {
     dim: usize,
     count: usize,
     last_id: ImageId,
+    search_ef: usize,
 }
 
 impl HnswGraph {
@@ -60,7 +69,18 @@ impl HnswGraph {
             dim,
             count: 0,
             last_id: 0,
+            search_ef: default_search_ef(),
         }
+    }
+
+    /// The beam width searches should use (0: do not search this graph).
+    pub fn search_ef(&self) -> usize {
+        self.search_ef
+    }
+
+    /// Records the beam width searches should use, saved with the snapshot.
+    pub fn set_search_ef(&mut self, ef: usize) {
+        self.search_ef = ef;
     }
 
     /// Inserts vectors (in parallel); their ids must be larger than any already inside.
@@ -121,7 +141,7 @@ impl HnswGraph {
         if written != BASENAME {
             return Err(err(&format!("hnsw_rs wrote {written} instead of {BASENAME}")));
         }
-        let meta = SnapshotMeta { dim: self.dim, count: self.count, last_id: self.last_id };
+        let meta = SnapshotMeta { dim: self.dim, count: self.count, last_id: self.last_id, search_ef: self.search_ef };
         std::fs::write(tmp.join("meta.json"), serde_json::to_vec(&meta).map_err(|e| err(&e))?).map_err(|e| err(&e))?;
         for entry in std::fs::read_dir(&tmp).map_err(|e| err(&e))? {
             let path = entry.map_err(|e| err(&e))?.path();
@@ -152,7 +172,7 @@ impl HnswGraph {
         }));
         match loaded {
             Ok(Ok(graph)) if graph.get_nb_point() == meta.count => {
-                Some(HnswGraph { graph, dim, count: meta.count, last_id: meta.last_id })
+                Some(HnswGraph { graph, dim, count: meta.count, last_id: meta.last_id, search_ef: meta.search_ef })
             }
             Ok(Ok(_)) => {
                 tracing::warn!("the search graph in {} is incomplete; rebuilding it", dir.display());

@@ -352,7 +352,7 @@ impl Library {
                     if let Some(done) = maintenance.take() {
                         log_maintenance(done.join());
                     }
-                    if self.stats()?.index.needs_maintenance() {
+                    if self.index_state()?.needs_maintenance() {
                         maintenance = Some(scope.spawn(|| self.maintain_index()));
                     }
                 }
@@ -454,7 +454,7 @@ impl Library {
     fn resolve_tag(&self, filter: &SearchFilter) -> Result<SearchFilter> {
         let mut filter = filter.clone();
         if let Some(tag) = &filter.tag
-            && self.store.images_tagged(tag)?.is_empty()
+            && !self.store.tag_in_use(tag)?
             && let Some(c) = self.store.tag_counts()?.into_iter().find(|c| c.label.to_lowercase() == tag.to_lowercase())
         {
             filter.tag = Some(c.label);
@@ -476,12 +476,17 @@ impl Library {
         query::search(&self.store, &*self.search_index()?, &q, k, &self.resolve_tag(filter)?)
     }
 
+    /// The search index's state from the store and the snapshot's metadata (no vector loaded).
+    fn index_state(&self) -> Result<IndexState> {
+        AnnIndex::describe(&self.store, &self.graph_dir(), self.config.graph_min)
+    }
+
     /// Counts, model and index state.
     pub fn stats(&self) -> Result<LibraryStats> {
         let counts = self.store.counts();
         let model = self.store.model()?;
         Ok(LibraryStats {
-            index: AnnIndex::describe(&self.store, &self.graph_dir(), self.config.graph_min)?,
+            index: self.index_state()?,
             counts,
             model: model.as_ref().map(|m| m.0.clone()),
             dim: model.map(|m| m.1),

@@ -115,6 +115,11 @@ impl Store {
         self.tag_index.contains_key(index_key(label, id)).map_err(|e| self.err(e))
     }
 
+    /// Whether any image carries a tag.
+    pub fn tag_in_use(&self, label: &str) -> Result<bool> {
+        Ok(self.tag_index.scan_prefix(label_prefix(label)).next().transpose().map_err(|e| self.err(e))?.is_some())
+    }
+
     /// The images carrying a tag, most probable first.
     pub fn images_tagged(&self, label: &str) -> Result<Vec<(ImageId, f32)>> {
         let prefix = label_prefix(label);

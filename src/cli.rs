@@ -140,6 +140,8 @@ pub enum Command {
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// Serve the HTTP API and the web UI, indexing and following the folders meanwhile.
+    Serve(ServeArgs),
     /// Counts, model and index state.
     Stats {
         /// Print JSON.
@@ -282,4 +284,52 @@ pub struct EmbedArgs {
     /// place of "embedding".
     #[arg(long)]
     pub json: bool,
+}
+
+/// `clipdex serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback needs --token.
+    #[arg(long, default_value = clipdex::server::DEFAULT_BIND, value_name = "HOST:PORT")]
+    pub bind: String,
+    /// Serve only: do not index or follow the folders.
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Bearer token every API call must send (`Authorization: Bearer TOKEN`); required to
+    /// listen off loopback.
+    #[arg(long, env = "CLIPDEX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Largest image upload accepted, bytes (suffixes K, M, G).
+    #[arg(long, default_value = "32M", value_parser = parse_size, value_name = "SIZE")]
+    pub max_upload: usize,
+    /// Allow web pages from this origin (e.g. https://photos.example.org) to call the API;
+    /// repeat for several. None by default.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+    /// Photos embedded per model call while indexing.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub batch_size: u64,
+    /// Quiet time after a change before indexing, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub debounce_ms: u64,
+    /// Full rescan interval in seconds.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rescan_secs: u64,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: usize = digits.parse().map_err(|_| format!("{s:?} is not a size (e.g. 32M)"))?;
+    let unit: usize = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M or G)")),
+    };
+    n.checked_mul(unit).filter(|&n| n > 0).ok_or_else(|| format!("{s:?} is not a usable size"))
 }

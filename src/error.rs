@@ -50,6 +50,15 @@ pub enum Error {
     /// An invalid argument from the caller.
     #[error("{0}")]
     Invalid(String),
+
+    /// What the caller asked for does not exist (an image id, say).
+    #[error("{0}")]
+    NotFound(String),
+
+    /// What the caller asked for exists but may not be handed out (a file outside every
+    /// library folder).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// Why an image file cannot be used; kept structured so callers (the indexer's failure log, the

@@ -31,6 +31,8 @@
 //! - [`ann`]: nearest-neighbour search over the stored vectors.
 //! - [`query`]: searches with filters.
 //! - [`library`]: the facade over all of it ([`Library`]).
+//! - [`thumbnail`]: the web UI's thumbnails.
+//! - [`server`]: the HTTP API and the web UI (`clipdex serve`).
 //! - [`device`]: CPU or CUDA.
 
 pub mod ann;
@@ -42,7 +44,9 @@ pub mod library;
 pub mod models;
 pub mod photo;
 pub mod query;
+pub mod server;
 pub mod store;
+pub mod thumbnail;
 
 pub use device::DeviceChoice;
 pub use error::{Error, ImageProblem, Result};

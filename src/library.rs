@@ -15,11 +15,12 @@ use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::indexer::{self, IndexOptions, IndexReport, Progress};
 use crate::models::clip::ClipEmbedder;
-use crate::photo::{DEFAULT_MAX_PIXELS, DecodeOptions, open_rgb};
+use crate::photo::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_rgb, open_rgb};
 use crate::query::autotag::{self, AutotagReport, AutotagSettings};
 use crate::query::tags::{self, ZeroShotClassifier};
 use crate::query::{self, SearchFilter, SearchHit};
-use crate::store::{Failure, ReindexTarget, Store, StoreCounts, TagCount};
+use crate::store::{Failure, ImageId, ImageRecord, ReindexTarget, Store, StoreCounts, Tag, TagCount};
+use crate::thumbnail;
 
 /// The `meta` key of the auto-tagging settings.
 const AUTOTAG_SETTING: &str = "autotag";
@@ -113,6 +114,26 @@ fn log_maintenance(outcome: std::thread::Result<Result<IndexState>>) {
         Ok(Err(e)) => tracing::warn!("maintaining the search graph failed: {e}; searches scan exactly meanwhile"),
         Err(_) => tracing::warn!("maintaining the search graph panicked; searches scan exactly meanwhile"),
     }
+}
+
+/// Everything known about one image (the API's image metadata).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageDetails {
+    /// Its id.
+    pub id: ImageId,
+    /// The date searches sort and filter by: EXIF date taken, else the file's modification
+    /// time (seconds since the epoch).
+    pub date: i64,
+    /// Hash, size, dimensions, EXIF.
+    #[serde(flatten)]
+    pub record: ImageRecord,
+    /// The files holding it.
+    pub paths: Vec<PathBuf>,
+    /// Its auto-tags, most probable first.
+    pub tags: Vec<Tag>,
+    /// Its caption, once captioning exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
 }
 
 /// What `reindex` did.
@@ -211,7 +232,7 @@ impl Library {
     pub fn remove_root(&self, path: &Path) -> Result<u64> {
         let root = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         if !self.store.remove_root(&root)? {
-            return Err(Error::Invalid(format!("{} is not a root; see `clipdex roots`", path.display())));
+            return Err(Error::NotFound(format!("{} is not a root; see `clipdex roots`", path.display())));
         }
         let mut forgotten = 0;
         let others = self.store.roots()?;
@@ -337,6 +358,7 @@ impl Library {
         &self,
         options: &indexer::watch::WatchOptions,
         stop: &std::sync::atomic::AtomicBool,
+        progress: Progress,
         on_pass: &mut dyn FnMut(&IndexReport),
     ) -> Result<()> {
         let roots = self.roots()?;
@@ -346,7 +368,7 @@ impl Library {
         std::thread::scope(|scope| {
             let mut maintenance: Option<std::thread::ScopedJoinHandle<'_, Result<IndexState>>> = None;
             let followed = indexer::watch::follow(&roots, options, stop, || {
-                let report = self.index_pass(&|_, _| {})?;
+                let report = self.index_pass(progress)?;
                 on_pass(&report);
                 if maintenance.as_ref().is_none_or(|m| m.is_finished()) {
                     if let Some(done) = maintenance.take() {
@@ -464,8 +486,18 @@ impl Library {
 
     /// Text-to-image search.
     pub fn search_text(&self, text: &str, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
-        let q = self.clip()?.embed_texts(&[text])?.remove(0);
-        query::search(&self.store, &*self.search_index()?, &q, k, &self.resolve_tag(filter)?)
+        let q = self.embed_text(text)?;
+        self.search_vector(&q, k, filter)
+    }
+
+    /// The CLIP embedding of a text query.
+    pub fn embed_text(&self, text: &str) -> Result<Vec<f32>> {
+        Ok(self.clip()?.embed_texts(&[text])?.remove(0))
+    }
+
+    /// The images nearest to a query vector (an embedding of this library's model).
+    pub fn search_vector(&self, query: &[f32], k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
+        query::search(&self.store, &*self.search_index()?, query, k, &self.resolve_tag(filter)?)
     }
 
     /// Image-to-image search; the image may be outside the library.
@@ -473,7 +505,97 @@ impl Library {
         let clip = self.clip()?;
         let image = open_rgb(path, &DecodeOptions { max_pixels: self.config.max_pixels, min_side: None })?;
         let q = clip.embed_images(&[image])?.remove(0);
-        query::search(&self.store, &*self.search_index()?, &q, k, &self.resolve_tag(filter)?)
+        self.search_vector(&q, k, filter)
+    }
+
+    /// Image-to-image search from encoded image bytes (an upload), decoded with the same
+    /// limits as the indexer's.
+    pub fn search_image_bytes(&self, bytes: &[u8], k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
+        let q = self.embed_image_bytes(bytes)?;
+        self.search_vector(&q, k, filter)
+    }
+
+    /// The CLIP embedding of encoded image bytes; a bad image is an [`Error::Image`] named
+    /// "upload".
+    pub fn embed_image_bytes(&self, bytes: &[u8]) -> Result<Vec<f32>> {
+        let clip = self.clip()?;
+        let options = self.index_options(&clip).decode;
+        let image = decode_rgb(bytes, &options).map_err(|problem| Error::Image { path: "upload".into(), problem })?;
+        Ok(clip.embed_images(&[image])?.remove(0))
+    }
+
+    /// "More like this": the images nearest to an indexed one (itself first), from its
+    /// stored vector, so nothing is decoded or embedded.
+    pub fn search_like(&self, id: ImageId, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
+        let q = self.stored_vector(id)?;
+        self.search_vector(&q, k, filter)
+    }
+
+    /// The stored vector of an indexed image.
+    pub fn stored_vector(&self, id: ImageId) -> Result<Vec<f32>> {
+        self.store.vector(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))
+    }
+
+    /// Everything known about one image.
+    pub fn image_details(&self, id: ImageId) -> Result<ImageDetails> {
+        let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
+        Ok(ImageDetails {
+            id,
+            date: record.date(),
+            record,
+            paths: self.store.paths_of(id)?,
+            tags: self.store.tags_of(id)?.map(|(_, tags)| tags).unwrap_or_default(),
+            caption: None,
+        })
+    }
+
+    /// A file of image `id` that lies inside one of the library's folders once symbolic links
+    /// are resolved: the only files clipdex hands out. [`Error::NotFound`] when the image or
+    /// all its files are gone, [`Error::Forbidden`] when its files resolve outside every folder.
+    pub fn image_file(&self, id: ImageId) -> Result<PathBuf> {
+        let paths = self.store.paths_of(id)?;
+        if paths.is_empty() {
+            return Err(Error::NotFound(format!("no image with id {id}")));
+        }
+        let roots: Vec<PathBuf> = self.roots()?.iter().filter_map(|r| std::fs::canonicalize(r).ok()).collect();
+        let mut outside = false;
+        for path in &paths {
+            let Ok(real) = std::fs::canonicalize(path) else { continue };
+            if !real.is_file() {
+                continue;
+            }
+            if roots.iter().any(|r| real.starts_with(r)) {
+                return Ok(real);
+            }
+            outside = true;
+        }
+        Err(if outside {
+            Error::Forbidden(format!("the files of image {id} lie outside the library's folders"))
+        } else {
+            Error::NotFound(format!("the files of image {id} are gone (the next index pass forgets it)"))
+        })
+    }
+
+    /// A JPEG thumbnail of image `id` whose longer side is `size` pixels (never enlarged),
+    /// upright; made once and kept in the database folder (`thumbs/SIZE/HASH.jpg`).
+    pub fn thumbnail(&self, id: ImageId, size: u32) -> Result<PathBuf> {
+        if !(thumbnail::MIN_SIZE..=thumbnail::MAX_SIZE).contains(&size) {
+            return Err(Error::Invalid(format!(
+                "thumbnail size must be between {} and {} pixels",
+                thumbnail::MIN_SIZE,
+                thumbnail::MAX_SIZE
+            )));
+        }
+        let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
+        let cached = self.config.db.join("thumbs").join(size.to_string()).join(format!("{}.jpg", record.hash));
+        if cached.is_file() {
+            return Ok(cached);
+        }
+        let source = self.image_file(id)?;
+        let bytes = std::fs::read(&source).map_err(|e| Error::image(&source, crate::photo::io_problem(&e)))?;
+        let jpeg = thumbnail::render(&bytes, size, self.config.max_pixels).map_err(|p| Error::image(&source, p))?;
+        thumbnail::store(&cached, &jpeg)?;
+        Ok(cached)
     }
 
     /// The search index's state from the store and the snapshot's metadata (no vector loaded).

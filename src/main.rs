@@ -56,6 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Index { batch_size, .. } | Command::Watch { batch_size, .. } | Command::Reindex { batch_size, .. } => {
             *batch_size as usize
         }
+        Command::Serve(args) => args.batch_size as usize,
         _ => clipdex::models::clip::MAX_BATCH,
     };
     if let Command::Reindex { json, .. } = &cli.command {
@@ -123,7 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rescan_every: std::time::Duration::from_secs(rescan_secs),
             };
             let stop = std::sync::atomic::AtomicBool::new(false);
-            library.watch(&options, &stop, &mut |report| {
+            library.watch(&options, &stop, &|_, _| {}, &mut |report| {
                 let mut out = std::io::stdout().lock();
                 let line = if json {
                     serde_json::to_string(report).unwrap_or_default()
@@ -156,6 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let hits = library.search_image(&image, f.k as usize, &filter)?;
             print_hits(&mut out, &hits, started, f.json)?;
         }
+        Command::Serve(args) => return serve(library, &args),
         Command::Stats { json } => {
             let s = library.stats()?;
             if json {
@@ -222,6 +224,31 @@ fn reindex(g: &GlobalOptions, batch_size: usize, json: bool) -> anyhow::Result<E
             if report.failed > 0 { " (their files changed or went away; `clipdex index` picks them up)" } else { "" }
         )?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(library: Library, args: &cli::ServeArgs) -> anyhow::Result<ExitCode> {
+    let options = clipdex::server::ServeOptions {
+        bind: args.bind.clone(),
+        token: args.token.clone(),
+        watch: !args.no_watch,
+        watch_options: clipdex::indexer::watch::WatchOptions {
+            debounce: std::time::Duration::from_millis(args.debounce_ms),
+            rescan_every: std::time::Duration::from_secs(args.rescan_secs),
+        },
+        max_upload: args.max_upload,
+        cors_origins: args.cors_origins.clone(),
+        workers: 0,
+    };
+    let photos = library.store().counts().images;
+    let watching = if args.no_watch { "not indexing (--no-watch)" } else { "indexing in the background" };
+    clipdex::server::serve(library, options, |addrs| {
+        let mut out = std::io::stdout().lock();
+        for a in addrs {
+            let _ = writeln!(out, "clipdex serving http://{a}/ ({photos} photos; {watching})");
+        }
+        let _ = out.flush();
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -27,6 +27,9 @@ pub const PHOTO_TEMPLATES: &[&str] = &[
     "a picture showing a {}.",
 ];
 
+/// Longest label a request may carry, in bytes (CLIP reads 77 tokens of a prompt).
+pub const MAX_LABEL_BYTES: usize = 200;
+
 /// The template of the CLIP paper's single-prompt baseline.
 pub const DEFAULT_TEMPLATE: &str = "a photo of a {}.";
 

@@ -1,0 +1,500 @@
+//! The `/api` handlers: each checks its input, calls the library on the blocking pool, and
+//! answers JSON; errors are `{"error": MESSAGE}` with a status that says whose fault it is.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use actix_multipart::Multipart;
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{AppState, MAX_K, MAX_LABELS, MAX_OFFSET, MAX_QUERY_BYTES};
+use crate::error::{Error, ImageProblem};
+use crate::query::{SearchFilter, SearchHit, parse_date, tags};
+use crate::store::ImageId;
+
+/// An API error: a status and a message, answered as `{"error": MESSAGE}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(json!({ "error": self.message }))
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Image { problem: ImageProblem::TooLarge { .. }, .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Image { problem: ImageProblem::NotFound, .. } => StatusCode::NOT_FOUND,
+            Error::Image { path, .. } if path == Path::new("upload") => StatusCode::BAD_REQUEST,
+            Error::Image { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Model { .. } | Error::Tokenizer { .. } | Error::Device(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Compute(_) | Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::warn!("request failed: {e}");
+        }
+        ApiError::new(status, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Runs library work on the blocking pool.
+async fn blocking<T: Send + 'static>(job: impl FnOnce() -> crate::Result<T> + Send + 'static) -> ApiResult<T> {
+    web::block(job).await.map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the worker failed"))?.map_err(Into::into)
+}
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/search", web::get().to(search))
+        .route("/search/image", web::post().to(search_image))
+        .route("/images/{id}", web::get().to(image))
+        .route("/images/{id}/thumb", web::get().to(thumbnail))
+        .route("/images/{id}/file", web::get().to(file))
+        .route("/tag", web::post().to(tag))
+        .route("/tags", web::get().to(tag_counts))
+        .route("/status", web::get().to(status))
+        .route("/roots", web::get().to(roots))
+        .route("/roots", web::post().to(add_root))
+        .route("/roots", web::delete().to(remove_root))
+        .route("/openapi.json", web::get().to(|| async { HttpResponse::Ok().json(super::openapi()) }));
+}
+
+/// Paging and filters, shared by both searches.
+#[derive(Debug, Default, Deserialize)]
+struct SearchParams {
+    q: Option<String>,
+    k: Option<usize>,
+    offset: Option<usize>,
+    under: Option<String>,
+    after: Option<String>,
+    before: Option<String>,
+    tag: Option<String>,
+    /// Search by image: an indexed image's id.
+    id: Option<String>,
+}
+
+impl SearchParams {
+    /// `(k, offset)`, checked.
+    fn page(&self) -> ApiResult<(usize, usize)> {
+        let k = self.k.unwrap_or(20);
+        if k == 0 || k > MAX_K {
+            return Err(ApiError::bad_request(format!("k must be between 1 and {MAX_K}")));
+        }
+        let offset = self.offset.unwrap_or(0);
+        if offset > MAX_OFFSET {
+            return Err(ApiError::bad_request(format!("offset must be at most {MAX_OFFSET}")));
+        }
+        Ok((k, offset))
+    }
+
+    fn filter(&self) -> ApiResult<SearchFilter> {
+        let date = |d: &Option<String>, name: &str| -> ApiResult<Option<i64>> {
+            match d.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+                None => Ok(None),
+                Some(d) => parse_date(d).map(Some).map_err(|e| ApiError::bad_request(format!("{name}: {e}"))),
+            }
+        };
+        let under = match self.under.as_deref().filter(|u| !u.is_empty()) {
+            None => None,
+            Some(u) => Some(folder_param(u)?),
+        };
+        let tag = self.tag.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
+        if tag.as_ref().is_some_and(|t| t.len() > tags::MAX_LABEL_BYTES) {
+            return Err(ApiError::bad_request("tag is too long"));
+        }
+        Ok(SearchFilter { under, after: date(&self.after, "after")?, before: date(&self.before, "before")?, tag })
+    }
+}
+
+/// A folder named in a request: absolute, without `..` (stored paths never have them, so
+/// such a prefix could only be an attempt to step out of one).
+fn folder_param(p: &str) -> ApiResult<PathBuf> {
+    let path = PathBuf::from(p);
+    if !path.is_absolute() {
+        return Err(ApiError::bad_request(format!("{p:?} is not an absolute path")));
+    }
+    if path.components().any(|c| matches!(c, Component::ParentDir)) || p.contains('\0') {
+        return Err(ApiError::bad_request(format!("{p:?} must not contain `..`")));
+    }
+    Ok(path)
+}
+
+/// One search result: the CLI's `{id, path, score}` plus the image's date and size.
+#[derive(Debug, Serialize)]
+struct Hit {
+    id: ImageId,
+    path: PathBuf,
+    score: f32,
+    date: Option<i64>,
+    width: Option<u32>,
+    height: Option<u32>,
+}
+
+fn page_of(state: &AppState, hits: Vec<SearchHit>, offset: usize) -> crate::Result<Vec<Hit>> {
+    hits.into_iter()
+        .skip(offset)
+        .map(|h| {
+            let record = state.library.store().image(h.id)?;
+            Ok(Hit {
+                id: h.id,
+                path: h.path,
+                score: h.score,
+                date: record.as_ref().map(|r| r.date()),
+                width: record.as_ref().map(|r| r.width),
+                height: record.as_ref().map(|r| r.height),
+            })
+        })
+        .collect()
+}
+
+fn results(hits: Vec<Hit>, started: std::time::Instant) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"results": hits, "took_ms": started.elapsed().as_secs_f64() * 1000.0}))
+}
+
+fn parse_id(raw: &str) -> ApiResult<ImageId> {
+    raw.trim().parse().map_err(|_| ApiError::bad_request(format!("{raw:?} is not an image id")))
+}
+
+async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) -> ApiResult<HttpResponse> {
+    let (k, offset) = params.page()?;
+    let filter = params.filter()?;
+    let text = params.q.as_deref().map(str::trim).unwrap_or("").to_string();
+    if text.len() > MAX_QUERY_BYTES {
+        return Err(ApiError::bad_request(format!("the query is longer than {MAX_QUERY_BYTES} bytes")));
+    }
+    if text.is_empty() && filter.tag.is_none() {
+        return Err(ApiError::bad_request("give a query (q) or a tag"));
+    }
+    let started = std::time::Instant::now();
+    let hits = blocking(move || {
+        let hits = if text.is_empty() {
+            state.library.search_tag(offset + k, &filter)?
+        } else {
+            let q = state.query_embedding(&text)?;
+            state.library.search_vector(&q, offset + k, &filter)?
+        };
+        page_of(&state, hits, offset)
+    })
+    .await?;
+    Ok(results(hits, started))
+}
+
+/// The parts of a multipart form clipdex reads: `image` (a file) and short text fields.
+#[derive(Default)]
+struct Form {
+    image: Option<Vec<u8>>,
+    labels: Option<String>,
+    templates: Option<String>,
+}
+
+async fn read_form(req: &HttpRequest, payload: web::Payload, limit: usize) -> ApiResult<Form> {
+    let mut parts = Multipart::new(req.headers(), payload);
+    let mut form = Form::default();
+    let mut total = 0usize;
+    while let Some(field) = parts.next().await {
+        let mut field = field.map_err(|e| ApiError::bad_request(format!("bad multipart body: {e}")))?;
+        let name = field.name().unwrap_or_default().to_string();
+        let mut data = Vec::new();
+        while let Some(chunk) = field.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("bad multipart body: {e}")))?;
+            total += chunk.len();
+            if total > limit {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the upload is larger than the limit of {limit} bytes (--max-upload)"),
+                ));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        let text = || String::from_utf8(data.clone()).map_err(|_| ApiError::bad_request(format!("{name} is not UTF-8")));
+        match name.as_str() {
+            "image" => form.image = Some(data),
+            "labels" => form.labels = Some(text()?),
+            "templates" => form.templates = Some(text()?),
+            _ => {}
+        }
+    }
+    Ok(form)
+}
+
+fn is_multipart(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
+}
+
+/// An image-to-image query: an upload, or the id of an indexed image (query string or JSON
+/// body `{"id"}`).
+enum ImageQuery {
+    Upload(Vec<u8>),
+    Indexed(ImageId),
+}
+
+#[derive(Deserialize)]
+struct IdBody {
+    id: ImageId,
+}
+
+async fn image_query(
+    req: &HttpRequest,
+    payload: web::Payload,
+    id: Option<&str>,
+    limit: usize,
+) -> ApiResult<(ImageQuery, Form)> {
+    if is_multipart(req) {
+        let mut form = read_form(req, payload, limit).await?;
+        let image = form.image.take().ok_or_else(|| ApiError::bad_request("the form has no `image` file"))?;
+        return Ok((ImageQuery::Upload(image), form));
+    }
+    if let Some(id) = id {
+        return Ok((ImageQuery::Indexed(parse_id(id)?), Form::default()));
+    }
+    let body = payload.to_bytes_limited(64 << 10).await.map_err(|_| ApiError::bad_request("the body is too large"))?;
+    let body = body.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+    if body.is_empty() {
+        return Err(ApiError::bad_request("send an image (multipart field `image`) or an image id"));
+    }
+    let parsed: IdBody =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
+    Ok((ImageQuery::Indexed(parsed.id), Form::default()))
+}
+
+async fn search_image(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+    params: web::Query<SearchParams>,
+) -> ApiResult<HttpResponse> {
+    let (k, offset) = params.page()?;
+    let filter = params.filter()?;
+    let (query, _) = image_query(&req, payload, params.id.as_deref(), state.max_upload).await?;
+    let started = std::time::Instant::now();
+    let hits = blocking(move || {
+        let hits = match query {
+            ImageQuery::Upload(bytes) => state.library.search_image_bytes(&bytes, offset + k, &filter)?,
+            ImageQuery::Indexed(id) => state.library.search_like(id, offset + k, &filter)?,
+        };
+        page_of(&state, hits, offset)
+    })
+    .await?;
+    Ok(results(hits, started))
+}
+
+async fn image(state: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id)?;
+    let details = blocking(move || state.library.image_details(id)).await?;
+    Ok(HttpResponse::Ok().json(details))
+}
+
+#[derive(Deserialize)]
+struct ThumbParams {
+    size: Option<u32>,
+}
+
+async fn thumbnail(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    params: web::Query<ThumbParams>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id)?;
+    let size = params.size.unwrap_or(256);
+    let bytes = blocking(move || {
+        let path = state.library.thumbnail(id, size)?;
+        std::fs::read(&path).map_err(|e| Error::Store(format!("cannot read the thumbnail {}: {e}", path.display())))
+    })
+    .await?;
+    // An id's content never changes (ids are per content hash), so browsers may keep it.
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        .insert_header((header::CACHE_CONTROL, "private, max-age=86400"))
+        .body(bytes))
+}
+
+fn content_type(path: &Path) -> &'static str {
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("jpg" | "jpeg" | "jpe" | "jfif") => "image/jpeg",
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        Some("gif") => "image/gif",
+        Some("bmp") => "image/bmp",
+        Some("tif" | "tiff") => "image/tiff",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn file(state: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id)?;
+    let (path, bytes) = blocking(move || {
+        let path = state.library.image_file(id)?;
+        let bytes = std::fs::read(&path).map_err(|e| Error::NotFound(format!("cannot read image {id}: {e}")))?;
+        Ok((path, bytes))
+    })
+    .await?;
+    let name = path.file_name().map(|n| n.to_string_lossy().replace(['"', '\\', '\r', '\n'], "_")).unwrap_or_default();
+    Ok(HttpResponse::Ok()
+        .content_type(content_type(&path))
+        .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"{name}\"")))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(bytes))
+}
+
+/// `POST /api/tag` as JSON: labels (a list or one comma-separated string) and an image id.
+#[derive(Deserialize)]
+struct TagBody {
+    labels: LabelList,
+    id: ImageId,
+    templates: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LabelList {
+    List(Vec<String>),
+    Text(String),
+}
+
+fn labels_of(list: LabelList) -> ApiResult<Vec<String>> {
+    let labels = match list {
+        LabelList::List(l) => tags::parse_label_list(&l.join(",")),
+        LabelList::Text(t) => tags::parse_label_list(&t),
+    };
+    if labels.is_empty() {
+        return Err(ApiError::bad_request("no labels: send e.g. {\"labels\": [\"cat\", \"dog\"], \"id\": 1}"));
+    }
+    if labels.len() > MAX_LABELS {
+        return Err(ApiError::bad_request(format!("at most {MAX_LABELS} labels per request")));
+    }
+    if labels.iter().any(|l| l.len() > tags::MAX_LABEL_BYTES) {
+        return Err(ApiError::bad_request(format!("labels are at most {} bytes", tags::MAX_LABEL_BYTES)));
+    }
+    Ok(labels)
+}
+
+fn templates_of(name: Option<&str>) -> ApiResult<Vec<String>> {
+    match name.unwrap_or("single") {
+        "photo" => Ok(tags::PHOTO_TEMPLATES.iter().map(|s| s.to_string()).collect()),
+        "single" => Ok(vec![tags::DEFAULT_TEMPLATE.to_string()]),
+        other => Err(ApiError::bad_request(format!("templates must be \"photo\" or \"single\", not {other:?}"))),
+    }
+}
+
+async fn tag(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
+    let (query, labels, templates) = if is_multipart(&req) {
+        let (query, form) = image_query(&req, payload, None, state.max_upload).await?;
+        let labels = form.labels.ok_or_else(|| ApiError::bad_request("the form has no `labels` field"))?;
+        (query, labels_of(LabelList::Text(labels))?, templates_of(form.templates.as_deref())?)
+    } else {
+        let body = payload.to_bytes_limited(1 << 20).await.map_err(|_| ApiError::bad_request("the body is too large"))?;
+        let body = body.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+        let parsed: TagBody =
+            serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
+        (ImageQuery::Indexed(parsed.id), labels_of(parsed.labels)?, templates_of(parsed.templates.as_deref())?)
+    };
+    let ranked = blocking(move || {
+        let image = match query {
+            ImageQuery::Upload(bytes) => state.library.embed_image_bytes(&bytes)?,
+            ImageQuery::Indexed(id) => state.library.stored_vector(id)?,
+        };
+        let (classifier, _) = state.library.classifier(&labels, &templates)?;
+        Ok(classifier.classify(&image))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({ "labels": ranked })))
+}
+
+async fn tag_counts(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let counts = blocking(move || state.library.tag_counts()).await?;
+    Ok(HttpResponse::Ok().json(json!({ "tags": counts })))
+}
+
+async fn status(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let indexer = state.indexer.status();
+    let library = blocking(move || state.library.stats()).await?;
+    Ok(HttpResponse::Ok().json(json!({ "library": library, "indexer": indexer })))
+}
+
+async fn roots(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let roots = blocking(move || state.library.roots()).await?;
+    Ok(HttpResponse::Ok().json(json!({ "roots": roots })))
+}
+
+#[derive(Deserialize)]
+struct RootBody {
+    path: String,
+}
+
+fn root_param(p: &str) -> ApiResult<PathBuf> {
+    if p.trim().is_empty() {
+        return Err(ApiError::bad_request("give the folder's path"));
+    }
+    folder_param(p)
+}
+
+async fn add_root(state: web::Data<AppState>, body: web::Json<RootBody>) -> ApiResult<HttpResponse> {
+    let path = root_param(&body.path)?;
+    let indexer = state.indexer.clone();
+    let root = blocking(move || state.library.add_root(&path)).await?;
+    indexer.roots_changed();
+    Ok(HttpResponse::Created().json(json!({ "root": root })))
+}
+
+#[derive(Deserialize)]
+struct RootQuery {
+    path: Option<String>,
+}
+
+async fn remove_root(
+    state: web::Data<AppState>,
+    query: web::Query<RootQuery>,
+    body: Option<web::Json<RootBody>>,
+) -> ApiResult<HttpResponse> {
+    let raw = match (&query.path, &body) {
+        (Some(p), _) => p.clone(),
+        (None, Some(b)) => b.path.clone(),
+        (None, None) => return Err(ApiError::bad_request("give the folder: ?path=FOLDER or {\"path\": FOLDER}")),
+    };
+    let path = root_param(&raw)?;
+    let indexer = state.indexer.clone();
+    let library: Arc<crate::Library> = state.library.clone();
+    let removed = blocking(move || library.remove_root(&path)).await?;
+    indexer.roots_changed();
+    Ok(HttpResponse::Ok().json(json!({ "removed": removed })))
+}

@@ -1,0 +1,176 @@
+//! The indexer behind `clipdex serve`: a thread that indexes the library's folders and then
+//! follows them ([`Library::watch`]) while the server answers queries, and reports its
+//! progress for `GET /api/status`.
+//!
+//! A failed pass does not end it: the error is reported and the watch starts again after a
+//! pause. When the folders change (`POST`/`DELETE /api/roots`) the watch restarts on the new
+//! set.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::Library;
+use crate::indexer::IndexReport;
+use crate::indexer::watch::WatchOptions;
+
+/// Pause after a failed pass before the watch starts again.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// What the indexer is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexerState {
+    /// `serve --no-watch`: nothing is indexed.
+    Off,
+    /// Loading the model, before the first pass.
+    Starting,
+    /// A pass is running (`done` of `total` files).
+    Indexing,
+    /// Up to date; waiting for changes in the folders.
+    Watching,
+    /// The library has no folders yet.
+    NoFolders,
+    /// The last pass failed (`last_error`); it is retried.
+    Failed,
+}
+
+/// The indexer's progress, as `GET /api/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexerStatus {
+    /// What it is doing.
+    pub state: IndexerState,
+    /// Files handled by the running pass.
+    pub done: u64,
+    /// Files the running pass has to look at.
+    pub total: u64,
+    /// Passes finished since the server started.
+    pub passes: u64,
+    /// The last finished pass.
+    pub last_pass: Option<IndexReport>,
+    /// The last error, until a pass succeeds.
+    pub last_error: Option<String>,
+}
+
+/// The background indexer; dropping the server stops it through [`BackgroundIndexer::stop`].
+pub struct BackgroundIndexer {
+    status: Mutex<IndexerStatus>,
+    /// Ends the current watch (folders changed, or shutting down).
+    interrupt: AtomicBool,
+    shutdown: AtomicBool,
+}
+
+impl BackgroundIndexer {
+    /// An indexer that never runs (`--no-watch`).
+    pub fn off() -> Arc<Self> {
+        Arc::new(Self::with_state(IndexerState::Off))
+    }
+
+    fn with_state(state: IndexerState) -> Self {
+        BackgroundIndexer {
+            status: Mutex::new(IndexerStatus {
+                state,
+                done: 0,
+                total: 0,
+                passes: 0,
+                last_pass: None,
+                last_error: None,
+            }),
+            interrupt: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts indexing and following the library's folders in a thread.
+    pub fn start(library: Arc<Library>, options: WatchOptions) -> (Arc<Self>, JoinHandle<()>) {
+        let indexer = Arc::new(Self::with_state(IndexerState::Starting));
+        let handle = {
+            let indexer = indexer.clone();
+            std::thread::Builder::new()
+                .name("clipdex-indexer".into())
+                .spawn(move || indexer.run(&library, &options))
+                .expect("the indexer thread starts")
+        };
+        (indexer, handle)
+    }
+
+    /// The current progress.
+    pub fn status(&self) -> IndexerStatus {
+        self.lock().clone()
+    }
+
+    /// The folders changed: follow the new set.
+    pub fn roots_changed(&self) {
+        if self.lock().state != IndexerState::Off {
+            self.interrupt.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends the indexer after the running pass.
+    pub fn stop(&self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        self.interrupt.store(true, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IndexerStatus> {
+        self.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn set_state(&self, state: IndexerState) {
+        self.lock().state = state;
+    }
+
+    fn run(&self, library: &Library, options: &WatchOptions) {
+        while !self.shutdown.load(Ordering::Relaxed) {
+            self.interrupt.store(false, Ordering::Relaxed);
+            match library.roots() {
+                Ok(roots) if roots.is_empty() => {
+                    self.set_state(IndexerState::NoFolders);
+                    self.wait(Duration::MAX);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.failed(&e);
+                    continue;
+                }
+            }
+            let progress = |done: u64, total: u64| {
+                let mut s = self.lock();
+                s.state = IndexerState::Indexing;
+                (s.done, s.total) = (done, total);
+            };
+            let outcome = library.watch(options, &self.interrupt, &progress, &mut |report| {
+                let mut s = self.lock();
+                s.state = IndexerState::Watching;
+                s.passes += 1;
+                s.last_pass = Some(report.clone());
+                s.last_error = None;
+            });
+            if let Err(e) = outcome {
+                self.failed(&e);
+            }
+        }
+    }
+
+    fn failed(&self, e: &crate::Error) {
+        tracing::warn!("indexing failed: {e}; retrying in {} s", RETRY_AFTER.as_secs());
+        {
+            let mut s = self.lock();
+            s.state = IndexerState::Failed;
+            s.last_error = Some(e.to_string());
+        }
+        self.wait(RETRY_AFTER);
+    }
+
+    /// Sleeps until `interrupt` is set or `limit` passes.
+    fn wait(&self, limit: Duration) {
+        let start = Instant::now();
+        while !self.interrupt.load(Ordering::Relaxed) && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! `clipdex serve`: the JSON API under `/api` and the web UI from `web/`, one binary.
+//!
+//! Handlers only translate: request → [`Library`] call (on actix's blocking pool, since
+//! embedding and scanning are CPU work) → JSON. The indexer runs in a thread beside the
+//! server ([`indexer::BackgroundIndexer`]); queries are answered from the store while it
+//! writes.
+//!
+//! Security: the server listens on loopback unless told otherwise, and refuses any other
+//! address without a bearer token, which every `/api` call must then carry (compared in
+//! constant time). Files are handed out only by image id, and only when they resolve inside
+//! a library folder. No CORS headers unless origins are configured.
+
+mod api;
+mod assets;
+pub mod indexer;
+mod openapi;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, StatusCode, header};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, ResponseError, web};
+
+use crate::Library;
+use crate::error::{Error, Result};
+use crate::indexer::watch::WatchOptions;
+
+pub use api::ApiError;
+pub use indexer::{BackgroundIndexer, IndexerState, IndexerStatus};
+pub use openapi::openapi;
+
+/// Default address of `clipdex serve`.
+pub const DEFAULT_BIND: &str = "127.0.0.1:7878";
+/// Most results one search returns.
+pub const MAX_K: usize = 1000;
+/// Deepest a page may start (`offset`).
+pub const MAX_OFFSET: usize = 10_000;
+/// Longest text query, in bytes (CLIP reads 77 tokens; this only stops abuse).
+pub const MAX_QUERY_BYTES: usize = 2000;
+/// Most labels one `POST /api/tag` scores.
+pub const MAX_LABELS: usize = 1000;
+/// Default upload limit, bytes.
+pub const DEFAULT_MAX_UPLOAD: usize = 32 << 20;
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to listen on (`host:port`; port 0 picks a free one).
+    pub bind: String,
+    /// Bearer token every API call must carry; required off loopback.
+    pub token: Option<String>,
+    /// Index and follow the folders in the background.
+    pub watch: bool,
+    /// Timing of the watcher.
+    pub watch_options: WatchOptions,
+    /// Largest accepted upload, bytes.
+    pub max_upload: usize,
+    /// Origins allowed to call the API from other sites (CORS); none by default.
+    pub cors_origins: Vec<String>,
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            bind: DEFAULT_BIND.into(),
+            token: None,
+            watch: true,
+            watch_options: WatchOptions::default(),
+            max_upload: DEFAULT_MAX_UPLOAD,
+            cors_origins: Vec::new(),
+            workers: 0,
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    library: Arc<Library>,
+    indexer: Arc<BackgroundIndexer>,
+    token: Option<String>,
+    max_upload: usize,
+    cors_origins: Vec<String>,
+    /// Text query embeddings by model and text: paging through a search (and the same query
+    /// from many users) embeds the text once.
+    queries: Mutex<std::collections::HashMap<(String, String), Arc<Vec<f32>>>>,
+}
+
+/// Query embeddings kept before the cache starts over.
+const QUERY_CACHE: usize = 1024;
+
+impl AppState {
+    /// State for a library; `indexer` reports progress (use [`BackgroundIndexer::off`] for
+    /// none).
+    pub fn new(library: Arc<Library>, indexer: Arc<BackgroundIndexer>, options: &ServeOptions) -> Self {
+        AppState {
+            library,
+            indexer,
+            token: options.token.clone().filter(|t| !t.is_empty()),
+            max_upload: options.max_upload,
+            cors_origins: options.cors_origins.clone(),
+            queries: Mutex::new(Default::default()),
+        }
+    }
+
+    fn query_embedding(&self, text: &str) -> Result<Arc<Vec<f32>>> {
+        let key = (self.library.model(), text.to_string());
+        if let Some(q) = self.queries.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(q.clone());
+        }
+        let q = Arc::new(self.library.embed_text(text)?);
+        let mut cache = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= QUERY_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, q.clone());
+        Ok(q)
+    }
+}
+
+/// Registers the API (behind the token check and CORS) and the web UI.
+pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(state)
+            .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into()))
+            .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into()))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(1 << 20)
+                    .error_handler(|e, _| ApiError::bad_request(format!("bad JSON body: {e}")).into()),
+            )
+            .service(
+                web::scope("/api")
+                    .wrap(actix_web::middleware::from_fn(guard))
+                    .configure(api::routes)
+                    .default_service(web::to(|| async { ApiError::not_found("no such endpoint").error_response() })),
+            )
+            .configure(assets::routes);
+    }
+}
+
+/// The token check and CORS for every `/api` request.
+async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> std::result::Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned().expect("state is registered");
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| state.cors_origins.iter().any(|allowed| allowed == o))
+        .map(str::to_string);
+    if req.method() == Method::OPTIONS && origin.is_some() {
+        let response = HttpResponse::NoContent()
+            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, DELETE"))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "Authorization, Content-Type"))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+            .finish();
+        return Ok(with_cors(req.into_response(response), origin.as_deref()).map_into_right_body());
+    }
+    if let Some(token) = &state.token {
+        let offered = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq::constant_time_eq(offered.trim().as_bytes(), token.as_bytes()) {
+            let response = HttpResponse::build(StatusCode::UNAUTHORIZED)
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                .json(serde_json::json!({"error": "missing or wrong token: send `Authorization: Bearer TOKEN`"}));
+            return Ok(with_cors(req.into_response(response), origin.as_deref()).map_into_right_body());
+        }
+    }
+    let response = next.call(req).await?;
+    Ok(with_cors(response, origin.as_deref()).map_into_left_body())
+}
+
+fn with_cors<B>(mut response: ServiceResponse<B>, origin: Option<&str>) -> ServiceResponse<B> {
+    if let Some(origin) = origin.and_then(|o| header::HeaderValue::from_str(o).ok()) {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::VARY, header::HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+/// The addresses `bind` names, refused when any is off loopback and there is no token.
+pub fn resolve_bind(bind: &str, token: Option<&str>) -> Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = bind
+        .to_socket_addrs()
+        .map_err(|e| Error::Invalid(format!("cannot listen on {bind:?}: {e} (expected HOST:PORT)")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::Invalid(format!("{bind:?} names no address")));
+    }
+    if token.is_none_or(str::is_empty)
+        && let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback())
+    {
+        return Err(Error::Invalid(format!(
+            "refusing to serve on {open} without a token: anyone who can reach it could read your photos. \
+             Pass --token TOKEN (or set CLIPDEX_TOKEN), or bind to 127.0.0.1"
+        )));
+    }
+    Ok(addrs)
+}
+
+/// Serves the library until the process is interrupted (Ctrl-C). `on_listen` sees the
+/// addresses actually bound (port 0 resolved) before the first request.
+pub fn serve(library: Library, options: ServeOptions, on_listen: impl FnOnce(&[SocketAddr])) -> Result<()> {
+    let addrs = resolve_bind(&options.bind, options.token.as_deref())?;
+    let library = Arc::new(library);
+    let (indexer, thread) = if options.watch {
+        let (indexer, thread) = BackgroundIndexer::start(library.clone(), options.watch_options);
+        (indexer, Some(thread))
+    } else {
+        (BackgroundIndexer::off(), None)
+    };
+    let state = web::Data::new(AppState::new(library, indexer.clone(), &options));
+    let workers =
+        if options.workers > 0 { options.workers } else { std::thread::available_parallelism().map_or(2, |n| n.get()) };
+    let outcome = actix_web::rt::System::new().block_on(async move {
+        let server = actix_web::HttpServer::new(move || actix_web::App::new().configure(configure(state.clone())))
+            .workers(workers)
+            .bind(&addrs[..])
+            .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", options.bind)))?;
+        on_listen(&server.addrs());
+        server.run().await.map_err(|e| Error::Invalid(format!("the server stopped: {e}")))
+    });
+    indexer.stop();
+    if let Some(thread) = thread {
+        let _ = thread.join();
+    }
+    outcome
+}

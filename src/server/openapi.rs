@@ -1,0 +1,139 @@
+//! `GET /api/openapi.json`: the API described in OpenAPI 3.0. A test walks every path in it
+//! against the server, so an endpoint cannot be added or removed without this changing.
+
+use serde_json::{Value, json};
+
+use super::{DEFAULT_MAX_UPLOAD, MAX_K, MAX_LABELS, MAX_OFFSET, MAX_QUERY_BYTES};
+use crate::thumbnail;
+
+fn query(name: &str, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description})
+}
+
+fn id_param() -> Value {
+    json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0},
+           "description": "Image id (from search results)"})
+}
+
+fn search_params() -> Vec<Value> {
+    vec![
+        query("k", json!({"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 20}), "Results per page"),
+        query("offset", json!({"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}), "Results to skip (paging)"),
+        query("under", json!({"type": "string"}), "Only images with a file under this absolute folder"),
+        query("after", json!({"type": "string"}), "Only images dated on or after: YYYY, YYYY-MM, YYYY-MM-DD or RFC 3339"),
+        query("before", json!({"type": "string"}), "Only images dated before this"),
+        query("tag", json!({"type": "string"}), "Only images auto-tagged with this label"),
+    ]
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn errors(codes: &[u16]) -> serde_json::Map<String, Value> {
+    codes
+        .iter()
+        .map(|c| (c.to_string(), json!({"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})))
+        .collect()
+}
+
+fn responses(ok_code: u16, ok_body: Value, error_codes: &[u16]) -> Value {
+    let mut r = errors(error_codes);
+    r.insert(ok_code.to_string(), ok_body);
+    r.insert("401".into(), json!({"description": "Missing or wrong bearer token (when the server has one)"}));
+    Value::Object(r)
+}
+
+/// The OpenAPI document.
+pub fn openapi() -> Value {
+    let results = json!({"$ref": "#/components/schemas/Results"});
+    let upload = json!({"multipart/form-data": {"schema": {"type": "object", "properties": {
+        "image": {"type": "string", "format": "binary", "description": format!("At most {DEFAULT_MAX_UPLOAD} bytes by default (serve --max-upload)")}}}}});
+    let mut search = vec![query("q", json!({"type": "string", "maxLength": MAX_QUERY_BYTES}), "Text query (may be left out when tag is given)")];
+    search.extend(search_params());
+    let mut by_image = vec![query("id", json!({"type": "integer"}), "Search like this indexed image instead of an upload")];
+    by_image.extend(search_params());
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "clipdex", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Semantic search over a photo library. When the server has a token, every call needs `Authorization: Bearer TOKEN`."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+                "Hit": {"type": "object", "required": ["id", "path", "score"], "properties": {
+                    "id": {"type": "integer"}, "path": {"type": "string"}, "score": {"type": "number", "description": "Cosine similarity (tag searches: the tag's probability)"},
+                    "date": {"type": "integer", "nullable": true, "description": "EXIF date taken, else file time; seconds since the epoch"},
+                    "width": {"type": "integer", "nullable": true}, "height": {"type": "integer", "nullable": true}}},
+                "Results": {"type": "object", "required": ["results", "took_ms"], "properties": {
+                    "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}, "took_ms": {"type": "number"}}},
+                "Tag": {"type": "object", "properties": {"label": {"type": "string"}, "probability": {"type": "number"}, "cosine": {"type": "number"}}},
+            }
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/search": {"get": {
+                "summary": "Text-to-image search (or tag search without q)", "parameters": search,
+                "responses": responses(200, ok("Ranked results", results.clone()), &[400, 503])}},
+            "/api/search/image": {"post": {
+                "summary": "Image-to-image search: an uploaded image, or an indexed one by id (query or JSON body {\"id\"})",
+                "parameters": by_image,
+                "requestBody": {"required": false, "content": {
+                    "multipart/form-data": upload["multipart/form-data"].clone(),
+                    "application/json": {"schema": {"type": "object", "properties": {"id": {"type": "integer"}}}}}},
+                "responses": responses(200, ok("Ranked results", results), &[400, 404, 413, 503])}},
+            "/api/images/{id}": {"get": {
+                "summary": "Image metadata: paths, size, EXIF, tags (caption when present)", "parameters": [id_param()],
+                "responses": responses(200, ok("The image", json!({"type": "object", "properties": {
+                    "id": {"type": "integer"}, "date": {"type": "integer"}, "hash": {"type": "string"}, "size": {"type": "integer"},
+                    "width": {"type": "integer"}, "height": {"type": "integer"}, "modified": {"type": "integer"},
+                    "taken": {"type": "integer", "nullable": true}, "camera": {"type": "string", "nullable": true},
+                    "gps": {"type": "array", "items": {"type": "number"}, "nullable": true},
+                    "paths": {"type": "array", "items": {"type": "string"}},
+                    "tags": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}},
+                    "caption": {"type": "string"}}})), &[400, 404])}},
+            "/api/images/{id}/thumb": {"get": {
+                "summary": "JPEG thumbnail, upright, made once and cached in the database folder",
+                "parameters": [id_param(), query("size", json!({"type": "integer", "minimum": thumbnail::MIN_SIZE, "maximum": thumbnail::MAX_SIZE, "default": 256}), "Longer side in pixels")],
+                "responses": responses(200, json!({"description": "The thumbnail", "content": {"image/jpeg": {}}}), &[400, 403, 404, 422])}},
+            "/api/images/{id}/file": {"get": {
+                "summary": "The original file (only if it lies inside a library folder, symbolic links resolved)",
+                "parameters": [id_param()],
+                "responses": responses(200, json!({"description": "The file", "content": {"image/*": {}}}), &[400, 403, 404])}},
+            "/api/tag": {"post": {
+                "summary": "Zero-shot tagging: probabilities of labels for an indexed image (JSON) or an upload (multipart: image, labels, templates)",
+                "requestBody": {"required": true, "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["labels", "id"], "properties": {
+                        "labels": {"oneOf": [{"type": "array", "items": {"type": "string"}, "maxItems": MAX_LABELS}, {"type": "string", "description": "comma-separated"}]},
+                        "id": {"type": "integer"},
+                        "templates": {"type": "string", "enum": ["single", "photo"], "default": "single"}}}},
+                    "multipart/form-data": {"schema": {"type": "object", "required": ["image", "labels"], "properties": {
+                        "image": {"type": "string", "format": "binary"}, "labels": {"type": "string", "description": "comma-separated"},
+                        "templates": {"type": "string", "enum": ["single", "photo"]}}}}}},
+                "responses": responses(200, ok("Labels, most probable first", json!({"type": "object", "properties": {
+                    "labels": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}}}})), &[400, 404, 413, 503])}},
+            "/api/tags": {"get": {
+                "summary": "Auto-tags in use, with how many images carry each",
+                "responses": responses(200, ok("Tag counts", json!({"type": "object", "properties": {"tags": {"type": "array", "items": {
+                    "type": "object", "properties": {"label": {"type": "string"}, "count": {"type": "integer"}}}}}})), &[])}},
+            "/api/status": {"get": {
+                "summary": "Library counts, model, search index state, and the background indexer's progress",
+                "responses": responses(200, ok("Status", json!({"type": "object", "properties": {
+                    "library": {"type": "object", "description": "as `clipdex stats --json`"},
+                    "indexer": {"type": "object", "properties": {
+                        "state": {"type": "string", "enum": ["off", "starting", "indexing", "watching", "no_folders", "failed"]},
+                        "done": {"type": "integer"}, "total": {"type": "integer"}, "passes": {"type": "integer"},
+                        "last_pass": {"type": "object", "nullable": true}, "last_error": {"type": "string", "nullable": true}}}}})), &[])}},
+            "/api/roots": {
+                "get": {"summary": "The library's folders",
+                        "responses": responses(200, ok("Folders", json!({"type": "object", "properties": {"roots": {"type": "array", "items": {"type": "string"}}}})), &[])},
+                "post": {"summary": "Add a folder (absolute path); the indexer picks it up",
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}}}}}},
+                         "responses": responses(201, ok("The folder as stored (symbolic links resolved)", json!({"type": "object", "properties": {"root": {"type": "string"}}})), &[400])},
+                "delete": {"summary": "Remove a folder and forget its photos",
+                           "parameters": [query("path", json!({"type": "string"}), "The folder (or JSON body {\"path\"})")],
+                           "responses": responses(200, ok("Photos forgotten", json!({"type": "object", "properties": {"removed": {"type": "integer"}}})), &[400, 404])}},
+            "/api/openapi.json": {"get": {"summary": "This document", "responses": responses(200, ok("OpenAPI 3.0", json!({"type": "object"})), &[])}},
+        }
+    })
+}

@@ -318,7 +318,7 @@ fn watch_maintains_the_search_graph_in_the_background() {
     let passes = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|scope| {
         let watcher = scope.spawn(|| {
-            lib.watch(&options, &stop, &mut |_| {
+            lib.watch(&options, &stop, &|_, _| {}, &mut |_| {
                 passes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             })
         });

@@ -1,1 +1,311 @@
+// clipdex web UI: plain ES module, no build step, no request outside this server.
+// Talks to the JSON API under /api; when the server has a token, asks for it once and sends
+// it as `Authorization: Bearer` on every call (images included, fetched as blobs).
 
+const PAGE = 40;
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  query: null,     // {kind: "text", q} | {kind: "image", file} | {kind: "like", id, label}
+  results: [],
+  loading: false,
+  done: false,
+  generation: 0,   // bumps on each new search, so late pages of an old one are dropped
+};
+
+// ---- API -------------------------------------------------------------------------------
+
+function token() { return localStorage.getItem("clipdex-token"); }
+
+async function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  if (token()) headers.set("Authorization", `Bearer ${token()}`);
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) {
+    await askToken();
+    return api(path, options);
+  }
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try { message = (await response.json()).error || message; } catch { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response;
+}
+
+const json = async (path, options) => (await api(path, options)).json();
+
+function askToken() {
+  const dialog = $("login");
+  if (!dialog.open) dialog.showModal();
+  return new Promise((resolve) => {
+    $("login-form").addEventListener("submit", () => {
+      localStorage.setItem("clipdex-token", $("token").value.trim());
+      resolve();
+    }, { once: true });
+  });
+}
+
+// Images: a plain URL without a token; with one, fetched with the header into a blob URL.
+async function setImage(img, url) {
+  if (!token()) { img.src = url; return; }
+  try {
+    const blob = await (await api(url)).blob();
+    img.src = URL.createObjectURL(blob);
+  } catch (e) { img.alt = e.message; }
+}
+
+// ---- searching -------------------------------------------------------------------------
+
+function filters() {
+  const params = new URLSearchParams();
+  for (const name of ["tag", "under", "after", "before"]) {
+    const value = $(name).value.trim();
+    if (value) params.set(name, value);
+  }
+  return params;
+}
+
+function startSearch(query) {
+  state.query = query;
+  state.results = [];
+  state.done = false;
+  state.loading = false;
+  state.generation += 1;
+  cards.clear();
+  $("results").replaceChildren();
+  $("toolbar").hidden = false;
+  setMessage("");
+  loadMore();
+}
+
+async function fetchPage(offset) {
+  const params = filters();
+  params.set("k", PAGE);
+  params.set("offset", offset);
+  const q = state.query;
+  if (q.kind === "text") {
+    if (q.q) params.set("q", q.q);
+    return json(`/api/search?${params}`);
+  }
+  if (q.kind === "like") {
+    params.set("id", q.id);
+    return json(`/api/search/image?${params}`, { method: "POST" });
+  }
+  const form = new FormData();
+  form.append("image", q.file);
+  return json(`/api/search/image?${params}`, { method: "POST", body: form });
+}
+
+async function loadMore() {
+  if (!state.query || state.loading || state.done) return;
+  if (belowCutoff()) return;
+  state.loading = true;
+  const generation = state.generation;
+  try {
+    const page = await fetchPage(state.results.length);
+    if (generation !== state.generation) return;
+    state.results.push(...page.results);
+    state.done = page.results.length < PAGE;
+    render(page.took_ms);
+  } catch (e) {
+    if (generation === state.generation) { setMessage(e.message, true); state.done = true; }
+  } finally {
+    if (generation === state.generation) state.loading = false;
+  }
+  // Keep filling while the sentinel is still on screen.
+  if (generation === state.generation && !state.done && sentinelVisible()) loadMore();
+}
+
+function cutoff() { return parseFloat($("cutoff").value); }
+
+// Results come best first: once the last one is under the cut-off, later pages are too.
+function belowCutoff() {
+  const last = state.results[state.results.length - 1];
+  return last !== undefined && last.score < cutoff();
+}
+
+function sentinelVisible() {
+  return $("sentinel").getBoundingClientRect().top < window.innerHeight + 400;
+}
+
+// ---- rendering -------------------------------------------------------------------------
+
+function shown() {
+  const kept = state.results.filter((r) => r.score >= cutoff());
+  const sort = $("sort").value;
+  if (sort === "newest") kept.sort((a, b) => (b.date ?? 0) - (a.date ?? 0));
+  if (sort === "oldest") kept.sort((a, b) => (a.date ?? 0) - (b.date ?? 0));
+  return kept;
+}
+
+function describeQuery() {
+  const q = state.query;
+  if (q.kind === "text") return q.q ? `“${q.q}”` : `tag “${$("tag").value}”`;
+  if (q.kind === "like") return `photos like ${q.label}`;
+  return `photos like ${q.file.name || "your image"}`;
+}
+
+function render(tookMs) {
+  const kept = shown();
+  const grid = $("results");
+  grid.replaceChildren(...kept.map(card));
+  const more = state.done ? "" : "+";
+  const time = tookMs === undefined ? "" : ` · ${tookMs.toFixed(1)} ms`;
+  $("summary").textContent = `${kept.length}${more} results for ${describeQuery()}${time}`;
+  if (state.results.length === 0) setMessage("Nothing found.");
+}
+
+const cards = new Map(); // id → element, so re-sorting keeps loaded thumbnails
+
+function card(hit) {
+  let el = cards.get(hit.id);
+  if (el) { el.querySelector(".score").textContent = hit.score.toFixed(3); return el; }
+  el = document.createElement("figure");
+  el.className = "card";
+  el.dataset.id = hit.id;
+  const img = document.createElement("img");
+  img.loading = "lazy";
+  img.alt = hit.path;
+  img.title = hit.path;
+  setImage(img, `/api/images/${hit.id}/thumb?size=256`);
+  img.addEventListener("click", () => showDetail(hit.id));
+  const meta = document.createElement("figcaption");
+  meta.className = "meta";
+  const score = document.createElement("span");
+  score.className = "score";
+  score.textContent = hit.score.toFixed(3);
+  const like = document.createElement("button");
+  like.className = "more-like";
+  like.type = "button";
+  like.textContent = "More like this";
+  like.addEventListener("click", () => moreLike(hit.id, hit.path));
+  meta.append(score, like);
+  el.append(img, meta);
+  cards.set(hit.id, el);
+  return el;
+}
+
+function moreLike(id, path) {
+  $("detail").close();
+  startSearch({ kind: "like", id, label: path.split("/").pop() });
+}
+
+function setMessage(text, error = false) {
+  const m = $("message");
+  m.textContent = text;
+  m.classList.toggle("error", error);
+}
+
+// ---- detail view -----------------------------------------------------------------------
+
+function formatDate(seconds) {
+  return new Date(seconds * 1000).toISOString().replace("T", " ").slice(0, 16);
+}
+
+async function showDetail(id) {
+  const dialog = $("detail");
+  let image;
+  try { image = await json(`/api/images/${id}`); } catch (e) { setMessage(e.message, true); return; }
+  $("detail-image").removeAttribute("src");
+  setImage($("detail-image"), `/api/images/${id}/thumb?size=1024`);
+  const rows = [
+    ["Files", image.paths.join("\n")],
+    ["Size", `${image.width} × ${image.height} px, ${(image.size / 1e6).toFixed(2)} MB`],
+    ["Date", `${formatDate(image.date)}${image.taken ? " (taken)" : " (file time)"}`],
+  ];
+  if (image.camera) rows.push(["Camera", image.camera]);
+  if (image.gps) rows.push(["Location", `${image.gps[0].toFixed(5)}, ${image.gps[1].toFixed(5)}`]);
+  rows.push(["Id", String(image.id)]);
+  $("detail-meta").replaceChildren(...rows.flatMap(([k, v]) => {
+    const dt = document.createElement("dt"); dt.textContent = k;
+    const dd = document.createElement("dd"); dd.textContent = v;
+    return [dt, dd];
+  }));
+  $("detail-tags").replaceChildren(...image.tags.map((t) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = `${t.label} ${(t.probability * 100).toFixed(0)}%`;
+    b.addEventListener("click", () => { dialog.close(); $("tag").value = t.label; $("q").value = ""; startSearch({ kind: "text", q: "" }); });
+    return b;
+  }));
+  $("detail-caption").textContent = image.caption || "";
+  $("detail-like").onclick = () => moreLike(id, image.paths[0] || String(id));
+  const open = $("detail-open");
+  open.hidden = Boolean(token()); // a new tab cannot send the token
+  open.href = `/api/images/${id}/file`;
+  if (!dialog.open) dialog.showModal();
+}
+
+// ---- status ----------------------------------------------------------------------------
+
+async function pollStatus() {
+  try {
+    const s = await json("/api/status");
+    const lib = s.library, ix = s.indexer;
+    let text = `${lib.images} photos`;
+    if (ix.state === "indexing") text += ` · indexing ${ix.done} / ${ix.total}`;
+    else if (ix.state === "starting") text += " · loading the model";
+    else if (ix.state === "watching") text += " · up to date";
+    else if (ix.state === "no_folders") text += " · no folders yet (clipdex add FOLDER)";
+    else if (ix.state === "failed") text += ` · indexing failed: ${ix.last_error}`;
+    if (lib.failures) text += ` · ${lib.failures} unreadable`;
+    $("status").textContent = text;
+  } catch (e) {
+    $("status").textContent = `status unavailable: ${e.message}`;
+  }
+  setTimeout(pollStatus, 2000);
+}
+
+async function loadTags() {
+  try {
+    const { tags } = await json("/api/tags");
+    $("tag-list").replaceChildren(...tags.slice(0, 500).map((t) => {
+      const o = document.createElement("option");
+      o.value = t.label;
+      o.label = `${t.label} (${t.count})`;
+      return o;
+    }));
+  } catch { /* tags are optional */ }
+}
+
+// ---- wiring ----------------------------------------------------------------------------
+
+$("search").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const q = $("q").value.trim();
+  if (!q && !$("tag").value.trim()) { $("q").focus(); return; }
+  startSearch({ kind: "text", q });
+});
+
+$("image-input").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (file) startSearch({ kind: "image", file });
+  event.target.value = "";
+});
+
+$("sort").addEventListener("change", () => render());
+$("cutoff").addEventListener("input", () => {
+  $("cutoff-value").textContent = cutoff().toFixed(2);
+  render();
+  loadMore();
+});
+
+new IntersectionObserver((entries) => {
+  if (entries.some((e) => e.isIntersecting)) loadMore();
+}, { rootMargin: "400px" }).observe($("sentinel"));
+
+let dragDepth = 0;
+window.addEventListener("dragenter", (e) => { e.preventDefault(); dragDepth += 1; $("drop").hidden = false; });
+window.addEventListener("dragleave", () => { dragDepth -= 1; if (dragDepth <= 0) { dragDepth = 0; $("drop").hidden = true; } });
+window.addEventListener("dragover", (e) => e.preventDefault());
+window.addEventListener("drop", (e) => {
+  e.preventDefault();
+  dragDepth = 0;
+  $("drop").hidden = true;
+  const file = [...e.dataTransfer.files].find((f) => f.type.startsWith("image/")) || e.dataTransfer.files[0];
+  if (file) startSearch({ kind: "image", file });
+});
+
+pollStatus();
+loadTags();

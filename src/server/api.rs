@@ -77,7 +77,10 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// Runs library work on the blocking pool.
 async fn blocking<T: Send + 'static>(job: impl FnOnce() -> crate::Result<T> + Send + 'static) -> ApiResult<T> {
-    web::block(job).await.map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the worker failed"))?.map_err(Into::into)
+    web::block(job)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the worker failed"))?
+        .map_err(Into::into)
 }
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
@@ -99,8 +102,8 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Default, Deserialize)]
 struct SearchParams {
     q: Option<String>,
-    k: Option<usize>,
-    offset: Option<usize>,
+    k: Option<String>,
+    offset: Option<String>,
     under: Option<String>,
     after: Option<String>,
     before: Option<String>,
@@ -112,14 +115,8 @@ struct SearchParams {
 impl SearchParams {
     /// `(k, offset)`, checked.
     fn page(&self) -> ApiResult<(usize, usize)> {
-        let k = self.k.unwrap_or(20);
-        if k == 0 || k > MAX_K {
-            return Err(ApiError::bad_request(format!("k must be between 1 and {MAX_K}")));
-        }
-        let offset = self.offset.unwrap_or(0);
-        if offset > MAX_OFFSET {
-            return Err(ApiError::bad_request(format!("offset must be at most {MAX_OFFSET}")));
-        }
+        let k = number_param(self.k.as_deref(), "k", 20, 1, MAX_K)?;
+        let offset = number_param(self.offset.as_deref(), "offset", 0, 0, MAX_OFFSET)?;
         Ok((k, offset))
     }
 
@@ -139,6 +136,15 @@ impl SearchParams {
             return Err(ApiError::bad_request("tag is too long"));
         }
         Ok(SearchFilter { under, after: date(&self.after, "after")?, before: date(&self.before, "before")?, tag })
+    }
+}
+
+/// A whole-number parameter within `min..=max`, `default` when absent.
+fn number_param(raw: Option<&str>, name: &str, default: usize, min: usize, max: usize) -> ApiResult<usize> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else { return Ok(default) };
+    match raw.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!("{name} must be a whole number between {min} and {max}, not {raw:?}"))),
     }
 }
 
@@ -242,7 +248,8 @@ async fn read_form(req: &HttpRequest, payload: web::Payload, limit: usize) -> Ap
             }
             data.extend_from_slice(&chunk);
         }
-        let text = || String::from_utf8(data.clone()).map_err(|_| ApiError::bad_request(format!("{name} is not UTF-8")));
+        let text =
+            || String::from_utf8(data.clone()).map_err(|_| ApiError::bad_request(format!("{name} is not UTF-8")));
         match name.as_str() {
             "image" => form.image = Some(data),
             "labels" => form.labels = Some(text()?),
@@ -325,7 +332,7 @@ async fn image(state: web::Data<AppState>, id: web::Path<String>) -> ApiResult<H
 
 #[derive(Deserialize)]
 struct ThumbParams {
-    size: Option<u32>,
+    size: Option<String>,
 }
 
 async fn thumbnail(
@@ -334,7 +341,8 @@ async fn thumbnail(
     params: web::Query<ThumbParams>,
 ) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
-    let size = params.size.unwrap_or(256);
+    let (min, max) = (crate::thumbnail::MIN_SIZE as usize, crate::thumbnail::MAX_SIZE as usize);
+    let size = number_param(params.size.as_deref(), "size", 256, min, max)? as u32;
     let bytes = blocking(move || {
         let path = state.library.thumbnail(id, size)?;
         std::fs::read(&path).map_err(|e| Error::Store(format!("cannot read the thumbnail {}: {e}", path.display())))
@@ -422,7 +430,8 @@ async fn tag(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload
         let labels = form.labels.ok_or_else(|| ApiError::bad_request("the form has no `labels` field"))?;
         (query, labels_of(LabelList::Text(labels))?, templates_of(form.templates.as_deref())?)
     } else {
-        let body = payload.to_bytes_limited(1 << 20).await.map_err(|_| ApiError::bad_request("the body is too large"))?;
+        let body =
+            payload.to_bytes_limited(1 << 20).await.map_err(|_| ApiError::bad_request("the body is too large"))?;
         let body = body.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
         let parsed: TagBody =
             serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;

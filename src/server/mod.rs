@@ -87,8 +87,11 @@ pub struct AppState {
     cors_origins: Vec<String>,
     /// Text query embeddings by model and text: paging through a search (and the same query
     /// from many users) embeds the text once.
-    queries: Mutex<std::collections::HashMap<(String, String), Arc<Vec<f32>>>>,
+    queries: Mutex<QueryCache>,
 }
+
+/// Query embeddings by (model, text).
+type QueryCache = std::collections::HashMap<(String, String), Arc<Vec<f32>>>;
 
 /// Query embeddings kept before the cache starts over.
 const QUERY_CACHE: usize = 1024;

@@ -18,9 +18,17 @@ fn id_param() -> Value {
 fn search_params() -> Vec<Value> {
     vec![
         query("k", json!({"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 20}), "Results per page"),
-        query("offset", json!({"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}), "Results to skip (paging)"),
+        query(
+            "offset",
+            json!({"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}),
+            "Results to skip (paging)",
+        ),
         query("under", json!({"type": "string"}), "Only images with a file under this absolute folder"),
-        query("after", json!({"type": "string"}), "Only images dated on or after: YYYY, YYYY-MM, YYYY-MM-DD or RFC 3339"),
+        query(
+            "after",
+            json!({"type": "string"}),
+            "Only images dated on or after: YYYY, YYYY-MM, YYYY-MM-DD or RFC 3339",
+        ),
         query("before", json!({"type": "string"}), "Only images dated before this"),
         query("tag", json!({"type": "string"}), "Only images auto-tagged with this label"),
     ]
@@ -49,9 +57,14 @@ pub fn openapi() -> Value {
     let results = json!({"$ref": "#/components/schemas/Results"});
     let upload = json!({"multipart/form-data": {"schema": {"type": "object", "properties": {
         "image": {"type": "string", "format": "binary", "description": format!("At most {DEFAULT_MAX_UPLOAD} bytes by default (serve --max-upload)")}}}}});
-    let mut search = vec![query("q", json!({"type": "string", "maxLength": MAX_QUERY_BYTES}), "Text query (may be left out when tag is given)")];
+    let mut search = vec![query(
+        "q",
+        json!({"type": "string", "maxLength": MAX_QUERY_BYTES}),
+        "Text query (may be left out when tag is given)",
+    )];
     search.extend(search_params());
-    let mut by_image = vec![query("id", json!({"type": "integer"}), "Search like this indexed image instead of an upload")];
+    let mut by_image =
+        vec![query("id", json!({"type": "integer"}), "Search like this indexed image instead of an upload")];
     by_image.extend(search_params());
     json!({
         "openapi": "3.0.3",

@@ -1,0 +1,640 @@
+//! The HTTP API through actix's test harness, on the tiny fixture model and a small indexed
+//! folder: every endpoint, and the bad input each must refuse with a JSON error.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{App, test, web};
+use clipdex::query::SearchFilter;
+use clipdex::server::{AppState, BackgroundIndexer, ServeOptions, configure};
+use clipdex::{Library, LibraryConfig};
+use image::{Rgb, RgbImage};
+use serde_json::Value;
+
+fn model() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p32").to_string_lossy().into_owned()
+}
+
+fn fixture_image(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images").join(name)
+}
+
+fn picture(seed: u32) -> RgbImage {
+    let s = seed as f32;
+    RgbImage::from_fn(160, 120, |x, y| {
+        let (fx, fy) = (x as f32 / 160.0, y as f32 / 120.0);
+        let r = 127.0 + 120.0 * (fx * 6.0 + s * 0.7).sin();
+        let g = 127.0 + 120.0 * (fy * 5.0 + s * 1.3).cos();
+        let b = if ((x + seed * 13) / 20 + y / 20).is_multiple_of(2) { 40.0 + s * 7.0 % 200.0 } else { 220.0 };
+        Rgb([r as u8, g as u8, b as u8])
+    })
+}
+
+struct Setup {
+    tmp: tempfile::TempDir,
+    library: Arc<Library>,
+    photos: PathBuf,
+}
+
+/// Nine photos (eight generated in two folders, one rotated by EXIF), indexed.
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    for i in 0..8u32 {
+        let dir = photos.join(if i % 2 == 0 { "even" } else { "odd" });
+        std::fs::create_dir_all(&dir).unwrap();
+        picture(i).save(dir.join(format!("p{i}.jpg"))).unwrap();
+    }
+    std::fs::copy(fixture_image("chelsea_exif6.jpg"), photos.join("even/rotated.jpg")).unwrap();
+    let photos = std::fs::canonicalize(&photos).unwrap();
+    let library = Library::open(LibraryConfig::new(tmp.path().join("db"), model())).unwrap();
+    library.add_root(&photos).unwrap();
+    let report = library.index(&|_, _| {}).unwrap();
+    assert_eq!(report.embedded, 9);
+    Setup { tmp, library: Arc::new(library), photos }
+}
+
+fn state(s: &Setup, options: &ServeOptions) -> web::Data<AppState> {
+    web::Data::new(AppState::new(s.library.clone(), BackgroundIndexer::off(), options))
+}
+
+macro_rules! service {
+    ($setup:expr) => {
+        service!($setup, &ServeOptions::default())
+    };
+    ($setup:expr, $options:expr) => {
+        test::init_service(App::new().configure(configure(state($setup, $options)))).await
+    };
+}
+
+/// Sends a request; returns status and JSON body (Null when the body is not JSON).
+macro_rules! call {
+    ($app:expr, $req:expr) => {{
+        let response = test::call_service(&$app, $req.to_request()).await;
+        let status = response.status();
+        let body = test::read_body(response).await;
+        (status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+    }};
+}
+
+fn ids(body: &Value) -> Vec<u64> {
+    body["results"].as_array().unwrap().iter().map(|r| r["id"].as_u64().unwrap()).collect()
+}
+
+fn id_of(s: &Setup, name: &str) -> u64 {
+    let path = s.photos.join(name);
+    s.library.store().path_entry(&path).unwrap().unwrap().id
+}
+
+fn multipart(fields: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "clipdexTestBoundary7MA4YWxk";
+    let mut body = Vec::new();
+    for (name, filename, data) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match filename {
+            Some(f) => body.extend_from_slice(
+                format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            ),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn upload(uri: &str, fields: &[(&str, Option<&str>, &[u8])]) -> test::TestRequest {
+    let (content_type, body) = multipart(fields);
+    test::TestRequest::post().uri(uri).insert_header(("content-type", content_type)).set_payload(body)
+}
+
+fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, needle: &str) {
+    assert_eq!(status, expected, "{body}");
+    let message = body["error"].as_str().unwrap_or_else(|| panic!("no JSON error in {body}"));
+    assert!(message.to_lowercase().contains(&needle.to_lowercase()), "{message:?} lacks {needle:?}");
+}
+
+#[actix_web::test]
+async fn text_search_matches_the_library_and_pages_through_it() {
+    let s = setup();
+    let app = service!(&s);
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?q=a%20red%20car&k=9"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["took_ms"].as_f64().unwrap() >= 0.0);
+    let expected = s.library.search_text("a red car", 9, &SearchFilter::default()).unwrap();
+    assert_eq!(ids(&body), expected.iter().map(|h| h.id).collect::<Vec<_>>());
+    let first = &body["results"][0];
+    assert!((first["score"].as_f64().unwrap() - expected[0].score as f64).abs() < 1e-6);
+    assert_eq!(first["path"].as_str().unwrap(), expected[0].path.to_str().unwrap());
+    assert!(first["date"].as_i64().is_some() && first["width"].as_u64().is_some());
+
+    // Pages of 4 put together are the ranking of 9.
+    let mut paged = Vec::new();
+    for offset in [0, 4, 8] {
+        let (_, page) =
+            call!(app, test::TestRequest::get().uri(&format!("/api/search?q=a%20red%20car&k=4&offset={offset}")));
+        paged.extend(ids(&page));
+    }
+    assert_eq!(paged, ids(&body));
+
+    // Filters: a folder, dates.
+    let under = s.photos.join("odd");
+    let uri = format!("/api/search?q=car&k=9&under={}", under.display());
+    let (_, body) = call!(app, test::TestRequest::get().uri(&uri));
+    assert_eq!(ids(&body).len(), 4);
+    assert!(body["results"].as_array().unwrap().iter().all(|r| r["path"].as_str().unwrap().contains("/odd/")));
+    let (_, body) = call!(app, test::TestRequest::get().uri("/api/search?q=car&before=1990"));
+    assert_eq!(ids(&body).len(), 0);
+    let (_, body) = call!(app, test::TestRequest::get().uri("/api/search?q=car&after=1990-01-01&k=50"));
+    assert_eq!(ids(&body).len(), 9);
+}
+
+#[actix_web::test]
+async fn bad_search_requests_get_clear_json_errors() {
+    let s = setup();
+    let app = service!(&s);
+    let long = "x".repeat(3000);
+    let cases = [
+        ("/api/search?q=cat&k=0".to_string(), "k must be"),
+        ("/api/search?q=cat&k=1000000".to_string(), "k must be"),
+        ("/api/search?q=cat&k=99999999999999999999999".to_string(), "k"),
+        ("/api/search?q=cat&k=-1".to_string(), "k"),
+        ("/api/search?q=cat&k=abc".to_string(), "k"),
+        ("/api/search?q=cat&offset=99999999".to_string(), "offset"),
+        ("/api/search".to_string(), "give a query"),
+        ("/api/search?q=%20%20".to_string(), "give a query"),
+        (format!("/api/search?q={long}"), "longer than"),
+        ("/api/search?q=cat&after=yesterday".to_string(), "after"),
+        ("/api/search?q=cat&before=2024-13-45".to_string(), "before"),
+        ("/api/search?q=cat&under=photos/even".to_string(), "absolute"),
+        ("/api/search?q=cat&under=/tmp/../etc".to_string(), ".."),
+        ("/api/search?q=cat&under=%2F..%2F..%2Fetc%2Fpasswd".to_string(), ".."),
+    ];
+    for (uri, needle) in cases {
+        let (status, body) = call!(app, test::TestRequest::get().uri(&uri));
+        assert_error(status, &body, StatusCode::BAD_REQUEST, needle);
+    }
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/nothing/here"));
+    assert_error(status, &body, StatusCode::NOT_FOUND, "no such endpoint");
+    let (status, body) = call!(app, test::TestRequest::delete().uri("/api/search?q=cat"));
+    assert_error(status, &body, StatusCode::NOT_FOUND, "no such endpoint");
+    // An unknown tag is not an error: nothing carries it.
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?tag=unicorn"));
+    assert_eq!((status, ids(&body).len()), (StatusCode::OK, 0));
+}
+
+#[actix_web::test]
+async fn search_by_image_takes_an_upload_or_an_indexed_id() {
+    let s = setup();
+    let app = service!(&s);
+    let target = id_of(&s, "odd/p3.jpg");
+    let bytes = std::fs::read(s.photos.join("odd/p3.jpg")).unwrap();
+    let (status, body) = call!(app, upload("/api/search/image?k=3", &[("image", Some("p3.jpg"), &bytes)]));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(ids(&body)[0], target);
+    assert!(body["results"][0]["score"].as_f64().unwrap() > 0.99);
+
+    let (status, by_id) = call!(app, test::TestRequest::post().uri(&format!("/api/search/image?id={target}&k=3")));
+    assert_eq!(status, StatusCode::OK, "{by_id}");
+    assert_eq!(ids(&by_id)[0], target);
+    assert!((by_id["results"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-5);
+    let expected = s.library.search_like(target, 3, &SearchFilter::default()).unwrap();
+    assert_eq!(ids(&by_id), expected.iter().map(|h| h.id).collect::<Vec<_>>());
+    let (_, by_body) = call!(
+        app,
+        test::TestRequest::post().uri("/api/search/image?k=3").set_json(serde_json::json!({ "id": target }))
+    );
+    assert_eq!(ids(&by_body), ids(&by_id));
+
+    let cases: Vec<(test::TestRequest, StatusCode, &str)> = vec![
+        (test::TestRequest::post().uri("/api/search/image?id=abc"), StatusCode::BAD_REQUEST, "not an image id"),
+        (
+            test::TestRequest::post().uri("/api/search/image?id=..%2F..%2Fetc"),
+            StatusCode::BAD_REQUEST,
+            "not an image id",
+        ),
+        (
+            test::TestRequest::post().uri("/api/search/image?id=987654"),
+            StatusCode::NOT_FOUND,
+            "no image with id 987654",
+        ),
+        (test::TestRequest::post().uri("/api/search/image"), StatusCode::BAD_REQUEST, "send an image"),
+        (
+            test::TestRequest::post().uri("/api/search/image").set_payload("{\"id\": \"x\"}"),
+            StatusCode::BAD_REQUEST,
+            "bad JSON",
+        ),
+        (upload("/api/search/image", &[("image", Some("a.jpg"), b"")]), StatusCode::BAD_REQUEST, "empty"),
+        (
+            upload("/api/search/image", &[("image", Some("a.jpg"), b"just some text")]),
+            StatusCode::BAD_REQUEST,
+            "not an image",
+        ),
+        (
+            upload("/api/search/image", &[("image", Some("a.jpg"), &bytes[..bytes.len() / 3])]),
+            StatusCode::BAD_REQUEST,
+            "upload",
+        ),
+        (upload("/api/search/image", &[("photo", Some("a.jpg"), &bytes)]), StatusCode::BAD_REQUEST, "no `image`"),
+        (
+            test::TestRequest::post()
+                .uri("/api/search/image")
+                .insert_header(("content-type", "multipart/form-data; boundary=xyz"))
+                .set_payload("garbage without boundaries"),
+            StatusCode::BAD_REQUEST,
+            "multipart",
+        ),
+        (upload("/api/search/image?k=0", &[("image", Some("a.jpg"), &bytes)]), StatusCode::BAD_REQUEST, "k must be"),
+    ];
+    for (req, status_expected, needle) in cases {
+        let (status, body) = call!(app, req);
+        assert_error(status, &body, status_expected, needle);
+    }
+    assert!(s.library.store().check().unwrap().is_empty(), "bad requests changed nothing");
+}
+
+#[actix_web::test]
+async fn uploads_over_the_limits_are_refused() {
+    let s = setup();
+    let app = service!(&s, &ServeOptions { max_upload: 2000, ..Default::default() });
+    let bytes = std::fs::read(s.photos.join("odd/p3.jpg")).unwrap();
+    assert!(bytes.len() > 2000);
+    let (status, body) = call!(app, upload("/api/search/image", &[("image", Some("p3.jpg"), &bytes)]));
+    assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "larger than the limit");
+
+    // A decompression bomb: a small file declaring too many pixels.
+    let bomb_lib =
+        Library::open(LibraryConfig { max_pixels: 1000, ..LibraryConfig::new(s.tmp.path().join("db2"), model()) })
+            .unwrap();
+    let state = web::Data::new(AppState::new(Arc::new(bomb_lib), BackgroundIndexer::off(), &ServeOptions::default()));
+    let app = test::init_service(App::new().configure(configure(state))).await;
+    let (status, body) = call!(app, upload("/api/search/image", &[("image", Some("p3.jpg"), &bytes)]));
+    assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "exceeds the limit");
+}
+
+#[actix_web::test]
+async fn image_metadata_thumbnails_and_files() {
+    let s = setup();
+    let app = service!(&s);
+    let id = id_of(&s, "even/rotated.jpg");
+    let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}")));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let record = s.library.store().image(id).unwrap().unwrap();
+    assert_eq!(body["id"].as_u64(), Some(id));
+    assert_eq!(body["paths"][0].as_str().unwrap(), s.photos.join("even/rotated.jpg").to_str().unwrap());
+    assert_eq!(
+        (body["width"].as_u64(), body["height"].as_u64()),
+        (Some(record.width as u64), Some(record.height as u64))
+    );
+    assert_eq!(body["hash"].as_str(), Some(record.hash.as_str()));
+    assert!(body["tags"].as_array().unwrap().is_empty());
+    assert!(body.get("caption").is_none());
+
+    // The thumbnail is upright (EXIF orientation 6 swaps the sides) and cached.
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri(&format!("/api/images/{id}/thumb?size=64")).to_request())
+            .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers().get("content-type").unwrap(), "image/jpeg");
+    let thumb = image::load_from_memory(&test::read_body(response).await).unwrap();
+    assert_eq!(thumb.width().max(thumb.height()), 64);
+    assert_eq!(thumb.width() > thumb.height(), record.width > record.height, "upright like the record");
+    let cached = s.tmp.path().join("db/thumbs/64").join(format!("{}.jpg", record.hash));
+    assert!(cached.is_file());
+    // Served from the cache even once the file is gone.
+    std::fs::rename(s.photos.join("even/rotated.jpg"), s.tmp.path().join("moved.jpg")).unwrap();
+    let (status, _) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}/thumb?size=64")));
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}/thumb?size=128")));
+    assert_error(status, &body, StatusCode::NOT_FOUND, "gone");
+    let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}/file")));
+    assert_error(status, &body, StatusCode::NOT_FOUND, "gone");
+
+    let other = id_of(&s, "odd/p1.jpg");
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri(&format!("/api/images/{other}/file")).to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers().get("content-type").unwrap(), "image/jpeg");
+    assert_eq!(test::read_body(response).await.to_vec(), std::fs::read(s.photos.join("odd/p1.jpg")).unwrap());
+
+    for (uri, expected, needle) in [
+        ("/api/images/abc".to_string(), StatusCode::BAD_REQUEST, "not an image id"),
+        ("/api/images/-1".to_string(), StatusCode::BAD_REQUEST, "not an image id"),
+        ("/api/images/..%2F..%2Fetc%2Fpasswd".to_string(), StatusCode::BAD_REQUEST, "not an image id"),
+        ("/api/images/..%2F..%2Fetc%2Fpasswd/file".to_string(), StatusCode::BAD_REQUEST, "not an image id"),
+        ("/api/images/424242".to_string(), StatusCode::NOT_FOUND, "no image"),
+        ("/api/images/424242/file".to_string(), StatusCode::NOT_FOUND, "no image"),
+        ("/api/images/424242/thumb".to_string(), StatusCode::NOT_FOUND, "no image"),
+        (format!("/api/images/{other}/thumb?size=0"), StatusCode::BAD_REQUEST, "between"),
+        (format!("/api/images/{other}/thumb?size=100000"), StatusCode::BAD_REQUEST, "between"),
+        (format!("/api/images/{other}/thumb?size=..%2F..%2Fx"), StatusCode::BAD_REQUEST, "size"),
+    ] {
+        let (status, body) = call!(app, test::TestRequest::get().uri(&uri));
+        assert_error(status, &body, expected, needle);
+    }
+}
+
+#[cfg(unix)]
+#[actix_web::test]
+async fn a_file_that_resolves_outside_the_folders_is_not_served() {
+    let s = setup();
+    let app = service!(&s);
+    let id = id_of(&s, "odd/p5.jpg");
+    // Swap the indexed file for a symbolic link to a copy outside every folder.
+    let outside = s.tmp.path().join("secret.jpg");
+    std::fs::rename(s.photos.join("odd/p5.jpg"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, s.photos.join("odd/p5.jpg")).unwrap();
+    let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}/file")));
+    assert_error(status, &body, StatusCode::FORBIDDEN, "outside");
+    let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}/thumb?size=32")));
+    assert_error(status, &body, StatusCode::FORBIDDEN, "outside");
+}
+
+#[actix_web::test]
+async fn tagging_an_indexed_image_or_an_upload() {
+    let s = setup();
+    let app = service!(&s);
+    let id = id_of(&s, "even/p2.jpg");
+    let labels = ["a cat", "a dog", "a red car"];
+    let (status, body) =
+        call!(app, test::TestRequest::post().uri("/api/tag").set_json(serde_json::json!({"labels": labels, "id": id})));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let got = body["labels"].as_array().unwrap();
+    assert_eq!(got.len(), 3);
+    let sum: f64 = got.iter().map(|l| l["probability"].as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-4);
+    let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+    let templates = vec![clipdex::query::tags::DEFAULT_TEMPLATE.to_string()];
+    let (classifier, _) = s.library.classifier(&labels, &templates).unwrap();
+    let expected = classifier.classify(&s.library.stored_vector(id).unwrap());
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!(g["label"].as_str().unwrap(), e.label);
+        assert!((g["probability"].as_f64().unwrap() - e.probability as f64).abs() < 1e-6);
+    }
+
+    let bytes = std::fs::read(s.photos.join("even/p2.jpg")).unwrap();
+    let (status, uploaded) = call!(
+        app,
+        upload("/api/tag", &[("image", Some("p2.jpg"), &bytes), ("labels", None, b"a cat, a dog, a red car")])
+    );
+    assert_eq!(status, StatusCode::OK, "{uploaded}");
+    assert_eq!(uploaded["labels"][0]["label"], body["labels"][0]["label"]);
+
+    let many: Vec<String> = (0..1001).map(|i| format!("label {i}")).collect();
+    let cases = [
+        (serde_json::json!({"labels": [], "id": id}), StatusCode::BAD_REQUEST, "no labels"),
+        (serde_json::json!({"labels": " , ", "id": id}), StatusCode::BAD_REQUEST, "no labels"),
+        (serde_json::json!({"labels": many, "id": id}), StatusCode::BAD_REQUEST, "at most"),
+        (serde_json::json!({"labels": ["x".repeat(500)], "id": id}), StatusCode::BAD_REQUEST, "at most"),
+        (
+            serde_json::json!({"labels": ["cat"], "id": id, "templates": "../../etc/passwd"}),
+            StatusCode::BAD_REQUEST,
+            "templates",
+        ),
+        (serde_json::json!({"labels": ["cat"]}), StatusCode::BAD_REQUEST, "bad JSON"),
+        (serde_json::json!({"labels": ["cat"], "id": 999999}), StatusCode::NOT_FOUND, "no image"),
+    ];
+    for (json, expected, needle) in cases {
+        let (status, body) = call!(app, test::TestRequest::post().uri("/api/tag").set_json(json));
+        assert_error(status, &body, expected, needle);
+    }
+    let (status, body) = call!(app, upload("/api/tag", &[("image", Some("p2.jpg"), &bytes)]));
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "labels");
+}
+
+#[actix_web::test]
+async fn status_tags_and_roots() {
+    let s = setup();
+    let app = service!(&s);
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/status"));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["library"]["images"].as_u64(), Some(9));
+    assert_eq!(body["library"]["model"].as_str(), Some(model().as_str()));
+    assert_eq!(body["indexer"]["state"], "off");
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/tags"));
+    assert_eq!((status, body["tags"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+
+    let (_, body) = call!(app, test::TestRequest::get().uri("/api/roots"));
+    assert_eq!(body["roots"], serde_json::json!([s.photos]));
+    let more = s.tmp.path().join("more");
+    std::fs::create_dir_all(&more).unwrap();
+    let (status, body) =
+        call!(app, test::TestRequest::post().uri("/api/roots").set_json(serde_json::json!({"path": more})));
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["root"].as_str().unwrap(), std::fs::canonicalize(&more).unwrap().to_str().unwrap());
+    for (json, needle) in [
+        (serde_json::json!({"path": "relative/folder"}), "absolute"),
+        (serde_json::json!({"path": "/no/such/folder"}), "/no/such/folder"),
+        (serde_json::json!({"path": format!("{}/../..", s.photos.display())}), ".."),
+        (serde_json::json!({"path": ""}), "path"),
+        (serde_json::json!({"folder": "/tmp"}), "bad JSON"),
+    ] {
+        let (status, body) = call!(app, test::TestRequest::post().uri("/api/roots").set_json(json));
+        assert_error(status, &body, StatusCode::BAD_REQUEST, needle);
+    }
+
+    let uri = format!("/api/roots?path={}", s.photos.join("odd").display());
+    let (status, body) = call!(app, test::TestRequest::delete().uri(&uri));
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not a root");
+    let (status, body) = call!(app, test::TestRequest::delete().uri("/api/roots"));
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "give the folder");
+    let (status, body) =
+        call!(app, test::TestRequest::delete().uri("/api/roots").set_json(serde_json::json!({"path": s.photos})));
+    assert_eq!((status, body["removed"].as_u64()), (StatusCode::OK, Some(9)));
+    let (_, body) = call!(app, test::TestRequest::get().uri("/api/status"));
+    assert_eq!(body["library"]["images"].as_u64(), Some(0));
+}
+
+#[actix_web::test]
+async fn a_token_guards_every_api_call_but_not_the_page() {
+    let s = setup();
+    let options = ServeOptions { token: Some("s3cret-token".into()), ..Default::default() };
+    let app = service!(&s, &options);
+    let id = id_of(&s, "odd/p1.jpg");
+    for uri in ["/api/status", "/api/search?q=cat", "/api/openapi.json", &format!("/api/images/{id}/file"), "/api/nope"]
+    {
+        for auth in
+            [None, Some("Bearer wrong"), Some("s3cret-token"), Some("Bearer s3cret-tokenX"), Some("Basic s3cret-token")]
+        {
+            let mut req = test::TestRequest::get().uri(uri);
+            if let Some(a) = auth {
+                req = req.insert_header(("authorization", a));
+            }
+            let response = test::call_service(&app, req.to_request()).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{uri} with {auth:?}");
+            assert_eq!(response.headers().get("www-authenticate").unwrap(), "Bearer");
+            let body: Value = serde_json::from_slice(&test::read_body(response).await).unwrap();
+            assert!(body["error"].as_str().unwrap().contains("token"));
+        }
+    }
+    let (status, _) =
+        call!(app, test::TestRequest::get().uri("/api/status").insert_header(("authorization", "Bearer s3cret-token")));
+    assert_eq!(status, StatusCode::OK);
+    let response = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn cors_only_for_configured_origins() {
+    let s = setup();
+    let app = service!(&s);
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get().uri("/api/status").insert_header(("origin", "https://evil.example")).to_request(),
+    )
+    .await;
+    assert!(response.headers().get("access-control-allow-origin").is_none());
+
+    let options = ServeOptions { cors_origins: vec!["https://photos.example".into()], ..Default::default() };
+    let app = service!(&s, &options);
+    let get = |origin: &'static str| test::TestRequest::get().uri("/api/status").insert_header(("origin", origin));
+    let response = test::call_service(&app, get("https://photos.example").to_request()).await;
+    assert_eq!(response.headers().get("access-control-allow-origin").unwrap(), "https://photos.example");
+    let response = test::call_service(&app, get("https://evil.example").to_request()).await;
+    assert!(response.headers().get("access-control-allow-origin").is_none());
+    let preflight = test::TestRequest::default()
+        .method(actix_web::http::Method::OPTIONS)
+        .uri("/api/search")
+        .insert_header(("origin", "https://photos.example"))
+        .insert_header(("access-control-request-method", "GET"));
+    let response = test::call_service(&app, preflight.to_request()).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(
+        response.headers().get("access-control-allow-headers").unwrap().to_str().unwrap().contains("Authorization")
+    );
+}
+
+#[actix_web::test]
+async fn every_endpoint_in_the_openapi_document_exists() {
+    let s = setup();
+    let app = service!(&s);
+    let (status, doc) = call!(app, test::TestRequest::get().uri("/api/openapi.json"));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let id = id_of(&s, "odd/p1.jpg");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 10);
+    let mut operations = 0;
+    for (path, methods) in paths {
+        for method in methods.as_object().unwrap().keys() {
+            let uri = path.replace("{id}", &id.to_string());
+            let req = test::TestRequest::default().method(method.to_uppercase().parse().unwrap()).uri(&uri);
+            let (status, body) = call!(app, req);
+            assert!(
+                body["error"].as_str() != Some("no such endpoint") && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}: {status} {body}"
+            );
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, 12);
+}
+
+#[actix_web::test]
+async fn the_web_ui_is_served_from_the_binary_and_nothing_else_is() {
+    let s = setup();
+    let app = service!(&s);
+    for (uri, kind, needle) in [
+        ("/", "text/html", "<title>clipdex</title>"),
+        ("/app.js", "text/javascript", "/api/search"),
+        ("/style.css", "text/css", "#results"),
+        ("/favicon.svg", "image/svg+xml", "<svg"),
+    ] {
+        let response = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        assert!(response.headers().get("content-type").unwrap().to_str().unwrap().starts_with(kind));
+        let body = String::from_utf8(test::read_body(response).await.to_vec()).unwrap();
+        assert!(body.contains(needle), "{uri}");
+        // Nothing from the internet (an SVG's namespace is a name, not a request).
+        let body = body.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+        assert!(!body.contains("http://") && !body.contains("https://"), "{uri} loads something from outside");
+    }
+    for uri in
+        ["/../Cargo.toml", "/%2e%2e/Cargo.toml", "/web/index.html", "/src/main.rs", "/index.html/../../etc/passwd"]
+    {
+        let response = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{uri}");
+    }
+}
+
+#[actix_web::test]
+async fn off_loopback_needs_a_token() {
+    use clipdex::server::resolve_bind;
+    assert!(resolve_bind("127.0.0.1:0", None).is_ok());
+    assert!(resolve_bind("[::1]:0", None).is_ok());
+    assert!(resolve_bind("localhost:0", None).is_ok());
+    let e = resolve_bind("0.0.0.0:7878", None).unwrap_err().to_string();
+    assert!(e.contains("--token"), "{e}");
+    assert!(resolve_bind("0.0.0.0:7878", Some("")).is_err());
+    assert!(resolve_bind("0.0.0.0:7878", Some("a-token")).is_ok());
+    assert!(resolve_bind("no port here", None).is_err());
+}
+
+#[actix_web::test]
+async fn the_background_indexer_indexes_follows_and_reports() {
+    let s = setup();
+    let options = clipdex::indexer::watch::WatchOptions {
+        debounce: std::time::Duration::from_millis(100),
+        rescan_every: std::time::Duration::from_secs(1),
+    };
+    let (indexer, thread) = BackgroundIndexer::start(s.library.clone(), options);
+    let wait_for = |what: &dyn Fn(&clipdex::server::IndexerStatus) -> bool| {
+        let start = std::time::Instant::now();
+        loop {
+            let status = indexer.status();
+            if what(&status) {
+                return status;
+            }
+            assert!(start.elapsed().as_secs() < 60, "indexer stuck: {status:?}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let first = wait_for(&|st| st.passes >= 1);
+    assert_eq!(first.last_pass.as_ref().unwrap().unchanged, 9);
+    picture(42).save(s.photos.join("odd/new.jpg")).unwrap();
+    let later = wait_for(&|st| st.last_pass.as_ref().is_some_and(|p| p.embedded == 1));
+    assert_eq!(later.state, clipdex::server::IndexerState::Watching);
+    assert_eq!(s.library.stats().unwrap().counts.images, 10);
+    // Searches are answered meanwhile.
+    assert_eq!(s.library.search_text("a photo", 20, &SearchFilter::default()).unwrap().len(), 10);
+    indexer.stop();
+    thread.join().unwrap();
+}
+
+#[actix_web::test]
+async fn serve_refuses_an_open_address_without_a_token_and_answers_on_loopback() {
+    use std::io::BufRead;
+    let s = setup();
+    let db = s.tmp.path().join("db");
+    drop(s.library); // the binary opens the database itself
+    let bin = env!("CARGO_BIN_EXE_clipdex");
+    let out = std::process::Command::new(bin)
+        .args(["--db", db.to_str().unwrap(), "--model", &model(), "serve", "--bind", "0.0.0.0:0"])
+        .env_remove("CLIPDEX_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to serve") && stderr.contains("--token"), "{stderr}");
+
+    let mut child = std::process::Command::new(bin)
+        .args(["--db", db.to_str().unwrap(), "--model", &model(), "serve", "--bind", "127.0.0.1:0", "--no-watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address is printed").to_string();
+    let status: Value = ureq::get(&format!("{url}api/status")).call().unwrap().into_json().unwrap();
+    let results: Value = ureq::get(&format!("{url}api/search?q=cat&k=3")).call().unwrap().into_json().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(status["library"]["images"].as_u64(), Some(9));
+    assert_eq!(status["indexer"]["state"], "off");
+    assert_eq!(results["results"].as_array().unwrap().len(), 3);
+}

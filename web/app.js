@@ -117,7 +117,8 @@ async function loadMore() {
   if (generation === state.generation && !state.done && sentinelVisible()) loadMore();
 }
 
-function cutoff() { return parseFloat($("cutoff").value); }
+// 0 means no cut-off (cosines can be negative).
+function cutoff() { const c = parseFloat($("cutoff").value); return c > 0 ? c : -Infinity; }
 
 // Results come best first: once the last one is under the cut-off, later pages are too.
 function belowCutoff() {
@@ -286,7 +287,7 @@ $("image-input").addEventListener("change", (event) => {
 
 $("sort").addEventListener("change", () => render());
 $("cutoff").addEventListener("input", () => {
-  $("cutoff-value").textContent = cutoff().toFixed(2);
+  $("cutoff-value").textContent = cutoff() > 0 ? cutoff().toFixed(2) : "off";
   render();
   loadMore();
 });

@@ -1,0 +1,260 @@
+//! End to end in a real browser: `clipdex serve` on a small indexed library, headless
+//! Chromium driven through ChromeDriver's WebDriver protocol. Opens the UI, runs a text
+//! search, waits for the thumbnails, opens a detail view, runs "more like this" and a search
+//! by an uploaded image. Screenshots go to `target/e2e/`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
+//! test says so and passes, unless `CLIPDEX_E2E=require` (set by CI) makes that a failure.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn model() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p32").to_string_lossy().into_owned()
+}
+
+fn which(candidates: &[&str]) -> Option<PathBuf> {
+    candidates.iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+/// Kills the process when the test ends, however it ends.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A WebDriver session.
+struct Browser {
+    base: String,
+    session: String,
+}
+
+impl Browser {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{}", self.base, self.session, path);
+        let request = ureq::request(method, &url);
+        let response = match body {
+            Some(b) => request.send_json(b),
+            None => request.call(),
+        };
+        match response {
+            Ok(r) => r.into_json::<Value>().unwrap()["value"].take(),
+            Err(ureq::Error::Status(code, r)) => panic!("{method} {path}: {code} {}", r.into_string().unwrap()),
+            Err(e) => panic!("{method} {path}: {e}"),
+        }
+    }
+
+    fn script(&self, script: &str, args: Value) -> Value {
+        self.call("POST", "/execute/sync", Some(json!({"script": script, "args": args})))
+    }
+
+    fn find(&self, css: &str) -> String {
+        let found = self.call("POST", "/element", Some(json!({"using": "css selector", "value": css})));
+        found[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {found}")).to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.find(css);
+        self.call("POST", &format!("/element/{id}/click"), Some(json!({})));
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css);
+        self.call("POST", &format!("/element/{id}/value"), Some(json!({"text": text})));
+    }
+
+    /// Polls `script` until it returns something truthy; returns that.
+    fn wait_for(&self, what: &str, script: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.script(script, json!([]));
+            let truthy = match &v {
+                Value::Null | Value::Bool(false) => false,
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                return v;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let page = self.script("return document.body.innerText", json!([]));
+                panic!("timed out waiting for {what}; the page says:\n{page}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn screenshot(&self, path: &Path) {
+        use base64_png::decode;
+        let png = self.call("GET", "/screenshot", None);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, decode(png.as_str().unwrap())).unwrap();
+    }
+}
+
+/// Screenshots come base64-encoded; a few lines instead of a dependency.
+mod base64_png {
+    pub fn decode(text: &str) -> Vec<u8> {
+        let value = |c: u8| match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        };
+        let clean: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').collect();
+        let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+        for chunk in clean.chunks(4) {
+            let mut n = 0u32;
+            for (i, &c) in chunk.iter().enumerate() {
+                n |= (value(c) as u32) << (18 - 6 * i);
+            }
+            out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+        }
+        out
+    }
+}
+
+fn picture(seed: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(320, 240, |x, y| {
+        let s = seed as f32;
+        let r = 127.0 + 120.0 * (x as f32 / 40.0 + s).sin();
+        let g = 127.0 + 120.0 * (y as f32 / 30.0 + s * 1.7).cos();
+        let b = if ((x / 40 + y / 40 + seed) % 2) == 0 { 60.0 } else { 200.0 };
+        image::Rgb([r as u8, g as u8, b as u8])
+    })
+}
+
+#[test]
+fn search_detail_and_more_like_this_in_headless_chromium() {
+    let required = std::env::var("CLIPDEX_E2E").is_ok_and(|v| v == "require");
+    let (Some(chromium), Some(driver)) = (
+        which(&["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]),
+        which(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]),
+    ) else {
+        assert!(!required, "CLIPDEX_E2E=require but chromium or chromedriver is missing (apt install chromium chromium-driver)");
+        eprintln!("skipped: chromium and chromedriver not installed (apt install chromium chromium-driver)");
+        return;
+    };
+    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
+
+    // A library of twelve photos, indexed before the server starts.
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for i in 0..12 {
+        picture(i).save(photos.join(format!("photo{i:02}.jpg"))).unwrap();
+    }
+    let db = tmp.path().join("db");
+    let bin = env!("CARGO_BIN_EXE_clipdex");
+    let run = |args: &[&str]| {
+        let out = Command::new(bin).args(["--db", db.to_str().unwrap(), "--model", &model()]).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["add", photos.to_str().unwrap()]);
+    run(&["index"]);
+
+    let mut server = Command::new(bin)
+        .args(["--db", db.to_str().unwrap(), "--model", &model(), "serve", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = server.stdout.take().unwrap();
+    let _server = Reaped(server);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address is printed").to_string();
+
+    let port = free_port();
+    let _driver = Reaped(
+        Command::new(&driver).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while ureq::get(&format!("{base}/status")).call().is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let profile = tmp.path().join("chromium-profile");
+    let capabilities = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+        "binary": chromium,
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 format!("--user-data-dir={}", profile.display()), "--window-size=1280,900"]}}}});
+    let session: Value = ureq::post(&format!("{base}/session")).send_json(capabilities).unwrap().into_json().unwrap();
+    let browser = Browser { base, session: session["value"]["sessionId"].as_str().unwrap().to_string() };
+    struct Quit<'a>(&'a Browser);
+    impl Drop for Quit<'_> {
+        fn drop(&mut self) {
+            let _ = ureq::delete(&format!("{}/session/{}", self.0.base, self.0.session)).call();
+        }
+    }
+    let _quit = Quit(&browser);
+
+    browser.call("POST", "/url", Some(json!({"url": url})));
+    browser.wait_for("the indexer's status", "return document.getElementById('status').textContent.includes('12 photos')");
+
+    // A text search: thumbnails appear, with scores.
+    browser.type_into("#q", "a photo of a cat");
+    browser.click("#search button[type=submit]");
+    let loaded = "const n = [...document.querySelectorAll('#results .card img')]
+        .filter(i => i.complete && i.naturalWidth > 0).length; return n >= 12 ? n : 0";
+    let shown = browser.wait_for("12 thumbnails", loaded);
+    assert_eq!(shown, json!(12));
+    let summary = browser.script("return document.getElementById('summary').textContent", json!([]));
+    assert!(summary.as_str().unwrap().contains("12 results for “a photo of a cat”"), "{summary}");
+    let scores = browser.script("return [...document.querySelectorAll('#results .score')].map(s => parseFloat(s.textContent))", json!([]));
+    let scores: Vec<f64> = scores.as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted by relevance: {scores:?}");
+    browser.screenshot(&artefacts.join("search.png"));
+
+    // The detail view of the first result.
+    let first_id = browser.script("return document.querySelector('#results .card').dataset.id", json!([]));
+    browser.click("#results .card img");
+    let meta = browser.wait_for(
+        "the detail view",
+        "const d = document.getElementById('detail'); return d.open && document.getElementById('detail-meta').innerText",
+    );
+    let meta = meta.as_str().unwrap();
+    assert!(meta.contains("Files") && meta.contains(photos.file_name().unwrap().to_str().unwrap()), "{meta}");
+    assert!(meta.contains("320 × 240 px"), "{meta}");
+    browser.wait_for("the large thumbnail", "const i = document.getElementById('detail-image'); return i.complete && i.naturalWidth > 0");
+    browser.screenshot(&artefacts.join("detail.png"));
+
+    // More like this: the photo itself comes first, with a score of 1.
+    browser.click("#detail-like");
+    browser.wait_for("the similar photos", "return document.getElementById('summary').textContent.includes('photos like')");
+    browser.wait_for("their thumbnails", loaded);
+    let top = browser.script(
+        "const c = document.querySelector('#results .card'); return [c.dataset.id, c.querySelector('.score').textContent]",
+        json!([]),
+    );
+    assert_eq!(top[0], first_id);
+    assert_eq!(top[1], "1.000");
+    assert_eq!(browser.script("return document.getElementById('detail').open", json!([])), json!(false));
+
+    // Search by an image of one's own (the file picker; dropping a file takes the same path).
+    let query = photos.join("photo07.jpg");
+    let input = browser.find("#image-input");
+    browser.call("POST", &format!("/element/{input}/value"), Some(json!({"text": query.to_str().unwrap()})));
+    browser.wait_for("the upload's results", "return document.getElementById('summary').textContent.includes('like photo07.jpg')");
+    let top_path = browser.wait_for("a result", "const i = document.querySelector('#results .card img'); return i && i.alt");
+    assert!(top_path.as_str().unwrap().ends_with("photo07.jpg"), "{top_path}");
+    browser.screenshot(&artefacts.join("by-image.png"));
+}

@@ -221,6 +221,17 @@ impl Library {
         Ok(clip)
     }
 
+    /// Uses an embedder built by the caller (random weights in a benchmark, a model loaded
+    /// some other way) instead of loading the configured model on first use. Its name must
+    /// be the configured model's, since the database records which model made its vectors.
+    pub fn set_embedder(&self, clip: Arc<ClipEmbedder>) -> Result<()> {
+        if clip.name() != self.model() {
+            return Err(Error::Invalid(format!("the library uses {}, not {}", self.model(), clip.name())));
+        }
+        *self.clip.write().expect("model lock") = Some(clip);
+        Ok(())
+    }
+
     /// Adds a folder to watch; returns its canonical path.
     pub fn add_root(&self, path: &Path) -> Result<PathBuf> {
         let root = indexer::canonical_root(path)?;

@@ -235,9 +235,19 @@ pub fn serve(library: Library, options: ServeOptions, on_listen: impl FnOnce(&[S
         on_listen(&server.addrs());
         server.run().await.map_err(|e| Error::Invalid(format!("the server stopped: {e}")))
     });
+    // The indexer stops between passes; a pass under way is not waited for long, since the
+    // store is crash-safe and the next start resumes where it stopped.
     indexer.stop();
     if let Some(thread) = thread {
-        let _ = thread.join();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            tracing::info!("leaving the indexing pass under way; the next start resumes it");
+        }
     }
     outcome
 }

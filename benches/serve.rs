@@ -58,7 +58,8 @@ fn load(url: &str, clients: usize, seconds: u64, distinct: bool) -> Run {
                 let mut latencies = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let i = counter.fetch_add(1, Ordering::Relaxed);
-                    let q = if distinct { format!("photo {i} of a dog on a beach") } else { format!("a dog {}", c % 2) };
+                    let q =
+                        if distinct { format!("photo {i} of a dog on a beach") } else { format!("a dog {}", c % 2) };
                     let t = Instant::now();
                     let response = agent.get(&format!("{url}api/search")).query("q", &q).query("k", "20").call();
                     let body: serde_json::Value = response.expect("search answers").into_json().expect("JSON");
@@ -124,7 +125,11 @@ fn main() -> clipdex::Result<()> {
     println!("{:<28} {:>8} {:>9} {:>9} {:>9}", "run", "queries", "q/s", "p50 ms", "p99 ms");
     for (distinct, clients) in [(true, 1), (true, 4), (false, 1), (false, 4)] {
         let r = load(&url, clients, seconds, distinct);
-        let name = format!("{} queries, {clients} client{}", if distinct { "distinct" } else { "repeated" }, if clients > 1 { "s" } else { "" });
+        let name = format!(
+            "{} queries, {clients} client{}",
+            if distinct { "distinct" } else { "repeated" },
+            if clients > 1 { "s" } else { "" }
+        );
         println!(
             "{name:<28} {:>8} {:>9.1} {:>9.2} {:>9.2}",
             r.queries,

@@ -1,7 +1,8 @@
 //! End to end in a real browser: `clipdex serve` on a small indexed library, headless
 //! Chromium driven through ChromeDriver's WebDriver protocol. Opens the UI, runs a text
 //! search, waits for the thumbnails, opens a detail view, runs "more like this" and a search
-//! by an uploaded image. Screenshots go to `target/e2e/`.
+//! by an uploaded and by a dropped image, then the same server with a token (the UI asks for
+//! it once). Screenshots go to `target/e2e/`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
 //! test says so and passes, unless `CLIPDEX_E2E=require` (set by CI) makes that a failure.
@@ -131,6 +132,22 @@ mod base64_png {
     }
 }
 
+/// Starts `clipdex serve` on a free loopback port; returns it and its URL.
+fn serve(db: &Path, extra: &[&str]) -> (Reaped, String) {
+    let mut server = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .args(["--db", db.to_str().unwrap(), "--model", &model(), "serve", "--bind", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = server.stdout.take().unwrap();
+    let server = Reaped(server);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address is printed").to_string();
+    (server, url)
+}
+
 fn picture(seed: u32) -> image::RgbImage {
     image::RgbImage::from_fn(320, 240, |x, y| {
         let s = seed as f32;
@@ -148,7 +165,10 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
         which(&["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]),
         which(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]),
     ) else {
-        assert!(!required, "CLIPDEX_E2E=require but chromium or chromedriver is missing (apt install chromium chromium-driver)");
+        assert!(
+            !required,
+            "CLIPDEX_E2E=require but chromium or chromedriver is missing (apt install chromium chromium-driver)"
+        );
         eprintln!("skipped: chromium and chromedriver not installed (apt install chromium chromium-driver)");
         return;
     };
@@ -164,26 +184,22 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     let db = tmp.path().join("db");
     let bin = env!("CARGO_BIN_EXE_clipdex");
     let run = |args: &[&str]| {
-        let out = Command::new(bin).args(["--db", db.to_str().unwrap(), "--model", &model()]).args(args).output().unwrap();
+        let out =
+            Command::new(bin).args(["--db", db.to_str().unwrap(), "--model", &model()]).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     run(&["add", photos.to_str().unwrap()]);
     run(&["index"]);
 
-    let mut server = Command::new(bin)
-        .args(["--db", db.to_str().unwrap(), "--model", &model(), "serve", "--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = server.stdout.take().unwrap();
-    let _server = Reaped(server);
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address is printed").to_string();
-
+    let (server, url) = serve(&db, &[]);
     let port = free_port();
     let _driver = Reaped(
-        Command::new(&driver).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+        Command::new(&driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
     let base = format!("http://127.0.0.1:{port}");
     let start = Instant::now();
@@ -194,6 +210,8 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     let profile = tmp.path().join("chromium-profile");
     let capabilities = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
         "binary": chromium,
+        // The password manager's save prompt would take the keyboard after the token is typed.
+        "prefs": {"credentials_enable_service": false, "profile.password_manager_enabled": false},
         "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  format!("--user-data-dir={}", profile.display()), "--window-size=1280,900"]}}}});
@@ -208,7 +226,8 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     let _quit = Quit(&browser);
 
     browser.call("POST", "/url", Some(json!({"url": url})));
-    browser.wait_for("the indexer's status", "return document.getElementById('status').textContent.includes('12 photos')");
+    browser
+        .wait_for("the indexer's status", "return document.getElementById('status').textContent.includes('12 photos')");
 
     // A text search: thumbnails appear, with scores.
     browser.type_into("#q", "a photo of a cat");
@@ -219,7 +238,10 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     assert_eq!(shown, json!(12));
     let summary = browser.script("return document.getElementById('summary').textContent", json!([]));
     assert!(summary.as_str().unwrap().contains("12 results for “a photo of a cat”"), "{summary}");
-    let scores = browser.script("return [...document.querySelectorAll('#results .score')].map(s => parseFloat(s.textContent))", json!([]));
+    let scores = browser.script(
+        "return [...document.querySelectorAll('#results .score')].map(s => parseFloat(s.textContent))",
+        json!([]),
+    );
     let scores: Vec<f64> = scores.as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted by relevance: {scores:?}");
     browser.screenshot(&artefacts.join("search.png"));
@@ -234,12 +256,18 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     let meta = meta.as_str().unwrap();
     assert!(meta.contains("Files") && meta.contains(photos.file_name().unwrap().to_str().unwrap()), "{meta}");
     assert!(meta.contains("320 × 240 px"), "{meta}");
-    browser.wait_for("the large thumbnail", "const i = document.getElementById('detail-image'); return i.complete && i.naturalWidth > 0");
+    browser.wait_for(
+        "the large thumbnail",
+        "const i = document.getElementById('detail-image'); return i.complete && i.naturalWidth > 0",
+    );
     browser.screenshot(&artefacts.join("detail.png"));
 
     // More like this: the photo itself comes first, with a score of 1.
     browser.click("#detail-like");
-    browser.wait_for("the similar photos", "return document.getElementById('summary').textContent.includes('photos like')");
+    browser.wait_for(
+        "the similar photos",
+        "return document.getElementById('summary').textContent.includes('photos like')",
+    );
     browser.wait_for("their thumbnails", loaded);
     let top = browser.script(
         "const c = document.querySelector('#results .card'); return [c.dataset.id, c.querySelector('.score').textContent]",
@@ -253,8 +281,59 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     let query = photos.join("photo07.jpg");
     let input = browser.find("#image-input");
     browser.call("POST", &format!("/element/{input}/value"), Some(json!({"text": query.to_str().unwrap()})));
-    browser.wait_for("the upload's results", "return document.getElementById('summary').textContent.includes('like photo07.jpg')");
-    let top_path = browser.wait_for("a result", "const i = document.querySelector('#results .card img'); return i && i.alt");
+    browser.wait_for(
+        "the upload's results",
+        "return document.getElementById('summary').textContent.includes('like photo07.jpg')",
+    );
+    let top_path =
+        browser.wait_for("a result", "const i = document.querySelector('#results .card img'); return i && i.alt");
     assert!(top_path.as_str().unwrap().ends_with("photo07.jpg"), "{top_path}");
     browser.screenshot(&artefacts.join("by-image.png"));
+
+    // Dropping an image on the page: a real drop event carrying a file.
+    let dropped = browser.script("return document.querySelectorAll('#results .card')[5].dataset.id", json!([]));
+    let drop = "const [id, done] = arguments;
+        fetch(`/api/images/${id}/file`).then(r => r.blob()).then(b => {
+          const dt = new DataTransfer();
+          dt.items.add(new File([b], 'dropped.jpg', {type: 'image/jpeg'}));
+          window.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+          done(true);
+        });";
+    browser.call("POST", "/execute/async", Some(json!({"script": drop, "args": [dropped]})));
+    browser.wait_for(
+        "the drop's results",
+        "return document.getElementById('summary').textContent.includes('like dropped.jpg')",
+    );
+    let top =
+        browser.wait_for("a result", "const c = document.querySelector('#results .card'); return c && c.dataset.id");
+    assert_eq!(top, dropped);
+
+    // With a token: the UI asks for it once, then every call (thumbnails too) carries it.
+    drop_server(server);
+    let (_server, url) = serve(&db, &["--token", "e2e-secret"]);
+    browser.call("POST", "/url", Some(json!({"url": url})));
+    browser.wait_for("the token prompt", "return document.getElementById('login').open");
+    browser.type_into("#token", "e2e-secret");
+    browser.click("#login-form button");
+    browser.wait_for(
+        "the status with the token",
+        "return document.getElementById('status').textContent.includes('12 photos')",
+    );
+    // Into the box as a user would: a click first (after the modal prompt, keys sent without one
+    // do not reach the page in headless Chromium).
+    browser.click("#q");
+    browser.type_into("#q", "a red bus");
+    browser.click("#search button[type=submit]");
+    browser.wait_for("thumbnails fetched with the token", loaded);
+    let sources = browser.script(
+        "return [...document.querySelectorAll('#results .card img')].every(i => i.src.startsWith('blob:'))",
+        json!([]),
+    );
+    assert_eq!(sources, json!(true));
+    browser.screenshot(&artefacts.join("with-token.png"));
+}
+
+/// Stops a server (killed and waited for, so its database is free again).
+fn drop_server(server: Reaped) {
+    drop(server);
 }

@@ -41,6 +41,7 @@ function askToken() {
   return new Promise((resolve) => {
     $("login-form").addEventListener("submit", () => {
       localStorage.setItem("clipdex-token", $("token").value.trim());
+      $("q").focus();
       resolve();
     }, { once: true });
   });

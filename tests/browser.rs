@@ -153,7 +153,7 @@ fn picture(seed: u32) -> image::RgbImage {
         let s = seed as f32;
         let r = 127.0 + 120.0 * (x as f32 / 40.0 + s).sin();
         let g = 127.0 + 120.0 * (y as f32 / 30.0 + s * 1.7).cos();
-        let b = if ((x / 40 + y / 40 + seed) % 2) == 0 { 60.0 } else { 200.0 };
+        let b = if (x / 40 + y / 40 + seed).is_multiple_of(2) { 60.0 } else { 200.0 };
         image::Rgb([r as u8, g as u8, b as u8])
     })
 }

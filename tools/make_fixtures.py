@@ -112,7 +112,7 @@ def perturb_(model: CLIPModel, gen: torch.Generator) -> None:
     nearly uniform) with weights under which every path visibly changes the output."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name == "logit_scale":
+            if name.endswith("logit_scale"):
                 continue
             shape = p.shape
             if "layer_norm" in name or "layrnorm" in name or "layernorm" in name:

@@ -44,6 +44,7 @@ pub mod library;
 pub mod models;
 pub mod photo;
 pub mod query;
+pub mod segment;
 pub mod server;
 pub mod store;
 pub mod thumbnail;

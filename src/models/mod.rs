@@ -3,5 +3,6 @@
 //! ([`preprocess`]). Nothing here knows about the database.
 
 pub mod clip;
+pub mod clipseg;
 pub mod preprocess;
 pub mod source;

@@ -103,6 +103,11 @@ pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73]
 /// OpenAI CLIP's normalisation, the default of `CLIPImageProcessor`.
 pub const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
+/// ImageNet normalisation, the default of `ViTImageProcessor` checkpoints such as CLIPSeg's.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet normalisation.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
 impl ImageProcessor {
     /// CLIP's defaults for an input of `image_size` pixels: what `CLIPImageProcessor()` does
     /// when a model ships no `preprocessor_config.json`.
@@ -116,8 +121,23 @@ impl ImageProcessor {
         }
     }
 
-    /// Reads `preprocessor_config.json`, filling what it leaves out from `defaults`.
+    /// `ViTImageProcessor`'s defaults for a `size` x `size` model (CLIPSeg's processor): an
+    /// exact bilinear resize, no crop, ImageNet normalisation.
+    pub fn vit_default(size: u32) -> Self {
+        ImageProcessor {
+            resize: Some(ResizeTo::Exact { width: size, height: size }),
+            resample: Resample::Bilinear,
+            center_crop: None,
+            rescale: Some(1.0 / 255.0),
+            normalize: Some((IMAGENET_MEAN, IMAGENET_STD)),
+        }
+    }
+
+    /// Reads `preprocessor_config.json`, filling what it leaves out from `defaults`. A bare
+    /// integer `size` means the shortest edge for CLIP's processor and a square for ViT's
+    /// (`defaults` says which: an exact resize there means ViT).
     pub fn from_file(model: &str, path: &Path, defaults: ImageProcessor) -> Result<Self> {
+        let square_is_exact = matches!(defaults.resize, Some(ResizeTo::Exact { .. }));
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::model(model, format!("cannot read {}: {e}", path.display())))?;
         let raw: RawConfig =
@@ -125,7 +145,8 @@ impl ImageProcessor {
         let mut p = defaults;
         if let Some(size) = raw.size {
             p.resize = Some(match size {
-                // Legacy CLIP files give the shortest edge as a bare integer.
+                // Legacy CLIP files give the shortest edge as a bare integer, ViT files a square.
+                SizeSpec::Square(n) if square_is_exact => ResizeTo::Exact { width: n, height: n },
                 SizeSpec::Square(n) | SizeSpec::ShortestEdge { shortest_edge: n } => ResizeTo::ShortestEdge(n),
                 SizeSpec::HeightWidth { height, width } => ResizeTo::Exact { width, height },
             });
@@ -247,7 +268,8 @@ fn resize_rgb(image: &RgbImage, width: u32, height: u32, resample: Resample) -> 
         return Ok(image.clone());
     }
     match resample {
-        Resample::Bicubic => Ok(pil_bicubic::resize(image, width, height)),
+        Resample::Bicubic => Ok(pil_resample::resize(image, width, height, pil_resample::BICUBIC)),
+        Resample::Bilinear => Ok(pil_resample::resize(image, width, height, pil_resample::BILINEAR)),
         other => {
             let (w, h) = image.dimensions();
             let src = fr::images::ImageRef::new(w, h, image.as_raw(), fr::PixelType::U8x3)
@@ -255,7 +277,6 @@ fn resize_rgb(image: &RgbImage, width: u32, height: u32, resample: Resample) -> 
             let mut dst = fr::images::Image::new(width, height, fr::PixelType::U8x3);
             let alg = match other {
                 Resample::Nearest => fr::ResizeAlg::Nearest,
-                Resample::Bilinear => fr::ResizeAlg::Convolution(fr::FilterType::Bilinear),
                 _ => fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3),
             };
             fr::Resizer::new()
@@ -267,18 +288,35 @@ fn resize_rgb(image: &RgbImage, width: u32, height: u32, resample: Resample) -> 
     }
 }
 
-/// PIL's bicubic resampling, reproduced to the bit: the models were trained and the goldens
-/// made on images resized by PIL, and a general-purpose resizer (with its own rounding and
-/// kernel normalisation) lands up to 6/255 away on sharp edges.
+/// PIL's bicubic and bilinear resampling, reproduced to the bit: the models were trained and
+/// the goldens made on images resized by PIL, and a general-purpose resizer (with its own
+/// rounding and kernel normalisation) lands up to 6/255 away on sharp edges.
 ///
 /// PIL resamples separably, horizontal pass first into an 8-bit image holding only the rows the
-/// vertical pass reads. Each output sample is a normalised window of the Keys cubic (a = -0.5)
-/// stretched by the downscale factor (antialiasing), applied in 22-bit fixed point with
-/// rounding, then clamped to 0..=255.
-mod pil_bicubic {
+/// vertical pass reads. Each output sample is a normalised window of the filter (the Keys cubic
+/// with a = -0.5, or the triangle) stretched by the downscale factor (antialiasing), applied in
+/// 22-bit fixed point with rounding, then clamped to 0..=255.
+mod pil_resample {
     use image::RgbImage;
 
     const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+    /// A PIL filter: its kernel and the half-width where it is non-zero.
+    #[derive(Clone, Copy)]
+    pub(super) struct Filter {
+        kernel: fn(f64) -> f64,
+        support: f64,
+    }
+
+    /// `Image.BICUBIC`.
+    pub(super) const BICUBIC: Filter = Filter { kernel: cubic, support: 2.0 };
+    /// `Image.BILINEAR`.
+    pub(super) const BILINEAR: Filter = Filter { kernel: triangle, support: 1.0 };
+
+    fn triangle(x: f64) -> f64 {
+        let x = x.abs();
+        if x < 1.0 { 1.0 - x } else { 0.0 }
+    }
 
     fn cubic(x: f64) -> f64 {
         const A: f64 = -0.5;
@@ -298,10 +336,10 @@ mod pil_bicubic {
         weights: Vec<Vec<i32>>,
     }
 
-    fn taps(in_size: usize, out_size: usize) -> Taps {
+    fn taps(in_size: usize, out_size: usize, filter: Filter) -> Taps {
         let scale = in_size as f64 / out_size as f64;
         let filter_scale = scale.max(1.0);
-        let support = 2.0 * filter_scale;
+        let support = filter.support * filter_scale;
         let mut start = Vec::with_capacity(out_size);
         let mut weights = Vec::with_capacity(out_size);
         for xx in 0..out_size {
@@ -309,7 +347,8 @@ mod pil_bicubic {
             // PIL truncates toward zero here (a C cast), then clamps to the image.
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = (((center + support + 0.5) as i64).min(in_size as i64) as usize).max(xmin);
-            let raw: Vec<f64> = (xmin..xmax).map(|x| cubic((x as f64 - center + 0.5) / filter_scale)).collect();
+            let raw: Vec<f64> =
+                (xmin..xmax).map(|x| (filter.kernel)((x as f64 - center + 0.5) / filter_scale)).collect();
             let total: f64 = raw.iter().sum();
             let fixed = raw
                 .iter()
@@ -329,13 +368,13 @@ mod pil_bicubic {
         (acc >> PRECISION_BITS).clamp(0, 255) as u8
     }
 
-    pub(super) fn resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    pub(super) fn resize(image: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
         let (in_w, in_h) = (image.width() as usize, image.height() as usize);
         let (out_w, out_h) = (width as usize, height as usize);
         let src = image.as_raw();
         let round = 1i64 << (PRECISION_BITS - 1);
 
-        let vert = taps(in_h, out_h);
+        let vert = taps(in_h, out_h, filter);
         let first_row = vert.start[0];
         let last_row = vert.start[out_h - 1] + vert.weights[out_h - 1].len();
 
@@ -345,7 +384,7 @@ mod pil_bicubic {
         if out_w == in_w {
             mid.copy_from_slice(&src[first_row * in_w * 3..last_row * in_w * 3]);
         } else {
-            let horiz = taps(in_w, out_w);
+            let horiz = taps(in_w, out_w, filter);
             for r in 0..rows {
                 let line = &src[(first_row + r) * in_w * 3..(first_row + r + 1) * in_w * 3];
                 let out = &mut mid[r * out_w * 3..(r + 1) * out_w * 3];

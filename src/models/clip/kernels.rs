@@ -178,18 +178,18 @@ fn bias_act_generic(xs: &Tensor, bias: &Tensor, act: Option<HiddenAct>) -> CResu
 }
 
 /// A dense layer with its weight stored transposed (`[in, out]`) for a contiguous matmul.
-pub(super) struct Dense {
+pub(crate) struct Dense {
     weight_t: Tensor,
     bias: Option<Tensor>,
 }
 
 impl Dense {
-    pub(super) fn new(weight: &Tensor, bias: Option<Tensor>) -> CResult<Self> {
+    pub(crate) fn new(weight: &Tensor, bias: Option<Tensor>) -> CResult<Self> {
         Ok(Dense { weight_t: weight.t()?.contiguous()?, bias })
     }
 
     /// `act(xs · Wᵀ + b)` for `xs` of shape `[.., in]`.
-    pub(super) fn forward(&self, xs: &Tensor, act: Option<HiddenAct>) -> CResult<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor, act: Option<HiddenAct>) -> CResult<Tensor> {
         let dims = xs.dims().to_vec();
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let ys = xs.reshape((rows, dims[dims.len() - 1]))?.matmul(&self.weight_t)?;

@@ -6,8 +6,8 @@
 //! vectors, so that a dot product is a cosine similarity.
 
 mod config;
-mod kernels;
-mod model;
+pub(crate) mod kernels;
+pub(crate) mod model;
 mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -58,23 +58,7 @@ impl ClipEmbedder {
         let (which, weights) = repo.first_of(&["model.safetensors", "pytorch_model.bin"])?;
         let vb = open_weights(name, &weights, which == 0, device)?;
 
-        let max_len = config.text_config.max_position_embeddings;
-        let tokenizer = match repo.optional("tokenizer.json")? {
-            Some(json) => ClipTokenizer::from_json(name, &json, max_len)?,
-            None => {
-                let vocab = repo.optional("vocab.json")?;
-                let merges = repo.optional("merges.txt")?;
-                match (vocab, merges) {
-                    (Some(v), Some(m)) => ClipTokenizer::from_vocab_merges(name, &v, &m, max_len)?,
-                    _ => {
-                        return Err(Error::model(
-                            name,
-                            "no tokenizer: expected tokenizer.json, or vocab.json and merges.txt",
-                        ));
-                    }
-                }
-            }
-        };
+        let tokenizer = load_tokenizer(repo, config.text_config.max_position_embeddings)?;
         let side = config.vision_config.image_size as u32;
         let processor = match repo.optional("preprocessor_config.json")? {
             Some(p) => ImageProcessor::from_file(name, &p, ImageProcessor::clip_default(side))?,
@@ -215,6 +199,18 @@ impl ClipEmbedder {
     }
 }
 
+/// The CLIP tokenizer of a repository: `tokenizer.json`, or `vocab.json` and `merges.txt`.
+pub(crate) fn load_tokenizer(repo: &ModelRepo, max_len: usize) -> Result<ClipTokenizer> {
+    let name = repo.name();
+    match repo.optional("tokenizer.json")? {
+        Some(json) => ClipTokenizer::from_json(name, &json, max_len),
+        None => match (repo.optional("vocab.json")?, repo.optional("merges.txt")?) {
+            (Some(v), Some(m)) => ClipTokenizer::from_vocab_merges(name, &v, &m, max_len),
+            _ => Err(Error::model(name, "no tokenizer: expected tokenizer.json, or vocab.json and merges.txt")),
+        },
+    }
+}
+
 fn to_rows(t: &Tensor) -> Result<Vec<Embedding>> {
     Ok(t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
 }
@@ -255,7 +251,12 @@ fn read_config(model: &str, path: &Path) -> Result<ClipConfig> {
 }
 
 /// Opens `model.safetensors` (memory-mapped) or `pytorch_model.bin`, converting to f32.
-fn open_weights(model: &str, path: &Path, safetensors: bool, device: &Device) -> Result<VarBuilder<'static>> {
+pub(crate) fn open_weights(
+    model: &str,
+    path: &Path,
+    safetensors: bool,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
     let opened = if safetensors {
         // SAFETY: the file is mapped read-only; clipdex never writes model files while they are
         // in use, and a truncated file fails the header and size checks below instead.

@@ -15,7 +15,7 @@ use super::kernels::{self, Dense};
 
 type CResult<T> = candle_core::Result<T>;
 
-fn dense(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Dense> {
+pub(crate) fn dense(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Dense> {
     Dense::new(&vb.get((out_dim, in_dim), "weight")?, Some(vb.get(out_dim, "bias")?))
 }
 
@@ -23,19 +23,19 @@ fn dense_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Dense
     Dense::new(&vb.get((out_dim, in_dim), "weight")?, None)
 }
 
-fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> CResult<LayerNorm> {
+pub(crate) fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> CResult<LayerNorm> {
     Ok(LayerNorm::new(vb.get(dim, "weight")?, vb.get(dim, "bias")?, eps))
 }
 
 /// Multi-head self-attention with fused input projections.
-struct SelfAttention {
+pub(crate) struct SelfAttention {
     qkv: Dense,
     out: Dense,
     heads: usize,
 }
 
 impl SelfAttention {
-    fn load(dim: usize, heads: usize, vb: VarBuilder) -> CResult<Self> {
+    pub(crate) fn load(dim: usize, heads: usize, vb: VarBuilder) -> CResult<Self> {
         let scale = ((dim / heads) as f64).powf(-0.5);
         let part = |name: &str| -> CResult<(Tensor, Tensor)> {
             let vb = vb.pp(name);
@@ -49,20 +49,26 @@ impl SelfAttention {
         Ok(SelfAttention { qkv: Dense::new(&w, Some(b))?, out: dense(dim, dim, vb.pp("out_proj"))?, heads })
     }
 
-    fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
         let qkv = self.qkv.forward(xs, None)?;
         self.out.forward(&kernels::attention(&qkv, self.heads, causal)?, None)
     }
 }
 
-struct Mlp {
+/// The two-layer MLP of a transformer block.
+pub(crate) struct Mlp {
     fc1: Dense,
     fc2: Dense,
     act: HiddenAct,
 }
 
 impl Mlp {
-    fn forward(&self, xs: &Tensor) -> CResult<Tensor> {
+    /// `fc1` and `fc2` under `vb`.
+    pub(crate) fn load(dim: usize, hidden: usize, act: HiddenAct, vb: VarBuilder) -> CResult<Self> {
+        Ok(Mlp { fc1: dense(dim, hidden, vb.pp("fc1"))?, fc2: dense(hidden, dim, vb.pp("fc2"))?, act })
+    }
+
+    pub(crate) fn forward(&self, xs: &Tensor) -> CResult<Tensor> {
         self.fc2.forward(&self.fc1.forward(xs, Some(self.act))?, None)
     }
 }
@@ -73,6 +79,13 @@ struct EncoderLayer {
     attn: SelfAttention,
     ln2: LayerNorm,
     mlp: Mlp,
+}
+
+impl EncoderLayer {
+    fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
+        let xs = (xs + self.attn.forward(&self.ln1.forward(xs)?, causal)?)?;
+        &xs + self.mlp.forward(&self.ln2.forward(&xs)?)?
+    }
 }
 
 /// The sizes of one tower's encoder, from its config.
@@ -122,11 +135,7 @@ impl Encoder {
                     ln1: layer_norm(dim, eps, vb.pp("layer_norm1"))?,
                     attn: SelfAttention::load(dim, heads, vb.pp("self_attn"))?,
                     ln2: layer_norm(dim, eps, vb.pp("layer_norm2"))?,
-                    mlp: Mlp {
-                        fc1: dense(dim, mlp_dim, vb.pp("mlp").pp("fc1"))?,
-                        fc2: dense(mlp_dim, dim, vb.pp("mlp").pp("fc2"))?,
-                        act,
-                    },
+                    mlp: Mlp::load(dim, mlp_dim, act, vb.pp("mlp"))?,
                 })
             })
             .collect::<CResult<Vec<_>>>()?;
@@ -136,8 +145,7 @@ impl Encoder {
     fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
         let mut xs = xs.clone();
         for l in &self.layers {
-            xs = (&xs + l.attn.forward(&l.ln1.forward(&xs)?, causal)?)?;
-            xs = (&xs + l.mlp.forward(&l.ln2.forward(&xs)?)?)?;
+            xs = l.forward(&xs, causal)?;
         }
         Ok(xs)
     }
@@ -201,10 +209,87 @@ impl VisionTower {
         self.encoder.forward(&xs, false)
     }
 
+    /// The outputs of the encoder layers numbered in `layers` (from 0), running only as many
+    /// layers as the deepest one needs.
+    fn hidden_states_at(&self, pixels: &Tensor, layers: &[usize]) -> CResult<Vec<Tensor>> {
+        let deepest = layers.iter().copied().max().unwrap_or(0);
+        if deepest >= self.encoder.layers.len() {
+            candle_core::bail!("layer {deepest} asked for, the vision tower has {}", self.encoder.layers.len());
+        }
+        let mut xs = self.pre_ln.forward(&self.embed(pixels)?)?;
+        let mut kept = vec![None; layers.len()];
+        for (i, layer) in self.encoder.layers[..=deepest].iter().enumerate() {
+            xs = layer.forward(&xs, false)?;
+            for (slot, _) in kept.iter_mut().zip(layers).filter(|(_, l)| **l == i) {
+                *slot = Some(xs.clone());
+            }
+        }
+        Ok(kept.into_iter().map(|t| t.expect("every layer visited")).collect())
+    }
+
+    /// Takes `side` x `side` inputs: the position embeddings are resampled to the new grid
+    /// as transformers' `interpolate_pos_encoding` does (bicubic, a = -0.75, half-pixel
+    /// centres, edges clamped).
+    fn resize_input(&mut self, side: usize) -> CResult<()> {
+        let grid = side / self.patch_size;
+        if grid * self.patch_size != side || grid == 0 {
+            candle_core::bail!("{side} px is not a multiple of the patch size {}", self.patch_size);
+        }
+        if grid == self.grid {
+            return Ok(());
+        }
+        let d = self.positions.dim(1)?;
+        let old = self.positions.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let (g, n) = (self.grid, grid);
+        let taps = bicubic_taps(g, n);
+        // Rows first (along x), then columns (along y), like torch's separable kernel.
+        let mut resized = vec![vec![0f32; d]; 1 + n * n];
+        resized[0].copy_from_slice(&old[0]);
+        for (oy, ty) in taps.iter().enumerate() {
+            for (ox, tx) in taps.iter().enumerate() {
+                let out = &mut resized[1 + oy * n + ox];
+                for c in 0..d {
+                    let mut acc = 0f64;
+                    for (&iy, &wy) in ty.0.iter().zip(&ty.1) {
+                        let mut row = 0f64;
+                        for (&ix, &wx) in tx.0.iter().zip(&tx.1) {
+                            row += wx * f64::from(old[1 + iy * g + ix][c]);
+                        }
+                        acc += wy * row;
+                    }
+                    out[c] = acc as f32;
+                }
+            }
+        }
+        let flat: Vec<f32> = resized.into_iter().flatten().collect();
+        self.positions =
+            Tensor::from_vec(flat, (1 + n * n, d), self.positions.device())?.to_dtype(self.positions.dtype())?;
+        self.grid = grid;
+        Ok(())
+    }
+
     fn pooled(&self, pixels: &Tensor) -> CResult<Tensor> {
         let hidden = self.forward(pixels)?;
         self.post_ln.forward(&hidden.i((.., 0, ..))?.contiguous()?)
     }
+}
+
+/// torch's `upsample_bicubic2d` weights along one axis (`align_corners=False`): for each
+/// output index, the four input indices (clamped to the edges) and their weights.
+fn bicubic_taps(input: usize, output: usize) -> Vec<([usize; 4], [f64; 4])> {
+    const A: f64 = -0.75;
+    let near = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f64| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    let scale = input as f64 / output as f64;
+    (0..output)
+        .map(|o| {
+            let real = scale * (o as f64 + 0.5) - 0.5;
+            let base = real.floor();
+            let t = real - base;
+            let at = |k: i64| (base as i64 + k).clamp(0, input as i64 - 1) as usize;
+            ([at(-1), at(0), at(1), at(2)], [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)])
+        })
+        .collect()
 }
 
 /// The text tower up to its pooled end-of-text state.
@@ -304,6 +389,18 @@ impl ClipModel {
     /// `get_text_features` for token sequences (with their start and end tokens).
     pub fn text_features(&self, batch: &[Vec<u32>], pad: u32, device: &Device) -> CResult<Tensor> {
         self.text_projection.forward(&self.text.pooled(batch, pad, device)?, None)
+    }
+
+    /// The outputs of the vision encoder's layers `layers` (numbered from 0), each
+    /// `[b, 1 + grid², width]` (CLIPSeg's activations).
+    pub fn vision_hidden_states_at(&self, pixels: &Tensor, layers: &[usize]) -> CResult<Vec<Tensor>> {
+        self.vision.hidden_states_at(pixels, layers)
+    }
+
+    /// Makes the vision tower take `side` x `side` images, resampling its position
+    /// embeddings (CLIPSeg runs a 224 px CLIP at 352 px).
+    pub fn set_image_size(&mut self, side: usize) -> CResult<()> {
+        self.vision.resize_input(side)
     }
 
     /// The vision encoder's hidden states, `[b, 1 + grid², width]`.

@@ -34,6 +34,11 @@ pub struct GlobalOptions {
     #[arg(long, global = true, env = "CLIPDEX_DB", value_name = "DIR")]
     pub db: Option<PathBuf>,
 
+    /// CLIPSeg model for `segment`, `crop-search` and `search --crops`: a Hugging Face id or a
+    /// local directory.
+    #[arg(long, global = true, env = "CLIPDEX_SEG_MODEL", default_value = clipdex::models::clipseg::DEFAULT_SEG_MODEL)]
+    pub seg_model: String,
+
     /// Refuse images with more pixels than this (decompression bombs).
     #[arg(long, global = true, value_name = "N", default_value_t = clipdex::photo::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
@@ -140,6 +145,10 @@ pub enum Command {
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// Text-prompted masks and crops (CLIPSeg): where in the image is it?
+    Segment(SegmentArgs),
+    /// Search for regions rather than whole photos: CLIPSeg crops of the best matches.
+    CropSearch(CropSearchArgs),
     /// Serve the HTTP API and the web UI, indexing and following the folders meanwhile.
     Serve(ServeArgs),
     /// Counts, model and index state.
@@ -243,8 +252,64 @@ pub struct SearchArgs {
     /// What to look for, in words (optional with --tag).
     #[arg(required_unless_present = "tag")]
     pub text: Option<String>,
+    /// Also find where in each result the text is (CLIPSeg): adds "region": {"box": [x, y,
+    /// width, height], "area", "mean_probability"} (or null) to each JSON result.
+    #[arg(long, requires = "text")]
+    pub crops: bool,
+    /// Probability a pixel needs to count as part of a region (with --crops).
+    #[arg(long, default_value_t = clipdex::segment::DEFAULT_THRESHOLD, value_parser = parse_probability)]
+    pub threshold: f32,
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+/// `clipdex segment`.
+#[derive(Debug, Args)]
+pub struct SegmentArgs {
+    /// The image.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// What to find, in words (repeatable; all run in one batch).
+    #[arg(long = "prompt", value_name = "TEXT")]
+    pub prompts: Vec<String>,
+    /// An example image of what to find (a visual prompt; repeatable; after the texts).
+    #[arg(long = "example", value_name = "IMG")]
+    pub examples: Vec<PathBuf>,
+    /// Probability a pixel needs to count as part of a region.
+    #[arg(long, default_value_t = clipdex::segment::DEFAULT_THRESHOLD, value_parser = parse_probability)]
+    pub threshold: f32,
+    /// Folder for the masks, overlays and crops (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print JSON: {"image", "width", "height", "prompts": [{"index", "prompt" or "example",
+    /// "mask", "overlay", "regions": [{"box", "area", "mean_probability", "crop"}]}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clipdex crop-search`.
+#[derive(Debug, Args)]
+pub struct CropSearchArgs {
+    /// What to look for, in words.
+    pub text: String,
+    /// Photos (best CLIP matches) examined for regions [default: 3 x k, at least 20].
+    #[arg(long, value_name = "N")]
+    pub candidates: Option<usize>,
+    /// Probability a pixel needs to count as part of a region.
+    #[arg(long, default_value_t = clipdex::segment::DEFAULT_THRESHOLD, value_parser = parse_probability)]
+    pub threshold: f32,
+    /// Write the crops as PNG files into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+fn parse_probability(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a probability between 0 and 1")),
+    }
 }
 
 #[derive(Debug, Args)]

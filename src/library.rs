@@ -15,10 +15,12 @@ use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::indexer::{self, IndexOptions, IndexReport, Progress};
 use crate::models::clip::ClipEmbedder;
+use crate::models::clipseg::{Prompt, Segmenter};
 use crate::photo::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_rgb, open_rgb};
 use crate::query::autotag::{self, AutotagReport, AutotagSettings};
 use crate::query::tags::{self, ZeroShotClassifier};
 use crate::query::{self, SearchFilter, SearchHit};
+use crate::segment::{Region, RegionOptions, best_region, segment_photo};
 use crate::store::{Failure, ImageId, ImageRecord, ReindexTarget, Store, StoreCounts, Tag, TagCount};
 use crate::thumbnail;
 
@@ -40,6 +42,8 @@ pub struct LibraryConfig {
     pub batch_size: usize,
     /// From this many photos on, searches use the HNSW graph.
     pub graph_min: usize,
+    /// The CLIPSeg model for `--crops` (hub id or directory; loaded on first use).
+    pub seg_model: String,
     /// Whether searches load the HNSW graph. Right for a long-lived process (the index is
     /// kept in memory between searches); a one-shot search is faster without, since loading
     /// the graph of 100,000 photos takes seconds and scanning them exactly 9 ms.
@@ -56,6 +60,7 @@ impl LibraryConfig {
             max_pixels: DEFAULT_MAX_PIXELS,
             batch_size: crate::models::clip::MAX_BATCH,
             graph_min: GRAPH_MIN_VECTORS,
+            seg_model: crate::models::clipseg::DEFAULT_SEG_MODEL.to_string(),
             load_graph: true,
         }
     }
@@ -97,6 +102,7 @@ pub struct Library {
     /// The model of the current vectors: the configured one, until `reindex` switches.
     model: RwLock<String>,
     clip: RwLock<Option<Arc<ClipEmbedder>>>,
+    segmenter: std::sync::Mutex<Option<Arc<Segmenter>>>,
     /// The search index, kept while the store does not change.
     index: std::sync::Mutex<Option<CachedIndex>>,
 }
@@ -187,6 +193,7 @@ impl Library {
             config,
             store,
             clip: RwLock::new(None),
+            segmenter: Default::default(),
             index: Default::default(),
         }
     }
@@ -230,6 +237,38 @@ impl Library {
         }
         *self.clip.write().expect("model lock") = Some(clip);
         Ok(())
+    }
+
+    /// The CLIPSeg model (`LibraryConfig::seg_model`), loaded on first use.
+    pub fn segmenter(&self) -> Result<Arc<Segmenter>> {
+        let mut slot = self.segmenter.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        let loaded = Arc::new(Segmenter::load(&self.config.seg_model, &self.config.device.open()?)?);
+        *slot = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// For each hit, the region of its photo that best shows `text` (CLIPSeg), or `None`
+    /// when no region passes the threshold or the file cannot be read. Boxes are in the
+    /// photo's upright pixels.
+    pub fn locate(&self, text: &str, hits: &[SearchHit], options: &RegionOptions) -> Result<Vec<Option<Region>>> {
+        let segmenter = self.segmenter()?;
+        let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: None };
+        hits.iter()
+            .map(|hit| {
+                let photo = match open_rgb(&hit.path, &decode) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!("cannot locate {text:?} in {}: {e}", hit.path.display());
+                        return Ok(None);
+                    }
+                };
+                let found = segment_photo(&segmenter, &photo, &[Prompt::Text(text)], options)?;
+                Ok(found.into_iter().next().and_then(|s| best_region(&s.regions).cloned()))
+            })
+            .collect()
     }
 
     /// Adds a folder to watch; returns its canonical path.

@@ -2,6 +2,7 @@
 //! (human-readable by default, `--json` for scripts). Errors end here, as one line on stderr.
 
 mod cli;
+mod segmenting;
 mod tagging;
 
 use std::io::Write;
@@ -46,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let model = tagging::ZeroShotModel::open(g)?;
             return tagging::describe(&model, image, *k, vocab.as_deref(), *json, g.max_pixels);
         }
+        Command::Segment(args) => return segmenting::segment(g, args),
         Command::Eval { what: EvalCommand::Zeroshot(args) } => {
             let clip = ClipEmbedder::load(&g.model, &g.device.open()?)?;
             return tagging::eval_zeroshot(&clip, args, g.max_pixels);
@@ -63,13 +65,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return reindex(g, batch_size, *json);
     }
     let mut library = open_library(g, batch_size)?;
-    if matches!(cli.command, Command::Search(_) | Command::Similar { .. }) {
+    if matches!(cli.command, Command::Search(_) | Command::Similar { .. } | Command::CropSearch(_)) {
         // One search: scanning every vector (9 ms at 100,000 photos) beats loading the graph.
         library.set_load_graph(false);
     }
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Embed(_) | Command::Tag(_) | Command::Describe { .. } | Command::Eval { .. } => {
+        Command::Embed(_) | Command::Tag(_) | Command::Describe { .. } | Command::Eval { .. } | Command::Segment(_) => {
             unreachable!("handled above")
         }
         Command::Reindex { .. } => unreachable!("handled above"),
@@ -148,7 +150,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(text) => library.search_text(text, args.filter.k as usize, &filter)?,
                 None => library.search_tag(args.filter.k as usize, &filter)?,
             };
-            print_hits(&mut out, &hits, started, args.filter.json)?;
+            match (&args.text, args.crops) {
+                (Some(text), true) => {
+                    segmenting::print_located_hits(&library, text, &hits, args.threshold, started, args.filter.json)?
+                }
+                _ => print_hits(&mut out, &hits, started, args.filter.json)?,
+            }
         }
         Command::Similar { image, filter: f } => {
             let filter = filter_of(&f)?;
@@ -158,6 +165,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_hits(&mut out, &hits, started, f.json)?;
         }
         Command::Serve(args) => return serve(library, &args),
+        Command::CropSearch(args) => {
+            let filter = filter_of(&args.filter)?;
+            return segmenting::crop_search(&library, &args, &filter);
+        }
         Command::Stats { json } => {
             let s = library.stats()?;
             if json {
@@ -264,6 +275,7 @@ fn library_config(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<Librar
     config.device = g.device;
     config.max_pixels = g.max_pixels;
     config.batch_size = batch_size;
+    config.seg_model = g.seg_model.clone();
     Ok(config)
 }
 

@@ -6,7 +6,8 @@ use image::imageops::FilterType;
 use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
 use serde::Serialize;
 
-use crate::models::clipseg::ProbabilityMap;
+use crate::error::Result;
+use crate::models::clipseg::{ProbabilityMap, Prompt, Segmenter};
 
 /// The default probability a pixel needs to belong to a region.
 pub const DEFAULT_THRESHOLD: f32 = 0.4;
@@ -38,6 +39,39 @@ pub struct Region {
     pub area: f32,
     /// Mean probability over the region's pixels.
     pub mean_probability: f32,
+}
+
+/// What one prompt found in one photo.
+#[derive(Debug, Clone)]
+pub struct Segmentation {
+    /// The probability map at the photo's own size.
+    pub map: ProbabilityMap,
+    /// Its regions, largest first.
+    pub regions: Vec<Region>,
+}
+
+/// Segments a photo for each prompt (the photo is encoded once): maps at the photo's size and
+/// their regions.
+pub fn segment_photo(
+    segmenter: &Segmenter,
+    photo: &RgbImage,
+    prompts: &[Prompt],
+    options: &RegionOptions,
+) -> Result<Vec<Segmentation>> {
+    let maps = segmenter.probabilities(photo, prompts)?;
+    Ok(maps
+        .iter()
+        .map(|m| {
+            let map = resize_map(m, photo.width(), photo.height());
+            let regions = regions(&map, options);
+            Segmentation { map, regions }
+        })
+        .collect())
+}
+
+/// The region of a photo that best shows the prompt: the most probable of its regions.
+pub fn best_region(regions: &[Region]) -> Option<&Region> {
+    regions.iter().max_by(|a, b| a.mean_probability.total_cmp(&b.mean_probability))
 }
 
 /// The map as an 8-bit grayscale image: `round(p * 255)`.

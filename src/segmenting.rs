@@ -1,0 +1,189 @@
+//! The CLIPSeg commands: `segment` (masks, overlays, crops of one image), `crop-search`
+//! (regions of the library rather than whole photos) and `search --crops` (where in each
+//! result the query is). Each calls the library and writes files, a table or JSON.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use clipdex::Library;
+use clipdex::models::clipseg::{Prompt, Segmenter};
+use clipdex::photo::{DecodeOptions, open_rgb};
+use clipdex::query::SearchHit;
+use clipdex::segment::{self, RegionOptions};
+
+use crate::cli::{CropSearchArgs, GlobalOptions, SegmentArgs};
+
+fn save_png<P>(image: &image::ImageBuffer<P, Vec<u8>>, path: &Path) -> anyhow::Result<()>
+where
+    P: image::Pixel<Subpixel = u8> + image::PixelWithColorType,
+{
+    image.save_with_format(path, image::ImageFormat::Png).with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn segment(g: &GlobalOptions, args: &SegmentArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !args.prompts.is_empty() || !args.examples.is_empty(),
+        "nothing to look for: give --prompt \"a dog\" (repeatable) or --example IMAGE"
+    );
+    if let Some(empty) = args.prompts.iter().find(|p| p.trim().is_empty()) {
+        anyhow::bail!("empty prompt {empty:?}");
+    }
+    let decode = DecodeOptions { max_pixels: g.max_pixels, min_side: None };
+    let photo = open_rgb(&args.image, &decode)?;
+    let examples = args.examples.iter().map(|p| open_rgb(p, &decode)).collect::<clipdex::Result<Vec<_>>>()?;
+    let segmenter = Segmenter::load(&g.seg_model, &g.device.open()?)?;
+    let mut prompts: Vec<Prompt> = args.prompts.iter().map(|p| Prompt::Text(p)).collect();
+    prompts.extend(examples.iter().map(Prompt::Example));
+    let options = RegionOptions { threshold: args.threshold, ..Default::default() };
+    let found = segment::segment_photo(&segmenter, &photo, &prompts, &options)?;
+
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let stem = args.image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+    let mut rows = Vec::new();
+    for (i, s) in found.iter().enumerate() {
+        let mask = args.out.join(format!("{stem}.{i}.mask.png"));
+        let overlay = args.out.join(format!("{stem}.{i}.overlay.png"));
+        save_png(&segment::probability_png(&s.map), &mask)?;
+        save_png(&segment::overlay(&photo, &s.map, args.threshold), &overlay)?;
+        let mut regions = Vec::new();
+        for (j, region) in s.regions.iter().enumerate() {
+            let crop = args.out.join(format!("{stem}.{i}.crop{j}.png"));
+            save_png(&segment::crop(&photo, region), &crop)?;
+            let mut r = serde_json::to_value(region)?;
+            r["crop"] = json!(crop);
+            regions.push(r);
+        }
+        let mut row = json!({"index": i, "mask": mask, "overlay": overlay, "regions": regions});
+        match i.checked_sub(args.prompts.len()) {
+            None => row["prompt"] = json!(args.prompts[i]),
+            Some(e) => row["example"] = json!(args.examples[e]),
+        }
+        rows.push(row);
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let doc = json!({"image": args.image, "width": photo.width(), "height": photo.height(), "prompts": rows});
+        writeln!(out, "{doc}")?;
+    } else {
+        for row in &rows {
+            let what = row.get("prompt").or(row.get("example")).cloned().unwrap_or(Value::Null);
+            let regions = row["regions"].as_array().map_or(0, Vec::len);
+            writeln!(out, "{what}: {regions} region(s); mask {}", row["mask"].as_str().unwrap_or_default())?;
+            for r in row["regions"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "  box {}  {:.1}% of the image  p̄ {:.3}  {}",
+                    r["box"],
+                    r["area"].as_f64().unwrap_or(0.0) * 100.0,
+                    r["mean_probability"].as_f64().unwrap_or(0.0),
+                    r["crop"].as_str().unwrap_or_default()
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `search --crops`: the hits with the region of each that best shows the text.
+pub fn print_located_hits(
+    library: &Library,
+    text: &str,
+    hits: &[SearchHit],
+    threshold: f32,
+    started: std::time::Instant,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let regions = library.locate(text, hits, &RegionOptions { threshold, ..Default::default() })?;
+    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        let rows: Vec<Value> = hits
+            .iter()
+            .zip(&regions)
+            .map(|(h, r)| json!({"id": h.id, "path": h.path, "score": h.score, "region": r}))
+            .collect();
+        writeln!(out, "{}", json!({"results": rows, "took_ms": took_ms}))?;
+    } else {
+        for (h, r) in hits.iter().zip(&regions) {
+            let at = match r {
+                Some(r) => format!("  at {:?} (p̄ {:.2})", r.bbox, r.mean_probability),
+                None => "  (no region)".into(),
+            };
+            writeln!(out, "{:.4}  {}{at}", h.score, h.path.display())?;
+        }
+    }
+    Ok(())
+}
+
+/// `crop-search`: regions of the best-matching photos, most probable first.
+pub fn crop_search(
+    library: &Library,
+    args: &CropSearchArgs,
+    filter: &clipdex::query::SearchFilter,
+) -> anyhow::Result<ExitCode> {
+    let k = args.filter.k as usize;
+    let candidates = args.candidates.unwrap_or((3 * k).max(20)).max(1);
+    let started = std::time::Instant::now();
+    let hits = library.search_text(&args.text, candidates, filter)?;
+    let segmenter = library.segmenter()?;
+    let options = RegionOptions { threshold: args.threshold, ..Default::default() };
+    let decode = DecodeOptions { max_pixels: clipdex::photo::DEFAULT_MAX_PIXELS, min_side: None };
+    let mut crops = Vec::new();
+    for hit in &hits {
+        let photo = match open_rgb(&hit.path, &decode) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("warning: {e}");
+                continue;
+            }
+        };
+        let found = segment::segment_photo(&segmenter, &photo, &[Prompt::Text(&args.text)], &options)?;
+        for region in found.into_iter().flat_map(|s| s.regions) {
+            crops.push((hit, region, photo.clone()));
+        }
+    }
+    crops.sort_by(|a, b| b.1.mean_probability.total_cmp(&a.1.mean_probability).then(b.0.score.total_cmp(&a.0.score)));
+    crops.truncate(k);
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut rows = Vec::new();
+    for (n, (hit, region, photo)) in crops.iter().enumerate() {
+        let file: Option<PathBuf> = match &args.out {
+            Some(dir) => {
+                let path = dir.join(format!("{n:03}.{}.png", hit.id));
+                save_png(&segment::crop(photo, region), &path)?;
+                Some(path)
+            }
+            None => None,
+        };
+        rows.push(json!({
+            "id": hit.id, "path": hit.path, "score": hit.score, "box": region.bbox,
+            "area": region.area, "mean_probability": region.mean_probability, "crop": file,
+        }));
+    }
+    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut out = std::io::stdout().lock();
+    if args.filter.json {
+        writeln!(out, "{}", json!({"crops": rows, "took_ms": took_ms}))?;
+    } else {
+        for r in &rows {
+            writeln!(
+                out,
+                "{:.3}  {}  box {}{}",
+                r["mean_probability"].as_f64().unwrap_or(0.0),
+                r["path"].as_str().unwrap_or_default(),
+                r["box"],
+                r["crop"].as_str().map(|c| format!("  → {c}")).unwrap_or_default()
+            )?;
+        }
+        if rows.is_empty() {
+            writeln!(out, "no regions found (try a lower --threshold or more --candidates)")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

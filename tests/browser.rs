@@ -20,6 +20,10 @@ fn model() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p32").to_string_lossy().into_owned()
 }
 
+fn seg_model() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clipseg/clipseg-tiny").to_string_lossy().into_owned()
+}
+
 fn which(candidates: &[&str]) -> Option<PathBuf> {
     candidates.iter().map(PathBuf::from).find(|p| p.is_file())
 }
@@ -135,7 +139,8 @@ mod base64_png {
 /// Starts `clipdex serve` on a free loopback port; returns it and its URL.
 fn serve(db: &Path, extra: &[&str]) -> (Reaped, String) {
     let mut server = Command::new(env!("CARGO_BIN_EXE_clipdex"))
-        .args(["--db", db.to_str().unwrap(), "--model", &model(), "serve", "--bind", "127.0.0.1:0"])
+        .args(["--db", db.to_str().unwrap(), "--model", &model(), "--seg-model", &seg_model()])
+        .args(["serve", "--bind", "127.0.0.1:0"])
         .args(extra)
         .stdout(Stdio::piped())
         .spawn()
@@ -289,6 +294,20 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
         browser.wait_for("a result", "const i = document.querySelector('#results .card img'); return i && i.alt");
     assert!(top_path.as_str().unwrap().ends_with("photo07.jpg"), "{top_path}");
     browser.screenshot(&artefacts.join("by-image.png"));
+
+    // "Show where": CLIPSeg boxes drawn over the thumbnails of a text search.
+    browser.click("#filters summary");
+    browser.click("#crops");
+    browser.click("#search button[type=submit]");
+    let boxes = browser.wait_for(
+        "region boxes",
+        "return document.getElementById('summary').textContent.includes('a photo of a cat')
+            && document.querySelectorAll('#results .thumb .box').length",
+    );
+    assert!(boxes.as_u64().unwrap() >= 1, "{boxes}");
+    browser.wait_for("their thumbnails", loaded);
+    browser.screenshot(&artefacts.join("show-where.png"));
+    browser.click("#crops");
 
     // Dropping an image on the page: a real drop event carrying a file.
     let dropped = browser.script("return document.querySelectorAll('#results .card')[5].dataset.id", json!([]));

@@ -16,6 +16,10 @@ fn model() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p32").to_string_lossy().into_owned()
 }
 
+fn seg_model() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clipseg/clipseg-tiny").to_string_lossy().into_owned()
+}
+
 fn fixture_image(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images").join(name)
 }
@@ -48,7 +52,9 @@ fn setup() -> Setup {
     }
     std::fs::copy(fixture_image("chelsea_exif6.jpg"), photos.join("even/rotated.jpg")).unwrap();
     let photos = std::fs::canonicalize(&photos).unwrap();
-    let library = Library::open(LibraryConfig::new(tmp.path().join("db"), model())).unwrap();
+    let mut config = LibraryConfig::new(tmp.path().join("db"), model());
+    config.seg_model = seg_model();
+    let library = Library::open(config).unwrap();
     library.add_root(&photos).unwrap();
     let report = library.index(&|_, _| {}).unwrap();
     assert_eq!(report.embedded, 9);
@@ -152,6 +158,55 @@ async fn text_search_matches_the_library_and_pages_through_it() {
     assert_eq!(ids(&body).len(), 0);
     let (_, body) = call!(app, test::TestRequest::get().uri("/api/search?q=car&after=1990-01-01&k=50"));
     assert_eq!(ids(&body).len(), 9);
+}
+
+#[actix_web::test]
+async fn text_search_can_locate_the_query_in_each_result() {
+    let s = setup();
+    let app = service!(&s);
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?q=a%20cat&k=4&crops=true"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    let hits: Vec<clipdex::query::SearchHit> = results
+        .iter()
+        .map(|r| clipdex::query::SearchHit {
+            id: r["id"].as_u64().unwrap(),
+            path: r["path"].as_str().unwrap().into(),
+            score: r["score"].as_f64().unwrap() as f32,
+        })
+        .collect();
+    let expected = s.library.locate("a cat", &hits, &Default::default()).unwrap();
+    for (r, e) in results.iter().zip(&expected) {
+        assert!(r.get("region").is_some(), "every result says where (or null)");
+        assert_eq!(r["region"], serde_json::to_value(e).unwrap());
+        if let Some(e) = e {
+            assert!(e.bbox[0] + e.bbox[2] <= r["width"].as_u64().unwrap() as u32);
+        }
+    }
+    assert!(expected.iter().any(Option::is_some));
+    // Without crops, no region key at all.
+    let (_, plain) = call!(app, test::TestRequest::get().uri("/api/search?q=a%20cat&k=4"));
+    assert!(plain["results"][0].get("region").is_none());
+    for (uri, needle) in [
+        ("/api/search?tag=x&crops=true", "needs a text"),
+        ("/api/search?q=cat&crops=maybe", "crops must be"),
+        ("/api/search?q=cat&crops=1&k=51", "at most 50"),
+    ] {
+        let (status, body) = call!(app, test::TestRequest::get().uri(uri));
+        assert_error(status, &body, StatusCode::BAD_REQUEST, needle);
+    }
+
+    // A segmentation model that cannot be loaded is the server's problem, said clearly.
+    let mut config = LibraryConfig::new(s.tmp.path().join("db3"), model());
+    config.seg_model = "/no/such/clipseg-model".into();
+    let lib = Library::open(config).unwrap();
+    lib.add_root(&s.photos).unwrap();
+    lib.index(&|_, _| {}).unwrap();
+    let state = web::Data::new(AppState::new(Arc::new(lib), BackgroundIndexer::off(), &ServeOptions::default()));
+    let app = test::init_service(App::new().configure(configure(state))).await;
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?q=cat&k=2&crops=1"));
+    assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "/no/such/clipseg-model");
 }
 
 #[actix_web::test]

@@ -87,6 +87,7 @@ async function fetchPage(offset) {
   const q = state.query;
   if (q.kind === "text") {
     if (q.q) params.set("q", q.q);
+    if (q.q && $("crops").checked) params.set("crops", "true");
     return json(`/api/search?${params}`);
   }
   if (q.kind === "like") {
@@ -171,7 +172,11 @@ function card(hit) {
   img.alt = hit.path;
   img.title = hit.path;
   setImage(img, `/api/images/${hit.id}/thumb?size=256`);
-  img.addEventListener("click", () => showDetail(hit.id));
+  img.addEventListener("click", () => showDetail(hit.id, hit.region));
+  const thumb = document.createElement("div");
+  thumb.className = "thumb";
+  thumb.append(img);
+  if (hit.region && hit.width && hit.height) thumb.append(regionBox(hit.region.box, hit.width, hit.height, true));
   const meta = document.createElement("figcaption");
   meta.className = "meta";
   const score = document.createElement("span");
@@ -183,9 +188,30 @@ function card(hit) {
   like.textContent = "More like this";
   like.addEventListener("click", () => moreLike(hit.id, hit.path));
   meta.append(score, like);
-  el.append(img, meta);
+  el.append(thumb, meta);
   cards.set(hit.id, el);
   return el;
+}
+
+// A box over an image shown whole ("contain") or filling a square ("cover"), in percent.
+function regionBox([x, y, w, h], width, height, cover) {
+  let sx = 1 / width, sy = 1 / height, ox = 0, oy = 0;
+  if (cover) {
+    const scale = Math.max(1 / width, 1 / height);
+    sx = sy = scale;
+    ox = (1 - width * scale) / 2;
+    oy = (1 - height * scale) / 2;
+  }
+  const clamp = (v) => Math.min(1, Math.max(0, v));
+  const left = clamp(ox + x * sx), top = clamp(oy + y * sy);
+  const right = clamp(ox + (x + w) * sx), bottom = clamp(oy + (y + h) * sy);
+  const box = document.createElement("div");
+  box.className = "box";
+  box.style.left = `${left * 100}%`;
+  box.style.top = `${top * 100}%`;
+  box.style.width = `${(right - left) * 100}%`;
+  box.style.height = `${(bottom - top) * 100}%`;
+  return box;
 }
 
 function moreLike(id, path) {
@@ -205,11 +231,19 @@ function formatDate(seconds) {
   return new Date(seconds * 1000).toISOString().replace("T", " ").slice(0, 16);
 }
 
-async function showDetail(id) {
+async function showDetail(id, region) {
   const dialog = $("detail");
   let image;
   try { image = await json(`/api/images/${id}`); } catch (e) { setMessage(e.message, true); return; }
   $("detail-image").removeAttribute("src");
+  const old = $("detail-box");
+  if (region) {
+    const box = regionBox(region.box, image.width, image.height, false);
+    box.id = "detail-box";
+    old.replaceWith(box);
+  } else {
+    old.hidden = true;
+  }
   setImage($("detail-image"), `/api/images/${id}/thumb?size=1024`);
   const rows = [
     ["Files", image.paths.join("\n")],

@@ -110,6 +110,8 @@ struct SearchParams {
     tag: Option<String>,
     /// Search by image: an indexed image's id.
     id: Option<String>,
+    /// Text searches: also find where in each result the text is (CLIPSeg).
+    crops: Option<String>,
 }
 
 impl SearchParams {
@@ -161,7 +163,8 @@ fn folder_param(p: &str) -> ApiResult<PathBuf> {
     Ok(path)
 }
 
-/// One search result: the CLI's `{id, path, score}` plus the image's date and size.
+/// One search result: the CLI's `{id, path, score}` plus the image's date and size, and with
+/// `crops` the region that best shows the query.
 #[derive(Debug, Serialize)]
 struct Hit {
     id: ImageId,
@@ -170,7 +173,12 @@ struct Hit {
     date: Option<i64>,
     width: Option<u32>,
     height: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<Option<crate::segment::Region>>,
 }
+
+/// Results located with CLIPSeg at most (each costs a segmentation).
+const MAX_CROPS: usize = 50;
 
 fn page_of(state: &AppState, hits: Vec<SearchHit>, offset: usize) -> crate::Result<Vec<Hit>> {
     hits.into_iter()
@@ -184,6 +192,7 @@ fn page_of(state: &AppState, hits: Vec<SearchHit>, offset: usize) -> crate::Resu
                 date: record.as_ref().map(|r| r.date()),
                 width: record.as_ref().map(|r| r.width),
                 height: record.as_ref().map(|r| r.height),
+                region: None,
             })
         })
         .collect()
@@ -207,6 +216,17 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
     if text.is_empty() && filter.tag.is_none() {
         return Err(ApiError::bad_request("give a query (q) or a tag"));
     }
+    let crops = match params.crops.as_deref() {
+        None | Some("" | "0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("crops must be true or false, not {other:?}"))),
+    };
+    if crops && text.is_empty() {
+        return Err(ApiError::bad_request("crops needs a text query (q)"));
+    }
+    if crops && k > MAX_CROPS {
+        return Err(ApiError::bad_request(format!("with crops, k must be at most {MAX_CROPS}")));
+    }
     let started = std::time::Instant::now();
     let hits = blocking(move || {
         let hits = if text.is_empty() {
@@ -215,7 +235,16 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
             let q = state.query_embedding(&text)?;
             state.library.search_vector(&q, offset + k, &filter)?
         };
-        page_of(&state, hits, offset)
+        let mut page = page_of(&state, hits, offset)?;
+        if crops {
+            let shown: Vec<SearchHit> =
+                page.iter().map(|h| SearchHit { id: h.id, path: h.path.clone(), score: h.score }).collect();
+            let located = state.library.locate(&text, &shown, &crate::segment::RegionOptions::default())?;
+            for (hit, region) in page.iter_mut().zip(located) {
+                hit.region = Some(region);
+            }
+        }
+        Ok(page)
     })
     .await?;
     Ok(results(hits, started))

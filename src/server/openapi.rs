@@ -77,7 +77,10 @@ pub fn openapi() -> Value {
                 "Hit": {"type": "object", "required": ["id", "path", "score"], "properties": {
                     "id": {"type": "integer"}, "path": {"type": "string"}, "score": {"type": "number", "description": "Cosine similarity (tag searches: the tag's probability)"},
                     "date": {"type": "integer", "nullable": true, "description": "EXIF date taken, else file time; seconds since the epoch"},
-                    "width": {"type": "integer", "nullable": true}, "height": {"type": "integer", "nullable": true}}},
+                    "width": {"type": "integer", "nullable": true}, "height": {"type": "integer", "nullable": true},
+                    "region": {"type": "object", "nullable": true, "description": "With crops: the region that best shows the query, or null",
+                               "properties": {"box": {"type": "array", "items": {"type": "integer"}, "description": "[x, y, width, height] in upright pixels"},
+                                              "area": {"type": "number"}, "mean_probability": {"type": "number"}}}}},
                 "Results": {"type": "object", "required": ["results", "took_ms"], "properties": {
                     "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}, "took_ms": {"type": "number"}}},
                 "Tag": {"type": "object", "properties": {"label": {"type": "string"}, "probability": {"type": "number"}, "cosine": {"type": "number"}}},

@@ -58,3 +58,20 @@ pub fn random_vit_b32(device: &Device) -> clipdex::Result<ClipEmbedder> {
         device,
     )
 }
+
+/// CLIPSeg at `CIDAS/clipseg-rd64-refined`'s shapes with random weights and the real CLIP
+/// tokenizer, for 352 px inputs.
+pub fn random_clipseg_refined(device: &Device) -> clipdex::Result<clipdex::models::clipseg::Segmenter> {
+    use clipdex::models::clipseg::{ClipSegConfig, INPUT_SIZE, Segmenter};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, device.clone());
+    let tokenizer = ClipTokenizer::from_json("bench", &root.join("tests/fixtures/clip-tiny-p32/tokenizer.json"), 77)?;
+    Segmenter::from_parts(
+        "random clipseg-rd64-refined",
+        &ClipSegConfig::rd64_refined(),
+        vb,
+        tokenizer,
+        ImageProcessor::vit_default(INPUT_SIZE),
+        device,
+    )
+}

@@ -44,6 +44,25 @@ fn default_decoder_mlp() -> usize {
     2048
 }
 
+impl ClipSegConfig {
+    /// `CIDAS/clipseg-rd64-refined`'s shapes: CLIP ViT-B/16, activations of layers 3, 6 and
+    /// 9, a 64-wide decoder, the refined head.
+    pub fn rd64_refined() -> Self {
+        let mut clip = ClipConfig::vit_base_patch32();
+        clip.model_type = Some("clipseg".into());
+        clip.vision_config.patch_size = 16;
+        ClipSegConfig {
+            clip,
+            extract_layers: default_extract_layers(),
+            reduce_dim: default_reduce_dim(),
+            decoder_num_attention_heads: default_decoder_heads(),
+            decoder_intermediate_size: default_decoder_mlp(),
+            conditional_layer: 0,
+            use_complex_transposed_convolution: true,
+        }
+    }
+}
+
 /// `config.json` of a CLIPSeg checkpoint: a CLIP config plus the decoder's.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClipSegConfig {
@@ -296,6 +315,20 @@ impl Segmenter {
                 ),
             )
         })?;
+        Ok(Segmenter { name: name.to_string(), model, tokenizer, processor, device: device.clone() })
+    }
+
+    /// Assembles a segmenter from parts (benchmarks with random weights).
+    pub fn from_parts(
+        name: &str,
+        config: &ClipSegConfig,
+        vb: VarBuilder,
+        tokenizer: ClipTokenizer,
+        processor: ImageProcessor,
+        device: &Device,
+    ) -> Result<Self> {
+        let side = processor.output_size().map_or(INPUT_SIZE as usize, |(h, _)| h as usize);
+        let model = ClipSegModel::load(config, side, vb)?;
         Ok(Segmenter { name: name.to_string(), model, tokenizer, processor, device: device.clone() })
     }
 

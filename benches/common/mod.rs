@@ -1,3 +1,5 @@
+#![allow(dead_code)] // each benchmark uses a different part
+
 //! Shared by the benchmarks: a CLIP with random weights at ViT-B/32's shapes and a timer.
 
 use std::path::Path;

@@ -4,7 +4,6 @@
 //!
 //!     cargo bench --bench segment [-- RUNS]
 
-#[allow(dead_code)]
 mod common;
 
 use std::time::Instant;

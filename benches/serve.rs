@@ -6,7 +6,6 @@
 //!
 //!     cargo bench --bench serve [-- IMAGES SECONDS]     (default: 10000 images, 8 s per run)
 
-#[allow(dead_code)]
 mod common;
 
 use std::sync::Arc;

@@ -70,8 +70,10 @@ def build(vocab_size: int) -> BlipForConditionalGeneration:
         for name, p in model.named_parameters():
             # A random vocabulary bias of std 0.2 picks one token for every photo; the photo
             # must decide instead, so the cross-attention gets a louder voice.
-            if name.endswith("cls.predictions.bias"):
+            if name.endswith("cls.predictions.bias") or name.endswith("predictions.transform.LayerNorm.bias"):
                 p.zero_()
+            if name.endswith("predictions.transform.LayerNorm.weight"):
+                p.fill_(1.0)
             if "crossattention" in name and name.endswith("weight"):
                 p.mul_(CROSS_GAIN)
             p.copy_(p.half().float())

@@ -663,6 +663,43 @@ async fn the_background_indexer_indexes_follows_and_reports() {
 }
 
 #[actix_web::test]
+async fn queries_are_answered_while_the_indexer_writes() {
+    let s = setup();
+    for i in 0..40u32 {
+        picture(100 + i).save(s.photos.join(format!("odd/new{i}.jpg"))).unwrap();
+    }
+    let options = clipdex::indexer::watch::WatchOptions {
+        debounce: std::time::Duration::from_millis(100),
+        rescan_every: std::time::Duration::from_secs(3600),
+    };
+    let (indexer, thread) = BackgroundIndexer::start(s.library.clone(), options);
+    let state = web::Data::new(AppState::new(s.library.clone(), indexer.clone(), &ServeOptions::default()));
+    let app = test::init_service(App::new().configure(configure(state))).await;
+    let (mut during, mut counts) = (0, Vec::new());
+    let start = std::time::Instant::now();
+    while indexer.status().passes == 0 {
+        assert!(start.elapsed().as_secs() < 120, "the pass never finished");
+        let indexing = indexer.status().state == clipdex::server::IndexerState::Indexing;
+        let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?q=a%20photo&k=100"));
+        assert_eq!(status, StatusCode::OK, "{body}");
+        counts.push(ids(&body).len());
+        let (status, st) = call!(app, test::TestRequest::get().uri("/api/status"));
+        assert_eq!(status, StatusCode::OK);
+        if indexing {
+            during += 1;
+            assert!(st["indexer"]["total"].as_u64().unwrap() >= st["indexer"]["done"].as_u64().unwrap());
+        }
+    }
+    indexer.stop();
+    thread.join().unwrap();
+    assert!(during > 0, "no query landed during the pass");
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "results only grow as photos land: {counts:?}");
+    assert!(counts[0] >= 9);
+    let (_, body) = call!(app, test::TestRequest::get().uri("/api/search?q=a%20photo&k=100"));
+    assert_eq!(ids(&body).len(), 49);
+}
+
+#[actix_web::test]
 async fn serve_refuses_an_open_address_without_a_token_and_answers_on_loopback() {
     use std::io::BufRead;
     let s = setup();

@@ -398,3 +398,21 @@ fn parse_size(s: &str) -> Result<usize, String> {
     };
     n.checked_mul(unit).filter(|&n| n > 0).ok_or_else(|| format!("{s:?} is not a usable size"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_probabilities_parse_or_say_why() {
+        assert_eq!(parse_size("32M"), Ok(32 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12X").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_probability("0.4"), Ok(0.4));
+        assert!(parse_probability("1.5").is_err() && parse_probability("-0.1").is_err());
+    }
+}

@@ -142,6 +142,33 @@ pub struct ImageDetails {
     pub caption: Option<String>,
 }
 
+/// Longest side at which [`Library::locate`] looks for regions.
+pub const LOCATE_SIDE: u32 = 1024;
+
+/// The image at most `side` px on its long side (Triangle filter), or itself.
+fn shrink(image: &image::RgbImage, side: u32) -> image::RgbImage {
+    let (w, h) = image.dimensions();
+    if w.max(h) <= side {
+        return image.clone();
+    }
+    let scale = side as f64 / w.max(h) as f64;
+    let (nw, nh) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
+    image::imageops::resize(image, nw, nh, image::imageops::FilterType::Triangle)
+}
+
+/// A region found on a `from`-sized copy of an image, in the pixels of its `to`-sized original
+/// (the box grows outwards to whole pixels and stays inside).
+fn scale_region(mut r: Region, from: (u32, u32), to: (u32, u32)) -> Region {
+    let (sx, sy) = (to.0 as f64 / from.0 as f64, to.1 as f64 / from.1 as f64);
+    let [x, y, w, h] = r.bbox;
+    let x0 = ((x as f64 * sx).floor() as u32).min(to.0 - 1);
+    let y0 = ((y as f64 * sy).floor() as u32).min(to.1 - 1);
+    let x1 = (((x + w) as f64 * sx).ceil() as u32).clamp(x0 + 1, to.0);
+    let y1 = (((y + h) as f64 * sy).ceil() as u32).clamp(y0 + 1, to.1);
+    r.bbox = [x0, y0, x1 - x0, y1 - y0];
+    r
+}
+
 /// What `reindex` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReindexReport {
@@ -252,21 +279,28 @@ impl Library {
 
     /// For each hit, the region of its photo that best shows `text` (CLIPSeg), or `None`
     /// when no region passes the threshold or the file cannot be read. Boxes are in the
-    /// photo's upright pixels.
+    /// photo's full upright pixels. For speed the photo is decoded reduced (JPEG DCT scaling,
+    /// then at most [`LOCATE_SIDE`] px on the long side) and the regions found there are
+    /// scaled up; `clipdex segment` works at full resolution.
     pub fn locate(&self, text: &str, hits: &[SearchHit], options: &RegionOptions) -> Result<Vec<Option<Region>>> {
         let segmenter = self.segmenter()?;
-        let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: None };
+        let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: Some(LOCATE_SIDE / 2) };
         hits.iter()
             .map(|hit| {
-                let photo = match open_rgb(&hit.path, &decode) {
+                let photo = match std::fs::read(&hit.path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| crate::photo::decode_photo(&bytes, &decode).map_err(|p| p.to_string()))
+                {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::warn!("cannot locate {text:?} in {}: {e}", hit.path.display());
                         return Ok(None);
                     }
                 };
-                let found = segment_photo(&segmenter, &photo, &[Prompt::Text(text)], options)?;
-                Ok(found.into_iter().next().and_then(|s| best_region(&s.regions).cloned()))
+                let small = shrink(&photo.image, LOCATE_SIDE);
+                let found = segment_photo(&segmenter, &small, &[Prompt::Text(text)], options)?;
+                let best = found.into_iter().next().and_then(|s| best_region(&s.regions).cloned());
+                Ok(best.map(|r| scale_region(r, small.dimensions(), (photo.width, photo.height))))
             })
             .collect()
     }
@@ -674,5 +708,25 @@ impl Library {
     /// Files that could not be indexed.
     pub fn failures(&self) -> Result<Vec<(PathBuf, Failure)>> {
         self.store.failures()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_scale_to_the_original_and_stay_inside() {
+        let r = Region { bbox: [10, 20, 30, 40], area: 0.1, mean_probability: 0.7 };
+        let up = scale_region(r.clone(), (100, 100), (400, 300));
+        assert_eq!(up.bbox, [40, 60, 120, 120]);
+        assert_eq!((up.area, up.mean_probability), (0.1, 0.7));
+        let edge = Region { bbox: [90, 90, 10, 10], ..r.clone() };
+        let up = scale_region(edge, (100, 100), (333, 333));
+        assert!(up.bbox[0] + up.bbox[2] <= 333 && up.bbox[1] + up.bbox[3] <= 333);
+        assert_eq!(scale_region(r.clone(), (100, 100), (100, 100)).bbox, r.bbox);
+        let small = image::RgbImage::new(3000, 1000);
+        assert_eq!(shrink(&small, 1024).dimensions(), (1024, 341));
+        assert_eq!(shrink(&image::RgbImage::new(800, 600), 1024).dimensions(), (800, 600));
     }
 }

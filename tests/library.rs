@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use clipdex::query::SearchFilter;
 use clipdex::{Library, LibraryConfig};
-use image::{Rgb, RgbImage};
+
+mod common;
+use common::picture;
 
 fn model() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p32").to_string_lossy().into_owned()
@@ -12,18 +14,6 @@ fn model() -> String {
 
 fn fixture_image(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images").join(name)
-}
-
-/// A photo-like picture that differs with `seed`: smooth colour fields and a few shapes.
-fn picture(seed: u32) -> RgbImage {
-    let s = seed as f32;
-    RgbImage::from_fn(160, 120, |x, y| {
-        let (fx, fy) = (x as f32 / 160.0, y as f32 / 120.0);
-        let r = 127.0 + 120.0 * (fx * 6.0 + s * 0.7).sin();
-        let g = 127.0 + 120.0 * (fy * 5.0 + s * 1.3).cos();
-        let b = if ((x + seed * 13) / 20 + y / 20).is_multiple_of(2) { 40.0 + s * 7.0 % 200.0 } else { 220.0 };
-        Rgb([r as u8, g as u8, b as u8])
-    })
 }
 
 fn write_picture(dir: &Path, name: &str, seed: u32) -> PathBuf {
@@ -205,7 +195,7 @@ fn bad_files_are_recorded_and_retried_only_when_they_change() {
     let jpeg = std::fs::read(fixture_image("astronaut.jpg")).unwrap();
     std::fs::write(bad.join("truncated.jpg"), &jpeg[..jpeg.len() / 4]).unwrap();
     std::fs::write(bad.join("phone.heic"), b"\0\0\0\x18ftypheic\0\0\0\0mif1heic").unwrap();
-    RgbImage::new(3000, 3000).save(bad.join("bomb.png")).unwrap();
+    image::RgbImage::new(3000, 3000).save(bad.join("bomb.png")).unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;

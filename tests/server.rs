@@ -9,8 +9,10 @@ use actix_web::{App, test, web};
 use clipdex::query::SearchFilter;
 use clipdex::server::{AppState, BackgroundIndexer, ServeOptions, configure};
 use clipdex::{Library, LibraryConfig};
-use image::{Rgb, RgbImage};
 use serde_json::Value;
+
+mod common;
+use common::picture;
 
 fn model() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p32").to_string_lossy().into_owned()
@@ -22,17 +24,6 @@ fn seg_model() -> String {
 
 fn fixture_image(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images").join(name)
-}
-
-fn picture(seed: u32) -> RgbImage {
-    let s = seed as f32;
-    RgbImage::from_fn(160, 120, |x, y| {
-        let (fx, fy) = (x as f32 / 160.0, y as f32 / 120.0);
-        let r = 127.0 + 120.0 * (fx * 6.0 + s * 0.7).sin();
-        let g = 127.0 + 120.0 * (fy * 5.0 + s * 1.3).cos();
-        let b = if ((x + seed * 13) / 20 + y / 20).is_multiple_of(2) { 40.0 + s * 7.0 % 200.0 } else { 220.0 };
-        Rgb([r as u8, g as u8, b as u8])
-    })
 }
 
 struct Setup {

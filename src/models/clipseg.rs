@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result, first_line};
 use crate::models::clip::kernels::Dense;
 use crate::models::clip::model::{Mlp, SelfAttention, dense, layer_norm};
-use crate::models::clip::{ClipConfig, ClipModel, ClipTokenizer, HiddenAct, load_tokenizer, open_weights};
+use crate::models::clip::{ClipConfig, ClipModel, ClipTokenizer, HiddenAct, load_tokenizer, repo_weights};
 use crate::models::preprocess::ImageProcessor;
 use crate::models::source::ModelRepo;
 
@@ -289,8 +289,7 @@ impl Segmenter {
     pub fn load_from(repo: &ModelRepo, device: &Device) -> Result<Self> {
         let name = repo.name();
         let config = read_config(name, &repo.required("config.json")?)?;
-        let (which, weights) = repo.first_of(&["model.safetensors", "pytorch_model.bin"])?;
-        let vb = open_weights(name, &weights, which == 0, device)?;
+        let vb = repo_weights(repo, device)?;
         let tokenizer = load_tokenizer(repo, config.clip.text_config.max_position_embeddings)?;
         let defaults = ImageProcessor::vit_default(INPUT_SIZE);
         let processor = match repo.optional("preprocessor_config.json")? {

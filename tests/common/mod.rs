@@ -1,5 +1,5 @@
 //! What several integration tests share: the zero-shot goldens written by
-//! `tools/make_fixtures.py`.
+//! `tools/make_fixtures.py`, and generated photos.
 
 #![allow(dead_code)] // each test crate uses a different part
 
@@ -34,4 +34,16 @@ pub struct ZeroShotCase {
 pub fn zeroshot_golden(model: &str) -> ZeroShotGolden {
     let text = std::fs::read_to_string(fixtures().join(format!("golden/zeroshot-{model}.json"))).unwrap();
     serde_json::from_str(&text).unwrap()
+}
+
+/// A photo-like picture that differs with `seed`: smooth colour fields and a checkerboard.
+pub fn picture(seed: u32) -> image::RgbImage {
+    let s = seed as f32;
+    image::RgbImage::from_fn(160, 120, |x, y| {
+        let (fx, fy) = (x as f32 / 160.0, y as f32 / 120.0);
+        let r = 127.0 + 120.0 * (fx * 6.0 + s * 0.7).sin();
+        let g = 127.0 + 120.0 * (fy * 5.0 + s * 1.3).cos();
+        let b = if ((x + seed * 13) / 20 + y / 20).is_multiple_of(2) { 40.0 + s * 7.0 % 200.0 } else { 220.0 };
+        image::Rgb([r as u8, g as u8, b as u8])
+    })
 }

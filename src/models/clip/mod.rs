@@ -55,9 +55,7 @@ impl ClipEmbedder {
     pub fn load_from(repo: &ModelRepo, device: &Device) -> Result<Self> {
         let name = repo.name();
         let config = read_config(name, &repo.required("config.json")?)?;
-        let (which, weights) = repo.first_of(&["model.safetensors", "pytorch_model.bin"])?;
-        let vb = open_weights(name, &weights, which == 0, device)?;
-
+        let vb = repo_weights(repo, device)?;
         let tokenizer = load_tokenizer(repo, config.text_config.max_position_embeddings)?;
         let side = config.vision_config.image_size as u32;
         let processor = match repo.optional("preprocessor_config.json")? {
@@ -250,13 +248,14 @@ fn read_config(model: &str, path: &Path) -> Result<ClipConfig> {
     Ok(config)
 }
 
+/// The weights of a repository: `model.safetensors`, else `pytorch_model.bin`.
+pub(crate) fn repo_weights(repo: &ModelRepo, device: &Device) -> Result<VarBuilder<'static>> {
+    let (which, weights) = repo.first_of(&["model.safetensors", "pytorch_model.bin"])?;
+    open_weights(repo.name(), &weights, which == 0, device)
+}
+
 /// Opens `model.safetensors` (memory-mapped) or `pytorch_model.bin`, converting to f32.
-pub(crate) fn open_weights(
-    model: &str,
-    path: &Path,
-    safetensors: bool,
-    device: &Device,
-) -> Result<VarBuilder<'static>> {
+fn open_weights(model: &str, path: &Path, safetensors: bool, device: &Device) -> Result<VarBuilder<'static>> {
     let opened = if safetensors {
         // SAFETY: the file is mapped read-only; clipdex never writes model files while they are
         // in use, and a truncated file fails the header and size checks below instead.

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Work in progress (issue 6): nothing in Rust reads these fixtures yet, and they are not
-committed; the weights are still being scaled so that the photo visibly changes the caption.
+"""Work in progress (issue 6): the Rust side checks the image encoder and the preprocessing so
+far (tests/blip_parity.rs); the decoding goldens wait for the text decoder. The photo changes
+the tiny model's caption, the prompt and previous tokens barely do yet: scale the text
+weights further before relying on them.
 
 Generate the BLIP fixtures: a tiny random BLIP captioning model
 (`BlipForConditionalGeneration`) in the Hugging Face layout, with the real BERT uncased
@@ -91,10 +93,16 @@ def main() -> None:
     image_processor = BlipImageProcessor(size={"height": 384, "width": 384}, resample=3, image_mean=OPENAI_MEAN,
                                          image_std=OPENAI_STD, do_convert_rgb=True)
     proc = BlipProcessor(image_processor=image_processor, tokenizer=tok)
-    state = {k: v.half().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
-    model.config.save_pretrained(out)
+    # fp16 weights (the goldens were computed with exactly these values); save_pretrained drops
+    # the LM head's copy of the tied word embeddings.
+    half = BlipForConditionalGeneration(model.config).half()
+    half.load_state_dict(model.state_dict())
+    half.save_pretrained(out, safe_serialization=True)
     proc.save_pretrained(out)
+    # The layout of Salesforce/blip-*: the image processor in preprocessor_config.json.
+    image_processor.save_pretrained(out)
+    if (out / "processor_config.json").exists():
+        (out / "processor_config.json").unlink()
     if (out / "vocab.txt").exists():
         (out / "vocab.txt").unlink()  # tokenizer.json holds it
 
@@ -120,7 +128,11 @@ def main() -> None:
                         tensors[key] = probes.contiguous()
                     golden["cases"].append(case)
                     print(key, ids, repr(case["text"]))
-            pv = proc(images=rgb, return_tensors="np")["pixel_values"][0]
+            pixels = proc(images=rgb, return_tensors="pt")["pixel_values"]
+            tensors[f"vision/{photo}"] = model.vision_model(pixel_values=pixels).last_hidden_state[0].contiguous()
+            if photo != "chelsea_exif6.jpg":
+                continue
+            pv = pixels.numpy()[0]
             mean = np.array(OPENAI_MEAN)[:, None, None]
             std = np.array(OPENAI_STD)[:, None, None]
             u8 = np.round((pv.astype(np.float64) * std + mean) * 255.0)

@@ -49,6 +49,16 @@ impl SelfAttention {
         Ok(SelfAttention { qkv: Dense::new(&w, Some(b))?, out: dense(dim, dim, vb.pp("out_proj"))?, heads })
     }
 
+    /// From one fused `qkv` linear (`[3d, d]`: queries, keys, values) and an output
+    /// projection, as BLIP stores them.
+    pub(crate) fn from_fused(dim: usize, heads: usize, qkv: VarBuilder, out: VarBuilder) -> CResult<Self> {
+        let scale = ((dim / heads) as f64).powf(-0.5);
+        let (w, b) = (qkv.get((3 * dim, dim), "weight")?, qkv.get(3 * dim, "bias")?);
+        let w = Tensor::cat(&[(w.narrow(0, 0, dim)? * scale)?, w.narrow(0, dim, 2 * dim)?], 0)?;
+        let b = Tensor::cat(&[(b.narrow(0, 0, dim)? * scale)?, b.narrow(0, dim, 2 * dim)?], 0)?;
+        Ok(SelfAttention { qkv: Dense::new(&w, Some(b))?, out: dense(dim, dim, out)?, heads })
+    }
+
     pub(crate) fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
         let qkv = self.qkv.forward(xs, None)?;
         self.out.forward(&kernels::attention(&qkv, self.heads, causal)?, None)

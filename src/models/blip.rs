@@ -12,7 +12,8 @@ use image::RgbImage;
 use serde::Deserialize;
 
 use crate::error::{Error, Result, first_line};
-use crate::models::clip::model::{Mlp, SelfAttention, layer_norm};
+use crate::models::clip::kernels::Dense;
+use crate::models::clip::model::{Mlp, SelfAttention, dense, layer_norm};
 use crate::models::clip::{HiddenAct, repo_weights};
 use crate::models::preprocess::{ImageProcessor, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Resample, ResizeTo};
 use crate::models::source::ModelRepo;
@@ -45,6 +46,46 @@ pub struct BlipVisionConfig {
     pub layer_norm_eps: f64,
 }
 
+fn default_text_eps() -> f64 {
+    1e-12
+}
+fn default_bos() -> u32 {
+    30522
+}
+fn default_sep() -> u32 {
+    102
+}
+
+/// `text_config` of a BLIP checkpoint (a BERT with cross-attention to the image).
+#[derive(Debug, Clone, Deserialize)]
+pub struct BlipTextConfig {
+    /// Vocabulary size (BERT's 30,522 plus `[DEC]` and `[ENC]`).
+    pub vocab_size: usize,
+    /// Token width.
+    pub hidden_size: usize,
+    /// Width of the image states attended to.
+    pub encoder_hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Longest sequence.
+    pub max_position_embeddings: usize,
+    /// MLP activation.
+    pub hidden_act: HiddenAct,
+    /// Layer-norm epsilon.
+    #[serde(default = "default_text_eps")]
+    pub layer_norm_eps: f64,
+    /// `[DEC]`, the first token of every caption.
+    #[serde(default = "default_bos")]
+    pub bos_token_id: u32,
+    /// `[SEP]`, which ends a caption.
+    #[serde(default = "default_sep")]
+    pub sep_token_id: u32,
+}
+
 /// The parts of a BLIP `config.json` read so far.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BlipConfig {
@@ -52,6 +93,144 @@ pub struct BlipConfig {
     pub model_type: Option<String>,
     /// The image encoder.
     pub vision_config: BlipVisionConfig,
+    /// The text side.
+    pub text_config: Option<BlipTextConfig>,
+}
+
+/// BERT attention with its output projection and post-norm: self-attention (causal, for the
+/// decoder) or cross-attention to the image states.
+struct BertAttention {
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    out: Dense,
+    ln: LayerNorm,
+    heads: usize,
+}
+
+impl BertAttention {
+    fn load(dim: usize, kv_dim: usize, heads: usize, eps: f64, vb: VarBuilder) -> CResult<Self> {
+        let sv = vb.pp("self");
+        Ok(BertAttention {
+            query: dense(dim, dim, sv.pp("query"))?,
+            key: dense(kv_dim, dim, sv.pp("key"))?,
+            value: dense(kv_dim, dim, sv.pp("value"))?,
+            out: dense(dim, dim, vb.pp("output").pp("dense"))?,
+            ln: layer_norm(dim, eps, vb.pp("output").pp("LayerNorm"))?,
+            heads,
+        })
+    }
+
+    /// `LN(out(attention(xs → source)) + xs)`.
+    fn forward(&self, xs: &Tensor, source: &Tensor, causal: bool) -> CResult<Tensor> {
+        let (b, s, d) = xs.dims3()?;
+        let t = source.dim(1)?;
+        let (h, hd) = (self.heads, d / self.heads);
+        let split = |x: Tensor, n: usize| x.reshape((b, n, h, hd))?.transpose(1, 2)?.contiguous();
+        let q = split(self.query.forward(xs, None)?, s)?;
+        let k = split(self.key.forward(source, None)?, t)?;
+        let v = split(self.value.forward(source, None)?, t)?;
+        let mut scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+        if causal {
+            let mask: Vec<f32> =
+                (0..s).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+            scores = scores.broadcast_add(&Tensor::from_vec(mask, (s, t), xs.device())?)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
+        self.ln.forward(&(self.out.forward(&context, None)? + xs)?)
+    }
+}
+
+/// One decoder layer: causal self-attention, cross-attention to the image, MLP; post-norm.
+struct TextLayer {
+    attention: BertAttention,
+    cross: BertAttention,
+    intermediate: Dense,
+    act: HiddenAct,
+    output: Dense,
+    ln: LayerNorm,
+}
+
+impl TextLayer {
+    fn forward(&self, xs: &Tensor, image: &Tensor) -> CResult<Tensor> {
+        let xs = self.attention.forward(xs, xs, true)?;
+        let xs = self.cross.forward(&xs, image, false)?;
+        let hidden = self.intermediate.forward(&xs, Some(self.act))?;
+        self.ln.forward(&(self.output.forward(&hidden, None)? + &xs)?)
+    }
+}
+
+/// `BlipTextLMHeadModel`: token ids and image states to next-token logits.
+pub struct BlipTextDecoder {
+    words: Tensor,
+    positions: Tensor,
+    emb_ln: LayerNorm,
+    layers: Vec<TextLayer>,
+    transform: Dense,
+    act: HiddenAct,
+    transform_ln: LayerNorm,
+    /// The LM head's weight, transposed (`[d, vocab]`); tied to the word embeddings.
+    vocab_t: Tensor,
+    vocab_bias: Tensor,
+}
+
+impl BlipTextDecoder {
+    /// Builds the decoder from weights named as in transformers (under `text_decoder`).
+    pub fn load(c: &BlipTextConfig, vb: VarBuilder) -> CResult<Self> {
+        let d = c.hidden_size;
+        let bert = vb.pp("bert");
+        let emb = bert.pp("embeddings");
+        let words = emb.get((c.vocab_size, d), "word_embeddings.weight")?;
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| {
+                let vb = bert.pp("encoder").pp("layer").pp(i);
+                let (h, eps) = (c.num_attention_heads, c.layer_norm_eps);
+                Ok(TextLayer {
+                    attention: BertAttention::load(d, d, h, eps, vb.pp("attention"))?,
+                    cross: BertAttention::load(d, c.encoder_hidden_size, h, eps, vb.pp("crossattention"))?,
+                    intermediate: dense(d, c.intermediate_size, vb.pp("intermediate").pp("dense"))?,
+                    act: c.hidden_act,
+                    output: dense(c.intermediate_size, d, vb.pp("output").pp("dense"))?,
+                    ln: layer_norm(d, eps, vb.pp("output").pp("LayerNorm"))?,
+                })
+            })
+            .collect::<CResult<Vec<_>>>()?;
+        let head = vb.pp("cls").pp("predictions");
+        let vocab = if head.contains_tensor("decoder.weight") {
+            head.get((c.vocab_size, d), "decoder.weight")?
+        } else {
+            words.clone()
+        };
+        Ok(BlipTextDecoder {
+            positions: emb.get((c.max_position_embeddings, d), "position_embeddings.weight")?,
+            emb_ln: layer_norm(d, c.layer_norm_eps, emb.pp("LayerNorm"))?,
+            words,
+            layers,
+            transform: dense(d, d, head.pp("transform").pp("dense"))?,
+            act: c.hidden_act,
+            transform_ln: layer_norm(d, c.layer_norm_eps, head.pp("transform").pp("LayerNorm"))?,
+            vocab_t: vocab.t()?.contiguous()?,
+            vocab_bias: head.get(c.vocab_size, "bias")?,
+        })
+    }
+
+    /// Logits `[vocab]` of the token after `ids`, attending to `image` states `[1, t, e]`.
+    pub fn next_logits(&self, ids: &[u32], image: &Tensor) -> CResult<Tensor> {
+        let s = ids.len();
+        if s == 0 || s > self.positions.dim(0)? {
+            candle_core::bail!("{s} tokens: the decoder takes 1 to {}", self.positions.dim(0)?);
+        }
+        let idx = Tensor::new(ids, image.device())?;
+        let xs = self.words.index_select(&idx, 0)?.add(&self.positions.narrow(0, 0, s)?)?;
+        let mut xs = self.emb_ln.forward(&xs)?.unsqueeze(0)?;
+        for layer in &self.layers {
+            xs = layer.forward(&xs, image)?;
+        }
+        let last = xs.squeeze(0)?.get(s - 1)?.unsqueeze(0)?;
+        let h = self.transform_ln.forward(&self.transform.forward(&last, Some(self.act))?)?;
+        h.matmul(&self.vocab_t)?.squeeze(0)?.add(&self.vocab_bias)
+    }
 }
 
 /// One pre-norm encoder layer.
@@ -159,20 +338,7 @@ impl BlipImageEncoder {
     pub fn load(model: &str, device: &candle_core::Device) -> Result<Self> {
         let repo = ModelRepo::open(model)?;
         let name = repo.name();
-        let path = repo.required("config.json")?;
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::model(name, format!("cannot read {}: {e}", path.display())))?;
-        let config: BlipConfig =
-            serde_json::from_str(&text).map_err(|e| Error::model(name, format!("invalid {}: {e}", path.display())))?;
-        if config.model_type.as_deref() != Some("blip") {
-            return Err(Error::model(
-                name,
-                format!(
-                    "config.json describes a {} model, not BLIP (model_type \"blip\")",
-                    config.model_type.as_deref().unwrap_or("untyped")
-                ),
-            ));
-        }
+        let config = read_config(&repo)?;
         let vb = repo_weights(&repo, device)?;
         let side = config.vision_config.image_size as u32;
         let processor = match repo.optional("preprocessor_config.json")? {
@@ -196,5 +362,107 @@ impl BlipImageEncoder {
     /// The encoder's states `[1 + grid², d]` for one image.
     pub fn encode(&self, image: &RgbImage) -> Result<Tensor> {
         Ok(self.model.forward(&self.preprocess(image)?.unsqueeze(0)?)?.squeeze(0)?)
+    }
+}
+
+/// Reads `config.json`, checking first that it describes a BLIP.
+fn read_config(repo: &ModelRepo) -> Result<BlipConfig> {
+    let name = repo.name();
+    let path = repo.required("config.json")?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::model(name, format!("cannot read {}: {e}", path.display())))?;
+    let invalid = |e: serde_json::Error| Error::model(name, format!("invalid {}: {e}", path.display()));
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(invalid)?;
+    match value.get("model_type").and_then(|t| t.as_str()) {
+        Some("blip") => serde_json::from_value(value).map_err(invalid),
+        other => Err(Error::model(
+            name,
+            format!("config.json describes a {} model, not BLIP (model_type \"blip\")", other.unwrap_or("untyped")),
+        )),
+    }
+}
+
+/// One step of decoding: the token chosen and the logits it was chosen from.
+#[derive(Debug, Clone)]
+pub struct DecodeStep {
+    /// The token.
+    pub token: u32,
+    /// Next-token logits `[vocab]`.
+    pub logits: Tensor,
+}
+
+/// BLIP captioning (`BlipForConditionalGeneration`): greedy decoding so far.
+pub struct BlipCaptioner {
+    encoder: BlipImageEncoder,
+    decoder: BlipTextDecoder,
+    tokenizer: tokenizers::Tokenizer,
+    bos: u32,
+    sep: u32,
+}
+
+impl BlipCaptioner {
+    /// Loads a captioning checkpoint from a hub id or a local directory.
+    pub fn load(model: &str, device: &candle_core::Device) -> Result<Self> {
+        let encoder = BlipImageEncoder::load(model, device)?;
+        let repo = ModelRepo::open(model)?;
+        let name = repo.name();
+        let config = read_config(&repo)?;
+        let tc = config.text_config.ok_or_else(|| Error::model(name, "config.json has no text_config"))?;
+        let vb = repo_weights(&repo, device)?;
+        let decoder = BlipTextDecoder::load(&tc, vb.pp("text_decoder")).map_err(|e| {
+            Error::model(
+                name,
+                format!("no captioning decoder in the weights ({}); is this a BLIP captioning model?", first_line(&e)),
+            )
+        })?;
+        let tok_path = repo.required("tokenizer.json")?;
+        let mut tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
+            .map_err(|e| Error::Tokenizer { model: name.to_string(), reason: e.to_string() })?;
+        // Some tokenizer.json files pad or truncate to a fixed length; prompts need neither.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer { model: name.to_string(), reason: e.to_string() })?;
+        Ok(BlipCaptioner { encoder, decoder, tokenizer, bos: tc.bos_token_id, sep: tc.sep_token_id })
+    }
+
+    /// The first tokens of a caption: `[DEC]`, then the prompt's tokens (as transformers:
+    /// the prompt tokenised with `[CLS]`/`[SEP]`, the first replaced by `[DEC]`, the last
+    /// dropped).
+    pub fn start_ids(&self, prompt: Option<&str>) -> Result<Vec<u32>> {
+        let Some(prompt) = prompt else { return Ok(vec![self.bos]) };
+        let enc = self
+            .tokenizer
+            .encode(prompt, true)
+            .map_err(|e| Error::Tokenizer { model: "blip".into(), reason: e.to_string() })?;
+        let mut ids = enc.get_ids().to_vec();
+        if ids.len() < 2 {
+            return Ok(vec![self.bos]);
+        }
+        ids[0] = self.bos;
+        ids.pop();
+        Ok(ids)
+    }
+
+    /// Greedy decoding: up to `max_new` tokens after `start`, stopping after `[SEP]`.
+    pub fn greedy(&self, image: &RgbImage, start: &[u32], max_new: usize) -> Result<Vec<DecodeStep>> {
+        let states = self.encoder.encode(image)?.unsqueeze(0)?;
+        let mut ids = start.to_vec();
+        let mut steps = Vec::new();
+        for _ in 0..max_new {
+            let logits = self.decoder.next_logits(&ids, &states)?;
+            let token = logits.argmax(0)?.to_scalar::<u32>()?;
+            steps.push(DecodeStep { token, logits });
+            ids.push(token);
+            if token == self.sep {
+                break;
+            }
+        }
+        Ok(steps)
+    }
+
+    /// The caption's text from its ids (special tokens dropped).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids, true).map_err(|e| Error::Tokenizer { model: "blip".into(), reason: e.to_string() })
     }
 }

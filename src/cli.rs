@@ -39,6 +39,10 @@ pub struct GlobalOptions {
     #[arg(long, global = true, env = "CLIPDEX_SEG_MODEL", default_value = clipdex::models::clipseg::DEFAULT_SEG_MODEL)]
     pub seg_model: String,
 
+    /// BLIP captioning model for `caption`: a Hugging Face id or a local directory.
+    #[arg(long, global = true, env = "CLIPDEX_CAPTION_MODEL", default_value = clipdex::models::blip::DEFAULT_CAPTION_MODEL)]
+    pub caption_model: String,
+
     /// Refuse images with more pixels than this (decompression bombs).
     #[arg(long, global = true, value_name = "N", default_value_t = clipdex::photo::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
@@ -145,6 +149,8 @@ pub enum Command {
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// Caption images with BLIP (greedy or beam search; optionally continuing a prompt).
+    Caption(CaptionArgs),
     /// Text-prompted masks and crops (CLIPSeg): where in the image is it?
     Segment(SegmentArgs),
     /// Search for regions rather than whole photos: CLIPSeg crops of the best matches.
@@ -261,6 +267,26 @@ pub struct SearchArgs {
     pub threshold: f32,
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+/// `clipdex caption`.
+#[derive(Debug, Args)]
+pub struct CaptionArgs {
+    /// The images.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<PathBuf>,
+    /// Text the caption starts with (e.g. "a picture of").
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Beam width (1: greedy).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub beams: u64,
+    /// Most tokens generated after the prompt.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=200))]
+    pub max_tokens: u64,
+    /// Print JSON: {"captions": [{"path", "caption"}]} (an unreadable image gets "error").
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `clipdex segment`.

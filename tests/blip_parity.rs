@@ -94,3 +94,44 @@ fn greedy_captions_match_the_reference_token_by_token() {
     }
     assert_eq!(checked, 6);
 }
+
+#[test]
+fn beam_search_matches_the_reference() {
+    let dir = fixtures().join("blip");
+    let cap = BlipCaptioner::load(dir.join("blip-tiny-captioning").to_str().unwrap(), &Device::Cpu).unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("blip-tiny-captioning.golden.json")).unwrap()).unwrap();
+    let prompt = golden["prompt"].as_str().unwrap();
+    let max_new = golden["max_new_tokens"].as_u64().unwrap() as usize;
+    let cases: Vec<&serde_json::Value> =
+        golden["cases"].as_array().unwrap().iter().filter(|c| c["beams"] == 3).collect();
+    assert_eq!(cases.len(), 6);
+    for case in cases {
+        let expected: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        let start = cap.start_ids(case["prompted"].as_bool().unwrap().then_some(prompt)).unwrap();
+        let ours = cap.beam_search(&photo(case["image"].as_str().unwrap()), &start, 3, max_new).unwrap();
+        assert_eq!(ours, expected, "{}", case["key"]);
+    }
+}
+
+#[test]
+fn the_caption_command_prints_the_reference_captions() {
+    let dir = fixtures().join("blip");
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("blip-tiny-captioning.golden.json")).unwrap()).unwrap();
+    let case = golden["cases"].as_array().unwrap().iter().find(|c| c["key"] == "coffee.png/prompt/3").unwrap();
+    let image = fixtures().join("images/coffee.png");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .args(["--caption-model", dir.join("blip-tiny-captioning").to_str().unwrap(), "caption"])
+        .args([image.to_str().unwrap(), "/no/such.jpg", "--prompt", golden["prompt"].as_str().unwrap()])
+        .args(["--beams", "3", "--max-tokens", "12", "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "one image is missing");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = doc["captions"].as_array().unwrap();
+    assert_eq!(rows[0]["path"].as_str().unwrap(), image.to_str().unwrap());
+    assert_eq!(rows[0]["caption"], case["text"]);
+    assert!(rows[1]["error"].as_str().unwrap().contains("no such file"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 images"));
+}

@@ -20,6 +20,9 @@ use crate::models::source::ModelRepo;
 
 type CResult<T> = candle_core::Result<T>;
 
+/// The captioning model used when none is named.
+pub const DEFAULT_CAPTION_MODEL: &str = "Salesforce/blip-image-captioning-base";
+
 fn default_eps() -> f64 {
     1e-5
 }
@@ -459,6 +462,65 @@ impl BlipCaptioner {
             }
         }
         Ok(steps)
+    }
+
+    /// Beam search as transformers' `generate(num_beams=N)` with its defaults (length penalty
+    /// 1, no early stopping): at each step the best `2N` continuations of the `N` beams are
+    /// ranked by summed log-probability; one ending in `[SEP]` among the first `N` becomes a
+    /// finished caption scored by its sum over its new-token count; the others continue.
+    /// Returns the best caption's ids, `start` included.
+    pub fn beam_search(&self, image: &RgbImage, start: &[u32], beams: usize, max_new: usize) -> Result<Vec<u32>> {
+        if beams <= 1 {
+            let steps = self.greedy(image, start, max_new)?;
+            return Ok(start.iter().copied().chain(steps.iter().map(|s| s.token)).collect());
+        }
+        let states = self.encoder.encode(image)?.unsqueeze(0)?;
+        let mut running: Vec<(Vec<u32>, f32)> = vec![(start.to_vec(), 0.0)];
+        let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
+        for step in 1..=max_new {
+            let mut candidates: Vec<(f32, usize, u32)> = Vec::new();
+            for (b, (ids, score)) in running.iter().enumerate() {
+                let logp =
+                    candle_nn::ops::log_softmax(&self.decoder.next_logits(ids, &states)?, 0)?.to_vec1::<f32>()?;
+                let mut order: Vec<u32> = (0..logp.len() as u32).collect();
+                let keep = (2 * beams).min(order.len());
+                order.select_nth_unstable_by(keep - 1, |&x, &y| logp[y as usize].total_cmp(&logp[x as usize]));
+                candidates.extend(order[..keep].iter().map(|&t| (score + logp[t as usize], b, t)));
+            }
+            candidates.sort_by(|x, y| y.0.total_cmp(&x.0));
+            let mut next = Vec::with_capacity(beams);
+            for (rank, &(score, b, token)) in candidates.iter().enumerate() {
+                let mut ids = running[b].0.clone();
+                ids.push(token);
+                if token == self.sep {
+                    if rank < beams {
+                        finished.push((ids, score / step as f32));
+                    }
+                    continue;
+                }
+                next.push((ids, score));
+                if next.len() == beams {
+                    break;
+                }
+            }
+            running = next;
+            // Done once enough captions finished and no running beam can beat the worst of them.
+            if finished.len() >= beams {
+                finished.sort_by(|x, y| y.1.total_cmp(&x.1));
+                finished.truncate(beams);
+                let best_running = running.first().map_or(f32::NEG_INFINITY, |r| r.1 / step as f32);
+                if finished[beams - 1].1 >= best_running {
+                    break;
+                }
+            }
+        }
+        let steps = |ids: &Vec<u32>| (ids.len() - start.len()).max(1) as f32;
+        finished.extend(running.into_iter().map(|(ids, score)| {
+            let n = steps(&ids);
+            (ids, score / n)
+        }));
+        let best = finished.into_iter().max_by(|x, y| x.1.total_cmp(&y.1));
+        Ok(best.map(|b| b.0).unwrap_or_else(|| start.to_vec()))
     }
 
     /// The caption's text from its ids (special tokens dropped).

@@ -77,3 +77,15 @@ pub fn random_clipseg_refined(device: &Device) -> clipdex::Result<clipdex::model
         device,
     )
 }
+
+/// BLIP captioning at `Salesforce/blip-image-captioning-base`'s shapes with random weights and
+/// the real BERT tokenizer (from the test fixture).
+pub fn random_blip_captioning(device: &Device) -> clipdex::Result<clipdex::models::blip::BlipCaptioner> {
+    use clipdex::models::blip::{BlipCaptioner, BlipConfig};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, device.clone());
+    let tokenizer =
+        tokenizers::Tokenizer::from_file(root.join("tests/fixtures/blip/blip-tiny-captioning/tokenizer.json"))
+            .map_err(|e| clipdex::Error::Invalid(e.to_string()))?;
+    BlipCaptioner::from_parts(&BlipConfig::captioning_base(), vb, tokenizer, device)
+}

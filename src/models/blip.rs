@@ -100,6 +100,39 @@ pub struct BlipConfig {
     pub text_config: Option<BlipTextConfig>,
 }
 
+impl BlipConfig {
+    /// `Salesforce/blip-image-captioning-base`'s shapes: ViT-B/16 at 384 px, a 12-layer
+    /// BERT-base decoder.
+    pub fn captioning_base() -> Self {
+        BlipConfig {
+            model_type: Some("blip".into()),
+            vision_config: BlipVisionConfig {
+                hidden_size: 768,
+                intermediate_size: 3072,
+                num_hidden_layers: 12,
+                num_attention_heads: 12,
+                image_size: 384,
+                patch_size: 16,
+                hidden_act: HiddenAct::Gelu,
+                layer_norm_eps: 1e-5,
+            },
+            text_config: Some(BlipTextConfig {
+                vocab_size: 30524,
+                hidden_size: 768,
+                encoder_hidden_size: 768,
+                intermediate_size: 3072,
+                num_hidden_layers: 12,
+                num_attention_heads: 12,
+                max_position_embeddings: 512,
+                hidden_act: HiddenAct::Gelu,
+                layer_norm_eps: 1e-12,
+                bos_token_id: 30522,
+                sep_token_id: 102,
+            }),
+        }
+    }
+}
+
 /// BERT attention with its output projection and post-norm: self-attention (causal, for the
 /// decoder) or cross-attention to the image states.
 struct BertAttention {
@@ -124,15 +157,26 @@ impl BertAttention {
         })
     }
 
+    /// Keys and values of `source` `[b, t, e]`, split into heads: `[b, heads, t, hd]` each.
+    fn keys_values(&self, source: &Tensor) -> CResult<(Tensor, Tensor)> {
+        let (b, t, _) = source.dims3()?;
+        let hd = self.out.out_dim() / self.heads;
+        let split = |x: Tensor| x.reshape((b, t, self.heads, hd))?.transpose(1, 2)?.contiguous();
+        Ok((split(self.key.forward(source, None)?)?, split(self.value.forward(source, None)?)?))
+    }
+
     /// `LN(out(attention(xs → source)) + xs)`.
     fn forward(&self, xs: &Tensor, source: &Tensor, causal: bool) -> CResult<Tensor> {
+        self.forward_kv(xs, &self.keys_values(source)?, causal)
+    }
+
+    /// The same with the source's keys and values already computed (the image's, which stay
+    /// the same for every decoding step).
+    fn forward_kv(&self, xs: &Tensor, (k, v): &(Tensor, Tensor), causal: bool) -> CResult<Tensor> {
         let (b, s, d) = xs.dims3()?;
-        let t = source.dim(1)?;
+        let t = k.dim(2)?;
         let (h, hd) = (self.heads, d / self.heads);
-        let split = |x: Tensor, n: usize| x.reshape((b, n, h, hd))?.transpose(1, 2)?.contiguous();
-        let q = split(self.query.forward(xs, None)?, s)?;
-        let k = split(self.key.forward(source, None)?, t)?;
-        let v = split(self.value.forward(source, None)?, t)?;
+        let q = self.query.forward(xs, None)?.reshape((b, s, h, hd))?.transpose(1, 2)?.contiguous()?;
         let mut scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
         if causal {
             let mask: Vec<f32> =
@@ -140,7 +184,7 @@ impl BertAttention {
             scores = scores.broadcast_add(&Tensor::from_vec(mask, (s, t), xs.device())?)?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
+        let context = probs.matmul(v)?.transpose(1, 2)?.reshape((b, s, d))?;
         self.ln.forward(&(self.out.forward(&context, None)? + xs)?)
     }
 }
@@ -156,13 +200,16 @@ struct TextLayer {
 }
 
 impl TextLayer {
-    fn forward(&self, xs: &Tensor, image: &Tensor) -> CResult<Tensor> {
+    fn forward(&self, xs: &Tensor, image_kv: &(Tensor, Tensor)) -> CResult<Tensor> {
         let xs = self.attention.forward(xs, xs, true)?;
-        let xs = self.cross.forward(&xs, image, false)?;
+        let xs = self.cross.forward_kv(&xs, image_kv, false)?;
         let hidden = self.intermediate.forward(&xs, Some(self.act))?;
         self.ln.forward(&(self.output.forward(&hidden, None)? + &xs)?)
     }
 }
+
+/// Per-layer cross-attention keys and values of one image.
+pub struct ImageKeysValues(Vec<(Tensor, Tensor)>);
 
 /// `BlipTextLMHeadModel`: token ids and image states to next-token logits.
 pub struct BlipTextDecoder {
@@ -218,17 +265,24 @@ impl BlipTextDecoder {
         })
     }
 
-    /// Logits `[vocab]` of the token after `ids`, attending to `image` states `[1, t, e]`.
-    pub fn next_logits(&self, ids: &[u32], image: &Tensor) -> CResult<Tensor> {
+    /// The cross-attention keys and values of image states `[1, t, e]`, one pair per layer:
+    /// computed once per image, used at every decoding step.
+    pub fn image_keys_values(&self, image: &Tensor) -> CResult<ImageKeysValues> {
+        Ok(ImageKeysValues(self.layers.iter().map(|l| l.cross.keys_values(image)).collect::<CResult<Vec<_>>>()?))
+    }
+
+    /// Logits `[vocab]` of the token after `ids`, attending to an image (its
+    /// [`BlipTextDecoder::image_keys_values`]).
+    pub fn next_logits(&self, ids: &[u32], image: &ImageKeysValues) -> CResult<Tensor> {
         let s = ids.len();
         if s == 0 || s > self.positions.dim(0)? {
             candle_core::bail!("{s} tokens: the decoder takes 1 to {}", self.positions.dim(0)?);
         }
-        let idx = Tensor::new(ids, image.device())?;
+        let idx = Tensor::new(ids, self.words.device())?;
         let xs = self.words.index_select(&idx, 0)?.add(&self.positions.narrow(0, 0, s)?)?;
         let mut xs = self.emb_ln.forward(&xs)?.unsqueeze(0)?;
-        for layer in &self.layers {
-            xs = layer.forward(&xs, image)?;
+        for (layer, kv) in self.layers.iter().zip(&image.0) {
+            xs = layer.forward(&xs, kv)?;
         }
         let last = xs.squeeze(0)?.get(s - 1)?.unsqueeze(0)?;
         let h = self.transform_ln.forward(&self.transform.forward(&last, Some(self.act))?)?;
@@ -404,6 +458,25 @@ pub struct BlipCaptioner {
 }
 
 impl BlipCaptioner {
+    /// Assembles a captioner from parts (benchmarks with random weights): the full model's
+    /// weights under `vb` (`vision_model`, `text_decoder`).
+    pub fn from_parts(
+        config: &BlipConfig,
+        vb: VarBuilder,
+        tokenizer: tokenizers::Tokenizer,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let tc = config.text_config.as_ref().ok_or_else(|| Error::Invalid("no text_config".into()))?;
+        let side = config.vision_config.image_size as u32;
+        let encoder = BlipImageEncoder {
+            model: BlipVisionModel::load(&config.vision_config, vb.pp("vision_model"))?,
+            processor: blip_processor_default(side),
+            device: device.clone(),
+        };
+        let decoder = BlipTextDecoder::load(tc, vb.pp("text_decoder"))?;
+        Ok(BlipCaptioner { encoder, decoder, tokenizer, bos: tc.bos_token_id, sep: tc.sep_token_id })
+    }
+
     /// Loads a captioning checkpoint from a hub id or a local directory.
     pub fn load(model: &str, device: &candle_core::Device) -> Result<Self> {
         let encoder = BlipImageEncoder::load(model, device)?;
@@ -449,7 +522,7 @@ impl BlipCaptioner {
 
     /// Greedy decoding: up to `max_new` tokens after `start`, stopping after `[SEP]`.
     pub fn greedy(&self, image: &RgbImage, start: &[u32], max_new: usize) -> Result<Vec<DecodeStep>> {
-        let states = self.encoder.encode(image)?.unsqueeze(0)?;
+        let states = self.decoder.image_keys_values(&self.encoder.encode(image)?.unsqueeze(0)?)?;
         let mut ids = start.to_vec();
         let mut steps = Vec::new();
         for _ in 0..max_new {
@@ -474,7 +547,7 @@ impl BlipCaptioner {
             let steps = self.greedy(image, start, max_new)?;
             return Ok(start.iter().copied().chain(steps.iter().map(|s| s.token)).collect());
         }
-        let states = self.encoder.encode(image)?.unsqueeze(0)?;
+        let states = self.decoder.image_keys_values(&self.encoder.encode(image)?.unsqueeze(0)?)?;
         let mut running: Vec<(Vec<u32>, f32)> = vec![(start.to_vec(), 0.0)];
         let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
         for step in 1..=max_new {

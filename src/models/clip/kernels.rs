@@ -192,6 +192,11 @@ impl Dense {
         Ok(Dense { weight_t: weight.t()?.contiguous()?, bias })
     }
 
+    /// Output width.
+    pub(crate) fn out_dim(&self) -> usize {
+        self.weight_t.dims()[1]
+    }
+
     /// `act(xs · Wᵀ + b)` for `xs` of shape `[.., in]`.
     pub(crate) fn forward(&self, xs: &Tensor, act: Option<HiddenAct>) -> CResult<Tensor> {
         let dims = xs.dims().to_vec();

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result, first_line};
 use crate::models::clip::kernels::Dense;
-use crate::models::clip::model::{Mlp, SelfAttention, dense, layer_norm};
+use crate::models::clip::model::{Mlp, SelfAttention, dense, layer_norm, patches};
 use crate::models::clip::{HiddenAct, repo_weights};
 use crate::models::preprocess::{ImageProcessor, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Resample, ResizeTo};
 use crate::models::source::ModelRepo;
@@ -350,18 +350,12 @@ impl BlipVisionModel {
 
     /// `[b, 3, H, W]` pixels to `[b, 1 + grid², d]` states (`last_hidden_state`).
     pub fn forward(&self, pixels: &Tensor) -> CResult<Tensor> {
-        let (b, ch, h, w) = pixels.dims4()?;
-        let (g, p) = (self.grid, self.patch_size);
-        if h != g * p || w != g * p {
-            candle_core::bail!("expected {}x{} pixels, got {h}x{w}", g * p, g * p);
-        }
+        let (b, g) = (pixels.dim(0)?, self.grid);
         let d = self.patch_bias.dim(0)?;
-        let patches = pixels
-            .reshape((b, ch, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * g * g, ch * p * p))?;
-        let tokens = patches.matmul(&self.patch)?.broadcast_add(&self.patch_bias)?.reshape((b, g * g, d))?;
+        let tokens = patches(pixels, g, self.patch_size)?
+            .matmul(&self.patch)?
+            .broadcast_add(&self.patch_bias)?
+            .reshape((b, g * g, d))?;
         let class = self.class.broadcast_as((b, 1, d))?;
         let mut xs = Tensor::cat(&[class, tokens], 1)?.broadcast_add(&self.positions)?;
         for layer in &self.layers {
@@ -394,9 +388,13 @@ impl BlipImageEncoder {
     /// Loads the image encoder of any BLIP checkpoint (captioning, VQA or retrieval).
     pub fn load(model: &str, device: &candle_core::Device) -> Result<Self> {
         let repo = ModelRepo::open(model)?;
-        let name = repo.name();
         let config = read_config(&repo)?;
-        let vb = repo_weights(&repo, device)?;
+        Self::from_repo(&repo, &config, &repo_weights(&repo, device)?, device)
+    }
+
+    /// The encoder of an opened repository whose config and weights the caller has read.
+    fn from_repo(repo: &ModelRepo, config: &BlipConfig, vb: &VarBuilder, device: &candle_core::Device) -> Result<Self> {
+        let name = repo.name();
         let side = config.vision_config.image_size as u32;
         let processor = match repo.optional("preprocessor_config.json")? {
             Some(p) => ImageProcessor::from_file(name, &p, blip_processor_default(side))?,
@@ -479,12 +477,13 @@ impl BlipCaptioner {
 
     /// Loads a captioning checkpoint from a hub id or a local directory.
     pub fn load(model: &str, device: &candle_core::Device) -> Result<Self> {
-        let encoder = BlipImageEncoder::load(model, device)?;
+        // One read of the config and one mapping of the weights serve both halves.
         let repo = ModelRepo::open(model)?;
         let name = repo.name();
         let config = read_config(&repo)?;
-        let tc = config.text_config.ok_or_else(|| Error::model(name, "config.json has no text_config"))?;
         let vb = repo_weights(&repo, device)?;
+        let encoder = BlipImageEncoder::from_repo(&repo, &config, &vb, device)?;
+        let tc = config.text_config.ok_or_else(|| Error::model(name, "config.json has no text_config"))?;
         let decoder = BlipTextDecoder::load(&tc, vb.pp("text_decoder")).map_err(|e| {
             Error::model(
                 name,

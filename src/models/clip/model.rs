@@ -197,17 +197,10 @@ impl VisionTower {
 
     /// Patch + class + position embeddings of `[b, 3, H, W]` pixels: `[b, 1 + grid², d]`.
     fn embed(&self, pixels: &Tensor) -> CResult<Tensor> {
-        let (b, ch, h, w) = pixels.dims4()?;
-        let (g, p) = (self.grid, self.patch_size);
-        if h != g * p || w != g * p {
-            candle_core::bail!("expected {}x{} pixels, got {h}x{w}", g * p, g * p);
-        }
+        let b = pixels.dim(0)?;
+        let g = self.grid;
         let d = self.class.dim(0)?;
-        let patches = pixels
-            .reshape((b, ch, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * g * g, ch * p * p))?;
+        let patches = patches(pixels, g, self.patch_size)?;
         let tokens = patches.matmul(&self.patch)?.reshape((b, g * g, d))?;
         let class = self.class.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
         Tensor::cat(&[class, tokens], 1)?.broadcast_add(&self.positions.unsqueeze(0)?)
@@ -282,6 +275,16 @@ impl VisionTower {
         let hidden = self.forward(pixels)?;
         self.post_ln.forward(&hidden.i((.., 0, ..))?.contiguous()?)
     }
+}
+
+/// `[b, ch, g·p, g·p]` pixels cut into `[b·g², ch·p·p]` patch rows, in the order a
+/// convolution with stride = kernel = `p` reads them (so a patch embedding is one matmul).
+pub(crate) fn patches(pixels: &Tensor, g: usize, p: usize) -> CResult<Tensor> {
+    let (b, ch, h, w) = pixels.dims4()?;
+    if h != g * p || w != g * p {
+        candle_core::bail!("expected {}x{} pixels, got {h}x{w}", g * p, g * p);
+    }
+    pixels.reshape((b, ch, g, p, g, p))?.permute((0, 2, 4, 1, 3, 5))?.contiguous()?.reshape((b * g * g, ch * p * p))
 }
 
 /// torch's `upsample_bicubic2d` weights along one axis (`align_corners=False`): for each

@@ -43,6 +43,15 @@ pub struct GlobalOptions {
     #[arg(long, global = true, env = "CLIPDEX_CAPTION_MODEL", default_value = clipdex::models::blip::DEFAULT_CAPTION_MODEL)]
     pub caption_model: String,
 
+    /// BLIP visual question answering model for `ask`: a Hugging Face id or a local directory.
+    #[arg(long, global = true, env = "CLIPDEX_VQA_MODEL", default_value = clipdex::models::blip::DEFAULT_VQA_MODEL)]
+    pub vqa_model: String,
+
+    /// BLIP image-text matching model for `match` and `search --rerank itm`: a Hugging Face id
+    /// or a local directory.
+    #[arg(long, global = true, env = "CLIPDEX_ITM_MODEL", default_value = clipdex::models::blip::DEFAULT_ITM_MODEL)]
+    pub itm_model: String,
+
     /// Refuse images with more pixels than this (decompression bombs).
     #[arg(long, global = true, value_name = "N", default_value_t = clipdex::photo::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
@@ -151,6 +160,10 @@ pub enum Command {
     },
     /// Caption images with BLIP (greedy or beam search; optionally continuing a prompt).
     Caption(CaptionArgs),
+    /// Visual question answering with BLIP: ask a question about an image.
+    Ask(AskArgs),
+    /// Image-text matching with BLIP: ITM probability and ITC cosine of texts against an image.
+    Match(MatchArgs),
     /// Text-prompted masks and crops (CLIPSeg): where in the image is it?
     Segment(SegmentArgs),
     /// Search for regions rather than whole photos: CLIPSeg crops of the best matches.
@@ -285,6 +298,40 @@ pub struct CaptionArgs {
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=200))]
     pub max_tokens: u64,
     /// Print JSON: {"captions": [{"path", "caption"}]} (an unreadable image gets "error").
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clipdex ask`.
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The image.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// The question.
+    #[arg(value_name = "QUESTION")]
+    pub question: String,
+    /// Beam width (1: greedy).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub beams: u64,
+    /// Most tokens in the answer.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=200))]
+    pub max_tokens: u64,
+    /// Print JSON: {"path", "question", "answer"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clipdex match`.
+#[derive(Debug, Args)]
+pub struct MatchArgs {
+    /// The image.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// A text to match against the image (repeatable).
+    #[arg(long = "text", value_name = "TEXT", required = true)]
+    pub texts: Vec<String>,
+    /// Print JSON: {"path", "matches": [{"text", "itm", "itc"}]}.
     #[arg(long)]
     pub json: bool,
 }

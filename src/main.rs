@@ -1,6 +1,7 @@
 //! The `clipdex` binary: parses the command line, calls the library, prints the result
 //! (human-readable by default, `--json` for scripts). Errors end here, as one line on stderr.
 
+mod blip;
 mod cli;
 mod segmenting;
 mod tagging;
@@ -48,7 +49,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return tagging::describe(&model, image, *k, vocab.as_deref(), *json, g.max_pixels);
         }
         Command::Segment(args) => return segmenting::segment(g, args),
-        Command::Caption(args) => return caption(g, args),
+        Command::Caption(args) => return blip::caption(g, args),
+        Command::Ask(args) => return blip::ask(g, args),
+        Command::Match(args) => return blip::match_texts(g, args),
         Command::Eval { what: EvalCommand::Zeroshot(args) } => {
             let clip = ClipEmbedder::load(&g.model, &g.device.open()?)?;
             return tagging::eval_zeroshot(&clip, args, g.max_pixels);
@@ -77,7 +80,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Describe { .. }
         | Command::Eval { .. }
         | Command::Segment(_)
-        | Command::Caption(_) => {
+        | Command::Caption(_)
+        | Command::Ask(_)
+        | Command::Match(_) => {
             unreachable!("handled above")
         }
         Command::Reindex { .. } => unreachable!("handled above"),
@@ -244,39 +249,6 @@ fn reindex(g: &GlobalOptions, batch_size: usize, json: bool) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn caption(g: &GlobalOptions, args: &cli::CaptionArgs) -> anyhow::Result<ExitCode> {
-    let captioner = clipdex::models::blip::BlipCaptioner::load(&g.caption_model, &g.device.open()?)?;
-    let start = captioner.start_ids(args.prompt.as_deref())?;
-    let options = DecodeOptions { max_pixels: g.max_pixels, min_side: None };
-    let mut out = std::io::stdout().lock();
-    let (mut rows, mut failures) = (Vec::new(), 0);
-    for path in &args.images {
-        let outcome = clipdex::photo::open_rgb(path, &options).and_then(|image| {
-            let ids = captioner.beam_search(&image, &start, args.beams as usize, args.max_tokens as usize)?;
-            captioner.decode(&ids)
-        });
-        match outcome {
-            Ok(caption) if args.json => rows.push(json!({"path": path, "caption": caption})),
-            Ok(caption) => writeln!(out, "{}: {caption}", path.display())?,
-            Err(e) => {
-                failures += 1;
-                if args.json {
-                    rows.push(json!({"path": path, "error": e.to_string()}));
-                } else {
-                    writeln!(out, "{}: error: {e}", path.display())?;
-                }
-            }
-        }
-    }
-    if args.json {
-        writeln!(out, "{}", json!({ "captions": rows }))?;
-    }
-    if failures > 0 {
-        eprintln!("error: {failures} of {} images could not be captioned", args.images.len());
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
-}
 
 fn serve(library: Library, args: &cli::ServeArgs) -> anyhow::Result<ExitCode> {
     let options = clipdex::server::ServeOptions {

@@ -1,10 +1,12 @@
-//! BLIP against transformers on the tiny fixture (`tools/make_blip_fixtures.py`): so far the
-//! image encoder, its preprocessing and greedy captioning (issue 6 is in progress).
+//! BLIP against transformers on the tiny fixtures (`tools/make_blip_fixtures.py`): the image
+//! encoder and its preprocessing, captioning (greedy with per-step logits, beam search, with
+//! and without a prompt), VQA (question-encoder states, greedy and beam answers), ITM and ITC,
+//! the `caption`, `ask` and `match` commands, and wrong models and broken images.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use clipdex::models::blip::{BlipCaptioner, BlipImageEncoder};
+use clipdex::models::blip::{BlipAnswerer, BlipCaptioner, BlipImageEncoder, BlipMatcher};
 use clipdex::photo::{DecodeOptions, open_rgb};
 
 fn fixtures() -> PathBuf {
@@ -134,4 +136,174 @@ fn the_caption_command_prints_the_reference_captions() {
     assert_eq!(rows[0]["caption"], case["text"]);
     assert!(rows[1]["error"].as_str().unwrap().contains("no such file"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 images"));
+}
+
+fn golden(name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("blip").join(format!("{name}.golden.json"))).unwrap())
+        .unwrap()
+}
+
+fn model_dir(name: &str) -> String {
+    fixtures().join("blip").join(name).to_str().unwrap().to_string()
+}
+
+/// The probed logits of each step (the ids in `probe_ids`, then max and log-sum-exp) within 1e-3.
+fn assert_probes(key: &str, steps: &[clipdex::models::blip::DecodeStep], probe_ids: &[u32], reference: &[Vec<f32>]) {
+    assert_eq!(steps.len(), reference.len(), "{key}: steps");
+    for (i, (step, want)) in steps.iter().zip(reference).enumerate() {
+        let logits = step.logits.to_vec1::<f32>().unwrap();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+        let got: Vec<f32> = probe_ids.iter().map(|&t| logits[t as usize]).chain([max, lse]).collect();
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-3, "{key} step {i}: logit {g} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn vqa_question_states_and_answers_match_the_reference() {
+    let vqa = BlipAnswerer::load(&model_dir("blip-tiny-vqa"), &Device::Cpu).unwrap();
+    let golden = golden("blip-tiny-vqa");
+    let tensors =
+        candle_core::safetensors::load(fixtures().join("blip/blip-tiny-vqa.golden.safetensors"), &Device::Cpu).unwrap();
+    let probe_ids: Vec<u32> = serde_json::from_value(golden["probe_ids"].clone()).unwrap();
+    let max_new = golden["max_new_tokens"].as_u64().unwrap() as usize;
+    let (mut greedy, mut beams, mut ended) = (0, 0, 0);
+    for case in golden["cases"].as_array().unwrap() {
+        let key = case["key"].as_str().unwrap();
+        let name = case["image"].as_str().unwrap();
+        let image = vqa.encoder().encode(&photo(name)).unwrap();
+        let question = case["question"].as_str().unwrap();
+        let ids = vqa.question_ids(question).unwrap();
+        assert_eq!(serde_json::json!(ids), case["question_ids"], "{key}: question ids");
+        if let Some(reference) = tensors.get(&format!("question/{name}")).filter(|_| key.ends_with("/0/1")) {
+            let ours = vqa.question_states(&image, &ids).unwrap().squeeze(0).unwrap();
+            let diff = (ours - reference.to_dtype(candle_core::DType::F32).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "{key}: question states differ by {diff}");
+        }
+        let expected: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        let n = case["beams"].as_u64().unwrap() as usize;
+        let answer = vqa.answer_states(&image, question, n, max_new).unwrap();
+        assert_eq!(answer.ids, expected, "{key}: answer ids");
+        assert_eq!(answer.text, case["answer"].as_str().unwrap(), "{key}");
+        ended += usize::from(expected.contains(&102));
+        if n == 1 {
+            let steps = vqa.greedy(&image, &ids, max_new).unwrap();
+            assert_probes(key, &steps, &probe_ids, &tensors[key].to_vec2::<f32>().unwrap());
+            greedy += 1;
+        } else {
+            beams += 1;
+        }
+    }
+    assert_eq!((greedy, beams), (9, 9));
+    assert!(ended > 0 && ended < 18, "some answers end with [SEP], some at the limit");
+}
+
+#[test]
+fn itm_probabilities_and_itc_cosines_match_the_reference() {
+    let matcher = BlipMatcher::load(&model_dir("blip-tiny-itm"), &Device::Cpu).unwrap();
+    let golden = golden("blip-tiny-itm");
+    let texts: Vec<&str> = golden["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let mut photos = Vec::new();
+    for case in golden["cases"].as_array().unwrap() {
+        let name = case["image"].as_str().unwrap();
+        let scores = matcher.score(&photo(name), &texts).unwrap();
+        for (i, s) in scores.iter().enumerate() {
+            let (itm, itc) = (case["itm"][i].as_f64().unwrap() as f32, case["itc"][i].as_f64().unwrap() as f32);
+            assert!((s.itm - itm).abs() < 1e-4, "{name} / {}: itm {} vs {itm}", texts[i], s.itm);
+            assert!((s.itc - itc).abs() < 1e-4, "{name} / {}: itc {} vs {itc}", texts[i], s.itc);
+        }
+        photos.push(photo(name));
+    }
+    // Batched re-ranking scores (one text, all photos in one pass) equal the one-by-one scores.
+    for (t, text) in texts.iter().enumerate() {
+        let batched = matcher.score_images(&photos, text).unwrap();
+        for (case, s) in golden["cases"].as_array().unwrap().iter().zip(&batched) {
+            assert!((s.itm - case["itm"][t].as_f64().unwrap() as f32).abs() < 1e-4, "batched itm");
+            assert!((s.itc - case["itc"][t].as_f64().unwrap() as f32).abs() < 1e-4, "batched itc");
+        }
+    }
+}
+
+fn clipdex(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_clipdex")).args(args).output().unwrap()
+}
+
+#[test]
+fn the_ask_command_prints_the_reference_answer() {
+    let golden = golden("blip-tiny-vqa");
+    let case = golden["cases"].as_array().unwrap().iter().find(|c| c["key"] == "chelsea_exif6.jpg/0/3").unwrap();
+    let image = fixtures().join("images/chelsea_exif6.jpg");
+    let (vqa, image) = (model_dir("blip-tiny-vqa"), image.to_str().unwrap());
+    let question = case["question"].as_str().unwrap();
+    let out = clipdex(&["--vqa-model", &vqa, "ask", image, question, "--beams", "3", "--max-tokens", "8", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc, serde_json::json!({"path": image, "question": question, "answer": case["answer"]}));
+    let plain = clipdex(&["--vqa-model", &vqa, "ask", image, question, "--beams", "3", "--max-tokens", "8"]);
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), case["answer"].as_str().unwrap());
+}
+
+#[test]
+fn the_match_command_prints_itm_and_itc_per_text() {
+    let golden = golden("blip-tiny-itm");
+    let case = &golden["cases"][1];
+    let image = fixtures().join("images").join(case["image"].as_str().unwrap());
+    let itm = model_dir("blip-tiny-itm");
+    let (t0, t1) = (golden["texts"][0].as_str().unwrap(), golden["texts"][2].as_str().unwrap());
+    let out = clipdex(&["--itm-model", &itm, "match", image.to_str().unwrap(), "--text", t0, "--text", t1, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["path"], image.to_str().unwrap());
+    let rows = doc["matches"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, (t, i)) in rows.iter().zip([(t0, 0), (t1, 2)]) {
+        assert_eq!(row["text"], t);
+        assert!((row["itm"].as_f64().unwrap() - case["itm"][i].as_f64().unwrap()).abs() < 1e-4);
+        assert!((row["itc"].as_f64().unwrap() - case["itc"][i].as_f64().unwrap()).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn wrong_models_and_broken_images_give_clear_errors() {
+    let image = fixtures().join("images/coffee.png");
+    let image = image.to_str().unwrap();
+    // A captioning checkpoint has no question encoder; a VQA one has no matching heads.
+    let out = clipdex(&["--vqa-model", &model_dir("blip-tiny-captioning"), "ask", image, "what?"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("question encoder") && err.contains("VQA"), "{err}");
+    let out = clipdex(&["--itm-model", &model_dir("blip-tiny-vqa"), "match", image, "--text", "a cat"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("matching"), "{err}");
+    let out = clipdex(&["--caption-model", &model_dir("blip-tiny-itm"), "caption", image]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("captioning"), "{err}");
+    // A CLIP directory, a missing directory.
+    let clip = fixtures().join("clip-tiny-p32");
+    let out = clipdex(&["--vqa-model", clip.to_str().unwrap(), "ask", image, "what?"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not BLIP"));
+    let out = clipdex(&["--itm-model", "/no/such/model", "match", image, "--text", "a cat"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("/no/such/model"), "{err}");
+    // Broken and missing images, an empty question.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.jpg");
+    std::fs::write(&broken, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    let vqa = model_dir("blip-tiny-vqa");
+    for (img, q) in [(broken.to_str().unwrap(), "what?"), ("/no/such.jpg", "what?"), (image, "  ")] {
+        let out = clipdex(&["--vqa-model", &vqa, "ask", img, q]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.starts_with("error: "), "{img} {q:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+    let out = clipdex(&["--itm-model", &model_dir("blip-tiny-itm"), "match", broken.to_str().unwrap(), "--text", "x"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("broken.jpg"));
 }

@@ -1,0 +1,84 @@
+//! The BLIP commands: `caption` (images given on the command line), `ask` (visual question
+//! answering) and `match` (ITM probability and ITC cosine of texts against an image).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use clipdex::models::blip::{BlipAnswerer, BlipCaptioner, BlipMatcher};
+use clipdex::photo::{DecodeOptions, open_rgb};
+
+use crate::cli::{AskArgs, CaptionArgs, GlobalOptions, MatchArgs};
+
+fn decode_options(g: &GlobalOptions) -> DecodeOptions {
+    DecodeOptions { max_pixels: g.max_pixels, min_side: None }
+}
+
+pub fn caption(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<ExitCode> {
+    let captioner = BlipCaptioner::load(&g.caption_model, &g.device.open()?)?;
+    let start = captioner.start_ids(args.prompt.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    let (mut rows, mut failures) = (Vec::new(), 0);
+    for path in &args.images {
+        let outcome = open_rgb(path, &decode_options(g)).and_then(|image| {
+            let ids = captioner.beam_search(&image, &start, args.beams as usize, args.max_tokens as usize)?;
+            captioner.decode(&ids)
+        });
+        match outcome {
+            Ok(caption) if args.json => rows.push(json!({"path": path, "caption": caption})),
+            Ok(caption) => writeln!(out, "{}: {caption}", path.display())?,
+            Err(e) => {
+                failures += 1;
+                if args.json {
+                    rows.push(json!({"path": path, "error": e.to_string()}));
+                } else {
+                    writeln!(out, "{}: error: {e}", path.display())?;
+                }
+            }
+        }
+    }
+    if args.json {
+        writeln!(out, "{}", json!({ "captions": rows }))?;
+    }
+    if failures > 0 {
+        eprintln!("error: {failures} of {} images could not be captioned", args.images.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn ask(g: &GlobalOptions, args: &AskArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(!args.question.trim().is_empty(), "the question is empty");
+    // The image first: a missing file should not wait for a model download.
+    let image = open_rgb(&args.image, &decode_options(g))?;
+    let model = BlipAnswerer::load(&g.vqa_model, &g.device.open()?)?;
+    let answer = model.answer(&image, &args.question, args.beams as usize, args.max_tokens as usize)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", json!({"path": args.image, "question": args.question, "answer": answer.text}))?;
+    } else {
+        writeln!(out, "{}", answer.text)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn match_texts(g: &GlobalOptions, args: &MatchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.texts.iter().all(|t| !t.trim().is_empty()), "a --text is empty");
+    let image = open_rgb(&args.image, &decode_options(g))?;
+    let model = BlipMatcher::load(&g.itm_model, &g.device.open()?)?;
+    let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
+    let scores = model.score(&image, &texts)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let rows: Vec<_> =
+            texts.iter().zip(&scores).map(|(t, s)| json!({"text": t, "itm": s.itm, "itc": s.itc})).collect();
+        writeln!(out, "{}", json!({"path": args.image, "matches": rows}))?;
+    } else {
+        writeln!(out, "{:>7}  {:>7}  text", "itm", "itc")?;
+        for (t, s) in texts.iter().zip(&scores) {
+            writeln!(out, "{:>7.4}  {:>7.4}  {t}", s.itm, s.itc)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,300 @@
+//! BLIP (`Salesforce/blip-*`) in candle: captioning (`BlipForConditionalGeneration`), visual
+//! question answering (`BlipForQuestionAnswering`) and image–text matching
+//! (`BlipForImageTextRetrieval`, its ITM head and ITC cosine). Weight names mirror
+//! transformers' through `vb.pp(..)`; configs, tokenizers and errors follow the CLIP loader's
+//! rules (hub id or local directory).
+//!
+//! - [`vision`]: the image encoder and `BlipImageProcessor`'s preprocessing;
+//! - [`text`]: the BERT stacks (decoders, question encoder, matching text encoder), greedy and
+//!   beam search;
+//! - [`vqa`], [`itm`]: the answering and matching models.
+
+pub mod itm;
+pub mod text;
+pub mod vision;
+pub mod vqa;
+
+use candle_nn::VarBuilder;
+use image::RgbImage;
+use serde::Deserialize;
+
+pub use itm::{BlipMatcher, DEFAULT_ITM_MODEL, MatchScore};
+pub use text::{BlipTextDecoder, DecodeStep};
+pub use vision::{BlipImageEncoder, BlipVisionModel, blip_processor_default};
+pub use vqa::{BlipAnswerer, DEFAULT_VQA_MODEL};
+
+use crate::error::{Error, Result, first_line};
+use crate::models::clip::{HiddenAct, repo_weights};
+use crate::models::source::ModelRepo;
+
+/// The captioning model used when none is named.
+pub const DEFAULT_CAPTION_MODEL: &str = "Salesforce/blip-image-captioning-base";
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+/// `vision_config` of a BLIP checkpoint.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BlipVisionConfig {
+    /// Token width.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Input side in pixels.
+    pub image_size: usize,
+    /// Patch side in pixels.
+    pub patch_size: usize,
+    /// MLP activation.
+    pub hidden_act: HiddenAct,
+    /// Layer-norm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_text_eps() -> f64 {
+    1e-12
+}
+fn default_bos() -> u32 {
+    30522
+}
+fn default_sep() -> u32 {
+    102
+}
+
+/// `text_config` of a BLIP checkpoint (a BERT with cross-attention to the image).
+#[derive(Debug, Clone, Deserialize)]
+pub struct BlipTextConfig {
+    /// Vocabulary size (BERT's 30,522 plus `[DEC]` and `[ENC]`).
+    pub vocab_size: usize,
+    /// Token width.
+    pub hidden_size: usize,
+    /// Width of the image states attended to.
+    pub encoder_hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Longest sequence.
+    pub max_position_embeddings: usize,
+    /// MLP activation.
+    pub hidden_act: HiddenAct,
+    /// Layer-norm epsilon.
+    #[serde(default = "default_text_eps")]
+    pub layer_norm_eps: f64,
+    /// `[DEC]`, the first token of every caption.
+    #[serde(default = "default_bos")]
+    pub bos_token_id: u32,
+    /// `[SEP]`, which ends a caption.
+    #[serde(default = "default_sep")]
+    pub sep_token_id: u32,
+}
+
+/// The parts of a BLIP `config.json` that clipdex reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BlipConfig {
+    /// Must be `blip`.
+    pub model_type: Option<String>,
+    /// The image encoder.
+    pub vision_config: BlipVisionConfig,
+    /// The text side.
+    pub text_config: Option<BlipTextConfig>,
+    /// Width of the shared space of the matching model's ITC projections.
+    #[serde(default = "default_itc_dim")]
+    pub image_text_hidden_size: usize,
+}
+
+fn default_itc_dim() -> usize {
+    256
+}
+
+impl BlipConfig {
+    /// `Salesforce/blip-image-captioning-base`'s shapes (and those of `blip-vqa-base` and
+    /// `blip-itm-base-coco`): ViT-B/16 at 384 px, 12-layer BERT-base text models.
+    pub fn captioning_base() -> Self {
+        BlipConfig {
+            model_type: Some("blip".into()),
+            vision_config: BlipVisionConfig {
+                hidden_size: 768,
+                intermediate_size: 3072,
+                num_hidden_layers: 12,
+                num_attention_heads: 12,
+                image_size: 384,
+                patch_size: 16,
+                hidden_act: HiddenAct::Gelu,
+                layer_norm_eps: 1e-5,
+            },
+            text_config: Some(BlipTextConfig {
+                vocab_size: 30524,
+                hidden_size: 768,
+                encoder_hidden_size: 768,
+                intermediate_size: 3072,
+                num_hidden_layers: 12,
+                num_attention_heads: 12,
+                max_position_embeddings: 512,
+                hidden_act: HiddenAct::Gelu,
+                layer_norm_eps: 1e-12,
+                bos_token_id: 30522,
+                sep_token_id: 102,
+            }),
+            image_text_hidden_size: 256,
+        }
+    }
+}
+
+/// Reads `config.json`, checking first that it describes a BLIP.
+fn read_config(repo: &ModelRepo) -> Result<BlipConfig> {
+    let name = repo.name();
+    let path = repo.required("config.json")?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::model(name, format!("cannot read {}: {e}", path.display())))?;
+    let invalid = |e: serde_json::Error| Error::model(name, format!("invalid {}: {e}", path.display()));
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(invalid)?;
+    match value.get("model_type").and_then(|t| t.as_str()) {
+        Some("blip") => serde_json::from_value(value).map_err(invalid),
+        other => Err(Error::model(
+            name,
+            format!("config.json describes a {} model, not BLIP (model_type \"blip\")", other.unwrap_or("untyped")),
+        )),
+    }
+}
+
+/// The model's tokenizer (`tokenizer.json`: BERT uncased with `[DEC]` and `[ENC]`), with any
+/// fixed padding or truncation switched off.
+fn load_tokenizer(repo: &ModelRepo) -> Result<tokenizers::Tokenizer> {
+    let name = repo.name();
+    let path = repo.required("tokenizer.json")?;
+    let err = |e: tokenizers::Error| Error::Tokenizer { model: name.to_string(), reason: e.to_string() };
+    let mut tokenizer = tokenizers::Tokenizer::from_file(&path).map_err(err)?;
+    tokenizer.with_padding(None);
+    tokenizer.with_truncation(None).map_err(err)?;
+    Ok(tokenizer)
+}
+
+/// `[CLS] text [SEP]` ids, as the processor gives them to the text encoders; an error past the
+/// model's `max` positions.
+fn text_ids(tokenizer: &tokenizers::Tokenizer, text: &str, max: usize) -> Result<Vec<u32>> {
+    let enc = tokenizer.encode(text, true).map_err(|e| Error::Tokenizer { model: "blip".into(), reason: e.to_string() })?;
+    let ids = enc.get_ids().to_vec();
+    if ids.len() > max {
+        return Err(Error::Invalid(format!("the text is {} tokens long; the model takes at most {max}", ids.len())));
+    }
+    Ok(ids)
+}
+
+/// The text config, or an error naming the model.
+fn text_config<'a>(name: &str, config: &'a BlipConfig) -> Result<&'a BlipTextConfig> {
+    config.text_config.as_ref().ok_or_else(|| Error::model(name, "config.json has no text_config"))
+}
+
+/// Loads a text part, turning missing or misshapen weights into an error naming the model and
+/// what kind of BLIP checkpoint was expected.
+fn load_part<T>(name: &str, what: &str, part: candle_core::Result<T>) -> Result<T> {
+    part.map_err(|e| Error::model(name, format!("no {what} in the weights ({}); is this {}?", first_line(&e), what_model(what))))
+}
+
+fn what_model(part: &str) -> &'static str {
+    match part {
+        "captioning decoder" => "a BLIP captioning model (BlipForConditionalGeneration)",
+        "question encoder" | "answer decoder" => "a BLIP VQA model (BlipForQuestionAnswering)",
+        _ => "a BLIP image-text matching model (BlipForImageTextRetrieval)",
+    }
+}
+
+/// BLIP captioning (`BlipForConditionalGeneration`): greedy and beam search, with or without a
+/// prompt.
+pub struct BlipCaptioner {
+    encoder: BlipImageEncoder,
+    decoder: BlipTextDecoder,
+    tokenizer: tokenizers::Tokenizer,
+    bos: u32,
+    sep: u32,
+}
+
+impl BlipCaptioner {
+    /// Assembles a captioner from parts (benchmarks with random weights): the full model's
+    /// weights under `vb` (`vision_model`, `text_decoder`).
+    pub fn from_parts(
+        config: &BlipConfig,
+        vb: VarBuilder,
+        tokenizer: tokenizers::Tokenizer,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let tc = text_config("random", config)?;
+        let encoder = BlipImageEncoder::from_parts(config, &vb, device)?;
+        let decoder = BlipTextDecoder::load(tc, vb.pp("text_decoder"))?;
+        Ok(BlipCaptioner { encoder, decoder, tokenizer, bos: tc.bos_token_id, sep: tc.sep_token_id })
+    }
+
+    /// Loads a captioning checkpoint from a hub id or a local directory.
+    pub fn load(model: &str, device: &candle_core::Device) -> Result<Self> {
+        // One read of the config and one mapping of the weights serve both halves.
+        let repo = ModelRepo::open(model)?;
+        let name = repo.name();
+        let config = read_config(&repo)?;
+        let vb = repo_weights(&repo, device)?;
+        let encoder = BlipImageEncoder::from_repo(&repo, &config, &vb, device)?;
+        let tc = text_config(name, &config)?;
+        let decoder = load_part(name, "captioning decoder", BlipTextDecoder::load(tc, vb.pp("text_decoder")))?;
+        let tokenizer = load_tokenizer(&repo)?;
+        Ok(BlipCaptioner { encoder, decoder, tokenizer, bos: tc.bos_token_id, sep: tc.sep_token_id })
+    }
+
+    /// The image encoder (its states can be computed once and captioned several ways).
+    pub fn encoder(&self) -> &BlipImageEncoder {
+        &self.encoder
+    }
+
+    /// The first tokens of a caption: `[DEC]`, then the prompt's tokens (as transformers:
+    /// the prompt tokenised with `[CLS]`/`[SEP]`, the first replaced by `[DEC]`, the last
+    /// dropped).
+    pub fn start_ids(&self, prompt: Option<&str>) -> Result<Vec<u32>> {
+        let Some(prompt) = prompt else { return Ok(vec![self.bos]) };
+        let mut ids = text_ids(&self.tokenizer, prompt, usize::MAX)?;
+        if ids.len() < 2 {
+            return Ok(vec![self.bos]);
+        }
+        ids[0] = self.bos;
+        ids.pop();
+        Ok(ids)
+    }
+
+    /// Greedy decoding: up to `max_new` tokens after `start`, stopping after `[SEP]`.
+    pub fn greedy(&self, image: &RgbImage, start: &[u32], max_new: usize) -> Result<Vec<DecodeStep>> {
+        let source = self.decoder.source_keys_values(&self.encoder.encode(image)?.unsqueeze(0)?)?;
+        Ok(text::greedy(&self.decoder, &source, start, self.sep, max_new)?)
+    }
+
+    /// Beam search (see [`text::beam_search`]); one beam is greedy decoding. Returns the
+    /// caption's ids, `start` included.
+    pub fn beam_search(&self, image: &RgbImage, start: &[u32], beams: usize, max_new: usize) -> Result<Vec<u32>> {
+        self.caption_states(&self.encoder.encode(image)?, start, beams, max_new)
+    }
+
+    /// The same from the image encoder's states `[t, d]`.
+    pub fn caption_states(
+        &self,
+        states: &candle_core::Tensor,
+        start: &[u32],
+        beams: usize,
+        max_new: usize,
+    ) -> Result<Vec<u32>> {
+        let source = self.decoder.source_keys_values(&states.unsqueeze(0)?)?;
+        Ok(text::beam_search(&self.decoder, &source, start, self.sep, beams, max_new)?)
+    }
+
+    /// The caption's text from its ids (special tokens dropped).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        decode(&self.tokenizer, ids)
+    }
+}
+
+fn decode(tokenizer: &tokenizers::Tokenizer, ids: &[u32]) -> Result<String> {
+    tokenizer.decode(ids, true).map_err(|e| Error::Tokenizer { model: "blip".into(), reason: e.to_string() })
+}

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
+use clipdex::Library;
 use clipdex::models::blip::{BlipAnswerer, BlipCaptioner, BlipMatcher};
 use clipdex::photo::{DecodeOptions, open_rgb};
+use clipdex::query::SearchFilter;
+use clipdex::query::rerank::rerank_itm;
 
 use crate::cli::{AskArgs, CaptionArgs, GlobalOptions, MatchArgs};
 
@@ -79,6 +82,37 @@ pub fn match_texts(g: &GlobalOptions, args: &MatchArgs) -> anyhow::Result<ExitCo
         for (t, s) in texts.iter().zip(&scores) {
             writeln!(out, "{:>7.4}  {:>7.4}  {t}", s.itm, s.itc)?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `search TEXT --rerank itm`: CLIP's best `top` (at least k), re-scored by ITM; k printed.
+pub fn search_reranked(
+    g: &GlobalOptions,
+    library: &Library,
+    text: &str,
+    (k, top): (usize, usize),
+    filter: &SearchFilter,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    library.clip()?;
+    let matcher = BlipMatcher::load(&g.itm_model, &g.device.open()?)?;
+    let started = std::time::Instant::now();
+    let hits = library.search_text(text, top.max(k), filter)?;
+    let mut ranked = rerank_itm(&matcher, text, hits, g.max_pixels)?;
+    ranked.truncate(k);
+    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", json!({ "results": ranked, "took_ms": took_ms }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let fmt = |x: Option<f32>| x.map_or("    -  ".to_string(), |x| format!("{x:.4}"));
+    for r in &ranked {
+        writeln!(out, "{}  {:.4}  {}", fmt(r.itm), r.hit.score, r.hit.path.display())?;
+    }
+    if ranked.is_empty() {
+        writeln!(out, "no results (is the library indexed? see `clipdex stats`)")?;
     }
     Ok(ExitCode::SUCCESS)
 }

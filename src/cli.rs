@@ -278,8 +278,23 @@ pub struct SearchArgs {
     /// Probability a pixel needs to count as part of a region (with --crops).
     #[arg(long, default_value_t = clipdex::segment::DEFAULT_THRESHOLD, value_parser = parse_probability)]
     pub threshold: f32,
+    /// Re-score CLIP's top results with BLIP image-text matching (`itm`, the model of
+    /// --itm-model) and order them by it; JSON results gain "itm" and "itc".
+    #[arg(long, value_enum, requires = "text", conflicts_with = "crops")]
+    pub rerank: Option<Rerank>,
+    /// How many of CLIP's results to re-score (with --rerank); k of them are printed.
+    #[arg(long, default_value_t = clipdex::query::rerank::DEFAULT_RERANK_TOP as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub rerank_top: u64,
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+/// Re-rankers for `search --rerank`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Rerank {
+    /// BLIP image-text matching.
+    Itm,
 }
 
 /// `clipdex caption`.

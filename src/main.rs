@@ -157,9 +157,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 library.clip()?; // load the model before the clock starts
             }
             let started = std::time::Instant::now();
+            let k = args.filter.k as usize;
+            if let (Some(text), Some(cli::Rerank::Itm)) = (&args.text, args.rerank) {
+                let sizes = (k, args.rerank_top as usize);
+                return blip::search_reranked(g, &library, text, sizes, &filter, args.filter.json);
+            }
             let hits = match &args.text {
-                Some(text) => library.search_text(text, args.filter.k as usize, &filter)?,
-                None => library.search_tag(args.filter.k as usize, &filter)?,
+                Some(text) => library.search_text(text, k, &filter)?,
+                None => library.search_tag(k, &filter)?,
             };
             match (&args.text, args.crops) {
                 (Some(text), true) => {
@@ -323,7 +328,7 @@ fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {
     })
 }
 
-fn print_hits(out: &mut impl Write, hits: &[SearchHit], started: std::time::Instant, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_hits(out: &mut impl Write, hits: &[SearchHit], started: std::time::Instant, json: bool) -> anyhow::Result<()> {
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
     if json {
         writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;

@@ -3,6 +3,7 @@
 //! `k` results when `k` exist.
 
 pub mod autotag;
+pub mod rerank;
 pub mod tags;
 
 use std::path::PathBuf;

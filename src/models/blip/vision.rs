@@ -147,6 +147,11 @@ impl BlipImageEncoder {
         Ok(BlipImageEncoder { model, processor, device: device.clone() })
     }
 
+    /// The side of the model's square input, in pixels.
+    pub fn input_side(&self) -> u32 {
+        (self.model.grid * self.model.patch_size) as u32
+    }
+
     /// The `[3, H, W]` input of an image.
     pub fn preprocess(&self, image: &RgbImage) -> Result<Tensor> {
         self.processor.preprocess(image, &self.device)

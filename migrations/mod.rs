@@ -8,6 +8,7 @@
 mod v0001_initial;
 mod v0002_tags;
 mod v0003_vector_generations;
+mod v0004_captions;
 
 /// One schema step.
 pub struct Migration {
@@ -32,4 +33,5 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "vector generations for switching models",
         apply: v0003_vector_generations::apply,
     },
+    Migration { version: 4, description: "BLIP captions", apply: v0004_captions::apply },
 ];

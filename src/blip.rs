@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use clipdex::Library;
+use clipdex::library::{CaptionOptions, ImageDetails};
 use clipdex::models::blip::{BlipAnswerer, BlipCaptioner, BlipMatcher};
 use clipdex::photo::{DecodeOptions, open_rgb};
 use clipdex::query::SearchFilter;
@@ -19,6 +20,9 @@ fn decode_options(g: &GlobalOptions) -> DecodeOptions {
 }
 
 pub fn caption(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<ExitCode> {
+    if args.library {
+        return caption_library(g, args);
+    }
     let captioner = BlipCaptioner::load(&g.caption_model, &g.device.open()?)?;
     let start = captioner.start_ids(args.prompt.as_deref())?;
     let mut out = std::io::stdout().lock();
@@ -47,6 +51,38 @@ pub fn caption(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<ExitCode
     if failures > 0 {
         eprintln!("error: {failures} of {} images could not be captioned", args.images.len());
         return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `caption --library`: every indexed image not yet captioned with these settings.
+fn caption_library(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<ExitCode> {
+    let config = crate::library_config(g, clipdex::models::clip::MAX_BATCH)?;
+    // Captioning needs no CLIP model: open whatever model made the vectors.
+    let library = Library::open_as_stored(config)?;
+    let captioner = BlipCaptioner::load(&g.caption_model, &g.device.open()?)?;
+    let options = CaptionOptions {
+        model: g.caption_model.clone(),
+        prompt: args.prompt.clone(),
+        beams: args.beams as usize,
+        max_tokens: args.max_tokens as usize,
+    };
+    let started = std::time::Instant::now();
+    let report = crate::with_progress(|progress| library.caption_library(&captioner, &options, progress))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        let secs = started.elapsed().as_secs_f64();
+        writeln!(
+            out,
+            "{} images: {} captioned ({:.2} captions/s), {} already captioned, {} unreadable",
+            report.images,
+            report.captioned,
+            report.captioned as f64 / secs.max(1e-9),
+            report.unchanged,
+            report.failed
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -115,4 +151,75 @@ pub fn search_reranked(
         writeln!(out, "no results (is the library indexed? see `clipdex stats`)")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `search TEXT --in captions`: BM25 over the stored captions.
+pub fn search_captions(library: &Library, text: &str, k: usize, filter: &SearchFilter, json: bool) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let hits = library.search_captions(text, k, filter)?;
+    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
+    } else {
+        for h in &hits {
+            writeln!(out, "{:.4}  {}  {}", h.hit.score, h.hit.path.display(), h.caption)?;
+        }
+        if hits.is_empty() {
+            let why = if library.has_captions() { "no caption matches" } else { "no captions yet: run `clipdex caption --library`" };
+            writeln!(out, "no results ({why})")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `search TEXT` on a captioned library: CLIP blended with caption matches.
+pub fn search_blended(
+    library: &Library,
+    text: &str,
+    k: usize,
+    filter: &SearchFilter,
+    weight: f32,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let hits = library.search_blended(text, k, filter, weight)?;
+    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
+    } else {
+        for h in &hits {
+            let caption = if h.caption_score.is_some() { "  (caption matches)" } else { "" };
+            writeln!(out, "{:.4}  {}{caption}", h.hit.score, h.hit.path.display())?;
+        }
+        if hits.is_empty() {
+            writeln!(out, "no results (is the library indexed? see `clipdex stats`)")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `show ID` as text.
+pub fn print_details(out: &mut impl Write, d: &ImageDetails) -> anyhow::Result<()> {
+    writeln!(out, "id       {}", d.id)?;
+    for p in &d.paths {
+        writeln!(out, "file     {}", p.display())?;
+    }
+    writeln!(out, "size     {} x {} px, {} bytes", d.record.width, d.record.height, d.record.size)?;
+    let date = chrono::DateTime::from_timestamp(d.date, 0).map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+    let source = if d.record.taken.is_some() { "taken" } else { "file modified" };
+    writeln!(out, "date     {} ({source})", date.unwrap_or_else(|| d.date.to_string()))?;
+    if let Some(c) = &d.record.camera {
+        writeln!(out, "camera   {c}")?;
+    }
+    if let Some((lat, lon)) = d.record.gps {
+        writeln!(out, "gps      {lat:.5}, {lon:.5}")?;
+    }
+    if !d.tags.is_empty() {
+        let tags: Vec<String> = d.tags.iter().map(|t| format!("{} ({:.2})", t.label, t.probability)).collect();
+        writeln!(out, "tags     {}", tags.join(", "))?;
+    }
+    writeln!(out, "caption  {}", d.caption.as_deref().unwrap_or("(none: run `clipdex caption --library`)"))?;
+    Ok(())
 }

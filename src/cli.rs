@@ -170,6 +170,15 @@ pub enum Command {
     CropSearch(CropSearchArgs),
     /// Serve the HTTP API and the web UI, indexing and following the folders meanwhile.
     Serve(ServeArgs),
+    /// One indexed image: files, size, date, camera, tags and caption.
+    Show {
+        /// The image's id (as search results give it).
+        #[arg(value_name = "ID")]
+        id: u64,
+        /// Print JSON: the same object as GET /api/images/{id}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Counts, model and index state.
     Stats {
         /// Print JSON.
@@ -278,6 +287,16 @@ pub struct SearchArgs {
     /// Probability a pixel needs to count as part of a region (with --crops).
     #[arg(long, default_value_t = clipdex::segment::DEFAULT_THRESHOLD, value_parser = parse_probability)]
     pub threshold: f32,
+    /// What to rank by: `clip` (image embeddings, blended with caption matches when the
+    /// library has captions; see --caption-weight) or `captions` (BM25 over the stored
+    /// captions; JSON results gain "caption").
+    #[arg(long = "in", value_enum, default_value = "clip")]
+    pub rank_in: SearchIn,
+    /// Weight of caption matches when blending them into CLIP's ranking (reciprocal rank
+    /// fusion; 0 turns blending off). Only when the library has captions; JSON results then
+    /// gain "caption_score" and "blended".
+    #[arg(long, default_value_t = clipdex::query::captions::DEFAULT_CAPTION_WEIGHT, value_parser = parse_probability)]
+    pub caption_weight: f32,
     /// Re-score CLIP's top results with BLIP image-text matching (`itm`, the model of
     /// --itm-model) and order them by it; JSON results gain "itm" and "itc".
     #[arg(long, value_enum, requires = "text", conflicts_with = "crops")]
@@ -288,6 +307,15 @@ pub struct SearchArgs {
     pub rerank_top: u64,
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+/// What `search` ranks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SearchIn {
+    /// CLIP image embeddings.
+    Clip,
+    /// Stored BLIP captions.
+    Captions,
 }
 
 /// Re-rankers for `search --rerank`.
@@ -301,8 +329,14 @@ pub enum Rerank {
 #[derive(Debug, Args)]
 pub struct CaptionArgs {
     /// The images.
-    #[arg(value_name = "IMAGE", required = true)]
+    #[arg(value_name = "IMAGE", required_unless_present = "library", conflicts_with = "library")]
     pub images: Vec<PathBuf>,
+    /// Caption every indexed image instead, storing the captions in the database (shown by
+    /// `show`, searched by `search --in captions`). Incremental: images already captioned with
+    /// the same model, prompt, beams and token limit are skipped, so an interrupted run
+    /// resumes. JSON: {"images", "captioned", "unchanged", "failed"}.
+    #[arg(long)]
+    pub library: bool,
     /// Text the caption starts with (e.g. "a picture of").
     #[arg(long)]
     pub prompt: Option<String>,

@@ -68,7 +68,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Reindex { json, .. } = &cli.command {
         return reindex(g, batch_size, *json);
     }
-    let mut library = open_library(g, batch_size)?;
+    let mut library = match &cli.command {
+        // Reading a record needs no CLIP model: open whatever model made the vectors.
+        Command::Show { .. } => Library::open_as_stored(library_config(g, batch_size)?)?,
+        _ => open_library(g, batch_size)?,
+    };
     if matches!(cli.command, Command::Search(_) | Command::Similar { .. } | Command::CropSearch(_)) {
         // One search: scanning every vector (9 ms at 100,000 photos) beats loading the graph.
         library.set_load_graph(false);
@@ -153,24 +157,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Search(args) => {
             let filter = filter_of(&args.filter)?;
+            let k = args.filter.k as usize;
+            let json = args.filter.json;
+            if args.rank_in == cli::SearchIn::Captions {
+                let Some(text) = &args.text else { anyhow::bail!("--in captions needs a TEXT to look for") };
+                anyhow::ensure!(args.rerank.is_none() && !args.crops, "--in captions takes neither --rerank nor --crops");
+                return blip::search_captions(&library, text, k, &filter, json);
+            }
+            if let (Some(text), Some(cli::Rerank::Itm)) = (&args.text, args.rerank) {
+                let sizes = (k, args.rerank_top as usize);
+                return blip::search_reranked(g, &library, text, sizes, &filter, json);
+            }
             if args.text.is_some() {
                 library.clip()?; // load the model before the clock starts
             }
-            let started = std::time::Instant::now();
-            let k = args.filter.k as usize;
-            if let (Some(text), Some(cli::Rerank::Itm)) = (&args.text, args.rerank) {
-                let sizes = (k, args.rerank_top as usize);
-                return blip::search_reranked(g, &library, text, sizes, &filter, args.filter.json);
+            if let Some(text) = &args.text
+                && !args.crops
+                && args.caption_weight > 0.0
+                && library.has_captions()
+            {
+                return blip::search_blended(&library, text, k, &filter, args.caption_weight, json);
             }
+            let started = std::time::Instant::now();
             let hits = match &args.text {
                 Some(text) => library.search_text(text, k, &filter)?,
                 None => library.search_tag(k, &filter)?,
             };
             match (&args.text, args.crops) {
-                (Some(text), true) => {
-                    segmenting::print_located_hits(&library, text, &hits, args.threshold, started, args.filter.json)?
-                }
-                _ => print_hits(&mut out, &hits, started, args.filter.json)?,
+                (Some(text), true) => segmenting::print_located_hits(&library, text, &hits, args.threshold, started, json)?,
+                _ => print_hits(&mut out, &hits, started, json)?,
             }
         }
         Command::Similar { image, filter: f } => {
@@ -184,6 +199,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CropSearch(args) => {
             let filter = filter_of(&args.filter)?;
             return segmenting::crop_search(&library, &args, &filter);
+        }
+        Command::Show { id, json } => {
+            let details = library.image_details(id)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&details)?)?;
+            } else {
+                blip::print_details(&mut out, &details)?;
+            }
         }
         Command::Stats { json } => {
             let s = library.stats()?;
@@ -287,7 +310,7 @@ fn database_dir(g: &GlobalOptions) -> anyhow::Result<std::path::PathBuf> {
     })
 }
 
-fn library_config(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<LibraryConfig> {
+pub(crate) fn library_config(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<LibraryConfig> {
     let mut config = LibraryConfig::new(database_dir(g)?, &g.model);
     config.device = g.device;
     config.max_pixels = g.max_pixels;
@@ -301,7 +324,7 @@ fn open_library(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<Library>
 }
 
 /// Runs `job` with a progress bar on a terminal (files done of files to do).
-fn with_progress<T>(job: impl FnOnce(clipdex::indexer::Progress) -> clipdex::Result<T>) -> anyhow::Result<T> {
+pub(crate) fn with_progress<T>(job: impl FnOnce(clipdex::indexer::Progress) -> clipdex::Result<T>) -> anyhow::Result<T> {
     let bar = progress_bar();
     let outcome = job(&|done, total| {
         if let Some(b) = &bar {

@@ -3,6 +3,7 @@
 //! `k` results when `k` exist.
 
 pub mod autotag;
+pub mod captions;
 pub mod rerank;
 pub mod tags;
 
@@ -92,7 +93,8 @@ pub fn search_tagged(store: &Store, k: usize, filter: &SearchFilter) -> Result<V
     Ok(hits)
 }
 
-fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) -> Result<Option<PathBuf>> {
+/// The first file of image `id` that passes `filter`, or `None` (also when the image is gone).
+pub(crate) fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) -> Result<Option<PathBuf>> {
     let paths = store.paths_of(id)?;
     if filter.is_empty() {
         return Ok(paths.into_iter().next());

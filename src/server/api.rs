@@ -112,6 +112,12 @@ struct SearchParams {
     id: Option<String>,
     /// Text searches: also find where in each result the text is (CLIPSeg).
     crops: Option<String>,
+    /// `clip` (default) or `captions` (BM25 over stored BLIP captions).
+    #[serde(rename = "in")]
+    rank_in: Option<String>,
+    /// Weight of caption matches blended into a CLIP text search (0 to 1, default 0.3; only
+    /// when the library has captions).
+    caption_weight: Option<String>,
 }
 
 impl SearchParams {
@@ -175,6 +181,15 @@ struct Hit {
     height: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     region: Option<Option<crate::segment::Region>>,
+    /// With `in=captions`: the caption matched (`score` is then its BM25 score).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caption: Option<String>,
+    /// Blended searches: the caption's BM25 score (null when it did not match) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caption_score: Option<Option<f32>>,
+    /// ... and the fused score the results are ordered by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blended: Option<f32>,
 }
 
 /// Results located with CLIPSeg at most (each costs a segmentation).
@@ -193,6 +208,9 @@ fn page_of(state: &AppState, hits: Vec<SearchHit>, offset: usize) -> crate::Resu
                 width: record.as_ref().map(|r| r.width),
                 height: record.as_ref().map(|r| r.height),
                 region: None,
+                caption: None,
+                caption_score: None,
+                blended: None,
             })
         })
         .collect()
@@ -227,8 +245,43 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
     if crops && k > MAX_CROPS {
         return Err(ApiError::bad_request(format!("with crops, k must be at most {MAX_CROPS}")));
     }
+    let in_captions = match params.rank_in.as_deref().map(str::trim) {
+        None | Some("" | "clip") => false,
+        Some("captions") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("in must be clip or captions, not {other:?}"))),
+    };
+    if in_captions && (text.is_empty() || crops) {
+        return Err(ApiError::bad_request("in=captions needs a text query (q) and takes no crops"));
+    }
+    let weight = match params.caption_weight.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
+        None => crate::query::captions::DEFAULT_CAPTION_WEIGHT,
+        Some(w) => match w.parse::<f32>() {
+            Ok(w) if (0.0..=1.0).contains(&w) => w,
+            _ => return Err(ApiError::bad_request(format!("caption_weight must be between 0 and 1, not {w:?}"))),
+        },
+    };
     let started = std::time::Instant::now();
     let hits = blocking(move || {
+        if in_captions {
+            let found = state.library.search_captions(&text, offset + k, &filter)?;
+            let captions: Vec<String> = found.iter().skip(offset).map(|h| h.caption.clone()).collect();
+            let mut page = page_of(&state, found.into_iter().map(|h| h.hit).collect(), offset)?;
+            for (hit, caption) in page.iter_mut().zip(captions) {
+                hit.caption = Some(caption);
+            }
+            return Ok(page);
+        }
+        if !text.is_empty() && !crops && weight > 0.0 && state.library.has_captions() {
+            let q = state.query_embedding(&text)?;
+            let found = state.library.search_blended_with(&q, &text, offset + k, &filter, weight)?;
+            let fused: Vec<(Option<f32>, f32)> = found.iter().skip(offset).map(|h| (h.caption_score, h.blended)).collect();
+            let mut page = page_of(&state, found.into_iter().map(|h| h.hit).collect(), offset)?;
+            for (hit, (caption_score, blended)) in page.iter_mut().zip(fused) {
+                hit.caption_score = Some(caption_score);
+                hit.blended = Some(blended);
+            }
+            return Ok(page);
+        }
         let hits = if text.is_empty() {
             state.library.search_tag(offset + k, &filter)?
         } else {

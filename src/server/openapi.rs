@@ -63,6 +63,16 @@ pub fn openapi() -> Value {
         "Text query (may be left out when tag is given)",
     )];
     search.extend(search_params());
+    search.push(query(
+        "in",
+        json!({"type": "string", "enum": ["clip", "captions"], "default": "clip"}),
+        "Rank by CLIP (blended with caption matches when the library has captions) or by the stored BLIP captions (BM25)",
+    ));
+    search.push(query(
+        "caption_weight",
+        json!({"type": "number", "minimum": 0, "maximum": 1, "default": 0.3}),
+        "Weight of caption matches in a blended CLIP search (reciprocal rank fusion; 0 turns blending off)",
+    ));
     let mut by_image =
         vec![query("id", json!({"type": "integer"}), "Search like this indexed image instead of an upload")];
     by_image.extend(search_params());
@@ -80,7 +90,10 @@ pub fn openapi() -> Value {
                     "width": {"type": "integer", "nullable": true}, "height": {"type": "integer", "nullable": true},
                     "region": {"type": "object", "nullable": true, "description": "With crops: the region that best shows the query, or null",
                                "properties": {"box": {"type": "array", "items": {"type": "integer"}, "description": "[x, y, width, height] in upright pixels"},
-                                              "area": {"type": "number"}, "mean_probability": {"type": "number"}}}}},
+                                              "area": {"type": "number"}, "mean_probability": {"type": "number"}}},
+                    "caption": {"type": "string", "description": "With in=captions: the caption matched (score is then its BM25 score)"},
+                    "caption_score": {"type": "number", "nullable": true, "description": "Blended searches: the caption's BM25 score, null when it did not match"},
+                    "blended": {"type": "number", "description": "Blended searches: the fused score results are ordered by"}}},
                 "Results": {"type": "object", "required": ["results", "took_ms"], "properties": {
                     "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}, "took_ms": {"type": "number"}}},
                 "Tag": {"type": "object", "properties": {"label": {"type": "string"}, "probability": {"type": "number"}, "cosine": {"type": "number"}}},

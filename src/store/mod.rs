@@ -8,6 +8,7 @@
 
 mod records;
 mod reindex;
+mod captions;
 mod tags;
 
 #[path = "../../migrations/mod.rs"]
@@ -21,13 +22,14 @@ use sled::{Transactional, Tree};
 
 pub use records::{Failure, ImageId, ImageRecord, PathEntry};
 use records::{id_from_key, id_key, image_path_key, path_from_key, path_key, vector_bytes, vector_from_bytes};
+pub use captions::StoredCaption;
 pub use reindex::ReindexTarget;
 pub use tags::{Tag, TagCount};
 
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Counts of what the store holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -48,6 +50,8 @@ pub struct StoreCounts {
     pub tags: u64,
     /// Label embeddings cached (per model and prompt set).
     pub cached_labels: u64,
+    /// Images with a stored caption.
+    pub captioned: u64,
 }
 
 /// The opened database.
@@ -66,6 +70,9 @@ pub struct Store {
     tags: Tree,
     tag_index: Tree,
     label_cache: Tree,
+    captions: Tree,
+    /// Bumped by every caption written, so the in-memory caption ranking knows when it is stale.
+    caption_changes: std::sync::atomic::AtomicU64,
     /// Bumped by every change of images or vectors, so that in-memory indexes know when
     /// they are stale.
     changes: std::sync::atomic::AtomicU64,
@@ -116,6 +123,7 @@ struct Tx<'a> {
     failures: &'a TransactionalTree,
     tags: &'a TransactionalTree,
     tag_index: &'a TransactionalTree,
+    captions: &'a TransactionalTree,
 }
 
 fn abort(e: impl std::fmt::Display) -> ConflictableTransactionError<String> {
@@ -140,6 +148,7 @@ fn tx_unlink(t: &Tx, path: &Path) -> TxResult<Option<PathEntry>> {
         vectors.remove(&key)?;
         t.next_vectors.remove(&key)?;
         tags::tx_clear(t.tags, t.tag_index, entry.id)?;
+        t.captions.remove(&key)?;
     } else {
         refs.insert(&key, &(count - 1).to_be_bytes())?;
     }
@@ -200,6 +209,8 @@ impl Store {
             tags: tree("tags")?,
             tag_index: tree("tag_index")?,
             label_cache: tree("label_cache")?,
+            captions: tree("captions")?,
+            caption_changes: Default::default(),
             changes: Default::default(),
             meta,
             db,
@@ -359,10 +370,23 @@ impl Store {
             &self.failures,
             &self.tags,
             &self.tag_index,
+            &self.captions,
         );
         let outcome = trees.transaction(
-            |(paths, image_paths, refs, images, hashes, vectors, next_vectors, failures, tags, tag_index)| {
-                f(&Tx { paths, image_paths, refs, images, hashes, vectors, next_vectors, failures, tags, tag_index })
+            |(paths, image_paths, refs, images, hashes, vectors, next_vectors, failures, tags, tag_index, captions)| {
+                f(&Tx {
+                    paths,
+                    image_paths,
+                    refs,
+                    images,
+                    hashes,
+                    vectors,
+                    next_vectors,
+                    failures,
+                    tags,
+                    tag_index,
+                    captions,
+                })
             },
         );
         self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -474,6 +498,7 @@ impl Store {
             tagged: self.tags.len() as u64,
             tags: self.tag_index.len() as u64,
             cached_labels: self.label_cache.len() as u64,
+            captioned: self.captions.len() as u64,
         }
     }
 

@@ -24,6 +24,9 @@ use crate::segment::{Region, RegionOptions, best_region, segment_photo};
 use crate::store::{Failure, ImageId, ImageRecord, ReindexTarget, Store, StoreCounts, Tag, TagCount};
 use crate::thumbnail;
 
+mod captions;
+pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
+
 /// The `meta` key of the auto-tagging settings.
 const AUTOTAG_SETTING: &str = "autotag";
 
@@ -105,6 +108,8 @@ pub struct Library {
     segmenter: std::sync::Mutex<Option<Arc<Segmenter>>>,
     /// The search index, kept while the store does not change.
     index: std::sync::Mutex<Option<CachedIndex>>,
+    /// The caption ranking, kept while no caption changes: (caption changes, index).
+    caption_index: std::sync::Mutex<Option<(u64, Arc<query::captions::CaptionIndex>)>>,
 }
 
 struct CachedIndex {
@@ -137,7 +142,7 @@ pub struct ImageDetails {
     pub paths: Vec<PathBuf>,
     /// Its auto-tags, most probable first.
     pub tags: Vec<Tag>,
-    /// Its caption, once captioning exists.
+    /// Its BLIP caption (`clipdex caption --library`), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caption: Option<String>,
 }
@@ -222,6 +227,7 @@ impl Library {
             clip: RwLock::new(None),
             segmenter: Default::default(),
             index: Default::default(),
+            caption_index: Default::default(),
         }
     }
 
@@ -629,7 +635,7 @@ impl Library {
             record,
             paths: self.store.paths_of(id)?,
             tags: self.store.tags_of(id)?.map(|(_, tags)| tags).unwrap_or_default(),
-            caption: None,
+            caption: self.store.caption_of(id)?.map(|c| c.text),
         })
     }
 

@@ -1,0 +1,186 @@
+//! Captions in the library: captioning every indexed image with BLIP (incremental and
+//! resumable: each caption is stored as it is made, and images already captioned with the
+//! same settings are skipped), searching by caption (BM25), and blending caption matches into
+//! CLIP's ranking (see [`crate::query::captions`]).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::Library;
+use crate::error::Result;
+use crate::indexer::Progress;
+use crate::models::blip::BlipCaptioner;
+use crate::photo::{DecodeOptions, open_rgb};
+use crate::query::captions::{BlendedHit, CaptionIndex, fuse};
+use crate::query::{self, SearchFilter, SearchHit};
+use crate::store::{ImageId, StoredCaption};
+
+/// How `caption --library` captions.
+#[derive(Debug, Clone)]
+pub struct CaptionOptions {
+    /// The captioning model's name (hub id or directory), part of the settings fingerprint.
+    pub model: String,
+    /// Text every caption starts with.
+    pub prompt: Option<String>,
+    /// Beam width (1: greedy).
+    pub beams: usize,
+    /// Most tokens after the prompt.
+    pub max_tokens: usize,
+}
+
+impl CaptionOptions {
+    /// What a stored caption records of how it was made.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{}\u{0}{}\u{0}beams={}\u{0}max={}",
+            self.model,
+            self.prompt.as_deref().unwrap_or(""),
+            self.beams,
+            self.max_tokens
+        )
+    }
+}
+
+/// What a `caption --library` pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CaptionReport {
+    /// Images in the library.
+    pub images: u64,
+    /// Images captioned now.
+    pub captioned: u64,
+    /// Images already captioned with these settings.
+    pub unchanged: u64,
+    /// Images none of whose files could be read (they keep any older caption).
+    pub failed: u64,
+}
+
+/// A caption search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaptionHit {
+    /// The image, its file, and its caption's BM25 score (`score`).
+    #[serde(flatten)]
+    pub hit: SearchHit,
+    /// The caption.
+    pub caption: String,
+}
+
+impl Library {
+    /// Captions every image not yet captioned with these settings, storing each caption as it
+    /// is made. `progress` gets (images done, images in the library).
+    pub fn caption_library(
+        &self,
+        captioner: &BlipCaptioner,
+        options: &CaptionOptions,
+        progress: Progress,
+    ) -> Result<CaptionReport> {
+        let fingerprint = options.fingerprint();
+        let start = captioner.start_ids(options.prompt.as_deref())?;
+        let decode = DecodeOptions {
+            max_pixels: self.config.max_pixels,
+            min_side: Some(2 * captioner.encoder().input_side()),
+        };
+        let ids: Vec<ImageId> = self.store.images().map(|r| r.map(|(id, _)| id)).collect::<Result<_>>()?;
+        let mut report = CaptionReport { images: ids.len() as u64, ..Default::default() };
+        progress(0, report.images);
+        for (done, &id) in ids.iter().enumerate() {
+            if self.store.caption_of(id)?.is_some_and(|c| c.settings == fingerprint) {
+                report.unchanged += 1;
+            } else {
+                let image = self.store.paths_of(id)?.iter().find_map(|p| match open_rgb(p, &decode) {
+                    Ok(image) => Some(image),
+                    Err(e) => {
+                        tracing::warn!("cannot caption {}: {e}", p.display());
+                        None
+                    }
+                });
+                match image {
+                    Some(image) => {
+                        let ids = captioner.beam_search(&image, &start, options.beams, options.max_tokens)?;
+                        let caption = StoredCaption { text: captioner.decode(&ids)?, settings: fingerprint.clone() };
+                        if self.store.set_caption(id, &caption)? {
+                            report.captioned += 1;
+                        }
+                    }
+                    None => report.failed += 1,
+                }
+            }
+            progress(done as u64 + 1, report.images);
+        }
+        self.store.flush()?;
+        Ok(report)
+    }
+
+    /// The caption ranking, rebuilt when captions changed since the last one.
+    fn caption_index(&self) -> Result<Arc<CaptionIndex>> {
+        let mut cached = self.caption_index.lock().expect("caption index lock");
+        let changes = self.store.caption_changes();
+        if let Some((c, index)) = cached.as_ref()
+            && *c == changes
+        {
+            return Ok(index.clone());
+        }
+        let captions = self.store.captions().map(|r| r.map(|(id, c)| (id, c.text))).collect::<Result<Vec<_>>>()?;
+        let index = Arc::new(CaptionIndex::build(captions));
+        *cached = Some((changes, index.clone()));
+        Ok(index)
+    }
+
+    /// Whether any image has a caption.
+    pub fn has_captions(&self) -> bool {
+        self.store.counts().captioned > 0
+    }
+
+    /// The `k` images whose captions best match `text` (BM25) and pass `filter`.
+    pub fn search_captions(&self, text: &str, k: usize, filter: &SearchFilter) -> Result<Vec<CaptionHit>> {
+        let filter = self.resolve_tag(filter)?;
+        let mut hits = Vec::with_capacity(k);
+        for (id, score) in self.caption_index()?.rank(text) {
+            if hits.len() == k {
+                break;
+            }
+            let Some(path) = query::passing_path(&self.store, id, &filter)? else { continue };
+            let Some(caption) = self.store.caption_of(id)? else { continue };
+            hits.push(CaptionHit { hit: SearchHit { id, path, score }, caption: caption.text });
+        }
+        Ok(hits)
+    }
+
+    /// Text search blending CLIP with caption matches: weighted reciprocal rank fusion of
+    /// CLIP's and the captions' best `max(k, 50)` (weight `weight` on captions); `score` stays
+    /// the CLIP cosine.
+    pub fn search_blended(&self, text: &str, k: usize, filter: &SearchFilter, weight: f32) -> Result<Vec<BlendedHit>> {
+        self.search_blended_with(&self.embed_text(text)?, text, k, filter, weight)
+    }
+
+    /// [`Library::search_blended`] with the text's CLIP embedding already computed.
+    pub fn search_blended_with(
+        &self,
+        query: &[f32],
+        text: &str,
+        k: usize,
+        filter: &SearchFilter,
+        weight: f32,
+    ) -> Result<Vec<BlendedHit>> {
+        let depth = k.max(50);
+        let clip = self.search_vector(query, depth, filter)?;
+        let captions = self.search_captions(text, depth, filter)?;
+        let clip_ids: Vec<ImageId> = clip.iter().map(|h| h.id).collect();
+        let caption_ids: Vec<ImageId> = captions.iter().map(|h| h.hit.id).collect();
+        let mut out = Vec::with_capacity(k);
+        for (id, blended) in fuse(&clip_ids, &caption_ids, weight).into_iter().take(k) {
+            let caption = captions.iter().find(|c| c.hit.id == id);
+            let hit = match clip.iter().find(|h| h.id == id) {
+                Some(h) => h.clone(),
+                None => {
+                    let c = caption.expect("a fused id comes from one of the lists");
+                    let vector = self.store.vector(id)?.unwrap_or_default();
+                    let score = vector.iter().zip(query).map(|(a, b)| a * b).sum();
+                    SearchHit { id, path: c.hit.path.clone(), score }
+                }
+            };
+            out.push(BlendedHit { hit, caption_score: caption.map(|c| c.hit.score), blended });
+        }
+        Ok(out)
+    }
+}

@@ -154,7 +154,13 @@ pub fn search_reranked(
 }
 
 /// `search TEXT --in captions`: BM25 over the stored captions.
-pub fn search_captions(library: &Library, text: &str, k: usize, filter: &SearchFilter, json: bool) -> anyhow::Result<ExitCode> {
+pub fn search_captions(
+    library: &Library,
+    text: &str,
+    k: usize,
+    filter: &SearchFilter,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let hits = library.search_captions(text, k, filter)?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -166,7 +172,11 @@ pub fn search_captions(library: &Library, text: &str, k: usize, filter: &SearchF
             writeln!(out, "{:.4}  {}  {}", h.hit.score, h.hit.path.display(), h.caption)?;
         }
         if hits.is_empty() {
-            let why = if library.has_captions() { "no caption matches" } else { "no captions yet: run `clipdex caption --library`" };
+            let why = if library.has_captions() {
+                "no caption matches"
+            } else {
+                "no captions yet: run `clipdex caption --library`"
+            };
             writeln!(out, "no results ({why})")?;
         }
     }

@@ -161,7 +161,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let json = args.filter.json;
             if args.rank_in == cli::SearchIn::Captions {
                 let Some(text) = &args.text else { anyhow::bail!("--in captions needs a TEXT to look for") };
-                anyhow::ensure!(args.rerank.is_none() && !args.crops, "--in captions takes neither --rerank nor --crops");
+                anyhow::ensure!(
+                    args.rerank.is_none() && !args.crops,
+                    "--in captions takes neither --rerank nor --crops"
+                );
                 return blip::search_captions(&library, text, k, &filter, json);
             }
             if let (Some(text), Some(cli::Rerank::Itm)) = (&args.text, args.rerank) {
@@ -184,7 +187,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => library.search_tag(k, &filter)?,
             };
             match (&args.text, args.crops) {
-                (Some(text), true) => segmenting::print_located_hits(&library, text, &hits, args.threshold, started, json)?,
+                (Some(text), true) => {
+                    segmenting::print_located_hits(&library, text, &hits, args.threshold, started, json)?
+                }
                 _ => print_hits(&mut out, &hits, started, json)?,
             }
         }
@@ -277,7 +282,6 @@ fn reindex(g: &GlobalOptions, batch_size: usize, json: bool) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-
 fn serve(library: Library, args: &cli::ServeArgs) -> anyhow::Result<ExitCode> {
     let options = clipdex::server::ServeOptions {
         bind: args.bind.clone(),
@@ -324,7 +328,9 @@ fn open_library(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<Library>
 }
 
 /// Runs `job` with a progress bar on a terminal (files done of files to do).
-pub(crate) fn with_progress<T>(job: impl FnOnce(clipdex::indexer::Progress) -> clipdex::Result<T>) -> anyhow::Result<T> {
+pub(crate) fn with_progress<T>(
+    job: impl FnOnce(clipdex::indexer::Progress) -> clipdex::Result<T>,
+) -> anyhow::Result<T> {
     let bar = progress_bar();
     let outcome = job(&|done, total| {
         if let Some(b) = &bar {
@@ -351,7 +357,12 @@ fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {
     })
 }
 
-pub(crate) fn print_hits(out: &mut impl Write, hits: &[SearchHit], started: std::time::Instant, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_hits(
+    out: &mut impl Write,
+    hits: &[SearchHit],
+    started: std::time::Instant,
+    json: bool,
+) -> anyhow::Result<()> {
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
     if json {
         writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;

@@ -39,10 +39,9 @@ fn library(tmp: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn itm_golden(text: &str) -> Vec<(String, f64)> {
-    let golden: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("blip/blip-tiny-itm.golden.json")).unwrap(),
-    )
-    .unwrap();
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("blip/blip-tiny-itm.golden.json")).unwrap())
+            .unwrap();
     let t = golden["texts"].as_array().unwrap().iter().position(|x| x == text).unwrap();
     golden["cases"]
         .as_array()
@@ -108,4 +107,90 @@ fn rerank_orders_clips_results_by_itm() {
         .output()
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("/no/such"));
+}
+
+fn caption_golden(key: &str) -> String {
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("blip/blip-tiny-captioning.golden.json")).unwrap(),
+    )
+    .unwrap();
+    let case = golden["cases"].as_array().unwrap().iter().find(|c| c["key"] == key).unwrap();
+    case["text"].as_str().unwrap().to_string()
+}
+
+fn ids_by_name(db: &Path) -> Vec<(String, u64)> {
+    let doc = ok_json(clipdex(db, &["search", "x", "-k", "100", "--caption-weight", "0", "--json"]));
+    doc["results"].as_array().unwrap().iter().map(|r| (file_name(r), r["id"].as_u64().unwrap())).collect()
+}
+
+#[test]
+fn library_captions_are_stored_incremental_shown_and_searchable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, photos) = library(tmp.path());
+    let prompted = ["caption", "--library", "--prompt", "a picture of", "--beams", "3", "--max-tokens", "12", "--json"];
+    let report = ok_json(clipdex(&db, &prompted));
+    assert_eq!(report, serde_json::json!({"images": 3, "captioned": 3, "unchanged": 0, "failed": 0}));
+
+    // Stored captions are the reference's, shown by `show` (text and JSON).
+    for (name, id) in ids_by_name(&db) {
+        let shown = ok_json(clipdex(&db, &["show", &id.to_string(), "--json"]));
+        assert_eq!(shown["caption"], caption_golden(&format!("{name}/prompt/3")), "{name}");
+        assert_eq!(shown["id"], id);
+        assert!(shown["paths"][0].as_str().unwrap().ends_with(&name));
+        let text = clipdex(&db, &["show", &id.to_string()]);
+        assert!(String::from_utf8_lossy(&text.stdout).contains(&caption_golden(&format!("{name}/prompt/3"))));
+    }
+
+    // Incremental: nothing to do a second time; other settings redo every caption.
+    let report = ok_json(clipdex(&db, &prompted));
+    assert_eq!((report["captioned"].as_u64(), report["unchanged"].as_u64()), (Some(0), Some(3)));
+    let greedy = ["caption", "--library", "--beams", "1", "--max-tokens", "12", "--json"];
+    let report = ok_json(clipdex(&db, &greedy));
+    assert_eq!(report["captioned"], 3);
+    let coffee = ids_by_name(&db).into_iter().find(|(n, _)| n == "coffee.png").unwrap().1;
+    let shown = ok_json(clipdex(&db, &["show", &coffee.to_string(), "--json"]));
+    assert_eq!(shown["caption"], caption_golden("coffee.png/plain/1"));
+
+    // A new photo: only it is captioned. A deleted one takes its caption with it.
+    std::fs::copy(fixtures().join("images/rocket.webp"), photos.join("rocket.webp")).unwrap();
+    assert!(clipdex(&db, &["index"]).status.success());
+    let report = ok_json(clipdex(&db, &greedy));
+    assert_eq!(report, serde_json::json!({"images": 4, "captioned": 1, "unchanged": 3, "failed": 0}));
+    std::fs::remove_file(photos.join("astronaut.jpg")).unwrap();
+    assert!(clipdex(&db, &["index"]).status.success());
+    let stats = ok_json(clipdex(&db, &["stats", "--json"]));
+    assert_eq!((stats["images"].as_u64(), stats["captioned"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(stats["schema_version"], 4);
+
+    // Search by caption: coffee.png's greedy caption is one word repeated ("misses ...").
+    let word = caption_golden("coffee.png/plain/1").split(' ').next().unwrap().to_string();
+    let doc = ok_json(clipdex(&db, &["search", &word, "--in", "captions", "--json"]));
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(file_name(&results[0]), "coffee.png", "{doc}");
+    assert_eq!(results[0]["caption"], caption_golden("coffee.png/plain/1"));
+    assert!(results[0]["score"].as_f64().unwrap() > 0.0);
+    // Only captions sharing a word are found; filters apply.
+    assert!(results.iter().all(|r| r["caption"].as_str().unwrap().split(' ').any(|w| w == word)));
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let doc =
+        ok_json(clipdex(&db, &["search", &word, "--in", "captions", "--under", elsewhere.to_str().unwrap(), "--json"]));
+    assert!(doc["results"].as_array().unwrap().is_empty());
+    assert!(!clipdex(&db, &["search", "--tag", "x", "--in", "captions"]).status.success());
+
+    // Blended by default on a captioned library: every result has both scores; the caption
+    // match is ranked first at weight 1 and CLIP's order is kept at weight 0.
+    let plain = ok_json(clipdex(&db, &["search", &word, "-k", "3", "--caption-weight", "0", "--json"]));
+    assert!(plain["results"][0].get("blended").is_none());
+    let blended = ok_json(clipdex(&db, &["search", &word, "-k", "3", "--json"]));
+    let rows = blended["results"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["blended"].is_f64() && r.get("caption_score").is_some()));
+    let clip_score = |name: &str| {
+        plain["results"].as_array().unwrap().iter().find(|r| file_name(r) == name).unwrap()["score"].as_f64().unwrap()
+    };
+    for r in rows {
+        assert!((r["score"].as_f64().unwrap() - clip_score(&file_name(r))).abs() < 1e-6, "score stays CLIP's");
+    }
+    let captions_first = ok_json(clipdex(&db, &["search", &word, "-k", "3", "--caption-weight", "1", "--json"]));
+    assert_eq!(file_name(&captions_first["results"][0]), "coffee.png");
 }

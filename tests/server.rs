@@ -722,3 +722,49 @@ async fn serve_refuses_an_open_address_without_a_token_and_answers_on_loopback()
     assert_eq!(status["indexer"]["state"], "off");
     assert_eq!(results["results"].as_array().unwrap().len(), 3);
 }
+
+#[actix_web::test]
+async fn captions_are_shown_searched_and_blended() {
+    let s = setup();
+    let captioner = clipdex::models::blip::BlipCaptioner::load(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/blip/blip-tiny-captioning").to_str().unwrap(),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let options = clipdex::library::CaptionOptions { model: "blip-tiny".into(), prompt: None, beams: 1, max_tokens: 6 };
+    let report = s.library.caption_library(&captioner, &options, &|_, _| {}).unwrap();
+    assert_eq!((report.images, report.captioned), (9, 9));
+    let app = service!(&s);
+    let id = id_of(&s, "even/rotated.jpg");
+    let (_, body) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}")));
+    let caption = body["caption"].as_str().unwrap().to_string();
+    assert_eq!(caption, s.library.store().caption_of(id).unwrap().unwrap().text);
+
+    // in=captions: BM25 results carry their caption; the first shares the query's word.
+    let terms = clipdex::query::captions::terms(&caption);
+    let word = terms.iter().find(|t| t.chars().all(|c| c.is_ascii_alphanumeric())).unwrap().as_str();
+    let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/search?q={word}&in=captions")));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expected = s.library.search_captions(word, 20, &SearchFilter::default()).unwrap();
+    assert_eq!(ids(&body), expected.iter().map(|h| h.hit.id).collect::<Vec<_>>());
+    let first = body["results"][0]["caption"].as_str().unwrap();
+    assert!(clipdex::query::captions::terms(first).iter().any(|w| w == word), "{first} lacks {word}");
+
+    // Text searches on a captioned library are blended unless caption_weight=0.
+    let (_, body) = call!(app, test::TestRequest::get().uri(&format!("/api/search?q={word}&k=5")));
+    let blended = s.library.search_blended(word, 5, &SearchFilter::default(), 0.3).unwrap();
+    assert_eq!(ids(&body), blended.iter().map(|h| h.hit.id).collect::<Vec<_>>());
+    assert!(body["results"][0]["blended"].is_f64());
+    let (_, body) = call!(app, test::TestRequest::get().uri(&format!("/api/search?q={word}&k=5&caption_weight=0")));
+    let plain = s.library.search_text(word, 5, &SearchFilter::default()).unwrap();
+    assert_eq!(ids(&body), plain.iter().map(|h| h.id).collect::<Vec<_>>());
+    assert!(body["results"][0].get("blended").is_none());
+
+    for bad in
+        ["in=pixels&q=x", "in=captions", "in=captions&q=x&crops=true", "q=x&caption_weight=2", "q=x&caption_weight=nan"]
+    {
+        let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/search?{bad}")));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(body["error"].is_string());
+    }
+}

@@ -76,10 +76,8 @@ impl Library {
     ) -> Result<CaptionReport> {
         let fingerprint = options.fingerprint();
         let start = captioner.start_ids(options.prompt.as_deref())?;
-        let decode = DecodeOptions {
-            max_pixels: self.config.max_pixels,
-            min_side: Some(2 * captioner.encoder().input_side()),
-        };
+        let decode =
+            DecodeOptions { max_pixels: self.config.max_pixels, min_side: Some(2 * captioner.encoder().input_side()) };
         let ids: Vec<ImageId> = self.store.images().map(|r| r.map(|(id, _)| id)).collect::<Result<_>>()?;
         let mut report = CaptionReport { images: ids.len() as u64, ..Default::default() };
         progress(0, report.images);

@@ -30,7 +30,12 @@ pub struct RerankedHit {
 
 /// Re-scores `hits` against `text` and returns them best ITM first (ties and unreadable files
 /// keep CLIP's order).
-pub fn rerank_itm(matcher: &BlipMatcher, text: &str, hits: Vec<SearchHit>, max_pixels: u64) -> Result<Vec<RerankedHit>> {
+pub fn rerank_itm(
+    matcher: &BlipMatcher,
+    text: &str,
+    hits: Vec<SearchHit>,
+    max_pixels: u64,
+) -> Result<Vec<RerankedHit>> {
     let options = DecodeOptions { max_pixels, min_side: Some(2 * matcher.encoder().input_side()) };
     let mut images = Vec::with_capacity(hits.len());
     let mut readable = Vec::with_capacity(hits.len());

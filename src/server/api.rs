@@ -274,7 +274,8 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
         if !text.is_empty() && !crops && weight > 0.0 && state.library.has_captions() {
             let q = state.query_embedding(&text)?;
             let found = state.library.search_blended_with(&q, &text, offset + k, &filter, weight)?;
-            let fused: Vec<(Option<f32>, f32)> = found.iter().skip(offset).map(|h| (h.caption_score, h.blended)).collect();
+            let fused: Vec<(Option<f32>, f32)> =
+                found.iter().skip(offset).map(|h| (h.caption_score, h.blended)).collect();
             let mut page = page_of(&state, found.into_iter().map(|h| h.hit).collect(), offset)?;
             for (hit, (caption_score, blended)) in page.iter_mut().zip(fused) {
                 hit.caption_score = Some(caption_score);

@@ -6,9 +6,9 @@
 //! Identical files share one id and one vector: `hashes` maps content to id, `refs` counts the
 //! paths that hold an id, and the last path to go takes the image and its vector with it.
 
+mod captions;
 mod records;
 mod reindex;
-mod captions;
 mod tags;
 
 #[path = "../../migrations/mod.rs"]
@@ -20,9 +20,9 @@ use std::sync::RwLock;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
+pub use captions::StoredCaption;
 pub use records::{Failure, ImageId, ImageRecord, PathEntry};
 use records::{id_from_key, id_key, image_path_key, path_from_key, path_key, vector_bytes, vector_from_bytes};
-pub use captions::StoredCaption;
 pub use reindex::ReindexTarget;
 pub use tags::{Tag, TagCount};
 

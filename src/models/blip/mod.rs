@@ -180,7 +180,8 @@ fn load_tokenizer(repo: &ModelRepo) -> Result<tokenizers::Tokenizer> {
 /// `[CLS] text [SEP]` ids, as the processor gives them to the text encoders; an error past the
 /// model's `max` positions.
 fn text_ids(tokenizer: &tokenizers::Tokenizer, text: &str, max: usize) -> Result<Vec<u32>> {
-    let enc = tokenizer.encode(text, true).map_err(|e| Error::Tokenizer { model: "blip".into(), reason: e.to_string() })?;
+    let enc =
+        tokenizer.encode(text, true).map_err(|e| Error::Tokenizer { model: "blip".into(), reason: e.to_string() })?;
     let ids = enc.get_ids().to_vec();
     if ids.len() > max {
         return Err(Error::Invalid(format!("the text is {} tokens long; the model takes at most {max}", ids.len())));
@@ -196,7 +197,9 @@ fn text_config<'a>(name: &str, config: &'a BlipConfig) -> Result<&'a BlipTextCon
 /// Loads a text part, turning missing or misshapen weights into an error naming the model and
 /// what kind of BLIP checkpoint was expected.
 fn load_part<T>(name: &str, what: &str, part: candle_core::Result<T>) -> Result<T> {
-    part.map_err(|e| Error::model(name, format!("no {what} in the weights ({}); is this {}?", first_line(&e), what_model(what))))
+    part.map_err(|e| {
+        Error::model(name, format!("no {what} in the weights ({}); is this {}?", first_line(&e), what_model(what)))
+    })
 }
 
 fn what_model(part: &str) -> &'static str {

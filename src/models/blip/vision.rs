@@ -131,7 +131,12 @@ impl BlipImageEncoder {
     }
 
     /// The encoder of an opened repository whose config and weights the caller has read.
-    pub(super) fn from_repo(repo: &ModelRepo, config: &BlipConfig, vb: &VarBuilder, device: &candle_core::Device) -> Result<Self> {
+    pub(super) fn from_repo(
+        repo: &ModelRepo,
+        config: &BlipConfig,
+        vb: &VarBuilder,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
         let name = repo.name();
         let side = config.vision_config.image_size as u32;
         let processor = match repo.optional("preprocessor_config.json")? {
@@ -168,4 +173,3 @@ impl BlipImageEncoder {
         Ok(self.model.forward(&Tensor::stack(&pixels, 0)?)?)
     }
 }
-

@@ -1,6 +1,12 @@
-//! BLIP captioning speed at `Salesforce/blip-image-captioning-base`'s shapes (ViT-B/16 at
-//! 384 px, 12-layer BERT decoder; random weights, so captions run to the token limit): the
-//! image encoder alone, then captions of 10 and 20 new tokens, greedy and with 3 beams.
+//! BLIP speed at the base checkpoints' shapes (ViT-B/16 at 384 px, 12-layer BERT text models;
+//! random weights, so captions and answers run to the token limit):
+//!
+//! - captioning (`blip-image-captioning-base`): the image encoder alone, captions of 10 and 20
+//!   new tokens, greedy and with 3 beams (the beams share one decoder pass per step);
+//! - VQA (`blip-vqa-base`): an answer of 5 tokens for a new image, and for one more question
+//!   about an image already encoded;
+//! - ITM re-ranking (`blip-itm-base-coco`): one query against the top 10 and top 50 results
+//!   (photos already decoded, encoded 8 at a time).
 //!
 //!     cargo bench --bench caption [-- RUNS]
 
@@ -11,29 +17,60 @@ use common::median_time;
 
 fn main() -> clipdex::Result<()> {
     let runs: usize = std::env::args().skip(1).find(|a| !a.starts_with('-')).and_then(|a| a.parse().ok()).unwrap_or(3);
-    let cap = common::random_blip_captioning(&Device::Cpu)?;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
     let photo = clipdex::photo::open_rgb(&root.join("astronaut.jpg"), &Default::default())?;
-    let start = cap.start_ids(None)?;
     println!(
-        "clipdex BLIP captioning benchmark: blip-image-captioning-base shapes, random weights, f32, {} threads, median of {runs}",
+        "clipdex BLIP benchmark: base shapes, random weights, f32, {} threads, median of {runs}",
         rayon::current_num_threads()
     );
-    println!("{:<36} {:>10} {:>12}", "", "ms", "captions/s");
-    let row = |name: &str, d: std::time::Duration| {
-        println!("{name:<36} {:>10.0} {:>12.2}", d.as_secs_f64() * 1e3, 1.0 / d.as_secs_f64());
+    println!("{:<44} {:>10} {:>10}", "", "ms", "per s");
+    let row = |name: &str, d: std::time::Duration, per: f64| {
+        println!("{name:<44} {:>10.0} {:>10.2}", d.as_secs_f64() * 1e3, per / d.as_secs_f64());
     };
-    row(
-        "image encoder only",
-        median_time(runs, || {
-            cap.beam_search(&photo, &start, 1, 0).unwrap();
-        }),
-    );
+
+    let cap = common::random_blip_captioning(&Device::Cpu)?;
+    let start = cap.start_ids(None)?;
+    let d = median_time(runs, || {
+        cap.beam_search(&photo, &start, 1, 0).unwrap();
+    });
+    row("image encoder, 1 image", d, 1.0);
+    let eight = vec![photo.clone(); 8];
+    let d = median_time(runs, || {
+        cap.encoder().encode_batch(&eight).unwrap();
+    });
+    row("image encoder, batch of 8 (images/s)", d, 8.0);
     for (beams, tokens) in [(1, 10), (1, 20), (3, 10), (3, 20)] {
         let d = median_time(runs, || {
             cap.beam_search(&photo, &start, beams, tokens).unwrap();
         });
-        row(&format!("{} beam{}, {tokens} tokens", beams, if beams > 1 { "s" } else { "" }), d);
+        row(&format!("caption: {} beam{}, {tokens} tokens", beams, if beams > 1 { "s" } else { "" }), d, 1.0);
+    }
+    drop(cap);
+
+    let vqa = common::random_blip_vqa(&Device::Cpu)?;
+    let question = "how many dogs are on the beach?";
+    let d = median_time(runs, || {
+        vqa.answer(&photo, question, 1, 5).unwrap();
+    });
+    row("answer: new image, greedy, 5 tokens", d, 1.0);
+    let states = vqa.encoder().encode(&photo)?;
+    let d = median_time(runs, || {
+        vqa.answer_states(&states, question, 1, 5).unwrap();
+    });
+    row("answer: image encoded, greedy, 5 tokens", d, 1.0);
+    let d = median_time(runs, || {
+        vqa.answer_states(&states, question, 3, 5).unwrap();
+    });
+    row("answer: image encoded, 3 beams, 5 tokens", d, 1.0);
+    drop(vqa);
+
+    let itm = common::random_blip_itm(&Device::Cpu)?;
+    for top in [10, 50] {
+        let images = vec![photo.clone(); top];
+        let d = median_time(if top > 10 { 1 } else { runs }, || {
+            itm.score_images(&images, "a dog running on the beach").unwrap();
+        });
+        row(&format!("re-rank top {top} with ITM (images/s)"), d, top as f64);
     }
     Ok(())
 }

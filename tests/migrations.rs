@@ -1,5 +1,6 @@
 //! A database written by schema version 1 (`tests/fixtures/db-v1`, from `tools/make_db_v1.sh`)
-//! opens with this build, is migrated to the current schema, answers queries and takes tags.
+//! opens with this build, is migrated to the current schema, answers queries and takes tags and
+//! captions.
 
 use std::path::Path;
 
@@ -44,4 +45,13 @@ fn a_version_1_database_opens_and_answers() {
     let report = lib.autotag(Some(AutotagSettings::new(labels, vec!["a photo of a {}.".into()]))).unwrap();
     assert_eq!((report.images, report.tagged), (3, 3));
     assert!(lib.store().check().unwrap().is_empty());
+    // Version 4 added captions: the migrated database stores them, and drops one with its image.
+    let id = hits[0].id;
+    let caption = clipdex::store::StoredCaption { text: "a cat".into(), settings: "test".into() };
+    assert!(lib.store().set_caption(id, &caption).unwrap());
+    assert_eq!(lib.store().caption_of(id).unwrap(), Some(caption));
+    assert_eq!(lib.search_captions("cats", 3, &SearchFilter::default()).unwrap()[0].hit.id, id);
+    lib.store().unlink_path(&hits[0].path).unwrap();
+    assert_eq!(lib.store().caption_of(id).unwrap(), None);
+    assert_eq!(lib.stats().unwrap().counts.captioned, 0);
 }

@@ -78,14 +78,31 @@ pub fn random_clipseg_refined(device: &Device) -> clipdex::Result<clipdex::model
     )
 }
 
+fn blip_tokenizer() -> clipdex::Result<tokenizers::Tokenizer> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    tokenizers::Tokenizer::from_file(root.join("tests/fixtures/blip/blip-tiny-captioning/tokenizer.json"))
+        .map_err(|e| clipdex::Error::Invalid(e.to_string()))
+}
+
+fn random_vb(device: &Device) -> VarBuilder<'static> {
+    VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, device.clone())
+}
+
 /// BLIP captioning at `Salesforce/blip-image-captioning-base`'s shapes with random weights and
 /// the real BERT tokenizer (from the test fixture).
 pub fn random_blip_captioning(device: &Device) -> clipdex::Result<clipdex::models::blip::BlipCaptioner> {
     use clipdex::models::blip::{BlipCaptioner, BlipConfig};
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, device.clone());
-    let tokenizer =
-        tokenizers::Tokenizer::from_file(root.join("tests/fixtures/blip/blip-tiny-captioning/tokenizer.json"))
-            .map_err(|e| clipdex::Error::Invalid(e.to_string()))?;
-    BlipCaptioner::from_parts(&BlipConfig::captioning_base(), vb, tokenizer, device)
+    BlipCaptioner::from_parts(&BlipConfig::captioning_base(), random_vb(device), blip_tokenizer()?, device)
+}
+
+/// BLIP VQA at `Salesforce/blip-vqa-base`'s shapes with random weights.
+pub fn random_blip_vqa(device: &Device) -> clipdex::Result<clipdex::models::blip::BlipAnswerer> {
+    use clipdex::models::blip::{BlipAnswerer, BlipConfig};
+    BlipAnswerer::from_parts(&BlipConfig::captioning_base(), random_vb(device), blip_tokenizer()?, device)
+}
+
+/// BLIP image-text matching at `Salesforce/blip-itm-base-coco`'s shapes with random weights.
+pub fn random_blip_itm(device: &Device) -> clipdex::Result<clipdex::models::blip::BlipMatcher> {
+    use clipdex::models::blip::{BlipConfig, BlipMatcher};
+    BlipMatcher::from_parts(&BlipConfig::captioning_base(), random_vb(device), blip_tokenizer()?, device)
 }

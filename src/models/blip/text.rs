@@ -49,11 +49,17 @@ impl BertAttention {
     }
 
     /// `LN(out(attention(xs → (k, v))) + xs)`. `xs` may have batch 1 against a batched source
-    /// (one text against several images): it is broadcast.
+    /// (one text against several images: it is broadcast), or a batch against a source of
+    /// batch 1 (beams attending to one image).
     fn forward_kv(&self, xs: &Tensor, (k, v): &(Tensor, Tensor), causal: bool) -> CResult<Tensor> {
-        let (_, s, d) = xs.dims3()?;
+        let (n, s, d) = xs.dims3()?;
         let b = k.dim(0)?;
-        let xs = if xs.dim(0)? == b { xs.clone() } else { xs.broadcast_as((b, s, d))?.contiguous()? };
+        if b == 1 && n > 1 && !causal {
+            // Several sequences (beams) against one source: one row block of queries, so the
+            // source's keys and values are not copied per sequence.
+            return self.forward_kv(&xs.reshape((1, n * s, d))?, &(k.clone(), v.clone()), false)?.reshape((n, s, d));
+        }
+        let xs = if n == b { xs.clone() } else { xs.broadcast_as((b, s, d))?.contiguous()? };
         let t = k.dim(2)?;
         let (h, hd) = (self.heads, d / self.heads);
         let q = self.query.forward(&xs, None)?.reshape((b, s, h, hd))?.transpose(1, 2)?.contiguous()?;
@@ -143,13 +149,24 @@ impl BertStack {
     /// The states `[b, s, d]` of `ids` (one sequence; `b` is the source's batch, or 1 without
     /// a source).
     pub fn forward(&self, ids: &[u32], causal: bool, source: Option<&SourceKeysValues>) -> CResult<Tensor> {
-        let s = ids.len();
+        self.forward_batch(&[ids], causal, source)
+    }
+
+    /// The states `[n, s, d]` of `n` sequences of equal length `s` (beams), against a source
+    /// of batch 1 or `n`.
+    pub fn forward_batch(&self, seqs: &[&[u32]], causal: bool, source: Option<&SourceKeysValues>) -> CResult<Tensor> {
+        let (n, s) = (seqs.len(), seqs.first().map_or(0, |x| x.len()));
         if s == 0 || s > self.max_tokens() {
             candle_core::bail!("{s} tokens: the text model takes 1 to {}", self.max_tokens());
         }
-        let idx = Tensor::new(ids, self.words.device())?;
-        let xs = self.words.index_select(&idx, 0)?.add(&self.positions.narrow(0, 0, s)?)?;
-        let mut xs = self.emb_ln.forward(&xs)?.unsqueeze(0)?;
+        if seqs.iter().any(|x| x.len() != s) {
+            candle_core::bail!("sequences of different lengths in one batch");
+        }
+        let flat: Vec<u32> = seqs.iter().flat_map(|x| x.iter().copied()).collect();
+        let idx = Tensor::new(flat.as_slice(), self.words.device())?;
+        let xs = self.words.index_select(&idx, 0)?.reshape((n, s, self.words.dim(1)?))?;
+        let xs = xs.broadcast_add(&self.positions.narrow(0, 0, s)?)?;
+        let mut xs = self.emb_ln.forward(&xs)?;
         for (i, layer) in self.layers.iter().enumerate() {
             xs = layer.forward(&xs, causal, source.map(|kv| &kv.0[i]))?;
         }
@@ -196,10 +213,16 @@ impl BlipTextDecoder {
 
     /// Logits `[vocab]` of the token after `ids`, attending to a source.
     pub fn next_logits(&self, ids: &[u32], source: &SourceKeysValues) -> CResult<Tensor> {
-        let xs = self.bert.forward(ids, true, Some(source))?;
-        let last = xs.squeeze(0)?.get(ids.len() - 1)?.unsqueeze(0)?;
+        self.next_logits_batch(&[ids], source)?.squeeze(0)
+    }
+
+    /// Logits `[n, vocab]` of the token after each of `n` sequences of equal length (beams),
+    /// in one pass: the weights are read once for all of them.
+    pub fn next_logits_batch(&self, seqs: &[&[u32]], source: &SourceKeysValues) -> CResult<Tensor> {
+        let xs = self.bert.forward_batch(seqs, true, Some(source))?;
+        let last = xs.narrow(1, xs.dim(1)? - 1, 1)?.squeeze(1)?;
         let h = self.transform_ln.forward(&self.transform.forward(&last, Some(self.act))?)?;
-        h.matmul(&self.vocab_t)?.squeeze(0)?.add(&self.vocab_bias)
+        h.matmul(&self.vocab_t)?.broadcast_add(&self.vocab_bias)
     }
 }
 
@@ -255,8 +278,9 @@ pub fn beam_search(
     let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
     for step in 1..=max_new {
         let mut candidates: Vec<(f32, usize, u32)> = Vec::new();
-        for (b, (ids, score)) in running.iter().enumerate() {
-            let logp = candle_nn::ops::log_softmax(&decoder.next_logits(ids, source)?, 0)?.to_vec1::<f32>()?;
+        let seqs: Vec<&[u32]> = running.iter().map(|(ids, _)| ids.as_slice()).collect();
+        let logps = candle_nn::ops::log_softmax(&decoder.next_logits_batch(&seqs, source)?, 1)?.to_vec2::<f32>()?;
+        for (b, ((_, score), logp)) in running.iter().zip(logps).enumerate() {
             let mut order: Vec<u32> = (0..logp.len() as u32).collect();
             let keep = (2 * beams).min(order.len());
             order.select_nth_unstable_by(keep - 1, |&x, &y| logp[y as usize].total_cmp(&logp[x as usize]));

@@ -87,7 +87,8 @@ async function fetchPage(offset) {
   const q = state.query;
   if (q.kind === "text") {
     if (q.q) params.set("q", q.q);
-    if (q.q && $("crops").checked) params.set("crops", "true");
+    if (q.q && $("in-captions").checked) params.set("in", "captions");
+    else if (q.q && $("crops").checked) params.set("crops", "true");
     return json(`/api/search?${params}`);
   }
   if (q.kind === "like") {
@@ -169,8 +170,8 @@ function card(hit) {
   el.dataset.id = hit.id;
   const img = document.createElement("img");
   img.loading = "lazy";
-  img.alt = hit.path;
-  img.title = hit.path;
+  img.alt = hit.caption || hit.path;
+  img.title = hit.caption ? `${hit.caption}\n${hit.path}` : hit.path;
   setImage(img, `/api/images/${hit.id}/thumb?size=256`);
   img.addEventListener("click", () => showDetail(hit.id, hit.region));
   const thumb = document.createElement("div");

@@ -194,3 +194,32 @@ fn library_captions_are_stored_incremental_shown_and_searchable() {
     let captions_first = ok_json(clipdex(&db, &["search", &word, "-k", "3", "--caption-weight", "1", "--json"]));
     assert_eq!(file_name(&captions_first["results"][0]), "coffee.png");
 }
+
+#[test]
+fn an_interrupted_library_captioning_resumes_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, _) = library(tmp.path());
+    let mut config = clipdex::LibraryConfig::new(&db, fixtures().join("clip-tiny-p32").to_str().unwrap());
+    config.load_graph = false;
+    let library = clipdex::Library::open(config).unwrap();
+    let captioner = clipdex::models::blip::BlipCaptioner::load(
+        fixtures().join("blip/blip-tiny-captioning").to_str().unwrap(),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let options = clipdex::library::CaptionOptions { model: "tiny".into(), prompt: None, beams: 1, max_tokens: 8 };
+    // Interrupted after the second caption (a panic in the progress callback, as a crash would).
+    let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        library
+            .caption_library(&captioner, &options, &|done, _| {
+                if done == 2 {
+                    panic!("interrupted");
+                }
+            })
+            .unwrap()
+    }));
+    assert!(interrupted.is_err());
+    assert_eq!(library.stats().unwrap().counts.captioned, 2);
+    let report = library.caption_library(&captioner, &options, &|_, _| {}).unwrap();
+    assert_eq!((report.images, report.captioned, report.unchanged), (3, 1, 2));
+}

@@ -195,6 +195,28 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     };
     run(&["add", photos.to_str().unwrap()]);
     run(&["index"]);
+    // BLIP captions for every photo (tiny fixture model), and one caption word to search for.
+    let blip = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/blip/blip-tiny-captioning");
+    // (The tiny model ends some captions at once; the prompt gives every caption a word.)
+    let caption_args = ["caption", "--library", "--prompt", "a picture of", "--beams", "1", "--max-tokens", "6"];
+    run(&[&["--caption-model", blip.to_str().unwrap()][..], &caption_args[..]].concat());
+    let out = Command::new(bin)
+        .args(["--db", db.to_str().unwrap(), "--model", &model()])
+        .args(["search", "x", "-k", "12", "--caption-weight", "0", "--json"])
+        .output()
+        .unwrap();
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let word = all["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|r| {
+            let id = r["id"].as_u64().unwrap().to_string();
+            let shown = Command::new(bin).args(["--db", db.to_str().unwrap(), "show", &id, "--json"]).output().unwrap();
+            let caption = serde_json::from_slice::<Value>(&shown.stdout).unwrap()["caption"].as_str()?.to_string();
+            clipdex::query::captions::terms(&caption).into_iter().find(|t| t.chars().all(|c| c.is_ascii_alphanumeric()))
+        })
+        .expect("a plain word in some caption");
 
     let (server, url) = serve(&db, &[]);
     let port = free_port();
@@ -261,6 +283,8 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     let meta = meta.as_str().unwrap();
     assert!(meta.contains("Files") && meta.contains(photos.file_name().unwrap().to_str().unwrap()), "{meta}");
     assert!(meta.contains("320 × 240 px"), "{meta}");
+    let shown_caption = browser.script("return document.getElementById('detail-caption').textContent", json!([]));
+    assert!(!shown_caption.as_str().unwrap().is_empty(), "the detail view shows the caption");
     browser.wait_for(
         "the large thumbnail",
         "const i = document.getElementById('detail-image'); return i.complete && i.naturalWidth > 0",
@@ -326,6 +350,28 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     let top =
         browser.wait_for("a result", "const c = document.querySelector('#results .card'); return c && c.dataset.id");
     assert_eq!(top, dropped);
+
+    // Search the captions: every result's caption (its tooltip) holds the word.
+    browser.click("#in-captions");
+    let q = browser.find("#q");
+    browser.call("POST", &format!("/element/{q}/clear"), Some(json!({})));
+    browser.type_into("#q", &word);
+    browser.click("#search button[type=submit]");
+    let titles = browser.wait_for(
+        "the caption search",
+        &format!(
+            "return document.getElementById('summary').textContent.includes('“{word}”')
+                && [...document.querySelectorAll('#results .card img')].map(i => i.title)"
+        ),
+    );
+    let titles: Vec<&str> = titles.as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(!titles.is_empty());
+    for t in &titles {
+        let caption = t.lines().next().unwrap();
+        assert!(clipdex::query::captions::terms(caption).contains(&word), "{word} not in {t:?}");
+    }
+    browser.screenshot(&artefacts.join("captions.png"));
+    browser.click("#in-captions");
 
     // With a token: the UI asks for it once, then every call (thumbnails too) carries it.
     drop_server(server);

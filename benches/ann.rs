@@ -95,7 +95,37 @@ fn main() {
         let truth: Vec<Vec<u64>> =
             queries.iter().map(|q| index.top(q, 10).into_iter().map(|h| h.0).collect()).collect();
         let flat = graph.flatten(&index);
-        for ef in [10usize, 16, 32, 64, 128, 256] {
+        let caps: Vec<usize> = std::env::var("CLIPDEX_ANN_REVERSE_CAPS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+            .unwrap_or_default();
+        for cap in caps {
+            let mut augmented = graph.flatten(&index);
+            let started = Instant::now();
+            augmented.add_reverse_links(&index, cap);
+            println!(
+                "{n:>8} vectors, HNSW + reverse links up to {cap}: added in {:.1} s, {} bytes per vector for the links",
+                started.elapsed().as_secs_f64(),
+                augmented.bytes() / n
+            );
+            for ef in [16usize, 32, 64, 128, 256, 512] {
+                let started = Instant::now();
+                let mut found = 0;
+                for _ in 0..4 {
+                    for (q, t) in queries.iter().zip(&truth) {
+                        let hits = augmented.search(&index, q, 10, ef);
+                        found += hits.into_iter().filter(|h| t.contains(&h.0)).count();
+                    }
+                }
+                let per_query = started.elapsed().as_secs_f64() / (4 * queries.len()) as f64;
+                println!(
+                    "{n:>8} vectors, HNSW + reverse {cap} ef {ef:>3}: clipdex {:.0} queries/s (recall@10 {:.3})",
+                    1.0 / per_query,
+                    found as f64 / (4 * 10 * queries.len()) as f64
+                );
+            }
+        }
+        for ef in [10usize, 16, 32, 64, 128, 256, 512] {
             let mut rates = Vec::new();
             for flat_search in [false, true] {
                 let started = Instant::now();

@@ -22,6 +22,10 @@ use crate::store::ImageId;
 pub const MAX_CONNECTIONS: usize = 16;
 /// Candidate list size while building (`ef_construction`).
 pub const EF_CONSTRUCTION: usize = 200;
+/// Layer-0 neighbours per node once the reverse links are added (see
+/// [`FlatGraph::add_reverse_links`]): at 1M clustered vectors, recall@10 at ef 256 went from
+/// 0.84 to 0.96 with 48 (64 found no more and cost more distance computations).
+pub const REVERSE_LINK_CAP: usize = 48;
 /// hnsw_rs only reloads dumps made with 16 layers.
 const MAX_LAYERS: usize = 16;
 const BASENAME: &str = "graph";
@@ -104,7 +108,8 @@ impl HnswGraph {
         self.last_id
     }
 
-    /// The graph's links in flat arrays for searching (see [`FlatGraph`]).
+    /// The graph's links in flat arrays for searching (see [`FlatGraph`]), with the reverse
+    /// links hnsw_rs dropped restored on layer 0.
     pub fn flatten(&self, exact: &ExactIndex) -> FlatGraph {
         let points = self.graph.get_point_indexation();
         let nodes = points.into_iter().map(|p| SourceNode {
@@ -118,7 +123,9 @@ impl HnswGraph {
                 .map(|layer| layer.into_iter().map(|nb| nb.d_id as ImageId).collect())
                 .collect(),
         });
-        FlatGraph::new(self.dim, nodes, exact)
+        let mut flat = FlatGraph::new(self.dim, nodes, exact);
+        flat.add_reverse_links(exact, REVERSE_LINK_CAP);
+        flat
     }
 
     /// The `n` nearest ids with their cosine, best first (tombstones included).

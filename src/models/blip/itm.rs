@@ -12,12 +12,10 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use super::text::BertStack;
-use super::{BlipConfig, BlipImageEncoder, load_part, load_tokenizer, read_config, text_ids};
+use super::{BlipConfig, BlipImageEncoder, Opened, load_part, text_ids};
 use crate::error::Result;
 use crate::models::clip::kernels::Dense;
 use crate::models::clip::model::dense;
-use crate::models::clip::repo_weights;
-use crate::models::source::ModelRepo;
 
 /// The matching model used when none is named.
 pub const DEFAULT_ITM_MODEL: &str = "Salesforce/blip-itm-base-coco";
@@ -47,15 +45,10 @@ pub struct BlipMatcher {
 impl BlipMatcher {
     /// Loads a retrieval checkpoint from a hub id or a local directory.
     pub fn load(model: &str, device: &candle_core::Device) -> Result<Self> {
-        let repo = ModelRepo::open(model)?;
-        let name = repo.name();
-        let config = read_config(&repo)?;
-        let vb = repo_weights(&repo, device)?;
-        let encoder = BlipImageEncoder::from_repo(&repo, &config, &vb, device)?;
-        let parts = Self::heads(&config, &vb);
-        let (text, vision_proj, text_proj, itm_head) = load_part(name, "matching heads", parts)?;
-        let tokenizer = load_tokenizer(&repo)?;
-        Ok(BlipMatcher { encoder, text, vision_proj, text_proj, itm_head, tokenizer })
+        let m = Opened::open(model, device)?;
+        let (text, vision_proj, text_proj, itm_head) =
+            load_part(&m.name, "matching heads", Self::heads(&m.config, &m.vb))?;
+        Ok(BlipMatcher { encoder: m.encoder, text, vision_proj, text_proj, itm_head, tokenizer: m.tokenizer })
     }
 
     /// Assembles the model from random or mapped weights (benchmarks).

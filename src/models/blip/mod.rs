@@ -165,6 +165,31 @@ fn read_config(repo: &ModelRepo) -> Result<BlipConfig> {
     }
 }
 
+/// What every BLIP model starts from: the opened repository (one read of the config, one
+/// mapping of the weights), its image encoder and its tokenizer.
+struct Opened {
+    name: String,
+    config: BlipConfig,
+    vb: VarBuilder<'static>,
+    encoder: BlipImageEncoder,
+    tokenizer: tokenizers::Tokenizer,
+}
+
+impl Opened {
+    fn open(model: &str, device: &candle_core::Device) -> Result<Self> {
+        let repo = ModelRepo::open(model)?;
+        let config = read_config(&repo)?;
+        let vb = repo_weights(&repo, device)?;
+        let encoder = BlipImageEncoder::from_repo(&repo, &config, &vb, device)?;
+        let tokenizer = load_tokenizer(&repo)?;
+        Ok(Opened { name: repo.name().to_string(), config, vb, encoder, tokenizer })
+    }
+
+    fn text_config(&self) -> Result<&BlipTextConfig> {
+        text_config(&self.name, &self.config)
+    }
+}
+
 /// The model's tokenizer (`tokenizer.json`: BERT uncased with `[DEC]` and `[ENC]`), with any
 /// fixed padding or truncation switched off.
 fn load_tokenizer(repo: &ModelRepo) -> Result<tokenizers::Tokenizer> {
@@ -237,16 +262,11 @@ impl BlipCaptioner {
 
     /// Loads a captioning checkpoint from a hub id or a local directory.
     pub fn load(model: &str, device: &candle_core::Device) -> Result<Self> {
-        // One read of the config and one mapping of the weights serve both halves.
-        let repo = ModelRepo::open(model)?;
-        let name = repo.name();
-        let config = read_config(&repo)?;
-        let vb = repo_weights(&repo, device)?;
-        let encoder = BlipImageEncoder::from_repo(&repo, &config, &vb, device)?;
-        let tc = text_config(name, &config)?;
-        let decoder = load_part(name, "captioning decoder", BlipTextDecoder::load(tc, vb.pp("text_decoder")))?;
-        let tokenizer = load_tokenizer(&repo)?;
-        Ok(BlipCaptioner { encoder, decoder, tokenizer, bos: tc.bos_token_id, sep: tc.sep_token_id })
+        let m = Opened::open(model, device)?;
+        let tc = m.text_config()?;
+        let decoder = load_part(&m.name, "captioning decoder", BlipTextDecoder::load(tc, m.vb.pp("text_decoder")))?;
+        let (bos, sep) = (tc.bos_token_id, tc.sep_token_id);
+        Ok(BlipCaptioner { encoder: m.encoder, decoder, tokenizer: m.tokenizer, bos, sep })
     }
 
     /// The image encoder (its states can be computed once and captioned several ways).

@@ -7,10 +7,8 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use super::text::{self, BertStack, BlipTextDecoder, DecodeStep};
-use super::{BlipConfig, BlipImageEncoder, decode, load_part, load_tokenizer, read_config, text_config, text_ids};
+use super::{BlipConfig, BlipImageEncoder, Opened, decode, load_part, text_config, text_ids};
 use crate::error::Result;
-use crate::models::clip::repo_weights;
-use crate::models::source::ModelRepo;
 
 /// The VQA model used when none is named.
 pub const DEFAULT_VQA_MODEL: &str = "Salesforce/blip-vqa-base";
@@ -37,16 +35,12 @@ pub struct BlipAnswerer {
 impl BlipAnswerer {
     /// Loads a VQA checkpoint from a hub id or a local directory.
     pub fn load(model: &str, device: &candle_core::Device) -> Result<Self> {
-        let repo = ModelRepo::open(model)?;
-        let name = repo.name();
-        let config = read_config(&repo)?;
-        let vb = repo_weights(&repo, device)?;
-        let encoder = BlipImageEncoder::from_repo(&repo, &config, &vb, device)?;
-        let tc = text_config(name, &config)?;
-        let questions = load_part(name, "question encoder", BertStack::load(tc, vb.pp("text_encoder")))?;
-        let decoder = load_part(name, "answer decoder", BlipTextDecoder::load(tc, vb.pp("text_decoder")))?;
-        let tokenizer = load_tokenizer(&repo)?;
-        Ok(BlipAnswerer { encoder, questions, decoder, tokenizer, bos: tc.bos_token_id, sep: tc.sep_token_id })
+        let m = Opened::open(model, device)?;
+        let tc = m.text_config()?;
+        let questions = load_part(&m.name, "question encoder", BertStack::load(tc, m.vb.pp("text_encoder")))?;
+        let decoder = load_part(&m.name, "answer decoder", BlipTextDecoder::load(tc, m.vb.pp("text_decoder")))?;
+        let (bos, sep) = (tc.bos_token_id, tc.sep_token_id);
+        Ok(BlipAnswerer { encoder: m.encoder, questions, decoder, tokenizer: m.tokenizer, bos, sep })
     }
 
     /// Assembles the model from random or mapped weights (benchmarks).

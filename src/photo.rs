@@ -289,4 +289,16 @@ mod tests {
         let err = open_rgb(Path::new("/no/such/photo.jpg"), &DecodeOptions::default()).unwrap_err();
         assert_eq!(err.to_string(), "/no/such/photo.jpg: no such file");
     }
+
+    #[test]
+    fn io_errors_map_to_what_the_user_can_act_on() {
+        // Root reads any file, so a chmod 000 photo cannot fail here when tests run as root;
+        // the mapping from the error the OS gives is checked directly.
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(io_problem(&denied), ImageProblem::PermissionDenied);
+        assert_eq!(ImageProblem::PermissionDenied.to_string(), "permission denied");
+        assert_eq!(io_problem(&std::io::Error::from(std::io::ErrorKind::NotFound)), ImageProblem::NotFound);
+        let other = std::io::Error::other("disk on fire");
+        assert!(matches!(io_problem(&other), ImageProblem::Io(m) if m.contains("disk on fire")));
+    }
 }

@@ -111,6 +111,12 @@ impl HnswGraph {
     /// The graph's links in flat arrays for searching (see [`FlatGraph`]), with the reverse
     /// links hnsw_rs dropped restored on layer 0.
     pub fn flatten(&self, exact: &ExactIndex) -> FlatGraph {
+        self.flatten_with(exact, REVERSE_LINK_CAP)
+    }
+
+    /// The same with reverse links up to `reverse_cap` neighbours (0: the graph as hnsw_rs
+    /// built it), for measuring.
+    pub fn flatten_with(&self, exact: &ExactIndex, reverse_cap: usize) -> FlatGraph {
         let points = self.graph.get_point_indexation();
         let nodes = points.into_iter().map(|p| SourceNode {
             id: p.get_origin_id() as ImageId,
@@ -124,7 +130,9 @@ impl HnswGraph {
                 .collect(),
         });
         let mut flat = FlatGraph::new(self.dim, nodes, exact);
-        flat.add_reverse_links(exact, REVERSE_LINK_CAP);
+        if reverse_cap > 0 {
+            flat.add_reverse_links(exact, reverse_cap);
+        }
         flat
     }
 

@@ -45,22 +45,23 @@ pub struct BlipMatcher {
 impl BlipMatcher {
     /// Loads a retrieval checkpoint from a hub id or a local directory.
     pub fn load(model: &str, device: &candle_core::Device) -> Result<Self> {
-        let m = Opened::open(model, device)?;
-        let (text, vision_proj, text_proj, itm_head) =
-            load_part(&m.name, "matching heads", Self::heads(&m.config, &m.vb))?;
-        Ok(BlipMatcher { encoder: m.encoder, text, vision_proj, text_proj, itm_head, tokenizer: m.tokenizer })
+        Self::assemble(Opened::open(model, device)?)
     }
 
     /// Assembles the model from random or mapped weights (benchmarks).
     pub fn from_parts(
         config: &BlipConfig,
-        vb: VarBuilder,
+        vb: VarBuilder<'static>,
         tokenizer: tokenizers::Tokenizer,
         device: &candle_core::Device,
     ) -> Result<Self> {
-        let encoder = BlipImageEncoder::from_parts(config, &vb, device)?;
-        let (text, vision_proj, text_proj, itm_head) = Self::heads(config, &vb)?;
-        Ok(BlipMatcher { encoder, text, vision_proj, text_proj, itm_head, tokenizer })
+        Self::assemble(Opened::from_parts(config, vb, tokenizer, device)?)
+    }
+
+    fn assemble(m: Opened) -> Result<Self> {
+        let (text, vision_proj, text_proj, itm_head) =
+            load_part(&m.name, "matching heads", Self::heads(&m.config, &m.vb))?;
+        Ok(BlipMatcher { encoder: m.encoder, text, vision_proj, text_proj, itm_head, tokenizer: m.tokenizer })
     }
 
     #[allow(clippy::type_complexity)]

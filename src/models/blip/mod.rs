@@ -185,6 +185,17 @@ impl Opened {
         Ok(Opened { name: repo.name().to_string(), config, vb, encoder, tokenizer })
     }
 
+    /// Random or already-mapped weights with the default processor (benchmarks).
+    fn from_parts(
+        config: &BlipConfig,
+        vb: VarBuilder<'static>,
+        tokenizer: tokenizers::Tokenizer,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let encoder = BlipImageEncoder::from_parts(config, &vb, device)?;
+        Ok(Opened { name: "(random weights)".into(), config: config.clone(), vb, encoder, tokenizer })
+    }
+
     fn text_config(&self) -> Result<&BlipTextConfig> {
         text_config(&self.name, &self.config)
     }
@@ -250,19 +261,19 @@ impl BlipCaptioner {
     /// weights under `vb` (`vision_model`, `text_decoder`).
     pub fn from_parts(
         config: &BlipConfig,
-        vb: VarBuilder,
+        vb: VarBuilder<'static>,
         tokenizer: tokenizers::Tokenizer,
         device: &candle_core::Device,
     ) -> Result<Self> {
-        let tc = text_config("random", config)?;
-        let encoder = BlipImageEncoder::from_parts(config, &vb, device)?;
-        let decoder = BlipTextDecoder::load(tc, vb.pp("text_decoder"))?;
-        Ok(BlipCaptioner { encoder, decoder, tokenizer, bos: tc.bos_token_id, sep: tc.sep_token_id })
+        Self::assemble(Opened::from_parts(config, vb, tokenizer, device)?)
     }
 
     /// Loads a captioning checkpoint from a hub id or a local directory.
     pub fn load(model: &str, device: &candle_core::Device) -> Result<Self> {
-        let m = Opened::open(model, device)?;
+        Self::assemble(Opened::open(model, device)?)
+    }
+
+    fn assemble(m: Opened) -> Result<Self> {
         let tc = m.text_config()?;
         let decoder = load_part(&m.name, "captioning decoder", BlipTextDecoder::load(tc, m.vb.pp("text_decoder")))?;
         let (bos, sep) = (tc.bos_token_id, tc.sep_token_id);

@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use super::text::{self, BertStack, BlipTextDecoder, DecodeStep};
-use super::{BlipConfig, BlipImageEncoder, Opened, decode, load_part, text_config, text_ids};
+use super::{BlipConfig, BlipImageEncoder, Opened, decode, load_part, text_ids};
 use crate::error::Result;
 
 /// The VQA model used when none is named.
@@ -35,30 +35,25 @@ pub struct BlipAnswerer {
 impl BlipAnswerer {
     /// Loads a VQA checkpoint from a hub id or a local directory.
     pub fn load(model: &str, device: &candle_core::Device) -> Result<Self> {
-        let m = Opened::open(model, device)?;
-        let tc = m.text_config()?;
-        let questions = load_part(&m.name, "question encoder", BertStack::load(tc, m.vb.pp("text_encoder")))?;
-        let decoder = load_part(&m.name, "answer decoder", BlipTextDecoder::load(tc, m.vb.pp("text_decoder")))?;
-        let (bos, sep) = (tc.bos_token_id, tc.sep_token_id);
-        Ok(BlipAnswerer { encoder: m.encoder, questions, decoder, tokenizer: m.tokenizer, bos, sep })
+        Self::assemble(Opened::open(model, device)?)
     }
 
     /// Assembles the model from random or mapped weights (benchmarks).
     pub fn from_parts(
         config: &BlipConfig,
-        vb: VarBuilder,
+        vb: VarBuilder<'static>,
         tokenizer: tokenizers::Tokenizer,
         device: &candle_core::Device,
     ) -> Result<Self> {
-        let tc = text_config("random", config)?;
-        Ok(BlipAnswerer {
-            encoder: BlipImageEncoder::from_parts(config, &vb, device)?,
-            questions: BertStack::load(tc, vb.pp("text_encoder"))?,
-            decoder: BlipTextDecoder::load(tc, vb.pp("text_decoder"))?,
-            tokenizer,
-            bos: tc.bos_token_id,
-            sep: tc.sep_token_id,
-        })
+        Self::assemble(Opened::from_parts(config, vb, tokenizer, device)?)
+    }
+
+    fn assemble(m: Opened) -> Result<Self> {
+        let tc = m.text_config()?;
+        let questions = load_part(&m.name, "question encoder", BertStack::load(tc, m.vb.pp("text_encoder")))?;
+        let decoder = load_part(&m.name, "answer decoder", BlipTextDecoder::load(tc, m.vb.pp("text_decoder")))?;
+        let (bos, sep) = (tc.bos_token_id, tc.sep_token_id);
+        Ok(BlipAnswerer { encoder: m.encoder, questions, decoder, tokenizer: m.tokenizer, bos, sep })
     }
 
     /// The image encoder: encode an image once, then ask it several questions.

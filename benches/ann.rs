@@ -16,6 +16,7 @@
 use std::time::Instant;
 
 use clipdex::ann::ExactIndex;
+use clipdex::ann::flat::Walk;
 use clipdex::ann::hnsw::HnswGraph;
 
 struct Rng(u64);
@@ -89,11 +90,29 @@ fn main() {
             );
             continue;
         }
+        // CLIPDEX_ANN_GRAPH_CACHE=DIR: reuse a graph built by an earlier run on the same vectors
+        // (the vectors come from a fixed seed), to measure search changes without a rebuild.
+        let cache = std::env::var("CLIPDEX_ANN_GRAPH_CACHE")
+            .ok()
+            .map(|d| std::path::PathBuf::from(d).join(format!("hnsw-{n}")));
         let started = Instant::now();
-        let mut graph = HnswGraph::new(DIM, n);
-        let items: Vec<(u64, &[f32])> = index.iter().collect();
-        graph.insert(&items);
+        let cached = cache.as_ref().and_then(|c| HnswGraph::load(c, DIM));
+        let reused = cached.is_some();
+        let graph = cached.unwrap_or_else(|| {
+            let mut graph = HnswGraph::new(DIM, n);
+            let items: Vec<(u64, &[f32])> = index.iter().collect();
+            graph.insert(&items);
+            if let Some(c) = &cache {
+                graph.save(c).expect("save the graph cache");
+            }
+            graph
+        });
         let build = started.elapsed().as_secs_f64();
+        if reused {
+            println!(
+                "{n:>8} vectors, HNSW: loaded from CLIPDEX_ANN_GRAPH_CACHE in {build:.1} s (build rate not measured)"
+            );
+        }
         let truth: Vec<Vec<u64>> =
             queries.iter().map(|q| index.top(q, 10).into_iter().map(|h| h.0).collect()).collect();
         let flat = graph.flatten(&index);
@@ -127,27 +146,59 @@ fn main() {
                 );
             }
         }
-        for ef in [10usize, 16, 32, 64, 128, 256, 512] {
-            let mut rates = Vec::new();
-            for flat_search in [false, true] {
+        let upper_efs: Vec<usize> = std::env::var("CLIPDEX_ANN_UPPER_EFS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+            .unwrap_or_default();
+        let mut flat = flat;
+        for upper_ef in upper_efs {
+            flat.set_layer1_beam(upper_ef);
+            for ef in [16usize, 32, 64, 128, 256, 512] {
                 let started = Instant::now();
                 let mut found = 0;
                 for _ in 0..4 {
                     for (q, t) in queries.iter().zip(&truth) {
-                        let hits = if flat_search { flat.search(&index, q, 10, ef) } else { graph.search(q, 10, ef) };
+                        let hits = flat.search(&index, q, 10, ef);
                         found += hits.into_iter().filter(|h| t.contains(&h.0)).count();
                     }
                 }
                 let per_query = started.elapsed().as_secs_f64() / (4 * queries.len()) as f64;
-                rates.push((1.0 / per_query, found as f64 / (4 * 10 * queries.len()) as f64));
+                println!(
+                    "{n:>8} vectors, HNSW layer-1 beam up to {upper_ef} ef {ef:>3}: clipdex {:.0} queries/s (recall@10 {:.3})",
+                    1.0 / per_query,
+                    found as f64 / (4 * 10 * queries.len()) as f64
+                );
+            }
+        }
+        flat.set_layer1_beam(clipdex::ann::flat::LAYER1_BEAM);
+        for ef in [10usize, 16, 32, 64, 128, 256, 512] {
+            let mut rates = Vec::new();
+            for walk in [None, Some(Walk::Bytes), Some(Walk::Vectors)] {
+                let started = Instant::now();
+                let mut found = 0;
+                for _ in 0..4 {
+                    for (q, t) in queries.iter().zip(&truth) {
+                        let hits = match walk {
+                            Some(walk) => flat.search_with(&index, q, 10, ef, walk),
+                            None => graph.search(q, 10, ef),
+                        };
+                        found += hits.into_iter().filter(|h| t.contains(&h.0)).count();
+                    }
+                }
+                let per_query = started.elapsed().as_secs_f64() / (4 * queries.len()) as f64;
+                rates.push(format!(
+                    "{:.0} queries/s (recall@10 {:.3})",
+                    1.0 / per_query,
+                    found as f64 / (4 * 10 * queries.len()) as f64
+                ));
             }
             println!(
-                "{n:>8} vectors, HNSW ef {ef:>3}: clipdex {:.0} queries/s (recall@10 {:.3}); hnsw_rs search {:.0} queries/s (recall@10 {:.3})",
-                rates[1].0, rates[1].1, rates[0].0, rates[0].1
+                "{n:>8} vectors, HNSW ef {ef:>3}: clipdex {}; walking the full vectors {}; hnsw_rs search {}",
+                rates[1], rates[2], rates[0]
             );
         }
         println!(
-            "{n:>8} vectors, HNSW: {} bytes per vector for the links, beside the exact index's {}",
+            "{n:>8} vectors, HNSW: {} bytes per vector for the links and byte codes, beside the exact index's {}",
             flat.bytes() / n,
             index.bytes_per_vector()
         );

@@ -11,6 +11,9 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
+use rayon::prelude::*;
+
+use super::codes::{Codes, Query};
 use super::{ExactIndex, dot};
 use crate::store::ImageId;
 
@@ -32,17 +35,29 @@ impl Ord for Scored {
     }
 }
 
-/// Asks the CPU to start loading a vector (its first cache lines) into cache.
+/// Asks the CPU to start loading `v` into cache, a 64-byte line at a time.
 #[inline]
-fn prefetch(v: &[f32]) {
+fn prefetch<T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
-    for line in v.chunks(16).take(8) {
+    for line in v.chunks((64 / std::mem::size_of::<T>().max(1)).max(1)) {
         // SAFETY: prefetching has no effect on memory; the pointer is valid anyway.
         unsafe { std::arch::x86_64::_mm_prefetch(line.as_ptr() as *const i8, std::arch::x86_64::_MM_HINT_T0) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = v;
 }
+
+/// How many of the beam's best are scored again with the full vectors (at least twice the
+/// results asked for).
+const RESCORED: usize = 32;
+
+/// The widest beam on layer 1. Textbook HNSW descends the upper layers greedily and only
+/// layer 0 gets a beam. In a library of clusters (a million photos of a thousand subjects)
+/// the upper layers hold few nodes of each cluster, so greedy descent often stops in the wrong
+/// one and layer 0 cannot walk out: recall@10 stayed at 0.81 at ef 64 and needed ef 512 for
+/// 0.97. Searching layer 1 with a beam as wide as layer 0's, up to 64, gave 0.99 at ef 64 on
+/// the same graph for about the cost of a second, small layer-0 search.
+pub const LAYER1_BEAM: usize = 64;
 
 /// An HNSW graph in flat arrays; nodes are numbered densely.
 pub struct FlatGraph {
@@ -54,11 +69,15 @@ pub struct FlatGraph {
     rows: Vec<u32>,
     live_rows: u32,
     extra: Vec<f32>,
+    /// Node → its vector in bytes, for the walk (see [`super::codes`]).
+    codes: Codes,
     /// Layer-0 neighbours of node `n`: `links[offsets[n]..offsets[n + 1]]`.
     offsets: Vec<u32>,
     links: Vec<u32>,
     /// Upper layers (index 0 is layer 1): node → neighbours.
     upper: Vec<HashMap<u32, Vec<u32>>>,
+    /// The widest beam on layer 1 (0: greedy like the layers above).
+    layer1_beam: usize,
 }
 
 /// One node of the source graph.
@@ -87,9 +106,11 @@ impl FlatGraph {
             rows: Vec::with_capacity(nodes.len()),
             live_rows,
             extra: Vec::new(),
+            codes: Codes::default(),
             offsets: Vec::with_capacity(nodes.len() + 1),
             links: Vec::new(),
             upper: Vec::new(),
+            layer1_beam: LAYER1_BEAM,
         };
         graph.offsets.push(0);
         let mut top = 0;
@@ -127,6 +148,7 @@ impl FlatGraph {
             }
         }
         graph.upper.truncate(top);
+        graph.codes = Codes::encode(dim, (0..graph.ids.len()).into_par_iter().map(|i| graph.vector(exact, i as u32)));
         graph
     }
 
@@ -138,7 +160,6 @@ impl FlatGraph {
     /// of the answers even with a wide beam. The links pointing *to* a node are those that
     /// other nodes kept, and restoring them makes layer 0 nearly undirected.
     pub fn add_reverse_links(&mut self, exact: &ExactIndex, cap: usize) {
-        use rayon::prelude::*;
         let n = self.ids.len();
         let mut reverse: Vec<Vec<u32>> = vec![Vec::new(); n];
         for u in 0..n {
@@ -177,7 +198,10 @@ impl FlatGraph {
     /// Bytes this structure holds (links, ids, rows, tombstone vectors), about.
     pub fn bytes(&self) -> usize {
         let upper: usize = self.upper.iter().flat_map(|l| l.values()).map(|v| 16 + 4 * v.len()).sum();
-        4 * (self.links.len() + self.offsets.len() + self.rows.len() + self.extra.len()) + 8 * self.ids.len() + upper
+        4 * (self.links.len() + self.offsets.len() + self.rows.len() + self.extra.len())
+            + 8 * self.ids.len()
+            + self.codes.bytes()
+            + upper
     }
 
     /// Nodes in the graph (tombstones included).
@@ -201,15 +225,68 @@ impl FlatGraph {
     }
 
     /// The `n` nodes most similar to `query` (cosine, best first), tombstones included: greedy
-    /// descent through the upper layers, then a beam of width `ef` on layer 0.
+    /// descent through the upper layers, then a beam of width `ef` on layer 0, both on the
+    /// byte codes; the best of the beam are scored again with the full vectors.
     pub fn search(&self, exact: &ExactIndex, query: &[f32], n: usize, ef: usize) -> Vec<(ImageId, f32)> {
+        self.search_with(exact, query, n, ef, Walk::default())
+    }
+
+    /// The same, walking the graph as `walk` says (for measuring).
+    pub fn search_with(
+        &self,
+        exact: &ExactIndex,
+        query: &[f32],
+        n: usize,
+        ef: usize,
+        walk: Walk,
+    ) -> Vec<(ImageId, f32)> {
         if self.ids.is_empty() || query.len() != self.dim {
             return Vec::new();
         }
-        let score = |node: u32| dot(self.vector(exact, node), query);
+        let exact_score = |node: u32| dot(self.vector(exact, node), query);
+        let best = match walk {
+            Walk::Vectors => {
+                return self
+                    .beam(exact_score, |node| self.vector(exact, node), n, ef)
+                    .into_iter()
+                    .take(n)
+                    .map(|node| (self.ids[node.1 as usize], node.0))
+                    .collect();
+            }
+            Walk::Bytes => {
+                let q = Query::new(query);
+                self.beam(|node| self.codes.dot(&q, node as usize), |node| self.codes.row(node as usize), n, ef)
+            }
+        };
+        // The codes rank to about 1e-3; the best few of the beam, scored exactly, decide.
+        let best: Vec<u32> = best.into_iter().take(RESCORED.max(2 * n)).map(|s| s.1).collect();
+        for &node in &best {
+            prefetch(self.vector(exact, node));
+        }
+        let mut out: Vec<(ImageId, f32)> =
+            best.into_iter().map(|node| (self.ids[node as usize], exact_score(node))).collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        out.truncate(n);
+        out
+    }
+
+    /// The walk itself, scoring nodes with `score` and prefetching what `data` gives for a
+    /// node before scoring it: the beam's nodes, best first.
+    fn beam<'a, T: 'a>(
+        &'a self,
+        score: impl Fn(u32) -> f32,
+        data: impl Fn(u32) -> &'a [T],
+        n: usize,
+        ef: usize,
+    ) -> Vec<Scored> {
         let mut cur = self.entry;
         let mut cur_score = score(cur);
-        for layer in self.upper.iter().rev() {
+        // Greedy through the upper layers but the lowest, which is searched with a beam as wide
+        // as layer 0's (up to `layer1_beam`); all it finds seed layer 0.
+        let ef = ef.max(n);
+        let layer1_beam = ef.min(self.layer1_beam);
+        let greedy = if layer1_beam > 0 { self.upper.len().saturating_sub(1) } else { self.upper.len() };
+        for layer in self.upper.iter().skip(self.upper.len() - greedy).rev() {
             loop {
                 let mut moved = false;
                 for &nb in layer.get(&cur).map(Vec::as_slice).unwrap_or_default() {
@@ -223,7 +300,31 @@ impl FlatGraph {
                 }
             }
         }
-        let ef = ef.max(n);
+        let mut entries = vec![Scored(cur_score, cur)];
+        if greedy < self.upper.len() {
+            let layer = &self.upper[0];
+            entries = self.layer_beam(
+                entries,
+                |node| layer.get(&node).map(Vec::as_slice).unwrap_or_default(),
+                &score,
+                &data,
+                layer1_beam,
+            );
+        }
+        let layer0 =
+            |node: u32| &self.links[self.offsets[node as usize] as usize..self.offsets[node as usize + 1] as usize];
+        self.layer_beam(entries, layer0, &score, &data, ef)
+    }
+
+    /// A beam search of width `ef` on one layer from `entries`: the beam, best first.
+    fn layer_beam<'a, 'b, T: 'a>(
+        &self,
+        entries: Vec<Scored>,
+        neighbours: impl Fn(u32) -> &'b [u32],
+        score: &impl Fn(u32) -> f32,
+        data: &impl Fn(u32) -> &'a [T],
+        ef: usize,
+    ) -> Vec<Scored> {
         let mut visited = vec![0u64; self.ids.len().div_ceil(64)];
         let mut seen = |node: u32| {
             let (w, b) = (node as usize / 64, 1u64 << (node % 64));
@@ -231,23 +332,27 @@ impl FlatGraph {
             visited[w] |= b;
             was
         };
-        seen(cur);
+        for e in &entries {
+            seen(e.1);
+        }
         // Candidates: best first. Results: worst first, at most ef.
         let mut fresh: Vec<u32> = Vec::with_capacity(64);
-        let mut candidates = BinaryHeap::from([Scored(cur_score, cur)]);
-        let mut results = BinaryHeap::from([std::cmp::Reverse(Scored(cur_score, cur))]);
+        let mut candidates: BinaryHeap<Scored> = entries.iter().copied().collect();
+        let mut results: BinaryHeap<std::cmp::Reverse<Scored>> = entries.into_iter().map(std::cmp::Reverse).collect();
+        while results.len() > ef {
+            results.pop();
+        }
         while let Some(Scored(s, node)) = candidates.pop() {
             let worst = results.peek().map(|r| r.0.0).unwrap_or(f32::NEG_INFINITY);
             if results.len() >= ef && s < worst {
                 break;
             }
-            let (a, b) = (self.offsets[node as usize] as usize, self.offsets[node as usize + 1] as usize);
             // Unvisited neighbours first, their vectors prefetched: the distances then read
             // from cache instead of waiting on memory one vector at a time.
             fresh.clear();
-            fresh.extend(self.links[a..b].iter().copied().filter(|&nb| !seen(nb)));
+            fresh.extend(neighbours(node).iter().copied().filter(|&nb| !seen(nb)));
             for &nb in &fresh {
-                prefetch(self.vector(exact, nb));
+                prefetch(data(nb));
             }
             for &nb in &fresh {
                 let s = score(nb);
@@ -261,11 +366,23 @@ impl FlatGraph {
                 }
             }
         }
-        let mut out: Vec<(ImageId, f32)> = results.into_iter().map(|r| (self.ids[r.0.1 as usize], r.0.0)).collect();
-        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        out.truncate(n);
-        out
+        results.into_sorted_vec().into_iter().map(|r| r.0).collect()
     }
+
+    /// Caps the beam on layer 1 at `width` (0: greedy descent there too), for measuring.
+    pub fn set_layer1_beam(&mut self, width: usize) {
+        self.layer1_beam = width;
+    }
+}
+
+/// How a search walks the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Walk {
+    /// Every distance with the full vectors.
+    Vectors,
+    /// The byte codes of the vectors and of the query, the best rescored.
+    #[default]
+    Bytes,
 }
 
 #[cfg(test)]
@@ -293,6 +410,55 @@ mod tests {
 
     fn list(g: &FlatGraph, node: usize) -> Vec<u32> {
         g.links[g.offsets[node] as usize..g.offsets[node + 1] as usize].to_vec()
+    }
+
+    fn angle(deg: f32) -> Vec<f32> {
+        vec![deg.to_radians().cos(), deg.to_radians().sin()]
+    }
+
+    /// Entry 0 on layer 1 links to 1 (facing away from the query), which links to 2 (near
+    /// it); on layer 0 the graph is two islands, {0, 4} and {2, 3}.
+    fn islands(exact: &mut ExactIndex) -> FlatGraph {
+        for (id, deg) in [(1, 90.0), (2, 180.0), (3, 10.0), (4, 5.0), (5, 100.0)] {
+            exact.insert(id, &angle(deg));
+        }
+        let node = |id, layer, neighbours: Vec<Vec<ImageId>>| SourceNode { id, layer, vector: None, neighbours };
+        let nodes = vec![
+            node(1, 1, vec![vec![5], vec![2]]),
+            node(2, 1, vec![vec![], vec![1, 3]]),
+            node(3, 1, vec![vec![4], vec![2]]),
+            node(4, 0, vec![vec![3]]),
+            node(5, 0, vec![vec![1]]),
+        ];
+        FlatGraph::new(2, nodes.into_iter(), exact)
+    }
+
+    #[test]
+    fn a_beam_on_layer_1_finds_what_greedy_descent_misses() {
+        let mut exact = ExactIndex::default();
+        let mut g = islands(&mut exact);
+        let query = angle(0.0);
+        // Greedy: node 2 scores worse than the entry, so the walk stays on the entry's island.
+        g.set_layer1_beam(0);
+        assert_eq!(g.search(&exact, &query, 1, 8)[0].0, 1);
+        g.set_layer1_beam(4);
+        let found = g.search(&exact, &query, 2, 8);
+        assert_eq!(found.iter().map(|h| h.0).collect::<Vec<_>>(), [4, 3]);
+    }
+
+    #[test]
+    fn byte_walks_return_the_exact_cosines_of_the_full_walk() {
+        let mut exact = ExactIndex::default();
+        let mut g = star(40, &mut exact);
+        g.add_reverse_links(&exact, 48);
+        for q in [unit(3), unit(17), vec![0.2, -0.9, 0.1]] {
+            let full = g.search_with(&exact, &q, 5, 16, Walk::Vectors);
+            assert_eq!(full.len(), 5);
+            assert_eq!(g.search_with(&exact, &q, 5, 16, Walk::Bytes), full);
+            for (id, score) in full {
+                assert_eq!(score, dot(&q, exact.row(exact.position(id).unwrap())));
+            }
+        }
     }
 
     #[test]

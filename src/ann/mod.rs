@@ -14,6 +14,7 @@
 //! is and scans the vectors newer than it exactly beside it; [`AnnIndex::maintain`] (run by the
 //! indexer, in the background under `watch`) inserts new vectors or rebuilds the graph.
 
+pub mod codes;
 pub mod flat;
 pub mod hnsw;
 

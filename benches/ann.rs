@@ -6,9 +6,12 @@
 //!
 //!     cargo bench --bench ann [-- N ...]     (default: 100000 1000000; the graph up to 100000)
 //!
-//! The graph is built up to `CLIPDEX_ANN_GRAPH_MAX` vectors (default 100000).
+//! The graph is built up to `CLIPDEX_ANN_GRAPH_MAX` vectors (default 100000);
+//! `CLIPDEX_ANN_GRAPH_CACHE=DIR` saves it there and later runs load it instead of building
+//! (the vectors come from a fixed seed), to compare searches on one graph.
 //! `CLIPDEX_ANN_REVERSE_CAPS=0,64` adds recall and rate rows for other caps on the reverse
-//! links the flat search restores (0: the graph as hnsw_rs built it). With
+//! links the flat search restores (0: the graph as hnsw_rs built it);
+//! `CLIPDEX_ANN_UPPER_EFS=0,16` for other caps on the layer-1 beam (0: greedy). With
 //! `CLIPDEX_ANN_DUMP=DIR`, the vectors and queries of each size are written there as raw
 //! little-endian f32 (`vectors-N.f32`, `queries-N.f32`), for `tools/bench_hnswlib.py` to run
 //! hnswlib on exactly the same data.

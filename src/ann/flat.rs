@@ -3,10 +3,11 @@
 //!
 //! Why: hnsw_rs's own search allocates a reference-counted record for every node it visits and
 //! keeps the visited set in a hash map; on two cores that held it to about half of hnswlib's
-//! query rate at the same ef. Here a search touches only contiguous arrays (neighbour lists
-//! in one buffer, a visited bitset, the vectors where the exact index already holds them), so
-//! the vectors are held once: live nodes point into the exact index, and only deleted images
-//! (tombstones, at most a fifth of the graph) keep a copy here, because paths run through them.
+//! query rate at the same ef. Here a search touches only contiguous arrays: neighbour lists in
+//! one buffer, a visited bitset, and 8-bit codes of the vectors ([`super::codes`]) for the walk.
+//! The full vectors are held once: live nodes point into the exact index for the final
+//! rescoring, and only deleted images (tombstones, at most a fifth of the graph) keep a copy
+//! here, because paths run through them.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};

@@ -42,6 +42,27 @@ fn unit(mut v: Vec<f32>) -> Vec<f32> {
     v
 }
 
+/// The comma-separated numbers in environment variable `name` (none when unset).
+fn env_list(name: &str) -> Vec<usize> {
+    std::env::var(name).map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect()).unwrap_or_default()
+}
+
+/// A search under measurement: query in, ids and cosines out.
+type Searcher<'a> = dyn Fn(&[f32]) -> Vec<(u64, f32)> + 'a;
+
+/// Queries/s and recall@10 of `search` over `queries`, four rounds.
+fn measure(queries: &[Vec<f32>], truth: &[Vec<u64>], search: &Searcher) -> String {
+    let started = Instant::now();
+    let mut found = 0;
+    for _ in 0..4 {
+        for (q, t) in queries.iter().zip(truth) {
+            found += search(q).into_iter().filter(|h| t.contains(&h.0)).count();
+        }
+    }
+    let per_query = started.elapsed().as_secs_f64() / (4 * queries.len()) as f64;
+    format!("{:.0} queries/s (recall@10 {:.3})", 1.0 / per_query, found as f64 / (4 * 10 * queries.len()) as f64)
+}
+
 fn main() {
     const DIM: usize = 512;
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
@@ -119,85 +140,39 @@ fn main() {
         let truth: Vec<Vec<u64>> =
             queries.iter().map(|q| index.top(q, 10).into_iter().map(|h| h.0).collect()).collect();
         let flat = graph.flatten(&index);
-        let caps: Vec<usize> = std::env::var("CLIPDEX_ANN_REVERSE_CAPS")
-            .ok()
-            .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
-            .unwrap_or_default();
-        for cap in caps {
+        let measure = |search: &Searcher| measure(&queries, &truth, search);
+        for cap in env_list("CLIPDEX_ANN_REVERSE_CAPS") {
             // 0: the graph as hnsw_rs built it; the searches below use flatten()'s cap.
             let started = Instant::now();
             let other = graph.flatten_with(&index, cap);
             println!(
-                "{n:>8} vectors, HNSW with reverse links up to {cap}: flattened in {:.1} s, {} bytes per vector for the links",
+                "{n:>8} vectors, HNSW with reverse links up to {cap}: flattened in {:.1} s, {} bytes per vector for the links and byte codes",
                 started.elapsed().as_secs_f64(),
                 other.bytes() / n
             );
             for ef in [16usize, 32, 64, 128, 256, 512] {
-                let started = Instant::now();
-                let mut found = 0;
-                for _ in 0..4 {
-                    for (q, t) in queries.iter().zip(&truth) {
-                        let hits = other.search(&index, q, 10, ef);
-                        found += hits.into_iter().filter(|h| t.contains(&h.0)).count();
-                    }
-                }
-                let per_query = started.elapsed().as_secs_f64() / (4 * queries.len()) as f64;
-                println!(
-                    "{n:>8} vectors, HNSW reverse cap {cap} ef {ef:>3}: clipdex {:.0} queries/s (recall@10 {:.3})",
-                    1.0 / per_query,
-                    found as f64 / (4 * 10 * queries.len()) as f64
-                );
+                let rate = measure(&|q| other.search(&index, q, 10, ef));
+                println!("{n:>8} vectors, HNSW reverse cap {cap} ef {ef:>3}: clipdex {rate}");
             }
         }
-        let upper_efs: Vec<usize> = std::env::var("CLIPDEX_ANN_UPPER_EFS")
-            .ok()
-            .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
-            .unwrap_or_default();
         let mut flat = flat;
-        for upper_ef in upper_efs {
-            flat.set_layer1_beam(upper_ef);
+        for beam in env_list("CLIPDEX_ANN_UPPER_EFS") {
+            flat.set_layer1_beam(beam);
             for ef in [16usize, 32, 64, 128, 256, 512] {
-                let started = Instant::now();
-                let mut found = 0;
-                for _ in 0..4 {
-                    for (q, t) in queries.iter().zip(&truth) {
-                        let hits = flat.search(&index, q, 10, ef);
-                        found += hits.into_iter().filter(|h| t.contains(&h.0)).count();
-                    }
-                }
-                let per_query = started.elapsed().as_secs_f64() / (4 * queries.len()) as f64;
-                println!(
-                    "{n:>8} vectors, HNSW layer-1 beam up to {upper_ef} ef {ef:>3}: clipdex {:.0} queries/s (recall@10 {:.3})",
-                    1.0 / per_query,
-                    found as f64 / (4 * 10 * queries.len()) as f64
-                );
+                let rate = measure(&|q| flat.search(&index, q, 10, ef));
+                println!("{n:>8} vectors, HNSW layer-1 beam up to {beam} ef {ef:>3}: clipdex {rate}");
             }
         }
         flat.set_layer1_beam(clipdex::ann::flat::LAYER1_BEAM);
         for ef in [10usize, 16, 32, 64, 128, 256, 512] {
-            let mut rates = Vec::new();
-            for walk in [None, Some(Walk::Bytes), Some(Walk::Vectors)] {
-                let started = Instant::now();
-                let mut found = 0;
-                for _ in 0..4 {
-                    for (q, t) in queries.iter().zip(&truth) {
-                        let hits = match walk {
-                            Some(walk) => flat.search_with(&index, q, 10, ef, walk),
-                            None => graph.search(q, 10, ef),
-                        };
-                        found += hits.into_iter().filter(|h| t.contains(&h.0)).count();
-                    }
-                }
-                let per_query = started.elapsed().as_secs_f64() / (4 * queries.len()) as f64;
-                rates.push(format!(
-                    "{:.0} queries/s (recall@10 {:.3})",
-                    1.0 / per_query,
-                    found as f64 / (4 * 10 * queries.len()) as f64
-                ));
-            }
+            let rates = [
+                measure(&|q| flat.search_with(&index, q, 10, ef, Walk::Bytes)),
+                measure(&|q| flat.search_with(&index, q, 10, ef, Walk::Vectors)),
+                measure(&|q| graph.search(q, 10, ef)),
+            ];
             println!(
                 "{n:>8} vectors, HNSW ef {ef:>3}: clipdex {}; walking the full vectors {}; hnsw_rs search {}",
-                rates[1], rates[2], rates[0]
+                rates[0], rates[1], rates[2]
             );
         }
         println!(

@@ -226,8 +226,9 @@ impl FlatGraph {
     }
 
     /// The `n` nodes most similar to `query` (cosine, best first), tombstones included: greedy
-    /// descent through the upper layers, then a beam of width `ef` on layer 0, both on the
-    /// byte codes; the best of the beam are scored again with the full vectors.
+    /// descent through the upper layers above layer 1, a beam on layer 1 (see [`LAYER1_BEAM`]),
+    /// then a beam of width `ef` on layer 0, all on the byte codes; the best of the beam are
+    /// scored again with the full vectors.
     pub fn search(&self, exact: &ExactIndex, query: &[f32], n: usize, ef: usize) -> Vec<(ImageId, f32)> {
         self.search_with(exact, query, n, ef, Walk::default())
     }

@@ -11,7 +11,7 @@
 //! (the vectors come from a fixed seed), to compare searches on one graph.
 //! `CLIPDEX_ANN_REVERSE_CAPS=0,64` adds recall and rate rows for other caps on the reverse
 //! links the flat search restores (0: the graph as hnsw_rs built it);
-//! `CLIPDEX_ANN_UPPER_EFS=0,16` for other caps on the layer-1 beam (0: greedy). With
+//! `CLIPDEX_ANN_LAYER1_BEAMS=0,16` for other caps on the layer-1 beam (0: greedy). With
 //! `CLIPDEX_ANN_DUMP=DIR`, the vectors and queries of each size are written there as raw
 //! little-endian f32 (`vectors-N.f32`, `queries-N.f32`), for `tools/bench_hnswlib.py` to run
 //! hnswlib on exactly the same data.
@@ -139,7 +139,7 @@ fn main() {
         }
         let truth: Vec<Vec<u64>> =
             queries.iter().map(|q| index.top(q, 10).into_iter().map(|h| h.0).collect()).collect();
-        let flat = graph.flatten(&index);
+        let mut flat = graph.flatten(&index);
         let measure = |search: &Searcher| measure(&queries, &truth, search);
         for cap in env_list("CLIPDEX_ANN_REVERSE_CAPS") {
             // 0: the graph as hnsw_rs built it; the searches below use flatten()'s cap.
@@ -155,8 +155,7 @@ fn main() {
                 println!("{n:>8} vectors, HNSW reverse cap {cap} ef {ef:>3}: clipdex {rate}");
             }
         }
-        let mut flat = flat;
-        for beam in env_list("CLIPDEX_ANN_UPPER_EFS") {
+        for beam in env_list("CLIPDEX_ANN_LAYER1_BEAMS") {
             flat.set_layer1_beam(beam);
             for ef in [16usize, 32, 64, 128, 256, 512] {
                 let rate = measure(&|q| flat.search(&index, q, 10, ef));

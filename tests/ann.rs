@@ -1,6 +1,7 @@
 //! The HNSW graph: searches never build it (maintenance does), recall against the exact scan,
 //! a snapshot that survives a restart and is caught up instead of rebuilt, new vectors found
-//! before they are caught up, tombstones that never come back, and a rebuild when they pile up.
+//! before they are caught up, tombstones that never come back, a rebuild when they pile up, and
+//! searches that open the saved flat graph (or hnsw_rs's dump when that file is damaged).
 
 use std::path::{Path, PathBuf};
 
@@ -150,9 +151,10 @@ fn a_corrupt_snapshot_is_rebuilt() {
     let mut rng = Rng(3);
     add(&store, "a", &vectors(&mut rng, 600));
     AnnIndex::maintain(&store, &graph_dir, 100).unwrap();
+    // Both forms of the graph damaged: hnsw_rs's dump and the flat file.
     for entry in std::fs::read_dir(&graph_dir).unwrap() {
         let p = entry.unwrap().path();
-        if p.extension().is_some_and(|e| e == "graph") {
+        if p.extension().is_some_and(|e| e == "graph" || e == "bin") {
             std::fs::write(&p, b"garbage").unwrap();
         }
     }
@@ -161,4 +163,64 @@ fn a_corrupt_snapshot_is_rebuilt() {
     assert_eq!(index.top(&vectors(&mut Rng(5), 1)[0], 5).len(), 5, "the exact scan answers meanwhile");
     assert!(AnnIndex::maintain(&store, &graph_dir, 100).unwrap().rebuilt);
     assert!(!AnnIndex::open(&store, &graph_dir, 100).unwrap().state().needs_rebuild);
+}
+
+/// The files of the snapshot in `dir` whose name ends in `ext`, with their bytes.
+fn snapshot_files(dir: &Path, ext: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn searches_open_the_flat_file_and_fall_back_to_hnsw_rs_dump() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("db")).unwrap();
+    let graph_dir = tmp.path().join("db/hnsw");
+    let mut rng = Rng(21);
+    add(&store, "a", &vectors(&mut rng, 800));
+    let queries = vectors(&mut rng, 20);
+    assert!(AnnIndex::maintain(&store, &graph_dir, 100).unwrap().rebuilt);
+    let flat = snapshot_files(&graph_dir, "bin");
+    let dump = snapshot_files(&graph_dir, "graph");
+    assert_eq!(flat.len(), 1, "the flat graph is saved with the snapshot");
+    assert_eq!(dump.len(), 1);
+    let answers = |index: &AnnIndex| queries.iter().map(|q| index.top(q, 10)).collect::<Vec<_>>();
+    let opened = AnnIndex::open(&store, &graph_dir, 100).unwrap();
+    let expected = answers(&opened);
+    let exact = AnnIndex::open(&store, &graph_dir, usize::MAX).unwrap();
+    assert!(recall_at_10(&opened, &exact, &queries) >= 0.95);
+
+    // Opening reads the flat file only: hnsw_rs's dump is not needed to search.
+    std::fs::write(&dump[0].0, b"garbage").unwrap();
+    let index = AnnIndex::open(&store, &graph_dir, 100).unwrap();
+    assert!(!index.state().needs_rebuild && !index.state().needs_maintenance());
+    assert_eq!(answers(&index), expected);
+    std::fs::write(&dump[0].0, &dump[0].1).unwrap();
+
+    // A damaged flat file: the graph is flattened from hnsw_rs's dump, same answers.
+    let mut damaged = flat[0].1.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 1;
+    std::fs::write(&flat[0].0, &damaged).unwrap();
+    let index = AnnIndex::open(&store, &graph_dir, 100).unwrap();
+    assert!(!index.state().needs_rebuild);
+    assert_eq!(answers(&index), expected);
+
+    // A snapshot from before the flat file: it still opens, and maintenance adds the file
+    // without rebuilding or inserting anything.
+    std::fs::remove_file(&flat[0].0).unwrap();
+    let state = AnnIndex::describe(&store, &graph_dir, 100).unwrap();
+    assert!(state.needs_maintenance());
+    assert_eq!(answers(&AnnIndex::open(&store, &graph_dir, 100).unwrap()), expected);
+    let maintained = AnnIndex::maintain(&store, &graph_dir, 100).unwrap();
+    assert!(!maintained.rebuilt && maintained.caught_up == 0);
+    assert_eq!(snapshot_files(&graph_dir, "bin").len(), 1);
+    assert!(!AnnIndex::describe(&store, &graph_dir, 100).unwrap().needs_maintenance());
+    assert_eq!(answers(&AnnIndex::open(&store, &graph_dir, 100).unwrap()), expected);
 }

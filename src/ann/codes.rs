@@ -48,6 +48,21 @@ impl Codes {
     pub fn bytes(&self) -> usize {
         self.bytes.len() + 4 * self.scales.len()
     }
+
+    /// Row `i` decoded back to floats (each entry within half a scale step of the original).
+    pub fn decode(&self, i: usize) -> Vec<f32> {
+        self.row(i).iter().map(|b| *b as f32 * self.scales[i]).collect()
+    }
+
+    /// The codes' parts: every row's bytes, one after the other, and the scales.
+    pub fn parts(&self) -> (&[i8], &[f32]) {
+        (&self.bytes, &self.scales)
+    }
+
+    /// Codes from their parts (`None` when they do not fit together).
+    pub fn from_parts(dim: usize, bytes: Vec<i8>, scales: Vec<f32>) -> Option<Self> {
+        (bytes.len() == dim * scales.len()).then_some(Codes { dim, bytes, scales })
+    }
 }
 
 /// A query encoded like the rows.

@@ -9,6 +9,8 @@
 //! rescoring, and only deleted images (tombstones, at most a fifth of the graph) keep a copy
 //! here, because paths run through them.
 
+mod file;
+
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 

@@ -3,7 +3,9 @@
 //! The graph is derived data: the store stays the source of truth and the graph can always be
 //! rebuilt from it. It is saved as a snapshot (`hnsw/`, written to a temporary folder, synced,
 //! then renamed into place, since hnsw_rs's own dump neither syncs nor replaces atomically)
-//! that remembers the largest image id it holds. Image ids only grow (sled's `generate_id`), so
+//! that remembers the largest image id it holds. The snapshot also holds the graph's flat form
+//! (`flat.bin`, see [`FlatGraph::save`]), which is what searches open: one file read instead of
+//! loading hnsw_rs's dump and flattening it; the dump is for inserting. Image ids only grow (sled's `generate_id`), so
 //! on open everything above that id is new and is inserted; nothing is re-embedded and the
 //! graph is not rebuilt. hnsw_rs cannot delete: images removed from the store stay in the graph
 //! as tombstones, filtered out of results, and the graph is rebuilt once they pass a fifth of it.
@@ -29,6 +31,8 @@ pub const REVERSE_LINK_CAP: usize = 48;
 /// hnsw_rs only reloads dumps made with 16 layers.
 const MAX_LAYERS: usize = 16;
 const BASENAME: &str = "graph";
+/// The flat form of the graph, saved beside hnsw_rs's dump (see [`FlatGraph::save`]).
+const FLAT_FILE: &str = "flat.bin";
 
 /// `1 - cosine` for unit vectors, clamped at 0: rounding can push a vector's similarity with
 /// itself above 1, and a negative distance breaks the graph's ordering.
@@ -144,8 +148,9 @@ impl HnswGraph {
         self.graph.search(query, n, ef.max(n)).into_iter().map(|nb| (nb.d_id as ImageId, 1.0 - nb.distance)).collect()
     }
 
-    /// Writes the snapshot to `dir` (replacing any previous one).
-    pub fn save(&self, dir: &Path) -> Result<()> {
+    /// Writes the snapshot to `dir` (replacing any previous one), with `flat`, the graph's
+    /// flat form, for searches to open.
+    pub fn save(&self, dir: &Path, flat: Option<&FlatGraph>) -> Result<()> {
         let err =
             |e: &dyn std::fmt::Display| Error::Store(format!("saving the search graph in {}: {e}", dir.display()));
         let tmp = sibling(dir, "tmp");
@@ -158,6 +163,9 @@ impl HnswGraph {
         }
         let meta = SnapshotMeta { dim: self.dim, count: self.count, last_id: self.last_id, search_ef: self.search_ef };
         std::fs::write(tmp.join("meta.json"), serde_json::to_vec(&meta).map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+        if let Some(flat) = flat {
+            flat.save(&tmp.join(FLAT_FILE)).map_err(|e| err(&e))?;
+        }
         for entry in std::fs::read_dir(&tmp).map_err(|e| err(&e))? {
             let path = entry.map_err(|e| err(&e))?.path();
             std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| err(&e))?;
@@ -203,6 +211,50 @@ impl HnswGraph {
             }
         }
     }
+}
+
+/// What searches need of a snapshot.
+pub struct SearchSnapshot {
+    /// The graph, flat; `None` when it is not to be searched (its beam width is 0).
+    pub graph: Option<FlatGraph>,
+    /// The largest image id inside.
+    pub last_id: ImageId,
+    /// The beam width to search it with.
+    pub search_ef: usize,
+}
+
+/// Opens the snapshot in `dir` for searching beside `exact`: the flat graph saved with it
+/// when that is there and sound (one file read), else hnsw_rs's dump loaded and flattened
+/// (snapshots written before the flat file existed, or a damaged flat file). `None` when the
+/// snapshot cannot be used (the caller rebuilds).
+pub fn open_for_search(dir: &Path, exact: &ExactIndex) -> Option<SearchSnapshot> {
+    let meta = read_meta(dir).filter(|m| m.dim == exact.dim)?;
+    let (last_id, search_ef) = (meta.last_id, meta.search_ef);
+    if search_ef == 0 {
+        return Some(SearchSnapshot { graph: None, last_id, search_ef });
+    }
+    let path = dir.join(FLAT_FILE);
+    match FlatGraph::load(&path, exact) {
+        Ok(graph) if graph.len() == meta.count => {
+            return Some(SearchSnapshot { graph: Some(graph), last_id, search_ef });
+        }
+        Ok(graph) => tracing::warn!(
+            "{} holds {} nodes where the snapshot has {}; flattening hnsw_rs's graph instead",
+            path.display(),
+            graph.len(),
+            meta.count
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot use the flat search graph ({e}); flattening hnsw_rs's graph instead"),
+    }
+    let graph = HnswGraph::load(dir, exact.dim)?;
+    Some(SearchSnapshot { graph: Some(graph.flatten(exact)), last_id: graph.last_id, search_ef: graph.search_ef })
+}
+
+/// Whether the snapshot in `dir` lacks its flat file although it is to be searched (one
+/// written before there was a flat file: the next maintenance adds it).
+pub fn lacks_flat_file(dir: &Path) -> bool {
+    read_meta(dir).is_some_and(|m| m.search_ef > 0) && !dir.join(FLAT_FILE).exists()
 }
 
 /// Marks the snapshot in `dir` as unusable (its metadata goes; the next maintenance rebuilds).

@@ -59,12 +59,16 @@ pub struct IndexState {
     /// The beam width the graph was measured to need for recall@10 ≥ 0.95 on the library's
     /// own vectors (0: none up to 512 did, so searches scan exactly).
     pub search_ef: u64,
+    /// Whether the snapshot lacks the flat file that searches open (written before there was
+    /// one); maintenance adds it.
+    #[serde(skip)]
+    pub needs_flat_file: bool,
 }
 
 impl IndexState {
     /// Whether [`AnnIndex::maintain`] has anything to do.
     pub fn needs_maintenance(&self) -> bool {
-        self.kind == "hnsw" && (self.needs_rebuild || self.pending > 0)
+        self.kind == "hnsw" && (self.needs_rebuild || self.pending > 0 || self.needs_flat_file)
     }
 }
 
@@ -87,21 +91,20 @@ impl AnnIndex {
     pub fn open(store: &Store, dir: &Path, graph_min: usize) -> Result<Self> {
         let exact = ExactIndex::load(store)?;
         let mut state = Self::describe(store, dir, graph_min)?;
-        let loaded = if state.kind == "hnsw" { HnswGraph::load(dir, exact.dim) } else { None };
+        let loaded = if state.kind == "hnsw" { hnsw::open_for_search(dir, &exact) } else { None };
         if state.kind == "hnsw" && loaded.is_none() {
             state.needs_rebuild = true;
             // An unusable snapshot: forget it, so that the next maintenance rebuilds.
             hnsw::discard_snapshot(dir);
         }
         let fresh_from = match &loaded {
-            Some(g) => exact.ids.partition_point(|id| *id <= g.last_id()),
+            Some(s) => exact.ids.partition_point(|id| *id <= s.last_id),
             None => exact.len(),
         };
-        let search_ef = loaded.as_ref().map(|g| g.search_ef()).unwrap_or(0);
+        let search_ef = loaded.as_ref().map(|s| s.search_ef).unwrap_or(0);
         state.search_ef = search_ef as u64;
-        // hnsw_rs's structure (with its own copy of every vector) is dropped here; a graph
-        // measured as too poor is not searched.
-        let graph = loaded.filter(|_| search_ef > 0).map(|g| g.flatten(&exact));
+        // A graph measured as too poor is not searched.
+        let graph = loaded.and_then(|s| s.graph).filter(|_| search_ef > 0);
         let live = exact.ids.iter().copied().collect();
         Ok(AnnIndex { exact, graph, search_ef, fresh_from, live, state })
     }
@@ -132,15 +135,17 @@ impl AnnIndex {
                 g
             }
         };
-        let ef = calibrate(&graph.flatten(&exact), &exact);
+        let flat = graph.flatten(&exact);
+        let ef = calibrate(&flat, &exact);
         if ef == 0 {
             tracing::warn!("the search graph misses too much even at ef 512; searches scan exactly");
         }
         graph.set_search_ef(ef);
         state.search_ef = ef as u64;
-        graph.save(dir)?;
+        graph.save(dir, (ef > 0).then_some(&flat))?;
         state.pending = 0;
         state.needs_rebuild = false;
+        state.needs_flat_file = false;
         Ok(state)
     }
 
@@ -199,6 +204,7 @@ impl AnnIndex {
                 let inside = vectors - state.pending;
                 state.tombstones = (count as u64).saturating_sub(inside);
                 state.needs_rebuild = state.tombstones as f64 > REBUILD_TOMBSTONE_SHARE * count as f64;
+                state.needs_flat_file = hnsw::lacks_flat_file(dir);
             }
             None => {
                 state.pending = vectors;

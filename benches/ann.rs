@@ -198,10 +198,10 @@ fn main() {
         let started = Instant::now();
         std::hint::black_box(loaded.flatten(&index).search(&index, &queries[0], 10, 64));
         let t_flatten = started.elapsed().as_secs_f64();
+        let built =
+            if reused { String::new() } else { format!("built at {:.0} vectors/s ({build:.0} s); ", n as f64 / build) };
         println!(
-            "{n:>8} vectors, HNSW: built at {:.0} vectors/s ({:.0} s); cold start to the first answer {:.2} s from the flat file ({flat_mb:.0} MB), {:.2} s from hnsw_rs's dump ({:.2} s load + {:.2} s flatten)",
-            n as f64 / build,
-            build,
+            "{n:>8} vectors, HNSW: {built}cold start to the first answer {:.2} s from the flat file ({flat_mb:.0} MB), {:.2} s from hnsw_rs's dump ({:.2} s load + {:.2} s flatten)",
             t_open,
             t_load + t_flatten,
             t_load,

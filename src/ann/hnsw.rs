@@ -225,8 +225,9 @@ pub struct SearchSnapshot {
 
 /// Opens the snapshot in `dir` for searching beside `exact`: the flat graph saved with it
 /// when that is there and sound (one file read), else hnsw_rs's dump loaded and flattened
-/// (snapshots written before the flat file existed, or a damaged flat file). `None` when the
-/// snapshot cannot be used (the caller rebuilds).
+/// (snapshots written before the flat file existed, or a damaged flat file, which is removed
+/// for the next maintenance to write again). `None` when the snapshot cannot be used (the
+/// caller rebuilds).
 pub fn open_for_search(dir: &Path, exact: &ExactIndex) -> Option<SearchSnapshot> {
     let meta = read_meta(dir).filter(|m| m.dim == exact.dim)?;
     let (last_id, search_ef) = (meta.last_id, meta.search_ef);
@@ -234,18 +235,20 @@ pub fn open_for_search(dir: &Path, exact: &ExactIndex) -> Option<SearchSnapshot>
         return Some(SearchSnapshot { graph: None, last_id, search_ef });
     }
     let path = dir.join(FLAT_FILE);
-    match FlatGraph::load(&path, exact) {
+    let unusable = match FlatGraph::load(&path, exact) {
         Ok(graph) if graph.len() == meta.count => {
             return Some(SearchSnapshot { graph: Some(graph), last_id, search_ef });
         }
-        Ok(graph) => tracing::warn!(
-            "{} holds {} nodes where the snapshot has {}; flattening hnsw_rs's graph instead",
-            path.display(),
-            graph.len(),
-            meta.count
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!("cannot use the flat search graph ({e}); flattening hnsw_rs's graph instead"),
+        Ok(graph) => format!("{} holds {} nodes where the snapshot has {}", path.display(), graph.len(), meta.count),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => e.to_string(),
+    };
+    if !unusable.is_empty() {
+        // Dropped, so that the next maintenance writes it again.
+        tracing::warn!("cannot use the flat search graph ({unusable}); flattening hnsw_rs's graph instead");
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!("cannot remove {}: {e}", path.display());
+        }
     }
     let graph = HnswGraph::load(dir, exact.dim)?;
     Some(SearchSnapshot { graph: Some(graph.flatten(exact)), last_id: graph.last_id, search_ef: graph.search_ef })

@@ -236,17 +236,24 @@ mod tests {
         g
     }
 
+    /// The test graph saved: its folder (kept for the test's length), the file, the vectors
+    /// and the graph.
+    fn saved() -> (tempfile::TempDir, std::path::PathBuf, ExactIndex, FlatGraph) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flat.bin");
+        let mut exact = ExactIndex::default();
+        let g = graph(&mut exact);
+        g.save(&path).unwrap();
+        (dir, path, exact, g)
+    }
+
     fn queries() -> Vec<Vec<f32>> {
         (0..6).map(|q| (0..8).map(|k| ((q * 7 + k) as f32 * 0.9).cos()).collect()).collect()
     }
 
     #[test]
     fn a_saved_graph_loads_and_searches_the_same() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("flat.bin");
-        let mut exact = ExactIndex::default();
-        let g = graph(&mut exact);
-        g.save(&path).unwrap();
+        let (_dir, path, exact, g) = saved();
         let loaded = FlatGraph::load(&path, &exact).unwrap();
         assert_eq!((loaded.entry, &loaded.ids, &loaded.rows), (g.entry, &g.ids, &g.rows));
         assert_eq!((&loaded.offsets, &loaded.links, &loaded.upper), (&g.offsets, &g.links, &g.upper));
@@ -262,11 +269,7 @@ mod tests {
 
     #[test]
     fn images_deleted_since_the_save_walk_on_their_codes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("flat.bin");
-        let mut exact = ExactIndex::default();
-        let g = graph(&mut exact);
-        g.save(&path).unwrap();
+        let (_dir, path, exact, _) = saved();
         // Every third image is gone from the store when the graph is opened again.
         let mut today = ExactIndex::default();
         for (id, v) in exact.iter().filter(|(id, _)| id % 3 != 0) {
@@ -293,10 +296,7 @@ mod tests {
 
     #[test]
     fn damaged_files_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("flat.bin");
-        let mut exact = ExactIndex::default();
-        graph(&mut exact).save(&path).unwrap();
+        let (dir, path, exact, g) = saved();
         let good = std::fs::read(&path).unwrap();
         let refused = |bytes: &[u8]| {
             std::fs::write(&path, bytes).unwrap();
@@ -310,7 +310,9 @@ mod tests {
         assert!(refused(&[b'x'; 64]).contains("checksum"));
         // A well-formed file whose content lies: a link to a node that does not exist.
         let mut lying = good[..good.len() - 32].to_vec();
-        let links_end = lying.len() - upper_bytes(&exact);
+        let upper_bytes: usize =
+            g.upper.iter().map(|l| 4 + l.values().map(|list| 8 + 4 * list.len()).sum::<usize>()).sum();
+        let links_end = lying.len() - upper_bytes;
         lying[links_end - 4..links_end].copy_from_slice(&9999u32.to_le_bytes());
         lying.extend_from_slice(blake3::hash(&lying).as_bytes());
         assert!(refused(&lying).contains("malformed layer 0"));
@@ -321,13 +323,5 @@ mod tests {
         let error = FlatGraph::load(&path, &narrow).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(error.contains("width 8"), "{error}");
         assert!(FlatGraph::load(&dir.path().join("none"), &exact).is_err());
-    }
-
-    /// Bytes the upper layers of `graph` take in the file.
-    fn upper_bytes(exact: &ExactIndex) -> usize {
-        let mut scratch = ExactIndex::default();
-        let g = graph(&mut scratch);
-        assert_eq!(scratch.len(), exact.len());
-        g.upper.iter().map(|l| 4 + l.values().map(|list| 8 + 4 * list.len()).sum::<usize>()).sum()
     }
 }

@@ -5,9 +5,9 @@
 //! then renamed into place, since hnsw_rs's own dump neither syncs nor replaces atomically)
 //! that remembers the largest image id it holds. The snapshot also holds the graph's flat form
 //! (`flat.bin`, see [`FlatGraph::save`]), which is what searches open: one file read instead of
-//! loading hnsw_rs's dump and flattening it; the dump is for inserting. Image ids only grow (sled's `generate_id`), so
-//! on open everything above that id is new and is inserted; nothing is re-embedded and the
-//! graph is not rebuilt. hnsw_rs cannot delete: images removed from the store stay in the graph
+//! loading hnsw_rs's dump and flattening it; the dump is for inserting. Image ids only grow
+//! (sled's `generate_id`), so on open everything above that id is new and is inserted; nothing
+//! is re-embedded and the graph is not rebuilt. hnsw_rs cannot delete: images removed from the store stay in the graph
 //! as tombstones, filtered out of results, and the graph is rebuilt once they pass a fifth of it.
 
 use std::path::{Path, PathBuf};

@@ -103,8 +103,8 @@ impl AnnIndex {
         };
         let search_ef = loaded.as_ref().map(|s| s.search_ef).unwrap_or(0);
         state.search_ef = search_ef as u64;
-        // A graph measured as too poor is not searched.
-        let graph = loaded.and_then(|s| s.graph).filter(|_| search_ef > 0);
+        // A graph measured as too poor comes without its flat form: it is not searched.
+        let graph = loaded.and_then(|s| s.graph);
         let live = exact.ids.iter().copied().collect();
         Ok(AnnIndex { exact, graph, search_ef, fresh_from, live, state })
     }

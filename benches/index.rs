@@ -93,8 +93,11 @@ fn main() -> clipdex::Result<()> {
         let db = tmp.path().join(format!("db-{}", min_side.is_some()));
         let store = Store::open(&db)?;
         store.add_root(&std::fs::canonicalize(&photos_dir).unwrap())?;
-        let options =
-            IndexOptions { decode: DecodeOptions { max_pixels: DEFAULT_MAX_PIXELS, min_side }, batch_size: 32 };
+        let options = IndexOptions {
+            decode: DecodeOptions { max_pixels: DEFAULT_MAX_PIXELS, min_side },
+            batch_size: 32,
+            prune: false,
+        };
         let started = Instant::now();
         let report = index_pass(&store, &clip, &options, &|_, _| {})?;
         let secs = started.elapsed().as_secs_f64();

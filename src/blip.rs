@@ -9,6 +9,7 @@ use serde_json::json;
 use clipdex::Library;
 use clipdex::library::{CaptionOptions, ImageDetails};
 use clipdex::models::blip::{BlipAnswerer, BlipCaptioner, BlipMatcher};
+use clipdex::path_text;
 use clipdex::photo::{DecodeOptions, open_rgb};
 use clipdex::query::SearchFilter;
 use clipdex::query::rerank::rerank_itm;
@@ -33,14 +34,14 @@ pub fn caption(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<ExitCode
             captioner.decode(&ids)
         });
         match outcome {
-            Ok(caption) if args.json => rows.push(json!({"path": path, "caption": caption})),
-            Ok(caption) => writeln!(out, "{}: {caption}", path.display())?,
+            Ok(caption) if args.json => rows.push(path_text::object(path, json!({"caption": caption}))),
+            Ok(caption) => writeln!(out, "{}: {caption}", path_text::escaped(path))?,
             Err(e) => {
                 failures += 1;
                 if args.json {
-                    rows.push(json!({"path": path, "error": e.to_string()}));
+                    rows.push(path_text::object(path, json!({"error": e.to_string()})));
                 } else {
-                    writeln!(out, "{}: error: {e}", path.display())?;
+                    writeln!(out, "{}: error: {e}", path_text::escaped(path))?;
                 }
             }
         }
@@ -95,7 +96,8 @@ pub fn ask(g: &GlobalOptions, args: &AskArgs) -> anyhow::Result<ExitCode> {
     let answer = model.answer(&image, &args.question, args.beams as usize, args.max_tokens as usize)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{}", json!({"path": args.image, "question": args.question, "answer": answer.text}))?;
+        let doc = path_text::object(&args.image, json!({"question": args.question, "answer": answer.text}));
+        writeln!(out, "{doc}")?;
     } else {
         writeln!(out, "{}", answer.text)?;
     }
@@ -112,7 +114,7 @@ pub fn match_texts(g: &GlobalOptions, args: &MatchArgs) -> anyhow::Result<ExitCo
     if args.json {
         let rows: Vec<_> =
             texts.iter().zip(&scores).map(|(t, s)| json!({"text": t, "itm": s.itm, "itc": s.itc})).collect();
-        writeln!(out, "{}", json!({"path": args.image, "matches": rows}))?;
+        writeln!(out, "{}", path_text::object(&args.image, json!({"matches": rows})))?;
     } else {
         writeln!(out, "{:>7}  {:>7}  text", "itm", "itc")?;
         for (t, s) in texts.iter().zip(&scores) {
@@ -145,7 +147,7 @@ pub fn search_reranked(
     }
     let fmt = |x: Option<f32>| x.map_or("    -  ".to_string(), |x| format!("{x:.4}"));
     for r in &ranked {
-        writeln!(out, "{}  {:.4}  {}", fmt(r.itm), r.hit.score, r.hit.path.display())?;
+        writeln!(out, "{}  {:.4}  {}", fmt(r.itm), r.hit.score, path_text::escaped(&r.hit.path))?;
     }
     if ranked.is_empty() {
         writeln!(out, "no results (is the library indexed? see `clipdex stats`)")?;
@@ -169,7 +171,7 @@ pub fn search_captions(
         writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
     } else {
         for h in &hits {
-            writeln!(out, "{:.4}  {}  {}", h.hit.score, h.hit.path.display(), h.caption)?;
+            writeln!(out, "{:.4}  {}  {}", h.hit.score, path_text::escaped(&h.hit.path), h.caption)?;
         }
         if hits.is_empty() {
             let why = if library.has_captions() {
@@ -201,7 +203,7 @@ pub fn search_blended(
     } else {
         for h in &hits {
             let caption = if h.caption_score.is_some() { "  (caption matches)" } else { "" };
-            writeln!(out, "{:.4}  {}{caption}", h.hit.score, h.hit.path.display())?;
+            writeln!(out, "{:.4}  {}{caption}", h.hit.score, path_text::escaped(&h.hit.path))?;
         }
         if hits.is_empty() {
             writeln!(out, "no results (is the library indexed? see `clipdex stats`)")?;
@@ -214,7 +216,7 @@ pub fn search_blended(
 pub fn print_details(out: &mut impl Write, d: &ImageDetails) -> anyhow::Result<()> {
     writeln!(out, "id       {}", d.id)?;
     for p in &d.paths {
-        writeln!(out, "file     {}", p.display())?;
+        writeln!(out, "file     {}", path_text::escaped(p))?;
     }
     writeln!(out, "size     {} x {} px, {} bytes", d.record.width, d.record.height, d.record.size)?;
     let date = chrono::DateTime::from_timestamp(d.date, 0).map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());

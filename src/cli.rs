@@ -119,6 +119,11 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also forget the photos of roots that look unmounted: a folder that holds no photo
+        /// now, or sits on another drive than when it was indexed (without it, their photos
+        /// are kept and the root is reported as missing).
+        #[arg(long)]
+        prune: bool,
         /// Photos embedded per model call (memory grows with it).
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
         batch_size: u64,

@@ -93,6 +93,29 @@ pub enum ImageProblem {
         /// The configured limit.
         limit: u64,
     },
+    /// Decoding would need more memory than clipdex lets one image take.
+    #[error("{width}x{height} pixels need about {needed_mb} MB to decode, over the limit of {limit_mb} MB")]
+    TooMuchMemory {
+        /// Width in pixels as the header declares it.
+        width: u32,
+        /// Height in pixels as the header declares it.
+        height: u32,
+        /// The memory the decoding would take.
+        needed_mb: u64,
+        /// The limit.
+        limit_mb: u64,
+    },
+    /// The file is far larger than any encoding of the pixels it declares (a hostile or
+    /// damaged file): it is not read.
+    #[error("the file is {size_mb} MB, too large for the {width}x{height} pixels it declares")]
+    Oversized {
+        /// The file's size in MB.
+        size_mb: u64,
+        /// Width in pixels as the header declares it.
+        width: u32,
+        /// Height in pixels as the header declares it.
+        height: u32,
+    },
     /// The data is truncated or corrupt.
     #[error("corrupt or truncated image: {0}")]
     Corrupt(String),

@@ -42,6 +42,7 @@ pub mod eval;
 pub mod indexer;
 pub mod library;
 pub mod models;
+pub mod path_text;
 pub mod photo;
 pub mod query;
 pub mod segment;

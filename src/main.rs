@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
 
+use clipdex::path_text;
 use clipdex::photo::DecodeOptions;
 use clipdex::query::{SearchFilter, SearchHit, parse_date};
 use clipdex::{ClipEmbedder, Library, LibraryConfig};
@@ -95,26 +96,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Add { roots } => {
             for root in roots {
                 let added = library.add_root(&root)?;
-                writeln!(out, "added {}", added.display())?;
+                writeln!(out, "added {}", path_text::escaped(&added))?;
             }
             writeln!(out, "run `clipdex index` to index them")?;
         }
         Command::Roots { json } => {
             let roots = library.roots()?;
             if json {
-                writeln!(out, "{}", json!({ "roots": roots }))?;
+                let mut doc = serde_json::Map::new();
+                path_text::insert_list(&mut doc, "roots", "roots_bytes", &roots);
+                writeln!(out, "{}", serde_json::Value::Object(doc))?;
             } else {
                 for r in roots {
-                    writeln!(out, "{}", r.display())?;
+                    writeln!(out, "{}", path_text::escaped(&r))?;
                 }
             }
         }
         Command::Remove { root } => {
             let n = library.remove_root(&root)?;
-            writeln!(out, "removed {} ({n} files forgotten)", root.display())?;
+            writeln!(out, "removed {} ({n} files forgotten)", path_text::escaped(&root))?;
         }
-        Command::Index { json, .. } => {
-            let report = with_progress(|progress| library.index(progress))?;
+        Command::Index { json, prune, .. } => {
+            let report =
+                with_progress(
+                    |progress| {
+                        if prune { library.index_and_prune(progress) } else { library.index(progress) }
+                    },
+                )?;
             if json {
                 writeln!(out, "{}", serde_json::to_string(&report)?)?;
             } else {
@@ -131,7 +139,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if report.tagged > 0 { format!("; {} auto-tagged", report.tagged) } else { String::new() }
                 )?;
                 for r in &report.missing_roots {
-                    writeln!(out, "warning: {} is missing; its photos were left in place", r.display())?;
+                    writeln!(
+                        out,
+                        "warning: {} is missing or looks unmounted (no photo, or another drive); its photos were \
+                         left in place (`clipdex index --prune` forgets them)",
+                        r.display()
+                    )?;
                 }
             }
         }
@@ -245,12 +258,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 let rows: Vec<_> = failures
                     .iter()
-                    .map(|(p, f)| json!({"path": p, "reason": f.reason, "attempts": f.attempts}))
+                    .map(|(p, f)| path_text::object(p, json!({"reason": f.reason, "attempts": f.attempts})))
                     .collect();
                 writeln!(out, "{}", json!({ "failures": rows }))?;
             } else {
                 for (p, f) in &failures {
-                    writeln!(out, "{}: {} ({} attempts)", p.display(), f.reason, f.attempts)?;
+                    writeln!(out, "{}: {} ({} attempts)", path_text::escaped(p), f.reason, f.attempts)?;
                 }
             }
         }
@@ -368,7 +381,7 @@ pub(crate) fn print_hits(
         writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
     } else {
         for h in hits {
-            writeln!(out, "{:.4}  {}", h.score, h.path.display())?;
+            writeln!(out, "{:.4}  {}", h.score, path_text::escaped(&h.path))?;
         }
         if hits.is_empty() {
             writeln!(out, "no results (is the library indexed? see `clipdex stats`; tags in use: `clipdex tags`)")?;
@@ -407,8 +420,8 @@ fn embed(clip: &ClipEmbedder, args: &EmbedArgs, max_pixels: u64) -> anyhow::Resu
             .iter()
             .zip(&images)
             .map(|(path, r)| match r {
-                Ok(e) => json!({"path": path, "embedding": e}),
-                Err(err) => json!({"path": path, "error": err.to_string()}),
+                Ok(e) => path_text::object(path, json!({"embedding": e})),
+                Err(err) => path_text::object(path, json!({"error": err.to_string()})),
             })
             .collect();
         let texts: Vec<_> = args
@@ -430,8 +443,8 @@ fn embed(clip: &ClipEmbedder, args: &EmbedArgs, max_pixels: u64) -> anyhow::Resu
         writeln!(out, "model {} ({}-d, logit scale {:.2})", clip.name(), clip.dim(), clip.logit_scale())?;
         for (path, r) in args.images.iter().zip(&images) {
             match r {
-                Ok(e) => writeln!(out, "image {}: {}", path.display(), preview(e))?,
-                Err(err) => writeln!(out, "image {}: error: {err}", path.display())?,
+                Ok(e) => writeln!(out, "image {}: {}", path_text::escaped(path), preview(e))?,
+                Err(err) => writeln!(out, "image {}: error: {err}", path_text::escaped(path))?,
             }
         }
         for (t, (ids, e)) in args.texts.iter().zip(ids.iter().zip(&texts)) {

@@ -3,8 +3,15 @@
 //! The order matters and mirrors what the reference pipeline (PIL + `ImageOps.exif_transpose` +
 //! `convert("RGB")`) sees: first frame only (GIF), EXIF orientation applied, alpha dropped,
 //! grayscale and palette expanded, CMYK converted, and 16-bit samples *scaled* to 8 bits
-//! (`round(v / 257)`), not clipped. The pixel count is checked from the header before any
-//! decoding, so a decompression bomb costs nothing.
+//! (`round(v / 257)`), not clipped.
+//!
+//! Memory is bounded for every input: a file is sniffed from its first bytes and its header
+//! read before it is read whole (a multi-GB file that is no image, or far larger than the
+//! pixels it declares, is never loaded); the pixel count is checked from the header before any
+//! decoding, so a decompression bomb costs nothing; and decodes draw the memory they will
+//! need from one process-wide budget ([`DECODE_BUDGET_BYTES`]), so parallel decodes of large
+//! photos wait for each other instead of adding up, and a photo that alone needs more is
+//! refused.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -16,6 +23,43 @@ use crate::error::{Error, ImageProblem, Result};
 /// Default upper bound on decoded pixels (the same order as PIL's bomb guard, enough for any
 /// camera and most panoramas).
 pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
+
+/// The memory all decodes in flight may take together (decoded samples, the RGB conversion
+/// and a rotated copy). A 100 MP RGB photo needs about 300 MB; JPEGs bound for a model decode
+/// at a reduced scale and need far less.
+pub const DECODE_BUDGET_BYTES: u64 = 640 << 20;
+
+/// Slack allowed beyond the largest encoding of the declared pixels (metadata, embedded
+/// previews, ICC profiles).
+const FILE_SLACK_BYTES: u64 = 32 << 20;
+
+/// The process-wide decoding budget: bytes in use, and a condition to wait on.
+static BUDGET: (std::sync::Mutex<u64>, std::sync::Condvar) = (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// Memory held from [`BUDGET`] while one decode runs.
+struct BudgetPermit(u64);
+
+impl BudgetPermit {
+    /// Waits until `bytes` fit in the budget beside the decodes in flight.
+    fn acquire(bytes: u64) -> Self {
+        let (lock, ready) = &BUDGET;
+        let mut used = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while *used + bytes > DECODE_BUDGET_BYTES {
+            used = ready.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += bytes;
+        BudgetPermit(bytes)
+    }
+}
+
+impl Drop for BudgetPermit {
+    fn drop(&mut self) {
+        let (lock, ready) = &BUDGET;
+        let mut used = lock.lock().unwrap_or_else(|e| e.into_inner());
+        *used -= self.0;
+        ready.notify_all();
+    }
+}
 
 /// Limits and shortcuts applied while decoding.
 #[derive(Debug, Clone, Copy)]
@@ -61,8 +105,74 @@ pub struct ExifInfo {
 
 /// Reads and decodes the image at `path`.
 pub fn open_rgb(path: &Path, options: &DecodeOptions) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::image(path, io_problem(&e)))?;
+    let bytes = read_image_file(path, options.max_pixels).map_err(|problem| Error::image(path, problem))?;
     decode_rgb(&bytes, options).map_err(|problem| Error::image(path, problem))
+}
+
+/// Reads an image file whole, once its first bytes say it is an image and its header declares
+/// a size within `max_pixels` that the file's length is plausible for. What fails here was
+/// never loaded: a 3 GB file of zeros named `.jpg` costs a few kilobytes.
+pub fn read_image_file(path: &Path, max_pixels: u64) -> Result<Vec<u8>, ImageProblem> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| io_problem(&e))?;
+    let size = file.metadata().map_err(|e| io_problem(&e))?.len();
+    if size == 0 {
+        return Err(ImageProblem::Empty);
+    }
+    let mut head = Vec::with_capacity(64);
+    (&file).take(64).read_to_end(&mut head).map_err(|e| io_problem(&e))?;
+    if image::guess_format(&head).is_err() {
+        return Err(unrecognised(&head));
+    }
+    let header = std::fs::File::open(path).map_err(|e| io_problem(&e))?;
+    let reader = ImageReader::new(std::io::BufReader::new(header))
+        .with_guessed_format()
+        .map_err(|e| ImageProblem::Io(e.to_string()))?;
+    let (width, height) = reader.into_dimensions().map_err(decode_problem)?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(ImageProblem::TooLarge { width, height, limit: max_pixels });
+    }
+    // 16-bit RGBA uncompressed is the largest encoding of a pixel any supported format has.
+    if size > pixels.saturating_mul(8).saturating_add(FILE_SLACK_BYTES) {
+        return Err(ImageProblem::Oversized { size_mb: size >> 20, width, height });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    let mut file = file;
+    std::io::Seek::rewind(&mut file).map_err(|e| io_problem(&e))?;
+    // Read no more than was measured: a file growing meanwhile cannot grow the buffer.
+    file.take(size).read_to_end(&mut bytes).map_err(|e| io_problem(&e))?;
+    Ok(bytes)
+}
+
+/// The memory decoding a `width` x `height` image of `color` takes at its peak: the decoded
+/// samples, the RGB conversion (and the 16-bit intermediate it goes through), and a rotated
+/// copy when the orientation turns it.
+fn decode_bytes(width: u32, height: u32, color: image::ColorType, turns: bool) -> u64 {
+    let pixels = u64::from(width) * u64::from(height);
+    let decoded = pixels * u64::from(color.bytes_per_pixel());
+    let rgb = pixels * 3;
+    let conversion = match color {
+        image::ColorType::Rgb8 => 0,
+        image::ColorType::L16 | image::ColorType::La16 | image::ColorType::Rgb16 | image::ColorType::Rgba16 => {
+            pixels * 6 + rgb
+        }
+        _ => rgb,
+    };
+    decoded + conversion + if turns { rgb } else { 0 }
+}
+
+/// Draws a decode's memory from the budget, or refuses an image that alone needs more.
+fn reserve(width: u32, height: u32, bytes: u64) -> Result<BudgetPermit, ImageProblem> {
+    if bytes > DECODE_BUDGET_BYTES {
+        return Err(ImageProblem::TooMuchMemory {
+            width,
+            height,
+            needed_mb: bytes.div_ceil(1 << 20),
+            limit_mb: DECODE_BUDGET_BYTES >> 20,
+        });
+    }
+    Ok(BudgetPermit::acquire(bytes))
 }
 
 /// Decodes an encoded image held in memory (an upload, say).
@@ -88,15 +198,20 @@ pub fn decode_photo(bytes: &[u8], options: &DecodeOptions) -> Result<Photo, Imag
     }
     // A broken EXIF block must not cost the picture: decode it as stored.
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let turbo = if is_jpeg { decode_jpeg_turbo(bytes, options.min_side)? } else { None };
-    let rgb = match turbo {
-        Some(rgb) => rgb,
-        None => to_rgb8(DynamicImage::from_decoder(decoder).map_err(decode_problem)?),
+    use image::metadata::Orientation as O;
+    let swaps = matches!(orientation, O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH);
+    let turns = swaps || orientation == O::Rotate180;
+    let turbo = if is_jpeg { decode_jpeg_turbo(bytes, options.min_side, turns)? } else { None };
+    // The permit is held until the image is upright.
+    let (rgb, _permit) = match turbo {
+        Some(decoded) => decoded,
+        None => {
+            let permit = reserve(width, height, decode_bytes(width, height, decoder.color_type(), turns))?;
+            (to_rgb8(DynamicImage::from_decoder(decoder).map_err(decode_problem)?), permit)
+        }
     };
     let mut rgb = DynamicImage::ImageRgb8(rgb);
     rgb.apply_orientation(orientation);
-    use image::metadata::Orientation as O;
-    let swaps = matches!(orientation, O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH);
     let (width, height) = if swaps { (height, width) } else { (width, height) };
     Ok(Photo { image: rgb.into_rgb8(), width, height })
 }
@@ -146,7 +261,11 @@ pub fn read_exif(bytes: &[u8]) -> ExifInfo {
 /// integer IDCT, smooth chroma upsampling), so our pixels are PIL's to the bit; with
 /// `min_side`, at the smallest DCT scale that keeps that many pixels on the short side. CMYK
 /// and YCCK JPEGs (`None`) go to the `image` crate, which converts them as PIL does.
-fn decode_jpeg_turbo(bytes: &[u8], min_side: Option<u32>) -> Result<Option<RgbImage>, ImageProblem> {
+fn decode_jpeg_turbo(
+    bytes: &[u8],
+    min_side: Option<u32>,
+    turns: bool,
+) -> Result<Option<(RgbImage, BudgetPermit)>, ImageProblem> {
     let corrupt = |e: turbojpeg::Error| ImageProblem::Corrupt(e.to_string());
     let mut decompressor = turbojpeg::Decompressor::new().map_err(corrupt)?;
     let header = decompressor.read_header(bytes).map_err(corrupt)?;
@@ -166,6 +285,7 @@ fn decode_jpeg_turbo(bytes: &[u8], min_side: Option<u32>) -> Result<Option<RgbIm
         }
     }
     let (w, h) = (scaled.width, scaled.height);
+    let permit = reserve(w as u32, h as u32, (w * h * 3) as u64 * if turns { 2 } else { 1 })?;
     let mut pixels = vec![0u8; w * h * 3];
     let out = turbojpeg::Image {
         pixels: pixels.as_mut_slice(),
@@ -175,7 +295,7 @@ fn decode_jpeg_turbo(bytes: &[u8], min_side: Option<u32>) -> Result<Option<RgbIm
         format: turbojpeg::PixelFormat::RGB,
     };
     decompressor.decompress(bytes, out).map_err(corrupt)?;
-    Ok(RgbImage::from_raw(w as u32, h as u32, pixels))
+    Ok(RgbImage::from_raw(w as u32, h as u32, pixels).map(|rgb| (rgb, permit)))
 }
 
 /// Converts any decoded image to 8-bit RGB the way PIL's `convert("RGB")` does, except that

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use clipdex::Library;
 use clipdex::models::clipseg::{Prompt, Segmenter};
+use clipdex::path_text;
 use clipdex::photo::{DecodeOptions, open_rgb};
 use clipdex::query::SearchHit;
 use clipdex::segment::{self, RegionOptions};
@@ -42,22 +43,34 @@ pub fn segment(g: &GlobalOptions, args: &SegmentArgs) -> anyhow::Result<ExitCode
     let found = segment::segment_photo(&segmenter, &photo, &prompts, &options)?;
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let stem = args.image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+    // Output names keep the photo's name byte for byte (a non-UTF-8 name stays one).
+    let stem = args.image.file_stem().unwrap_or(std::ffi::OsStr::new("image"));
+    let named = |suffix: String| {
+        let mut name = stem.to_os_string();
+        name.push(suffix);
+        args.out.join(name)
+    };
     let mut rows = Vec::new();
     for (i, s) in found.iter().enumerate() {
-        let mask = args.out.join(format!("{stem}.{i}.mask.png"));
-        let overlay = args.out.join(format!("{stem}.{i}.overlay.png"));
+        let mask = named(format!(".{i}.mask.png"));
+        let overlay = named(format!(".{i}.overlay.png"));
         save_png(&segment::probability_png(&s.map), &mask)?;
         save_png(&segment::overlay(&photo, &s.map, args.threshold), &overlay)?;
         let mut regions = Vec::new();
         for (j, region) in s.regions.iter().enumerate() {
-            let crop = args.out.join(format!("{stem}.{i}.crop{j}.png"));
+            let crop = named(format!(".{i}.crop{j}.png"));
             save_png(&segment::crop(&photo, region), &crop)?;
             let mut r = serde_json::to_value(region)?;
-            r["crop"] = json!(crop);
+            if let Some(r) = r.as_object_mut() {
+                path_text::insert(r, "crop", &crop);
+            }
             regions.push(r);
         }
-        let mut row = json!({"index": i, "mask": mask, "overlay": overlay, "regions": regions});
+        let mut row = json!({"index": i, "regions": regions});
+        if let Some(row) = row.as_object_mut() {
+            path_text::insert(row, "mask", &mask);
+            path_text::insert(row, "overlay", &overlay);
+        }
         match i.checked_sub(args.prompts.len()) {
             None => row["prompt"] = json!(args.prompts[i]),
             Some(e) => row["example"] = json!(args.examples[e]),
@@ -66,7 +79,10 @@ pub fn segment(g: &GlobalOptions, args: &SegmentArgs) -> anyhow::Result<ExitCode
     }
     let mut out = std::io::stdout().lock();
     if args.json {
-        let doc = json!({"image": args.image, "width": photo.width(), "height": photo.height(), "prompts": rows});
+        let mut doc = json!({"width": photo.width(), "height": photo.height(), "prompts": rows});
+        if let Some(doc) = doc.as_object_mut() {
+            path_text::insert(doc, "image", &args.image);
+        }
         writeln!(out, "{doc}")?;
     } else {
         for row in &rows {
@@ -104,7 +120,7 @@ pub fn print_located_hits(
         let rows: Vec<Value> = hits
             .iter()
             .zip(&regions)
-            .map(|(h, r)| json!({"id": h.id, "path": h.path, "score": h.score, "region": r}))
+            .map(|(h, r)| path_text::object(&h.path, json!({"id": h.id, "score": h.score, "region": r})))
             .collect();
         writeln!(out, "{}", json!({"results": rows, "took_ms": took_ms}))?;
     } else {
@@ -113,7 +129,7 @@ pub fn print_located_hits(
                 Some(r) => format!("  at {:?} (p̄ {:.2})", r.bbox, r.mean_probability),
                 None => "  (no region)".into(),
             };
-            writeln!(out, "{:.4}  {}{at}", h.score, h.path.display())?;
+            writeln!(out, "{:.4}  {}{at}", h.score, path_text::escaped(&h.path))?;
         }
     }
     Ok(())
@@ -161,22 +177,27 @@ pub fn crop_search(
             }
             None => None,
         };
-        rows.push(json!({
-            "id": hit.id, "path": hit.path, "score": hit.score, "box": region.bbox,
-            "area": region.area, "mean_probability": region.mean_probability, "crop": file,
-        }));
+        let row = path_text::object(
+            &hit.path,
+            json!({
+                "id": hit.id, "score": hit.score, "box": region.bbox,
+                "area": region.area, "mean_probability": region.mean_probability,
+                "crop": file.as_deref().map(path_text::display),
+            }),
+        );
+        rows.push((row, path_text::escaped(&hit.path)));
     }
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
     let mut out = std::io::stdout().lock();
     if args.filter.json {
+        let rows: Vec<&Value> = rows.iter().map(|(row, _)| row).collect();
         writeln!(out, "{}", json!({"crops": rows, "took_ms": took_ms}))?;
     } else {
-        for r in &rows {
+        for (r, path) in &rows {
             writeln!(
                 out,
-                "{:.3}  {}  box {}{}",
+                "{:.3}  {path}  box {}{}",
                 r["mean_probability"].as_f64().unwrap_or(0.0),
-                r["path"].as_str().unwrap_or_default(),
                 r["box"],
                 r["crop"].as_str().map(|c| format!("  → {c}")).unwrap_or_default()
             )?;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use clipdex::eval::{self, Dataset, EvalRun};
+use clipdex::path_text;
 use clipdex::photo::DecodeOptions;
 use clipdex::query::autotag::AutotagSettings;
 use clipdex::query::tags::{self, ZeroShotClassifier};
@@ -93,9 +94,9 @@ pub fn tag(model: &ZeroShotModel, args: &TagArgs, max_pixels: u64) -> anyhow::Re
                 let mut ranked = classifier.classify(e);
                 ranked.truncate(top);
                 if args.json {
-                    rows.push(json!({"path": path, "labels": ranked}));
+                    rows.push(path_text::object(path, json!({"labels": ranked})));
                 } else {
-                    writeln!(out, "{}", path.display())?;
+                    writeln!(out, "{}", path_text::escaped(path))?;
                     for l in &ranked {
                         writeln!(out, "  {:>6.2}%  {}  (cosine {:.3})", l.probability * 100.0, l.label, l.cosine)?;
                     }
@@ -103,9 +104,9 @@ pub fn tag(model: &ZeroShotModel, args: &TagArgs, max_pixels: u64) -> anyhow::Re
             }
             Err(err) => {
                 if args.json {
-                    rows.push(json!({"path": path, "error": err.to_string()}));
+                    rows.push(path_text::object(path, json!({"error": err.to_string()})));
                 } else {
-                    writeln!(out, "{}: error: {err}", path.display())?;
+                    writeln!(out, "{}: error: {err}", path_text::escaped(path))?;
                 }
             }
         }
@@ -138,7 +139,7 @@ pub fn describe(
     ranked.truncate(k);
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", json!({"path": image, "labels": ranked}))?;
+        writeln!(out, "{}", path_text::object(image, json!({"labels": ranked})))?;
     } else {
         for l in &ranked {
             writeln!(out, "{:.3}  {}", l.cosine, l.label)?;
@@ -236,7 +237,7 @@ pub fn eval_zeroshot(clip: &ClipEmbedder, args: &EvalZeroshotArgs, max_pixels: u
         for ((class, path), r) in chunk_files.iter().zip(clip.embed_image_files(chunk, &options)) {
             match r {
                 Ok(e) => embedded.push((*class, e)),
-                Err(e) => failed.push(json!({"path": path, "error": e.to_string()})),
+                Err(e) => failed.push(path_text::object(path, json!({"error": e.to_string()}))),
             }
         }
         if let Some(b) = &bar {

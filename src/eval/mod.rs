@@ -28,6 +28,7 @@ pub struct DatasetClass {
     /// The label its images should get.
     pub label: String,
     /// Its images, in path order.
+    #[serde(serialize_with = "crate::path_text::display_list")]
     pub images: Vec<PathBuf>,
 }
 

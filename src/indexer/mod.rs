@@ -6,8 +6,11 @@
 //! move, a rename: no embedding), while a new content is decoded on a thread pool, embedded in
 //! batches and committed, record + vector + path in one transaction. Files the pass did not
 //! see under a root that still exists are forgotten; a root that is missing (an unplugged
-//! drive) is left as it is. Bad files are recorded in `failures` and retried only once their
-//! size or modification time changes.
+//! drive) is left as it is, and so is one that looks like an unmounted drive: it yields no
+//! image file while the store holds photos under it, or it sits on another file-system device
+//! than when it was last indexed, or it vanished during the pass. `--prune` (`IndexOptions::prune`)
+//! forgets those photos when the user means it. Bad files are recorded in `failures` and
+//! retried only once their size or modification time changes.
 
 pub mod reembed;
 pub mod watch;
@@ -19,9 +22,9 @@ use std::time::UNIX_EPOCH;
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ImageProblem, Result};
 use crate::models::clip::ClipEmbedder;
-use crate::photo::{DecodeOptions, decode_photo, io_problem, read_exif};
+use crate::photo::{DecodeOptions, decode_photo, read_exif, read_image_file};
 use crate::store::{ImageRecord, Store};
 
 /// File extensions the indexer looks at (case-insensitive). HEIC/HEIF/AVIF are included so
@@ -36,6 +39,9 @@ pub struct IndexOptions {
     pub decode: DecodeOptions,
     /// Images embedded per model call.
     pub batch_size: usize,
+    /// Forget the photos of roots that exist but look unmounted (empty, or on another
+    /// device): the user says the photos are really gone.
+    pub prune: bool,
 }
 
 /// What a pass did.
@@ -55,7 +61,9 @@ pub struct IndexReport {
     pub failed: u64,
     /// Files skipped because they failed before in the same state.
     pub skipped_failures: u64,
-    /// Roots that do not exist now (left untouched).
+    /// Roots that do not exist now, or that look unmounted (no image file while the store
+    /// holds photos there, or another device than before): their photos are left untouched.
+    #[serde(serialize_with = "crate::path_text::display_list")]
     pub missing_roots: Vec<PathBuf>,
     /// Images auto-tagged after the pass (when `clipdex autotag` has been set up).
     pub tagged: u64,
@@ -71,9 +79,16 @@ struct Candidate {
 }
 
 enum Prepared {
-    Known { id: u64 },
-    New { record: ImageRecord, pixels: Tensor },
+    Known {
+        id: u64,
+    },
+    New {
+        record: ImageRecord,
+        pixels: Tensor,
+    },
     Failed(String),
+    /// Deleted since the scan listed it.
+    Vanished,
 }
 
 pub(crate) fn is_image_file(path: &Path) -> bool {
@@ -97,42 +112,96 @@ pub fn index_pass(
     let mut todo = Vec::new();
     let mut scanned = Vec::new();
     for root in store.roots()? {
-        if !root.is_dir() {
+        let Some(device) = root_device(&root) else {
             tracing::warn!("root {} is missing; leaving its images in place", root.display());
+            report.missing_roots.push(root);
+            continue;
+        };
+        if !options.prune
+            && let Some(before) = store.root_device(&root)?
+            && before != device
+        {
+            tracing::warn!(
+                "root {} is on another device than when it was indexed (an unmounted drive?); leaving \
+                 its images in place (`clipdex index --prune` forgets them)",
+                root.display()
+            );
             report.missing_roots.push(root);
             continue;
         }
         let mut seen = HashSet::new();
+        let seen_before = report.seen;
         scan_root(store, &root, &mut seen, &mut todo, &mut report)?;
-        scanned.push((root, seen));
+        let held = store.paths_under(&root)?.len();
+        if report.seen == seen_before && held > 0 && !options.prune {
+            tracing::warn!(
+                "root {} holds no photo now but the library has {held} there (an unmounted drive?); leaving \
+                 them in place (`clipdex index --prune` forgets them)",
+                root.display()
+            );
+            report.missing_roots.push(root);
+            continue;
+        }
+        scanned.push((root, device, seen));
     }
     // New and changed files first: a moved file's new path then links to its stored image
     // before the old path is released, so the move costs no embedding.
     let total = todo.len() as u64;
     let mut done = 0u64;
+    let mut vanished = HashSet::new();
     progress(0, total);
     for chunk in todo.chunks(options.batch_size.max(1)) {
-        process_batch(store, clip, options, chunk, &mut report)?;
+        vanished.extend(process_batch(store, clip, options, chunk, &mut report)?);
         store.flush()?;
         done += chunk.len() as u64;
         progress(done, total);
     }
-    // Then forget what is no longer there: deleted, moved out, renamed.
-    for (root, seen) in scanned {
+    // Then forget what is no longer there: deleted, moved out, renamed. A root that vanished
+    // while the pass ran is held like a missing one, and so are the files of held roots nested
+    // in a scanned one (the scan of the outer root did not see them).
+    let mut held = report.missing_roots.clone();
+    let mut forget = Vec::new();
+    for (root, device, seen) in scanned {
+        if root_device(&root) != Some(device) {
+            tracing::warn!("root {} vanished during the pass; leaving its images in place", root.display());
+            report.missing_roots.push(root.clone());
+            held.push(root);
+        } else {
+            forget.push((root, device, seen));
+        }
+    }
+    for (root, device, seen) in forget {
+        store.set_root_device(&root, device)?;
         for (path, _) in store.paths_under(&root)? {
-            if !seen.contains(&path) {
+            let gone = !seen.contains(&path) || vanished.contains(&path);
+            if gone && !held.iter().any(|h| path.starts_with(h)) {
                 store.unlink_path(&path)?;
                 report.removed += 1;
             }
         }
         for (path, _) in store.failures()? {
-            if path.starts_with(&root) && !seen.contains(&path) {
+            if path.starts_with(&root) && !seen.contains(&path) && !held.iter().any(|h| path.starts_with(h)) {
                 store.clear_failure(&path)?;
             }
         }
     }
     store.flush()?;
     Ok(report)
+}
+
+/// The device of a root that is a folder now, `None` when it is missing (or not a folder).
+fn root_device(root: &Path) -> Option<u64> {
+    let meta = std::fs::metadata(root).ok().filter(|m| m.is_dir())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(meta.dev())
+    }
+    #[cfg(not(unix))]
+    {
+        drop(meta);
+        Some(0)
+    }
 }
 
 fn scan_root(
@@ -157,9 +226,12 @@ fn scan_root(
                     }
                 };
                 seen.insert(path.clone());
+                report.seen += 1;
                 if store.failure(&path)?.map(|f| f.reason) != Some(reason.clone()) {
                     store.record_failure(&path, &reason, 0, 0)?;
                     report.failed += 1;
+                } else {
+                    report.skipped_failures += 1;
                 }
                 continue;
             }
@@ -172,6 +244,12 @@ fn scan_root(
         report.seen += 1;
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Deleted between the listing and now: not there, so not seen.
+                seen.remove(&path);
+                report.seen -= 1;
+                continue;
+            }
             Err(e) => {
                 store.record_failure(&path, &format!("cannot read: {e}"), 0, 0)?;
                 report.failed += 1;
@@ -199,11 +277,10 @@ fn scan_root(
 }
 
 fn prepare(store: &Store, clip: &ClipEmbedder, decode: &DecodeOptions, c: &Candidate) -> Result<Prepared> {
-    let bytes = match std::fs::read(&c.path) {
+    let bytes = match read_image_file(&c.path, decode.max_pixels) {
         Ok(b) => b,
-        Err(e) => {
-            return Ok(Prepared::Failed(io_problem(&e).to_string()));
-        }
+        Err(ImageProblem::NotFound) => return Ok(Prepared::Vanished),
+        Err(problem) => return Ok(Prepared::Failed(problem.to_string())),
     };
     let hash = blake3::hash(&bytes).to_hex().to_string();
     if let Some(id) = store.id_for_hash(&hash)? {
@@ -234,11 +311,16 @@ fn process_batch(
     options: &IndexOptions,
     chunk: &[Candidate],
     report: &mut IndexReport,
-) -> Result<()> {
+) -> Result<Vec<PathBuf>> {
     let prepared: Vec<Result<Prepared>> = chunk.par_iter().map(|c| prepare(store, clip, &options.decode, c)).collect();
     let mut fresh = Vec::new();
+    let mut vanished = Vec::new();
     for (c, p) in chunk.iter().zip(prepared) {
         match p? {
+            Prepared::Vanished => {
+                report.seen -= 1;
+                vanished.push(c.path.clone());
+            }
             Prepared::Known { id } => {
                 store.link_path(&c.path, id, c.size, c.mtime_ns)?;
                 report.linked += 1;
@@ -268,7 +350,7 @@ fn process_batch(
         store.link_path(&c.path, id, c.size, c.mtime_ns)?;
         report.linked += 1;
     }
-    Ok(())
+    Ok(vanished)
 }
 
 /// Canonical form of a root as the user typed it (absolute, symlinks resolved).

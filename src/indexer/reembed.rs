@@ -13,7 +13,7 @@ use candle_core::Tensor;
 use super::{IndexOptions, Progress};
 use crate::error::Result;
 use crate::models::clip::ClipEmbedder;
-use crate::photo::{decode_photo, io_problem};
+use crate::photo::{decode_photo, read_image_file};
 use crate::store::{ImageId, Store};
 
 /// What one re-embedding pass did: `(embedded, forgotten)`.
@@ -69,10 +69,10 @@ fn pixels_of(
     let Some(record) = store.image(id)? else { return Ok(Err("no longer stored".into())) };
     let mut reason = "no file holds it".to_string();
     for path in store.paths_of(id)? {
-        let bytes = match std::fs::read(&path) {
+        let bytes = match read_image_file(&path, options.decode.max_pixels) {
             Ok(b) => b,
-            Err(e) => {
-                reason = format!("{}: {}", path.display(), io_problem(&e));
+            Err(problem) => {
+                reason = format!("{}: {problem}", path.display());
                 continue;
             }
         };

@@ -138,7 +138,8 @@ pub struct ImageDetails {
     /// Hash, size, dimensions, EXIF.
     #[serde(flatten)]
     pub record: ImageRecord,
-    /// The files holding it.
+    /// The files holding it. In JSON: `paths`, and `paths_bytes` when one is not UTF-8.
+    #[serde(flatten, serialize_with = "crate::path_text::paths_field")]
     pub paths: Vec<PathBuf>,
     /// Its auto-tags, most probable first.
     pub tags: Vec<Tag>,
@@ -293,8 +294,8 @@ impl Library {
         let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: Some(LOCATE_SIDE / 2) };
         hits.iter()
             .map(|hit| {
-                let photo = match std::fs::read(&hit.path)
-                    .map_err(|e| e.to_string())
+                let photo = match crate::photo::read_image_file(&hit.path, decode.max_pixels)
+                    .map_err(|p| p.to_string())
                     .and_then(|bytes| crate::photo::decode_photo(&bytes, &decode).map_err(|p| p.to_string()))
                 {
                     Ok(p) => p,
@@ -349,13 +350,22 @@ impl Library {
     /// Brings the database in step with the folders, once, then the search graph in step
     /// with the database (large libraries).
     pub fn index(&self, progress: Progress) -> Result<IndexReport> {
-        let report = self.index_pass(progress)?;
+        let report = self.index_pass(false, progress)?;
+        self.maintain_index()?;
+        Ok(report)
+    }
+
+    /// [`Library::index`], and the photos of roots that look unmounted (a folder with no
+    /// photo left, or on another device than before) are forgotten too: for a user who did
+    /// empty the folder or move it to another drive.
+    pub fn index_and_prune(&self, progress: Progress) -> Result<IndexReport> {
+        let report = self.index_pass(true, progress)?;
         self.maintain_index()?;
         Ok(report)
     }
 
     /// One indexing pass over the folders, and auto-tagging of what it added.
-    fn index_pass(&self, progress: Progress) -> Result<IndexReport> {
+    fn index_pass(&self, prune: bool, progress: Progress) -> Result<IndexReport> {
         let clip = self.clip()?;
         match self.store.model()? {
             None => self.store.set_model(&self.model(), clip.dim())?,
@@ -364,7 +374,7 @@ impl Library {
             }
             Some(_) => {}
         }
-        let options = self.index_options(&clip);
+        let options = IndexOptions { prune, ..self.index_options(&clip) };
         let mut report = indexer::index_pass(&self.store, &clip, &options, progress)?;
         if let Some(settings) = self.autotag_settings()? {
             report.tagged = self.autotag(Some(settings))?.tagged;
@@ -387,6 +397,7 @@ impl Library {
         IndexOptions {
             decode: DecodeOptions { max_pixels: self.config.max_pixels, min_side: side },
             batch_size: self.config.batch_size,
+            prune: false,
         }
     }
 
@@ -458,7 +469,7 @@ impl Library {
         std::thread::scope(|scope| {
             let mut maintenance: Option<std::thread::ScopedJoinHandle<'_, Result<IndexState>>> = None;
             let followed = indexer::watch::follow(&roots, options, stop, || {
-                let report = self.index_pass(progress)?;
+                let report = self.index_pass(false, progress)?;
                 on_pass(&report);
                 if maintenance.as_ref().is_none_or(|m| m.is_finished()) {
                     if let Some(done) = maintenance.take() {
@@ -682,7 +693,8 @@ impl Library {
             return Ok(cached);
         }
         let source = self.image_file(id)?;
-        let bytes = std::fs::read(&source).map_err(|e| Error::image(&source, crate::photo::io_problem(&e)))?;
+        let bytes =
+            crate::photo::read_image_file(&source, self.config.max_pixels).map_err(|p| Error::image(&source, p))?;
         let jpeg = thumbnail::render(&bytes, size, self.config.max_pixels).map_err(|p| Error::image(&source, p))?;
         thumbnail::store(&cached, &jpeg)?;
         Ok(cached)

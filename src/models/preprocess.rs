@@ -210,22 +210,50 @@ impl ImageProcessor {
     }
 
     /// Resizes and crops in 8 bits, exactly as the reference does before rescaling.
+    ///
+    /// Only the pixels that survive the crop are computed: each output sample of PIL's
+    /// resampling depends on its own input window alone, so resizing a window of the output
+    /// equals resizing everything and cropping, while memory stays bounded by the output
+    /// whatever the photo's aspect ratio (a 178,956,970 x 1 PNG resized to a 224 px short side
+    /// would otherwise be 40 billion pixels).
     pub fn resize_and_crop(&self, image: &RgbImage) -> Result<RgbImage> {
-        let resized = match self.resize {
-            None => image.clone(),
-            Some(to) => {
-                let (w, h) = image.dimensions();
-                let (nw, nh) = match to {
-                    ResizeTo::Exact { width, height } => (width, height),
-                    ResizeTo::ShortestEdge(s) => shortest_edge_size(w, h, s),
-                };
-                resize_rgb(image, nw, nh, self.resample)?
-            }
+        let (w, h) = image.dimensions();
+        let (full_w, full_h) = match self.resize {
+            None => (u64::from(w), u64::from(h)),
+            Some(ResizeTo::Exact { width, height }) => (u64::from(width), u64::from(height)),
+            Some(ResizeTo::ShortestEdge(s)) => shortest_edge_size(w, h, s),
         };
-        Ok(match self.center_crop {
-            None => resized,
-            Some((ch, cw)) => center_crop(&resized, cw, ch),
-        })
+        let window = match self.center_crop {
+            None => Window { left: 0, top: 0, width: full_w, height: full_h },
+            Some((ch, cw)) => Window::centred(full_w, full_h, u64::from(cw), u64::from(ch)),
+        };
+        if window.width * window.height > MAX_OUTPUT_PIXELS {
+            return Err(Error::Invalid(format!(
+                "preprocessing a {w}x{h} image would give {}x{} pixels (limit {MAX_OUTPUT_PIXELS})",
+                window.width, window.height
+            )));
+        }
+        let (out_w, out_h) = (window.width as u32, window.height as u32);
+        // The part of the window inside the resized image; the rest is the crop's zero padding.
+        let inside = window.inside(full_w, full_h);
+        let resized = if inside.width == 0 || inside.height == 0 {
+            None
+        } else if (full_w, full_h) == (u64::from(w), u64::from(h)) {
+            Some(copy_window(image, &inside))
+        } else {
+            Some(resize_window(image, full_w, full_h, &inside, self.resample)?)
+        };
+        if let Some(r) = &resized
+            && inside == window
+        {
+            return Ok(r.clone());
+        }
+        let mut out = RgbImage::new(out_w, out_h);
+        if let Some(r) = resized {
+            let (dx, dy) = ((inside.left - window.left) as u32, (inside.top - window.top) as u32);
+            image::imageops::replace(&mut out, &r, i64::from(dx), i64::from(dy));
+        }
+        Ok(out)
     }
 
     /// The full preprocessing of one image: a `[3, H, W]` float tensor.
@@ -252,25 +280,74 @@ impl ImageProcessor {
     }
 }
 
+/// The most pixels preprocessing may produce (a model input is a few hundred thousand; this
+/// only stops a processor config without a crop from turning a huge photo into a huge tensor).
+const MAX_OUTPUT_PIXELS: u64 = 1 << 24;
+
 /// `transformers`' `get_resize_output_image_size(default_to_square=False)`: the short side
-/// becomes `size`, the long side `int(size * long / short)` (truncated, not rounded).
-pub fn shortest_edge_size(width: u32, height: u32, size: u32) -> (u32, u32) {
+/// becomes `size`, the long side `int(size * long / short)` (truncated, not rounded). In 64
+/// bits: for extreme aspect ratios the long side does not fit 32.
+pub fn shortest_edge_size(width: u32, height: u32, size: u32) -> (u64, u64) {
     let (short, long) = if width <= height { (width, height) } else { (height, width) };
     if short == size {
-        return (width, height);
+        return (u64::from(width), u64::from(height));
     }
-    let new_long = ((f64::from(size) * f64::from(long)) / f64::from(short)) as u32;
+    let new_long = ((f64::from(size) * f64::from(long)) / f64::from(short)) as u64;
+    let size = u64::from(size);
     if width <= height { (size, new_long.max(1)) } else { (new_long.max(1), size) }
 }
 
-fn resize_rgb(image: &RgbImage, width: u32, height: u32, resample: Resample) -> Result<RgbImage> {
-    if image.dimensions() == (width, height) {
-        return Ok(image.clone());
+/// A rectangle of the resized image, in its pixel coordinates (which may exceed 32 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    left: i64,
+    top: i64,
+    width: u64,
+    height: u64,
+}
+
+impl Window {
+    /// `transformers`' `center_crop` of a `crop_w` x `crop_h` window: offsets
+    /// `(size - crop) // 2`, negative (zero padding) where the image is smaller than the crop.
+    fn centred(full_w: u64, full_h: u64, crop_w: u64, crop_h: u64) -> Self {
+        Window {
+            left: (full_w as i64 - crop_w as i64).div_euclid(2),
+            top: (full_h as i64 - crop_h as i64).div_euclid(2),
+            width: crop_w,
+            height: crop_h,
+        }
     }
+
+    /// The part of the window inside a `full_w` x `full_h` image.
+    fn inside(&self, full_w: u64, full_h: u64) -> Window {
+        let span = |start: i64, len: u64, full: u64| {
+            let a = start.max(0);
+            let b = (start + len as i64).min(full as i64);
+            (a, (b - a).max(0) as u64)
+        };
+        let (left, width) = span(self.left, self.width, full_w);
+        let (top, height) = span(self.top, self.height, full_h);
+        Window { left, top, width, height }
+    }
+}
+
+fn copy_window(image: &RgbImage, w: &Window) -> RgbImage {
+    image::imageops::crop_imm(image, w.left as u32, w.top as u32, w.width as u32, w.height as u32).to_image()
+}
+
+/// The pixels of `window` of `image` resized to `full_w` x `full_h`.
+fn resize_window(image: &RgbImage, full_w: u64, full_h: u64, window: &Window, resample: Resample) -> Result<RgbImage> {
     match resample {
-        Resample::Bicubic => Ok(pil_resample::resize(image, width, height, pil_resample::BICUBIC)),
-        Resample::Bilinear => Ok(pil_resample::resize(image, width, height, pil_resample::BILINEAR)),
+        Resample::Bicubic => Ok(pil_resample::resize_window(image, full_w, full_h, window, pil_resample::BICUBIC)),
+        Resample::Bilinear => Ok(pil_resample::resize_window(image, full_w, full_h, window, pil_resample::BILINEAR)),
         other => {
+            // fast_image_resize makes the whole image: bounded like any output.
+            if full_w * full_h > MAX_OUTPUT_PIXELS {
+                return Err(Error::Invalid(format!(
+                    "resizing to {full_w}x{full_h} pixels with this filter is over the limit of {MAX_OUTPUT_PIXELS}"
+                )));
+            }
+            let (width, height) = (full_w as u32, full_h as u32);
             let (w, h) = image.dimensions();
             let src = fr::images::ImageRef::new(w, h, image.as_raw(), fr::PixelType::U8x3)
                 .map_err(|e| Error::Invalid(format!("image buffer: {e}")))?;
@@ -282,8 +359,9 @@ fn resize_rgb(image: &RgbImage, width: u32, height: u32, resample: Resample) -> 
             fr::Resizer::new()
                 .resize(&src, &mut dst, &fr::ResizeOptions::new().resize_alg(alg))
                 .map_err(|e| Error::Invalid(format!("resize to {width}x{height}: {e}")))?;
-            RgbImage::from_raw(width, height, dst.into_vec())
-                .ok_or_else(|| Error::Invalid("resize produced a short buffer".into()))
+            let full = RgbImage::from_raw(width, height, dst.into_vec())
+                .ok_or_else(|| Error::Invalid("resize produced a short buffer".into()))?;
+            Ok(copy_window(&full, window))
         }
     }
 }
@@ -336,13 +414,14 @@ mod pil_resample {
         weights: Vec<Vec<i32>>,
     }
 
-    fn taps(in_size: usize, out_size: usize, filter: Filter) -> Taps {
+    /// The taps of output samples `first..first + count` of an `in_size` -> `out_size` resize.
+    fn taps(in_size: usize, out_size: u64, first: u64, count: u64, filter: Filter) -> Taps {
         let scale = in_size as f64 / out_size as f64;
         let filter_scale = scale.max(1.0);
         let support = filter.support * filter_scale;
-        let mut start = Vec::with_capacity(out_size);
-        let mut weights = Vec::with_capacity(out_size);
-        for xx in 0..out_size {
+        let mut start = Vec::with_capacity(count as usize);
+        let mut weights = Vec::with_capacity(count as usize);
+        for xx in first..first + count {
             let center = (xx as f64 + 0.5) * scale;
             // PIL truncates toward zero here (a C cast), then clamps to the image.
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
@@ -368,23 +447,39 @@ mod pil_resample {
         (acc >> PRECISION_BITS).clamp(0, 255) as u8
     }
 
-    pub(super) fn resize(image: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
+    /// The samples of `window` (inside the resized image) of `image` resized to
+    /// `full_w` x `full_h`, as PIL computes them when it resizes the whole image.
+    pub(super) fn resize_window(
+        image: &RgbImage,
+        full_w: u64,
+        full_h: u64,
+        window: &super::Window,
+        filter: Filter,
+    ) -> RgbImage {
         let (in_w, in_h) = (image.width() as usize, image.height() as usize);
-        let (out_w, out_h) = (width as usize, height as usize);
+        let (out_w, out_h) = (window.width as usize, window.height as usize);
         let src = image.as_raw();
         let round = 1i64 << (PRECISION_BITS - 1);
+        let same_width = full_w == in_w as u64;
+        let same_height = full_h == in_h as u64;
 
-        let vert = taps(in_h, out_h, filter);
-        let first_row = vert.start[0];
-        let last_row = vert.start[out_h - 1] + vert.weights[out_h - 1].len();
+        let vert = if same_height { None } else { Some(taps(in_h, full_h, window.top as u64, window.height, filter)) };
+        let (first_row, last_row) = match &vert {
+            Some(v) => (v.start[0], v.start[out_h - 1] + v.weights[out_h - 1].len()),
+            None => (window.top as usize, window.top as usize + out_h),
+        };
 
-        // Horizontal pass over the rows the vertical pass needs (all columns when the width stays).
+        // Horizontal pass over the rows the vertical pass needs (PIL skips it when the width stays).
         let rows = last_row - first_row;
         let mut mid = vec![0u8; rows * out_w * 3];
-        if out_w == in_w {
-            mid.copy_from_slice(&src[first_row * in_w * 3..last_row * in_w * 3]);
+        if same_width {
+            let left = window.left as usize;
+            for r in 0..rows {
+                let line = &src[((first_row + r) * in_w + left) * 3..((first_row + r) * in_w + left + out_w) * 3];
+                mid[r * out_w * 3..(r + 1) * out_w * 3].copy_from_slice(line);
+            }
         } else {
-            let horiz = taps(in_w, out_w, filter);
+            let horiz = taps(in_w, full_w, window.left as u64, window.width, filter);
             for r in 0..rows {
                 let line = &src[(first_row + r) * in_w * 3..(first_row + r + 1) * in_w * 3];
                 let out = &mut mid[r * out_w * 3..(r + 1) * out_w * 3];
@@ -403,9 +498,9 @@ mod pil_resample {
             }
         }
 
-        if out_h == in_h {
-            return RgbImage::from_raw(width, height, mid).expect("rows x width x 3 samples");
-        }
+        let Some(vert) = vert else {
+            return RgbImage::from_raw(out_w as u32, out_h as u32, mid).expect("rows x width x 3 samples");
+        };
         let stride = out_w * 3;
         let mut out = vec![0u8; out_h * stride];
         for (yy, (start, ws)) in vert.start.iter().zip(&vert.weights).enumerate() {
@@ -419,28 +514,8 @@ mod pil_resample {
                 *sample = clip8(acc);
             }
         }
-        RgbImage::from_raw(width, height, out).expect("height x width x 3 samples")
+        RgbImage::from_raw(out_w as u32, out_h as u32, out).expect("height x width x 3 samples")
     }
-}
-
-/// `transformers`' `center_crop`: offsets `(size - crop) // 2`, zero padding where the image is
-/// smaller than the crop.
-fn center_crop(image: &RgbImage, crop_w: u32, crop_h: u32) -> RgbImage {
-    let (w, h) = image.dimensions();
-    if (w, h) == (crop_w, crop_h) {
-        return image.clone();
-    }
-    let top = (i64::from(h) - i64::from(crop_h)).div_euclid(2);
-    let left = (i64::from(w) - i64::from(crop_w)).div_euclid(2);
-    RgbImage::from_fn(crop_w, crop_h, |x, y| {
-        let sx = i64::from(x) + left;
-        let sy = i64::from(y) + top;
-        if (0..i64::from(w)).contains(&sx) && (0..i64::from(h)).contains(&sy) {
-            *image.get_pixel(sx as u32, sy as u32)
-        } else {
-            image::Rgb([0, 0, 0])
-        }
-    })
 }
 
 #[cfg(test)]
@@ -454,17 +529,77 @@ mod tests {
         assert_eq!(shortest_edge_size(4000, 300, 224), (2986, 224));
         assert_eq!(shortest_edge_size(1, 1, 224), (224, 224));
         assert_eq!(shortest_edge_size(224, 500, 224), (224, 500));
+        assert_eq!(shortest_edge_size(178_956_970, 1, 224), (40_086_361_280, 224));
+    }
+
+    fn crop_only(w: u32, h: u32) -> ImageProcessor {
+        ImageProcessor { resize: None, center_crop: Some((h, w)), ..ImageProcessor::clip_default(224) }
     }
 
     #[test]
     fn center_crop_takes_the_floor_offset() {
         let img = RgbImage::from_fn(5, 4, |x, y| image::Rgb([x as u8, y as u8, 0]));
-        let c = center_crop(&img, 2, 2);
+        let c = crop_only(2, 2).resize_and_crop(&img).unwrap();
         // (5-2)//2 = 1 column, (4-2)//2 = 1 row.
         assert_eq!(c.get_pixel(0, 0).0, [1, 1, 0]);
-        let padded = center_crop(&img, 7, 4);
+        let padded = crop_only(7, 4).resize_and_crop(&img).unwrap();
+        assert_eq!(padded.dimensions(), (7, 4));
         assert_eq!(padded.get_pixel(0, 0).0, [0, 0, 0]);
         assert_eq!(padded.get_pixel(1, 0).0, [0, 0, 0]);
+        assert_eq!(padded.get_pixel(2, 0).0, [1, 0, 0]);
+        assert_eq!(padded.get_pixel(6, 3).0, [0, 0, 0]);
+    }
+
+    fn noise(w: u32, h: u32, seed: u32) -> RgbImage {
+        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+        RgbImage::from_fn(w, h, |_, _| {
+            let mut px = [0u8; 3];
+            for c in &mut px {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                *c = (state >> 24) as u8;
+            }
+            image::Rgb(px)
+        })
+    }
+
+    #[test]
+    fn a_resized_window_equals_the_crop_of_the_whole_resize() {
+        // Down and up on each axis, one axis kept, crops inside and larger than the image.
+        let cases =
+            [(300, 451, 224, 224), (451, 300, 200, 120), (64, 17, 100, 100), (80, 80, 50, 50), (40, 300, 40, 90)];
+        for (i, &(w, h, cw, ch)) in cases.iter().enumerate() {
+            let img = noise(w, h, i as u32 + 1);
+            for resize in [ResizeTo::ShortestEdge(cw.min(ch)), ResizeTo::Exact { width: cw + 3, height: ch + 5 }] {
+                for filter in [pil_resample::BICUBIC, pil_resample::BILINEAR] {
+                    let (fw, fh) = match resize {
+                        ResizeTo::ShortestEdge(s) => shortest_edge_size(w, h, s),
+                        ResizeTo::Exact { width, height } => (u64::from(width), u64::from(height)),
+                    };
+                    let all = Window { left: 0, top: 0, width: fw, height: fh };
+                    let full = pil_resample::resize_window(&img, fw, fh, &all, filter);
+                    let window = Window::centred(fw, fh, u64::from(cw), u64::from(ch)).inside(fw, fh);
+                    let part = pil_resample::resize_window(&img, fw, fh, &window, filter);
+                    assert_eq!(part, copy_window(&full, &window), "{w}x{h} -> {fw}x{fh}, window {window:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_aspect_ratios_cost_only_the_output() {
+        // 200,000 x 1: resized to a 224 px short side it would be 44.8 million px wide.
+        let strip = noise(200_000, 1, 7);
+        let p = ImageProcessor::clip_default(224);
+        let out = p.resize_and_crop(&strip).unwrap();
+        assert_eq!(out.dimensions(), (224, 224));
+        let tall = noise(1, 100_000, 3);
+        assert_eq!(p.resize_and_crop(&tall).unwrap().dimensions(), (224, 224));
+        // No crop and a huge output: refused, not allocated.
+        let uncropped = ImageProcessor { center_crop: None, ..p };
+        let err = uncropped.resize_and_crop(&strip).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
     }
 
     #[test]

@@ -39,7 +39,9 @@ impl SearchFilter {
 pub struct SearchHit {
     /// The image's id.
     pub id: ImageId,
-    /// A file holding it (under the filter's folder, when there is one).
+    /// A file holding it (under the filter's folder, when there is one). In JSON: `path`, and
+    /// `path_bytes` when it is not UTF-8 (see [`crate::path_text`]).
+    #[serde(flatten, serialize_with = "crate::path_text::path_field")]
     pub path: PathBuf,
     /// Cosine similarity to the query.
     pub score: f32,

@@ -174,6 +174,7 @@ fn folder_param(p: &str) -> ApiResult<PathBuf> {
 #[derive(Debug, Serialize)]
 struct Hit {
     id: ImageId,
+    #[serde(flatten, serialize_with = "crate::path_text::path_field")]
     path: PathBuf,
     score: f32,
     date: Option<i64>,

@@ -155,6 +155,22 @@ fn tx_unlink(t: &Tx, path: &Path) -> TxResult<Option<PathEntry>> {
     Ok(Some(entry))
 }
 
+/// Inside a transaction: points `path` at `entry`. When the path already points at the same
+/// image (a touched file, a file restored from a backup) only its size and time change: going
+/// through [`tx_unlink`] first would delete an image whose last path this is, and then link the
+/// path to the deleted image.
+fn tx_relink(t: &Tx, path: &Path, entry: &PathEntry) -> TxResult<()> {
+    if let Some(old) = t.paths.get(path_key(path))? {
+        let old: PathEntry = serde_json::from_slice(&old).map_err(abort)?;
+        if old.id == entry.id {
+            t.paths.insert(path_key(path), json(entry))?;
+            return Ok(());
+        }
+        tx_unlink(t, path)?;
+    }
+    tx_link(t, path, entry)
+}
+
 fn tx_link(t: &Tx, path: &Path, entry: &PathEntry) -> TxResult<()> {
     let Tx { paths, image_paths, refs, .. } = *t;
     paths.insert(path_key(path), json(entry))?;
@@ -256,6 +272,26 @@ impl Store {
         let new = self.roots.insert(path_key(root), &[] as &[u8]).map_err(|e| self.err(e))?.is_none();
         self.flush()?;
         Ok(new)
+    }
+
+    /// The file-system device a root was on when its files were last indexed (`None` for a
+    /// root not indexed yet, or recorded before devices were).
+    pub fn root_device(&self, root: &Path) -> Result<Option<u64>> {
+        let value = self.roots.get(path_key(root)).map_err(|e| self.err(e))?;
+        Ok(value.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(u64::from_be_bytes))
+    }
+
+    /// Records the device of a root whose files were just indexed. Does nothing for a root
+    /// that is not (or no longer) watched.
+    pub fn set_root_device(&self, root: &Path, device: u64) -> Result<()> {
+        let key = path_key(root);
+        let bytes = device.to_be_bytes();
+        // Only an existing root is updated: a root removed meanwhile must not come back.
+        let Some(current) = self.roots.get(&key).map_err(|e| self.err(e))? else { return Ok(()) };
+        let swapped = self.roots.compare_and_swap(&key, Some(current), Some(&bytes[..])).map_err(|e| self.err(e))?;
+        // A lost race means the root was removed or updated meanwhile: either way nothing to do.
+        drop(swapped);
+        Ok(())
     }
 
     /// Removes a watched folder (its images stay until the next `index`).
@@ -411,7 +447,6 @@ impl Store {
         let record_bytes = json(record);
         let vector = vector_bytes(vector);
         self.run_tx("commit image", |t| {
-            tx_unlink(t, path)?;
             let id = match t.hashes.get(record.hash.as_bytes())?.and_then(|b| id_from_key(&b)) {
                 Some(existing) => existing,
                 None => {
@@ -421,7 +456,7 @@ impl Store {
                     fresh
                 }
             };
-            tx_link(t, path, &PathEntry { id, size, mtime_ns })?;
+            tx_relink(t, path, &PathEntry { id, size, mtime_ns })?;
             t.failures.remove(path_key(path))?;
             Ok(id)
         })
@@ -434,8 +469,7 @@ impl Store {
             if t.images.get(id_key(id))?.is_none() {
                 return Err(abort(format!("image {id} is not stored")));
             }
-            tx_unlink(t, path)?;
-            tx_link(t, path, &PathEntry { id, size, mtime_ns })?;
+            tx_relink(t, path, &PathEntry { id, size, mtime_ns })?;
             t.failures.remove(path_key(path))?;
             Ok(())
         })

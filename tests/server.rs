@@ -271,7 +271,15 @@ async fn search_by_image_takes_an_upload_or_an_indexed_id() {
         ),
         (test::TestRequest::post().uri("/api/search/image"), StatusCode::BAD_REQUEST, "send an image"),
         (
-            test::TestRequest::post().uri("/api/search/image").set_payload("{\"id\": \"x\"}"),
+            test::TestRequest::post().uri("/api/search/image").set_payload("{\"id\": 1}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "application/json",
+        ),
+        (
+            test::TestRequest::post()
+                .uri("/api/search/image")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{\"id\": \"x\"}"),
             StatusCode::BAD_REQUEST,
             "bad JSON",
         ),
@@ -767,4 +775,102 @@ async fn captions_are_shown_searched_and_blended() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
         assert!(body["error"].is_string());
     }
+}
+
+#[actix_web::test]
+async fn without_a_token_only_loopback_host_names_are_answered() {
+    let s = setup();
+    let app = service!(&s);
+    let get = |host: &'static str| test::TestRequest::get().uri("/api/status").insert_header(("host", host));
+    for host in ["127.0.0.1:7878", "localhost", "localhost:7878", "[::1]:7878", "127.0.0.2", "LOCALHOST:80"] {
+        let (status, _) = call!(app, get(host));
+        assert_eq!(status, StatusCode::OK, "{host}");
+    }
+    // A page on another site whose name was re-bound to 127.0.0.1 sends its own name.
+    for host in ["evil.example", "evil.example:7878", "127.0.0.1.evil.example", "localhost.evil.example:7878"] {
+        let (status, body) = call!(app, get(host));
+        assert_error(status, &body, StatusCode::FORBIDDEN, "loopback");
+        let response =
+            test::call_service(&app, test::TestRequest::get().uri("/").insert_header(("host", host)).to_request())
+                .await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "the page too, for {host}");
+    }
+    // With a token, any name (a server on the LAN is reached by its name).
+    let options = ServeOptions { token: Some("t0ken".into()), ..Default::default() };
+    let app = service!(&s, &options);
+    let (status, _) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/status")
+            .insert_header(("host", "nas.local:7878"))
+            .insert_header(("authorization", "bearer t0ken"))
+    );
+    assert_eq!(status, StatusCode::OK, "the scheme is case-insensitive");
+}
+
+#[actix_web::test]
+async fn cross_site_posts_and_text_bodies_are_refused() {
+    let s = setup();
+    let app = service!(&s);
+    let id = id_of(&s, "odd/p1.jpg");
+    let body = format!("{{\"labels\": [\"cat\", \"dog\"], \"id\": {id}}}");
+    // A cross-site form can send text/plain without a CORS preflight.
+    let (status, reply) = call!(
+        app,
+        test::TestRequest::post()
+            .uri("/api/tag")
+            .insert_header(("content-type", "text/plain"))
+            .set_payload(body.clone())
+    );
+    assert_error(status, &reply, StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json");
+    let (status, reply) = call!(
+        app,
+        test::TestRequest::post()
+            .uri("/api/tag")
+            .insert_header(("content-type", "application/json; charset=utf-8"))
+            .set_payload(body.clone())
+    );
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    // A multipart upload posted by a page of another origin.
+    let png = std::fs::read(fixture_image("coffee.png")).unwrap();
+    let req = upload("/api/search/image", &[("image", Some("q.png"), &png)])
+        .insert_header(("host", "127.0.0.1:7878"))
+        .insert_header(("origin", "https://evil.example"));
+    let (status, reply) = call!(app, req);
+    assert_error(status, &reply, StatusCode::FORBIDDEN, "evil.example");
+    // The UI's own page posts with its own origin.
+    let req = upload("/api/search/image", &[("image", Some("q.png"), &png)])
+        .insert_header(("host", "127.0.0.1:7878"))
+        .insert_header(("origin", "http://127.0.0.1:7878"));
+    let (status, reply) = call!(app, req);
+    assert_eq!(status, StatusCode::OK, "{reply}");
+}
+
+#[cfg(unix)]
+#[actix_web::test]
+async fn non_utf8_file_names_are_answered_with_their_exact_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = setup();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9\nlatin1.png");
+    let path = s.photos.join("odd").join(name);
+    picture(77).save(&path).unwrap();
+    s.library.index(&|_, _| {}).unwrap();
+    let id = s.library.store().path_entry(&path).unwrap().unwrap().id;
+    let app = service!(&s);
+    let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/search?q=photo&k=20")));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let hit = body["results"].as_array().unwrap().iter().find(|r| r["id"] == id).expect("the photo is found").clone();
+    let exact = clipdex::path_text::from_json(hit["path"].as_str().unwrap(), hit["path_bytes"].as_str()).unwrap();
+    assert_eq!(exact, path);
+    assert!(
+        body["results"].as_array().unwrap().iter().filter(|r| r["id"] != id).all(|r| r.get("path_bytes").is_none())
+    );
+    let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}")));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["paths_bytes"][0], hit["path_bytes"]);
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri(&format!("/api/images/{id}/file")).to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, body) = call!(app, test::TestRequest::post().uri(&format!("/api/search/image?id={id}&k=1")));
+    assert_eq!((status, body["results"][0]["id"].as_u64()), (StatusCode::OK, Some(id)));
 }

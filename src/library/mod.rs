@@ -27,6 +27,9 @@ use crate::thumbnail;
 mod captions;
 pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
 
+/// Labels embedded (and cached) at a time.
+const LABEL_CHUNK: usize = 128;
+
 /// The `meta` key of the auto-tagging settings.
 const AUTOTAG_SETTING: &str = "autotag";
 
@@ -529,8 +532,13 @@ impl Library {
         let missing: Vec<String> =
             labels.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(l, _)| l.clone()).collect();
         if !missing.is_empty() {
-            let fresh = tags::embed_labels(&clip, &missing, templates)?;
-            self.store.cache_label_embeddings(&prefix, &missing, &fresh)?;
+            // Cached a chunk at a time: an interrupted run (a kill, a crash) keeps what it did.
+            let mut fresh = Vec::with_capacity(missing.len());
+            for chunk in missing.chunks(LABEL_CHUNK) {
+                let embedded = tags::embed_labels(&clip, chunk, templates)?;
+                self.store.cache_label_embeddings(&prefix, chunk, &embedded)?;
+                fresh.extend(embedded);
+            }
             let mut fresh = fresh.into_iter();
             cached.iter_mut().filter(|c| c.is_none()).for_each(|c| *c = fresh.next());
         }

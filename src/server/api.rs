@@ -344,6 +344,49 @@ async fn read_form(req: &HttpRequest, payload: web::Payload, limit: usize) -> Ap
     Ok(form)
 }
 
+/// How long an upload or a request body may take to arrive (a client that sends a byte a
+/// second must not hold a worker forever).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads a request body in at most [`BODY_TIMEOUT`].
+async fn within_time<T>(read: impl std::future::Future<Output = ApiResult<T>>) -> ApiResult<T> {
+    actix_web::rt::time::timeout(BODY_TIMEOUT, read).await.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body took longer than {} s to arrive", BODY_TIMEOUT.as_secs()),
+        ))
+    })
+}
+
+/// A JSON body of at most `limit` bytes. The content type must say JSON: a `text/plain` body
+/// is what a cross-site form can send without asking, so it is refused.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> ApiResult<T> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as JSON with `Content-Type: application/json` (or a multipart form)",
+        ));
+    }
+    let body = within_time(async {
+        let body = payload.to_bytes_limited(limit).await.map_err(|_| {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {limit} bytes"))
+        })?;
+        body.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))
+    })
+    .await?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
+}
+
 fn is_multipart(req: &HttpRequest) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
@@ -370,20 +413,19 @@ async fn image_query(
     limit: usize,
 ) -> ApiResult<(ImageQuery, Form)> {
     if is_multipart(req) {
-        let mut form = read_form(req, payload, limit).await?;
+        let mut form = within_time(read_form(req, payload, limit)).await?;
         let image = form.image.take().ok_or_else(|| ApiError::bad_request("the form has no `image` file"))?;
         return Ok((ImageQuery::Upload(image), form));
     }
     if let Some(id) = id {
         return Ok((ImageQuery::Indexed(parse_id(id)?), Form::default()));
     }
-    let body = payload.to_bytes_limited(64 << 10).await.map_err(|_| ApiError::bad_request("the body is too large"))?;
-    let body = body.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
-    if body.is_empty() {
+    let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    let has_body = length.is_some_and(|v| v.trim() != "0") || req.headers().contains_key(header::TRANSFER_ENCODING);
+    if req.headers().get(header::CONTENT_TYPE).is_none() && !has_body {
         return Err(ApiError::bad_request("send an image (multipart field `image`) or an image id"));
     }
-    let parsed: IdBody =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
+    let parsed: IdBody = json_body(req, payload, 64 << 10).await?;
     Ok((ImageQuery::Indexed(parsed.id), Form::default()))
 }
 
@@ -514,11 +556,7 @@ async fn tag(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload
         let labels = form.labels.ok_or_else(|| ApiError::bad_request("the form has no `labels` field"))?;
         (query, labels_of(LabelList::Text(labels))?, templates_of(form.templates.as_deref())?)
     } else {
-        let body =
-            payload.to_bytes_limited(1 << 20).await.map_err(|_| ApiError::bad_request("the body is too large"))?;
-        let body = body.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
-        let parsed: TagBody =
-            serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
+        let parsed: TagBody = json_body(&req, payload, 1 << 20).await?;
         (ImageQuery::Indexed(parsed.id), labels_of(parsed.labels)?, templates_of(parsed.templates.as_deref())?)
     };
     let ranked = blocking(move || {
@@ -546,7 +584,9 @@ async fn status(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
 
 async fn roots(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let roots = blocking(move || state.library.roots()).await?;
-    Ok(HttpResponse::Ok().json(json!({ "roots": roots })))
+    let mut doc = serde_json::Map::new();
+    crate::path_text::insert_list(&mut doc, "roots", "roots_bytes", &roots);
+    Ok(HttpResponse::Ok().json(doc))
 }
 
 #[derive(Deserialize)]
@@ -566,7 +606,9 @@ async fn add_root(state: web::Data<AppState>, body: web::Json<RootBody>) -> ApiR
     let indexer = state.indexer.clone();
     let root = blocking(move || state.library.add_root(&path)).await?;
     indexer.roots_changed();
-    Ok(HttpResponse::Created().json(json!({ "root": root })))
+    let mut doc = serde_json::Map::new();
+    crate::path_text::insert(&mut doc, "root", &root);
+    Ok(HttpResponse::Created().json(doc))
 }
 
 #[derive(Deserialize)]

@@ -7,8 +7,15 @@
 //!
 //! Security: the server listens on loopback unless told otherwise, and refuses any other
 //! address without a bearer token, which every `/api` call must then carry (compared in
-//! constant time). Files are handed out only by image id, and only when they resolve inside
-//! a library folder. No CORS headers unless origins are configured.
+//! constant time; the scheme is case-insensitive). Without a token the server answers only
+//! requests whose `Host` is a loopback name (`127.0.0.1`, `[::1]`, `localhost`, any port), so
+//! a web page whose name an attacker re-binds to 127.0.0.1 cannot read the API (DNS
+//! rebinding). A `POST` or `DELETE` from a browser page of another origin (a cross-site form,
+//! which needs no CORS preflight) is refused unless that origin is configured for CORS, and
+//! JSON bodies must say `Content-Type: application/json`. Files are handed out only by image
+//! id, and only when they resolve inside a library folder. No CORS headers unless origins are
+//! configured. A handler that panics answers 500 with `{"error"}` instead of dropping the
+//! connection.
 
 mod api;
 mod assets;
@@ -137,12 +144,97 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .error_handler(|e, _| ApiError::bad_request(format!("bad JSON body: {e}")).into()),
             )
             .service(
-                web::scope("/api")
-                    .wrap(actix_web::middleware::from_fn(guard))
-                    .configure(api::routes)
-                    .default_service(web::to(|| async { ApiError::not_found("no such endpoint").error_response() })),
-            )
-            .configure(assets::routes);
+                web::scope("")
+                    .wrap(actix_web::middleware::from_fn(catch_panics))
+                    .wrap(actix_web::middleware::from_fn(check_host_and_origin))
+                    .service(
+                        web::scope("/api")
+                            .wrap(actix_web::middleware::from_fn(guard))
+                            .configure(api::routes)
+                            .default_service(web::to(|| async {
+                                ApiError::not_found("no such endpoint").error_response()
+                            })),
+                    )
+                    .configure(assets::routes),
+            );
+    }
+}
+
+/// Whether a `Host` value names this machine's loopback interface (with or without a port).
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => {
+            host.rsplit_once(':').map_or(host, |(name, port)| if port.parse::<u16>().is_ok() { name } else { host })
+        }
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.eq_ignore_ascii_case("localhost.")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host (and port) of an `Origin` header value (`scheme://host[:port]`).
+fn origin_host(origin: &str) -> Option<&str> {
+    origin.split_once("://").map(|(_, rest)| rest.trim_end_matches('/'))
+}
+
+/// Refuses, before any handler runs: without a token, a `Host` that is not a loopback name
+/// (DNS rebinding); and a state-changing request from a page of another origin that is not
+/// configured for CORS (cross-site form posts need no preflight).
+async fn check_host_and_origin(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> std::result::Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned().expect("state is registered");
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
+    let refuse = |req: ServiceRequest, message: String| {
+        let response = HttpResponse::build(StatusCode::FORBIDDEN).json(serde_json::json!({ "error": message }));
+        Ok(req.into_response(response).map_into_right_body())
+    };
+    if state.token.is_none()
+        && let Some(host) = host.as_deref()
+        && !is_loopback_host(host)
+    {
+        return refuse(
+            req,
+            format!(
+                "Host {host:?} is not a loopback name: without --token this server answers only \
+                 127.0.0.1, [::1] and localhost"
+            ),
+        );
+    }
+    if matches!(*req.method(), Method::POST | Method::DELETE | Method::PUT | Method::PATCH)
+        && let Some(origin) = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string)
+    {
+        let same = origin_host(&origin).is_some_and(|o| host.as_deref().is_some_and(|h| o.eq_ignore_ascii_case(h)));
+        if !same && !state.cors_origins.iter().any(|allowed| *allowed == origin) {
+            return refuse(req, format!("requests from the page {origin:?} are not allowed (see serve --cors-origin)"));
+        }
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// A handler that panics answers 500 with `{"error"}`, like any other failure, instead of
+/// dropping the connection with no answer. (The panic becomes an error that actix answers
+/// with [`ApiError`]'s response: the request itself is gone with the panicking handler.)
+async fn catch_panics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> std::result::Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use futures_util::FutureExt;
+    let path = req.path().to_string();
+    match std::panic::AssertUnwindSafe(next.call(req)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!("the handler of {path} panicked: {what}");
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error (a bug in clipdex: please report it)")
+                .into())
+        }
     }
 }
 
@@ -171,8 +263,9 @@ async fn guard(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|h| h.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token);
         if !constant_time_eq::constant_time_eq(offered.trim().as_bytes(), token.as_bytes()) {
             let response = HttpResponse::build(StatusCode::UNAUTHORIZED)
                 .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
@@ -250,4 +343,47 @@ pub fn serve(library: Library, options: ServeOptions, on_listen: impl FnOnce(&[S
         }
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{App, test as actix_test};
+
+    use super::*;
+
+    #[test]
+    fn loopback_host_names() {
+        for host in ["127.0.0.1", "127.0.0.1:7878", "localhost", "localhost:1", "[::1]", "[::1]:7878", "LocalHost"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["evil.example", "localhost.evil.example", "127.0.0.1.nip.io:80", "[::2]:7878", "10.0.0.1", ""] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    async fn boom() -> HttpResponse {
+        panic!("deliberate")
+    }
+
+    #[actix_web::test]
+    async fn a_panicking_handler_answers_500_with_json() {
+        let app = actix_test::init_service(
+            App::new()
+                .wrap(actix_web::middleware::from_fn(catch_panics))
+                .route("/boom", web::get().to(boom))
+                .route("/fine", web::get().to(|| async { HttpResponse::Ok().body("ok") })),
+        )
+        .await;
+        let error = actix_test::try_call_service(&app, actix_test::TestRequest::get().uri("/boom").to_request())
+            .await
+            .err()
+            .unwrap();
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = actix_web::body::to_bytes(response.into_body()).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(body["error"].as_str().unwrap().contains("internal error"));
+        let response = actix_test::call_service(&app, actix_test::TestRequest::get().uri("/fine").to_request()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }

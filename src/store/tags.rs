@@ -69,6 +69,9 @@ fn cache_key(prefix: &str, label: &str) -> Vec<u8> {
     k
 }
 
+/// Most label embeddings the cache keeps (about 40 MB of 512-d vectors).
+pub const MAX_CACHED_LABELS: usize = 20_000;
+
 impl Store {
     /// Replaces an image's tags, recording the vocabulary fingerprint they came from. Returns
     /// false (and stores nothing) when the image is no longer stored.
@@ -160,8 +163,13 @@ impl Store {
             .collect()
     }
 
-    /// Caches label embeddings under `prefix`.
+    /// Caches label embeddings under `prefix`. The cache is bounded: when it would pass
+    /// [`MAX_CACHED_LABELS`] it starts over (whoever asks for labels again re-embeds them), so
+    /// requests with ever new labels cannot grow the database without end.
     pub fn cache_label_embeddings(&self, prefix: &str, labels: &[String], embeddings: &[Vec<f32>]) -> Result<()> {
+        if self.label_cache.len() + labels.len() > MAX_CACHED_LABELS {
+            self.label_cache.clear().map_err(|e| self.err(e))?;
+        }
         let mut batch = sled::Batch::default();
         for (l, e) in labels.iter().zip(embeddings) {
             batch.insert(cache_key(prefix, l), vector_bytes(e));

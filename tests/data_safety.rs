@@ -230,3 +230,51 @@ fn a_one_pixel_high_png_of_179_million_pixels_does_not_crash_the_indexer() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(peak < 1 << 30, "similar: peak RSS {} MB", peak >> 20);
 }
+
+#[test]
+fn the_model_is_one_model_by_any_spelling_and_follows_its_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tmp.path()).unwrap();
+    let model_dir = root.join("models/clip");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    for entry in std::fs::read_dir(model()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), model_dir.join(entry.file_name())).unwrap();
+    }
+    let photos = root.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for i in 0..3 {
+        picture(i).save(photos.join(format!("p{i}.png"))).unwrap();
+    }
+    let run = |model: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .current_dir(&root)
+            .args(["--db", "db", "--model", model])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run("./models/clip", &["add", "photos"]).status.success());
+    assert_eq!(ok_json(run("./models/clip", &["index", "--json"]))["embedded"], 3);
+    // Another spelling: absolute with a trailing slash, a symbolic link, `..` inside.
+    std::os::unix::fs::symlink(&model_dir, root.join("link")).unwrap();
+    for spelling in [format!("{}/", model_dir.display()), "link".into(), "models/../models/clip".into()] {
+        let r = ok_json(run(&spelling, &["index", "--json"]));
+        assert_eq!((r["unchanged"].as_u64(), r["embedded"].as_u64()), (Some(3), Some(0)), "{spelling}: {r}");
+    }
+    let stats = ok_json(run("models/clip", &["stats", "--json"]));
+    assert_eq!(stats["model"], model_dir.to_str().unwrap(), "the canonical path is recorded");
+    // The folder moves: the same files elsewhere are the same model, and the library follows.
+    let moved = root.join("elsewhere");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::rename(&model_dir, moved.join("clip")).unwrap();
+    let r = ok_json(run("elsewhere/clip", &["index", "--json"]));
+    assert_eq!((r["unchanged"].as_u64(), r["embedded"].as_u64()), (Some(3), Some(0)), "{r}");
+    let stats = ok_json(run("elsewhere/clip", &["stats", "--json"]));
+    assert_eq!(stats["model"], moved.join("clip").to_str().unwrap());
+    // Another model is still refused.
+    let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p16");
+    let out = run(other.to_str().unwrap(), &["stats"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds vectors of model"));
+}

@@ -15,6 +15,7 @@ use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::indexer::{self, IndexOptions, IndexReport, Progress};
 use crate::models::clip::ClipEmbedder;
+use crate::models::source::{canonical_spec, local_fingerprint};
 use crate::models::clipseg::{Prompt, Segmenter};
 use crate::photo::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_rgb, open_rgb};
 use crate::query::autotag::{self, AutotagReport, AutotagSettings};
@@ -198,17 +199,34 @@ pub struct ReindexReport {
 
 impl Library {
     /// Opens (creating if needed) the library database.
-    pub fn open(config: LibraryConfig) -> Result<Self> {
+    ///
+    /// A local model directory is one model however it is spelt (`./model`, `/abs/model/`, a
+    /// symbolic link): the database records its canonical path. When the folder has moved,
+    /// the library follows it if the files are the same (same `config.json`, same weights by
+    /// size and their first and last MiB; see [`local_fingerprint`]) and records the new
+    /// place; another model is refused, since vectors of different models do not compare.
+    pub fn open(mut config: LibraryConfig) -> Result<Self> {
+        config.model = canonical_spec(&config.model);
         let store = Store::open(&config.db)?;
         if let Some((stored, _)) = store.model()?
             && stored != config.model
         {
-            return Err(Error::Invalid(format!(
-                "the database {} holds vectors of model {stored}, not {}; pass --model {stored} \
-                 (or use a separate --db for the other model)",
-                config.db.display(),
-                config.model
-            )));
+            let recorded = store.model_fingerprint()?.or_else(|| local_fingerprint(&stored));
+            let same_place = canonical_spec(&stored) == config.model;
+            let same_files = recorded.is_some() && recorded == local_fingerprint(&config.model);
+            if !same_place && !same_files {
+                return Err(Error::Invalid(format!(
+                    "the database {} holds vectors of model {stored}, not {}; pass --model {stored} \
+                     (or use a separate --db for the other model)",
+                    config.db.display(),
+                    config.model
+                )));
+            }
+            tracing::info!("the library's model {stored} is now found at {}", config.model);
+            store.rename_model(&config.model)?;
+            if same_files {
+                store.set_model_fingerprint(recorded.as_deref())?;
+            }
         }
         Ok(Library::with_store(config, store))
     }
@@ -216,6 +234,7 @@ impl Library {
     /// Opens the library with the model its vectors come from, whatever `config.model` says
     /// (for `reindex`, whose `--model` names the model to move to).
     pub fn open_as_stored(mut config: LibraryConfig) -> Result<Self> {
+        config.model = canonical_spec(&config.model);
         let store = Store::open(&config.db)?;
         if let Some((stored, _)) = store.model()? {
             config.model = stored;
@@ -371,7 +390,10 @@ impl Library {
     fn index_pass(&self, prune: bool, progress: Progress) -> Result<IndexReport> {
         let clip = self.clip()?;
         match self.store.model()? {
-            None => self.store.set_model(&self.model(), clip.dim())?,
+            None => {
+                self.store.set_model(&self.model(), clip.dim())?;
+                self.store.set_model_fingerprint(local_fingerprint(&self.model()).as_deref())?;
+            }
             Some((_, dim)) if dim != clip.dim() => {
                 return Err(Error::Invalid(format!("stored vectors are {dim}-d but the model gives {}", clip.dim())));
             }
@@ -409,6 +431,8 @@ impl Library {
     /// may search meanwhile); the switch is one atomic write, and an interrupted run resumes
     /// where it stopped. Photos indexed meanwhile are re-embedded before the switch.
     pub fn reindex(&self, model: &str, progress: Progress) -> Result<ReindexReport> {
+        let model = canonical_spec(model);
+        let model = model.as_str();
         let Some((from, _)) = self.store.model()? else {
             return Err(Error::Invalid(format!(
                 "the database {} has no vectors yet: index it with `clipdex index --model {model}`",
@@ -439,6 +463,7 @@ impl Library {
                 break;
             }
         }
+        self.store.set_model_fingerprint(local_fingerprint(model).as_deref())?;
         *self.model.write().expect("model lock") = model.to_string();
         *self.clip.write().expect("model lock") = Some(clip);
         if let Err(e) = std::fs::remove_dir_all(&old_graph)

@@ -123,6 +123,50 @@ impl ModelRepo {
     }
 }
 
+/// How a library records a model: a local directory by its canonical path (so `./model`,
+/// `/abs/model/` and a symbolic link to it are one model), a hub id as given.
+pub fn canonical_spec(spec: &str) -> String {
+    let path = Path::new(spec);
+    if path.is_dir()
+        && let Ok(canonical) = std::fs::canonicalize(path)
+        && let Some(s) = canonical.to_str()
+    {
+        return s.to_string();
+    }
+    spec.to_string()
+}
+
+/// What a local model directory holds, in a few bytes: a hash of `config.json`, and of the
+/// weights file's size, first and last MiB (its header, and tensors at both ends). Two
+/// directories with the same fingerprint hold the same model, so a library follows its model
+/// when the folder moves. `None` for a hub id or a directory without those files.
+pub fn local_fingerprint(spec: &str) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const SPAN: u64 = 1 << 20;
+    let dir = Path::new(spec);
+    if !dir.is_dir() {
+        return None;
+    }
+    let config = std::fs::read(dir.join("config.json")).ok()?;
+    let weights = ["model.safetensors", "pytorch_model.bin"].iter().map(|f| dir.join(f)).find(|p| p.is_file())?;
+    let mut file = std::fs::File::open(&weights).ok()?;
+    let size = file.metadata().ok()?.len();
+    let mut h = blake3::Hasher::new();
+    h.update(&(config.len() as u64).to_le_bytes());
+    h.update(&config);
+    h.update(&size.to_le_bytes());
+    let mut span = Vec::new();
+    (&mut file).take(SPAN).read_to_end(&mut span).ok()?;
+    h.update(&span);
+    if size > SPAN {
+        file.seek(SeekFrom::Start(size.saturating_sub(SPAN).max(SPAN))).ok()?;
+        span.clear();
+        file.take(SPAN).read_to_end(&mut span).ok()?;
+        h.update(&span);
+    }
+    Some(h.finalize().to_hex()[..32].to_string())
+}
+
 fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
         .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
@@ -153,6 +197,27 @@ mod tests {
         assert!(!looks_like_hub_id("./clip/x"));
         assert!(!looks_like_hub_id("a/b/c"));
         assert!(!looks_like_hub_id("../x"));
+    }
+
+    #[test]
+    fn one_model_by_any_spelling_and_in_any_place() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p32");
+        let canonical = canonical_spec(fixture.to_str().unwrap());
+        assert_eq!(canonical_spec(&format!("{}/", fixture.display())), canonical);
+        assert_eq!(canonical_spec(&format!("{}/../clip-tiny-p32", fixture.display())), canonical);
+        assert_eq!(canonical_spec("openai/clip-vit-base-patch32"), "openai/clip-vit-base-patch32");
+        let tmp = tempfile::tempdir().unwrap();
+        let moved = tmp.path().join("moved");
+        std::fs::create_dir(&moved).unwrap();
+        for entry in std::fs::read_dir(&fixture).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), moved.join(entry.file_name())).unwrap();
+        }
+        let here = local_fingerprint(&canonical).unwrap();
+        assert_eq!(local_fingerprint(moved.to_str().unwrap()).as_deref(), Some(here.as_str()));
+        let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p16");
+        assert_ne!(local_fingerprint(other.to_str().unwrap()).unwrap(), here);
+        assert_eq!(local_fingerprint("openai/clip-vit-base-patch32"), None);
     }
 
     #[test]

@@ -267,6 +267,28 @@ impl Store {
         self.flush()
     }
 
+    /// Records where the model of the vectors is now (the same model, found elsewhere).
+    pub fn rename_model(&self, name: &str) -> Result<()> {
+        self.meta.insert("model", name.as_bytes()).map_err(|e| self.err(e))?;
+        self.flush()
+    }
+
+    /// The fingerprint of the vectors' model's files, when recorded (local models).
+    pub fn model_fingerprint(&self) -> Result<Option<String>> {
+        let v = self.meta.get("model_fingerprint").map_err(|e| self.err(e))?;
+        Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Records (or clears) the fingerprint of the vectors' model's files.
+    pub fn set_model_fingerprint(&self, fingerprint: Option<&str>) -> Result<()> {
+        match fingerprint {
+            Some(f) => self.meta.insert("model_fingerprint", f.as_bytes()).map(drop),
+            None => self.meta.remove("model_fingerprint").map(drop),
+        }
+        .map_err(|e| self.err(e))?;
+        self.flush()
+    }
+
     /// Adds a watched folder.
     pub fn add_root(&self, root: &Path) -> Result<bool> {
         let new = self.roots.insert(path_key(root), &[] as &[u8]).map_err(|e| self.err(e))?.is_none();

@@ -107,6 +107,8 @@ impl Store {
                 m.insert("model", target.model.as_bytes())?;
                 m.insert("dim", &(target.dim as u32).to_be_bytes())?;
                 m.insert("vectors_generation", &generation.to_be_bytes())?;
+                // The old model's fingerprint; the caller records the new one.
+                m.remove("model_fingerprint")?;
                 m.remove(TARGET_KEY)?;
                 Ok(())
             })

@@ -150,7 +150,7 @@ pub fn search_reranked(
         writeln!(out, "{}  {:.4}  {}", fmt(r.itm), r.hit.score, path_text::escaped(&r.hit.path))?;
     }
     if ranked.is_empty() {
-        writeln!(out, "no results (is the library indexed? see `clipdex stats`)")?;
+        writeln!(out, "{}", crate::no_results(library, filter))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -206,7 +206,7 @@ pub fn search_blended(
             writeln!(out, "{:.4}  {}{caption}", h.hit.score, path_text::escaped(&h.hit.path))?;
         }
         if hits.is_empty() {
-            writeln!(out, "no results (is the library indexed? see `clipdex stats`)")?;
+            writeln!(out, "{}", crate::no_results(library, filter))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -21,18 +21,32 @@ use clipdex::{ClipEmbedder, Library, LibraryConfig};
 use cli::{Cli, Command, EmbedArgs, EvalCommand, FilterArgs, GlobalOptions};
 
 fn main() -> ExitCode {
+    // Colours only on a terminal: a log written to a file must not fill with escape codes.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // The reader went away (`clipdex failures | head -1`): not an error of ours.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let kind = cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| cause.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind));
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -203,7 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (Some(text), true) => {
                     segmenting::print_located_hits(&library, text, &hits, args.threshold, started, json)?
                 }
-                _ => print_hits(&mut out, &hits, started, json)?,
+                _ => print_hits(&mut out, &hits, started, json, &|| no_results(&library, &filter))?,
             }
         }
         Command::Similar { image, filter: f } => {
@@ -211,7 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             library.clip()?;
             let started = std::time::Instant::now();
             let hits = library.search_image(&image, f.k as usize, &filter)?;
-            print_hits(&mut out, &hits, started, f.json)?;
+            print_hits(&mut out, &hits, started, f.json, &|| no_results(&library, &filter))?;
         }
         Command::Serve(args) => return serve(library, &args),
         Command::CropSearch(args) => {
@@ -370,11 +384,29 @@ fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {
     })
 }
 
+/// Why a search found nothing, in words a user can act on.
+pub(crate) fn no_results(library: &Library, filter: &SearchFilter) -> String {
+    let images = library.stats().map(|s| s.counts.images).unwrap_or(0);
+    if images == 0 {
+        "no results: the library holds no photo yet (`clipdex add FOLDER`, then `clipdex index`)".into()
+    } else if let Some(tag) =
+        filter.tag.as_deref().filter(|_| filter.under.is_none() && filter.after.is_none() && filter.before.is_none())
+    {
+        format!("no results: no photo is tagged {tag:?} (tags in use: `clipdex tags`)")
+    } else if !filter.is_empty() {
+        format!("no results: none of the {images} photos in the library passes the filters")
+    } else {
+        "no results".into()
+    }
+}
+
+/// Prints results; `empty` explains an empty list in the human-readable output.
 pub(crate) fn print_hits(
     out: &mut impl Write,
     hits: &[SearchHit],
     started: std::time::Instant,
     json: bool,
+    empty: &dyn Fn() -> String,
 ) -> anyhow::Result<()> {
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
     if json {
@@ -384,7 +416,7 @@ pub(crate) fn print_hits(
             writeln!(out, "{:.4}  {}", h.score, path_text::escaped(&h.path))?;
         }
         if hits.is_empty() {
-            writeln!(out, "no results (is the library indexed? see `clipdex stats`; tags in use: `clipdex tags`)")?;
+            writeln!(out, "{}", empty())?;
         }
     }
     Ok(())

@@ -278,3 +278,101 @@ fn the_model_is_one_model_by_any_spelling_and_follows_its_folder() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds vectors of model"));
 }
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let (_tmp, db, _photos) = library(1);
+    // ~100 KB of JSON: more than a pipe holds, so the writes must meet the closed reader.
+    let texts: Vec<String> = (0..24).map(|i| format!("text number {i}")).collect();
+    let mut args = vec!["embed".to_string(), "--json".into()];
+    for t in &texts {
+        args.push("--text".into());
+        args.push(t.clone());
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .arg("--db")
+        .arg(&db)
+        .arg("--model")
+        .arg(model())
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // `| head -0`
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("Broken pipe"));
+}
+
+#[test]
+fn logs_written_to_a_file_have_no_colour_codes_and_empty_searches_say_why() {
+    let (tmp, db, photos) = library(2);
+    let aside = tmp.path().join("unplugged");
+    std::fs::rename(&photos, &aside).unwrap();
+    let out = clipdex(&db, &["index"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("missing"), "{log}");
+    assert!(!log.contains('\u{1b}'), "escape codes in {log:?}");
+    std::fs::rename(&aside, &photos).unwrap();
+    let out = clipdex(&db, &["search", "a photo", "--after", "2100-01-01"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("none of the 2 photos") && text.contains("filters"), "{text}");
+    let empty = tmp.path().join("empty-db");
+    let out = clipdex(&empty, &["search", "a photo"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("holds no photo"));
+}
+
+#[test]
+fn non_utf8_names_travel_exactly_through_the_command_line() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let (_tmp, db, photos) = library(2);
+    let odd = photos.join(OsStr::from_bytes(b"caf\xe9\nnew.png"));
+    picture(30).save(&odd).unwrap();
+    let broken = photos.join(OsStr::from_bytes(b"bro\xefken.jpg"));
+    std::fs::write(&broken, b"not an image").unwrap();
+    let r = ok_json(clipdex(&db, &["index", "--json"]));
+    assert_eq!((r["embedded"].as_u64(), r["failed"].as_u64()), (Some(1), Some(1)), "{r}");
+    let exact =
+        |v: &Value| clipdex::path_text::from_json(v["path"].as_str().unwrap(), v["path_bytes"].as_str()).unwrap();
+    let run = |args: &[&OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--model")
+            .arg(model())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // The query photo named by its raw bytes, found under its raw bytes.
+    let res = ok_json(run(&[
+        OsStr::new("similar"),
+        odd.as_os_str(),
+        OsStr::new("-k"),
+        OsStr::new("1"),
+        OsStr::new("--json"),
+    ]));
+    assert_eq!(exact(&res["results"][0]), odd);
+    assert!(res["results"][0]["path"].as_str().unwrap().contains('\u{fffd}'));
+    let res = ok_json(run(&[
+        OsStr::new("search"),
+        OsStr::new("photo"),
+        OsStr::new("-k"),
+        OsStr::new("3"),
+        OsStr::new("--json"),
+    ]));
+    assert!(res["results"].as_array().unwrap().iter().any(|r| exact(r) == odd), "{res}");
+    let failures = ok_json(run(&[OsStr::new("failures"), OsStr::new("--json")]));
+    assert_eq!(exact(&failures["failures"][0]), broken);
+    // Text output: one line per result, every byte visible.
+    let text = run(&[OsStr::new("search"), OsStr::new("photo"), OsStr::new("-k"), OsStr::new("3")]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.contains("caf\\xE9\\nnew.png"), "{text}");
+    let failures = String::from_utf8(run(&[OsStr::new("failures")]).stdout).unwrap();
+    assert!(failures.contains("bro\\xEFken.jpg"), "{failures}");
+    let res = ok_json(run(&[OsStr::new("embed"), OsStr::new("--image"), odd.as_os_str(), OsStr::new("--json")]));
+    assert_eq!(exact(&res["images"][0]), odd);
+}

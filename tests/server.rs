@@ -395,18 +395,32 @@ async fn image_metadata_thumbnails_and_files() {
 
 #[cfg(unix)]
 #[actix_web::test]
-async fn a_file_that_resolves_outside_the_folders_is_not_served() {
+async fn only_files_as_they_were_indexed_are_served() {
     let s = setup();
     let app = service!(&s);
     let id = id_of(&s, "odd/p5.jpg");
-    // Swap the indexed file for a symbolic link to a copy outside every folder.
-    let outside = s.tmp.path().join("secret.jpg");
+    let original = std::fs::read(s.photos.join("odd/p5.jpg")).unwrap();
+    // The photo moved out of the folder, a symbolic link left in its place (a linked album):
+    // the same file as indexed, so it is served.
+    let outside = s.tmp.path().join("album/p5.jpg");
+    std::fs::create_dir_all(outside.parent().unwrap()).unwrap();
     std::fs::rename(s.photos.join("odd/p5.jpg"), &outside).unwrap();
     std::os::unix::fs::symlink(&outside, s.photos.join("odd/p5.jpg")).unwrap();
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri(&format!("/api/images/{id}/file")).to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(test::read_body(response).await, original);
+    let (status, _) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}/thumb?size=32")));
+    assert_eq!(status, StatusCode::OK);
+    // The link now points at another file (a secret, say): not what was indexed, not served.
+    let secret = s.tmp.path().join("secret.txt");
+    std::fs::write(&secret, b"not a photo of yours").unwrap();
+    std::fs::remove_file(s.photos.join("odd/p5.jpg")).unwrap();
+    std::os::unix::fs::symlink(&secret, s.photos.join("odd/p5.jpg")).unwrap();
     let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}/file")));
-    assert_error(status, &body, StatusCode::FORBIDDEN, "outside");
-    let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}/thumb?size=32")));
-    assert_error(status, &body, StatusCode::FORBIDDEN, "outside");
+    assert_error(status, &body, StatusCode::FORBIDDEN, "changed since");
+    let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}/thumb?size=64")));
+    assert_error(status, &body, StatusCode::FORBIDDEN, "changed since");
 }
 
 #[actix_web::test]

@@ -15,8 +15,8 @@ use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::indexer::{self, IndexOptions, IndexReport, Progress};
 use crate::models::clip::ClipEmbedder;
-use crate::models::source::{canonical_spec, local_fingerprint};
 use crate::models::clipseg::{Prompt, Segmenter};
+use crate::models::source::{canonical_spec, local_fingerprint};
 use crate::photo::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_rgb, open_rgb};
 use crate::query::autotag::{self, AutotagReport, AutotagSettings};
 use crate::query::tags::{self, ZeroShotClassifier};
@@ -683,28 +683,37 @@ impl Library {
         })
     }
 
-    /// A file of image `id` that lies inside one of the library's folders once symbolic links
-    /// are resolved: the only files clipdex hands out. [`Error::NotFound`] when the image or
-    /// all its files are gone, [`Error::Forbidden`] when its files resolve outside every folder.
+    /// A file of image `id` as it was indexed: the only files clipdex hands out. The path
+    /// lies under one of the library's folders, and the file there (symbolic links followed,
+    /// so a linked album outside the folder is served like the rest: it was indexed from the
+    /// folder) still has the size and modification time it was indexed with; a file swapped
+    /// or edited since is not served until the next pass has looked at it.
+    /// [`Error::NotFound`] when the image or all its files are gone, [`Error::Forbidden`]
+    /// when its files changed since they were indexed.
     pub fn image_file(&self, id: ImageId) -> Result<PathBuf> {
         let paths = self.store.paths_of(id)?;
         if paths.is_empty() {
             return Err(Error::NotFound(format!("no image with id {id}")));
         }
-        let roots: Vec<PathBuf> = self.roots()?.iter().filter_map(|r| std::fs::canonicalize(r).ok()).collect();
-        let mut outside = false;
+        let roots = self.roots()?;
+        let mut changed = false;
         for path in &paths {
-            let Ok(real) = std::fs::canonicalize(path) else { continue };
-            if !real.is_file() {
+            if !roots.iter().any(|r| path.starts_with(r)) {
                 continue;
             }
-            if roots.iter().any(|r| real.starts_with(r)) {
-                return Ok(real);
+            let (Some(entry), Ok(meta)) = (self.store.path_entry(path)?, std::fs::metadata(path)) else { continue };
+            if !meta.is_file() {
+                continue;
             }
-            outside = true;
+            if meta.len() == entry.size && indexer::mtime_ns(&meta) == entry.mtime_ns {
+                return Ok(path.clone());
+            }
+            changed = true;
         }
-        Err(if outside {
-            Error::Forbidden(format!("the files of image {id} lie outside the library's folders"))
+        Err(if changed {
+            Error::Forbidden(format!(
+                "the files of image {id} changed since they were indexed (the next index pass looks at them again)"
+            ))
         } else {
             Error::NotFound(format!("the files of image {id} are gone (the next index pass forgets it)"))
         })

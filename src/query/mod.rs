@@ -29,7 +29,8 @@ pub struct SearchFilter {
 }
 
 impl SearchFilter {
-    fn is_empty(&self) -> bool {
+    /// Whether the filter lets every image through.
+    pub fn is_empty(&self) -> bool {
         self.under.is_none() && self.after.is_none() && self.before.is_none() && self.tag.is_none()
     }
 }

@@ -29,6 +29,11 @@ pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
 /// at a reduced scale and need far less.
 pub const DECODE_BUDGET_BYTES: u64 = 640 << 20;
 
+/// Most scans a JPEG may have. Real encoders write one (baseline) to a dozen or two
+/// (progressive, optimised); a file with thousands makes the decoder walk every block of the
+/// image thousands of times (a "scan bomb": seconds to minutes of CPU from a few hundred KB).
+pub const MAX_JPEG_SCANS: usize = 200;
+
 /// Slack allowed beyond the largest encoding of the declared pixels (metadata, embedded
 /// previews, ICC profiles).
 const FILE_SLACK_BYTES: u64 = 32 << 20;
@@ -191,6 +196,14 @@ pub fn decode_photo(bytes: &[u8], options: &DecodeOptions) -> Result<Photo, Imag
         return Err(unrecognised(bytes));
     }
     let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
+    if is_jpeg {
+        let scans = jpeg_scans(bytes);
+        if scans > MAX_JPEG_SCANS {
+            return Err(ImageProblem::Corrupt(format!(
+                "a JPEG with {scans} scans (real ones have at most a few dozen; the limit is {MAX_JPEG_SCANS})"
+            )));
+        }
+    }
     let mut decoder = reader.into_decoder().map_err(decode_problem)?;
     let (width, height) = decoder.dimensions();
     if u64::from(width) * u64::from(height) > options.max_pixels {
@@ -296,6 +309,43 @@ fn decode_jpeg_turbo(
     };
     decompressor.decompress(bytes, out).map_err(corrupt)?;
     Ok(RgbImage::from_raw(w as u32, h as u32, pixels).map(|rgb| (rgb, permit)))
+}
+
+/// The number of scans (SOS segments) in a JPEG, found by walking its markers: each segment
+/// says its length, and a scan's entropy-coded data runs to the next marker that is neither a
+/// stuffed `FF 00` nor a restart marker. Stops at the end of the image or of the bytes.
+fn jpeg_scans(bytes: &[u8]) -> usize {
+    let mut scans = 0;
+    let mut i = 2; // past SOI
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return scans; // not at a marker: leave the rest to the decoder
+        }
+        let marker = bytes[i + 1];
+        match marker {
+            0xFF => {
+                i += 1; // fill byte
+                continue;
+            }
+            0xD9 => return scans,
+            0x01 | 0xD0..=0xD7 => {
+                i += 2;
+                continue;
+            }
+            _ => {}
+        }
+        let length = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        i += 2 + length;
+        if marker == 0xDA {
+            scans += 1;
+            while i + 1 < bytes.len()
+                && !(bytes[i] == 0xFF && bytes[i + 1] != 0 && !(0xD0..=0xD7).contains(&bytes[i + 1]))
+            {
+                i += 1;
+            }
+        }
+    }
+    scans
 }
 
 /// Converts any decoded image to 8-bit RGB the way PIL's `convert("RGB")` does, except that

@@ -59,7 +59,9 @@ impl From<Error> for ApiError {
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::Image { problem: ImageProblem::TooLarge { .. }, .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Image { problem: ImageProblem::TooLarge { .. } | ImageProblem::TooMuchMemory { .. }, .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Error::Image { problem: ImageProblem::NotFound, .. } => StatusCode::NOT_FOUND,
             Error::Image { path, .. } if path == Path::new("upload") => StatusCode::BAD_REQUEST,
             Error::Image { .. } => StatusCode::UNPROCESSABLE_ENTITY,

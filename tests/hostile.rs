@@ -1,0 +1,417 @@
+//! Hostile files against the indexer, `similar` and the upload endpoint: crafted headers that
+//! declare huge images, extreme aspect ratios, a JPEG scan bomb, a GIF of thousands of frames,
+//! multi-GB sparse files. Each must end as a recorded failure, a one-line error or a 4xx, with
+//! the process's peak resident memory under 1 GB (measured here) and no abort.
+
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+mod common;
+
+/// The memory no process may exceed on any of these files.
+const RSS_LIMIT: u64 = 1 << 30;
+
+fn model() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p32").to_string_lossy().into_owned()
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let mut body = kind.to_vec();
+    body.extend_from_slice(data);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32(&body).to_be_bytes());
+}
+
+/// A PNG whose header declares `width` x `height` of `color` at `depth` bits, with a few
+/// bytes of (invalid) image data.
+fn png_header(width: u32, height: u32, depth: u8, color: u8) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[depth, color, 0, 0, 0]);
+    png_chunk(&mut out, b"IHDR", &ihdr);
+    png_chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01]);
+    png_chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+fn gif_with_screen(width: u16, height: u16) -> Vec<u8> {
+    let mut out = b"GIF89a".to_vec();
+    out.extend_from_slice(&width.to_le_bytes());
+    out.extend_from_slice(&height.to_le_bytes());
+    out.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 255, 255, 255]); // 2-colour global table
+    out.extend_from_slice(&[0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0]); // a 1 x 1 frame
+    out.extend_from_slice(&[2, 2, 0x44, 0x01, 0, 0x3B]);
+    out
+}
+
+fn tiff_header(width: u32, height: u32) -> Vec<u8> {
+    let mut out = b"II*\0".to_vec();
+    out.extend_from_slice(&8u32.to_le_bytes());
+    let entries: [(u16, u16, u32, u32); 8] = [
+        (256, 4, 1, width),  // ImageWidth
+        (257, 4, 1, height), // ImageLength
+        (258, 3, 1, 8),      // BitsPerSample
+        (259, 3, 1, 1),      // no compression
+        (262, 3, 1, 1),      // BlackIsZero
+        (273, 4, 1, 200),    // StripOffsets
+        (278, 4, 1, height), // RowsPerStrip
+        (279, 4, 1, 16),     // StripByteCounts
+    ];
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    for (tag, kind, count, value) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.resize(216, 0);
+    out
+}
+
+fn webp_canvas(width: u32, height: u32) -> Vec<u8> {
+    let mut vp8x = vec![0u8; 10];
+    vp8x[4..7].copy_from_slice(&(width - 1).to_le_bytes()[..3]);
+    vp8x[7..10].copy_from_slice(&(height - 1).to_le_bytes()[..3]);
+    let mut body = b"WEBPVP8X".to_vec();
+    body.extend_from_slice(&10u32.to_le_bytes());
+    body.extend_from_slice(&vp8x);
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn jpeg_sof(width: u16, height: u16) -> Vec<u8> {
+    let mut out = vec![0xFF, 0xD8, 0xFF, 0xC0, 0, 17, 8];
+    out.extend_from_slice(&height.to_be_bytes());
+    out.extend_from_slice(&width.to_be_bytes());
+    out.extend_from_slice(&[3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1, 0xFF, 0xD9]);
+    out
+}
+
+fn bmp_header(width: i32, height: i32) -> Vec<u8> {
+    let mut out = b"BM".to_vec();
+    out.extend_from_slice(&[0u8; 8]);
+    out.extend_from_slice(&54u32.to_le_bytes());
+    out.extend_from_slice(&40u32.to_le_bytes());
+    out.extend_from_slice(&width.to_le_bytes());
+    out.extend_from_slice(&height.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&24u16.to_le_bytes());
+    out.extend_from_slice(&[0u8; 24]);
+    out
+}
+
+/// The progressive fixture with one of its scans repeated `copies` times: the decoder walks
+/// every block of the 2048 x 2048 image once per scan.
+fn scan_bomb(copies: usize) -> Vec<u8> {
+    let jpeg = std::fs::read(common::fixtures().join("hostile/progressive_2048.jpg")).unwrap();
+    // The segments of the second scan (its Huffman table and SOS with data), located by
+    // walking the markers as a decoder does.
+    let mut i = 2;
+    let mut scans = Vec::new();
+    let mut segment_start = None;
+    while i + 4 <= jpeg.len() {
+        let marker = jpeg[i + 1];
+        if marker == 0xD9 {
+            break;
+        }
+        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        if marker == 0xC4 && segment_start.is_none() {
+            segment_start = Some(i);
+        }
+        i += 2 + len;
+        if marker == 0xDA {
+            while !(jpeg[i] == 0xFF && jpeg[i + 1] != 0 && !(0xD0..=0xD7).contains(&jpeg[i + 1])) {
+                i += 1;
+            }
+            scans.push((segment_start.take().unwrap_or(i), i));
+        }
+    }
+    let (start, end) = scans[1];
+    let eoi = jpeg.len() - 2;
+    let mut out = jpeg[..eoi].to_vec();
+    for _ in 0..copies {
+        out.extend_from_slice(&jpeg[start..end]);
+    }
+    out.extend_from_slice(&jpeg[eoi..]);
+    out
+}
+
+fn many_frames_gif(frames: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = image::codecs::gif::GifEncoder::new(&mut out);
+        for f in 0..frames {
+            let img = image::RgbaImage::from_fn(64, 64, |x, y| image::Rgba([(x + f as u32) as u8, y as u8, 0, 255]));
+            encoder.encode_frame(image::Frame::new(img)).unwrap();
+        }
+    }
+    out
+}
+
+/// A file of `size` bytes that starts with `head` and is zeros (a hole) after it.
+fn sparse(path: &Path, head: &[u8], size: u64) {
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(head).unwrap();
+    f.set_len(size).unwrap();
+}
+
+/// The corpus: (file name, bytes to write, or `None` for the files made in place).
+fn corpus(dir: &Path) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut files: Vec<(&str, Vec<u8>)> = vec![
+        ("png_100000x100000.png", png_header(100_000, 100_000, 8, 2)),
+        ("png_rgba16_10000x10000.png", png_header(10_000, 10_000, 16, 6)),
+        ("png_1x178956970.png", png_header(1, 178_956_970, 8, 0)),
+        ("gif_screen_65535.gif", gif_with_screen(65_535, 65_535)),
+        ("gif_3000_frames.gif", many_frames_gif(3000)),
+        ("tiff_65535.tif", tiff_header(65_535, 65_535)),
+        ("tiff_12000_no_data.tif", tiff_header(12_000, 12_000)),
+        ("webp_16384.webp", webp_canvas(16_384, 16_384)),
+        ("jpeg_65500.jpg", jpeg_sof(65_500, 65_500)),
+        ("jpeg_scan_bomb.jpg", scan_bomb(5000)),
+        ("bmp_50000.bmp", bmp_header(50_000, 50_000)),
+        ("bmp_negative.bmp", bmp_header(-7, i32::MIN)),
+    ];
+    let mut strip = Vec::new();
+    image::GrayImage::new(178_956_970, 1)
+        .write_to(&mut std::io::Cursor::new(&mut strip), image::ImageFormat::Png)
+        .unwrap();
+    files.push(("png_178956970x1.png", strip));
+    let mut paths: Vec<PathBuf> = files
+        .into_iter()
+        .map(|(name, bytes)| {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        })
+        .collect();
+    // Multi-GB files that take no disk: zeros named .jpg, and a real PNG header followed by 3
+    // GB of zeros.
+    let zeros = dir.join("sparse_zeros.jpg");
+    sparse(&zeros, &[], 3 << 30);
+    let padded = dir.join("sparse_png.png");
+    sparse(&padded, &png_header(100, 100, 8, 2), 3 << 30);
+    paths.push(zeros);
+    paths.push(padded);
+    paths
+}
+
+/// Runs the binary; returns its output and peak resident memory (bytes), from wait4.
+fn run_measured(args: &[std::ffi::OsString]) -> (Output, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut v).unwrap();
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut v).unwrap();
+        v
+    });
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    std::mem::forget(child); // reaped above
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    };
+    (output, usage.ru_maxrss as u64 * 1024)
+}
+
+fn mb(bytes: u64) -> u64 {
+    bytes >> 20
+}
+
+#[test]
+fn hostile_files_are_refused_within_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tmp.path()).unwrap();
+    let photos = root.join("photos");
+    let hostile = corpus(&photos.join("hostile"));
+    for i in 0..2 {
+        common::picture(i).save(photos.join(format!("good{i}.png"))).unwrap();
+    }
+    let db = root.join("db");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let base = [os("--db"), db.clone().into_os_string(), os("--model"), os(&model())];
+    let with =
+        |extra: &[std::ffi::OsString]| -> Vec<std::ffi::OsString> { base.iter().chain(extra).cloned().collect() };
+
+    let add = with(&[os("add"), photos.clone().into_os_string()]);
+    assert!(run_measured(&add).0.status.success());
+    let index = with(&[os("index"), os("--json")]);
+    let started = std::time::Instant::now();
+    let (out, peak) = run_measured(&index);
+    assert!(out.status.success(), "index: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!(
+        "index over {} hostile files: {report}; {:.1} s, peak RSS {} MB",
+        hostile.len(),
+        started.elapsed().as_secs_f64(),
+        mb(peak)
+    );
+    assert!(peak < RSS_LIMIT, "index: peak RSS {} MB", mb(peak));
+    let n = |k: &str| report[k].as_u64().unwrap();
+    // Two good photos and the many-frame GIF (a real image: its first frame) are embedded;
+    // everything else is a recorded failure.
+    assert_eq!(n("seen"), hostile.len() as u64 + 2, "{report}");
+    assert_eq!((n("embedded"), n("failed")), (3, n("seen") - 3), "{report}");
+    let failures =
+        Command::new(env!("CARGO_BIN_EXE_clipdex")).args(with(&[os("failures"), os("--json")])).output().unwrap();
+    let failures: Value = serde_json::from_slice(&failures.stdout).unwrap();
+    let reasons: Vec<(String, String)> = failures["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap().to_string(), f["reason"].as_str().unwrap().to_string()))
+        .collect();
+    for (path, reason) in &reasons {
+        eprintln!("  {}: {reason}", Path::new(path).file_name().unwrap().to_string_lossy());
+    }
+    let reason = |name: &str| reasons.iter().find(|(p, _)| p.ends_with(name)).map(|(_, r)| r.clone());
+    assert!(reason("png_100000x100000.png").unwrap().contains("exceeds the limit"));
+    assert!(reason("jpeg_scan_bomb.jpg").unwrap().contains("scans"));
+    assert!(reason("sparse_zeros.jpg").unwrap().contains("not an image"));
+    assert!(reason("sparse_png.png").unwrap().contains("too large for"));
+    assert!(reason("png_rgba16_10000x10000.png").unwrap().contains("MB to decode"));
+    assert!(reason("gif_3000_frames.gif").is_none(), "a many-frame GIF is a photo like any other");
+    assert_eq!(reasons.len() as u64, n("failed"));
+
+    // The same files as `similar` queries: each a one-line error (or results), within bounds.
+    for file in &hostile {
+        let started = std::time::Instant::now();
+        let (out, peak) = run_measured(&with(&[os("similar"), file.clone().into_os_string(), os("--json")]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let name = file.file_name().unwrap().to_string_lossy();
+        eprintln!(
+            "similar {name}: exit {:?}, {:.2} s, peak RSS {} MB: {}",
+            out.status.code(),
+            started.elapsed().as_secs_f64(),
+            mb(peak),
+            err.trim()
+        );
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{name}: {:?} {err}", out.status);
+        assert!(peak < RSS_LIMIT, "similar {name}: peak RSS {} MB", mb(peak));
+        if out.status.code() == Some(1) {
+            assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+            assert!(err.starts_with("error: "), "{name}: {err}");
+        }
+    }
+}
+
+#[test]
+fn hostile_uploads_get_4xx_within_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tmp.path()).unwrap();
+    let photos = root.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    common::picture(1).save(photos.join("good.png")).unwrap();
+    let db = root.join("db");
+    let clipdex = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--model")
+            .arg(model())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(clipdex(&["add", photos.to_str().unwrap()]).status.success());
+    assert!(clipdex(&["index"]).status.success());
+    let hostile = corpus(&root.join("hostile"));
+    let mut server = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .arg("--db")
+        .arg(&db)
+        .arg("--model")
+        .arg(model())
+        .args(["serve", "--bind", "127.0.0.1:0", "--no-watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address is printed").to_string();
+    let boundary = "hostileBoundary0123";
+    for file in &hostile {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let size = std::fs::metadata(file).unwrap().len();
+        let bytes = if size > 64 << 20 {
+            std::fs::read(file).map(|b| b[..1 << 20].to_vec()).unwrap_or_default()
+        } else {
+            std::fs::read(file).unwrap()
+        };
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(&bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let started = std::time::Instant::now();
+        let response = ureq::post(&format!("{url}api/search/image"))
+            .set("Content-Type", &format!("multipart/form-data; boundary={boundary}"))
+            .send_bytes(&body);
+        let (status, text) = match response {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("{name}: no answer ({e}): the server died?"),
+        };
+        eprintln!("upload {name}: {status} in {:.2} s: {text}", started.elapsed().as_secs_f64());
+        let json: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{name}: not JSON: {text}"));
+        if name == "gif_3000_frames.gif" {
+            assert_eq!(status, 200, "{name}: {text}");
+        } else {
+            assert!((400..500).contains(&status), "{name}: {status} {text}");
+            assert!(json["error"].is_string(), "{name}: {text}");
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id())).unwrap();
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+        * 1024;
+    eprintln!("server peak RSS after the hostile uploads: {} MB", mb(peak));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(peak < RSS_LIMIT, "server: peak RSS {} MB", mb(peak));
+}

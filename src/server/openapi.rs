@@ -85,7 +85,9 @@ pub fn openapi() -> Value {
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
                 "Hit": {"type": "object", "required": ["id", "path", "score"], "properties": {
-                    "id": {"type": "integer"}, "path": {"type": "string"}, "score": {"type": "number", "description": "Cosine similarity (tag searches: the tag's probability)"},
+                    "id": {"type": "integer"}, "path": {"type": "string", "description": "The file, for display (bytes that are not UTF-8 shown as U+FFFD)"},
+                    "path_bytes": {"type": "string", "format": "byte", "description": "Only when the path is not UTF-8: base64 of its exact bytes"},
+                    "score": {"type": "number", "description": "Cosine similarity (tag searches: the tag's probability)"},
                     "date": {"type": "integer", "nullable": true, "description": "EXIF date taken, else file time; seconds since the epoch"},
                     "width": {"type": "integer", "nullable": true}, "height": {"type": "integer", "nullable": true},
                     "region": {"type": "object", "nullable": true, "description": "With crops: the region that best shows the query, or null",
@@ -119,6 +121,7 @@ pub fn openapi() -> Value {
                     "taken": {"type": "integer", "nullable": true}, "camera": {"type": "string", "nullable": true},
                     "gps": {"type": "array", "items": {"type": "number"}, "nullable": true},
                     "paths": {"type": "array", "items": {"type": "string"}},
+                    "paths_bytes": {"type": "array", "items": {"type": "string", "format": "byte", "nullable": true}, "description": "Only when a path is not UTF-8: base64 of each path's exact bytes (null for UTF-8 ones)"},
                     "tags": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}},
                     "caption": {"type": "string"}}})), &[400, 404])}},
             "/api/images/{id}/thumb": {"get": {

@@ -604,3 +604,46 @@ impl Store {
         Ok(problems)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(hash: &str) -> ImageRecord {
+        ImageRecord {
+            hash: hash.into(),
+            size: 10,
+            width: 4,
+            height: 3,
+            modified: 0,
+            taken: None,
+            camera: None,
+            gps: None,
+        }
+    }
+
+    #[test]
+    fn relinking_a_path_to_its_own_image_keeps_the_image_its_tags_and_caption() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let path = Path::new("/photos/a.jpg");
+        let id = store.commit_image(path, 10, 1, &record("h1"), &[1.0, 0.0]).unwrap();
+        let caption = StoredCaption { text: "a cat".into(), settings: "s".into() };
+        assert!(store.set_caption(id, &caption).unwrap());
+        store.set_tags(id, "v", &[Tag { label: "cat".into(), probability: 0.9, cosine: 0.3 }]).unwrap();
+        // A touch: the same content under the same path, a new time.
+        store.link_path(path, id, 10, 2).unwrap();
+        // A restore from a backup found as new content by a racing pass: the same hash.
+        assert_eq!(store.commit_image(path, 10, 3, &record("h1"), &[1.0, 0.0]).unwrap(), id);
+        assert!(store.check().unwrap().is_empty(), "{:?}", store.check());
+        assert_eq!(store.path_entry(path).unwrap().unwrap(), PathEntry { id, size: 10, mtime_ns: 3 });
+        assert_eq!(store.caption_of(id).unwrap().unwrap().text, "a cat");
+        assert!(store.has_tag(id, "cat").unwrap());
+        // An edit: the path moves to a new image and the old one, now without files, goes.
+        let new = store.commit_image(path, 11, 4, &record("h2"), &[0.0, 1.0]).unwrap();
+        assert_ne!(new, id);
+        assert!(store.image(id).unwrap().is_none() && store.caption_of(id).unwrap().is_none());
+        assert!(store.check().unwrap().is_empty());
+        assert_eq!(store.counts().images, 1);
+    }
+}

@@ -376,3 +376,81 @@ fn non_utf8_names_travel_exactly_through_the_command_line() {
     let res = ok_json(run(&[OsStr::new("embed"), OsStr::new("--image"), odd.as_os_str(), OsStr::new("--json")]));
     assert_eq!(exact(&res["images"][0]), odd);
 }
+
+#[test]
+fn every_command_prints_non_utf8_names_without_failing() {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(tmp.path()).unwrap();
+    // A root whose own name is not UTF-8, holding a photo whose name is not either.
+    let root = base.join(OsStr::from_bytes(b"Fotos-\xc4ltere"));
+    std::fs::create_dir_all(&root).unwrap();
+    let photo = root.join(OsStr::from_bytes(b"r\xe9sum\xe9.png"));
+    picture(5).save(&photo).unwrap();
+    let db = base.join("db");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let run = |args: &[&OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--model")
+            .arg(model())
+            .arg("--seg-model")
+            .arg(fixtures.join("clipseg/clipseg-tiny"))
+            .arg("--caption-model")
+            .arg(fixtures.join("blip/blip-tiny-captioning"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let s = |x: &str| OsString::from(x);
+    let exact = |v: &Value, key: &str| {
+        clipdex::path_text::from_json(v[key].as_str().unwrap(), v[format!("{key}_bytes")].as_str()).unwrap()
+    };
+    assert!(run(&[&s("add"), root.as_os_str()]).status.success());
+    let roots = ok_json(run(&[&s("roots"), &s("--json")]));
+    assert_eq!(
+        clipdex::path_text::from_json(roots["roots"][0].as_str().unwrap(), roots["roots_bytes"][0].as_str()).unwrap(),
+        root
+    );
+    let roots_text = String::from_utf8(run(&[&s("roots")]).stdout).unwrap();
+    assert!(roots_text.contains("Fotos-\\xC4ltere"), "{roots_text}");
+    assert_eq!(ok_json(run(&[&s("index"), &s("--json")]))["embedded"], 1);
+    let tag = ok_json(run(&[&s("tag"), photo.as_os_str(), &s("--labels"), &s("cat,dog"), &s("--json")]));
+    assert_eq!(exact(&tag["images"][0], "path"), photo);
+    let described = ok_json(run(&[&s("describe"), photo.as_os_str(), &s("-k"), &s("2"), &s("--json")]));
+    assert_eq!(exact(&described, "path"), photo);
+    let found = ok_json(run(&[&s("search"), &s("photo"), &s("--json")]));
+    let id = found["results"][0]["id"].as_u64().unwrap().to_string();
+    let shown = ok_json(run(&[&s("show"), &s(&id), &s("--json")]));
+    assert_eq!(
+        clipdex::path_text::from_json(shown["paths"][0].as_str().unwrap(), shown["paths_bytes"][0].as_str()).unwrap(),
+        photo
+    );
+    let captions = ok_json(run(&[
+        &s("caption"),
+        photo.as_os_str(),
+        &s("--beams"),
+        &s("1"),
+        &s("--max-tokens"),
+        &s("3"),
+        &s("--json"),
+    ]));
+    assert_eq!(exact(&captions["captions"][0], "path"), photo);
+    let out = base.join("masks");
+    let seg = ok_json(run(&[
+        &s("segment"),
+        photo.as_os_str(),
+        &s("--prompt"),
+        &s("a cat"),
+        &s("--out"),
+        out.as_os_str(),
+        &s("--json"),
+    ]));
+    assert_eq!(exact(&seg, "image"), photo);
+    // The output files keep the photo's name byte for byte.
+    let mask = exact(&seg["prompts"][0], "mask");
+    assert!(mask.is_file(), "{mask:?}");
+    assert!(mask.file_name().unwrap().as_bytes().starts_with(b"r\xe9sum\xe9.0."));
+}

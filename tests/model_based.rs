@@ -140,7 +140,7 @@ fn set_mtime(path: &Path, t: SystemTime) {
 #[test]
 fn random_operations_and_kills_against_a_model() {
     let steps: usize = std::env::var("CLIPDEX_MODEL_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
-    let seed: u64 = std::env::var("CLIPDEX_MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_c11d_e7);
+    let seed: u64 = std::env::var("CLIPDEX_MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x005e_edc1_1de7);
     eprintln!("CLIPDEX_MODEL_SEED={seed} CLIPDEX_MODEL_STEPS={steps}");
     let mut rng = Rng(seed.max(1));
     let tmp = tempfile::tempdir().unwrap();

@@ -871,7 +871,7 @@ async fn non_utf8_file_names_are_answered_with_their_exact_bytes() {
     s.library.index(&|_, _| {}).unwrap();
     let id = s.library.store().path_entry(&path).unwrap().unwrap().id;
     let app = service!(&s);
-    let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/search?q=photo&k=20")));
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?q=photo&k=20"));
     assert_eq!(status, StatusCode::OK, "{body}");
     let hit = body["results"].as_array().unwrap().iter().find(|r| r["id"] == id).expect("the photo is found").clone();
     let exact = clipdex::path_text::from_json(hit["path"].as_str().unwrap(), hit["path_bytes"].as_str()).unwrap();

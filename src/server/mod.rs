@@ -207,7 +207,7 @@ async fn check_host_and_origin(
         && let Some(origin) = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string)
     {
         let same = origin_host(&origin).is_some_and(|o| host.as_deref().is_some_and(|h| o.eq_ignore_ascii_case(h)));
-        if !same && !state.cors_origins.iter().any(|allowed| *allowed == origin) {
+        if !same && !state.cors_origins.contains(&origin) {
             return refuse(req, format!("requests from the page {origin:?} are not allowed (see serve --cors-origin)"));
         }
     }

@@ -454,3 +454,46 @@ fn every_command_prints_non_utf8_names_without_failing() {
     assert!(mask.is_file(), "{mask:?}");
     assert!(mask.file_name().unwrap().as_bytes().starts_with(b"r\xe9sum\xe9.0."));
 }
+
+#[test]
+fn a_killed_autotag_keeps_the_labels_it_embedded() {
+    let (tmp, db, _photos) = library(2);
+    let vocab = tmp.path().join("vocab.txt");
+    let labels: Vec<String> = (0..3000).map(|i| format!("thing number {i}")).collect();
+    std::fs::write(&vocab, labels.join("\n")).unwrap();
+    let cached = || ok_json(clipdex(&db, &["stats", "--json"]))["cached_labels"].as_u64().unwrap();
+    // Kill it later and later until it dies with part of the labels embedded.
+    let mut delay = 150u64;
+    let kept = loop {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--model")
+            .arg(model())
+            .args(["autotag", "--templates", "photo", "--vocab", vocab.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let finished = child.try_wait().unwrap().is_some();
+        let _ = child.kill();
+        let _ = child.wait();
+        let n = cached();
+        assert!(!finished || n == labels.len() as u64, "a finished run caches every label");
+        if n > 0 && n < labels.len() as u64 {
+            break n;
+        }
+        assert!(!finished && delay < 20_000, "never caught it half-way (delay {delay} ms, {n} cached)");
+        if n == 0 {
+            delay += 150;
+        } else {
+            // Everything was cached before the kill: start over with a fresh cache.
+            std::fs::remove_dir_all(&db).unwrap();
+            unreachable!("3000 labels in {delay} ms");
+        }
+    };
+    let report =
+        ok_json(clipdex(&db, &["autotag", "--templates", "photo", "--vocab", vocab.to_str().unwrap(), "--json"]));
+    assert_eq!(report["labels_embedded"].as_u64(), Some(labels.len() as u64 - kept), "{report}");
+}

@@ -480,18 +480,12 @@ fn a_killed_autotag_keeps_the_labels_it_embedded() {
         let _ = child.kill();
         let _ = child.wait();
         let n = cached();
-        assert!(!finished || n == labels.len() as u64, "a finished run caches every label");
         if n > 0 && n < labels.len() as u64 {
             break n;
         }
-        assert!(!finished && delay < 20_000, "never caught it half-way (delay {delay} ms, {n} cached)");
-        if n == 0 {
-            delay += 150;
-        } else {
-            // Everything was cached before the kill: start over with a fresh cache.
-            std::fs::remove_dir_all(&db).unwrap();
-            unreachable!("3000 labels in {delay} ms");
-        }
+        assert!(!finished && n == 0, "all {} labels were embedded within {delay} ms: use more", labels.len());
+        assert!(delay < 20_000, "never caught it half-way");
+        delay += 150;
     };
     let report =
         ok_json(clipdex(&db, &["autotag", "--templates", "photo", "--vocab", vocab.to_str().unwrap(), "--json"]));

@@ -66,7 +66,7 @@ impl BlipMatcher {
 
     #[allow(clippy::type_complexity)]
     fn heads(config: &BlipConfig, vb: &VarBuilder) -> candle_core::Result<(BertStack, Dense, Dense, Dense)> {
-        let Some(tc) = config.text_config.as_ref() else { candle_core::bail!("config.json has no text_config") };
+        let tc = &config.text_config;
         let p = config.image_text_hidden_size;
         Ok((
             BertStack::load(tc, vb.pp("text_encoder"))?,

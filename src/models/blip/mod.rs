@@ -30,12 +30,11 @@ use crate::models::source::ModelRepo;
 /// The captioning model used when none is named.
 pub const DEFAULT_CAPTION_MODEL: &str = "Salesforce/blip-image-captioning-base";
 
-fn default_eps() -> f64 {
-    1e-5
-}
-
-/// `vision_config` of a BLIP checkpoint.
+/// `vision_config` of a BLIP checkpoint. Every field has `BlipVisionConfig`'s default in
+/// transformers, so a file that leaves one out (as the hub's, saved by transformers 4.26, do
+/// for some) reads as transformers reads it; keys clipdex does not use are ignored.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct BlipVisionConfig {
     /// Token width.
     pub hidden_size: usize,
@@ -52,28 +51,36 @@ pub struct BlipVisionConfig {
     /// MLP activation.
     pub hidden_act: HiddenAct,
     /// Layer-norm epsilon.
-    #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
 }
 
-fn default_text_eps() -> f64 {
-    1e-12
-}
-fn default_bos() -> u32 {
-    30522
-}
-fn default_sep() -> u32 {
-    102
+impl Default for BlipVisionConfig {
+    fn default() -> Self {
+        BlipVisionConfig {
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            image_size: 384,
+            patch_size: 16,
+            hidden_act: HiddenAct::Gelu,
+            layer_norm_eps: 1e-5,
+        }
+    }
 }
 
-/// `text_config` of a BLIP checkpoint (a BERT with cross-attention to the image).
+/// `text_config` of a BLIP checkpoint (a BERT with cross-attention to the image), with
+/// `BlipTextConfig`'s defaults (note its 8 attention heads: every real checkpoint says 12).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct BlipTextConfig {
     /// Vocabulary size (BERT's 30,522 plus `[DEC]` and `[ENC]`).
     pub vocab_size: usize,
     /// Token width.
     pub hidden_size: usize,
-    /// Width of the image states attended to.
+    /// Width of the image states attended to. Whatever the file says, the vision tower's
+    /// width, as `BlipConfig` sets it (the hub's base checkpoints leave it out; the large
+    /// ones need 1024 beside a 768-wide text model).
     pub encoder_hidden_size: usize,
     /// MLP width.
     pub intermediate_size: usize,
@@ -86,28 +93,73 @@ pub struct BlipTextConfig {
     /// MLP activation.
     pub hidden_act: HiddenAct,
     /// Layer-norm epsilon.
-    #[serde(default = "default_text_eps")]
     pub layer_norm_eps: f64,
     /// `[DEC]`, the first token of every caption.
-    #[serde(default = "default_bos")]
     pub bos_token_id: u32,
-    /// `[SEP]`, which ends a caption.
-    #[serde(default = "default_sep")]
+    /// `[SEP]`, which ends a caption: BLIP's generation stops at `sep_token_id`, not at
+    /// `eos_token_id` (2 in the hub's files, an unused token).
     pub sep_token_id: u32,
 }
 
-/// The parts of a BLIP `config.json` that clipdex reads.
+impl Default for BlipTextConfig {
+    fn default() -> Self {
+        BlipTextConfig {
+            vocab_size: 30524,
+            hidden_size: 768,
+            encoder_hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 8,
+            max_position_embeddings: 512,
+            hidden_act: HiddenAct::Gelu,
+            layer_norm_eps: 1e-12,
+            bos_token_id: 30522,
+            sep_token_id: 102,
+        }
+    }
+}
+
+/// The parts of a BLIP `config.json` that clipdex reads, as transformers' `BlipConfig` reads
+/// them: absent towers get their defaults, and the text tower's `encoder_hidden_size` is the
+/// vision tower's width.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(from = "RawBlipConfig")]
 pub struct BlipConfig {
     /// Must be `blip`.
     pub model_type: Option<String>,
     /// The image encoder.
     pub vision_config: BlipVisionConfig,
     /// The text side.
-    pub text_config: Option<BlipTextConfig>,
+    pub text_config: BlipTextConfig,
     /// Width of the shared space of the matching model's ITC projections.
-    #[serde(default = "default_itc_dim")]
     pub image_text_hidden_size: usize,
+}
+
+/// `config.json` as written, before `BlipConfig`'s rules apply.
+#[derive(Deserialize)]
+struct RawBlipConfig {
+    model_type: Option<String>,
+    #[serde(default)]
+    vision_config: Option<BlipVisionConfig>,
+    #[serde(default)]
+    text_config: Option<BlipTextConfig>,
+    #[serde(default = "default_itc_dim")]
+    image_text_hidden_size: usize,
+}
+
+impl From<RawBlipConfig> for BlipConfig {
+    fn from(raw: RawBlipConfig) -> Self {
+        // `null` towers are transformers' defaults too.
+        let vision_config = raw.vision_config.unwrap_or_default();
+        let mut text_config = raw.text_config.unwrap_or_default();
+        text_config.encoder_hidden_size = vision_config.hidden_size;
+        BlipConfig {
+            model_type: raw.model_type,
+            vision_config,
+            text_config,
+            image_text_hidden_size: raw.image_text_hidden_size,
+        }
+    }
 }
 
 fn default_itc_dim() -> usize {
@@ -120,29 +172,8 @@ impl BlipConfig {
     pub fn captioning_base() -> Self {
         BlipConfig {
             model_type: Some("blip".into()),
-            vision_config: BlipVisionConfig {
-                hidden_size: 768,
-                intermediate_size: 3072,
-                num_hidden_layers: 12,
-                num_attention_heads: 12,
-                image_size: 384,
-                patch_size: 16,
-                hidden_act: HiddenAct::Gelu,
-                layer_norm_eps: 1e-5,
-            },
-            text_config: Some(BlipTextConfig {
-                vocab_size: 30524,
-                hidden_size: 768,
-                encoder_hidden_size: 768,
-                intermediate_size: 3072,
-                num_hidden_layers: 12,
-                num_attention_heads: 12,
-                max_position_embeddings: 512,
-                hidden_act: HiddenAct::Gelu,
-                layer_norm_eps: 1e-12,
-                bos_token_id: 30522,
-                sep_token_id: 102,
-            }),
+            vision_config: BlipVisionConfig::default(),
+            text_config: BlipTextConfig { num_attention_heads: 12, ..BlipTextConfig::default() },
             image_text_hidden_size: 256,
         }
     }
@@ -197,7 +228,7 @@ impl Opened {
     }
 
     fn text_config(&self) -> Result<&BlipTextConfig> {
-        text_config(&self.name, &self.config)
+        Ok(&self.config.text_config)
     }
 }
 
@@ -223,11 +254,6 @@ fn text_ids(tokenizer: &tokenizers::Tokenizer, text: &str, max: usize) -> Result
         return Err(Error::Invalid(format!("the text is {} tokens long; the model takes at most {max}", ids.len())));
     }
     Ok(ids)
-}
-
-/// The text config, or an error naming the model.
-fn text_config<'a>(name: &str, config: &'a BlipConfig) -> Result<&'a BlipTextConfig> {
-    config.text_config.as_ref().ok_or_else(|| Error::model(name, "config.json has no text_config"))
 }
 
 /// Loads a text part, turning missing or misshapen weights into an error naming the model and

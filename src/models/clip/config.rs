@@ -102,21 +102,50 @@ impl Default for VisionConfig {
     }
 }
 
-/// A whole `CLIPModel` config.
+/// A whole `CLIPModel` config (and the CLIP inside a CLIPSeg one), read as transformers'
+/// `CLIPConfig` reads it: a tower's `*_config_dict` (the layout of configs saved before
+/// transformers 4.22, which some checkpoints still carry) takes precedence over its
+/// `*_config`, completed with the defaults as transformers completes it, and an absent or
+/// `null` tower is the default one.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(from = "RawClipConfig")]
 pub struct ClipConfig {
     /// Must be `clip`.
-    #[serde(default)]
     pub model_type: Option<String>,
     /// The text tower.
-    #[serde(default)]
     pub text_config: TextConfig,
     /// The vision tower.
-    #[serde(default)]
     pub vision_config: VisionConfig,
     /// Width of the shared embedding space.
-    #[serde(default = "default_projection_dim")]
     pub projection_dim: usize,
+}
+
+/// `config.json` as written, before `CLIPConfig`'s rules apply.
+#[derive(Deserialize)]
+struct RawClipConfig {
+    #[serde(default)]
+    model_type: Option<String>,
+    #[serde(default)]
+    text_config: Option<TextConfig>,
+    #[serde(default)]
+    text_config_dict: Option<TextConfig>,
+    #[serde(default)]
+    vision_config: Option<VisionConfig>,
+    #[serde(default)]
+    vision_config_dict: Option<VisionConfig>,
+    #[serde(default = "default_projection_dim")]
+    projection_dim: usize,
+}
+
+impl From<RawClipConfig> for ClipConfig {
+    fn from(raw: RawClipConfig) -> Self {
+        ClipConfig {
+            model_type: raw.model_type,
+            text_config: raw.text_config_dict.or(raw.text_config).unwrap_or_default(),
+            vision_config: raw.vision_config_dict.or(raw.vision_config).unwrap_or_default(),
+            projection_dim: raw.projection_dim,
+        }
+    }
 }
 
 fn default_projection_dim() -> usize {
@@ -132,5 +161,28 @@ impl ClipConfig {
             vision_config: VisionConfig::default(),
             projection_dim: 512,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_config_dicts_take_precedence_and_absent_towers_are_defaults() {
+        let legacy: ClipConfig = serde_json::from_str(
+            r#"{"model_type": "clip", "text_config": null, "text_config_dict": {"hidden_size": 64, "eos_token_id": 2},
+                "vision_config": {"patch_size": 32}, "vision_config_dict": {"patch_size": 16, "hidden_size": 96},
+                "projection_dim": 48, "some_unknown_key": [1, 2]}"#,
+        )
+        .unwrap();
+        assert_eq!((legacy.text_config.hidden_size, legacy.text_config.eos_token_id), (64, 2));
+        // The dict wins whole: its defaults too, as transformers' `update` with a full dict does.
+        assert_eq!(legacy.text_config.num_hidden_layers, 12);
+        assert_eq!((legacy.vision_config.patch_size, legacy.vision_config.hidden_size), (16, 96));
+        assert_eq!(legacy.projection_dim, 48);
+        let bare: ClipConfig = serde_json::from_str(r#"{"model_type": "clip"}"#).unwrap();
+        assert_eq!((bare.vision_config.patch_size, bare.text_config.max_position_embeddings), (32, 77));
+        assert_eq!(bare.projection_dim, 512);
     }
 }

@@ -9,6 +9,7 @@ mod config;
 pub(crate) mod kernels;
 pub(crate) mod model;
 mod tokenizer;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,518 @@
+//! A trainable CLIP beside the inference one ([`super::ClipModel`]).
+//!
+//! The inference network prepares its weights for speed (fused and pre-scaled q/k/v, transposed
+//! copies, fused CPU kernels without gradients, `logit_scale` read once as a number), which cuts
+//! the autograd graph everywhere. This one keeps every weight under its Hugging Face name and
+//! uses only differentiable candle ops: plain matmul + bias, layer norm written out with mean
+//! and variance, softmax over the last dimension, quick-GELU / GELU. Trainable weights are
+//! [`Var`]s, frozen ones plain tensors (so freezing costs nothing: no gradient is tracked
+//! through them). A test proves its forward pass equal to the inference model's, and that every
+//! trainable tensor receives a gradient (which catches silent graph cuts).
+//!
+//! The optimiser is PyTorch's `AdamW` to the letter (decoupled weight decay applied before the
+//! update, bias-corrected moments, `eps` added to `sqrt(v̂)`), with weight decay only on
+//! tensors of two or more dimensions, as open_clip does.
+
+use std::collections::BTreeMap;
+
+use candle_core::{D, DType, Device, IndexOp, Tensor, Var};
+use candle_nn::VarBuilder;
+
+use super::config::{ClipConfig, HiddenAct};
+
+type CResult<T> = candle_core::Result<T>;
+
+/// Which weights a fine-tuning run changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainScope {
+    /// Every weight.
+    All,
+    /// The top `n` encoder layers of each tower, the final layer norms (text `final_layer_norm`,
+    /// vision `post_layernorm`), both projections and `logit_scale`.
+    Last(usize),
+    /// Both projections and `logit_scale`.
+    Projection,
+}
+
+impl std::str::FromStr for TrainScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(TrainScope::All),
+            "projection" => Ok(TrainScope::Projection),
+            _ => match s.strip_prefix("last:").map(str::parse::<usize>) {
+                Some(Ok(n)) if n >= 1 => Ok(TrainScope::Last(n)),
+                _ => Err(format!("{s:?}: expected all, last:N (N ≥ 1), projection or adapter")),
+            },
+        }
+    }
+}
+
+/// The names and shapes of every weight of a `CLIPModel`, in a fixed order.
+pub fn parameter_shapes(config: &ClipConfig) -> Vec<(String, Vec<usize>)> {
+    let (t, v) = (&config.text_config, &config.vision_config);
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut add = |name: String, shape: &[usize]| out.push((name, shape.to_vec()));
+    let layers = |add: &mut dyn FnMut(String, &[usize]), prefix: &str, n: usize, d: usize, mlp: usize| {
+        for i in 0..n {
+            let p = format!("{prefix}.encoder.layers.{i}");
+            for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                add(format!("{p}.self_attn.{proj}.weight"), &[d, d]);
+                add(format!("{p}.self_attn.{proj}.bias"), &[d]);
+            }
+            for ln in ["layer_norm1", "layer_norm2"] {
+                add(format!("{p}.{ln}.weight"), &[d]);
+                add(format!("{p}.{ln}.bias"), &[d]);
+            }
+            add(format!("{p}.mlp.fc1.weight"), &[mlp, d]);
+            add(format!("{p}.mlp.fc1.bias"), &[mlp]);
+            add(format!("{p}.mlp.fc2.weight"), &[d, mlp]);
+            add(format!("{p}.mlp.fc2.bias"), &[d]);
+        }
+    };
+    let td = t.hidden_size;
+    add("text_model.embeddings.token_embedding.weight".into(), &[t.vocab_size, td]);
+    add("text_model.embeddings.position_embedding.weight".into(), &[t.max_position_embeddings, td]);
+    layers(&mut add, "text_model", t.num_hidden_layers, td, t.intermediate_size);
+    add("text_model.final_layer_norm.weight".into(), &[td]);
+    add("text_model.final_layer_norm.bias".into(), &[td]);
+    let vd = v.hidden_size;
+    let grid = v.image_size / v.patch_size;
+    add("vision_model.embeddings.class_embedding".into(), &[vd]);
+    add("vision_model.embeddings.patch_embedding.weight".into(), &[vd, v.num_channels, v.patch_size, v.patch_size]);
+    add("vision_model.embeddings.position_embedding.weight".into(), &[grid * grid + 1, vd]);
+    add("vision_model.pre_layrnorm.weight".into(), &[vd]);
+    add("vision_model.pre_layrnorm.bias".into(), &[vd]);
+    layers(&mut add, "vision_model", v.num_hidden_layers, vd, v.intermediate_size);
+    add("vision_model.post_layernorm.weight".into(), &[vd]);
+    add("vision_model.post_layernorm.bias".into(), &[vd]);
+    add("visual_projection.weight".into(), &[config.projection_dim, vd]);
+    add("text_projection.weight".into(), &[config.projection_dim, td]);
+    add("logit_scale".into(), &[]);
+    out
+}
+
+/// Whether `scope` trains the weight `name`.
+fn is_trained(scope: TrainScope, config: &ClipConfig, name: &str) -> bool {
+    let head = name.starts_with("visual_projection.") || name.starts_with("text_projection.") || name == "logit_scale";
+    match scope {
+        TrainScope::All => true,
+        TrainScope::Projection => head,
+        TrainScope::Last(n) => {
+            let top_layer = |prefix: &str, layers: usize| {
+                name.strip_prefix(prefix)
+                    .and_then(|rest| rest.split('.').next())
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_some_and(|i| i + n >= layers)
+            };
+            head || name.starts_with("text_model.final_layer_norm.")
+                || name.starts_with("vision_model.post_layernorm.")
+                || top_layer("text_model.encoder.layers.", config.text_config.num_hidden_layers)
+                || top_layer("vision_model.encoder.layers.", config.vision_config.num_hidden_layers)
+        }
+    }
+}
+
+/// A CLIP whose weights can be trained.
+pub struct TrainableClip {
+    config: ClipConfig,
+    /// Every weight, under its Hugging Face name; trainable ones are the tensors of `vars`.
+    weights: BTreeMap<String, Tensor>,
+    vars: BTreeMap<String, Var>,
+    device: Device,
+}
+
+impl TrainableClip {
+    /// Takes the weights from `vb` (f32), making those of `scope` trainable.
+    pub fn load(config: &ClipConfig, vb: &VarBuilder, scope: TrainScope) -> CResult<Self> {
+        let mut weights = BTreeMap::new();
+        let mut vars = BTreeMap::new();
+        for (name, shape) in parameter_shapes(config) {
+            let t = vb.get(shape.as_slice(), &name)?.to_dtype(DType::F32)?;
+            if is_trained(scope, config, &name) {
+                let var = Var::from_tensor(&t)?;
+                weights.insert(name.clone(), var.as_tensor().clone());
+                vars.insert(name, var);
+            } else {
+                weights.insert(name, t);
+            }
+        }
+        Ok(TrainableClip { config: config.clone(), weights, vars, device: vb.device().clone() })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &ClipConfig {
+        &self.config
+    }
+
+    /// The trainable weights by name.
+    pub fn vars(&self) -> &BTreeMap<String, Var> {
+        &self.vars
+    }
+
+    /// Every weight's current value by name (trainable ones as they are now).
+    pub fn tensors(&self) -> BTreeMap<String, Tensor> {
+        self.weights
+            .iter()
+            .map(|(name, t)| {
+                let current = self.vars.get(name).map_or_else(|| t.clone(), |v| v.as_tensor().clone());
+                (name.clone(), current)
+            })
+            .collect()
+    }
+
+    fn w(&self, name: &str) -> CResult<Tensor> {
+        match self.vars.get(name) {
+            Some(v) => Ok(v.as_tensor().clone()),
+            None => self.weights.get(name).cloned().ok_or_else(|| candle_core::Error::Msg(format!("no weight {name}"))),
+        }
+    }
+
+    /// `x · Wᵀ + b` for `x` of any rank.
+    fn linear(&self, x: &Tensor, prefix: &str, bias: bool) -> CResult<Tensor> {
+        let w = self.w(&format!("{prefix}.weight"))?;
+        let dims = x.dims().to_vec();
+        let (rows, d) = (dims[..dims.len() - 1].iter().product::<usize>(), dims[dims.len() - 1]);
+        let mut y = x.reshape((rows, d))?.matmul(&w.t()?)?;
+        if bias {
+            y = y.broadcast_add(&self.w(&format!("{prefix}.bias"))?)?;
+        }
+        let mut out = dims;
+        *out.last_mut().expect("rank ≥ 1") = y.dim(1)?;
+        y.reshape(out)
+    }
+
+    /// Layer norm over the last dimension, with mean and (biased) variance.
+    fn layer_norm(&self, x: &Tensor, prefix: &str, eps: f64) -> CResult<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+        normed.broadcast_mul(&self.w(&format!("{prefix}.weight"))?)?.broadcast_add(&self.w(&format!("{prefix}.bias"))?)
+    }
+
+    fn activation(x: &Tensor, act: HiddenAct) -> CResult<Tensor> {
+        match act {
+            // x · σ(1.702 x), σ written out: 1 / (1 + e^(-z)).
+            HiddenAct::QuickGelu => x.mul(&((x * -1.702)?.exp()? + 1.0)?.recip()?),
+            HiddenAct::Gelu => x.gelu_erf(),
+            HiddenAct::GeluTanh => x.gelu(),
+            HiddenAct::Relu => x.relu(),
+        }
+    }
+
+    /// Multi-head self-attention over `[b, s, d]`, causal for the text tower.
+    fn attention(&self, x: &Tensor, prefix: &str, heads: usize, causal: bool) -> CResult<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        let dh = d / heads;
+        let split = |t: Tensor| -> CResult<Tensor> { t.reshape((b, s, heads, dh))?.transpose(1, 2)?.contiguous() };
+        let q = split((self.linear(x, &format!("{prefix}.q_proj"), true)? * (dh as f64).powf(-0.5))?)?;
+        let k = split(self.linear(x, &format!("{prefix}.k_proj"), true)?)?;
+        let v = split(self.linear(x, &format!("{prefix}.v_proj"), true)?)?;
+        let mut scores = q.matmul(&k.t()?.contiguous()?)?;
+        if causal {
+            let mask: Vec<f32> =
+                (0..s).flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+            scores = scores.broadcast_add(&Tensor::from_vec(mask, (s, s), x.device())?)?;
+        }
+        // Softmax over the last dimension; the shift by the row maximum carries no gradient.
+        let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?.exp()?;
+        let probs = shifted.broadcast_div(&shifted.sum_keepdim(D::Minus1)?)?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, s, d))?;
+        self.linear(&out, &format!("{prefix}.out_proj"), true)
+    }
+
+    fn encoder(
+        &self,
+        x: &Tensor,
+        prefix: &str,
+        layers: usize,
+        heads: usize,
+        act: HiddenAct,
+        eps: f64,
+        causal: bool,
+    ) -> CResult<Tensor> {
+        let mut x = x.clone();
+        for i in 0..layers {
+            let p = format!("{prefix}.encoder.layers.{i}");
+            let h = self.layer_norm(&x, &format!("{p}.layer_norm1"), eps)?;
+            x = (&x + self.attention(&h, &format!("{p}.self_attn"), heads, causal)?)?;
+            let h = self.layer_norm(&x, &format!("{p}.layer_norm2"), eps)?;
+            let h = Self::activation(&self.linear(&h, &format!("{p}.mlp.fc1"), true)?, act)?;
+            x = (&x + self.linear(&h, &format!("{p}.mlp.fc2"), true)?)?;
+        }
+        Ok(x)
+    }
+
+    /// `get_image_features` for `[b, 3, H, W]` pixels: projected, not normalised.
+    pub fn image_features(&self, pixels: &Tensor) -> CResult<Tensor> {
+        let v = &self.config.vision_config;
+        let (b, p, d) = (pixels.dim(0)?, v.patch_size, v.hidden_size);
+        let g = v.image_size / p;
+        let patches = super::model::patches(&pixels.to_dtype(DType::F32)?, g, p)?;
+        let kernel = self.w("vision_model.embeddings.patch_embedding.weight")?.reshape((d, v.num_channels * p * p))?;
+        let tokens = patches.matmul(&kernel.t()?)?.reshape((b, g * g, d))?;
+        let class = self.w("vision_model.embeddings.class_embedding")?.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
+        let x = Tensor::cat(&[class, tokens], 1)?
+            .broadcast_add(&self.w("vision_model.embeddings.position_embedding.weight")?.unsqueeze(0)?)?;
+        let eps = v.layer_norm_eps;
+        let x = self.layer_norm(&x, "vision_model.pre_layrnorm", eps)?;
+        let x =
+            self.encoder(&x, "vision_model", v.num_hidden_layers, v.num_attention_heads, v.hidden_act, eps, false)?;
+        let pooled = self.layer_norm(&x.i((.., 0, ..))?, "vision_model.post_layernorm", eps)?;
+        self.linear(&pooled, "visual_projection", false)
+    }
+
+    /// `get_text_features` for token sequences (with their start and end tokens), padded
+    /// with `pad` on the right; pooled where transformers pools.
+    pub fn text_features(&self, batch: &[Vec<u32>], pad: u32) -> CResult<Tensor> {
+        let t = &self.config.text_config;
+        let b = batch.len();
+        let s = batch.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        if s > t.max_position_embeddings {
+            candle_core::bail!("{s} tokens exceed the model's context of {}", t.max_position_embeddings);
+        }
+        let legacy = t.eos_token_id == 2;
+        let mut flat = Vec::with_capacity(b * s);
+        let mut gather = Vec::with_capacity(b);
+        for (i, ids) in batch.iter().enumerate() {
+            flat.extend_from_slice(ids);
+            flat.extend(std::iter::repeat_n(pad, s - ids.len()));
+            let at = if legacy {
+                let max = ids.iter().copied().max().unwrap_or(0);
+                ids.iter().position(|&x| x == max)
+            } else {
+                ids.iter().position(|&x| x == t.eos_token_id)
+            };
+            gather.push((i * s + at.unwrap_or(0)) as u32);
+        }
+        let ids = Tensor::from_vec(flat, b * s, &self.device)?;
+        let d = t.hidden_size;
+        let tokens =
+            self.w("text_model.embeddings.token_embedding.weight")?.index_select(&ids, 0)?.reshape((b, s, d))?;
+        let positions = self.w("text_model.embeddings.position_embedding.weight")?.narrow(0, 0, s)?;
+        let x = tokens.broadcast_add(&positions.unsqueeze(0)?)?;
+        let eps = t.layer_norm_eps;
+        let x = self.encoder(&x, "text_model", t.num_hidden_layers, t.num_attention_heads, t.hidden_act, eps, true)?;
+        let picked = x.reshape((b * s, d))?.index_select(&Tensor::from_vec(gather, b, &self.device)?, 0)?;
+        let pooled = self.layer_norm(&picked, "text_model.final_layer_norm", eps)?;
+        self.linear(&pooled, "text_projection", false)
+    }
+
+    /// transformers' `clip_loss` for a batch of matching pairs: the mean of the cross-entropies
+    /// of `logit_scale.exp() · cos` over texts and over images, the diagonal being right.
+    pub fn contrastive_loss(&self, pixels: &Tensor, texts: &[Vec<u32>], pad: u32) -> CResult<Tensor> {
+        let image = normalize(&self.image_features(pixels)?)?;
+        let text = normalize(&self.text_features(texts, pad)?)?;
+        let scale = self.w("logit_scale")?.exp()?;
+        let logits_per_text = text.matmul(&image.t()?)?.broadcast_mul(&scale)?;
+        let n = texts.len();
+        let eye = Tensor::eye(n, DType::F32, &self.device)?;
+        let diagonal_ce = |logits: &Tensor| -> CResult<Tensor> {
+            let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+            ((log_probs * &eye)?.sum_all()? / n as f64)?.neg()
+        };
+        (diagonal_ce(&logits_per_text)? + diagonal_ce(&logits_per_text.t()?)?)? / 2.0
+    }
+}
+
+/// Rows scaled to unit length.
+fn normalize(x: &Tensor) -> CResult<Tensor> {
+    x.broadcast_div(&x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
+}
+
+/// PyTorch's `AdamW` (see the module doc), with weight decay only on tensors of two or more
+/// dimensions.
+pub struct AdamW {
+    params: Vec<AdamState>,
+    /// Learning rate of the next step (schedules change it).
+    pub lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    step: u64,
+}
+
+struct AdamState {
+    var: Var,
+    m: Tensor,
+    v: Tensor,
+    decay: bool,
+}
+
+/// AdamW's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// β₁, β₂.
+    pub betas: (f64, f64),
+    /// Added to √v̂.
+    pub eps: f64,
+    /// Decoupled weight decay (on tensors of ≥ 2 dimensions).
+    pub weight_decay: f64,
+}
+
+impl AdamW {
+    /// An optimiser for `vars`.
+    pub fn new<'a>(vars: impl IntoIterator<Item = &'a Var>, config: AdamWConfig) -> CResult<Self> {
+        let params = vars
+            .into_iter()
+            .map(|var| {
+                Ok(AdamState { var: var.clone(), m: var.zeros_like()?, v: var.zeros_like()?, decay: var.rank() >= 2 })
+            })
+            .collect::<CResult<Vec<_>>>()?;
+        Ok(AdamW {
+            params,
+            lr: config.lr,
+            beta1: config.betas.0,
+            beta2: config.betas.1,
+            eps: config.eps,
+            weight_decay: config.weight_decay,
+            step: 0,
+        })
+    }
+
+    /// One step from the gradients of `loss`.
+    pub fn backward_step(&mut self, loss: &Tensor) -> CResult<()> {
+        let grads = loss.backward()?;
+        self.step += 1;
+        let t = self.step as i32;
+        let (bc1, bc2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
+        for p in &mut self.params {
+            let Some(g) = grads.get(p.var.as_tensor()) else { continue };
+            let mut theta = p.var.as_tensor().clone();
+            if p.decay && self.weight_decay != 0.0 {
+                theta = (theta * (1.0 - self.lr * self.weight_decay))?;
+            }
+            p.m = ((&p.m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+            p.v = ((&p.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let denom = ((p.v.sqrt()? / bc2.sqrt())? + self.eps)?;
+            let update = (p.m.div(&denom)? * (self.lr / bc1))?;
+            p.var.set(&(theta - update)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The learning rate at `step` (0-based) of `total`: linear warm-up over `warmup` steps, then
+/// constant or cosine down to 0 (open_clip's `cosine_lr`).
+pub fn scheduled_lr(base: f64, step: usize, total: usize, warmup: usize, cosine: bool) -> f64 {
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    if !cosine || total <= warmup {
+        return base;
+    }
+    let progress = (step - warmup) as f64 / (total - warmup) as f64;
+    0.5 * (1.0 + (std::f64::consts::PI * progress).cos()) * base
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::models::clip::{ClipEmbedder, l2_normalize};
+
+    fn fixture(name: &str) -> String {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name).to_string_lossy().into_owned()
+    }
+
+    fn load(name: &str, scope: TrainScope) -> (ClipEmbedder, TrainableClip) {
+        let repo = crate::models::source::ModelRepo::open(&fixture(name)).unwrap();
+        let embedder = ClipEmbedder::load_from(&repo, &Device::Cpu).unwrap();
+        let vb = super::super::repo_weights(&repo, &Device::Cpu).unwrap();
+        let trainable = TrainableClip::load(embedder.config(), &vb, scope).unwrap();
+        (embedder, trainable)
+    }
+
+    fn inputs(embedder: &ClipEmbedder) -> (Tensor, Vec<Vec<u32>>) {
+        let side = embedder.config().vision_config.image_size;
+        let images: Vec<Tensor> = (0..3u32)
+            .map(|s| {
+                let img = image::RgbImage::from_fn(side as u32 + 13, side as u32, |x, y| {
+                    image::Rgb([(x * 7 + s * 50) as u8, (y * 3 + s * 20) as u8, ((x + y) * s) as u8])
+                });
+                embedder.preprocess(&img).unwrap()
+            })
+            .collect();
+        let texts = ["a photo of a cat", "a dog", "an astronaut riding a horse on the moon"]
+            .iter()
+            .map(|t| embedder.tokenize(t).unwrap())
+            .collect();
+        (Tensor::stack(&images, 0).unwrap(), texts)
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn its_forward_equals_the_inference_model() {
+        for name in ["clip-tiny-p32", "clip-tiny-p16"] {
+            let (embedder, trainable) = load(name, TrainScope::All);
+            let (pixels, texts) = inputs(&embedder);
+            let pad = *texts[0].last().unwrap();
+            let fast_image = l2_normalize(&embedder.model().image_features(&pixels).unwrap()).unwrap();
+            let slow_image = normalize(&trainable.image_features(&pixels).unwrap()).unwrap();
+            let fast_text = l2_normalize(&embedder.model().text_features(&texts, pad, &Device::Cpu).unwrap()).unwrap();
+            let slow_text = normalize(&trainable.text_features(&texts, pad).unwrap()).unwrap();
+            let (di, dt) = (max_abs_diff(&fast_image, &slow_image), max_abs_diff(&fast_text, &slow_text));
+            assert!(di < 1e-5 && dt < 1e-5, "{name}: image {di}, text {dt}");
+            let scale = trainable.w("logit_scale").unwrap().exp().unwrap().to_scalar::<f32>().unwrap();
+            assert!((scale - embedder.logit_scale()).abs() < 1e-4 * scale);
+        }
+    }
+
+    #[test]
+    fn every_trainable_tensor_receives_a_gradient() {
+        for name in ["clip-tiny-p32", "clip-tiny-p16"] {
+            let (embedder, trainable) = load(name, TrainScope::All);
+            let (pixels, texts) = inputs(&embedder);
+            let loss = trainable.contrastive_loss(&pixels, &texts, *texts[0].last().unwrap()).unwrap();
+            let grads = loss.backward().unwrap();
+            let norm_of = |param: &str| -> f32 {
+                let var = &trainable.vars()[param];
+                let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient for {param}"));
+                g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt()
+            };
+            for param in trainable.vars().keys() {
+                let norm = norm_of(param);
+                // A key bias adds the same amount to every score of a query: softmax ignores
+                // it, so its true gradient is 0 (what is left is rounding).
+                if let Some(layer) = param.strip_suffix("k_proj.bias") {
+                    let weight = norm_of(&format!("{layer}k_proj.weight"));
+                    assert!(norm < 1e-3 * weight, "{name}: {param} {norm} beside the weight's {weight}");
+                } else {
+                    assert!(norm > 0.0, "{name}: zero gradient for {param}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scopes_choose_the_trained_weights() {
+        let (_, last) = load("clip-tiny-p32", TrainScope::Last(1));
+        let names: Vec<&String> = last.vars().keys().collect();
+        assert!(names.iter().any(|n| n.starts_with("text_model.encoder.layers.1.")));
+        assert!(!names.iter().any(|n| n.starts_with("text_model.encoder.layers.0.")));
+        assert!(names.iter().any(|n| n.as_str() == "vision_model.post_layernorm.weight"));
+        assert!(names.iter().any(|n| n.as_str() == "logit_scale"));
+        assert!(!names.iter().any(|n| n.contains("embeddings")));
+        let (_, head) = load("clip-tiny-p32", TrainScope::Projection);
+        assert_eq!(head.vars().len(), 3);
+        assert_eq!("last:2".parse::<TrainScope>(), Ok(TrainScope::Last(2)));
+        assert!("last:0".parse::<TrainScope>().is_err() && "some".parse::<TrainScope>().is_err());
+    }
+
+    #[test]
+    fn schedules_warm_up_then_decay() {
+        assert_eq!(scheduled_lr(1.0, 0, 10, 2, true), 0.5);
+        assert_eq!(scheduled_lr(1.0, 1, 10, 2, true), 1.0);
+        assert!((scheduled_lr(1.0, 6, 10, 2, true) - 0.5).abs() < 1e-12);
+        assert_eq!(scheduled_lr(1.0, 9, 10, 0, false), 1.0);
+    }
+}

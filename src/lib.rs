@@ -39,6 +39,7 @@ pub mod ann;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod finetune;
 pub mod indexer;
 pub mod library;
 pub mod models;

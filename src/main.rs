@@ -63,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let model = tagging::ZeroShotModel::open(g)?;
             return tagging::describe(&model, image, *k, vocab.as_deref(), *json, g.max_pixels);
         }
+        Command::Finetune(args) => return cli::finetune::run(g, args),
         Command::Segment(args) => return segmenting::segment(g, args),
         Command::Caption(args) => return blip::caption(g, args),
         Command::Ask(args) => return blip::ask(g, args),
@@ -101,7 +102,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Segment(_)
         | Command::Caption(_)
         | Command::Ask(_)
-        | Command::Match(_) => {
+        | Command::Match(_)
+        | Command::Finetune(_) => {
             unreachable!("handled above")
         }
         Command::Reindex { .. } => unreachable!("handled above"),

@@ -129,6 +129,11 @@ impl ClipEmbedder {
         &self.model
     }
 
+    /// The end-of-text id, which also pads batched texts.
+    pub fn tokenizer_end_id(&self) -> u32 {
+        self.tokenizer.end_id
+    }
+
     /// Token ids of a text as the model sees them (start and end tokens, truncated).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         self.tokenizer.encode(text)

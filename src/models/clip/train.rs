@@ -43,7 +43,7 @@ impl std::str::FromStr for TrainScope {
             "projection" => Ok(TrainScope::Projection),
             _ => match s.strip_prefix("last:").map(str::parse::<usize>) {
                 Some(Ok(n)) if n >= 1 => Ok(TrainScope::Last(n)),
-                _ => Err(format!("{s:?}: expected all, last:N (N ≥ 1), projection or adapter")),
+                _ => Err(format!("{s:?}: expected all, last:N (N ≥ 1) or projection")),
             },
         }
     }
@@ -223,16 +223,16 @@ impl TrainableClip {
         self.linear(&out, &format!("{prefix}.out_proj"), true)
     }
 
-    fn encoder(
-        &self,
-        x: &Tensor,
-        prefix: &str,
-        layers: usize,
-        heads: usize,
-        act: HiddenAct,
-        eps: f64,
-        causal: bool,
-    ) -> CResult<Tensor> {
+    /// The encoder layers of the tower under `prefix` (`text_model`, causal; or `vision_model`).
+    fn encoder(&self, x: &Tensor, prefix: &str) -> CResult<Tensor> {
+        let causal = prefix == "text_model";
+        let (layers, heads, act, eps) = if causal {
+            let t = &self.config.text_config;
+            (t.num_hidden_layers, t.num_attention_heads, t.hidden_act, t.layer_norm_eps)
+        } else {
+            let v = &self.config.vision_config;
+            (v.num_hidden_layers, v.num_attention_heads, v.hidden_act, v.layer_norm_eps)
+        };
         let mut x = x.clone();
         for i in 0..layers {
             let p = format!("{prefix}.encoder.layers.{i}");
@@ -258,8 +258,7 @@ impl TrainableClip {
             .broadcast_add(&self.w("vision_model.embeddings.position_embedding.weight")?.unsqueeze(0)?)?;
         let eps = v.layer_norm_eps;
         let x = self.layer_norm(&x, "vision_model.pre_layrnorm", eps)?;
-        let x =
-            self.encoder(&x, "vision_model", v.num_hidden_layers, v.num_attention_heads, v.hidden_act, eps, false)?;
+        let x = self.encoder(&x, "vision_model")?;
         let pooled = self.layer_norm(&x.i((.., 0, ..))?, "vision_model.post_layernorm", eps)?;
         self.linear(&pooled, "visual_projection", false)
     }
@@ -294,7 +293,7 @@ impl TrainableClip {
         let positions = self.w("text_model.embeddings.position_embedding.weight")?.narrow(0, 0, s)?;
         let x = tokens.broadcast_add(&positions.unsqueeze(0)?)?;
         let eps = t.layer_norm_eps;
-        let x = self.encoder(&x, "text_model", t.num_hidden_layers, t.num_attention_heads, t.hidden_act, eps, true)?;
+        let x = self.encoder(&x, "text_model")?;
         let picked = x.reshape((b * s, d))?.index_select(&Tensor::from_vec(gather, b, &self.device)?, 0)?;
         let pooled = self.layer_norm(&picked, "text_model.final_layer_norm", eps)?;
         self.linear(&pooled, "text_projection", false)

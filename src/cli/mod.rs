@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod finetune;
+pub use finetune::FinetuneArgs;
+
 use clipdex::{DEFAULT_CLIP_MODEL, DeviceChoice};
 
 /// clipdex: semantic search over your photo library.
@@ -63,6 +66,9 @@ fn parse_device(s: &str) -> Result<DeviceChoice, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Fine-tune the CLIP model given by --model on your own image–text pairs and save it as a
+    /// Hugging Face model folder (load it with --model DIR).
+    Finetune(FinetuneArgs),
     /// Embed images and texts with CLIP and print the vectors.
     Embed(EmbedArgs),
     /// Zero-shot classification: score images against labels, as in the CLIP paper.

@@ -1,0 +1,158 @@
+//! `clipdex finetune`: flags, the progress bar and the before/after table around
+//! [`clipdex::finetune::finetune`].
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use clap::Args;
+
+use clipdex::finetune::{FinetuneOptions, FinetuneReport, finetune, read_pairs};
+use clipdex::models::clip::train::{AdamWConfig, TrainScope};
+
+use super::GlobalOptions;
+
+/// `clipdex finetune`.
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// The training pairs: JSON Lines {"image": PATH, "text": CAPTION} or CSV image,text
+    /// (relative paths resolve against the file's folder).
+    #[arg(long, value_name = "FILE")]
+    pub pairs: PathBuf,
+    /// Where to write the fine-tuned model (a Hugging Face CLIP folder).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// What to train: all, last:N (the top N layers of each tower, the final layer norms, the
+    /// projections and logit_scale) or projection (the projections and logit_scale).
+    #[arg(long = "train", default_value = "last:2", value_parser = parse_scope)]
+    pub scope: TrainScope,
+    /// Passes over the training pairs.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub epochs: u64,
+    /// Pairs per step (the contrastive loss compares every pair of a batch with every other).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(2..=4096))]
+    pub batch_size: u64,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 5e-5)]
+    pub lr: f64,
+    /// AdamW's beta1,beta2.
+    #[arg(long, default_value = "0.9,0.98", value_parser = parse_betas)]
+    pub betas: (f64, f64),
+    /// AdamW's epsilon.
+    #[arg(long, default_value_t = 1e-6)]
+    pub eps: f64,
+    /// Decoupled weight decay, on weights of two or more dimensions only.
+    #[arg(long, default_value_t = 0.2)]
+    pub weight_decay: f64,
+    /// Learning-rate schedule after the warm-up: cosine (down to 0) or constant.
+    #[arg(long, default_value = "cosine", value_parser = ["cosine", "constant"])]
+    pub schedule: String,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: usize,
+    /// Train on the pairs in file order (batches of consecutive pairs).
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Seed of the shuffling and of the held-out split.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Share of the pairs held out to evaluate base and fine-tuned model.
+    #[arg(long, default_value_t = 0.2, conflicts_with = "val")]
+    pub val_split: f64,
+    /// Held-out pairs in a file of their own (instead of --val-split).
+    #[arg(long, value_name = "FILE")]
+    pub val: Option<PathBuf>,
+    /// Skip pairs whose image cannot be read (they are listed) instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Print one JSON object: {"out", "steps", "losses", "train_pairs", "eval", "skipped"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_scope(s: &str) -> Result<TrainScope, String> {
+    if s == "adapter" {
+        return Err("--train adapter is not available yet: use all, last:N or projection".into());
+    }
+    s.parse()
+}
+
+fn parse_betas(s: &str) -> Result<(f64, f64), String> {
+    let parts: Vec<f64> =
+        s.split(',').map(|p| p.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|e| format!("{s:?}: {e}"))?;
+    match parts[..] {
+        [b1, b2] if (0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2) => Ok((b1, b2)),
+        _ => Err(format!("{s:?}: expected two numbers in [0, 1), e.g. 0.9,0.98")),
+    }
+}
+
+/// Runs `clipdex finetune`.
+pub fn run(g: &GlobalOptions, args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
+    let pairs = read_pairs(&args.pairs)?;
+    let validation = args.val.as_deref().map(read_pairs).transpose()?;
+    let options = FinetuneOptions {
+        scope: args.scope,
+        epochs: args.epochs as usize,
+        batch_size: args.batch_size as usize,
+        optimizer: AdamWConfig { lr: args.lr, betas: args.betas, eps: args.eps, weight_decay: args.weight_decay },
+        cosine: args.schedule == "cosine",
+        warmup: args.warmup,
+        shuffle: !args.no_shuffle,
+        seed: args.seed,
+        val_split: if validation.is_some() { 0.0 } else { args.val_split },
+        validation,
+        skip_bad: args.skip_bad,
+        force: args.force,
+        max_pixels: g.max_pixels,
+    };
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let device = g.device.open()?;
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {per_sec}, loss {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let report = finetune(&g.model, pairs, &args.out, &options, &device, &STOP, &|step, total, loss| {
+        if let Some(b) = &bar {
+            b.set_length(total as u64);
+            b.set_position(step as u64);
+            b.set_message(format!("{loss:.4}"));
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        print_summary(&mut out, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(out: &mut impl Write, r: &FinetuneReport) -> anyhow::Result<()> {
+    let (first, last) = (r.losses.first().copied().unwrap_or(0.0), r.losses.last().copied().unwrap_or(0.0));
+    writeln!(out, "trained on {} pairs, {} steps: loss {first:.4} -> {last:.4}", r.train_pairs, r.steps)?;
+    for s in &r.skipped {
+        writeln!(out, "skipped {s}")?;
+    }
+    if let Some(e) = &r.eval {
+        writeln!(out, "held-out recall on {} pairs      R@1     R@5    R@10", e.pairs)?;
+        for (which, x) in [("base", &e.base), ("fine-tuned", &e.finetuned)] {
+            for (direction, recall) in [("image->text", &x.image_to_text), ("text->image", &x.text_to_image)] {
+                let name = format!("{which} {direction}");
+                writeln!(out, "  {name:<29} {:>6.3}  {:>6.3}  {:>6.3}", recall[0], recall[1], recall[2])?;
+            }
+        }
+    }
+    writeln!(out, "saved {} (use it with --model {})", r.out.display(), r.out.display())?;
+    Ok(())
+}

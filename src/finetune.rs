@@ -1,0 +1,443 @@
+//! Fine-tuning CLIP on the user's own image–text pairs (`clipdex finetune`).
+//!
+//! The semantics are fixed, since scripts and a parity test depend on them: batches of
+//! `batch_size` consecutive training pairs (file order without shuffling, the last partial
+//! batch kept); images decoded and preprocessed exactly as for embedding (upright, the model's
+//! resize and crop, full-size decoding), no augmentation; texts tokenised as for queries; the
+//! loss is transformers' `clip_loss`; PyTorch's AdamW with weight decay on tensors of two or
+//! more dimensions only; after each step `logit_scale` is clamped to [0, ln 100]; f32
+//! throughout; frozen weights never change. The result is a Hugging Face CLIP directory
+//! (`config.json`, `model.safetensors` with transformers' names, the base's tokenizer and
+//! preprocessor files) that `--model DIR` and `CLIPModel.from_pretrained(DIR)` both load. It
+//! is written into a temporary folder and renamed into place, so an interrupted run leaves no
+//! half model.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::models::clip::train::{AdamW, AdamWConfig, TrainScope, TrainableClip, scheduled_lr};
+use crate::models::clip::{ClipEmbedder, l2_normalize};
+use crate::models::source::ModelRepo;
+use crate::photo::{DecodeOptions, open_rgb};
+
+/// One training example: an image and its caption, with the line it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pair {
+    /// The image (relative paths in the file resolved against the file's folder).
+    pub image: PathBuf,
+    /// Its text.
+    pub text: String,
+    /// 1-based line number in the pairs file.
+    pub line: usize,
+}
+
+/// Reads a pairs file: JSON Lines `{"image": PATH, "text": CAPTION}`, or CSV `image,text`
+/// (an optional header line `image,text`; a text with commas or quotes in double quotes).
+pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Invalid(format!("cannot read the pairs file {}: {e}", path.display())))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut pairs = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let raw = raw.trim();
+        if raw.is_empty() || raw.starts_with('#') || (line == 1 && raw.eq_ignore_ascii_case("image,text")) {
+            continue;
+        }
+        let bad = |why: &str| Error::Invalid(format!("{}:{line}: {why}", path.display()));
+        let (image, caption) = if raw.starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(raw).map_err(|e| bad(&format!("bad JSON ({e})")))?;
+            match (v["image"].as_str(), v["text"].as_str()) {
+                (Some(i), Some(t)) => (i.to_string(), t.to_string()),
+                _ => return Err(bad("expected {\"image\": PATH, \"text\": CAPTION}")),
+            }
+        } else {
+            let (image, rest) = raw.split_once(',').ok_or_else(|| bad("expected image,text"))?;
+            let rest = rest.trim();
+            let caption = match rest.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+                Some(quoted) => quoted.replace("\"\"", "\""),
+                None => rest.to_string(),
+            };
+            (image.trim().to_string(), caption)
+        };
+        if caption.trim().is_empty() {
+            return Err(bad("the text is empty"));
+        }
+        pairs.push(Pair { image: base.join(image), text: caption, line });
+    }
+    Ok(pairs)
+}
+
+/// How to fine-tune.
+#[derive(Debug, Clone)]
+pub struct FinetuneOptions {
+    /// Which weights change.
+    pub scope: TrainScope,
+    /// Passes over the training pairs.
+    pub epochs: usize,
+    /// Pairs per step.
+    pub batch_size: usize,
+    /// AdamW.
+    pub optimizer: AdamWConfig,
+    /// Cosine decay after the warm-up (else constant).
+    pub cosine: bool,
+    /// Linear warm-up steps.
+    pub warmup: usize,
+    /// Shuffle the training pairs each epoch (seeded).
+    pub shuffle: bool,
+    /// Seed of the shuffling and of the validation split.
+    pub seed: u64,
+    /// Share of the pairs held out for evaluation (0 ≤ f < 1), unless `validation` is given.
+    pub val_split: f64,
+    /// Held-out pairs given separately.
+    pub validation: Option<Vec<Pair>>,
+    /// Skip pairs whose image cannot be read (listed) instead of stopping.
+    pub skip_bad: bool,
+    /// Replace an existing output folder.
+    pub force: bool,
+    /// Decoding limit.
+    pub max_pixels: u64,
+}
+
+impl Default for FinetuneOptions {
+    fn default() -> Self {
+        FinetuneOptions {
+            scope: TrainScope::Last(2),
+            epochs: 5,
+            batch_size: 32,
+            optimizer: AdamWConfig { lr: 5e-5, betas: (0.9, 0.98), eps: 1e-6, weight_decay: 0.2 },
+            cosine: true,
+            warmup: 0,
+            shuffle: true,
+            seed: 0,
+            val_split: 0.2,
+            validation: None,
+            skip_bad: false,
+            force: false,
+            max_pixels: crate::photo::DEFAULT_MAX_PIXELS,
+        }
+    }
+}
+
+/// Held-out retrieval: recall@1/5/10 of finding each image's text among all held-out texts,
+/// and each text's image among all held-out images.
+#[derive(Debug, Clone, Serialize)]
+pub struct Retrieval {
+    /// Image → text recall at 1, 5, 10.
+    pub image_to_text: [f64; 3],
+    /// Text → image recall at 1, 5, 10.
+    pub text_to_image: [f64; 3],
+}
+
+/// The evaluation of a run: the base model and the fine-tuned one on the held-out pairs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// Held-out pairs.
+    pub pairs: usize,
+    /// The base model.
+    pub base: Retrieval,
+    /// The fine-tuned model.
+    pub finetuned: Retrieval,
+}
+
+/// What a run did (`finetune --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct FinetuneReport {
+    /// The model folder written.
+    pub out: PathBuf,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// The training loss of each step, in order.
+    pub losses: Vec<f32>,
+    /// Pairs trained on and held out.
+    pub train_pairs: usize,
+    /// Held-out evaluation (absent without held-out pairs).
+    pub eval: Option<Evaluation>,
+    /// Pairs skipped (`--skip-bad`): `"file:line: reason"`.
+    pub skipped: Vec<String>,
+}
+
+/// Progress: `(step, of, loss)`.
+pub type StepProgress<'a> = &'a dyn Fn(usize, usize, f32);
+
+/// `ln 100`, the upper bound of `logit_scale` (CLIP's temperature clamp).
+const MAX_LOGIT_SCALE: f64 = 4.605_170_185_988_092;
+
+/// The base model's files copied beside the fine-tuned weights.
+const COPIED_FILES: &[&str] = &[
+    "config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// Fine-tunes `base` on `pairs` and writes the model to `out`. `stop` ends the run between
+/// steps (Ctrl-C): nothing is written then.
+pub fn finetune(
+    base: &str,
+    pairs: Vec<Pair>,
+    out: &Path,
+    options: &FinetuneOptions,
+    device: &Device,
+    stop: &AtomicBool,
+    progress: StepProgress,
+) -> Result<FinetuneReport> {
+    if out.exists() && !options.force {
+        return Err(Error::Invalid(format!("{} exists; pass --force to replace it", out.display())));
+    }
+    if options.batch_size < 2 {
+        return Err(Error::Invalid("the batch size must be at least 2: a contrastive loss compares pairs".into()));
+    }
+    if !(0.0..1.0).contains(&options.val_split) {
+        return Err(Error::Invalid(format!("--val-split must be in [0, 1), not {}", options.val_split)));
+    }
+    let repo = ModelRepo::open(base)?;
+    let embedder = ClipEmbedder::load_from(&repo, device)?;
+    check_duplicates(&pairs)?;
+    let (pairs, skipped) = readable(pairs, options)?;
+    let (train, held_out) = match &options.validation {
+        Some(v) => (pairs, readable(v.clone(), options)?.0),
+        None => split(pairs, options.val_split, options.seed),
+    };
+    if train.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "{} training pair(s): fine-tuning needs at least 2 (and a few hundred to help)",
+            train.len()
+        )));
+    }
+    if options.batch_size > train.len() {
+        return Err(Error::Invalid(format!(
+            "the batch size {} is larger than the {} training pairs; pass --batch-size {} or fewer",
+            options.batch_size,
+            train.len(),
+            train.len()
+        )));
+    }
+
+    let decode = DecodeOptions { max_pixels: options.max_pixels, min_side: None };
+    let prepare = |pairs: &[Pair]| -> Result<(Vec<Tensor>, Vec<Vec<u32>>)> {
+        let pixels =
+            pairs.iter().map(|p| embedder.preprocess(&open_rgb(&p.image, &decode)?)).collect::<Result<Vec<_>>>()?;
+        let texts = pairs.iter().map(|p| embedder.tokenize(&p.text)).collect::<Result<Vec<_>>>()?;
+        Ok((pixels, texts))
+    };
+    let (pixels, texts) = prepare(&train)?;
+    let pad = embedder.tokenizer_end_id();
+
+    let vb = crate::models::clip::repo_weights(&repo, device)?;
+    let model = TrainableClip::load(embedder.config(), &vb, options.scope)
+        .map_err(|e| Error::model(base, format!("cannot set up training: {e}")))?;
+    let mut optimizer = AdamW::new(model.vars().values(), options.optimizer)?;
+    let steps_per_epoch = train.len().div_ceil(options.batch_size);
+    let total = steps_per_epoch * options.epochs;
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut rng = options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut losses = Vec::with_capacity(total);
+    for epoch in 0..options.epochs {
+        if options.shuffle {
+            shuffle(&mut order, &mut rng);
+        }
+        for (b, batch) in order.chunks(options.batch_size).enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                return Err(Error::Invalid("stopped: nothing was written".into()));
+            }
+            let step = epoch * steps_per_epoch + b;
+            optimizer.lr = scheduled_lr(options.optimizer.lr, step, total, options.warmup, options.cosine);
+            let batch_pixels = Tensor::stack(&batch.iter().map(|&i| pixels[i].clone()).collect::<Vec<_>>(), 0)?;
+            let batch_texts: Vec<Vec<u32>> = batch.iter().map(|&i| texts[i].clone()).collect();
+            let loss = model.contrastive_loss(&batch_pixels, &batch_texts, pad)?;
+            let value = loss.to_scalar::<f32>()?;
+            if !value.is_finite() {
+                return Err(Error::Invalid(format!("the loss became {value} at step {step}: try a lower --lr")));
+            }
+            optimizer.backward_step(&loss)?;
+            if let Some(scale) = model.vars().get("logit_scale") {
+                scale.set(&scale.as_tensor().clamp(0.0, MAX_LOGIT_SCALE)?)?;
+            }
+            losses.push(value);
+            progress(step + 1, total, value);
+        }
+    }
+
+    let tensors = model.tensors();
+    let eval = if held_out.is_empty() {
+        None
+    } else {
+        let (pixels, texts) = prepare(&held_out)?;
+        let pixels = Tensor::stack(&pixels, 0)?;
+        let tuned = TrainableClip::load(
+            embedder.config(),
+            &VarBuilder::from_tensors(tensors.clone().into_iter().collect(), DType::F32, device),
+            TrainScope::Projection,
+        )?;
+        let base_model = TrainableClip::load(embedder.config(), &vb, TrainScope::Projection)?;
+        Some(Evaluation {
+            pairs: held_out.len(),
+            base: retrieval(&base_model, &pixels, &texts, pad)?,
+            finetuned: retrieval(&tuned, &pixels, &texts, pad)?,
+        })
+    };
+    save(&repo, &tensors, out, options.force)?;
+    Ok(FinetuneReport { out: out.to_path_buf(), steps: losses.len(), losses, train_pairs: train.len(), eval, skipped })
+}
+
+/// Refuses the same image with the same text twice: in one batch they would be each
+/// other's false negatives.
+fn check_duplicates(pairs: &[Pair]) -> Result<()> {
+    let mut seen = BTreeMap::new();
+    for p in pairs {
+        if let Some(first) = seen.insert((p.image.clone(), p.text.clone()), p.line) {
+            return Err(Error::Invalid(format!(
+                "line {} repeats the pair of line {first} ({}, {:?}); remove one",
+                p.line,
+                p.image.display(),
+                p.text
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The pairs whose image can be read; the others stop the run (listed with their lines), or
+/// with `skip_bad` are returned as skipped.
+fn readable(pairs: Vec<Pair>, options: &FinetuneOptions) -> Result<(Vec<Pair>, Vec<String>)> {
+    let mut good = Vec::with_capacity(pairs.len());
+    let mut bad = Vec::new();
+    for p in pairs {
+        match crate::photo::read_image_file(&p.image, options.max_pixels) {
+            Ok(_) => good.push(p),
+            Err(problem) => bad.push(format!("line {}: {}: {problem}", p.line, p.image.display())),
+        }
+    }
+    if !bad.is_empty() && !options.skip_bad {
+        let shown: Vec<&str> = bad.iter().take(10).map(String::as_str).collect();
+        let more = if bad.len() > 10 { format!(" (and {} more)", bad.len() - 10) } else { String::new() };
+        return Err(Error::Invalid(format!(
+            "{} image(s) cannot be read: {}{more}; fix them or pass --skip-bad",
+            bad.len(),
+            shown.join("; ")
+        )));
+    }
+    Ok((good, bad))
+}
+
+/// A seeded split: the held-out share drawn without replacement, the rest in file order.
+fn split(pairs: Vec<Pair>, share: f64, seed: u64) -> (Vec<Pair>, Vec<Pair>) {
+    let n = ((pairs.len() as f64) * share).round() as usize;
+    if n == 0 {
+        return (pairs, Vec::new());
+    }
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    let mut rng = seed.wrapping_mul(0xd1b5_4a32_d192_ed03) | 1;
+    shuffle(&mut order, &mut rng);
+    let held: HashSet<usize> = order[..n].iter().copied().collect();
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for (i, p) in pairs.into_iter().enumerate() {
+        if held.contains(&i) { val.push(p) } else { train.push(p) }
+    }
+    (train, val)
+}
+
+/// Fisher–Yates with xorshift64*.
+fn shuffle(items: &mut [usize], state: &mut u64) {
+    for i in (1..items.len()).rev() {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        items.swap(i, (r % (i as u64 + 1)) as usize);
+    }
+}
+
+fn retrieval(model: &TrainableClip, pixels: &Tensor, texts: &[Vec<u32>], pad: u32) -> Result<Retrieval> {
+    let image = l2_normalize(&model.image_features(pixels)?)?;
+    let text = l2_normalize(&model.text_features(texts, pad)?)?;
+    let sims: Vec<Vec<f32>> = image.matmul(&text.t()?)?.to_vec2()?;
+    let n = sims.len();
+    // The rank of the right answer in each row (0 = first).
+    let rank = |row: &[f32], right: usize| row.iter().filter(|&&s| s > row[right]).count();
+    let image_ranks: Vec<usize> = (0..n).map(|i| rank(&sims[i], i)).collect();
+    let text_ranks: Vec<usize> = (0..n).map(|j| rank(&(0..n).map(|i| sims[i][j]).collect::<Vec<_>>(), j)).collect();
+    let recall = |ranks: &[usize]| [1, 5, 10].map(|k| ranks.iter().filter(|&&r| r < k).count() as f64 / n as f64);
+    Ok(Retrieval { image_to_text: recall(&image_ranks), text_to_image: recall(&text_ranks) })
+}
+
+/// Writes the model folder atomically: a temporary folder beside `out`, renamed into place
+/// (an existing `out` is moved aside first and removed after, with `force`).
+fn save(repo: &ModelRepo, tensors: &BTreeMap<String, Tensor>, out: &Path, force: bool) -> Result<()> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::Invalid(format!("cannot create {}: {e}", parent.display())))?;
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let fail = |what: &str, e: &dyn std::fmt::Display| Error::Invalid(format!("cannot write {what}: {e}"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(|e| fail(&tmp.display().to_string(), &e))?;
+    let written = (|| -> Result<()> {
+        for file in COPIED_FILES {
+            if let Some(src) = repo.optional(file)? {
+                std::fs::copy(&src, tmp.join(file)).map_err(|e| fail(file, &e))?;
+            }
+        }
+        let contiguous: Vec<(String, Tensor)> =
+            tensors.iter().map(|(k, t)| Ok((k.clone(), t.contiguous()?))).collect::<candle_core::Result<Vec<_>>>()?;
+        candle_core::safetensors::save(&contiguous.into_iter().collect(), tmp.join("model.safetensors"))
+            .map_err(|e| fail("model.safetensors", &e))?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let aside = parent.join(format!(".{name}.replaced-{}", std::process::id()));
+    if force && out.exists() {
+        std::fs::rename(out, &aside).map_err(|e| fail(&out.display().to_string(), &e))?;
+    }
+    std::fs::rename(&tmp, out).map_err(|e| fail(&out.display().to_string(), &e))?;
+    let _ = std::fs::remove_dir_all(&aside);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_json_lines_and_csv_with_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = dir.path().join("pairs.jsonl");
+        std::fs::write(&jsonl, "{\"image\": \"a.jpg\", \"text\": \"a cat\"}\n\n{\"image\": \"/abs/b.png\", \"text\": \"a dog, sleeping\"}\n").unwrap();
+        let pairs = read_pairs(&jsonl).unwrap();
+        assert_eq!(pairs[0], Pair { image: dir.path().join("a.jpg"), text: "a cat".into(), line: 1 });
+        assert_eq!((pairs[1].image.as_path(), pairs[1].line), (Path::new("/abs/b.png"), 3));
+        let csv = dir.path().join("pairs.csv");
+        std::fs::write(&csv, "image,text\nx/a.jpg,a cat\nb.jpg,\"a dog, \"\"Rex\"\"\"\n").unwrap();
+        let pairs = read_pairs(&csv).unwrap();
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(pairs[1].text, "a dog, \"Rex\"");
+        std::fs::write(&csv, "a.jpg\n").unwrap();
+        assert!(read_pairs(&csv).unwrap_err().to_string().contains("pairs.csv:1"));
+        std::fs::write(&jsonl, "{\"image\": \"a.jpg\"}\n").unwrap();
+        assert!(read_pairs(&jsonl).unwrap_err().to_string().contains(":1:"));
+    }
+
+    #[test]
+    fn splits_are_seeded_and_keep_file_order() {
+        let pairs: Vec<Pair> = (0..10)
+            .map(|i| Pair { image: PathBuf::from(format!("{i}.jpg")), text: format!("t{i}"), line: i + 1 })
+            .collect();
+        let (train, val) = split(pairs.clone(), 0.2, 7);
+        assert_eq!((train.len(), val.len()), (8, 2));
+        assert!(train.windows(2).all(|w| w[0].line < w[1].line));
+        assert_eq!(split(pairs.clone(), 0.2, 7).1, val);
+        assert_eq!(split(pairs, 0.0, 7).1.len(), 0);
+    }
+}

@@ -1,0 +1,225 @@
+//! `clipdex finetune` against PyTorch: the fixture CLIP trained on 12 pairs for 3 steps
+//! (`tools/make_finetune_golden.py`, float64 reference) must give the same per-step losses
+//! (1e-4 relative), the same weight updates (5% relative L2 per tensor; `k_proj.bias`, whose
+//! true gradient is 0, left out), unchanged frozen weights (bit for bit), and a saved model
+//! whose embeddings equal the reference's (cosine ≥ 0.9999). Plus the bad inputs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn model() -> PathBuf {
+    fixtures().join("clip-tiny-p32")
+}
+
+fn clipdex(model: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clipdex")).arg("--model").arg(model).args(args).output().unwrap()
+}
+
+fn ok_json(out: Output) -> Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn golden() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("finetune/golden.json")).unwrap()).unwrap()
+}
+
+fn tensors(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_dtype(DType::F64).unwrap()))
+        .collect()
+}
+
+fn norm(t: &Tensor) -> f64 {
+    t.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap().sqrt()
+}
+
+fn train(out: &Path, scope: &str) -> Value {
+    let pairs = fixtures().join("finetune/pairs.jsonl");
+    ok_json(clipdex(
+        &model(),
+        &[
+            "finetune",
+            "--pairs",
+            pairs.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--train",
+            scope,
+            "--no-shuffle",
+            "--batch-size",
+            "4",
+            "--schedule",
+            "constant",
+            "--lr",
+            "1e-4",
+            "--val-split",
+            "0",
+            "--epochs",
+            "1",
+            "--json",
+        ],
+    ))
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt() * b.iter().map(|x| x * x).sum::<f64>().sqrt())
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+fn check_run(tag: &str, scope: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("tuned");
+    let report = train(&out, scope);
+    let want = &golden()["runs"][tag];
+    // Per-step losses.
+    let (ours, theirs) = (floats(&report["losses"]), floats(&want["losses"]));
+    assert_eq!(ours.len(), theirs.len(), "{tag}: steps");
+    for (step, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert!((a - b).abs() <= 1e-4 * b.abs(), "{tag}: step {step} loss {a} vs PyTorch's {b}");
+    }
+    eprintln!("{tag}: losses {ours:?} (PyTorch {theirs:?})");
+    // Weight updates, and frozen weights untouched.
+    let base = tensors(&model().join("model.safetensors"));
+    let tuned = tensors(&out.join("model.safetensors"));
+    let reference = tensors(&fixtures().join(format!("finetune/delta-{tag}.safetensors")));
+    let trained: Vec<&str> = want["trained"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(tuned.len(), base.len(), "{tag}: every weight is saved");
+    let mut worst = (0.0f64, String::new());
+    for (name, b) in &base {
+        let t = &tuned[name];
+        let delta = (t - b).unwrap();
+        if !trained.contains(&name.as_str()) {
+            assert_eq!(norm(&delta), 0.0, "{tag}: frozen {name} changed");
+            continue;
+        }
+        if name.ends_with("k_proj.bias") {
+            continue;
+        }
+        let want = &reference[name];
+        let rel = norm(&(&delta - want).unwrap()) / norm(want);
+        if rel > worst.0 {
+            worst = (rel, name.clone());
+        }
+        assert!(rel < 0.05, "{tag}: {name} updated {rel:.4} (relative L2) away from PyTorch's update");
+    }
+    eprintln!("{tag}: largest relative difference of an update: {:.5} ({})", worst.0, worst.1);
+    // The saved folder is a model: it loads with --model and embeds as PyTorch's does.
+    let images: Vec<PathBuf> = want["probe_images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| fixtures().join("images").join(v.as_str().unwrap()))
+        .collect();
+    let mut args = vec!["embed".to_string(), "--json".into()];
+    for i in &images {
+        args.extend(["--image".into(), i.to_string_lossy().into_owned()]);
+    }
+    for t in want["probe_texts"].as_array().unwrap() {
+        args.extend(["--text".into(), t.as_str().unwrap().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let embedded = ok_json(clipdex(&out, &args));
+    for (i, e) in embedded["images"].as_array().unwrap().iter().enumerate() {
+        let c = cosine(&floats(&e["embedding"]), &floats(&want["image_embeddings"][i]));
+        assert!(c >= 0.9999, "{tag}: image {i} cosine {c}");
+    }
+    for (i, e) in embedded["texts"].as_array().unwrap().iter().enumerate() {
+        let c = cosine(&floats(&e["embedding"]), &floats(&want["text_embeddings"][i]));
+        assert!(c >= 0.9999, "{tag}: text {i} cosine {c}");
+    }
+    for file in ["config.json", "tokenizer.json", "preprocessor_config.json"] {
+        assert!(out.join(file).is_file(), "{tag}: {file} copied");
+    }
+}
+
+#[test]
+fn training_everything_matches_pytorch() {
+    check_run("all", "all");
+}
+
+#[test]
+fn training_the_last_layer_matches_pytorch_and_freezes_the_rest() {
+    check_run("last1", "last:1");
+}
+
+#[test]
+fn bad_input_is_one_line_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let good = fixtures().join("images/coffee.png");
+    let write = |name: &str, lines: &[String]| {
+        let p = dir.join(name);
+        std::fs::write(&p, lines.join("\n")).unwrap();
+        p
+    };
+    let pair = |image: &Path, text: &str| format!("{{\"image\": {:?}, \"text\": {text:?}}}", image.to_str().unwrap());
+    let many: Vec<String> = (0..6).map(|i| pair(&good, &format!("text {i}"))).collect();
+    let missing = write("missing.jsonl", &[many.clone(), vec![pair(&dir.join("gone.jpg"), "gone")]].concat());
+    let one = write("one.jsonl", &[pair(&good, "alone")]);
+    let dup = write("dup.jsonl", &[many.clone(), vec![pair(&good, "text 2")]].concat());
+    let fine = write("fine.jsonl", &many);
+    let exists = dir.join("exists");
+    std::fs::create_dir(&exists).unwrap();
+    let out = dir.join("out");
+    let run = |model: &Path, pairs: &Path, out: &Path, extra: &[&str]| {
+        let mut args =
+            vec!["finetune", "--pairs", pairs.to_str().unwrap(), "--out", out.to_str().unwrap(), "--val-split", "0"];
+        args.extend_from_slice(extra);
+        clipdex(model, &args)
+    };
+    let cases: Vec<(Output, &str)> = vec![
+        (run(&model(), &missing, &out, &["--batch-size", "2"]), "line 7"),
+        (run(&model(), &one, &out, &["--batch-size", "2"]), "at least 2"),
+        (run(&model(), &dup, &out, &["--batch-size", "2"]), "repeats the pair of line 3"),
+        (run(&model(), &fine, &out, &["--batch-size", "64"]), "larger than the 6 training pairs"),
+        (run(&model(), &fine, &exists, &["--batch-size", "2"]), "--force"),
+        (run(&fixtures().join("clipseg/clipseg-tiny"), &fine, &out, &["--batch-size", "2"]), "not CLIP"),
+        (run(&model(), &dir.join("nope.jsonl"), &out, &[]), "cannot read the pairs file"),
+    ];
+    for (i, (output, needle)) in cases.iter().enumerate() {
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_ne!(output.status.code(), Some(0), "case {i}: {err}");
+        assert!(err.contains(needle), "case {i}: {err:?} lacks {needle:?}");
+        assert_eq!(err.trim().lines().count(), 1, "case {i}: {err}");
+        assert!(!out.exists(), "case {i}: something was written");
+    }
+    // Flags clap checks: its message first, then its usage hint.
+    for (flags, needle) in [
+        (["--train", "last:0"], "last:N"),
+        (["--train", "adapter"], "not available yet"),
+        (["--betas", "0.9"], "two numbers"),
+    ] {
+        let output = run(&model(), &fine, &out, &flags);
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.lines().next().unwrap().contains(needle), "{flags:?}: {err}");
+    }
+    // --skip-bad trains on the rest and says what it skipped.
+    let report =
+        ok_json(run(&model(), &missing, &out, &["--batch-size", "2", "--epochs", "1", "--skip-bad", "--json"]));
+    assert_eq!(report["train_pairs"], 6);
+    assert!(report["skipped"][0].as_str().unwrap().contains("line 7"));
+    assert!(out.join("model.safetensors").is_file());
+    // No half model is left behind in the parent folder.
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -196,9 +196,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 return blip::search_captions(&library, text, k, &filter, json);
             }
-            if let (Some(text), Some(cli::Rerank::Itm)) = (&args.text, args.rerank) {
-                let sizes = (k, args.rerank_top as usize);
-                return blip::search_reranked(g, &library, text, sizes, &filter, json);
+            let sizes = (k, args.rerank_top as usize);
+            match (&args.text, &args.rerank) {
+                (Some(text), Some(cli::Rerank::Itm)) => {
+                    return blip::search_reranked(g, &library, text, sizes, &filter, json);
+                }
+                (Some(text), Some(cli::Rerank::Clip(model))) => {
+                    library.clip()?;
+                    let started = std::time::Instant::now();
+                    let ranked = library.search_reranked_finetuned(model, text, sizes, &filter)?;
+                    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+                    if json {
+                        writeln!(out, "{}", json!({ "results": ranked, "took_ms": took_ms }))?;
+                    } else {
+                        for r in &ranked {
+                            let tuned = r.finetuned.map_or("    -  ".to_string(), |x| format!("{x:.4}"));
+                            writeln!(out, "{tuned}  {:.4}  {}", r.hit.score, path_text::escaped(&r.hit.path))?;
+                        }
+                        if ranked.is_empty() {
+                            writeln!(out, "{}", no_results(&library, &filter))?;
+                        }
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                _ => {}
             }
             if args.text.is_some() {
                 library.clip()?; // load the model before the clock starts

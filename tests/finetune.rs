@@ -306,3 +306,91 @@ fn fine_tuning_learns_what_the_pairs_teach() {
     let losses = floats(&report["losses"]);
     assert!(losses.last().unwrap() < &(losses[0] / 4.0), "{losses:?}");
 }
+
+#[test]
+fn searches_rerank_with_a_fine_tuned_model_and_cache_its_vectors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let (train, _) = shapes(&photos);
+    std::fs::remove_file(photos.join("val.jsonl")).unwrap();
+    let tuned = tmp.path().join("tuned");
+    ok_json(clipdex(
+        &model(),
+        &[
+            "finetune",
+            "--pairs",
+            train.to_str().unwrap(),
+            "--out",
+            tuned.to_str().unwrap(),
+            "--train",
+            "all",
+            "--batch-size",
+            "12",
+            "--epochs",
+            "10",
+            "--lr",
+            "1e-3",
+            "--val-split",
+            "0",
+            "--json",
+        ],
+    ));
+    std::fs::remove_file(&train).unwrap();
+    let db = tmp.path().join("db");
+    let lib = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--model")
+            .arg(model())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(lib(&["add", photos.to_str().unwrap()]).status.success());
+    assert_eq!(ok_json(lib(&["index", "--json"]))["embedded"], 48);
+    let query = "a red circle";
+    let rerank = format!("clip:{}", tuned.display());
+    let ranked = ok_json(lib(&["search", query, "-k", "5", "--rerank", &rerank, "--rerank-top", "48", "--json"]));
+    let results = ranked["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 5);
+    // The reference ranking: the fine-tuned model's own cosines for every photo.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&photos).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut args = vec!["embed".to_string(), "--json".into(), "--text".into(), query.into()];
+    for f in &files {
+        args.extend(["--image".into(), f.to_string_lossy().into_owned()]);
+    }
+    let embedded = ok_json(clipdex(&tuned, &args.iter().map(String::as_str).collect::<Vec<_>>()));
+    let q = floats(&embedded["texts"][0]["embedding"]);
+    let mut expected: Vec<(f64, String)> = embedded["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (cosine(&floats(&e["embedding"]), &q), e["path"].as_str().unwrap().to_string()))
+        .collect();
+    expected.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (r, (cos, path)) in results.iter().zip(&expected) {
+        assert_eq!(r["path"].as_str().unwrap(), path, "{ranked}");
+        assert!((r["finetuned"].as_f64().unwrap() - cos).abs() < 1e-4);
+        assert!(r["score"].is_f64(), "the library model's cosine stays");
+    }
+    // The candidates' vectors are cached: a result whose file went away keeps its score.
+    let first = PathBuf::from(results[0]["path"].as_str().unwrap());
+    let aside = tmp.path().join("aside.png");
+    std::fs::rename(&first, &aside).unwrap();
+    let again = ok_json(lib(&["search", query, "-k", "5", "--rerank", &rerank, "--rerank-top", "48", "--json"]));
+    assert_eq!(again["results"][0]["path"], results[0]["path"]);
+    assert!(again["results"][0]["finetuned"].is_f64(), "{again}");
+    // An index pass forgets the photo, and its cached vector with it.
+    ok_json(lib(&["index", "--json"]));
+    let library = clipdex::Library::open(clipdex::LibraryConfig::new(&db, model().to_string_lossy())).unwrap();
+    assert_eq!(library.store().model_vector_count(), 47);
+    drop(library);
+    let text = String::from_utf8(lib(&["search", query, "-k", "2", "--rerank", &rerank]).stdout).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    let out = lib(&["search", query, "--rerank", "clip:"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("itm or clip:DIR"));
+}

@@ -308,9 +308,11 @@ pub struct SearchArgs {
     /// gain "caption_score" and "blended".
     #[arg(long, default_value_t = clipdex::query::captions::DEFAULT_CAPTION_WEIGHT, value_parser = parse_probability)]
     pub caption_weight: f32,
-    /// Re-score CLIP's top results with BLIP image-text matching (`itm`, the model of
-    /// --itm-model) and order them by it; JSON results gain "itm" and "itc".
-    #[arg(long, value_enum, requires = "text", conflicts_with = "crops")]
+    /// Re-score CLIP's top results and order them by the new score: `itm` (BLIP image-text
+    /// matching, the model of --itm-model; JSON results gain "itm" and "itc") or `clip:DIR`
+    /// (a CLIP fine-tuned with `clipdex finetune`, a folder or hub id; JSON results gain
+    /// "finetuned", its cosine; its vectors of the candidates are cached in the database).
+    #[arg(long, value_parser = parse_rerank, value_name = "itm|clip:DIR", requires = "text", conflicts_with = "crops")]
     pub rerank: Option<Rerank>,
     /// How many of CLIP's results to re-score (with --rerank); k of them are printed.
     #[arg(long, default_value_t = clipdex::query::rerank::DEFAULT_RERANK_TOP as u64,
@@ -330,10 +332,22 @@ pub enum SearchIn {
 }
 
 /// Re-rankers for `search --rerank`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rerank {
     /// BLIP image-text matching.
     Itm,
+    /// A fine-tuned CLIP (folder or hub id).
+    Clip(String),
+}
+
+fn parse_rerank(s: &str) -> Result<Rerank, String> {
+    match s {
+        "itm" => Ok(Rerank::Itm),
+        _ => match s.strip_prefix("clip:") {
+            Some(model) if !model.trim().is_empty() => Ok(Rerank::Clip(model.to_string())),
+            _ => Err(format!("{s:?}: expected itm or clip:DIR (a fine-tuned CLIP)")),
+        },
+    }
 }
 
 /// `clipdex caption`.

@@ -401,6 +401,9 @@ impl Library {
         }
         let options = IndexOptions { prune, ..self.index_options(&clip) };
         let mut report = indexer::index_pass(&self.store, &clip, &options, progress)?;
+        if report.removed > 0 || report.linked > 0 || report.embedded > 0 {
+            self.store.prune_model_vectors()?;
+        }
         if let Some(settings) = self.autotag_settings()? {
             report.tagged = self.autotag(Some(settings))?.tagged;
         }
@@ -616,6 +619,27 @@ impl Library {
             filter.tag = Some(c.label);
         }
         Ok(filter)
+    }
+
+    /// Text search re-ranked by a fine-tuned CLIP (`model`: a directory or hub id): the
+    /// library's best `max(k, top)` re-scored by the fine-tuned model's cosine, the best `k`
+    /// returned. The fine-tuned model's vectors of the candidates are cached in the database.
+    pub fn search_reranked_finetuned(
+        &self,
+        model: &str,
+        text: &str,
+        (k, top): (usize, usize),
+        filter: &SearchFilter,
+    ) -> Result<Vec<query::rerank::FinetunedHit>> {
+        let model = canonical_spec(model);
+        let tuned = ClipEmbedder::load(&model, &self.config.device.open()?)?;
+        // Cached by what the files are, so a moved or re-downloaded model keeps its cache.
+        let key = local_fingerprint(&model).map_or_else(|| format!("hub:{model}"), |f| format!("files:{f}"));
+        let hits = self.search_text(text, top.max(k), filter)?;
+        let mut ranked =
+            query::rerank::rerank_finetuned(&self.store, &tuned, &key, text, hits, self.config.max_pixels)?;
+        ranked.truncate(k);
+        Ok(ranked)
     }
 
     /// Text-to-image search.

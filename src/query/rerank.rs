@@ -1,4 +1,7 @@
-//! Re-ranking CLIP's results with BLIP's image–text matching: CLIP's cosine ranks the whole
+//! Re-ranking the library's results: with BLIP's image–text matching, or with a CLIP
+//! fine-tuned on the user's own pairs ([`rerank_finetuned`]).
+//!
+//! With BLIP: CLIP's cosine ranks the whole
 //! library cheaply; the ITM head, which reads the text while attending to the image, then
 //! re-scores the top few (`--rerank-top`, 50 by default) and orders them by match
 //! probability. Large JPEGs are decoded at a reduced DCT scale that keeps at least twice the
@@ -9,8 +12,10 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::models::blip::BlipMatcher;
+use crate::models::clip::ClipEmbedder;
 use crate::photo::{DecodeOptions, open_rgb};
 use crate::query::SearchHit;
+use crate::store::Store;
 
 /// How many of CLIP's results `--rerank itm` re-scores by default.
 pub const DEFAULT_RERANK_TOP: usize = 50;
@@ -61,6 +66,62 @@ pub fn rerank_itm(
         })
         .collect();
     out.sort_by(|a, b| match (a.itm, b.itm) {
+        (Some(x), Some(y)) => y.total_cmp(&x),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    Ok(out)
+}
+
+/// A result re-scored by a fine-tuned CLIP.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FinetunedHit {
+    /// The result of the library's model (`score` stays its cosine).
+    #[serde(flatten)]
+    pub hit: SearchHit,
+    /// The fine-tuned model's cosine between the text and the image; `null` when the image
+    /// had to be embedded and its file could no longer be read (such results go last).
+    pub finetuned: Option<f32>,
+}
+
+/// Re-scores `hits` with a fine-tuned CLIP `model` (whose vectors of the library's images are
+/// cached in the store under `model_key`: a second query embeds only its text) and returns
+/// them best first.
+pub fn rerank_finetuned(
+    store: &Store,
+    model: &ClipEmbedder,
+    model_key: &str,
+    text: &str,
+    hits: Vec<SearchHit>,
+    max_pixels: u64,
+) -> Result<Vec<FinetunedHit>> {
+    let ids: Vec<_> = hits.iter().map(|h| h.id).collect();
+    let mut vectors = store.model_vectors(model_key, &ids)?;
+    let missing: Vec<usize> = (0..hits.len()).filter(|&i| vectors[i].is_none()).collect();
+    if !missing.is_empty() {
+        let side = model.processor().output_size().map(|(h, w)| h.min(w));
+        let options = DecodeOptions { max_pixels, min_side: side };
+        let paths: Vec<_> = missing.iter().map(|&i| hits[i].path.clone()).collect();
+        let mut fresh = Vec::new();
+        for (&i, embedded) in missing.iter().zip(model.embed_image_files(&paths, &options)) {
+            match embedded {
+                Ok(v) => {
+                    fresh.push((hits[i].id, v.clone()));
+                    vectors[i] = Some(v);
+                }
+                Err(e) => tracing::warn!("re-ranking skips {}: {e}", hits[i].path.display()),
+            }
+        }
+        store.cache_model_vectors(model_key, &fresh)?;
+    }
+    let query = model.embed_texts(&[text])?.remove(0);
+    let mut out: Vec<FinetunedHit> = hits
+        .into_iter()
+        .zip(vectors)
+        .map(|(hit, v)| FinetunedHit { hit, finetuned: v.map(|v| v.iter().zip(&query).map(|(a, b)| a * b).sum()) })
+        .collect();
+    out.sort_by(|a, b| match (a.finetuned, b.finetuned) {
         (Some(x), Some(y)) => y.total_cmp(&x),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,

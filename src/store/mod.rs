@@ -7,6 +7,7 @@
 //! paths that hold an id, and the last path to go takes the image and its vector with it.
 
 mod captions;
+mod model_vectors;
 mod records;
 mod reindex;
 mod tags;
@@ -70,6 +71,9 @@ pub struct Store {
     tags: Tree,
     tag_index: Tree,
     label_cache: Tree,
+    /// Vectors of images under other models (a fine-tuned CLIP that re-ranks searches), by
+    /// `model key ++ 0 ++ image id`: a cache, filled on demand and pruned of gone images.
+    model_vectors: Tree,
     captions: Tree,
     /// Bumped by every caption written, so the in-memory caption ranking knows when it is stale.
     caption_changes: std::sync::atomic::AtomicU64,
@@ -225,6 +229,7 @@ impl Store {
             tags: tree("tags")?,
             tag_index: tree("tag_index")?,
             label_cache: tree("label_cache")?,
+            model_vectors: tree("model_vectors")?,
             captions: tree("captions")?,
             caption_changes: Default::default(),
             changes: Default::default(),

@@ -394,3 +394,27 @@ fn searches_rerank_with_a_fine_tuned_model_and_cache_its_vectors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("itm or clip:DIR"));
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_between_steps_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("tuned");
+    let pairs = fixtures().join("finetune/pairs.jsonl");
+    let child = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .arg("--model")
+        .arg(model())
+        .args(["finetune", "--pairs", pairs.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--batch-size", "4", "--epochs", "10000", "--val-split", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("stopped: nothing was written"), "{err}");
+    assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none(), "nothing is written");
+}

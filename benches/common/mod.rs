@@ -13,7 +13,7 @@ use clipdex::models::clip::{ClipConfig, ClipTokenizer};
 use clipdex::models::preprocess::ImageProcessor;
 
 /// Random weights of whatever shape the model asks for.
-struct RandomWeights;
+pub struct RandomWeights;
 
 impl SimpleBackend for RandomWeights {
     fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {

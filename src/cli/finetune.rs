@@ -109,7 +109,11 @@ pub fn run(g: &GlobalOptions, args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
         force: args.force,
         max_pixels: g.max_pixels,
     };
+    // Ctrl-C stops between steps: the run ends with an error and writes nothing.
     static STOP: AtomicBool = AtomicBool::new(false);
+    if let Err(e) = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::Relaxed)) {
+        tracing::warn!("Ctrl-C will end the run at once ({e})");
+    }
     let device = g.device.open()?;
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
         let bar = indicatif::ProgressBar::new(0);

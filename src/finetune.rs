@@ -166,6 +166,25 @@ pub struct FinetuneReport {
 /// Progress: `(step, of, loss)`.
 pub type StepProgress<'a> = &'a dyn Fn(usize, usize, f32);
 
+/// The library's vector of an image by its content hash (blake3, hex), if it has one.
+pub type StoredVectors<'a> = &'a dyn Fn(&str) -> Option<Vec<f32>>;
+
+/// Written beside an adapter model's weights: which model the adapter applies to, so stored
+/// vectors of that model can be re-ranked without embedding again.
+pub const ADAPTER_FILE: &str = "clipdex_adapter.json";
+
+/// The adapter matrix, `[d, d]`, under the name `adapter`.
+pub const ADAPTER_WEIGHTS: &str = "clipdex_adapter.safetensors";
+
+/// What [`ADAPTER_FILE`] holds.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct AdapterInfo {
+    /// The base model as given.
+    pub base: String,
+    /// The fingerprint of the base model's files (`None` for a hub id).
+    pub base_files: Option<String>,
+}
+
 /// `ln 100`, the upper bound of `logit_scale` (CLIP's temperature clamp).
 const MAX_LOGIT_SCALE: f64 = 4.605_170_185_988_092;
 
@@ -182,12 +201,17 @@ const COPIED_FILES: &[&str] = &[
 
 /// Fine-tunes `base` on `pairs` and writes the model to `out`. `stop` ends the run between
 /// steps (Ctrl-C): nothing is written then.
+///
+/// `stored` gives the library's vector of an image by its content hash, when the library was
+/// indexed with `base` (`--train adapter` then embeds only the images it lacks).
+#[allow(clippy::too_many_arguments)]
 pub fn finetune(
     base: &str,
     pairs: Vec<Pair>,
     out: &Path,
     options: &FinetuneOptions,
     device: &Device,
+    stored: StoredVectors,
     stop: &AtomicBool,
     progress: StepProgress,
 ) -> Result<FinetuneReport> {
@@ -230,10 +254,14 @@ pub fn finetune(
         let texts = pairs.iter().map(|p| embedder.tokenize(&p.text)).collect::<Result<Vec<_>>>()?;
         Ok((pixels, texts))
     };
-    let (pixels, texts) = prepare(&train)?;
     let pad = embedder.tokenizer_end_id();
-
     let vb = crate::models::clip::repo_weights(&repo, device)?;
+    if options.scope == TrainScope::Adapter {
+        let run = AdapterRun { base, repo: &repo, embedder: &embedder, vb: &vb, options, stored, device, pad };
+        return run.train(&train, &held_out, skipped, out, stop, progress);
+    }
+    let (pixels, texts) = prepare(&train)?;
+
     let model = TrainableClip::load(embedder.config(), &vb, options.scope)
         .map_err(|e| Error::model(base, format!("cannot set up training: {e}")))?;
     let mut optimizer = AdamW::new(model.vars().values(), options.optimizer)?;
@@ -286,7 +314,7 @@ pub fn finetune(
             finetuned: retrieval(&tuned, &pixels, &texts, pad)?,
         })
     };
-    save(&repo, &tensors, out, options.force)?;
+    save(&repo, &tensors, &[], out, options.force)?;
     Ok(FinetuneReport { out: out.to_path_buf(), steps: losses.len(), losses, train_pairs: train.len(), eval, skipped })
 }
 
@@ -361,7 +389,12 @@ fn shuffle(items: &mut [usize], state: &mut u64) {
 fn retrieval(model: &TrainableClip, pixels: &Tensor, texts: &[Vec<u32>], pad: u32) -> Result<Retrieval> {
     let image = l2_normalize(&model.image_features(pixels)?)?;
     let text = l2_normalize(&model.text_features(texts, pad)?)?;
-    let sims: Vec<Vec<f32>> = image.matmul(&text.t()?)?.to_vec2()?;
+    ranks_to_recall(&image.matmul(&text.t()?)?.to_vec2()?)
+}
+
+/// Recall at 1, 5 and 10 in both directions from image × text similarities (row i's right
+/// answer is column i).
+fn ranks_to_recall(sims: &[Vec<f32>]) -> Result<Retrieval> {
     let n = sims.len();
     // The rank of the right answer in each row (0 = first).
     let rank = |row: &[f32], right: usize| row.iter().filter(|&&s| s > row[right]).count();
@@ -373,7 +406,13 @@ fn retrieval(model: &TrainableClip, pixels: &Tensor, texts: &[Vec<u32>], pad: u3
 
 /// Writes the model folder atomically: a temporary folder beside `out`, renamed into place
 /// (an existing `out` is moved aside first and removed after, with `force`).
-fn save(repo: &ModelRepo, tensors: &BTreeMap<String, Tensor>, out: &Path, force: bool) -> Result<()> {
+fn save(
+    repo: &ModelRepo,
+    tensors: &BTreeMap<String, Tensor>,
+    extra: &[(&str, Vec<u8>)],
+    out: &Path,
+    force: bool,
+) -> Result<()> {
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::Invalid(format!("cannot create {}: {e}", parent.display())))?;
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
@@ -391,6 +430,9 @@ fn save(repo: &ModelRepo, tensors: &BTreeMap<String, Tensor>, out: &Path, force:
             tensors.iter().map(|(k, t)| Ok((k.clone(), t.contiguous()?))).collect::<candle_core::Result<Vec<_>>>()?;
         candle_core::safetensors::save(&contiguous.into_iter().collect(), tmp.join("model.safetensors"))
             .map_err(|e| fail("model.safetensors", &e))?;
+        for (name, bytes) in extra {
+            std::fs::write(tmp.join(name), bytes).map_err(|e| fail(name, &e))?;
+        }
         Ok(())
     })();
     if let Err(e) = written {
@@ -404,6 +446,146 @@ fn save(repo: &ModelRepo, tensors: &BTreeMap<String, Tensor>, out: &Path, force:
     std::fs::rename(&tmp, out).map_err(|e| fail(&out.display().to_string(), &e))?;
     let _ = std::fs::remove_dir_all(&aside);
     Ok(())
+}
+
+/// `--train adapter`: a linear map `A` on the normalised image embedding, trained on the
+/// images' vectors (the library's, or embedded once), with `text_projection` and
+/// `logit_scale`; the text tower runs once per text, the image tower never in the loop.
+/// Since `normalise(A · normalise(P·x)) = normalise((A·P)·x)`, the map folds into
+/// `visual_projection`, and the saved model is an ordinary CLIP.
+struct AdapterRun<'a> {
+    base: &'a str,
+    repo: &'a ModelRepo,
+    embedder: &'a ClipEmbedder,
+    vb: &'a VarBuilder<'static>,
+    options: &'a FinetuneOptions,
+    stored: StoredVectors<'a>,
+    device: &'a Device,
+    pad: u32,
+}
+
+impl AdapterRun<'_> {
+    /// The normalised image vectors `[n, d]` and the text tower's pooled states `[n, w]` of
+    /// `pairs`, and how many images came from the library.
+    fn inputs(&self, model: &TrainableClip, pairs: &[Pair]) -> Result<(Tensor, Tensor, usize)> {
+        let decode = DecodeOptions { max_pixels: self.options.max_pixels, min_side: None };
+        let mut vectors = Vec::with_capacity(pairs.len());
+        let mut reused = 0;
+        for p in pairs {
+            let bytes = crate::photo::read_image_file(&p.image, self.options.max_pixels)
+                .map_err(|problem| Error::image(&p.image, problem))?;
+            let hash = blake3::hash(&bytes).to_hex().to_string();
+            let v = match (self.stored)(&hash) {
+                Some(v) => {
+                    reused += 1;
+                    v
+                }
+                None => {
+                    let image =
+                        crate::photo::decode_rgb(&bytes, &decode).map_err(|problem| Error::image(&p.image, problem))?;
+                    self.embedder.embed_images(&[image])?.remove(0)
+                }
+            };
+            vectors.push(Tensor::from_vec(v, self.embedder.dim(), self.device)?);
+        }
+        let texts = pairs.iter().map(|p| self.embedder.tokenize(&p.text)).collect::<Result<Vec<_>>>()?;
+        let pooled = texts
+            .chunks(64)
+            .map(|chunk| model.text_pooled(chunk, self.pad))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok((Tensor::stack(&vectors, 0)?, Tensor::cat(&pooled, 0)?, reused))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn train(
+        &self,
+        train: &[Pair],
+        held_out: &[Pair],
+        skipped: Vec<String>,
+        out: &Path,
+        stop: &AtomicBool,
+        progress: StepProgress,
+    ) -> Result<FinetuneReport> {
+        let model = TrainableClip::load(self.embedder.config(), self.vb, TrainScope::Adapter)
+            .map_err(|e| Error::model(self.base, format!("cannot set up training: {e}")))?;
+        let (images, pooled, reused) = self.inputs(&model, train)?;
+        tracing::info!("adapter: {reused} of {} image vectors from the library", train.len());
+        let d = self.embedder.dim();
+        let adapter = candle_core::Var::from_tensor(&Tensor::eye(d, DType::F32, self.device)?)?;
+        let text_projection = model.vars()["text_projection.weight"].clone();
+        let logit_scale = model.vars()["logit_scale"].clone();
+        let mut optimizer = AdamW::new([&adapter, &text_projection, &logit_scale], self.options.optimizer)?;
+        let steps_per_epoch = train.len().div_ceil(self.options.batch_size);
+        let total = steps_per_epoch * self.options.epochs;
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        let mut rng = self.options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut losses = Vec::with_capacity(total);
+        for epoch in 0..self.options.epochs {
+            if self.options.shuffle {
+                shuffle(&mut order, &mut rng);
+            }
+            for (b, batch) in order.chunks(self.options.batch_size).enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(Error::Invalid("stopped: nothing was written".into()));
+                }
+                let step = epoch * steps_per_epoch + b;
+                optimizer.lr =
+                    scheduled_lr(self.options.optimizer.lr, step, total, self.options.warmup, self.options.cosine);
+                let rows =
+                    Tensor::from_vec(batch.iter().map(|&i| i as u32).collect::<Vec<_>>(), batch.len(), self.device)?;
+                let image = images.index_select(&rows, 0)?.matmul(&adapter.as_tensor().t()?)?;
+                let text = pooled.index_select(&rows, 0)?.matmul(&text_projection.as_tensor().t()?)?;
+                let loss = crate::models::clip::train::clip_loss(&image, &text, logit_scale.as_tensor())?;
+                let value = loss.to_scalar::<f32>()?;
+                if !value.is_finite() {
+                    return Err(Error::Invalid(format!("the loss became {value} at step {step}: try a lower --lr")));
+                }
+                optimizer.backward_step(&loss)?;
+                logit_scale.set(&logit_scale.as_tensor().clamp(0.0, MAX_LOGIT_SCALE)?)?;
+                losses.push(value);
+                progress(step + 1, total, value);
+            }
+        }
+        let mut tensors = model.tensors();
+        let visual = tensors["visual_projection.weight"].clone();
+        tensors.insert("visual_projection.weight".into(), adapter.as_tensor().matmul(&visual)?);
+        let eval = if held_out.is_empty() {
+            None
+        } else {
+            let (images, pooled, _) = self.inputs(&model, held_out)?;
+            let base_text = self.vb.get(text_projection.shape(), "text_projection.weight")?;
+            let score = |a: &Tensor, t: &Tensor| -> Result<Retrieval> {
+                let image = l2_normalize(&images.matmul(&a.t()?)?)?;
+                let text = l2_normalize(&pooled.matmul(&t.t()?)?)?;
+                ranks_to_recall(&image.matmul(&text.t()?)?.to_vec2()?)
+            };
+            Some(Evaluation {
+                pairs: held_out.len(),
+                base: score(&Tensor::eye(d, DType::F32, self.device)?, &base_text)?,
+                finetuned: score(adapter.as_tensor(), text_projection.as_tensor())?,
+            })
+        };
+        let info = AdapterInfo {
+            base: crate::models::source::canonical_spec(self.base),
+            base_files: crate::models::source::local_fingerprint(self.base),
+        };
+        let matrix: std::collections::HashMap<String, Tensor> =
+            [("adapter".to_string(), adapter.as_tensor().contiguous()?)].into_iter().collect();
+        let weights_path = std::env::temp_dir().join(format!("clipdex-adapter-{}.safetensors", std::process::id()));
+        candle_core::safetensors::save(&matrix, &weights_path)?;
+        let weights = std::fs::read(&weights_path).map_err(|e| Error::Invalid(format!("adapter weights: {e}")))?;
+        let _ = std::fs::remove_file(&weights_path);
+        let extra = [(ADAPTER_FILE, serde_json::to_vec_pretty(&info).unwrap_or_default()), (ADAPTER_WEIGHTS, weights)];
+        save(self.repo, &tensors, &extra, out, self.options.force)?;
+        Ok(FinetuneReport {
+            out: out.to_path_buf(),
+            steps: losses.len(),
+            losses,
+            train_pairs: train.len(),
+            eval,
+            skipped,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -199,11 +199,9 @@ fn bad_input_is_one_line_and_writes_nothing() {
         assert!(!out.exists(), "case {i}: something was written");
     }
     // Flags clap checks: its message first, then its usage hint.
-    for (flags, needle) in [
-        (["--train", "last:0"], "last:N"),
-        (["--train", "adapter"], "not available yet"),
-        (["--betas", "0.9"], "two numbers"),
-    ] {
+    for (flags, needle) in
+        [(["--train", "last:0"], "last:N"), (["--train", "lora"], "adapter"), (["--betas", "0.9"], "two numbers")]
+    {
         let output = run(&model(), &fine, &out, &flags);
         let err = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{flags:?}: {err}");
@@ -417,4 +415,105 @@ fn ctrl_c_stops_between_steps_and_writes_nothing() {
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(err.contains("stopped: nothing was written"), "{err}");
     assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none(), "nothing is written");
+}
+
+#[test]
+fn an_adapter_trains_on_stored_vectors_folds_into_the_model_and_reranks_without_reading_photos() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let (train, val) = shapes(&photos);
+    let pairs = tmp.path().join("train.jsonl");
+    let held = tmp.path().join("val.jsonl");
+    // The pairs file lives elsewhere now: its relative paths point into photos/.
+    for (from, to) in [(&train, &pairs), (&val, &held)] {
+        let text = std::fs::read_to_string(from).unwrap().replace("\"image\": \"", "\"image\": \"photos/");
+        std::fs::write(to, text).unwrap();
+        std::fs::remove_file(from).unwrap();
+    }
+    let db = tmp.path().join("db");
+    let run = |model: &Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--model")
+            .arg(model)
+            .args(args)
+            .env("RUST_LOG", "clipdex=info")
+            .output()
+            .unwrap()
+    };
+    assert!(run(&model(), &["add", photos.to_str().unwrap()]).status.success());
+    assert_eq!(ok_json(run(&model(), &["index", "--json"]))["embedded"], 48);
+    let out = tmp.path().join("adapter");
+    let started = std::time::Instant::now();
+    let trained = run(
+        &model(),
+        &[
+            "finetune",
+            "--pairs",
+            pairs.to_str().unwrap(),
+            "--val",
+            held.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--train",
+            "adapter",
+            "--batch-size",
+            "12",
+            "--epochs",
+            "60",
+            "--lr",
+            "1e-2",
+            "--weight-decay",
+            "0",
+            "--json",
+        ],
+    );
+    let log = String::from_utf8_lossy(&trained.stderr).into_owned();
+    let report = ok_json(trained);
+    eprintln!("adapter run: {:.2} s; {}", started.elapsed().as_secs_f64(), report["eval"]);
+    assert!(log.contains("36 of 36 image vectors from the library"), "{log}");
+    let r1 = |which: &str| {
+        let e = &report["eval"][which];
+        (e["image_to_text"][0].as_f64().unwrap() + e["text_to_image"][0].as_f64().unwrap()) / 2.0
+    };
+    assert!(r1("finetuned") >= r1("base") + 0.15, "{}", report["eval"]);
+    // Folded: the saved model embeds a photo as the adapter maps the base embedding.
+    let adapter = tensors(&out.join("clipdex_adapter.safetensors"))["adapter"].clone();
+    let photo = photos.join("red_circle_3.png");
+    let embed = |m: &Path| {
+        floats(&ok_json(clipdex(m, &["embed", "--image", photo.to_str().unwrap(), "--json"]))["images"][0]["embedding"])
+    };
+    let base = embed(&model());
+    let d = base.len();
+    let mapped: Vec<f64> = adapter
+        .matmul(&Tensor::from_vec(base, (d, 1), &Device::Cpu).unwrap())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let c = cosine(&embed(&out), &mapped);
+    assert!(c >= 0.9999, "folded adapter: cosine {c}");
+    // Re-ranking with it maps the stored vectors: no photo is read (they are all moved away).
+    let aside = tmp.path().join("aside");
+    std::fs::rename(&photos, &aside).unwrap();
+    let rerank = format!("clip:{}", out.display());
+    let ranked = ok_json(run(&model(), &["search", "a red circle", "-k", "48", "--rerank", &rerank, "--json"]));
+    let results = ranked["results"].as_array().unwrap();
+    assert_eq!(results.len(), 48);
+    assert!(results.iter().all(|r| r["finetuned"].is_f64()), "{ranked}");
+    let scores: Vec<f64> = results.iter().map(|r| r["finetuned"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+    std::fs::rename(&aside, &photos).unwrap();
+    let q = floats(&ok_json(clipdex(&out, &["embed", "--text", "a red circle", "--json"]))["texts"][0]["embedding"]);
+    let top = PathBuf::from(results[0]["path"].as_str().unwrap());
+    let expected = cosine(
+        &floats(
+            &ok_json(clipdex(&out, &["embed", "--image", top.to_str().unwrap(), "--json"]))["images"][0]["embedding"],
+        ),
+        &q,
+    );
+    assert!((scores[0] - expected).abs() < 1e-4, "{} vs {expected}", scores[0]);
 }

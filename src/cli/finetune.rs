@@ -24,7 +24,9 @@ pub struct FinetuneArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// What to train: all, last:N (the top N layers of each tower, the final layer norms, the
-    /// projections and logit_scale) or projection (the projections and logit_scale).
+    /// projections and logit_scale), projection (the projections and logit_scale) or adapter
+    /// (a linear map on the stored image vectors, folded into visual_projection, with
+    /// text_projection and logit_scale: seconds, the image tower never runs on the library).
     #[arg(long = "train", default_value = "last:2", value_parser = parse_scope)]
     pub scope: TrainScope,
     /// Passes over the training pairs.
@@ -75,9 +77,6 @@ pub struct FinetuneArgs {
 }
 
 fn parse_scope(s: &str) -> Result<TrainScope, String> {
-    if s == "adapter" {
-        return Err("--train adapter is not available yet: use all, last:N or projection".into());
-    }
     s.parse()
 }
 
@@ -123,7 +122,18 @@ pub fn run(g: &GlobalOptions, args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
         );
         bar
     });
-    let report = finetune(&g.model, pairs, &args.out, &options, &device, &STOP, &|step, total, loss| {
+    // An adapter trains on the library's vectors when the library was indexed with this model
+    // (opened only if it exists; never created here).
+    let library = (args.scope == TrainScope::Adapter)
+        .then(|| crate::library_config(g, 32).ok())
+        .flatten()
+        .filter(|c| c.db.exists())
+        .and_then(|c| clipdex::Library::open(c).ok());
+    let stored = |hash: &str| -> Option<Vec<f32>> {
+        let store = library.as_ref()?.store();
+        store.id_for_hash(hash).ok().flatten().and_then(|id| store.vector(id).ok().flatten())
+    };
+    let report = finetune(&g.model, pairs, &args.out, &options, &device, &stored, &STOP, &|step, total, loss| {
         if let Some(b) = &bar {
             b.set_length(total as u64);
             b.set_position(step as u64);

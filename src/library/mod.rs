@@ -632,14 +632,39 @@ impl Library {
         filter: &SearchFilter,
     ) -> Result<Vec<query::rerank::FinetunedHit>> {
         let model = canonical_spec(model);
-        let tuned = ClipEmbedder::load(&model, &self.config.device.open()?)?;
-        // Cached by what the files are, so a moved or re-downloaded model keeps its cache.
-        let key = local_fingerprint(&model).map_or_else(|| format!("hub:{model}"), |f| format!("files:{f}"));
+        let device = self.config.device.open()?;
+        let tuned = ClipEmbedder::load(&model, &device)?;
         let hits = self.search_text(text, top.max(k), filter)?;
-        let mut ranked =
-            query::rerank::rerank_finetuned(&self.store, &tuned, &key, text, hits, self.config.max_pixels)?;
+        let mut ranked = match self.adapter_of(&model, &device)? {
+            // An adapter of this library's model maps the stored vectors: nothing to embed.
+            Some(adapter) => query::rerank::rerank_adapted(&self.store, &tuned, &adapter, text, hits)?,
+            None => {
+                // Cached by what the files are, so a moved or re-downloaded model keeps its cache.
+                let key = local_fingerprint(&model).map_or_else(|| format!("hub:{model}"), |f| format!("files:{f}"));
+                query::rerank::rerank_finetuned(&self.store, &tuned, &key, text, hits, self.config.max_pixels)?
+            }
+        };
         ranked.truncate(k);
         Ok(ranked)
+    }
+
+    /// The adapter matrix of `model` when it is an adapter (`finetune --train adapter`) of
+    /// this library's model (same model files, or the same spelling for a hub id).
+    fn adapter_of(&self, model: &str, device: &candle_core::Device) -> Result<Option<candle_core::Tensor>> {
+        let dir = Path::new(model);
+        let Ok(text) = std::fs::read_to_string(dir.join(crate::finetune::ADAPTER_FILE)) else { return Ok(None) };
+        let Ok(info) = serde_json::from_str::<crate::finetune::AdapterInfo>(&text) else { return Ok(None) };
+        let ours = self.store.model_fingerprint()?.or_else(|| local_fingerprint(&self.model()));
+        let same = match (&info.base_files, &ours) {
+            (Some(a), Some(b)) => a == b,
+            _ => canonical_spec(&info.base) == self.model(),
+        };
+        if !same {
+            return Ok(None);
+        }
+        let weights = candle_core::safetensors::load(dir.join(crate::finetune::ADAPTER_WEIGHTS), device)
+            .map_err(|e| Error::model(model, format!("cannot read {}: {e}", crate::finetune::ADAPTER_WEIGHTS)))?;
+        Ok(weights.get("adapter").cloned())
     }
 
     /// Text-to-image search.

@@ -129,3 +129,36 @@ pub fn rerank_finetuned(
     });
     Ok(out)
 }
+
+/// Re-scores `hits` with an adapter model (`clipdex finetune --train adapter`) of the library's
+/// own model: the candidates' stored vectors times the adapter matrix, renormalised, against the
+/// adapter model's text embedding. No image is read.
+pub fn rerank_adapted(
+    store: &Store,
+    model: &ClipEmbedder,
+    adapter: &candle_core::Tensor,
+    text: &str,
+    hits: Vec<SearchHit>,
+) -> Result<Vec<FinetunedHit>> {
+    let query = model.embed_texts(&[text])?.remove(0);
+    let mut out = Vec::with_capacity(hits.len());
+    for hit in hits {
+        let finetuned = match store.vector(hit.id)? {
+            Some(v) => {
+                let v = candle_core::Tensor::from_vec(v, (1, adapter.dim(1)?), adapter.device())?;
+                let mapped =
+                    crate::models::clip::l2_normalize(&v.matmul(&adapter.t()?)?)?.flatten_all()?.to_vec1::<f32>()?;
+                Some(mapped.iter().zip(&query).map(|(a, b)| a * b).sum())
+            }
+            None => None,
+        };
+        out.push(FinetunedHit { hit, finetuned });
+    }
+    out.sort_by(|a, b| match (a.finetuned, b.finetuned) {
+        (Some(x), Some(y)) => y.total_cmp(&x),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    Ok(out)
+}

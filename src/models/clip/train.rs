@@ -32,6 +32,10 @@ pub enum TrainScope {
     Last(usize),
     /// Both projections and `logit_scale`.
     Projection,
+    /// A linear map on the normalised image embedding (trained on stored vectors, then folded
+    /// into `visual_projection`), with `text_projection` and `logit_scale`: the towers never
+    /// run on images. The network here trains only the text side of it.
+    Adapter,
 }
 
 impl std::str::FromStr for TrainScope {
@@ -41,9 +45,10 @@ impl std::str::FromStr for TrainScope {
         match s {
             "all" => Ok(TrainScope::All),
             "projection" => Ok(TrainScope::Projection),
+            "adapter" => Ok(TrainScope::Adapter),
             _ => match s.strip_prefix("last:").map(str::parse::<usize>) {
                 Some(Ok(n)) if n >= 1 => Ok(TrainScope::Last(n)),
-                _ => Err(format!("{s:?}: expected all, last:N (N ≥ 1) or projection")),
+                _ => Err(format!("{s:?}: expected all, last:N (N ≥ 1), projection or adapter")),
             },
         }
     }
@@ -99,6 +104,7 @@ fn is_trained(scope: TrainScope, config: &ClipConfig, name: &str) -> bool {
     match scope {
         TrainScope::All => true,
         TrainScope::Projection => head,
+        TrainScope::Adapter => name.starts_with("text_projection.") || name == "logit_scale",
         TrainScope::Last(n) => {
             let top_layer = |prefix: &str, layers: usize| {
                 name.strip_prefix(prefix)
@@ -266,6 +272,11 @@ impl TrainableClip {
     /// `get_text_features` for token sequences (with their start and end tokens), padded
     /// with `pad` on the right; pooled where transformers pools.
     pub fn text_features(&self, batch: &[Vec<u32>], pad: u32) -> CResult<Tensor> {
+        self.linear(&self.text_pooled(batch, pad)?, "text_projection", false)
+    }
+
+    /// The text tower's pooled states, before `text_projection`.
+    pub fn text_pooled(&self, batch: &[Vec<u32>], pad: u32) -> CResult<Tensor> {
         let t = &self.config.text_config;
         let b = batch.len();
         let s = batch.iter().map(Vec::len).max().unwrap_or(1).max(1);
@@ -295,29 +306,32 @@ impl TrainableClip {
         let eps = t.layer_norm_eps;
         let x = self.encoder(&x, "text_model")?;
         let picked = x.reshape((b * s, d))?.index_select(&Tensor::from_vec(gather, b, &self.device)?, 0)?;
-        let pooled = self.layer_norm(&picked, "text_model.final_layer_norm", eps)?;
-        self.linear(&pooled, "text_projection", false)
+        self.layer_norm(&picked, "text_model.final_layer_norm", eps)
     }
 
-    /// transformers' `clip_loss` for a batch of matching pairs: the mean of the cross-entropies
-    /// of `logit_scale.exp() · cos` over texts and over images, the diagonal being right.
+    /// transformers' `clip_loss` for a batch of matching pairs (see [`clip_loss`]).
     pub fn contrastive_loss(&self, pixels: &Tensor, texts: &[Vec<u32>], pad: u32) -> CResult<Tensor> {
-        let image = normalize(&self.image_features(pixels)?)?;
-        let text = normalize(&self.text_features(texts, pad)?)?;
-        let scale = self.w("logit_scale")?.exp()?;
-        let logits_per_text = text.matmul(&image.t()?)?.broadcast_mul(&scale)?;
-        let n = texts.len();
-        let eye = Tensor::eye(n, DType::F32, &self.device)?;
-        let diagonal_ce = |logits: &Tensor| -> CResult<Tensor> {
-            let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-            ((log_probs * &eye)?.sum_all()? / n as f64)?.neg()
-        };
-        (diagonal_ce(&logits_per_text)? + diagonal_ce(&logits_per_text.t()?)?)? / 2.0
+        clip_loss(&self.image_features(pixels)?, &self.text_features(texts, pad)?, &self.w("logit_scale")?)
     }
 }
 
+/// transformers' `clip_loss` for matching rows of image and text features (not yet
+/// normalised): the mean of the cross-entropies of `logit_scale.exp() · cos` over texts and
+/// over images, the diagonal being right.
+pub fn clip_loss(image: &Tensor, text: &Tensor, logit_scale: &Tensor) -> CResult<Tensor> {
+    let (image, text) = (normalize(image)?, normalize(text)?);
+    let logits_per_text = text.matmul(&image.t()?)?.broadcast_mul(&logit_scale.exp()?)?;
+    let n = text.dim(0)?;
+    let eye = Tensor::eye(n, DType::F32, text.device())?;
+    let diagonal_ce = |logits: &Tensor| -> CResult<Tensor> {
+        let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+        ((log_probs * &eye)?.sum_all()? / n as f64)?.neg()
+    };
+    (diagonal_ce(&logits_per_text)? + diagonal_ce(&logits_per_text.t()?)?)? / 2.0
+}
+
 /// Rows scaled to unit length.
-fn normalize(x: &Tensor) -> CResult<Tensor> {
+pub fn normalize(x: &Tensor) -> CResult<Tensor> {
     x.broadcast_div(&x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
 }
 

@@ -344,6 +344,7 @@ fn serve(library: Library, args: &cli::ServeArgs) -> anyhow::Result<ExitCode> {
         max_upload: args.max_upload,
         cors_origins: args.cors_origins.clone(),
         workers: 0,
+        finetuned: args.finetuned.clone(),
     };
     let photos = library.store().counts().images;
     let watching = if args.no_watch { "not indexing (--no-watch)" } else { "indexing in the background" };

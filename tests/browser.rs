@@ -375,7 +375,9 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
 
     // With a token: the UI asks for it once, then every call (thumbnails too) carries it.
     drop_server(server);
-    let (_server, url) = serve(&db, &["--token", "e2e-secret"]);
+    let p16 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p16");
+    let finetuned = format!("p16={}", p16.display());
+    let (_server, url) = serve(&db, &["--token", "e2e-secret", "--finetuned", &finetuned]);
     browser.call("POST", "/url", Some(json!({"url": url})));
     browser.wait_for("the token prompt", "return document.getElementById('login').open");
     browser.type_into("#token", "e2e-secret");
@@ -396,6 +398,27 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     );
     assert_eq!(sources, json!(true));
     browser.screenshot(&artefacts.join("with-token.png"));
+
+    // Re-rank with the registered fine-tuned model: the switch appears, and choosing it
+    // re-runs the search ordered by that model's cosines (each card's score says so).
+    browser.wait_for("the re-rank switch", "return !document.getElementById('rerank-label').hidden");
+    browser.script(
+        "const s = document.getElementById('rerank'); s.value = 'p16'; s.dispatchEvent(new Event('change')); return true",
+        json!([]),
+    );
+    let titles = browser.wait_for(
+        "re-ranked results",
+        "const t = [...document.querySelectorAll('#results .card .score')].map(s => s.title);
+         return t.length > 0 && t.every(x => x.startsWith('fine-tuned model')) && t",
+    );
+    let scores: Vec<f64> = titles
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().split_whitespace().nth(2).unwrap().trim_end_matches(';').parse().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    browser.screenshot(&artefacts.join("reranked.png"));
 }
 
 /// Stops a server (killed and waited for, so its database is free again).

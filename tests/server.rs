@@ -888,3 +888,46 @@ async fn non_utf8_file_names_are_answered_with_their_exact_bytes() {
     let (status, body) = call!(app, test::TestRequest::post().uri(&format!("/api/search/image?id={id}&k=1")));
     assert_eq!((status, body["results"][0]["id"].as_u64()), (StatusCode::OK, Some(id)));
 }
+
+#[actix_web::test]
+async fn searches_rerank_with_registered_fine_tuned_models_only() {
+    let s = setup();
+    let p16 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p16").to_string_lossy().into_owned();
+    let options = ServeOptions { finetuned: vec![("p16".into(), p16)], ..Default::default() };
+    let app = service!(&s, &options);
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/status"));
+    assert_eq!((status, body["finetuned"].clone()), (StatusCode::OK, serde_json::json!(["p16"])));
+    let (status, body) =
+        call!(app, test::TestRequest::get().uri("/api/search?q=a%20cat&k=4&rerank=clip:p16&rerank_top=9"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    let scores: Vec<f64> = results.iter().map(|r| r["finetuned"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!(results.iter().all(|r| r["score"].is_f64()));
+    // The same ranking as the CLI's re-ranking through the library.
+    let tuned = clipdex::ClipEmbedder::load(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p16").to_str().unwrap(),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let direct = s.library.search_reranked_with(&tuned, "a cat", (4, 9), &SearchFilter::default()).unwrap();
+    let ids: Vec<u64> = direct.iter().map(|r| r.hit.id).collect();
+    assert_eq!(ids, self::ids(&body));
+    // Paging goes on in the re-ranked order.
+    let (_, page2) =
+        call!(app, test::TestRequest::get().uri("/api/search?q=a%20cat&k=4&offset=4&rerank=clip:p16&rerank_top=9"));
+    let all = s.library.search_reranked_with(&tuned, "a cat", (8, 9), &SearchFilter::default()).unwrap();
+    assert_eq!(self::ids(&page2), all[4..8].iter().map(|r| r.hit.id).collect::<Vec<_>>());
+    for (uri, expected, needle) in [
+        ("/api/search?q=cat&rerank=clip:other", StatusCode::BAD_REQUEST, "known: p16"),
+        ("/api/search?q=cat&rerank=clip:/etc", StatusCode::BAD_REQUEST, "no fine-tuned model"),
+        ("/api/search?q=cat&rerank=itm", StatusCode::BAD_REQUEST, "clip:NAME"),
+        ("/api/search?q=cat&rerank=clip:p16&crops=true", StatusCode::BAD_REQUEST, "rerank needs"),
+        ("/api/search?tag=x&rerank=clip:p16", StatusCode::BAD_REQUEST, "rerank needs"),
+        ("/api/search?q=cat&rerank=clip:p16&rerank_top=500", StatusCode::BAD_REQUEST, "rerank_top"),
+    ] {
+        let (status, body) = call!(app, test::TestRequest::get().uri(uri));
+        assert_error(status, &body, expected, needle);
+    }
+}

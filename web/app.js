@@ -89,6 +89,7 @@ async function fetchPage(offset) {
     if (q.q) params.set("q", q.q);
     if (q.q && $("in-captions").checked) params.set("in", "captions");
     else if (q.q && $("crops").checked) params.set("crops", "true");
+    else if (q.q && $("rerank").value) params.set("rerank", `clip:${$("rerank").value}`);
     return json(`/api/search?${params}`);
   }
   if (q.kind === "like") {
@@ -182,7 +183,8 @@ function card(hit) {
   meta.className = "meta";
   const score = document.createElement("span");
   score.className = "score";
-  score.textContent = hit.score.toFixed(3);
+  score.textContent = hit.finetuned != null ? hit.finetuned.toFixed(3) : hit.score.toFixed(3);
+  if (hit.finetuned !== undefined) score.title = `fine-tuned model: ${hit.finetuned == null ? "unreadable" : hit.finetuned.toFixed(3)}; library model: ${hit.score.toFixed(3)}`;
   const like = document.createElement("button");
   like.className = "more-like";
   like.type = "button";
@@ -288,10 +290,22 @@ async function pollStatus() {
     else if (ix.state === "failed") text += ` · indexing failed: ${ix.last_error}`;
     if (lib.failures) text += ` · ${lib.failures} unreadable`;
     $("status").textContent = text;
+    showRerankers(s.finetuned || []);
   } catch (e) {
     $("status").textContent = `status unavailable: ${e.message}`;
   }
   setTimeout(pollStatus, 2000);
+}
+
+// The fine-tuned models the server offers for re-ranking (serve --finetuned NAME=DIR).
+function showRerankers(names) {
+  const select = $("rerank");
+  const known = [...select.options].map((o) => o.value).filter(Boolean);
+  if (known.join("\n") === names.join("\n")) return;
+  const chosen = select.value;
+  select.replaceChildren(new Option("—", ""), ...names.map((n) => new Option(n, n)));
+  select.value = names.includes(chosen) ? chosen : "";
+  $("rerank-label").hidden = names.length === 0;
 }
 
 async function loadTags() {
@@ -346,3 +360,6 @@ window.addEventListener("drop", (e) => {
 
 pollStatus();
 loadTags();
+$("rerank").addEventListener("change", () => {
+  if (state.query && state.query.kind === "text" && state.query.q) startSearch(state.query);
+});

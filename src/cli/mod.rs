@@ -340,6 +340,19 @@ pub enum Rerank {
     Clip(String),
 }
 
+fn parse_named_model(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, dir))
+            if !name.is_empty()
+                && !dir.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+        {
+            Ok((name.to_string(), dir.to_string()))
+        }
+        _ => Err(format!("{s:?}: expected NAME=DIR, NAME of letters, digits, '-', '_' or '.'")),
+    }
+}
+
 fn parse_rerank(s: &str) -> Result<Rerank, String> {
     match s {
         "itm" => Ok(Rerank::Itm),
@@ -518,6 +531,11 @@ pub struct ServeArgs {
     /// repeat for several. None by default.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
+    /// A fine-tuned CLIP that searches may be re-ranked with, as NAME=DIR (repeatable); the API
+    /// takes `rerank=clip:NAME` and the web UI offers a switch. Only registered models, never
+    /// a path from a request.
+    #[arg(long = "finetuned", value_name = "NAME=DIR", value_parser = parse_named_model)]
+    pub finetuned: Vec<(String, String)>,
     /// Photos embedded per model call while indexing.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub batch_size: u64,

@@ -632,16 +632,29 @@ impl Library {
         filter: &SearchFilter,
     ) -> Result<Vec<query::rerank::FinetunedHit>> {
         let model = canonical_spec(model);
-        let device = self.config.device.open()?;
-        let tuned = ClipEmbedder::load(&model, &device)?;
+        let tuned = ClipEmbedder::load(&model, &self.config.device.open()?)?;
+        self.search_reranked_with(&tuned, text, (k, top), filter)
+    }
+
+    /// [`Library::search_reranked_finetuned`] with the fine-tuned model already loaded (the
+    /// server keeps its registered models).
+    pub fn search_reranked_with(
+        &self,
+        tuned: &ClipEmbedder,
+        text: &str,
+        (k, top): (usize, usize),
+        filter: &SearchFilter,
+    ) -> Result<Vec<query::rerank::FinetunedHit>> {
+        let model = tuned.name().to_string();
+        let device = tuned.device().clone();
         let hits = self.search_text(text, top.max(k), filter)?;
         let mut ranked = match self.adapter_of(&model, &device)? {
             // An adapter of this library's model maps the stored vectors: nothing to embed.
-            Some(adapter) => query::rerank::rerank_adapted(&self.store, &tuned, &adapter, text, hits)?,
+            Some(adapter) => query::rerank::rerank_adapted(&self.store, tuned, &adapter, text, hits)?,
             None => {
                 // Cached by what the files are, so a moved or re-downloaded model keeps its cache.
                 let key = local_fingerprint(&model).map_or_else(|| format!("hub:{model}"), |f| format!("files:{f}"));
-                query::rerank::rerank_finetuned(&self.store, &tuned, &key, text, hits, self.config.max_pixels)?
+                query::rerank::rerank_finetuned(&self.store, tuned, &key, text, hits, self.config.max_pixels)?
             }
         };
         ranked.truncate(k);

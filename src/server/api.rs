@@ -120,6 +120,10 @@ struct SearchParams {
     /// Weight of caption matches blended into a CLIP text search (0 to 1, default 0.3; only
     /// when the library has captions).
     caption_weight: Option<String>,
+    /// `clip:NAME`: re-rank a text search with the fine-tuned model registered as NAME.
+    rerank: Option<String>,
+    /// How many results the re-ranker re-scores (at least offset + k).
+    rerank_top: Option<String>,
 }
 
 impl SearchParams {
@@ -193,7 +197,14 @@ struct Hit {
     /// ... and the fused score the results are ordered by.
     #[serde(skip_serializing_if = "Option::is_none")]
     blended: Option<f32>,
+    /// Re-ranked searches: the fine-tuned model's cosine (null when the photo could not be
+    /// read); results are ordered by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finetuned: Option<Option<f32>>,
 }
+
+/// Most results a re-ranked search re-scores.
+const MAX_RERANK_TOP: usize = 200;
 
 /// Results located with CLIPSeg at most (each costs a segmentation).
 const MAX_CROPS: usize = 50;
@@ -214,6 +225,7 @@ fn page_of(state: &AppState, hits: Vec<SearchHit>, offset: usize) -> crate::Resu
                 caption: None,
                 caption_score: None,
                 blended: None,
+                finetuned: None,
             })
         })
         .collect()
@@ -263,8 +275,36 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
             _ => return Err(ApiError::bad_request(format!("caption_weight must be between 0 and 1, not {w:?}"))),
         },
     };
+    let rerank = match params.rerank.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+        None => None,
+        Some(r) => match r.strip_prefix("clip:") {
+            Some(name) if !name.is_empty() => Some(name.to_string()),
+            _ => return Err(ApiError::bad_request(format!("rerank must be clip:NAME, not {r:?}"))),
+        },
+    };
+    let top = number_param(
+        params.rerank_top.as_deref(),
+        "rerank_top",
+        crate::query::rerank::DEFAULT_RERANK_TOP,
+        1,
+        MAX_RERANK_TOP,
+    )?;
+    if rerank.is_some() && (text.is_empty() || crops || in_captions) {
+        return Err(ApiError::bad_request("rerank needs a text query (q) and takes neither crops nor in=captions"));
+    }
     let started = std::time::Instant::now();
     let hits = blocking(move || {
+        if let Some(name) = rerank {
+            let tuned = state.finetuned_model(&name)?;
+            let ranked =
+                state.library.search_reranked_with(&tuned, &text, (offset + k, top.max(offset + k)), &filter)?;
+            let scores: Vec<Option<f32>> = ranked.iter().skip(offset).map(|r| r.finetuned).collect();
+            let mut page = page_of(&state, ranked.into_iter().map(|r| r.hit).collect(), offset)?;
+            for (hit, score) in page.iter_mut().zip(scores) {
+                hit.finetuned = Some(score);
+            }
+            return Ok(page);
+        }
         if in_captions {
             let found = state.library.search_captions(&text, offset + k, &filter)?;
             let captions: Vec<String> = found.iter().skip(offset).map(|h| h.caption.clone()).collect();
@@ -580,8 +620,9 @@ async fn tag_counts(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
 
 async fn status(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let indexer = state.indexer.status();
+    let finetuned = state.finetuned_names();
     let library = blocking(move || state.library.stats()).await?;
-    Ok(HttpResponse::Ok().json(json!({ "library": library, "indexer": indexer })))
+    Ok(HttpResponse::Ok().json(json!({ "library": library, "indexer": indexer, "finetuned": finetuned })))
 }
 
 async fn roots(state: web::Data<AppState>) -> ApiResult<HttpResponse> {

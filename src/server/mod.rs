@@ -69,6 +69,9 @@ pub struct ServeOptions {
     pub cors_origins: Vec<String>,
     /// Worker threads (0: one per core).
     pub workers: usize,
+    /// Fine-tuned CLIPs searches may be re-ranked with (`rerank=clip:NAME`), by name: only
+    /// these, never a path from a request. Loaded on first use.
+    pub finetuned: Vec<(String, String)>,
 }
 
 impl Default for ServeOptions {
@@ -81,6 +84,7 @@ impl Default for ServeOptions {
             max_upload: DEFAULT_MAX_UPLOAD,
             cors_origins: Vec::new(),
             workers: 0,
+            finetuned: Vec::new(),
         }
     }
 }
@@ -95,6 +99,9 @@ pub struct AppState {
     /// Text query embeddings by model and text: paging through a search (and the same query
     /// from many users) embeds the text once.
     queries: Mutex<QueryCache>,
+    /// The registered fine-tuned models (name, model), loaded on first use.
+    finetuned: Vec<(String, String)>,
+    loaded: Mutex<std::collections::HashMap<String, Arc<crate::ClipEmbedder>>>,
 }
 
 /// Query embeddings by (model, text).
@@ -114,7 +121,36 @@ impl AppState {
             max_upload: options.max_upload,
             cors_origins: options.cors_origins.clone(),
             queries: Mutex::new(Default::default()),
+            finetuned: options.finetuned.clone(),
+            loaded: Mutex::new(Default::default()),
         }
+    }
+
+    /// The names of the fine-tuned models searches may be re-ranked with.
+    pub fn finetuned_names(&self) -> Vec<String> {
+        self.finetuned.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    /// The registered fine-tuned model `name`, loaded once.
+    fn finetuned_model(&self, name: &str) -> Result<Arc<crate::ClipEmbedder>> {
+        let Some((_, spec)) = self.finetuned.iter().find(|(n, _)| n == name) else {
+            let known = self.finetuned_names();
+            return Err(Error::Invalid(format!(
+                "no fine-tuned model {name:?} is registered{}",
+                if known.is_empty() {
+                    " (serve --finetuned NAME=DIR)".to_string()
+                } else {
+                    format!("; known: {}", known.join(", "))
+                }
+            )));
+        };
+        if let Some(m) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return Ok(m.clone());
+        }
+        let device = self.library.clip()?.device().clone();
+        let model = Arc::new(crate::ClipEmbedder::load(&crate::models::source::canonical_spec(spec), &device)?);
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), model.clone());
+        Ok(model)
     }
 
     fn query_embedding(&self, text: &str) -> Result<Arc<Vec<f32>>> {

@@ -73,6 +73,16 @@ pub fn openapi() -> Value {
         json!({"type": "number", "minimum": 0, "maximum": 1, "default": 0.3}),
         "Weight of caption matches in a blended CLIP search (reciprocal rank fusion; 0 turns blending off)",
     ));
+    search.push(query(
+        "rerank",
+        json!({"type": "string", "pattern": "^clip:[A-Za-z0-9._-]+$"}),
+        "Re-rank a text search with a fine-tuned CLIP registered with `serve --finetuned NAME=DIR` (clip:NAME); results gain `finetuned`",
+    ));
+    search.push(query(
+        "rerank_top",
+        json!({"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+        "How many results the re-ranker re-scores (at least offset + k)",
+    ));
     let mut by_image =
         vec![query("id", json!({"type": "integer"}), "Search like this indexed image instead of an upload")];
     by_image.extend(search_params());
@@ -95,7 +105,8 @@ pub fn openapi() -> Value {
                                               "area": {"type": "number"}, "mean_probability": {"type": "number"}}},
                     "caption": {"type": "string", "description": "With in=captions: the caption matched (score is then its BM25 score)"},
                     "caption_score": {"type": "number", "nullable": true, "description": "Blended searches: the caption's BM25 score, null when it did not match"},
-                    "blended": {"type": "number", "description": "Blended searches: the fused score results are ordered by"}}},
+                    "blended": {"type": "number", "description": "Blended searches: the fused score results are ordered by"},
+                    "finetuned": {"type": "number", "nullable": true, "description": "Re-ranked searches: the fine-tuned model's cosine, which orders the results (null when the photo could not be read)"}}},
                 "Results": {"type": "object", "required": ["results", "took_ms"], "properties": {
                     "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}, "took_ms": {"type": "number"}}},
                 "Tag": {"type": "object", "properties": {"label": {"type": "string"}, "probability": {"type": "number"}, "cosine": {"type": "number"}}},
@@ -152,6 +163,7 @@ pub fn openapi() -> Value {
                 "summary": "Library counts, model, search index state, and the background indexer's progress",
                 "responses": responses(200, ok("Status", json!({"type": "object", "properties": {
                     "library": {"type": "object", "description": "as `clipdex stats --json`"},
+                    "finetuned": {"type": "array", "items": {"type": "string"}, "description": "Names of the fine-tuned models searches may be re-ranked with (rerank=clip:NAME)"},
                     "indexer": {"type": "object", "properties": {
                         "state": {"type": "string", "enum": ["off", "starting", "indexing", "watching", "no_folders", "failed"]},
                         "done": {"type": "integer"}, "total": {"type": "integer"}, "passes": {"type": "integer"},

@@ -101,6 +101,9 @@ pub struct FinetuneOptions {
     pub skip_bad: bool,
     /// Replace an existing output folder.
     pub force: bool,
+    /// WiSE-FT: also save (as `OUT-wiseA`) and evaluate the interpolations
+    /// `(1 − A)·base + A·fine-tuned` of the weights, for each `A` in (0, 1).
+    pub wise: Vec<f64>,
     /// Decoding limit.
     pub max_pixels: u64,
 }
@@ -120,6 +123,7 @@ impl Default for FinetuneOptions {
             validation: None,
             skip_bad: false,
             force: false,
+            wise: Vec::new(),
             max_pixels: crate::photo::DEFAULT_MAX_PIXELS,
         }
     }
@@ -144,6 +148,27 @@ pub struct Evaluation {
     pub base: Retrieval,
     /// The fine-tuned model.
     pub finetuned: Retrieval,
+    /// The WiSE-FT interpolations (`--wise`).
+    pub wise: Vec<WiseEvaluation>,
+}
+
+/// One WiSE-FT interpolation's held-out recall.
+#[derive(Debug, Clone, Serialize)]
+pub struct WiseEvaluation {
+    /// Its weight of the fine-tuned model.
+    pub alpha: f64,
+    /// Its recall.
+    #[serde(flatten)]
+    pub retrieval: Retrieval,
+}
+
+/// A WiSE-FT model written.
+#[derive(Debug, Clone, Serialize)]
+pub struct WiseModel {
+    /// Its weight of the fine-tuned model.
+    pub alpha: f64,
+    /// Its folder.
+    pub out: PathBuf,
 }
 
 /// What a run did (`finetune --json`).
@@ -161,6 +186,8 @@ pub struct FinetuneReport {
     pub eval: Option<Evaluation>,
     /// Pairs skipped (`--skip-bad`): `"file:line: reason"`.
     pub skipped: Vec<String>,
+    /// The WiSE-FT models written (`--wise`).
+    pub wise: Vec<WiseModel>,
 }
 
 /// Progress: `(step, of, loss)`.
@@ -220,6 +247,9 @@ pub fn finetune(
     }
     if options.batch_size < 2 {
         return Err(Error::Invalid("the batch size must be at least 2: a contrastive loss compares pairs".into()));
+    }
+    if let Some(a) = options.wise.iter().find(|a| !(**a > 0.0 && **a < 1.0)) {
+        return Err(Error::Invalid(format!("--wise takes weights strictly between 0 and 1, not {a}")));
     }
     if !(0.0..1.0).contains(&options.val_split) {
         return Err(Error::Invalid(format!("--val-split must be in [0, 1), not {}", options.val_split)));
@@ -296,26 +326,78 @@ pub fn finetune(
         }
     }
 
-    let tensors = model.tensors();
-    let eval = if held_out.is_empty() {
+    let tuned = model.tensors();
+    let base_tensors = model
+        .tensors()
+        .into_keys()
+        .map(|name| Ok((name.clone(), vb.get(tuned[&name].shape(), &name)?)))
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    let interpolate = |alpha: f64| -> Result<BTreeMap<String, Tensor>> {
+        tuned.iter().map(|(name, t)| Ok((name.clone(), mix(&base_tensors[name], t, alpha)?))).collect()
+    };
+    let held = if held_out.is_empty() {
         None
     } else {
         let (pixels, texts) = prepare(&held_out)?;
-        let pixels = Tensor::stack(&pixels, 0)?;
-        let tuned = TrainableClip::load(
-            embedder.config(),
-            &VarBuilder::from_tensors(tensors.clone().into_iter().collect(), DType::F32, device),
-            TrainScope::Projection,
-        )?;
-        let base_model = TrainableClip::load(embedder.config(), &vb, TrainScope::Projection)?;
-        Some(Evaluation {
-            pairs: held_out.len(),
-            base: retrieval(&base_model, &pixels, &texts, pad)?,
-            finetuned: retrieval(&tuned, &pixels, &texts, pad)?,
-        })
+        Some((Tensor::stack(&pixels, 0)?, texts))
     };
-    save(&repo, &tensors, &[], out, options.force)?;
-    Ok(FinetuneReport { out: out.to_path_buf(), steps: losses.len(), losses, train_pairs: train.len(), eval, skipped })
+    let evaluate = |alpha: f64| -> Result<Retrieval> {
+        let (pixels, texts) = held.as_ref().expect("evaluated only with held-out pairs");
+        let tensors = interpolate(alpha)?;
+        let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), DType::F32, device);
+        retrieval(&TrainableClip::load(embedder.config(), &vb, TrainScope::Projection)?, pixels, texts, pad)
+    };
+    let (eval, wise) = conclude(&repo, out, options, held_out.len(), &interpolate, &evaluate, &[])?;
+    Ok(FinetuneReport {
+        out: out.to_path_buf(),
+        steps: losses.len(),
+        losses,
+        train_pairs: train.len(),
+        eval,
+        skipped,
+        wise,
+    })
+}
+
+/// `(1 − alpha)·base + alpha·tuned`.
+fn mix(base: &Tensor, tuned: &Tensor, alpha: f64) -> Result<Tensor> {
+    Ok(((base * (1.0 - alpha))? + (tuned * alpha)?)?)
+}
+
+/// What both ways of training end with: the model saved (with `extra` files beside it), the
+/// WiSE-FT interpolations saved beside it, and with held-out pairs every one evaluated.
+/// `interpolate(alpha)` gives the weights at `alpha` (1: fine-tuned), `evaluate(alpha)` their
+/// held-out recall (0: the base model).
+#[allow(clippy::type_complexity)]
+fn conclude(
+    repo: &ModelRepo,
+    out: &Path,
+    options: &FinetuneOptions,
+    held_out: usize,
+    interpolate: &dyn Fn(f64) -> Result<BTreeMap<String, Tensor>>,
+    evaluate: &dyn Fn(f64) -> Result<Retrieval>,
+    extra: &[(&str, Vec<u8>)],
+) -> Result<(Option<Evaluation>, Vec<WiseModel>)> {
+    let eval = if held_out == 0 {
+        None
+    } else {
+        let wise = options
+            .wise
+            .iter()
+            .map(|&alpha| Ok(WiseEvaluation { alpha, retrieval: evaluate(alpha)? }))
+            .collect::<Result<Vec<_>>>()?;
+        Some(Evaluation { pairs: held_out, base: evaluate(0.0)?, finetuned: evaluate(1.0)?, wise })
+    };
+    save(repo, &interpolate(1.0)?, extra, out, options.force)?;
+    let mut written = Vec::new();
+    for &alpha in &options.wise {
+        let mut name = out.file_name().unwrap_or_default().to_os_string();
+        name.push(format!("-wise{alpha}"));
+        let path = out.with_file_name(name);
+        save(repo, &interpolate(alpha)?, &[], &path, options.force)?;
+        written.push(WiseModel { alpha, out: path });
+    }
+    Ok((eval, written))
 }
 
 /// Refuses the same image with the same text twice: in one batch they would be each
@@ -546,24 +628,33 @@ impl AdapterRun<'_> {
                 progress(step + 1, total, value);
             }
         }
-        let mut tensors = model.tensors();
-        let visual = tensors["visual_projection.weight"].clone();
-        tensors.insert("visual_projection.weight".into(), adapter.as_tensor().matmul(&visual)?);
-        let eval = if held_out.is_empty() {
-            None
-        } else {
-            let (images, pooled, _) = self.inputs(&model, held_out)?;
-            let base_text = self.vb.get(text_projection.shape(), "text_projection.weight")?;
-            let score = |a: &Tensor, t: &Tensor| -> Result<Retrieval> {
-                let image = l2_normalize(&images.matmul(&a.t()?)?)?;
-                let text = l2_normalize(&pooled.matmul(&t.t()?)?)?;
-                ranks_to_recall(&image.matmul(&text.t()?)?.to_vec2()?)
-            };
-            Some(Evaluation {
-                pairs: held_out.len(),
-                base: score(&Tensor::eye(d, DType::F32, self.device)?, &base_text)?,
-                finetuned: score(adapter.as_tensor(), text_projection.as_tensor())?,
-            })
+        let tensors = model.tensors();
+        let (visual, base_text) = (
+            tensors["visual_projection.weight"].clone(),
+            self.vb.get(text_projection.shape(), "text_projection.weight")?,
+        );
+        let base_scale = self.vb.get((), "logit_scale")?.to_dtype(DType::F32)?;
+        let eye = Tensor::eye(d, DType::F32, self.device)?;
+        // At alpha: the adapter (1 − alpha)·I + alpha·A folded in, the text projection and
+        // logit_scale interpolated; every other weight is the base's.
+        let at = |alpha: f64| -> Result<(Tensor, Tensor)> {
+            Ok((mix(&eye, adapter.as_tensor(), alpha)?, mix(&base_text, text_projection.as_tensor(), alpha)?))
+        };
+        let interpolate = |alpha: f64| -> Result<BTreeMap<String, Tensor>> {
+            let (a, t) = at(alpha)?;
+            let mut out = tensors.clone();
+            out.insert("visual_projection.weight".into(), a.matmul(&visual)?);
+            out.insert("text_projection.weight".into(), t);
+            out.insert("logit_scale".into(), mix(&base_scale, logit_scale.as_tensor(), alpha)?);
+            Ok(out)
+        };
+        let held = if held_out.is_empty() { None } else { Some(self.inputs(&model, held_out)?) };
+        let evaluate = |alpha: f64| -> Result<Retrieval> {
+            let (images, pooled, _) = held.as_ref().expect("evaluated only with held-out pairs");
+            let (a, t) = at(alpha)?;
+            let image = l2_normalize(&images.matmul(&a.t()?)?)?;
+            let text = l2_normalize(&pooled.matmul(&t.t()?)?)?;
+            ranks_to_recall(&image.matmul(&text.t()?)?.to_vec2()?)
         };
         let info = AdapterInfo {
             base: crate::models::source::canonical_spec(self.base),
@@ -576,7 +667,7 @@ impl AdapterRun<'_> {
         let weights = std::fs::read(&weights_path).map_err(|e| Error::Invalid(format!("adapter weights: {e}")))?;
         let _ = std::fs::remove_file(&weights_path);
         let extra = [(ADAPTER_FILE, serde_json::to_vec_pretty(&info).unwrap_or_default()), (ADAPTER_WEIGHTS, weights)];
-        save(self.repo, &tensors, &extra, out, self.options.force)?;
+        let (eval, wise) = conclude(self.repo, out, self.options, held_out.len(), &interpolate, &evaluate, &extra)?;
         Ok(FinetuneReport {
             out: out.to_path_buf(),
             steps: losses.len(),
@@ -584,6 +675,7 @@ impl AdapterRun<'_> {
             train_pairs: train.len(),
             eval,
             skipped,
+            wise,
         })
     }
 }

@@ -517,3 +517,64 @@ fn an_adapter_trains_on_stored_vectors_folds_into_the_model_and_reranks_without_
     );
     assert!((scores[0] - expected).abs() < 1e-4, "{} vs {expected}", scores[0]);
 }
+
+#[test]
+fn wise_ft_saves_and_evaluates_weight_interpolations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("tuned");
+    let pairs = fixtures().join("finetune/pairs.jsonl");
+    let report = ok_json(clipdex(
+        &model(),
+        &[
+            "finetune",
+            "--pairs",
+            pairs.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--train",
+            "last:1",
+            "--batch-size",
+            "3",
+            "--epochs",
+            "2",
+            "--lr",
+            "1e-3",
+            "--val-split",
+            "0.25",
+            "--wise",
+            "0.25,0.5",
+            "--json",
+        ],
+    ));
+    let wise = report["wise"].as_array().unwrap();
+    assert_eq!(wise.len(), 2);
+    assert_eq!(report["eval"]["wise"].as_array().unwrap().len(), 2);
+    assert_eq!(report["eval"]["wise"][1]["alpha"], 0.5);
+    assert!(report["eval"]["wise"][1]["text_to_image"].is_array());
+    let base = tensors(&model().join("model.safetensors"));
+    let tuned = tensors(&out.join("model.safetensors"));
+    let half = tensors(&PathBuf::from(wise[1]["out"].as_str().unwrap()).join("model.safetensors"));
+    assert_eq!(PathBuf::from(wise[1]["out"].as_str().unwrap()), tmp.path().join("tuned-wise0.5"));
+    for name in ["visual_projection.weight", "text_model.encoder.layers.1.mlp.fc1.weight", "logit_scale"] {
+        let want = ((&base[name] * 0.5).unwrap() + (&tuned[name] * 0.5).unwrap()).unwrap();
+        let diff = norm(&(&half[name] - &want).unwrap());
+        assert!(diff <= 1e-6 * norm(&want).max(1.0), "{name}: {diff}");
+        assert!(norm(&(&tuned[name] - &base[name]).unwrap()) > 0.0, "{name} was trained");
+    }
+    // The interpolation at 0.5 embeds, as any model folder does.
+    let wise_dir = PathBuf::from(wise[0]["out"].as_str().unwrap());
+    ok_json(clipdex(&wise_dir, &["embed", "--text", "a cat", "--json"]));
+    let refused = clipdex(
+        &model(),
+        &[
+            "finetune",
+            "--pairs",
+            pairs.to_str().unwrap(),
+            "--out",
+            tmp.path().join("x").to_str().unwrap(),
+            "--wise",
+            "1.5",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("strictly between 0 and 1"));
+}

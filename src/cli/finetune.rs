@@ -71,7 +71,12 @@ pub struct FinetuneArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
-    /// Print one JSON object: {"out", "steps", "losses", "train_pairs", "eval", "skipped"}.
+    /// WiSE-FT: also save the weight interpolations (1-A)·base + A·fine-tuned as OUT-wiseA and
+    /// evaluate them, for each A in (0, 1), e.g. --wise 0.5 or --wise 0.3,0.5,0.7.
+    #[arg(long, value_name = "A[,A...]", value_delimiter = ',')]
+    pub wise: Vec<f64>,
+    /// Print one JSON object: {"out", "steps", "losses", "train_pairs", "eval", "skipped",
+    /// "wise"}.
     #[arg(long)]
     pub json: bool,
 }
@@ -106,6 +111,7 @@ pub fn run(g: &GlobalOptions, args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
         validation,
         skip_bad: args.skip_bad,
         force: args.force,
+        wise: args.wise.clone(),
         max_pixels: g.max_pixels,
     };
     // Ctrl-C stops between steps: the run ends with an error and writes nothing.
@@ -160,12 +166,17 @@ fn print_summary(out: &mut impl Write, r: &FinetuneReport) -> anyhow::Result<()>
     }
     if let Some(e) = &r.eval {
         writeln!(out, "held-out recall on {} pairs      R@1     R@5    R@10", e.pairs)?;
-        for (which, x) in [("base", &e.base), ("fine-tuned", &e.finetuned)] {
+        let mut rows = vec![("base".to_string(), &e.base), ("fine-tuned".to_string(), &e.finetuned)];
+        rows.extend(e.wise.iter().map(|w| (format!("WiSE-FT {}", w.alpha), &w.retrieval)));
+        for (which, x) in rows {
             for (direction, recall) in [("image->text", &x.image_to_text), ("text->image", &x.text_to_image)] {
                 let name = format!("{which} {direction}");
                 writeln!(out, "  {name:<29} {:>6.3}  {:>6.3}  {:>6.3}", recall[0], recall[1], recall[2])?;
             }
         }
+    }
+    for w in &r.wise {
+        writeln!(out, "saved WiSE-FT {} as {}", w.alpha, w.out.display())?;
     }
     writeln!(out, "saved {} (use it with --model {})", r.out.display(), r.out.display())?;
     Ok(())

@@ -33,8 +33,32 @@ pub struct Pair {
     pub image: PathBuf,
     /// Its text.
     pub text: String,
-    /// 1-based line number in the pairs file.
+    /// 1-based line number in the pairs file (the image's number, from `--folders`).
     pub line: usize,
+    /// Its class (index into [`FinetuneOptions::labels`]) when the pairs come from class
+    /// folders: a batch never holds two photos of one class.
+    pub class: Option<usize>,
+}
+
+/// Pairs from a folder of class folders (`--folders`): every image of `DIR/CLASS/` with the
+/// text `template` (`{}` replaced by the class label: the folder's name with `_` and `-` as
+/// spaces). Returns the pairs and the labels, in class order.
+pub fn pairs_from_folders(dir: &Path, template: &str) -> Result<(Vec<Pair>, Vec<String>)> {
+    if !template.contains("{}") {
+        return Err(Error::Invalid(format!("the template {template:?} has no {{}} for the label")));
+    }
+    let dataset = crate::eval::Dataset::open(dir, None)?;
+    if dataset.classes.len() < 2 {
+        return Err(Error::Invalid(format!("{} has one class folder: fine-tuning needs at least 2", dir.display())));
+    }
+    let mut pairs = Vec::new();
+    for (c, class) in dataset.classes.iter().enumerate() {
+        for image in &class.images {
+            let text = template.replace("{}", &class.label);
+            pairs.push(Pair { image: image.clone(), text, line: pairs.len() + 1, class: Some(c) });
+        }
+    }
+    Ok((pairs, dataset.classes.into_iter().map(|c| c.label).collect()))
 }
 
 /// Reads a pairs file: JSON Lines `{"image": PATH, "text": CAPTION}`, or CSV `image,text`
@@ -69,7 +93,7 @@ pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
         if caption.trim().is_empty() {
             return Err(bad("the text is empty"));
         }
-        pairs.push(Pair { image: base.join(image), text: caption, line });
+        pairs.push(Pair { image: base.join(image), text: caption, line, class: None });
     }
     Ok(pairs)
 }
@@ -106,6 +130,11 @@ pub struct FinetuneOptions {
     pub wise: Vec<f64>,
     /// Decoding limit.
     pub max_pixels: u64,
+    /// The class labels of `--folders` pairs (their `class` indexes them), with the template
+    /// that made their texts: held-out photos are also classified zero-shot among them.
+    pub labels: Vec<String>,
+    /// The template of the labels (`a photo of a {}.`).
+    pub template: String,
 }
 
 impl Default for FinetuneOptions {
@@ -124,6 +153,8 @@ impl Default for FinetuneOptions {
             skip_bad: false,
             force: false,
             wise: Vec::new(),
+            labels: Vec::new(),
+            template: crate::query::tags::DEFAULT_TEMPLATE.to_string(),
             max_pixels: crate::photo::DEFAULT_MAX_PIXELS,
         }
     }
@@ -137,6 +168,24 @@ pub struct Retrieval {
     pub image_to_text: [f64; 3],
     /// Text → image recall at 1, 5, 10.
     pub text_to_image: [f64; 3],
+    /// With `--folders`: zero-shot top-1 and top-5 accuracy of the held-out photos among the
+    /// class labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zero_shot: Option<[f64; 2]>,
+}
+
+/// How much the fine-tuned model changed what the base model finds for queries it was not
+/// trained on: for each of `queries` labels of the built-in vocabulary (`a photo of a
+/// {label}.`), the share of the base model's top `k` held-out photos the fine-tuned model also
+/// puts in its top `k`, averaged (1: nothing forgotten).
+#[derive(Debug, Clone, Serialize)]
+pub struct Forgetting {
+    /// Vocabulary queries.
+    pub queries: usize,
+    /// Photos compared per query: 10, or half the held-out photos when there are fewer than 20.
+    pub k: usize,
+    /// Mean top-k overlap.
+    pub overlap: f64,
 }
 
 /// The evaluation of a run: the base model and the fine-tuned one on the held-out pairs.
@@ -150,6 +199,8 @@ pub struct Evaluation {
     pub finetuned: Retrieval,
     /// The WiSE-FT interpolations (`--wise`).
     pub wise: Vec<WiseEvaluation>,
+    /// Base vs fine-tuned on vocabulary queries.
+    pub forgetting: Forgetting,
 }
 
 /// One WiSE-FT interpolation's held-out recall.
@@ -295,7 +346,7 @@ pub fn finetune(
     let model = TrainableClip::load(embedder.config(), &vb, options.scope)
         .map_err(|e| Error::model(base, format!("cannot set up training: {e}")))?;
     let mut optimizer = AdamW::new(model.vars().values(), options.optimizer)?;
-    let steps_per_epoch = train.len().div_ceil(options.batch_size);
+    let steps_per_epoch = plan_batches(&(0..train.len()).collect::<Vec<_>>(), &train, options.batch_size).len();
     let total = steps_per_epoch * options.epochs;
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut rng = options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -304,7 +355,7 @@ pub fn finetune(
         if options.shuffle {
             shuffle(&mut order, &mut rng);
         }
-        for (b, batch) in order.chunks(options.batch_size).enumerate() {
+        for (b, batch) in plan_batches(&order, &train, options.batch_size).iter().enumerate() {
             if stop.load(Ordering::Relaxed) {
                 return Err(Error::Invalid("stopped: nothing was written".into()));
             }
@@ -339,15 +390,22 @@ pub fn finetune(
         None
     } else {
         let (pixels, texts) = prepare(&held_out)?;
-        Some((Tensor::stack(&pixels, 0)?, texts))
+        Some((Tensor::stack(&pixels, 0)?, texts, evaluation_texts(&embedder, options)?))
     };
-    let evaluate = |alpha: f64| -> Result<Retrieval> {
-        let (pixels, texts) = held.as_ref().expect("evaluated only with held-out pairs");
+    let embed_at = |alpha: f64| -> Result<HeldOut> {
+        let (pixels, texts, (labels, vocabulary)) = held.as_ref().expect("evaluated only with held-out pairs");
         let tensors = interpolate(alpha)?;
         let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), DType::F32, device);
-        retrieval(&TrainableClip::load(embedder.config(), &vb, TrainScope::Projection)?, pixels, texts, pad)
+        let m = TrainableClip::load(embedder.config(), &vb, TrainScope::Projection)?;
+        let texts_of = |ids: &[Vec<u32>]| -> Result<Tensor> { Ok(l2_normalize(&m.text_features(ids, pad)?)?) };
+        Ok(HeldOut {
+            images: l2_normalize(&m.image_features(pixels)?)?,
+            texts: texts_of(texts)?,
+            labels: if labels.is_empty() { None } else { Some(texts_of(labels)?) },
+            vocabulary: texts_of(vocabulary)?,
+        })
     };
-    let (eval, wise) = conclude(&repo, out, options, held_out.len(), &interpolate, &evaluate, &[])?;
+    let (eval, wise) = conclude(&repo, out, options, &held_out, &interpolate, &embed_at, &[])?;
     Ok(FinetuneReport {
         out: out.to_path_buf(),
         steps: losses.len(),
@@ -373,20 +431,28 @@ fn conclude(
     repo: &ModelRepo,
     out: &Path,
     options: &FinetuneOptions,
-    held_out: usize,
+    held_out: &[Pair],
     interpolate: &dyn Fn(f64) -> Result<BTreeMap<String, Tensor>>,
-    evaluate: &dyn Fn(f64) -> Result<Retrieval>,
+    embed_at: &dyn Fn(f64) -> Result<HeldOut>,
     extra: &[(&str, Vec<u8>)],
 ) -> Result<(Option<Evaluation>, Vec<WiseModel>)> {
-    let eval = if held_out == 0 {
+    let eval = if held_out.is_empty() {
         None
     } else {
+        let classes: Vec<Option<usize>> = held_out.iter().map(|p| p.class).collect();
+        let (base, tuned) = (embed_at(0.0)?, embed_at(1.0)?);
         let wise = options
             .wise
             .iter()
-            .map(|&alpha| Ok(WiseEvaluation { alpha, retrieval: evaluate(alpha)? }))
+            .map(|&alpha| Ok(WiseEvaluation { alpha, retrieval: score(&embed_at(alpha)?, &classes)? }))
             .collect::<Result<Vec<_>>>()?;
-        Some(Evaluation { pairs: held_out, base: evaluate(0.0)?, finetuned: evaluate(1.0)?, wise })
+        Some(Evaluation {
+            pairs: held_out.len(),
+            base: score(&base, &classes)?,
+            finetuned: score(&tuned, &classes)?,
+            wise,
+            forgetting: forgetting(&base, &tuned)?,
+        })
     };
     save(repo, &interpolate(1.0)?, extra, out, options.force)?;
     let mut written = Vec::new();
@@ -457,6 +523,36 @@ fn split(pairs: Vec<Pair>, share: f64, seed: u64) -> (Vec<Pair>, Vec<Pair>) {
     (train, val)
 }
 
+/// The batches of an epoch: `order` cut into runs of `batch_size`, or for class-folder pairs,
+/// batches of distinct classes (two photos of one class in a batch would be each other's
+/// false negatives): each batch takes the next photo of the classes with the most photos left,
+/// in the order the shuffled `order` first meets them. The number of batches depends only on
+/// the class sizes, so the schedule can count the steps in advance.
+fn plan_batches(order: &[usize], pairs: &[Pair], batch_size: usize) -> Vec<Vec<usize>> {
+    if pairs.iter().all(|p| p.class.is_none()) {
+        return order.chunks(batch_size).map(<[usize]>::to_vec).collect();
+    }
+    let mut queues: Vec<(usize, std::collections::VecDeque<usize>)> = Vec::new();
+    for &i in order {
+        let class = pairs[i].class.unwrap_or(usize::MAX);
+        match queues.iter_mut().find(|(c, _)| *c == class) {
+            Some((_, q)) => q.push_back(i),
+            None => queues.push((class, std::collections::VecDeque::from([i]))),
+        }
+    }
+    let mut batches = Vec::new();
+    loop {
+        // Stable: among classes with as many photos left, the first met comes first.
+        let mut ranked: Vec<usize> = (0..queues.len()).filter(|&q| !queues[q].1.is_empty()).collect();
+        if ranked.is_empty() {
+            return batches;
+        }
+        ranked.sort_by_key(|&q| std::cmp::Reverse(queues[q].1.len()));
+        let batch: Vec<usize> = ranked.into_iter().take(batch_size).filter_map(|q| queues[q].1.pop_front()).collect();
+        batches.push(batch);
+    }
+}
+
 /// Fisher–Yates with xorshift64*.
 fn shuffle(items: &mut [usize], state: &mut u64) {
     for i in (1..items.len()).rev() {
@@ -468,10 +564,75 @@ fn shuffle(items: &mut [usize], state: &mut u64) {
     }
 }
 
-fn retrieval(model: &TrainableClip, pixels: &Tensor, texts: &[Vec<u32>], pad: u32) -> Result<Retrieval> {
-    let image = l2_normalize(&model.image_features(pixels)?)?;
-    let text = l2_normalize(&model.text_features(texts, pad)?)?;
-    ranks_to_recall(&image.matmul(&text.t()?)?.to_vec2()?)
+/// The held-out set as one model (or interpolation) embeds it, every row L2-normalised: the
+/// photos, their texts, the class labels (`--folders`) and the vocabulary queries of the
+/// forgetting figure.
+pub struct HeldOut {
+    images: Tensor,
+    texts: Tensor,
+    labels: Option<Tensor>,
+    vocabulary: Tensor,
+}
+
+/// Token id sequences, one per text.
+type TokenIds = Vec<Vec<u32>>;
+
+/// Vocabulary labels the forgetting figure queries with.
+const FORGETTING_QUERIES: usize = 100;
+
+/// The texts of the held-out evaluation besides the pairs': the labels with the run's
+/// template, and the first vocabulary labels with the default one.
+fn evaluation_texts(embedder: &ClipEmbedder, options: &FinetuneOptions) -> Result<(TokenIds, TokenIds)> {
+    let labels = options
+        .labels
+        .iter()
+        .map(|l| embedder.tokenize(&options.template.replace("{}", l)))
+        .collect::<Result<Vec<_>>>()?;
+    let vocabulary = crate::query::tags::parse_vocabulary(crate::query::tags::DEFAULT_VOCABULARY)
+        .into_iter()
+        .take(FORGETTING_QUERIES)
+        .map(|l| embedder.tokenize(&crate::query::tags::DEFAULT_TEMPLATE.replace("{}", &l)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((labels, vocabulary))
+}
+
+/// Recall in both directions and, with labels, zero-shot accuracy of `classes`.
+fn score(h: &HeldOut, classes: &[Option<usize>]) -> Result<Retrieval> {
+    let mut r = ranks_to_recall(&h.images.matmul(&h.texts.t()?)?.to_vec2()?)?;
+    if let Some(labels) = &h.labels {
+        let sims: Vec<Vec<f32>> = h.images.matmul(&labels.t()?)?.to_vec2()?;
+        let ranks: Vec<usize> = sims
+            .iter()
+            .zip(classes)
+            .filter_map(|(row, c)| c.map(|c| row.iter().filter(|&&s| s > row[c]).count()))
+            .collect();
+        let n = ranks.len().max(1) as f64;
+        r.zero_shot = Some([1, 5].map(|k| ranks.iter().filter(|&&r| r < k).count() as f64 / n));
+    }
+    Ok(r)
+}
+
+/// The top-k overlap of base and fine-tuned rankings for the vocabulary queries.
+fn forgetting(base: &HeldOut, tuned: &HeldOut) -> Result<Forgetting> {
+    let n = base.images.dim(0)?;
+    let k = if n >= 20 { 10 } else { (n / 2).max(1) };
+    let top = |h: &HeldOut| -> Result<Vec<Vec<usize>>> {
+        let sims: Vec<Vec<f32>> = h.vocabulary.matmul(&h.images.t()?)?.to_vec2()?;
+        Ok(sims
+            .into_iter()
+            .map(|row| {
+                let mut order: Vec<usize> = (0..row.len()).collect();
+                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                order.truncate(k);
+                order
+            })
+            .collect())
+    };
+    let (b, t) = (top(base)?, top(tuned)?);
+    let overlap =
+        b.iter().zip(&t).map(|(x, y)| x.iter().filter(|i| y.contains(i)).count() as f64 / k as f64).sum::<f64>()
+            / b.len().max(1) as f64;
+    Ok(Forgetting { queries: b.len(), k, overlap })
 }
 
 /// Recall at 1, 5 and 10 in both directions from image × text similarities (row i's right
@@ -483,7 +644,7 @@ fn ranks_to_recall(sims: &[Vec<f32>]) -> Result<Retrieval> {
     let image_ranks: Vec<usize> = (0..n).map(|i| rank(&sims[i], i)).collect();
     let text_ranks: Vec<usize> = (0..n).map(|j| rank(&(0..n).map(|i| sims[i][j]).collect::<Vec<_>>(), j)).collect();
     let recall = |ranks: &[usize]| [1, 5, 10].map(|k| ranks.iter().filter(|&&r| r < k).count() as f64 / n as f64);
-    Ok(Retrieval { image_to_text: recall(&image_ranks), text_to_image: recall(&text_ranks) })
+    Ok(Retrieval { image_to_text: recall(&image_ranks), text_to_image: recall(&text_ranks), zero_shot: None })
 }
 
 /// Writes the model folder atomically: a temporary folder beside `out`, renamed into place
@@ -597,7 +758,7 @@ impl AdapterRun<'_> {
         let text_projection = model.vars()["text_projection.weight"].clone();
         let logit_scale = model.vars()["logit_scale"].clone();
         let mut optimizer = AdamW::new([&adapter, &text_projection, &logit_scale], self.options.optimizer)?;
-        let steps_per_epoch = train.len().div_ceil(self.options.batch_size);
+        let steps_per_epoch = plan_batches(&(0..train.len()).collect::<Vec<_>>(), train, self.options.batch_size).len();
         let total = steps_per_epoch * self.options.epochs;
         let mut order: Vec<usize> = (0..train.len()).collect();
         let mut rng = self.options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -606,7 +767,7 @@ impl AdapterRun<'_> {
             if self.options.shuffle {
                 shuffle(&mut order, &mut rng);
             }
-            for (b, batch) in order.chunks(self.options.batch_size).enumerate() {
+            for (b, batch) in plan_batches(&order, train, self.options.batch_size).iter().enumerate() {
                 if stop.load(Ordering::Relaxed) {
                     return Err(Error::Invalid("stopped: nothing was written".into()));
                 }
@@ -648,13 +809,26 @@ impl AdapterRun<'_> {
             out.insert("logit_scale".into(), mix(&base_scale, logit_scale.as_tensor(), alpha)?);
             Ok(out)
         };
-        let held = if held_out.is_empty() { None } else { Some(self.inputs(&model, held_out)?) };
-        let evaluate = |alpha: f64| -> Result<Retrieval> {
-            let (images, pooled, _) = held.as_ref().expect("evaluated only with held-out pairs");
+        let held = if held_out.is_empty() {
+            None
+        } else {
+            let (images, pooled, _) = self.inputs(&model, held_out)?;
+            let (labels, vocabulary) = evaluation_texts(self.embedder, self.options)?;
+            let pool = |ids: &[Vec<u32>]| -> Result<Option<Tensor>> {
+                if ids.is_empty() { Ok(None) } else { Ok(Some(model.text_pooled(ids, self.pad)?)) }
+            };
+            Some((images, pooled, pool(&labels)?, pool(&vocabulary)?.expect("the vocabulary is not empty")))
+        };
+        let embed_at = |alpha: f64| -> Result<HeldOut> {
+            let (images, pooled, labels, vocabulary) = held.as_ref().expect("evaluated only with held-out pairs");
             let (a, t) = at(alpha)?;
-            let image = l2_normalize(&images.matmul(&a.t()?)?)?;
-            let text = l2_normalize(&pooled.matmul(&t.t()?)?)?;
-            ranks_to_recall(&image.matmul(&text.t()?)?.to_vec2()?)
+            let project = |x: &Tensor| -> Result<Tensor> { Ok(l2_normalize(&x.matmul(&t.t()?)?)?) };
+            Ok(HeldOut {
+                images: l2_normalize(&images.matmul(&a.t()?)?)?,
+                texts: project(pooled)?,
+                labels: labels.as_ref().map(project).transpose()?,
+                vocabulary: project(vocabulary)?,
+            })
         };
         let info = AdapterInfo {
             base: crate::models::source::canonical_spec(self.base),
@@ -667,7 +841,7 @@ impl AdapterRun<'_> {
         let weights = std::fs::read(&weights_path).map_err(|e| Error::Invalid(format!("adapter weights: {e}")))?;
         let _ = std::fs::remove_file(&weights_path);
         let extra = [(ADAPTER_FILE, serde_json::to_vec_pretty(&info).unwrap_or_default()), (ADAPTER_WEIGHTS, weights)];
-        let (eval, wise) = conclude(self.repo, out, self.options, held_out.len(), &interpolate, &evaluate, &extra)?;
+        let (eval, wise) = conclude(self.repo, out, self.options, held_out, &interpolate, &embed_at, &extra)?;
         Ok(FinetuneReport {
             out: out.to_path_buf(),
             steps: losses.len(),
@@ -690,7 +864,7 @@ mod tests {
         let jsonl = dir.path().join("pairs.jsonl");
         std::fs::write(&jsonl, "{\"image\": \"a.jpg\", \"text\": \"a cat\"}\n\n{\"image\": \"/abs/b.png\", \"text\": \"a dog, sleeping\"}\n").unwrap();
         let pairs = read_pairs(&jsonl).unwrap();
-        assert_eq!(pairs[0], Pair { image: dir.path().join("a.jpg"), text: "a cat".into(), line: 1 });
+        assert_eq!(pairs[0], Pair { image: dir.path().join("a.jpg"), text: "a cat".into(), line: 1, class: None });
         assert_eq!((pairs[1].image.as_path(), pairs[1].line), (Path::new("/abs/b.png"), 3));
         let csv = dir.path().join("pairs.csv");
         std::fs::write(&csv, "image,text\nx/a.jpg,a cat\nb.jpg,\"a dog, \"\"Rex\"\"\"\n").unwrap();
@@ -704,9 +878,49 @@ mod tests {
     }
 
     #[test]
+    fn class_batches_never_repeat_a_class() {
+        // Classes of 5, 3, 1 and 1 photos, shuffled.
+        let classes = [0, 0, 0, 0, 0, 1, 1, 1, 2, 3];
+        let pairs: Vec<Pair> = classes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| Pair {
+                image: PathBuf::from(format!("{i}.jpg")),
+                text: format!("t{i}"),
+                line: i + 1,
+                class: Some(c),
+            })
+            .collect();
+        let order = [7, 2, 9, 0, 5, 3, 8, 1, 6, 4];
+        for batch_size in [2, 3, 4] {
+            let batches = plan_batches(&order, &pairs, batch_size);
+            let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
+            seen.sort();
+            assert_eq!(seen, (0..10).collect::<Vec<_>>(), "every pair once");
+            for b in &batches {
+                let mut c: Vec<usize> = b.iter().map(|&i| classes[i]).collect();
+                c.sort();
+                c.dedup();
+                assert_eq!(c.len(), b.len(), "batch {b:?} repeats a class");
+                assert!(b.len() <= batch_size);
+            }
+            // The biggest class sets the number of batches.
+            assert_eq!(batches.len(), 5);
+        }
+        assert_eq!(
+            plan_batches(
+                &[0, 1, 2],
+                &pairs[..3].iter().map(|p| Pair { class: None, ..p.clone() }).collect::<Vec<_>>(),
+                2
+            ),
+            vec![vec![0, 1], vec![2]]
+        );
+    }
+
+    #[test]
     fn splits_are_seeded_and_keep_file_order() {
         let pairs: Vec<Pair> = (0..10)
-            .map(|i| Pair { image: PathBuf::from(format!("{i}.jpg")), text: format!("t{i}"), line: i + 1 })
+            .map(|i| Pair { image: PathBuf::from(format!("{i}.jpg")), text: format!("t{i}"), line: i + 1, class: None })
             .collect();
         let (train, val) = split(pairs.clone(), 0.2, 7);
         assert_eq!((train.len(), val.len()), (8, 2));

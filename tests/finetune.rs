@@ -578,3 +578,83 @@ fn wise_ft_saves_and_evaluates_weight_interpolations() {
     );
     assert!(String::from_utf8_lossy(&refused.stderr).contains("strictly between 0 and 1"));
 }
+
+#[test]
+fn class_folders_train_with_templates_and_report_zero_shot_accuracy_and_forgetting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flat = tmp.path().join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    shapes(&flat);
+    // One folder per colour: DIR/red/red_circle_0.png ...
+    let folders = tmp.path().join("classes");
+    for entry in std::fs::read_dir(&flat).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some((colour, _)) = name.split_once('_').filter(|_| name.ends_with(".png")) {
+            std::fs::create_dir_all(folders.join(colour)).unwrap();
+            std::fs::copy(&path, folders.join(colour).join(&name)).unwrap();
+        }
+    }
+    let out = tmp.path().join("tuned");
+    let report = ok_json(clipdex(
+        &model(),
+        &[
+            "finetune",
+            "--folders",
+            folders.to_str().unwrap(),
+            "--template",
+            "a photo of something {}.",
+            "--out",
+            out.to_str().unwrap(),
+            "--train",
+            "all",
+            "--batch-size",
+            "6",
+            "--epochs",
+            "20",
+            "--lr",
+            "1e-3",
+            "--weight-decay",
+            "0",
+            "--val-split",
+            "0.25",
+            "--json",
+        ],
+    ));
+    let eval = &report["eval"];
+    eprintln!("{eval}");
+    let zero_shot = |which: &str| eval[which]["zero_shot"][0].as_f64().unwrap();
+    assert!(zero_shot("finetuned") >= zero_shot("base") + 0.3, "{eval}");
+    assert_eq!(eval["forgetting"]["queries"], 100);
+    let overlap = eval["forgetting"]["overlap"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&overlap));
+    assert_eq!(report["train_pairs"].as_u64().unwrap() + eval["pairs"].as_u64().unwrap(), 48);
+    // Pairs files have no classes: no zero-shot figure there.
+    let pairs = fixtures().join("finetune/pairs.jsonl");
+    let plain = ok_json(clipdex(
+        &model(),
+        &[
+            "finetune",
+            "--pairs",
+            pairs.to_str().unwrap(),
+            "--out",
+            tmp.path().join("p").to_str().unwrap(),
+            "--batch-size",
+            "3",
+            "--epochs",
+            "1",
+            "--val-split",
+            "0.25",
+            "--json",
+        ],
+    ));
+    assert!(plain["eval"]["finetuned"].get("zero_shot").is_none());
+    let one_class = tmp.path().join("one");
+    std::fs::create_dir_all(one_class.join("red")).unwrap();
+    std::fs::copy(flat.join("red_circle_0.png"), one_class.join("red/a.png")).unwrap();
+    let out = clipdex(
+        &model(),
+        &["finetune", "--folders", one_class.to_str().unwrap(), "--out", tmp.path().join("q").to_str().unwrap()],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("one class folder"));
+}

@@ -218,6 +218,18 @@ fn corpus(dir: &Path) -> Vec<PathBuf> {
     paths
 }
 
+/// The two tests take turns: each builds the corpus in this process, and a child's ru_maxrss
+/// starts from this process's resident size when it forks (Linux copies it through fork and
+/// exec), so this process must stay small while children are measured.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// This process's resident size now (bytes): the floor under every child's ru_maxrss.
+fn own_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim();
+    kb.parse::<u64>().unwrap() * 1024
+}
+
 /// Runs the binary; returns its output and peak resident memory (bytes), from wait4.
 fn run_measured(args: &[std::ffi::OsString]) -> (Output, u64) {
     use std::os::unix::process::ExitStatusExt;
@@ -257,6 +269,7 @@ fn mb(bytes: u64) -> u64 {
 
 #[test]
 fn hostile_files_are_refused_within_bounded_memory() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let root = std::fs::canonicalize(tmp.path()).unwrap();
     let photos = root.join("photos");
@@ -270,6 +283,9 @@ fn hostile_files_are_refused_within_bounded_memory() {
     let with =
         |extra: &[std::ffi::OsString]| -> Vec<std::ffi::OsString> { base.iter().chain(extra).cloned().collect() };
 
+    let floor = own_rss();
+    eprintln!("this test process: {} MB resident (the floor of every measurement below)", mb(floor));
+    assert!(floor < RSS_LIMIT / 2, "the test process itself holds {} MB", mb(floor));
     let add = with(&[os("add"), photos.clone().into_os_string()]);
     assert!(run_measured(&add).0.status.success());
     let index = with(&[os("index"), os("--json")]);
@@ -334,6 +350,7 @@ fn hostile_files_are_refused_within_bounded_memory() {
 
 #[test]
 fn hostile_uploads_get_4xx_within_bounded_memory() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let root = std::fs::canonicalize(tmp.path()).unwrap();
     let photos = root.join("photos");
@@ -370,8 +387,16 @@ fn hostile_uploads_get_4xx_within_bounded_memory() {
     for file in &hostile {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let size = std::fs::metadata(file).unwrap().len();
+        // Only the first MiB of a multi-GB file: reading it whole would blow up this test
+        // process, whose resident size every child it spawns inherits in its ru_maxrss.
         let bytes = if size > 64 << 20 {
-            std::fs::read(file).map(|b| b[..1 << 20].to_vec()).unwrap_or_default()
+            let mut head = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::fs::File::open(file).unwrap(), 1 << 20),
+                &mut head,
+            )
+            .unwrap();
+            head
         } else {
             std::fs::read(file).unwrap()
         };

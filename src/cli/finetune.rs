@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use clap::Args;
 
-use clipdex::finetune::{FinetuneOptions, FinetuneReport, finetune, read_pairs};
+use clipdex::finetune::{FinetuneOptions, FinetuneReport, finetune, pairs_from_folders, read_pairs};
 use clipdex::models::clip::train::{AdamWConfig, TrainScope};
 
 use super::GlobalOptions;
@@ -18,8 +18,16 @@ use super::GlobalOptions;
 pub struct FinetuneArgs {
     /// The training pairs: JSON Lines {"image": PATH, "text": CAPTION} or CSV image,text
     /// (relative paths resolve against the file's folder).
-    #[arg(long, value_name = "FILE")]
-    pub pairs: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "folders", conflicts_with = "folders")]
+    pub pairs: Option<PathBuf>,
+    /// Instead of --pairs: one folder per class (DIR/CLASS/IMAGE), each photo's text made from
+    /// --template and its class (the folder name, `_` and `-` read as spaces). A batch never
+    /// holds two photos of one class, and held-out photos are also classified zero-shot.
+    #[arg(long, value_name = "DIR")]
+    pub folders: Option<PathBuf>,
+    /// The text of a class-folder photo, `{}` standing for its label.
+    #[arg(long, default_value = clipdex::query::tags::DEFAULT_TEMPLATE, requires = "folders")]
+    pub template: String,
     /// Where to write the fine-tuned model (a Hugging Face CLIP folder).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -96,7 +104,11 @@ fn parse_betas(s: &str) -> Result<(f64, f64), String> {
 
 /// Runs `clipdex finetune`.
 pub fn run(g: &GlobalOptions, args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
-    let pairs = read_pairs(&args.pairs)?;
+    let (pairs, labels) = match (&args.pairs, &args.folders) {
+        (Some(file), _) => (read_pairs(file)?, Vec::new()),
+        (None, Some(dir)) => pairs_from_folders(dir, &args.template)?,
+        (None, None) => anyhow::bail!("give --pairs FILE or --folders DIR"),
+    };
     let validation = args.val.as_deref().map(read_pairs).transpose()?;
     let options = FinetuneOptions {
         scope: args.scope,
@@ -112,6 +124,8 @@ pub fn run(g: &GlobalOptions, args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
         skip_bad: args.skip_bad,
         force: args.force,
         wise: args.wise.clone(),
+        labels,
+        template: args.template.clone(),
         max_pixels: g.max_pixels,
     };
     // Ctrl-C stops between steps: the run ends with an error and writes nothing.
@@ -168,12 +182,29 @@ fn print_summary(out: &mut impl Write, r: &FinetuneReport) -> anyhow::Result<()>
         writeln!(out, "held-out recall on {} pairs      R@1     R@5    R@10", e.pairs)?;
         let mut rows = vec![("base".to_string(), &e.base), ("fine-tuned".to_string(), &e.finetuned)];
         rows.extend(e.wise.iter().map(|w| (format!("WiSE-FT {}", w.alpha), &w.retrieval)));
-        for (which, x) in rows {
+        for (which, x) in &rows {
             for (direction, recall) in [("image->text", &x.image_to_text), ("text->image", &x.text_to_image)] {
                 let name = format!("{which} {direction}");
                 writeln!(out, "  {name:<29} {:>6.3}  {:>6.3}  {:>6.3}", recall[0], recall[1], recall[2])?;
             }
         }
+        if rows.iter().any(|(_, x)| x.zero_shot.is_some()) {
+            writeln!(out, "zero-shot accuracy among the class labels  top-1   top-5")?;
+            for (which, x) in &rows {
+                if let Some([top1, top5]) = x.zero_shot {
+                    writeln!(out, "  {which:<40} {top1:>6.3}  {top5:>6.3}")?;
+                }
+            }
+        }
+        let f = &e.forgetting;
+        writeln!(
+            out,
+            "forgetting: for {} vocabulary queries, {:.1}% of the base model's top {} held-out photos stay in the fine-tuned top {}",
+            f.queries,
+            f.overlap * 100.0,
+            f.k,
+            f.k
+        )?;
     }
     for w in &r.wise {
         writeln!(out, "saved WiSE-FT {} as {}", w.alpha, w.out.display())?;

@@ -346,36 +346,12 @@ pub fn finetune(
     let model = TrainableClip::load(embedder.config(), &vb, options.scope)
         .map_err(|e| Error::model(base, format!("cannot set up training: {e}")))?;
     let mut optimizer = AdamW::new(model.vars().values(), options.optimizer)?;
-    let steps_per_epoch = plan_batches(&(0..train.len()).collect::<Vec<_>>(), &train, options.batch_size).len();
-    let total = steps_per_epoch * options.epochs;
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut rng = options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut losses = Vec::with_capacity(total);
-    for epoch in 0..options.epochs {
-        if options.shuffle {
-            shuffle(&mut order, &mut rng);
-        }
-        for (b, batch) in plan_batches(&order, &train, options.batch_size).iter().enumerate() {
-            if stop.load(Ordering::Relaxed) {
-                return Err(Error::Invalid("stopped: nothing was written".into()));
-            }
-            let step = epoch * steps_per_epoch + b;
-            optimizer.lr = scheduled_lr(options.optimizer.lr, step, total, options.warmup, options.cosine);
+    let losses =
+        run_steps(&train, options, &mut optimizer, model.vars().get("logit_scale"), stop, progress, &|batch| {
             let batch_pixels = Tensor::stack(&batch.iter().map(|&i| pixels[i].clone()).collect::<Vec<_>>(), 0)?;
             let batch_texts: Vec<Vec<u32>> = batch.iter().map(|&i| texts[i].clone()).collect();
-            let loss = model.contrastive_loss(&batch_pixels, &batch_texts, pad)?;
-            let value = loss.to_scalar::<f32>()?;
-            if !value.is_finite() {
-                return Err(Error::Invalid(format!("the loss became {value} at step {step}: try a lower --lr")));
-            }
-            optimizer.backward_step(&loss)?;
-            if let Some(scale) = model.vars().get("logit_scale") {
-                scale.set(&scale.as_tensor().clamp(0.0, MAX_LOGIT_SCALE)?)?;
-            }
-            losses.push(value);
-            progress(step + 1, total, value);
-        }
-    }
+            Ok(model.contrastive_loss(&batch_pixels, &batch_texts, pad)?)
+        })?;
 
     let tuned = model.tensors();
     let base_tensors = model
@@ -415,6 +391,50 @@ pub fn finetune(
         skipped,
         wise,
     })
+}
+
+/// The loop both ways of training share: epochs of planned batches (shuffled per epoch unless
+/// told not to), the learning-rate schedule, Ctrl-C between steps, a finite-loss check, one
+/// AdamW step, and `logit_scale` clamped to [0, ln 100]. Returns every step's loss.
+#[allow(clippy::too_many_arguments)]
+fn run_steps(
+    train: &[Pair],
+    options: &FinetuneOptions,
+    optimizer: &mut AdamW,
+    logit_scale: Option<&candle_core::Var>,
+    stop: &AtomicBool,
+    progress: StepProgress,
+    loss_of: &dyn Fn(&[usize]) -> Result<Tensor>,
+) -> Result<Vec<f32>> {
+    let steps_per_epoch = plan_batches(&(0..train.len()).collect::<Vec<_>>(), train, options.batch_size).len();
+    let total = steps_per_epoch * options.epochs;
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut rng = options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut losses = Vec::with_capacity(total);
+    for epoch in 0..options.epochs {
+        if options.shuffle {
+            shuffle(&mut order, &mut rng);
+        }
+        for (b, batch) in plan_batches(&order, train, options.batch_size).iter().enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                return Err(Error::Invalid("stopped: nothing was written".into()));
+            }
+            let step = epoch * steps_per_epoch + b;
+            optimizer.lr = scheduled_lr(options.optimizer.lr, step, total, options.warmup, options.cosine);
+            let loss = loss_of(batch)?;
+            let value = loss.to_scalar::<f32>()?;
+            if !value.is_finite() {
+                return Err(Error::Invalid(format!("the loss became {value} at step {step}: try a lower --lr")));
+            }
+            optimizer.backward_step(&loss)?;
+            if let Some(scale) = logit_scale {
+                scale.set(&scale.as_tensor().clamp(0.0, MAX_LOGIT_SCALE)?)?;
+            }
+            losses.push(value);
+            progress(step + 1, total, value);
+        }
+    }
+    Ok(losses)
 }
 
 /// `(1 − alpha)·base + alpha·tuned`.
@@ -758,37 +778,12 @@ impl AdapterRun<'_> {
         let text_projection = model.vars()["text_projection.weight"].clone();
         let logit_scale = model.vars()["logit_scale"].clone();
         let mut optimizer = AdamW::new([&adapter, &text_projection, &logit_scale], self.options.optimizer)?;
-        let steps_per_epoch = plan_batches(&(0..train.len()).collect::<Vec<_>>(), train, self.options.batch_size).len();
-        let total = steps_per_epoch * self.options.epochs;
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        let mut rng = self.options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let mut losses = Vec::with_capacity(total);
-        for epoch in 0..self.options.epochs {
-            if self.options.shuffle {
-                shuffle(&mut order, &mut rng);
-            }
-            for (b, batch) in plan_batches(&order, train, self.options.batch_size).iter().enumerate() {
-                if stop.load(Ordering::Relaxed) {
-                    return Err(Error::Invalid("stopped: nothing was written".into()));
-                }
-                let step = epoch * steps_per_epoch + b;
-                optimizer.lr =
-                    scheduled_lr(self.options.optimizer.lr, step, total, self.options.warmup, self.options.cosine);
-                let rows =
-                    Tensor::from_vec(batch.iter().map(|&i| i as u32).collect::<Vec<_>>(), batch.len(), self.device)?;
-                let image = images.index_select(&rows, 0)?.matmul(&adapter.as_tensor().t()?)?;
-                let text = pooled.index_select(&rows, 0)?.matmul(&text_projection.as_tensor().t()?)?;
-                let loss = crate::models::clip::train::clip_loss(&image, &text, logit_scale.as_tensor())?;
-                let value = loss.to_scalar::<f32>()?;
-                if !value.is_finite() {
-                    return Err(Error::Invalid(format!("the loss became {value} at step {step}: try a lower --lr")));
-                }
-                optimizer.backward_step(&loss)?;
-                logit_scale.set(&logit_scale.as_tensor().clamp(0.0, MAX_LOGIT_SCALE)?)?;
-                losses.push(value);
-                progress(step + 1, total, value);
-            }
-        }
+        let losses = run_steps(train, self.options, &mut optimizer, Some(&logit_scale), stop, progress, &|batch| {
+            let rows = Tensor::from_vec(batch.iter().map(|&i| i as u32).collect::<Vec<_>>(), batch.len(), self.device)?;
+            let image = images.index_select(&rows, 0)?.matmul(&adapter.as_tensor().t()?)?;
+            let text = pooled.index_select(&rows, 0)?.matmul(&text_projection.as_tensor().t()?)?;
+            Ok(crate::models::clip::train::clip_loss(&image, &text, logit_scale.as_tensor())?)
+        })?;
         let tensors = model.tensors();
         let (visual, base_text) = (
             tensors["visual_projection.weight"].clone(),

@@ -163,46 +163,11 @@ fn index_counts_add_up() {
     }
 }
 
-/// Runs the binary and returns its output with its peak resident memory in bytes.
+/// Runs the binary on the library; returns its output and peak resident memory in bytes.
 fn run_measured(db: &Path, args: &[&str]) -> (Output, u64) {
-    use std::os::unix::process::ExitStatusExt;
-    let child = Command::new(env!("CARGO_BIN_EXE_clipdex"))
-        .arg("--db")
-        .arg(db)
-        .arg("--model")
-        .arg(model())
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    // Read the pipes on threads so the child never blocks on a full pipe, then reap it with
-    // wait4 to get its rusage.
-    let mut child = child;
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut v).unwrap();
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut err, &mut v).unwrap();
-        v
-    });
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid);
-    std::mem::forget(child); // reaped above
-    let output = Output {
-        status: std::process::ExitStatus::from_raw(status),
-        stdout: out_t.join().unwrap(),
-        stderr: err_t.join().unwrap(),
-    };
-    (output, usage.ru_maxrss as u64 * 1024)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clipdex"));
+    command.arg("--db").arg(db).arg("--model").arg(model()).args(args);
+    common::run_measured(command)
 }
 
 #[test]

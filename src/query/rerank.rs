@@ -65,12 +65,7 @@ pub fn rerank_itm(
             RerankedHit { hit, itm: s.map(|s| s.itm), itc: s.map(|s| s.itc) }
         })
         .collect();
-    out.sort_by(|a, b| match (a.itm, b.itm) {
-        (Some(x), Some(y)) => y.total_cmp(&x),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => std::cmp::Ordering::Equal,
-    });
+    best_first(&mut out, |h| h.itm);
     Ok(out)
 }
 
@@ -121,12 +116,7 @@ pub fn rerank_finetuned(
         .zip(vectors)
         .map(|(hit, v)| FinetunedHit { hit, finetuned: v.map(|v| v.iter().zip(&query).map(|(a, b)| a * b).sum()) })
         .collect();
-    out.sort_by(|a, b| match (a.finetuned, b.finetuned) {
-        (Some(x), Some(y)) => y.total_cmp(&x),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => std::cmp::Ordering::Equal,
-    });
+    best_first(&mut out, |h| h.finetuned);
     Ok(out)
 }
 
@@ -154,11 +144,17 @@ pub fn rerank_adapted(
         };
         out.push(FinetunedHit { hit, finetuned });
     }
-    out.sort_by(|a, b| match (a.finetuned, b.finetuned) {
+    best_first(&mut out, |h| h.finetuned);
+    Ok(out)
+}
+
+/// Sorts by score, highest first; unscored items (unreadable files) go last; ties and the
+/// unscored keep their order (the library model's ranking).
+fn best_first<T>(items: &mut [T], score: impl Fn(&T) -> Option<f32>) {
+    items.sort_by(|a, b| match (score(a), score(b)) {
         (Some(x), Some(y)) => y.total_cmp(&x),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => std::cmp::Ordering::Equal,
     });
-    Ok(out)
 }

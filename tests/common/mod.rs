@@ -47,3 +47,37 @@ pub fn picture(seed: u32) -> image::RgbImage {
         image::Rgb([r as u8, g as u8, b as u8])
     })
 }
+
+/// Runs `command` to its end with its output captured; returns the output and the process's
+/// peak resident memory in bytes (wait4's `ru_maxrss`). Note that Linux starts a child's
+/// `ru_maxrss` from its parent's resident size at the fork: keep the test process small.
+#[cfg(unix)]
+pub fn run_measured(mut command: std::process::Command) -> (std::process::Output, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    // Read the pipes on threads so the child never blocks on a full pipe, then reap it with
+    // wait4 to get its rusage.
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut v).unwrap();
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut v).unwrap();
+        v
+    });
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    std::mem::forget(child); // reaped above
+    let output = std::process::Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    };
+    (output, usage.ru_maxrss as u64 * 1024)
+}

@@ -516,6 +516,18 @@ fn an_adapter_trains_on_stored_vectors_folds_into_the_model_and_reranks_without_
         &q,
     );
     assert!((scores[0] - expected).abs() < 1e-4, "{} vs {expected}", scores[0]);
+    // Moving the library onto the adapter maps the stored vectors too: no photo is read (they
+    // are away again), and searches then score as the re-ranking did.
+    std::fs::rename(&photos, &aside).unwrap();
+    let moved = ok_json(run(&out, &["reindex", "--model", out.to_str().unwrap(), "--json"]));
+    let counts = (moved["mapped"].as_u64(), moved["embedded"].as_u64(), moved["failed"].as_u64());
+    assert_eq!(counts, (Some(48), Some(0), Some(0)), "{moved}");
+    std::fs::rename(&aside, &photos).unwrap();
+    let after = ok_json(run(&out, &["search", "a red circle", "-k", "48", "--json"]));
+    for (a, r) in after["results"].as_array().unwrap().iter().zip(results) {
+        assert_eq!(a["id"], r["id"]);
+        assert!((a["score"].as_f64().unwrap() - r["finetuned"].as_f64().unwrap()).abs() < 1e-4);
+    }
 }
 
 #[test]

@@ -137,7 +137,8 @@ pub enum Command {
     /// Re-embed the library with the model given by --model, then switch to it; searches keep
     /// using the old vectors until the switch. Resumes if interrupted.
     Reindex {
-        /// Print the report as JSON: {"from", "to", "embedded", "resumed", "failed", "tagged"}.
+        /// Print the report as JSON: {"from", "to", "embedded", "resumed", "failed", "tagged",
+        /// "mapped"} ("mapped": vectors mapped through an adapter of the library's model).
         #[arg(long)]
         json: bool,
         /// Photos embedded per model call.

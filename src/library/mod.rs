@@ -195,6 +195,9 @@ pub struct ReindexReport {
     pub failed: u64,
     /// Images auto-tagged again with the new model.
     pub tagged: u64,
+    /// With an adapter of the library's model (`finetune --train adapter`): images whose
+    /// stored vector was mapped through the adapter, no photo read (an addition to the JSON).
+    pub mapped: u64,
 }
 
 impl Library {
@@ -448,7 +451,10 @@ impl Library {
             }
             return Err(Error::Invalid(format!("the library already uses {model}")));
         }
-        let clip = Arc::new(ClipEmbedder::load(model, &self.config.device.open()?)?);
+        let device = self.config.device.open()?;
+        let clip = Arc::new(ClipEmbedder::load(model, &device)?);
+        // An adapter of this library's model maps the stored vectors: nothing is read or embedded.
+        let adapter = self.adapter_of(model, &device)?;
         self.store.begin_reindex(&ReindexTarget { model: model.to_string(), dim: clip.dim() })?;
         let mut report = ReindexReport {
             from,
@@ -459,9 +465,13 @@ impl Library {
         let options = self.index_options(&clip);
         let old_graph = self.graph_dir();
         loop {
-            let (embedded, forgotten) = indexer::reembed::reembed_pass(&self.store, &clip, &options, progress)?;
-            report.embedded += embedded;
-            report.failed += forgotten;
+            if let Some(adapter) = &adapter {
+                report.mapped += self.map_into_next_vectors(adapter, progress)?;
+            } else {
+                let (embedded, forgotten) = indexer::reembed::reembed_pass(&self.store, &clip, &options, progress)?;
+                report.embedded += embedded;
+                report.failed += forgotten;
+            }
             if self.store.switch_to_next_vectors()? {
                 break;
             }
@@ -479,6 +489,36 @@ impl Library {
         }
         self.maintain_index()?;
         Ok(report)
+    }
+
+    /// Writes, for every image without one, the next model's vector as the adapter maps the
+    /// current one: `normalise(A · v)`. Returns how many.
+    fn map_into_next_vectors(&self, adapter: &candle_core::Tensor, progress: Progress) -> Result<u64> {
+        let ids = self.store.images_without_next_vector()?;
+        let total = ids.len() as u64;
+        let mut done = 0;
+        for chunk in ids.chunks(256) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            let mut kept = Vec::with_capacity(chunk.len());
+            for &id in chunk {
+                if let Some(v) = self.store.vector(id)? {
+                    rows.push(candle_core::Tensor::from_vec(v, adapter.dim(1)?, adapter.device())?);
+                    kept.push(id);
+                }
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            let mapped =
+                crate::models::clip::l2_normalize(&candle_core::Tensor::stack(&rows, 0)?.matmul(&adapter.t()?)?)?;
+            for (id, v) in kept.iter().zip(mapped.to_vec2::<f32>()?) {
+                if self.store.put_next_vector(*id, &v)? {
+                    done += 1;
+                }
+            }
+            progress(done, total);
+        }
+        Ok(done)
     }
 
     /// Indexes now, then follows the folders (see [`indexer::watch`]) until `stop` is set;

@@ -133,10 +133,10 @@ pub fn index_pass(
         let mut seen = HashSet::new();
         let seen_before = report.seen;
         scan_root(store, &root, &mut seen, &mut todo, &mut report)?;
-        let held = store.paths_under(&root)?.len();
-        if report.seen == seen_before && held > 0 && !options.prune {
+        let stored = store.paths_under(&root)?.len();
+        if report.seen == seen_before && stored > 0 && !options.prune {
             tracing::warn!(
-                "root {} holds no photo now but the library has {held} there (an unmounted drive?); leaving \
+                "root {} holds no photo now but the library has {stored} there (an unmounted drive?); leaving \
                  them in place (`clipdex index --prune` forgets them)",
                 root.display()
             );

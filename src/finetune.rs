@@ -346,8 +346,24 @@ pub fn finetune(
     let model = TrainableClip::load(embedder.config(), &vb, options.scope)
         .map_err(|e| Error::model(base, format!("cannot set up training: {e}")))?;
     let mut optimizer = AdamW::new(model.vars().values(), options.optimizer)?;
+    // What frozen layers compute never changes: computed once per pair, each step runs only
+    // the trained layers (for last:N and projection most of the work).
+    let prefixes = if model.frozen_layers() == (0, 0) {
+        None
+    } else {
+        Some(
+            pixels
+                .iter()
+                .zip(&texts)
+                .map(|(p, t)| model.frozen_prefix(p, t))
+                .collect::<candle_core::Result<Vec<_>>>()?,
+        )
+    };
     let losses =
         run_steps(&train, options, &mut optimizer, model.vars().get("logit_scale"), stop, progress, &|batch| {
+            if let Some(prefixes) = &prefixes {
+                return Ok(model.contrastive_loss_from(&batch.iter().map(|&i| &prefixes[i]).collect::<Vec<_>>())?);
+            }
             let batch_pixels = Tensor::stack(&batch.iter().map(|&i| pixels[i].clone()).collect::<Vec<_>>(), 0)?;
             let batch_texts: Vec<Vec<u32>> = batch.iter().map(|&i| texts[i].clone()).collect();
             Ok(model.contrastive_loss(&batch_pixels, &batch_texts, pad)?)

@@ -229,18 +229,19 @@ impl TrainableClip {
         self.linear(&out, &format!("{prefix}.out_proj"), true)
     }
 
-    /// The encoder layers of the tower under `prefix` (`text_model`, causal; or `vision_model`).
-    fn encoder(&self, x: &Tensor, prefix: &str) -> CResult<Tensor> {
+    /// The encoder layers `from..to` of the tower under `prefix` (`text_model`, causal; or
+    /// `vision_model`).
+    fn encoder_layers(&self, x: &Tensor, prefix: &str, from: usize, to: usize) -> CResult<Tensor> {
         let causal = prefix == "text_model";
-        let (layers, heads, act, eps) = if causal {
+        let (heads, act, eps) = if causal {
             let t = &self.config.text_config;
-            (t.num_hidden_layers, t.num_attention_heads, t.hidden_act, t.layer_norm_eps)
+            (t.num_attention_heads, t.hidden_act, t.layer_norm_eps)
         } else {
             let v = &self.config.vision_config;
-            (v.num_hidden_layers, v.num_attention_heads, v.hidden_act, v.layer_norm_eps)
+            (v.num_attention_heads, v.hidden_act, v.layer_norm_eps)
         };
         let mut x = x.clone();
-        for i in 0..layers {
+        for i in from..to {
             let p = format!("{prefix}.encoder.layers.{i}");
             let h = self.layer_norm(&x, &format!("{p}.layer_norm1"), eps)?;
             x = (&x + self.attention(&h, &format!("{p}.self_attn"), heads, causal)?)?;
@@ -251,8 +252,8 @@ impl TrainableClip {
         Ok(x)
     }
 
-    /// `get_image_features` for `[b, 3, H, W]` pixels: projected, not normalised.
-    pub fn image_features(&self, pixels: &Tensor) -> CResult<Tensor> {
+    /// Patch, class and position embeddings of `[b, 3, H, W]` pixels, after `pre_layrnorm`.
+    fn vision_embeddings(&self, pixels: &Tensor) -> CResult<Tensor> {
         let v = &self.config.vision_config;
         let (b, p, d) = (pixels.dim(0)?, v.patch_size, v.hidden_size);
         let g = v.image_size / p;
@@ -262,11 +263,23 @@ impl TrainableClip {
         let class = self.w("vision_model.embeddings.class_embedding")?.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
         let x = Tensor::cat(&[class, tokens], 1)?
             .broadcast_add(&self.w("vision_model.embeddings.position_embedding.weight")?.unsqueeze(0)?)?;
-        let eps = v.layer_norm_eps;
-        let x = self.layer_norm(&x, "vision_model.pre_layrnorm", eps)?;
-        let x = self.encoder(&x, "vision_model")?;
-        let pooled = self.layer_norm(&x.i((.., 0, ..))?, "vision_model.post_layernorm", eps)?;
+        self.layer_norm(&x, "vision_model.pre_layrnorm", v.layer_norm_eps)
+    }
+
+    /// From the vision encoder's output: `post_layernorm` of the class token, projected.
+    fn vision_head(&self, x: &Tensor) -> CResult<Tensor> {
+        let pooled = self.layer_norm(
+            &x.i((.., 0, ..))?,
+            "vision_model.post_layernorm",
+            self.config.vision_config.layer_norm_eps,
+        )?;
         self.linear(&pooled, "visual_projection", false)
+    }
+
+    /// `get_image_features` for `[b, 3, H, W]` pixels: projected, not normalised.
+    pub fn image_features(&self, pixels: &Tensor) -> CResult<Tensor> {
+        let layers = self.config.vision_config.num_hidden_layers;
+        self.vision_head(&self.encoder_layers(&self.vision_embeddings(pixels)?, "vision_model", 0, layers)?)
     }
 
     /// `get_text_features` for token sequences (with their start and end tokens), padded
@@ -275,44 +288,126 @@ impl TrainableClip {
         self.linear(&self.text_pooled(batch, pad)?, "text_projection", false)
     }
 
-    /// The text tower's pooled states, before `text_projection`.
-    pub fn text_pooled(&self, batch: &[Vec<u32>], pad: u32) -> CResult<Tensor> {
+    /// Where transformers pools a sequence: the first end-of-text token, or for legacy configs
+    /// (`eos_token_id == 2`) the first position of the largest id.
+    fn pool_position(&self, ids: &[u32]) -> usize {
+        let t = &self.config.text_config;
+        let at = if t.eos_token_id == 2 {
+            let max = ids.iter().copied().max().unwrap_or(0);
+            ids.iter().position(|&x| x == max)
+        } else {
+            ids.iter().position(|&x| x == t.eos_token_id)
+        };
+        at.unwrap_or(0)
+    }
+
+    /// Token and position embeddings of the sequences right-padded with `pad` to one length,
+    /// `[b, s, d]`, with the pooling position of each.
+    fn text_embeddings(&self, batch: &[Vec<u32>], pad: u32) -> CResult<(Tensor, Vec<usize>)> {
         let t = &self.config.text_config;
         let b = batch.len();
         let s = batch.iter().map(Vec::len).max().unwrap_or(1).max(1);
         if s > t.max_position_embeddings {
             candle_core::bail!("{s} tokens exceed the model's context of {}", t.max_position_embeddings);
         }
-        let legacy = t.eos_token_id == 2;
         let mut flat = Vec::with_capacity(b * s);
-        let mut gather = Vec::with_capacity(b);
-        for (i, ids) in batch.iter().enumerate() {
+        for ids in batch {
             flat.extend_from_slice(ids);
             flat.extend(std::iter::repeat_n(pad, s - ids.len()));
-            let at = if legacy {
-                let max = ids.iter().copied().max().unwrap_or(0);
-                ids.iter().position(|&x| x == max)
-            } else {
-                ids.iter().position(|&x| x == t.eos_token_id)
-            };
-            gather.push((i * s + at.unwrap_or(0)) as u32);
         }
         let ids = Tensor::from_vec(flat, b * s, &self.device)?;
         let d = t.hidden_size;
         let tokens =
             self.w("text_model.embeddings.token_embedding.weight")?.index_select(&ids, 0)?.reshape((b, s, d))?;
         let positions = self.w("text_model.embeddings.position_embedding.weight")?.narrow(0, 0, s)?;
-        let x = tokens.broadcast_add(&positions.unsqueeze(0)?)?;
-        let eps = t.layer_norm_eps;
-        let x = self.encoder(&x, "text_model")?;
+        Ok((tokens.broadcast_add(&positions.unsqueeze(0)?)?, batch.iter().map(|ids| self.pool_position(ids)).collect()))
+    }
+
+    /// From the text encoder's output `[b, s, d]`: the states at the pooling positions, after
+    /// `final_layer_norm`.
+    fn text_head(&self, x: &Tensor, positions: &[usize]) -> CResult<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        let gather: Vec<u32> = positions.iter().enumerate().map(|(i, p)| (i * s + p) as u32).collect();
         let picked = x.reshape((b * s, d))?.index_select(&Tensor::from_vec(gather, b, &self.device)?, 0)?;
-        self.layer_norm(&picked, "text_model.final_layer_norm", eps)
+        self.layer_norm(&picked, "text_model.final_layer_norm", self.config.text_config.layer_norm_eps)
+    }
+
+    /// The text tower's pooled states, before `text_projection`.
+    pub fn text_pooled(&self, batch: &[Vec<u32>], pad: u32) -> CResult<Tensor> {
+        let (x, positions) = self.text_embeddings(batch, pad)?;
+        let layers = self.config.text_config.num_hidden_layers;
+        self.text_head(&self.encoder_layers(&x, "text_model", 0, layers)?, &positions)
     }
 
     /// transformers' `clip_loss` for a batch of matching pairs (see [`clip_loss`]).
     pub fn contrastive_loss(&self, pixels: &Tensor, texts: &[Vec<u32>], pad: u32) -> CResult<Tensor> {
         clip_loss(&self.image_features(pixels)?, &self.text_features(texts, pad)?, &self.w("logit_scale")?)
     }
+
+    /// How many leading encoder layers of each tower (vision, text) no trained weight touches,
+    /// embeddings included: their output never changes during training, so it can be computed
+    /// once per example ([`TrainableClip::frozen_prefix`]).
+    pub fn frozen_layers(&self) -> (usize, usize) {
+        let count = |tower: &str, layers: usize| {
+            let embeddings_trained = self.vars.keys().any(|n| {
+                n.starts_with(&format!("{tower}.embeddings.")) || n.starts_with(&format!("{tower}.pre_layrnorm."))
+            });
+            if embeddings_trained {
+                return 0;
+            }
+            (0..layers)
+                .find(|i| self.vars.keys().any(|n| n.starts_with(&format!("{tower}.encoder.layers.{i}."))))
+                .unwrap_or(layers)
+        };
+        (
+            count("vision_model", self.config.vision_config.num_hidden_layers),
+            count("text_model", self.config.text_config.num_hidden_layers),
+        )
+    }
+
+    /// The frozen part of one example, computed once: the vision encoder's states after its
+    /// frozen layers `[1 + grid², d]`, the text encoder's after its frozen layers `[len, d]`
+    /// (the sequence unpadded) and the text's pooling position.
+    pub fn frozen_prefix(&self, pixels: &Tensor, ids: &[u32]) -> CResult<FrozenPrefix> {
+        let (fv, ft) = self.frozen_layers();
+        let image = self.encoder_layers(&self.vision_embeddings(&pixels.unsqueeze(0)?)?, "vision_model", 0, fv)?;
+        let (x, positions) = self.text_embeddings(&[ids.to_vec()], 0)?;
+        let text = self.encoder_layers(&x, "text_model", 0, ft)?;
+        Ok(FrozenPrefix { image: image.squeeze(0)?.detach(), text: text.squeeze(0)?.detach(), position: positions[0] })
+    }
+
+    /// [`TrainableClip::contrastive_loss`] from frozen prefixes: only the layers after them run.
+    /// Equal to the loss from pixels and token ids: the text states are right-padded with zeros,
+    /// which the causal mask keeps from every pooled position, as it keeps the pad tokens.
+    pub fn contrastive_loss_from(&self, prefixes: &[&FrozenPrefix]) -> CResult<Tensor> {
+        let (fv, ft) = self.frozen_layers();
+        let images = Tensor::stack(&prefixes.iter().map(|p| p.image.clone()).collect::<Vec<_>>(), 0)?;
+        let image = self.vision_head(&self.encoder_layers(
+            &images,
+            "vision_model",
+            fv,
+            self.config.vision_config.num_hidden_layers,
+        )?)?;
+        let s = prefixes.iter().map(|p| p.text.dim(0)).collect::<CResult<Vec<_>>>()?.into_iter().max().unwrap_or(1);
+        let texts =
+            prefixes.iter().map(|p| p.text.pad_with_zeros(0, 0, s - p.text.dim(0)?)).collect::<CResult<Vec<_>>>()?;
+        let x = self.encoder_layers(
+            &Tensor::stack(&texts, 0)?,
+            "text_model",
+            ft,
+            self.config.text_config.num_hidden_layers,
+        )?;
+        let positions: Vec<usize> = prefixes.iter().map(|p| p.position).collect();
+        let text = self.linear(&self.text_head(&x, &positions)?, "text_projection", false)?;
+        clip_loss(&image, &text, &self.w("logit_scale")?)
+    }
+}
+
+/// The part of an example's forward pass that frozen layers compute, kept for every step.
+pub struct FrozenPrefix {
+    image: Tensor,
+    text: Tensor,
+    position: usize,
 }
 
 /// transformers' `clip_loss` for matching rows of image and text features (not yet
@@ -503,6 +598,32 @@ mod tests {
                     assert!(norm > 0.0, "{name}: zero gradient for {param}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_loss_from_frozen_prefixes_equals_the_loss_from_inputs() {
+        for (name, scope, frozen) in [
+            ("clip-tiny-p32", TrainScope::Last(1), (1, 1)),
+            ("clip-tiny-p16", TrainScope::Projection, (3, 3)),
+            ("clip-tiny-p32", TrainScope::All, (0, 0)),
+        ] {
+            let (embedder, trainable) = load(name, scope);
+            assert_eq!(trainable.frozen_layers(), frozen, "{name} {scope:?}");
+            let (pixels, texts) = inputs(&embedder);
+            let pad = *texts[0].last().unwrap();
+            let direct = trainable.contrastive_loss(&pixels, &texts, pad).unwrap().to_scalar::<f32>().unwrap();
+            let prefixes: Vec<FrozenPrefix> = texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| trainable.frozen_prefix(&pixels.get(i).unwrap(), t).unwrap())
+                .collect();
+            let cached = trainable
+                .contrastive_loss_from(&prefixes.iter().collect::<Vec<_>>())
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!((direct - cached).abs() <= 1e-5 * direct.abs().max(1.0), "{name}: {direct} vs {cached}");
         }
     }
 

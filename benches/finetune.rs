@@ -89,6 +89,8 @@ fn main() -> clipdex::Result<()> {
     // once per caption, then 5 epochs of batch-32 steps on [1000, 512] vectors.
     let started = std::time::Instant::now();
     let model = TrainableClip::load(&config, &vb, TrainScope::Adapter)?;
+    // As `finetune` runs it: the frozen text tower on the fused inference path.
+    let inference = clipdex::models::clip::ClipModel::load(&config, vb.clone())?;
     let captions: Vec<Vec<u32>> = (0..1000)
         .map(|i| {
             std::iter::once(49406)
@@ -98,7 +100,10 @@ fn main() -> clipdex::Result<()> {
         })
         .collect();
     let pooled = Tensor::cat(
-        &captions.chunks(64).map(|c| model.text_pooled(c, 49407)).collect::<candle_core::Result<Vec<_>>>()?,
+        &captions
+            .chunks(64)
+            .map(|c| inference.text_pooled(c, 49407, &device))
+            .collect::<candle_core::Result<Vec<_>>>()?,
         0,
     )?;
     let texts_done = started.elapsed();

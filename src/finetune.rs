@@ -746,7 +746,7 @@ struct AdapterRun<'a> {
 impl AdapterRun<'_> {
     /// The normalised image vectors `[n, d]` and the text tower's pooled states `[n, w]` of
     /// `pairs`, and how many images came from the library.
-    fn inputs(&self, model: &TrainableClip, pairs: &[Pair]) -> Result<(Tensor, Tensor, usize)> {
+    fn inputs(&self, pairs: &[Pair]) -> Result<(Tensor, Tensor, usize)> {
         let decode = DecodeOptions { max_pixels: self.options.max_pixels, min_side: None };
         let mut vectors = Vec::with_capacity(pairs.len());
         let mut reused = 0;
@@ -768,9 +768,10 @@ impl AdapterRun<'_> {
             vectors.push(Tensor::from_vec(v, self.embedder.dim(), self.device)?);
         }
         let texts = pairs.iter().map(|p| self.embedder.tokenize(&p.text)).collect::<Result<Vec<_>>>()?;
+        // The frozen text tower runs once per text, on the fast inference path.
         let pooled = texts
             .chunks(64)
-            .map(|chunk| model.text_pooled(chunk, self.pad))
+            .map(|chunk| self.embedder.model().text_pooled(chunk, self.pad, self.device))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok((Tensor::stack(&vectors, 0)?, Tensor::cat(&pooled, 0)?, reused))
     }
@@ -787,7 +788,7 @@ impl AdapterRun<'_> {
     ) -> Result<FinetuneReport> {
         let model = TrainableClip::load(self.embedder.config(), self.vb, TrainScope::Adapter)
             .map_err(|e| Error::model(self.base, format!("cannot set up training: {e}")))?;
-        let (images, pooled, reused) = self.inputs(&model, train)?;
+        let (images, pooled, reused) = self.inputs(train)?;
         tracing::info!("adapter: {reused} of {} image vectors from the library", train.len());
         let d = self.embedder.dim();
         let adapter = candle_core::Var::from_tensor(&Tensor::eye(d, DType::F32, self.device)?)?;
@@ -823,10 +824,14 @@ impl AdapterRun<'_> {
         let held = if held_out.is_empty() {
             None
         } else {
-            let (images, pooled, _) = self.inputs(&model, held_out)?;
+            let (images, pooled, _) = self.inputs(held_out)?;
             let (labels, vocabulary) = evaluation_texts(self.embedder, self.options)?;
             let pool = |ids: &[Vec<u32>]| -> Result<Option<Tensor>> {
-                if ids.is_empty() { Ok(None) } else { Ok(Some(model.text_pooled(ids, self.pad)?)) }
+                if ids.is_empty() {
+                    Ok(None)
+                } else {
+                    Ok(Some(self.embedder.model().text_pooled(ids, self.pad, self.device)?))
+                }
             };
             Some((images, pooled, pool(&labels)?, pool(&vocabulary)?.expect("the vocabulary is not empty")))
         };

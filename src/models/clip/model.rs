@@ -401,7 +401,12 @@ impl ClipModel {
 
     /// `get_text_features` for token sequences (with their start and end tokens).
     pub fn text_features(&self, batch: &[Vec<u32>], pad: u32, device: &Device) -> CResult<Tensor> {
-        self.text_projection.forward(&self.text.pooled(batch, pad, device)?, None)
+        self.text_projection.forward(&self.text_pooled(batch, pad, device)?, None)
+    }
+
+    /// The text tower's pooled states, before `text_projection` (an adapter trains on them).
+    pub fn text_pooled(&self, batch: &[Vec<u32>], pad: u32, device: &Device) -> CResult<Tensor> {
+        self.text.pooled(batch, pad, device)
     }
 
     /// The outputs of the vision encoder's layers `layers` (numbered from 0), each

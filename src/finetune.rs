@@ -767,13 +767,26 @@ impl AdapterRun<'_> {
             };
             vectors.push(Tensor::from_vec(v, self.embedder.dim(), self.device)?);
         }
-        let texts = pairs.iter().map(|p| self.embedder.tokenize(&p.text)).collect::<Result<Vec<_>>>()?;
-        // The frozen text tower runs once per text, on the fast inference path.
+        // The frozen text tower runs once per distinct text (class templates repeat), on the
+        // fast inference path.
+        let mut distinct: Vec<&str> = Vec::new();
+        let mut row_of: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+        let rows: Vec<u32> = pairs
+            .iter()
+            .map(|p| {
+                *row_of.entry(&p.text).or_insert_with(|| {
+                    distinct.push(&p.text);
+                    (distinct.len() - 1) as u32
+                })
+            })
+            .collect();
+        let texts = distinct.iter().map(|t| self.embedder.tokenize(t)).collect::<Result<Vec<_>>>()?;
         let pooled = texts
             .chunks(64)
             .map(|chunk| self.embedder.model().text_pooled(chunk, self.pad, self.device))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok((Tensor::stack(&vectors, 0)?, Tensor::cat(&pooled, 0)?, reused))
+        let pooled = Tensor::cat(&pooled, 0)?.index_select(&Tensor::from_vec(rows, pairs.len(), self.device)?, 0)?;
+        Ok((Tensor::stack(&vectors, 0)?, pooled, reused))
     }
 
     #[allow(clippy::too_many_arguments)]

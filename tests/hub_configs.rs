@@ -223,3 +223,30 @@ fn every_file_in_the_folder_is_checked_and_named_in_sources() {
         }
     }
 }
+
+/// A tiny BLIP captioner whose config.json is the hub's `blip-image-captioning-base` file with
+/// only its sizes cut (`tools/make_legacy_blip_fixture.py`): no `encoder_hidden_size`, a vision
+/// tower wider (48) than the text one (32), the hub's preprocessor file with a bare integer
+/// `size`. It loads, and captions as transformers does.
+#[test]
+fn a_captioner_with_the_hubs_config_layout_matches_transformers() {
+    use clipdex::models::blip::BlipCaptioner;
+    use clipdex::photo::{DecodeOptions, open_rgb};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = fixtures.join("hub-configs-tiny/blip-legacy");
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("hub-configs-tiny/blip-legacy.golden.json")).unwrap(),
+    )
+    .unwrap();
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert!(config["text_config"].get("encoder_hidden_size").is_none(), "the hub's layout: no encoder_hidden_size");
+    let captioner = BlipCaptioner::load(dir.to_str().unwrap(), &candle_core::Device::Cpu).unwrap();
+    let start = captioner.start_ids(None).unwrap();
+    for case in golden["cases"].as_array().unwrap() {
+        let image = open_rgb(&fixtures.join("images").join(case["image"].as_str().unwrap()), &DecodeOptions::default())
+            .unwrap();
+        let ids = captioner.beam_search(&image, &start, 1, 8).unwrap();
+        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(ids, want, "{}", case["image"]);
+    }
+}

@@ -345,6 +345,7 @@ fn serve(library: Library, args: &cli::ServeArgs) -> anyhow::Result<ExitCode> {
         cors_origins: args.cors_origins.clone(),
         workers: 0,
         finetuned: args.finetuned.clone(),
+        body_timeout: clipdex::server::ServeOptions::default().body_timeout,
     };
     let photos = library.store().counts().images;
     let watching = if args.no_watch { "not indexing (--no-watch)" } else { "indexing in the background" };

@@ -931,3 +931,46 @@ async fn searches_rerank_with_registered_fine_tuned_models_only() {
         assert_error(status, &body, expected, needle);
     }
 }
+
+#[actix_web::test]
+async fn a_request_body_that_trickles_in_times_out_with_json() {
+    use std::io::{Read, Write};
+    let s = setup();
+    let library = Arc::try_unwrap(s.library).ok().expect("the only handle");
+    let options = ServeOptions {
+        bind: "127.0.0.1:0".into(),
+        watch: false,
+        body_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The server runs until the test process ends.
+    std::thread::spawn(move || {
+        clipdex::server::serve(library, options, |addrs| tx.send(addrs[0]).unwrap()).unwrap();
+    });
+    let addr = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    // A JSON body announced as 100 bytes, of which one arrives.
+    let head = format!(
+        "POST /api/tag HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    let started = std::time::Instant::now();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = conn.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&reply).contains("}") {
+            break;
+        }
+    }
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("{\"error\":\"the request body took longer than 1 s"), "{reply}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    drop(s.tmp);
+}

@@ -388,14 +388,15 @@ async fn read_form(req: &HttpRequest, payload: web::Payload, limit: usize) -> Ap
 
 /// How long an upload or a request body may take to arrive (a client that sends a byte a
 /// second must not hold a worker forever).
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Reads a request body in at most [`BODY_TIMEOUT`].
-async fn within_time<T>(read: impl std::future::Future<Output = ApiResult<T>>) -> ApiResult<T> {
-    actix_web::rt::time::timeout(BODY_TIMEOUT, read).await.unwrap_or_else(|_| {
+/// Reads a request body within the server's body timeout ([`BODY_TIMEOUT`] by default).
+async fn within_time<T>(req: &HttpRequest, read: impl std::future::Future<Output = ApiResult<T>>) -> ApiResult<T> {
+    let limit = req.app_data::<web::Data<AppState>>().map_or(BODY_TIMEOUT, |s| s.body_timeout);
+    actix_web::rt::time::timeout(limit, read).await.unwrap_or_else(|_| {
         Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            format!("the request body took longer than {} s to arrive", BODY_TIMEOUT.as_secs()),
+            format!("the request body took longer than {} s to arrive", limit.as_secs_f64()),
         ))
     })
 }
@@ -419,7 +420,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
             "send the body as JSON with `Content-Type: application/json` (or a multipart form)",
         ));
     }
-    let body = within_time(async {
+    let body = within_time(req, async {
         let body = payload.to_bytes_limited(limit).await.map_err(|_| {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {limit} bytes"))
         })?;
@@ -455,7 +456,7 @@ async fn image_query(
     limit: usize,
 ) -> ApiResult<(ImageQuery, Form)> {
     if is_multipart(req) {
-        let mut form = within_time(read_form(req, payload, limit)).await?;
+        let mut form = within_time(req, read_form(req, payload, limit)).await?;
         let image = form.image.take().ok_or_else(|| ApiError::bad_request("the form has no `image` file"))?;
         return Ok((ImageQuery::Upload(image), form));
     }

@@ -72,6 +72,8 @@ pub struct ServeOptions {
     /// Fine-tuned CLIPs searches may be re-ranked with (`rerank=clip:NAME`), by name: only
     /// these, never a path from a request. Loaded on first use.
     pub finetuned: Vec<(String, String)>,
+    /// How long a request body may take to arrive (60 s).
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for ServeOptions {
@@ -85,6 +87,7 @@ impl Default for ServeOptions {
             cors_origins: Vec::new(),
             workers: 0,
             finetuned: Vec::new(),
+            body_timeout: api::BODY_TIMEOUT,
         }
     }
 }
@@ -102,6 +105,7 @@ pub struct AppState {
     /// The registered fine-tuned models (name, model), loaded on first use.
     finetuned: Vec<(String, String)>,
     loaded: Mutex<std::collections::HashMap<String, Arc<crate::ClipEmbedder>>>,
+    body_timeout: std::time::Duration,
 }
 
 /// Query embeddings by (model, text).
@@ -123,6 +127,7 @@ impl AppState {
             queries: Mutex::new(Default::default()),
             finetuned: options.finetuned.clone(),
             loaded: Mutex::new(Default::default()),
+            body_timeout: options.body_timeout,
         }
     }
 

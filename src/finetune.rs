@@ -397,16 +397,15 @@ pub fn finetune(
             vocabulary: texts_of(vocabulary)?,
         })
     };
-    let (eval, wise) = conclude(&repo, out, options, &held_out, &interpolate, &embed_at, &[])?;
-    Ok(FinetuneReport {
-        out: out.to_path_buf(),
-        steps: losses.len(),
-        losses,
-        train_pairs: train.len(),
-        eval,
-        skipped,
-        wise,
-    })
+    let trained = Trained { losses, train_pairs: train.len(), skipped };
+    conclude(&repo, out, options, &held_out, trained, &interpolate, &embed_at, &[])
+}
+
+/// What a training loop leaves for [`conclude`] to report.
+struct Trained {
+    losses: Vec<f32>,
+    train_pairs: usize,
+    skipped: Vec<String>,
 }
 
 /// The loop both ways of training share: epochs of planned batches (shuffled per epoch unless
@@ -459,19 +458,21 @@ fn mix(base: &Tensor, tuned: &Tensor, alpha: f64) -> Result<Tensor> {
 }
 
 /// What both ways of training end with: the model saved (with `extra` files beside it), the
-/// WiSE-FT interpolations saved beside it, and with held-out pairs every one evaluated.
+/// WiSE-FT interpolations saved beside it, with held-out pairs every one evaluated, and the
+/// run's report.
 /// `interpolate(alpha)` gives the weights at `alpha` (1: fine-tuned), `evaluate(alpha)` their
 /// held-out recall (0: the base model).
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn conclude(
     repo: &ModelRepo,
     out: &Path,
     options: &FinetuneOptions,
     held_out: &[Pair],
+    trained: Trained,
     interpolate: &dyn Fn(f64) -> Result<BTreeMap<String, Tensor>>,
     embed_at: &dyn Fn(f64) -> Result<HeldOut>,
     extra: &[(&str, Vec<u8>)],
-) -> Result<(Option<Evaluation>, Vec<WiseModel>)> {
+) -> Result<FinetuneReport> {
     let eval = if held_out.is_empty() {
         None
     } else {
@@ -499,7 +500,16 @@ fn conclude(
         save(repo, &interpolate(alpha)?, &[], &path, options.force)?;
         written.push(WiseModel { alpha, out: path });
     }
-    Ok((eval, written))
+    let Trained { losses, train_pairs, skipped } = trained;
+    Ok(FinetuneReport {
+        out: out.to_path_buf(),
+        steps: losses.len(),
+        losses,
+        train_pairs,
+        eval,
+        skipped,
+        wise: written,
+    })
 }
 
 /// Refuses the same image with the same text twice: in one batch they would be each
@@ -863,23 +873,12 @@ impl AdapterRun<'_> {
             base: crate::models::source::canonical_spec(self.base),
             base_files: crate::models::source::local_fingerprint(self.base),
         };
-        let matrix: std::collections::HashMap<String, Tensor> =
-            [("adapter".to_string(), adapter.as_tensor().contiguous()?)].into_iter().collect();
-        let weights_path = std::env::temp_dir().join(format!("clipdex-adapter-{}.safetensors", std::process::id()));
-        candle_core::safetensors::save(&matrix, &weights_path)?;
-        let weights = std::fs::read(&weights_path).map_err(|e| Error::Invalid(format!("adapter weights: {e}")))?;
-        let _ = std::fs::remove_file(&weights_path);
+        let matrix = adapter.as_tensor().contiguous()?;
+        let weights = safetensors::serialize([("adapter", &matrix)], None)
+            .map_err(|e| Error::Invalid(format!("cannot write the adapter weights: {e}")))?;
         let extra = [(ADAPTER_FILE, serde_json::to_vec_pretty(&info).unwrap_or_default()), (ADAPTER_WEIGHTS, weights)];
-        let (eval, wise) = conclude(self.repo, out, self.options, held_out, &interpolate, &embed_at, &extra)?;
-        Ok(FinetuneReport {
-            out: out.to_path_buf(),
-            steps: losses.len(),
-            losses,
-            train_pairs: train.len(),
-            eval,
-            skipped,
-            wise,
-        })
+        let trained = Trained { losses, train_pairs: train.len(), skipped };
+        conclude(self.repo, out, self.options, held_out, trained, &interpolate, &embed_at, &extra)
     }
 }
 

@@ -11,26 +11,14 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 mod common;
-use common::picture;
+use common::{ok_json, picture};
 
 fn model() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p32").to_string_lossy().into_owned()
 }
 
 fn clipdex(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clipdex"))
-        .arg("--db")
-        .arg(db)
-        .arg("--model")
-        .arg(model())
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok_json(out: Output) -> Value {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::clipdex_on(db, model(), args)
 }
 
 /// `stats --json` as (images, paths, vectors).
@@ -301,16 +289,7 @@ fn non_utf8_names_travel_exactly_through_the_command_line() {
     assert_eq!((r["embedded"].as_u64(), r["failed"].as_u64()), (Some(1), Some(1)), "{r}");
     let exact =
         |v: &Value| clipdex::path_text::from_json(v["path"].as_str().unwrap(), v["path_bytes"].as_str()).unwrap();
-    let run = |args: &[&OsStr]| {
-        Command::new(env!("CARGO_BIN_EXE_clipdex"))
-            .arg("--db")
-            .arg(&db)
-            .arg("--model")
-            .arg(model())
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&OsStr]| common::clipdex_on(&db, model(), args);
     // The query photo named by its raw bytes, found under its raw bytes.
     let res = ok_json(run(&[
         OsStr::new("similar"),

@@ -11,9 +11,8 @@ use std::process::{Command, Output};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+mod common;
+use common::{fixtures, ok_json};
 
 fn model() -> PathBuf {
     fixtures().join("clip-tiny-p32")
@@ -21,11 +20,6 @@ fn model() -> PathBuf {
 
 fn clipdex(model: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clipdex")).arg("--model").arg(model).args(args).output().unwrap()
-}
-
-fn ok_json(out: Output) -> Value {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn golden() -> Value {
@@ -336,16 +330,7 @@ fn searches_rerank_with_a_fine_tuned_model_and_cache_its_vectors() {
     ));
     std::fs::remove_file(&train).unwrap();
     let db = tmp.path().join("db");
-    let lib = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_clipdex"))
-            .arg("--db")
-            .arg(&db)
-            .arg("--model")
-            .arg(model())
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let lib = |args: &[&str]| common::clipdex_on(&db, model(), args);
     assert!(lib(&["add", photos.to_str().unwrap()]).status.success());
     assert_eq!(ok_json(lib(&["index", "--json"]))["embedded"], 48);
     let query = "a red circle";

@@ -331,16 +331,7 @@ fn hostile_uploads_get_4xx_within_bounded_memory() {
     std::fs::create_dir_all(&photos).unwrap();
     common::picture(1).save(photos.join("good.png")).unwrap();
     let db = root.join("db");
-    let clipdex = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_clipdex"))
-            .arg("--db")
-            .arg(&db)
-            .arg("--model")
-            .arg(model())
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let clipdex = |args: &[&str]| common::clipdex_on(&db, model(), args);
     assert!(clipdex(&["add", photos.to_str().unwrap()]).status.success());
     assert!(clipdex(&["index"]).status.success());
     let hostile = corpus(&root.join("hostile"));

@@ -3,13 +3,34 @@
 
 #![allow(dead_code)] // each test crate uses a different part
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use serde::Deserialize;
+use serde_json::Value;
 
 /// `tests/fixtures`.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Runs the clipdex binary on the library `db` with the CLIP `model`, then `args`, to its end.
+pub fn clipdex_on<S: AsRef<OsStr>>(db: &Path, model: impl AsRef<OsStr>, args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .arg("--db")
+        .arg(db)
+        .arg("--model")
+        .arg(model)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// What a successful command printed, as JSON; fails the test with its stderr otherwise.
+pub fn ok_json(out: Output) -> Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The reference zero-shot scores of one fixture model.

@@ -164,7 +164,7 @@ impl Store {
     }
 
     /// Caches label embeddings under `prefix`. The cache is bounded: when it would pass
-    /// [`MAX_CACHED_LABELS`] it starts over (whoever asks for labels again re-embeds them), so
+    /// `MAX_CACHED_LABELS` (20 000) it starts over (whoever asks for labels again re-embeds them), so
     /// requests with ever new labels cannot grow the database without end.
     pub fn cache_label_embeddings(&self, prefix: &str, labels: &[String], embeddings: &[Vec<f32>]) -> Result<()> {
         if self.label_cache.len() + labels.len() > MAX_CACHED_LABELS {

@@ -425,7 +425,9 @@ pub fn clip_loss(image: &Tensor, text: &Tensor, logit_scale: &Tensor) -> CResult
     (diagonal_ce(&logits_per_text)? + diagonal_ce(&logits_per_text.t()?)?)? / 2.0
 }
 
-/// Rows scaled to unit length.
+/// Rows scaled to unit length, as transformers' `CLIPModel.forward` does it: no floor under the
+/// norm, unlike [`l2_normalize`](crate::models::clip::l2_normalize), so the training graph matches the
+/// reference's and carries no clamp to backpropagate through.
 pub fn normalize(x: &Tensor) -> CResult<Tensor> {
     x.broadcast_div(&x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
 }

@@ -174,7 +174,7 @@ pub fn search_captions(
             writeln!(out, "{:.4}  {}  {}", h.hit.score, path_text::escaped(&h.hit.path), h.caption)?;
         }
         if hits.is_empty() {
-            let why = if library.has_captions() {
+            let why = if library.has_captions()? {
                 "no caption matches"
             } else {
                 "no captions yet: run `clipdex caption --library`"

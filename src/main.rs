@@ -16,6 +16,7 @@ use serde_json::json;
 use clipdex::path_text;
 use clipdex::photo::DecodeOptions;
 use clipdex::query::{SearchFilter, SearchHit, parse_date};
+use clipdex::store::DbLocation;
 use clipdex::{ClipEmbedder, Library, LibraryConfig};
 
 use cli::{Cli, Command, EmbedArgs, EvalCommand, FilterArgs, GlobalOptions};
@@ -227,7 +228,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(text) = &args.text
                 && !args.crops
                 && args.caption_weight > 0.0
-                && library.has_captions()
+                && library.has_captions()?
             {
                 return blip::search_blended(&library, text, k, &filter, args.caption_weight, json);
             }
@@ -268,7 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 writeln!(out, "{}", serde_json::to_string(&s)?)?;
             } else {
-                writeln!(out, "database  {} (schema {})", library.store().dir().display(), s.schema_version)?;
+                writeln!(out, "database  {} (schema {})", library.store().location(), s.schema_version)?;
                 writeln!(out, "model     {}", s.model.as_deref().unwrap_or("(none yet)"))?;
                 writeln!(out, "images    {}", s.counts.images)?;
                 writeln!(out, "paths     {}", s.counts.paths)?;
@@ -347,7 +348,7 @@ fn serve(library: Library, args: &cli::ServeArgs) -> anyhow::Result<ExitCode> {
         finetuned: args.finetuned.clone(),
         body_timeout: clipdex::server::ServeOptions::default().body_timeout,
     };
-    let photos = library.store().counts().images;
+    let photos = library.store().counts()?.images;
     let watching = if args.no_watch { "not indexing (--no-watch)" } else { "indexing in the background" };
     clipdex::server::serve(library, options, |addrs| {
         let mut out = std::io::stdout().lock();
@@ -359,15 +360,19 @@ fn serve(library: Library, args: &cli::ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn database_dir(g: &GlobalOptions) -> anyhow::Result<std::path::PathBuf> {
+/// The library's database: `--db` (a folder or a `postgres://` URL), else `clipdex` in the
+/// platform's data folder.
+fn database(g: &GlobalOptions) -> anyhow::Result<DbLocation> {
     Ok(match &g.db {
-        Some(db) => db.clone(),
-        None => dirs::data_dir().context("no data folder on this platform: pass --db DIR")?.join("clipdex"),
+        Some(db) => DbLocation::parse(db.as_os_str())?,
+        None => {
+            DbLocation::Dir(dirs::data_dir().context("no data folder on this platform: pass --db DIR")?.join("clipdex"))
+        }
     })
 }
 
 pub(crate) fn library_config(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<LibraryConfig> {
-    let mut config = LibraryConfig::new(database_dir(g)?, &g.model);
+    let mut config = LibraryConfig::new(database(g)?, &g.model);
     config.device = g.device;
     config.max_pixels = g.max_pixels;
     config.batch_size = batch_size;

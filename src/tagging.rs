@@ -29,9 +29,9 @@ pub struct ZeroShotModel {
 impl ZeroShotModel {
     pub fn open(g: &GlobalOptions) -> anyhow::Result<Self> {
         // Never create a database for this; use one that is there and free.
-        let library = crate::database_dir(g)
+        let library = crate::database(g)
             .ok()
-            .filter(|db| db.join("sled").exists())
+            .filter(|db| db.exists())
             .and_then(|_| crate::open_library(g, clipdex::models::clip::MAX_BATCH).ok());
         let clip = match library {
             Some(_) => None,

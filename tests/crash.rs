@@ -32,7 +32,7 @@ fn check(db: &Path) -> (u64, u64) {
     let lib = Library::open(LibraryConfig::new(db, model())).unwrap();
     let problems = lib.store().check().unwrap();
     assert!(problems.is_empty(), "inconsistent after a kill: {problems:?}");
-    let c = lib.store().counts();
+    let c = lib.store().counts().unwrap();
     assert_eq!(c.images, c.vectors);
     (c.images, c.paths)
 }

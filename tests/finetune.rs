@@ -369,7 +369,7 @@ fn searches_rerank_with_a_fine_tuned_model_and_cache_its_vectors() {
     // An index pass forgets the photo, and its cached vector with it.
     ok_json(lib(&["index", "--json"]));
     let library = clipdex::Library::open(clipdex::LibraryConfig::new(&db, model().to_string_lossy())).unwrap();
-    assert_eq!(library.store().model_vector_count(), 47);
+    assert_eq!(library.store().model_vector_count().unwrap(), 47);
     drop(library);
     let text = String::from_utf8(lib(&["search", query, "-k", "2", "--rerank", &rerank]).stdout).unwrap();
     assert_eq!(text.lines().count(), 2, "{text}");

@@ -123,7 +123,7 @@ fn check(lib: &Library, model: &Model, step: usize, what: &str) {
         panic!("{ctx}: missing {missing:?}, extra {extra:?}, wrong content {wrong:?}");
     }
     let contents: BTreeSet<&String> = model.expected.values().collect();
-    let counts = lib.store().counts();
+    let counts = lib.store().counts().unwrap();
     assert_eq!((counts.images, counts.vectors), (contents.len() as u64, contents.len() as u64), "{ctx}");
     let hits = lib.search_text("a photo", contents.len() + 5, &SearchFilter::default()).unwrap();
     assert_eq!(hits.len(), contents.len(), "{ctx}: search returns every image once");

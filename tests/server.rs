@@ -667,7 +667,7 @@ async fn the_background_indexer_indexes_follows_and_reports() {
     picture(42).save(s.photos.join("odd/new.jpg")).unwrap();
     // A later pass embeds it (passes come every second here, so look at the store, not at
     // whichever pass was last).
-    let later = wait_for(&|st| st.passes > first.passes && s.library.store().counts().images == 10);
+    let later = wait_for(&|st| st.passes > first.passes && s.library.store().counts().unwrap().images == 10);
     assert!(later.last_error.is_none());
     // Searches are answered meanwhile.
     assert_eq!(s.library.search_text("a photo", 20, &SearchFilter::default()).unwrap().len(), 10);

@@ -192,7 +192,7 @@ impl AnnIndex {
     /// The index state from the store and the saved snapshot's metadata, without loading
     /// any vector.
     pub fn describe(store: &Store, dir: &Path, graph_min: usize) -> Result<IndexState> {
-        let vectors = store.counts().vectors;
+        let vectors = store.counts()?.vectors;
         let mut state = IndexState { kind: "exact", vectors, ..Default::default() };
         if (vectors as usize) < graph_min.max(1) {
             return Ok(state);

@@ -112,7 +112,7 @@ impl Library {
     /// The caption ranking, rebuilt when captions changed since the last one.
     fn caption_index(&self) -> Result<Arc<CaptionIndex>> {
         let mut cached = self.caption_index.lock().expect("caption index lock");
-        let changes = self.store.caption_changes();
+        let changes = self.store.caption_changes()?;
         if let Some((c, index)) = cached.as_ref()
             && *c == changes
         {
@@ -125,8 +125,8 @@ impl Library {
     }
 
     /// Whether any image has a caption.
-    pub fn has_captions(&self) -> bool {
-        self.store.counts().captioned > 0
+    pub fn has_captions(&self) -> Result<bool> {
+        Ok(self.store.counts()?.captioned > 0)
     }
 
     /// The `k` images whose captions best match `text` (BM25) and pass `filter`.

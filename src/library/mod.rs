@@ -22,7 +22,7 @@ use crate::query::autotag::{self, AutotagReport, AutotagSettings};
 use crate::query::tags::{self, ZeroShotClassifier};
 use crate::query::{self, SearchFilter, SearchHit};
 use crate::segment::{Region, RegionOptions, best_region, segment_photo};
-use crate::store::{Failure, ImageId, ImageRecord, ReindexTarget, Store, StoreCounts, Tag, TagCount};
+use crate::store::{DbLocation, Failure, ImageId, ImageRecord, ReindexTarget, Store, StoreCounts, Tag, TagCount};
 use crate::thumbnail;
 
 mod captions;
@@ -37,8 +37,8 @@ const AUTOTAG_SETTING: &str = "autotag";
 /// How to open a library.
 #[derive(Debug, Clone)]
 pub struct LibraryConfig {
-    /// The database folder.
-    pub db: PathBuf,
+    /// The database: a folder, or a PostgreSQL URL.
+    pub db: DbLocation,
     /// The CLIP model (hub id or directory).
     pub model: String,
     /// Where the model runs.
@@ -59,7 +59,7 @@ pub struct LibraryConfig {
 
 impl LibraryConfig {
     /// A configuration with defaults for everything but the database and the model.
-    pub fn new(db: impl Into<PathBuf>, model: impl Into<String>) -> Self {
+    pub fn new(db: impl Into<DbLocation>, model: impl Into<String>) -> Self {
         LibraryConfig {
             db: db.into(),
             model: model.into(),
@@ -221,8 +221,7 @@ impl Library {
                 return Err(Error::Invalid(format!(
                     "the database {} holds vectors of model {stored}, not {}; pass --model {stored} \
                      (or use a separate --db for the other model)",
-                    config.db.display(),
-                    config.model
+                    config.db, config.model
                 )));
             }
             tracing::info!("the library's model {stored} is now found at {}", config.model);
@@ -416,7 +415,7 @@ impl Library {
     /// Inserts new vectors into the search graph, or rebuilds it (see [`AnnIndex::maintain`]);
     /// nothing for libraries too small for a graph.
     pub fn maintain_index(&self) -> Result<IndexState> {
-        let state = AnnIndex::maintain(&self.store, &self.graph_dir(), self.config.graph_min)?;
+        let state = AnnIndex::maintain(&self.store, &self.graph_dir()?, self.config.graph_min)?;
         if state.rebuilt || state.caught_up > 0 {
             *self.index.lock().expect("index lock") = None; // searches pick the new snapshot
         }
@@ -442,7 +441,7 @@ impl Library {
         let Some((from, _)) = self.store.model()? else {
             return Err(Error::Invalid(format!(
                 "the database {} has no vectors yet: index it with `clipdex index --model {model}`",
-                self.config.db.display()
+                self.config.db
             )));
         };
         if from == model {
@@ -459,11 +458,11 @@ impl Library {
         let mut report = ReindexReport {
             from,
             to: model.to_string(),
-            resumed: self.store.next_vector_count(),
+            resumed: self.store.next_vector_count()?,
             ..Default::default()
         };
         let options = self.index_options(&clip);
-        let old_graph = self.graph_dir();
+        let old_graph = self.graph_dir()?;
         loop {
             if let Some(adapter) = &adapter {
                 report.mapped += self.map_into_next_vectors(adapter, progress)?;
@@ -561,18 +560,19 @@ impl Library {
 
     /// The graph snapshot of the current vectors (one folder per vector generation, so a
     /// graph of another model's vectors is never loaded).
-    fn graph_dir(&self) -> PathBuf {
-        match self.store.vectors_generation() {
-            0 => self.config.db.join("hnsw"),
-            g => self.config.db.join(format!("hnsw.{g}")),
-        }
+    fn graph_dir(&self) -> Result<PathBuf> {
+        let dir = self.config.db.local_dir();
+        Ok(match self.store.vectors_generation()? {
+            0 => dir.join("hnsw"),
+            g => dir.join(format!("hnsw.{g}")),
+        })
     }
 
     /// The search index (see [`AnnIndex::open`]), kept in memory until the store changes or
     /// the graph is maintained.
     pub fn search_index(&self) -> Result<Arc<AnnIndex>> {
         let mut cached = self.index.lock().expect("index lock");
-        let (changes, generation) = (self.store.changes(), self.store.vectors_generation());
+        let (changes, generation) = (self.store.changes()?, self.store.vectors_generation()?);
         if let Some(c) = cached.as_ref()
             && c.changes == changes
             && c.generation == generation
@@ -580,7 +580,7 @@ impl Library {
             return Ok(c.index.clone());
         }
         let graph_min = if self.config.load_graph { self.config.graph_min } else { usize::MAX };
-        let index = Arc::new(AnnIndex::open(&self.store, &self.graph_dir(), graph_min)?);
+        let index = Arc::new(AnnIndex::open(&self.store, &self.graph_dir()?, graph_min)?);
         *cached = Some(CachedIndex { changes, generation, index: index.clone() });
         Ok(index)
     }
@@ -832,7 +832,8 @@ impl Library {
             )));
         }
         let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
-        let cached = self.config.db.join("thumbs").join(size.to_string()).join(format!("{}.jpg", record.hash));
+        let cached =
+            self.config.db.local_dir().join("thumbs").join(size.to_string()).join(format!("{}.jpg", record.hash));
         if cached.is_file() {
             return Ok(cached);
         }
@@ -846,24 +847,23 @@ impl Library {
 
     /// The search index's state from the store and the snapshot's metadata (no vector loaded).
     fn index_state(&self) -> Result<IndexState> {
-        AnnIndex::describe(&self.store, &self.graph_dir(), self.config.graph_min)
+        AnnIndex::describe(&self.store, &self.graph_dir()?, self.config.graph_min)
     }
 
     /// Counts, model and index state.
     pub fn stats(&self) -> Result<LibraryStats> {
-        let counts = self.store.counts();
+        let counts = self.store.counts()?;
         let model = self.store.model()?;
         Ok(LibraryStats {
             index: self.index_state()?,
+            reindex: match self.store.reindex_target()? {
+                Some(t) => Some(ReindexState { to: t.model, done: self.store.next_vector_count()?, of: counts.images }),
+                None => None,
+            },
             counts,
             model: model.as_ref().map(|m| m.0.clone()),
             dim: model.map(|m| m.1),
             schema_version: self.store.schema_version()?,
-            reindex: self.store.reindex_target()?.map(|t| ReindexState {
-                to: t.model,
-                done: self.store.next_vector_count(),
-                of: self.store.counts().images,
-            }),
         })
     }
 

@@ -314,7 +314,7 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
             }
             return Ok(page);
         }
-        if !text.is_empty() && !crops && weight > 0.0 && state.library.has_captions() {
+        if !text.is_empty() && !crops && weight > 0.0 && state.library.has_captions()? {
             let q = state.query_embedding(&text)?;
             let found = state.library.search_blended_with(&q, &text, offset + k, &filter, weight)?;
             let fused: Vec<(Option<f32>, f32)> =

@@ -1,7 +1,4 @@
-//! The records the store keeps, and how keys are encoded: ids as big-endian `u64` (so trees
-//! iterate in id order), paths as their raw OS bytes (non-UTF-8 names included).
-
-use std::path::{Path, PathBuf};
+//! The records the store keeps, whatever the backend.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,54 +55,70 @@ pub struct Failure {
     pub mtime_ns: i64,
 }
 
-pub(crate) fn id_key(id: ImageId) -> [u8; 8] {
-    id.to_be_bytes()
-}
-
-pub(crate) fn id_from_key(key: &[u8]) -> Option<ImageId> {
-    Some(u64::from_be_bytes(key.get(..8)?.try_into().ok()?))
-}
-
-#[cfg(unix)]
-pub(crate) fn path_key(path: &Path) -> Vec<u8> {
-    use std::os::unix::ffi::OsStrExt;
-    path.as_os_str().as_bytes().to_vec()
-}
-
-#[cfg(not(unix))]
-pub(crate) fn path_key(path: &Path) -> Vec<u8> {
-    path.to_string_lossy().as_bytes().to_vec()
-}
-
-#[cfg(unix)]
-pub(crate) fn path_from_key(key: &[u8]) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
-    PathBuf::from(std::ffi::OsStr::from_bytes(key))
-}
-
-#[cfg(not(unix))]
-pub(crate) fn path_from_key(key: &[u8]) -> PathBuf {
-    PathBuf::from(String::from_utf8_lossy(key).into_owned())
-}
-
-/// `id ++ path`: the reverse index from an image to its files.
-pub(crate) fn image_path_key(id: ImageId, path: &Path) -> Vec<u8> {
-    let mut k = id_key(id).to_vec();
-    k.extend_from_slice(&path_key(path));
-    k
-}
-
-pub(crate) fn vector_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-pub(crate) fn vector_from_bytes(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-}
-
 impl ImageRecord {
     /// The date used by date filters: EXIF date taken, else the file's modification time.
     pub fn date(&self) -> i64 {
         self.taken.unwrap_or(self.modified)
     }
+}
+
+/// A tag kept on an image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tag {
+    /// The vocabulary label.
+    pub label: String,
+    /// Its zero-shot probability over the vocabulary.
+    pub probability: f32,
+    /// Cosine between the image and the label's prompt embedding.
+    pub cosine: f32,
+}
+
+/// How many images carry a label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagCount {
+    /// The label.
+    pub label: String,
+    /// Images tagged with it.
+    pub count: u64,
+}
+
+/// A stored caption.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCaption {
+    /// The caption.
+    pub text: String,
+    /// What made it (model, prompt, beams, token limit), as `caption --library` compares it.
+    pub settings: String,
+}
+
+/// The model a re-indexing is moving to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReindexTarget {
+    /// The new model's name (hub id or directory).
+    pub model: String,
+    /// Its vectors' width.
+    pub dim: usize,
+}
+
+/// Counts of what the store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoreCounts {
+    /// Distinct images (contents).
+    pub images: u64,
+    /// Files holding them.
+    pub paths: u64,
+    /// Stored vectors (equal to `images` in a consistent store).
+    pub vectors: u64,
+    /// Files that could not be indexed.
+    pub failures: u64,
+    /// Watched folders.
+    pub roots: u64,
+    /// Images auto-tagged (with or without confident tags).
+    pub tagged: u64,
+    /// Tags kept, over all images.
+    pub tags: u64,
+    /// Label embeddings cached (per model and prompt set).
+    pub cached_labels: u64,
+    /// Images with a stored caption.
+    pub captioned: u64,
 }

@@ -4,34 +4,24 @@
 //! tree is dropped. An interrupted re-indexing resumes where it stopped (the next tree keeps
 //! what was written), and a re-indexing towards another model starts the next tree afresh.
 
-use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::TransactionError;
 
-use super::records::{id_from_key, id_key, vector_bytes};
-use super::{Store, be_u32, json, parse, vector_tree_name};
+use super::keys::{id_from_key, id_key, vector_bytes};
+use super::{SledStore, be_u32, json, parse, vector_tree_name};
 use crate::error::{Error, Result};
-use crate::store::ImageId;
-
-/// The model a re-indexing is moving to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReindexTarget {
-    /// The new model's name (hub id or directory).
-    pub model: String,
-    /// Its vectors' width.
-    pub dim: usize,
-}
+use crate::store::{Backend, ImageId, ReindexStore, ReindexTarget};
 
 const TARGET_KEY: &str = "reindex";
 
-impl Store {
+impl ReindexStore for SledStore {
     /// Which generation of vectors is current (0 until the first model switch).
-    pub fn vectors_generation(&self) -> u32 {
-        self.vectors.read().expect("vector trees lock").generation
+    fn vectors_generation(&self) -> Result<u32> {
+        Ok(self.vectors.read().expect("vector trees lock").generation)
     }
 
     /// The re-indexing under way, if any.
-    pub fn reindex_target(&self) -> Result<Option<ReindexTarget>> {
+    fn reindex_target(&self) -> Result<Option<ReindexTarget>> {
         match self.meta.get(TARGET_KEY).map_err(|e| self.err(e))? {
             Some(b) => Ok(Some(parse(&self.dir, "reindex", &b)?)),
             None => Ok(None),
@@ -39,7 +29,7 @@ impl Store {
     }
 
     /// Starts (or resumes, for the same target) writing vectors for `target`.
-    pub fn begin_reindex(&self, target: &ReindexTarget) -> Result<()> {
+    fn begin_reindex(&self, target: &ReindexTarget) -> Result<()> {
         if self.reindex_target()?.as_ref() != Some(target) {
             self.vectors.read().expect("vector trees lock").next.clear().map_err(|e| self.err(e))?;
             self.meta.insert(TARGET_KEY, json(target)).map_err(|e| self.err(e))?;
@@ -48,14 +38,14 @@ impl Store {
     }
 
     /// Abandons the re-indexing under way and its vectors.
-    pub fn cancel_reindex(&self) -> Result<()> {
+    fn cancel_reindex(&self) -> Result<()> {
         self.vectors.read().expect("vector trees lock").next.clear().map_err(|e| self.err(e))?;
         self.meta.remove(TARGET_KEY).map_err(|e| self.err(e))?;
         self.flush()
     }
 
     /// Stored images that have no vector of the next model yet, in id order.
-    pub fn images_without_next_vector(&self) -> Result<Vec<ImageId>> {
+    fn images_without_next_vector(&self) -> Result<Vec<ImageId>> {
         let next = self.vectors.read().expect("vector trees lock").next.clone();
         let mut out = Vec::new();
         for k in self.images.iter().keys() {
@@ -68,13 +58,13 @@ impl Store {
     }
 
     /// Vectors of the next model written so far.
-    pub fn next_vector_count(&self) -> u64 {
-        self.vectors.read().expect("vector trees lock").next.len() as u64
+    fn next_vector_count(&self) -> Result<u64> {
+        Ok(self.vectors.read().expect("vector trees lock").next.len() as u64)
     }
 
     /// Stores an image's vector of the next model; false (nothing stored) when the image went
     /// away meanwhile.
-    pub fn put_next_vector(&self, id: ImageId, vector: &[f32]) -> Result<bool> {
+    fn put_next_vector(&self, id: ImageId, vector: &[f32]) -> Result<bool> {
         let next = self.vectors.read().expect("vector trees lock").next.clone();
         let bytes = vector_bytes(vector);
         (&self.images, &next)
@@ -91,7 +81,7 @@ impl Store {
     /// Makes the next model's vectors current, if every stored image has one; returns false
     /// (and changes nothing) when some image still lacks one, e.g. one indexed meanwhile.
     /// Holds the vector trees exclusively, so no image can be committed halfway through.
-    pub fn switch_to_next_vectors(&self) -> Result<bool> {
+    fn switch_to_next_vectors(&self) -> Result<bool> {
         let mut trees = self.vectors.write().expect("vector trees lock");
         let Some(target) = self.reindex_target()? else {
             return Err(Error::Invalid("no re-indexing is under way".into()));
@@ -123,7 +113,9 @@ impl Store {
         self.flush()?;
         Ok(true)
     }
+}
 
+impl SledStore {
     /// Drops vector trees of neither the current nor the next generation (left by a crash
     /// between a model switch and the removal of the old vectors).
     pub(super) fn drop_stale_vector_trees(&self) -> Result<()> {

@@ -3,10 +3,10 @@
 //! the text. Keyed by `model key ++ 0 ++ image id`; entries of images no longer stored are
 //! pruned after index passes.
 
-use super::Store;
-use super::records::{id_from_key, id_key, vector_bytes, vector_from_bytes};
+use super::SledStore;
+use super::keys::{id_from_key, id_key, vector_bytes, vector_from_bytes};
 use crate::error::Result;
-use crate::store::ImageId;
+use crate::store::{Backend, ImageId, ModelVectorStore};
 
 fn key(model: &str, id: ImageId) -> Vec<u8> {
     let mut k = model.as_bytes().to_vec();
@@ -15,9 +15,9 @@ fn key(model: &str, id: ImageId) -> Vec<u8> {
     k
 }
 
-impl Store {
+impl ModelVectorStore for SledStore {
     /// The cached vectors of `ids` under `model` (`None` where not cached).
-    pub fn model_vectors(&self, model: &str, ids: &[ImageId]) -> Result<Vec<Option<Vec<f32>>>> {
+    fn model_vectors(&self, model: &str, ids: &[ImageId]) -> Result<Vec<Option<Vec<f32>>>> {
         ids.iter()
             .map(|&id| {
                 let v = self.model_vectors.get(key(model, id)).map_err(|e| self.err(e))?;
@@ -27,7 +27,7 @@ impl Store {
     }
 
     /// Caches vectors of images under `model`.
-    pub fn cache_model_vectors(&self, model: &str, vectors: &[(ImageId, Vec<f32>)]) -> Result<()> {
+    fn cache_model_vectors(&self, model: &str, vectors: &[(ImageId, Vec<f32>)]) -> Result<()> {
         let mut batch = sled::Batch::default();
         for (id, v) in vectors {
             if self.image(*id)?.is_some() {
@@ -38,7 +38,7 @@ impl Store {
     }
 
     /// Drops cached vectors of images that are no longer stored; returns how many.
-    pub fn prune_model_vectors(&self) -> Result<usize> {
+    fn prune_model_vectors(&self) -> Result<usize> {
         let mut gone = Vec::new();
         for k in self.model_vectors.iter().keys() {
             let k = k.map_err(|e| self.err(e))?;
@@ -54,7 +54,7 @@ impl Store {
     }
 
     /// How many vectors of other models are cached.
-    pub fn model_vector_count(&self) -> u64 {
-        self.model_vectors.len() as u64
+    fn model_vector_count(&self) -> Result<u64> {
+        Ok(self.model_vectors.len() as u64)
     }
 }

@@ -6,30 +6,10 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::TransactionalTree;
 
-use super::records::{id_from_key, id_key, vector_bytes, vector_from_bytes};
-use super::{Store, TxResult, abort, json, parse};
+use super::keys::{id_from_key, id_key, vector_bytes, vector_from_bytes};
+use super::{SledStore, TxResult, abort, json, parse};
 use crate::error::Result;
-use crate::store::ImageId;
-
-/// A tag kept on an image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Tag {
-    /// The vocabulary label.
-    pub label: String,
-    /// Its zero-shot probability over the vocabulary.
-    pub probability: f32,
-    /// Cosine between the image and the label's prompt embedding.
-    pub cosine: f32,
-}
-
-/// How many images carry a label.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TagCount {
-    /// The label.
-    pub label: String,
-    /// Images tagged with it.
-    pub count: u64,
-}
+use crate::store::{Backend, ImageId, MAX_CACHED_LABELS, Tag, TagCount, TagStore};
 
 #[derive(Serialize, Deserialize)]
 struct TagSet {
@@ -69,13 +49,10 @@ fn cache_key(prefix: &str, label: &str) -> Vec<u8> {
     k
 }
 
-/// Most label embeddings the cache keeps (about 40 MB of 512-d vectors).
-pub const MAX_CACHED_LABELS: usize = 20_000;
-
-impl Store {
+impl TagStore for SledStore {
     /// Replaces an image's tags, recording the vocabulary fingerprint they came from. Returns
     /// false (and stores nothing) when the image is no longer stored.
-    pub fn set_tags(&self, id: ImageId, vocabulary: &str, tags: &[Tag]) -> Result<bool> {
+    fn set_tags(&self, id: ImageId, vocabulary: &str, tags: &[Tag]) -> Result<bool> {
         let set = json(&TagSet { vocabulary: vocabulary.to_string(), tags: tags.to_vec() });
         (&self.images, &self.tags, &self.tag_index)
             .transaction(|(images, tag_tree, tag_index)| {
@@ -96,14 +73,14 @@ impl Store {
     }
 
     /// Removes every image's tags (a new vocabulary, or auto-tagging switched off).
-    pub fn clear_tags(&self) -> Result<()> {
+    fn clear_tags(&self) -> Result<()> {
         self.tags.clear().map_err(|e| self.err(e))?;
         self.tag_index.clear().map_err(|e| self.err(e))?;
         self.flush()
     }
 
     /// An image's tags, most probable first, and the vocabulary fingerprint they came from.
-    pub fn tags_of(&self, id: ImageId) -> Result<Option<(String, Vec<Tag>)>> {
+    fn tags_of(&self, id: ImageId) -> Result<Option<(String, Vec<Tag>)>> {
         match self.tags.get(id_key(id)).map_err(|e| self.err(e))? {
             Some(b) => {
                 let set: TagSet = parse(&self.dir, "tags", &b)?;
@@ -114,17 +91,17 @@ impl Store {
     }
 
     /// Whether an image carries a tag.
-    pub fn has_tag(&self, id: ImageId, label: &str) -> Result<bool> {
+    fn has_tag(&self, id: ImageId, label: &str) -> Result<bool> {
         self.tag_index.contains_key(index_key(label, id)).map_err(|e| self.err(e))
     }
 
     /// Whether any image carries a tag.
-    pub fn tag_in_use(&self, label: &str) -> Result<bool> {
+    fn tag_in_use(&self, label: &str) -> Result<bool> {
         Ok(self.tag_index.scan_prefix(label_prefix(label)).next().transpose().map_err(|e| self.err(e))?.is_some())
     }
 
     /// The images carrying a tag, most probable first.
-    pub fn images_tagged(&self, label: &str) -> Result<Vec<(ImageId, f32)>> {
+    fn images_tagged(&self, label: &str) -> Result<Vec<(ImageId, f32)>> {
         let prefix = label_prefix(label);
         let mut out = Vec::new();
         for kv in self.tag_index.scan_prefix(&prefix) {
@@ -138,7 +115,7 @@ impl Store {
     }
 
     /// Every label in use with its number of images, most frequent first.
-    pub fn tag_counts(&self) -> Result<Vec<TagCount>> {
+    fn tag_counts(&self) -> Result<Vec<TagCount>> {
         let mut out: Vec<TagCount> = Vec::new();
         for k in self.tag_index.iter().keys() {
             let k = k.map_err(|e| self.err(e))?;
@@ -153,7 +130,7 @@ impl Store {
     }
 
     /// Cached label embeddings under `prefix` (model and prompt set), `None` where missing.
-    pub fn cached_label_embeddings(&self, prefix: &str, labels: &[String]) -> Result<Vec<Option<Vec<f32>>>> {
+    fn cached_label_embeddings(&self, prefix: &str, labels: &[String]) -> Result<Vec<Option<Vec<f32>>>> {
         labels
             .iter()
             .map(|l| {
@@ -166,7 +143,7 @@ impl Store {
     /// Caches label embeddings under `prefix`. The cache is bounded: when it would pass
     /// `MAX_CACHED_LABELS` (20 000) it starts over (whoever asks for labels again re-embeds them), so
     /// requests with ever new labels cannot grow the database without end.
-    pub fn cache_label_embeddings(&self, prefix: &str, labels: &[String], embeddings: &[Vec<f32>]) -> Result<()> {
+    fn cache_label_embeddings(&self, prefix: &str, labels: &[String], embeddings: &[Vec<f32>]) -> Result<()> {
         if self.label_cache.len() + labels.len() > MAX_CACHED_LABELS {
             self.label_cache.clear().map_err(|e| self.err(e))?;
         }
@@ -175,20 +152,6 @@ impl Store {
             batch.insert(cache_key(prefix, l), vector_bytes(e));
         }
         self.label_cache.apply_batch(batch).map_err(|e| self.err(e))?;
-        self.flush()
-    }
-
-    /// A JSON setting in `meta` (e.g. the auto-tagging settings).
-    pub fn setting<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        match self.meta.get(key).map_err(|e| self.err(e))? {
-            Some(b) => Ok(Some(parse(&self.dir, key, &b)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Stores a JSON setting in `meta`.
-    pub fn set_setting<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
-        self.meta.insert(key, json(value)).map_err(|e| self.err(e))?;
         self.flush()
     }
 }

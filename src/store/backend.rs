@@ -1,0 +1,238 @@
+//! What a storage backend provides: the one interface the indexer, the queries and the server
+//! use, whichever engine holds the library. Every write that touches several records is atomic
+//! in every backend (a crash leaves all of it or none), and every backend keeps the same
+//! invariants, which [`Backend::check`] reports on.
+
+use std::path::{Path, PathBuf};
+
+use super::{Failure, ImageId, ImageRecord, PathEntry, ReindexTarget, StoreCounts, StoredCaption, Tag, TagCount};
+use crate::error::Result;
+
+/// A fallible iterator over records, in id order.
+pub type Records<'a, T> = Box<dyn Iterator<Item = Result<(ImageId, T)>> + 'a>;
+
+/// A library's database: image records, the files holding them, vectors, failures, watched
+/// folders and settings, plus tags, captions, re-indexing and cached vectors of other models
+/// (the supertraits).
+pub trait Backend: TagStore + CaptionStore + ReindexStore + ModelVectorStore + Send + Sync {
+    /// The recorded schema version.
+    fn schema_version(&self) -> Result<u32>;
+
+    /// The model whose vectors the store holds, with their width, if any were stored.
+    fn model(&self) -> Result<Option<(String, usize)>>;
+
+    /// Records the model of the vectors (once, before the first vector).
+    fn set_model(&self, name: &str, dim: usize) -> Result<()>;
+
+    /// Records where the model of the vectors is now (the same model, found elsewhere).
+    fn rename_model(&self, name: &str) -> Result<()>;
+
+    /// The fingerprint of the vectors' model's files, when recorded (local models).
+    fn model_fingerprint(&self) -> Result<Option<String>>;
+
+    /// Records (or clears) the fingerprint of the vectors' model's files.
+    fn set_model_fingerprint(&self, fingerprint: Option<&str>) -> Result<()>;
+
+    /// A setting's JSON text (see [`super::Store::setting`] for typed access).
+    fn setting_json(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Stores a setting's JSON text.
+    fn set_setting_json(&self, key: &str, json: &[u8]) -> Result<()>;
+
+    /// Adds a watched folder; false when it was watched already.
+    fn add_root(&self, root: &Path) -> Result<bool>;
+
+    /// The file-system device a root was on when its files were last indexed (`None` for a
+    /// root not indexed yet, or recorded before devices were).
+    fn root_device(&self, root: &Path) -> Result<Option<u64>>;
+
+    /// Records the device of a root whose files were just indexed. Does nothing for a root
+    /// that is not (or no longer) watched: a root removed meanwhile must not come back.
+    fn set_root_device(&self, root: &Path, device: u64) -> Result<()>;
+
+    /// Removes a watched folder (its images stay until the next `index`).
+    fn remove_root(&self, root: &Path) -> Result<bool>;
+
+    /// The watched folders, in path order.
+    fn roots(&self) -> Result<Vec<PathBuf>>;
+
+    /// The mapping of one file, if indexed.
+    fn path_entry(&self, path: &Path) -> Result<Option<PathEntry>>;
+
+    /// Every indexed file at or under `prefix` (all when `prefix` is empty), in path order.
+    fn paths_under(&self, prefix: &Path) -> Result<Vec<(PathBuf, PathEntry)>>;
+
+    /// The image with this content hash, if stored.
+    fn id_for_hash(&self, hash: &str) -> Result<Option<ImageId>>;
+
+    /// One image's record.
+    fn image(&self, id: ImageId) -> Result<Option<ImageRecord>>;
+
+    /// The files holding an image, in path order.
+    fn paths_of(&self, id: ImageId) -> Result<Vec<PathBuf>>;
+
+    /// One image's vector.
+    fn vector(&self, id: ImageId) -> Result<Option<Vec<f32>>>;
+
+    /// How many stored vectors have an id above `id` (those added after it: ids only grow).
+    fn vectors_after(&self, id: ImageId) -> Result<u64>;
+
+    /// Every stored vector, in id order.
+    fn vectors(&self) -> Records<'_, Vec<f32>>;
+
+    /// Every stored image record, in id order.
+    fn images(&self) -> Records<'_, ImageRecord>;
+
+    /// A counter that moves whenever images or vectors change, so that in-memory indexes know
+    /// when they are stale.
+    fn changes(&self) -> Result<u64>;
+
+    /// Stores a new image found at `path`: its record, vector, hash and path mapping at once.
+    /// If the content is already stored (another file, or a race), `path` is linked to that
+    /// image instead. Any previous mapping of `path` is released, and its failure forgotten.
+    fn commit_image(
+        &self,
+        path: &Path,
+        size: u64,
+        mtime_ns: i64,
+        record: &ImageRecord,
+        vector: &[f32],
+    ) -> Result<ImageId>;
+
+    /// Points `path` at an already stored image (a copy, a move, an unchanged touch), releasing
+    /// its previous mapping. When the path already holds that image (a touched file, a file
+    /// restored from a backup) only its size and time change.
+    fn link_path(&self, path: &Path, id: ImageId, size: u64, mtime_ns: i64) -> Result<()>;
+
+    /// Forgets a file (deleted, moved away, or its root removed). The image goes too, with its
+    /// vector, tags and caption, when no other file holds it. Returns the mapping it had.
+    fn unlink_path(&self, path: &Path) -> Result<Option<PathEntry>>;
+
+    /// Records that `path` could not be indexed in its current state.
+    fn record_failure(&self, path: &Path, reason: &str, size: u64, mtime_ns: i64) -> Result<()>;
+
+    /// The failure recorded for `path`, if any.
+    fn failure(&self, path: &Path) -> Result<Option<Failure>>;
+
+    /// Forgets a failure (the file is gone).
+    fn clear_failure(&self, path: &Path) -> Result<()>;
+
+    /// Every recorded failure, in path order.
+    fn failures(&self) -> Result<Vec<(PathBuf, Failure)>>;
+
+    /// What the store holds.
+    fn counts(&self) -> Result<StoreCounts>;
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<()>;
+
+    /// Checks the store's invariants: every image has a vector, a hash entry and at least one
+    /// path; every path points at a stored image; no vector or tags without an image. Returns
+    /// the problems found.
+    fn check(&self) -> Result<Vec<String>>;
+}
+
+/// Zero-shot tags: each image's confident tags with the vocabulary fingerprint they came from,
+/// an index from label to images, and a bounded cache of label embeddings.
+pub trait TagStore {
+    /// Replaces an image's tags, recording the vocabulary fingerprint they came from. Returns
+    /// false (and stores nothing) when the image is no longer stored.
+    fn set_tags(&self, id: ImageId, vocabulary: &str, tags: &[Tag]) -> Result<bool>;
+
+    /// Removes every image's tags (a new vocabulary, or auto-tagging switched off).
+    fn clear_tags(&self) -> Result<()>;
+
+    /// An image's tags, most probable first, and the vocabulary fingerprint they came from.
+    fn tags_of(&self, id: ImageId) -> Result<Option<(String, Vec<Tag>)>>;
+
+    /// Whether an image carries a tag.
+    fn has_tag(&self, id: ImageId, label: &str) -> Result<bool>;
+
+    /// Whether any image carries a tag.
+    fn tag_in_use(&self, label: &str) -> Result<bool>;
+
+    /// The images carrying a tag, most probable first (ties by id).
+    fn images_tagged(&self, label: &str) -> Result<Vec<(ImageId, f32)>>;
+
+    /// Every label in use with its number of images, most frequent first (ties by label).
+    fn tag_counts(&self) -> Result<Vec<TagCount>>;
+
+    /// Cached label embeddings under `prefix` (model and prompt set), `None` where missing.
+    fn cached_label_embeddings(&self, prefix: &str, labels: &[String]) -> Result<Vec<Option<Vec<f32>>>>;
+
+    /// Caches label embeddings under `prefix`. The cache is bounded: when it would pass
+    /// [`MAX_CACHED_LABELS`] it starts over (whoever asks for labels again re-embeds them), so
+    /// requests with ever new labels cannot grow the database without end.
+    fn cache_label_embeddings(&self, prefix: &str, labels: &[String], embeddings: &[Vec<f32>]) -> Result<()>;
+}
+
+/// Most label embeddings the cache keeps (about 40 MB of 512-d vectors).
+pub const MAX_CACHED_LABELS: usize = 20_000;
+
+/// BLIP captions: one per image, with the settings fingerprint it was made with.
+pub trait CaptionStore {
+    /// Stores an image's caption. Returns false (and stores nothing) when the image is no
+    /// longer stored (it went away while being captioned).
+    fn set_caption(&self, id: ImageId, caption: &StoredCaption) -> Result<bool>;
+
+    /// An image's caption.
+    fn caption_of(&self, id: ImageId) -> Result<Option<StoredCaption>>;
+
+    /// Every stored caption, in id order.
+    fn captions(&self) -> Records<'_, StoredCaption>;
+
+    /// Moves whenever a caption is written (for in-memory caption rankings; captions of removed
+    /// images are filtered out when results are resolved to paths).
+    fn caption_changes(&self) -> Result<u64>;
+}
+
+/// Switching the library to another model without a gap: `reindex` writes the new model's
+/// vectors beside the current ones, which keep answering, then one atomic switch makes them
+/// current. An interrupted re-indexing resumes where it stopped; one towards another model
+/// starts afresh.
+pub trait ReindexStore {
+    /// Which generation of vectors is current (0 until the first model switch).
+    fn vectors_generation(&self) -> Result<u32>;
+
+    /// The re-indexing under way, if any.
+    fn reindex_target(&self) -> Result<Option<ReindexTarget>>;
+
+    /// Starts (or resumes, for the same target) writing vectors for `target`.
+    fn begin_reindex(&self, target: &ReindexTarget) -> Result<()>;
+
+    /// Abandons the re-indexing under way and its vectors.
+    fn cancel_reindex(&self) -> Result<()>;
+
+    /// Stored images that have no vector of the next model yet, in id order.
+    fn images_without_next_vector(&self) -> Result<Vec<ImageId>>;
+
+    /// Vectors of the next model written so far.
+    fn next_vector_count(&self) -> Result<u64>;
+
+    /// Stores an image's vector of the next model; false (nothing stored) when the image went
+    /// away meanwhile.
+    fn put_next_vector(&self, id: ImageId, vector: &[f32]) -> Result<bool>;
+
+    /// Makes the next model's vectors current, if every stored image has one; returns false
+    /// (and changes nothing) when some image still lacks one, e.g. one indexed meanwhile. No
+    /// image can be committed halfway through the switch. Clears the model fingerprint (the
+    /// caller records the new model's).
+    fn switch_to_next_vectors(&self) -> Result<bool>;
+}
+
+/// Vectors of the library's images under other models than the library's own (a fine-tuned
+/// CLIP that re-ranks searches): a cache, so that a second query with the same model costs only
+/// the text.
+pub trait ModelVectorStore {
+    /// The cached vectors of `ids` under `model` (`None` where not cached).
+    fn model_vectors(&self, model: &str, ids: &[ImageId]) -> Result<Vec<Option<Vec<f32>>>>;
+
+    /// Caches vectors of images under `model` (those of images no longer stored are skipped).
+    fn cache_model_vectors(&self, model: &str, vectors: &[(ImageId, Vec<f32>)]) -> Result<()>;
+
+    /// Drops cached vectors of images that are no longer stored; returns how many.
+    fn prune_model_vectors(&self) -> Result<usize>;
+
+    /// How many vectors of other models are cached.
+    fn model_vector_count(&self) -> Result<u64>;
+}

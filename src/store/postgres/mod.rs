@@ -1,0 +1,663 @@
+//! The PostgreSQL backend, for a library that outgrows one machine: every record in a
+//! PostgreSQL database with pgvector, shared by any number of clipdex processes.
+//!
+//! Each write that touches several rows is one SERIALIZABLE transaction, retried when it
+//! conflicts with a concurrent one, so concurrent indexers behave as if they ran one after the
+//! other; a crash leaves all of a transaction or none. An image's files are the rows of `paths`
+//! that point at it (no reference count to keep in step), and deleting an image cascades to its
+//! vectors, tags, caption and cached vectors. The schema is in `migrations/postgres/`, applied
+//! on connect under an advisory lock, so concurrent first connections do not race.
+
+mod captions;
+mod model_vectors;
+mod reindex;
+mod tags;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::{Client, IsolationLevel, NoTls, Row, Transaction};
+
+use super::location::redact;
+use super::sled::keys::{path_from_key, path_key};
+use super::{Backend, Failure, ImageId, ImageRecord, PathEntry, Records, StoreCounts};
+use crate::error::{Error, Result};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The schema steps, in version order: (version, description, SQL).
+const MIGRATIONS: &[(u32, &str, &str)] =
+    &[(1, "initial schema", include_str!("../../../migrations/postgres/0001_initial.sql"))];
+
+/// The advisory lock key that serialises migrations (`clipdex` in ASCII).
+const MIGRATION_LOCK: i64 = 0x636c_6970_6465_78;
+
+/// Rows fetched per round trip when iterating over every vector, record or caption.
+const PAGE: i64 = 1024;
+
+/// The current vector generation, inside a query.
+const CURRENT: &str = "(SELECT value::integer FROM meta WHERE key = 'vectors_generation')";
+
+/// A library in a PostgreSQL database.
+pub struct PgStore {
+    /// The URL without its password, for messages.
+    shown: String,
+    config: postgres::Config,
+    /// Idle connections; a call takes one (or opens one) and puts it back when done.
+    idle: Mutex<Vec<Client>>,
+}
+
+/// Why a transaction's body stopped: a database error (retried when it is a conflict with a
+/// concurrent transaction), or a refusal that no retry changes.
+enum TxError {
+    Db(postgres::Error),
+    Abort(String),
+}
+
+impl From<postgres::Error> for TxError {
+    fn from(e: postgres::Error) -> Self {
+        TxError::Db(e)
+    }
+}
+
+type TxResult<T> = std::result::Result<T, TxError>;
+
+/// Whether an error means that a concurrent transaction got in the way (a serialization
+/// failure, a deadlock, or a key that a concurrent transaction added or removed meanwhile).
+fn is_conflict(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::FOREIGN_KEY_VIOLATION,
+        ]
+        .contains(c)
+    })
+}
+
+/// How many times a conflicting transaction is tried before the conflict is reported.
+const TX_ATTEMPTS: u32 = 30;
+
+fn i64_of(v: u64) -> i64 {
+    v as i64
+}
+
+fn u64_of(v: i64) -> u64 {
+    v as u64
+}
+
+fn id_of(row: &Row, column: usize) -> ImageId {
+    u64_of(row.get(column))
+}
+
+/// A borrowed connection, back to the idle list when dropped (unless it broke).
+struct Conn<'a> {
+    store: &'a PgStore,
+    client: Option<Client>,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("connection held")
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("connection held")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && !client.is_closed()
+        {
+            self.store.idle.lock().expect("connection list lock").push(client);
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` and brings its schema up to date.
+    pub fn open(url: &str) -> Result<Self> {
+        let shown = redact(url);
+        let mut config: postgres::Config =
+            url.parse().map_err(|e| Error::Invalid(format!("--db {shown}: not a valid PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.application_name("clipdex");
+        let store = PgStore { shown, config, idle: Mutex::new(Vec::new()) };
+        let mut conn = store.conn()?;
+        store.migrate(&mut conn)?;
+        drop(conn);
+        Ok(store)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Store(format!("database {}: {e}", self.shown))
+    }
+
+    /// A connection from the idle list, or a new one.
+    fn conn(&self) -> Result<Conn<'_>> {
+        let idle = self.idle.lock().expect("connection list lock").pop();
+        let client = match idle {
+            Some(c) => c,
+            None => self.config.connect(NoTls).map_err(|e| self.err(format!("cannot connect: {}", db_message(&e))))?,
+        };
+        Ok(Conn { store: self, client: Some(client) })
+    }
+
+    /// Applies every schema step above the recorded version, under an advisory lock held to
+    /// the end of the transaction, so that processes connecting at once apply each step once.
+    fn migrate(&self, client: &mut Client) -> Result<()> {
+        let mut run = || -> std::result::Result<(), TxError> {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version integer PRIMARY KEY,
+                     description text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now()
+                 )",
+            )?;
+            let version: i32 = tx.query_one("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])?.get(0);
+            if version as u32 > SCHEMA_VERSION {
+                return Err(TxError::Abort(format!(
+                    "schema version {version} is newer than this clipdex understands ({SCHEMA_VERSION}); upgrade clipdex"
+                )));
+            }
+            for &(v, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > version as u32) {
+                tracing::info!("migrating {} to schema {v}: {description}", self.shown);
+                tx.batch_execute(sql)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
+                    &[&(v as i32), &description],
+                )?;
+                if v == 1 {
+                    tx.execute("INSERT INTO meta (key, value) VALUES ('vectors_generation', '0')", &[])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        run().map_err(|e| match e {
+            TxError::Abort(msg) => self.err(msg),
+            TxError::Db(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => self.err(format!(
+                "migration failed: {}; a superuser must enable pgvector in this database once: \
+                 CREATE EXTENSION vector;",
+                db_message(&e)
+            )),
+            TxError::Db(e) if e.code() == Some(&SqlState::UNDEFINED_FILE) => self.err(format!(
+                "migration failed: {}; the server needs the pgvector extension installed \
+                 (Debian: postgresql-NN-pgvector)",
+                db_message(&e)
+            )),
+            TxError::Db(e) => self.err(format!("migration failed: {}", db_message(&e))),
+        })
+    }
+
+    /// Runs `f` in a SERIALIZABLE transaction, again from the start when it conflicts with a
+    /// concurrent one.
+    fn tx<T>(&self, what: &str, mut f: impl FnMut(&mut Transaction) -> TxResult<T>) -> Result<T> {
+        let mut conn = self.conn()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = (|| {
+                let mut tx = conn.build_transaction().isolation_level(IsolationLevel::Serializable).start()?;
+                let value = f(&mut tx)?;
+                tx.commit()?;
+                Ok(value)
+            })();
+            match outcome {
+                Ok(v) => return Ok(v),
+                Err(TxError::Db(e)) if is_conflict(&e) && attempt < TX_ATTEMPTS => {
+                    std::thread::sleep(Duration::from_millis(u64::from(attempt.min(10)) * 3));
+                }
+                Err(TxError::Db(e)) => return Err(self.err(format!("{what}: {}", db_message(&e)))),
+                Err(TxError::Abort(msg)) => return Err(self.err(format!("{what}: {msg}"))),
+            }
+        }
+    }
+
+    /// One statement's rows, outside any transaction of ours.
+    fn query(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<Vec<Row>> {
+        self.conn()?.query(sql, params).map_err(|e| self.err(db_message(&e)))
+    }
+
+    /// One statement's single row, if any.
+    fn query_opt(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<Option<Row>> {
+        self.conn()?.query_opt(sql, params).map_err(|e| self.err(db_message(&e)))
+    }
+
+    /// One statement, returning how many rows it touched.
+    fn execute(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<u64> {
+        self.conn()?.execute(sql, params).map_err(|e| self.err(db_message(&e)))
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])?.map(|r| r.get(0)))
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            &[&key, &value],
+        )?;
+        Ok(())
+    }
+
+    /// A sequence's position (0 before its first use).
+    fn sequence_value(&self, name: &str) -> Result<u64> {
+        let row = self.query_opt(&format!("SELECT last_value, is_called FROM {name}"), &[])?;
+        Ok(row.map(|r| if r.get::<_, bool>(1) { u64_of(r.get(0)) } else { 0 }).unwrap_or(0))
+    }
+
+    /// Every row of a keyed table in key order, a page at a time: `sql` takes the last key
+    /// seen as `$1` and a page size as `$2`, and returns the key first.
+    fn pages<'a, T: 'a>(&'a self, sql: &'static str, read: impl Fn(&Self, &Row) -> Result<T> + 'a) -> Records<'a, T> {
+        let mut after: i64 = -1;
+        let mut page: std::vec::IntoIter<Row> = Vec::new().into_iter();
+        let mut done = false;
+        Box::new(std::iter::from_fn(move || {
+            loop {
+                if let Some(row) = page.next() {
+                    let id: i64 = row.get(0);
+                    after = id;
+                    return Some(read(self, &row).map(|v| (u64_of(id), v)));
+                }
+                if done {
+                    return None;
+                }
+                match self.query(sql, &[&after, &PAGE]) {
+                    Ok(rows) => {
+                        done = (rows.len() as i64) < PAGE;
+                        page = rows.into_iter();
+                    }
+                    Err(e) => {
+                        done = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }))
+    }
+
+    fn parse_json<T: serde::de::DeserializeOwned>(&self, what: &str, text: &str) -> Result<T> {
+        serde_json::from_str(text).map_err(|e| self.err(format!("corrupt {what} record: {e}")))
+    }
+}
+
+/// The message of a database error (PostgreSQL's own words when the server sent some).
+fn db_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// A `real[]` parameter as a pgvector `vector`.
+fn embedding(v: &[f32]) -> Vec<f32> {
+    v.to_vec()
+}
+
+/// The first key above every key that starts with `prefix` (`None`: there is none).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn path_entry_of(row: &Row) -> PathEntry {
+    PathEntry { id: id_of(row, 0), size: u64_of(row.get(1)), mtime_ns: row.get(2) }
+}
+
+/// Inside a transaction: removes `path`'s mapping, and the image (with, by cascade, its
+/// vectors, tags and caption) when no other path holds it. Returns the removed mapping.
+fn tx_unlink(tx: &mut Transaction, path: &[u8]) -> TxResult<Option<PathEntry>> {
+    let Some(row) = tx.query_opt("DELETE FROM paths WHERE path = $1 RETURNING image_id, size, mtime_ns", &[&path])?
+    else {
+        return Ok(None);
+    };
+    let entry = path_entry_of(&row);
+    tx.execute(
+        "DELETE FROM images WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM paths WHERE image_id = $1)",
+        &[&i64_of(entry.id)],
+    )?;
+    Ok(Some(entry))
+}
+
+/// Inside a transaction: points `path` at `entry`. When the path already points at the same
+/// image (a touched file, a file restored from a backup) only its size and time change.
+fn tx_relink(tx: &mut Transaction, path: &[u8], entry: &PathEntry) -> TxResult<()> {
+    let current = tx.query_opt("SELECT image_id FROM paths WHERE path = $1", &[&path])?;
+    if let Some(row) = current {
+        if id_of(&row, 0) == entry.id {
+            tx.execute(
+                "UPDATE paths SET size = $2, mtime_ns = $3 WHERE path = $1",
+                &[&path, &i64_of(entry.size), &entry.mtime_ns],
+            )?;
+            return Ok(());
+        }
+        tx_unlink(tx, path)?;
+    }
+    tx.execute(
+        "INSERT INTO paths (path, image_id, size, mtime_ns) VALUES ($1, $2, $3, $4)",
+        &[&path, &i64_of(entry.id), &i64_of(entry.size), &entry.mtime_ns],
+    )?;
+    Ok(())
+}
+
+/// Inside a transaction: moves the change counter (in-memory indexes are stale).
+fn tx_changed(tx: &mut Transaction) -> TxResult<()> {
+    tx.execute("SELECT nextval('changes')", &[])?;
+    Ok(())
+}
+
+impl Backend for PgStore {
+    fn schema_version(&self) -> Result<u32> {
+        let row = self.query_opt("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])?;
+        Ok(row.map(|r| r.get::<_, i32>(0) as u32).unwrap_or(0))
+    }
+
+    fn setting_json(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta(key)?.map(String::into_bytes))
+    }
+
+    fn set_setting_json(&self, key: &str, json: &[u8]) -> Result<()> {
+        self.set_meta(key, &String::from_utf8_lossy(json))
+    }
+
+    fn model(&self) -> Result<Option<(String, usize)>> {
+        Ok(match (self.meta("model")?, self.meta("dim")?) {
+            (Some(name), Some(dim)) => Some((name, dim.parse().map_err(|_| self.err("corrupt dim"))?)),
+            _ => None,
+        })
+    }
+
+    fn set_model(&self, name: &str, dim: usize) -> Result<()> {
+        self.tx("record the model", |tx| {
+            for (key, value) in [("model", name.to_string()), ("dim", dim.to_string())] {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[&key, &value],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn rename_model(&self, name: &str) -> Result<()> {
+        self.set_meta("model", name)
+    }
+
+    fn model_fingerprint(&self) -> Result<Option<String>> {
+        self.meta("model_fingerprint")
+    }
+
+    fn set_model_fingerprint(&self, fingerprint: Option<&str>) -> Result<()> {
+        match fingerprint {
+            Some(f) => self.set_meta("model_fingerprint", f),
+            None => self.execute("DELETE FROM meta WHERE key = 'model_fingerprint'", &[]).map(drop),
+        }
+    }
+
+    fn add_root(&self, root: &Path) -> Result<bool> {
+        let n = self.execute("INSERT INTO roots (path) VALUES ($1) ON CONFLICT DO NOTHING", &[&path_key(root)])?;
+        Ok(n == 1)
+    }
+
+    fn root_device(&self, root: &Path) -> Result<Option<u64>> {
+        let row = self.query_opt("SELECT device FROM roots WHERE path = $1", &[&path_key(root)])?;
+        Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(u64_of))
+    }
+
+    fn set_root_device(&self, root: &Path, device: u64) -> Result<()> {
+        self.execute("UPDATE roots SET device = $2 WHERE path = $1", &[&path_key(root), &i64_of(device)])?;
+        Ok(())
+    }
+
+    fn remove_root(&self, root: &Path) -> Result<bool> {
+        Ok(self.execute("DELETE FROM roots WHERE path = $1", &[&path_key(root)])? == 1)
+    }
+
+    fn roots(&self) -> Result<Vec<PathBuf>> {
+        let rows = self.query("SELECT path FROM roots ORDER BY path", &[])?;
+        Ok(rows.iter().map(|r| path_from_key(r.get(0))).collect())
+    }
+
+    fn path_entry(&self, path: &Path) -> Result<Option<PathEntry>> {
+        let row = self.query_opt("SELECT image_id, size, mtime_ns FROM paths WHERE path = $1", &[&path_key(path)])?;
+        Ok(row.as_ref().map(path_entry_of))
+    }
+
+    fn paths_under(&self, prefix: &Path) -> Result<Vec<(PathBuf, PathEntry)>> {
+        let start = path_key(prefix);
+        let end = prefix_end(&start);
+        let rows = self.query(
+            "SELECT image_id, size, mtime_ns, path FROM paths
+             WHERE path >= $1 AND ($2::bytea IS NULL OR path < $2) ORDER BY path",
+            &[&start, &end],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| (path_from_key(r.get(3)), path_entry_of(r)))
+            .filter(|(p, _)| p.starts_with(prefix))
+            .collect())
+    }
+
+    fn id_for_hash(&self, hash: &str) -> Result<Option<ImageId>> {
+        Ok(self.query_opt("SELECT id FROM images WHERE hash = $1", &[&hash])?.map(|r| id_of(&r, 0)))
+    }
+
+    fn image(&self, id: ImageId) -> Result<Option<ImageRecord>> {
+        match self.query_opt("SELECT record FROM images WHERE id = $1", &[&i64_of(id)])? {
+            Some(row) => Ok(Some(self.parse_json("image", row.get(0))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn paths_of(&self, id: ImageId) -> Result<Vec<PathBuf>> {
+        let rows = self.query("SELECT path FROM paths WHERE image_id = $1 ORDER BY path", &[&i64_of(id)])?;
+        Ok(rows.iter().map(|r| path_from_key(r.get(0))).collect())
+    }
+
+    fn vector(&self, id: ImageId) -> Result<Option<Vec<f32>>> {
+        let sql = format!("SELECT embedding::real[] FROM vectors WHERE generation = {CURRENT} AND image_id = $1");
+        Ok(self.query_opt(&sql, &[&i64_of(id)])?.map(|r| r.get(0)))
+    }
+
+    fn vectors_after(&self, id: ImageId) -> Result<u64> {
+        let sql = format!("SELECT count(*) FROM vectors WHERE generation = {CURRENT} AND image_id > $1");
+        let row = self.query_opt(&sql, &[&i64_of(id)])?;
+        Ok(row.map(|r| u64_of(r.get(0))).unwrap_or(0))
+    }
+
+    fn vectors(&self) -> Records<'_, Vec<f32>> {
+        self.pages(
+            "SELECT image_id, embedding::real[] FROM vectors
+             WHERE generation = (SELECT value::integer FROM meta WHERE key = 'vectors_generation')
+               AND image_id > $1 ORDER BY image_id LIMIT $2",
+            |_, row| Ok(row.get(1)),
+        )
+    }
+
+    fn images(&self) -> Records<'_, ImageRecord> {
+        self.pages("SELECT id, record FROM images WHERE id > $1 ORDER BY id LIMIT $2", |s, row| {
+            s.parse_json("image", row.get(1))
+        })
+    }
+
+    fn changes(&self) -> Result<u64> {
+        self.sequence_value("changes")
+    }
+
+    fn commit_image(
+        &self,
+        path: &Path,
+        size: u64,
+        mtime_ns: i64,
+        record: &ImageRecord,
+        vector: &[f32],
+    ) -> Result<ImageId> {
+        let key = path_key(path);
+        let record_json = serde_json::to_string(record).expect("records serialise");
+        let vector = embedding(vector);
+        self.tx("commit image", |tx| {
+            let existing = tx.query_opt("SELECT id FROM images WHERE hash = $1", &[&record.hash])?;
+            let id = match existing {
+                Some(row) => id_of(&row, 0),
+                None => {
+                    let row = tx.query_one(
+                        "INSERT INTO images (id, hash, record, date) VALUES (nextval('image_ids'), $1, $2, $3) RETURNING id",
+                        &[&record.hash, &record_json, &record.date()],
+                    )?;
+                    let id: i64 = row.get(0);
+                    tx.execute(
+                        &format!("INSERT INTO vectors (generation, image_id, embedding) VALUES ({CURRENT}, $1, $2::real[]::vector)"),
+                        &[&id, &vector],
+                    )?;
+                    u64_of(id)
+                }
+            };
+            tx_relink(tx, &key, &PathEntry { id, size, mtime_ns })?;
+            tx.execute("DELETE FROM failures WHERE path = $1", &[&key])?;
+            tx_changed(tx)?;
+            Ok(id)
+        })
+    }
+
+    fn link_path(&self, path: &Path, id: ImageId, size: u64, mtime_ns: i64) -> Result<()> {
+        let key = path_key(path);
+        self.tx("link path", |tx| {
+            if tx.query_opt("SELECT 1 FROM images WHERE id = $1", &[&i64_of(id)])?.is_none() {
+                return Err(TxError::Abort(format!("image {id} is not stored")));
+            }
+            tx_relink(tx, &key, &PathEntry { id, size, mtime_ns })?;
+            tx.execute("DELETE FROM failures WHERE path = $1", &[&key])?;
+            tx_changed(tx)
+        })
+    }
+
+    fn unlink_path(&self, path: &Path) -> Result<Option<PathEntry>> {
+        let key = path_key(path);
+        self.tx("unlink path", |tx| {
+            tx.execute("DELETE FROM failures WHERE path = $1", &[&key])?;
+            let entry = tx_unlink(tx, &key)?;
+            tx_changed(tx)?;
+            Ok(entry)
+        })
+    }
+
+    fn record_failure(&self, path: &Path, reason: &str, size: u64, mtime_ns: i64) -> Result<()> {
+        self.execute(
+            "INSERT INTO failures (path, reason, attempts, size, mtime_ns) VALUES ($1, $2, 1, $3, $4)
+             ON CONFLICT (path) DO UPDATE SET reason = EXCLUDED.reason, attempts = failures.attempts + 1,
+                 size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns",
+            &[&path_key(path), &reason, &i64_of(size), &mtime_ns],
+        )?;
+        Ok(())
+    }
+
+    fn failure(&self, path: &Path) -> Result<Option<Failure>> {
+        let row = self
+            .query_opt("SELECT reason, attempts, size, mtime_ns FROM failures WHERE path = $1", &[&path_key(path)])?;
+        Ok(row.map(|r| failure_of(&r)))
+    }
+
+    fn clear_failure(&self, path: &Path) -> Result<()> {
+        self.execute("DELETE FROM failures WHERE path = $1", &[&path_key(path)])?;
+        Ok(())
+    }
+
+    fn failures(&self) -> Result<Vec<(PathBuf, Failure)>> {
+        let rows = self.query("SELECT reason, attempts, size, mtime_ns, path FROM failures ORDER BY path", &[])?;
+        Ok(rows.iter().map(|r| (path_from_key(r.get(4)), failure_of(r))).collect())
+    }
+
+    fn counts(&self) -> Result<StoreCounts> {
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM images), (SELECT count(*) FROM paths),
+                    (SELECT count(*) FROM vectors WHERE generation = {CURRENT}), (SELECT count(*) FROM failures),
+                    (SELECT count(*) FROM roots), (SELECT count(*) FROM tags), (SELECT count(*) FROM tag_index),
+                    (SELECT count(*) FROM label_cache), (SELECT count(*) FROM captions)"
+        );
+        let rows = self.query(&sql, &[])?;
+        let r = rows.first().ok_or_else(|| self.err("no counts"))?;
+        let n = |i: usize| u64_of(r.get(i));
+        Ok(StoreCounts {
+            images: n(0),
+            paths: n(1),
+            vectors: n(2),
+            failures: n(3),
+            roots: n(4),
+            tagged: n(5),
+            tags: n(6),
+            cached_labels: n(7),
+            captioned: n(8),
+        })
+    }
+
+    /// Every committed transaction is durable already.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn check(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let no_vector = format!(
+            "SELECT id FROM images i WHERE NOT EXISTS
+               (SELECT 1 FROM vectors v WHERE v.generation = {CURRENT} AND v.image_id = i.id) ORDER BY id"
+        );
+        for r in self.query(&no_vector, &[])? {
+            problems.push(format!("image {} has no vector", id_of(&r, 0)));
+        }
+        let no_path =
+            "SELECT id FROM images i WHERE NOT EXISTS (SELECT 1 FROM paths p WHERE p.image_id = i.id) ORDER BY id";
+        for r in self.query(no_path, &[])? {
+            problems.push(format!("image {}: 0 paths", id_of(&r, 0)));
+        }
+        let stale = format!("SELECT count(*) FROM vectors WHERE generation NOT IN ({CURRENT}, {CURRENT} + 1)");
+        let n: i64 = self.query(&stale, &[])?.first().map(|r| r.get(0)).unwrap_or(0);
+        if n > 0 {
+            problems.push(format!("{n} vectors of a generation neither current nor next"));
+        }
+        let untagged =
+            "SELECT count(*) FROM tag_index t WHERE NOT EXISTS (SELECT 1 FROM tags s WHERE s.image_id = t.image_id)";
+        let n: i64 = self.query(untagged, &[])?.first().map(|r| r.get(0)).unwrap_or(0);
+        if n > 0 {
+            problems.push(format!("{n} tag index entries without tags"));
+        }
+        Ok(problems)
+    }
+}
+
+fn failure_of(r: &Row) -> Failure {
+    Failure { reason: r.get(0), attempts: r.get::<_, i32>(1) as u32, size: u64_of(r.get(2)), mtime_ns: r.get(3) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends_are_the_next_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"/a"), Some(b"/b".to_vec()));
+        assert_eq!(prefix_end(b"/a\xff"), Some(b"/b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}

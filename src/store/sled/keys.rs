@@ -1,0 +1,51 @@
+//! How the sled store encodes keys: ids as big-endian `u64` (so trees iterate in id order),
+//! paths as their raw OS bytes (non-UTF-8 names included), vectors as little-endian `f32`s.
+
+use std::path::{Path, PathBuf};
+
+use crate::store::ImageId;
+
+pub(crate) fn id_key(id: ImageId) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+pub(crate) fn id_from_key(key: &[u8]) -> Option<ImageId> {
+    Some(u64::from_be_bytes(key.get(..8)?.try_into().ok()?))
+}
+
+#[cfg(unix)]
+pub(crate) fn path_key(path: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().to_vec()
+}
+
+#[cfg(not(unix))]
+pub(crate) fn path_key(path: &Path) -> Vec<u8> {
+    path.to_string_lossy().as_bytes().to_vec()
+}
+
+#[cfg(unix)]
+pub(crate) fn path_from_key(key: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(key))
+}
+
+#[cfg(not(unix))]
+pub(crate) fn path_from_key(key: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(key).into_owned())
+}
+
+/// `id ++ path`: the reverse index from an image to its files.
+pub(crate) fn image_path_key(id: ImageId, path: &Path) -> Vec<u8> {
+    let mut k = id_key(id).to_vec();
+    k.extend_from_slice(&path_key(path));
+    k
+}
+
+pub(crate) fn vector_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub(crate) fn vector_from_bytes(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}

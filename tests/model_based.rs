@@ -10,13 +10,17 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use clipdex::query::SearchFilter;
+use clipdex::store::DbLocation;
 use clipdex::{Library, LibraryConfig};
+use common::backends::{TestDb, test_databases};
 
 fn model_dir() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p32").to_string_lossy().into_owned()
@@ -97,7 +101,7 @@ impl Model {
     }
 }
 
-fn open(db: &Path) -> Library {
+fn open(db: &DbLocation) -> Library {
     let mut config = LibraryConfig::new(db, model_dir());
     config.batch_size = 8;
     config.graph_min = usize::MAX; // exact scans: the check compares exact results
@@ -141,15 +145,23 @@ fn set_mtime(path: &Path, t: SystemTime) {
 fn random_operations_and_kills_against_a_model() {
     let steps: usize = std::env::var("CLIPDEX_MODEL_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
     let seed: u64 = std::env::var("CLIPDEX_MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x005e_edc1_1de7);
-    eprintln!("CLIPDEX_MODEL_SEED={seed} CLIPDEX_MODEL_STEPS={steps}");
+    for db in test_databases() {
+        eprintln!("{}: CLIPDEX_MODEL_SEED={seed} CLIPDEX_MODEL_STEPS={steps}", db.backend);
+        let started = std::time::Instant::now();
+        run(&db, steps, seed);
+        eprintln!("{}: {:.1} s", db.backend, started.elapsed().as_secs_f64());
+    }
+}
+
+fn run(test_db: &TestDb, steps: usize, seed: u64) {
     let mut rng = Rng(seed.max(1));
     let tmp = tempfile::tempdir().unwrap();
     let base = std::fs::canonicalize(tmp.path()).unwrap();
     let roots = vec![base.join("a"), base.join("b")];
     let backup = base.join("backup");
     std::fs::create_dir_all(&backup).unwrap();
-    let db = base.join("db");
-    let mut lib = open(&db);
+    let db = &test_db.location;
+    let mut lib = open(db);
     for r in &roots {
         std::fs::create_dir_all(r.join("sub")).unwrap();
         lib.add_root(r).unwrap();
@@ -278,7 +290,7 @@ fn random_operations_and_kills_against_a_model() {
             drop(lib);
             let mut child = Command::new(env!("CARGO_BIN_EXE_clipdex"))
                 .arg("--db")
-                .arg(&db)
+                .arg(test_db.arg())
                 .arg("--model")
                 .arg(model_dir())
                 .args(["index", "--batch-size", "2"])
@@ -290,17 +302,17 @@ fn random_operations_and_kills_against_a_model() {
             let _ = child.kill();
             let _ = child.wait();
             kills += 1;
-            lib = open(&db);
+            lib = open(db);
             let problems = lib.store().check().unwrap();
-            assert!(problems.is_empty(), "after the kill at step {step}: {problems:?}");
+            assert!(problems.is_empty(), "{}: after the kill at step {step}: {problems:?}", test_db.backend);
         }
         let prune = what == "prune";
         let report = if prune { lib.index_and_prune(&|_, _| {}) } else { lib.index(&|_, _| {}) }
-            .unwrap_or_else(|e| panic!("step {step} ({what}): {e}"));
+            .unwrap_or_else(|e| panic!("{}: step {step} ({what}): {e}", test_db.backend));
         let accounted = report.unchanged + report.embedded + report.linked + report.failed + report.skipped_failures;
         assert_eq!(report.seen, accounted, "step {step} ({what}): {report:?}");
         model.index(prune);
-        check(&lib, &model, step, what);
+        check(&lib, &model, step, &format!("{what}; {}", test_db.backend));
         held_files += model.expected.len();
     }
     let mean = held_files as f64 / steps.max(1) as f64;

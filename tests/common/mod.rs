@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test crate uses a different part
 
+pub mod backends;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

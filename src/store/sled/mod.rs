@@ -324,8 +324,11 @@ impl Backend for SledStore {
     }
 
     /// Adds a watched folder.
+    /// A root added again keeps the device it was indexed on (the guard against an unmounted
+    /// drive's emptied folder).
     fn add_root(&self, root: &Path) -> Result<bool> {
-        let new = self.roots.insert(path_key(root), &[] as &[u8]).map_err(|e| self.err(e))?.is_none();
+        let swapped = self.roots.compare_and_swap(path_key(root), None as Option<&[u8]>, Some(&[] as &[u8]));
+        let new = swapped.map_err(|e| self.err(e))?.is_ok();
         self.flush()?;
         Ok(new)
     }

@@ -1,0 +1,373 @@
+//! The storage backends tested against each other: one seeded random sequence of store
+//! operations (commits, copies, moves, touches, deletions, failures, roots, tags, captions,
+//! re-indexing, caches, settings) applied to a sled store and to a PostgreSQL store, with
+//! everything each one holds compared after every step, and each store's own invariant check
+//! clean. Ids differ between backends (each allocates its own), so images are compared by
+//! content hash.
+//!
+//! `CLIPDEX_STORE_STEPS` sets the number of steps (default 400), `CLIPDEX_STORE_SEED` the seed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clipdex::store::{DbLocation, ImageRecord, ReindexTarget, Store, StoredCaption, Tag};
+use common::backends::{postgres_database, test_databases};
+
+/// xorshift64*: small, seeded, reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+const PATHS: usize = 14;
+const CONTENTS: usize = 9;
+const LABELS: [&str; 5] = ["cat", "dog", "beach", "ключ", "夜景"];
+
+fn path(i: usize) -> PathBuf {
+    // Two folders, so prefixes are exercised; one name that is not UTF-8.
+    let folder = if i % 2 == 0 { "/photos/a" } else { "/photos/ab" };
+    if i == 13 {
+        use std::os::unix::ffi::OsStrExt;
+        return Path::new(folder).join(std::ffi::OsStr::from_bytes(b"caf\xe9.jpg"));
+    }
+    Path::new(folder).join(format!("{i:02}.jpg"))
+}
+
+fn hash(c: usize) -> String {
+    format!("{c:064x}")
+}
+
+fn record(c: usize) -> ImageRecord {
+    ImageRecord {
+        hash: hash(c),
+        size: 100 + c as u64,
+        width: 40 + c as u32,
+        height: 30,
+        modified: 1_600_000_000 + c as i64,
+        taken: (c % 2 == 0).then_some(1_500_000_000 + c as i64),
+        camera: (c % 3 == 0).then(|| format!("cam {c}")),
+        gps: (c == 4).then_some((59.9, 10.7)),
+    }
+}
+
+fn vector(c: usize, generation: u32) -> Vec<f32> {
+    (0..8).map(|i| ((c * 7 + i * 3 + generation as usize * 5) % 11) as f32 / 10.0 - 0.5).collect()
+}
+
+/// Everything a store holds, with images named by content hash.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    paths: Vec<(PathBuf, String, u64, i64)>,
+    images: BTreeMap<String, (ImageRecord, Vec<f32>, Vec<PathBuf>)>,
+    failures: Vec<(PathBuf, String, u32, u64, i64)>,
+    roots: Vec<(PathBuf, Option<u64>)>,
+    tags: BTreeMap<String, (String, Vec<Tag>)>,
+    tagged: Vec<(String, Vec<(String, f32)>)>,
+    tag_counts: Vec<(String, u64)>,
+    captions: BTreeMap<String, StoredCaption>,
+    counts: clipdex::store::StoreCounts,
+    model: Option<(String, usize)>,
+    generation: u32,
+    reindex: Option<ReindexTarget>,
+    next_vectors: u64,
+    without_next: Vec<String>,
+    model_vectors: Vec<Option<Vec<f32>>>,
+    label_cache: Vec<Option<Vec<f32>>>,
+    setting: Option<serde_json::Value>,
+}
+
+fn hash_of(store: &Store, id: u64) -> String {
+    store.image(id).unwrap().map(|r| r.hash).unwrap_or_else(|| format!("missing image {id}"))
+}
+
+fn snapshot(store: &Store) -> Snapshot {
+    let mut images = BTreeMap::new();
+    for item in store.images() {
+        let (id, rec) = item.unwrap();
+        let v = store.vector(id).unwrap().unwrap_or_default();
+        images.insert(rec.hash.clone(), (rec, v, store.paths_of(id).unwrap()));
+    }
+    let ids: Vec<u64> = (0..CONTENTS).filter_map(|c| store.id_for_hash(&hash(c)).unwrap()).collect();
+    let mut tags = BTreeMap::new();
+    let mut captions = BTreeMap::new();
+    for &id in &ids {
+        if let Some(t) = store.tags_of(id).unwrap() {
+            tags.insert(hash_of(store, id), t);
+        }
+        if let Some(c) = store.caption_of(id).unwrap() {
+            captions.insert(hash_of(store, id), c);
+        }
+    }
+    let streamed: BTreeMap<String, StoredCaption> =
+        store.captions().map(|r| r.unwrap()).map(|(id, c)| (hash_of(store, id), c)).collect();
+    assert_eq!(streamed, captions, "captions() and caption_of disagree");
+    let streamed: usize = store.vectors().map(|r| r.unwrap()).count();
+    assert_eq!(streamed as u64, store.counts().unwrap().vectors);
+    Snapshot {
+        paths: store
+            .paths_under(Path::new(""))
+            .unwrap()
+            .into_iter()
+            .map(|(p, e)| (p, hash_of(store, e.id), e.size, e.mtime_ns))
+            .collect(),
+        images,
+        failures: store
+            .failures()
+            .unwrap()
+            .into_iter()
+            .map(|(p, f)| (p, f.reason, f.attempts, f.size, f.mtime_ns))
+            .collect(),
+        roots: store.roots().unwrap().into_iter().map(|r| (r.clone(), store.root_device(&r).unwrap())).collect(),
+        tags,
+        tagged: LABELS
+            .iter()
+            .map(|l| {
+                let mut hits: Vec<(String, f32)> =
+                    store.images_tagged(l).unwrap().into_iter().map(|(id, p)| (hash_of(store, id), p)).collect();
+                // Ties are ordered by id, and ids differ between backends.
+                hits.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                (l.to_string(), hits)
+            })
+            .collect(),
+        tag_counts: store.tag_counts().unwrap().into_iter().map(|t| (t.label, t.count)).collect(),
+        captions,
+        counts: store.counts().unwrap(),
+        model: store.model().unwrap(),
+        generation: store.vectors_generation().unwrap(),
+        reindex: store.reindex_target().unwrap(),
+        next_vectors: store.next_vector_count().unwrap(),
+        without_next: {
+            let mut h: Vec<String> =
+                store.images_without_next_vector().unwrap().into_iter().map(|id| hash_of(store, id)).collect();
+            h.sort();
+            h
+        },
+        model_vectors: store.model_vectors("tuned\u{0}1", &ids).unwrap(),
+        label_cache: store
+            .cached_label_embeddings("m\u{0}t", &LABELS.iter().map(|l| l.to_string()).collect::<Vec<_>>())
+            .unwrap(),
+        setting: store.setting("autotag").unwrap(),
+    }
+}
+
+/// Applies one random operation to a store; `id(c)` finds content `c`'s id in it. Returns a
+/// description, and the operation's own result as text (which must agree between backends).
+fn apply(store: &Store, op: u64, args: &[usize; 4], unit: f32) -> (String, String) {
+    let id = |c: usize| store.id_for_hash(&hash(c)).unwrap();
+    let [a, b, c, d] = *args;
+    let p = path(a % PATHS);
+    let content = b % CONTENTS;
+    let generation = store.vectors_generation().unwrap();
+    match op {
+        0..=3 => {
+            let r =
+                store.commit_image(&p, 100 + content as u64, c as i64, &record(content), &vector(content, generation));
+            (format!("commit {} <- {content}", p.display()), format!("{:?}", r.map(|id| hash_of(store, id))))
+        }
+        4..=5 => match id(content) {
+            Some(i) => (
+                format!("link {} -> {content}", p.display()),
+                format!("{:?}", store.link_path(&p, i, 100 + content as u64, c as i64)),
+            ),
+            None => ("link to a missing image".into(), format!("{}", store.link_path(&p, u64::MAX - 1, 1, 1).is_err())),
+        },
+        6..=7 => (
+            format!("unlink {}", p.display()),
+            format!("{:?}", store.unlink_path(&p).map(|e| e.map(|e| (hash_of_gone(e.id), e.size, e.mtime_ns)))),
+        ),
+        8 => (
+            format!("fail {}", p.display()),
+            format!("{:?}", store.record_failure(&p, &format!("bad {c}"), c as u64, d as i64)),
+        ),
+        9 => (format!("clear failure {}", p.display()), format!("{:?}", store.clear_failure(&p))),
+        10 => {
+            let root = if c % 2 == 0 { Path::new("/photos/a") } else { Path::new("/photos/ab") };
+            match d % 3 {
+                0 => (format!("add root {}", root.display()), format!("{:?}", store.add_root(root))),
+                1 => (format!("remove root {}", root.display()), format!("{:?}", store.remove_root(root))),
+                _ => (
+                    format!("root device {}", root.display()),
+                    format!("{:?}", store.set_root_device(root, u64::MAX - d as u64)),
+                ),
+            }
+        }
+        11..=12 => match id(content) {
+            Some(i) => {
+                let tags: Vec<Tag> = (0..c % 3)
+                    .map(|k| Tag {
+                        label: LABELS[(d + k) % LABELS.len()].into(),
+                        probability: unit + k as f32,
+                        cosine: 0.25,
+                    })
+                    .collect();
+                (format!("tag {content}"), format!("{:?}", store.set_tags(i, &format!("v{d}"), &tags)))
+            }
+            None => ("tag nothing".into(), String::new()),
+        },
+        13 => ("clear tags".into(), format!("{:?}", store.clear_tags())),
+        14 => match id(content) {
+            Some(i) => {
+                let caption = StoredCaption { text: format!("a photo {c}"), settings: format!("s{d}") };
+                (format!("caption {content}"), format!("{:?}", store.set_caption(i, &caption)))
+            }
+            None => ("caption nothing".into(), String::new()),
+        },
+        15 => {
+            let target = ReindexTarget { model: format!("model-{}", d % 2), dim: 8 };
+            (format!("begin reindex {}", target.model), format!("{:?}", store.begin_reindex(&target)))
+        }
+        16 => match (store.reindex_target().unwrap(), id(content)) {
+            (Some(_), Some(i)) => (
+                format!("next vector {content}"),
+                format!("{:?}", store.put_next_vector(i, &vector(content, generation + 1))),
+            ),
+            _ => ("no next vector".into(), String::new()),
+        },
+        17 => match store.reindex_target().unwrap() {
+            Some(_) if c % 4 == 0 => ("cancel reindex".into(), format!("{:?}", store.cancel_reindex())),
+            Some(_) => ("switch".into(), format!("{:?}", store.switch_to_next_vectors())),
+            None => ("set model".into(), format!("{:?}", store.set_model(&format!("base-{d}"), 8))),
+        },
+        18 => {
+            let ids: Vec<(u64, Vec<f32>)> =
+                (0..CONTENTS).filter_map(|k| id(k).map(|i| (i, vec![k as f32, unit]))).take(c % 4).collect();
+            // Pruning counts differ by design: sled keeps a gone image's cached vectors until
+            // pruned, PostgreSQL drops them with the image. Only success is compared.
+            (
+                "cache model vectors".into(),
+                format!("{:?} {}", store.cache_model_vectors("tuned\u{0}1", &ids), store.prune_model_vectors().is_ok()),
+            )
+        }
+        19 => {
+            let labels: Vec<String> = LABELS.iter().take(1 + c % 5).map(|l| l.to_string()).collect();
+            let embeddings: Vec<Vec<f32>> = labels.iter().map(|_| vec![unit, d as f32]).collect();
+            ("cache labels".into(), format!("{:?}", store.cache_label_embeddings("m\u{0}t", &labels, &embeddings)))
+        }
+        _ => ("setting".into(), format!("{:?}", store.set_setting("autotag", &serde_json::json!({"k": d, "s": "ü"})))),
+    }
+}
+
+/// Unlinking returns the id the path held; the image may be gone now, so only presence is
+/// compared.
+fn hash_of_gone(_id: u64) -> &'static str {
+    "an image"
+}
+
+#[test]
+fn every_backend_holds_the_same_after_the_same_operations() {
+    let steps: usize = std::env::var("CLIPDEX_STORE_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
+    let seed: u64 = std::env::var("CLIPDEX_STORE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_cafe);
+    let dbs = test_databases();
+    let stores: Vec<Store> = dbs.iter().map(|db| Store::open(&db.location).unwrap()).collect();
+    let mut rng = Rng(seed);
+    for step in 0..steps {
+        let op = rng.next() % 21;
+        let args = [rng.below(1000), rng.below(1000), rng.below(1000), rng.below(1000)];
+        let unit = rng.unit();
+        let mut outcomes = Vec::new();
+        for (db, store) in dbs.iter().zip(&stores) {
+            let (what, result) = apply(store, op, &args, unit);
+            let problems = store.check().unwrap();
+            assert!(problems.is_empty(), "{} after step {step} ({what}; seed {seed}): {problems:?}", db.backend);
+            outcomes.push((what, result, snapshot(store)));
+        }
+        for (db, o) in dbs.iter().zip(&outcomes).skip(1) {
+            let (what, result, snap) = o;
+            assert_eq!(
+                result, &outcomes[0].1,
+                "{} and sled answered {what} differently at step {step} (seed {seed})",
+                db.backend
+            );
+            assert_eq!(
+                snap, &outcomes[0].2,
+                "{} and sled hold different things after step {step}: {what} (seed {seed})",
+                db.backend
+            );
+        }
+    }
+    // Whatever the sequence, reopening keeps everything.
+    let before: Vec<Snapshot> = stores.iter().map(snapshot).collect();
+    drop(stores);
+    for (db, before) in dbs.iter().zip(before) {
+        let store = Store::open(&db.location).unwrap();
+        assert_eq!(snapshot(&store), before, "{} lost something on reopening", db.backend);
+    }
+}
+
+/// Many processes share a PostgreSQL library: first connections at once must each find the
+/// schema applied exactly once (the advisory lock), and writers that commit, copy and delete the
+/// same contents at the same time (one unlinking an image's last file while another links a
+/// new file to it) must leave exactly what a serial order would.
+#[test]
+fn concurrent_connections_and_writers_share_a_postgres_library() {
+    let Some(pg) = postgres_database() else { return };
+    let location = DbLocation::Postgres(pg.url.clone());
+    let opened: Vec<_> = (0..8)
+        .map(|_| {
+            let location = location.clone();
+            std::thread::spawn(move || Store::open(location).and_then(|s| s.schema_version()))
+        })
+        .collect();
+    for h in opened {
+        assert_eq!(h.join().unwrap().unwrap(), clipdex::store::postgres::SCHEMA_VERSION);
+    }
+    const WRITERS: usize = 4;
+    const FILES: usize = 40;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let location = location.clone();
+            std::thread::spawn(move || {
+                let store = Store::open(location).unwrap();
+                let file = |i: usize| PathBuf::from(format!("/w{w}/{i:02}.jpg"));
+                for i in 0..FILES {
+                    let c = i % 10;
+                    match store.id_for_hash(&hash(c)).unwrap() {
+                        Some(id) if i % 3 == 0 => {
+                            // A copy of a stored image; it may be gone by now (another writer
+                            // unlinked its last file): then it is committed anew.
+                            if store.link_path(&file(i), id, 1, 1).is_err() {
+                                store.commit_image(&file(i), 1, 1, &record(c), &vector(c, 0)).unwrap();
+                            }
+                        }
+                        _ => {
+                            store.commit_image(&file(i), 1, 1, &record(c), &vector(c, 0)).unwrap();
+                        }
+                    }
+                    if i % 2 == 1 {
+                        store.unlink_path(&file(i)).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in writers {
+        h.join().unwrap();
+    }
+    let store = Store::open(location).unwrap();
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+    let paths = store.paths_under(Path::new("")).unwrap();
+    assert_eq!(paths.len(), WRITERS * FILES / 2, "every even file stays, every odd one went");
+    let held: std::collections::BTreeSet<String> =
+        paths.iter().map(|(_, e)| store.image(e.id).unwrap().unwrap().hash).collect();
+    // Even files hold the even contents only; the odd contents went with their last file.
+    let expected: std::collections::BTreeSet<String> = (0..10).step_by(2).map(hash).collect();
+    assert_eq!(held, expected);
+    let counts = store.counts().unwrap();
+    assert_eq!((counts.images, counts.vectors), (5, 5));
+}

@@ -68,7 +68,7 @@ fn recall_at_10(index: &AnnIndex, exact: &AnnIndex, queries: &[Vec<f32>]) -> f64
 #[test]
 fn graph_lifecycle() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(&tmp.path().join("db")).unwrap();
+    let store = Store::open(tmp.path().join("db")).unwrap();
     let graph_dir: &Path = &tmp.path().join("db/hnsw");
     let mut rng = Rng(9);
     let first = add(&store, "a", &vectors(&mut rng, 2000));
@@ -146,7 +146,7 @@ fn graph_lifecycle() {
 #[test]
 fn a_corrupt_snapshot_is_rebuilt() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(&tmp.path().join("db")).unwrap();
+    let store = Store::open(tmp.path().join("db")).unwrap();
     let graph_dir = tmp.path().join("db/hnsw");
     let mut rng = Rng(3);
     add(&store, "a", &vectors(&mut rng, 600));
@@ -180,7 +180,7 @@ fn snapshot_files(dir: &Path, ext: &str) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn searches_open_the_flat_file_and_fall_back_to_hnsw_rs_dump() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(&tmp.path().join("db")).unwrap();
+    let store = Store::open(tmp.path().join("db")).unwrap();
     let graph_dir = tmp.path().join("db/hnsw");
     let mut rng = Rng(21);
     add(&store, "a", &vectors(&mut rng, 800));

@@ -41,7 +41,7 @@ const LABELS: [&str; 5] = ["cat", "dog", "beach", "ключ", "夜景"];
 
 fn path(i: usize) -> PathBuf {
     // Two folders, so prefixes are exercised; one name that is not UTF-8.
-    let folder = if i % 2 == 0 { "/photos/a" } else { "/photos/ab" };
+    let folder = if i.is_multiple_of(2) { "/photos/a" } else { "/photos/ab" };
     if i == 13 {
         use std::os::unix::ffi::OsStrExt;
         return Path::new(folder).join(std::ffi::OsStr::from_bytes(b"caf\xe9.jpg"));
@@ -60,8 +60,8 @@ fn record(c: usize) -> ImageRecord {
         width: 40 + c as u32,
         height: 30,
         modified: 1_600_000_000 + c as i64,
-        taken: (c % 2 == 0).then_some(1_500_000_000 + c as i64),
-        camera: (c % 3 == 0).then(|| format!("cam {c}")),
+        taken: c.is_multiple_of(2).then_some(1_500_000_000 + c as i64),
+        camera: c.is_multiple_of(3).then(|| format!("cam {c}")),
         gps: (c == 4).then_some((59.9, 10.7)),
     }
 }
@@ -117,7 +117,7 @@ fn snapshot(store: &Store) -> Snapshot {
     let streamed: BTreeMap<String, StoredCaption> =
         store.captions().map(|r| r.unwrap()).map(|(id, c)| (hash_of(store, id), c)).collect();
     assert_eq!(streamed, captions, "captions() and caption_of disagree");
-    let streamed: usize = store.vectors().map(|r| r.unwrap()).count();
+    let streamed = store.vectors().collect::<clipdex::Result<Vec<_>>>().unwrap().len();
     assert_eq!(streamed as u64, store.counts().unwrap().vectors);
     Snapshot {
         paths: store

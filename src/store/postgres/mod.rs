@@ -33,7 +33,7 @@ const MIGRATIONS: &[(u32, &str, &str)] =
     &[(1, "initial schema", include_str!("../../../migrations/postgres/0001_initial.sql"))];
 
 /// The advisory lock key that serialises migrations (`clipdex` in ASCII).
-const MIGRATION_LOCK: i64 = 0x636c_6970_6465_78;
+const MIGRATION_LOCK: i64 = 0x0063_6c69_7064_6578;
 
 /// Rows fetched per round trip when iterating over every vector, record or caption.
 const PAGE: i64 = 1024;

@@ -371,3 +371,23 @@ fn concurrent_connections_and_writers_share_a_postgres_library() {
     let counts = store.counts().unwrap();
     assert_eq!((counts.images, counts.vectors), (5, 5));
 }
+
+/// Connecting can go wrong in several ways; each says what is wrong and what to do, and none
+/// creates anything.
+#[test]
+fn postgres_connection_errors_say_what_to_do() {
+    let Some(pg) = postgres_database() else { return };
+    let open_err = |url: String| match Store::open(DbLocation::Postgres(url)) {
+        Ok(_) => panic!("opened"),
+        Err(e) => e.to_string(),
+    };
+    let (head, _) = pg.url.rsplit_once('/').unwrap();
+    let missing = open_err(format!("{head}/clipdex_no_such_database"));
+    assert!(missing.contains("does not exist") && missing.contains("createdb"), "{missing}");
+    let (scheme_user, rest) = pg.url.split_once('@').unwrap();
+    let (scheme_user, _password) = scheme_user.rsplit_once(':').unwrap();
+    let wrong = open_err(format!("{scheme_user}:not-the-password@{rest}"));
+    assert!(wrong.contains("password") && !wrong.contains("not-the-password"), "{wrong}");
+    let down = open_err("postgres://clipdex:secret@127.0.0.1:1/photos?connect_timeout=5".to_string());
+    assert!(down.contains("is the server running") && !down.contains("secret"), "{down}");
+}

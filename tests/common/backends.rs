@@ -1,7 +1,8 @@
 //! The databases a backend-parametrised test runs on: a sled folder always, and a fresh
 //! PostgreSQL database (dropped afterwards) when `CLIPDEX_TEST_PG` names a server, e.g.
-//! `postgres://clipdex:clipdex@localhost:5432/postgres` (what `.ci/postgres.sh` prints). In CI
-//! (`CI` set) a missing server fails the test instead of skipping the PostgreSQL half.
+//! `postgres://clipdex:clipdex@localhost:5432/postgres` (what `.ci/postgres.sh` prints). With
+//! `CLIPDEX_PG=require` (as `.ci/run` sets), or in CI (`CI` set), a missing server fails the
+//! test instead of skipping the PostgreSQL half.
 
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -53,7 +54,7 @@ pub fn test_databases() -> Vec<TestDb> {
 pub fn postgres_database() -> Option<PgDatabase> {
     match std::env::var("CLIPDEX_TEST_PG") {
         Ok(base) if !base.is_empty() => Some(PgDatabase::create(&base)),
-        _ if std::env::var_os("CI").is_some() => {
+        _ if std::env::var_os("CI").is_some() || std::env::var("CLIPDEX_PG").is_ok_and(|v| v == "require") => {
             panic!("CI must test the PostgreSQL backend: set CLIPDEX_TEST_PG (.ci/postgres.sh prints it)")
         }
         _ => {

@@ -150,9 +150,26 @@ impl PgStore {
         let idle = self.idle.lock().expect("connection list lock").pop();
         let client = match idle {
             Some(c) => c,
-            None => self.config.connect(NoTls).map_err(|e| self.err(format!("cannot connect: {}", db_message(&e))))?,
+            None => self.config.connect(NoTls).map_err(|e| self.connect_error(&e))?,
         };
         Ok(Conn { store: self, client: Some(client) })
+    }
+
+    /// What failing to connect means, and what to do.
+    fn connect_error(&self, e: &postgres::Error) -> Error {
+        let hint = match e.code() {
+            Some(c) if *c == SqlState::INVALID_CATALOG_NAME => {
+                let name = self.config.get_dbname().unwrap_or("NAME");
+                let user = self.config.get_user().unwrap_or("USER");
+                format!("; create it first: createdb --owner {user} {name}")
+            }
+            Some(c) if *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+                "; check the user and password in the URL".to_string()
+            }
+            Some(_) => String::new(),
+            None => "; is the server running, and does it listen there?".to_string(),
+        };
+        self.err(format!("cannot connect: {}{hint}", db_message(e)))
     }
 
     /// Applies every schema step above the recorded version, under an advisory lock held to

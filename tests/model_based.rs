@@ -20,30 +20,11 @@ use std::time::{Duration, SystemTime};
 use clipdex::query::SearchFilter;
 use clipdex::store::DbLocation;
 use clipdex::{Library, LibraryConfig};
+use common::Rng;
 use common::backends::{TestDb, test_databases};
 
 fn model_dir() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p32").to_string_lossy().into_owned()
-}
-
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        (!items.is_empty()).then(|| &items[self.below(items.len())])
-    }
 }
 
 /// The PNG bytes of content `seed` (a small pool, so identical files happen often).

@@ -321,11 +321,6 @@ fn db_message(e: &postgres::Error) -> String {
     }
 }
 
-/// A `real[]` parameter as a pgvector `vector`.
-fn embedding(v: &[f32]) -> Vec<f32> {
-    v.to_vec()
-}
-
 /// The first key above every key that starts with `prefix` (`None`: there is none).
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
@@ -532,7 +527,6 @@ impl Backend for PgStore {
     ) -> Result<ImageId> {
         let key = path_key(path);
         let record_json = serde_json::to_string(record).expect("records serialise");
-        let vector = embedding(vector);
         self.tx("commit image", |tx| {
             let existing = tx.query_opt("SELECT id FROM images WHERE hash = $1", &[&record.hash])?;
             let id = match existing {

@@ -124,9 +124,10 @@ impl Library {
         Ok(index)
     }
 
-    /// Whether any image has a caption.
+    /// Whether any image has a caption. Asked on every search (to blend captions in), so it
+    /// reads the cached caption ranking rather than counting every table of the store.
     pub fn has_captions(&self) -> Result<bool> {
-        Ok(self.store.counts()?.captioned > 0)
+        Ok(!self.caption_index()?.is_empty())
     }
 
     /// The `k` images whose captions best match `text` (BM25) and pass `filter`.

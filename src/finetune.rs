@@ -307,6 +307,12 @@ pub fn finetune(
     }
     let repo = ModelRepo::open(base)?;
     let embedder = ClipEmbedder::load_from(&repo, device)?;
+    if embedder.config().is_chinese() {
+        return Err(Error::model(
+            base,
+            "fine-tuning trains OpenAI-style CLIPs (model_type \"clip\"); a Chinese-CLIP's BERT text tower is not trainable here yet",
+        ));
+    }
     check_duplicates(&pairs)?;
     let (pairs, skipped) = readable(pairs, options)?;
     let (train, held_out) = match &options.validation {

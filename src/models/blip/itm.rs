@@ -14,6 +14,7 @@ use image::RgbImage;
 use super::text::BertStack;
 use super::{BlipConfig, BlipImageEncoder, Opened, load_part, text_ids};
 use crate::error::Result;
+use crate::models::bert::BertLayout;
 use crate::models::clip::kernels::Dense;
 use crate::models::clip::model::dense;
 
@@ -69,7 +70,7 @@ impl BlipMatcher {
         let tc = &config.text_config;
         let p = config.image_text_hidden_size;
         Ok((
-            BertStack::load(tc, vb.pp("text_encoder"))?,
+            BertStack::load(&tc.shape(), BertLayout::Bert, Some(tc.encoder_hidden_size), vb.pp("text_encoder"))?,
             dense(config.vision_config.hidden_size, p, vb.pp("vision_proj"))?,
             dense(tc.hidden_size, p, vb.pp("text_proj"))?,
             dense(tc.hidden_size, 2, vb.pp("itm_head"))?,

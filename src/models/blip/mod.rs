@@ -101,6 +101,24 @@ pub struct BlipTextConfig {
     pub sep_token_id: u32,
 }
 
+impl BlipTextConfig {
+    /// The encoder's shapes (BLIP's text side has no token types).
+    pub fn shape(&self) -> crate::models::bert::BertShape {
+        crate::models::bert::BertShape {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            max_position_embeddings: self.max_position_embeddings,
+            type_vocab_size: 0,
+            hidden_act: self.hidden_act,
+            layer_norm_eps: self.layer_norm_eps,
+            first_position: 0,
+        }
+    }
+}
+
 impl Default for BlipTextConfig {
     fn default() -> Self {
         BlipTextConfig {

@@ -9,6 +9,7 @@ use image::RgbImage;
 use super::text::{self, BertStack, BlipTextDecoder, DecodeStep};
 use super::{BlipConfig, BlipImageEncoder, Opened, decode, load_part, text_ids};
 use crate::error::Result;
+use crate::models::bert::BertLayout;
 
 /// The VQA model used when none is named.
 pub const DEFAULT_VQA_MODEL: &str = "Salesforce/blip-vqa-base";
@@ -50,7 +51,11 @@ impl BlipAnswerer {
 
     fn assemble(m: Opened) -> Result<Self> {
         let tc = m.text_config()?;
-        let questions = load_part(&m.name, "question encoder", BertStack::load(tc, m.vb.pp("text_encoder")))?;
+        let questions = load_part(
+            &m.name,
+            "question encoder",
+            BertStack::load(&tc.shape(), BertLayout::Bert, Some(tc.encoder_hidden_size), m.vb.pp("text_encoder")),
+        )?;
         let decoder = load_part(&m.name, "answer decoder", BlipTextDecoder::load(tc, m.vb.pp("text_decoder")))?;
         let (bos, sep) = (tc.bos_token_id, tc.sep_token_id);
         Ok(BlipAnswerer { encoder: m.encoder, questions, decoder, tokenizer: m.tokenizer, bos, sep })

@@ -62,6 +62,65 @@ impl Default for TextConfig {
     }
 }
 
+/// The text tower of a Chinese-CLIP (`ChineseCLIPTextConfig`): a BERT (post-norm,
+/// bidirectional, token types), with transformers' defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct BertTextConfig {
+    /// Token vocabulary size.
+    pub vocab_size: usize,
+    /// Width.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Rows of the position table.
+    pub max_position_embeddings: usize,
+    /// Rows of the token-type table.
+    pub type_vocab_size: usize,
+    /// MLP activation.
+    pub hidden_act: HiddenAct,
+    /// Layer norm epsilon.
+    pub layer_norm_eps: f64,
+}
+
+impl Default for BertTextConfig {
+    fn default() -> Self {
+        BertTextConfig {
+            vocab_size: 30522,
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            hidden_act: HiddenAct::Gelu,
+            layer_norm_eps: 1e-12,
+        }
+    }
+}
+
+impl BertTextConfig {
+    /// The encoder's shapes.
+    pub fn shape(&self) -> crate::models::bert::BertShape {
+        crate::models::bert::BertShape {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            max_position_embeddings: self.max_position_embeddings,
+            type_vocab_size: self.type_vocab_size,
+            hidden_act: self.hidden_act,
+            layer_norm_eps: self.layer_norm_eps,
+            first_position: 0,
+        }
+    }
+}
+
 /// The vision tower.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -102,18 +161,21 @@ impl Default for VisionConfig {
     }
 }
 
-/// A whole `CLIPModel` config (and the CLIP inside a CLIPSeg one), read as transformers'
-/// `CLIPConfig` reads it: a tower's `*_config_dict` (the layout of configs saved before
-/// transformers 4.22, which some checkpoints still carry) takes precedence over its
-/// `*_config`, completed with the defaults as transformers completes it, and an absent or
+/// A whole `CLIPModel` or `ChineseCLIPModel` config (and the CLIP inside a CLIPSeg one), read
+/// as transformers' `CLIPConfig` reads it: a tower's `*_config_dict` (the layout of configs
+/// saved before transformers 4.22, which some checkpoints still carry) takes precedence over
+/// its `*_config`, completed with the defaults as transformers completes it, and an absent or
 /// `null` tower is the default one.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(from = "RawClipConfig")]
+#[serde(try_from = "RawClipConfig")]
 pub struct ClipConfig {
-    /// Must be `clip`.
+    /// `clip` or `chinese_clip`.
     pub model_type: Option<String>,
-    /// The text tower.
+    /// The text tower of a CLIP (for a Chinese-CLIP, [`ClipConfig::bert_text`] is the text
+    /// tower and this one is unused, at its defaults).
     pub text_config: TextConfig,
+    /// A Chinese-CLIP's BERT text tower.
+    pub bert_text: Option<BertTextConfig>,
     /// The vision tower.
     pub vision_config: VisionConfig,
     /// Width of the shared embedding space.
@@ -126,9 +188,9 @@ struct RawClipConfig {
     #[serde(default)]
     model_type: Option<String>,
     #[serde(default)]
-    text_config: Option<TextConfig>,
+    text_config: Option<serde_json::Value>,
     #[serde(default)]
-    text_config_dict: Option<TextConfig>,
+    text_config_dict: Option<serde_json::Value>,
     #[serde(default)]
     vision_config: Option<VisionConfig>,
     #[serde(default)]
@@ -137,14 +199,26 @@ struct RawClipConfig {
     projection_dim: usize,
 }
 
-impl From<RawClipConfig> for ClipConfig {
-    fn from(raw: RawClipConfig) -> Self {
-        ClipConfig {
+impl TryFrom<RawClipConfig> for ClipConfig {
+    type Error = String;
+
+    fn try_from(raw: RawClipConfig) -> Result<Self, String> {
+        let text = raw.text_config_dict.or(raw.text_config).filter(|v| !v.is_null());
+        let (text_config, bert_text) = match (raw.model_type.as_deref(), text) {
+            (Some("chinese_clip"), Some(v)) => {
+                (TextConfig::default(), Some(serde_json::from_value(v).map_err(|e| format!("text_config: {e}"))?))
+            }
+            (Some("chinese_clip"), None) => (TextConfig::default(), Some(BertTextConfig::default())),
+            (_, Some(v)) => (serde_json::from_value(v).map_err(|e| format!("text_config: {e}"))?, None),
+            (_, None) => (TextConfig::default(), None),
+        };
+        Ok(ClipConfig {
             model_type: raw.model_type,
-            text_config: raw.text_config_dict.or(raw.text_config).unwrap_or_default(),
+            text_config,
+            bert_text,
             vision_config: raw.vision_config_dict.or(raw.vision_config).unwrap_or_default(),
             projection_dim: raw.projection_dim,
-        }
+        })
     }
 }
 
@@ -158,9 +232,26 @@ impl ClipConfig {
         ClipConfig {
             model_type: Some("clip".into()),
             text_config: TextConfig::default(),
+            bert_text: None,
             vision_config: VisionConfig::default(),
             projection_dim: 512,
         }
+    }
+
+    /// `OFA-Sys/chinese-clip-vit-base-patch16`'s shapes, for benchmarks with random weights.
+    pub fn chinese_vit_base_patch16() -> Self {
+        ClipConfig {
+            model_type: Some("chinese_clip".into()),
+            text_config: TextConfig::default(),
+            bert_text: Some(BertTextConfig { vocab_size: 21128, ..BertTextConfig::default() }),
+            vision_config: VisionConfig { patch_size: 16, ..VisionConfig::default() },
+            projection_dim: 512,
+        }
+    }
+
+    /// Whether this is a Chinese-CLIP (a BERT text tower).
+    pub fn is_chinese(&self) -> bool {
+        self.bert_text.is_some()
     }
 }
 
@@ -184,5 +275,31 @@ mod tests {
         let bare: ClipConfig = serde_json::from_str(r#"{"model_type": "clip"}"#).unwrap();
         assert_eq!((bare.vision_config.patch_size, bare.text_config.max_position_embeddings), (32, 77));
         assert_eq!(bare.projection_dim, 512);
+    }
+
+    #[test]
+    fn a_chinese_clip_config_reads_a_bert_text_tower() {
+        let c: ClipConfig = serde_json::from_str(
+            r#"{"model_type": "chinese_clip", "projection_dim": 512,
+                "text_config": {"vocab_size": 1}, "text_config_dict": {"vocab_size": 21128, "hidden_size": 1024, "num_attention_heads": 16},
+                "vision_config_dict": {"patch_size": 14, "hidden_size": 1024, "image_size": 336}}"#,
+        )
+        .unwrap();
+        let bert = c.bert_text.as_ref().unwrap();
+        assert_eq!((bert.vocab_size, bert.hidden_size, bert.num_attention_heads), (21128, 1024, 16));
+        // transformers' ChineseCLIPTextConfig defaults for what the file leaves out.
+        assert_eq!((bert.type_vocab_size, bert.max_position_embeddings, bert.hidden_act), (2, 512, HiddenAct::Gelu));
+        assert_eq!(bert.layer_norm_eps, 1e-12);
+        assert_eq!((c.vision_config.patch_size, c.vision_config.image_size), (14, 336));
+        assert_eq!(c.vision_config.hidden_act, HiddenAct::QuickGelu);
+        let bare: ClipConfig = serde_json::from_str(r#"{"model_type": "chinese_clip"}"#).unwrap();
+        assert_eq!(bare.bert_text.unwrap().hidden_size, 768);
+        assert!(serde_json::from_str::<ClipConfig>(r#"{"model_type": "clip"}"#).unwrap().bert_text.is_none());
+        assert!(
+            serde_json::from_str::<ClipConfig>(
+                r#"{"model_type": "chinese_clip", "text_config": {"hidden_size": "wide"}}"#
+            )
+            .is_err()
+        );
     }
 }

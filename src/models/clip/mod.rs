@@ -30,6 +30,9 @@ use crate::photo::{DecodeOptions, open_rgb};
 /// The CLIP model used when none is named.
 pub const DEFAULT_CLIP_MODEL: &str = "openai/clip-vit-base-patch32";
 
+/// Chinese-CLIP's context: its tokenizer keeps at most 52 tokens.
+pub const CHINESE_CLIP_CONTEXT: usize = 52;
+
 /// The largest batch sent through a tower at once; bigger inputs are split.
 pub const MAX_BATCH: usize = 32;
 
@@ -57,7 +60,10 @@ impl ClipEmbedder {
         let name = repo.name();
         let config = read_config(name, &repo.required("config.json")?)?;
         let vb = repo_weights(repo, device)?;
-        let tokenizer = load_tokenizer(repo, config.text_config.max_position_embeddings)?;
+        let tokenizer = match &config.bert_text {
+            Some(bert) => load_bert_tokenizer(repo, bert.max_position_embeddings.min(CHINESE_CLIP_CONTEXT))?,
+            None => load_tokenizer(repo, config.text_config.max_position_embeddings)?,
+        };
         let side = config.vision_config.image_size as u32;
         let processor = match repo.optional("preprocessor_config.json")? {
             Some(p) => ImageProcessor::from_file(name, &p, ImageProcessor::clip_default(side))?,
@@ -129,9 +135,14 @@ impl ClipEmbedder {
         &self.model
     }
 
-    /// The end-of-text id, which also pads batched texts.
+    /// The end-of-text id, which also pads batched texts (a CLIP's).
     pub fn tokenizer_end_id(&self) -> u32 {
         self.tokenizer.end_id
+    }
+
+    /// The id that pads batched texts.
+    pub fn tokenizer_pad_id(&self) -> u32 {
+        self.tokenizer.pad_id
     }
 
     /// Token ids of a text as the model sees them (start and end tokens, truncated).
@@ -149,7 +160,7 @@ impl ClipEmbedder {
     pub fn embed_token_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Embedding>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_BATCH) {
-            let feats = self.model.text_features(chunk, self.tokenizer.end_id, &self.device)?;
+            let feats = self.model.text_features(chunk, self.tokenizer.pad_id, &self.device)?;
             out.extend(to_rows(&l2_normalize(&feats)?)?);
         }
         Ok(out)
@@ -215,6 +226,29 @@ pub(crate) fn load_tokenizer(repo: &ModelRepo, max_len: usize) -> Result<ClipTok
     }
 }
 
+/// A BERT tokenizer (Chinese-CLIP's): `tokenizer.json` when the repository has one, else
+/// `vocab.txt` with `tokenizer_config.json`'s `do_lower_case` (default true) and
+/// `strip_accents` (default: with the lower case).
+fn load_bert_tokenizer(repo: &ModelRepo, max_len: usize) -> Result<ClipTokenizer> {
+    let name = repo.name();
+    if let Some(json) = repo.optional("tokenizer.json")? {
+        return ClipTokenizer::bert_from_json(name, &json, max_len);
+    }
+    let vocab = repo
+        .optional("vocab.txt")?
+        .ok_or_else(|| Error::model(name, "no tokenizer: a Chinese-CLIP needs vocab.txt (or tokenizer.json)"))?;
+    let (mut lowercase, mut strip_accents) = (true, None);
+    if let Some(path) = repo.optional("tokenizer_config.json")? {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::model(name, format!("cannot read {}: {e}", path.display())))?;
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::model(name, format!("invalid {}: {e}", path.display())))?;
+        lowercase = config.get("do_lower_case").and_then(serde_json::Value::as_bool).unwrap_or(true);
+        strip_accents = config.get("strip_accents").and_then(serde_json::Value::as_bool);
+    }
+    ClipTokenizer::bert_from_vocab(name, &vocab, lowercase, strip_accents, max_len)
+}
+
 fn to_rows(t: &Tensor) -> Result<Vec<Embedding>> {
     Ok(t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
 }
@@ -226,25 +260,28 @@ fn read_config(model: &str, path: &Path) -> Result<ClipConfig> {
     let config: ClipConfig =
         serde_json::from_str(&text).map_err(|e| Error::model(model, format!("invalid {}: {e}", path.display())))?;
     match config.model_type.as_deref() {
-        Some("clip") => {}
+        Some("clip" | "chinese_clip") => {}
         other => {
             return Err(Error::model(
                 model,
                 format!(
-                    "config.json describes a {} model, not CLIP (model_type \"clip\"); pass a CLIP model such as {DEFAULT_CLIP_MODEL}",
+                    "config.json describes a {} model, not CLIP (model_type \"clip\" or \"chinese_clip\"); pass a CLIP model such as {DEFAULT_CLIP_MODEL}",
                     other.unwrap_or("untyped")
                 ),
             ));
         }
     }
     let v = &config.vision_config;
-    let t = &config.text_config;
+    let (text_width, text_heads) = match &config.bert_text {
+        Some(b) => (b.hidden_size, b.num_attention_heads),
+        None => (config.text_config.hidden_size, config.text_config.num_attention_heads),
+    };
     if v.patch_size == 0
         || !v.image_size.is_multiple_of(v.patch_size)
         || !v.hidden_size.is_multiple_of(v.num_attention_heads.max(1))
-        || !t.hidden_size.is_multiple_of(t.num_attention_heads.max(1))
+        || !text_width.is_multiple_of(text_heads.max(1))
         || v.num_attention_heads == 0
-        || t.num_attention_heads == 0
+        || text_heads == 0
     {
         return Err(Error::model(
             model,

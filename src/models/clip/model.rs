@@ -365,10 +365,26 @@ impl TextTower {
     }
 }
 
-/// A loaded CLIP model.
+/// The text tower of a CLIP, or of a Chinese-CLIP: a bidirectional BERT whose `[CLS]` state
+/// (no pooler, no final layer norm) is the pooled state.
+enum TextSide {
+    Clip(TextTower),
+    Bert(crate::models::bert::BertStack),
+}
+
+impl TextSide {
+    fn pooled(&self, batch: &[Vec<u32>], pad: u32, device: &Device) -> CResult<Tensor> {
+        match self {
+            TextSide::Clip(tower) => tower.pooled(batch, pad, device),
+            TextSide::Bert(bert) => bert.forward_padded(batch, pad)?.0.i((.., 0, ..))?.contiguous(),
+        }
+    }
+}
+
+/// A loaded CLIP model (or Chinese-CLIP).
 pub struct ClipModel {
     vision: VisionTower,
-    text: TextTower,
+    text: TextSide,
     visual_projection: Dense,
     text_projection: Dense,
     logit_scale: f32,
@@ -378,13 +394,27 @@ impl ClipModel {
     /// Builds the model from weights named as in transformers' `CLIPModel`.
     pub fn load(config: &ClipConfig, vb: VarBuilder) -> CResult<Self> {
         let vc = &config.vision_config;
-        let tc = &config.text_config;
         let logit_scale = vb.get((), "logit_scale")?.to_dtype(DType::F32)?.to_scalar::<f32>()?.exp();
+        let (text, text_width) = match &config.bert_text {
+            Some(bert) => {
+                let stack = crate::models::bert::BertStack::load(
+                    &bert.shape(),
+                    crate::models::bert::BertLayout::Bert,
+                    None,
+                    vb.pp("text_model"),
+                )?;
+                (TextSide::Bert(stack), bert.hidden_size)
+            }
+            None => {
+                let tc = &config.text_config;
+                (TextSide::Clip(TextTower::load(tc, vb.pp("text_model"))?), tc.hidden_size)
+            }
+        };
         Ok(ClipModel {
             vision: VisionTower::load(vc, vb.pp("vision_model"))?,
-            text: TextTower::load(tc, vb.pp("text_model"))?,
+            text,
             visual_projection: dense_no_bias(vc.hidden_size, config.projection_dim, vb.pp("visual_projection"))?,
-            text_projection: dense_no_bias(tc.hidden_size, config.projection_dim, vb.pp("text_projection"))?,
+            text_projection: dense_no_bias(text_width, config.projection_dim, vb.pp("text_projection"))?,
             logit_scale,
         })
     }
@@ -399,7 +429,8 @@ impl ClipModel {
         self.visual_projection.forward(&self.vision.pooled(pixels)?, None)
     }
 
-    /// `get_text_features` for token sequences (with their start and end tokens).
+    /// `get_text_features` for token sequences (with their start and end tokens), padded with
+    /// `pad` (CLIP: the end token; Chinese-CLIP: `[PAD]`, masked).
     pub fn text_features(&self, batch: &[Vec<u32>], pad: u32, device: &Device) -> CResult<Tensor> {
         self.text_projection.forward(&self.text_pooled(batch, pad, device)?, None)
     }

@@ -14,12 +14,16 @@ use crate::error::{Error, Result};
 const START: &str = "<|startoftext|>";
 const END: &str = "<|endoftext|>";
 
-/// A CLIP tokenizer with its special-token ids.
+/// A CLIP tokenizer with its special-token ids: CLIP's byte-level BPE, or for Chinese-CLIP a
+/// BERT WordPiece ([`ClipTokenizer::bert_from_vocab`]).
 pub struct ClipTokenizer {
     inner: Tokenizer,
     model: String,
-    /// The end-of-text id, also used to pad batches.
+    /// The end-of-text id (`[SEP]` for a WordPiece vocabulary).
     pub end_id: u32,
+    /// The id that pads batches: the end-of-text id for CLIP (the causal mask hides it),
+    /// `[PAD]` for BERT (an attention mask hides it).
+    pub pad_id: u32,
 }
 
 impl ClipTokenizer {
@@ -27,7 +31,69 @@ impl ClipTokenizer {
     pub fn from_json(model: &str, path: &Path, max_len: usize) -> Result<Self> {
         let inner = Tokenizer::from_file(path)
             .map_err(|e| Error::model(model, format!("cannot load {}: {e}", path.display())))?;
-        Self::finish(model, inner, max_len)
+        Self::finish(model, inner, max_len, END, END)
+    }
+
+    /// Loads a BERT `tokenizer.json` (Chinese-CLIP's, when a repository has one).
+    pub fn bert_from_json(model: &str, path: &Path, max_len: usize) -> Result<Self> {
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| Error::model(model, format!("cannot load {}: {e}", path.display())))?;
+        Self::finish(model, inner, max_len, "[SEP]", "[PAD]")
+    }
+
+    /// Builds the WordPiece tokenizer of a BERT `vocab.txt` (one token a line; the hub's
+    /// Chinese-CLIP ships nothing else) exactly as transformers' `BertTokenizer` runs it:
+    /// control characters dropped and whitespace normalised, CJK characters split apart,
+    /// lower case (which also strips accents, unless `strip_accents` says otherwise) when
+    /// `lowercase`, split at whitespace and punctuation, WordPiece with `##` continuations
+    /// (`[UNK]` for words over 100 characters or without pieces), `[CLS] … [SEP]`, truncated to
+    /// `max_len` tokens.
+    pub fn bert_from_vocab(
+        model: &str,
+        vocab: &Path,
+        lowercase: bool,
+        strip_accents: Option<bool>,
+        max_len: usize,
+    ) -> Result<Self> {
+        let text = std::fs::read_to_string(vocab)
+            .map_err(|e| Error::model(model, format!("cannot read {}: {e}", vocab.display())))?;
+        // Lines end at "\n" only (as Python's readlines() reads them): the vocabulary holds
+        // U+2028 as a token. A later duplicate wins, as in transformers' `load_vocab`.
+        let mut vocab_map = serde_json::Map::new();
+        for (id, token) in text.strip_suffix('\n').unwrap_or(&text).split('\n').enumerate() {
+            vocab_map.insert(token.strip_suffix('\r').unwrap_or(token).to_string(), json!(id));
+        }
+        let id_of = |tok: &str| vocab_map.get(tok).and_then(Value::as_u64);
+        let mut added = Vec::new();
+        for token in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] {
+            let Some(id) = id_of(token) else {
+                if token == "[MASK]" {
+                    continue;
+                }
+                return Err(Error::model(model, format!("{} lacks {token}: not a BERT vocabulary", vocab.display())));
+            };
+            added.push(json!({"id": id, "content": token, "single_word": false, "lstrip": false,
+                              "rstrip": false, "normalized": false, "special": true}));
+        }
+        let (cls, sep) = (id_of("[CLS]").unwrap_or_default(), id_of("[SEP]").unwrap_or_default());
+        let spec = json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                           "strip_accents": strip_accents, "lowercase": lowercase},
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", sep], "cls": ["[CLS]", cls]},
+            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+            "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                      "max_input_chars_per_word": 100, "vocab": vocab_map},
+        });
+        let inner: Tokenizer = spec
+            .to_string()
+            .parse()
+            .map_err(|e| Error::model(model, format!("cannot build a tokenizer from {}: {e}", vocab.display())))?;
+        Self::finish(model, inner, max_len, "[SEP]", "[PAD]")
     }
 
     /// Builds the tokenizer from the slow tokenizer's `vocab.json` and `merges.txt`.
@@ -78,13 +144,16 @@ impl ClipTokenizer {
                 format!("cannot build a tokenizer from {} and {}: {e}", vocab.display(), merges.display()),
             )
         })?;
-        Self::finish(model, inner, max_len)
+        Self::finish(model, inner, max_len, END, END)
     }
 
-    fn finish(model: &str, mut inner: Tokenizer, max_len: usize) -> Result<Self> {
-        let end_id = inner
-            .token_to_id(END)
-            .ok_or_else(|| Error::model(model, format!("the tokenizer has no {END} token: not a CLIP tokenizer")))?;
+    fn finish(model: &str, mut inner: Tokenizer, max_len: usize, end: &str, pad: &str) -> Result<Self> {
+        let id = |token: &str| {
+            inner.token_to_id(token).ok_or_else(|| {
+                Error::model(model, format!("the tokenizer has no {token} token: not this model's tokenizer"))
+            })
+        };
+        let (end_id, pad_id) = (id(end)?, id(pad)?);
         inner.with_padding(None);
         inner
             .with_truncation(Some(TruncationParams {
@@ -94,7 +163,7 @@ impl ClipTokenizer {
                 stride: 0,
             }))
             .map_err(|e| Error::model(model, format!("tokenizer truncation: {e}")))?;
-        Ok(ClipTokenizer { inner, model: model.to_string(), end_id })
+        Ok(ClipTokenizer { inner, model: model.to_string(), end_id, pad_id })
     }
 
     /// Token ids of `text`, with start and end tokens, truncated to the model's context.

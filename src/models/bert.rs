@@ -1,0 +1,347 @@
+//! The BERT encoder every BERT-shaped text model here shares: BLIP's text side (with
+//! cross-attention to the image, causal in its decoders), Chinese-CLIP's text tower and the
+//! multilingual sentence-transformers encoders (bidirectional, batches padded with a mask).
+//!
+//! Post-norm layers as transformers writes them: `LN(x + attention(x))`, then
+//! `LN(x + fc2(act(fc1(x))))`; embeddings are word + position (+ token type 0 where the model
+//! has token types), then a layer norm. Weight names follow the checkpoint's layout
+//! ([`BertLayout`]): BERT's (`encoder.layer.N.attention.self.query` ...) or DistilBERT's
+//! (`transformer.layer.N.attention.q_lin` ...).
+
+use candle_core::{D, Module, Tensor};
+use candle_nn::{LayerNorm, VarBuilder};
+
+use crate::models::clip::HiddenAct;
+use crate::models::clip::kernels::Dense;
+use crate::models::clip::model::{dense, layer_norm};
+
+type CResult<T> = candle_core::Result<T>;
+
+/// The shapes of a BERT encoder, from its config.
+#[derive(Debug, Clone, Copy)]
+pub struct BertShape {
+    /// Token vocabulary size.
+    pub vocab_size: usize,
+    /// Width.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Rows of the position table.
+    pub max_position_embeddings: usize,
+    /// Rows of the token-type table (0: the model has none).
+    pub type_vocab_size: usize,
+    /// MLP activation.
+    pub hidden_act: HiddenAct,
+    /// Layer-norm epsilon.
+    pub layer_norm_eps: f64,
+    /// Position of the first token: 0 for BERT; RoBERTa-style models (XLM-R) number positions
+    /// from `pad_token_id + 1`.
+    pub first_position: usize,
+}
+
+/// How a checkpoint names the encoder's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BertLayout {
+    /// BERT, RoBERTa, XLM-RoBERTa, Chinese-CLIP's text model, BLIP's text side.
+    Bert,
+    /// DistilBERT.
+    DistilBert,
+}
+
+/// BERT attention with its output projection and post-norm: self-attention (causal in the
+/// decoders) or cross-attention to a source.
+struct BertAttention {
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    out: Dense,
+    ln: LayerNorm,
+    heads: usize,
+}
+
+impl BertAttention {
+    /// BERT's names under `vb` (`self.query` ..., `output.dense`, `output.LayerNorm`).
+    fn load(dim: usize, kv_dim: usize, heads: usize, eps: f64, vb: VarBuilder) -> CResult<Self> {
+        let sv = vb.pp("self");
+        Ok(BertAttention {
+            query: dense(dim, dim, sv.pp("query"))?,
+            key: dense(kv_dim, dim, sv.pp("key"))?,
+            value: dense(kv_dim, dim, sv.pp("value"))?,
+            out: dense(dim, dim, vb.pp("output").pp("dense"))?,
+            ln: layer_norm(dim, eps, vb.pp("output").pp("LayerNorm"))?,
+            heads,
+        })
+    }
+
+    /// DistilBERT's names: `attention.{q,k,v,out}_lin` and the layer's `sa_layer_norm`.
+    fn load_distilbert(dim: usize, heads: usize, eps: f64, layer: &VarBuilder) -> CResult<Self> {
+        let a = layer.pp("attention");
+        Ok(BertAttention {
+            query: dense(dim, dim, a.pp("q_lin"))?,
+            key: dense(dim, dim, a.pp("k_lin"))?,
+            value: dense(dim, dim, a.pp("v_lin"))?,
+            out: dense(dim, dim, a.pp("out_lin"))?,
+            ln: layer_norm(dim, eps, layer.pp("sa_layer_norm"))?,
+            heads,
+        })
+    }
+
+    /// Keys and values of `source` `[b, t, e]`, split into heads: `[b, heads, t, hd]` each.
+    fn keys_values(&self, source: &Tensor) -> CResult<(Tensor, Tensor)> {
+        let (b, t, _) = source.dims3()?;
+        let hd = self.out.out_dim() / self.heads;
+        let split = |x: Tensor| x.reshape((b, t, self.heads, hd))?.transpose(1, 2)?.contiguous();
+        Ok((split(self.key.forward(source, None)?)?, split(self.value.forward(source, None)?)?))
+    }
+
+    /// `LN(out(attention(xs → (k, v))) + xs)`. `xs` may have batch 1 against a batched source
+    /// (one text against several images: it is broadcast), or a batch against a source of
+    /// batch 1 (beams attending to one image). `mask` (`[b, 1, 1, t]`, 0 or -∞) hides padded
+    /// keys.
+    fn forward_kv(
+        &self,
+        xs: &Tensor,
+        (k, v): &(Tensor, Tensor),
+        causal: bool,
+        mask: Option<&Tensor>,
+    ) -> CResult<Tensor> {
+        let (n, s, d) = xs.dims3()?;
+        let b = k.dim(0)?;
+        if b == 1 && n > 1 && !causal && mask.is_none() {
+            // Several sequences (beams) against one source: one row block of queries, so the
+            // source's keys and values are not copied per sequence.
+            return self
+                .forward_kv(&xs.reshape((1, n * s, d))?, &(k.clone(), v.clone()), false, None)?
+                .reshape((n, s, d));
+        }
+        let xs = if n == b { xs.clone() } else { xs.broadcast_as((b, s, d))?.contiguous()? };
+        let t = k.dim(2)?;
+        let (h, hd) = (self.heads, d / self.heads);
+        let q = self.query.forward(&xs, None)?.reshape((b, s, h, hd))?.transpose(1, 2)?.contiguous()?;
+        let mut scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+        if causal {
+            let mask: Vec<f32> =
+                (0..s).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+            scores = scores.broadcast_add(&Tensor::from_vec(mask, (s, t), xs.device())?)?;
+        }
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let context = probs.matmul(v)?.transpose(1, 2)?.reshape((b, s, d))?;
+        self.ln.forward(&(self.out.forward(&context, None)? + xs)?)
+    }
+}
+
+/// One layer: self-attention, cross-attention to the source when there is one, MLP; post-norm.
+struct BertLayer {
+    attention: BertAttention,
+    cross: Option<BertAttention>,
+    intermediate: Dense,
+    act: HiddenAct,
+    output: Dense,
+    ln: LayerNorm,
+}
+
+impl BertLayer {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        causal: bool,
+        mask: Option<&Tensor>,
+        source: Option<&(Tensor, Tensor)>,
+    ) -> CResult<Tensor> {
+        let xs = self.attention.forward_kv(xs, &self.attention.keys_values(xs)?, causal, mask)?;
+        let xs = match (source, &self.cross) {
+            (Some(kv), Some(cross)) => cross.forward_kv(&xs, kv, false, None)?,
+            (Some(_), None) => candle_core::bail!("this text model has no cross-attention"),
+            (None, _) => xs,
+        };
+        let hidden = self.intermediate.forward(&xs, Some(self.act))?;
+        self.ln.forward(&(self.output.forward(&hidden, None)? + &xs)?)
+    }
+}
+
+/// Per-layer cross-attention keys and values of one source: computed once, used at every
+/// decoding step (or for every text matched against the same images).
+pub struct SourceKeysValues(Vec<(Tensor, Tensor)>);
+
+/// A BERT without a pooler: embeddings and layers.
+pub struct BertStack {
+    pub(crate) words: Tensor,
+    /// Position rows, with the token-type-0 row already added where the model has token types.
+    positions: Tensor,
+    first_position: usize,
+    emb_ln: LayerNorm,
+    layers: Vec<BertLayer>,
+}
+
+impl BertStack {
+    /// Builds the encoder from weights named as `layout` names them, with cross-attention
+    /// layers (`crossattention`, attending to a source of width `cross_dim`) when given.
+    pub fn load(c: &BertShape, layout: BertLayout, cross_dim: Option<usize>, vb: VarBuilder) -> CResult<Self> {
+        let d = c.hidden_size;
+        let (h, eps) = (c.num_attention_heads, c.layer_norm_eps);
+        let emb = vb.pp("embeddings");
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| match layout {
+                BertLayout::Bert => {
+                    let vb = vb.pp("encoder").pp("layer").pp(i);
+                    Ok(BertLayer {
+                        attention: BertAttention::load(d, d, h, eps, vb.pp("attention"))?,
+                        cross: cross_dim
+                            .map(|e| BertAttention::load(d, e, h, eps, vb.pp("crossattention")))
+                            .transpose()?,
+                        intermediate: dense(d, c.intermediate_size, vb.pp("intermediate").pp("dense"))?,
+                        act: c.hidden_act,
+                        output: dense(c.intermediate_size, d, vb.pp("output").pp("dense"))?,
+                        ln: layer_norm(d, eps, vb.pp("output").pp("LayerNorm"))?,
+                    })
+                }
+                BertLayout::DistilBert => {
+                    let vb = vb.pp("transformer").pp("layer").pp(i);
+                    Ok(BertLayer {
+                        attention: BertAttention::load_distilbert(d, h, eps, &vb)?,
+                        cross: None,
+                        intermediate: dense(d, c.intermediate_size, vb.pp("ffn").pp("lin1"))?,
+                        act: c.hidden_act,
+                        output: dense(c.intermediate_size, d, vb.pp("ffn").pp("lin2"))?,
+                        ln: layer_norm(d, eps, vb.pp("output_layer_norm"))?,
+                    })
+                }
+            })
+            .collect::<CResult<Vec<_>>>()?;
+        let mut positions = emb.get((c.max_position_embeddings, d), "position_embeddings.weight")?;
+        if c.type_vocab_size > 0 {
+            let types = emb.get((c.type_vocab_size, d), "token_type_embeddings.weight")?;
+            positions = positions.broadcast_add(&types.narrow(0, 0, 1)?)?;
+        }
+        Ok(BertStack {
+            words: emb.get((c.vocab_size, d), "word_embeddings.weight")?,
+            positions,
+            first_position: c.first_position,
+            emb_ln: layer_norm(d, c.layer_norm_eps, emb.pp("LayerNorm"))?,
+            layers,
+        })
+    }
+
+    /// The longest sequence the position embeddings cover.
+    pub fn max_tokens(&self) -> usize {
+        self.positions.dims()[0].saturating_sub(self.first_position)
+    }
+
+    /// Width of the states.
+    pub fn width(&self) -> usize {
+        self.words.dims()[1]
+    }
+
+    /// The cross-attention keys and values of a source `[b, t, e]`, one pair per layer.
+    pub fn source_keys_values(&self, source: &Tensor) -> CResult<SourceKeysValues> {
+        let kv = self.layers.iter().map(|l| match &l.cross {
+            Some(cross) => cross.keys_values(source),
+            None => candle_core::bail!("this text model has no cross-attention"),
+        });
+        Ok(SourceKeysValues(kv.collect::<CResult<Vec<_>>>()?))
+    }
+
+    /// The states `[b, s, d]` of `ids` (one sequence; `b` is the source's batch, or 1 without
+    /// a source).
+    pub fn forward(&self, ids: &[u32], causal: bool, source: Option<&SourceKeysValues>) -> CResult<Tensor> {
+        self.forward_batch(&[ids], causal, source)
+    }
+
+    /// The embedding layer's output for `n` sequences of length `s` given flat.
+    fn embed(&self, flat: &[u32], n: usize, s: usize) -> CResult<Tensor> {
+        let idx = Tensor::new(flat, self.words.device())?;
+        let xs = self.words.index_select(&idx, 0)?.reshape((n, s, self.width()))?;
+        let xs = xs.broadcast_add(&self.positions.narrow(0, self.first_position, s)?)?;
+        self.emb_ln.forward(&xs)
+    }
+
+    /// The states `[n, s, d]` of `n` sequences of equal length `s` (beams), against a source
+    /// of batch 1 or `n`.
+    pub fn forward_batch(&self, seqs: &[&[u32]], causal: bool, source: Option<&SourceKeysValues>) -> CResult<Tensor> {
+        let (n, s) = (seqs.len(), seqs.first().map_or(0, |x| x.len()));
+        if s == 0 || s > self.max_tokens() {
+            candle_core::bail!("{s} tokens: the text model takes 1 to {}", self.max_tokens());
+        }
+        if seqs.iter().any(|x| x.len() != s) {
+            candle_core::bail!("sequences of different lengths in one batch");
+        }
+        let flat: Vec<u32> = seqs.iter().flat_map(|x| x.iter().copied()).collect();
+        let mut xs = self.embed(&flat, n, s)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            xs = layer.forward(&xs, causal, None, source.map(|kv| &kv.0[i]))?;
+        }
+        Ok(xs)
+    }
+
+    /// The states `[n, s, d]` of sequences of any lengths, bidirectional: right-padded with
+    /// `pad` to the longest (`s`), the padding hidden from every query by an attention mask
+    /// (transformers' `attention_mask`). Also returns the mask `[n, s]` (1 for tokens, 0 for
+    /// padding), for pooling.
+    pub fn forward_padded(&self, seqs: &[Vec<u32>], pad: u32) -> CResult<(Tensor, Tensor)> {
+        let n = seqs.len();
+        let s = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        if s == 0 || s > self.max_tokens() {
+            candle_core::bail!("{s} tokens: the text model takes 1 to {}", self.max_tokens());
+        }
+        let mut flat = Vec::with_capacity(n * s);
+        for ids in seqs {
+            flat.extend_from_slice(ids);
+            flat.extend(std::iter::repeat_n(pad, s - ids.len()));
+        }
+        let device = self.words.device();
+        let is_token = |ids: &Vec<u32>, j: usize| j < ids.len();
+        let keep: Vec<f32> =
+            seqs.iter().flat_map(|ids| (0..s).map(move |j| f32::from(u8::from(is_token(ids, j))))).collect();
+        // 0 where a key is a token, -∞ where it is padding (no row is all padding: every
+        // sequence has at least one token).
+        let mask = if seqs.iter().any(|ids| ids.len() < s) {
+            let additive: Vec<f32> = keep.iter().map(|&k| if k > 0.0 { 0.0 } else { f32::NEG_INFINITY }).collect();
+            Some(Tensor::from_vec(additive, (n, 1, 1, s), device)?)
+        } else {
+            None
+        };
+        let keep = Tensor::from_vec(keep, (n, s), device)?;
+        let mut xs = self.embed(&flat, n, s)?;
+        for layer in &self.layers {
+            xs = layer.forward(&xs, false, mask.as_ref(), None)?;
+        }
+        Ok((xs, keep))
+    }
+}
+
+/// How a sentence-transformers model pools token states into one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// The first token's state (`[CLS]`).
+    Cls,
+    /// The mean over tokens (padding excluded).
+    Mean,
+    /// The element-wise maximum over tokens (padding excluded).
+    Max,
+}
+
+/// Pools states `[n, s, d]` under a token mask `[n, s]` (1 token, 0 padding) into `[n, d]`.
+pub fn pool(states: &Tensor, keep: &Tensor, how: Pooling) -> CResult<Tensor> {
+    match how {
+        Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1),
+        Pooling::Mean => {
+            let weights = keep.unsqueeze(D::Minus1)?;
+            let sum = states.broadcast_mul(&weights)?.sum(1)?;
+            // sentence-transformers clamps the token count at 1e-9.
+            let count = weights.sum(1)?.clamp(1e-9, f64::INFINITY)?;
+            sum.broadcast_div(&count)
+        }
+        Pooling::Max => {
+            // Padding set to -1e9 before the maximum, as sentence-transformers does.
+            let keep = keep.unsqueeze(D::Minus1)?;
+            states.broadcast_mul(&keep)?.broadcast_add(&((keep - 1.0)? * 1e9)?)?.max(1)
+        }
+    }
+}

@@ -54,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match &cli.command {
         Command::Embed(args) => {
-            let clip = ClipEmbedder::load(&g.model, &g.device.open()?)?;
+            let clip = ClipEmbedder::load_with_text_model(&g.model, g.text_model.as_deref(), &g.device.open()?)?;
             return embed(&clip, args, g.max_pixels);
         }
         Command::Tag(args) => {
@@ -70,7 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ask(args) => return blip::ask(g, args),
         Command::Match(args) => return blip::match_texts(g, args),
         Command::Eval { what: EvalCommand::Zeroshot(args) } => {
-            let clip = ClipEmbedder::load(&g.model, &g.device.open()?)?;
+            let clip = ClipEmbedder::load_with_text_model(&g.model, g.text_model.as_deref(), &g.device.open()?)?;
             return tagging::eval_zeroshot(&clip, args, g.max_pixels);
         }
         _ => {}
@@ -373,6 +373,7 @@ fn database(g: &GlobalOptions) -> anyhow::Result<DbLocation> {
 
 pub(crate) fn library_config(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<LibraryConfig> {
     let mut config = LibraryConfig::new(database(g)?, &g.model);
+    config.text_model = g.text_model.clone();
     config.device = g.device;
     config.max_pixels = g.max_pixels;
     config.batch_size = batch_size;
@@ -492,13 +493,17 @@ fn embed(clip: &ClipEmbedder, args: &EmbedArgs, max_pixels: u64) -> anyhow::Resu
             .zip(ids.iter().zip(&texts))
             .map(|(t, (ids, e))| json!({"text": t, "ids": ids, "embedding": e}))
             .collect();
-        let doc = json!({
+        let mut doc = json!({
             "model": clip.name(),
             "dim": clip.dim(),
             "logit_scale": clip.logit_scale(),
             "images": images,
             "texts": texts,
         });
+        // With --text-model, which model embedded (and tokenised) the texts.
+        if let Some(t) = clip.text_model() {
+            doc["text_model"] = json!(t);
+        }
         serde_json::to_writer(&mut out, &doc)?;
         writeln!(out)?;
     } else {

@@ -35,7 +35,11 @@ impl ZeroShotModel {
             .and_then(|_| crate::open_library(g, clipdex::models::clip::MAX_BATCH).ok());
         let clip = match library {
             Some(_) => None,
-            None => Some(Arc::new(ClipEmbedder::load(&g.model, &g.device.open()?)?)),
+            None => Some(Arc::new(ClipEmbedder::load_with_text_model(
+                &g.model,
+                g.text_model.as_deref(),
+                &g.device.open()?,
+            )?)),
         };
         Ok(ZeroShotModel { library, clip })
     }

@@ -104,6 +104,9 @@ fn parse_betas(s: &str) -> Result<(f64, f64), String> {
 
 /// Runs `clipdex finetune`.
 pub fn run(g: &GlobalOptions, args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
+    if let Some(t) = &g.text_model {
+        anyhow::bail!("finetune trains the --model CLIP's own text tower; --text-model {t} does not apply to it");
+    }
     let (pairs, labels) = match (&args.pairs, &args.folders) {
         (Some(file), _) => (read_pairs(file)?, Vec::new()),
         (None, Some(dir)) => pairs_from_folders(dir, &args.template)?,

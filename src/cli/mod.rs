@@ -29,6 +29,13 @@ pub struct GlobalOptions {
     #[arg(long, global = true, env = "CLIPDEX_MODEL", default_value = DEFAULT_CLIP_MODEL)]
     pub model: String,
 
+    /// A multilingual text model that embeds texts (queries, tag labels, `embed --text`) in place
+    /// of the CLIP's text tower, while images use --model: a sentence-transformers model trained
+    /// for that CLIP's image space, e.g. sentence-transformers/clip-ViT-B-32-multilingual-v1 for
+    /// openai/clip-vit-base-patch32 (a hub id or a local directory). Not recorded in the library.
+    #[arg(long, global = true, env = "CLIPDEX_TEXT_MODEL", value_name = "MODEL")]
+    pub text_model: Option<String>,
+
     /// Where the models run: cpu, cuda (needs a build with `--features cuda`), or auto.
     #[arg(long, global = true, env = "CLIPDEX_DEVICE", default_value = "cpu", value_parser = parse_device)]
     pub device: DeviceChoice,

@@ -41,6 +41,9 @@ pub struct LibraryConfig {
     pub db: DbLocation,
     /// The CLIP model (hub id or directory).
     pub model: String,
+    /// A multilingual text tower that embeds queries and labels in place of the CLIP's own
+    /// (`--text-model`); the library does not record it.
+    pub text_model: Option<String>,
     /// Where the model runs.
     pub device: DeviceChoice,
     /// Decoding limit for photos.
@@ -63,6 +66,7 @@ impl LibraryConfig {
         LibraryConfig {
             db: db.into(),
             model: model.into(),
+            text_model: None,
             device: DeviceChoice::Cpu,
             max_pixels: DEFAULT_MAX_PIXELS,
             batch_size: crate::models::clip::MAX_BATCH,
@@ -281,7 +285,11 @@ impl Library {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let clip = Arc::new(ClipEmbedder::load(&self.model(), &self.config.device.open()?)?);
+        let clip = Arc::new(ClipEmbedder::load_with_text_model(
+            &self.model(),
+            self.config.text_model.as_deref(),
+            &self.config.device.open()?,
+        )?);
         *slot = Some(clip.clone());
         Ok(clip)
     }
@@ -595,7 +603,9 @@ impl Library {
     /// with the number of labels embedded now.
     pub fn classifier(&self, labels: &[String], templates: &[String]) -> Result<(ZeroShotClassifier, usize)> {
         let clip = self.clip()?;
-        let prefix = format!("{}\u{0}{}", self.model(), tags::templates_fingerprint(templates));
+        // Labels embedded by a text model are cached apart from the CLIP's own.
+        let text_model = clip.text_model().map(|t| format!("\u{0}text={}", canonical_spec(t))).unwrap_or_default();
+        let prefix = format!("{}{text_model}\u{0}{}", self.model(), tags::templates_fingerprint(templates));
         let mut cached = self.store.cached_label_embeddings(&prefix, labels)?;
         let missing: Vec<String> =
             labels.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(l, _)| l.clone()).collect();

@@ -7,4 +7,5 @@ pub mod blip;
 pub mod clip;
 pub mod clipseg;
 pub mod preprocess;
+pub mod sentence;
 pub mod source;

@@ -8,7 +8,7 @@
 mod config;
 pub(crate) mod kernels;
 pub(crate) mod model;
-mod tokenizer;
+pub(crate) mod tokenizer;
 pub mod train;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ pub use tokenizer::ClipTokenizer;
 
 use crate::error::{Error, Result, first_line};
 use crate::models::preprocess::ImageProcessor;
+use crate::models::sentence::SentenceEncoder;
 use crate::models::source::ModelRepo;
 use crate::photo::{DecodeOptions, open_rgb};
 
@@ -47,12 +48,49 @@ pub struct ClipEmbedder {
     tokenizer: ClipTokenizer,
     processor: ImageProcessor,
     device: Device,
+    /// A multilingual text tower that embeds texts in place of the CLIP's own (`--text-model`).
+    text_model: Option<SentenceEncoder>,
 }
 
 impl ClipEmbedder {
     /// Loads a CLIP model from a hub id or a local directory.
     pub fn load(model: &str, device: &Device) -> Result<Self> {
         Self::load_from(&ModelRepo::open(model)?, device)
+    }
+
+    /// Loads a CLIP model whose texts are embedded by `text_model` (a sentence-transformers
+    /// model trained for this CLIP's image space), when one is given.
+    pub fn load_with_text_model(model: &str, text_model: Option<&str>, device: &Device) -> Result<Self> {
+        let clip = Self::load(model, device)?;
+        match text_model {
+            Some(t) => clip.with_text_model(SentenceEncoder::load(t, device)?),
+            None => Ok(clip),
+        }
+    }
+
+    /// Embeds texts with `encoder` from now on (images still with the CLIP). Its embeddings
+    /// must have the CLIP's width; that they share its space is the user's word.
+    pub fn with_text_model(mut self, encoder: SentenceEncoder) -> Result<Self> {
+        if encoder.dim() != self.dim() {
+            return Err(Error::model(
+                encoder.name(),
+                format!(
+                    "embeds texts in {} dimensions but the image model {} embeds images in {}: a text model \
+                     must be trained for the image model's space (clip-ViT-B-32-multilingual-v1 for \
+                     openai/clip-vit-base-patch32)",
+                    encoder.dim(),
+                    self.name,
+                    self.dim()
+                ),
+            ));
+        }
+        self.text_model = Some(encoder);
+        Ok(self)
+    }
+
+    /// The text model that embeds texts in place of the CLIP's own, if any.
+    pub fn text_model(&self) -> Option<&str> {
+        self.text_model.as_ref().map(SentenceEncoder::name)
     }
 
     /// Loads a CLIP model from an opened repository.
@@ -97,7 +135,15 @@ impl ClipEmbedder {
                 format!("the weights do not fit config.json ({}); is this a complete CLIP checkpoint?", first_line(&e)),
             )
         })?;
-        Ok(ClipEmbedder { name: name.to_string(), config, model, tokenizer, processor, device: device.clone() })
+        Ok(ClipEmbedder {
+            name: name.to_string(),
+            config,
+            model,
+            tokenizer,
+            processor,
+            device: device.clone(),
+            text_model: None,
+        })
     }
 
     /// The model's name as given (hub id or directory).
@@ -145,9 +191,13 @@ impl ClipEmbedder {
         self.tokenizer.pad_id
     }
 
-    /// Token ids of a text as the model sees them (start and end tokens, truncated).
+    /// Token ids of a text as the model sees them (start and end tokens, truncated); the text
+    /// model's when there is one.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        self.tokenizer.encode(text)
+        match &self.text_model {
+            Some(t) => t.tokenize(text),
+            None => self.tokenizer.encode(text),
+        }
     }
 
     /// Embeds texts (any number; batched internally).
@@ -156,8 +206,11 @@ impl ClipEmbedder {
         self.embed_token_ids(&ids)
     }
 
-    /// Embeds already tokenised texts.
+    /// Embeds already tokenised texts (tokenised by [`ClipEmbedder::tokenize`]).
     pub fn embed_token_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Embedding>> {
+        if let Some(t) = &self.text_model {
+            return t.embed_token_ids(ids);
+        }
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_BATCH) {
             let feats = self.model.text_features(chunk, self.tokenizer.pad_id, &self.device)?;
@@ -293,7 +346,12 @@ fn read_config(model: &str, path: &Path) -> Result<ClipConfig> {
 
 /// The weights of a repository: `model.safetensors`, else `pytorch_model.bin`.
 pub(crate) fn repo_weights(repo: &ModelRepo, device: &Device) -> Result<VarBuilder<'static>> {
-    let (which, weights) = repo.first_of(&["model.safetensors", "pytorch_model.bin"])?;
+    repo_weights_at(repo, "", device)
+}
+
+/// The weights in the repository's folder `at` (empty, or ending in `/`).
+pub(crate) fn repo_weights_at(repo: &ModelRepo, at: &str, device: &Device) -> Result<VarBuilder<'static>> {
+    let (which, weights) = repo.first_of(&[&format!("{at}model.safetensors"), &format!("{at}pytorch_model.bin")])?;
     open_weights(repo.name(), &weights, which == 0, device)
 }
 

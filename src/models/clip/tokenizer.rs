@@ -55,44 +55,7 @@ impl ClipTokenizer {
         strip_accents: Option<bool>,
         max_len: usize,
     ) -> Result<Self> {
-        let text = std::fs::read_to_string(vocab)
-            .map_err(|e| Error::model(model, format!("cannot read {}: {e}", vocab.display())))?;
-        // Lines end at "\n" only (as Python's readlines() reads them): the vocabulary holds
-        // U+2028 as a token. A later duplicate wins, as in transformers' `load_vocab`.
-        let mut vocab_map = serde_json::Map::new();
-        for (id, token) in text.strip_suffix('\n').unwrap_or(&text).split('\n').enumerate() {
-            vocab_map.insert(token.strip_suffix('\r').unwrap_or(token).to_string(), json!(id));
-        }
-        let id_of = |tok: &str| vocab_map.get(tok).and_then(Value::as_u64);
-        let mut added = Vec::new();
-        for token in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] {
-            let Some(id) = id_of(token) else {
-                if token == "[MASK]" {
-                    continue;
-                }
-                return Err(Error::model(model, format!("{} lacks {token}: not a BERT vocabulary", vocab.display())));
-            };
-            added.push(json!({"id": id, "content": token, "single_word": false, "lstrip": false,
-                              "rstrip": false, "normalized": false, "special": true}));
-        }
-        let (cls, sep) = (id_of("[CLS]").unwrap_or_default(), id_of("[SEP]").unwrap_or_default());
-        let spec = json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added,
-            "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
-                           "strip_accents": strip_accents, "lowercase": lowercase},
-            "pre_tokenizer": {"type": "BertPreTokenizer"},
-            "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", sep], "cls": ["[CLS]", cls]},
-            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-            "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
-                      "max_input_chars_per_word": 100, "vocab": vocab_map},
-        });
-        let inner: Tokenizer = spec
-            .to_string()
-            .parse()
-            .map_err(|e| Error::model(model, format!("cannot build a tokenizer from {}: {e}", vocab.display())))?;
+        let inner = wordpiece(model, vocab, lowercase, strip_accents)?;
         Self::finish(model, inner, max_len, "[SEP]", "[PAD]")
     }
 
@@ -174,4 +137,46 @@ impl ClipTokenizer {
             .map_err(|e| Error::Tokenizer { model: self.model.clone(), reason: e.to_string() })?;
         Ok(enc.get_ids().to_vec())
     }
+}
+
+/// The WordPiece tokenizer of a BERT `vocab.txt`, as transformers' `BertTokenizer` builds it
+/// (see [`ClipTokenizer::bert_from_vocab`]), without truncation.
+pub(crate) fn wordpiece(model: &str, vocab: &Path, lowercase: bool, strip_accents: Option<bool>) -> Result<Tokenizer> {
+    let text = std::fs::read_to_string(vocab)
+        .map_err(|e| Error::model(model, format!("cannot read {}: {e}", vocab.display())))?;
+    // Lines end at "\n" only (as Python's readlines() reads them): the vocabulary holds
+    // U+2028 as a token. A later duplicate wins, as in transformers' `load_vocab`.
+    let mut vocab_map = serde_json::Map::new();
+    for (id, token) in text.strip_suffix('\n').unwrap_or(&text).split('\n').enumerate() {
+        vocab_map.insert(token.strip_suffix('\r').unwrap_or(token).to_string(), json!(id));
+    }
+    let id_of = |tok: &str| vocab_map.get(tok).and_then(Value::as_u64);
+    let mut added = Vec::new();
+    for token in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] {
+        let Some(id) = id_of(token) else {
+            if token == "[MASK]" {
+                continue;
+            }
+            return Err(Error::model(model, format!("{} lacks {token}: not a BERT vocabulary", vocab.display())));
+        };
+        added.push(json!({"id": id, "content": token, "single_word": false, "lstrip": false,
+                              "rstrip": false, "normalized": false, "special": true}));
+    }
+    let (cls, sep) = (id_of("[CLS]").unwrap_or_default(), id_of("[SEP]").unwrap_or_default());
+    let spec = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": strip_accents, "lowercase": lowercase},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", sep], "cls": ["[CLS]", cls]},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab_map},
+    });
+    spec.to_string()
+        .parse()
+        .map_err(|e| Error::model(model, format!("cannot build a tokenizer from {}: {e}", vocab.display())))
 }

@@ -52,8 +52,79 @@ pub enum BertLayout {
     DistilBert,
 }
 
-/// BERT attention with its output projection and post-norm: self-attention (causal in the
-/// decoders) or cross-attention to a source.
+/// BERT self-attention (causal in the decoders) with its output projection and post-norm. The
+/// query, key and value projections are fused into one (the attention scale folded into the
+/// query's), so an unmasked pass runs the fused CPU attention kernel CLIP uses.
+struct SelfAttention {
+    qkv: Dense,
+    out: Dense,
+    ln: LayerNorm,
+    heads: usize,
+}
+
+impl SelfAttention {
+    /// From the three projections' `(weight, bias)`, the output projection and its layer norm.
+    fn fuse(parts: [(Tensor, Tensor); 3], out: Dense, ln: LayerNorm, heads: usize) -> CResult<Self> {
+        let [(qw, qb), (kw, kb), (vw, vb)] = parts;
+        let scale = ((qw.dim(0)? / heads) as f64).powf(-0.5);
+        let w = Tensor::cat(&[(qw * scale)?, kw, vw], 0)?;
+        let b = Tensor::cat(&[(qb * scale)?, kb, vb], 0)?;
+        Ok(SelfAttention { qkv: Dense::new(&w, Some(b))?, out, ln, heads })
+    }
+
+    /// BERT's names under `vb` (`self.query` ..., `output.dense`, `output.LayerNorm`).
+    fn load(dim: usize, heads: usize, eps: f64, vb: VarBuilder) -> CResult<Self> {
+        let sv = vb.pp("self");
+        let part = |name: &str| -> CResult<(Tensor, Tensor)> {
+            Ok((sv.pp(name).get((dim, dim), "weight")?, sv.pp(name).get(dim, "bias")?))
+        };
+        let parts = [part("query")?, part("key")?, part("value")?];
+        let out = dense(dim, dim, vb.pp("output").pp("dense"))?;
+        Self::fuse(parts, out, layer_norm(dim, eps, vb.pp("output").pp("LayerNorm"))?, heads)
+    }
+
+    /// DistilBERT's names: `attention.{q,k,v,out}_lin` and the layer's `sa_layer_norm`.
+    fn load_distilbert(dim: usize, heads: usize, eps: f64, layer: &VarBuilder) -> CResult<Self> {
+        let a = layer.pp("attention");
+        let part = |name: &str| -> CResult<(Tensor, Tensor)> {
+            Ok((a.pp(name).get((dim, dim), "weight")?, a.pp(name).get(dim, "bias")?))
+        };
+        let parts = [part("q_lin")?, part("k_lin")?, part("v_lin")?];
+        let out = dense(dim, dim, a.pp("out_lin"))?;
+        Self::fuse(parts, out, layer_norm(dim, eps, layer.pp("sa_layer_norm"))?, heads)
+    }
+
+    /// `LN(out(attention(xs)) + xs)`; `mask` (`[b, 1, 1, s]`, 0 or -∞) hides padded keys.
+    fn forward(&self, xs: &Tensor, causal: bool, mask: Option<&Tensor>) -> CResult<Tensor> {
+        let qkv = self.qkv.forward(xs, None)?;
+        let context = match mask {
+            None => crate::models::clip::kernels::attention(&qkv, self.heads, causal)?,
+            Some(mask) => {
+                let (b, s, d3) = qkv.dims3()?;
+                let (d, hd) = (d3 / 3, d3 / 3 / self.heads);
+                let qkv = qkv.reshape((b, s, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
+                let (q, k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
+                let mut scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
+                if causal {
+                    scores = scores.broadcast_add(&causal_mask(s, s, xs.device())?)?;
+                }
+                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?
+            }
+        };
+        self.ln.forward(&(self.out.forward(&context, None)? + xs)?)
+    }
+}
+
+/// 0 on and below the diagonal, -∞ above: `[s, t]`.
+fn causal_mask(s: usize, t: usize, device: &candle_core::Device) -> CResult<Tensor> {
+    let mask: Vec<f32> =
+        (0..s).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Tensor::from_vec(mask, (s, t), device)
+}
+
+/// BERT cross-attention to a source (the image's states, or the question's), with its output
+/// projection and post-norm.
 struct BertAttention {
     query: Dense,
     key: Dense,
@@ -77,19 +148,6 @@ impl BertAttention {
         })
     }
 
-    /// DistilBERT's names: `attention.{q,k,v,out}_lin` and the layer's `sa_layer_norm`.
-    fn load_distilbert(dim: usize, heads: usize, eps: f64, layer: &VarBuilder) -> CResult<Self> {
-        let a = layer.pp("attention");
-        Ok(BertAttention {
-            query: dense(dim, dim, a.pp("q_lin"))?,
-            key: dense(dim, dim, a.pp("k_lin"))?,
-            value: dense(dim, dim, a.pp("v_lin"))?,
-            out: dense(dim, dim, a.pp("out_lin"))?,
-            ln: layer_norm(dim, eps, layer.pp("sa_layer_norm"))?,
-            heads,
-        })
-    }
-
     /// Keys and values of `source` `[b, t, e]`, split into heads: `[b, heads, t, hd]` each.
     fn keys_values(&self, source: &Tensor) -> CResult<(Tensor, Tensor)> {
         let (b, t, _) = source.dims3()?;
@@ -100,37 +158,19 @@ impl BertAttention {
 
     /// `LN(out(attention(xs → (k, v))) + xs)`. `xs` may have batch 1 against a batched source
     /// (one text against several images: it is broadcast), or a batch against a source of
-    /// batch 1 (beams attending to one image). `mask` (`[b, 1, 1, t]`, 0 or -∞) hides padded
-    /// keys.
-    fn forward_kv(
-        &self,
-        xs: &Tensor,
-        (k, v): &(Tensor, Tensor),
-        causal: bool,
-        mask: Option<&Tensor>,
-    ) -> CResult<Tensor> {
+    /// batch 1 (beams attending to one image).
+    fn forward_kv(&self, xs: &Tensor, (k, v): &(Tensor, Tensor)) -> CResult<Tensor> {
         let (n, s, d) = xs.dims3()?;
         let b = k.dim(0)?;
-        if b == 1 && n > 1 && !causal && mask.is_none() {
+        if b == 1 && n > 1 {
             // Several sequences (beams) against one source: one row block of queries, so the
             // source's keys and values are not copied per sequence.
-            return self
-                .forward_kv(&xs.reshape((1, n * s, d))?, &(k.clone(), v.clone()), false, None)?
-                .reshape((n, s, d));
+            return self.forward_kv(&xs.reshape((1, n * s, d))?, &(k.clone(), v.clone()))?.reshape((n, s, d));
         }
         let xs = if n == b { xs.clone() } else { xs.broadcast_as((b, s, d))?.contiguous()? };
-        let t = k.dim(2)?;
         let (h, hd) = (self.heads, d / self.heads);
         let q = self.query.forward(&xs, None)?.reshape((b, s, h, hd))?.transpose(1, 2)?.contiguous()?;
-        let mut scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        if causal {
-            let mask: Vec<f32> =
-                (0..s).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-            scores = scores.broadcast_add(&Tensor::from_vec(mask, (s, t), xs.device())?)?;
-        }
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let context = probs.matmul(v)?.transpose(1, 2)?.reshape((b, s, d))?;
         self.ln.forward(&(self.out.forward(&context, None)? + xs)?)
@@ -139,7 +179,7 @@ impl BertAttention {
 
 /// One layer: self-attention, cross-attention to the source when there is one, MLP; post-norm.
 struct BertLayer {
-    attention: BertAttention,
+    attention: SelfAttention,
     cross: Option<BertAttention>,
     intermediate: Dense,
     act: HiddenAct,
@@ -155,9 +195,9 @@ impl BertLayer {
         mask: Option<&Tensor>,
         source: Option<&(Tensor, Tensor)>,
     ) -> CResult<Tensor> {
-        let xs = self.attention.forward_kv(xs, &self.attention.keys_values(xs)?, causal, mask)?;
+        let xs = self.attention.forward(xs, causal, mask)?;
         let xs = match (source, &self.cross) {
-            (Some(kv), Some(cross)) => cross.forward_kv(&xs, kv, false, None)?,
+            (Some(kv), Some(cross)) => cross.forward_kv(&xs, kv)?,
             (Some(_), None) => candle_core::bail!("this text model has no cross-attention"),
             (None, _) => xs,
         };
@@ -192,7 +232,7 @@ impl BertStack {
                 BertLayout::Bert => {
                     let vb = vb.pp("encoder").pp("layer").pp(i);
                     Ok(BertLayer {
-                        attention: BertAttention::load(d, d, h, eps, vb.pp("attention"))?,
+                        attention: SelfAttention::load(d, h, eps, vb.pp("attention"))?,
                         cross: cross_dim
                             .map(|e| BertAttention::load(d, e, h, eps, vb.pp("crossattention")))
                             .transpose()?,
@@ -205,7 +245,7 @@ impl BertStack {
                 BertLayout::DistilBert => {
                     let vb = vb.pp("transformer").pp("layer").pp(i);
                     Ok(BertLayer {
-                        attention: BertAttention::load_distilbert(d, h, eps, &vb)?,
+                        attention: SelfAttention::load_distilbert(d, h, eps, &vb)?,
                         cross: None,
                         intermediate: dense(d, c.intermediate_size, vb.pp("ffn").pp("lin1"))?,
                         act: c.hidden_act,

@@ -298,6 +298,40 @@ impl SentenceEncoder {
         })
     }
 
+    /// Assembles an encoder from parts, for benchmarks with random weights: the Transformer
+    /// module's `config.json` as JSON, its weights, a tokenizer (truncated here to `max_len`),
+    /// the pooling and, optionally, a bias-free linear head to `dense` outputs (weights under
+    /// `dense.linear.weight`) as in clip-ViT-B-32-multilingual-v1.
+    pub fn from_parts(
+        name: &str,
+        config: &Value,
+        vb: candle_nn::VarBuilder,
+        tokenizer: Tokenizer,
+        max_len: usize,
+        pooling: Pooling,
+        dense: Option<usize>,
+    ) -> Result<Self> {
+        let encoder = encoder_config(name, config)?;
+        let bert = BertStack::load(&encoder.shape, encoder.layout, None, vb.clone())?;
+        let mut heads = Vec::new();
+        let mut dim = encoder.shape.hidden_size;
+        if let Some(out) = dense {
+            let weight = vb.pp("dense").get((out, dim), "linear.weight")?;
+            heads.push(DenseHead { linear: Dense::new(&weight, None)?, act: HeadActivation::Identity });
+            dim = out;
+        }
+        Ok(SentenceEncoder {
+            name: name.to_string(),
+            tokenizer: truncated(name, tokenizer, max_len)?,
+            lowercase: false,
+            bert,
+            pad_id: encoder.pad_id,
+            pooling,
+            heads,
+            dim,
+        })
+    }
+
     /// The model's name as given.
     pub fn name(&self) -> &str {
         &self.name
@@ -360,7 +394,7 @@ fn pooling_mode(model: &str, c: &PoolingConfig) -> Result<Pooling> {
 /// `strip_accents`; truncated to `max_len` tokens, special tokens included.
 fn load_tokenizer(repo: &ModelRepo, at: &str, max_len: usize) -> Result<Tokenizer> {
     let name = repo.name();
-    let mut tokenizer = match repo.optional(&format!("{at}tokenizer.json"))? {
+    let tokenizer = match repo.optional(&format!("{at}tokenizer.json"))? {
         Some(path) => Tokenizer::from_file(&path)
             .map_err(|e| Error::model(name, format!("cannot load {}: {e}", path.display())))?,
         None => {
@@ -376,6 +410,10 @@ fn load_tokenizer(repo: &ModelRepo, at: &str, max_len: usize) -> Result<Tokenize
             crate::models::clip::tokenizer::wordpiece(name, &vocab, lowercase, strip_accents)?
         }
     };
+    truncated(name, tokenizer, max_len)
+}
+
+fn truncated(name: &str, mut tokenizer: Tokenizer, max_len: usize) -> Result<Tokenizer> {
     tokenizer.with_padding(None);
     tokenizer
         .with_truncation(Some(TruncationParams {

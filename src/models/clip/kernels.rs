@@ -90,7 +90,7 @@ impl CustomOp1 for FusedAttention {
 const FUSED_MAX_TOKENS: usize = 256;
 
 /// Attention from fused `[b, s, 3d]` projections to `[b, s, d]`.
-pub(super) fn attention(qkv: &Tensor, heads: usize, causal: bool) -> CResult<Tensor> {
+pub(crate) fn attention(qkv: &Tensor, heads: usize, causal: bool) -> CResult<Tensor> {
     if qkv.device().is_cpu() && qkv.dtype() == candle_core::DType::F32 && qkv.dim(1)? <= FUSED_MAX_TOKENS {
         return qkv.contiguous()?.apply_op1_no_bwd(&FusedAttention { heads, causal });
     }

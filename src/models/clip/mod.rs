@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 pub use config::{ClipConfig, HiddenAct, TextConfig, VisionConfig};
 pub use model::{ClipModel, l2_normalize};
-pub use tokenizer::ClipTokenizer;
+pub use tokenizer::{ClipTokenizer, wordpiece};
 
 use crate::error::{Error, Result, first_line};
 use crate::models::preprocess::ImageProcessor;

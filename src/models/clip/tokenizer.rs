@@ -141,7 +141,7 @@ impl ClipTokenizer {
 
 /// The WordPiece tokenizer of a BERT `vocab.txt`, as transformers' `BertTokenizer` builds it
 /// (see [`ClipTokenizer::bert_from_vocab`]), without truncation.
-pub(crate) fn wordpiece(model: &str, vocab: &Path, lowercase: bool, strip_accents: Option<bool>) -> Result<Tokenizer> {
+pub fn wordpiece(model: &str, vocab: &Path, lowercase: bool, strip_accents: Option<bool>) -> Result<Tokenizer> {
     let text = std::fs::read_to_string(vocab)
         .map_err(|e| Error::model(model, format!("cannot read {}: {e}", vocab.display())))?;
     // Lines end at "\n" only (as Python's readlines() reads them): the vocabulary holds

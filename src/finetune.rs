@@ -275,6 +275,7 @@ const COPIED_FILES: &[&str] = &[
     "special_tokens_map.json",
     "vocab.json",
     "merges.txt",
+    "vocab.txt",
 ];
 
 /// Fine-tunes `base` on `pairs` and writes the model to `out`. `stop` ends the run between
@@ -307,12 +308,6 @@ pub fn finetune(
     }
     let repo = ModelRepo::open(base)?;
     let embedder = ClipEmbedder::load_from(&repo, device)?;
-    if embedder.config().is_chinese() {
-        return Err(Error::model(
-            base,
-            "fine-tuning trains OpenAI-style CLIPs (model_type \"clip\"); a Chinese-CLIP's BERT text tower is not trainable here yet",
-        ));
-    }
     check_duplicates(&pairs)?;
     let (pairs, skipped) = readable(pairs, options)?;
     let (train, held_out) = match &options.validation {
@@ -341,7 +336,7 @@ pub fn finetune(
         let texts = pairs.iter().map(|p| embedder.tokenize(&p.text)).collect::<Result<Vec<_>>>()?;
         Ok((pixels, texts))
     };
-    let pad = embedder.tokenizer_end_id();
+    let pad = embedder.tokenizer_pad_id();
     let vb = crate::models::clip::repo_weights(&repo, device)?;
     if options.scope == TrainScope::Adapter {
         let run = AdapterRun { base, repo: &repo, embedder: &embedder, vb: &vb, options, stored, device, pad };

@@ -9,7 +9,9 @@ AdamW betas (0.9, 0.98), eps 1e-6, weight decay 0.2 on tensors of two or more di
 
 Writes tests/fixtures/finetune/golden.json (per-step losses, the trained tensors' names, and
 the fine-tuned model's embeddings of two photos and two texts) and delta-{all,last1}.safetensors
-(fine-tuned minus base, float16: the test compares them within 5% relative L2).
+(fine-tuned minus base, float16: the test compares them within 5% relative L2). The same for the
+fixture Chinese-CLIP tests/fixtures/chinese-clip-tiny-p16 (BERT text tower, padding mask) on the
+same photos with Chinese captions: pairs-zh.jsonl, golden-zh.json, delta-zh-{all,last1}.
 
     ~/venv-ref/bin/python tools/make_finetune_golden.py
 """
@@ -24,13 +26,14 @@ from pathlib import Path
 import torch
 import transformers
 from safetensors.torch import save_file
-from transformers import CLIPModel, CLIPProcessor
+from transformers import ChineseCLIPModel, ChineseCLIPProcessor, CLIPModel, CLIPProcessor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_fixtures import FIX, IMAGES, reference_rgb  # noqa: E402
 
 OUT = FIX / "finetune"
 MODEL = FIX / "clip-tiny-p32"
+MODEL_ZH = FIX / "chinese-clip-tiny-p16"
 PAIRS = [
     ("astronaut.jpg", "an astronaut in a white space suit"),
     ("coffee.png", "a cup of coffee on a saucer"),
@@ -45,6 +48,20 @@ PAIRS = [
     ("astronaut_rgba.png", "an astronaut with a transparent background"),
     ("coffee_palette.png", "a drink in a white mug"),
 ]
+CAPTIONS_ZH = [
+    "穿着白色宇航服的宇航员",
+    "茶碟上的一杯咖啡",
+    "一只倒过来的虎斑猫",
+    "发射台上的火箭",
+    "一个拿着相机的男人的黑白照片",
+    "颜色很少的咖啡杯",
+    "一张猫的小图片",
+    "侧躺着的宇航员",
+    "非常宽的全景照片",
+    "侧过来的猫",
+    "背景透明的宇航员",
+    "白色马克杯里的饮料",
+]
 BATCH = 4
 LR = 1e-4
 STEPS = 3
@@ -55,14 +72,17 @@ def trained(name: str, scope: str, text_layers: int, vision_layers: int) -> bool
     if scope == "all":
         return True
     n = int(scope.split(":")[1])
-    for prefix, layers in (("text_model.encoder.layers.", text_layers), ("vision_model.encoder.layers.", vision_layers)):
+    # CLIP's text layers are `layers.N`, Chinese-CLIP's BERT layers `layer.N`.
+    for prefix, layers in (("text_model.encoder.layers.", text_layers), ("text_model.encoder.layer.", text_layers),
+                           ("vision_model.encoder.layers.", vision_layers)):
         if name.startswith(prefix) and int(name[len(prefix):].split(".")[0]) + n >= layers:
             return True
     return head or name.startswith(("text_model.final_layer_norm.", "vision_model.post_layernorm."))
 
 
-def train(scope: str, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[list[float], dict, CLIPModel]:
-    model = CLIPModel.from_pretrained(MODEL).double().eval()
+def train(scope: str, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+          cls=CLIPModel, path: Path = MODEL) -> tuple[list[float], dict, CLIPModel]:
+    model = cls.from_pretrained(path).double().eval()
     base = {k: v.detach().clone() for k, v in model.named_parameters()}
     tc, vc = model.config.text_config, model.config.vision_config
     decay, no_decay, names = [], [], []
@@ -103,22 +123,43 @@ def main() -> None:
     images = [reference_rgb(IMAGES / name, {}) for name, _ in PAIRS]
     enc = processor(text=[t for _, t in PAIRS], images=images, return_tensors="pt", padding=True)
     pixels = enc["pixel_values"].double()
+    golden = run_all(CLIPModel, MODEL, enc, pixels, PAIRS, "")
+    (OUT / "golden.json").write_text(json.dumps(golden, indent=1) + "\n")
+
+    zh_pairs = [(image, text) for (image, _), text in zip(PAIRS, CAPTIONS_ZH)]
+    with open(OUT / "pairs-zh.jsonl", "w") as f:
+        for image, text in zh_pairs:
+            f.write(json.dumps({"image": f"../images/{image}", "text": text}, ensure_ascii=False) + "\n")
+    processor = ChineseCLIPProcessor.from_pretrained(MODEL_ZH)
+    enc = processor(text=CAPTIONS_ZH, images=images, return_tensors="pt", padding=True)
+    golden = run_all(ChineseCLIPModel, MODEL_ZH, enc, enc["pixel_values"].double(), zh_pairs, "zh-")
+    (OUT / "golden-zh.json").write_text(json.dumps(golden, indent=1, ensure_ascii=False) + "\n")
+    print("wrote", OUT)
+
+
+def run_all(cls, path: Path, enc, pixels: torch.Tensor, pairs, prefix: str) -> dict:
+    """Both scopes on one model; writes delta-{prefix}{all,last1}.safetensors."""
     golden: dict = {"versions": {"torch": torch.__version__, "transformers": transformers.__version__},
                     "batch_size": BATCH, "lr": LR, "steps": STEPS, "runs": {}}
     for scope, tag in (("all", "all"), ("last:1", "last1")):
-        losses, result, model = train(scope, pixels, enc["input_ids"], enc["attention_mask"])
-        save_file(result["deltas"], OUT / f"delta-{tag}.safetensors")
+        losses, result, model = train(scope, pixels, enc["input_ids"], enc["attention_mask"], cls, path)
+        save_file(result["deltas"], OUT / f"delta-{prefix}{tag}.safetensors")
         with torch.no_grad():
             probe = slice(0, 2)
             img = model.get_image_features(pixel_values=pixels[probe])
-            txt = model.get_text_features(input_ids=enc["input_ids"][probe], attention_mask=enc["attention_mask"][probe])
+            if cls is ChineseCLIPModel:
+                # What ChineseCLIPModel.forward does (get_text_features reads a pooler it lacks).
+                hidden = model.text_model(input_ids=enc["input_ids"][probe], attention_mask=enc["attention_mask"][probe])
+                txt = model.text_projection(hidden.last_hidden_state[:, 0, :])
+            else:
+                txt = model.get_text_features(input_ids=enc["input_ids"][probe],
+                                              attention_mask=enc["attention_mask"][probe])
             img = img / img.norm(dim=-1, keepdim=True)
             txt = txt / txt.norm(dim=-1, keepdim=True)
         golden["runs"][tag] = {"train": scope, "losses": losses, "trained": result["names"],
                                "image_embeddings": img.tolist(), "text_embeddings": txt.tolist(),
-                               "probe_images": [PAIRS[0][0], PAIRS[1][0]], "probe_texts": [PAIRS[0][1], PAIRS[1][1]]}
-    (OUT / "golden.json").write_text(json.dumps(golden, indent=1) + "\n")
-    print("wrote", OUT)
+                               "probe_images": [pairs[0][0], pairs[1][0]], "probe_texts": [pairs[0][1], pairs[1][1]]}
+    return golden
 
 
 if __name__ == "__main__":

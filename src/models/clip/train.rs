@@ -76,12 +76,46 @@ pub fn parameter_shapes(config: &ClipConfig) -> Vec<(String, Vec<usize>)> {
             add(format!("{p}.mlp.fc2.bias"), &[d]);
         }
     };
-    let td = t.hidden_size;
-    add("text_model.embeddings.token_embedding.weight".into(), &[t.vocab_size, td]);
-    add("text_model.embeddings.position_embedding.weight".into(), &[t.max_position_embeddings, td]);
-    layers(&mut add, "text_model", t.num_hidden_layers, td, t.intermediate_size);
-    add("text_model.final_layer_norm.weight".into(), &[td]);
-    add("text_model.final_layer_norm.bias".into(), &[td]);
+    let td = match &config.bert_text {
+        // Chinese-CLIP's BERT text tower, under `ChineseCLIPTextModel`'s names.
+        Some(b) => {
+            let d = b.hidden_size;
+            let e = "text_model.embeddings";
+            add(format!("{e}.word_embeddings.weight"), &[b.vocab_size, d]);
+            add(format!("{e}.position_embeddings.weight"), &[b.max_position_embeddings, d]);
+            add(format!("{e}.token_type_embeddings.weight"), &[b.type_vocab_size, d]);
+            add(format!("{e}.LayerNorm.weight"), &[d]);
+            add(format!("{e}.LayerNorm.bias"), &[d]);
+            for i in 0..b.num_hidden_layers {
+                let p = format!("text_model.encoder.layer.{i}");
+                for (name, out, inp) in [
+                    ("attention.self.query", d, d),
+                    ("attention.self.key", d, d),
+                    ("attention.self.value", d, d),
+                    ("attention.output.dense", d, d),
+                    ("intermediate.dense", b.intermediate_size, d),
+                    ("output.dense", d, b.intermediate_size),
+                ] {
+                    add(format!("{p}.{name}.weight"), &[out, inp]);
+                    add(format!("{p}.{name}.bias"), &[out]);
+                }
+                for ln in ["attention.output.LayerNorm", "output.LayerNorm"] {
+                    add(format!("{p}.{ln}.weight"), &[d]);
+                    add(format!("{p}.{ln}.bias"), &[d]);
+                }
+            }
+            d
+        }
+        None => {
+            let td = t.hidden_size;
+            add("text_model.embeddings.token_embedding.weight".into(), &[t.vocab_size, td]);
+            add("text_model.embeddings.position_embedding.weight".into(), &[t.max_position_embeddings, td]);
+            layers(&mut add, "text_model", t.num_hidden_layers, td, t.intermediate_size);
+            add("text_model.final_layer_norm.weight".into(), &[td]);
+            add("text_model.final_layer_norm.bias".into(), &[td]);
+            td
+        }
+    };
     let vd = v.hidden_size;
     let grid = v.image_size / v.patch_size;
     add("vision_model.embeddings.class_embedding".into(), &[vd]);
@@ -114,13 +148,23 @@ fn is_trained(scope: TrainScope, config: &ClipConfig, name: &str) -> bool {
             };
             head || name.starts_with("text_model.final_layer_norm.")
                 || name.starts_with("vision_model.post_layernorm.")
-                || top_layer("text_model.encoder.layers.", config.text_config.num_hidden_layers)
+                || top_layer(text_layer_prefix(config), text_layers(config))
                 || top_layer("vision_model.encoder.layers.", config.vision_config.num_hidden_layers)
         }
     }
 }
 
-/// A CLIP whose weights can be trained.
+/// How the text tower names its layers: CLIP's `layers.N`, BERT's `layer.N`.
+fn text_layer_prefix(config: &ClipConfig) -> &'static str {
+    if config.bert_text.is_some() { "text_model.encoder.layer." } else { "text_model.encoder.layers." }
+}
+
+/// The text tower's depth.
+fn text_layers(config: &ClipConfig) -> usize {
+    config.bert_text.as_ref().map_or(config.text_config.num_hidden_layers, |b| b.num_hidden_layers)
+}
+
+/// A CLIP (or Chinese-CLIP) whose weights can be trained.
 pub struct TrainableClip {
     config: ClipConfig,
     /// Every weight, under its Hugging Face name; trainable ones are the tensors of `vars`.
@@ -334,9 +378,73 @@ impl TrainableClip {
 
     /// The text tower's pooled states, before `text_projection`.
     pub fn text_pooled(&self, batch: &[Vec<u32>], pad: u32) -> CResult<Tensor> {
+        if self.config.bert_text.is_some() {
+            let x = self.bert_embeddings(batch, pad)?;
+            let lengths: Vec<usize> = batch.iter().map(Vec::len).collect();
+            let layers = text_layers(&self.config);
+            return self.bert_layers(&x, 0, layers, padding_mask(&lengths, &self.device)?.as_ref())?.i((.., 0, ..));
+        }
         let (x, positions) = self.text_embeddings(batch, pad)?;
         let layers = self.config.text_config.num_hidden_layers;
         self.text_head(&self.encoder_layers(&x, "text_model", 0, layers)?, &positions)
+    }
+
+    /// Chinese-CLIP's text embeddings of sequences right-padded with `pad` to one length: word
+    /// + position + token type 0, then the embedding layer norm; `[b, s, d]`.
+    fn bert_embeddings(&self, batch: &[Vec<u32>], pad: u32) -> CResult<Tensor> {
+        let bert = self.config.bert_text.as_ref().expect("a BERT text tower");
+        let b = batch.len();
+        let s = batch.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        if s > bert.max_position_embeddings {
+            candle_core::bail!("{s} tokens exceed the model's context of {}", bert.max_position_embeddings);
+        }
+        let mut flat = Vec::with_capacity(b * s);
+        for ids in batch {
+            flat.extend_from_slice(ids);
+            flat.extend(std::iter::repeat_n(pad, s - ids.len()));
+        }
+        let ids = Tensor::from_vec(flat, b * s, &self.device)?;
+        let d = bert.hidden_size;
+        let e = "text_model.embeddings";
+        let words = self.w(&format!("{e}.word_embeddings.weight"))?.index_select(&ids, 0)?.reshape((b, s, d))?;
+        let positions = self.w(&format!("{e}.position_embeddings.weight"))?.narrow(0, 0, s)?;
+        let types = self.w(&format!("{e}.token_type_embeddings.weight"))?.narrow(0, 0, 1)?;
+        let x = words.broadcast_add(&positions.unsqueeze(0)?)?.broadcast_add(&types.unsqueeze(0)?)?;
+        self.layer_norm(&x, &format!("{e}.LayerNorm"), bert.layer_norm_eps)
+    }
+
+    /// Chinese-CLIP's BERT layers `from..to` (post-norm, bidirectional; `mask` hides padding).
+    fn bert_layers(&self, x: &Tensor, from: usize, to: usize, mask: Option<&Tensor>) -> CResult<Tensor> {
+        let bert = self.config.bert_text.as_ref().expect("a BERT text tower");
+        let (heads, eps) = (bert.num_attention_heads, bert.layer_norm_eps);
+        let mut x = x.clone();
+        for i in from..to {
+            let p = format!("text_model.encoder.layer.{i}");
+            let attended = self.bert_attention(&x, &format!("{p}.attention"), heads, mask)?;
+            let h = self.layer_norm(&(&x + attended)?, &format!("{p}.attention.output.LayerNorm"), eps)?;
+            let inner = Self::activation(&self.linear(&h, &format!("{p}.intermediate.dense"), true)?, bert.hidden_act)?;
+            let out = self.linear(&inner, &format!("{p}.output.dense"), true)?;
+            x = self.layer_norm(&(&h + out)?, &format!("{p}.output.LayerNorm"), eps)?;
+        }
+        Ok(x)
+    }
+
+    /// BERT self-attention over `[b, s, d]` with its output projection (before the residual).
+    fn bert_attention(&self, x: &Tensor, prefix: &str, heads: usize, mask: Option<&Tensor>) -> CResult<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        let dh = d / heads;
+        let split = |t: Tensor| -> CResult<Tensor> { t.reshape((b, s, heads, dh))?.transpose(1, 2)?.contiguous() };
+        let q = split((self.linear(x, &format!("{prefix}.self.query"), true)? * (dh as f64).powf(-0.5))?)?;
+        let k = split(self.linear(x, &format!("{prefix}.self.key"), true)?)?;
+        let v = split(self.linear(x, &format!("{prefix}.self.value"), true)?)?;
+        let mut scores = q.matmul(&k.t()?.contiguous()?)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?.exp()?;
+        let probs = shifted.broadcast_div(&shifted.sum_keepdim(D::Minus1)?)?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, s, d))?;
+        self.linear(&out, &format!("{prefix}.output.dense"), true)
     }
 
     /// transformers' `clip_loss` for a batch of matching pairs (see [`clip_loss`]).
@@ -348,7 +456,7 @@ impl TrainableClip {
     /// embeddings included: their output never changes during training, so it can be computed
     /// once per example ([`TrainableClip::frozen_prefix`]).
     pub fn frozen_layers(&self) -> (usize, usize) {
-        let count = |tower: &str, layers: usize| {
+        let count = |tower: &str, layer_prefix: &str, layers: usize| {
             let embeddings_trained = self.vars.keys().any(|n| {
                 n.starts_with(&format!("{tower}.embeddings.")) || n.starts_with(&format!("{tower}.pre_layrnorm."))
             });
@@ -356,12 +464,12 @@ impl TrainableClip {
                 return 0;
             }
             (0..layers)
-                .find(|i| self.vars.keys().any(|n| n.starts_with(&format!("{tower}.encoder.layers.{i}."))))
+                .find(|i| self.vars.keys().any(|n| n.starts_with(&format!("{layer_prefix}{i}."))))
                 .unwrap_or(layers)
         };
         (
-            count("vision_model", self.config.vision_config.num_hidden_layers),
-            count("text_model", self.config.text_config.num_hidden_layers),
+            count("vision_model", "vision_model.encoder.layers.", self.config.vision_config.num_hidden_layers),
+            count("text_model", text_layer_prefix(&self.config), text_layers(&self.config)),
         )
     }
 
@@ -371,9 +479,14 @@ impl TrainableClip {
     pub fn frozen_prefix(&self, pixels: &Tensor, ids: &[u32]) -> CResult<FrozenPrefix> {
         let (fv, ft) = self.frozen_layers();
         let image = self.encoder_layers(&self.vision_embeddings(&pixels.unsqueeze(0)?)?, "vision_model", 0, fv)?;
-        let (x, positions) = self.text_embeddings(&[ids.to_vec()], 0)?;
-        let text = self.encoder_layers(&x, "text_model", 0, ft)?;
-        Ok(FrozenPrefix { image: image.squeeze(0)?.detach(), text: text.squeeze(0)?.detach(), position: positions[0] })
+        let (text, position) = if self.config.bert_text.is_some() {
+            // One unpadded sequence: no mask; BERT pools the first token.
+            (self.bert_layers(&self.bert_embeddings(&[ids.to_vec()], 0)?, 0, ft, None)?, 0)
+        } else {
+            let (x, positions) = self.text_embeddings(&[ids.to_vec()], 0)?;
+            (self.encoder_layers(&x, "text_model", 0, ft)?, positions[0])
+        };
+        Ok(FrozenPrefix { image: image.squeeze(0)?.detach(), text: text.squeeze(0)?.detach(), position })
     }
 
     /// [`TrainableClip::contrastive_loss`] from frozen prefixes: only the layers after them run.
@@ -391,16 +504,37 @@ impl TrainableClip {
         let s = prefixes.iter().map(|p| p.text.dim(0)).collect::<CResult<Vec<_>>>()?.into_iter().max().unwrap_or(1);
         let texts =
             prefixes.iter().map(|p| p.text.pad_with_zeros(0, 0, s - p.text.dim(0)?)).collect::<CResult<Vec<_>>>()?;
-        let x = self.encoder_layers(
-            &Tensor::stack(&texts, 0)?,
-            "text_model",
-            ft,
-            self.config.text_config.num_hidden_layers,
-        )?;
-        let positions: Vec<usize> = prefixes.iter().map(|p| p.position).collect();
-        let text = self.linear(&self.text_head(&x, &positions)?, "text_projection", false)?;
+        let pooled = if self.config.bert_text.is_some() {
+            // Zero-padded states: the mask keeps the padding from every query.
+            let lengths = prefixes.iter().map(|p| p.text.dim(0)).collect::<CResult<Vec<_>>>()?;
+            let mask = padding_mask(&lengths, &self.device)?;
+            let x = self.bert_layers(&Tensor::stack(&texts, 0)?, ft, text_layers(&self.config), mask.as_ref())?;
+            x.i((.., 0, ..))?
+        } else {
+            let x = self.encoder_layers(
+                &Tensor::stack(&texts, 0)?,
+                "text_model",
+                ft,
+                self.config.text_config.num_hidden_layers,
+            )?;
+            let positions: Vec<usize> = prefixes.iter().map(|p| p.position).collect();
+            self.text_head(&x, &positions)?
+        };
+        let text = self.linear(&pooled, "text_projection", false)?;
         clip_loss(&image, &text, &self.w("logit_scale")?)
     }
+}
+
+/// The additive attention mask `[b, 1, 1, s]` (0 for tokens, -∞ for padding) of sequences of
+/// `lengths` padded to the longest; `None` when none is padded.
+fn padding_mask(lengths: &[usize], device: &Device) -> CResult<Option<Tensor>> {
+    let s = lengths.iter().copied().max().unwrap_or(0);
+    if lengths.iter().all(|&l| l == s) {
+        return Ok(None);
+    }
+    let mask: Vec<f32> =
+        lengths.iter().flat_map(|&l| (0..s).map(move |j| if j < l { 0.0 } else { f32::NEG_INFINITY })).collect();
+    Ok(Some(Tensor::from_vec(mask, (lengths.len(), 1, 1, s), device)?))
 }
 
 /// The part of an example's forward pass that frozen layers compute, kept for every step.
@@ -549,7 +683,7 @@ mod tests {
                 embedder.preprocess(&img).unwrap()
             })
             .collect();
-        let texts = ["a photo of a cat", "a dog", "an astronaut riding a horse on the moon"]
+        let texts = ["a photo of a cat", "一只狗", "an astronaut riding a horse on the moon"]
             .iter()
             .map(|t| embedder.tokenize(t).unwrap())
             .collect();
@@ -562,10 +696,10 @@ mod tests {
 
     #[test]
     fn its_forward_equals_the_inference_model() {
-        for name in ["clip-tiny-p32", "clip-tiny-p16"] {
+        for name in ["clip-tiny-p32", "clip-tiny-p16", "chinese-clip-tiny-p16", "chinese-clip-tiny-p32"] {
             let (embedder, trainable) = load(name, TrainScope::All);
             let (pixels, texts) = inputs(&embedder);
-            let pad = *texts[0].last().unwrap();
+            let pad = embedder.tokenizer_pad_id();
             let fast_image = l2_normalize(&embedder.model().image_features(&pixels).unwrap()).unwrap();
             let slow_image = normalize(&trainable.image_features(&pixels).unwrap()).unwrap();
             let fast_text = l2_normalize(&embedder.model().text_features(&texts, pad, &Device::Cpu).unwrap()).unwrap();
@@ -579,10 +713,10 @@ mod tests {
 
     #[test]
     fn every_trainable_tensor_receives_a_gradient() {
-        for name in ["clip-tiny-p32", "clip-tiny-p16"] {
+        for name in ["clip-tiny-p32", "clip-tiny-p16", "chinese-clip-tiny-p16", "chinese-clip-tiny-p32"] {
             let (embedder, trainable) = load(name, TrainScope::All);
             let (pixels, texts) = inputs(&embedder);
-            let loss = trainable.contrastive_loss(&pixels, &texts, *texts[0].last().unwrap()).unwrap();
+            let loss = trainable.contrastive_loss(&pixels, &texts, embedder.tokenizer_pad_id()).unwrap();
             let grads = loss.backward().unwrap();
             let norm_of = |param: &str| -> f32 {
                 let var = &trainable.vars()[param];
@@ -593,8 +727,11 @@ mod tests {
                 let norm = norm_of(param);
                 // A key bias adds the same amount to every score of a query: softmax ignores
                 // it, so its true gradient is 0 (what is left is rounding).
-                if let Some(layer) = param.strip_suffix("k_proj.bias") {
-                    let weight = norm_of(&format!("{layer}k_proj.weight"));
+                let key_bias = param.strip_suffix("k_proj.bias").map(|l| format!("{l}k_proj.weight")).or_else(|| {
+                    param.strip_suffix("attention.self.key.bias").map(|l| format!("{l}attention.self.key.weight"))
+                });
+                if let Some(key_weight) = key_bias {
+                    let weight = norm_of(&key_weight);
                     assert!(norm < 1e-3 * weight, "{name}: {param} {norm} beside the weight's {weight}");
                 } else {
                     assert!(norm > 0.0, "{name}: zero gradient for {param}");
@@ -609,11 +746,14 @@ mod tests {
             ("clip-tiny-p32", TrainScope::Last(1), (1, 1)),
             ("clip-tiny-p16", TrainScope::Projection, (3, 3)),
             ("clip-tiny-p32", TrainScope::All, (0, 0)),
+            ("chinese-clip-tiny-p16", TrainScope::Last(1), (1, 1)),
+            ("chinese-clip-tiny-p32", TrainScope::Projection, (3, 3)),
+            ("chinese-clip-tiny-p32", TrainScope::All, (0, 0)),
         ] {
             let (embedder, trainable) = load(name, scope);
             assert_eq!(trainable.frozen_layers(), frozen, "{name} {scope:?}");
             let (pixels, texts) = inputs(&embedder);
-            let pad = *texts[0].last().unwrap();
+            let pad = embedder.tokenizer_pad_id();
             let direct = trainable.contrastive_loss(&pixels, &texts, pad).unwrap().to_scalar::<f32>().unwrap();
             let prefixes: Vec<FrozenPrefix> = texts
                 .iter()

@@ -423,6 +423,9 @@ impl Library {
     /// Inserts new vectors into the search graph, or rebuilds it (see [`AnnIndex::maintain`]);
     /// nothing for libraries too small for a graph.
     pub fn maintain_index(&self) -> Result<IndexState> {
+        if let Some(state) = self.store.maintain_vector_index(self.config.graph_min)? {
+            return Ok(state);
+        }
         let state = AnnIndex::maintain(&self.store, &self.graph_dir()?, self.config.graph_min)?;
         if state.rebuilt || state.caught_up > 0 {
             *self.index.lock().expect("index lock") = None; // searches pick the new snapshot
@@ -743,7 +746,12 @@ impl Library {
 
     /// The images nearest to a query vector (an embedding of this library's model).
     pub fn search_vector(&self, query: &[f32], k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
-        query::search(&self.store, &*self.search_index()?, query, k, &self.resolve_tag(filter)?)
+        let filter = self.resolve_tag(filter)?;
+        // PostgreSQL ranks in the database; the folder store with the library's own index.
+        if let Some(hits) = self.store.nearest(query, k, &filter)? {
+            return Ok(hits);
+        }
+        query::search(&self.store, &*self.search_index()?, query, k, &filter)
     }
 
     /// Image-to-image search; the image may be outside the library.
@@ -857,6 +865,9 @@ impl Library {
 
     /// The search index's state from the store and the snapshot's metadata (no vector loaded).
     fn index_state(&self) -> Result<IndexState> {
+        if let Some(state) = self.store.vector_index_state(self.config.graph_min)? {
+            return Ok(state);
+        }
         AnnIndex::describe(&self.store, &self.graph_dir()?, self.config.graph_min)
     }
 

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{Failure, ImageId, ImageRecord, PathEntry, ReindexTarget, StoreCounts, StoredCaption, Tag, TagCount};
+use crate::ann::IndexState;
 use crate::error::Result;
+use crate::query::{SearchFilter, SearchHit};
 
 /// A fallible iterator over records, in id order.
 pub type Records<'a, T> = Box<dyn Iterator<Item = Result<(ImageId, T)>> + 'a>;
@@ -130,6 +132,26 @@ pub trait Backend: TagStore + CaptionStore + ReindexStore + ModelVectorStore + S
     /// path; every path points at a stored image; no vector or tags without an image. Returns
     /// the problems found.
     fn check(&self) -> Result<Vec<String>>;
+
+    /// The `k` images whose current vectors are nearest to `query` (a unit vector) among those
+    /// passing `filter`, best first, when the database searches by itself (PostgreSQL with
+    /// pgvector); `None` when the library's own index answers (the folder store).
+    fn nearest(&self, _query: &[f32], _k: usize, _filter: &SearchFilter) -> Result<Option<Vec<SearchHit>>> {
+        Ok(None)
+    }
+
+    /// Keeps the database's own vector index: builds it once the current generation holds
+    /// `min_vectors` vectors, drops those of other generations. `None` when there is no such
+    /// index (the library keeps its graph beside the store).
+    fn maintain_vector_index(&self, _min_vectors: usize) -> Result<Option<IndexState>> {
+        Ok(None)
+    }
+
+    /// The database's own vector index as [`Backend::maintain_vector_index`] would find it,
+    /// changing nothing.
+    fn vector_index_state(&self, _min_vectors: usize) -> Result<Option<IndexState>> {
+        Ok(None)
+    }
 }
 
 /// Zero-shot tags: each image's confident tags with the vocabulary fingerprint they came from,

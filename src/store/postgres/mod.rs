@@ -11,6 +11,7 @@
 mod captions;
 mod model_vectors;
 mod reindex;
+mod search;
 mod tags;
 
 use std::path::{Path, PathBuf};
@@ -625,6 +626,23 @@ impl Backend for PgStore {
     /// Every committed transaction is durable already.
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn nearest(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: &crate::query::SearchFilter,
+    ) -> Result<Option<Vec<crate::query::SearchHit>>> {
+        self.nearest_vectors(query, k, filter).map(Some)
+    }
+
+    fn maintain_vector_index(&self, min_vectors: usize) -> Result<Option<crate::ann::IndexState>> {
+        self.vector_index(min_vectors, true).map(Some)
+    }
+
+    fn vector_index_state(&self, min_vectors: usize) -> Result<Option<crate::ann::IndexState>> {
+        self.vector_index(min_vectors, false).map(Some)
     }
 
     fn check(&self) -> Result<Vec<String>> {

@@ -1,6 +1,8 @@
 //! Data safety end to end through the real binary: touching or restoring a photo never loses
 //! it, an emptied or remounted root keeps its photos until `index --prune`, and files that
-//! would make preprocessing allocate without bound are handled within a bounded memory.
+//! would make preprocessing allocate without bound are handled within a bounded memory. The
+//! photo-keeping tests run on every backend under test (a folder, and PostgreSQL when
+//! `CLIPDEX_TEST_PG` names a server).
 
 #![cfg(unix)]
 
@@ -11,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 mod common;
+use common::backends::{TestDb, test_databases};
 use common::{ok_json, picture};
 
 fn model() -> String {
@@ -21,9 +24,28 @@ fn clipdex(db: &Path, args: &[&str]) -> Output {
     common::clipdex_on(db, model(), args)
 }
 
+/// The binary on a library of any backend.
+fn on(db: &TestDb, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .arg("--db")
+        .arg(db.arg())
+        .arg("--model")
+        .arg(model())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// `stats --json` as (images, paths, vectors).
 fn counts(db: &Path) -> (u64, u64, u64) {
-    let s = ok_json(clipdex(db, &["stats", "--json"]));
+    counts_of(&ok_json(clipdex(db, &["stats", "--json"])))
+}
+
+fn counts_on(db: &TestDb) -> (u64, u64, u64) {
+    counts_of(&ok_json(on(db, &["stats", "--json"])))
+}
+
+fn counts_of(s: &Value) -> (u64, u64, u64) {
     let n = |k: &str| s[k].as_u64().unwrap();
     (n("images"), n("paths"), n("vectors"))
 }
@@ -43,111 +65,137 @@ fn library(n: u32) -> (tempfile::TempDir, PathBuf, PathBuf) {
     (tmp, db, photos)
 }
 
+/// [`library`] on every backend under test.
+fn libraries(n: u32) -> Vec<(tempfile::TempDir, TestDb, PathBuf)> {
+    test_databases()
+        .into_iter()
+        .map(|db| {
+            let tmp = tempfile::tempdir().unwrap();
+            let photos = tmp.path().join("photos");
+            std::fs::create_dir_all(&photos).unwrap();
+            for i in 0..n {
+                picture(i).save(photos.join(format!("p{i:02}.png"))).unwrap();
+            }
+            let photos = std::fs::canonicalize(&photos).unwrap();
+            assert!(on(&db, &["add", photos.to_str().unwrap()]).status.success());
+            let first = ok_json(on(&db, &["index", "--json"]));
+            assert_eq!(first["embedded"], n, "{}", db.backend);
+            (tmp, db, photos)
+        })
+        .collect()
+}
+
 fn set_mtime(path: &Path, t: SystemTime) {
     std::fs::File::options().write(true).open(path).unwrap().set_modified(t).unwrap();
 }
 
 #[test]
 fn a_touched_photo_is_kept() {
-    let (_tmp, db, photos) = library(10);
-    let a = photos.join("p00.png");
-    set_mtime(&a, SystemTime::now() + Duration::from_secs(60));
-    let pass = ok_json(clipdex(&db, &["index", "--json"]));
-    assert_eq!((pass["linked"].as_u64(), pass["removed"].as_u64()), (Some(1), Some(0)), "{pass}");
-    assert_eq!(counts(&db), (10, 10, 10));
-    // The next pass calls it unchanged, and it is still found.
-    let again = ok_json(clipdex(&db, &["index", "--json"]));
-    assert_eq!(again["unchanged"], 10, "{again}");
-    let res = ok_json(clipdex(&db, &["similar", a.to_str().unwrap(), "-k", "1", "--json"]));
-    assert_eq!(res["results"][0]["path"], a.to_str().unwrap());
+    for (_tmp, db, photos) in libraries(10) {
+        let a = photos.join("p00.png");
+        set_mtime(&a, SystemTime::now() + Duration::from_secs(60));
+        let pass = ok_json(on(&db, &["index", "--json"]));
+        assert_eq!((pass["linked"].as_u64(), pass["removed"].as_u64()), (Some(1), Some(0)), "{pass}");
+        assert_eq!(counts_on(&db), (10, 10, 10));
+        // The next pass calls it unchanged, and it is still found.
+        let again = ok_json(on(&db, &["index", "--json"]));
+        assert_eq!(again["unchanged"], 10, "{again}");
+        let res = ok_json(on(&db, &["similar", a.to_str().unwrap(), "-k", "1", "--json"]));
+        assert_eq!(res["results"][0]["path"], a.to_str().unwrap());
+    }
 }
 
 #[test]
 fn a_photo_restored_from_a_backup_is_kept() {
-    let (tmp, db, photos) = library(4);
-    let a = photos.join("p01.png");
-    let backup = tmp.path().join("backup.png");
-    std::fs::copy(&a, &backup).unwrap();
-    // Restored over itself: same bytes, a new modification time.
-    std::fs::remove_file(&a).unwrap();
-    std::fs::copy(&backup, &a).unwrap();
-    set_mtime(&a, SystemTime::now() + Duration::from_secs(120));
-    ok_json(clipdex(&db, &["index", "--json"]));
-    assert_eq!(counts(&db), (4, 4, 4));
-    // Edited and then restored from the backup: back to the stored content.
-    picture(99).save(&a).unwrap();
-    ok_json(clipdex(&db, &["index", "--json"]));
-    std::fs::copy(&backup, &a).unwrap();
-    set_mtime(&a, SystemTime::now() + Duration::from_secs(240));
-    ok_json(clipdex(&db, &["index", "--json"]));
-    assert_eq!(counts(&db), (4, 4, 4));
-    let res = ok_json(clipdex(&db, &["similar", backup.to_str().unwrap(), "-k", "1", "--json"]));
-    assert_eq!(res["results"][0]["path"], a.to_str().unwrap());
-    assert!(res["results"][0]["score"].as_f64().unwrap() > 0.9999);
+    for (tmp, db, photos) in libraries(4) {
+        let a = photos.join("p01.png");
+        let backup = tmp.path().join("backup.png");
+        std::fs::copy(&a, &backup).unwrap();
+        // Restored over itself: same bytes, a new modification time.
+        std::fs::remove_file(&a).unwrap();
+        std::fs::copy(&backup, &a).unwrap();
+        set_mtime(&a, SystemTime::now() + Duration::from_secs(120));
+        ok_json(on(&db, &["index", "--json"]));
+        assert_eq!(counts_on(&db), (4, 4, 4));
+        // Edited and then restored from the backup: back to the stored content.
+        picture(99).save(&a).unwrap();
+        ok_json(on(&db, &["index", "--json"]));
+        std::fs::copy(&backup, &a).unwrap();
+        set_mtime(&a, SystemTime::now() + Duration::from_secs(240));
+        ok_json(on(&db, &["index", "--json"]));
+        assert_eq!(counts_on(&db), (4, 4, 4));
+        let res = ok_json(on(&db, &["similar", backup.to_str().unwrap(), "-k", "1", "--json"]));
+        assert_eq!(res["results"][0]["path"], a.to_str().unwrap());
+        assert!(res["results"][0]["score"].as_f64().unwrap() > 0.9999);
+    }
 }
 
 #[test]
 fn an_emptied_root_keeps_its_photos_until_prune() {
-    let (_tmp, db, photos) = library(5);
-    // What an unmounted drive's mount point looks like.
-    std::fs::remove_dir_all(&photos).unwrap();
-    std::fs::create_dir(&photos).unwrap();
-    let pass = ok_json(clipdex(&db, &["index", "--json"]));
-    assert_eq!(pass["removed"], 0, "{pass}");
-    assert_eq!(pass["missing_roots"][0], photos.to_str().unwrap(), "{pass}");
-    assert_eq!(counts(&db), (5, 5, 5));
-    let text = clipdex(&db, &["index"]);
-    assert!(String::from_utf8_lossy(&text.stdout).contains("--prune"), "{}", String::from_utf8_lossy(&text.stdout));
-    // The user means it.
-    let pruned = ok_json(clipdex(&db, &["index", "--prune", "--json"]));
-    assert_eq!(pruned["removed"], 5, "{pruned}");
-    assert_eq!(counts(&db), (0, 0, 0));
+    for (_tmp, db, photos) in libraries(5) {
+        // What an unmounted drive's mount point looks like.
+        std::fs::remove_dir_all(&photos).unwrap();
+        std::fs::create_dir(&photos).unwrap();
+        let pass = ok_json(on(&db, &["index", "--json"]));
+        assert_eq!(pass["removed"], 0, "{pass}");
+        assert_eq!(pass["missing_roots"][0], photos.to_str().unwrap(), "{pass}");
+        assert_eq!(counts_on(&db), (5, 5, 5));
+        let text = on(&db, &["index"]);
+        assert!(String::from_utf8_lossy(&text.stdout).contains("--prune"), "{}", String::from_utf8_lossy(&text.stdout));
+        // The user means it.
+        let pruned = ok_json(on(&db, &["index", "--prune", "--json"]));
+        assert_eq!(pruned["removed"], 5, "{pruned}");
+        assert_eq!(counts_on(&db), (0, 0, 0));
+    }
 }
 
 #[test]
 fn deleting_some_photos_still_forgets_them() {
-    let (_tmp, db, photos) = library(4);
-    std::fs::remove_file(photos.join("p02.png")).unwrap();
-    let pass = ok_json(clipdex(&db, &["index", "--json"]));
-    assert_eq!((pass["removed"].as_u64(), pass["missing_roots"].as_array().map(Vec::len)), (Some(1), Some(0)));
-    assert_eq!(counts(&db), (3, 3, 3));
+    for (_tmp, db, photos) in libraries(4) {
+        std::fs::remove_file(photos.join("p02.png")).unwrap();
+        let pass = ok_json(on(&db, &["index", "--json"]));
+        assert_eq!((pass["removed"].as_u64(), pass["missing_roots"].as_array().map(Vec::len)), (Some(1), Some(0)));
+        assert_eq!(counts_on(&db), (3, 3, 3));
+    }
 }
 
 #[test]
 fn a_root_on_another_device_keeps_its_photos() {
-    let (_tmp, db, photos) = library(3);
-    {
-        // The device recorded at the last pass is not the one the folder is on now: as if
-        // another drive were mounted there. (Mounting needs privileges tests do not have.)
-        let lib = clipdex::Library::open(clipdex::LibraryConfig::new(&db, model())).unwrap();
-        let recorded = lib.store().root_device(&photos).unwrap();
-        assert!(recorded.is_some(), "the pass records the root's device");
-        lib.store().set_root_device(&photos, recorded.unwrap() ^ 0x5a5a).unwrap();
+    for (_tmp, db, photos) in libraries(3) {
+        {
+            // The device recorded at the last pass is not the one the folder is on now: as if
+            // another drive were mounted there. (Mounting needs privileges tests do not have.)
+            let lib = clipdex::Library::open(clipdex::LibraryConfig::new(db.location.clone(), model())).unwrap();
+            let recorded = lib.store().root_device(&photos).unwrap();
+            assert!(recorded.is_some(), "the pass records the root's device");
+            lib.store().set_root_device(&photos, recorded.unwrap() ^ 0x5a5a).unwrap();
+        }
+        std::fs::remove_file(photos.join("p00.png")).unwrap();
+        let pass = ok_json(on(&db, &["index", "--json"]));
+        assert_eq!(pass["removed"], 0, "{pass}");
+        assert_eq!(pass["missing_roots"][0], photos.to_str().unwrap());
+        assert_eq!(counts_on(&db), (3, 3, 3));
+        let pruned = ok_json(on(&db, &["index", "--prune", "--json"]));
+        assert_eq!(pruned["removed"], 1, "{pruned}");
+        // The device is recorded anew, so later passes are ordinary.
+        let again = ok_json(on(&db, &["index", "--json"]));
+        assert_eq!(again["missing_roots"].as_array().map(Vec::len), Some(0), "{again}");
     }
-    std::fs::remove_file(photos.join("p00.png")).unwrap();
-    let pass = ok_json(clipdex(&db, &["index", "--json"]));
-    assert_eq!(pass["removed"], 0, "{pass}");
-    assert_eq!(pass["missing_roots"][0], photos.to_str().unwrap());
-    assert_eq!(counts(&db), (3, 3, 3));
-    let pruned = ok_json(clipdex(&db, &["index", "--prune", "--json"]));
-    assert_eq!(pruned["removed"], 1, "{pruned}");
-    // The device is recorded anew, so later passes are ordinary.
-    let again = ok_json(clipdex(&db, &["index", "--json"]));
-    assert_eq!(again["missing_roots"].as_array().map(Vec::len), Some(0), "{again}");
 }
 
 #[test]
 fn index_counts_add_up() {
-    let (_tmp, db, photos) = library(3);
-    std::fs::write(photos.join("broken.jpg"), b"no image here").unwrap();
-    std::os::unix::fs::symlink(&photos, photos.join("loop")).unwrap();
-    picture(50).save(photos.join("new.png")).unwrap();
-    std::fs::copy(photos.join("p00.png"), photos.join("copy.png")).unwrap();
-    for pass in 0..2 {
-        let r = ok_json(clipdex(&db, &["index", "--json"]));
-        let n = |k: &str| r[k].as_u64().unwrap();
-        let accounted = n("unchanged") + n("embedded") + n("linked") + n("failed") + n("skipped_failures");
-        assert_eq!(n("seen"), accounted, "pass {pass}: {r}");
+    for (_tmp, db, photos) in libraries(3) {
+        std::fs::write(photos.join("broken.jpg"), b"no image here").unwrap();
+        std::os::unix::fs::symlink(&photos, photos.join("loop")).unwrap();
+        picture(50).save(photos.join("new.png")).unwrap();
+        std::fs::copy(photos.join("p00.png"), photos.join("copy.png")).unwrap();
+        for pass in 0..2 {
+            let r = ok_json(on(&db, &["index", "--json"]));
+            let n = |k: &str| r[k].as_u64().unwrap();
+            let accounted = n("unchanged") + n("embedded") + n("linked") + n("failed") + n("skipped_failures");
+            assert_eq!(n("seen"), accounted, "pass {pass}: {r}");
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The library database end to end, on the tiny fixture model and generated photo folders.
+//! The library database end to end, on the tiny fixture model and generated photo folders,
+//! on every backend: a folder (sled) and, when `CLIPDEX_TEST_PG` names a server, PostgreSQL.
 
 use std::path::{Path, PathBuf};
 
@@ -6,6 +7,7 @@ use clipdex::query::SearchFilter;
 use clipdex::{Library, LibraryConfig};
 
 mod common;
+use common::backends::{TestDb, test_databases};
 use common::picture;
 
 fn model() -> String {
@@ -23,19 +25,24 @@ fn write_picture(dir: &Path, name: &str, seed: u32) -> PathBuf {
     path
 }
 
-fn open(db: &Path) -> Library {
-    Library::open(LibraryConfig::new(db, model())).unwrap()
+fn open(db: &TestDb) -> Library {
+    Library::open(LibraryConfig::new(db.location.clone(), model())).unwrap()
 }
 
 fn quiet(_: u64, _: u64) {}
 
 struct Setup {
     _tmp: tempfile::TempDir,
-    db: PathBuf,
+    db: TestDb,
     photos: PathBuf,
 }
 
-fn setup(n: u32) -> Setup {
+/// A photo folder of `n` pictures and an empty library, for each backend under test.
+fn setups(n: u32) -> Vec<Setup> {
+    test_databases().into_iter().map(|db| setup_on(db, n)).collect()
+}
+
+fn setup_on(db: TestDb, n: u32) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let photos = tmp.path().join("photos");
     std::fs::create_dir_all(&photos).unwrap();
@@ -44,7 +51,7 @@ fn setup(n: u32) -> Setup {
         write_picture(&sub, &format!("p{i:02}.{}", if i % 3 == 0 { "png" } else { "jpg" }), i);
     }
     let photos = std::fs::canonicalize(&photos).unwrap();
-    Setup { db: tmp.path().join("db"), photos, _tmp: tmp }
+    Setup { db, photos, _tmp: tmp }
 }
 
 fn all(lib: &Library, k: usize) -> Vec<clipdex::query::SearchHit> {
@@ -53,7 +60,13 @@ fn all(lib: &Library, k: usize) -> Vec<clipdex::query::SearchHit> {
 
 #[test]
 fn indexes_once_and_an_unchanged_rerun_embeds_nothing() {
-    let s = setup(10);
+    for s in setups(10) {
+        eprintln!("indexes_once_and_an_unchanged_rerun_embeds_nothing: {}", s.db.backend);
+        indexes_once_and_an_unchanged_rerun_embeds_nothing_on(&s);
+    }
+}
+
+fn indexes_once_and_an_unchanged_rerun_embeds_nothing_on(s: &Setup) {
     let lib = open(&s.db);
     lib.add_root(&s.photos).unwrap();
     let r = lib.index(&quiet).unwrap();
@@ -69,7 +82,13 @@ fn indexes_once_and_an_unchanged_rerun_embeds_nothing() {
 
 #[test]
 fn renames_moves_copies_deletions_and_edits() {
-    let s = setup(6);
+    for s in setups(6) {
+        eprintln!("renames_moves_copies_deletions_and_edits: {}", s.db.backend);
+        renames_moves_copies_deletions_and_edits_on(&s);
+    }
+}
+
+fn renames_moves_copies_deletions_and_edits_on(s: &Setup) {
     let lib = open(&s.db);
     lib.add_root(&s.photos).unwrap();
     lib.index(&quiet).unwrap();
@@ -115,7 +134,13 @@ fn renames_moves_copies_deletions_and_edits() {
 
 #[test]
 fn identical_files_share_one_embedding() {
-    let s = setup(0);
+    for s in setups(0) {
+        eprintln!("identical_files_share_one_embedding: {}", s.db.backend);
+        identical_files_share_one_embedding_on(&s);
+    }
+}
+
+fn identical_files_share_one_embedding_on(s: &Setup) {
     let p = write_picture(&s.photos.join("x"), "one.jpg", 5);
     std::fs::create_dir_all(s.photos.join("y")).unwrap();
     std::fs::copy(&p, s.photos.join("y/two.jpg")).unwrap();
@@ -130,7 +155,13 @@ fn identical_files_share_one_embedding() {
 
 #[test]
 fn an_image_is_its_own_nearest_neighbour() {
-    let s = setup(8);
+    for s in setups(8) {
+        eprintln!("an_image_is_its_own_nearest_neighbour: {}", s.db.backend);
+        an_image_is_its_own_nearest_neighbour_on(&s);
+    }
+}
+
+fn an_image_is_its_own_nearest_neighbour_on(s: &Setup) {
     let lib = open(&s.db);
     lib.add_root(&s.photos).unwrap();
     lib.index(&quiet).unwrap();
@@ -146,7 +177,13 @@ fn an_image_is_its_own_nearest_neighbour() {
 
 #[test]
 fn filters_return_k_results_when_k_exist() {
-    let s = setup(12);
+    for s in setups(12) {
+        eprintln!("filters_return_k_results_when_k_exist: {}", s.db.backend);
+        filters_return_k_results_when_k_exist_on(&s);
+    }
+}
+
+fn filters_return_k_results_when_k_exist_on(s: &Setup) {
     // Dates from file times: odd pictures in 2020, even ones in 2023.
     for entry in walk(&s.photos) {
         let year = if entry.to_string_lossy().contains("/odd/") { 2020 } else { 2023 };
@@ -187,7 +224,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn bad_files_are_recorded_and_retried_only_when_they_change() {
-    let s = setup(2);
+    for s in setups(2) {
+        eprintln!("bad_files_are_recorded_and_retried_only_when_they_change: {}", s.db.backend);
+        bad_files_are_recorded_and_retried_only_when_they_change_on(&s);
+    }
+}
+
+fn bad_files_are_recorded_and_retried_only_when_they_change_on(s: &Setup) {
     let bad = s.photos.join("bad");
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::write(bad.join("empty.jpg"), b"").unwrap();
@@ -203,7 +246,7 @@ fn bad_files_are_recorded_and_retried_only_when_they_change() {
         picture(42).save(bad.join(name)).unwrap();
         std::os::unix::fs::symlink(&bad, bad.join("loop")).unwrap();
     }
-    let mut config = LibraryConfig::new(&s.db, model());
+    let mut config = LibraryConfig::new(s.db.location.clone(), model());
     config.max_pixels = 4_000_000;
     let lib = Library::open(config.clone()).unwrap();
     lib.add_root(&s.photos).unwrap();
@@ -247,19 +290,32 @@ fn bad_files_are_recorded_and_retried_only_when_they_change() {
 
 #[test]
 fn another_model_is_refused() {
-    let s = setup(1);
+    for s in setups(1) {
+        eprintln!("another_model_is_refused: {}", s.db.backend);
+        another_model_is_refused_on(&s);
+    }
+}
+
+fn another_model_is_refused_on(s: &Setup) {
     let lib = open(&s.db);
     lib.add_root(&s.photos).unwrap();
     lib.index(&quiet).unwrap();
     drop(lib);
     let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p16");
-    let err = Library::open(LibraryConfig::new(&s.db, other.to_string_lossy())).err().unwrap().to_string();
+    let err =
+        Library::open(LibraryConfig::new(s.db.location.clone(), other.to_string_lossy())).err().unwrap().to_string();
     assert!(err.contains("holds vectors of model") && err.contains("clip-tiny-p32"), "{err}");
 }
 
 #[test]
 fn a_missing_root_keeps_its_photos_and_remove_forgets_them() {
-    let s = setup(3);
+    for s in setups(3) {
+        eprintln!("a_missing_root_keeps_its_photos_and_remove_forgets_them: {}", s.db.backend);
+        a_missing_root_keeps_its_photos_and_remove_forgets_them_on(&s);
+    }
+}
+
+fn a_missing_root_keeps_its_photos_and_remove_forgets_them_on(s: &Setup) {
     let lib = open(&s.db);
     lib.add_root(&s.photos).unwrap();
     lib.index(&quiet).unwrap();
@@ -297,8 +353,14 @@ fn fast_jpeg_decoding_stays_close_to_the_exact_path() {
 
 #[test]
 fn watch_maintains_the_search_graph_in_the_background() {
-    let s = setup(6);
-    let mut config = LibraryConfig::new(&s.db, model());
+    for s in setups(6) {
+        eprintln!("watch_maintains_the_search_graph_in_the_background: {}", s.db.backend);
+        watch_maintains_the_search_graph_in_the_background_on(&s);
+    }
+}
+
+fn watch_maintains_the_search_graph_in_the_background_on(s: &Setup) {
+    let mut config = LibraryConfig::new(s.db.location.clone(), model());
     config.graph_min = 3;
     let lib = Library::open(config).unwrap();
     lib.add_root(&s.photos).unwrap();
@@ -328,13 +390,16 @@ fn watch_maintains_the_search_graph_in_the_background() {
     assert!(passes.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     let state = lib.stats().unwrap().index;
     assert_eq!((state.kind, state.pending, state.needs_rebuild), ("hnsw", 0, false));
-    assert!(s.db.join("hnsw").is_dir());
+    if let clipdex::store::DbLocation::Dir(dir) = &s.db.location {
+        assert!(dir.join("hnsw").is_dir());
+    }
     assert_eq!(all(&lib, 10).len(), 6);
 }
 
 #[test]
 fn the_search_index_is_kept_until_the_library_changes() {
-    let s = setup(4);
+    // The folder store's own index (PostgreSQL searches in the database).
+    let s = &setups(4)[0];
     let lib = open(&s.db);
     lib.add_root(&s.photos).unwrap();
     lib.index(&quiet).unwrap();

@@ -183,7 +183,9 @@ impl PgStore {
                 .filter(|n| Some(n) != wanted.as_ref())
                 .collect();
             let state = IndexState {
-                kind: if validity == Some(true) { "hnsw" } else { "exact" },
+                // As the folder store's graph: `hnsw` from the threshold on, `needs_rebuild`
+                // until the index is built (searches scan exactly meanwhile).
+                kind: if wanted.is_some() { "hnsw" } else { "exact" },
                 vectors: u64_of(count),
                 tombstones: 0,
                 pending: 0,
@@ -222,7 +224,6 @@ impl PgStore {
             )?;
             let mut conn = self.conn()?;
             if index_validity(&mut *conn, &name).map_err(|e| self.err(super::db_message(&e)))? == Some(true) {
-                state.kind = "hnsw";
                 state.needs_rebuild = false;
                 state.rebuilt = true;
                 state.search_ef = EF_SEARCH as u64;

@@ -85,6 +85,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Reindex { json, .. } = &cli.command {
         return reindex(g, batch_size, *json);
     }
+    if let Command::Migrate { to, json } = &cli.command {
+        return migrate(g, to, *json);
+    }
     let mut library = match &cli.command {
         // Reading a record needs no CLIP model: open whatever model made the vectors.
         Command::Show { .. } => Library::open_as_stored(library_config(g, batch_size)?)?,
@@ -107,7 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Finetune(_) => {
             unreachable!("handled above")
         }
-        Command::Reindex { .. } => unreachable!("handled above"),
+        Command::Reindex { .. } | Command::Migrate { .. } => unreachable!("handled above"),
         Command::Autotag(args) => return tagging::autotag(&library, &args),
         Command::Tags { json } => return tagging::tag_counts(&library, json),
         Command::Add { roots } => {
@@ -362,6 +365,33 @@ fn serve(library: Library, args: &cli::ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// The library's database: `--db` (a folder or a `postgres://` URL), else `clipdex` in the
 /// platform's data folder.
+/// `clipdex migrate --to URL`.
+fn migrate(g: &GlobalOptions, to: &std::ffi::OsStr, json: bool) -> anyhow::Result<ExitCode> {
+    let DbLocation::Dir(from) = database(g)? else {
+        anyhow::bail!("migrate copies a folder library: --db names it (the library is already in PostgreSQL)");
+    };
+    let to = DbLocation::parse(to)?;
+    let report = clipdex::library::migrate::migrate(&from, &to, clipdex::ann::GRAPH_MIN_VECTORS)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        let c = &report.copied;
+        writeln!(
+            out,
+            "copied {} images ({} files, {} vectors), {} failures, {} folders, {} tagged, {} captions into {}",
+            c.images, c.paths, c.vectors, c.failures, c.roots, c.tagged, c.captions, report.to
+        )?;
+        writeln!(
+            out,
+            "checked: counts agree, {} sample searches return the same images; search index: {}; {:.1} s",
+            report.checked_searches, report.index, report.seconds
+        )?;
+        writeln!(out, "use it with --db {}", report.to)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn database(g: &GlobalOptions) -> anyhow::Result<DbLocation> {
     Ok(match &g.db {
         Some(db) => DbLocation::parse(db.as_os_str())?,

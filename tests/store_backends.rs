@@ -460,3 +460,58 @@ fn searches_past_the_graph_threshold_find_the_exact_neighbours_with_every_filter
         }
     }
 }
+
+/// `clipdex migrate`: a folder library after a random sequence of operations, copied into
+/// PostgreSQL, holds everything the folder library holds (but the caches, which are not
+/// copied), and the folder library is unchanged. A database that already holds a library, a
+/// target that is not PostgreSQL and a source that is not a folder library are refused.
+#[test]
+fn migrate_copies_a_folder_library_into_postgres_and_checks_it() {
+    let Some(pg) = postgres_database() else { return };
+    let folder = tempfile::tempdir().unwrap();
+    let dir = folder.path().join("db");
+    let mut rng = Rng(0x0123_4567);
+    {
+        let store = Store::open(DbLocation::Dir(dir.clone())).unwrap();
+        for _ in 0..250 {
+            let op = rng.next() % 21;
+            let args = [rng.below(1000), rng.below(1000), rng.below(1000), rng.below(1000)];
+            apply(&store, op, &args, rng.unit());
+        }
+        if store.reindex_target().unwrap().is_some() {
+            store.cancel_reindex().unwrap();
+        }
+        assert!(store.counts().unwrap().images > 0);
+    }
+    // Caches are not copied, and generations count switches that the copy did not make.
+    let comparable = |mut s: Snapshot| {
+        (s.model_vectors, s.label_cache, s.generation, s.counts.cached_labels) = (Vec::new(), Vec::new(), 0, 0);
+        s
+    };
+    let before = snapshot(&Store::open(DbLocation::Dir(dir.clone())).unwrap());
+    let to = DbLocation::Postgres(pg.url.clone());
+    let report = clipdex::library::migrate::migrate(&dir, &to, 20_000).unwrap();
+    assert_eq!(report.copied.images, before.counts.images);
+    assert!(report.checked_searches > 0);
+    let after = snapshot(&Store::open(DbLocation::Dir(dir.clone())).unwrap());
+    assert_eq!(after, before, "the folder library changed");
+    let copied = snapshot(&Store::open(to.clone()).unwrap());
+    assert_eq!(comparable(copied), comparable(before), "the copy differs from the folder library");
+
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex")).args(args).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let url = std::ffi::OsString::from(&pg.url);
+    let (d, t) = (dir.as_os_str(), std::ffi::OsStr::new("--to"));
+    let e = run(&["--db".as_ref(), d, "migrate".as_ref(), t, &url]);
+    assert!(e.contains("already holds a library"), "{e}");
+    let e = run(&["--db".as_ref(), d, "migrate".as_ref(), t, folder.path().join("x").as_os_str()]);
+    assert!(e.contains("postgres://"), "{e}");
+    let e = run(&["--db".as_ref(), &url, "migrate".as_ref(), t, &url]);
+    assert!(e.contains("folder library"), "{e}");
+    let e = run(&["--db".as_ref(), folder.path().join("none").as_os_str(), "migrate".as_ref(), t, &url]);
+    assert!(e.contains("no library at"), "{e}");
+    assert!(!e.contains("clipdex:clipdex@"), "the password is shown: {e}");
+}

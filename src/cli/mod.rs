@@ -198,6 +198,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the folder library given by --db into an empty PostgreSQL database (nothing
+    /// re-embedded; tags, captions, failures and settings kept), then check that the counts
+    /// and sample searches agree. The folder library is only read.
+    Migrate {
+        /// The PostgreSQL database: postgres://USER:PASSWORD@HOST:PORT/NAME (created and empty).
+        #[arg(long, value_name = "URL")]
+        to: std::ffi::OsString,
+        /// Print JSON: {"from", "to", "images", "paths", "vectors", "failures", "roots",
+        /// "tagged", "captions", "settings", "checked_searches", "index", "seconds"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Counts, model and index state.
     Stats {
         /// Print JSON.

@@ -26,6 +26,7 @@ use crate::store::{DbLocation, Failure, ImageId, ImageRecord, ReindexTarget, Sto
 use crate::thumbnail;
 
 mod captions;
+pub mod migrate;
 pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
 
 /// Labels embedded (and cached) at a time.
@@ -33,6 +34,9 @@ const LABEL_CHUNK: usize = 128;
 
 /// The `meta` key of the auto-tagging settings.
 const AUTOTAG_SETTING: &str = "autotag";
+
+/// Every JSON setting a library keeps (what `migrate` carries over): a new setting belongs here.
+pub(crate) const SETTINGS: &[&str] = &[AUTOTAG_SETTING];
 
 /// How to open a library.
 #[derive(Debug, Clone)]

@@ -9,8 +9,10 @@
 //! on connect under an advisory lock, so concurrent first connections do not race.
 
 mod captions;
+mod import;
 mod model_vectors;
 mod reindex;
+pub use import::ImportReport;
 mod search;
 mod tags;
 

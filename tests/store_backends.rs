@@ -515,3 +515,64 @@ fn migrate_copies_a_folder_library_into_postgres_and_checks_it() {
     assert!(e.contains("no library at"), "{e}");
     assert!(!e.contains("clipdex:clipdex@"), "the password is shown: {e}");
 }
+
+/// The connection to PostgreSQL lost in the middle of `clipdex index` (every session of the
+/// library's database terminated): the pass stops with an error that says what happened,
+/// nothing is half-written (the store's invariants hold), and the next pass indexes the rest.
+#[test]
+fn a_connection_lost_mid_pass_stops_it_cleanly_and_the_next_pass_resumes() {
+    let Some(pg) = postgres_database() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    const N: u32 = 120;
+    for i in 0..N {
+        common::picture(i).save(photos.join(format!("p{i:03}.png"))).unwrap();
+    }
+    let model = common::fixtures().join("clip-tiny-p32");
+    let clipdex = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"));
+        c.arg("--db").arg(&pg.url).arg("--model").arg(&model).args(args);
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        c
+    };
+    assert!(clipdex(&["add", photos.to_str().unwrap()]).output().unwrap().status.success());
+    let store = Store::open(DbLocation::Postgres(pg.url.clone())).unwrap();
+    let child = clipdex(&["index", "--batch-size", "4", "--json"]).spawn().unwrap();
+    // Once some photos are in, cut every other session of this database.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while store.counts().unwrap().images < 8 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut admin = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let cut = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name <> 'keep'",
+            &[],
+        )
+        .unwrap()
+        .len();
+    let out = child.wait_with_output().unwrap();
+    let stored = Store::open(DbLocation::Postgres(pg.url.clone())).unwrap();
+    let problems = stored.check().unwrap();
+    assert!(problems.is_empty(), "half-written after the cut: {problems:?}");
+    let first = stored.counts().unwrap();
+    eprintln!(
+        "cut {cut} sessions; the pass {} with {} of {N} images stored: {}",
+        if out.status.success() { "finished" } else { "stopped" },
+        first.images,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("connection") || err.contains("terminat"), "{err}");
+        assert!(!err.contains("clipdex:clipdex@"), "the password is shown: {err}");
+        assert!(first.images < N as u64);
+    }
+    let again = clipdex(&["index", "--json"]).output().unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let counts = stored.counts().unwrap();
+    assert_eq!((counts.images, counts.paths, counts.vectors), (N as u64, N as u64, N as u64));
+    assert!(stored.check().unwrap().is_empty());
+}

@@ -319,7 +319,14 @@ impl PgStore {
 /// The message of a database error (PostgreSQL's own words when the server sent some).
 fn db_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
+        Some(db) if *db.code() == SqlState::ADMIN_SHUTDOWN || *db.code() == SqlState::CRASH_SHUTDOWN => format!(
+            "{} (the server ended the session: nothing half-written is kept; run the command again when it is back)",
+            db.message()
+        ),
         Some(db) => db.message().to_string(),
+        None if e.is_closed() => format!(
+            "{e}: the connection to the server was lost (nothing half-written is kept; run the command again when it is back)"
+        ),
         None => e.to_string(),
     }
 }

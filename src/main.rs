@@ -280,6 +280,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out, "failures  {}", s.counts.failures)?;
                 writeln!(out, "roots     {}", s.counts.roots)?;
                 writeln!(out, "tags      {} on {} tagged images", s.counts.tags, s.counts.tagged)?;
+                if let Some(j) = s.jobs.as_ref().filter(|j| j.pending + j.leased > 0) {
+                    writeln!(
+                        out,
+                        "jobs      {} queued, {} being embedded by {}",
+                        j.pending,
+                        j.leased,
+                        if j.workers.is_empty() { "nobody".to_string() } else { j.workers.join(", ") }
+                    )?;
+                }
                 if let Some(r) = &s.reindex {
                     writeln!(
                         out,

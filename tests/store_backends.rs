@@ -576,3 +576,94 @@ fn a_connection_lost_mid_pass_stops_it_cleanly_and_the_next_pass_resumes() {
     assert_eq!((counts.images, counts.paths, counts.vectors), (N as u64, N as u64, N as u64));
     assert!(stored.check().unwrap().is_empty());
 }
+
+/// Several `clipdex index` processes on one PostgreSQL library at once share the work: one
+/// scans the folder, all of them embed what it queued, and each photo is embedded exactly once
+/// (the embedded counts of all processes add up to the number of photos), every photo ends up
+/// stored, and every process embedded some.
+#[test]
+fn concurrent_indexers_embed_each_photo_once_and_share_the_work() {
+    let Some(pg) = postgres_database() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    const N: u32 = 240;
+    for i in 0..N {
+        common::picture(i).save(photos.join(format!("p{i:03}.png"))).unwrap();
+    }
+    let model = common::fixtures().join("clip-tiny-p32");
+    let clipdex = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"));
+        c.arg("--db").arg(&pg.url).arg("--model").arg(&model).args(args);
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        c
+    };
+    assert!(clipdex(&["add", photos.to_str().unwrap()]).output().unwrap().status.success());
+    let store = Store::open(DbLocation::Postgres(pg.url.clone())).unwrap();
+    let mut stored = 0u64;
+    for (round, processes) in [2usize, 4].into_iter().enumerate() {
+        // Round 2 adds new photos for four processes to share.
+        if round == 1 {
+            for i in N..2 * N {
+                common::picture(i).save(photos.join(format!("p{i:03}.png"))).unwrap();
+            }
+        }
+        let children: Vec<_> =
+            (0..processes).map(|_| clipdex(&["index", "--batch-size", "2", "--json"]).spawn().unwrap()).collect();
+        let reports: Vec<serde_json::Value> = children
+            .into_iter()
+            .map(|c| {
+                let out = c.wait_with_output().unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                serde_json::from_slice(&out.stdout).unwrap()
+            })
+            .collect();
+        let embedded: Vec<u64> = reports.iter().map(|r| r["embedded"].as_u64().unwrap()).collect();
+        let linked: u64 = reports.iter().map(|r| r["linked"].as_u64().unwrap()).sum();
+        eprintln!("{processes} processes embedded {embedded:?}");
+        assert_eq!(embedded.iter().sum::<u64>() + linked, N as u64, "{reports:?}");
+        assert!(embedded.iter().all(|&e| e > 0), "a process did no work: {embedded:?}");
+        assert!(reports.iter().all(|r| r["discarded"] == 0), "{reports:?}");
+        stored += N as u64;
+        let counts = store.counts().unwrap();
+        assert_eq!((counts.images, counts.paths, counts.vectors), (stored, stored, stored));
+        assert!(store.check().unwrap().is_empty());
+        assert_eq!(store.work_queue().unwrap().job_counts().unwrap(), clipdex::store::JobCounts::default());
+    }
+}
+
+/// The work queue's claims: a claim excludes other processes while its lease lasts, a claim
+/// whose lease ran out is free again and its first holder's result is refused (`finish` says
+/// to discard it), and a claim of a process that is gone is free at once.
+#[test]
+fn work_queue_claims_expire_and_late_results_are_discarded() {
+    let Some(pg) = postgres_database() else { return };
+    let location = DbLocation::Postgres(pg.url.clone());
+    let (a, b) = (Store::open(location.clone()).unwrap(), Store::open(location.clone()).unwrap());
+    let (qa, qb) = (a.work_queue().unwrap(), b.work_queue().unwrap());
+    let jobs: Vec<clipdex::store::Job> = (0..6).map(|i| (PathBuf::from(format!("/q/{i}.jpg")), 10, i)).collect();
+    qa.enqueue(&jobs).unwrap();
+    let long = std::time::Duration::from_secs(60);
+    let short = std::time::Duration::from_millis(300);
+    assert_eq!(qa.claim("a", 2, short).unwrap().len(), 2);
+    assert_eq!(qb.claim("b", 10, long).unwrap().len(), 4, "the leased two are not free");
+    assert_eq!(qb.job_counts().unwrap().leased, 6);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // a's lease ran out: b gets those two, and a's results are refused.
+    let late = qb.claim("b", 10, long).unwrap();
+    assert_eq!(
+        late.iter().map(|j| j.0.clone()).collect::<Vec<_>>(),
+        vec![PathBuf::from("/q/0.jpg"), "/q/1.jpg".into()]
+    );
+    assert!(!qa.finish("a", Path::new("/q/0.jpg")).unwrap());
+    assert!(qb.finish("b", Path::new("/q/0.jpg")).unwrap());
+    // A changed file re-queued loses its claim; the claim of a process that is gone is free.
+    qa.enqueue(&[(PathBuf::from("/q/1.jpg"), 11, 1)]).unwrap();
+    assert_eq!(qa.claim("a", 10, long).unwrap().len(), 1);
+    drop(b);
+    let c = Store::open(location).unwrap();
+    let freed = c.work_queue().unwrap().claim("c", 10, long).unwrap();
+    assert_eq!(freed.len(), 4, "b's claims did not come back when b went away: {freed:?}");
+    let counts = qa.job_counts().unwrap();
+    assert_eq!((counts.pending, counts.leased), (0, 5));
+}

@@ -67,6 +67,31 @@ pub struct IndexReport {
     pub missing_roots: Vec<PathBuf>,
     /// Images auto-tagged after the pass (when `clipdex autotag` has been set up).
     pub tagged: u64,
+    /// Roots another process was scanning (PostgreSQL: one process scans a root at a time;
+    /// this one helped embed what that one queued).
+    #[serde(serialize_with = "crate::path_text::display_list")]
+    pub busy_roots: Vec<PathBuf>,
+    /// Results thrown away because this process's claim on the file ran out before it was
+    /// done (another process may have it now).
+    pub discarded: u64,
+}
+
+/// How long a claim on a queued file lasts (`CLIPDEX_LEASE_SECS`, default 600): a process
+/// that dies leaves its files to others after that.
+fn lease() -> std::time::Duration {
+    let secs = std::env::var("CLIPDEX_LEASE_SECS").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0);
+    std::time::Duration::from_secs_f64(secs.unwrap_or(600.0))
+}
+
+/// This process's name in the work queue: host and process id.
+fn worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}:{}", std::process::id())
 }
 
 /// Progress callback: `(files done, files to do)`.
@@ -112,6 +137,7 @@ pub fn index_pass(
     let mut report = IndexReport::default();
     let mut todo = Vec::new();
     let mut scanned = Vec::new();
+    let queue = store.work_queue();
     for root in store.roots()? {
         let Some(device) = root_device(&root) else {
             tracing::warn!("root {} is missing; leaving its images in place", root.display());
@@ -130,6 +156,18 @@ pub fn index_pass(
             report.missing_roots.push(root);
             continue;
         }
+        // With several processes on one library (PostgreSQL), one scans a root at a time: two
+        // scans of one root could each forget a file the other had just added.
+        let lock = match queue {
+            Some(q) => match q.lock_root(&root)? {
+                Some(lock) => Some(lock),
+                None => {
+                    report.busy_roots.push(root);
+                    continue;
+                }
+            },
+            None => None,
+        };
         let mut seen = HashSet::new();
         let seen_before = report.seen;
         scan_root(store, &root, &mut seen, &mut todo, &mut report)?;
@@ -143,7 +181,7 @@ pub fn index_pass(
             report.missing_roots.push(root);
             continue;
         }
-        scanned.push((root, device, seen));
+        scanned.push((root, device, seen, lock));
     }
     // New and changed files first: a moved file's new path then links to its stored image
     // before the old path is released, so the move costs no embedding.
@@ -151,27 +189,54 @@ pub fn index_pass(
     let mut done = 0u64;
     let mut vanished = HashSet::new();
     progress(0, total);
-    for chunk in todo.chunks(options.batch_size.max(1)) {
-        vanished.extend(process_batch(store, clip, options, chunk, &mut report)?);
-        store.flush()?;
-        done += chunk.len() as u64;
-        progress(done, total);
+    match queue {
+        None => {
+            for chunk in todo.chunks(options.batch_size.max(1)) {
+                vanished.extend(process_batch(store, clip, options, chunk, &mut report, None)?);
+                store.flush()?;
+                done += chunk.len() as u64;
+                progress(done, total);
+            }
+        }
+        Some(q) => {
+            // Shared work: queue what this scan found, then embed batches claimed from the
+            // queue (this scan's files, and those of roots other processes scan) until none
+            // is left and no other process is still scanning a root of this library.
+            q.enqueue(&todo.iter().map(|c| (c.path.clone(), c.size, c.mtime_ns)).collect::<Vec<_>>())?;
+            let (worker, lease) = (worker_name(), lease());
+            loop {
+                let claimed = q.claim(&worker, options.batch_size.max(1), lease)?;
+                if claimed.is_empty() {
+                    if !still_scanned(q, &report.busy_roots)? {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    continue;
+                }
+                let chunk: Vec<Candidate> =
+                    claimed.into_iter().map(|(path, size, mtime_ns)| Candidate { path, size, mtime_ns }).collect();
+                vanished.extend(process_batch(store, clip, options, &chunk, &mut report, Some((q, &worker)))?);
+                store.flush()?;
+                done += chunk.len() as u64;
+                progress(done, total.max(done));
+            }
+        }
     }
     // Then forget what is no longer there: deleted, moved out, renamed. A root that vanished
     // while the pass ran is held like a missing one, and so are the files of held roots nested
     // in a scanned one (the scan of the outer root did not see them).
     let mut held = report.missing_roots.clone();
     let mut forget = Vec::new();
-    for (root, device, seen) in scanned {
+    for (root, device, seen, lock) in scanned {
         if root_device(&root) != Some(device) {
             tracing::warn!("root {} vanished during the pass; leaving its images in place", root.display());
             report.missing_roots.push(root.clone());
             held.push(root);
         } else {
-            forget.push((root, device, seen));
+            forget.push((root, device, seen, lock));
         }
     }
-    for (root, device, seen) in forget {
+    for (root, device, seen, _lock) in forget {
         store.set_root_device(&root, device)?;
         for (path, _) in store.paths_under(&root)? {
             let gone = !seen.contains(&path) || vanished.contains(&path);
@@ -188,6 +253,16 @@ pub fn index_pass(
     }
     store.flush()?;
     Ok(report)
+}
+
+/// Whether another process is still scanning one of `busy` (its lock is still held).
+fn still_scanned(q: &dyn crate::store::WorkQueue, busy: &[PathBuf]) -> Result<bool> {
+    for root in busy {
+        if q.lock_root(root)?.is_none() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The device of a root that is a folder now, `None` when it is missing (or not a folder).
@@ -306,21 +381,35 @@ fn prepare(store: &Store, clip: &ClipEmbedder, decode: &DecodeOptions, c: &Candi
     Ok(Prepared::New { record, pixels })
 }
 
+/// Embeds (or links, or records as failed) a batch of files. With a shared queue, each file's
+/// result is kept only if this process still holds its claim (`worker`'s lease).
 fn process_batch(
     store: &Store,
     clip: &ClipEmbedder,
     options: &IndexOptions,
     chunk: &[Candidate],
     report: &mut IndexReport,
+    queue: Option<(&dyn crate::store::WorkQueue, &str)>,
 ) -> Result<Vec<PathBuf>> {
     let prepared: Vec<Result<Prepared>> = chunk.par_iter().map(|c| prepare(store, clip, &options.decode, c)).collect();
     let mut fresh = Vec::new();
     let mut vanished = Vec::new();
     for (c, p) in chunk.iter().zip(prepared) {
-        match p? {
+        let p = p?;
+        if let Some((q, worker)) = queue
+            && !q.finish(worker, &c.path)?
+        {
+            report.discarded += 1;
+            continue;
+        }
+        match p {
             Prepared::Vanished => {
-                report.seen -= 1;
+                report.seen = report.seen.saturating_sub(1);
                 vanished.push(c.path.clone());
+                // Another process may have scanned it: forget it here.
+                if queue.is_some() && store.unlink_path(&c.path)?.is_some() {
+                    report.removed += 1;
+                }
             }
             Prepared::Known { id } => {
                 store.link_path(&c.path, id, c.size, c.mtime_ns)?;

@@ -97,6 +97,10 @@ pub struct LibraryStats {
     pub index: IndexState,
     /// A re-indexing under way (or interrupted: `clipdex reindex` resumes it).
     pub reindex: Option<ReindexState>,
+    /// The work shared between processes (PostgreSQL only): files queued, files claimed, and
+    /// the processes holding claims.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<crate::store::JobCounts>,
 }
 
 /// Progress of a re-indexing.
@@ -889,6 +893,7 @@ impl Library {
             model: model.as_ref().map(|m| m.0.clone()),
             dim: model.map(|m| m.1),
             schema_version: self.store.schema_version()?,
+            jobs: self.store.work_queue().map(|q| q.job_counts()).transpose()?,
         })
     }
 

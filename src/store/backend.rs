@@ -152,6 +152,49 @@ pub trait Backend: TagStore + CaptionStore + ReindexStore + ModelVectorStore + S
     fn vector_index_state(&self, _min_vectors: usize) -> Result<Option<IndexState>> {
         Ok(None)
     }
+
+    /// The queue through which several processes share indexing (PostgreSQL); `None` when
+    /// this process is the library's only writer (the folder store's lock sees to that).
+    fn work_queue(&self) -> Option<&dyn WorkQueue> {
+        None
+    }
+}
+
+/// A file to embed: its path, and its size and modification time when it was listed.
+pub type Job = (PathBuf, u64, i64);
+
+/// Held while this process scans a root; dropping it lets another process scan it.
+pub type RootLock = Box<dyn Send>;
+
+/// Work shared by every process indexing one library (see `migrations/postgres/0002_jobs.sql`).
+pub trait WorkQueue: Sync {
+    /// The right to scan `root` (list its files and forget the deleted ones), held until the
+    /// lock is dropped; `None` while another process holds it. A process that dies releases it.
+    fn lock_root(&self, root: &Path) -> Result<Option<RootLock>>;
+
+    /// Queues files to embed, replacing an older job of the same path.
+    fn enqueue(&self, jobs: &[Job]) -> Result<()>;
+
+    /// Claims up to `n` jobs that no live lease holds, for `lease`.
+    fn claim(&self, worker: &str, n: usize, lease: std::time::Duration) -> Result<Vec<Job>>;
+
+    /// Ends the job of `path` when `worker` still holds its lease (`true`); `false` when the
+    /// lease ran out (another worker may have it now): the caller discards its result.
+    fn finish(&self, worker: &str, path: &Path) -> Result<bool>;
+
+    /// Jobs waiting, jobs leased, and the workers holding leases.
+    fn job_counts(&self) -> Result<JobCounts>;
+}
+
+/// The state of the shared work queue (`stats --json`: `"jobs"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JobCounts {
+    /// Files queued and not claimed (or whose lease ran out).
+    pub pending: u64,
+    /// Files claimed under a live lease.
+    pub leased: u64,
+    /// The workers holding live leases.
+    pub workers: Vec<String>,
 }
 
 /// Zero-shot tags: each image's confident tags with the vocabulary fingerprint they came from,

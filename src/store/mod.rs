@@ -14,7 +14,10 @@ pub mod postgres;
 mod records;
 pub mod sled;
 
-pub use backend::{Backend, CaptionStore, MAX_CACHED_LABELS, ModelVectorStore, Records, ReindexStore, TagStore};
+pub use backend::{
+    Backend, CaptionStore, Job, JobCounts, MAX_CACHED_LABELS, ModelVectorStore, Records, ReindexStore, RootLock,
+    TagStore, WorkQueue,
+};
 pub use location::DbLocation;
 pub use records::{Failure, ImageId, ImageRecord, PathEntry, ReindexTarget, StoreCounts, StoredCaption, Tag, TagCount};
 pub use sled::SCHEMA_VERSION;

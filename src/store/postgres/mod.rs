@@ -10,6 +10,7 @@
 
 mod captions;
 mod import;
+mod jobs;
 mod model_vectors;
 mod reindex;
 pub use import::ImportReport;
@@ -29,11 +30,13 @@ use super::{Backend, Failure, ImageId, ImageRecord, PathEntry, Records, StoreCou
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The schema steps, in version order: (version, description, SQL).
-const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "initial schema", include_str!("../../../migrations/postgres/0001_initial.sql"))];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "initial schema", include_str!("../../../migrations/postgres/0001_initial.sql")),
+    (2, "embedding jobs", include_str!("../../../migrations/postgres/0002_jobs.sql")),
+];
 
 /// The advisory lock key that serialises migrations (`clipdex` in ASCII).
 const MIGRATION_LOCK: i64 = 0x0063_6c69_7064_6578;
@@ -51,6 +54,8 @@ pub struct PgStore {
     config: postgres::Config,
     /// Idle connections; a call takes one (or opens one) and puts it back when done.
     idle: Mutex<Vec<Client>>,
+    /// The connection holding this process's presence lock in the work queue, and its key.
+    presence: Mutex<Option<(Client, i32)>>,
 }
 
 /// Why a transaction's body stopped: a database error (retried when it is a conflict with a
@@ -137,7 +142,7 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("clipdex");
-        let store = PgStore { shown, config, idle: Mutex::new(Vec::new()) };
+        let store = PgStore { shown, config, idle: Mutex::new(Vec::new()), presence: Mutex::new(None) };
         let mut conn = store.conn()?;
         store.migrate(&mut conn)?;
         drop(conn);
@@ -635,6 +640,10 @@ impl Backend for PgStore {
     /// Every committed transaction is durable already.
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn work_queue(&self) -> Option<&dyn crate::store::WorkQueue> {
+        Some(self)
     }
 
     fn nearest(

@@ -1,0 +1,136 @@
+//! The shared work queue in PostgreSQL (`jobs`; see `migrations/postgres/0002_jobs.sql`).
+//! Scanning a root is serialised by a session advisory lock held on a connection of its own
+//! (the server drops it with the connection when a process dies).
+
+use std::path::Path;
+use std::time::Duration;
+
+use postgres::Client;
+
+use super::{PgStore, i64_of, path_from_key, path_key, u64_of};
+use crate::error::Result;
+use crate::store::{Job, JobCounts, RootLock, WorkQueue};
+
+/// The first key of the two-key advisory locks that guard roots (`root` in ASCII).
+const ROOT_LOCK_SPACE: i32 = 0x726f_6f74;
+
+/// The first key of the advisory locks that say a claiming process is alive (`work`).
+const WORKER_LOCK_SPACE: i32 = 0x776f_726b;
+
+/// A claim is free when its lease ended or its process is gone (its presence lock released).
+fn free() -> String {
+    format!(
+        "(lease_until IS NULL OR lease_until < now() OR NOT EXISTS (
+           SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+             AND l.classid = {WORKER_LOCK_SPACE}::oid AND l.objid = jobs.worker_key::oid))"
+    )
+}
+
+/// A root's lock: the connection that holds it. Closing the connection releases it.
+struct HeldRoot(#[allow(dead_code)] Client);
+
+fn root_key(root: &Path) -> i32 {
+    let h = blake3::hash(&path_key(root));
+    i32::from_le_bytes(h.as_bytes()[..4].try_into().expect("4 bytes"))
+}
+
+impl PgStore {
+    /// This process's presence key, holding its lock on a connection of its own from the first
+    /// claim on (the server releases it when the process dies).
+    fn presence(&self) -> Result<i32> {
+        let mut held = self.presence.lock().expect("presence lock");
+        if let Some((_, key)) = held.as_ref() {
+            return Ok(*key);
+        }
+        let mut client = self.config.connect(postgres::NoTls).map_err(|e| self.connect_error(&e))?;
+        for _ in 0..16 {
+            let key = (u32::from_le_bytes(
+                blake3::hash(format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes()).as_bytes()
+                    [..4]
+                    .try_into()
+                    .expect("4 bytes"),
+            ) & 0x7fff_ffff) as i32;
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&WORKER_LOCK_SPACE, &key])
+                .map_err(|e| self.err(super::db_message(&e)))?
+                .get(0);
+            if locked {
+                *held = Some((client, key));
+                return Ok(key);
+            }
+        }
+        Err(self.err("cannot register this process with the work queue"))
+    }
+}
+
+impl WorkQueue for PgStore {
+    fn lock_root(&self, root: &Path) -> Result<Option<RootLock>> {
+        let mut client = self.config.connect(postgres::NoTls).map_err(|e| self.connect_error(&e))?;
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&ROOT_LOCK_SPACE, &root_key(root)])
+            .map_err(|e| self.err(super::db_message(&e)))?
+            .get(0);
+        Ok(locked.then(|| Box::new(HeldRoot(client)) as RootLock))
+    }
+
+    fn enqueue(&self, jobs: &[Job]) -> Result<()> {
+        for chunk in jobs.chunks(super::PAGE as usize) {
+            let paths: Vec<Vec<u8>> = chunk.iter().map(|(p, _, _)| path_key(p)).collect();
+            let sizes: Vec<i64> = chunk.iter().map(|(_, s, _)| i64_of(*s)).collect();
+            let mtimes: Vec<i64> = chunk.iter().map(|(_, _, m)| *m).collect();
+            // A file that changed again since it was queued gets its new state and loses any
+            // claim on the old one.
+            self.execute(
+                "INSERT INTO jobs (path, size, mtime_ns)
+                 SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bigint[])
+                 ON CONFLICT (path) DO UPDATE SET size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns,
+                     worker = NULL, lease_until = NULL
+                 WHERE jobs.size <> EXCLUDED.size OR jobs.mtime_ns <> EXCLUDED.mtime_ns",
+                &[&paths, &sizes, &mtimes],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn claim(&self, worker: &str, n: usize, lease: Duration) -> Result<Vec<Job>> {
+        let key = self.presence()?;
+        let rows = self.query(
+            &format!(
+                "UPDATE jobs SET worker = $1, worker_key = $4, lease_until = now() + make_interval(secs => $2)
+                 WHERE path IN (SELECT path FROM jobs WHERE {} ORDER BY path LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING path, size, mtime_ns",
+                free()
+            ),
+            &[&worker, &lease.as_secs_f64(), &(n as i64), &key],
+        )?;
+        let mut jobs: Vec<Job> =
+            rows.iter().map(|r| (path_from_key(&r.get::<_, Vec<u8>>(0)), u64_of(r.get(1)), r.get(2))).collect();
+        jobs.sort();
+        Ok(jobs)
+    }
+
+    fn finish(&self, worker: &str, path: &Path) -> Result<bool> {
+        let key = self.presence()?;
+        let n = self.execute(
+            "DELETE FROM jobs WHERE path = $1 AND worker = $2 AND worker_key = $3 AND lease_until > now()",
+            &[&path_key(path), &worker, &key],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn job_counts(&self) -> Result<JobCounts> {
+        let row = self.query_opt(
+            &format!(
+                "SELECT count(*) FILTER (WHERE {free}), count(*) FILTER (WHERE NOT {free}),
+                        coalesce(array_agg(DISTINCT worker ORDER BY worker) FILTER (WHERE NOT {free}), '{{}}')
+                 FROM jobs",
+                free = free()
+            ),
+            &[],
+        )?;
+        Ok(match row {
+            Some(r) => JobCounts { pending: u64_of(r.get(0)), leased: u64_of(r.get(1)), workers: r.get(2) },
+            None => JobCounts::default(),
+        })
+    }
+}

@@ -76,9 +76,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let batch_size = match &cli.command {
-        Command::Index { batch_size, .. } | Command::Watch { batch_size, .. } | Command::Reindex { batch_size, .. } => {
-            *batch_size as usize
-        }
+        Command::Index { batch_size, .. }
+        | Command::Watch { batch_size, .. }
+        | Command::Reindex { batch_size, .. }
+        | Command::Worker { batch_size, .. } => *batch_size as usize,
         Command::Serve(args) => args.batch_size as usize,
         _ => clipdex::models::clip::MAX_BATCH,
     };
@@ -166,6 +167,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         r.display()
                     )?;
                 }
+            }
+        }
+        Command::Worker { path_map, once, json, .. } => {
+            static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if let Err(e) = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::Relaxed)) {
+                tracing::warn!("cannot catch Ctrl-C ({e}); stopping it ends the worker mid-batch");
+            }
+            let options = clipdex::indexer::WorkerOptions { path_map, once };
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = library.work(&options, &STOP, &mut |r| {
+                if terminal {
+                    eprint!(
+                        "\rworker: {} embedded, {} linked, {} failed, {} unreadable here",
+                        r.embedded, r.linked, r.failed, r.unreadable
+                    );
+                }
+            })?;
+            if terminal {
+                eprintln!();
+            }
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "embedded {}, linked {}, failed {}, unreadable here {}, discarded {}",
+                    report.embedded, report.linked, report.failed, report.unreadable, report.discarded
+                )?;
             }
         }
         Command::Watch { json, debounce_ms, rescan_secs, .. } => {

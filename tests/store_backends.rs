@@ -667,3 +667,88 @@ fn work_queue_claims_expire_and_late_results_are_discarded() {
     let counts = qa.job_counts().unwrap();
     assert_eq!((counts.pending, counts.leased), (0, 5));
 }
+
+/// `clipdex worker`: a machine that scans nothing embeds what is queued, reading the files
+/// through `--path-map` while the library keeps the paths as the scanner recorded them; a
+/// worker SIGKILLed mid-run leaves its claims to the next worker at once; a file the worker
+/// cannot read is neither forgotten nor recorded as failed, but left to the scanner.
+#[test]
+fn a_worker_embeds_queued_files_through_a_path_map_and_a_killed_one_leaves_them_to_others() {
+    let Some(pg) = postgres_database() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (empty, local) = (tmp.path().join("empty"), tmp.path().join("nas"));
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::create_dir_all(&local).unwrap();
+    let model = common::fixtures().join("clip-tiny-p32");
+    let clipdex = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"));
+        c.arg("--db").arg(&pg.url).arg("--model").arg(&model).args(args);
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        c
+    };
+    // The library gets its model from a first (empty) pass.
+    assert!(clipdex(&["add", empty.to_str().unwrap()]).output().unwrap().status.success());
+    assert!(clipdex(&["index"]).output().unwrap().status.success());
+    let store = Store::open(DbLocation::Postgres(pg.url.clone())).unwrap();
+    let queue = store.work_queue().unwrap();
+    // What a scanner on the NAS would queue: its paths, under /srv/photos.
+    let make = |range: std::ops::Range<u32>| -> Vec<clipdex::store::Job> {
+        range
+            .map(|i| {
+                let file = local.join(format!("p{i:03}.png"));
+                common::picture(i).save(&file).unwrap();
+                let meta = std::fs::metadata(&file).unwrap();
+                (PathBuf::from(format!("/srv/photos/p{i:03}.png")), meta.len(), 1)
+            })
+            .collect()
+    };
+    queue.enqueue(&make(0..20)).unwrap();
+    let map = format!("/srv/photos={}", local.display());
+    let out = clipdex(&["worker", "--path-map", &map, "--once", "--json", "--batch-size", "3"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["embedded"], 20, "{report}");
+    assert!(store.path_entry(Path::new("/srv/photos/p007.png")).unwrap().is_some(), "stored under the recorded path");
+    assert!(store.paths_under(&local).unwrap().is_empty(), "the local view is not recorded");
+
+    // Killed mid-run: the next worker takes over at once (no lease to wait out).
+    queue.enqueue(&make(20..120)).unwrap();
+    let mut child = clipdex(&["worker", "--path-map", &map, "--batch-size", "2"]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while store.counts().unwrap().images < 30 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(store.counts().unwrap().images < 120, "the worker finished before it was killed");
+    assert!(store.check().unwrap().is_empty());
+    let out = clipdex(&["worker", "--path-map", &map, "--once", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(store.counts().unwrap().images, 120);
+
+    // A file this machine cannot see: left queued for the scanner, nothing recorded.
+    queue.enqueue(&[(PathBuf::from("/elsewhere/x.png"), 5, 1)]).unwrap();
+    let out = clipdex(&["worker", "--path-map", &map, "--once", "--json"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["unreadable"].as_u64(), report["failed"].as_u64()), (Some(1), Some(0)), "{report}");
+    assert!(store.failures().unwrap().is_empty());
+    let stats = ok_json_of(clipdex(&["stats", "--json"]).output().unwrap());
+    assert_eq!(stats["jobs"]["pending"], 1, "{stats}");
+
+    // A folder library has no queue to work on.
+    let folder = tmp.path().join("db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .arg("--db")
+        .arg(&folder)
+        .arg("--model")
+        .arg(&model)
+        .args(["worker", "--once"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("PostgreSQL"));
+}
+
+fn ok_json_of(out: std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -67,6 +67,13 @@ pub struct GlobalOptions {
     pub max_pixels: u64,
 }
 
+fn parse_path_map(s: &str) -> Result<(PathBuf, PathBuf), String> {
+    match s.split_once('=') {
+        Some((from, to)) if !from.is_empty() && !to.is_empty() => Ok((PathBuf::from(from), PathBuf::from(to))),
+        _ => Err(format!("{s:?}: expected FROM=TO, e.g. /srv/photos=/mnt/nas/photos")),
+    }
+}
+
 fn parse_device(s: &str) -> Result<DeviceChoice, String> {
     s.parse().map_err(|e: clipdex::Error| e.to_string())
 }
@@ -138,6 +145,24 @@ pub enum Command {
         #[arg(long)]
         prune: bool,
         /// Photos embedded per model call (memory grows with it).
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        batch_size: u64,
+    },
+    /// Embed what the indexers of a PostgreSQL library queue, scanning nothing: for a machine
+    /// (a GPU box) that sees the photos over a network share. Runs until Ctrl-C.
+    Worker {
+        /// Where this machine sees the library's paths, when not at the same place: the
+        /// recorded prefix FROM read from TO (repeatable; the first match applies), e.g.
+        /// /srv/photos=/mnt/nas/photos.
+        #[arg(long = "path-map", value_name = "FROM=TO", value_parser = parse_path_map)]
+        path_map: Vec<(PathBuf, PathBuf)>,
+        /// Stop when the queue is empty instead of waiting for more.
+        #[arg(long)]
+        once: bool,
+        /// Print the final report as JSON (as `index --json`).
+        #[arg(long)]
+        json: bool,
+        /// Photos embedded per model call.
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
         batch_size: u64,
     },

@@ -74,6 +74,68 @@ pub struct IndexReport {
     /// Results thrown away because this process's claim on the file ran out before it was
     /// done (another process may have it now).
     pub discarded: u64,
+    /// Queued files a worker could not read (left to the process that scans their folder).
+    pub unreadable: u64,
+}
+
+/// How `clipdex worker` runs.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerOptions {
+    /// Path prefixes as the library records them, and where this machine sees them
+    /// (`--path-map FROM=TO`); the first match applies.
+    pub path_map: Vec<(PathBuf, PathBuf)>,
+    /// End when the queue is empty instead of waiting for more.
+    pub once: bool,
+}
+
+impl WorkerOptions {
+    /// Where this machine reads `path`, when a mapping applies.
+    pub fn local_path(&self, path: &Path) -> Option<PathBuf> {
+        self.path_map.iter().find_map(|(from, to)| path.strip_prefix(from).ok().map(|rest| to.join(rest)))
+    }
+}
+
+/// `clipdex worker`: embeds what the processes scanning a shared library's folders queue,
+/// without scanning anything itself (a GPU machine that sees the photos over a network share).
+/// Runs until `stop` (or, with `once`, until the queue is empty); `on_batch` sees the running
+/// totals after every batch. Nothing is forgotten or recorded as failed for want of reading a
+/// file here: that is for the scanner to judge.
+pub fn work(
+    store: &Store,
+    clip: &ClipEmbedder,
+    options: &IndexOptions,
+    worker_options: &WorkerOptions,
+    stop: &std::sync::atomic::AtomicBool,
+    on_batch: &mut dyn FnMut(&IndexReport),
+) -> Result<IndexReport> {
+    let Some(q) = store.work_queue() else {
+        return Err(Error::Invalid(
+            "a worker helps the indexers of a PostgreSQL library; a folder library has one indexing process".into(),
+        ));
+    };
+    let (worker, lease) = (worker_name(), lease());
+    let mut report = IndexReport::default();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let claimed = q.claim(&worker, options.batch_size.max(1), lease)?;
+        if claimed.is_empty() {
+            if worker_options.once {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            continue;
+        }
+        let chunk: Vec<Candidate> = claimed
+            .into_iter()
+            .map(|(path, size, mtime_ns)| {
+                let read_from = worker_options.local_path(&path);
+                Candidate { path, size, mtime_ns, read_from }
+            })
+            .collect();
+        process_batch(store, clip, options, &chunk, &mut report, Some((q, &worker)), false)?;
+        store.flush()?;
+        on_batch(&report);
+    }
+    Ok(report)
 }
 
 /// How long a claim on a queued file lasts (`CLIPDEX_LEASE_SECS`, default 600): a process
@@ -101,6 +163,8 @@ struct Candidate {
     path: PathBuf,
     size: u64,
     mtime_ns: i64,
+    /// Where this machine reads it, when that differs from `path` (`worker --path-map`).
+    read_from: Option<PathBuf>,
 }
 
 enum Prepared {
@@ -114,6 +178,9 @@ enum Prepared {
     Failed(String),
     /// Deleted since the scan listed it.
     Vanished,
+    /// A worker (which did not scan) cannot read it: whether the file is gone or this
+    /// machine's view of the share is wrong is for the scanner to say.
+    Unreadable(String),
 }
 
 pub(crate) fn is_image_file(path: &Path) -> bool {
@@ -192,7 +259,7 @@ pub fn index_pass(
     match queue {
         None => {
             for chunk in todo.chunks(options.batch_size.max(1)) {
-                vanished.extend(process_batch(store, clip, options, chunk, &mut report, None)?);
+                vanished.extend(process_batch(store, clip, options, chunk, &mut report, None, true)?);
                 store.flush()?;
                 done += chunk.len() as u64;
                 progress(done, total);
@@ -213,9 +280,11 @@ pub fn index_pass(
                     std::thread::sleep(std::time::Duration::from_millis(100));
                     continue;
                 }
-                let chunk: Vec<Candidate> =
-                    claimed.into_iter().map(|(path, size, mtime_ns)| Candidate { path, size, mtime_ns }).collect();
-                vanished.extend(process_batch(store, clip, options, &chunk, &mut report, Some((q, &worker)))?);
+                let chunk: Vec<Candidate> = claimed
+                    .into_iter()
+                    .map(|(path, size, mtime_ns)| Candidate { path, size, mtime_ns, read_from: None })
+                    .collect();
+                vanished.extend(process_batch(store, clip, options, &chunk, &mut report, Some((q, &worker)), true)?);
                 store.flush()?;
                 done += chunk.len() as u64;
                 progress(done, total.max(done));
@@ -347,14 +416,23 @@ fn scan_root(
             report.skipped_failures += 1;
             continue;
         }
-        todo.push(Candidate { path, size, mtime_ns: mtime });
+        todo.push(Candidate { path, size, mtime_ns: mtime, read_from: None });
     }
     Ok(())
 }
 
-fn prepare(store: &Store, clip: &ClipEmbedder, decode: &DecodeOptions, c: &Candidate) -> Result<Prepared> {
-    let bytes = match read_image_file(&c.path, decode.max_pixels) {
+fn prepare(
+    store: &Store,
+    clip: &ClipEmbedder,
+    decode: &DecodeOptions,
+    c: &Candidate,
+    scanned: bool,
+) -> Result<Prepared> {
+    let bytes = match read_image_file(c.read_from.as_ref().unwrap_or(&c.path), decode.max_pixels) {
         Ok(b) => b,
+        Err(p @ (ImageProblem::NotFound | ImageProblem::PermissionDenied | ImageProblem::Io(_))) if !scanned => {
+            return Ok(Prepared::Unreadable(p.to_string()));
+        }
         Err(ImageProblem::NotFound) => return Ok(Prepared::Vanished),
         Err(problem) => return Ok(Prepared::Failed(problem.to_string())),
     };
@@ -390,12 +468,20 @@ fn process_batch(
     chunk: &[Candidate],
     report: &mut IndexReport,
     queue: Option<(&dyn crate::store::WorkQueue, &str)>,
+    scanned: bool,
 ) -> Result<Vec<PathBuf>> {
-    let prepared: Vec<Result<Prepared>> = chunk.par_iter().map(|c| prepare(store, clip, &options.decode, c)).collect();
+    let prepared: Vec<Result<Prepared>> =
+        chunk.par_iter().map(|c| prepare(store, clip, &options.decode, c, scanned)).collect();
     let mut fresh = Vec::new();
     let mut vanished = Vec::new();
     for (c, p) in chunk.iter().zip(prepared) {
         let p = p?;
+        if let Prepared::Unreadable(reason) = &p {
+            // Left claimed: after the lease another process (the scanner) takes it.
+            tracing::warn!("cannot read {} here ({reason}); left to other processes", c.path.display());
+            report.unreadable += 1;
+            continue;
+        }
         if let Some((q, worker)) = queue
             && !q.finish(worker, &c.path)?
         {
@@ -421,6 +507,7 @@ fn process_batch(
                 report.failed += 1;
             }
             Prepared::New { record, pixels } => fresh.push((c, record, pixels)),
+            Prepared::Unreadable(_) => unreachable!("skipped above"),
         }
     }
     // Identical new files in one batch: embed the content once, link the others after it.

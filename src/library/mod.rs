@@ -405,6 +405,31 @@ impl Library {
     }
 
     /// One indexing pass over the folders, and auto-tagging of what it added.
+    /// `clipdex worker`: embeds what the scanning processes of this PostgreSQL library queue
+    /// (see [`indexer::work`]); the library's model must be the one it holds.
+    pub fn work(
+        &self,
+        worker: &indexer::WorkerOptions,
+        stop: &std::sync::atomic::AtomicBool,
+        on_batch: &mut dyn FnMut(&IndexReport),
+    ) -> Result<IndexReport> {
+        if self.store.work_queue().is_none() {
+            return Err(Error::Invalid(
+                "a worker helps the indexers of a PostgreSQL library; a folder library has one indexing process".into(),
+            ));
+        }
+        let clip = self.clip()?;
+        match self.store.model()? {
+            Some((_, dim)) if dim != clip.dim() => {
+                Err(Error::Invalid(format!("stored vectors are {dim}-d but the model gives {}", clip.dim())))
+            }
+            None => Err(Error::Invalid(
+                "the library has no model yet: run `clipdex index` (which scans the folders) first".into(),
+            )),
+            Some(_) => indexer::work(&self.store, &clip, &self.index_options(&clip), worker, stop, on_batch),
+        }
+    }
+
     fn index_pass(&self, prune: bool, progress: Progress) -> Result<IndexReport> {
         let clip = self.clip()?;
         match self.store.model()? {

@@ -752,3 +752,55 @@ fn ok_json_of(out: std::process::Output) -> serde_json::Value {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// With PostgreSQL nothing holds the library: while `serve` runs on it, the command line
+/// searches, adds a folder and indexes it, and the server then finds the new photos.
+#[test]
+fn commands_run_on_a_postgres_library_while_it_is_served() {
+    use std::io::BufRead;
+    let Some(pg) = postgres_database() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, second) = (tmp.path().join("a"), tmp.path().join("b"));
+    for (dir, seeds) in [(&first, 0..4u32), (&second, 10..13)] {
+        std::fs::create_dir_all(dir).unwrap();
+        for i in seeds {
+            common::picture(i).save(dir.join(format!("p{i}.png"))).unwrap();
+        }
+    }
+    let model = common::fixtures().join("clip-tiny-p32");
+    let clipdex = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"));
+        c.arg("--db").arg(&pg.url).arg("--model").arg(&model).args(args);
+        c
+    };
+    assert!(clipdex(&["add", first.to_str().unwrap()]).output().unwrap().status.success());
+    assert!(clipdex(&["index"]).output().unwrap().status.success());
+    let mut server = clipdex(&["serve", "--bind", "127.0.0.1:0", "--no-watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address is printed").to_string();
+    let results = |k: usize| -> usize {
+        let body: serde_json::Value =
+            ureq::get(&format!("{url}api/search?q=a%20photo&k={k}")).call().unwrap().into_json().unwrap();
+        body["results"].as_array().unwrap().len()
+    };
+    let during = [
+        clipdex(&["search", "a photo", "--json"]).output().unwrap(),
+        clipdex(&["add", second.to_str().unwrap()]).output().unwrap(),
+        clipdex(&["index", "--json"]).output().unwrap(),
+        clipdex(&["stats", "--json"]).output().unwrap(),
+    ];
+    let served = results(20);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    for out in &during {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let stats: serde_json::Value = serde_json::from_slice(&during[3].stdout).unwrap();
+    assert_eq!(stats["images"], 7);
+    assert_eq!(served, 7, "the server sees what the command line indexed");
+}

@@ -167,6 +167,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         r.display()
                     )?;
                 }
+                for r in &report.busy_roots {
+                    writeln!(
+                        out,
+                        "{}: another process was scanning it; this one helped embed what it found",
+                        r.display()
+                    )?;
+                }
             }
         }
         Command::Worker { path_map, once, json, .. } => {

@@ -22,6 +22,13 @@ use crate::query::{SearchFilter, SearchHit};
 /// `hnsw.ef_search` at least: pgvector's default of 40 misses too often at k = 20.
 const EF_SEARCH: usize = 100;
 
+/// The beam width of a search for `k`: `CLIPDEX_PG_EF_SEARCH` when set (a tuning knob: higher
+/// is slower and finds more of the true neighbours), else `max(100, k)`, at most 1000.
+fn ef_search(k: usize) -> usize {
+    let set = std::env::var("CLIPDEX_PG_EF_SEARCH").ok().and_then(|v| v.parse::<usize>().ok()).filter(|&e| e > 0);
+    set.unwrap_or(EF_SEARCH).max(k).min(1000)
+}
+
 /// The name of the HNSW index of generation `g` at width `dim`.
 fn index_name(generation: u32, dim: usize) -> String {
     format!("vectors_hnsw_g{generation}_d{dim}")
@@ -106,40 +113,59 @@ impl PgStore {
         }
         let query = query.to_vec();
         let predicates = Predicates::new(filter);
-        let rows = self.tx("search", |tx| {
-            let Some((generation, dim)) = current(tx)? else { return Ok(Vec::new()) };
-            if dim != query.len() {
-                return Err(TxError::Abort(format!(
-                    "the query has {} dimensions, the library's vectors {dim}",
-                    query.len()
-                )));
+        // A read needs no serializable transaction: the current generation, width and whether
+        // its index is built in one round trip, then the ranking in one more.
+        let mut conn = self.conn()?;
+        let fail = |e: postgres::Error| self.err(super::db_message(&e));
+        let state = conn
+            .query_one(
+                "WITH m AS (SELECT (SELECT value FROM meta WHERE key = 'vectors_generation') AS g,
+                                   (SELECT value FROM meta WHERE key = 'dim') AS d)
+                 SELECT m.g, m.d, (SELECT x.indisvalid FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+                                   WHERE c.relname = 'vectors_hnsw_g' || m.g || '_d' || m.d) FROM m",
+                &[],
+            )
+            .map_err(fail)?;
+        let (generation, dim, indexed): (Option<String>, Option<String>, Option<bool>) =
+            (state.get(0), state.get(1), state.get(2));
+        let generation: u32 = generation.and_then(|g| g.parse().ok()).unwrap_or(0);
+        let Some(dim) = dim.and_then(|d| d.parse::<usize>().ok()) else { return Ok(Vec::new()) };
+        if dim != query.len() {
+            return Err(self.err(format!("the query has {} dimensions, the library's vectors {dim}", query.len())));
+        }
+        let sql = format!(
+            "SELECT v.image_id, v.embedding::vector({dim}) <=> $1::real[]::vector({dim}) AS distance,
+                    (SELECT p.path FROM paths p WHERE p.image_id = v.image_id AND {paths} ORDER BY p.path LIMIT 1)
+             FROM vectors v WHERE v.generation = {generation}{filters}
+             ORDER BY v.embedding::vector({dim}) <=> $1::real[]::vector({dim}) LIMIT {k}",
+            paths = predicates.path_condition,
+            filters = predicates.sql,
+        );
+        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&query];
+        params.extend(predicates.params.iter().map(|p| p.as_ref() as &(dyn postgres::types::ToSql + Sync)));
+        let rows = if indexed == Some(true) {
+            // Session settings of this pooled connection: they only steer HNSW scans.
+            conn.batch_execute(&format!(
+                "SET hnsw.ef_search = {}; SET hnsw.iterative_scan = relaxed_order",
+                ef_search(k)
+            ))
+            .map_err(fail)?;
+            let rows = conn.query(&sql, &params).map_err(fail)?;
+            if rows.len() < k {
+                // The graph ran out (a very selective filter, or k beyond what the scan
+                // visits): rank exactly, which finds every image that passes.
+                let mut tx = conn.transaction().map_err(fail)?;
+                tx.batch_execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off").map_err(fail)?;
+                let rows = tx.query(&sql, &params).map_err(fail)?;
+                tx.commit().map_err(fail)?;
+                rows
+            } else {
+                rows
             }
-            let indexed = index_validity(tx, &index_name(generation, dim))? == Some(true);
-            let sql = format!(
-                "SELECT v.image_id, v.embedding::vector({dim}) <=> $1::real[]::vector({dim}) AS distance,
-                        (SELECT p.path FROM paths p WHERE p.image_id = v.image_id AND {paths} ORDER BY p.path LIMIT 1)
-                 FROM vectors v WHERE v.generation = {generation}{filters}
-                 ORDER BY v.embedding::vector({dim}) <=> $1::real[]::vector({dim}) LIMIT {k}",
-                paths = predicates.path_condition,
-                filters = predicates.sql,
-            );
-            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&query];
-            params.extend(predicates.params.iter().map(|p| p.as_ref() as &(dyn postgres::types::ToSql + Sync)));
-            if indexed {
-                tx.batch_execute(&format!(
-                    "SET LOCAL hnsw.ef_search = {}; SET LOCAL hnsw.iterative_scan = relaxed_order",
-                    EF_SEARCH.max(k).min(1000)
-                ))?;
-                let rows = tx.query(&sql, &params)?;
-                if rows.len() == k {
-                    return Ok(rows);
-                }
-                // Fewer than k: the graph ran out (a very selective filter, or k beyond what
-                // the scan visits): rank exactly, which finds every image that passes.
-            }
-            tx.batch_execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off")?;
-            Ok(tx.query(&sql, &params)?)
-        })?;
+        } else {
+            // No usable index (below the threshold, or not built yet): an exact scan.
+            conn.query(&sql, &params).map_err(fail)?
+        };
         let mut hits: Vec<(f64, SearchHit)> = rows
             .iter()
             .filter_map(|r| {
@@ -214,15 +240,20 @@ impl PgStore {
                 self.execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"), &[])?;
             }
             tracing::info!("building the HNSW index of {} vectors in PostgreSQL", state.vectors);
-            self.execute(
+            // On one connection: the build may use up to 1 GB (pgvector builds far faster when
+            // the graph fits in maintenance_work_mem; the server default is 64 MB).
+            let mut conn = self.conn()?;
+            conn.batch_execute("SET maintenance_work_mem = '1GB'").map_err(|e| self.err(super::db_message(&e)))?;
+            let built = conn.execute(
                 &format!(
                     "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON vectors
                      USING hnsw ((embedding::vector({dim})) vector_cosine_ops) WITH (m = 16, ef_construction = 64)
                      WHERE generation = {generation}"
                 ),
                 &[],
-            )?;
-            let mut conn = self.conn()?;
+            );
+            let reset = conn.batch_execute("RESET maintenance_work_mem");
+            built.and(reset).map_err(|e| self.err(super::db_message(&e)))?;
             if index_validity(&mut *conn, &name).map_err(|e| self.err(super::db_message(&e)))? == Some(true) {
                 state.needs_rebuild = false;
                 state.rebuilt = true;

@@ -129,7 +129,8 @@ fn main() -> clipdex::Result<()> {
 
     // PostgreSQL: a fresh database, filled by `migrate`'s import.
     let name = format!("clipdex_bench_{}", std::process::id());
-    let mut admin = postgres::Client::connect(&base, postgres::NoTls).map_err(|e| clipdex::Error::Store(e.to_string()))?;
+    let mut admin =
+        postgres::Client::connect(&base, postgres::NoTls).map_err(|e| clipdex::Error::Store(e.to_string()))?;
     admin.batch_execute(&format!("CREATE DATABASE {name}")).map_err(|e| clipdex::Error::Store(e.to_string()))?;
     let url = with_database(&base, &name);
     let outcome = (|| -> clipdex::Result<()> {
@@ -194,7 +195,8 @@ fn main() -> clipdex::Result<()> {
         }
 
         // halfvec beside vector, in SQL: an index of half-precision copies.
-        let mut client = postgres::Client::connect(&url, postgres::NoTls).map_err(|e| clipdex::Error::Store(e.to_string()))?;
+        let mut client =
+            postgres::Client::connect(&url, postgres::NoTls).map_err(|e| clipdex::Error::Store(e.to_string()))?;
         let started = Instant::now();
         client
             .batch_execute(&format!(

@@ -50,14 +50,19 @@ fn counts_of(s: &Value) -> (u64, u64, u64) {
     (n("images"), n("paths"), n("vectors"))
 }
 
-fn library(n: u32) -> (tempfile::TempDir, PathBuf, PathBuf) {
+/// A folder of `n` generated photos in a temporary folder.
+fn photo_folder(n: u32) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let photos = tmp.path().join("photos");
     std::fs::create_dir_all(&photos).unwrap();
     for i in 0..n {
         picture(i).save(photos.join(format!("p{i:02}.png"))).unwrap();
     }
-    let photos = std::fs::canonicalize(&photos).unwrap();
+    (tmp, std::fs::canonicalize(&photos).unwrap())
+}
+
+fn library(n: u32) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let (tmp, photos) = photo_folder(n);
     let db = tmp.path().join("db");
     assert!(clipdex(&db, &["add", photos.to_str().unwrap()]).status.success());
     let first = ok_json(clipdex(&db, &["index", "--json"]));
@@ -70,13 +75,7 @@ fn libraries(n: u32) -> Vec<(tempfile::TempDir, TestDb, PathBuf)> {
     test_databases()
         .into_iter()
         .map(|db| {
-            let tmp = tempfile::tempdir().unwrap();
-            let photos = tmp.path().join("photos");
-            std::fs::create_dir_all(&photos).unwrap();
-            for i in 0..n {
-                picture(i).save(photos.join(format!("p{i:02}.png"))).unwrap();
-            }
-            let photos = std::fs::canonicalize(&photos).unwrap();
+            let (tmp, photos) = photo_folder(n);
             assert!(on(&db, &["add", photos.to_str().unwrap()]).status.success());
             let first = ok_json(on(&db, &["index", "--json"]));
             assert_eq!(first["embedded"], n, "{}", db.backend);

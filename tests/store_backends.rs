@@ -529,13 +529,7 @@ fn a_connection_lost_mid_pass_stops_it_cleanly_and_the_next_pass_resumes() {
     for i in 0..N {
         common::picture(i).save(photos.join(format!("p{i:03}.png"))).unwrap();
     }
-    let model = common::fixtures().join("clip-tiny-p32");
-    let clipdex = |args: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"));
-        c.arg("--db").arg(&pg.url).arg("--model").arg(&model).args(args);
-        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        c
-    };
+    let clipdex = |args: &[&str]| clipdex_on_db(&pg.url, args);
     assert!(clipdex(&["add", photos.to_str().unwrap()]).output().unwrap().status.success());
     let store = Store::open(DbLocation::Postgres(pg.url.clone())).unwrap();
     let child = clipdex(&["index", "--batch-size", "4", "--json"]).spawn().unwrap();
@@ -591,13 +585,7 @@ fn concurrent_indexers_embed_each_photo_once_and_share_the_work() {
     for i in 0..N {
         common::picture(i).save(photos.join(format!("p{i:03}.png"))).unwrap();
     }
-    let model = common::fixtures().join("clip-tiny-p32");
-    let clipdex = |args: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"));
-        c.arg("--db").arg(&pg.url).arg("--model").arg(&model).args(args);
-        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        c
-    };
+    let clipdex = |args: &[&str]| clipdex_on_db(&pg.url, args);
     assert!(clipdex(&["add", photos.to_str().unwrap()]).output().unwrap().status.success());
     let store = Store::open(DbLocation::Postgres(pg.url.clone())).unwrap();
     let mut stored = 0u64;
@@ -679,13 +667,7 @@ fn a_worker_embeds_queued_files_through_a_path_map_and_a_killed_one_leaves_them_
     let (empty, local) = (tmp.path().join("empty"), tmp.path().join("nas"));
     std::fs::create_dir_all(&empty).unwrap();
     std::fs::create_dir_all(&local).unwrap();
-    let model = common::fixtures().join("clip-tiny-p32");
-    let clipdex = |args: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"));
-        c.arg("--db").arg(&pg.url).arg("--model").arg(&model).args(args);
-        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        c
-    };
+    let clipdex = |args: &[&str]| clipdex_on_db(&pg.url, args);
     // The library gets its model from a first (empty) pass.
     assert!(clipdex(&["add", empty.to_str().unwrap()]).output().unwrap().status.success());
     assert!(clipdex(&["index"]).output().unwrap().status.success());
@@ -737,14 +719,7 @@ fn a_worker_embeds_queued_files_through_a_path_map_and_a_killed_one_leaves_them_
 
     // A folder library has no queue to work on.
     let folder = tmp.path().join("db");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"))
-        .arg("--db")
-        .arg(&folder)
-        .arg("--model")
-        .arg(&model)
-        .args(["worker", "--once"])
-        .output()
-        .unwrap();
+    let out = clipdex_on_db(folder.to_str().unwrap(), &["worker", "--once"]).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("PostgreSQL"));
 }
 
@@ -767,12 +742,7 @@ fn commands_run_on_a_postgres_library_while_it_is_served() {
             common::picture(i).save(dir.join(format!("p{i}.png"))).unwrap();
         }
     }
-    let model = common::fixtures().join("clip-tiny-p32");
-    let clipdex = |args: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"));
-        c.arg("--db").arg(&pg.url).arg("--model").arg(&model).args(args);
-        c
-    };
+    let clipdex = |args: &[&str]| clipdex_on_db(&pg.url, args);
     assert!(clipdex(&["add", first.to_str().unwrap()]).output().unwrap().status.success());
     assert!(clipdex(&["index"]).output().unwrap().status.success());
     let mut server = clipdex(&["serve", "--bind", "127.0.0.1:0", "--no-watch"])
@@ -803,4 +773,13 @@ fn commands_run_on_a_postgres_library_while_it_is_served() {
     let stats: serde_json::Value = serde_json::from_slice(&during[3].stdout).unwrap();
     assert_eq!(stats["images"], 7);
     assert_eq!(served, 7, "the server sees what the command line indexed");
+}
+
+/// The clipdex binary on the library `db` (a folder or a URL) with the fixture CLIP, output
+/// captured.
+fn clipdex_on_db(db: &str, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"));
+    c.arg("--db").arg(db).arg("--model").arg(common::fixtures().join("clip-tiny-p32")).args(args);
+    c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    c
 }

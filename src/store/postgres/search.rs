@@ -155,7 +155,8 @@ impl PgStore {
                 // The graph ran out (a very selective filter, or k beyond what the scan
                 // visits): rank exactly, which finds every image that passes.
                 let mut tx = conn.transaction().map_err(fail)?;
-                tx.batch_execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off").map_err(fail)?;
+                tx.batch_execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off")
+                    .map_err(fail)?;
                 let rows = tx.query(&sql, &params).map_err(fail)?;
                 tx.commit().map_err(fail)?;
                 rows

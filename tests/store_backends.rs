@@ -765,6 +765,33 @@ fn commands_run_on_a_postgres_library_while_it_is_served() {
         clipdex(&["stats", "--json"]).output().unwrap(),
     ];
     let served = results(20);
+    // Every kind of request answers on a PostgreSQL library (each runs its store calls off
+    // the server's event loop).
+    let get = |path: &str| {
+        ureq::get(&format!("{url}{path}")).call().map(|r| r.status()).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let first_id = {
+        let body: serde_json::Value =
+            ureq::get(&format!("{url}api/search?q=a%20photo&k=1")).call().unwrap().into_json().unwrap();
+        body["results"][0]["id"].as_u64().unwrap()
+    };
+    for path in [
+        "api/status".to_string(),
+        "api/tags".into(),
+        "api/roots".into(),
+        format!("api/images/{first_id}"),
+        format!("api/images/{first_id}/thumb?size=64"),
+        format!("api/images/{first_id}/file"),
+        "api/search?q=a%20photo&under=/&after=2000&k=3".into(),
+    ] {
+        assert_eq!(get(&path), 200, "{path}");
+    }
+    let similar = ureq::post(&format!("{url}api/search/image?id={first_id}&k=3")).call().unwrap();
+    assert_eq!(similar.status(), 200);
+    let tagged = ureq::post(&format!("{url}api/tag"))
+        .send_json(serde_json::json!({"labels": "cat,dog", "id": first_id}))
+        .unwrap();
+    assert_eq!(tagged.status(), 200);
     server.kill().unwrap();
     server.wait().unwrap();
     for out in &during {

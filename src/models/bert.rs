@@ -17,8 +17,11 @@ use crate::models::clip::model::{dense, layer_norm};
 
 type CResult<T> = candle_core::Result<T>;
 
-/// The shapes of a BERT encoder, from its config.
-#[derive(Debug, Clone, Copy)]
+/// The shapes of a BERT encoder, from its config. As read from a Chinese-CLIP's
+/// `text_config` (`ChineseCLIPTextConfig`), every field a file leaves out has transformers'
+/// default (those of `BertConfig`), and unknown keys are ignored.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(default)]
 pub struct BertShape {
     /// Token vocabulary size.
     pub vocab_size: usize,
@@ -40,7 +43,25 @@ pub struct BertShape {
     pub layer_norm_eps: f64,
     /// Position of the first token: 0 for BERT; RoBERTa-style models (XLM-R) number positions
     /// from `pad_token_id + 1`.
+    #[serde(skip)]
     pub first_position: usize,
+}
+
+impl Default for BertShape {
+    fn default() -> Self {
+        BertShape {
+            vocab_size: 30522,
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            hidden_act: HiddenAct::Gelu,
+            layer_norm_eps: 1e-12,
+            first_position: 0,
+        }
+    }
 }
 
 /// How a checkpoint names the encoder's weights.
@@ -97,30 +118,9 @@ impl SelfAttention {
     /// `LN(out(attention(xs)) + xs)`; `mask` (`[b, 1, 1, s]`, 0 or -∞) hides padded keys.
     fn forward(&self, xs: &Tensor, causal: bool, mask: Option<&Tensor>) -> CResult<Tensor> {
         let qkv = self.qkv.forward(xs, None)?;
-        let context = match mask {
-            None => crate::models::clip::kernels::attention(&qkv, self.heads, causal)?,
-            Some(mask) => {
-                let (b, s, d3) = qkv.dims3()?;
-                let (d, hd) = (d3 / 3, d3 / 3 / self.heads);
-                let qkv = qkv.reshape((b, s, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
-                let (q, k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
-                let mut scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-                if causal {
-                    scores = scores.broadcast_add(&causal_mask(s, s, xs.device())?)?;
-                }
-                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-                probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?
-            }
-        };
+        let context = crate::models::clip::kernels::attention(&qkv, self.heads, causal, mask)?;
         self.ln.forward(&(self.out.forward(&context, None)? + xs)?)
     }
-}
-
-/// 0 on and below the diagonal, -∞ above: `[s, t]`.
-fn causal_mask(s: usize, t: usize, device: &candle_core::Device) -> CResult<Tensor> {
-    let mask: Vec<f32> =
-        (0..s).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-    Tensor::from_vec(mask, (s, t), device)
 }
 
 /// BERT cross-attention to a source (the image's states, or the question's), with its output

@@ -238,7 +238,7 @@ impl SentenceEncoder {
         };
         let positions = encoder.shape.max_position_embeddings.saturating_sub(encoder.shape.first_position);
         let max_len = st.max_seq_length.unwrap_or(positions).min(positions);
-        let tokenizer = load_tokenizer(&repo, &at, max_len)?;
+        let tokenizer = truncated(&name, crate::models::clip::tokenizer::bert_tokenizer_in(&repo, &at)?, max_len)?;
         let vb = crate::models::clip::repo_weights_at(&repo, &at, device)?;
         let prefix = ["", "distilbert.", "bert.", "roberta.", "model."]
             .into_iter()
@@ -387,30 +387,6 @@ fn pooling_mode(model: &str, c: &PoolingConfig) -> Result<Pooling> {
         [Some(p)] => Ok(*p),
         _ => Err(Error::model(model, "1_Pooling: clipdex pools with exactly one of mean, [CLS] or max tokens")),
     }
-}
-
-/// The encoder's tokenizer (in the Transformer module's folder `at`): `tokenizer.json`, else a
-/// WordPiece `vocab.txt` with `tokenizer_config.json`'s `do_lower_case` (default true) and
-/// `strip_accents`; truncated to `max_len` tokens, special tokens included.
-fn load_tokenizer(repo: &ModelRepo, at: &str, max_len: usize) -> Result<Tokenizer> {
-    let name = repo.name();
-    let tokenizer = match repo.optional(&format!("{at}tokenizer.json"))? {
-        Some(path) => Tokenizer::from_file(&path)
-            .map_err(|e| Error::model(name, format!("cannot load {}: {e}", path.display())))?,
-        None => {
-            let vocab = repo
-                .optional(&format!("{at}vocab.txt"))?
-                .ok_or_else(|| Error::model(name, "no tokenizer: expected tokenizer.json or a WordPiece vocab.txt"))?;
-            let (mut lowercase, mut strip_accents) = (true, None);
-            if let Some(path) = repo.optional(&format!("{at}tokenizer_config.json"))? {
-                let config: Value = read_json(name, &path)?;
-                lowercase = config.get("do_lower_case").and_then(Value::as_bool).unwrap_or(true);
-                strip_accents = config.get("strip_accents").and_then(Value::as_bool);
-            }
-            crate::models::clip::tokenizer::wordpiece(name, &vocab, lowercase, strip_accents)?
-        }
-    };
-    truncated(name, tokenizer, max_len)
 }
 
 fn truncated(name: &str, mut tokenizer: Tokenizer, max_len: usize) -> Result<Tokenizer> {

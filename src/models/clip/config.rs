@@ -63,63 +63,8 @@ impl Default for TextConfig {
 }
 
 /// The text tower of a Chinese-CLIP (`ChineseCLIPTextConfig`): a BERT (post-norm,
-/// bidirectional, token types), with transformers' defaults.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct BertTextConfig {
-    /// Token vocabulary size.
-    pub vocab_size: usize,
-    /// Width.
-    pub hidden_size: usize,
-    /// MLP width.
-    pub intermediate_size: usize,
-    /// Layers.
-    pub num_hidden_layers: usize,
-    /// Attention heads.
-    pub num_attention_heads: usize,
-    /// Rows of the position table.
-    pub max_position_embeddings: usize,
-    /// Rows of the token-type table.
-    pub type_vocab_size: usize,
-    /// MLP activation.
-    pub hidden_act: HiddenAct,
-    /// Layer norm epsilon.
-    pub layer_norm_eps: f64,
-}
-
-impl Default for BertTextConfig {
-    fn default() -> Self {
-        BertTextConfig {
-            vocab_size: 30522,
-            hidden_size: 768,
-            intermediate_size: 3072,
-            num_hidden_layers: 12,
-            num_attention_heads: 12,
-            max_position_embeddings: 512,
-            type_vocab_size: 2,
-            hidden_act: HiddenAct::Gelu,
-            layer_norm_eps: 1e-12,
-        }
-    }
-}
-
-impl BertTextConfig {
-    /// The encoder's shapes.
-    pub fn shape(&self) -> crate::models::bert::BertShape {
-        crate::models::bert::BertShape {
-            vocab_size: self.vocab_size,
-            hidden_size: self.hidden_size,
-            intermediate_size: self.intermediate_size,
-            num_hidden_layers: self.num_hidden_layers,
-            num_attention_heads: self.num_attention_heads,
-            max_position_embeddings: self.max_position_embeddings,
-            type_vocab_size: self.type_vocab_size,
-            hidden_act: self.hidden_act,
-            layer_norm_eps: self.layer_norm_eps,
-            first_position: 0,
-        }
-    }
-}
+/// bidirectional, token types), read with transformers' defaults.
+pub type BertTextConfig = crate::models::bert::BertShape;
 
 /// The vision tower.
 #[derive(Debug, Clone, Deserialize)]

@@ -89,16 +89,21 @@ impl CustomOp1 for FusedAttention {
 /// per-row dot products lose to batched matrix multiplication.
 const FUSED_MAX_TOKENS: usize = 256;
 
-/// Attention from fused `[b, s, 3d]` projections to `[b, s, d]`.
-pub(crate) fn attention(qkv: &Tensor, heads: usize, causal: bool) -> CResult<Tensor> {
-    if qkv.device().is_cpu() && qkv.dtype() == candle_core::DType::F32 && qkv.dim(1)? <= FUSED_MAX_TOKENS {
+/// Attention from fused `[b, s, 3d]` projections to `[b, s, d]`. `mask` (`[b, 1, 1, s]`, 0 or
+/// -∞) hides padded keys of batched sequences; the fused kernel takes unmasked inputs only.
+pub(crate) fn attention(qkv: &Tensor, heads: usize, causal: bool, mask: Option<&Tensor>) -> CResult<Tensor> {
+    if mask.is_none()
+        && qkv.device().is_cpu()
+        && qkv.dtype() == candle_core::DType::F32
+        && qkv.dim(1)? <= FUSED_MAX_TOKENS
+    {
         return qkv.contiguous()?.apply_op1_no_bwd(&FusedAttention { heads, causal });
     }
-    attention_generic(qkv, heads, causal)
+    attention_generic(qkv, heads, causal, mask)
 }
 
 /// The same attention in generic tensor operations (any device, any dtype).
-fn attention_generic(qkv: &Tensor, heads: usize, causal: bool) -> CResult<Tensor> {
+fn attention_generic(qkv: &Tensor, heads: usize, causal: bool, mask: Option<&Tensor>) -> CResult<Tensor> {
     let (b, s, d3) = qkv.dims3()?;
     let (d, hd) = (d3 / 3, d3 / 3 / heads);
     let qkv = qkv.reshape((b, s, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
@@ -108,6 +113,9 @@ fn attention_generic(qkv: &Tensor, heads: usize, causal: bool) -> CResult<Tensor
         let mask: Vec<f32> =
             (0..s).flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
         scores = scores.broadcast_add(&Tensor::from_vec(mask, (s, s), qkv.device())?.to_dtype(scores.dtype())?)?;
+    }
+    if let Some(mask) = mask {
+        scores = scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?;
     }
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))
@@ -229,8 +237,8 @@ mod tests {
     fn fused_attention_equals_the_generic_path() {
         let qkv = Tensor::randn(0f32, 1.0, (3, 7, 3 * 12), &Device::Cpu).unwrap();
         for causal in [false, true] {
-            let fused = attention(&qkv, 3, causal).unwrap();
-            let generic = attention_generic(&qkv, 3, causal).unwrap();
+            let fused = attention(&qkv, 3, causal, None).unwrap();
+            let generic = attention_generic(&qkv, 3, causal, None).unwrap();
             assert_eq!(fused.dims(), &[3, 7, 12]);
             assert!(max_abs_diff(&fused, &generic) < 1e-5, "causal {causal}");
         }

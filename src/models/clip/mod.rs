@@ -99,7 +99,11 @@ impl ClipEmbedder {
         let config = read_config(name, &repo.required("config.json")?)?;
         let vb = repo_weights(repo, device)?;
         let tokenizer = match &config.bert_text {
-            Some(bert) => load_bert_tokenizer(repo, bert.max_position_embeddings.min(CHINESE_CLIP_CONTEXT))?,
+            Some(bert) => ClipTokenizer::bert(
+                name,
+                tokenizer::bert_tokenizer_in(repo, "")?,
+                bert.max_position_embeddings.min(CHINESE_CLIP_CONTEXT),
+            )?,
             None => load_tokenizer(repo, config.text_config.max_position_embeddings)?,
         };
         let side = config.vision_config.image_size as u32;
@@ -277,29 +281,6 @@ pub(crate) fn load_tokenizer(repo: &ModelRepo, max_len: usize) -> Result<ClipTok
             _ => Err(Error::model(name, "no tokenizer: expected tokenizer.json, or vocab.json and merges.txt")),
         },
     }
-}
-
-/// A BERT tokenizer (Chinese-CLIP's): `tokenizer.json` when the repository has one, else
-/// `vocab.txt` with `tokenizer_config.json`'s `do_lower_case` (default true) and
-/// `strip_accents` (default: with the lower case).
-fn load_bert_tokenizer(repo: &ModelRepo, max_len: usize) -> Result<ClipTokenizer> {
-    let name = repo.name();
-    if let Some(json) = repo.optional("tokenizer.json")? {
-        return ClipTokenizer::bert_from_json(name, &json, max_len);
-    }
-    let vocab = repo
-        .optional("vocab.txt")?
-        .ok_or_else(|| Error::model(name, "no tokenizer: a Chinese-CLIP needs vocab.txt (or tokenizer.json)"))?;
-    let (mut lowercase, mut strip_accents) = (true, None);
-    if let Some(path) = repo.optional("tokenizer_config.json")? {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::model(name, format!("cannot read {}: {e}", path.display())))?;
-        let config: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::model(name, format!("invalid {}: {e}", path.display())))?;
-        lowercase = config.get("do_lower_case").and_then(serde_json::Value::as_bool).unwrap_or(true);
-        strip_accents = config.get("strip_accents").and_then(serde_json::Value::as_bool);
-    }
-    ClipTokenizer::bert_from_vocab(name, &vocab, lowercase, strip_accents, max_len)
 }
 
 fn to_rows(t: &Tensor) -> Result<Vec<Embedding>> {

@@ -61,7 +61,7 @@ impl SelfAttention {
 
     pub(crate) fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
         let qkv = self.qkv.forward(xs, None)?;
-        self.out.forward(&kernels::attention(&qkv, self.heads, causal)?, None)
+        self.out.forward(&kernels::attention(&qkv, self.heads, causal, None)?, None)
     }
 }
 
@@ -398,7 +398,7 @@ impl ClipModel {
         let (text, text_width) = match &config.bert_text {
             Some(bert) => {
                 let stack = crate::models::bert::BertStack::load(
-                    &bert.shape(),
+                    bert,
                     crate::models::bert::BertLayout::Bert,
                     None,
                     vb.pp("text_model"),

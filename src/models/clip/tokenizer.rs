@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::error::{Error, Result};
+use crate::models::source::ModelRepo;
 
 const START: &str = "<|startoftext|>";
 const END: &str = "<|endoftext|>";
@@ -34,10 +35,9 @@ impl ClipTokenizer {
         Self::finish(model, inner, max_len, END, END)
     }
 
-    /// Loads a BERT `tokenizer.json` (Chinese-CLIP's, when a repository has one).
-    pub fn bert_from_json(model: &str, path: &Path, max_len: usize) -> Result<Self> {
-        let inner = Tokenizer::from_file(path)
-            .map_err(|e| Error::model(model, format!("cannot load {}: {e}", path.display())))?;
+    /// A BERT tokenizer (Chinese-CLIP's), from [`bert_tokenizer_in`] or [`wordpiece`],
+    /// truncated to `max_len` tokens and padded with `[PAD]`.
+    pub(crate) fn bert(model: &str, inner: Tokenizer, max_len: usize) -> Result<Self> {
         Self::finish(model, inner, max_len, "[SEP]", "[PAD]")
     }
 
@@ -55,8 +55,7 @@ impl ClipTokenizer {
         strip_accents: Option<bool>,
         max_len: usize,
     ) -> Result<Self> {
-        let inner = wordpiece(model, vocab, lowercase, strip_accents)?;
-        Self::finish(model, inner, max_len, "[SEP]", "[PAD]")
+        Self::bert(model, wordpiece(model, vocab, lowercase, strip_accents)?, max_len)
     }
 
     /// Builds the tokenizer from the slow tokenizer's `vocab.json` and `merges.txt`.
@@ -179,4 +178,29 @@ pub fn wordpiece(model: &str, vocab: &Path, lowercase: bool, strip_accents: Opti
     spec.to_string()
         .parse()
         .map_err(|e| Error::model(model, format!("cannot build a tokenizer from {}: {e}", vocab.display())))
+}
+
+/// The BERT tokenizer in the repository's folder `at` (empty, or ending in `/`; Chinese-CLIP's
+/// and the sentence-transformers text models'): `tokenizer.json` when there is one, else the
+/// WordPiece `vocab.txt` with `tokenizer_config.json`'s `do_lower_case` (default true) and
+/// `strip_accents` (default: with the lower case). Not truncated.
+pub(crate) fn bert_tokenizer_in(repo: &ModelRepo, at: &str) -> Result<Tokenizer> {
+    let name = repo.name();
+    if let Some(path) = repo.optional(&format!("{at}tokenizer.json"))? {
+        return Tokenizer::from_file(&path)
+            .map_err(|e| Error::model(name, format!("cannot load {}: {e}", path.display())));
+    }
+    let vocab = repo
+        .optional(&format!("{at}vocab.txt"))?
+        .ok_or_else(|| Error::model(name, "no tokenizer: expected tokenizer.json or a WordPiece vocab.txt"))?;
+    let (mut lowercase, mut strip_accents) = (true, None);
+    if let Some(path) = repo.optional(&format!("{at}tokenizer_config.json"))? {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::model(name, format!("cannot read {}: {e}", path.display())))?;
+        let config: Value =
+            serde_json::from_str(&text).map_err(|e| Error::model(name, format!("invalid {}: {e}", path.display())))?;
+        lowercase = config.get("do_lower_case").and_then(Value::as_bool).unwrap_or(true);
+        strip_accents = config.get("strip_accents").and_then(Value::as_bool);
+    }
+    wordpiece(name, &vocab, lowercase, strip_accents)
 }

@@ -252,25 +252,37 @@ impl TrainableClip {
         }
     }
 
-    /// Multi-head self-attention over `[b, s, d]`, causal for the text tower.
-    fn attention(&self, x: &Tensor, prefix: &str, heads: usize, causal: bool) -> CResult<Tensor> {
+    /// Multi-head self-attention over `[b, s, d]` with its output projection (before any
+    /// residual), from the weights named `names` (query, key, value, output): causal for CLIP's
+    /// text tower; `mask` (`[b, 1, 1, s]`, 0 or -∞) hides padded keys in Chinese-CLIP's.
+    fn attention(
+        &self,
+        x: &Tensor,
+        names: [&str; 4],
+        heads: usize,
+        causal: bool,
+        mask: Option<&Tensor>,
+    ) -> CResult<Tensor> {
         let (b, s, d) = x.dims3()?;
         let dh = d / heads;
         let split = |t: Tensor| -> CResult<Tensor> { t.reshape((b, s, heads, dh))?.transpose(1, 2)?.contiguous() };
-        let q = split((self.linear(x, &format!("{prefix}.q_proj"), true)? * (dh as f64).powf(-0.5))?)?;
-        let k = split(self.linear(x, &format!("{prefix}.k_proj"), true)?)?;
-        let v = split(self.linear(x, &format!("{prefix}.v_proj"), true)?)?;
+        let q = split((self.linear(x, names[0], true)? * (dh as f64).powf(-0.5))?)?;
+        let k = split(self.linear(x, names[1], true)?)?;
+        let v = split(self.linear(x, names[2], true)?)?;
         let mut scores = q.matmul(&k.t()?.contiguous()?)?;
         if causal {
             let mask: Vec<f32> =
                 (0..s).flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
             scores = scores.broadcast_add(&Tensor::from_vec(mask, (s, s), x.device())?)?;
         }
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
         // Softmax over the last dimension; the shift by the row maximum carries no gradient.
         let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?.exp()?;
         let probs = shifted.broadcast_div(&shifted.sum_keepdim(D::Minus1)?)?;
         let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, s, d))?;
-        self.linear(&out, &format!("{prefix}.out_proj"), true)
+        self.linear(&out, names[3], true)
     }
 
     /// The encoder layers `from..to` of the tower under `prefix` (`text_model`, causal; or
@@ -288,7 +300,8 @@ impl TrainableClip {
         for i in from..to {
             let p = format!("{prefix}.encoder.layers.{i}");
             let h = self.layer_norm(&x, &format!("{p}.layer_norm1"), eps)?;
-            x = (&x + self.attention(&h, &format!("{p}.self_attn"), heads, causal)?)?;
+            let names = ["q_proj", "k_proj", "v_proj", "out_proj"].map(|n| format!("{p}.self_attn.{n}"));
+            x = (&x + self.attention(&h, names.each_ref().map(String::as_str), heads, causal, None)?)?;
             let h = self.layer_norm(&x, &format!("{p}.layer_norm2"), eps)?;
             let h = Self::activation(&self.linear(&h, &format!("{p}.mlp.fc1"), true)?, act)?;
             x = (&x + self.linear(&h, &format!("{p}.mlp.fc2"), true)?)?;
@@ -420,31 +433,14 @@ impl TrainableClip {
         let mut x = x.clone();
         for i in from..to {
             let p = format!("text_model.encoder.layer.{i}");
-            let attended = self.bert_attention(&x, &format!("{p}.attention"), heads, mask)?;
+            let names = ["self.query", "self.key", "self.value", "output.dense"].map(|n| format!("{p}.attention.{n}"));
+            let attended = self.attention(&x, names.each_ref().map(String::as_str), heads, false, mask)?;
             let h = self.layer_norm(&(&x + attended)?, &format!("{p}.attention.output.LayerNorm"), eps)?;
             let inner = Self::activation(&self.linear(&h, &format!("{p}.intermediate.dense"), true)?, bert.hidden_act)?;
             let out = self.linear(&inner, &format!("{p}.output.dense"), true)?;
             x = self.layer_norm(&(&h + out)?, &format!("{p}.output.LayerNorm"), eps)?;
         }
         Ok(x)
-    }
-
-    /// BERT self-attention over `[b, s, d]` with its output projection (before the residual).
-    fn bert_attention(&self, x: &Tensor, prefix: &str, heads: usize, mask: Option<&Tensor>) -> CResult<Tensor> {
-        let (b, s, d) = x.dims3()?;
-        let dh = d / heads;
-        let split = |t: Tensor| -> CResult<Tensor> { t.reshape((b, s, heads, dh))?.transpose(1, 2)?.contiguous() };
-        let q = split((self.linear(x, &format!("{prefix}.self.query"), true)? * (dh as f64).powf(-0.5))?)?;
-        let k = split(self.linear(x, &format!("{prefix}.self.key"), true)?)?;
-        let v = split(self.linear(x, &format!("{prefix}.self.value"), true)?)?;
-        let mut scores = q.matmul(&k.t()?.contiguous()?)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?.exp()?;
-        let probs = shifted.broadcast_div(&shifted.sum_keepdim(D::Minus1)?)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, s, d))?;
-        self.linear(&out, &format!("{prefix}.output.dense"), true)
     }
 
     /// transformers' `clip_loss` for a batch of matching pairs (see [`clip_loss`]).

@@ -29,12 +29,25 @@ fn free() -> String {
 /// A root's lock: the connection that holds it. Closing the connection releases it.
 struct HeldRoot(#[allow(dead_code)] Client);
 
-fn root_key(root: &Path) -> i32 {
-    let h = blake3::hash(&path_key(root));
-    i32::from_le_bytes(h.as_bytes()[..4].try_into().expect("4 bytes"))
+/// A positive 31-bit advisory-lock key derived from `bytes` (positive, so that it reads back
+/// unchanged from `pg_locks`' unsigned `objid`).
+fn lock_key(bytes: &[u8]) -> i32 {
+    let h = blake3::hash(bytes);
+    (u32::from_le_bytes(h.as_bytes()[..4].try_into().expect("4 bytes")) & 0x7fff_ffff) as i32
 }
 
 impl PgStore {
+    /// Takes the session advisory lock `(space, key)` on a connection of its own, which holds
+    /// it until dropped (or until the process dies); `None` while another session holds it.
+    fn lock_on_own_connection(&self, space: i32, key: i32) -> Result<Option<Client>> {
+        let mut client = self.config.connect(postgres::NoTls).map_err(|e| self.connect_error(&e))?;
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&space, &key])
+            .map_err(|e| self.err(super::db_message(&e)))?
+            .get(0);
+        Ok(locked.then_some(client))
+    }
+
     /// This process's presence key, holding its lock on a connection of its own from the first
     /// claim on (the server releases it when the process dies).
     fn presence(&self) -> Result<i32> {
@@ -42,19 +55,10 @@ impl PgStore {
         if let Some((_, key)) = held.as_ref() {
             return Ok(*key);
         }
-        let mut client = self.config.connect(postgres::NoTls).map_err(|e| self.connect_error(&e))?;
         for _ in 0..16 {
-            let key = (u32::from_le_bytes(
-                blake3::hash(format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes()).as_bytes()
-                    [..4]
-                    .try_into()
-                    .expect("4 bytes"),
-            ) & 0x7fff_ffff) as i32;
-            let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&WORKER_LOCK_SPACE, &key])
-                .map_err(|e| self.err(super::db_message(&e)))?
-                .get(0);
-            if locked {
+            let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+            let key = lock_key(seed.as_bytes());
+            if let Some(client) = self.lock_on_own_connection(WORKER_LOCK_SPACE, key)? {
                 *held = Some((client, key));
                 return Ok(key);
             }
@@ -65,12 +69,8 @@ impl PgStore {
 
 impl WorkQueue for PgStore {
     fn lock_root(&self, root: &Path) -> Result<Option<RootLock>> {
-        let mut client = self.config.connect(postgres::NoTls).map_err(|e| self.connect_error(&e))?;
-        let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&ROOT_LOCK_SPACE, &root_key(root)])
-            .map_err(|e| self.err(super::db_message(&e)))?
-            .get(0);
-        Ok(locked.then(|| Box::new(HeldRoot(client)) as RootLock))
+        let held = self.lock_on_own_connection(ROOT_LOCK_SPACE, lock_key(&path_key(root)))?;
+        Ok(held.map(|client| Box::new(HeldRoot(client)) as RootLock))
     }
 
     fn enqueue(&self, jobs: &[Job]) -> Result<()> {

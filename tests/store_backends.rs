@@ -704,6 +704,13 @@ fn a_worker_embeds_queued_files_through_a_path_map_and_a_killed_one_leaves_them_
     child.wait().unwrap();
     assert!(store.counts().unwrap().images < 120, "the worker finished before it was killed");
     assert!(store.check().unwrap().is_empty());
+    // The server ends the dead worker's session (and with it its claims) as soon as it sees
+    // the socket closed: a moment, not the 600 s lease.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while queue.job_counts().unwrap().leased > 0 {
+        assert!(std::time::Instant::now() < deadline, "the killed worker's claims outlived it");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let out = clipdex(&["worker", "--path-map", &map, "--once", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(store.counts().unwrap().images, 120);

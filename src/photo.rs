@@ -214,9 +214,9 @@ pub fn decode_photo(bytes: &[u8], options: &DecodeOptions) -> Result<Photo, Imag
     use image::metadata::Orientation as O;
     let swaps = matches!(orientation, O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH);
     let turns = swaps || orientation == O::Rotate180;
-    let turbo = if is_jpeg { decode_jpeg_turbo(bytes, options.min_side, turns)? } else { None };
+    let libjpeg = if is_jpeg { decode_jpeg_libjpeg(bytes, options.min_side, turns)? } else { None };
     // The permit is held until the image is upright.
-    let (rgb, _permit) = match turbo {
+    let (rgb, _permit) = match libjpeg {
         Some(decoded) => decoded,
         None => {
             let permit = reserve(width, height, decode_bytes(width, height, decoder.color_type(), turns))?;
@@ -270,45 +270,85 @@ pub fn read_exif(bytes: &[u8]) -> ExifInfo {
     ExifInfo { taken, camera, gps }
 }
 
-/// Decodes a YCbCr, RGB or grayscale JPEG with libjpeg-turbo, the decoder PIL uses (accurate
-/// integer IDCT, smooth chroma upsampling), so our pixels are PIL's to the bit; with
-/// `min_side`, at the smallest DCT scale that keeps that many pixels on the short side. CMYK
-/// and YCCK JPEGs (`None`) go to the `image` crate, which converts them as PIL does.
-fn decode_jpeg_turbo(
+/// Decodes a YCbCr, RGB or grayscale JPEG with libjpeg-turbo's decoder, the one PIL uses
+/// (accurate integer IDCT, smooth chroma upsampling, block smoothing for progressive files), so
+/// our pixels are PIL's to the bit; with `min_side`, at the smallest DCT scale (n/8) that keeps
+/// that many pixels on the short side. CMYK and YCCK JPEGs (`None`) go to the `image` crate,
+/// which converts them as PIL does. A warning (data cut short, a corrupt segment) fails the
+/// decode as an error does: PIL refuses truncated files too.
+fn decode_jpeg_libjpeg(
     bytes: &[u8],
     min_side: Option<u32>,
     turns: bool,
 ) -> Result<Option<(RgbImage, BudgetPermit)>, ImageProblem> {
-    let corrupt = |e: turbojpeg::Error| ImageProblem::Corrupt(e.to_string());
-    let mut decompressor = turbojpeg::Decompressor::new().map_err(corrupt)?;
-    let header = decompressor.read_header(bytes).map_err(corrupt)?;
-    if matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK) {
-        return Ok(None);
+    // libjpeg reports errors through callbacks that unwind (the C code is built with unwind
+    // tables for this); the unwind ends here as an error, never as a panic of the caller.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let io_problem = |e: std::io::Error| ImageProblem::Corrupt(e.to_string());
+        let mut jpeg = mozjpeg::Decompress::with_err(strict_jpeg_errors()).from_mem(bytes).map_err(io_problem)?;
+        if matches!(jpeg.color_space(), mozjpeg_sys::J_COLOR_SPACE::JCS_CMYK | mozjpeg_sys::J_COLOR_SPACE::JCS_YCCK) {
+            return Ok(None);
+        }
+        if let Some(min_side) = min_side {
+            let (w, h) = (jpeg.width() as u64, jpeg.height() as u64);
+            let scaled = |n: u64| (w * n).div_ceil(8).min((h * n).div_ceil(8));
+            if let Some(n) = (1..8).find(|&n| scaled(n) >= u64::from(min_side)) {
+                jpeg.scale(n as u8);
+            }
+        }
+        let mut started = jpeg.rgb().map_err(io_problem)?;
+        let (w, h) = (started.width(), started.height());
+        let permit = reserve(w as u32, h as u32, (w * h * 3) as u64 * if turns { 2 } else { 1 })?;
+        let mut pixels = vec![0u8; w * h * 3];
+        started.read_scanlines_into(&mut pixels).map_err(io_problem)?;
+        started.finish().map_err(io_problem)?;
+        Ok(RgbImage::from_raw(w as u32, h as u32, pixels).map(|rgb| (rgb, permit)))
+    }));
+    decoded.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the JPEG decoder failed".to_string());
+        Err(ImageProblem::Corrupt(message))
+    })
+}
+
+/// libjpeg's standard error manager, with errors and warnings alike ending the decode by
+/// unwinding with the library's own message.
+fn strict_jpeg_errors() -> mozjpeg_sys::jpeg_error_mgr {
+    use mozjpeg_sys::jpeg_common_struct;
+    unsafe extern "C-unwind" fn fail(cinfo: &mut jpeg_common_struct) {
+        let mut buffer = [0u8; 80];
+        // SAFETY: `err` is the manager this decoder was built with, and libjpeg's
+        // `format_message` writes at most JMSG_LENGTH_MAX (80) bytes, NUL included.
+        let message = unsafe {
+            let err = &*cinfo.err;
+            match err.format_message {
+                Some(format) => {
+                    let format: unsafe extern "C-unwind" fn(&mut jpeg_common_struct, &mut [u8; 80]) =
+                        std::mem::transmute(format);
+                    format(cinfo, &mut buffer);
+                    let text = buffer.split(|&b| b == 0).next().unwrap_or_default();
+                    String::from_utf8_lossy(text).into_owned()
+                }
+                None => format!("libjpeg error {}", err.msg_code),
+            }
+        };
+        std::panic::resume_unwind(Box::new(message));
     }
-    let mut scaled = header;
-    if let Some(min_side) = min_side {
-        let short = |f: &turbojpeg::ScalingFactor| f.scale(header.width).min(f.scale(header.height));
-        let smallest = turbojpeg::Decompressor::supported_scaling_factors()
-            .into_iter()
-            .filter(|f| f.num() <= f.denom() && short(f) >= min_side as usize)
-            .min_by(|a, b| (a.num() * b.denom()).cmp(&(b.num() * a.denom())));
-        if let Some(f) = smallest {
-            decompressor.set_scaling_factor(f).map_err(corrupt)?;
-            scaled = header.scaled(f);
+    unsafe extern "C-unwind" fn message(cinfo: &mut jpeg_common_struct, level: std::os::raw::c_int) {
+        if level < 0 {
+            // SAFETY: called by libjpeg with its own decoder state.
+            unsafe { fail(cinfo) }
         }
     }
-    let (w, h) = (scaled.width, scaled.height);
-    let permit = reserve(w as u32, h as u32, (w * h * 3) as u64 * if turns { 2 } else { 1 })?;
-    let mut pixels = vec![0u8; w * h * 3];
-    let out = turbojpeg::Image {
-        pixels: pixels.as_mut_slice(),
-        width: w,
-        pitch: w * 3,
-        height: h,
-        format: turbojpeg::PixelFormat::RGB,
-    };
-    decompressor.decompress(bytes, out).map_err(corrupt)?;
-    Ok(RgbImage::from_raw(w as u32, h as u32, pixels).map(|rgb| (rgb, permit)))
+    // SAFETY: `jpeg_std_error` fills in every field of a zeroed manager.
+    let mut err: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
+    unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
+    err.error_exit = Some(fail);
+    err.emit_message = Some(message);
+    err
 }
 
 /// The number of scans (SOS segments) in a JPEG, found by walking its markers: each segment
@@ -414,6 +454,49 @@ fn unrecognised(bytes: &[u8]) -> ImageProblem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// FNV-1a, 64 bits: the checksum `tools/make_jpeg_decode_goldens.py` records.
+    fn fnv1a64(bytes: &[u8]) -> String {
+        let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        format!("{h:016x}")
+    }
+
+    #[test]
+    fn jpeg_pixels_are_pillows_at_every_dct_scale() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let golden: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixtures.join("golden/jpeg_decode.json")).unwrap()).unwrap();
+        let mut checked = 0;
+        for image in golden["images"].as_array().unwrap() {
+            let file = image["file"].as_str().unwrap();
+            let bytes = std::fs::read(fixtures.join(file)).unwrap();
+            for (denom, want) in image["scales"].as_object().unwrap() {
+                let n = 8 / denom.parse::<u64>().unwrap();
+                let size: Vec<u64> = want["size"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+                // The short side at scale n/8 is what makes the decoder pick that scale.
+                let min_side = (n < 8).then(|| size[0].min(size[1]) as u32);
+                let (rgb, _permit) = decode_jpeg_libjpeg(&bytes, min_side, false).unwrap().unwrap();
+                assert_eq!([u64::from(rgb.width()), u64::from(rgb.height())], size[..], "{file} at {n}/8");
+                assert_eq!(fnv1a64(rgb.as_raw()), want["fnv1a64"].as_str().unwrap(), "{file} at {n}/8: pixels differ");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 32, "{checked} decodes checked");
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_refused_with_the_decoders_reason() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let bytes = std::fs::read(fixtures.join("images/astronaut.jpg")).unwrap();
+        let cut = &bytes[..bytes.len() / 2];
+        match decode_jpeg_libjpeg(cut, None, false) {
+            Err(ImageProblem::Corrupt(reason)) => assert!(reason.contains("Premature end"), "{reason}"),
+            Err(other) => panic!("expected a corrupt-file error, got {other}"),
+            Ok(_) => panic!("a truncated JPEG decoded"),
+        }
+        let garbage = [&bytes[..400], &[0xFFu8, 0xC0, 0x00, 0x03][..], &bytes[400..]].concat();
+        assert!(decode_jpeg_libjpeg(&garbage, None, false).is_err());
+    }
 
     fn encode(img: DynamicImage, format: image::ImageFormat) -> Vec<u8> {
         let mut out = Cursor::new(Vec::new());

@@ -3,6 +3,7 @@
 
 mod blip;
 mod cli;
+mod duplicates;
 mod segmenting;
 mod tagging;
 
@@ -89,9 +90,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Migrate { to, json } = &cli.command {
         return migrate(g, to, *json);
     }
+    if let Command::Duplicates { restore: Some(dir), json, .. } = &cli.command {
+        duplicates::restore(dir, *json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut library = match &cli.command {
-        // Reading a record needs no CLIP model: open whatever model made the vectors.
-        Command::Show { .. } => Library::open_as_stored(library_config(g, batch_size)?)?,
+        // Reading records and stored vectors needs no CLIP model: open whatever model made them.
+        Command::Show { .. } | Command::Duplicates { .. } => Library::open_as_stored(library_config(g, batch_size)?)?,
         _ => open_library(g, batch_size)?,
     };
     if matches!(cli.command, Command::Search(_) | Command::Similar { .. } | Command::CropSearch(_)) {
@@ -294,6 +299,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CropSearch(args) => {
             let filter = filter_of(&args.filter)?;
             return segmenting::crop_search(&library, &args, &filter);
+        }
+        Command::Duplicates { threshold, json, move_to, dismiss, .. } => {
+            duplicates::run(&library, duplicates::DuplicatesArgs { threshold, json, move_to, dismiss })?;
         }
         Command::Show { id, json } => {
             let details = library.image_details(id)?;

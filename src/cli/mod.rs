@@ -214,6 +214,31 @@ pub enum Command {
     CropSearch(CropSearchArgs),
     /// Serve the HTTP API and the web UI, indexing and following the folders meanwhile.
     Serve(ServeArgs),
+    /// Near-duplicate photos (burst shots, resized or re-encoded copies, light edits): pairs
+    /// close in the vector index, confirmed by a perceptual hash, grouped; the best of each
+    /// group (resolution, then file size, then earliest date) is suggested to keep. Nothing is
+    /// deleted.
+    Duplicates {
+        /// Cosine similarity from which two photos are candidates (then confirmed by their
+        /// perceptual hashes).
+        #[arg(long, value_name = "T", default_value_t = clipdex::query::duplicates::DEFAULT_THRESHOLD)]
+        threshold: f32,
+        /// Print JSON: {"groups": [{"images": [{"id", "path", "width", "height", "size",
+        /// "date"}], "similarity", "keep"}]}.
+        #[arg(long)]
+        json: bool,
+        /// Move every photo of each group but the one to keep into DIR (outside the library),
+        /// recorded in DIR/clipdex-moves.jsonl; `--restore DIR` puts them back.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["restore", "dismiss"])]
+        move_to: Option<PathBuf>,
+        /// Put back the photos a `--move-to DIR` moved (then `clipdex index` indexes them again).
+        #[arg(long, value_name = "DIR", conflicts_with = "dismiss")]
+        restore: Option<PathBuf>,
+        /// Mark these images (ids, comma-separated) as not duplicates of each other; remembered
+        /// by later runs.
+        #[arg(long, value_name = "ID,ID,...", value_delimiter = ',')]
+        dismiss: Vec<u64>,
+    },
     /// One indexed image: files, size, date, camera, tags and caption.
     Show {
         /// The image's id (as search results give it).

@@ -26,8 +26,10 @@ use crate::store::{DbLocation, Failure, ImageId, ImageRecord, ReindexTarget, Sto
 use crate::thumbnail;
 
 mod captions;
+mod duplicates;
 pub mod migrate;
 pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
+pub use duplicates::{HASH_CACHE, MOVE_JOURNAL, MoveReport, MovedFile, SkippedFile, restore_moved};
 
 /// Labels embedded (and cached) at a time.
 const LABEL_CHUNK: usize = 128;
@@ -36,7 +38,7 @@ const LABEL_CHUNK: usize = 128;
 const AUTOTAG_SETTING: &str = "autotag";
 
 /// Every JSON setting a library keeps (what `migrate` carries over): a new setting belongs here.
-pub(crate) const SETTINGS: &[&str] = &[AUTOTAG_SETTING];
+pub(crate) const SETTINGS: &[&str] = &[AUTOTAG_SETTING, duplicates::DISMISSED_SETTING];
 
 /// How to open a library.
 #[derive(Debug, Clone)]

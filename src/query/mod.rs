@@ -4,6 +4,7 @@
 
 pub mod autotag;
 pub mod captions;
+pub mod duplicates;
 pub mod rerank;
 pub mod tags;
 

@@ -82,6 +82,18 @@ impl Browser {
         self.call("POST", &format!("/element/{id}/value"), Some(json!({"text": text})));
     }
 
+    /// Presses and releases a key (a WebDriver key code such as `\u{E014}`, the right arrow)
+    /// on whatever has the focus.
+    fn key(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]});
+        self.call("POST", "/actions", Some(actions));
+    }
+
+    fn location(&self) -> String {
+        self.script("return location.search", json!([])).as_str().unwrap().to_string()
+    }
+
     /// Polls `script` until it returns something truthy; returns that.
     fn wait_for(&self, what: &str, script: &str) -> Value {
         let start = Instant::now();
@@ -179,13 +191,17 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     };
     let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
 
-    // A library of twelve photos, indexed before the server starts.
+    // A library of twelve photos, indexed before the server starts: eleven pictures and a
+    // half-size copy of one of them (a near-duplicate).
     let tmp = tempfile::tempdir().unwrap();
     let photos = tmp.path().join("photos");
     std::fs::create_dir_all(&photos).unwrap();
-    for i in 0..12 {
+    for i in 0..11 {
         picture(i).save(photos.join(format!("photo{i:02}.jpg"))).unwrap();
     }
+    image::imageops::resize(&picture(3), 160, 120, image::imageops::FilterType::Triangle)
+        .save(photos.join("photo03_small.png"))
+        .unwrap();
     let db = tmp.path().join("db");
     let bin = env!("CARGO_BIN_EXE_clipdex");
     let run = |args: &[&str]| {
@@ -372,6 +388,92 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     }
     browser.screenshot(&artefacts.join("captions.png"));
     browser.click("#in-captions");
+
+    // The address holds the search: Back and Forward walk through searches, a photo opened
+    // is in it too (Back closes it), and the address alone reopens the view.
+    for text in ["a red bus", "a green field"] {
+        let q = browser.find("#q");
+        browser.call("POST", &format!("/element/{q}/clear"), Some(json!({})));
+        browser.type_into("#q", text);
+        browser.click("#search button[type=submit]");
+        browser.wait_for(
+            "the search",
+            &format!("return document.getElementById('summary').textContent.includes('“{text}”')"),
+        );
+    }
+    assert_eq!(browser.location(), "?q=a+green+field");
+    browser.call("POST", "/back", Some(json!({})));
+    browser.wait_for(
+        "the previous search again",
+        "return document.getElementById('summary').textContent.includes('“a red bus”')
+            && document.getElementById('q').value === 'a red bus'",
+    );
+    browser.call("POST", "/forward", Some(json!({})));
+    browser.wait_for(
+        "the later search again",
+        "return document.getElementById('summary').textContent.includes('“a green field”')",
+    );
+    browser.wait_for("its thumbnails", loaded);
+
+    // Keyboard: arrows through the grid, Enter opens, arrows step in the detail view, Esc closes.
+    let ids =
+        browser.script("return [...document.querySelectorAll('#results .card')].map(c => c.dataset.id)", json!([]));
+    browser.script("document.querySelector('#results .card').focus(); return true", json!([]));
+    browser.key("\u{E014}"); // right
+    assert_eq!(browser.script("return document.activeElement.dataset.id", json!([])), ids[1]);
+    browser.key("\u{E007}"); // enter
+    browser.wait_for(
+        "the detail of the second result",
+        &format!("return location.search.includes('open={}')", ids[1].as_str().unwrap()),
+    );
+    browser.key("\u{E014}");
+    browser.wait_for(
+        "the third result in the detail view",
+        &format!("return location.search.includes('open={}')", ids[2].as_str().unwrap()),
+    );
+    // A reload of that address shows the same search with the same photo open.
+    let address = browser.script("return location.href", json!([]));
+    browser.call("POST", "/url", Some(json!({"url": address})));
+    browser.wait_for(
+        "the view from the address alone",
+        &format!(
+            "return document.getElementById('summary').textContent.includes('“a green field”')
+                && document.getElementById('detail').open && location.search.includes('open={}')",
+            ids[2].as_str().unwrap()
+        ),
+    );
+    browser.key("\u{E00C}"); // escape
+    browser.wait_for(
+        "the detail view closed",
+        "return !document.getElementById('detail').open && !location.search.includes('open=')",
+    );
+    assert_eq!(browser.location(), "?q=a+green+field");
+
+    // The duplicates page: the copy grouped with its original, which is the one to keep;
+    // "Not duplicates" is remembered by the server.
+    browser.click("#duplicates-link");
+    let group = browser.wait_for(
+        "a group of near-duplicates",
+        "const g = document.querySelectorAll('.dup-group'); return g.length === 1
+            && [...g[0].querySelectorAll('.card img')].filter(i => i.complete && i.naturalWidth > 0).length === 2
+            && [...g[0].querySelectorAll('.card')].map(c => [c.classList.contains('keep'), c.querySelector('img').alt])",
+    );
+    let group = group.as_array().unwrap();
+    assert_eq!(group[0][0], json!(true));
+    assert!(group[0][1].as_str().unwrap().ends_with("photo03.jpg"), "{group:?}");
+    assert!(group[1][1].as_str().unwrap().ends_with("photo03_small.png"), "{group:?}");
+    assert_eq!(browser.location(), "?view=duplicates");
+    browser.screenshot(&artefacts.join("duplicates.png"));
+    browser.click(".dup-group .dismiss");
+    browser.wait_for(
+        "the group dismissed",
+        "return document.getElementById('dup-summary').textContent.includes('No near-duplicates')",
+    );
+    let left: Value =
+        ureq::get(&format!("{}/api/duplicates", url.trim_end_matches('/'))).call().unwrap().into_json().unwrap();
+    assert_eq!(left["groups"], json!([]), "{left}");
+    browser.call("POST", "/back", Some(json!({})));
+    browser.wait_for("the search before the duplicates page", "return document.getElementById('summary').textContent.includes('“a green field”') && !document.getElementById('results').hidden");
 
     // With a token: the UI asks for it once, then every call (thumbnails too) carries it.
     drop_server(server);

@@ -600,7 +600,46 @@ async fn every_endpoint_in_the_openapi_document_exists() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 12);
+    assert_eq!(operations, 14);
+}
+
+#[actix_web::test]
+async fn duplicates_are_listed_and_can_be_dismissed() {
+    let s = setup();
+    // A half-size copy of the EXIF-rotated photo, saved upright.
+    let upright = clipdex::photo::open_rgb(&s.photos.join("even/rotated.jpg"), &Default::default()).unwrap();
+    let (w, h) = upright.dimensions();
+    image::imageops::resize(&upright, w / 2, h / 2, image::imageops::FilterType::Triangle)
+        .save(s.photos.join("odd/copy.png"))
+        .unwrap();
+    s.library.index(&|_, _| {}).unwrap();
+    let app = service!(&s);
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/duplicates"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let groups = body["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{body}");
+    let paths: Vec<&str> =
+        groups[0]["images"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap()).collect();
+    assert!(paths[0].ends_with("even/rotated.jpg") && paths[1].ends_with("odd/copy.png"), "{body}");
+    assert_eq!(groups[0]["keep"], id_of(&s, "even/rotated.jpg"));
+
+    for bad in ["0", "1.5", "x", "-1"] {
+        let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/duplicates?threshold={bad}")));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (a, b) = (id_of(&s, "even/rotated.jpg"), id_of(&s, "odd/copy.png"));
+    for (ids, want) in [
+        (serde_json::json!([a]), StatusCode::BAD_REQUEST),
+        (serde_json::json!([a, 123456789]), StatusCode::NOT_FOUND),
+        (serde_json::json!("1,2"), StatusCode::BAD_REQUEST),
+        (serde_json::json!([a, b]), StatusCode::OK),
+    ] {
+        let req = test::TestRequest::post().uri("/api/duplicates/dismiss").set_json(serde_json::json!({ "ids": ids }));
+        let (status, body) = call!(app, req);
+        assert_eq!(status, want, "{ids}: {body}");
+    }
+    let (_, body) = call!(app, test::TestRequest::get().uri("/api/duplicates"));
+    assert_eq!(body["groups"], serde_json::json!([]), "dismissed");
 }
 
 #[actix_web::test]

@@ -11,6 +11,8 @@ const state = {
   loading: false,
   done: false,
   generation: 0,   // bumps on each new search, so late pages of an old one are dropped
+  view: "search",  // "search" | "duplicates"
+  open: null,      // the id shown in the detail view
 };
 
 // ---- API -------------------------------------------------------------------------------
@@ -67,7 +69,8 @@ function filters() {
   return params;
 }
 
-function startSearch(query) {
+function startSearch(query, push = true) {
+  showView("search");
   state.query = query;
   state.results = [];
   state.done = false;
@@ -77,6 +80,7 @@ function startSearch(query) {
   $("results").replaceChildren();
   $("toolbar").hidden = false;
   setMessage("");
+  if (push) remember();
   loadMore();
 }
 
@@ -169,6 +173,7 @@ function card(hit) {
   el = document.createElement("figure");
   el.className = "card";
   el.dataset.id = hit.id;
+  el.tabIndex = 0;
   const img = document.createElement("img");
   img.loading = "lazy";
   img.alt = hit.caption || hit.path;
@@ -218,8 +223,14 @@ function regionBox([x, y, w, h], width, height, cover) {
 }
 
 function moreLike(id, path) {
-  $("detail").close();
+  closeDetailQuietly();
   startSearch({ kind: "like", id, label: path.split("/").pop() });
+}
+
+// Closes the detail view without touching the history (a new view is about to be pushed).
+function closeDetailQuietly() {
+  state.open = null;
+  if ($("detail").open) $("detail").close();
 }
 
 function setMessage(text, error = false) {
@@ -234,10 +245,14 @@ function formatDate(seconds) {
   return new Date(seconds * 1000).toISOString().replace("T", " ").slice(0, 16);
 }
 
-async function showDetail(id, region) {
+async function showDetail(id, region, push = true) {
   const dialog = $("detail");
   let image;
   try { image = await json(`/api/images/${id}`); } catch (e) { setMessage(e.message, true); return; }
+  const wasOpen = state.open !== null;
+  state.open = id;
+  // Stepping through results replaces the entry; opening adds one, which Back closes.
+  if (push) remember(wasOpen, { opened: true });
   $("detail-image").removeAttribute("src");
   const old = $("detail-box");
   if (region) {
@@ -265,7 +280,7 @@ async function showDetail(id, region) {
     const b = document.createElement("button");
     b.type = "button";
     b.textContent = `${t.label} ${(t.probability * 100).toFixed(0)}%`;
-    b.addEventListener("click", () => { dialog.close(); $("tag").value = t.label; $("q").value = ""; startSearch({ kind: "text", q: "" }); });
+    b.addEventListener("click", () => { closeDetailQuietly(); $("tag").value = t.label; $("q").value = ""; startSearch({ kind: "text", q: "" }); });
     return b;
   }));
   $("detail-caption").textContent = image.caption || "";
@@ -274,6 +289,26 @@ async function showDetail(id, region) {
   open.hidden = Boolean(token()); // a new tab cannot send the token
   open.href = `/api/images/${id}/file`;
   if (!dialog.open) dialog.showModal();
+}
+
+// The detail view closes (Esc, ×, More like this): Back undoes the opening when we added it.
+$("detail").addEventListener("close", () => {
+  if (state.open === null) return;
+  state.open = null;
+  if (history.state && history.state.opened) history.back();
+  else remember(true);
+});
+
+// The neighbour of the open photo among the results shown, for the arrow keys.
+function stepDetail(delta) {
+  const ids = shown().map((r) => r.id);
+  const at = ids.indexOf(state.open);
+  if (at < 0) return;
+  const next = ids[at + delta];
+  if (next !== undefined) {
+    const hit = state.results.find((r) => r.id === next);
+    showDetail(next, hit && hit.region);
+  }
 }
 
 // ---- status ----------------------------------------------------------------------------
@@ -304,7 +339,7 @@ function showRerankers(names) {
   if (known.join("\n") === names.join("\n")) return;
   const chosen = select.value;
   select.replaceChildren(new Option("—", ""), ...names.map((n) => new Option(n, n)));
-  select.value = names.includes(chosen) ? chosen : "";
+  select.value = names.includes(chosen) ? chosen : names.includes(wantedRerank) ? wantedRerank : "";
   $("rerank-label").hidden = names.length === 0;
 }
 
@@ -319,6 +354,204 @@ async function loadTags() {
     }));
   } catch { /* tags are optional */ }
 }
+
+// ---- the URL ---------------------------------------------------------------------------
+// The search (query or "like" id, filters, sort, options), the page and the open photo live in
+// the URL, so Back and Forward walk through them and a link reopens the same view. A search by
+// an uploaded image is the one thing a URL cannot hold: it keeps the previous address.
+
+let wantedRerank = "";
+
+function viewParams() {
+  const p = new URLSearchParams();
+  if (state.view === "duplicates") {
+    p.set("view", "duplicates");
+  } else if (state.query) {
+    const q = state.query;
+    if (q.kind === "text" && q.q) p.set("q", q.q);
+    if (q.kind === "like") p.set("like", q.id);
+    for (const [k, v] of filters()) p.set(k, v);
+    if ($("sort").value !== "relevance") p.set("sort", $("sort").value);
+    if ($("in-captions").checked) p.set("in", "captions");
+    else if ($("crops").checked) p.set("crops", "1");
+    else if ($("rerank").value) p.set("rerank", $("rerank").value);
+  }
+  return p;
+}
+
+function remember(replace = false, marker = null) {
+  if (state.view === "search" && state.query && state.query.kind === "image") return;
+  const p = viewParams();
+  if (state.open !== null) p.set("open", state.open);
+  const url = p.toString() ? `?${p}` : location.pathname;
+  if (url === (location.search || location.pathname) && !marker) return;
+  history[replace ? "replaceState" : "pushState"](marker, "", url);
+}
+
+// What the address asks for; only what changed is redone (a photo opened or closed over the
+// same search does not search again).
+function restoreFromUrl() {
+  const p = new URLSearchParams(location.search);
+  const open = p.get("open");
+  p.delete("open");
+  const same = p.toString() === viewParams().toString() && (state.query || state.view === "duplicates");
+  if (!same) {
+    for (const name of ["tag", "under", "after", "before"]) $(name).value = p.get(name) || "";
+    $("sort").value = ["newest", "oldest"].includes(p.get("sort")) ? p.get("sort") : "relevance";
+    $("in-captions").checked = p.get("in") === "captions";
+    $("crops").checked = p.get("crops") === "1";
+    wantedRerank = p.get("rerank") || "";
+    if ([...$("rerank").options].some((o) => o.value === wantedRerank)) $("rerank").value = wantedRerank;
+    if (p.get("view") === "duplicates") {
+      showDuplicates(false);
+    } else if (/^\d+$/.test(p.get("like") || "")) {
+      $("q").value = "";
+      startSearch({ kind: "like", id: Number(p.get("like")), label: `photo ${p.get("like")}` }, false);
+    } else if (p.get("q") || p.get("tag")) {
+      $("q").value = p.get("q") || "";
+      startSearch({ kind: "text", q: $("q").value.trim() }, false);
+    } else {
+      goHome();
+    }
+  }
+  if (open && /^\d+$/.test(open)) {
+    if (state.open !== Number(open)) showDetail(Number(open), undefined, false);
+  } else if ($("detail").open) {
+    closeDetailQuietly(); // the history already moved
+  }
+}
+
+function goHome() {
+  showView("search");
+  state.query = null;
+  state.results = [];
+  state.generation += 1;
+  cards.clear();
+  $("results").replaceChildren();
+  $("toolbar").hidden = true;
+  $("q").value = "";
+  setMessage("Type what you are looking for, or drop a photo here to find similar ones.");
+}
+
+window.addEventListener("popstate", restoreFromUrl);
+
+// ---- keyboard --------------------------------------------------------------------------
+// Arrows move through the results (Enter opens one); in the detail view they step to the
+// previous or next result; Esc closes it (the dialog's own behaviour).
+
+function gridNeighbour(card, key) {
+  const all = [...$("results").querySelectorAll(".card")];
+  const at = all.indexOf(card);
+  if (key === "ArrowRight") return all[at + 1];
+  if (key === "ArrowLeft") return all[at - 1];
+  const top = card.offsetTop;
+  const columns = all.filter((c) => c.offsetTop === top).length || 1;
+  return all[at + (key === "ArrowDown" ? columns : -columns)];
+}
+
+$("results").addEventListener("keydown", (event) => {
+  const card = event.target.closest(".card");
+  if (!card) return;
+  if (event.key === "Enter" && event.target === card) {
+    const hit = state.results.find((r) => String(r.id) === card.dataset.id);
+    showDetail(Number(card.dataset.id), hit && hit.region);
+  } else if (["ArrowRight", "ArrowLeft", "ArrowDown", "ArrowUp"].includes(event.key)) {
+    const next = gridNeighbour(card, event.key);
+    if (next) { event.preventDefault(); next.focus(); }
+  }
+});
+
+$("detail").addEventListener("keydown", (event) => {
+  if (event.key === "ArrowRight") { event.preventDefault(); stepDetail(1); }
+  if (event.key === "ArrowLeft") { event.preventDefault(); stepDetail(-1); }
+});
+
+// ---- duplicates ------------------------------------------------------------------------
+
+function showView(view) {
+  state.view = view;
+  const duplicates = view === "duplicates";
+  $("duplicates").hidden = !duplicates;
+  $("results").hidden = duplicates;
+  if (duplicates) { $("toolbar").hidden = true; setMessage(""); }
+}
+
+async function showDuplicates(push = true) {
+  closeDetailQuietly();
+  showView("duplicates");
+  if (push) remember();
+  $("dup-groups").replaceChildren();
+  $("dup-summary").textContent = "Looking for near-duplicates…";
+  let report;
+  try { report = await json("/api/duplicates"); } catch (e) { $("dup-summary").textContent = e.message; return; }
+  if (state.view !== "duplicates") return;
+  $("dup-groups").replaceChildren(...report.groups.map(duplicateGroup));
+  summariseDuplicates();
+}
+
+function summariseDuplicates() {
+  const groups = $("dup-groups").children.length;
+  $("dup-summary").textContent = groups
+    ? `${groups} group${groups === 1 ? "" : "s"} of near-duplicates; the suggested photo to keep comes first. clipdex deletes nothing (clipdex duplicates --move-to DIR moves the others out).`
+    : "No near-duplicates found.";
+}
+
+function fileSize(bytes) {
+  return bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${Math.max(1, Math.round(bytes / 1e3))} kB`;
+}
+
+function duplicateGroup(group) {
+  const el = document.createElement("section");
+  el.className = "dup-group";
+  const head = document.createElement("div");
+  head.className = "dup-head";
+  const title = document.createElement("span");
+  title.textContent = `${group.images.length} photos · similarity ${group.similarity.toFixed(3)}`;
+  const dismiss = document.createElement("button");
+  dismiss.type = "button";
+  dismiss.className = "dismiss";
+  dismiss.textContent = "Not duplicates";
+  dismiss.addEventListener("click", async () => {
+    dismiss.disabled = true;
+    try {
+      await json("/api/duplicates/dismiss", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ ids: group.images.map((i) => i.id) }),
+      });
+      el.remove();
+      summariseDuplicates();
+    } catch (e) { dismiss.disabled = false; title.textContent = e.message; }
+  });
+  head.append(title, dismiss);
+  const row = document.createElement("div");
+  row.className = "dup-row";
+  row.append(...group.images.map((image) => {
+    const fig = document.createElement("figure");
+    fig.className = "card";
+    fig.dataset.id = image.id;
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.alt = image.path;
+    img.title = image.path;
+    setImage(img, `/api/images/${image.id}/thumb?size=256`);
+    img.addEventListener("click", () => showDetail(image.id));
+    const meta = document.createElement("figcaption");
+    meta.className = "meta dup-meta";
+    const name = image.path.split("/").pop();
+    meta.textContent = `${image.id === group.keep ? "keep · " : ""}${image.width} × ${image.height} · ${fileSize(image.size)} · ${formatDate(image.date).slice(0, 10)} · ${name}`;
+    if (image.id === group.keep) fig.classList.add("keep");
+    fig.append(img, meta);
+    return fig;
+  }));
+  el.append(head, row);
+  return el;
+}
+
+$("duplicates-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  showDuplicates();
+});
 
 // ---- wiring ----------------------------------------------------------------------------
 
@@ -335,7 +568,7 @@ $("image-input").addEventListener("change", (event) => {
   event.target.value = "";
 });
 
-$("sort").addEventListener("change", () => render());
+$("sort").addEventListener("change", () => { render(); remember(true); });
 $("cutoff").addEventListener("input", () => {
   $("cutoff-value").textContent = cutoff() > 0 ? cutoff().toFixed(2) : "off";
   render();
@@ -360,6 +593,7 @@ window.addEventListener("drop", (e) => {
 
 pollStatus();
 loadTags();
+restoreFromUrl();
 $("rerank").addEventListener("change", () => {
   if (state.query && state.query.kind === "text" && state.query.q) startSearch(state.query);
 });

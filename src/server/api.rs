@@ -93,6 +93,8 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/images/{id}/file", web::get().to(file))
         .route("/tag", web::post().to(tag))
         .route("/tags", web::get().to(tag_counts))
+        .route("/duplicates", web::get().to(duplicates))
+        .route("/duplicates/dismiss", web::post().to(dismiss_duplicates))
         .route("/status", web::get().to(status))
         .route("/roots", web::get().to(roots))
         .route("/roots", web::post().to(add_root))
@@ -154,6 +156,9 @@ impl SearchParams {
 }
 
 /// A whole-number parameter within `min..=max`, `default` when absent.
+/// The most images one "not duplicates" mark may name.
+pub(super) const MAX_DISMISS: usize = 1000;
+
 fn number_param(raw: Option<&str>, name: &str, default: usize, min: usize, max: usize) -> ApiResult<usize> {
     let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else { return Ok(default) };
     match raw.parse::<usize>() {
@@ -617,6 +622,41 @@ async fn tag(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload
 async fn tag_counts(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let counts = blocking(move || state.library.tag_counts()).await?;
     Ok(HttpResponse::Ok().json(json!({ "tags": counts })))
+}
+
+#[derive(Deserialize)]
+struct DuplicatesParams {
+    threshold: Option<String>,
+}
+
+/// The near-duplicate groups (`clipdex duplicates --json`). The photos of candidate pairs are
+/// decoded once for their perceptual hash, so a first call on a large library takes a while.
+async fn duplicates(state: web::Data<AppState>, params: web::Query<DuplicatesParams>) -> ApiResult<HttpResponse> {
+    let threshold = match params.threshold.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        None => crate::query::duplicates::DEFAULT_THRESHOLD,
+        Some(raw) => match raw.parse::<f32>() {
+            Ok(t) if t > 0.0 && t <= 1.0 => t,
+            _ => return Err(ApiError::bad_request(format!("threshold must be a number in (0, 1], not {raw:?}"))),
+        },
+    };
+    let report = blocking(move || state.library.duplicates(threshold, &|_, _| {})).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+#[derive(Deserialize)]
+struct DismissBody {
+    ids: Vec<ImageId>,
+}
+
+/// Marks images as not duplicates of each other (`clipdex duplicates --dismiss`).
+async fn dismiss_duplicates(state: web::Data<AppState>, body: web::Json<DismissBody>) -> ApiResult<HttpResponse> {
+    let ids = body.into_inner().ids;
+    if ids.len() > MAX_DISMISS {
+        return Err(ApiError::bad_request(format!("at most {MAX_DISMISS} ids at a time")));
+    }
+    let echoed = ids.clone();
+    blocking(move || state.library.dismiss_duplicates(&ids)).await?;
+    Ok(HttpResponse::Ok().json(json!({ "dismissed": echoed })))
 }
 
 async fn status(state: web::Data<AppState>) -> ApiResult<HttpResponse> {

@@ -159,6 +159,21 @@ pub fn openapi() -> Value {
                 "summary": "Auto-tags in use, with how many images carry each",
                 "responses": responses(200, ok("Tag counts", json!({"type": "object", "properties": {"tags": {"type": "array", "items": {
                     "type": "object", "properties": {"label": {"type": "string"}, "count": {"type": "integer"}}}}}})), &[])}},
+            "/api/duplicates": {"get": {
+                "summary": "Near-duplicate groups (as `clipdex duplicates --json`): close in the vector index, confirmed by a perceptual hash; the best copy first",
+                "parameters": [query("threshold", json!({"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": crate::query::duplicates::DEFAULT_THRESHOLD}), "Cosine similarity from which two photos are candidates")],
+                "responses": responses(200, ok("Groups, most similar first", json!({"type": "object", "properties": {"groups": {"type": "array", "items": {
+                    "type": "object", "properties": {
+                        "images": {"type": "array", "items": {"type": "object", "properties": {
+                            "id": {"type": "integer"}, "path": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"},
+                            "size": {"type": "integer"}, "date": {"type": "integer", "description": "seconds since the epoch"}}}},
+                        "similarity": {"type": "number", "description": "the lowest cosine of the pairs joining the group"},
+                        "keep": {"type": "integer", "description": "the suggested one to keep: resolution, then file size, then earliest date"}}}}}})), &[400])}},
+            "/api/duplicates/dismiss": {"post": {
+                "summary": "Mark images as not duplicates of each other (remembered)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["ids"], "properties": {
+                    "ids": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": super::api::MAX_DISMISS}}}}}},
+                "responses": responses(200, ok("Marked", json!({"type": "object", "properties": {"dismissed": {"type": "array", "items": {"type": "integer"}}}})), &[400, 404])}},
             "/api/status": {"get": {
                 "summary": "Library counts, model, search index state, and the background indexer's progress",
                 "responses": responses(200, ok("Status", json!({"type": "object", "properties": {

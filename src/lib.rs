@@ -34,6 +34,7 @@
 //! - [`thumbnail`]: the web UI's thumbnails.
 //! - [`server`]: the HTTP API and the web UI (`clipdex serve`).
 //! - [`device`]: CPU or CUDA.
+#![recursion_limit = "256"] // the OpenAPI document is one json! literal
 
 pub mod ann;
 pub mod device;

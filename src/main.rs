@@ -295,7 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let hits = library.search_image(&image, f.k as usize, &filter)?;
             print_hits(&mut out, &hits, started, f.json, &|| no_results(&library, &filter))?;
         }
-        Command::Serve(args) => return serve(library, &args),
+        Command::Serve(args) => return serve(g, library, &args),
         Command::CropSearch(args) => {
             let filter = filter_of(&args.filter)?;
             return segmenting::crop_search(&library, &args, &filter);
@@ -389,7 +389,7 @@ fn reindex(g: &GlobalOptions, batch_size: usize, json: bool) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(library: Library, args: &cli::ServeArgs) -> anyhow::Result<ExitCode> {
+fn serve(g: &GlobalOptions, library: Library, args: &cli::ServeArgs) -> anyhow::Result<ExitCode> {
     let options = clipdex::server::ServeOptions {
         bind: args.bind.clone(),
         token: args.token.clone(),
@@ -403,6 +403,11 @@ fn serve(library: Library, args: &cli::ServeArgs) -> anyhow::Result<ExitCode> {
         workers: 0,
         finetuned: args.finetuned.clone(),
         body_timeout: clipdex::server::ServeOptions::default().body_timeout,
+        blip: clipdex::server::BlipModels {
+            caption: g.caption_model.clone(),
+            vqa: g.vqa_model.clone(),
+            itm: g.itm_model.clone(),
+        },
     };
     let photos = library.store().counts()?.images;
     let watching = if args.no_watch { "not indexing (--no-watch)" } else { "indexing in the background" };

@@ -152,6 +152,7 @@ mod base64_png {
 fn serve(db: &Path, extra: &[&str]) -> (Reaped, String) {
     let mut server = Command::new(env!("CARGO_BIN_EXE_clipdex"))
         .args(["--db", db.to_str().unwrap(), "--model", &model(), "--seg-model", &seg_model()])
+        .args(["--vqa-model", &blip("blip-tiny-vqa"), "--itm-model", &blip("blip-tiny-itm")])
         .args(["serve", "--bind", "127.0.0.1:0"])
         .args(extra)
         .stdout(Stdio::piped())
@@ -163,6 +164,10 @@ fn serve(db: &Path, extra: &[&str]) -> (Reaped, String) {
     std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
     let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address is printed").to_string();
     (server, url)
+}
+
+fn blip(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/blip").join(name).to_string_lossy().into_owned()
 }
 
 fn picture(seed: u32) -> image::RgbImage {
@@ -306,6 +311,21 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
         "const i = document.getElementById('detail-image'); return i.complete && i.naturalWidth > 0",
     );
     browser.screenshot(&artefacts.join("detail.png"));
+
+    // Ask a question about the open photo: the answer is the API's (BLIP VQA).
+    browser.click("#ask-question");
+    browser.type_into("#ask-question", "what is in the picture?");
+    browser.click("#ask button[type=submit]");
+    let answer = browser
+        .wait_for("the answer", "const a = document.getElementById('ask-answer').textContent; return a !== '…' && a");
+    let id = first_id.as_str().unwrap();
+    let want: Value = ureq::post(&format!("{}/api/images/{id}/ask", url.trim_end_matches('/')))
+        .send_json(json!({"question": "what is in the picture?"}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(answer, want["answer"], "{want}");
+    browser.screenshot(&artefacts.join("ask.png"));
 
     // More like this: the photo itself comes first, with a score of 1.
     browser.click("#detail-like");
@@ -505,7 +525,7 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     // re-runs the search ordered by that model's cosines (each card's score says so).
     browser.wait_for("the re-rank switch", "return !document.getElementById('rerank-label').hidden");
     browser.script(
-        "const s = document.getElementById('rerank'); s.value = 'p16'; s.dispatchEvent(new Event('change')); return true",
+        "const s = document.getElementById('rerank'); s.value = 'clip:p16'; s.dispatchEvent(new Event('change')); return true",
         json!([]),
     );
     let titles = browser.wait_for(
@@ -521,6 +541,20 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
         .collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
     browser.screenshot(&artefacts.join("reranked.png"));
+
+    // Re-rank with BLIP's image-text matching instead: ordered by match probability.
+    browser.script(
+        "const s = document.getElementById('rerank'); s.value = 'itm'; s.dispatchEvent(new Event('change')); return true",
+        json!([]),
+    );
+    let scores = browser.wait_for(
+        "results re-ranked by BLIP",
+        "const s = [...document.querySelectorAll('#results .card .score')];
+         return s.length > 0 && s.every(x => x.title.startsWith('BLIP match')) && s.map(x => parseFloat(x.textContent))",
+    );
+    let scores: Vec<f64> = scores.as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!(browser.location().contains("rerank=itm"), "{}", browser.location());
 }
 
 /// Stops a server (killed and waited for, so its database is free again).

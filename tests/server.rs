@@ -600,7 +600,7 @@ async fn every_endpoint_in_the_openapi_document_exists() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 14);
+    assert_eq!(operations, 19);
 }
 
 #[actix_web::test]
@@ -961,7 +961,7 @@ async fn searches_rerank_with_registered_fine_tuned_models_only() {
     for (uri, expected, needle) in [
         ("/api/search?q=cat&rerank=clip:other", StatusCode::BAD_REQUEST, "known: p16"),
         ("/api/search?q=cat&rerank=clip:/etc", StatusCode::BAD_REQUEST, "no fine-tuned model"),
-        ("/api/search?q=cat&rerank=itm", StatusCode::BAD_REQUEST, "clip:NAME"),
+        ("/api/search?q=cat&rerank=blip", StatusCode::BAD_REQUEST, "itm or clip:NAME"),
         ("/api/search?q=cat&rerank=clip:p16&crops=true", StatusCode::BAD_REQUEST, "rerank needs"),
         ("/api/search?tag=x&rerank=clip:p16", StatusCode::BAD_REQUEST, "rerank needs"),
         ("/api/search?q=cat&rerank=clip:p16&rerank_top=500", StatusCode::BAD_REQUEST, "rerank_top"),
@@ -1012,4 +1012,164 @@ async fn a_request_body_that_trickles_in_times_out_with_json() {
     assert!(reply.contains("{\"error\":\"the request body took longer than 1 s"), "{reply}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     drop(s.tmp);
+}
+
+fn blip_options() -> ServeOptions {
+    let blip = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/blip");
+    let name = |dir: &str| blip.join(dir).to_string_lossy().into_owned();
+    ServeOptions {
+        blip: clipdex::server::BlipModels {
+            caption: name("blip-tiny-captioning"),
+            vqa: name("blip-tiny-vqa"),
+            itm: name("blip-tiny-itm"),
+        },
+        ..Default::default()
+    }
+}
+
+#[actix_web::test]
+async fn questions_captions_and_matching_on_an_indexed_photo() {
+    use clipdex::models::blip::{BlipAnswerer, BlipMatcher};
+    let s = setup();
+    let options = blip_options();
+    let app = service!(&s, &options);
+    let id = id_of(&s, "even/rotated.jpg");
+    let image = s.library.open_indexed(id, None).unwrap();
+    let device = candle_core::Device::Cpu;
+
+    // The same answer and scores as the models give directly (the CLI's `ask` and `match`).
+    let question = "what is in the picture?";
+    let req = test::TestRequest::post()
+        .uri(&format!("/api/images/{id}/ask"))
+        .set_json(serde_json::json!({"question": question}));
+    let (status, body) = call!(app, req);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let want = BlipAnswerer::load(&options.blip.vqa, &device).unwrap().answer(&image, question, 3, 10).unwrap();
+    assert_eq!(body["answer"], want.text.as_str(), "{body}");
+    assert_eq!(body["question"], question);
+
+    let texts = ["a cat", "a red bus", "a cat on a sofa"];
+    let req =
+        test::TestRequest::post().uri(&format!("/api/images/{id}/match")).set_json(serde_json::json!({"texts": texts}));
+    let (status, body) = call!(app, req);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let want = BlipMatcher::load(&options.blip.itm, &device).unwrap().score(&image, &texts).unwrap();
+    let matches = body["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 3);
+    for ((m, w), t) in matches.iter().zip(&want).zip(texts) {
+        assert_eq!(m["text"], t);
+        assert!((m["itm"].as_f64().unwrap() - f64::from(w.itm)).abs() < 1e-6, "{m}");
+        assert!((m["itc"].as_f64().unwrap() - f64::from(w.itc)).abs() < 1e-6, "{m}");
+    }
+
+    // A caption made on request is stored with the photo.
+    let (status, body) = call!(app, test::TestRequest::post().uri(&format!("/api/images/{id}/caption")));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let caption = body["caption"].as_str().unwrap().to_string();
+    let (_, details) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}")));
+    assert_eq!(details["caption"], caption.as_str());
+
+    // Bad requests.
+    let many: Vec<String> = (0..33).map(|i| format!("text {i}")).collect();
+    let long = "x".repeat(501);
+    for (uri, body, want) in [
+        (format!("/api/images/{id}/ask"), serde_json::json!({"question": "  "}), StatusCode::BAD_REQUEST),
+        (format!("/api/images/{id}/ask"), serde_json::json!({"question": long}), StatusCode::BAD_REQUEST),
+        (format!("/api/images/{id}/ask"), serde_json::json!({}), StatusCode::BAD_REQUEST),
+        ("/api/images/999999999/ask".to_string(), serde_json::json!({"question": "why?"}), StatusCode::NOT_FOUND),
+        ("/api/images/x/ask".to_string(), serde_json::json!({"question": "why?"}), StatusCode::BAD_REQUEST),
+        (format!("/api/images/{id}/match"), serde_json::json!({"texts": []}), StatusCode::BAD_REQUEST),
+        (format!("/api/images/{id}/match"), serde_json::json!({"texts": many}), StatusCode::BAD_REQUEST),
+        (format!("/api/images/{id}/match"), serde_json::json!({"texts": ["ok", ""]}), StatusCode::BAD_REQUEST),
+    ] {
+        let (status, answer) = call!(app, test::TestRequest::post().uri(&uri).set_json(&body));
+        assert_eq!(status, want, "{uri} {body}: {answer}");
+        assert!(answer["error"].is_string(), "{answer}");
+    }
+
+    // A model that cannot be loaded: 503 with the reason, and the rest of the API unaffected.
+    let broken = ServeOptions {
+        blip: clipdex::server::BlipModels {
+            vqa: s.tmp.path().join("no-such-model").to_string_lossy().into(),
+            ..blip_options().blip
+        },
+        ..Default::default()
+    };
+    let app = service!(&s, &broken);
+    let req = test::TestRequest::post()
+        .uri(&format!("/api/images/{id}/ask"))
+        .set_json(serde_json::json!({"question": "why?"}));
+    let (status, body) = call!(app, req);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("no-such-model"), "{body}");
+    let (status, _) = call!(app, test::TestRequest::get().uri("/api/search?q=cat"));
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn masks_regions_crops_and_itm_reranking() {
+    let s = setup();
+    let options = blip_options();
+    let app = service!(&s, &options);
+    let id = id_of(&s, "even/rotated.jpg");
+    let (w, h) = s.library.open_indexed(id, None).unwrap().dimensions();
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get().uri(&format!("/api/images/{id}/segment?prompt=a%20cat")).to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers().get("content-type").unwrap(), "image/png");
+    let png = image::load_from_memory(&test::read_body(response).await).unwrap();
+    assert_eq!((png.width(), png.height()), (w, h), "the mask has the upright photo's size");
+
+    let uri = format!("/api/images/{id}/segment?prompt=a%20cat&prompt=a%20sofa&format=json&threshold=0.3");
+    let (status, body) = call!(app, test::TestRequest::get().uri(&uri));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["width"].as_u64(), body["height"].as_u64()), (Some(w.into()), Some(h.into())));
+    let prompts = body["prompts"].as_array().unwrap();
+    assert_eq!(prompts.len(), 2);
+    assert_eq!(prompts[1]["prompt"], "a sofa");
+    assert!(prompts.iter().all(|p| p["regions"].is_array()));
+
+    let nine = (0..9).map(|i| format!("prompt=p{i}")).collect::<Vec<_>>().join("&");
+    for bad in [
+        format!("/api/images/{id}/segment"),
+        format!("/api/images/{id}/segment?prompt="),
+        format!("/api/images/{id}/segment?{nine}"),
+        format!("/api/images/{id}/segment?prompt=a&format=gif"),
+        format!("/api/images/{id}/segment?prompt=a&threshold=2"),
+        "/api/crops".to_string(),
+        "/api/crops?q=cat&k=0".to_string(),
+        "/api/crops?q=cat&candidates=1000".to_string(),
+        "/api/search?q=cat&rerank=itm&rerank_top=101".to_string(),
+        "/api/search?q=cat&rerank=itm&k=60&offset=50".to_string(),
+        "/api/search?q=cat&rerank=blip".to_string(),
+    ] {
+        let (status, body) = call!(app, test::TestRequest::get().uri(&bad));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/crops?q=a%20cat&k=3&threshold=0.2"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let crops = body["crops"].as_array().unwrap();
+    assert!(crops.len() <= 3);
+    let p: Vec<f64> = crops.iter().map(|c| c["mean_probability"].as_f64().unwrap()).collect();
+    assert!(p.windows(2).all(|w| w[0] >= w[1]), "most probable first: {p:?}");
+    assert!(crops.iter().all(|c| c["box"].as_array().unwrap().len() == 4 && c["path"].is_string()));
+
+    // ITM re-ranking: the first page of the re-scored top 9, ordered by match probability.
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?q=a%20cat&rerank=itm&rerank_top=9&k=5"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5);
+    let itm: Vec<f64> = results.iter().map(|r| r["itm"].as_f64().unwrap()).collect();
+    assert!(itm.windows(2).all(|w| w[0] >= w[1]), "{itm:?}");
+    assert!(results.iter().all(|r| r["itc"].is_number()));
+    let (_, next) =
+        call!(app, test::TestRequest::get().uri("/api/search?q=a%20cat&rerank=itm&rerank_top=9&k=5&offset=5"));
+    let more = next["results"].as_array().unwrap();
+    assert_eq!(more.len(), 4, "the rest of the nine");
+    assert!(more[0]["itm"].as_f64().unwrap() <= itm[4]);
 }

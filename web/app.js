@@ -93,7 +93,7 @@ async function fetchPage(offset) {
     if (q.q) params.set("q", q.q);
     if (q.q && $("in-captions").checked) params.set("in", "captions");
     else if (q.q && $("crops").checked) params.set("crops", "true");
-    else if (q.q && $("rerank").value) params.set("rerank", `clip:${$("rerank").value}`);
+    else if (q.q && $("rerank").value) params.set("rerank", $("rerank").value);
     return json(`/api/search?${params}`);
   }
   if (q.kind === "like") {
@@ -190,6 +190,10 @@ function card(hit) {
   score.className = "score";
   score.textContent = hit.finetuned != null ? hit.finetuned.toFixed(3) : hit.score.toFixed(3);
   if (hit.finetuned !== undefined) score.title = `fine-tuned model: ${hit.finetuned == null ? "unreadable" : hit.finetuned.toFixed(3)}; library model: ${hit.score.toFixed(3)}`;
+  if (hit.itm !== undefined) {
+    score.textContent = hit.itm != null ? hit.itm.toFixed(3) : hit.score.toFixed(3);
+    score.title = `BLIP match: ${hit.itm == null ? "unreadable" : hit.itm.toFixed(3)}; CLIP: ${hit.score.toFixed(3)}`;
+  }
   const like = document.createElement("button");
   like.className = "more-like";
   like.type = "button";
@@ -284,12 +288,39 @@ async function showDetail(id, region, push = true) {
     return b;
   }));
   $("detail-caption").textContent = image.caption || "";
+  $("detail-caption-now").hidden = Boolean(image.caption);
+  $("ask-answer").textContent = "";
+  $("ask-question").value = "";
   $("detail-like").onclick = () => moreLike(id, image.paths[0] || String(id));
   const open = $("detail-open");
   open.hidden = Boolean(token()); // a new tab cannot send the token
   open.href = `/api/images/${id}/file`;
   if (!dialog.open) dialog.showModal();
 }
+
+// Questions about the open photo (BLIP VQA) and a caption made on request.
+$("ask").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const id = state.open, question = $("ask-question").value.trim();
+  if (id === null || !question) return;
+  $("ask-answer").textContent = "…";
+  try {
+    const { answer } = await json(`/api/images/${id}/ask`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ question }),
+    });
+    if (state.open === id) $("ask-answer").textContent = answer;
+  } catch (e) { if (state.open === id) $("ask-answer").textContent = e.message; }
+});
+
+$("detail-caption-now").addEventListener("click", async () => {
+  const id = state.open;
+  if (id === null) return;
+  $("detail-caption").textContent = "…";
+  try {
+    const { caption } = await json(`/api/images/${id}/caption`, { method: "POST" });
+    if (state.open === id) { $("detail-caption").textContent = caption; $("detail-caption-now").hidden = true; }
+  } catch (e) { if (state.open === id) $("detail-caption").textContent = e.message; }
+});
 
 // The detail view closes (Esc, ×, More like this): Back undoes the opening when we added it.
 $("detail").addEventListener("close", () => {
@@ -332,15 +363,17 @@ async function pollStatus() {
   setTimeout(pollStatus, 2000);
 }
 
-// The fine-tuned models the server offers for re-ranking (serve --finetuned NAME=DIR).
+// Re-rankers: BLIP's image-text matching always, and the fine-tuned models the server
+// registered (serve --finetuned NAME=DIR).
 function showRerankers(names) {
   const select = $("rerank");
+  const values = ["itm", ...names.map((n) => `clip:${n}`)];
   const known = [...select.options].map((o) => o.value).filter(Boolean);
-  if (known.join("\n") === names.join("\n")) return;
+  if (known.join("\n") === values.join("\n")) return;
   const chosen = select.value;
-  select.replaceChildren(new Option("—", ""), ...names.map((n) => new Option(n, n)));
-  select.value = names.includes(chosen) ? chosen : names.includes(wantedRerank) ? wantedRerank : "";
-  $("rerank-label").hidden = names.length === 0;
+  select.replaceChildren(new Option("—", ""), new Option("BLIP image–text matching", "itm"),
+    ...names.map((n) => new Option(`fine-tuned: ${n}`, `clip:${n}`)));
+  select.value = values.includes(chosen) ? chosen : values.includes(wantedRerank) ? wantedRerank : "";
 }
 
 async function loadTags() {

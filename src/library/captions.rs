@@ -109,6 +109,18 @@ impl Library {
         Ok(report)
     }
 
+    /// Captions one indexed image now, from the file it was indexed from, and stores the
+    /// caption with these settings (replacing any other).
+    pub fn caption_image(&self, captioner: &BlipCaptioner, options: &CaptionOptions, id: ImageId) -> Result<String> {
+        let start = captioner.start_ids(options.prompt.as_deref())?;
+        let image = self.open_indexed(id, Some(2 * captioner.encoder().input_side()))?;
+        let ids = captioner.beam_search(&image, &start, options.beams, options.max_tokens)?;
+        let caption = StoredCaption { text: captioner.decode(&ids)?, settings: options.fingerprint() };
+        self.store.set_caption(id, &caption)?;
+        self.store.flush()?;
+        Ok(caption.text)
+    }
+
     /// The caption ranking, rebuilt when captions changed since the last one.
     fn caption_index(&self) -> Result<Arc<CaptionIndex>> {
         let mut cached = self.caption_index.lock().expect("caption index lock");

@@ -874,6 +874,24 @@ impl Library {
         })
     }
 
+    /// The upright pixels of indexed image `id`, from the file [`Library::image_file`] hands
+    /// out; with `min_side`, a JPEG may be decoded at a reduced DCT scale keeping that many
+    /// pixels on its short side.
+    pub fn open_indexed(&self, id: ImageId, min_side: Option<u32>) -> Result<image::RgbImage> {
+        let path = self.image_file(id)?;
+        open_rgb(&path, &DecodeOptions { max_pixels: self.config.max_pixels, min_side })
+    }
+
+    /// The device the library's models run on.
+    pub fn device(&self) -> Result<candle_core::Device> {
+        self.config.device.open()
+    }
+
+    /// The decoding limit for photos (`--max-pixels`).
+    pub fn max_pixels(&self) -> u64 {
+        self.config.max_pixels
+    }
+
     /// A JPEG thumbnail of image `id` whose longer side is `size` pixels (never enlarged),
     /// upright; made once and kept in the database folder (`thumbs/SIZE/HASH.jpg`).
     pub fn thumbnail(&self, id: ImageId, size: u32) -> Result<PathBuf> {

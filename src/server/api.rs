@@ -75,10 +75,12 @@ impl From<Error> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 /// Runs library work on the blocking pool.
-async fn blocking<T: Send + 'static>(job: impl FnOnce() -> crate::Result<T> + Send + 'static) -> ApiResult<T> {
+pub(super) async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> ApiResult<T> {
     web::block(job)
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the worker failed"))?
@@ -159,7 +161,7 @@ impl SearchParams {
 /// The most images one "not duplicates" mark may name.
 pub(super) const MAX_DISMISS: usize = 1000;
 
-fn number_param(raw: Option<&str>, name: &str, default: usize, min: usize, max: usize) -> ApiResult<usize> {
+pub(super) fn number_param(raw: Option<&str>, name: &str, default: usize, min: usize, max: usize) -> ApiResult<usize> {
     let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else { return Ok(default) };
     match raw.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
@@ -206,10 +208,27 @@ struct Hit {
     /// read); results are ordered by it.
     #[serde(skip_serializing_if = "Option::is_none")]
     finetuned: Option<Option<f32>>,
+    /// `rerank=itm`: BLIP's match probability (null when the photo could not be read; results
+    /// are ordered by it) and its ITC cosine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    itm: Option<Option<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    itc: Option<Option<f32>>,
+}
+
+/// How a search is re-ranked.
+enum Rerank {
+    /// By a registered fine-tuned CLIP.
+    Clip(String),
+    /// By BLIP's image–text matching head.
+    Itm,
 }
 
 /// Most results a re-ranked search re-scores.
 const MAX_RERANK_TOP: usize = 200;
+
+/// Most results `rerank=itm` re-scores (each costs a BLIP image encoding).
+pub(super) const MAX_ITM_TOP: usize = 100;
 
 /// Results located with CLIPSeg at most (each costs a segmentation).
 const MAX_CROPS: usize = 50;
@@ -231,6 +250,8 @@ fn page_of(state: &AppState, hits: Vec<SearchHit>, offset: usize) -> crate::Resu
                 caption_score: None,
                 blended: None,
                 finetuned: None,
+                itm: None,
+                itc: None,
             })
         })
         .collect()
@@ -240,7 +261,7 @@ fn results(hits: Vec<Hit>, started: std::time::Instant) -> HttpResponse {
     HttpResponse::Ok().json(json!({"results": hits, "took_ms": started.elapsed().as_secs_f64() * 1000.0}))
 }
 
-fn parse_id(raw: &str) -> ApiResult<ImageId> {
+pub(super) fn parse_id(raw: &str) -> ApiResult<ImageId> {
     raw.trim().parse().map_err(|_| ApiError::bad_request(format!("{raw:?} is not an image id")))
 }
 
@@ -282,24 +303,46 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
     };
     let rerank = match params.rerank.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
         None => None,
+        Some("itm") => Some(Rerank::Itm),
         Some(r) => match r.strip_prefix("clip:") {
-            Some(name) if !name.is_empty() => Some(name.to_string()),
-            _ => return Err(ApiError::bad_request(format!("rerank must be clip:NAME, not {r:?}"))),
+            Some(name) if !name.is_empty() => Some(Rerank::Clip(name.to_string())),
+            _ => return Err(ApiError::bad_request(format!("rerank must be itm or clip:NAME, not {r:?}"))),
         },
     };
+    let max_top = if matches!(rerank, Some(Rerank::Itm)) { MAX_ITM_TOP } else { MAX_RERANK_TOP };
     let top = number_param(
         params.rerank_top.as_deref(),
         "rerank_top",
-        crate::query::rerank::DEFAULT_RERANK_TOP,
+        crate::query::rerank::DEFAULT_RERANK_TOP.min(max_top),
         1,
-        MAX_RERANK_TOP,
+        max_top,
     )?;
+    if matches!(rerank, Some(Rerank::Itm)) && offset + k > MAX_ITM_TOP {
+        return Err(ApiError::bad_request(format!(
+            "rerank=itm re-scores at most the best {MAX_ITM_TOP} results: offset + k must not pass it"
+        )));
+    }
     if rerank.is_some() && (text.is_empty() || crops || in_captions) {
         return Err(ApiError::bad_request("rerank needs a text query (q) and takes neither crops nor in=captions"));
     }
     let started = std::time::Instant::now();
     let hits = blocking(move || {
-        if let Some(name) = rerank {
+        if let Some(Rerank::Itm) = rerank {
+            let device = state.library.device()?;
+            let matcher = state.matcher.get(|name| crate::models::blip::BlipMatcher::load(name, &device))?;
+            let q = state.query_embedding(&text)?;
+            let hits = state.library.search_vector(&q, top.max(offset + k), &filter)?;
+            let mut ranked = crate::query::rerank::rerank_itm(&matcher, &text, hits, state.library.max_pixels())?;
+            ranked.truncate(offset + k);
+            let scores: Vec<(Option<f32>, Option<f32>)> = ranked.iter().skip(offset).map(|r| (r.itm, r.itc)).collect();
+            let mut page = page_of(&state, ranked.into_iter().map(|r| r.hit).collect(), offset)?;
+            for (hit, (itm, itc)) in page.iter_mut().zip(scores) {
+                hit.itm = Some(itm);
+                hit.itc = Some(itc);
+            }
+            return Ok(page);
+        }
+        if let Some(Rerank::Clip(name)) = rerank {
             let tuned = state.finetuned_model(&name)?;
             let ranked =
                 state.library.search_reranked_with(&tuned, &text, (offset + k, top.max(offset + k)), &filter)?;

@@ -21,6 +21,7 @@ mod api;
 mod assets;
 pub mod indexer;
 mod openapi;
+mod vision;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,7 @@ use crate::indexer::watch::WatchOptions;
 pub use api::ApiError;
 pub use indexer::{BackgroundIndexer, IndexerState, IndexerStatus};
 pub use openapi::openapi;
+pub use vision::BlipModels;
 
 /// Default address of `clipdex serve`.
 pub const DEFAULT_BIND: &str = "127.0.0.1:7878";
@@ -74,6 +76,8 @@ pub struct ServeOptions {
     pub finetuned: Vec<(String, String)>,
     /// How long a request body may take to arrive (60 s).
     pub body_timeout: std::time::Duration,
+    /// The BLIP models the captioning, question and matching endpoints use.
+    pub blip: BlipModels,
 }
 
 impl Default for ServeOptions {
@@ -88,6 +92,7 @@ impl Default for ServeOptions {
             workers: 0,
             finetuned: Vec::new(),
             body_timeout: api::BODY_TIMEOUT,
+            blip: BlipModels::default(),
         }
     }
 }
@@ -106,6 +111,10 @@ pub struct AppState {
     finetuned: Vec<(String, String)>,
     loaded: Mutex<std::collections::HashMap<String, Arc<crate::ClipEmbedder>>>,
     body_timeout: std::time::Duration,
+    /// BLIP models, loaded on first use.
+    captioner: vision::OnDemand<crate::models::blip::BlipCaptioner>,
+    answerer: vision::OnDemand<crate::models::blip::BlipAnswerer>,
+    matcher: vision::OnDemand<crate::models::blip::BlipMatcher>,
 }
 
 /// Query embeddings by (model, text).
@@ -128,6 +137,9 @@ impl AppState {
             finetuned: options.finetuned.clone(),
             loaded: Mutex::new(Default::default()),
             body_timeout: options.body_timeout,
+            captioner: vision::OnDemand::new(&options.blip.caption),
+            answerer: vision::OnDemand::new(&options.blip.vqa),
+            matcher: vision::OnDemand::new(&options.blip.itm),
         }
     }
 
@@ -158,7 +170,7 @@ impl AppState {
         Ok(model)
     }
 
-    fn query_embedding(&self, text: &str) -> Result<Arc<Vec<f32>>> {
+    pub(super) fn query_embedding(&self, text: &str) -> Result<Arc<Vec<f32>>> {
         let key = (self.library.model(), text.to_string());
         if let Some(q) = self.queries.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(q.clone());
@@ -192,6 +204,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                         web::scope("/api")
                             .wrap(actix_web::middleware::from_fn(guard))
                             .configure(api::routes)
+                            .configure(vision::routes)
                             .default_service(web::to(|| async {
                                 ApiError::not_found("no such endpoint").error_response()
                             })),

@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use super::vision::{MAX_CROP_CANDIDATES, MAX_MATCH_TEXTS, MAX_PROMPTS, MAX_TEXT_BYTES};
 use super::{DEFAULT_MAX_UPLOAD, MAX_K, MAX_LABELS, MAX_OFFSET, MAX_QUERY_BYTES};
 use crate::thumbnail;
 
@@ -75,8 +76,8 @@ pub fn openapi() -> Value {
     ));
     search.push(query(
         "rerank",
-        json!({"type": "string", "pattern": "^clip:[A-Za-z0-9._-]+$"}),
-        "Re-rank a text search with a fine-tuned CLIP registered with `serve --finetuned NAME=DIR` (clip:NAME); results gain `finetuned`",
+        json!({"type": "string", "pattern": "^(itm|clip:[A-Za-z0-9._-]+)$"}),
+        "Re-rank a text search with BLIP's image-text matching (itm: results gain `itm` and `itc`; offset + k and rerank_top at most 100) or with a fine-tuned CLIP registered with `serve --finetuned NAME=DIR` (clip:NAME; results gain `finetuned`)",
     ));
     search.push(query(
         "rerank_top",
@@ -106,7 +107,9 @@ pub fn openapi() -> Value {
                     "caption": {"type": "string", "description": "With in=captions: the caption matched (score is then its BM25 score)"},
                     "caption_score": {"type": "number", "nullable": true, "description": "Blended searches: the caption's BM25 score, null when it did not match"},
                     "blended": {"type": "number", "description": "Blended searches: the fused score results are ordered by"},
-                    "finetuned": {"type": "number", "nullable": true, "description": "Re-ranked searches: the fine-tuned model's cosine, which orders the results (null when the photo could not be read)"}}},
+                    "finetuned": {"type": "number", "nullable": true, "description": "Re-ranked searches: the fine-tuned model's cosine, which orders the results (null when the photo could not be read)"},
+                    "itm": {"type": "number", "nullable": true, "description": "rerank=itm: BLIP's match probability, which orders the results (null when the photo could not be read)"},
+                    "itc": {"type": "number", "nullable": true, "description": "rerank=itm: BLIP's image-text cosine"}}},
                 "Results": {"type": "object", "required": ["results", "took_ms"], "properties": {
                     "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}, "took_ms": {"type": "number"}}},
                 "Tag": {"type": "object", "properties": {"label": {"type": "string"}, "probability": {"type": "number"}, "cosine": {"type": "number"}}},
@@ -143,6 +146,41 @@ pub fn openapi() -> Value {
                 "summary": "The original file (only if it lies inside a library folder, symbolic links resolved)",
                 "parameters": [id_param()],
                 "responses": responses(200, json!({"description": "The file", "content": {"image/*": {}}}), &[400, 403, 404])}},
+            "/api/images/{id}/ask": {"post": {
+                "summary": "Visual question answering (BLIP VQA, serve's --vqa-model, loaded on first use)",
+                "parameters": [id_param()],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["question"], "properties": {
+                    "question": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_BYTES}}}}}},
+                "responses": responses(200, ok("The answer", json!({"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}}})), &[400, 403, 404, 422, 503])}},
+            "/api/images/{id}/caption": {"post": {
+                "summary": "Caption the photo now with BLIP (serve's --caption-model) and store the caption",
+                "parameters": [id_param()],
+                "responses": responses(200, ok("The caption", json!({"type": "object", "properties": {"caption": {"type": "string"}}})), &[400, 403, 404, 422, 503])}},
+            "/api/images/{id}/match": {"post": {
+                "summary": "Image-text matching (BLIP ITM probability and ITC cosine, serve's --itm-model) of texts against the photo",
+                "parameters": [id_param()],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["texts"], "properties": {
+                    "texts": {"type": "array", "minItems": 1, "maxItems": MAX_MATCH_TEXTS, "items": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_BYTES}}}}}}},
+                "responses": responses(200, ok("Scores, in the order of the texts", json!({"type": "object", "properties": {"matches": {"type": "array", "items": {
+                    "type": "object", "properties": {"text": {"type": "string"}, "itm": {"type": "number"}, "itc": {"type": "number"}}}}}})), &[400, 403, 404, 422, 503])}},
+            "/api/images/{id}/segment": {"get": {
+                "summary": "CLIPSeg: where in the photo the prompts are. A PNG mask (grey level = probability, the most probable prompt per pixel), or with format=json each prompt's regions",
+                "parameters": [id_param(),
+                    {"name": "prompt", "in": "query", "required": true, "style": "form", "explode": true, "description": format!("What to find; repeat for up to {MAX_PROMPTS} prompts"),
+                     "schema": {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS, "items": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_BYTES}}},
+                    query("format", json!({"type": "string", "enum": ["png", "json"], "default": "png"}), "The mask, or the regions as JSON"),
+                    query("threshold", json!({"type": "number", "minimum": 0, "maximum": 1, "default": crate::segment::DEFAULT_THRESHOLD}), "Probability a pixel needs to belong to a region")],
+                "responses": responses(200, json!({"description": "The mask (image/png) or {width, height, prompts: [{prompt, regions: [{box, area, mean_probability}]}]}",
+                    "content": {"image/png": {}, "application/json": {"schema": {"type": "object"}}}}), &[400, 403, 404, 422, 503])}},
+            "/api/crops": {"get": {
+                "summary": "Crop search: the regions of the best-matching photos that show the text, most probable first (as `clipdex crop-search --json`)",
+                "parameters": [query("q", json!({"type": "string", "minLength": 1, "maxLength": MAX_TEXT_BYTES}), "What to find (required)"),
+                    query("k", json!({"type": "integer", "minimum": 1, "maximum": MAX_CROP_CANDIDATES, "default": 10}), "Crops to return"),
+                    query("candidates", json!({"type": "integer", "minimum": 1, "maximum": MAX_CROP_CANDIDATES}), "Photos segmented (default 3k, at least 20)"),
+                    query("threshold", json!({"type": "number", "minimum": 0, "maximum": 1, "default": crate::segment::DEFAULT_THRESHOLD}), "Probability a pixel needs to belong to a region")],
+                "responses": responses(200, ok("Crops", json!({"type": "object", "properties": {"took_ms": {"type": "number"}, "crops": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "path": {"type": "string"}, "score": {"type": "number"}, "box": {"type": "array", "items": {"type": "integer"}},
+                    "area": {"type": "number"}, "mean_probability": {"type": "number"}}}}}})), &[400, 503])}},
             "/api/tag": {"post": {
                 "summary": "Zero-shot tagging: probabilities of labels for an indexed image (JSON) or an upload (multipart: image, labels, templates)",
                 "requestBody": {"required": true, "content": {

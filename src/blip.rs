@@ -132,6 +132,7 @@ pub fn search_reranked(
     (k, top): (usize, usize),
     filter: &SearchFilter,
     json: bool,
+    out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     library.clip()?;
     let matcher = BlipMatcher::load(&g.itm_model, &g.device.open()?)?;
@@ -140,7 +141,6 @@ pub fn search_reranked(
     let mut ranked = rerank_itm(&matcher, text, hits, g.max_pixels)?;
     ranked.truncate(k);
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
-    let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", json!({ "results": ranked, "took_ms": took_ms }))?;
         return Ok(ExitCode::SUCCESS);
@@ -162,11 +162,11 @@ pub fn search_captions(
     k: usize,
     filter: &SearchFilter,
     json: bool,
+    out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let hits = library.search_captions(text, k, filter)?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
-    let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
     } else {
@@ -193,11 +193,11 @@ pub fn search_blended(
     filter: &SearchFilter,
     weight: f32,
     json: bool,
+    out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let hits = library.search_blended(text, k, filter, weight)?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
-    let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
     } else {
@@ -213,7 +213,7 @@ pub fn search_blended(
 }
 
 /// `show ID` as text.
-pub fn print_details(out: &mut impl Write, d: &ImageDetails) -> anyhow::Result<()> {
+pub fn print_details(out: &mut dyn Write, d: &ImageDetails) -> anyhow::Result<()> {
     writeln!(out, "id       {}", d.id)?;
     for p in &d.paths {
         writeln!(out, "file     {}", path_text::escaped(p))?;

@@ -17,8 +17,7 @@ pub struct DuplicatesArgs {
     pub dismiss: Vec<ImageId>,
 }
 
-pub fn run(library: &Library, args: DuplicatesArgs) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+pub fn run(library: &Library, args: DuplicatesArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if !args.dismiss.is_empty() {
         library.dismiss_duplicates(&args.dismiss)?;
         if args.json {
@@ -32,12 +31,12 @@ pub fn run(library: &Library, args: DuplicatesArgs) -> anyhow::Result<()> {
     let report = crate::with_progress(|progress| library.duplicates(args.threshold, progress))?;
     if let Some(dir) = &args.move_to {
         let moved = library.move_duplicates(&report.groups, dir)?;
-        return print_moves(&mut out, &moved, args.json, "moved");
+        return print_moves(out, &moved, args.json, "moved");
     }
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
-        print_groups(&mut out, &report)?;
+        print_groups(out, &report)?;
     }
     Ok(())
 }
@@ -48,7 +47,7 @@ pub fn restore(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
     print_moves(&mut std::io::stdout().lock(), &report, json, "restored")
 }
 
-fn print_groups(out: &mut impl Write, report: &DuplicateReport) -> anyhow::Result<()> {
+fn print_groups(out: &mut dyn Write, report: &DuplicateReport) -> anyhow::Result<()> {
     if report.groups.is_empty() {
         writeln!(out, "no near-duplicates found")?;
         return Ok(());
@@ -81,7 +80,7 @@ fn print_groups(out: &mut impl Write, report: &DuplicateReport) -> anyhow::Resul
     Ok(())
 }
 
-fn print_moves(out: &mut impl Write, report: &MoveReport, json: bool, verb: &str) -> anyhow::Result<()> {
+fn print_moves(out: &mut dyn Write, report: &MoveReport, json: bool, verb: &str) -> anyhow::Result<()> {
     if json {
         let moved: Vec<serde_json::Value> = report
             .moved

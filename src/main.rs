@@ -4,6 +4,7 @@
 mod blip;
 mod cli;
 mod duplicates;
+mod forward;
 mod segmenting;
 mod tagging;
 
@@ -30,18 +31,22 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let db = database(&cli.global).ok();
     match run(cli) {
         Ok(code) => code,
         // The reader went away (`clipdex failures | head -1`): not an error of ours.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(hint) = db.as_ref().and_then(|db| forward::held_by(db, &e)) {
+                eprintln!("{hint}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
+pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         let kind = cause
             .downcast_ref::<std::io::Error>()
@@ -94,17 +99,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         duplicates::restore(dir, *json)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut library = match &cli.command {
+    let config = library_config(g, batch_size)?;
+    let opened = match &cli.command {
         // Reading records and stored vectors needs no CLIP model: open whatever model made them.
-        Command::Show { .. } | Command::Duplicates { .. } => Library::open_as_stored(library_config(g, batch_size)?)?,
-        _ => open_library(g, batch_size)?,
+        Command::Show { .. } | Command::Duplicates { .. } => Library::open_as_stored(config),
+        _ => Library::open(config),
+    };
+    let mut library = match opened {
+        Ok(library) => library,
+        // The folder library is held: by a server, which runs the command for us.
+        Err(e) => return forward::to_server(g, &cli.command, e),
     };
     if matches!(cli.command, Command::Search(_) | Command::Similar { .. } | Command::CropSearch(_)) {
         // One search: scanning every vector (9 ms at 100,000 photos) beats loading the graph.
         library.set_load_graph(false);
     }
+    if let Command::Serve(args) = &cli.command {
+        return serve(g, library, args);
+    }
     let mut out = std::io::stdout().lock();
-    match cli.command {
+    let code = on_library(g, &library, cli.command, &mut out, &Runner::default())?;
+    out.flush()?;
+    Ok(code)
+}
+
+/// Who runs a command on the library.
+#[derive(Default)]
+pub(crate) struct Runner<'a> {
+    /// The indexer of the server that holds the library, when the server runs a command
+    /// another process forwarded; `None` when this process opened the library itself.
+    pub server: Option<&'a clipdex::server::BackgroundIndexer>,
+}
+
+/// A command on an open library, printing to `out`: the same code whether this process runs
+/// it or the server holding the library runs it for another process.
+pub(crate) fn on_library(
+    g: &GlobalOptions,
+    library: &Library,
+    command: Command,
+    out: &mut dyn Write,
+    ctx: &Runner,
+) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Embed(_)
         | Command::Tag(_)
         | Command::Describe { .. }
@@ -117,14 +153,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             unreachable!("handled above")
         }
         Command::Reindex { .. } | Command::Migrate { .. } => unreachable!("handled above"),
-        Command::Autotag(args) => return tagging::autotag(&library, &args),
-        Command::Tags { json } => return tagging::tag_counts(&library, json),
+        Command::Autotag(args) => return tagging::autotag(library, &args, out),
+        Command::Tags { json } => return tagging::tag_counts(library, json, out),
         Command::Add { roots } => {
             for root in roots {
                 let added = library.add_root(&root)?;
                 writeln!(out, "added {}", path_text::escaped(&added))?;
             }
-            writeln!(out, "run `clipdex index` to index them")?;
+            match ctx.server {
+                Some(indexer) => {
+                    indexer.roots_changed();
+                    writeln!(out, "the server indexes them now")?;
+                }
+                None => writeln!(out, "run `clipdex index` to index them")?,
+            }
         }
         Command::Roots { json } => {
             let roots = library.roots()?;
@@ -140,15 +182,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Remove { root } => {
             let n = library.remove_root(&root)?;
+            if let Some(indexer) = ctx.server {
+                indexer.roots_changed();
+            }
             writeln!(out, "removed {} ({n} files forgotten)", path_text::escaped(&root))?;
         }
         Command::Index { json, prune, .. } => {
-            let report =
-                with_progress(
+            let report = match ctx.server {
+                // The server's own indexer runs the pass: two passes at once would embed the
+                // same new photos twice.
+                Some(indexer) => {
+                    anyhow::ensure!(
+                        !prune,
+                        "index --prune cannot run while the server indexes the library; stop it first"
+                    );
+                    indexer.index_now(std::time::Duration::from_secs(24 * 3600)).context(
+                        "the server does not index (serve --no-watch): stop it, or restart it without --no-watch",
+                    )?
+                }
+                None => with_progress(
                     |progress| {
                         if prune { library.index_and_prune(progress) } else { library.index(progress) }
                     },
-                )?;
+                )?,
+            };
             if json {
                 writeln!(out, "{}", serde_json::to_string(&report)?)?;
             } else {
@@ -239,12 +296,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     args.rerank.is_none() && !args.crops,
                     "--in captions takes neither --rerank nor --crops"
                 );
-                return blip::search_captions(&library, text, k, &filter, json);
+                return blip::search_captions(library, text, k, &filter, json, out);
             }
             let sizes = (k, args.rerank_top as usize);
             match (&args.text, &args.rerank) {
                 (Some(text), Some(cli::Rerank::Itm)) => {
-                    return blip::search_reranked(g, &library, text, sizes, &filter, json);
+                    return blip::search_reranked(g, library, text, sizes, &filter, json, out);
                 }
                 (Some(text), Some(cli::Rerank::Clip(model))) => {
                     library.clip()?;
@@ -259,7 +316,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             writeln!(out, "{tuned}  {:.4}  {}", r.hit.score, path_text::escaped(&r.hit.path))?;
                         }
                         if ranked.is_empty() {
-                            writeln!(out, "{}", no_results(&library, &filter))?;
+                            writeln!(out, "{}", no_results(library, &filter))?;
                         }
                     }
                     return Ok(ExitCode::SUCCESS);
@@ -274,7 +331,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 && args.caption_weight > 0.0
                 && library.has_captions()?
             {
-                return blip::search_blended(&library, text, k, &filter, args.caption_weight, json);
+                return blip::search_blended(library, text, k, &filter, args.caption_weight, json, out);
             }
             let started = std::time::Instant::now();
             let hits = match &args.text {
@@ -283,9 +340,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             match (&args.text, args.crops) {
                 (Some(text), true) => {
-                    segmenting::print_located_hits(&library, text, &hits, args.threshold, started, json)?
+                    segmenting::print_located_hits(library, text, &hits, args.threshold, started, json, out)?
                 }
-                _ => print_hits(&mut out, &hits, started, json, &|| no_results(&library, &filter))?,
+                _ => print_hits(out, &hits, started, json, &|| no_results(library, &filter))?,
             }
         }
         Command::Similar { image, filter: f } => {
@@ -293,22 +350,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             library.clip()?;
             let started = std::time::Instant::now();
             let hits = library.search_image(&image, f.k as usize, &filter)?;
-            print_hits(&mut out, &hits, started, f.json, &|| no_results(&library, &filter))?;
+            print_hits(out, &hits, started, f.json, &|| no_results(library, &filter))?;
         }
-        Command::Serve(args) => return serve(g, library, &args),
+        Command::Serve(_) => unreachable!("handled before"),
         Command::CropSearch(args) => {
             let filter = filter_of(&args.filter)?;
-            return segmenting::crop_search(&library, &args, &filter);
+            return segmenting::crop_search(library, &args, &filter, out);
         }
         Command::Duplicates { threshold, json, move_to, dismiss, .. } => {
-            duplicates::run(&library, duplicates::DuplicatesArgs { threshold, json, move_to, dismiss })?;
+            duplicates::run(library, duplicates::DuplicatesArgs { threshold, json, move_to, dismiss }, out)?;
         }
         Command::Show { id, json } => {
             let details = library.image_details(id)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string(&details)?)?;
             } else {
-                blip::print_details(&mut out, &details)?;
+                blip::print_details(out, &details)?;
             }
         }
         Command::Stats { json } => {
@@ -362,7 +419,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -408,6 +464,7 @@ fn serve(g: &GlobalOptions, library: Library, args: &cli::ServeArgs) -> anyhow::
             vqa: g.vqa_model.clone(),
             itm: g.itm_model.clone(),
         },
+        commands: Some(forward::runner()),
     };
     let photos = library.store().counts()?.images;
     let watching = if args.no_watch { "not indexing (--no-watch)" } else { "indexing in the background" };
@@ -450,7 +507,7 @@ fn migrate(g: &GlobalOptions, to: &std::ffi::OsStr, json: bool) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-fn database(g: &GlobalOptions) -> anyhow::Result<DbLocation> {
+pub(crate) fn database(g: &GlobalOptions) -> anyhow::Result<DbLocation> {
     Ok(match &g.db {
         Some(db) => DbLocation::parse(db.as_os_str())?,
         None => {
@@ -521,7 +578,7 @@ pub(crate) fn no_results(library: &Library, filter: &SearchFilter) -> String {
 
 /// Prints results; `empty` explains an empty list in the human-readable output.
 pub(crate) fn print_hits(
-    out: &mut impl Write,
+    out: &mut dyn Write,
     hits: &[SearchHit],
     started: std::time::Instant,
     json: bool,
@@ -543,7 +600,7 @@ pub(crate) fn print_hits(
 
 /// A progress bar on a terminal, nothing otherwise.
 pub(crate) fn progress_bar() -> Option<indicatif::ProgressBar> {
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    if forward::forwarded() || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         return None;
     }
     let bar = indicatif::ProgressBar::new(0);

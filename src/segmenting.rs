@@ -112,10 +112,10 @@ pub fn print_located_hits(
     threshold: f32,
     started: std::time::Instant,
     json_out: bool,
+    out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let regions = library.locate(text, hits, &RegionOptions { threshold, ..Default::default() })?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
-    let mut out = std::io::stdout().lock();
     if json_out {
         let rows: Vec<Value> = hits
             .iter()
@@ -140,6 +140,7 @@ pub fn crop_search(
     library: &Library,
     args: &CropSearchArgs,
     filter: &clipdex::query::SearchFilter,
+    out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     let k = args.filter.k as usize;
     let candidates = args.candidates.unwrap_or((3 * k).max(20)).max(1);
@@ -188,7 +189,6 @@ pub fn crop_search(
         rows.push((row, path_text::escaped(&hit.path)));
     }
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
-    let mut out = std::io::stdout().lock();
     if args.filter.json {
         let rows: Vec<&Value> = rows.iter().map(|(row, _)| row).collect();
         writeln!(out, "{}", json!({"crops": rows, "took_ms": took_ms}))?;

@@ -162,7 +162,7 @@ fn templates_named(name: &str) -> anyhow::Result<Vec<String>> {
     })
 }
 
-pub fn autotag(library: &Library, args: &AutotagArgs) -> anyhow::Result<ExitCode> {
+pub fn autotag(library: &Library, args: &AutotagArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let mut settings = match library.autotag_settings()? {
         Some(s) => s,
         None => AutotagSettings::new(vocabulary(None)?, templates_named("photo")?),
@@ -181,7 +181,6 @@ pub fn autotag(library: &Library, args: &AutotagArgs) -> anyhow::Result<ExitCode
     }
     let (n_labels, threshold) = (settings.labels.len(), settings.threshold());
     let report = library.autotag(Some(settings.clone()))?;
-    let mut out = std::io::stdout().lock();
     if args.json {
         let mut doc = serde_json::to_value(&report)?;
         doc["labels"] = json!(n_labels);
@@ -205,9 +204,8 @@ pub fn autotag(library: &Library, args: &AutotagArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn tag_counts(library: &Library, json: bool) -> anyhow::Result<ExitCode> {
+pub fn tag_counts(library: &Library, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let counts = library.tag_counts()?;
-    let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", json!({ "tags": counts }))?;
     } else if counts.is_empty() {

@@ -600,7 +600,7 @@ async fn every_endpoint_in_the_openapi_document_exists() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 19);
+    assert_eq!(operations, 20);
 }
 
 #[actix_web::test]

@@ -882,6 +882,11 @@ impl Library {
         open_rgb(&path, &DecodeOptions { max_pixels: self.config.max_pixels, min_side })
     }
 
+    /// Where the library's database is.
+    pub fn location(&self) -> &DbLocation {
+        &self.config.db
+    }
+
     /// The device the library's models run on.
     pub fn device(&self) -> Result<candle_core::Device> {
         self.config.device.open()

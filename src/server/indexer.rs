@@ -109,6 +109,40 @@ impl BackgroundIndexer {
         }
     }
 
+    /// Runs a pass now and returns its report (a forwarded `clipdex index`): a pass under way
+    /// is finished first, then a new one looks at the folders as they are now. `None` when the
+    /// server does not index (`serve --no-watch`) or no pass ends within `limit`.
+    pub fn index_now(&self, limit: Duration) -> Option<IndexReport> {
+        let target = {
+            let s = self.lock();
+            match s.state {
+                IndexerState::Off => return None,
+                IndexerState::Indexing => s.passes + 2,
+                _ => s.passes + 1,
+            }
+        };
+        self.interrupt.store(true, Ordering::Relaxed);
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            {
+                let s = self.lock();
+                if s.passes >= target {
+                    return s.last_pass.clone();
+                }
+                // The loop has looked at the folders again since the request (it clears
+                // `interrupt` first) and found none: nothing to index.
+                if s.state == IndexerState::NoFolders
+                    && !self.interrupt.load(Ordering::Relaxed)
+                    && start.elapsed() > Duration::from_millis(200)
+                {
+                    return Some(IndexReport::default());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Ends the indexer after the running pass.
     pub fn stop(&self) {
         self.shutdown.store(true, Ordering::Relaxed);
@@ -132,7 +166,14 @@ impl BackgroundIndexer {
                     self.wait(Duration::MAX);
                     continue;
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    // A watch starts with a pass (the first one also loads the model).
+                    let mut s = self.lock();
+                    if s.state != IndexerState::Starting {
+                        s.state = IndexerState::Indexing;
+                        (s.done, s.total) = (0, 0);
+                    }
+                }
                 Err(e) => {
                     self.failed(&e);
                     continue;

@@ -19,6 +19,7 @@
 
 mod api;
 mod assets;
+mod forward;
 pub mod indexer;
 mod openapi;
 mod vision;
@@ -37,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::indexer::watch::WatchOptions;
 
 pub use api::ApiError;
+pub use forward::{CommandRunner, ForwardedCommand, ForwardedOutcome, SERVER_FILE, ServerRecord, recorded_server};
 pub use indexer::{BackgroundIndexer, IndexerState, IndexerStatus};
 pub use openapi::openapi;
 pub use vision::BlipModels;
@@ -78,6 +80,9 @@ pub struct ServeOptions {
     pub body_timeout: std::time::Duration,
     /// The BLIP models the captioning, question and matching endpoints use.
     pub blip: BlipModels,
+    /// Runs commands forwarded by other `clipdex` processes (`POST /api/cli`); none: the
+    /// endpoint answers 404.
+    pub commands: Option<CommandRunner>,
 }
 
 impl Default for ServeOptions {
@@ -93,6 +98,7 @@ impl Default for ServeOptions {
             finetuned: Vec::new(),
             body_timeout: api::BODY_TIMEOUT,
             blip: BlipModels::default(),
+            commands: None,
         }
     }
 }
@@ -115,6 +121,7 @@ pub struct AppState {
     captioner: vision::OnDemand<crate::models::blip::BlipCaptioner>,
     answerer: vision::OnDemand<crate::models::blip::BlipAnswerer>,
     matcher: vision::OnDemand<crate::models::blip::BlipMatcher>,
+    commands: Option<CommandRunner>,
 }
 
 /// Query embeddings by (model, text).
@@ -140,6 +147,7 @@ impl AppState {
             captioner: vision::OnDemand::new(&options.blip.caption),
             answerer: vision::OnDemand::new(&options.blip.vqa),
             matcher: vision::OnDemand::new(&options.blip.itm),
+            commands: options.commands.clone(),
         }
     }
 
@@ -205,6 +213,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                             .wrap(actix_web::middleware::from_fn(guard))
                             .configure(api::routes)
                             .configure(vision::routes)
+                            .configure(forward::routes)
                             .default_service(web::to(|| async {
                                 ApiError::not_found("no such endpoint").error_response()
                             })),
@@ -371,6 +380,7 @@ pub fn serve(library: Library, options: ServeOptions, on_listen: impl FnOnce(&[S
     } else {
         (BackgroundIndexer::off(), None)
     };
+    let db = library.location().clone();
     let state = web::Data::new(AppState::new(library, indexer.clone(), &options));
     let workers =
         if options.workers > 0 { options.workers } else { std::thread::available_parallelism().map_or(2, |n| n.get()) };
@@ -379,6 +389,7 @@ pub fn serve(library: Library, options: ServeOptions, on_listen: impl FnOnce(&[S
             .workers(workers)
             .bind(&addrs[..])
             .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", options.bind)))?;
+        let _recorded = server.addrs().first().and_then(|addr| forward::record(&db, *addr));
         on_listen(&server.addrs());
         server.run().await.map_err(|e| Error::Invalid(format!("the server stopped: {e}")))
     });

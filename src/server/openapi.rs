@@ -230,6 +230,13 @@ pub fn openapi() -> Value {
                 "delete": {"summary": "Remove a folder and forget its photos",
                            "parameters": [query("path", json!({"type": "string"}), "The folder (or JSON body {\"path\"})")],
                            "responses": responses(200, ok("Photos forgotten", json!({"type": "object", "properties": {"removed": {"type": "integer"}}})), &[400, 404])}},
+            "/api/cli": {"post": {
+                "summary": "Run a clipdex command on the library this server holds (what a `clipdex` command does when it finds the folder library held by the server); only from this machine",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["args", "cwd"], "properties": {
+                    "args": {"type": "array", "items": {"type": "string"}, "description": "The command line without the program name"},
+                    "cwd": {"type": "string", "description": "Absolute working directory relative paths are resolved against"}}}}}},
+                "responses": responses(200, ok("What the command printed and its exit status", json!({"type": "object", "properties": {
+                    "stdout": {"type": "string"}, "stderr": {"type": "string"}, "exit": {"type": "integer"}}})), &[400, 403, 404])}},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": responses(200, ok("OpenAPI 3.0", json!({"type": "object"})), &[])}},
         }
     })

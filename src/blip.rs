@@ -61,13 +61,25 @@ fn caption_library(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<Exit
     let config = crate::library_config(g, clipdex::models::clip::MAX_BATCH)?;
     // Captioning needs no CLIP model: open whatever model made the vectors.
     let library = Library::open_as_stored(config)?;
+    if args.off {
+        library.set_caption_settings(None)?;
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            writeln!(out, "{}", json!({ "captioning": "off" }))?;
+        } else {
+            writeln!(out, "new photos are no longer captioned (stored captions stay)")?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let captioner = BlipCaptioner::load(&g.caption_model, &g.device.open()?)?;
     let options = CaptionOptions {
-        model: g.caption_model.clone(),
+        model: clipdex::models::source::canonical_spec(&g.caption_model),
         prompt: args.prompt.clone(),
         beams: args.beams as usize,
         max_tokens: args.max_tokens as usize,
     };
+    // Remembered first: an interrupted run leaves captioning on, and the next pass resumes it.
+    library.set_caption_settings(Some(&options))?;
     let started = std::time::Instant::now();
     let report = crate::with_progress(|progress| library.caption_library(&captioner, &options, progress))?;
     let mut out = std::io::stdout().lock();

@@ -272,19 +272,25 @@ pub(crate) fn on_library(
                 rescan_every: std::time::Duration::from_secs(rescan_secs),
             };
             let stop = std::sync::atomic::AtomicBool::new(false);
-            library.watch(&options, &stop, &|_, _| {}, &mut |report| {
-                let mut out = std::io::stdout().lock();
-                let line = if json {
-                    serde_json::to_string(report).unwrap_or_default()
-                } else {
-                    format!(
-                        "{} new, {} linked, {} removed, {} failed, {} auto-tagged ({} photos)",
-                        report.embedded, report.linked, report.removed, report.failed, report.tagged, report.seen
-                    )
-                };
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
-            })?;
+            library.watch(
+                &options,
+                &stop,
+                &|_, _| {},
+                &mut |report| {
+                    let mut out = std::io::stdout().lock();
+                    let line = if json {
+                        serde_json::to_string(report).unwrap_or_default()
+                    } else {
+                        format!(
+                            "{} new, {} linked, {} removed, {} failed, {} auto-tagged ({} photos)",
+                            report.embedded, report.linked, report.removed, report.failed, report.tagged, report.seen
+                        )
+                    };
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                },
+                &|_, _, _| {},
+            )?;
         }
         Command::Search(args) => {
             let filter = filter_of(&args.filter)?;

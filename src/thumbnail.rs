@@ -14,6 +14,9 @@ use crate::photo::{DecodeOptions, decode_photo};
 pub const MIN_SIZE: u32 = 16;
 /// Largest thumbnail side served (larger views load the file itself).
 pub const MAX_SIZE: u32 = 1024;
+/// The sizes the web UI asks for (the grid, the detail view): `serve` makes them in the
+/// background after indexing, so the first scroll through a new library is instant.
+pub const UI_SIZES: [u32; 2] = [256, 1024];
 /// JPEG quality of thumbnails.
 const QUALITY: u8 = 85;
 

@@ -151,11 +151,13 @@ fn library_captions_are_stored_incremental_shown_and_searchable() {
     let shown = ok_json(clipdex(&db, &["show", &coffee.to_string(), "--json"]));
     assert_eq!(shown["caption"], caption_golden("coffee.png/plain/1"));
 
-    // A new photo: only it is captioned. A deleted one takes its caption with it.
+    // A new photo: `index` captions it with the remembered settings, and only it. A deleted
+    // one takes its caption with it.
     std::fs::copy(fixtures().join("images/rocket.webp"), photos.join("rocket.webp")).unwrap();
-    assert!(clipdex(&db, &["index"]).status.success());
+    let indexed = ok_json(clipdex(&db, &["index", "--json"]));
+    assert_eq!(indexed["captioned"], 1, "{indexed}");
     let report = ok_json(clipdex(&db, &greedy));
-    assert_eq!(report, serde_json::json!({"images": 4, "captioned": 1, "unchanged": 3, "failed": 0}));
+    assert_eq!(report, serde_json::json!({"images": 4, "captioned": 0, "unchanged": 4, "failed": 0}));
     std::fs::remove_file(photos.join("astronaut.jpg")).unwrap();
     assert!(clipdex(&db, &["index"]).status.success());
     let stats = ok_json(clipdex(&db, &["stats", "--json"]));
@@ -222,4 +224,78 @@ fn an_interrupted_library_captioning_resumes_where_it_stopped() {
     assert_eq!(library.stats().unwrap().counts.captioned, 2);
     let report = library.caption_library(&captioner, &options, &|_, _| {}).unwrap();
     assert_eq!((report.images, report.captioned, report.unchanged), (3, 1, 2));
+}
+
+/// `caption --library` switches captioning on for the library: `index` captions what it adds,
+/// `serve` captions new photos and makes the UI's thumbnails in the background (its status
+/// shows the stages), and `caption --library --off` switches it off again.
+#[test]
+fn captioning_and_thumbnails_keep_up_with_new_photos() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, photos) = library(tmp.path());
+    let first = ok_json(clipdex(&db, &["caption", "--library", "--beams", "1", "--max-tokens", "5", "--json"]));
+    assert_eq!(first["captioned"], 3, "{first}");
+
+    // `index` captions the new photo with the remembered settings.
+    std::fs::copy(fixtures().join("images/rocket.webp"), photos.join("rocket.webp")).unwrap();
+    let report = ok_json(clipdex(&db, &["index", "--json"]));
+    assert_eq!((report["embedded"].as_u64(), report["captioned"].as_u64()), (Some(1), Some(1)), "{report}");
+    let rocket = ok_json(clipdex(&db, &["search", "x", "-k", "4", "--json"]))["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| file_name(r) == "rocket.webp")
+        .unwrap()["id"]
+        .to_string();
+    assert!(ok_json(clipdex(&db, &["show", &rocket, "--json"]))["caption"].is_string());
+
+    // `serve`: a photo added while it runs gets its caption and thumbnails in the background.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .args(["--db", db.to_str().unwrap()])
+        .args(["--model", fixtures().join("clip-tiny-p32").to_str().unwrap()])
+        .args(["serve", "--bind", "127.0.0.1:0", "--debounce-ms", "100"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches('/').to_string();
+    std::fs::copy(fixtures().join("images/camera_gray.png"), photos.join("camera.png")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        let status: Value = ureq::get(&format!("{url}/api/status")).call().unwrap().into_json().unwrap();
+        let stages = &status["stages"];
+        let thumbs = &stages["thumbnails"];
+        if status["library"]["images"] == 5
+            && stages["captioning"]["done"] == 5
+            && thumbs.is_object()
+            && thumbs["done"] == thumbs["total"]
+            && thumbs["total"] == 5
+        {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(status["stages"]["captioning"]["total"], 5, "{status}");
+    assert!(status["stages"]["tagging"].is_null(), "auto-tagging is off: {status}");
+    for size in ["256", "1024"] {
+        assert_eq!(std::fs::read_dir(db.join("thumbs").join(size)).unwrap().count(), 5, "{size}");
+    }
+    // Through the server (it holds the library): the new photo has its caption.
+    let found = ok_json(clipdex(&db, &["search", "x", "-k", "5", "--json"]));
+    let camera =
+        found["results"].as_array().unwrap().iter().find(|r| file_name(r) == "camera.png").unwrap()["id"].to_string();
+    assert!(ok_json(clipdex(&db, &["show", &camera, "--json"]))["caption"].is_string());
+    unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
+    server.wait().unwrap();
+
+    // Off: new photos are indexed but not captioned.
+    let off = ok_json(clipdex(&db, &["caption", "--library", "--off", "--json"]));
+    assert_eq!(off["captioning"], "off");
+    std::fs::copy(fixtures().join("images/chelsea_small.bmp"), photos.join("cat.bmp")).unwrap();
+    let report = ok_json(clipdex(&db, &["index", "--json"]));
+    assert_eq!((report["embedded"].as_u64(), report["captioned"].as_u64()), (Some(1), Some(0)), "{report}");
 }

@@ -372,9 +372,15 @@ fn watch_maintains_the_search_graph_in_the_background_on(s: &Setup) {
     let passes = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|scope| {
         let watcher = scope.spawn(|| {
-            lib.watch(&options, &stop, &|_, _| {}, &mut |_| {
-                passes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            })
+            lib.watch(
+                &options,
+                &stop,
+                &|_, _| {},
+                &mut |_| {
+                    passes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                },
+                &|_, _, _| {},
+            )
         });
         // The first pass embeds six photos; a maintenance thread then builds the graph while
         // later passes go on.

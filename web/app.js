@@ -354,6 +354,11 @@ async function pollStatus() {
     else if (ix.state === "watching") text += " · up to date";
     else if (ix.state === "no_folders") text += " · no folders yet (clipdex add FOLDER)";
     else if (ix.state === "failed") text += ` · indexing failed: ${ix.last_error}`;
+    const st = s.stages || {};
+    for (const [name, label] of [["captioning", "captioning"], ["thumbnails", "thumbnails"]]) {
+      const p = st[name];
+      if (p && p.total && p.done < p.total && ix.state === "watching") text += ` · ${label} ${p.done} / ${p.total}`;
+    }
     if (lib.failures) text += ` · ${lib.failures} unreadable`;
     $("status").textContent = text;
     showRerankers(s.finetuned || []);

@@ -442,9 +442,13 @@ pub struct CaptionArgs {
     /// Caption every indexed image instead, storing the captions in the database (shown by
     /// `show`, searched by `search --in captions`). Incremental: images already captioned with
     /// the same model, prompt, beams and token limit are skipped, so an interrupted run
-    /// resumes. JSON: {"images", "captioned", "unchanged", "failed"}.
+    /// resumes. JSON: {"images", "captioned", "unchanged", "failed"}. The settings are
+    /// remembered: later `index`, `watch` and `serve` passes caption new photos with them.
     #[arg(long)]
     pub library: bool,
+    /// With --library: stop captioning new photos (stored captions stay).
+    #[arg(long, requires = "library")]
+    pub off: bool,
     /// Text the caption starts with (e.g. "a picture of").
     #[arg(long)]
     pub prompt: Option<String>,

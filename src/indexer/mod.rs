@@ -67,6 +67,9 @@ pub struct IndexReport {
     pub missing_roots: Vec<PathBuf>,
     /// Images auto-tagged after the pass (when `clipdex autotag` has been set up).
     pub tagged: u64,
+    /// Images captioned after the pass (`clipdex index`, when `caption --library` has switched
+    /// captioning on; `watch` and `serve` caption in the background instead).
+    pub captioned: u64,
     /// Roots another process was scanning (PostgreSQL: one process scans a root at a time;
     /// this one helped embed what that one queued).
     #[serde(serialize_with = "crate::path_text::display_list")]

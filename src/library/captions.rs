@@ -16,8 +16,11 @@ use crate::query::captions::{BlendedHit, CaptionIndex, fuse};
 use crate::query::{self, SearchFilter, SearchHit};
 use crate::store::{ImageId, StoredCaption};
 
+/// The setting holding how new photos are captioned (stored by `caption --library`).
+pub(crate) const CAPTION_SETTING: &str = "caption";
+
 /// How `caption --library` captions.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct CaptionOptions {
     /// The captioning model's name (hub id or directory), part of the settings fingerprint.
     pub model: String,
@@ -74,6 +77,18 @@ impl Library {
         options: &CaptionOptions,
         progress: Progress,
     ) -> Result<CaptionReport> {
+        self.caption_images(captioner, options, progress, &|| false)
+    }
+
+    /// Captions every image not yet captioned with `options`, asking `pause` between images:
+    /// when it says so, the run ends early (what was captioned is kept).
+    fn caption_images(
+        &self,
+        captioner: &BlipCaptioner,
+        options: &CaptionOptions,
+        progress: Progress,
+        pause: &dyn Fn() -> bool,
+    ) -> Result<CaptionReport> {
         let fingerprint = options.fingerprint();
         let start = captioner.start_ids(options.prompt.as_deref())?;
         let decode =
@@ -84,6 +99,8 @@ impl Library {
         for (done, &id) in ids.iter().enumerate() {
             if self.store.caption_of(id)?.is_some_and(|c| c.settings == fingerprint) {
                 report.unchanged += 1;
+            } else if pause() {
+                break;
             } else {
                 let image = self.store.paths_of(id)?.iter().find_map(|p| match open_rgb(p, &decode) {
                     Ok(image) => Some(image),
@@ -107,6 +124,39 @@ impl Library {
         }
         self.store.flush()?;
         Ok(report)
+    }
+
+    /// How new photos are captioned, when captioning is on for the library.
+    pub fn caption_settings(&self) -> Result<Option<CaptionOptions>> {
+        match self.store.setting_json(CAPTION_SETTING)? {
+            None => Ok(None),
+            Some(json) => serde_json::from_slice::<Option<CaptionOptions>>(&json)
+                .map_err(|e| crate::Error::Store(format!("the setting {CAPTION_SETTING} is not readable: {e}"))),
+        }
+    }
+
+    /// Switches captioning of new photos on with `options` (`caption --library` does), or off.
+    pub fn set_caption_settings(&self, options: Option<&CaptionOptions>) -> Result<()> {
+        let json = serde_json::to_vec(&options).map_err(|e| crate::Error::Store(e.to_string()))?;
+        self.store.set_setting_json(CAPTION_SETTING, &json)
+    }
+
+    /// Captions the photos the stored settings have not captioned yet (nothing when captioning
+    /// is off), loading the captioning model once per library; `pause` ends the run early.
+    pub fn caption_pending(&self, progress: Progress, pause: &dyn Fn() -> bool) -> Result<Option<CaptionReport>> {
+        let Some(options) = self.caption_settings()? else { return Ok(None) };
+        let captioner = {
+            let mut cached = self.captioner.lock().expect("captioner lock");
+            match cached.as_ref().filter(|(model, _)| *model == options.model) {
+                Some((_, captioner)) => captioner.clone(),
+                None => {
+                    let loaded = Arc::new(BlipCaptioner::load(&options.model, &self.config.device.open()?)?);
+                    *cached = Some((options.model.clone(), loaded.clone()));
+                    loaded
+                }
+            }
+        };
+        self.caption_images(&captioner, &options, progress, pause).map(Some)
     }
 
     /// Captions one indexed image now, from the file it was indexed from, and stores the

@@ -37,8 +37,18 @@ const LABEL_CHUNK: usize = 128;
 /// The `meta` key of the auto-tagging settings.
 const AUTOTAG_SETTING: &str = "autotag";
 
+/// Work a watch does in the background after its passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Captioning new photos (`caption --library` switched it on).
+    Captioning,
+    /// Making the web UI's thumbnails.
+    Thumbnails,
+}
+
 /// Every JSON setting a library keeps (what `migrate` carries over): a new setting belongs here.
-pub(crate) const SETTINGS: &[&str] = &[AUTOTAG_SETTING, duplicates::DISMISSED_SETTING];
+pub(crate) const SETTINGS: &[&str] = &[AUTOTAG_SETTING, duplicates::DISMISSED_SETTING, captions::CAPTION_SETTING];
 
 /// How to open a library.
 #[derive(Debug, Clone)]
@@ -128,6 +138,8 @@ pub struct Library {
     index: std::sync::Mutex<Option<CachedIndex>>,
     /// The caption ranking, kept while no caption changes: (caption changes, index).
     caption_index: std::sync::Mutex<Option<(u64, Arc<query::captions::CaptionIndex>)>>,
+    /// The captioning model of the stored caption settings, loaded on first use.
+    captioner: std::sync::Mutex<Option<(String, Arc<crate::models::blip::BlipCaptioner>)>>,
 }
 
 struct CachedIndex {
@@ -267,6 +279,7 @@ impl Library {
             segmenter: Default::default(),
             index: Default::default(),
             caption_index: Default::default(),
+            captioner: Default::default(),
         }
     }
 
@@ -392,8 +405,9 @@ impl Library {
     /// Brings the database in step with the folders, once, then the search graph in step
     /// with the database (large libraries).
     pub fn index(&self, progress: Progress) -> Result<IndexReport> {
-        let report = self.index_pass(false, progress)?;
+        let mut report = self.index_pass(false, progress)?;
         self.maintain_index()?;
+        report.captioned = self.caption_pending(progress, &|| false)?.map_or(0, |r| r.captioned);
         Ok(report)
     }
 
@@ -401,8 +415,9 @@ impl Library {
     /// photo left, or on another device than before) are forgotten too: for a user who did
     /// empty the folder or move it to another drive.
     pub fn index_and_prune(&self, progress: Progress) -> Result<IndexReport> {
-        let report = self.index_pass(true, progress)?;
+        let mut report = self.index_pass(true, progress)?;
         self.maintain_index()?;
+        report.captioned = self.caption_pending(progress, &|| false)?.map_or(0, |r| r.captioned);
         Ok(report)
     }
 
@@ -577,15 +592,22 @@ impl Library {
         stop: &std::sync::atomic::AtomicBool,
         progress: Progress,
         on_pass: &mut dyn FnMut(&IndexReport),
+        on_stage: &(dyn Fn(Stage, u64, u64) + Sync),
     ) -> Result<()> {
+        use std::sync::atomic::{AtomicBool, Ordering};
         let roots = self.roots()?;
         if roots.is_empty() {
             return Err(Error::Invalid("no folders to watch: add one with `clipdex add ROOT`".into()));
         }
+        let pass_running = AtomicBool::new(false);
         std::thread::scope(|scope| {
             let mut maintenance: Option<std::thread::ScopedJoinHandle<'_, Result<IndexState>>> = None;
+            let mut background: Option<std::thread::ScopedJoinHandle<'_, ()>> = None;
             let followed = indexer::watch::follow(&roots, options, stop, || {
-                let report = self.index_pass(false, progress)?;
+                pass_running.store(true, Ordering::Relaxed);
+                let report = self.index_pass(false, progress);
+                pass_running.store(false, Ordering::Relaxed);
+                let report = report?;
                 on_pass(&report);
                 if maintenance.as_ref().is_none_or(|m| m.is_finished()) {
                     if let Some(done) = maintenance.take() {
@@ -595,13 +617,66 @@ impl Library {
                         maintenance = Some(scope.spawn(|| self.maintain_index()));
                     }
                 }
+                // Captions and thumbnails of what the pass added, in the background; they give
+                // way to the next pass (which starts them again when it ends).
+                if background.as_ref().is_none_or(|b| b.is_finished()) {
+                    if let Some(done) = background.take() {
+                        let _ = done.join();
+                    }
+                    let pause = || stop.load(Ordering::Relaxed) || pass_running.load(Ordering::Relaxed);
+                    background = Some(scope.spawn(move || self.background_work(&pause, on_stage)));
+                }
                 Ok(())
             });
             if let Some(running) = maintenance {
                 log_maintenance(running.join());
             }
+            if let Some(running) = background {
+                let _ = running.join();
+            }
             followed
         })
+    }
+
+    /// What follows a watch's pass, at lower priority: captions (when captioning is on) and the
+    /// web UI's thumbnails of every photo not yet done; `pause` ends it early. Failures are
+    /// logged, not fatal: they are retried after the next pass.
+    fn background_work(&self, pause: &dyn Fn() -> bool, on_stage: &(dyn Fn(Stage, u64, u64) + Sync)) {
+        if let Err(e) = self.caption_pending(&|done, total| on_stage(Stage::Captioning, done, total), pause) {
+            tracing::warn!("captioning new photos failed: {e}");
+        }
+        if pause() {
+            return;
+        }
+        if let Err(e) = self.make_thumbnails(&|done, total| on_stage(Stage::Thumbnails, done, total), pause) {
+            tracing::warn!("making thumbnails failed: {e}");
+        }
+    }
+
+    /// Makes the web UI's thumbnails ([`thumbnail::UI_SIZES`]) of every photo that lacks one;
+    /// `pause` ends it early. A photo that cannot be read now is skipped.
+    pub fn make_thumbnails(&self, progress: Progress, pause: &dyn Fn() -> bool) -> Result<u64> {
+        let records: Vec<(ImageId, ImageRecord)> = self.store.images().collect::<Result<_>>()?;
+        let dir = self.config.db.local_dir().join("thumbs");
+        let total = records.len() as u64;
+        let mut made = 0;
+        progress(0, total);
+        for (done, (id, record)) in records.iter().enumerate() {
+            for size in thumbnail::UI_SIZES {
+                if dir.join(size.to_string()).join(format!("{}.jpg", record.hash)).is_file() {
+                    continue;
+                }
+                if pause() {
+                    return Ok(made);
+                }
+                match self.thumbnail(*id, size) {
+                    Ok(_) => made += 1,
+                    Err(e) => tracing::debug!("no thumbnail for image {id}: {e}"),
+                }
+            }
+            progress(done as u64 + 1, total);
+        }
+        Ok(made)
     }
 
     /// The graph snapshot of the current vectors (one folder per vector generation, so a

@@ -705,8 +705,22 @@ async fn dismiss_duplicates(state: web::Data<AppState>, body: web::Json<DismissB
 async fn status(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let indexer = state.indexer.status();
     let finetuned = state.finetuned_names();
-    let library = blocking(move || state.library.stats()).await?;
-    Ok(HttpResponse::Ok().json(json!({ "library": library, "indexer": indexer, "finetuned": finetuned })))
+    let (library, tagging, captioning) = blocking(move || {
+        let library = state.library.stats()?;
+        Ok((library, state.library.autotag_settings()?.is_some(), state.library.caption_settings()?.is_some()))
+    })
+    .await?;
+    // Each stage: images done of the library's (embedding: files of the running pass); null
+    // for a stage that is switched off or has not run yet.
+    let (images, counts) = (library.counts.images, &library.counts);
+    let stages = json!({
+        "embedding": {"done": indexer.done, "total": indexer.total},
+        "tagging": tagging.then(|| json!({"done": counts.tagged, "total": images})),
+        "captioning": captioning.then(|| json!({"done": counts.captioned, "total": images})),
+        "thumbnails": indexer.thumbnails,
+    });
+    Ok(HttpResponse::Ok()
+        .json(json!({ "library": library, "indexer": indexer, "stages": stages, "finetuned": finetuned })))
 }
 
 async fn roots(state: web::Data<AppState>) -> ApiResult<HttpResponse> {

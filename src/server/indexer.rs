@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::Library;
 use crate::indexer::IndexReport;
 use crate::indexer::watch::WatchOptions;
+use crate::library::Stage;
 
 /// Pause after a failed pass before the watch starts again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -53,6 +54,19 @@ pub struct IndexerStatus {
     pub last_pass: Option<IndexReport>,
     /// The last error, until a pass succeeds.
     pub last_error: Option<String>,
+    /// Background work after the passes: captioning new photos (images looked at of the
+    /// library's), and making the UI's thumbnails; `None` until it starts.
+    pub captioning: Option<StageProgress>,
+    pub thumbnails: Option<StageProgress>,
+}
+
+/// How far a background stage got in its latest run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StageProgress {
+    /// Images looked at.
+    pub done: u64,
+    /// Images in the library.
+    pub total: u64,
 }
 
 /// The background indexer; dropping the server stops it through [`BackgroundIndexer::stop`].
@@ -78,6 +92,8 @@ impl BackgroundIndexer {
                 passes: 0,
                 last_pass: None,
                 last_error: None,
+                captioning: None,
+                thumbnails: None,
             }),
             interrupt: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
@@ -184,13 +200,27 @@ impl BackgroundIndexer {
                 s.state = IndexerState::Indexing;
                 (s.done, s.total) = (done, total);
             };
-            let outcome = library.watch(options, &self.interrupt, &progress, &mut |report| {
+            let on_stage = |stage: Stage, done: u64, total: u64| {
                 let mut s = self.lock();
-                s.state = IndexerState::Watching;
-                s.passes += 1;
-                s.last_pass = Some(report.clone());
-                s.last_error = None;
-            });
+                let progress = Some(StageProgress { done, total });
+                match stage {
+                    Stage::Captioning => s.captioning = progress,
+                    Stage::Thumbnails => s.thumbnails = progress,
+                }
+            };
+            let outcome = library.watch(
+                options,
+                &self.interrupt,
+                &progress,
+                &mut |report| {
+                    let mut s = self.lock();
+                    s.state = IndexerState::Watching;
+                    s.passes += 1;
+                    s.last_pass = Some(report.clone());
+                    s.last_error = None;
+                },
+                &on_stage,
+            );
             if let Err(e) = outcome {
                 self.failed(&e);
             }

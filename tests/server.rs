@@ -179,14 +179,18 @@ async fn text_search_can_locate_the_query_in_each_result() {
     // Without crops, no region key at all.
     let (_, plain) = call!(app, test::TestRequest::get().uri("/api/search?q=a%20cat&k=4"));
     assert!(plain["results"][0].get("region").is_none());
-    for (uri, needle) in [
-        ("/api/search?tag=x&crops=true", "needs a text"),
-        ("/api/search?q=cat&crops=maybe", "crops must be"),
-        ("/api/search?q=cat&crops=1&k=51", "at most 50"),
-    ] {
+    for (uri, needle) in
+        [("/api/search?q=cat&crops=maybe", "crops must be"), ("/api/search?q=cat&crops=1", "crops must be")]
+    {
         let (status, body) = call!(app, test::TestRequest::get().uri(uri));
         assert_error(status, &body, StatusCode::BAD_REQUEST, needle);
     }
+    // Regions for at most 50 results a page; none without a text query.
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?q=cat&crops=true&k=51"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["results"].as_array().unwrap().len() <= 50);
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?tag=x&crops=true"));
+    assert_eq!((status, &body["results"]), (StatusCode::OK, &serde_json::json!([])), "{body}");
 
     // A segmentation model that cannot be loaded is the server's problem, said clearly.
     let mut config = LibraryConfig::new(s.tmp.path().join("db3"), model());
@@ -196,7 +200,7 @@ async fn text_search_can_locate_the_query_in_each_result() {
     lib.index(&|_, _| {}).unwrap();
     let state = web::Data::new(AppState::new(Arc::new(lib), BackgroundIndexer::off(), &ServeOptions::default()));
     let app = test::init_service(App::new().configure(configure(state))).await;
-    let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?q=cat&k=2&crops=1"));
+    let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?q=cat&k=2&crops=true"));
     assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "/no/such/clipseg-model");
 }
 
@@ -212,23 +216,36 @@ async fn bad_search_requests_get_clear_json_errors() {
         ("/api/search?q=cat&k=-1".to_string(), "k"),
         ("/api/search?q=cat&k=abc".to_string(), "k"),
         ("/api/search?q=cat&offset=99999999".to_string(), "offset"),
-        ("/api/search".to_string(), "give a query"),
-        ("/api/search?q=%20%20".to_string(), "give a query"),
         (format!("/api/search?q={long}"), "longer than"),
         ("/api/search?q=cat&after=yesterday".to_string(), "after"),
         ("/api/search?q=cat&before=2024-13-45".to_string(), "before"),
         ("/api/search?q=cat&under=photos/even".to_string(), "absolute"),
-        ("/api/search?q=cat&under=/tmp/../etc".to_string(), ".."),
-        ("/api/search?q=cat&under=%2F..%2F..%2Fetc%2Fpasswd".to_string(), ".."),
+        ("/api/search?q=cat&under=%2Ftmp%2F%00x".to_string(), "NUL"),
+        ("/api/search?q=cat&k=".to_string(), "k must be"),
     ];
+    // A folder with `..` names nothing in the library (its paths are canonical): no results.
+    for uri in ["/api/search?q=cat&under=/tmp/../etc", "/api/search?q=cat&under=%2F..%2F..%2Fetc%2Fpasswd"] {
+        let (status, body) = call!(app, test::TestRequest::get().uri(uri));
+        assert_eq!((status, &body["results"]), (StatusCode::OK, &serde_json::json!([])), "{uri}: {body}");
+    }
+    // Nothing to look for (no query, a blank one, no tag): nothing found, not an error.
+    for uri in ["/api/search", "/api/search?q=%20%20", "/api/search?in=captions"] {
+        let (status, body) = call!(app, test::TestRequest::get().uri(uri));
+        assert_eq!((status, &body["results"]), (StatusCode::OK, &serde_json::json!([])), "{uri}: {body}");
+    }
     for (uri, needle) in cases {
         let (status, body) = call!(app, test::TestRequest::get().uri(&uri));
         assert_error(status, &body, StatusCode::BAD_REQUEST, needle);
     }
     let (status, body) = call!(app, test::TestRequest::get().uri("/api/nothing/here"));
     assert_error(status, &body, StatusCode::NOT_FOUND, "no such endpoint");
-    let (status, body) = call!(app, test::TestRequest::delete().uri("/api/search?q=cat"));
-    assert_error(status, &body, StatusCode::NOT_FOUND, "no such endpoint");
+    // A method the endpoint does not take: 405, with the ones it takes.
+    let response = test::call_service(&app, test::TestRequest::delete().uri("/api/search?q=cat").to_request()).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers().get("allow").unwrap(), "GET");
+    let response = test::call_service(&app, test::TestRequest::put().uri("/api/roots").to_request()).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers().get("allow").unwrap(), "DELETE, GET, POST");
     // An unknown tag is not an error: nothing carries it.
     let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?tag=unicorn"));
     assert_eq!((status, ids(&body).len()), (StatusCode::OK, 0));
@@ -497,13 +514,18 @@ async fn status_tags_and_roots() {
     assert_eq!(body["root"].as_str().unwrap(), std::fs::canonicalize(&more).unwrap().to_str().unwrap());
     for (json, needle) in [
         (serde_json::json!({"path": "relative/folder"}), "absolute"),
-        (serde_json::json!({"path": "/no/such/folder"}), "/no/such/folder"),
-        (serde_json::json!({"path": format!("{}/../..", s.photos.display())}), ".."),
         (serde_json::json!({"path": ""}), "path"),
+        (serde_json::json!({"path": "/tmp/\u{0}x"}), "NUL"),
         (serde_json::json!({"folder": "/tmp"}), "bad JSON"),
     ] {
         let (status, body) = call!(app, test::TestRequest::post().uri("/api/roots").set_json(json));
         assert_error(status, &body, StatusCode::BAD_REQUEST, needle);
+    }
+    // A folder that is not there is not found (`..` is resolved like any path).
+    for missing in ["/no/such/folder", "/no/such/../folder"] {
+        let (status, body) =
+            call!(app, test::TestRequest::post().uri("/api/roots").set_json(serde_json::json!({"path": missing})));
+        assert_error(status, &body, StatusCode::NOT_FOUND, missing);
     }
 
     let uri = format!("/api/roots?path={}", s.photos.join("odd").display());
@@ -821,9 +843,7 @@ async fn captions_are_shown_searched_and_blended() {
     assert_eq!(ids(&body), plain.iter().map(|h| h.id).collect::<Vec<_>>());
     assert!(body["results"][0].get("blended").is_none());
 
-    for bad in
-        ["in=pixels&q=x", "in=captions", "in=captions&q=x&crops=true", "q=x&caption_weight=2", "q=x&caption_weight=nan"]
-    {
+    for bad in ["in=pixels&q=x", "in=", "q=x&caption_weight=2", "q=x&caption_weight=nan", "q=x&caption_weight="] {
         let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/search?{bad}")));
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
         assert!(body["error"].is_string());
@@ -962,8 +982,7 @@ async fn searches_rerank_with_registered_fine_tuned_models_only() {
         ("/api/search?q=cat&rerank=clip:other", StatusCode::BAD_REQUEST, "known: p16"),
         ("/api/search?q=cat&rerank=clip:/etc", StatusCode::BAD_REQUEST, "no fine-tuned model"),
         ("/api/search?q=cat&rerank=blip", StatusCode::BAD_REQUEST, "itm or clip:NAME"),
-        ("/api/search?q=cat&rerank=clip:p16&crops=true", StatusCode::BAD_REQUEST, "rerank needs"),
-        ("/api/search?tag=x&rerank=clip:p16", StatusCode::BAD_REQUEST, "rerank needs"),
+        ("/api/search?q=cat&rerank=", StatusCode::BAD_REQUEST, "rerank must be"),
         ("/api/search?q=cat&rerank=clip:p16&rerank_top=500", StatusCode::BAD_REQUEST, "rerank_top"),
     ] {
         let (status, body) = call!(app, test::TestRequest::get().uri(uri));
@@ -1143,8 +1162,6 @@ async fn masks_regions_crops_and_itm_reranking() {
         "/api/crops".to_string(),
         "/api/crops?q=cat&k=0".to_string(),
         "/api/crops?q=cat&candidates=1000".to_string(),
-        "/api/search?q=cat&rerank=itm&rerank_top=101".to_string(),
-        "/api/search?q=cat&rerank=itm&k=60&offset=50".to_string(),
         "/api/search?q=cat&rerank=blip".to_string(),
     ] {
         let (status, body) = call!(app, test::TestRequest::get().uri(&bad));
@@ -1172,4 +1189,10 @@ async fn masks_regions_crops_and_itm_reranking() {
     let more = next["results"].as_array().unwrap();
     assert_eq!(more.len(), 4, "the rest of the nine");
     assert!(more[0]["itm"].as_f64().unwrap() <= itm[4]);
+    // ITM re-scores at most the best 100: a page past them is empty, one across them is cut.
+    let (status, past) = call!(app, test::TestRequest::get().uri("/api/search?q=cat&rerank=itm&offset=100&k=5"));
+    assert_eq!((status, &past["results"]), (StatusCode::OK, &serde_json::json!([])));
+    let (status, _) =
+        call!(app, test::TestRequest::get().uri("/api/search?q=cat&rerank=itm&rerank_top=150&k=60&offset=50"));
+    assert_eq!(status, StatusCode::OK);
 }

@@ -535,10 +535,12 @@ fn process_batch(
 
 /// Canonical form of a root as the user typed it (absolute, symlinks resolved).
 pub fn canonical_root(path: &Path) -> Result<PathBuf> {
-    let p = std::fs::canonicalize(path)
-        .map_err(|e| Error::Invalid(format!("{}: cannot use as a photo folder: {e}", path.display())))?;
+    let p = std::fs::canonicalize(path).map_err(|e| {
+        let message = format!("{}: cannot use as a photo folder: {e}", path.display());
+        if e.kind() == std::io::ErrorKind::NotFound { Error::NotFound(message) } else { Error::Invalid(message) }
+    })?;
     if !p.is_dir() {
-        return Err(Error::Invalid(format!("{}: not a folder", path.display())));
+        return Err(Error::NotFound(format!("{}: no folder there (a file is)", path.display())));
     }
     Ok(p)
 }

@@ -1,7 +1,7 @@
 //! The `/api` handlers: each checks its input, calls the library on the blocking pool, and
 //! answers JSON; errors are `{"error": MESSAGE}` with a status that says whose fault it is.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use actix_multipart::Multipart;
@@ -162,22 +162,23 @@ impl SearchParams {
 pub(super) const MAX_DISMISS: usize = 1000;
 
 pub(super) fn number_param(raw: Option<&str>, name: &str, default: usize, min: usize, max: usize) -> ApiResult<usize> {
-    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else { return Ok(default) };
+    // Absent: the default. Present, even empty, it must be a number (as documented).
+    let Some(raw) = raw.map(str::trim) else { return Ok(default) };
     match raw.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(ApiError::bad_request(format!("{name} must be a whole number between {min} and {max}, not {raw:?}"))),
     }
 }
 
-/// A folder named in a request: absolute, without `..` (stored paths never have them, so
-/// such a prefix could only be an attempt to step out of one).
+/// A folder a search is restricted to: absolute. Stored paths are canonical (no `..`), so a
+/// folder with `..` in it simply holds no result: it can name nothing outside the library.
 fn folder_param(p: &str) -> ApiResult<PathBuf> {
     let path = PathBuf::from(p);
     if !path.is_absolute() {
         return Err(ApiError::bad_request(format!("{p:?} is not an absolute path")));
     }
-    if path.components().any(|c| matches!(c, Component::ParentDir)) || p.contains('\0') {
-        return Err(ApiError::bad_request(format!("{p:?} must not contain `..`")));
+    if p.contains('\0') {
+        return Err(ApiError::bad_request("a path cannot contain a NUL byte"));
     }
     Ok(path)
 }
@@ -269,39 +270,27 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
     let (k, offset) = params.page()?;
     let filter = params.filter()?;
     let text = params.q.as_deref().map(str::trim).unwrap_or("").to_string();
-    if text.len() > MAX_QUERY_BYTES {
-        return Err(ApiError::bad_request(format!("the query is longer than {MAX_QUERY_BYTES} bytes")));
-    }
-    if text.is_empty() && filter.tag.is_none() {
-        return Err(ApiError::bad_request("give a query (q) or a tag"));
+    if text.chars().count() > MAX_QUERY_BYTES {
+        return Err(ApiError::bad_request(format!("the query is longer than {MAX_QUERY_BYTES} characters")));
     }
     let crops = match params.crops.as_deref() {
-        None | Some("" | "0" | "false") => false,
-        Some("1" | "true") => true,
+        None | Some("false") => false,
+        Some("true") => true,
         Some(other) => return Err(ApiError::bad_request(format!("crops must be true or false, not {other:?}"))),
     };
-    if crops && text.is_empty() {
-        return Err(ApiError::bad_request("crops needs a text query (q)"));
-    }
-    if crops && k > MAX_CROPS {
-        return Err(ApiError::bad_request(format!("with crops, k must be at most {MAX_CROPS}")));
-    }
     let in_captions = match params.rank_in.as_deref().map(str::trim) {
-        None | Some("" | "clip") => false,
+        None | Some("clip") => false,
         Some("captions") => true,
         Some(other) => return Err(ApiError::bad_request(format!("in must be clip or captions, not {other:?}"))),
     };
-    if in_captions && (text.is_empty() || crops) {
-        return Err(ApiError::bad_request("in=captions needs a text query (q) and takes no crops"));
-    }
-    let weight = match params.caption_weight.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
+    let weight = match params.caption_weight.as_deref().map(str::trim) {
         None => crate::query::captions::DEFAULT_CAPTION_WEIGHT,
         Some(w) => match w.parse::<f32>() {
             Ok(w) if (0.0..=1.0).contains(&w) => w,
             _ => return Err(ApiError::bad_request(format!("caption_weight must be between 0 and 1, not {w:?}"))),
         },
     };
-    let rerank = match params.rerank.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+    let rerank = match params.rerank.as_deref().map(str::trim) {
         None => None,
         Some("itm") => Some(Rerank::Itm),
         Some(r) => match r.strip_prefix("clip:") {
@@ -309,22 +298,31 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
             _ => return Err(ApiError::bad_request(format!("rerank must be itm or clip:NAME, not {r:?}"))),
         },
     };
-    let max_top = if matches!(rerank, Some(Rerank::Itm)) { MAX_ITM_TOP } else { MAX_RERANK_TOP };
     let top = number_param(
         params.rerank_top.as_deref(),
         "rerank_top",
-        crate::query::rerank::DEFAULT_RERANK_TOP.min(max_top),
+        crate::query::rerank::DEFAULT_RERANK_TOP,
         1,
-        max_top,
+        MAX_RERANK_TOP,
     )?;
-    if matches!(rerank, Some(Rerank::Itm)) && offset + k > MAX_ITM_TOP {
-        return Err(ApiError::bad_request(format!(
-            "rerank=itm re-scores at most the best {MAX_ITM_TOP} results: offset + k must not pass it"
-        )));
+    if text.is_empty() && filter.tag.is_none() {
+        // Nothing to look for: nothing found.
+        return Ok(results(Vec::new(), std::time::Instant::now()));
     }
-    if rerank.is_some() && (text.is_empty() || crops || in_captions) {
-        return Err(ApiError::bad_request("rerank needs a text query (q) and takes neither crops nor in=captions"));
-    }
+    // Options that do not go together are settled by precedence (each is valid on its own, and
+    // the API takes every request its description allows): ranking by captions, then
+    // re-ranking, then regions; the three need a text query and are ignored without one.
+    let in_captions = in_captions && !text.is_empty();
+    let rerank = rerank.filter(|_| !text.is_empty() && !in_captions);
+    let crops = crops && !text.is_empty() && !in_captions && rerank.is_none();
+    // Bounded work: regions for at most MAX_CROPS results a page; ITM re-scores at most the
+    // best MAX_ITM_TOP, so its pages end there.
+    let k = if crops { k.min(MAX_CROPS) } else { k };
+    let (k, top) = match rerank {
+        Some(Rerank::Itm) if offset >= MAX_ITM_TOP => return Ok(results(Vec::new(), std::time::Instant::now())),
+        Some(Rerank::Itm) => (k.min(MAX_ITM_TOP - offset), top.min(MAX_ITM_TOP)),
+        _ => (k, top),
+    };
     let started = std::time::Instant::now();
     let hits = blocking(move || {
         if let Some(Rerank::Itm) = rerank {
@@ -675,10 +673,11 @@ struct DuplicatesParams {
 /// The near-duplicate groups (`clipdex duplicates --json`). The photos of candidate pairs are
 /// decoded once for their perceptual hash, so a first call on a large library takes a while.
 async fn duplicates(state: web::Data<AppState>, params: web::Query<DuplicatesParams>) -> ApiResult<HttpResponse> {
-    let threshold = match params.threshold.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+    let threshold = match params.threshold.as_deref().map(str::trim) {
         None => crate::query::duplicates::DEFAULT_THRESHOLD,
-        Some(raw) => match raw.parse::<f32>() {
-            Ok(t) if t > 0.0 && t <= 1.0 => t,
+        // Parsed wide: a tiny positive number is still above 0 (and then the smallest f32).
+        Some(raw) => match raw.parse::<f64>() {
+            Ok(t) if t > 0.0 && t <= 1.0 => (t as f32).max(f32::MIN_POSITIVE),
             _ => return Err(ApiError::bad_request(format!("threshold must be a number in (0, 1], not {raw:?}"))),
         },
     };
@@ -735,11 +734,21 @@ struct RootBody {
     path: String,
 }
 
+/// A library folder named in a request: absolute. `..` is allowed here (unlike in a search
+/// filter): the folder is resolved before it is stored, and removing one compares it with the
+/// stored folders.
 fn root_param(p: &str) -> ApiResult<PathBuf> {
     if p.trim().is_empty() {
         return Err(ApiError::bad_request("give the folder's path"));
     }
-    folder_param(p)
+    let path = PathBuf::from(p);
+    if !path.is_absolute() {
+        return Err(ApiError::bad_request(format!("{p:?} is not an absolute path")));
+    }
+    if p.contains('\0') {
+        return Err(ApiError::bad_request("a path cannot contain a NUL byte"));
+    }
+    Ok(path)
 }
 
 async fn add_root(state: web::Data<AppState>, body: web::Json<RootBody>) -> ApiResult<HttpResponse> {

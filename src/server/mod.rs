@@ -214,6 +214,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                             .configure(api::routes)
                             .configure(vision::routes)
                             .configure(forward::routes)
+                            .configure(undeclared_methods)
                             .default_service(web::to(|| async {
                                 ApiError::not_found("no such endpoint").error_response()
                             })),
@@ -367,6 +368,28 @@ pub fn resolve_bind(bind: &str, token: Option<&str>) -> Result<Vec<SocketAddr>> 
         )));
     }
     Ok(addrs)
+}
+
+/// Every path of the API answers a method it does not take with 405 and the methods it does
+/// take (`Allow`), from the OpenAPI document, so the two cannot disagree.
+fn undeclared_methods(cfg: &mut web::ServiceConfig) {
+    let doc = openapi();
+    for (path, methods) in doc["paths"].as_object().into_iter().flatten() {
+        let Some(local) = path.strip_prefix("/api") else { continue };
+        let allow: Vec<String> = methods.as_object().into_iter().flatten().map(|(m, _)| m.to_uppercase()).collect();
+        let allow = allow.join(", ");
+        cfg.route(
+            local,
+            web::route().to(move || {
+                let allow = allow.clone();
+                async move {
+                    HttpResponse::MethodNotAllowed()
+                        .insert_header((header::ALLOW, allow.clone()))
+                        .json(serde_json::json!({ "error": format!("this endpoint takes {allow}") }))
+                }
+            }),
+        );
+    }
 }
 
 /// Serves the library until the process is interrupted (Ctrl-C). `on_listen` sees the

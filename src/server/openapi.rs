@@ -12,8 +12,18 @@ fn query(name: &str, schema: Value, description: &str) -> Value {
 }
 
 fn id_param() -> Value {
-    json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0},
+    json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX},
            "description": "Image id (from search results)"})
+}
+
+/// A date filter as the server reads it.
+fn date() -> Value {
+    json!({"anyOf": [
+        {"type": "string", "maxLength": 0},
+        {"type": "string", "pattern": "^[0-9]{4}$"},
+        {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"},
+        {"type": "string", "format": "date"},
+        {"type": "string", "format": "date-time"}]})
 }
 
 fn search_params() -> Vec<Value> {
@@ -24,13 +34,17 @@ fn search_params() -> Vec<Value> {
             json!({"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}),
             "Results to skip (paging)",
         ),
-        query("under", json!({"type": "string"}), "Only images with a file under this absolute folder"),
+        query(
+            "under",
+            json!({"type": "string", "pattern": "^(/[^\\x00]*)?$"}),
+            "Only images with a file under this absolute folder (empty: anywhere)",
+        ),
         query(
             "after",
-            json!({"type": "string"}),
-            "Only images dated on or after: YYYY, YYYY-MM, YYYY-MM-DD or RFC 3339",
+            date(),
+            "Only images dated on or after: YYYY, YYYY-MM, YYYY-MM-DD or RFC 3339 (empty: no limit)",
         ),
-        query("before", json!({"type": "string"}), "Only images dated before this"),
+        query("before", date(), "Only images dated before this"),
         query("tag", json!({"type": "string"}), "Only images auto-tagged with this label"),
     ]
 }
@@ -65,9 +79,14 @@ pub fn openapi() -> Value {
     )];
     search.extend(search_params());
     search.push(query(
+        "crops",
+        json!({"type": "boolean", "default": false}),
+        "Locate the query in each result with CLIPSeg: results gain `region` (at most 50 results a page; ignored without q, with in=captions or rerank)",
+    ));
+    search.push(query(
         "in",
         json!({"type": "string", "enum": ["clip", "captions"], "default": "clip"}),
-        "Rank by CLIP (blended with caption matches when the library has captions) or by the stored BLIP captions (BM25)",
+        "Rank by CLIP (blended with caption matches when the library has captions) or by the stored BLIP captions (BM25; ignored without q)",
     ));
     search.push(query(
         "caption_weight",
@@ -77,7 +96,7 @@ pub fn openapi() -> Value {
     search.push(query(
         "rerank",
         json!({"type": "string", "pattern": "^(itm|clip:[A-Za-z0-9._-]+)$"}),
-        "Re-rank a text search with BLIP's image-text matching (itm: results gain `itm` and `itc`; offset + k and rerank_top at most 100) or with a fine-tuned CLIP registered with `serve --finetuned NAME=DIR` (clip:NAME; results gain `finetuned`)",
+        "Re-rank a text search with BLIP's image-text matching (itm: results gain `itm` and `itc`; it re-scores at most the best 100, so its pages end there) or with a fine-tuned CLIP registered with `serve --finetuned NAME=DIR` (clip:NAME; results gain `finetuned`); ignored without q or with in=captions",
     ));
     search.push(query(
         "rerank_top",
@@ -115,7 +134,8 @@ pub fn openapi() -> Value {
                 "Tag": {"type": "object", "properties": {"label": {"type": "string"}, "probability": {"type": "number"}, "cosine": {"type": "number"}}},
             }
         },
-        "security": [{"bearer": []}],
+        // A server without a token takes requests without one: the bearer token is optional.
+        "security": [{}, {"bearer": []}],
         "paths": {
             "/api/search": {"get": {
                 "summary": "Text-to-image search (or tag search without q)", "parameters": search,
@@ -123,10 +143,10 @@ pub fn openapi() -> Value {
             "/api/search/image": {"post": {
                 "summary": "Image-to-image search: an uploaded image, or an indexed one by id (query or JSON body {\"id\"})",
                 "parameters": by_image,
-                "requestBody": {"required": false, "content": {
+                "requestBody": {"required": true, "content": {
                     "multipart/form-data": upload["multipart/form-data"].clone(),
-                    "application/json": {"schema": {"type": "object", "properties": {"id": {"type": "integer"}}}}}},
-                "responses": responses(200, ok("Ranked results", results), &[400, 404, 413, 503])}},
+                    "application/json": {"schema": {"type": "object", "required": ["id"], "properties": {"id": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}}}}},
+                "responses": responses(200, ok("Ranked results", results), &[400, 404, 413, 415, 503])}},
             "/api/images/{id}": {"get": {
                 "summary": "Image metadata: paths, size, EXIF, tags (caption when present)", "parameters": [id_param()],
                 "responses": responses(200, ok("The image", json!({"type": "object", "properties": {
@@ -150,8 +170,8 @@ pub fn openapi() -> Value {
                 "summary": "Visual question answering (BLIP VQA, serve's --vqa-model, loaded on first use)",
                 "parameters": [id_param()],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["question"], "properties": {
-                    "question": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_BYTES}}}}}},
-                "responses": responses(200, ok("The answer", json!({"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}}})), &[400, 403, 404, 422, 503])}},
+                    "question": {"type": "string", "pattern": "\\S", "maxLength": MAX_TEXT_BYTES}}}}}},
+                "responses": responses(200, ok("The answer", json!({"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}}})), &[400, 403, 404, 415, 422, 503])}},
             "/api/images/{id}/caption": {"post": {
                 "summary": "Caption the photo now with BLIP (serve's --caption-model) and store the caption",
                 "parameters": [id_param()],
@@ -160,21 +180,21 @@ pub fn openapi() -> Value {
                 "summary": "Image-text matching (BLIP ITM probability and ITC cosine, serve's --itm-model) of texts against the photo",
                 "parameters": [id_param()],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["texts"], "properties": {
-                    "texts": {"type": "array", "minItems": 1, "maxItems": MAX_MATCH_TEXTS, "items": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_BYTES}}}}}}},
+                    "texts": {"type": "array", "minItems": 1, "maxItems": MAX_MATCH_TEXTS, "items": {"type": "string", "pattern": "\\S", "maxLength": MAX_TEXT_BYTES}}}}}}},
                 "responses": responses(200, ok("Scores, in the order of the texts", json!({"type": "object", "properties": {"matches": {"type": "array", "items": {
                     "type": "object", "properties": {"text": {"type": "string"}, "itm": {"type": "number"}, "itc": {"type": "number"}}}}}})), &[400, 403, 404, 422, 503])}},
             "/api/images/{id}/segment": {"get": {
                 "summary": "CLIPSeg: where in the photo the prompts are. A PNG mask (grey level = probability, the most probable prompt per pixel), or with format=json each prompt's regions",
                 "parameters": [id_param(),
                     {"name": "prompt", "in": "query", "required": true, "style": "form", "explode": true, "description": format!("What to find; repeat for up to {MAX_PROMPTS} prompts"),
-                     "schema": {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS, "items": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_BYTES}}},
+                     "schema": {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS, "items": {"type": "string", "pattern": "\\S", "maxLength": MAX_TEXT_BYTES}}},
                     query("format", json!({"type": "string", "enum": ["png", "json"], "default": "png"}), "The mask, or the regions as JSON"),
                     query("threshold", json!({"type": "number", "minimum": 0, "maximum": 1, "default": crate::segment::DEFAULT_THRESHOLD}), "Probability a pixel needs to belong to a region")],
                 "responses": responses(200, json!({"description": "The mask (image/png) or {width, height, prompts: [{prompt, regions: [{box, area, mean_probability}]}]}",
                     "content": {"image/png": {}, "application/json": {"schema": {"type": "object"}}}}), &[400, 403, 404, 422, 503])}},
             "/api/crops": {"get": {
                 "summary": "Crop search: the regions of the best-matching photos that show the text, most probable first (as `clipdex crop-search --json`)",
-                "parameters": [query("q", json!({"type": "string", "minLength": 1, "maxLength": MAX_TEXT_BYTES}), "What to find (required)"),
+                "parameters": [{"name": "q", "in": "query", "required": true, "schema": {"type": "string", "pattern": "\\S", "maxLength": MAX_TEXT_BYTES}, "description": "What to find"},
                     query("k", json!({"type": "integer", "minimum": 1, "maximum": MAX_CROP_CANDIDATES, "default": 10}), "Crops to return"),
                     query("candidates", json!({"type": "integer", "minimum": 1, "maximum": MAX_CROP_CANDIDATES}), "Photos segmented (default 3k, at least 20)"),
                     query("threshold", json!({"type": "number", "minimum": 0, "maximum": 1, "default": crate::segment::DEFAULT_THRESHOLD}), "Probability a pixel needs to belong to a region")],
@@ -185,21 +205,22 @@ pub fn openapi() -> Value {
                 "summary": "Zero-shot tagging: probabilities of labels for an indexed image (JSON) or an upload (multipart: image, labels, templates)",
                 "requestBody": {"required": true, "content": {
                     "application/json": {"schema": {"type": "object", "required": ["labels", "id"], "properties": {
-                        "labels": {"oneOf": [{"type": "array", "items": {"type": "string"}, "maxItems": MAX_LABELS}, {"type": "string", "description": "comma-separated"}]},
-                        "id": {"type": "integer"},
+                        "labels": {"oneOf": [{"type": "array", "items": {"type": "string", "pattern": "\\S"}, "minItems": 1, "maxItems": MAX_LABELS},
+                                             {"type": "string", "pattern": "[^,\\s]", "description": "comma-separated"}]},
+                        "id": {"type": "integer", "minimum": 0, "maximum": u64::MAX},
                         "templates": {"type": "string", "enum": ["single", "photo"], "default": "single"}}}},
                     "multipart/form-data": {"schema": {"type": "object", "required": ["image", "labels"], "properties": {
-                        "image": {"type": "string", "format": "binary"}, "labels": {"type": "string", "description": "comma-separated"},
+                        "image": {"type": "string", "format": "binary"}, "labels": {"type": "string", "pattern": "[^,\\s]", "description": "comma-separated"},
                         "templates": {"type": "string", "enum": ["single", "photo"]}}}}}},
                 "responses": responses(200, ok("Labels, most probable first", json!({"type": "object", "properties": {
-                    "labels": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}}}})), &[400, 404, 413, 503])}},
+                    "labels": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}}}})), &[400, 404, 413, 415, 503])}},
             "/api/tags": {"get": {
                 "summary": "Auto-tags in use, with how many images carry each",
                 "responses": responses(200, ok("Tag counts", json!({"type": "object", "properties": {"tags": {"type": "array", "items": {
                     "type": "object", "properties": {"label": {"type": "string"}, "count": {"type": "integer"}}}}}})), &[])}},
             "/api/duplicates": {"get": {
                 "summary": "Near-duplicate groups (as `clipdex duplicates --json`): close in the vector index, confirmed by a perceptual hash; the best copy first",
-                "parameters": [query("threshold", json!({"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": crate::query::duplicates::DEFAULT_THRESHOLD}), "Cosine similarity from which two photos are candidates")],
+                "parameters": [query("threshold", json!({"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1, "default": crate::query::duplicates::DEFAULT_THRESHOLD}), "Cosine similarity from which two photos are candidates")],
                 "responses": responses(200, ok("Groups, most similar first", json!({"type": "object", "properties": {"groups": {"type": "array", "items": {
                     "type": "object", "properties": {
                         "images": {"type": "array", "items": {"type": "object", "properties": {
@@ -210,7 +231,7 @@ pub fn openapi() -> Value {
             "/api/duplicates/dismiss": {"post": {
                 "summary": "Mark images as not duplicates of each other (remembered)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["ids"], "properties": {
-                    "ids": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": super::api::MAX_DISMISS}}}}}},
+                    "ids": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "minItems": 2, "maxItems": super::api::MAX_DISMISS, "uniqueItems": true}}}}}},
                 "responses": responses(200, ok("Marked", json!({"type": "object", "properties": {"dismissed": {"type": "array", "items": {"type": "integer"}}}})), &[400, 404])}},
             "/api/status": {"get": {
                 "summary": "Library counts, model, search index state, and the background indexer's progress",
@@ -227,16 +248,16 @@ pub fn openapi() -> Value {
                 "get": {"summary": "The library's folders",
                         "responses": responses(200, ok("Folders", json!({"type": "object", "properties": {"roots": {"type": "array", "items": {"type": "string"}}}})), &[])},
                 "post": {"summary": "Add a folder (absolute path); the indexer picks it up",
-                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}}}}}},
-                         "responses": responses(201, ok("The folder as stored (symbolic links resolved)", json!({"type": "object", "properties": {"root": {"type": "string"}}})), &[400])},
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string", "pattern": "^/[^\\x00]*$"}}}}}},
+                         "responses": responses(201, ok("The folder as stored (symbolic links resolved)", json!({"type": "object", "properties": {"root": {"type": "string"}}})), &[400, 404, 415])},
                 "delete": {"summary": "Remove a folder and forget its photos",
-                           "parameters": [query("path", json!({"type": "string"}), "The folder (or JSON body {\"path\"})")],
+                           "parameters": [{"name": "path", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^/[^\\x00]*$"}, "description": "The folder, as added"}],
                            "responses": responses(200, ok("Photos forgotten", json!({"type": "object", "properties": {"removed": {"type": "integer"}}})), &[400, 404])}},
             "/api/cli": {"post": {
                 "summary": "Run a clipdex command on the library this server holds (what a `clipdex` command does when it finds the folder library held by the server); only from this machine",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["args", "cwd"], "properties": {
                     "args": {"type": "array", "items": {"type": "string"}, "description": "The command line without the program name"},
-                    "cwd": {"type": "string", "description": "Absolute working directory relative paths are resolved against"}}}}}},
+                    "cwd": {"type": "string", "pattern": "^/", "description": "Absolute working directory relative paths are resolved against"}}}}}},
                 "responses": responses(200, ok("What the command printed and its exit status", json!({"type": "object", "properties": {
                     "stdout": {"type": "string"}, "stderr": {"type": "string"}, "exit": {"type": "integer"}}})), &[400, 403, 404])}},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": responses(200, ok("OpenAPI 3.0", json!({"type": "object"})), &[])}},

@@ -96,8 +96,8 @@ fn text_param(text: &str, what: &str) -> ApiResult<String> {
     if text.is_empty() {
         return Err(ApiError::bad_request(format!("the {what} is empty")));
     }
-    if text.len() > MAX_TEXT_BYTES {
-        return Err(ApiError::bad_request(format!("the {what} is longer than {MAX_TEXT_BYTES} bytes")));
+    if text.chars().count() > MAX_TEXT_BYTES {
+        return Err(ApiError::bad_request(format!("the {what} is longer than {MAX_TEXT_BYTES} characters")));
     }
     Ok(text.to_string())
 }
@@ -174,7 +174,7 @@ fn query_pairs(req: &HttpRequest) -> ApiResult<Vec<(String, String)>> {
 }
 
 fn threshold_param(raw: Option<&str>) -> ApiResult<f32> {
-    match raw.map(str::trim).filter(|t| !t.is_empty()) {
+    match raw.map(str::trim) {
         None => Ok(segment::DEFAULT_THRESHOLD),
         Some(t) => match t.parse::<f32>() {
             Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),

@@ -8,21 +8,11 @@
 //! `POST /api/cli` is left out: it runs clipdex commands, and fuzzing it would move files
 //! (`duplicates --move-to`) wherever the fuzzer's strings point.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 mod common;
-use common::fixtures;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Served, fixtures, start_server};
 
 fn schemathesis() -> Option<PathBuf> {
     if let Some(st) = std::env::var_os("CLIPDEX_SCHEMATHESIS") {
@@ -31,9 +21,10 @@ fn schemathesis() -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("st")).find(|p| p.is_file()))
 }
 
-fn serve(db: &Path, extra: &[&str]) -> (Server, String) {
+fn serve(db: &Path, extra: &[&str]) -> (Served, String) {
     let blip = fixtures().join("blip");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clipdex"));
+    command
         .arg("--db")
         .arg(db)
         .arg("--model")
@@ -48,15 +39,8 @@ fn serve(db: &Path, extra: &[&str]) -> (Server, String) {
         .arg(blip.join("blip-tiny-itm"))
         // No background indexing: the fuzzer adds folders such as `/`.
         .args(["serve", "--bind", "127.0.0.1:0", "--no-watch"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches('/').to_string();
-    (Server(child), url)
+        .args(extra);
+    start_server(command)
 }
 
 #[test]

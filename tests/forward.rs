@@ -4,45 +4,22 @@
 //! CLIPDEX_TOKEN; commands that cannot run through the server say so in one line.
 
 use std::ffi::OsStr;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
 mod common;
-use common::fixtures;
+use common::{Served, fixtures, start_server};
 
 fn model() -> PathBuf {
     fixtures().join("clip-tiny-p32")
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGTERM: a graceful stop, which removes the server's record.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(db: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clipdex"))
-        .arg("--db")
-        .arg(db)
-        .arg("--model")
-        .arg(model())
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.contains("serving http://"), "{line}");
-    Server(child)
+fn serve(db: &Path, extra: &[&str]) -> Served {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clipdex"));
+    command.arg("--db").arg(db).arg("--model").arg(model()).args(["serve", "--bind", "127.0.0.1:0"]).args(extra);
+    start_server(command).0
 }
 
 fn clipdex<S: AsRef<OsStr>>(db: &Path, cwd: &Path, env: &[(&str, &str)], args: &[S]) -> Output {
@@ -203,10 +180,9 @@ fn a_record_left_by_a_killed_server_is_ignored() {
     let tmp = tempfile::tempdir().unwrap();
     let (photos, db) = photo_library(tmp.path());
     ok(clipdex(&db, tmp.path(), &[], &[OsStr::new("add"), photos.as_os_str()]));
-    let server = serve(&db, &["--no-watch"]);
-    let mut child = std::mem::ManuallyDrop::new(server);
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    let mut server = std::mem::ManuallyDrop::new(serve(&db, &["--no-watch"]));
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
     assert!(db.join("server.json").is_file(), "a SIGKILLed server leaves its record");
     let stats = ok(clipdex(&db, tmp.path(), &[], &["stats", "--json"]));
     assert_eq!(serde_json::from_slice::<Value>(&stats.stdout).unwrap()["roots"], 1);

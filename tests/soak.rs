@@ -7,28 +7,18 @@
 //!     CLIPDEX_SOAK_SECS=60 cargo test --release --test soak -- --nocapture
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
-use common::{Rng, fixtures};
+use common::{Rng, fixtures, start_server};
 
 fn model() -> PathBuf {
     fixtures().join("clip-tiny-p32")
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
 }
 
 /// Resident memory of a process, bytes (Linux).
@@ -91,23 +81,16 @@ fn the_server_stays_up_and_fast_while_it_indexes_and_serves() {
         |args: &[&str]| Command::new(bin).arg("--db").arg(&db).arg("--model").arg(model()).args(args).output().unwrap();
     assert!(cli(&["add", photos.to_str().unwrap()]).status.success());
     let vqa = fixtures().join("blip/blip-tiny-vqa");
-    let mut child = Command::new(bin)
-        .arg("--db")
-        .arg(&db)
-        .arg("--model")
-        .arg(model())
-        .arg("--vqa-model")
-        .arg(&vqa)
-        .args(["serve", "--bind", "127.0.0.1:0", "--debounce-ms", "200"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let server = Server(child);
+    let mut command = Command::new(bin);
+    command.arg("--db").arg(&db).arg("--model").arg(model()).arg("--vqa-model").arg(&vqa).args([
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--debounce-ms",
+        "200",
+    ]);
+    let (server, url) = start_server(command);
     let pid = server.0.id();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches('/').to_string();
     let rss_start = rss(pid);
 
     let tally = Mutex::new(Tally::default());

@@ -741,14 +741,7 @@ fn root_param(p: &str) -> ApiResult<PathBuf> {
     if p.trim().is_empty() {
         return Err(ApiError::bad_request("give the folder's path"));
     }
-    let path = PathBuf::from(p);
-    if !path.is_absolute() {
-        return Err(ApiError::bad_request(format!("{p:?} is not an absolute path")));
-    }
-    if p.contains('\0') {
-        return Err(ApiError::bad_request("a path cannot contain a NUL byte"));
-    }
-    Ok(path)
+    folder_param(p)
 }
 
 async fn add_root(state: web::Data<AppState>, body: web::Json<RootBody>) -> ApiResult<HttpResponse> {

@@ -129,3 +129,32 @@ pub fn run_measured(mut command: std::process::Command) -> (std::process::Output
     };
     (output, usage.ru_maxrss as u64 * 1024)
 }
+
+/// A `clipdex serve` process for a test, stopped with SIGTERM (a graceful stop, which removes
+/// its record in the database folder) and waited for when dropped.
+pub struct Served(pub std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // SAFETY: signalling a child process of ours by its id.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `command` (a `clipdex ... serve --bind 127.0.0.1:0 ...`) and returns it with the base
+/// URL it prints first, without a trailing slash.
+pub fn start_server(mut command: Command) -> (Served, String) {
+    use std::io::BufRead;
+    let mut child = command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let served = Served(child);
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("the server did not print its address: {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    (served, url)
+}

@@ -5,6 +5,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod common;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -231,7 +233,6 @@ fn an_interrupted_library_captioning_resumes_where_it_stopped() {
 /// shows the stages), and `caption --library --off` switches it off again.
 #[test]
 fn captioning_and_thumbnails_keep_up_with_new_photos() {
-    use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let (db, photos) = library(tmp.path());
     let first = ok_json(clipdex(&db, &["caption", "--library", "--beams", "1", "--max-tokens", "5", "--json"]));
@@ -251,17 +252,12 @@ fn captioning_and_thumbnails_keep_up_with_new_photos() {
     assert!(ok_json(clipdex(&db, &["show", &rocket, "--json"]))["caption"].is_string());
 
     // `serve`: a photo added while it runs gets its caption and thumbnails in the background.
-    let mut server = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clipdex"));
+    command
         .args(["--db", db.to_str().unwrap()])
         .args(["--model", fixtures().join("clip-tiny-p32").to_str().unwrap()])
-        .args(["serve", "--bind", "127.0.0.1:0", "--debounce-ms", "100"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches('/').to_string();
+        .args(["serve", "--bind", "127.0.0.1:0", "--debounce-ms", "100"]);
+    let (server, url) = common::start_server(command);
     std::fs::copy(fixtures().join("images/camera_gray.png"), photos.join("camera.png")).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let status = loop {
@@ -289,8 +285,7 @@ fn captioning_and_thumbnails_keep_up_with_new_photos() {
     let camera =
         found["results"].as_array().unwrap().iter().find(|r| file_name(r) == "camera.png").unwrap()["id"].to_string();
     assert!(ok_json(clipdex(&db, &["show", &camera, "--json"]))["caption"].is_string());
-    unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
-    server.wait().unwrap();
+    drop(server);
 
     // Off: new photos are indexed but not captioned.
     let off = ok_json(clipdex(&db, &["caption", "--library", "--off", "--json"]));

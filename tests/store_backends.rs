@@ -739,7 +739,6 @@ fn ok_json_of(out: std::process::Output) -> serde_json::Value {
 /// searches, adds a folder and indexes it, and the server then finds the new photos.
 #[test]
 fn commands_run_on_a_postgres_library_while_it_is_served() {
-    use std::io::BufRead;
     let Some(pg) = postgres_database() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let (first, second) = (tmp.path().join("a"), tmp.path().join("b"));
@@ -752,14 +751,8 @@ fn commands_run_on_a_postgres_library_while_it_is_served() {
     let clipdex = |args: &[&str]| clipdex_on_db(&pg.url, args);
     assert!(clipdex(&["add", first.to_str().unwrap()]).output().unwrap().status.success());
     assert!(clipdex(&["index"]).output().unwrap().status.success());
-    let mut server = clipdex(&["serve", "--bind", "127.0.0.1:0", "--no-watch"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address is printed").to_string();
+    let (server, url) = common::start_server(clipdex(&["serve", "--bind", "127.0.0.1:0", "--no-watch"]));
+    let url = format!("{url}/");
     let results = |k: usize| -> usize {
         let body: serde_json::Value =
             ureq::get(&format!("{url}api/search?q=a%20photo&k={k}")).call().unwrap().into_json().unwrap();
@@ -799,8 +792,7 @@ fn commands_run_on_a_postgres_library_while_it_is_served() {
         .send_json(serde_json::json!({"labels": "cat,dog", "id": first_id}))
         .unwrap();
     assert_eq!(tagged.status(), 200);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
     for out in &during {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }

@@ -145,35 +145,19 @@ pub fn crop_search(
     let k = args.filter.k as usize;
     let candidates = args.candidates.unwrap_or((3 * k).max(20)).max(1);
     let started = std::time::Instant::now();
-    let hits = library.search_text(&args.text, candidates, filter)?;
-    let segmenter = library.segmenter()?;
+    let query = library.embed_text(&args.text)?;
     let options = RegionOptions { threshold: args.threshold, ..Default::default() };
-    let decode = DecodeOptions { max_pixels: clipdex::photo::DEFAULT_MAX_PIXELS, min_side: None };
-    let mut crops = Vec::new();
-    for hit in &hits {
-        let photo = match open_rgb(&hit.path, &decode) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("warning: {e}");
-                continue;
-            }
-        };
-        let found = segment::segment_photo(&segmenter, &photo, &[Prompt::Text(&args.text)], &options)?;
-        for region in found.into_iter().flat_map(|s| s.regions) {
-            crops.push((hit, region, photo.clone()));
-        }
-    }
-    crops.sort_by(|a, b| b.1.mean_probability.total_cmp(&a.1.mean_probability).then(b.0.score.total_cmp(&a.0.score)));
-    crops.truncate(k);
+    let crops = library.crops(&args.text, &query, (candidates, k), filter, &options)?;
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    let decode = DecodeOptions { max_pixels: library.max_pixels(), min_side: None };
     let mut rows = Vec::new();
-    for (n, (hit, region, photo)) in crops.iter().enumerate() {
+    for (n, clipdex::library::Crop { hit, region }) in crops.iter().enumerate() {
         let file: Option<PathBuf> = match &args.out {
             Some(dir) => {
                 let path = dir.join(format!("{n:03}.{}.png", hit.id));
-                save_png(&segment::crop(photo, region), &path)?;
+                save_png(&segment::crop(&open_rgb(&hit.path, &decode)?, region), &path)?;
                 Some(path)
             }
             None => None,

@@ -145,18 +145,22 @@ impl Library {
     /// is off), loading the captioning model once per library; `pause` ends the run early.
     pub fn caption_pending(&self, progress: Progress, pause: &dyn Fn() -> bool) -> Result<Option<CaptionReport>> {
         let Some(options) = self.caption_settings()? else { return Ok(None) };
-        let captioner = {
-            let mut cached = self.captioner.lock().expect("captioner lock");
-            match cached.as_ref().filter(|(model, _)| *model == options.model) {
-                Some((_, captioner)) => captioner.clone(),
-                None => {
-                    let loaded = Arc::new(BlipCaptioner::load(&options.model, &self.config.device.open()?)?);
-                    *cached = Some((options.model.clone(), loaded.clone()));
-                    loaded
-                }
-            }
-        };
+        let captioner = self.captioner(&options.model)?;
         self.caption_images(&captioner, &options, progress, pause).map(Some)
+    }
+
+    /// The captioning model `model`, loaded once per library (background captioning and the
+    /// server's caption requests share it). A failed load is not kept: the next call tries again.
+    pub fn captioner(&self, model: &str) -> Result<Arc<BlipCaptioner>> {
+        // `./model` and `/abs/model` are one model.
+        let key = crate::models::source::canonical_spec(model);
+        let mut cached = self.captioner.lock().expect("captioner lock");
+        if let Some(captioner) = cached.get(&key) {
+            return Ok(captioner.clone());
+        }
+        let loaded = Arc::new(BlipCaptioner::load(model, &self.config.device.open()?)?);
+        cached.insert(key, loaded.clone());
+        Ok(loaded)
     }
 
     /// Captions one indexed image now, from the file it was indexed from, and stores the

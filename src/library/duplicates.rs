@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use super::Library;
 use crate::error::{Error, Result};
 use crate::indexer::{self, Progress};
-use crate::photo::{DecodeOptions, decode_photo, read_image_file};
 use crate::query::SearchFilter;
 use crate::query::duplicates::{
     DuplicateGroup, DuplicateImage, DuplicateReport, MAX_HASH_DISTANCE, NEIGHBOURS, best_first, group_pairs,
@@ -163,16 +162,9 @@ impl Library {
                 None => missing.push(id),
             }
         }
-        let max_pixels = self.config.max_pixels;
         let computed: Vec<(ImageId, u64)> = missing
             .par_iter()
-            .filter_map(|&id| {
-                let path = self.image_file(id).ok()?;
-                let bytes = read_image_file(&path, max_pixels).ok()?;
-                let options = DecodeOptions { max_pixels, min_side: Some(HASH_DECODE_SIDE) };
-                let photo = decode_photo(&bytes, &options).ok()?;
-                Some((id, perceptual_hash(&photo.image)))
-            })
+            .filter_map(|&id| Some((id, perceptual_hash(&self.open_indexed(id, Some(HASH_DECODE_SIDE)).ok()?))))
             .collect();
         let vectors: Vec<(ImageId, Vec<f32>)> = computed.iter().map(|&(id, h)| (id, hash_to_vector(h))).collect();
         self.store.cache_model_vectors(HASH_CACHE, &vectors)?;

@@ -126,6 +126,15 @@ pub struct ReindexState {
     pub of: u64,
 }
 
+/// A region of a photo that shows a text ([`Library::crops`]).
+#[derive(Debug, Clone)]
+pub struct Crop {
+    /// The photo, as the search found it.
+    pub hit: SearchHit,
+    /// The region, in the photo's upright pixels.
+    pub region: Region,
+}
+
 /// One photo library.
 pub struct Library {
     config: LibraryConfig,
@@ -138,8 +147,8 @@ pub struct Library {
     index: std::sync::Mutex<Option<CachedIndex>>,
     /// The caption ranking, kept while no caption changes: (caption changes, index).
     caption_index: std::sync::Mutex<Option<(u64, Arc<query::captions::CaptionIndex>)>>,
-    /// The captioning model of the stored caption settings, loaded on first use.
-    captioner: std::sync::Mutex<Option<(String, Arc<crate::models::blip::BlipCaptioner>)>>,
+    /// Captioning models by name, loaded on first use ([`Library::captioner`]).
+    captioner: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::models::blip::BlipCaptioner>>>,
 }
 
 struct CachedIndex {
@@ -337,6 +346,40 @@ impl Library {
         let loaded = Arc::new(Segmenter::load(&self.config.seg_model, &self.config.device.open()?)?);
         *slot = Some(loaded.clone());
         Ok(loaded)
+    }
+
+    /// Crop search (`crop-search`, `GET /api/crops`): the regions showing `text` in the
+    /// `candidates` photos nearest to `query` (its embedding) that pass `filter`, most probable
+    /// first (then by the photo's score), at most `k`. A photo that cannot be read is skipped.
+    pub fn crops(
+        &self,
+        text: &str,
+        query: &[f32],
+        (candidates, k): (usize, usize),
+        filter: &SearchFilter,
+        options: &RegionOptions,
+    ) -> Result<Vec<Crop>> {
+        let hits = self.search_vector(query, candidates, filter)?;
+        let segmenter = self.segmenter()?;
+        let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: None };
+        let mut crops = Vec::new();
+        for hit in hits {
+            let photo = match open_rgb(&hit.path, &decode) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("crop search skips {e}");
+                    continue;
+                }
+            };
+            for found in segment_photo(&segmenter, &photo, &[Prompt::Text(text)], options)? {
+                crops.extend(found.regions.into_iter().map(|region| Crop { hit: hit.clone(), region }));
+            }
+        }
+        crops.sort_by(|a, b| {
+            b.region.mean_probability.total_cmp(&a.region.mean_probability).then(b.hit.score.total_cmp(&a.hit.score))
+        });
+        crops.truncate(k);
+        Ok(crops)
     }
 
     /// For each hit, the region of its photo that best shows `text` (CLIPSeg), or `None`
@@ -657,13 +700,12 @@ impl Library {
     /// `pause` ends it early. A photo that cannot be read now is skipped.
     pub fn make_thumbnails(&self, progress: Progress, pause: &dyn Fn() -> bool) -> Result<u64> {
         let records: Vec<(ImageId, ImageRecord)> = self.store.images().collect::<Result<_>>()?;
-        let dir = self.config.db.local_dir().join("thumbs");
         let total = records.len() as u64;
         let mut made = 0;
         progress(0, total);
         for (done, (id, record)) in records.iter().enumerate() {
             for size in thumbnail::UI_SIZES {
-                if dir.join(size.to_string()).join(format!("{}.jpg", record.hash)).is_file() {
+                if self.thumbnail_path(&record.hash, size).is_file() {
                     continue;
                 }
                 if pause() {
@@ -983,8 +1025,7 @@ impl Library {
             )));
         }
         let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
-        let cached =
-            self.config.db.local_dir().join("thumbs").join(size.to_string()).join(format!("{}.jpg", record.hash));
+        let cached = self.thumbnail_path(&record.hash, size);
         if cached.is_file() {
             return Ok(cached);
         }
@@ -994,6 +1035,11 @@ impl Library {
         let jpeg = thumbnail::render(&bytes, size, self.config.max_pixels).map_err(|p| Error::image(&source, p))?;
         thumbnail::store(&cached, &jpeg)?;
         Ok(cached)
+    }
+
+    /// Where the thumbnail of the content `hash` at `size` is cached.
+    fn thumbnail_path(&self, hash: &str, size: u32) -> PathBuf {
+        self.config.db.local_dir().join("thumbs").join(size.to_string()).join(format!("{hash}.jpg"))
     }
 
     /// The search index's state from the store and the snapshot's metadata (no vector loaded).

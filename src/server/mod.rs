@@ -117,8 +117,9 @@ pub struct AppState {
     finetuned: Vec<(String, String)>,
     loaded: Mutex<std::collections::HashMap<String, Arc<crate::ClipEmbedder>>>,
     body_timeout: std::time::Duration,
-    /// BLIP models, loaded on first use.
-    captioner: vision::OnDemand<crate::models::blip::BlipCaptioner>,
+    /// The BLIP models by name; the answering and matching ones loaded on first use (the
+    /// captioning one is the library's, shared with background captioning).
+    blip: BlipModels,
     answerer: vision::OnDemand<crate::models::blip::BlipAnswerer>,
     matcher: vision::OnDemand<crate::models::blip::BlipMatcher>,
     commands: Option<CommandRunner>,
@@ -144,7 +145,7 @@ impl AppState {
             finetuned: options.finetuned.clone(),
             loaded: Mutex::new(Default::default()),
             body_timeout: options.body_timeout,
-            captioner: vision::OnDemand::new(&options.blip.caption),
+            blip: options.blip.clone(),
             answerer: vision::OnDemand::new(&options.blip.vqa),
             matcher: vision::OnDemand::new(&options.blip.itm),
             commands: options.commands.clone(),

@@ -14,7 +14,7 @@ use super::AppState;
 use super::api::{ApiError, ApiResult, blocking, number_param, parse_id};
 use crate::error::Result;
 use crate::library::CaptionOptions;
-use crate::models::blip::{BlipAnswerer, BlipCaptioner, BlipMatcher};
+use crate::models::blip::{BlipAnswerer, BlipMatcher};
 use crate::models::clipseg::Prompt;
 use crate::segment::{self, RegionOptions};
 
@@ -60,10 +60,6 @@ impl<T> OnDemand<T> {
         let model = Arc::new(load(&self.name)?);
         *slot = Some(model.clone());
         Ok(model)
-    }
-
-    pub(super) fn name(&self) -> &str {
-        &self.name
     }
 }
 
@@ -124,10 +120,9 @@ async fn ask(state: web::Data<AppState>, id: web::Path<String>, body: web::Json<
 async fn caption(state: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
     let text = blocking(move || {
-        let device = state.library.device()?;
-        let model = state.captioner.get(|name| BlipCaptioner::load(name, &device))?;
+        let model = state.library.captioner(&state.blip.caption)?;
         let options = CaptionOptions {
-            model: state.captioner.name().to_string(),
+            model: state.blip.caption.clone(),
             prompt: None,
             beams: CAPTION_BEAMS,
             max_tokens: CAPTION_TOKENS,
@@ -252,21 +247,11 @@ async fn crops(state: web::Data<AppState>, params: web::Query<CropParams>) -> Ap
     let started = std::time::Instant::now();
     let rows = blocking(move || {
         let q = state.query_embedding(&text)?;
-        let hits = state.library.search_vector(&q, candidates, &Default::default())?;
-        let segmenter = state.library.segmenter()?;
         let options = RegionOptions { threshold, ..Default::default() };
-        let mut found = Vec::new();
-        for hit in hits {
-            let Ok(image) = state.library.open_indexed(hit.id, None) else { continue };
-            for s in segment::segment_photo(&segmenter, &image, &[Prompt::Text(&text)], &options)? {
-                found.extend(s.regions.into_iter().map(|r| (hit.clone(), r)));
-            }
-        }
-        found.sort_by(|a, b| b.1.mean_probability.total_cmp(&a.1.mean_probability).then(b.0.score.total_cmp(&a.0.score)));
-        found.truncate(k);
-        Ok(found
+        let crops = state.library.crops(&text, &q, (candidates, k), &Default::default(), &options)?;
+        Ok(crops
             .into_iter()
-            .map(|(hit, r)| {
+            .map(|crate::library::Crop { hit, region: r }| {
                 crate::path_text::object(
                     &hit.path,
                     json!({"id": hit.id, "score": hit.score, "box": r.bbox, "area": r.area, "mean_probability": r.mean_probability}),

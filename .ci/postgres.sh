@@ -11,7 +11,7 @@ sudo=""
 
 pg=15
 need=()
-for pkg in "postgresql-$pg" "postgresql-server-dev-$pg" dpkg-dev make gcc; do
+for pkg in "postgresql-$pg" "postgresql-server-dev-$pg" dpkg-dev make gcc openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -48,6 +48,32 @@ if ! pg_lsclusters -h | awk -v v="$pg" '$1 == v && $2 == "main" && $4 == "online
 fi
 as_postgres=(runuser -u postgres --)
 [ "$(id -u)" -eq 0 ] || as_postgres=(sudo -u postgres)
+
+# TLS for the tests of sslmode: a certificate authority of the tests' own and a server
+# certificate it signed for "localhost" only (so that verify-full to 127.0.0.1 must fail).
+# The authority's certificate is readable by everyone at $tls/ca.pem (CLIPDEX_TEST_PG_CA).
+tls=/etc/postgresql/$pg/main/clipdex-tls
+if [ ! -f "$tls/server.crt" ]; then
+  $sudo mkdir -p "$tls"
+  $sudo openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=clipdex test CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+  $sudo openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    | $sudo tee "$tls/server.ext" >/dev/null
+  $sudo openssl x509 -req -days 3650 -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+    -CAcreateserial -extfile "$tls/server.ext" -out "$tls/server.crt" 2>/dev/null
+  $sudo chown postgres:postgres "$tls/server.key" "$tls/server.crt"
+  $sudo chmod 600 "$tls/server.key" "$tls/ca.key"
+  $sudo chmod 644 "$tls/ca.pem" "$tls/server.crt"
+fi
+"${as_postgres[@]}" psql -q -v ON_ERROR_STOP=1 <<SQL
+ALTER SYSTEM SET ssl = on;
+ALTER SYSTEM SET ssl_cert_file = '$tls/server.crt';
+ALTER SYSTEM SET ssl_key_file = '$tls/server.key';
+SELECT pg_reload_conf();
+SQL
 "${as_postgres[@]}" psql -q -v ON_ERROR_STOP=1 <<'SQL'
 DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'clipdex') THEN

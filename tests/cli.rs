@@ -5,6 +5,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod common;
+use common::backends::test_databases;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -152,7 +155,7 @@ fn cuda_without_the_feature_says_so() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("built without CUDA support"));
 }
 
-fn clipdex_db(db: &Path, args: &[&str]) -> Output {
+fn clipdex_db(db: &std::ffi::OsStr, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clipdex"))
         .args(args)
         .env("CLIPDEX_DB", db)
@@ -169,73 +172,76 @@ fn ok_json(out: Output) -> Value {
 
 #[test]
 fn library_commands_and_their_json() {
-    let tmp = tempfile::tempdir().unwrap();
-    let photos = tmp.path().join("photos");
-    std::fs::create_dir_all(photos.join("cats")).unwrap();
-    for name in ["astronaut.jpg", "coffee.png", "rocket.webp"] {
-        std::fs::copy(image(name), photos.join(name)).unwrap();
+    for test_db in test_databases() {
+        let tmp = tempfile::tempdir().unwrap();
+        let photos = tmp.path().join("photos");
+        std::fs::create_dir_all(photos.join("cats")).unwrap();
+        for name in ["astronaut.jpg", "coffee.png", "rocket.webp"] {
+            std::fs::copy(image(name), photos.join(name)).unwrap();
+        }
+        std::fs::copy(image("chelsea_small.bmp"), photos.join("cats/chelsea.bmp")).unwrap();
+        std::fs::copy(image("chelsea_exif6.jpg"), photos.join("cats/sideways.jpg")).unwrap();
+        std::fs::write(photos.join("broken.jpg"), b"not really").unwrap();
+        let db = test_db.arg();
+        let photos = std::fs::canonicalize(&photos).unwrap();
+
+        let out = clipdex_db(&db, &["add", photos.to_str().unwrap()]);
+        assert!(out.status.success());
+        let roots = ok_json(clipdex_db(&db, &["roots", "--json"]));
+        assert_eq!(roots["roots"][0], photos.to_str().unwrap());
+
+        let report = ok_json(clipdex_db(&db, &["index", "--json"]));
+        assert_eq!((report["embedded"].as_u64(), report["failed"].as_u64()), (Some(5), Some(1)));
+
+        let res = ok_json(clipdex_db(&db, &["search", "a cat", "-k", "3", "--json"]));
+        let results = res["results"].as_array().unwrap();
+        assert_eq!(results.len(), 3);
+        for r in results {
+            assert!(r["id"].is_u64() && r["path"].is_string() && r["score"].is_f64(), "{r}");
+        }
+        assert!(res["took_ms"].as_f64().unwrap() >= 0.0);
+
+        let cats = photos.join("cats");
+        let res =
+            ok_json(clipdex_db(&db, &["search", "a cat", "-k", "5", "--under", cats.to_str().unwrap(), "--json"]));
+        let results = res["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2);
+        assert!(results.iter().all(|r| r["path"].as_str().unwrap().starts_with(cats.to_str().unwrap())));
+
+        // Similar: the query image may live outside the library; a copy of an indexed photo finds it.
+        let outside = tmp.path().join("query.png");
+        std::fs::copy(photos.join("coffee.png"), &outside).unwrap();
+        let res = ok_json(clipdex_db(&db, &["similar", outside.to_str().unwrap(), "-k", "1", "--json"]));
+        assert_eq!(res["results"][0]["path"], photos.join("coffee.png").to_str().unwrap());
+
+        let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
+        for (key, want) in [("images", 5), ("paths", 5), ("vectors", 5), ("failures", 1), ("roots", 1)] {
+            assert_eq!(stats[key].as_u64(), Some(want), "{key} in {stats}");
+        }
+        assert_eq!(stats["index"]["tombstones"].as_u64(), Some(0));
+        assert_eq!(stats["model"], model_dir().as_str());
+
+        let failures = ok_json(clipdex_db(&db, &["failures", "--json"]));
+        assert_eq!(failures["failures"][0]["path"], photos.join("broken.jpg").to_str().unwrap());
+        assert!(failures["failures"][0]["reason"].as_str().unwrap().contains("not an image"));
+        assert_eq!(failures["failures"][0]["attempts"], 1);
+
+        // Bad requests: k out of range, a bad date, another model.
+        let out = clipdex_db(&db, &["search", "x", "-k", "0"]);
+        assert!(!out.status.success());
+        let out = clipdex_db(&db, &["search", "x", "--after", "last tuesday"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("bad date"));
+        let other = fixtures().join("clip-tiny-p16");
+        let out = clipdex_db(&db, &["stats", "--model", other.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("holds vectors of model"));
+
+        let out = clipdex_db(&db, &["remove", photos.to_str().unwrap()]);
+        assert!(out.status.success());
+        let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
+        assert_eq!((stats["images"].as_u64(), stats["failures"].as_u64()), (Some(0), Some(0)));
     }
-    std::fs::copy(image("chelsea_small.bmp"), photos.join("cats/chelsea.bmp")).unwrap();
-    std::fs::copy(image("chelsea_exif6.jpg"), photos.join("cats/sideways.jpg")).unwrap();
-    std::fs::write(photos.join("broken.jpg"), b"not really").unwrap();
-    let db = tmp.path().join("db");
-    let photos = std::fs::canonicalize(&photos).unwrap();
-
-    let out = clipdex_db(&db, &["add", photos.to_str().unwrap()]);
-    assert!(out.status.success());
-    let roots = ok_json(clipdex_db(&db, &["roots", "--json"]));
-    assert_eq!(roots["roots"][0], photos.to_str().unwrap());
-
-    let report = ok_json(clipdex_db(&db, &["index", "--json"]));
-    assert_eq!((report["embedded"].as_u64(), report["failed"].as_u64()), (Some(5), Some(1)));
-
-    let res = ok_json(clipdex_db(&db, &["search", "a cat", "-k", "3", "--json"]));
-    let results = res["results"].as_array().unwrap();
-    assert_eq!(results.len(), 3);
-    for r in results {
-        assert!(r["id"].is_u64() && r["path"].is_string() && r["score"].is_f64(), "{r}");
-    }
-    assert!(res["took_ms"].as_f64().unwrap() >= 0.0);
-
-    let cats = photos.join("cats");
-    let res = ok_json(clipdex_db(&db, &["search", "a cat", "-k", "5", "--under", cats.to_str().unwrap(), "--json"]));
-    let results = res["results"].as_array().unwrap();
-    assert_eq!(results.len(), 2);
-    assert!(results.iter().all(|r| r["path"].as_str().unwrap().starts_with(cats.to_str().unwrap())));
-
-    // Similar: the query image may live outside the library; a copy of an indexed photo finds it.
-    let outside = tmp.path().join("query.png");
-    std::fs::copy(photos.join("coffee.png"), &outside).unwrap();
-    let res = ok_json(clipdex_db(&db, &["similar", outside.to_str().unwrap(), "-k", "1", "--json"]));
-    assert_eq!(res["results"][0]["path"], photos.join("coffee.png").to_str().unwrap());
-
-    let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
-    for (key, want) in [("images", 5), ("paths", 5), ("vectors", 5), ("failures", 1), ("roots", 1)] {
-        assert_eq!(stats[key].as_u64(), Some(want), "{key} in {stats}");
-    }
-    assert_eq!(stats["index"]["tombstones"].as_u64(), Some(0));
-    assert_eq!(stats["model"], model_dir().as_str());
-
-    let failures = ok_json(clipdex_db(&db, &["failures", "--json"]));
-    assert_eq!(failures["failures"][0]["path"], photos.join("broken.jpg").to_str().unwrap());
-    assert!(failures["failures"][0]["reason"].as_str().unwrap().contains("not an image"));
-    assert_eq!(failures["failures"][0]["attempts"], 1);
-
-    // Bad requests: k out of range, a bad date, another model.
-    let out = clipdex_db(&db, &["search", "x", "-k", "0"]);
-    assert!(!out.status.success());
-    let out = clipdex_db(&db, &["search", "x", "--after", "last tuesday"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad date"));
-    let other = fixtures().join("clip-tiny-p16");
-    let out = clipdex_db(&db, &["stats", "--model", other.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("holds vectors of model"));
-
-    let out = clipdex_db(&db, &["remove", photos.to_str().unwrap()]);
-    assert!(out.status.success());
-    let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
-    assert_eq!((stats["images"].as_u64(), stats["failures"].as_u64()), (Some(0), Some(0)));
 }
 
 #[test]
@@ -244,51 +250,53 @@ fn watch_follows_new_and_deleted_files() {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    let tmp = tempfile::tempdir().unwrap();
-    let photos = tmp.path().join("photos");
-    std::fs::create_dir_all(&photos).unwrap();
-    std::fs::copy(image("astronaut.jpg"), photos.join("a.jpg")).unwrap();
-    std::fs::copy(image("coffee.png"), photos.join("b.png")).unwrap();
-    let db = tmp.path().join("db");
-    assert!(clipdex_db(&db, &["add", photos.to_str().unwrap()]).status.success());
+    for test_db in test_databases() {
+        let tmp = tempfile::tempdir().unwrap();
+        let photos = tmp.path().join("photos");
+        std::fs::create_dir_all(&photos).unwrap();
+        std::fs::copy(image("astronaut.jpg"), photos.join("a.jpg")).unwrap();
+        std::fs::copy(image("coffee.png"), photos.join("b.png")).unwrap();
+        let db = test_db.arg();
+        assert!(clipdex_db(&db, &["add", photos.to_str().unwrap()]).status.success());
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clipdex"))
-        .args(["watch", "--json", "--debounce-ms", "300", "--rescan-secs", "3600"])
-        .env("CLIPDEX_DB", &db)
-        .env("CLIPDEX_MODEL", model_dir())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel::<Value>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str(&line) {
-                let _ = tx.send(v);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .args(["watch", "--json", "--debounce-ms", "300", "--rescan-secs", "3600"])
+            .env("CLIPDEX_DB", &db)
+            .env("CLIPDEX_MODEL", model_dir())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel::<Value>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    let _ = tx.send(v);
+                }
             }
-        }
-    });
-    let wait_for = |what: &str, pred: &dyn Fn(&Value) -> bool| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            if let Ok(report) = rx.recv_timeout(Duration::from_millis(200))
-                && pred(&report)
-            {
-                return report;
+        });
+        let wait_for = |what: &str, pred: &dyn Fn(&Value) -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
+                if let Ok(report) = rx.recv_timeout(Duration::from_millis(200))
+                    && pred(&report)
+                {
+                    return report;
+                }
             }
-        }
-        panic!("no pass with {what} within 60 s");
-    };
-    wait_for("the first two photos", &|r| r["embedded"] == 2);
-    std::fs::copy(image("rocket.webp"), photos.join("c.webp")).unwrap();
-    wait_for("the new photo", &|r| r["embedded"] == 1);
-    std::fs::remove_file(photos.join("a.jpg")).unwrap();
-    wait_for("the deleted photo", &|r| r["removed"] == 1);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
-    assert_eq!((stats["images"].as_u64(), stats["paths"].as_u64()), (Some(2), Some(2)));
+            panic!("no pass with {what} within 60 s");
+        };
+        wait_for("the first two photos", &|r| r["embedded"] == 2);
+        std::fs::copy(image("rocket.webp"), photos.join("c.webp")).unwrap();
+        wait_for("the new photo", &|r| r["embedded"] == 1);
+        std::fs::remove_file(photos.join("a.jpg")).unwrap();
+        wait_for("the deleted photo", &|r| r["removed"] == 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
+        assert_eq!((stats["images"].as_u64(), stats["paths"].as_u64()), (Some(2), Some(2)));
+    }
 }
 
 #[test]
@@ -337,93 +345,98 @@ fn tag_and_describe_print_ranked_labels() {
 
 #[test]
 fn autotag_tags_and_tag_search_from_the_command_line() {
-    let tmp = tempfile::tempdir().unwrap();
-    let photos = tmp.path().join("photos");
-    std::fs::create_dir_all(&photos).unwrap();
-    for name in ["coffee.png", "rocket.webp", "chelsea_small.bmp", "camera_gray.png", "coffee_palette.gif"] {
-        std::fs::copy(image(name), photos.join(name)).unwrap();
+    for test_db in test_databases() {
+        let tmp = tempfile::tempdir().unwrap();
+        let photos = tmp.path().join("photos");
+        std::fs::create_dir_all(&photos).unwrap();
+        for name in ["coffee.png", "rocket.webp", "chelsea_small.bmp", "camera_gray.png", "coffee_palette.gif"] {
+            std::fs::copy(image(name), photos.join(name)).unwrap();
+        }
+        let db = test_db.arg();
+        assert!(clipdex_db(&db, &["add", photos.to_str().unwrap()]).status.success());
+        ok_json(clipdex_db(&db, &["index", "--json"]));
+        let out = clipdex_db(&db, &["search", "--tag", "rocket"]);
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("no results"), "no tags before autotag");
+
+        let vocab = tmp.path().join("vocab.txt");
+        std::fs::write(&vocab, "cat\ndog\nrocket\ncup of coffee\ncamera\n").unwrap();
+        let report = ok_json(clipdex_db(
+            &db,
+            &["autotag", "--vocab", vocab.to_str().unwrap(), "--templates", "single", "--prior-ratio", "1", "--json"],
+        ));
+        assert_eq!((report["images"].as_u64(), report["tagged"].as_u64()), (Some(5), Some(5)));
+        assert_eq!(report["labels_embedded"].as_u64(), Some(5));
+        assert_eq!(report["labels"].as_u64(), Some(5));
+        assert!((report["threshold"].as_f64().unwrap() - 0.2).abs() < 1e-6);
+        // The settings are remembered: a second run has nothing to do.
+        let again = ok_json(clipdex_db(&db, &["autotag", "--json"]));
+        assert_eq!((again["tagged"].as_u64(), again["unchanged"].as_u64()), (Some(0), Some(5)));
+        assert_eq!(again["labels_embedded"].as_u64(), Some(0));
+
+        let tags = ok_json(clipdex_db(&db, &["tags", "--json"]));
+        let tags = tags["tags"].as_array().unwrap();
+        assert!(!tags.is_empty());
+        let total: u64 = tags.iter().map(|t| t["count"].as_u64().unwrap()).sum();
+        assert_eq!(Some(total), report["tags"].as_u64());
+        let (label, count) = (tags[0]["label"].as_str().unwrap(), tags[0]["count"].as_u64().unwrap());
+
+        let res = ok_json(clipdex_db(&db, &["search", "--tag", label, "-k", "50", "--json"]));
+        assert_eq!(res["results"].as_array().unwrap().len() as u64, count);
+        let res = ok_json(clipdex_db(&db, &["search", "a photo", "--tag", label, "-k", "1", "--json"]));
+        assert_eq!(res["results"].as_array().unwrap().len(), 1);
+
+        // describe keeps the embeddings of its vocabulary in a library of the same model.
+        let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
+        assert_eq!(stats["cached_labels"].as_u64(), Some(5));
+        assert_eq!(stats["tags"].as_u64(), Some(total));
+        assert_eq!(stats["tagged"].as_u64(), Some(5));
+        let described = ok_json(clipdex_db(&db, &["describe", &image("coffee.png"), "-k", "3", "--json"]));
+        assert_eq!(described["labels"].as_array().unwrap().len(), 3);
+        let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
+        let built_in =
+            5 + clipdex::query::tags::parse_vocabulary(clipdex::query::tags::DEFAULT_VOCABULARY).len() as u64;
+        assert_eq!(stats["cached_labels"].as_u64(), Some(built_in));
+
+        // Neither text nor tag is a usage error; a bad ratio is refused.
+        let out = clipdex_db(&db, &["search"]);
+        assert_eq!(out.status.code(), Some(2));
+        let out = clipdex_db(&db, &["autotag", "--prior-ratio=0"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--prior-ratio"));
     }
-    let db = tmp.path().join("db");
-    assert!(clipdex_db(&db, &["add", photos.to_str().unwrap()]).status.success());
-    ok_json(clipdex_db(&db, &["index", "--json"]));
-    let out = clipdex_db(&db, &["search", "--tag", "rocket"]);
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no results"), "no tags before autotag");
-
-    let vocab = tmp.path().join("vocab.txt");
-    std::fs::write(&vocab, "cat\ndog\nrocket\ncup of coffee\ncamera\n").unwrap();
-    let report = ok_json(clipdex_db(
-        &db,
-        &["autotag", "--vocab", vocab.to_str().unwrap(), "--templates", "single", "--prior-ratio", "1", "--json"],
-    ));
-    assert_eq!((report["images"].as_u64(), report["tagged"].as_u64()), (Some(5), Some(5)));
-    assert_eq!(report["labels_embedded"].as_u64(), Some(5));
-    assert_eq!(report["labels"].as_u64(), Some(5));
-    assert!((report["threshold"].as_f64().unwrap() - 0.2).abs() < 1e-6);
-    // The settings are remembered: a second run has nothing to do.
-    let again = ok_json(clipdex_db(&db, &["autotag", "--json"]));
-    assert_eq!((again["tagged"].as_u64(), again["unchanged"].as_u64()), (Some(0), Some(5)));
-    assert_eq!(again["labels_embedded"].as_u64(), Some(0));
-
-    let tags = ok_json(clipdex_db(&db, &["tags", "--json"]));
-    let tags = tags["tags"].as_array().unwrap();
-    assert!(!tags.is_empty());
-    let total: u64 = tags.iter().map(|t| t["count"].as_u64().unwrap()).sum();
-    assert_eq!(Some(total), report["tags"].as_u64());
-    let (label, count) = (tags[0]["label"].as_str().unwrap(), tags[0]["count"].as_u64().unwrap());
-
-    let res = ok_json(clipdex_db(&db, &["search", "--tag", label, "-k", "50", "--json"]));
-    assert_eq!(res["results"].as_array().unwrap().len() as u64, count);
-    let res = ok_json(clipdex_db(&db, &["search", "a photo", "--tag", label, "-k", "1", "--json"]));
-    assert_eq!(res["results"].as_array().unwrap().len(), 1);
-
-    // describe keeps the embeddings of its vocabulary in a library of the same model.
-    let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
-    assert_eq!(stats["cached_labels"].as_u64(), Some(5));
-    assert_eq!(stats["tags"].as_u64(), Some(total));
-    assert_eq!(stats["tagged"].as_u64(), Some(5));
-    let described = ok_json(clipdex_db(&db, &["describe", &image("coffee.png"), "-k", "3", "--json"]));
-    assert_eq!(described["labels"].as_array().unwrap().len(), 3);
-    let stats = ok_json(clipdex_db(&db, &["stats", "--json"]));
-    let built_in = 5 + clipdex::query::tags::parse_vocabulary(clipdex::query::tags::DEFAULT_VOCABULARY).len() as u64;
-    assert_eq!(stats["cached_labels"].as_u64(), Some(built_in));
-
-    // Neither text nor tag is a usage error; a bad ratio is refused.
-    let out = clipdex_db(&db, &["search"]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = clipdex_db(&db, &["autotag", "--prior-ratio=0"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--prior-ratio"));
 }
 
 #[test]
 fn reindex_moves_the_library_to_another_model() {
-    let tmp = tempfile::tempdir().unwrap();
-    let photos = tmp.path().join("photos");
-    std::fs::create_dir_all(&photos).unwrap();
-    for name in ["coffee.png", "rocket.webp", "astronaut.jpg"] {
-        std::fs::copy(image(name), photos.join(name)).unwrap();
-    }
-    let db = tmp.path().join("db");
-    assert!(clipdex_db(&db, &["add", photos.to_str().unwrap()]).status.success());
-    ok_json(clipdex_db(&db, &["index", "--json"]));
-    let p16 = fixtures().join("clip-tiny-p16").to_string_lossy().into_owned();
-    let report = ok_json(clipdex_db(&db, &["reindex", "--model", &p16, "--json"]));
-    assert_eq!(report["from"], model_dir().as_str());
-    assert_eq!(report["to"], p16.as_str());
-    assert_eq!((report["embedded"].as_u64(), report["resumed"].as_u64()), (Some(3), Some(0)));
-    assert_eq!((report["failed"].as_u64(), report["tagged"].as_u64()), (Some(0), Some(0)));
+    for test_db in test_databases() {
+        let tmp = tempfile::tempdir().unwrap();
+        let photos = tmp.path().join("photos");
+        std::fs::create_dir_all(&photos).unwrap();
+        for name in ["coffee.png", "rocket.webp", "astronaut.jpg"] {
+            std::fs::copy(image(name), photos.join(name)).unwrap();
+        }
+        let db = test_db.arg();
+        assert!(clipdex_db(&db, &["add", photos.to_str().unwrap()]).status.success());
+        ok_json(clipdex_db(&db, &["index", "--json"]));
+        let p16 = fixtures().join("clip-tiny-p16").to_string_lossy().into_owned();
+        let report = ok_json(clipdex_db(&db, &["reindex", "--model", &p16, "--json"]));
+        assert_eq!(report["from"], model_dir().as_str());
+        assert_eq!(report["to"], p16.as_str());
+        assert_eq!((report["embedded"].as_u64(), report["resumed"].as_u64()), (Some(3), Some(0)));
+        assert_eq!((report["failed"].as_u64(), report["tagged"].as_u64()), (Some(0), Some(0)));
 
-    // The library now answers with the new model only.
-    let stats = ok_json(clipdex_db(&db, &["stats", "--model", &p16, "--json"]));
-    assert_eq!(stats["model"], p16.as_str());
-    assert!(stats["reindex"].is_null());
-    let res = ok_json(clipdex_db(&db, &["search", "a rocket", "--model", &p16, "--json"]));
-    assert_eq!(res["results"].as_array().unwrap().len(), 3);
-    let out = clipdex_db(&db, &["stats"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("holds vectors of model"));
-    let out = clipdex_db(&db, &["reindex", "--model", &p16]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already uses"));
+        // The library now answers with the new model only.
+        let stats = ok_json(clipdex_db(&db, &["stats", "--model", &p16, "--json"]));
+        assert_eq!(stats["model"], p16.as_str());
+        assert!(stats["reindex"].is_null());
+        let res = ok_json(clipdex_db(&db, &["search", "a rocket", "--model", &p16, "--json"]));
+        assert_eq!(res["results"].as_array().unwrap().len(), 3);
+        let out = clipdex_db(&db, &["stats"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("holds vectors of model"));
+        let out = clipdex_db(&db, &["reindex", "--model", &p16]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("already uses"));
+    }
 }

@@ -368,6 +368,60 @@ fn postgres_connection_errors_say_what_to_do() {
     assert!(down.contains("is the server running") && !down.contains("secret"), "{down}");
 }
 
+/// TLS as libpq's `sslmode` asks (the CI server has a certificate for "localhost" signed by
+/// the authority in `CLIPDEX_TEST_PG_CA`): encrypted by default when the server offers it,
+/// plain with `disable`, the authority checked with `verify-ca`, the host name too with
+/// `verify-full`; an untrusted authority or another host name is refused with what to do.
+#[test]
+fn postgres_connections_are_encrypted_and_checked_as_sslmode_asks() {
+    let Some(pg) = postgres_database() else { return };
+    let ca = match std::env::var("CLIPDEX_TEST_PG_CA") {
+        Ok(ca) if !ca.is_empty() => ca,
+        _ if std::env::var_os("CI").is_some() || std::env::var("CLIPDEX_PG").is_ok_and(|v| v == "require") => {
+            panic!("CI must test TLS to PostgreSQL: set CLIPDEX_TEST_PG_CA (.ci/run does)")
+        }
+        _ => return eprintln!("CLIPDEX_TEST_PG_CA is not set: TLS to PostgreSQL is not tested"),
+    };
+    assert!(pg.url.contains("@localhost:"), "the test server is reached as localhost: {}", pg.url);
+    let with = |host: &str, params: &str| {
+        let url = pg.url.replace("@localhost:", &format!("@{host}:"));
+        format!("{url}{}{params}", if url.contains('?') { '&' } else { '?' })
+    };
+    let mut admin = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    // Whether the server sees this process's connection named `name` encrypted.
+    let mut encrypted = |url: String, name: &str| -> bool {
+        let store = Store::open(DbLocation::Postgres(format!("{url}&application_name={name}"))).unwrap();
+        let rows = admin
+            .query(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                 WHERE a.datname = current_database() AND a.application_name = $1",
+                &[&name],
+            )
+            .unwrap();
+        drop(store);
+        assert_eq!(rows.len(), 1, "{name}: one idle connection");
+        rows[0].get(0)
+    };
+    assert!(encrypted(with("localhost", "connect_timeout=10"), "tls_default"), "prefer: encrypted");
+    assert!(!encrypted(with("localhost", "sslmode=disable"), "tls_disable"));
+    assert!(encrypted(with("localhost", "sslmode=require"), "tls_require"));
+    assert!(encrypted(with("localhost", &format!("sslmode=verify-full&sslrootcert={ca}")), "tls_full"));
+    assert!(encrypted(with("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}")), "tls_ca"));
+
+    let open_err = |url: String| match Store::open(DbLocation::Postgres(url)) {
+        Ok(_) => panic!("opened"),
+        Err(e) => e.to_string(),
+    };
+    let e = open_err(with("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={ca}")));
+    assert!(e.contains("names another host") && e.contains("verify-ca"), "{e}");
+    let e = open_err(with("localhost", "sslmode=verify-full&sslrootcert=system"));
+    assert!(e.contains("not signed by an authority in sslrootcert"), "{e}");
+    let e = open_err(with("localhost", "sslmode=verify-full"));
+    assert!(e.contains("sslrootcert=FILE"), "{e}");
+    let e = open_err(with("localhost", "sslmode=verify"));
+    assert!(e.contains("not a mode") && !e.contains("clipdex:clipdex"), "{e}");
+}
+
 /// A unit vector near one of `clusters` centres (so that neighbours are meaningful).
 fn clustered(rng: &mut Rng, clusters: &[Vec<f32>]) -> Vec<f32> {
     let centre = &clusters[rng.below(clusters.len())];
@@ -482,10 +536,19 @@ fn migrate_copies_a_folder_library_into_postgres_and_checks_it() {
             store.cancel_reindex().unwrap();
         }
         assert!(store.counts().unwrap().images > 0);
+        // A caption as an older clipdex stored it: settings separated by NUL, which PostgreSQL's
+        // text cannot hold.
+        let (id, _) = store.images().next().unwrap().unwrap();
+        let legacy = StoredCaption { text: "a cat\0".into(), settings: "blip\0\0beams=3\0max=20".into() };
+        store.set_caption(id, &legacy).unwrap();
     }
-    // Caches are not copied, and generations count switches that the copy did not make.
+    // Caches are not copied, generations count switches that the copy did not make, and
+    // captions are copied as today's clipdex stores them.
     let comparable = |mut s: Snapshot| {
         (s.model_vectors, s.label_cache, s.generation, s.counts.cached_labels) = (Vec::new(), Vec::new(), 0, 0);
+        for c in s.captions.values_mut() {
+            *c = StoredCaption::new(&c.text, &c.settings);
+        }
         s
     };
     let before = snapshot(&Store::open(DbLocation::Dir(dir.clone())).unwrap());
@@ -643,8 +706,9 @@ fn work_queue_claims_expire_and_late_results_are_discarded() {
         late.iter().map(|j| j.0.clone()).collect::<Vec<_>>(),
         vec![PathBuf::from("/q/0.jpg"), "/q/1.jpg".into()]
     );
-    assert!(!qa.finish("a", Path::new("/q/0.jpg")).unwrap());
-    assert!(qb.finish("b", Path::new("/q/0.jpg")).unwrap());
+    assert_eq!(qa.finish("a", &[Path::new("/q/0.jpg")]).unwrap(), [false]);
+    // One round trip for a batch, answered path by path (no job for /q/9.jpg).
+    assert_eq!(qb.finish("b", &[Path::new("/q/9.jpg"), Path::new("/q/0.jpg")]).unwrap(), [false, true]);
     // A changed file re-queued loses its claim; the claim of a process that is gone is free.
     qa.enqueue(&[(PathBuf::from("/q/1.jpg"), 11, 1)]).unwrap();
     assert_eq!(qa.claim("a", 10, long).unwrap().len(), 1);

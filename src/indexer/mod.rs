@@ -475,19 +475,27 @@ fn process_batch(
 ) -> Result<Vec<PathBuf>> {
     let prepared: Vec<Result<Prepared>> =
         chunk.par_iter().map(|c| prepare(store, clip, &options.decode, c, scanned)).collect();
+    let prepared: Vec<Prepared> = prepared.into_iter().collect::<Result<_>>()?;
+    // The claims still held, ended in one round trip for the batch.
+    let mut held = vec![true; chunk.len()];
+    if let Some((q, worker)) = queue {
+        let readable: Vec<usize> =
+            (0..chunk.len()).filter(|&i| !matches!(prepared[i], Prepared::Unreadable(_))).collect();
+        let paths: Vec<&Path> = readable.iter().map(|&i| chunk[i].path.as_path()).collect();
+        for (i, ended) in readable.into_iter().zip(q.finish(worker, &paths)?) {
+            held[i] = ended;
+        }
+    }
     let mut fresh = Vec::new();
     let mut vanished = Vec::new();
-    for (c, p) in chunk.iter().zip(prepared) {
-        let p = p?;
+    for ((c, p), held) in chunk.iter().zip(prepared).zip(held) {
         if let Prepared::Unreadable(reason) = &p {
             // Left claimed: after the lease another process (the scanner) takes it.
             tracing::warn!("cannot read {} here ({reason}); left to other processes", c.path.display());
             report.unreadable += 1;
             continue;
         }
-        if let Some((q, worker)) = queue
-            && !q.finish(worker, &c.path)?
-        {
+        if !held {
             report.discarded += 1;
             continue;
         }

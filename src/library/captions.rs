@@ -36,11 +36,12 @@ impl CaptionOptions {
     /// What a stored caption records of how it was made.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{}\u{0}{}\u{0}beams={}\u{0}max={}",
+            "{}{sep}{}{sep}beams={}{sep}max={}",
             self.model,
             self.prompt.as_deref().unwrap_or(""),
             self.beams,
-            self.max_tokens
+            self.max_tokens,
+            sep = crate::store::SETTINGS_SEPARATOR
         )
     }
 }
@@ -89,7 +90,8 @@ impl Library {
         progress: Progress,
         pause: &dyn Fn() -> bool,
     ) -> Result<CaptionReport> {
-        let fingerprint = options.fingerprint();
+        // As stored (a prompt cannot hold NUL).
+        let fingerprint = StoredCaption::new("", &options.fingerprint()).settings;
         let start = captioner.start_ids(options.prompt.as_deref())?;
         let decode =
             DecodeOptions { max_pixels: self.config.max_pixels, min_side: Some(2 * captioner.encoder().input_side()) };
@@ -97,7 +99,7 @@ impl Library {
         let mut report = CaptionReport { images: ids.len() as u64, ..Default::default() };
         progress(0, report.images);
         for (done, &id) in ids.iter().enumerate() {
-            if self.store.caption_of(id)?.is_some_and(|c| c.settings == fingerprint) {
+            if self.store.caption_of(id)?.is_some_and(|c| StoredCaption::new("", &c.settings).settings == fingerprint) {
                 report.unchanged += 1;
             } else if pause() {
                 break;
@@ -112,7 +114,7 @@ impl Library {
                 match image {
                     Some(image) => {
                         let ids = captioner.beam_search(&image, &start, options.beams, options.max_tokens)?;
-                        let caption = StoredCaption { text: captioner.decode(&ids)?, settings: fingerprint.clone() };
+                        let caption = StoredCaption::new(&captioner.decode(&ids)?, &fingerprint);
                         if self.store.set_caption(id, &caption)? {
                             report.captioned += 1;
                         }
@@ -169,7 +171,7 @@ impl Library {
         let start = captioner.start_ids(options.prompt.as_deref())?;
         let image = self.open_indexed(id, Some(2 * captioner.encoder().input_side()))?;
         let ids = captioner.beam_search(&image, &start, options.beams, options.max_tokens)?;
-        let caption = StoredCaption { text: captioner.decode(&ids)?, settings: options.fingerprint() };
+        let caption = StoredCaption::new(&captioner.decode(&ids)?, &options.fingerprint());
         self.store.set_caption(id, &caption)?;
         self.store.flush()?;
         Ok(caption.text)

@@ -178,9 +178,10 @@ pub trait WorkQueue: Sync {
     /// Claims up to `n` jobs that no live lease holds, for `lease`.
     fn claim(&self, worker: &str, n: usize, lease: std::time::Duration) -> Result<Vec<Job>>;
 
-    /// Ends the job of `path` when `worker` still holds its lease (`true`); `false` when the
-    /// lease ran out (another worker may have it now): the caller discards its result.
-    fn finish(&self, worker: &str, path: &Path) -> Result<bool>;
+    /// Ends the jobs of `paths` that `worker` still holds the lease of, in one round trip:
+    /// for each path, `true` when it did; `false` when the lease ran out (another worker may
+    /// have it now), and the caller discards its result.
+    fn finish(&self, worker: &str, paths: &[&Path]) -> Result<Vec<bool>>;
 
     /// Jobs waiting, jobs leased, and the workers holding leases.
     fn job_counts(&self) -> Result<JobCounts>;

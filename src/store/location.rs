@@ -42,7 +42,9 @@ impl DbLocation {
         match self {
             DbLocation::Dir(dir) => dir.clone(),
             DbLocation::Postgres(url) => {
-                let key = blake3::hash(redact(url).as_bytes()).to_hex();
+                // Not the query: connection options (sslmode, timeouts) name the same database.
+                let database = redact(url.split_once('?').map_or(url.as_str(), |(head, _)| head));
+                let key = blake3::hash(database.as_bytes()).to_hex();
                 let base = dirs::cache_dir().unwrap_or_else(std::env::temp_dir);
                 base.join("clipdex").join(format!("pg-{}", &key[..16]))
             }
@@ -149,5 +151,8 @@ mod tests {
         let other = parse("postgres://clip:other@db.lan:5433/photos?sslmode=disable").unwrap();
         assert_eq!(loc.local_dir(), other.local_dir());
         assert_ne!(loc.local_dir(), parse("postgres://clip:x@db.lan:5433/films").unwrap().local_dir());
+        // Nor on connection options: TLS switched on keeps the thumbnails.
+        let tls = parse("postgres://clip:s3cret@db.lan:5433/photos?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        assert_eq!(loc.local_dir(), tls.local_dir());
     }
 }

@@ -19,7 +19,10 @@ pub use backend::{
     TagStore, WorkQueue,
 };
 pub use location::DbLocation;
-pub use records::{Failure, ImageId, ImageRecord, PathEntry, ReindexTarget, StoreCounts, StoredCaption, Tag, TagCount};
+pub use records::{
+    Failure, ImageId, ImageRecord, PathEntry, ReindexTarget, SETTINGS_SEPARATOR, StoreCounts, StoredCaption, Tag,
+    TagCount,
+};
 pub use sled::SCHEMA_VERSION;
 
 use crate::error::{Error, Result};

@@ -91,6 +91,18 @@ pub struct StoredCaption {
     pub settings: String,
 }
 
+impl StoredCaption {
+    /// A caption as every backend stores it: without NUL characters, which PostgreSQL's `text`
+    /// cannot hold (a random or broken model can decode one; nothing readable is lost), and
+    /// with settings written by an older clipdex (fields separated by NUL) in today's form.
+    pub fn new(text: &str, settings: &str) -> Self {
+        StoredCaption { text: text.replace('\0', ""), settings: settings.replace('\0', SETTINGS_SEPARATOR) }
+    }
+}
+
+/// What separates the fields of a caption's settings (NUL before PostgreSQL could hold them).
+pub const SETTINGS_SEPARATOR: &str = "\u{1f}";
+
 /// The model a re-indexing is moving to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReindexTarget {
@@ -121,4 +133,17 @@ pub struct StoreCounts {
     pub cached_labels: u64,
     /// Images with a stored caption.
     pub captioned: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_captions_hold_no_nul_and_older_settings_read_as_todays() {
+        let c = StoredCaption::new("a\0cat", "m\0p\0beams=3\0max=20");
+        assert_eq!(c.text, "acat");
+        assert_eq!(c.settings, format!("m{0}p{0}beams=3{0}max=20", SETTINGS_SEPARATOR));
+        assert_eq!(StoredCaption::new(&c.text, &c.settings), c, "normalising twice changes nothing");
+    }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{PgStore, i64_of, path_key};
 use crate::error::{Error, Result};
-use crate::store::Backend;
+use crate::store::{Backend, StoredCaption};
 
 /// What an import copied.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -205,6 +205,8 @@ impl PgStore {
 
         let mut rows = source.captions().map(|r| {
             let (id, c) = r?;
+            // Captions of older libraries hold NUL, which PostgreSQL's text cannot.
+            let c = StoredCaption::new(&c.text, &c.settings);
             Ok(vec![boxed(i64_of(id)), boxed(c.text), boxed(c.settings)])
         });
         report.captions = copy(

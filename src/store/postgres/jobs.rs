@@ -40,7 +40,7 @@ impl PgStore {
     /// Takes the session advisory lock `(space, key)` on a connection of its own, which holds
     /// it until dropped (or until the process dies); `None` while another session holds it.
     fn lock_on_own_connection(&self, space: i32, key: i32) -> Result<Option<Client>> {
-        let mut client = self.config.connect(postgres::NoTls).map_err(|e| self.connect_error(&e))?;
+        let mut client = self.connect()?;
         let locked: bool = client
             .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&space, &key])
             .map_err(|e| self.err(super::db_message(&e)))?
@@ -109,13 +109,22 @@ impl WorkQueue for PgStore {
         Ok(jobs)
     }
 
-    fn finish(&self, worker: &str, path: &Path) -> Result<bool> {
+    fn finish(&self, worker: &str, paths: &[&Path]) -> Result<Vec<bool>> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
         let key = self.presence()?;
-        let n = self.execute(
-            "DELETE FROM jobs WHERE path = $1 AND worker = $2 AND worker_key = $3 AND lease_until > now()",
-            &[&path_key(path), &worker, &key],
-        )?;
-        Ok(n == 1)
+        let keys: Vec<Vec<u8>> = paths.iter().map(|p| path_key(p)).collect();
+        let ended: std::collections::HashSet<Vec<u8>> = self
+            .query(
+                "DELETE FROM jobs WHERE path = ANY($1) AND worker = $2 AND worker_key = $3 AND lease_until > now()
+                 RETURNING path",
+                &[&keys, &worker, &key],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(keys.iter().map(|k| ended.contains(k)).collect())
     }
 
     fn job_counts(&self) -> Result<JobCounts> {

@@ -16,6 +16,7 @@ mod reindex;
 pub use import::ImportReport;
 mod search;
 mod tags;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -56,6 +57,8 @@ pub struct PgStore {
     idle: Mutex<Vec<Client>>,
     /// The connection holding this process's presence lock in the work queue, and its key.
     presence: Mutex<Option<(Client, i32)>>,
+    /// TLS as the URL's `sslmode` asks; `None`: `sslmode=disable`.
+    tls: Option<tls::MakeRustls>,
 }
 
 /// Why a transaction's body stopped: a database error (retried when it is a conflict with a
@@ -132,17 +135,37 @@ impl Drop for Conn<'_> {
     }
 }
 
+impl Drop for PgStore {
+    /// Closing a client blocks on the client's own runtime, which panics on a thread that
+    /// drives another one (an async caller dropping the library), so the connections are
+    /// closed on a thread of their own.
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let presence = self.presence.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if idle.is_empty() && presence.is_none() {
+            return;
+        }
+        let _ = std::thread::spawn(move || drop((idle, presence))).join();
+    }
+}
+
 impl PgStore {
     /// Connects to the database at `url` and brings its schema up to date.
     pub fn open(url: &str) -> Result<Self> {
         let shown = redact(url);
+        let invalid = |e: String| Error::Invalid(format!("--db {shown}: {e}"));
+        let tls_url = tls::split_tls_params(url).map_err(invalid)?;
         let mut config: postgres::Config =
-            url.parse().map_err(|e| Error::Invalid(format!("--db {shown}: not a valid PostgreSQL URL: {e}")))?;
+            tls_url.url.parse().map_err(|e| invalid(format!("not a valid PostgreSQL URL: {e}")))?;
+        config.ssl_mode(tls_url.mode.on_the_wire());
+        let tls = tls::connector(tls_url.mode, tls_url.root_cert.as_deref()).map_err(invalid)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        config.application_name("clipdex");
-        let store = PgStore { shown, config, idle: Mutex::new(Vec::new()), presence: Mutex::new(None) };
+        if config.get_application_name().is_none() {
+            config.application_name("clipdex");
+        }
+        let store = PgStore { shown, config, idle: Mutex::new(Vec::new()), presence: Mutex::new(None), tls };
         let mut conn = store.conn()?;
         store.migrate(&mut conn)?;
         drop(conn);
@@ -158,9 +181,18 @@ impl PgStore {
         let idle = self.idle.lock().expect("connection list lock").pop();
         let client = match idle {
             Some(c) => c,
-            None => self.config.connect(NoTls).map_err(|e| self.connect_error(&e))?,
+            None => self.connect()?,
         };
         Ok(Conn { store: self, client: Some(client) })
+    }
+
+    /// A new connection, encrypted as the URL asks.
+    fn connect(&self) -> Result<Client> {
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        }
+        .map_err(|e| self.connect_error(&e))
     }
 
     /// What failing to connect means, and what to do.
@@ -175,7 +207,20 @@ impl PgStore {
                 "; check the user and password in the URL".to_string()
             }
             Some(_) => String::new(),
-            None => "; is the server running, and does it listen there?".to_string(),
+            None => match error_chain(e) {
+                m if m.contains("NotValidForName") => "; the server's certificate names another host: connect by \
+                                                       the name it holds, or check only the authority with \
+                                                       sslmode=verify-ca"
+                    .to_string(),
+                m if m.contains("invalid peer certificate") => "; the server's certificate is not signed by an \
+                                                                authority in sslrootcert (sslmode=require encrypts \
+                                                                without checking it)"
+                    .to_string(),
+                m if m.contains("server does not support TLS") => "; the server does not offer TLS: turn ssl on in \
+                                                                   postgresql.conf, or connect with sslmode=prefer"
+                    .to_string(),
+                _ => "; is the server running, and does it listen there?".to_string(),
+            },
         };
         self.err(format!("cannot connect: {}{hint}", db_message(e)))
     }
@@ -322,6 +367,17 @@ impl PgStore {
 }
 
 /// The message of a database error (PostgreSQL's own words when the server sent some).
+/// An error and every error under it, as one line.
+fn error_chain(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s} ({s:?})"));
+        source = s.source();
+    }
+    text
+}
+
 fn db_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) if *db.code() == SqlState::ADMIN_SHUTDOWN || *db.code() == SqlState::CRASH_SHUTDOWN => format!(
@@ -593,7 +649,8 @@ impl Backend for PgStore {
             "INSERT INTO failures (path, reason, attempts, size, mtime_ns) VALUES ($1, $2, 1, $3, $4)
              ON CONFLICT (path) DO UPDATE SET reason = EXCLUDED.reason, attempts = failures.attempts + 1,
                  size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns",
-            &[&path_key(path), &reason, &i64_of(size), &mtime_ns],
+            // A decoder's message could quote a NUL from the file; PostgreSQL's text cannot hold it.
+            &[&path_key(path), &reason.replace('\0', ""), &i64_of(size), &mtime_ns],
         )?;
         Ok(())
     }

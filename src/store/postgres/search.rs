@@ -241,10 +241,17 @@ impl PgStore {
                 self.execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"), &[])?;
             }
             tracing::info!("building the HNSW index of {} vectors in PostgreSQL", state.vectors);
-            // On one connection: the build may use up to 1 GB (pgvector builds far faster when
-            // the graph fits in maintenance_work_mem; the server default is 64 MB).
+            // On one connection: the build may use at least 1 GB (pgvector builds far faster
+            // when the graph fits in maintenance_work_mem; the server default is 64 MB). A
+            // larger setting of the role or server is kept: a million 512-d vectors need ~3 GB.
             let mut conn = self.conn()?;
-            conn.batch_execute("SET maintenance_work_mem = '1GB'").map_err(|e| self.err(super::db_message(&e)))?;
+            let current: i64 = conn
+                .query_one("SELECT pg_size_bytes(current_setting('maintenance_work_mem'))", &[])
+                .map_err(|e| self.err(super::db_message(&e)))?
+                .get(0);
+            if current < 1 << 30 {
+                conn.batch_execute("SET maintenance_work_mem = '1GB'").map_err(|e| self.err(super::db_message(&e)))?;
+            }
             let built = conn.execute(
                 &format!(
                     "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON vectors

@@ -718,6 +718,21 @@ fn work_queue_claims_expire_and_late_results_are_discarded() {
     assert_eq!(freed.len(), 4, "b's claims did not come back when b went away: {freed:?}");
     let counts = qa.job_counts().unwrap();
     assert_eq!((counts.pending, counts.leased), (0, 5));
+
+    // A root being scanned is seen as such by every process, without taking its lock.
+    let (root, other) = (PathBuf::from("/q"), PathBuf::from("/elsewhere"));
+    let held = qa.lock_root(&root).unwrap().expect("nobody scans /q");
+    let qc = c.work_queue().unwrap();
+    assert!(qc.being_scanned(&[other.clone(), root.clone()]).unwrap());
+    assert!(!qc.being_scanned(std::slice::from_ref(&other)).unwrap());
+    assert!(qc.lock_root(&root).unwrap().is_none(), "looking did not take the lock from a");
+    drop(held);
+    // The server ends the session (and its lock) a moment after the client hangs up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while qc.being_scanned(&[other.clone(), root.clone()]).unwrap() {
+        assert!(std::time::Instant::now() < deadline, "the lock outlived its connection");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// `clipdex worker`: a machine that scans nothing embeds what is queued, reading the files

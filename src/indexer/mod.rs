@@ -277,7 +277,7 @@ pub fn index_pass(
             loop {
                 let claimed = q.claim(&worker, options.batch_size.max(1), lease)?;
                 if claimed.is_empty() {
-                    if !still_scanned(q, &report.busy_roots)? {
+                    if !q.being_scanned(&report.busy_roots)? {
                         break;
                     }
                     std::thread::sleep(std::time::Duration::from_millis(100));
@@ -325,16 +325,6 @@ pub fn index_pass(
     }
     store.flush()?;
     Ok(report)
-}
-
-/// Whether another process is still scanning one of `busy` (its lock is still held).
-fn still_scanned(q: &dyn crate::store::WorkQueue, busy: &[PathBuf]) -> Result<bool> {
-    for root in busy {
-        if q.lock_root(root)?.is_none() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// The device of a root that is a folder now, `None` when it is missing (or not a folder).

@@ -172,6 +172,9 @@ pub trait WorkQueue: Sync {
     /// lock is dropped; `None` while another process holds it. A process that dies releases it.
     fn lock_root(&self, root: &Path) -> Result<Option<RootLock>>;
 
+    /// Whether some process holds the scanning lock of one of `roots` (without taking it).
+    fn being_scanned(&self, roots: &[PathBuf]) -> Result<bool>;
+
     /// Queues files to embed, replacing an older job of the same path.
     fn enqueue(&self, jobs: &[Job]) -> Result<()>;
 

@@ -2,7 +2,7 @@
 //! Scanning a root is serialised by a session advisory lock held on a connection of its own
 //! (the server drops it with the connection when a process dies).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use postgres::Client;
@@ -71,6 +71,21 @@ impl WorkQueue for PgStore {
     fn lock_root(&self, root: &Path) -> Result<Option<RootLock>> {
         let held = self.lock_on_own_connection(ROOT_LOCK_SPACE, lock_key(&path_key(root)))?;
         Ok(held.map(|client| Box::new(HeldRoot(client)) as RootLock))
+    }
+
+    fn being_scanned(&self, roots: &[PathBuf]) -> Result<bool> {
+        // Read from pg_locks on a pooled connection: taking each lock to test it would open a
+        // connection (and a TLS session) per root on every poll.
+        let keys: Vec<i64> = roots.iter().map(|r| i64::from(lock_key(&path_key(r)))).collect();
+        let row = self.query_opt(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+                   AND l.objsubid = 2 AND l.classid = {ROOT_LOCK_SPACE}::oid AND l.objid::bigint = ANY($1)
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+            ),
+            &[&keys],
+        )?;
+        Ok(row.is_some_and(|r| r.get(0)))
     }
 
     fn enqueue(&self, jobs: &[Job]) -> Result<()> {

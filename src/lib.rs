@@ -51,6 +51,7 @@ pub mod segment;
 pub mod server;
 pub mod store;
 pub mod thumbnail;
+pub mod video;
 
 pub use device::DeviceChoice;
 pub use error::{Error, ImageProblem, Result};

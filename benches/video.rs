@@ -1,0 +1,48 @@
+//! Video sampling cost: a 20-second 1080p clip at 30 frames/s (FFmpeg's `testsrc2` pattern,
+//! made by FFmpeg here) in H.264 and in HEVC, sampled as indexing will sample it (the first
+//! frame, then at least every 2 s and at scene changes, scaled to fit 448 px): seconds per
+//! clip, sampled frames, and the cost per minute of video. FFmpeg decodes every frame of the
+//! clip to find the ones to keep, so the cost is the decoder's, not the number kept.
+//!
+//!     cargo bench --bench video
+
+use std::time::{Duration, Instant};
+
+use clipdex::video::{self, SampleOptions, Tools};
+
+fn main() {
+    let tools = Tools::from_env();
+    if std::process::Command::new(&tools.ffmpeg).arg("-version").output().is_err() {
+        println!("FFmpeg is not installed: nothing to measure (apt install ffmpeg)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let seconds = 20.0;
+    for (codec, preset, name) in [("libx264", "veryfast", "H.264"), ("libx265", "ultrafast", "HEVC")] {
+        let clip = dir.path().join(format!("{codec}.mp4"));
+        let made = std::process::Command::new(&tools.ffmpeg)
+            .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size=1920x1080:rate=30:duration={seconds}"))
+            .args(["-c:v", codec, "-preset", preset, "-pix_fmt", "yuv420p"])
+            .arg(&clip)
+            .status()
+            .expect("ffmpeg runs");
+        assert!(made.success(), "encoding the {name} clip");
+        let info = video::probe(&tools, &clip, Duration::from_secs(30)).expect("probe");
+        let mut runs = Vec::new();
+        let mut frames = 0;
+        for _ in 0..3 {
+            let started = Instant::now();
+            frames = video::sample(&tools, &clip, &info, &SampleOptions::default(), &mut |_| true).expect("sample");
+            runs.push(started.elapsed().as_secs_f64());
+        }
+        runs.sort_by(f64::total_cmp);
+        let median = runs[1];
+        println!(
+            "{name} 1920×1080, {seconds} s at 30 frames/s: {frames} frames sampled in {median:.2} s (median of 3) = \
+             {:.0} decoded frames/s; {:.1} s per minute of video",
+            seconds * 30.0 / median,
+            median * 60.0 / seconds
+        );
+    }
+}

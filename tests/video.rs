@@ -1,0 +1,251 @@
+//! Videos through FFmpeg: clips made by FFmpeg itself (its `testsrc` pattern, and a cut
+//! between two fixture photos at a known time), in H.264 and HEVC, with and without rotation
+//! metadata, and broken files. Sampling must give the specified times, and each sampled frame
+//! must be the pixels FFmpeg's own command line decodes at that time.
+//!
+//! FFmpeg comes from Debian's `ffmpeg` package (`.ci/run` installs it). Without it these tests
+//! say so and pass, except in CI (`CI` set, or `CLIPDEX_FFMPEG_TESTS=require`), where they fail.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use clipdex::video::{self, SampleOptions, Tools, VideoProblem};
+
+fn fixture_image(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images").join(name)
+}
+
+/// Whether FFmpeg is there to test with (in CI it must be).
+fn have_ffmpeg() -> bool {
+    let found = Command::new("ffmpeg").arg("-version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        let required =
+            std::env::var_os("CI").is_some() || std::env::var("CLIPDEX_FFMPEG_TESTS").is_ok_and(|v| v == "require");
+        assert!(!required, "CI must test videos: install FFmpeg (apt install ffmpeg)");
+        eprintln!("FFmpeg is not installed: the video tests do nothing");
+    }
+    found
+}
+
+fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg").args(["-nostdin", "-v", "error", "-y"]).args(args).output().unwrap();
+    assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// FFmpeg's own decoding of the frame at `t`, scaled to `w`×`h`, as raw RGB.
+fn ffmpeg_frame(path: &Path, t: f64, w: u32, h: u32) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-ss", &format!("{t}"), "-i"])
+        .arg(path)
+        .args(["-vf", &format!("scale={w}:{h}"), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// A `seconds`-long clip of FFmpeg's test pattern at 25 frames/s.
+fn test_pattern(dir: &Path, name: &str, seconds: u32, codec: &str) -> PathBuf {
+    let path = dir.join(name);
+    let source = format!("testsrc=duration={seconds}:size=320x240:rate=25");
+    ffmpeg(&["-f", "lavfi", "-i", &source, "-c:v", codec, "-pix_fmt", "yuv420p", path.to_str().unwrap()]);
+    path
+}
+
+fn sampled(path: &Path, options: &SampleOptions) -> (video::VideoInfo, Vec<video::Frame>) {
+    let tools = Tools::from_env();
+    let info = video::probe(&tools, path, Duration::from_secs(30)).unwrap();
+    let mut frames = Vec::new();
+    let n = video::sample(&tools, path, &info, options, &mut |f| {
+        frames.push(f);
+        true
+    })
+    .unwrap();
+    assert_eq!(n, frames.len());
+    (info, frames)
+}
+
+fn times(frames: &[video::Frame]) -> Vec<f64> {
+    frames.iter().map(|f| (f.time * 1000.0).round() / 1000.0).collect()
+}
+
+#[test]
+fn frames_are_sampled_every_interval_and_are_ffmpegs_own_pixels() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (codec, name, codec_name) in [("libx264", "h264.mp4", "h264"), ("libx265", "hevc.mp4", "hevc")] {
+        let clip = test_pattern(dir.path(), name, 7, codec);
+        let (info, frames) = sampled(&clip, &SampleOptions::default());
+        assert_eq!(info.codec, codec_name);
+        assert!((info.duration - 7.0).abs() < 0.05, "{info:?}");
+        assert_eq!((info.width, info.height, info.rotation), (320, 240, 0));
+        assert_eq!(times(&frames), [0.0, 2.0, 4.0, 6.0], "{codec}");
+        for f in &frames {
+            assert_eq!(f.image.dimensions(), (320, 240));
+            assert!(f.image.as_raw() == &ffmpeg_frame(&clip, f.time, 320, 240), "{codec} at {} s", f.time);
+        }
+        // Scaled down to fit, and the frame at a time is the one shown then.
+        let small = SampleOptions { max_side: 160, ..Default::default() };
+        let (_, frames) = sampled(&clip, &small);
+        assert_eq!(frames[1].image.dimensions(), (160, 120));
+        assert!(frames[1].image.as_raw() == &ffmpeg_frame(&clip, 2.0, 160, 120));
+        let at = video::frame_at(&Tools::from_env(), &clip, &info, 2.0, 160, Duration::from_secs(30)).unwrap();
+        assert!(at.as_raw() == frames[1].image.as_raw(), "frame_at(2 s) is the sampled frame at 2 s");
+    }
+}
+
+#[test]
+fn a_cut_between_two_photos_is_sampled_when_it_happens() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("cut.mp4");
+    let (a, b) = (fixture_image("astronaut.jpg"), fixture_image("coffee.png"));
+    // Three seconds of each photo, both scaled to 320×240.
+    ffmpeg(&[
+        "-loop",
+        "1",
+        "-t",
+        "3",
+        "-i",
+        a.to_str().unwrap(),
+        "-loop",
+        "1",
+        "-t",
+        "3",
+        "-i",
+        b.to_str().unwrap(),
+        "-filter_complex",
+        "[0:v]scale=320:240,setsar=1,fps=25[a];[1:v]scale=320:240,setsar=1,fps=25[b];[a][b]concat=n=2:v=1[v]",
+        "-map",
+        "[v]",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        clip.to_str().unwrap(),
+    ]);
+    let (_, frames) = sampled(&clip, &SampleOptions::default());
+    // Every 2 s, and at the cut (3 s), from which the 2 s count again.
+    assert_eq!(times(&frames), [0.0, 2.0, 3.0, 5.0]);
+    // The frame at the cut shows the second photo.
+    let photo = |p: &Path| image::open(p).unwrap().resize_exact(320, 240, image::imageops::Triangle).to_rgb8();
+    let distance = |x: &image::RgbImage, y: &image::RgbImage| -> f64 {
+        x.as_raw().iter().zip(y.as_raw()).map(|(p, q)| (f64::from(*p) - f64::from(*q)).abs()).sum::<f64>()
+    };
+    let (pa, pb) = (photo(&a), photo(&b));
+    assert!(distance(&frames[1].image, &pa) < distance(&frames[1].image, &pb), "2 s: the first photo");
+    assert!(distance(&frames[2].image, &pb) < distance(&frames[2].image, &pa), "3 s: the second photo");
+}
+
+#[test]
+fn rotated_videos_are_sampled_upright() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plain = test_pattern(dir.path(), "plain.mp4", 3, "libx264");
+    let rotated = dir.path().join("rotated.mp4");
+    ffmpeg(&["-i", plain.to_str().unwrap(), "-c", "copy", "-metadata:s:v:0", "rotate=90", rotated.to_str().unwrap()]);
+    let (info, frames) = sampled(&rotated, &SampleOptions::default());
+    assert_eq!(info.rotation.abs(), 90);
+    assert_eq!((info.width, info.height), (240, 320), "upright size");
+    assert_eq!(times(&frames), [0.0, 2.0]);
+    for f in &frames {
+        assert_eq!(f.image.dimensions(), (240, 320));
+        // FFmpeg's command line turns it upright too.
+        assert!(f.image.as_raw() == &ffmpeg_frame(&rotated, f.time, 240, 320), "at {} s", f.time);
+    }
+    // Turned, not just reshaped: the stored frame rotated by a quarter turn one way or the other.
+    let (_, upright) = sampled(&plain, &SampleOptions::default());
+    let turned = [image::imageops::rotate90(&upright[0].image), image::imageops::rotate270(&upright[0].image)];
+    let close = |x: &image::RgbImage, y: &image::RgbImage| {
+        x.as_raw().iter().zip(y.as_raw()).map(|(p, q)| u32::from(p.abs_diff(*q))).sum::<u32>()
+            < x.as_raw().len() as u32 * 2
+    };
+    assert!(turned.iter().any(|t| close(t, &frames[0].image)));
+}
+
+#[test]
+fn a_long_video_is_sampled_within_the_frame_budget() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clip = test_pattern(dir.path(), "long.mp4", 20, "libx264");
+    let options = SampleOptions { max_frames: 4, ..Default::default() };
+    assert!((video::sampling_interval(20.0, &options) - 5.0).abs() < 1e-9);
+    let (_, frames) = sampled(&clip, &options);
+    assert_eq!(times(&frames), [0.0, 5.0, 10.0, 15.0]);
+    // A caller may stop early.
+    let tools = Tools::from_env();
+    let info = video::probe(&tools, &clip, Duration::from_secs(30)).unwrap();
+    let mut seen = 0;
+    let n = video::sample(&tools, &clip, &info, &SampleOptions::default(), &mut |_| {
+        seen += 1;
+        seen < 2
+    })
+    .unwrap();
+    assert_eq!((n, seen), (2, 2));
+}
+
+#[test]
+fn broken_files_and_missing_tools_are_clear_problems() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tools = Tools::from_env();
+    let limit = Duration::from_secs(30);
+    let good = test_pattern(dir.path(), "good.mp4", 3, "libx264");
+    let bytes = std::fs::read(&good).unwrap();
+
+    let truncated = dir.path().join("truncated.mp4");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let empty = dir.path().join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    let text = dir.path().join("notes.mov");
+    std::fs::write(&text, b"this is not a video at all\n").unwrap();
+    for path in [&empty, &text] {
+        let problem = video::probe(&tools, path, limit).unwrap_err();
+        assert!(matches!(problem, VideoProblem::Unreadable(_)), "{}: {problem}", path.display());
+    }
+    // A truncated file is either refused or gives the frames before the cut, never a hang.
+    match video::probe(&tools, &truncated, limit) {
+        Err(VideoProblem::Unreadable(_)) => {}
+        Ok(info) => match video::sample(&tools, &truncated, &info, &SampleOptions::default(), &mut |_| true) {
+            Ok(n) => assert!(n <= 2, "{n} frames from a third of a 3-s clip"),
+            Err(problem) => assert!(matches!(problem, VideoProblem::Unreadable(_)), "{problem}"),
+        },
+        Err(problem) => panic!("{problem}"),
+    }
+
+    let audio = dir.path().join("audio.m4a");
+    ffmpeg(&["-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", audio.to_str().unwrap()]);
+    assert_eq!(video::probe(&tools, &audio, limit).unwrap_err(), VideoProblem::NoVideoStream);
+
+    let missing = Tools { ffmpeg: "/no/such/ffmpeg".into(), ffprobe: "/no/such/ffprobe".into() };
+    let problem = video::probe(&missing, &good, limit).unwrap_err();
+    assert!(problem.to_string().contains("apt install ffmpeg"), "{problem}");
+
+    // An FFmpeg that hangs is stopped.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let hang = dir.path().join("hang.sh");
+        std::fs::write(&hang, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let stuck = Tools { ffmpeg: hang.clone(), ffprobe: hang };
+        let started = std::time::Instant::now();
+        assert_eq!(video::probe(&stuck, &good, Duration::from_secs(1)).unwrap_err(), VideoProblem::Stalled(1));
+        let info = video::probe(&tools, &good, limit).unwrap();
+        let options = SampleOptions { stall: Duration::from_secs(1), ..Default::default() };
+        let problem = video::sample(&stuck, &good, &info, &options, &mut |_| true).unwrap_err();
+        assert_eq!(problem, VideoProblem::Stalled(1));
+        assert!(started.elapsed() < Duration::from_secs(20), "the hung processes were not waited for");
+    }
+}

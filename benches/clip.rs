@@ -57,6 +57,16 @@ fn main() -> clipdex::Result<()> {
         clip.embed_texts(&[query]).unwrap();
     });
     println!("query latency (tokenize + text tower, {query:?}): {:.2} ms", t.as_secs_f64() * 1e3);
+    // One text by its length: up to 48 tokens the few-rows kernel runs (where the CPU has
+    // AVX-512; CLIPDEX_SKINNY=0 switches it off to compare).
+    for tokens in [12usize, 24, 48, 77] {
+        let ids: Vec<Vec<u32>> =
+            vec![std::iter::once(49406).chain((0..tokens - 2).map(|j| 320 + j as u32)).chain([49407]).collect()];
+        let t = median_time(15, || {
+            clip.embed_token_ids(&ids).unwrap();
+        });
+        println!("one text of {tokens:>2} tokens: {:.2} ms", t.as_secs_f64() * 1e3);
+    }
 
     let photo = root.join("tests/fixtures/images/coffee_12mp.jpg");
     let options = DecodeOptions::default();

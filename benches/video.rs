@@ -23,7 +23,7 @@ fn main() {
         let made = std::process::Command::new(&tools.ffmpeg)
             .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
             .arg(format!("testsrc2=size=1920x1080:rate=30:duration={seconds}"))
-            .args(["-c:v", codec, "-preset", preset, "-pix_fmt", "yuv420p"])
+            .args(["-c:v", codec, "-preset", preset, "-pix_fmt", "yuv420p", "-x265-params", "log-level=error"])
             .arg(&clip)
             .status()
             .expect("ffmpeg runs");

@@ -189,15 +189,39 @@ fn bias_act_generic(xs: &Tensor, bias: &Tensor, act: Option<HiddenAct>) -> CResu
     }
 }
 
-/// A dense layer with its weight stored transposed (`[in, out]`) for a contiguous matmul.
+/// A dense layer with its weight stored transposed (`[in, out]`) for a contiguous matmul, and,
+/// from the first product of a few rows on, laid out once more for those (see `skinny`).
 pub(crate) struct Dense {
     weight_t: Tensor,
     bias: Option<Tensor>,
+    panels: std::sync::OnceLock<Option<super::skinny::Panels>>,
 }
 
 impl Dense {
     pub(crate) fn new(weight: &Tensor, bias: Option<Tensor>) -> CResult<Self> {
-        Ok(Dense { weight_t: weight.t()?.contiguous()?, bias })
+        Ok(Dense { weight_t: weight.t()?.contiguous()?, bias, panels: Default::default() })
+    }
+
+    /// `xs` (`[rows, in]`) times the weight, through the few-rows kernel when it applies.
+    fn product(&self, xs: &Tensor, rows: usize) -> CResult<Tensor> {
+        use super::skinny;
+        let applies = (1..=skinny::MAX_ROWS).contains(&rows)
+            && xs.device().is_cpu()
+            && xs.dtype() == candle_core::DType::F32
+            && self.weight_t.dtype() == candle_core::DType::F32
+            && skinny::available();
+        if applies {
+            let (k, n) = self.weight_t.dims2()?;
+            let panels = self.panels.get_or_init(|| {
+                let weight_t = self.weight_t.flatten_all().and_then(|w| w.to_vec1::<f32>()).ok()?;
+                skinny::Panels::pack(&weight_t, k, n)
+            });
+            if let Some(panels) = panels {
+                let x = xs.flatten_all()?.to_vec1::<f32>()?;
+                return Tensor::from_vec(panels.product(&x, rows), (rows, n), xs.device());
+            }
+        }
+        xs.matmul(&self.weight_t)
     }
 
     /// Output width.
@@ -209,7 +233,7 @@ impl Dense {
     pub(crate) fn forward(&self, xs: &Tensor, act: Option<HiddenAct>) -> CResult<Tensor> {
         let dims = xs.dims().to_vec();
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let ys = xs.reshape((rows, dims[dims.len() - 1]))?.matmul(&self.weight_t)?;
+        let ys = self.product(&xs.reshape((rows, dims[dims.len() - 1]))?, rows)?;
         let ys = match &self.bias {
             Some(b) => bias_act(&ys, b, act)?,
             None => match act {

@@ -8,6 +8,7 @@
 mod config;
 pub(crate) mod kernels;
 pub(crate) mod model;
+mod skinny;
 pub(crate) mod tokenizer;
 pub mod train;
 

@@ -205,11 +205,10 @@ impl Dense {
     /// `xs` (`[rows, in]`) times the weight, through the few-rows kernel when it applies.
     fn product(&self, xs: &Tensor, rows: usize) -> CResult<Tensor> {
         use super::skinny;
-        let applies = (1..=skinny::MAX_ROWS).contains(&rows)
+        let applies = (1..=skinny::max_rows()).contains(&rows)
             && xs.device().is_cpu()
             && xs.dtype() == candle_core::DType::F32
-            && self.weight_t.dtype() == candle_core::DType::F32
-            && skinny::available();
+            && self.weight_t.dtype() == candle_core::DType::F32;
         if applies {
             let (k, n) = self.weight_t.dims2()?;
             let panels = self.panels.get_or_init(|| {

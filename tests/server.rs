@@ -12,7 +12,7 @@ use clipdex::{Library, LibraryConfig};
 use serde_json::Value;
 
 mod common;
-use common::backends::{TestDb, test_databases};
+use common::backends::{TestDb, off, test_databases};
 use common::picture;
 
 fn model() -> String {
@@ -32,13 +32,6 @@ struct Setup {
     library: Arc<Library>,
     photos: PathBuf,
     db: TestDb,
-}
-
-/// Runs `f` on a thread of its own: the PostgreSQL client blocks on a runtime of its own, which
-/// it may not do on the thread that drives the test's (the server calls the library on its
-/// blocking pool).
-fn off<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    std::thread::scope(|scope| scope.spawn(f).join().unwrap())
 }
 
 /// Nine photos (eight generated in two folders, one rotated by EXIF), indexed into `db`.

@@ -33,16 +33,16 @@ pub struct CaptionOptions {
 }
 
 impl CaptionOptions {
-    /// What a stored caption records of how it was made.
+    /// What a stored caption records of how it was made, as it is stored.
     pub fn fingerprint(&self) -> String {
-        format!(
+        crate::store::settings_as_stored(&format!(
             "{}{sep}{}{sep}beams={}{sep}max={}",
             self.model,
             self.prompt.as_deref().unwrap_or(""),
             self.beams,
             self.max_tokens,
             sep = crate::store::SETTINGS_SEPARATOR
-        )
+        ))
     }
 }
 
@@ -90,8 +90,7 @@ impl Library {
         progress: Progress,
         pause: &dyn Fn() -> bool,
     ) -> Result<CaptionReport> {
-        // As stored (a prompt cannot hold NUL).
-        let fingerprint = StoredCaption::new("", &options.fingerprint()).settings;
+        let fingerprint = options.fingerprint();
         let start = captioner.start_ids(options.prompt.as_deref())?;
         let decode =
             DecodeOptions { max_pixels: self.config.max_pixels, min_side: Some(2 * captioner.encoder().input_side()) };
@@ -99,7 +98,8 @@ impl Library {
         let mut report = CaptionReport { images: ids.len() as u64, ..Default::default() };
         progress(0, report.images);
         for (done, &id) in ids.iter().enumerate() {
-            if self.store.caption_of(id)?.is_some_and(|c| StoredCaption::new("", &c.settings).settings == fingerprint) {
+            if self.store.caption_of(id)?.is_some_and(|c| crate::store::settings_as_stored(&c.settings) == fingerprint)
+            {
                 report.unchanged += 1;
             } else if pause() {
                 break;

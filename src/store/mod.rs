@@ -21,7 +21,7 @@ pub use backend::{
 pub use location::DbLocation;
 pub use records::{
     Failure, ImageId, ImageRecord, PathEntry, ReindexTarget, SETTINGS_SEPARATOR, StoreCounts, StoredCaption, Tag,
-    TagCount,
+    TagCount, settings_as_stored,
 };
 pub use sled::SCHEMA_VERSION;
 

@@ -96,8 +96,14 @@ impl StoredCaption {
     /// cannot hold (a random or broken model can decode one; nothing readable is lost), and
     /// with settings written by an older clipdex (fields separated by NUL) in today's form.
     pub fn new(text: &str, settings: &str) -> Self {
-        StoredCaption { text: text.replace('\0', ""), settings: settings.replace('\0', SETTINGS_SEPARATOR) }
+        StoredCaption { text: text.replace('\0', ""), settings: settings_as_stored(settings) }
     }
+}
+
+/// Caption settings in today's form: fields written by an older clipdex, separated by NUL,
+/// read as separated by [`SETTINGS_SEPARATOR`] (so old and new settings compare equal).
+pub fn settings_as_stored(settings: &str) -> String {
+    settings.replace('\0', SETTINGS_SEPARATOR)
 }
 
 /// What separates the fields of a caption's settings (NUL before PostgreSQL could hold them).

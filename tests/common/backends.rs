@@ -76,7 +76,7 @@ impl PgDatabase {
         static N: AtomicU32 = AtomicU32::new(0);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let name = format!("clipdex_t_{}_{}_{nanos}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
-        on_own_thread(|| {
+        off(|| {
             let mut client = postgres::Client::connect(base, postgres::NoTls).expect("connect to CLIPDEX_TEST_PG");
             client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
         });
@@ -88,7 +88,7 @@ impl Drop for PgDatabase {
     fn drop(&mut self) {
         // The files a PostgreSQL library keeps on this machine (thumbnails, caches).
         let _ = std::fs::remove_dir_all(DbLocation::Postgres(self.url.clone()).local_dir());
-        on_own_thread(|| {
+        off(|| {
             if let Ok(mut client) = postgres::Client::connect(&self.base, postgres::NoTls) {
                 let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
             }
@@ -96,9 +96,10 @@ impl Drop for PgDatabase {
     }
 }
 
-/// Runs `f` on a thread of its own: the PostgreSQL client blocks on a runtime of its own, which
-/// it may not do on a thread that drives another (an async test's).
-fn on_own_thread(f: impl FnOnce() + Send) {
+/// Runs `f` on a thread of its own and returns what it returns: the PostgreSQL client blocks on
+/// a runtime of its own, which it may not do on a thread that drives another (an async test's;
+/// the server itself calls the library on its blocking pool).
+pub fn off<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     std::thread::scope(|scope| scope.spawn(f).join().unwrap())
 }
 

@@ -17,12 +17,21 @@ const ROOT_LOCK_SPACE: i32 = 0x726f_6f74;
 /// The first key of the advisory locks that say a claiming process is alive (`work`).
 const WORKER_LOCK_SPACE: i32 = 0x776f_726b;
 
+/// SQL: whether some session holds a two-key advisory lock `(space, key)` of this database
+/// whose second key (`pg_locks.objid`, as bigint) satisfies `key_matches`.
+fn advisory_held(space: i32, key_matches: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+           AND l.classid = {space}::oid AND l.objid::bigint {key_matches}
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+    )
+}
+
 /// A claim is free when its lease ended or its process is gone (its presence lock released).
 fn free() -> String {
     format!(
-        "(lease_until IS NULL OR lease_until < now() OR NOT EXISTS (
-           SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-             AND l.classid = {WORKER_LOCK_SPACE}::oid AND l.objid = jobs.worker_key::oid))"
+        "(lease_until IS NULL OR lease_until < now() OR NOT {})",
+        advisory_held(WORKER_LOCK_SPACE, "= jobs.worker_key")
     )
 }
 
@@ -77,14 +86,7 @@ impl WorkQueue for PgStore {
         // Read from pg_locks on a pooled connection: taking each lock to test it would open a
         // connection (and a TLS session) per root on every poll.
         let keys: Vec<i64> = roots.iter().map(|r| i64::from(lock_key(&path_key(r)))).collect();
-        let row = self.query_opt(
-            &format!(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
-                   AND l.objsubid = 2 AND l.classid = {ROOT_LOCK_SPACE}::oid AND l.objid::bigint = ANY($1)
-                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
-            ),
-            &[&keys],
-        )?;
+        let row = self.query_opt(&format!("SELECT {}", advisory_held(ROOT_LOCK_SPACE, "= ANY($1)")), &[&keys])?;
         Ok(row.is_some_and(|r| r.get(0)))
     }
 

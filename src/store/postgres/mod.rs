@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel, NoTls, Row, Transaction};
+use rustls::CertificateError;
 
 use super::location::redact;
 use super::sled::keys::{path_from_key, path_key};
@@ -207,18 +208,21 @@ impl PgStore {
                 "; check the user and password in the URL".to_string()
             }
             Some(_) => String::new(),
-            None => match error_chain(e) {
-                m if m.contains("NotValidForName") => "; the server's certificate names another host: connect by \
-                                                       the name it holds, or check only the authority with \
-                                                       sslmode=verify-ca"
+            None => match rustls_error(e) {
+                Some(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+                )) => "; the server's certificate names another host: connect by the name it holds, or check \
+                       only the authority with sslmode=verify-ca"
                     .to_string(),
-                m if m.contains("invalid peer certificate") => "; the server's certificate is not signed by an \
-                                                                authority in sslrootcert (sslmode=require encrypts \
-                                                                without checking it)"
+                Some(rustls::Error::InvalidCertificate(_)) => "; the server's certificate is not signed by an \
+                                                               authority in sslrootcert (sslmode=require encrypts \
+                                                               without checking it)"
                     .to_string(),
-                m if m.contains("server does not support TLS") => "; the server does not offer TLS: turn ssl on in \
-                                                                   postgresql.conf, or connect with sslmode=prefer"
-                    .to_string(),
+                _ if sources(e).any(|s| s.to_string().contains("server does not support TLS")) => {
+                    "; the server does not offer TLS: turn ssl on in postgresql.conf, or connect with \
+                     sslmode=prefer"
+                        .to_string()
+                }
                 _ => "; is the server running, and does it listen there?".to_string(),
             },
         };
@@ -367,15 +371,18 @@ impl PgStore {
 }
 
 /// The message of a database error (PostgreSQL's own words when the server sent some).
-/// An error and every error under it, as one line.
-fn error_chain(e: &postgres::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(&format!(": {s} ({s:?})"));
-        source = s.source();
-    }
-    text
+/// The errors under `e`, nearest first.
+fn sources(e: &postgres::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(e), |s| s.source())
+}
+
+/// rustls' own error when a TLS handshake failed. It comes wrapped in the `io::Error` the
+/// connector returns, whose `source` skips the error it wraps, so that is unwrapped here.
+fn rustls_error(e: &postgres::Error) -> Option<&rustls::Error> {
+    sources(e).find_map(|s| {
+        let wrapped = s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        wrapped.and_then(|w| w.downcast_ref::<rustls::Error>()).or_else(|| s.downcast_ref::<rustls::Error>())
+    })
 }
 
 fn db_message(e: &postgres::Error) -> String {

@@ -32,6 +32,9 @@ fn peak_rss_mb() -> u64 {
 
 fn main() -> clipdex::Result<()> {
     let device = Device::Cpu;
+    if std::env::var_os("CLIPDEX_BENCH_RETURN_MEMORY").is_none() {
+        clipdex::models::clip::train::keep_freed_memory();
+    }
     let config = ClipConfig::vit_base_patch32();
     let vb = VarBuilder::from_backend(Box::new(common::RandomWeights), DType::F32, device.clone());
     let pixels = Tensor::randn(0f32, 1.0, (BATCH, 3, 224, 224), &device)?;
@@ -48,10 +51,16 @@ fn main() -> clipdex::Result<()> {
         "clipdex fine-tuning benchmark: ViT-B/32 shapes, random weights, batch {BATCH}, f32, {} threads",
         rayon::current_num_threads()
     );
+    // CLIPDEX_BENCH_SCOPES=all,adapter runs only those.
+    let only = std::env::var("CLIPDEX_BENCH_SCOPES").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|s| s == name));
     let mut ours = Vec::new();
     for (name, scope) in
         [("projection", TrainScope::Projection), ("last:2", TrainScope::Last(2)), ("all", TrainScope::All)]
     {
+        if !wanted(name) {
+            continue;
+        }
         let model = TrainableClip::load(&config, &vb, scope)?;
         let mut opt = AdamW::new(
             model.vars().values(),
@@ -87,6 +96,9 @@ fn main() -> clipdex::Result<()> {
     }
     // --train adapter on 1,000 pairs whose image vectors the library holds: the text tower runs
     // once per caption, then 5 epochs of batch-32 steps on [1000, 512] vectors.
+    if !wanted("adapter") {
+        return torch_side(&ours);
+    }
     let started = std::time::Instant::now();
     let model = TrainableClip::load(&config, &vb, TrainScope::Adapter)?;
     // As `finetune` runs it: the frozen text tower on the fused inference path.
@@ -126,6 +138,11 @@ fn main() -> clipdex::Result<()> {
         started.elapsed().as_secs_f64(),
         texts_done.as_secs_f64()
     );
+    torch_side(&ours)
+}
+
+/// With `CLIPDEX_TORCH_PYTHON` set: PyTorch's figures in the same run, and the ratios.
+fn torch_side(ours: &[(&str, f64)]) -> clipdex::Result<()> {
     if let Ok(python) = std::env::var("CLIPDEX_TORCH_PYTHON") {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_finetune_torch.py");
         let out = std::process::Command::new(python)
@@ -134,7 +151,7 @@ fn main() -> clipdex::Result<()> {
             .map_err(|e| clipdex::Error::Invalid(e.to_string()))?;
         let text = String::from_utf8_lossy(&out.stdout);
         print!("{text}");
-        for (name, t) in &ours {
+        for (name, t) in ours {
             if let Some(torch) = text.lines().find_map(|l| {
                 l.strip_prefix(&format!("torch --train {name} "))
                     .and_then(|r| r.split_whitespace().next())

@@ -107,6 +107,7 @@ pub fn run(g: &GlobalOptions, args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = &g.text_model {
         anyhow::bail!("finetune trains the --model CLIP's own text tower; --text-model {t} does not apply to it");
     }
+    clipdex::models::clip::train::keep_freed_memory();
     let (pairs, labels) = match (&args.pairs, &args.folders) {
         (Some(file), _) => (read_pairs(file)?, Vec::new()),
         (None, Some(dir)) => pairs_from_folders(dir, &args.template)?,

@@ -13,7 +13,7 @@ use super::config::HiddenAct;
 
 type CResult<T> = candle_core::Result<T>;
 
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> CResult<&'a [f32]> {
+pub(super) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> CResult<&'a [f32]> {
     let CpuStorage::F32(data) = storage else { candle_core::bail!("{what}: expected f32") };
     if !layout.is_contiguous() {
         candle_core::bail!("{what}: expected a contiguous tensor")
@@ -21,7 +21,7 @@ fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> CResul
     Ok(&data[layout.start_offset()..layout.start_offset() + layout.shape().elem_count()])
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight independent accumulators let the compiler vectorise the loop.
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));

@@ -11,6 +11,7 @@ pub(crate) mod model;
 mod skinny;
 pub(crate) mod tokenizer;
 pub mod train;
+mod train_kernels;
 
 use std::path::{Path, PathBuf};
 

@@ -370,8 +370,8 @@ fn resize_window(image: &RgbImage, full_w: u64, full_h: u64, window: &Window, re
 /// the goldens made on images resized by PIL, and a general-purpose resizer (with its own
 /// rounding and kernel normalisation) lands up to 6/255 away on sharp edges.
 ///
-/// PIL resamples separably, horizontal pass first into an 8-bit image holding only the rows the
-/// vertical pass reads. Each output sample is a normalised window of the filter (the Keys cubic
+/// PIL resamples separably, one axis then the other into an 8-bit image (which first: see
+/// `vertical_first`; this follows Pillow 13). Each output sample is a normalised window of the filter (the Keys cubic
 /// with a = -0.5, or the triangle) stretched by the downscale factor (antialiasing), applied in
 /// 22-bit fixed point with rounding, then clamped to 0..=255.
 mod pil_resample {
@@ -447,8 +447,64 @@ mod pil_resample {
         (acc >> PRECISION_BITS).clamp(0, 255) as u8
     }
 
+    const ROUND: i64 = 1 << (PRECISION_BITS - 1);
+
+    /// The horizontal pass over rows `rows` of `src` (RGB, `src_w` pixels a row): one output
+    /// sample per tap window, the windows' starts counted from column `offset` of `src`.
+    fn horizontal_pass(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, taps: &Taps, offset: usize) -> Vec<u8> {
+        let out_w = taps.start.len();
+        let mut out = vec![0u8; rows.len() * out_w * 3];
+        for (r, row) in rows.enumerate() {
+            let line = &src[row * src_w * 3..(row + 1) * src_w * 3];
+            let dst = &mut out[r * out_w * 3..(r + 1) * out_w * 3];
+            for (xx, (start, ws)) in taps.start.iter().zip(&taps.weights).enumerate() {
+                let mut acc = [ROUND; 3];
+                for (i, w) in ws.iter().enumerate() {
+                    let p = &line[(start - offset + i) * 3..(start - offset + i) * 3 + 3];
+                    for c in 0..3 {
+                        acc[c] += i64::from(p[c]) * i64::from(*w);
+                    }
+                }
+                for c in 0..3 {
+                    dst[xx * 3 + c] = clip8(acc[c]);
+                }
+            }
+        }
+        out
+    }
+
+    /// The vertical pass over columns `cols` of `src` (RGB, `src_w` pixels a row): one output
+    /// row per tap window, the windows' starts counted from row `offset` of `src`.
+    fn vertical_pass(src: &[u8], src_w: usize, cols: std::ops::Range<usize>, taps: &Taps, offset: usize) -> Vec<u8> {
+        let (stride, out_stride) = (src_w * 3, cols.len() * 3);
+        let mut out = vec![0u8; taps.start.len() * out_stride];
+        for (yy, (start, ws)) in taps.start.iter().zip(&taps.weights).enumerate() {
+            let base = start - offset;
+            let row = &mut out[yy * out_stride..(yy + 1) * out_stride];
+            for (x, sample) in row.iter_mut().enumerate() {
+                let mut acc = ROUND;
+                for (i, w) in ws.iter().enumerate() {
+                    acc += i64::from(src[(base + i) * stride + cols.start * 3 + x]) * i64::from(*w);
+                }
+                *sample = clip8(acc);
+            }
+        }
+        out
+    }
+
+    /// Whether PIL runs the vertical pass first: since Pillow 12.2 (in 13.0), when the height
+    /// shrinks by more than twice as many pixels as the width does (fewer rows for the
+    /// horizontal pass). The order changes the 8-bit intermediate, so results differ from
+    /// Pillow ≤ 12.1 by a few levels on such resizes (a 300×451 portrait to 384×384).
+    pub(super) fn vertical_first(in_w: u64, in_h: u64, out_w: u64, out_h: u64) -> bool {
+        let (shrink_w, shrink_h) = (in_w as i64 - out_w as i64, in_h as i64 - out_h as i64);
+        shrink_h > 0 && shrink_h > 2 * shrink_w
+    }
+
     /// The samples of `window` (inside the resized image) of `image` resized to
-    /// `full_w` x `full_h`, as PIL computes them when it resizes the whole image.
+    /// `full_w` x `full_h`, as PIL computes them when it resizes the whole image. Each pass
+    /// covers only what the window needs: per-row and per-column results do not depend on the
+    /// others, so they equal PIL's.
     pub(super) fn resize_window(
         image: &RgbImage,
         full_w: u64,
@@ -458,63 +514,37 @@ mod pil_resample {
     ) -> RgbImage {
         let (in_w, in_h) = (image.width() as usize, image.height() as usize);
         let (out_w, out_h) = (window.width as usize, window.height as usize);
+        if out_w == 0 || out_h == 0 {
+            return RgbImage::new(out_w as u32, out_h as u32);
+        }
+        let (left, top) = (window.left as usize, window.top as usize);
         let src = image.as_raw();
-        let round = 1i64 << (PRECISION_BITS - 1);
-        let same_width = full_w == in_w as u64;
-        let same_height = full_h == in_h as u64;
-
-        let vert = if same_height { None } else { Some(taps(in_h, full_h, window.top as u64, window.height, filter)) };
-        let (first_row, last_row) = match &vert {
-            Some(v) => (v.start[0], v.start[out_h - 1] + v.weights[out_h - 1].len()),
-            None => (window.top as usize, window.top as usize + out_h),
-        };
-
-        // Horizontal pass over the rows the vertical pass needs (PIL skips it when the width stays).
-        let rows = last_row - first_row;
-        let mut mid = vec![0u8; rows * out_w * 3];
-        if same_width {
-            let left = window.left as usize;
-            for r in 0..rows {
-                let line = &src[((first_row + r) * in_w + left) * 3..((first_row + r) * in_w + left + out_w) * 3];
-                mid[r * out_w * 3..(r + 1) * out_w * 3].copy_from_slice(line);
-            }
-        } else {
-            let horiz = taps(in_w, full_w, window.left as u64, window.width, filter);
-            for r in 0..rows {
-                let line = &src[(first_row + r) * in_w * 3..(first_row + r + 1) * in_w * 3];
-                let out = &mut mid[r * out_w * 3..(r + 1) * out_w * 3];
-                for (xx, (start, ws)) in horiz.start.iter().zip(&horiz.weights).enumerate() {
-                    let mut acc = [round; 3];
-                    for (i, w) in ws.iter().enumerate() {
-                        let p = &line[(start + i) * 3..(start + i) * 3 + 3];
-                        for c in 0..3 {
-                            acc[c] += i64::from(p[c]) * i64::from(*w);
-                        }
-                    }
-                    for c in 0..3 {
-                        out[xx * 3 + c] = clip8(acc[c]);
-                    }
+        // PIL skips a pass when that side keeps its size.
+        let horiz = (full_w != in_w as u64).then(|| taps(in_w, full_w, window.left as u64, window.width, filter));
+        let vert = (full_h != in_h as u64).then(|| taps(in_h, full_h, window.top as u64, window.height, filter));
+        let span = |t: &Taps| (t.start[0], t.start[t.start.len() - 1] + t.weights[t.weights.len() - 1].len());
+        let pixels = match (&horiz, &vert) {
+            (None, None) => {
+                let mut out = Vec::with_capacity(out_h * out_w * 3);
+                for r in top..top + out_h {
+                    out.extend_from_slice(&src[(r * in_w + left) * 3..(r * in_w + left + out_w) * 3]);
                 }
+                out
             }
-        }
-
-        let Some(vert) = vert else {
-            return RgbImage::from_raw(out_w as u32, out_h as u32, mid).expect("rows x width x 3 samples");
+            (Some(h), None) => horizontal_pass(src, in_w, top..top + out_h, h, 0),
+            (None, Some(v)) => vertical_pass(src, in_w, left..left + out_w, v, 0),
+            (Some(h), Some(v)) if vertical_first(in_w as u64, in_h as u64, full_w, full_h) => {
+                let (first, last) = span(h);
+                let mid = vertical_pass(src, in_w, first..last, v, 0);
+                horizontal_pass(&mid, last - first, 0..out_h, h, first)
+            }
+            (Some(h), Some(v)) => {
+                let (first, last) = span(v);
+                let mid = horizontal_pass(src, in_w, first..last, h, 0);
+                vertical_pass(&mid, out_w, 0..out_w, v, first)
+            }
         };
-        let stride = out_w * 3;
-        let mut out = vec![0u8; out_h * stride];
-        for (yy, (start, ws)) in vert.start.iter().zip(&vert.weights).enumerate() {
-            let base = start - first_row;
-            let row = &mut out[yy * stride..(yy + 1) * stride];
-            for (x, sample) in row.iter_mut().enumerate() {
-                let mut acc = round;
-                for (i, w) in ws.iter().enumerate() {
-                    acc += i64::from(mid[(base + i) * stride + x]) * i64::from(*w);
-                }
-                *sample = clip8(acc);
-            }
-        }
-        RgbImage::from_raw(out_w as u32, out_h as u32, out).expect("height x width x 3 samples")
+        RgbImage::from_raw(out_w as u32, out_h as u32, pixels).expect("height x width x 3 samples")
     }
 }
 
@@ -562,6 +592,43 @@ mod tests {
             }
             image::Rgb(px)
         })
+    }
+
+    /// Bit for bit against the current Pillow's resizes (`tools/make_resample_goldens.py`),
+    /// with both pass orders among the cases.
+    #[test]
+    fn resizes_equal_pillows_in_both_pass_orders() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resample");
+        let (mut vertical_first, mut horizontal_first, mut checked) = (0, 0, 0);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let Some(rest) = name.strip_prefix("out_").and_then(|r| r.strip_suffix(".png")) else { continue };
+            let (sizes, filter) = rest.rsplit_once('_').unwrap();
+            let (from, to) = sizes.split_once("_to_").unwrap();
+            let dims = |s: &str| -> (u64, u64) {
+                let (w, h) = s.split_once('x').unwrap();
+                (w.parse().unwrap(), h.parse().unwrap())
+            };
+            let ((w, h), (fw, fh)) = (dims(from), dims(to));
+            let input = image::open(dir.join(format!("in_{from}.png"))).unwrap().to_rgb8();
+            let want = image::open(dir.join(&name)).unwrap().to_rgb8();
+            let filter = if filter == "bicubic" { pil_resample::BICUBIC } else { pil_resample::BILINEAR };
+            let all = Window { left: 0, top: 0, width: fw, height: fh };
+            let got = pil_resample::resize_window(&input, fw, fh, &all, filter);
+            assert!(got == want, "{name}: differs from Pillow");
+            if w != fw && h != fh {
+                if pil_resample::vertical_first(w, h, fw, fh) {
+                    vertical_first += 1;
+                } else {
+                    horizontal_first += 1;
+                }
+            }
+            checked += 1;
+        }
+        assert!(
+            checked >= 30 && vertical_first >= 4 && horizontal_first >= 4,
+            "{checked} {vertical_first} {horizontal_first}"
+        );
     }
 
     #[test]

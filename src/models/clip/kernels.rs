@@ -4,9 +4,10 @@
 //! single-purpose passes over the largest activations).
 //!
 //! Both are exact rewrites of the generic tensor code they replace (kept below as the path for
-//! other devices and non-f32 tensors), parallel over rows with rayon.
+//! other devices and non-f32 tensors), parallel over rows with rayon. The attention kernel is the
+//! training one's forward pass ([`super::train_kernels`]) on pre-scaled queries.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, D, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, D, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::config::HiddenAct;
@@ -34,57 +35,6 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + ar.iter().zip(br).map(|(x, y)| x * y).sum::<f32>()
 }
 
-/// Self-attention on fused projections: `[b, s, 3d]` (queries already scaled, then keys, then
-/// values, heads side by side) to the concatenated head outputs `[b, s, d]`.
-struct FusedAttention {
-    heads: usize,
-    causal: bool,
-}
-
-impl CustomOp1 for FusedAttention {
-    fn name(&self) -> &'static str {
-        "clipdex-fused-attention"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let (b, s, d3) = layout.shape().dims3()?;
-        let src = f32_slice(storage, layout, self.name())?;
-        let d = d3 / 3;
-        let hd = d / self.heads;
-        let mut out = vec![0f32; b * s * d];
-        out.par_chunks_mut(d).enumerate().for_each(|(row, out_row)| {
-            let (bi, i) = (row / s, row % s);
-            let seq = &src[bi * s * d3..(bi + 1) * s * d3];
-            let visible = if self.causal { i + 1 } else { s };
-            let mut probs = vec![0f32; visible];
-            for h in 0..self.heads {
-                let q = &seq[i * d3 + h * hd..i * d3 + (h + 1) * hd];
-                let mut max = f32::NEG_INFINITY;
-                for (j, p) in probs.iter_mut().enumerate() {
-                    let k = &seq[j * d3 + d + h * hd..j * d3 + d + (h + 1) * hd];
-                    *p = dot(q, k);
-                    max = max.max(*p);
-                }
-                let mut total = 0f32;
-                for p in probs.iter_mut() {
-                    *p = (*p - max).exp();
-                    total += *p;
-                }
-                let o = &mut out_row[h * hd..(h + 1) * hd];
-                o.fill(0.0);
-                for (j, p) in probs.iter().enumerate() {
-                    let w = p / total;
-                    let v = &seq[j * d3 + 2 * d + h * hd..j * d3 + 2 * d + (h + 1) * hd];
-                    for (o, v) in o.iter_mut().zip(v) {
-                        *o += w * v;
-                    }
-                }
-            }
-        });
-        Ok((CpuStorage::F32(out), Shape::from((b, s, d))))
-    }
-}
-
 /// Longest sequence for the fused kernel: beyond it (CLIPSeg's 485 tokens at 352 px) the
 /// per-row dot products lose to batched matrix multiplication.
 const FUSED_MAX_TOKENS: usize = 256;
@@ -97,7 +47,8 @@ pub(crate) fn attention(qkv: &Tensor, heads: usize, causal: bool, mask: Option<&
         && qkv.dtype() == candle_core::DType::F32
         && qkv.dim(1)? <= FUSED_MAX_TOKENS
     {
-        return qkv.contiguous()?.apply_op1_no_bwd(&FusedAttention { heads, causal });
+        // Queries come pre-scaled: the training kernel's forward pass with a scale of 1.
+        return super::train_kernels::attention_no_grad(qkv, heads, causal);
     }
     attention_generic(qkv, heads, causal, mask)
 }

@@ -542,6 +542,11 @@ pub(super) fn attention(
     qkv.contiguous()?.apply_op1(Attention { heads, causal, scale: scale as f32, lengths })
 }
 
+/// [`attention`] without a backward pass, on pre-scaled queries (the inference path).
+pub(super) fn attention_no_grad(qkv: &Tensor, heads: usize, causal: bool) -> CResult<Tensor> {
+    qkv.contiguous()?.apply_op1_no_bwd(&Attention { heads, causal, scale: 1.0, lengths: None })
+}
+
 /// One AdamW update in place on a weight from its gradient, with the moments kept beside it.
 pub(super) struct AdamStep<'a> {
     pub moments: RefCell<(&'a mut [f32], &'a mut [f32])>,

@@ -19,7 +19,11 @@ fn main() -> clipdex::Result<()> {
     let device = Device::Cpu;
     let clip = random_vit_b32(&device)?;
 
-    println!("clipdex CLIP benchmark: ViT-B/32 shapes, random weights, f32, {} threads", rayon::current_num_threads());
+    println!(
+        "clipdex CLIP benchmark: ViT-B/32 shapes, random weights, {} (CLIPDEX_PRECISION), {} threads",
+        clip.precision(),
+        rayon::current_num_threads()
+    );
     for batch in [1usize, 32] {
         let pixels = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &device)?;
         let runs = if batch == 1 { 15 } else { 3 };

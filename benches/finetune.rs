@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use clipdex::models::clip::ClipConfig;
 use clipdex::models::clip::train::{AdamW, AdamWConfig, TrainScope, TrainableClip};
+use clipdex::models::precision::Precision;
 use common::median_time;
 
 const BATCH: usize = 32;
@@ -99,11 +100,28 @@ fn main() -> clipdex::Result<()> {
     if !wanted("adapter") {
         return torch_side(&ours);
     }
-    let model = TrainableClip::load(&config, &vb, TrainScope::Adapter)?;
+    // Both precisions of the frozen text pass, or the one CLIPDEX_PRECISION names.
+    let mut precisions = match std::env::var("CLIPDEX_PRECISION") {
+        Ok(_) => vec![common::precision().effective()],
+        Err(_) => vec![Precision::F32, Precision::Bf16.effective()],
+    };
+    precisions.dedup();
+    for precision in precisions {
+        adapter_run(&config, &vb, precision, &device)?;
+    }
+    torch_side(&ours)
+}
+
+/// One `--train adapter` run at `precision` (of the frozen text pass), timed and printed.
+fn adapter_run(config: &ClipConfig, vb: &VarBuilder, precision: Precision, device: &Device) -> clipdex::Result<()> {
+    let model = TrainableClip::load(config, vb, TrainScope::Adapter)?;
     // As `finetune` runs it: the frozen text tower on the fused inference path. (Timed from
     // here: making random weights is this benchmark's own cost; `finetune` maps a file.)
-    let inference = clipdex::models::clip::ClipModel::load(&config, vb.clone())?;
-    let images = clipdex::models::clip::train::normalize(&Tensor::randn(0f32, 1.0, (1000, 512), &device)?)?;
+    let mut inference = clipdex::models::clip::ClipModel::load(config, vb.clone())?;
+    inference.set_precision(precision);
+    let device = device.clone();
+    let device = &device;
+    let images = clipdex::models::clip::train::normalize(&Tensor::randn(0f32, 1.0, (1000, 512), device)?)?;
     let started = std::time::Instant::now();
     let captions: Vec<Vec<u32>> = (0..1000)
         .map(|i| {
@@ -116,12 +134,12 @@ fn main() -> clipdex::Result<()> {
     let pooled = Tensor::cat(
         &captions
             .chunks(64)
-            .map(|c| inference.text_pooled(c, 49407, &device))
+            .map(|c| inference.text_pooled(c, 49407, device))
             .collect::<candle_core::Result<Vec<_>>>()?,
         0,
     )?;
     let texts_done = started.elapsed();
-    let adapter = candle_core::Var::from_tensor(&Tensor::eye(512, DType::F32, &device)?)?;
+    let adapter = candle_core::Var::from_tensor(&Tensor::eye(512, DType::F32, device)?)?;
     let (tp, ls) = (model.vars()["text_projection.weight"].clone(), model.vars()["logit_scale"].clone());
     let mut opt =
         AdamW::new([&adapter, &tp, &ls], AdamWConfig { lr: 1e-3, betas: (0.9, 0.98), eps: 1e-6, weight_decay: 0.2 })?;
@@ -135,11 +153,12 @@ fn main() -> clipdex::Result<()> {
         }
     }
     println!(
-        "--train adapter    1,000 stored vectors, 5 epochs: {:.2} s ({:.2} s of it the text tower over the captions)",
+        "--train adapter    1,000 stored vectors, 5 epochs, text pass {precision}: {:.2} s ({:.2} s of it the text \
+         tower over the captions)",
         started.elapsed().as_secs_f64(),
         texts_done.as_secs_f64()
     );
-    torch_side(&ours)
+    Ok(())
 }
 
 /// With `CLIPDEX_TORCH_PYTHON` set: PyTorch's figures in the same run, and the ratios.

@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::models::clip::train::{AdamW, AdamWConfig, TrainScope, TrainableClip, scheduled_lr};
 use crate::models::clip::{ClipEmbedder, l2_normalize};
+use crate::models::precision::Precision;
 use crate::models::source::ModelRepo;
 use crate::photo::{DecodeOptions, open_rgb};
 
@@ -129,6 +130,9 @@ pub struct FinetuneOptions {
     /// `(1 − A)·base + A·fine-tuned` of the weights, for each `A` in (0, 1).
     pub wise: Vec<f64>,
     /// Decoding limit.
+    /// The arithmetic of the frozen model's passes: evaluation, and for `adapter` the text
+    /// tower's one pass (`--precision`). Training itself is f32 whatever this says.
+    pub precision: Precision,
     pub max_pixels: u64,
     /// The class labels of `--folders` pairs (their `class` indexes them), with the template
     /// that made their texts: held-out photos are also classified zero-shot among them.
@@ -155,6 +159,7 @@ impl Default for FinetuneOptions {
             wise: Vec::new(),
             labels: Vec::new(),
             template: crate::query::tags::DEFAULT_TEMPLATE.to_string(),
+            precision: Precision::F32,
             max_pixels: crate::photo::DEFAULT_MAX_PIXELS,
         }
     }
@@ -307,7 +312,7 @@ pub fn finetune(
         return Err(Error::Invalid(format!("--val-split must be in [0, 1), not {}", options.val_split)));
     }
     let repo = ModelRepo::open(base)?;
-    let embedder = ClipEmbedder::load_from(&repo, device)?;
+    let embedder = ClipEmbedder::load_from(&repo, device)?.with_precision(options.precision);
     check_duplicates(&pairs)?;
     let (pairs, skipped) = readable(pairs, options)?;
     let (train, held_out) = match &options.validation {

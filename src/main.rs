@@ -60,7 +60,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match &cli.command {
         Command::Embed(args) => {
-            let clip = ClipEmbedder::load_with_text_model(&g.model, g.text_model.as_deref(), &g.device.open()?)?;
+            let clip = ClipEmbedder::load_with_text_model(&g.model, g.text_model.as_deref(), &g.device.open()?)?
+                .with_precision(g.precision);
             return embed(&clip, args, g.max_pixels);
         }
         Command::Tag(args) => {
@@ -76,7 +77,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ask(args) => return blip::ask(g, args),
         Command::Match(args) => return blip::match_texts(g, args),
         Command::Eval { what: EvalCommand::Zeroshot(args) } => {
-            let clip = ClipEmbedder::load_with_text_model(&g.model, g.text_model.as_deref(), &g.device.open()?)?;
+            let clip = ClipEmbedder::load_with_text_model(&g.model, g.text_model.as_deref(), &g.device.open()?)?
+                .with_precision(g.precision);
             return tagging::eval_zeroshot(&clip, args, g.max_pixels);
         }
         _ => {}
@@ -381,6 +383,8 @@ pub(crate) fn on_library(
             } else {
                 writeln!(out, "database  {} (schema {})", library.store().location(), s.schema_version)?;
                 writeln!(out, "model     {}", s.model.as_deref().unwrap_or("(none yet)"))?;
+                let precisions: Vec<String> = s.precisions.iter().map(|p| p.to_string()).collect();
+                writeln!(out, "precision {}", precisions.join(", "))?;
                 writeln!(out, "images    {}", s.counts.images)?;
                 writeln!(out, "paths     {}", s.counts.paths)?;
                 writeln!(out, "vectors   {}", s.counts.vectors)?;
@@ -526,6 +530,7 @@ pub(crate) fn library_config(g: &GlobalOptions, batch_size: usize) -> anyhow::Re
     let mut config = LibraryConfig::new(database(g)?, &g.model);
     config.text_model = g.text_model.clone();
     config.device = g.device;
+    config.precision = g.precision;
     config.max_pixels = g.max_pixels;
     config.batch_size = batch_size;
     config.seg_model = g.seg_model.clone();

@@ -35,11 +35,10 @@ impl ZeroShotModel {
             .and_then(|_| crate::open_library(g, clipdex::models::clip::MAX_BATCH).ok());
         let clip = match library {
             Some(_) => None,
-            None => Some(Arc::new(ClipEmbedder::load_with_text_model(
-                &g.model,
-                g.text_model.as_deref(),
-                &g.device.open()?,
-            )?)),
+            None => Some(Arc::new(
+                ClipEmbedder::load_with_text_model(&g.model, g.text_model.as_deref(), &g.device.open()?)?
+                    .with_precision(g.precision),
+            )),
         };
         Ok(ZeroShotModel { library, clip })
     }

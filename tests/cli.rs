@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 mod common;
 use common::backends::test_databases;
@@ -161,6 +161,7 @@ fn clipdex_db(db: &std::ffi::OsStr, args: &[&str]) -> Output {
         .env("CLIPDEX_DB", db)
         .env("CLIPDEX_MODEL", model_dir())
         .env_remove("CLIPDEX_DEVICE")
+        .env_remove("CLIPDEX_PRECISION")
         .output()
         .unwrap()
 }
@@ -168,6 +169,39 @@ fn clipdex_db(db: &std::ffi::OsStr, args: &[&str]) -> Output {
 fn ok_json(out: Output) -> Value {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_library_records_the_precision_of_its_vectors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(image("astronaut.jpg"), photos.join("astronaut.jpg")).unwrap();
+    let db = tmp.path().join("db");
+    let db = db.as_os_str();
+    assert!(clipdex_db(db, &["add", photos.to_str().unwrap()]).status.success());
+    ok_json(clipdex_db(db, &["index", "--json"]));
+    assert_eq!(ok_json(clipdex_db(db, &["stats", "--json"]))["precisions"], json!(["f32"]));
+
+    // More photos at bf16: the record says both (bf16 only where this CPU runs it).
+    for name in ["coffee.png", "rocket.webp", "chelsea_small.bmp"] {
+        std::fs::copy(image(name), photos.join(name)).unwrap();
+    }
+    let report = ok_json(clipdex_db(db, &["index", "--precision", "bf16", "--json"]));
+    assert_eq!(report["embedded"], 3);
+    let bf16_runs = clipdex::models::precision::Precision::Bf16.effective().to_string();
+    let want = if bf16_runs == "bf16" { json!(["f32", "bf16"]) } else { json!(["f32"]) };
+    assert_eq!(ok_json(clipdex_db(db, &["stats", "--json"]))["precisions"], want);
+    let human = clipdex_db(db, &["stats"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("precision f32"), "{human:?}");
+    let res = ok_json(clipdex_db(db, &["search", "a rocket", "-k", "4", "--precision", "bf16", "--json"]));
+    assert_eq!(res["results"].as_array().unwrap().len(), 4);
+
+    for (bad, says) in [("int8", "not available yet"), ("f16", "unknown precision")] {
+        let out = clipdex_db(db, &["stats", "--precision", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{bad}: {out:?}");
+    }
 }
 
 #[test]

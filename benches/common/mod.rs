@@ -51,14 +51,22 @@ pub fn random_vit_b32(device: &Device) -> clipdex::Result<ClipEmbedder> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, device.clone());
     let tokenizer = ClipTokenizer::from_json("bench", &root.join("tests/fixtures/clip-tiny-p32/tokenizer.json"), 77)?;
-    ClipEmbedder::from_parts(
+    Ok(ClipEmbedder::from_parts(
         "random ViT-B/32",
         ClipConfig::vit_base_patch32(),
         vb,
         tokenizer,
         ImageProcessor::clip_default(224),
         device,
-    )
+    )?
+    .with_precision(precision()))
+}
+
+/// The precision benchmarks run the CLIP at: `CLIPDEX_PRECISION` (f32 by default), as the
+/// command line takes it.
+#[allow(dead_code)]
+pub fn precision() -> clipdex::models::precision::Precision {
+    std::env::var("CLIPDEX_PRECISION").ok().and_then(|p| p.parse().ok()).unwrap_or_default()
 }
 
 /// CLIPSeg at `CIDAS/clipseg-rd64-refined`'s shapes with random weights and the real CLIP

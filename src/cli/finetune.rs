@@ -131,6 +131,7 @@ pub fn run(g: &GlobalOptions, args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
         labels,
         template: args.template.clone(),
         max_pixels: g.max_pixels,
+        precision: g.precision,
     };
     // Ctrl-C stops between steps: the run ends with an error and writes nothing.
     static STOP: AtomicBool = AtomicBool::new(false);

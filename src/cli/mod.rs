@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod finetune;
 pub use finetune::FinetuneArgs;
 
+use clipdex::models::precision::Precision;
 use clipdex::{DEFAULT_CLIP_MODEL, DeviceChoice};
 
 /// clipdex: semantic search over your photo library.
@@ -39,6 +40,12 @@ pub struct GlobalOptions {
     /// Where the models run: cpu, cuda (needs a build with `--features cuda`), or auto.
     #[arg(long, global = true, env = "CLIPDEX_DEVICE", default_value = "cpu", value_parser = parse_device)]
     pub device: DeviceChoice,
+
+    /// Arithmetic of the CLIP's linear layers: f32, or bf16 (bfloat16 operands, f32 sums; about
+    /// twice the speed of f32 for indexing on CPUs with AVX-512 BF16, embeddings within cosine
+    /// 0.999 of f32; elsewhere it runs as f32). Queries of a few tokens stay f32 either way.
+    #[arg(long, global = true, env = "CLIPDEX_PRECISION", default_value = "f32", value_parser = parse_precision)]
+    pub precision: Precision,
 
     /// The library database folder [default: the platform data folder, e.g. ~/.local/share/clipdex].
     #[arg(long, global = true, env = "CLIPDEX_DB", value_name = "DIR")]
@@ -72,6 +79,10 @@ fn parse_path_map(s: &str) -> Result<(PathBuf, PathBuf), String> {
         Some((from, to)) if !from.is_empty() && !to.is_empty() => Ok((PathBuf::from(from), PathBuf::from(to))),
         _ => Err(format!("{s:?}: expected FROM=TO, e.g. /srv/photos=/mnt/nas/photos")),
     }
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse().map_err(|e: clipdex::Error| e.to_string())
 }
 
 fn parse_device(s: &str) -> Result<DeviceChoice, String> {

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::indexer::{self, IndexOptions, IndexReport, Progress};
 use crate::models::clip::ClipEmbedder;
 use crate::models::clipseg::{Prompt, Segmenter};
+use crate::models::precision::Precision;
 use crate::models::source::{canonical_spec, local_fingerprint};
 use crate::photo::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_rgb, open_rgb};
 use crate::query::autotag::{self, AutotagReport, AutotagSettings};
@@ -62,6 +63,8 @@ pub struct LibraryConfig {
     pub text_model: Option<String>,
     /// Where the model runs.
     pub device: DeviceChoice,
+    /// The arithmetic of the CLIP's linear layers (`--precision`).
+    pub precision: Precision,
     /// Decoding limit for photos.
     pub max_pixels: u64,
     /// Images embedded per model call while indexing.
@@ -84,6 +87,7 @@ impl LibraryConfig {
             model: model.into(),
             text_model: None,
             device: DeviceChoice::Cpu,
+            precision: Precision::F32,
             max_pixels: DEFAULT_MAX_PIXELS,
             batch_size: crate::models::clip::MAX_BATCH,
             graph_min: GRAPH_MIN_VECTORS,
@@ -92,6 +96,9 @@ impl LibraryConfig {
         }
     }
 }
+
+/// The setting that records the precisions the stored vectors were made at.
+const PRECISIONS_SETTING: &str = "vector_precisions";
 
 /// `clipdex stats`.
 #[derive(Debug, Clone, Serialize)]
@@ -103,6 +110,9 @@ pub struct LibraryStats {
     pub model: Option<String>,
     /// Their width.
     pub dim: Option<usize>,
+    /// The arithmetic that made them (`--precision`): one entry, or several when indexing
+    /// passes ran at different precisions.
+    pub precisions: Vec<Precision>,
     /// Schema version of the database.
     pub schema_version: u32,
     /// The search index: its kind and size.
@@ -317,11 +327,14 @@ impl Library {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let clip = Arc::new(ClipEmbedder::load_with_text_model(
-            &self.model(),
-            self.config.text_model.as_deref(),
-            &self.config.device.open()?,
-        )?);
+        let clip = Arc::new(
+            ClipEmbedder::load_with_text_model(
+                &self.model(),
+                self.config.text_model.as_deref(),
+                &self.config.device.open()?,
+            )?
+            .with_precision(self.config.precision),
+        );
         *slot = Some(clip.clone());
         Ok(clip)
     }
@@ -479,6 +492,7 @@ impl Library {
             ));
         }
         let clip = self.clip()?;
+        self.record_precision(clip.precision())?;
         match self.store.model()? {
             Some((_, dim)) if dim != clip.dim() => {
                 Err(Error::Invalid(format!("stored vectors are {dim}-d but the model gives {}", clip.dim())))
@@ -492,6 +506,7 @@ impl Library {
 
     fn index_pass(&self, prune: bool, progress: Progress) -> Result<IndexReport> {
         let clip = self.clip()?;
+        self.record_precision(clip.precision())?;
         match self.store.model()? {
             None => {
                 self.store.set_model(&self.model(), clip.dim())?;
@@ -555,7 +570,7 @@ impl Library {
             return Err(Error::Invalid(format!("the library already uses {model}")));
         }
         let device = self.config.device.open()?;
-        let clip = Arc::new(ClipEmbedder::load(model, &device)?);
+        let clip = Arc::new(ClipEmbedder::load(model, &device)?.with_precision(self.config.precision));
         // An adapter of this library's model maps the stored vectors: nothing is read or embedded.
         let adapter = self.adapter_of(model, &device)?;
         self.store.begin_reindex(&ReindexTarget { model: model.to_string(), dim: clip.dim() })?;
@@ -578,6 +593,9 @@ impl Library {
             if self.store.switch_to_next_vectors()? {
                 break;
             }
+        }
+        if adapter.is_none() {
+            self.store.set_setting(PRECISIONS_SETTING, &[clip.precision()])?;
         }
         self.store.set_model_fingerprint(local_fingerprint(model).as_deref())?;
         *self.model.write().expect("model lock") = model.to_string();
@@ -837,7 +855,7 @@ impl Library {
         filter: &SearchFilter,
     ) -> Result<Vec<query::rerank::FinetunedHit>> {
         let model = canonical_spec(model);
-        let tuned = ClipEmbedder::load(&model, &self.config.device.open()?)?;
+        let tuned = ClipEmbedder::load(&model, &self.config.device.open()?)?.with_precision(self.config.precision);
         self.search_reranked_with(&tuned, text, (k, top), filter)
     }
 
@@ -1050,6 +1068,22 @@ impl Library {
         AnnIndex::describe(&self.store, &self.graph_dir()?, self.config.graph_min)
     }
 
+    /// Records that vectors are (about to be) embedded at `precision`, before any is stored.
+    fn record_precision(&self, precision: Precision) -> Result<()> {
+        let mut made = self.precisions()?;
+        if !made.contains(&precision) {
+            made.push(precision);
+            self.store.set_setting(PRECISIONS_SETTING, &made)?;
+        }
+        Ok(())
+    }
+
+    /// The precisions that made the stored vectors (f32 for a library from before they were
+    /// recorded).
+    pub fn precisions(&self) -> Result<Vec<Precision>> {
+        Ok(self.store.setting(PRECISIONS_SETTING)?.unwrap_or_else(|| vec![Precision::F32]))
+    }
+
     /// Counts, model and index state.
     pub fn stats(&self) -> Result<LibraryStats> {
         let counts = self.store.counts()?;
@@ -1063,6 +1097,7 @@ impl Library {
             counts,
             model: model.as_ref().map(|m| m.0.clone()),
             dim: model.map(|m| m.1),
+            precisions: self.precisions()?,
             schema_version: self.store.schema_version()?,
             jobs: self.store.work_queue().map(|q| q.job_counts()).transpose()?,
         })

@@ -173,8 +173,11 @@ impl AppState {
         if let Some(m) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
             return Ok(m.clone());
         }
-        let device = self.library.clip()?.device().clone();
-        let model = Arc::new(crate::ClipEmbedder::load(&crate::models::source::canonical_spec(spec), &device)?);
+        let base = self.library.clip()?;
+        let model = Arc::new(
+            crate::ClipEmbedder::load(&crate::models::source::canonical_spec(spec), base.device())?
+                .with_precision(base.precision()),
+        );
         self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), model.clone());
         Ok(model)
     }

@@ -5,6 +5,7 @@
 //! `CLIPImageProcessor` does, tokenises as `CLIPTokenizerFast` does, and returns L2-normalised
 //! vectors, so that a dot product is a cosine similarity.
 
+pub(crate) mod bf16;
 mod config;
 pub(crate) mod kernels;
 pub(crate) mod model;
@@ -25,6 +26,7 @@ pub use model::{ClipModel, l2_normalize};
 pub use tokenizer::{ClipTokenizer, wordpiece};
 
 use crate::error::{Error, Result, first_line};
+use crate::models::precision::Precision;
 use crate::models::preprocess::ImageProcessor;
 use crate::models::sentence::SentenceEncoder;
 use crate::models::source::ModelRepo;
@@ -52,6 +54,8 @@ pub struct ClipEmbedder {
     device: Device,
     /// A multilingual text tower that embeds texts in place of the CLIP's own (`--text-model`).
     text_model: Option<SentenceEncoder>,
+    /// The precision the linear layers run at (as effective on this CPU).
+    precision: Precision,
 }
 
 impl ClipEmbedder {
@@ -149,7 +153,21 @@ impl ClipEmbedder {
             processor,
             device: device.clone(),
             text_model: None,
+            precision: Precision::F32,
         })
+    }
+
+    /// Runs the model's linear layers at `precision` from now on (`f32` where the CPU has no
+    /// bf16 arithmetic; [`ClipEmbedder::precision`] says which runs).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision.effective();
+        self.model.set_precision(self.precision);
+        self
+    }
+
+    /// The precision the model's linear layers run at.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The model's name as given (hub id or directory).

@@ -27,6 +27,10 @@ fn make_photos(dir: &Path, n: usize) -> Vec<PathBuf> {
             for p in big.pixels_mut() {
                 p.0[i % 3] = p.0[i % 3].saturating_add((i * 7 % 50) as u8);
             }
+            // A mark of its own, so that no two photos are the same file (a tint can be 0).
+            for x in 0..64 {
+                big.put_pixel((i * 64 + x) as u32 % 4000, 0, image::Rgb([255, 0, 255]));
+            }
             let path = dir.join(format!("photo{i:03}.jpg"));
             let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88).encode_image(&big).unwrap();
@@ -47,8 +51,10 @@ fn main() -> clipdex::Result<()> {
     let device = Device::Cpu;
     let clip = random_vit_b32(&device)?;
     println!(
-        "clipdex indexing benchmark: {n} JPEGs of 4000x3000 ({:.1} MB), ViT-B/32 shapes, random weights, {} threads",
+        "clipdex indexing benchmark: {n} JPEGs of 4000x3000 ({:.1} MB), ViT-B/32 shapes, random weights, {} \
+         (CLIPDEX_PRECISION), {} threads",
         bytes as f64 / 1e6,
+        clip.precision(),
         rayon::current_num_threads()
     );
 
@@ -89,6 +95,7 @@ fn main() -> clipdex::Result<()> {
         ms(t_pre_fast)
     );
 
+    let mut ours = 0.0;
     for (label, min_side) in [("reduced-scale decode", Some(224)), ("full-size decode", None)] {
         let db = tmp.path().join(format!("db-{}", min_side.is_some()));
         let store = Store::open(&db)?;
@@ -113,6 +120,31 @@ fn main() -> clipdex::Result<()> {
         let again = index_pass(&store, &clip, &options, &|_, _| {})?;
         assert_eq!(again.embedded, 0);
         println!("  unchanged re-run: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+        if min_side.is_some() {
+            ours = n as f64 / secs;
+        }
     }
+    torch_side(&photos_dir, ours);
     Ok(())
+}
+
+/// With `CLIPDEX_TORCH_PYTHON` set: PyTorch's figures on the same photos in the same run
+/// (`tools/bench_index_torch.py`), and the ratios to clipdex's default (reduced-scale) pass.
+fn torch_side(photos: &Path, ours: f64) {
+    let Ok(python) = std::env::var("CLIPDEX_TORCH_PYTHON") else { return };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_index_torch.py");
+    let threads = rayon::current_num_threads().to_string();
+    let out = match std::process::Command::new(python).arg(script).arg(photos).args(["--threads", &threads]).output() {
+        Ok(out) => out,
+        Err(e) => return eprintln!("cannot run the PyTorch side: {e}"),
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    for line in text.lines() {
+        if let Some((label, rate)) = line.strip_prefix("torch index, ").and_then(|l| l.split_once(": ")) {
+            if let Some(rate) = rate.split_whitespace().next().and_then(|r| r.parse::<f64>().ok()) {
+                println!("clipdex / PyTorch ({label}): {:.2}x photos/s", ours / rate);
+            }
+        }
+    }
 }

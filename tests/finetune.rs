@@ -508,6 +508,39 @@ fn an_adapter_trains_on_stored_vectors_folds_into_the_model_and_reranks_without_
         (e["image_to_text"][0].as_f64().unwrap() + e["text_to_image"][0].as_f64().unwrap()) / 2.0
     };
     assert!(r1("finetuned") >= r1("base") + 0.15, "{}", report["eval"]);
+    // The text pass in bf16 (`--precision`, where the CPU has it) learns as well.
+    let bf16_out = tmp.path().join("adapter-bf16");
+    let args: Vec<String> = [
+        "finetune",
+        "--pairs",
+        pairs.to_str().unwrap(),
+        "--val",
+        held.to_str().unwrap(),
+        "--out",
+        bf16_out.to_str().unwrap(),
+        "--train",
+        "adapter",
+        "--batch-size",
+        "12",
+        "--epochs",
+        "60",
+        "--lr",
+        "1e-2",
+        "--weight-decay",
+        "0",
+        "--precision",
+        "bf16",
+        "--json",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let bf16_report = ok_json(run(&model(), &args.iter().map(String::as_str).collect::<Vec<_>>()));
+    let bf16_r1 = |which: &str| {
+        let e = &bf16_report["eval"][which];
+        (e["image_to_text"][0].as_f64().unwrap() + e["text_to_image"][0].as_f64().unwrap()) / 2.0
+    };
+    assert!(bf16_r1("finetuned") >= bf16_r1("base") + 0.15, "{}", bf16_report["eval"]);
     // Folded: the saved model embeds a photo as the adapter maps the base embedding.
     let adapter = tensors(&out.join("clipdex_adapter.safetensors"))["adapter"].clone();
     let photo = photos.join("red_circle_3.png");

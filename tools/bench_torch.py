@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The PyTorch side of `cargo bench --bench clip`: transformers' CLIPModel at ViT-B/32 shapes
-with random weights, fp32, on the CPU, same batch sizes and token counts.
+with random weights, fp32 (or under bf16 autocast), on the CPU, same batch sizes and token
+counts.
 
-    ~/venv-ref/bin/python tools/bench_torch.py [--threads 2]
+    ~/venv-ref/bin/python tools/bench_torch.py [--threads 2] [--bf16]
 """
 
 import argparse
@@ -31,13 +32,15 @@ def median_time(runs, fn):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="the towers under bf16 autocast")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = CLIPModel(CLIPConfig()).eval()  # the defaults are ViT-B/32's shapes
     tok = CLIPTokenizerFast.from_pretrained(ROOT / "tests/fixtures/clip-tiny-p32")
-    print(f"transformers CLIP benchmark: ViT-B/32 shapes, random weights, f32, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    with torch.inference_mode():
+    precision = "bf16 autocast" if args.bf16 else "f32"
+    print(f"transformers CLIP benchmark: ViT-B/32 shapes, random weights, {precision}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
         for batch in (1, 32):
             pixels = torch.randn(batch, 3, 224, 224)
             t = median_time(15 if batch == 1 else 3, lambda: model.get_image_features(pixel_values=pixels))

@@ -141,10 +141,10 @@ fn torch_side(photos: &Path, ours: f64) {
     let text = String::from_utf8_lossy(&out.stdout);
     print!("{text}{}", String::from_utf8_lossy(&out.stderr));
     for line in text.lines() {
-        if let Some((label, rate)) = line.strip_prefix("torch index, ").and_then(|l| l.split_once(": ")) {
-            if let Some(rate) = rate.split_whitespace().next().and_then(|r| r.parse::<f64>().ok()) {
-                println!("clipdex / PyTorch ({label}): {:.2}x photos/s", ours / rate);
-            }
+        if let Some((label, rate)) = line.strip_prefix("torch index, ").and_then(|l| l.split_once(": "))
+            && let Some(rate) = rate.split_whitespace().next().and_then(|r| r.parse::<f64>().ok())
+        {
+            println!("clipdex / PyTorch ({label}): {:.2}x photos/s", ours / rate);
         }
     }
 }

@@ -20,7 +20,9 @@ fn main() -> clipdex::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
     let photo = clipdex::photo::open_rgb(&root.join("astronaut.jpg"), &Default::default())?;
     println!(
-        "clipdex BLIP benchmark: base shapes, random weights, f32, {} threads, median of {runs}",
+        "clipdex BLIP benchmark: base shapes, random weights, {} (CLIPDEX_PRECISION: the image encoder), {} \
+         threads, median of {runs}",
+        common::precision().effective(),
         rayon::current_num_threads()
     );
     println!("{:<44} {:>10} {:>10}", "", "ms", "per s");

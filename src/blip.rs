@@ -24,7 +24,7 @@ pub fn caption(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<ExitCode
     if args.library {
         return caption_library(g, args);
     }
-    let captioner = BlipCaptioner::load(&g.caption_model, &g.device.open()?)?;
+    let captioner = BlipCaptioner::load(&g.caption_model, &g.device.open()?)?.with_precision(g.precision);
     let start = captioner.start_ids(args.prompt.as_deref())?;
     let mut out = std::io::stdout().lock();
     let (mut rows, mut failures) = (Vec::new(), 0);
@@ -71,7 +71,7 @@ fn caption_library(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<Exit
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let captioner = BlipCaptioner::load(&g.caption_model, &g.device.open()?)?;
+    let captioner = BlipCaptioner::load(&g.caption_model, &g.device.open()?)?.with_precision(g.precision);
     let options = CaptionOptions {
         model: clipdex::models::source::canonical_spec(&g.caption_model),
         prompt: args.prompt.clone(),
@@ -104,7 +104,7 @@ pub fn ask(g: &GlobalOptions, args: &AskArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!args.question.trim().is_empty(), "the question is empty");
     // The image first: a missing file should not wait for a model download.
     let image = open_rgb(&args.image, &decode_options(g))?;
-    let model = BlipAnswerer::load(&g.vqa_model, &g.device.open()?)?;
+    let model = BlipAnswerer::load(&g.vqa_model, &g.device.open()?)?.with_precision(g.precision);
     let answer = model.answer(&image, &args.question, args.beams as usize, args.max_tokens as usize)?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -119,7 +119,7 @@ pub fn ask(g: &GlobalOptions, args: &AskArgs) -> anyhow::Result<ExitCode> {
 pub fn match_texts(g: &GlobalOptions, args: &MatchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.texts.iter().all(|t| !t.trim().is_empty()), "a --text is empty");
     let image = open_rgb(&args.image, &decode_options(g))?;
-    let model = BlipMatcher::load(&g.itm_model, &g.device.open()?)?;
+    let model = BlipMatcher::load(&g.itm_model, &g.device.open()?)?.with_precision(g.precision);
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     let scores = model.score(&image, &texts)?;
     let mut out = std::io::stdout().lock();
@@ -147,7 +147,7 @@ pub fn search_reranked(
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     library.clip()?;
-    let matcher = BlipMatcher::load(&g.itm_model, &g.device.open()?)?;
+    let matcher = BlipMatcher::load(&g.itm_model, &g.device.open()?)?.with_precision(g.precision);
     let started = std::time::Instant::now();
     let hits = library.search_text(text, top.max(k), filter)?;
     let mut ranked = rerank_itm(&matcher, text, hits, g.max_pixels)?;

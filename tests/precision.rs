@@ -4,6 +4,8 @@
 //! The random fixtures have near-ties (leads of 0.0004-0.0015) that bf16's rounding may swap,
 //! as it would for a real model's near-ties; those are counted, not required. A Chinese-CLIP's
 //! BERT text side stays f32 (see `ClipModel::set_precision`): its texts must not change at all.
+//! BLIP's image encoder at bf16: its states at cosine >= 0.999 to f32 token by token, and the
+//! first word of each fixture caption the same.
 //! On a CPU without AVX-512 BF16 the precision falls back to f32 and the test says so.
 
 use std::path::{Path, PathBuf};
@@ -129,4 +131,39 @@ fn bf16_embeddings_stay_within_cosine_0_999_of_f32_and_top1_holds() {
     check("clip-tiny-p16", "clip-tiny-p16", false);
     check("chinese-clip-tiny-p16", "chinese-clip-tiny-p16", true);
     check("chinese-clip-tiny-p32", "chinese-clip-tiny-p32", true);
+}
+
+#[test]
+fn blip_captions_start_with_the_same_word_at_bf16() {
+    use clipdex::models::blip::BlipCaptioner;
+    if Precision::Bf16.effective() != Precision::Bf16 {
+        eprintln!("this CPU has no AVX-512 BF16: bf16 runs as f32 here, nothing to compare");
+        return;
+    }
+    let dir = fixtures().join("blip/blip-tiny-captioning");
+    let f32_model = BlipCaptioner::load(dir.to_str().unwrap(), &Device::Cpu).unwrap();
+    let bf16_model = BlipCaptioner::load(dir.to_str().unwrap(), &Device::Cpu).unwrap().with_precision(Precision::Bf16);
+    let options = DecodeOptions::default();
+    let (mut whole, mut worst, mut changed) = (0, 1f32, 0);
+    let paths = photos();
+    for path in &paths {
+        let image = clipdex::photo::open_rgb(path, &options).unwrap();
+        let (a, b) = (f32_model.encoder().encode(&image).unwrap(), bf16_model.encoder().encode(&image).unwrap());
+        let (a, b): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (a.to_vec2().unwrap(), b.to_vec2().unwrap());
+        for (x, y) in a.iter().zip(&b) {
+            let c = cosine(x, y);
+            worst = worst.min(c);
+            assert!(c >= 0.999, "{}: a token's state at cosine {c} to f32", path.display());
+        }
+        changed += usize::from(a != b);
+        let start = f32_model.start_ids(None).unwrap();
+        let (x, y) = (
+            f32_model.beam_search(&image, &start, 1, 12).unwrap(),
+            bf16_model.beam_search(&image, &start, 1, 12).unwrap(),
+        );
+        assert_eq!(x.get(start.len()), y.get(start.len()), "{}: first word changed under bf16", path.display());
+        whole += usize::from(x == y);
+    }
+    assert!(changed > 0, "bf16 states are identical to f32: the bf16 kernel never ran");
+    eprintln!("BLIP: worst token cosine {worst:.6}; {whole} of {} greedy captions identical", paths.len());
 }

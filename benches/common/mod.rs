@@ -100,17 +100,20 @@ fn random_vb(device: &Device) -> VarBuilder<'static> {
 /// the real BERT tokenizer (from the test fixture).
 pub fn random_blip_captioning(device: &Device) -> clipdex::Result<clipdex::models::blip::BlipCaptioner> {
     use clipdex::models::blip::{BlipCaptioner, BlipConfig};
-    BlipCaptioner::from_parts(&BlipConfig::captioning_base(), random_vb(device), blip_tokenizer()?, device)
+    Ok(BlipCaptioner::from_parts(&BlipConfig::captioning_base(), random_vb(device), blip_tokenizer()?, device)?
+        .with_precision(precision()))
 }
 
 /// BLIP VQA at `Salesforce/blip-vqa-base`'s shapes with random weights.
 pub fn random_blip_vqa(device: &Device) -> clipdex::Result<clipdex::models::blip::BlipAnswerer> {
     use clipdex::models::blip::{BlipAnswerer, BlipConfig};
-    BlipAnswerer::from_parts(&BlipConfig::captioning_base(), random_vb(device), blip_tokenizer()?, device)
+    Ok(BlipAnswerer::from_parts(&BlipConfig::captioning_base(), random_vb(device), blip_tokenizer()?, device)?
+        .with_precision(precision()))
 }
 
 /// BLIP image-text matching at `Salesforce/blip-itm-base-coco`'s shapes with random weights.
 pub fn random_blip_itm(device: &Device) -> clipdex::Result<clipdex::models::blip::BlipMatcher> {
     use clipdex::models::blip::{BlipConfig, BlipMatcher};
-    BlipMatcher::from_parts(&BlipConfig::captioning_base(), random_vb(device), blip_tokenizer()?, device)
+    Ok(BlipMatcher::from_parts(&BlipConfig::captioning_base(), random_vb(device), blip_tokenizer()?, device)?
+        .with_precision(precision()))
 }

@@ -160,7 +160,8 @@ impl Library {
         if let Some(captioner) = cached.get(&key) {
             return Ok(captioner.clone());
         }
-        let loaded = Arc::new(BlipCaptioner::load(model, &self.config.device.open()?)?);
+        let loaded =
+            Arc::new(BlipCaptioner::load(model, &self.config.device.open()?)?.with_precision(self.config.precision));
         cached.insert(key, loaded.clone());
         Ok(loaded)
     }

@@ -1022,6 +1022,11 @@ impl Library {
         &self.config.db
     }
 
+    /// The arithmetic of the library's models' linear layers (`--precision`).
+    pub fn precision(&self) -> Precision {
+        self.config.precision
+    }
+
     /// The device the library's models run on.
     pub fn device(&self) -> Result<candle_core::Device> {
         self.config.device.open()

@@ -327,7 +327,9 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
     let hits = blocking(move || {
         if let Some(Rerank::Itm) = rerank {
             let device = state.library.device()?;
-            let matcher = state.matcher.get(|name| crate::models::blip::BlipMatcher::load(name, &device))?;
+            let matcher = state.matcher.get(|name| {
+                Ok(crate::models::blip::BlipMatcher::load(name, &device)?.with_precision(state.library.precision()))
+            })?;
             let q = state.query_embedding(&text)?;
             let hits = state.library.search_vector(&q, top.max(offset + k), &filter)?;
             let mut ranked = crate::query::rerank::rerank_itm(&matcher, &text, hits, state.library.max_pixels())?;

@@ -110,7 +110,9 @@ async fn ask(state: web::Data<AppState>, id: web::Path<String>, body: web::Json<
     let answer = blocking(move || {
         let image = state.library.open_indexed(id, None)?;
         let device = state.library.device()?;
-        let model = state.answerer.get(|name| BlipAnswerer::load(name, &device))?;
+        let model = state
+            .answerer
+            .get(|name| Ok(BlipAnswerer::load(name, &device)?.with_precision(state.library.precision())))?;
         model.answer(&image, &asked, ASK_BEAMS, ASK_TOKENS)
     })
     .await?;
@@ -153,7 +155,9 @@ async fn match_texts(
     let scores = blocking(move || {
         let image = state.library.open_indexed(id, None)?;
         let device = state.library.device()?;
-        let model = state.matcher.get(|name| BlipMatcher::load(name, &device))?;
+        let model = state
+            .matcher
+            .get(|name| Ok(BlipMatcher::load(name, &device)?.with_precision(state.library.precision())))?;
         let texts: Vec<&str> = scored.iter().map(String::as_str).collect();
         model.score(&image, &texts)
     })

@@ -301,6 +301,12 @@ pub struct BlipCaptioner {
 }
 
 impl BlipCaptioner {
+    /// Runs the image encoder's linear layers at `precision` (the text side stays f32).
+    pub fn with_precision(mut self, precision: crate::models::precision::Precision) -> Self {
+        self.encoder.set_precision(precision);
+        self
+    }
+
     /// Assembles a captioner from parts (benchmarks with random weights): the full model's
     /// weights under `vb` (`vision_model`, `text_decoder`).
     pub fn from_parts(

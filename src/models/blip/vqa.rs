@@ -34,6 +34,12 @@ pub struct BlipAnswerer {
 }
 
 impl BlipAnswerer {
+    /// Runs the image encoder's linear layers at `precision` (the text side stays f32).
+    pub fn with_precision(mut self, precision: crate::models::precision::Precision) -> Self {
+        self.encoder.set_precision(precision);
+        self
+    }
+
     /// Loads a VQA checkpoint from a hub id or a local directory.
     pub fn load(model: &str, device: &candle_core::Device) -> Result<Self> {
         Self::assemble(Opened::open(model, device)?)

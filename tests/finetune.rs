@@ -474,73 +474,51 @@ fn an_adapter_trains_on_stored_vectors_folds_into_the_model_and_reranks_without_
     };
     assert!(run(&model(), &["add", photos.to_str().unwrap()]).status.success());
     assert_eq!(ok_json(run(&model(), &["index", "--json"]))["embedded"], 48);
+    // An adapter trained into `out`, at `precision`: the run's output.
+    let train = |out: &Path, precision: &str| {
+        let (pairs, held, out) = (pairs.to_str().unwrap(), held.to_str().unwrap(), out.to_str().unwrap());
+        run(
+            &model(),
+            &[
+                "finetune",
+                "--pairs",
+                pairs,
+                "--val",
+                held,
+                "--out",
+                out,
+                "--train",
+                "adapter",
+                "--batch-size",
+                "12",
+                "--epochs",
+                "60",
+                "--lr",
+                "1e-2",
+                "--weight-decay",
+                "0",
+                "--precision",
+                precision,
+                "--json",
+            ],
+        )
+    };
+    // Mean held-out recall@1 of both directions.
+    let r1 = |report: &Value, which: &str| {
+        let e = &report["eval"][which];
+        (e["image_to_text"][0].as_f64().unwrap() + e["text_to_image"][0].as_f64().unwrap()) / 2.0
+    };
     let out = tmp.path().join("adapter");
     let started = std::time::Instant::now();
-    let trained = run(
-        &model(),
-        &[
-            "finetune",
-            "--pairs",
-            pairs.to_str().unwrap(),
-            "--val",
-            held.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--train",
-            "adapter",
-            "--batch-size",
-            "12",
-            "--epochs",
-            "60",
-            "--lr",
-            "1e-2",
-            "--weight-decay",
-            "0",
-            "--json",
-        ],
-    );
+    let trained = train(&out, "f32");
     let log = String::from_utf8_lossy(&trained.stderr).into_owned();
     let report = ok_json(trained);
     eprintln!("adapter run: {:.2} s; {}", started.elapsed().as_secs_f64(), report["eval"]);
     assert!(log.contains("36 of 36 image vectors from the library"), "{log}");
-    let r1 = |which: &str| {
-        let e = &report["eval"][which];
-        (e["image_to_text"][0].as_f64().unwrap() + e["text_to_image"][0].as_f64().unwrap()) / 2.0
-    };
-    assert!(r1("finetuned") >= r1("base") + 0.15, "{}", report["eval"]);
+    assert!(r1(&report, "finetuned") >= r1(&report, "base") + 0.15, "{}", report["eval"]);
     // The text pass in bf16 (`--precision`, where the CPU has it) learns as well.
-    let bf16_out = tmp.path().join("adapter-bf16");
-    let args: Vec<String> = [
-        "finetune",
-        "--pairs",
-        pairs.to_str().unwrap(),
-        "--val",
-        held.to_str().unwrap(),
-        "--out",
-        bf16_out.to_str().unwrap(),
-        "--train",
-        "adapter",
-        "--batch-size",
-        "12",
-        "--epochs",
-        "60",
-        "--lr",
-        "1e-2",
-        "--weight-decay",
-        "0",
-        "--precision",
-        "bf16",
-        "--json",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    let bf16_report = ok_json(run(&model(), &args.iter().map(String::as_str).collect::<Vec<_>>()));
-    let bf16_r1 = |which: &str| {
-        let e = &bf16_report["eval"][which];
-        (e["image_to_text"][0].as_f64().unwrap() + e["text_to_image"][0].as_f64().unwrap()) / 2.0
-    };
-    assert!(bf16_r1("finetuned") >= bf16_r1("base") + 0.15, "{}", bf16_report["eval"]);
+    let bf16_report = ok_json(train(&tmp.path().join("adapter-bf16"), "bf16"));
+    assert!(r1(&bf16_report, "finetuned") >= r1(&bf16_report, "base") + 0.15, "{}", bf16_report["eval"]);
     // Folded: the saved model embeds a photo as the adapter maps the base embedding.
     let adapter = tensors(&out.join("clipdex_adapter.safetensors"))["adapter"].clone();
     let photo = photos.join("red_circle_3.png");

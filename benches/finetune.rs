@@ -119,8 +119,6 @@ fn adapter_run(config: &ClipConfig, vb: &VarBuilder, precision: Precision, devic
     // here: making random weights is this benchmark's own cost; `finetune` maps a file.)
     let mut inference = clipdex::models::clip::ClipModel::load(config, vb.clone())?;
     inference.set_precision(precision);
-    let device = device.clone();
-    let device = &device;
     let images = clipdex::models::clip::train::normalize(&Tensor::randn(0f32, 1.0, (1000, 512), device)?)?;
     let started = std::time::Instant::now();
     let captions: Vec<Vec<u32>> = (0..1000)

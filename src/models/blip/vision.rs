@@ -124,8 +124,8 @@ pub struct BlipImageEncoder {
 
 impl BlipImageEncoder {
     /// Runs the encoder's linear layers at `precision` (`f32` where the CPU has no bf16
-    /// arithmetic): the 577 tokens of a 384 px photo through 12 layers are most of a caption's
-    /// arithmetic.
+    /// arithmetic). They are most of a caption's arithmetic, though not of its time: attention
+    /// over the 577 tokens of a 384 px photo stays f32.
     pub fn set_precision(&mut self, precision: Precision) {
         self.model.set_precision(precision);
     }

@@ -109,10 +109,16 @@ fn bias_act_row(o: &mut [f32], x: &[f32], bias: &[f32], act: Option<HiddenAct>) 
         let avx512 = *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"));
         if avx512 && matches!(act, None | Some(HiddenAct::QuickGelu)) {
             // SAFETY: the CPU has AVX-512 F (checked above).
-            unsafe { bias_act_row_avx512(o, x, bias, act.is_some()) };
+            let done = unsafe { bias_act_row_avx512(o, x, bias, act.is_some()) };
+            bias_act_scalar(&mut o[done..], &x[done..], &bias[done..], act);
             return;
         }
     }
+    bias_act_scalar(o, x, bias, act);
+}
+
+/// [`bias_act_row`] one value at a time.
+fn bias_act_scalar(o: &mut [f32], x: &[f32], bias: &[f32], act: Option<HiddenAct>) {
     for ((o, &x), &b) in o.iter_mut().zip(x).zip(bias) {
         let v = x + b;
         *o = match act {
@@ -129,12 +135,13 @@ fn bias_act_row(o: &mut [f32], x: &[f32], bias: &[f32], act: Option<HiddenAct>) 
     }
 }
 
-/// Bias plus, when `quick_gelu`, `v · sigmoid(1.702 v)`, 16 values at a time. The exponential
-/// is `2ⁿ · e^r` with `|r| ≤ ln 2 / 2` and a degree-6 Taylor polynomial for `e^r` (relative
-/// error below 2e-7, as libm's to float rounding); the tail runs the scalar formula.
+/// Bias plus, when `quick_gelu`, `v · sigmoid(1.702 v)`, 16 values at a time; returns how many
+/// values it wrote (the rest, fewer than 16, are the caller's). The exponential is `2ⁿ · e^r`
+/// with `|r| ≤ ln 2 / 2` and a degree-6 Taylor polynomial for `e^r` (relative error below 2e-7,
+/// as libm's to float rounding).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn bias_act_row_avx512(o: &mut [f32], x: &[f32], bias: &[f32], quick_gelu: bool) {
+unsafe fn bias_act_row_avx512(o: &mut [f32], x: &[f32], bias: &[f32], quick_gelu: bool) -> usize {
     use std::arch::x86_64::{
         _mm512_add_ps, _mm512_div_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps, _mm512_loadu_ps, _mm512_max_ps, _mm512_min_ps,
         _mm512_mul_ps, _mm512_roundscale_ps, _mm512_scalef_ps, _mm512_set1_ps, _mm512_storeu_ps,
@@ -164,10 +171,7 @@ unsafe fn bias_act_row_avx512(o: &mut [f32], x: &[f32], bias: &[f32], quick_gelu
             _mm512_storeu_ps(o.as_mut_ptr().add(i), y);
         }
     }
-    for ((o, &x), &b) in o[whole..len].iter_mut().zip(&x[whole..len]).zip(&bias[whole..len]) {
-        let v = x + b;
-        *o = if quick_gelu { v / (1.0 + (-1.702 * v).exp()) } else { v };
-    }
+    whole
 }
 
 impl HiddenAct {
@@ -224,43 +228,40 @@ impl Dense {
         self.precision = precision.effective();
     }
 
-    /// The product through the bf16 kernel, when this layer is set to bf16 and it applies.
-    fn bf16_product(&self, xs: &Tensor, rows: usize) -> CResult<Option<Tensor>> {
-        if self.precision != Precision::Bf16 || !xs.device().is_cpu() || xs.dtype() != candle_core::DType::F32 {
+    /// `xs` (`[rows, in]`) times the weight, through this layer's own CPU kernels when one
+    /// applies, else a general matrix multiplication.
+    fn product(&self, xs: &Tensor, rows: usize) -> CResult<Tensor> {
+        match self.kernel_product(xs, rows)? {
+            Some(ys) => Ok(ys),
+            None => xs.matmul(&self.weight_t),
+        }
+    }
+
+    /// The product on the CPU in f32: through the few-rows kernel (see `skinny`) for up to its
+    /// row limit, else through the bf16 kernel when the layer runs at bf16; `None` when
+    /// neither applies. Each lays the weight out on first use.
+    fn kernel_product(&self, xs: &Tensor, rows: usize) -> CResult<Option<Tensor>> {
+        use super::{bf16, skinny};
+        use candle_core::DType::F32;
+        if !xs.device().is_cpu() || xs.dtype() != F32 || self.weight_t.dtype() != F32 {
             return Ok(None);
         }
         let (k, n) = self.weight_t.dims2()?;
-        let panels = self.bf16_panels.get_or_init(|| {
-            let weight_t = self.weight_t.flatten_all().and_then(|w| w.to_vec1::<f32>()).ok()?;
-            super::bf16::Bf16Panels::pack(&weight_t, k, n)
-        });
-        let Some(panels) = panels else { return Ok(None) };
-        let x = xs.flatten_all()?.to_vec1::<f32>()?;
-        Ok(Some(Tensor::from_vec(panels.product(&x, rows), (rows, n), xs.device())?))
-    }
-
-    /// `xs` (`[rows, in]`) times the weight, through the few-rows kernel when it applies.
-    fn product(&self, xs: &Tensor, rows: usize) -> CResult<Tensor> {
-        use super::skinny;
-        let applies = (1..=skinny::max_rows()).contains(&rows)
-            && xs.device().is_cpu()
-            && xs.dtype() == candle_core::DType::F32
-            && self.weight_t.dtype() == candle_core::DType::F32;
-        if applies {
-            let (k, n) = self.weight_t.dims2()?;
-            let panels = self.panels.get_or_init(|| {
-                let weight_t = self.weight_t.flatten_all().and_then(|w| w.to_vec1::<f32>()).ok()?;
-                skinny::Panels::pack(&weight_t, k, n)
-            });
-            if let Some(panels) = panels {
-                let x = xs.flatten_all()?.to_vec1::<f32>()?;
-                return Tensor::from_vec(panels.product(&x, rows), (rows, n), xs.device());
-            }
-        }
-        if let Some(ys) = self.bf16_product(xs, rows)? {
-            return Ok(ys);
-        }
-        xs.matmul(&self.weight_t)
+        let weight_t = || self.weight_t.flatten_all().and_then(|w| w.to_vec1::<f32>()).ok();
+        let ys = if (1..=skinny::max_rows()).contains(&rows) {
+            let Some(panels) = self.panels.get_or_init(|| skinny::Panels::pack(&weight_t()?, k, n)) else {
+                return Ok(None);
+            };
+            panels.product(&xs.flatten_all()?.to_vec1::<f32>()?, rows)
+        } else if self.precision == Precision::Bf16 {
+            let Some(panels) = self.bf16_panels.get_or_init(|| bf16::Bf16Panels::pack(&weight_t()?, k, n)) else {
+                return Ok(None);
+            };
+            panels.product(&xs.flatten_all()?.to_vec1::<f32>()?, rows)
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(Tensor::from_vec(ys, (rows, n), xs.device())?))
     }
 
     /// Output width.

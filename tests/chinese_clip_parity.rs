@@ -4,11 +4,12 @@
 //! text and image embedding at cosine >= 0.9999, texts embedded one by one and in padded
 //! batches. The goldens come from `tools/make_chinese_clip_fixtures.py`.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use candle_core::Device;
 use clipdex::ClipEmbedder;
 use clipdex::photo::{DecodeOptions, open_rgb};
+use common::{cosine, fixtures};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -33,20 +34,9 @@ struct GoldenImage {
     embedding: Vec<f32>,
 }
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
 fn golden(name: &str) -> Golden {
     let text = std::fs::read_to_string(fixtures().join("golden").join(format!("{name}.json"))).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (na * nb)
 }
 
 fn check(name: &str) {

@@ -1,16 +1,12 @@
 //! The `clipdex` binary as users and scripts call it.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
 mod common;
 use common::backends::test_databases;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use common::{cosine, fixtures};
 
 fn model_dir() -> String {
     fixtures().join("clip-tiny-p32").to_string_lossy().into_owned()
@@ -36,11 +32,6 @@ fn golden() -> Value {
 
 fn floats(v: &Value) -> Vec<f32> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
-        / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
 }
 
 #[test]

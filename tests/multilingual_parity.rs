@@ -5,10 +5,11 @@
 //! embeddings at cosine >= 0.9999 for texts in many scripts, one by one and in padded batches.
 //! The goldens come from `tools/make_multilingual_fixtures.py`.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use candle_core::Device;
 use clipdex::models::sentence::SentenceEncoder;
+use common::{cosine, fixtures};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -23,17 +24,6 @@ struct GoldenText {
     text: String,
     ids: Vec<u32>,
     embedding: Vec<f32>,
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (na * nb)
 }
 
 fn check(name: &str) {

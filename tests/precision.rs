@@ -8,17 +8,16 @@
 //! first word of each fixture caption the same.
 //! On a CPU without AVX-512 BF16 the precision falls back to f32 and the test says so.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 
 use candle_core::Device;
 use clipdex::ClipEmbedder;
 use clipdex::models::precision::Precision;
 use clipdex::photo::DecodeOptions;
+use common::{cosine, fixtures, zeroshot_golden};
 use serde::Deserialize;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 #[derive(Deserialize)]
 struct Golden {
@@ -28,18 +27,6 @@ struct Golden {
 #[derive(Deserialize)]
 struct GoldenText {
     text: String,
-}
-
-#[derive(Deserialize)]
-struct ZeroShot {
-    labels: Vec<String>,
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (na * nb)
 }
 
 fn top1(image: &[f32], labels: &[Vec<f32>]) -> usize {
@@ -92,13 +79,8 @@ fn check(model: &str, golden: &str, bert_text: bool) {
     // The bf16 path must have run: a batch of images goes through it, so values differ.
     assert!(changed > 0, "{model}: bf16 embeddings are identical to f32: the bf16 kernel never ran");
 
-    let labels: Vec<String> = {
-        let z: ZeroShot = serde_json::from_str(
-            &std::fs::read_to_string(fixtures().join("golden").join("zeroshot-clip-tiny-p32.json")).unwrap(),
-        )
-        .unwrap();
-        z.labels.iter().map(|l| format!("a photo of a {l}.")).collect()
-    };
+    let labels: Vec<String> =
+        zeroshot_golden("clip-tiny-p32").labels.iter().map(|l| format!("a photo of a {l}.")).collect();
     // Labels as a batch of texts of many rows, so bf16 runs on the text side too.
     let (a_labels, b_labels) = (f32_clip.embed_texts(&labels).unwrap(), bf16_clip.embed_texts(&labels).unwrap());
     if bert_text {

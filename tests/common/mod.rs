@@ -60,6 +60,14 @@ pub fn ok_json(out: Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The cosine of two vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
 /// The reference zero-shot scores of one fixture model.
 #[derive(Deserialize)]
 pub struct ZeroShotGolden {

@@ -104,6 +104,7 @@ fn main() -> clipdex::Result<()> {
             taken: None,
             camera: None,
             gps: None,
+            video: None,
         };
         store.commit_image(&tmp.path().join(format!("photos/{i:06}.jpg")), 1, 0, &record, v)?;
     }

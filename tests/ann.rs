@@ -49,6 +49,7 @@ fn add(store: &Store, tag: &str, vs: &[Vec<f32>]) -> Vec<PathBuf> {
                 taken: None,
                 camera: None,
                 gps: None,
+                video: None,
             };
             store.commit_image(&path, 1, 0, &record, v).unwrap();
             path

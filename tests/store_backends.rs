@@ -1,5 +1,5 @@
 //! The storage backends tested against each other: one seeded random sequence of store
-//! operations (commits, copies, moves, touches, deletions, failures, roots, tags, captions,
+//! operations (commits of photos and of videos with their frames, copies, moves, touches, deletions, failures, roots, tags, captions,
 //! re-indexing, caches, settings) applied to a sled store and to a PostgreSQL store, with
 //! everything each one holds compared after every step, and each store's own invariant check
 //! clean. Ids differ between backends (each allocates its own), so images are compared by
@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clipdex::store::{DbLocation, ImageRecord, ReindexTarget, Store, StoredCaption, Tag};
+use clipdex::store::{DbLocation, FrameVector, ImageRecord, ReindexTarget, Store, StoredCaption, Tag, VideoMeta};
 use common::Rng;
 use common::backends::{postgres_database, test_databases};
 
@@ -44,7 +44,37 @@ fn record(c: usize) -> ImageRecord {
         taken: c.is_multiple_of(2).then_some(1_500_000_000 + c as i64),
         camera: c.is_multiple_of(3).then(|| format!("cam {c}")),
         gps: (c == 4).then_some((59.9, 10.7)),
+        video: is_video(c).then(|| VideoMeta {
+            duration: 10.0 + c as f64,
+            codec: "h264".into(),
+            frames: frame_count(c) as u32,
+            poster: 1.5,
+        }),
     }
+}
+
+/// Contents 2, 5 and 8 are videos, of 1, 2 and 3 frames.
+fn is_video(c: usize) -> bool {
+    c % 3 == 2
+}
+
+fn frame_count(c: usize) -> usize {
+    if is_video(c) { 1 + c / 3 } else { 0 }
+}
+
+/// A content's frames with their vectors of a generation (none for a photo).
+fn frames(c: usize, generation: u32) -> Vec<FrameVector> {
+    (0..frame_count(c))
+        .map(|f| FrameVector {
+            time: f as f32 * 2.5,
+            vector: vector(c + 3 * f, generation).iter().map(|x| x + f as f32).collect(),
+        })
+        .collect()
+}
+
+fn commit(store: &Store, p: &Path, content: usize, time: i64, generation: u32) -> clipdex::Result<u64> {
+    let (r, v) = (record(content), vector(content, generation));
+    store.commit_with_frames(p, 100 + content as u64, time, &r, &v, &frames(content, generation))
 }
 
 fn vector(c: usize, generation: u32) -> Vec<f32> {
@@ -55,7 +85,7 @@ fn vector(c: usize, generation: u32) -> Vec<f32> {
 #[derive(Debug, PartialEq)]
 struct Snapshot {
     paths: Vec<(PathBuf, String, u64, i64)>,
-    images: BTreeMap<String, (ImageRecord, Vec<f32>, Vec<PathBuf>)>,
+    images: BTreeMap<String, (ImageRecord, Vec<f32>, Vec<PathBuf>, Vec<FrameVector>)>,
     failures: Vec<(PathBuf, String, u32, u64, i64)>,
     roots: Vec<(PathBuf, Option<u64>)>,
     tags: BTreeMap<String, (String, Vec<Tag>)>,
@@ -82,8 +112,16 @@ fn snapshot(store: &Store) -> Snapshot {
     for item in store.images() {
         let (id, rec) = item.unwrap();
         let v = store.vector(id).unwrap().unwrap_or_default();
-        images.insert(rec.hash.clone(), (rec, v, store.paths_of(id).unwrap()));
+        images.insert(rec.hash.clone(), (rec, v, store.paths_of(id).unwrap(), store.frames_of(id).unwrap()));
     }
+    let mut streamed: BTreeMap<String, Vec<FrameVector>> = BTreeMap::new();
+    for item in store.frame_vectors() {
+        let (id, frame) = item.unwrap();
+        streamed.entry(hash_of(store, id)).or_default().push(frame);
+    }
+    let stored: BTreeMap<String, Vec<FrameVector>> =
+        images.iter().filter(|(_, i)| !i.3.is_empty()).map(|(h, i)| (h.clone(), i.3.clone())).collect();
+    assert_eq!(streamed, stored, "frame_vectors() and frames_of disagree");
     let ids: Vec<u64> = (0..CONTENTS).filter_map(|c| store.id_for_hash(&hash(c)).unwrap()).collect();
     let mut tags = BTreeMap::new();
     let mut captions = BTreeMap::new();
@@ -157,8 +195,7 @@ fn apply(store: &Store, op: u64, args: &[usize; 4], unit: f32) -> (String, Strin
     let generation = store.vectors_generation().unwrap();
     match op {
         0..=3 => {
-            let r =
-                store.commit_image(&p, 100 + content as u64, c as i64, &record(content), &vector(content, generation));
+            let r = commit(store, &p, content, c as i64, generation);
             (format!("commit {} <- {content}", p.display()), format!("{:?}", r.map(|id| hash_of(store, id))))
         }
         4..=5 => match id(content) {
@@ -217,7 +254,10 @@ fn apply(store: &Store, op: u64, args: &[usize; 4], unit: f32) -> (String, Strin
         16 => match (store.reindex_target().unwrap(), id(content)) {
             (Some(_), Some(i)) => (
                 format!("next vector {content}"),
-                format!("{:?}", store.put_next_vector(i, &vector(content, generation + 1))),
+                format!(
+                    "{:?}",
+                    store.put_next_vectors(i, &vector(content, generation + 1), &frames(content, generation + 1))
+                ),
             ),
             _ => ("no next vector".into(), String::new()),
         },
@@ -318,11 +358,11 @@ fn concurrent_connections_and_writers_share_a_postgres_library() {
                             // A copy of a stored image; it may be gone by now (another writer
                             // unlinked its last file): then it is committed anew.
                             if store.link_path(&file(i), id, 1, 1).is_err() {
-                                store.commit_image(&file(i), 1, 1, &record(c), &vector(c, 0)).unwrap();
+                                commit(&store, &file(i), c, 1, 0).unwrap();
                             }
                         }
                         _ => {
-                            store.commit_image(&file(i), 1, 1, &record(c), &vector(c, 0)).unwrap();
+                            commit(&store, &file(i), c, 1, 0).unwrap();
                         }
                     }
                     if i % 2 == 1 {
@@ -457,6 +497,7 @@ fn searches_past_the_graph_threshold_find_the_exact_neighbours_with_every_filter
         for (i, v) in vectors.iter().enumerate() {
             let mut r = record(10_000 + i);
             r.taken = Some(date(i));
+            r.video = None;
             let path = Path::new(folder(i)).join(format!("{i:05}.jpg"));
             ids.push(store.commit_image(&path, 1, 1, &r, v).unwrap());
             if rare(i) {

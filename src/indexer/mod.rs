@@ -448,6 +448,7 @@ fn prepare(
         taken: exif.taken,
         camera: exif.camera,
         gps: exif.gps,
+        video: None,
     };
     Ok(Prepared::New { record, pixels })
 }

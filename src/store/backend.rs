@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Failure, ImageId, ImageRecord, PathEntry, ReindexTarget, StoreCounts, StoredCaption, Tag, TagCount};
+use super::{Failure, FrameVector, ImageId, ImageRecord, PathEntry, ReindexTarget, StoreCounts, StoredCaption, Tag, TagCount};
 use crate::ann::IndexState;
 use crate::error::Result;
 use crate::query::{SearchFilter, SearchHit};
@@ -99,7 +99,27 @@ pub trait Backend: TagStore + CaptionStore + ReindexStore + ModelVectorStore + S
         mtime_ns: i64,
         record: &ImageRecord,
         vector: &[f32],
+    ) -> Result<ImageId> {
+        self.commit_with_frames(path, size, mtime_ns, record, vector, &[])
+    }
+
+    /// [`Backend::commit_image`] for a video: its frames' vectors are stored with it, in the
+    /// same transaction (none for a photo).
+    fn commit_with_frames(
+        &self,
+        path: &Path,
+        size: u64,
+        mtime_ns: i64,
+        record: &ImageRecord,
+        vector: &[f32],
+        frames: &[FrameVector],
     ) -> Result<ImageId>;
+
+    /// The frames of a video with their current vectors, in time order (none for a photo).
+    fn frames_of(&self, id: ImageId) -> Result<Vec<FrameVector>>;
+
+    /// Every stored frame with its current vector, by video id then time.
+    fn frame_vectors(&self) -> Records<'_, FrameVector>;
 
     /// Points `path` at an already stored image (a copy, a move, an unchanged touch), releasing
     /// its previous mapping. When the path already holds that image (a touched file, a file
@@ -280,7 +300,13 @@ pub trait ReindexStore {
 
     /// Stores an image's vector of the next model; false (nothing stored) when the image went
     /// away meanwhile.
-    fn put_next_vector(&self, id: ImageId, vector: &[f32]) -> Result<bool>;
+    fn put_next_vector(&self, id: ImageId, vector: &[f32]) -> Result<bool> {
+        self.put_next_vectors(id, vector, &[])
+    }
+
+    /// [`ReindexStore::put_next_vector`] for a video: with its frames' vectors of the next
+    /// model, in one transaction.
+    fn put_next_vectors(&self, id: ImageId, vector: &[f32], frames: &[FrameVector]) -> Result<bool>;
 
     /// Makes the next model's vectors current, if every stored image has one; returns false
     /// (and changes nothing) when some image still lacks one, e.g. one indexed meanwhile. No

@@ -28,6 +28,32 @@ pub struct ImageRecord {
     /// EXIF GPS position, degrees (latitude, longitude).
     #[serde(default)]
     pub gps: Option<(f64, f64)>,
+    /// What a video is (none for a photo). Its vector is the mean of its frames' vectors; the
+    /// frames' own vectors are kept beside it ([`FrameVector`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoMeta>,
+}
+
+/// What the store knows of a video beyond what a photo has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoMeta {
+    /// Seconds.
+    pub duration: f64,
+    /// The video stream's codec, as FFmpeg names it (`h264`, `hevc`, …).
+    pub codec: String,
+    /// Frames sampled and embedded.
+    pub frames: u32,
+    /// Seconds from the start of the frame that stands for the whole video: the one nearest to
+    /// the mean of the frames (its thumbnail, and the moment shown when nothing more precise
+    /// is asked, as for a tag).
+    pub poster: f64,
+}
+
+/// A sampled frame of a video as stored: seconds from the start, and its vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameVector {
+    pub time: f32,
+    pub vector: Vec<f32>,
 }
 
 /// One file on disk that holds an indexed image.
@@ -56,9 +82,15 @@ pub struct Failure {
 }
 
 impl ImageRecord {
-    /// The date used by date filters: EXIF date taken, else the file's modification time.
+    /// The date used by date filters: EXIF date taken (a video's creation time), else the
+    /// file's modification time.
     pub fn date(&self) -> i64 {
         self.taken.unwrap_or(self.modified)
+    }
+
+    /// Whether this is a video.
+    pub fn is_video(&self) -> bool {
+        self.video.is_some()
     }
 }
 
@@ -139,6 +171,10 @@ pub struct StoreCounts {
     pub cached_labels: u64,
     /// Images with a stored caption.
     pub captioned: u64,
+    /// Videos (among `images`).
+    pub videos: u64,
+    /// Video frames with a vector (of the current model).
+    pub frames: u64,
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `clipdex migrate`: a whole folder library copied into an empty PostgreSQL database in one
 //! transaction, with binary `COPY` (the fast path PostgreSQL offers for bulk loads), ids kept,
-//! nothing re-embedded. Records, files, vectors, failures, folders, tags, captions and settings
+//! nothing re-embedded. Records, files, vectors, video frames, failures, folders, tags, captions and settings
 //! are copied; the label-embedding and fine-tuned-vector caches are not (they refill on use).
 
 use std::collections::BTreeMap;
@@ -24,6 +24,8 @@ pub struct ImportReport {
     pub paths: u64,
     /// Vectors.
     pub vectors: u64,
+    /// Video frames with their vectors.
+    pub frames: u64,
     /// Recorded failures.
     pub failures: u64,
     /// Watched folders.
@@ -110,12 +112,13 @@ impl PgStore {
             max_id = max_id.max(i64_of(id));
             ids.push(id);
             let json = serde_json::to_string(&record).expect("records serialise");
-            Ok(vec![boxed(i64_of(id)), boxed(record.hash.clone()), boxed(json), boxed(record.date())])
+            let video = record.is_video();
+            Ok(vec![boxed(i64_of(id)), boxed(record.hash.clone()), boxed(json), boxed(record.date()), boxed(video)])
         });
         report.images = copy(
             &mut tx,
-            "COPY images (id, hash, record, date) FROM STDIN BINARY",
-            &[Type::INT8, Type::TEXT, Type::TEXT, Type::INT8],
+            "COPY images (id, hash, record, date, video) FROM STDIN BINARY",
+            &[Type::INT8, Type::TEXT, Type::TEXT, Type::INT8, Type::BOOL],
             &mut images,
         )?;
         drop(images);
@@ -148,6 +151,35 @@ impl PgStore {
                 &format!(
                     "INSERT INTO vectors (generation, image_id, embedding)
                      SELECT {}, image_id, embedding::vector FROM import_vectors",
+                    super::CURRENT
+                ),
+                &[],
+            )
+            .map_err(db)?;
+
+        tx.batch_execute(
+            "CREATE TEMP TABLE import_frames (image_id bigint, idx integer, time real, embedding real[]) ON COMMIT DROP",
+        )
+        .map_err(db)?;
+        let (mut last, mut idx) = (None, 0i32);
+        let mut rows = source.frame_vectors().map(|r| {
+            let (id, f) = r?;
+            idx = if last == Some(id) { idx + 1 } else { 0 };
+            last = Some(id);
+            Ok(vec![boxed(i64_of(id)), boxed(idx), boxed(f.time), boxed(f.vector)])
+        });
+        copy(
+            &mut tx,
+            "COPY import_frames (image_id, idx, time, embedding) FROM STDIN BINARY",
+            &[Type::INT8, Type::INT4, Type::FLOAT4, Type::FLOAT4_ARRAY],
+            &mut rows,
+        )?;
+        drop(rows);
+        report.frames = tx
+            .execute(
+                &format!(
+                    "INSERT INTO frames (generation, image_id, idx, time, embedding)
+                     SELECT {}, image_id, idx, time, embedding::vector FROM import_frames",
                     super::CURRENT
                 ),
                 &[],

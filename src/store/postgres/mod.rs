@@ -28,16 +28,17 @@ use rustls::CertificateError;
 
 use super::location::redact;
 use super::sled::keys::{path_from_key, path_key};
-use super::{Backend, Failure, ImageId, ImageRecord, PathEntry, Records, StoreCounts};
+use super::{Backend, Failure, FrameVector, ImageId, ImageRecord, PathEntry, Records, StoreCounts};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The schema steps, in version order: (version, description, SQL).
 const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "initial schema", include_str!("../../../migrations/postgres/0001_initial.sql")),
     (2, "embedding jobs", include_str!("../../../migrations/postgres/0002_jobs.sql")),
+    (3, "videos", include_str!("../../../migrations/postgres/0003_videos.sql")),
 ];
 
 /// The advisory lock key that serialises migrations (`clipdex` in ASCII).
@@ -417,6 +418,22 @@ fn path_entry_of(row: &Row) -> PathEntry {
 
 /// Inside a transaction: removes `path`'s mapping, and the image (with, by cascade, its
 /// vectors, tags and caption) when no other path holds it. Returns the removed mapping.
+/// Inside a transaction: stores the frames of video `id` in generation `generation` (an SQL
+/// expression), replacing what that generation held.
+fn tx_put_frames(tx: &mut Transaction, generation: &str, id: i64, frames: &[FrameVector]) -> TxResult<()> {
+    tx.execute(&format!("DELETE FROM frames WHERE generation = {generation} AND image_id = $1"), &[&id])?;
+    if frames.is_empty() {
+        return Ok(());
+    }
+    let insert = tx.prepare(&format!(
+        "INSERT INTO frames (generation, image_id, idx, time, embedding) VALUES ({generation}, $1, $2, $3, $4::real[]::vector)"
+    ))?;
+    for (i, f) in frames.iter().enumerate() {
+        tx.execute(&insert, &[&id, &(i as i32), &f.time, &f.vector])?;
+    }
+    Ok(())
+}
+
 fn tx_unlink(tx: &mut Transaction, path: &[u8]) -> TxResult<Option<PathEntry>> {
     let Some(row) = tx.query_opt("DELETE FROM paths WHERE path = $1 RETURNING image_id, size, mtime_ns", &[&path])?
     else {
@@ -595,13 +612,14 @@ impl Backend for PgStore {
         self.sequence_value("changes")
     }
 
-    fn commit_image(
+    fn commit_with_frames(
         &self,
         path: &Path,
         size: u64,
         mtime_ns: i64,
         record: &ImageRecord,
         vector: &[f32],
+        frames: &[FrameVector],
     ) -> Result<ImageId> {
         let key = path_key(path);
         let record_json = serde_json::to_string(record).expect("records serialise");
@@ -611,14 +629,16 @@ impl Backend for PgStore {
                 Some(row) => id_of(&row, 0),
                 None => {
                     let row = tx.query_one(
-                        "INSERT INTO images (id, hash, record, date) VALUES (nextval('image_ids'), $1, $2, $3) RETURNING id",
-                        &[&record.hash, &record_json, &record.date()],
+                        "INSERT INTO images (id, hash, record, date, video) VALUES (nextval('image_ids'), $1, $2, $3, $4)
+                         RETURNING id",
+                        &[&record.hash, &record_json, &record.date(), &record.is_video()],
                     )?;
                     let id: i64 = row.get(0);
                     tx.execute(
                         &format!("INSERT INTO vectors (generation, image_id, embedding) VALUES ({CURRENT}, $1, $2::real[]::vector)"),
                         &[&id, &vector],
                     )?;
+                    tx_put_frames(tx, CURRENT, id, frames)?;
                     u64_of(id)
                 }
             };
@@ -627,6 +647,29 @@ impl Backend for PgStore {
             tx_changed(tx)?;
             Ok(id)
         })
+    }
+
+    fn frames_of(&self, id: ImageId) -> Result<Vec<FrameVector>> {
+        let sql = format!(
+            "SELECT time, embedding::real[] FROM frames WHERE generation = {CURRENT} AND image_id = $1 ORDER BY idx"
+        );
+        let rows = self.query(&sql, &[&i64_of(id)])?;
+        Ok(rows.iter().map(|r| FrameVector { time: r.get(0), vector: r.get(1) }).collect())
+    }
+
+    fn frame_vectors(&self) -> Records<'_, FrameVector> {
+        let sql = format!(
+            "SELECT image_id, time, embedding::real[] FROM frames WHERE generation = {CURRENT} ORDER BY image_id, idx"
+        );
+        match self.query(&sql, &[]) {
+            Ok(rows) => Box::new(
+                rows.into_iter()
+                    .map(|r| Ok((id_of(&r, 0), FrameVector { time: r.get(1), vector: r.get(2) })))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            ),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
     fn link_path(&self, path: &Path, id: ImageId, size: u64, mtime_ns: i64) -> Result<()> {
@@ -683,7 +726,9 @@ impl Backend for PgStore {
             "SELECT (SELECT count(*) FROM images), (SELECT count(*) FROM paths),
                     (SELECT count(*) FROM vectors WHERE generation = {CURRENT}), (SELECT count(*) FROM failures),
                     (SELECT count(*) FROM roots), (SELECT count(*) FROM tags), (SELECT count(*) FROM tag_index),
-                    (SELECT count(*) FROM label_cache), (SELECT count(*) FROM captions)"
+                    (SELECT count(*) FROM label_cache), (SELECT count(*) FROM captions),
+                    (SELECT count(DISTINCT image_id) FROM frames WHERE generation = {CURRENT}),
+                    (SELECT count(*) FROM frames WHERE generation = {CURRENT})"
         );
         let rows = self.query(&sql, &[])?;
         let r = rows.first().ok_or_else(|| self.err("no counts"))?;
@@ -698,6 +743,8 @@ impl Backend for PgStore {
             tags: n(6),
             cached_labels: n(7),
             captioned: n(8),
+            videos: n(9),
+            frames: n(10),
         })
     }
 
@@ -745,6 +792,20 @@ impl Backend for PgStore {
         let n: i64 = self.query(&stale, &[])?.first().map(|r| r.get(0)).unwrap_or(0);
         if n > 0 {
             problems.push(format!("{n} vectors of a generation neither current nor next"));
+        }
+        let frames = format!(
+            "SELECT id, video, (SELECT count(*) FROM frames f WHERE f.generation = {CURRENT} AND f.image_id = i.id),
+                    record::json->'video'->>'frames'
+             FROM images i WHERE video OR EXISTS (SELECT 1 FROM frames f WHERE f.image_id = i.id) ORDER BY id"
+        );
+        for r in self.query(&frames, &[])? {
+            let (id, video, stored, recorded) = (id_of(&r, 0), r.get::<_, bool>(1), r.get::<_, i64>(2), r.get::<_, Option<String>>(3));
+            match (video, recorded.and_then(|n| n.parse::<i64>().ok())) {
+                (true, Some(n)) if n == stored && n > 0 => {}
+                (true, n) => problems.push(format!("video {id}: {stored} frames stored, {n:?} recorded")),
+                (false, _) if stored > 0 => problems.push(format!("photo {id} has {stored} frames")),
+                (false, _) => {}
+            }
         }
         let untagged =
             "SELECT count(*) FROM tag_index t WHERE NOT EXISTS (SELECT 1 FROM tags s WHERE s.image_id = t.image_id)";

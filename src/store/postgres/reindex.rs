@@ -2,9 +2,9 @@
 //! generation; `reindex` writes the next one while the current one answers, and one
 //! transaction makes it current and drops the old one.
 
-use super::{CURRENT, PgStore, TxError, i64_of, id_of, tx_changed, u64_of};
+use super::{CURRENT, PgStore, TxError, i64_of, id_of, tx_changed, tx_put_frames, u64_of};
 use crate::error::{Error, Result};
-use crate::store::{ImageId, ReindexStore, ReindexTarget};
+use crate::store::{FrameVector, ImageId, ReindexStore, ReindexTarget};
 
 const TARGET_KEY: &str = "reindex";
 
@@ -28,6 +28,7 @@ impl ReindexStore for PgStore {
         let json = serde_json::to_string(target).expect("targets serialise");
         self.tx("begin re-indexing", |tx| {
             tx.execute(&format!("DELETE FROM vectors WHERE generation = {CURRENT} + 1"), &[])?;
+            tx.execute(&format!("DELETE FROM frames WHERE generation = {CURRENT} + 1"), &[])?;
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                 &[&TARGET_KEY, &json],
@@ -39,6 +40,7 @@ impl ReindexStore for PgStore {
     fn cancel_reindex(&self) -> Result<()> {
         self.tx("cancel re-indexing", |tx| {
             tx.execute(&format!("DELETE FROM vectors WHERE generation = {CURRENT} + 1"), &[])?;
+            tx.execute(&format!("DELETE FROM frames WHERE generation = {CURRENT} + 1"), &[])?;
             tx.execute("DELETE FROM meta WHERE key = $1", &[&TARGET_KEY])?;
             Ok(())
         })
@@ -57,7 +59,7 @@ impl ReindexStore for PgStore {
         Ok(self.query_opt(&sql, &[])?.map(|r| u64_of(r.get(0))).unwrap_or(0))
     }
 
-    fn put_next_vector(&self, id: ImageId, vector: &[f32]) -> Result<bool> {
+    fn put_next_vectors(&self, id: ImageId, vector: &[f32], frames: &[FrameVector]) -> Result<bool> {
         let vector = vector.to_vec();
         self.tx("store a vector", |tx| {
             if tx.query_opt("SELECT 1 FROM images WHERE id = $1 FOR KEY SHARE", &[&i64_of(id)])?.is_none() {
@@ -70,6 +72,7 @@ impl ReindexStore for PgStore {
                 ),
                 &[&i64_of(id), &vector],
             )?;
+            tx_put_frames(tx, &format!("{CURRENT} + 1"), i64_of(id), frames)?;
             Ok::<_, TxError>(true)
         })
     }
@@ -101,6 +104,7 @@ impl ReindexStore for PgStore {
             tx.execute(set, &[&"vectors_generation", &(old + 1).to_string()])?;
             tx.execute("DELETE FROM meta WHERE key IN ('model_fingerprint', 'reindex')", &[])?;
             tx.execute("DELETE FROM vectors WHERE generation = $1", &[&old])?;
+            tx.execute("DELETE FROM frames WHERE generation = $1", &[&old])?;
             tx_changed(tx)?;
             Ok(true)
         })

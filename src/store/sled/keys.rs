@@ -49,3 +49,43 @@ pub(crate) fn vector_bytes(v: &[f32]) -> Vec<u8> {
 pub(crate) fn vector_from_bytes(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
+
+/// `generation ++ id`: a video's frames in the `frames` tree (generations as the vector trees).
+pub(crate) fn frames_key(generation: u32, id: ImageId) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&generation.to_be_bytes());
+    k[4..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// A video's frames as one value: their number (`u32`), then each frame's time and vector,
+/// little-endian `f32`s.
+pub(crate) fn frames_bytes(frames: &[crate::store::FrameVector]) -> Vec<u8> {
+    let mut b = (frames.len() as u32).to_le_bytes().to_vec();
+    for f in frames {
+        b.extend_from_slice(&f.time.to_le_bytes());
+        b.extend(vector_bytes(&f.vector));
+    }
+    b
+}
+
+/// The frames [`frames_bytes`] wrote; `None` when the bytes are not such a value.
+pub(crate) fn frames_from_bytes(b: &[u8]) -> Option<Vec<crate::store::FrameVector>> {
+    let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+    let rest = &b[4..];
+    if n == 0 {
+        return rest.is_empty().then(Vec::new);
+    }
+    if rest.len() % (4 * n) != 0 || rest.len() / (4 * n) < 2 {
+        return None;
+    }
+    let each = rest.len() / n;
+    Some(
+        rest.chunks_exact(each)
+            .map(|c| crate::store::FrameVector {
+                time: f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                vector: vector_from_bytes(&c[4..]),
+            })
+            .collect(),
+    )
+}

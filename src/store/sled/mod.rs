@@ -21,9 +21,12 @@ use std::sync::RwLock;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
-use keys::{id_from_key, id_key, image_path_key, path_from_key, path_key, vector_bytes, vector_from_bytes};
+use keys::{
+    frames_bytes, frames_from_bytes, frames_key, id_from_key, id_key, image_path_key, path_from_key, path_key, vector_bytes,
+    vector_from_bytes,
+};
 
-use super::{Backend, Failure, ImageId, ImageRecord, PathEntry, Records, StoreCounts};
+use super::{Backend, Failure, FrameVector, ImageId, ImageRecord, PathEntry, Records, StoreCounts};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
@@ -41,6 +44,9 @@ pub struct SledStore {
     refs: Tree,
     hashes: Tree,
     vectors: RwLock<VectorTrees>,
+    /// Videos' frames with their vectors, by `generation ++ id` (see [`keys::frames_bytes`]):
+    /// the generations are those of the vector trees.
+    frames: Tree,
     failures: Tree,
     tags: Tree,
     tag_index: Tree,
@@ -102,6 +108,9 @@ struct Tx<'a> {
     tags: &'a TransactionalTree,
     tag_index: &'a TransactionalTree,
     captions: &'a TransactionalTree,
+    frames: &'a TransactionalTree,
+    /// The current vector generation (the frames' keys start with it).
+    generation: u32,
 }
 
 fn abort(e: impl std::fmt::Display) -> ConflictableTransactionError<String> {
@@ -125,6 +134,8 @@ fn tx_unlink(t: &Tx, path: &Path) -> TxResult<Option<PathEntry>> {
         }
         vectors.remove(&key)?;
         t.next_vectors.remove(&key)?;
+        t.frames.remove(&frames_key(t.generation, entry.id))?;
+        t.frames.remove(&frames_key(t.generation + 1, entry.id))?;
         tags::tx_clear(t.tags, t.tag_index, entry.id)?;
         t.captions.remove(&key)?;
     } else {
@@ -199,6 +210,7 @@ impl SledStore {
             refs: tree("refs")?,
             hashes: tree("hashes")?,
             vectors: RwLock::new(vectors),
+            frames: tree("frames")?,
             failures: tree("failures")?,
             tags: tree("tags")?,
             tag_index: tree("tag_index")?,
@@ -242,9 +254,11 @@ impl SledStore {
             &self.tags,
             &self.tag_index,
             &self.captions,
+            &self.frames,
         );
+        let generation = vectors.generation;
         let outcome = trees.transaction(
-            |(paths, image_paths, refs, images, hashes, vectors, next_vectors, failures, tags, tag_index, captions)| {
+            |(paths, image_paths, refs, images, hashes, vectors, next_vectors, failures, tags, tag_index, captions, frames)| {
                 f(&Tx {
                     paths,
                     image_paths,
@@ -257,6 +271,8 @@ impl SledStore {
                     tags,
                     tag_index,
                     captions,
+                    frames,
+                    generation,
                 })
             },
         );
@@ -450,23 +466,28 @@ impl Backend for SledStore {
     /// Stores a new image found at `path`: its record, vector, hash and path mapping in one
     /// transaction. If the content is already stored (another file, or a race), `path` is
     /// linked to that image instead. Any previous mapping of `path` is released.
-    fn commit_image(
+    fn commit_with_frames(
         &self,
         path: &Path,
         size: u64,
         mtime_ns: i64,
         record: &ImageRecord,
         vector: &[f32],
+        frames: &[FrameVector],
     ) -> Result<ImageId> {
         let fresh = self.db.generate_id().map_err(|e| self.err(e))?;
         let record_bytes = json(record);
         let vector = vector_bytes(vector);
+        let frames = (!frames.is_empty()).then(|| frames_bytes(frames));
         self.run_tx("commit image", |t| {
             let id = match t.hashes.get(record.hash.as_bytes())?.and_then(|b| id_from_key(&b)) {
                 Some(existing) => existing,
                 None => {
                     t.images.insert(&id_key(fresh), record_bytes.as_slice())?;
                     t.vectors.insert(&id_key(fresh), vector.as_slice())?;
+                    if let Some(frames) = &frames {
+                        t.frames.insert(&frames_key(t.generation, fresh), frames.as_slice())?;
+                    }
                     t.hashes.insert(record.hash.as_bytes(), &id_key(fresh))?;
                     fresh
                 }
@@ -475,6 +496,31 @@ impl Backend for SledStore {
             t.failures.remove(path_key(path))?;
             Ok(id)
         })
+    }
+
+    fn frames_of(&self, id: ImageId) -> Result<Vec<FrameVector>> {
+        let generation = self.vectors.read().expect("vector trees lock").generation;
+        match self.frames.get(frames_key(generation, id)).map_err(|e| self.err(e))? {
+            Some(b) => frames_from_bytes(&b).ok_or_else(|| self.err(format!("corrupt frames of video {id}"))),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn frame_vectors(&self) -> Records<'_, FrameVector> {
+        let generation = self.vectors.read().expect("vector trees lock").generation;
+        let items = self.frames.scan_prefix(generation.to_be_bytes()).flat_map(move |kv| {
+            let decoded = kv.map_err(|e| self.err(e)).and_then(|(k, v)| {
+                let id = id_from_key(&k[4..]).ok_or_else(|| self.err("corrupt frames key"))?;
+                let frames = frames_from_bytes(&v).ok_or_else(|| self.err(format!("corrupt frames of video {id}")))?;
+                Ok((id, frames))
+            });
+            let items: Vec<Result<(ImageId, FrameVector)>> = match decoded {
+                Ok((id, frames)) => frames.into_iter().map(|f| Ok((id, f))).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            items
+        });
+        Box::new(items)
     }
 
     /// Points `path` at an already stored image (a copy, a move, an unchanged touch), releasing
@@ -538,7 +584,16 @@ impl Backend for SledStore {
 
     /// What the store holds.
     fn counts(&self) -> Result<StoreCounts> {
+        let generation = self.vectors.read().expect("vector trees lock").generation;
+        let (mut videos, mut frames) = (0, 0);
+        for v in self.frames.scan_prefix(generation.to_be_bytes()).values() {
+            let v = v.map_err(|e| self.err(e))?;
+            videos += 1;
+            frames += v.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes).unwrap_or(0) as u64;
+        }
         Ok(StoreCounts {
+            videos,
+            frames,
             images: self.images.len() as u64,
             paths: self.paths.len() as u64,
             vectors: self.current_vectors().len() as u64,
@@ -566,6 +621,14 @@ impl Backend for SledStore {
             if self.vector(id)?.is_none() {
                 problems.push(format!("image {id} has no vector"));
             }
+            let frames = self.frames_of(id)?.len();
+            match &rec.video {
+                Some(v) if frames == 0 || frames != v.frames as usize => {
+                    problems.push(format!("video {id}: {frames} frames stored, {} recorded", v.frames))
+                }
+                None if frames > 0 => problems.push(format!("photo {id} has {frames} frames")),
+                _ => {}
+            }
             if self.id_for_hash(&rec.hash)? != Some(id) {
                 problems.push(format!("image {id}: hash {} does not map back to it", rec.hash));
             }
@@ -579,6 +642,14 @@ impl Backend for SledStore {
             let (id, _) = item?;
             if self.image(id)?.is_none() {
                 problems.push(format!("orphan vector {id}"));
+            }
+        }
+        for k in self.frames.iter().keys() {
+            let k = k.map_err(|e| self.err(e))?;
+            if let Some(id) = k.get(4..).and_then(id_from_key)
+                && self.image(id)?.is_none()
+            {
+                problems.push(format!("frames of missing video {id}"));
             }
         }
         for id in self.tags.iter().keys() {
@@ -613,6 +684,7 @@ mod tests {
             taken: None,
             camera: None,
             gps: None,
+            video: None,
         }
     }
 

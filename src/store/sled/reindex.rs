@@ -7,10 +7,10 @@
 use sled::Transactional;
 use sled::transaction::TransactionError;
 
-use super::keys::{id_from_key, id_key, vector_bytes};
+use super::keys::{frames_bytes, frames_key, id_from_key, id_key, vector_bytes};
 use super::{SledStore, be_u32, json, parse, vector_tree_name};
 use crate::error::{Error, Result};
-use crate::store::{Backend, ImageId, ReindexStore, ReindexTarget};
+use crate::store::{Backend, FrameVector, ImageId, ReindexStore, ReindexTarget};
 
 const TARGET_KEY: &str = "reindex";
 
@@ -31,7 +31,9 @@ impl ReindexStore for SledStore {
     /// Starts (or resumes, for the same target) writing vectors for `target`.
     fn begin_reindex(&self, target: &ReindexTarget) -> Result<()> {
         if self.reindex_target()?.as_ref() != Some(target) {
-            self.vectors.read().expect("vector trees lock").next.clear().map_err(|e| self.err(e))?;
+            let trees = self.vectors.read().expect("vector trees lock");
+            trees.next.clear().map_err(|e| self.err(e))?;
+            self.drop_frames_of_generation(trees.generation + 1)?;
             self.meta.insert(TARGET_KEY, json(target)).map_err(|e| self.err(e))?;
         }
         self.flush()
@@ -39,7 +41,9 @@ impl ReindexStore for SledStore {
 
     /// Abandons the re-indexing under way and its vectors.
     fn cancel_reindex(&self) -> Result<()> {
-        self.vectors.read().expect("vector trees lock").next.clear().map_err(|e| self.err(e))?;
+        let trees = self.vectors.read().expect("vector trees lock");
+        trees.next.clear().map_err(|e| self.err(e))?;
+        self.drop_frames_of_generation(trees.generation + 1)?;
         self.meta.remove(TARGET_KEY).map_err(|e| self.err(e))?;
         self.flush()
     }
@@ -64,15 +68,23 @@ impl ReindexStore for SledStore {
 
     /// Stores an image's vector of the next model; false (nothing stored) when the image went
     /// away meanwhile.
-    fn put_next_vector(&self, id: ImageId, vector: &[f32]) -> Result<bool> {
-        let next = self.vectors.read().expect("vector trees lock").next.clone();
+    fn put_next_vectors(&self, id: ImageId, vector: &[f32], frames: &[FrameVector]) -> Result<bool> {
+        let (next, generation) = {
+            let trees = self.vectors.read().expect("vector trees lock");
+            (trees.next.clone(), trees.generation + 1)
+        };
         let bytes = vector_bytes(vector);
-        (&self.images, &next)
-            .transaction(|(images, next)| {
+        let frames = (!frames.is_empty()).then(|| frames_bytes(frames));
+        (&self.images, &next, &self.frames)
+            .transaction(|(images, next, frames_tree)| {
                 if images.get(id_key(id))?.is_none() {
                     return Ok(false);
                 }
                 next.insert(&id_key(id), bytes.as_slice())?;
+                match &frames {
+                    Some(f) => frames_tree.insert(&frames_key(generation, id), f.as_slice())?,
+                    None => frames_tree.remove(&frames_key(generation, id))?,
+                };
                 Ok(true)
             })
             .map_err(|e: TransactionError<String>| self.err(format!("store a vector: {e}")))
@@ -110,6 +122,7 @@ impl ReindexStore for SledStore {
         trees.generation = generation;
         self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.db.drop_tree(old).map_err(|e| self.err(e))?;
+        self.drop_frames_of_generation(generation - 1)?;
         self.flush()?;
         Ok(true)
     }
@@ -128,6 +141,22 @@ impl SledStore {
                 tracing::info!("dropping stale vectors tree {name}");
                 self.db.drop_tree(name.as_bytes()).map_err(|e| self.err(e))?;
             }
+        }
+        for k in self.frames.iter().keys() {
+            let k = k.map_err(|e| self.err(e))?;
+            let g = be_u32(k.get(..4).unwrap_or_default());
+            if g != generation && g != generation + 1 {
+                self.frames.remove(k).map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the frames of one vector generation (a re-indexing abandoned, or the old model's
+    /// once the switch is made).
+    fn drop_frames_of_generation(&self, generation: u32) -> Result<()> {
+        for k in self.frames.scan_prefix(generation.to_be_bytes()).keys() {
+            self.frames.remove(k.map_err(|e| self.err(e))?).map_err(|e| self.err(e))?;
         }
         Ok(())
     }

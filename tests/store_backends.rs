@@ -81,11 +81,14 @@ fn vector(c: usize, generation: u32) -> Vec<f32> {
     (0..8).map(|i| ((c * 7 + i * 3 + generation as usize * 5) % 11) as f32 / 10.0 - 0.5).collect()
 }
 
+/// What a store holds of one image: its record, vector, files and (a video's) frames.
+type Held = (ImageRecord, Vec<f32>, Vec<PathBuf>, Vec<FrameVector>);
+
 /// Everything a store holds, with images named by content hash.
 #[derive(Debug, PartialEq)]
 struct Snapshot {
     paths: Vec<(PathBuf, String, u64, i64)>,
-    images: BTreeMap<String, (ImageRecord, Vec<f32>, Vec<PathBuf>, Vec<FrameVector>)>,
+    images: BTreeMap<String, Held>,
     failures: Vec<(PathBuf, String, u32, u64, i64)>,
     roots: Vec<(PathBuf, Option<u64>)>,
     tags: BTreeMap<String, (String, Vec<Tag>)>,

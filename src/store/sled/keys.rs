@@ -76,7 +76,7 @@ pub(crate) fn frames_from_bytes(b: &[u8]) -> Option<Vec<crate::store::FrameVecto
     if n == 0 {
         return rest.is_empty().then(Vec::new);
     }
-    if rest.len() % (4 * n) != 0 || rest.len() / (4 * n) < 2 {
+    if !rest.len().is_multiple_of(4 * n) || rest.len() / (4 * n) < 2 {
         return None;
     }
     let each = rest.len() / n;

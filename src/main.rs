@@ -17,7 +17,7 @@ use serde_json::json;
 
 use clipdex::path_text;
 use clipdex::photo::DecodeOptions;
-use clipdex::query::{SearchFilter, SearchHit, parse_date};
+use clipdex::query::{Media, SearchFilter, SearchHit, parse_date};
 use clipdex::store::DbLocation;
 use clipdex::{ClipEmbedder, Library, LibraryConfig};
 
@@ -213,7 +213,7 @@ pub(crate) fn on_library(
             } else {
                 writeln!(
                     out,
-                    "{} photos: {} new, {} linked (copies or moves), {} unchanged, {} removed, {} failed{}{}",
+                    "{} photos: {} new, {} linked (copies or moves), {} unchanged, {} removed, {} failed{}{}{}",
                     report.seen,
                     report.embedded,
                     report.linked,
@@ -221,6 +221,11 @@ pub(crate) fn on_library(
                     report.removed,
                     report.failed,
                     if report.failed > 0 { " (see `clipdex failures`)" } else { "" },
+                    if report.videos > 0 {
+                        format!("; the new include {} videos ({} frames)", report.videos, report.frames)
+                    } else {
+                        String::new()
+                    },
                     if report.tagged > 0 { format!("; {} auto-tagged", report.tagged) } else { String::new() }
                 )?;
                 for r in &report.missing_roots {
@@ -386,6 +391,9 @@ pub(crate) fn on_library(
                 let precisions: Vec<String> = s.precisions.iter().map(|p| p.to_string()).collect();
                 writeln!(out, "precision {}", precisions.join(", "))?;
                 writeln!(out, "images    {}", s.counts.images)?;
+                if s.counts.videos > 0 {
+                    writeln!(out, "videos    {} ({} frames)", s.counts.videos, s.counts.frames)?;
+                }
                 writeln!(out, "paths     {}", s.counts.paths)?;
                 writeln!(out, "vectors   {}", s.counts.vectors)?;
                 writeln!(out, "failures  {}", s.counts.failures)?;
@@ -534,6 +542,8 @@ pub(crate) fn library_config(g: &GlobalOptions, batch_size: usize) -> anyhow::Re
     config.max_pixels = g.max_pixels;
     config.batch_size = batch_size;
     config.seg_model = g.seg_model.clone();
+    config.video.interval = g.video_interval;
+    config.video.max_frames = g.video_max_frames as usize;
     Ok(config)
 }
 
@@ -568,6 +578,7 @@ fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {
         after: f.after.as_deref().map(parse_date).transpose()?,
         before: f.before.as_deref().map(parse_date).transpose()?,
         tag: f.tag.as_ref().map(|t| t.trim().to_string()),
+        kind: f.kind.parse()?,
     })
 }
 
@@ -600,13 +611,26 @@ pub(crate) fn print_hits(
         writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
     } else {
         for h in hits {
-            writeln!(out, "{:.4}  {}", h.score, path_text::escaped(&h.path))?;
+            match h.media {
+                Media::Photo => writeln!(out, "{:.4}  {}", h.score, path_text::escaped(&h.path))?,
+                Media::Video { time, .. } => {
+                    writeln!(out, "{:.4}  {}  @ {}", h.score, path_text::escaped(&h.path), clock(time))?
+                }
+            }
         }
         if hits.is_empty() {
             writeln!(out, "{}", empty())?;
         }
     }
     Ok(())
+}
+
+/// A time in a video as a player shows it: `m:ss.s`, or `h:mm:ss.s`.
+fn clock(seconds: f64) -> String {
+    let tenths = (seconds.max(0.0) * 10.0).round() as u64;
+    let (h, m, s) = (tenths / 36_000, tenths / 600 % 60, tenths % 600);
+    let s = format!("{:02}.{}", s / 10, s % 10);
+    if h > 0 { format!("{h}:{m:02}:{s}") } else { format!("{m}:{s}") }
 }
 
 /// A progress bar on a terminal, nothing otherwise.

@@ -24,14 +24,15 @@ const QUALITY: u8 = 85;
 pub fn render(bytes: &[u8], size: u32, max_pixels: u64) -> Result<Vec<u8>, ImageProblem> {
     // A JPEG decodes at the smallest DCT scale that still covers the thumbnail.
     let photo = decode_photo(bytes, &DecodeOptions { max_pixels, min_side: Some(size) })?;
-    let (w, h) = photo.image.dimensions();
+    encode(photo.image, size)
+}
+
+/// Encodes a thumbnail of a decoded image (a video's frame) whose longer side is `size`.
+pub fn encode(image: image::RgbImage, size: u32) -> Result<Vec<u8>, ImageProblem> {
+    let (w, h) = image.dimensions();
     let scale = (size as f64 / w.max(h) as f64).min(1.0);
     let (tw, th) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
-    let image = if (tw, th) == (w, h) {
-        photo.image
-    } else {
-        image::imageops::resize(&photo.image, tw, th, FilterType::Triangle)
-    };
+    let image = if (tw, th) == (w, h) { image } else { image::imageops::resize(&image, tw, th, FilterType::Triangle) };
     let mut out = Vec::new();
     JpegEncoder::new_with_quality(&mut out, QUALITY)
         .encode_image(&image)

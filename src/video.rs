@@ -5,7 +5,7 @@
 //! The tools run as subprocesses rather than through libav* bindings: nothing to build or link
 //! (the system's FFmpeg decodes whatever codecs it was built with: H.264, HEVC, VP9, AV1), a
 //! crash or hang in a decoder cannot take the library down, and a stalled decode is killed.
-//! This is the first step of video support: the indexer does not read videos yet.
+//! The indexer's use of them is in [`crate::indexer::videos`].
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -66,7 +66,7 @@ pub struct VideoInfo {
 }
 
 /// How a video is sampled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SampleOptions {
     /// At most this many seconds between two sampled frames.
     pub interval: f64,

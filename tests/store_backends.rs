@@ -44,12 +44,7 @@ fn record(c: usize) -> ImageRecord {
         taken: c.is_multiple_of(2).then_some(1_500_000_000 + c as i64),
         camera: c.is_multiple_of(3).then(|| format!("cam {c}")),
         gps: (c == 4).then_some((59.9, 10.7)),
-        video: is_video(c).then(|| VideoMeta {
-            duration: 10.0 + c as f64,
-            codec: "h264".into(),
-            frames: frame_count(c) as u32,
-            poster: 1.5,
-        }),
+        video: is_video(c).then(|| VideoMeta { duration: 10.0 + c as f64, codec: "h264".into(), poster: 1.5 }),
     }
 }
 

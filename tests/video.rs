@@ -1,10 +1,13 @@
 //! Videos through FFmpeg: clips made by FFmpeg itself (its `testsrc` pattern, and a cut
 //! between two fixture photos at a known time), in H.264 and HEVC, with and without rotation
 //! metadata, and broken files. Sampling must give the specified times, and each sampled frame
-//! must be the pixels FFmpeg's own command line decodes at that time.
+//! must be the pixels FFmpeg's own command line decodes at that time. Then the library: videos
+//! indexed beside photos, searches that find the moment, re-indexing, and FFmpeg missing.
 //!
 //! FFmpeg comes from Debian's `ffmpeg` package (`.ci/run` installs it). Without it these tests
 //! say so and pass, except in CI (`CI` set, or `CLIPDEX_FFMPEG_TESTS=require`), where they fail.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +46,33 @@ fn ffmpeg_frame(path: &Path, t: f64, w: u32, h: u32) -> Vec<u8> {
         .unwrap();
     assert!(out.status.success());
     out.stdout
+}
+
+/// A clip that shows photo `a` for 3 s, then photo `b` for 3 s, both scaled to 320×240.
+fn cut_between(a: &Path, b: &Path, out: &Path) {
+    ffmpeg(&[
+        "-loop",
+        "1",
+        "-t",
+        "3",
+        "-i",
+        a.to_str().unwrap(),
+        "-loop",
+        "1",
+        "-t",
+        "3",
+        "-i",
+        b.to_str().unwrap(),
+        "-filter_complex",
+        "[0:v]scale=320:240,setsar=1,fps=25[a];[1:v]scale=320:240,setsar=1,fps=25[b];[a][b]concat=n=2:v=1[v]",
+        "-map",
+        "[v]",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        out.to_str().unwrap(),
+    ]);
 }
 
 /// A `seconds`-long clip of FFmpeg's test pattern at 25 frames/s.
@@ -105,30 +135,7 @@ fn a_cut_between_two_photos_is_sampled_when_it_happens() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("cut.mp4");
     let (a, b) = (fixture_image("astronaut.jpg"), fixture_image("coffee.png"));
-    // Three seconds of each photo, both scaled to 320×240.
-    ffmpeg(&[
-        "-loop",
-        "1",
-        "-t",
-        "3",
-        "-i",
-        a.to_str().unwrap(),
-        "-loop",
-        "1",
-        "-t",
-        "3",
-        "-i",
-        b.to_str().unwrap(),
-        "-filter_complex",
-        "[0:v]scale=320:240,setsar=1,fps=25[a];[1:v]scale=320:240,setsar=1,fps=25[b];[a][b]concat=n=2:v=1[v]",
-        "-map",
-        "[v]",
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        clip.to_str().unwrap(),
-    ]);
+    cut_between(&a, &b, &clip);
     let (_, frames) = sampled(&clip, &SampleOptions::default());
     // Every 2 s, and at the cut (3 s), from which the 2 s count again.
     assert_eq!(times(&frames), [0.0, 2.0, 3.0, 5.0]);
@@ -248,4 +255,132 @@ fn broken_files_and_missing_tools_are_clear_problems() {
         assert_eq!(problem, VideoProblem::Stalled(1));
         assert!(started.elapsed() < Duration::from_secs(20), "the hung processes were not waited for");
     }
+}
+
+/// The tiny CLIP fixture whose random weights still tell the two photos of the cut apart.
+fn model() -> PathBuf {
+    common::fixtures().join("clip-tiny-p16")
+}
+
+fn results(out: std::process::Output) -> Vec<serde_json::Value> {
+    common::ok_json(out)["results"].as_array().unwrap().clone()
+}
+
+#[test]
+fn videos_are_indexed_beside_photos_and_searches_find_the_moment() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (db, lib) = (dir.path().join("db"), dir.path().join("photos"));
+    std::fs::create_dir(&lib).unwrap();
+    let (astronaut, coffee) = (fixture_image("astronaut.jpg"), fixture_image("coffee.png"));
+    cut_between(&astronaut, &coffee, &lib.join("cut.mp4"));
+    std::fs::copy(lib.join("cut.mp4"), lib.join("copy.MOV")).unwrap();
+    // HEVC, turned a quarter by its metadata.
+    let pattern = test_pattern(dir.path(), "pattern.mp4", 5, "libx265");
+    let turned = lib.join("turned.mov");
+    ffmpeg(&["-i", pattern.to_str().unwrap(), "-c", "copy", "-metadata:s:v:0", "rotate=90", turned.to_str().unwrap()]);
+    std::fs::copy(fixture_image("chelsea_exif3.jpg"), lib.join("cat.jpg")).unwrap();
+    let bytes = std::fs::read(lib.join("cut.mp4")).unwrap();
+    std::fs::write(lib.join("broken.mp4"), &bytes[..4000]).unwrap();
+    let audio = lib.join("audio.mp4");
+    ffmpeg(&["-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", audio.to_str().unwrap()]);
+
+    let run = |args: &[&str]| common::clipdex_on(&db, model(), args);
+    assert!(run(&["add", lib.to_str().unwrap()]).status.success());
+    let report = common::ok_json(run(&["index", "--json"]));
+    // cut (0, 2, 3, 5 s) and turned (0, 2, 4 s): 7 frames; the copy linked, not decoded again.
+    assert_eq!(
+        (&report["embedded"], &report["videos"], &report["frames"], &report["linked"], &report["failed"]),
+        (&3.into(), &2.into(), &7.into(), &1.into(), &2.into()),
+        "{report}"
+    );
+    let failures = common::ok_json(run(&["failures", "--json"]));
+    let reason = |name: &str| {
+        failures["failures"].as_array().unwrap().iter().find(|f| f["path"].as_str().unwrap().ends_with(name)).unwrap()
+            ["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(reason("audio.mp4"), "no video stream in it");
+    assert!(reason("broken.mp4").starts_with("FFmpeg cannot read it"), "{}", reason("broken.mp4"));
+    let stats = common::ok_json(run(&["stats", "--json"]));
+    assert_eq!((&stats["videos"], &stats["frames"]), (&2.into(), &7.into()), "{stats}");
+
+    // Each photo of the cut finds the clip at the moment it shows (± one sampling interval).
+    for (photo, shown_at) in [(&astronaut, 0.0), (&coffee, 3.0)] {
+        let hits = results(run(&["similar", photo.to_str().unwrap(), "--kind", "video", "--json"]));
+        let best = &hits[0];
+        assert!(best["path"].as_str().unwrap().ends_with("copy.MOV"), "{best}");
+        assert_eq!(best["kind"], "video");
+        assert!((best["duration"].as_f64().unwrap() - 6.0).abs() < 0.1, "{best}");
+        let time = best["time"].as_f64().unwrap();
+        assert!((time - shown_at).abs() <= 2.0, "{} found at {time} s, shown at {shown_at} s", photo.display());
+        assert!(hits.iter().all(|h| h["kind"] == "video"));
+        assert_eq!(hits.len(), 2, "each video once: {hits:?}");
+    }
+    let photos = results(run(&["similar", coffee.to_str().unwrap(), "--kind", "photo", "--json"]));
+    assert_eq!(photos.len(), 1);
+    assert_eq!((&photos[0]["kind"], photos[0].get("time")), (&"photo".into(), None));
+    let all = results(run(&["similar", coffee.to_str().unwrap(), "--json"]));
+    assert_eq!(all.len(), 3, "{all:?}");
+    let scores: Vec<f64> = all.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "merged by score: {scores:?}");
+    // Human output shows the moment.
+    let text = String::from_utf8(run(&["similar", coffee.to_str().unwrap(), "--kind", "video"]).stdout).unwrap();
+    assert!(text.lines().next().unwrap().contains("copy.MOV  @ 0:0"), "{text}");
+
+    // The video's record, and "more like this" from a video: the mean of its frames.
+    let cut = results(run(&["similar", coffee.to_str().unwrap(), "--kind", "video", "--json"]))[0]["id"].clone();
+    let shown = common::ok_json(run(&["show", &cut.to_string(), "--json"]));
+    assert_eq!(shown["video"]["codec"], "h264", "{shown}");
+    let like = results(run(&["similar", lib.join("cut.mp4").to_str().unwrap(), "--json"]));
+    assert_eq!(like.len(), 3);
+    let turned_id = like.iter().find(|h| h["path"].as_str().unwrap().ends_with("turned.mov")).unwrap()["id"].clone();
+    let shown = common::ok_json(run(&["show", &turned_id.to_string(), "--json"]));
+    assert_eq!((&shown["width"], &shown["height"]), (&240.into(), &320.into()), "upright");
+    assert_eq!(shown["video"]["codec"], "hevc");
+    let outside = run(&["similar", pattern.to_str().unwrap()]);
+    assert!(!outside.status.success());
+    assert!(String::from_utf8_lossy(&outside.stderr).contains("not in the library"));
+
+    // A second pass decodes nothing; a new video without FFmpeg is a failure that says what to
+    // install, and a new photo beside it is indexed as ever.
+    let again = common::ok_json(run(&["index", "--json"]));
+    assert_eq!(
+        (&again["unchanged"], &again["embedded"], &again["skipped_failures"]),
+        (&4.into(), &0.into(), &2.into())
+    );
+    test_pattern(&lib, "new.webm", 2, "libvpx-vp9");
+    std::fs::copy(fixture_image("coffee.png"), lib.join("new.png")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .args(["--db", db.to_str().unwrap(), "--model", model().to_str().unwrap(), "index", "--json"])
+        .env("CLIPDEX_FFPROBE", "/no/such/ffprobe")
+        .env("CLIPDEX_FFMPEG", "/no/such/ffmpeg")
+        .output()
+        .unwrap();
+    let report = common::ok_json(out);
+    assert_eq!((&report["embedded"], &report["failed"]), (&1.into(), &1.into()), "{report}");
+    let failures = common::ok_json(run(&["failures", "--json"]));
+    let new =
+        failures["failures"].as_array().unwrap().iter().find(|f| f["path"].as_str().unwrap().ends_with("new.webm"));
+    assert!(new.unwrap()["reason"].as_str().unwrap().contains("apt install ffmpeg"), "{failures}");
+    // Once the file changes (or FFmpeg comes, and the file is touched), it is indexed: here VP9.
+    let touched = std::fs::File::options().append(true).open(lib.join("new.webm")).unwrap();
+    touched.set_modified(std::time::SystemTime::now() + Duration::from_secs(5)).unwrap();
+    let report = common::ok_json(run(&["index", "--json"]));
+    assert_eq!((&report["videos"], &report["frames"]), (&1.into(), &1.into()), "{report}");
+
+    // Re-indexing with another model samples the videos again and keeps them.
+    let other = common::fixtures().join("clip-tiny-p32");
+    let out = common::clipdex_on(&db, &other, &["reindex", "--json"]);
+    let report = common::ok_json(out);
+    assert_eq!(report["failed"], 0, "{report}");
+    let stats = common::ok_json(common::clipdex_on(&db, &other, &["stats", "--json"]));
+    assert_eq!((&stats["videos"], &stats["frames"]), (&3.into(), &8.into()), "{stats}");
+    let hits =
+        results(common::clipdex_on(&db, &other, &["similar", coffee.to_str().unwrap(), "--kind", "video", "--json"]));
+    assert_eq!(hits.len(), 3);
 }

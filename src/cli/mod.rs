@@ -47,6 +47,16 @@ pub struct GlobalOptions {
     #[arg(long, global = true, env = "CLIPDEX_PRECISION", default_value = "f32", value_parser = parse_precision)]
     pub precision: Precision,
 
+    /// Videos: a frame is sampled at least every this many seconds (and at every scene
+    /// change); a long video's interval widens to keep within --video-max-frames.
+    #[arg(long, global = true, default_value_t = 2.0, value_name = "SECONDS", value_parser = parse_video_interval)]
+    pub video_interval: f64,
+
+    /// Videos: at most this many frames sampled and embedded per video.
+    #[arg(long, global = true, default_value_t = 300, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub video_max_frames: u32,
+
     /// The library database folder [default: the platform data folder, e.g. ~/.local/share/clipdex].
     #[arg(long, global = true, env = "CLIPDEX_DB", value_name = "DIR")]
     pub db: Option<PathBuf>,
@@ -557,6 +567,13 @@ fn parse_probability(s: &str) -> Result<f32, String> {
     }
 }
 
+fn parse_video_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds between 0.1 and 3600")),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct FilterArgs {
     /// Number of results.
@@ -574,7 +591,11 @@ pub struct FilterArgs {
     /// Only photos auto-tagged with this label (see `clipdex autotag` and `clipdex tags`).
     #[arg(long, value_name = "LABEL")]
     pub tag: Option<String>,
-    /// Print JSON: {"results": [{"id", "path", "score"}], "took_ms"}.
+    /// Only photos, only videos, or both.
+    #[arg(long, value_name = "KIND", default_value = "all", value_parser = ["all", "photo", "video"])]
+    pub kind: String,
+    /// Print JSON: {"results": [{"id", "path", "score", "kind"}], "took_ms"}; a video's
+    /// result also has "time" (seconds, its best frame) and "duration".
     #[arg(long)]
     pub json: bool,
 }

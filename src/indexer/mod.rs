@@ -13,6 +13,7 @@
 //! retried only once their size or modification time changes.
 
 pub mod reembed;
+pub mod videos;
 pub mod watch;
 
 use std::collections::HashSet;
@@ -26,6 +27,7 @@ use crate::error::{Error, ImageProblem, Result};
 use crate::models::clip::ClipEmbedder;
 use crate::photo::{DecodeOptions, decode_photo, read_exif, read_image_file};
 use crate::store::{ImageRecord, Store};
+use crate::video::{SampleOptions, VideoInfo};
 
 /// File extensions the indexer looks at (case-insensitive). HEIC/HEIF/AVIF are included so
 /// that they are reported as unsupported instead of silently ignored.
@@ -42,6 +44,8 @@ pub struct IndexOptions {
     /// Forget the photos of roots that exist but look unmounted (empty, or on another
     /// device): the user says the photos are really gone.
     pub prune: bool,
+    /// How videos are sampled (`--video-interval`, `--video-max-frames`).
+    pub video: SampleOptions,
 }
 
 /// What a pass did.
@@ -51,8 +55,12 @@ pub struct IndexReport {
     pub seen: u64,
     /// Unchanged since the last pass.
     pub unchanged: u64,
-    /// New contents embedded.
+    /// New contents embedded (photos and videos).
     pub embedded: u64,
+    /// Of those, videos.
+    pub videos: u64,
+    /// Video frames sampled and embedded.
+    pub frames: u64,
     /// Paths linked to an already stored content (copies, moves, touched files).
     pub linked: u64,
     /// Paths forgotten (deleted or moved away).
@@ -178,6 +186,11 @@ enum Prepared {
         record: ImageRecord,
         pixels: Tensor,
     },
+    /// A video to sample and embed (after the batch's photos, one at a time).
+    NewVideo {
+        record: ImageRecord,
+        info: VideoInfo,
+    },
     Failed(String),
     /// Deleted since the scan listed it.
     Vanished,
@@ -190,6 +203,11 @@ pub(crate) fn is_image_file(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Whether a pass looks at a file: a photo or a video, by its extension.
+pub(crate) fn is_media_file(path: &Path) -> bool {
+    is_image_file(path) || videos::is_video_file(path)
 }
 
 /// A file's modification time in nanoseconds since the epoch, as the store records it.
@@ -374,7 +392,7 @@ fn scan_root(
                 continue;
             }
         };
-        if !entry.file_type().is_file() || !is_image_file(entry.path()) {
+        if !entry.file_type().is_file() || !is_media_file(entry.path()) {
             continue;
         }
         let path = entry.into_path();
@@ -421,6 +439,9 @@ fn prepare(
     c: &Candidate,
     scanned: bool,
 ) -> Result<Prepared> {
+    if videos::is_video_file(&c.path) {
+        return videos::prepare(store, c, scanned);
+    }
     let bytes = match read_image_file(c.read_from.as_ref().unwrap_or(&c.path), decode.max_pixels) {
         Ok(b) => b,
         Err(p @ (ImageProblem::NotFound | ImageProblem::PermissionDenied | ImageProblem::Io(_))) if !scanned => {
@@ -478,6 +499,7 @@ fn process_batch(
         }
     }
     let mut fresh = Vec::new();
+    let mut new_videos = Vec::new();
     let mut vanished = Vec::new();
     for ((c, p), held) in chunk.iter().zip(prepared).zip(held) {
         if let Prepared::Unreadable(reason) = &p {
@@ -509,6 +531,7 @@ fn process_batch(
                 report.failed += 1;
             }
             Prepared::New { record, pixels } => fresh.push((c, record, pixels)),
+            Prepared::NewVideo { record, info } => new_videos.push((c, record, info)),
             Prepared::Unreadable(_) => unreachable!("skipped above"),
         }
     }
@@ -528,6 +551,31 @@ fn process_batch(
         let id = store.id_for_hash(&record.hash)?.ok_or_else(|| Error::Store(format!("{} vanished", record.hash)))?;
         store.link_path(&c.path, id, c.size, c.mtime_ns)?;
         report.linked += 1;
+    }
+    for (c, mut record, info) in new_videos {
+        // A copy of a video embedded earlier in this batch: linked.
+        if let Some(id) = store.id_for_hash(&record.hash)? {
+            store.link_path(&c.path, id, c.size, c.mtime_ns)?;
+            report.linked += 1;
+            continue;
+        }
+        let path = c.read_from.as_ref().unwrap_or(&c.path);
+        match videos::embed_video(clip, path, &info, &options.video, options.batch_size)? {
+            Ok(embedded) => {
+                if let Some(meta) = record.video.as_mut() {
+                    meta.poster = embedded.poster;
+                }
+                store.commit_with_frames(&c.path, c.size, c.mtime_ns, &record, &embedded.vector, &embedded.frames)?;
+                report.embedded += 1;
+                report.videos += 1;
+                report.frames += embedded.frames.len() as u64;
+            }
+            Err(problem) => {
+                tracing::debug!("{}: {problem}", c.path.display());
+                store.record_failure(&c.path, &problem.to_string(), c.size, c.mtime_ns)?;
+                report.failed += 1;
+            }
+        }
     }
     Ok(vanished)
 }

@@ -5,6 +5,8 @@
 //! model and written to the store's next vector tree; the current vectors are not touched, so
 //! searches keep working until the store switches. An image none of whose files holds its
 //! content any more is forgotten, and its files come back through the next `index` pass.
+//! A video is sampled again (as `index` samples it now) and its frames embedded with the new
+//! model, written with its mean vector in one transaction.
 
 use rayon::prelude::*;
 
@@ -28,19 +30,28 @@ pub fn reembed_pass(
     let (mut embedded, mut forgotten, mut done) = (0, 0, 0);
     progress(0, total);
     for chunk in todo.chunks(options.batch_size.max(1)) {
+        let mut photos = Vec::with_capacity(chunk.len());
+        for &id in chunk {
+            match store.image(id)? {
+                Some(record) if record.is_video() => match reembed_video(store, clip, options, id, &record.hash)? {
+                    Ok(()) => embedded += 1,
+                    Err(reason) => {
+                        forget(store, id, &reason)?;
+                        forgotten += 1;
+                    }
+                },
+                Some(_) => photos.push(id),
+                None => {}
+            }
+        }
         let prepared: Vec<(ImageId, Result<std::result::Result<Tensor, String>>)> =
-            chunk.par_iter().map(|&id| (id, pixels_of(store, clip, options, id))).collect();
+            photos.par_iter().map(|&id| (id, pixels_of(store, clip, options, id))).collect();
         let mut good = Vec::new();
         for (id, p) in prepared {
             match p? {
                 Ok(pixels) => good.push((id, pixels)),
                 Err(reason) => {
-                    tracing::warn!(
-                        "image {id} cannot be re-embedded ({reason}); forgetting it until its files are indexed again"
-                    );
-                    for path in store.paths_of(id)? {
-                        store.unlink_path(&path)?;
-                    }
+                    forget(store, id, &reason)?;
                     forgotten += 1;
                 }
             }
@@ -56,6 +67,54 @@ pub fn reembed_pass(
         progress(done, total);
     }
     Ok((embedded, forgotten))
+}
+
+/// Forgets an image that cannot be re-embedded: its files come back through the next pass.
+fn forget(store: &Store, id: ImageId, reason: &str) -> Result<()> {
+    tracing::warn!("image {id} cannot be re-embedded ({reason}); forgetting it until its files are indexed again");
+    for path in store.paths_of(id)? {
+        store.unlink_path(&path)?;
+    }
+    Ok(())
+}
+
+/// Samples and embeds a stored video again, from the first of its files that still holds its
+/// content, and stores its next vectors; `Err(reason)` inside when no file can be used.
+fn reembed_video(
+    store: &Store,
+    clip: &ClipEmbedder,
+    options: &IndexOptions,
+    id: ImageId,
+    hash: &str,
+) -> Result<std::result::Result<(), String>> {
+    let mut reason = "no file holds it".to_string();
+    for path in store.paths_of(id)? {
+        match super::videos::hash_file(&path) {
+            Ok((h, _)) if h == hash => {}
+            Ok(_) => {
+                reason = format!("{} changed since it was indexed", path.display());
+                continue;
+            }
+            Err(e) => {
+                reason = format!("{}: {e}", path.display());
+                continue;
+            }
+        }
+        let tools = crate::video::Tools::from_env();
+        let sampled = crate::video::probe(&tools, &path, std::time::Duration::from_secs(30))
+            .map(|info| super::videos::embed_video(clip, &path, &info, &options.video, options.batch_size));
+        match sampled {
+            Ok(embedded) => match embedded? {
+                Ok(v) => {
+                    store.put_next_vectors(id, &v.vector, &v.frames)?;
+                    return Ok(Ok(()));
+                }
+                Err(problem) => reason = format!("{}: {problem}", path.display()),
+            },
+            Err(problem) => reason = format!("{}: {problem}", path.display()),
+        }
+    }
+    Ok(Err(reason))
 }
 
 /// The model input of a stored image, from the first of its files that still holds its

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-use crate::ann::{AnnIndex, GRAPH_MIN_VECTORS, IndexState};
+use crate::ann::{AnnIndex, FrameIndex, GRAPH_MIN_VECTORS, IndexState};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::indexer::{self, IndexOptions, IndexReport, Progress};
@@ -21,7 +21,7 @@ use crate::models::source::{canonical_spec, local_fingerprint};
 use crate::photo::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_rgb, open_rgb};
 use crate::query::autotag::{self, AutotagReport, AutotagSettings};
 use crate::query::tags::{self, ZeroShotClassifier};
-use crate::query::{self, SearchFilter, SearchHit};
+use crate::query::{self, Kind, SearchFilter, SearchHit};
 use crate::segment::{Region, RegionOptions, best_region, segment_photo};
 use crate::store::{DbLocation, Failure, ImageId, ImageRecord, ReindexTarget, Store, StoreCounts, Tag, TagCount};
 use crate::thumbnail;
@@ -77,6 +77,8 @@ pub struct LibraryConfig {
     /// kept in memory between searches); a one-shot search is faster without, since opening
     /// the graph of 100,000 photos takes 0.13 s and scanning them exactly 9 ms.
     pub load_graph: bool,
+    /// How videos are sampled while indexing.
+    pub video: crate::video::SampleOptions,
 }
 
 impl LibraryConfig {
@@ -93,6 +95,7 @@ impl LibraryConfig {
             graph_min: GRAPH_MIN_VECTORS,
             seg_model: crate::models::clipseg::DEFAULT_SEG_MODEL.to_string(),
             load_graph: true,
+            video: crate::video::SampleOptions::default(),
         }
     }
 }
@@ -155,6 +158,8 @@ pub struct Library {
     segmenter: std::sync::Mutex<Option<Arc<Segmenter>>>,
     /// The search index, kept while the store does not change.
     index: std::sync::Mutex<Option<CachedIndex>>,
+    /// The videos' frames, kept while the store does not change: (changes, generation, index).
+    frames: std::sync::Mutex<Option<(u64, u32, Arc<FrameIndex>)>>,
     /// The caption ranking, kept while no caption changes: (caption changes, index).
     caption_index: std::sync::Mutex<Option<(u64, Arc<query::captions::CaptionIndex>)>>,
     /// Captioning models by name, loaded on first use ([`Library::captioner`]).
@@ -297,6 +302,7 @@ impl Library {
             clip: RwLock::new(None),
             segmenter: Default::default(),
             index: Default::default(),
+            frames: Default::default(),
             caption_index: Default::default(),
             captioner: Default::default(),
         }
@@ -547,6 +553,7 @@ impl Library {
             decode: DecodeOptions { max_pixels: self.config.max_pixels, min_side: side },
             batch_size: self.config.batch_size,
             prune: false,
+            video: self.config.video,
         }
     }
 
@@ -630,10 +637,24 @@ impl Library {
             if rows.is_empty() {
                 continue;
             }
-            let mapped =
-                crate::models::clip::l2_normalize(&candle_core::Tensor::stack(&rows, 0)?.matmul(&adapter.t()?)?)?;
-            for (id, v) in kept.iter().zip(mapped.to_vec2::<f32>()?) {
-                if self.store.put_next_vector(*id, &v)? {
+            let map = |rows: &[candle_core::Tensor]| -> Result<Vec<Vec<f32>>> {
+                let stacked = candle_core::Tensor::stack(rows, 0)?;
+                Ok(crate::models::clip::l2_normalize(&stacked.matmul(&adapter.t()?)?)?.to_vec2::<f32>()?)
+            };
+            for (id, v) in kept.iter().zip(map(&rows)?) {
+                // A video's frames are mapped with it.
+                let mut frames = self.store.frames_of(*id)?;
+                if !frames.is_empty() {
+                    let dim = adapter.dim(1)?;
+                    let rows = frames
+                        .iter()
+                        .map(|f| candle_core::Tensor::from_slice(&f.vector, dim, adapter.device()))
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    for (f, mapped) in frames.iter_mut().zip(map(&rows)?) {
+                        f.vector = mapped;
+                    }
+                }
+                if self.store.put_next_vectors(*id, &v, &frames)? {
                     done += 1;
                 }
             }
@@ -763,6 +784,21 @@ impl Library {
         let graph_min = if self.config.load_graph { self.config.graph_min } else { usize::MAX };
         let index = Arc::new(AnnIndex::open(&self.store, &self.graph_dir()?, graph_min)?);
         *cached = Some(CachedIndex { changes, generation, index: index.clone() });
+        Ok(index)
+    }
+
+    /// Every video frame's vector (see [`FrameIndex`]), kept in memory until the store changes.
+    pub fn frame_index(&self) -> Result<Arc<FrameIndex>> {
+        let mut cached = self.frames.lock().expect("frames lock");
+        let (changes, generation) = (self.store.changes()?, self.store.vectors_generation()?);
+        if let Some((c, g, index)) = cached.as_ref()
+            && *c == changes
+            && *g == generation
+        {
+            return Ok(index.clone());
+        }
+        let index = Arc::new(FrameIndex::load(&self.store)?);
+        *cached = Some((changes, generation, index.clone()));
         Ok(index)
     }
 
@@ -915,17 +951,52 @@ impl Library {
     }
 
     /// The images nearest to a query vector (an embedding of this library's model).
+    /// Photos are ranked by their vectors, videos by their frames (each once, at its best
+    /// frame); the two rankings are merged by score.
     pub fn search_vector(&self, query: &[f32], k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
         let filter = self.resolve_tag(filter)?;
-        // PostgreSQL ranks in the database; the folder store with the library's own index.
-        if let Some(hits) = self.store.nearest(query, k, &filter)? {
+        let frames = self.frame_index()?;
+        if frames.is_empty() {
+            // No video: every stored vector is a photo's.
+            return match filter.kind {
+                Kind::Video => Ok(Vec::new()),
+                _ => self.search_photos(query, k, &filter),
+            };
+        }
+        let mut hits = match filter.kind {
+            Kind::Video => Vec::new(),
+            _ => self.search_photos(query, k, &SearchFilter { kind: Kind::Photo, ..filter.clone() })?,
+        };
+        hits.extend(query::search_videos(&self.store, &frames, query, k, &filter)?);
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// The photos (stored vectors) nearest to a query vector: PostgreSQL ranks in the
+    /// database, the folder store with the library's own index.
+    fn search_photos(&self, query: &[f32], k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
+        if let Some(hits) = self.store.nearest(query, k, filter)? {
             return Ok(hits);
         }
-        query::search(&self.store, &*self.search_index()?, query, k, &filter)
+        query::search(&self.store, &*self.search_index()?, query, k, filter)
     }
 
     /// Image-to-image search; the image may be outside the library.
+    /// A video must be in the library: its stored vector (the mean of its frames') is the query.
     pub fn search_image(&self, path: &Path, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
+        if indexer::videos::is_video_file(path) {
+            let absolute =
+                std::fs::canonicalize(path).map_err(|e| Error::NotFound(format!("{}: {e}", path.display())))?;
+            let Some(entry) = self.store.path_entry(&absolute)? else {
+                return Err(Error::NotFound(format!(
+                    "{}: a video is searched by the frames `clipdex index` stored, and this one is not in the library \
+                     (add its folder and index it)",
+                    path.display()
+                )));
+            };
+            return self.search_like(entry.id, k, filter);
+        }
         let clip = self.clip()?;
         let image = open_rgb(path, &DecodeOptions { max_pixels: self.config.max_pixels, min_side: None })?;
         let q = clip.embed_images(&[image])?.remove(0);
@@ -1053,11 +1124,42 @@ impl Library {
             return Ok(cached);
         }
         let source = self.image_file(id)?;
-        let bytes =
-            crate::photo::read_image_file(&source, self.config.max_pixels).map_err(|p| Error::image(&source, p))?;
-        let jpeg = thumbnail::render(&bytes, size, self.config.max_pixels).map_err(|p| Error::image(&source, p))?;
+        let jpeg = match &record.video {
+            Some(video) => self.video_frame_jpeg(&source, video.poster, size)?,
+            None => {
+                let bytes = crate::photo::read_image_file(&source, self.config.max_pixels)
+                    .map_err(|p| Error::image(&source, p))?;
+                thumbnail::render(&bytes, size, self.config.max_pixels).map_err(|p| Error::image(&source, p))?
+            }
+        };
         thumbnail::store(&cached, &jpeg)?;
         Ok(cached)
+    }
+
+    /// A JPEG of the frame a video shows at `time` seconds, its longer side `size` (not cached:
+    /// any moment may be asked for). [`Error::Invalid`] for a photo.
+    pub fn video_frame(&self, id: ImageId, time: f64, size: u32) -> Result<Vec<u8>> {
+        if !(thumbnail::MIN_SIZE..=thumbnail::MAX_SIZE).contains(&size) || !time.is_finite() {
+            return Err(Error::Invalid(format!(
+                "a frame's size must be between {} and {} pixels, at a time in seconds",
+                thumbnail::MIN_SIZE,
+                thumbnail::MAX_SIZE
+            )));
+        }
+        let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
+        if !record.is_video() {
+            return Err(Error::Invalid(format!("image {id} is a photo: a time is for videos")));
+        }
+        self.video_frame_jpeg(&self.image_file(id)?, time, size)
+    }
+
+    fn video_frame_jpeg(&self, source: &Path, time: f64, size: u32) -> Result<Vec<u8>> {
+        let tools = crate::video::Tools::from_env();
+        let limit = std::time::Duration::from_secs(30);
+        let problem = |p: crate::video::VideoProblem| Error::Invalid(format!("{}: {p}", source.display()));
+        let info = crate::video::probe(&tools, source, limit).map_err(problem)?;
+        let frame = crate::video::frame_at(&tools, source, &info, time, size, limit).map_err(problem)?;
+        thumbnail::encode(frame, size).map_err(|p| Error::image(source, p))
     }
 
     /// Where the thumbnail of the content `hash` at `size` is cached.

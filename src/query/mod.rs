@@ -1,6 +1,7 @@
 //! Answering searches: rank the library against a query vector, then walk the ranking keeping
 //! what passes the filters until `k` results are found, so a filter never returns fewer than
-//! `k` results when `k` exist.
+//! `k` results when `k` exist. Videos are ranked by their frames: a video comes once, at its
+//! best frame, scored by that frame's cosine ([`search_videos`]).
 
 pub mod autotag;
 pub mod captions;
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::ann::AnnIndex;
+use crate::ann::{AnnIndex, FrameIndex};
 use crate::error::Result;
 use crate::store::{ImageId, Store};
 
@@ -27,12 +28,71 @@ pub struct SearchFilter {
     pub before: Option<i64>,
     /// Only images auto-tagged with this label.
     pub tag: Option<String>,
+    /// Only photos, only videos, or both.
+    pub kind: Kind,
+}
+
+/// What a search returns (`--kind`, API `kind=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Photos and videos.
+    #[default]
+    All,
+    Photo,
+    Video,
+}
+
+impl std::str::FromStr for Kind {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "all" => Ok(Kind::All),
+            "photo" => Ok(Kind::Photo),
+            "video" => Ok(Kind::Video),
+            _ => Err(crate::Error::Invalid(format!("kind {s:?}: say photo, video or all"))),
+        }
+    }
 }
 
 impl SearchFilter {
     /// Whether the filter lets every image through.
     pub fn is_empty(&self) -> bool {
-        self.under.is_none() && self.after.is_none() && self.before.is_none() && self.tag.is_none()
+        self.under.is_none()
+            && self.after.is_none()
+            && self.before.is_none()
+            && self.tag.is_none()
+            && self.kind == Kind::All
+    }
+}
+
+/// What a result is: a photo, or a video at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Media {
+    Photo,
+    Video {
+        /// Seconds from the start of the frame the score is of (for a result that is not
+        /// ranked by frames, as a tag's, the video's poster frame).
+        time: f64,
+        /// The video's length, seconds.
+        duration: f64,
+    },
+}
+
+impl Media {
+    /// A stored image's kind, a video at its poster frame.
+    pub fn of(record: &crate::store::ImageRecord) -> Self {
+        match &record.video {
+            Some(v) => Media::Video { time: v.poster, duration: v.duration },
+            None => Media::Photo,
+        }
+    }
+
+    /// The kind of stored image `id`, a video at its poster frame (a photo when it is gone).
+    pub fn of_image(store: &Store, id: ImageId) -> Result<Self> {
+        Ok(store.image(id)?.as_ref().map(Media::of).unwrap_or(Media::Photo))
     }
 }
 
@@ -47,6 +107,17 @@ pub struct SearchHit {
     pub path: PathBuf,
     /// Cosine similarity to the query.
     pub score: f32,
+    /// Photo or video; in JSON `"kind"` (`"photo"`, `"video"`), and for a video `"time"` and
+    /// `"duration"` (seconds).
+    #[serde(flatten)]
+    pub media: Media,
+}
+
+impl SearchHit {
+    /// A photo's result.
+    pub fn photo(id: ImageId, path: PathBuf, score: f32) -> Self {
+        SearchHit { id, path, score, media: Media::Photo }
+    }
 }
 
 /// The `k` best images for `query` that pass `filter`.
@@ -69,7 +140,7 @@ pub fn search(
         let ranked = index.top(query, depth);
         for &(id, score) in &ranked {
             let Some(path) = passing_path(store, id, filter)? else { continue };
-            hits.push(SearchHit { id, path, score });
+            hits.push(SearchHit::photo(id, path, score));
             if hits.len() == k {
                 return Ok(hits);
             }
@@ -79,6 +150,30 @@ pub fn search(
         }
         depth = index.len();
     }
+}
+
+/// The `k` best videos for `query` that pass `filter`, each once at its best frame.
+pub fn search_videos(
+    store: &Store,
+    frames: &FrameIndex,
+    query: &[f32],
+    k: usize,
+    filter: &SearchFilter,
+) -> Result<Vec<SearchHit>> {
+    let mut hits = Vec::with_capacity(k);
+    if k == 0 || filter.kind == Kind::Photo {
+        return Ok(hits);
+    }
+    let ranked = frames.top_videos(query);
+    for (id, score, time) in ranked {
+        let Some(path) = passing_path(store, id, filter)? else { continue };
+        let duration = store.image(id)?.and_then(|r| r.video).map_or(0.0, |v| v.duration);
+        hits.push(SearchHit { id, path, score, media: Media::Video { time: f64::from(time), duration } });
+        if hits.len() == k {
+            break;
+        }
+    }
+    Ok(hits)
 }
 
 /// The `k` most probable images carrying `filter.tag` that pass the other filters; the score
@@ -91,7 +186,7 @@ pub fn search_tagged(store: &Store, k: usize, filter: &SearchFilter) -> Result<V
             break;
         }
         if let Some(path) = passing_path(store, id, filter)? {
-            hits.push(SearchHit { id, path, score: probability });
+            hits.push(SearchHit { id, path, score: probability, media: Media::of_image(store, id)? });
         }
     }
     Ok(hits)
@@ -102,6 +197,12 @@ pub(crate) fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) ->
     let paths = store.paths_of(id)?;
     if filter.is_empty() {
         return Ok(paths.into_iter().next());
+    }
+    if filter.kind != Kind::All {
+        let Some(record) = store.image(id)? else { return Ok(None) };
+        if record.is_video() != (filter.kind == Kind::Video) {
+            return Ok(None);
+        }
     }
     if let Some(tag) = &filter.tag
         && !store.has_tag(id, tag)?

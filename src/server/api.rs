@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{AppState, MAX_K, MAX_LABELS, MAX_OFFSET, MAX_QUERY_BYTES};
 use crate::error::{Error, ImageProblem};
-use crate::query::{SearchFilter, SearchHit, parse_date, tags};
+use crate::query::{Kind, Media, SearchFilter, SearchHit, parse_date, tags};
 use crate::store::ImageId;
 
 /// An API error: a status and a message, answered as `{"error": MESSAGE}`.
@@ -114,6 +114,8 @@ struct SearchParams {
     after: Option<String>,
     before: Option<String>,
     tag: Option<String>,
+    /// `photo`, `video` or `all` (default).
+    kind: Option<String>,
     /// Search by image: an indexed image's id.
     id: Option<String>,
     /// Text searches: also find where in each result the text is (CLIPSeg).
@@ -153,7 +155,11 @@ impl SearchParams {
         if tag.as_ref().is_some_and(|t| t.len() > tags::MAX_LABEL_BYTES) {
             return Err(ApiError::bad_request("tag is too long"));
         }
-        Ok(SearchFilter { under, after: date(&self.after, "after")?, before: date(&self.before, "before")?, tag })
+        let kind = match self.kind.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+            None => Kind::All,
+            Some(k) => k.parse().map_err(|e: crate::Error| ApiError::bad_request(e.to_string()))?,
+        };
+        Ok(SearchFilter { under, after: date(&self.after, "after")?, before: date(&self.before, "before")?, tag, kind })
     }
 }
 
@@ -191,6 +197,9 @@ struct Hit {
     #[serde(flatten, serialize_with = "crate::path_text::path_field")]
     path: PathBuf,
     score: f32,
+    /// `"kind"`, and a video's `"time"` and `"duration"`.
+    #[serde(flatten)]
+    media: Media,
     date: Option<i64>,
     width: Option<u32>,
     height: Option<u32>,
@@ -243,6 +252,7 @@ fn page_of(state: &AppState, hits: Vec<SearchHit>, offset: usize) -> crate::Resu
                 id: h.id,
                 path: h.path,
                 score: h.score,
+                media: h.media,
                 date: record.as_ref().map(|r| r.date()),
                 width: record.as_ref().map(|r| r.width),
                 height: record.as_ref().map(|r| r.height),
@@ -382,8 +392,10 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
         };
         let mut page = page_of(&state, hits, offset)?;
         if crops {
-            let shown: Vec<SearchHit> =
-                page.iter().map(|h| SearchHit { id: h.id, path: h.path.clone(), score: h.score }).collect();
+            let shown: Vec<SearchHit> = page
+                .iter()
+                .map(|h| SearchHit { id: h.id, path: h.path.clone(), score: h.score, media: h.media })
+                .collect();
             let located = state.library.locate(&text, &shown, &crate::segment::RegionOptions::default())?;
             for (hit, region) in page.iter_mut().zip(located) {
                 hit.region = Some(region);

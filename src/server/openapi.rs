@@ -46,6 +46,11 @@ fn search_params() -> Vec<Value> {
         ),
         query("before", date(), "Only images dated before this"),
         query("tag", json!({"type": "string"}), "Only images auto-tagged with this label"),
+        query(
+            "kind",
+            json!({"type": "string", "enum": ["all", "photo", "video"], "default": "all"}),
+            "Only photos, only videos, or both",
+        ),
     ]
 }
 
@@ -117,7 +122,10 @@ pub fn openapi() -> Value {
                 "Hit": {"type": "object", "required": ["id", "path", "score"], "properties": {
                     "id": {"type": "integer"}, "path": {"type": "string", "description": "The file, for display (bytes that are not UTF-8 shown as U+FFFD)"},
                     "path_bytes": {"type": "string", "format": "byte", "description": "Only when the path is not UTF-8: base64 of its exact bytes"},
-                    "score": {"type": "number", "description": "Cosine similarity (tag searches: the tag's probability)"},
+                    "score": {"type": "number", "description": "Cosine similarity (tag searches: the tag's probability; a video: its best frame's cosine)"},
+                    "kind": {"type": "string", "enum": ["photo", "video"]},
+                    "time": {"type": "number", "description": "Videos: seconds from the start of the best frame (searches by tag or caption: the video's poster frame)"},
+                    "duration": {"type": "number", "description": "Videos: the length in seconds"},
                     "date": {"type": "integer", "nullable": true, "description": "EXIF date taken, else file time; seconds since the epoch"},
                     "width": {"type": "integer", "nullable": true}, "height": {"type": "integer", "nullable": true},
                     "region": {"type": "object", "nullable": true, "description": "With crops: the region that best shows the query, or null",

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Failure, FrameVector, ImageId, ImageRecord, PathEntry, ReindexTarget, StoreCounts, StoredCaption, Tag, TagCount};
+use super::{
+    Failure, FrameVector, ImageId, ImageRecord, PathEntry, ReindexTarget, StoreCounts, StoredCaption, Tag, TagCount,
+};
 use crate::ann::IndexState;
 use crate::error::Result;
 use crate::query::{SearchFilter, SearchHit};

@@ -20,8 +20,8 @@ pub use backend::{
 };
 pub use location::DbLocation;
 pub use records::{
-    Failure, FrameVector, ImageId, ImageRecord, PathEntry, ReindexTarget, SETTINGS_SEPARATOR, StoreCounts, StoredCaption, Tag,
-    TagCount, VideoMeta, settings_as_stored,
+    Failure, FrameVector, ImageId, ImageRecord, PathEntry, ReindexTarget, SETTINGS_SEPARATOR, StoreCounts,
+    StoredCaption, Tag, TagCount, VideoMeta, settings_as_stored,
 };
 pub use sled::SCHEMA_VERSION;
 

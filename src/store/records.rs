@@ -41,8 +41,6 @@ pub struct VideoMeta {
     pub duration: f64,
     /// The video stream's codec, as FFmpeg names it (`h264`, `hevc`, …).
     pub codec: String,
-    /// Frames sampled and embedded.
-    pub frames: u32,
     /// Seconds from the start of the frame that stands for the whole video: the one nearest to
     /// the mean of the frames (its thumbnail, and the moment shown when nothing more precise
     /// is asked, as for a tag).

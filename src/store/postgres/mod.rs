@@ -794,17 +794,15 @@ impl Backend for PgStore {
             problems.push(format!("{n} vectors of a generation neither current nor next"));
         }
         let frames = format!(
-            "SELECT id, video, (SELECT count(*) FROM frames f WHERE f.generation = {CURRENT} AND f.image_id = i.id),
-                    record::json->'video'->>'frames'
+            "SELECT id, video, (SELECT count(*) FROM frames f WHERE f.generation = {CURRENT} AND f.image_id = i.id)
              FROM images i WHERE video OR EXISTS (SELECT 1 FROM frames f WHERE f.image_id = i.id) ORDER BY id"
         );
         for r in self.query(&frames, &[])? {
-            let (id, video, stored, recorded) = (id_of(&r, 0), r.get::<_, bool>(1), r.get::<_, i64>(2), r.get::<_, Option<String>>(3));
-            match (video, recorded.and_then(|n| n.parse::<i64>().ok())) {
-                (true, Some(n)) if n == stored && n > 0 => {}
-                (true, n) => problems.push(format!("video {id}: {stored} frames stored, {n:?} recorded")),
-                (false, _) if stored > 0 => problems.push(format!("photo {id} has {stored} frames")),
-                (false, _) => {}
+            let (id, video, stored) = (id_of(&r, 0), r.get::<_, bool>(1), r.get::<_, i64>(2));
+            match (video, stored) {
+                (true, 0) => problems.push(format!("video {id} has no frames")),
+                (false, 1..) => problems.push(format!("photo {id} has {stored} frames")),
+                _ => {}
             }
         }
         let untagged =

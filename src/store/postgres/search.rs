@@ -17,7 +17,7 @@ use postgres::Transaction;
 use super::{PgStore, TxError, TxResult, id_of, path_from_key, path_key, u64_of};
 use crate::ann::IndexState;
 use crate::error::Result;
-use crate::query::{SearchFilter, SearchHit};
+use crate::query::{Kind, SearchFilter, SearchHit};
 
 /// `hnsw.ef_search` at least: pgvector's default of 40 misses too often at k = 20.
 const EF_SEARCH: usize = 100;
@@ -52,6 +52,10 @@ impl Predicates {
         if let Some(before) = filter.before {
             let n = p.push(Box::new(before));
             p.sql += &format!(" AND (SELECT date FROM images i WHERE i.id = v.image_id) < ${n}");
+        }
+        if filter.kind != Kind::All {
+            let video = filter.kind == Kind::Video;
+            p.sql += &format!(" AND (SELECT video FROM images i WHERE i.id = v.image_id) = {video}");
         }
         if let Some(tag) = &filter.tag {
             let n = p.push(Box::new(tag.clone()));
@@ -172,9 +176,7 @@ impl PgStore {
             .filter_map(|r| {
                 let path: Option<Vec<u8>> = r.get(2);
                 let distance: f64 = r.get(1);
-                path.map(|p| {
-                    (distance, SearchHit { id: id_of(r, 0), path: path_from_key(&p), score: (1.0 - distance) as f32 })
-                })
+                path.map(|p| (distance, SearchHit::photo(id_of(r, 0), path_from_key(&p), (1.0 - distance) as f32)))
             })
             .collect();
         // Iterative scans return rows nearly, not exactly, in order.

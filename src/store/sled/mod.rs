@@ -22,8 +22,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Transactional, Tree};
 
 use keys::{
-    frames_bytes, frames_from_bytes, frames_key, id_from_key, id_key, image_path_key, path_from_key, path_key, vector_bytes,
-    vector_from_bytes,
+    frames_bytes, frames_from_bytes, frames_key, id_from_key, id_key, image_path_key, path_from_key, path_key,
+    vector_bytes, vector_from_bytes,
 };
 
 use super::{Backend, Failure, FrameVector, ImageId, ImageRecord, PathEntry, Records, StoreCounts};
@@ -258,7 +258,20 @@ impl SledStore {
         );
         let generation = vectors.generation;
         let outcome = trees.transaction(
-            |(paths, image_paths, refs, images, hashes, vectors, next_vectors, failures, tags, tag_index, captions, frames)| {
+            |(
+                paths,
+                image_paths,
+                refs,
+                images,
+                hashes,
+                vectors,
+                next_vectors,
+                failures,
+                tags,
+                tag_index,
+                captions,
+                frames,
+            )| {
                 f(&Tx {
                     paths,
                     image_paths,
@@ -622,11 +635,9 @@ impl Backend for SledStore {
                 problems.push(format!("image {id} has no vector"));
             }
             let frames = self.frames_of(id)?.len();
-            match &rec.video {
-                Some(v) if frames == 0 || frames != v.frames as usize => {
-                    problems.push(format!("video {id}: {frames} frames stored, {} recorded", v.frames))
-                }
-                None if frames > 0 => problems.push(format!("photo {id} has {frames} frames")),
+            match (rec.is_video(), frames) {
+                (true, 0) => problems.push(format!("video {id} has no frames")),
+                (false, 1..) => problems.push(format!("photo {id} has {frames} frames")),
                 _ => {}
             }
             if self.id_for_hash(&rec.hash)? != Some(id) {

@@ -104,6 +104,7 @@ fn main() -> clipdex::Result<()> {
             decode: DecodeOptions { max_pixels: DEFAULT_MAX_PIXELS, min_side },
             batch_size: 32,
             prune: false,
+            video: Default::default(),
         };
         let started = Instant::now();
         let report = index_pass(&store, &clip, &options, &|_, _| {})?;

@@ -166,10 +166,10 @@ async fn text_search_can_locate_the_query_in_each_result() {
         assert_eq!(results.len(), 4);
         let hits: Vec<clipdex::query::SearchHit> = results
             .iter()
-            .map(|r| clipdex::query::SearchHit {
-                id: r["id"].as_u64().unwrap(),
-                path: r["path"].as_str().unwrap().into(),
-                score: r["score"].as_f64().unwrap() as f32,
+            .map(|r| {
+                assert_eq!(r["kind"], "photo");
+                let (id, path) = (r["id"].as_u64().unwrap(), r["path"].as_str().unwrap().into());
+                clipdex::query::SearchHit::photo(id, path, r["score"].as_f64().unwrap() as f32)
             })
             .collect();
         let expected = off(|| s.library.locate("a cat", &hits, &Default::default()).unwrap());
@@ -1274,5 +1274,114 @@ async fn masks_regions_crops_and_itm_reranking() {
         let (status, _) =
             call!(app, test::TestRequest::get().uri("/api/search?q=cat&rerank=itm&rerank_top=150&k=60&offset=50"));
         assert_eq!(status, StatusCode::OK);
+    }
+}
+
+/// A video in the library: searches say where in it (`kind=`), thumbnails of any moment, and
+/// the file streamed by byte ranges as video players ask for it.
+#[actix_web::test]
+async fn videos_are_searched_by_moment_and_served_by_byte_ranges() {
+    if !common::video::have_ffmpeg() {
+        return;
+    }
+    for db in test_databases() {
+        let s = off(|| setup(db));
+        let clip = s.photos.join("odd/cut.mp4");
+        common::video::cut_between(&fixture_image("astronaut.jpg"), &fixture_image("coffee.png"), &clip);
+        let report = off(|| s.library.index(&|_, _| {}).unwrap());
+        assert_eq!((report.videos, report.frames), (1, 4));
+        let video = id_of(&s, "odd/cut.mp4");
+        let photo = id_of(&s, "even/p0.jpg");
+        let app = service!(&s);
+
+        let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?q=a%20cup&k=5&kind=video"));
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(ids(&body), [video]);
+        let hit = &body["results"][0];
+        assert_eq!((&hit["kind"], hit["duration"].as_f64().map(f64::round)), (&"video".into(), Some(6.0)));
+        assert!([0.0, 2.0, 3.0, 5.0].contains(&hit["time"].as_f64().unwrap()), "{hit}");
+        let (_, body) = call!(app, test::TestRequest::get().uri("/api/search?q=a%20cup&k=20&kind=photo"));
+        assert_eq!(ids(&body).len(), 9);
+        assert!(body["results"].as_array().unwrap().iter().all(|r| r["kind"] == "photo" && r.get("time").is_none()));
+        let (_, body) = call!(app, test::TestRequest::get().uri("/api/search?q=a%20cup&k=20"));
+        assert_eq!(ids(&body).len(), 10, "photos and the video, once");
+        let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?q=a%20cup&kind=films"));
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "photo, video or all");
+
+        // Thumbnails: the poster frame, any moment, and no moment of a photo.
+        for uri in [format!("/api/images/{video}/thumb?size=64"), format!("/api/images/{video}/thumb?size=64&time=4.5")]
+        {
+            let response = test::call_service(&app, test::TestRequest::get().uri(&uri).to_request()).await;
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+            let jpeg = test::read_body(response).await;
+            let thumb = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+            assert_eq!(thumb.dimensions(), (64, 48), "{uri}");
+        }
+        let response = test::call_service(
+            &app,
+            test::TestRequest::get().uri(&format!("/api/images/{video}/thumb?size=64&time=4.5")).to_request(),
+        )
+        .await;
+        let at = image::load_from_memory(&test::read_body(response).await).unwrap().to_rgb8();
+        let coffee =
+            image::open(fixture_image("coffee.png")).unwrap().resize_exact(64, 48, image::imageops::Triangle).to_rgb8();
+        let astronaut = image::open(fixture_image("astronaut.jpg"))
+            .unwrap()
+            .resize_exact(64, 48, image::imageops::Triangle)
+            .to_rgb8();
+        let distance = |a: &image::RgbImage, b: &image::RgbImage| -> u64 {
+            a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum()
+        };
+        assert!(distance(&at, &coffee) < distance(&at, &astronaut), "4.5 s shows the second photo");
+        for (uri, needle) in [
+            (format!("/api/images/{photo}/thumb?time=1"), "photo"),
+            (format!("/api/images/{video}/thumb?time=soon"), "seconds"),
+            (format!("/api/images/{video}/thumb?time=-1"), "seconds"),
+        ] {
+            let (status, body) = call!(app, test::TestRequest::get().uri(&uri));
+            assert_error(status, &body, StatusCode::BAD_REQUEST, needle);
+        }
+
+        // The file: whole, or the byte range asked for.
+        let bytes = std::fs::read(&clip).unwrap();
+        let len = bytes.len();
+        let get = |range: Option<&str>| {
+            let mut req = test::TestRequest::get().uri(&format!("/api/images/{video}/file"));
+            if let Some(r) = range {
+                req = req.insert_header(("range", r.to_string()));
+            }
+            req.to_request()
+        };
+        let cases: [(Option<&str>, StatusCode, Option<String>, std::ops::Range<usize>); 6] = [
+            (None, StatusCode::OK, None, 0..len),
+            (Some("bytes=100-199"), StatusCode::PARTIAL_CONTENT, Some(format!("bytes 100-199/{len}")), 100..200),
+            (
+                Some("bytes=1000-"),
+                StatusCode::PARTIAL_CONTENT,
+                Some(format!("bytes 1000-{}/{len}", len - 1)),
+                1000..len,
+            ),
+            (
+                Some("bytes=-50"),
+                StatusCode::PARTIAL_CONTENT,
+                Some(format!("bytes {}-{}/{len}", len - 50, len - 1)),
+                len - 50..len,
+            ),
+            (Some("bytes=0-10,20-30"), StatusCode::OK, None, 0..len),
+            (Some("bytes=10-5"), StatusCode::OK, None, 0..len),
+        ];
+        for (range, status, content_range, expected) in cases {
+            let response = test::call_service(&app, get(range)).await;
+            assert_eq!(response.status(), status, "{range:?}");
+            assert_eq!(response.headers().get("accept-ranges").unwrap(), "bytes");
+            assert_eq!(response.headers().get("content-type").unwrap(), "video/mp4");
+            let header = response.headers().get("content-range").map(|v| v.to_str().unwrap().to_string());
+            assert_eq!(header, content_range, "{range:?}");
+            assert!(test::read_body(response).await == bytes[expected], "{range:?}: the bytes asked for");
+        }
+        let response = test::call_service(&app, get(Some(&format!("bytes={len}-")))).await;
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(response.headers().get("content-range").unwrap().to_str().unwrap(), format!("bytes */{len}"));
+        drop(s.tmp);
     }
 }

@@ -488,16 +488,23 @@ fn process_batch(
     let prepared: Vec<Result<Prepared>> =
         chunk.par_iter().map(|c| prepare(store, clip, &options.decode, c, scanned)).collect();
     let prepared: Vec<Prepared> = prepared.into_iter().collect::<Result<_>>()?;
-    // The claims still held, ended in one round trip for the batch.
+    // The claims still held, checked in one round trip for the batch; they are ended only once
+    // the batch is committed (a process killed in between leaves them to the next one).
     let mut held = vec![true; chunk.len()];
     if let Some((q, worker)) = queue {
         let readable: Vec<usize> =
             (0..chunk.len()).filter(|&i| !matches!(prepared[i], Prepared::Unreadable(_))).collect();
         let paths: Vec<&Path> = readable.iter().map(|&i| chunk[i].path.as_path()).collect();
-        for (i, ended) in readable.into_iter().zip(q.finish(worker, &paths)?) {
-            held[i] = ended;
+        for (i, still) in readable.into_iter().zip(q.held(worker, &paths)?) {
+            held[i] = still;
         }
     }
+    let done: Vec<&Path> = chunk
+        .iter()
+        .zip(&held)
+        .zip(&prepared)
+        .filter_map(|((c, held), p)| (*held && !matches!(p, Prepared::Unreadable(_))).then_some(c.path.as_path()))
+        .collect();
     let mut fresh = Vec::new();
     let mut new_videos = Vec::new();
     let mut vanished = Vec::new();
@@ -576,6 +583,9 @@ fn process_batch(
                 report.failed += 1;
             }
         }
+    }
+    if let Some((q, worker)) = queue {
+        q.finish(worker, &done)?;
     }
     Ok(vanished)
 }

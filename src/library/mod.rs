@@ -383,7 +383,12 @@ impl Library {
         let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: None };
         let mut crops = Vec::new();
         for hit in hits {
-            let photo = match open_rgb(&hit.path, &decode) {
+            // A video is cropped at the moment that matched.
+            let photo = match hit.media {
+                query::Media::Video { time, .. } => self.frame_image(&hit.path, time, u32::MAX),
+                query::Media::Photo => open_rgb(&hit.path, &decode),
+            };
+            let photo = match photo {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!("crop search skips {e}");
@@ -411,6 +416,23 @@ impl Library {
         let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: Some(LOCATE_SIDE / 2) };
         hits.iter()
             .map(|hit| {
+                if let query::Media::Video { time, .. } = hit.media {
+                    // A video: located in the frame that matched.
+                    let frame = match self.frame_image(&hit.path, time, LOCATE_SIDE) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            tracing::warn!("cannot locate {text:?} in {}: {e}", hit.path.display());
+                            return Ok(None);
+                        }
+                    };
+                    let full = match self.store.image(hit.id)? {
+                        Some(r) => (r.width, r.height),
+                        None => frame.dimensions(),
+                    };
+                    let found = segment_photo(&segmenter, &frame, &[Prompt::Text(text)], options)?;
+                    let best = found.into_iter().next().and_then(|s| best_region(&s.regions).cloned());
+                    return Ok(best.map(|r| scale_region(r, frame.dimensions(), full)));
+                }
                 let photo = match crate::photo::read_image_file(&hit.path, decode.max_pixels)
                     .map_err(|p| p.to_string())
                     .and_then(|bytes| crate::photo::decode_photo(&bytes, &decode).map_err(|p| p.to_string()))
@@ -1154,12 +1176,17 @@ impl Library {
     }
 
     fn video_frame_jpeg(&self, source: &Path, time: f64, size: u32) -> Result<Vec<u8>> {
+        let frame = self.frame_image(source, time, size)?;
+        thumbnail::encode(frame, size).map_err(|p| Error::image(source, p))
+    }
+
+    /// The upright frame a video file shows at `time`, scaled down to fit `max_side`.
+    fn frame_image(&self, source: &Path, time: f64, max_side: u32) -> Result<image::RgbImage> {
         let tools = crate::video::Tools::from_env();
         let limit = std::time::Duration::from_secs(30);
         let problem = |p: crate::video::VideoProblem| Error::Invalid(format!("{}: {p}", source.display()));
         let info = crate::video::probe(&tools, source, limit).map_err(problem)?;
-        let frame = crate::video::frame_at(&tools, source, &info, time, size, limit).map_err(problem)?;
-        thumbnail::encode(frame, size).map_err(|p| Error::image(source, p))
+        crate::video::frame_at(&tools, source, &info, time, max_side, limit).map_err(problem)
     }
 
     /// Where the thumbnail of the content `hash` at `size` is cached.

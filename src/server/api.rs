@@ -562,6 +562,8 @@ async fn image(state: web::Data<AppState>, id: web::Path<String>) -> ApiResult<H
 #[derive(Deserialize)]
 struct ThumbParams {
     size: Option<String>,
+    /// Videos: the frame shown at this many seconds (default: the poster frame).
+    time: Option<String>,
 }
 
 async fn thumbnail(
@@ -572,9 +574,19 @@ async fn thumbnail(
     let id = parse_id(&id)?;
     let (min, max) = (crate::thumbnail::MIN_SIZE as usize, crate::thumbnail::MAX_SIZE as usize);
     let size = number_param(params.size.as_deref(), "size", 256, min, max)? as u32;
-    let bytes = blocking(move || {
-        let path = state.library.thumbnail(id, size)?;
-        std::fs::read(&path).map_err(|e| Error::Store(format!("cannot read the thumbnail {}: {e}", path.display())))
+    let time = match params.time.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => match t.parse::<f64>() {
+            Ok(t) if t.is_finite() && t >= 0.0 => Some(t),
+            _ => return Err(ApiError::bad_request(format!("time {t:?} is not a number of seconds"))),
+        },
+    };
+    let bytes = blocking(move || match time {
+        Some(time) => state.library.video_frame(id, time, size),
+        None => {
+            let path = state.library.thumbnail(id, size)?;
+            std::fs::read(&path).map_err(|e| Error::Store(format!("cannot read the thumbnail {}: {e}", path.display())))
+        }
     })
     .await?;
     // An id's content never changes (ids are per content hash), so browsers may keep it.
@@ -593,24 +605,117 @@ fn content_type(path: &Path) -> &'static str {
         Some("gif") => "image/gif",
         Some("bmp") => "image/bmp",
         Some("tif" | "tiff") => "image/tiff",
+        Some("mp4" | "m4v") => "video/mp4",
+        Some("mov") => "video/quicktime",
+        Some("webm") => "video/webm",
+        Some("mkv") => "video/x-matroska",
+        Some("avi") => "video/x-msvideo",
+        Some("3gp") => "video/3gpp",
         _ => "application/octet-stream",
     }
 }
 
-async fn file(state: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
+/// The original file, streamed from disk (a video is never read whole into memory), with
+/// HTTP range requests (`Range: bytes=START-END`, `START-`, `-SUFFIX`), which video players
+/// seek with: `206 Partial Content` for a satisfiable range, `416` for one past the end; a
+/// request for several ranges gets the whole file.
+async fn file(state: web::Data<AppState>, id: web::Path<String>, req: HttpRequest) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
-    let (path, bytes) = blocking(move || {
+    let (path, file, len) = blocking(move || {
         let path = state.library.image_file(id)?;
-        let bytes = std::fs::read(&path).map_err(|e| Error::NotFound(format!("cannot read image {id}: {e}")))?;
-        Ok((path, bytes))
+        let cannot = |e: std::io::Error| Error::NotFound(format!("cannot read image {id}: {e}"));
+        let file = std::fs::File::open(&path).map_err(cannot)?;
+        let len = file.metadata().map_err(cannot)?.len();
+        Ok((path, file, len))
     })
     .await?;
     let name = path.file_name().map(|n| n.to_string_lossy().replace(['"', '\\', '\r', '\n'], "_")).unwrap_or_default();
-    Ok(HttpResponse::Ok()
+    let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|r| byte_range(r, len));
+    let mut response = match range {
+        None => HttpResponse::Ok(),
+        Some(Ok(_)) => HttpResponse::PartialContent(),
+        Some(Err(())) => {
+            return Ok(HttpResponse::RangeNotSatisfiable()
+                .insert_header((header::CONTENT_RANGE, format!("bytes */{len}")))
+                .insert_header((header::ACCEPT_RANGES, "bytes"))
+                .finish());
+        }
+    };
+    let (start, end) = match range {
+        Some(Ok((start, end))) => {
+            response.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
+            (start, end + 1)
+        }
+        _ => (0, len),
+    };
+    Ok(response
         .content_type(content_type(&path))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"{name}\"")))
         .insert_header(("X-Content-Type-Options", "nosniff"))
-        .body(bytes))
+        .body(actix_web::body::SizedStream::new(end - start, file_stream(file, start, end - start))))
+}
+
+/// The one byte range a `Range` header asks of a file of `len` bytes, inclusive: `None` when
+/// the whole file is to be sent (no byte range, several ranges, or a header that is not one),
+/// `Some(Err(()))` when the range lies past the end.
+fn byte_range(header: &str, len: u64) -> Option<std::result::Result<(u64, u64), ()>> {
+    let spec = header.trim().strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let number = |s: &str| if s.bytes().all(|b| b.is_ascii_digit()) { s.parse::<u64>().ok() } else { None };
+    let range = if first.is_empty() {
+        // The last `last` bytes.
+        let suffix = number(last)?;
+        if suffix == 0 || len == 0 {
+            return Some(Err(()));
+        }
+        (len.saturating_sub(suffix), len - 1)
+    } else {
+        let start = number(first)?;
+        let end = if last.is_empty() { u64::MAX } else { number(last)? };
+        if end < start {
+            return None;
+        }
+        if start >= len {
+            return Some(Err(()));
+        }
+        (start, end.min(len - 1))
+    };
+    Some(Ok(range))
+}
+
+/// `len` bytes of `file` from `start`, read in pieces on the blocking pool as the client takes
+/// them.
+fn file_stream(
+    file: std::fs::File,
+    start: u64,
+    len: u64,
+) -> impl futures_util::Stream<Item = std::result::Result<web::Bytes, std::io::Error>> {
+    const PIECE: u64 = 256 * 1024;
+    futures_util::stream::unfold(Some((file, start, len)), |state| async move {
+        let (mut file, at, left) = state?;
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(PIECE) as usize;
+        let read = web::block(move || {
+            use std::io::{Read, Seek};
+            let mut buf = vec![0u8; n];
+            file.seek(std::io::SeekFrom::Start(at))?;
+            file.read_exact(&mut buf)?;
+            Ok::<_, std::io::Error>((file, buf))
+        })
+        .await;
+        match read {
+            Ok(Ok((file, buf))) => Some((Ok(web::Bytes::from(buf)), Some((file, at + n as u64, left - n as u64)))),
+            Ok(Err(e)) => Some((Err(e), None)),
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        }
+    })
 }
 
 /// `POST /api/tag` as JSON: labels (a list or one comma-separated string) and an image id.

@@ -75,6 +75,10 @@ fn responses(ok_code: u16, ok_body: Value, error_codes: &[u16]) -> Value {
 /// The OpenAPI document.
 pub fn openapi() -> Value {
     let results = json!({"$ref": "#/components/schemas/Results"});
+    let mut file_responses =
+        responses(200, json!({"description": "The file", "content": {"image/*": {}, "video/*": {}}}), &[400, 403, 404]);
+    file_responses["206"] = json!({"description": "The range asked for (Content-Range says which)", "content": {"image/*": {}, "video/*": {}}});
+    file_responses["416"] = json!({"description": "The range lies past the end (Content-Range: bytes */LENGTH)"});
     let upload = json!({"multipart/form-data": {"schema": {"type": "object", "properties": {
         "image": {"type": "string", "format": "binary", "description": format!("At most {DEFAULT_MAX_UPLOAD} bytes by default (serve --max-upload)")}}}}});
     let mut search = vec![query(
@@ -168,12 +172,14 @@ pub fn openapi() -> Value {
                     "caption": {"type": "string"}}})), &[400, 404])}},
             "/api/images/{id}/thumb": {"get": {
                 "summary": "JPEG thumbnail, upright, made once and cached in the database folder",
-                "parameters": [id_param(), query("size", json!({"type": "integer", "minimum": thumbnail::MIN_SIZE, "maximum": thumbnail::MAX_SIZE, "default": 256}), "Longer side in pixels")],
+                "parameters": [id_param(), query("size", json!({"type": "integer", "minimum": thumbnail::MIN_SIZE, "maximum": thumbnail::MAX_SIZE, "default": 256}), "Longer side in pixels"),
+                               query("time", json!({"type": "number", "minimum": 0}), "Videos: the frame shown at this many seconds, made now and not cached (default: the poster frame; a photo answers 400)")],
                 "responses": responses(200, json!({"description": "The thumbnail", "content": {"image/jpeg": {}}}), &[400, 403, 404, 422])}},
             "/api/images/{id}/file": {"get": {
-                "summary": "The original file (only if it lies inside a library folder, symbolic links resolved)",
-                "parameters": [id_param()],
-                "responses": responses(200, json!({"description": "The file", "content": {"image/*": {}}}), &[400, 403, 404])}},
+                "summary": "The original file (only if it lies inside a library folder, symbolic links resolved), streamed; one byte range may be asked for (video players seek with them)",
+                "parameters": [id_param(), {"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
+                                            "description": "bytes=START-END, bytes=START- or bytes=-LAST (several ranges: the whole file)"}],
+                "responses": file_responses}},
             "/api/images/{id}/ask": {"post": {
                 "summary": "Visual question answering (BLIP VQA, serve's --vqa-model, loaded on first use)",
                 "parameters": [id_param()],

@@ -203,9 +203,15 @@ pub trait WorkQueue: Sync {
     /// Claims up to `n` jobs that no live lease holds, for `lease`.
     fn claim(&self, worker: &str, n: usize, lease: std::time::Duration) -> Result<Vec<Job>>;
 
+    /// Whether `worker` still holds the lease of each of `paths`, in one round trip: `false`
+    /// when the lease ran out (another worker may have it now), and the caller discards its
+    /// result. A worker checks before it commits and ends the jobs ([`WorkQueue::finish`])
+    /// only after: killed in between, its jobs go back to the queue with its session, and the
+    /// next worker finds their contents stored (a link, no embedding).
+    fn held(&self, worker: &str, paths: &[&Path]) -> Result<Vec<bool>>;
+
     /// Ends the jobs of `paths` that `worker` still holds the lease of, in one round trip:
-    /// for each path, `true` when it did; `false` when the lease ran out (another worker may
-    /// have it now), and the caller discards its result.
+    /// for each path, `true` when it did.
     fn finish(&self, worker: &str, paths: &[&Path]) -> Result<Vec<bool>>;
 
     /// Jobs waiting, jobs leased, and the workers holding leases.

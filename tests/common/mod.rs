@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test crate uses a different part
 
 pub mod backends;
+pub mod video;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

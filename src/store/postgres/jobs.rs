@@ -126,6 +126,23 @@ impl WorkQueue for PgStore {
         Ok(jobs)
     }
 
+    fn held(&self, worker: &str, paths: &[&Path]) -> Result<Vec<bool>> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.presence()?;
+        let keys: Vec<Vec<u8>> = paths.iter().map(|p| path_key(p)).collect();
+        let held: std::collections::HashSet<Vec<u8>> = self
+            .query(
+                "SELECT path FROM jobs WHERE path = ANY($1) AND worker = $2 AND worker_key = $3 AND lease_until > now()",
+                &[&keys, &worker, &key],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(keys.iter().map(|k| held.contains(k)).collect())
+    }
+
     fn finish(&self, worker: &str, paths: &[&Path]) -> Result<Vec<bool>> {
         if paths.is_empty() {
             return Ok(Vec::new());

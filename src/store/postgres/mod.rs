@@ -419,9 +419,11 @@ fn path_entry_of(row: &Row) -> PathEntry {
 /// Inside a transaction: removes `path`'s mapping, and the image (with, by cascade, its
 /// vectors, tags and caption) when no other path holds it. Returns the removed mapping.
 /// Inside a transaction: stores the frames of video `id` in generation `generation` (an SQL
-/// expression), replacing what that generation held.
-fn tx_put_frames(tx: &mut Transaction, generation: &str, id: i64, frames: &[FrameVector]) -> TxResult<()> {
-    tx.execute(&format!("DELETE FROM frames WHERE generation = {generation} AND image_id = $1"), &[&id])?;
+/// expression), replacing what that generation held (nothing, for a `fresh` image).
+fn tx_put_frames(tx: &mut Transaction, generation: &str, id: i64, frames: &[FrameVector], fresh: bool) -> TxResult<()> {
+    if !fresh {
+        tx.execute(&format!("DELETE FROM frames WHERE generation = {generation} AND image_id = $1"), &[&id])?;
+    }
     if frames.is_empty() {
         return Ok(());
     }
@@ -638,7 +640,7 @@ impl Backend for PgStore {
                         &format!("INSERT INTO vectors (generation, image_id, embedding) VALUES ({CURRENT}, $1, $2::real[]::vector)"),
                         &[&id, &vector],
                     )?;
-                    tx_put_frames(tx, CURRENT, id, frames)?;
+                    tx_put_frames(tx, CURRENT, id, frames, true)?;
                     u64_of(id)
                 }
             };

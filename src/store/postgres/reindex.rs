@@ -72,7 +72,7 @@ impl ReindexStore for PgStore {
                 ),
                 &[&i64_of(id), &vector],
             )?;
-            tx_put_frames(tx, &format!("{CURRENT} + 1"), i64_of(id), frames)?;
+            tx_put_frames(tx, &format!("{CURRENT} + 1"), i64_of(id), frames, false)?;
             Ok::<_, TxError>(true)
         })
     }

@@ -1352,7 +1352,9 @@ async fn videos_are_searched_by_moment_and_served_by_byte_ranges() {
             }
             req.to_request()
         };
-        let cases: [(Option<&str>, StatusCode, Option<String>, std::ops::Range<usize>); 6] = [
+        // (Range header, status, Content-Range, the bytes that come back)
+        type Case<'a> = (Option<&'a str>, StatusCode, Option<String>, std::ops::Range<usize>);
+        let cases: [Case; 6] = [
             (None, StatusCode::OK, None, 0..len),
             (Some("bytes=100-199"), StatusCode::PARTIAL_CONTENT, Some(format!("bytes 100-199/{len}")), 100..200),
             (

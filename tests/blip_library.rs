@@ -174,7 +174,12 @@ fn library_captions_are_stored_incremental_shown_and_searchable() {
         assert!(clipdex(&db, &["index"]).status.success());
         let stats = ok_json(clipdex(&db, &["stats", "--json"]));
         assert_eq!((stats["images"].as_u64(), stats["captioned"].as_u64()), (Some(3), Some(3)));
-        assert_eq!(stats["schema_version"], if test_db.backend == "sled" { 4 } else { 2 });
+        let schema = if test_db.backend == "sled" {
+            clipdex::store::SCHEMA_VERSION
+        } else {
+            clipdex::store::postgres::SCHEMA_VERSION
+        };
+        assert_eq!(stats["schema_version"], schema);
 
         // Search by caption: coffee.png's greedy caption is one word repeated ("misses ...").
         let word = caption_golden("coffee.png/plain/1").split(' ').next().unwrap().to_string();

@@ -62,7 +62,7 @@ async function setImage(img, url) {
 
 function filters() {
   const params = new URLSearchParams();
-  for (const name of ["tag", "under", "after", "before"]) {
+  for (const name of ["tag", "under", "after", "before", "kind"]) {
     const value = $(name).value.trim();
     if (value) params.set(name, value);
   }
@@ -178,11 +178,20 @@ function card(hit) {
   img.loading = "lazy";
   img.alt = hit.caption || hit.path;
   img.title = hit.caption ? `${hit.caption}\n${hit.path}` : hit.path;
-  setImage(img, `/api/images/${hit.id}/thumb?size=256`);
-  img.addEventListener("click", () => showDetail(hit.id, hit.region));
+  const video = hit.kind === "video";
+  // A video shows the frame that matched.
+  setImage(img, `/api/images/${hit.id}/thumb?size=256${video ? `&time=${hit.time}` : ""}`);
+  img.addEventListener("click", () => showDetail(hit.id, hit.region, true, video ? hit.time : undefined));
   const thumb = document.createElement("div");
   thumb.className = "thumb";
   thumb.append(img);
+  if (video) {
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = `▶ ${clock(hit.duration)}`;
+    badge.title = `video, ${clock(hit.duration)} long; this frame at ${clock(hit.time)}`;
+    thumb.append(badge);
+  }
   if (hit.region && hit.width && hit.height) thumb.append(regionBox(hit.region.box, hit.width, hit.height, true));
   const meta = document.createElement("figcaption");
   meta.className = "meta";
@@ -245,11 +254,19 @@ function setMessage(text, error = false) {
 
 // ---- detail view -----------------------------------------------------------------------
 
+// Seconds as a player shows them: m:ss, or h:mm:ss.
+function clock(seconds) {
+  const s = Math.max(0, Math.round(seconds || 0));
+  const two = (n) => String(n).padStart(2, "0");
+  const h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60;
+  return h > 0 ? `${h}:${two(m)}:${two(s % 60)}` : `${m}:${two(s % 60)}`;
+}
+
 function formatDate(seconds) {
   return new Date(seconds * 1000).toISOString().replace("T", " ").slice(0, 16);
 }
 
-async function showDetail(id, region, push = true) {
+async function showDetail(id, region, push = true, time = undefined) {
   const dialog = $("detail");
   let image;
   try { image = await json(`/api/images/${id}`); } catch (e) { setMessage(e.message, true); return; }
@@ -266,12 +283,25 @@ async function showDetail(id, region, push = true) {
   } else {
     old.hidden = true;
   }
-  setImage($("detail-image"), `/api/images/${id}/thumb?size=1024`);
+  // A video plays from the moment that matched (a player cannot send the token: then its frame).
+  const player = $("detail-video");
+  player.pause();
+  player.removeAttribute("src");
+  const playable = Boolean(image.video) && !token();
+  player.hidden = !playable;
+  $("detail-image").hidden = playable;
+  const at = time ?? image.video?.poster ?? 0;
+  if (playable) {
+    player.src = `/api/images/${id}/file#t=${at}`;
+  } else {
+    setImage($("detail-image"), `/api/images/${id}/thumb?size=1024${image.video ? `&time=${at}` : ""}`);
+  }
   const rows = [
     ["Files", image.paths.join("\n")],
     ["Size", `${image.width} × ${image.height} px, ${(image.size / 1e6).toFixed(2)} MB`],
     ["Date", `${formatDate(image.date)}${image.taken ? " (taken)" : " (file time)"}`],
   ];
+  if (image.video) rows.push(["Video", `${clock(image.video.duration)}, ${image.video.codec}${time !== undefined ? `; matched at ${clock(time)}` : ""}`]);
   if (image.camera) rows.push(["Camera", image.camera]);
   if (image.gps) rows.push(["Location", `${image.gps[0].toFixed(5)}, ${image.gps[1].toFixed(5)}`]);
   rows.push(["Id", String(image.id)]);
@@ -324,6 +354,7 @@ $("detail-caption-now").addEventListener("click", async () => {
 
 // The detail view closes (Esc, ×, More like this): Back undoes the opening when we added it.
 $("detail").addEventListener("close", () => {
+  $("detail-video").pause();
   if (state.open === null) return;
   state.open = null;
   if (history.state && history.state.opened) history.back();
@@ -338,7 +369,7 @@ function stepDetail(delta) {
   const next = ids[at + delta];
   if (next !== undefined) {
     const hit = state.results.find((r) => r.id === next);
-    showDetail(next, hit && hit.region);
+    showDetail(next, hit && hit.region, true, hit && hit.kind === "video" ? hit.time : undefined);
   }
 }
 
@@ -435,6 +466,7 @@ function restoreFromUrl() {
   const same = p.toString() === viewParams().toString() && (state.query || state.view === "duplicates");
   if (!same) {
     for (const name of ["tag", "under", "after", "before"]) $(name).value = p.get(name) || "";
+    $("kind").value = ["photo", "video"].includes(p.get("kind")) ? p.get("kind") : "";
     $("sort").value = ["newest", "oldest"].includes(p.get("sort")) ? p.get("sort") : "relevance";
     $("in-captions").checked = p.get("in") === "captions";
     $("crops").checked = p.get("crops") === "1";

@@ -78,11 +78,21 @@ pub struct SampleOptions {
     pub scene: f64,
     /// FFmpeg is stopped when it produces nothing for this long.
     pub stall: Duration,
+    /// Videos longer than this many seconds are decoded keyframes only: decoding every frame of
+    /// a 10-hour video would take over an hour on two cores, and only a few hundred are kept.
+    pub keyframes_after: f64,
 }
 
 impl Default for SampleOptions {
     fn default() -> Self {
-        SampleOptions { interval: 2.0, max_frames: 300, max_side: 448, scene: 0.3, stall: Duration::from_secs(60) }
+        SampleOptions {
+            interval: 2.0,
+            max_frames: 300,
+            max_side: 448,
+            scene: 0.3,
+            stall: Duration::from_secs(60),
+            keyframes_after: 600.0,
+        }
     }
 }
 
@@ -202,7 +212,8 @@ pub fn sampling_interval(duration: f64, options: &SampleOptions) -> f64 {
 }
 
 /// Samples the frames of a video: the first, then one whenever `interval` seconds passed since
-/// the last sampled one or the scene changes, at most `max_frames`; each is handed to
+/// the last sampled one or the scene changes, at most `max_frames` (among its keyframes only,
+/// for a video longer than `keyframes_after`); each is handed to
 /// `on_frame` as it is decoded (which returns `false` to stop early). Returns how many were.
 pub fn sample(
     tools: &Tools,
@@ -217,7 +228,13 @@ pub fn sample(
         "scale={w}:{h},select='eq(n\\,0)+gte(t-prev_selected_t\\,{interval})+gt(scene\\,{})',showinfo",
         options.scene
     );
-    let before = ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "info", "-i"];
+    let mut before = vec!["-nostdin", "-hide_banner", "-nostats", "-loglevel", "info"];
+    if info.duration > options.keyframes_after {
+        // A long video: only its keyframes are decoded (a few seconds apart in camera files),
+        // and sampled among as any frames are.
+        before.extend(["-skip_frame", "nokey"]);
+    }
+    before.push("-i");
     let after = ["-an", "-sn", "-dn", "-vf", &filter, "-fps_mode", "vfr", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"];
     let mut child = spawn(&tools.ffmpeg, &before, path, &after)?;
     let mut stdout = child.stdout.take().expect("piped");

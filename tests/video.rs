@@ -158,6 +158,33 @@ fn a_long_video_is_sampled_within_the_frame_budget() {
 }
 
 #[test]
+fn a_video_longer_than_the_threshold_is_decoded_keyframes_only() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A keyframe every 3 s (75 frames at 25 frames/s), none at scene cuts.
+    let clip = dir.path().join("gop3.mp4");
+    let source = "testsrc=duration=10:size=320x240:rate=25";
+    ffmpeg(
+        &["-f", "lavfi", "-i", source, "-c:v", "libx264", "-g", "75", "-sc_threshold", "0", "-pix_fmt", "yuv420p"]
+            .into_iter()
+            .chain([clip.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    // Short enough: every frame is decoded, sampled every 2 s.
+    let (_, frames) = sampled(&clip, &SampleOptions::default());
+    assert_eq!(times(&frames), [0.0, 2.0, 4.0, 6.0, 8.0]);
+    // Past the threshold: only keyframes, so at least 2 s apart means the next keyframe.
+    let long = SampleOptions { keyframes_after: 5.0, ..Default::default() };
+    let (_, frames) = sampled(&clip, &long);
+    assert_eq!(times(&frames), [0.0, 3.0, 6.0, 9.0]);
+    for f in &frames {
+        assert!(f.image.as_raw() == &ffmpeg_frame(&clip, f.time, 320, 240), "at {} s", f.time);
+    }
+}
+
+#[test]
 fn broken_files_and_missing_tools_are_clear_problems() {
     if !have_ffmpeg() {
         return;

@@ -485,6 +485,28 @@ fn process_batch(
     queue: Option<(&dyn crate::store::WorkQueue, &str)>,
     scanned: bool,
 ) -> Result<Vec<PathBuf>> {
+    // Jobs a process committed and died before ending: the file is stored as queued, so the
+    // job is only ended (and not counted: the scan that queued it counted it).
+    let owned;
+    let chunk = match queue {
+        Some((q, worker)) => {
+            let mut todo = Vec::with_capacity(chunk.len());
+            let mut done = Vec::new();
+            for c in chunk {
+                match store.path_entry(&c.path)? {
+                    Some(e) if e.size == c.size && e.mtime_ns == c.mtime_ns => done.push(c.path.as_path()),
+                    _ => todo.push(c),
+                }
+            }
+            q.finish(worker, &done)?;
+            owned = todo;
+            owned.as_slice()
+        }
+        None => {
+            owned = chunk.iter().collect();
+            owned.as_slice()
+        }
+    };
     let prepared: Vec<Result<Prepared>> =
         chunk.par_iter().map(|c| prepare(store, clip, &options.decode, c, scanned)).collect();
     let prepared: Vec<Prepared> = prepared.into_iter().collect::<Result<_>>()?;

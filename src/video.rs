@@ -224,8 +224,10 @@ pub fn sample(
 ) -> Result<usize, VideoProblem> {
     let (w, h) = scaled_size(info, options.max_side);
     let interval = sampling_interval(info.duration, options);
+    // Selected first, then scaled: scaling every decoded 1080p frame cost more than the
+    // decoding itself (2.5 s against 1.5 s for 20 s of 1080p H.264 here).
     let filter = format!(
-        "scale={w}:{h},select='eq(n\\,0)+gte(t-prev_selected_t\\,{interval})+gt(scene\\,{})',showinfo",
+        "select='eq(n\\,0)+gte(t-prev_selected_t\\,{interval})+gt(scene\\,{})',scale={w}:{h},showinfo",
         options.scene
     );
     let mut before = vec!["-nostdin", "-hide_banner", "-nostats", "-loglevel", "info"];

@@ -589,6 +589,14 @@ fn process_batch(
             continue;
         }
         let path = c.read_from.as_ref().unwrap_or(&c.path);
+        if info.duration > options.video.keyframes_after {
+            tracing::info!(
+                "{}: a video of {:.0} min, sampled among its keyframes (at most {} frames)",
+                c.path.display(),
+                info.duration / 60.0,
+                options.video.max_frames
+            );
+        }
         match videos::embed_video(clip, path, &info, &options.video, options.batch_size)? {
             Ok(embedded) => {
                 if let Some(meta) = record.video.as_mut() {

@@ -2,7 +2,8 @@
 //! Chromium driven through ChromeDriver's WebDriver protocol. Opens the UI, runs a text
 //! search, waits for the thumbnails, opens a detail view, runs "more like this" and a search
 //! by an uploaded and by a dropped image, then the same server with a token (the UI asks for
-//! it once). Screenshots go to `target/e2e/`.
+//! it once). Then a video: found at its moment, shown with its length, played from there.
+//! Screenshots go to `target/e2e/`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
 //! test says so and passes, unless `CLIPDEX_E2E=require` (set by CI) makes that a failure.
@@ -13,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+mod common;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -182,18 +185,7 @@ fn picture(seed: u32) -> image::RgbImage {
 
 #[test]
 fn search_detail_and_more_like_this_in_headless_chromium() {
-    let required = std::env::var("CLIPDEX_E2E").is_ok_and(|v| v == "require");
-    let (Some(chromium), Some(driver)) = (
-        which(&["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]),
-        which(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]),
-    ) else {
-        assert!(
-            !required,
-            "CLIPDEX_E2E=require but chromium or chromedriver is missing (apt install chromium chromium-driver)"
-        );
-        eprintln!("skipped: chromium and chromedriver not installed (apt install chromium chromium-driver)");
-        return;
-    };
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
     let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
 
     // A library of twelve photos, indexed before the server starts: eleven pictures and a
@@ -240,37 +232,7 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
         .expect("a plain word in some caption");
 
     let (server, url) = serve(&db, &[]);
-    let port = free_port();
-    let _driver = Reaped(
-        Command::new(&driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    while ureq::get(&format!("{base}/status")).call().is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "chromedriver did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let profile = tmp.path().join("chromium-profile");
-    let capabilities = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-        "binary": chromium,
-        // The password manager's save prompt would take the keyboard after the token is typed.
-        "prefs": {"credentials_enable_service": false, "profile.password_manager_enabled": false},
-        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 format!("--user-data-dir={}", profile.display()), "--window-size=1280,900"]}}}});
-    let session: Value = ureq::post(&format!("{base}/session")).send_json(capabilities).unwrap().into_json().unwrap();
-    let browser = Browser { base, session: session["value"]["sessionId"].as_str().unwrap().to_string() };
-    struct Quit<'a>(&'a Browser);
-    impl Drop for Quit<'_> {
-        fn drop(&mut self) {
-            let _ = ureq::delete(&format!("{}/session/{}", self.0.base, self.0.session)).call();
-        }
-    }
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
     let _quit = Quit(&browser);
 
     browser.call("POST", "/url", Some(json!({"url": url})));
@@ -555,6 +517,120 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     let scores: Vec<f64> = scores.as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
     assert!(browser.location().contains("rerank=itm"), "{}", browser.location());
+}
+
+/// Ends the WebDriver session when dropped.
+struct Quit<'a>(&'a Browser);
+
+impl Drop for Quit<'_> {
+    fn drop(&mut self) {
+        let _ = ureq::delete(&format!("{}/session/{}", self.0.base, self.0.session)).call();
+    }
+}
+
+/// ChromeDriver started on a free port, and a headless Chromium session through it (its
+/// profile in `tmp`).
+fn open_browser(driver: &Path, chromium: &Path, tmp: &Path) -> (Reaped, Browser) {
+    let port = free_port();
+    let driver = Reaped(
+        Command::new(driver).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while ureq::get(&format!("{base}/status")).call().is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let profile = tmp.join("chromium-profile");
+    let capabilities = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+        "binary": chromium,
+        // The password manager's save prompt would take the keyboard after the token is typed.
+        "prefs": {"credentials_enable_service": false, "profile.password_manager_enabled": false},
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 format!("--user-data-dir={}", profile.display()), "--window-size=1280,900"]}}}});
+    let session: Value = ureq::post(&format!("{base}/session")).send_json(capabilities).unwrap().into_json().unwrap();
+    (driver, Browser { base, session: session["value"]["sessionId"].as_str().unwrap().to_string() })
+}
+
+/// Chromium and ChromeDriver, or `None` (a failure when `CLIPDEX_E2E=require`).
+fn chromium_and_driver() -> Option<(PathBuf, PathBuf)> {
+    let required = std::env::var("CLIPDEX_E2E").is_ok_and(|v| v == "require");
+    let (Some(chromium), Some(driver)) = (
+        which(&["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]),
+        which(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]),
+    ) else {
+        assert!(
+            !required,
+            "CLIPDEX_E2E=require but chromium or chromedriver is missing (apt install chromium chromium-driver)"
+        );
+        eprintln!("skipped: chromium and chromedriver not installed (apt install chromium chromium-driver)");
+        return None;
+    };
+    Some((chromium, driver))
+}
+
+/// A video in the web UI: its card shows the frame that matched and its length, and the detail
+/// view plays it from that moment (the browser fetching it by byte ranges).
+#[test]
+fn a_video_plays_from_the_matching_moment_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    if !common::video::have_ffmpeg() {
+        return;
+    }
+    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    picture(1).save(photos.join("photo.jpg")).unwrap();
+    // A cut between two photos at 3 s, in VP9 (every Chromium build plays it).
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
+    let mp4 = tmp.path().join("cut.mp4");
+    common::video::cut_between(&images.join("astronaut.jpg"), &images.join("coffee.png"), &mp4);
+    let webm = photos.join("cut.webm");
+    common::video::ffmpeg(&["-i", mp4.to_str().unwrap(), "-c:v", "libvpx-vp9", "-b:v", "300k", webm.to_str().unwrap()]);
+    let db = tmp.path().join("db");
+    for args in [&["add", photos.to_str().unwrap()][..], &["index"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .args(["--db", db.to_str().unwrap(), "--model", &model()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (server, url) = serve(&db, &[]);
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+
+    browser.call("POST", "/url", Some(json!({"url": format!("{url}?q=a%20cup&kind=video")})));
+    let badge = browser.wait_for(
+        "the video's card",
+        "const b = document.querySelector('#results .card .badge'); return b ? b.textContent : false",
+    );
+    assert_eq!(badge, "▶ 0:06");
+    assert_eq!(browser.script("return document.querySelectorAll('#results .card').length", json!([])), 1);
+    let src = browser.wait_for(
+        "the matching frame as the thumbnail",
+        "const i = document.querySelector('#results .card img'); return i.complete && i.naturalWidth > 0 && i.src",
+    );
+    let time: f64 = src.as_str().unwrap().split("time=").nth(1).expect("a frame at a time").parse().unwrap();
+    assert!([0.0, 2.0, 3.0, 5.0].contains(&time), "{src}");
+    browser.screenshot(&artefacts.join("video-grid.png"));
+
+    browser.click("#results .card img");
+    let playing = browser.wait_for(
+        "the video ready at the moment that matched",
+        "const v = document.getElementById('detail-video');
+         return !v.hidden && v.readyState >= 1 && [v.currentTime, v.duration]",
+    );
+    let (at, duration) = (playing[0].as_f64().unwrap(), playing[1].as_f64().unwrap());
+    assert!((at - time).abs() < 0.5, "starts at {at} s, matched at {time} s");
+    assert!((duration - 6.0).abs() < 0.2, "{duration}");
+    assert_eq!(browser.script("return document.getElementById('detail-image').hidden", json!([])), true);
+    let meta = browser.script("return document.getElementById('detail-meta').textContent", json!([]));
+    assert!(meta.as_str().unwrap().contains("0:06, vp9"), "{meta}");
+    browser.screenshot(&artefacts.join("video-detail.png"));
+    drop_server(server);
 }
 
 /// Stops a server (killed and waited for, so its database is free again).

@@ -357,6 +357,16 @@ fn videos_are_indexed_beside_photos_and_searches_find_the_moment() {
     let report = common::ok_json(run(&["index", "--json"]));
     assert_eq!((&report["videos"], &report["frames"]), (&1.into(), &1.into()), "{report}");
 
+    // BLIP captions a video by its poster frame.
+    let blip = common::fixtures().join("blip/blip-tiny-captioning");
+    let captions = ["--caption-model", blip.to_str().unwrap(), "caption", "--library", "--max-tokens", "5", "--json"];
+    let report = common::ok_json(run(&captions));
+    assert_eq!(
+        (&report["images"], &report["captioned"], &report["failed"]),
+        (&5.into(), &5.into(), &0.into()),
+        "{report}"
+    );
+
     // Re-indexing with another model samples the videos again and keeps them.
     let other = common::fixtures().join("clip-tiny-p32");
     let out = common::clipdex_on(&db, &other, &["reindex", "--json"]);

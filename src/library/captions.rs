@@ -11,7 +11,7 @@ use super::Library;
 use crate::error::Result;
 use crate::indexer::Progress;
 use crate::models::blip::BlipCaptioner;
-use crate::photo::{DecodeOptions, open_rgb};
+use crate::photo::DecodeOptions;
 use crate::query::captions::{BlendedHit, CaptionIndex, fuse};
 use crate::query::{self, SearchFilter, SearchHit};
 use crate::store::{ImageId, StoredCaption};
@@ -104,13 +104,16 @@ impl Library {
             } else if pause() {
                 break;
             } else {
-                let image = self.store.paths_of(id)?.iter().find_map(|p| match open_rgb(p, &decode) {
-                    Ok(image) => Some(image),
-                    Err(e) => {
-                        tracing::warn!("cannot caption {}: {e}", p.display());
-                        None
-                    }
-                });
+                // A video is captioned by its poster frame.
+                let record = self.store.image(id)?;
+                let image =
+                    self.store.paths_of(id)?.iter().find_map(|p| match self.open_media(record.as_ref()?, p, &decode) {
+                        Ok(image) => Some(image),
+                        Err(e) => {
+                            tracing::warn!("cannot caption {}: {e}", p.display());
+                            None
+                        }
+                    });
                 match image {
                     Some(image) => {
                         let ids = captioner.beam_search(&image, &start, options.beams, options.max_tokens)?;

@@ -1105,9 +1105,24 @@ impl Library {
     /// The upright pixels of indexed image `id`, from the file [`Library::image_file`] hands
     /// out; with `min_side`, a JPEG may be decoded at a reduced DCT scale keeping that many
     /// pixels on its short side.
+    /// A video's pixels are its poster frame's (the frame nearest the mean of its frames).
     pub fn open_indexed(&self, id: ImageId, min_side: Option<u32>) -> Result<image::RgbImage> {
         let path = self.image_file(id)?;
-        open_rgb(&path, &DecodeOptions { max_pixels: self.config.max_pixels, min_side })
+        let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
+        self.open_media(&record, &path, &DecodeOptions { max_pixels: self.config.max_pixels, min_side })
+    }
+
+    /// The pixels of a stored image's file: a photo decoded, a video's poster frame.
+    pub(crate) fn open_media(
+        &self,
+        record: &ImageRecord,
+        path: &Path,
+        decode: &DecodeOptions,
+    ) -> Result<image::RgbImage> {
+        match &record.video {
+            Some(video) => self.frame_image(path, video.poster, u32::MAX),
+            None => open_rgb(path, decode),
+        }
     }
 
     /// Where the library's database is.

@@ -46,6 +46,19 @@ fn lock_key(bytes: &[u8]) -> i32 {
 }
 
 impl PgStore {
+    /// For each of `paths`, whether `statement` (over [`LIVE_LEASE`], returning `path`) gave it
+    /// back: whether `worker` holds its job's lease.
+    fn live_leases(&self, statement: &str, worker: &str, paths: &[&Path]) -> Result<Vec<bool>> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.presence()?;
+        let keys: Vec<Vec<u8>> = paths.iter().map(|p| path_key(p)).collect();
+        let leased: std::collections::HashSet<Vec<u8>> =
+            self.query(statement, &[&keys, &worker, &key])?.iter().map(|r| r.get(0)).collect();
+        Ok(keys.iter().map(|k| leased.contains(k)).collect())
+    }
+
     /// Takes the session advisory lock `(space, key)` on a connection of its own, which holds
     /// it until dropped (or until the process dies); `None` while another session holds it.
     fn lock_on_own_connection(&self, space: i32, key: i32) -> Result<Option<Client>> {
@@ -127,38 +140,11 @@ impl WorkQueue for PgStore {
     }
 
     fn held(&self, worker: &str, paths: &[&Path]) -> Result<Vec<bool>> {
-        if paths.is_empty() {
-            return Ok(Vec::new());
-        }
-        let key = self.presence()?;
-        let keys: Vec<Vec<u8>> = paths.iter().map(|p| path_key(p)).collect();
-        let held: std::collections::HashSet<Vec<u8>> = self
-            .query(
-                "SELECT path FROM jobs WHERE path = ANY($1) AND worker = $2 AND worker_key = $3 AND lease_until > now()",
-                &[&keys, &worker, &key],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        Ok(keys.iter().map(|k| held.contains(k)).collect())
+        self.live_leases(&format!("SELECT path FROM jobs WHERE {LIVE_LEASE}"), worker, paths)
     }
 
     fn finish(&self, worker: &str, paths: &[&Path]) -> Result<Vec<bool>> {
-        if paths.is_empty() {
-            return Ok(Vec::new());
-        }
-        let key = self.presence()?;
-        let keys: Vec<Vec<u8>> = paths.iter().map(|p| path_key(p)).collect();
-        let ended: std::collections::HashSet<Vec<u8>> = self
-            .query(
-                "DELETE FROM jobs WHERE path = ANY($1) AND worker = $2 AND worker_key = $3 AND lease_until > now()
-                 RETURNING path",
-                &[&keys, &worker, &key],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        Ok(keys.iter().map(|k| ended.contains(k)).collect())
+        self.live_leases(&format!("DELETE FROM jobs WHERE {LIVE_LEASE} RETURNING path"), worker, paths)
     }
 
     fn job_counts(&self) -> Result<JobCounts> {
@@ -177,3 +163,6 @@ impl WorkQueue for PgStore {
         })
     }
 }
+
+/// The jobs among `$1` (paths) that worker `$2` (with presence key `$3`) holds a live lease of.
+const LIVE_LEASE: &str = "path = ANY($1) AND worker = $2 AND worker_key = $3 AND lease_until > now()";

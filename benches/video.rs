@@ -56,6 +56,33 @@ fn main() {
         );
     }
 
+    // Ranking the frames of a library's videos for one query (exact scan, best frame per video).
+    for (videos, per_video) in [(100, 100), (1_000, 100), (1_000, 300)] {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut unit = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let frames: Vec<clipdex::Result<(u64, clipdex::store::FrameVector)>> = (0..videos as u64)
+            .flat_map(|v| (0..per_video).map(move |f| (v + 1, f)))
+            .map(|(id, f)| {
+                Ok((id, clipdex::store::FrameVector { time: f as f32, vector: (0..512).map(|_| unit()).collect() }))
+            })
+            .collect();
+        let index = clipdex::ann::FrameIndex::from_frames(frames.into_iter()).expect("an index");
+        let query: Vec<f32> = (0..512).map(|_| unit()).collect();
+        let seconds = common::median_time(21, || {
+            std::hint::black_box(index.top_videos(&query));
+        });
+        println!(
+            "ranking {} frames of {videos} videos (512-d) for one query: {:.2} ms",
+            index.len(),
+            seconds.as_secs_f64() * 1e3
+        );
+    }
+
     // Indexing them end to end, at the precision CLIPDEX_PRECISION names.
     let clip = common::random_vit_b32(&Device::Cpu).expect("the model");
     let mut runs = Vec::new();

@@ -1,4 +1,4 @@
-//! Videos through FFmpeg: clips made by FFmpeg itself (its `testsrc` pattern, and a cut
+//! Videos through FFmpeg: clips made by FFmpeg itself (its `testsrc` pattern, colour bars, a cut
 //! between two fixture photos at a known time), in H.264 and HEVC, with and without rotation
 //! metadata, and broken files. Sampling must give the specified times, and each sampled frame
 //! must be the pixels FFmpeg's own command line decodes at that time. Then the library: videos
@@ -81,6 +81,24 @@ fn frames_are_sampled_every_interval_and_are_ffmpegs_own_pixels() {
         assert!(frames[1].image.as_raw() == &ffmpeg_frame(&clip, 2.0, 160, 120));
         let at = video::frame_at(&Tools::from_env(), &clip, &info, 2.0, 160, Duration::from_secs(30)).unwrap();
         assert!(at.as_raw() == frames[1].image.as_raw(), "frame_at(2 s) is the sampled frame at 2 s");
+    }
+}
+
+#[test]
+fn colour_bars_in_vp9_are_sampled_and_decoded_as_ffmpeg_decodes_them() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("bars.webm");
+    let source = "smptebars=duration=5:size=640x360:rate=30";
+    ffmpeg(&["-f", "lavfi", "-i", source, "-c:v", "libvpx-vp9", "-b:v", "200k", clip.to_str().unwrap()]);
+    let (info, frames) = sampled(&clip, &SampleOptions::default());
+    assert_eq!((info.codec.as_str(), info.width, info.height), ("vp9", 640, 360));
+    assert_eq!(times(&frames), [0.0, 2.0, 4.0]);
+    for f in &frames {
+        assert_eq!(f.image.dimensions(), (448, 252), "scaled to fit 448 px");
+        assert!(f.image.as_raw() == &ffmpeg_frame(&clip, f.time, 448, 252), "at {} s", f.time);
     }
 }
 

@@ -442,8 +442,13 @@ pub struct FrameIndex {
 impl FrameIndex {
     /// Loads every frame of the store's videos.
     pub fn load(store: &Store) -> Result<Self> {
+        Self::from_frames(store.frame_vectors())
+    }
+
+    /// The index of these frames, given by video id then time.
+    pub fn from_frames(frames: impl Iterator<Item = Result<(ImageId, crate::store::FrameVector)>>) -> Result<Self> {
         let mut index = FrameIndex::default();
-        for item in store.frame_vectors() {
+        for item in frames {
             let (id, frame) = item?;
             if index.dim == 0 {
                 index.dim = frame.vector.len();

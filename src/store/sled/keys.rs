@@ -50,12 +50,32 @@ pub(crate) fn vector_from_bytes(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
-/// `generation ++ id`: a video's frames in the `frames` tree (generations as the vector trees).
-pub(crate) fn frames_key(generation: u32, id: ImageId) -> [u8; 12] {
-    let mut k = [0u8; 12];
-    k[..4].copy_from_slice(&generation.to_be_bytes());
-    k[4..].copy_from_slice(&id.to_be_bytes());
+/// The `frames` tree holds, per vector generation (as the vector trees) and video, two entries:
+/// under [`FRAME_COUNTS`] how many frames the video has (a `u32`), so that counting frames and
+/// finding stale generations read no vector, and under [`FRAME_VECTORS`] the frames themselves
+/// ([`frames_bytes`]).
+pub(crate) const FRAME_COUNTS: u8 = b'n';
+pub(crate) const FRAME_VECTORS: u8 = b'v';
+
+/// `part ++ generation`: where the entries of one part ([`FRAME_COUNTS`], [`FRAME_VECTORS`]) of a
+/// generation begin.
+pub(crate) fn frames_prefix(part: u8, generation: u32) -> [u8; 5] {
+    let mut k = [part, 0, 0, 0, 0];
+    k[1..].copy_from_slice(&generation.to_be_bytes());
     k
+}
+
+/// `part ++ generation ++ id`: a video's entry of one part in the `frames` tree.
+pub(crate) fn frames_key(part: u8, generation: u32, id: ImageId) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[..5].copy_from_slice(&frames_prefix(part, generation));
+    k[5..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The generation and video id of a `frames` key.
+pub(crate) fn frames_key_parts(key: &[u8]) -> Option<(u32, ImageId)> {
+    Some((u32::from_be_bytes(key.get(1..5)?.try_into().ok()?), id_from_key(key.get(5..)?)?))
 }
 
 /// A video's frames as one value: their number (`u32`), then each frame's time and vector,

@@ -22,8 +22,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Transactional, Tree};
 
 use keys::{
-    frames_bytes, frames_from_bytes, frames_key, id_from_key, id_key, image_path_key, path_from_key, path_key,
-    vector_bytes, vector_from_bytes,
+    FRAME_COUNTS, FRAME_VECTORS, frames_bytes, frames_from_bytes, frames_key, frames_key_parts, frames_prefix,
+    id_from_key, id_key, image_path_key, path_from_key, path_key, vector_bytes, vector_from_bytes,
 };
 
 use super::{Backend, Failure, FrameVector, ImageId, ImageRecord, PathEntry, Records, StoreCounts};
@@ -44,8 +44,8 @@ pub struct SledStore {
     refs: Tree,
     hashes: Tree,
     vectors: RwLock<VectorTrees>,
-    /// Videos' frames with their vectors, by `generation ++ id` (see [`keys::frames_bytes`]):
-    /// the generations are those of the vector trees.
+    /// Videos' frames with their vectors, and their numbers, by generation (those of the vector
+    /// trees) and video (see [`keys::FRAME_COUNTS`]).
     frames: Tree,
     failures: Tree,
     tags: Tree,
@@ -134,8 +134,8 @@ fn tx_unlink(t: &Tx, path: &Path) -> TxResult<Option<PathEntry>> {
         }
         vectors.remove(&key)?;
         t.next_vectors.remove(&key)?;
-        t.frames.remove(&frames_key(t.generation, entry.id))?;
-        t.frames.remove(&frames_key(t.generation + 1, entry.id))?;
+        tx_set_frames(t.frames, t.generation, entry.id, None)?;
+        tx_set_frames(t.frames, t.generation + 1, entry.id, None)?;
         tags::tx_clear(t.tags, t.tag_index, entry.id)?;
         t.captions.remove(&key)?;
     } else {
@@ -158,6 +158,35 @@ fn tx_relink(t: &Tx, path: &Path, entry: &PathEntry) -> TxResult<()> {
         tx_unlink(t, path)?;
     }
     tx_link(t, path, entry)
+}
+
+/// A video's frames as the `frames` tree stores them: the frames' value and their number.
+type FramesValue = (Vec<u8>, [u8; 4]);
+
+fn frames_value(frames: &[FrameVector]) -> Option<FramesValue> {
+    (!frames.is_empty()).then(|| (frames_bytes(frames), (frames.len() as u32).to_be_bytes()))
+}
+
+/// Inside a transaction: stores a video's frames (and their number) in `generation`, or with
+/// `None` removes them.
+fn tx_set_frames(
+    tree: &TransactionalTree,
+    generation: u32,
+    id: ImageId,
+    frames: Option<&FramesValue>,
+) -> std::result::Result<(), sled::transaction::UnabortableTransactionError> {
+    let (count, vectors) = (frames_key(FRAME_COUNTS, generation, id), frames_key(FRAME_VECTORS, generation, id));
+    match frames {
+        Some((bytes, n)) => {
+            tree.insert(&count, &n[..])?;
+            tree.insert(&vectors, bytes.as_slice())?;
+        }
+        None => {
+            tree.remove(&count)?;
+            tree.remove(&vectors)?;
+        }
+    }
+    Ok(())
 }
 
 fn tx_link(t: &Tx, path: &Path, entry: &PathEntry) -> TxResult<()> {
@@ -491,16 +520,14 @@ impl Backend for SledStore {
         let fresh = self.db.generate_id().map_err(|e| self.err(e))?;
         let record_bytes = json(record);
         let vector = vector_bytes(vector);
-        let frames = (!frames.is_empty()).then(|| frames_bytes(frames));
+        let frames = frames_value(frames);
         self.run_tx("commit image", |t| {
             let id = match t.hashes.get(record.hash.as_bytes())?.and_then(|b| id_from_key(&b)) {
                 Some(existing) => existing,
                 None => {
                     t.images.insert(&id_key(fresh), record_bytes.as_slice())?;
                     t.vectors.insert(&id_key(fresh), vector.as_slice())?;
-                    if let Some(frames) = &frames {
-                        t.frames.insert(&frames_key(t.generation, fresh), frames.as_slice())?;
-                    }
+                    tx_set_frames(t.frames, t.generation, fresh, frames.as_ref())?;
                     t.hashes.insert(record.hash.as_bytes(), &id_key(fresh))?;
                     fresh
                 }
@@ -513,7 +540,7 @@ impl Backend for SledStore {
 
     fn frames_of(&self, id: ImageId) -> Result<Vec<FrameVector>> {
         let generation = self.vectors.read().expect("vector trees lock").generation;
-        match self.frames.get(frames_key(generation, id)).map_err(|e| self.err(e))? {
+        match self.frames.get(frames_key(FRAME_VECTORS, generation, id)).map_err(|e| self.err(e))? {
             Some(b) => frames_from_bytes(&b).ok_or_else(|| self.err(format!("corrupt frames of video {id}"))),
             None => Ok(Vec::new()),
         }
@@ -521,9 +548,9 @@ impl Backend for SledStore {
 
     fn frame_vectors(&self) -> Records<'_, FrameVector> {
         let generation = self.vectors.read().expect("vector trees lock").generation;
-        let items = self.frames.scan_prefix(generation.to_be_bytes()).flat_map(move |kv| {
+        let items = self.frames.scan_prefix(frames_prefix(FRAME_VECTORS, generation)).flat_map(move |kv| {
             let decoded = kv.map_err(|e| self.err(e)).and_then(|(k, v)| {
-                let id = id_from_key(&k[4..]).ok_or_else(|| self.err("corrupt frames key"))?;
+                let (_, id) = frames_key_parts(&k).ok_or_else(|| self.err("corrupt frames key"))?;
                 let frames = frames_from_bytes(&v).ok_or_else(|| self.err(format!("corrupt frames of video {id}")))?;
                 Ok((id, frames))
             });
@@ -599,10 +626,9 @@ impl Backend for SledStore {
     fn counts(&self) -> Result<StoreCounts> {
         let generation = self.vectors.read().expect("vector trees lock").generation;
         let (mut videos, mut frames) = (0, 0);
-        for v in self.frames.scan_prefix(generation.to_be_bytes()).values() {
-            let v = v.map_err(|e| self.err(e))?;
+        for n in self.frames.scan_prefix(frames_prefix(FRAME_COUNTS, generation)).values() {
             videos += 1;
-            frames += v.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes).unwrap_or(0) as u64;
+            frames += u64::from(be_u32(&n.map_err(|e| self.err(e))?));
         }
         Ok(StoreCounts {
             videos,
@@ -655,9 +681,9 @@ impl Backend for SledStore {
                 problems.push(format!("orphan vector {id}"));
             }
         }
-        for k in self.frames.iter().keys() {
+        for k in self.frames.scan_prefix([FRAME_COUNTS]).keys() {
             let k = k.map_err(|e| self.err(e))?;
-            if let Some(id) = k.get(4..).and_then(id_from_key)
+            if let Some((_, id)) = frames_key_parts(&k)
                 && self.image(id)?.is_none()
             {
                 problems.push(format!("frames of missing video {id}"));

@@ -7,8 +7,8 @@
 use sled::Transactional;
 use sled::transaction::TransactionError;
 
-use super::keys::{frames_bytes, frames_key, id_from_key, id_key, vector_bytes};
-use super::{SledStore, be_u32, json, parse, vector_tree_name};
+use super::keys::{FRAME_COUNTS, frames_key_parts, frames_prefix, id_from_key, id_key, vector_bytes};
+use super::{SledStore, be_u32, frames_value, json, parse, tx_set_frames, vector_tree_name};
 use crate::error::{Error, Result};
 use crate::store::{Backend, FrameVector, ImageId, ReindexStore, ReindexTarget};
 
@@ -74,17 +74,14 @@ impl ReindexStore for SledStore {
             (trees.next.clone(), trees.generation + 1)
         };
         let bytes = vector_bytes(vector);
-        let frames = (!frames.is_empty()).then(|| frames_bytes(frames));
+        let frames = frames_value(frames);
         (&self.images, &next, &self.frames)
             .transaction(|(images, next, frames_tree)| {
                 if images.get(id_key(id))?.is_none() {
                     return Ok(false);
                 }
                 next.insert(&id_key(id), bytes.as_slice())?;
-                match &frames {
-                    Some(f) => frames_tree.insert(&frames_key(generation, id), f.as_slice())?,
-                    None => frames_tree.remove(&frames_key(generation, id))?,
-                };
+                tx_set_frames(frames_tree, generation, id, frames.as_ref())?;
                 Ok(true)
             })
             .map_err(|e: TransactionError<String>| self.err(format!("store a vector: {e}")))
@@ -142,21 +139,33 @@ impl SledStore {
                 self.db.drop_tree(name.as_bytes()).map_err(|e| self.err(e))?;
             }
         }
-        for k in self.frames.iter().keys() {
+        // Found by their counts, so that no vector is read.
+        for k in self.frames.scan_prefix([FRAME_COUNTS]).keys() {
             let k = k.map_err(|e| self.err(e))?;
-            let g = be_u32(k.get(..4).unwrap_or_default());
-            if g != generation && g != generation + 1 {
-                self.frames.remove(k).map_err(|e| self.err(e))?;
+            match frames_key_parts(&k) {
+                Some((g, id)) if g != generation && g != generation + 1 => self.remove_frames(g, id)?,
+                Some(_) => {}
+                None => drop(self.frames.remove(k).map_err(|e| self.err(e))?),
             }
         }
         Ok(())
     }
 
+    /// Removes a video's frames (vectors and count together) in `generation`.
+    fn remove_frames(&self, generation: u32, id: ImageId) -> Result<()> {
+        self.frames
+            .transaction(|frames| Ok(tx_set_frames(frames, generation, id, None)?))
+            .map_err(|e: TransactionError<()>| self.err(format!("remove frames: {e:?}")))
+    }
+
     /// Removes the frames of one vector generation (a re-indexing abandoned, or the old model's
     /// once the switch is made).
     fn drop_frames_of_generation(&self, generation: u32) -> Result<()> {
-        for k in self.frames.scan_prefix(generation.to_be_bytes()).keys() {
-            self.frames.remove(k.map_err(|e| self.err(e))?).map_err(|e| self.err(e))?;
+        for k in self.frames.scan_prefix(frames_prefix(FRAME_COUNTS, generation)).keys() {
+            let k = k.map_err(|e| self.err(e))?;
+            if let Some((_, id)) = frames_key_parts(&k) {
+                self.remove_frames(generation, id)?;
+            }
         }
         Ok(())
     }

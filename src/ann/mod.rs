@@ -429,7 +429,8 @@ mod tests {
 
 /// Every stored video frame's vector, by video: what finds the moment in a video. Scanned
 /// exactly (a library's frames number in the tens of thousands where its photos may number in
-/// the hundreds of thousands: ~1 ms per 10,000 frames here).
+/// the hundreds of thousands: 0.24 ms for 10,000 frames, 18.7 ms for 300,000 on this project's
+/// 2 cores, `cargo bench --bench video`).
 #[derive(Debug, Default, Clone)]
 pub struct FrameIndex {
     data: Vec<f32>,

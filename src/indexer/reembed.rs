@@ -101,7 +101,7 @@ fn reembed_video(
             }
         }
         let tools = crate::video::Tools::from_env();
-        let sampled = crate::video::probe(&tools, &path, std::time::Duration::from_secs(30))
+        let sampled = crate::video::probe(&tools, &path, super::videos::PROBE_LIMIT)
             .map(|info| super::videos::embed_video(clip, &path, &info, &options.video, options.batch_size));
         match sampled {
             Ok(embedded) => match embedded? {

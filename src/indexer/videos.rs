@@ -9,7 +9,6 @@
 //! Whatever FFmpeg cannot do with a file (no FFmpeg, no video stream, corrupt, stalled) is a
 //! recorded failure with FFmpeg's reason; the pass goes on.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -24,8 +23,8 @@ use crate::video::{self, SampleOptions, Tools, VideoInfo, VideoProblem};
 /// Video file extensions the indexer looks at (case-insensitive).
 pub const VIDEO_EXTENSIONS: &[&str] = &["mp4", "mov", "m4v", "mkv", "webm", "avi", "3gp"];
 
-/// How long `ffprobe` may take on one file.
-const PROBE_LIMIT: Duration = Duration::from_secs(30);
+/// How long `ffprobe` may take on one file (and `ffmpeg` to give one frame).
+pub(crate) const PROBE_LIMIT: Duration = Duration::from_secs(30);
 
 pub(crate) fn is_video_file(path: &Path) -> bool {
     path.extension()
@@ -35,19 +34,9 @@ pub(crate) fn is_video_file(path: &Path) -> bool {
 
 /// blake3 of a file read in pieces (a video need not fit in memory), and its length.
 pub(crate) fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hasher.finalize().to_hex().to_string(), size))
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok((hasher.finalize().to_hex().to_string(), hasher.count()))
 }
 
 /// The cheap part of a video's indexing, run beside the photos' decoding: its hash (a stored
@@ -135,7 +124,7 @@ pub fn embed_video(
     if vectors.is_empty() {
         return Ok(Err(VideoProblem::Unreadable("FFmpeg decoded no frame".into())));
     }
-    let vector = normalised_mean(&vectors);
+    let vector = crate::query::tags::mean_direction(&vectors);
     let poster = vectors
         .iter()
         .map(|v| crate::ann::dot(v, &vector))
@@ -145,20 +134,4 @@ pub fn embed_video(
         .unwrap_or(0.0);
     let frames = times.iter().zip(vectors).map(|(&t, vector)| FrameVector { time: t as f32, vector }).collect();
     Ok(Ok(EmbeddedVideo { frames, vector, poster }))
-}
-
-/// The mean of unit vectors, normalised again (the direction they share).
-pub fn normalised_mean(vectors: &[Vec<f32>]) -> Vec<f32> {
-    let dim = vectors.first().map_or(0, Vec::len);
-    let mut mean = vec![0f32; dim];
-    for v in vectors {
-        for (m, x) in mean.iter_mut().zip(v) {
-            *m += x;
-        }
-    }
-    let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        mean.iter_mut().for_each(|x| *x /= norm);
-    }
-    mean
 }

@@ -416,37 +416,31 @@ impl Library {
         let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: Some(LOCATE_SIDE / 2) };
         hits.iter()
             .map(|hit| {
-                if let query::Media::Video { time, .. } = hit.media {
-                    // A video: located in the frame that matched.
-                    let frame = match self.frame_image(&hit.path, time, LOCATE_SIDE) {
-                        Ok(f) => f,
-                        Err(e) => {
-                            tracing::warn!("cannot locate {text:?} in {}: {e}", hit.path.display());
-                            return Ok(None);
+                // What CLIPSeg looks at (at most LOCATE_SIDE) and the full upright size its
+                // regions are scaled to: a video's frame that matched, or the photo.
+                let pixels = match hit.media {
+                    query::Media::Video { time, .. } => match self.frame_image(&hit.path, time, LOCATE_SIDE) {
+                        Ok(frame) => {
+                            let full = self.store.image(hit.id)?.map_or(frame.dimensions(), |r| (r.width, r.height));
+                            Ok((frame, full))
                         }
-                    };
-                    let full = match self.store.image(hit.id)? {
-                        Some(r) => (r.width, r.height),
-                        None => frame.dimensions(),
-                    };
-                    let found = segment_photo(&segmenter, &frame, &[Prompt::Text(text)], options)?;
-                    let best = found.into_iter().next().and_then(|s| best_region(&s.regions).cloned());
-                    return Ok(best.map(|r| scale_region(r, frame.dimensions(), full)));
-                }
-                let photo = match crate::photo::read_image_file(&hit.path, decode.max_pixels)
-                    .map_err(|p| p.to_string())
-                    .and_then(|bytes| crate::photo::decode_photo(&bytes, &decode).map_err(|p| p.to_string()))
-                {
+                        Err(e) => Err(e.to_string()),
+                    },
+                    query::Media::Photo => crate::photo::read_image_file(&hit.path, decode.max_pixels)
+                        .and_then(|bytes| crate::photo::decode_photo(&bytes, &decode))
+                        .map(|photo| (shrink(&photo.image, LOCATE_SIDE), (photo.width, photo.height)))
+                        .map_err(|p| p.to_string()),
+                };
+                let (small, full) = match pixels {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::warn!("cannot locate {text:?} in {}: {e}", hit.path.display());
                         return Ok(None);
                     }
                 };
-                let small = shrink(&photo.image, LOCATE_SIDE);
                 let found = segment_photo(&segmenter, &small, &[Prompt::Text(text)], options)?;
                 let best = found.into_iter().next().and_then(|s| best_region(&s.regions).cloned());
-                Ok(best.map(|r| scale_region(r, small.dimensions(), (photo.width, photo.height))))
+                Ok(best.map(|r| scale_region(r, small.dimensions(), full)))
             })
             .collect()
     }
@@ -1198,7 +1192,7 @@ impl Library {
     /// The upright frame a video file shows at `time`, scaled down to fit `max_side`.
     fn frame_image(&self, source: &Path, time: f64, max_side: u32) -> Result<image::RgbImage> {
         let tools = crate::video::Tools::from_env();
-        let limit = std::time::Duration::from_secs(30);
+        let limit = indexer::videos::PROBE_LIMIT;
         let problem = |p: crate::video::VideoProblem| Error::Invalid(format!("{}: {p}", source.display()));
         let info = crate::video::probe(&tools, source, limit).map_err(problem)?;
         crate::video::frame_at(&tools, source, &info, time, max_side, limit).map_err(problem)

@@ -104,7 +104,9 @@ pub fn embed_labels<S: AsRef<str>>(clip: &ClipEmbedder, labels: &[String], templ
     Ok(embedded.chunks(templates.len()).map(mean_direction).collect())
 }
 
-fn mean_direction(group: &[Embedding]) -> Embedding {
+/// The mean of unit vectors, normalised again: the direction they share (a label's prompts, a
+/// video's frames).
+pub fn mean_direction(group: &[Embedding]) -> Embedding {
     let mut mean = vec![0f32; group[0].len()];
     for e in group {
         mean.iter_mut().zip(e).for_each(|(m, x)| *m += x / group.len() as f32);

@@ -8,7 +8,11 @@
 //! - ITM re-ranking (`blip-itm-base-coco`): one query against the top 10 and top 50 results
 //!   (photos already decoded, encoded 8 at a time).
 //!
-//!     cargo bench --bench caption [-- RUNS]
+//! "per s" counts images for the encoder and ITM rows, captions or answers for the others. With
+//! `CLIPDEX_TORCH_PYTHON` set, transformers runs the same rows in the same run
+//! (`tools/bench_models_torch.py blip`) and the speed-ups are printed.
+//!
+//!     [CLIPDEX_TORCH_PYTHON=~/venv-ref/bin/python] [CLIPDEX_PRECISION=bf16] cargo bench --bench caption [-- RUNS]
 
 mod common;
 
@@ -26,8 +30,10 @@ fn main() -> clipdex::Result<()> {
         rayon::current_num_threads()
     );
     println!("{:<44} {:>10} {:>10}", "", "ms", "per s");
-    let row = |name: &str, d: std::time::Duration, per: f64| {
+    let mut rows = Vec::new();
+    let mut row = |name: &str, d: std::time::Duration, per: f64| {
         println!("{name:<44} {:>10.0} {:>10.2}", d.as_secs_f64() * 1e3, per / d.as_secs_f64());
+        rows.push((name.to_string(), d));
     };
 
     let cap = common::random_blip_captioning(&Device::Cpu)?;
@@ -40,7 +46,7 @@ fn main() -> clipdex::Result<()> {
     let d = median_time(runs, || {
         cap.encoder().encode_batch(&eight).unwrap();
     });
-    row("image encoder, batch of 8 (images/s)", d, 8.0);
+    row("image encoder, batch of 8", d, 8.0);
     for (beams, tokens) in [(1, 10), (1, 20), (3, 10), (3, 20)] {
         let d = median_time(runs, || {
             cap.beam_search(&photo, &start, beams, tokens).unwrap();
@@ -72,7 +78,8 @@ fn main() -> clipdex::Result<()> {
         let d = median_time(if top > 10 { 1 } else { runs }, || {
             itm.score_images(&images, "a dog running on the beach").unwrap();
         });
-        row(&format!("re-rank top {top} with ITM (images/s)"), d, top as f64);
+        row(&format!("re-rank top {top} with ITM"), d, top as f64);
     }
+    common::compare_with_torch("blip", runs, &rows);
     Ok(())
 }

@@ -2,7 +2,15 @@
 //! weights): images per second with one prompt and with five (the image is encoded once and
 //! the five prompts share its activations), and where the time goes.
 //!
-//!     cargo bench --bench segment [-- RUNS]
+//! CLIPSeg runs in f32 whatever `--precision` says: at bf16 its fixtures' probabilities moved
+//! by up to 5.4/255 (the gate is 2/255), with either the attention or the MLP products alone
+//! in bf16 too.
+//!
+//! With `CLIPDEX_TORCH_PYTHON` set, transformers runs the same rows in the same run
+//! (`tools/bench_models_torch.py clipseg`; it has no way to share one vision pass among
+//! prompts, so its five prompts repeat the photo) and the speed-ups are printed.
+//!
+//!     [CLIPDEX_TORCH_PYTHON=~/venv-ref/bin/python] cargo bench --bench segment [-- RUNS]
 
 mod common;
 
@@ -41,13 +49,16 @@ fn main() -> clipdex::Result<()> {
         clipdex::segment::segment_photo(&seg, &photo, &one, &Default::default()).unwrap();
     });
     println!("{:<40} {:>10} {:>10}", "", "ms", "images/s");
-    let row = |name: &str, d: std::time::Duration| {
+    let mut rows = Vec::new();
+    let mut row = |name: &str, d: std::time::Duration| {
         println!("{name:<40} {:>10.1} {:>10.2}", d.as_secs_f64() * 1e3, 1.0 / d.as_secs_f64());
+        rows.push((name.to_string(), d));
     };
     row("preprocess (512x512 -> 352x352)", pre);
     row("1 prompt", t1);
     row("5 prompts (one vision pass)", t5);
     row("1 prompt + map at 512x512 + regions", regions);
     println!("per extra prompt: {:.1} ms", (t5.as_secs_f64() - t1.as_secs_f64()) / 4.0 * 1e3);
+    common::compare_with_torch("clipseg", runs, &rows);
     Ok(())
 }

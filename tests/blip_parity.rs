@@ -117,6 +117,40 @@ fn beam_search_matches_the_reference() {
 }
 
 #[test]
+fn captioning_a_batch_gives_each_image_its_reference_caption() {
+    // Every golden case, batched by beams and prompt: one encoder pass and the searches of all
+    // the batch's images advanced together must give each image the reference's ids.
+    let dir = fixtures().join("blip");
+    let cap = BlipCaptioner::load(dir.join("blip-tiny-captioning").to_str().unwrap(), &Device::Cpu).unwrap();
+    let golden = golden("blip-tiny-captioning");
+    let max_new = golden["max_new_tokens"].as_u64().unwrap() as usize;
+    let mut batches = 0;
+    for beams in [1, 3] {
+        for prompted in [false, true] {
+            let cases: Vec<&serde_json::Value> = golden["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["beams"] == beams && c["prompted"] == prompted)
+                .collect();
+            let images: Vec<image::RgbImage> = cases.iter().map(|c| photo(c["image"].as_str().unwrap())).collect();
+            let start = cap.start_ids(prompted.then(|| golden["prompt"].as_str().unwrap())).unwrap();
+            let ours = cap.caption_batch(&images, &start, beams, max_new).unwrap();
+            assert_eq!(ours.len(), cases.len());
+            for (ids, case) in ours.iter().zip(&cases) {
+                let expected: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+                assert_eq!(ids, &expected, "{} in a batch of {}", case["key"], cases.len());
+            }
+            // Captions of different lengths in one batch: the searches end independently.
+            let lengths: std::collections::BTreeSet<usize> = ours.iter().map(Vec::len).collect();
+            batches += usize::from(cases.len() > 1 && lengths.len() > 1);
+        }
+    }
+    assert!(batches > 0, "no batch mixed caption lengths: the independent ends are untested");
+    assert!(cap.caption_batch(&[], &[0], 3, 5).unwrap().is_empty());
+}
+
+#[test]
 fn the_caption_command_prints_the_reference_captions() {
     let dir = fixtures().join("blip");
     let golden: serde_json::Value =

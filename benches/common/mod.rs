@@ -117,3 +117,60 @@ pub fn random_blip_itm(device: &Device) -> clipdex::Result<clipdex::models::blip
     Ok(BlipMatcher::from_parts(&BlipConfig::captioning_base(), random_vb(device), blip_tokenizer()?, device)?
         .with_precision(precision()))
 }
+
+/// With `CLIPDEX_TORCH_PYTHON` set (a Python with torch and transformers): transformers' times
+/// for the rows of `ours` that `tools/bench_models_torch.py MODEL` also measures, in fp32 and,
+/// when clipdex runs at bf16, under bf16 autocast too, printed beside clipdex's with the
+/// speed-ups (PyTorch's time / clipdex's).
+pub fn compare_with_torch(model: &str, runs: usize, ours: &[(String, Duration)]) {
+    let Ok(python) = std::env::var("CLIPDEX_TORCH_PYTHON") else { return };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_models_torch.py");
+    let threads = rayon::current_num_threads().to_string();
+    let mut modes = vec![("fp32", false)];
+    if precision().effective() == clipdex::models::precision::Precision::Bf16 {
+        modes.push(("bf16 autocast", true));
+    }
+    let mut columns = Vec::new();
+    for (label, bf16) in &modes {
+        let mut cmd = std::process::Command::new(&python);
+        cmd.arg(&script).arg(model).args(["--threads", &threads, "--runs", &runs.to_string()]);
+        if *bf16 {
+            cmd.arg("--bf16");
+        }
+        let out = match cmd.output() {
+            Ok(out) if out.status.success() => out,
+            Ok(out) => return eprintln!("the PyTorch side failed:\n{}", String::from_utf8_lossy(&out.stderr)),
+            Err(e) => return eprintln!("cannot run the PyTorch side: {e}"),
+        };
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(header) = text.lines().next() {
+            println!("{header}");
+        }
+        let prefix = format!("torch {model}, ");
+        let times: std::collections::HashMap<String, f64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix)?.rsplit_once(": "))
+            .filter_map(|(name, ms)| Some((name.to_string(), ms.trim_end_matches(" ms").parse().ok()?)))
+            .collect();
+        columns.push((*label, times));
+    }
+    print!("{:<44} {:>10}", "same run, ms", "clipdex");
+    for (label, _) in &columns {
+        print!(" {:>14} {:>8}", format!("torch {label}"), "speed-up");
+    }
+    println!();
+    for (name, ours) in ours {
+        let ours = ours.as_secs_f64() * 1e3;
+        if !columns.iter().any(|(_, t)| t.contains_key(name)) {
+            continue;
+        }
+        print!("{name:<44} {ours:>10.0}");
+        for (_, times) in &columns {
+            match times.get(name) {
+                Some(theirs) => print!(" {theirs:>14.0} {:>7.2}x", theirs / ours),
+                None => print!(" {:>14} {:>8}", "-", ""),
+            }
+        }
+        println!();
+    }
+}

@@ -16,6 +16,18 @@ use crate::query::captions::{BlendedHit, CaptionIndex, fuse};
 use crate::query::{self, SearchFilter, SearchHit};
 use crate::store::{ImageId, StoredCaption};
 
+/// Photos captioned together: one encoder pass, their decoders' steps shared (see
+/// [`BlipCaptioner::caption_batch`]). Eight keeps the decoding rows (8 × 3 beams) within the
+/// few-rows kernel's reach and the batch's decoded photos small.
+pub const CAPTION_BATCH: usize = 8;
+
+/// Some images to caption (`None`: none of its files could be read), after `unchanged`
+/// images already captioned with the run's settings.
+struct PhotoBatch {
+    unchanged: u64,
+    photos: Vec<(ImageId, Option<image::RgbImage>)>,
+}
+
 /// The setting holding how new photos are captioned (stored by `caption --library`).
 pub(crate) const CAPTION_SETTING: &str = "caption";
 
@@ -81,8 +93,10 @@ impl Library {
         self.caption_images(captioner, options, progress, &|| false)
     }
 
-    /// Captions every image not yet captioned with `options`, asking `pause` between images:
-    /// when it says so, the run ends early (what was captioned is kept).
+    /// Captions every image not yet captioned with `options`, [`CAPTION_BATCH`] at a time,
+    /// asking `pause` before each batch: when it says so, the run ends early (what was
+    /// captioned is kept). The next batch's photos are decoded on another thread while the
+    /// model captions this one.
     fn caption_images(
         &self,
         captioner: &BlipCaptioner,
@@ -92,43 +106,99 @@ impl Library {
     ) -> Result<CaptionReport> {
         let fingerprint = options.fingerprint();
         let start = captioner.start_ids(options.prompt.as_deref())?;
-        let decode =
-            DecodeOptions { max_pixels: self.config.max_pixels, min_side: Some(2 * captioner.encoder().input_side()) };
         let ids: Vec<ImageId> = self.store.images().map(|r| r.map(|(id, _)| id)).collect::<Result<_>>()?;
         let mut report = CaptionReport { images: ids.len() as u64, ..Default::default() };
         progress(0, report.images);
-        for (done, &id) in ids.iter().enumerate() {
-            if self.store.caption_of(id)?.is_some_and(|c| crate::store::settings_as_stored(&c.settings) == fingerprint)
-            {
-                report.unchanged += 1;
-            } else if pause() {
-                break;
-            } else {
-                // A video is captioned by its poster frame.
-                let record = self.store.image(id)?;
-                let image =
-                    self.store.paths_of(id)?.iter().find_map(|p| match self.open_media(record.as_ref()?, p, &decode) {
-                        Ok(image) => Some(image),
-                        Err(e) => {
-                            tracing::warn!("cannot caption {}: {e}", p.display());
-                            None
-                        }
-                    });
-                match image {
-                    Some(image) => {
-                        let ids = captioner.beam_search(&image, &start, options.beams, options.max_tokens)?;
-                        let caption = StoredCaption::new(&captioner.decode(&ids)?, &fingerprint);
-                        if self.store.set_caption(id, &caption)? {
-                            report.captioned += 1;
-                        }
+        let mut done = 0u64;
+        std::thread::scope(|scope| -> Result<()> {
+            let (batches, received) = std::sync::mpsc::sync_channel::<Result<PhotoBatch>>(1);
+            let fingerprint = &fingerprint;
+            let ids = &ids;
+            scope.spawn(move || {
+                for batch in self.photo_batches(ids, fingerprint, 2 * captioner.encoder().input_side()) {
+                    let failed = batch.is_err();
+                    if batches.send(batch).is_err() || failed {
+                        return;
                     }
-                    None => report.failed += 1,
+                }
+            });
+            for batch in received {
+                let PhotoBatch { unchanged, photos } = batch?;
+                report.unchanged += unchanged;
+                done += unchanged;
+                progress(done, report.images);
+                if photos.is_empty() {
+                    continue;
+                }
+                if pause() {
+                    break;
+                }
+                let total = photos.len() as u64;
+                let (ids, images): (Vec<ImageId>, Vec<image::RgbImage>) =
+                    photos.into_iter().filter_map(|(id, image)| Some((id, image?))).unzip();
+                report.failed += total - images.len() as u64;
+                done += total - images.len() as u64;
+                let captions = captioner.caption_batch(&images, &start, options.beams, options.max_tokens)?;
+                for (id, caption_ids) in ids.into_iter().zip(captions) {
+                    let caption = StoredCaption::new(&captioner.decode(&caption_ids)?, fingerprint);
+                    if self.store.set_caption(id, &caption)? {
+                        report.captioned += 1;
+                    }
+                    done += 1;
+                    progress(done, report.images);
                 }
             }
-            progress(done as u64 + 1, report.images);
-        }
+            Ok(())
+        })?;
         self.store.flush()?;
         Ok(report)
+    }
+
+    /// The images of `ids` to caption, decoded (at least `min_side` pixels on the short side),
+    /// [`CAPTION_BATCH`] at a time, each batch with the count of images before it that are
+    /// already captioned with `fingerprint`. A video is captioned by its poster frame; an
+    /// image none of whose files can be read comes as `None`.
+    fn photo_batches<'a>(
+        &'a self,
+        ids: &'a [ImageId],
+        fingerprint: &'a str,
+        min_side: u32,
+    ) -> impl Iterator<Item = Result<PhotoBatch>> + 'a {
+        let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: Some(min_side) };
+        let mut rest = ids.iter();
+        std::iter::from_fn(move || {
+            let mut unchanged = 0;
+            let mut todo = Vec::with_capacity(CAPTION_BATCH);
+            for &id in rest.by_ref() {
+                match self.store.caption_of(id) {
+                    Ok(Some(c)) if crate::store::settings_as_stored(&c.settings) == fingerprint => unchanged += 1,
+                    Ok(_) => todo.push(id),
+                    Err(e) => return Some(Err(e)),
+                }
+                if todo.len() == CAPTION_BATCH {
+                    break;
+                }
+            }
+            if unchanged == 0 && todo.is_empty() {
+                return None;
+            }
+            use rayon::prelude::*;
+            let photos = todo.par_iter().map(|&id| Ok((id, self.open_any(id, &decode)?))).collect::<Result<Vec<_>>>();
+            Some(photos.map(|photos| PhotoBatch { unchanged, photos }))
+        })
+    }
+
+    /// The image `id` from the first of its files that opens (a video's poster frame), or
+    /// `None` when none does (each failure logged).
+    fn open_any(&self, id: ImageId, decode: &DecodeOptions) -> Result<Option<image::RgbImage>> {
+        let Some(record) = self.store.image(id)? else { return Ok(None) };
+        Ok(self.store.paths_of(id)?.iter().find_map(|p| match self.open_media(&record, p, decode) {
+            Ok(image) => Some(image),
+            Err(e) => {
+                tracing::warn!("cannot caption {}: {e}", p.display());
+                None
+            }
+        }))
     }
 
     /// How new photos are captioned, when captioning is on for the library.

@@ -159,6 +159,32 @@ impl BertAttention {
     /// `LN(out(attention(xs → (k, v))) + xs)`. `xs` may have batch 1 against a batched source
     /// (one text against several images: it is broadcast), or a batch against a source of
     /// batch 1 (beams attending to one image).
+    /// Cross-attention for consecutive runs of sequences, each run against its own source of
+    /// batch 1 (several images' beams decoded together): the projections run once over every
+    /// row, attention per run.
+    fn forward_groups(&self, xs: &Tensor, groups: &[(&(Tensor, Tensor), usize)]) -> CResult<Tensor> {
+        let (n, s, d) = xs.dims3()?;
+        if groups.iter().map(|g| g.1).sum::<usize>() != n {
+            candle_core::bail!("cross-attention groups do not cover the {n} sequences");
+        }
+        let (h, hd) = (self.heads, d / self.heads);
+        let q = self.query.forward(xs, None)?;
+        let mut contexts = Vec::with_capacity(groups.len());
+        let mut first = 0;
+        for &((k, v), rows) in groups {
+            if k.dim(0)? != 1 {
+                candle_core::bail!("a cross-attention group's source must have batch 1");
+            }
+            // The run's queries as one row block against the source, as `forward_kv` does.
+            let q = q.narrow(0, first, rows)?.reshape((1, rows * s, h, hd))?.transpose(1, 2)?.contiguous()?;
+            let probs = candle_nn::ops::softmax_last_dim(&(q.matmul(&k.t()?)? / (hd as f64).sqrt())?)?;
+            contexts.push(probs.matmul(v)?.transpose(1, 2)?.reshape((rows, s, d))?);
+            first += rows;
+        }
+        let context = Tensor::cat(&contexts, 0)?;
+        self.ln.forward(&(self.out.forward(&context, None)? + xs)?)
+    }
+
     fn forward_kv(&self, xs: &Tensor, (k, v): &(Tensor, Tensor)) -> CResult<Tensor> {
         let (n, s, d) = xs.dims3()?;
         let b = k.dim(0)?;
@@ -193,13 +219,14 @@ impl BertLayer {
         xs: &Tensor,
         causal: bool,
         mask: Option<&Tensor>,
-        source: Option<&(Tensor, Tensor)>,
+        sources: &[(&(Tensor, Tensor), usize)],
     ) -> CResult<Tensor> {
         let xs = self.attention.forward(xs, causal, mask)?;
-        let xs = match (source, &self.cross) {
-            (Some(kv), Some(cross)) => cross.forward_kv(&xs, kv)?,
-            (Some(_), None) => candle_core::bail!("this text model has no cross-attention"),
-            (None, _) => xs,
+        let xs = match (sources, &self.cross) {
+            ([], _) => xs,
+            ([(kv, _)], Some(cross)) => cross.forward_kv(&xs, kv)?,
+            (groups, Some(cross)) => cross.forward_groups(&xs, groups)?,
+            (_, None) => candle_core::bail!("this text model has no cross-attention"),
         };
         let hidden = self.intermediate.forward(&xs, Some(self.act))?;
         self.ln.forward(&(self.output.forward(&hidden, None)? + &xs)?)
@@ -305,6 +332,21 @@ impl BertStack {
     /// The states `[n, s, d]` of `n` sequences of equal length `s` (beams), against a source
     /// of batch 1 or `n`.
     pub fn forward_batch(&self, seqs: &[&[u32]], causal: bool, source: Option<&SourceKeysValues>) -> CResult<Tensor> {
+        match source {
+            Some(source) => self.forward_grouped(seqs, causal, &[(source, seqs.len())]),
+            None => self.forward_grouped(seqs, causal, &[]),
+        }
+    }
+
+    /// The states `[n, s, d]` of `n` sequences of equal length `s`, in consecutive runs each
+    /// attending to its own source (`(source, sequences in the run)`; one run may also be a
+    /// source of batch `n`), or to none when `groups` is empty.
+    pub fn forward_grouped(
+        &self,
+        seqs: &[&[u32]],
+        causal: bool,
+        groups: &[(&SourceKeysValues, usize)],
+    ) -> CResult<Tensor> {
         let (n, s) = (seqs.len(), seqs.first().map_or(0, |x| x.len()));
         if s == 0 || s > self.max_tokens() {
             candle_core::bail!("{s} tokens: the text model takes 1 to {}", self.max_tokens());
@@ -315,7 +357,8 @@ impl BertStack {
         let flat: Vec<u32> = seqs.iter().flat_map(|x| x.iter().copied()).collect();
         let mut xs = self.embed(&flat, n, s)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            xs = layer.forward(&xs, causal, None, source.map(|kv| &kv.0[i]))?;
+            let sources: Vec<(&(Tensor, Tensor), usize)> = groups.iter().map(|(kv, n)| (&kv.0[i], *n)).collect();
+            xs = layer.forward(&xs, causal, None, &sources)?;
         }
         Ok(xs)
     }
@@ -350,7 +393,7 @@ impl BertStack {
         let keep = Tensor::from_vec(keep, (n, s), device)?;
         let mut xs = self.embed(&flat, n, s)?;
         for layer in &self.layers {
-            xs = layer.forward(&xs, false, mask.as_ref(), None)?;
+            xs = layer.forward(&xs, false, mask.as_ref(), &[])?;
         }
         Ok((xs, keep))
     }

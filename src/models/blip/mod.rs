@@ -373,6 +373,39 @@ impl BlipCaptioner {
         Ok(text::beam_search(&self.decoder, &source, start, self.sep, beams, max_new)?)
     }
 
+    /// Captions several images: one encoder pass over all of them, then their beam searches
+    /// advanced together (see [`text::beam_search_many`]); each caption is the one
+    /// [`Self::caption_states`] makes from the same states. Returns each caption's ids, `start`
+    /// included, in order.
+    pub fn caption_batch(
+        &self,
+        images: &[RgbImage],
+        start: &[u32],
+        beams: usize,
+        max_new: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let states = self.encoder.encode_batch(images)?;
+        self.caption_states_batch(&states, start, beams, max_new)
+    }
+
+    /// [`Self::caption_batch`] from the image encoder's states `[b, t, d]`.
+    pub fn caption_states_batch(
+        &self,
+        states: &candle_core::Tensor,
+        start: &[u32],
+        beams: usize,
+        max_new: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        let sources = (0..states.dim(0)?)
+            .map(|i| self.decoder.source_keys_values(&states.narrow(0, i, 1)?))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let sources: Vec<&text::SourceKeysValues> = sources.iter().collect();
+        Ok(text::beam_search_many(&self.decoder, &sources, start, self.sep, beams, max_new)?)
+    }
+
     /// The caption's text from its ids (special tokens dropped).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         decode(&self.tokenizer, ids)

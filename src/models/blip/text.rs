@@ -63,7 +63,13 @@ impl BlipTextDecoder {
     /// Logits `[n, vocab]` of the token after each of `n` sequences of equal length (beams),
     /// in one pass: the weights are read once for all of them.
     pub fn next_logits_batch(&self, seqs: &[&[u32]], source: &SourceKeysValues) -> CResult<Tensor> {
-        let xs = self.bert.forward_batch(seqs, true, Some(source))?;
+        self.next_logits_grouped(seqs, &[(source, seqs.len())])
+    }
+
+    /// Logits `[n, vocab]` of the token after each of `n` sequences of equal length, given in
+    /// consecutive runs each attending to its own source (several images' beams): one pass.
+    pub fn next_logits_grouped(&self, seqs: &[&[u32]], groups: &[(&SourceKeysValues, usize)]) -> CResult<Tensor> {
+        let xs = self.bert.forward_grouped(seqs, true, groups)?;
         let last = xs.narrow(1, xs.dim(1)? - 1, 1)?.squeeze(1)?;
         let h = self.transform_ln.forward(&self.transform.forward(&last, Some(self.act))?)?;
         h.matmul(&self.vocab_t)?.broadcast_add(&self.vocab_bias)
@@ -114,17 +120,75 @@ pub fn beam_search(
     beams: usize,
     max_new: usize,
 ) -> CResult<Vec<u32>> {
-    if beams <= 1 {
-        let steps = greedy(decoder, source, start, stop, max_new)?;
-        return Ok(start.iter().copied().chain(steps.iter().map(|s| s.token)).collect());
-    }
-    let mut running: Vec<(Vec<u32>, f32)> = vec![(start.to_vec(), 0.0)];
-    let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
+    let mut best = beam_search_many(decoder, &[source], start, stop, beams, max_new)?;
+    Ok(best.pop().unwrap_or_else(|| start.to_vec()))
+}
+
+/// [`beam_search`] for several sources at once (one caption per image): every step runs the
+/// running beams of all unfinished searches through the decoder in one pass, so its weights
+/// are read once per step for all of them rather than once per image. Each search advances
+/// exactly as it would alone.
+pub fn beam_search_many(
+    decoder: &BlipTextDecoder,
+    sources: &[&SourceKeysValues],
+    start: &[u32],
+    stop: u32,
+    beams: usize,
+    max_new: usize,
+) -> CResult<Vec<Vec<u32>>> {
+    let beams = beams.max(1);
+    let mut searches: Vec<Search> = sources.iter().map(|_| Search::new(start, beams)).collect();
     for step in 1..=max_new {
+        let active: Vec<usize> = (0..searches.len()).filter(|&i| !searches[i].done).collect();
+        if active.is_empty() {
+            break;
+        }
+        let rows = {
+            let seqs: Vec<&[u32]> =
+                active.iter().flat_map(|&i| searches[i].running.iter().map(|(ids, _)| ids.as_slice())).collect();
+            let groups: Vec<(&SourceKeysValues, usize)> =
+                active.iter().map(|&i| (sources[i], searches[i].running.len())).collect();
+            let logits = decoder.next_logits_grouped(&seqs, &groups)?;
+            // Greedy picks the largest logit (as `greedy` does); beams rank log-probabilities.
+            if beams == 1 { logits } else { candle_nn::ops::log_softmax(&logits, 1)? }.to_vec2::<f32>()?
+        };
+        let mut rows = rows.into_iter();
+        for &i in &active {
+            let n = searches[i].running.len();
+            let mine: Vec<Vec<f32>> = rows.by_ref().take(n).collect();
+            searches[i].advance(mine, step, stop);
+        }
+    }
+    Ok(searches.into_iter().map(|s| s.best(start.len())).collect())
+}
+
+/// One caption's search: its running beams (ids, summed log-probability) and finished
+/// sequences (ids, score per new token).
+struct Search {
+    beams: usize,
+    running: Vec<(Vec<u32>, f32)>,
+    finished: Vec<(Vec<u32>, f32)>,
+    done: bool,
+}
+
+impl Search {
+    fn new(start: &[u32], beams: usize) -> Self {
+        Search { beams, running: vec![(start.to_vec(), 0.0)], finished: Vec::new(), done: false }
+    }
+
+    /// One step from each running beam's next-token scores (logits when greedy, else
+    /// log-probabilities), in the order of `running`.
+    fn advance(&mut self, scores: Vec<Vec<f32>>, step: usize, stop: u32) {
+        let beams = self.beams;
+        if beams == 1 {
+            let logits = &scores[0];
+            let token = (0..logits.len()).fold(0, |best, t| if logits[t] > logits[best] { t } else { best }) as u32;
+            self.running[0].0.push(token);
+            self.done = token == stop;
+            return;
+        }
         let mut candidates: Vec<(f32, usize, u32)> = Vec::new();
-        let seqs: Vec<&[u32]> = running.iter().map(|(ids, _)| ids.as_slice()).collect();
-        let logps = candle_nn::ops::log_softmax(&decoder.next_logits_batch(&seqs, source)?, 1)?.to_vec2::<f32>()?;
-        for (b, ((_, score), logp)) in running.iter().zip(logps).enumerate() {
+        for (b, ((_, score), logp)) in self.running.iter().zip(scores).enumerate() {
             let mut order: Vec<u32> = (0..logp.len() as u32).collect();
             let keep = (2 * beams).min(order.len());
             order.select_nth_unstable_by(keep - 1, |&x, &y| logp[y as usize].total_cmp(&logp[x as usize]));
@@ -133,11 +197,11 @@ pub fn beam_search(
         candidates.sort_by(|x, y| y.0.total_cmp(&x.0));
         let mut next = Vec::with_capacity(beams);
         for (rank, &(score, b, token)) in candidates.iter().enumerate() {
-            let mut ids = running[b].0.clone();
+            let mut ids = self.running[b].0.clone();
             ids.push(token);
             if token == stop {
                 if rank < beams {
-                    finished.push((ids, score / step as f32));
+                    self.finished.push((ids, score / step as f32));
                 }
                 continue;
             }
@@ -146,22 +210,29 @@ pub fn beam_search(
                 break;
             }
         }
-        running = next;
+        self.running = next;
         // Done once enough sequences finished and no running beam can beat the worst of them.
-        if finished.len() >= beams {
-            finished.sort_by(|x, y| y.1.total_cmp(&x.1));
-            finished.truncate(beams);
-            let best_running = running.first().map_or(f32::NEG_INFINITY, |r| r.1 / step as f32);
-            if finished[beams - 1].1 >= best_running {
-                break;
-            }
+        if self.finished.len() >= beams {
+            self.finished.sort_by(|x, y| y.1.total_cmp(&x.1));
+            self.finished.truncate(beams);
+            let best_running = self.running.first().map_or(f32::NEG_INFINITY, |r| r.1 / step as f32);
+            self.done = self.finished[beams - 1].1 >= best_running;
         }
+        self.done |= self.running.is_empty();
     }
-    let new_tokens = |ids: &Vec<u32>| (ids.len() - start.len()).max(1) as f32;
-    finished.extend(running.into_iter().map(|(ids, score)| {
-        let n = new_tokens(&ids);
-        (ids, score / n)
-    }));
-    let best = finished.into_iter().max_by(|x, y| x.1.total_cmp(&y.1));
-    Ok(best.map(|b| b.0).unwrap_or_else(|| start.to_vec()))
+
+    /// The best sequence, `start` (of `start_len` tokens) included.
+    fn best(self, start_len: usize) -> Vec<u32> {
+        if self.beams == 1 {
+            return self.running.into_iter().next().map(|r| r.0).unwrap_or_default();
+        }
+        let new_tokens = |ids: &Vec<u32>| (ids.len() - start_len).max(1) as f32;
+        let mut finished = self.finished;
+        finished.extend(self.running.into_iter().map(|(ids, score)| {
+            let n = new_tokens(&ids);
+            (ids, score / n)
+        }));
+        let best = finished.into_iter().max_by(|x, y| x.1.total_cmp(&y.1));
+        best.map(|b| b.0).unwrap_or_default()
+    }
 }

@@ -36,20 +36,28 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + ar.iter().zip(br).map(|(x, y)| x * y).sum::<f32>()
 }
 
-/// Longest sequence for the fused kernel: beyond it (CLIPSeg's 485 tokens at 352 px) the
-/// per-row dot products lose to batched matrix multiplication.
+/// Longest sequence for the fused per-row kernel: beyond it (CLIPSeg's 485 tokens at 352 px,
+/// BLIP's 577 at 384 px) the per-row dot products lose to the blocked kernel's matrix products.
 const FUSED_MAX_TOKENS: usize = 256;
 
-/// Attention from fused `[b, s, 3d]` projections to `[b, s, d]`. `mask` (`[b, 1, 1, s]`, 0 or
-/// -∞) hides padded keys of batched sequences; the fused kernel takes unmasked inputs only.
+/// Attention from fused `[b, s, 3d]` projections (queries pre-scaled) to `[b, s, d]`. `mask`
+/// (`[b, 1, 1, s]`, 0 or -∞) hides padded keys of batched sequences. On the CPU in f32: the
+/// fused per-row kernel for short unmasked sequences, the blocked kernel for the rest.
 pub(crate) fn attention(qkv: &Tensor, heads: usize, causal: bool, mask: Option<&Tensor>) -> CResult<Tensor> {
-    if mask.is_none()
-        && qkv.device().is_cpu()
-        && qkv.dtype() == candle_core::DType::F32
-        && qkv.dim(1)? <= FUSED_MAX_TOKENS
-    {
-        // Queries come pre-scaled: the training kernel's forward pass with a scale of 1.
-        return super::train_kernels::attention_no_grad(qkv, heads, causal);
+    if qkv.device().is_cpu() && qkv.dtype() == candle_core::DType::F32 {
+        let (b, s, _) = qkv.dims3()?;
+        match mask {
+            None if s <= FUSED_MAX_TOKENS => {
+                // The training kernel's forward pass with a scale of 1.
+                return super::train_kernels::attention_no_grad(qkv, heads, causal);
+            }
+            None => return super::blocked_attention::attention(qkv, heads, causal, None),
+            Some(mask) if mask.elem_count() == b * s => {
+                let bias = mask.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+                return super::blocked_attention::attention(qkv, heads, causal, Some(bias));
+            }
+            Some(_) => {}
+        }
     }
     attention_generic(qkv, heads, causal, mask)
 }
@@ -135,16 +143,35 @@ fn bias_act_scalar(o: &mut [f32], x: &[f32], bias: &[f32], act: Option<HiddenAct
     }
 }
 
-/// Bias plus, when `quick_gelu`, `v · sigmoid(1.702 v)`, 16 values at a time; returns how many
-/// values it wrote (the rest, fewer than 16, are the caller's). The exponential is `2ⁿ · e^r`
-/// with `|r| ≤ ln 2 / 2` and a degree-6 Taylor polynomial for `e^r` (relative error below 2e-7,
-/// as libm's to float rounding).
+/// `e^t` of 16 values: `2ⁿ · e^r` with `|r| ≤ ln 2 / 2` and a degree-6 Taylor polynomial for
+/// `e^r` (relative error below 2e-7, as libm's to float rounding). The argument is clamped to
+/// [-87, 88], where `e^t` is 0 or huge anyway; −∞ gives ~0 (1.6e-38), not exactly 0.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) fn exp16(t: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::{
+        _mm512_fmadd_ps, _mm512_fnmadd_ps, _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps, _mm512_roundscale_ps,
+        _mm512_scalef_ps, _mm512_set1_ps,
+    };
+    let t = _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.0));
+    let n = _mm512_roundscale_ps::<0x08>(_mm512_mul_ps(t, _mm512_set1_ps(std::f32::consts::LOG2_E)));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), t);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm512_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    _mm512_scalef_ps(p, n)
+}
+
+/// Bias plus, when `quick_gelu`, `v · sigmoid(1.702 v)` (its exponential from [`exp16`]), 16
+/// values at a time; returns how many values it wrote (the rest, fewer than 16, are the
+/// caller's).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn bias_act_row_avx512(o: &mut [f32], x: &[f32], bias: &[f32], quick_gelu: bool) -> usize {
     use std::arch::x86_64::{
-        _mm512_add_ps, _mm512_div_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps, _mm512_loadu_ps, _mm512_max_ps, _mm512_min_ps,
-        _mm512_mul_ps, _mm512_roundscale_ps, _mm512_scalef_ps, _mm512_set1_ps, _mm512_storeu_ps,
+        _mm512_add_ps, _mm512_div_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_storeu_ps,
     };
     let len = o.len().min(x.len()).min(bias.len());
     let whole = len / 16 * 16;
@@ -153,17 +180,7 @@ unsafe fn bias_act_row_avx512(o: &mut [f32], x: &[f32], bias: &[f32], quick_gelu
         unsafe {
             let v = _mm512_add_ps(_mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(bias.as_ptr().add(i)));
             let y = if quick_gelu {
-                // e = exp(-1.702 v), its argument clamped where e is 0 or huge anyway.
-                let t = _mm512_mul_ps(v, _mm512_set1_ps(-1.702));
-                let t = _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.0));
-                let n = _mm512_roundscale_ps::<0x08>(_mm512_mul_ps(t, _mm512_set1_ps(std::f32::consts::LOG2_E)));
-                let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), t);
-                let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
-                let mut p = _mm512_set1_ps(1.0 / 720.0);
-                for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-                    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-                }
-                let e = _mm512_scalef_ps(p, n);
+                let e = exp16(_mm512_mul_ps(v, _mm512_set1_ps(-1.702)));
                 _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0), e))
             } else {
                 v
@@ -299,12 +316,22 @@ mod tests {
 
     #[test]
     fn fused_attention_equals_the_generic_path() {
-        let qkv = Tensor::randn(0f32, 1.0, (3, 7, 3 * 12), &Device::Cpu).unwrap();
-        for causal in [false, true] {
-            let fused = attention(&qkv, 3, causal, None).unwrap();
-            let generic = attention_generic(&qkv, 3, causal, None).unwrap();
-            assert_eq!(fused.dims(), &[3, 7, 12]);
-            assert!(max_abs_diff(&fused, &generic) < 1e-5, "causal {causal}");
+        // Short (the per-row kernel), long and masked (the blocked kernel).
+        for s in [7, FUSED_MAX_TOKENS + 45] {
+            let qkv = Tensor::randn(0f32, 1.0, (3, s, 3 * 12), &Device::Cpu).unwrap();
+            let padded: Vec<f32> =
+                (0..3 * s).map(|i| if i % s > s / 2 + i / s { f32::NEG_INFINITY } else { 0.0 }).collect();
+            let padded = Tensor::from_vec(padded, (3, 1, 1, s), &Device::Cpu).unwrap();
+            for (causal, mask) in [(false, None), (true, None), (false, Some(&padded))] {
+                let fused = attention(&qkv, 3, causal, mask).unwrap();
+                let generic = attention_generic(&qkv, 3, causal, mask).unwrap();
+                assert_eq!(fused.dims(), &[3, s, 12]);
+                assert!(
+                    max_abs_diff(&fused, &generic) < 1e-5,
+                    "{s} tokens, causal {causal}, masked {}",
+                    mask.is_some()
+                );
+            }
         }
     }
 

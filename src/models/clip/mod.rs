@@ -6,6 +6,7 @@
 //! vectors, so that a dot product is a cosine similarity.
 
 pub(crate) mod bf16;
+mod blocked_attention;
 mod config;
 pub(crate) mod kernels;
 pub(crate) mod model;

@@ -2,7 +2,9 @@
 //! random weights, so captions and answers run to the token limit):
 //!
 //! - captioning (`blip-image-captioning-base`): the image encoder alone, captions of 10 and 20
-//!   new tokens, greedy and with 3 beams (the beams share one decoder pass per step);
+//!   new tokens, greedy and with 3 beams (the beams share one decoder pass per step), and 8
+//!   photos captioned together as `caption --library` does (one encoder pass, every step of
+//!   all 8 searches in one decoder pass);
 //! - VQA (`blip-vqa-base`): an answer of 5 tokens for a new image, and for one more question
 //!   about an image already encoded;
 //! - ITM re-ranking (`blip-itm-base-coco`): one query against the top 10 and top 50 results
@@ -52,6 +54,12 @@ fn main() -> clipdex::Result<()> {
             cap.beam_search(&photo, &start, beams, tokens).unwrap();
         });
         row(&format!("caption: {} beam{}, {tokens} tokens", beams, if beams > 1 { "s" } else { "" }), d, 1.0);
+    }
+    for beams in [1, 3] {
+        let d = median_time(runs, || {
+            cap.caption_batch(&eight, &start, beams, 10).unwrap();
+        });
+        row(&format!("caption 8 photos together: {beams} beam{}, 10 tokens", if beams > 1 { "s" } else { "" }), d, 8.0);
     }
     drop(cap);
 

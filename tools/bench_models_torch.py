@@ -57,6 +57,13 @@ def blip(runs):
                          min_new_tokens=tokens, do_sample=False)
         name = f"caption: {beams} beam{'s' if beams > 1 else ''}, {tokens} tokens"
         row("blip", name, median_time(runs, caption))
+    for beams in (1, 3):
+        def batch():
+            # generate() on a batch: 8 photos, one encoder pass, their beams decoded together.
+            cap.generate(pixel_values=eight, input_ids=start.repeat(8, 1), num_beams=beams, max_new_tokens=10,
+                         min_new_tokens=10, do_sample=False)
+        name = f"caption 8 photos together: {beams} beam{'s' if beams > 1 else ''}, 10 tokens"
+        row("blip", name, median_time(runs, batch))
     del cap
 
     vqa = BlipForQuestionAnswering(config).eval()

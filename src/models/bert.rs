@@ -116,9 +116,48 @@ impl SelfAttention {
     }
 
     /// `LN(out(attention(xs)) + xs)`; `mask` (`[b, 1, 1, s]`, 0 or -∞) hides padded keys.
-    fn forward(&self, xs: &Tensor, causal: bool, mask: Option<&Tensor>) -> CResult<Tensor> {
+    /// Self-attention and its residual layer norm; with `cache`, keeping the keys and values
+    /// (`[n, t, d]` each): with an empty cache the sequences' own (the prompt, causal); with a
+    /// filled one, `xs` holds one new token per sequence, attending to the cached tokens and
+    /// itself, and its key and value are appended.
+    fn forward_cached(
+        &self,
+        xs: &Tensor,
+        causal: bool,
+        mask: Option<&Tensor>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> CResult<Tensor> {
         let qkv = self.qkv.forward(xs, None)?;
-        let context = crate::models::clip::kernels::attention(&qkv, self.heads, causal, mask)?;
+        let (n, s, d3) = qkv.dims3()?;
+        let d = d3 / 3;
+        let context = match cache {
+            None => crate::models::clip::kernels::attention(&qkv, self.heads, causal, mask)?,
+            Some(slot) => {
+                let (k, v) = (qkv.narrow(2, d, d)?, qkv.narrow(2, 2 * d, d)?);
+                match slot.take() {
+                    None => {
+                        *slot = Some((k.contiguous()?, v.contiguous()?));
+                        crate::models::clip::kernels::attention(&qkv, self.heads, causal, mask)?
+                    }
+                    Some((past_k, past_v)) => {
+                        if s != 1 {
+                            candle_core::bail!("a cached step takes one token per sequence, not {s}");
+                        }
+                        let (k, v) = (Tensor::cat(&[&past_k, &k], 1)?, Tensor::cat(&[&past_v, &v], 1)?);
+                        let (h, hd) = (self.heads, d / self.heads);
+                        let t = k.dim(1)?;
+                        let split = |x: &Tensor, len: usize| x.reshape((n, len, h, hd))?.transpose(1, 2)?.contiguous();
+                        // Queries come pre-scaled (see `fuse`).
+                        let q = split(&qkv.narrow(2, 0, d)?, 1)?;
+                        let scores = q.matmul(&split(&k, t)?.t()?)?;
+                        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                        let context = probs.matmul(&split(&v, t)?)?.transpose(1, 2)?.reshape((n, 1, d))?;
+                        *slot = Some((k, v));
+                        context
+                    }
+                }
+            }
+        };
         self.ln.forward(&(self.out.forward(&context, None)? + xs)?)
     }
 }
@@ -220,8 +259,9 @@ impl BertLayer {
         causal: bool,
         mask: Option<&Tensor>,
         sources: &[(&(Tensor, Tensor), usize)],
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> CResult<Tensor> {
-        let xs = self.attention.forward(xs, causal, mask)?;
+        let xs = self.attention.forward_cached(xs, causal, mask, cache)?;
         let xs = match (sources, &self.cross) {
             ([], _) => xs,
             ([(kv, _)], Some(cross)) => cross.forward_kv(&xs, kv)?,
@@ -230,6 +270,43 @@ impl BertLayer {
         };
         let hidden = self.intermediate.forward(&xs, Some(self.act))?;
         self.ln.forward(&(self.output.forward(&hidden, None)? + &xs)?)
+    }
+}
+
+/// A causal decoder's self-attention keys and values for the tokens it has seen, per layer
+/// (`[n, t, d]` each, one row per sequence): each decoding step then runs only the new token.
+#[derive(Default)]
+pub struct DecoderCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    tokens: usize,
+}
+
+impl DecoderCache {
+    /// Tokens cached per sequence.
+    pub fn len(&self) -> usize {
+        self.tokens
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.tokens == 0
+    }
+
+    /// Sequences cached (`None` when empty).
+    fn rows(&self) -> Option<usize> {
+        self.layers.first()?.as_ref().and_then(|(k, _)| k.dim(0).ok())
+    }
+
+    /// Keeps the rows `rows` (in that order, repeats allowed): the sequences that continue,
+    /// each from the row it extends.
+    pub fn select(&mut self, rows: &[u32]) -> CResult<()> {
+        let Some(first) = self.layers.first().and_then(|l| l.as_ref()) else { return Ok(()) };
+        let idx = Tensor::new(rows, first.0.device())?;
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.contiguous()?.index_select(&idx, 0)?;
+            *v = v.contiguous()?.index_select(&idx, 0)?;
+        }
+        Ok(())
     }
 }
 
@@ -323,9 +400,14 @@ impl BertStack {
 
     /// The embedding layer's output for `n` sequences of length `s` given flat.
     fn embed(&self, flat: &[u32], n: usize, s: usize) -> CResult<Tensor> {
+        self.embed_at(flat, n, s, 0)
+    }
+
+    /// [`Self::embed`] for tokens at positions `offset..offset + s`.
+    fn embed_at(&self, flat: &[u32], n: usize, s: usize, offset: usize) -> CResult<Tensor> {
         let idx = Tensor::new(flat, self.words.device())?;
         let xs = self.words.index_select(&idx, 0)?.reshape((n, s, self.width()))?;
-        let xs = xs.broadcast_add(&self.positions.narrow(0, self.first_position, s)?)?;
+        let xs = xs.broadcast_add(&self.positions.narrow(0, self.first_position + offset, s)?)?;
         self.emb_ln.forward(&xs)
     }
 
@@ -347,6 +429,21 @@ impl BertStack {
         causal: bool,
         groups: &[(&SourceKeysValues, usize)],
     ) -> CResult<Tensor> {
+        self.forward_grouped_cached(seqs, causal, groups, None)
+    }
+
+    /// [`Self::forward_grouped`] with a self-attention cache (causal decoders): an empty
+    /// cache takes whole sequences (the prompt) and keeps their keys and values; a filled one
+    /// takes the next token of each of its sequences (`seqs` of length 1), at the position
+    /// after the cached ones.
+    pub fn forward_grouped_cached(
+        &self,
+        seqs: &[&[u32]],
+        causal: bool,
+        groups: &[(&SourceKeysValues, usize)],
+        mut cache: Option<&mut DecoderCache>,
+    ) -> CResult<Tensor> {
+        let past = cache.as_ref().map_or(0, |c| c.len());
         let (n, s) = (seqs.len(), seqs.first().map_or(0, |x| x.len()));
         if s == 0 || s > self.max_tokens() {
             candle_core::bail!("{s} tokens: the text model takes 1 to {}", self.max_tokens());
@@ -354,11 +451,24 @@ impl BertStack {
         if seqs.iter().any(|x| x.len() != s) {
             candle_core::bail!("sequences of different lengths in one batch");
         }
+        if past + s > self.max_tokens() {
+            candle_core::bail!("{} tokens: the text model takes 1 to {}", past + s, self.max_tokens());
+        }
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.layers.resize(self.layers.len(), None);
+            if past > 0 && cache.rows() != Some(n) {
+                candle_core::bail!("the decoder cache holds other sequences than the {n} given");
+            }
+        }
         let flat: Vec<u32> = seqs.iter().flat_map(|x| x.iter().copied()).collect();
-        let mut xs = self.embed(&flat, n, s)?;
+        let mut xs = self.embed_at(&flat, n, s, past)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let sources: Vec<(&(Tensor, Tensor), usize)> = groups.iter().map(|(kv, n)| (&kv.0[i], *n)).collect();
-            xs = layer.forward(&xs, causal, None, &sources)?;
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            xs = layer.forward(&xs, causal, None, &sources, slot)?;
+        }
+        if let Some(cache) = cache {
+            cache.tokens = past + s;
         }
         Ok(xs)
     }
@@ -393,7 +503,7 @@ impl BertStack {
         let keep = Tensor::from_vec(keep, (n, s), device)?;
         let mut xs = self.embed(&flat, n, s)?;
         for layer in &self.layers {
-            xs = layer.forward(&xs, false, mask.as_ref(), &[])?;
+            xs = layer.forward(&xs, false, mask.as_ref(), &[], None)?;
         }
         Ok((xs, keep))
     }

@@ -6,7 +6,7 @@
 //! re-scores the top few (`--rerank-top`, 50 by default) and orders them by match
 //! probability. Large JPEGs are decoded at a reduced DCT scale that keeps at least twice the
 //! model's input side (768 px for 384) on the short side, which costs nothing visible after
-//! the bicubic resize; images are encoded in batches.
+//! the bicubic resize; the photos are decoded in parallel and encoded in batches.
 
 use serde::Serialize;
 
@@ -41,21 +41,19 @@ pub fn rerank_itm(
     hits: Vec<SearchHit>,
     max_pixels: u64,
 ) -> Result<Vec<RerankedHit>> {
+    use rayon::prelude::*;
     let options = DecodeOptions { max_pixels, min_side: Some(2 * matcher.encoder().input_side()) };
-    let mut images = Vec::with_capacity(hits.len());
-    let mut readable = Vec::with_capacity(hits.len());
-    for hit in &hits {
-        match open_rgb(&hit.path, &options) {
-            Ok(image) => {
-                images.push(image);
-                readable.push(true);
-            }
-            Err(e) => {
-                tracing::warn!("re-ranking skips {}: {e}", hit.path.display());
-                readable.push(false);
-            }
-        }
-    }
+    // Decoded on the thread pool: dozens of JPEGs, each reduced while decoding.
+    let decoded: Vec<Option<image::RgbImage>> = hits
+        .par_iter()
+        .map(|hit| {
+            open_rgb(&hit.path, &options)
+                .map_err(|e| tracing::warn!("re-ranking skips {}: {e}", hit.path.display()))
+                .ok()
+        })
+        .collect();
+    let readable: Vec<bool> = decoded.iter().map(Option::is_some).collect();
+    let images: Vec<image::RgbImage> = decoded.into_iter().flatten().collect();
     let mut scores = matcher.score_images(&images, text)?.into_iter();
     let mut out: Vec<RerankedHit> = hits
         .into_iter()

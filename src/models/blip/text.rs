@@ -11,7 +11,7 @@ use candle_nn::{LayerNorm, VarBuilder};
 
 use super::BlipTextConfig;
 use crate::models::bert::BertLayout;
-pub use crate::models::bert::{BertStack, SourceKeysValues};
+pub use crate::models::bert::{BertStack, DecoderCache, SourceKeysValues};
 use crate::models::clip::HiddenAct;
 use crate::models::clip::kernels::Dense;
 use crate::models::clip::model::{dense, layer_norm};
@@ -69,7 +69,18 @@ impl BlipTextDecoder {
     /// Logits `[n, vocab]` of the token after each of `n` sequences of equal length, given in
     /// consecutive runs each attending to its own source (several images' beams): one pass.
     pub fn next_logits_grouped(&self, seqs: &[&[u32]], groups: &[(&SourceKeysValues, usize)]) -> CResult<Tensor> {
-        let xs = self.bert.forward_grouped(seqs, true, groups)?;
+        self.next_logits_cached(seqs, groups, None)
+    }
+
+    /// [`Self::next_logits_grouped`] with a self-attention cache: whole sequences while it is
+    /// empty, then only each sequence's newest token (see [`BertStack::forward_grouped_cached`]).
+    pub fn next_logits_cached(
+        &self,
+        seqs: &[&[u32]],
+        groups: &[(&SourceKeysValues, usize)],
+        cache: Option<&mut DecoderCache>,
+    ) -> CResult<Tensor> {
+        let xs = self.bert.forward_grouped_cached(seqs, true, groups, cache)?;
         let last = xs.narrow(1, xs.dim(1)? - 1, 1)?.squeeze(1)?;
         let h = self.transform_ln.forward(&self.transform.forward(&last, Some(self.act))?)?;
         h.matmul(&self.vocab_t)?.broadcast_add(&self.vocab_bias)
@@ -138,26 +149,39 @@ pub fn beam_search_many(
 ) -> CResult<Vec<Vec<u32>>> {
     let beams = beams.max(1);
     let mut searches: Vec<Search> = sources.iter().map(|_| Search::new(start, beams)).collect();
+    // The cache's rows are the running beams of the active searches, in order.
+    let mut cache = DecoderCache::default();
+    let mut active: Vec<usize> = (0..searches.len()).collect();
     for step in 1..=max_new {
-        let active: Vec<usize> = (0..searches.len()).filter(|&i| !searches[i].done).collect();
         if active.is_empty() {
             break;
         }
         let rows = {
-            let seqs: Vec<&[u32]> =
-                active.iter().flat_map(|&i| searches[i].running.iter().map(|(ids, _)| ids.as_slice())).collect();
+            // The whole start first, then each beam's newest token.
+            let seqs: Vec<&[u32]> = active
+                .iter()
+                .flat_map(|&i| searches[i].running.iter())
+                .map(|(ids, _)| if cache.is_empty() { ids.as_slice() } else { &ids[ids.len() - 1..] })
+                .collect();
             let groups: Vec<(&SourceKeysValues, usize)> =
                 active.iter().map(|&i| (sources[i], searches[i].running.len())).collect();
-            let logits = decoder.next_logits_grouped(&seqs, &groups)?;
+            let logits = decoder.next_logits_cached(&seqs, &groups, Some(&mut cache))?;
             // Greedy picks the largest logit (as `greedy` does); beams rank log-probabilities.
             if beams == 1 { logits } else { candle_nn::ops::log_softmax(&logits, 1)? }.to_vec2::<f32>()?
         };
         let mut rows = rows.into_iter();
+        let (mut keep, mut first) = (Vec::new(), 0u32);
         for &i in &active {
             let n = searches[i].running.len();
             let mine: Vec<Vec<f32>> = rows.by_ref().take(n).collect();
-            searches[i].advance(mine, step, stop);
+            let parents = searches[i].advance(mine, step, stop);
+            if !searches[i].done {
+                keep.extend(parents.iter().map(|&p| first + p as u32));
+            }
+            first += n as u32;
         }
+        active.retain(|&i| !searches[i].done);
+        cache.select(&keep)?;
     }
     Ok(searches.into_iter().map(|s| s.best(start.len())).collect())
 }
@@ -177,15 +201,16 @@ impl Search {
     }
 
     /// One step from each running beam's next-token scores (logits when greedy, else
-    /// log-probabilities), in the order of `running`.
-    fn advance(&mut self, scores: Vec<Vec<f32>>, step: usize, stop: u32) {
+    /// log-probabilities), in the order of `running`. Returns, for each beam now running, the
+    /// index of the beam it extends.
+    fn advance(&mut self, scores: Vec<Vec<f32>>, step: usize, stop: u32) -> Vec<usize> {
         let beams = self.beams;
         if beams == 1 {
             let logits = &scores[0];
             let token = (0..logits.len()).fold(0, |best, t| if logits[t] > logits[best] { t } else { best }) as u32;
             self.running[0].0.push(token);
             self.done = token == stop;
-            return;
+            return vec![0];
         }
         let mut candidates: Vec<(f32, usize, u32)> = Vec::new();
         for (b, ((_, score), logp)) in self.running.iter().zip(scores).enumerate() {
@@ -196,6 +221,7 @@ impl Search {
         }
         candidates.sort_by(|x, y| y.0.total_cmp(&x.0));
         let mut next = Vec::with_capacity(beams);
+        let mut parents = Vec::with_capacity(beams);
         for (rank, &(score, b, token)) in candidates.iter().enumerate() {
             let mut ids = self.running[b].0.clone();
             ids.push(token);
@@ -206,6 +232,7 @@ impl Search {
                 continue;
             }
             next.push((ids, score));
+            parents.push(b);
             if next.len() == beams {
                 break;
             }
@@ -219,6 +246,7 @@ impl Search {
             self.done = self.finished[beams - 1].1 >= best_running;
         }
         self.done |= self.running.is_empty();
+        parents
     }
 
     /// The best sequence, `start` (of `start_len` tokens) included.

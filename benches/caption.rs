@@ -18,10 +18,10 @@
 
 mod common;
 
-use candle_core::Device;
 use common::median_time;
 
 fn main() -> clipdex::Result<()> {
+    let device = common::device()?;
     let runs: usize = std::env::args().skip(1).find(|a| !a.starts_with('-')).and_then(|a| a.parse().ok()).unwrap_or(3);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
     let photo = clipdex::photo::open_rgb(&root.join("astronaut.jpg"), &Default::default())?;
@@ -38,7 +38,7 @@ fn main() -> clipdex::Result<()> {
         rows.push((name.to_string(), d));
     };
 
-    let cap = common::random_blip_captioning(&Device::Cpu)?;
+    let cap = common::random_blip_captioning(&device)?;
     let start = cap.start_ids(None)?;
     let d = median_time(runs, || {
         cap.beam_search(&photo, &start, 1, 0).unwrap();
@@ -63,7 +63,7 @@ fn main() -> clipdex::Result<()> {
     }
     drop(cap);
 
-    let vqa = common::random_blip_vqa(&Device::Cpu)?;
+    let vqa = common::random_blip_vqa(&device)?;
     let question = "how many dogs are on the beach?";
     let d = median_time(runs, || {
         vqa.answer(&photo, question, 1, 5).unwrap();
@@ -80,7 +80,7 @@ fn main() -> clipdex::Result<()> {
     row("answer: image encoded, 3 beams, 5 tokens", d, 1.0);
     drop(vqa);
 
-    let itm = common::random_blip_itm(&Device::Cpu)?;
+    let itm = common::random_blip_itm(&device)?;
     for top in [10, 50] {
         let images = vec![photo.clone(); top];
         let d = median_time(if top > 10 { 1 } else { runs }, || {

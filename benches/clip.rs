@@ -1,7 +1,7 @@
 //! Speed of the CLIP towers at ViT-B/32 shapes with random weights (a forward pass costs the
 //! same whatever the weights hold), so no download is needed.
 //!
-//!     cargo bench --bench clip
+//!     [CLIPDEX_DEVICE=cuda] cargo bench --bench clip
 //!
 //! Prints images/s and texts/s at batch sizes 1 and 32, single-query latency, and the cost of
 //! decoding + preprocessing a 12-megapixel JPEG. Compare with `tools/bench_torch.py`.
@@ -10,13 +10,13 @@ mod common;
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use clipdex::photo::{DecodeOptions, open_rgb};
 use common::{median_time, random_vit_b32};
 
 fn main() -> clipdex::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let device = Device::Cpu;
+    let device = common::device()?;
     let clip = random_vit_b32(&device)?;
 
     println!(
@@ -24,14 +24,16 @@ fn main() -> clipdex::Result<()> {
         clip.precision(),
         rayon::current_num_threads()
     );
-    for batch in [1usize, 32] {
+    // Batch 256 on a GPU only (on a CPU it is batch 32 eight times over).
+    let batches: &[usize] = if device.is_cpu() { &[1, 32] } else { &[1, 32, 256] };
+    for &batch in batches {
         let pixels = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &device)?;
         let runs = if batch == 1 { 15 } else { 3 };
         let t = median_time(runs, || {
             clip.embed_pixels(&pixels).unwrap();
         });
         println!(
-            "image tower  batch {batch:>2}: {:>7.2} images/s  ({:.1} ms per batch)",
+            "image tower  batch {batch:>3}: {:>7.2} images/s  ({:.1} ms per batch)",
             batch as f64 / t.as_secs_f64(),
             t.as_secs_f64() * 1e3
         );

@@ -16,13 +16,12 @@ mod common;
 
 use std::time::Instant;
 
-use candle_core::Device;
 use clipdex::models::clipseg::Prompt;
 use common::median_time;
 
 fn main() -> clipdex::Result<()> {
     let runs: usize = std::env::args().skip(1).find(|a| !a.starts_with('-')).and_then(|a| a.parse().ok()).unwrap_or(5);
-    let device = Device::Cpu;
+    let device = common::device()?;
     let t = Instant::now();
     let seg = common::random_clipseg_refined(&device)?;
     println!(

@@ -3,9 +3,10 @@
 //! and without a prompt), VQA (question-encoder states, greedy and beam answers), ITM and ITC,
 //! the `caption`, `ask` and `match` commands, and wrong models and broken images.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
 use clipdex::models::blip::{BlipAnswerer, BlipCaptioner, BlipImageEncoder, BlipMatcher};
 use clipdex::photo::{DecodeOptions, open_rgb};
 
@@ -14,7 +15,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn encoder() -> BlipImageEncoder {
-    BlipImageEncoder::load(fixtures().join("blip/blip-tiny-captioning").to_str().unwrap(), &Device::Cpu).unwrap()
+    BlipImageEncoder::load(fixtures().join("blip/blip-tiny-captioning").to_str().unwrap(), &common::device()).unwrap()
 }
 
 fn photo(name: &str) -> image::RgbImage {
@@ -24,9 +25,11 @@ fn photo(name: &str) -> image::RgbImage {
 #[test]
 fn image_encoder_states_match_the_reference() {
     let enc = encoder();
-    let golden =
-        candle_core::safetensors::load(fixtures().join("blip/blip-tiny-captioning.golden.safetensors"), &Device::Cpu)
-            .unwrap();
+    let golden = candle_core::safetensors::load(
+        fixtures().join("blip/blip-tiny-captioning.golden.safetensors"),
+        &common::device(),
+    )
+    .unwrap();
     for name in ["astronaut.jpg", "coffee.png", "chelsea_exif6.jpg"] {
         let ours = enc.encode(&photo(name)).unwrap();
         let reference = golden[&format!("vision/{name}")].to_dtype(candle_core::DType::F32).unwrap();
@@ -54,7 +57,7 @@ fn preprocessing_is_the_reference_bicubic_384() {
 
 #[test]
 fn a_clip_directory_is_not_blip() {
-    let e = BlipImageEncoder::load(fixtures().join("clip-tiny-p32").to_str().unwrap(), &Device::Cpu)
+    let e = BlipImageEncoder::load(fixtures().join("clip-tiny-p32").to_str().unwrap(), &common::device())
         .err()
         .unwrap()
         .to_string();
@@ -64,11 +67,11 @@ fn a_clip_directory_is_not_blip() {
 #[test]
 fn greedy_captions_match_the_reference_token_by_token() {
     let dir = fixtures().join("blip");
-    let cap = BlipCaptioner::load(dir.join("blip-tiny-captioning").to_str().unwrap(), &Device::Cpu).unwrap();
+    let cap = BlipCaptioner::load(dir.join("blip-tiny-captioning").to_str().unwrap(), &common::device()).unwrap();
     let golden: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("blip-tiny-captioning.golden.json")).unwrap()).unwrap();
     let probes =
-        candle_core::safetensors::load(dir.join("blip-tiny-captioning.golden.safetensors"), &Device::Cpu).unwrap();
+        candle_core::safetensors::load(dir.join("blip-tiny-captioning.golden.safetensors"), &common::device()).unwrap();
     let probe_ids: Vec<u32> = serde_json::from_value(golden["probe_ids"].clone()).unwrap();
     let prompt = golden["prompt"].as_str().unwrap();
     let max_new = golden["max_new_tokens"].as_u64().unwrap() as usize;
@@ -100,7 +103,7 @@ fn greedy_captions_match_the_reference_token_by_token() {
 #[test]
 fn beam_search_matches_the_reference() {
     let dir = fixtures().join("blip");
-    let cap = BlipCaptioner::load(dir.join("blip-tiny-captioning").to_str().unwrap(), &Device::Cpu).unwrap();
+    let cap = BlipCaptioner::load(dir.join("blip-tiny-captioning").to_str().unwrap(), &common::device()).unwrap();
     let golden: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("blip-tiny-captioning.golden.json")).unwrap()).unwrap();
     let prompt = golden["prompt"].as_str().unwrap();
@@ -121,7 +124,7 @@ fn captioning_a_batch_gives_each_image_its_reference_caption() {
     // Every golden case, batched by beams and prompt: one encoder pass and the searches of all
     // the batch's images advanced together must give each image the reference's ids.
     let dir = fixtures().join("blip");
-    let cap = BlipCaptioner::load(dir.join("blip-tiny-captioning").to_str().unwrap(), &Device::Cpu).unwrap();
+    let cap = BlipCaptioner::load(dir.join("blip-tiny-captioning").to_str().unwrap(), &common::device()).unwrap();
     let golden = golden("blip-tiny-captioning");
     let max_new = golden["max_new_tokens"].as_u64().unwrap() as usize;
     let mut batches = 0;
@@ -197,10 +200,11 @@ fn assert_probes(key: &str, steps: &[clipdex::models::blip::DecodeStep], probe_i
 
 #[test]
 fn vqa_question_states_and_answers_match_the_reference() {
-    let vqa = BlipAnswerer::load(&model_dir("blip-tiny-vqa"), &Device::Cpu).unwrap();
+    let vqa = BlipAnswerer::load(&model_dir("blip-tiny-vqa"), &common::device()).unwrap();
     let golden = golden("blip-tiny-vqa");
     let tensors =
-        candle_core::safetensors::load(fixtures().join("blip/blip-tiny-vqa.golden.safetensors"), &Device::Cpu).unwrap();
+        candle_core::safetensors::load(fixtures().join("blip/blip-tiny-vqa.golden.safetensors"), &common::device())
+            .unwrap();
     let probe_ids: Vec<u32> = serde_json::from_value(golden["probe_ids"].clone()).unwrap();
     let max_new = golden["max_new_tokens"].as_u64().unwrap() as usize;
     let (mut greedy, mut beams, mut ended) = (0, 0, 0);
@@ -243,7 +247,7 @@ fn vqa_question_states_and_answers_match_the_reference() {
 
 #[test]
 fn itm_probabilities_and_itc_cosines_match_the_reference() {
-    let matcher = BlipMatcher::load(&model_dir("blip-tiny-itm"), &Device::Cpu).unwrap();
+    let matcher = BlipMatcher::load(&model_dir("blip-tiny-itm"), &common::device()).unwrap();
     let golden = golden("blip-tiny-itm");
     let texts: Vec<&str> = golden["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     let mut photos = Vec::new();

@@ -6,7 +6,6 @@
 
 mod common;
 
-use candle_core::Device;
 use clipdex::ClipEmbedder;
 use clipdex::photo::{DecodeOptions, open_rgb};
 use common::{cosine, fixtures};
@@ -42,7 +41,7 @@ fn golden(name: &str) -> Golden {
 fn check(name: &str) {
     let g = golden(name);
     assert!(g.texts.len() >= 25 && g.images.len() >= 5);
-    let clip = ClipEmbedder::load(fixtures().join(&g.model_dir).to_str().unwrap(), &Device::Cpu).unwrap();
+    let clip = ClipEmbedder::load(fixtures().join(&g.model_dir).to_str().unwrap(), &common::device()).unwrap();
     assert_eq!(clip.dim(), g.dim);
     assert!((clip.logit_scale() - g.logit_scale).abs() < 1e-3 * g.logit_scale);
     for t in &g.texts {

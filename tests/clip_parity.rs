@@ -6,7 +6,6 @@ mod common;
 
 use std::path::PathBuf;
 
-use candle_core::Device;
 use clipdex::ClipEmbedder;
 use clipdex::photo::{DecodeOptions, open_rgb};
 use common::{cosine, fixtures};
@@ -43,7 +42,7 @@ fn golden(name: &str) -> Golden {
 }
 
 fn load(g: &Golden) -> ClipEmbedder {
-    ClipEmbedder::load(fixtures().join(&g.model_dir).to_str().unwrap(), &Device::Cpu).unwrap()
+    ClipEmbedder::load(fixtures().join(&g.model_dir).to_str().unwrap(), &common::device()).unwrap()
 }
 
 fn check_texts(name: &str) {

@@ -2,9 +2,11 @@
 //! refined heads): logits for text prompts on three photos and for a visual prompt, the
 //! probability map as an 8-bit PNG, and the preprocessing.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, IndexOp, Tensor};
+use candle_core::{IndexOp, Tensor};
 use clipdex::models::clipseg::{Prompt, Segmenter};
 use clipdex::photo::{DecodeOptions, open_rgb};
 use serde_json::Value;
@@ -20,14 +22,15 @@ fn photo(name: &str) -> image::RgbImage {
 }
 
 fn load(name: &str) -> Segmenter {
-    Segmenter::load(fixtures().join("clipseg").join(name).to_str().unwrap(), &Device::Cpu).unwrap()
+    Segmenter::load(fixtures().join("clipseg").join(name).to_str().unwrap(), &common::device()).unwrap()
 }
 
 fn golden(name: &str) -> (Value, std::collections::HashMap<String, Tensor>) {
     let dir = fixtures().join("clipseg");
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.golden.json"))).unwrap()).unwrap();
-    let tensors = candle_core::safetensors::load(dir.join(format!("{name}.golden.safetensors")), &Device::Cpu).unwrap();
+    let tensors =
+        candle_core::safetensors::load(dir.join(format!("{name}.golden.safetensors")), &common::device()).unwrap();
     (json, tensors)
 }
 
@@ -170,9 +173,9 @@ fn preprocessing_is_the_reference_bilinear_resize() {
 #[test]
 fn wrong_models_are_refused_clearly() {
     let clip = fixtures().join("clip-tiny-p32");
-    let e = Segmenter::load(clip.to_str().unwrap(), &Device::Cpu).err().unwrap().to_string();
+    let e = Segmenter::load(clip.to_str().unwrap(), &common::device()).err().unwrap().to_string();
     assert!(e.contains("not CLIPSeg") && e.contains("clipseg"), "{e}");
-    let e = Segmenter::load("/no/such/clipseg", &Device::Cpu).err().unwrap().to_string();
+    let e = Segmenter::load("/no/such/clipseg", &common::device()).err().unwrap().to_string();
     assert!(e.contains("/no/such/clipseg"), "{e}");
     let seg = load("clipseg-tiny");
     let e = seg.logits(&photo("coffee.png"), &[]).unwrap_err().to_string();

@@ -7,7 +7,6 @@
 
 mod common;
 
-use candle_core::Device;
 use clipdex::models::sentence::SentenceEncoder;
 use common::{cosine, fixtures};
 use serde::Deserialize;
@@ -30,7 +29,7 @@ fn check(name: &str) {
     let text = std::fs::read_to_string(fixtures().join("golden").join(format!("{name}.json"))).unwrap();
     let g: Golden = serde_json::from_str(&text).unwrap();
     assert!(g.texts.len() >= 25);
-    let encoder = SentenceEncoder::load(fixtures().join(&g.model_dir).to_str().unwrap(), &Device::Cpu).unwrap();
+    let encoder = SentenceEncoder::load(fixtures().join(&g.model_dir).to_str().unwrap(), &common::device()).unwrap();
     assert_eq!(encoder.dim(), g.dim);
     let ids: Vec<Vec<u32>> = g.texts.iter().map(|t| encoder.tokenize(&t.text).unwrap()).collect();
     for (t, got) in g.texts.iter().zip(&ids) {
@@ -61,7 +60,7 @@ fn xlm_roberta_with_max_pooling_matches_sentence_transformers() {
 
 #[test]
 fn a_directory_that_is_not_a_sentence_transformers_model_is_refused_in_one_line() {
-    let Err(e) = SentenceEncoder::load(fixtures().join("clip-tiny-p32").to_str().unwrap(), &Device::Cpu) else {
+    let Err(e) = SentenceEncoder::load(fixtures().join("clip-tiny-p32").to_str().unwrap(), &common::device()) else {
         panic!("a CLIP directory loaded as a text model");
     };
     let e = e.to_string();

@@ -174,3 +174,9 @@ pub fn compare_with_torch(model: &str, runs: usize, ours: &[(String, Duration)])
         println!();
     }
 }
+
+/// Where the benchmarks run the models: `CLIPDEX_DEVICE` (`cpu` by default, or `cuda` in a
+/// build with `--features cuda`), as the command line takes it.
+pub fn device() -> clipdex::Result<Device> {
+    std::env::var("CLIPDEX_DEVICE").unwrap_or_else(|_| "cpu".into()).parse::<clipdex::DeviceChoice>()?.open()
+}

@@ -167,3 +167,12 @@ pub fn start_server(mut command: Command) -> (Served, String) {
         .to_string();
     (served, url)
 }
+
+/// Where the parity tests run their models: `CLIPDEX_TEST_DEVICE` (`cpu`, the default, or
+/// `cuda`, as `--device` takes it; `tools/device_check.sh` sets it on a GPU machine). The
+/// goldens are loaded onto the same device.
+pub fn device() -> candle_core::Device {
+    let choice = std::env::var("CLIPDEX_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let choice: clipdex::device::DeviceChoice = choice.parse().expect("CLIPDEX_TEST_DEVICE: cpu or cuda");
+    choice.open().expect("CLIPDEX_TEST_DEVICE names a device this build and machine have")
+}

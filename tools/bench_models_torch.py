@@ -10,26 +10,16 @@ clipdex / PyTorch for the rows both sides have.
 """
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from bench_torch import median_time  # the same timing as the CLIP bench's PyTorch side
+
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "tests/fixtures/images/astronaut.jpg"
-
-
-def median_time(runs, fn):
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def row(model, name, seconds):

@@ -83,56 +83,63 @@ impl CustomOp1 for Blocked {
             // as keys × hd at row stride d3, all inside `seq`; `scores` holds rows × keys; the
             // output block (rows × hd at row stride d, column offset h·hd) is this task's alone.
             unsafe {
-                gemm::gemm(
-                    rows,
-                    keys,
-                    hd,
-                    scores.as_mut_ptr(),
-                    1,
-                    keys as isize,
-                    false,
-                    seq.as_ptr().add(q0 * d3 + h * hd),
-                    1,
-                    d3 as isize,
-                    seq.as_ptr().add(d + h * hd),
-                    d3 as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                product(
+                    (rows, keys, hd),
+                    (scores.as_mut_ptr(), keys),
+                    (seq.as_ptr().add(q0 * d3 + h * hd), 1, d3),
+                    (seq.as_ptr().add(d + h * hd), d3, 1),
                 );
                 for (r, row) in scores.chunks_mut(keys).enumerate() {
                     let visible = if self.causal { q0 + r + 1 } else { keys };
                     softmax_in_place(row, visible, bias);
                 }
-                let out_block = dst.get().add((bi * s + q0) * d + h * hd);
-                gemm::gemm(
-                    rows,
-                    hd,
-                    keys,
-                    out_block,
-                    1,
-                    d as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    keys as isize,
-                    seq.as_ptr().add(2 * d + h * hd),
-                    1,
-                    d3 as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                product(
+                    (rows, hd, keys),
+                    (dst.get().add((bi * s + q0) * d + h * hd), d),
+                    (scores.as_ptr(), 1, keys),
+                    (seq.as_ptr().add(2 * d + h * hd), 1, d3),
                 );
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((b, s, d))))
+    }
+}
+
+/// `dst = lhs · rhs` for an `m × k` `lhs` and a `k × n` `rhs`, each given as (pointer, column
+/// stride, row stride), into `dst` (pointer, row stride; columns contiguous), on this thread.
+///
+/// # Safety
+/// Every element the strides reach must be inside its buffer, and `dst` must not overlap the
+/// inputs or be written by another thread meanwhile.
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, usize),
+    (lhs, lhs_cs, lhs_rs): (*const f32, usize, usize),
+    (rhs, rhs_cs, rhs_rs): (*const f32, usize, usize),
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
     }
 }
 

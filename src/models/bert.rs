@@ -115,11 +115,10 @@ impl SelfAttention {
         Self::fuse(parts, out, layer_norm(dim, eps, layer.pp("sa_layer_norm"))?, heads)
     }
 
-    /// `LN(out(attention(xs)) + xs)`; `mask` (`[b, 1, 1, s]`, 0 or -∞) hides padded keys.
-    /// Self-attention and its residual layer norm; with `cache`, keeping the keys and values
-    /// (`[n, t, d]` each): with an empty cache the sequences' own (the prompt, causal); with a
-    /// filled one, `xs` holds one new token per sequence, attending to the cached tokens and
-    /// itself, and its key and value are appended.
+    /// `LN(out(attention(xs)) + xs)`; `mask` (`[b, 1, 1, s]`, 0 or -∞) hides padded keys. With
+    /// `cache`, the keys and values are kept (`[n, t, d]` each): with an empty cache the
+    /// sequences' own (the prompt, causal); with a filled one, `xs` holds one new token per
+    /// sequence, attending to the cached tokens and itself, and its key and value are appended.
     fn forward_cached(
         &self,
         xs: &Tensor,
@@ -144,14 +143,10 @@ impl SelfAttention {
                             candle_core::bail!("a cached step takes one token per sequence, not {s}");
                         }
                         let (k, v) = (Tensor::cat(&[&past_k, &k], 1)?, Tensor::cat(&[&past_v, &v], 1)?);
-                        let (h, hd) = (self.heads, d / self.heads);
-                        let t = k.dim(1)?;
-                        let split = |x: &Tensor, len: usize| x.reshape((n, len, h, hd))?.transpose(1, 2)?.contiguous();
+                        let (h, hd, t) = (self.heads, d / self.heads, k.dim(1)?);
+                        let split = |x: &Tensor| x.reshape((n, t, h, hd))?.transpose(1, 2)?.contiguous();
                         // Queries come pre-scaled (see `fuse`).
-                        let q = split(&qkv.narrow(2, 0, d)?, 1)?;
-                        let scores = q.matmul(&split(&k, t)?.t()?)?;
-                        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-                        let context = probs.matmul(&split(&v, t)?)?.transpose(1, 2)?.reshape((n, 1, d))?;
+                        let context = attend(&qkv.narrow(2, 0, d)?, &(split(&k)?, split(&v)?), h, 1.0)?;
                         *slot = Some((k, v));
                         context
                     }
@@ -198,48 +193,55 @@ impl BertAttention {
     /// `LN(out(attention(xs → (k, v))) + xs)`. `xs` may have batch 1 against a batched source
     /// (one text against several images: it is broadcast), or a batch against a source of
     /// batch 1 (beams attending to one image).
+    fn forward_kv(&self, xs: &Tensor, kv: &(Tensor, Tensor)) -> CResult<Tensor> {
+        let (n, s, d) = xs.dims3()?;
+        let b = kv.0.dim(0)?;
+        if b == 1 {
+            return self.forward_groups(xs, &[(kv, n)]);
+        }
+        let xs = if n == b { xs.clone() } else { xs.broadcast_as((b, s, d))?.contiguous()? };
+        let context = attend(&self.query.forward(&xs, None)?, kv, self.heads, ((d / self.heads) as f64).sqrt())?;
+        self.ln.forward(&(self.out.forward(&context, None)? + xs)?)
+    }
+
     /// Cross-attention for consecutive runs of sequences, each run against its own source of
-    /// batch 1 (several images' beams decoded together): the projections run once over every
-    /// row, attention per run.
+    /// batch 1 (one image's beams; several images' beams decoded together): the projections
+    /// run once over every row; each run's queries attend as one row block, so a source's keys
+    /// and values are not copied per sequence.
     fn forward_groups(&self, xs: &Tensor, groups: &[(&(Tensor, Tensor), usize)]) -> CResult<Tensor> {
         let (n, s, d) = xs.dims3()?;
         if groups.iter().map(|g| g.1).sum::<usize>() != n {
             candle_core::bail!("cross-attention groups do not cover the {n} sequences");
         }
-        let (h, hd) = (self.heads, d / self.heads);
         let q = self.query.forward(xs, None)?;
+        let divisor = ((d / self.heads) as f64).sqrt();
         let mut contexts = Vec::with_capacity(groups.len());
         let mut first = 0;
-        for &((k, v), rows) in groups {
-            if k.dim(0)? != 1 {
+        for &(kv, rows) in groups {
+            if kv.0.dim(0)? != 1 {
                 candle_core::bail!("a cross-attention group's source must have batch 1");
             }
-            // The run's queries as one row block against the source, as `forward_kv` does.
-            let q = q.narrow(0, first, rows)?.reshape((1, rows * s, h, hd))?.transpose(1, 2)?.contiguous()?;
-            let probs = candle_nn::ops::softmax_last_dim(&(q.matmul(&k.t()?)? / (hd as f64).sqrt())?)?;
-            contexts.push(probs.matmul(v)?.transpose(1, 2)?.reshape((rows, s, d))?);
+            let block = q.narrow(0, first, rows)?.reshape((1, rows * s, d))?;
+            contexts.push(attend(&block, kv, self.heads, divisor)?.reshape((rows, s, d))?);
             first += rows;
         }
         let context = Tensor::cat(&contexts, 0)?;
         self.ln.forward(&(self.out.forward(&context, None)? + xs)?)
     }
+}
 
-    fn forward_kv(&self, xs: &Tensor, (k, v): &(Tensor, Tensor)) -> CResult<Tensor> {
-        let (n, s, d) = xs.dims3()?;
-        let b = k.dim(0)?;
-        if b == 1 && n > 1 {
-            // Several sequences (beams) against one source: one row block of queries, so the
-            // source's keys and values are not copied per sequence.
-            return self.forward_kv(&xs.reshape((1, n * s, d))?, &(k.clone(), v.clone()))?.reshape((n, s, d));
-        }
-        let xs = if n == b { xs.clone() } else { xs.broadcast_as((b, s, d))?.contiguous()? };
-        let (h, hd) = (self.heads, d / self.heads);
-        let q = self.query.forward(&xs, None)?.reshape((b, s, h, hd))?.transpose(1, 2)?.contiguous()?;
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let context = probs.matmul(v)?.transpose(1, 2)?.reshape((b, s, d))?;
-        self.ln.forward(&(self.out.forward(&context, None)? + xs)?)
+/// Multi-head attention of projected queries `q` (`[b, m, d]`) to keys and values already split
+/// into heads (`[b, heads, t, hd]` each), the scores divided by `divisor` (1: queries come
+/// pre-scaled): the context `[b, m, d]`.
+fn attend(q: &Tensor, (k, v): &(Tensor, Tensor), heads: usize, divisor: f64) -> CResult<Tensor> {
+    let (b, m, d) = q.dims3()?;
+    let q = q.reshape((b, m, heads, d / heads))?.transpose(1, 2)?.contiguous()?;
+    let mut scores = q.matmul(&k.t()?)?;
+    if divisor != 1.0 {
+        scores = (scores / divisor)?;
     }
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    probs.matmul(v)?.transpose(1, 2)?.reshape((b, m, d))
 }
 
 /// One layer: self-attention, cross-attention to the source when there is one, MLP; post-norm.
@@ -278,30 +280,34 @@ impl BertLayer {
 #[derive(Default)]
 pub struct DecoderCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
-    tokens: usize,
 }
 
 impl DecoderCache {
     /// Tokens cached per sequence.
     pub fn len(&self) -> usize {
-        self.tokens
+        self.first_keys().map_or(0, |k| k.dims()[1])
     }
 
     /// Whether nothing is cached yet.
     pub fn is_empty(&self) -> bool {
-        self.tokens == 0
+        self.len() == 0
     }
 
     /// Sequences cached (`None` when empty).
     fn rows(&self) -> Option<usize> {
-        self.layers.first()?.as_ref().and_then(|(k, _)| k.dim(0).ok())
+        self.first_keys().map(|k| k.dims()[0])
+    }
+
+    /// The first layer's cached keys (`[n, t, d]`), when any.
+    fn first_keys(&self) -> Option<&Tensor> {
+        self.layers.first()?.as_ref().map(|(k, _)| k)
     }
 
     /// Keeps the rows `rows` (in that order, repeats allowed): the sequences that continue,
     /// each from the row it extends.
     pub fn select(&mut self, rows: &[u32]) -> CResult<()> {
-        let Some(first) = self.layers.first().and_then(|l| l.as_ref()) else { return Ok(()) };
-        let idx = Tensor::new(rows, first.0.device())?;
+        let Some(first) = self.first_keys() else { return Ok(()) };
+        let idx = Tensor::new(rows, first.device())?;
         for (k, v) in self.layers.iter_mut().flatten() {
             *k = k.contiguous()?.index_select(&idx, 0)?;
             *v = v.contiguous()?.index_select(&idx, 0)?;
@@ -466,9 +472,6 @@ impl BertStack {
             let sources: Vec<(&(Tensor, Tensor), usize)> = groups.iter().map(|(kv, n)| (&kv.0[i], *n)).collect();
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             xs = layer.forward(&xs, causal, None, &sources, slot)?;
-        }
-        if let Some(cache) = cache {
-            cache.tokens = past + s;
         }
         Ok(xs)
     }

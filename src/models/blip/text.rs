@@ -132,7 +132,7 @@ pub fn beam_search(
     max_new: usize,
 ) -> CResult<Vec<u32>> {
     let mut best = beam_search_many(decoder, &[source], start, stop, beams, max_new)?;
-    Ok(best.pop().unwrap_or_else(|| start.to_vec()))
+    Ok(best.pop().expect("one search per source"))
 }
 
 /// [`beam_search`] for several sources at once (one caption per image): every step runs the
@@ -183,7 +183,7 @@ pub fn beam_search_many(
         active.retain(|&i| !searches[i].done);
         cache.select(&keep)?;
     }
-    Ok(searches.into_iter().map(|s| s.best(start.len())).collect())
+    Ok(searches.into_iter().map(|s| s.best(start)).collect())
 }
 
 /// One caption's search: its running beams (ids, summed log-probability) and finished
@@ -249,18 +249,18 @@ impl Search {
         parents
     }
 
-    /// The best sequence, `start` (of `start_len` tokens) included.
-    fn best(self, start_len: usize) -> Vec<u32> {
+    /// The best sequence, `start` included (`start` alone when there is none).
+    fn best(self, start: &[u32]) -> Vec<u32> {
         if self.beams == 1 {
-            return self.running.into_iter().next().map(|r| r.0).unwrap_or_default();
+            return self.running.into_iter().next().map_or_else(|| start.to_vec(), |r| r.0);
         }
-        let new_tokens = |ids: &Vec<u32>| (ids.len() - start_len).max(1) as f32;
+        let new_tokens = |ids: &Vec<u32>| (ids.len() - start.len()).max(1) as f32;
         let mut finished = self.finished;
         finished.extend(self.running.into_iter().map(|(ids, score)| {
             let n = new_tokens(&ids);
             (ids, score / n)
         }));
         let best = finished.into_iter().max_by(|x, y| x.1.total_cmp(&y.1));
-        best.map(|b| b.0).unwrap_or_default()
+        best.map_or_else(|| start.to_vec(), |b| b.0)
     }
 }

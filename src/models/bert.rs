@@ -401,7 +401,8 @@ impl BertStack {
     /// The states `[b, s, d]` of `ids` (one sequence; `b` is the source's batch, or 1 without
     /// a source).
     pub fn forward(&self, ids: &[u32], causal: bool, source: Option<&SourceKeysValues>) -> CResult<Tensor> {
-        self.forward_batch(&[ids], causal, source)
+        let groups: Vec<(&SourceKeysValues, usize)> = source.map(|s| (s, 1)).into_iter().collect();
+        self.forward_grouped(&[ids], causal, &groups, None)
     }
 
     /// The embedding layer's output for `n` sequences of length `s` given flat.
@@ -417,32 +418,13 @@ impl BertStack {
         self.emb_ln.forward(&xs)
     }
 
-    /// The states `[n, s, d]` of `n` sequences of equal length `s` (beams), against a source
-    /// of batch 1 or `n`.
-    pub fn forward_batch(&self, seqs: &[&[u32]], causal: bool, source: Option<&SourceKeysValues>) -> CResult<Tensor> {
-        match source {
-            Some(source) => self.forward_grouped(seqs, causal, &[(source, seqs.len())]),
-            None => self.forward_grouped(seqs, causal, &[]),
-        }
-    }
-
     /// The states `[n, s, d]` of `n` sequences of equal length `s`, in consecutive runs each
-    /// attending to its own source (`(source, sequences in the run)`; one run may also be a
-    /// source of batch `n`), or to none when `groups` is empty.
+    /// attending to its own source (`(source, sequences in the run)`; a single run's source may
+    /// also have batch `n`, or batch `b` against one sequence), or to none when `groups` is
+    /// empty. With `cache` (causal decoders): an empty cache takes whole sequences (the prompt)
+    /// and keeps their keys and values; a filled one takes the next token of each of its
+    /// sequences (`seqs` of length 1), at the position after the cached ones.
     pub fn forward_grouped(
-        &self,
-        seqs: &[&[u32]],
-        causal: bool,
-        groups: &[(&SourceKeysValues, usize)],
-    ) -> CResult<Tensor> {
-        self.forward_grouped_cached(seqs, causal, groups, None)
-    }
-
-    /// [`Self::forward_grouped`] with a self-attention cache (causal decoders): an empty
-    /// cache takes whole sequences (the prompt) and keeps their keys and values; a filled one
-    /// takes the next token of each of its sequences (`seqs` of length 1), at the position
-    /// after the cached ones.
-    pub fn forward_grouped_cached(
         &self,
         seqs: &[&[u32]],
         causal: bool,

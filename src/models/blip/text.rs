@@ -55,32 +55,18 @@ impl BlipTextDecoder {
         self.bert.source_keys_values(source)
     }
 
-    /// Logits `[vocab]` of the token after `ids`, attending to a source.
-    pub fn next_logits(&self, ids: &[u32], source: &SourceKeysValues) -> CResult<Tensor> {
-        self.next_logits_batch(&[ids], source)?.squeeze(0)
-    }
-
-    /// Logits `[n, vocab]` of the token after each of `n` sequences of equal length (beams),
-    /// in one pass: the weights are read once for all of them.
-    pub fn next_logits_batch(&self, seqs: &[&[u32]], source: &SourceKeysValues) -> CResult<Tensor> {
-        self.next_logits_grouped(seqs, &[(source, seqs.len())])
-    }
-
     /// Logits `[n, vocab]` of the token after each of `n` sequences of equal length, given in
-    /// consecutive runs each attending to its own source (several images' beams): one pass.
-    pub fn next_logits_grouped(&self, seqs: &[&[u32]], groups: &[(&SourceKeysValues, usize)]) -> CResult<Tensor> {
-        self.next_logits_cached(seqs, groups, None)
-    }
-
-    /// [`Self::next_logits_grouped`] with a self-attention cache: whole sequences while it is
-    /// empty, then only each sequence's newest token (see [`BertStack::forward_grouped_cached`]).
-    pub fn next_logits_cached(
+    /// consecutive runs each attending to its own source (one image's beams, or several
+    /// images'), in one pass: the weights are read once for all of them. With `cache`: whole
+    /// sequences while it is empty, then only each sequence's newest token (see
+    /// [`BertStack::forward_grouped`]).
+    pub fn next_logits(
         &self,
         seqs: &[&[u32]],
         groups: &[(&SourceKeysValues, usize)],
         cache: Option<&mut DecoderCache>,
     ) -> CResult<Tensor> {
-        let xs = self.bert.forward_grouped_cached(seqs, true, groups, cache)?;
+        let xs = self.bert.forward_grouped(seqs, true, groups, cache)?;
         let last = xs.narrow(1, xs.dim(1)? - 1, 1)?.squeeze(1)?;
         let h = self.transform_ln.forward(&self.transform.forward(&last, Some(self.act))?)?;
         h.matmul(&self.vocab_t)?.broadcast_add(&self.vocab_bias)
@@ -106,8 +92,11 @@ pub fn greedy(
 ) -> CResult<Vec<DecodeStep>> {
     let mut ids = start.to_vec();
     let mut steps = Vec::new();
+    let mut cache = DecoderCache::default();
     for _ in 0..max_new {
-        let logits = decoder.next_logits(&ids, source)?;
+        // The whole start first, then the newest token.
+        let seq = if cache.is_empty() { &ids[..] } else { &ids[ids.len() - 1..] };
+        let logits = decoder.next_logits(&[seq], &[(source, 1)], Some(&mut cache))?.squeeze(0)?;
         let token = logits.argmax(0)?.to_scalar::<u32>()?;
         steps.push(DecodeStep { token, logits });
         ids.push(token);
@@ -165,7 +154,7 @@ pub fn beam_search_many(
                 .collect();
             let groups: Vec<(&SourceKeysValues, usize)> =
                 active.iter().map(|&i| (sources[i], searches[i].running.len())).collect();
-            let logits = decoder.next_logits_cached(&seqs, &groups, Some(&mut cache))?;
+            let logits = decoder.next_logits(&seqs, &groups, Some(&mut cache))?;
             // Greedy picks the largest logit (as `greedy` does); beams rank log-probabilities.
             if beams == 1 { logits } else { candle_nn::ops::log_softmax(&logits, 1)? }.to_vec2::<f32>()?
         };

@@ -41,9 +41,11 @@ pub struct GlobalOptions {
     #[arg(long, global = true, env = "CLIPDEX_DEVICE", default_value = "cpu", value_parser = parse_device)]
     pub device: DeviceChoice,
 
-    /// Arithmetic of the CLIP's linear layers: f32, or bf16 (bfloat16 operands, f32 sums; about
-    /// twice the speed of f32 for indexing on CPUs with AVX-512 BF16, embeddings within cosine
-    /// 0.999 of f32; elsewhere it runs as f32). Queries of a few tokens stay f32 either way.
+    /// Arithmetic of the CLIP's linear layers: f32; bf16 (bfloat16 operands, f32 sums; about
+    /// twice the speed of f32 for indexing on CPUs with AVX-512 BF16); or int8 (dynamically
+    /// quantised 8-bit operands, exact integer sums; CPUs with AVX-512 VNNI). Embeddings stay
+    /// within cosine 0.999 of f32; a CPU without the instructions runs f32. Queries of a few
+    /// tokens stay f32 either way.
     #[arg(long, global = true, env = "CLIPDEX_PRECISION", default_value = "f32", value_parser = parse_precision)]
     pub precision: Precision,
 

@@ -220,13 +220,20 @@ fn bias_act_generic(xs: &Tensor, bias: &Tensor, act: Option<HiddenAct>) -> CResu
 
 /// A dense layer with its weight stored transposed (`[in, out]`) for a contiguous matmul, and,
 /// from the first product of a few rows on, laid out once more for those (see `skinny`); at
-/// `bf16` precision, from the first product of many rows on, laid out in bf16 (see `bf16`).
+/// `bf16` or `int8` precision, from the first product of many rows on, laid out in that format
+/// (see `packed`).
 pub(crate) struct Dense {
     weight_t: Tensor,
     bias: Option<Tensor>,
     panels: std::sync::OnceLock<Option<super::skinny::Panels>>,
     precision: Precision,
-    bf16_panels: std::sync::OnceLock<Option<super::bf16::Bf16Panels>>,
+    reduced: std::sync::OnceLock<Option<Reduced>>,
+}
+
+/// A weight laid out at a reduced precision.
+enum Reduced {
+    Bf16(super::bf16::Bf16Panels),
+    Int8(super::int8::Int8Panels),
 }
 
 impl Dense {
@@ -236,13 +243,14 @@ impl Dense {
             bias,
             panels: Default::default(),
             precision: Precision::F32,
-            bf16_panels: Default::default(),
+            reduced: Default::default(),
         })
     }
 
     /// Computes products of many rows at `precision` from now on (where the CPU runs it).
     pub(crate) fn set_precision(&mut self, precision: Precision) {
         self.precision = precision.effective();
+        self.reduced = Default::default();
     }
 
     /// `xs` (`[rows, in]`) times the weight, through this layer's own CPU kernels when one
@@ -255,10 +263,10 @@ impl Dense {
     }
 
     /// The product on the CPU in f32: through the few-rows kernel (see `skinny`) for up to its
-    /// row limit, else through the bf16 kernel when the layer runs at bf16; `None` when
-    /// neither applies. Each lays the weight out on first use.
+    /// row limit, else through the layer's reduced-precision layout when it has one; `None`
+    /// when neither applies. Each lays the weight out on first use.
     fn kernel_product(&self, xs: &Tensor, rows: usize) -> CResult<Option<Tensor>> {
-        use super::{bf16, skinny};
+        use super::{bf16, int8, skinny};
         use candle_core::DType::F32;
         if !xs.device().is_cpu() || xs.dtype() != F32 || self.weight_t.dtype() != F32 {
             return Ok(None);
@@ -270,13 +278,18 @@ impl Dense {
                 return Ok(None);
             };
             panels.product(&xs.flatten_all()?.to_vec1::<f32>()?, rows)
-        } else if self.precision == Precision::Bf16 {
-            let Some(panels) = self.bf16_panels.get_or_init(|| bf16::Bf16Panels::pack(&weight_t()?, k, n)) else {
-                return Ok(None);
-            };
-            panels.product(&xs.flatten_all()?.to_vec1::<f32>()?, rows)
         } else {
-            return Ok(None);
+            let reduced = self.reduced.get_or_init(|| match self.precision {
+                Precision::F32 => None,
+                Precision::Bf16 => bf16::pack(&weight_t()?, k, n).map(Reduced::Bf16),
+                Precision::Int8 => int8::pack(&weight_t()?, k, n).map(Reduced::Int8),
+            });
+            let x = || xs.flatten_all()?.to_vec1::<f32>();
+            match reduced {
+                None => return Ok(None),
+                Some(Reduced::Bf16(panels)) => panels.product(&x()?, rows),
+                Some(Reduced::Int8(panels)) => panels.product(&x()?, rows),
+            }
         };
         Ok(Some(Tensor::from_vec(ys, (rows, n), xs.device())?))
     }

@@ -8,8 +8,10 @@
 pub(crate) mod bf16;
 mod blocked_attention;
 mod config;
+pub(crate) mod int8;
 pub(crate) mod kernels;
 pub(crate) mod model;
+mod packed;
 mod skinny;
 pub(crate) mod tokenizer;
 pub mod train;

@@ -39,13 +39,13 @@ fn main() -> clipdex::Result<()> {
         seg.preprocess(&photo).unwrap();
     });
     let t1 = median_time(runs, || {
-        seg.probabilities(&photo, &one).unwrap();
+        seg.probabilities(&photo, &seg.embed_prompts(&one).unwrap()).unwrap();
     });
     let t5 = median_time(runs, || {
-        seg.probabilities(&photo, &many).unwrap();
+        seg.probabilities(&photo, &seg.embed_prompts(&many).unwrap()).unwrap();
     });
     let regions = median_time(runs, || {
-        clipdex::segment::segment_photo(&seg, &photo, &one, &Default::default()).unwrap();
+        clipdex::segment::segment_photo(&seg, &photo, &seg.embed_prompts(&one).unwrap(), &Default::default()).unwrap();
     });
     println!("{:<40} {:>10} {:>10}", "", "ms", "images/s");
     let mut rows = Vec::new();

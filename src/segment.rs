@@ -7,7 +7,7 @@ use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::models::clipseg::{ProbabilityMap, Prompt, Segmenter};
+use crate::models::clipseg::{ProbabilityMap, PromptEmbeddings, Segmenter};
 
 /// The default probability a pixel needs to belong to a region.
 pub const DEFAULT_THRESHOLD: f32 = 0.4;
@@ -50,12 +50,13 @@ pub struct Segmentation {
     pub regions: Vec<Region>,
 }
 
-/// Segments a photo for each prompt (the photo is encoded once): maps at the photo's size and
-/// their regions.
+/// Segments a photo for each prompt (the photo is encoded once; the prompts, embedded by
+/// [`Segmenter::embed_prompts`], may serve many photos): maps at the photo's size and their
+/// regions.
 pub fn segment_photo(
     segmenter: &Segmenter,
     photo: &RgbImage,
-    prompts: &[Prompt],
+    prompts: &PromptEmbeddings,
     options: &RegionOptions,
 ) -> Result<Vec<Segmentation>> {
     let maps = segmenter.probabilities(photo, prompts)?;

@@ -40,7 +40,7 @@ pub fn segment(g: &GlobalOptions, args: &SegmentArgs) -> anyhow::Result<ExitCode
     let mut prompts: Vec<Prompt> = args.prompts.iter().map(|p| Prompt::Text(p)).collect();
     prompts.extend(examples.iter().map(Prompt::Example));
     let options = RegionOptions { threshold: args.threshold, ..Default::default() };
-    let found = segment::segment_photo(&segmenter, &photo, &prompts, &options)?;
+    let found = segment::segment_photo(&segmenter, &photo, &segmenter.embed_prompts(&prompts)?, &options)?;
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     // Output names keep the photo's name byte for byte (a non-UTF-8 name stays one).
@@ -114,7 +114,8 @@ pub fn print_located_hits(
     json_out: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let regions = library.locate(text, hits, &RegionOptions { threshold, ..Default::default() })?;
+    let options = RegionOptions { threshold, ..Default::default() };
+    let regions = crate::with_progress(|progress| library.locate(text, hits, &options, progress))?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
     if json_out {
         let rows: Vec<Value> = hits
@@ -147,7 +148,9 @@ pub fn crop_search(
     let started = std::time::Instant::now();
     let query = library.embed_text(&args.text)?;
     let options = RegionOptions { threshold: args.threshold, ..Default::default() };
-    let crops = library.crops(&args.text, &query, (candidates, k), filter, &options)?;
+    let crops = crate::with_progress(|progress| {
+        library.crops(&args.text, &query, (candidates, k), filter, &options, progress)
+    })?;
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

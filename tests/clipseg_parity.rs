@@ -70,7 +70,8 @@ fn text_prompt_logits_match_the_reference() {
         for case in golden["cases"].as_array().unwrap().iter().filter(|c| c.get("prompts").is_some()) {
             let prompts: Vec<String> = serde_json::from_value(case["prompts"].clone()).unwrap();
             let texts: Vec<Prompt> = prompts.iter().map(|p| Prompt::Text(p)).collect();
-            let logits = seg.logits(&photo(case["image"].as_str().unwrap()), &texts).unwrap();
+            let logits =
+                seg.logits(&photo(case["image"].as_str().unwrap()), &seg.embed_prompts(&texts).unwrap()).unwrap();
             assert_eq!(logits.dims(), &[prompts.len(), 352, 352]);
             let key = case["key"].as_str().unwrap();
             let diff = max_diff(&logits, &tensors[key], stride);
@@ -90,7 +91,9 @@ fn a_visual_prompt_matches_the_reference() {
         let (golden, tensors) = golden(name);
         let case = golden["cases"].as_array().unwrap().iter().find(|c| c.get("example").is_some()).unwrap();
         let example = photo(case["example"].as_str().unwrap());
-        let logits = seg.logits(&photo(case["image"].as_str().unwrap()), &[Prompt::Example(&example)]).unwrap();
+        let logits = seg
+            .logits(&photo(case["image"].as_str().unwrap()), &seg.embed_prompts(&[Prompt::Example(&example)]).unwrap())
+            .unwrap();
         let key = case["key"].as_str().unwrap();
         let diff = max_diff(&logits, &tensors[key], golden["stride"].as_u64().unwrap() as usize);
         assert!(diff < 1e-3, "{name} {key}: logits differ by {diff}");
@@ -102,12 +105,16 @@ fn mixed_prompts_in_one_batch_equal_each_prompt_alone() {
     let seg = load("clipseg-tiny-refined");
     let image = photo("coffee.png");
     let example = photo("rocket.webp");
-    let together =
-        seg.logits(&image, &[Prompt::Text("coffee"), Prompt::Example(&example), Prompt::Text("a cat")]).unwrap();
+    let together = seg
+        .logits(
+            &image,
+            &seg.embed_prompts(&[Prompt::Text("coffee"), Prompt::Example(&example), Prompt::Text("a cat")]).unwrap(),
+        )
+        .unwrap();
     let alone = [
-        seg.logits(&image, &[Prompt::Text("coffee")]).unwrap(),
-        seg.logits(&image, &[Prompt::Example(&example)]).unwrap(),
-        seg.logits(&image, &[Prompt::Text("a cat")]).unwrap(),
+        seg.logits(&image, &seg.embed_prompts(&[Prompt::Text("coffee")]).unwrap()).unwrap(),
+        seg.logits(&image, &seg.embed_prompts(&[Prompt::Example(&example)]).unwrap()).unwrap(),
+        seg.logits(&image, &seg.embed_prompts(&[Prompt::Text("a cat")]).unwrap()).unwrap(),
     ];
     for (i, a) in alone.iter().enumerate() {
         let d = (together.i(i).unwrap() - a.i(0).unwrap())
@@ -139,7 +146,10 @@ fn the_probability_map_png_matches_within_one_level() {
         let (golden, _) = golden(name);
         let spec = &golden["probability_png"];
         let maps = seg
-            .probabilities(&photo(spec["image"].as_str().unwrap()), &[Prompt::Text(spec["prompt"].as_str().unwrap())])
+            .probabilities(
+                &photo(spec["image"].as_str().unwrap()),
+                &seg.embed_prompts(&[Prompt::Text(spec["prompt"].as_str().unwrap())]).unwrap(),
+            )
             .unwrap();
         let ours = clipdex::segment::probability_png(&maps[0]);
         let reference =
@@ -178,6 +188,6 @@ fn wrong_models_are_refused_clearly() {
     let e = Segmenter::load("/no/such/clipseg", &common::device()).err().unwrap().to_string();
     assert!(e.contains("/no/such/clipseg"), "{e}");
     let seg = load("clipseg-tiny");
-    let e = seg.logits(&photo("coffee.png"), &[]).unwrap_err().to_string();
+    let e = seg.embed_prompts(&[]).unwrap_err().to_string();
     assert!(e.contains("no prompt"), "{e}");
 }

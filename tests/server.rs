@@ -172,7 +172,7 @@ async fn text_search_can_locate_the_query_in_each_result() {
                 clipdex::query::SearchHit::photo(id, path, r["score"].as_f64().unwrap() as f32)
             })
             .collect();
-        let expected = off(|| s.library.locate("a cat", &hits, &Default::default()).unwrap());
+        let expected = off(|| s.library.locate("a cat", &hits, &Default::default(), &|_, _| {}).unwrap());
         for (r, e) in results.iter().zip(&expected) {
             assert!(r.get("region").is_some(), "every result says where (or null)");
             assert_eq!(r["region"], serde_json::to_value(e).unwrap());
@@ -181,6 +181,21 @@ async fn text_search_can_locate_the_query_in_each_result() {
             }
         }
         assert!(expected.iter().any(Option::is_some));
+        // The photos decoded ahead come back in order: each hit alone gives what it gave among
+        // the others, a missing file in the middle gives None without moving the rest, and
+        // progress counts every hit.
+        let mut with_missing = hits.clone();
+        with_missing.insert(2, clipdex::query::SearchHit::photo(999, s.photos.join("gone.jpg"), 0.5));
+        let seen = std::sync::Mutex::new(Vec::new());
+        let record = |done, total| seen.lock().unwrap().push((done, total));
+        let located = off(|| s.library.locate("a cat", &with_missing, &Default::default(), &record).unwrap());
+        assert_eq!(located[2], None);
+        assert_eq!([&located[..2], &located[3..]].concat(), expected);
+        for (i, hit) in hits.iter().enumerate() {
+            let alone = off(|| s.library.locate("a cat", std::slice::from_ref(hit), &Default::default(), &|_, _| {}));
+            assert_eq!(alone.unwrap()[0], expected[i]);
+        }
+        assert_eq!(seen.into_inner().unwrap(), (0..=5).map(|d| (d, 5)).collect::<Vec<_>>());
         // Without crops, no region key at all.
         let (_, plain) = call!(app, test::TestRequest::get().uri("/api/search?q=a%20cat&k=4"));
         assert!(plain["results"][0].get("region").is_none());

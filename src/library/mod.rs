@@ -139,6 +139,42 @@ pub struct ReindexState {
     pub of: u64,
 }
 
+/// Photos a look-ahead thread decodes before the model asks for them.
+const DECODE_AHEAD: usize = 2;
+
+/// Runs `each` on every hit with what `open` made of it (its decoded photo), in order, while
+/// another thread opens the next ones (up to [`DECODE_AHEAD`]); `progress` hears of each hit
+/// done, and the photos/s of the whole go to the log.
+fn looking_ahead<T: Send>(
+    hits: &[SearchHit],
+    open: impl Fn(&SearchHit) -> T + Sync,
+    progress: Progress,
+    mut each: impl FnMut(&SearchHit, T) -> Result<()>,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let total = hits.len() as u64;
+    progress(0, total);
+    std::thread::scope(|scope| -> Result<()> {
+        let (opened, received) = std::sync::mpsc::sync_channel(DECODE_AHEAD);
+        let open = &open;
+        scope.spawn(move || {
+            for hit in hits {
+                if opened.send(open(hit)).is_err() {
+                    return;
+                }
+            }
+        });
+        for (done, (hit, photo)) in hits.iter().zip(received).enumerate() {
+            each(hit, photo)?;
+            progress(done as u64 + 1, total);
+        }
+        Ok(())
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!("CLIPSeg looked at {total} photos in {seconds:.1} s ({:.2} photos/s)", total as f64 / seconds);
+    Ok(())
+}
+
 /// A region of a photo that shows a text ([`Library::crops`]).
 #[derive(Debug, Clone)]
 pub struct Crop {
@@ -370,6 +406,8 @@ impl Library {
     /// Crop search (`crop-search`, `GET /api/crops`): the regions showing `text` in the
     /// `candidates` photos nearest to `query` (its embedding) that pass `filter`, most probable
     /// first (then by the photo's score), at most `k`. A photo that cannot be read is skipped.
+    /// The text is embedded once; the next photos are decoded while CLIPSeg looks at one, and
+    /// `progress` hears of each photo looked at.
     pub fn crops(
         &self,
         text: &str,
@@ -377,28 +415,29 @@ impl Library {
         (candidates, k): (usize, usize),
         filter: &SearchFilter,
         options: &RegionOptions,
+        progress: Progress,
     ) -> Result<Vec<Crop>> {
         let hits = self.search_vector(query, candidates, filter)?;
         let segmenter = self.segmenter()?;
+        let prompt = segmenter.embed_prompts(&[Prompt::Text(text)])?;
         let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: None };
         let mut crops = Vec::new();
-        for hit in hits {
+        let open = |hit: &SearchHit| match hit.media {
             // A video is cropped at the moment that matched.
-            let photo = match hit.media {
-                query::Media::Video { time, .. } => self.frame_image(&hit.path, time, u32::MAX),
-                query::Media::Photo => open_rgb(&hit.path, &decode),
-            };
-            let photo = match photo {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!("crop search skips {e}");
-                    continue;
+            query::Media::Video { time, .. } => self.frame_image(&hit.path, time, u32::MAX),
+            query::Media::Photo => open_rgb(&hit.path, &decode),
+        };
+        looking_ahead(&hits, open, progress, |hit, photo| {
+            match photo {
+                Ok(photo) => {
+                    for found in segment_photo(&segmenter, &photo, &prompt, options)? {
+                        crops.extend(found.regions.into_iter().map(|region| Crop { hit: hit.clone(), region }));
+                    }
                 }
-            };
-            for found in segment_photo(&segmenter, &photo, &[Prompt::Text(text)], options)? {
-                crops.extend(found.regions.into_iter().map(|region| Crop { hit: hit.clone(), region }));
+                Err(e) => tracing::warn!("crop search skips {e}"),
             }
-        }
+            Ok(())
+        })?;
         crops.sort_by(|a, b| {
             b.region.mean_probability.total_cmp(&a.region.mean_probability).then(b.hit.score.total_cmp(&a.hit.score))
         });
@@ -410,39 +449,49 @@ impl Library {
     /// when no region passes the threshold or the file cannot be read. Boxes are in the
     /// photo's full upright pixels. For speed the photo is decoded reduced (JPEG DCT scaling,
     /// then at most [`LOCATE_SIDE`] px on the long side) and the regions found there are
-    /// scaled up; `clipdex segment` works at full resolution.
-    pub fn locate(&self, text: &str, hits: &[SearchHit], options: &RegionOptions) -> Result<Vec<Option<Region>>> {
+    /// scaled up; `clipdex segment` works at full resolution. The text is embedded once; the
+    /// next photos are decoded while CLIPSeg looks at one, and `progress` hears of each.
+    pub fn locate(
+        &self,
+        text: &str,
+        hits: &[SearchHit],
+        options: &RegionOptions,
+        progress: Progress,
+    ) -> Result<Vec<Option<Region>>> {
         let segmenter = self.segmenter()?;
+        let prompt = segmenter.embed_prompts(&[Prompt::Text(text)])?;
         let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: Some(LOCATE_SIDE / 2) };
-        hits.iter()
-            .map(|hit| {
-                // What CLIPSeg looks at (at most LOCATE_SIDE) and the full upright size its
-                // regions are scaled to: a video's frame that matched, or the photo.
-                let pixels = match hit.media {
-                    query::Media::Video { time, .. } => match self.frame_image(&hit.path, time, LOCATE_SIDE) {
-                        Ok(frame) => {
-                            let full = self.store.image(hit.id)?.map_or(frame.dimensions(), |r| (r.width, r.height));
-                            Ok((frame, full))
-                        }
-                        Err(e) => Err(e.to_string()),
-                    },
-                    query::Media::Photo => crate::photo::read_image_file(&hit.path, decode.max_pixels)
-                        .and_then(|bytes| crate::photo::decode_photo(&bytes, &decode))
-                        .map(|photo| (shrink(&photo.image, LOCATE_SIDE), (photo.width, photo.height)))
-                        .map_err(|p| p.to_string()),
-                };
-                let (small, full) = match pixels {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!("cannot locate {text:?} in {}: {e}", hit.path.display());
-                        return Ok(None);
+        // What CLIPSeg looks at (at most LOCATE_SIDE) and the full upright size its regions
+        // are scaled to: a video's frame that matched, or the photo.
+        let open = |hit: &SearchHit| -> Result<Option<(image::RgbImage, (u32, u32))>> {
+            let pixels = match hit.media {
+                query::Media::Video { time, .. } => match self.frame_image(&hit.path, time, LOCATE_SIDE) {
+                    Ok(frame) => {
+                        let full = self.store.image(hit.id)?.map_or(frame.dimensions(), |r| (r.width, r.height));
+                        Ok((frame, full))
                     }
-                };
-                let found = segment_photo(&segmenter, &small, &[Prompt::Text(text)], options)?;
-                let best = found.into_iter().next().and_then(|s| best_region(&s.regions).cloned());
-                Ok(best.map(|r| scale_region(r, small.dimensions(), full)))
-            })
-            .collect()
+                    Err(e) => Err(e.to_string()),
+                },
+                query::Media::Photo => crate::photo::read_image_file(&hit.path, decode.max_pixels)
+                    .and_then(|bytes| crate::photo::decode_photo(&bytes, &decode))
+                    .map(|photo| (shrink(&photo.image, LOCATE_SIDE), (photo.width, photo.height)))
+                    .map_err(|p| p.to_string()),
+            };
+            Ok(pixels.map_err(|e| tracing::warn!("cannot locate {text:?} in {}: {e}", hit.path.display())).ok())
+        };
+        let mut located = Vec::with_capacity(hits.len());
+        looking_ahead(hits, open, progress, |_, pixels| {
+            located.push(match pixels? {
+                Some((small, full)) => {
+                    let found = segment_photo(&segmenter, &small, &prompt, options)?;
+                    let best = found.into_iter().next().and_then(|s| best_region(&s.regions).cloned());
+                    best.map(|r| scale_region(r, small.dimensions(), full))
+                }
+                None => None,
+            });
+            Ok(())
+        })?;
+        Ok(located)
     }
 
     /// Adds a folder to watch; returns its canonical path.

@@ -342,18 +342,14 @@ impl Segmenter {
     }
 
     /// Logits `[n, side, side]` of `prompts` on one image (encoded once).
-    pub fn logits(&self, image: &RgbImage, prompts: &[Prompt]) -> Result<Tensor> {
-        if prompts.is_empty() {
-            return Err(Error::Invalid("no prompt: give a text or an example image".into()));
-        }
+    pub fn logits(&self, image: &RgbImage, prompts: &PromptEmbeddings) -> Result<Tensor> {
         let pixels = self.preprocess(image)?.unsqueeze(0)?;
         let activations = self.model.activations(&pixels)?;
-        let conditionals = self.conditionals(prompts)?;
-        Ok(self.model.decode(&activations, &conditionals)?)
+        Ok(self.model.decode(&activations, &prompts.0)?)
     }
 
     /// Probability maps (sigmoid of the logits), one `side` x `side` row-major map per prompt.
-    pub fn probabilities(&self, image: &RgbImage, prompts: &[Prompt]) -> Result<Vec<ProbabilityMap>> {
+    pub fn probabilities(&self, image: &RgbImage, prompts: &PromptEmbeddings) -> Result<Vec<ProbabilityMap>> {
         let logits = self.logits(image, prompts)?;
         let (_, h, w) = logits.dims3()?;
         let probs = candle_nn::ops::sigmoid(&logits)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
@@ -363,6 +359,15 @@ impl Segmenter {
             .into_iter()
             .map(|values| ProbabilityMap { width: w as u32, height: h as u32, values })
             .collect())
+    }
+
+    /// The prompts embedded, once for any number of photos: texts in one batch, examples in
+    /// another, in order.
+    pub fn embed_prompts(&self, prompts: &[Prompt]) -> Result<PromptEmbeddings> {
+        if prompts.is_empty() {
+            return Err(Error::Invalid("no prompt: give a text or an example image".into()));
+        }
+        Ok(PromptEmbeddings(self.conditionals(prompts)?))
     }
 
     /// One embedding per prompt, in order: texts in one batch, examples in another.
@@ -390,6 +395,10 @@ impl Segmenter {
         Ok(Tensor::stack(&rows, 0)?)
     }
 }
+
+/// Prompts embedded by [`Segmenter::embed_prompts`]: `[prompts, projection]`.
+#[derive(Debug)]
+pub struct PromptEmbeddings(Tensor);
 
 /// A probability per pixel, row-major.
 #[derive(Debug, Clone, PartialEq)]

@@ -396,7 +396,7 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
                 .iter()
                 .map(|h| SearchHit { id: h.id, path: h.path.clone(), score: h.score, media: h.media })
                 .collect();
-            let located = state.library.locate(&text, &shown, &crate::segment::RegionOptions::default())?;
+            let located = state.library.locate(&text, &shown, &crate::segment::RegionOptions::default(), &|_, _| {})?;
             for (hit, region) in page.iter_mut().zip(located) {
                 hit.region = Some(region);
             }

@@ -206,7 +206,7 @@ async fn segment_image(state: web::Data<AppState>, id: web::Path<String>, req: H
         let segmenter = state.library.segmenter()?;
         let prompts: Vec<Prompt> = asked.iter().map(|p| Prompt::Text(p)).collect();
         let options = RegionOptions { threshold, ..Default::default() };
-        let found = segment::segment_photo(&segmenter, &image, &prompts, &options)?;
+        let found = segment::segment_photo(&segmenter, &image, &segmenter.embed_prompts(&prompts)?, &options)?;
         Ok((image.width(), image.height(), found))
     })
     .await?;
@@ -252,7 +252,7 @@ async fn crops(state: web::Data<AppState>, params: web::Query<CropParams>) -> Ap
     let rows = blocking(move || {
         let q = state.query_embedding(&text)?;
         let options = RegionOptions { threshold, ..Default::default() };
-        let crops = state.library.crops(&text, &q, (candidates, k), &Default::default(), &options)?;
+        let crops = state.library.crops(&text, &q, (candidates, k), &Default::default(), &options, &|_, _| {})?;
         Ok(crops
             .into_iter()
             .map(|crate::library::Crop { hit, region: r }| {

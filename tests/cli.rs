@@ -188,10 +188,21 @@ fn the_library_records_the_precision_of_its_vectors() {
     let res = ok_json(clipdex_db(db, &["search", "a rocket", "-k", "4", "--precision", "bf16", "--json"]));
     assert_eq!(res["results"].as_array().unwrap().len(), 4);
 
-    for (bad, says) in [("int8", "not available yet"), ("f16", "unknown precision")] {
+    // And at int8 (where this CPU runs it): three precisions on record, in the order used.
+    std::fs::copy(image("camera_gray.png"), photos.join("camera_gray.png")).unwrap();
+    let report = ok_json(clipdex_db(db, &["index", "--precision", "int8", "--json"]));
+    assert_eq!(report["embedded"], 1);
+    let mut want = want.as_array().unwrap().clone();
+    let int8_runs = clipdex::models::precision::Precision::Int8.effective().to_string();
+    if !want.contains(&json!(int8_runs)) {
+        want.push(json!(int8_runs));
+    }
+    assert_eq!(ok_json(clipdex_db(db, &["stats", "--json"]))["precisions"], json!(want));
+
+    for bad in ["f16", "int4"] {
         let out = clipdex_db(db, &["stats", "--precision", bad]);
         assert_eq!(out.status.code(), Some(2), "{bad}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{bad}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("unknown precision"), "{bad}: {out:?}");
     }
 }
 

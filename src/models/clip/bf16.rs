@@ -192,7 +192,7 @@ mod tests {
         for (m, k, n) in TEST_SHAPES {
             let x = test_values(m * k, 1 + m as u64);
             let w = test_values(k * n, 7 + n as u64);
-            let got = pack(&w, k, n).unwrap().product(&x, m);
+            let got = pack(&w, k, n).unwrap().product(&x, m, &|_, _| {});
             let want = reference(&x, &w, m, k, n);
             for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                 assert!((g - e).abs() <= 1e-5 * (k as f32).sqrt() + 1e-6 * e.abs(), "[{m},{k},{n}] at {i}: {g} vs {e}");

@@ -294,10 +294,19 @@ mod tests {
                 _ => {}
             });
             let w = test_values(k * n, 11 + n as u64);
-            let got = pack(&w, k, n).unwrap().product(&x, m);
+            let panels = pack(&w, k, n).unwrap();
+            let got = panels.product(&x, m, &|_, _| {});
             let want = reference(&x, &w, m, k, n);
             for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                 assert!((g - e).abs() <= 1e-6 * e.abs() + 1e-7, "[{m},{k},{n}] at {i}: {g} vs {e}");
+            }
+            // The epilogue sees every output once, told its column.
+            let column = |out: &mut [f32], first: usize| {
+                out.iter_mut().enumerate().for_each(|(c, v)| *v = (first + c) as f32 - *v);
+            };
+            let shifted = panels.product(&x, m, &column);
+            for (i, (s, g)) in shifted.iter().zip(&got).enumerate() {
+                assert_eq!(*s, (i % n) as f32 - g, "[{m},{k},{n}] at {i}");
             }
             // And near the f32 product: an output's error is at most half a step of each
             // operand over its k terms; on uniform values it is far below that.

@@ -99,36 +99,36 @@ impl CustomOp2 for BiasAct {
             candle_core::bail!("{}: bias of {n} for shape {:?}", self.name(), xl.shape());
         }
         let act = self.act;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(n * 64).zip(x.par_chunks(n * 64)).for_each(|(o, x)| {
-            for (o_row, x_row) in o.chunks_mut(n).zip(x.chunks(n)) {
-                bias_act_row(o_row, x_row, bias, act);
+        let mut out = x.to_vec();
+        out.par_chunks_mut(n * 64).for_each(|o| {
+            for row in o.chunks_mut(n) {
+                bias_act_row(row, bias, act);
             }
         });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 }
 
-/// `o = act(x + bias)` for one row.
-fn bias_act_row(o: &mut [f32], x: &[f32], bias: &[f32], act: Option<HiddenAct>) {
+/// `o = act(o + bias)` for one row (or part of one, with the bias of its columns).
+fn bias_act_row(o: &mut [f32], bias: &[f32], act: Option<HiddenAct>) {
     #[cfg(target_arch = "x86_64")]
     {
         static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let avx512 = *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"));
         if avx512 && matches!(act, None | Some(HiddenAct::QuickGelu)) {
             // SAFETY: the CPU has AVX-512 F (checked above).
-            let done = unsafe { bias_act_row_avx512(o, x, bias, act.is_some()) };
-            bias_act_scalar(&mut o[done..], &x[done..], &bias[done..], act);
+            let done = unsafe { bias_act_row_avx512(o, bias, act.is_some()) };
+            bias_act_scalar(&mut o[done..], &bias[done..], act);
             return;
         }
     }
-    bias_act_scalar(o, x, bias, act);
+    bias_act_scalar(o, bias, act);
 }
 
 /// [`bias_act_row`] one value at a time.
-fn bias_act_scalar(o: &mut [f32], x: &[f32], bias: &[f32], act: Option<HiddenAct>) {
-    for ((o, &x), &b) in o.iter_mut().zip(x).zip(bias) {
-        let v = x + b;
+fn bias_act_scalar(o: &mut [f32], bias: &[f32], act: Option<HiddenAct>) {
+    for (o, &b) in o.iter_mut().zip(bias) {
+        let v = *o + b;
         *o = match act {
             None => v,
             Some(HiddenAct::QuickGelu) => v / (1.0 + (-1.702 * v).exp()),
@@ -169,16 +169,16 @@ pub(super) fn exp16(t: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
 /// caller's).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn bias_act_row_avx512(o: &mut [f32], x: &[f32], bias: &[f32], quick_gelu: bool) -> usize {
+unsafe fn bias_act_row_avx512(o: &mut [f32], bias: &[f32], quick_gelu: bool) -> usize {
     use std::arch::x86_64::{
         _mm512_add_ps, _mm512_div_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_storeu_ps,
     };
-    let len = o.len().min(x.len()).min(bias.len());
+    let len = o.len().min(bias.len());
     let whole = len / 16 * 16;
     for i in (0..whole).step_by(16) {
-        // SAFETY: i + 16 <= len for all three slices.
+        // SAFETY: i + 16 <= len for both slices.
         unsafe {
-            let v = _mm512_add_ps(_mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(bias.as_ptr().add(i)));
+            let v = _mm512_add_ps(_mm512_loadu_ps(o.as_ptr().add(i)), _mm512_loadu_ps(bias.as_ptr().add(i)));
             let y = if quick_gelu {
                 let e = exp16(_mm512_mul_ps(v, _mm512_set1_ps(-1.702)));
                 _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0), e))
@@ -253,42 +253,50 @@ impl Dense {
         self.reduced = Default::default();
     }
 
-    /// `xs` (`[rows, in]`) times the weight, through this layer's own CPU kernels when one
-    /// applies, else a general matrix multiplication.
-    fn product(&self, xs: &Tensor, rows: usize) -> CResult<Tensor> {
-        match self.kernel_product(xs, rows)? {
-            Some(ys) => Ok(ys),
-            None => xs.matmul(&self.weight_t),
-        }
-    }
-
-    /// The product on the CPU in f32: through the few-rows kernel (see `skinny`) for up to its
-    /// row limit, else through the layer's reduced-precision layout when it has one; `None`
-    /// when neither applies. Each lays the weight out on first use.
-    fn kernel_product(&self, xs: &Tensor, rows: usize) -> CResult<Option<Tensor>> {
+    /// The product on the CPU in f32 with the bias and `act` applied: through the few-rows
+    /// kernel (see `skinny`) for up to its row limit, else through the layer's reduced-precision
+    /// layout when it has one, which applies them to each block of outputs as it is written;
+    /// `None` when neither applies (or an activation comes without a bias). Each lays the weight
+    /// out on first use; the input is read where it lies.
+    fn kernel_forward(&self, xs: &Tensor, rows: usize, act: Option<HiddenAct>) -> CResult<Option<Tensor>> {
         use super::{bf16, int8, skinny};
         use candle_core::DType::F32;
         if !xs.device().is_cpu() || xs.dtype() != F32 || self.weight_t.dtype() != F32 {
             return Ok(None);
         }
+        let bias = match &self.bias {
+            Some(b) if b.dtype() == F32 => Some(b.to_vec1::<f32>()?),
+            None if act.is_none() => None,
+            _ => return Ok(None),
+        };
+        let epilogue = |out: &mut [f32], first: usize| {
+            if let Some(bias) = &bias {
+                bias_act_row(out, &bias[first..first + out.len()], act);
+            }
+        };
         let (k, n) = self.weight_t.dims2()?;
         let weight_t = || self.weight_t.flatten_all().and_then(|w| w.to_vec1::<f32>()).ok();
+        let xs = xs.contiguous()?;
+        let (storage, layout) = xs.storage_and_layout();
+        let candle_core::Storage::Cpu(storage) = &*storage else { return Ok(None) };
+        let x = f32_slice(storage, layout, "dense")?;
         let ys = if (1..=skinny::max_rows()).contains(&rows) {
             let Some(panels) = self.panels.get_or_init(|| skinny::Panels::pack(&weight_t()?, k, n)) else {
                 return Ok(None);
             };
-            panels.product(&xs.flatten_all()?.to_vec1::<f32>()?, rows)
+            let mut ys = panels.product(x, rows);
+            ys.chunks_mut(n).for_each(|row| epilogue(row, 0));
+            ys
         } else {
             let reduced = self.reduced.get_or_init(|| match self.precision {
                 Precision::F32 => None,
                 Precision::Bf16 => bf16::pack(&weight_t()?, k, n).map(Reduced::Bf16),
                 Precision::Int8 => int8::pack(&weight_t()?, k, n).map(Reduced::Int8),
             });
-            let x = || xs.flatten_all()?.to_vec1::<f32>();
             match reduced {
                 None => return Ok(None),
-                Some(Reduced::Bf16(panels)) => panels.product(&x()?, rows),
-                Some(Reduced::Int8(panels)) => panels.product(&x()?, rows),
+                Some(Reduced::Bf16(panels)) => panels.product(x, rows, &epilogue),
+                Some(Reduced::Int8(panels)) => panels.product(x, rows, &epilogue),
             }
         };
         Ok(Some(Tensor::from_vec(ys, (rows, n), xs.device())?))
@@ -303,13 +311,17 @@ impl Dense {
     pub(crate) fn forward(&self, xs: &Tensor, act: Option<HiddenAct>) -> CResult<Tensor> {
         let dims = xs.dims().to_vec();
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let ys = self.product(&xs.reshape((rows, dims[dims.len() - 1]))?, rows)?;
-        let ys = match &self.bias {
-            Some(b) => bias_act(&ys, b, act)?,
-            None => match act {
-                Some(a) => a.apply(&ys)?,
-                None => ys,
-            },
+        let xs = xs.reshape((rows, dims[dims.len() - 1]))?;
+        let ys = match self.kernel_forward(&xs, rows, act)? {
+            Some(ys) => ys,
+            None => {
+                let ys = xs.matmul(&self.weight_t)?;
+                match (&self.bias, act) {
+                    (Some(b), act) => bias_act(&ys, b, act)?,
+                    (None, Some(a)) => a.apply(&ys)?,
+                    (None, None) => ys,
+                }
+            }
         };
         let mut out_dims = dims;
         *out_dims.last_mut().expect("at least one dimension") = ys.dim(D::Minus1)?;

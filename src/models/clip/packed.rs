@@ -79,8 +79,10 @@ impl<F: Format> Panels<F> {
         Panels { format, data, k, n }
     }
 
-    /// `x` (`[m, k]`, row-major) times the weight: `[m, n]`.
-    pub(super) fn product(&self, x: &[f32], m: usize) -> Vec<f32> {
+    /// `x` (`[m, k]`, row-major) times the weight: `[m, n]`, `epilogue` run on each row's
+    /// outputs of each panel (and the index of its first column) as soon as they are written,
+    /// while they are in the cache (the bias and activation).
+    pub(super) fn product(&self, x: &[f32], m: usize, epilogue: &(dyn Fn(&mut [f32], usize) + Sync)) -> Vec<f32> {
         assert_eq!(x.len(), m * self.k, "input is not [{m}, {}]", self.k);
         let (k, n, group) = (self.k, self.n, F::GROUP);
         let groups = k.div_ceil(group);
@@ -115,12 +117,9 @@ impl<F: Format> Panels<F> {
                     }
                 }
                 for (i, row) in scales.iter().enumerate() {
-                    self.format.finish(
-                        &sums[i * PANEL..][..width],
-                        *row,
-                        p * PANEL,
-                        &mut ys[i * n + p * PANEL..][..width],
-                    );
+                    let out = &mut ys[i * n + p * PANEL..][..width];
+                    self.format.finish(&sums[i * PANEL..][..width], *row, p * PANEL, out);
+                    epilogue(out, p * PANEL);
                 }
             }
         });

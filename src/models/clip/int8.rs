@@ -16,7 +16,7 @@
 //!
 //! On other CPUs the caller keeps f32 (see [`available`]).
 
-use super::packed::{Format, PANEL, Panels, TILE};
+use super::packed::{Format, PANEL, Panels};
 
 /// Whether this CPU runs the kernel.
 pub(crate) fn available() -> bool {
@@ -176,26 +176,22 @@ impl Format for Int8 {
         row
     }
 
-    fn tile(chunk: &[u8], a: &[u8], stride: usize, count: usize, r: usize, out: &mut [i32], accumulate: bool) {
-        assert!(chunk.len() >= count * 4 * PANEL && out.len() >= r * PANEL, "tile out of bounds");
-        assert!(r >= 1 && a.len() >= (r - 1) * 4 * stride + 4 * count, "tile rows out of bounds");
+    unsafe fn tile<const R: usize>(
+        chunk: &[u8],
+        a: &[u8],
+        stride: usize,
+        count: usize,
+        out: &mut [i32],
+        accumulate: bool,
+    ) {
         #[cfg(target_arch = "x86_64")]
-        {
-            // SAFETY (every arm): `available()` found AVX-512 F and VNNI (checked by `pack`);
-            // the bounds were checked above.
-            macro_rules! rows {
-                ($($r:literal)*) => {
-                    match r {
-                        $($r => unsafe { tile_avx512::<$r>(chunk, a, stride, count, out, accumulate) },)*
-                        _ => unreachable!("at most {TILE} rows a tile"),
-                    }
-                };
-            }
-            rows!(1 2 3 4 5 6 7 8 9 10 11 12)
+        // SAFETY: the caller's (see `Format::tile`).
+        unsafe {
+            tile_avx512::<R>(chunk, a, stride, count, out, accumulate)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (chunk, a, stride, count, r, out, accumulate);
+            let _ = (chunk, a, stride, count, out, accumulate);
             unreachable!("the kernel is only offered on x86-64");
         }
     }

@@ -34,15 +34,18 @@ pub(super) trait Format: Sync {
     /// Converts one input row into `dst` (as long as `src`).
     fn convert(&self, src: &[f32], dst: &mut [Self::Value]) -> Self::Row;
 
-    /// `r` rows of `a` (each `GROUP · stride` values), over `count` groups, times a panel's
-    /// chunk of `count` groups, into `sums` (`[r, 32]`): added to what `sums` holds when
-    /// `accumulate`. Callers check that the bounds hold.
-    fn tile(
+    /// `R` rows of `a` (each `GROUP · stride` values), over `count` groups, times a panel's
+    /// chunk of `count` groups, into `sums` (`[R, 32]`): added to what `sums` holds when
+    /// `accumulate`.
+    ///
+    /// # Safety
+    /// The CPU has the format's instructions (its `pack` checked), and the bounds hold: `chunk`
+    /// holds `count · GROUP · 32` values, `sums` `R · 32`, and `a` each row's `count` groups.
+    unsafe fn tile<const R: usize>(
         chunk: &[Self::Value],
         a: &[Self::Value],
         stride: usize,
         count: usize,
-        r: usize,
         sums: &mut [Self::Sum],
         accumulate: bool,
     );
@@ -113,7 +116,7 @@ impl<F: Format> Panels<F> {
                         let r = TILE.min(rows - first);
                         let a = &a[first * group * groups + group * first_group..];
                         let sums = &mut sums[first * PANEL..][..r * PANEL];
-                        F::tile(chunk, a, groups, count, r, sums, first_group > 0);
+                        tile::<F>(chunk, a, groups, count, r, sums, first_group > 0);
                     }
                 }
                 for (i, row) in scales.iter().enumerate() {
@@ -125,6 +128,31 @@ impl<F: Format> Panels<F> {
         });
         ys
     }
+}
+
+/// [`Format::tile`] for `r` (1 to [`TILE`]) rows, after checking its bounds.
+fn tile<F: Format>(
+    chunk: &[F::Value],
+    a: &[F::Value],
+    stride: usize,
+    count: usize,
+    r: usize,
+    sums: &mut [F::Sum],
+    accumulate: bool,
+) {
+    let group = F::GROUP;
+    assert!(chunk.len() >= count * group * PANEL && sums.len() >= r * PANEL, "tile out of bounds");
+    assert!(r >= 1 && a.len() >= (r - 1) * group * stride + group * count, "tile rows out of bounds");
+    // SAFETY (every arm): the format's `pack` checked the CPU; the bounds were checked above.
+    macro_rules! rows {
+        ($($r:literal)*) => {
+            match r {
+                $($r => unsafe { F::tile::<$r>(chunk, a, stride, count, sums, accumulate) },)*
+                _ => unreachable!("at most {TILE} rows a tile"),
+            }
+        };
+    }
+    rows!(1 2 3 4 5 6 7 8 9 10 11 12)
 }
 
 /// Values for the tests: uniform in [-1, 1), from a seed.

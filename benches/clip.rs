@@ -1,10 +1,12 @@
 //! Speed of the CLIP towers at ViT-B/32 shapes with random weights (a forward pass costs the
 //! same whatever the weights hold), so no download is needed.
 //!
-//!     [CLIPDEX_DEVICE=cuda] cargo bench --bench clip
+//!     [CLIPDEX_DEVICE=cuda] [CLIPDEX_PRECISION=bf16] [CLIPDEX_TORCH_PYTHON=~/venv-ref/bin/python] cargo bench --bench clip
 //!
 //! Prints images/s and texts/s at batch sizes 1 and 32, single-query latency, and the cost of
-//! decoding + preprocessing a 12-megapixel JPEG. Compare with `tools/bench_torch.py`.
+//! decoding + preprocessing a 12-megapixel JPEG; with `CLIPDEX_TORCH_PYTHON`, transformers' times
+//! for the same rows in the same run (`tools/bench_models_torch.py clip`: fp32, and bf16 autocast
+//! when clipdex runs a reduced precision) and the speed-ups.
 
 mod common;
 
@@ -26,6 +28,7 @@ fn main() -> clipdex::Result<()> {
     );
     // Batch 256 on a GPU only (on a CPU it is batch 32 eight times over).
     let batches: &[usize] = if device.is_cpu() { &[1, 32] } else { &[1, 32, 256] };
+    let mut rows = Vec::new();
     for &batch in batches {
         let pixels = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &device)?;
         let runs = if batch == 1 { 15 } else { 3 };
@@ -37,6 +40,7 @@ fn main() -> clipdex::Result<()> {
             batch as f64 / t.as_secs_f64(),
             t.as_secs_f64() * 1e3
         );
+        rows.push((format!("image tower, batch {batch}"), t));
     }
     for batch in [1usize, 32] {
         // 77 tokens: start, 75 words, end (the model's full context).
@@ -57,12 +61,14 @@ fn main() -> clipdex::Result<()> {
             batch as f64 / t.as_secs_f64(),
             t.as_secs_f64() * 1e3
         );
+        rows.push((format!("text tower, batch {batch}, 77 tokens"), t));
     }
     let query = "a photo of a dog on the beach";
     let t = median_time(21, || {
         clip.embed_texts(&[query]).unwrap();
     });
     println!("query latency (tokenize + text tower, {query:?}): {:.2} ms", t.as_secs_f64() * 1e3);
+    rows.push(("query (tokenise + text tower)".to_string(), t));
     // One text by its length: up to 48 tokens the few-rows kernel runs (where the CPU has
     // AVX-512; CLIPDEX_SKINNY=0 switches it off to compare).
     for tokens in [12usize, 24, 48, 77] {
@@ -88,5 +94,8 @@ fn main() -> clipdex::Result<()> {
         t_decode.as_secs_f64() * 1e3,
         t_pre.as_secs_f64() * 1e3
     );
+    rows.push(("12 MP JPEG: decode".to_string(), t_decode));
+    rows.push(("12 MP JPEG: resize + crop + normalise".to_string(), t_pre));
+    common::compare_with_torch("clip", 3, &rows);
     Ok(())
 }

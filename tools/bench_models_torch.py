@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""The PyTorch side of `cargo bench --bench caption` (BLIP) and `cargo bench --bench segment`
-(CLIPSeg): transformers' models at the same base shapes with random weights, fp32 (or under
-bf16 autocast), on the CPU, the same rows as the Rust benches.
+"""The PyTorch side of `cargo bench --bench caption` (BLIP), `cargo bench --bench segment`
+(CLIPSeg) and `cargo bench --bench clip` (CLIP's towers): transformers' models at the same
+base shapes with random weights, fp32 (or under bf16 autocast), on the CPU, the same rows as
+the Rust benches.
 
 Each row prints as `torch <model>, <row>: <ms> ms`; the Rust benches read these lines and print
 clipdex / PyTorch for the rows both sides have.
 
-    ~/venv-ref/bin/python tools/bench_models_torch.py blip|clipseg [--threads 2] [--runs 3] [--bf16]
+    ~/venv-ref/bin/python tools/bench_models_torch.py blip|clipseg|clip [--threads 2] [--runs 3] [--bf16]
+
+(`clip` runs each row as often as the Rust bench does, whatever `--runs` says.)
 """
 
 import argparse
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench_torch import median_time  # the same timing as the CLIP bench's PyTorch side
+from bench_torch import clip_rows, median_time, random_clip  # the CLIP bench's PyTorch side
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "tests/fixtures/images/astronaut.jpg"
@@ -100,9 +103,15 @@ def clipseg(runs):
         median_time(runs, lambda: model(pixel_values=pixels.repeat(5, 1, 1, 1), **five)))
 
 
+def clip(_runs):
+    model, tok = random_clip()
+    for name, seconds in clip_rows(model, tok):
+        row("clip", name, seconds)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("model", choices=["blip", "clipseg"])
+    ap.add_argument("model", choices=["blip", "clipseg", "clip"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--bf16", action="store_true", help="the models under bf16 autocast")
@@ -114,7 +123,7 @@ def main():
     print(f"transformers {args.model} benchmark: base shapes, random weights, {precision}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-        {"blip": blip, "clipseg": clipseg}[args.model](args.runs)
+        {"blip": blip, "clipseg": clipseg, "clip": clip}[args.model](args.runs)
 
 
 if __name__ == "__main__":

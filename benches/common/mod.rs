@@ -120,14 +120,14 @@ pub fn random_blip_itm(device: &Device) -> clipdex::Result<clipdex::models::blip
 
 /// With `CLIPDEX_TORCH_PYTHON` set (a Python with torch and transformers): transformers' times
 /// for the rows of `ours` that `tools/bench_models_torch.py MODEL` also measures, in fp32 and,
-/// when clipdex runs at bf16, under bf16 autocast too, printed beside clipdex's with the
-/// speed-ups (PyTorch's time / clipdex's).
+/// when clipdex runs a reduced precision (bf16 or int8), under bf16 autocast too (PyTorch's
+/// fastest CPU mode), printed beside clipdex's with the speed-ups (PyTorch's time / clipdex's).
 pub fn compare_with_torch(model: &str, runs: usize, ours: &[(String, Duration)]) {
     let Ok(python) = std::env::var("CLIPDEX_TORCH_PYTHON") else { return };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_models_torch.py");
     let threads = rayon::current_num_threads().to_string();
     let mut modes = vec![("fp32", false)];
-    if precision().effective() == clipdex::models::precision::Precision::Bf16 {
+    if precision().effective() != clipdex::models::precision::Precision::F32 {
         modes.push(("bf16 autocast", true));
     }
     let mut columns = Vec::new();

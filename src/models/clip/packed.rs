@@ -15,8 +15,8 @@ pub(super) const PANEL: usize = 32;
 /// The most rows a tile holds in registers (24 accumulators of the 32 registers).
 pub(super) const TILE: usize = 12;
 
-/// Groups of input positions a pass over a panel takes at once (16 KiB of the panel in both
-/// formats): that chunk stays in L1 while every tile of a row block passes over it.
+/// Bytes of a panel a pass takes at once (whole groups of input positions: 256 inputs of bf16,
+/// 512 of int8): that chunk stays in L1 while every tile of a row block passes over it.
 const CHUNK_BYTES: usize = 16 * 1024;
 
 /// One reduced-precision format: its values, its tile kernel, and its outputs' scaling.

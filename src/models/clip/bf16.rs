@@ -54,6 +54,8 @@ impl Format for Bf16 {
         to_bf16(src, dst)
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn tile<const R: usize>(
         chunk: &[u16],
         a: &[u16],
@@ -62,16 +64,55 @@ impl Format for Bf16 {
         out: &mut [f32],
         accumulate: bool,
     ) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the caller's (see `Format::tile`).
-        unsafe {
-            tile_avx512::<R>(chunk, a, stride, count, out, accumulate)
+        use std::arch::x86_64::{
+            __m512, __m512bh, _mm512_dpbf16_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_set1_epi32,
+            _mm512_setzero_ps, _mm512_storeu_ps,
+        };
+        let mut acc: [[__m512; 2]; R] = [[_mm512_setzero_ps(); 2]; R];
+        if accumulate {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: out holds R × 32 values (checked by the caller).
+                unsafe {
+                    acc[0] = _mm512_loadu_ps(out.as_ptr().add(r * PANEL));
+                    acc[1] = _mm512_loadu_ps(out.as_ptr().add(r * PANEL + 16));
+                }
+            }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (chunk, a, stride, count, out, accumulate);
-            unreachable!("the kernel is only offered on x86-64");
+        let (w, xs) = (chunk.as_ptr(), a.as_ptr());
+        for q in 0..count {
+            // SAFETY: q < count, so both loads lie inside the chunk (count × 64 values) and each
+            // row's pair inside `a` (checked by the caller); the casts only reinterpret 512 bits.
+            unsafe {
+                let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(q * 2 * PANEL).cast()));
+                let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(q * 2 * PANEL + PANEL).cast()));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let pair = xs.add(r * 2 * stride + 2 * q).cast::<i32>().read_unaligned();
+                    let v: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                    acc[0] = _mm512_dpbf16_ps(acc[0], w0, v);
+                    acc[1] = _mm512_dpbf16_ps(acc[1], w1, v);
+                }
+            }
         }
+        for (r, acc) in acc.iter().enumerate() {
+            // SAFETY: out holds R × 32 values.
+            unsafe {
+                _mm512_storeu_ps(out.as_mut_ptr().add(r * PANEL), acc[0]);
+                _mm512_storeu_ps(out.as_mut_ptr().add(r * PANEL + 16), acc[1]);
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn tile<const R: usize>(
+        chunk: &[u16],
+        a: &[u16],
+        stride: usize,
+        count: usize,
+        out: &mut [f32],
+        accumulate: bool,
+    ) {
+        let _ = (chunk, a, stride, count, out, accumulate);
+        unreachable!("the kernel is only offered on x86-64");
     }
 
     fn finish(&self, sums: &[f32], _row: (), _first: usize, out: &mut [f32]) {
@@ -111,54 +152,6 @@ unsafe fn to_bf16_avx512(src: &[f32], dst: &mut [u16]) {
     }
     for (d, &s) in dst[whole..].iter_mut().zip(&src[whole..]) {
         *d = bf16::from_f32(s).to_bits();
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn tile_avx512<const R: usize>(
-    chunk: &[u16],
-    a: &[u16],
-    stride: usize,
-    count: usize,
-    out: &mut [f32],
-    accumulate: bool,
-) {
-    use std::arch::x86_64::{
-        __m512, __m512bh, _mm512_dpbf16_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_setzero_ps,
-        _mm512_storeu_ps,
-    };
-    let mut acc: [[__m512; 2]; R] = [[_mm512_setzero_ps(); 2]; R];
-    if accumulate {
-        for (r, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: out holds R × 32 values (checked by the caller).
-            unsafe {
-                acc[0] = _mm512_loadu_ps(out.as_ptr().add(r * PANEL));
-                acc[1] = _mm512_loadu_ps(out.as_ptr().add(r * PANEL + 16));
-            }
-        }
-    }
-    let (w, xs) = (chunk.as_ptr(), a.as_ptr());
-    for q in 0..count {
-        // SAFETY: q < count, so both loads lie inside the chunk (count × 64 values) and each
-        // row's pair inside `a` (checked by the caller); the casts only reinterpret 512 bits.
-        unsafe {
-            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(q * 2 * PANEL).cast()));
-            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(q * 2 * PANEL + PANEL).cast()));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let pair = xs.add(r * 2 * stride + 2 * q).cast::<i32>().read_unaligned();
-                let v: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
-                acc[0] = _mm512_dpbf16_ps(acc[0], w0, v);
-                acc[1] = _mm512_dpbf16_ps(acc[1], w1, v);
-            }
-        }
-    }
-    for (r, acc) in acc.iter().enumerate() {
-        // SAFETY: out holds R × 32 values.
-        unsafe {
-            _mm512_storeu_ps(out.as_mut_ptr().add(r * PANEL), acc[0]);
-            _mm512_storeu_ps(out.as_mut_ptr().add(r * PANEL + 16), acc[1]);
-        }
     }
 }
 

@@ -55,13 +55,13 @@ pub(super) fn pack(weight_t: &[f32], k: usize, n: usize) -> Option<Int8Panels> {
     if weight_t.len() != k * n || k == 0 || n == 0 || !available() {
         return None;
     }
-    let (quantised, format) = quantise_columns(weight_t, k, n);
+    let (quantised, format) = quantise_columns(weight_t, n);
     Some(Panels::lay_out(format, k, n, |kk, j| quantised[kk * n + j] as u8))
 }
 
 /// Each column's values as multiples of its scale (its largest magnitude / 127; 1 for a
 /// column of zeros), with the scales and the sums of the multiples.
-fn quantise_columns(weight_t: &[f32], k: usize, n: usize) -> (Vec<i8>, Int8) {
+fn quantise_columns(weight_t: &[f32], n: usize) -> (Vec<i8>, Int8) {
     let mut largest = vec![0f32; n];
     for row in weight_t.chunks_exact(n) {
         for (m, &w) in largest.iter_mut().zip(row) {
@@ -80,7 +80,6 @@ fn quantise_columns(weight_t: &[f32], k: usize, n: usize) -> (Vec<i8>, Int8) {
             *s += i32::from(q);
         }
     }
-    debug_assert_eq!(quantised.len(), k * n);
     (quantised, Int8 { scales, column_sums })
 }
 
@@ -176,6 +175,8 @@ impl Format for Int8 {
         row
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vnni")]
     unsafe fn tile<const R: usize>(
         chunk: &[u8],
         a: &[u8],
@@ -184,16 +185,54 @@ impl Format for Int8 {
         out: &mut [i32],
         accumulate: bool,
     ) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the caller's (see `Format::tile`).
-        unsafe {
-            tile_avx512::<R>(chunk, a, stride, count, out, accumulate)
+        use std::arch::x86_64::{
+            __m512i, _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_setzero_si512,
+            _mm512_storeu_si512,
+        };
+        let mut acc: [[__m512i; 2]; R] = [[_mm512_setzero_si512(); 2]; R];
+        if accumulate {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: out holds R × 32 values (checked by the caller).
+                unsafe {
+                    acc[0] = _mm512_loadu_si512(out.as_ptr().add(r * PANEL).cast());
+                    acc[1] = _mm512_loadu_si512(out.as_ptr().add(r * PANEL + 16).cast());
+                }
+            }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (chunk, a, stride, count, out, accumulate);
-            unreachable!("the kernel is only offered on x86-64");
+        let (w, xs) = (chunk.as_ptr(), a.as_ptr());
+        for q in 0..count {
+            // SAFETY: q < count, so both loads lie inside the chunk (count × 128 bytes) and each
+            // row's quad inside `a` (checked by the caller).
+            unsafe {
+                let w0 = _mm512_loadu_si512(w.add(q * 4 * PANEL).cast());
+                let w1 = _mm512_loadu_si512(w.add(q * 4 * PANEL + 64).cast());
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let quad = _mm512_set1_epi32(xs.add(r * 4 * stride + 4 * q).cast::<i32>().read_unaligned());
+                    acc[0] = _mm512_dpbusd_epi32(acc[0], quad, w0);
+                    acc[1] = _mm512_dpbusd_epi32(acc[1], quad, w1);
+                }
+            }
         }
+        for (r, acc) in acc.iter().enumerate() {
+            // SAFETY: out holds R × 32 values.
+            unsafe {
+                _mm512_storeu_si512(out.as_mut_ptr().add(r * PANEL).cast(), acc[0]);
+                _mm512_storeu_si512(out.as_mut_ptr().add(r * PANEL + 16).cast(), acc[1]);
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn tile<const R: usize>(
+        chunk: &[u8],
+        a: &[u8],
+        stride: usize,
+        count: usize,
+        out: &mut [i32],
+        accumulate: bool,
+    ) {
+        let _ = (chunk, a, stride, count, out, accumulate);
+        unreachable!("the kernel is only offered on x86-64");
     }
 
     fn finish(&self, sums: &[i32], row: RowScale, first: usize, out: &mut [f32]) {
@@ -201,52 +240,6 @@ impl Format for Int8 {
         let (scales, column_sums) = (&self.scales[columns.clone()], &self.column_sums[columns]);
         for (((o, &s), &w), &c) in out.iter_mut().zip(sums).zip(scales).zip(column_sums) {
             *o = row.scale * w * (s - row.zero * c) as f32;
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn tile_avx512<const R: usize>(
-    chunk: &[u8],
-    a: &[u8],
-    stride: usize,
-    count: usize,
-    out: &mut [i32],
-    accumulate: bool,
-) {
-    use std::arch::x86_64::{
-        __m512i, _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_setzero_si512, _mm512_storeu_si512,
-    };
-    let mut acc: [[__m512i; 2]; R] = [[_mm512_setzero_si512(); 2]; R];
-    if accumulate {
-        for (r, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: out holds R × 32 values (checked by the caller).
-            unsafe {
-                acc[0] = _mm512_loadu_si512(out.as_ptr().add(r * PANEL).cast());
-                acc[1] = _mm512_loadu_si512(out.as_ptr().add(r * PANEL + 16).cast());
-            }
-        }
-    }
-    let (w, xs) = (chunk.as_ptr(), a.as_ptr());
-    for q in 0..count {
-        // SAFETY: q < count, so both loads lie inside the chunk (count × 128 bytes) and each
-        // row's quad inside `a` (checked by the caller).
-        unsafe {
-            let w0 = _mm512_loadu_si512(w.add(q * 4 * PANEL).cast());
-            let w1 = _mm512_loadu_si512(w.add(q * 4 * PANEL + 64).cast());
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let quad = _mm512_set1_epi32(xs.add(r * 4 * stride + 4 * q).cast::<i32>().read_unaligned());
-                acc[0] = _mm512_dpbusd_epi32(acc[0], quad, w0);
-                acc[1] = _mm512_dpbusd_epi32(acc[1], quad, w1);
-            }
-        }
-    }
-    for (r, acc) in acc.iter().enumerate() {
-        // SAFETY: out holds R × 32 values.
-        unsafe {
-            _mm512_storeu_si512(out.as_mut_ptr().add(r * PANEL).cast(), acc[0]);
-            _mm512_storeu_si512(out.as_mut_ptr().add(r * PANEL + 16).cast(), acc[1]);
         }
     }
 }
@@ -259,7 +252,7 @@ mod tests {
     /// The product as the format defines it, one value at a time: each row quantised by its
     /// own range, each column by its largest magnitude, the integer sums exact (i64).
     fn reference(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-        let (wq, format) = quantise_columns(w, k, n);
+        let (wq, format) = quantise_columns(w, n);
         let mut ys = vec![0f32; m * n];
         for i in 0..m {
             let src = &x[i * k..][..k];

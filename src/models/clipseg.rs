@@ -367,11 +367,6 @@ impl Segmenter {
         if prompts.is_empty() {
             return Err(Error::Invalid("no prompt: give a text or an example image".into()));
         }
-        Ok(PromptEmbeddings(self.conditionals(prompts)?))
-    }
-
-    /// One embedding per prompt, in order: texts in one batch, examples in another.
-    fn conditionals(&self, prompts: &[Prompt]) -> Result<Tensor> {
         let mut rows: Vec<Option<Tensor>> = vec![None; prompts.len()];
         let texts: Vec<(usize, &str)> = prompts
             .iter()
@@ -392,7 +387,7 @@ impl Segmenter {
             }
         }
         let rows: Vec<Tensor> = rows.into_iter().map(|r| r.expect("every prompt embedded")).collect();
-        Ok(Tensor::stack(&rows, 0)?)
+        Ok(PromptEmbeddings(Tensor::stack(&rows, 0)?))
     }
 }
 

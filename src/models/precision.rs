@@ -36,9 +36,7 @@ impl Precision {
             _ => Precision::F32,
         }
     }
-}
 
-impl Precision {
     /// The precision for a part whose int8 fails the fidelity gate on the fixtures while its
     /// bf16 passes: `int8` becomes `bf16` (which [`Precision::effective`] may make `f32`).
     pub fn without_int8(self) -> Precision {

@@ -12,6 +12,7 @@ pub(crate) mod int8;
 pub(crate) mod kernels;
 pub(crate) mod model;
 mod packed;
+mod short_attention;
 mod skinny;
 pub(crate) mod tokenizer;
 pub mod train;

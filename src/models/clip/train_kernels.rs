@@ -16,6 +16,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, InplaceOp2
 use rayon::prelude::*;
 
 use super::kernels::{dot, f32_slice};
+use super::short_attention::Problem;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -415,10 +416,13 @@ struct Attention {
 }
 
 impl Attention {
+    fn problem(&self) -> Problem<'_> {
+        Problem { heads: self.heads, causal: self.causal, scale: self.scale, lengths: self.lengths.as_deref() }
+    }
+
     /// How many keys query `i` of sequence `bi` sees.
     fn visible(&self, bi: usize, i: usize, s: usize) -> usize {
-        let len = self.lengths.as_ref().map_or(s, |l| l[bi].min(s));
-        if self.causal { (i + 1).min(len) } else { len }
+        self.problem().visible(bi, i, s)
     }
 
     /// The softmax of query `q`'s scaled scores against the first `probs.len()` keys of head
@@ -450,6 +454,9 @@ impl CustomOp1 for Attention {
         let (b, s, d3) = layout.shape().dims3()?;
         let src = f32_slice(storage, layout, self.name())?;
         let d = d3 / 3;
+        if let Some(out) = super::short_attention::attention(src, b, s, d, &self.problem()) {
+            return Ok((CpuStorage::F32(out), Shape::from((b, s, d))));
+        }
         let hd = d / self.heads;
         let mut out = vec![0f32; b * s * d];
         out.par_chunks_mut(d).enumerate().for_each(|(row, out_row)| {

@@ -94,10 +94,13 @@ impl<F: Format> Panels<F> {
         if m == 0 {
             return ys;
         }
-        // Blocks of up to 96 rows (their converted copy stays in L2 beside one panel), and
-        // enough of them to keep every thread busy.
+        // Blocks of up to 96 rows (their converted copy stays in L2 beside one panel), as many
+        // for every thread: each block streams the whole weight, so a small one left over
+        // (50 rows in blocks of 24: 24, 24 and 2) costs nearly as long as a full one while
+        // the other threads wait.
         let threads = rayon::current_num_threads().max(1);
-        let block = m.div_ceil(2 * threads).div_ceil(TILE).clamp(1, 8) * TILE;
+        let blocks = threads * m.div_ceil(threads * 8 * TILE);
+        let block = m.div_ceil(blocks);
         ys.par_chunks_mut(block * n).zip(x.par_chunks(block * k)).for_each(|(ys, x)| {
             let rows = x.len() / k;
             let mut a = vec![F::Value::default(); rows * group * groups];

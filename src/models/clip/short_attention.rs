@@ -44,7 +44,7 @@ impl Problem<'_> {
 /// than 64 (the caller's kernel then runs).
 pub(super) fn attention(src: &[f32], b: usize, s: usize, d: usize, problem: &Problem) -> Option<Vec<f32>> {
     let heads = problem.heads;
-    if heads == 0 || d % heads != 0 || d / heads > MAX_HEAD || src.len() != b * s * 3 * d || !available() {
+    if heads == 0 || !d.is_multiple_of(heads) || d / heads > MAX_HEAD || src.len() != b * s * 3 * d || !available() {
         return None;
     }
     let mut out = vec![0f32; b * s * d];
@@ -171,7 +171,7 @@ fn softmax(scores: &mut [f32], visible: usize, scale: f32) {
         _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
         _mm512_sub_ps,
     };
-    assert!(scores.len() % 16 == 0 && visible <= scores.len());
+    assert!(scores.len().is_multiple_of(16) && visible <= scores.len());
     let mask = |c: usize| -> __mmask16 {
         let left = visible.saturating_sub(16 * c).min(16);
         ((1u32 << left) - 1) as __mmask16

@@ -207,24 +207,44 @@ fn softmax(scores: &mut [f32], visible: usize, scale: f32) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn weighted_values(seq: &[f32], d: usize, h: usize, probs: &[f32], out: &mut [f32]) {
+    let hd = out.len();
+    assert!(hd <= MAX_HEAD && (h + 1) * hd <= d && probs.len() * 3 * d <= seq.len());
+    // SAFETY (each arm): the bounds asserted above, and C registers hold the hd values.
+    unsafe {
+        match hd.div_ceil(16) {
+            0 => {}
+            1 => values_of::<1>(seq, d, h, probs, out),
+            2 => values_of::<2>(seq, d, h, probs, out),
+            3 => values_of::<3>(seq, d, h, probs, out),
+            _ => values_of::<4>(seq, d, h, probs, out),
+        }
+    }
+}
+
+/// [`weighted_values`] with the head's values in `C` registers.
+///
+/// # Safety
+/// `16 (C − 1) < out.len() ≤ 16 C`, `(h + 1) · out.len() ≤ d` and `probs.len() · 3d ≤ seq.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn values_of<const C: usize>(seq: &[f32], d: usize, h: usize, probs: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::{
         __mmask16, _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
     };
     let hd = out.len();
-    assert!(hd <= MAX_HEAD && (h + 1) * hd <= d && probs.len() * 3 * d <= seq.len());
-    let masks: [__mmask16; 4] = std::array::from_fn(|c| ((1u32 << hd.saturating_sub(16 * c).min(16)) - 1) as __mmask16);
-    let mut acc = [_mm512_setzero_ps(); 4];
+    let masks: [__mmask16; C] = std::array::from_fn(|c| ((1u32 << (hd - 16 * c).min(16)) - 1) as __mmask16);
+    let mut acc = [_mm512_setzero_ps(); C];
     for (j, &p) in probs.iter().enumerate() {
         let p = _mm512_set1_ps(p);
-        let value = seq[j * 3 * d + 2 * d + h * hd..].as_ptr();
+        let value = seq[j * 3 * d + 2 * d + h * hd..][..hd].as_ptr();
         for (c, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: the masked load reads only the lanes below `hd − 16 c`, inside the
-            // value's `hd` values (asserted above); a lane past them is not touched.
+            // SAFETY: 16 c < hd, so the pointer lies inside the value's `hd` values, and the
+            // masked load reads only the lanes below `hd − 16 c`.
             *acc = _mm512_fmadd_ps(p, unsafe { _mm512_maskz_loadu_ps(masks[c], value.add(16 * c)) }, *acc);
         }
     }
     for (c, acc) in acc.iter().enumerate() {
-        // SAFETY: the masked store writes only lanes inside `out`.
+        // SAFETY: as above, inside `out`.
         unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(16 * c), masks[c], *acc) };
     }
 }

@@ -49,17 +49,34 @@ pub(crate) fn attention(qkv: &Tensor, heads: usize, causal: bool, mask: Option<&
         match mask {
             None if s <= FUSED_MAX_TOKENS => {
                 // The training kernel's forward pass with a scale of 1.
-                return super::train_kernels::attention_no_grad(qkv, heads, causal);
+                return super::train_kernels::attention_no_grad(qkv, heads, causal, None);
             }
             None => return super::blocked_attention::attention(qkv, heads, causal, None),
             Some(mask) if mask.elem_count() == b * s => {
                 let bias = mask.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+                if s <= FUSED_MAX_TOKENS
+                    && let Some(lengths) = padding_lengths(&bias, s)
+                {
+                    return super::train_kernels::attention_no_grad(qkv, heads, causal, Some(lengths));
+                }
                 return super::blocked_attention::attention(qkv, heads, causal, Some(bias));
             }
             Some(_) => {}
         }
     }
     attention_generic(qkv, heads, causal, mask)
+}
+
+/// Each sequence's length when `key_bias` (`[b, s]`) is padding at the end: 0 for its first
+/// keys (at least one), -∞ for the rest. `None` for any other bias.
+fn padding_lengths(key_bias: &[f32], s: usize) -> Option<Vec<usize>> {
+    key_bias
+        .chunks_exact(s)
+        .map(|row| {
+            let len = row.iter().take_while(|&&v| v == 0.0).count();
+            (len > 0 && row[len..].iter().all(|&v| v == f32::NEG_INFINITY)).then_some(len)
+        })
+        .collect()
 }
 
 /// The same attention in generic tensor operations (any device, any dtype).
@@ -341,13 +358,18 @@ mod tests {
 
     #[test]
     fn fused_attention_equals_the_generic_path() {
-        // Short (the per-row kernel), long and masked (the blocked kernel).
+        // Short (the per-row kernel), long (the blocked kernel); padded at the end (with the
+        // short one, the per-row kernel given lengths) and masked elsewhere (the blocked one).
         for s in [7, FUSED_MAX_TOKENS + 45] {
             let qkv = Tensor::randn(0f32, 1.0, (3, s, 3 * 12), &Device::Cpu).unwrap();
             let padded: Vec<f32> =
                 (0..3 * s).map(|i| if i % s > s / 2 + i / s { f32::NEG_INFINITY } else { 0.0 }).collect();
             let padded = Tensor::from_vec(padded, (3, 1, 1, s), &Device::Cpu).unwrap();
-            for (causal, mask) in [(false, None), (true, None), (false, Some(&padded))] {
+            let holes: Vec<f32> = (0..3 * s).map(|i| if i % 3 == 1 { f32::NEG_INFINITY } else { 0.0 }).collect();
+            let holes = Tensor::from_vec(holes, (3, 1, 1, s), &Device::Cpu).unwrap();
+            let cases =
+                [(false, None), (true, None), (false, Some(&padded)), (true, Some(&padded)), (false, Some(&holes))];
+            for (causal, mask) in cases {
                 let fused = attention(&qkv, 3, causal, mask).unwrap();
                 let generic = attention_generic(&qkv, 3, causal, mask).unwrap();
                 assert_eq!(fused.dims(), &[3, s, 12]);
@@ -358,6 +380,15 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn padding_lengths_only_for_padding_at_the_end() {
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(padding_lengths(&[0.0, 0.0, inf, 0.0, 0.0, 0.0], 3), Some(vec![2, 3]));
+        assert_eq!(padding_lengths(&[0.0, inf, 0.0], 3), None, "a hole");
+        assert_eq!(padding_lengths(&[inf, inf, inf], 3), None, "nothing visible");
+        assert_eq!(padding_lengths(&[0.0, -1e4, -1e4], 3), None, "a finite bias");
     }
 
     #[test]

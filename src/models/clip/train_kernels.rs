@@ -549,9 +549,15 @@ pub(super) fn attention(
     qkv.contiguous()?.apply_op1(Attention { heads, causal, scale: scale as f32, lengths })
 }
 
-/// [`attention`] without a backward pass, on pre-scaled queries (the inference path).
-pub(super) fn attention_no_grad(qkv: &Tensor, heads: usize, causal: bool) -> CResult<Tensor> {
-    qkv.contiguous()?.apply_op1_no_bwd(&Attention { heads, causal, scale: 1.0, lengths: None })
+/// [`attention`] without a backward pass, on pre-scaled queries (the inference path); with
+/// `lengths`, the keys of each sequence `b` at or past `lengths[b]` hidden.
+pub(super) fn attention_no_grad(
+    qkv: &Tensor,
+    heads: usize,
+    causal: bool,
+    lengths: Option<Vec<usize>>,
+) -> CResult<Tensor> {
+    qkv.contiguous()?.apply_op1_no_bwd(&Attention { heads, causal, scale: 1.0, lengths })
 }
 
 /// One AdamW update in place on a weight from its gradient, with the moments kept beside it.

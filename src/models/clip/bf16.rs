@@ -102,19 +102,6 @@ impl Format for Bf16 {
         }
     }
 
-    #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn tile<const R: usize>(
-        chunk: &[u16],
-        a: &[u16],
-        stride: usize,
-        count: usize,
-        out: &mut [f32],
-        accumulate: bool,
-    ) {
-        let _ = (chunk, a, stride, count, out, accumulate);
-        unreachable!("the kernel is only offered on x86-64");
-    }
-
     fn finish(&self, sums: &[f32], _row: (), _first: usize, out: &mut [f32]) {
         out.copy_from_slice(sums);
     }

@@ -164,8 +164,7 @@ fn softmax_in_place(row: &mut [f32], visible: usize, bias: Option<&[f32]>) {
 fn exp_minus(xs: &mut [f32], max: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f")) {
+        if super::kernels::avx512f() {
             // SAFETY: the CPU has AVX-512 F (checked above).
             let (done, sum) = unsafe { exp_minus_avx512(xs, max) };
             return sum + exp_minus_scalar(&mut xs[done..], max);

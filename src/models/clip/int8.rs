@@ -222,19 +222,6 @@ impl Format for Int8 {
         }
     }
 
-    #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn tile<const R: usize>(
-        chunk: &[u8],
-        a: &[u8],
-        stride: usize,
-        count: usize,
-        out: &mut [i32],
-        accumulate: bool,
-    ) {
-        let _ = (chunk, a, stride, count, out, accumulate);
-        unreachable!("the kernel is only offered on x86-64");
-    }
-
     fn finish(&self, sums: &[i32], row: RowScale, first: usize, out: &mut [f32]) {
         let columns = first..first + out.len();
         let (scales, column_sums) = (&self.scales[columns.clone()], &self.column_sums[columns]);

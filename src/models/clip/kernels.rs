@@ -126,13 +126,25 @@ impl CustomOp2 for BiasAct {
     }
 }
 
+/// Whether this CPU has AVX-512 F, which the vectorised exponential and the kernels built on
+/// it (bias + activation, attention) need; false off x86-64.
+pub(super) fn avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// `o = act(o + bias)` for one row (or part of one, with the bias of its columns).
 fn bias_act_row(o: &mut [f32], bias: &[f32], act: Option<HiddenAct>) {
     #[cfg(target_arch = "x86_64")]
     {
-        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let avx512 = *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"));
-        if avx512 && matches!(act, None | Some(HiddenAct::QuickGelu)) {
+        if avx512f() && matches!(act, None | Some(HiddenAct::QuickGelu)) {
             // SAFETY: the CPU has AVX-512 F (checked above).
             let done = unsafe { bias_act_row_avx512(o, bias, act.is_some()) };
             bias_act_scalar(&mut o[done..], &bias[done..], act);

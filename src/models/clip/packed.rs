@@ -41,6 +41,7 @@ pub(super) trait Format: Sync {
     /// # Safety
     /// The CPU has the format's instructions (its `pack` checked), and the bounds hold: `chunk`
     /// holds `count · GROUP · 32` values, `sums` `R · 32`, and `a` each row's `count` groups.
+    #[cfg(target_arch = "x86_64")]
     unsafe fn tile<const R: usize>(
         chunk: &[Self::Value],
         a: &[Self::Value],
@@ -49,6 +50,22 @@ pub(super) trait Format: Sync {
         sums: &mut [Self::Sum],
         accumulate: bool,
     );
+
+    /// Elsewhere no format has a kernel, and `pack` offers none (so this is never called).
+    ///
+    /// # Safety
+    /// None needed: it only panics.
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn tile<const R: usize>(
+        _chunk: &[Self::Value],
+        _a: &[Self::Value],
+        _stride: usize,
+        _count: usize,
+        _sums: &mut [Self::Sum],
+        _accumulate: bool,
+    ) {
+        unreachable!("the kernels are only offered on x86-64");
+    }
 
     /// One row's outputs for the panel's columns from `first` on (`out.len()` of them) from its
     /// sums.

@@ -13,6 +13,8 @@
 
 use rayon::prelude::*;
 
+use super::kernels::avx512f;
+
 /// Queries a task takes when there are few sequences: they share one transposed copy of each
 /// head's keys.
 const QUERIES: usize = 16;
@@ -44,7 +46,7 @@ impl Problem<'_> {
 /// than 64 (the caller's kernel then runs).
 pub(super) fn attention(src: &[f32], b: usize, s: usize, d: usize, problem: &Problem) -> Option<Vec<f32>> {
     let heads = problem.heads;
-    if heads == 0 || !d.is_multiple_of(heads) || d / heads > MAX_HEAD || src.len() != b * s * 3 * d || !available() {
+    if heads == 0 || !d.is_multiple_of(heads) || d / heads > MAX_HEAD || src.len() != b * s * 3 * d || !avx512f() {
         return None;
     }
     let mut out = vec![0f32; b * s * d];
@@ -57,24 +59,11 @@ pub(super) fn attention(src: &[f32], b: usize, s: usize, d: usize, problem: &Pro
     out.par_chunks_mut(s * d).enumerate().for_each(|(bi, out)| {
         let seq = &src[bi * s * 3 * d..][..s * 3 * d];
         out.par_chunks_mut(queries * d).enumerate().for_each(|(block, out)| {
-            // SAFETY: the CPU has AVX-512 F (checked by `available`).
+            // SAFETY: the CPU has AVX-512 F (checked by `avx512f`).
             unsafe { query_block(seq, s, d, problem, bi, block * queries, out) }
         });
     });
     Some(out)
-}
-
-/// Whether this CPU runs the kernel.
-fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// The outputs of queries `first..` (as many as `out` has rows of `d`) of sequence `bi`
@@ -284,7 +273,7 @@ mod tests {
 
     #[test]
     fn matches_the_definition_on_every_shape() {
-        if !available() {
+        if !avx512f() {
             eprintln!("skipped: this CPU has no AVX-512");
             return;
         }

@@ -60,7 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match &cli.command {
         Command::Embed(args) => {
-            let clip = ClipEmbedder::load_with_text_model(&g.model, g.text_model.as_deref(), &g.device.open()?)?
+            let clip = ClipEmbedder::load_with_text_model(g.clip_model(), g.text_model.as_deref(), &g.device.open()?)?
                 .with_precision(g.precision);
             return embed(&clip, args, g.max_pixels);
         }
@@ -77,7 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ask(args) => return blip::ask(g, args),
         Command::Match(args) => return blip::match_texts(g, args),
         Command::Eval { what: EvalCommand::Zeroshot(args) } => {
-            let clip = ClipEmbedder::load_with_text_model(&g.model, g.text_model.as_deref(), &g.device.open()?)?
+            let clip = ClipEmbedder::load_with_text_model(g.clip_model(), g.text_model.as_deref(), &g.device.open()?)?
                 .with_precision(g.precision);
             return tagging::eval_zeroshot(&clip, args, g.max_pixels);
         }
@@ -103,8 +103,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let config = library_config(g, batch_size)?;
     let opened = match &cli.command {
-        // Reading records and stored vectors needs no CLIP model: open whatever model made them.
+        // Reading records and stored vectors needs no CLIP model: open whatever model made them;
+        // and without --model every command uses the library's own model.
         Command::Show { .. } | Command::Duplicates { .. } => Library::open_as_stored(config),
+        _ if g.model.is_none() => Library::open_as_stored(config),
         _ => Library::open(config),
     };
     let mut library = match opened {
@@ -362,7 +364,12 @@ pub(crate) fn on_library(
             let filter = filter_of(&f)?;
             library.clip()?;
             let started = std::time::Instant::now();
-            let hits = library.search_image(&image, f.k as usize, &filter)?;
+            // A file is searched by its pixels, in the library or not; an id by its stored vector.
+            let hits = if image.exists() {
+                library.search_image(&image, f.k as usize, &filter)?
+            } else {
+                library.search_like(library.resolve_image(&image)?, f.k as usize, &filter)?
+            };
             print_hits(out, &hits, started, f.json, &|| no_results(library, &filter))?;
         }
         Command::Serve(_) => unreachable!("handled before"),
@@ -373,8 +380,8 @@ pub(crate) fn on_library(
         Command::Duplicates { threshold, json, move_to, dismiss, .. } => {
             duplicates::run(library, duplicates::DuplicatesArgs { threshold, json, move_to, dismiss }, out)?;
         }
-        Command::Show { id, json } => {
-            let details = library.image_details(id)?;
+        Command::Show { image, json } => {
+            let details = library.image_details(library.resolve_image(&image)?)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string(&details)?)?;
             } else {
@@ -443,8 +450,11 @@ pub(crate) fn on_library(
 /// `clipdex reindex`: the library opens with the model of its vectors; `--model` names the
 /// model to move to.
 fn reindex(g: &GlobalOptions, batch_size: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(to) = &g.model else {
+        anyhow::bail!("reindex moves the library to another model: name it with --model M")
+    };
     let library = Library::open_as_stored(library_config(g, batch_size)?)?;
-    let report = with_progress(|progress| library.reindex(&g.model, progress))?;
+    let report = with_progress(|progress| library.reindex(to, progress))?;
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
@@ -535,7 +545,7 @@ pub(crate) fn database(g: &GlobalOptions) -> anyhow::Result<DbLocation> {
 }
 
 pub(crate) fn library_config(g: &GlobalOptions, batch_size: usize) -> anyhow::Result<LibraryConfig> {
-    let mut config = LibraryConfig::new(database(g)?, &g.model);
+    let mut config = LibraryConfig::new(database(g)?, g.clip_model());
     config.text_model = g.text_model.clone();
     config.device = g.device;
     config.precision = g.precision;
@@ -612,9 +622,9 @@ pub(crate) fn print_hits(
     } else {
         for h in hits {
             match h.media {
-                Media::Photo => writeln!(out, "{:.4}  {}", h.score, path_text::escaped(&h.path))?,
+                Media::Photo => writeln!(out, "{:.4}  {}  #{}", h.score, path_text::escaped(&h.path), h.id)?,
                 Media::Video { time, .. } => {
-                    writeln!(out, "{:.4}  {}  @ {}", h.score, path_text::escaped(&h.path), clock(time))?
+                    writeln!(out, "{:.4}  {}  @ {}  #{}", h.score, path_text::escaped(&h.path), clock(time), h.id)?
                 }
             }
         }

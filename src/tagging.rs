@@ -36,7 +36,7 @@ impl ZeroShotModel {
         let clip = match library {
             Some(_) => None,
             None => Some(Arc::new(
-                ClipEmbedder::load_with_text_model(&g.model, g.text_model.as_deref(), &g.device.open()?)?
+                ClipEmbedder::load_with_text_model(g.clip_model(), g.text_model.as_deref(), &g.device.open()?)?
                     .with_precision(g.precision),
             )),
         };

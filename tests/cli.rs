@@ -476,3 +476,75 @@ fn reindex_moves_the_library_to_another_model() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("already uses"));
     }
 }
+
+/// Runs the binary on library `db` with no --model anywhere (flag or environment).
+fn clipdex_without_model(db: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("CLIPDEX_MODEL")
+        .env_remove("CLIPDEX_DEVICE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn commands_use_the_library_model_and_take_ids_or_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for name in ["coffee.png", "chelsea_exif6.jpg", "astronaut.jpg"] {
+        std::fs::copy(image(name), photos.join(name)).unwrap();
+    }
+    // Indexed with a model that is not the default...
+    let p16 = fixtures().join("clip-tiny-p16").to_string_lossy().into_owned();
+    let with = |args: &[&str]| {
+        let mut all = vec!["--db", db.to_str().unwrap(), "--model", p16.as_str()];
+        all.extend_from_slice(args);
+        clipdex(&all)
+    };
+    assert!(with(&["add", photos.to_str().unwrap()]).status.success());
+    ok_json(with(&["index", "--json"]));
+
+    // ... every later command runs without --model, on the library's model.
+    let found = ok_json(clipdex_without_model(&db, &["search", "a cup of coffee", "--json"]));
+    let results = found["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    let (id, path) = (results[0]["id"].as_u64().unwrap(), results[0]["path"].as_str().unwrap().to_string());
+    let same = ok_json(with(&["search", "a cup of coffee", "--json"]));
+    assert_eq!(same["results"], found["results"], "the library's model, not the default, answered");
+
+    // Text output gives each result's id.
+    let text = clipdex_without_model(&db, &["search", "a cup of coffee"]);
+    assert!(text.status.success(), "{}", String::from_utf8_lossy(&text.stderr));
+    let first = String::from_utf8_lossy(&text.stdout).lines().next().unwrap().to_string();
+    assert!(first.ends_with(&format!("  #{id}")), "{first}");
+
+    // `show` by id, by #id and by path: the same photo.
+    for spec in [id.to_string(), format!("#{id}"), path.clone()] {
+        let shown = ok_json(clipdex_without_model(&db, &["show", &spec, "--json"]));
+        assert_eq!(shown["id"].as_u64(), Some(id), "show {spec}");
+    }
+    // `similar` by id ranks the photo itself first.
+    let like = ok_json(clipdex_without_model(&db, &["similar", &id.to_string(), "--json"]));
+    assert_eq!(like["results"][0]["id"].as_u64(), Some(id));
+    // Unknown ids and files outside the library are one clear line each.
+    for (args, says) in [
+        (vec!["show", "99999999"], "no image with id 99999999"),
+        (vec!["similar", "#99999999"], "no image with id 99999999"),
+        (vec!["show", image("coffee.png").leak()], "is not in the library"),
+        (vec!["show", "IMG_0001.jpg"], "no such file, and not an image id"),
+    ] {
+        let out = clipdex_without_model(&db, &args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // A --model that disagrees with the library is still refused, and reindex needs one.
+    let other = clipdex(&["--db", db.to_str().unwrap(), "--model", &model_dir(), "search", "x"]);
+    assert!(String::from_utf8_lossy(&other.stderr).contains("holds vectors of model"));
+    let reindex = clipdex_without_model(&db, &["reindex"]);
+    assert!(String::from_utf8_lossy(&reindex.stderr).contains("name it with --model"));
+}

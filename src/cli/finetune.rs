@@ -158,13 +158,14 @@ pub fn run(g: &GlobalOptions, args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
         let store = library.as_ref()?.store();
         store.id_for_hash(hash).ok().flatten().and_then(|id| store.vector(id).ok().flatten())
     };
-    let report = finetune(&g.model, pairs, &args.out, &options, &device, &stored, &STOP, &|step, total, loss| {
-        if let Some(b) = &bar {
-            b.set_length(total as u64);
-            b.set_position(step as u64);
-            b.set_message(format!("{loss:.4}"));
-        }
-    })?;
+    let report =
+        finetune(g.clip_model(), pairs, &args.out, &options, &device, &stored, &STOP, &|step, total, loss| {
+            if let Some(b) = &bar {
+                b.set_length(total as u64);
+                b.set_position(step as u64);
+                b.set_message(format!("{loss:.4}"));
+            }
+        })?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

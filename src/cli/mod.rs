@@ -26,9 +26,10 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalOptions {
     /// CLIP model: a Hugging Face id (downloaded once into the HF cache) or a local directory
-    /// with config.json, weights, tokenizer and preprocessor files.
-    #[arg(long, global = true, env = "CLIPDEX_MODEL", default_value = DEFAULT_CLIP_MODEL)]
-    pub model: String,
+    /// with config.json, weights, tokenizer and preprocessor files. Default: the model the
+    /// library was indexed with, or openai/clip-vit-base-patch32 for a new library.
+    #[arg(long, global = true, env = "CLIPDEX_MODEL")]
+    pub model: Option<String>,
 
     /// A multilingual text model that embeds texts (queries, tag labels, `embed --text`) in place
     /// of the CLIP's text tower, while images use --model: a sentence-transformers model trained
@@ -84,6 +85,13 @@ pub struct GlobalOptions {
     /// Refuse images with more pixels than this (decompression bombs).
     #[arg(long, global = true, value_name = "N", default_value_t = clipdex::photo::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+}
+
+impl GlobalOptions {
+    /// The CLIP model to load where no library says which: --model, or the default.
+    pub fn clip_model(&self) -> &str {
+        self.model.as_deref().unwrap_or(DEFAULT_CLIP_MODEL)
+    }
 }
 
 fn parse_path_map(s: &str) -> Result<(PathBuf, PathBuf), String> {
@@ -219,8 +227,9 @@ pub enum Command {
     Search(SearchArgs),
     /// Find photos similar to an image (which may be outside the library).
     Similar {
-        /// The image.
-        #[arg(value_name = "PATH")]
+        /// The image: a file (in the library or not), or an indexed photo's id (`#ID` or
+        /// `ID`, as search results give it).
+        #[arg(value_name = "PATH|ID")]
         image: PathBuf,
         #[command(flatten)]
         filter: FilterArgs,
@@ -264,9 +273,9 @@ pub enum Command {
     },
     /// One indexed image: files, size, date, camera, tags and caption.
     Show {
-        /// The image's id (as search results give it).
-        #[arg(value_name = "ID")]
-        id: u64,
+        /// The image: its id (`ID` or `#ID`, as search results give it) or one of its paths.
+        #[arg(value_name = "ID|PATH")]
+        image: PathBuf,
         /// Print JSON: the same object as GET /api/images/{id}.
         #[arg(long)]
         json: bool,

@@ -1086,6 +1086,28 @@ impl Library {
 
     /// "More like this": the images nearest to an indexed one (itself first), from its
     /// stored vector, so nothing is decoded or embedded.
+    /// The indexed image that `spec` names: one of its paths, or its id as search results give
+    /// it (`1000003` or `#1000003`). An existing file is taken as a path first, so a photo
+    /// named `1000003` is still found by its name.
+    pub fn resolve_image(&self, spec: &Path) -> Result<ImageId> {
+        if spec.exists() {
+            let absolute =
+                std::fs::canonicalize(spec).map_err(|e| Error::NotFound(format!("{}: {e}", spec.display())))?;
+            return match self.store.path_entry(&absolute)? {
+                Some(entry) => Ok(entry.id),
+                None => Err(Error::NotFound(format!(
+                    "{} is not in the library (add its folder and index it, or give an id from search results)",
+                    spec.display()
+                ))),
+            };
+        }
+        match image_id_of(spec) {
+            Some(id) if self.store.image(id)?.is_some() => Ok(id),
+            Some(id) => Err(Error::NotFound(format!("no image with id {id} in the library"))),
+            None => Err(Error::NotFound(format!("{}: no such file, and not an image id", spec.display()))),
+        }
+    }
+
     pub fn search_like(&self, id: ImageId, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
         let q = self.stored_vector(id)?;
         self.search_vector(&q, k, filter)
@@ -1299,6 +1321,12 @@ impl Library {
     pub fn failures(&self) -> Result<Vec<(PathBuf, Failure)>> {
         self.store.failures()
     }
+}
+
+/// An image id as results print it: digits, optionally after `#`.
+fn image_id_of(spec: &Path) -> Option<ImageId> {
+    let text = spec.to_str()?;
+    text.strip_prefix('#').unwrap_or(text).parse().ok()
 }
 
 #[cfg(test)]

@@ -701,7 +701,7 @@ async fn every_endpoint_in_the_openapi_document_exists() {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 20);
+        assert_eq!(operations, 21);
     }
 }
 
@@ -1482,8 +1482,8 @@ async fn the_openapi_document_lists_the_registered_fine_tuned_models() {
     }
 }
 
-#[test]
-fn a_request_without_a_host_header_is_refused() {
+#[actix_web::test]
+async fn a_request_without_a_host_header_is_refused() {
     use std::io::{Read, Write};
     let s = off(|| setup(test_databases().remove(0)));
     let library = Arc::try_unwrap(s.library).ok().expect("the only handle");

@@ -492,7 +492,7 @@ fn serve(g: &GlobalOptions, library: Library, args: &cli::ServeArgs) -> anyhow::
             vqa: g.vqa_model.clone(),
             itm: g.itm_model.clone(),
         },
-        commands: Some(forward::runner()),
+        commands: Some(forward::runner(g)),
     };
     let photos = library.store().counts()?.images;
     let watching = if args.no_watch { "not indexing (--no-watch)" } else { "indexing in the background" };

@@ -194,3 +194,201 @@ fn fixture_vocab(dir: &Path) -> String {
     std::fs::write(&path, "cat\ncoffee\nrocket\nastronaut\ncamera\n").unwrap();
     path.to_string_lossy().into_owned()
 }
+
+/// A listener that plays a server: each connection's request head goes to `answer`, whose
+/// reply is sent back (`None`: the connection is closed without a word). Returns its address
+/// and everything it received.
+fn fake_server(
+    answer: impl Fn(&str) -> Option<String> + Send + 'static,
+) -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            log.lock().unwrap().extend_from_slice(&head);
+            if let Some(reply) = answer(&String::from_utf8_lossy(&head)) {
+                let _ = conn.write_all(reply.as_bytes());
+            }
+        }
+    });
+    (addr, received)
+}
+
+fn http_json(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Points the library's record at `addr`, as a record left by a killed server whose address
+/// (and process id) another program took over.
+fn record_at(db: &Path, addr: std::net::SocketAddr) {
+    let record = serde_json::json!({"url": format!("http://{addr}"), "pid": std::process::id()});
+    std::fs::write(db.join("server.json"), record.to_string()).unwrap();
+}
+
+#[test]
+fn a_program_at_the_recorded_address_gets_nothing_unless_it_proves_the_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, db) = photo_library(tmp.path());
+    ok(clipdex(&db, tmp.path(), &[], &[OsStr::new("add"), photos.as_os_str()]));
+    let _server = serve(&db, &["--no-watch", "--token", "sesame"]);
+    let secret = std::fs::read_to_string(db.join("server.secret")).unwrap_or_default();
+    let (addr, received) = fake_server(|_| Some(http_json(r#"{"stdout": "impostor\n", "stderr": "", "exit": 0}"#)));
+    record_at(&db, addr);
+    let out = clipdex(&db, tmp.path(), &[("CLIPDEX_TOKEN", "sesame")], &["stats", "--json"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("is not the `clipdex serve` that holds it"), "{said}");
+    assert!(!said.contains("stop the server first"), "{said}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("impostor"));
+    let received = String::from_utf8_lossy(&received.lock().unwrap()).into_owned();
+    assert!(received.contains("GET /api/cli/proof?nonce="), "it was asked to prove itself: {received}");
+    assert!(!received.contains("sesame"), "{received}");
+    assert!(!secret.trim().is_empty() && !received.contains(secret.trim()), "{received}");
+}
+
+#[test]
+fn a_server_that_dies_while_it_runs_a_command_is_said_to_have_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, db) = photo_library(tmp.path());
+    ok(clipdex(&db, tmp.path(), &[], &[OsStr::new("add"), photos.as_os_str()]));
+    // This process holds the library and plays its server, which dies with the command.
+    let _held = clipdex::Library::open_as_stored(clipdex::LibraryConfig::new(
+        clipdex::store::DbLocation::Dir(db.clone()),
+        model().to_string_lossy(),
+    ))
+    .unwrap();
+    let secret = "5ec12e7".repeat(8);
+    std::fs::write(db.join("server.secret"), &secret).unwrap();
+    let addr = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let at = addr.clone();
+    let (bound, received) = fake_server(move |head| {
+        let nonce = head.split_once("nonce=")?.1.split([' ', '&']).next()?.to_string();
+        let proof = clipdex::server::server_proof(&"5ec12e7".repeat(8), at.get()?, &nonce);
+        Some(http_json(&serde_json::json!({ "proof": proof }).to_string()))
+    });
+    addr.set(bound.to_string()).unwrap();
+    record_at(&db, bound);
+    let out = clipdex(&db, tmp.path(), &[], &["stats", "--json"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("stopped answering while it ran `stats`"), "{said}");
+    assert!(!said.contains("stop the server first"), "{said}");
+    let received = String::from_utf8_lossy(&received.lock().unwrap()).into_owned();
+    assert!(received.contains("POST /api/cli") && received.to_lowercase().contains("x-clipdex-secret"), "{received}");
+}
+
+#[test]
+fn options_the_server_does_not_run_with_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, db) = photo_library(tmp.path());
+    ok(clipdex(&db, tmp.path(), &[], &[OsStr::new("add"), photos.as_os_str()]));
+    ok(clipdex(&db, tmp.path(), &[], &["index"]));
+    let _server = serve(&db, &["--no-watch"]);
+    let other = fixtures().join("clip-tiny-p16");
+    let out = clipdex(
+        &db,
+        tmp.path(),
+        &[],
+        &[OsStr::new("search"), OsStr::new("a cat"), OsStr::new("--model"), other.as_os_str()],
+    );
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("holds vectors of model") && said.contains("clip-tiny-p32"), "{said}");
+    for (args, env) in
+        [(vec!["search", "a cat", "--precision", "bf16"], vec![]), (vec!["stats"], vec![("CLIPDEX_PRECISION", "int8")])]
+    {
+        let out = clipdex(&db, tmp.path(), &env, &args);
+        assert!(!out.status.success(), "{args:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("runs with --precision f32"), "{args:?}: {said}");
+    }
+    // The server's own settings, said or not, are fine.
+    ok(clipdex(&db, tmp.path(), &[], &["search", "a cat", "--precision", "f32"]));
+    ok(clipdex(&db, tmp.path(), &[], &["stats"]));
+}
+
+#[test]
+fn commands_from_another_user_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, db) = photo_library(tmp.path());
+    ok(clipdex(&db, tmp.path(), &[], &[OsStr::new("add"), photos.as_os_str()]));
+    ok(clipdex(&db, tmp.path(), &[], &["index"]));
+    let secret_file = tmp.path().join("only-mine.txt");
+    std::fs::write(&secret_file, "password123\nhunter2\n").unwrap();
+    let tags_before = ok(clipdex(&db, tmp.path(), &[], &["tags", "--json"])).stdout;
+    let (_server, url) = {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_clipdex"));
+        command.arg("--db").arg(&db).arg("--model").arg(model()).args(["serve", "--bind", "127.0.0.1:0", "--no-watch"]);
+        start_server(command)
+    };
+    // A caller without the secret (another user, who cannot read server.secret), simulated.
+    let command = serde_json::json!({"args": ["autotag", "--vocab", secret_file], "cwd": "/"});
+    for secret in [None, Some("not-the-secret")] {
+        let mut request = ureq::post(&format!("{url}/api/cli"));
+        if let Some(secret) = secret {
+            request = request.set("X-Clipdex-Secret", secret);
+        }
+        match request.send_json(command.clone()) {
+            Err(ureq::Error::Status(403, response)) => {
+                let body: Value = response.into_json().unwrap();
+                assert!(body["error"].as_str().unwrap().contains("server.secret"), "{body}");
+            }
+            other => panic!("{secret:?}: {other:?}"),
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(db.join("server.secret")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the server's user reads the secret");
+    // A real second user, where this test may switch to one (root, as CI runs it).
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && Path::new("/usr/bin/setpriv").exists() {
+        // Everything but the secret is open to them, so their command gets as far as the lock.
+        let run = |args: &[&str]| Command::new("chmod").args(args).status().unwrap().success();
+        assert!(run(&["-R", "a+rwX", tmp.path().to_str().unwrap()]));
+        assert!(run(&["600", db.join("server.secret").to_str().unwrap()]));
+        // The binary, where they can run it (the build folder may sit in root's home).
+        let binary = tmp.path().join("clipdex");
+        std::fs::copy(env!("CARGO_BIN_EXE_clipdex"), &binary).unwrap();
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&binary)
+            .arg("--db")
+            .arg(&db)
+            .arg("--model")
+            .arg(model())
+            .args(["autotag", "--vocab"])
+            .arg(&secret_file)
+            .current_dir(tmp.path())
+            .env_remove("CLIPDEX_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("another user runs"), "{said}");
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this test as root, with setpriv, to be a second user");
+        eprintln!("not root: the second user is only simulated");
+    }
+    // Nothing ran: the file's lines are no tags.
+    drop(_server);
+    let tags_after = ok(clipdex(&db, tmp.path(), &[], &["tags", "--json"])).stdout;
+    assert_eq!(tags_after, tags_before);
+    assert!(!String::from_utf8_lossy(&tags_after).contains("hunter2"));
+}

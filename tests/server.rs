@@ -63,7 +63,27 @@ macro_rules! service {
         service!($setup, &ServeOptions::default())
     };
     ($setup:expr, $options:expr) => {
-        test::init_service(App::new().configure(configure(state($setup, $options)))).await
+        app!(state($setup, $options))
+    };
+}
+
+/// The app over `state`, as a browser or `curl` reaches it: with a `Host` header (HTTP/1.1
+/// requires one, and the server refuses requests without), which actix's test requests leave
+/// out unless a test sets one.
+macro_rules! app {
+    ($state:expr) => {
+        test::init_service(
+            App::new()
+                .wrap_fn(|mut req, srv| {
+                    use actix_web::http::header::{HOST, HeaderValue};
+                    if !req.headers().contains_key(HOST) {
+                        req.headers_mut().insert(HOST, HeaderValue::from_static("127.0.0.1:7878"));
+                    }
+                    actix_web::dev::Service::call(srv, req)
+                })
+                .configure(configure($state)),
+        )
+        .await
     };
 }
 
@@ -219,7 +239,7 @@ async fn text_search_can_locate_the_query_in_each_result() {
         lib.add_root(&s.photos).unwrap();
         lib.index(&|_, _| {}).unwrap();
         let state = web::Data::new(AppState::new(Arc::new(lib), BackgroundIndexer::off(), &ServeOptions::default()));
-        let app = test::init_service(App::new().configure(configure(state))).await;
+        let app = app!(state);
         let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?q=cat&k=2&crops=true"));
         assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "/no/such/clipseg-model");
     }
@@ -375,7 +395,7 @@ async fn uploads_over_the_limits_are_refused() {
                 .unwrap();
         let state =
             web::Data::new(AppState::new(Arc::new(bomb_lib), BackgroundIndexer::off(), &ServeOptions::default()));
-        let app = test::init_service(App::new().configure(configure(state))).await;
+        let app = app!(state);
         let (status, body) = call!(app, upload("/api/search/image", &[("image", Some("p3.jpg"), &bytes)]));
         assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "exceeds the limit");
     }
@@ -681,7 +701,7 @@ async fn every_endpoint_in_the_openapi_document_exists() {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 20);
+        assert_eq!(operations, 21);
     }
 }
 
@@ -817,7 +837,7 @@ async fn queries_are_answered_while_the_indexer_writes() {
         };
         let (indexer, thread) = BackgroundIndexer::start(s.library.clone(), options);
         let state = web::Data::new(AppState::new(s.library.clone(), indexer.clone(), &ServeOptions::default()));
-        let app = test::init_service(App::new().configure(configure(state))).await;
+        let app = app!(state);
         let (mut during, mut counts) = (0, Vec::new());
         let start = std::time::Instant::now();
         while indexer.status().passes == 0 {
@@ -1401,4 +1421,93 @@ async fn videos_are_searched_by_moment_and_served_by_byte_ranges() {
         assert_eq!(response.headers().get("content-range").unwrap().to_str().unwrap(), format!("bytes */{len}"));
         drop(s.tmp);
     }
+}
+
+#[actix_web::test]
+async fn every_json_body_refuses_another_content_type_with_415_as_documented() {
+    for db in test_databases() {
+        let s = off(|| setup(db));
+        let app = service!(&s);
+        let id = id_of(&s, "odd/p1.jpg");
+        let (_, doc) = call!(app, test::TestRequest::get().uri("/api/openapi.json"));
+        let mut checked = Vec::new();
+        for (path, methods) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in methods.as_object().unwrap() {
+                if operation["requestBody"]["content"].get("application/json").is_none() {
+                    continue;
+                }
+                assert!(operation["responses"].get("415").is_some(), "{method} {path} does not document 415");
+                let uri = path.replace("{id}", &id.to_string());
+                let req = match method.as_str() {
+                    "post" => test::TestRequest::post(),
+                    "delete" => test::TestRequest::delete(),
+                    other => panic!("{other} {path}"),
+                }
+                .uri(&uri)
+                .insert_header(("content-type", "text/plain"))
+                .set_payload(r#"{"path": "/tmp", "ids": [1, 2], "question": "what?", "texts": ["a cat"], "labels": ["cat"], "id": 1, "args": ["stats"], "cwd": "/"}"#);
+                let (status, body) = call!(app, req);
+                assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{method} {path}: {body}");
+                assert!(body["error"].as_str().unwrap().contains("application/json"), "{body}");
+                checked.push(format!("{method} {path}"));
+            }
+        }
+        assert!(checked.contains(&"post /api/roots".to_string()), "{checked:?}");
+    }
+}
+
+#[actix_web::test]
+async fn the_openapi_document_lists_the_registered_fine_tuned_models() {
+    for db in test_databases() {
+        let s = off(|| setup(db));
+        let rerank_schema = |doc: &Value| {
+            doc["paths"]["/api/search"]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "rerank")
+                .unwrap()["schema"]
+                .clone()
+        };
+        let options = ServeOptions { finetuned: vec![("p16".into(), "/models/p16".into())], ..Default::default() };
+        let app = service!(&s, &options);
+        let (_, doc) = call!(app, test::TestRequest::get().uri("/api/openapi.json"));
+        assert_eq!(rerank_schema(&doc), serde_json::json!({"type": "string", "enum": ["itm", "clip:p16"]}));
+        // A name the document leaves out is the one the server refuses.
+        let (status, body) = call!(app, test::TestRequest::get().uri("/api/search?q=cat&rerank=clip:other"));
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "known: p16");
+        let app = service!(&s);
+        let (_, doc) = call!(app, test::TestRequest::get().uri("/api/openapi.json"));
+        assert_eq!(rerank_schema(&doc), serde_json::json!({"type": "string", "enum": ["itm"]}));
+    }
+}
+
+#[actix_web::test]
+async fn a_request_without_a_host_header_is_refused() {
+    use std::io::{Read, Write};
+    let s = off(|| setup(test_databases().remove(0)));
+    let library = Arc::try_unwrap(s.library).ok().expect("the only handle");
+    let options = ServeOptions { bind: "127.0.0.1:0".into(), watch: false, ..Default::default() };
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The server runs until the test process ends.
+    std::thread::spawn(move || {
+        clipdex::server::serve(library, options, |addrs| tx.send(addrs[0]).unwrap()).unwrap();
+    });
+    let addr = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    let ask = |head: &str| {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        conn.write_all(head.as_bytes()).unwrap();
+        let mut reply = Vec::new();
+        let _ = conn.read_to_end(&mut reply);
+        String::from_utf8_lossy(&reply).into_owned()
+    };
+    for path in ["/api/status", "/"] {
+        let reply = ask(&format!("GET {path} HTTP/1.0\r\n\r\n"));
+        assert!(reply.starts_with("HTTP/1.0 403") || reply.starts_with("HTTP/1.1 403"), "{path}: {reply}");
+        assert!(reply.contains("no Host header"), "{reply}");
+    }
+    let reply = ask(&format!("GET /api/status HTTP/1.0\r\nHost: {addr}\r\n\r\n"));
+    assert!(reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"), "{reply}");
+    drop(s.tmp);
 }

@@ -101,7 +101,12 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/roots", web::get().to(roots))
         .route("/roots", web::post().to(add_root))
         .route("/roots", web::delete().to(remove_root))
-        .route("/openapi.json", web::get().to(|| async { HttpResponse::Ok().json(super::openapi()) }));
+        .route(
+            "/openapi.json",
+            web::get().to(|state: web::Data<AppState>| async move {
+                HttpResponse::Ok().json(super::openapi_with(&state.finetuned_names()))
+            }),
+        );
 }
 
 /// Paging and filters, shared by both searches.

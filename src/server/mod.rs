@@ -10,7 +10,9 @@
 //! constant time; the scheme is case-insensitive). Without a token the server answers only
 //! requests whose `Host` is a loopback name (`127.0.0.1`, `[::1]`, `localhost`, any port), so
 //! a web page whose name an attacker re-binds to 127.0.0.1 cannot read the API (DNS
-//! rebinding). A `POST` or `DELETE` from a browser page of another origin (a cross-site form,
+//! rebinding); a request without `Host` (HTTP/1.0) is refused like a foreign name. Commands
+//! forwarded by other `clipdex` processes must also carry the server's secret (see
+//! [`forward`]). A `POST` or `DELETE` from a browser page of another origin (a cross-site form,
 //! which needs no CORS preflight) is refused unless that origin is configured for CORS, and
 //! JSON bodies must say `Content-Type: application/json`. Files are handed out only by image
 //! id, and only when they resolve inside a library folder. No CORS headers unless origins are
@@ -38,9 +40,12 @@ use crate::error::{Error, Result};
 use crate::indexer::watch::WatchOptions;
 
 pub use api::ApiError;
-pub use forward::{CommandRunner, ForwardedCommand, ForwardedOutcome, SERVER_FILE, ServerRecord, recorded_server};
+pub use forward::{
+    CommandRunner, ForwardedCommand, ForwardedOutcome, SECRET_FILE, SECRET_HEADER, SERVER_FILE, ServerRecord,
+    random_hex, recorded_server, server_proof,
+};
 pub use indexer::{BackgroundIndexer, IndexerState, IndexerStatus};
-pub use openapi::openapi;
+pub use openapi::{openapi, openapi_with};
 pub use vision::BlipModels;
 
 /// Default address of `clipdex serve`.
@@ -123,6 +128,9 @@ pub struct AppState {
     answerer: vision::OnDemand<crate::models::blip::BlipAnswerer>,
     matcher: vision::OnDemand<crate::models::blip::BlipMatcher>,
     commands: Option<CommandRunner>,
+    /// The secret forwarded commands must carry (written to [`SECRET_FILE`]); `None` when the
+    /// server runs no commands.
+    forward_secret: Option<String>,
 }
 
 /// Query embeddings by (model, text).
@@ -149,6 +157,11 @@ impl AppState {
             answerer: vision::OnDemand::new(&options.blip.vqa),
             matcher: vision::OnDemand::new(&options.blip.itm),
             commands: options.commands.clone(),
+            forward_secret: options.commands.as_ref().and_then(|_| {
+                random_hex(32)
+                    .map_err(|e| tracing::warn!("no random secret ({e}): commands of other processes are refused"))
+                    .ok()
+            }),
         }
     }
 
@@ -203,11 +216,16 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
         cfg.app_data(state)
             .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into()))
             .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into()))
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(1 << 20)
-                    .error_handler(|e, _| ApiError::bad_request(format!("bad JSON body: {e}")).into()),
-            )
+            .app_data(web::JsonConfig::default().limit(1 << 20).error_handler(|e, _| {
+                match e {
+                    actix_web::error::JsonPayloadError::ContentType => ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "send the body as JSON with `Content-Type: application/json`",
+                    )
+                    .into(),
+                    e => ApiError::bad_request(format!("bad JSON body: {e}")).into(),
+                }
+            }))
             .service(
                 web::scope("")
                     .wrap(actix_web::middleware::from_fn(catch_panics))
@@ -259,15 +277,16 @@ async fn check_host_and_origin(
         let response = HttpResponse::build(StatusCode::FORBIDDEN).json(serde_json::json!({ "error": message }));
         Ok(req.into_response(response).map_into_right_body())
     };
-    if state.token.is_none()
-        && let Some(host) = host.as_deref()
-        && !is_loopback_host(host)
-    {
+    // A request without `Host` (HTTP/1.0) could come from any page: refused like a foreign name.
+    if state.token.is_none() && !host.as_deref().is_some_and(is_loopback_host) {
         return refuse(
             req,
             format!(
-                "Host {host:?} is not a loopback name: without --token this server answers only \
-                 127.0.0.1, [::1] and localhost"
+                "{}: without --token this server answers only 127.0.0.1, [::1] and localhost",
+                match host.as_deref() {
+                    Some(host) => format!("Host {host:?} is not a loopback name"),
+                    None => "the request has no Host header".to_string(),
+                }
             ),
         );
     }
@@ -326,7 +345,9 @@ async fn guard(
             .finish();
         return Ok(with_cors(req.into_response(response), origin.as_deref()).map_into_right_body());
     }
-    if let Some(token) = &state.token {
+    // The proof endpoint answers without the token: a command asks it before it sends the
+    // token, and its answer gives nothing away (see `forward`).
+    if let Some(token) = state.token.as_ref().filter(|_| req.path() != forward::PROOF_PATH) {
         let offered = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -409,6 +430,7 @@ pub fn serve(library: Library, options: ServeOptions, on_listen: impl FnOnce(&[S
     };
     let db = library.location().clone();
     let state = web::Data::new(AppState::new(library, indexer.clone(), &options));
+    let secret = state.forward_secret.clone();
     let workers =
         if options.workers > 0 { options.workers } else { std::thread::available_parallelism().map_or(2, |n| n.get()) };
     let outcome = actix_web::rt::System::new().block_on(async move {
@@ -416,7 +438,7 @@ pub fn serve(library: Library, options: ServeOptions, on_listen: impl FnOnce(&[S
             .workers(workers)
             .bind(&addrs[..])
             .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", options.bind)))?;
-        let _recorded = server.addrs().first().and_then(|addr| forward::record(&db, *addr));
+        let _recorded = server.addrs().first().and_then(|addr| forward::record(&db, *addr, secret.as_deref()));
         on_listen(&server.addrs());
         server.run().await.map_err(|e| Error::Invalid(format!("the server stopped: {e}")))
     });

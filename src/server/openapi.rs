@@ -74,6 +74,14 @@ fn responses(ok_code: u16, ok_body: Value, error_codes: &[u16]) -> Value {
 
 /// The OpenAPI document.
 pub fn openapi() -> Value {
+    openapi_with(&[])
+}
+
+/// The document of a server with the fine-tuned models `finetuned` registered (by name): the
+/// `rerank` parameter lists exactly the values that server takes.
+pub fn openapi_with(finetuned: &[String]) -> Value {
+    let reranks: Vec<String> =
+        std::iter::once("itm".to_string()).chain(finetuned.iter().map(|name| format!("clip:{name}"))).collect();
     let results = json!({"$ref": "#/components/schemas/Results"});
     let mut file_responses =
         responses(200, json!({"description": "The file", "content": {"image/*": {}, "video/*": {}}}), &[400, 403, 404]);
@@ -104,7 +112,7 @@ pub fn openapi() -> Value {
     ));
     search.push(query(
         "rerank",
-        json!({"type": "string", "pattern": "^(itm|clip:[A-Za-z0-9._-]+)$"}),
+        json!({"type": "string", "enum": reranks}),
         "Re-rank a text search with BLIP's image-text matching (itm: results gain `itm` and `itc`; it re-scores at most the best 100, so its pages end there) or with a fine-tuned CLIP registered with `serve --finetuned NAME=DIR` (clip:NAME; results gain `finetuned`); ignored without q or with in=captions",
     ));
     search.push(query(
@@ -196,7 +204,7 @@ pub fn openapi() -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["texts"], "properties": {
                     "texts": {"type": "array", "minItems": 1, "maxItems": MAX_MATCH_TEXTS, "items": {"type": "string", "pattern": "\\S", "maxLength": MAX_TEXT_BYTES}}}}}}},
                 "responses": responses(200, ok("Scores, in the order of the texts", json!({"type": "object", "properties": {"matches": {"type": "array", "items": {
-                    "type": "object", "properties": {"text": {"type": "string"}, "itm": {"type": "number"}, "itc": {"type": "number"}}}}}})), &[400, 403, 404, 422, 503])}},
+                    "type": "object", "properties": {"text": {"type": "string"}, "itm": {"type": "number"}, "itc": {"type": "number"}}}}}})), &[400, 403, 404, 415, 422, 503])}},
             "/api/images/{id}/segment": {"get": {
                 "summary": "CLIPSeg: where in the photo the prompts are. A PNG mask (grey level = probability, the most probable prompt per pixel), or with format=json each prompt's regions",
                 "parameters": [id_param(),
@@ -246,7 +254,7 @@ pub fn openapi() -> Value {
                 "summary": "Mark images as not duplicates of each other (remembered)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["ids"], "properties": {
                     "ids": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "minItems": 2, "maxItems": super::api::MAX_DISMISS, "uniqueItems": true}}}}}},
-                "responses": responses(200, ok("Marked", json!({"type": "object", "properties": {"dismissed": {"type": "array", "items": {"type": "integer"}}}})), &[400, 404])}},
+                "responses": responses(200, ok("Marked", json!({"type": "object", "properties": {"dismissed": {"type": "array", "items": {"type": "integer"}}}})), &[400, 404, 415])}},
             "/api/status": {"get": {
                 "summary": "Library counts, model, search index state, and the background indexer's progress",
                 "responses": responses(200, ok("Status", json!({"type": "object", "properties": {
@@ -268,12 +276,19 @@ pub fn openapi() -> Value {
                            "parameters": [{"name": "path", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^/[^\\x00]*$"}, "description": "The folder, as added"}],
                            "responses": responses(200, ok("Photos forgotten", json!({"type": "object", "properties": {"removed": {"type": "integer"}}})), &[400, 404])}},
             "/api/cli": {"post": {
-                "summary": "Run a clipdex command on the library this server holds (what a `clipdex` command does when it finds the folder library held by the server); only from this machine",
+                "summary": "Run a clipdex command on the library this server holds (what a `clipdex` command does when it finds the folder library held by the server); only from this machine, with the secret the server wrote to server.secret in the library's folder (header X-Clipdex-Secret)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["args", "cwd"], "properties": {
                     "args": {"type": "array", "items": {"type": "string"}, "description": "The command line without the program name"},
-                    "cwd": {"type": "string", "pattern": "^/", "description": "Absolute working directory relative paths are resolved against"}}}}}},
+                    "cwd": {"type": "string", "pattern": "^/", "description": "Absolute working directory relative paths are resolved against"},
+                    "settings": {"type": "array", "items": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+                                 "description": "[option, value] pairs of the library settings the command asked for (model, precision, ...); the command is refused when they are not the server's"}}}}}},
                 "responses": responses(200, ok("What the command printed and its exit status", json!({"type": "object", "properties": {
-                    "stdout": {"type": "string"}, "stderr": {"type": "string"}, "exit": {"type": "integer"}}})), &[400, 403, 404])}},
+                    "stdout": {"type": "string"}, "stderr": {"type": "string"}, "exit": {"type": "integer"}}})), &[400, 403, 404, 415])}},
+            "/api/cli/proof": {"get": {
+                "summary": "Prove that this server knows the secret in server.secret, before a command sends it (or the token): a keyed hash of the nonce and the address the request reached; answered without the token, only from this machine",
+                "security": [],
+                "parameters": [{"name": "nonce", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{32,128}$"}, "description": "A fresh random nonce"}],
+                "responses": responses(200, ok("The proof", json!({"type": "object", "properties": {"proof": {"type": "string"}}})), &[400, 403, 404])}},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": responses(200, ok("OpenAPI 3.0", json!({"type": "object"})), &[])}},
         }
     })

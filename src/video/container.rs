@@ -167,7 +167,7 @@ fn ebml_number(file: &mut File, at: u64) -> std::io::Result<Option<(u64, u64, bo
     if read_at(file, at + 1, rest)?.is_none() {
         return Ok(None);
     }
-    let mut value = u64::from(first[0] & (0xFF >> length));
+    let mut value = u64::from(first[0]) & (0xFF >> length); // an 8-byte number keeps no bit of its first
     for &b in rest.iter() {
         value = (value << 8) | u64::from(b);
     }
@@ -250,6 +250,11 @@ mod tests {
         assert_eq!(recognise(&whole), Ok(Container::Matroska));
         let sparse = file_with(d, "sparse.mkv", &mkv, 10 << 30);
         assert!(matches!(recognise(&sparse), Err(ContainerProblem::Oversized { declared: 22, .. })));
+        // Sizes written on 8 bytes, as some muxers do (WebM from libvpx).
+        let mut long = vec![0x1A, 0x45, 0xDF, 0xA3, 0x01, 0, 0, 0, 0, 0, 0, 0];
+        long.extend_from_slice(&[0x18, 0x53, 0x80, 0x67, 0x01, 0, 0, 0, 0, 0, 0, 2, 0xEC, 0x80]);
+        let long_sizes = file_with(d, "long.webm", &long, long.len() as u64);
+        assert_eq!(recognise(&long_sizes), Ok(Container::Matroska));
         // A Segment of unknown size is walked through its children.
         let mut live = vec![0x1A, 0x45, 0xDF, 0xA3, 0x80, 0x18, 0x53, 0x80, 0x67, 0xFF];
         live.extend_from_slice(&[0xEC, 0x82, 0, 0]);

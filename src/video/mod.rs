@@ -403,8 +403,9 @@ impl FrameStream {
         if stop {
             let _ = self.child.kill();
         }
-        let status = self.child.wait();
+        // The reader stops at its next frame, so FFmpeg never waits on a full pipe.
         drop(self.frames);
+        let status = self.child.wait();
         let _ = self.reader.join();
         (status.is_ok_and(|s| s.success()), self.errors.join().unwrap_or_default())
     }
@@ -432,23 +433,24 @@ pub fn sample(
     let seek: &[&str] = if info.duration > options.keyframes_after { &["-skip_frame", "nokey"] } else { &[] };
     let stream = FrameStream::start(tools, path, info, seek, &filter, (w, h))?;
     let mut count = 0;
+    // Whether FFmpeg's output ended (rather than the caller or the frame budget stopping it).
     let outcome = loop {
         match stream.next(options.stall) {
             Ok(Some((pts, image))) => {
                 let time = if pts.is_finite() { (pts - info.start).max(0.0) } else { count as f64 * interval };
                 count += 1;
                 if !on_frame(Frame { time, image }) || count >= options.max_frames {
-                    break Ok(());
+                    break Ok(false);
                 }
             }
-            Ok(None) => break Ok(()),
+            Ok(None) => break Ok(true),
             Err(problem) => break Err(problem),
         }
     };
-    let finished = outcome.is_ok() && count < options.max_frames;
-    let (succeeded, complaints) = stream.finish(!finished);
+    let ended = outcome.as_ref().is_ok_and(|&ended| ended);
+    let (succeeded, complaints) = stream.finish(!ended);
     outcome?;
-    if finished && (count == 0 || !succeeded) {
+    if ended && (count == 0 || !succeeded) {
         // A video whose decoding failed part way keeps the frames it gave; one that gave none
         // cannot be used.
         if count == 0 {

@@ -405,3 +405,142 @@ fn hostile_uploads_get_4xx_within_bounded_memory() {
     let _ = server.wait();
     assert!(peak < RSS_LIMIT, "server: peak RSS {} MB", mb(peak));
 }
+
+/// Hostile videos: a 16000 × 16000 one (48 KB), text files with video names that FFmpeg
+/// would read as an HLS playlist or a concat list naming a clip outside the library, or as an
+/// image, and 10 GB sparse `.mkv` files (all zeros; a real clip followed by zeros). The
+/// indexer, `duplicates` and `caption --library` each stay under 1 GB with FFmpeg's memory
+/// counted (the children it waited for are in a process's ru_maxrss), the outside clip is
+/// never indexed, the sparse files are refused without being read, and the server serves the
+/// large video's thumbnails and frames (of any moment, several at once) within 1 GB.
+#[test]
+fn hostile_videos_are_refused_or_scaled_within_bounded_memory() {
+    if !common::video::have_ffmpeg() {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tmp.path()).unwrap();
+    let (photos, outside) = (root.join("photos"), root.join("outside"));
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let secret = outside.join("secret.mp4");
+    let clip = |path: &Path| {
+        let source = "testsrc=size=160x120:rate=5:duration=2";
+        common::video::ffmpeg(
+            &["-f", "lavfi", "-i", source, "-c:v", "libx264", "-pix_fmt", "yuv420p"]
+                .iter()
+                .copied()
+                .chain([path.to_str().unwrap()])
+                .collect::<Vec<_>>(),
+        );
+    };
+    clip(&secret);
+    let s = secret.display();
+    std::fs::write(
+        photos.join("playlist.mp4"),
+        format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n{s}\n#EXT-X-ENDLIST\n"),
+    )
+    .unwrap();
+    std::fs::write(photos.join("list.mkv"), format!("ffconcat version 1.0\nfile '{s}'\n")).unwrap();
+    image::RgbImage::from_pixel(32, 32, image::Rgb([0, 0, 255]))
+        .save_with_format(photos.join("still.mov"), image::ImageFormat::Jpeg)
+        .unwrap();
+    std::fs::copy(common::fixtures().join("hostile/video_16000.mkv"), photos.join("huge_16000.mkv")).unwrap();
+    sparse(&photos.join("sparse_zeros.mkv"), &[], 10 << 30);
+    let real = outside.join("real.mkv");
+    clip(&real);
+    sparse(&photos.join("sparse_padded.mkv"), &std::fs::read(&real).unwrap(), 10 << 30);
+    image::RgbImage::from_pixel(64, 64, image::Rgb([255, 0, 0])).save(photos.join("red.png")).unwrap();
+
+    let db = root.join("db");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let base = [os("--db"), db.clone().into_os_string(), os("--model"), os(&model())];
+    let with =
+        |extra: &[std::ffi::OsString]| -> Vec<std::ffi::OsString> { base.iter().chain(extra).cloned().collect() };
+    let floor = own_rss();
+    assert!(floor < RSS_LIMIT / 2, "the test process itself holds {} MB", mb(floor));
+    assert!(run_measured(&with(&[os("add"), photos.clone().into_os_string()])).0.status.success());
+    let (out, peak) = run_measured(&with(&[os("index"), os("--json")]));
+    assert!(out.status.success(), "index: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("index over the hostile videos: {report}; peak RSS {} MB", mb(peak));
+    assert!(peak < RSS_LIMIT, "index: peak RSS {} MB", mb(peak));
+    assert_eq!((&report["videos"], &report["failed"]), (&1.into(), &5.into()), "{report}");
+    let failures =
+        Command::new(env!("CARGO_BIN_EXE_clipdex")).args(with(&[os("failures"), os("--json")])).output().unwrap();
+    let failures: Value = serde_json::from_slice(&failures.stdout).unwrap();
+    let reason = |name: &str| -> String {
+        let all = failures["failures"].as_array().unwrap();
+        let found = all.iter().find(|f| f["path"].as_str().unwrap().ends_with(name));
+        found.unwrap_or_else(|| panic!("{name} is not a failure: {failures}"))["reason"].as_str().unwrap().to_string()
+    };
+    for name in ["playlist.mp4", "list.mkv", "still.mov", "sparse_zeros.mkv"] {
+        assert!(reason(name).contains("not an MP4/MOV, Matroska/WebM or AVI file"), "{name}: {}", reason(name));
+    }
+    assert!(reason("sparse_padded.mkv").contains("accounts for only"), "{}", reason("sparse_padded.mkv"));
+
+    // Every path that needs the large video's pixels gets them scaled down by FFmpeg.
+    let (out, peak) = run_measured(&with(&[os("duplicates"), os("--threshold=0.001"), os("--json")]));
+    assert!(out.status.success(), "duplicates: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("duplicates: peak RSS {} MB", mb(peak));
+    assert!(peak < RSS_LIMIT, "duplicates: peak RSS {} MB", mb(peak));
+    let blip = common::fixtures().join("blip/blip-tiny-captioning");
+    let caption = [
+        os("--caption-model"),
+        blip.into_os_string(),
+        os("caption"),
+        os("--library"),
+        os("--max-tokens"),
+        os("5"),
+        os("--json"),
+    ];
+    let (out, peak) = run_measured(&with(&caption));
+    assert!(out.status.success(), "caption: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("caption --library: {report}; peak RSS {} MB", mb(peak));
+    assert!(peak < RSS_LIMIT, "caption: peak RSS {} MB", mb(peak));
+    assert_eq!((&report["captioned"], &report["failed"]), (&2.into(), &0.into()), "{report}");
+
+    // The server: the video's thumbnail, and its one frame at any moment, several at once.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .args(with(&[os("serve"), os("--bind"), os("127.0.0.1:0"), os("--no-watch")]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address is printed").to_string();
+    let found: Value = ureq::get(&format!("{url}api/search?q=red&kind=video&k=5")).call().unwrap().into_json().unwrap();
+    let id = found["results"][0]["id"].as_u64().unwrap();
+    let thumb = |query: &str| -> (u16, Vec<u8>) {
+        match ureq::get(&format!("{url}api/images/{id}/thumb?{query}")).call() {
+            Ok(r) => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut r.into_reader(), &mut bytes).unwrap();
+                (200, bytes)
+            }
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default().into_bytes()),
+            Err(e) => panic!("{query}: no answer ({e})"),
+        }
+    };
+    for (query, side) in [("size=256", 256), ("size=256&time=0", 256), ("size=1024&time=0.5", 1024)] {
+        let (status, bytes) = thumb(query);
+        assert_eq!(status, 200, "{query}: {}", String::from_utf8_lossy(&bytes));
+        assert_eq!(image::load_from_memory(&bytes).unwrap().width(), side, "{query}");
+    }
+    std::thread::scope(|s| {
+        for i in 0..6 {
+            let thumb = &thumb;
+            s.spawn(move || assert_eq!(thumb(&format!("size=512&time=0.{i}")).0, 200));
+        }
+    });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id())).unwrap();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").trim();
+    let peak = kb.parse::<u64>().unwrap() * 1024;
+    eprintln!("server peak RSS after the video's thumbnails and frames: {} MB", mb(peak));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(peak < RSS_LIMIT, "server: peak RSS {} MB", mb(peak));
+}

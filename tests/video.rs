@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use clipdex::video::{self, SampleOptions, Tools, VideoProblem};
+use clipdex::video::{self, ContainerProblem, FrameSize, SampleOptions, Tools, VideoProblem};
 use common::video::{cut_between, ffmpeg, have_ffmpeg};
 
 fn fixture_image(name: &str) -> PathBuf {
@@ -79,7 +79,16 @@ fn frames_are_sampled_every_interval_and_are_ffmpegs_own_pixels() {
         let (_, frames) = sampled(&clip, &small);
         assert_eq!(frames[1].image.dimensions(), (160, 120));
         assert!(frames[1].image.as_raw() == &ffmpeg_frame(&clip, 2.0, 160, 120));
-        let at = video::frame_at(&Tools::from_env(), &clip, &info, 2.0, 160, Duration::from_secs(30)).unwrap();
+        let at = video::frame_at(
+            &Tools::from_env(),
+            &clip,
+            &info,
+            2.0,
+            FrameSize::Fit(160),
+            u64::MAX,
+            Duration::from_secs(30),
+        )
+        .unwrap();
         assert!(at.as_raw() == frames[1].image.as_raw(), "frame_at(2 s) is the sampled frame at 2 s");
     }
 }
@@ -220,8 +229,9 @@ fn broken_files_and_missing_tools_are_clear_problems() {
     let text = dir.path().join("notes.mov");
     std::fs::write(&text, b"this is not a video at all\n").unwrap();
     for path in [&empty, &text] {
+        // Not handed to FFmpeg at all: no container clipdex reads.
         let problem = video::probe(&tools, path, limit).unwrap_err();
-        assert!(matches!(problem, VideoProblem::Unreadable(_)), "{}: {problem}", path.display());
+        assert_eq!(problem, VideoProblem::Container(ContainerProblem::Unknown), "{}", path.display());
     }
     // A truncated file is either refused or gives the frames before the cut, never a hang.
     match video::probe(&tools, &truncated, limit) {
@@ -395,4 +405,153 @@ fn videos_are_indexed_beside_photos_and_searches_find_the_moment() {
     let hits =
         results(common::clipdex_on(&db, &other, &["similar", coffee.to_str().unwrap(), "--kind", "video", "--json"]));
     assert_eq!(hits.len(), 3);
+}
+
+/// A clip of FFmpeg's test pattern at `rate` frames/s, `frames` frames long, in H.264.
+fn pattern_at_rate(dir: &Path, name: &str, rate: u32, frames: u32) -> PathBuf {
+    let path = dir.join(name);
+    let source = format!("testsrc=size=320x240:rate={rate}");
+    let n = frames.to_string();
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &source,
+        "-frames:v",
+        &n,
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        path.to_str().unwrap(),
+    ]);
+    path
+}
+
+/// Any time inside a video has a frame: the last one that starts at or before it. After the
+/// last frame of a clip (9.9 s of a 10-s clip at 1 frame/s) and anywhere in a one-frame
+/// video, that is the last frame, where FFmpeg's accurate seek gave nothing.
+#[test]
+fn a_frame_is_served_for_every_time_inside_the_video() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tools = Tools::from_env();
+    let limit = Duration::from_secs(30);
+    let at = |path: &Path, t: f64| {
+        let info = video::probe(&tools, path, limit).unwrap();
+        video::frame_at(&tools, path, &info, t, FrameSize::Fit(320), u64::MAX, limit)
+            .unwrap_or_else(|p| panic!("{} at {t} s: {p}", path.display()))
+    };
+    let slow = pattern_at_rate(dir.path(), "slow.mp4", 1, 10);
+    for (t, shown) in [(0.0, 0.0), (3.0, 3.0), (3.5, 3.0), (9.0, 9.0), (9.9, 9.0), (10.0, 9.0)] {
+        assert!(at(&slow, t).as_raw() == &ffmpeg_frame(&slow, shown, 320, 240), "at {t} s: the frame of {shown} s");
+    }
+    let single = pattern_at_rate(dir.path(), "single.mp4", 25, 1);
+    let first = ffmpeg_frame(&single, 0.0, 320, 240);
+    for t in [0.0, 0.02, 0.5, 10.0] {
+        assert!(at(&single, t).as_raw() == &first, "a one-frame video at {t} s");
+    }
+}
+
+/// Frames reach clipdex scaled down by FFmpeg within the pixel budget, whatever size is asked.
+#[test]
+fn frames_are_scaled_within_the_pixel_budget() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tools = Tools::from_env();
+    let limit = Duration::from_secs(30);
+    let clip = test_pattern(dir.path(), "clip.mp4", 1, "libx264");
+    let info = video::probe(&tools, &clip, limit).unwrap();
+    let frame = |size, budget| video::frame_at(&tools, &clip, &info, 0.0, size, budget, limit).unwrap().dimensions();
+    assert_eq!(frame(FrameSize::Full, u64::MAX), (320, 240));
+    assert_eq!(
+        frame(FrameSize::Full, 10_000),
+        (115, 86),
+        "the largest frame of the video's shape within 10,000 pixels"
+    );
+    assert_eq!(frame(FrameSize::Fit(1000), 10_000), (115, 86));
+    assert_eq!(frame(FrameSize::Cover(60), u64::MAX), (80, 60));
+    assert_eq!(frame(FrameSize::Cover(1000), u64::MAX), (320, 240), "never scaled up");
+    let options = SampleOptions { max_pixels: 10_000, ..Default::default() };
+    let (_, frames) = sampled(&clip, &options);
+    assert!(!frames.is_empty() && frames.iter().all(|f| f.image.dimensions() == (115, 86)));
+}
+
+/// FFmpeg reads only the file it is given, as the container clipdex recognised: text files
+/// with a video's name that FFmpeg would read as an HLS playlist, a concat list or an image
+/// are refused before FFmpeg runs, and a file whose name looks like a URL is a file.
+#[test]
+fn playlists_and_lists_with_video_names_are_refused() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tools = Tools::from_env();
+    let limit = Duration::from_secs(30);
+    let outside = pattern_at_rate(dir.path(), "outside.mp4", 5, 10);
+    let hls = dir.path().join("playlist.mp4");
+    let target = outside.display();
+    std::fs::write(&hls, format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n{target}\n#EXT-X-ENDLIST\n")).unwrap();
+    let concat = dir.path().join("list.mkv");
+    std::fs::write(&concat, format!("ffconcat version 1.0\nfile '{target}'\n")).unwrap();
+    let jpeg = dir.path().join("still.mov");
+    image::RgbImage::from_pixel(32, 32, image::Rgb([200, 10, 10]))
+        .save_with_format(&jpeg, image::ImageFormat::Jpeg)
+        .unwrap();
+    for path in [&hls, &concat, &jpeg] {
+        let problem = video::probe(&tools, path, limit).unwrap_err();
+        assert_eq!(problem, VideoProblem::Container(ContainerProblem::Unknown), "{}", path.display());
+    }
+    // A real video whose name FFmpeg would read as a protocol is opened as the file it is.
+    let odd = dir.path().join("concat:x.mp4");
+    std::fs::copy(&outside, &odd).unwrap();
+    let info = video::probe(&tools, &odd, limit).unwrap();
+    assert_eq!((info.width, info.height), (320, 240));
+}
+
+/// At most `FRAME_DECODES_AT_ONCE` FFmpeg frame decodes run at once in a process: the others
+/// wait their turn. Seen by an `ffmpeg` stand-in that records how many of it run.
+#[cfg(unix)]
+#[test]
+fn frame_decodes_run_a_few_at_a_time() {
+    use std::os::unix::fs::PermissionsExt;
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clip = test_pattern(dir.path(), "clip.mp4", 1, "libx264");
+    let runs = dir.path().join("runs");
+    std::fs::create_dir(&runs).unwrap();
+    let stand_in = dir.path().join("ffmpeg.sh");
+    let script = format!(
+        "#!/bin/sh\ntouch {r}/running.$$\nls {r} | grep -c '^running' >> {r}/../counts\nsleep 1\nrm {r}/running.$$\nexit 1\n",
+        r = runs.display()
+    );
+    std::fs::write(&stand_in, script).unwrap();
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tools = Tools { ffmpeg: stand_in, ..Tools::from_env() };
+    let info = video::probe(&tools, &clip, Duration::from_secs(30)).unwrap();
+    std::thread::scope(|s| {
+        for i in 0..6 {
+            let (tools, clip, info) = (&tools, &clip, &info);
+            s.spawn(move || {
+                let limit = Duration::from_secs(30);
+                assert!(
+                    video::frame_at(tools, clip, info, i as f64 / 10.0, FrameSize::Fit(64), u64::MAX, limit).is_err()
+                );
+            });
+        }
+    });
+    let counts = std::fs::read_to_string(dir.path().join("counts")).unwrap();
+    let counts: Vec<usize> = counts.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(counts.len(), 6, "every request ran FFmpeg once");
+    assert!(
+        counts.iter().all(|&n| n <= video::FRAME_DECODES_AT_ONCE),
+        "at most {} at once: {counts:?}",
+        video::FRAME_DECODES_AT_ONCE
+    );
 }

@@ -88,7 +88,17 @@ fn reembed_video(
     hash: &str,
 ) -> Result<std::result::Result<(), String>> {
     let mut reason = "no file holds it".to_string();
+    let tools = crate::video::Tools::from_env();
     for path in store.paths_of(id)? {
+        // Probed before it is hashed, as when it was indexed: a file swapped for a sparse
+        // giant is refused without reading it.
+        let info = match crate::video::probe(&tools, &path, super::videos::PROBE_LIMIT) {
+            Ok(info) => info,
+            Err(problem) => {
+                reason = format!("{}: {problem}", path.display());
+                continue;
+            }
+        };
         match super::videos::hash_file(&path) {
             Ok((h, _)) if h == hash => {}
             Ok(_) => {
@@ -100,17 +110,11 @@ fn reembed_video(
                 continue;
             }
         }
-        let tools = crate::video::Tools::from_env();
-        let sampled = crate::video::probe(&tools, &path, super::videos::PROBE_LIMIT)
-            .map(|info| super::videos::embed_video(clip, &path, &info, &options.video, options.batch_size));
-        match sampled {
-            Ok(embedded) => match embedded? {
-                Ok(v) => {
-                    store.put_next_vectors(id, &v.vector, &v.frames)?;
-                    return Ok(Ok(()));
-                }
-                Err(problem) => reason = format!("{}: {problem}", path.display()),
-            },
+        match super::videos::embed_video(clip, &path, &info, &options.video, options.batch_size)? {
+            Ok(v) => {
+                store.put_next_vectors(id, &v.vector, &v.frames)?;
+                return Ok(Ok(()));
+            }
             Err(problem) => reason = format!("{}: {problem}", path.display()),
         }
     }

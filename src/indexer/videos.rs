@@ -39,23 +39,35 @@ pub(crate) fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     Ok((hasher.finalize().to_hex().to_string(), hasher.count()))
 }
 
-/// The cheap part of a video's indexing, run beside the photos' decoding: its hash (a stored
-/// content is only linked) and what `ffprobe` says of it.
+/// The cheap part of a video's indexing, run beside the photos' decoding: what `ffprobe`
+/// says of it, then its hash (a stored content is only linked). Probed first, as photos are
+/// checked from their header first: only a file whose container accounts for its length is
+/// read whole, so a sparse or padded file of terabytes costs a few reads, not an hour.
 pub(super) fn prepare(store: &Store, c: &Candidate, scanned: bool) -> Result<Prepared> {
     let path = c.read_from.as_ref().unwrap_or(&c.path);
-    let (hash, size) = match hash_file(path) {
-        Ok(h) => h,
-        Err(e) if !scanned => return Ok(Prepared::Unreadable(format!("cannot read: {e}"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Prepared::Vanished),
-        Err(e) => return Ok(Prepared::Failed(format!("cannot read: {e}"))),
+    let unreadable = |e: std::io::Error| {
+        if !scanned {
+            Prepared::Unreadable(format!("cannot read: {e}"))
+        } else if e.kind() == std::io::ErrorKind::NotFound {
+            Prepared::Vanished
+        } else {
+            Prepared::Failed(format!("cannot read: {e}"))
+        }
     };
-    if let Some(id) = store.id_for_hash(&hash)? {
-        return Ok(Prepared::Known { id });
+    if let Err(e) = std::fs::File::open(path) {
+        return Ok(unreadable(e));
     }
     let info = match video::probe(&Tools::from_env(), path, PROBE_LIMIT) {
         Ok(info) => info,
         Err(problem) => return Ok(Prepared::Failed(problem.to_string())),
     };
+    let (hash, size) = match hash_file(path) {
+        Ok(h) => h,
+        Err(e) => return Ok(unreadable(e)),
+    };
+    if let Some(id) = store.id_for_hash(&hash)? {
+        return Ok(Prepared::Known { id });
+    }
     let record = ImageRecord {
         hash,
         size,

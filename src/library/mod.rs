@@ -25,9 +25,11 @@ use crate::query::{self, Kind, SearchFilter, SearchHit};
 use crate::segment::{Region, RegionOptions, best_region, segment_photo};
 use crate::store::{DbLocation, Failure, ImageId, ImageRecord, ReindexTarget, Store, StoreCounts, Tag, TagCount};
 use crate::thumbnail;
+use crate::video::FrameSize;
 
 mod captions;
 mod duplicates;
+mod frames;
 pub mod migrate;
 pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
 pub use duplicates::{HASH_CACHE, MOVE_JOURNAL, MoveReport, MovedFile, SkippedFile, restore_moved};
@@ -200,6 +202,8 @@ pub struct Library {
     caption_index: std::sync::Mutex<Option<(u64, Arc<query::captions::CaptionIndex>)>>,
     /// Captioning models by name, loaded on first use ([`Library::captioner`]).
     captioner: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::models::blip::BlipCaptioner>>>,
+    /// The JPEGs of the video frames served last ([`Library::video_frame`]).
+    recent_frames: std::sync::Mutex<frames::RecentFrames>,
 }
 
 struct CachedIndex {
@@ -341,6 +345,7 @@ impl Library {
             frames: Default::default(),
             caption_index: Default::default(),
             captioner: Default::default(),
+            recent_frames: Default::default(),
         }
     }
 
@@ -424,7 +429,7 @@ impl Library {
         let mut crops = Vec::new();
         let open = |hit: &SearchHit| match hit.media {
             // A video is cropped at the moment that matched.
-            query::Media::Video { time, .. } => self.frame_image(&hit.path, time, u32::MAX),
+            query::Media::Video { time, .. } => self.frame_image(&hit.path, time, FrameSize::Full),
             query::Media::Photo => open_rgb(&hit.path, &decode),
         };
         looking_ahead(&hits, open, progress, |hit, photo| {
@@ -465,13 +470,15 @@ impl Library {
         // are scaled to: a video's frame that matched, or the photo.
         let open = |hit: &SearchHit| -> Result<Option<(image::RgbImage, (u32, u32))>> {
             let pixels = match hit.media {
-                query::Media::Video { time, .. } => match self.frame_image(&hit.path, time, LOCATE_SIDE) {
-                    Ok(frame) => {
-                        let full = self.store.image(hit.id)?.map_or(frame.dimensions(), |r| (r.width, r.height));
-                        Ok((frame, full))
+                query::Media::Video { time, .. } => {
+                    match self.frame_image(&hit.path, time, FrameSize::Fit(LOCATE_SIDE)) {
+                        Ok(frame) => {
+                            let full = self.store.image(hit.id)?.map_or(frame.dimensions(), |r| (r.width, r.height));
+                            Ok((frame, full))
+                        }
+                        Err(e) => Err(e.to_string()),
                     }
-                    Err(e) => Err(e.to_string()),
-                },
+                }
                 query::Media::Photo => crate::photo::read_image_file(&hit.path, decode.max_pixels)
                     .and_then(|bytes| crate::photo::decode_photo(&bytes, &decode))
                     .map(|photo| (shrink(&photo.image, LOCATE_SIDE), (photo.width, photo.height)))
@@ -618,7 +625,8 @@ impl Library {
             decode: DecodeOptions { max_pixels: self.config.max_pixels, min_side: side },
             batch_size: self.config.batch_size,
             prune: false,
-            video: self.config.video,
+            // Video frames are held to the photos' pixel budget.
+            video: crate::video::SampleOptions { max_pixels: self.config.max_pixels, ..self.config.video },
         }
     }
 
@@ -1185,7 +1193,10 @@ impl Library {
         decode: &DecodeOptions,
     ) -> Result<image::RgbImage> {
         match &record.video {
-            Some(video) => self.frame_image(path, video.poster, u32::MAX),
+            Some(video) => {
+                let size = decode.min_side.map_or(FrameSize::Full, FrameSize::Cover);
+                self.frame_image(path, video.poster, size)
+            }
             None => open_rgb(path, decode),
         }
     }
@@ -1252,21 +1263,31 @@ impl Library {
         if !record.is_video() {
             return Err(Error::Invalid(format!("image {id} is a photo: a time is for videos")));
         }
-        self.video_frame_jpeg(&self.image_file(id)?, time, size)
+        // The frames served last are kept: a player scrubbing, or a page of moments, asks for
+        // the same ones again, and each costs FFmpeg a decode at the video's full size.
+        let key = frames::frame_key(id, time, size);
+        let kept = self.recent_frames.lock().unwrap_or_else(|e| e.into_inner()).get(key);
+        if let Some(jpeg) = kept {
+            return Ok(jpeg.to_vec());
+        }
+        let jpeg = self.video_frame_jpeg(&self.image_file(id)?, time, size)?;
+        self.recent_frames.lock().unwrap_or_else(|e| e.into_inner()).put(key, Arc::new(jpeg.clone()));
+        Ok(jpeg)
     }
 
     fn video_frame_jpeg(&self, source: &Path, time: f64, size: u32) -> Result<Vec<u8>> {
-        let frame = self.frame_image(source, time, size)?;
+        let frame = self.frame_image(source, time, FrameSize::Fit(size))?;
         thumbnail::encode(frame, size).map_err(|p| Error::image(source, p))
     }
 
-    /// The upright frame a video file shows at `time`, scaled down to fit `max_side`.
-    fn frame_image(&self, source: &Path, time: f64, max_side: u32) -> Result<image::RgbImage> {
+    /// The upright frame a video file shows at `time`, scaled down by FFmpeg as `size` asks
+    /// and within the pixel budget (`--max-pixels`).
+    fn frame_image(&self, source: &Path, time: f64, size: FrameSize) -> Result<image::RgbImage> {
         let tools = crate::video::Tools::from_env();
         let limit = indexer::videos::PROBE_LIMIT;
         let problem = |p: crate::video::VideoProblem| Error::Invalid(format!("{}: {p}", source.display()));
         let info = crate::video::probe(&tools, source, limit).map_err(problem)?;
-        crate::video::frame_at(&tools, source, &info, time, max_side, limit).map_err(problem)
+        crate::video::frame_at(&tools, source, &info, time, size, self.config.max_pixels, limit).map_err(problem)
     }
 
     /// Where the thumbnail of the content `hash` at `size` is cached.

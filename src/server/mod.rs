@@ -22,6 +22,7 @@ mod assets;
 mod forward;
 pub mod indexer;
 mod openapi;
+mod queue;
 mod vision;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -41,6 +42,7 @@ pub use api::ApiError;
 pub use forward::{CommandRunner, ForwardedCommand, ForwardedOutcome, SERVER_FILE, ServerRecord, recorded_server};
 pub use indexer::{BackgroundIndexer, IndexerState, IndexerStatus};
 pub use openapi::openapi;
+pub use queue::{DEFAULT_HEAVY_RUNNING, DEFAULT_HEAVY_WAITING, RETRY_AFTER_SECS};
 pub use vision::BlipModels;
 
 /// Default address of `clipdex serve`.
@@ -83,6 +85,11 @@ pub struct ServeOptions {
     /// Runs commands forwarded by other `clipdex` processes (`POST /api/cli`); none: the
     /// endpoint answers 404.
     pub commands: Option<CommandRunner>,
+    /// Model-heavy requests (BLIP, CLIPSeg, re-ranking) that run at once (at least 1).
+    pub heavy_running: usize,
+    /// Model-heavy requests that may wait for a turn; more are answered 503 with
+    /// `Retry-After`.
+    pub heavy_waiting: usize,
 }
 
 impl Default for ServeOptions {
@@ -99,6 +106,8 @@ impl Default for ServeOptions {
             body_timeout: api::BODY_TIMEOUT,
             blip: BlipModels::default(),
             commands: None,
+            heavy_running: DEFAULT_HEAVY_RUNNING,
+            heavy_waiting: DEFAULT_HEAVY_WAITING,
         }
     }
 }
@@ -123,6 +132,8 @@ pub struct AppState {
     answerer: vision::OnDemand<crate::models::blip::BlipAnswerer>,
     matcher: vision::OnDemand<crate::models::blip::BlipMatcher>,
     commands: Option<CommandRunner>,
+    /// The queue model-heavy requests take their turn in.
+    heavy: Arc<queue::HeavyQueue>,
 }
 
 /// Query embeddings by (model, text).
@@ -149,6 +160,7 @@ impl AppState {
             answerer: vision::OnDemand::new(&options.blip.vqa),
             matcher: vision::OnDemand::new(&options.blip.itm),
             commands: options.commands.clone(),
+            heavy: queue::HeavyQueue::new(options.heavy_running, options.heavy_waiting),
         }
     }
 

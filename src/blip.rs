@@ -10,14 +10,17 @@ use clipdex::Library;
 use clipdex::library::{CaptionOptions, ImageDetails};
 use clipdex::models::blip::{BlipAnswerer, BlipCaptioner, BlipMatcher};
 use clipdex::path_text;
-use clipdex::photo::{DecodeOptions, open_rgb};
+use clipdex::photo::{DecodeOptions, WORKING_SIDE, open_photo_within};
 use clipdex::query::SearchFilter;
 use clipdex::query::rerank::rerank_itm;
 
 use crate::cli::{AskArgs, CaptionArgs, GlobalOptions, MatchArgs};
 
-fn decode_options(g: &GlobalOptions) -> DecodeOptions {
-    DecodeOptions { max_pixels: g.max_pixels, min_side: None }
+/// The photo at `path` as BLIP is handed it: a large one reduced to [`WORKING_SIDE`] px on
+/// the long side while it is decoded (BLIP looks at 384 px).
+fn open_for_blip(g: &GlobalOptions, path: &std::path::Path) -> clipdex::Result<image::RgbImage> {
+    let decode = DecodeOptions { max_pixels: g.max_pixels, min_side: None };
+    Ok(open_photo_within(path, &decode, WORKING_SIDE)?.image)
 }
 
 pub fn caption(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<ExitCode> {
@@ -29,7 +32,7 @@ pub fn caption(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<ExitCode
     let mut out = std::io::stdout().lock();
     let (mut rows, mut failures) = (Vec::new(), 0);
     for path in &args.images {
-        let outcome = open_rgb(path, &decode_options(g)).and_then(|image| {
+        let outcome = open_for_blip(g, path).and_then(|image| {
             let ids = captioner.beam_search(&image, &start, args.beams as usize, args.max_tokens as usize)?;
             captioner.decode(&ids)
         });
@@ -103,7 +106,7 @@ fn caption_library(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<Exit
 pub fn ask(g: &GlobalOptions, args: &AskArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!args.question.trim().is_empty(), "the question is empty");
     // The image first: a missing file should not wait for a model download.
-    let image = open_rgb(&args.image, &decode_options(g))?;
+    let image = open_for_blip(g, &args.image)?;
     let model = BlipAnswerer::load(&g.vqa_model, &g.device.open()?)?.with_precision(g.precision);
     let answer = model.answer(&image, &args.question, args.beams as usize, args.max_tokens as usize)?;
     let mut out = std::io::stdout().lock();
@@ -118,7 +121,7 @@ pub fn ask(g: &GlobalOptions, args: &AskArgs) -> anyhow::Result<ExitCode> {
 
 pub fn match_texts(g: &GlobalOptions, args: &MatchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.texts.iter().all(|t| !t.trim().is_empty()), "a --text is empty");
-    let image = open_rgb(&args.image, &decode_options(g))?;
+    let image = open_for_blip(g, &args.image)?;
     let model = BlipMatcher::load(&g.itm_model, &g.device.open()?)?.with_precision(g.precision);
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     let scores = model.score(&image, &texts)?;

@@ -493,6 +493,8 @@ fn serve(g: &GlobalOptions, library: Library, args: &cli::ServeArgs) -> anyhow::
             itm: g.itm_model.clone(),
         },
         commands: Some(forward::runner(g)),
+        heavy_running: args.heavy_requests as usize,
+        heavy_waiting: args.heavy_queue as usize,
     };
     let photos = library.store().counts()?.images;
     let watching = if args.no_watch { "not indexing (--no-watch)" } else { "indexing in the background" };

@@ -29,6 +29,13 @@ pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
 /// at a reduced scale and need far less.
 pub const DECODE_BUDGET_BYTES: u64 = 640 << 20;
 
+/// The longest side of the pixels models look at when they are handed a photo's pixels
+/// rather than a reduced copy of their own (BLIP's captions, questions and matching, the
+/// perceptual hashes of `duplicates`): a larger photo is reduced to it while it is decoded
+/// ([`decode_photo_within`]), since the models see 224 to 384 px and a 144 MP photo held at
+/// full size would cost 432 MB per request.
+pub const WORKING_SIDE: u32 = 2048;
+
 /// Most scans a JPEG may have. Real encoders write one (baseline) to a dozen or two
 /// (progressive, optimised); a file with thousands makes the decoder walk every block of the
 /// image thousands of times (a "scan bomb": seconds to minutes of CPU from a few hundred KB).
@@ -187,6 +194,63 @@ pub fn decode_rgb(bytes: &[u8], options: &DecodeOptions) -> Result<RgbImage, Ima
 
 /// Decodes an encoded image, keeping its full upright size beside the pixels.
 pub fn decode_photo(bytes: &[u8], options: &DecodeOptions) -> Result<Photo, ImageProblem> {
+    decode_photo_then(bytes, options, |photo| photo)
+}
+
+/// Decodes an encoded image into pixels at most `max_side` on the long side (a larger photo
+/// is reduced: JPEGs at a DCT scale, then any format by area averaging), keeping its full
+/// upright size beside them. The full-size pixels, when a photo needs them decoded, exist
+/// only while the decode holds its share of the budget, so what models, masks and crops
+/// work on afterwards costs at most `max_side`² pixels however large the photo.
+pub fn decode_photo_within(bytes: &[u8], options: &DecodeOptions, max_side: u32) -> Result<Photo, ImageProblem> {
+    let max_side = max_side.max(1);
+    let min_side = Some(options.min_side.map_or(max_side, |side| side.min(max_side)));
+    decode_photo_then(bytes, &DecodeOptions { min_side, ..*options }, |photo| Photo {
+        image: fit_within(photo.image, max_side),
+        ..photo
+    })
+}
+
+/// Reads and decodes the photo at `path` into pixels at most `max_side` on the long side
+/// (see [`decode_photo_within`]).
+pub fn open_photo_within(path: &Path, options: &DecodeOptions, max_side: u32) -> Result<Photo> {
+    let bytes = read_image_file(path, options.max_pixels).map_err(|problem| Error::image(path, problem))?;
+    decode_photo_within(&bytes, options, max_side).map_err(|problem| Error::image(path, problem))
+}
+
+/// The image reduced to at most `max_side` on its long side (aspect ratio kept, each side
+/// rounded, at least 1 px), or itself when it fits. Area averaging (a box filter stretched
+/// over each output pixel, by `fast_image_resize`): besides the output, one pass's
+/// intermediate of output width x input height.
+pub fn fit_within(image: RgbImage, max_side: u32) -> RgbImage {
+    let (w, h) = image.dimensions();
+    if w.max(h) <= max_side {
+        return image;
+    }
+    let scale = f64::from(max_side) / f64::from(w.max(h));
+    let side = |n: u32| ((f64::from(n) * scale).round() as u32).clamp(1, max_side);
+    let (tw, th) = (side(w), side(h));
+    let resized = fast_image_resize::images::ImageRef::new(w, h, image.as_raw(), fast_image_resize::PixelType::U8x3)
+        .ok()
+        .and_then(|src| {
+            let mut dst = fast_image_resize::images::Image::new(tw, th, fast_image_resize::PixelType::U8x3);
+            let box_filter = fast_image_resize::ResizeAlg::Convolution(fast_image_resize::FilterType::Box);
+            let options = fast_image_resize::ResizeOptions::new().resize_alg(box_filter);
+            fast_image_resize::Resizer::new().resize(&src, &mut dst, &options).ok()?;
+            RgbImage::from_raw(tw, th, dst.into_vec())
+        });
+    // The resizer refuses only buffers that do not match their size, which an RgbImage cannot
+    // have; the image crate's own (slower) area averaging stands in all the same.
+    resized.unwrap_or_else(|| image::imageops::thumbnail(&image, tw, th))
+}
+
+/// Decodes an encoded image and hands it to `finish` while the decode still holds its share
+/// of the budget (so a reduced copy made there is counted with the full-size pixels).
+fn decode_photo_then<T>(
+    bytes: &[u8],
+    options: &DecodeOptions,
+    finish: impl FnOnce(Photo) -> T,
+) -> Result<T, ImageProblem> {
     if bytes.is_empty() {
         return Err(ImageProblem::Empty);
     }
@@ -226,7 +290,7 @@ pub fn decode_photo(bytes: &[u8], options: &DecodeOptions) -> Result<Photo, Imag
     let mut rgb = DynamicImage::ImageRgb8(rgb);
     rgb.apply_orientation(orientation);
     let (width, height) = if swaps { (height, width) } else { (width, height) };
-    Ok(Photo { image: rgb.into_rgb8(), width, height })
+    Ok(finish(Photo { image: rgb.into_rgb8(), width, height }))
 }
 
 /// Reads date taken, camera and GPS position from the EXIF block, when there is one.
@@ -522,6 +586,24 @@ mod tests {
         let err = decode_rgb(&png, &DecodeOptions { max_pixels: 4_999, min_side: None }).unwrap_err();
         assert_eq!(err, ImageProblem::TooLarge { width: 100, height: 50, limit: 4_999 });
         assert!(decode_rgb(&png, &DecodeOptions { max_pixels: 5_000, min_side: None }).is_ok());
+    }
+
+    #[test]
+    fn large_photos_decode_within_a_bounded_side_and_keep_their_size() {
+        let png = encode(DynamicImage::new_rgb8(3000, 1000), image::ImageFormat::Png);
+        let photo = decode_photo_within(&png, &DecodeOptions::default(), 1024).unwrap();
+        assert_eq!((photo.image.dimensions(), photo.width, photo.height), ((1024, 341), 3000, 1000));
+        // A JPEG is reduced at a DCT scale first, then to the bound.
+        let jpeg = encode(DynamicImage::new_rgb8(4000, 3000), image::ImageFormat::Jpeg);
+        let photo = decode_photo_within(&jpeg, &DecodeOptions::default(), 500).unwrap();
+        assert_eq!((photo.image.dimensions(), photo.width, photo.height), ((500, 375), 4000, 3000));
+        // What fits is left as it is.
+        let small = encode(DynamicImage::new_rgb8(800, 600), image::ImageFormat::Png);
+        assert_eq!(
+            decode_photo_within(&small, &DecodeOptions::default(), 1024).unwrap().image.dimensions(),
+            (800, 600)
+        );
+        assert_eq!(fit_within(RgbImage::new(5, 40_000), 2048).dimensions(), (1, 2048));
     }
 
     #[test]

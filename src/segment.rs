@@ -1,6 +1,12 @@
 //! From CLIPSeg's probability maps to what a user wants: the map at the photo's own
 //! resolution, the regions where it passes a threshold (connected components, specks
 //! dropped), their padded boxes, crops and an overlay for the eye.
+//!
+//! Memory stays bounded whatever the photo's size: CLIPSeg computes its maps at the model's
+//! resolution, and they are upscaled to the pixels segmented, which are the photo reduced to
+//! at most [`MAX_MASK_SIDE`] on the long side ([`crate::photo::decode_photo_within`]).
+//! Masks, overlays and crops have that size; boxes reported to users are scaled back to the
+//! photo's own pixels with [`scale_region`].
 
 use image::imageops::FilterType;
 use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
@@ -11,6 +17,11 @@ use crate::models::clipseg::{ProbabilityMap, PromptEmbeddings, Segmenter};
 
 /// The default probability a pixel needs to belong to a region.
 pub const DEFAULT_THRESHOLD: f32 = 0.4;
+
+/// The longest side of the pixels segmented, and so of masks, overlays and crops: a larger
+/// photo is reduced to it before segmentation (a 12000 x 12000 photo's mask is 2048 x 2048,
+/// 4 MB of probabilities instead of 576 MB).
+pub const MAX_MASK_SIDE: u32 = 2048;
 
 /// How regions are cut out of a map.
 #[derive(Debug, Clone, Copy)]
@@ -147,6 +158,22 @@ pub fn regions(map: &ProbabilityMap, options: &RegionOptions) -> Vec<Region> {
     found
 }
 
+/// A region found on a `from`-sized copy of an image, in the pixels of its `to`-sized
+/// original (the box grows outwards to whole pixels and stays inside).
+pub fn scale_region(mut r: Region, from: (u32, u32), to: (u32, u32)) -> Region {
+    if from == to || from.0 == 0 || from.1 == 0 || to.0 == 0 || to.1 == 0 {
+        return r;
+    }
+    let (sx, sy) = (f64::from(to.0) / f64::from(from.0), f64::from(to.1) / f64::from(from.1));
+    let [x, y, w, h] = r.bbox;
+    let x0 = ((f64::from(x) * sx).floor() as u32).min(to.0 - 1);
+    let y0 = ((f64::from(y) * sy).floor() as u32).min(to.1 - 1);
+    let x1 = ((f64::from(x + w) * sx).ceil() as u32).clamp(x0 + 1, to.0);
+    let y1 = ((f64::from(y + h) * sy).ceil() as u32).clamp(y0 + 1, to.1);
+    r.bbox = [x0, y0, x1 - x0, y1 - y0];
+    r
+}
+
 /// The region's box cut out of the photo (the map and the photo share a size).
 pub fn crop(image: &RgbImage, region: &Region) -> RgbImage {
     let [x, y, w, h] = region.bbox;
@@ -214,6 +241,20 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].bbox, [0, 0, 20, 20]);
         assert!(regions(&map(5, 5, |_, _| 0.0), &RegionOptions::default()).is_empty());
+    }
+
+    #[test]
+    fn regions_scale_to_the_original_and_stay_inside() {
+        let r = Region { bbox: [10, 20, 30, 40], area: 0.1, mean_probability: 0.7 };
+        let up = scale_region(r.clone(), (100, 100), (400, 300));
+        assert_eq!(up.bbox, [40, 60, 120, 120]);
+        assert_eq!((up.area, up.mean_probability), (0.1, 0.7));
+        let edge = Region { bbox: [90, 90, 10, 10], ..r.clone() };
+        let up = scale_region(edge, (100, 100), (333, 333));
+        assert!(up.bbox[0] + up.bbox[2] <= 333 && up.bbox[1] + up.bbox[3] <= 333);
+        assert_eq!(scale_region(r.clone(), (100, 100), (100, 100)).bbox, r.bbox);
+        let down = scale_region(Region { bbox: [1000, 0, 2000, 12000], ..r.clone() }, (12000, 12000), (2048, 2048));
+        assert_eq!(down.bbox, [170, 0, 342, 2048]);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use clipdex::Library;
 use clipdex::models::clipseg::{Prompt, Segmenter};
 use clipdex::path_text;
-use clipdex::photo::{DecodeOptions, open_rgb};
-use clipdex::query::SearchHit;
+use clipdex::photo::{DecodeOptions, Photo, WORKING_SIDE, open_photo_within};
+use clipdex::query::{Media, SearchHit};
 use clipdex::segment::{self, RegionOptions};
 
 use crate::cli::{CropSearchArgs, GlobalOptions, SegmentArgs};
@@ -33,14 +33,21 @@ pub fn segment(g: &GlobalOptions, args: &SegmentArgs) -> anyhow::Result<ExitCode
     if let Some(empty) = args.prompts.iter().find(|p| p.trim().is_empty()) {
         anyhow::bail!("empty prompt {empty:?}");
     }
+    // Masks, overlays and crops are made at most MAX_MASK_SIDE px on the long side; boxes
+    // are reported in the photo's own pixels.
     let decode = DecodeOptions { max_pixels: g.max_pixels, min_side: None };
-    let photo = open_rgb(&args.image, &decode)?;
-    let examples = args.examples.iter().map(|p| open_rgb(p, &decode)).collect::<clipdex::Result<Vec<_>>>()?;
+    let Photo { image: photo, width, height } = open_photo_within(&args.image, &decode, segment::MAX_MASK_SIDE)?;
+    let examples = args
+        .examples
+        .iter()
+        .map(|p| open_photo_within(p, &decode, WORKING_SIDE).map(|e| e.image))
+        .collect::<clipdex::Result<Vec<_>>>()?;
     let segmenter = Segmenter::load(&g.seg_model, &g.device.open()?)?;
     let mut prompts: Vec<Prompt> = args.prompts.iter().map(|p| Prompt::Text(p)).collect();
     prompts.extend(examples.iter().map(Prompt::Example));
     let options = RegionOptions { threshold: args.threshold, ..Default::default() };
     let found = segment::segment_photo(&segmenter, &photo, &segmenter.embed_prompts(&prompts)?, &options)?;
+    drop(examples);
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     // Output names keep the photo's name byte for byte (a non-UTF-8 name stays one).
@@ -60,7 +67,8 @@ pub fn segment(g: &GlobalOptions, args: &SegmentArgs) -> anyhow::Result<ExitCode
         for (j, region) in s.regions.iter().enumerate() {
             let crop = named(format!(".{i}.crop{j}.png"));
             save_png(&segment::crop(&photo, region), &crop)?;
-            let mut r = serde_json::to_value(region)?;
+            let mut r =
+                serde_json::to_value(segment::scale_region(region.clone(), photo.dimensions(), (width, height)))?;
             if let Some(r) = r.as_object_mut() {
                 path_text::insert(r, "crop", &crop);
             }
@@ -79,7 +87,7 @@ pub fn segment(g: &GlobalOptions, args: &SegmentArgs) -> anyhow::Result<ExitCode
     }
     let mut out = std::io::stdout().lock();
     if args.json {
-        let mut doc = json!({"width": photo.width(), "height": photo.height(), "prompts": rows});
+        let mut doc = json!({"width": width, "height": height, "prompts": rows});
         if let Some(doc) = doc.as_object_mut() {
             path_text::insert(doc, "image", &args.image);
         }
@@ -118,11 +126,14 @@ pub fn print_located_hits(
     let regions = crate::with_progress(|progress| library.locate(text, hits, &options, progress))?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
     if json_out {
-        let rows: Vec<Value> = hits
-            .iter()
-            .zip(&regions)
-            .map(|(h, r)| path_text::object(&h.path, json!({"id": h.id, "score": h.score, "region": r})))
-            .collect();
+        // Each result as `search --json` has it (a video's kind, time and duration included),
+        // with its region.
+        let mut rows = Vec::with_capacity(hits.len());
+        for (h, r) in hits.iter().zip(&regions) {
+            let mut row = serde_json::to_value(h)?;
+            row["region"] = json!(r);
+            rows.push(row);
+        }
         writeln!(out, "{}", json!({"results": rows, "took_ms": took_ms}))?;
     } else {
         for (h, r) in hits.iter().zip(&regions) {
@@ -130,7 +141,11 @@ pub fn print_located_hits(
                 Some(r) => format!("  at {:?} (p̄ {:.2})", r.bbox, r.mean_probability),
                 None => "  (no region)".into(),
             };
-            writeln!(out, "{:.4}  {}{at}", h.score, path_text::escaped(&h.path))?;
+            let when = match h.media {
+                Media::Photo => String::new(),
+                Media::Video { time, .. } => format!("  @ {}", crate::clock(time)),
+            };
+            writeln!(out, "{:.4}  {}{when}{at}", h.score, path_text::escaped(&h.path))?;
         }
     }
     Ok(())
@@ -154,18 +169,19 @@ pub fn crop_search(
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let decode = DecodeOptions { max_pixels: library.max_pixels(), min_side: None };
     let mut rows = Vec::new();
-    for (n, clipdex::library::Crop { hit, region }) in crops.iter().enumerate() {
+    for (n, crop) in crops.iter().enumerate() {
+        let clipdex::library::Crop { hit, region } = crop;
+        // A photo's crop, or a video's at the moment that matched.
         let file: Option<PathBuf> = match &args.out {
             Some(dir) => {
                 let path = dir.join(format!("{n:03}.{}.png", hit.id));
-                save_png(&segment::crop(&open_rgb(&hit.path, &decode)?, region), &path)?;
+                save_png(&library.crop_image(crop)?, &path)?;
                 Some(path)
             }
             None => None,
         };
-        let row = path_text::object(
+        let mut row = path_text::object(
             &hit.path,
             json!({
                 "id": hit.id, "score": hit.score, "box": region.bbox,
@@ -173,6 +189,9 @@ pub fn crop_search(
                 "crop": file.as_deref().map(path_text::display),
             }),
         );
+        if let (Some(row), Value::Object(media)) = (row.as_object_mut(), serde_json::to_value(hit.media)?) {
+            row.extend(media);
+        }
         rows.push((row, path_text::escaped(&hit.path)));
     }
     let took_ms = started.elapsed().as_secs_f64() * 1e3;

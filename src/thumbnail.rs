@@ -8,7 +8,7 @@ use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
 
 use crate::error::{Error, ImageProblem, Result};
-use crate::photo::{DecodeOptions, decode_photo};
+use crate::photo::{DecodeOptions, decode_photo_within};
 
 /// Smallest thumbnail side served.
 pub const MIN_SIZE: u32 = 16;
@@ -22,8 +22,11 @@ const QUALITY: u8 = 85;
 
 /// Encodes a thumbnail of `bytes` whose longer side is `size` (smaller images keep their size).
 pub fn render(bytes: &[u8], size: u32, max_pixels: u64) -> Result<Vec<u8>, ImageProblem> {
-    // A JPEG decodes at the smallest DCT scale that still covers the thumbnail.
-    let photo = decode_photo(bytes, &DecodeOptions { max_pixels, min_side: Some(size) })?;
+    // A JPEG decodes at the smallest DCT scale that still covers the thumbnail; any photo is
+    // then averaged down to twice the thumbnail's side while its decode holds the budget, so
+    // the filter below never works on (and never allocates in proportion to) a huge image.
+    let photo =
+        decode_photo_within(bytes, &DecodeOptions { max_pixels, min_side: Some(size) }, size.saturating_mul(2))?;
     encode(photo.image, size)
 }
 

@@ -544,3 +544,201 @@ fn hostile_videos_are_refused_or_scaled_within_bounded_memory() {
     let _ = server.wait();
     assert!(peak < RSS_LIMIT, "server: peak RSS {} MB", mb(peak));
 }
+
+/// A 12000 x 12000 PNG that compresses to a few hundred KB, written without this process
+/// keeping its pixels (the buffer is unmapped when dropped, so children measured later do not
+/// inherit it).
+fn huge_png(path: &Path) {
+    const SIDE: u32 = 12_000;
+    const BLOCK: u32 = 750;
+    // Squares of BLOCK px: the rows of one band of squares are the same, so the pixels are
+    // made by copying rows (quick even in a debug build).
+    let mut pixels = Vec::with_capacity((SIDE * SIDE * 3) as usize);
+    for band in 0..SIDE / BLOCK {
+        let row: Vec<u8> = (0..SIDE)
+            .flat_map(|x| {
+                let (bx, by) = (x / BLOCK, band);
+                [(bx * 37 % 256) as u8, (by * 53 % 256) as u8, if (bx + by) % 2 == 0 { 40 } else { 220 }]
+            })
+            .collect();
+        for _ in 0..BLOCK {
+            pixels.extend_from_slice(&row);
+        }
+    }
+    image::RgbImage::from_raw(SIDE, SIDE, pixels).unwrap().save(path).unwrap();
+}
+
+fn seg_model() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/clipseg/clipseg-tiny-refined")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The most model requests `serve` runs at once by default, and what they may take together:
+/// one photo decoded at full size (the decode budget admits one 432 MB decode at a time) plus
+/// a reduced copy, its maps and CLIPSeg's activations per running request.
+const SERVER_RSS_LIMIT: u64 = 1 << 30;
+
+#[test]
+fn a_huge_png_is_segmented_within_bounded_memory_by_the_cli_and_the_server() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tmp.path()).unwrap();
+    let photos = root.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let big = photos.join("huge_12000.png");
+    huge_png(&big);
+    common::picture(0).save(photos.join("good.png")).unwrap();
+    let floor = own_rss();
+    eprintln!(
+        "this test process: {} MB resident; the PNG: {} KB",
+        mb(floor),
+        std::fs::metadata(&big).unwrap().len() >> 10
+    );
+    assert!(floor < RSS_LIMIT / 2, "the test process itself holds {} MB", mb(floor));
+    let db = root.join("db");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let with = |extra: &[std::ffi::OsString]| -> Vec<std::ffi::OsString> {
+        [os("--db"), db.clone().into_os_string(), os("--model"), os(&model()), os("--seg-model"), os(&seg_model())]
+            .into_iter()
+            .chain(extra.iter().cloned())
+            .collect()
+    };
+
+    // The CLI: masks, overlays and crops at most 2048 px, boxes in the photo's pixels.
+    let out_dir = root.join("masks");
+    let started = std::time::Instant::now();
+    let (out, peak) = run_measured(&with(&[
+        os("segment"),
+        big.clone().into_os_string(),
+        os("--prompt"),
+        os("a square"),
+        os("--prompt"),
+        os("a checkerboard"),
+        os("--threshold"),
+        os("0"),
+        os("--out"),
+        out_dir.clone().into_os_string(),
+        os("--json"),
+    ]));
+    eprintln!("segment 12000x12000 PNG: {:.1} s, peak RSS {} MB", started.elapsed().as_secs_f64(), mb(peak));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&doc["width"], &doc["height"]), (&12_000.into(), &12_000.into()), "{doc}");
+    let first = &doc["prompts"][0];
+    let mask = image::image_dimensions(first["mask"].as_str().unwrap()).unwrap();
+    assert_eq!(mask, (2048, 2048), "the mask is bounded");
+    assert_eq!(first["regions"][0]["box"], serde_json::json!([0, 0, 12_000, 12_000]), "{first}");
+    assert!(peak < RSS_LIMIT, "segment: peak RSS {} MB", mb(peak));
+
+    // The server: concurrent segment requests of the indexed photo.
+    let add = with(&[os("add"), photos.clone().into_os_string()]);
+    assert!(run_measured(&add).0.status.success());
+    let (out, peak) = run_measured(&with(&[os("index"), os("--json")]));
+    assert!(out.status.success(), "index: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("index with the 12000x12000 PNG: peak RSS {} MB", mb(peak));
+    assert!(peak < RSS_LIMIT, "index: peak RSS {} MB", mb(peak));
+    // BLIP is handed the photo reduced as well: captions of the library, a question.
+    let blip =
+        |name: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/blip").join(name).into_os_string();
+    let caption = with(&[
+        os("--caption-model"),
+        blip("blip-tiny-captioning"),
+        os("caption"),
+        os("--library"),
+        os("--max-tokens"),
+        os("3"),
+        os("--json"),
+    ]);
+    let (out, peak) = run_measured(&caption);
+    eprintln!("caption --library with the 12000x12000 PNG: peak RSS {} MB", mb(peak));
+    assert!(out.status.success(), "caption: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(peak < RSS_LIMIT, "caption --library: peak RSS {} MB", mb(peak));
+    let ask = with(&[
+        os("--vqa-model"),
+        blip("blip-tiny-vqa"),
+        os("ask"),
+        big.clone().into_os_string(),
+        os("what is it?"),
+        os("--max-tokens"),
+        os("3"),
+    ]);
+    let (out, peak) = run_measured(&ask);
+    eprintln!("ask about the 12000x12000 PNG: peak RSS {} MB", mb(peak));
+    assert!(out.status.success(), "ask: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(peak < RSS_LIMIT, "ask: peak RSS {} MB", mb(peak));
+    let (out, _) = run_measured(&with(&[os("search"), os("a square"), os("--json")]));
+    let hits: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = hits["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["path"].as_str().unwrap().ends_with("huge_12000.png"))
+        .expect("the huge PNG is indexed")["id"]
+        .as_u64()
+        .unwrap();
+
+    let serve = |extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_clipdex"));
+        command.args(with(&[])).args(["serve", "--bind", "127.0.0.1:0", "--no-watch"]).args(extra);
+        common::start_server(command)
+    };
+    let hwm = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").trim();
+        kb.parse::<u64>().unwrap() * 1024
+    };
+    let segment_at_once = |url: &str, n: usize| -> Vec<(u16, Option<String>, String)> {
+        let url = format!("{url}/api/images/{id}/segment?prompt=a%20square&format=json&threshold=0");
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || match ureq::get(&url).call() {
+                    Ok(r) => (r.status(), r.header("Retry-After").map(str::to_string), r.into_string().unwrap()),
+                    Err(ureq::Error::Status(code, r)) => {
+                        (code, r.header("Retry-After").map(str::to_string), r.into_string().unwrap())
+                    }
+                    Err(e) => panic!("no answer ({e}): the server died?"),
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    };
+
+    const N: usize = 4;
+    let (server, url) = serve(&[]);
+    let started = std::time::Instant::now();
+    let answers = segment_at_once(&url, N);
+    let peak = hwm(server.0.id());
+    eprintln!(
+        "{N} concurrent segment requests of the 12000x12000 PNG: {:.1} s, server peak RSS {} MB",
+        started.elapsed().as_secs_f64(),
+        mb(peak)
+    );
+    for (status, _, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        let doc: Value = serde_json::from_str(body).unwrap();
+        assert_eq!((&doc["width"], &doc["height"]), (&12_000.into(), &12_000.into()), "{doc}");
+        assert_eq!(doc["prompts"][0]["regions"][0]["box"], serde_json::json!([0, 0, 12_000, 12_000]), "{doc}");
+    }
+    let mask = ureq::get(&format!("{url}/api/images/{id}/segment?prompt=a%20square")).call().unwrap();
+    let mut png = Vec::new();
+    std::io::Read::read_to_end(&mut mask.into_reader(), &mut png).unwrap();
+    let mask = image::load_from_memory(&png).unwrap();
+    assert_eq!((mask.width(), mask.height()), (2048, 2048));
+    drop(server);
+    assert!(peak < SERVER_RSS_LIMIT, "server: peak RSS {} MB with {N} concurrent requests", mb(peak));
+
+    // A server that runs one at a time with one waiting refuses the rest at once, saying when
+    // to come back (each request decodes 144 MP, so eight sent together overlap).
+    let (_server, url) = serve(&["--heavy-requests", "1", "--heavy-queue", "1"]);
+    let answers = segment_at_once(&url, 8);
+    let refused: Vec<_> = answers.iter().filter(|(status, _, _)| *status == 503).collect();
+    assert!(answers.iter().all(|(status, _, _)| matches!(status, 200 | 503)), "{answers:?}");
+    assert!(!refused.is_empty(), "eight requests against room for two: {answers:?}");
+    for (_, retry, body) in refused {
+        assert_eq!(retry.as_deref(), Some("5"), "{body}");
+        assert!(body.contains("busy"), "{body}");
+    }
+}

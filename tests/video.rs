@@ -555,3 +555,60 @@ fn frame_decodes_run_a_few_at_a_time() {
         video::FRAME_DECODES_AT_ONCE
     );
 }
+
+/// `crop-search --out` cuts a video's crop out of the frame that matched, and `search --crops
+/// --json` keeps what makes a result a video (its kind, time and duration), as `search --json`
+/// does.
+#[test]
+fn videos_among_crops_are_cropped_and_keep_their_kind() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (db, lib) = (dir.path().join("db"), dir.path().join("photos"));
+    std::fs::create_dir(&lib).unwrap();
+    let clip = lib.join("pattern.mp4");
+    let source = "testsrc=duration=3:size=160x120:rate=25";
+    ffmpeg(&["-f", "lavfi", "-i", source, "-c:v", "libx264", "-pix_fmt", "yuv420p", clip.to_str().unwrap()]);
+    std::fs::copy(fixture_image("coffee.png"), lib.join("coffee.png")).unwrap();
+    let seg = common::fixtures().join("clipseg/clipseg-tiny-refined");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--seg-model", seg.to_str().unwrap()];
+        all.extend_from_slice(args);
+        common::clipdex_on(&db, common::fixtures().join("clip-tiny-p32"), &all)
+    };
+    assert!(run(&["add", lib.to_str().unwrap()]).status.success());
+    let report = common::ok_json(run(&["index", "--json"]));
+    assert_eq!((&report["videos"], &report["failed"]), (&1.into(), &0.into()), "{report}");
+
+    // Threshold 0: every photo and every frame is one region, the whole picture.
+    let out = dir.path().join("crops");
+    let doc = common::ok_json(run(&[
+        "crop-search",
+        "a test pattern",
+        "--threshold",
+        "0",
+        "-k",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]));
+    let crops = doc["crops"].as_array().unwrap();
+    let video = crops.iter().find(|c| c["path"].as_str().unwrap().ends_with("pattern.mp4")).expect("the video");
+    assert_eq!(video["kind"], "video", "{video}");
+    assert!(video["time"].is_f64() && (video["duration"].as_f64().unwrap() - 3.0).abs() < 0.1, "{video}");
+    let cut = image::open(video["crop"].as_str().unwrap()).unwrap();
+    assert_eq!((cut.width(), cut.height()), (160, 120));
+    assert_eq!(video["box"], serde_json::json!([0, 0, 160, 120]));
+    let photo = crops.iter().find(|c| c["path"].as_str().unwrap().ends_with("coffee.png")).expect("the photo");
+    assert_eq!((&photo["kind"], photo.get("time")), (&"photo".into(), None), "{photo}");
+
+    let hits = results(run(&["search", "a test pattern", "--crops", "--threshold", "0", "--json"]));
+    let video = hits.iter().find(|h| h["path"].as_str().unwrap().ends_with("pattern.mp4")).expect("the video");
+    assert_eq!(video["kind"], "video", "{video}");
+    assert!(video["time"].is_f64() && (video["duration"].as_f64().unwrap() - 3.0).abs() < 0.1, "{video}");
+    assert_eq!(video["region"]["box"], serde_json::json!([0, 0, 160, 120]), "{video}");
+    let photo = hits.iter().find(|h| h["path"].as_str().unwrap().ends_with("coffee.png")).expect("the photo");
+    assert_eq!(photo["kind"], "photo", "{photo}");
+}

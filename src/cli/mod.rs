@@ -662,6 +662,14 @@ pub struct ServeArgs {
     /// Full rescan interval in seconds.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub rescan_secs: u64,
+    /// Model-heavy requests (captions, questions, matching, masks, crops, re-ranking,
+    /// regions) that run at once; each holds a photo reduced to at most 2048 px and a model's
+    /// working memory.
+    #[arg(long, default_value_t = clipdex::server::DEFAULT_HEAVY_RUNNING as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub heavy_requests: u64,
+    /// Model-heavy requests that may wait for a turn; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = clipdex::server::DEFAULT_HEAVY_WAITING as u64, value_parser = clap::value_parser!(u64).range(0..=1024))]
+    pub heavy_queue: u64,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {

@@ -18,11 +18,11 @@ use crate::models::clip::ClipEmbedder;
 use crate::models::clipseg::{Prompt, Segmenter};
 use crate::models::precision::Precision;
 use crate::models::source::{canonical_spec, local_fingerprint};
-use crate::photo::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_rgb, open_rgb};
+use crate::photo::{DEFAULT_MAX_PIXELS, DecodeOptions, WORKING_SIDE, decode_rgb, open_photo_within, open_rgb};
 use crate::query::autotag::{self, AutotagReport, AutotagSettings};
 use crate::query::tags::{self, ZeroShotClassifier};
 use crate::query::{self, Kind, SearchFilter, SearchHit};
-use crate::segment::{Region, RegionOptions, best_region, segment_photo};
+use crate::segment::{MAX_MASK_SIDE, Region, RegionOptions, Segmentation, best_region, scale_region, segment_photo};
 use crate::store::{DbLocation, Failure, ImageId, ImageRecord, ReindexTarget, Store, StoreCounts, Tag, TagCount};
 use crate::thumbnail;
 use crate::video::FrameSize;
@@ -182,8 +182,20 @@ fn looking_ahead<T: Send>(
 pub struct Crop {
     /// The photo, as the search found it.
     pub hit: SearchHit,
-    /// The region, in the photo's upright pixels.
+    /// The region, in the photo's full upright pixels (a video's frame size).
     pub region: Region,
+}
+
+/// An indexed image segmented ([`Library::segment_indexed`]).
+#[derive(Debug, Clone)]
+pub struct SegmentedImage {
+    /// The image's full upright width.
+    pub width: u32,
+    /// The image's full upright height.
+    pub height: u32,
+    /// Per prompt: the map at the size segmented (at most [`MAX_MASK_SIDE`] on the long
+    /// side) and the regions in the full upright pixels.
+    pub found: Vec<Segmentation>,
 }
 
 /// One photo library.
@@ -244,30 +256,6 @@ pub struct ImageDetails {
 
 /// Longest side at which [`Library::locate`] looks for regions.
 pub const LOCATE_SIDE: u32 = 1024;
-
-/// The image at most `side` px on its long side (Triangle filter), or itself.
-fn shrink(image: &image::RgbImage, side: u32) -> image::RgbImage {
-    let (w, h) = image.dimensions();
-    if w.max(h) <= side {
-        return image.clone();
-    }
-    let scale = side as f64 / w.max(h) as f64;
-    let (nw, nh) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
-    image::imageops::resize(image, nw, nh, image::imageops::FilterType::Triangle)
-}
-
-/// A region found on a `from`-sized copy of an image, in the pixels of its `to`-sized original
-/// (the box grows outwards to whole pixels and stays inside).
-fn scale_region(mut r: Region, from: (u32, u32), to: (u32, u32)) -> Region {
-    let (sx, sy) = (to.0 as f64 / from.0 as f64, to.1 as f64 / from.1 as f64);
-    let [x, y, w, h] = r.bbox;
-    let x0 = ((x as f64 * sx).floor() as u32).min(to.0 - 1);
-    let y0 = ((y as f64 * sy).floor() as u32).min(to.1 - 1);
-    let x1 = (((x + w) as f64 * sx).ceil() as u32).clamp(x0 + 1, to.0);
-    let y1 = (((y + h) as f64 * sy).ceil() as u32).clamp(y0 + 1, to.1);
-    r.bbox = [x0, y0, x1 - x0, y1 - y0];
-    r
-}
 
 /// What `reindex` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -411,8 +399,10 @@ impl Library {
     /// Crop search (`crop-search`, `GET /api/crops`): the regions showing `text` in the
     /// `candidates` photos nearest to `query` (its embedding) that pass `filter`, most probable
     /// first (then by the photo's score), at most `k`. A photo that cannot be read is skipped.
-    /// The text is embedded once; the next photos are decoded while CLIPSeg looks at one, and
-    /// `progress` hears of each photo looked at.
+    /// Photos and frames are segmented at most [`MAX_MASK_SIDE`] px on the long side; boxes
+    /// are in their full upright pixels (a video's frame size). The text is embedded once; the
+    /// next photos are decoded while CLIPSeg looks at one, and `progress` hears of each photo
+    /// looked at. [`Library::crop_image`] cuts a crop out.
     pub fn crops(
         &self,
         text: &str,
@@ -425,24 +415,26 @@ impl Library {
         let hits = self.search_vector(query, candidates, filter)?;
         let segmenter = self.segmenter()?;
         let prompt = segmenter.embed_prompts(&[Prompt::Text(text)])?;
-        let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: None };
         let mut crops = Vec::new();
-        let open = |hit: &SearchHit| match hit.media {
-            // A video is cropped at the moment that matched.
-            query::Media::Video { time, .. } => self.frame_image(&hit.path, time, FrameSize::Full),
-            query::Media::Photo => open_rgb(&hit.path, &decode),
-        };
-        looking_ahead(&hits, open, progress, |hit, photo| {
-            match photo {
-                Ok(photo) => {
-                    for found in segment_photo(&segmenter, &photo, &prompt, options)? {
-                        crops.extend(found.regions.into_iter().map(|region| Crop { hit: hit.clone(), region }));
+        looking_ahead(
+            &hits,
+            |hit| self.open_hit(hit, MAX_MASK_SIDE),
+            progress,
+            |hit, photo| {
+                match photo {
+                    Ok((pixels, full)) => {
+                        for found in segment_photo(&segmenter, &pixels, &prompt, options)? {
+                            crops.extend(found.regions.into_iter().map(|region| Crop {
+                                hit: hit.clone(),
+                                region: scale_region(region, pixels.dimensions(), full),
+                            }));
+                        }
                     }
+                    Err(e) => tracing::warn!("crop search skips {e}"),
                 }
-                Err(e) => tracing::warn!("crop search skips {e}"),
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         crops.sort_by(|a, b| {
             b.region.mean_probability.total_cmp(&a.region.mean_probability).then(b.hit.score.total_cmp(&a.hit.score))
         });
@@ -450,12 +442,38 @@ impl Library {
         Ok(crops)
     }
 
+    /// The pixels of a crop found by [`Library::crops`]: its box cut out of the photo (or the
+    /// video's frame at the time that matched) as it was segmented, at most
+    /// [`MAX_MASK_SIDE`] px on the long side.
+    pub fn crop_image(&self, crop: &Crop) -> Result<image::RgbImage> {
+        let (pixels, full) = self.open_hit(&crop.hit, MAX_MASK_SIDE)?;
+        let region = scale_region(crop.region.clone(), full, pixels.dimensions());
+        Ok(crate::segment::crop(&pixels, &region))
+    }
+
+    /// What a search hit shows, at most `max_side` px on the long side (a video's frame at
+    /// the time that matched), with its full upright size.
+    fn open_hit(&self, hit: &SearchHit, max_side: u32) -> Result<(image::RgbImage, (u32, u32))> {
+        match hit.media {
+            query::Media::Video { time, .. } => {
+                let frame = self.frame_image(&hit.path, time, FrameSize::Fit(max_side))?;
+                let full = self.store.image(hit.id)?.map_or(frame.dimensions(), |r| (r.width, r.height));
+                Ok((frame, full))
+            }
+            query::Media::Photo => {
+                let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: None };
+                let photo = open_photo_within(&hit.path, &decode, max_side)?;
+                Ok((photo.image, (photo.width, photo.height)))
+            }
+        }
+    }
+
     /// For each hit, the region of its photo that best shows `text` (CLIPSeg), or `None`
     /// when no region passes the threshold or the file cannot be read. Boxes are in the
-    /// photo's full upright pixels. For speed the photo is decoded reduced (JPEG DCT scaling,
-    /// then at most [`LOCATE_SIDE`] px on the long side) and the regions found there are
-    /// scaled up; `clipdex segment` works at full resolution. The text is embedded once; the
-    /// next photos are decoded while CLIPSeg looks at one, and `progress` hears of each.
+    /// photo's full upright pixels. For speed the photo is looked at reduced to at most
+    /// [`LOCATE_SIDE`] px on the long side and the regions found there are scaled up. The text
+    /// is embedded once; the next photos are decoded while CLIPSeg looks at one, and
+    /// `progress` hears of each.
     pub fn locate(
         &self,
         text: &str,
@@ -465,30 +483,16 @@ impl Library {
     ) -> Result<Vec<Option<Region>>> {
         let segmenter = self.segmenter()?;
         let prompt = segmenter.embed_prompts(&[Prompt::Text(text)])?;
-        let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: Some(LOCATE_SIDE / 2) };
         // What CLIPSeg looks at (at most LOCATE_SIDE) and the full upright size its regions
         // are scaled to: a video's frame that matched, or the photo.
-        let open = |hit: &SearchHit| -> Result<Option<(image::RgbImage, (u32, u32))>> {
-            let pixels = match hit.media {
-                query::Media::Video { time, .. } => {
-                    match self.frame_image(&hit.path, time, FrameSize::Fit(LOCATE_SIDE)) {
-                        Ok(frame) => {
-                            let full = self.store.image(hit.id)?.map_or(frame.dimensions(), |r| (r.width, r.height));
-                            Ok((frame, full))
-                        }
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-                query::Media::Photo => crate::photo::read_image_file(&hit.path, decode.max_pixels)
-                    .and_then(|bytes| crate::photo::decode_photo(&bytes, &decode))
-                    .map(|photo| (shrink(&photo.image, LOCATE_SIDE), (photo.width, photo.height)))
-                    .map_err(|p| p.to_string()),
-            };
-            Ok(pixels.map_err(|e| tracing::warn!("cannot locate {text:?} in {}: {e}", hit.path.display())).ok())
+        let open = |hit: &SearchHit| {
+            self.open_hit(hit, LOCATE_SIDE)
+                .map_err(|e| tracing::warn!("cannot locate {text:?} in {}: {e}", hit.path.display()))
+                .ok()
         };
         let mut located = Vec::with_capacity(hits.len());
         looking_ahead(hits, open, progress, |_, pixels| {
-            located.push(match pixels? {
+            located.push(match pixels {
                 Some((small, full)) => {
                     let found = segment_photo(&segmenter, &small, &prompt, options)?;
                     let best = found.into_iter().next().and_then(|s| best_region(&s.regions).cloned());
@@ -499,6 +503,22 @@ impl Library {
             Ok(())
         })?;
         Ok(located)
+    }
+
+    /// Segments indexed image `id` for each prompt (`GET /api/images/{id}/segment`): the
+    /// photo (a video's poster frame) reduced to at most [`MAX_MASK_SIDE`] px on the long
+    /// side, its maps at that size, and their regions in its full upright pixels.
+    pub fn segment_indexed(&self, id: ImageId, prompts: &[&str], options: &RegionOptions) -> Result<SegmentedImage> {
+        let (pixels, (width, height)) = self.open_indexed_within(id, MAX_MASK_SIDE)?;
+        let segmenter = self.segmenter()?;
+        let prompts: Vec<Prompt> = prompts.iter().map(|p| Prompt::Text(p)).collect();
+        let mut found = segment_photo(&segmenter, &pixels, &segmenter.embed_prompts(&prompts)?, options)?;
+        for s in &mut found {
+            for r in &mut s.regions {
+                *r = scale_region(r.clone(), pixels.dimensions(), (width, height));
+            }
+        }
+        Ok(SegmentedImage { width, height, found })
     }
 
     /// Adds a folder to watch; returns its canonical path.
@@ -1176,8 +1196,9 @@ impl Library {
     }
 
     /// The upright pixels of indexed image `id`, from the file [`Library::image_file`] hands
-    /// out; with `min_side`, a JPEG may be decoded at a reduced DCT scale keeping that many
-    /// pixels on its short side.
+    /// out, at most [`WORKING_SIDE`] px on the long side (what models look at: a larger photo
+    /// is reduced while it is decoded); with `min_side`, a JPEG may be decoded at a reduced
+    /// DCT scale keeping that many pixels on its short side.
     /// A video's pixels are its poster frame's (the frame nearest the mean of its frames).
     pub fn open_indexed(&self, id: ImageId, min_side: Option<u32>) -> Result<image::RgbImage> {
         let path = self.image_file(id)?;
@@ -1185,7 +1206,23 @@ impl Library {
         self.open_media(&record, &path, &DecodeOptions { max_pixels: self.config.max_pixels, min_side })
     }
 
-    /// The pixels of a stored image's file: a photo decoded, a video's poster frame.
+    /// The upright pixels of indexed image `id` at most `max_side` px on the long side (a
+    /// video's poster frame), with the image's full upright size.
+    pub fn open_indexed_within(&self, id: ImageId, max_side: u32) -> Result<(image::RgbImage, (u32, u32))> {
+        let path = self.image_file(id)?;
+        let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
+        match &record.video {
+            Some(video) => Ok((self.frame_image(&path, video.poster, FrameSize::Fit(max_side))?, (record.width, record.height))),
+            None => {
+                let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: None };
+                let photo = open_photo_within(&path, &decode, max_side)?;
+                Ok((photo.image, (photo.width, photo.height)))
+            }
+        }
+    }
+
+    /// The pixels of a stored image's file, at most [`WORKING_SIDE`] px on the long side: a
+    /// photo decoded, a video's poster frame.
     pub(crate) fn open_media(
         &self,
         record: &ImageRecord,
@@ -1194,10 +1231,10 @@ impl Library {
     ) -> Result<image::RgbImage> {
         match &record.video {
             Some(video) => {
-                let size = decode.min_side.map_or(FrameSize::Full, FrameSize::Cover);
+                let size = decode.min_side.map_or(FrameSize::Fit(WORKING_SIDE), FrameSize::Cover);
                 self.frame_image(path, video.poster, size)
             }
-            None => open_rgb(path, decode),
+            None => Ok(open_photo_within(path, decode, WORKING_SIDE)?.image),
         }
     }
 
@@ -1348,24 +1385,4 @@ impl Library {
 fn image_id_of(spec: &Path) -> Option<ImageId> {
     let text = spec.to_str()?;
     text.strip_prefix('#').unwrap_or(text).parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn regions_scale_to_the_original_and_stay_inside() {
-        let r = Region { bbox: [10, 20, 30, 40], area: 0.1, mean_probability: 0.7 };
-        let up = scale_region(r.clone(), (100, 100), (400, 300));
-        assert_eq!(up.bbox, [40, 60, 120, 120]);
-        assert_eq!((up.area, up.mean_probability), (0.1, 0.7));
-        let edge = Region { bbox: [90, 90, 10, 10], ..r.clone() };
-        let up = scale_region(edge, (100, 100), (333, 333));
-        assert!(up.bbox[0] + up.bbox[2] <= 333 && up.bbox[1] + up.bbox[3] <= 333);
-        assert_eq!(scale_region(r.clone(), (100, 100), (100, 100)).bbox, r.bbox);
-        let small = image::RgbImage::new(3000, 1000);
-        assert_eq!(shrink(&small, 1024).dimensions(), (1024, 341));
-        assert_eq!(shrink(&image::RgbImage::new(800, 600), 1024).dimensions(), (800, 600));
-    }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::models::blip::BlipMatcher;
 use crate::models::clip::ClipEmbedder;
-use crate::photo::{DecodeOptions, open_rgb};
+use crate::photo::{DecodeOptions, open_photo_within};
 use crate::query::SearchHit;
 use crate::store::Store;
 
@@ -42,12 +42,15 @@ pub fn rerank_itm(
     max_pixels: u64,
 ) -> Result<Vec<RerankedHit>> {
     use rayon::prelude::*;
-    let options = DecodeOptions { max_pixels, min_side: Some(2 * matcher.encoder().input_side()) };
-    // Decoded on the thread pool: dozens of JPEGs, each reduced while decoding.
+    let side = matcher.encoder().input_side();
+    let options = DecodeOptions { max_pixels, min_side: Some(2 * side) };
+    // Decoded on the thread pool: dozens of photos, each reduced while decoding (to at most
+    // 4x BLIP's side, so the ones held together stay small whatever their size).
     let decoded: Vec<Option<image::RgbImage>> = hits
         .par_iter()
         .map(|hit| {
-            open_rgb(&hit.path, &options)
+            open_photo_within(&hit.path, &options, 4 * side)
+                .map(|photo| photo.image)
                 .map_err(|e| tracing::warn!("re-ranking skips {}: {e}", hit.path.display()))
                 .ok()
         })

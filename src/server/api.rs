@@ -21,11 +21,29 @@ use crate::store::ImageId;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds to wait before trying again, answered as `Retry-After`.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), retry_after: None }
+    }
+
+    /// The same error, telling the client to retry after `secs` seconds.
+    pub(crate) fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// The status answered.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The `Retry-After` answered, in seconds.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        self.retry_after
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
@@ -49,7 +67,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({ "error": self.message }))
+        let mut response = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        response.json(json!({ "error": self.message }))
     }
 }
 
@@ -339,7 +361,10 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
         _ => (k, top),
     };
     let started = std::time::Instant::now();
+    // Re-ranking and regions run models on photos: they take their turn in the heavy queue.
+    let ticket = if rerank.is_some() || crops { Some(state.heavy.admit()?) } else { None };
     let hits = blocking(move || {
+        let _turn = ticket.map(super::queue::Ticket::run);
         if let Some(Rerank::Itm) = rerank {
             let device = state.library.device()?;
             let matcher = state.matcher.get(|name| {

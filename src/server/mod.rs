@@ -24,6 +24,7 @@ mod assets;
 mod forward;
 pub mod indexer;
 mod openapi;
+mod queue;
 mod vision;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -46,6 +47,7 @@ pub use forward::{
 };
 pub use indexer::{BackgroundIndexer, IndexerState, IndexerStatus};
 pub use openapi::{openapi, openapi_with};
+pub use queue::{DEFAULT_HEAVY_RUNNING, DEFAULT_HEAVY_WAITING, RETRY_AFTER_SECS};
 pub use vision::BlipModels;
 
 /// Default address of `clipdex serve`.
@@ -88,6 +90,11 @@ pub struct ServeOptions {
     /// Runs commands forwarded by other `clipdex` processes (`POST /api/cli`); none: the
     /// endpoint answers 404.
     pub commands: Option<CommandRunner>,
+    /// Model-heavy requests (BLIP, CLIPSeg, re-ranking) that run at once (at least 1).
+    pub heavy_running: usize,
+    /// Model-heavy requests that may wait for a turn; more are answered 503 with
+    /// `Retry-After`.
+    pub heavy_waiting: usize,
 }
 
 impl Default for ServeOptions {
@@ -104,6 +111,8 @@ impl Default for ServeOptions {
             body_timeout: api::BODY_TIMEOUT,
             blip: BlipModels::default(),
             commands: None,
+            heavy_running: DEFAULT_HEAVY_RUNNING,
+            heavy_waiting: DEFAULT_HEAVY_WAITING,
         }
     }
 }
@@ -131,6 +140,8 @@ pub struct AppState {
     /// The secret forwarded commands must carry (written to [`SECRET_FILE`]); `None` when the
     /// server runs no commands.
     forward_secret: Option<String>,
+    /// The queue model-heavy requests take their turn in.
+    heavy: Arc<queue::HeavyQueue>,
 }
 
 /// Query embeddings by (model, text).
@@ -162,6 +173,7 @@ impl AppState {
                     .map_err(|e| tracing::warn!("no random secret ({e}): commands of other processes are refused"))
                     .ok()
             }),
+            heavy: queue::HeavyQueue::new(options.heavy_running, options.heavy_waiting),
         }
     }
 

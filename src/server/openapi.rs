@@ -72,6 +72,18 @@ fn responses(ok_code: u16, ok_body: Value, error_codes: &[u16]) -> Value {
     Value::Object(r)
 }
 
+/// A model-heavy endpoint's responses: its 503 also means the heavy queue is full, and says
+/// when to come back.
+fn heavy(mut r: Value) -> Value {
+    r["503"] = json!({
+        "description": format!(
+            "A model could not be loaded, or the server is busy: model-heavy requests (captions, questions, matching, masks, crops, re-ranking, regions) run at most `serve --heavy-requests` at once (default {}) with at most `--heavy-queue` waiting (default {}); the rest are refused at once",
+            super::DEFAULT_HEAVY_RUNNING, super::DEFAULT_HEAVY_WAITING),
+        "headers": {"Retry-After": {"description": "When busy: seconds to wait before retrying", "schema": {"type": "integer", "minimum": 1}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    r
+}
+
 /// The OpenAPI document.
 pub fn openapi() -> Value {
     openapi_with(&[])
@@ -159,7 +171,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
         "paths": {
             "/api/search": {"get": {
                 "summary": "Text-to-image search (or tag search without q)", "parameters": search,
-                "responses": responses(200, ok("Ranked results", results.clone()), &[400, 503])}},
+                "responses": heavy(responses(200, ok("Ranked results", results.clone()), &[400, 503]))}},
             "/api/search/image": {"post": {
                 "summary": "Image-to-image search: an uploaded image, or an indexed one by id (query or JSON body {\"id\"})",
                 "parameters": by_image,
@@ -193,36 +205,38 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                 "parameters": [id_param()],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["question"], "properties": {
                     "question": {"type": "string", "pattern": "\\S", "maxLength": MAX_TEXT_BYTES}}}}}},
-                "responses": responses(200, ok("The answer", json!({"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}}})), &[400, 403, 404, 415, 422, 503])}},
+                "responses": heavy(responses(200, ok("The answer", json!({"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}}})), &[400, 403, 404, 415, 422, 503]))}},
             "/api/images/{id}/caption": {"post": {
                 "summary": "Caption the photo now with BLIP (serve's --caption-model) and store the caption",
                 "parameters": [id_param()],
-                "responses": responses(200, ok("The caption", json!({"type": "object", "properties": {"caption": {"type": "string"}}})), &[400, 403, 404, 422, 503])}},
+                "responses": heavy(responses(200, ok("The caption", json!({"type": "object", "properties": {"caption": {"type": "string"}}})), &[400, 403, 404, 422, 503]))}},
             "/api/images/{id}/match": {"post": {
                 "summary": "Image-text matching (BLIP ITM probability and ITC cosine, serve's --itm-model) of texts against the photo",
                 "parameters": [id_param()],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["texts"], "properties": {
                     "texts": {"type": "array", "minItems": 1, "maxItems": MAX_MATCH_TEXTS, "items": {"type": "string", "pattern": "\\S", "maxLength": MAX_TEXT_BYTES}}}}}}},
-                "responses": responses(200, ok("Scores, in the order of the texts", json!({"type": "object", "properties": {"matches": {"type": "array", "items": {
-                    "type": "object", "properties": {"text": {"type": "string"}, "itm": {"type": "number"}, "itc": {"type": "number"}}}}}})), &[400, 403, 404, 415, 422, 503])}},
+                "responses": heavy(responses(200, ok("Scores, in the order of the texts", json!({"type": "object", "properties": {"matches": {"type": "array", "items": {
+                    "type": "object", "properties": {"text": {"type": "string"}, "itm": {"type": "number"}, "itc": {"type": "number"}}}}}})), &[400, 403, 404, 415, 422, 503]))}},
             "/api/images/{id}/segment": {"get": {
-                "summary": "CLIPSeg: where in the photo the prompts are. A PNG mask (grey level = probability, the most probable prompt per pixel), or with format=json each prompt's regions",
+                "summary": format!("CLIPSeg: where in the photo the prompts are. A PNG mask (grey level = probability, the most probable prompt per pixel) the size of the photo reduced to at most {} px on its long side, or with format=json each prompt's regions (boxes in the photo's own pixels)", crate::segment::MAX_MASK_SIDE),
                 "parameters": [id_param(),
                     {"name": "prompt", "in": "query", "required": true, "style": "form", "explode": true, "description": format!("What to find; repeat for up to {MAX_PROMPTS} prompts"),
                      "schema": {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS, "items": {"type": "string", "pattern": "\\S", "maxLength": MAX_TEXT_BYTES}}},
                     query("format", json!({"type": "string", "enum": ["png", "json"], "default": "png"}), "The mask, or the regions as JSON"),
                     query("threshold", json!({"type": "number", "minimum": 0, "maximum": 1, "default": crate::segment::DEFAULT_THRESHOLD}), "Probability a pixel needs to belong to a region")],
-                "responses": responses(200, json!({"description": "The mask (image/png) or {width, height, prompts: [{prompt, regions: [{box, area, mean_probability}]}]}",
-                    "content": {"image/png": {}, "application/json": {"schema": {"type": "object"}}}}), &[400, 403, 404, 422, 503])}},
+                "responses": heavy(responses(200, json!({"description": "The mask (image/png) or {width, height, prompts: [{prompt, regions: [{box, area, mean_probability}]}]}",
+                    "content": {"image/png": {}, "application/json": {"schema": {"type": "object"}}}}), &[400, 403, 404, 422, 503]))}},
             "/api/crops": {"get": {
                 "summary": "Crop search: the regions of the best-matching photos that show the text, most probable first (as `clipdex crop-search --json`)",
                 "parameters": [{"name": "q", "in": "query", "required": true, "schema": {"type": "string", "pattern": "\\S", "maxLength": MAX_TEXT_BYTES}, "description": "What to find"},
                     query("k", json!({"type": "integer", "minimum": 1, "maximum": MAX_CROP_CANDIDATES, "default": 10}), "Crops to return"),
                     query("candidates", json!({"type": "integer", "minimum": 1, "maximum": MAX_CROP_CANDIDATES}), "Photos segmented (default 3k, at least 20)"),
                     query("threshold", json!({"type": "number", "minimum": 0, "maximum": 1, "default": crate::segment::DEFAULT_THRESHOLD}), "Probability a pixel needs to belong to a region")],
-                "responses": responses(200, ok("Crops", json!({"type": "object", "properties": {"took_ms": {"type": "number"}, "crops": {"type": "array", "items": {"type": "object", "properties": {
+                "responses": heavy(responses(200, ok("Crops", json!({"type": "object", "properties": {"took_ms": {"type": "number"}, "crops": {"type": "array", "items": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "path": {"type": "string"}, "score": {"type": "number"}, "box": {"type": "array", "items": {"type": "integer"}},
-                    "area": {"type": "number"}, "mean_probability": {"type": "number"}}}}}})), &[400, 503])}},
+                    "area": {"type": "number"}, "mean_probability": {"type": "number"},
+                    "kind": {"type": "string", "enum": ["photo", "video"]}, "time": {"type": "number", "description": "Videos: seconds from the start of the frame cropped"},
+                    "duration": {"type": "number", "description": "Videos: length in seconds"}}}}}})), &[400, 503]))}},
             "/api/tag": {"post": {
                 "summary": "Zero-shot tagging: probabilities of labels for an indexed image (JSON) or an upload (multipart: image, labels, templates)",
                 "requestBody": {"required": true, "content": {

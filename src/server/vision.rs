@@ -1,8 +1,10 @@
 //! The model-heavy endpoints: BLIP questions, captions and image–text matching on an indexed
 //! photo, CLIPSeg masks and regions, and crop search. Each model loads on first use (a model
 //! that cannot be loaded answers 503 with the reason, and the next request tries again), each
-//! request runs on the blocking pool so searches stay fast meanwhile, and the work of one
-//! request is bounded (prompts, texts, candidates).
+//! request runs on the blocking pool so searches stay fast meanwhile, the work of one
+//! request is bounded (prompts, texts, candidates, photos reduced to a bounded side), and
+//! the requests at once are bounded by the server's heavy queue (503 with `Retry-After`
+//! beyond it).
 
 use std::sync::{Arc, Mutex};
 
@@ -15,7 +17,6 @@ use super::api::{ApiError, ApiResult, blocking, number_param, parse_id};
 use crate::error::Result;
 use crate::library::CaptionOptions;
 use crate::models::blip::{BlipAnswerer, BlipMatcher};
-use crate::models::clipseg::Prompt;
 use crate::segment::{self, RegionOptions};
 
 /// The BLIP models the server uses, by name (hub id or directory).
@@ -107,7 +108,9 @@ async fn ask(state: web::Data<AppState>, id: web::Path<String>, body: web::Json<
     let id = parse_id(&id)?;
     let question = text_param(&body.question, "question")?;
     let asked = question.clone();
+    let ticket = state.heavy.admit()?;
     let answer = blocking(move || {
+        let _turn = ticket.run();
         let image = state.library.open_indexed(id, None)?;
         let device = state.library.device()?;
         let model = state
@@ -121,7 +124,9 @@ async fn ask(state: web::Data<AppState>, id: web::Path<String>, body: web::Json<
 
 async fn caption(state: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
+    let ticket = state.heavy.admit()?;
     let text = blocking(move || {
+        let _turn = ticket.run();
         let model = state.library.captioner(&state.blip.caption)?;
         let options = CaptionOptions {
             model: state.blip.caption.clone(),
@@ -152,7 +157,9 @@ async fn match_texts(
     }
     let texts: Vec<String> = texts.iter().map(|t| text_param(t, "text")).collect::<ApiResult<_>>()?;
     let scored = texts.clone();
+    let ticket = state.heavy.admit()?;
     let scores = blocking(move || {
+        let _turn = ticket.run();
         let image = state.library.open_indexed(id, None)?;
         let device = state.library.device()?;
         let model = state
@@ -183,8 +190,9 @@ fn threshold_param(raw: Option<&str>) -> ApiResult<f32> {
 }
 
 /// `GET /api/images/{id}/segment?prompt=…[&prompt=…][&format=json][&threshold=0.4]`: the
-/// mask (PNG, grey level = probability; the most probable prompt per pixel when several), or
-/// with `format=json` each prompt's regions.
+/// mask (PNG, grey level = probability; the most probable prompt per pixel when several; the
+/// photo's size up to [`segment::MAX_MASK_SIDE`] on the long side), or with `format=json`
+/// each prompt's regions (boxes in the photo's full pixels).
 async fn segment_image(state: web::Data<AppState>, id: web::Path<String>, req: HttpRequest) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
     let pairs = query_pairs(&req)?;
@@ -201,15 +209,14 @@ async fn segment_image(state: web::Data<AppState>, id: web::Path<String>, req: H
     };
     let threshold = threshold_param(value("threshold"))?;
     let asked = prompts.clone();
-    let (width, height, found) = blocking(move || {
-        let image = state.library.open_indexed(id, None)?;
-        let segmenter = state.library.segmenter()?;
-        let prompts: Vec<Prompt> = asked.iter().map(|p| Prompt::Text(p)).collect();
-        let options = RegionOptions { threshold, ..Default::default() };
-        let found = segment::segment_photo(&segmenter, &image, &segmenter.embed_prompts(&prompts)?, &options)?;
-        Ok((image.width(), image.height(), found))
+    let ticket = state.heavy.admit()?;
+    let segmented = blocking(move || {
+        let _turn = ticket.run();
+        let prompts: Vec<&str> = asked.iter().map(String::as_str).collect();
+        state.library.segment_indexed(id, &prompts, &RegionOptions { threshold, ..Default::default() })
     })
     .await?;
+    let crate::library::SegmentedImage { width, height, found } = segmented;
     if as_json {
         let rows: Vec<_> =
             prompts.iter().zip(&found).map(|(p, s)| json!({"prompt": p, "regions": s.regions})).collect();
@@ -249,17 +256,26 @@ async fn crops(state: web::Data<AppState>, params: web::Query<CropParams>) -> Ap
     )?;
     let threshold = threshold_param(params.threshold.as_deref())?;
     let started = std::time::Instant::now();
+    let ticket = state.heavy.admit()?;
     let rows = blocking(move || {
+        let _turn = ticket.run();
         let q = state.query_embedding(&text)?;
         let options = RegionOptions { threshold, ..Default::default() };
         let crops = state.library.crops(&text, &q, (candidates, k), &Default::default(), &options, &|_, _| {})?;
         Ok(crops
             .into_iter()
             .map(|crate::library::Crop { hit, region: r }| {
-                crate::path_text::object(
+                let mut row = crate::path_text::object(
                     &hit.path,
                     json!({"id": hit.id, "score": hit.score, "box": r.bbox, "area": r.area, "mean_probability": r.mean_probability}),
-                )
+                );
+                // A video's kind, time and duration, as search results have them.
+                if let (Some(row), Ok(serde_json::Value::Object(media))) =
+                    (row.as_object_mut(), serde_json::to_value(hit.media))
+                {
+                    row.extend(media);
+                }
+                row
             })
             .collect::<Vec<_>>())
     })

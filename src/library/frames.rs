@@ -37,10 +37,9 @@ impl RecentFrames {
 
     /// Keeps the JPEG of `key`, forgetting the least recently used ones beyond the bound.
     pub(crate) fn put(&mut self, key: FrameKey, jpeg: Arc<Vec<u8>>) {
-        if let Some(at) = self.entries.iter().position(|(k, _)| *k == key) {
-            if let Some((_, old)) = self.entries.remove(at) {
-                self.bytes -= old.len();
-            }
+        if let Some((_, old)) = self.entries.iter().position(|(k, _)| *k == key).and_then(|at| self.entries.remove(at))
+        {
+            self.bytes -= old.len();
         }
         self.bytes += jpeg.len();
         self.entries.push_back((key, jpeg));

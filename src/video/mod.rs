@@ -343,8 +343,21 @@ impl FrameStream {
         before.extend(opening);
         before.push("-i");
         let filter = format!("{filter},showinfo");
-        let after = ["-an", "-sn", "-dn", "-vf", &filter, "-fps_mode", "passthrough", "-f", "rawvideo"];
-        let mut child = spawn(&tools.ffmpeg, &before, &input, &[&after[..], &["-pix_fmt", "rgb24", "-"]].concat())?;
+        let after = [
+            "-an",
+            "-sn",
+            "-dn",
+            "-vf",
+            &filter,
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ];
+        let mut child = spawn(&tools.ffmpeg, &before, &input, &after)?;
         let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             let _ = child.kill();
             let _ = child.wait();

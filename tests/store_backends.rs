@@ -726,16 +726,19 @@ fn concurrent_indexers_embed_each_photo_once_and_share_the_work() {
     }
 }
 
-/// Each queued job is claimed by exactly one process while processes come and go: threads
-/// that each open a new store (a new process, registering its presence) for every claim,
-/// claiming and finishing concurrently, together claim every job once. (A claim once judged
-/// the holder's presence from a view of `pg_locks` taken once per statement, so a process that
-/// registered and claimed meanwhile looked gone, and its jobs were claimed again.)
-/// `CLIPDEX_QUEUE_ROUNDS` sets the rounds (default 4).
+/// Each queued job is claimed by exactly one process while processes come and go: claimers
+/// that take a new store (a new process, which registers its presence at its first claim) for
+/// every claim, from stores opened ahead by other threads, claim and finish concurrently and
+/// together claim every job once. (A claim once judged the holders' presence from `pg_locks`,
+/// which PostgreSQL reads once per statement, so a process that registered and claimed while
+/// another's claim ran looked gone to it, and both got the job.) `CLIPDEX_QUEUE_ROUNDS` sets
+/// the rounds (default 4).
 #[test]
 fn work_queue_claims_each_job_exactly_once_while_processes_come_and_go() {
     let Some(pg) = postgres_database() else { return };
-    let location = DbLocation::Postgres(pg.url.clone());
+    // Without TLS: a handshake per process would leave few processes starting at once.
+    let plain = format!("{}{}sslmode=disable", pg.url, if pg.url.contains('?') { '&' } else { '?' });
+    let location = DbLocation::Postgres(plain);
     let rounds: usize = std::env::var("CLIPDEX_QUEUE_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(4);
     let long = std::time::Duration::from_secs(600);
     let first = Store::open(location.clone()).unwrap();
@@ -744,14 +747,28 @@ fn work_queue_claims_each_job_exactly_once_while_processes_come_and_go() {
         let jobs: Vec<clipdex::store::Job> =
             (0..JOBS).map(|i| (PathBuf::from(format!("/round{round}/{i:04}.jpg")), 1, 1)).collect();
         first.work_queue().unwrap().enqueue(&jobs).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (ready, stores) = std::sync::mpsc::sync_channel::<Store>(12);
+        let stores = std::sync::Mutex::new(stores);
         let claimed: Vec<Vec<PathBuf>> = std::thread::scope(|scope| {
-            let threads: Vec<_> = (0..10)
+            for _ in 0..4 {
+                let (ready, location, done) = (ready.clone(), location.clone(), &done);
+                scope.spawn(move || {
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        if ready.send(Store::open(location.clone()).unwrap()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(ready);
+            let claimers: Vec<_> = (0..12)
                 .map(|t| {
-                    let location = location.clone();
+                    let stores = &stores;
                     scope.spawn(move || {
                         let mut mine = Vec::new();
                         loop {
-                            let store = Store::open(location.clone()).unwrap();
+                            let store = stores.lock().unwrap().recv().unwrap();
                             let queue = store.work_queue().unwrap();
                             let worker = format!("w{t}");
                             let got = queue.claim(&worker, 2, long).unwrap();
@@ -765,7 +782,11 @@ fn work_queue_claims_each_job_exactly_once_while_processes_come_and_go() {
                     })
                 })
                 .collect();
-            threads.into_iter().map(|t| t.join().unwrap()).collect()
+            let claimed = claimers.into_iter().map(|t| t.join().unwrap()).collect();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            // Openers blocked on a full channel end when it closes.
+            stores.lock().unwrap().try_iter().for_each(drop);
+            claimed
         });
         let mut all: Vec<&PathBuf> = claimed.iter().flatten().collect();
         all.sort();

@@ -79,8 +79,18 @@ fn describe(dir: &Path, names: &[String]) -> String {
         let parts: Vec<&str> = ["sled/", "thumbs/"].into_iter().filter(|n| has(n)).collect();
         return format!("{} holds a clipdex library database ({})", dir.display(), parts.join(", "));
     }
-    let entries = if names.len() == 1 { "entry" } else { "entries" };
-    format!("{} holds {} {entries}: {}", dir.display(), names.len(), listed(names))
+    // Photos and videos summed up, anything else (a pairs file, notes) named.
+    let (media, other): (Vec<String>, Vec<String>) =
+        names.iter().cloned().partition(|n| crate::indexer::is_media_file(Path::new(n)));
+    let mut parts = Vec::new();
+    if !media.is_empty() {
+        let noun = if media.len() == 1 { "photo or video" } else { "photos or videos" };
+        parts.push(format!("{} {noun} ({})", media.len(), listed(&media)));
+    }
+    if !other.is_empty() {
+        parts.push(listed(&other));
+    }
+    format!("{} holds {}", dir.display(), parts.join(" and "))
 }
 
 /// The first few of `names`, and how many more.
@@ -212,8 +222,12 @@ mod tests {
         assert!(e.contains("library database (sled/, thumbs/)"), "{e}");
         let photos = tmp.path().join("photos");
         std::fs::create_dir(&photos).unwrap();
+        for i in 0..7 {
+            std::fs::write(photos.join(format!("{i}.jpg")), b"x").unwrap();
+        }
         std::fs::write(photos.join("pairs.csv"), b"x").unwrap();
-        assert!(check_replaceable_model(&photos).unwrap_err().to_string().contains("pairs.csv"));
+        let e = check_replaceable_model(&photos).unwrap_err().to_string();
+        assert!(e.contains("7 photos or videos (0.jpg, 1.jpg") && e.contains("and pairs.csv"), "{e}");
         let file = tmp.path().join("file");
         std::fs::write(&file, b"x").unwrap();
         assert!(check_replaceable_model(&file).unwrap_err().to_string().contains("is a file"));

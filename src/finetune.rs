@@ -2,8 +2,9 @@
 //!
 //! The semantics are fixed, since scripts and a parity test depend on them: batches of
 //! `batch_size` consecutive training pairs (file order without shuffling, the last partial
-//! batch kept, a last single pair joined to the batch before it); images decoded and preprocessed exactly as for embedding (upright, the model's
-//! resize and crop, full-size decoding), no augmentation; texts tokenised as for queries; the
+//! batch kept, a last single pair joined to the batch before it); images decoded and
+//! preprocessed exactly as for embedding (upright, the model's resize and crop, full-size
+//! decoding), no augmentation; texts tokenised as for queries; the
 //! loss is transformers' `clip_loss`; PyTorch's AdamW with weight decay on tensors of two or
 //! more dimensions only; after each step `logit_scale` is clamped to [0, ln 100]; f32
 //! throughout; frozen weights never change. The result is a Hugging Face CLIP directory

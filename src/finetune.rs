@@ -2,15 +2,19 @@
 //!
 //! The semantics are fixed, since scripts and a parity test depend on them: batches of
 //! `batch_size` consecutive training pairs (file order without shuffling, the last partial
-//! batch kept); images decoded and preprocessed exactly as for embedding (upright, the model's
-//! resize and crop, full-size decoding), no augmentation; texts tokenised as for queries; the
+//! batch kept, a last single pair joined to the batch before it); images decoded and
+//! preprocessed exactly as for embedding (upright, the model's resize and crop, full-size
+//! decoding), no augmentation; texts tokenised as for queries; the
 //! loss is transformers' `clip_loss`; PyTorch's AdamW with weight decay on tensors of two or
 //! more dimensions only; after each step `logit_scale` is clamped to [0, ln 100]; f32
 //! throughout; frozen weights never change. The result is a Hugging Face CLIP directory
 //! (`config.json`, `model.safetensors` with transformers' names, the base's tokenizer and
-//! preprocessor files) that `--model DIR` and `CLIPModel.from_pretrained(DIR)` both load. It
-//! is written into a temporary folder and renamed into place, so an interrupted run leaves no
-//! half model.
+//! preprocessor files) that `--model DIR` and `CLIPModel.from_pretrained(DIR)` both load. Every
+//! folder a run writes (`--out`, each WiSE-FT `OUT-wiseA`) is checked before training (only a
+//! model folder may be replaced: [`crate::output_dir`]), written in full into a hidden folder
+//! beside it, and renamed into place only when all are written, so a failed or interrupted run
+//! leaves no half model; the hidden folders of a run whose process is gone are removed by the
+//! next run.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -64,9 +68,9 @@ pub fn pairs_from_folders(dir: &Path, template: &str) -> Result<(Vec<Pair>, Vec<
 
 /// Reads a pairs file: JSON Lines `{"image": PATH, "text": CAPTION}`, or CSV `image,text`
 /// (an optional header line `image,text`; a text with commas or quotes in double quotes).
+/// Lines are at most [`crate::text_lines::MAX_LINE_BYTES`] long.
 pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Invalid(format!("cannot read the pairs file {}: {e}", path.display())))?;
+    let text = crate::text_lines::read_text_lines(path, "the pairs file")?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut pairs = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -299,9 +303,6 @@ pub fn finetune(
     stop: &AtomicBool,
     progress: StepProgress,
 ) -> Result<FinetuneReport> {
-    if out.exists() && !options.force {
-        return Err(Error::Invalid(format!("{} exists; pass --force to replace it", out.display())));
-    }
     if options.batch_size < 2 {
         return Err(Error::Invalid("the batch size must be at least 2: a contrastive loss compares pairs".into()));
     }
@@ -310,6 +311,12 @@ pub fn finetune(
     }
     if !(0.0..1.0).contains(&options.val_split) {
         return Err(Error::Invalid(format!("--val-split must be in [0, 1), not {}", options.val_split)));
+    }
+    // Every folder the run will write is checked before any work, so that a run that cannot
+    // save everything fails at once and writes nothing.
+    for target in model_folders(out, &options.wise) {
+        clean_stale_saves(&target);
+        check_target(&target, options.force)?;
     }
     let repo = ModelRepo::open(base)?;
     let embedder = ClipEmbedder::load_from(&repo, device)?.with_precision(options.precision);
@@ -428,6 +435,11 @@ fn run_steps(
     loss_of: &dyn Fn(&[usize]) -> Result<Tensor>,
 ) -> Result<Vec<f32>> {
     let steps_per_epoch = plan_batches(&(0..train.len()).collect::<Vec<_>>(), train, options.batch_size).len();
+    if steps_per_epoch == 0 {
+        return Err(Error::Invalid(
+            "the training photos are all of one class: a batch needs photos of two classes to compare".into(),
+        ));
+    }
     let total = steps_per_epoch * options.epochs;
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut rng = options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -497,15 +509,37 @@ fn conclude(
             forgetting: forgetting(&base, &tuned)?,
         })
     };
-    save(repo, &interpolate(1.0)?, extra, out, options.force)?;
-    let mut written = Vec::new();
-    for &alpha in &options.wise {
-        let mut name = out.file_name().unwrap_or_default().to_os_string();
-        name.push(format!("-wise{alpha}"));
-        let path = out.with_file_name(name);
-        save(repo, &interpolate(alpha)?, &[], &path, options.force)?;
-        written.push(WiseModel { alpha, out: path });
+    // Every model is written in full before any is put in place: a failure leaves nothing.
+    let targets = model_folders(out, &options.wise);
+    let mut staged = Vec::with_capacity(targets.len());
+    for (i, target) in targets.iter().enumerate() {
+        let (alpha, files) = match i.checked_sub(1) {
+            None => (1.0, extra),
+            Some(w) => (options.wise[w], &[][..]),
+        };
+        let written = interpolate(alpha).and_then(|tensors| stage(repo, &tensors, files, target));
+        match written {
+            Ok(tmp) => staged.push(tmp),
+            Err(e) => {
+                for tmp in &staged {
+                    let _ = std::fs::remove_dir_all(tmp);
+                }
+                return Err(e);
+            }
+        }
     }
+    let mut installed = Ok(());
+    for (tmp, target) in staged.iter().zip(&targets) {
+        if installed.is_ok() {
+            installed = install(tmp, target, options.force);
+        }
+        if installed.is_err() {
+            let _ = std::fs::remove_dir_all(tmp);
+        }
+    }
+    installed?;
+    let written =
+        options.wise.iter().zip(&targets[1..]).map(|(&alpha, path)| WiseModel { alpha, out: path.clone() }).collect();
     let Trained { losses, train_pairs, skipped } = trained;
     Ok(FinetuneReport {
         out: out.to_path_buf(),
@@ -580,9 +614,22 @@ fn split(pairs: Vec<Pair>, share: f64, seed: u64) -> (Vec<Pair>, Vec<Pair>) {
 /// false negatives): each batch takes the next photo of the classes with the most photos left,
 /// in the order the shuffled `order` first meets them. The number of batches depends only on
 /// the class sizes, so the schedule can count the steps in advance.
+///
+/// A batch of one pair is never trained on: its contrastive loss is 0, yet AdamW's weight
+/// decay and momentum would still move the weights. A last single pair joins the batch
+/// before it (one batch of `batch_size + 1`); with class folders, where the batch before holds
+/// a photo of the same class, the single photos at the end of an epoch are left out of it
+/// (like PyTorch's `drop_last`; shuffling leaves out others the next epoch).
 fn plan_batches(order: &[usize], pairs: &[Pair], batch_size: usize) -> Vec<Vec<usize>> {
     if pairs.iter().all(|p| p.class.is_none()) {
-        return order.chunks(batch_size).map(<[usize]>::to_vec).collect();
+        let mut batches: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
+        if batches.len() > 1 && batches.last().is_some_and(|b| b.len() == 1) {
+            let single = batches.pop().unwrap_or_default();
+            if let Some(before) = batches.last_mut() {
+                before.extend(single);
+            }
+        }
+        return batches;
     }
     let mut queues: Vec<(usize, std::collections::VecDeque<usize>)> = Vec::new();
     for &i in order {
@@ -597,6 +644,7 @@ fn plan_batches(order: &[usize], pairs: &[Pair], batch_size: usize) -> Vec<Vec<u
         // Stable: among classes with as many photos left, the first met comes first.
         let mut ranked: Vec<usize> = (0..queues.len()).filter(|&q| !queues[q].1.is_empty()).collect();
         if ranked.is_empty() {
+            batches.retain(|b: &Vec<usize>| b.len() > 1);
             return batches;
         }
         ranked.sort_by_key(|&q| std::cmp::Reverse(queues[q].1.len()));
@@ -699,46 +747,151 @@ fn ranks_to_recall(sims: &[Vec<f32>]) -> Result<Retrieval> {
     Ok(Retrieval { image_to_text: recall(&image_ranks), text_to_image: recall(&text_ranks), zero_shot: None })
 }
 
-/// Writes the model folder atomically: a temporary folder beside `out`, renamed into place
-/// (an existing `out` is moved aside first and removed after, with `force`).
-fn save(
+/// The folders a run writes: `out`, then `OUT-wiseA` for each WiSE-FT weight.
+fn model_folders(out: &Path, wise: &[f64]) -> Vec<PathBuf> {
+    let mut folders = vec![out.to_path_buf()];
+    for alpha in wise {
+        let mut name = out.file_name().unwrap_or_default().to_os_string();
+        name.push(format!("-wise{alpha}"));
+        folders.push(out.with_file_name(name));
+    }
+    folders
+}
+
+/// Whether the run may write `target`: a folder that is not there yet, or with `force` a
+/// model folder that clipdex may replace (see [`crate::output_dir`]).
+fn check_target(target: &Path, force: bool) -> Result<()> {
+    if target.symlink_metadata().is_err() {
+        return Ok(());
+    }
+    crate::output_dir::check_replaceable_model(target)?;
+    if !force {
+        return Err(Error::Invalid(format!("{} exists; pass --force to replace it", target.display())));
+    }
+    Ok(())
+}
+
+/// The folder beside `out` where a save is written (`partial`) or where the model it replaces
+/// waits until the new one is in place (`replaced`), for process `pid`.
+fn save_folder(out: &Path, kind: &str, pid: u32) -> PathBuf {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    parent.join(format!(".{name}.{kind}-{pid}"))
+}
+
+/// Whether process `pid` runs (on this machine): its save folders are then its own business.
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+        // SAFETY: signal 0 only checks that the process exists and may be signalled.
+        let sent = unsafe { libc::kill(pid, 0) };
+        sent == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+/// Cleans up after saves of `out` that were interrupted (their process is gone): a half-written
+/// model is removed, and a model that was moved aside to be replaced goes back to `out` when
+/// nothing took its place (else it is removed).
+fn clean_stale_saves(out: &Path) {
+    let parent = save_folder(out, "partial", 0).parent().map(Path::to_path_buf).unwrap_or_default();
+    let Some(name) = out.file_name().map(|n| n.to_string_lossy().into_owned()) else { return };
+    let Ok(read) = std::fs::read_dir(&parent) else { return };
+    for entry in read.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&format!(".{name}.")) else { continue };
+        let Some((kind, pid)) = rest.split_once('-') else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if !matches!(kind, "partial" | "replaced") || process_alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        if kind == "replaced" && out.symlink_metadata().is_err() && std::fs::rename(&path, out).is_ok() {
+            tracing::warn!("{}: put back the model an interrupted run had moved aside", out.display());
+            continue;
+        }
+        tracing::info!("removing {}, left by an interrupted run", path.display());
+        let _ = std::fs::remove_dir_all(&path);
+    }
+}
+
+/// Writes a model folder for `out` into a hidden folder beside it (with the marker that lets
+/// a later `--force` replace it, and every file with the user's usual permissions), and
+/// returns that folder.
+fn stage(
     repo: &ModelRepo,
     tensors: &BTreeMap<String, Tensor>,
     extra: &[(&str, Vec<u8>)],
     out: &Path,
-    force: bool,
-) -> Result<()> {
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+) -> Result<PathBuf> {
+    let tmp = save_folder(out, "partial", std::process::id());
+    let parent = tmp.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::Invalid(format!("cannot create {}: {e}", parent.display())))?;
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
     let fail = |what: &str, e: &dyn std::fmt::Display| Error::Invalid(format!("cannot write {what}: {e}"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir(&tmp).map_err(|e| fail(&tmp.display().to_string(), &e))?;
     let written = (|| -> Result<()> {
+        let mut files = Vec::new();
         for file in COPIED_FILES {
             if let Some(src) = repo.optional(file)? {
                 std::fs::copy(&src, tmp.join(file)).map_err(|e| fail(file, &e))?;
+                files.push(file.to_string());
             }
         }
         let contiguous: Vec<(String, Tensor)> =
             tensors.iter().map(|(k, t)| Ok((k.clone(), t.contiguous()?))).collect::<candle_core::Result<Vec<_>>>()?;
         candle_core::safetensors::save(&contiguous.into_iter().collect(), tmp.join("model.safetensors"))
             .map_err(|e| fail("model.safetensors", &e))?;
+        files.push("model.safetensors".into());
         for (name, bytes) in extra {
             std::fs::write(tmp.join(name), bytes).map_err(|e| fail(name, &e))?;
+            files.push(name.to_string());
+        }
+        // The marker is a new file, so it has the mode the user's umask gives; the weights
+        // (written through a private temporary file) and the copies (which keep the base's
+        // mode, read-only in some caches) get the same.
+        crate::output_dir::write_model_marker(&tmp, &files)?;
+        let mode = std::fs::metadata(tmp.join(crate::output_dir::MODEL_MARKER))
+            .map_err(|e| fail(crate::output_dir::MODEL_MARKER, &e))?
+            .permissions();
+        for file in &files {
+            std::fs::set_permissions(tmp.join(file), mode.clone()).map_err(|e| fail(file, &e))?;
         }
         Ok(())
     })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
+    match written {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
     }
-    let aside = parent.join(format!(".{name}.replaced-{}", std::process::id()));
-    if force && out.exists() {
-        std::fs::rename(out, &aside).map_err(|e| fail(&out.display().to_string(), &e))?;
+}
+
+/// Puts a staged model folder in place at `out`: an existing `out` (with `force`, and only a
+/// model clipdex may replace) is moved aside first and removed after.
+fn install(tmp: &Path, out: &Path, force: bool) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| Error::Invalid(format!("cannot write {}: {e}", out.display()));
+    // Checked again: training takes a while, and the folder may have changed meanwhile.
+    check_target(out, force)?;
+    let aside = save_folder(out, "replaced", std::process::id());
+    let replacing = out.symlink_metadata().is_ok();
+    if replacing {
+        std::fs::rename(out, &aside).map_err(|e| fail(&e))?;
     }
-    std::fs::rename(&tmp, out).map_err(|e| fail(&out.display().to_string(), &e))?;
+    if let Err(e) = std::fs::rename(tmp, out) {
+        if replacing {
+            let _ = std::fs::rename(&aside, out);
+        }
+        return Err(fail(&e));
+    }
     let _ = std::fs::remove_dir_all(&aside);
     Ok(())
 }
@@ -926,29 +1079,40 @@ mod tests {
             })
             .collect();
         let order = [7, 2, 9, 0, 5, 3, 8, 1, 6, 4];
-        for batch_size in [2, 3, 4] {
+        // Batches of 3 and 4 end with single photos of class 0 (5 photos), left out.
+        for (batch_size, batches_planned, left_out) in [(2, 5, 0), (3, 3, 2), (4, 3, 2)] {
             let batches = plan_batches(&order, &pairs, batch_size);
             let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
             seen.sort();
-            assert_eq!(seen, (0..10).collect::<Vec<_>>(), "every pair once");
+            seen.dedup();
+            assert_eq!(seen.len(), 10 - left_out, "every pair at most once, {left_out} left out");
+            assert!((0..10).filter(|i| !seen.contains(i)).all(|i| classes[i] == 0));
             for b in &batches {
                 let mut c: Vec<usize> = b.iter().map(|&i| classes[i]).collect();
                 c.sort();
                 c.dedup();
                 assert_eq!(c.len(), b.len(), "batch {b:?} repeats a class");
-                assert!(b.len() <= batch_size);
+                assert!(b.len() >= 2 && b.len() <= batch_size, "{b:?}");
             }
-            // The biggest class sets the number of batches.
-            assert_eq!(batches.len(), 5);
+            assert_eq!(batches.len(), batches_planned);
         }
-        assert_eq!(
-            plan_batches(
-                &[0, 1, 2],
-                &pairs[..3].iter().map(|p| Pair { class: None, ..p.clone() }).collect::<Vec<_>>(),
-                2
-            ),
-            vec![vec![0, 1], vec![2]]
-        );
+    }
+
+    #[test]
+    fn a_single_pair_never_makes_a_batch() {
+        let pairs: Vec<Pair> = (0..7)
+            .map(|i| Pair { image: PathBuf::from(format!("{i}.jpg")), text: format!("t{i}"), line: i + 1, class: None })
+            .collect();
+        let order: Vec<usize> = (0..7).collect();
+        // 7 = 3 + 3 + 1: the single pair joins the batch before it.
+        assert_eq!(plan_batches(&order, &pairs, 3), vec![vec![0, 1, 2], vec![3, 4, 5, 6]]);
+        assert_eq!(plan_batches(&order, &pairs, 2), vec![vec![0, 1], vec![2, 3], vec![4, 5, 6]]);
+        assert_eq!(plan_batches(&order, &pairs, 4), vec![vec![0, 1, 2, 3], vec![4, 5, 6]]);
+        assert_eq!(plan_batches(&order[..3], &pairs[..3], 2), vec![vec![0, 1, 2]]);
+        // Two photos of one class and one of another: the lone photo left is not trained on.
+        let classes: Vec<Pair> =
+            [0, 0, 1].iter().zip(&pairs).map(|(&c, p)| Pair { class: Some(c), ..p.clone() }).collect();
+        assert_eq!(plan_batches(&order[..3], &classes, 2), vec![vec![0, 2]]);
     }
 
     #[test]

@@ -44,12 +44,14 @@ pub mod finetune;
 pub mod indexer;
 pub mod library;
 pub mod models;
+pub mod output_dir;
 pub mod path_text;
 pub mod photo;
 pub mod query;
 pub mod segment;
 pub mod server;
 pub mod store;
+pub mod text_lines;
 pub mod thumbnail;
 pub mod video;
 

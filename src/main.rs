@@ -189,6 +189,7 @@ pub(crate) fn on_library(
             if let Some(indexer) = ctx.server {
                 indexer.roots_changed();
             }
+            let root = clipdex::indexer::root_path(&root);
             writeln!(out, "removed {} ({n} files forgotten)", path_text::escaped(&root))?;
         }
         Command::Index { json, prune, .. } => {

@@ -33,6 +33,8 @@ pub fn segment(g: &GlobalOptions, args: &SegmentArgs) -> anyhow::Result<ExitCode
     if let Some(empty) = args.prompts.iter().find(|p| p.trim().is_empty()) {
         anyhow::bail!("empty prompt {empty:?}");
     }
+    // Refused before any work when --out holds something else than clipdex's output.
+    clipdex::output_dir::prepare_output_dir(&args.out, "segment --out", None)?;
     // Masks, overlays and crops are made at most MAX_MASK_SIDE px on the long side; boxes
     // are reported in the photo's own pixels.
     let decode = DecodeOptions { max_pixels: g.max_pixels, min_side: None };
@@ -49,7 +51,6 @@ pub fn segment(g: &GlobalOptions, args: &SegmentArgs) -> anyhow::Result<ExitCode
     let found = segment::segment_photo(&segmenter, &photo, &segmenter.embed_prompts(&prompts)?, &options)?;
     drop(examples);
 
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     // Output names keep the photo's name byte for byte (a non-UTF-8 name stays one).
     let stem = args.image.file_stem().unwrap_or(std::ffi::OsStr::new("image"));
     let named = |suffix: String| {
@@ -160,15 +161,15 @@ pub fn crop_search(
 ) -> anyhow::Result<ExitCode> {
     let k = args.filter.k as usize;
     let candidates = args.candidates.unwrap_or((3 * k).max(20)).max(1);
+    if let Some(dir) = &args.out {
+        clipdex::output_dir::prepare_output_dir(dir, "crop-search --out", None)?;
+    }
     let started = std::time::Instant::now();
     let query = library.embed_text(&args.text)?;
     let options = RegionOptions { threshold: args.threshold, ..Default::default() };
     let crops = crate::with_progress(|progress| {
         library.crops(&args.text, &query, (candidates, k), filter, &options, progress)
     })?;
-    if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
     let mut rows = Vec::new();
     for (n, crop) in crops.iter().enumerate() {
         let clipdex::library::Crop { hit, region } = crop;

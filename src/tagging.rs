@@ -60,7 +60,7 @@ impl ZeroShotModel {
 }
 
 fn read_text(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    Ok(clipdex::text_lines::read_text_lines(path, "the file")?)
 }
 
 fn vocabulary(vocab: Option<&Path>) -> anyhow::Result<Vec<String>> {

@@ -276,3 +276,29 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn ok(out: Output) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `--move-to` writes only into a new or empty folder, or one it moved copies into before: a
+/// folder that holds something else is refused, naming what is there, and left as it was.
+#[test]
+fn move_to_refuses_a_folder_that_holds_other_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = &test_databases()[0];
+    let photos = photo_folder(tmp.path());
+    ok(clipdex(db, &[OsStr::new("add"), photos.as_os_str()]));
+    ok_json(clipdex(db, &["index", "--json"]));
+    let notes = tmp.path().join("notes");
+    std::fs::create_dir(&notes).unwrap();
+    std::fs::write(notes.join("diary.txt"), b"dear diary").unwrap();
+    let refused =
+        clipdex(db, &[OsStr::new("duplicates"), OsStr::new("--json"), OsStr::new("--move-to"), notes.as_os_str()]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("diary.txt"), "{err}");
+    let left: Vec<PathBuf> = walk(&notes);
+    assert_eq!(left, vec![notes.join("diary.txt")], "the folder was written into");
+    assert_eq!(ok_json(clipdex(db, &["stats", "--json"]))["images"], 9, "nothing was moved");
+    // A folder it moved copies into before takes more.
+    let away = tmp.path().join("away");
+    ok_json(clipdex(db, &[OsStr::new("duplicates"), OsStr::new("--json"), OsStr::new("--move-to"), away.as_os_str()]));
+    ok_json(clipdex(db, &[OsStr::new("duplicates"), OsStr::new("--json"), OsStr::new("--move-to"), away.as_os_str()]));
+}

@@ -710,3 +710,151 @@ fn class_folders_train_with_templates_and_report_zero_shot_accuracy_and_forgetti
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("one class folder"));
 }
+
+/// A folder of `n` training pairs (copies of one photo with distinct texts) and its pairs
+/// file, inside the folder as users keep them.
+fn training_folder(dir: &Path, n: usize) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut lines = String::new();
+    for i in 0..n {
+        std::fs::copy(fixtures().join("images/coffee.png"), dir.join(format!("p{i}.png"))).unwrap();
+        lines.push_str(&format!("{{\"image\": \"p{i}.png\", \"text\": \"photo number {i}\"}}\n"));
+    }
+    std::fs::write(dir.join("pairs.jsonl"), lines).unwrap();
+    dir.join("pairs.jsonl")
+}
+
+fn quick_run(pairs: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "finetune",
+        "--pairs",
+        pairs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--train",
+        "projection",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--val-split",
+        "0",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clipdex"));
+    command.arg("--model").arg(model()).args(&args);
+    // The usual umask, whatever the test runner's: saved files must follow it.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+    command.output().unwrap()
+}
+
+fn fails_naming(output: Output, needle: &str) {
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{err}");
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+}
+
+/// Hidden entries (interrupted or refused saves) in a folder.
+fn hidden(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+/// `--force` replaces only a model folder that clipdex wrote: the folder of the training
+/// photos, a library database, or a model folder with other files in it are refused with a
+/// message naming what is there, and stay as they were. Saved files have the user's usual
+/// permissions, and a half-written model an interrupted run left is cleaned at the next start.
+#[test]
+fn force_replaces_only_a_model_folder_clipdex_wrote() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    let pairs = training_folder(&photos, 4);
+    fails_naming(quick_run(&pairs, &photos, &["--force"]), "pairs.jsonl");
+    assert_eq!(std::fs::read_dir(&photos).unwrap().count(), 5, "the training folder was touched");
+    assert!(hidden(tmp.path()).is_empty(), "{:?}", hidden(tmp.path()));
+    let db = tmp.path().join("library");
+    std::fs::create_dir_all(db.join("sled")).unwrap();
+    std::fs::create_dir_all(db.join("thumbs")).unwrap();
+    fails_naming(quick_run(&pairs, &db, &["--force"]), "library database (sled/, thumbs/)");
+    assert!(db.join("sled").is_dir() && db.join("thumbs").is_dir());
+
+    // A save an interrupted run left (its process is gone) is removed at the next start.
+    let out = tmp.path().join("tuned");
+    let stale = tmp.path().join(".tuned.partial-2000000000");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("model.safetensors"), b"half").unwrap();
+    ok_json(quick_run(&pairs, &out, &[]));
+    assert!(!stale.exists(), "the half-written model stays");
+    assert!(hidden(tmp.path()).is_empty(), "{:?}", hidden(tmp.path()));
+    for file in ["model.safetensors", "config.json", ".clipdex-model"] {
+        let mode = std::fs::metadata(out.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{file} has mode {mode:o}");
+    }
+    // Its own model folder is replaced; not once the user put something of theirs in it.
+    fails_naming(quick_run(&pairs, &out, &[]), "--force");
+    ok_json(quick_run(&pairs, &out, &["--force"]));
+    std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+    fails_naming(quick_run(&pairs, &out, &["--force"]), "notes.txt");
+    assert_eq!(std::fs::read(out.join("notes.txt")).unwrap(), b"mine");
+}
+
+/// With `--wise`, every folder the run would write is checked before training: an existing
+/// `OUT-wiseA` without `--force` stops the run at once, and nothing is written, not even a
+/// hidden folder.
+#[test]
+fn an_existing_wise_folder_stops_the_run_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = training_folder(&tmp.path().join("photos"), 4);
+    let out = tmp.path().join("tuned");
+    let wise = tmp.path().join("tuned-wise0.5");
+    std::fs::create_dir(&wise).unwrap();
+    std::fs::write(wise.join("config.json"), b"{}").unwrap();
+    std::fs::write(wise.join("model.safetensors"), b"x").unwrap();
+    let output = quick_run(&pairs, &out, &["--wise", "0.5"]);
+    fails_naming(output, "tuned-wise0.5 exists; pass --force");
+    assert!(!out.exists(), "the fine-tuned model was written");
+    assert!(hidden(tmp.path()).is_empty(), "{:?}", hidden(tmp.path()));
+    assert_eq!(std::fs::read(wise.join("model.safetensors")).unwrap(), b"x");
+    // With --force both are written.
+    let report = ok_json(quick_run(&pairs, &out, &["--wise", "0.5", "--force"]));
+    assert_eq!(report["wise"][0]["out"].as_str().unwrap(), wise.to_str().unwrap());
+    assert!(out.join("model.safetensors").is_file());
+    assert!(std::fs::metadata(wise.join("model.safetensors")).unwrap().len() > 1);
+}
+
+/// A last batch of a single pair is never a step (its loss is 0, yet AdamW would move the
+/// weights): 5 pairs in batches of 2 make 2 steps, the single pair joining the batch before.
+#[test]
+fn a_single_pair_never_makes_a_training_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = training_folder(&tmp.path().join("photos"), 5);
+    let report = ok_json(quick_run(&pairs, &tmp.path().join("tuned"), &["--no-shuffle"]));
+    let losses = floats(&report["losses"]);
+    assert_eq!(report["steps"], 2, "{report}");
+    assert!(losses.iter().all(|&l| l > 0.0), "a step without a contrast: {losses:?}");
+}
+
+/// A caption line longer than clipdex reads is refused with its line number, before it is
+/// held or tokenised (a 10 MB line once cost the tokenizer close to a gigabyte).
+#[test]
+fn an_overlong_caption_line_is_refused_with_its_number() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = training_folder(&tmp.path().join("photos"), 4);
+    let mut text = std::fs::read_to_string(&pairs).unwrap();
+    text.push_str(&format!("{{\"image\": \"p0.png\", \"text\": \"{}\"}}\n", "long ".repeat(2_000_000)));
+    std::fs::write(&pairs, text).unwrap();
+    let out = tmp.path().join("tuned");
+    fails_naming(quick_run(&pairs, &out, &[]), "pairs.jsonl:5: the line is longer than");
+    assert!(!out.exists());
+}

@@ -166,4 +166,34 @@ fn search_with_crops_and_crop_search() {
         assert_eq!(img.width() as u64, c["box"][2].as_u64().unwrap());
         assert_eq!(img.height() as u64, c["box"][3].as_u64().unwrap());
     }
+    // Its own folder takes more crops; the library's database folder or the photos do not.
+    ok_json(clipdex(&db, &["crop-search", "a cat", "-k", "1", "--out", crops_dir.to_str().unwrap(), "--json"]));
+    let before = std::fs::read_dir(&db).unwrap().count();
+    fails_with(
+        clipdex(&db, &["crop-search", "a cat", "-k", "1", "--out", db.to_str().unwrap()]),
+        "library database (sled/",
+    );
+    assert_eq!(std::fs::read_dir(&db).unwrap().count(), before, "nothing was written into the database folder");
+    fails_with(clipdex(&db, &["crop-search", "a cat", "-k", "1", "--out", photos.to_str().unwrap()]), "astronaut.jpg");
+    assert_eq!(std::fs::read_dir(&photos).unwrap().count(), 4);
+}
+
+/// `segment --out` writes into a new or empty folder, or one it wrote before; a folder that
+/// holds other files (the photos themselves, say) is refused, naming them, before any work.
+#[test]
+fn segment_out_refuses_a_folder_of_other_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let image = photos.join("coffee.png");
+    std::fs::copy(fixtures().join("images/coffee.png"), &image).unwrap();
+    let (img, dir) = (image.to_str().unwrap(), photos.to_str().unwrap());
+    fails_with(clipdex(tmp.path(), &["segment", img, "--prompt", "a cup", "--out", dir]), "coffee.png");
+    assert_eq!(std::fs::read_dir(&photos).unwrap().count(), 1, "nothing was written beside the photo");
+    // A new folder, and the same one again.
+    let out = tmp.path().join("masks");
+    for _ in 0..2 {
+        ok_json(clipdex(tmp.path(), &["segment", img, "--prompt", "a cup", "--out", out.to_str().unwrap(), "--json"]));
+    }
+    assert!(out.join("coffee.0.mask.png").is_file());
 }

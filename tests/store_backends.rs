@@ -675,8 +675,9 @@ fn a_connection_lost_mid_pass_stops_it_cleanly_and_the_next_pass_resumes() {
 
 /// Several `clipdex index` processes on one PostgreSQL library at once share the work: one
 /// scans the folder, all of them embed what it queued, and each photo is embedded exactly once
-/// (the embedded counts of all processes add up to the number of photos), every photo ends up
-/// stored, and every process embedded some.
+/// (the embedded and linked counts of all processes add up to the number of photos), every
+/// photo ends up stored, and every process embedded some. Rounds of two processes, then one of
+/// four; `CLIPDEX_QUEUE_ROUNDS` sets the rounds of two (default 2).
 #[test]
 fn concurrent_indexers_embed_each_photo_once_and_share_the_work() {
     let Some(pg) = postgres_database() else { return };
@@ -685,17 +686,19 @@ fn concurrent_indexers_embed_each_photo_once_and_share_the_work() {
     std::fs::create_dir_all(&photos).unwrap();
     const N: u32 = 240;
     for i in 0..N {
-        common::picture(i).save(photos.join(format!("p{i:03}.png"))).unwrap();
+        common::picture(i).save(photos.join(format!("p{i:04}.png"))).unwrap();
     }
     let clipdex = |args: &[&str]| clipdex_on_db(&pg.url, args);
     assert!(clipdex(&["add", photos.to_str().unwrap()]).output().unwrap().status.success());
     let store = Store::open(DbLocation::Postgres(pg.url.clone())).unwrap();
     let mut stored = 0u64;
-    for (round, processes) in [2usize, 4].into_iter().enumerate() {
-        // Round 2 adds new photos for four processes to share.
-        if round == 1 {
-            for i in N..2 * N {
-                common::picture(i).save(photos.join(format!("p{i:03}.png"))).unwrap();
+    let pairs: usize = std::env::var("CLIPDEX_QUEUE_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2);
+    for (round, processes) in std::iter::repeat_n(2usize, pairs.max(1)).chain([4]).enumerate() {
+        // Each round after the first adds new photos for the processes to share.
+        if round > 0 {
+            let first = N * round as u32;
+            for i in first..first + N {
+                common::picture(i).save(photos.join(format!("p{i:04}.png"))).unwrap();
             }
         }
         let children: Vec<_> =
@@ -711,7 +714,8 @@ fn concurrent_indexers_embed_each_photo_once_and_share_the_work() {
         let embedded: Vec<u64> = reports.iter().map(|r| r["embedded"].as_u64().unwrap()).collect();
         let linked: u64 = reports.iter().map(|r| r["linked"].as_u64().unwrap()).sum();
         eprintln!("{processes} processes embedded {embedded:?}");
-        assert_eq!(embedded.iter().sum::<u64>() + linked, N as u64, "{reports:?}");
+        // Each file handled by exactly one process (a file's copy is linked, not embedded).
+        assert_eq!(embedded.iter().sum::<u64>() + linked, N as u64, "round {round}: {reports:?}");
         assert!(embedded.iter().all(|&e| e > 0), "a process did no work: {embedded:?}");
         assert!(reports.iter().all(|r| r["discarded"] == 0), "{reports:?}");
         stored += N as u64;
@@ -719,6 +723,81 @@ fn concurrent_indexers_embed_each_photo_once_and_share_the_work() {
         assert_eq!((counts.images, counts.paths, counts.vectors), (stored, stored, stored));
         assert!(store.check().unwrap().is_empty());
         assert_eq!(store.work_queue().unwrap().job_counts().unwrap(), clipdex::store::JobCounts::default());
+    }
+}
+
+/// Each queued job is claimed by exactly one process while processes come and go: claimers
+/// that take a new store (a new process, which registers its presence at its first claim) for
+/// every claim, from stores opened ahead by other threads, claim and finish concurrently and
+/// together claim every job once. (A claim once judged the holders' presence from `pg_locks`,
+/// which PostgreSQL reads once per statement, so a process that registered and claimed while
+/// another's claim ran looked gone to it, and both got the job.) `CLIPDEX_QUEUE_ROUNDS` sets
+/// the rounds (default 4).
+#[test]
+fn work_queue_claims_each_job_exactly_once_while_processes_come_and_go() {
+    let Some(pg) = postgres_database() else { return };
+    // Without TLS: a handshake per process would leave few processes starting at once.
+    let plain = format!("{}{}sslmode=disable", pg.url, if pg.url.contains('?') { '&' } else { '?' });
+    let location = DbLocation::Postgres(plain);
+    let rounds: usize = std::env::var("CLIPDEX_QUEUE_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(4);
+    let long = std::time::Duration::from_secs(600);
+    let first = Store::open(location.clone()).unwrap();
+    for round in 0..rounds {
+        const JOBS: usize = 600;
+        let jobs: Vec<clipdex::store::Job> =
+            (0..JOBS).map(|i| (PathBuf::from(format!("/round{round}/{i:04}.jpg")), 1, 1)).collect();
+        first.work_queue().unwrap().enqueue(&jobs).unwrap();
+        // With statistics, as a queue in use has them: PostgreSQL then plans the claim as it
+        // would there (the old race needed that plan).
+        let mut client = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+        client.batch_execute("ANALYZE jobs").unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (ready, stores) = std::sync::mpsc::sync_channel::<Store>(12);
+        let stores = std::sync::Mutex::new(stores);
+        let claimed: Vec<Vec<PathBuf>> = std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let (ready, location, done) = (ready.clone(), location.clone(), &done);
+                scope.spawn(move || {
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        if ready.send(Store::open(location.clone()).unwrap()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(ready);
+            let claimers: Vec<_> = (0..12)
+                .map(|t| {
+                    let stores = &stores;
+                    scope.spawn(move || {
+                        let mut mine = Vec::new();
+                        loop {
+                            let store = stores.lock().unwrap().recv().unwrap();
+                            let queue = store.work_queue().unwrap();
+                            let worker = format!("w{t}");
+                            let got = queue.claim(&worker, 2, long).unwrap();
+                            if got.is_empty() {
+                                return mine;
+                            }
+                            let paths: Vec<&Path> = got.iter().map(|j| j.0.as_path()).collect();
+                            queue.finish(&worker, &paths).unwrap();
+                            mine.extend(got.into_iter().map(|j| j.0));
+                        }
+                    })
+                })
+                .collect();
+            let claimed = claimers.into_iter().map(|t| t.join().unwrap()).collect();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            // Openers blocked on a full channel end when it closes.
+            stores.lock().unwrap().try_iter().for_each(drop);
+            claimed
+        });
+        let mut all: Vec<&PathBuf> = claimed.iter().flatten().collect();
+        all.sort();
+        let twice: Vec<&&PathBuf> = all.windows(2).filter(|w| w[0] == w[1]).map(|w| &w[0]).collect();
+        assert!(twice.is_empty(), "round {round}: claimed twice: {twice:?}");
+        assert_eq!(all.len(), JOBS, "round {round}: every job claimed");
+        assert_eq!(first.work_queue().unwrap().job_counts().unwrap(), clipdex::store::JobCounts::default());
     }
 }
 

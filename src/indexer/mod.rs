@@ -620,6 +620,27 @@ fn process_batch(
     Ok(vanished)
 }
 
+/// A folder the user names as a root, in the form the library records roots: absolute, with
+/// symbolic links resolved; when it no longer exists, absolute with `.` and `..` resolved by
+/// name (`remove` of a folder that was deleted).
+pub fn root_path(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut normal = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => normal.push(c),
+        }
+    }
+    normal
+}
+
 /// Canonical form of a root as the user typed it (absolute, symlinks resolved).
 pub fn canonical_root(path: &Path) -> Result<PathBuf> {
     let p = std::fs::canonicalize(path).map_err(|e| {

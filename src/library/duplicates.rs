@@ -212,16 +212,18 @@ impl Library {
     /// changed since it was indexed, whose destination exists, or whose group's keeper is
     /// gone is left where it is.
     pub fn move_duplicates(&self, groups: &[DuplicateGroup], dir: &Path) -> Result<MoveReport> {
-        std::fs::create_dir_all(dir).map_err(|e| file_error(dir, &e))?;
-        let dir = dir.canonicalize().map_err(|e| file_error(dir, &e))?;
+        // Where the folder is (or will be), checked before anything is created.
+        let resolved = resolve_missing(dir)?;
         let roots = self.roots()?;
-        if let Some(root) = roots.iter().find(|r| dir.starts_with(r) || r.starts_with(&dir)) {
+        if let Some(root) = roots.iter().find(|r| resolved.starts_with(r) || r.starts_with(&resolved)) {
             return Err(Error::Invalid(format!(
                 "{} overlaps the library folder {}: move duplicates to a folder outside the library",
                 dir.display(),
                 root.display()
             )));
         }
+        crate::output_dir::prepare_output_dir(dir, "duplicates --move-to", Some(MOVE_JOURNAL))?;
+        let dir = dir.canonicalize().map_err(|e| file_error(dir, &e))?;
         let journal_path = dir.join(MOVE_JOURNAL);
         let mut journal = std::fs::OpenOptions::new()
             .create(true)
@@ -324,6 +326,26 @@ pub fn restore_moved(dir: &Path) -> Result<MoveReport> {
         .and_then(|()| std::fs::rename(&temp, &journal_path))
         .map_err(|e| file_error(&journal_path, &e))?;
     Ok(report)
+}
+
+/// `path` with its longest existing ancestor resolved (symbolic links, `..`) and the rest
+/// appended as given.
+fn resolve_missing(path: &Path) -> Result<PathBuf> {
+    let absolute = std::path::absolute(path).map_err(|e| file_error(path, &e))?;
+    let mut rest = Vec::new();
+    let mut existing = absolute.as_path();
+    loop {
+        if let Ok(resolved) = existing.canonicalize() {
+            return Ok(rest.iter().rev().fold(resolved, |p, c| p.join(c)));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return Ok(absolute),
+        }
+    }
 }
 
 fn file_error(path: &Path, e: &std::io::Error) -> Error {

@@ -530,7 +530,7 @@ impl Library {
 
     /// Stops watching a folder and forgets its files; returns how many were forgotten.
     pub fn remove_root(&self, path: &Path) -> Result<u64> {
-        let root = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let root = indexer::root_path(path);
         if !self.store.remove_root(&root)? {
             return Err(Error::NotFound(format!("{} is not a root; see `clipdex roots`", path.display())));
         }

@@ -27,7 +27,8 @@ fn advisory_held(space: i32, key_matches: &str) -> String {
     )
 }
 
-/// A claim is free when its lease ended or its process is gone (its presence lock released).
+/// A claim is free when its lease ended or its process is gone (its presence lock released),
+/// as `pg_locks` shows it (for counting; [`claimable`] decides claims).
 fn free() -> String {
     format!(
         "(lease_until IS NULL OR lease_until < now() OR NOT {})",
@@ -126,10 +127,13 @@ impl WorkQueue for PgStore {
         let key = self.presence()?;
         let rows = self.query(
             &format!(
-                "UPDATE jobs SET worker = $1, worker_key = $4, lease_until = now() + make_interval(secs => $2)
-                 WHERE path IN (SELECT path FROM jobs WHERE {} ORDER BY path LIMIT $3 FOR UPDATE SKIP LOCKED)
-                 RETURNING path, size, mtime_ns",
-                free()
+                "WITH picked AS (
+                     SELECT path FROM jobs WHERE {} ORDER BY path LIMIT $3 FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE jobs SET worker = $1, worker_key = $4, lease_until = now() + make_interval(secs => $2)
+                 FROM picked WHERE jobs.path = picked.path
+                 RETURNING jobs.path, jobs.size, jobs.mtime_ns",
+                claimable()
             ),
             &[&worker, &lease.as_secs_f64(), &(n as i64), &key],
         )?;
@@ -162,6 +166,21 @@ impl WorkQueue for PgStore {
             None => JobCounts::default(),
         })
     }
+}
+
+/// SQL: whether a job may be claimed, judged on the row as locked: never claimed, its lease
+/// ended, or its holder gone, which taking the holder's presence lock proves (it succeeds only
+/// once the holder's session has ended; held to the end of the claim, so no new process can
+/// take that key meanwhile).
+///
+/// Not a look at `pg_locks`: PostgreSQL reads that view once per statement (a hashed subplan,
+/// kept across the re-checks of rows locked after a concurrent claim), so a process that
+/// registered and claimed a job while another's claim statement ran looked gone to that
+/// statement, and both processes got the job.
+fn claimable() -> String {
+    format!(
+        "(lease_until IS NULL OR lease_until < now() OR pg_try_advisory_xact_lock({WORKER_LOCK_SPACE}, worker_key))"
+    )
 }
 
 /// The jobs among `$1` (paths) that worker `$2` (with presence key `$3`) holds a live lease of.

@@ -715,7 +715,7 @@ mod tests {
         let heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic";
         let err = decode_rgb(heic, &opts).unwrap_err();
         if heif::available() {
-            assert!(matches!(&err, ImageProblem::Corrupt(m) if m.starts_with("HEIF")), "{err}");
+            assert!(matches!(&err, ImageProblem::Corrupt(m) if m.starts_with("HEIC/HEIF: ")), "{err}");
         } else {
             assert!(matches!(&err, ImageProblem::Unsupported(m) if m.contains("apt install libheif1")), "{err}");
         }

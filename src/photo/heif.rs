@@ -180,8 +180,9 @@ fn message(e: &HeifError) -> String {
     unsafe { CStr::from_ptr(e.message) }.to_string_lossy().into_owned()
 }
 
-fn check(e: HeifError) -> Result<(), ImageProblem> {
-    if e.code == 0 { Ok(()) } else { Err(ImageProblem::Corrupt(format!("HEIF: {}", message(&e)))) }
+/// libheif's verdict as clipdex's, naming the format (`kind`, from [`sniff`]).
+fn check(kind: &str, e: HeifError) -> Result<(), ImageProblem> {
+    if e.code == 0 { Ok(()) } else { Err(ImageProblem::Corrupt(format!("{kind}: {}", message(&e)))) }
 }
 
 /// Whether `bytes` (the first dozen or more of a file) open an ISO-BMFF image file whose
@@ -210,6 +211,8 @@ pub struct HeifFile<'a> {
     api: &'static Api,
     ctx: *mut Ctx,
     handle: *mut Handle,
+    /// `HEIC/HEIF` or `AVIF`, for messages.
+    kind: &'static str,
     /// An AVIF whose AV1 stream is 4:2:0 (its `av1C` says so): its colour is converted here.
     avif_420: bool,
     /// libheif reads the bytes in place: they must outlive the context.
@@ -238,10 +241,12 @@ impl<'a> HeifFile<'a> {
         if ctx.is_null() {
             return Err(ImageProblem::Io("libheif could not allocate a context".into()));
         }
+        let kind = sniff(bytes).unwrap_or("HEIF");
         let mut file = HeifFile {
             api,
             ctx,
             handle: std::ptr::null_mut(),
+            kind,
             avif_420: avif_420(bytes),
             _bytes: std::marker::PhantomData,
         };
@@ -249,11 +254,11 @@ impl<'a> HeifFile<'a> {
         // means libheif's defaults.
         unsafe {
             (api.set_max_size)(ctx, max_side.clamp(1, i32::MAX as u64) as c_int);
-            check((api.read_from_memory)(ctx, bytes.as_ptr().cast(), bytes.len(), std::ptr::null()))?;
-            check((api.primary_handle)(ctx, &mut file.handle))?;
+            check(kind, (api.read_from_memory)(ctx, bytes.as_ptr().cast(), bytes.len(), std::ptr::null()))?;
+            check(kind, (api.primary_handle)(ctx, &mut file.handle))?;
         }
         if file.handle.is_null() {
-            return Err(ImageProblem::Corrupt("HEIF: the file has no primary image".into()));
+            return Err(ImageProblem::Corrupt(format!("{kind}: the file has no primary image")));
         }
         Ok(file)
     }
@@ -312,9 +317,12 @@ impl<'a> HeifFile<'a> {
             let mut img: *mut Img = std::ptr::null_mut();
             // SAFETY: as below; the image is released on every path.
             unsafe {
-                check((self.api.decode)(self.handle, &mut img, COLORSPACE_YCBCR, CHROMA_420, std::ptr::null()))?;
+                check(
+                    self.kind,
+                    (self.api.decode)(self.handle, &mut img, COLORSPACE_YCBCR, CHROMA_420, std::ptr::null()),
+                )?;
                 if img.is_null() {
-                    return Err(ImageProblem::Corrupt("HEIF: libheif returned no image".into()));
+                    return Err(ImageProblem::Corrupt(format!("{}: libheif returned no image", self.kind)));
                 }
                 let rgb = self.convert_420(img);
                 (self.api.image_release)(img);
@@ -327,9 +335,12 @@ impl<'a> HeifFile<'a> {
         // SAFETY: the handle is live; a null options pointer means libheif's defaults (which apply
         // the container's transformations); the image is released below on every path.
         unsafe {
-            check((self.api.decode)(self.handle, &mut img, COLORSPACE_RGB, CHROMA_INTERLEAVED_RGB, std::ptr::null()))?;
+            check(
+                self.kind,
+                (self.api.decode)(self.handle, &mut img, COLORSPACE_RGB, CHROMA_INTERLEAVED_RGB, std::ptr::null()),
+            )?;
             if img.is_null() {
-                return Err(ImageProblem::Corrupt("HEIF: libheif returned no image".into()));
+                return Err(ImageProblem::Corrupt(format!("{}: libheif returned no image", self.kind)));
             }
             let rgb = self.copy_rgb(img);
             (self.api.image_release)(img);
@@ -419,7 +430,7 @@ impl<'a> HeifFile<'a> {
             let h = (self.api.image_height)(img, CHANNEL_INTERLEAVED);
             let plane = (self.api.plane)(img, CHANNEL_INTERLEAVED, &mut stride);
             if plane.is_null() || w <= 0 || h <= 0 || (stride as i64) < i64::from(w) * 3 {
-                return Err(ImageProblem::Corrupt("HEIF: libheif returned no RGB pixels".into()));
+                return Err(ImageProblem::Corrupt(format!("{}: libheif returned no RGB pixels", self.kind)));
             }
             let (w, h, stride) = (w as usize, h as usize, stride as usize);
             let mut pixels = Vec::with_capacity(w * h * 3);
@@ -427,7 +438,7 @@ impl<'a> HeifFile<'a> {
                 pixels.extend_from_slice(std::slice::from_raw_parts(plane.add(y * stride), w * 3));
             }
             image::RgbImage::from_raw(w as u32, h as u32, pixels)
-                .ok_or_else(|| ImageProblem::Corrupt("HEIF: libheif returned a short plane".into()))
+                .ok_or_else(|| ImageProblem::Corrupt(format!("{}: libheif returned a short plane", self.kind)))
         }
     }
 }

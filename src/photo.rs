@@ -413,12 +413,16 @@ pub fn decode_photo(bytes: &[u8], options: &DecodeOptions) -> Result<Photo, Imag
 /// Reads date taken, camera and GPS position from the EXIF block, when there is one.
 ///
 /// HEIC/HEIF and AVIF files carry it as an `Exif` item, read through libheif where it is
-/// installed.
+/// installed; JPEG XL files in an `Exif` box.
 pub fn read_exif(bytes: &[u8]) -> ExifInfo {
-    let heif_exif = heif::sniff(bytes)
-        .filter(|_| heif::available())
-        .and_then(|_| heif::HeifFile::parse(bytes, DEFAULT_MAX_PIXELS).ok()?.exif());
-    let exif = match heif_exif {
+    let boxed_exif = if jxl::sniff(bytes) {
+        jxl::exif(bytes)
+    } else {
+        heif::sniff(bytes)
+            .filter(|_| heif::available())
+            .and_then(|_| heif::HeifFile::parse(bytes, DEFAULT_MAX_PIXELS).ok()?.exif())
+    };
+    let exif = match boxed_exif {
         Some(tiff) => exif::Reader::new().read_raw(tiff),
         None => exif::Reader::new().read_from_container(&mut Cursor::new(bytes)),
     };

@@ -108,7 +108,8 @@ fn exif_orientation_is_not_applied_on_top_of_the_containers_rotation() {
     assert_eq!(photo.image.dimensions(), (150, 100));
 }
 
-/// What `tools/make_format_fixtures.py` writes into `heic_rotated.heic`'s EXIF.
+/// What `tools/make_format_fixtures.py` writes into the EXIF of `heic_rotated.heic` and
+/// `jxl_lossy.jxl`.
 fn phone_exif() -> photo::ExifInfo {
     photo::ExifInfo {
         taken: Some(1_714_979_289), // 2024-05-06 07:08:09
@@ -124,6 +125,12 @@ fn heif_exif_gives_date_camera_and_place() {
     }
     let heic = photo::read_exif(&std::fs::read(formats().join("heic_rotated.heic")).unwrap());
     assert_eq!(heic, phone_exif());
+}
+
+#[test]
+fn jxl_exif_gives_date_camera_and_place() {
+    let jxl = photo::read_exif(&std::fs::read(formats().join("jxl_lossy.jxl")).unwrap());
+    assert_eq!(jxl, phone_exif());
 }
 
 #[test]

@@ -135,7 +135,7 @@ def jxl_files() -> list[Path]:
     written = []
     # Lossy (XYB) and lossless, as libjxl (pillow-jxl-plugin) writes them.
     path = OUT / "jxl_lossy.jxl"
-    photo("rocket.webp", (160, 107)).save(path, quality=90)
+    photo("rocket.webp", (160, 107)).save(path, quality=90, exif=phone_exif(1))
     written.append(path)
     path = OUT / "jxl_lossless.jxl"
     photo("coffee.png", (150, 100)).save(path, lossless=True)

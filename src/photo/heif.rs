@@ -177,7 +177,7 @@ fn message(e: &HeifError) -> String {
     }
     // SAFETY: libheif's messages are static NUL-terminated strings or live as long as the
     // context, which outlives this call.
-    unsafe { CStr::from_ptr(e.message) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(e.message) }.to_string_lossy().trim().to_string()
 }
 
 /// libheif's verdict as clipdex's, naming the format (`kind`, from [`sniff`]).
@@ -479,8 +479,8 @@ fn ycbcr_420_to_rgb(
     let (cb_g, cr_g) = (2.0 * (1.0 - kb) * kb / kg, 2.0 * (1.0 - kr) * kr / kg);
     let up = |plane: &[u16], x: usize, y: usize| -> f64 {
         let (cx, cy) = (x / 2, y / 2);
-        let nx = if x % 2 == 0 { cx.saturating_sub(1) } else { (cx + 1).min(cw - 1) };
-        let ny = if y % 2 == 0 { cy.saturating_sub(1) } else { (cy + 1).min(ch - 1) };
+        let nx = if x.is_multiple_of(2) { cx.saturating_sub(1) } else { (cx + 1).min(cw - 1) };
+        let ny = if y.is_multiple_of(2) { cy.saturating_sub(1) } else { (cy + 1).min(ch - 1) };
         let at = |x: usize, y: usize| u32::from(plane[y * cw + x]);
         f64::from((9 * at(cx, cy) + 3 * at(nx, cy) + 3 * at(cx, ny) + at(nx, ny) + 8) >> 4)
     };

@@ -11,7 +11,7 @@ use crate::error::ImageProblem;
 
 /// Whether `bytes` start a JPEG XL file: a bare codestream or the ISO-BMFF container.
 pub fn sniff(bytes: &[u8]) -> bool {
-    bytes.starts_with(&[0xFF, 0x0A]) || bytes.starts_with(b"\0\0\0\x0cJXL \r\n\x87\n")
+    bytes.starts_with(&[0xFF, 0x0A]) || bytes.starts_with(b"\0\0\0\x0cJXL ")
 }
 
 fn corrupt(e: impl std::fmt::Display) -> ImageProblem {
@@ -84,4 +84,36 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageProblem> {
             InitializeResult::NeedMoreData(_) => return Err(corrupt("the file ends inside its header (truncated)")),
         }
     }
+}
+
+/// The EXIF block (its TIFF structure) of a JPEG XL file's `Exif` box, when it has one.
+///
+/// The box should hold a 4-byte offset to the TIFF header, then the header; some writers
+/// (pillow-jxl-plugin) put the TIFF header first, which is read as well.
+pub fn exif(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut at = 0usize;
+    // Top-level boxes: a 32-bit size (1: a 64-bit size follows; 0: to the end) and a type.
+    while at.checked_add(8)? <= bytes.len() {
+        let size = u32::from_be_bytes(bytes[at..at + 4].try_into().ok()?) as u64;
+        let kind = &bytes[at + 4..at + 8];
+        let (header, size) = match size {
+            0 => (8, (bytes.len() - at) as u64),
+            1 => (16, u64::from_be_bytes(bytes.get(at + 8..at + 16)?.try_into().ok()?)),
+            n => (8, n),
+        };
+        let end = usize::try_from(size).ok().and_then(|s| at.checked_add(s)).filter(|&e| e <= bytes.len())?;
+        if size < header as u64 {
+            return None;
+        }
+        if kind == b"Exif" {
+            let payload = &bytes[at + header..end];
+            if payload.starts_with(b"II*\0") || payload.starts_with(b"MM\0*") {
+                return Some(payload.to_vec());
+            }
+            let offset = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+            return payload.get(4usize.checked_add(offset)?..).map(<[u8]>::to_vec);
+        }
+        at = end;
+    }
+    None
 }

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Write clipdex's still-format fixtures and the pixels a Python user gets from each.
 
-From the existing fixture photos (tests/fixtures/images/) this writes small HEIC and AVIF files
-(8 and 10-bit, rotation in the container with the EXIF orientation beside it, alpha, a grid,
-a file of several images whose primary is not the first) into tests/fixtures/formats/, and for each
-`NAME.EXT` the reference RGB pixels as `NAME.EXT.png`: what Pillow 13 (+ pillow-heif for HEIC,
-Pillow's own AVIF plugin for AVIF) gives after `ImageOps.exif_transpose` and `convert("RGB")`,
-the same steps clipdex's reference pipeline takes for every photo. JPEG XL files are written
-and read by libjxl through pillow-jxl-plugin. The 10-bit AVIF is encoded
+From the existing fixture photos (tests/fixtures/images/) this writes into tests/fixtures/formats/
+small HEIC and AVIF files (8 and 10-bit, rotation in the container with the EXIF orientation
+beside it, alpha, a grid, a file of several images whose primary is not the first), two JPEG XL
+files (lossy with EXIF, lossless), and RAW containers around a JPEG preview (a DNG and a
+NEF-like TIFF with a Bayer sensor image, which LibRaw opens; RAF and CR3 laid out as Fujifilm's
+and Canon's, which it does not, lacking sensor data). For each `NAME.EXT` the reference RGB
+pixels go to `NAME.EXT.png`: what Pillow 13 (+ pillow-heif for HEIC, Pillow's own AVIF plugin,
+pillow-jxl-plugin's libjxl) gives after `ImageOps.exif_transpose` and `convert("RGB")`, the
+steps clipdex's reference pipeline takes for every photo; for RAWs, rawpy's `extract_thumb()`
+(checked to be the preview written) turned by the RAW's orientation. The 10-bit AVIF is encoded
 by FFmpeg's libaom (Pillow writes 8-bit AVIF only). Hostile variants (truncated, absurd sizes,
-a missing primary) are derived from these files by tests/formats.rs itself.
+a missing primary, previews past the end) are derived from these files by tests/formats.rs.
+Running it again rewrites the same bytes.
 
     python3 -m venv ~/venv-formats
     ~/venv-formats/bin/pip install -r tools/requirements-formats.txt

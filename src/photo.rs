@@ -20,6 +20,10 @@ use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
 use crate::error::{Error, ImageProblem, Result};
 
+pub mod heif;
+pub mod jxl;
+pub mod raw;
+
 /// Default upper bound on decoded pixels (the same order as PIL's bomb guard, enough for any
 /// camera and most panoramas).
 pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
@@ -40,6 +44,15 @@ pub const WORKING_SIDE: u32 = 2048;
 /// (progressive, optimised); a file with thousands makes the decoder walk every block of the
 /// image thousands of times (a "scan bomb": seconds to minutes of CPU from a few hundred KB).
 pub const MAX_JPEG_SCANS: usize = 200;
+
+/// Largest camera RAW file read (a 100 MP medium-format RAW is about 200 MB). A RAW holds
+/// sensor data far larger than the preview it is indexed by, so the check of a file's size
+/// against its declared pixels cannot apply; this bound takes its place.
+pub const RAW_MAX_FILE_BYTES: u64 = 512 << 20;
+
+/// The largest side a RAW's preview must reach for a decode that asks for more (model inputs
+/// are at most 384 px; a larger request is a thumbnail, which a smaller preview still serves).
+const RAW_PREVIEW_NEED_CAP: u32 = 384;
 
 /// Slack allowed beyond the largest encoding of the declared pixels (metadata, embedded
 /// previews, ICC profiles).
@@ -133,6 +146,25 @@ pub fn read_image_file(path: &Path, max_pixels: u64) -> Result<Vec<u8>, ImagePro
     }
     let mut head = Vec::with_capacity(64);
     (&file).take(64).read_to_end(&mut head).map_err(|e| io_problem(&e))?;
+    if heif::sniff(&head).is_some() {
+        if !heif::available() {
+            return Err(heif::missing());
+        }
+        return read_then_measure(file, size, max_pixels, |bytes| {
+            Ok(heif::HeifFile::parse(bytes, max_pixels)?.dimensions())
+        });
+    }
+    if jxl::sniff(&head) {
+        return read_then_measure(file, size, max_pixels, jxl::dimensions);
+    }
+    if raw::sniff(&head).is_some() {
+        // RAF, CR3, ORF, RW2: a RAW by its first bytes alone.
+        return read_raw_file(file, size, max_pixels, None);
+    }
+    // A TIFF may be a RAW (DNG, NEF, CR2, ...), which only its directories tell: one whose
+    // header the TIFF decoder refuses, or whose file is far larger than its first image, is
+    // looked at as a RAW before it is refused.
+    let tiff = head.starts_with(b"II*\0") || head.starts_with(b"MM\0*");
     if image::guess_format(&head).is_err() {
         return Err(unrecognised(&head));
     }
@@ -140,14 +172,19 @@ pub fn read_image_file(path: &Path, max_pixels: u64) -> Result<Vec<u8>, ImagePro
     let reader = ImageReader::new(std::io::BufReader::new(header))
         .with_guessed_format()
         .map_err(|e| ImageProblem::Io(e.to_string()))?;
-    let (width, height) = reader.into_dimensions().map_err(decode_problem)?;
+    let (width, height) = match reader.into_dimensions() {
+        Ok(size) => size,
+        Err(e) if tiff => return read_raw_file(file, size, max_pixels, Some(decode_problem(e))),
+        Err(e) => return Err(decode_problem(e)),
+    };
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(ImageProblem::TooLarge { width, height, limit: max_pixels });
     }
     // 16-bit RGBA uncompressed is the largest encoding of a pixel any supported format has.
     if size > pixels.saturating_mul(8).saturating_add(FILE_SLACK_BYTES) {
-        return Err(ImageProblem::Oversized { size_mb: size >> 20, width, height });
+        let oversized = ImageProblem::Oversized { size_mb: size >> 20, width, height };
+        return if tiff { read_raw_file(file, size, max_pixels, Some(oversized)) } else { Err(oversized) };
     }
     let mut bytes = Vec::with_capacity(size as usize);
     let mut file = file;
@@ -155,6 +192,141 @@ pub fn read_image_file(path: &Path, max_pixels: u64) -> Result<Vec<u8>, ImagePro
     // Read no more than was measured: a file growing meanwhile cannot grow the buffer.
     file.take(size).read_to_end(&mut bytes).map_err(|e| io_problem(&e))?;
     Ok(bytes)
+}
+
+/// Reads a camera RAW file whole (up to [`RAW_MAX_FILE_BYTES`]) and checks the size of the
+/// preview it will be indexed by. A file that turns out to be no RAW fails with `otherwise`
+/// (the problem the ordinary path found), else as no image.
+fn read_raw_file(
+    mut file: std::fs::File,
+    size: u64,
+    max_pixels: u64,
+    otherwise: Option<ImageProblem>,
+) -> Result<Vec<u8>, ImageProblem> {
+    use std::io::Read;
+    if size > RAW_MAX_FILE_BYTES {
+        return Err(otherwise.unwrap_or(ImageProblem::Corrupt(format!(
+            "a RAW file of {} MB, larger than any camera writes (the limit is {} MB)",
+            size >> 20,
+            RAW_MAX_FILE_BYTES >> 20
+        ))));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    std::io::Seek::rewind(&mut file).map_err(|e| io_problem(&e))?;
+    file.take(size).read_to_end(&mut bytes).map_err(|e| io_problem(&e))?;
+    let Some(kind) = raw::sniff(&bytes) else {
+        return Err(otherwise.unwrap_or(ImageProblem::NotAnImage));
+    };
+    let preview = raw::find_preview(&bytes, kind)?.preview;
+    let (width, height) = (preview.width, preview.height);
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(ImageProblem::TooLarge { width, height, limit: max_pixels });
+    }
+    Ok(bytes)
+}
+
+/// Decodes a camera RAW file's largest embedded JPEG preview, turned upright by the RAW's own
+/// orientation (RAF: by the preview's EXIF, where Fujifilm keeps it).
+fn decode_raw(bytes: &[u8], kind: &'static str, options: &DecodeOptions) -> Result<Photo, ImageProblem> {
+    let found = raw::find_preview(bytes, kind)?;
+    let p = found.preview;
+    if u64::from(p.width) * u64::from(p.height) > options.max_pixels {
+        return Err(ImageProblem::TooLarge { width: p.width, height: p.height, limit: options.max_pixels });
+    }
+    if let Some(need) = options.min_side.map(|side| side.min(RAW_PREVIEW_NEED_CAP))
+        && p.width.min(p.height) < need
+    {
+        return Err(ImageProblem::Unsupported(format!(
+            "{kind} whose largest embedded preview is {}x{}, smaller than the {need} px needed \
+             (decoding the sensor data is not supported; export it as JPEG)",
+            p.width, p.height
+        )));
+    }
+    let jpeg = &bytes[p.offset..p.offset + p.len];
+    let Some(orientation) = found.orientation else {
+        return decode_photo(jpeg, options);
+    };
+    use image::metadata::Orientation as O;
+    let orientation = O::from_exif(orientation as u8).unwrap_or(O::NoTransforms);
+    let swaps = matches!(orientation, O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH);
+    let turns = swaps || orientation == O::Rotate180;
+    let (rgb, _permit) = match decode_jpeg_libjpeg(jpeg, options.min_side, turns)? {
+        Some(decoded) => decoded,
+        None => return Err(ImageProblem::Unsupported(format!("{kind} with a CMYK preview"))),
+    };
+    let mut rgb = DynamicImage::ImageRgb8(rgb);
+    rgb.apply_orientation(orientation);
+    let (width, height) = if swaps { (p.height, p.width) } else { (p.width, p.height) };
+    Ok(Photo { image: rgb.into_rgb8(), width, height })
+}
+
+/// Reads a file whose size is declared in boxes that may sit anywhere in it (HEIF, JPEG XL
+/// containers) whole, once it is no larger than any encoding of `max_pixels`, then checks the
+/// size `measure` finds in its header.
+fn read_then_measure(
+    file: std::fs::File,
+    size: u64,
+    max_pixels: u64,
+    measure: impl Fn(&[u8]) -> Result<(u32, u32), ImageProblem>,
+) -> Result<Vec<u8>, ImageProblem> {
+    use std::io::Read;
+    if size > max_pixels.saturating_mul(8).saturating_add(FILE_SLACK_BYTES) {
+        return Err(ImageProblem::Corrupt(format!(
+            "the file is {} MB, larger than any image within the pixel limit",
+            size >> 20
+        )));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    let mut file = file;
+    std::io::Seek::rewind(&mut file).map_err(|e| io_problem(&e))?;
+    file.take(size).read_to_end(&mut bytes).map_err(|e| io_problem(&e))?;
+    let (width, height) = measure(&bytes)?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(ImageProblem::TooLarge { width, height, limit: max_pixels });
+    }
+    if size > pixels.saturating_mul(8).saturating_add(FILE_SLACK_BYTES) {
+        return Err(ImageProblem::Oversized { size_mb: size >> 20, width, height });
+    }
+    Ok(bytes)
+}
+
+/// Decodes the primary image of a HEIC/HEIF or AVIF file after checking its declared size
+/// against the pixel limit and the decode budget. libheif applies the container's
+/// `irot`/`imir`, so EXIF orientation is not applied again (as with `pillow-heif`, which
+/// resets it).
+fn decode_heif(bytes: &[u8], options: &DecodeOptions) -> Result<Photo, ImageProblem> {
+    let file = heif::HeifFile::parse(bytes, options.max_pixels)?;
+    let (width, height) = file.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > options.max_pixels {
+        return Err(ImageProblem::TooLarge { width, height, limit: options.max_pixels });
+    }
+    // Decoded YCbCr planes (two bytes a sample past 8 bits), libheif's RGB conversion, its
+    // rotated copy, and ours.
+    let sample = if file.bit_depth() > 8 { 2 } else { 1 };
+    let _permit = reserve(width, height, pixels * (3 * sample + 9))?;
+    let image = file.decode_rgb()?;
+    let (width, height) = image.dimensions();
+    Ok(Photo { image, width, height })
+}
+
+/// Decodes a JPEG XL file's first frame after checking the size its header declares; the
+/// codestream's orientation is applied by the decoder.
+fn decode_jxl(bytes: &[u8], options: &DecodeOptions) -> Result<Photo, ImageProblem> {
+    let (width, height) = jxl::dimensions(bytes)?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > options.max_pixels {
+        return Err(ImageProblem::TooLarge { width, height, limit: options.max_pixels });
+    }
+    // jxl-oxide renders into 32-bit float planes (colour, and the XYB or YCbCr ones they come
+    // from), then 8-bit RGB.
+    let needed = pixels * (6 * 4 + 3);
+    let _permit = reserve(width, height, needed)?;
+    // The decoder's own cap on what it allocates: generous (group buffers, small images), bounded.
+    let image = jxl::JxlFile::parse(bytes, needed.saturating_mul(4).max(64 << 20))?.decode_rgb()?;
+    let (width, height) = image.dimensions();
+    Ok(Photo { image, width, height })
 }
 
 /// The memory decoding a `width` x `height` image of `color` takes at its peak: the decoded
@@ -254,6 +426,15 @@ fn decode_photo_then<T>(
     if bytes.is_empty() {
         return Err(ImageProblem::Empty);
     }
+    if heif::sniff(bytes).is_some() {
+        return decode_heif(bytes, options).map(finish);
+    }
+    if jxl::sniff(bytes) {
+        return decode_jxl(bytes, options).map(finish);
+    }
+    if let Some(kind) = raw::sniff(bytes) {
+        return decode_raw(bytes, kind, options).map(finish);
+    }
     let reader =
         ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImageProblem::Io(e.to_string()))?;
     if reader.format().is_none() {
@@ -294,8 +475,22 @@ fn decode_photo_then<T>(
 }
 
 /// Reads date taken, camera and GPS position from the EXIF block, when there is one.
+///
+/// HEIC/HEIF and AVIF files carry it as an `Exif` item, read through libheif where it is
+/// installed; JPEG XL files in an `Exif` box.
 pub fn read_exif(bytes: &[u8]) -> ExifInfo {
-    let Ok(exif) = exif::Reader::new().read_from_container(&mut Cursor::new(bytes)) else {
+    let boxed_exif = if jxl::sniff(bytes) {
+        jxl::exif(bytes)
+    } else {
+        heif::sniff(bytes)
+            .filter(|_| heif::available())
+            .and_then(|_| heif::HeifFile::parse(bytes, DEFAULT_MAX_PIXELS).ok()?.exif())
+    };
+    let exif = match boxed_exif {
+        Some(tiff) => exif::Reader::new().read_raw(tiff),
+        None => exif::Reader::new().read_from_container(&mut Cursor::new(bytes)),
+    };
+    let Ok(exif) = exif else {
         return ExifInfo::default();
     };
     let text = |tag| {
@@ -499,18 +694,8 @@ fn decode_problem(e: image::ImageError) -> ImageProblem {
 
 /// Names formats we recognise but cannot decode, so the user learns what to convert.
 fn unrecognised(bytes: &[u8]) -> ImageProblem {
-    if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
-        let brand = &bytes[8..12];
-        let name = match brand {
-            b"heic" | b"heix" | b"hevc" | b"heim" | b"heis" | b"mif1" | b"msf1" => "HEIC/HEIF",
-            b"avif" | b"avis" => "AVIF",
-            _ => "",
-        };
-        if !name.is_empty() {
-            return ImageProblem::Unsupported(format!(
-                "{name} (convert it to JPEG, e.g. with `heif-convert`, to index it)"
-            ));
-        }
+    if heif::sniff(bytes).is_some() && !heif::available() {
+        return heif::missing();
     }
     ImageProblem::NotAnImage
 }
@@ -611,12 +796,38 @@ mod tests {
         let opts = DecodeOptions::default();
         assert_eq!(decode_rgb(b"", &opts).unwrap_err(), ImageProblem::Empty);
         assert_eq!(decode_rgb(b"hello, I am a text file\n", &opts).unwrap_err(), ImageProblem::NotAnImage);
+        // A HEIC header with nothing behind it: corrupt where libheif is installed, and where
+        // it is not, a failure that names the package to install.
         let heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic";
         let err = decode_rgb(heic, &opts).unwrap_err();
-        assert!(matches!(&err, ImageProblem::Unsupported(m) if m.contains("HEIC")), "{err}");
+        if heif::available() {
+            assert!(matches!(&err, ImageProblem::Corrupt(m) if m.starts_with("HEIC/HEIF: ")), "{err}");
+        } else {
+            assert!(matches!(&err, ImageProblem::Unsupported(m) if m.contains("apt install libheif1")), "{err}");
+        }
         let mut jpeg = encode(DynamicImage::new_rgb8(64, 64), image::ImageFormat::Jpeg);
         jpeg.truncate(jpeg.len() / 3);
         assert!(matches!(decode_rgb(&jpeg, &opts).unwrap_err(), ImageProblem::Corrupt(_)));
+    }
+
+    #[test]
+    fn heif_files_are_recognised_by_their_brands() {
+        let ftyp = |major: &[u8], compatible: &[&[u8]]| {
+            let mut b = ((16 + 4 * compatible.len()) as u32).to_be_bytes().to_vec();
+            b.extend_from_slice(b"ftyp");
+            b.extend_from_slice(major);
+            b.extend_from_slice(&[0; 4]);
+            compatible.iter().for_each(|c| b.extend_from_slice(c));
+            b
+        };
+        assert_eq!(heif::sniff(&ftyp(b"heic", &[b"mif1", b"heic"])), Some("HEIC/HEIF"));
+        assert_eq!(heif::sniff(&ftyp(b"mif1", &[b"avif", b"miaf"])), Some("AVIF"));
+        assert_eq!(heif::sniff(&ftyp(b"avis", &[])), Some("AVIF"));
+        assert_eq!(heif::sniff(&ftyp(b"msf1", &[])), Some("HEIC/HEIF"));
+        // A QuickTime movie and an MP4 are ISO-BMFF too, and no images.
+        assert_eq!(heif::sniff(&ftyp(b"qt  ", &[b"qt  "])), None);
+        assert_eq!(heif::sniff(&ftyp(b"isom", &[b"isom", b"mp41"])), None);
+        assert_eq!(heif::sniff(b"\xff\xd8\xff\xe0"), None);
     }
 
     #[test]

@@ -29,10 +29,12 @@ use crate::photo::{DecodeOptions, decode_photo, read_exif, read_image_file};
 use crate::store::{ImageRecord, Store};
 use crate::video::{SampleOptions, VideoInfo};
 
-/// File extensions the indexer looks at (case-insensitive). HEIC/HEIF/AVIF are included so
-/// that they are reported as unsupported instead of silently ignored.
-pub const IMAGE_EXTENSIONS: &[&str] =
-    &["jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif", "avif"];
+/// File extensions the indexer looks at (case-insensitive): the photo formats of phones and
+/// cameras, camera RAW included. What a file is, is decided by its content, not by this list.
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif", "hif", "avif", "jxl",
+    "dng", "cr2", "cr3", "nef", "nrw", "arw", "srf", "sr2", "pef", "srw", "orf", "rw2", "raf",
+];
 
 /// How a pass runs.
 #[derive(Debug, Clone, Copy)]

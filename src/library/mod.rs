@@ -1212,7 +1212,9 @@ impl Library {
         let path = self.image_file(id)?;
         let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
         match &record.video {
-            Some(video) => Ok((self.frame_image(&path, video.poster, FrameSize::Fit(max_side))?, (record.width, record.height))),
+            Some(video) => {
+                Ok((self.frame_image(&path, video.poster, FrameSize::Fit(max_side))?, (record.width, record.height)))
+            }
             None => {
                 let decode = DecodeOptions { max_pixels: self.config.max_pixels, min_side: None };
                 let photo = open_photo_within(&path, &decode, max_side)?;

@@ -277,10 +277,14 @@ fn absolutize(command: &mut Command, cwd: &Path) {
     match command {
         Command::Add { roots } => roots.iter_mut().for_each(fix),
         Command::Remove { root } => fix(root),
+        // An image that is not a file of the sender's is an id (`similar 2000005`), kept as is.
         Command::Similar { image, filter } => {
-            fix(image);
+            if cwd.join(&*image).exists() {
+                fix(image);
+            }
             filter.under.as_mut().map(fix);
         }
+        Command::Show { image, .. } if cwd.join(&*image).exists() => fix(image),
         Command::Search(args) => {
             args.filter.under.as_mut().map(fix);
         }

@@ -160,6 +160,9 @@ pub(crate) fn on_library(
         Command::Autotag(args) => return tagging::autotag(library, &args, out),
         Command::Tags { json } => return tagging::tag_counts(library, json, out),
         Command::Add { roots } => {
+            if g.model.is_some() && ctx.server.is_none() {
+                library.remember_model()?; // later commands need no --model
+            }
             for root in roots {
                 let added = library.add_root(&root)?;
                 writeln!(out, "added {}", path_text::escaped(&added))?;

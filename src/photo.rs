@@ -50,10 +50,6 @@ pub const MAX_JPEG_SCANS: usize = 200;
 /// against its declared pixels cannot apply; this bound takes its place.
 pub const RAW_MAX_FILE_BYTES: u64 = 512 << 20;
 
-/// The largest side a RAW's preview must reach for a decode that asks for more (model inputs
-/// are at most 384 px; a larger request is a thumbnail, which a smaller preview still serves).
-const RAW_PREVIEW_NEED_CAP: u32 = 384;
-
 /// Slack allowed beyond the largest encoding of the declared pixels (metadata, embedded
 /// previews, ICC profiles).
 const FILE_SLACK_BYTES: u64 = 32 << 20;
@@ -225,6 +221,20 @@ fn read_raw_file(
     Ok(bytes)
 }
 
+/// For indexing: a camera RAW whose embedded preview (decoded as `photo`) is smaller than
+/// the model's input (`need` px on the short side) is refused, since its sensor data is not
+/// decoded. Thumbnails, masks and the other uses take whatever preview there is.
+pub fn check_raw_preview(bytes: &[u8], photo: &Photo, need: Option<u32>) -> Result<(), ImageProblem> {
+    match (raw::sniff(bytes), need) {
+        (Some(kind), Some(need)) if photo.width.min(photo.height) < need => Err(ImageProblem::Unsupported(format!(
+            "{kind} whose largest embedded preview is {}x{}, smaller than the {need} px the model needs \
+             (decoding the sensor data is not supported; export it as JPEG)",
+            photo.width, photo.height
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Decodes a camera RAW file's largest embedded JPEG preview, turned upright by the RAW's own
 /// orientation (RAF: by the preview's EXIF, where Fujifilm keeps it).
 fn decode_raw(bytes: &[u8], kind: &'static str, options: &DecodeOptions) -> Result<Photo, ImageProblem> {
@@ -232,15 +242,6 @@ fn decode_raw(bytes: &[u8], kind: &'static str, options: &DecodeOptions) -> Resu
     let p = found.preview;
     if u64::from(p.width) * u64::from(p.height) > options.max_pixels {
         return Err(ImageProblem::TooLarge { width: p.width, height: p.height, limit: options.max_pixels });
-    }
-    if let Some(need) = options.min_side.map(|side| side.min(RAW_PREVIEW_NEED_CAP))
-        && p.width.min(p.height) < need
-    {
-        return Err(ImageProblem::Unsupported(format!(
-            "{kind} whose largest embedded preview is {}x{}, smaller than the {need} px needed \
-             (decoding the sensor data is not supported; export it as JPEG)",
-            p.width, p.height
-        )));
     }
     let jpeg = &bytes[p.offset..p.offset + p.len];
     let Some(orientation) = found.orientation else {

@@ -162,6 +162,7 @@ pub fn crop_search(
     let k = args.filter.k as usize;
     let candidates = args.candidates.unwrap_or((3 * k).max(20)).max(1);
     if let Some(dir) = &args.out {
+        library.check_outside_library(dir, "write the crops")?;
         clipdex::output_dir::prepare_output_dir(dir, "crop-search --out", None)?;
     }
     let started = std::time::Instant::now();

@@ -510,8 +510,15 @@ fn commands_use_the_library_model_and_take_ids_or_paths() {
         all.extend_from_slice(args);
         clipdex(&all)
     };
+    // A model that cannot be one is refused when the library is set up; the model given to
+    // `add` is the library's from then on, before any photo is embedded.
+    let nowhere = dir.path().join("no-such-model");
+    let refused = clipdex(&["--db", db.to_str().unwrap(), "--model", nowhere.to_str().unwrap(), "add", "."]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no such directory"), "{refused:?}");
     assert!(with(&["add", photos.to_str().unwrap()]).status.success());
-    ok_json(with(&["index", "--json"]));
+    ok_json(clipdex_without_model(&db, &["index", "--json"]));
+    let stats = ok_json(clipdex_without_model(&db, &["stats", "--json"]));
+    assert!(stats["model"].as_str().unwrap().ends_with("clip-tiny-p16"), "{stats}");
 
     // ... every later command runs without --model, on the library's model.
     let found = ok_json(clipdex_without_model(&db, &["search", "a cup of coffee", "--json"]));

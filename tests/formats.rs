@@ -357,8 +357,17 @@ fn hostile_raws_are_refused_with_reasons_and_recorded() {
     }
     // A preview smaller than a model's input is refused, naming both sizes.
     let bytes = std::fs::read(photos.join("raw_preview.dng")).unwrap();
-    let err = photo::decode_photo(&bytes, &DecodeOptions { min_side: Some(300), ..Default::default() }).unwrap_err();
-    assert!(err.to_string().contains("360x240, smaller than the 300 px needed"), "{err}");
+    let options = DecodeOptions { min_side: Some(300), ..Default::default() };
+    let preview = photo::decode_photo(&bytes, &options).unwrap();
+    let err = photo::check_raw_preview(&bytes, &preview, Some(300)).unwrap_err();
+    assert!(err.to_string().contains("240x360, smaller than the 300 px the model needs"), "{err}");
+    // Thumbnails, masks and crops take the preview there is, whatever size they ask for.
+    for side in [256, 1024, 2048] {
+        let within = photo::decode_photo_within(&bytes, &DecodeOptions::default(), side).unwrap();
+        assert_eq!((within.width, within.height), (240, 360), "{side}");
+        let thumb = clipdex::thumbnail::render(&bytes, side, u64::MAX);
+        assert!(thumb.is_ok(), "thumbnail {side}: {:?}", thumb.err());
+    }
 
     let lib = Library::open(LibraryConfig::new(tmp.path().join("db"), model())).unwrap();
     lib.add_root(&std::fs::canonicalize(&photos).unwrap()).unwrap();

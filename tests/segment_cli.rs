@@ -174,7 +174,15 @@ fn search_with_crops_and_crop_search() {
         "library database (sled/",
     );
     assert_eq!(std::fs::read_dir(&db).unwrap().count(), before, "nothing was written into the database folder");
-    fails_with(clipdex(&db, &["crop-search", "a cat", "-k", "1", "--out", photos.to_str().unwrap()]), "astronaut.jpg");
+    // Nor the library's folders, or a new folder inside one (its crops would be indexed).
+    let inside = photos.join("crops");
+    for dir in [&photos, &inside] {
+        fails_with(
+            clipdex(&db, &["crop-search", "a cat", "-k", "1", "--out", dir.to_str().unwrap()]),
+            "overlaps the library folder",
+        );
+    }
+    assert!(!inside.exists());
     assert_eq!(std::fs::read_dir(&photos).unwrap().count(), 4);
 }
 

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, ImageProblem, Result};
 use crate::models::clip::ClipEmbedder;
-use crate::photo::{DecodeOptions, decode_photo, read_exif, read_image_file};
+use crate::photo::{DecodeOptions, check_raw_preview, decode_photo, read_exif, read_image_file};
 use crate::store::{ImageRecord, Store};
 use crate::video::{SampleOptions, VideoInfo};
 
@@ -456,10 +456,11 @@ fn prepare(
     if let Some(id) = store.id_for_hash(&hash)? {
         return Ok(Prepared::Known { id });
     }
-    let photo = match decode_photo(&bytes, decode) {
-        Ok(p) => p,
-        Err(problem) => return Ok(Prepared::Failed(problem.to_string())),
-    };
+    let photo =
+        match decode_photo(&bytes, decode).and_then(|p| check_raw_preview(&bytes, &p, decode.min_side).map(|()| p)) {
+            Ok(p) => p,
+            Err(problem) => return Ok(Prepared::Failed(problem.to_string())),
+        };
     let exif = read_exif(&bytes);
     let pixels = clip.preprocess(&photo.image)?;
     let record = ImageRecord {

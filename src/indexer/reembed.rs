@@ -15,7 +15,7 @@ use candle_core::Tensor;
 use super::{IndexOptions, Progress};
 use crate::error::Result;
 use crate::models::clip::ClipEmbedder;
-use crate::photo::{decode_photo, read_image_file};
+use crate::photo::{check_raw_preview, decode_photo, read_image_file};
 use crate::store::{ImageId, Store};
 
 /// What one re-embedding pass did: `(embedded, forgotten)`.
@@ -143,7 +143,9 @@ fn pixels_of(
             reason = format!("{} changed since it was indexed", path.display());
             continue;
         }
-        match decode_photo(&bytes, &options.decode) {
+        let decoded = decode_photo(&bytes, &options.decode)
+            .and_then(|p| check_raw_preview(&bytes, &p, options.decode.min_side).map(|()| p));
+        match decoded {
             Ok(photo) => return Ok(Ok(clip.preprocess(&photo.image)?)),
             Err(problem) => reason = format!("{}: {problem}", path.display()),
         }

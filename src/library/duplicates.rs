@@ -206,22 +206,29 @@ impl Library {
         self.store.set_setting_json(DISMISSED_SETTING, &json)
     }
 
+    /// Refuses a folder that `what` would write into when it lies inside a library folder (its
+    /// files would be indexed as photos) or holds one; checked before anything is created.
+    pub fn check_outside_library(&self, dir: &Path, what: &str) -> Result<()> {
+        let resolved = resolve_missing(dir)?;
+        let roots = self.roots()?;
+        match roots.iter().find(|r| resolved.starts_with(r) || r.starts_with(&resolved)) {
+            Some(root) => Err(Error::Invalid(format!(
+                "{} overlaps the library folder {}: {what} to a folder outside the library",
+                dir.display(),
+                root.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Moves every image of each group but the one to keep out of the library into `dir`
     /// (below a folder named after the library folder it came from, keeping its relative
     /// path), and forgets those files. Each move is journalled in `dir` first; a file that
     /// changed since it was indexed, whose destination exists, or whose group's keeper is
     /// gone is left where it is.
     pub fn move_duplicates(&self, groups: &[DuplicateGroup], dir: &Path) -> Result<MoveReport> {
-        // Where the folder is (or will be), checked before anything is created.
-        let resolved = resolve_missing(dir)?;
+        self.check_outside_library(dir, "move duplicates")?;
         let roots = self.roots()?;
-        if let Some(root) = roots.iter().find(|r| resolved.starts_with(r) || r.starts_with(&resolved)) {
-            return Err(Error::Invalid(format!(
-                "{} overlaps the library folder {}: move duplicates to a folder outside the library",
-                dir.display(),
-                root.display()
-            )));
-        }
         crate::output_dir::prepare_output_dir(dir, "duplicates --move-to", Some(MOVE_JOURNAL))?;
         let dir = dir.canonicalize().map_err(|e| file_error(dir, &e))?;
         let journal_path = dir.join(MOVE_JOURNAL);

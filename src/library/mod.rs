@@ -27,6 +27,9 @@ use crate::store::{DbLocation, Failure, ImageId, ImageRecord, ReindexTarget, Sto
 use crate::thumbnail;
 use crate::video::FrameSize;
 
+/// The setting that holds the model a library was set up with before it has vectors.
+const CHOSEN_MODEL_SETTING: &str = "chosen_model";
+
 mod captions;
 mod duplicates;
 mod frames;
@@ -311,6 +314,18 @@ impl Library {
         Ok(Library::with_store(config, store))
     }
 
+    /// Records the library's model (`config.model`) before any photo is embedded, so that
+    /// later commands use it without `--model`; checks that the name can be a model (an
+    /// existing folder or a hub id) without loading it. A library with vectors keeps theirs.
+    pub fn remember_model(&self) -> Result<()> {
+        if self.store.model()?.is_some() {
+            return Ok(());
+        }
+        crate::models::source::ModelRepo::open(&self.config.model)?;
+        let json = serde_json::to_vec(&self.config.model).map_err(|e| Error::Store(e.to_string()))?;
+        self.store.set_setting_json(CHOSEN_MODEL_SETTING, &json)
+    }
+
     /// Opens the library with the model its vectors come from, whatever `config.model` says
     /// (for `reindex`, whose `--model` names the model to move to).
     pub fn open_as_stored(mut config: LibraryConfig) -> Result<Self> {
@@ -318,6 +333,9 @@ impl Library {
         let store = Store::open(&config.db)?;
         if let Some((stored, _)) = store.model()? {
             config.model = stored;
+        } else if let Some(chosen) = store.setting_json(CHOSEN_MODEL_SETTING)? {
+            // Named when the library was set up (`add --model M`), before any vector.
+            config.model = serde_json::from_slice(&chosen).map_err(|e| Error::Store(e.to_string()))?;
         }
         Ok(Library::with_store(config, store))
     }

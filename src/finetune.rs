@@ -817,6 +817,14 @@ fn clean_stale_saves(out: &Path) {
             tracing::warn!("{}: put back the model an interrupted run had moved aside", out.display());
             continue;
         }
+        // Only what a save of ours holds: a folder with other files is someone else's.
+        if crate::output_dir::check_replaceable_model(&path).is_err() {
+            tracing::warn!(
+                "{} looks like a save left by an interrupted run but holds other files: kept",
+                path.display()
+            );
+            continue;
+        }
         tracing::info!("removing {}, left by an interrupted run", path.display());
         let _ = std::fs::remove_dir_all(&path);
     }

@@ -134,7 +134,9 @@ pub fn check_replaceable_model(dir: &Path) -> Result<()> {
     let marker =
         std::fs::read(dir.join(MODEL_MARKER)).ok().and_then(|b| serde_json::from_slice::<ModelMarker>(&b).ok());
     let allowed = |name: &str| match &marker {
-        Some(m) => name == MODEL_MARKER || m.files.iter().any(|f| f == name),
+        // A marker vouches only for the model files clipdex writes, never for other names
+        // (a forged marker listing the photos must not make them replaceable).
+        Some(m) => name == MODEL_MARKER || (MODEL_FILES.contains(&name) && m.files.iter().any(|f| f == name)),
         None => MODEL_FILES.contains(&name),
     };
     let others: Vec<String> = names.iter().filter(|n| !allowed(n.as_str())).cloned().collect();
@@ -228,6 +230,11 @@ mod tests {
         std::fs::write(photos.join("pairs.csv"), b"x").unwrap();
         let e = check_replaceable_model(&photos).unwrap_err().to_string();
         assert!(e.contains("7 photos or videos (0.jpg, 1.jpg") && e.contains("and pairs.csv"), "{e}");
+        // A forged marker that lists the photos vouches for none of them.
+        let names: Vec<String> = (0..7).map(|i| format!("{i}.jpg")).chain(["pairs.csv".into()]).collect();
+        write_model_marker(&photos, &names).unwrap();
+        let e = check_replaceable_model(&photos).unwrap_err().to_string();
+        assert!(e.contains("0.jpg") && e.contains("holds more than a model"), "{e}");
         let file = tmp.path().join("file");
         std::fs::write(&file, b"x").unwrap();
         assert!(check_replaceable_model(&file).unwrap_err().to_string().contains("is a file"));

@@ -251,7 +251,13 @@ fn decode_raw(bytes: &[u8], kind: &'static str, options: &DecodeOptions) -> Resu
     let orientation = O::from_exif(orientation as u8).unwrap_or(O::NoTransforms);
     let swaps = matches!(orientation, O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH);
     let turns = swaps || orientation == O::Rotate180;
-    let (rgb, _permit) = match decode_jpeg_libjpeg(jpeg, options.min_side, turns)? {
+    let scans = jpeg_scans(jpeg);
+    if scans > MAX_JPEG_SCANS {
+        return Err(ImageProblem::Corrupt(format!(
+            "a {kind} preview with {scans} scans (real ones have at most a few dozen; the limit is {MAX_JPEG_SCANS})"
+        )));
+    }
+    let (rgb, _permit) = match decode_jpeg_libjpeg(jpeg, options.min_side, options.max_pixels, turns)? {
         Some(decoded) => decoded,
         None => return Err(ImageProblem::Unsupported(format!("{kind} with a CMYK preview"))),
     };
@@ -460,7 +466,7 @@ fn decode_photo_then<T>(
     use image::metadata::Orientation as O;
     let swaps = matches!(orientation, O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH);
     let turns = swaps || orientation == O::Rotate180;
-    let libjpeg = if is_jpeg { decode_jpeg_libjpeg(bytes, options.min_side, turns)? } else { None };
+    let libjpeg = if is_jpeg { decode_jpeg_libjpeg(bytes, options.min_side, options.max_pixels, turns)? } else { None };
     // The permit is held until the image is upright.
     let (rgb, _permit) = match libjpeg {
         Some(decoded) => decoded,
@@ -539,6 +545,7 @@ pub fn read_exif(bytes: &[u8]) -> ExifInfo {
 fn decode_jpeg_libjpeg(
     bytes: &[u8],
     min_side: Option<u32>,
+    max_pixels: u64,
     turns: bool,
 ) -> Result<Option<(RgbImage, BudgetPermit)>, ImageProblem> {
     // libjpeg reports errors through callbacks that unwind (the C code is built with unwind
@@ -546,6 +553,11 @@ fn decode_jpeg_libjpeg(
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let io_problem = |e: std::io::Error| ImageProblem::Corrupt(e.to_string());
         let mut jpeg = mozjpeg::Decompress::with_err(strict_jpeg_errors()).from_mem(bytes).map_err(io_problem)?;
+        // The size libjpeg itself will decode, whatever a container or another parser said.
+        let (width, height) = (jpeg.width() as u32, jpeg.height() as u32);
+        if u64::from(width) * u64::from(height) > max_pixels {
+            return Err(ImageProblem::TooLarge { width, height, limit: max_pixels });
+        }
         if matches!(jpeg.color_space(), mozjpeg_sys::J_COLOR_SPACE::JCS_CMYK | mozjpeg_sys::J_COLOR_SPACE::JCS_YCCK) {
             return Ok(None);
         }
@@ -725,7 +737,7 @@ mod tests {
                 let size: Vec<u64> = want["size"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
                 // The short side at scale n/8 is what makes the decoder pick that scale.
                 let min_side = (n < 8).then(|| size[0].min(size[1]) as u32);
-                let (rgb, _permit) = decode_jpeg_libjpeg(&bytes, min_side, false).unwrap().unwrap();
+                let (rgb, _permit) = decode_jpeg_libjpeg(&bytes, min_side, u64::MAX, false).unwrap().unwrap();
                 assert_eq!([u64::from(rgb.width()), u64::from(rgb.height())], size[..], "{file} at {n}/8");
                 assert_eq!(fnv1a64(rgb.as_raw()), want["fnv1a64"].as_str().unwrap(), "{file} at {n}/8: pixels differ");
                 checked += 1;
@@ -739,13 +751,30 @@ mod tests {
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let bytes = std::fs::read(fixtures.join("images/astronaut.jpg")).unwrap();
         let cut = &bytes[..bytes.len() / 2];
-        match decode_jpeg_libjpeg(cut, None, false) {
+        match decode_jpeg_libjpeg(cut, None, u64::MAX, false) {
             Err(ImageProblem::Corrupt(reason)) => assert!(reason.contains("Premature end"), "{reason}"),
             Err(other) => panic!("expected a corrupt-file error, got {other}"),
             Ok(_) => panic!("a truncated JPEG decoded"),
         }
         let garbage = [&bytes[..400], &[0xFFu8, 0xC0, 0x00, 0x03][..], &bytes[400..]].concat();
-        assert!(decode_jpeg_libjpeg(&garbage, None, false).is_err());
+        assert!(decode_jpeg_libjpeg(&garbage, None, u64::MAX, false).is_err());
+    }
+
+    #[test]
+    fn libjpeg_checks_the_pixel_limit_against_the_size_it_decodes() {
+        // Whatever a container or another parser claimed (a RAW preview whose markers were
+        // crafted to mislead one), the size libjpeg reads from the frame header is checked.
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let bytes = std::fs::read(fixtures.join("images/astronaut.jpg")).unwrap();
+        let decoded = image::load_from_memory(&bytes).unwrap();
+        let (w, h) = (decoded.width(), decoded.height());
+        let limit = u64::from(w) * u64::from(h) - 1;
+        match decode_jpeg_libjpeg(&bytes, None, limit, false) {
+            Err(ImageProblem::TooLarge { width, height, .. }) => assert_eq!((width, height), (w, h)),
+            Err(other) => panic!("expected too large, got {other}"),
+            Ok(_) => panic!("decoded past the limit"),
+        }
+        assert!(decode_jpeg_libjpeg(&bytes, None, limit + 1, false).unwrap().is_some());
     }
 
     fn encode(img: DynamicImage, format: image::ImageFormat) -> Vec<u8> {

@@ -22,7 +22,22 @@ fn save_png<P>(image: &image::ImageBuffer<P, Vec<u8>>, path: &Path) -> anyhow::R
 where
     P: image::Pixel<Subpixel = u8> + image::PixelWithColorType,
 {
-    image.save_with_format(path, image::ImageFormat::Png).with_context(|| format!("cannot write {}", path.display()))
+    // Written beside it, then renamed into place: a link planted at `path` is replaced, never
+    // followed, so nothing outside the output folder is overwritten.
+    let mut png = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut png, image::ImageFormat::Png).with_context(|| format!("cannot encode {}", path.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let staged = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&staged)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, png.get_ref()))
+        .and_then(|()| std::fs::rename(&staged, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 pub fn segment(g: &GlobalOptions, args: &SegmentArgs) -> anyhow::Result<ExitCode> {

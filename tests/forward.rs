@@ -355,6 +355,35 @@ fn commands_from_another_user_are_refused() {
             other => panic!("{secret:?}: {other:?}"),
         }
     }
+    // Nor may they have the server read a folder of theirs choosing (then serve its files):
+    // without a token, folders are added and removed with the secret only.
+    let private = tmp.path().join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    for secret in [None, Some("not-the-secret")] {
+        let add = ureq::post(&format!("{url}/api/roots"));
+        let add = match secret {
+            Some(s) => add.set("X-Clipdex-Secret", s),
+            None => add,
+        };
+        match add.send_json(serde_json::json!({"path": private})) {
+            Err(ureq::Error::Status(403, _)) => {}
+            other => panic!("{secret:?}: {other:?}"),
+        }
+        let remove = ureq::delete(&format!("{url}/api/roots")).query("path", photos.to_str().unwrap());
+        let remove = match secret {
+            Some(s) => remove.set("X-Clipdex-Secret", s),
+            None => remove,
+        };
+        assert!(matches!(remove.call(), Err(ureq::Error::Status(403, _))), "{secret:?}");
+    }
+    let roots: Value = ureq::get(&format!("{url}/api/roots")).call().unwrap().into_json().unwrap();
+    assert_eq!(roots["roots"].as_array().unwrap().len(), 1, "{roots}");
+    // The server's own user, with the secret, may.
+    let mine = std::fs::read_to_string(db.join("server.secret")).unwrap();
+    let added = ureq::post(&format!("{url}/api/roots"))
+        .set("X-Clipdex-Secret", mine.trim())
+        .send_json(serde_json::json!({"path": private}));
+    assert_eq!(added.unwrap().status(), 201);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(db.join("server.secret")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "only the server's user reads the secret");

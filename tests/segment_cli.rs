@@ -204,4 +204,12 @@ fn segment_out_refuses_a_folder_of_other_files() {
         ok_json(clipdex(tmp.path(), &["segment", img, "--prompt", "a cup", "--out", out.to_str().unwrap(), "--json"]));
     }
     assert!(out.join("coffee.0.mask.png").is_file());
+    // A link planted where an output goes is replaced, not followed out of the folder.
+    let outside = tmp.path().join("notes.txt");
+    std::fs::write(&outside, b"mine").unwrap();
+    std::fs::remove_file(out.join("coffee.0.mask.png")).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("coffee.0.mask.png")).unwrap();
+    ok_json(clipdex(tmp.path(), &["segment", img, "--prompt", "a cup", "--out", out.to_str().unwrap(), "--json"]));
+    assert_eq!(std::fs::read(&outside).unwrap(), b"mine");
+    assert!(!out.join("coffee.0.mask.png").symlink_metadata().unwrap().file_type().is_symlink());
 }

@@ -554,6 +554,23 @@ fn frame_decodes_run_a_few_at_a_time() {
         "at most {} at once: {counts:?}",
         video::FRAME_DECODES_AT_ONCE
     );
+    // The probes before them wait their turn too.
+    std::fs::remove_file(dir.path().join("counts")).unwrap();
+    let tools = Tools { ffprobe: dir.path().join("ffmpeg.sh"), ..Tools::from_env() };
+    std::thread::scope(|s| {
+        for _ in 0..10 {
+            let (tools, clip) = (&tools, &clip);
+            s.spawn(move || assert!(video::probe(tools, clip, Duration::from_secs(30)).is_err()));
+        }
+    });
+    let counts = std::fs::read_to_string(dir.path().join("counts")).unwrap();
+    let counts: Vec<usize> = counts.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(counts.len(), 10, "every probe ran once");
+    assert!(
+        counts.iter().all(|&n| n <= video::PROBES_AT_ONCE),
+        "at most {} at once: {counts:?}",
+        video::PROBES_AT_ONCE
+    );
 }
 
 /// `crop-search --out` cuts a video's crop out of the frame that matched, and `search --crops

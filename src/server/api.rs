@@ -897,7 +897,8 @@ fn root_param(p: &str) -> ApiResult<PathBuf> {
     folder_param(p)
 }
 
-async fn add_root(state: web::Data<AppState>, body: web::Json<RootBody>) -> ApiResult<HttpResponse> {
+async fn add_root(state: web::Data<AppState>, req: HttpRequest, body: web::Json<RootBody>) -> ApiResult<HttpResponse> {
+    super::forward::owner_only(&state, &req)?;
     let path = root_param(&body.path)?;
     let indexer = state.indexer.clone();
     let root = blocking(move || state.library.add_root(&path)).await?;
@@ -914,9 +915,11 @@ struct RootQuery {
 
 async fn remove_root(
     state: web::Data<AppState>,
+    req: HttpRequest,
     query: web::Query<RootQuery>,
     body: Option<web::Json<RootBody>>,
 ) -> ApiResult<HttpResponse> {
+    super::forward::owner_only(&state, &req)?;
     let raw = match (&query.path, &body) {
         (Some(p), _) => p.clone(),
         (None, Some(b)) => b.path.clone(),

@@ -194,6 +194,25 @@ fn secret_for(state: &AppState, req: &HttpRequest) -> ApiResult<String> {
     }
 }
 
+/// Changes that reach outside the library (which folders it reads) come only from the
+/// server's own user when no token guards the server: loopback is not a user boundary, and
+/// another local user could otherwise have the server read a folder only its user can. Such a
+/// request carries the secret of [`SECRET_FILE`], as `clipdex add` does through `/api/cli`.
+pub(super) fn owner_only(state: &AppState, req: &HttpRequest) -> ApiResult<()> {
+    let Some(secret) = state.forward_secret.as_ref().filter(|_| state.token.is_none()) else { return Ok(()) };
+    let offered = req.headers().get(SECRET_HEADER).map_or(&b""[..], |v| v.as_bytes());
+    if constant_time_eq::constant_time_eq(offered, secret.as_bytes()) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        actix_web::http::StatusCode::FORBIDDEN,
+        format!(
+            "without --token, folders are added and removed only by the user who runs this server: use \
+             `clipdex add`/`clipdex remove`, or send the secret of {SECRET_FILE} in {SECRET_HEADER}"
+        ),
+    ))
+}
+
 #[derive(Deserialize)]
 struct ProofQuery {
     nonce: String,

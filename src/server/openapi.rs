@@ -285,10 +285,10 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                         "responses": responses(200, ok("Folders", json!({"type": "object", "properties": {"roots": {"type": "array", "items": {"type": "string"}}}})), &[])},
                 "post": {"summary": "Add a folder (absolute path); the indexer picks it up",
                          "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string", "pattern": "^/[^\\x00]*$"}}}}}},
-                         "responses": responses(201, ok("The folder as stored (symbolic links resolved)", json!({"type": "object", "properties": {"root": {"type": "string"}}})), &[400, 404, 415])},
+                         "responses": responses(201, ok("The folder as stored (symbolic links resolved)", json!({"type": "object", "properties": {"root": {"type": "string"}}})), &[400, 403, 404, 415])},
                 "delete": {"summary": "Remove a folder and forget its photos",
                            "parameters": [{"name": "path", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^/[^\\x00]*$"}, "description": "The folder, as added"}],
-                           "responses": responses(200, ok("Photos forgotten", json!({"type": "object", "properties": {"removed": {"type": "integer"}}})), &[400, 404])}},
+                           "responses": responses(200, ok("Photos forgotten", json!({"type": "object", "properties": {"removed": {"type": "integer"}}})), &[400, 403, 404])}},
             "/api/cli": {"post": {
                 "summary": "Run a clipdex command on the library this server holds (what a `clipdex` command does when it finds the folder library held by the server); only from this machine, with the secret the server wrote to server.secret in the library's folder (header X-Clipdex-Secret)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["args", "cwd"], "properties": {

@@ -145,28 +145,37 @@ pub const FRAME_DECODES_AT_ONCE: usize = 2;
 /// of its own, and a frame this large is hundreds of MB.
 const ONE_THREAD_PIXELS: u64 = 3840 * 2160;
 
-/// Decodes of `frame_at` in flight, and a condition to wait on.
-static FRAME_DECODES: (std::sync::Mutex<usize>, std::sync::Condvar) =
-    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+/// `ffprobe` runs at once in this process, at most: each is small, but a burst of requests for
+/// frames of different moments would otherwise start one each before their decodes queue.
+pub const PROBES_AT_ONCE: usize = 4;
 
-/// One of [`FRAME_DECODES_AT_ONCE`], held while a frame is decoded.
-struct FrameDecodePermit;
+/// A count of runs in flight and a condition to wait on.
+type Slots = (std::sync::Mutex<usize>, std::sync::Condvar);
 
-impl FrameDecodePermit {
-    fn acquire() -> Self {
-        let (lock, ready) = &FRAME_DECODES;
+/// Decodes of `frame_at` in flight.
+static FRAME_DECODES: Slots = (std::sync::Mutex::new(0), std::sync::Condvar::new());
+/// Runs of `ffprobe` in flight.
+static PROBES: Slots = (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// One of a bounded number of FFmpeg runs ([`FRAME_DECODES_AT_ONCE`], [`PROBES_AT_ONCE`]),
+/// held while it runs; the others wait their turn.
+struct RunPermit(&'static Slots);
+
+impl RunPermit {
+    fn acquire(slots: &'static Slots, at_once: usize) -> Self {
+        let (lock, ready) = slots;
         let mut running = lock.lock().unwrap_or_else(|e| e.into_inner());
-        while *running >= FRAME_DECODES_AT_ONCE {
+        while *running >= at_once {
             running = ready.wait(running).unwrap_or_else(|e| e.into_inner());
         }
         *running += 1;
-        FrameDecodePermit
+        RunPermit(slots)
     }
 }
 
-impl Drop for FrameDecodePermit {
+impl Drop for RunPermit {
     fn drop(&mut self) {
-        let (lock, ready) = &FRAME_DECODES;
+        let (lock, ready) = self.0;
         let mut running = lock.lock().unwrap_or_else(|e| e.into_inner());
         *running -= 1;
         ready.notify_one();
@@ -240,8 +249,10 @@ pub fn probe(tools: &Tools, path: &Path, limit: Duration) -> Result<VideoInfo, V
     let container = container::recognise(path).map_err(VideoProblem::Container)?;
     let (mut before, input) = input_of(path, container);
     before.splice(0..0, ["-v", "error", "-print_format", "json", "-show_format", "-show_streams"]);
+    let permit = RunPermit::acquire(&PROBES, PROBES_AT_ONCE);
     let child = spawn(&tools.ffprobe, &before, &input, &[])?;
     let (out, err, ok) = run_bounded(child, limit)?;
+    drop(permit);
     if !ok {
         return Err(VideoProblem::Unreadable(reason(&err)));
     }
@@ -497,7 +508,7 @@ pub fn frame_at(
     let at = format!("{time:.6}");
     let seek = ["-noaccurate_seek", "-copyts", "-ss", at.as_str()];
     let tolerance = 1e-3 + time * f64::from(f32::EPSILON);
-    let _permit = FrameDecodePermit::acquire();
+    let _permit = RunPermit::acquire(&FRAME_DECODES, FRAME_DECODES_AT_ONCE);
     let started = std::time::Instant::now();
     let stream = FrameStream::start(tools, path, info, &seek, &format!("scale={w}:{h}"), (w, h))?;
     let mut shown = None;

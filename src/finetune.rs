@@ -818,7 +818,7 @@ fn clean_stale_saves(out: &Path) {
             continue;
         }
         // Only what a save of ours holds: a folder with other files is someone else's.
-        if crate::output_dir::check_replaceable_model(&path).is_err() {
+        if !crate::output_dir::holds_only_model_files(&path) {
             tracing::warn!(
                 "{} looks like a save left by an interrupted run but holds other files: kept",
                 path.display()

@@ -150,6 +150,13 @@ pub fn check_replaceable_model(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether `dir` holds nothing but model files clipdex writes (a save that may be incomplete:
+/// what an interrupted run leaves behind), so that removing it loses nothing of the user's.
+pub fn holds_only_model_files(dir: &Path) -> bool {
+    not_a_folder(dir).is_none()
+        && entries(dir).is_ok_and(|names| names.iter().all(|n| n == MODEL_MARKER || MODEL_FILES.contains(&n.as_str())))
+}
+
 /// Records in `dir` (a model folder being written) that clipdex wrote it, with its files.
 pub fn write_model_marker(dir: &Path, files: &[String]) -> Result<()> {
     let marker = ModelMarker { written_by: written_by(), files: files.to_vec() };

@@ -794,8 +794,14 @@ fn force_replaces_only_a_model_folder_clipdex_wrote() {
     let stale = tmp.path().join(".tuned.partial-2000000000");
     std::fs::create_dir(&stale).unwrap();
     std::fs::write(stale.join("model.safetensors"), b"half").unwrap();
+    // A folder named like one that holds something else is not ours: it stays.
+    let lookalike = tmp.path().join(".tuned.partial-2000000001");
+    std::fs::create_dir(&lookalike).unwrap();
+    std::fs::write(lookalike.join("keep.txt"), b"mine").unwrap();
     ok_json(quick_run(&pairs, &out, &[]));
     assert!(!stale.exists(), "the half-written model stays");
+    assert!(lookalike.join("keep.txt").is_file(), "a folder of someone else's was removed");
+    std::fs::remove_dir_all(&lookalike).unwrap();
     assert!(hidden(tmp.path()).is_empty(), "{:?}", hidden(tmp.path()));
     for file in ["model.safetensors", "config.json", ".clipdex-model"] {
         let mode = std::fs::metadata(out.join(file)).unwrap().permissions().mode() & 0o777;

@@ -194,14 +194,20 @@ fn secret_for(state: &AppState, req: &HttpRequest) -> ApiResult<String> {
     }
 }
 
+/// Whether the request carries the server's secret in [`SECRET_HEADER`] (compared in constant
+/// time).
+fn carries_secret(req: &HttpRequest, secret: &str) -> bool {
+    let offered = req.headers().get(SECRET_HEADER).map_or(&b""[..], |v| v.as_bytes());
+    constant_time_eq::constant_time_eq(offered, secret.as_bytes())
+}
+
 /// Changes that reach outside the library (which folders it reads) come only from the
 /// server's own user when no token guards the server: loopback is not a user boundary, and
 /// another local user could otherwise have the server read a folder only its user can. Such a
 /// request carries the secret of [`SECRET_FILE`], as `clipdex add` does through `/api/cli`.
 pub(super) fn owner_only(state: &AppState, req: &HttpRequest) -> ApiResult<()> {
     let Some(secret) = state.forward_secret.as_ref().filter(|_| state.token.is_none()) else { return Ok(()) };
-    let offered = req.headers().get(SECRET_HEADER).map_or(&b""[..], |v| v.as_bytes());
-    if constant_time_eq::constant_time_eq(offered, secret.as_bytes()) {
+    if carries_secret(req, secret) {
         return Ok(());
     }
     Err(ApiError::new(
@@ -236,8 +242,7 @@ async fn run_command(
     body: web::Json<ForwardedCommand>,
 ) -> ApiResult<HttpResponse> {
     let secret = secret_for(&state, &req)?;
-    let offered = req.headers().get(SECRET_HEADER).map_or(&b""[..], |v| v.as_bytes());
-    if !constant_time_eq::constant_time_eq(offered, secret.as_bytes()) {
+    if !carries_secret(&req, &secret) {
         return Err(ApiError::new(
             actix_web::http::StatusCode::FORBIDDEN,
             format!(

@@ -85,8 +85,8 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "Examples:
   # A folder of photos, then index it
   clipdex add ~/Pictures && clipdex index
-  # A library of its own, kept beside the photos
-  clipdex --db ~/Pictures/.clipdex add ~/Pictures",
+  # Two folders into a library of their own
+  clipdex --db ~/clipdex-family add ~/Pictures/family /mnt/usb/photos",
     ),
     (
         "index",
@@ -99,10 +99,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     (
         "serve",
         "Examples:
-  # The web UI at http://127.0.0.1:8080/, indexing meanwhile
+  # The web UI at http://127.0.0.1:7878/, indexing meanwhile
   clipdex serve
   # On the network, behind a token
-  clipdex serve --bind 0.0.0.0:8080 --token \"$(openssl rand -hex 16)\"",
+  clipdex serve --bind 0.0.0.0:7878 --token \"$(openssl rand -hex 16)\"",
     ),
     (
         "search",

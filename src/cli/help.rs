@@ -171,8 +171,13 @@ pub fn command() -> clap::Command {
                 let arg = arg.clone();
                 sub = sub.arg(if shown { arg.help_heading("Global options") } else { arg.hide(true) });
             }
-            match examples {
-                Some(text) => sub.after_help(text),
+            let Some(text) = examples else { return sub };
+            // A command's own text after its long help (the query syntax of `search`) comes
+            // before the examples, which end both helps.
+            let long = sub.get_after_long_help().map(|own| format!("{own}\n\n{text}"));
+            let sub = sub.after_help(text);
+            match long {
+                Some(long) => sub.after_long_help(long),
                 None => sub,
             }
         });

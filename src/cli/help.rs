@@ -105,6 +105,20 @@ pub const EXAMPLES: &[(&str, &str)] = &[
   clipdex serve --bind 0.0.0.0:7878 --token \"$(openssl rand -hex 16)\"",
     ),
     (
+        "watch",
+        "Examples:
+  # Index, then keep following the folders (Ctrl-C stops)
+  clipdex watch
+  # One JSON line per pass, for a log
+  clipdex watch --json >> clipdex-watch.log",
+    ),
+    (
+        "worker",
+        "Examples:
+  # On a GPU box that sees the server's /srv/photos as /mnt/nas/photos
+  clipdex --db postgres://db/photos worker --path-map /srv/photos=/mnt/nas/photos",
+    ),
+    (
         "search",
         "Examples:
   # Photos that look like the words
@@ -123,12 +137,36 @@ pub const EXAMPLES: &[(&str, &str)] = &[
   clipdex similar '#1042' -k 5",
     ),
     (
+        "crop-search",
+        "Examples:
+  # The regions that show the words, with their boxes
+  clipdex crop-search \"red umbrella\" -k 10
+  # Also write each crop as a PNG
+  clipdex crop-search \"a cat's face\" --out ~/crops",
+    ),
+    (
+        "show",
+        "Examples:
+  # A search result, by its id
+  clipdex show '#1042'
+  # A file of the library, as the API's JSON
+  clipdex show ~/Pictures/2024/beach.jpg --json",
+    ),
+    (
         "tag",
         "Examples:
   # Which of these labels fits each photo
   clipdex tag --labels \"cat,dog,car\" a.jpg b.jpg
   # The ten likeliest entries of the built-in vocabulary
   clipdex tag photo.jpg",
+    ),
+    (
+        "autotag",
+        "Examples:
+  # Tag every photo with the built-in vocabulary (later passes tag new photos)
+  clipdex autotag
+  # Your own labels, at most 3 tags a photo
+  clipdex autotag --vocab my-labels.txt --max-tags 3",
     ),
     (
         "caption",
@@ -144,12 +182,54 @@ pub const EXAMPLES: &[(&str, &str)] = &[
   clipdex ask photo.jpg \"how many people are there?\"",
     ),
     (
+        "match",
+        "Examples:
+  clipdex match photo.jpg --text \"a dog on a sofa\" --text \"a cat on a sofa\"",
+    ),
+    (
+        "segment",
+        "Examples:
+  # Masks, overlays and crops of the dog and the ball
+  clipdex segment photo.jpg --prompt \"a dog\" --prompt \"a ball\" --out masks/",
+    ),
+    (
+        "embed",
+        "Examples:
+  clipdex embed --image photo.jpg --text \"a dog\" --json",
+    ),
+    (
+        "finetune",
+        "Examples:
+  # Captioned pairs (JSON Lines {\"image\", \"text\"}) into a model folder
+  clipdex finetune --pairs pairs.jsonl --out ~/models/my-clip
+  # One folder per class; then move the library to the fine-tuned model
+  clipdex finetune --folders ~/labelled --out ~/models/my-clip
+  clipdex reindex --model ~/models/my-clip",
+    ),
+    (
+        "eval",
+        "Examples:
+  # Accuracy on a folder per class, with the photo prompt ensemble beside the single prompt
+  clipdex eval zeroshot ~/labelled --templates photo",
+    ),
+    (
         "duplicates",
         "Examples:
   # The groups of near-duplicates, with the photo to keep
   clipdex duplicates
   # Move the extra copies out of the library (and back with --restore)
   clipdex duplicates --move-to ~/duplicates",
+    ),
+    (
+        "reindex",
+        "Examples:
+  # Move the library to a larger model (searches use the old vectors until it is done)
+  clipdex reindex --model openai/clip-vit-large-patch14",
+    ),
+    (
+        "migrate",
+        "Examples:
+  clipdex --db ~/.local/share/clipdex migrate --to postgres://clipdex:secret@localhost/photos",
     ),
 ];
 
@@ -281,6 +361,49 @@ mod tests {
             .expect("before the command too");
         let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&before).expect("parsed");
         assert_eq!(cli.global.seg_model, "s");
+    }
+
+    /// The words of a shell line, quotes removed; `&&` between commands, `>>` and after dropped.
+    fn commands_of(line: &str) -> Vec<Vec<String>> {
+        let (mut commands, mut words, mut word, mut quote) = (vec![], vec![], String::new(), None);
+        for c in line.chars().chain([' ']) {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => word.push(c),
+                (None, '"' | '\'') => quote = Some(c),
+                (None, ' ') if !word.is_empty() => words.push(std::mem::take(&mut word)),
+                (None, ' ') => {}
+                (None, c) => word.push(c),
+            }
+        }
+        for w in words {
+            match w.as_str() {
+                "&&" => commands.push(vec![]),
+                _ if commands.is_empty() => commands.push(vec![w]),
+                _ => commands.last_mut().unwrap().push(w),
+            }
+        }
+        for c in &mut commands {
+            if let Some(at) = c.iter().position(|w| w == ">>") {
+                c.truncate(at);
+            }
+        }
+        commands
+    }
+
+    #[test]
+    fn every_example_parses() {
+        for (name, text) in EXAMPLES {
+            let lines = text.lines().map(str::trim).filter(|l| l.starts_with("clipdex "));
+            let mut n = 0;
+            for words in lines.flat_map(commands_of) {
+                n += 1;
+                if let Err(e) = command().try_get_matches_from(&words) {
+                    panic!("the example of `{name}` {words:?} does not parse: {e}");
+                }
+            }
+            assert!(n > 0, "`{name}` has no example");
+        }
     }
 
     #[test]

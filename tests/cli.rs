@@ -607,6 +607,10 @@ fn help_lists_the_commands_by_task_in_the_order_a_user_meets_them() {
         assert!(clipdex(&[name, "--help"]).status.success(), "`clipdex {name} --help` fails");
     }
     assert!(!help.contains("\nCommands:\n"), "{help}");
+    // One short line a command: the list fits a terminal of 80 columns.
+    for line in help[headings[0]..headings[4]].lines() {
+        assert!(line.chars().count() <= 80, "too long for the list: {line:?}");
+    }
 }
 
 #[test]

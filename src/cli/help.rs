@@ -271,7 +271,7 @@ pub fn command() -> clap::Command {
 
 /// The subcommands under their group headings, each with its one-line description.
 fn grouped_list(cmd: &clap::Command) -> String {
-    const WIDTH: usize = 100;
+    const WIDTH: usize = 80;
     let mut listed: Vec<&str> = Vec::new();
     let mut groups: Vec<(&str, Vec<&str>)> = GROUPS.iter().map(|(h, names)| (*h, names.to_vec())).collect();
     let others: Vec<&str> = cmd

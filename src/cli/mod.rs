@@ -160,48 +160,67 @@ impl GlobalOptions {
 pub enum Command {
     /// Add photo folders to the library (then run `clipdex index`).
     Add(library::AddArgs),
-    /// Scan the folders once: embed new and changed photos, forget deleted ones.
+    /// Scan the folders once: embed new photos, forget deleted ones.
+    ///
+    /// Photos that changed are embedded again; copies and moves of indexed photos are linked
+    /// to their vectors, not embedded.
     Index(library::IndexArgs),
-    /// Index, then follow the folders: re-index on changes and every --rescan-secs.
+    /// Index, then follow the folders and index their changes.
+    ///
+    /// The folders are also rescanned every --rescan-secs, which catches what file events miss.
     Watch(library::WatchArgs),
-    /// Serve the HTTP API and the web UI, indexing and following the folders meanwhile.
+    /// Serve the web UI and the HTTP API, indexing meanwhile.
+    ///
+    /// The folders are indexed and followed in the background (not with --no-watch).
     Serve(serve::ServeArgs),
     /// List the library's folders.
     Roots(library::RootsArgs),
     /// Remove a folder from the library and forget its photos.
     Remove(library::RemoveArgs),
-    /// Embed what the indexers of a PostgreSQL library queue, scanning nothing: for a machine
+    /// Embed a PostgreSQL library's queue on another machine.
+    ///
+    /// Embeds what the indexers of a PostgreSQL library queue, scanning nothing: for a machine
     /// (a GPU box) that sees the photos over a network share. Runs until Ctrl-C.
     Worker(library::WorkerArgs),
     /// Search the library by text, by tag, or both.
     Search(search::SearchArgs),
-    /// Find photos similar to an image (which may be outside the library).
+    /// Find photos similar to an image (in the library or not).
     Similar(search::SimilarArgs),
-    /// Search for regions rather than whole photos: CLIPSeg crops of the best matches.
+    /// Search for regions of photos: CLIPSeg crops of the best matches.
     CropSearch(regions::CropSearchArgs),
     /// One indexed image: files, size, date, camera, tags and caption.
     Show(show::ShowArgs),
     /// Labels in use in the library, with how many photos carry each.
     Tags(tags::TagsArgs),
-    /// Zero-shot classification: score images against labels, as in the CLIP paper.
+    /// Score images against labels (zero-shot, as in the CLIP paper).
     Tag(tags::TagArgs),
     /// Image to text: the vocabulary entries closest to an image.
     Describe(tags::DescribeArgs),
-    /// Auto-tag every indexed photo with a vocabulary, keeping only confident tags; the
-    /// settings are remembered and later `index`/`watch` passes tag new photos with them.
+    /// Auto-tag every indexed photo with a vocabulary.
+    ///
+    /// Only confident tags are kept; the settings are remembered, and later `index`/`watch`
+    /// passes tag new photos with them.
     Autotag(tags::AutotagArgs),
-    /// Caption images with BLIP (greedy or beam search; optionally continuing a prompt).
+    /// Caption images with BLIP.
+    ///
+    /// Greedy or beam search, optionally continuing a prompt; with --library, every indexed
+    /// photo, the captions stored for `show` and `search`.
     Caption(captions::CaptionArgs),
-    /// Visual question answering with BLIP: ask a question about an image.
+    /// Ask a question about an image (BLIP visual question answering).
     Ask(captions::AskArgs),
-    /// Image-text matching with BLIP: ITM probability and ITC cosine of texts against an image.
+    /// Score texts against an image with BLIP.
+    ///
+    /// Image-text matching: the ITM probability and the ITC cosine of each text.
     Match(captions::MatchArgs),
-    /// Text-prompted masks and crops (CLIPSeg): where in the image is it?
+    /// Masks and crops of what a text names in an image (CLIPSeg).
+    ///
+    /// Text-prompted (or example-prompted) masks, overlays and crops: where in the image is it?
     Segment(regions::SegmentArgs),
     /// Embed images and texts with CLIP and print the vectors.
     Embed(embed::EmbedArgs),
-    /// Fine-tune the CLIP model given by --model on your own image–text pairs and save it as a
-    /// Hugging Face model folder (load it with --model DIR).
+    /// Fine-tune the CLIP of --model on your own image–text pairs.
+    ///
+    /// The result is saved as a Hugging Face model folder: load it with --model DIR.
     Finetune(finetune::FinetuneArgs),
     /// Measure the models on your own labelled data.
     Eval {
@@ -212,16 +231,22 @@ pub enum Command {
     Stats(maintenance::StatsArgs),
     /// Files that could not be indexed, and why.
     Failures(maintenance::FailuresArgs),
-    /// Near-duplicate photos (burst shots, resized or re-encoded copies, light edits): pairs
-    /// close in the vector index, confirmed by a perceptual hash, grouped; the best of each
-    /// group (resolution, then file size, then earliest date) is suggested to keep. Nothing is
+    /// Near-duplicate photos: burst shots, resized or re-encoded copies.
+    ///
+    /// Near-duplicates (burst shots, resized or re-encoded copies, light edits) are pairs close
+    /// in the vector index, confirmed by a perceptual hash, grouped; the best of each group
+    /// (resolution, then file size, then earliest date) is suggested to keep. Nothing is
     /// deleted.
     Duplicates(duplicates::DuplicatesArgs),
-    /// Re-embed the library with the model given by --model, then switch to it; searches keep
-    /// using the old vectors until the switch. Resumes if interrupted.
+    /// Move the library to the model given by --model.
+    ///
+    /// Re-embeds the library with that model, then switches to it; searches keep using the old
+    /// vectors until the switch. Resumes if interrupted.
     Reindex(maintenance::ReindexArgs),
-    /// Copy the folder library given by --db into an empty PostgreSQL database (nothing
-    /// re-embedded; tags, captions, failures and settings kept), then check that the counts
+    /// Copy a folder library into PostgreSQL.
+    ///
+    /// Copies the folder library given by --db into an empty PostgreSQL database (nothing
+    /// re-embedded; tags, captions, failures and settings kept), then checks that the counts
     /// and sample searches agree. The folder library is only read.
     Migrate(maintenance::MigrateArgs),
 }

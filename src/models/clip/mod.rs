@@ -5,6 +5,7 @@
 //! `CLIPImageProcessor` does, tokenises as `CLIPTokenizerFast` does, and returns L2-normalised
 //! vectors, so that a dot product is a cosine similarity.
 
+mod chinese;
 mod config;
 pub(crate) mod model;
 pub(crate) mod tokenizer;
@@ -18,6 +19,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 pub use crate::models::nn::{Embedding, MAX_BATCH, l2_normalize};
+pub use chinese::CHINESE_CLIP_CONTEXT;
 pub use config::{ClipConfig, HiddenAct, TextConfig, VisionConfig};
 pub use model::ClipModel;
 pub use tokenizer::{ClipTokenizer, wordpiece};
@@ -31,9 +33,6 @@ use crate::photo::{DecodeOptions, open_rgb};
 
 /// The CLIP model used when none is named.
 pub const DEFAULT_CLIP_MODEL: &str = "openai/clip-vit-base-patch32";
-
-/// Chinese-CLIP's context: its tokenizer keeps at most 52 tokens.
-pub const CHINESE_CLIP_CONTEXT: usize = 52;
 
 /// A loaded CLIP model with its tokenizer and image processor.
 pub struct ClipEmbedder {
@@ -96,11 +95,7 @@ impl ClipEmbedder {
         let config = read_config(name, &repo.required("config.json")?)?;
         let vb = repo_weights(repo, device)?;
         let tokenizer = match &config.bert_text {
-            Some(bert) => ClipTokenizer::bert(
-                name,
-                crate::models::bert::tokenizer::bert_tokenizer_in(repo, "")?,
-                bert.max_position_embeddings.min(CHINESE_CLIP_CONTEXT),
-            )?,
+            Some(bert) => chinese::load_tokenizer(repo, bert)?,
             None => load_tokenizer(repo, config.text_config.max_position_embeddings)?,
         };
         let side = config.vision_config.image_size as u32;

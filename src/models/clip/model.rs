@@ -10,6 +10,7 @@
 use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
+use super::chinese::ChineseTextTower;
 use super::config::{ClipConfig, HiddenAct, TextConfig, VisionConfig};
 use crate::models::nn::layers::{EncoderLayer, SelfAttention, layer_norm, patches};
 use crate::models::nn::{Dense, precision::Precision};
@@ -278,18 +279,17 @@ impl TextTower {
     }
 }
 
-/// The text tower of a CLIP, or of a Chinese-CLIP: a bidirectional BERT whose `[CLS]` state
-/// (no pooler, no final layer norm) is the pooled state.
+/// The text tower of a CLIP, or of a Chinese-CLIP.
 enum TextSide {
     Clip(TextTower),
-    Bert(crate::models::bert::BertStack),
+    Chinese(ChineseTextTower),
 }
 
 impl TextSide {
     fn pooled(&self, batch: &[Vec<u32>], pad: u32, device: &Device) -> CResult<Tensor> {
         match self {
             TextSide::Clip(tower) => tower.pooled(batch, pad, device),
-            TextSide::Bert(bert) => bert.forward_padded(batch, pad)?.0.i((.., 0, ..))?.contiguous(),
+            TextSide::Chinese(tower) => tower.pooled(batch, pad),
         }
     }
 }
@@ -309,15 +309,7 @@ impl ClipModel {
         let vc = &config.vision_config;
         let logit_scale = vb.get((), "logit_scale")?.to_dtype(DType::F32)?.to_scalar::<f32>()?.exp();
         let (text, text_width) = match &config.bert_text {
-            Some(bert) => {
-                let stack = crate::models::bert::BertStack::load(
-                    bert,
-                    crate::models::bert::BertLayout::Bert,
-                    None,
-                    vb.pp("text_model"),
-                )?;
-                (TextSide::Bert(stack), bert.hidden_size)
-            }
+            Some(bert) => (TextSide::Chinese(ChineseTextTower::load(bert, vb.pp("text_model"))?), bert.hidden_size),
             None => {
                 let tc = &config.text_config;
                 (TextSide::Clip(TextTower::load(tc, vb.pp("text_model"))?), tc.hidden_size)

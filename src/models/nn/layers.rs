@@ -11,10 +11,12 @@ use super::kernels::{self, Dense};
 
 type CResult<T> = candle_core::Result<T>;
 
+/// A linear layer `weight` `[out, in]` and `bias` `[out]` under `vb`.
 pub(crate) fn dense(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Dense> {
     Dense::new(&vb.get((out_dim, in_dim), "weight")?, Some(vb.get(out_dim, "bias")?))
 }
 
+/// A layer norm `weight` and `bias` `[dim]` under `vb`.
 pub(crate) fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> CResult<LayerNorm> {
     Ok(LayerNorm::new(vb.get(dim, "weight")?, vb.get(dim, "bias")?, eps))
 }

@@ -1,5 +1,5 @@
 //! The activations between a transformer MLP's two layers, as Hugging Face configs name them
-//! (`hidden_act`). The fused CPU path applies them row by row in [`super::kernels`]; this is
+//! (`hidden_act`). The fused CPU path applies them row by row in `kernels`; this is
 //! the generic tensor form for other devices and dtypes.
 
 use candle_core::Tensor;

@@ -1,9 +1,9 @@
 //! The building blocks every model family here is made of, so that a family file holds only
-//! what makes it that family: linear layers ([`Dense`]) and their precisions (f32, and the
-//! bf16 and int8 products of [`packed`]'s layout; [`skinny`] products of a few rows),
+//! what makes it that family: linear layers (`Dense`) and their precisions (f32, and the
+//! bf16 and int8 products of `packed`'s layout; `skinny` products of a few rows),
 //! attention kernels (short sequences in one pass, long ones in blocks), activations, layer
 //! norm, the pre-norm transformer encoder layer, and the fused training kernels beside the
-//! inference ones they differentiate ([`train_kernels`]).
+//! inference ones they differentiate (`train_kernels`).
 //!
 //! Nothing here knows a family: CLIP, Chinese-CLIP, BERT, BLIP, CLIPSeg and the sentence
 //! towers import from here, never from each other for a kernel.

@@ -12,6 +12,7 @@ mod backend;
 mod location;
 pub mod postgres;
 mod records;
+pub mod search_types;
 pub mod sled;
 
 pub use backend::{

@@ -15,9 +15,8 @@
 use postgres::Transaction;
 
 use super::{PgStore, TxError, TxResult, id_of, path_from_key, path_key, u64_of};
-use crate::ann::IndexState;
 use crate::error::Result;
-use crate::query::{Kind, SearchFilter, SearchHit};
+use crate::store::search_types::{IndexState, Kind, SearchFilter, SearchHit};
 
 /// `hnsw.ef_search` at least: pgvector's default of 40 misses too often at k = 20.
 const EF_SEARCH: usize = 100;

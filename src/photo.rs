@@ -22,6 +22,7 @@ use crate::error::{Error, ImageProblem, Result};
 
 pub mod heif;
 pub mod jxl;
+pub mod motion;
 pub mod raw;
 
 /// Default upper bound on decoded pixels (the same order as PIL's bomb guard, enough for any

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::ann::{AnnIndex, FrameIndex};
 use crate::error::Result;
+use crate::indexer::companions::Companions;
 use crate::store::{ImageId, Store};
 
 /// Restrictions on results.
@@ -111,12 +112,16 @@ pub struct SearchHit {
     /// `"duration"` (seconds).
     #[serde(flatten)]
     pub media: Media,
+    /// A photo's companion files and embedded video: in JSON `live_video`, `raw_path` and
+    /// `motion_video`, each only when present (see [`crate::indexer::companions`]).
+    #[serde(flatten)]
+    pub companions: Companions,
 }
 
 impl SearchHit {
     /// A photo's result.
     pub fn photo(id: ImageId, path: PathBuf, score: f32) -> Self {
-        SearchHit { id, path, score, media: Media::Photo }
+        SearchHit { id, path, score, media: Media::Photo, companions: Companions::default() }
     }
 }
 
@@ -168,7 +173,8 @@ pub fn search_videos(
     for (id, score, time) in ranked {
         let Some(path) = passing_path(store, id, filter)? else { continue };
         let duration = store.image(id)?.and_then(|r| r.video).map_or(0.0, |v| v.duration);
-        hits.push(SearchHit { id, path, score, media: Media::Video { time: f64::from(time), duration } });
+        let media = Media::Video { time: f64::from(time), duration };
+        hits.push(SearchHit { id, path, score, media, companions: Companions::default() });
         if hits.len() == k {
             break;
         }
@@ -186,7 +192,8 @@ pub fn search_tagged(store: &Store, k: usize, filter: &SearchFilter) -> Result<V
             break;
         }
         if let Some(path) = passing_path(store, id, filter)? {
-            hits.push(SearchHit { id, path, score: probability, media: Media::of_image(store, id)? });
+            let media = Media::of_image(store, id)?;
+            hits.push(SearchHit { id, path, score: probability, media, companions: Companions::default() });
         }
     }
     Ok(hits)

@@ -150,6 +150,10 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "kind": {"type": "string", "enum": ["photo", "video"]},
                     "time": {"type": "number", "description": "Videos: seconds from the start of the best frame (searches by tag or caption: the video's poster frame)"},
                     "duration": {"type": "number", "description": "Videos: the length in seconds"},
+                    "live_video": {"type": "string", "description": "A Live Photo's MOV (served by /api/images/{id}/live); live_video_bytes when not UTF-8"},
+                    "raw_path": {"type": "string", "description": "The RAW of a RAW+JPEG pair (the JPEG is indexed); raw_path_bytes when not UTF-8"},
+                    "motion_video": {"type": "object", "description": "A Motion Photo's embedded MP4 (served by /api/images/{id}/motion)",
+                                     "properties": {"offset": {"type": "integer"}, "length": {"type": "integer"}}},
                     "date": {"type": "integer", "nullable": true, "description": "EXIF date taken, else file time; seconds since the epoch"},
                     "width": {"type": "integer", "nullable": true}, "height": {"type": "integer", "nullable": true},
                     "region": {"type": "object", "nullable": true, "description": "With crops: the region that best shows the query, or null",
@@ -188,6 +192,10 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "gps": {"type": "array", "items": {"type": "number"}, "nullable": true},
                     "paths": {"type": "array", "items": {"type": "string"}},
                     "paths_bytes": {"type": "array", "items": {"type": "string", "format": "byte", "nullable": true}, "description": "Only when a path is not UTF-8: base64 of each path's exact bytes (null for UTF-8 ones)"},
+                    "live_video": {"type": "string", "description": "A Live Photo's MOV; live_video_bytes when not UTF-8"},
+                    "raw_path": {"type": "string", "description": "The RAW of a RAW+JPEG pair; raw_path_bytes when not UTF-8"},
+                    "motion_video": {"type": "object", "properties": {"offset": {"type": "integer"}, "length": {"type": "integer"}}, "description": "A Motion Photo's embedded MP4"},
+                    "motion_video_problem": {"type": "string", "description": "Why a photo that claims to be a Motion Photo has no motion video"},
                     "tags": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}},
                     "caption": {"type": "string"}}})), &[400, 404])}},
             "/api/images/{id}/thumb": {"get": {
@@ -199,6 +207,16 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                 "summary": "The original file (only if it lies inside a library folder, symbolic links resolved), streamed; one byte range may be asked for (video players seek with them)",
                 "parameters": [id_param(), {"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
                                             "description": "bytes=START-END, bytes=START- or bytes=-LAST (several ranges: the whole file)"}],
+                "responses": file_responses.clone()}},
+            "/api/images/{id}/live": {"get": {
+                "summary": "A Live Photo's video (the MOV beside the photo, with its name), streamed as the file is, byte ranges included; 404 when the photo has none",
+                "parameters": [id_param(), {"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
+                                            "description": "bytes=START-END, bytes=START- or bytes=-LAST"}],
+                "responses": file_responses.clone()}},
+            "/api/images/{id}/motion": {"get": {
+                "summary": "A Motion Photo's embedded MP4 (the bytes its XMP points at, checked to be an MP4 when indexed), streamed as a file of its own, byte ranges counted within it; 404 when the photo has none",
+                "parameters": [id_param(), {"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
+                                            "description": "bytes=START-END, bytes=START- or bytes=-LAST"}],
                 "responses": file_responses}},
             "/api/images/{id}/ask": {"post": {
                 "summary": "Visual question answering (BLIP VQA, serve's --vqa-model, loaded on first use)",

@@ -250,6 +250,25 @@ mod tests {
         assert!(r.iter().all(|(_, role)| *role == Role::Item(Companions::default())));
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn json_gives_companions_with_their_exact_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let latin1 = PathBuf::from(OsStr::from_bytes(b"/p/caf\xe9.MOV"));
+        let c = Companions {
+            live_video: Some(latin1.clone()),
+            raw_path: Some("/p/a.DNG".into()),
+            motion_video: Some(MotionVideo { offset: 10, length: 20 }),
+        };
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["live_video"], "/p/caf\u{fffd}.MOV");
+        let bytes = v["live_video_bytes"].as_str().unwrap();
+        assert_eq!(crate::path_text::from_json("", Some(bytes)).unwrap(), latin1);
+        assert_eq!((v["raw_path"].as_str(), v.get("raw_path_bytes")), (Some("/p/a.DNG"), None));
+        assert_eq!(v["motion_video"], serde_json::json!({"offset": 10, "length": 20}));
+        assert_eq!(serde_json::to_value(Companions::default()).unwrap(), serde_json::json!({}));
+    }
+
     #[test]
     fn quicktime_is_recognised_by_its_first_box() {
         assert!(looks_like_quicktime(b"\0\0\0\x14ftypqt  \0\0\0\0"));

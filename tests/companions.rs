@@ -32,7 +32,7 @@ fn fixture_names() -> Vec<&'static str> {
     let mut names =
         vec!["IMG_0002.JPG", "IMG_0002.mov", "DSC_0003.JPG", "DSC_0003.DNG", "PXL_0004.MP.jpg", "SAM_0005.jpg"];
     if heif::available() {
-        names.extend(["IMG_0001.HEIC", "IMG_0001.MOV"]);
+        names.extend(["IMG_0001.HEIC", "IMG_0001.MOV", "PXL_0006.MP.heic"]);
     } else {
         assert!(std::env::var_os("CI").is_none(), "CI must test HEIC Live Photos: install libheif1");
         eprintln!("libheif is not installed: the HEIC Live Photo is left out");
@@ -81,7 +81,7 @@ fn each_pair_is_one_item_with_its_companions_in_results_show_and_similar() {
         let lib = open(&db, &photos);
         let report = lib.index(&|_, _| {}).unwrap();
         assert_eq!(lib.failures().unwrap(), vec![], "{}", db.backend);
-        let items = 4 + usize::from(heic);
+        let items = 4 + 2 * usize::from(heic);
         assert_eq!((report.embedded as usize, report.videos), (items, 0), "{}: one item per pair", db.backend);
         let hits = all(&lib);
         assert_eq!(hits.len(), items, "{}: the MOVs and the RAW are no results of their own", db.backend);
@@ -100,7 +100,12 @@ fn each_pair_is_one_item_with_its_companions_in_results_show_and_similar() {
             let live = named(&hits, "IMG_0001.HEIC");
             assert_eq!(live.companions.live_video.as_deref(), Some(photos.join("IMG_0001.MOV").as_path()));
         }
-        for name in ["PXL_0004.MP.jpg", "SAM_0005.jpg"] {
+        let motion_photos: &[&str] = if heic {
+            &["PXL_0004.MP.jpg", "SAM_0005.jpg", "PXL_0006.MP.heic"]
+        } else {
+            &["PXL_0004.MP.jpg", "SAM_0005.jpg"]
+        };
+        for name in motion_photos {
             let bytes = std::fs::read(photos.join(name)).unwrap();
             let motion =
                 named(&hits, name).companions.motion_video.unwrap_or_else(|| panic!("{name}: no motion video"));

@@ -9,7 +9,8 @@ Into tests/fixtures/companions/ (small, committed), from the existing fixture ph
 - `DSC_0003.JPG` + `DSC_0003.DNG`: a RAW+JPEG pair (the DNG is tests/fixtures/formats/raw_preview.dng);
 - `PXL_0004.MP.jpg`: a Google Motion Photo: a JPEG whose XMP (`GCamera:MotionPhoto`, a
   `Container:Directory` with the MotionPhoto item's `Item:Length`) announces the MP4 appended to it;
-- `SAM_0005.jpg`: the older form, `GCamera:MicroVideo` with `GCamera:MicroVideoOffset`.
+- `SAM_0005.jpg`: the older form, `GCamera:MicroVideo` with `GCamera:MicroVideoOffset`;
+- `PXL_0006.MP.heic`: a Motion Photo whose still is a HEIC (its XMP an item of the HEIC).
 
 The hostile variants (a corrupt or missing MOV, a wrong or past-the-end offset, huge XMP) are
 derived from these by tests/companions.rs. Needs FFmpeg (libx264) besides
@@ -18,6 +19,7 @@ tools/requirements-formats.txt:
     ~/venv-formats/bin/python tools/make_companion_fixtures.py
 """
 
+import io
 import shutil
 import struct
 import subprocess
@@ -97,6 +99,10 @@ def main() -> None:
         micro = xmp_packet(f'GCamera:MicroVideo="1" GCamera:MicroVideoVersion="1" '
                            f'GCamera:MicroVideoOffset="{len(mp4):010d}">')
         (OUT / "SAM_0005.jpg").write_bytes(with_xmp(still, micro) + mp4)
+
+        heic = io.BytesIO()
+        photo("coffee.png", (150, 100)).save(heic, "HEIF", quality=90, xmp=directory.replace("image/jpeg", "image/heic").encode())
+        (OUT / "PXL_0006.MP.heic").write_bytes(heic.getvalue() + mp4)
     for p in sorted(OUT.iterdir()):
         print(f"{p.name}: {p.stat().st_size} bytes")
 

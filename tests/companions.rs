@@ -326,7 +326,7 @@ async fn the_api_shows_companions_and_serves_the_videos_with_ranges() {
         let id = |name: &str| ids.iter().find(|(n, _)| n == name).unwrap().1;
         let app = app!(web::Data::new(AppState::new(lib.clone(), BackgroundIndexer::off(), &ServeOptions::default())));
 
-        let (status, _, _, body) = get!(app, "/api/search?q=photo&k=10".to_string(), None::<&str>);
+        let (status, _, _, body) = get!(app, "/api/search?q=photo&k=10", None::<&str>);
         assert_eq!(status, StatusCode::OK);
         let results: Value = serde_json::from_slice(&body).unwrap();
         let results = results["results"].as_array().unwrap();

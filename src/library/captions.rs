@@ -283,7 +283,8 @@ impl Library {
             let Some(path) = query::passing_path(&self.store, id, &filter)? else { continue };
             let Some(caption) = self.store.caption_of(id)? else { continue };
             let media = query::Media::of_image(&self.store, id)?;
-            let hit = SearchHit { id, path, score, media, companions: Default::default() };
+            let mut hit = SearchHit { id, path, score, media, companions: Default::default() };
+            self.attach_companions(std::slice::from_mut(&mut hit))?;
             hits.push(CaptionHit { hit, caption: caption.text });
         }
         Ok(hits)

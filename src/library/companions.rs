@@ -16,8 +16,13 @@ impl Library {
     /// Fills in the companions of the photos among `hits` (from their folders as they are now,
     /// and the Motion Photo video their records hold).
     pub fn attach_companions(&self, hits: &mut [SearchHit]) -> Result<()> {
+        // Results often share folders: each is listed once.
+        let mut folders = companions::FolderGroups::default();
         for hit in hits.iter_mut().filter(|h| matches!(h.media, Media::Photo)) {
-            let mut found = companions::companions_of(&hit.path);
+            let mut found = match folders.role(&hit.path) {
+                companions::Role::Item(c) => c,
+                companions::Role::Companion { .. } => Companions::default(),
+            };
             found.motion_video = self.store.image(hit.id)?.and_then(|r| r.motion_video);
             hit.companions = found;
         }

@@ -128,30 +128,9 @@ pub fn roles(group: &[PathBuf]) -> Vec<(PathBuf, Role)> {
         .collect()
 }
 
-/// The files of `path`'s folder with its stem (itself included), as the folder is now.
-fn group_of(path: &Path) -> Vec<PathBuf> {
-    let (Some(dir), Some(stem)) = (path.parent(), path.file_stem()) else { return vec![path.to_path_buf()] };
-    let mut group: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.file_stem() == Some(stem) && p.extension().is_some())
-                .collect()
-        })
-        .unwrap_or_default();
-    if !group.iter().any(|p| p == path) {
-        group.push(path.to_path_buf());
-    }
-    group
-}
-
 /// The role of one file, from its folder as it is now.
 pub fn role_of(path: &Path) -> Role {
-    roles(&group_of(path))
-        .into_iter()
-        .find(|(p, _)| p == path)
-        .map_or_else(|| Role::Item(Companions::default()), |(_, r)| r)
+    FolderGroups::of(&[path]).role(path)
 }
 
 /// The companion files of the still at `path` (none when it is not one).
@@ -170,6 +149,35 @@ pub struct FolderGroups {
 }
 
 impl FolderGroups {
+    /// The groups of `paths` only (the results of a search): each folder is listed once, and
+    /// only the names with one of their stems are kept, so a folder of 30,000 photos costs one
+    /// listing, not 30,000 paths.
+    pub fn of(paths: &[&Path]) -> Self {
+        let mut wanted: HashMap<&Path, std::collections::HashSet<&OsStr>> = HashMap::new();
+        for p in paths {
+            if let (Some(dir), Some(stem)) = (p.parent(), p.file_stem()) {
+                wanted.entry(dir).or_default().insert(stem);
+            }
+        }
+        let mut folders = HashMap::new();
+        for (dir, stems) in wanted {
+            let mut groups: HashMap<OsString, Vec<PathBuf>> = HashMap::new();
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for entry in entries.filter_map(|e| e.ok()) {
+                    let name = entry.file_name();
+                    let name = Path::new(&name);
+                    if let (Some(stem), Some(_)) = (name.file_stem(), name.extension())
+                        && stems.contains(stem)
+                    {
+                        groups.entry(stem.to_os_string()).or_default().push(dir.join(name));
+                    }
+                }
+            }
+            folders.insert(dir.to_path_buf(), groups);
+        }
+        FolderGroups { folders }
+    }
+
     /// The role of `path` within its folder.
     pub fn role(&mut self, path: &Path) -> Role {
         let (Some(dir), Some(stem)) = (path.parent(), path.file_stem()) else {

@@ -17,7 +17,9 @@ impl Library {
     /// and the Motion Photo video their records hold).
     pub fn attach_companions(&self, hits: &mut [SearchHit]) -> Result<()> {
         // Results often share folders: each is listed once.
-        let mut folders = companions::FolderGroups::default();
+        let paths: Vec<&std::path::Path> =
+            hits.iter().filter(|h| matches!(h.media, Media::Photo)).map(|h| h.path.as_path()).collect();
+        let mut folders = companions::FolderGroups::of(&paths);
         for hit in hits.iter_mut().filter(|h| matches!(h.media, Media::Photo)) {
             let mut found = match folders.role(&hit.path) {
                 companions::Role::Item(c) => c,

@@ -240,5 +240,11 @@ mod tests {
         cut.extend_from_slice(b"http://ns.adobe.com/xap/1.0/\0GCamera:MicroVideo=\"1\"");
         assert!(find_motion_video(&cut).is_err());
         assert_eq!(find_motion_video(&[]), Ok(None));
+        // A HEIC-like file: its packet is found by its tag, and read no further than the bound.
+        let mut heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic".to_vec();
+        heic.extend_from_slice(b"<x:xmpmeta GCamera:MotionPhoto=\"1\" ");
+        heic.resize(heic.len() + (MAX_XMP_BYTES * 2), b'<');
+        heic.extend_from_slice(b"GCamera:MicroVideoOffset=\"8\"");
+        assert!(find_motion_video(&heic).unwrap_err().contains("no MicroVideoOffset"), "past the bound");
     }
 }

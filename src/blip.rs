@@ -246,6 +246,9 @@ pub fn print_details(out: &mut dyn Write, d: &ImageDetails) -> anyhow::Result<()
     if let Some(p) = &d.companions.live_video {
         writeln!(out, "live     {} (Live Photo video)", path_text::escaped(p))?;
     }
+    if let Some(problem) = &d.live_video_problem {
+        writeln!(out, "live     cannot be played: {problem}")?;
+    }
     if let Some(p) = &d.companions.raw_path {
         writeln!(out, "raw      {}", path_text::escaped(p))?;
     }

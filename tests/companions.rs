@@ -241,10 +241,10 @@ fn bad_companions_are_recorded_problems_and_the_stills_index() {
         assert!(reason.contains("BAD_0010.jpg"), "{reason}: names the still");
         let hits = all(&lib);
         assert_eq!(hits.len(), 6);
-        assert_eq!(
-            named(&hits, "BAD_0010.jpg").companions.live_video.as_deref(),
-            Some(photos.join("BAD_0010.MOV").as_path())
-        );
+        let bad = named(&hits, "BAD_0010.jpg");
+        assert_eq!(bad.companions.live_video.as_deref(), Some(photos.join("BAD_0010.MOV").as_path()));
+        let problem = lib.image_details(bad.id).unwrap().live_video_problem.unwrap_or_default();
+        assert!(problem.contains("not a QuickTime movie"), "show reports the pair's problem: {problem:?}");
         for (name, why) in [("WRONG.jpg", "not an MP4"), ("PAST.jpg", "past the start"), ("HOSTILE.jpg", "Item:Length")]
         {
             let hit = named(&hits, name);

@@ -260,6 +260,9 @@ pub struct ImageDetails {
     /// Photo's video is the record's `motion_video`).
     #[serde(flatten)]
     pub companions: crate::indexer::companions::Companions,
+    /// Why its Live Photo video cannot be played (the failure recorded for the MOV), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_video_problem: Option<String>,
 }
 
 /// Longest side at which [`Library::locate`] looks for regions.
@@ -1182,11 +1185,17 @@ impl Library {
     pub fn image_details(&self, id: ImageId) -> Result<ImageDetails> {
         let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
         let paths = self.store.paths_of(id)?;
+        let companions = self.companion_files(&paths);
+        let live_video_problem = match &companions.live_video {
+            Some(video) => self.store.failure(video)?.map(|f| f.reason),
+            None => None,
+        };
         Ok(ImageDetails {
             id,
             date: record.date(),
             record,
-            companions: self.companion_files(&paths),
+            companions,
+            live_video_problem,
             paths,
             tags: self.store.tags_of(id)?.map(|(_, tags)| tags).unwrap_or_default(),
             caption: self.store.caption_of(id)?.map(|c| c.text),

@@ -192,6 +192,13 @@ function card(hit) {
     badge.title = `video, ${clock(hit.duration)} long; this frame at ${clock(hit.time)}`;
     thumb.append(badge);
   }
+  if (!video && (hit.live_video || hit.motion_video)) {
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = hit.live_video ? "LIVE" : "MOTION";
+    badge.title = hit.live_video ? "Live Photo: plays in the detail view" : "Motion Photo: plays in the detail view";
+    thumb.append(badge);
+  }
   if (hit.region && hit.width && hit.height) thumb.append(regionBox(hit.region.box, hit.width, hit.height, true));
   const meta = document.createElement("figcaption");
   meta.className = "meta";
@@ -296,12 +303,16 @@ async function showDetail(id, region, push = true, time = undefined) {
   } else {
     setImage($("detail-image"), `/api/images/${id}/thumb?size=1024${image.video ? `&time=${at}` : ""}`);
   }
+  setMotion(id, image);
   const rows = [
     ["Files", image.paths.join("\n")],
     ["Size", `${image.width} × ${image.height} px, ${(image.size / 1e6).toFixed(2)} MB`],
     ["Date", `${formatDate(image.date)}${image.taken ? " (taken)" : " (file time)"}`],
   ];
   if (image.video) rows.push(["Video", `${clock(image.video.duration)}, ${image.video.codec}${time !== undefined ? `; matched at ${clock(time)}` : ""}`]);
+  if (image.live_video) rows.push(["Live Photo", image.live_video]);
+  if (image.raw_path) rows.push(["RAW", image.raw_path]);
+  if (image.motion_video) rows.push(["Motion Photo", `${(image.motion_video.length / 1e6).toFixed(2)} MB video`]);
   if (image.camera) rows.push(["Camera", image.camera]);
   if (image.gps) rows.push(["Location", `${image.gps[0].toFixed(5)}, ${image.gps[1].toFixed(5)}`]);
   rows.push(["Id", String(image.id)]);
@@ -326,6 +337,75 @@ async function showDetail(id, region, push = true, time = undefined) {
   open.hidden = Boolean(token()); // a new tab cannot send the token
   open.href = `/api/images/${id}/file`;
   if (!dialog.open) dialog.showModal();
+}
+
+// A Live Photo's or Motion Photo's video: it plays while the photo or the play badge is
+// pressed and held (as phone galleries do), or while Space/Enter is held on the badge; a
+// click on the badge without holding plays it once through. A player cannot send the token.
+function setMotion(id, image) {
+  const motion = $("detail-motion"), badge = $("detail-play");
+  stopMotion();
+  motion.removeAttribute("src");
+  const kind = image.live_video ? "live" : image.motion_video ? "motion" : null;
+  const playable = kind !== null && !image.video && !token();
+  badge.hidden = !playable;
+  if (!playable) return;
+  badge.textContent = kind === "live" ? "▶ LIVE" : "▶ MOTION";
+  badge.title = `${kind === "live" ? "Live Photo" : "Motion Photo"}: press and hold (or hold Space) to play`;
+  motion.dataset.src = `/api/images/${id}/${kind}`;
+}
+
+function playMotion(loop) {
+  const motion = $("detail-motion");
+  if ($("detail-play").hidden || !motion.dataset.src) return;
+  if (!motion.getAttribute("src")) motion.src = motion.dataset.src;
+  motion.loop = loop;
+  motion.currentTime = 0;
+  motion.hidden = false;
+  $("detail-play").setAttribute("aria-pressed", "true");
+  motion.play().catch(() => stopMotion());
+}
+
+function stopMotion() {
+  const motion = $("detail-motion");
+  motion.pause();
+  motion.hidden = true;
+  $("detail-play").setAttribute("aria-pressed", "false");
+}
+
+{
+  const badge = $("detail-play"), frame = $("detail-image");
+  // held: null, a timer (pressed, not yet playing) or "playing"; after a hold or a held key
+  // the click that follows does not start the video again.
+  let held = null, suppressClick = false;
+  const press = (event) => {
+    if (badge.hidden || (event.button !== undefined && event.button !== 0)) return;
+    event.currentTarget.setPointerCapture?.(event.pointerId);
+    held = setTimeout(() => { held = "playing"; playMotion(true); }, 250);
+  };
+  const release = () => {
+    if (held === "playing") { stopMotion(); suppressClick = true; } else if (held !== null) clearTimeout(held);
+    held = null;
+  };
+  for (const el of [badge, frame]) {
+    el.addEventListener("pointerdown", press);
+    el.addEventListener("pointerup", release);
+    el.addEventListener("pointerleave", release);
+    el.addEventListener("pointercancel", release);
+    el.addEventListener("contextmenu", (event) => { if (!badge.hidden) event.preventDefault(); });
+  }
+  // A short click on the badge (mouse, touch or keyboard without holding) plays once.
+  badge.addEventListener("click", () => {
+    if (suppressClick) { suppressClick = false; return; }
+    if (held === null && $("detail-motion").hidden) playMotion(false);
+  });
+  badge.addEventListener("keydown", (event) => {
+    if ((event.key === " " || event.key === "Enter") && !event.repeat) { event.preventDefault(); playMotion(true); }
+  });
+  badge.addEventListener("keyup", (event) => {
+    if (event.key === " " || event.key === "Enter") { event.preventDefault(); stopMotion(); suppressClick = true; }
+  });
+  $("detail-motion").addEventListener("ended", stopMotion);
 }
 
 // Questions about the open photo (BLIP VQA) and a caption made on request.
@@ -355,6 +435,7 @@ $("detail-caption-now").addEventListener("click", async () => {
 // The detail view closes (Esc, ×, More like this): Back undoes the opening when we added it.
 $("detail").addEventListener("close", () => {
   $("detail-video").pause();
+  stopMotion();
   if (state.open === null) return;
   state.open = null;
   if (history.state && history.state.opened) history.back();

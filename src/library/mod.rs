@@ -31,6 +31,7 @@ use crate::video::FrameSize;
 const CHOSEN_MODEL_SETTING: &str = "chosen_model";
 
 mod captions;
+mod companions;
 mod duplicates;
 mod frames;
 pub mod migrate;
@@ -255,6 +256,13 @@ pub struct ImageDetails {
     /// Its BLIP caption (`clipdex caption --library`), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caption: Option<String>,
+    /// A Live Photo's MOV, a RAW+JPEG pair's RAW (`live_video`, `raw_path` in JSON; a Motion
+    /// Photo's video is the record's `motion_video`).
+    #[serde(flatten)]
+    pub companions: crate::photo::companions::Companions,
+    /// Why its Live Photo video cannot be played (the failure recorded for the MOV), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_video_problem: Option<String>,
 }
 
 /// Longest side at which [`Library::locate`] looks for regions.
@@ -975,7 +983,9 @@ impl Library {
 
     /// Images carrying `filter.tag`, most probable first.
     pub fn search_tag(&self, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
-        query::search_tagged(&self.store, k, &self.resolve_tag(filter)?)
+        let mut hits = query::search_tagged(&self.store, k, &self.resolve_tag(filter)?)?;
+        self.attach_companions(&mut hits)?;
+        Ok(hits)
     }
 
     /// The filter with its tag spelt as stored: a tag typed in another case ("Dog") matches
@@ -1065,6 +1075,13 @@ impl Library {
     /// Photos are ranked by their vectors, videos by their frames (each once, at its best
     /// frame); the two rankings are merged by score.
     pub fn search_vector(&self, query: &[f32], k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
+        let mut hits = self.search_media(query, k, filter)?;
+        self.attach_companions(&mut hits)?;
+        Ok(hits)
+    }
+
+    /// [`Library::search_vector`] without the companions.
+    fn search_media(&self, query: &[f32], k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
         let filter = self.resolve_tag(filter)?;
         let frames = self.frame_index()?;
         if frames.is_empty() {
@@ -1167,11 +1184,19 @@ impl Library {
     /// Everything known about one image.
     pub fn image_details(&self, id: ImageId) -> Result<ImageDetails> {
         let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
+        let paths = self.store.paths_of(id)?;
+        let companions = self.companion_files(&paths);
+        let live_video_problem = match &companions.live_video {
+            Some(video) => self.store.failure(video)?.map(|f| f.reason),
+            None => None,
+        };
         Ok(ImageDetails {
             id,
             date: record.date(),
             record,
-            paths: self.store.paths_of(id)?,
+            companions,
+            live_video_problem,
+            paths,
             tags: self.store.tags_of(id)?.map(|(_, tags)| tags).unwrap_or_default(),
             caption: self.store.caption_of(id)?.map(|c| c.text),
         })

@@ -231,10 +231,41 @@ impl Drop for HeifFile<'_> {
     }
 }
 
+/// The HEIF file at the start of `bytes`, without a file appended to it: a Motion Photo's MP4
+/// follows the HEIC's boxes with an `ftyp` box of its own, which libheif would take for the
+/// file's (and refuse its brands). Top-level boxes are walked by their sizes; a size that does
+/// not fit leaves the bytes as they are, for libheif to judge.
+fn without_appended_file(bytes: &[u8]) -> &[u8] {
+    let mut at = 0usize;
+    while at + 8 <= bytes.len() {
+        let size = u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as u64;
+        if at > 0 && &bytes[at + 4..at + 8] == b"ftyp" {
+            return &bytes[..at];
+        }
+        let size = match size {
+            0 => return bytes,
+            1 => match bytes.get(at + 8..at + 16) {
+                Some(b) => u64::from_be_bytes(b.try_into().unwrap_or_default()),
+                None => return bytes,
+            },
+            s => s,
+        };
+        if size < 8 {
+            return bytes;
+        }
+        match usize::try_from(size).ok().and_then(|s| at.checked_add(s)) {
+            Some(next) => at = next,
+            None => return bytes,
+        }
+    }
+    bytes
+}
+
 impl<'a> HeifFile<'a> {
     /// Parses the boxes of a HEIF file (nothing is decoded) and finds its primary image. No
     /// side may exceed `max_side` (libheif's own guard, applied while parsing).
     pub fn parse(bytes: &'a [u8], max_side: u64) -> Result<Self, ImageProblem> {
+        let bytes = without_appended_file(bytes);
         let api = api()?;
         // SAFETY: a fresh context is used only through this value, which frees it.
         let ctx = unsafe { (api.context_alloc)() };

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use crate::ann::{AnnIndex, FrameIndex};
 use crate::error::Result;
+use crate::photo::companions::Companions;
 pub use crate::store::search_types::{Kind, Media, SearchFilter, SearchHit};
 use crate::store::{ImageId, Store};
 
@@ -64,7 +65,8 @@ pub fn search_videos(
     for (id, score, time) in ranked {
         let Some(path) = passing_path(store, id, filter)? else { continue };
         let duration = store.image(id)?.and_then(|r| r.video).map_or(0.0, |v| v.duration);
-        hits.push(SearchHit { id, path, score, media: Media::Video { time: f64::from(time), duration } });
+        let media = Media::Video { time: f64::from(time), duration };
+        hits.push(SearchHit { id, path, score, media, companions: Companions::default() });
         if hits.len() == k {
             break;
         }
@@ -82,7 +84,8 @@ pub fn search_tagged(store: &Store, k: usize, filter: &SearchFilter) -> Result<V
             break;
         }
         if let Some(path) = passing_path(store, id, filter)? {
-            hits.push(SearchHit { id, path, score: probability, media: Media::of_image(store, id)? });
+            let media = Media::of_image(store, id)?;
+            hits.push(SearchHit { id, path, score: probability, media, companions: Companions::default() });
         }
     }
     Ok(hits)

@@ -115,6 +115,8 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/images/{id}", web::get().to(image))
         .route("/images/{id}/thumb", web::get().to(thumbnail))
         .route("/images/{id}/file", web::get().to(file))
+        .route("/images/{id}/live", web::get().to(live_video))
+        .route("/images/{id}/motion", web::get().to(motion_video))
         .route("/tag", web::post().to(tag))
         .route("/tags", web::get().to(tag_counts))
         .route("/duplicates", web::get().to(duplicates))
@@ -227,6 +229,9 @@ struct Hit {
     /// `"kind"`, and a video's `"time"` and `"duration"`.
     #[serde(flatten)]
     media: Media,
+    /// `"live_video"`, `"raw_path"`, `"motion_video"` when the photo has them.
+    #[serde(flatten)]
+    companions: crate::photo::companions::Companions,
     date: Option<i64>,
     width: Option<u32>,
     height: Option<u32>,
@@ -280,6 +285,7 @@ fn page_of(state: &AppState, hits: Vec<SearchHit>, offset: usize) -> crate::Resu
                 path: h.path,
                 score: h.score,
                 media: h.media,
+                companions: h.companions,
                 date: record.as_ref().map(|r| r.date()),
                 width: record.as_ref().map(|r| r.width),
                 height: record.as_ref().map(|r| r.height),
@@ -424,7 +430,13 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
         if crops {
             let shown: Vec<SearchHit> = page
                 .iter()
-                .map(|h| SearchHit { id: h.id, path: h.path.clone(), score: h.score, media: h.media })
+                .map(|h| SearchHit {
+                    id: h.id,
+                    path: h.path.clone(),
+                    score: h.score,
+                    media: h.media,
+                    companions: h.companions.clone(),
+                })
                 .collect();
             let located = state.library.locate(&text, &shown, &crate::segment::RegionOptions::default(), &|_, _| {})?;
             for (hit, region) in page.iter_mut().zip(located) {
@@ -657,22 +669,67 @@ async fn file(state: web::Data<AppState>, id: web::Path<String>, req: HttpReques
     let id = parse_id(&id)?;
     let (path, file, len) = blocking(move || {
         let path = state.library.image_file(id)?;
-        let cannot = |e: std::io::Error| Error::NotFound(format!("cannot read image {id}: {e}"));
-        let file = std::fs::File::open(&path).map_err(cannot)?;
-        let len = file.metadata().map_err(cannot)?.len();
+        let (file, len) = open_to_serve(&path, id)?;
         Ok((path, file, len))
     })
     .await?;
+    Ok(serve_part(&req, &path, content_type(&path), file, (0, len)))
+}
+
+fn open_to_serve(path: &Path, id: ImageId) -> crate::Result<(std::fs::File, u64)> {
+    let cannot = |e: std::io::Error| Error::NotFound(format!("cannot read image {id}: {e}"));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let len = file.metadata().map_err(cannot)?.len();
+    Ok((file, len))
+}
+
+/// A Live Photo's MOV, served as [`file`] serves the original (range requests included).
+async fn live_video(state: web::Data<AppState>, id: web::Path<String>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id)?;
+    let (path, file, len) = blocking(move || {
+        let path = state.library.live_video(id)?;
+        let (file, len) = open_to_serve(&path, id)?;
+        Ok((path, file, len))
+    })
+    .await?;
+    Ok(serve_part(&req, &path, "video/quicktime", file, (0, len)))
+}
+
+/// A Motion Photo's embedded MP4: the bytes of the photo's file that its XMP points at, as a
+/// file of their own (range requests counted within them).
+async fn motion_video(state: web::Data<AppState>, id: web::Path<String>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id)?;
+    let (path, file, part) = blocking(move || {
+        let (path, motion) = state.library.motion_video(id)?;
+        let (file, len) = open_to_serve(&path, id)?;
+        if motion.offset.saturating_add(motion.length) > len {
+            return Err(Error::NotFound(format!("the Motion Photo video of image {id} is past the end of its file")));
+        }
+        Ok((path.with_extension("mp4"), file, (motion.offset, motion.length)))
+    })
+    .await?;
+    Ok(serve_part(&req, &path, "video/mp4", file, part))
+}
+
+/// `len` bytes of `file` from `base` as a whole response named after `path`, honouring a
+/// `Range` header within them.
+fn serve_part(
+    req: &HttpRequest,
+    path: &Path,
+    content_type: &str,
+    file: std::fs::File,
+    (base, len): (u64, u64),
+) -> HttpResponse {
     let name = path.file_name().map(|n| n.to_string_lossy().replace(['"', '\\', '\r', '\n'], "_")).unwrap_or_default();
     let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|r| byte_range(r, len));
     let mut response = match range {
         None => HttpResponse::Ok(),
         Some(Ok(_)) => HttpResponse::PartialContent(),
         Some(Err(())) => {
-            return Ok(HttpResponse::RangeNotSatisfiable()
+            return HttpResponse::RangeNotSatisfiable()
                 .insert_header((header::CONTENT_RANGE, format!("bytes */{len}")))
                 .insert_header((header::ACCEPT_RANGES, "bytes"))
-                .finish());
+                .finish();
         }
     };
     let (start, end) = match range {
@@ -682,12 +739,12 @@ async fn file(state: web::Data<AppState>, id: web::Path<String>, req: HttpReques
         }
         _ => (0, len),
     };
-    Ok(response
-        .content_type(content_type(&path))
+    response
+        .content_type(content_type)
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"{name}\"")))
         .insert_header(("X-Content-Type-Options", "nosniff"))
-        .body(actix_web::body::SizedStream::new(end - start, file_stream(file, start, end - start))))
+        .body(actix_web::body::SizedStream::new(end - start, file_stream(file, base + start, end - start)))
 }
 
 /// The one byte range a `Range` header asks of a file of `len` bytes, inclusive: `None` when

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::photo::companions::Companions;
 use crate::store::{ImageId, Store};
 
 /// Restrictions on results.
@@ -104,12 +105,16 @@ pub struct SearchHit {
     /// `"duration"` (seconds).
     #[serde(flatten)]
     pub media: Media,
+    /// A photo's companion files and embedded video: in JSON `live_video`, `raw_path` and
+    /// `motion_video`, each only when present (see [`crate::photo::companions`]).
+    #[serde(flatten)]
+    pub companions: Companions,
 }
 
 impl SearchHit {
     /// A photo's result.
     pub fn photo(id: ImageId, path: PathBuf, score: f32) -> Self {
-        SearchHit { id, path, score, media: Media::Photo }
+        SearchHit { id, path, score, media: Media::Photo, companions: Companions::default() }
     }
 }
 

@@ -595,6 +595,7 @@ fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {
         before: f.before.as_deref().map(parse_date).transpose()?,
         tag: f.tag.as_ref().map(|t| t.trim().to_string()),
         kind: f.kind.parse()?,
+        ..Default::default()
     })
 }
 

@@ -34,8 +34,10 @@ mod captions;
 mod duplicates;
 mod frames;
 pub mod migrate;
+mod query_search;
 pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
 pub use duplicates::{HASH_CACHE, MOVE_JOURNAL, MoveReport, MovedFile, SkippedFile, restore_moved};
+pub use query_search::{QueryOptions, RankedHit, SORT_POOL};
 
 /// Labels embedded (and cached) at a time.
 const LABEL_CHUNK: usize = 128;

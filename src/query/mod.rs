@@ -3,10 +3,13 @@
 //! `k` results when `k` exist. Videos are ranked by their frames: a video comes once, at its
 //! best frame, scored by that frame's cosine ([`search_videos`]).
 
+pub mod attributes;
 pub mod autotag;
 pub mod captions;
 pub mod duplicates;
+pub mod relevance;
 pub mod rerank;
+pub mod syntax;
 pub mod tags;
 
 use std::path::PathBuf;
@@ -30,6 +33,9 @@ pub struct SearchFilter {
     pub tag: Option<String>,
     /// Only photos, only videos, or both.
     pub kind: Kind,
+    /// More tags and folders, camera, extension, orientation and size (the query language's
+    /// filters).
+    pub attributes: attributes::AttributeFilter,
 }
 
 /// What a search returns (`--kind`, API `kind=`).
@@ -64,6 +70,7 @@ impl SearchFilter {
             && self.before.is_none()
             && self.tag.is_none()
             && self.kind == Kind::All
+            && self.attributes.is_empty()
     }
 }
 
@@ -216,10 +223,21 @@ pub(crate) fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) ->
             return Ok(None);
         }
     }
-    Ok(match &filter.under {
-        Some(prefix) => paths.into_iter().find(|p| p.starts_with(prefix)),
-        None => paths.into_iter().next(),
-    })
+    let more = &filter.attributes;
+    for tag in &more.tags {
+        if !store.has_tag(id, tag)? {
+            return Ok(None);
+        }
+    }
+    if more.reads_record() {
+        let Some(record) = store.image(id)? else { return Ok(None) };
+        if !more.record_passes(&record) {
+            return Ok(None);
+        }
+    }
+    Ok(paths
+        .into_iter()
+        .find(|p| filter.under.as_ref().is_none_or(|prefix| p.starts_with(prefix)) && more.path_passes(p)))
 }
 
 /// Parses a date given on the command line: `YYYY`, `YYYY-MM`, `YYYY-MM-DD` or RFC 3339;

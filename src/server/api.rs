@@ -186,7 +186,14 @@ impl SearchParams {
             None => Kind::All,
             Some(k) => k.parse().map_err(|e: crate::Error| ApiError::bad_request(e.to_string()))?,
         };
-        Ok(SearchFilter { under, after: date(&self.after, "after")?, before: date(&self.before, "before")?, tag, kind })
+        Ok(SearchFilter {
+            under,
+            after: date(&self.after, "after")?,
+            before: date(&self.before, "before")?,
+            tag,
+            kind,
+            ..Default::default()
+        })
     }
 }
 

@@ -445,9 +445,17 @@ impl Parser {
         }
         let word = word_of(&token);
         let text_column = column;
+        if let Word::Text(t) = &word
+            && t.trim().is_empty()
+        {
+            return Err(SyntaxError { column, message: "an empty phrase: put words between the quotes".into() });
+        }
         if glued_minus {
             if let Some((_, at, op_name)) = self.pending {
-                return Err(SyntaxError { column: at, message: format!("{op_name} followed by another minus") });
+                return Err(SyntaxError {
+                    column,
+                    message: format!("{op_name} (column {at}) followed by another minus: write one sign"),
+                });
             }
             self.end_run();
             let w = -weight.unwrap_or(1.0);

@@ -50,6 +50,11 @@ pub struct RankedHit {
     pub relevance: f32,
 }
 
+/// Relevance of a cosine score: calibrated, or 0 without a calibration (an empty library).
+pub fn relevance_of(calibration: Option<&Calibration>, score: f32) -> f32 {
+    calibration.map_or(0.0, |c| c.relevance(score))
+}
+
 /// The calibrations this process has read or measured, by library and model.
 fn calibrations() -> &'static Mutex<HashMap<String, (Instant, Calibration)>> {
     static CACHE: OnceLock<Mutex<HashMap<String, (Instant, Calibration)>>> = OnceLock::new();
@@ -74,17 +79,26 @@ impl Library {
         filter: &SearchFilter,
         options: &QueryOptions,
     ) -> Result<Vec<RankedHit>> {
+        self.search_parsed_with(query, upload, filter, options, &|t| self.embed_text(t))
+    }
+
+    /// [`Library::search_parsed`] with texts embedded by `embed_text` (the server's cache).
+    pub fn search_parsed_with(
+        &self,
+        query: &ParsedQuery,
+        upload: Option<&[u8]>,
+        filter: &SearchFilter,
+        options: &QueryOptions,
+        embed_text: &dyn Fn(&str) -> Result<Vec<f32>>,
+    ) -> Result<Vec<RankedHit>> {
         let filter = query.narrow(filter)?;
         let depth = if options.sort == SortOrder::Score { options.k } else { options.k.max(SORT_POOL) };
         let mut ranked: Vec<RankedHit> = if query.has_terms() || upload.is_some() {
-            let vector = self.query_vector(query, upload, options.allow_paths, &|t| self.embed_text(t))?;
+            let vector = self.query_vector(query, upload, options.allow_paths, embed_text)?;
             let hits = self.search_vector(&vector, depth, &filter)?;
             let calibration = self.calibration()?;
             hits.into_iter()
-                .map(|hit| {
-                    let relevance = calibration.as_ref().map_or(0.0, |c| c.relevance(hit.score));
-                    RankedHit { hit, relevance }
-                })
+                .map(|hit| RankedHit { relevance: relevance_of(calibration.as_ref(), hit.score), hit })
                 .collect()
         } else if filter.tag.is_some() {
             let hits = self.search_tag(depth, &filter)?;

@@ -458,6 +458,7 @@ function viewParams() {
     if (q.kind === "like") p.set("like", q.id);
     for (const [k, v] of filters()) p.set(k, v);
     if ($("sort").value !== "relevance") p.set("sort", $("sort").value);
+    if ($("cutoff").value !== $("cutoff").defaultValue) p.set("min", $("cutoff").value);
     if ($("in-captions").checked) p.set("in", "captions");
     else if ($("crops").checked) p.set("crops", "1");
     else if ($("rerank").value) p.set("rerank", $("rerank").value);
@@ -485,6 +486,9 @@ function restoreFromUrl() {
     for (const name of ["tag", "under", "after", "before"]) $(name).value = p.get(name) || "";
     $("kind").value = ["photo", "video"].includes(p.get("kind")) ? p.get("kind") : "";
     $("sort").value = ["newest", "oldest", "name"].includes(p.get("sort")) ? p.get("sort") : "relevance";
+    const min = /^\d+$/.test(p.get("min") || "") ? Math.min(Number(p.get("min")), 100) : Number($("cutoff").defaultValue);
+    $("cutoff").value = min;
+    $("cutoff-value").textContent = min > 0 ? String(min) : "off";
     $("in-captions").checked = p.get("in") === "captions";
     $("crops").checked = p.get("crops") === "1";
     wantedRerank = p.get("rerank") || "";

@@ -89,7 +89,11 @@ pub fn run(g: &GlobalOptions, library: &Library, args: &SearchArgs, out: &mut dy
         crate::segmenting::print_located_hits(library, &text, &hits, args.threshold, started, json, out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    print_ranked(out, &ranked, started, json, &|| crate::no_results(library, &filter))?;
+    let empty = || match args.min_score {
+        Some(min) => format!("no results of relevance {min} or more (a lower --min-score keeps more)"),
+        None => crate::no_results(library, &filter),
+    };
+    print_ranked(out, &ranked, started, json, &empty)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,7 +1,9 @@
 //! Answering searches: rank the library against a query vector, then walk the ranking keeping
 //! what passes the filters until `k` results are found, so a filter never returns fewer than
 //! `k` results when `k` exist. Videos are ranked by their frames: a video comes once, at its
-//! best frame, scored by that frame's cosine ([`search_videos`]).
+//! best frame, scored by that frame's cosine ([`search_videos`]). Query strings are parsed by
+//! [`syntax`] into terms and filters; [`attributes`] holds the filters beyond folder, date,
+//! tag and kind, and [`relevance`] the calibrated 0–100 relevance and the result orders.
 
 pub mod attributes;
 pub mod autotag;

@@ -417,6 +417,10 @@ pub struct SearchArgs {
     /// first) or name (file name). Other than score, it orders the best 1000 results.
     #[arg(long, default_value = "score", value_parser = ["score", "date", "-date", "name"], allow_hyphen_values = true)]
     pub sort: String,
+    /// The folder relative image paths in the query are relative to (set for a command
+    /// forwarded to a server: the sender's working directory).
+    #[arg(skip)]
+    pub query_base: Option<PathBuf>,
     /// Also find where in each result the text is (CLIPSeg): adds "region": {"box": [x, y,
     /// width, height], "area", "mean_probability"} (or null) to each JSON result.
     #[arg(long, requires = "text")]

@@ -12,16 +12,25 @@ use clipdex::library::{QueryOptions, RankedHit};
 use clipdex::path_text;
 use clipdex::query::Media;
 use clipdex::query::relevance::SortOrder;
-use clipdex::query::syntax::{self, ParsedQuery};
+use clipdex::query::syntax::{self, ParsedQuery, TermSource};
 
 use super::{GlobalOptions, Rerank, SearchArgs, SearchIn};
 
 /// Runs `clipdex search`.
 pub fn run(g: &GlobalOptions, library: &Library, args: &SearchArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let parsed = match &args.text {
+    let mut parsed = match &args.text {
         Some(q) => syntax::parse(q)?,
         None => ParsedQuery::default(),
     };
+    if let Some(base) = &args.query_base {
+        for term in &mut parsed.terms {
+            if let TermSource::Path(path) = &mut term.source
+                && path.is_relative()
+            {
+                *path = base.join(&*path);
+            }
+        }
+    }
     let filter = parsed.narrow(&crate::filter_of(&args.filter)?)?;
     let k = args.filter.k as usize;
     let json = args.filter.json;

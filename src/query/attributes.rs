@@ -87,6 +87,9 @@ pub struct DimensionBound {
     pub pixels: u32,
 }
 
+/// A bound no image meets (narrower than 0 pixels): what two contradicting filters leave.
+const NOTHING: DimensionBound = DimensionBound { dimension: Dimension::Width, comparison: Comparison::Less, pixels: 0 };
+
 impl AttributeFilter {
     /// Whether the filter lets every image through.
     pub fn is_empty(&self) -> bool {
@@ -112,21 +115,17 @@ impl AttributeFilter {
             if self.extensions.is_empty() {
                 self.extensions = other.extensions;
             } else {
-                // Both lists must hold: what they have in common.
+                // Both lists must hold: what they have in common (nothing: an impossible size).
                 self.extensions.retain(|e| other.extensions.contains(e));
                 if self.extensions.is_empty() {
-                    self.extensions.push(String::from("\u{0}none"));
+                    self.dimensions.push(NOTHING);
                 }
             }
         }
         match (self.orientation, other.orientation) {
             (Some(a), Some(b)) if a != b => {
                 // Nothing is both: an impossible size keeps the meaning.
-                self.dimensions.push(DimensionBound {
-                    dimension: Dimension::Width,
-                    comparison: Comparison::Less,
-                    pixels: 0,
-                });
+                self.dimensions.push(NOTHING);
             }
             (None, b) => self.orientation = b,
             _ => {}
@@ -220,4 +219,60 @@ pub fn like_escaped(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(width: u32, height: u32, camera: Option<&str>) -> ImageRecord {
+        ImageRecord {
+            hash: String::new(),
+            size: 0,
+            width,
+            height,
+            modified: 0,
+            taken: None,
+            camera: camera.map(str::to_string),
+            gps: None,
+            video: None,
+        }
+    }
+
+    #[test]
+    fn merged_filters_must_both_hold() {
+        let mut a = AttributeFilter { extensions: vec!["jpg".into(), "png".into()], ..Default::default() };
+        a.merge(AttributeFilter { extensions: vec!["png".into()], ..Default::default() });
+        assert_eq!(a.extensions, ["png"]);
+        assert!(a.path_passes(Path::new("/x/a.PNG")) && !a.path_passes(Path::new("/x/a.jpg")));
+        a.merge(AttributeFilter { extensions: vec!["heic".into()], ..Default::default() });
+        assert!(!a.record_passes(&record(10, 10, None)), "no extension is both");
+        let mut b = AttributeFilter { orientation: Some(Orientation::Portrait), ..Default::default() };
+        assert!(b.record_passes(&record(10, 20, None)));
+        b.merge(AttributeFilter { orientation: Some(Orientation::Landscape), ..Default::default() });
+        assert!(!b.record_passes(&record(10, 20, None)) && !b.record_passes(&record(20, 10, None)));
+    }
+
+    #[test]
+    fn folders_cameras_and_sizes() {
+        let f = AttributeFilter {
+            folders: vec![PathBuf::from("Holidays/"), PathBuf::from("/photos")],
+            cameras: vec!["FUJI".into()],
+            dimensions: vec![DimensionBound {
+                dimension: Dimension::Height,
+                comparison: Comparison::AtLeast,
+                pixels: 20,
+            }],
+            ..Default::default()
+        };
+        assert!(f.path_passes(Path::new("/photos/2024/Holidays/a.jpg")));
+        assert!(!f.path_passes(Path::new("/photos/2024/Holidays.jpg")), "a file, not a folder");
+        assert!(!f.path_passes(Path::new("/photos/MyHolidays/a.jpg")), "a whole folder name");
+        assert!(!f.path_passes(Path::new("/other/Holidays/a.jpg")));
+        assert!(f.record_passes(&record(10, 20, Some("Fujifilm X-T3"))));
+        assert!(!f.record_passes(&record(10, 19, Some("Fujifilm X-T3"))));
+        assert!(!f.record_passes(&record(10, 20, None)));
+        assert_eq!(folder_needle(Path::new("/a/b/")), b"/a/b/");
+        assert_eq!(like_escaped("50%_\\"), "50\\%\\_\\\\");
+    }
 }

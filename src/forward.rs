@@ -287,6 +287,8 @@ fn absolutize(command: &mut Command, cwd: &Path) {
         Command::Show { image, .. } if cwd.join(&*image).exists() => fix(image),
         Command::Search(args) => {
             args.filter.under.as_mut().map(fix);
+            // Image paths in the query (`./pool.jpg`) are the sender's too.
+            args.query_base = Some(cwd.to_path_buf());
         }
         Command::CropSearch(args) => {
             args.filter.under.as_mut().map(fix);

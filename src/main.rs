@@ -305,65 +305,7 @@ pub(crate) fn on_library(
                 &|_, _, _| {},
             )?;
         }
-        Command::Search(args) => {
-            let filter = filter_of(&args.filter)?;
-            let k = args.filter.k as usize;
-            let json = args.filter.json;
-            if args.rank_in == cli::SearchIn::Captions {
-                let Some(text) = &args.text else { anyhow::bail!("--in captions needs a TEXT to look for") };
-                anyhow::ensure!(
-                    args.rerank.is_none() && !args.crops,
-                    "--in captions takes neither --rerank nor --crops"
-                );
-                return blip::search_captions(library, text, k, &filter, json, out);
-            }
-            let sizes = (k, args.rerank_top as usize);
-            match (&args.text, &args.rerank) {
-                (Some(text), Some(cli::Rerank::Itm)) => {
-                    return blip::search_reranked(g, library, text, sizes, &filter, json, out);
-                }
-                (Some(text), Some(cli::Rerank::Clip(model))) => {
-                    library.clip()?;
-                    let started = std::time::Instant::now();
-                    let ranked = library.search_reranked_finetuned(model, text, sizes, &filter)?;
-                    let took_ms = started.elapsed().as_secs_f64() * 1e3;
-                    if json {
-                        writeln!(out, "{}", json!({ "results": ranked, "took_ms": took_ms }))?;
-                    } else {
-                        for r in &ranked {
-                            let tuned = r.finetuned.map_or("    -  ".to_string(), |x| format!("{x:.4}"));
-                            writeln!(out, "{tuned}  {:.4}  {}", r.hit.score, path_text::escaped(&r.hit.path))?;
-                        }
-                        if ranked.is_empty() {
-                            writeln!(out, "{}", no_results(library, &filter))?;
-                        }
-                    }
-                    return Ok(ExitCode::SUCCESS);
-                }
-                _ => {}
-            }
-            if args.text.is_some() {
-                library.clip()?; // load the model before the clock starts
-            }
-            if let Some(text) = &args.text
-                && !args.crops
-                && args.caption_weight > 0.0
-                && library.has_captions()?
-            {
-                return blip::search_blended(library, text, k, &filter, args.caption_weight, json, out);
-            }
-            let started = std::time::Instant::now();
-            let hits = match &args.text {
-                Some(text) => library.search_text(text, k, &filter)?,
-                None => library.search_tag(k, &filter)?,
-            };
-            match (&args.text, args.crops) {
-                (Some(text), true) => {
-                    segmenting::print_located_hits(library, text, &hits, args.threshold, started, json, out)?
-                }
-                _ => print_hits(out, &hits, started, json, &|| no_results(library, &filter))?,
-            }
-        }
+        Command::Search(args) => return cli::search::run(g, library, &args, out),
         Command::Similar { image, filter: f } => {
             let filter = filter_of(&f)?;
             library.clip()?;
@@ -584,7 +526,7 @@ pub(crate) fn with_progress<T>(
     Ok(outcome?)
 }
 
-fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {
+pub(crate) fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {
     let under = match &f.under {
         Some(p) => Some(std::fs::canonicalize(p).with_context(|| format!("--under {}", p.display()))?),
         None => None,
@@ -595,6 +537,7 @@ fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {
         before: f.before.as_deref().map(parse_date).transpose()?,
         tag: f.tag.as_ref().map(|t| t.trim().to_string()),
         kind: f.kind.parse()?,
+        ..Default::default()
     })
 }
 
@@ -642,7 +585,7 @@ pub(crate) fn print_hits(
 }
 
 /// A time in a video as a player shows it: `m:ss.s`, or `h:mm:ss.s`.
-fn clock(seconds: f64) -> String {
+pub(crate) fn clock(seconds: f64) -> String {
     let tenths = (seconds.max(0.0) * 10.0).round() as u64;
     let (h, m, s) = (tenths / 36_000, tenths / 600 % 60, tenths % 600);
     let s = format!("{:02}.{}", s / 10, s % 10);

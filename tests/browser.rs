@@ -235,9 +235,13 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
     let _quit = Quit(&browser);
 
-    browser.call("POST", "/url", Some(json!({"url": url})));
+    // The tiny random model scores every photo below the calibrated cut-off (relevance 50, the
+    // UI's default): the address turns the cut-off off.
+    let home = format!("{}/?min=0", url.trim_end_matches('/'));
+    browser.call("POST", "/url", Some(json!({ "url": home })));
     browser
         .wait_for("the indexer's status", "return document.getElementById('status').textContent.includes('12 photos')");
+    assert_eq!(browser.script("return document.getElementById('cutoff').value", json!([])), json!("0"));
 
     // A text search: thumbnails appear, with scores.
     browser.type_into("#q", "a photo of a cat");
@@ -383,7 +387,8 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
             &format!("return document.getElementById('summary').textContent.includes('“{text}”')"),
         );
     }
-    assert_eq!(browser.location(), "?q=a+green+field");
+    // (The cut-off set by the first address stays in it.)
+    assert_eq!(browser.location(), "?q=a+green+field&min=0");
     browser.call("POST", "/back", Some(json!({})));
     browser.wait_for(
         "the previous search again",
@@ -429,7 +434,8 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
         "the detail view closed",
         "return !document.getElementById('detail').open && !location.search.includes('open=')",
     );
-    assert_eq!(browser.location(), "?q=a+green+field");
+    // (The cut-off set by the first address stays in it.)
+    assert_eq!(browser.location(), "?q=a+green+field&min=0");
 
     // The duplicates page: the copy grouped with its original, which is the one to keep;
     // "Not duplicates" is remembered by the server.
@@ -462,7 +468,7 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     let p16 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p16");
     let finetuned = format!("p16={}", p16.display());
     let (_server, url) = serve(&db, &["--token", "e2e-secret", "--finetuned", &finetuned]);
-    browser.call("POST", "/url", Some(json!({"url": url})));
+    browser.call("POST", "/url", Some(json!({ "url": format!("{}/?min=0", url.trim_end_matches('/')) })));
     browser.wait_for("the token prompt", "return document.getElementById('login').open");
     browser.type_into("#token", "e2e-secret");
     browser.click("#login-form button");
@@ -602,7 +608,7 @@ fn a_video_plays_from_the_matching_moment_in_headless_chromium() {
     let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
     let _quit = Quit(&browser);
 
-    browser.call("POST", "/url", Some(json!({"url": format!("{url}?q=a%20cup&kind=video")})));
+    browser.call("POST", "/url", Some(json!({"url": format!("{url}?q=a%20cup&kind=video&min=0")})));
     let badge = browser.wait_for(
         "the video's card",
         "const b = document.querySelector('#results .card .badge'); return b ? b.textContent : false",

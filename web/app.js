@@ -84,10 +84,19 @@ function startSearch(query, push = true) {
   loadMore();
 }
 
+// The server sorts (after cutting at the relevance) when the order is not by relevance: it
+// orders every relevant result, not only the pages loaded so far.
+const SORTS = { newest: "-date", oldest: "date", name: "name" };
+
 async function fetchPage(offset) {
   const params = filters();
   params.set("k", PAGE);
   params.set("offset", offset);
+  const sort = SORTS[$("sort").value];
+  if (sort) {
+    params.set("sort", sort);
+    if (cutoff() > 0) params.set("min_score", cutoff());
+  }
   const q = state.query;
   if (q.kind === "text") {
     if (q.q) params.set("q", q.q);
@@ -125,13 +134,17 @@ async function loadMore() {
   if (generation === state.generation && !state.done && sentinelVisible()) loadMore();
 }
 
-// 0 means no cut-off (cosines can be negative).
+// A relevance from 0 to 100; 0 means no cut-off.
 function cutoff() { const c = parseFloat($("cutoff").value); return c > 0 ? c : -Infinity; }
+
+// Results without a relevance (ranked by caption words) are not cut.
+function relevanceOf(hit) { return hit.relevance ?? Infinity; }
 
 // Results come best first: once the last one is under the cut-off, later pages are too.
 function belowCutoff() {
+  if (SORTS[$("sort").value]) return false; // the server cut them
   const last = state.results[state.results.length - 1];
-  return last !== undefined && last.score < cutoff();
+  return last !== undefined && relevanceOf(last) < cutoff();
 }
 
 function sentinelVisible() {
@@ -141,11 +154,8 @@ function sentinelVisible() {
 // ---- rendering -------------------------------------------------------------------------
 
 function shown() {
-  const kept = state.results.filter((r) => r.score >= cutoff());
-  const sort = $("sort").value;
-  if (sort === "newest") kept.sort((a, b) => (b.date ?? 0) - (a.date ?? 0));
-  if (sort === "oldest") kept.sort((a, b) => (a.date ?? 0) - (b.date ?? 0));
-  return kept;
+  // In the server's order; by relevance, cut here as pages come.
+  return state.results.filter((r) => relevanceOf(r) >= cutoff());
 }
 
 function describeQuery() {
@@ -215,6 +225,13 @@ function card(hit) {
   like.type = "button";
   like.textContent = "More like this";
   like.addEventListener("click", () => moreLike(hit.id, hit.path));
+  if (hit.relevance !== undefined) {
+    const relevance = document.createElement("span");
+    relevance.className = "relevance";
+    relevance.textContent = Math.round(hit.relevance);
+    relevance.title = "relevance, 0-100 (calibrated for this library's model)";
+    meta.append(relevance);
+  }
   meta.append(score, like);
   el.append(thumb, meta);
   cards.set(hit.id, el);
@@ -522,6 +539,7 @@ function viewParams() {
     if (q.kind === "like") p.set("like", q.id);
     for (const [k, v] of filters()) p.set(k, v);
     if ($("sort").value !== "relevance") p.set("sort", $("sort").value);
+    if ($("cutoff").value !== $("cutoff").defaultValue) p.set("min", $("cutoff").value);
     if ($("in-captions").checked) p.set("in", "captions");
     else if ($("crops").checked) p.set("crops", "1");
     else if ($("rerank").value) p.set("rerank", $("rerank").value);
@@ -548,7 +566,10 @@ function restoreFromUrl() {
   if (!same) {
     for (const name of ["tag", "under", "after", "before"]) $(name).value = p.get(name) || "";
     $("kind").value = ["photo", "video"].includes(p.get("kind")) ? p.get("kind") : "";
-    $("sort").value = ["newest", "oldest"].includes(p.get("sort")) ? p.get("sort") : "relevance";
+    $("sort").value = ["newest", "oldest", "name"].includes(p.get("sort")) ? p.get("sort") : "relevance";
+    const min = /^\d+$/.test(p.get("min") || "") ? Math.min(Number(p.get("min")), 100) : Number($("cutoff").defaultValue);
+    $("cutoff").value = min;
+    $("cutoff-value").textContent = min > 0 ? String(min) : "off";
     $("in-captions").checked = p.get("in") === "captions";
     $("crops").checked = p.get("crops") === "1";
     wantedRerank = p.get("rerank") || "";
@@ -719,12 +740,19 @@ $("image-input").addEventListener("change", (event) => {
   event.target.value = "";
 });
 
-$("sort").addEventListener("change", () => { render(); remember(true); });
+// Another order, or another cut-off under it, is a new search (the server orders what passes).
+function searchAgain() {
+  if (state.query) startSearch(state.query, false);
+  remember(true);
+}
+$("sort").addEventListener("change", searchAgain);
 $("cutoff").addEventListener("input", () => {
-  $("cutoff-value").textContent = cutoff() > 0 ? cutoff().toFixed(2) : "off";
+  $("cutoff-value").textContent = cutoff() > 0 ? String(cutoff()) : "off";
+  if (SORTS[$("sort").value]) return; // searched again on "change"
   render();
   loadMore();
 });
+$("cutoff").addEventListener("change", () => { if (SORTS[$("sort").value]) searchAgain(); });
 
 new IntersectionObserver((entries) => {
   if (entries.some((e) => e.isIntersecting)) loadMore();

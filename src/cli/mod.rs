@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub mod finetune;
+pub mod search;
 pub use finetune::FinetuneArgs;
 
 use clipdex::models::precision::Precision;
@@ -388,11 +389,38 @@ pub struct AutotagArgs {
     pub json: bool,
 }
 
+/// The query language, as `clipdex search --help` shows it.
+const QUERY_HELP: &str = "\
+QUERY is words, images and filters (docs: Searching):
+  dog on a beach -night               words; -word or NOT \"a phrase\" takes away
+  \"2:golden retriever\" + ./pool.jpg - fruit
+                                      W: weighs a term; + adds, - subtracts (rclip's arithmetic);
+                                      an image is a path or an indexed photo #ID
+  tag:dog in:/photos/2024 in:Holidays after:2024-06 before:last-month kind:video
+  camera:fuji ext:jpg,heic orientation:portrait width>3000 height<=1000
+Quotes keep phrases and values together (tag:\"golden retriever\"); an unknown key, a bad date
+or an unbalanced quote is an error naming its column. The options --under, --after, --before,
+--tag and --kind combine with the query's filters (both must hold).";
+
 #[derive(Debug, Args)]
+#[command(after_long_help = QUERY_HELP)]
 pub struct SearchArgs {
-    /// What to look for, in words (optional with --tag).
-    #[arg(required_unless_present = "tag")]
+    /// What to look for: words, images (#ID, ./photo.jpg) and filters (tag:dog after:2024
+    /// camera:fuji width>3000), optional with --tag. See the end of `--help` for the syntax.
+    #[arg(required_unless_present = "tag", value_name = "QUERY")]
     pub text: Option<String>,
+    /// Keep only results of at least this relevance (0-100; 50 is the library's calibrated
+    /// cut: a result there scores above 99% of unrelated text-photo pairs).
+    #[arg(long, value_name = "S", value_parser = parse_relevance)]
+    pub min_score: Option<f32>,
+    /// Order of the results that pass: score (best first), date (oldest first), -date (newest
+    /// first) or name (file name). Other than score, it orders the best 1000 results.
+    #[arg(long, default_value = "score", value_parser = ["score", "date", "-date", "name"], allow_hyphen_values = true)]
+    pub sort: String,
+    /// The folder relative image paths in the query are relative to (set for a command
+    /// forwarded to a server: the sender's working directory).
+    #[arg(skip)]
+    pub query_base: Option<PathBuf>,
     /// Also find where in each result the text is (CLIPSeg): adds "region": {"box": [x, y,
     /// width, height], "area", "mean_probability"} (or null) to each JSON result.
     #[arg(long, requires = "text")]
@@ -571,6 +599,13 @@ pub struct CropSearchArgs {
     pub filter: FilterArgs,
 }
 
+fn parse_relevance(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a relevance between 0 and 100")),
+    }
+}
+
 fn parse_probability(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
@@ -606,7 +641,8 @@ pub struct FilterArgs {
     #[arg(long, value_name = "KIND", default_value = "all", value_parser = ["all", "photo", "video"])]
     pub kind: String,
     /// Print JSON: {"results": [{"id", "path", "score", "kind"}], "took_ms"}; a video's
-    /// result also has "time" (seconds, its best frame) and "duration".
+    /// result also has "time" (seconds, its best frame) and "duration"; `search` results also
+    /// have "relevance" (0-100).
     #[arg(long)]
     pub json: bool,
 }

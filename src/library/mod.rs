@@ -35,8 +35,10 @@ mod companions;
 mod duplicates;
 mod frames;
 pub mod migrate;
+mod query_search;
 pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
 pub use duplicates::{HASH_CACHE, MOVE_JOURNAL, MoveReport, MovedFile, SkippedFile, restore_moved};
+pub use query_search::{QueryOptions, RankedHit, SORT_POOL, relevance_of};
 
 /// Labels embedded (and cached) at a time.
 const LABEL_CHUNK: usize = 128;

@@ -1,12 +1,18 @@
 //! Answering searches: rank the library against a query vector, then walk the ranking keeping
 //! what passes the filters until `k` results are found, so a filter never returns fewer than
 //! `k` results when `k` exist. Videos are ranked by their frames: a video comes once, at its
-//! best frame, scored by that frame's cosine ([`search_videos`]).
+//! best frame, scored by that frame's cosine ([`search_videos`]). Query strings are parsed by
+//! [`syntax`] into terms and filters; [`crate::store::attributes`] holds the filters beyond
+//! folder, date, tag and kind, and [`relevance`] the calibrated 0–100 relevance and the result
+//! orders.
 
+pub use crate::store::attributes;
 pub mod autotag;
 pub mod captions;
 pub mod duplicates;
+pub mod relevance;
 pub mod rerank;
+pub mod syntax;
 pub mod tags;
 
 use std::path::PathBuf;
@@ -115,10 +121,21 @@ pub(crate) fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) ->
             return Ok(None);
         }
     }
-    Ok(match &filter.under {
-        Some(prefix) => paths.into_iter().find(|p| p.starts_with(prefix)),
-        None => paths.into_iter().next(),
-    })
+    let more = &filter.attributes;
+    for tag in &more.tags {
+        if !store.has_tag(id, tag)? {
+            return Ok(None);
+        }
+    }
+    if more.reads_record() {
+        let Some(record) = store.image(id)? else { return Ok(None) };
+        if !more.record_passes(&record) {
+            return Ok(None);
+        }
+    }
+    Ok(paths
+        .into_iter()
+        .find(|p| filter.under.as_ref().is_none_or(|prefix| p.starts_with(prefix)) && more.path_passes(p)))
 }
 
 /// Parses a date given on the command line: `YYYY`, `YYYY-MM`, `YYYY-MM-DD` or RFC 3339;

@@ -104,7 +104,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
     let mut search = vec![query(
         "q",
         json!({"type": "string", "maxLength": MAX_QUERY_BYTES}),
-        "Text query (may be left out when tag is given)",
+        "The query: words, images (#ID) and filters in the query language (see the manual's Searching: `dog -night tag:beach after:2024 camera:fuji width>3000`); may be left out when tag is given. A syntax error is a 400 naming its column",
     )];
     search.extend(search_params());
     search.push(query(
@@ -134,7 +134,24 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
     ));
     let mut by_image =
         vec![query("id", json!({"type": "integer"}), "Search like this indexed image instead of an upload")];
+    by_image.push(query(
+        "q",
+        json!({"type": "string", "maxLength": MAX_QUERY_BYTES}),
+        "More terms and filters in the query language, added to the image (a term of weight 1)",
+    ));
     by_image.extend(search_params());
+    for params in [&mut search, &mut by_image] {
+        params.push(query(
+            "min_score",
+            json!({"type": "number", "minimum": 0, "maximum": 100}),
+            "Keep results of at least this relevance (0-100, calibrated per model on the library; 50 beats 99% of unrelated text-photo pairs)",
+        ));
+        params.push(query(
+            "sort",
+            json!({"type": "string", "enum": ["score", "date", "-date", "name"], "default": "score"}),
+            "Order of the results above the cut-off: best first, oldest first, newest first, by file name (other than score: of the best 1000)",
+        ));
+    }
     json!({
         "openapi": "3.0.3",
         "info": {"title": "clipdex", "version": env!("CARGO_PKG_VERSION"),
@@ -147,6 +164,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "id": {"type": "integer"}, "path": {"type": "string", "description": "The file, for display (bytes that are not UTF-8 shown as U+FFFD)"},
                     "path_bytes": {"type": "string", "format": "byte", "description": "Only when the path is not UTF-8: base64 of its exact bytes"},
                     "score": {"type": "number", "description": "Cosine similarity (tag searches: the tag's probability; a video: its best frame's cosine)"},
+                    "relevance": {"type": "number", "minimum": 0, "maximum": 100, "description": "The score as a relevance from 0 to 100, calibrated per model on the library (absent with in=captions)"},
                     "kind": {"type": "string", "enum": ["photo", "video"]},
                     "time": {"type": "number", "description": "Videos: seconds from the start of the best frame (searches by tag or caption: the video's poster frame)"},
                     "duration": {"type": "number", "description": "Videos: the length in seconds"},

@@ -24,6 +24,9 @@ pub struct SearchFilter {
     pub tag: Option<String>,
     /// Only photos, only videos, or both.
     pub kind: Kind,
+    /// More tags and folders, camera, extension, orientation and size (the query language's
+    /// filters).
+    pub attributes: crate::store::attributes::AttributeFilter,
 }
 
 /// What a search returns (`--kind`, API `kind=`).
@@ -58,6 +61,7 @@ impl SearchFilter {
             && self.before.is_none()
             && self.tag.is_none()
             && self.kind == Kind::All
+            && self.attributes.is_empty()
     }
 }
 

@@ -90,6 +90,8 @@ fn every_filter_means_the_same_on_every_backend() {
                     camera,
                     gps: None,
                     video: None,
+                    motion_video: None,
+                    motion_video_problem: None,
                 },
                 tags,
             }

@@ -236,6 +236,8 @@ mod tests {
             camera: camera.map(str::to_string),
             gps: None,
             video: None,
+            motion_video: None,
+            motion_video_problem: None,
         }
     }
 

@@ -6,6 +6,7 @@ pub mod bert;
 pub mod blip;
 pub mod clip;
 pub mod clipseg;
+pub mod ocr;
 pub mod precision;
 pub mod preprocess;
 pub mod sentence;

@@ -13,6 +13,11 @@ mkdir -p "$dest"
 python=${PYTHON:-python3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# Debian's python3 has no pip: a throwaway venv brings one (.ci/run installs python3-venv).
+if ! "$python" -m pip --version >/dev/null 2>&1; then
+  "$python" -m venv "$tmp/venv"
+  python="$tmp/venv/bin/python"
+fi
 "$python" -m pip download -q --no-deps --dest "$tmp" \
   rapidocr_onnxruntime==1.3.24 rapidocr==3.10.0
 check() { echo "$2  $1" | sha256sum -c --quiet - || { echo "checksum mismatch: $1" >&2; exit 1; }; }

@@ -123,6 +123,11 @@ fn hostile_images_finish_with_bounded_work() {
     // Degenerate sizes read nothing rather than fail.
     assert!(model.read(&RgbImage::new(1, 20_000)).unwrap().is_empty());
     assert!(model.read(&RgbImage::new(1, 1)).unwrap().is_empty());
+    // A one-pixel line is not enlarged 30 times (RapidOCR makes a 60000 x 15000 detector input
+    // of it); lines of a few pixels are read within the 2000 px limit.
+    assert!(model.read(&RgbImage::new(2000, 1)).unwrap().is_empty());
+    let thin = RgbImage::from_fn(1999, 3, |x, _| image::Rgb(if x % 9 < 4 { [0, 0, 0] } else { [255, 255, 255] }));
+    model.read(&thin).unwrap();
     // A page of many small marks: at most max_candidates regions are examined, and the page
     // says when it reached the cap.
     let page = RgbImage::from_fn(1600, 1600, |x, y| {

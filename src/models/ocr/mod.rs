@@ -18,8 +18,9 @@
 //!    order with boxes in the photo's pixels.
 //!
 //! Every threshold is RapidOCR's default and can be changed in [`OcrConfig`]. Work per photo is
-//! bounded: the detector sees at most about 6000 x 736 pixels and at most `max_candidates`
-//! regions are examined ([`OcrPage::capped`] says when more were found).
+//! bounded: a photo is never enlarged past `max_side_len`, so the detector sees at most about
+//! 3000 x 736 pixels (or 2000 x 2000), and at most `max_candidates` regions are examined
+//! ([`OcrPage::capped`] says when more were found).
 //!
 //! ```no_run
 //! use clipdex::models::ocr::{OcrConfig, OcrModel};
@@ -290,7 +291,10 @@ impl OcrModel {
         }
         if img.width().min(img.height()) < c.min_side_len {
             let (w0, h0) = (img.width(), img.height());
-            let r = c.min_side_len as f64 / w0.min(h0) as f64;
+            // Unlike RapidOCR, the enlargement stops where the long side reaches max_side_len: a
+            // 2000 x 1 line would otherwise become 60000 x 32 and, padded, a 60000 x 15000
+            // detector input (2.7 GB). Photos RapidOCR enlarges within that limit are unchanged.
+            let r = (c.min_side_len as f64 / w0.min(h0) as f64).min(c.max_side_len as f64 / w0.max(h0) as f64);
             let Some((w, h)) = round32(w0, h0, r) else { return Ok(OcrPage::default()) };
             img = raster::resize_linear(&img, w, h);
             // As RapidOCR, the ratio of this step replaces the first one's.

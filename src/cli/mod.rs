@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub mod finetune;
+pub mod ocr;
 pub mod search;
 pub use finetune::FinetuneArgs;
+pub use ocr::OcrArgs;
 
 use clipdex::models::precision::Precision;
 use clipdex::{DEFAULT_CLIP_MODEL, DeviceChoice};
@@ -243,6 +245,8 @@ pub enum Command {
     Match(MatchArgs),
     /// Text-prompted masks and crops (CLIPSeg): where in the image is it?
     Segment(SegmentArgs),
+    /// Read the text in images (PP-OCR models): lines with scores and boxes.
+    Ocr(OcrArgs),
     /// Search for regions rather than whole photos: CLIPSeg crops of the best matches.
     CropSearch(CropSearchArgs),
     /// Serve the HTTP API and the web UI, indexing and following the folders meanwhile.

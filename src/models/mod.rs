@@ -8,6 +8,7 @@ pub mod blip;
 pub mod clip;
 pub mod clipseg;
 pub mod nn;
+pub mod ocr;
 pub mod preprocess;
 pub mod sentence;
 pub mod source;

@@ -31,6 +31,7 @@ use crate::video::FrameSize;
 const CHOSEN_MODEL_SETTING: &str = "chosen_model";
 
 mod captions;
+mod display;
 mod duplicates;
 mod frames;
 pub mod migrate;

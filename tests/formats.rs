@@ -250,6 +250,15 @@ fn without_primary(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A copy of `bytes` whose coded image data (the whole `mdat` payload) is zeros: the
+/// primary item is there, its HEVC stream is not.
+fn with_corrupt_primary(bytes: &[u8]) -> Vec<u8> {
+    let at = bytes.windows(4).position(|w| w == b"mdat").expect("an mdat box");
+    let mut out = bytes.to_vec();
+    out[at + 4..].fill(0);
+    out
+}
+
 /// Hostile HEIF files, each with a word its failure reason must contain.
 fn hostile_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
     let heic = std::fs::read(formats().join("heic_8bit.heic")).unwrap();
@@ -258,6 +267,7 @@ fn hostile_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
     let files: Vec<(&str, Vec<u8>, &str)> = vec![
         ("truncated.heic", heic[..heic.len() / 2].to_vec(), "corrupt"),
         ("no_primary.heic", without_primary(&heic), "corrupt"),
+        ("corrupt_primary.heic", with_corrupt_primary(&heic), "corrupt"),
         ("grid_65535.heic", with_declared_size(&grid, 65_535, 65_535), "65535x65535 pixels exceeds the limit"),
         ("absurd.avif", with_declared_size(&avif, 1_000_000, 1_000_000), "1000000x1000000 pixels exceeds"),
     ];
@@ -500,5 +510,82 @@ async fn the_api_serves_each_format_and_a_jpeg_rendition_of_it() {
         assert_eq!(response.status(), 400, "{query}");
         let body: serde_json::Value = test::read_body_json(response).await;
         assert!(body["error"].as_str().unwrap().contains(word), "{query}: {body}");
+    }
+}
+
+/// A RAW whose previews are all smaller than the model's input (224 px here), and one with no
+/// preview at all, are recorded failures whose reasons say so (sensor data is not decoded),
+/// while the RAWs beside them index.
+#[test]
+fn raws_without_a_preview_as_large_as_the_models_input_are_recorded_failures_saying_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = photo_folder(tmp.path(), &["raw_preview.raf", "raw_preview.dng"]);
+    // The RAF with its 256 x 256 preview replaced by a 200 x 150 one (the header's bytes 84..92
+    // give the preview's offset and length).
+    let raf = std::fs::read(formats().join("raw_preview.raf")).unwrap();
+    let mut small = Vec::new();
+    let picture = image::RgbImage::from_fn(200, 150, |x, y| image::Rgb([x as u8, y as u8, 90]));
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut small, 90).encode_image(&picture).unwrap();
+    let mut header = raf[..160].to_vec();
+    header[88..92].copy_from_slice(&(small.len() as u32).to_be_bytes());
+    std::fs::write(photos.join("small_preview.raf"), [header, small].concat()).unwrap();
+    // The DNG with the link to its preview's directory (SubIFDs, 0x14A) renamed to a tag no
+    // reader knows: what is left is the sensor image.
+    let dng = std::fs::read(formats().join("raw_preview.dng")).unwrap();
+    let link = [0x4A, 0x01, 4, 0, 1, 0, 0, 0];
+    let at = dng.windows(8).position(|w| w == link).expect("the DNG's SubIFDs entry");
+    let mut sensor_only = dng.clone();
+    sensor_only[at..at + 2].copy_from_slice(&0xFFF0u16.to_le_bytes());
+    std::fs::write(photos.join("sensor_only.dng"), sensor_only).unwrap();
+
+    let lib = Library::open(LibraryConfig::new(tmp.path().join("db"), model())).unwrap();
+    lib.add_root(&photos).unwrap();
+    let report = lib.index(&|_, _| {}).unwrap();
+    assert_eq!((report.embedded, report.failed), (2, 2));
+    let failures = lib.failures().unwrap();
+    let reason = |name: &str| {
+        let (_, f) = failures.iter().find(|(p, _)| p.ends_with(name)).unwrap_or_else(|| panic!("{name} not recorded"));
+        f.reason.clone()
+    };
+    let small = reason("small_preview.raf");
+    assert!(small.contains("200x150, smaller than the 224 px the model needs"), "{small}");
+    assert!(small.contains("sensor data is not supported"), "{small}");
+    let none = reason("sensor_only.dng");
+    assert!(
+        none.contains("without an embedded JPEG preview") && none.contains("sensor data is not supported"),
+        "{none}"
+    );
+}
+
+/// The CLI on each format: `index`, `search --json`, `similar PATH --json` and `show PATH --json`
+/// through the real binary.
+#[test]
+fn the_cli_indexes_finds_and_shows_each_format() {
+    let mut names: Vec<&str> = BUILT_IN_FIXTURES.to_vec();
+    if have_libheif() {
+        names.extend_from_slice(HEIF_FIXTURES);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = photo_folder(tmp.path(), &names);
+    let db = tmp.path().join("db");
+    let run = |args: &[&str]| common::clipdex_on(&db, model(), args);
+    let out = run(&["add", photos.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = common::ok_json(run(&["index", "--json"]));
+    assert_eq!((report["embedded"].as_u64(), report["failed"].as_u64()), (Some(names.len() as u64), Some(0)));
+    let found = common::ok_json(run(&["search", "a photo", "-k", "50", "--json"]));
+    assert_eq!(found["results"].as_array().unwrap().len(), names.len());
+    for name in &names {
+        let path = photos.join(name);
+        let path = path.to_str().unwrap();
+        let shown = common::ok_json(run(&["show", path, "--json"]));
+        let want = reference(name);
+        assert_eq!(
+            (shown["width"].as_u64(), shown["height"].as_u64()),
+            (Some(want.width().into()), Some(want.height().into())),
+            "{name}: {shown}"
+        );
+        let like = common::ok_json(run(&["similar", path, "-k", "1", "--json"]));
+        assert_eq!(like["results"][0]["path"].as_str(), Some(path), "{name}: most like itself");
     }
 }

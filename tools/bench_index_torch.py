@@ -27,6 +27,7 @@ model). Medians are printed.
 
 import argparse
 import io
+import json
 import os
 import re
 import shutil
@@ -151,7 +152,8 @@ def clipdex_rate(binary, model, folder, n, startup):
         db = Path(tmp) / "db"
         clipdex(binary, model, ["--db", str(db), "add", str(folder)])
         took, out = clipdex(binary, model, ["--db", str(db), "index", "--json"])
-        assert f'"embedded":{n}' in out.stdout, out.stdout
+    report = json.loads(out.stdout)
+    assert report["embedded"] == n and report["failed"] == 0, f"{folder} holds other photos than the {n} made: {report}"
     return n / (took - startup)
 
 

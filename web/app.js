@@ -290,6 +290,9 @@ function formatDate(seconds) {
   return new Date(seconds * 1000).toISOString().replace("T", " ").slice(0, 16);
 }
 
+// The photo files every browser shows as they are; others are opened as a JPEG rendition.
+const BROWSER_SHOWS = /\.(jpe?g|jfif|png|gif|webp|bmp|svg)$/i;
+
 async function showDetail(id, region, push = true, time = undefined) {
   const dialog = $("detail");
   let image;
@@ -352,7 +355,11 @@ async function showDetail(id, region, push = true, time = undefined) {
   $("detail-like").onclick = () => moreLike(id, image.paths[0] || String(id));
   const open = $("detail-open");
   open.hidden = Boolean(token()); // a new tab cannot send the token
-  open.href = `/api/images/${id}/file`;
+  // A file a browser cannot show (HEIC, RAW, JPEG XL, AVIF in some browsers) opens as the
+  // server's JPEG rendition of it; the rest as the original.
+  const rendition = !image.video && image.paths.length > 0 && !BROWSER_SHOWS.test(image.paths[0]);
+  open.textContent = rendition ? "Open full size (JPEG)" : "Open original";
+  open.href = `/api/images/${id}/file${rendition ? "?format=jpeg" : ""}`;
   if (!dialog.open) dialog.showModal();
 }
 

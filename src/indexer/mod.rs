@@ -493,11 +493,14 @@ fn prepare(
     if let Some(id) = store.id_for_hash(&hash)? {
         return Ok(Prepared::Known { id });
     }
+    let started = std::time::Instant::now();
     let photo =
         match decode_photo(&bytes, decode).and_then(|p| check_raw_preview(&bytes, &p, decode.min_side).map(|()| p)) {
             Ok(p) => p,
             Err(problem) => return Ok(Prepared::Failed(problem.to_string())),
         };
+    // `RUST_LOG=clipdex=debug` shows what each format costs (tools/bench_index_torch.py reads it).
+    tracing::debug!(path = %c.path.display(), ms = started.elapsed().as_secs_f64() * 1e3, "decoded");
     let exif = read_exif(&bytes);
     let (motion_video, motion_video_problem) = match crate::photo::motion::find_motion_video(&bytes) {
         Ok(found) => (found, None),

@@ -32,6 +32,7 @@ const CHOSEN_MODEL_SETTING: &str = "chosen_model";
 
 mod captions;
 mod companions;
+mod display;
 mod duplicates;
 mod frames;
 pub mod migrate;

@@ -753,8 +753,28 @@ fn content_type(path: &Path) -> &'static str {
 /// HTTP range requests (`Range: bytes=START-END`, `START-`, `-SUFFIX`), which video players
 /// seek with: `206 Partial Content` for a satisfiable range, `416` for one past the end; a
 /// request for several ranges gets the whole file.
-async fn file(state: web::Data<AppState>, id: web::Path<String>, req: HttpRequest) -> ApiResult<HttpResponse> {
+///
+/// With `format=jpeg` the answer is instead a JPEG rendition a browser can show (HEIC, RAW,
+/// JPEG XL, AVIF are not shown by every browser), upright, at most `size` px on its longer side.
+async fn file(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    params: web::Query<FileParams>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
+    match params.format.as_deref() {
+        None => {}
+        Some("jpeg" | "jpg") => return display(state, id, params.size.as_deref()).await,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format must be jpeg (a JPEG rendition) or left out (the original file), not {other:?}"
+            )));
+        }
+    }
+    if params.size.is_some() {
+        return Err(ApiError::bad_request("size is for format=jpeg: the original file has the size it has"));
+    }
     let (path, file, len) = blocking(move || {
         let path = state.library.image_file(id)?;
         let (file, len) = open_to_serve(&path, id)?;
@@ -833,6 +853,36 @@ fn serve_part(
         .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"{name}\"")))
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .body(actix_web::body::SizedStream::new(end - start, file_stream(file, base + start, end - start)))
+}
+
+#[derive(Deserialize)]
+struct FileParams {
+    /// `jpeg`: a JPEG rendition instead of the original bytes.
+    format: Option<String>,
+    /// The rendition's longer side (default and most: [`crate::thumbnail::DISPLAY_MAX_SIZE`]).
+    size: Option<String>,
+}
+
+/// The JPEG rendition of image `id` (`/file?format=jpeg`), made once and cached.
+async fn display(state: web::Data<AppState>, id: ImageId, size: Option<&str>) -> ApiResult<HttpResponse> {
+    let (min, max) = (crate::thumbnail::MIN_SIZE as usize, crate::thumbnail::DISPLAY_MAX_SIZE as usize);
+    let size = number_param(size, "size", max, min, max)? as u32;
+    let (path, bytes) = blocking(move || {
+        let path = state.library.image_file(id)?;
+        let cached = state.library.display_jpeg(id, size)?;
+        let bytes = std::fs::read(&cached)
+            .map_err(|e| Error::Store(format!("cannot read the rendition {}: {e}", cached.display())))?;
+        Ok((path, bytes))
+    })
+    .await?;
+    let stem = path.file_stem().map(|n| n.to_string_lossy().replace(['"', '\\', '\r', '\n'], "_")).unwrap_or_default();
+    // An id's content never changes (ids are per content hash), so browsers may keep it.
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        .insert_header((header::CACHE_CONTROL, "private, max-age=86400"))
+        .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"{stem}.jpg\"")))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(bytes))
 }
 
 /// The one byte range a `Range` header asks of a file of `len` bytes, inclusive: `None` when

@@ -95,9 +95,13 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
     let reranks: Vec<String> =
         std::iter::once("itm".to_string()).chain(finetuned.iter().map(|name| format!("clip:{name}"))).collect();
     let results = json!({"$ref": "#/components/schemas/Results"});
-    let mut file_responses =
-        responses(200, json!({"description": "The file", "content": {"image/*": {}, "video/*": {}}}), &[400, 403, 404]);
+    let mut file_responses = responses(
+        200,
+        json!({"description": "The file", "content": {"image/*": {}, "video/*": {}}}),
+        &[400, 403, 404, 422],
+    );
     file_responses["206"] = json!({"description": "The range asked for (Content-Range says which)", "content": {"image/*": {}, "video/*": {}}});
+    file_responses["200"]["content"]["image/jpeg"] = json!({});
     file_responses["416"] = json!({"description": "The range lies past the end (Content-Range: bytes */LENGTH)"});
     let upload = json!({"multipart/form-data": {"schema": {"type": "object", "properties": {
         "image": {"type": "string", "format": "binary", "description": format!("At most {DEFAULT_MAX_UPLOAD} bytes by default (serve --max-upload)")}}}}});
@@ -223,8 +227,11 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                                query("time", json!({"type": "number", "minimum": 0}), "Videos: the frame shown at this many seconds, made now and not cached (default: the poster frame; a photo answers 400)")],
                 "responses": responses(200, json!({"description": "The thumbnail", "content": {"image/jpeg": {}}}), &[400, 403, 404, 422])}},
             "/api/images/{id}/file": {"get": {
-                "summary": "The original file (only if it lies inside a library folder, symbolic links resolved), streamed; one byte range may be asked for (video players seek with them)",
-                "parameters": [id_param(), {"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
+                "summary": "The original file (only if it lies inside a library folder, symbolic links resolved), streamed; one byte range may be asked for (video players seek with them). With format=jpeg: a JPEG rendition a browser can show (HEIC, RAW, JPEG XL, AVIF), upright, made once and cached",
+                "parameters": [id_param(),
+                               query("format", json!({"type": "string", "enum": ["jpeg"]}), "jpeg: a JPEG rendition instead of the original bytes (left out: the original file)"),
+                               query("size", json!({"type": "integer", "minimum": thumbnail::MIN_SIZE, "maximum": thumbnail::DISPLAY_MAX_SIZE, "default": thumbnail::DISPLAY_MAX_SIZE}), "With format=jpeg: the rendition's longer side at most, in pixels (never enlarged)"),
+                               {"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
                                             "description": "bytes=START-END, bytes=START- or bytes=-LAST (several ranges: the whole file)"}],
                 "responses": file_responses.clone()}},
             "/api/images/{id}/live": {"get": {

@@ -63,6 +63,8 @@ fn record(i: usize) -> ImageRecord {
         camera: None,
         gps: None,
         video: None,
+        motion_video: None,
+        motion_video_problem: None,
     }
 }
 

@@ -105,6 +105,8 @@ fn main() -> clipdex::Result<()> {
             camera: None,
             gps: None,
             video: None,
+            motion_video: None,
+            motion_video_problem: None,
         };
         store.commit_image(&tmp.path().join(format!("photos/{i:06}.jpg")), 1, 0, &record, v)?;
     }

@@ -256,12 +256,7 @@ pub type StepProgress<'a> = &'a dyn Fn(usize, usize, f32);
 /// The library's vector of an image by its content hash (blake3, hex), if it has one.
 pub type StoredVectors<'a> = &'a dyn Fn(&str) -> Option<Vec<f32>>;
 
-/// Written beside an adapter model's weights: which model the adapter applies to, so stored
-/// vectors of that model can be re-ranked without embedding again.
-pub const ADAPTER_FILE: &str = "clipdex_adapter.json";
-
-/// The adapter matrix, `[d, d]`, under the name `adapter`.
-pub const ADAPTER_WEIGHTS: &str = "clipdex_adapter.safetensors";
+pub use crate::output_dir::{ADAPTER_FILE, ADAPTER_WEIGHTS};
 
 /// What [`ADAPTER_FILE`] holds.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -349,7 +344,7 @@ pub fn finetune(
         Ok((pixels, texts))
     };
     let pad = embedder.tokenizer_pad_id();
-    let vb = crate::models::clip::repo_weights(&repo, device)?;
+    let vb = crate::models::source::repo_weights(&repo, device)?;
     if options.scope == TrainScope::Adapter {
         let run = AdapterRun { base, repo: &repo, embedder: &embedder, vb: &vb, options, stored, device, pad };
         return run.train(&train, &held_out, skipped, out, stop, progress);

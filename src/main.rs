@@ -6,7 +6,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use cli::{Cli, Command, captions, duplicates, embed, finetune, maintenance, regions, session, tags};
+use cli::{Cli, Command, captions, duplicates, embed, finetune, maintenance, ocr, regions, session, tags};
 
 fn main() -> ExitCode {
     // Colours only on a terminal: a log written to a file must not fill with escape codes.
@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Command::Ask(args) => captions::ask(&g, &args),
         Command::Match(args) => captions::match_texts(&g, &args),
         Command::Segment(args) => regions::segment(&g, &args),
+        Command::Ocr(args) => ocr::run(&g, &args),
         Command::Embed(args) => embed::embed(&g, &args),
         Command::Finetune(args) => finetune::run(&g, &args),
         Command::Reindex(args) => maintenance::reindex(&g, &args),

@@ -15,6 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Written beside an adapter model's weights: which model the adapter applies to, so stored
+/// vectors of that model can be re-ranked without embedding again.
+pub const ADAPTER_FILE: &str = "clipdex_adapter.json";
+
+/// The adapter matrix, `[d, d]`, under the name `adapter`.
+pub const ADAPTER_WEIGHTS: &str = "clipdex_adapter.safetensors";
+
 /// Written into every model folder clipdex saves: which files it wrote there.
 pub const MODEL_MARKER: &str = ".clipdex-model";
 
@@ -34,8 +41,8 @@ const MODEL_FILES: &[&str] = &[
     "vocab.json",
     "merges.txt",
     "vocab.txt",
-    crate::finetune::ADAPTER_FILE,
-    crate::finetune::ADAPTER_WEIGHTS,
+    ADAPTER_FILE,
+    ADAPTER_WEIGHTS,
 ];
 
 /// What [`MODEL_MARKER`] holds.

@@ -20,8 +20,10 @@ use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
 use crate::error::{Error, ImageProblem, Result};
 
+pub mod companions;
 pub mod heif;
 pub mod jxl;
+pub mod motion;
 pub mod raw;
 
 /// Default upper bound on decoded pixels (the same order as PIL's bomb guard, enough for any

@@ -19,6 +19,11 @@ pub const MAX_SIZE: u32 = 1024;
 pub const UI_SIZES: [u32; 2] = [256, 1024];
 /// JPEG quality of thumbnails.
 const QUALITY: u8 = 85;
+/// Largest side of a browser rendition ([`render_display`]): what a detail view on a large
+/// screen shows, and the side models' working copies are held to.
+pub const DISPLAY_MAX_SIZE: u32 = crate::photo::WORKING_SIDE;
+/// JPEG quality of browser renditions (looked at closely, full screen).
+const DISPLAY_QUALITY: u8 = 90;
 
 /// Encodes a thumbnail of `bytes` whose longer side is `size` (smaller images keep their size).
 pub fn render(bytes: &[u8], size: u32, max_pixels: u64) -> Result<Vec<u8>, ImageProblem> {
@@ -28,6 +33,19 @@ pub fn render(bytes: &[u8], size: u32, max_pixels: u64) -> Result<Vec<u8>, Image
     let photo =
         decode_photo_within(bytes, &DecodeOptions { max_pixels, min_side: Some(size) }, size.saturating_mul(2))?;
     encode(photo.image, size)
+}
+
+/// Encodes a JPEG a browser can show of a photo it may not (HEIC, AVIF, JPEG XL, a RAW's
+/// preview): upright, its longer side at most `size` (smaller photos keep theirs), decoded
+/// through the same checks and decode budget as every photo and reduced by area averaging
+/// while the decode holds its share.
+pub fn render_display(bytes: &[u8], size: u32, max_pixels: u64) -> Result<Vec<u8>, ImageProblem> {
+    let photo = decode_photo_within(bytes, &DecodeOptions { max_pixels, min_side: Some(size) }, size)?;
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, DISPLAY_QUALITY)
+        .encode_image(&photo.image)
+        .map_err(|e| ImageProblem::Io(format!("cannot encode the JPEG rendition: {e}")))?;
+    Ok(out)
 }
 
 /// Encodes a thumbnail of a decoded image (a video's frame) whose longer side is `size`.
@@ -71,6 +89,14 @@ mod tests {
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png).unwrap();
         out.into_inner()
+    }
+
+    #[test]
+    fn a_display_rendition_is_a_jpeg_within_its_size() {
+        let t = image::load_from_memory(&render_display(&png(3000, 1000), 2048, u64::MAX).unwrap()).unwrap();
+        assert_eq!((t.width(), t.height()), (2048, 683));
+        let t = image::load_from_memory(&render_display(&png(30, 50), 2048, u64::MAX).unwrap()).unwrap();
+        assert_eq!((t.width(), t.height()), (30, 50));
     }
 
     #[test]

@@ -50,6 +50,8 @@ fn add(store: &Store, tag: &str, vs: &[Vec<f32>]) -> Vec<PathBuf> {
                 camera: None,
                 gps: None,
                 video: None,
+                motion_video: None,
+                motion_video_problem: None,
             };
             store.commit_image(&path, 1, 0, &record, v).unwrap();
             path

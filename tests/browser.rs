@@ -235,9 +235,13 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
     let _quit = Quit(&browser);
 
-    browser.call("POST", "/url", Some(json!({"url": url})));
+    // The tiny random model scores every photo below the calibrated cut-off (relevance 50, the
+    // UI's default): the address turns the cut-off off.
+    let home = format!("{}/?min=0", url.trim_end_matches('/'));
+    browser.call("POST", "/url", Some(json!({ "url": home })));
     browser
         .wait_for("the indexer's status", "return document.getElementById('status').textContent.includes('12 photos')");
+    assert_eq!(browser.script("return document.getElementById('cutoff').value", json!([])), json!("0"));
 
     // A text search: thumbnails appear, with scores.
     browser.type_into("#q", "a photo of a cat");
@@ -383,7 +387,8 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
             &format!("return document.getElementById('summary').textContent.includes('“{text}”')"),
         );
     }
-    assert_eq!(browser.location(), "?q=a+green+field");
+    // (The cut-off set by the first address stays in it.)
+    assert_eq!(browser.location(), "?q=a+green+field&min=0");
     browser.call("POST", "/back", Some(json!({})));
     browser.wait_for(
         "the previous search again",
@@ -429,7 +434,8 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
         "the detail view closed",
         "return !document.getElementById('detail').open && !location.search.includes('open=')",
     );
-    assert_eq!(browser.location(), "?q=a+green+field");
+    // (The cut-off set by the first address stays in it.)
+    assert_eq!(browser.location(), "?q=a+green+field&min=0");
 
     // The duplicates page: the copy grouped with its original, which is the one to keep;
     // "Not duplicates" is remembered by the server.
@@ -462,7 +468,7 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
     let p16 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p16");
     let finetuned = format!("p16={}", p16.display());
     let (_server, url) = serve(&db, &["--token", "e2e-secret", "--finetuned", &finetuned]);
-    browser.call("POST", "/url", Some(json!({"url": url})));
+    browser.call("POST", "/url", Some(json!({ "url": format!("{}/?min=0", url.trim_end_matches('/')) })));
     browser.wait_for("the token prompt", "return document.getElementById('login').open");
     browser.type_into("#token", "e2e-secret");
     browser.click("#login-form button");
@@ -602,7 +608,7 @@ fn a_video_plays_from_the_matching_moment_in_headless_chromium() {
     let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
     let _quit = Quit(&browser);
 
-    browser.call("POST", "/url", Some(json!({"url": format!("{url}?q=a%20cup&kind=video")})));
+    browser.call("POST", "/url", Some(json!({"url": format!("{url}?q=a%20cup&kind=video&min=0")})));
     let badge = browser.wait_for(
         "the video's card",
         "const b = document.querySelector('#results .card .badge'); return b ? b.textContent : false",
@@ -636,4 +642,83 @@ fn a_video_plays_from_the_matching_moment_in_headless_chromium() {
 /// Stops a server (killed and waited for, so its database is free again).
 fn drop_server(server: Reaped) {
     drop(server);
+}
+
+/// Presses (`keyDown`) or releases (`keyUp`) a key on whatever has the focus.
+fn key_action(browser: &Browser, kind: &str, key: &str) {
+    let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [{"type": kind, "value": key}]}]});
+    browser.call("POST", "/actions", Some(actions));
+}
+
+/// A Live Photo and a Motion Photo in the web UI: their cards carry a badge, and the detail view
+/// plays their video while the play badge is held (here: Space held on it, the keyboard's
+/// press-and-hold), fetched from `/api/images/{id}/live` and `/motion`.
+#[test]
+fn live_and_motion_photos_play_while_held_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/companions");
+    for name in ["IMG_0002.JPG", "IMG_0002.mov", "PXL_0004.MP.jpg"] {
+        std::fs::copy(fixtures.join(name), photos.join(name)).unwrap();
+    }
+    let db = tmp.path().join("db");
+    for args in [&["add", photos.to_str().unwrap()][..], &["index"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .args(["--db", db.to_str().unwrap(), "--model", &model()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (server, url) = serve(&db, &[]);
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+
+    browser.call("POST", "/url", Some(json!({"url": format!("{url}?q=a%20photo")})));
+    let badges = browser.wait_for(
+        "two cards with badges",
+        "const b = [...document.querySelectorAll('#results .card .badge')].map(b => b.textContent).sort();
+         return b.length === 2 && b",
+    );
+    assert_eq!(badges, json!(["LIVE", "MOTION"]));
+    for (badge, kind, label) in [("LIVE", "live", "▶ LIVE"), ("MOTION", "motion", "▶ MOTION")] {
+        browser.script(
+            "[...document.querySelectorAll('#results .card')].find(c => c.querySelector('.badge').textContent === arguments[0])
+               .querySelector('img').click()",
+            json!([badge]),
+        );
+        let shown = browser.wait_for(
+            "the play badge",
+            "const b = document.getElementById('detail-play'); return !b.hidden && b.textContent",
+        );
+        assert_eq!(shown, label);
+        browser.script("document.getElementById('detail-play').focus()", json!([]));
+        key_action(&browser, "keyDown", "\u{E00D}");
+        let src = browser.wait_for(
+            "the video shown while Space is held",
+            "const v = document.getElementById('detail-motion');
+             return !v.hidden && document.getElementById('detail-play').getAttribute('aria-pressed') === 'true' && v.src",
+        );
+        assert!(src.as_str().unwrap().ends_with(&format!("/{kind}")), "{src}");
+        browser.screenshot(&artefacts.join(format!("{kind}-photo.png")));
+        key_action(&browser, "keyUp", "\u{E00D}");
+        browser.wait_for("the video hidden on release", "return document.getElementById('detail-motion').hidden");
+        // What the player fetched is the video.
+        let checked = browser.call(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": "const done = arguments[arguments.length - 1];
+                fetch(document.getElementById('detail-motion').src, {headers: {Range: 'bytes=0-11'}})
+                  .then(async r => done([r.status, r.headers.get('content-type'), new TextDecoder().decode((await r.arrayBuffer()).slice(4, 8))]))",
+                "args": []})),
+        );
+        let want_type = if kind == "live" { "video/quicktime" } else { "video/mp4" };
+        assert_eq!(checked, json!([206, want_type, "ftyp"]), "{kind}");
+        browser.key("\u{E00C}"); // Escape closes the detail view
+        browser.wait_for("the detail view closed", "return !document.getElementById('detail').open");
+    }
+    drop_server(server);
 }

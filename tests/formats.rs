@@ -76,9 +76,11 @@ fn assert_pixels_match_references(names: &[&str]) {
         let worst = got.iter().zip(want).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
         let share = close as f64 / got.len() as f64;
         eprintln!("{name}: {:.4}% of values within 2/255, worst {worst}", share * 100.0);
-        // A 10-bit AVIF is the one known shortfall: libavif (the reference) reduces it to 8 bits
-        // its own way, which clipdex's conversion follows only to 98% of values (worst ~10).
-        let floor = if *name == "avif_10bit.avif" { 0.98 } else { 0.999 };
+        // libheif 1.15 (Debian 12's) decodes the AV1 streams of the AVIF fixtures to slightly other
+        // samples than dav1d and libaom give through libavif (the reference) and FFmpeg: 4.6%
+        // of the 10-bit one's luma samples, by up to 49/1023, with either of its AV1 plugins.
+        // The conversion after it is the reference's (the test below); the decode is libheif's.
+        let floor = if *name == "avif_10bit.avif" { 0.989 } else { 0.999 };
         assert!(share >= floor, "{name}: only {:.3}% of values within 2/255 (worst {worst})", share * 100.0);
     }
 }
@@ -88,6 +90,24 @@ fn heif_and_avif_pixels_are_pillows_within_two_levels() {
     if have_libheif() {
         assert_pixels_match_references(HEIF_FIXTURES);
     }
+}
+
+/// The 10-bit AVIF's colour conversion on the samples the reference decodes (FFmpeg's dav1d
+/// planes, `avif_10bit.avif.yuv`): libavif reduces them to 8 bits before upsampling chroma and
+/// applying the matrix, and so does clipdex (converting at 10 bits landed up to 3/255 away).
+#[test]
+fn ten_bit_avif_colour_is_converted_as_libavif_does() {
+    let raw = std::fs::read(formats().join("avif_10bit.avif.yuv")).unwrap();
+    let samples: Vec<u16> = raw.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+    let (w, h) = (150, 100);
+    let (luma, chroma) = samples.split_at(w * h);
+    let (cb, cr) = chroma.split_at(chroma.len() / 2);
+    // Full-range BT.601, as the fixture's `colr` box says.
+    let rgb = heif::ycbcr_420_to_rgb(luma, cb, cr, w, h, 10, true, 0.299, 0.114);
+    let want = reference("avif_10bit.avif");
+    assert_eq!(rgb.dimensions(), want.dimensions());
+    let worst = rgb.as_raw().iter().zip(want.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+    assert!(worst <= 1, "the conversion lands up to {worst}/255 from the reference");
 }
 
 #[test]
@@ -230,6 +250,15 @@ fn without_primary(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A copy of `bytes` whose coded image data (the whole `mdat` payload) is zeros: the
+/// primary item is there, its HEVC stream is not.
+fn with_corrupt_primary(bytes: &[u8]) -> Vec<u8> {
+    let at = bytes.windows(4).position(|w| w == b"mdat").expect("an mdat box");
+    let mut out = bytes.to_vec();
+    out[at + 4..].fill(0);
+    out
+}
+
 /// Hostile HEIF files, each with a word its failure reason must contain.
 fn hostile_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
     let heic = std::fs::read(formats().join("heic_8bit.heic")).unwrap();
@@ -238,6 +267,7 @@ fn hostile_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
     let files: Vec<(&str, Vec<u8>, &str)> = vec![
         ("truncated.heic", heic[..heic.len() / 2].to_vec(), "corrupt"),
         ("no_primary.heic", without_primary(&heic), "corrupt"),
+        ("corrupt_primary.heic", with_corrupt_primary(&heic), "corrupt"),
         ("grid_65535.heic", with_declared_size(&grid, 65_535, 65_535), "65535x65535 pixels exceeds the limit"),
         ("absurd.avif", with_declared_size(&avif, 1_000_000, 1_000_000), "1000000x1000000 pixels exceeds"),
     ];
@@ -386,5 +416,176 @@ fn a_truncated_jxl_is_refused() {
     for cut in [8, bytes.len() / 2] {
         let err = photo::decode_photo(&bytes[..cut], &DecodeOptions::default()).err();
         assert!(matches!(&err, Some(ImageProblem::Corrupt(m)) if m.starts_with("JPEG XL")), "cut at {cut}: {err:?}");
+    }
+}
+
+/// The API on each format: its details, its thumbnail, the original bytes from `/file`, and
+/// from `/file?format=jpeg` a JPEG a browser can show, upright, with the reference's pixels.
+#[actix_web::test]
+async fn the_api_serves_each_format_and_a_jpeg_rendition_of_it() {
+    use actix_web::{App, test, web};
+    use clipdex::server::{AppState, BackgroundIndexer, ServeOptions, configure};
+
+    let mut names: Vec<&str> = BUILT_IN_FIXTURES.to_vec();
+    if have_libheif() {
+        names.extend_from_slice(HEIF_FIXTURES);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = photo_folder(tmp.path(), &names);
+    let lib = Library::open(LibraryConfig::new(tmp.path().join("db"), model())).unwrap();
+    lib.add_root(&photos).unwrap();
+    assert_eq!(lib.index(&|_, _| {}).unwrap().failed, 0);
+    let lib = std::sync::Arc::new(lib);
+    let state = web::Data::new(AppState::new(lib.clone(), BackgroundIndexer::off(), &ServeOptions::default()));
+    let app = test::init_service(
+        App::new()
+            .wrap_fn(|mut req, srv| {
+                use actix_web::http::header::{HOST, HeaderValue};
+                req.headers_mut().insert(HOST, HeaderValue::from_static("127.0.0.1:7878"));
+                actix_web::dev::Service::call(srv, req)
+            })
+            .configure(configure(state)),
+    )
+    .await;
+    let get = |uri: String| test::TestRequest::get().uri(&uri).to_request();
+    for name in &names {
+        let path = photos.join(name);
+        let id = lib.store().path_entry(&path).unwrap().unwrap_or_else(|| panic!("{name} not indexed")).id;
+        let want = reference(name);
+
+        let response = test::call_service(&app, get(format!("/api/images/{id}"))).await;
+        assert_eq!(response.status(), 200, "{name}: details");
+        let details: serde_json::Value = test::read_body_json(response).await;
+        assert_eq!(
+            (details["width"].as_u64(), details["height"].as_u64()),
+            (Some(want.width().into()), Some(want.height().into())),
+            "{name}"
+        );
+
+        let response = test::call_service(&app, get(format!("/api/images/{id}/thumb?size=64"))).await;
+        assert_eq!(response.status(), 200, "{name}: thumbnail");
+        let thumb = image::load_from_memory(&test::read_body(response).await).unwrap();
+        assert_eq!(thumb.width().max(thumb.height()), 64, "{name}: thumbnail size");
+
+        // Without a format: the original bytes, untouched.
+        let response = test::call_service(&app, get(format!("/api/images/{id}/file"))).await;
+        assert_eq!(response.status(), 200, "{name}: file");
+        assert_eq!(
+            test::read_body(response).await.as_ref(),
+            std::fs::read(&path).unwrap().as_slice(),
+            "{name}: original bytes"
+        );
+
+        // With format=jpeg: a JPEG of the upright photo (the fixtures are smaller than the
+        // bound, so at their size), its pixels the reference's within JPEG's loss.
+        let response = test::call_service(&app, get(format!("/api/images/{id}/file?format=jpeg"))).await;
+        assert_eq!(response.status(), 200, "{name}: rendition");
+        let headers = response.headers().clone();
+        assert_eq!(headers.get("content-type").unwrap(), "image/jpeg", "{name}");
+        assert!(headers.get("cache-control").unwrap().to_str().unwrap().contains("max-age"), "{name}");
+        let body = test::read_body(response).await;
+        assert_eq!(image::guess_format(&body).unwrap(), image::ImageFormat::Jpeg, "{name}: JPEG bytes");
+        let got = image::load_from_memory(&body).unwrap().into_rgb8();
+        assert_eq!(got.dimensions(), want.dimensions(), "{name}: upright size");
+        let mean = got.as_raw().iter().zip(want.as_raw()).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>()
+            / got.as_raw().len() as f64;
+        assert!(mean < 4.0, "{name}: the rendition's pixels differ from the reference's by {mean:.2} on average");
+
+        // A smaller rendition on request; its longer side is the size asked for.
+        let response = test::call_service(&app, get(format!("/api/images/{id}/file?format=jpeg&size=64"))).await;
+        assert_eq!(response.status(), 200, "{name}: small rendition");
+        let small = image::load_from_memory(&test::read_body(response).await).unwrap();
+        assert_eq!(small.width().max(small.height()), 64, "{name}: small rendition's size");
+    }
+    // Bad values are refused with a JSON error naming what is wrong.
+    let id = lib.store().path_entry(&photos.join(names[0])).unwrap().unwrap().id;
+    for (query, word) in [
+        ("format=png", "format must be jpeg"),
+        ("format=", "format must be jpeg"),
+        ("format=jpeg&size=4096", "size must be"),
+        ("format=jpeg&size=big", "size must be"),
+        ("size=64", "size is for format=jpeg"),
+    ] {
+        let response = test::call_service(&app, get(format!("/api/images/{id}/file?{query}"))).await;
+        assert_eq!(response.status(), 400, "{query}");
+        let body: serde_json::Value = test::read_body_json(response).await;
+        assert!(body["error"].as_str().unwrap().contains(word), "{query}: {body}");
+    }
+}
+
+/// A RAW whose previews are all smaller than the model's input (224 px here), and one with no
+/// preview at all, are recorded failures whose reasons say so (sensor data is not decoded),
+/// while the RAWs beside them index.
+#[test]
+fn raws_without_a_preview_as_large_as_the_models_input_are_recorded_failures_saying_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = photo_folder(tmp.path(), &["raw_preview.raf", "raw_preview.dng"]);
+    // The RAF with its 256 x 256 preview replaced by a 200 x 150 one (the header's bytes 84..92
+    // give the preview's offset and length).
+    let raf = std::fs::read(formats().join("raw_preview.raf")).unwrap();
+    let mut small = Vec::new();
+    let picture = image::RgbImage::from_fn(200, 150, |x, y| image::Rgb([x as u8, y as u8, 90]));
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut small, 90).encode_image(&picture).unwrap();
+    let mut header = raf[..160].to_vec();
+    header[88..92].copy_from_slice(&(small.len() as u32).to_be_bytes());
+    std::fs::write(photos.join("small_preview.raf"), [header, small].concat()).unwrap();
+    // The DNG with the link to its preview's directory (SubIFDs, 0x14A) renamed to a tag no
+    // reader knows: what is left is the sensor image.
+    let dng = std::fs::read(formats().join("raw_preview.dng")).unwrap();
+    let link = [0x4A, 0x01, 4, 0, 1, 0, 0, 0];
+    let at = dng.windows(8).position(|w| w == link).expect("the DNG's SubIFDs entry");
+    let mut sensor_only = dng.clone();
+    sensor_only[at..at + 2].copy_from_slice(&0xFFF0u16.to_le_bytes());
+    std::fs::write(photos.join("sensor_only.dng"), sensor_only).unwrap();
+
+    let lib = Library::open(LibraryConfig::new(tmp.path().join("db"), model())).unwrap();
+    lib.add_root(&photos).unwrap();
+    let report = lib.index(&|_, _| {}).unwrap();
+    assert_eq!((report.embedded, report.failed), (2, 2));
+    let failures = lib.failures().unwrap();
+    let reason = |name: &str| {
+        let (_, f) = failures.iter().find(|(p, _)| p.ends_with(name)).unwrap_or_else(|| panic!("{name} not recorded"));
+        f.reason.clone()
+    };
+    let small = reason("small_preview.raf");
+    assert!(small.contains("200x150, smaller than the 224 px the model needs"), "{small}");
+    assert!(small.contains("sensor data is not supported"), "{small}");
+    let none = reason("sensor_only.dng");
+    assert!(
+        none.contains("without an embedded JPEG preview") && none.contains("sensor data is not supported"),
+        "{none}"
+    );
+}
+
+/// The CLI on each format: `index`, `search --json`, `similar PATH --json` and `show PATH --json`
+/// through the real binary.
+#[test]
+fn the_cli_indexes_finds_and_shows_each_format() {
+    let mut names: Vec<&str> = BUILT_IN_FIXTURES.to_vec();
+    if have_libheif() {
+        names.extend_from_slice(HEIF_FIXTURES);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = photo_folder(tmp.path(), &names);
+    let db = tmp.path().join("db");
+    let run = |args: &[&str]| common::clipdex_on(&db, model(), args);
+    let out = run(&["add", photos.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = common::ok_json(run(&["index", "--json"]));
+    assert_eq!((report["embedded"].as_u64(), report["failed"].as_u64()), (Some(names.len() as u64), Some(0)));
+    let found = common::ok_json(run(&["search", "a photo", "-k", "50", "--json"]));
+    assert_eq!(found["results"].as_array().unwrap().len(), names.len());
+    for name in &names {
+        let path = photos.join(name);
+        let path = path.to_str().unwrap();
+        let shown = common::ok_json(run(&["show", path, "--json"]));
+        let want = reference(name);
+        assert_eq!(
+            (shown["width"].as_u64(), shown["height"].as_u64()),
+            (Some(want.width().into()), Some(want.height().into())),
+            "{name}: {shown}"
+        );
+        let like = common::ok_json(run(&["similar", path, "-k", "1", "--json"]));
+        assert_eq!(like["results"][0]["path"].as_str(), Some(path), "{name}: most like itself");
     }
 }

@@ -79,6 +79,9 @@ fn library_commands_run_through_the_server_and_print_the_same() {
         vec!["search", "a cat", "-k", "4"],
         vec!["search", "a cat", "-k", "4", "--json", "--under", "cats"],
         vec!["search", "--tag", "cat", "--json"],
+        // The query language: image paths in it are the caller's too.
+        vec!["search", "a cat + ./coffee.png -rocket in:cats", "-k", "3", "--json"],
+        vec!["search", "0.5:astronaut.jpg + a cat ext:png,jpg", "--sort", "name", "--min-score", "1"],
         vec!["similar", "coffee.png", "-k", "3", "--json"],
         vec!["similar", "astronaut.jpg", "-k", "2"],
         vec!["similar", &id, "-k", "2", "--json"],

@@ -11,7 +11,8 @@ pixels go to `NAME.EXT.png`: what Pillow 13 (+ pillow-heif for HEIC, Pillow's ow
 pillow-jxl-plugin's libjxl) gives after `ImageOps.exif_transpose` and `convert("RGB")`, the
 steps clipdex's reference pipeline takes for every photo; for RAWs, rawpy's `extract_thumb()`
 (checked to be the preview written) turned by the RAW's orientation. The 10-bit AVIF is encoded
-by FFmpeg's libaom (Pillow writes 8-bit AVIF only). Hostile variants (truncated, absurd sizes,
+by FFmpeg's libaom (Pillow writes 8-bit AVIF only); its planes as FFmpeg decodes them go to
+`avif_10bit.avif.yuv`. Hostile variants (truncated, absurd sizes,
 a missing primary, previews past the end) are derived from these files by tests/formats.rs.
 Running it again rewrites the same bytes.
 
@@ -131,6 +132,14 @@ def avif_files() -> list[Path]:
              "-still-picture", "1", "-frames:v", "1", str(path)],
             check=True,
         )
+    # Its YCbCr planes as FFmpeg's AV1 decoder (dav1d) gives them, the same samples libavif
+    # gives the reference: tests/formats.rs converts them with clipdex's colour conversion, apart
+    # from libheif's decoding (whose samples differ slightly, see docs/src/models.md).
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "yuv420p10le",
+         str(path.with_name(path.name + ".yuv"))],
+        check=True,
+    )
     written.append(path)
     return written
 

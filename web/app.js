@@ -84,10 +84,19 @@ function startSearch(query, push = true) {
   loadMore();
 }
 
+// The server sorts (after cutting at the relevance) when the order is not by relevance: it
+// orders every relevant result, not only the pages loaded so far.
+const SORTS = { newest: "-date", oldest: "date", name: "name" };
+
 async function fetchPage(offset) {
   const params = filters();
   params.set("k", PAGE);
   params.set("offset", offset);
+  const sort = SORTS[$("sort").value];
+  if (sort) {
+    params.set("sort", sort);
+    if (cutoff() > 0) params.set("min_score", cutoff());
+  }
   const q = state.query;
   if (q.kind === "text") {
     if (q.q) params.set("q", q.q);
@@ -125,13 +134,17 @@ async function loadMore() {
   if (generation === state.generation && !state.done && sentinelVisible()) loadMore();
 }
 
-// 0 means no cut-off (cosines can be negative).
+// A relevance from 0 to 100; 0 means no cut-off.
 function cutoff() { const c = parseFloat($("cutoff").value); return c > 0 ? c : -Infinity; }
+
+// Results without a relevance (ranked by caption words) are not cut.
+function relevanceOf(hit) { return hit.relevance ?? Infinity; }
 
 // Results come best first: once the last one is under the cut-off, later pages are too.
 function belowCutoff() {
+  if (SORTS[$("sort").value]) return false; // the server cut them
   const last = state.results[state.results.length - 1];
-  return last !== undefined && last.score < cutoff();
+  return last !== undefined && relevanceOf(last) < cutoff();
 }
 
 function sentinelVisible() {
@@ -141,11 +154,8 @@ function sentinelVisible() {
 // ---- rendering -------------------------------------------------------------------------
 
 function shown() {
-  const kept = state.results.filter((r) => r.score >= cutoff());
-  const sort = $("sort").value;
-  if (sort === "newest") kept.sort((a, b) => (b.date ?? 0) - (a.date ?? 0));
-  if (sort === "oldest") kept.sort((a, b) => (a.date ?? 0) - (b.date ?? 0));
-  return kept;
+  // In the server's order; by relevance, cut here as pages come.
+  return state.results.filter((r) => relevanceOf(r) >= cutoff());
 }
 
 function describeQuery() {
@@ -192,6 +202,13 @@ function card(hit) {
     badge.title = `video, ${clock(hit.duration)} long; this frame at ${clock(hit.time)}`;
     thumb.append(badge);
   }
+  if (!video && (hit.live_video || hit.motion_video)) {
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = hit.live_video ? "LIVE" : "MOTION";
+    badge.title = hit.live_video ? "Live Photo: plays in the detail view" : "Motion Photo: plays in the detail view";
+    thumb.append(badge);
+  }
   if (hit.region && hit.width && hit.height) thumb.append(regionBox(hit.region.box, hit.width, hit.height, true));
   const meta = document.createElement("figcaption");
   meta.className = "meta";
@@ -208,6 +225,13 @@ function card(hit) {
   like.type = "button";
   like.textContent = "More like this";
   like.addEventListener("click", () => moreLike(hit.id, hit.path));
+  if (hit.relevance !== undefined) {
+    const relevance = document.createElement("span");
+    relevance.className = "relevance";
+    relevance.textContent = Math.round(hit.relevance);
+    relevance.title = "relevance, 0-100 (calibrated for this library's model)";
+    meta.append(relevance);
+  }
   meta.append(score, like);
   el.append(thumb, meta);
   cards.set(hit.id, el);
@@ -266,6 +290,9 @@ function formatDate(seconds) {
   return new Date(seconds * 1000).toISOString().replace("T", " ").slice(0, 16);
 }
 
+// The photo files every browser shows as they are; others are opened as a JPEG rendition.
+const BROWSER_SHOWS = /\.(jpe?g|jfif|png|gif|webp|bmp|svg)$/i;
+
 async function showDetail(id, region, push = true, time = undefined) {
   const dialog = $("detail");
   let image;
@@ -296,12 +323,16 @@ async function showDetail(id, region, push = true, time = undefined) {
   } else {
     setImage($("detail-image"), `/api/images/${id}/thumb?size=1024${image.video ? `&time=${at}` : ""}`);
   }
+  setMotion(id, image);
   const rows = [
     ["Files", image.paths.join("\n")],
     ["Size", `${image.width} × ${image.height} px, ${(image.size / 1e6).toFixed(2)} MB`],
     ["Date", `${formatDate(image.date)}${image.taken ? " (taken)" : " (file time)"}`],
   ];
   if (image.video) rows.push(["Video", `${clock(image.video.duration)}, ${image.video.codec}${time !== undefined ? `; matched at ${clock(time)}` : ""}`]);
+  if (image.live_video) rows.push(["Live Photo", image.live_video]);
+  if (image.raw_path) rows.push(["RAW", image.raw_path]);
+  if (image.motion_video) rows.push(["Motion Photo", `${(image.motion_video.length / 1e6).toFixed(2)} MB video`]);
   if (image.camera) rows.push(["Camera", image.camera]);
   if (image.gps) rows.push(["Location", `${image.gps[0].toFixed(5)}, ${image.gps[1].toFixed(5)}`]);
   rows.push(["Id", String(image.id)]);
@@ -324,8 +355,81 @@ async function showDetail(id, region, push = true, time = undefined) {
   $("detail-like").onclick = () => moreLike(id, image.paths[0] || String(id));
   const open = $("detail-open");
   open.hidden = Boolean(token()); // a new tab cannot send the token
-  open.href = `/api/images/${id}/file`;
+  // A file a browser cannot show (HEIC, RAW, JPEG XL, AVIF in some browsers) opens as the
+  // server's JPEG rendition of it; the rest as the original.
+  const rendition = !image.video && image.paths.length > 0 && !BROWSER_SHOWS.test(image.paths[0]);
+  open.textContent = rendition ? "Open full size (JPEG)" : "Open original";
+  open.href = `/api/images/${id}/file${rendition ? "?format=jpeg" : ""}`;
   if (!dialog.open) dialog.showModal();
+}
+
+// A Live Photo's or Motion Photo's video: it plays while the photo or the play badge is
+// pressed and held (as phone galleries do), or while Space/Enter is held on the badge; a
+// click on the badge without holding plays it once through. A player cannot send the token.
+function setMotion(id, image) {
+  const motion = $("detail-motion"), badge = $("detail-play");
+  stopMotion();
+  motion.removeAttribute("src");
+  const kind = image.live_video ? "live" : image.motion_video ? "motion" : null;
+  const playable = kind !== null && !image.video && !token();
+  badge.hidden = !playable;
+  if (!playable) return;
+  badge.textContent = kind === "live" ? "▶ LIVE" : "▶ MOTION";
+  badge.title = `${kind === "live" ? "Live Photo" : "Motion Photo"}: press and hold (or hold Space) to play`;
+  motion.dataset.src = `/api/images/${id}/${kind}`;
+}
+
+function playMotion(loop) {
+  const motion = $("detail-motion");
+  if ($("detail-play").hidden || !motion.dataset.src) return;
+  if (!motion.getAttribute("src")) motion.src = motion.dataset.src;
+  motion.loop = loop;
+  motion.currentTime = 0;
+  motion.hidden = false;
+  $("detail-play").setAttribute("aria-pressed", "true");
+  motion.play().catch(() => stopMotion());
+}
+
+function stopMotion() {
+  const motion = $("detail-motion");
+  motion.pause();
+  motion.hidden = true;
+  $("detail-play").setAttribute("aria-pressed", "false");
+}
+
+{
+  const badge = $("detail-play"), frame = $("detail-image");
+  // held: null, a timer (pressed, not yet playing) or "playing"; after a hold or a held key
+  // the click that follows does not start the video again.
+  let held = null, suppressClick = false;
+  const press = (event) => {
+    if (badge.hidden || (event.button !== undefined && event.button !== 0)) return;
+    event.currentTarget.setPointerCapture?.(event.pointerId);
+    held = setTimeout(() => { held = "playing"; playMotion(true); }, 250);
+  };
+  const release = () => {
+    if (held === "playing") { stopMotion(); suppressClick = true; } else if (held !== null) clearTimeout(held);
+    held = null;
+  };
+  for (const el of [badge, frame]) {
+    el.addEventListener("pointerdown", press);
+    el.addEventListener("pointerup", release);
+    el.addEventListener("pointerleave", release);
+    el.addEventListener("pointercancel", release);
+    el.addEventListener("contextmenu", (event) => { if (!badge.hidden) event.preventDefault(); });
+  }
+  // A short click on the badge (mouse, touch or keyboard without holding) plays once.
+  badge.addEventListener("click", () => {
+    if (suppressClick) { suppressClick = false; return; }
+    if (held === null && $("detail-motion").hidden) playMotion(false);
+  });
+  badge.addEventListener("keydown", (event) => {
+    if ((event.key === " " || event.key === "Enter") && !event.repeat) { event.preventDefault(); playMotion(true); }
+  });
+  badge.addEventListener("keyup", (event) => {
+    if (event.key === " " || event.key === "Enter") { event.preventDefault(); stopMotion(); suppressClick = true; }
+  });
+  $("detail-motion").addEventListener("ended", stopMotion);
 }
 
 // Questions about the open photo (BLIP VQA) and a caption made on request.
@@ -355,6 +459,7 @@ $("detail-caption-now").addEventListener("click", async () => {
 // The detail view closes (Esc, ×, More like this): Back undoes the opening when we added it.
 $("detail").addEventListener("close", () => {
   $("detail-video").pause();
+  stopMotion();
   if (state.open === null) return;
   state.open = null;
   if (history.state && history.state.opened) history.back();
@@ -441,6 +546,7 @@ function viewParams() {
     if (q.kind === "like") p.set("like", q.id);
     for (const [k, v] of filters()) p.set(k, v);
     if ($("sort").value !== "relevance") p.set("sort", $("sort").value);
+    if ($("cutoff").value !== $("cutoff").defaultValue) p.set("min", $("cutoff").value);
     if ($("in-captions").checked) p.set("in", "captions");
     else if ($("crops").checked) p.set("crops", "1");
     else if ($("rerank").value) p.set("rerank", $("rerank").value);
@@ -467,7 +573,10 @@ function restoreFromUrl() {
   if (!same) {
     for (const name of ["tag", "under", "after", "before"]) $(name).value = p.get(name) || "";
     $("kind").value = ["photo", "video"].includes(p.get("kind")) ? p.get("kind") : "";
-    $("sort").value = ["newest", "oldest"].includes(p.get("sort")) ? p.get("sort") : "relevance";
+    $("sort").value = ["newest", "oldest", "name"].includes(p.get("sort")) ? p.get("sort") : "relevance";
+    const min = /^\d+$/.test(p.get("min") || "") ? Math.min(Number(p.get("min")), 100) : Number($("cutoff").defaultValue);
+    $("cutoff").value = min;
+    $("cutoff-value").textContent = min > 0 ? String(min) : "off";
     $("in-captions").checked = p.get("in") === "captions";
     $("crops").checked = p.get("crops") === "1";
     wantedRerank = p.get("rerank") || "";
@@ -638,12 +747,19 @@ $("image-input").addEventListener("change", (event) => {
   event.target.value = "";
 });
 
-$("sort").addEventListener("change", () => { render(); remember(true); });
+// Another order, or another cut-off under it, is a new search (the server orders what passes).
+function searchAgain() {
+  if (state.query) startSearch(state.query, false);
+  remember(true);
+}
+$("sort").addEventListener("change", searchAgain);
 $("cutoff").addEventListener("input", () => {
-  $("cutoff-value").textContent = cutoff() > 0 ? cutoff().toFixed(2) : "off";
+  $("cutoff-value").textContent = cutoff() > 0 ? String(cutoff()) : "off";
+  if (SORTS[$("sort").value]) return; // searched again on "change"
   render();
   loadMore();
 });
+$("cutoff").addEventListener("change", () => { if (SORTS[$("sort").value]) searchAgain(); });
 
 new IntersectionObserver((entries) => {
   if (entries.some((e) => e.isIntersecting)) loadMore();

@@ -22,9 +22,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use rayon::prelude::*;
-use serde::Serialize;
 
 use crate::error::Result;
+pub use crate::store::search_types::IndexState;
 use crate::store::{ImageId, Store};
 use flat::FlatGraph;
 use hnsw::HnswGraph;
@@ -36,41 +36,6 @@ pub const GRAPH_MIN_VECTORS: usize = 20_000;
 pub const REBUILD_TOMBSTONE_SHARE: f64 = 0.2;
 /// Rankings deeper than this always use the exact scan.
 const GRAPH_MAX_DEPTH: usize = 1000;
-
-/// What the search index is and holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct IndexState {
-    /// `exact` or `hnsw`.
-    pub kind: &'static str,
-    /// Live vectors.
-    pub vectors: u64,
-    /// Deleted images still in the graph.
-    pub tombstones: u64,
-    /// Vectors newer than the graph snapshot: searches scan them exactly until the next
-    /// maintenance inserts them.
-    pub pending: u64,
-    /// Whether the graph needs a rebuild (none yet, unreadable, or too many tombstones);
-    /// searches use what there is (or the exact scan) meanwhile.
-    pub needs_rebuild: bool,
-    /// Vectors inserted into the graph by this maintenance.
-    pub caught_up: u64,
-    /// Whether this maintenance rebuilt the graph from the store.
-    pub rebuilt: bool,
-    /// The beam width the graph was measured to need for recall@10 ≥ 0.95 on the library's
-    /// own vectors (0: none up to 512 did, so searches scan exactly).
-    pub search_ef: u64,
-    /// Whether the snapshot lacks the flat file that searches open (written before there was
-    /// one); maintenance adds it.
-    #[serde(skip)]
-    pub needs_flat_file: bool,
-}
-
-impl IndexState {
-    /// Whether [`AnnIndex::maintain`] has anything to do.
-    pub fn needs_maintenance(&self) -> bool {
-        self.kind == "hnsw" && (self.needs_rebuild || self.pending > 0 || self.needs_flat_file)
-    }
-}
 
 /// The exact index and, for large libraries, the graph.
 pub struct AnnIndex {

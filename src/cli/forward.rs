@@ -288,6 +288,8 @@ fn absolutize(command: &mut Command, cwd: &Path) {
         Command::Show(args) if cwd.join(&args.image).exists() => fix(&mut args.image),
         Command::Search(args) => {
             args.filter.under.as_mut().map(fix);
+            // Image paths in the query (`./pool.jpg`) are the sender's too.
+            args.query_base = Some(cwd.to_path_buf());
         }
         Command::CropSearch(args) => {
             args.filter.under.as_mut().map(fix);

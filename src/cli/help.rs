@@ -14,7 +14,10 @@ use super::Cli;
 pub const GROUPS: &[(&str, &[&str])] = &[
     ("Library", &["add", "index", "watch", "serve", "roots", "remove", "worker"]),
     ("Search", &["search", "similar", "crop-search", "show", "tags"]),
-    ("Models", &["tag", "describe", "autotag", "caption", "ask", "match", "segment", "embed", "finetune", "eval"]),
+    (
+        "Models",
+        &["tag", "describe", "autotag", "caption", "ask", "match", "segment", "ocr", "embed", "finetune", "eval"],
+    ),
     ("Maintenance", &["stats", "failures", "duplicates", "reindex", "migrate"]),
 ];
 
@@ -65,6 +68,7 @@ pub const GLOBALS_USED: &[(&str, &[&str])] = &[
     ("ask", &["vqa_model", "device", "precision", "max_pixels"]),
     ("match", &["itm_model", "device", "precision", "max_pixels"]),
     ("segment", &["seg_model", "device", "max_pixels"]),
+    ("ocr", &["max_pixels"]),
     ("embed", &["model", "text_model", "device", "precision", "max_pixels"]),
     ("finetune", &["db", "model", "device", "precision", "max_pixels"]),
     ("eval", &["model", "text_model", "device", "precision", "max_pixels"]),
@@ -123,10 +127,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "Examples:
   # Photos that look like the words
   clipdex search \"a dog running on the beach\"
-  # Only under a folder and within a year, ten results
-  clipdex search \"birthday cake\" --under ~/Pictures/family --after 2023 --before 2024 -k 10
-  # Everything auto-tagged `cat`, for a script
-  clipdex search --tag cat --json",
+  # Words and filters in one query: a tag, a folder, a year, no night shots; ten results
+  clipdex search \"birthday cake tag:party in:/photos/family after:2023 before:2024 -night\" -k 10
+  # The newest good matches first, for a script
+  clipdex search \"sunset over the sea\" --min-score 60 --sort=-date --json",
     ),
     (
         "similar",
@@ -191,6 +195,14 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "Examples:
   # Masks, overlays and crops of the dog and the ball
   clipdex segment photo.jpg --prompt \"a dog\" --prompt \"a ball\" --out masks/",
+    ),
+    (
+        "ocr",
+        "Examples:
+  # The text of a receipt, with the models tools/fetch_ocr_models.sh fetches
+  clipdex ocr --ocr-model ~/.cache/clipdex-ci/ocr-models/v6 receipt.jpg
+  # Scanned pages as JSON, for a script
+  clipdex ocr --ocr-model ~/.cache/clipdex-ci/ocr-models/v6 --json scans/page1.png scans/page2.png",
     ),
     (
         "embed",

@@ -7,7 +7,8 @@
 //! - [`search`]: `search`, `similar`; [`show`]: `show`; [`regions`]: `segment`, `crop-search`
 //!   and `search --crops`.
 //! - [`tags`]: `tag`, `describe`, `autotag`, `tags`, `eval zeroshot`; [`captions`]: `caption`,
-//!   `ask`, `match` and the caption searches; [`embed`]: `embed`; [`finetune`]: `finetune`.
+//!   `ask`, `match` and the caption searches; [`ocr`]: `ocr`; [`embed`]: `embed`; [`finetune`]:
+//!   `finetune`.
 //! - [`maintenance`]: `stats`, `failures`, `reindex`, `migrate`; [`duplicates`]: `duplicates`.
 //!
 //! Commands on an open library go through [`session`], which opens it, or sends the command
@@ -29,6 +30,7 @@ pub mod forward;
 pub mod help;
 pub mod library;
 pub mod maintenance;
+pub mod ocr;
 pub mod regions;
 pub mod search;
 pub mod serve;
@@ -182,7 +184,7 @@ pub enum Command {
     /// Embeds what the indexers of a PostgreSQL library queue, scanning nothing: for a machine
     /// (a GPU box) that sees the photos over a network share. Runs until Ctrl-C.
     Worker(library::WorkerArgs),
-    /// Search the library by text, by tag, or both.
+    /// Search the library by words, images and filters, or by tag.
     Search(search::SearchArgs),
     /// Find photos similar to an image (in the library or not).
     Similar(search::SimilarArgs),
@@ -216,6 +218,8 @@ pub enum Command {
     ///
     /// Text-prompted (or example-prompted) masks, overlays and crops: where in the image is it?
     Segment(regions::SegmentArgs),
+    /// Read the text in images (PP-OCR models): lines with scores and boxes.
+    Ocr(ocr::OcrArgs),
     /// Embed images and texts with CLIP and print the vectors.
     Embed(embed::EmbedArgs),
     /// Fine-tune the CLIP of --model on your own image–text pairs.

@@ -1,6 +1,7 @@
-//! `clipdex search` and `clipdex similar`: the filters, the rankings (CLIP, CLIP blended with
-//! captions, captions alone, re-ranked by BLIP's ITM or a fine-tuned CLIP) and how results
-//! print.
+//! `clipdex search QUERY` and `clipdex similar`: the query language ([`clipdex::query::syntax`])
+//! through [`Library::search_parsed`], with `--min-score` and `--sort`; the filters; the other
+//! rankings (CLIP blended with captions, captions alone, re-ranked by BLIP's ITM or a fine-tuned
+//! CLIP), which take the query's text; and how results print.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,18 +11,49 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
+use clipdex::library::{QueryOptions, RankedHit};
 use clipdex::models::blip::BlipMatcher;
+use clipdex::query::relevance::SortOrder;
 use clipdex::query::rerank::rerank_itm;
+use clipdex::query::syntax::{self, ParsedQuery, TermSource};
 use clipdex::query::{Media, SearchFilter, SearchHit, parse_date};
 use clipdex::{Library, path_text};
 
 use super::{GlobalOptions, parse_probability};
 
+/// The query language, as `clipdex search --help` shows it.
+const QUERY_HELP: &str = "\
+QUERY is words, images and filters (docs: Searching):
+  dog on a beach -night               words; -word or NOT \"a phrase\" takes away
+  \"2:golden retriever\" + ./pool.jpg - fruit
+                                      W: weighs a term; + adds, - subtracts (rclip's arithmetic);
+                                      an image is a path or an indexed photo #ID
+  tag:dog in:/photos/2024 in:Holidays after:2024-06 before:last-month kind:video
+  camera:fuji ext:jpg,heic orientation:portrait width>3000 height<=1000
+Quotes keep phrases and values together (tag:\"golden retriever\"); an unknown key, a bad date
+or an unbalanced quote is an error naming its column. The options --under, --after, --before,
+--tag and --kind combine with the query's filters (both must hold).";
+
+/// `clipdex search`.
 #[derive(Debug, Args)]
+#[command(after_long_help = QUERY_HELP)]
 pub struct SearchArgs {
-    /// What to look for, in words (optional with --tag).
-    #[arg(required_unless_present = "tag")]
+    /// What to look for: words, images (#ID, ./photo.jpg) and filters (tag:dog after:2024
+    /// camera:fuji width>3000), optional with --tag. See the end of `--help` for the syntax.
+    #[arg(required_unless_present = "tag", value_name = "QUERY")]
     pub text: Option<String>,
+    /// Keep only results of at least this relevance (0-100; 50 is the library's calibrated
+    /// cut: a result there scores above 99% of unrelated text-photo pairs).
+    #[arg(long, value_name = "S", value_parser = parse_relevance)]
+    pub min_score: Option<f32>,
+    /// Order of the results that pass: score (best first), date (oldest first), -date (newest
+    /// first) or name (file name). Other than score, it orders the best 1000 results.
+    #[arg(long, default_value = "score", value_parser = ["score", "date", "-date", "name"], allow_hyphen_values = true)]
+    pub sort: String,
+    /// The folder relative image paths in the query are relative to (set for a command
+    /// forwarded to a server: the sender's working directory).
+    #[arg(skip)]
+    pub query_base: Option<PathBuf>,
     /// Also find where in each result the text is (CLIPSeg): adds "region": {"box": [x, y,
     /// width, height], "area", "mean_probability"} (or null) to each JSON result.
     #[arg(long, requires = "text")]
@@ -71,6 +103,13 @@ pub enum Rerank {
     Clip(String),
 }
 
+fn parse_relevance(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a relevance between 0 and 100")),
+    }
+}
+
 fn parse_rerank(s: &str) -> Result<Rerank, String> {
     match s {
         "itm" => Ok(Rerank::Itm),
@@ -102,7 +141,8 @@ pub struct FilterArgs {
     #[arg(long, value_name = "KIND", default_value = "all", value_parser = ["all", "photo", "video"])]
     pub kind: String,
     /// Print JSON: {"results": [{"id", "path", "score", "kind"}], "took_ms"}; a video's
-    /// result also has "time" (seconds, its best frame) and "duration".
+    /// result also has "time" (seconds, its best frame) and "duration"; `search` results also
+    /// have "relevance" (0-100).
     #[arg(long)]
     pub json: bool,
 }
@@ -120,23 +160,50 @@ pub struct SimilarArgs {
 
 /// `clipdex search`.
 pub fn search(g: &GlobalOptions, library: &Library, args: SearchArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let filter = filter_of(&args.filter)?;
+    let mut parsed = match &args.text {
+        Some(q) => syntax::parse(q)?,
+        None => ParsedQuery::default(),
+    };
+    if let Some(base) = &args.query_base {
+        for term in &mut parsed.terms {
+            if let TermSource::Path(path) = &mut term.source
+                && path.is_relative()
+            {
+                *path = base.join(&*path);
+            }
+        }
+    }
+    let filter = parsed.narrow(&filter_of(&args.filter)?)?;
     let k = args.filter.k as usize;
     let json = args.filter.json;
+    let sort: SortOrder = args.sort.parse()?;
+    let plain = parsed.plain_text().map(str::to_string);
+    // Captions and re-rankers compare words with words: they take a plain text query.
+    let plain_for = |what: &str| -> anyhow::Result<String> {
+        if !parsed.has_terms() {
+            anyhow::bail!("{what} needs a text to look for");
+        }
+        plain.clone().ok_or_else(|| {
+            anyhow::anyhow!("{what} takes a plain text query (no weights, images or negative terms; filters are fine)")
+        })
+    };
+    let ranks_by_clip_alone = args.min_score.is_some() || sort != SortOrder::Score;
     if args.rank_in == SearchIn::Captions {
-        let Some(text) = &args.text else { anyhow::bail!("--in captions needs a TEXT to look for") };
         anyhow::ensure!(args.rerank.is_none() && !args.crops, "--in captions takes neither --rerank nor --crops");
-        return search_captions(library, text, k, &filter, json, out);
+        anyhow::ensure!(!ranks_by_clip_alone, "--in captions takes neither --min-score nor --sort");
+        return search_captions(library, &plain_for("--in captions")?, k, &filter, json, out);
     }
     let sizes = (k, args.rerank_top as usize);
-    match (&args.text, &args.rerank) {
-        (Some(text), Some(Rerank::Itm)) => {
-            return search_reranked_itm(g, library, text, sizes, &filter, json, out);
+    match &args.rerank {
+        Some(_) if ranks_by_clip_alone => anyhow::bail!("--rerank takes neither --min-score nor --sort"),
+        Some(Rerank::Itm) => {
+            return search_reranked_itm(g, library, &plain_for("--rerank")?, sizes, &filter, json, out);
         }
-        (Some(text), Some(Rerank::Clip(model))) => {
+        Some(Rerank::Clip(model)) => {
+            let text = plain_for("--rerank")?;
             library.clip()?;
             let started = std::time::Instant::now();
-            let ranked = library.search_reranked_finetuned(model, text, sizes, &filter)?;
+            let ranked = library.search_reranked_finetuned(model, &text, sizes, &filter)?;
             let took_ms = started.elapsed().as_secs_f64() * 1e3;
             if json {
                 writeln!(out, "{}", json!({ "results": ranked, "took_ms": took_ms }))?;
@@ -151,30 +218,70 @@ pub fn search(g: &GlobalOptions, library: &Library, args: SearchArgs, out: &mut 
             }
             return Ok(ExitCode::SUCCESS);
         }
-        _ => {}
+        None => {}
     }
-    if args.text.is_some() {
+    if parsed.has_terms() {
         library.clip()?; // load the model before the clock starts
     }
-    if let Some(text) = &args.text
+    if let Some(text) = &plain
         && !args.crops
+        && !ranks_by_clip_alone
         && args.caption_weight > 0.0
         && library.has_captions()?
     {
         return search_blended(library, text, k, &filter, args.caption_weight, json, out);
     }
     let started = std::time::Instant::now();
-    let hits = match &args.text {
-        Some(text) => library.search_text(text, k, &filter)?,
-        None => library.search_tag(k, &filter)?,
-    };
-    match (&args.text, args.crops) {
-        (Some(text), true) => {
-            super::regions::print_located_hits(library, text, &hits, args.threshold, started, json, out)?
-        }
-        _ => print_hits(out, &hits, started, json, &|| no_results(library, &filter))?,
+    let options = QueryOptions { k, min_relevance: args.min_score, sort, allow_paths: true };
+    let ranked = library.search_parsed(&parsed, None, &filter, &options)?;
+    if args.crops {
+        let Some(text) = parsed.positive_text() else { anyhow::bail!("--crops needs words to look for") };
+        let hits: Vec<_> = ranked.into_iter().map(|r| r.hit).collect();
+        super::regions::print_located_hits(library, &text, &hits, args.threshold, started, json, out)?;
+        return Ok(ExitCode::SUCCESS);
     }
+    let empty = || match args.min_score {
+        Some(min) => format!("no results of relevance {min} or more (a lower --min-score keeps more)"),
+        None => no_results(library, &filter),
+    };
+    print_ranked(out, &ranked, started, json, &empty)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints results with their relevance: `SCORE  RELEVANCE  PATH  #ID` (a video's time after
+/// the path), or JSON `{"results": [{"id", "path", "score", "relevance", "kind", …}], "took_ms"}`.
+pub fn print_ranked(
+    out: &mut dyn Write,
+    ranked: &[RankedHit],
+    started: std::time::Instant,
+    json: bool,
+    empty: &dyn Fn() -> String,
+) -> anyhow::Result<()> {
+    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    if json {
+        writeln!(out, "{}", json!({ "results": ranked, "took_ms": took_ms }))?;
+        return Ok(());
+    }
+    for r in ranked {
+        let (h, relevance) = (&r.hit, r.relevance.round());
+        match h.media {
+            Media::Photo => {
+                writeln!(out, "{:.4}  {relevance:>3}  {}  #{}", h.score, path_text::escaped(&h.path), h.id)?
+            }
+            Media::Video { time, .. } => writeln!(
+                out,
+                "{:.4}  {relevance:>3}  {}  @ {}  #{}",
+                h.score,
+                path_text::escaped(&h.path),
+                clock(time),
+                h.id
+            )?,
+        }
+    }
+    if ranked.is_empty() {
+        writeln!(out, "{}", empty())?;
+    }
+    Ok(())
 }
 
 /// `clipdex similar PATH|ID`.
@@ -291,6 +398,7 @@ pub(crate) fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {
         before: f.before.as_deref().map(parse_date).transpose()?,
         tag: f.tag.as_ref().map(|t| t.trim().to_string()),
         kind: f.kind.parse()?,
+        ..Default::default()
     })
 }
 

@@ -87,6 +87,7 @@ pub fn on_library(
         | Command::Ask(_)
         | Command::Match(_)
         | Command::Segment(_)
+        | Command::Ocr(_)
         | Command::Embed(_)
         | Command::Finetune(_)
         | Command::Eval { .. }

@@ -46,6 +46,21 @@ fn print_details(out: &mut dyn Write, d: &ImageDetails) -> anyhow::Result<()> {
     if let Some((lat, lon)) = d.record.gps {
         writeln!(out, "gps      {lat:.5}, {lon:.5}")?;
     }
+    if let Some(p) = &d.companions.live_video {
+        writeln!(out, "live     {} (Live Photo video)", path_text::escaped(p))?;
+    }
+    if let Some(problem) = &d.live_video_problem {
+        writeln!(out, "live     cannot be played: {problem}")?;
+    }
+    if let Some(p) = &d.companions.raw_path {
+        writeln!(out, "raw      {}", path_text::escaped(p))?;
+    }
+    if let Some(m) = &d.record.motion_video {
+        writeln!(out, "motion   Motion Photo video: {} bytes at offset {}", m.length, m.offset)?;
+    }
+    if let Some(p) = &d.record.motion_video_problem {
+        writeln!(out, "motion   none: {p}")?;
+    }
     if !d.tags.is_empty() {
         let tags: Vec<String> = d.tags.iter().map(|t| format!("{} ({:.2})", t.label, t.probability)).collect();
         writeln!(out, "tags     {}", tags.join(", "))?;

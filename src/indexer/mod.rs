@@ -12,6 +12,7 @@
 //! forgets those photos when the user means it. Bad files are recorded in `failures` and
 //! retried only once their size or modification time changes.
 
+use crate::photo::companions;
 pub mod reembed;
 pub mod videos;
 pub mod watch;
@@ -369,6 +370,7 @@ fn scan_root(
     todo: &mut Vec<Candidate>,
     report: &mut IndexReport,
 ) -> Result<()> {
+    let mut groups = companions::FolderGroups::default();
     for entry in walkdir::WalkDir::new(root).follow_links(true) {
         let entry = match entry {
             Ok(e) => e,
@@ -398,6 +400,13 @@ fn scan_root(
             continue;
         }
         let path = entry.into_path();
+        if let companions::Role::Companion { still, live_video } = groups.role(&path) {
+            // Part of another file's item: seen (its folder still holds it), never embedded,
+            // and no longer an item of its own if it was one before the pair formed.
+            seen.insert(path.clone());
+            keep_companion(store, &path, &still, live_video, report)?;
+            continue;
+        }
         seen.insert(path.clone());
         report.seen += 1;
         let meta = match std::fs::metadata(&path) {
@@ -425,11 +434,39 @@ fn scan_root(
         if let Some(f) = store.failure(&path)?
             && f.size == size
             && f.mtime_ns == mtime
+            && !f.reason.starts_with(companions::LIVE_VIDEO_PROBLEM)
         {
             report.skipped_failures += 1;
             continue;
         }
         todo.push(Candidate { path, size, mtime_ns: mtime, read_from: None });
+    }
+    Ok(())
+}
+
+/// A companion file met by the scan: forgotten as an item of its own (a MOV indexed as a
+/// video before its still arrived), and a Live Photo's video that cannot be played recorded
+/// as a failure naming its still (which is indexed all the same).
+fn keep_companion(store: &Store, path: &Path, still: &Path, live_video: bool, report: &mut IndexReport) -> Result<()> {
+    if store.path_entry(path)?.is_some() && store.unlink_path(path)?.is_some() {
+        report.removed += 1;
+    }
+    let problem = if live_video { companions::live_video_problem(path) } else { None };
+    match problem {
+        Some(reason) => {
+            let meta = std::fs::metadata(path).ok();
+            let (size, mtime) = meta.as_ref().map_or((0, 0), |m| (m.len(), mtime_ns(m)));
+            let reason = format!("{reason} ({})", crate::path_text::escaped(still));
+            if store.failure(path)?.map(|f| f.reason) != Some(reason.clone()) {
+                store.record_failure(path, &reason, size, mtime)?;
+                report.failed += 1;
+            }
+        }
+        None => {
+            if store.failure(path)?.is_some() {
+                store.clear_failure(path)?;
+            }
+        }
     }
     Ok(())
 }
@@ -456,12 +493,22 @@ fn prepare(
     if let Some(id) = store.id_for_hash(&hash)? {
         return Ok(Prepared::Known { id });
     }
+    let started = std::time::Instant::now();
     let photo =
         match decode_photo(&bytes, decode).and_then(|p| check_raw_preview(&bytes, &p, decode.min_side).map(|()| p)) {
             Ok(p) => p,
             Err(problem) => return Ok(Prepared::Failed(problem.to_string())),
         };
+    // `RUST_LOG=clipdex=debug` shows what each format costs (tools/bench_index_torch.py reads it).
+    tracing::debug!(path = %c.path.display(), ms = started.elapsed().as_secs_f64() * 1e3, "decoded");
     let exif = read_exif(&bytes);
+    let (motion_video, motion_video_problem) = match crate::photo::motion::find_motion_video(&bytes) {
+        Ok(found) => (found, None),
+        Err(reason) => {
+            tracing::warn!("{}: {reason}; indexed as a still photo", c.path.display());
+            (None, Some(reason))
+        }
+    };
     let pixels = clip.preprocess(&photo.image)?;
     let record = ImageRecord {
         hash,
@@ -473,6 +520,8 @@ fn prepare(
         camera: exif.camera,
         gps: exif.gps,
         video: None,
+        motion_video,
+        motion_video_problem,
     };
     Ok(Prepared::New { record, pixels })
 }

@@ -78,6 +78,8 @@ pub(super) fn prepare(store: &Store, c: &Candidate, scanned: bool) -> Result<Pre
         camera: None,
         gps: None,
         video: Some(VideoMeta { duration: info.duration, codec: info.codec.clone(), poster: 0.0 }),
+        motion_video: None,
+        motion_video_problem: None,
     };
     Ok(Prepared::NewVideo { record, info })
 }

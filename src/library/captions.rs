@@ -283,7 +283,9 @@ impl Library {
             let Some(path) = query::passing_path(&self.store, id, &filter)? else { continue };
             let Some(caption) = self.store.caption_of(id)? else { continue };
             let media = query::Media::of_image(&self.store, id)?;
-            hits.push(CaptionHit { hit: SearchHit { id, path, score, media }, caption: caption.text });
+            let mut hit = SearchHit { id, path, score, media, companions: Default::default() };
+            self.attach_companions(std::slice::from_mut(&mut hit))?;
+            hits.push(CaptionHit { hit, caption: caption.text });
         }
         Ok(hits)
     }
@@ -318,7 +320,13 @@ impl Library {
                     let c = caption.expect("a fused id comes from one of the lists");
                     let vector = self.store.vector(id)?.unwrap_or_default();
                     let score = vector.iter().zip(query).map(|(a, b)| a * b).sum();
-                    SearchHit { id, path: c.hit.path.clone(), score, media: c.hit.media }
+                    SearchHit {
+                        id,
+                        path: c.hit.path.clone(),
+                        score,
+                        media: c.hit.media,
+                        companions: c.hit.companions.clone(),
+                    }
                 }
             };
             out.push(BlendedHit { hit, caption_score: caption.map(|c| c.hit.score), blended });

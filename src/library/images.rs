@@ -34,17 +34,32 @@ pub struct ImageDetails {
     /// Its BLIP caption (`clipdex caption --library`), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caption: Option<String>,
+    /// A Live Photo's MOV, a RAW+JPEG pair's RAW (`live_video`, `raw_path` in JSON; a Motion
+    /// Photo's video is the record's `motion_video`).
+    #[serde(flatten)]
+    pub companions: crate::photo::companions::Companions,
+    /// Why its Live Photo video cannot be played (the failure recorded for the MOV), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_video_problem: Option<String>,
 }
 
 impl Library {
     /// Everything known about one image.
     pub fn image_details(&self, id: ImageId) -> Result<ImageDetails> {
         let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
+        let paths = self.store.paths_of(id)?;
+        let companions = self.companion_files(&paths);
+        let live_video_problem = match &companions.live_video {
+            Some(video) => self.store.failure(video)?.map(|f| f.reason),
+            None => None,
+        };
         Ok(ImageDetails {
             id,
             date: record.date(),
             record,
-            paths: self.store.paths_of(id)?,
+            companions,
+            live_video_problem,
+            paths,
             tags: self.store.tags_of(id)?.map(|(_, tags)| tags).unwrap_or_default(),
             caption: self.store.caption_of(id)?.map(|c| c.text),
         })
@@ -185,7 +200,7 @@ impl Library {
         Ok(jpeg)
     }
 
-    fn video_frame_jpeg(&self, source: &Path, time: f64, size: u32) -> Result<Vec<u8>> {
+    pub(super) fn video_frame_jpeg(&self, source: &Path, time: f64, size: u32) -> Result<Vec<u8>> {
         let frame = self.frame_image(source, time, FrameSize::Fit(size))?;
         thumbnail::encode(frame, size).map_err(|p| Error::image(source, p))
     }

@@ -23,12 +23,15 @@ use crate::query;
 use crate::store::{DbLocation, Store};
 
 mod captions;
+mod companions;
+mod display;
 mod duplicates;
 mod frames;
 mod images;
 mod indexing;
 pub mod migrate;
 mod open;
+mod query_search;
 mod regions;
 mod reindex;
 mod search;
@@ -37,6 +40,7 @@ pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
 pub use duplicates::{HASH_CACHE, MOVE_JOURNAL, MoveReport, MovedFile, SkippedFile, restore_moved};
 pub use images::ImageDetails;
 pub use indexing::{LibraryStats, ReindexState, Stage};
+pub use query_search::{QueryOptions, RankedHit, SORT_POOL, relevance_of};
 pub use regions::{Crop, LOCATE_SIDE, SegmentedImage};
 pub use reindex::ReindexReport;
 

@@ -50,7 +50,9 @@ impl Library {
 
     /// Images carrying `filter.tag`, most probable first.
     pub fn search_tag(&self, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
-        query::search_tagged(&self.store, k, &self.resolve_tag(filter)?)
+        let mut hits = query::search_tagged(&self.store, k, &self.resolve_tag(filter)?)?;
+        self.attach_companions(&mut hits)?;
+        Ok(hits)
     }
 
     /// The filter with its tag spelt as stored: a tag typed in another case ("Dog") matches
@@ -121,6 +123,13 @@ impl Library {
     /// Photos are ranked by their vectors, videos by their frames (each once, at its best
     /// frame); the two rankings are merged by score.
     pub fn search_vector(&self, query: &[f32], k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
+        let mut hits = self.search_media(query, k, filter)?;
+        self.attach_companions(&mut hits)?;
+        Ok(hits)
+    }
+
+    /// [`Library::search_vector`] without the companions.
+    fn search_media(&self, query: &[f32], k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
         let filter = self.resolve_tag(filter)?;
         let frames = self.frame_index()?;
         if frames.is_empty() {

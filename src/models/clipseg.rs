@@ -17,11 +17,11 @@ use image::RgbImage;
 use serde::Deserialize;
 
 use crate::error::{Error, Result, first_line};
-use crate::models::clip::kernels::Dense;
-use crate::models::clip::model::{Mlp, SelfAttention, dense, layer_norm};
-use crate::models::clip::{ClipConfig, ClipModel, ClipTokenizer, HiddenAct, load_tokenizer, repo_weights};
+use crate::models::clip::{ClipConfig, ClipModel, ClipTokenizer, load_tokenizer};
+use crate::models::nn::layers::{Mlp, SelfAttention, dense, layer_norm};
+use crate::models::nn::{Dense, HiddenAct};
 use crate::models::preprocess::ImageProcessor;
-use crate::models::source::ModelRepo;
+use crate::models::source::{ModelRepo, repo_weights};
 
 type CResult<T> = candle_core::Result<T>;
 

@@ -1,4 +1,5 @@
-//! The neural models, one file (or folder) per family, and what they share: finding a model's
+//! The neural models, one file (or folder) per family, and what they share: the layers and
+//! kernels every family is built from ([`nn`]), finding a model's
 //! files ([`source`]) and preprocessing images the way Hugging Face processors do
 //! ([`preprocess`]). Nothing here knows about the database.
 
@@ -6,7 +7,11 @@ pub mod bert;
 pub mod blip;
 pub mod clip;
 pub mod clipseg;
-pub mod precision;
+pub mod nn;
+pub mod ocr;
 pub mod preprocess;
 pub mod sentence;
 pub mod source;
+
+/// `--precision`: kept at its old path; it lives with the linear layers it sets.
+pub use nn::precision;

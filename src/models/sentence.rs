@@ -18,8 +18,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 use crate::error::{Error, Result, first_line};
 use crate::models::bert::{BertLayout, BertShape, BertStack, Pooling, pool};
-use crate::models::clip::kernels::Dense;
-use crate::models::clip::{Embedding, HiddenAct, MAX_BATCH, l2_normalize};
+use crate::models::nn::{Dense, Embedding, HiddenAct, MAX_BATCH, l2_normalize};
 use crate::models::source::ModelRepo;
 
 /// One entry of `modules.json`.
@@ -238,8 +237,8 @@ impl SentenceEncoder {
         };
         let positions = encoder.shape.max_position_embeddings.saturating_sub(encoder.shape.first_position);
         let max_len = st.max_seq_length.unwrap_or(positions).min(positions);
-        let tokenizer = truncated(&name, crate::models::clip::tokenizer::bert_tokenizer_in(&repo, &at)?, max_len)?;
-        let vb = crate::models::clip::repo_weights_at(&repo, &at, device)?;
+        let tokenizer = truncated(&name, crate::models::bert::tokenizer::bert_tokenizer_in(&repo, &at)?, max_len)?;
+        let vb = crate::models::source::repo_weights_at(&repo, &at, device)?;
         let prefix = ["", "distilbert.", "bert.", "roberta.", "model."]
             .into_iter()
             .find(|p| vb.contains_tensor(&format!("{p}embeddings.word_embeddings.weight")))
@@ -270,7 +269,7 @@ impl SentenceEncoder {
                     let act = HeadActivation::parse(c.activation_function.as_deref()).ok_or_else(|| {
                         Error::model(&name, format!("{at}: unsupported activation {:?}", c.activation_function))
                     })?;
-                    let vb = crate::models::clip::repo_weights_at(&repo, &at, device)?;
+                    let vb = crate::models::source::repo_weights_at(&repo, &at, device)?;
                     let weight = vb.get((c.out_features, c.in_features), "linear.weight");
                     let bias = if c.bias { Some(vb.get(c.out_features, "linear.bias")) } else { None };
                     let linear = (|| Dense::new(&weight?, bias.transpose()?))()

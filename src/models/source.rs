@@ -7,10 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
 use hf_hub::api::sync::{ApiBuilder, ApiRepo};
 use hf_hub::{Cache, Repo};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, first_line};
 
 /// A model's file store: a local directory or a hub repository.
 pub struct ModelRepo {
@@ -182,6 +184,38 @@ fn looks_like_hub_id(spec: &str) -> bool {
         })
     };
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+/// The weights of a repository: `model.safetensors`, else `pytorch_model.bin`.
+pub(crate) fn repo_weights(repo: &ModelRepo, device: &Device) -> Result<VarBuilder<'static>> {
+    repo_weights_at(repo, "", device)
+}
+
+/// The weights in the repository's folder `at` (empty, or ending in `/`).
+pub(crate) fn repo_weights_at(repo: &ModelRepo, at: &str, device: &Device) -> Result<VarBuilder<'static>> {
+    let (which, weights) = repo.first_of(&[&format!("{at}model.safetensors"), &format!("{at}pytorch_model.bin")])?;
+    open_weights(repo.name(), &weights, which == 0, device)
+}
+
+/// Opens `model.safetensors` (memory-mapped) or `pytorch_model.bin`, converting to f32.
+fn open_weights(model: &str, path: &Path, safetensors: bool, device: &Device) -> Result<VarBuilder<'static>> {
+    let opened = if safetensors {
+        // SAFETY: the file is mapped read-only; clipdex never writes model files while they are
+        // in use, and a truncated file fails the header and size checks below instead.
+        unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
+    } else {
+        VarBuilder::from_pth(path, DType::F32, device)
+    };
+    opened.map_err(|e| {
+        Error::model(
+            model,
+            format!(
+                "cannot read weights {} ({}); the file is corrupt or incomplete: delete it and download it again",
+                path.display(),
+                first_line(&e)
+            ),
+        )
+    })
 }
 
 #[cfg(test)]

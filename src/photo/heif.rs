@@ -231,10 +231,41 @@ impl Drop for HeifFile<'_> {
     }
 }
 
+/// The HEIF file at the start of `bytes`, without a file appended to it: a Motion Photo's MP4
+/// follows the HEIC's boxes with an `ftyp` box of its own, which libheif would take for the
+/// file's (and refuse its brands). Top-level boxes are walked by their sizes; a size that does
+/// not fit leaves the bytes as they are, for libheif to judge.
+fn without_appended_file(bytes: &[u8]) -> &[u8] {
+    let mut at = 0usize;
+    while at + 8 <= bytes.len() {
+        let size = u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as u64;
+        if at > 0 && &bytes[at + 4..at + 8] == b"ftyp" {
+            return &bytes[..at];
+        }
+        let size = match size {
+            0 => return bytes,
+            1 => match bytes.get(at + 8..at + 16) {
+                Some(b) => u64::from_be_bytes(b.try_into().unwrap_or_default()),
+                None => return bytes,
+            },
+            s => s,
+        };
+        if size < 8 {
+            return bytes;
+        }
+        match usize::try_from(size).ok().and_then(|s| at.checked_add(s)) {
+            Some(next) => at = next,
+            None => return bytes,
+        }
+    }
+    bytes
+}
+
 impl<'a> HeifFile<'a> {
     /// Parses the boxes of a HEIF file (nothing is decoded) and finds its primary image. No
     /// side may exceed `max_side` (libheif's own guard, applied while parsing).
     pub fn parse(bytes: &'a [u8], max_side: u64) -> Result<Self, ImageProblem> {
+        let bytes = without_appended_file(bytes);
         let api = api()?;
         // SAFETY: a fresh context is used only through this value, which frees it.
         let ctx = unsafe { (api.context_alloc)() };
@@ -311,7 +342,8 @@ impl<'a> HeifFile<'a> {
     /// The reference reads AVIF with libavif, which upsamples 4:2:0 chroma bilinearly, where
     /// libheif (1.15) repeats each chroma sample: on edges the two differ by up to 34/255. So a
     /// 4:2:0 AVIF is decoded to its YCbCr planes and converted here as libavif does; HEIC, which
-    /// the reference reads with libheif itself, keeps libheif's conversion.
+    /// the reference reads with libheif itself, keeps libheif's conversion. A 10 or 12-bit AVIF
+    /// is reduced to 8 bits before its conversion, as libavif does it.
     pub fn decode_rgb(&self) -> Result<image::RgbImage, ImageProblem> {
         if self.avif_420 {
             let mut img: *mut Img = std::ptr::null_mut();
@@ -454,12 +486,17 @@ fn avif_420(bytes: &[u8]) -> bool {
     bytes.get(at + 6).is_some_and(|&b| b & 0b0001_1100 == 0b0000_1100)
 }
 
-/// 4:2:0 YCbCr samples of `bits` to 8-bit RGB: chroma upsampled with weights 9:3:3:1 (the
-/// nearest chroma sample, its horizontal and vertical neighbours on the side of the pixel, the
-/// diagonal one; rounded to a sample), then the matrix with luma weights `kr`, `kb`, in full or
-/// limited range.
+/// 4:2:0 YCbCr samples of `bits` (planes of `w` x `h` and `ceil(w/2)` x `ceil(h/2)` samples)
+/// to 8-bit RGB as libavif converts them (the reference, with libyuv as Pillow's wheel builds
+/// it): samples deeper than 8 bits first shifted down to 8, truncating (libyuv's
+/// `Convert16To8Plane`); chroma then upsampled with weights 9:3:3:1 (the nearest chroma
+/// sample, its horizontal and vertical neighbours on the side of the pixel, the diagonal one;
+/// rounded to a sample); then the matrix with luma weights `kr`, `kb`, in full or limited
+/// range. (Converting a 10-bit image at its full depth and rounding only at the end is closer
+/// to the encoded colour, but lands up to 3/255 away from the reference.) Public for the
+/// parity tests, which feed it the planes another AV1 decoder gives.
 #[allow(clippy::too_many_arguments)]
-fn ycbcr_420_to_rgb(
+pub fn ycbcr_420_to_rgb(
     luma: &[u16],
     cb: &[u16],
     cr: &[u16],
@@ -471,9 +508,29 @@ fn ycbcr_420_to_rgb(
     kb: f64,
 ) -> image::RgbImage {
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    let max = f64::from((1u32 << bits) - 1);
-    let half = f64::from(1u32 << (bits - 1));
-    let scale = f64::from(1u32 << (bits - 8));
+    if !(8..=16).contains(&bits) || luma.len() < w * h || cb.len() < cw * ch || cr.len() < cw * ch {
+        return image::RgbImage::default();
+    }
+    let shift = bits - 8;
+    let reduce = |plane: &[u16]| -> Vec<u16> { plane.iter().map(|&v| (v >> shift).min(255)).collect() };
+    let (luma, cb, cr) = (reduce(luma), reduce(cb), reduce(cr));
+    ycbcr8_420_to_rgb(&luma, &cb, &cr, w, h, full, kr, kb)
+}
+
+/// [`ycbcr_420_to_rgb`] on 8-bit samples.
+#[allow(clippy::too_many_arguments)]
+fn ycbcr8_420_to_rgb(
+    luma: &[u16],
+    cb: &[u16],
+    cr: &[u16],
+    w: usize,
+    h: usize,
+    full: bool,
+    kr: f64,
+    kb: f64,
+) -> image::RgbImage {
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let (max, half) = (255.0, 128.0);
     let kg = 1.0 - kr - kb;
     let (cr_r, cb_b) = (2.0 * (1.0 - kr), 2.0 * (1.0 - kb));
     let (cb_g, cr_g) = (2.0 * (1.0 - kb) * kb / kg, 2.0 * (1.0 - kr) * kr / kg);
@@ -492,11 +549,7 @@ fn ycbcr_420_to_rgb(
             let (yy, u, v) = if full {
                 (yy / max, (u - half) / max, (v - half) / max)
             } else {
-                (
-                    (yy - 16.0 * scale) / (219.0 * scale),
-                    (u - 128.0 * scale) / (224.0 * scale),
-                    (v - 128.0 * scale) / (224.0 * scale),
-                )
+                ((yy - 16.0) / 219.0, (u - 128.0) / 224.0, (v - 128.0) / 224.0)
             };
             rgb.extend_from_slice(&[to_8(yy + cr_r * v), to_8(yy - cb_g * u - cr_g * v), to_8(yy + cb_b * u)]);
         }

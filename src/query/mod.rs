@@ -1,124 +1,27 @@
 //! Answering searches: rank the library against a query vector, then walk the ranking keeping
 //! what passes the filters until `k` results are found, so a filter never returns fewer than
 //! `k` results when `k` exist. Videos are ranked by their frames: a video comes once, at its
-//! best frame, scored by that frame's cosine ([`search_videos`]).
+//! best frame, scored by that frame's cosine ([`search_videos`]). Query strings are parsed by
+//! [`syntax`] into terms and filters; [`crate::store::attributes`] holds the filters beyond
+//! folder, date, tag and kind, and [`relevance`] the calibrated 0–100 relevance and the result
+//! orders.
 
+pub use crate::store::attributes;
 pub mod autotag;
 pub mod captions;
 pub mod duplicates;
+pub mod relevance;
 pub mod rerank;
+pub mod syntax;
 pub mod tags;
 
 use std::path::PathBuf;
 
-use serde::Serialize;
-
 use crate::ann::{AnnIndex, FrameIndex};
 use crate::error::Result;
+use crate::photo::companions::Companions;
+pub use crate::store::search_types::{Kind, Media, SearchFilter, SearchHit};
 use crate::store::{ImageId, Store};
-
-/// Restrictions on results.
-#[derive(Debug, Clone, Default)]
-pub struct SearchFilter {
-    /// Only images with a file at or under this folder.
-    pub under: Option<PathBuf>,
-    /// Only images dated at or after this (seconds since the epoch; EXIF date, else mtime).
-    pub after: Option<i64>,
-    /// Only images dated before this.
-    pub before: Option<i64>,
-    /// Only images auto-tagged with this label.
-    pub tag: Option<String>,
-    /// Only photos, only videos, or both.
-    pub kind: Kind,
-}
-
-/// What a search returns (`--kind`, API `kind=`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// Photos and videos.
-    #[default]
-    All,
-    Photo,
-    Video,
-}
-
-impl std::str::FromStr for Kind {
-    type Err = crate::Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "all" => Ok(Kind::All),
-            "photo" => Ok(Kind::Photo),
-            "video" => Ok(Kind::Video),
-            _ => Err(crate::Error::Invalid(format!("kind {s:?}: say photo, video or all"))),
-        }
-    }
-}
-
-impl SearchFilter {
-    /// Whether the filter lets every image through.
-    pub fn is_empty(&self) -> bool {
-        self.under.is_none()
-            && self.after.is_none()
-            && self.before.is_none()
-            && self.tag.is_none()
-            && self.kind == Kind::All
-    }
-}
-
-/// What a result is: a photo, or a video at a moment.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Media {
-    Photo,
-    Video {
-        /// Seconds from the start of the frame the score is of (for a result that is not
-        /// ranked by frames, as a tag's, the video's poster frame).
-        time: f64,
-        /// The video's length, seconds.
-        duration: f64,
-    },
-}
-
-impl Media {
-    /// A stored image's kind, a video at its poster frame.
-    pub fn of(record: &crate::store::ImageRecord) -> Self {
-        match &record.video {
-            Some(v) => Media::Video { time: v.poster, duration: v.duration },
-            None => Media::Photo,
-        }
-    }
-
-    /// The kind of stored image `id`, a video at its poster frame (a photo when it is gone).
-    pub fn of_image(store: &Store, id: ImageId) -> Result<Self> {
-        Ok(store.image(id)?.as_ref().map(Media::of).unwrap_or(Media::Photo))
-    }
-}
-
-/// One result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SearchHit {
-    /// The image's id.
-    pub id: ImageId,
-    /// A file holding it (under the filter's folder, when there is one). In JSON: `path`, and
-    /// `path_bytes` when it is not UTF-8 (see [`crate::path_text`]).
-    #[serde(flatten, serialize_with = "crate::path_text::path_field")]
-    pub path: PathBuf,
-    /// Cosine similarity to the query.
-    pub score: f32,
-    /// Photo or video; in JSON `"kind"` (`"photo"`, `"video"`), and for a video `"time"` and
-    /// `"duration"` (seconds).
-    #[serde(flatten)]
-    pub media: Media,
-}
-
-impl SearchHit {
-    /// A photo's result.
-    pub fn photo(id: ImageId, path: PathBuf, score: f32) -> Self {
-        SearchHit { id, path, score, media: Media::Photo }
-    }
-}
 
 /// The `k` best images for `query` that pass `filter`.
 pub fn search(
@@ -168,7 +71,8 @@ pub fn search_videos(
     for (id, score, time) in ranked {
         let Some(path) = passing_path(store, id, filter)? else { continue };
         let duration = store.image(id)?.and_then(|r| r.video).map_or(0.0, |v| v.duration);
-        hits.push(SearchHit { id, path, score, media: Media::Video { time: f64::from(time), duration } });
+        let media = Media::Video { time: f64::from(time), duration };
+        hits.push(SearchHit { id, path, score, media, companions: Companions::default() });
         if hits.len() == k {
             break;
         }
@@ -186,7 +90,8 @@ pub fn search_tagged(store: &Store, k: usize, filter: &SearchFilter) -> Result<V
             break;
         }
         if let Some(path) = passing_path(store, id, filter)? {
-            hits.push(SearchHit { id, path, score: probability, media: Media::of_image(store, id)? });
+            let media = Media::of_image(store, id)?;
+            hits.push(SearchHit { id, path, score: probability, media, companions: Companions::default() });
         }
     }
     Ok(hits)
@@ -216,10 +121,21 @@ pub(crate) fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) ->
             return Ok(None);
         }
     }
-    Ok(match &filter.under {
-        Some(prefix) => paths.into_iter().find(|p| p.starts_with(prefix)),
-        None => paths.into_iter().next(),
-    })
+    let more = &filter.attributes;
+    for tag in &more.tags {
+        if !store.has_tag(id, tag)? {
+            return Ok(None);
+        }
+    }
+    if more.reads_record() {
+        let Some(record) = store.image(id)? else { return Ok(None) };
+        if !more.record_passes(&record) {
+            return Ok(None);
+        }
+    }
+    Ok(paths
+        .into_iter()
+        .find(|p| filter.under.as_ref().is_none_or(|prefix| p.starts_with(prefix)) && more.path_passes(p)))
 }
 
 /// Parses a date given on the command line: `YYYY`, `YYYY-MM`, `YYYY-MM-DD` or RFC 3339;

@@ -13,6 +13,9 @@ use serde_json::json;
 
 use super::{AppState, MAX_K, MAX_LABELS, MAX_OFFSET, MAX_QUERY_BYTES};
 use crate::error::{Error, ImageProblem};
+use crate::library::{QueryOptions, RankedHit};
+use crate::query::relevance::SortOrder;
+use crate::query::syntax::{self, ParsedQuery, Term, TermSource};
 use crate::query::{Kind, Media, SearchFilter, SearchHit, parse_date, tags};
 use crate::store::ImageId;
 
@@ -115,6 +118,8 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/images/{id}", web::get().to(image))
         .route("/images/{id}/thumb", web::get().to(thumbnail))
         .route("/images/{id}/file", web::get().to(file))
+        .route("/images/{id}/live", web::get().to(live_video))
+        .route("/images/{id}/motion", web::get().to(motion_video))
         .route("/tag", web::post().to(tag))
         .route("/tags", web::get().to(tag_counts))
         .route("/duplicates", web::get().to(duplicates))
@@ -157,6 +162,10 @@ struct SearchParams {
     rerank: Option<String>,
     /// How many results the re-ranker re-scores (at least offset + k).
     rerank_top: Option<String>,
+    /// Keep only results of at least this relevance (0 to 100).
+    min_score: Option<String>,
+    /// `score` (default), `date`, `-date` or `name`.
+    sort: Option<String>,
 }
 
 impl SearchParams {
@@ -165,6 +174,31 @@ impl SearchParams {
         let k = number_param(self.k.as_deref(), "k", 20, 1, MAX_K)?;
         let offset = number_param(self.offset.as_deref(), "offset", 0, 0, MAX_OFFSET)?;
         Ok((k, offset))
+    }
+
+    /// `(min_score, sort)`, checked.
+    fn cut_and_order(&self) -> ApiResult<(Option<f32>, SortOrder)> {
+        let min = match self.min_score.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+            None => None,
+            Some(m) => match m.parse::<f32>() {
+                Ok(m) if (0.0..=100.0).contains(&m) => Some(m),
+                _ => return Err(ApiError::bad_request(format!("min_score must be between 0 and 100, not {m:?}"))),
+            },
+        };
+        let sort = match self.sort.as_deref() {
+            None => SortOrder::Score,
+            Some(s) => s.parse().map_err(|e: crate::Error| ApiError::bad_request(e.to_string()))?,
+        };
+        Ok((min, sort))
+    }
+
+    /// The query string parsed ([`crate::query::syntax`]), empty when there is none.
+    fn query(&self) -> ApiResult<ParsedQuery> {
+        let text = self.q.as_deref().map(str::trim).unwrap_or("");
+        if text.chars().count() > MAX_QUERY_BYTES {
+            return Err(ApiError::bad_request(format!("the query is longer than {MAX_QUERY_BYTES} characters")));
+        }
+        Ok(syntax::parse(text).map_err(crate::Error::from)?)
     }
 
     fn filter(&self) -> ApiResult<SearchFilter> {
@@ -186,7 +220,14 @@ impl SearchParams {
             None => Kind::All,
             Some(k) => k.parse().map_err(|e: crate::Error| ApiError::bad_request(e.to_string()))?,
         };
-        Ok(SearchFilter { under, after: date(&self.after, "after")?, before: date(&self.before, "before")?, tag, kind })
+        Ok(SearchFilter {
+            under,
+            after: date(&self.after, "after")?,
+            before: date(&self.before, "before")?,
+            tag,
+            kind,
+            ..Default::default()
+        })
     }
 }
 
@@ -224,9 +265,16 @@ struct Hit {
     #[serde(flatten, serialize_with = "crate::path_text::path_field")]
     path: PathBuf,
     score: f32,
+    /// 0–100, calibrated per model on the library (absent for `in=captions`, whose score is
+    /// BM25).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relevance: Option<f32>,
     /// `"kind"`, and a video's `"time"` and `"duration"`.
     #[serde(flatten)]
     media: Media,
+    /// `"live_video"`, `"raw_path"`, `"motion_video"` when the photo has them.
+    #[serde(flatten)]
+    companions: crate::photo::companions::Companions,
     date: Option<i64>,
     width: Option<u32>,
     height: Option<u32>,
@@ -271,6 +319,25 @@ pub(super) const MAX_ITM_TOP: usize = 100;
 const MAX_CROPS: usize = 50;
 
 fn page_of(state: &AppState, hits: Vec<SearchHit>, offset: usize) -> crate::Result<Vec<Hit>> {
+    let calibration = state.library.calibration()?;
+    let mut page = page_without_relevance(state, hits, offset)?;
+    for hit in &mut page {
+        hit.relevance = Some(crate::library::relevance_of(calibration.as_ref(), hit.score));
+    }
+    Ok(page)
+}
+
+/// A page of ranked results (relevance as the search gave it).
+fn page_of_ranked(state: &AppState, ranked: Vec<RankedHit>, offset: usize) -> crate::Result<Vec<Hit>> {
+    let relevance: Vec<f32> = ranked.iter().skip(offset).map(|r| r.relevance).collect();
+    let mut page = page_without_relevance(state, ranked.into_iter().map(|r| r.hit).collect(), offset)?;
+    for (hit, r) in page.iter_mut().zip(relevance) {
+        hit.relevance = Some(r);
+    }
+    Ok(page)
+}
+
+fn page_without_relevance(state: &AppState, hits: Vec<SearchHit>, offset: usize) -> crate::Result<Vec<Hit>> {
     hits.into_iter()
         .skip(offset)
         .map(|h| {
@@ -279,7 +346,9 @@ fn page_of(state: &AppState, hits: Vec<SearchHit>, offset: usize) -> crate::Resu
                 id: h.id,
                 path: h.path,
                 score: h.score,
+                relevance: None,
                 media: h.media,
+                companions: h.companions,
                 date: record.as_ref().map(|r| r.date()),
                 width: record.as_ref().map(|r| r.width),
                 height: record.as_ref().map(|r| r.height),
@@ -305,11 +374,13 @@ pub(super) fn parse_id(raw: &str) -> ApiResult<ImageId> {
 
 async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) -> ApiResult<HttpResponse> {
     let (k, offset) = params.page()?;
-    let filter = params.filter()?;
-    let text = params.q.as_deref().map(str::trim).unwrap_or("").to_string();
-    if text.chars().count() > MAX_QUERY_BYTES {
-        return Err(ApiError::bad_request(format!("the query is longer than {MAX_QUERY_BYTES} characters")));
-    }
+    let parsed = params.query()?;
+    let filter = parsed.narrow(&params.filter()?)?;
+    let (min_score, sort) = params.cut_and_order()?;
+    let ranks_by_clip_alone = min_score.is_some() || sort != SortOrder::Score;
+    // Captions and re-rankers compare words with words: they take a plain text query; regions
+    // look for the query's words.
+    let text = parsed.plain_text().unwrap_or("").to_string();
     let crops = match params.crops.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
@@ -342,16 +413,30 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
         1,
         MAX_RERANK_TOP,
     )?;
-    if text.is_empty() && filter.tag.is_none() {
+    if !parsed.has_terms() && filter.tag.is_none() {
+        if params.q.as_deref().is_some_and(|q| !q.trim().is_empty()) {
+            return Err(ApiError::bad_request(
+                "the query has nothing to look for: add words, an image (#ID) or a tag:",
+            ));
+        }
         // Nothing to look for: nothing found.
         return Ok(results(Vec::new(), std::time::Instant::now()));
     }
+    if text.is_empty() && parsed.has_terms() && (in_captions || rerank.is_some()) {
+        return Err(ApiError::bad_request(
+            "in=captions and rerank take a plain text query (no weights, images or negative terms; filters are fine)",
+        ));
+    }
+    if ranks_by_clip_alone && (in_captions || rerank.is_some()) {
+        return Err(ApiError::bad_request("in=captions and rerank take neither min_score nor sort"));
+    }
+    let region_text = parsed.positive_text().unwrap_or_default();
     // Options that do not go together are settled by precedence (each is valid on its own, and
     // the API takes every request its description allows): ranking by captions, then
     // re-ranking, then regions; the three need a text query and are ignored without one.
     let in_captions = in_captions && !text.is_empty();
     let rerank = rerank.filter(|_| !text.is_empty() && !in_captions);
-    let crops = crops && !text.is_empty() && !in_captions && rerank.is_none();
+    let crops = crops && !region_text.is_empty() && !in_captions && rerank.is_none();
     // Bounded work: regions for at most MAX_CROPS results a page; ITM re-scores at most the
     // best MAX_ITM_TOP, so its pages end there.
     let k = if crops { k.min(MAX_CROPS) } else { k };
@@ -402,7 +487,7 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
             }
             return Ok(page);
         }
-        if !text.is_empty() && !crops && weight > 0.0 && state.library.has_captions()? {
+        if !text.is_empty() && !crops && !ranks_by_clip_alone && weight > 0.0 && state.library.has_captions()? {
             let q = state.query_embedding(&text)?;
             let found = state.library.search_blended_with(&q, &text, offset + k, &filter, weight)?;
             let fused: Vec<(Option<f32>, f32)> =
@@ -414,19 +499,24 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
             }
             return Ok(page);
         }
-        let hits = if text.is_empty() {
-            state.library.search_tag(offset + k, &filter)?
-        } else {
-            let q = state.query_embedding(&text)?;
-            state.library.search_vector(&q, offset + k, &filter)?
-        };
-        let mut page = page_of(&state, hits, offset)?;
+        let options = QueryOptions { k: offset + k, min_relevance: min_score, sort, allow_paths: false };
+        let embed = |t: &str| state.query_embedding(t).map(|q| q.as_ref().clone());
+        // The filter is already narrowed by the query: narrowing again changes nothing.
+        let ranked = state.library.search_parsed_with(&parsed, None, &filter, &options, &embed)?;
+        let mut page = page_of_ranked(&state, ranked, offset)?;
         if crops {
             let shown: Vec<SearchHit> = page
                 .iter()
-                .map(|h| SearchHit { id: h.id, path: h.path.clone(), score: h.score, media: h.media })
+                .map(|h| SearchHit {
+                    id: h.id,
+                    path: h.path.clone(),
+                    score: h.score,
+                    media: h.media,
+                    companions: h.companions.clone(),
+                })
                 .collect();
-            let located = state.library.locate(&text, &shown, &crate::segment::RegionOptions::default(), &|_, _| {})?;
+            let located =
+                state.library.locate(&region_text, &shown, &crate::segment::RegionOptions::default(), &|_, _| {})?;
             for (hit, region) in page.iter_mut().zip(located) {
                 hit.region = Some(region);
             }
@@ -569,15 +659,25 @@ async fn search_image(
     params: web::Query<SearchParams>,
 ) -> ApiResult<HttpResponse> {
     let (k, offset) = params.page()?;
-    let filter = params.filter()?;
+    let mut parsed = params.query()?;
+    let filter = parsed.narrow(&params.filter()?)?;
+    let (min_score, sort) = params.cut_and_order()?;
     let (query, _) = image_query(&req, payload, params.id.as_deref(), state.max_upload).await?;
     let started = std::time::Instant::now();
     let hits = blocking(move || {
-        let hits = match query {
-            ImageQuery::Upload(bytes) => state.library.search_image_bytes(&bytes, offset + k, &filter)?,
-            ImageQuery::Indexed(id) => state.library.search_like(id, offset + k, &filter)?,
+        // The image is one more term of the query (weight 1), with the words of `q` if any.
+        let options = QueryOptions { k: offset + k, min_relevance: min_score, sort, allow_paths: false };
+        let embed = |t: &str| state.query_embedding(t).map(|q| q.as_ref().clone());
+        let ranked = match query {
+            ImageQuery::Upload(bytes) => {
+                state.library.search_parsed_with(&parsed, Some(&bytes), &filter, &options, &embed)?
+            }
+            ImageQuery::Indexed(id) => {
+                parsed.terms.push(Term { weight: 1.0, source: TermSource::Image(id), column: 0 });
+                state.library.search_parsed_with(&parsed, None, &filter, &options, &embed)?
+            }
         };
-        page_of(&state, hits, offset)
+        page_of_ranked(&state, ranked, offset)
     })
     .await?;
     Ok(results(hits, started))
@@ -653,26 +753,91 @@ fn content_type(path: &Path) -> &'static str {
 /// HTTP range requests (`Range: bytes=START-END`, `START-`, `-SUFFIX`), which video players
 /// seek with: `206 Partial Content` for a satisfiable range, `416` for one past the end; a
 /// request for several ranges gets the whole file.
-async fn file(state: web::Data<AppState>, id: web::Path<String>, req: HttpRequest) -> ApiResult<HttpResponse> {
+///
+/// With `format=jpeg` the answer is instead a JPEG rendition a browser can show (HEIC, RAW,
+/// JPEG XL, AVIF are not shown by every browser), upright, at most `size` px on its longer side.
+async fn file(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    params: web::Query<FileParams>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
+    match params.format.as_deref() {
+        None => {}
+        Some("jpeg" | "jpg") => return display(state, id, params.size.as_deref()).await,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format must be jpeg (a JPEG rendition) or left out (the original file), not {other:?}"
+            )));
+        }
+    }
+    if params.size.is_some() {
+        return Err(ApiError::bad_request("size is for format=jpeg: the original file has the size it has"));
+    }
     let (path, file, len) = blocking(move || {
         let path = state.library.image_file(id)?;
-        let cannot = |e: std::io::Error| Error::NotFound(format!("cannot read image {id}: {e}"));
-        let file = std::fs::File::open(&path).map_err(cannot)?;
-        let len = file.metadata().map_err(cannot)?.len();
+        let (file, len) = open_to_serve(&path, id)?;
         Ok((path, file, len))
     })
     .await?;
+    Ok(serve_part(&req, &path, content_type(&path), file, (0, len)))
+}
+
+fn open_to_serve(path: &Path, id: ImageId) -> crate::Result<(std::fs::File, u64)> {
+    let cannot = |e: std::io::Error| Error::NotFound(format!("cannot read image {id}: {e}"));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let len = file.metadata().map_err(cannot)?.len();
+    Ok((file, len))
+}
+
+/// A Live Photo's MOV, served as [`file`] serves the original (range requests included).
+async fn live_video(state: web::Data<AppState>, id: web::Path<String>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id)?;
+    let (path, file, len) = blocking(move || {
+        let path = state.library.live_video(id)?;
+        let (file, len) = open_to_serve(&path, id)?;
+        Ok((path, file, len))
+    })
+    .await?;
+    Ok(serve_part(&req, &path, "video/quicktime", file, (0, len)))
+}
+
+/// A Motion Photo's embedded MP4: the bytes of the photo's file that its XMP points at, as a
+/// file of their own (range requests counted within them).
+async fn motion_video(state: web::Data<AppState>, id: web::Path<String>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id)?;
+    let (path, file, part) = blocking(move || {
+        let (path, motion) = state.library.motion_video(id)?;
+        let (file, len) = open_to_serve(&path, id)?;
+        if motion.offset.saturating_add(motion.length) > len {
+            return Err(Error::NotFound(format!("the Motion Photo video of image {id} is past the end of its file")));
+        }
+        Ok((path.with_extension("mp4"), file, (motion.offset, motion.length)))
+    })
+    .await?;
+    Ok(serve_part(&req, &path, "video/mp4", file, part))
+}
+
+/// `len` bytes of `file` from `base` as a whole response named after `path`, honouring a
+/// `Range` header within them.
+fn serve_part(
+    req: &HttpRequest,
+    path: &Path,
+    content_type: &str,
+    file: std::fs::File,
+    (base, len): (u64, u64),
+) -> HttpResponse {
     let name = path.file_name().map(|n| n.to_string_lossy().replace(['"', '\\', '\r', '\n'], "_")).unwrap_or_default();
     let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|r| byte_range(r, len));
     let mut response = match range {
         None => HttpResponse::Ok(),
         Some(Ok(_)) => HttpResponse::PartialContent(),
         Some(Err(())) => {
-            return Ok(HttpResponse::RangeNotSatisfiable()
+            return HttpResponse::RangeNotSatisfiable()
                 .insert_header((header::CONTENT_RANGE, format!("bytes */{len}")))
                 .insert_header((header::ACCEPT_RANGES, "bytes"))
-                .finish());
+                .finish();
         }
     };
     let (start, end) = match range {
@@ -682,12 +847,42 @@ async fn file(state: web::Data<AppState>, id: web::Path<String>, req: HttpReques
         }
         _ => (0, len),
     };
-    Ok(response
-        .content_type(content_type(&path))
+    response
+        .content_type(content_type)
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"{name}\"")))
         .insert_header(("X-Content-Type-Options", "nosniff"))
-        .body(actix_web::body::SizedStream::new(end - start, file_stream(file, start, end - start))))
+        .body(actix_web::body::SizedStream::new(end - start, file_stream(file, base + start, end - start)))
+}
+
+#[derive(Deserialize)]
+struct FileParams {
+    /// `jpeg`: a JPEG rendition instead of the original bytes.
+    format: Option<String>,
+    /// The rendition's longer side (default and most: [`crate::thumbnail::DISPLAY_MAX_SIZE`]).
+    size: Option<String>,
+}
+
+/// The JPEG rendition of image `id` (`/file?format=jpeg`), made once and cached.
+async fn display(state: web::Data<AppState>, id: ImageId, size: Option<&str>) -> ApiResult<HttpResponse> {
+    let (min, max) = (crate::thumbnail::MIN_SIZE as usize, crate::thumbnail::DISPLAY_MAX_SIZE as usize);
+    let size = number_param(size, "size", max, min, max)? as u32;
+    let (path, bytes) = blocking(move || {
+        let path = state.library.image_file(id)?;
+        let cached = state.library.display_jpeg(id, size)?;
+        let bytes = std::fs::read(&cached)
+            .map_err(|e| Error::Store(format!("cannot read the rendition {}: {e}", cached.display())))?;
+        Ok((path, bytes))
+    })
+    .await?;
+    let stem = path.file_stem().map(|n| n.to_string_lossy().replace(['"', '\\', '\r', '\n'], "_")).unwrap_or_default();
+    // An id's content never changes (ids are per content hash), so browsers may keep it.
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        .insert_header((header::CACHE_CONTROL, "private, max-age=86400"))
+        .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"{stem}.jpg\"")))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(bytes))
 }
 
 /// The one byte range a `Range` header asks of a file of `len` bytes, inclusive: `None` when

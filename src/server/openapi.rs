@@ -95,16 +95,20 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
     let reranks: Vec<String> =
         std::iter::once("itm".to_string()).chain(finetuned.iter().map(|name| format!("clip:{name}"))).collect();
     let results = json!({"$ref": "#/components/schemas/Results"});
-    let mut file_responses =
-        responses(200, json!({"description": "The file", "content": {"image/*": {}, "video/*": {}}}), &[400, 403, 404]);
+    let mut file_responses = responses(
+        200,
+        json!({"description": "The file", "content": {"image/*": {}, "video/*": {}}}),
+        &[400, 403, 404, 422],
+    );
     file_responses["206"] = json!({"description": "The range asked for (Content-Range says which)", "content": {"image/*": {}, "video/*": {}}});
+    file_responses["200"]["content"]["image/jpeg"] = json!({});
     file_responses["416"] = json!({"description": "The range lies past the end (Content-Range: bytes */LENGTH)"});
     let upload = json!({"multipart/form-data": {"schema": {"type": "object", "properties": {
         "image": {"type": "string", "format": "binary", "description": format!("At most {DEFAULT_MAX_UPLOAD} bytes by default (serve --max-upload)")}}}}});
     let mut search = vec![query(
         "q",
         json!({"type": "string", "maxLength": MAX_QUERY_BYTES}),
-        "Text query (may be left out when tag is given)",
+        "The query: words, images (#ID) and filters in the query language (see the manual's Searching: `dog -night tag:beach after:2024 camera:fuji width>3000`); may be left out when tag is given. A syntax error is a 400 naming its column",
     )];
     search.extend(search_params());
     search.push(query(
@@ -134,7 +138,24 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
     ));
     let mut by_image =
         vec![query("id", json!({"type": "integer"}), "Search like this indexed image instead of an upload")];
+    by_image.push(query(
+        "q",
+        json!({"type": "string", "maxLength": MAX_QUERY_BYTES}),
+        "More terms and filters in the query language, added to the image (a term of weight 1)",
+    ));
     by_image.extend(search_params());
+    for params in [&mut search, &mut by_image] {
+        params.push(query(
+            "min_score",
+            json!({"type": "number", "minimum": 0, "maximum": 100}),
+            "Keep results of at least this relevance (0-100, calibrated per model on the library; 50 beats 99% of unrelated text-photo pairs)",
+        ));
+        params.push(query(
+            "sort",
+            json!({"type": "string", "enum": ["score", "date", "-date", "name"], "default": "score"}),
+            "Order of the results above the cut-off: best first, oldest first, newest first, by file name (other than score: of the best 1000)",
+        ));
+    }
     json!({
         "openapi": "3.0.3",
         "info": {"title": "clipdex", "version": env!("CARGO_PKG_VERSION"),
@@ -147,9 +168,14 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "id": {"type": "integer"}, "path": {"type": "string", "description": "The file, for display (bytes that are not UTF-8 shown as U+FFFD)"},
                     "path_bytes": {"type": "string", "format": "byte", "description": "Only when the path is not UTF-8: base64 of its exact bytes"},
                     "score": {"type": "number", "description": "Cosine similarity (tag searches: the tag's probability; a video: its best frame's cosine)"},
+                    "relevance": {"type": "number", "minimum": 0, "maximum": 100, "description": "The score as a relevance from 0 to 100, calibrated per model on the library (absent with in=captions)"},
                     "kind": {"type": "string", "enum": ["photo", "video"]},
                     "time": {"type": "number", "description": "Videos: seconds from the start of the best frame (searches by tag or caption: the video's poster frame)"},
                     "duration": {"type": "number", "description": "Videos: the length in seconds"},
+                    "live_video": {"type": "string", "description": "A Live Photo's MOV (served by /api/images/{id}/live); live_video_bytes when not UTF-8"},
+                    "raw_path": {"type": "string", "description": "The RAW of a RAW+JPEG pair (the JPEG is indexed); raw_path_bytes when not UTF-8"},
+                    "motion_video": {"type": "object", "description": "A Motion Photo's embedded MP4 (served by /api/images/{id}/motion)",
+                                     "properties": {"offset": {"type": "integer"}, "length": {"type": "integer"}}},
                     "date": {"type": "integer", "nullable": true, "description": "EXIF date taken, else file time; seconds since the epoch"},
                     "width": {"type": "integer", "nullable": true}, "height": {"type": "integer", "nullable": true},
                     "region": {"type": "object", "nullable": true, "description": "With crops: the region that best shows the query, or null",
@@ -188,6 +214,11 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "gps": {"type": "array", "items": {"type": "number"}, "nullable": true},
                     "paths": {"type": "array", "items": {"type": "string"}},
                     "paths_bytes": {"type": "array", "items": {"type": "string", "format": "byte", "nullable": true}, "description": "Only when a path is not UTF-8: base64 of each path's exact bytes (null for UTF-8 ones)"},
+                    "live_video": {"type": "string", "description": "A Live Photo's MOV; live_video_bytes when not UTF-8"},
+                    "raw_path": {"type": "string", "description": "The RAW of a RAW+JPEG pair; raw_path_bytes when not UTF-8"},
+                    "motion_video": {"type": "object", "properties": {"offset": {"type": "integer"}, "length": {"type": "integer"}}, "description": "A Motion Photo's embedded MP4"},
+                    "motion_video_problem": {"type": "string", "description": "Why a photo that claims to be a Motion Photo has no motion video"},
+                    "live_video_problem": {"type": "string", "description": "Why its Live Photo video cannot be played (the failure recorded for the MOV)"},
                     "tags": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}},
                     "caption": {"type": "string"}}})), &[400, 404])}},
             "/api/images/{id}/thumb": {"get": {
@@ -196,9 +227,22 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                                query("time", json!({"type": "number", "minimum": 0}), "Videos: the frame shown at this many seconds, made now and not cached (default: the poster frame; a photo answers 400)")],
                 "responses": responses(200, json!({"description": "The thumbnail", "content": {"image/jpeg": {}}}), &[400, 403, 404, 422])}},
             "/api/images/{id}/file": {"get": {
-                "summary": "The original file (only if it lies inside a library folder, symbolic links resolved), streamed; one byte range may be asked for (video players seek with them)",
-                "parameters": [id_param(), {"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
+                "summary": "The original file (only if it lies inside a library folder, symbolic links resolved), streamed; one byte range may be asked for (video players seek with them). With format=jpeg: a JPEG rendition a browser can show (HEIC, RAW, JPEG XL, AVIF), upright, made once and cached",
+                "parameters": [id_param(),
+                               query("format", json!({"type": "string", "enum": ["jpeg"]}), "jpeg: a JPEG rendition instead of the original bytes (left out: the original file)"),
+                               query("size", json!({"type": "integer", "minimum": thumbnail::MIN_SIZE, "maximum": thumbnail::DISPLAY_MAX_SIZE, "default": thumbnail::DISPLAY_MAX_SIZE}), "With format=jpeg: the rendition's longer side at most, in pixels (never enlarged)"),
+                               {"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
                                             "description": "bytes=START-END, bytes=START- or bytes=-LAST (several ranges: the whole file)"}],
+                "responses": file_responses.clone()}},
+            "/api/images/{id}/live": {"get": {
+                "summary": "A Live Photo's video (the MOV beside the photo, with its name), streamed as the file is, byte ranges included; 404 when the photo has none",
+                "parameters": [id_param(), {"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
+                                            "description": "bytes=START-END, bytes=START- or bytes=-LAST"}],
+                "responses": file_responses.clone()}},
+            "/api/images/{id}/motion": {"get": {
+                "summary": "A Motion Photo's embedded MP4 (the bytes its XMP points at, checked to be an MP4 when indexed), streamed as a file of its own, byte ranges counted within it; 404 when the photo has none",
+                "parameters": [id_param(), {"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
+                                            "description": "bytes=START-END, bytes=START- or bytes=-LAST"}],
                 "responses": file_responses}},
             "/api/images/{id}/ask": {"post": {
                 "summary": "Visual question answering (BLIP VQA, serve's --vqa-model, loaded on first use)",

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use super::{
     Failure, FrameVector, ImageId, ImageRecord, PathEntry, ReindexTarget, StoreCounts, StoredCaption, Tag, TagCount,
 };
-use crate::ann::IndexState;
 use crate::error::Result;
-use crate::query::{SearchFilter, SearchHit};
+use crate::store::search_types::{IndexState, SearchFilter, SearchHit};
 
 /// A fallible iterator over records, in id order.
 pub type Records<'a, T> = Box<dyn Iterator<Item = Result<(ImageId, T)>> + 'a>;

@@ -8,10 +8,12 @@
 //! machines share. Identical files share one id and one vector, and the last path to go takes the
 //! image and its vector with it, in every backend.
 
+pub mod attributes;
 mod backend;
 mod location;
 pub mod postgres;
 mod records;
+pub mod search_types;
 pub mod sled;
 
 pub use backend::{

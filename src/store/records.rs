@@ -32,6 +32,13 @@ pub struct ImageRecord {
     /// frames' own vectors are kept beside it ([`FrameVector`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video: Option<VideoMeta>,
+    /// Where a Motion Photo's embedded MP4 lies in the file (none for other photos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub motion_video: Option<crate::photo::motion::MotionVideo>,
+    /// Why a photo that claims to be a Motion Photo has no motion video (its XMP places the
+    /// video outside the file, or what is there is no MP4); the still is indexed all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub motion_video_problem: Option<String>,
 }
 
 /// What the store knows of a video beyond what a photo has.

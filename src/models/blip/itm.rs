@@ -15,8 +15,8 @@ use super::text::BertStack;
 use super::{BlipConfig, BlipImageEncoder, Opened, load_part, text_ids};
 use crate::error::Result;
 use crate::models::bert::BertLayout;
-use crate::models::clip::kernels::Dense;
-use crate::models::clip::model::dense;
+use crate::models::nn::Dense;
+use crate::models::nn::layers::dense;
 
 /// The matching model used when none is named.
 pub const DEFAULT_ITM_MODEL: &str = "Salesforce/blip-itm-base-coco";

@@ -24,8 +24,8 @@ pub use vision::{BlipImageEncoder, BlipVisionModel, blip_processor_default};
 pub use vqa::{BlipAnswerer, DEFAULT_VQA_MODEL};
 
 use crate::error::{Error, Result, first_line};
-use crate::models::clip::{HiddenAct, repo_weights};
-use crate::models::source::ModelRepo;
+use crate::models::nn::HiddenAct;
+use crate::models::source::{ModelRepo, repo_weights};
 
 /// The captioning model used when none is named.
 pub const DEFAULT_CAPTION_MODEL: &str = "Salesforce/blip-image-captioning-base";

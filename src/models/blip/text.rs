@@ -12,9 +12,8 @@ use candle_nn::{LayerNorm, VarBuilder};
 use super::BlipTextConfig;
 use crate::models::bert::BertLayout;
 pub use crate::models::bert::{BertStack, DecoderCache, SourceKeysValues};
-use crate::models::clip::HiddenAct;
-use crate::models::clip::kernels::Dense;
-use crate::models::clip::model::{dense, layer_norm};
+use crate::models::nn::layers::{dense, layer_norm};
+use crate::models::nn::{Dense, HiddenAct};
 
 type CResult<T> = candle_core::Result<T>;
 

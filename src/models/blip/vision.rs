@@ -11,28 +11,12 @@ use image::RgbImage;
 
 use super::{BlipConfig, BlipVisionConfig};
 use crate::error::{Error, Result, first_line};
-use crate::models::clip::model::{Mlp, SelfAttention, layer_norm, patches};
-use crate::models::clip::repo_weights;
-use crate::models::precision::Precision;
+use crate::models::nn::layers::{EncoderLayer, SelfAttention, layer_norm, patches};
+use crate::models::nn::precision::Precision;
 use crate::models::preprocess::{ImageProcessor, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Resample, ResizeTo};
-use crate::models::source::ModelRepo;
+use crate::models::source::{ModelRepo, repo_weights};
 
 type CResult<T> = candle_core::Result<T>;
-
-/// One pre-norm encoder layer.
-struct VisionLayer {
-    ln1: LayerNorm,
-    attn: SelfAttention,
-    ln2: LayerNorm,
-    mlp: Mlp,
-}
-
-impl VisionLayer {
-    fn forward(&self, xs: &Tensor) -> CResult<Tensor> {
-        let xs = (xs + self.attn.forward(&self.ln1.forward(xs)?, false)?)?;
-        &xs + self.mlp.forward(&self.ln2.forward(&xs)?)?
-    }
-}
 
 /// `BlipVisionModel`: pixels to the post-normalised states of all tokens.
 pub struct BlipVisionModel {
@@ -40,7 +24,7 @@ pub struct BlipVisionModel {
     patch_bias: Tensor,
     class: Tensor,
     positions: Tensor,
-    layers: Vec<VisionLayer>,
+    layers: Vec<EncoderLayer>,
     post_ln: LayerNorm,
     patch_size: usize,
     grid: usize,
@@ -52,10 +36,9 @@ impl BlipVisionModel {
     /// (bf16: 0.99992).
     pub fn set_precision(&mut self, precision: Precision) {
         let precision = precision.without_int8();
-        let mut set = |d: &mut crate::models::clip::kernels::Dense| d.set_precision(precision);
+        let mut set = |d: &mut crate::models::nn::Dense| d.set_precision(precision);
         for l in &mut self.layers {
-            l.attn.for_each_dense(&mut set);
-            l.mlp.for_each_dense(&mut set);
+            l.for_each_dense(&mut set);
         }
     }
 
@@ -69,12 +52,8 @@ impl BlipVisionModel {
             .map(|i| {
                 let vb = vb.pp("encoder").pp("layers").pp(i);
                 let attn = vb.pp("self_attn");
-                Ok(VisionLayer {
-                    ln1: layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm1"))?,
-                    attn: SelfAttention::from_fused(d, c.num_attention_heads, attn.pp("qkv"), attn.pp("projection"))?,
-                    ln2: layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm2"))?,
-                    mlp: Mlp::load(d, c.intermediate_size, c.hidden_act, vb.pp("mlp"))?,
-                })
+                let attn = SelfAttention::from_fused(d, c.num_attention_heads, attn.pp("qkv"), attn.pp("projection"))?;
+                EncoderLayer::load(d, c.intermediate_size, c.hidden_act, c.layer_norm_eps, attn, vb)
             })
             .collect::<CResult<Vec<_>>>()?;
         Ok(BlipVisionModel {
@@ -100,7 +79,7 @@ impl BlipVisionModel {
         let class = self.class.broadcast_as((b, 1, d))?;
         let mut xs = Tensor::cat(&[class, tokens], 1)?.broadcast_add(&self.positions)?;
         for layer in &self.layers {
-            xs = layer.forward(&xs)?;
+            xs = layer.forward(&xs, false)?;
         }
         self.post_ln.forward(&xs)
     }

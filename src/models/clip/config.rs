@@ -4,22 +4,7 @@
 
 use serde::Deserialize;
 
-/// The activation between the two MLP layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum HiddenAct {
-    /// `x * sigmoid(1.702 x)`: OpenAI's CLIP.
-    #[serde(rename = "quick_gelu")]
-    QuickGelu,
-    /// The exact (erf) GELU.
-    #[serde(rename = "gelu")]
-    Gelu,
-    /// The tanh approximation of GELU.
-    #[serde(alias = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
-    GeluTanh,
-    /// ReLU.
-    #[serde(rename = "relu")]
-    Relu,
-}
+pub use crate::models::nn::HiddenAct;
 
 /// The text tower.
 #[derive(Debug, Clone, Deserialize)]

@@ -5,18 +5,11 @@
 //! `CLIPImageProcessor` does, tokenises as `CLIPTokenizerFast` does, and returns L2-normalised
 //! vectors, so that a dot product is a cosine similarity.
 
-pub(crate) mod bf16;
-mod blocked_attention;
+mod chinese;
 mod config;
-pub(crate) mod int8;
-pub(crate) mod kernels;
 pub(crate) mod model;
-mod packed;
-mod short_attention;
-mod skinny;
 pub(crate) mod tokenizer;
 pub mod train;
-mod train_kernels;
 
 use std::path::{Path, PathBuf};
 
@@ -25,28 +18,21 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 use rayon::prelude::*;
 
+pub use crate::models::nn::{Embedding, MAX_BATCH, l2_normalize};
+pub use chinese::CHINESE_CLIP_CONTEXT;
 pub use config::{ClipConfig, HiddenAct, TextConfig, VisionConfig};
-pub use model::{ClipModel, l2_normalize};
+pub use model::ClipModel;
 pub use tokenizer::{ClipTokenizer, wordpiece};
 
 use crate::error::{Error, Result, first_line};
 use crate::models::precision::Precision;
 use crate::models::preprocess::ImageProcessor;
 use crate::models::sentence::SentenceEncoder;
-use crate::models::source::ModelRepo;
+use crate::models::source::{ModelRepo, repo_weights};
 use crate::photo::{DecodeOptions, open_rgb};
 
 /// The CLIP model used when none is named.
 pub const DEFAULT_CLIP_MODEL: &str = "openai/clip-vit-base-patch32";
-
-/// Chinese-CLIP's context: its tokenizer keeps at most 52 tokens.
-pub const CHINESE_CLIP_CONTEXT: usize = 52;
-
-/// The largest batch sent through a tower at once; bigger inputs are split.
-pub const MAX_BATCH: usize = 32;
-
-/// An L2-normalised embedding.
-pub type Embedding = Vec<f32>;
 
 /// A loaded CLIP model with its tokenizer and image processor.
 pub struct ClipEmbedder {
@@ -109,11 +95,7 @@ impl ClipEmbedder {
         let config = read_config(name, &repo.required("config.json")?)?;
         let vb = repo_weights(repo, device)?;
         let tokenizer = match &config.bert_text {
-            Some(bert) => ClipTokenizer::bert(
-                name,
-                tokenizer::bert_tokenizer_in(repo, "")?,
-                bert.max_position_embeddings.min(CHINESE_CLIP_CONTEXT),
-            )?,
+            Some(bert) => chinese::load_tokenizer(repo, bert)?,
             None => load_tokenizer(repo, config.text_config.max_position_embeddings)?,
         };
         let side = config.vision_config.image_size as u32;
@@ -347,36 +329,4 @@ fn read_config(model: &str, path: &Path) -> Result<ClipConfig> {
         ));
     }
     Ok(config)
-}
-
-/// The weights of a repository: `model.safetensors`, else `pytorch_model.bin`.
-pub(crate) fn repo_weights(repo: &ModelRepo, device: &Device) -> Result<VarBuilder<'static>> {
-    repo_weights_at(repo, "", device)
-}
-
-/// The weights in the repository's folder `at` (empty, or ending in `/`).
-pub(crate) fn repo_weights_at(repo: &ModelRepo, at: &str, device: &Device) -> Result<VarBuilder<'static>> {
-    let (which, weights) = repo.first_of(&[&format!("{at}model.safetensors"), &format!("{at}pytorch_model.bin")])?;
-    open_weights(repo.name(), &weights, which == 0, device)
-}
-
-/// Opens `model.safetensors` (memory-mapped) or `pytorch_model.bin`, converting to f32.
-fn open_weights(model: &str, path: &Path, safetensors: bool, device: &Device) -> Result<VarBuilder<'static>> {
-    let opened = if safetensors {
-        // SAFETY: the file is mapped read-only; clipdex never writes model files while they are
-        // in use, and a truncated file fails the header and size checks below instead.
-        unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
-    } else {
-        VarBuilder::from_pth(path, DType::F32, device)
-    };
-    opened.map_err(|e| {
-        Error::model(
-            model,
-            format!(
-                "cannot read weights {} ({}); the file is corrupt or incomplete: delete it and download it again",
-                path.display(),
-                first_line(&e)
-            ),
-        )
-    })
 }

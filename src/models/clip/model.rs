@@ -4,109 +4,21 @@
 //!
 //! Departures from a literal port, all exact up to float rounding: the query, key and value
 //! projections are fused into one matmul (with the attention scale folded into the query
-//! weights); attention and bias + activation run as fused CPU kernels ([`super::kernels`]);
+//! weights); attention and bias + activation run as fused CPU kernels ([`crate::models::nn`]);
 //! and the patch convolution, whose stride equals its kernel, is a reshape and one matmul.
 
 use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
+use super::chinese::ChineseTextTower;
 use super::config::{ClipConfig, HiddenAct, TextConfig, VisionConfig};
-use super::kernels::{self, Dense};
-use crate::models::precision::Precision;
+use crate::models::nn::layers::{EncoderLayer, SelfAttention, layer_norm, patches};
+use crate::models::nn::{Dense, precision::Precision};
 
 type CResult<T> = candle_core::Result<T>;
 
-pub(crate) fn dense(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Dense> {
-    Dense::new(&vb.get((out_dim, in_dim), "weight")?, Some(vb.get(out_dim, "bias")?))
-}
-
 fn dense_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Dense> {
     Dense::new(&vb.get((out_dim, in_dim), "weight")?, None)
-}
-
-pub(crate) fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> CResult<LayerNorm> {
-    Ok(LayerNorm::new(vb.get(dim, "weight")?, vb.get(dim, "bias")?, eps))
-}
-
-/// Multi-head self-attention with fused input projections.
-pub(crate) struct SelfAttention {
-    qkv: Dense,
-    out: Dense,
-    heads: usize,
-}
-
-impl SelfAttention {
-    pub(crate) fn load(dim: usize, heads: usize, vb: VarBuilder) -> CResult<Self> {
-        let scale = ((dim / heads) as f64).powf(-0.5);
-        let part = |name: &str| -> CResult<(Tensor, Tensor)> {
-            let vb = vb.pp(name);
-            Ok((vb.get((dim, dim), "weight")?, vb.get(dim, "bias")?))
-        };
-        let (qw, qb) = part("q_proj")?;
-        let (kw, kb) = part("k_proj")?;
-        let (vw, vbias) = part("v_proj")?;
-        let w = Tensor::cat(&[(qw * scale)?, kw, vw], 0)?;
-        let b = Tensor::cat(&[(qb * scale)?, kb, vbias], 0)?;
-        Ok(SelfAttention { qkv: Dense::new(&w, Some(b))?, out: dense(dim, dim, vb.pp("out_proj"))?, heads })
-    }
-
-    /// From one fused `qkv` linear (`[3d, d]`: queries, keys, values) and an output
-    /// projection, as BLIP stores them.
-    pub(crate) fn from_fused(dim: usize, heads: usize, qkv: VarBuilder, out: VarBuilder) -> CResult<Self> {
-        let scale = ((dim / heads) as f64).powf(-0.5);
-        let (w, b) = (qkv.get((3 * dim, dim), "weight")?, qkv.get(3 * dim, "bias")?);
-        let w = Tensor::cat(&[(w.narrow(0, 0, dim)? * scale)?, w.narrow(0, dim, 2 * dim)?], 0)?;
-        let b = Tensor::cat(&[(b.narrow(0, 0, dim)? * scale)?, b.narrow(0, dim, 2 * dim)?], 0)?;
-        Ok(SelfAttention { qkv: Dense::new(&w, Some(b))?, out: dense(dim, dim, out)?, heads })
-    }
-
-    pub(crate) fn for_each_dense(&mut self, f: &mut dyn FnMut(&mut Dense)) {
-        f(&mut self.qkv);
-        f(&mut self.out);
-    }
-
-    pub(crate) fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
-        let qkv = self.qkv.forward(xs, None)?;
-        self.out.forward(&kernels::attention(&qkv, self.heads, causal, None)?, None)
-    }
-}
-
-/// The two-layer MLP of a transformer block.
-pub(crate) struct Mlp {
-    fc1: Dense,
-    fc2: Dense,
-    act: HiddenAct,
-}
-
-impl Mlp {
-    /// `fc1` and `fc2` under `vb`.
-    pub(crate) fn load(dim: usize, hidden: usize, act: HiddenAct, vb: VarBuilder) -> CResult<Self> {
-        Ok(Mlp { fc1: dense(dim, hidden, vb.pp("fc1"))?, fc2: dense(hidden, dim, vb.pp("fc2"))?, act })
-    }
-
-    pub(crate) fn for_each_dense(&mut self, f: &mut dyn FnMut(&mut Dense)) {
-        f(&mut self.fc1);
-        f(&mut self.fc2);
-    }
-
-    pub(crate) fn forward(&self, xs: &Tensor) -> CResult<Tensor> {
-        self.fc2.forward(&self.fc1.forward(xs, Some(self.act))?, None)
-    }
-}
-
-/// One pre-norm transformer block.
-struct EncoderLayer {
-    ln1: LayerNorm,
-    attn: SelfAttention,
-    ln2: LayerNorm,
-    mlp: Mlp,
-}
-
-impl EncoderLayer {
-    fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
-        let xs = (xs + self.attn.forward(&self.ln1.forward(xs)?, causal)?)?;
-        &xs + self.mlp.forward(&self.ln2.forward(&xs)?)?
-    }
 }
 
 /// The sizes of one tower's encoder, from its config.
@@ -152,12 +64,7 @@ impl Encoder {
         let layers = (0..n)
             .map(|i| {
                 let vb = vb.pp(i);
-                Ok(EncoderLayer {
-                    ln1: layer_norm(dim, eps, vb.pp("layer_norm1"))?,
-                    attn: SelfAttention::load(dim, heads, vb.pp("self_attn"))?,
-                    ln2: layer_norm(dim, eps, vb.pp("layer_norm2"))?,
-                    mlp: Mlp::load(dim, mlp_dim, act, vb.pp("mlp"))?,
-                })
+                EncoderLayer::load(dim, mlp_dim, act, eps, SelfAttention::load(dim, heads, vb.pp("self_attn"))?, vb)
             })
             .collect::<CResult<Vec<_>>>()?;
         Ok(Encoder { layers })
@@ -165,8 +72,7 @@ impl Encoder {
 
     fn for_each_dense(&mut self, f: &mut dyn FnMut(&mut Dense)) {
         for l in &mut self.layers {
-            l.attn.for_each_dense(f);
-            l.mlp.for_each_dense(f);
+            l.for_each_dense(f);
         }
     }
 
@@ -295,16 +201,6 @@ impl VisionTower {
     }
 }
 
-/// `[b, ch, g·p, g·p]` pixels cut into `[b·g², ch·p·p]` patch rows, in the order a
-/// convolution with stride = kernel = `p` reads them (so a patch embedding is one matmul).
-pub(crate) fn patches(pixels: &Tensor, g: usize, p: usize) -> CResult<Tensor> {
-    let (b, ch, h, w) = pixels.dims4()?;
-    if h != g * p || w != g * p {
-        candle_core::bail!("expected {}x{} pixels, got {h}x{w}", g * p, g * p);
-    }
-    pixels.reshape((b, ch, g, p, g, p))?.permute((0, 2, 4, 1, 3, 5))?.contiguous()?.reshape((b * g * g, ch * p * p))
-}
-
 /// torch's `upsample_bicubic2d` weights along one axis (`align_corners=False`): for each
 /// output index, the four input indices (clamped to the edges) and their weights.
 fn bicubic_taps(input: usize, output: usize) -> Vec<([usize; 4], [f64; 4])> {
@@ -383,18 +279,17 @@ impl TextTower {
     }
 }
 
-/// The text tower of a CLIP, or of a Chinese-CLIP: a bidirectional BERT whose `[CLS]` state
-/// (no pooler, no final layer norm) is the pooled state.
+/// The text tower of a CLIP, or of a Chinese-CLIP.
 enum TextSide {
     Clip(TextTower),
-    Bert(crate::models::bert::BertStack),
+    Chinese(ChineseTextTower),
 }
 
 impl TextSide {
     fn pooled(&self, batch: &[Vec<u32>], pad: u32, device: &Device) -> CResult<Tensor> {
         match self {
             TextSide::Clip(tower) => tower.pooled(batch, pad, device),
-            TextSide::Bert(bert) => bert.forward_padded(batch, pad)?.0.i((.., 0, ..))?.contiguous(),
+            TextSide::Chinese(tower) => tower.pooled(batch, pad),
         }
     }
 }
@@ -414,15 +309,7 @@ impl ClipModel {
         let vc = &config.vision_config;
         let logit_scale = vb.get((), "logit_scale")?.to_dtype(DType::F32)?.to_scalar::<f32>()?.exp();
         let (text, text_width) = match &config.bert_text {
-            Some(bert) => {
-                let stack = crate::models::bert::BertStack::load(
-                    bert,
-                    crate::models::bert::BertLayout::Bert,
-                    None,
-                    vb.pp("text_model"),
-                )?;
-                (TextSide::Bert(stack), bert.hidden_size)
-            }
+            Some(bert) => (TextSide::Chinese(ChineseTextTower::load(bert, vb.pp("text_model"))?), bert.hidden_size),
             None => {
                 let tc = &config.text_config;
                 (TextSide::Clip(TextTower::load(tc, vb.pp("text_model"))?), tc.hidden_size)
@@ -491,10 +378,4 @@ impl ClipModel {
     pub fn vision_hidden_states(&self, pixels: &Tensor) -> CResult<Tensor> {
         self.vision.forward(pixels)
     }
-}
-
-/// L2-normalises each row.
-pub fn l2_normalize(xs: &Tensor) -> CResult<Tensor> {
-    let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
-    xs.broadcast_div(&norm)
 }

@@ -19,7 +19,7 @@ use candle_core::{D, DType, Device, IndexOp, Tensor, Var};
 use candle_nn::VarBuilder;
 
 use super::config::{ClipConfig, HiddenAct};
-use super::train_kernels as fused;
+use crate::models::nn::train_kernels as fused;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -332,7 +332,7 @@ impl TrainableClip {
         let v = &self.config.vision_config;
         let (b, p, d) = (pixels.dim(0)?, v.patch_size, v.hidden_size);
         let g = v.image_size / p;
-        let patches = super::model::patches(&pixels.to_dtype(DType::F32)?, g, p)?;
+        let patches = crate::models::nn::layers::patches(&pixels.to_dtype(DType::F32)?, g, p)?;
         let kernel = self.w("vision_model.embeddings.patch_embedding.weight")?.reshape((d, v.num_channels * p * p))?;
         let tokens = linear_with(&patches, &kernel, None)?.reshape((b, g * g, d))?;
         let class = self.w("vision_model.embeddings.class_embedding")?.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
@@ -746,7 +746,7 @@ mod tests {
     fn load(name: &str, scope: TrainScope) -> (ClipEmbedder, TrainableClip) {
         let repo = crate::models::source::ModelRepo::open(&fixture(name)).unwrap();
         let embedder = ClipEmbedder::load_from(&repo, &Device::Cpu).unwrap();
-        let vb = super::super::repo_weights(&repo, &Device::Cpu).unwrap();
+        let vb = crate::models::source::repo_weights(&repo, &Device::Cpu).unwrap();
         let trainable = TrainableClip::load(embedder.config(), &vb, scope).unwrap();
         (embedder, trainable)
     }

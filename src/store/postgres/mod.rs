@@ -763,16 +763,16 @@ impl Backend for PgStore {
         &self,
         query: &[f32],
         k: usize,
-        filter: &crate::query::SearchFilter,
-    ) -> Result<Option<Vec<crate::query::SearchHit>>> {
+        filter: &crate::store::search_types::SearchFilter,
+    ) -> Result<Option<Vec<crate::store::search_types::SearchHit>>> {
         self.nearest_vectors(query, k, filter).map(Some)
     }
 
-    fn maintain_vector_index(&self, min_vectors: usize) -> Result<Option<crate::ann::IndexState>> {
+    fn maintain_vector_index(&self, min_vectors: usize) -> Result<Option<crate::store::search_types::IndexState>> {
         self.vector_index(min_vectors, true).map(Some)
     }
 
-    fn vector_index_state(&self, min_vectors: usize) -> Result<Option<crate::ann::IndexState>> {
+    fn vector_index_state(&self, min_vectors: usize) -> Result<Option<crate::store::search_types::IndexState>> {
         self.vector_index(min_vectors, false).map(Some)
     }
 

@@ -15,9 +15,9 @@
 use postgres::Transaction;
 
 use super::{PgStore, TxError, TxResult, id_of, path_from_key, path_key, u64_of};
-use crate::ann::IndexState;
 use crate::error::Result;
-use crate::query::{Kind, SearchFilter, SearchHit};
+use crate::store::attributes::{AttributeFilter, Dimension, Orientation, folder_needle, like_escaped};
+use crate::store::search_types::{IndexState, Kind, SearchFilter, SearchHit};
 
 /// `hnsw.ef_search` at least: pgvector's default of 40 misses too often at k = 20.
 const EF_SEARCH: usize = 100;
@@ -78,7 +78,70 @@ impl Predicates {
             p.sql +=
                 &format!(" AND EXISTS (SELECT 1 FROM paths p WHERE p.image_id = v.image_id AND {})", p.path_condition);
         }
+        p.attributes(&filter.attributes);
         p
+    }
+
+    /// The query language's filters ([`AttributeFilter`]), with the meaning
+    /// [`AttributeFilter::record_passes`] and [`AttributeFilter::path_passes`] give them.
+    fn attributes(&mut self, more: &AttributeFilter) {
+        for tag in &more.tags {
+            let n = self.push(Box::new(tag.clone()));
+            self.sql +=
+                &format!(" AND EXISTS (SELECT 1 FROM tag_index t WHERE t.image_id = v.image_id AND t.label = ${n})");
+        }
+        // Records are JSON text; the camera and size filters read it only for rows the other
+        // predicates leave.
+        let record = "(SELECT i.record::jsonb FROM images i WHERE i.id = v.image_id)";
+        for camera in &more.cameras {
+            let n = self.push(Box::new(format!("%{}%", like_escaped(&camera.to_lowercase()))));
+            self.sql += &format!(" AND lower({record} ->> 'camera') LIKE ${n}");
+        }
+        let (w, h) = (format!("({record} ->> 'width')::bigint"), format!("({record} ->> 'height')::bigint"));
+        match more.orientation {
+            Some(Orientation::Portrait) => self.sql += &format!(" AND {h} > {w}"),
+            Some(Orientation::Landscape) => self.sql += &format!(" AND {w} > {h}"),
+            Some(Orientation::Square) => self.sql += &format!(" AND {w} = {h}"),
+            None => {}
+        }
+        for bound in &more.dimensions {
+            let side = if bound.dimension == Dimension::Width { &w } else { &h };
+            let n = self.push(Box::new(i64::from(bound.pixels)));
+            self.sql += &format!(" AND {side} {} ${n}", bound.comparison.sql());
+        }
+        let mut path = Vec::new();
+        if !more.extensions.is_empty() {
+            // `encode(…, 'escape')` spells bytes over 127 as \ooo, so an ASCII extension at
+            // the end of the text is the file's.
+            let patterns: Vec<String> = more.extensions.iter().map(|e| format!("%.{e}")).collect();
+            let n = self.push(Box::new(patterns));
+            path.push(format!("lower(encode(p.path, 'escape')) LIKE ANY(${n})"));
+        }
+        for folder in &more.folders {
+            if folder.is_absolute() {
+                let mut key = path_key(folder);
+                while key.len() > 1 && key.ends_with(b"/") {
+                    key.pop();
+                }
+                let base = if key == b"/" { Vec::new() } else { key.clone() };
+                let (mut low, mut high) = (base.clone(), base);
+                low.push(b'/');
+                high.push(b'0');
+                let (a, b, c) = (self.push(Box::new(key)), self.push(Box::new(low)), self.push(Box::new(high)));
+                path.push(format!("(p.path = ${a} OR (p.path >= ${b} AND p.path < ${c}))"));
+            } else {
+                let n = self.push(Box::new(folder_needle(folder)));
+                path.push(format!("position(${n} in p.path) > 0"));
+            }
+        }
+        if !path.is_empty() {
+            let condition = path.join(" AND ");
+            self.path_condition = format!("({} AND {condition})", self.path_condition);
+            self.sql += &format!(
+                " AND EXISTS (SELECT 1 FROM paths p WHERE p.image_id = v.image_id AND {})",
+                self.path_condition
+            );
+        }
     }
 
     /// Adds a parameter; returns its number (`$2` onwards).

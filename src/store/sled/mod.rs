@@ -722,6 +722,8 @@ mod tests {
             camera: None,
             gps: None,
             video: None,
+            motion_video: None,
+            motion_video_problem: None,
         }
     }
 

@@ -7,7 +7,7 @@
 //! five ops; a linear layer's reshapes, transpose and bias) makes dozens of activation-sized
 //! passes forward and as many again backward. Each op here does its piece in one pass forward
 //! and one backward, derivatives written out, as PyTorch's fused kernels do. The tests below
-//! check values and gradients against the elementary-op versions ([`super::train`] keeps those
+//! check values and gradients against the elementary-op versions ([`crate::models::clip::train`] keeps those
 //! for other devices and dtypes).
 
 use std::cell::RefCell;
@@ -21,7 +21,7 @@ use super::short_attention::Problem;
 type CResult<T> = candle_core::Result<T>;
 
 /// Whether the fused kernels can take `t`: f32 on the CPU.
-pub(super) fn applies(t: &Tensor) -> bool {
+pub(crate) fn applies(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 
@@ -189,7 +189,7 @@ impl CustomOp2 for LinearNoBias {
 }
 
 /// `x · Wᵀ + b` over the last dimension, differentiable in all three.
-pub(super) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> CResult<Tensor> {
+pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> CResult<Tensor> {
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     match b {
         Some(b) => x.apply_op3(&w, &b.contiguous()?, Linear),
@@ -319,13 +319,13 @@ impl CustomOp3 for LayerNormBackward {
 }
 
 /// Layer norm over the last dimension, differentiable in input, weight and bias.
-pub(super) fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> CResult<Tensor> {
+pub(crate) fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> CResult<Tensor> {
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNorm { eps: eps as f32 })
 }
 
 /// Activations with a fused backward pass.
 #[derive(Clone, Copy)]
-pub(super) enum Act {
+pub(crate) enum Act {
     /// `x · σ(1.702 x)`.
     QuickGelu,
     /// `x · Φ(x)` with the exact normal CDF (erf).
@@ -400,7 +400,7 @@ impl CustomOp2 for ActBackward {
 }
 
 /// The activation, differentiable.
-pub(super) fn activation(x: &Tensor, act: Act) -> CResult<Tensor> {
+pub(crate) fn activation(x: &Tensor, act: Act) -> CResult<Tensor> {
     x.contiguous()?.apply_op1(act)
 }
 
@@ -539,7 +539,7 @@ impl CustomOp2 for AttentionBackward {
 }
 
 /// Self-attention on fused `[b, s, 3d]` projections, differentiable: `[b, s, d]`.
-pub(super) fn attention(
+pub(crate) fn attention(
     qkv: &Tensor,
     heads: usize,
     causal: bool,
@@ -551,7 +551,7 @@ pub(super) fn attention(
 
 /// [`attention`] without a backward pass, on pre-scaled queries (the inference path); with
 /// `lengths`, the keys of each sequence `b` at or past `lengths[b]` hidden.
-pub(super) fn attention_no_grad(
+pub(crate) fn attention_no_grad(
     qkv: &Tensor,
     heads: usize,
     causal: bool,
@@ -561,7 +561,7 @@ pub(super) fn attention_no_grad(
 }
 
 /// One AdamW update in place on a weight from its gradient, with the moments kept beside it.
-pub(super) struct AdamStep<'a> {
+pub(crate) struct AdamStep<'a> {
     pub moments: RefCell<(&'a mut [f32], &'a mut [f32])>,
     pub lr: f32,
     pub betas: (f32, f32),

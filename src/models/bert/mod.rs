@@ -11,9 +11,10 @@
 use candle_core::{D, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use crate::models::clip::HiddenAct;
-use crate::models::clip::kernels::Dense;
-use crate::models::clip::model::{dense, layer_norm};
+use crate::models::nn::layers::{dense, layer_norm};
+use crate::models::nn::{Dense, HiddenAct, kernels};
+
+pub mod tokenizer;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -130,13 +131,13 @@ impl SelfAttention {
         let (n, s, d3) = qkv.dims3()?;
         let d = d3 / 3;
         let context = match cache {
-            None => crate::models::clip::kernels::attention(&qkv, self.heads, causal, mask)?,
+            None => kernels::attention(&qkv, self.heads, causal, mask)?,
             Some(slot) => {
                 let (k, v) = (qkv.narrow(2, d, d)?, qkv.narrow(2, 2 * d, d)?);
                 match slot.take() {
                     None => {
                         *slot = Some((k.contiguous()?, v.contiguous()?));
-                        crate::models::clip::kernels::attention(&qkv, self.heads, causal, mask)?
+                        kernels::attention(&qkv, self.heads, causal, mask)?
                     }
                     Some((past_k, past_v)) => {
                         if s != 1 {

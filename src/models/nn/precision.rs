@@ -31,8 +31,8 @@ impl Precision {
     /// without AVX-512 BF16, `int8` on one without AVX-512 VNNI.
     pub fn effective(self) -> Precision {
         match self {
-            Precision::Bf16 if super::clip::bf16::available() => Precision::Bf16,
-            Precision::Int8 if super::clip::int8::available() => Precision::Int8,
+            Precision::Bf16 if super::bf16::available() => Precision::Bf16,
+            Precision::Int8 if super::int8::available() => Precision::Int8,
             _ => Precision::F32,
         }
     }

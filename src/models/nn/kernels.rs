@@ -10,8 +10,8 @@
 use candle_core::{CpuStorage, CustomOp2, D, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::config::HiddenAct;
-use crate::models::precision::Precision;
+use super::activation::HiddenAct;
+use super::precision::Precision;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -218,17 +218,6 @@ unsafe fn bias_act_row_avx512(o: &mut [f32], bias: &[f32], quick_gelu: bool) -> 
         }
     }
     whole
-}
-
-impl HiddenAct {
-    fn apply(self, xs: &Tensor) -> CResult<Tensor> {
-        match self {
-            HiddenAct::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
-            HiddenAct::Gelu => xs.gelu_erf(),
-            HiddenAct::GeluTanh => xs.gelu(),
-            HiddenAct::Relu => xs.relu(),
-        }
-    }
 }
 
 /// `act(xs + bias)`, or `xs + bias` when `act` is `None`.

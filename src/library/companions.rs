@@ -1,0 +1,70 @@
+//! A library item's companion files as the interfaces show and serve them: a Live Photo's MOV,
+//! a RAW+JPEG pair's RAW, a Motion Photo's embedded MP4. Which file is whose companion is
+//! decided in one place, [`crate::photo::companions`]; this only looks it up for the files
+//! of stored items.
+
+use std::path::PathBuf;
+
+use super::Library;
+use crate::error::{Error, Result};
+use crate::photo::companions::{self, Companions};
+use crate::photo::motion::MotionVideo;
+use crate::query::{Media, SearchHit};
+use crate::store::ImageId;
+
+impl Library {
+    /// Fills in the companions of the photos among `hits` (from their folders as they are now,
+    /// and the Motion Photo video their records hold).
+    pub fn attach_companions(&self, hits: &mut [SearchHit]) -> Result<()> {
+        // Results often share folders: each is listed once.
+        let paths: Vec<&std::path::Path> =
+            hits.iter().filter(|h| matches!(h.media, Media::Photo)).map(|h| h.path.as_path()).collect();
+        let mut folders = companions::FolderGroups::of(&paths);
+        for hit in hits.iter_mut().filter(|h| matches!(h.media, Media::Photo)) {
+            let mut found = match folders.role(&hit.path) {
+                companions::Role::Item(c) => c,
+                companions::Role::Companion { .. } => Companions::default(),
+            };
+            found.motion_video = self.store.image(hit.id)?.and_then(|r| r.motion_video);
+            hit.companions = found;
+        }
+        Ok(())
+    }
+
+    /// The companion files of the first of `paths` that has any (a Motion Photo's video is in
+    /// the image's record, not here).
+    pub(super) fn companion_files(&self, paths: &[PathBuf]) -> Companions {
+        paths.iter().map(|p| companions::companions_of(p)).find(|c| !c.is_empty()).unwrap_or_default()
+    }
+
+    /// The MOV of Live Photo `id`, to serve: beside the file [`Library::image_file`] hands out,
+    /// and inside one of the library's folders (a link leading elsewhere is not served).
+    pub fn live_video(&self, id: ImageId) -> Result<PathBuf> {
+        let still = self.image_file(id)?;
+        let Some(video) = companions::companions_of(&still).live_video else {
+            return Err(Error::NotFound(format!(
+                "image {id} is not a Live Photo (no MOV with its name beside {})",
+                crate::path_text::escaped(&still)
+            )));
+        };
+        let real = std::fs::canonicalize(&video).map_err(|e| {
+            Error::NotFound(format!("the Live Photo video {} of image {id}: {e}", crate::path_text::escaped(&video)))
+        })?;
+        if !real.is_file() || !self.roots()?.iter().any(|r| real.starts_with(r)) {
+            return Err(Error::Forbidden(format!(
+                "the Live Photo video of image {id} leads outside the library's folders; it is not served"
+            )));
+        }
+        Ok(video)
+    }
+
+    /// The file of Motion Photo `id` and where its MP4 lies in it.
+    pub fn motion_video(&self, id: ImageId) -> Result<(PathBuf, MotionVideo)> {
+        let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
+        let Some(motion) = record.motion_video else {
+            let why = record.motion_video_problem.map(|p| format!(" ({p})")).unwrap_or_default();
+            return Err(Error::NotFound(format!("image {id} has no Motion Photo video{why}")));
+        };
+        Ok((self.image_file(id)?, motion))
+    }
+}

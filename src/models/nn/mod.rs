@@ -1,0 +1,31 @@
+//! The building blocks every model family here is made of, so that a family file holds only
+//! what makes it that family: linear layers (`Dense`) and their precisions (f32, and the
+//! bf16 and int8 products of `packed`'s layout; `skinny` products of a few rows),
+//! attention kernels (short sequences in one pass, long ones in blocks), activations, layer
+//! norm, the pre-norm transformer encoder layer, and the fused training kernels beside the
+//! inference ones they differentiate (`train_kernels`).
+//!
+//! Nothing here knows a family: CLIP, Chinese-CLIP, BERT, BLIP, CLIPSeg and the sentence
+//! towers import from here, never from each other for a kernel.
+
+pub mod activation;
+pub(crate) mod bf16;
+mod blocked_attention;
+pub(crate) mod int8;
+pub(crate) mod kernels;
+pub(crate) mod layers;
+mod packed;
+pub mod precision;
+mod short_attention;
+mod skinny;
+pub(crate) mod train_kernels;
+
+pub use activation::HiddenAct;
+pub(crate) use kernels::Dense;
+pub use layers::l2_normalize;
+
+/// The largest batch sent through a tower at once; bigger inputs are split.
+pub const MAX_BATCH: usize = 32;
+
+/// An L2-normalised embedding.
+pub type Embedding = Vec<f32>;

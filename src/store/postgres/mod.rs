@@ -28,7 +28,10 @@ use rustls::CertificateError;
 
 use super::location::redact;
 use super::sled::keys::{path_from_key, path_key};
-use super::{Backend, Failure, FrameVector, ImageId, ImageRecord, PathEntry, Records, StoreCounts};
+use super::{
+    Backend, FIRST_DATE, Failure, FrameVector, ImageId, ImageRecord, LAST_DATE, PathEntry, Records, StoreCounts,
+    UNDATED_MONTH,
+};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
@@ -608,6 +611,26 @@ impl Backend for PgStore {
         self.pages("SELECT id, record FROM images WHERE id > $1 ORDER BY id LIMIT $2", |s, row| {
             s.parse_json("image", row.get(1))
         })
+    }
+
+    fn timeline(&self, before: Option<(i64, ImageId)>, limit: usize) -> Result<Vec<(ImageId, ImageRecord)>> {
+        let (date, id) = before.map_or((None, None), |(d, i)| (Some(d), Some(i64_of(i))));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.query(
+            "SELECT id, record FROM images WHERE $1::bigint IS NULL OR (date, id) < ($1, $2::bigint)
+             ORDER BY date DESC, id DESC LIMIT $3",
+            &[&date, &id, &limit],
+        )?;
+        rows.iter().map(|r| Ok((id_of(r, 0), self.parse_json("image", r.get(1))?))).collect()
+    }
+
+    fn month_counts(&self) -> Result<Vec<(String, u64)>> {
+        let sql = format!(
+            "SELECT CASE WHEN date BETWEEN {FIRST_DATE} AND {LAST_DATE}
+                    THEN to_char(to_timestamp(date) AT TIME ZONE 'UTC', 'YYYY-MM') ELSE '{UNDATED_MONTH}' END AS month,
+                    count(*) FROM images GROUP BY 1 ORDER BY 1 DESC"
+        );
+        Ok(self.query(&sql, &[])?.iter().map(|r| (r.get(0), u64_of(r.get(1)))).collect())
     }
 
     fn changes(&self) -> Result<u64> {

@@ -184,6 +184,11 @@ fn a_folders_timeline_holds_what_is_at_or_under_it() {
             "{}: /photos/2024b is not under it",
             db.backend
         );
+        let spelt_otherwise = all_pages(&f.library, 100, Some(Path::new("/photos/./2024/"))).concat();
+        assert_eq!(spelt_otherwise, want, "{}: the same folder with a trailing slash", db.backend);
+        assert_eq!(all_pages(&f.library, 100, Some(Path::new("/"))).concat(), newest_first(&f.items, |_| true));
+        let file = all_pages(&f.library, 100, Some(Path::new("/photos/2024/trip/01.jpg"))).concat();
+        assert_eq!(file.len(), 1, "{}: a file is at itself", db.backend);
         let page = f.library.timeline(None, 100, Some(folder)).unwrap();
         assert!(page.items.iter().all(|i| i.path.starts_with(folder)));
         // The image with a second file under /more shows that file in /more's timeline.

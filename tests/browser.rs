@@ -677,7 +677,7 @@ fn live_and_motion_photos_play_while_held_in_headless_chromium() {
     let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
     let _quit = Quit(&browser);
 
-    browser.call("POST", "/url", Some(json!({"url": format!("{url}?q=a%20photo")})));
+    browser.call("POST", "/url", Some(json!({"url": format!("{url}?q=a%20photo&min=0")})));
     let badges = browser.wait_for(
         "two cards with badges",
         "const b = [...document.querySelectorAll('#results .card .badge')].map(b => b.textContent).sort();

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::Library;
 use crate::error::{Error, Result};
-use crate::store::{ImageId, ImageRecord, Records, UNDATED_MONTH, month_of, newest_records};
+use crate::store::{ImageId, ImageRecord, UNDATED_MONTH, month_of};
 
 /// Where a timeline page starts: after an item (the cursor of the previous page), or at the
 /// newest item of a month (the date scrubber).
@@ -33,10 +33,14 @@ impl TimelineCursor {
         if month == UNDATED_MONTH {
             return Ok(TimelineCursor { date: crate::store::FIRST_DATE, id: 0 });
         }
-        let (year, mon) = month.split_once('-').ok_or_else(invalid)?;
-        let (year, mon): (i32, u32) = (year.parse().map_err(|_| invalid())?, mon.parse().map_err(|_| invalid())?);
+        let (year_text, mon_text) = month.split_once('-').ok_or_else(invalid)?;
+        if !is_digits(year_text) || !is_digits(mon_text) {
+            return Err(invalid());
+        }
+        let (year, mon): (i32, u32) =
+            (year_text.parse().map_err(|_| invalid())?, mon_text.parse().map_err(|_| invalid())?);
         let (next_year, next_mon) = if mon == 12 { (year + 1, 1) } else { (year, mon + 1) };
-        if !(1..=12).contains(&mon) || !(1..=9999).contains(&year) {
+        if !(1..=12).contains(&mon) || !(0..=9999).contains(&year) || year_text.len() != 4 || mon_text.len() != 2 {
             return Err(invalid());
         }
         let end = chrono::NaiveDate::from_ymd_opt(next_year, next_mon, 1).ok_or_else(invalid)?;
@@ -63,8 +67,16 @@ impl std::str::FromStr for TimelineCursor {
         let invalid =
             || Error::Invalid(format!("cursor {s:?} is not one a timeline page gave: start from the first page"));
         let (date, id) = s.split_once('_').ok_or_else(invalid)?;
+        // Exactly what Display writes: no sign but a date's minus, no spaces.
+        if !is_digits(date.strip_prefix('-').unwrap_or(date)) || !is_digits(id) {
+            return Err(invalid());
+        }
         Ok(TimelineCursor { date: date.parse().map_err(|_| invalid())?, id: id.parse().map_err(|_| invalid())? })
     }
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// One photo or video of the timeline: what a grid needs to lay it out and label it.
@@ -138,11 +150,13 @@ impl Library {
         folder: Option<&Path>,
     ) -> Result<TimelinePage> {
         let store = self.store();
+        let folder = folder.map(normalised);
+        let folder = folder.as_deref();
         let before = cursor.map(TimelineCursor::key);
         // One more than asked tells whether there is a next page.
         let records = match folder {
             None => store.timeline(before, limit + 1)?,
-            Some(folder) => newest_records(self.records_under(folder)?, before, limit + 1)?,
+            Some(folder) => store.timeline_under(folder, before, limit + 1)?,
         };
         let more = records.len() > limit;
         let mut items = Vec::with_capacity(limit.min(records.len()));
@@ -164,14 +178,7 @@ impl Library {
     pub fn timeline_months(&self, folder: Option<&Path>) -> Result<Vec<MonthCount>> {
         let counts = match folder {
             None => self.store().month_counts()?,
-            Some(folder) => {
-                let mut counts = BTreeMap::<String, u64>::new();
-                for item in self.records_under(folder)? {
-                    let (_, record) = item?;
-                    *counts.entry(month_of(record.date())).or_default() += 1;
-                }
-                counts.into_iter().rev().collect()
-            }
+            Some(folder) => self.store().month_counts_under(&normalised(folder))?,
         };
         Ok(counts.into_iter().map(|(month, count)| MonthCount { month, count }).collect())
     }
@@ -180,7 +187,7 @@ impl Library {
     /// folder under one) with theirs.
     pub fn folders(&self, folder: Option<&Path>) -> Result<FolderListing> {
         let store = self.store();
-        let Some(folder) = folder else {
+        let Some(folder) = folder.map(normalised) else {
             let mut folders = Vec::new();
             for root in store.roots()? {
                 let files = store.paths_under(&root)?;
@@ -192,6 +199,7 @@ impl Library {
             }
             return Ok(FolderListing { path: None, photos: 0, folders });
         };
+        let folder = folder.as_path();
         if !store.roots()?.iter().any(|r| folder.starts_with(r)) {
             return Err(Error::NotFound(format!(
                 "{} is not in a library folder: list them with GET /api/folders (no path)",
@@ -224,15 +232,12 @@ impl Library {
             .collect();
         Ok(FolderListing { path: Some(crate::path_text::display(folder)), photos: here.len() as u64, folders })
     }
+}
 
-    /// The records of the images with a file at or under `folder`, each once.
-    fn records_under(&self, folder: &Path) -> Result<Records<'_, ImageRecord>> {
-        let store = self.store();
-        let mut seen = HashSet::new();
-        let ids: Vec<ImageId> =
-            store.paths_under(folder)?.into_iter().map(|(_, e)| e.id).filter(|id| seen.insert(*id)).collect();
-        Ok(Box::new(ids.into_iter().filter_map(move |id| store.image(id).transpose().map(|r| r.map(|r| (id, r))))))
-    }
+/// A folder as stored paths spell it: no `.` components, no trailing slash (stores look
+/// folders up by their bytes).
+fn normalised(folder: &Path) -> PathBuf {
+    folder.components().collect()
 }
 
 fn item_of(id: ImageId, record: &ImageRecord, path: PathBuf, caption: Option<String>) -> TimelineItem {
@@ -257,7 +262,7 @@ mod tests {
     fn cursors_round_trip_and_refuse_what_no_page_gave() {
         let c = TimelineCursor { date: -5, id: 42 };
         assert_eq!(c.to_string().parse::<TimelineCursor>().unwrap(), c);
-        for bad in ["", "12", "a_b", "1_-2", "1_2_3"] {
+        for bad in ["", "12", "a_b", "1_-2", "1_2_3", "+1_2", "1_+2", " 1_2", "--1_2"] {
             assert!(matches!(bad.parse::<TimelineCursor>(), Err(Error::Invalid(_))), "{bad:?}");
         }
     }
@@ -269,7 +274,8 @@ mod tests {
         assert_eq!(month_of(may.date - 1), "2024-05");
         let dec = TimelineCursor::month_start("2023-12").unwrap();
         assert_eq!(month_of(dec.date), "2024-01");
-        for bad in ["2024", "2024-13", "2024-00", "x-01", "10000-01"] {
+        assert!(TimelineCursor::month_start("0000-01").is_ok(), "year 0 is a year");
+        for bad in ["2024", "2024-13", "2024-00", "x-01", "10000-01", "+2024-01", "2024-+1", "24-05", "2024-5"] {
             assert!(TimelineCursor::month_start(bad).is_err(), "{bad:?}");
         }
     }

@@ -320,9 +320,9 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
             "/api/timeline": {"get": {
                 "summary": "The library newest first (EXIF date, else the file's time; photos and videos), a page at a time",
                 "parameters": [
-                    query("cursor", json!({"type": "string"}), "Where the page starts: the `next` of the previous page (absent: the newest)"),
+                    query("cursor", json!({"type": "string", "pattern": "^(-?[0-9]{1,18}_[0-9]{1,19})?$"}), "Where the page starts: the `next` of the previous page (absent or empty: the newest)"),
                     query("limit", json!({"type": "integer", "minimum": 1, "maximum": super::api::MAX_TIMELINE_LIMIT, "default": 60}), "Items per page"),
-                    query("month", json!({"anyOf": [{"type": "string", "maxLength": 0}, {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"}]}), "YYYY-MM: start at the newest item of that month (ignored with a cursor)"),
+                    query("month", json!({"anyOf": [{"type": "string", "maxLength": 0}, {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"}, {"type": "string", "enum": ["0000-00"]}]}), "YYYY-MM: start at the newest item of that month (0000-00: of the undated); ignored with a cursor"),
                     query("folder", json!({"type": "string", "pattern": "^(/[^\\x00]*)?$"}), "Only images with a file at or under this absolute folder (empty: all)")],
                 "responses": responses(200, ok("A page", json!({"type": "object", "properties": {
                     "items": {"type": "array", "items": {"type": "object", "properties": {

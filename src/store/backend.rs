@@ -94,15 +94,25 @@ pub trait Backend: TagStore + CaptionStore + ReindexStore + ModelVectorStore + S
         newest_records(self.images(), before, limit)
     }
 
+    /// [`Backend::timeline`] of the images with a file at or under `folder`.
+    fn timeline_under(
+        &self,
+        folder: &Path,
+        before: Option<(i64, ImageId)>,
+        limit: usize,
+    ) -> Result<Vec<(ImageId, ImageRecord)>> {
+        newest_records(records_under(self, folder)?, before, limit)
+    }
+
+    /// [`Backend::month_counts`] of the images with a file at or under `folder`.
+    fn month_counts_under(&self, folder: &Path) -> Result<Vec<(String, u64)>> {
+        count_months(records_under(self, folder)?)
+    }
+
     /// How many stored images fall in each month (`YYYY-MM` of [`ImageRecord::date`], read as
     /// UTC), newest month first.
     fn month_counts(&self) -> Result<Vec<(String, u64)>> {
-        let mut counts = std::collections::BTreeMap::<String, u64>::new();
-        for item in self.images() {
-            let (_, record) = item?;
-            *counts.entry(month_of(record.date())).or_default() += 1;
-        }
-        Ok(counts.into_iter().rev().collect())
+        count_months(self.images())
     }
 
     /// A counter that moves whenever images or vectors change, so that in-memory indexes know
@@ -234,6 +244,24 @@ pub fn newest_records(
     let mut newest: Vec<(i64, ImageId)> = kept.into_iter().map(|Reverse(k)| k).collect();
     newest.sort_unstable_by(|a, b| b.cmp(a));
     Ok(newest.into_iter().filter_map(|(_, id)| records_of.remove(&id).map(|r| (id, r))).collect())
+}
+
+/// How many of `records` fall in each month, newest month first.
+fn count_months(records: Records<'_, ImageRecord>) -> Result<Vec<(String, u64)>> {
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for item in records {
+        let (_, record) = item?;
+        *counts.entry(month_of(record.date())).or_default() += 1;
+    }
+    Ok(counts.into_iter().rev().collect())
+}
+
+/// The records of the images with a file at or under `folder`, each once.
+fn records_under<'a, B: Backend + ?Sized>(store: &'a B, folder: &Path) -> Result<Records<'a, ImageRecord>> {
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<ImageId> =
+        store.paths_under(folder)?.into_iter().map(|(_, e)| e.id).filter(|id| seen.insert(*id)).collect();
+    Ok(Box::new(ids.into_iter().filter_map(move |id| store.image(id).transpose().map(|r| r.map(|r| (id, r))))))
 }
 
 /// The month of a date (seconds since the epoch, read as UTC) as `YYYY-MM`.

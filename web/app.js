@@ -759,6 +759,13 @@ function tile(item) {
   img.alt = item.caption || fileName(item.path);
   img.title = `${item.caption ? `${item.caption}\n` : ""}${item.path}\n${formatDate(item.date)}`;
   setImage(img, `/api/images/${item.id}/thumb?size=256`);
+  // Once laid out: a tile larger than the small thumbnail (on screen pixels) gets the large one.
+  el.shownAt = (side) => {
+    if (side * (window.devicePixelRatio || 1) > 320 && !el.large) {
+      el.large = true;
+      setImage(img, `/api/images/${item.id}/thumb?size=1024`);
+    }
+  };
   el.append(img);
   if (item.kind === "video") {
     const badge = document.createElement("span");
@@ -787,6 +794,7 @@ function justify(grid) {
     for (const t of row) {
       t.style.width = `${t.aspect * height}px`;
       t.style.setProperty("--row-height", `${height}px`);
+      if (t.shownAt) t.shownAt(Math.max(t.aspect * height, height));
     }
   };
   let row = [], ratios = 0;

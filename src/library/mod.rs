@@ -30,6 +30,7 @@ use crate::video::FrameSize;
 /// The setting that holds the model a library was set up with before it has vectors.
 const CHOSEN_MODEL_SETTING: &str = "chosen_model";
 
+mod browse;
 mod captions;
 mod companions;
 mod display;
@@ -37,6 +38,7 @@ mod duplicates;
 mod frames;
 pub mod migrate;
 mod query_search;
+pub use browse::{FolderEntry, FolderListing, MonthCount, TimelineCursor, TimelineItem, TimelinePage};
 pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
 pub use duplicates::{HASH_CACHE, MOVE_JOURNAL, MoveReport, MovedFile, SkippedFile, restore_moved};
 pub use query_search::{QueryOptions, RankedHit, SORT_POOL, relevance_of};

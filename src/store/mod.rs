@@ -17,8 +17,8 @@ pub mod search_types;
 pub mod sled;
 
 pub use backend::{
-    Backend, CaptionStore, Job, JobCounts, MAX_CACHED_LABELS, ModelVectorStore, Records, ReindexStore, RootLock,
-    TagStore, WorkQueue,
+    Backend, CaptionStore, FIRST_DATE, Job, JobCounts, LAST_DATE, MAX_CACHED_LABELS, ModelVectorStore, Records,
+    ReindexStore, RootLock, TagStore, UNDATED_MONTH, WorkQueue, month_of, newest_records,
 };
 pub use location::DbLocation;
 pub use records::{

@@ -284,6 +284,11 @@ function setMessage(text, error = false) {
 // ---- detail view -----------------------------------------------------------------------
 
 // Seconds as a player shows them: m:ss, or h:mm:ss.
+// A byte count for people: KB below a megabyte.
+function sizeText(bytes) {
+  return bytes < 1e6 ? `${Math.max(1, Math.round(bytes / 1e3))} KB` : `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
 function clock(seconds) {
   const s = Math.max(0, Math.round(seconds || 0));
   const two = (n) => String(n).padStart(2, "0");
@@ -330,21 +335,25 @@ async function showDetail(id, region, push = true, time = undefined) {
   }
   setMotion(id, image);
   const rows = [
-    ["Files", image.paths.join("\n")],
+    ["Files", image.paths],
     ["Size", `${image.width} × ${image.height} px, ${(image.size / 1e6).toFixed(2)} MB`],
     ["Date", `${formatDate(image.date)}${image.taken ? " (taken)" : " (file time)"}`],
   ];
   if (image.video) rows.push(["Video", `${clock(image.video.duration)}, ${image.video.codec}${time !== undefined ? `; matched at ${clock(time)}` : ""}`]);
-  if (image.live_video) rows.push(["Live Photo", image.live_video]);
+  if (image.live_video) rows.push(["Live Photo", image.live_video_problem ? `${image.live_video} (cannot be played: ${image.live_video_problem})` : image.live_video]);
   if (image.raw_path) rows.push(["RAW", image.raw_path]);
-  if (image.motion_video) rows.push(["Motion Photo", `${(image.motion_video.length / 1e6).toFixed(2)} MB video`]);
+  if (image.motion_video) rows.push(["Motion Photo", `${sizeText(image.motion_video.length)} video`]);
+  if (image.motion_video_problem) rows.push(["Motion Photo", `no video: ${image.motion_video_problem}`]);
   if (image.camera) rows.push(["Camera", image.camera]);
   if (image.gps) rows.push(["Location", `${image.gps[0].toFixed(5)}, ${image.gps[1].toFixed(5)}`]);
   rows.push(["Id", String(image.id)]);
   $("detail-meta").replaceChildren(...rows.flatMap(([k, v]) => {
     const dt = document.createElement("dt"); dt.textContent = k;
-    const dd = document.createElement("dd"); dd.textContent = v;
-    return [dt, dd];
+    // A list (the files) is one line each.
+    const dds = (Array.isArray(v) ? v : [v]).map((line) => {
+      const dd = document.createElement("dd"); dd.textContent = line; return dd;
+    });
+    return [dt, ...dds];
   }));
   $("detail-tags").replaceChildren(...image.tags.map((t) => {
     const b = document.createElement("button");
@@ -375,7 +384,9 @@ function setMotion(id, image) {
   const motion = $("detail-motion"), badge = $("detail-play");
   stopMotion();
   motion.removeAttribute("src");
-  const kind = image.live_video ? "live" : image.motion_video ? "motion" : null;
+  // A Live Photo whose MOV is unreadable or not a movie has nothing to play (the details say why).
+  const live = image.live_video && !image.live_video_problem;
+  const kind = live ? "live" : image.motion_video ? "motion" : null;
   const playable = kind !== null && !image.video && !token();
   badge.hidden = !playable;
   if (!playable) return;

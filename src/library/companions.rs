@@ -25,6 +25,14 @@ impl Library {
                 companions::Role::Item(c) => c,
                 companions::Role::Companion { .. } => Companions::default(),
             };
+            if found.is_empty() {
+                // One photo saved in several places: the companions may be beside another of
+                // its files than the one shown.
+                let paths = self.store.paths_of(hit.id)?;
+                if paths.len() > 1 {
+                    found = self.companion_files(&paths);
+                }
+            }
             found.motion_video = self.store.image(hit.id)?.and_then(|r| r.motion_video);
             hit.companions = found;
         }
@@ -37,16 +45,23 @@ impl Library {
         paths.iter().map(|p| companions::companions_of(p)).find(|c| !c.is_empty()).unwrap_or_default()
     }
 
-    /// The MOV of Live Photo `id`, to serve: beside the file [`Library::image_file`] hands out,
-    /// and inside one of the library's folders (a link leading elsewhere is not served).
+    /// The MOV of Live Photo `id`, to serve: beside one of its files (the first that has one),
+    /// inside one of the library's folders (a link leading elsewhere is not served), and a
+    /// QuickTime movie (a MOV that is not is a problem, reported, not served).
     pub fn live_video(&self, id: ImageId) -> Result<PathBuf> {
-        let still = self.image_file(id)?;
-        let Some(video) = companions::companions_of(&still).live_video else {
+        let paths = self.store.paths_of(id)?;
+        if paths.is_empty() {
+            return Err(Error::NotFound(format!("no image with id {id}")));
+        }
+        let Some(video) = paths.iter().find_map(|p| companions::companions_of(p).live_video) else {
             return Err(Error::NotFound(format!(
                 "image {id} is not a Live Photo (no MOV with its name beside {})",
-                crate::path_text::escaped(&still)
+                crate::path_text::escaped(&paths[0])
             )));
         };
+        if let Some(problem) = companions::live_video_problem(&video) {
+            return Err(Error::NotFound(format!("the Live Photo video of image {id} cannot be played: {problem}")));
+        }
         let real = std::fs::canonicalize(&video).map_err(|e| {
             Error::NotFound(format!("the Live Photo video {} of image {id}: {e}", crate::path_text::escaped(&video)))
         })?;

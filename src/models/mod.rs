@@ -10,6 +10,7 @@ pub mod clipseg;
 pub mod nn;
 pub mod preprocess;
 pub mod sentence;
+pub mod siglip;
 pub mod source;
 
 /// `--precision`: kept at its old path; it lives with the linear layers it sets.

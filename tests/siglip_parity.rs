@@ -68,6 +68,9 @@ fn check(name: &str) {
     assert_eq!(clip.family(), "siglip");
     assert_eq!(clip.dim(), g.dim);
     assert_eq!(clip.scoring(), Scoring::Sigmoid { logit_scale: g.logit_scale, logit_bias: g.logit_bias });
+    // What only a CLIP has (fine-tuning's layers) is refused with a message, not a panic.
+    let refused = clip.config().map(|_| ()).unwrap_err().to_string();
+    assert!(refused.contains("SigLIP") && refused.contains(&g.model_dir), "{refused}");
     for t in &g.texts {
         assert_eq!(clip.tokenize(&t.text).unwrap(), t.ids, "{name}: token ids of {:?}", t.text);
     }

@@ -210,6 +210,28 @@ mod tests {
     }
 
     #[test]
+    fn a_sigmoid_scores_each_label_on_its_own_where_a_softmax_shares_out_one() {
+        let unit = |x: f32, y: f32| vec![x, y];
+        let image = unit(1.0, 0.0);
+        let labels = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let embeddings = vec![unit(1.0, 0.0), unit(0.6, 0.8), unit(0.0, 1.0)];
+        let sigmoid = Scoring::Sigmoid { logit_scale: 10.0, logit_bias: -5.0 };
+        let s = ZeroShotClassifier::from_embeddings(labels.clone(), embeddings.clone(), sigmoid).unwrap();
+        let p: Vec<f32> = s.scores(&image).iter().map(|l| l.probability).collect();
+        let expected = [1.0 / (1.0 + (-5f32).exp()), 1.0 / (1.0 + (-1f32).exp()), 1.0 / (1.0 + 5f32.exp())];
+        for (got, want) in p.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-6, "{p:?}");
+        }
+        // Dropping a label leaves the others' probabilities as they were.
+        let two = ZeroShotClassifier::from_embeddings(labels[..2].to_vec(), embeddings[..2].to_vec(), sigmoid).unwrap();
+        assert_eq!(two.scores(&image)[0].probability, p[0]);
+        let softmax = Scoring::Softmax { logit_scale: 10.0 };
+        let s = ZeroShotClassifier::from_embeddings(labels, embeddings, softmax).unwrap();
+        let total: f32 = s.scores(&image).iter().map(|l| l.probability).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
     fn templates_need_a_placeholder() {
         assert!(parse_templates("a photo of a {}.\nart of {}").is_ok());
         assert!(parse_templates("a photo").unwrap_err().to_string().contains("no {}"));

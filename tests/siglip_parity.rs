@@ -1,10 +1,10 @@
 //! SigLIP parity with transformers on two tiny fixture models built from the real
 //! `google/siglip-base-patch16-224` config with widths and depths cut (other heads, widths,
 //! patch and input sizes, a text tower narrower than the embedding), each with a SentencePiece
-//! `spiece.model` trained for it: token ids identical, text and image embeddings at cosine
-//! >= 0.9999 (the portrait and the panorama included), sigmoid zero-shot probabilities within
-//! 1e-4. Then the real hub config read as transformers reads it, the reduced precisions, and a
-//! library on the tiny SigLIP through the binary. The goldens come from
+//! `spiece.model` trained for it: token ids identical, text and image embeddings at a cosine of
+//! at least 0.9999 (the portrait and the panorama included), sigmoid zero-shot probabilities
+//! within 1e-4. Then the real hub config read as transformers reads it, the reduced precisions,
+//! and a library on the tiny SigLIP through the binary. The goldens come from
 //! `tools/make_siglip_fixtures.py`.
 
 mod common;

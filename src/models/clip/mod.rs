@@ -76,6 +76,7 @@ impl Scoring {
 }
 
 /// The network behind an embedder, with its tokenizer.
+#[allow(clippy::large_enum_variant, reason = "one per loaded model, never moved in a hot path")]
 enum Family {
     Clip { config: ClipConfig, model: ClipModel, tokenizer: ClipTokenizer },
     Siglip(Box<SiglipParts>),

@@ -101,7 +101,11 @@ struct TokenizerConfig {
 fn load_tokenizer(repo: &ModelRepo, context: usize) -> Result<SiglipTokenizer> {
     let name = repo.name();
     let settings: TokenizerConfig = match repo.optional("tokenizer_config.json")? {
-        Some(p) => std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| Error::model(name, format!("cannot read {}: {e}", p.display())))?;
+            serde_json::from_str(&text).map_err(|e| Error::model(name, format!("invalid {}: {e}", p.display())))?
+        }
         None => TokenizerConfig::default(),
     };
     let lower_case = settings.do_lower_case.unwrap_or(true);

@@ -27,6 +27,7 @@ pub struct SiglipTokenizer {
     lower_case: bool,
 }
 
+#[allow(clippy::large_enum_variant, reason = "one per loaded model")]
 enum Kind {
     SentencePiece { unigram: Unigram, normalizer: Option<Precompiled>, eos_id: u32 },
     Json(Box<tokenizers::Tokenizer>),

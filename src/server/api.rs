@@ -873,7 +873,7 @@ async fn display(state: web::Data<AppState>, id: ImageId, size: Option<&str>) ->
     let (path, bytes) = blocking(move || {
         let path = state.library.image_file(id)?;
         let cached = state.library.display_jpeg(id, size)?;
-        let bytes = std::fs::read(&cached)
+        let bytes = read_no_follow(&cached)
             .map_err(|e| Error::Store(format!("cannot read the rendition {}: {e}", cached.display())))?;
         Ok((path, bytes))
     })
@@ -886,6 +886,20 @@ async fn display(state: web::Data<AppState>, id: ImageId, size: Option<&str>) ->
         .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"{stem}.jpg\"")))
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .body(bytes))
+}
+
+/// A file's bytes, refusing a symbolic link in its place (a rendition kept in the database
+/// folder is never a link clipdex made).
+fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let mut file = options.open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The one byte range a `Range` header asks of a file of `len` bytes, inclusive: `None` when

@@ -1188,11 +1188,8 @@ impl Library {
     pub fn image_details(&self, id: ImageId) -> Result<ImageDetails> {
         let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
         let paths = self.store.paths_of(id)?;
-        let companions = self.companion_files(&paths);
-        let live_video_problem = match &companions.live_video {
-            Some(video) => self.store.failure(video)?.map(|f| f.reason),
-            None => None,
-        };
+        let companions = self.companion_files(&paths)?;
+        let live_video_problem = self.live_video_problem(&paths, &companions)?;
         Ok(ImageDetails {
             id,
             date: record.date(),

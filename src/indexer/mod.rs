@@ -371,7 +371,12 @@ fn scan_root(
     todo: &mut Vec<Candidate>,
     report: &mut IndexReport,
 ) -> Result<()> {
-    let mut groups = companions::FolderGroups::for_scan();
+    let known = store
+        .live_pairs(root)?
+        .into_iter()
+        .filter_map(|(still, pair)| Some((still, (pair.video, pair.mtimes.filter(|_| pair.by_identifier)?))))
+        .collect();
+    let mut groups = companions::FolderGroups::for_scan(known);
     let mut live = LivePairs::new();
     for entry in walkdir::WalkDir::new(root).follow_links(true) {
         let entry = match entry {
@@ -409,7 +414,11 @@ fn scan_root(
             keep_companion(store, &path, &still, live_video, report)?;
             if live_video {
                 let by_identifier = path.file_stem() != still.file_stem();
-                live.insert(still, LivePair { video: path, by_identifier, gone: false });
+                let mtimes = match (companions::modified_ns(&still), companions::modified_ns(&path)) {
+                    (Some(s), Some(v)) if by_identifier => Some((s, v)),
+                    _ => None,
+                };
+                live.insert(still, LivePair { video: path, by_identifier, gone: false, mtimes });
             }
             continue;
         }

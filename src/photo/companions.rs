@@ -149,6 +149,8 @@ pub struct FolderGroups {
     /// Whether Live Photos are also paired by content identifier (the scan; see
     /// [`FolderGroups::for_scan`]).
     read_identifiers: bool,
+    /// Pairs by content identifier that the last scan found, with the files' modification times.
+    known: HashMap<PathBuf, (PathBuf, (i64, i64))>,
     /// Still → MOV, paired by content identifier.
     video_of_still: HashMap<PathBuf, PathBuf>,
     /// MOV → still, the same pairs.
@@ -188,9 +190,11 @@ impl FolderGroups {
     /// The groups of the folders a scan walks, where a still and a MOV whose names differ also
     /// pair when both carry the same Apple content identifier
     /// ([`crate::photo::live_identifier`]). Only the stills and MOVs of a folder that no name
-    /// pairs are read, the stills only when one of those MOVs has an identifier.
-    pub fn for_scan() -> Self {
-        FolderGroups { read_identifiers: true, ..Default::default() }
+    /// pairs are read, the stills only when one of those MOVs has an identifier. `known` are the pairs by identifier of the last scan, still → (MOV,
+    /// the modification times of both then, as [`modified_ns`] gives them): while both files
+    /// keep those times they pair again without being read.
+    pub fn for_scan(known: HashMap<PathBuf, (PathBuf, (i64, i64))>) -> Self {
+        FolderGroups { read_identifiers: true, known, ..Default::default() }
     }
 
     /// The role of `path` within its folder.
@@ -208,7 +212,7 @@ impl FolderGroups {
                 }
             }
             if self.read_identifiers {
-                for (still, video) in pair_by_identifier(&groups) {
+                for (still, video) in pair_by_identifier(&groups, &self.known) {
                     self.still_of_video.insert(video.clone(), still.clone());
                     self.video_of_still.insert(still, video);
                 }
@@ -238,7 +242,10 @@ impl FolderGroups {
 
 /// Stills and MOVs of one folder's groups that no name pairs, paired by content identifier:
 /// (still, MOV). A HEIC is preferred over a JPEG carrying the same identifier.
-fn pair_by_identifier(groups: &HashMap<OsString, Vec<PathBuf>>) -> Vec<(PathBuf, PathBuf)> {
+fn pair_by_identifier(
+    groups: &HashMap<OsString, Vec<PathBuf>>,
+    known: &HashMap<PathBuf, (PathBuf, (i64, i64))>,
+) -> Vec<(PathBuf, PathBuf)> {
     let mut videos = Vec::new();
     let mut stills = Vec::new();
     for group in groups.values() {
@@ -254,6 +261,21 @@ fn pair_by_identifier(groups: &HashMap<OsString, Vec<PathBuf>>) -> Vec<(PathBuf,
     if videos.is_empty() || stills.is_empty() {
         return Vec::new();
     }
+    // The last scan's pairs whose files have not changed since: no reading.
+    let mut pairs = Vec::new();
+    stills.retain(|still| {
+        let Some((video, mtimes)) = known.get(still) else { return true };
+        if let Some(at) = videos.iter().position(|v| v == video)
+            && (modified_ns(still), modified_ns(video)) == (Some(mtimes.0), Some(mtimes.1))
+        {
+            pairs.push((still.clone(), videos.swap_remove(at)));
+            return false;
+        }
+        true
+    });
+    if videos.is_empty() || stills.is_empty() {
+        return pairs;
+    }
     videos.sort();
     let mut by_identifier: HashMap<String, PathBuf> = HashMap::new();
     for video in videos {
@@ -262,10 +284,9 @@ fn pair_by_identifier(groups: &HashMap<OsString, Vec<PathBuf>>) -> Vec<(PathBuf,
         }
     }
     if by_identifier.is_empty() {
-        return Vec::new();
+        return pairs;
     }
     stills.sort_by_key(|p| (LIVE_STILLS.iter().position(|list| has_extension(p, list)), p.clone()));
-    let mut pairs = Vec::new();
     for still in stills {
         if let Some(video) =
             crate::photo::live_identifier::still_identifier(&still).and_then(|id| by_identifier.remove(&id))
@@ -277,6 +298,12 @@ fn pair_by_identifier(groups: &HashMap<OsString, Vec<PathBuf>>) -> Vec<(PathBuf,
         }
     }
     pairs
+}
+
+/// A file's modification time in nanoseconds since the epoch, `None` when it cannot be read.
+pub fn modified_ns(path: &Path) -> Option<i64> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(modified.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos() as i64)
 }
 
 /// Whether the first bytes of a file are those of a QuickTime / ISO media file (a box whose

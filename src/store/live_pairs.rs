@@ -23,6 +23,9 @@ pub struct LivePair {
     pub by_identifier: bool,
     /// The MOV was gone at the last scan (its still kept; the pair's problem is recorded).
     pub gone: bool,
+    /// The modification times (ns) of the still and the MOV when a scan paired them by
+    /// identifier: while both are unchanged, the next scan trusts the pair without reading them.
+    pub mtimes: Option<(i64, i64)>,
 }
 
 /// Still → its live video, for one root.
@@ -44,10 +47,15 @@ impl Store {
         Ok(list
             .iter()
             .filter_map(|m| {
+                let mtimes = m.get("mtimes").and_then(Value::as_array).and_then(|a| match a.as_slice() {
+                    [still, video] => Some((still.as_i64()?, video.as_i64()?)),
+                    _ => None,
+                });
                 let pair = LivePair {
                     video: path(m, "video")?,
                     by_identifier: flag(m, "by_identifier"),
                     gone: flag(m, "gone"),
+                    mtimes,
                 };
                 Some((path(m, "still")?, pair))
             })
@@ -64,6 +72,9 @@ impl Store {
                 crate::path_text::insert(&mut m, "video", &pair.video);
                 m.insert("by_identifier".into(), pair.by_identifier.into());
                 m.insert("gone".into(), pair.gone.into());
+                if let Some((still, video)) = pair.mtimes {
+                    m.insert("mtimes".into(), serde_json::json!([still, video]));
+                }
                 Value::Object(m)
             })
             .collect();

@@ -263,7 +263,8 @@ pub struct ImageDetails {
     /// Photo's video is the record's `motion_video`).
     #[serde(flatten)]
     pub companions: crate::photo::companions::Companions,
-    /// Why its Live Photo video cannot be played (the failure recorded for the MOV), if so.
+    /// Why its Live Photo video cannot be played, if so: the failure recorded for the MOV
+    /// (unreadable, not a movie, or gone since the pass that paired it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live_video_problem: Option<String>,
 }

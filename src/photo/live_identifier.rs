@@ -202,8 +202,10 @@ mod tests {
         let mut bad = note.clone();
         bad[24..28].copy_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(apple_makernote_identifier(&bad), None);
+        // A count past the end, and no entry of the tag: the walk ends at the end of the note.
         let mut bad = note.clone();
         bad[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
+        bad[16..18].copy_from_slice(&0x0012u16.to_be_bytes());
         assert_eq!(apple_makernote_identifier(&bad), None);
         assert_eq!(apple_makernote_identifier(b"Nikon\0\0\0\0\0\0\0MM\0\0\0\0"), None);
     }

@@ -218,7 +218,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "raw_path": {"type": "string", "description": "The RAW of a RAW+JPEG pair; raw_path_bytes when not UTF-8"},
                     "motion_video": {"type": "object", "properties": {"offset": {"type": "integer"}, "length": {"type": "integer"}}, "description": "A Motion Photo's embedded MP4"},
                     "motion_video_problem": {"type": "string", "description": "Why a photo that claims to be a Motion Photo has no motion video"},
-                    "live_video_problem": {"type": "string", "description": "Why its Live Photo video cannot be played (the failure recorded for the MOV)"},
+                    "live_video_problem": {"type": "string", "description": "Why its Live Photo video cannot be played: the failure recorded for the MOV (unreadable, not a movie, or gone since the pass that paired it)"},
                     "tags": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}},
                     "caption": {"type": "string"}}})), &[400, 404])}},
             "/api/images/{id}/thumb": {"get": {

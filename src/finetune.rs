@@ -315,6 +315,7 @@ pub fn finetune(
     }
     let repo = ModelRepo::open(base)?;
     let embedder = ClipEmbedder::load_from(&repo, device)?.with_precision(options.precision);
+    embedder.config()?; // fine-tuning trains a CLIP's layers: another family is refused here
     check_duplicates(&pairs)?;
     let (pairs, skipped) = readable(pairs, options)?;
     let (train, held_out) = match &options.validation {
@@ -351,7 +352,7 @@ pub fn finetune(
     }
     let (pixels, texts) = prepare(&train)?;
 
-    let model = TrainableClip::load(embedder.config(), &vb, options.scope)
+    let model = TrainableClip::load(embedder.config()?, &vb, options.scope)
         .map_err(|e| Error::model(base, format!("cannot set up training: {e}")))?;
     let mut optimizer = AdamW::new(model.vars().values(), options.optimizer)?;
     // What frozen layers compute never changes: computed once per pair, each step runs only
@@ -396,7 +397,7 @@ pub fn finetune(
         let (pixels, texts, (labels, vocabulary)) = held.as_ref().expect("evaluated only with held-out pairs");
         let tensors = interpolate(alpha)?;
         let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), DType::F32, device);
-        let m = TrainableClip::load(embedder.config(), &vb, TrainScope::Projection)?;
+        let m = TrainableClip::load(embedder.config()?, &vb, TrainScope::Projection)?;
         let texts_of = |ids: &[Vec<u32>]| -> Result<Tensor> { Ok(l2_normalize(&m.text_features(ids, pad)?)?) };
         Ok(HeldOut {
             images: l2_normalize(&m.image_features(pixels)?)?,
@@ -953,9 +954,10 @@ impl AdapterRun<'_> {
             })
             .collect();
         let texts = distinct.iter().map(|t| self.embedder.tokenize(t)).collect::<Result<Vec<_>>>()?;
+        let model = self.embedder.model()?;
         let pooled = texts
             .chunks(64)
-            .map(|chunk| self.embedder.model().text_pooled(chunk, self.pad, self.device))
+            .map(|chunk| model.text_pooled(chunk, self.pad, self.device))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let pooled = Tensor::cat(&pooled, 0)?.index_select(&Tensor::from_vec(rows, pairs.len(), self.device)?, 0)?;
         Ok((Tensor::stack(&vectors, 0)?, pooled, reused))
@@ -971,7 +973,7 @@ impl AdapterRun<'_> {
         stop: &AtomicBool,
         progress: StepProgress,
     ) -> Result<FinetuneReport> {
-        let model = TrainableClip::load(self.embedder.config(), self.vb, TrainScope::Adapter)
+        let model = TrainableClip::load(self.embedder.config()?, self.vb, TrainScope::Adapter)
             .map_err(|e| Error::model(self.base, format!("cannot set up training: {e}")))?;
         let (images, pooled, reused) = self.inputs(train)?;
         tracing::info!("adapter: {reused} of {} image vectors from the library", train.len());
@@ -1015,7 +1017,7 @@ impl AdapterRun<'_> {
                 if ids.is_empty() {
                     Ok(None)
                 } else {
-                    Ok(Some(self.embedder.model().text_pooled(ids, self.pad, self.device)?))
+                    Ok(Some(self.embedder.model()?.text_pooled(ids, self.pad, self.device)?))
                 }
             };
             Some((images, pooled, pool(&labels)?, pool(&vocabulary)?.expect("the vocabulary is not empty")))

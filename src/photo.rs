@@ -23,6 +23,7 @@ use crate::error::{Error, ImageProblem, Result};
 pub mod companions;
 pub mod heif;
 pub mod jxl;
+pub mod live_identifier;
 pub mod motion;
 pub mod raw;
 
@@ -488,6 +489,15 @@ fn decode_photo_then<T>(
 /// HEIC/HEIF and AVIF files carry it as an `Exif` item, read through libheif where it is
 /// installed; JPEG XL files in an `Exif` box.
 pub fn read_exif(bytes: &[u8]) -> ExifInfo {
+    let Some(exif) = parse_exif(bytes) else {
+        return ExifInfo::default();
+    };
+    exif_info(&exif)
+}
+
+/// The EXIF of a JPEG, PNG, WebP, HEIC/AVIF or JPEG XL file, `None` when it has none (or it
+/// cannot be read).
+pub fn parse_exif(bytes: &[u8]) -> Option<exif::Exif> {
     let boxed_exif = if jxl::sniff(bytes) {
         jxl::exif(bytes)
     } else {
@@ -499,9 +509,10 @@ pub fn read_exif(bytes: &[u8]) -> ExifInfo {
         Some(tiff) => exif::Reader::new().read_raw(tiff),
         None => exif::Reader::new().read_from_container(&mut Cursor::new(bytes)),
     };
-    let Ok(exif) = exif else {
-        return ExifInfo::default();
-    };
+    exif.ok()
+}
+
+fn exif_info(exif: &exif::Exif) -> ExifInfo {
     let text = |tag| {
         exif.get_field(tag, exif::In::PRIMARY).and_then(|f| match &f.value {
             exif::Value::Ascii(v) => {

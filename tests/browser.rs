@@ -677,7 +677,7 @@ fn live_and_motion_photos_play_while_held_in_headless_chromium() {
     let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
     let _quit = Quit(&browser);
 
-    browser.call("POST", "/url", Some(json!({"url": format!("{url}?q=a%20photo")})));
+    browser.call("POST", "/url", Some(json!({"url": format!("{url}?q=a%20photo&min=0")})));
     let badges = browser.wait_for(
         "two cards with badges",
         "const b = [...document.querySelectorAll('#results .card .badge')].map(b => b.textContent).sort();
@@ -721,4 +721,246 @@ fn live_and_motion_photos_play_while_held_in_headless_chromium() {
         browser.wait_for("the detail view closed", "return !document.getElementById('detail').open");
     }
     drop_server(server);
+}
+
+/// A picture of any size (the pattern of [`picture`]).
+fn shaped_picture(seed: u32, width: u32, height: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(width, height, |x, y| {
+        let s = seed as f32;
+        let r = 127.0 + 120.0 * (x as f32 / 40.0 + s).sin();
+        let g = 127.0 + 120.0 * (y as f32 / 30.0 + s * 1.7).cos();
+        let b = if (x / 40 + y / 40 + seed).is_multiple_of(2) { 60.0 } else { 200.0 };
+        image::Rgb([r as u8, g as u8, b as u8])
+    })
+}
+
+/// The justified rows of every `.justified` grid on the page, measured from the DOM: how many
+/// photos each full row holds (a grid's last row is not full), and the largest relative
+/// difference between a photo's shown aspect ratio and its file's (named `_WxH.` in its path).
+const MEASURE_ROWS: &str = "
+    const counts = [], errors = [];
+    for (const grid of document.querySelectorAll('.justified')) {
+        if (!grid.offsetParent) continue;
+        const rows = new Map();
+        for (const img of grid.querySelectorAll('img')) {
+            const box = img.getBoundingClientRect();
+            const top = Math.round(box.top);
+            rows.set(top, (rows.get(top) || 0) + 1);
+            const [, w, h] = img.title.match(/_(\\d+)x(\\d+)\\./);
+            errors.push(Math.abs((box.width / box.height) / (w / h) - 1));
+        }
+        counts.push(...[...rows.values()].slice(0, -1));
+    }
+    return [counts, Math.max(...errors), document.documentElement.clientWidth];";
+
+/// Browsing without a query: the home page is the timeline, grouped by month with a month
+/// scrubber, loading more as the page scrolls; the Folders view lists folders with their counts
+/// and shows a folder's photos; photos lie in justified rows that keep their aspect ratios, at
+/// 1280 px and at a phone's 390 px, in the timeline and in search results; a tile is one tab
+/// stop that Enter opens.
+#[test]
+fn timeline_folders_and_justified_rows_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
+    // 120 photos of five shapes in three folders (one inside another), dated by their file
+    // times over January to April 2024 (30 a month), the newest last.
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    let shapes = [(320, 240), (300, 200), (240, 240), (320, 180), (180, 240)];
+    let month_starts = [0, 31, 60, 91]; // days from 2024-01-01
+    for i in 0..120u32 {
+        let folder = photos.join(["2024/trip", "2024", "scans"][i as usize % 3]);
+        std::fs::create_dir_all(&folder).unwrap();
+        let (w, h) = shapes[i as usize % shapes.len()];
+        let path = folder.join(format!("p{i:03}_{w}x{h}.jpg"));
+        shaped_picture(i, w, h).save(&path).unwrap();
+        let day = month_starts[i as usize / 30] + 1 + u64::from(i % 30) / 2;
+        let time = std::time::UNIX_EPOCH + Duration::from_secs(1_704_067_200 + day * 86_400 + u64::from(i) * 60);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(time).unwrap();
+    }
+    let db = tmp.path().join("db");
+    for args in [&["add", photos.to_str().unwrap()][..], &["index"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .args(["--db", db.to_str().unwrap(), "--model", &model()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (server, url) = serve(&db, &[]);
+    let url = url.trim_end_matches('/').to_string();
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+    let tiles = "return [...document.querySelectorAll('#timeline-groups .tile')].map(t => t.dataset.id)";
+    let loaded_tiles = |n: usize| {
+        format!(
+            "const imgs = [...document.querySelectorAll('#timeline-groups .tile img')];
+             return imgs.length >= {n} && imgs.slice(0, 5).every(i => i.complete && i.naturalWidth > 0) && imgs.length"
+        )
+    };
+
+    // The home page: the first page of the timeline, newest month first.
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/") })));
+    let first = browser.wait_for("the first page of the timeline", &loaded_tiles(50));
+    assert_eq!(first, json!(50), "one page (50) fills a 1280 × 900 window; the rest waits for scrolling");
+    let months = browser.script(
+        "return [...document.querySelectorAll('#timeline-groups .month h2')].map(h => h.textContent)",
+        json!([]),
+    );
+    assert_eq!(months, json!(["April 2024", "March 2024"]), "30 in April, 20 of March's 30 on the first page");
+    let scrubber = browser.wait_for(
+        "the month scrubber",
+        "return [...document.querySelectorAll('#scrubber button')].map(b => b.dataset.month).join(' ')",
+    );
+    assert_eq!(scrubber, json!("2024-04 2024-03 2024-02 2024-01"));
+    let (counts, error, width) = measured(&browser);
+    assert!(width > 1200.0, "{width}");
+    assert!(counts.iter().all(|&n| n >= 3) && counts.iter().any(|&n| n >= 4), "rows at 1280 px: {counts:?}");
+    assert!(error < 0.02, "aspect ratios kept within 2% (worst {error})");
+    browser.screenshot(&artefacts.join("timeline.png"));
+
+    // Keyboard: Tab reaches a tile (one stop each); Enter opens it, Escape closes it.
+    browser.script("document.querySelector('#timeline-groups .tile').focus(); return true", json!([]));
+    let first_id = browser.script("return document.activeElement.dataset.id", json!([]));
+    browser.key("\u{E004}"); // tab
+    let next = browser.script("return document.activeElement.dataset.id", json!([]));
+    let ids = browser.script(tiles, json!([]));
+    assert_eq!(next, ids[1], "Tab goes to the next photo (first {first_id})");
+    browser.key("\u{E007}"); // enter
+    browser.wait_for("the detail view", "return document.getElementById('detail').open");
+    browser.key("\u{E00C}"); // escape
+    browser.wait_for("the detail view to close", "return !document.getElementById('detail').open");
+
+    // The scrubber jumps to a month not loaded yet, and back to the newest.
+    browser.click("#scrubber button[data-month='2024-01']");
+    browser.wait_for(
+        "January first",
+        "const m = document.querySelector('#timeline-groups .month'); return m && m.dataset.month === '2024-01'
+            && !document.getElementById('timeline-newest').hidden",
+    );
+    browser.click("#timeline-newest");
+    browser.wait_for(
+        "the newest again",
+        "const m = document.querySelector('#timeline-groups .month'); return m && m.dataset.month === '2024-04'",
+    );
+
+    // Scrolling loads the rest, each photo once, newest first.
+    let all = browser.wait_for(
+        "every photo after scrolling",
+        "window.scrollTo(0, document.body.scrollHeight);
+         return document.querySelectorAll('#timeline-groups .tile').length >= 120",
+    );
+    assert_eq!(all, json!(true));
+    let ids = browser.script(tiles, json!([]));
+    let ids: Vec<&str> = ids.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 120);
+    assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), 120, "no photo twice");
+    let names = browser
+        .script("return [...document.querySelectorAll('#timeline-groups .tile img')].map(i => i.alt)", json!([]));
+    let names: Vec<&str> = names.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let mut newest_first: Vec<&str> = names.clone();
+    newest_first.sort_by(|a, b| b.cmp(a)); // p119_… is the newest
+    assert_eq!(names, newest_first, "alt text is the file name; newest first");
+
+    // A phone's width: three or four photos a row, aspect ratios kept.
+    browser.call(
+        "POST",
+        "/goog/cdp/execute",
+        Some(json!({"cmd": "Emulation.setDeviceMetricsOverride",
+                    "params": {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}})),
+    );
+    browser.script("window.scrollTo(0, 0); return true", json!([]));
+    let start = Instant::now();
+    let (counts, error) = loop {
+        let (counts, error, width) = measured(&browser);
+        if width <= 390.0 && !counts.is_empty() && counts.iter().all(|&n| (3..=4).contains(&n)) {
+            break (counts, error);
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "rows at {width} px: {counts:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(counts.len() >= 20, "{counts:?}");
+    assert!(error < 0.02, "aspect ratios kept within 2% at 390 px (worst {error})");
+    browser.screenshot(&artefacts.join("timeline-phone.png"));
+
+    // Search results lie in the same rows.
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/?q=a+photo&min=0") })));
+    browser.wait_for(
+        "search results",
+        "const imgs = [...document.querySelectorAll('#results .card img')];
+         return imgs.length >= 20 && imgs.slice(0, 5).every(i => i.complete && i.naturalWidth > 0)",
+    );
+    let start = Instant::now();
+    loop {
+        let (counts, error, _) = measured(&browser);
+        if !counts.is_empty() && counts.iter().all(|&n| (3..=4).contains(&n)) {
+            assert!(error < 0.02, "search results keep aspect ratios (worst {error})");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "search result rows at 390 px: {counts:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stops = browser.script(
+        "const c = document.querySelector('#results .card');
+         return [...c.querySelectorAll('*')].concat([c]).filter(e => e.tabIndex >= 0).length",
+        json!([]),
+    );
+    assert_eq!(stops, json!(1), "one tab stop per result");
+    browser.screenshot(&artefacts.join("search-phone.png"));
+    browser.call(
+        "POST",
+        "/goog/cdp/execute",
+        Some(json!({"cmd": "Emulation.clearDeviceMetricsOverride", "params": {}})),
+    );
+
+    // Folders: the library's folder with its count, then its subfolders, then one's photos.
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/") })));
+    browser.wait_for("the timeline", &loaded_tiles(1));
+    browser.click("#folders-link");
+    let roots = browser.wait_for(
+        "the library's folders",
+        "return [...document.querySelectorAll('#folder-list li')].map(l => l.textContent).join('|')",
+    );
+    assert!(roots.as_str().unwrap().ends_with("photos 120 photos"), "{roots}");
+    assert_eq!(browser.location(), "?view=folders");
+    browser.click("#folder-list a");
+    let subfolders = browser.wait_for(
+        "the subfolders",
+        "const t = [...document.querySelectorAll('#folder-list li')].map(l => l.textContent).join('|');
+         return t.startsWith('2024') && t",
+    );
+    assert_eq!(subfolders, json!("2024 80 photos|scans 40 photos"));
+    browser.script(
+        "[...document.querySelectorAll('#folder-list a')].find(a => a.textContent === '2024').click(); return true",
+        json!([]),
+    );
+    browser.wait_for(
+        "the folder's subfolder",
+        "return [...document.querySelectorAll('#folder-list li')].map(l => l.textContent).join('|') === 'trip 40 photos'",
+    );
+    let shown = browser.wait_for(
+        "the folder's photos",
+        "window.scrollTo(0, document.body.scrollHeight);
+         const t = [...document.querySelectorAll('#timeline-groups .tile img')];
+         return t.length >= 80 && t.map(i => i.title)",
+    );
+    let shown = shown.as_array().unwrap();
+    assert_eq!(shown.len(), 80);
+    assert!(shown.iter().all(|t| t.as_str().unwrap().contains("/photos/2024/")), "only the folder's photos");
+    let crumbs = browser.script("return document.getElementById('crumbs').textContent", json!([]));
+    assert!(
+        crumbs.as_str().unwrap().starts_with("All folders › /") && crumbs.as_str().unwrap().ends_with("photos › 2024"),
+        "{crumbs}"
+    );
+    assert!(browser.location().starts_with("?view=folders&path="), "{}", browser.location());
+    browser.script("window.scrollTo(0, 0); return true", json!([]));
+    browser.screenshot(&artefacts.join("folders.png"));
+    drop_server(server);
+}
+
+/// [`MEASURE_ROWS`]: the photos per full row, the worst aspect-ratio error, the page's width.
+fn measured(browser: &Browser) -> (Vec<u64>, f64, f64) {
+    let v = browser.script(MEASURE_ROWS, json!([]));
+    let counts = v[0].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+    (counts, v[1].as_f64().unwrap_or(f64::INFINITY), v[2].as_f64().unwrap())
 }

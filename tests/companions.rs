@@ -3,7 +3,8 @@
 //! `tools/make_companion_fixtures.py` writes them. Each pair is one item (the MOV and the RAW are
 //! not results of their own), its companions show in results, `show` and the API, which serves
 //! the videos with byte ranges; the pairing follows the folder; bad companions are recorded
-//! problems while the still indexes.
+//! problems while the still indexes; a still and a MOV whose names differ pair by the content
+//! identifier both carry, and a MOV deleted after pairing is reported.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -273,6 +274,64 @@ fn bad_companions_are_recorded_problems_and_the_stills_index() {
         let report = lib.index(&|_, _| {}).unwrap();
         assert_eq!((report.embedded, report.removed), (0, 0), "{}", db.backend);
         assert_eq!(all(&lib).len(), 6);
+        // ... and the pair is reported: the still had a live video at the last pass.
+        assert_eq!(report.failed, 1, "{}: the lost MOV is reported", db.backend);
+        let gone = lib.failures().unwrap();
+        assert_eq!(gone.len(), 1, "{}: {gone:?}", db.backend);
+        assert_eq!(gone[0].0, photos.join("IMG_0002.mov"));
+        assert!(gone[0].1.reason.contains("Live Photo") && gone[0].1.reason.contains("gone"), "{:?}", gone[0]);
+        assert!(gone[0].1.reason.contains("IMG_0002.JPG"), "{:?}: names the still", gone[0]);
+        let problem = lib.image_details(id).unwrap().live_video_problem.unwrap_or_default();
+        assert!(problem.contains("gone"), "show reports the lost MOV: {problem:?}");
+        // Reported once, and kept while the still is there without it.
+        let report = lib.index(&|_, _| {}).unwrap();
+        assert_eq!((report.embedded, report.failed), (0, 0), "{}", db.backend);
+        assert_eq!(lib.failures().unwrap().len(), 1, "{}", db.backend);
+        // The still deleted too: nothing left to report.
+        std::fs::remove_file(photos.join("IMG_0002.JPG")).unwrap();
+        lib.index(&|_, _| {}).unwrap();
+        assert_eq!(lib.failures().unwrap(), vec![], "{}", db.backend);
+    }
+}
+
+#[test]
+fn live_photos_whose_names_differ_pair_by_content_identifier() {
+    for db in test_databases() {
+        let tmp = tempfile::tempdir().unwrap();
+        // IMG_0007.JPG and IMG_0007_video.MOV carry the same identifier; LONE.JPG carries none.
+        let photos = photo_folder(tmp.path(), &["IMG_0007.JPG", "IMG_0007_video.MOV"]);
+        std::fs::copy(fixture("IMG_0002.JPG"), photos.join("LONE.JPG")).unwrap();
+        let video = photos.join("IMG_0007_video.MOV");
+        let lib = open(&db, &photos);
+        let report = lib.index(&|_, _| {}).unwrap();
+        assert_eq!(lib.failures().unwrap(), vec![], "{}", db.backend);
+        assert_eq!((report.embedded, report.videos), (2, 0), "{}: the MOV is no video of its own", db.backend);
+        let hits = all(&lib);
+        assert_eq!(hits.len(), 2, "{}", db.backend);
+        let live = named(&hits, "IMG_0007.JPG");
+        assert_eq!(live.companions.live_video.as_deref(), Some(video.as_path()), "{}", db.backend);
+        assert_eq!(named(&hits, "LONE.JPG").companions.live_video, None);
+        let details = lib.image_details(live.id).unwrap();
+        assert_eq!(details.companions.live_video.as_deref(), Some(video.as_path()), "{}: show", db.backend);
+        assert_eq!(details.live_video_problem, None);
+        assert_eq!(lib.live_video(live.id).unwrap(), video, "{}: served", db.backend);
+        let like = lib.search_like(live.id, 1, &SearchFilter::default()).unwrap();
+        assert_eq!(like[0].companions.live_video.as_deref(), Some(video.as_path()), "{}: similar", db.backend);
+        // Another pass changes nothing.
+        let report = lib.index(&|_, _| {}).unwrap();
+        assert_eq!((report.embedded, report.removed, report.failed), (0, 0, 0), "{}", db.backend);
+        // The MOV deleted: reported; put back: paired again, the report gone.
+        std::fs::remove_file(&video).unwrap();
+        let report = lib.index(&|_, _| {}).unwrap();
+        assert_eq!((report.embedded, report.failed), (0, 1), "{}", db.backend);
+        let details = lib.image_details(live.id).unwrap();
+        assert_eq!(details.companions.live_video, None);
+        assert!(details.live_video_problem.unwrap_or_default().contains("gone"), "{}", db.backend);
+        std::fs::copy(fixture("IMG_0007_video.MOV"), &video).unwrap();
+        lib.index(&|_, _| {}).unwrap();
+        assert_eq!(lib.failures().unwrap(), vec![], "{}", db.backend);
+        assert_eq!(all(&lib).len(), 2, "{}", db.backend);
+        assert_eq!(lib.image_details(live.id).unwrap().companions.live_video.as_deref(), Some(video.as_path()));
     }
 }
 
@@ -382,4 +441,14 @@ async fn the_api_shows_companions_and_serves_the_videos_with_ranges() {
         drop(app);
         off(move || drop(lib));
     }
+}
+
+#[test]
+fn content_identifiers_are_read_from_both_halves() {
+    use clipdex::photo::live_identifier::{movie_identifier, still_identifier};
+    let id = "6E4B3A1C-2D5F-4A8B-9C0D-1E2F3A4B5C6D";
+    assert_eq!(movie_identifier(&fixture("IMG_0007_video.MOV")).as_deref(), Some(id));
+    assert_eq!(still_identifier(&fixture("IMG_0007.JPG")).as_deref(), Some(id));
+    assert_eq!(movie_identifier(&fixture("IMG_0002.mov")), None);
+    assert_eq!(still_identifier(&fixture("IMG_0002.JPG")), None);
 }

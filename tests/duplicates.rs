@@ -226,6 +226,38 @@ fn moved_copies_leave_the_library_and_come_back() {
 }
 
 #[test]
+fn a_live_photo_moves_out_with_its_video_and_comes_back_with_it() {
+    let db = &test_databases()[0];
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = photo_folder(tmp.path());
+    // The low-quality copy of the astronaut is a Live Photo: its MOV must travel with it, or
+    // the next pass would index the MOV as a video of its own.
+    let mov = photos.join("backup/astronaut_copy.mov");
+    std::fs::copy(fixtures().join("companions/IMG_0002.mov"), &mov).unwrap();
+    let away = tmp.path().join("away");
+    ok(clipdex(db, &[OsStr::new("add"), photos.as_os_str()]));
+    ok_json(clipdex(db, &["index", "--json"]));
+    let before = files_under(&photos);
+    let moved = ok_json(clipdex(
+        db,
+        &[OsStr::new("duplicates"), OsStr::new("--json"), OsStr::new("--move-to"), away.as_os_str()],
+    ));
+    let froms: BTreeSet<PathBuf> =
+        moved["moved"].as_array().unwrap().iter().map(|m| PathBuf::from(m["from"].as_str().unwrap())).collect();
+    assert!(froms.contains(&mov) && froms.contains(&photos.join("backup/astronaut_copy.jpg")), "{moved}");
+    assert!(!mov.exists() && away.join("photos/backup/astronaut_copy.mov").is_file());
+    let index = ok_json(clipdex(db, &["index", "--json"]));
+    let stats = ok_json(clipdex(db, &["stats", "--json"]));
+    assert_eq!(stats["images"], 5, "no video appeared where the Live Photo was: {stats} {index}");
+    let restored = ok_json(clipdex(
+        db,
+        &[OsStr::new("duplicates"), OsStr::new("--json"), OsStr::new("--restore"), away.as_os_str()],
+    ));
+    assert_eq!(restored["restored"].as_array().unwrap().len(), 5, "{restored}");
+    assert_eq!(files_under(&photos), before, "the photos and the MOV back where they were");
+}
+
+#[test]
 fn a_restore_never_replaces_a_file_that_came_back_meanwhile() {
     let tmp = tempfile::tempdir().unwrap();
     let db = &test_databases()[0];

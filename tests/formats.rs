@@ -496,6 +496,10 @@ async fn the_api_serves_each_format_and_a_jpeg_rendition_of_it() {
         assert_eq!(response.status(), 200, "{name}: small rendition");
         let small = image::load_from_memory(&test::read_body(response).await).unwrap();
         assert_eq!(small.width().max(small.height()), 64, "{name}: small rendition's size");
+        // Sizes come in steps (powers of two), so 100 gives the 64 px one.
+        let response = test::call_service(&app, get(format!("/api/images/{id}/file?format=jpeg&size=100"))).await;
+        let stepped = image::load_from_memory(&test::read_body(response).await).unwrap();
+        assert_eq!(stepped.width().max(stepped.height()), 64, "{name}: sizes are kept in steps");
     }
     // Bad values are refused with a JSON error naming what is wrong.
     let id = lib.store().path_entry(&photos.join(names[0])).unwrap().unwrap().id;

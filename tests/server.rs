@@ -701,7 +701,64 @@ async fn every_endpoint_in_the_openapi_document_exists() {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 23);
+        assert_eq!(operations, 26);
+    }
+}
+
+#[actix_web::test]
+async fn the_timeline_pages_through_the_library_and_the_folders_count_it() {
+    for db in test_databases() {
+        let s = off(|| setup(db));
+        let app = service!(&s);
+        // Nine photos (8 pictures and the rotated one) in `even/` and `odd/`, four at a time.
+        let mut seen = Vec::new();
+        let mut uri = "/api/timeline?limit=4".to_string();
+        loop {
+            let (status, page) = call!(app, test::TestRequest::get().uri(&uri));
+            assert_eq!(status, StatusCode::OK, "{page}");
+            for item in page["items"].as_array().unwrap() {
+                assert!(item["width"].as_u64().unwrap() > 0 && item["height"].as_u64().unwrap() > 0, "{item}");
+                assert_eq!(item["kind"], "photo");
+                assert_eq!(item["month"].as_str().unwrap().len(), 7, "{item}");
+                seen.push((item["date"].as_i64().unwrap(), item["id"].as_u64().unwrap()));
+            }
+            match page["next"].as_str() {
+                Some(next) => uri = format!("/api/timeline?limit=4&cursor={next}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 9);
+        assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first, each once: {seen:?}");
+        let (_, months) = call!(app, test::TestRequest::get().uri("/api/timeline/months"));
+        let total: u64 = months["months"].as_array().unwrap().iter().map(|m| m["count"].as_u64().unwrap()).sum();
+        assert_eq!(total, 9);
+        let odd = s.photos.join("odd");
+        let uri = format!("/api/timeline?folder={}", odd.display());
+        let (_, page) = call!(app, test::TestRequest::get().uri(&uri));
+        assert_eq!(page["items"].as_array().unwrap().len(), 4, "{page}");
+        for bad in ["cursor=12", "cursor=%2B1_2", "month=2024-13", "limit=0", "limit=501", "folder=relative"] {
+            let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/timeline?{bad}")));
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        }
+
+        let (status, roots) = call!(app, test::TestRequest::get().uri("/api/folders"));
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            roots["folders"],
+            serde_json::json!([{"path": s.photos.to_str().unwrap(), "name": s.photos.to_str().unwrap(), "photos": 9, "subfolders": true}])
+        );
+        let uri = format!("/api/folders?path={}", s.photos.display());
+        let (_, listing) = call!(app, test::TestRequest::get().uri(&uri));
+        let counts: Vec<(&str, u64)> = listing["folders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["name"].as_str().unwrap(), f["photos"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(counts, vec![("even", 5), ("odd", 4)]);
+        let (status, body) = call!(app, test::TestRequest::get().uri("/api/folders?path=/etc"));
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("not in a library folder"), "{body}");
     }
 }
 

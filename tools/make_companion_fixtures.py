@@ -10,7 +10,10 @@ Into tests/fixtures/companions/ (small, committed), from the existing fixture ph
 - `PXL_0004.MP.jpg`: a Google Motion Photo: a JPEG whose XMP (`GCamera:MotionPhoto`, a
   `Container:Directory` with the MotionPhoto item's `Item:Length`) announces the MP4 appended to it;
 - `SAM_0005.jpg`: the older form, `GCamera:MicroVideo` with `GCamera:MicroVideoOffset`;
-- `PXL_0006.MP.heic`: a Motion Photo whose still is a HEIC (its XMP an item of the HEIC).
+- `PXL_0006.MP.heic`: a Motion Photo whose still is a HEIC (its XMP an item of the HEIC);
+- `IMG_0007.JPG` + `IMG_0007_video.MOV`: a Live Photo whose names differ, paired by the content
+  identifier both carry (the still's Apple MakerNote tag 0x0011, the MOV's
+  `com.apple.quicktime.content.identifier` key). `--identifier-pair` writes only these two.
 
 The hostile variants (a corrupt or missing MOV, a wrong or past-the-end offset, huge XMP) are
 derived from these by tests/companions.rs. Needs FFmpeg (libx264) besides
@@ -61,6 +64,54 @@ def xmp_packet(body: str) -> str:
             '</rdf:Description></rdf:RDF></x:xmpmeta>')
 
 
+# The identifier an iPhone writes into both halves of a Live Photo (a UUID).
+CONTENT_IDENTIFIER = "6E4B3A1C-2D5F-4A8B-9C0D-1E2F3A4B5C6D"
+
+
+def apple_makernote(identifier: str) -> bytes:
+    """An Apple MakerNote as an iPhone writes it ("Apple iOS", version 1, big-endian), holding
+    only tag 0x0011, the Live Photo's ContentIdentifier (an ASCII string; offsets count from the
+    start of the MakerNote)."""
+    value = identifier.encode() + b"\0"
+    header = b"Apple iOS\0" + b"\0\x01" + b"MM"
+    ifd = struct.pack(">H", 1) + struct.pack(">HHII", 0x0011, 2, len(value), len(header) + 2 + 12 + 4) + b"\0" * 4
+    return header + ifd + value
+
+
+def tagged_movie(still: Path, identifier: str) -> bytes:
+    """A QuickTime movie of a still carrying Apple's `com.apple.quicktime.content.identifier`
+    key in its `mdta` metadata (`moov/meta/keys` + `ilst`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "clip.mov"
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-loop", "1", "-i", str(still), "-t", "0.5", "-r", "10",
+             "-vf", "scale=64:64,format=yuv420p", "-c:v", "libx264", "-preset", "veryslow", "-crf", "40",
+             "-bitexact", "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
+             "-metadata", f"com.apple.quicktime.content.identifier={identifier}",
+             "-movflags", "use_metadata_tags", str(out)],
+            check=True,
+        )
+        return out.read_bytes()
+
+
+def identifier_pair() -> None:
+    """`IMG_0007.JPG` + `IMG_0007_video.MOV`: a Live Photo exported under names that differ,
+    paired by the content identifier both carry."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F] = "Apple"
+    exif[0x0110] = "iPhone 15"
+    exif.get_ifd(0x8769)[0x927C] = apple_makernote(CONTENT_IDENTIFIER)
+    buf = io.BytesIO()
+    photo("astronaut.jpg", (200, 150)).save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    (OUT / "IMG_0007.JPG").write_bytes(buf.getvalue())
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "still.png"
+        photo("astronaut.jpg", (64, 64)).save(png)
+        (OUT / "IMG_0007_video.MOV").write_bytes(tagged_movie(png, CONTENT_IDENTIFIER))
+
+
 def main() -> None:
     if OUT.exists():
         shutil.rmtree(OUT)
@@ -103,9 +154,16 @@ def main() -> None:
         heic = io.BytesIO()
         photo("coffee.png", (150, 100)).save(heic, "HEIF", quality=90, xmp=directory.replace("image/jpeg", "image/heic").encode())
         (OUT / "PXL_0006.MP.heic").write_bytes(heic.getvalue() + mp4)
+    identifier_pair()
     for p in sorted(OUT.iterdir()):
         print(f"{p.name}: {p.stat().st_size} bytes")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if "--identifier-pair" in sys.argv:
+        pillow_heif.register_heif_opener()
+        identifier_pair()
+    else:
+        main()

@@ -11,7 +11,7 @@ const state = {
   loading: false,
   done: false,
   generation: 0,   // bumps on each new search, so late pages of an old one are dropped
-  view: "search",  // "search" | "duplicates"
+  view: "search",  // "search" | "duplicates" | "timeline" | "folders"
   open: null,      // the id shown in the detail view
 };
 
@@ -115,6 +115,7 @@ async function fetchPage(offset) {
 }
 
 async function loadMore() {
+  if (state.view === "timeline" || state.view === "folders") { loadTimeline(); return; }
   if (!state.query || state.loading || state.done) return;
   if (belowCutoff()) return;
   state.loading = true;
@@ -169,6 +170,7 @@ function render(tookMs) {
   const kept = shown();
   const grid = $("results");
   grid.replaceChildren(...kept.map(card));
+  justify(grid);
   const more = state.done ? "" : "+";
   const time = tookMs === undefined ? "" : ` · ${tookMs.toFixed(1)} ms`;
   $("summary").textContent = `${kept.length}${more} results for ${describeQuery()}${time}`;
@@ -184,9 +186,10 @@ function card(hit) {
   el.className = "card";
   el.dataset.id = hit.id;
   el.tabIndex = 0;
+  el.aspect = aspectOf(hit);
   const img = document.createElement("img");
   img.loading = "lazy";
-  img.alt = hit.caption || hit.path;
+  img.alt = hit.caption || fileName(hit.path);
   img.title = hit.caption ? `${hit.caption}\n${hit.path}` : hit.path;
   const video = hit.kind === "video";
   // A video shows the frame that matched.
@@ -224,6 +227,7 @@ function card(hit) {
   like.className = "more-like";
   like.type = "button";
   like.textContent = "More like this";
+  like.tabIndex = -1; // one tab stop per result: the detail view (Enter) has the same button
   like.addEventListener("click", () => moreLike(hit.id, hit.path));
   if (hit.relevance !== undefined) {
     const relevance = document.createElement("span");
@@ -232,7 +236,8 @@ function card(hit) {
     relevance.title = "relevance, 0-100 (calibrated for this library's model)";
     meta.append(relevance);
   }
-  meta.append(score, like);
+  meta.append(score);
+  thumb.append(like); // shown over the photo on hover and focus
   el.append(thumb, meta);
   cards.set(hit.id, el);
   return el;
@@ -279,6 +284,11 @@ function setMessage(text, error = false) {
 // ---- detail view -----------------------------------------------------------------------
 
 // Seconds as a player shows them: m:ss, or h:mm:ss.
+// A byte count for people: KB below a megabyte.
+function sizeText(bytes) {
+  return bytes < 1e6 ? `${Math.max(1, Math.round(bytes / 1e3))} KB` : `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
 function clock(seconds) {
   const s = Math.max(0, Math.round(seconds || 0));
   const two = (n) => String(n).padStart(2, "0");
@@ -325,21 +335,25 @@ async function showDetail(id, region, push = true, time = undefined) {
   }
   setMotion(id, image);
   const rows = [
-    ["Files", image.paths.join("\n")],
+    ["Files", image.paths],
     ["Size", `${image.width} × ${image.height} px, ${(image.size / 1e6).toFixed(2)} MB`],
     ["Date", `${formatDate(image.date)}${image.taken ? " (taken)" : " (file time)"}`],
   ];
   if (image.video) rows.push(["Video", `${clock(image.video.duration)}, ${image.video.codec}${time !== undefined ? `; matched at ${clock(time)}` : ""}`]);
-  if (image.live_video) rows.push(["Live Photo", image.live_video]);
+  if (image.live_video) rows.push(["Live Photo", image.live_video_problem ? `${image.live_video} (cannot be played: ${image.live_video_problem})` : image.live_video]);
   if (image.raw_path) rows.push(["RAW", image.raw_path]);
-  if (image.motion_video) rows.push(["Motion Photo", `${(image.motion_video.length / 1e6).toFixed(2)} MB video`]);
+  if (image.motion_video) rows.push(["Motion Photo", `${sizeText(image.motion_video.length)} video`]);
+  if (image.motion_video_problem) rows.push(["Motion Photo", `no video: ${image.motion_video_problem}`]);
   if (image.camera) rows.push(["Camera", image.camera]);
   if (image.gps) rows.push(["Location", `${image.gps[0].toFixed(5)}, ${image.gps[1].toFixed(5)}`]);
   rows.push(["Id", String(image.id)]);
   $("detail-meta").replaceChildren(...rows.flatMap(([k, v]) => {
     const dt = document.createElement("dt"); dt.textContent = k;
-    const dd = document.createElement("dd"); dd.textContent = v;
-    return [dt, dd];
+    // A list (the files) is one line each.
+    const dds = (Array.isArray(v) ? v : [v]).map((line) => {
+      const dd = document.createElement("dd"); dd.textContent = line; return dd;
+    });
+    return [dt, ...dds];
   }));
   $("detail-tags").replaceChildren(...image.tags.map((t) => {
     const b = document.createElement("button");
@@ -370,7 +384,9 @@ function setMotion(id, image) {
   const motion = $("detail-motion"), badge = $("detail-play");
   stopMotion();
   motion.removeAttribute("src");
-  const kind = image.live_video ? "live" : image.motion_video ? "motion" : null;
+  // A Live Photo whose MOV is unreadable or not a movie has nothing to play (the details say why).
+  const live = image.live_video && !image.live_video_problem;
+  const kind = live ? "live" : image.motion_video ? "motion" : null;
   const playable = kind !== null && !image.video && !token();
   badge.hidden = !playable;
   if (!playable) return;
@@ -468,7 +484,8 @@ $("detail").addEventListener("close", () => {
 
 // The neighbour of the open photo among the results shown, for the arrow keys.
 function stepDetail(delta) {
-  const ids = shown().map((r) => r.id);
+  const browsing = state.view === "timeline" || state.view === "folders";
+  const ids = browsing ? timeline.items.map((i) => i.id) : shown().map((r) => r.id);
   const at = ids.indexOf(state.open);
   if (at < 0) return;
   const next = ids[at + delta];
@@ -540,6 +557,9 @@ function viewParams() {
   const p = new URLSearchParams();
   if (state.view === "duplicates") {
     p.set("view", "duplicates");
+  } else if (state.view === "folders") {
+    p.set("view", "folders");
+    if (timeline.folder) p.set("path", timeline.folder);
   } else if (state.query) {
     const q = state.query;
     if (q.kind === "text" && q.q) p.set("q", q.q);
@@ -569,7 +589,7 @@ function restoreFromUrl() {
   const p = new URLSearchParams(location.search);
   const open = p.get("open");
   p.delete("open");
-  const same = p.toString() === viewParams().toString() && (state.query || state.view === "duplicates");
+  const same = p.toString() === viewParams().toString() && (state.query || state.view !== "search");
   if (!same) {
     for (const name of ["tag", "under", "after", "before"]) $(name).value = p.get(name) || "";
     $("kind").value = ["photo", "video"].includes(p.get("kind")) ? p.get("kind") : "";
@@ -583,6 +603,9 @@ function restoreFromUrl() {
     if ([...$("rerank").options].some((o) => o.value === wantedRerank)) $("rerank").value = wantedRerank;
     if (p.get("view") === "duplicates") {
       showDuplicates(false);
+    } else if (p.get("view") === "folders") {
+      const path = p.get("path") || "";
+      startTimeline("folders", path.startsWith("/") ? path : null, null, false);
     } else if (/^\d+$/.test(p.get("like") || "")) {
       $("q").value = "";
       startSearch({ kind: "like", id: Number(p.get("like")), label: `photo ${p.get("like")}` }, false);
@@ -601,15 +624,8 @@ function restoreFromUrl() {
 }
 
 function goHome() {
-  showView("search");
-  state.query = null;
-  state.results = [];
-  state.generation += 1;
-  cards.clear();
-  $("results").replaceChildren();
-  $("toolbar").hidden = true;
   $("q").value = "";
-  setMessage("Type what you are looking for, or drop a photo here to find similar ones.");
+  startTimeline("timeline", null, null, false);
 }
 
 window.addEventListener("popstate", restoreFromUrl);
@@ -628,6 +644,13 @@ function gridNeighbour(card, key) {
   return all[at + (key === "ArrowDown" ? columns : -columns)];
 }
 
+$("timeline-groups").addEventListener("keydown", (event) => {
+  const tile = event.target.closest(".tile");
+  if (!tile || !["ArrowRight", "ArrowLeft", "ArrowDown", "ArrowUp"].includes(event.key)) return;
+  const next = tileNeighbour(tile, event.key);
+  if (next) { event.preventDefault(); next.focus(); }
+});
+
 $("results").addEventListener("keydown", (event) => {
   const card = event.target.closest(".card");
   if (!card) return;
@@ -645,14 +668,301 @@ $("detail").addEventListener("keydown", (event) => {
   if (event.key === "ArrowLeft") { event.preventDefault(); stepDetail(-1); }
 });
 
+// ---- browsing: the timeline and the folders ----------------------------------------------
+// The home page is the library newest first (GET /api/timeline, a page at a time as the user
+// scrolls), grouped by month, with a month scrubber; the Folders view lists the library's
+// folders and shows the timeline of the one chosen. Photos are laid out in justified rows.
+
+const TIMELINE_PAGE = 50;
+
+const timeline = {
+  folder: null,    // the folder shown (Folders view), or null
+  start: null,     // the month the timeline was opened at (the scrubber), or null: the newest
+  cursor: null,    // where the next page starts
+  done: false,
+  loading: false,
+  items: [],
+  generation: 0,
+};
+
+function fileName(path) { return String(path).split("/").pop(); }
+
+function aspectOf(item) { return item.width > 0 && item.height > 0 ? item.width / item.height : 1; }
+
+// "2024-05" as "May 2024".
+function monthLabel(month) {
+  const [y, m] = month.split("-").map(Number);
+  if (!y || !m) return "Undated";
+  return new Date(Date.UTC(y, m - 1, 1)).toLocaleDateString("en", { month: "long", year: "numeric", timeZone: "UTC" });
+}
+
+// Opens the timeline (view "timeline") or a folder (view "folders", folder null: the list of
+// the library's folders), from the newest item or from `month`.
+function startTimeline(view, folder, month, push = true) {
+  closeDetailQuietly();
+  showView(view);
+  Object.assign(timeline, { folder, start: month, cursor: null, done: false, loading: false, items: [] });
+  timeline.generation += 1;
+  state.generation += 1;
+  $("timeline-groups").replaceChildren();
+  $("timeline-newest").hidden = !month;
+  if (push) remember();
+  if (view === "folders") showFolders(folder);
+  // The list of folders alone has no photos of its own to show.
+  const photos = view === "timeline" || folder !== null;
+  $("scrubber").hidden = !photos;
+  if (!photos) { timeline.done = true; return; }
+  if (!month) loadScrubber();
+  loadTimeline();
+}
+
+async function loadTimeline() {
+  if (timeline.loading || timeline.done) return;
+  timeline.loading = true;
+  const generation = timeline.generation;
+  const params = new URLSearchParams({ limit: TIMELINE_PAGE });
+  if (timeline.cursor) params.set("cursor", timeline.cursor);
+  else if (timeline.start) params.set("month", timeline.start);
+  if (timeline.folder) params.set("folder", timeline.folder);
+  try {
+    const page = await json(`/api/timeline?${params}`);
+    if (generation !== timeline.generation) return;
+    timeline.cursor = page.next;
+    timeline.done = !page.next;
+    timeline.items.push(...page.items);
+    addToTimeline(page.items);
+    if (timeline.items.length === 0) {
+      setMessage(timeline.folder ? "No photos in this folder." : "No photos yet: add a folder (clipdex add FOLDER), and they appear here as they are indexed.");
+    }
+  } catch (e) {
+    if (generation === timeline.generation) { setMessage(e.message, true); timeline.done = true; }
+  } finally {
+    if (generation === timeline.generation) timeline.loading = false;
+  }
+  if (generation === timeline.generation && !timeline.done && sentinelVisible()) loadTimeline();
+}
+
+// Adds items to their month's group (made when first needed) and lays out the groups touched.
+function addToTimeline(items) {
+  const touched = new Set();
+  for (const item of items) {
+    let group = $("timeline-groups").querySelector(`section[data-month="${item.month}"]`);
+    if (!group) {
+      group = document.createElement("section");
+      group.className = "month";
+      group.dataset.month = item.month;
+      group.id = `month-${item.month}`;
+      const title = document.createElement("h2");
+      title.textContent = monthLabel(item.month);
+      const grid = document.createElement("div");
+      grid.className = "justified";
+      group.append(title, grid);
+      $("timeline-groups").append(group);
+    }
+    group.lastChild.append(tile(item));
+    touched.add(group.lastChild);
+  }
+  for (const grid of touched) justify(grid);
+}
+
+// One photo of the timeline: a button (one tab stop) that opens the detail view.
+function tile(item) {
+  const el = document.createElement("button");
+  el.type = "button";
+  el.className = "tile";
+  el.dataset.id = item.id;
+  el.aspect = aspectOf(item);
+  const img = document.createElement("img");
+  img.loading = "lazy";
+  img.alt = item.caption || fileName(item.path);
+  img.title = `${item.caption ? `${item.caption}\n` : ""}${item.path}\n${formatDate(item.date)}`;
+  setImage(img, `/api/images/${item.id}/thumb?size=256`);
+  // Once laid out: a tile larger than the small thumbnail (on screen pixels) gets the large one.
+  el.shownAt = (side) => {
+    if (side * (window.devicePixelRatio || 1) > 320 && !el.large) {
+      el.large = true;
+      setImage(img, `/api/images/${item.id}/thumb?size=1024`);
+    }
+  };
+  el.append(img);
+  if (item.kind === "video") {
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = `▶ ${clock(item.duration)}`;
+    el.append(badge);
+  }
+  el.addEventListener("click", () => showDetail(item.id));
+  return el;
+}
+
+// Justified rows: each row's photos keep their aspect ratios, share one height and fill the
+// width. A row ends where its height at full width comes nearest the target height (a phone's
+// rows hold 3 or 4 photos whatever their shapes); the last row keeps the target height rather
+// than stretch. Tiles carry their aspect ratio (`aspect`).
+function justify(grid) {
+  const tiles = [...grid.children].filter((t) => t.aspect);
+  const width = grid.clientWidth - 1; // sub-pixel widths must never sum past the line
+  if (width <= 0 || tiles.length === 0) return;
+  const gap = parseFloat(getComputedStyle(grid).columnGap) || 0;
+  // About three 4:3 photos a row on a phone, rows of at most 220 px on a desktop.
+  const target = Math.max(90, Math.min(220, width / 3.4));
+  const [least, most] = width < 600 ? [3, 4] : [1, Infinity];
+  const heightOf = (n, ratios) => (width - gap * (n - 1)) / ratios;
+  const place = (row, height) => {
+    for (const t of row) {
+      t.style.width = `${t.aspect * height}px`;
+      t.style.setProperty("--row-height", `${height}px`);
+      if (t.shownAt) t.shownAt(Math.max(t.aspect * height, height));
+    }
+  };
+  let row = [], ratios = 0;
+  for (const t of tiles) {
+    row.push(t);
+    ratios += t.aspect;
+    const height = heightOf(row.length, ratios);
+    if (row.length < most && (row.length < least || height > target)) continue;
+    const without = heightOf(row.length - 1, ratios - t.aspect);
+    if (row.length > least && row.length < most && Math.abs(without - target) < Math.abs(height - target)) {
+      place(row.slice(0, -1), without);
+      row = [t];
+      ratios = t.aspect;
+    } else {
+      place(row, height);
+      row = [];
+      ratios = 0;
+    }
+  }
+  place(row, target);
+}
+
+function justifyAll() {
+  if (!$("results").hidden) justify($("results"));
+  if (!$("timeline").hidden) $("timeline-groups").querySelectorAll(".justified").forEach(justify);
+}
+
+let resizeFrame = 0;
+new ResizeObserver(() => {
+  cancelAnimationFrame(resizeFrame);
+  resizeFrame = requestAnimationFrame(justifyAll);
+}).observe(document.querySelector("main"));
+
+// The neighbour of a tile in the timeline: across month groups, by position on screen.
+function tileNeighbour(tile, key) {
+  const all = [...$("timeline-groups").querySelectorAll(".tile")];
+  const at = all.indexOf(tile);
+  if (key === "ArrowRight") return all[at + 1];
+  if (key === "ArrowLeft") return all[at - 1];
+  const box = tile.getBoundingClientRect(), middle = box.left + box.width / 2;
+  const rows = key === "ArrowDown" ? all.slice(at + 1).filter((t) => t.getBoundingClientRect().top > box.top + 1)
+    : all.slice(0, at).reverse().filter((t) => t.getBoundingClientRect().top < box.top - 1);
+  if (rows.length === 0) return undefined;
+  const rowTop = rows[0].getBoundingClientRect().top;
+  const row = rows.filter((t) => Math.abs(t.getBoundingClientRect().top - rowTop) < 1);
+  const distance = (t) => { const b = t.getBoundingClientRect(); return Math.abs(b.left + b.width / 2 - middle); };
+  return row.reduce((best, t) => (distance(t) < distance(best) ? t : best));
+}
+
+// The scrubber: every month with its count; choosing one scrolls to it when it is loaded, or
+// reopens the timeline at it.
+async function loadScrubber() {
+  const generation = timeline.generation;
+  const params = new URLSearchParams();
+  if (timeline.folder) params.set("folder", timeline.folder);
+  let months;
+  try { ({ months } = await json(`/api/timeline/months?${params}`)); } catch { return; }
+  if (generation !== timeline.generation) return;
+  let year = null;
+  $("scrubber").replaceChildren(...months.flatMap(({ month, count }) => {
+    const out = [];
+    if (month.slice(0, 4) !== year) {
+      year = month.slice(0, 4);
+      const y = document.createElement("span");
+      y.className = "year";
+      y.textContent = month === "0000-00" ? "Undated" : year;
+      out.push(y);
+    }
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "link";
+    b.dataset.month = month;
+    b.textContent = month === "0000-00" ? "?" : monthLabel(month).split(" ")[0].slice(0, 3);
+    b.title = `${monthLabel(month)}: ${count} photo${count === 1 ? "" : "s"}`;
+    b.setAttribute("aria-label", b.title);
+    b.addEventListener("click", () => jumpToMonth(month));
+    out.push(b);
+    return out;
+  }));
+}
+
+function jumpToMonth(month) {
+  const group = document.getElementById(`month-${month}`);
+  if (group) { group.scrollIntoView(); group.querySelector(".tile")?.focus({ preventScroll: true }); return; }
+  const scrubber = $("scrubber").cloneNode(true);
+  startTimeline(state.view, timeline.folder, month, false);
+  // The months stay the same: keep the scrubber (its buttons rewired).
+  scrubber.querySelectorAll("button").forEach((b) => b.addEventListener("click", () => jumpToMonth(b.dataset.month)));
+  $("scrubber").replaceWith(scrubber);
+  scrubber.hidden = false;
+}
+
+// The Folders view's folder list and path.
+let libraryRoots = null;
+
+async function showFolders(folder) {
+  const generation = timeline.generation;
+  const params = new URLSearchParams();
+  if (folder) params.set("path", folder);
+  let listing;
+  try {
+    listing = await json(`/api/folders?${params}`);
+    if (!libraryRoots) libraryRoots = folder ? (await json("/api/folders")).folders.map((f) => f.path) : listing.folders.map((f) => f.path);
+  } catch (e) { if (generation === timeline.generation) setMessage(e.message, true); return; }
+  if (generation !== timeline.generation) return;
+  const link = (label, path) => {
+    const a = document.createElement("a");
+    a.href = path ? `?${new URLSearchParams({ view: "folders", path })}` : "?view=folders";
+    a.textContent = label;
+    a.addEventListener("click", (event) => { event.preventDefault(); startTimeline("folders", path, null); });
+    return a;
+  };
+  const crumbs = [link("All folders", null)];
+  if (folder) {
+    const root = libraryRoots.filter((r) => folder === r || folder.startsWith(`${r.replace(/\/$/, "")}/`)).sort((a, b) => b.length - a.length)[0] || folder;
+    crumbs.push(link(root, root));
+    let path = root.replace(/\/$/, "");
+    for (const part of folder.slice(root.length).split("/").filter(Boolean)) {
+      path = `${path}/${part}`;
+      crumbs.push(link(part, path));
+    }
+    crumbs[crumbs.length - 1].setAttribute("aria-current", "page");
+  }
+  $("crumbs").replaceChildren(...crumbs.flatMap((c, i) => (i ? [document.createTextNode(" › "), c] : [c])));
+  $("folder-list").replaceChildren(...listing.folders.map((f) => {
+    const li = document.createElement("li");
+    const count = document.createElement("span");
+    count.className = "count";
+    count.textContent = `${f.photos} photo${f.photos === 1 ? "" : "s"}`;
+    li.append(link(f.name, f.path), " ", count);
+    return li;
+  }));
+  if (!listing.folders.length && !folder) setMessage("No folders yet: add one with clipdex add FOLDER.");
+}
+
 // ---- duplicates ------------------------------------------------------------------------
 
 function showView(view) {
   state.view = view;
-  const duplicates = view === "duplicates";
+  const duplicates = view === "duplicates", browsing = view === "timeline" || view === "folders";
   $("duplicates").hidden = !duplicates;
-  $("results").hidden = duplicates;
-  if (duplicates) { $("toolbar").hidden = true; setMessage(""); }
+  $("results").hidden = view !== "search";
+  $("timeline").hidden = !browsing;
+  $("folder-bar").hidden = view !== "folders";
+  if (duplicates || browsing) { $("toolbar").hidden = true; setMessage(""); }
+  if (view !== "search") state.query = null;
+  for (const [link, shows] of [["photos-link", "timeline"], ["folders-link", "folders"]]) {
+    if (view === shows) $(link).setAttribute("aria-current", "page");
+    else $(link).removeAttribute("aria-current");
+  }
 }
 
 async function showDuplicates(push = true) {
@@ -726,6 +1036,21 @@ function duplicateGroup(group) {
   el.append(head, row);
   return el;
 }
+
+$("photos-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  closeDetailQuietly();
+  $("q").value = "";
+  startTimeline("timeline", null, null);
+});
+
+$("folders-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  closeDetailQuietly();
+  startTimeline("folders", null, null);
+});
+
+$("timeline-newest").addEventListener("click", () => startTimeline(state.view, timeline.folder, null, false));
 
 $("duplicates-link").addEventListener("click", (event) => {
   event.preventDefault();

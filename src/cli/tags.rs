@@ -208,6 +208,10 @@ pub fn tag(g: &GlobalOptions, args: &TagArgs) -> anyhow::Result<ExitCode> {
     let failures = embedded.iter().filter(|r| r.is_err()).count();
     let mut out = std::io::stdout().lock();
     let mut rows = Vec::new();
+    let scoring = classifier.scoring();
+    if !args.json && matches!(scoring, tags::Scoring::Sigmoid { .. }) {
+        writeln!(out, "({})", scoring.meaning())?;
+    }
     for (path, r) in args.images.iter().zip(&embedded) {
         match r {
             Ok(e) => {
@@ -232,7 +236,7 @@ pub fn tag(g: &GlobalOptions, args: &TagArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.json {
-        writeln!(out, "{}", json!({ "images": rows }))?;
+        writeln!(out, "{}", json!({ "images": rows, "scoring": scoring.name() }))?;
     }
     out.flush()?;
     if failures > 0 {
@@ -256,7 +260,8 @@ pub fn describe(g: &GlobalOptions, args: &DescribeArgs) -> anyhow::Result<ExitCo
     ranked.truncate(k);
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", path_text::object(image, json!({"labels": ranked})))?;
+        let scoring = classifier.scoring().name();
+        writeln!(out, "{}", path_text::object(image, json!({"labels": ranked, "scoring": scoring})))?;
     } else {
         for l in &ranked {
             writeln!(out, "{:.3}  {}", l.cosine, l.label)?;

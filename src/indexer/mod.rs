@@ -13,6 +13,7 @@
 //! retried only once their size or modification time changes.
 
 use crate::photo::companions;
+use crate::store::{LivePair, LivePairs};
 pub mod reembed;
 pub mod videos;
 pub mod watch;
@@ -370,7 +371,13 @@ fn scan_root(
     todo: &mut Vec<Candidate>,
     report: &mut IndexReport,
 ) -> Result<()> {
-    let mut groups = companions::FolderGroups::default();
+    let known = store
+        .live_pairs(root)?
+        .into_iter()
+        .filter_map(|(still, pair)| Some((still, (pair.video, pair.mtimes.filter(|_| pair.by_identifier)?))))
+        .collect();
+    let mut groups = companions::FolderGroups::for_scan(known);
+    let mut live = LivePairs::new();
     for entry in walkdir::WalkDir::new(root).follow_links(true) {
         let entry = match entry {
             Ok(e) => e,
@@ -405,6 +412,14 @@ fn scan_root(
             // and no longer an item of its own if it was one before the pair formed.
             seen.insert(path.clone());
             keep_companion(store, &path, &still, live_video, report)?;
+            if live_video {
+                let by_identifier = path.file_stem() != still.file_stem();
+                let mtimes = match (companions::modified_ns(&still), companions::modified_ns(&path)) {
+                    (Some(s), Some(v)) if by_identifier => Some((s, v)),
+                    _ => None,
+                };
+                live.insert(still, LivePair { video: path, by_identifier, gone: false, mtimes });
+            }
             continue;
         }
         seen.insert(path.clone());
@@ -440,6 +455,39 @@ fn scan_root(
             continue;
         }
         todo.push(Candidate { path, size, mtime_ns: mtime, read_from: None });
+    }
+    record_live_pairs(store, root, live, seen, report)
+}
+
+/// Records the Live Photos this scan paired, and reports each still that had a live video at
+/// the last scan and has none now because its MOV is gone: a failure of the MOV's path, kept
+/// (the path counts as seen) while the still is there without it.
+fn record_live_pairs(
+    store: &Store,
+    root: &Path,
+    mut live: LivePairs,
+    seen: &mut HashSet<PathBuf>,
+    report: &mut IndexReport,
+) -> Result<()> {
+    let before = store.live_pairs(root)?;
+    for (still, pair) in &before {
+        if live.contains_key(still) || !seen.contains(still) || pair.video.exists() {
+            continue;
+        }
+        let reason = format!(
+            "{}: its MOV is gone (the still {} had it at the last pass)",
+            companions::LIVE_VIDEO_PROBLEM,
+            crate::path_text::escaped(still)
+        );
+        if store.failure(&pair.video)?.map(|f| f.reason) != Some(reason.clone()) {
+            store.record_failure(&pair.video, &reason, 0, 0)?;
+            report.failed += 1;
+        }
+        seen.insert(pair.video.clone());
+        live.insert(still.clone(), LivePair { gone: true, ..pair.clone() });
+    }
+    if live != before {
+        store.set_live_pairs(root, &live)?;
     }
     Ok(())
 }

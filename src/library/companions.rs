@@ -10,7 +10,13 @@ use crate::error::{Error, Result};
 use crate::photo::companions::{self, Companions};
 use crate::photo::motion::MotionVideo;
 use crate::query::{Media, SearchHit};
-use crate::store::ImageId;
+use crate::store::{ImageId, LivePair, LivePairs};
+
+/// The MOV a scan paired with a still by content identifier (their names differ, so the
+/// folder alone does not tell), while it is there.
+fn paired_by_identifier(pair: Option<&LivePair>) -> Option<PathBuf> {
+    pair.filter(|p| p.by_identifier && !p.gone && p.video.is_file()).map(|p| p.video.clone())
+}
 
 impl Library {
     /// Fills in the companions of the photos among `hits` (from their folders as they are now,
@@ -20,11 +26,27 @@ impl Library {
         let paths: Vec<&std::path::Path> =
             hits.iter().filter(|h| matches!(h.media, Media::Photo)).map(|h| h.path.as_path()).collect();
         let mut folders = companions::FolderGroups::of(&paths);
+        let mut recorded = None;
         for hit in hits.iter_mut().filter(|h| matches!(h.media, Media::Photo)) {
             let mut found = match folders.role(&hit.path) {
                 companions::Role::Item(c) => c,
                 companions::Role::Companion { .. } => Companions::default(),
             };
+            if found.live_video.is_none() {
+                let recorded = match &mut recorded {
+                    Some(r) => r,
+                    None => recorded.insert(self.recorded_live_pairs()?),
+                };
+                found.live_video = paired_by_identifier(recorded.get(&hit.path));
+            }
+            if found.is_empty() {
+                // One photo saved in several places: the companions may be beside another of
+                // its files than the one shown.
+                let paths = self.store.paths_of(hit.id)?;
+                if paths.len() > 1 {
+                    found = self.companion_files(&paths)?;
+                }
+            }
             found.motion_video = self.store.image(hit.id)?.and_then(|r| r.motion_video);
             hit.companions = found;
         }
@@ -33,20 +55,65 @@ impl Library {
 
     /// The companion files of the first of `paths` that has any (a Motion Photo's video is in
     /// the image's record, not here).
-    pub(super) fn companion_files(&self, paths: &[PathBuf]) -> Companions {
-        paths.iter().map(|p| companions::companions_of(p)).find(|c| !c.is_empty()).unwrap_or_default()
+    pub(super) fn companion_files(&self, paths: &[PathBuf]) -> Result<Companions> {
+        let mut recorded = None;
+        for path in paths {
+            let mut found = companions::companions_of(path);
+            if found.live_video.is_none() {
+                let recorded = match &mut recorded {
+                    Some(r) => r,
+                    None => recorded.insert(self.recorded_live_pairs()?),
+                };
+                found.live_video = paired_by_identifier(recorded.get(path));
+            }
+            if !found.is_empty() {
+                return Ok(found);
+            }
+        }
+        Ok(Companions::default())
     }
 
-    /// The MOV of Live Photo `id`, to serve: beside the file [`Library::image_file`] hands out,
-    /// and inside one of the library's folders (a link leading elsewhere is not served).
+    /// Why the Live Photo video of the still at one of `paths` cannot be played: the failure
+    /// recorded for its MOV, whether the MOV is there (unreadable, not a movie) or gone since
+    /// the last pass paired it.
+    pub(super) fn live_video_problem(&self, paths: &[PathBuf], companions: &Companions) -> Result<Option<String>> {
+        if let Some(video) = &companions.live_video {
+            return Ok(self.store.failure(video)?.map(|f| f.reason));
+        }
+        for path in paths {
+            if let Some(pair) = self.store.live_pair_of(path)?.filter(|p| p.gone) {
+                return Ok(self.store.failure(&pair.video)?.map(|f| f.reason));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The Live Photos of every root as the last scan paired them.
+    fn recorded_live_pairs(&self) -> Result<LivePairs> {
+        let mut all = LivePairs::new();
+        for root in self.store.roots()? {
+            all.extend(self.store.live_pairs(&root)?);
+        }
+        Ok(all)
+    }
+
+    /// The MOV of Live Photo `id`, to serve: beside one of its files (the first that has one),
+    /// inside one of the library's folders (a link leading elsewhere is not served), and a
+    /// QuickTime movie (a MOV that is not is a problem, reported, not served).
     pub fn live_video(&self, id: ImageId) -> Result<PathBuf> {
-        let still = self.image_file(id)?;
-        let Some(video) = companions::companions_of(&still).live_video else {
+        let paths = self.store.paths_of(id)?;
+        if paths.is_empty() {
+            return Err(Error::NotFound(format!("no image with id {id}")));
+        }
+        let Some(video) = self.companion_files(&paths)?.live_video else {
             return Err(Error::NotFound(format!(
-                "image {id} is not a Live Photo (no MOV with its name beside {})",
-                crate::path_text::escaped(&still)
+                "image {id} is not a Live Photo (no MOV with its name or its content identifier beside {})",
+                crate::path_text::escaped(&paths[0])
             )));
         };
+        if let Some(problem) = companions::live_video_problem(&video) {
+            return Err(Error::NotFound(format!("the Live Photo video of image {id} cannot be played: {problem}")));
+        }
         let real = std::fs::canonicalize(&video).map_err(|e| {
             Error::NotFound(format!("the Live Photo video {} of image {id}: {e}", crate::path_text::escaped(&video)))
         })?;

@@ -11,7 +11,8 @@ use crate::thumbnail;
 use super::Library;
 
 impl Library {
-    /// A JPEG of image `id` whose longer side is at most `size` pixels (never enlarged),
+    /// A JPEG of image `id` whose longer side is at most `size` pixels (the largest power of two
+    /// that is; never enlarged),
     /// upright; a video's is its poster frame. Made once and kept in the database folder
     /// (`thumbs/display/SIZE/HASH.jpg`); the photo is decoded within the pixel limit and the decode
     /// budget as every photo is. [`Error::Invalid`] for a size outside
@@ -24,13 +25,17 @@ impl Library {
                 thumbnail::DISPLAY_MAX_SIZE
             )));
         }
+        // Sizes are kept in steps (the largest power of two at most the one asked for), so that
+        // asking for every size in turn does not decode the photo two thousand times.
+        let size = 1u32 << (31 - size.leading_zeros());
         let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
         let cached = self.config.db.local_dir().join("thumbs").join("display").join(size.to_string());
         let cached = cached.join(format!("{}.jpg", record.hash));
         // The file is checked first even when a rendition is kept: one whose file changed or
         // went is not served (as `/file` would not serve it).
         let source = self.image_file(id)?;
-        if cached.is_file() {
+        // A link planted where a rendition is kept is not followed (nor served).
+        if cached.symlink_metadata().is_ok_and(|m| m.is_file()) {
             return Ok(cached);
         }
         let jpeg = match &record.video {

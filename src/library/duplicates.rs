@@ -44,7 +44,8 @@ struct Dismissed {
 /// One file a move put away (a line of the journal).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MovedFile {
-    /// Where it was in the library.
+    /// Where it was in the library (a still's companion file, its Live Photo MOV or its RAW,
+    /// moves with it and has a line of its own, with the still's id and hash).
     pub from: PathBuf,
     /// Where it is now.
     pub to: PathBuf,
@@ -252,9 +253,22 @@ impl Library {
                 let Some(record) = self.store.image(image.id)? else { continue };
                 for from in self.store.paths_of(image.id)? {
                     let Some(root) = roots.iter().find(|r| from.starts_with(r)) else { continue };
+                    // A Live Photo's MOV and a RAW+JPEG pair's RAW go with their still: left
+                    // behind, the MOV would be indexed as a video of its own and the RAW lose
+                    // its JPEG. Found before the still moves (the pairing is by folder).
+                    let companions = crate::photo::companions::companions_of(&from);
                     match self.move_one(&from, root, &dir, image.id, &record.hash, &mut journal, &journal_path) {
                         Ok(moved) => report.moved.push(moved),
-                        Err(reason) => report.skipped.push(SkippedFile { path: from, reason }),
+                        Err(reason) => {
+                            report.skipped.push(SkippedFile { path: from, reason });
+                            continue;
+                        }
+                    }
+                    for companion in [companions.live_video, companions.raw_path].into_iter().flatten() {
+                        match put_away(&companion, root, &dir, image.id, &record.hash, &mut journal, &journal_path) {
+                            Ok(moved) => report.moved.push(moved),
+                            Err(reason) => report.skipped.push(SkippedFile { path: companion, reason }),
+                        }
                     }
                 }
             }
@@ -279,18 +293,32 @@ impl Library {
         if meta.len() != entry.size || indexer::mtime_ns(&meta) != entry.mtime_ns {
             return Err("changed since it was indexed (run `clipdex index` first)".into());
         }
-        let folder = root.file_name().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("root"));
-        let to = dir.join(folder).join(from.strip_prefix(root).map_err(|e| e.to_string())?);
-        if to.symlink_metadata().is_ok() {
-            return Err(format!("{} already exists", to.display()));
-        }
-        let moved = MovedFile { from: from.to_path_buf(), to: to.clone(), id, hash: hash.to_string() };
-        append_line(journal, &moved)
-            .map_err(|e| format!("cannot write the journal {}: {e}", journal_path.display()))?;
-        move_file(from, &to)?;
+        let moved = put_away(from, root, dir, id, hash, journal, journal_path)?;
         self.store.unlink_path(from).map_err(|e| e.to_string())?;
         Ok(moved)
     }
+}
+
+/// Moves `from` (under library folder `root`) into `dir`, below a folder named after `root`
+/// with its relative path kept, journalling the move first; the reason it stays otherwise.
+fn put_away(
+    from: &Path,
+    root: &Path,
+    dir: &Path,
+    id: ImageId,
+    hash: &str,
+    journal: &mut std::fs::File,
+    journal_path: &Path,
+) -> std::result::Result<MovedFile, String> {
+    let folder = root.file_name().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("root"));
+    let to = dir.join(folder).join(from.strip_prefix(root).map_err(|e| e.to_string())?);
+    if to.symlink_metadata().is_ok() {
+        return Err(format!("{} already exists", to.display()));
+    }
+    let moved = MovedFile { from: from.to_path_buf(), to: to.clone(), id, hash: hash.to_string() };
+    append_line(journal, &moved).map_err(|e| format!("cannot write the journal {}: {e}", journal_path.display()))?;
+    move_file(from, &to)?;
+    Ok(moved)
 }
 
 /// Puts back the files a move journalled in `dir` (`duplicates --restore`): each goes back

@@ -38,7 +38,8 @@ pub struct ImageDetails {
     /// Photo's video is the record's `motion_video`).
     #[serde(flatten)]
     pub companions: crate::photo::companions::Companions,
-    /// Why its Live Photo video cannot be played (the failure recorded for the MOV), if so.
+    /// Why its Live Photo video cannot be played, if so: the failure recorded for the MOV
+    /// (unreadable, not a movie, or gone since the pass that paired it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live_video_problem: Option<String>,
 }
@@ -48,11 +49,8 @@ impl Library {
     pub fn image_details(&self, id: ImageId) -> Result<ImageDetails> {
         let record = self.store.image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?;
         let paths = self.store.paths_of(id)?;
-        let companions = self.companion_files(&paths);
-        let live_video_problem = match &companions.live_video {
-            Some(video) => self.store.failure(video)?.map(|f| f.reason),
-            None => None,
-        };
+        let companions = self.companion_files(&paths)?;
+        let live_video_problem = self.live_video_problem(&paths, &companions)?;
         Ok(ImageDetails {
             id,
             date: record.date(),

@@ -22,6 +22,7 @@ use crate::photo::DEFAULT_MAX_PIXELS;
 use crate::query;
 use crate::store::{DbLocation, Store};
 
+mod browse;
 mod captions;
 mod companions;
 mod display;
@@ -36,6 +37,7 @@ mod regions;
 mod reindex;
 mod search;
 mod tags;
+pub use browse::{FolderEntry, FolderListing, MonthCount, TimelineCursor, TimelineItem, TimelinePage};
 pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
 pub use duplicates::{HASH_CACHE, MOVE_JOURNAL, MoveReport, MovedFile, SkippedFile, restore_moved};
 pub use images::ImageDetails;

@@ -43,7 +43,7 @@ impl Library {
             cached.iter_mut().filter(|c| c.is_none()).for_each(|c| *c = fresh.next());
         }
         let embeddings = cached.into_iter().map(|c| c.expect("every label embedded")).collect();
-        Ok((ZeroShotClassifier::from_embeddings(labels.to_vec(), embeddings, clip.logit_scale())?, missing.len()))
+        Ok((ZeroShotClassifier::from_embeddings(labels.to_vec(), embeddings, clip.scoring())?, missing.len()))
     }
 
     /// Tags every image not yet tagged with these settings (new settings are stored and used

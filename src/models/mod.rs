@@ -11,6 +11,7 @@ pub mod nn;
 pub mod ocr;
 pub mod preprocess;
 pub mod sentence;
+pub mod siglip;
 pub mod source;
 
 /// `--precision`: kept at its old path; it lives with the linear layers it sets.

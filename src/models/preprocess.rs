@@ -133,6 +133,18 @@ impl ImageProcessor {
         }
     }
 
+    /// `SiglipImageProcessor`'s defaults for a `size` x `size` model: an exact bicubic resize
+    /// (no crop), mean and std 0.5.
+    pub fn siglip_default(size: u32) -> Self {
+        ImageProcessor {
+            resize: Some(ResizeTo::Exact { width: size, height: size }),
+            resample: Resample::Bicubic,
+            center_crop: None,
+            rescale: Some(1.0 / 255.0),
+            normalize: Some(([0.5; 3], [0.5; 3])),
+        }
+    }
+
     /// Reads `preprocessor_config.json`, filling what it leaves out from `defaults`. A bare
     /// integer `size` means the shortest edge for CLIP's processor and a square for ViT's
     /// (`defaults` says which: an exact resize there means ViT).

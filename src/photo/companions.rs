@@ -146,6 +146,15 @@ pub fn companions_of(path: &Path) -> Companions {
 #[derive(Default)]
 pub struct FolderGroups {
     folders: HashMap<PathBuf, HashMap<OsString, Vec<PathBuf>>>,
+    /// Whether Live Photos are also paired by content identifier (the scan; see
+    /// [`FolderGroups::for_scan`]).
+    read_identifiers: bool,
+    /// Pairs by content identifier that the last scan found, with the files' modification times.
+    known: HashMap<PathBuf, (PathBuf, (i64, i64))>,
+    /// Still → MOV, paired by content identifier.
+    video_of_still: HashMap<PathBuf, PathBuf>,
+    /// MOV → still, the same pairs.
+    still_of_video: HashMap<PathBuf, PathBuf>,
 }
 
 impl FolderGroups {
@@ -175,7 +184,17 @@ impl FolderGroups {
             }
             folders.insert(dir.to_path_buf(), groups);
         }
-        FolderGroups { folders }
+        FolderGroups { folders, ..Default::default() }
+    }
+
+    /// The groups of the folders a scan walks, where a still and a MOV whose names differ also
+    /// pair when both carry the same Apple content identifier
+    /// ([`crate::photo::live_identifier`]). Only the stills and MOVs of a folder that no name
+    /// pairs are read, the stills only when one of those MOVs has an identifier. `known` are the pairs by identifier of the last scan, still → (MOV,
+    /// the modification times of both then, as [`modified_ns`] gives them): while both files
+    /// keep those times they pair again without being read.
+    pub fn for_scan(known: HashMap<PathBuf, (PathBuf, (i64, i64))>) -> Self {
+        FolderGroups { read_identifiers: true, known, ..Default::default() }
     }
 
     /// The role of `path` within its folder.
@@ -183,7 +202,7 @@ impl FolderGroups {
         let (Some(dir), Some(stem)) = (path.parent(), path.file_stem()) else {
             return Role::Item(Companions::default());
         };
-        let folder = self.folders.entry(dir.to_path_buf()).or_insert_with(|| {
+        if !self.folders.contains_key(dir) {
             let mut groups: HashMap<OsString, Vec<PathBuf>> = HashMap::new();
             if let Ok(entries) = std::fs::read_dir(dir) {
                 for p in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
@@ -192,13 +211,99 @@ impl FolderGroups {
                     }
                 }
             }
-            groups
-        });
-        let Some(group) = folder.get(stem).filter(|g| g.len() > 1 && g.iter().any(|p| p == path)) else {
-            return Role::Item(Companions::default());
-        };
-        roles(group).into_iter().find(|(p, _)| p == path).map_or_else(|| Role::Item(Companions::default()), |(_, r)| r)
+            if self.read_identifiers {
+                for (still, video) in pair_by_identifier(&groups, &self.known) {
+                    self.still_of_video.insert(video.clone(), still.clone());
+                    self.video_of_still.insert(still, video);
+                }
+            }
+            self.folders.insert(dir.to_path_buf(), groups);
+        }
+        if let Some(still) = self.still_of_video.get(path) {
+            return Role::Companion { still: still.clone(), live_video: true };
+        }
+        let by_name = self
+            .folders
+            .get(dir)
+            .and_then(|folder| folder.get(stem))
+            .filter(|g| g.len() > 1 && g.iter().any(|p| p == path))
+            .and_then(|group| roles(group).into_iter().find(|(p, _)| p == path).map(|(_, r)| r));
+        match (by_name, self.video_of_still.get(path)) {
+            (Some(Role::Item(mut c)), Some(video)) => {
+                c.live_video = Some(video.clone());
+                Role::Item(c)
+            }
+            (None, Some(video)) => Role::Item(Companions { live_video: Some(video.clone()), ..Default::default() }),
+            (Some(role), _) => role,
+            (None, None) => Role::Item(Companions::default()),
+        }
     }
+}
+
+/// Stills and MOVs of one folder's groups that no name pairs, paired by content identifier:
+/// (still, MOV). A HEIC is preferred over a JPEG carrying the same identifier.
+fn pair_by_identifier(
+    groups: &HashMap<OsString, Vec<PathBuf>>,
+    known: &HashMap<PathBuf, (PathBuf, (i64, i64))>,
+) -> Vec<(PathBuf, PathBuf)> {
+    let mut videos = Vec::new();
+    let mut stills = Vec::new();
+    for group in groups.values() {
+        for (path, role) in roles(group) {
+            let Role::Item(c) = role else { continue };
+            if has_extension(&path, LIVE_VIDEOS) {
+                videos.push(path);
+            } else if c.live_video.is_none() && LIVE_STILLS.iter().any(|list| has_extension(&path, list)) {
+                stills.push(path);
+            }
+        }
+    }
+    if videos.is_empty() || stills.is_empty() {
+        return Vec::new();
+    }
+    // The last scan's pairs whose files have not changed since: no reading.
+    let mut pairs = Vec::new();
+    stills.retain(|still| {
+        let Some((video, mtimes)) = known.get(still) else { return true };
+        if let Some(at) = videos.iter().position(|v| v == video)
+            && (modified_ns(still), modified_ns(video)) == (Some(mtimes.0), Some(mtimes.1))
+        {
+            pairs.push((still.clone(), videos.swap_remove(at)));
+            return false;
+        }
+        true
+    });
+    if videos.is_empty() || stills.is_empty() {
+        return pairs;
+    }
+    videos.sort();
+    let mut by_identifier: HashMap<String, PathBuf> = HashMap::new();
+    for video in videos {
+        if let Some(id) = crate::photo::live_identifier::movie_identifier(&video) {
+            by_identifier.entry(id).or_insert(video);
+        }
+    }
+    if by_identifier.is_empty() {
+        return pairs;
+    }
+    stills.sort_by_key(|p| (LIVE_STILLS.iter().position(|list| has_extension(p, list)), p.clone()));
+    for still in stills {
+        if let Some(video) =
+            crate::photo::live_identifier::still_identifier(&still).and_then(|id| by_identifier.remove(&id))
+        {
+            pairs.push((still, video));
+        }
+        if by_identifier.is_empty() {
+            break;
+        }
+    }
+    pairs
+}
+
+/// A file's modification time in nanoseconds since the epoch, `None` when it cannot be read.
+pub fn modified_ns(path: &Path) -> Option<i64> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(modified.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos() as i64)
 }
 
 /// Whether the first bytes of a file are those of a QuickTime / ISO media file (a box whose

@@ -72,6 +72,10 @@ pub fn find_motion_video(bytes: &[u8]) -> Result<Option<MotionVideo>, String> {
         }
         (len - from_end, from_end)
     };
+    if offset == 0 {
+        // The whole file: a HEIC starts with an ftyp box too, and would pass as its own video.
+        return Err("Motion Photo: its video would start at the first byte, where the still is".into());
+    }
     let start = offset as usize;
     if length < 8 || offset.saturating_add(length) > len || bytes.get(start + 4..start + 8) != Some(b"ftyp") {
         return Err(format!("Motion Photo: the {length} bytes at offset {offset} are not an MP4 (no ftyp box there)"));
@@ -225,6 +229,12 @@ mod tests {
         assert!(find_motion_video(&past).unwrap_err().contains("past the start"));
         let wrong = jpeg_with_xmp(r#"GCamera:MicroVideo="1" GCamera:MicroVideoOffset="90""#, &video);
         assert!(find_motion_video(&wrong).unwrap_err().contains("not an MP4"));
+        // An offset of the whole file's length: the video would be the whole file.
+        let probe = jpeg_with_xmp(r#"GCamera:MicroVideo="1" GCamera:MicroVideoOffset="000000""#, &video);
+        let len = probe.len();
+        let whole = jpeg_with_xmp(&format!(r#"GCamera:MicroVideo="1" GCamera:MicroVideoOffset="{len:06}""#), &video);
+        assert_eq!(whole.len(), len);
+        assert!(find_motion_video(&whole).unwrap_err().contains("first byte"));
         let none = jpeg_with_xmp(r#"GCamera:MicroVideo="1""#, &video);
         assert!(find_motion_video(&none).is_err());
         let junk = jpeg_with_xmp(r#"GCamera:MicroVideo="1" GCamera:MicroVideoOffset="-5"#, &video);

@@ -663,8 +663,9 @@ impl Parser {
             "text" => {
                 return Err(SyntaxError {
                     column,
-                    message: "text: searching words in photos needs text recognition, which this clipdex does not have"
-                        .into(),
+                    message:
+                        "text: the words in photos are not indexed yet; `clipdex ocr PHOTO` reads one photo's text"
+                            .into(),
                 });
             }
             "place" | "near" => {
@@ -985,7 +986,7 @@ mod tests {
             ("tag>dog", 1, "only width and height"),
             ("ext:j?g", 5, "letters and digits"),
             ("lens:35mm", 1, "does not record lenses"),
-            ("text:\"stop\"", 1, "text recognition"),
+            ("text:\"stop\"", 1, "not indexed yet"),
             ("place:München", 1, "places are not recorded"),
             ("near:48.1,11.5,10", 1, "places are not recorded"),
             ("dog -", 5, "nothing after it"),

@@ -3,11 +3,14 @@
 //! probabilities are the softmax of `logit_scale × cosine` over the vocabulary.
 //!
 //! Probabilities are relative to the vocabulary: the same photo gets lower numbers against 300
-//! labels than against 3. The cosine is reported beside them for that reason.
+//! labels than against 3. The cosine is reported beside them for that reason. A SigLIP scores
+//! each label on its own instead ([`Scoring::Sigmoid`]): `sigmoid(logit_scale × cosine +
+//! logit_bias)`, the same number whatever the other labels.
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+pub use crate::models::clip::Scoring;
 use crate::models::clip::{ClipEmbedder, Embedding};
 
 /// Templates written for personal photos, used with `--templates photo`: how people's pictures
@@ -78,7 +81,8 @@ fn check_templates<S: AsRef<str>>(templates: &[S]) -> Result<()> {
 pub struct LabelScore {
     /// The label.
     pub label: String,
-    /// Softmax of `logit_scale × cosine` over the vocabulary.
+    /// Softmax of `logit_scale × cosine` over the vocabulary (CLIP), or the label's own
+    /// `sigmoid(logit_scale × cosine + logit_bias)` (SigLIP).
     pub probability: f32,
     /// Cosine between the image and the label's (averaged) prompt embedding.
     pub cosine: f32,
@@ -88,7 +92,7 @@ pub struct LabelScore {
 pub struct ZeroShotClassifier {
     labels: Vec<String>,
     embeddings: Vec<Embedding>,
-    logit_scale: f32,
+    scoring: Scoring,
 }
 
 /// Each label's prompt embedding: the label put into every template, the prompts embedded in
@@ -130,18 +134,23 @@ impl ZeroShotClassifier {
     /// Embeds every label in every template (one batched pass over all prompts).
     pub fn new<S: AsRef<str>>(clip: &ClipEmbedder, labels: &[String], templates: &[S]) -> Result<Self> {
         let embeddings = embed_labels(clip, labels, templates)?;
-        Self::from_embeddings(labels.to_vec(), embeddings, clip.logit_scale())
+        Self::from_embeddings(labels.to_vec(), embeddings, clip.scoring())
     }
 
     /// A classifier from label embeddings computed before (see [`embed_labels`]).
-    pub fn from_embeddings(labels: Vec<String>, embeddings: Vec<Embedding>, logit_scale: f32) -> Result<Self> {
+    pub fn from_embeddings(labels: Vec<String>, embeddings: Vec<Embedding>, scoring: Scoring) -> Result<Self> {
         if labels.is_empty() {
             return Err(Error::Invalid("no labels to classify with".into()));
         }
         if labels.len() != embeddings.len() {
             return Err(Error::Invalid(format!("{} labels but {} embeddings", labels.len(), embeddings.len())));
         }
-        Ok(ZeroShotClassifier { labels, embeddings, logit_scale })
+        Ok(ZeroShotClassifier { labels, embeddings, scoring })
+    }
+
+    /// How probabilities are computed (softmax over the labels, or a sigmoid per label).
+    pub fn scoring(&self) -> Scoring {
+        self.scoring
     }
 
     /// The labels, in vocabulary order.
@@ -152,14 +161,22 @@ impl ZeroShotClassifier {
     /// Scores of every label for an image embedding, in vocabulary order.
     pub fn scores(&self, image: &[f32]) -> Vec<LabelScore> {
         let cosines: Vec<f32> = self.embeddings.iter().map(|t| t.iter().zip(image).map(|(a, b)| a * b).sum()).collect();
-        let logits: Vec<f32> = cosines.iter().map(|c| self.logit_scale * c).collect();
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
-        let total: f32 = exps.iter().sum();
+        let probabilities: Vec<f32> = match self.scoring {
+            Scoring::Softmax { logit_scale } => {
+                let logits: Vec<f32> = cosines.iter().map(|c| logit_scale * c).collect();
+                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+                let total: f32 = exps.iter().sum();
+                exps.iter().map(|e| e / total).collect()
+            }
+            Scoring::Sigmoid { logit_scale, logit_bias } => {
+                cosines.iter().map(|c| 1.0 / (1.0 + (-(logit_scale * c + logit_bias)).exp())).collect()
+            }
+        };
         self.labels
             .iter()
-            .zip(cosines.iter().zip(exps))
-            .map(|(label, (&cosine, e))| LabelScore { label: label.clone(), probability: e / total, cosine })
+            .zip(cosines.iter().zip(probabilities))
+            .map(|(label, (&cosine, probability))| LabelScore { label: label.clone(), probability, cosine })
             .collect()
     }
 
@@ -190,6 +207,28 @@ mod tests {
             labels.len(),
             DEFAULT_VOCABULARY.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).count()
         );
+    }
+
+    #[test]
+    fn a_sigmoid_scores_each_label_on_its_own_where_a_softmax_shares_out_one() {
+        let unit = |x: f32, y: f32| vec![x, y];
+        let image = unit(1.0, 0.0);
+        let labels = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let embeddings = vec![unit(1.0, 0.0), unit(0.6, 0.8), unit(0.0, 1.0)];
+        let sigmoid = Scoring::Sigmoid { logit_scale: 10.0, logit_bias: -5.0 };
+        let s = ZeroShotClassifier::from_embeddings(labels.clone(), embeddings.clone(), sigmoid).unwrap();
+        let p: Vec<f32> = s.scores(&image).iter().map(|l| l.probability).collect();
+        let expected = [1.0 / (1.0 + (-5f32).exp()), 1.0 / (1.0 + (-1f32).exp()), 1.0 / (1.0 + 5f32.exp())];
+        for (got, want) in p.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-6, "{p:?}");
+        }
+        // Dropping a label leaves the others' probabilities as they were.
+        let two = ZeroShotClassifier::from_embeddings(labels[..2].to_vec(), embeddings[..2].to_vec(), sigmoid).unwrap();
+        assert_eq!(two.scores(&image)[0].probability, p[0]);
+        let softmax = Scoring::Softmax { logit_scale: 10.0 };
+        let s = ZeroShotClassifier::from_embeddings(labels, embeddings, softmax).unwrap();
+        let total: f32 = s.scores(&image).iter().map(|l| l.probability).sum();
+        assert!((total - 1.0).abs() < 1e-6);
     }
 
     #[test]

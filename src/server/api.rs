@@ -125,6 +125,9 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/duplicates", web::get().to(duplicates))
         .route("/duplicates/dismiss", web::post().to(dismiss_duplicates))
         .route("/status", web::get().to(status))
+        .route("/timeline", web::get().to(timeline))
+        .route("/timeline/months", web::get().to(timeline_months))
+        .route("/folders", web::get().to(folders))
         .route("/roots", web::get().to(roots))
         .route("/roots", web::post().to(add_root))
         .route("/roots", web::delete().to(remove_root))
@@ -870,7 +873,7 @@ async fn display(state: web::Data<AppState>, id: ImageId, size: Option<&str>) ->
     let (path, bytes) = blocking(move || {
         let path = state.library.image_file(id)?;
         let cached = state.library.display_jpeg(id, size)?;
-        let bytes = std::fs::read(&cached)
+        let bytes = read_no_follow(&cached)
             .map_err(|e| Error::Store(format!("cannot read the rendition {}: {e}", cached.display())))?;
         Ok((path, bytes))
     })
@@ -883,6 +886,20 @@ async fn display(state: web::Data<AppState>, id: ImageId, size: Option<&str>) ->
         .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"{stem}.jpg\"")))
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .body(bytes))
+}
+
+/// A file's bytes, refusing a symbolic link in its place (a rendition kept in the database
+/// folder is never a link clipdex made).
+fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let mut file = options.open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The one byte range a `Range` header asks of a file of `len` bytes, inclusive: `None` when
@@ -1068,6 +1085,62 @@ async fn status(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     });
     Ok(HttpResponse::Ok()
         .json(json!({ "library": library, "indexer": indexer, "stages": stages, "finetuned": finetuned })))
+}
+
+/// Most items a timeline page holds.
+pub(super) const MAX_TIMELINE_LIMIT: usize = 500;
+
+#[derive(Deserialize)]
+struct TimelineParams {
+    cursor: Option<String>,
+    limit: Option<String>,
+    /// `YYYY-MM`: start at the newest item of that month (ignored with a cursor).
+    month: Option<String>,
+    /// Only images with a file at or under this absolute folder.
+    folder: Option<String>,
+}
+
+/// An optional folder parameter: absent or empty, none.
+fn optional_folder(raw: Option<&str>) -> ApiResult<Option<PathBuf>> {
+    raw.filter(|p| !p.is_empty()).map(folder_param).transpose()
+}
+
+/// The library newest first, a page at a time (`next` is the cursor of the following page).
+async fn timeline(state: web::Data<AppState>, params: web::Query<TimelineParams>) -> ApiResult<HttpResponse> {
+    let limit = number_param(params.limit.as_deref(), "limit", 60, 1, MAX_TIMELINE_LIMIT)?;
+    let folder = optional_folder(params.folder.as_deref())?;
+    let cursor =
+        match (params.cursor.as_deref().filter(|c| !c.is_empty()), params.month.as_deref().filter(|m| !m.is_empty())) {
+            (Some(cursor), _) => Some(cursor.parse::<crate::library::TimelineCursor>()?),
+            (None, Some(month)) => Some(crate::library::TimelineCursor::month_start(month)?),
+            (None, None) => None,
+        };
+    let page = blocking(move || state.library.timeline(cursor, limit, folder.as_deref())).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+#[derive(Deserialize)]
+struct FolderParams {
+    folder: Option<String>,
+}
+
+/// How many items each month holds, newest first (the timeline's date scrubber).
+async fn timeline_months(state: web::Data<AppState>, params: web::Query<FolderParams>) -> ApiResult<HttpResponse> {
+    let folder = optional_folder(params.folder.as_deref())?;
+    let months = blocking(move || state.library.timeline_months(folder.as_deref())).await?;
+    Ok(HttpResponse::Ok().json(json!({ "months": months })))
+}
+
+#[derive(Deserialize)]
+struct FoldersParams {
+    path: Option<String>,
+}
+
+/// The roots with their photo counts, or a folder's subfolders with theirs.
+async fn folders(state: web::Data<AppState>, params: web::Query<FoldersParams>) -> ApiResult<HttpResponse> {
+    let folder = optional_folder(params.path.as_deref())?;
+    let listing = blocking(move || state.library.folders(folder.as_deref())).await?;
+    Ok(HttpResponse::Ok().json(listing))
 }
 
 async fn roots(state: web::Data<AppState>) -> ApiResult<HttpResponse> {

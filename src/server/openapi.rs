@@ -218,7 +218,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "raw_path": {"type": "string", "description": "The RAW of a RAW+JPEG pair; raw_path_bytes when not UTF-8"},
                     "motion_video": {"type": "object", "properties": {"offset": {"type": "integer"}, "length": {"type": "integer"}}, "description": "A Motion Photo's embedded MP4"},
                     "motion_video_problem": {"type": "string", "description": "Why a photo that claims to be a Motion Photo has no motion video"},
-                    "live_video_problem": {"type": "string", "description": "Why its Live Photo video cannot be played (the failure recorded for the MOV)"},
+                    "live_video_problem": {"type": "string", "description": "Why its Live Photo video cannot be played: the failure recorded for the MOV (unreadable, not a movie, or gone since the pass that paired it)"},
                     "tags": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}},
                     "caption": {"type": "string"}}})), &[400, 404])}},
             "/api/images/{id}/thumb": {"get": {
@@ -324,6 +324,34 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                         "state": {"type": "string", "enum": ["off", "starting", "indexing", "watching", "no_folders", "failed"]},
                         "done": {"type": "integer"}, "total": {"type": "integer"}, "passes": {"type": "integer"},
                         "last_pass": {"type": "object", "nullable": true}, "last_error": {"type": "string", "nullable": true}}}}})), &[])}},
+            "/api/timeline": {"get": {
+                "summary": "The library newest first (EXIF date, else the file's time; photos and videos), a page at a time",
+                "parameters": [
+                    query("cursor", json!({"type": "string", "pattern": "^(-?[0-9]{1,18}_[0-9]{1,19})?$"}), "Where the page starts: the `next` of the previous page (absent or empty: the newest)"),
+                    query("limit", json!({"type": "integer", "minimum": 1, "maximum": super::api::MAX_TIMELINE_LIMIT, "default": 60}), "Items per page"),
+                    query("month", json!({"anyOf": [{"type": "string", "maxLength": 0}, {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"}, {"type": "string", "enum": ["0000-00"]}]}), "YYYY-MM: start at the newest item of that month (0000-00: of the undated); ignored with a cursor"),
+                    query("folder", json!({"type": "string", "pattern": "^(/[^\\x00]*)?$"}), "Only images with a file at or under this absolute folder (empty: all)")],
+                "responses": responses(200, ok("A page", json!({"type": "object", "properties": {
+                    "items": {"type": "array", "items": {"type": "object", "properties": {
+                        "id": {"type": "integer"}, "path": {"type": "string"}, "date": {"type": "integer", "description": "seconds since the epoch"},
+                        "month": {"type": "string", "description": "YYYY-MM of date (0000-00: outside years 1 to 9999)"},
+                        "width": {"type": "integer"}, "height": {"type": "integer"}, "kind": {"type": "string", "enum": ["photo", "video"]},
+                        "duration": {"type": "number", "description": "a video's length in seconds"},
+                        "caption": {"type": "string", "description": "the stored caption, when there is one"}}}},
+                    "next": {"type": "string", "nullable": true, "description": "the cursor of the next page (null: no more)"}}})), &[400])}},
+            "/api/timeline/months": {"get": {
+                "summary": "How many items each month holds, newest first (for a date scrubber)",
+                "parameters": [query("folder", json!({"type": "string", "pattern": "^(/[^\\x00]*)?$"}), "Only images with a file at or under this absolute folder (empty: all)")],
+                "responses": responses(200, ok("Months", json!({"type": "object", "properties": {"months": {"type": "array", "items": {"type": "object", "properties": {
+                    "month": {"type": "string"}, "count": {"type": "integer"}}}}}})), &[400])}},
+            "/api/folders": {"get": {
+                "summary": "The library's folders with their photo counts, or one folder's subfolders with theirs",
+                "parameters": [query("path", json!({"type": "string", "pattern": "^(/[^\\x00]*)?$"}), "A library folder or a folder under one (absent or empty: the library's folders)")],
+                "responses": responses(200, ok("Folders", json!({"type": "object", "properties": {
+                    "path": {"type": "string", "nullable": true}, "photos": {"type": "integer", "description": "photos and videos directly in path"},
+                    "folders": {"type": "array", "items": {"type": "object", "properties": {
+                        "path": {"type": "string"}, "name": {"type": "string"}, "photos": {"type": "integer", "description": "photos and videos at or under it"},
+                        "subfolders": {"type": "boolean"}}}}}})), &[400, 404])}},
             "/api/roots": {
                 "get": {"summary": "The library's folders",
                         "responses": responses(200, ok("Folders", json!({"type": "object", "properties": {"roots": {"type": "array", "items": {"type": "string"}}}})), &[])},

@@ -86,6 +86,35 @@ pub trait Backend: TagStore + CaptionStore + ReindexStore + ModelVectorStore + S
     /// Every stored image record, in id order.
     fn images(&self) -> Records<'_, ImageRecord>;
 
+    /// Up to `limit` stored images newest first (by [`ImageRecord::date`], then id, both
+    /// descending), starting after `before` (a `(date, id)` key: only images ordered after it
+    /// come back). The folder store reads every record and keeps the newest `limit`; PostgreSQL
+    /// answers with an ordered keyset query.
+    fn timeline(&self, before: Option<(i64, ImageId)>, limit: usize) -> Result<Vec<(ImageId, ImageRecord)>> {
+        newest_records(self.images(), before, limit)
+    }
+
+    /// [`Backend::timeline`] of the images with a file at or under `folder`.
+    fn timeline_under(
+        &self,
+        folder: &Path,
+        before: Option<(i64, ImageId)>,
+        limit: usize,
+    ) -> Result<Vec<(ImageId, ImageRecord)>> {
+        newest_records(records_under(self, folder)?, before, limit)
+    }
+
+    /// [`Backend::month_counts`] of the images with a file at or under `folder`.
+    fn month_counts_under(&self, folder: &Path) -> Result<Vec<(String, u64)>> {
+        count_months(records_under(self, folder)?)
+    }
+
+    /// How many stored images fall in each month (`YYYY-MM` of [`ImageRecord::date`], read as
+    /// UTC), newest month first.
+    fn month_counts(&self) -> Result<Vec<(String, u64)>> {
+        count_months(self.images())
+    }
+
     /// A counter that moves whenever images or vectors change, so that in-memory indexes know
     /// when they are stale.
     fn changes(&self) -> Result<u64>;
@@ -180,6 +209,75 @@ pub trait Backend: TagStore + CaptionStore + ReindexStore + ModelVectorStore + S
         None
     }
 }
+
+/// The newest `limit` records of `records` ordered after `before`, newest first (the order of
+/// [`Backend::timeline`]): one pass, holding no more than `limit` records.
+pub fn newest_records(
+    records: Records<'_, ImageRecord>,
+    before: Option<(i64, ImageId)>,
+    limit: usize,
+) -> Result<Vec<(ImageId, ImageRecord)>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    // A min-heap on (date, id): its top is the oldest kept, dropped when a newer one comes.
+    let mut kept: BinaryHeap<Reverse<(i64, ImageId)>> = BinaryHeap::with_capacity(limit + 1);
+    let mut records_of = std::collections::HashMap::with_capacity(limit + 1);
+    for item in records {
+        let (id, record) = item?;
+        let key = (record.date(), id);
+        if before.is_some_and(|b| key >= b) || limit == 0 {
+            continue;
+        }
+        if kept.len() == limit {
+            match kept.peek() {
+                Some(Reverse(oldest)) if *oldest < key => {
+                    if let Some(Reverse((_, dropped))) = kept.pop() {
+                        records_of.remove(&dropped);
+                    }
+                }
+                _ => continue,
+            }
+        }
+        kept.push(Reverse(key));
+        records_of.insert(id, record);
+    }
+    let mut newest: Vec<(i64, ImageId)> = kept.into_iter().map(|Reverse(k)| k).collect();
+    newest.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(newest.into_iter().filter_map(|(_, id)| records_of.remove(&id).map(|r| (id, r))).collect())
+}
+
+/// How many of `records` fall in each month, newest month first.
+fn count_months(records: Records<'_, ImageRecord>) -> Result<Vec<(String, u64)>> {
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for item in records {
+        let (_, record) = item?;
+        *counts.entry(month_of(record.date())).or_default() += 1;
+    }
+    Ok(counts.into_iter().rev().collect())
+}
+
+/// The records of the images with a file at or under `folder`, each once.
+fn records_under<'a, B: Backend + ?Sized>(store: &'a B, folder: &Path) -> Result<Records<'a, ImageRecord>> {
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<ImageId> =
+        store.paths_under(folder)?.into_iter().map(|(_, e)| e.id).filter(|id| seen.insert(*id)).collect();
+    Ok(Box::new(ids.into_iter().filter_map(move |id| store.image(id).transpose().map(|r| r.map(|r| (id, r))))))
+}
+
+/// The month of a date (seconds since the epoch, read as UTC) as `YYYY-MM`.
+pub fn month_of(date: i64) -> String {
+    match chrono::DateTime::from_timestamp(date, 0) {
+        Some(t) if (FIRST_DATE..=LAST_DATE).contains(&date) => t.format("%Y-%m").to_string(),
+        // Outside years 1 to 9999 (a corrupt EXIF date): grouped apart, never an error.
+        _ => UNDATED_MONTH.to_string(),
+    }
+}
+
+/// The month of dates outside years 1 to 9999.
+pub const UNDATED_MONTH: &str = "0000-00";
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the dates [`month_of`] names a month of.
+pub const FIRST_DATE: i64 = -62_135_596_800;
+pub const LAST_DATE: i64 = 253_402_300_799;
 
 /// A file to embed: its path, and its size and modification time when it was listed.
 pub type Job = (PathBuf, u64, i64);

@@ -10,6 +10,7 @@
 
 pub mod attributes;
 mod backend;
+mod live_pairs;
 mod location;
 pub mod postgres;
 mod records;
@@ -17,9 +18,10 @@ pub mod search_types;
 pub mod sled;
 
 pub use backend::{
-    Backend, CaptionStore, Job, JobCounts, MAX_CACHED_LABELS, ModelVectorStore, Records, ReindexStore, RootLock,
-    TagStore, WorkQueue,
+    Backend, CaptionStore, FIRST_DATE, Job, JobCounts, LAST_DATE, MAX_CACHED_LABELS, ModelVectorStore, Records,
+    ReindexStore, RootLock, TagStore, UNDATED_MONTH, WorkQueue, month_of, newest_records,
 };
+pub use live_pairs::{LivePair, LivePairs};
 pub use location::DbLocation;
 pub use records::{
     Failure, FrameVector, ImageId, ImageRecord, PathEntry, ReindexTarget, SETTINGS_SEPARATOR, StoreCounts,

@@ -3,7 +3,9 @@
 //! [`ClipEmbedder`] is the typed entry point everything else uses: it loads a Hugging Face CLIP
 //! (hub id or directory; any size, from its `config.json`), preprocesses images as
 //! `CLIPImageProcessor` does, tokenises as `CLIPTokenizerFast` does, and returns L2-normalised
-//! vectors, so that a dot product is a cosine similarity.
+//! vectors, so that a dot product is a cosine similarity. It also runs a SigLIP
+//! ([`crate::models::siglip`]) when `config.json` says `siglip`: the same calls, with the
+//! family's own towers, tokenizer and processor, and [`Scoring::Sigmoid`] for labels.
 
 mod chinese;
 mod config;
@@ -28,18 +30,62 @@ use crate::error::{Error, Result, first_line};
 use crate::models::precision::Precision;
 use crate::models::preprocess::ImageProcessor;
 use crate::models::sentence::SentenceEncoder;
+use crate::models::siglip::SiglipParts;
 use crate::models::source::{ModelRepo, repo_weights};
 use crate::photo::{DecodeOptions, open_rgb};
 
 /// The CLIP model used when none is named.
 pub const DEFAULT_CLIP_MODEL: &str = "openai/clip-vit-base-patch32";
 
-/// A loaded CLIP model with its tokenizer and image processor.
+/// How a model turns an image–text cosine into a label probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scoring {
+    /// CLIP: the softmax of `logit_scale × cosine` over the labels (probabilities sum to 1).
+    Softmax {
+        /// The multiplier of cosines.
+        logit_scale: f32,
+    },
+    /// SigLIP: `sigmoid(logit_scale × cosine + logit_bias)` for each label on its own.
+    Sigmoid {
+        /// The multiplier of cosines.
+        logit_scale: f32,
+        /// The offset added to the scaled cosine.
+        logit_bias: f32,
+    },
+}
+
+impl Scoring {
+    /// `softmax` or `sigmoid`, as JSON output names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scoring::Softmax { .. } => "softmax",
+            Scoring::Sigmoid { .. } => "sigmoid",
+        }
+    }
+
+    /// What a probability means, for people.
+    pub fn meaning(&self) -> &'static str {
+        match self {
+            Scoring::Softmax { .. } => "probabilities: a softmax over the labels (they sum to 100%)",
+            Scoring::Sigmoid { .. } => {
+                "probabilities: SigLIP's sigmoid, each label on its own (not a softmax over the labels: \
+                 they need not sum to 100%)"
+            }
+        }
+    }
+}
+
+/// The network behind an embedder, with its tokenizer.
+#[allow(clippy::large_enum_variant, reason = "one per loaded model, never moved in a hot path")]
+enum Family {
+    Clip { config: ClipConfig, model: ClipModel, tokenizer: ClipTokenizer },
+    Siglip(Box<SiglipParts>),
+}
+
+/// A loaded CLIP model (or SigLIP) with its tokenizer and image processor.
 pub struct ClipEmbedder {
     name: String,
-    config: ClipConfig,
-    model: ClipModel,
-    tokenizer: ClipTokenizer,
+    family: Family,
     processor: ImageProcessor,
     device: Device,
     /// A multilingual text tower that embeds texts in place of the CLIP's own (`--text-model`).
@@ -92,7 +138,14 @@ impl ClipEmbedder {
     /// Loads a CLIP model from an opened repository.
     pub fn load_from(repo: &ModelRepo, device: &Device) -> Result<Self> {
         let name = repo.name();
-        let config = read_config(name, &repo.required("config.json")?)?;
+        let config_path = repo.required("config.json")?;
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| Error::model(name, format!("cannot read {}: {e}", config_path.display())))?;
+        if model_type(&text).as_deref() == Some("siglip") {
+            let (parts, processor) = SiglipParts::load(repo, &text, repo_weights(repo, device)?)?;
+            return Ok(Self::assemble(name, Family::Siglip(Box::new(parts)), processor, device));
+        }
+        let config = read_config(name, &config_path, &text)?;
         let vb = repo_weights(repo, device)?;
         let tokenizer = match &config.bert_text {
             Some(bert) => chinese::load_tokenizer(repo, bert)?,
@@ -131,23 +184,28 @@ impl ClipEmbedder {
                 format!("the weights do not fit config.json ({}); is this a complete CLIP checkpoint?", first_line(&e)),
             )
         })?;
-        Ok(ClipEmbedder {
+        Ok(Self::assemble(name, Family::Clip { config, model, tokenizer }, processor, device))
+    }
+
+    fn assemble(name: &str, family: Family, processor: ImageProcessor, device: &Device) -> Self {
+        ClipEmbedder {
             name: name.to_string(),
-            config,
-            model,
-            tokenizer,
+            family,
             processor,
             device: device.clone(),
             text_model: None,
             precision: Precision::F32,
-        })
+        }
     }
 
     /// Runs the model's linear layers at `precision` from now on (`f32` where the CPU has no
     /// bf16 arithmetic; [`ClipEmbedder::precision`] says which runs).
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision.effective();
-        self.model.set_precision(self.precision);
+        match &mut self.family {
+            Family::Clip { model, .. } => model.set_precision(self.precision),
+            Family::Siglip(parts) => parts.set_precision(self.precision),
+        }
         self
     }
 
@@ -163,17 +221,54 @@ impl ClipEmbedder {
 
     /// Embedding width.
     pub fn dim(&self) -> usize {
-        self.config.projection_dim
+        match &self.family {
+            Family::Clip { config, .. } => config.projection_dim,
+            Family::Siglip(parts) => parts.dim(),
+        }
     }
 
-    /// The multiplier of cosines in CLIP's logits (100 for OpenAI's models).
+    /// The multiplier of cosines in the model's logits (100 for OpenAI's CLIPs).
     pub fn logit_scale(&self) -> f32 {
-        self.model.logit_scale()
+        match &self.family {
+            Family::Clip { model, .. } => model.logit_scale(),
+            Family::Siglip(parts) => parts.model.logit_scale(),
+        }
     }
 
-    /// The parsed `config.json`.
-    pub fn config(&self) -> &ClipConfig {
-        &self.config
+    /// How label probabilities are computed from cosines: a softmax over the labels for CLIP,
+    /// a sigmoid per label for SigLIP.
+    pub fn scoring(&self) -> Scoring {
+        match &self.family {
+            Family::Clip { model, .. } => Scoring::Softmax { logit_scale: model.logit_scale() },
+            Family::Siglip(parts) => {
+                Scoring::Sigmoid { logit_scale: parts.model.logit_scale(), logit_bias: parts.model.logit_bias() }
+            }
+        }
+    }
+
+    /// The model family's name: `clip`, `chinese_clip` or `siglip`.
+    pub fn family(&self) -> &str {
+        match &self.family {
+            Family::Clip { config, .. } => config.model_type.as_deref().unwrap_or("clip"),
+            Family::Siglip(_) => "siglip",
+        }
+    }
+
+    /// The parsed `config.json` of a CLIP (fine-tuning and CLIPSeg need one); an error for
+    /// another family.
+    pub fn config(&self) -> Result<&ClipConfig> {
+        match &self.family {
+            Family::Clip { config, .. } => Ok(config),
+            Family::Siglip(_) => Err(self.not_clip()),
+        }
+    }
+
+    fn not_clip(&self) -> Error {
+        Error::model(
+            &self.name,
+            "is a SigLIP: this needs a CLIP (fine-tuning SigLIP is not supported yet); pass a CLIP model such as \
+             openai/clip-vit-base-patch32",
+        )
     }
 
     /// The image preprocessing in use.
@@ -186,19 +281,28 @@ impl ClipEmbedder {
         &self.device
     }
 
-    /// The underlying network.
-    pub fn model(&self) -> &ClipModel {
-        &self.model
+    /// The underlying network of a CLIP; an error for another family.
+    pub fn model(&self) -> Result<&ClipModel> {
+        match &self.family {
+            Family::Clip { model, .. } => Ok(model),
+            Family::Siglip(_) => Err(self.not_clip()),
+        }
     }
 
-    /// The end-of-text id, which also pads batched texts (a CLIP's).
+    /// The end-of-text id (a CLIP's also pads batched texts).
     pub fn tokenizer_end_id(&self) -> u32 {
-        self.tokenizer.end_id
+        match &self.family {
+            Family::Clip { tokenizer, .. } => tokenizer.end_id,
+            Family::Siglip(parts) => parts.tokenizer.pad_id,
+        }
     }
 
     /// The id that pads batched texts.
     pub fn tokenizer_pad_id(&self) -> u32 {
-        self.tokenizer.pad_id
+        match &self.family {
+            Family::Clip { tokenizer, .. } => tokenizer.pad_id,
+            Family::Siglip(parts) => parts.tokenizer.pad_id,
+        }
     }
 
     /// Token ids of a text as the model sees them (start and end tokens, truncated); the text
@@ -206,7 +310,10 @@ impl ClipEmbedder {
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         match &self.text_model {
             Some(t) => t.tokenize(text),
-            None => self.tokenizer.encode(text),
+            None => match &self.family {
+                Family::Clip { tokenizer, .. } => tokenizer.encode(text),
+                Family::Siglip(parts) => parts.tokenizer.encode(text),
+            },
         }
     }
 
@@ -223,7 +330,10 @@ impl ClipEmbedder {
         }
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_BATCH) {
-            let feats = self.model.text_features(chunk, self.tokenizer.pad_id, &self.device)?;
+            let feats = match &self.family {
+                Family::Clip { model, tokenizer, .. } => model.text_features(chunk, tokenizer.pad_id, &self.device)?,
+                Family::Siglip(parts) => parts.text_features(chunk, &self.device)?,
+            };
             out.extend(to_rows(&l2_normalize(&feats)?)?);
         }
         Ok(out)
@@ -246,7 +356,11 @@ impl ClipEmbedder {
 
     /// Embeds a `[N, 3, H, W]` batch of preprocessed pixels.
     pub fn embed_pixels(&self, pixels: &Tensor) -> Result<Vec<Embedding>> {
-        let feats = self.model.image_features(&pixels.to_dtype(DType::F32)?)?;
+        let pixels = pixels.to_dtype(DType::F32)?;
+        let feats = match &self.family {
+            Family::Clip { model, .. } => model.image_features(&pixels)?,
+            Family::Siglip(parts) => parts.model.image_features(&pixels)?,
+        };
         to_rows(&l2_normalize(&feats)?)
     }
 
@@ -293,19 +407,26 @@ fn to_rows(t: &Tensor) -> Result<Vec<Embedding>> {
     Ok(t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
 }
 
-/// Reads `config.json` and checks that it describes a CLIP.
-fn read_config(model: &str, path: &Path) -> Result<ClipConfig> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::model(model, format!("cannot read {}: {e}", path.display())))?;
+/// The `model_type` of a `config.json`, if it parses and names one.
+fn model_type(config: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        model_type: Option<String>,
+    }
+    serde_json::from_str::<Typed>(config).ok()?.model_type
+}
+
+/// Parses `config.json` (`text`, read from `path`) and checks that it describes a CLIP.
+fn read_config(model: &str, path: &Path, text: &str) -> Result<ClipConfig> {
     let config: ClipConfig =
-        serde_json::from_str(&text).map_err(|e| Error::model(model, format!("invalid {}: {e}", path.display())))?;
+        serde_json::from_str(text).map_err(|e| Error::model(model, format!("invalid {}: {e}", path.display())))?;
     match config.model_type.as_deref() {
         Some("clip" | "chinese_clip") => {}
         other => {
             return Err(Error::model(
                 model,
                 format!(
-                    "config.json describes a {} model, not CLIP (model_type \"clip\" or \"chinese_clip\"); pass a CLIP model such as {DEFAULT_CLIP_MODEL}",
+                    "config.json describes a {} model, not CLIP or SigLIP (model_type \"clip\", \"chinese_clip\" or \"siglip\"); pass a CLIP model such as {DEFAULT_CLIP_MODEL}",
                     other.unwrap_or("untyped")
                 ),
             ));

@@ -747,12 +747,12 @@ mod tests {
         let repo = crate::models::source::ModelRepo::open(&fixture(name)).unwrap();
         let embedder = ClipEmbedder::load_from(&repo, &Device::Cpu).unwrap();
         let vb = crate::models::source::repo_weights(&repo, &Device::Cpu).unwrap();
-        let trainable = TrainableClip::load(embedder.config(), &vb, scope).unwrap();
+        let trainable = TrainableClip::load(embedder.config().unwrap(), &vb, scope).unwrap();
         (embedder, trainable)
     }
 
     fn inputs(embedder: &ClipEmbedder) -> (Tensor, Vec<Vec<u32>>) {
-        let side = embedder.config().vision_config.image_size;
+        let side = embedder.config().unwrap().vision_config.image_size;
         let images: Vec<Tensor> = (0..3u32)
             .map(|s| {
                 let img = image::RgbImage::from_fn(side as u32 + 13, side as u32, |x, y| {
@@ -778,9 +778,10 @@ mod tests {
             let (embedder, trainable) = load(name, TrainScope::All);
             let (pixels, texts) = inputs(&embedder);
             let pad = embedder.tokenizer_pad_id();
-            let fast_image = l2_normalize(&embedder.model().image_features(&pixels).unwrap()).unwrap();
+            let fast_image = l2_normalize(&embedder.model().unwrap().image_features(&pixels).unwrap()).unwrap();
             let slow_image = normalize(&trainable.image_features(&pixels).unwrap()).unwrap();
-            let fast_text = l2_normalize(&embedder.model().text_features(&texts, pad, &Device::Cpu).unwrap()).unwrap();
+            let fast_text =
+                l2_normalize(&embedder.model().unwrap().text_features(&texts, pad, &Device::Cpu).unwrap()).unwrap();
             let slow_text = normalize(&trainable.text_features(&texts, pad).unwrap()).unwrap();
             let (di, dt) = (max_abs_diff(&fast_image, &slow_image), max_abs_diff(&fast_text, &slow_text));
             assert!(di < 1e-5 && dt < 1e-5, "{name}: image {di}, text {dt}");

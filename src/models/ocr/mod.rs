@@ -220,8 +220,32 @@ impl std::fmt::Debug for OcrModel {
     }
 }
 
+/// How long reading one model file may take: a real one takes milliseconds, while some damaged
+/// files make the ONNX reader loop for ever.
+const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn load_onnx(name: &str, path: &Path) -> Result<Model> {
-    Model::load_file(path).map_err(|e| Error::model(name, format!("cannot load {}: {e}", path.display())))
+    load_onnx_within(name, path, LOAD_TIMEOUT)
+}
+
+fn load_onnx_within(name: &str, path: &Path, timeout: std::time::Duration) -> Result<Model> {
+    // Read on a thread of its own so that a file the reader never finishes is an error, not a
+    // hang (the thread is left behind; the process ends or moves on).
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let file = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("ocr-model-load".into())
+        .spawn(move || {
+            let _ = sender.send(Model::load_file(&file));
+        })
+        .map_err(|e| Error::model(name, format!("cannot start reading {}: {e}", path.display())))?;
+    match receiver.recv_timeout(timeout) {
+        Ok(loaded) => loaded.map_err(|e| Error::model(name, format!("cannot load {}: {e}", path.display()))),
+        Err(_) => Err(Error::model(
+            name,
+            format!("cannot load {}: not read within {} s (a damaged ONNX file?)", path.display(), timeout.as_secs()),
+        )),
+    }
 }
 
 impl OcrModel {
@@ -523,6 +547,14 @@ fn ctc_decode(seq: &[f32], classes: usize, characters: &[String]) -> (String, f3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_file_the_reader_never_finishes_is_an_error() {
+        // Random bytes on which rten 0.27's ONNX reader loops for ever.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile/ocr-endless.onnx");
+        let err = load_onnx_within("test", &path, std::time::Duration::from_secs(3)).unwrap_err();
+        assert!(err.to_string().contains("not read within 3 s"), "{err}");
+    }
 
     #[test]
     fn ctc_merges_repeats_and_drops_blanks() {

@@ -28,7 +28,10 @@ use rustls::CertificateError;
 
 use super::location::redact;
 use super::sled::keys::{path_from_key, path_key};
-use super::{Backend, Failure, FrameVector, ImageId, ImageRecord, PathEntry, Records, StoreCounts};
+use super::{
+    Backend, FIRST_DATE, Failure, FrameVector, ImageId, ImageRecord, LAST_DATE, PathEntry, Records, StoreCounts,
+    UNDATED_MONTH,
+};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
@@ -401,6 +404,37 @@ fn db_message(e: &postgres::Error) -> String {
 }
 
 /// The first key above every key that starts with `prefix` (`None`: there is none).
+/// An image's month as the folder store names it ([`super::month_of`]).
+fn month_sql() -> String {
+    format!(
+        "CASE WHEN date BETWEEN {FIRST_DATE} AND {LAST_DATE} \
+         THEN to_char(to_timestamp(date) AT TIME ZONE 'UTC', 'YYYY-MM') ELSE '{UNDATED_MONTH}' END"
+    )
+}
+
+/// The images with a file at or under a folder: parameter `$n` the folder's key, `$n+1` and
+/// `$n+2` the range of the keys under it (see [`folder_keys`]).
+fn under_sql(n: usize) -> String {
+    let (start, end) = (n + 1, n + 2);
+    format!(
+        "EXISTS (SELECT 1 FROM paths p WHERE p.image_id = images.id
+         AND (p.path = ${n} OR (p.path >= ${start} AND (${end}::bytea IS NULL OR p.path < ${end}))))"
+    )
+}
+
+/// A folder's key, and the range of the keys of the paths under it (`folder/` up to the next
+/// prefix), as [`Path::starts_with`] compares components: `/a/b` holds `/a/b/c`, not `/a/bc`.
+fn folder_keys(folder: &Path) -> (Vec<u8>, Vec<u8>, Option<Vec<u8>>) {
+    let folder: PathBuf = folder.components().collect();
+    let exact = path_key(&folder);
+    let mut start = exact.clone();
+    if start.last() != Some(&b'/') {
+        start.push(b'/');
+    }
+    let end = prefix_end(&start);
+    (exact, start, end)
+}
+
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
@@ -608,6 +642,52 @@ impl Backend for PgStore {
         self.pages("SELECT id, record FROM images WHERE id > $1 ORDER BY id LIMIT $2", |s, row| {
             s.parse_json("image", row.get(1))
         })
+    }
+
+    fn timeline(&self, before: Option<(i64, ImageId)>, limit: usize) -> Result<Vec<(ImageId, ImageRecord)>> {
+        let (date, id) = before.map_or((None, None), |(d, i)| (Some(d), Some(i64_of(i))));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.query(
+            "SELECT id, record FROM images WHERE $1::bigint IS NULL OR (date, id) < ($1, $2::bigint)
+             ORDER BY date DESC, id DESC LIMIT $3",
+            &[&date, &id, &limit],
+        )?;
+        rows.iter().map(|r| Ok((id_of(r, 0), self.parse_json("image", r.get(1))?))).collect()
+    }
+
+    fn timeline_under(
+        &self,
+        folder: &Path,
+        before: Option<(i64, ImageId)>,
+        limit: usize,
+    ) -> Result<Vec<(ImageId, ImageRecord)>> {
+        let (exact, start, end) = folder_keys(folder);
+        let (date, id) = before.map_or((None, None), |(d, i)| (Some(d), Some(i64_of(i))));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.query(
+            &format!(
+                "SELECT id, record FROM images WHERE ($1::bigint IS NULL OR (date, id) < ($1, $2::bigint)) AND {}
+                 ORDER BY date DESC, id DESC LIMIT $3",
+                under_sql(4)
+            ),
+            &[&date, &id, &limit, &exact, &start, &end],
+        )?;
+        rows.iter().map(|r| Ok((id_of(r, 0), self.parse_json("image", r.get(1))?))).collect()
+    }
+
+    fn month_counts_under(&self, folder: &Path) -> Result<Vec<(String, u64)>> {
+        let (exact, start, end) = folder_keys(folder);
+        let sql = format!(
+            "SELECT {} AS month, count(*) FROM images WHERE {} GROUP BY 1 ORDER BY 1 DESC",
+            month_sql(),
+            under_sql(1)
+        );
+        Ok(self.query(&sql, &[&exact, &start, &end])?.iter().map(|r| (r.get(0), u64_of(r.get(1)))).collect())
+    }
+
+    fn month_counts(&self) -> Result<Vec<(String, u64)>> {
+        let sql = format!("SELECT {} AS month, count(*) FROM images GROUP BY 1 ORDER BY 1 DESC", month_sql());
+        Ok(self.query(&sql, &[])?.iter().map(|r| (r.get(0), u64_of(r.get(1)))).collect())
     }
 
     fn changes(&self) -> Result<u64> {

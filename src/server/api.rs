@@ -801,7 +801,13 @@ fn open_to_serve(
 ) -> crate::Result<(std::fs::File, u64)> {
     use std::io::Seek;
     let cannot = |e: std::io::Error| Error::NotFound(format!("cannot read image {id}: {e}"));
-    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    // Opened without waiting (a FIFO put in a file's place would block until a writer came);
+    // reads of a regular file are not affected.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let mut file = options.open(path).map_err(cannot)?;
     let meta = file.metadata().map_err(cannot)?;
     if !meta.is_file() {
         return Err(Error::NotFound(format!("the file of image {id} is not a regular file")));

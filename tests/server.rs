@@ -498,6 +498,17 @@ async fn only_files_as_they_were_indexed_are_served() {
         assert_error(status, &body, StatusCode::FORBIDDEN, "changed since");
         let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}/thumb?size=64")));
         assert_error(status, &body, StatusCode::FORBIDDEN, "changed since");
+        // A decoy of the indexed size and time (anyone who can write a file can forge both):
+        // the content is checked on the file opened, so it is not served either.
+        let decoy = s.tmp.path().join("decoy.txt");
+        std::fs::write(&decoy, vec![b'x'; original.len()]).unwrap();
+        let indexed_time = std::fs::metadata(&outside).unwrap().modified().unwrap();
+        std::fs::File::options().write(true).open(&decoy).unwrap().set_modified(indexed_time).unwrap();
+        assert_eq!(std::fs::metadata(&decoy).unwrap().modified().unwrap(), indexed_time, "a perfect forgery");
+        std::fs::remove_file(s.photos.join("odd/p5.jpg")).unwrap();
+        std::os::unix::fs::symlink(&decoy, s.photos.join("odd/p5.jpg")).unwrap();
+        let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/images/{id}/file")));
+        assert_error(status, &body, StatusCode::FORBIDDEN, "changed since");
     }
 }
 

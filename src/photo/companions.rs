@@ -318,7 +318,19 @@ pub fn looks_like_quicktime(head: &[u8]) -> bool {
 pub fn live_video_problem(video: &Path) -> Option<String> {
     use std::io::Read;
     let mut head = Vec::with_capacity(16);
-    match std::fs::File::open(video).and_then(|f| f.take(16).read_to_end(&mut head)) {
+    // Opened without waiting: a FIFO named like a MOV would otherwise block until a writer came.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let opened = options.open(video).and_then(|f| {
+        if f.metadata()?.is_file() {
+            Ok(f)
+        } else {
+            Err(std::io::Error::other("not a regular file"))
+        }
+    });
+    match opened.and_then(|f| f.take(16).read_to_end(&mut head)) {
         Err(e) => Some(format!("{LIVE_VIDEO_PROBLEM}: cannot read it: {e}")),
         Ok(_) if !looks_like_quicktime(&head) => Some(format!("{LIVE_VIDEO_PROBLEM}: not a QuickTime movie")),
         Ok(_) => None,
@@ -331,6 +343,19 @@ pub const LIVE_VIDEO_PROBLEM: &str = "the video of a Live Photo (its still is in
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_named_like_a_mov_is_a_problem_not_a_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("IMG_0001.MOV");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sender.send(live_video_problem(&fifo)));
+        let problem = receiver.recv_timeout(std::time::Duration::from_secs(20)).expect("no answer: it waited");
+        assert!(problem.unwrap().contains("not a regular file"));
+    }
 
     fn paths(names: &[&str]) -> Vec<PathBuf> {
         names.iter().map(|n| PathBuf::from(format!("/p/{n}"))).collect()

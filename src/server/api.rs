@@ -780,18 +780,75 @@ async fn file(
     }
     let (path, file, len) = blocking(move || {
         let path = state.library.image_file(id)?;
-        let (file, len) = open_to_serve(&path, id)?;
+        let hash = indexed_hash(&state.library, id)?;
+        let (file, len) = open_to_serve(&state.library, &path, id, Some(&hash))?;
         Ok((path, file, len))
     })
     .await?;
     Ok(serve_part(&req, &path, content_type(&path), file, (0, len)))
 }
 
-fn open_to_serve(path: &Path, id: ImageId) -> crate::Result<(std::fs::File, u64)> {
+/// Opens a file of the library to send it, once: the file opened is the file checked. Where
+/// it really is (the open file's place, links resolved) must lie inside one of the library's
+/// folders; a file reached through a link leading elsewhere (a linked album) is served only
+/// when its content is the indexed image's (`indexed_hash`), read from the open file itself,
+/// so a link swapped between a check and the open cannot hand out another file.
+fn open_to_serve(
+    library: &crate::Library,
+    path: &Path,
+    id: ImageId,
+    indexed_hash: Option<&str>,
+) -> crate::Result<(std::fs::File, u64)> {
+    use std::io::Seek;
     let cannot = |e: std::io::Error| Error::NotFound(format!("cannot read image {id}: {e}"));
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let len = file.metadata().map_err(cannot)?.len();
-    Ok((file, len))
+    // Opened without waiting (a FIFO put in a file's place would block until a writer came);
+    // reads of a regular file are not affected.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let mut file = options.open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(Error::NotFound(format!("the file of image {id} is not a regular file")));
+    }
+    let real = real_path(&file, path).map_err(cannot)?;
+    if library.roots()?.iter().any(|root| real.starts_with(root)) {
+        return Ok((file, meta.len()));
+    }
+    let Some(indexed_hash) = indexed_hash else {
+        return Err(Error::Forbidden(format!("the file of image {id} leads outside the library's folders; it is not served")));
+    };
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(&file).map_err(cannot)?;
+    if hasher.finalize().to_hex().as_str() != indexed_hash {
+        return Err(Error::Forbidden(format!(
+            "the files of image {id} changed since they were indexed (the next index pass looks at them again)"
+        )));
+    }
+    file.rewind().map_err(cannot)?;
+    Ok((file, meta.len()))
+}
+
+/// The content hash stored for image `id`.
+fn indexed_hash(library: &crate::Library, id: ImageId) -> crate::Result<String> {
+    Ok(library.store().image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?.hash)
+}
+
+/// Where an open file really is: on Linux the kernel's own answer for the descriptor; elsewhere
+/// the path resolved (a link swapped in between goes unnoticed there).
+fn real_path(file: &std::fs::File, path: &Path) -> std::io::Result<PathBuf> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let _ = path;
+        std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        std::fs::canonicalize(path)
+    }
 }
 
 /// A Live Photo's MOV, served as [`file`] serves the original (range requests included).
@@ -799,7 +856,7 @@ async fn live_video(state: web::Data<AppState>, id: web::Path<String>, req: Http
     let id = parse_id(&id)?;
     let (path, file, len) = blocking(move || {
         let path = state.library.live_video(id)?;
-        let (file, len) = open_to_serve(&path, id)?;
+        let (file, len) = open_to_serve(&state.library, &path, id, None)?;
         Ok((path, file, len))
     })
     .await?;
@@ -812,7 +869,8 @@ async fn motion_video(state: web::Data<AppState>, id: web::Path<String>, req: Ht
     let id = parse_id(&id)?;
     let (path, file, part) = blocking(move || {
         let (path, motion) = state.library.motion_video(id)?;
-        let (file, len) = open_to_serve(&path, id)?;
+        let hash = indexed_hash(&state.library, id)?;
+        let (file, len) = open_to_serve(&state.library, &path, id, Some(&hash))?;
         if motion.offset.saturating_add(motion.length) > len {
             return Err(Error::NotFound(format!("the Motion Photo video of image {id} is past the end of its file")));
         }

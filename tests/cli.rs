@@ -560,3 +560,111 @@ fn commands_use_the_library_model_and_take_ids_or_paths() {
     let reindex = clipdex_without_model(&db, &["reindex"]);
     assert!(String::from_utf8_lossy(&reindex.stderr).contains("name it with --model"));
 }
+
+fn help_text(args: &[&str]) -> String {
+    let out = clipdex(args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Where a command's line of the root help starts (two spaces, the name, padding).
+fn listed_at(help: &str, name: &str) -> usize {
+    help.lines()
+        .scan(0, |at, line| {
+            let here = *at;
+            *at += line.len() + 1;
+            Some((here, line))
+        })
+        .find(|(_, line)| {
+            line.strip_prefix("  ").and_then(|l| l.strip_prefix(name)).is_some_and(|r| r.starts_with("  "))
+        })
+        .map(|(at, _)| at)
+        .unwrap_or_else(|| panic!("`{name}` is not listed in:\n{help}"))
+}
+
+#[test]
+fn help_lists_the_commands_by_task_in_the_order_a_user_meets_them() {
+    let help = help_text(&["--help"]);
+    assert_eq!(help, help_text(&["help"]));
+    let headings: Vec<usize> = ["Library:", "Search:", "Models:", "Maintenance:", "Options:"]
+        .iter()
+        .map(|h| help.find(&format!("\n{h}\n")).unwrap_or_else(|| panic!("no {h} heading in:\n{help}")))
+        .collect();
+    assert!(headings.windows(2).all(|w| w[0] < w[1]), "{help}");
+    let order = ["add", "index", "watch", "serve", "search", "similar", "tag", "caption", "ask", "stats"];
+    let at: Vec<usize> = order.iter().map(|name| listed_at(&help, name)).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{help}");
+    assert!(headings[0] < at[0] && at[3] < headings[1] && at[5] < headings[2] && at[8] < headings[3], "{help}");
+    // Every listed command is one the binary runs, and clap's own list is not printed twice.
+    let names: Vec<&str> = help[..headings[4]]
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ").filter(|l| !l.starts_with(' ')))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(names.len() >= 27, "{names:?}");
+    for name in &names {
+        assert_eq!(names.iter().filter(|n| *n == name).count(), 1, "{name} listed twice");
+        assert!(clipdex(&[name, "--help"]).status.success(), "`clipdex {name} --help` fails");
+    }
+    assert!(!help.contains("\nCommands:\n"), "{help}");
+    // One short line a command: the list fits a terminal of 80 columns.
+    for line in help[headings[0]..headings[4]].lines() {
+        assert!(line.chars().count() <= 80, "too long for the list: {line:?}");
+    }
+}
+
+#[test]
+fn a_commands_help_shows_only_the_global_options_it_uses() {
+    let search = help_text(&["search", "--help"]);
+    for unused in ["--video-interval", "--video-max-frames", "--caption-model", "--vqa-model"] {
+        assert!(!search.contains(unused), "search --help lists {unused}:\n{search}");
+    }
+    for used in ["--model", "--db", "--seg-model", "--itm-model", "--max-pixels", "--under", "--tag", "--json"] {
+        assert!(search.contains(used), "search --help lacks {used}:\n{search}");
+    }
+    let index = help_text(&["index", "--help"]);
+    assert!(index.contains("--video-interval") && index.contains("--batch-size"), "{index}");
+    assert!(!index.contains("--seg-model") && !index.contains("--itm-model"), "{index}");
+    let ask = help_text(&["ask", "--help"]);
+    assert!(ask.contains("--vqa-model") && !ask.contains("--db") && !ask.contains("--seg-model"), "{ask}");
+    let stats = help_text(&["stats", "--help"]);
+    assert!(stats.contains("--db") && !stats.contains("--precision"), "{stats}");
+    // The root still lists them all.
+    let root = help_text(&["--help"]);
+    assert!(root.contains("--video-interval") && root.contains("--vqa-model"), "{root}");
+}
+
+#[test]
+fn global_options_a_command_ignores_are_still_accepted() {
+    // Scripts that pass every global option to every command keep working.
+    let out = clipdex(&[
+        "embed",
+        "--text",
+        "dog",
+        "--json",
+        "--model",
+        &model_dir(),
+        "--video-interval",
+        "3",
+        "--seg-model",
+        "x",
+        "--db",
+        "/nonexistent/other",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["texts"].as_array().unwrap().len(), 1);
+    let bad = clipdex(&["embed", "--text", "dog", "--video-interval", "0"]);
+    assert_eq!(bad.status.code(), Some(2), "a hidden option's value is still checked");
+}
+
+#[test]
+fn help_search_ends_with_three_examples() {
+    for args in [&["help", "search"][..], &["search", "--help"], &["search", "-h"]] {
+        let help = help_text(args);
+        let (_, examples) = help.rsplit_once("\nExamples:\n").unwrap_or_else(|| panic!("no examples:\n{help}"));
+        let commands: Vec<&str> = examples.lines().map(str::trim).filter(|l| l.starts_with("clipdex search")).collect();
+        assert_eq!(commands.len(), 3, "{examples}");
+        assert!(examples.lines().all(|l| l.trim().is_empty() || l.starts_with("  ")), "{examples}");
+    }
+}

@@ -149,7 +149,7 @@ fn search_with_crops_and_crop_search() {
         }
     }
     assert!(results.iter().any(|r| !r["region"].is_null()), "some result has a region: {doc}");
-    fails_with(clipdex(&db, &["search", "--tag", "cat", "--crops"]), "TEXT");
+    fails_with(clipdex(&db, &["search", "--tag", "cat", "--crops"]), "QUERY");
 
     let crops_dir = tmp.path().join("crops");
     let doc = ok_json(clipdex(

@@ -150,7 +150,7 @@ pub fn run(g: &GlobalOptions, args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
     // An adapter trains on the library's vectors when the library was indexed with this model
     // (opened only if it exists; never created here).
     let library = (args.scope == TrainScope::Adapter)
-        .then(|| crate::library_config(g, 32).ok())
+        .then(|| g.library_config(32).ok())
         .flatten()
         .filter(|c| c.db.exists())
         .and_then(|c| clipdex::Library::open(c).ok());

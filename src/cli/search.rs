@@ -1,23 +1,165 @@
-//! `clipdex search QUERY`: the query language ([`clipdex::query::syntax`]) through
-//! [`Library::search_query`], with `--min-score` and `--sort`; captions, re-rankers and regions
-//! take the query's text.
+//! `clipdex search QUERY` and `clipdex similar`: the query language ([`clipdex::query::syntax`])
+//! through [`Library::search_parsed`], with `--min-score` and `--sort`; the filters; the other
+//! rankings (CLIP blended with captions, captions alone, re-ranked by BLIP's ITM or a fine-tuned
+//! CLIP), which take the query's text; and how results print.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use clap::Args;
 use serde_json::json;
 
-use clipdex::Library;
 use clipdex::library::{QueryOptions, RankedHit};
-use clipdex::path_text;
-use clipdex::query::Media;
+use clipdex::models::blip::BlipMatcher;
 use clipdex::query::relevance::SortOrder;
+use clipdex::query::rerank::rerank_itm;
 use clipdex::query::syntax::{self, ParsedQuery, TermSource};
+use clipdex::query::{Media, SearchFilter, SearchHit, parse_date};
+use clipdex::{Library, path_text};
 
-use super::{GlobalOptions, Rerank, SearchArgs, SearchIn};
+use super::{GlobalOptions, parse_probability};
 
-/// Runs `clipdex search`.
-pub fn run(g: &GlobalOptions, library: &Library, args: &SearchArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+/// The query language, as `clipdex search --help` shows it.
+const QUERY_HELP: &str = "\
+QUERY is words, images and filters (docs: Searching):
+  dog on a beach -night               words; -word or NOT \"a phrase\" takes away
+  \"2:golden retriever\" + ./pool.jpg - fruit
+                                      W: weighs a term; + adds, - subtracts (rclip's arithmetic);
+                                      an image is a path or an indexed photo #ID
+  tag:dog in:/photos/2024 in:Holidays after:2024-06 before:last-month kind:video
+  camera:fuji ext:jpg,heic orientation:portrait width>3000 height<=1000
+Quotes keep phrases and values together (tag:\"golden retriever\"); an unknown key, a bad date
+or an unbalanced quote is an error naming its column. The options --under, --after, --before,
+--tag and --kind combine with the query's filters (both must hold).";
+
+/// `clipdex search`.
+#[derive(Debug, Args)]
+#[command(after_long_help = QUERY_HELP)]
+pub struct SearchArgs {
+    /// What to look for: words, images (#ID, ./photo.jpg) and filters (tag:dog after:2024
+    /// camera:fuji width>3000), optional with --tag. See the end of `--help` for the syntax.
+    #[arg(required_unless_present = "tag", value_name = "QUERY")]
+    pub text: Option<String>,
+    /// Keep only results of at least this relevance (0-100; 50 is the library's calibrated
+    /// cut: a result there scores above 99% of unrelated text-photo pairs).
+    #[arg(long, value_name = "S", value_parser = parse_relevance)]
+    pub min_score: Option<f32>,
+    /// Order of the results that pass: score (best first), date (oldest first), -date (newest
+    /// first) or name (file name). Other than score, it orders the best 1000 results.
+    #[arg(long, default_value = "score", value_parser = ["score", "date", "-date", "name"], allow_hyphen_values = true)]
+    pub sort: String,
+    /// The folder relative image paths in the query are relative to (set for a command
+    /// forwarded to a server: the sender's working directory).
+    #[arg(skip)]
+    pub query_base: Option<PathBuf>,
+    /// Also find where in each result the text is (CLIPSeg): adds "region": {"box": [x, y,
+    /// width, height], "area", "mean_probability"} (or null) to each JSON result.
+    #[arg(long, requires = "text")]
+    pub crops: bool,
+    /// Probability a pixel needs to count as part of a region (with --crops).
+    #[arg(long, default_value_t = clipdex::segment::DEFAULT_THRESHOLD, value_parser = parse_probability)]
+    pub threshold: f32,
+    /// What to rank by: `clip` (image embeddings, blended with caption matches when the
+    /// library has captions; see --caption-weight) or `captions` (BM25 over the stored
+    /// captions; JSON results gain "caption").
+    #[arg(long = "in", value_enum, default_value = "clip")]
+    pub rank_in: SearchIn,
+    /// Weight of caption matches when blending them into CLIP's ranking (reciprocal rank
+    /// fusion; 0 turns blending off). Only when the library has captions; JSON results then
+    /// gain "caption_score" and "blended".
+    #[arg(long, default_value_t = clipdex::query::captions::DEFAULT_CAPTION_WEIGHT, value_parser = parse_probability)]
+    pub caption_weight: f32,
+    /// Re-score CLIP's top results and order them by the new score: `itm` (BLIP image-text
+    /// matching, the model of --itm-model; JSON results gain "itm" and "itc") or `clip:DIR`
+    /// (a CLIP fine-tuned with `clipdex finetune`, a folder or hub id; JSON results gain
+    /// "finetuned", its cosine; its vectors of the candidates are cached in the database).
+    #[arg(long, value_parser = parse_rerank, value_name = "itm|clip:DIR", requires = "text", conflicts_with = "crops")]
+    pub rerank: Option<Rerank>,
+    /// How many of CLIP's results to re-score (with --rerank); k of them are printed.
+    #[arg(long, default_value_t = clipdex::query::rerank::DEFAULT_RERANK_TOP as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub rerank_top: u64,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// What `search` ranks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SearchIn {
+    /// CLIP image embeddings.
+    Clip,
+    /// Stored BLIP captions.
+    Captions,
+}
+
+/// Re-rankers for `search --rerank`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rerank {
+    /// BLIP image-text matching.
+    Itm,
+    /// A fine-tuned CLIP (folder or hub id).
+    Clip(String),
+}
+
+fn parse_relevance(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a relevance between 0 and 100")),
+    }
+}
+
+fn parse_rerank(s: &str) -> Result<Rerank, String> {
+    match s {
+        "itm" => Ok(Rerank::Itm),
+        _ => match s.strip_prefix("clip:") {
+            Some(model) if !model.trim().is_empty() => Ok(Rerank::Clip(model.to_string())),
+            _ => Err(format!("{s:?}: expected itm or clip:DIR (a fine-tuned CLIP)")),
+        },
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Number of results.
+    #[arg(short = 'k', long = "k", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub k: u64,
+    /// Only photos at or under this folder.
+    #[arg(long, value_name = "PATH")]
+    pub under: Option<PathBuf>,
+    /// Only photos dated on or after this (YYYY, YYYY-MM, YYYY-MM-DD; EXIF date, else file time).
+    #[arg(long, value_name = "DATE")]
+    pub after: Option<String>,
+    /// Only photos dated before this.
+    #[arg(long, value_name = "DATE")]
+    pub before: Option<String>,
+    /// Only photos auto-tagged with this label (see `clipdex autotag` and `clipdex tags`).
+    #[arg(long, value_name = "LABEL")]
+    pub tag: Option<String>,
+    /// Only photos, only videos, or both.
+    #[arg(long, value_name = "KIND", default_value = "all", value_parser = ["all", "photo", "video"])]
+    pub kind: String,
+    /// Print JSON: {"results": [{"id", "path", "score", "kind"}], "took_ms"}; a video's
+    /// result also has "time" (seconds, its best frame) and "duration"; `search` results also
+    /// have "relevance" (0-100).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clipdex similar`.
+#[derive(Debug, Args)]
+pub struct SimilarArgs {
+    /// The image: a file (in the library or not), or an indexed photo's id (`#ID` or
+    /// `ID`, as search results give it).
+    #[arg(value_name = "PATH|ID")]
+    pub image: PathBuf,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `clipdex search`.
+pub fn search(g: &GlobalOptions, library: &Library, args: SearchArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let mut parsed = match &args.text {
         Some(q) => syntax::parse(q)?,
         None => ParsedQuery::default(),
@@ -31,7 +173,7 @@ pub fn run(g: &GlobalOptions, library: &Library, args: &SearchArgs, out: &mut dy
             }
         }
     }
-    let filter = parsed.narrow(&crate::filter_of(&args.filter)?)?;
+    let filter = parsed.narrow(&filter_of(&args.filter)?)?;
     let k = args.filter.k as usize;
     let json = args.filter.json;
     let sort: SortOrder = args.sort.parse()?;
@@ -49,13 +191,13 @@ pub fn run(g: &GlobalOptions, library: &Library, args: &SearchArgs, out: &mut dy
     if args.rank_in == SearchIn::Captions {
         anyhow::ensure!(args.rerank.is_none() && !args.crops, "--in captions takes neither --rerank nor --crops");
         anyhow::ensure!(!ranks_by_clip_alone, "--in captions takes neither --min-score nor --sort");
-        return crate::blip::search_captions(library, &plain_for("--in captions")?, k, &filter, json, out);
+        return search_captions(library, &plain_for("--in captions")?, k, &filter, json, out);
     }
     let sizes = (k, args.rerank_top as usize);
     match &args.rerank {
         Some(_) if ranks_by_clip_alone => anyhow::bail!("--rerank takes neither --min-score nor --sort"),
         Some(Rerank::Itm) => {
-            return crate::blip::search_reranked(g, library, &plain_for("--rerank")?, sizes, &filter, json, out);
+            return search_reranked_itm(g, library, &plain_for("--rerank")?, sizes, &filter, json, out);
         }
         Some(Rerank::Clip(model)) => {
             let text = plain_for("--rerank")?;
@@ -71,7 +213,7 @@ pub fn run(g: &GlobalOptions, library: &Library, args: &SearchArgs, out: &mut dy
                     writeln!(out, "{tuned}  {:.4}  {}", r.hit.score, path_text::escaped(&r.hit.path))?;
                 }
                 if ranked.is_empty() {
-                    writeln!(out, "{}", crate::no_results(library, &filter))?;
+                    writeln!(out, "{}", no_results(library, &filter))?;
                 }
             }
             return Ok(ExitCode::SUCCESS);
@@ -87,7 +229,7 @@ pub fn run(g: &GlobalOptions, library: &Library, args: &SearchArgs, out: &mut dy
         && args.caption_weight > 0.0
         && library.has_captions()?
     {
-        return crate::blip::search_blended(library, text, k, &filter, args.caption_weight, json, out);
+        return search_blended(library, text, k, &filter, args.caption_weight, json, out);
     }
     let started = std::time::Instant::now();
     let options = QueryOptions { k, min_relevance: args.min_score, sort, allow_paths: true };
@@ -95,12 +237,12 @@ pub fn run(g: &GlobalOptions, library: &Library, args: &SearchArgs, out: &mut dy
     if args.crops {
         let Some(text) = parsed.positive_text() else { anyhow::bail!("--crops needs words to look for") };
         let hits: Vec<_> = ranked.into_iter().map(|r| r.hit).collect();
-        crate::segmenting::print_located_hits(library, &text, &hits, args.threshold, started, json, out)?;
+        super::regions::print_located_hits(library, &text, &hits, args.threshold, started, json, out)?;
         return Ok(ExitCode::SUCCESS);
     }
     let empty = || match args.min_score {
         Some(min) => format!("no results of relevance {min} or more (a lower --min-score keeps more)"),
-        None => crate::no_results(library, &filter),
+        None => no_results(library, &filter),
     };
     print_ranked(out, &ranked, started, json, &empty)?;
     Ok(ExitCode::SUCCESS)
@@ -131,7 +273,7 @@ pub fn print_ranked(
                 "{:.4}  {relevance:>3}  {}  @ {}  #{}",
                 h.score,
                 path_text::escaped(&h.path),
-                crate::clock(time),
+                clock(time),
                 h.id
             )?,
         }
@@ -140,4 +282,173 @@ pub fn print_ranked(
         writeln!(out, "{}", empty())?;
     }
     Ok(())
+}
+
+/// `clipdex similar PATH|ID`.
+pub fn similar(library: &Library, args: SimilarArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let SimilarArgs { image, filter: f } = args;
+    let filter = filter_of(&f)?;
+    library.clip()?;
+    let started = std::time::Instant::now();
+    // A file is searched by its pixels, in the library or not; an id by its stored vector.
+    let hits = if image.exists() {
+        library.search_image(&image, f.k as usize, &filter)?
+    } else {
+        library.search_like(library.resolve_image(&image)?, f.k as usize, &filter)?
+    };
+    print_hits(out, &hits, started, f.json, &|| no_results(library, &filter))
+}
+
+/// `search TEXT --rerank itm`: CLIP's best `top` (at least k), re-scored by ITM; k printed.
+fn search_reranked_itm(
+    g: &GlobalOptions,
+    library: &Library,
+    text: &str,
+    (k, top): (usize, usize),
+    filter: &SearchFilter,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    library.clip()?;
+    let matcher = BlipMatcher::load(&g.itm_model, &g.device.open()?)?.with_precision(g.precision);
+    let started = std::time::Instant::now();
+    let hits = library.search_text(text, top.max(k), filter)?;
+    let mut ranked = rerank_itm(&matcher, text, hits, g.max_pixels)?;
+    ranked.truncate(k);
+    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    if json {
+        writeln!(out, "{}", json!({ "results": ranked, "took_ms": took_ms }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let fmt = |x: Option<f32>| x.map_or("    -  ".to_string(), |x| format!("{x:.4}"));
+    for r in &ranked {
+        writeln!(out, "{}  {:.4}  {}", fmt(r.itm), r.hit.score, path_text::escaped(&r.hit.path))?;
+    }
+    if ranked.is_empty() {
+        writeln!(out, "{}", no_results(library, filter))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `search TEXT --in captions`: BM25 over the stored captions.
+fn search_captions(
+    library: &Library,
+    text: &str,
+    k: usize,
+    filter: &SearchFilter,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let hits = library.search_captions(text, k, filter)?;
+    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    if json {
+        writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
+    } else {
+        for h in &hits {
+            writeln!(out, "{:.4}  {}  {}", h.hit.score, path_text::escaped(&h.hit.path), h.caption)?;
+        }
+        if hits.is_empty() {
+            let why = if library.has_captions()? {
+                "no caption matches"
+            } else {
+                "no captions yet: run `clipdex caption --library`"
+            };
+            writeln!(out, "no results ({why})")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `search TEXT` on a captioned library: CLIP blended with caption matches.
+fn search_blended(
+    library: &Library,
+    text: &str,
+    k: usize,
+    filter: &SearchFilter,
+    weight: f32,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let hits = library.search_blended(text, k, filter, weight)?;
+    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    if json {
+        writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
+    } else {
+        for h in &hits {
+            let caption = if h.caption_score.is_some() { "  (caption matches)" } else { "" };
+            writeln!(out, "{:.4}  {}{caption}", h.hit.score, path_text::escaped(&h.hit.path))?;
+        }
+        if hits.is_empty() {
+            writeln!(out, "{}", no_results(library, filter))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {
+    let under = match &f.under {
+        Some(p) => Some(std::fs::canonicalize(p).with_context(|| format!("--under {}", p.display()))?),
+        None => None,
+    };
+    Ok(SearchFilter {
+        under,
+        after: f.after.as_deref().map(parse_date).transpose()?,
+        before: f.before.as_deref().map(parse_date).transpose()?,
+        tag: f.tag.as_ref().map(|t| t.trim().to_string()),
+        kind: f.kind.parse()?,
+        ..Default::default()
+    })
+}
+
+/// Why a search found nothing, in words a user can act on.
+pub(crate) fn no_results(library: &Library, filter: &SearchFilter) -> String {
+    let images = library.stats().map(|s| s.counts.images).unwrap_or(0);
+    if images == 0 {
+        "no results: the library holds no photo yet (`clipdex add FOLDER`, then `clipdex index`)".into()
+    } else if let Some(tag) =
+        filter.tag.as_deref().filter(|_| filter.under.is_none() && filter.after.is_none() && filter.before.is_none())
+    {
+        format!("no results: no photo is tagged {tag:?} (tags in use: `clipdex tags`)")
+    } else if !filter.is_empty() {
+        format!("no results: none of the {images} photos in the library passes the filters")
+    } else {
+        "no results".into()
+    }
+}
+
+/// Prints results; `empty` explains an empty list in the human-readable output.
+pub(crate) fn print_hits(
+    out: &mut dyn Write,
+    hits: &[SearchHit],
+    started: std::time::Instant,
+    json: bool,
+    empty: &dyn Fn() -> String,
+) -> anyhow::Result<()> {
+    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    if json {
+        writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
+    } else {
+        for h in hits {
+            match h.media {
+                Media::Photo => writeln!(out, "{:.4}  {}  #{}", h.score, path_text::escaped(&h.path), h.id)?,
+                Media::Video { time, .. } => {
+                    writeln!(out, "{:.4}  {}  @ {}  #{}", h.score, path_text::escaped(&h.path), clock(time), h.id)?
+                }
+            }
+        }
+        if hits.is_empty() {
+            writeln!(out, "{}", empty())?;
+        }
+    }
+    Ok(())
+}
+
+/// A time in a video as a player shows it: `m:ss.s`, or `h:mm:ss.s`.
+pub(crate) fn clock(seconds: f64) -> String {
+    let tenths = (seconds.max(0.0) * 10.0).round() as u64;
+    let (h, m, s) = (tenths / 36_000, tenths / 600 % 60, tenths % 600);
+    let s = format!("{:02}.{}", s / 10, s % 10);
+    if h > 0 { format!("{h}:{m:02}:{s}") } else { format!("{m}:{s}") }
 }

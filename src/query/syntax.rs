@@ -663,8 +663,9 @@ impl Parser {
             "text" => {
                 return Err(SyntaxError {
                     column,
-                    message: "text: the words in photos are not indexed yet; `clipdex ocr PHOTO` reads one photo's text"
-                        .into(),
+                    message:
+                        "text: the words in photos are not indexed yet; `clipdex ocr PHOTO` reads one photo's text"
+                            .into(),
                 });
             }
             "place" | "near" => {

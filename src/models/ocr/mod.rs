@@ -243,11 +243,7 @@ fn load_onnx_within(name: &str, path: &Path, timeout: std::time::Duration) -> Re
         Ok(loaded) => loaded.map_err(|e| Error::model(name, format!("cannot load {}: {e}", path.display()))),
         Err(_) => Err(Error::model(
             name,
-            format!(
-                "cannot load {}: not read within {} s (a damaged ONNX file?)",
-                path.display(),
-                timeout.as_secs()
-            ),
+            format!("cannot load {}: not read within {} s (a damaged ONNX file?)", path.display(), timeout.as_secs()),
         )),
     }
 }

@@ -1,4 +1,4 @@
-//! The zero-shot commands: `tag`, `describe`, `autotag`, `tags` and `eval zeroshot`. Each
+//! Tags (zero-shot CLIP): `tag`, `describe`, `autotag`, `tags` and `eval zeroshot`. Each
 //! builds its labels and prompts from the flags, calls the library, and prints a table or JSON.
 
 use std::io::Write;
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use clap::{Args, Subcommand};
 use serde_json::json;
 
 use clipdex::eval::{self, Dataset, EvalRun};
@@ -16,7 +17,119 @@ use clipdex::query::autotag::AutotagSettings;
 use clipdex::query::tags::{self, ZeroShotClassifier};
 use clipdex::{ClipEmbedder, Library};
 
-use crate::cli::{AutotagArgs, EvalZeroshotArgs, GlobalOptions, TagArgs};
+use super::GlobalOptions;
+use super::session::progress_bar;
+
+/// `clipdex tag`.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Images to tag.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Comma-separated labels, e.g. "cat,dog,car".
+    #[arg(long, value_name = "LIST", conflicts_with = "vocab")]
+    pub labels: Option<String>,
+    /// Vocabulary file (one label per line, `#` comments) [default without --labels: the
+    /// built-in vocabulary of everyday photo concepts].
+    #[arg(long, value_name = "FILE")]
+    pub vocab: Option<PathBuf>,
+    /// A prompt template with {} for the label (repeatable) [default: "a photo of a {}."].
+    #[arg(long, value_name = "TEMPLATE", conflicts_with = "templates")]
+    pub template: Vec<String>,
+    /// A prompt ensemble: `photo` (built-in templates for personal photos) or a file of
+    /// templates, one per line.
+    #[arg(long, value_name = "photo|FILE")]
+    pub templates: Option<String>,
+    /// Show only the N most probable labels per image [default: all of --labels, 10 of a
+    /// vocabulary].
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Print JSON: {"images": [{"path", "labels": [{"label", "probability", "cosine"}]}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clipdex eval`.
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Zero-shot accuracy on a folder per class (DIR/CLASS/IMAGE): top-1 and top-5, per class,
+    /// the most confused pairs, and the confusion matrix as CSV and PNG.
+    Zeroshot(EvalZeroshotArgs),
+}
+
+/// `clipdex eval zeroshot`.
+#[derive(Debug, Args)]
+pub struct EvalZeroshotArgs {
+    /// The dataset: one sub-folder of images per class.
+    #[arg(value_name = "DATASET_DIR")]
+    pub dataset: PathBuf,
+    /// Labels file: `folder = label` lines name a class's label (default: the folder name with
+    /// _ and - as spaces); other lines add distractor labels that have no images.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// The single prompt template [default: "a photo of a {}."].
+    #[arg(long, value_name = "TEMPLATE")]
+    pub template: Option<String>,
+    /// Also evaluate a prompt ensemble and compare: `photo` (built-in) or a file of templates.
+    #[arg(long, value_name = "photo|FILE")]
+    pub templates: Option<String>,
+    /// Where to write confusion.csv and confusion.png (and confusion-ensemble.*).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+    /// Print JSON: {"dataset", "labels", "images", "failed", "runs": [{"name", "templates",
+    /// "top1", "top5", "top_k", "per_class", "confused", "confusion"}], "files"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clipdex autotag`.
+#[derive(Debug, Args)]
+pub struct AutotagArgs {
+    /// Vocabulary file (one label per line, `#` comments) [default: the stored settings' one,
+    /// else the built-in vocabulary].
+    #[arg(long, value_name = "FILE")]
+    pub vocab: Option<PathBuf>,
+    /// Prompts: `photo` (built-in ensemble), `single` ("a photo of a {}."), or a file of
+    /// templates [default: the stored settings', else photo].
+    #[arg(long, value_name = "photo|single|FILE")]
+    pub templates: Option<String>,
+    /// Keep a tag when its probability is at least this many times 1/(vocabulary size), capped
+    /// at 0.5 [default: the stored settings', else 30].
+    #[arg(long, value_name = "R")]
+    pub prior_ratio: Option<f32>,
+    /// At most this many tags per photo [default: the stored settings', else 8].
+    #[arg(long, value_name = "N")]
+    pub max_tags: Option<usize>,
+    /// Print the report as JSON: {"images", "tagged", "unchanged", "labels_embedded", "tags",
+    /// "labels", "threshold"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clipdex describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// The image.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// How many entries.
+    #[arg(short = 'k', long = "k", default_value_t = 10)]
+    pub k: usize,
+    /// Vocabulary file (one label per line, `#` comments) [default: the built-in one].
+    #[arg(long, value_name = "FILE")]
+    pub vocab: Option<PathBuf>,
+    /// Print JSON: {"path", "labels": [{"label", "probability", "cosine"}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clipdex tags`.
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    /// Print JSON: {"tags": [{"label", "count"}]}.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// The model for `tag` and `describe`, with the label-embedding cache of the library when one
 /// of the same model exists: the built-in vocabulary in the photo ensemble is about 4,000
@@ -29,10 +142,11 @@ pub struct ZeroShotModel {
 impl ZeroShotModel {
     pub fn open(g: &GlobalOptions) -> anyhow::Result<Self> {
         // Never create a database for this; use one that is there and free.
-        let library = crate::database(g)
+        let library = g
+            .library_config(clipdex::models::clip::MAX_BATCH)
             .ok()
-            .filter(|db| db.exists())
-            .and_then(|_| crate::open_library(g, clipdex::models::clip::MAX_BATCH).ok());
+            .filter(|config| config.db.exists())
+            .and_then(|config| Library::open(config).ok());
         let clip = match library {
             Some(_) => None,
             None => Some(Arc::new(
@@ -72,7 +186,10 @@ fn vocabulary(vocab: Option<&Path>) -> anyhow::Result<Vec<String>> {
     Ok(labels)
 }
 
-pub fn tag(model: &ZeroShotModel, args: &TagArgs, max_pixels: u64) -> anyhow::Result<ExitCode> {
+/// `clipdex tag IMAGE...`.
+pub fn tag(g: &GlobalOptions, args: &TagArgs) -> anyhow::Result<ExitCode> {
+    let model = ZeroShotModel::open(g)?;
+    let max_pixels = g.max_pixels;
     let clip = model.clip()?;
     let (labels, from_list) = match &args.labels {
         Some(list) => (tags::parse_label_list(list), true),
@@ -129,15 +246,12 @@ pub fn tag(model: &ZeroShotModel, args: &TagArgs, max_pixels: u64) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn describe(
-    model: &ZeroShotModel,
-    image: &Path,
-    k: usize,
-    vocab: Option<&Path>,
-    json: bool,
-    max_pixels: u64,
-) -> anyhow::Result<ExitCode> {
-    let labels = vocabulary(vocab)?;
+/// `clipdex describe IMAGE`.
+pub fn describe(g: &GlobalOptions, args: &DescribeArgs) -> anyhow::Result<ExitCode> {
+    let model = ZeroShotModel::open(g)?;
+    let DescribeArgs { image, k, vocab, json } = args;
+    let (k, json, max_pixels) = (*k, *json, g.max_pixels);
+    let labels = vocabulary(vocab.as_deref())?;
     let clip = model.clip()?;
     let classifier = model.classifier(&labels, &templates_named("photo")?)?;
     let rgb = clipdex::photo::open_rgb(image, &DecodeOptions { max_pixels, min_side: None })?;
@@ -166,6 +280,7 @@ fn templates_named(name: &str) -> anyhow::Result<Vec<String>> {
     })
 }
 
+/// `clipdex autotag`.
 pub fn autotag(library: &Library, args: &AutotagArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let mut settings = match library.autotag_settings()? {
         Some(s) => s,
@@ -208,7 +323,9 @@ pub fn autotag(library: &Library, args: &AutotagArgs, out: &mut dyn Write) -> an
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn tag_counts(library: &Library, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+/// `clipdex tags`.
+pub fn tag_counts(library: &Library, args: &TagsArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let json = args.json;
     let counts = library.tag_counts()?;
     if json {
         writeln!(out, "{}", json!({ "tags": counts }))?;
@@ -222,7 +339,19 @@ pub fn tag_counts(library: &Library, json: bool, out: &mut dyn Write) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn eval_zeroshot(clip: &ClipEmbedder, args: &EvalZeroshotArgs, max_pixels: u64) -> anyhow::Result<ExitCode> {
+/// `clipdex eval ...`.
+pub fn eval(g: &GlobalOptions, what: &EvalCommand) -> anyhow::Result<ExitCode> {
+    match what {
+        EvalCommand::Zeroshot(args) => {
+            let clip = ClipEmbedder::load_with_text_model(g.clip_model(), g.text_model.as_deref(), &g.device.open()?)?
+                .with_precision(g.precision);
+            eval_zeroshot(&clip, args, g.max_pixels)
+        }
+    }
+}
+
+/// `clipdex eval zeroshot DATASET_DIR`.
+fn eval_zeroshot(clip: &ClipEmbedder, args: &EvalZeroshotArgs, max_pixels: u64) -> anyhow::Result<ExitCode> {
     let labels_text = args.labels.as_deref().map(read_text).transpose()?;
     let dataset = Dataset::open(&args.dataset, labels_text.as_deref())?;
     let labels = dataset.labels();
@@ -235,7 +364,7 @@ pub fn eval_zeroshot(clip: &ClipEmbedder, args: &EvalZeroshotArgs, max_pixels: u
     let files: Vec<(usize, PathBuf)> =
         dataset.classes.iter().enumerate().flat_map(|(i, c)| c.images.iter().map(move |p| (i, p.clone()))).collect();
     let paths: Vec<_> = files.iter().map(|(_, p)| p.clone()).collect();
-    let bar = crate::progress_bar();
+    let bar = progress_bar();
     let options = DecodeOptions { max_pixels, min_side: None };
     let mut embedded = Vec::new();
     let mut failed = Vec::new();

@@ -1,4 +1,4 @@
-//! The CLIPSeg commands: `segment` (masks, overlays, crops of one image), `crop-search`
+//! Regions of photos (CLIPSeg): `segment` (masks, overlays, crops of one image), `crop-search`
 //! (regions of the library rather than whole photos) and `search --crops` (where in each
 //! result the query is). Each calls the library and writes files, a table or JSON.
 
@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::Args;
 use serde_json::{Value, json};
 
 use clipdex::Library;
@@ -16,7 +17,51 @@ use clipdex::photo::{DecodeOptions, Photo, WORKING_SIDE, open_photo_within};
 use clipdex::query::{Media, SearchHit};
 use clipdex::segment::{self, RegionOptions};
 
-use crate::cli::{CropSearchArgs, GlobalOptions, SegmentArgs};
+use super::search::{FilterArgs, clock, filter_of};
+use super::session::with_progress;
+use super::{GlobalOptions, parse_probability};
+
+/// `clipdex segment`.
+#[derive(Debug, Args)]
+pub struct SegmentArgs {
+    /// The image.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// What to find, in words (repeatable; all run in one batch).
+    #[arg(long = "prompt", value_name = "TEXT")]
+    pub prompts: Vec<String>,
+    /// An example image of what to find (a visual prompt; repeatable; after the texts).
+    #[arg(long = "example", value_name = "IMG")]
+    pub examples: Vec<PathBuf>,
+    /// Probability a pixel needs to count as part of a region.
+    #[arg(long, default_value_t = clipdex::segment::DEFAULT_THRESHOLD, value_parser = parse_probability)]
+    pub threshold: f32,
+    /// Folder for the masks, overlays and crops (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print JSON: {"image", "width", "height", "prompts": [{"index", "prompt" or "example",
+    /// "mask", "overlay", "regions": [{"box", "area", "mean_probability", "crop"}]}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clipdex crop-search`.
+#[derive(Debug, Args)]
+pub struct CropSearchArgs {
+    /// What to look for, in words.
+    pub text: String,
+    /// Photos (best CLIP matches) examined for regions [default: 3 x k, at least 20].
+    #[arg(long, value_name = "N")]
+    pub candidates: Option<usize>,
+    /// Probability a pixel needs to count as part of a region.
+    #[arg(long, default_value_t = clipdex::segment::DEFAULT_THRESHOLD, value_parser = parse_probability)]
+    pub threshold: f32,
+    /// Write the crops as PNG files into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
 
 fn save_png<P>(image: &image::ImageBuffer<P, Vec<u8>>, path: &Path) -> anyhow::Result<()>
 where
@@ -139,7 +184,7 @@ pub fn print_located_hits(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let options = RegionOptions { threshold, ..Default::default() };
-    let regions = crate::with_progress(|progress| library.locate(text, hits, &options, progress))?;
+    let regions = with_progress(|progress| library.locate(text, hits, &options, progress))?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
     if json_out {
         // Each result as `search --json` has it (a video's kind, time and duration included),
@@ -159,7 +204,7 @@ pub fn print_located_hits(
             };
             let when = match h.media {
                 Media::Photo => String::new(),
-                Media::Video { time, .. } => format!("  @ {}", crate::clock(time)),
+                Media::Video { time, .. } => format!("  @ {}", clock(time)),
             };
             writeln!(out, "{:.4}  {}{when}{at}", h.score, path_text::escaped(&h.path))?;
         }
@@ -168,12 +213,8 @@ pub fn print_located_hits(
 }
 
 /// `crop-search`: regions of the best-matching photos, most probable first.
-pub fn crop_search(
-    library: &Library,
-    args: &CropSearchArgs,
-    filter: &clipdex::query::SearchFilter,
-    out: &mut dyn Write,
-) -> anyhow::Result<ExitCode> {
+pub fn crop_search(library: &Library, args: &CropSearchArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let filter = &filter_of(&args.filter)?;
     let k = args.filter.k as usize;
     let candidates = args.candidates.unwrap_or((3 * k).max(20)).max(1);
     if let Some(dir) = &args.out {
@@ -183,9 +224,8 @@ pub fn crop_search(
     let started = std::time::Instant::now();
     let query = library.embed_text(&args.text)?;
     let options = RegionOptions { threshold: args.threshold, ..Default::default() };
-    let crops = crate::with_progress(|progress| {
-        library.crops(&args.text, &query, (candidates, k), filter, &options, progress)
-    })?;
+    let crops =
+        with_progress(|progress| library.crops(&args.text, &query, (candidates, k), filter, &options, progress))?;
     let mut rows = Vec::new();
     for (n, crop) in crops.iter().enumerate() {
         let clipdex::library::Crop { hit, region } = crop;

@@ -3,20 +3,53 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
 
 use clipdex::library::{MoveReport, restore_moved};
 use clipdex::path_text;
 use clipdex::query::duplicates::DuplicateReport;
 use clipdex::{Library, store::ImageId};
 
-/// What the command was asked to do.
+use super::GlobalOptions;
+use super::session::with_progress;
+
+/// `clipdex duplicates`.
+#[derive(Debug, Args)]
 pub struct DuplicatesArgs {
+    /// Cosine similarity from which two photos are candidates (then confirmed by their
+    /// perceptual hashes).
+    #[arg(long, value_name = "T", default_value_t = clipdex::query::duplicates::DEFAULT_THRESHOLD)]
     pub threshold: f32,
+    /// Print JSON: {"groups": [{"images": [{"id", "path", "width", "height", "size",
+    /// "date"}], "similarity", "keep"}]}.
+    #[arg(long)]
     pub json: bool,
+    /// Move every photo of each group but the one to keep into DIR (outside the library),
+    /// recorded in DIR/clipdex-moves.jsonl; `--restore DIR` puts them back.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["restore", "dismiss"])]
     pub move_to: Option<PathBuf>,
+    /// Put back the photos a `--move-to DIR` moved (then `clipdex index` indexes them again).
+    #[arg(long, value_name = "DIR", conflicts_with = "dismiss")]
+    pub restore: Option<PathBuf>,
+    /// Mark these images (ids, comma-separated) as not duplicates of each other; remembered
+    /// by later runs.
+    #[arg(long, value_name = "ID,ID,...", value_delimiter = ',')]
     pub dismiss: Vec<ImageId>,
 }
 
+/// `clipdex duplicates`: `--restore DIR` needs no library; the rest runs on it, here or in
+/// the server that holds it.
+pub fn duplicates(g: &GlobalOptions, args: DuplicatesArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.restore {
+        restore(dir, args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    super::session::run(g, super::Command::Duplicates(args))
+}
+
+/// Finds, dismisses or moves near-duplicates of the open library.
 pub fn run(library: &Library, args: DuplicatesArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if !args.dismiss.is_empty() {
         library.dismiss_duplicates(&args.dismiss)?;
@@ -28,7 +61,7 @@ pub fn run(library: &Library, args: DuplicatesArgs, out: &mut dyn Write) -> anyh
         }
         return Ok(());
     }
-    let report = crate::with_progress(|progress| library.duplicates(args.threshold, progress))?;
+    let report = with_progress(|progress| library.duplicates(args.threshold, progress))?;
     if let Some(dir) = &args.move_to {
         let moved = library.move_duplicates(&report.groups, dir)?;
         return print_moves(out, &moved, args.json, "moved");
@@ -42,7 +75,7 @@ pub fn run(library: &Library, args: DuplicatesArgs, out: &mut dyn Write) -> anyh
 }
 
 /// `duplicates --restore DIR`: needs no library.
-pub fn restore(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+fn restore(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let report = restore_moved(dir)?;
     print_moves(&mut std::io::stdout().lock(), &report, json, "restored")
 }

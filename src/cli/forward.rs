@@ -22,24 +22,25 @@ use clipdex::server::{
 use clipdex::store::DbLocation;
 use clipdex::{Library, path_text};
 
-use crate::cli::{Cli, Command, GlobalOptions};
+use super::session::{Runner, is_broken_pipe, on_library};
+use super::{Cli, Command, GlobalOptions};
 
 /// The name of a command that can run through the server; `None` for one that cannot.
 fn forwardable(command: &Command) -> Option<&'static str> {
     Some(match command {
         Command::Search(_) => "search",
-        Command::Similar { .. } => "similar",
+        Command::Similar(_) => "similar",
         Command::CropSearch(_) => "crop-search",
-        Command::Stats { .. } => "stats",
-        Command::Tags { .. } => "tags",
-        Command::Show { .. } => "show",
-        Command::Failures { .. } => "failures",
-        Command::Roots { .. } => "roots",
-        Command::Add { .. } => "add",
-        Command::Remove { .. } => "remove",
-        Command::Index { .. } => "index",
+        Command::Stats(_) => "stats",
+        Command::Tags(_) => "tags",
+        Command::Show(_) => "show",
+        Command::Failures(_) => "failures",
+        Command::Roots(_) => "roots",
+        Command::Add(_) => "add",
+        Command::Remove(_) => "remove",
+        Command::Index(_) => "index",
         Command::Autotag(_) => "autotag",
-        Command::Duplicates { .. } => "duplicates",
+        Command::Duplicates(_) => "duplicates",
         _ => return None,
     })
 }
@@ -52,7 +53,7 @@ fn is_held(error: &dyn std::fmt::Display) -> bool {
 /// The library could not be opened (`error`): when a running server holds it, the command
 /// runs there; otherwise the error stands.
 pub fn to_server(g: &GlobalOptions, command: &Command, error: clipdex::Error) -> anyhow::Result<ExitCode> {
-    let Ok(DbLocation::Dir(dir)) = crate::database(g) else { return Err(error.into()) };
+    let Ok(DbLocation::Dir(dir)) = g.database() else { return Err(error.into()) };
     // Any other failure (a folder this user may not open, a damaged database) is the error.
     if !is_held(&error) {
         return Err(error.into());
@@ -161,7 +162,7 @@ fn library_settings(g: &GlobalOptions) -> Vec<(&'static str, String)> {
 /// none).
 fn settings_asked(g: &GlobalOptions, command: &Command) -> anyhow::Result<Vec<(String, String)>> {
     let matches = <Cli as clap::CommandFactory>::command().try_get_matches_from(std::env::args_os())?;
-    let needs_model = !matches!(command, Command::Show { .. } | Command::Duplicates { .. });
+    let needs_model = !matches!(command, Command::Show(_) | Command::Duplicates(_));
     Ok(library_settings(g)
         .into_iter()
         .filter(|(id, _)| {
@@ -254,15 +255,15 @@ fn run_forwarded(
     absolutize(&mut parsed, &command.cwd);
     let mut stdout = Vec::new();
     FORWARDED.with(|f| f.set(true));
-    let ctx = crate::Runner { server: Some(indexer) };
-    let result = crate::on_library(&global, library, parsed, &mut stdout, &ctx);
+    let ctx = Runner { server: Some(indexer) };
+    let result = on_library(&global, library, parsed, &mut stdout, &ctx);
     FORWARDED.with(|f| f.set(false));
     let stdout = String::from_utf8_lossy(&stdout).into_owned();
     match result {
         Ok(code) => {
             ForwardedOutcome { stdout, exit: if code == ExitCode::SUCCESS { 0 } else { 1 }, ..Default::default() }
         }
-        Err(e) if crate::is_broken_pipe(&e) => ForwardedOutcome { stdout, ..Default::default() },
+        Err(e) if is_broken_pipe(&e) => ForwardedOutcome { stdout, ..Default::default() },
         Err(e) => ForwardedOutcome { stdout, stderr: format!("error: {e:#}\n"), exit: 1 },
     }
 }
@@ -275,16 +276,16 @@ fn absolutize(command: &mut Command, cwd: &Path) {
         }
     };
     match command {
-        Command::Add { roots } => roots.iter_mut().for_each(fix),
-        Command::Remove { root } => fix(root),
+        Command::Add(args) => args.roots.iter_mut().for_each(fix),
+        Command::Remove(args) => fix(&mut args.root),
         // An image that is not a file of the sender's is an id (`similar 2000005`), kept as is.
-        Command::Similar { image, filter } => {
-            if cwd.join(&*image).exists() {
-                fix(image);
+        Command::Similar(args) => {
+            if cwd.join(&args.image).exists() {
+                fix(&mut args.image);
             }
-            filter.under.as_mut().map(fix);
+            args.filter.under.as_mut().map(fix);
         }
-        Command::Show { image, .. } if cwd.join(&*image).exists() => fix(image),
+        Command::Show(args) if cwd.join(&args.image).exists() => fix(&mut args.image),
         Command::Search(args) => {
             args.filter.under.as_mut().map(fix);
             // Image paths in the query (`./pool.jpg`) are the sender's too.
@@ -302,8 +303,8 @@ fn absolutize(command: &mut Command, cwd: &Path) {
                 *t = path_text::display(&p);
             }
         }
-        Command::Duplicates { move_to, .. } => {
-            move_to.as_mut().map(fix);
+        Command::Duplicates(args) => {
+            args.move_to.as_mut().map(fix);
         }
         _ => {}
     }

@@ -1,20 +1,86 @@
-//! The BLIP commands: `caption` (images given on the command line), `ask` (visual question
-//! answering) and `match` (ITM probability and ITC cosine of texts against an image).
+//! The BLIP commands: `caption` (images given on the command line, or the whole library),
+//! `ask` (visual question answering) and `match` (ITM probability and ITC cosine of texts
+//! against an image). Searching the stored captions is `search --in captions` ([`super::search`]).
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Args;
 use serde_json::json;
 
 use clipdex::Library;
-use clipdex::library::{CaptionOptions, ImageDetails};
+use clipdex::library::CaptionOptions;
 use clipdex::models::blip::{BlipAnswerer, BlipCaptioner, BlipMatcher};
 use clipdex::path_text;
 use clipdex::photo::{DecodeOptions, WORKING_SIDE, open_photo_within};
-use clipdex::query::SearchFilter;
-use clipdex::query::rerank::rerank_itm;
 
-use crate::cli::{AskArgs, CaptionArgs, GlobalOptions, MatchArgs};
+use super::GlobalOptions;
+use super::session::with_progress;
+
+/// `clipdex caption`.
+#[derive(Debug, Args)]
+pub struct CaptionArgs {
+    /// The images.
+    #[arg(value_name = "IMAGE", required_unless_present = "library", conflicts_with = "library")]
+    pub images: Vec<PathBuf>,
+    /// Caption every indexed image instead, storing the captions in the database (shown by
+    /// `show`, searched by `search --in captions`). Incremental: images already captioned with
+    /// the same model, prompt, beams and token limit are skipped, so an interrupted run
+    /// resumes. JSON: {"images", "captioned", "unchanged", "failed"}. The settings are
+    /// remembered: later `index`, `watch` and `serve` passes caption new photos with them.
+    #[arg(long)]
+    pub library: bool,
+    /// With --library: stop captioning new photos (stored captions stay).
+    #[arg(long, requires = "library")]
+    pub off: bool,
+    /// Text the caption starts with (e.g. "a picture of").
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Beam width (1: greedy).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub beams: u64,
+    /// Most tokens generated after the prompt.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=200))]
+    pub max_tokens: u64,
+    /// Print JSON: {"captions": [{"path", "caption"}]} (an unreadable image gets "error").
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clipdex ask`.
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The image.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// The question.
+    #[arg(value_name = "QUESTION")]
+    pub question: String,
+    /// Beam width (1: greedy).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub beams: u64,
+    /// Most tokens in the answer.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=200))]
+    pub max_tokens: u64,
+    /// Print JSON: {"path", "question", "answer"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clipdex match`.
+#[derive(Debug, Args)]
+pub struct MatchArgs {
+    /// The image.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// A text to match against the image (repeatable).
+    #[arg(long = "text", value_name = "TEXT", required = true)]
+    pub texts: Vec<String>,
+    /// Print JSON: {"path", "matches": [{"text", "itm", "itc"}]}.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// The photo at `path` as BLIP is handed it: a large one reduced to [`WORKING_SIDE`] px on
 /// the long side while it is decoded (BLIP looks at 384 px).
@@ -61,7 +127,7 @@ pub fn caption(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<ExitCode
 
 /// `caption --library`: every indexed image not yet captioned with these settings.
 fn caption_library(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<ExitCode> {
-    let config = crate::library_config(g, clipdex::models::clip::MAX_BATCH)?;
+    let config = g.library_config(clipdex::models::clip::MAX_BATCH)?;
     // Captioning needs no CLIP model: open whatever model made the vectors.
     let library = Library::open_as_stored(config)?;
     if args.off {
@@ -84,7 +150,7 @@ fn caption_library(g: &GlobalOptions, args: &CaptionArgs) -> anyhow::Result<Exit
     // Remembered first: an interrupted run leaves captioning on, and the next pass resumes it.
     library.set_caption_settings(Some(&options))?;
     let started = std::time::Instant::now();
-    let report = crate::with_progress(|progress| library.caption_library(&captioner, &options, progress))?;
+    let report = with_progress(|progress| library.caption_library(&captioner, &options, progress))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
@@ -137,131 +203,4 @@ pub fn match_texts(g: &GlobalOptions, args: &MatchArgs) -> anyhow::Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `search TEXT --rerank itm`: CLIP's best `top` (at least k), re-scored by ITM; k printed.
-pub fn search_reranked(
-    g: &GlobalOptions,
-    library: &Library,
-    text: &str,
-    (k, top): (usize, usize),
-    filter: &SearchFilter,
-    json: bool,
-    out: &mut dyn Write,
-) -> anyhow::Result<ExitCode> {
-    library.clip()?;
-    let matcher = BlipMatcher::load(&g.itm_model, &g.device.open()?)?.with_precision(g.precision);
-    let started = std::time::Instant::now();
-    let hits = library.search_text(text, top.max(k), filter)?;
-    let mut ranked = rerank_itm(&matcher, text, hits, g.max_pixels)?;
-    ranked.truncate(k);
-    let took_ms = started.elapsed().as_secs_f64() * 1e3;
-    if json {
-        writeln!(out, "{}", json!({ "results": ranked, "took_ms": took_ms }))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let fmt = |x: Option<f32>| x.map_or("    -  ".to_string(), |x| format!("{x:.4}"));
-    for r in &ranked {
-        writeln!(out, "{}  {:.4}  {}", fmt(r.itm), r.hit.score, path_text::escaped(&r.hit.path))?;
-    }
-    if ranked.is_empty() {
-        writeln!(out, "{}", crate::no_results(library, filter))?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `search TEXT --in captions`: BM25 over the stored captions.
-pub fn search_captions(
-    library: &Library,
-    text: &str,
-    k: usize,
-    filter: &SearchFilter,
-    json: bool,
-    out: &mut dyn Write,
-) -> anyhow::Result<ExitCode> {
-    let started = std::time::Instant::now();
-    let hits = library.search_captions(text, k, filter)?;
-    let took_ms = started.elapsed().as_secs_f64() * 1e3;
-    if json {
-        writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
-    } else {
-        for h in &hits {
-            writeln!(out, "{:.4}  {}  {}", h.hit.score, path_text::escaped(&h.hit.path), h.caption)?;
-        }
-        if hits.is_empty() {
-            let why = if library.has_captions()? {
-                "no caption matches"
-            } else {
-                "no captions yet: run `clipdex caption --library`"
-            };
-            writeln!(out, "no results ({why})")?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `search TEXT` on a captioned library: CLIP blended with caption matches.
-pub fn search_blended(
-    library: &Library,
-    text: &str,
-    k: usize,
-    filter: &SearchFilter,
-    weight: f32,
-    json: bool,
-    out: &mut dyn Write,
-) -> anyhow::Result<ExitCode> {
-    let started = std::time::Instant::now();
-    let hits = library.search_blended(text, k, filter, weight)?;
-    let took_ms = started.elapsed().as_secs_f64() * 1e3;
-    if json {
-        writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
-    } else {
-        for h in &hits {
-            let caption = if h.caption_score.is_some() { "  (caption matches)" } else { "" };
-            writeln!(out, "{:.4}  {}{caption}", h.hit.score, path_text::escaped(&h.hit.path))?;
-        }
-        if hits.is_empty() {
-            writeln!(out, "{}", crate::no_results(library, filter))?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `show ID` as text.
-pub fn print_details(out: &mut dyn Write, d: &ImageDetails) -> anyhow::Result<()> {
-    writeln!(out, "id       {}", d.id)?;
-    for p in &d.paths {
-        writeln!(out, "file     {}", path_text::escaped(p))?;
-    }
-    writeln!(out, "size     {} x {} px, {} bytes", d.record.width, d.record.height, d.record.size)?;
-    let date = chrono::DateTime::from_timestamp(d.date, 0).map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
-    let source = if d.record.taken.is_some() { "taken" } else { "file modified" };
-    writeln!(out, "date     {} ({source})", date.unwrap_or_else(|| d.date.to_string()))?;
-    if let Some(c) = &d.record.camera {
-        writeln!(out, "camera   {c}")?;
-    }
-    if let Some((lat, lon)) = d.record.gps {
-        writeln!(out, "gps      {lat:.5}, {lon:.5}")?;
-    }
-    if let Some(p) = &d.companions.live_video {
-        writeln!(out, "live     {} (Live Photo video)", path_text::escaped(p))?;
-    }
-    if let Some(problem) = &d.live_video_problem {
-        writeln!(out, "live     cannot be played: {problem}")?;
-    }
-    if let Some(p) = &d.companions.raw_path {
-        writeln!(out, "raw      {}", path_text::escaped(p))?;
-    }
-    if let Some(m) = &d.record.motion_video {
-        writeln!(out, "motion   Motion Photo video: {} bytes at offset {}", m.length, m.offset)?;
-    }
-    if let Some(p) = &d.record.motion_video_problem {
-        writeln!(out, "motion   none: {p}")?;
-    }
-    if !d.tags.is_empty() {
-        let tags: Vec<String> = d.tags.iter().map(|t| format!("{} ({:.2})", t.label, t.probability)).collect();
-        writeln!(out, "tags     {}", tags.join(", "))?;
-    }
-    writeln!(out, "caption  {}", d.caption.as_deref().unwrap_or("(none: run `clipdex caption --library`)"))?;
-    Ok(())
 }

@@ -21,8 +21,8 @@
 use std::path::PathBuf;
 
 use super::Kind;
-use crate::store::attributes::{AttributeFilter, Comparison, Dimension, DimensionBound, Orientation};
 use crate::store::ImageId;
+use crate::store::attributes::{AttributeFilter, Comparison, Dimension, DimensionBound, Orientation};
 
 /// A parsed query: what to look for, and what to keep.
 #[derive(Debug, Clone, Default, PartialEq)]

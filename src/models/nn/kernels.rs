@@ -129,15 +129,12 @@ impl CustomOp2 for BiasAct {
 /// Whether this CPU has AVX-512 F, which the vectorised exponential and the kernels built on
 /// it (bias + activation, attention) need; false off x86-64.
 pub(super) fn avx512f() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::cpu::has(super::cpu::Feature::Avx512f)
+}
+
+/// Whether this CPU has AVX2 and FMA (and `CLIPDEX_CPU_FEATURES` leaves them on).
+pub(super) fn avx2() -> bool {
+    super::cpu::has(super::cpu::Feature::Avx2)
 }
 
 /// `o = act(o + bias)` for one row (or part of one, with the bias of its columns).

@@ -156,4 +156,40 @@ mod tests {
         assert!(!enabled(Feature::AvxVnni, all, &[Feature::Avx2]));
         assert!(!enabled(Feature::AvxVnni, |f| f != Feature::Avx2, &[]));
     }
+
+    #[test]
+    fn features_switched_off_in_this_process_are_off() {
+        let (off, _) = parse_disabled(&std::env::var("CLIPDEX_CPU_FEATURES").unwrap_or_default());
+        for f in off {
+            assert!(!has(f), "{} is switched off", f.name());
+        }
+        for f in Feature::ALL {
+            assert!(!has(f) || detected(f), "{} in use without being detected", f.name());
+        }
+    }
+
+    /// Runs the kernel tests (all of `models::nn`) again in child processes with features
+    /// switched off, so that every fallback this CPU can take is checked against its reference:
+    /// the AVX2 kernels on an AVX-512 CPU, AVX2 int8 on a VNNI one, the portable code on any.
+    #[test]
+    fn kernel_tests_pass_with_features_switched_off() {
+        if std::env::var_os("CLIPDEX_CPU_FEATURES").is_some() {
+            return; // a child run: its parent runs the variants
+        }
+        let exe = std::env::current_exe().unwrap();
+        for spec in ["-avx512f", "-avxvnni,-avx512vnni,-avx512bf16", "-avx512f,-avx2"] {
+            let out = std::process::Command::new(&exe)
+                .args(["models::nn::", "--skip", "kernel_tests_pass_with_features_switched_off"])
+                .env("CLIPDEX_CPU_FEATURES", spec)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "with CLIPDEX_CPU_FEATURES={spec}:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(text.contains("features_switched_off_in_this_process_are_off ... ok"), "{spec}: {text}");
+        }
+    }
 }

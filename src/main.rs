@@ -72,6 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return tagging::describe(&model, image, *k, vocab.as_deref(), *json, g.max_pixels);
         }
         Command::Finetune(args) => return cli::finetune::run(g, args),
+        Command::Bench(args) => return cli::bench::run(g, args),
         Command::Segment(args) => return segmenting::segment(g, args),
         Command::Caption(args) => return blip::caption(g, args),
         Command::Ask(args) => return blip::ask(g, args),
@@ -153,7 +154,8 @@ pub(crate) fn on_library(
         | Command::Caption(_)
         | Command::Ask(_)
         | Command::Match(_)
-        | Command::Finetune(_) => {
+        | Command::Finetune(_)
+        | Command::Bench(_) => {
             unreachable!("handled above")
         }
         Command::Reindex { .. } | Command::Migrate { .. } => unreachable!("handled above"),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod bench;
 pub mod finetune;
 pub mod search;
 pub use finetune::FinetuneArgs;
@@ -45,7 +46,8 @@ pub struct GlobalOptions {
 
     /// Arithmetic of the CLIP's linear layers: f32; bf16 (bfloat16 operands, f32 sums; about
     /// twice the speed of f32 for indexing on CPUs with AVX-512 BF16); or int8 (dynamically
-    /// quantised 8-bit operands, exact integer sums; CPUs with AVX-512 VNNI). Embeddings stay
+    /// quantised 8-bit operands, exact integer sums; CPUs with AVX-512 VNNI, AVX-VNNI or AVX2);
+    /// or auto (the fastest on this CPU class: `clipdex bench` says which). Embeddings stay
     /// within cosine 0.999 of f32; a CPU without the instructions runs f32. Queries of a few
     /// tokens stay f32 either way.
     #[arg(long, global = true, env = "CLIPDEX_PRECISION", default_value = "f32", value_parser = parse_precision)]
@@ -115,6 +117,9 @@ pub enum Command {
     /// Fine-tune the CLIP model given by --model on your own image–text pairs and save it as a
     /// Hugging Face model folder (load it with --model DIR).
     Finetune(FinetuneArgs),
+    /// How fast the models run on this machine: CPU features, what each --precision runs as,
+    /// images/s and texts/s of the library's CLIP (or --model, or --random-weights).
+    Bench(bench::BenchArgs),
     /// Embed images and texts with CLIP and print the vectors.
     Embed(EmbedArgs),
     /// Zero-shot classification: score images against labels, as in the CLIP paper.

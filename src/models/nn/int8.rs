@@ -8,8 +8,11 @@
 //!   its 32-byte VEX form.
 //! - AVX2: `vpmaddubsw` (pairs of unsigned × signed bytes into 16-bit sums, saturating) and
 //!   `vpmaddwd` by ones (pairs of those into 32 bits). Two products of 255 × 127 overflow 16
-//!   bits, so for this kernel the weight is quantised to ±63 (7 bits), where no pair can
-//!   saturate and the sums stay exact.
+//!   bits, so for this kernel a column's scale is set by its largest *pair* of neighbouring
+//!   weights (`|w₂ₚ| + |w₂ₚ₊₁|` maps to 127), not its largest weight: no pair can then
+//!   saturate and the sums stay exact, at the cost of a fraction of a bit (usually the
+//!   largest weight's neighbour is small). Plain 7-bit weights, or 7-bit inputs, failed the
+//!   fidelity gate (an image of the clip-tiny-p32 fixture at cosine 0.9989 and 0.9988).
 //!
 //! - The weight is quantised once, per output column (symmetric: its largest magnitude maps
 //!   to 127), and laid out as [`super::packed`] says, each quad of input positions holding the
@@ -35,17 +38,20 @@ pub(crate) enum Kernel {
     Avx512Vnni,
     /// `vpdpbusd` on 32 bytes (VEX).
     AvxVnni,
-    /// `vpmaddubsw` + `vpmaddwd` on 32 bytes, weights of 7 bits.
+    /// `vpmaddubsw` + `vpmaddwd` on 32 bytes, weights scaled by their largest pair.
     Avx2,
 }
 
 impl Kernel {
-    /// The largest magnitude of a quantised weight.
-    fn weight_limit(self) -> f32 {
-        match self {
-            Kernel::Avx512Vnni | Kernel::AvxVnni => 127.0,
-            Kernel::Avx2 => 63.0,
-        }
+    /// The largest quantised input: an input row's range maps onto `0..=levels`.
+    fn input_levels(self) -> i32 {
+        255
+    }
+
+    /// Whether a column's scale comes from its largest pair of neighbouring weights (see the
+    /// module's doc) rather than its largest weight.
+    fn scales_by_pairs(self) -> bool {
+        self == Kernel::Avx2
     }
 
     /// Whether this CPU runs it (and `CLIPDEX_CPU_FEATURES` leaves it on).
@@ -101,14 +107,17 @@ fn pack_for(kernel: Kernel, weight_t: &[f32], k: usize, n: usize) -> Option<Int8
     Some(Panels::lay_out(format, k, n, |kk, j| quantised[kk * n + j] as u8))
 }
 
-/// Each column's values as multiples of its scale (its largest magnitude over the kernel's
-/// limit, 127 or 63; 1 for a column of zeros), with the scales and the sums of the multiples.
+/// Each column's values as multiples of its scale (its largest magnitude / 127, or for the
+/// AVX2 kernel its largest sum of a pair's magnitudes / 127; 1 for a column of zeros), with
+/// the scales and the sums of the multiples.
 fn quantise_columns(weight_t: &[f32], n: usize, kernel: Kernel) -> (Vec<i8>, Int8) {
-    let limit = kernel.weight_limit();
+    let limit = 127.0;
     let mut largest = vec![0f32; n];
-    for row in weight_t.chunks_exact(n) {
-        for (m, &w) in largest.iter_mut().zip(row) {
-            *m = m.max(w.abs());
+    let rows = if kernel.scales_by_pairs() { 2 } else { 1 };
+    for pair in weight_t.chunks(rows * n) {
+        for (c, m) in largest.iter_mut().enumerate() {
+            let magnitude: f32 = pair.chunks_exact(n).map(|row| row[c].abs()).sum();
+            *m = m.max(magnitude);
         }
     }
     let scales: Vec<f32> = largest.iter().map(|&m| if m > 0.0 { m / limit } else { 1.0 }).collect();
@@ -126,17 +135,17 @@ fn quantise_columns(weight_t: &[f32], n: usize, kernel: Kernel) -> (Vec<i8>, Int
     (quantised, Int8 { scales, column_sums, kernel })
 }
 
-/// A row's scale and zero point: its range, widened to hold 0, onto 0..=255.
-fn row_scale(src: &[f32]) -> RowScale {
+/// A row's scale and zero point: its range, widened to hold 0, onto 0..=levels.
+fn row_scale(src: &[f32], levels: i32) -> RowScale {
     let (lo, hi) = min_max(src);
     let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-    RowScale { scale, zero: ((-lo / scale).round_ties_even() as i32).clamp(0, 255) }
+    let scale = if hi > lo { (hi - lo) / levels as f32 } else { 1.0 };
+    RowScale { scale, zero: ((-lo / scale).round_ties_even() as i32).clamp(0, levels) }
 }
 
 /// One value quantised as [`quantise_row`] does.
-fn quantise(v: f32, inverse: f32, zero: i32) -> u8 {
-    ((v * inverse).round_ties_even() as i32 + zero).clamp(0, 255) as u8
+fn quantise(v: f32, inverse: f32, zero: i32, levels: i32) -> u8 {
+    ((v * inverse).round_ties_even() as i32 + zero).clamp(0, levels) as u8
 }
 
 /// The least and greatest of `src` (NaN ignored; 0 and 0 when empty).
@@ -194,20 +203,20 @@ fn min_max_avx2(src: &[f32]) -> (f32, f32) {
     src[whole..].iter().fold((lo, hi), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
-/// `src` quantised at `row` into `dst` (as long).
-fn quantise_row(src: &[f32], row: RowScale, dst: &mut [u8]) {
+/// `src` quantised at `row` onto `0..=levels` into `dst` (as long).
+fn quantise_row(src: &[f32], row: RowScale, levels: i32, dst: &mut [u8]) {
     let inverse = 1.0 / row.scale;
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if avx512f() {
+    if avx512f() && levels == 255 {
         // SAFETY: the CPU has AVX-512 F (checked by `avx512f`).
         done = unsafe { quantise_avx512(src, inverse, row.zero, dst) };
     } else if super::kernels::avx2() {
         // SAFETY: the CPU has AVX2 (checked by `avx2`).
-        done = unsafe { quantise_avx2(src, inverse, row.zero, dst) };
+        done = unsafe { quantise_avx2(src, inverse, row.zero, levels, dst) };
     }
     for (d, &v) in dst[done..].iter_mut().zip(&src[done..]) {
-        *d = quantise(v, inverse, row.zero);
+        *d = quantise(v, inverse, row.zero, levels);
     }
 }
 
@@ -239,7 +248,7 @@ fn quantise_avx512(src: &[f32], inverse: f32, zero: i32, dst: &mut [u8]) -> usiz
 /// many it wrote.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn quantise_avx2(src: &[f32], inverse: f32, zero: i32, dst: &mut [u8]) -> usize {
+fn quantise_avx2(src: &[f32], inverse: f32, zero: i32, levels: i32, dst: &mut [u8]) -> usize {
     use std::arch::x86_64::{
         _mm256_add_epi32, _mm256_cvtps_epi32, _mm256_extract_epi32, _mm256_loadu_ps, _mm256_max_epi32,
         _mm256_min_epi32, _mm256_mul_ps, _mm256_packus_epi16, _mm256_packus_epi32, _mm256_set1_epi32, _mm256_set1_ps,
@@ -250,11 +259,12 @@ fn quantise_avx2(src: &[f32], inverse: f32, zero: i32, dst: &mut [u8]) -> usize 
     let (inverse, zero) = (_mm256_set1_ps(inverse), _mm256_set1_epi32(zero));
     for i in (0..whole).step_by(8) {
         // SAFETY: i + 8 <= len for both slices. The conversion rounds to nearest even (the
-        // default rounding mode); the clamp to 0..=255 makes the packs below exact.
+        // default rounding mode); the clamp to 0..=levels (at most 255) makes the packs below
+        // exact.
         unsafe {
             let q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(src.as_ptr().add(i)), inverse));
             let q = _mm256_add_epi32(q, zero);
-            let q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), _mm256_set1_epi32(255));
+            let q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), _mm256_set1_epi32(levels));
             // Within each 128-bit lane: 4 words, then 4 bytes, at the lane's start.
             let q = _mm256_packus_epi16(_mm256_packus_epi32(q, q), _mm256_packus_epi32(q, q));
             let (low, high) = (_mm256_extract_epi32::<0>(q) as u32, _mm256_extract_epi32::<4>(q) as u32);
@@ -272,8 +282,9 @@ impl Format for Int8 {
     type Row = RowScale;
 
     fn convert(&self, src: &[f32], dst: &mut [u8]) -> RowScale {
-        let row = row_scale(src);
-        quantise_row(src, row, dst);
+        let levels = self.kernel.input_levels();
+        let row = row_scale(src, levels);
+        quantise_row(src, row, levels, dst);
         row
     }
 
@@ -504,7 +515,7 @@ tile_32_bytes!(tile_avxvnni, rows_avxvnni, "avx2,avxvnni", |acc, quad, w| {
 
 tile_32_bytes!(tile_avx2, rows_avx2, "avx2", |acc, quad, w| {
     use std::arch::x86_64::{_mm256_add_epi32, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_set1_epi16};
-    // Pairs of u8 × i8 (at most 2 × 255 × 63, no saturation), then pairs of those.
+    // Pairs of u8 × i8 (at most 255 × 127 together: no saturation), then pairs of those.
     _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(quad, w), _mm256_set1_epi16(1)))
 });
 
@@ -521,9 +532,10 @@ mod tests {
         for i in 0..m {
             let src = &x[i * k..][..k];
             let (lo, hi) = src.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-            let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-            let zero = ((-lo / scale).round_ties_even() as i32).clamp(0, 255);
-            let xq: Vec<i64> = src.iter().map(|&v| i64::from(quantise(v, 1.0 / scale, zero))).collect();
+            let levels = kernel.input_levels();
+            let scale = if hi > lo { (hi - lo) / levels as f32 } else { 1.0 };
+            let zero = ((-lo / scale).round_ties_even() as i32).clamp(0, levels);
+            let xq: Vec<i64> = src.iter().map(|&v| i64::from(quantise(v, 1.0 / scale, zero, levels))).collect();
             for j in 0..n {
                 let sum: i64 = (0..k).map(|kk| (xq[kk] - i64::from(zero)) * i64::from(wq[kk * n + j])).sum();
                 ys[i * n + j] = scale * format.scales[j] * sum as f32;
@@ -576,8 +588,8 @@ mod tests {
             let exact: Vec<f32> =
                 (0..m * n).map(|o| (0..k).map(|kk| x[o / n * k + kk] * w[kk * n + o % n]).sum()).collect();
             let worst = got.iter().zip(&exact).map(|(g, e)| (g - e).abs()).fold(0f32, f32::max);
-            // (7-bit weights: half a step is twice as large.)
-            let bound = 0.05 * (k as f32).sqrt() * 127.0 / kernel.weight_limit();
+            // (Scaled by pairs: a step up to twice as large.)
+            let bound = 0.05 * (k as f32).sqrt() * if kernel.scales_by_pairs() { 2.0 } else { 1.0 };
             assert!(worst <= bound, "{kernel:?} [{m},{k},{n}]: {worst} from the f32 product");
         }
     }
@@ -585,13 +597,15 @@ mod tests {
     #[test]
     fn quantising_a_row_rounds_like_the_scalar_formula() {
         let src: Vec<f32> = (0..70).map(|i| (i as f32 - 20.0) * 0.37 + 0.5 * (i % 3) as f32).collect();
-        let row = row_scale(&src);
-        let mut dst = vec![0u8; src.len()];
-        quantise_row(&src, row, &mut dst);
-        let want: Vec<u8> = src.iter().map(|&v| quantise(v, 1.0 / row.scale, row.zero)).collect();
-        assert_eq!(dst, want);
-        assert_eq!(dst.iter().min(), Some(&0));
-        assert_eq!(dst.iter().max(), Some(&255));
+        for levels in [255, 127] {
+            let row = row_scale(&src, levels);
+            let mut dst = vec![0u8; src.len()];
+            quantise_row(&src, row, levels, &mut dst);
+            let want: Vec<u8> = src.iter().map(|&v| quantise(v, 1.0 / row.scale, row.zero, levels)).collect();
+            assert_eq!(dst, want);
+            assert_eq!(dst.iter().min(), Some(&0));
+            assert_eq!(dst.iter().max(), Some(&(levels as u8)));
+        }
         assert_eq!(min_max(&src), src.iter().fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v))));
     }
 

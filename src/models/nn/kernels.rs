@@ -356,7 +356,7 @@ impl Dense {
             ys
         } else {
             let reduced = self.reduced.get_or_init(|| match self.precision {
-                Precision::F32 => None,
+                Precision::F32 | Precision::Auto => None,
                 Precision::Bf16 => bf16::pack(&weight_t()?, k, n).map(Reduced::Bf16),
                 Precision::Int8 => int8::pack(&weight_t()?, k, n).map(Reduced::Int8),
             });

@@ -109,8 +109,22 @@ pub fn run(g: &GlobalOptions, args: &BenchArgs) -> anyhow::Result<ExitCode> {
         }
         rows.push(json!({"precision": precision, "images": images, "texts": texts}));
     }
+    // The attention of the long-sequence models (BLIP, CLIPSeg) and of CLIP's image tower,
+    // which no precision changes.
+    let mut attention = Vec::new();
+    if !args.json {
+        writeln!(out, "attention of one image, 12 layers x 12 heads of 64 (no projections):")?;
+    }
+    for (model, tokens) in [("BLIP 384 px", 577), ("CLIPSeg 352 px", 485), ("CLIP ViT-B/32", 50)] {
+        let rate = bench::attention_rate(tokens, runs.max(5))?;
+        if !args.json {
+            writeln!(out, "  {model:<16} {tokens:>4} tokens: {:>8.2} ms", rate.ms_per_batch)?;
+        }
+        attention.push(json!({"model": model, "tokens": tokens, "ms": rate.ms_per_batch}));
+    }
     if args.json {
         let report = json!({
+            "attention": attention,
             "cpu": {"name": cpu_name(), "class": bench::cpu_class(), "features": features},
             "precisions": precisions.iter().map(|(a, r)| (a.to_string(), json!(r))).collect::<serde_json::Map<_, _>>(),
             "model": name,

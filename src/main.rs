@@ -6,7 +6,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use cli::{Cli, Command, captions, duplicates, embed, finetune, maintenance, ocr, regions, session, tags};
+use cli::{Cli, Command, bench, captions, duplicates, embed, finetune, maintenance, ocr, regions, session, tags};
 
 fn main() -> ExitCode {
     // Colours only on a terminal: a log written to a file must not fill with escape codes.
@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         Command::Ocr(args) => ocr::run(&g, &args),
         Command::Embed(args) => embed::embed(&g, &args),
         Command::Finetune(args) => finetune::run(&g, &args),
+        Command::Bench(args) => bench::run(&g, &args),
         Command::Reindex(args) => maintenance::reindex(&g, &args),
         Command::Migrate(args) => maintenance::migrate(&g, &args),
     };

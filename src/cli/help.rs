@@ -18,7 +18,7 @@ pub const GROUPS: &[(&str, &[&str])] = &[
         "Models",
         &["tag", "describe", "autotag", "caption", "ask", "match", "segment", "ocr", "embed", "finetune", "eval"],
     ),
-    ("Maintenance", &["stats", "failures", "duplicates", "reindex", "migrate"]),
+    ("Maintenance", &["stats", "failures", "duplicates", "reindex", "migrate", "bench"]),
 ];
 
 /// The global options (by id) each command uses; every other global option is hidden from its
@@ -80,6 +80,7 @@ pub const GLOBALS_USED: &[(&str, &[&str])] = &[
         &["db", "model", "text_model", "device", "precision", "max_pixels", "video_interval", "video_max_frames"],
     ),
     ("migrate", &["db"]),
+    ("bench", &["db", "model", "text_model", "device"]),
 ];
 
 /// Examples that end a command's help.

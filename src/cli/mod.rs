@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
+pub mod bench;
 pub mod captions;
 pub mod duplicates;
 pub mod embed;
@@ -231,6 +232,11 @@ pub enum Command {
         #[command(subcommand)]
         what: tags::EvalCommand,
     },
+    /// How fast the models run here: CPU features, precisions, images/s and texts/s.
+    ///
+    /// Prints the CPU's features, what each --precision runs as, and images/s and texts/s of
+    /// the library's CLIP (or --model, or --random-weights) at its batch size.
+    Bench(bench::BenchArgs),
     /// Counts, model and index state.
     Stats(maintenance::StatsArgs),
     /// Files that could not be indexed, and why.

@@ -3,6 +3,7 @@
 //! files ([`source`]) and preprocessing images the way Hugging Face processors do
 //! ([`preprocess`]). Nothing here knows about the database.
 
+pub mod bench;
 pub mod bert;
 pub mod blip;
 pub mod clip;

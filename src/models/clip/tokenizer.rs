@@ -58,6 +58,11 @@ impl ClipTokenizer {
         Self::bert(model, wordpiece(model, vocab, lowercase, strip_accents)?, max_len)
     }
 
+    /// Wraps a built tokenizer whose end-of-text (and padding) token is `<|endoftext|>`.
+    pub fn from_tokenizer(model: &str, inner: Tokenizer, max_len: usize) -> Result<Self> {
+        Self::finish(model, inner, max_len, END, END)
+    }
+
     /// Builds the tokenizer from the slow tokenizer's `vocab.json` and `merges.txt`.
     pub fn from_vocab_merges(model: &str, vocab: &Path, merges: &Path, max_len: usize) -> Result<Self> {
         let read = |p: &Path| {

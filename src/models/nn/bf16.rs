@@ -14,19 +14,9 @@ use half::bf16;
 
 use super::packed::{Format, PANEL, Panels};
 
-/// Whether this CPU runs the kernel.
+/// Whether this CPU runs the kernel (and `CLIPDEX_CPU_FEATURES` leaves it on).
 pub(crate) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::cpu::has(super::cpu::Feature::Avx512Bf16)
 }
 
 /// The bf16 format: values rounded to bf16, sums in f32, no scaling.
@@ -57,6 +47,7 @@ impl Format for Bf16 {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn tile<const R: usize>(
+        &self,
         chunk: &[u16],
         a: &[u16],
         stride: usize,

@@ -7,7 +7,7 @@
 //! softmax and once for the weighted sum. Here each task takes one head of one sequence and a
 //! block of [`QUERY_BLOCK`] queries: its scores (64 × 577 floats, 148 KB) are computed by a
 //! matrix product straight from the fused projections (strided, no copy), turned into
-//! probabilities in place (a vectorised exponential where the CPU has AVX-512), and multiplied
+//! probabilities in place (a vectorised exponential where the CPU has AVX-512 or AVX2), and multiplied
 //! by the head's values straight into the output's columns. Tasks run in parallel over rayon;
 //! the products inside a task are single-threaded `gemm` calls.
 
@@ -169,6 +169,11 @@ fn exp_minus(xs: &mut [f32], max: f32) -> f32 {
             let (done, sum) = unsafe { exp_minus_avx512(xs, max) };
             return sum + exp_minus_scalar(&mut xs[done..], max);
         }
+        if super::kernels::avx2() {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            let (done, sum) = unsafe { exp_minus_avx2(xs, max) };
+            return sum + exp_minus_scalar(&mut xs[done..], max);
+        }
     }
     exp_minus_scalar(xs, max)
 }
@@ -202,6 +207,30 @@ unsafe fn exp_minus_avx512(xs: &mut [f32], max: f32) -> (usize, f32) {
         }
     }
     (whole, _mm512_reduce_add_ps(sum))
+}
+
+/// [`exp_minus`] 8 values at a time; returns how many it did and their sum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_minus_avx2(xs: &mut [f32], max: f32) -> (usize, f32) {
+    use std::arch::x86_64::{
+        _mm256_add_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_sub_ps,
+    };
+    let whole = xs.len() / 8 * 8;
+    let m = _mm256_set1_ps(max);
+    let mut sum = _mm256_setzero_ps();
+    for i in (0..whole).step_by(8) {
+        // SAFETY: i + 8 <= xs.len().
+        unsafe {
+            let e = super::kernels::exp8(_mm256_sub_ps(_mm256_loadu_ps(xs.as_ptr().add(i)), m));
+            _mm256_storeu_ps(xs.as_mut_ptr().add(i), e);
+            sum = _mm256_add_ps(sum, e);
+        }
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds 8 values.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    (whole, lanes.iter().sum())
 }
 
 #[cfg(test)]

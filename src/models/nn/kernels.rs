@@ -129,15 +129,12 @@ impl CustomOp2 for BiasAct {
 /// Whether this CPU has AVX-512 F, which the vectorised exponential and the kernels built on
 /// it (bias + activation, attention) need; false off x86-64.
 pub(super) fn avx512f() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::cpu::has(super::cpu::Feature::Avx512f)
+}
+
+/// Whether this CPU has AVX2 and FMA (and `CLIPDEX_CPU_FEATURES` leaves them on).
+pub(super) fn avx2() -> bool {
+    super::cpu::has(super::cpu::Feature::Avx2)
 }
 
 /// `o = act(o + bias)` for one row (or part of one, with the bias of its columns).
@@ -147,6 +144,12 @@ fn bias_act_row(o: &mut [f32], bias: &[f32], act: Option<HiddenAct>) {
         if avx512f() && matches!(act, None | Some(HiddenAct::QuickGelu)) {
             // SAFETY: the CPU has AVX-512 F (checked above).
             let done = unsafe { bias_act_row_avx512(o, bias, act.is_some()) };
+            bias_act_scalar(&mut o[done..], &bias[done..], act);
+            return;
+        }
+        if avx2() && matches!(act, None | Some(HiddenAct::QuickGelu)) {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            let done = unsafe { bias_act_row_avx2(o, bias, act.is_some()) };
             bias_act_scalar(&mut o[done..], &bias[done..], act);
             return;
         }
@@ -215,6 +218,52 @@ unsafe fn bias_act_row_avx512(o: &mut [f32], bias: &[f32], quick_gelu: bool) -> 
                 v
             };
             _mm512_storeu_ps(o.as_mut_ptr().add(i), y);
+        }
+    }
+    whole
+}
+
+/// [`exp16`] for 8 values with AVX2 and FMA: the same polynomial, `2ⁿ` built in the exponent
+/// bits (n lies in [-126, 127] after the clamp, a normal float's range).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn exp8(t: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::{
+        _mm256_add_epi32, _mm256_castsi256_ps, _mm256_cvtps_epi32, _mm256_fmadd_ps, _mm256_fnmadd_ps, _mm256_max_ps,
+        _mm256_min_ps, _mm256_mul_ps, _mm256_round_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_slli_epi32,
+    };
+    let t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-87.0)), _mm256_set1_ps(88.0));
+    let n = _mm256_round_ps::<0x08>(_mm256_mul_ps(t, _mm256_set1_ps(std::f32::consts::LOG2_E)));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75), t);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm256_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let two_n = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
+    _mm256_mul_ps(p, _mm256_castsi256_ps(two_n))
+}
+
+/// [`bias_act_row_avx512`] 8 values at a time, its exponential from [`exp8`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bias_act_row_avx2(o: &mut [f32], bias: &[f32], quick_gelu: bool) -> usize {
+    use std::arch::x86_64::{
+        _mm256_add_ps, _mm256_div_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_storeu_ps,
+    };
+    let len = o.len().min(bias.len());
+    let whole = len / 8 * 8;
+    for i in (0..whole).step_by(8) {
+        // SAFETY: i + 8 <= len for both slices.
+        unsafe {
+            let v = _mm256_add_ps(_mm256_loadu_ps(o.as_ptr().add(i)), _mm256_loadu_ps(bias.as_ptr().add(i)));
+            let y = if quick_gelu {
+                let e = exp8(_mm256_mul_ps(v, _mm256_set1_ps(-1.702)));
+                _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0), e))
+            } else {
+                v
+            };
+            _mm256_storeu_ps(o.as_mut_ptr().add(i), y);
         }
     }
     whole
@@ -307,7 +356,7 @@ impl Dense {
             ys
         } else {
             let reduced = self.reduced.get_or_init(|| match self.precision {
-                Precision::F32 => None,
+                Precision::F32 | Precision::Auto => None,
                 Precision::Bf16 => bf16::pack(&weight_t()?, k, n).map(Reduced::Bf16),
                 Precision::Int8 => int8::pack(&weight_t()?, k, n).map(Reduced::Int8),
             });

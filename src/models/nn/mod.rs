@@ -11,6 +11,7 @@
 pub mod activation;
 pub(crate) mod bf16;
 mod blocked_attention;
+pub mod cpu;
 pub(crate) mod int8;
 pub(crate) mod kernels;
 pub(crate) mod layers;

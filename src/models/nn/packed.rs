@@ -43,6 +43,7 @@ pub(super) trait Format: Sync {
     /// holds `count · GROUP · 32` values, `sums` `R · 32`, and `a` each row's `count` groups.
     #[cfg(target_arch = "x86_64")]
     unsafe fn tile<const R: usize>(
+        &self,
         chunk: &[Self::Value],
         a: &[Self::Value],
         stride: usize,
@@ -57,6 +58,7 @@ pub(super) trait Format: Sync {
     /// None needed: it only panics.
     #[cfg(not(target_arch = "x86_64"))]
     unsafe fn tile<const R: usize>(
+        &self,
         _chunk: &[Self::Value],
         _a: &[Self::Value],
         _stride: usize,
@@ -136,7 +138,7 @@ impl<F: Format> Panels<F> {
                         let r = TILE.min(rows - first);
                         let a = &a[first * group * groups + group * first_group..];
                         let sums = &mut sums[first * PANEL..][..r * PANEL];
-                        tile::<F>(chunk, a, groups, count, r, sums, first_group > 0);
+                        tile(&self.format, chunk, a, groups, count, r, sums, first_group > 0);
                     }
                 }
                 for (i, row) in scales.iter().enumerate() {
@@ -151,7 +153,9 @@ impl<F: Format> Panels<F> {
 }
 
 /// [`Format::tile`] for `r` (1 to [`TILE`]) rows, after checking its bounds.
+#[allow(clippy::too_many_arguments)]
 fn tile<F: Format>(
+    format: &F,
     chunk: &[F::Value],
     a: &[F::Value],
     stride: usize,
@@ -167,7 +171,7 @@ fn tile<F: Format>(
     macro_rules! rows {
         ($($r:literal)*) => {
             match r {
-                $($r => unsafe { F::tile::<$r>(chunk, a, stride, count, sums, accumulate) },)*
+                $($r => unsafe { format.tile::<$r>(chunk, a, stride, count, sums, accumulate) },)*
                 _ => unreachable!("at most {TILE} rows a tile"),
             }
         };

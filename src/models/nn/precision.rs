@@ -3,9 +3,10 @@
 //! linear products (a batch of images, a batch of texts) to bfloat16 and sums in f32, about
 //! twice as fast on CPUs with AVX-512 BF16; `int8` quantises them to bytes (weights per output
 //! column once, inputs per row as they come) and sums exactly in integers, on CPUs with
-//! AVX-512 VNNI. Both stay within cosine 0.999 of f32 (the fidelity tests check it on the
+//! AVX-512 VNNI, AVX-VNNI or AVX2 (7-bit weights there). Both stay within cosine 0.999 of f32 (the fidelity tests check it on the
 //! fixtures). Products of a few rows (one query) stay f32: reading the weight, not
-//! arithmetic, bounds them. A CPU without the instructions runs f32 whatever is asked.
+//! arithmetic, bounds them. A CPU without the instructions runs f32 whatever is asked. `auto`
+//! picks per CPU class (see [`Precision::resolved`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,15 +23,35 @@ pub enum Precision {
     /// Bfloat16 operands with f32 sums in the linear layers, where the CPU has AVX-512 BF16.
     Bf16,
     /// Dynamically quantised 8-bit operands with exact integer sums in the linear layers,
-    /// where the CPU has AVX-512 VNNI.
+    /// where the CPU has AVX-512 VNNI, AVX-VNNI or AVX2.
     Int8,
+    /// The fastest of the three on this CPU class that passes the fidelity gate (see
+    /// [`Precision::resolved`]).
+    Auto,
 }
 
 impl Precision {
-    /// The precision that actually runs on this machine: `bf16` falls back to `f32` on a CPU
-    /// without AVX-512 BF16, `int8` on one without AVX-512 VNNI.
-    pub fn effective(self) -> Precision {
+    /// Every precision `--precision` takes.
+    pub const ASKABLE: [Precision; 4] = [Precision::F32, Precision::Bf16, Precision::Int8, Precision::Auto];
+
+    /// What is asked for, `auto` replaced by this CPU class's choice: `int8` with AVX-512 VNNI
+    /// or AVX-VNNI (`vpdpbusd`: four times an f32 FMA's multiply-adds), `bf16` with AVX-512
+    /// BF16 alone, `int8` with AVX2 alone (where it measured faster than f32), `f32` elsewhere.
+    pub fn resolved(self) -> Precision {
+        use super::cpu::{Feature, has};
         match self {
+            Precision::Auto if has(Feature::Avx512Vnni) || has(Feature::AvxVnni) => Precision::Int8,
+            Precision::Auto if has(Feature::Avx512Bf16) => Precision::Bf16,
+            Precision::Auto if AUTO_INT8_ON_AVX2 && has(Feature::Avx2) => Precision::Int8,
+            Precision::Auto => Precision::F32,
+            other => other,
+        }
+    }
+
+    /// The precision that actually runs on this machine: `bf16` falls back to `f32` on a CPU
+    /// without AVX-512 BF16, `int8` on one with none of AVX-512 VNNI, AVX-VNNI and AVX2.
+    pub fn effective(self) -> Precision {
+        match self.resolved() {
             Precision::Bf16 if super::bf16::available() => Precision::Bf16,
             Precision::Int8 if super::int8::available() => Precision::Int8,
             _ => Precision::F32,
@@ -40,12 +61,15 @@ impl Precision {
     /// The precision for a part whose int8 fails the fidelity gate on the fixtures while its
     /// bf16 passes: `int8` becomes `bf16` (which [`Precision::effective`] may make `f32`).
     pub fn without_int8(self) -> Precision {
-        match self {
+        match self.resolved() {
             Precision::Int8 => Precision::Bf16,
             other => other,
         }
     }
 }
+
+/// Whether `auto` takes int8 on a CPU whose int8 kernel is AVX2's (see `docs/src/speed.md`).
+const AUTO_INT8_ON_AVX2: bool = true;
 
 impl FromStr for Precision {
     type Err = Error;
@@ -55,7 +79,8 @@ impl FromStr for Precision {
             "f32" | "fp32" | "float32" => Ok(Precision::F32),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
             "int8" | "qint8" => Ok(Precision::Int8),
-            other => Err(Error::Invalid(format!("unknown precision `{other}`: use f32, bf16 or int8"))),
+            "auto" => Ok(Precision::Auto),
+            other => Err(Error::Invalid(format!("unknown precision `{other}`: use f32, bf16, int8 or auto"))),
         }
     }
 }
@@ -66,6 +91,7 @@ impl fmt::Display for Precision {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
             Precision::Int8 => "int8",
+            Precision::Auto => "auto",
         })
     }
 }
@@ -79,7 +105,11 @@ mod tests {
         assert_eq!("BF16".parse::<Precision>().unwrap(), Precision::Bf16);
         assert_eq!("f32".parse::<Precision>().unwrap(), Precision::F32);
         assert_eq!("int8".parse::<Precision>().unwrap(), Precision::Int8);
-        assert!("f16".parse::<Precision>().unwrap_err().to_string().contains("f32, bf16 or int8"));
+        assert!("f16".parse::<Precision>().unwrap_err().to_string().contains("f32, bf16, int8 or auto"));
+        assert_eq!("auto".parse::<Precision>().unwrap(), Precision::Auto);
+        assert_ne!(Precision::Auto.resolved(), Precision::Auto);
+        assert_ne!(Precision::Auto.effective(), Precision::Auto);
+        assert_eq!(Precision::Auto.without_int8(), Precision::Auto.resolved().without_int8());
         assert_eq!(Precision::Bf16.to_string(), "bf16");
         assert_eq!(Precision::Int8.to_string(), "int8");
         assert_eq!(serde_json::to_string(&Precision::Int8).unwrap(), "\"int8\"");

@@ -1,5 +1,6 @@
 //! Attention over short sequences (a CLIP image's 50 tokens, a text's 77, up to the fused
-//! kernel's 256) on CPUs with AVX-512, for heads of up to 64 values. Attention is about 1% of
+//! kernel's 256) on CPUs with AVX-512 (16 keys a register) or AVX2 + FMA (8 keys a register,
+//! [`avx2`]), for heads of up to 64 values. Attention is about 1% of
 //! a ViT-B/32's arithmetic but took a sixth of its time at int8 one dot product at a time;
 //! here 16 keys at once.
 //!
@@ -13,7 +14,25 @@
 
 use rayon::prelude::*;
 
-use super::kernels::avx512f;
+use super::kernels::{avx2, avx512f};
+
+/// The kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Avx512,
+    Avx2,
+}
+
+/// The kernel this CPU runs, if any.
+fn kernel() -> Option<Kernel> {
+    if avx512f() {
+        Some(Kernel::Avx512)
+    } else if avx2() {
+        Some(Kernel::Avx2)
+    } else {
+        None
+    }
+}
 
 /// Queries a task takes when there are few sequences: they share one transposed copy of each
 /// head's keys.
@@ -42,11 +61,16 @@ impl Problem<'_> {
 }
 
 /// `[b, s, d]` attention outputs of the projections `src` (`[b, s, 3d]`: queries, keys and
-/// values, heads side by side), or `None` when this CPU lacks AVX-512 or a head is wider
-/// than 64 (the caller's kernel then runs).
+/// values, heads side by side), or `None` when this CPU lacks AVX-512 and AVX2 or a head is
+/// wider than 64 (the caller's kernel then runs).
 pub(super) fn attention(src: &[f32], b: usize, s: usize, d: usize, problem: &Problem) -> Option<Vec<f32>> {
+    attention_with(kernel()?, src, b, s, d, problem)
+}
+
+/// [`attention`] with `kernel`, which the caller checked this CPU runs.
+fn attention_with(kernel: Kernel, src: &[f32], b: usize, s: usize, d: usize, problem: &Problem) -> Option<Vec<f32>> {
     let heads = problem.heads;
-    if heads == 0 || !d.is_multiple_of(heads) || d / heads > MAX_HEAD || src.len() != b * s * 3 * d || !avx512f() {
+    if heads == 0 || !d.is_multiple_of(heads) || d / heads > MAX_HEAD || src.len() != b * s * 3 * d {
         return None;
     }
     let mut out = vec![0f32; b * s * d];
@@ -59,8 +83,13 @@ pub(super) fn attention(src: &[f32], b: usize, s: usize, d: usize, problem: &Pro
     out.par_chunks_mut(s * d).enumerate().for_each(|(bi, out)| {
         let seq = &src[bi * s * 3 * d..][..s * 3 * d];
         out.par_chunks_mut(queries * d).enumerate().for_each(|(block, out)| {
-            // SAFETY: the CPU has AVX-512 F (checked by `avx512f`).
-            unsafe { query_block(seq, s, d, problem, bi, block * queries, out) }
+            // SAFETY (each arm): the CPU has the kernel's features (checked by `kernel`).
+            unsafe {
+                match kernel {
+                    Kernel::Avx512 => query_block(seq, s, d, problem, bi, block * queries, out),
+                    Kernel::Avx2 => avx2::query_block(seq, s, d, problem, bi, block * queries, out),
+                }
+            }
         });
     });
     Some(out)
@@ -238,6 +267,198 @@ unsafe fn values_of<const C: usize>(seq: &[f32], d: usize, h: usize, probs: &[f3
     }
 }
 
+/// The same kernel 8 keys (and 8 of a head's values) a register, with AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_and_ps, _mm256_castsi256_ps, _mm256_cmpgt_epi32, _mm256_div_ps, _mm256_fmadd_ps,
+        _mm256_loadu_ps, _mm256_max_ps, _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32,
+        _mm256_setzero_ps, _mm256_storeu_ps, _mm256_sub_ps,
+    };
+
+    use super::Problem;
+
+    /// [`super::query_block`] with AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn query_block(
+        seq: &[f32],
+        s: usize,
+        d: usize,
+        problem: &Problem,
+        bi: usize,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let rows = out.len() / d;
+        let hd = d / problem.heads;
+        let keys = (first..first + rows).map(|i| problem.visible(bi, i, s)).max().unwrap_or(0);
+        let stride = keys.div_ceil(8) * 8;
+        let mut kt = vec![0f32; hd * stride];
+        let mut scores = vec![0f32; stride];
+        for h in 0..problem.heads {
+            for j in 0..keys {
+                let key = &seq[j * 3 * d + d + h * hd..][..hd];
+                for (t, &k) in key.iter().enumerate() {
+                    kt[t * stride + j] = k;
+                }
+            }
+            for (r, out) in out.chunks_exact_mut(d).enumerate() {
+                let i = first + r;
+                let visible = problem.visible(bi, i, s);
+                let out = &mut out[h * hd..][..hd];
+                if visible == 0 {
+                    out.fill(0.0);
+                    continue;
+                }
+                let q = &seq[i * 3 * d + h * hd..][..hd];
+                key_scores(q, &kt, stride, visible.div_ceil(8), &mut scores);
+                softmax(&mut scores[..visible.div_ceil(8) * 8], visible, problem.scale);
+                weighted_values(seq, d, h, &scores[..visible], out);
+            }
+        }
+    }
+
+    /// `scores[8 c + l] = q · key(8 c + l)` for the first `blocks` blocks of 8 keys of `kt`.
+    #[target_feature(enable = "avx2,fma")]
+    fn key_scores(q: &[f32], kt: &[f32], stride: usize, blocks: usize, scores: &mut [f32]) {
+        assert!(kt.len() >= q.len() * stride && blocks * 8 <= stride && scores.len() >= blocks * 8);
+        let mut c = 0;
+        while c < blocks {
+            let n = (blocks - c).min(4);
+            // SAFETY (each arm): blocks c..c + n lie within `stride` and `scores` (asserted).
+            unsafe {
+                match n {
+                    4 => scores_of::<4>(q, kt, stride, c, scores),
+                    3 => scores_of::<3>(q, kt, stride, c, scores),
+                    2 => scores_of::<2>(q, kt, stride, c, scores),
+                    _ => scores_of::<1>(q, kt, stride, c, scores),
+                }
+            }
+            c += n;
+        }
+    }
+
+    /// # Safety
+    /// `8 (c + N) ≤ stride`, `kt` holds `q.len() · stride` values and `scores` `8 (c + N)`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn scores_of<const N: usize>(q: &[f32], kt: &[f32], stride: usize, c: usize, scores: &mut [f32]) {
+        let mut acc = [_mm256_setzero_ps(); N];
+        for (t, &qt) in q.iter().enumerate() {
+            let qt = _mm256_set1_ps(qt);
+            for (n, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: t · stride + 8 (c + n) + 8 ≤ q.len() · stride.
+                *acc = _mm256_fmadd_ps(qt, unsafe { _mm256_loadu_ps(kt.as_ptr().add(t * stride + 8 * (c + n))) }, *acc);
+            }
+        }
+        for (n, acc) in acc.iter().enumerate() {
+            // SAFETY: 8 (c + n) + 8 ≤ scores.len().
+            unsafe { _mm256_storeu_ps(scores.as_mut_ptr().add(8 * (c + n)), *acc) };
+        }
+    }
+
+    /// The 8 lanes of `v`.
+    #[target_feature(enable = "avx2,fma")]
+    fn lanes(v: __m256) -> [f32; 8] {
+        let mut out = [0f32; 8];
+        // SAFETY: `out` holds 8 values.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+        out
+    }
+
+    /// The softmax of the first `visible` values of `scores` (whole registers long), each
+    /// multiplied by `scale` first; the rest become 0.
+    #[target_feature(enable = "avx2,fma")]
+    fn softmax(scores: &mut [f32], visible: usize, scale: f32) {
+        assert!(scores.len().is_multiple_of(8) && visible <= scores.len() && visible > 0);
+        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        // All ones in the lanes of register `c` below `visible`.
+        let mask = |c: usize| {
+            let left = visible.saturating_sub(8 * c).min(8) as i32;
+            _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(left), iota))
+        };
+        for x in &mut scores[visible..] {
+            *x = f32::NEG_INFINITY;
+        }
+        let scale = _mm256_set1_ps(scale);
+        let mut max = _mm256_set1_ps(f32::NEG_INFINITY);
+        for c in 0..scores.len() / 8 {
+            // SAFETY: 8 c + 8 ≤ scores.len().
+            let v = _mm256_mul_ps(unsafe { _mm256_loadu_ps(scores.as_ptr().add(8 * c)) }, scale);
+            unsafe { _mm256_storeu_ps(scores.as_mut_ptr().add(8 * c), v) };
+            max = _mm256_max_ps(max, v);
+        }
+        let max = _mm256_set1_ps(lanes(max).iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)));
+        let mut total = _mm256_setzero_ps();
+        for c in 0..scores.len() / 8 {
+            // SAFETY: as above.
+            let v = unsafe { _mm256_loadu_ps(scores.as_ptr().add(8 * c)) };
+            let e = _mm256_and_ps(mask(c), super::super::kernels::exp8(_mm256_sub_ps(v, max)));
+            unsafe { _mm256_storeu_ps(scores.as_mut_ptr().add(8 * c), e) };
+            total = _mm256_add_ps(total, e);
+        }
+        let total = _mm256_set1_ps(lanes(total).iter().sum());
+        for c in 0..scores.len() / 8 {
+            // SAFETY: as above.
+            unsafe {
+                let v = _mm256_loadu_ps(scores.as_ptr().add(8 * c));
+                _mm256_storeu_ps(scores.as_mut_ptr().add(8 * c), _mm256_div_ps(v, total));
+            }
+        }
+    }
+
+    /// `out = Σ_j probs[j] · value_j` of head `h` (`out.len()` ≤ 64 values) in `seq`.
+    #[target_feature(enable = "avx2,fma")]
+    fn weighted_values(seq: &[f32], d: usize, h: usize, probs: &[f32], out: &mut [f32]) {
+        let hd = out.len();
+        assert!(hd <= super::MAX_HEAD && (h + 1) * hd <= d && probs.len() * 3 * d <= seq.len());
+        // SAFETY (each arm): the bounds asserted above; C whole registers lie inside hd.
+        unsafe {
+            match hd / 8 {
+                0 => {}
+                1 => values_of::<1>(seq, d, h, probs, out),
+                2 => values_of::<2>(seq, d, h, probs, out),
+                3 => values_of::<3>(seq, d, h, probs, out),
+                4 => values_of::<4>(seq, d, h, probs, out),
+                5 => values_of::<5>(seq, d, h, probs, out),
+                6 => values_of::<6>(seq, d, h, probs, out),
+                7 => values_of::<7>(seq, d, h, probs, out),
+                _ => values_of::<8>(seq, d, h, probs, out),
+            }
+        }
+        // The values past the whole registers, one at a time.
+        for t in hd / 8 * 8..hd {
+            out[t] = probs.iter().enumerate().map(|(j, &p)| p * seq[j * 3 * d + 2 * d + h * hd + t]).sum();
+        }
+    }
+
+    /// # Safety
+    /// `8 C ≤ out.len()`, `(h + 1) · out.len() ≤ d` and `probs.len() · 3d ≤ seq.len()`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn values_of<const C: usize>(seq: &[f32], d: usize, h: usize, probs: &[f32], out: &mut [f32]) {
+        let hd = out.len();
+        let mut acc = [_mm256_setzero_ps(); C];
+        for (j, &p) in probs.iter().enumerate() {
+            let p = _mm256_set1_ps(p);
+            let value = seq[j * 3 * d + 2 * d + h * hd..][..hd].as_ptr();
+            for (c, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: 8 c + 8 ≤ hd, inside the value's `hd` values.
+                *acc = _mm256_fmadd_ps(p, unsafe { _mm256_loadu_ps(value.add(8 * c)) }, *acc);
+            }
+        }
+        for (c, acc) in acc.iter().enumerate() {
+            // SAFETY: as above, inside `out`.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * c), *acc) };
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod avx2 {
+    pub(super) fn query_block(_: &[f32], _: usize, _: usize, _: &super::Problem, _: usize, _: usize, _: &mut [f32]) {
+        unreachable!("the kernel is only offered on x86-64");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,10 +494,19 @@ mod tests {
 
     #[test]
     fn matches_the_definition_on_every_shape() {
-        if !avx512f() {
-            eprintln!("skipped: this CPU has no AVX-512");
-            return;
+        let kernels: Vec<Kernel> = [(Kernel::Avx512, avx512f()), (Kernel::Avx2, avx2())]
+            .into_iter()
+            .filter_map(|(k, runs)| runs.then_some(k))
+            .collect();
+        if kernels.is_empty() {
+            eprintln!("skipped: this CPU has neither AVX-512 nor AVX2");
         }
+        for kernel in kernels {
+            check(kernel);
+        }
+    }
+
+    fn check(kernel: Kernel) {
         // (batch, tokens, width, heads): one head, heads of 8/12/16/20/64 values (a partial
         // register), sequences shorter than a block, across blocks and query blocks, 77 and 50.
         let shapes = [
@@ -295,14 +525,14 @@ mod tests {
             for causal in [false, true] {
                 for lengths in [None, Some(&lengths[..])] {
                     let problem = Problem { heads, causal, scale: 0.7, lengths };
-                    let ours = attention(&src, b, s, d, &problem).expect("AVX-512 and heads ≤ 64");
+                    let ours = attention_with(kernel, &src, b, s, d, &problem).expect("heads ≤ 64");
                     let want = reference(&src, b, s, d, &problem);
                     let worst = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                     // Scores reach ±100 here, where an f32 ulp is 8e-6 (wrong keys, heads or
                     // masks are off by the values' own size, ~1).
                     assert!(
                         worst < 1e-4,
-                        "{b}x{s}x{d}, {heads} heads, causal {causal}, lengths {lengths:?}: off by {worst}"
+                        "{kernel:?} {b}x{s}x{d}, {heads} heads, causal {causal}, lengths {lengths:?}: off by {worst}"
                     );
                 }
             }

@@ -60,22 +60,12 @@ fn kernel() -> Option<Kernel> {
 }
 
 fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::cpu::has(super::cpu::Feature::Avx2)
 }
 
 fn detect() -> Option<Kernel> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return Some(Kernel::Avx512);
-        }
+    if super::cpu::has(super::cpu::Feature::Avx512f) {
+        return Some(Kernel::Avx512);
     }
     has_avx2().then_some(Kernel::Avx2)
 }

@@ -122,7 +122,7 @@ fn siglip_p10_with_a_narrow_text_tower_matches_transformers() {
 
 #[test]
 fn the_hub_siglip_config_reads_as_transformers_reads_it() {
-    let dir = fixtures().join("hub-configs/google--siglip-base-patch16-224");
+    let dir = fixtures().join("hub-configs-siglip/google--siglip-base-patch16-224");
     let config: SiglipConfig =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     assert!(config.shape_problem().is_none());

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures"
 IMAGES = FIX / "images"
 GOLDEN = FIX / "golden"
-HUB_CONFIG = Path("/work/shared/hubconfigs/google__siglip-base-patch16-224/config.json")
+HUB_CONFIG = FIX / "hub-configs-siglip" / "google--siglip-base-patch16-224" / "config.json"
 CONTEXT = 64
 
 # Training text for the tiny SentencePiece model: photo captions, words and a little of

@@ -133,6 +133,21 @@ pub fn open_rgb(path: &Path, options: &DecodeOptions) -> Result<RgbImage> {
     decode_rgb(&bytes, options).map_err(|problem| Error::image(path, problem))
 }
 
+/// Opens a file to read it without waiting: a FIFO (or a device) put where a photo or a movie
+/// is expected would otherwise block the open until a writer came. Anything but a regular file
+/// is an error. Reads of a regular file are not affected by the flag.
+pub fn open_regular_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
 /// Reads an image file whole, once its first bytes say it is an image and its header declares
 /// a size within `max_pixels` that the file's length is plausible for. What fails here was
 /// never loaded: a 3 GB file of zeros named `.jpg` costs a few kilobytes.

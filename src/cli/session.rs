@@ -89,6 +89,7 @@ pub fn on_library(
         | Command::Segment(_)
         | Command::Ocr(_)
         | Command::Embed(_)
+        | Command::Bench(_)
         | Command::Finetune(_)
         | Command::Eval { .. }
         | Command::Reindex(_)

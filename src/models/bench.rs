@@ -123,8 +123,12 @@ fn median_time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Duratio
 
 /// The image tower's rate on `batch` random images at the model's input size.
 pub fn image_rate(clip: &ClipEmbedder, batch: usize, runs: usize) -> Result<Rate> {
-    let side = clip.config().vision_config.image_size;
-    let pixels = Tensor::randn(0f32, 1.0, (batch, 3, side, side), clip.device())
+    // The size the processor hands the image tower (CLIP's crop, SigLIP's exact resize).
+    let (height, width) = clip
+        .processor()
+        .output_size()
+        .ok_or_else(|| Error::model(clip.name(), "bench input: the processor gives no fixed size"))?;
+    let pixels = Tensor::randn(0f32, 1.0, (batch, 3, height as usize, width as usize), clip.device())
         .map_err(|e| Error::model(clip.name(), format!("bench input: {e}")))?;
     Ok(Rate::of(batch, median_time(runs, || clip.embed_pixels(&pixels).map(drop))?))
 }

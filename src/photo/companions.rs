@@ -318,19 +318,7 @@ pub fn looks_like_quicktime(head: &[u8]) -> bool {
 pub fn live_video_problem(video: &Path) -> Option<String> {
     use std::io::Read;
     let mut head = Vec::with_capacity(16);
-    // Opened without waiting: a FIFO named like a MOV would otherwise block until a writer came.
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let opened = options.open(video).and_then(|f| {
-        if f.metadata()?.is_file() {
-            Ok(f)
-        } else {
-            Err(std::io::Error::other("not a regular file"))
-        }
-    });
-    match opened.and_then(|f| f.take(16).read_to_end(&mut head)) {
+    match super::open_regular_file(video).and_then(|f| f.take(16).read_to_end(&mut head)) {
         Err(e) => Some(format!("{LIVE_VIDEO_PROBLEM}: cannot read it: {e}")),
         Ok(_) if !looks_like_quicktime(&head) => Some(format!("{LIVE_VIDEO_PROBLEM}: not a QuickTime movie")),
         Ok(_) => None,

@@ -801,23 +801,16 @@ fn open_to_serve(
 ) -> crate::Result<(std::fs::File, u64)> {
     use std::io::Seek;
     let cannot = |e: std::io::Error| Error::NotFound(format!("cannot read image {id}: {e}"));
-    // Opened without waiting (a FIFO put in a file's place would block until a writer came);
-    // reads of a regular file are not affected.
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let mut file = options.open(path).map_err(cannot)?;
+    let mut file = crate::photo::open_regular_file(path).map_err(cannot)?;
     let meta = file.metadata().map_err(cannot)?;
-    if !meta.is_file() {
-        return Err(Error::NotFound(format!("the file of image {id} is not a regular file")));
-    }
     let real = real_path(&file, path).map_err(cannot)?;
     if library.roots()?.iter().any(|root| real.starts_with(root)) {
         return Ok((file, meta.len()));
     }
     let Some(indexed_hash) = indexed_hash else {
-        return Err(Error::Forbidden(format!("the file of image {id} leads outside the library's folders; it is not served")));
+        return Err(Error::Forbidden(format!(
+            "the file of image {id} leads outside the library's folders; it is not served"
+        )));
     };
     let mut hasher = blake3::Hasher::new();
     hasher.update_reader(&file).map_err(cannot)?;

@@ -139,7 +139,9 @@ fn print_moves(out: &mut dyn Write, report: &MoveReport, json: bool, verb: &str)
         return Ok(());
     }
     for m in &report.moved {
-        writeln!(out, "{verb} {} -> {}", path_text::escaped(&m.from), path_text::escaped(&m.to))?;
+        // The arrow points the way the file went: out of the library, or back into it.
+        let (from, to) = if verb == "restored" { (&m.to, &m.from) } else { (&m.from, &m.to) };
+        writeln!(out, "{verb} {} -> {}", path_text::escaped(from), path_text::escaped(to))?;
     }
     for s in &report.skipped {
         writeln!(out, "left {}: {}", path_text::escaped(&s.path), s.reason)?;

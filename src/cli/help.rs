@@ -16,7 +16,10 @@ pub const GROUPS: &[(&str, &[&str])] = &[
     ("Search", &["search", "similar", "crop-search", "show", "tags"]),
     (
         "Models",
-        &["tag", "describe", "autotag", "caption", "ask", "match", "segment", "ocr", "embed", "finetune", "eval"],
+        &[
+            "tag", "describe", "autotag", "caption", "ask", "match", "segment", "ocr", "faces", "embed", "finetune",
+            "eval",
+        ],
     ),
     ("Maintenance", &["stats", "failures", "duplicates", "reindex", "migrate", "bench"]),
 ];
@@ -69,6 +72,7 @@ pub const GLOBALS_USED: &[(&str, &[&str])] = &[
     ("match", &["itm_model", "device", "precision", "max_pixels"]),
     ("segment", &["seg_model", "device", "max_pixels"]),
     ("ocr", &["max_pixels"]),
+    ("faces", &["max_pixels"]),
     ("embed", &["model", "text_model", "device", "precision", "max_pixels"]),
     ("finetune", &["db", "model", "device", "precision", "max_pixels"]),
     ("eval", &["model", "text_model", "device", "precision", "max_pixels"]),
@@ -204,6 +208,14 @@ pub const EXAMPLES: &[(&str, &str)] = &[
   clipdex ocr --ocr-model ~/.cache/clipdex-ci/ocr-models/v6 receipt.jpg
   # Scanned pages as JSON, for a script
   clipdex ocr --ocr-model ~/.cache/clipdex-ci/ocr-models/v6 --json scans/page1.png scans/page2.png",
+    ),
+    (
+        "faces",
+        "Examples:
+  # The faces in a photo, with the models tools/fetch_face_models.sh fetches
+  clipdex faces --face-model ~/.cache/clipdex-ci/face-models party.jpg
+  # As JSON (boxes, scores, landmarks), ignoring faces under 60 px
+  clipdex faces --face-model ~/.cache/clipdex-ci/face-models --min-face 60 --json *.jpg",
     ),
     (
         "embed",

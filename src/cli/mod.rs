@@ -7,7 +7,7 @@
 //! - [`search`]: `search`, `similar`; [`show`]: `show`; [`regions`]: `segment`, `crop-search`
 //!   and `search --crops`.
 //! - [`tags`]: `tag`, `describe`, `autotag`, `tags`, `eval zeroshot`; [`captions`]: `caption`,
-//!   `ask`, `match` and the caption searches; [`ocr`]: `ocr`; [`embed`]: `embed`; [`finetune`]:
+//!   `ask`, `match` and the caption searches; [`ocr`]: `ocr`; [`faces`]: `faces`; [`embed`]: `embed`; [`finetune`]:
 //!   `finetune`.
 //! - [`maintenance`]: `stats`, `failures`, `reindex`, `migrate`; [`duplicates`]: `duplicates`.
 //!
@@ -26,6 +26,7 @@ pub mod bench;
 pub mod captions;
 pub mod duplicates;
 pub mod embed;
+pub mod faces;
 pub mod finetune;
 pub mod forward;
 pub mod help;
@@ -221,6 +222,8 @@ pub enum Command {
     Segment(regions::SegmentArgs),
     /// Read the text in images (PP-OCR models): lines with scores and boxes.
     Ocr(ocr::OcrArgs),
+    /// Find the faces in images (dlib's models): boxes, scores and landmarks.
+    Faces(faces::FacesArgs),
     /// Embed images and texts with CLIP and print the vectors.
     Embed(embed::EmbedArgs),
     /// Fine-tune the CLIP of --model on your own image–text pairs.

@@ -88,6 +88,7 @@ pub fn on_library(
         | Command::Match(_)
         | Command::Segment(_)
         | Command::Ocr(_)
+        | Command::Faces(_)
         | Command::Embed(_)
         | Command::Bench(_)
         | Command::Finetune(_)

@@ -111,7 +111,9 @@ fn a_photo_without_faces_has_none() {
     assert!(model.faces(&photo("coffee.png")).unwrap().is_empty());
     // A flat grey picture and a tiny one.
     assert!(model.faces(&RgbImage::from_pixel(300, 200, Rgb([128, 128, 128]))).unwrap().is_empty());
-    assert!(model.faces(&RgbImage::new(1, 1)).unwrap().is_empty());
+    for side in 1..8 {
+        assert!(model.faces(&RgbImage::new(side, side)).unwrap().is_empty());
+    }
 }
 
 #[test]
@@ -139,18 +141,24 @@ fn hostile_photos_cost_bounded_work() {
     // All skin colour.
     let skin = RgbImage::from_pixel(1200, 900, Rgb([224, 172, 138]));
     assert!(model.faces(&skin).unwrap().is_empty());
-    // Hundreds of small faces: a grid of one face, 22 x 22 copies; at most max_faces come back.
-    let face = photo("obama_small.png");
-    let face = image::imageops::crop_imm(&face, 40, 10, 90, 90).to_image();
-    let face = image::imageops::resize(&face, 45, 45, image::imageops::FilterType::Triangle);
-    let mut grid = RgbImage::new(45 * 22, 45 * 22);
-    for i in 0..22 {
-        for j in 0..22 {
-            image::imageops::replace(&mut grid, &face, i * 45, j * 45);
+    // Many faces: 11 x 11 copies of one face (dlib finds all 121); the best max_faces come back.
+    let small = photo("obama_small.png");
+    let face = image::imageops::crop_imm(&small, 52, 17, 62, 62).to_image();
+    let tile = |side: u32, n: (u32, u32)| {
+        let face = image::imageops::resize(&face, side, side, image::imageops::FilterType::Triangle);
+        let mut grid = RgbImage::new(side * n.0, side * n.1);
+        for i in 0..n.0 {
+            for j in 0..n.1 {
+                image::imageops::replace(&mut grid, &face, (i * side) as i64, (j * side) as i64);
+            }
         }
-    }
-    model.set_options(FaceOptions { min_face: 10, max_faces: 50, ..FaceOptions::default() });
-    let scan = model.scan(&grid).unwrap();
-    assert!(scan.faces.len() <= 50);
-    eprintln!("grid of 484 faces: {} kept, capped {}", scan.faces.len(), scan.capped);
+        grid
+    };
+    model.set_options(FaceOptions { max_faces: 20, ..FaceOptions::default() });
+    let scan = model.scan(&tile(60, (11, 11))).unwrap();
+    assert!(scan.capped, "121 faces with max_faces 20 must be capped");
+    assert_eq!(scan.faces.len(), 20);
+    // 500 faces of 24 px: under what the detector sees, and under the minimum size.
+    let scan = model.scan(&tile(24, (25, 20))).unwrap();
+    assert!(scan.faces.len() <= 20);
 }

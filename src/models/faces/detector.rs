@@ -181,17 +181,18 @@ impl Detector {
         // reduced, so the network's input stays within the budget.
         let pixels = photo.width() as u64 * photo.height() as u64;
         let (input, upsampled, scale) = if pixels * 4 <= budget.max_pixels {
-            (pyramid_up(photo), true, 1.0)
+            (pyramid_up(photo), true, (1.0, 1.0))
         } else if pixels <= budget.max_pixels {
-            (photo.clone(), false, 1.0)
+            (photo.clone(), false, (1.0, 1.0))
         } else {
             let s = (budget.max_pixels as f64 / pixels as f64).sqrt();
             let w = ((photo.width() as f64 * s).floor() as u32).max(1);
             let h = ((photo.height() as f64 * s).floor() as u32).max(1);
             let mut small = RgbImage::new(w, h);
             super::resample::resize_rgb(photo, &mut small);
-            let scale = (photo.width() - 1) as f64 / (w.max(2) - 1) as f64;
-            (small, false, scale)
+            // resize_image samples the photo at p * (in - 1) / (out - 1).
+            let scale = |full: u32, reduced: u32| (full.max(2) - 1) as f64 / (reduced.max(2) - 1) as f64;
+            (small, false, (scale(photo.width(), w), scale(photo.height(), h)))
         };
         let mut dets = self.run(&input, budget.max_candidates)?;
         for d in &mut dets {
@@ -204,16 +205,32 @@ impl Detector {
                     right: lround(r.right as f64 / 2.0 - 1.25),
                     bottom: lround(r.bottom as f64 / 2.0 - 0.75),
                 };
-            } else if scale != 1.0 {
+            } else if scale != (1.0, 1.0) {
                 d.rect = Rect {
-                    left: lround(r.left as f64 * scale),
-                    top: lround(r.top as f64 * scale),
-                    right: lround(r.right as f64 * scale),
-                    bottom: lround(r.bottom as f64 * scale),
+                    left: lround(r.left as f64 * scale.0),
+                    top: lround(r.top as f64 * scale.1),
+                    right: lround(r.right as f64 * scale.0),
+                    bottom: lround(r.bottom as f64 * scale.1),
                 };
             }
         }
         Ok((dets, !upsampled))
+    }
+
+    /// Whether an input of `rows` x `cols` leaves at least one output cell (a photo of a few
+    /// pixels does not; dlib has nothing to scan there either).
+    fn output_is_nonempty(&self, rows: usize, cols: usize) -> bool {
+        let (mut r, mut c) = (rows, cols);
+        for op in &self.ops {
+            if let Op::Con { stride, padding, size, .. } = op {
+                if r + 2 * padding < *size || c + 2 * padding < *size {
+                    return false;
+                }
+                r = (r + 2 * padding - size) / stride + 1;
+                c = (c + 2 * padding - size) / stride + 1;
+            }
+        }
+        r > 0 && c > 0
     }
 
     /// `net(image)`: detections in `img`'s pixels.
@@ -224,7 +241,7 @@ impl Detector {
             self.padding as i64,
             self.outer_padding as i64,
         );
-        if rects.is_empty() {
+        if rects.is_empty() || !self.output_is_nonempty(nr as usize, nc as usize) {
             return Ok(Vec::new());
         }
         // The tiled pyramid, channel by channel, in normalised floats (zero elsewhere).
@@ -259,7 +276,7 @@ impl Detector {
                 Op::Relu => x.relu()?,
             };
         }
-        let (_, k, out_r, out_c) = x.dims4()?;
+        let (_, k, _, out_c) = x.dims4()?;
         if k != 1 {
             return Err(crate::error::Error::Model {
                 model: "mmod_human_face_detector.dat".into(),
@@ -274,7 +291,6 @@ impl Detector {
         let mut kept: Vec<Detection> = Vec::new();
         for (score, i) in cands {
             let (r, c) = ((i / out_c) as f64, (i % out_c) as f64);
-            let _ = out_r;
             // Back through the layers: each con maps p to p * stride - padding + size / 2.
             let (mut px, mut py) = (c, r);
             for op in self.ops.iter().rev() {

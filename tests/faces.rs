@@ -13,21 +13,31 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faces")
 }
 
-fn model() -> Option<FaceModel> {
-    let dir = std::env::var_os("CLIPDEX_FACE_MODELS").map(PathBuf::from).unwrap_or_else(|| {
+/// Where tools/fetch_face_models.sh puts the models (or `CLIPDEX_FACE_MODELS`).
+fn models_dir() -> PathBuf {
+    std::env::var_os("CLIPDEX_FACE_MODELS").map(PathBuf::from).unwrap_or_else(|| {
         let cache = std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
         cache.join("clipdex-ci/face-models")
-    });
+    })
+}
+
+/// Whether the models are there; without them the tests say so and pass, unless `CI` is set.
+fn models_present() -> bool {
+    let dir = models_dir();
     if dir.join("mmod_human_face_detector.dat").is_file() {
-        return Some(FaceModel::load(&dir).expect("the face models load"));
+        return true;
     }
     if std::env::var_os("CI").is_some() {
         panic!("CI is set but the face models are not in {}: run tools/fetch_face_models.sh", dir.display());
     }
     eprintln!("skipped: no face models in {} (run tools/fetch_face_models.sh)", dir.display());
-    None
+    false
+}
+
+fn model() -> Option<FaceModel> {
+    models_present().then(|| FaceModel::load(&models_dir()).expect("the face models load"))
 }
 
 fn photo(name: &str) -> RgbImage {
@@ -161,4 +171,38 @@ fn hostile_photos_cost_bounded_work() {
     // 500 faces of 24 px: under what the detector sees, and under the minimum size.
     let scan = model.scan(&tile(24, (25, 20))).unwrap();
     assert!(scan.faces.len() <= 20);
+}
+
+#[test]
+fn the_faces_command_prints_the_documented_json() {
+    if !models_present() {
+        return;
+    }
+    let dir = models_dir();
+    let missing = fixtures().join("no-such-photo.png");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .args(["faces", "--json", "--face-model"])
+        .arg(&dir)
+        .arg(fixtures().join("obama.png"))
+        .arg(&missing)
+        .output()
+        .unwrap();
+    // One photo could not be read: status 1, after printing both.
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0]["path"].as_str().unwrap().ends_with("obama.png"));
+    let faces = rows[0]["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1);
+    let face = faces[0].as_object().unwrap();
+    let mut keys: Vec<&str> = face.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["box", "landmarks", "person", "score"]);
+    assert_eq!(face["box"], serde_json::json!([111.0, 40.0, 83.0, 83.0]));
+    assert_eq!(face["landmarks"].as_array().unwrap().len(), 5);
+    assert!(face["person"].is_null());
+    assert!(face["score"].as_f64().unwrap() > 0.0);
+    assert_eq!(rows[1]["faces"], serde_json::json!([]));
+    assert!(rows[1]["error"].is_string());
 }

@@ -668,6 +668,32 @@ mod tests {
         assert_eq!(min_max(&src), src.iter().fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v))));
     }
 
+    /// The ARM kernels' signed inputs (bytes and zero point shifted by 128) give the outputs of
+    /// the unsigned ones, and their weights are VNNI's: checked here on any CPU, the ARM tiles
+    /// themselves under qemu.
+    #[test]
+    fn signed_inputs_give_the_outputs_of_unsigned_ones() {
+        let (k, n) = (37, 5);
+        let x: Vec<f32> = test_values(k, 7).iter().map(|v| 3.0 * v + 0.5).collect();
+        let w = test_values(k * n, 8);
+        let (wq, unsigned) = quantise_columns(&w, n, Kernel::AvxVnni);
+        for kernel in [Kernel::Sdot, Kernel::Widening] {
+            let (wq_signed, signed) = quantise_columns(&w, n, kernel);
+            assert_eq!(wq_signed, wq, "{kernel:?}: weights as VNNI's");
+            let (mut bytes_u, mut bytes_s) = (vec![0u8; k], vec![0u8; k]);
+            let (row_u, row_s) = (unsigned.convert(&x, &mut bytes_u), signed.convert(&x, &mut bytes_s));
+            assert_eq!(row_s.zero, row_u.zero - 128);
+            let sums = |bytes: &[u8], signed: bool| -> Vec<i32> {
+                let byte = |b: u8| if signed { i32::from(b as i8) } else { i32::from(b) };
+                (0..n).map(|j| (0..k).map(|kk| byte(bytes[kk]) * i32::from(wq[kk * n + j])).sum()).collect()
+            };
+            let (mut out_u, mut out_s) = (vec![0f32; n], vec![0f32; n]);
+            unsigned.finish(&sums(&bytes_u, false), row_u, 0, &mut out_u);
+            signed.finish(&sums(&bytes_s, true), row_s, 0, &mut out_s);
+            assert_eq!(out_s, out_u, "{kernel:?}");
+        }
+    }
+
     #[test]
     fn packing_refuses_a_weight_of_the_wrong_size() {
         assert!(pack(&[0.0; 5], 2, 3).is_none());

@@ -72,15 +72,16 @@ pub struct FeatureState {
     pub used: bool,
 }
 
-/// The features the kernels are picked by.
+/// The features the kernels are picked by on this architecture.
 pub fn cpu_features() -> Vec<FeatureState> {
     Feature::ALL
         .iter()
+        .filter(|f| f.of_this_architecture())
         .map(|&f| FeatureState { name: f.name(), detected: cpu::detected(f), used: cpu::has(f) })
         .collect()
 }
 
-/// The CPU class of the speed tables (`AVX-512`, `AVX2+VNNI`, `AVX2`, `portable`).
+/// The CPU class of the speed tables (`AVX-512`, `AVX2+VNNI`, `AVX2`, `NEON+dotprod`, `NEON`, `portable`).
 pub fn cpu_class() -> &'static str {
     cpu::class()
 }

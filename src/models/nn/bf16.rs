@@ -96,6 +96,23 @@ impl Format for Bf16 {
     fn finish(&self, sums: &[f32], _row: (), _first: usize, out: &mut [f32]) {
         out.copy_from_slice(sums);
     }
+
+    /// No bf16 kernel on ARM yet (`bfmmla` needs a measured machine): `pack` offers none there.
+    ///
+    /// # Safety
+    /// None needed: it only panics.
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn tile<const R: usize>(
+        &self,
+        _chunk: &[u16],
+        _a: &[u16],
+        _stride: usize,
+        _count: usize,
+        _out: &mut [f32],
+        _accumulate: bool,
+    ) {
+        unreachable!("no bf16 kernel on aarch64");
+    }
 }
 
 /// `src` rounded to bf16 (to nearest, ties to even) into `dst` (as long).

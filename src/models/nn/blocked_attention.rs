@@ -7,9 +7,9 @@
 //! softmax and once for the weighted sum. Here each task takes one head of one sequence and a
 //! block of [`QUERY_BLOCK`] queries: its scores (64 × 577 floats, 148 KB) are computed by a
 //! matrix product straight from the fused projections (strided, no copy), turned into
-//! probabilities in place (a vectorised exponential where the CPU has AVX-512 or AVX2), and multiplied
-//! by the head's values straight into the output's columns. Tasks run in parallel over rayon;
-//! the products inside a task are single-threaded `gemm` calls.
+//! probabilities in place (a vectorised exponential where the CPU has AVX-512, AVX2 or NEON),
+//! and multiplied by the head's values straight into the output's columns. Tasks run in
+//! parallel over rayon; the products inside a task are single-threaded `gemm` calls.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -174,6 +174,12 @@ fn exp_minus(xs: &mut [f32], max: f32) -> f32 {
             let (done, sum) = unsafe { exp_minus_avx2(xs, max) };
             return sum + exp_minus_scalar(&mut xs[done..], max);
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if super::kernels::neon() {
+        // SAFETY: the CPU has NEON (checked above).
+        let (done, sum) = unsafe { super::neon::exp_minus(xs, max) };
+        return sum + exp_minus_scalar(&mut xs[done..], max);
     }
     exp_minus_scalar(xs, max)
 }

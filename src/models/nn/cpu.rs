@@ -1,10 +1,12 @@
 //! The CPU features the kernels here are picked by: detected once at run time, less those
-//! switched off with `CLIPDEX_CPU_FEATURES` (e.g. `-avx512f,-avx2`), so that every path a CPU
-//! has can be run and compared on one machine (the slower fallbacks included).
+//! switched off with `CLIPDEX_CPU_FEATURES` (e.g. `-avx512f,-avx2`, or `-dotprod,-neon` on
+//! ARM), so that every path a CPU has can be run and compared on one machine (the slower
+//! fallbacks included).
 //!
 //! A feature implies those it is built on: switching off `avx512f` switches off the AVX-512
-//! BF16 and VNNI kernels too, and switching off `avx2` (or `fma`) the AVX-VNNI one. Off
-//! x86-64 nothing is detected and every kernel takes its portable path.
+//! BF16 and VNNI kernels too, switching off `avx2` (or `fma`) the AVX-VNNI one, and switching
+//! off `neon` (`asimd`) the `sdot` one. Each is detected only on its architecture (x86-64 or
+//! aarch64); elsewhere every kernel takes its portable path.
 
 use std::sync::OnceLock;
 
@@ -21,12 +23,24 @@ pub enum Feature {
     Avx2,
     /// AVX-VNNI (`vpdpbusd`, VEX, 32 bytes; Intel Alder Lake and later, AMD Zen 5): int8.
     AvxVnni,
+    /// NEON (Advanced SIMD) on aarch64: the 4-wide f32 kernels and int8 with widening
+    /// multiplies. Every 64-bit ARM CPU has it; switching it off runs the portable code.
+    Neon,
+    /// The dot-product extension (`sdot`; ARMv8.2 and later, Apple M1 and later): int8.
+    Dotprod,
 }
 
 impl Feature {
     /// Every feature, in the order `clipdex bench` prints them.
-    pub const ALL: [Feature; 5] =
-        [Feature::Avx512f, Feature::Avx512Bf16, Feature::Avx512Vnni, Feature::Avx2, Feature::AvxVnni];
+    pub const ALL: [Feature; 7] = [
+        Feature::Avx512f,
+        Feature::Avx512Bf16,
+        Feature::Avx512Vnni,
+        Feature::Avx2,
+        Feature::AvxVnni,
+        Feature::Neon,
+        Feature::Dotprod,
+    ];
 
     /// Its name in `CLIPDEX_CPU_FEATURES` and in `/proc/cpuinfo` (lower case).
     pub fn name(self) -> &'static str {
@@ -36,6 +50,18 @@ impl Feature {
             Feature::Avx512Vnni => "avx512vnni",
             Feature::Avx2 => "avx2",
             Feature::AvxVnni => "avxvnni",
+            Feature::Neon => "neon",
+            Feature::Dotprod => "dotprod",
+        }
+    }
+
+    /// Whether it belongs to the architecture this build is for (`clipdex bench` lists those).
+    pub fn of_this_architecture(self) -> bool {
+        const ARM: bool = cfg!(target_arch = "aarch64");
+        const X86: bool = cfg!(target_arch = "x86_64");
+        match self {
+            Feature::Neon | Feature::Dotprod => ARM,
+            _ => X86,
         }
     }
 
@@ -44,7 +70,8 @@ impl Feature {
         match self {
             Feature::Avx512Bf16 | Feature::Avx512Vnni => &[Feature::Avx512f],
             Feature::AvxVnni => &[Feature::Avx2],
-            Feature::Avx512f | Feature::Avx2 => &[],
+            Feature::Dotprod => &[Feature::Neon],
+            Feature::Avx512f | Feature::Avx2 | Feature::Neon => &[],
         }
     }
 
@@ -59,9 +86,19 @@ impl Feature {
                 Feature::Avx512Vnni => has!("avx512vnni"),
                 Feature::Avx2 => has!("avx2") && has!("fma"),
                 Feature::AvxVnni => has!("avxvnni"),
+                Feature::Neon | Feature::Dotprod => false,
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        {
+            use std::arch::is_aarch64_feature_detected as has;
+            match self {
+                Feature::Neon => has!("neon"),
+                Feature::Dotprod => has!("dotprod"),
+                _ => false,
+            }
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
             false
         }
@@ -69,13 +106,14 @@ impl Feature {
 }
 
 /// The features switched off by a `CLIPDEX_CPU_FEATURES` value: a comma-separated list of
-/// `-name` (`fma` counts as `avx2`); other entries are returned as unknown.
+/// `-name` (`fma` counts as `avx2`, `asimd` as `neon`); other entries are returned as unknown.
 fn parse_disabled(spec: &str) -> (Vec<Feature>, Vec<String>) {
     let (mut off, mut unknown) = (Vec::new(), Vec::new());
     for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let name = entry.strip_prefix('-').map(str::to_ascii_lowercase);
         let feature = match name.as_deref() {
             Some("fma") => Some(Feature::Avx2),
+            Some("asimd") => Some(Feature::Neon),
             Some(name) => Feature::ALL.into_iter().find(|f| f.name() == name),
             None => None,
         };
@@ -93,15 +131,15 @@ fn enabled(feature: Feature, detected: impl Fn(Feature) -> bool + Copy, off: &[F
 }
 
 /// The features in use, detected once (as `[detected, in use]` per [`Feature::ALL`]).
-fn table() -> &'static [(bool, bool); 5] {
-    static TABLE: OnceLock<[(bool, bool); 5]> = OnceLock::new();
+fn table() -> &'static [(bool, bool); Feature::ALL.len()] {
+    static TABLE: OnceLock<[(bool, bool); Feature::ALL.len()]> = OnceLock::new();
     TABLE.get_or_init(|| {
         let spec = std::env::var("CLIPDEX_CPU_FEATURES").unwrap_or_default();
         let (off, unknown) = parse_disabled(&spec);
         if !unknown.is_empty() {
             tracing::warn!(
                 "CLIPDEX_CPU_FEATURES: ignoring {unknown:?}; write -NAME, NAME one of avx512f, avx512bf16, \
-                 avx512vnni, avx2, fma, avxvnni"
+                 avx512vnni, avx2, fma, avxvnni, neon, dotprod"
             );
         }
         Feature::ALL.map(|f| (f.detect(), enabled(f, Feature::detect, &off)))
@@ -120,8 +158,8 @@ pub fn detected(feature: Feature) -> bool {
     table()[i].0
 }
 
-/// The CPU's class for the speed tables: `AVX-512`, `AVX2+VNNI`, `AVX2` or `portable`, by the
-/// features in use.
+/// The CPU's class for the speed tables: `AVX-512`, `AVX2+VNNI`, `AVX2`, `NEON+dotprod`, `NEON`
+/// or `portable`, by the features in use.
 pub fn class() -> &'static str {
     if has(Feature::Avx512f) {
         "AVX-512"
@@ -129,6 +167,10 @@ pub fn class() -> &'static str {
         "AVX2+VNNI"
     } else if has(Feature::Avx2) {
         "AVX2"
+    } else if has(Feature::Dotprod) {
+        "NEON+dotprod"
+    } else if has(Feature::Neon) {
+        "NEON"
     } else {
         "portable"
     }
@@ -155,6 +197,9 @@ mod tests {
         assert!(enabled(Feature::Avx2, all, &[Feature::Avx512f]));
         assert!(!enabled(Feature::AvxVnni, all, &[Feature::Avx2]));
         assert!(!enabled(Feature::AvxVnni, |f| f != Feature::Avx2, &[]));
+        assert!(!enabled(Feature::Dotprod, all, &[Feature::Neon]));
+        assert!(enabled(Feature::Neon, all, &[Feature::Dotprod]));
+        assert_eq!(parse_disabled("-asimd,-DOTPROD").0, vec![Feature::Neon, Feature::Dotprod]);
     }
 
     #[test]
@@ -168,16 +213,25 @@ mod tests {
         }
     }
 
+    /// The `CLIPDEX_CPU_FEATURES` values that reach every fallback this architecture has.
+    const FALLBACKS: &[&str] = if cfg!(target_arch = "aarch64") {
+        &["-dotprod", "-neon"]
+    } else {
+        &["-avx512f", "-avxvnni,-avx512vnni,-avx512bf16", "-avx512f,-avx2"]
+    };
+
     /// Runs the kernel tests (all of `models::nn`) again in child processes with features
     /// switched off, so that every fallback this CPU can take is checked against its reference:
-    /// the AVX2 kernels on an AVX-512 CPU, AVX2 int8 on a VNNI one, the portable code on any.
+    /// the AVX2 kernels on an AVX-512 CPU, AVX2 int8 on a VNNI one, NEON's widening int8 on an
+    /// ARM with `sdot`, the portable code on any. (Under qemu-user, which cannot start a child
+    /// of another architecture without binfmt, CI sets the variable and runs each variant.)
     #[test]
     fn kernel_tests_pass_with_features_switched_off() {
         if std::env::var_os("CLIPDEX_CPU_FEATURES").is_some() {
             return; // a child run: its parent runs the variants
         }
         let exe = std::env::current_exe().unwrap();
-        for spec in ["-avx512f", "-avxvnni,-avx512vnni,-avx512bf16", "-avx512f,-avx2"] {
+        for spec in FALLBACKS {
             let out = std::process::Command::new(&exe)
                 .args(["models::nn::", "--skip", "kernel_tests_pass_with_features_switched_off"])
                 .env("CLIPDEX_CPU_FEATURES", spec)

@@ -1,6 +1,6 @@
 //! Linear layers in 8-bit integers (`--precision int8`), dynamically quantised as ONNX
-//! Runtime's and PyTorch's dynamic quantisation do. Three kernels, picked at run time (see
-//! [`super::cpu`]):
+//! Runtime's and PyTorch's dynamic quantisation do. Three kernels on x86-64 and two on
+//! aarch64, picked at run time (see [`super::cpu`]):
 //!
 //! - AVX-512 VNNI (AMD Zen 4 and later, Intel Cascade Lake and later): one `vpdpbusd` does 64
 //!   multiply-adds of bytes into 32-bit sums, four times an f32 FMA's 16.
@@ -13,6 +13,10 @@
 //!   saturate and the sums stay exact, at the cost of a fraction of a bit (usually the
 //!   largest weight's neighbour is small). Plain 7-bit weights, or 7-bit inputs, failed the
 //!   fidelity gate (an image of the clip-tiny-p32 fixture at cosine 0.9989 and 0.9988).
+//! - aarch64 with the dot-product extension: `sdot` (16 multiply-adds of signed bytes into four
+//!   32-bit sums); without it, NEON's widening multiplies (see [`super::neon`]). Both multiply
+//!   signed bytes, so an input row's bytes are shifted by −128 after quantising, and its zero
+//!   point with them: the integer sums, and so the outputs, are those of the unsigned inputs.
 //!
 //! - The weight is quantised once, per output column (symmetric: its largest magnitude maps
 //!   to 127), and laid out as [`super::packed`] says, each quad of input positions holding the
@@ -28,8 +32,12 @@
 //! On other CPUs the caller keeps f32 (see [`available`]).
 
 use super::cpu::{Feature, has};
+#[cfg(target_arch = "x86_64")]
 use super::kernels::avx512f;
 use super::packed::{Format, PANEL, Panels};
+
+#[cfg(target_arch = "aarch64")]
+const _: () = assert!(super::neon::PANEL == PANEL);
 
 /// The int8 kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +48,10 @@ pub(crate) enum Kernel {
     AvxVnni,
     /// `vpmaddubsw` + `vpmaddwd` on 32 bytes, weights scaled by their largest pair.
     Avx2,
+    /// aarch64: `sdot` on 16 bytes, inputs shifted to signed bytes.
+    Sdot,
+    /// aarch64 without `sdot`: `smull` + `sadalp`, inputs shifted to signed bytes.
+    Widening,
 }
 
 impl Kernel {
@@ -54,19 +66,29 @@ impl Kernel {
         self == Kernel::Avx2
     }
 
+    /// Whether it multiplies signed input bytes (the quantised bytes less 128).
+    fn signed_inputs(self) -> bool {
+        matches!(self, Kernel::Sdot | Kernel::Widening)
+    }
+
     /// Whether this CPU runs it (and `CLIPDEX_CPU_FEATURES` leaves it on).
     pub(crate) fn runs(self) -> bool {
         has(match self {
             Kernel::Avx512Vnni => Feature::Avx512Vnni,
             Kernel::AvxVnni => Feature::AvxVnni,
             Kernel::Avx2 => Feature::Avx2,
+            Kernel::Sdot => Feature::Dotprod,
+            Kernel::Widening => Feature::Neon,
         })
     }
 }
 
+/// Every kernel, fastest first.
+const KERNELS: [Kernel; 5] = [Kernel::Avx512Vnni, Kernel::AvxVnni, Kernel::Avx2, Kernel::Sdot, Kernel::Widening];
+
 /// The fastest kernel this CPU runs, if any.
 pub(crate) fn kernel() -> Option<Kernel> {
-    [Kernel::Avx512Vnni, Kernel::AvxVnni, Kernel::Avx2].into_iter().find(|k| k.runs())
+    KERNELS.into_iter().find(|k| k.runs())
 }
 
 /// Whether this CPU runs a kernel.
@@ -206,15 +228,18 @@ fn min_max_avx2(src: &[f32]) -> (f32, f32) {
 /// `src` quantised at `row` onto `0..=levels` into `dst` (as long).
 fn quantise_row(src: &[f32], row: RowScale, levels: i32, dst: &mut [u8]) {
     let inverse = 1.0 / row.scale;
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if avx512f() && levels == 255 {
+    let done = if avx512f() && levels == 255 {
         // SAFETY: the CPU has AVX-512 F (checked by `avx512f`).
-        done = unsafe { quantise_avx512(src, inverse, row.zero, dst) };
+        unsafe { quantise_avx512(src, inverse, row.zero, dst) }
     } else if super::kernels::avx2() {
         // SAFETY: the CPU has AVX2 (checked by `avx2`).
-        done = unsafe { quantise_avx2(src, inverse, row.zero, levels, dst) };
-    }
+        unsafe { quantise_avx2(src, inverse, row.zero, levels, dst) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     for (d, &v) in dst[done..].iter_mut().zip(&src[done..]) {
         *d = quantise(v, inverse, row.zero, levels);
     }
@@ -283,8 +308,14 @@ impl Format for Int8 {
 
     fn convert(&self, src: &[f32], dst: &mut [u8]) -> RowScale {
         let levels = self.kernel.input_levels();
-        let row = row_scale(src, levels);
+        let mut row = row_scale(src, levels);
         quantise_row(src, row, levels, dst);
+        if self.kernel.signed_inputs() {
+            // q − 128 as a signed byte is q with its top bit flipped; Σ (q − 128)·w less
+            // (zero − 128)·Σ w is Σ q·w less zero·Σ w.
+            dst.iter_mut().for_each(|q| *q ^= 0x80);
+            row.zero -= 128;
+        }
         row
     }
 
@@ -305,6 +336,29 @@ impl Format for Int8 {
                 Kernel::Avx512Vnni => tile_avx512::<R>(chunk, a, stride, count, out, accumulate),
                 Kernel::AvxVnni => tile_avxvnni::<R>(chunk, a, stride, count, out, accumulate),
                 Kernel::Avx2 => tile_avx2::<R>(chunk, a, stride, count, out, accumulate),
+                Kernel::Sdot | Kernel::Widening => unreachable!("{:?} is only detected on aarch64", self.kernel),
+            }
+        }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn tile<const R: usize>(
+        &self,
+        chunk: &[u8],
+        a: &[u8],
+        stride: usize,
+        count: usize,
+        out: &mut [i32],
+        accumulate: bool,
+    ) {
+        use super::neon::{tile_sdot, tile_widening};
+        // SAFETY (each arm): `pack_for` checked that the CPU runs the kernel; the caller, the
+        // bounds.
+        unsafe {
+            match self.kernel {
+                Kernel::Sdot => tile_sdot::<R>(chunk, a, stride, count, out, accumulate),
+                Kernel::Widening => tile_widening::<R>(chunk, a, stride, count, out, accumulate),
+                other => unreachable!("{other:?} is only detected on x86-64"),
             }
         }
     }
@@ -312,15 +366,18 @@ impl Format for Int8 {
     fn finish(&self, sums: &[i32], row: RowScale, first: usize, out: &mut [f32]) {
         let columns = first..first + out.len();
         let (scales, column_sums) = (&self.scales[columns.clone()], &self.column_sums[columns]);
-        let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if avx512f() {
+        let done = if avx512f() {
             // SAFETY: the CPU has AVX-512 F (checked by `avx512f`).
-            done = unsafe { finish_avx512(sums, row, scales, column_sums, out) };
+            unsafe { finish_avx512(sums, row, scales, column_sums, out) }
         } else if super::kernels::avx2() {
             // SAFETY: the CPU has AVX2 (checked by `avx2`).
-            done = unsafe { finish_avx2(sums, row, scales, column_sums, out) };
-        }
+            unsafe { finish_avx2(sums, row, scales, column_sums, out) }
+        } else {
+            0
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
         for (((o, &s), &w), &c) in out.iter_mut().zip(sums).zip(scales).zip(column_sums).skip(done) {
             *o = row.scale * w * (s - row.zero * c) as f32;
         }
@@ -546,8 +603,7 @@ mod tests {
 
     /// The kernels this CPU runs.
     fn kernels() -> Vec<Kernel> {
-        let kernels: Vec<Kernel> =
-            [Kernel::Avx512Vnni, Kernel::AvxVnni, Kernel::Avx2].into_iter().filter(|k| k.runs()).collect();
+        let kernels: Vec<Kernel> = KERNELS.into_iter().filter(|k| k.runs()).collect();
         eprintln!("int8 kernels on this CPU: {kernels:?}");
         kernels
     }
@@ -560,7 +616,10 @@ mod tests {
     }
 
     fn check_kernel(kernel: Kernel) {
-        for (m, k, n) in TEST_SHAPES {
+        // And the SigLIP p10 test model's attention input projection (seven images), the
+        // product its int8 embeddings were lost in: the kernels compute it exactly too (the loss
+        // is the quantisation's; see `SiglipModel::set_precision`).
+        for (m, k, n) in TEST_SHAPES.into_iter().chain([(175, 40, 120)]) {
             // Rows of mixed signs, all positive (after an activation), and of one value.
             let mut x = test_values(m * k, 3 + m as u64);
             x.chunks_mut(k).enumerate().for_each(|(i, row)| match i % 3 {
@@ -607,6 +666,32 @@ mod tests {
             assert_eq!(dst.iter().max(), Some(&(levels as u8)));
         }
         assert_eq!(min_max(&src), src.iter().fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v))));
+    }
+
+    /// The ARM kernels' signed inputs (bytes and zero point shifted by 128) give the outputs of
+    /// the unsigned ones, and their weights are VNNI's: checked here on any CPU, the ARM tiles
+    /// themselves under qemu.
+    #[test]
+    fn signed_inputs_give_the_outputs_of_unsigned_ones() {
+        let (k, n) = (37, 5);
+        let x: Vec<f32> = test_values(k, 7).iter().map(|v| 3.0 * v + 0.5).collect();
+        let w = test_values(k * n, 8);
+        let (wq, unsigned) = quantise_columns(&w, n, Kernel::AvxVnni);
+        for kernel in [Kernel::Sdot, Kernel::Widening] {
+            let (wq_signed, signed) = quantise_columns(&w, n, kernel);
+            assert_eq!(wq_signed, wq, "{kernel:?}: weights as VNNI's");
+            let (mut bytes_u, mut bytes_s) = (vec![0u8; k], vec![0u8; k]);
+            let (row_u, row_s) = (unsigned.convert(&x, &mut bytes_u), signed.convert(&x, &mut bytes_s));
+            assert_eq!(row_s.zero, row_u.zero - 128);
+            let sums = |bytes: &[u8], signed: bool| -> Vec<i32> {
+                let byte = |b: u8| if signed { i32::from(b as i8) } else { i32::from(b) };
+                (0..n).map(|j| (0..k).map(|kk| byte(bytes[kk]) * i32::from(wq[kk * n + j])).sum()).collect()
+            };
+            let (mut out_u, mut out_s) = (vec![0f32; n], vec![0f32; n]);
+            unsigned.finish(&sums(&bytes_u, false), row_u, 0, &mut out_u);
+            signed.finish(&sums(&bytes_s, true), row_s, 0, &mut out_s);
+            assert_eq!(out_s, out_u, "{kernel:?}");
+        }
     }
 
     #[test]

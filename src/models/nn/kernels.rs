@@ -137,6 +137,11 @@ pub(super) fn avx2() -> bool {
     super::cpu::has(super::cpu::Feature::Avx2)
 }
 
+/// Whether this CPU has NEON (every aarch64 one, unless `CLIPDEX_CPU_FEATURES` says `-neon`).
+pub(super) fn neon() -> bool {
+    super::cpu::has(super::cpu::Feature::Neon)
+}
+
 /// `o = act(o + bias)` for one row (or part of one, with the bias of its columns).
 fn bias_act_row(o: &mut [f32], bias: &[f32], act: Option<HiddenAct>) {
     #[cfg(target_arch = "x86_64")]
@@ -153,6 +158,13 @@ fn bias_act_row(o: &mut [f32], bias: &[f32], act: Option<HiddenAct>) {
             bias_act_scalar(&mut o[done..], &bias[done..], act);
             return;
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if neon() && matches!(act, None | Some(HiddenAct::QuickGelu)) {
+        // SAFETY: the CPU has NEON (checked above).
+        let done = unsafe { super::neon::bias_act_row(o, bias, act.is_some()) };
+        bias_act_scalar(&mut o[done..], &bias[done..], act);
+        return;
     }
     bias_act_scalar(o, bias, act);
 }

@@ -3,7 +3,8 @@
 //! bf16 and int8 products of `packed`'s layout; `skinny` products of a few rows),
 //! attention kernels (short sequences in one pass, long ones in blocks), activations, layer
 //! norm, the pre-norm transformer encoder layer, and the fused training kernels beside the
-//! inference ones they differentiate (`train_kernels`).
+//! inference ones they differentiate (`train_kernels`). The CPU kernels come for x86-64
+//! (AVX-512, AVX2) and for 64-bit ARM (`neon`), picked at run time (`cpu`).
 //!
 //! Nothing here knows a family: CLIP, Chinese-CLIP, BERT, BLIP, CLIPSeg and the sentence
 //! towers import from here, never from each other for a kernel.
@@ -15,6 +16,8 @@ pub mod cpu;
 pub(crate) mod int8;
 pub(crate) mod kernels;
 pub(crate) mod layers;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod packed;
 pub mod precision;
 mod short_attention;

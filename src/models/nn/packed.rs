@@ -41,7 +41,7 @@ pub(super) trait Format: Sync {
     /// # Safety
     /// The CPU has the format's instructions (its `pack` checked), and the bounds hold: `chunk`
     /// holds `count · GROUP · 32` values, `sums` `R · 32`, and `a` each row's `count` groups.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     unsafe fn tile<const R: usize>(
         &self,
         chunk: &[Self::Value],
@@ -56,7 +56,7 @@ pub(super) trait Format: Sync {
     ///
     /// # Safety
     /// None needed: it only panics.
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     unsafe fn tile<const R: usize>(
         &self,
         _chunk: &[Self::Value],
@@ -66,7 +66,7 @@ pub(super) trait Format: Sync {
         _sums: &mut [Self::Sum],
         _accumulate: bool,
     ) {
-        unreachable!("the kernels are only offered on x86-64");
+        unreachable!("the kernels are only offered on x86-64 and aarch64");
     }
 
     /// One row's outputs for the panel's columns from `first` on (`out.len()` of them) from its

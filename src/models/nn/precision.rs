@@ -3,7 +3,8 @@
 //! linear products (a batch of images, a batch of texts) to bfloat16 and sums in f32, about
 //! twice as fast on CPUs with AVX-512 BF16; `int8` quantises them to bytes (weights per output
 //! column once, inputs per row as they come) and sums exactly in integers, on CPUs with
-//! AVX-512 VNNI, AVX-VNNI or AVX2 (7-bit weights there). Both stay within cosine 0.999 of f32 (the fidelity tests check it on the
+//! AVX-512 VNNI, AVX-VNNI or AVX2 (weights scaled by pairs there), and on 64-bit ARM (`sdot`,
+//! or NEON's widening multiplies). Both stay within cosine 0.999 of f32 (the fidelity tests check it on the
 //! fixtures). Products of a few rows (one query) stay f32: reading the weight, not
 //! arithmetic, bounds them. A CPU without the instructions runs f32 whatever is asked. `auto`
 //! picks per CPU class (see [`Precision::resolved`]).
@@ -23,7 +24,7 @@ pub enum Precision {
     /// Bfloat16 operands with f32 sums in the linear layers, where the CPU has AVX-512 BF16.
     Bf16,
     /// Dynamically quantised 8-bit operands with exact integer sums in the linear layers,
-    /// where the CPU has AVX-512 VNNI, AVX-VNNI or AVX2.
+    /// where the CPU has AVX-512 VNNI, AVX-VNNI or AVX2, or is a 64-bit ARM.
     Int8,
     /// The fastest of the three on this CPU class that passes the fidelity gate (see
     /// [`Precision::resolved`]).
@@ -36,11 +37,15 @@ impl Precision {
 
     /// What is asked for, `auto` replaced by this CPU class's choice: `int8` with AVX-512 VNNI
     /// or AVX-VNNI (`vpdpbusd`: four times an f32 FMA's multiply-adds), `bf16` with AVX-512
-    /// BF16 alone, `int8` with AVX2 alone (where it measured faster than f32), `f32` elsewhere.
+    /// BF16 alone, `int8` with AVX2 alone (where it measured faster than f32), `int8` on ARM
+    /// with `sdot` (four times a NEON FMA's multiply-adds; not measured yet), `f32` elsewhere
+    /// (ARM without `sdot` included: its widening multiplies do no more per instruction than
+    /// an f32 FMA).
     pub fn resolved(self) -> Precision {
         use super::cpu::{Feature, has};
         match self {
             Precision::Auto if has(Feature::Avx512Vnni) || has(Feature::AvxVnni) => Precision::Int8,
+            Precision::Auto if has(Feature::Dotprod) => Precision::Int8,
             Precision::Auto if has(Feature::Avx512Bf16) => Precision::Bf16,
             Precision::Auto if AUTO_INT8_ON_AVX2 && has(Feature::Avx2) => Precision::Int8,
             Precision::Auto => Precision::F32,
@@ -49,7 +54,7 @@ impl Precision {
     }
 
     /// The precision that actually runs on this machine: `bf16` falls back to `f32` on a CPU
-    /// without AVX-512 BF16, `int8` on one with none of AVX-512 VNNI, AVX-VNNI and AVX2.
+    /// without AVX-512 BF16, `int8` on one with none of AVX-512 VNNI, AVX-VNNI, AVX2 and NEON.
     pub fn effective(self) -> Precision {
         match self.resolved() {
             Precision::Bf16 if super::bf16::available() => Precision::Bf16,

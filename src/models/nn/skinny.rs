@@ -4,7 +4,7 @@
 //! which at these shapes costs as much as the product. Here the weight is laid out once, in
 //! panels of 32 columns each contiguous over the whole input width, and each panel is
 //! streamed once through registers that hold a block of rows' 32 outputs (AVX-512: 12 rows a
-//! pass; AVX2 + FMA: 3; picked at run time; elsewhere, and for more rows, the general
+//! pass; AVX2 + FMA: 3; NEON: 3; picked at run time; elsewhere, and for more rows, the general
 //! multiplication is used). Later passes over a panel read it from the cache.
 //!
 //! `CLIPDEX_SKINNY=0` switches it off and `CLIPDEX_SKINNY=avx2` picks the AVX2 kernel on a CPU
@@ -15,14 +15,18 @@ use rayon::prelude::*;
 /// The most rows taken (four AVX-512 passes).
 const ROWS_LIMIT: usize = 48;
 
-/// Columns per panel: two AVX-512 registers, four AVX2 ones.
+/// Columns per panel: two AVX-512 registers, four AVX2 ones, eight NEON ones.
 const PANEL: usize = 32;
+#[cfg(target_arch = "aarch64")]
+const _: () = assert!(super::neon::PANEL == PANEL);
 
 /// The kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kernel {
     Avx512,
     Avx2,
+    /// aarch64: eight 4-wide registers a row.
+    Neon,
 }
 
 impl Kernel {
@@ -30,7 +34,7 @@ impl Kernel {
     fn block(self) -> usize {
         match self {
             Kernel::Avx512 => 12,
-            Kernel::Avx2 => 3,
+            Kernel::Avx2 | Kernel::Neon => 3,
         }
     }
 
@@ -41,6 +45,9 @@ impl Kernel {
             // Measured on an AVX-512 machine against gemm's AVX-512 kernels: ahead at 10
             // rows, level at 12, behind at 24.
             Kernel::Avx2 => 12,
+            // Not measured (no ARM machine here): the AVX2 kernel's limit, whose registers
+            // hold as many rows.
+            Kernel::Neon => 12,
         }
     }
 }
@@ -66,6 +73,9 @@ fn has_avx2() -> bool {
 fn detect() -> Option<Kernel> {
     if super::cpu::has(super::cpu::Feature::Avx512f) {
         return Some(Kernel::Avx512);
+    }
+    if super::cpu::has(super::cpu::Feature::Neon) {
+        return Some(Kernel::Neon);
     }
     has_avx2().then_some(Kernel::Avx2)
 }
@@ -148,12 +158,24 @@ fn panel_product(kernel: Kernel, panel: &[f32], x: &[f32], k: usize, m: usize, o
         match kernel {
             Kernel::Avx512 => rows!(panel_avx512: 1 2 3 4 5 6 7 8 9 10 11 12),
             Kernel::Avx2 => rows!(panel_avx2: 1 2 3),
+            Kernel::Neon => unreachable!("NEON is only detected on aarch64"),
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        use super::neon::skinny_panel;
+        // SAFETY (every arm): `kernel()` found NEON; the bounds as above.
+        match (kernel, m) {
+            (Kernel::Neon, 1) => unsafe { skinny_panel::<1>(panel, x, k, out) },
+            (Kernel::Neon, 2) => unsafe { skinny_panel::<2>(panel, x, k, out) },
+            (Kernel::Neon, 3) => unsafe { skinny_panel::<3>(panel, x, k, out) },
+            _ => unreachable!("{kernel:?} for {m} rows on aarch64"),
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (kernel, panel, x, k, m, out);
-        unreachable!("the kernels are only offered on x86-64");
+        unreachable!("the kernels are only offered on x86-64 and aarch64");
     }
 }
 

@@ -6,7 +6,9 @@ mod cli;
 
 use std::process::ExitCode;
 
-use cli::{Cli, Command, bench, captions, duplicates, embed, finetune, maintenance, ocr, regions, session, tags};
+use cli::{
+    Cli, Command, bench, captions, duplicates, embed, finetune, maintenance, models, ocr, regions, session, tags,
+};
 
 fn main() -> ExitCode {
     // Colours only on a terminal: a log written to a file must not fill with escape codes.
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => embed::embed(&g, &args),
         Command::Finetune(args) => finetune::run(&g, &args),
         Command::Bench(args) => bench::run(&g, &args),
+        Command::Models(args) => models::run(&args),
         Command::Reindex(args) => maintenance::reindex(&g, &args),
         Command::Migrate(args) => maintenance::migrate(&g, &args),
     };

@@ -16,7 +16,10 @@ pub const GROUPS: &[(&str, &[&str])] = &[
     ("Search", &["search", "similar", "crop-search", "show", "tags"]),
     (
         "Models",
-        &["tag", "describe", "autotag", "caption", "ask", "match", "segment", "ocr", "embed", "finetune", "eval"],
+        &[
+            "tag", "describe", "autotag", "caption", "ask", "match", "segment", "ocr", "embed", "finetune", "eval",
+            "models",
+        ],
     ),
     ("Maintenance", &["stats", "failures", "duplicates", "reindex", "migrate", "bench"]),
 ];
@@ -81,6 +84,7 @@ pub const GLOBALS_USED: &[(&str, &[&str])] = &[
     ),
     ("migrate", &["db"]),
     ("bench", &["db", "model", "text_model", "device"]),
+    ("models", &[]),
 ];
 
 /// Examples that end a command's help.

@@ -90,6 +90,7 @@ pub fn on_library(
         | Command::Ocr(_)
         | Command::Embed(_)
         | Command::Bench(_)
+        | Command::Models(_)
         | Command::Finetune(_)
         | Command::Eval { .. }
         | Command::Reindex(_)

@@ -270,6 +270,14 @@ mod tests {
     }
 
     #[test]
+    fn an_openclip_folder_has_a_fingerprint_of_its_own_files() {
+        let dir = |name: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        let gelu = local_fingerprint(dir("openclip-tiny-gelu").to_str().unwrap()).unwrap();
+        let quick = local_fingerprint(dir("openclip-tiny-quickgelu").to_str().unwrap()).unwrap();
+        assert_ne!(gelu, quick);
+    }
+
+    #[test]
     fn a_missing_directory_is_a_clear_error() {
         let err = ModelRepo::open("/no/such/model/dir").err().unwrap().to_string();
         assert!(err.contains("/no/such/model/dir") && err.contains("no such directory"), "{err}");

@@ -126,9 +126,11 @@ pub struct PreprocessCfg {
     pub resize_mode: Option<String>,
 }
 
-/// Options that are harmless at their defaults and change the network otherwise: the option,
-/// its default (what the towers here compute), and what it means.
-const VISION_DEFAULTS: &[(&str, fn(&Value) -> bool)] = &[
+/// An option, and whether a value of it is harmless (what the CLIP towers compute).
+type OptionCheck = (&'static str, fn(&Value) -> bool);
+
+/// Options that are harmless at their defaults and change the network otherwise.
+const VISION_DEFAULTS: &[OptionCheck] = &[
     ("ls_init_value", Value::is_null),
     ("attentional_pool", is_false),
     ("no_ln_pre", is_false),
@@ -146,7 +148,7 @@ const VISION_DEFAULTS: &[(&str, fn(&Value) -> bool)] = &[
     ("timm_model_name", Value::is_null),
 ];
 
-const TEXT_DEFAULTS: &[(&str, fn(&Value) -> bool)] = &[
+const TEXT_DEFAULTS: &[OptionCheck] = &[
     ("ls_init_value", Value::is_null),
     ("embed_cls", is_false),
     ("no_causal_mask", is_false),
@@ -176,11 +178,7 @@ fn is_empty(v: &Value) -> bool {
 }
 
 /// The first option of `other` that is set away from what the CLIP towers compute.
-fn unsupported(
-    tower: &str,
-    other: &serde_json::Map<String, Value>,
-    defaults: &[(&str, fn(&Value) -> bool)],
-) -> Option<String> {
+fn unsupported(tower: &str, other: &serde_json::Map<String, Value>, defaults: &[OptionCheck]) -> Option<String> {
     defaults.iter().find_map(|(key, harmless)| {
         let v = other.get(*key)?;
         (!harmless(v)).then(|| format!("{tower}.{key} = {v}"))
@@ -307,7 +305,7 @@ impl OpenClipConfig {
         };
         let mean = channels(&p.mean, OPENAI_CLIP_MEAN, "mean")?;
         let std = channels(&p.std, OPENAI_CLIP_STD, "std")?;
-        if std.iter().any(|s| *s == 0.0) {
+        if std.contains(&0.0) {
             return Err(format!("preprocess_cfg.std {std:?} has a zero"));
         }
         let resample = match p.interpolation.as_deref() {

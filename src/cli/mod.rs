@@ -238,7 +238,7 @@ pub enum Command {
     /// Prints the CPU's features, what each --precision runs as, and images/s and texts/s of
     /// the library's CLIP (or --model, or --random-weights) at its batch size.
     Bench(bench::BenchArgs),
-    /// The recommended models: sizes, languages, published quality, a recommendation.
+    /// Recommended models: sizes, languages, published quality.
     ///
     /// Lists the checkpoints clipdex recommends (every one loads with --model ID), with image
     /// size, embedding width, languages, weights size and the published retrieval or zero-shot

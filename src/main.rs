@@ -7,7 +7,8 @@ mod cli;
 use std::process::ExitCode;
 
 use cli::{
-    Cli, Command, bench, captions, duplicates, embed, faces, finetune, maintenance, ocr, regions, session, tags,
+    Cli, Command, bench, captions, duplicates, embed, faces, finetune, maintenance, models, ocr, regions, session,
+    tags,
 };
 
 fn main() -> ExitCode {
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => embed::embed(&g, &args),
         Command::Finetune(args) => finetune::run(&g, &args),
         Command::Bench(args) => bench::run(&g, &args),
+        Command::Models(args) => models::run(&args),
         Command::Reindex(args) => maintenance::reindex(&g, &args),
         Command::Migrate(args) => maintenance::migrate(&g, &args),
     };

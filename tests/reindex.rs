@@ -211,3 +211,41 @@ fn the_search_graph_of_the_old_vectors_is_replaced() {
         assert!((h.score - s).abs() < 1e-4);
     }
 }
+
+#[test]
+fn reindex_moves_a_clip_library_to_an_openclip_or_a_siglip() {
+    for (target, dim) in [("openclip-tiny-gelu", 20), ("siglip-tiny-p16", 32)] {
+        for db in test_databases() {
+            eprintln!("{} -> {target}", db.backend);
+            let tmp = tempfile::tempdir().unwrap();
+            let (lib, photos) = indexed_library(tmp.path(), &db);
+            let report = lib.reindex(&model(target), &quiet).unwrap();
+            assert_eq!((report.embedded, report.failed), (5, 0), "{target}");
+            let stats = lib.stats().unwrap();
+            assert_eq!((stats.model.as_deref(), stats.dim), (Some(model(target).as_str()), Some(dim)));
+            assert!(lib.store().check().unwrap().is_empty());
+
+            // Exactly the vectors of a library indexed with that model from the start.
+            let fresh_tmp = tempfile::tempdir().unwrap();
+            let fresh = Library::open(LibraryConfig::new(fresh_tmp.path().join("db"), model(target))).unwrap();
+            fresh.add_root(&photos).unwrap();
+            fresh.index(&quiet).unwrap();
+            let (a, b) = (vectors(&lib), vectors(&fresh));
+            assert_eq!(a.len(), 5);
+            for ((pa, va), (pb, vb)) in a.iter().zip(&b) {
+                assert_eq!(pa, pb);
+                assert!(va.iter().zip(vb).all(|(x, y)| (x - y).abs() < 1e-5), "{target}: {}", pa.display());
+            }
+            drop(lib);
+            // Reopened, queries embed with the new family's text tower.
+            let reopened = Library::open(LibraryConfig::new(db.location.clone(), model(target))).unwrap();
+            let got = reopened.search_text("a rocket", 5, &SearchFilter::default()).unwrap();
+            let want = fresh.search_text("a rocket", 5, &SearchFilter::default()).unwrap();
+            assert_eq!(got.len(), 5);
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g.path, w.path);
+                assert!((g.score - w.score).abs() < 1e-5);
+            }
+        }
+    }
+}

@@ -18,7 +18,7 @@ pub const GROUPS: &[(&str, &[&str])] = &[
         "Models",
         &[
             "tag", "describe", "autotag", "caption", "ask", "match", "segment", "ocr", "faces", "embed", "finetune",
-            "eval",
+            "eval", "models",
         ],
     ),
     ("Maintenance", &["stats", "failures", "duplicates", "reindex", "migrate", "bench"]),
@@ -85,6 +85,7 @@ pub const GLOBALS_USED: &[(&str, &[&str])] = &[
     ),
     ("migrate", &["db"]),
     ("bench", &["db", "model", "text_model", "device"]),
+    ("models", &[]),
 ];
 
 /// Examples that end a command's help.

@@ -32,6 +32,7 @@ pub mod forward;
 pub mod help;
 pub mod library;
 pub mod maintenance;
+pub mod models;
 pub mod ocr;
 pub mod regions;
 pub mod search;
@@ -240,6 +241,12 @@ pub enum Command {
     /// Prints the CPU's features, what each --precision runs as, and images/s and texts/s of
     /// the library's CLIP (or --model, or --random-weights) at its batch size.
     Bench(bench::BenchArgs),
+    /// Recommended models: sizes, languages, published quality.
+    ///
+    /// Lists the checkpoints clipdex recommends (every one loads with --model ID), with image
+    /// size, embedding width, languages, weights size and the published retrieval or zero-shot
+    /// figure with its source, then which to pick for quality, CPU speed and languages.
+    Models(models::ModelsArgs),
     /// Counts, model and index state.
     Stats(maintenance::StatsArgs),
     /// Files that could not be indexed, and why.

@@ -91,6 +91,7 @@ pub fn on_library(
         | Command::Faces(_)
         | Command::Embed(_)
         | Command::Bench(_)
+        | Command::Models(_)
         | Command::Finetune(_)
         | Command::Eval { .. }
         | Command::Reindex(_)

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod bert;
 pub mod blip;
+pub mod catalog;
 pub mod clip;
 pub mod clipseg;
 pub mod faces;

@@ -43,6 +43,32 @@ pub enum Resample {
     Lanczos,
 }
 
+/// Where a centre crop starts when the margin to cut is odd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CropOffset {
+    /// `(size - crop) // 2`, as transformers' `center_crop` does.
+    #[default]
+    Floor,
+    /// `int(round((size - crop) / 2))`, halves to even, as torchvision's `CenterCrop` does
+    /// (open_clip's preprocessing): one pixel further when the floor is odd.
+    RoundHalfEven,
+}
+
+impl CropOffset {
+    /// The first kept row or column of a crop of `crop` out of `full`; negative when the
+    /// image is smaller than the crop (it is padded with zeros on both sides).
+    fn start(self, full: u64, crop: u64) -> i64 {
+        let margin = full as i64 - crop as i64;
+        let floor = margin.div_euclid(2);
+        match self {
+            CropOffset::RoundHalfEven if margin > 0 && margin % 2 == 1 && floor % 2 == 1 => floor + 1,
+            // torchvision pads a small image by (crop - size) // 2 before it crops.
+            CropOffset::RoundHalfEven if margin < 0 => -((-margin) / 2),
+            _ => floor,
+        }
+    }
+}
+
 /// A model's image preprocessing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageProcessor {
@@ -52,6 +78,8 @@ pub struct ImageProcessor {
     pub resample: Resample,
     /// Centre crop `(height, width)`, if any.
     pub center_crop: Option<(u32, u32)>,
+    /// Where the centre crop starts when the margin is odd.
+    pub crop_offset: CropOffset,
     /// Multiplier from 8-bit samples to floats (1/255), if rescaling.
     pub rescale: Option<f32>,
     /// Per-channel `(mean, std)`, if normalising.
@@ -116,6 +144,7 @@ impl ImageProcessor {
             resize: Some(ResizeTo::ShortestEdge(image_size)),
             resample: Resample::Bicubic,
             center_crop: Some((image_size, image_size)),
+            crop_offset: CropOffset::Floor,
             rescale: Some(1.0 / 255.0),
             normalize: Some((OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)),
         }
@@ -128,6 +157,7 @@ impl ImageProcessor {
             resize: Some(ResizeTo::Exact { width: size, height: size }),
             resample: Resample::Bilinear,
             center_crop: None,
+            crop_offset: CropOffset::Floor,
             rescale: Some(1.0 / 255.0),
             normalize: Some((IMAGENET_MEAN, IMAGENET_STD)),
         }
@@ -140,6 +170,7 @@ impl ImageProcessor {
             resize: Some(ResizeTo::Exact { width: size, height: size }),
             resample: Resample::Bicubic,
             center_crop: None,
+            crop_offset: CropOffset::Floor,
             rescale: Some(1.0 / 255.0),
             normalize: Some(([0.5; 3], [0.5; 3])),
         }
@@ -237,7 +268,7 @@ impl ImageProcessor {
         };
         let window = match self.center_crop {
             None => Window { left: 0, top: 0, width: full_w, height: full_h },
-            Some((ch, cw)) => Window::centred(full_w, full_h, u64::from(cw), u64::from(ch)),
+            Some((ch, cw)) => Window::centred_by(self.crop_offset, full_w, full_h, u64::from(cw), u64::from(ch)),
         };
         if window.width * window.height > MAX_OUTPUT_PIXELS {
             return Err(Error::Invalid(format!(
@@ -321,13 +352,14 @@ struct Window {
 impl Window {
     /// `transformers`' `center_crop` of a `crop_w` x `crop_h` window: offsets
     /// `(size - crop) // 2`, negative (zero padding) where the image is smaller than the crop.
+    #[cfg(test)]
     fn centred(full_w: u64, full_h: u64, crop_w: u64, crop_h: u64) -> Self {
-        Window {
-            left: (full_w as i64 - crop_w as i64).div_euclid(2),
-            top: (full_h as i64 - crop_h as i64).div_euclid(2),
-            width: crop_w,
-            height: crop_h,
-        }
+        Self::centred_by(CropOffset::Floor, full_w, full_h, crop_w, crop_h)
+    }
+
+    /// A centred window whose offsets follow `rule` when a margin is odd.
+    fn centred_by(rule: CropOffset, full_w: u64, full_h: u64, crop_w: u64, crop_h: u64) -> Self {
+        Window { left: rule.start(full_w, crop_w), top: rule.start(full_h, crop_h), width: crop_w, height: crop_h }
     }
 
     /// The part of the window inside a `full_w` x `full_h` image.
@@ -576,6 +608,21 @@ mod tests {
 
     fn crop_only(w: u32, h: u32) -> ImageProcessor {
         ImageProcessor { resize: None, center_crop: Some((h, w)), ..ImageProcessor::clip_default(224) }
+    }
+
+    #[test]
+    fn torchvision_crops_round_odd_margins_half_to_even() {
+        // int(round(m / 2)): 1.5 -> 2, 2.5 -> 2, 3.5 -> 4; even margins and padding as floor.
+        let starts: Vec<i64> = [3, 5, 7, 4, 0].iter().map(|&m| CropOffset::RoundHalfEven.start(10 + m, 10)).collect();
+        assert_eq!(starts, [2, 2, 4, 2, 0]);
+        let floors: Vec<i64> = [3, 5, 7, 4, 0].iter().map(|&m| CropOffset::Floor.start(10 + m, 10)).collect();
+        assert_eq!(floors, [1, 2, 3, 2, 0]);
+        // A smaller image is padded by (crop - size) // 2 first: 3 short of 10 puts it 1 in.
+        assert_eq!(CropOffset::RoundHalfEven.start(7, 10), -1);
+        let img = RgbImage::from_fn(5, 4, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        let p = ImageProcessor { crop_offset: CropOffset::RoundHalfEven, ..crop_only(2, 2) };
+        // Margins 3 and 2: round(1.5) = 2 columns, 1 row.
+        assert_eq!(p.resize_and_crop(&img).unwrap().get_pixel(0, 0).0, [2, 1, 0]);
     }
 
     #[test]

@@ -149,8 +149,15 @@ pub fn local_fingerprint(spec: &str) -> Option<String> {
     if !dir.is_dir() {
         return None;
     }
-    let config = std::fs::read(dir.join("config.json")).ok()?;
-    let weights = ["model.safetensors", "pytorch_model.bin"].iter().map(|f| dir.join(f)).find(|p| p.is_file())?;
+    // A Hugging Face layout, or an OpenCLIP checkpoint's.
+    let layouts = [
+        ("config.json", ["model.safetensors", "pytorch_model.bin"]),
+        ("open_clip_config.json", ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]),
+    ];
+    let (config, weights) = layouts.iter().find_map(|(config, weights)| {
+        let config = std::fs::read(dir.join(config)).ok()?;
+        Some((config, weights.iter().map(|f| dir.join(f)).find(|p| p.is_file())?))
+    })?;
     let mut file = std::fs::File::open(&weights).ok()?;
     let size = file.metadata().ok()?.len();
     let mut h = blake3::Hasher::new();
@@ -195,6 +202,14 @@ pub(crate) fn repo_weights(repo: &ModelRepo, device: &Device) -> Result<VarBuild
 pub(crate) fn repo_weights_at(repo: &ModelRepo, at: &str, device: &Device) -> Result<VarBuilder<'static>> {
     let (which, weights) = repo.first_of(&[&format!("{at}model.safetensors"), &format!("{at}pytorch_model.bin")])?;
     open_weights(repo.name(), &weights, which == 0, device)
+}
+
+/// The weights in the first of `files` the repository holds: a `.safetensors` file
+/// (memory-mapped), else a pickled PyTorch state dict (open_clip's hub files have their own
+/// names, `open_clip_model.safetensors` and `open_clip_pytorch_model.bin`).
+pub(crate) fn repo_weights_named(repo: &ModelRepo, files: &[&str], device: &Device) -> Result<VarBuilder<'static>> {
+    let (which, weights) = repo.first_of(files)?;
+    open_weights(repo.name(), &weights, files[which].ends_with(".safetensors"), device)
 }
 
 /// Opens `model.safetensors` (memory-mapped) or `pytorch_model.bin`, converting to f32.
@@ -252,6 +267,14 @@ mod tests {
         let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p16");
         assert_ne!(local_fingerprint(other.to_str().unwrap()).unwrap(), here);
         assert_eq!(local_fingerprint("openai/clip-vit-base-patch32"), None);
+    }
+
+    #[test]
+    fn an_openclip_folder_has_a_fingerprint_of_its_own_files() {
+        let dir = |name: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        let gelu = local_fingerprint(dir("openclip-tiny-gelu").to_str().unwrap()).unwrap();
+        let quick = local_fingerprint(dir("openclip-tiny-quickgelu").to_str().unwrap()).unwrap();
+        assert_ne!(gelu, quick);
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub fn blip_processor_default(size: u32) -> ImageProcessor {
         resize: Some(ResizeTo::Exact { width: size, height: size }),
         resample: Resample::Bicubic,
         center_crop: None,
+        crop_offset: Default::default(),
         rescale: Some(1.0 / 255.0),
         normalize: Some((OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)),
     }

@@ -5,11 +5,14 @@
 //! `CLIPImageProcessor` does, tokenises as `CLIPTokenizerFast` does, and returns L2-normalised
 //! vectors, so that a dot product is a cosine similarity. It also runs a SigLIP
 //! ([`crate::models::siglip`]) when `config.json` says `siglip`: the same calls, with the
-//! family's own towers, tokenizer and processor, and [`Scoring::Sigmoid`] for labels.
+//! family's own towers, tokenizer and processor, and [`Scoring::Sigmoid`] for labels. An
+//! OpenCLIP checkpoint in its hub layout (`open_clip_config.json`) runs on the CLIP towers
+//! ([`openclip`]).
 
 mod chinese;
 mod config;
 pub(crate) mod model;
+pub mod openclip;
 pub(crate) mod tokenizer;
 pub mod train;
 
@@ -33,6 +36,7 @@ use crate::models::sentence::SentenceEncoder;
 use crate::models::siglip::SiglipParts;
 use crate::models::source::{ModelRepo, repo_weights};
 use crate::photo::{DecodeOptions, open_rgb};
+use openclip::{OPEN_CLIP_CONFIG, OpenClipParts};
 
 /// The CLIP model used when none is named.
 pub const DEFAULT_CLIP_MODEL: &str = "openai/clip-vit-base-patch32";
@@ -78,7 +82,13 @@ impl Scoring {
 /// The network behind an embedder, with its tokenizer.
 #[allow(clippy::large_enum_variant, reason = "one per loaded model, never moved in a hot path")]
 enum Family {
-    Clip { config: ClipConfig, model: ClipModel, tokenizer: ClipTokenizer },
+    /// A CLIP or Chinese-CLIP; `open_clip` when it came from an OpenCLIP checkpoint.
+    Clip {
+        config: ClipConfig,
+        model: ClipModel,
+        tokenizer: ClipTokenizer,
+        open_clip: bool,
+    },
     Siglip(Box<SiglipParts>),
 }
 
@@ -138,9 +148,15 @@ impl ClipEmbedder {
     /// Loads a CLIP model from an opened repository.
     pub fn load_from(repo: &ModelRepo, device: &Device) -> Result<Self> {
         let name = repo.name();
-        let config_path = repo.required("config.json")?;
+        let (which, config_path) = repo.first_of(&["config.json", OPEN_CLIP_CONFIG])?;
         let text = std::fs::read_to_string(&config_path)
             .map_err(|e| Error::model(name, format!("cannot read {}: {e}", config_path.display())))?;
+        if which == 1 {
+            let p = OpenClipParts::load(repo, &text, device)?;
+            let model = Self::clip_model(name, &p.config, p.weights)?;
+            let family = Family::Clip { config: p.config, model, tokenizer: p.tokenizer, open_clip: true };
+            return Ok(Self::assemble(name, family, p.processor, device));
+        }
         if model_type(&text).as_deref() == Some("siglip") {
             let (parts, processor) = SiglipParts::load(repo, &text, repo_weights(repo, device)?)?;
             return Ok(Self::assemble(name, Family::Siglip(Box::new(parts)), processor, device));
@@ -178,13 +194,20 @@ impl ClipEmbedder {
         processor: ImageProcessor,
         device: &Device,
     ) -> Result<Self> {
-        let model = ClipModel::load(&config, vb).map_err(|e| {
+        let model = Self::clip_model(name, &config, vb)?;
+        Ok(Self::assemble(name, Family::Clip { config, model, tokenizer, open_clip: false }, processor, device))
+    }
+
+    fn clip_model(name: &str, config: &ClipConfig, vb: VarBuilder) -> Result<ClipModel> {
+        ClipModel::load(config, vb).map_err(|e| {
             Error::model(
                 name,
-                format!("the weights do not fit config.json ({}); is this a complete CLIP checkpoint?", first_line(&e)),
+                format!(
+                    "the weights do not fit the model's config ({}); is this a complete CLIP checkpoint?",
+                    first_line(&e)
+                ),
             )
-        })?;
-        Ok(Self::assemble(name, Family::Clip { config, model, tokenizer }, processor, device))
+        })
     }
 
     fn assemble(name: &str, family: Family, processor: ImageProcessor, device: &Device) -> Self {
@@ -203,6 +226,12 @@ impl ClipEmbedder {
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision.effective();
         match &mut self.family {
+            // On the OpenCLIP fixtures int8 took image embeddings to cosine 0.982 of f32's
+            // (CLIP's pass at 0.9993): an OpenCLIP runs int8 as bf16, as SigLIP does.
+            Family::Clip { model, open_clip: true, .. } => {
+                self.precision = self.precision.without_int8().effective();
+                model.set_precision(self.precision)
+            }
             Family::Clip { model, .. } => model.set_precision(self.precision),
             Family::Siglip(parts) => parts.set_precision(self.precision),
         }
@@ -246,29 +275,33 @@ impl ClipEmbedder {
         }
     }
 
-    /// The model family's name: `clip`, `chinese_clip` or `siglip`.
+    /// The model family's name: `clip`, `chinese_clip`, `open_clip` or `siglip`.
     pub fn family(&self) -> &str {
         match &self.family {
+            Family::Clip { open_clip: true, .. } => "open_clip",
             Family::Clip { config, .. } => config.model_type.as_deref().unwrap_or("clip"),
             Family::Siglip(_) => "siglip",
         }
     }
 
-    /// The parsed `config.json` of a CLIP (fine-tuning and CLIPSeg need one); an error for
-    /// another family.
+    /// The parsed `config.json` of a CLIP in the Hugging Face layout (fine-tuning reads its
+    /// weights by transformers' names); an error for another family or layout.
     pub fn config(&self) -> Result<&ClipConfig> {
         match &self.family {
-            Family::Clip { config, .. } => Ok(config),
-            Family::Siglip(_) => Err(self.not_clip()),
+            Family::Clip { config, open_clip: false, .. } => Ok(config),
+            _ => Err(self.not_clip()),
         }
     }
 
     fn not_clip(&self) -> Error {
-        Error::model(
-            &self.name,
-            "is a SigLIP: this needs a CLIP (fine-tuning SigLIP is not supported yet); pass a CLIP model such as \
-             openai/clip-vit-base-patch32",
-        )
+        let what = match &self.family {
+            Family::Clip { .. } => {
+                "an OpenCLIP checkpoint: this needs a CLIP in the Hugging Face layout (fine-tuning \
+                                    OpenCLIP checkpoints is not supported yet)"
+            }
+            Family::Siglip(_) => "a SigLIP: this needs a CLIP (fine-tuning SigLIP is not supported yet)",
+        };
+        Error::model(&self.name, format!("is {what}; pass a CLIP model such as {DEFAULT_CLIP_MODEL}"))
     }
 
     /// The image preprocessing in use.
@@ -281,7 +314,7 @@ impl ClipEmbedder {
         &self.device
     }
 
-    /// The underlying network of a CLIP; an error for another family.
+    /// The underlying network of a CLIP (or OpenCLIP); an error for another family.
     pub fn model(&self) -> Result<&ClipModel> {
         match &self.family {
             Family::Clip { model, .. } => Ok(model),

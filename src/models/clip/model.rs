@@ -11,8 +11,8 @@ use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
 use super::chinese::ChineseTextTower;
-use super::config::{ClipConfig, HiddenAct, TextConfig, VisionConfig};
-use crate::models::nn::layers::{EncoderLayer, SelfAttention, layer_norm, patches};
+use super::config::{ClipConfig, TextConfig, VisionConfig};
+use crate::models::nn::layers::{Encoder, encoder_shape_from, layer_norm, patch_matrix, patches};
 use crate::models::nn::{Dense, precision::Precision};
 
 type CResult<T> = candle_core::Result<T>;
@@ -21,69 +21,7 @@ fn dense_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Dense
     Dense::new(&vb.get((out_dim, in_dim), "weight")?, None)
 }
 
-/// The sizes of one tower's encoder, from its config.
-#[derive(Clone, Copy)]
-struct EncoderShape {
-    dim: usize,
-    mlp_dim: usize,
-    heads: usize,
-    layers: usize,
-    act: HiddenAct,
-    eps: f64,
-}
-
-macro_rules! encoder_shape_from {
-    ($config:ty) => {
-        impl From<&$config> for EncoderShape {
-            fn from(c: &$config) -> Self {
-                EncoderShape {
-                    dim: c.hidden_size,
-                    mlp_dim: c.intermediate_size,
-                    heads: c.num_attention_heads,
-                    layers: c.num_hidden_layers,
-                    act: c.hidden_act,
-                    eps: c.layer_norm_eps,
-                }
-            }
-        }
-    };
-}
-
-encoder_shape_from!(VisionConfig);
-encoder_shape_from!(TextConfig);
-
-/// The shared shape of both towers' encoders.
-struct Encoder {
-    layers: Vec<EncoderLayer>,
-}
-
-impl Encoder {
-    fn load(shape: EncoderShape, vb: VarBuilder) -> CResult<Self> {
-        let EncoderShape { dim, mlp_dim, heads, layers: n, act, eps } = shape;
-        let vb = vb.pp("layers");
-        let layers = (0..n)
-            .map(|i| {
-                let vb = vb.pp(i);
-                EncoderLayer::load(dim, mlp_dim, act, eps, SelfAttention::load(dim, heads, vb.pp("self_attn"))?, vb)
-            })
-            .collect::<CResult<Vec<_>>>()?;
-        Ok(Encoder { layers })
-    }
-
-    fn for_each_dense(&mut self, f: &mut dyn FnMut(&mut Dense)) {
-        for l in &mut self.layers {
-            l.for_each_dense(f);
-        }
-    }
-
-    fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
-        let mut xs = xs.clone();
-        for l in &self.layers {
-            xs = l.forward(&xs, causal)?;
-        }
-        Ok(xs)
-    }
-}
+encoder_shape_from!(VisionConfig, TextConfig);
 
 /// The image tower up to its pooled, normalised class token.
 struct VisionTower {
@@ -102,13 +40,8 @@ impl VisionTower {
         let grid = c.image_size / c.patch_size;
         let emb = vb.pp("embeddings");
         let d = c.hidden_size;
-        let patch = emb
-            .get((d, c.num_channels, c.patch_size, c.patch_size), "patch_embedding.weight")?
-            .reshape((d, c.num_channels * c.patch_size * c.patch_size))?
-            .t()?
-            .contiguous()?;
         Ok(VisionTower {
-            patch,
+            patch: patch_matrix(d, c.num_channels, c.patch_size, emb.pp("patch_embedding"))?,
             class: emb.get(d, "class_embedding")?,
             positions: emb.get((grid * grid + 1, d), "position_embedding.weight")?,
             pre_ln: layer_norm(d, c.layer_norm_eps, vb.pp("pre_layrnorm"))?,

@@ -25,6 +25,8 @@ pub struct ClipTokenizer {
     /// The id that pads batches: the end-of-text id for CLIP (the causal mask hides it),
     /// `[PAD]` for BERT (an attention mask hides it).
     pub pad_id: u32,
+    /// A clean-up of the raw text before the tokenizer's own normalisation (open_clip's).
+    clean: Option<fn(&str) -> String>,
 }
 
 impl ClipTokenizer {
@@ -130,14 +132,34 @@ impl ClipTokenizer {
                 stride: 0,
             }))
             .map_err(|e| Error::model(model, format!("tokenizer truncation: {e}")))?;
-        Ok(ClipTokenizer { inner, model: model.to_string(), end_id, pad_id })
+        Ok(ClipTokenizer { inner, model: model.to_string(), end_id, pad_id, clean: None })
+    }
+
+    /// Reads `<|startoftext|>` and `<|endoftext|>` written in a text as text, not as the
+    /// special tokens (open_clip's `SimpleTokenizer` does: its specials have other spellings).
+    /// The start and end tokens the tokenizer adds around a text keep their ids.
+    pub(crate) fn with_specials_as_text(mut self) -> Result<Self> {
+        let fail = |e: &dyn std::fmt::Display| Error::model(&self.model, format!("cannot rebuild the tokenizer: {e}"));
+        let text = self.inner.to_string(false).map_err(|e| fail(&e))?;
+        let mut spec: Value = serde_json::from_str(&text).map_err(|e| fail(&e))?;
+        spec["added_tokens"] = json!([]);
+        self.inner = spec.to_string().parse().map_err(|e: tokenizers::Error| fail(&e))?;
+        Ok(self)
+    }
+
+    /// Runs `clean` on every text before tokenising it (open_clip fixes and unescapes texts
+    /// before its BPE sees them).
+    pub(crate) fn with_cleaning(mut self, clean: fn(&str) -> String) -> Self {
+        self.clean = Some(clean);
+        self
     }
 
     /// Token ids of `text`, with start and end tokens, truncated to the model's context.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let cleaned = self.clean.map(|clean| clean(text));
         let enc = self
             .inner
-            .encode(text, true)
+            .encode(cleaned.as_deref().unwrap_or(text), true)
             .map_err(|e| Error::Tokenizer { model: self.model.clone(), reason: e.to_string() })?;
         Ok(enc.get_ids().to_vec())
     }

@@ -126,6 +126,80 @@ impl EncoderLayer {
     }
 }
 
+/// The sizes of one tower's encoder stack.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EncoderShape {
+    pub(crate) dim: usize,
+    pub(crate) mlp_dim: usize,
+    pub(crate) heads: usize,
+    pub(crate) layers: usize,
+    pub(crate) act: HiddenAct,
+    pub(crate) eps: f64,
+}
+
+/// `impl From<&Config> for EncoderShape` for tower configs with transformers' field names
+/// (`hidden_size`, `intermediate_size`, `num_attention_heads`, `num_hidden_layers`,
+/// `hidden_act`, `layer_norm_eps`).
+macro_rules! encoder_shape_from {
+    ($($config:ty),+) => {$(
+        impl From<&$config> for $crate::models::nn::layers::EncoderShape {
+            fn from(c: &$config) -> Self {
+                $crate::models::nn::layers::EncoderShape {
+                    dim: c.hidden_size,
+                    mlp_dim: c.intermediate_size,
+                    heads: c.num_attention_heads,
+                    layers: c.num_hidden_layers,
+                    act: c.hidden_act,
+                    eps: c.layer_norm_eps,
+                }
+            }
+        }
+    )+};
+}
+pub(crate) use encoder_shape_from;
+
+/// A stack of pre-norm encoder layers under `vb` (`layers.N`, each with `self_attn`'s
+/// separate `q_proj`, `k_proj`, `v_proj` and `out_proj`): the towers of CLIP (and so of
+/// OpenCLIP, Chinese-CLIP's image side and CLIPSeg's backbone) and of SigLIP.
+pub(crate) struct Encoder {
+    pub(crate) layers: Vec<EncoderLayer>,
+}
+
+impl Encoder {
+    pub(crate) fn load(shape: EncoderShape, vb: VarBuilder) -> CResult<Self> {
+        let EncoderShape { dim, mlp_dim, heads, layers: n, act, eps } = shape;
+        let vb = vb.pp("layers");
+        let layers = (0..n)
+            .map(|i| {
+                let vb = vb.pp(i);
+                EncoderLayer::load(dim, mlp_dim, act, eps, SelfAttention::load(dim, heads, vb.pp("self_attn"))?, vb)
+            })
+            .collect::<CResult<Vec<_>>>()?;
+        Ok(Encoder { layers })
+    }
+
+    pub(crate) fn for_each_dense(&mut self, f: &mut dyn FnMut(&mut Dense)) {
+        for l in &mut self.layers {
+            l.for_each_dense(f);
+        }
+    }
+
+    /// Every layer in turn; `causal` masks later positions (a CLIP text tower).
+    pub(crate) fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
+        let mut xs = xs.clone();
+        for l in &self.layers {
+            xs = l.forward(&xs, causal)?;
+        }
+        Ok(xs)
+    }
+}
+
+/// A ViT's patch convolution `weight` `[d, ch, p, p]` under `vb`, as the `[ch·p·p, d]` matrix
+/// that multiplies [`patches`]' rows (stride = kernel, so the convolution is one matmul).
+pub(crate) fn patch_matrix(d: usize, ch: usize, p: usize, vb: VarBuilder) -> CResult<Tensor> {
+    vb.get((d, ch, p, p), "weight")?.reshape((d, ch * p * p))?.t()?.contiguous()
+}
+
 /// `[b, ch, g·p, g·p]` pixels cut into `[b·g², ch·p·p]` patch rows, in the order a
 /// convolution with stride = kernel = `p` reads them (so a patch embedding is one matmul).
 pub(crate) fn patches(pixels: &Tensor, g: usize, p: usize) -> CResult<Tensor> {

@@ -2,44 +2,19 @@
 //! class token, pooled by a multi-head attention-pooling head (MAP: one learned probe attends
 //! over the patches), and a bidirectional text tower pooled at its last position (texts are
 //! padded to the full context, so that is a padding token) and projected by its `head`.
-//! Weight names mirror transformers' through `vb.pp(..)`; the encoder layers are CLIP's
-//! ([`EncoderLayer`]), fused and precision-switchable alike.
+//! Weight names mirror transformers' through `vb.pp(..)`; the encoder stack is CLIP's
+//! (`nn::layers::Encoder`), fused and precision-switchable alike.
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
 use super::config::{SiglipConfig, SiglipTextConfig, SiglipVisionConfig};
-use crate::models::nn::layers::{EncoderLayer, Mlp, SelfAttention, dense, layer_norm, patches};
-use crate::models::nn::{Dense, HiddenAct, precision::Precision};
+use crate::models::nn::layers::{Encoder, Mlp, dense, encoder_shape_from, layer_norm, patch_matrix, patches};
+use crate::models::nn::{Dense, precision::Precision};
 
 type CResult<T> = candle_core::Result<T>;
 
-/// A stack of pre-norm encoder layers under `vb` (`layers.N`).
-fn encoder(
-    dim: usize,
-    mlp_dim: usize,
-    heads: usize,
-    n: usize,
-    act: HiddenAct,
-    eps: f64,
-    vb: VarBuilder,
-) -> CResult<Vec<EncoderLayer>> {
-    let vb = vb.pp("layers");
-    (0..n)
-        .map(|i| {
-            let vb = vb.pp(i);
-            EncoderLayer::load(dim, mlp_dim, act, eps, SelfAttention::load(dim, heads, vb.pp("self_attn"))?, vb)
-        })
-        .collect()
-}
-
-fn run_encoder(layers: &[EncoderLayer], xs: &Tensor) -> CResult<Tensor> {
-    let mut xs = xs.clone();
-    for l in layers {
-        xs = l.forward(&xs, false)?;
-    }
-    Ok(xs)
-}
+encoder_shape_from!(SiglipVisionConfig, SiglipTextConfig);
 
 /// The attention-pooling head (`SiglipMultiheadAttentionPoolingHead`): a learned probe
 /// attends over all patch states (torch's `nn.MultiheadAttention`), then a residual MLP.
@@ -102,7 +77,7 @@ struct VisionTower {
     patch: Tensor,
     patch_bias: Tensor,
     positions: Tensor,
-    layers: Vec<EncoderLayer>,
+    encoder: Encoder,
     post_ln: LayerNorm,
     head: PoolingHead,
     patch_size: usize,
@@ -114,24 +89,11 @@ impl VisionTower {
         let grid = c.image_size / c.patch_size;
         let d = c.hidden_size;
         let emb = vb.pp("embeddings");
-        let patch = emb
-            .get((d, c.num_channels, c.patch_size, c.patch_size), "patch_embedding.weight")?
-            .reshape((d, c.num_channels * c.patch_size * c.patch_size))?
-            .t()?
-            .contiguous()?;
         Ok(VisionTower {
-            patch,
+            patch: patch_matrix(d, c.num_channels, c.patch_size, emb.pp("patch_embedding"))?,
             patch_bias: emb.get(d, "patch_embedding.bias")?,
             positions: emb.get((grid * grid, d), "position_embedding.weight")?,
-            layers: encoder(
-                d,
-                c.intermediate_size,
-                c.num_attention_heads,
-                c.num_hidden_layers,
-                c.hidden_act,
-                c.layer_norm_eps,
-                vb.pp("encoder"),
-            )?,
+            encoder: Encoder::load(c.into(), vb.pp("encoder"))?,
             post_ln: layer_norm(d, c.layer_norm_eps, vb.pp("post_layernorm"))?,
             head: PoolingHead::load(c, vb.pp("head"))?,
             patch_size: c.patch_size,
@@ -144,7 +106,7 @@ impl VisionTower {
         let (g, d) = (self.grid, self.positions.dim(1)?);
         let tokens = patches(pixels, g, self.patch_size)?.matmul(&self.patch)?.broadcast_add(&self.patch_bias)?;
         let xs = tokens.reshape((b, g * g, d))?.broadcast_add(&self.positions.unsqueeze(0)?)?;
-        let hidden = self.post_ln.forward(&run_encoder(&self.layers, &xs)?)?;
+        let hidden = self.post_ln.forward(&self.encoder.forward(&xs, false)?)?;
         self.head.forward(&hidden)
     }
 }
@@ -153,7 +115,7 @@ impl VisionTower {
 struct TextTower {
     tokens: Embedding,
     positions: Tensor,
-    layers: Vec<EncoderLayer>,
+    encoder: Encoder,
     final_ln: LayerNorm,
     head: Dense,
 }
@@ -165,15 +127,7 @@ impl TextTower {
         Ok(TextTower {
             tokens: Embedding::new(emb.get((c.vocab_size, d), "token_embedding.weight")?, d),
             positions: emb.get((c.max_position_embeddings, d), "position_embedding.weight")?,
-            layers: encoder(
-                d,
-                c.intermediate_size,
-                c.num_attention_heads,
-                c.num_hidden_layers,
-                c.hidden_act,
-                c.layer_norm_eps,
-                vb.pp("encoder"),
-            )?,
+            encoder: Encoder::load(c.into(), vb.pp("encoder"))?,
             final_ln: layer_norm(d, c.layer_norm_eps, vb.pp("final_layer_norm"))?,
             head: dense(d, c.embedding_width(), vb.pp("head"))?,
         })
@@ -190,7 +144,7 @@ impl TextTower {
         }
         let ids = Tensor::from_vec(batch.concat(), (b, s), device)?;
         let xs = self.tokens.forward(&ids)?.broadcast_add(&self.positions.narrow(0, 0, s)?.unsqueeze(0)?)?;
-        let hidden = run_encoder(&self.layers, &xs)?;
+        let hidden = self.encoder.forward(&xs, false)?;
         let last = hidden.narrow(1, s - 1, 1)?.squeeze(1)?.contiguous()?;
         self.head.forward(&self.final_ln.forward(&last)?, None)
     }
@@ -230,13 +184,9 @@ impl SiglipModel {
     pub fn set_precision(&mut self, precision: Precision) {
         let precision = precision.without_int8();
         let mut set = |d: &mut Dense| d.set_precision(precision);
-        for l in &mut self.vision.layers {
-            l.for_each_dense(&mut set);
-        }
+        self.vision.encoder.for_each_dense(&mut set);
         self.vision.head.for_each_dense(&mut set);
-        for l in &mut self.text.layers {
-            l.for_each_dense(&mut set);
-        }
+        self.text.encoder.for_each_dense(&mut set);
         set(&mut self.text.head);
     }
 

@@ -337,10 +337,13 @@ fn non_utf8_names_travel_exactly_through_the_command_line() {
     let exact =
         |v: &Value| clipdex::path_text::from_json(v["path"].as_str().unwrap(), v["path_bytes"].as_str()).unwrap();
     let run = |args: &[&OsStr]| common::clipdex_on(&db, model(), args);
-    // The query photo named by its raw bytes, found under its raw bytes.
+    // A query photo named by its raw bytes (a copy outside the library, compared by its
+    // pixels), found under its raw bytes.
+    let copy = _tmp.path().join(OsStr::from_bytes(b"caf\xe9 copy.png"));
+    std::fs::copy(&odd, &copy).unwrap();
     let res = ok_json(run(&[
         OsStr::new("similar"),
-        odd.as_os_str(),
+        copy.as_os_str(),
         OsStr::new("-k"),
         OsStr::new("1"),
         OsStr::new("--json"),

@@ -299,7 +299,9 @@ fn search_detail_and_more_like_this_in_headless_chromium() {
         "the similar photos",
         "return document.getElementById('summary').textContent.includes('photos like')",
     );
-    browser.wait_for("their thumbnails", loaded);
+    let others = "const n = [...document.querySelectorAll('#results .card img')]
+        .filter(i => i.complete && i.naturalWidth > 0).length; return n >= 11 ? n : 0";
+    browser.wait_for("the 11 others' thumbnails", others);
     let shown =
         browser.script("return [...document.querySelectorAll('#results .card')].map(c => c.dataset.id)", json!([]));
     let shown = shown.as_array().unwrap();

@@ -40,12 +40,27 @@ pub fn render(bytes: &[u8], size: u32, max_pixels: u64) -> Result<Vec<u8>, Image
 /// through the same checks and decode budget as every photo and reduced by area averaging
 /// while the decode holds its share.
 pub fn render_display(bytes: &[u8], size: u32, max_pixels: u64) -> Result<Vec<u8>, ImageProblem> {
+    render_display_unless(bytes, size, max_pixels, &|| false)?
+        .ok_or_else(|| ImageProblem::Io("the rendition was cancelled".into()))
+}
+
+/// [`render_display`], given up (`None`) when `cancelled` says so after the decoding: the
+/// encoding is not started for nobody.
+pub fn render_display_unless(
+    bytes: &[u8],
+    size: u32,
+    max_pixels: u64,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<Vec<u8>>, ImageProblem> {
     let photo = decode_photo_within(bytes, &DecodeOptions { max_pixels, min_side: Some(size) }, size)?;
+    if cancelled() {
+        return Ok(None);
+    }
     let mut out = Vec::new();
     JpegEncoder::new_with_quality(&mut out, DISPLAY_QUALITY)
         .encode_image(&photo.image)
         .map_err(|e| ImageProblem::Io(format!("cannot encode the JPEG rendition: {e}")))?;
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// Encodes a thumbnail of a decoded image (a video's frame) whose longer side is `size`.

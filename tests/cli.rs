@@ -539,9 +539,10 @@ fn commands_use_the_library_model_and_take_ids_or_paths() {
         let shown = ok_json(clipdex_without_model(&db, &["show", &spec, "--json"]));
         assert_eq!(shown["id"].as_u64(), Some(id), "show {spec}");
     }
-    // `similar` by id ranks the photo itself first.
+    // `similar` by id gives the other photos, the photo itself left out.
     let like = ok_json(clipdex_without_model(&db, &["similar", &id.to_string(), "--json"]));
-    assert_eq!(like["results"][0]["id"].as_u64(), Some(id));
+    let ids: Vec<u64> = like["results"].as_array().unwrap().iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert!(!ids.is_empty() && !ids.contains(&id), "{like}");
     // Unknown ids and files outside the library are one clear line each.
     for (args, says) in [
         (vec!["show", "99999999"], "no image with id 99999999"),
@@ -667,4 +668,17 @@ fn help_search_ends_with_three_examples() {
         assert_eq!(commands.len(), 3, "{examples}");
         assert!(examples.lines().all(|l| l.trim().is_empty() || l.starts_with("  ")), "{examples}");
     }
+}
+
+#[test]
+fn ocr_says_when_a_photo_has_no_text() {
+    // `--ocr-model none` reads nothing: every photo is one without text.
+    let out = clipdex(&["ocr", "--ocr-model", "none", &image("astronaut.jpg")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, format!("{}:\n  (no text found)\n", image("astronaut.jpg")));
+    // JSON keeps the empty list.
+    let out = clipdex(&["ocr", "--ocr-model", "none", "--json", &image("astronaut.jpg")]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["lines"], json!([]), "{v}");
 }

@@ -115,8 +115,20 @@ fn each_pair_is_one_item_with_its_companions_in_results_show_and_similar() {
         }
         for hit in &hits {
             let name = hit.path.file_name().unwrap().to_string_lossy().into_owned();
-            let like = lib.search_like(hit.id, 1, &SearchFilter::default()).unwrap();
-            assert_eq!((like[0].id, &like[0].companions), (hit.id, &hit.companions), "{name}: similar");
+            // "More like this" leaves the photo itself out, and gives the others' companions.
+            let like = lib.search_like(hit.id, 50, &SearchFilter::default()).unwrap();
+            assert_eq!(like.len(), items - 1, "{name}: similar");
+            assert!(like.iter().all(|h| h.id != hit.id), "{name}: similar lists the photo itself");
+            for other in &like {
+                let same = hits.iter().find(|h| h.id == other.id).unwrap();
+                assert_eq!(other.companions, same.companions, "{name}: similar");
+            }
+            // A companion file names its item.
+            for companion in [&hit.companions.live_video, &hit.companions.raw_path].into_iter().flatten() {
+                assert_eq!(lib.resolve_image(companion).unwrap(), hit.id, "{}", companion.display());
+                assert_eq!(lib.indexed_image_of(companion).unwrap(), Some(hit.id), "{}", companion.display());
+            }
+            assert_eq!(lib.resolve_image(&hit.path).unwrap(), hit.id, "{name}");
             let details = lib.image_details(hit.id).unwrap();
             assert_eq!(details.companions.live_video, hit.companions.live_video, "{name}: show");
             assert_eq!(details.companions.raw_path, hit.companions.raw_path, "{name}: show");
@@ -151,7 +163,49 @@ fn each_pair_is_one_item_with_its_companions_in_results_show_and_similar() {
         let text = common::clipdex_on(db_path, model(), &["show", photos.join("DSC_0003.JPG").to_str().unwrap()]);
         let text = String::from_utf8_lossy(&text.stdout).into_owned();
         assert!(text.contains("raw      ") && text.contains("DSC_0003.DNG"), "{text}");
+        assert!(text.starts_with(&format!("id       {}  [raw+jpeg]\n", pair.id)), "{text}");
+
+        // `show` and `similar` on a companion file: the item it belongs to, not "not in the
+        // library"; `similar` leaves that item out, for a file of it as for its id.
+        let mov = photos.join("IMG_0002.mov");
+        let live_id = find("IMG_0002.JPG")["id"].as_u64().unwrap();
+        let shown = common::ok_json(common::clipdex_on(db_path, model(), &["show", mov.to_str().unwrap(), "--json"]));
+        assert_eq!(shown["id"].as_u64(), Some(live_id), "{shown}");
+        let raw = photos.join("DSC_0003.DNG");
+        let shown = common::ok_json(common::clipdex_on(db_path, model(), &["show", raw.to_str().unwrap(), "--json"]));
+        assert_eq!(shown["id"].as_u64(), Some(pair.id), "{shown}");
+        for query in [mov.to_str().unwrap().to_string(), still.to_str().unwrap().to_string(), format!("#{live_id}")] {
+            let like =
+                common::ok_json(common::clipdex_on(db_path, model(), &["similar", &query, "-k", "20", "--json"]));
+            let ids: Vec<u64> = like["results"].as_array().unwrap().iter().map(|r| r["id"].as_u64().unwrap()).collect();
+            assert_eq!(ids.len(), items - 1, "{query}: {like}");
+            assert!(!ids.contains(&live_id), "{query}: the photo itself is listed: {like}");
+        }
+        // A file outside the library is compared as it is: a copy of the still finds it first.
+        let outside = tmp.path().join("copy.jpg");
+        std::fs::copy(&still, &outside).unwrap();
+        let like =
+            common::ok_json(common::clipdex_on(db_path, model(), &["similar", outside.to_str().unwrap(), "--json"]));
+        assert_eq!(like["results"][0]["id"].as_u64(), Some(live_id), "{like}");
+
+        // Text output marks what a photo carries besides its pixels.
+        let text = common::clipdex_on(db_path, model(), &["search", "a photo", "-k", "20"]);
+        let text = String::from_utf8_lossy(&text.stdout).into_owned();
+        let line = |name: &str| text.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name}: {text}"));
+        assert!(line("IMG_0002.JPG").contains("IMG_0002.JPG  [live]  #"), "{text}");
+        assert!(line("DSC_0003.JPG").contains("DSC_0003.JPG  [raw+jpeg]  #"), "{text}");
+        assert!(line("SAM_0005.jpg").contains("SAM_0005.jpg  [motion]  #"), "{text}");
+        let text = common::clipdex_on(db_path, model(), &["similar", &format!("#{}", pair.id), "-k", "20"]);
+        let text = String::from_utf8_lossy(&text.stdout).into_owned();
+        assert!(line_of(&text, "IMG_0002.JPG").contains("[live]"), "{text}");
+        let shown = common::clipdex_on(db_path, model(), &["show", still.to_str().unwrap()]);
+        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+        assert!(shown.starts_with(&format!("id       {live_id}  [live]\n")), "{shown}");
     }
+}
+
+fn line_of<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name}: {text}"))
 }
 
 #[test]
@@ -246,6 +300,10 @@ fn bad_companions_are_recorded_problems_and_the_stills_index() {
         assert_eq!(bad.companions.live_video.as_deref(), Some(photos.join("BAD_0010.MOV").as_path()));
         let problem = lib.image_details(bad.id).unwrap().live_video_problem.unwrap_or_default();
         assert!(problem.contains("not a QuickTime movie"), "show reports the pair's problem: {problem:?}");
+        // A problem of that item, not an unreadable photo (the web UI's header counts those).
+        let stats = lib.stats().unwrap();
+        let counts = (stats.counts.failures, stats.unreadable, stats.companion_problems, stats.skipped_links);
+        assert_eq!(counts, (1, 0, 1, 0), "{}", db.backend);
         for (name, why) in [("WRONG.jpg", "not an MP4"), ("PAST.jpg", "past the start"), ("HOSTILE.jpg", "Item:Length")]
         {
             let hit = named(&hits, name);
@@ -315,8 +373,12 @@ fn live_photos_whose_names_differ_pair_by_content_identifier() {
         assert_eq!(details.companions.live_video.as_deref(), Some(video.as_path()), "{}: show", db.backend);
         assert_eq!(details.live_video_problem, None);
         assert_eq!(lib.live_video(live.id).unwrap(), video, "{}: served", db.backend);
-        let like = lib.search_like(live.id, 1, &SearchFilter::default()).unwrap();
+        let lone = named(&hits, "LONE.JPG").id;
+        let like = lib.search_like(lone, 1, &SearchFilter::default()).unwrap();
+        assert_eq!(like[0].id, live.id, "{}: similar", db.backend);
         assert_eq!(like[0].companions.live_video.as_deref(), Some(video.as_path()), "{}: similar", db.backend);
+        // The MOV, paired by identifier only, names its still.
+        assert_eq!(lib.resolve_image(&video).unwrap(), live.id, "{}: show the MOV", db.backend);
         // Another pass changes nothing.
         let report = lib.index(&|_, _| {}).unwrap();
         assert_eq!((report.embedded, report.removed, report.failed), (0, 0, 0), "{}", db.backend);
@@ -451,4 +513,94 @@ fn content_identifiers_are_read_from_both_halves() {
     assert_eq!(still_identifier(&fixture("IMG_0007.JPG")).as_deref(), Some(id));
     assert_eq!(movie_identifier(&fixture("IMG_0002.mov")), None);
     assert_eq!(still_identifier(&fixture("IMG_0002.JPG")), None);
+}
+
+#[test]
+fn a_raw_jpeg_pair_whose_jpeg_is_broken_is_indexed_from_its_raw() {
+    for db in test_databases() {
+        let tmp = tempfile::tempdir().unwrap();
+        let photos = photo_folder(tmp.path(), &["DSC_0003.DNG"]);
+        std::fs::write(photos.join("DSC_0003.JPG"), b"a JPEG cut off by a full card").unwrap();
+        // The reverse: a broken RAW beside a good JPEG.
+        let mut good = std::fs::read(fixture("DSC_0003.JPG")).unwrap();
+        good.push(0); // another content than the pair's JPEG once repaired
+        std::fs::write(photos.join("GOOD_0001.JPG"), good).unwrap();
+        std::fs::write(photos.join("GOOD_0001.DNG"), b"not a RAW at all").unwrap();
+        let lib = open(&db, &photos);
+        let report = lib.index(&|_, _| {}).unwrap();
+        assert_eq!((report.embedded, report.failed), (2, 1), "{}: {:?}", db.backend, lib.failures().unwrap());
+        assert_eq!(report.seen, report.embedded + report.failed, "{}: {report:?}", db.backend);
+        let failures = lib.failures().unwrap();
+        assert_eq!(failures.len(), 1, "{}: {failures:?}", db.backend);
+        assert_eq!(failures[0].0, photos.join("DSC_0003.JPG"));
+        // The pair is not lost from search: its RAW's preview is the item.
+        let hits = all(&lib);
+        assert_eq!(hits.len(), 2, "{}: {hits:?}", db.backend);
+        let raw = named(&hits, "DSC_0003.DNG");
+        assert_eq!(lib.resolve_image(&photos.join("DSC_0003.DNG")).unwrap(), raw.id);
+        let good = named(&hits, "GOOD_0001.JPG");
+        assert_eq!(good.companions.raw_path.as_deref(), Some(photos.join("GOOD_0001.DNG").as_path()));
+        // Another pass keeps it so, and redoes nothing.
+        let report = lib.index(&|_, _| {}).unwrap();
+        let counts = (report.embedded, report.failed, report.removed, report.skipped_failures);
+        assert_eq!(counts, (0, 0, 0, 1), "{}: {report:?}", db.backend);
+        assert_eq!(all(&lib).len(), 2, "{}", db.backend);
+        // The JPEG repaired: the pair is one item from its JPEG again.
+        std::fs::copy(fixture("DSC_0003.JPG"), photos.join("DSC_0003.JPG")).unwrap();
+        let report = lib.index(&|_, _| {}).unwrap();
+        assert_eq!((report.embedded, report.removed), (1, 1), "{}: {report:?}", db.backend);
+        assert_eq!(lib.failures().unwrap(), vec![], "{}", db.backend);
+        let hits = all(&lib);
+        assert_eq!(hits.len(), 2, "{}", db.backend);
+        let pair = named(&hits, "DSC_0003.JPG");
+        assert_eq!(pair.companions.raw_path.as_deref(), Some(photos.join("DSC_0003.DNG").as_path()));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn links_to_folders_outside_the_folders_are_not_followed_and_are_reported() {
+    use std::os::unix::fs::symlink;
+    for db in test_databases() {
+        let tmp = tempfile::tempdir().unwrap();
+        let photos = photo_folder(tmp.path(), &["IMG_0002.JPG"]);
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::copy(fixture("DSC_0003.JPG"), elsewhere.join("private.jpg")).unwrap();
+        std::fs::copy(fixture("SAM_0005.jpg"), elsewhere.join("other.jpg")).unwrap();
+        // A link to a folder elsewhere (not followed), a link to a file elsewhere (a linked
+        // album: followed), a link to a folder inside (followed) and one to `/proc` (never
+        // walked; a link to `/` or another parent is a loop, reported as such).
+        symlink(&elsewhere, photos.join("linked-folder")).unwrap();
+        symlink(elsewhere.join("other.jpg"), photos.join("linked.jpg")).unwrap();
+        std::fs::create_dir_all(photos.join("inner")).unwrap();
+        symlink(photos.join("inner"), photos.join("inner-again")).unwrap();
+        std::fs::copy(fixture("IMG_0002.JPG"), photos.join("inner/copy.jpg")).unwrap();
+        symlink("/proc", photos.join("everything")).unwrap();
+        let lib = open(&db, &photos);
+        let report = lib.index(&|_, _| {}).unwrap();
+        let hits = all(&lib);
+        assert_eq!(hits.len(), 2, "{}: IMG_0002 and the linked file: {hits:?}", db.backend);
+        assert!(hits.iter().all(|h| !h.path.starts_with(photos.join("linked-folder"))), "{hits:?}");
+        assert_eq!((report.embedded, report.linked, report.failed), (2, 2, 2), "{}: {report:?}", db.backend);
+        let failures = lib.failures().unwrap();
+        let reasons: Vec<(&Path, &str)> = failures.iter().map(|(p, f)| (p.as_path(), f.reason.as_str())).collect();
+        assert_eq!(reasons.len(), 2, "{}: {reasons:?}", db.backend);
+        for (link, target) in [("linked-folder", "elsewhere ("), ("everything", ": /proc (")] {
+            let (_, reason) = reasons.iter().find(|(p, _)| *p == photos.join(link)).unwrap();
+            assert!(reason.starts_with("not followed: a symbolic link to a folder outside"), "{reason}");
+            assert!(reason.contains(target), "{reason}");
+        }
+        let stats = lib.stats().unwrap();
+        assert_eq!((stats.unreadable, stats.skipped_links), (0, 2), "{}", db.backend);
+        // Reported once; the next pass skips them as any failure in the same state.
+        let report = lib.index(&|_, _| {}).unwrap();
+        assert_eq!((report.failed, report.skipped_failures), (0, 2), "{}: {report:?}", db.backend);
+        assert_eq!(report.seen, report.unchanged + report.skipped_failures, "{}: {report:?}", db.backend);
+        // Once that place is a folder of the library, the link leads inside and is followed.
+        lib.add_root(&elsewhere).unwrap();
+        lib.index(&|_, _| {}).unwrap();
+        assert_eq!(lib.stats().unwrap().skipped_links, 1, "{}: {:?}", db.backend, lib.failures().unwrap());
+        assert_eq!(all(&lib).len(), 3, "{}", db.backend);
+    }
 }

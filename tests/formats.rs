@@ -199,8 +199,9 @@ fn assert_indexes_as_references(names: &[&str]) {
     assert_eq!(hits.len(), n, "every fixture is found");
     for hit in &hits {
         let name = hit.path.file_name().unwrap().to_string_lossy().into_owned();
-        let like = lib.search_like(hit.id, 1, &SearchFilter::default()).unwrap();
-        assert_eq!(like[0].id, hit.id, "{name}: most like itself");
+        let like = lib.search_like(hit.id, n, &SearchFilter::default()).unwrap();
+        assert_eq!(like.len(), n - 1, "{name}: similar gives the others");
+        assert!(like.iter().all(|h| h.id != hit.id), "{name}: similar leaves the photo itself out");
         let details = lib.image_details(hit.id).unwrap();
         let want = reference(&name);
         assert_eq!((details.record.width, details.record.height), want.dimensions(), "{name}: upright size");
@@ -453,6 +454,23 @@ async fn the_api_serves_each_format_and_a_jpeg_rendition_of_it() {
         let id = lib.store().path_entry(&path).unwrap().unwrap_or_else(|| panic!("{name} not indexed")).id;
         let want = reference(name);
 
+        // A rendition whose request went away stops where it is and keeps nothing: before
+        // the decoding, or after it (no encoding for nobody).
+        let kept = tmp.path().join("db").join("thumbs").join("display").join("32");
+        for asked in [1, 2, 3] {
+            let calls = std::cell::Cell::new(0);
+            let gone = || {
+                calls.set(calls.get() + 1);
+                calls.get() >= asked
+            };
+            assert_eq!(lib.display_jpeg_unless(id, 32, &gone).unwrap(), None, "{name}: cancelled at {asked}");
+            assert_eq!(calls.get(), asked, "{name}: asked again after it said so");
+            assert!(std::fs::read_dir(&kept).map_or(true, |mut d| d.next().is_none()), "{name}: a rendition was kept");
+        }
+        let made = lib.display_jpeg_unless(id, 32, &|| false).unwrap().expect("a rendition");
+        assert!(made.starts_with(&kept), "{}", made.display());
+        std::fs::remove_file(made).unwrap();
+
         let response = test::call_service(&app, get(format!("/api/images/{id}"))).await;
         assert_eq!(response.status(), 200, "{name}: details");
         let details: serde_json::Value = test::read_body_json(response).await;
@@ -589,7 +607,9 @@ fn the_cli_indexes_finds_and_shows_each_format() {
             (Some(want.width().into()), Some(want.height().into())),
             "{name}: {shown}"
         );
-        let like = common::ok_json(run(&["similar", path, "-k", "1", "--json"]));
-        assert_eq!(like["results"][0]["path"].as_str(), Some(path), "{name}: most like itself");
+        let like = common::ok_json(run(&["similar", path, "-k", "50", "--json"]));
+        let found = like["results"].as_array().unwrap();
+        assert_eq!(found.len(), names.len() - 1, "{name}: {like}");
+        assert!(found.iter().all(|r| r["path"].as_str() != Some(path)), "{name}: the photo itself is left out");
     }
 }

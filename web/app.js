@@ -512,7 +512,11 @@ async function pollStatus() {
       const p = st[name];
       if (p && p.total && p.done < p.total && ix.state === "watching") text += ` · ${label} ${p.done} / ${p.total}`;
     }
-    if (lib.failures) text += ` · ${lib.failures} unreadable`;
+    // A Live Photo's broken MOV is a problem of its photo (the details say it), not a file
+    // that could not be read; links leading out of the folders are skipped, not unreadable.
+    const unreadable = lib.unreadable ?? lib.failures;
+    if (unreadable) text += ` · ${unreadable} unreadable`;
+    if (lib.skipped_links) text += ` · ${lib.skipped_links} links outside the folders skipped`;
     $("status").textContent = text;
     showRerankers(s.finetuned || []);
   } catch (e) {

@@ -70,7 +70,19 @@ pub fn stats(library: &Library, args: StatsArgs, out: &mut dyn Write) -> anyhow:
         }
         writeln!(out, "paths     {}", s.counts.paths)?;
         writeln!(out, "vectors   {}", s.counts.vectors)?;
-        writeln!(out, "failures  {}", s.counts.failures)?;
+        let mut parts = Vec::new();
+        if s.companion_problems > 0 {
+            parts.push(format!("{} companion problems", s.companion_problems));
+        }
+        if s.skipped_links > 0 {
+            parts.push(format!("{} links leading outside the folders, not followed", s.skipped_links));
+        }
+        match parts.is_empty() {
+            true => writeln!(out, "failures  {}", s.counts.failures)?,
+            false => {
+                writeln!(out, "failures  {} ({} unreadable, {})", s.counts.failures, s.unreadable, parts.join(", "))?
+            }
+        }
         writeln!(out, "roots     {}", s.counts.roots)?;
         writeln!(out, "tags      {} on {} tagged images", s.counts.tags, s.counts.tagged)?;
         if let Some(j) = s.jobs.as_ref().filter(|j| j.pending + j.leased > 0) {

@@ -80,6 +80,9 @@ pub fn run(g: &GlobalOptions, args: &OcrArgs) -> anyhow::Result<ExitCode> {
                     for line in &page.lines {
                         writeln!(out, "  {:.3}  {}", line.score, line.text)?;
                     }
+                    if page.lines.is_empty() {
+                        writeln!(out, "  (no text found)")?;
+                    }
                 }
             }
             Err(e) => {

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use clipdex::library::{QueryOptions, RankedHit};
 use clipdex::models::blip::BlipMatcher;
+use clipdex::photo::companions::Companions;
 use clipdex::query::relevance::SortOrder;
 use clipdex::query::rerank::rerank_itm;
 use clipdex::query::syntax::{self, ParsedQuery, TermSource};
@@ -265,9 +266,14 @@ pub fn print_ranked(
     for r in ranked {
         let (h, relevance) = (&r.hit, r.relevance.round());
         match h.media {
-            Media::Photo => {
-                writeln!(out, "{:.4}  {relevance:>3}  {}  #{}", h.score, path_text::escaped(&h.path), h.id)?
-            }
+            Media::Photo => writeln!(
+                out,
+                "{:.4}  {relevance:>3}  {}{}  #{}",
+                h.score,
+                path_text::escaped(&h.path),
+                companion_markers(&h.companions),
+                h.id
+            )?,
             Media::Video { time, .. } => writeln!(
                 out,
                 "{:.4}  {relevance:>3}  {}  @ {}  #{}",
@@ -290,11 +296,12 @@ pub fn similar(library: &Library, args: SimilarArgs, out: &mut dyn Write) -> any
     let filter = filter_of(&f)?;
     library.clip()?;
     let started = std::time::Instant::now();
-    // A file is searched by its pixels, in the library or not; an id by its stored vector.
-    let hits = if image.exists() {
-        library.search_image(&image, f.k as usize, &filter)?
-    } else {
-        library.search_like(library.resolve_image(&image)?, f.k as usize, &filter)?
+    // An indexed file (or a companion of one) and an id are searched by the stored vector,
+    // leaving the photo itself out; a file outside the library by its pixels.
+    let hits = match library.indexed_image_of(&image)? {
+        Some(id) => library.search_like(id, f.k as usize, &filter)?,
+        None if image.exists() => library.search_image(&image, f.k as usize, &filter)?,
+        None => library.search_like(library.resolve_image(&image)?, f.k as usize, &filter)?,
     };
     print_hits(out, &hits, started, f.json, &|| no_results(library, &filter))
 }
@@ -432,7 +439,14 @@ pub(crate) fn print_hits(
     } else {
         for h in hits {
             match h.media {
-                Media::Photo => writeln!(out, "{:.4}  {}  #{}", h.score, path_text::escaped(&h.path), h.id)?,
+                Media::Photo => writeln!(
+                    out,
+                    "{:.4}  {}{}  #{}",
+                    h.score,
+                    path_text::escaped(&h.path),
+                    companion_markers(&h.companions),
+                    h.id
+                )?,
                 Media::Video { time, .. } => {
                     writeln!(out, "{:.4}  {}  @ {}  #{}", h.score, path_text::escaped(&h.path), clock(time), h.id)?
                 }
@@ -443,6 +457,24 @@ pub(crate) fn print_hits(
         }
     }
     Ok(())
+}
+
+/// What a photo carries besides its pixels, as text output marks it after the path:
+/// `  [live]` (a Live Photo's video), `  [motion]` (a Motion Photo's), `  [raw+jpeg]` (a RAW
+/// beside the JPEG); empty for a plain photo. JSON gives the fields themselves.
+pub(crate) fn companion_markers(c: &Companions) -> String {
+    let mut markers = String::new();
+    for (present, marker) in [
+        (c.live_video.is_some(), "[live]"),
+        (c.motion_video.is_some(), "[motion]"),
+        (c.raw_path.is_some(), "[raw+jpeg]"),
+    ] {
+        if present {
+            markers.push_str("  ");
+            markers.push_str(marker);
+        }
+    }
+    markers
 }
 
 /// A time in a video as a player shows it: `m:ss.s`, or `h:mm:ss.s`.

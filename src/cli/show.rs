@@ -32,7 +32,9 @@ pub fn show(library: &Library, args: ShowArgs, out: &mut dyn Write) -> anyhow::R
 
 /// `show ID` as text.
 fn print_details(out: &mut dyn Write, d: &ImageDetails) -> anyhow::Result<()> {
-    writeln!(out, "id       {}", d.id)?;
+    let companions =
+        clipdex::photo::companions::Companions { motion_video: d.record.motion_video, ..d.companions.clone() };
+    writeln!(out, "id       {}{}", d.id, super::search::companion_markers(&companions))?;
     for p in &d.paths {
         writeln!(out, "file     {}", path_text::escaped(p))?;
     }

@@ -378,7 +378,27 @@ fn scan_root(
         .collect();
     let mut groups = companions::FolderGroups::for_scan(known);
     let mut live = LivePairs::new();
-    for entry in walkdir::WalkDir::new(root).follow_links(true) {
+    // A link to a folder is followed only where it stays inside the library's folders: one to
+    // a folder elsewhere (`/`, `/proc`, a whole disk, a loop through the parent) is never
+    // walked, and is reported as a failure of the link. A link to a file is followed wherever
+    // it leads (a linked album, a git-annex library): the user put it there, and the server
+    // serves such a file only while its content is the one indexed.
+    let roots = store.roots()?;
+    let mut outside = Vec::new();
+    let walk = walkdir::WalkDir::new(root).follow_links(true).into_iter().filter_entry(|e| {
+        if !e.path_is_symlink() || !e.file_type().is_dir() {
+            return true;
+        }
+        match std::fs::canonicalize(e.path()) {
+            Ok(target) if !roots.iter().any(|r| target.starts_with(r)) => {
+                outside.push((e.path().to_path_buf(), target));
+                false
+            }
+            // Inside, or unreadable (walkdir reports that).
+            _ => true,
+        }
+    });
+    for entry in walk {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
@@ -407,7 +427,10 @@ fn scan_root(
             continue;
         }
         let path = entry.into_path();
-        if let companions::Role::Companion { still, live_video } = groups.role(&path) {
+        if let companions::Role::Companion { still, live_video } = groups.role(&path)
+            // A RAW whose JPEG twin cannot be decoded is the pair's item itself (its preview).
+            && (live_video || !failed_as_it_is(store, &still)?)
+        {
             // Part of another file's item: seen (its folder still holds it), never embedded,
             // and no longer an item of its own if it was one before the pair formed.
             seen.insert(path.clone());
@@ -456,7 +479,33 @@ fn scan_root(
         }
         todo.push(Candidate { path, size, mtime_ns: mtime, read_from: None });
     }
+    for (link, target) in outside {
+        let reason = format!(
+            "{LINK_OUTSIDE}: {} (add that folder with `clipdex add` to index it)",
+            crate::path_text::escaped(&target)
+        );
+        seen.insert(link.clone());
+        report.seen += 1;
+        if store.failure(&link)?.map(|f| f.reason) != Some(reason.clone()) {
+            store.record_failure(&link, &reason, 0, 0)?;
+            report.failed += 1;
+        } else {
+            report.skipped_failures += 1;
+        }
+    }
     record_live_pairs(store, root, live, seen, report)
+}
+
+/// How the recorded failure of a symbolic link to a folder outside every root starts: it is
+/// not followed (a link to `/` or to another disk would index what the user did not add).
+pub const LINK_OUTSIDE: &str = "not followed: a symbolic link to a folder outside the library's folders";
+
+/// Whether `path` has a failure recorded in its present state (same size and modification
+/// time; a Live Photo video's problem does not count: its still is indexed all the same).
+fn failed_as_it_is(store: &Store, path: &Path) -> Result<bool> {
+    let Some(f) = store.failure(path)? else { return Ok(false) };
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(false) };
+    Ok(f.size == meta.len() && f.mtime_ns == mtime_ns(&meta) && !f.reason.starts_with(companions::LIVE_VIDEO_PROBLEM))
 }
 
 /// Records the Live Photos this scan paired, and reports each still that had a live video at
@@ -630,6 +679,7 @@ fn process_batch(
     let mut fresh = Vec::new();
     let mut new_videos = Vec::new();
     let mut vanished = Vec::new();
+    let mut fallbacks = Vec::new();
     for ((c, p), held) in chunk.iter().zip(prepared).zip(held) {
         if let Prepared::Unreadable(reason) = &p {
             // Left claimed: after the lease another process (the scanner) takes it.
@@ -658,6 +708,7 @@ fn process_batch(
                 tracing::debug!("{}: {reason}", c.path.display());
                 store.record_failure(&c.path, &reason, c.size, c.mtime_ns)?;
                 report.failed += 1;
+                fallbacks.extend(raw_twin(c));
             }
             Prepared::New { record, pixels } => fresh.push((c, record, pixels)),
             Prepared::NewVideo { record, info } => new_videos.push((c, record, info)),
@@ -717,7 +768,23 @@ fn process_batch(
     if let Some((q, worker)) = queue {
         q.finish(worker, &done)?;
     }
+    if !fallbacks.is_empty() {
+        // The RAWs of pairs whose JPEG failed: each is the item now (the scan took it for a
+        // companion, so it was not counted as seen). Nobody queued them: no claim to check.
+        report.seen += fallbacks.len() as u64;
+        vanished.extend(process_batch(store, clip, options, &fallbacks, report, None, scanned)?);
+    }
     Ok(vanished)
+}
+
+/// The RAW of a RAW+JPEG pair whose JPEG is `c`, to index in its place (the JPEG failed).
+fn raw_twin(c: &Candidate) -> Option<Candidate> {
+    let read = c.read_from.as_ref().unwrap_or(&c.path);
+    let raw = companions::companions_of(read).raw_path?;
+    let meta = std::fs::metadata(&raw).ok().filter(|m| m.is_file())?;
+    let path = c.path.with_file_name(raw.file_name()?);
+    let read_from = c.read_from.is_some().then_some(raw);
+    Some(Candidate { path, size: meta.len(), mtime_ns: mtime_ns(&meta), read_from })
 }
 
 /// A folder the user names as a root, in the form the library records roots: absolute, with

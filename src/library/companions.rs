@@ -96,6 +96,25 @@ impl Library {
         Ok(None)
     }
 
+    /// The item that the companion file at `path` (absolute) belongs to: the still of a Live
+    /// Photo's MOV (paired by name or by content identifier), the JPEG of a RAW+JPEG pair's
+    /// RAW; `None` when it is no companion of an indexed item.
+    pub(super) fn item_of_companion(&self, path: &std::path::Path) -> Result<Option<ImageId>> {
+        if let companions::Role::Companion { still, .. } = companions::role_of(path)
+            && let Some(entry) = self.store.path_entry(&still)?
+        {
+            return Ok(Some(entry.id));
+        }
+        for (still, pair) in self.recorded_live_pairs()? {
+            if pair.video == path
+                && let Some(entry) = self.store.path_entry(&still)?
+            {
+                return Ok(Some(entry.id));
+            }
+        }
+        Ok(None)
+    }
+
     /// The Live Photos of every root as the last scan paired them.
     fn recorded_live_pairs(&self) -> Result<LivePairs> {
         let mut all = LivePairs::new();

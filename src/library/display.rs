@@ -18,6 +18,14 @@ impl Library {
     /// budget as every photo is. [`Error::Invalid`] for a size outside
     /// [`thumbnail::MIN_SIZE`]..=[`thumbnail::DISPLAY_MAX_SIZE`].
     pub fn display_jpeg(&self, id: ImageId, size: u32) -> Result<PathBuf> {
+        self.display_jpeg_unless(id, size, &|| false)?
+            .ok_or_else(|| Error::Invalid(format!("the rendition of image {id} was cancelled")))
+    }
+
+    /// [`Library::display_jpeg`] for a request that may go away: `cancelled` is asked before
+    /// each costly step (reading, decoding, encoding), and once it says so the work stops
+    /// there and nothing is kept (`Ok(None)`). A rendition already kept is returned at once.
+    pub fn display_jpeg_unless(&self, id: ImageId, size: u32, cancelled: &dyn Fn() -> bool) -> Result<Option<PathBuf>> {
         if !(thumbnail::MIN_SIZE..=thumbnail::DISPLAY_MAX_SIZE).contains(&size) {
             return Err(Error::Invalid(format!(
                 "a rendition's size must be between {} and {} pixels",
@@ -36,17 +44,28 @@ impl Library {
         let source = self.image_file(id)?;
         // A link planted where a rendition is kept is not followed (nor served).
         if cached.symlink_metadata().is_ok_and(|m| m.is_file()) {
-            return Ok(cached);
+            return Ok(Some(cached));
+        }
+        if cancelled() {
+            return Ok(None);
         }
         let jpeg = match &record.video {
             Some(video) => self.video_frame_jpeg(&source, video.poster, size)?,
             None => {
                 let bytes = crate::photo::read_image_file(&source, self.config.max_pixels)
                     .map_err(|p| Error::image(&source, p))?;
-                thumbnail::render_display(&bytes, size, self.config.max_pixels).map_err(|p| Error::image(&source, p))?
+                if cancelled() {
+                    return Ok(None);
+                }
+                let rendered = thumbnail::render_display_unless(&bytes, size, self.config.max_pixels, cancelled)
+                    .map_err(|p| Error::image(&source, p))?;
+                match rendered {
+                    Some(jpeg) => jpeg,
+                    None => return Ok(None),
+                }
             }
         };
         thumbnail::store(&cached, &jpeg)?;
-        Ok(cached)
+        Ok(Some(cached))
     }
 }

@@ -51,6 +51,13 @@ pub struct LibraryStats {
     /// the processes holding claims.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jobs: Option<crate::store::JobCounts>,
+    /// What the `failures` count is made of: files that could not be indexed at all, ...
+    pub unreadable: u64,
+    /// ... companions whose item is indexed without them (a Live Photo's broken or lost MOV:
+    /// a problem of that item, not an unreadable photo), ...
+    pub companion_problems: u64,
+    /// ... and symbolic links not followed because they lead outside the library's folders.
+    pub skipped_links: u64,
 }
 
 /// Progress of a re-indexing.
@@ -322,7 +329,20 @@ impl Library {
     pub fn stats(&self) -> Result<LibraryStats> {
         let counts = self.store.counts()?;
         let model = self.store.model()?;
+        let (mut companion_problems, mut skipped_links) = (0, 0);
+        if counts.failures > 0 {
+            for (_, f) in self.store.failures()? {
+                if f.reason.starts_with(crate::photo::companions::LIVE_VIDEO_PROBLEM) {
+                    companion_problems += 1;
+                } else if f.reason.starts_with(indexer::LINK_OUTSIDE) {
+                    skipped_links += 1;
+                }
+            }
+        }
         Ok(LibraryStats {
+            unreadable: counts.failures.saturating_sub(companion_problems + skipped_links),
+            companion_problems,
+            skipped_links,
             index: self.index_state()?,
             reindex: match self.store.reindex_target()? {
                 Some(t) => Some(ReindexState { to: t.model, done: self.store.next_vector_count()?, of: counts.images }),

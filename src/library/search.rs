@@ -202,8 +202,13 @@ impl Library {
         if spec.exists() {
             let absolute =
                 std::fs::canonicalize(spec).map_err(|e| Error::NotFound(format!("{}: {e}", spec.display())))?;
-            return match self.store.path_entry(&absolute)? {
-                Some(entry) => Ok(entry.id),
+            // A Live Photo's MOV, a RAW+JPEG pair's RAW: the item they belong to.
+            let id = match self.store.path_entry(&absolute)? {
+                Some(entry) => Some(entry.id),
+                None => self.item_of_companion(&absolute)?,
+            };
+            return match id {
+                Some(id) => Ok(id),
                 None => Err(Error::NotFound(format!(
                     "{} is not in the library (add its folder and index it, or give an id from search results)",
                     spec.display()
@@ -217,11 +222,24 @@ impl Library {
         }
     }
 
-    /// "More like this": the images nearest to an indexed one (itself first), from its
-    /// stored vector, so nothing is decoded or embedded.
+    /// "More like this": the `k` images nearest to an indexed one, itself left out (it is
+    /// what the user is looking at), from its stored vector, so nothing is decoded or embedded.
     pub fn search_like(&self, id: ImageId, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
         let q = self.stored_vector(id)?;
-        self.search_vector(&q, k, filter)
+        let mut hits = self.search_vector(&q, k.saturating_add(1), filter)?;
+        hits.retain(|h| h.id != id);
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// The indexed image of a file given by the user, a companion file included (the item it
+    /// belongs to); `None` for a file outside the library (to compare by its pixels).
+    pub fn indexed_image_of(&self, path: &Path) -> Result<Option<ImageId>> {
+        let Ok(absolute) = std::fs::canonicalize(path) else { return Ok(None) };
+        if let Some(entry) = self.store.path_entry(&absolute)? {
+            return Ok(Some(entry.id));
+        }
+        self.item_of_companion(&absolute)
     }
 
     /// The stored vector of an indexed image.

@@ -9,7 +9,9 @@
 //!   MOV is its `live_video`, not a video of its own. A HEIC is preferred over a JPEG when a
 //!   group has both.
 //! - a **RAW+JPEG pair**: a JPEG and a camera RAW (DNG, CR2, CR3, NEF, ARW, RAF, ORF, RW2,
-//!   PEF, SRW). The JPEG's pixels are the item; the RAW is its `raw_path`.
+//!   PEF, SRW). The JPEG's pixels are the item; the RAW is its `raw_path`. (The indexer
+//!   makes the RAW the item instead while the JPEG is a recorded failure: a pair whose JPEG
+//!   cannot be decoded is not lost from search.)
 //!
 //! Pairing is decided from the folder as it is now, every pass: a MOV indexed as a video
 //! before its still arrived is forgotten as a video once the pair forms, and becomes a video

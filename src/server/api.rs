@@ -676,8 +676,13 @@ async fn search_image(
                 state.library.search_parsed_with(&parsed, Some(&bytes), &filter, &options, &embed)?
             }
             ImageQuery::Indexed(id) => {
+                // "More like this": the photo itself is left out, as `similar` leaves it out.
                 parsed.terms.push(Term { weight: 1.0, source: TermSource::Image(id), column: 0 });
-                state.library.search_parsed_with(&parsed, None, &filter, &options, &embed)?
+                let options = QueryOptions { k: options.k + 1, ..options };
+                let mut ranked = state.library.search_parsed_with(&parsed, None, &filter, &options, &embed)?;
+                ranked.retain(|r| r.hit.id != id);
+                ranked.truncate(options.k - 1);
+                ranked
             }
         };
         page_of_ranked(&state, ranked, offset)
@@ -917,13 +922,37 @@ struct FileParams {
     size: Option<String>,
 }
 
-/// The JPEG rendition of image `id` (`/file?format=jpeg`), made once and cached.
+/// Renditions made at once.
+pub(super) const RENDITIONS_RUNNING: usize = 2;
+/// Rendition requests that may wait for their turn; more are answered 503 with `Retry-After`.
+pub(super) const RENDITIONS_WAITING: usize = 16;
+
+/// Set when the request it belongs to is dropped (the client went away): the rendition's
+/// blocking work looks at it and stops.
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The JPEG rendition of image `id` (`/file?format=jpeg`), made once and cached. Renditions
+/// take their turn in a bounded queue, and one whose client went away (while waiting or
+/// while being made) is given up: no decoding or encoding for nobody.
 async fn display(state: web::Data<AppState>, id: ImageId, size: Option<&str>) -> ApiResult<HttpResponse> {
     let (min, max) = (crate::thumbnail::MIN_SIZE as usize, crate::thumbnail::DISPLAY_MAX_SIZE as usize);
     let size = number_param(size, "size", max, min, max)? as u32;
+    let ticket = state.renditions.admit()?;
+    let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(cancelled.clone());
     let (path, bytes) = blocking(move || {
+        let _turn = ticket.run();
+        let gone = || cancelled.load(std::sync::atomic::Ordering::Relaxed);
         let path = state.library.image_file(id)?;
-        let cached = state.library.display_jpeg(id, size)?;
+        let cached = state.library.display_jpeg_unless(id, size, &gone)?.ok_or_else(|| {
+            Error::Invalid(format!("the rendition of image {id} was cancelled: its client went away"))
+        })?;
         let bytes = read_no_follow(&cached)
             .map_err(|e| Error::Store(format!("cannot read the rendition {}: {e}", cached.display())))?;
         Ok((path, bytes))

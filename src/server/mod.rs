@@ -142,6 +142,9 @@ pub struct AppState {
     forward_secret: Option<String>,
     /// The queue model-heavy requests take their turn in.
     heavy: Arc<queue::HeavyQueue>,
+    /// The queue JPEG renditions (`/file?format=jpeg`) are made in: a burst of requests
+    /// cannot pile up unbounded decoding work.
+    renditions: Arc<queue::HeavyQueue>,
 }
 
 /// Query embeddings by (model, text).
@@ -174,6 +177,7 @@ impl AppState {
                     .ok()
             }),
             heavy: queue::HeavyQueue::new(options.heavy_running, options.heavy_waiting),
+            renditions: queue::HeavyQueue::of("renditions", api::RENDITIONS_RUNNING, api::RENDITIONS_WAITING),
         }
     }
 

@@ -227,7 +227,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                                query("time", json!({"type": "number", "minimum": 0}), "Videos: the frame shown at this many seconds, made now and not cached (default: the poster frame; a photo answers 400)")],
                 "responses": responses(200, json!({"description": "The thumbnail", "content": {"image/jpeg": {}}}), &[400, 403, 404, 422])}},
             "/api/images/{id}/file": {"get": {
-                "summary": "The original file (only if it lies inside a library folder, symbolic links resolved), streamed; one byte range may be asked for (video players seek with them). With format=jpeg: a JPEG rendition a browser can show (HEIC, RAW, JPEG XL, AVIF), upright, made once and cached",
+                "summary": "The original file (only if it lies inside a library folder, symbolic links resolved), streamed; one byte range may be asked for (video players seek with them). With format=jpeg: a JPEG rendition a browser can show (HEIC, RAW, JPEG XL, AVIF), upright, made once and cached; renditions are made two at a time with at most 16 waiting (more: 503 with Retry-After), and one whose client went away is given up",
                 "parameters": [id_param(),
                                query("format", json!({"type": "string", "enum": ["jpeg"]}), "jpeg: a JPEG rendition instead of the original bytes (left out: the original file)"),
                                query("size", json!({"type": "integer", "minimum": thumbnail::MIN_SIZE, "maximum": thumbnail::DISPLAY_MAX_SIZE, "default": thumbnail::DISPLAY_MAX_SIZE}), "With format=jpeg: the rendition's longer side at most, in pixels (never enlarged)"),

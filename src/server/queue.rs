@@ -30,6 +30,8 @@ struct Counts {
 /// The bounded queue of heavy requests.
 #[derive(Debug)]
 pub(super) struct HeavyQueue {
+    /// What it queues, as the 503 names it ("model requests").
+    what: &'static str,
     running: usize,
     waiting: usize,
     counts: Mutex<Counts>,
@@ -39,7 +41,13 @@ pub(super) struct HeavyQueue {
 impl HeavyQueue {
     /// A queue running at most `running` requests (at least 1) with at most `waiting` more.
     pub(super) fn new(running: usize, waiting: usize) -> Arc<Self> {
+        Self::of("model requests", running, waiting)
+    }
+
+    /// A queue of `what` (the 503 names them), as [`HeavyQueue::new`].
+    pub(super) fn of(what: &'static str, running: usize, waiting: usize) -> Arc<Self> {
         Arc::new(HeavyQueue {
+            what,
             running: running.max(1),
             waiting,
             counts: Mutex::new(Counts::default()),
@@ -54,8 +62,9 @@ impl HeavyQueue {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "the server is busy with {} model requests ({} running, the rest waiting); retry in {} s",
+                    "the server is busy with {} {} ({} running, the rest waiting); retry in {} s",
                     counts.running + counts.waiting,
+                    self.what,
                     counts.running,
                     RETRY_AFTER_SECS
                 ),

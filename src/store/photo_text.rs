@@ -68,7 +68,8 @@ pub trait TextStore {
     /// How many images have a stored text (with lines or without).
     fn text_count(&self) -> Result<u64>;
 
-    /// Moves whenever a text is written (for in-memory full-text indexes).
+    /// Moves whenever a text is written (for in-memory full-text indexes; texts of removed
+    /// images are filtered out when results are resolved to paths).
     fn text_changes(&self) -> Result<u64>;
 
     /// The backend's own full-text search of photo text and captions, when it has one

@@ -56,7 +56,7 @@ impl TextStore for PgStore {
     }
 
     fn text_changes(&self) -> Result<u64> {
-        Ok(self.sequence_value("text_changes")? + self.sequence_value("changes")?)
+        self.sequence_value("text_changes")
     }
 
     /// Ranks in the database: the photos' texts (and with `captions` their captions) whose

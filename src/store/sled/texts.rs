@@ -52,8 +52,7 @@ impl TextStore for SledStore {
     }
 
     fn text_changes(&self) -> Result<u64> {
-        // Removing an image removes its text: image changes move the count too.
-        Ok(self.text_changes.load(std::sync::atomic::Ordering::SeqCst)
-            + self.changes.load(std::sync::atomic::Ordering::SeqCst))
+        // Texts of removed images are filtered out when results are resolved to paths.
+        Ok(self.text_changes.load(std::sync::atomic::Ordering::SeqCst))
     }
 }

@@ -17,7 +17,7 @@ use common::{fixtures, picture};
 
 /// Photos without text besides the three that carry some: enough that the one sought must be
 /// ranked, not merely found, while each still costs a detector pass on a loaded CI machine.
-const PLAIN_PHOTOS: u32 = 40;
+const PLAIN_PHOTOS: u32 = 12;
 
 fn ocr_models() -> Option<PathBuf> {
     let root = std::env::var_os("CLIPDEX_OCR_MODELS").map(PathBuf::from).unwrap_or_else(|| {
@@ -117,5 +117,88 @@ fn photos_are_found_by_the_text_in_them() {
         // Read once: a second pass reads nothing again.
         let again = ok_json(clipdex(&db, &["ocr", "--library", "--json"]));
         assert_eq!((again["read"].as_u64(), again["unchanged"].as_u64()), (Some(0), Some(PLAIN_PHOTOS as u64 + 3)));
+    }
+}
+
+/// Without the OCR models: lines stored straight into the store of a library indexed with the
+/// tiny CLIP, then searched through the binary on every backend (in memory for a folder, in the
+/// database for PostgreSQL): folding, CJK without spaces, exact numbers, phrases, blending,
+/// snippets and boxes, and a photo's text going with the photo.
+#[test]
+fn stored_text_is_searched_on_every_backend() {
+    use clipdex::store::{Store, StoredText, TextLine};
+    for db in test_databases() {
+        let tmp = tempfile::tempdir().unwrap();
+        let photos = tmp.path().join("photos");
+        std::fs::create_dir_all(&photos).unwrap();
+        for seed in 0..12 {
+            picture(seed).save(photos.join(format!("p{seed:02}.png"))).unwrap();
+        }
+        let arg = db.arg();
+        assert!(clipdex(&arg, &["add", photos.to_str().unwrap()]).status.success());
+        assert!(clipdex(&arg, &["index"]).status.success());
+        let texts = [
+            ("p03.png", vec!["CORNER CAFÉ", "TOTAL 11.05 EUR", "Bill no. 48213"]),
+            ("p07.png", vec!["珍珠奶茶 12元"]),
+            ("p09.png", vec!["Bill no. 482130", "total due"]),
+            ("p10.png", vec!["Airport"]),
+        ];
+        {
+            let store = Store::open(db.location.clone()).unwrap();
+            for (id, record) in store.images().map(|r| r.unwrap()) {
+                let path = store.paths_of(id).unwrap().remove(0);
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                let lines: Vec<TextLine> = texts
+                    .iter()
+                    .find(|t| t.0 == name)
+                    .map(|t| t.1.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, text)| TextLine {
+                        text: text.to_string(),
+                        score: 0.9,
+                        quad: [
+                            [1.0, 10.0 * i as f32],
+                            [50.0, 10.0 * i as f32],
+                            [50.0, 10.0 * i as f32 + 8.0],
+                            [1.0, 10.0 * i as f32 + 8.0],
+                        ],
+                    })
+                    .collect();
+                assert!(store.set_text(id, &StoredText::new(&record.hash, "test-model", lines.clone())).unwrap());
+                // Lines of other content are refused.
+                assert!(!store.set_text(id, &StoredText::new("other", "test-model", lines)).unwrap());
+            }
+            assert!(store.check().unwrap().is_empty());
+        }
+        let found = |query: &str| {
+            let out = ok_json(clipdex(&arg, &["search", "--json", "--in", "text", query]));
+            (names(&out), out)
+        };
+        let first = |query: &str| found(query).0.first().cloned().unwrap_or_default();
+        assert_eq!(first("48213"), "p03.png", "{}", db.backend);
+        assert_eq!(found("48213").0.len(), 1, "numbers match exactly ({})", db.backend);
+        assert_eq!(first("cafe"), "p03.png");
+        assert_eq!(first("奶茶"), "p07.png");
+        assert_eq!(first("\"total due\""), "p09.png");
+        assert_eq!(first("11.05"), "p03.png");
+        let (hits, out) = found("bill 48213");
+        assert_eq!(hits[..2], ["p03.png".to_string(), "p09.png".to_string()], "more of the query first");
+        let text = &out["results"][0]["text"];
+        assert_eq!(text["snippet"], "Bill no. 48213", "{text}");
+        assert_eq!(text["boxes"][0][2], serde_json::json!([50.0, 28.0]), "{text}");
+        if db.backend == "sled" {
+            // Typo tolerance is the in-memory index's (PostgreSQL matches terms exactly).
+            assert_eq!(first("airpert"), "p10.png");
+        }
+        // Blended: the photo with the number comes in the top 3 of a plain search.
+        let blended = names(&ok_json(clipdex(&arg, &["search", "--json", "48213"])));
+        assert!(blended.iter().take(3).any(|n| n == "p03.png"), "{} {blended:?}", db.backend);
+        // The photo's text goes with the photo.
+        std::fs::remove_file(photos.join("p03.png")).unwrap();
+        assert!(clipdex(&arg, &["index"]).status.success());
+        assert!(found("48213").0.is_empty(), "{}", db.backend);
+        assert!(Store::open(db.location.clone()).unwrap().check().unwrap().is_empty());
     }
 }

@@ -1159,6 +1159,9 @@ async fn status(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
         "embedding": {"done": indexer.done, "total": indexer.total},
         "tagging": tagging.then(|| json!({"done": counts.tagged, "total": images})),
         "captioning": captioning.then(|| json!({"done": counts.captioned, "total": images})),
+        // Reading text: the background run's position, as for thumbnails (the store keeps no
+        // count of photos read by the current model).
+        "reading_text": indexer.reading_text,
         "thumbnails": indexer.thumbnails,
     });
     Ok(HttpResponse::Ok()

@@ -327,8 +327,8 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                 "responses": responses(200, ok("Status", json!({"type": "object", "properties": {
                     "library": {"type": "object", "description": "as `clipdex stats --json`"},
                     "finetuned": {"type": "array", "items": {"type": "string"}, "description": "Names of the fine-tuned models searches may be re-ranked with (rerank=clip:NAME)"},
-                    "stages": {"type": "object", "description": "Each stage's progress as {done, total} (null: switched off or not run yet): embedding (files of the running pass), tagging, captioning (images of the library), thumbnails (the background run's position)",
-                        "properties": {"embedding": {"type": "object"}, "tagging": {"type": "object", "nullable": true}, "captioning": {"type": "object", "nullable": true}, "thumbnails": {"type": "object", "nullable": true}}},
+                    "stages": {"type": "object", "description": "Each stage's progress as {done, total} (null: switched off or not run yet): embedding (files of the running pass), tagging, captioning (images of the library), reading_text and thumbnails (the background run's position)",
+                        "properties": {"embedding": {"type": "object"}, "tagging": {"type": "object", "nullable": true}, "captioning": {"type": "object", "nullable": true}, "reading_text": {"type": "object", "nullable": true}, "thumbnails": {"type": "object", "nullable": true}}},
                     "indexer": {"type": "object", "properties": {
                         "state": {"type": "string", "enum": ["off", "starting", "indexing", "watching", "no_folders", "failed"]},
                         "done": {"type": "integer"}, "total": {"type": "integer"}, "passes": {"type": "integer"},

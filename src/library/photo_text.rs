@@ -262,7 +262,7 @@ impl Library {
         if parsed.is_empty() || k == 0 {
             return Ok(Vec::new());
         }
-        let filter = self.resolve_tag(&filter.clone())?;
+        let filter = self.resolve_tag(filter)?;
         let text_of = |id: ImageId| self.store.text_of(id).ok().flatten().map(|t| t.joined());
         let matches = match self.store.search_text_in_database(&parsed.terms(), false, DATABASE_CANDIDATES)? {
             Some(candidates) => {

@@ -20,7 +20,6 @@ use crate::models::clip::ClipEmbedder;
 use crate::models::clipseg::Segmenter;
 use crate::models::precision::Precision;
 use crate::photo::DEFAULT_MAX_PIXELS;
-use crate::query;
 use crate::store::{DbLocation, Store};
 
 mod browse;
@@ -119,7 +118,7 @@ pub struct Library {
     frames: std::sync::Mutex<Option<(u64, u32, Arc<FrameIndex>)>>,
     /// The full-text index of captions and photo text, kept while neither changes:
     /// ((caption changes, text changes), index).
-    full_text: std::sync::Mutex<Option<((u64, u64), Arc<query::fulltext::FullTextIndex>)>>,
+    full_text: std::sync::Mutex<Option<photo_text::CachedFullText>>,
     /// The OCR model last loaded, by folder ([`Library::ocr_model`]).
     ocr_model: std::sync::Mutex<Option<(String, Arc<photo_text::LoadedOcrModel>)>>,
     /// Captioning models by name, loaded on first use ([`Library::captioner`]).

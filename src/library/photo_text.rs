@@ -34,6 +34,10 @@ const OCR_DECODE_SIDE: u32 = 1500;
 /// phrases and the words' coverage.
 const DATABASE_CANDIDATES: usize = 1000;
 
+/// The full-text index kept while neither captions nor texts change: ((caption changes, text
+/// changes), index).
+pub(super) type CachedFullText = ((u64, u64), Arc<FullTextIndex>);
+
 /// How a library reads the text in its photos.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OcrSettings {

@@ -9,6 +9,7 @@ mod v0001_initial;
 mod v0002_tags;
 mod v0003_vector_generations;
 mod v0004_captions;
+mod v0005_texts;
 
 /// One schema step.
 pub struct Migration {
@@ -34,4 +35,5 @@ pub const MIGRATIONS: &[Migration] = &[
         apply: v0003_vector_generations::apply,
     },
     Migration { version: 4, description: "BLIP captions", apply: v0004_captions::apply },
+    Migration { version: 5, description: "text in photos", apply: v0005_texts::apply },
 ];

@@ -52,6 +52,7 @@ pub mod segment;
 pub mod server;
 pub mod store;
 pub mod text_lines;
+pub mod text_terms;
 pub mod thumbnail;
 pub mod video;
 

@@ -1,6 +1,6 @@
 //! A database written by schema version 1 (`tests/fixtures/db-v1`, from `tools/make_db_v1.sh`)
-//! opens with this build, is migrated to the current schema, answers queries and takes tags and
-//! captions.
+//! opens with this build, is migrated to the current schema, answers queries and takes tags,
+//! captions and the text in photos.
 
 use std::path::Path;
 
@@ -44,6 +44,17 @@ fn a_version_1_database_opens_and_answers() {
     let labels: Vec<String> = ["astronaut", "cat", "rocket"].iter().map(|s| s.to_string()).collect();
     let report = lib.autotag(Some(AutotagSettings::new(labels, vec!["a photo of a {}.".into()]))).unwrap();
     assert_eq!((report.images, report.tagged), (3, 3));
+    assert!(lib.store().check().unwrap().is_empty());
+    // Version 5 added the text in photos: the migrated database stores it, searches it, and
+    // drops it with its image.
+    let id = hits[1].id;
+    let hash = lib.store().image(id).unwrap().unwrap().hash;
+    let line = clipdex::store::TextLine { text: "Bill 48213".into(), score: 0.9, quad: [[0.0, 0.0]; 4] };
+    let text = clipdex::store::StoredText::new(&hash, "test", vec![line]);
+    assert!(lib.store().set_text(id, &text).unwrap());
+    assert_eq!(lib.search_photo_text("48213", 3, &SearchFilter::default()).unwrap()[0].hit.id, id);
+    lib.store().unlink_path(&hits[1].path).unwrap();
+    assert_eq!(lib.store().text_of(id).unwrap(), None);
     assert!(lib.store().check().unwrap().is_empty());
     // Version 4 added captions: the migrated database stores them, and drops one with its image.
     let id = hits[0].id;

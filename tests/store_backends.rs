@@ -1,5 +1,5 @@
 //! The storage backends tested against each other: one seeded random sequence of store
-//! operations (commits of photos and of videos with their frames, copies, moves, touches, deletions, failures, roots, tags, captions,
+//! operations (commits of photos and of videos with their frames, copies, moves, touches, deletions, failures, roots, tags, captions, photo text,
 //! re-indexing, caches, settings) applied to a sled store and to a PostgreSQL store, with
 //! everything each one holds compared after every step, and each store's own invariant check
 //! clean. Ids differ between backends (each allocates its own), so images are compared by
@@ -12,7 +12,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clipdex::store::{DbLocation, FrameVector, ImageRecord, ReindexTarget, Store, StoredCaption, Tag, VideoMeta};
+use clipdex::store::{
+    DbLocation, FrameVector, ImageRecord, ReindexTarget, Store, StoredCaption, StoredText, Tag, TextLine, VideoMeta,
+};
 use common::Rng;
 use common::backends::{postgres_database, test_databases};
 
@@ -92,6 +94,8 @@ struct Snapshot {
     tagged: Vec<(String, Vec<(String, f32)>)>,
     tag_counts: Vec<(String, u64)>,
     captions: BTreeMap<String, StoredCaption>,
+    texts: BTreeMap<String, StoredText>,
+    text_count: u64,
     counts: clipdex::store::StoreCounts,
     model: Option<(String, usize)>,
     generation: u32,
@@ -125,7 +129,11 @@ fn snapshot(store: &Store) -> Snapshot {
     let ids: Vec<u64> = (0..CONTENTS).filter_map(|c| store.id_for_hash(&hash(c)).unwrap()).collect();
     let mut tags = BTreeMap::new();
     let mut captions = BTreeMap::new();
+    let mut texts = BTreeMap::new();
     for &id in &ids {
+        if let Some(t) = store.text_of(id).unwrap() {
+            texts.insert(hash_of(store, id), t);
+        }
         if let Some(t) = store.tags_of(id).unwrap() {
             tags.insert(hash_of(store, id), t);
         }
@@ -136,6 +144,9 @@ fn snapshot(store: &Store) -> Snapshot {
     let streamed: BTreeMap<String, StoredCaption> =
         store.captions().map(|r| r.unwrap()).map(|(id, c)| (hash_of(store, id), c)).collect();
     assert_eq!(streamed, captions, "captions() and caption_of disagree");
+    let streamed: BTreeMap<String, StoredText> =
+        store.texts().map(|r| r.unwrap()).map(|(id, t)| (hash_of(store, id), t)).collect();
+    assert_eq!(streamed, texts, "texts() and text_of disagree");
     let streamed = store.vectors().collect::<clipdex::Result<Vec<_>>>().unwrap().len();
     assert_eq!(streamed as u64, store.counts().unwrap().vectors);
     Snapshot {
@@ -166,6 +177,8 @@ fn snapshot(store: &Store) -> Snapshot {
             .collect(),
         tag_counts: store.tag_counts().unwrap().into_iter().map(|t| (t.label, t.count)).collect(),
         captions,
+        text_count: store.text_count().unwrap(),
+        texts,
         counts: store.counts().unwrap(),
         model: store.model().unwrap(),
         generation: store.vectors_generation().unwrap(),
@@ -281,6 +294,22 @@ fn apply(store: &Store, op: u64, args: &[usize; 4], unit: f32) -> (String, Strin
             let embeddings: Vec<Vec<f32>> = labels.iter().map(|_| vec![unit, d as f32]).collect();
             ("cache labels".into(), format!("{:?}", store.cache_label_embeddings("m\u{0}t", &labels, &embeddings)))
         }
+        20 => match id(content) {
+            Some(i) => {
+                // Lines read from this content, or (one time in four) from another: refused.
+                let hash = if d % 4 == 0 { hash((content + 1) % CONTENTS) } else { hash(content) };
+                let lines: Vec<TextLine> = (0..c % 3)
+                    .map(|k| TextLine {
+                        text: format!("TOTAL {}\0 €{k}", d % 7),
+                        score: unit,
+                        quad: [[k as f32, 1.5], [10.0, 1.5], [10.0, 7.25], [k as f32, 7.25]],
+                    })
+                    .collect();
+                let text = StoredText::new(&hash, &format!("ocr-{}", d % 2), lines);
+                (format!("text {content}"), format!("{:?}", store.set_text(i, &text)))
+            }
+            None => ("text nothing".into(), String::new()),
+        },
         _ => ("setting".into(), format!("{:?}", store.set_setting("autotag", &serde_json::json!({"k": d, "s": "ü"})))),
     }
 }
@@ -293,7 +322,7 @@ fn every_backend_holds_the_same_after_the_same_operations() {
     let stores: Vec<Store> = dbs.iter().map(|db| Store::open(&db.location).unwrap()).collect();
     let mut rng = Rng(seed);
     for step in 0..steps {
-        let op = rng.next() % 21;
+        let op = rng.next() % 22;
         let args = [rng.below(1000), rng.below(1000), rng.below(1000), rng.below(1000)];
         let unit = rng.unit();
         let mut outcomes = Vec::new();
@@ -569,7 +598,7 @@ fn migrate_copies_a_folder_library_into_postgres_and_checks_it() {
     {
         let store = Store::open(DbLocation::Dir(dir.clone())).unwrap();
         for _ in 0..250 {
-            let op = rng.next() % 21;
+            let op = rng.next() % 22;
             let args = [rng.below(1000), rng.below(1000), rng.below(1000), rng.below(1000)];
             apply(&store, op, &args, rng.unit());
         }

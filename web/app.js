@@ -100,7 +100,8 @@ async function fetchPage(offset) {
   const q = state.query;
   if (q.kind === "text") {
     if (q.q) params.set("q", q.q);
-    if (q.q && $("in-captions").checked) params.set("in", "captions");
+    if (q.q && $("in-text").checked) params.set("in", "text");
+    else if (q.q && $("in-captions").checked) params.set("in", "captions");
     else if (q.q && $("crops").checked) params.set("crops", "true");
     else if (q.q && $("rerank").value) params.set("rerank", $("rerank").value);
     return json(`/api/search?${params}`);
@@ -237,6 +238,14 @@ function card(hit) {
     meta.append(relevance);
   }
   meta.append(score);
+  if (hit.text) {
+    // What the photo's text matched.
+    const snippet = document.createElement("span");
+    snippet.className = "snippet";
+    snippet.textContent = hit.text.snippet;
+    snippet.title = hit.text.snippet;
+    meta.append(snippet);
+  }
   thumb.append(like); // shown over the photo on hover and focus
   el.append(thumb, meta);
   cards.set(hit.id, el);
@@ -364,6 +373,21 @@ async function showDetail(id, region, push = true, time = undefined) {
   }));
   $("detail-caption").textContent = image.caption || "";
   $("detail-caption-now").hidden = Boolean(image.caption);
+  // The text read in the photo; pointing at a line shows its box.
+  $("detail-text").replaceChildren(...(image.text || []).map((line) => {
+    const li = document.createElement("li");
+    li.textContent = line.text;
+    const xs = line.box.map((p) => p[0]), ys = line.box.map((p) => p[1]);
+    const [x, y] = [Math.min(...xs), Math.min(...ys)];
+    const rect = [x, y, Math.max(...xs) - x, Math.max(...ys) - y];
+    li.addEventListener("mouseenter", () => {
+      const box = regionBox(rect, image.width, image.height, false);
+      box.id = "detail-box";
+      $("detail-box").replaceWith(box);
+    });
+    li.addEventListener("mouseleave", () => { $("detail-box").hidden = true; });
+    return li;
+  }));
   $("ask-answer").textContent = "";
   $("ask-question").value = "";
   $("detail-like").onclick = () => moreLike(id, image.paths[0] || String(id));
@@ -571,7 +595,8 @@ function viewParams() {
     for (const [k, v] of filters()) p.set(k, v);
     if ($("sort").value !== "relevance") p.set("sort", $("sort").value);
     if ($("cutoff").value !== $("cutoff").defaultValue) p.set("min", $("cutoff").value);
-    if ($("in-captions").checked) p.set("in", "captions");
+    if ($("in-text").checked) p.set("in", "text");
+    else if ($("in-captions").checked) p.set("in", "captions");
     else if ($("crops").checked) p.set("crops", "1");
     else if ($("rerank").value) p.set("rerank", $("rerank").value);
   }
@@ -602,6 +627,7 @@ function restoreFromUrl() {
     $("cutoff").value = min;
     $("cutoff-value").textContent = min > 0 ? String(min) : "off";
     $("in-captions").checked = p.get("in") === "captions";
+    $("in-text").checked = p.get("in") === "text";
     $("crops").checked = p.get("crops") === "1";
     wantedRerank = p.get("rerank") || "";
     if ([...$("rerank").options].some((o) => o.value === wantedRerank)) $("rerank").value = wantedRerank;

@@ -71,7 +71,7 @@ pub const GLOBALS_USED: &[(&str, &[&str])] = &[
     ("ask", &["vqa_model", "device", "precision", "max_pixels"]),
     ("match", &["itm_model", "device", "precision", "max_pixels"]),
     ("segment", &["seg_model", "device", "max_pixels"]),
-    ("ocr", &["max_pixels"]),
+    ("ocr", &["db", "max_pixels"]),
     ("faces", &["max_pixels"]),
     ("embed", &["model", "text_model", "device", "precision", "max_pixels"]),
     ("finetune", &["db", "model", "device", "precision", "max_pixels"]),
@@ -208,7 +208,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
   # The text of a receipt, with the models tools/fetch_ocr_models.sh fetches
   clipdex ocr --ocr-model ~/.cache/clipdex-ci/ocr-models/v6 receipt.jpg
   # Scanned pages as JSON, for a script
-  clipdex ocr --ocr-model ~/.cache/clipdex-ci/ocr-models/v6 --json scans/page1.png scans/page2.png",
+  clipdex ocr --ocr-model ~/.cache/clipdex-ci/ocr-models/v6 --json scans/page1.png scans/page2.png
+  # Read the text of every photo in the library, then find the bill by its number
+  clipdex ocr --library --ocr-model ~/.cache/clipdex-ci/ocr-models/v6
+  clipdex search --in text 48213",
     ),
     (
         "faces",

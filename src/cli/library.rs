@@ -50,6 +50,14 @@ pub struct IndexArgs {
     /// Photos embedded per model call (memory grows with it).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub batch_size: u64,
+    /// After embedding, read the text in the photos not read yet (see `clipdex ocr --library`);
+    /// the library remembers it, and later passes read new photos too.
+    #[arg(long)]
+    pub ocr: bool,
+    /// The OCR model that reads the text in photos (a folder of PP-OCR ONNX files), or `none`
+    /// to stop reading; the library remembers it.
+    #[arg(long, value_name = "DIR|none")]
+    pub ocr_model: Option<String>,
 }
 
 /// `clipdex worker`.
@@ -86,6 +94,10 @@ pub struct WatchArgs {
     /// Full rescan interval in seconds (catches what file events miss).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub rescan_secs: u64,
+    /// Read the text in photos in the background with this OCR model (a folder of PP-OCR ONNX
+    /// files), or `none` to stop; the library remembers it.
+    #[arg(long, value_name = "DIR|none")]
+    pub ocr_model: Option<String>,
 }
 
 fn parse_path_map(s: &str) -> Result<(PathBuf, PathBuf), String> {
@@ -148,7 +160,8 @@ pub fn remove(library: &Library, args: RemoveArgs, out: &mut dyn Write, ctx: &Ru
 
 /// `clipdex index`: here, or by the indexer of the server that holds the library.
 pub fn index(library: &Library, args: IndexArgs, out: &mut dyn Write, ctx: &Runner) -> anyhow::Result<()> {
-    let IndexArgs { json, prune, .. } = args;
+    let IndexArgs { json, prune, ocr, ocr_model, .. } = args;
+    super::ocr::choose_model(library, ocr_model.as_deref(), ocr)?;
     let report = match ctx.server {
         // The server's own indexer runs the pass: two passes at once would embed the
         // same new photos twice.
@@ -184,6 +197,9 @@ pub fn index(library: &Library, args: IndexArgs, out: &mut dyn Write, ctx: &Runn
         },
         if report.tagged > 0 { format!("; {} auto-tagged", report.tagged) } else { String::new() }
     )?;
+    if report.text_read > 0 {
+        writeln!(out, "text read in {} photos", report.text_read)?;
+    }
     for r in &report.missing_roots {
         writeln!(
             out,
@@ -232,6 +248,7 @@ pub fn worker(library: &Library, args: WorkerArgs, out: &mut dyn Write) -> anyho
 
 /// `clipdex watch`: indexes, then follows the folders, printing a line per pass.
 pub fn watch(library: &Library, args: WatchArgs) -> anyhow::Result<()> {
+    super::ocr::choose_model(library, args.ocr_model.as_deref(), false)?;
     let options = clipdex::indexer::watch::WatchOptions {
         debounce: std::time::Duration::from_millis(args.debounce_ms),
         rescan_every: std::time::Duration::from_secs(args.rescan_secs),

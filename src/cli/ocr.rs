@@ -1,6 +1,9 @@
 //! `clipdex ocr IMAGE...`: the text in photos, indexed or not, read with PP-OCR models
 //! ([`clipdex::models::ocr`]). Human-readable lines by default; `--json` prints
 //! `[{"path": P, "lines": [{"text": T, "score": S, "box": [[x, y], ...]}]}]`.
+//! `clipdex ocr --library` reads the text of every library photo not read yet and stores it
+//! (searched with `search --in text`); [`choose_model`] is how `index`, `watch` and `serve`
+//! set the library's OCR model.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,6 +12,8 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::json;
 
+use clipdex::Library;
+use clipdex::library::OcrSettings;
 use clipdex::models::ocr::{OcrConfig, OcrModel};
 use clipdex::path_text;
 use clipdex::photo::{DecodeOptions, open_rgb};
@@ -19,8 +24,13 @@ use super::GlobalOptions;
 #[derive(Debug, Args)]
 pub struct OcrArgs {
     /// The images to read (any file clipdex decodes; they need not be in a library).
-    #[arg(required = true, value_name = "IMAGE")]
+    #[arg(required_unless_present = "library", conflicts_with = "library", value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
+    /// Read the text of every photo of the library (--db) not read yet by this model, and
+    /// store it for `search --in text`; the library remembers the model, and `index`, `watch`
+    /// and `serve` read new photos with it.
+    #[arg(long)]
+    pub library: bool,
     /// The OCR models: a folder with PP-OCR ONNX files (RapidOCR's wheel layout, or PaddleOCR's
     /// inference layout with det/, rec/ and cls/ subfolders; the dictionary from the
     /// recogniser's metadata or a *dict*.txt / *keys*.txt file), or `none` to read nothing.
@@ -38,8 +48,69 @@ pub struct OcrArgs {
     pub json: bool,
 }
 
+/// Sets the library's OCR model from `--ocr-model` (`none`: reading stops; stored text
+/// stays). With `required` (`index --ocr`) a model must be known: given, remembered, or in
+/// `CLIPDEX_OCR_MODEL`.
+pub fn choose_model(library: &Library, spec: Option<&str>, required: bool) -> anyhow::Result<()> {
+    let spec = match spec {
+        Some(s) => Some(s.to_string()),
+        None if required && library.ocr_settings()?.is_none() => std::env::var("CLIPDEX_OCR_MODEL").ok(),
+        None => None,
+    };
+    match spec.as_deref() {
+        Some("none") => library.set_ocr_settings(None)?,
+        Some(dir) => {
+            let dir = std::fs::canonicalize(dir)
+                .map_err(|e| anyhow::anyhow!("--ocr-model {dir}: {e}; give a folder of PP-OCR ONNX files"))?;
+            // Checked now, so a wrong folder is an error here, not in the background.
+            clipdex::library::ocr_model_id(&dir)?;
+            let settings = OcrSettings { model: dir.to_string_lossy().into_owned() };
+            library.set_ocr_settings(Some(&settings))?;
+        }
+        None if required && library.ocr_settings()?.is_none() => anyhow::bail!(
+            "no OCR model: give --ocr-model DIR (a folder with PP-OCR ONNX files; \
+             tools/fetch_ocr_models.sh fetches them) or set CLIPDEX_OCR_MODEL"
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
+/// `clipdex ocr --library`.
+fn read_library(g: &GlobalOptions, args: &OcrArgs) -> anyhow::Result<ExitCode> {
+    let config = g.library_config(clipdex::models::clip::MAX_BATCH)?;
+    // Reading text needs no CLIP model: open whatever model made the vectors.
+    let library = Library::open_as_stored(config)?;
+    choose_model(&library, args.ocr_model.as_deref(), true)?;
+    let Some(settings) = library.ocr_settings()? else {
+        writeln!(std::io::stdout().lock(), "reading the text in photos is off (stored text stays)")?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let model = library.ocr_model(&settings.model)?;
+    let report = super::session::with_progress(|progress| library.read_text(&model, progress, &|| false))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "{} images: {} read ({:.2} photos/s), {} with text, {} already read, {} unreadable",
+            report.images,
+            report.read,
+            report.read as f64 / report.seconds.max(1e-9),
+            report.with_text,
+            report.unchanged,
+            report.failed
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `clipdex ocr`.
 pub fn run(g: &GlobalOptions, args: &OcrArgs) -> anyhow::Result<ExitCode> {
+    if args.library {
+        return read_library(g, args);
+    }
     let Some(spec) = args.ocr_model.as_deref() else {
         anyhow::bail!(
             "no OCR model: give --ocr-model DIR (a folder with PP-OCR ONNX files; \

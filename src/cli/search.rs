@@ -63,8 +63,10 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = clipdex::segment::DEFAULT_THRESHOLD, value_parser = parse_probability)]
     pub threshold: f32,
     /// What to rank by: `clip` (image embeddings, blended with caption matches when the
-    /// library has captions; see --caption-weight) or `captions` (BM25 over the stored
-    /// captions; JSON results gain "caption").
+    /// library has captions, see --caption-weight, and with matches of the text in photos
+    /// when it has read any), `captions` (BM25 over the stored captions; JSON results gain
+    /// "caption") or `text` (the text read in photos, see `ocr --library`: words, "quoted
+    /// phrases", numbers exactly; JSON results gain "text": {"snippet", "boxes"}).
     #[arg(long = "in", value_enum, default_value = "clip")]
     pub rank_in: SearchIn,
     /// Weight of caption matches when blending them into CLIP's ranking (reciprocal rank
@@ -93,6 +95,8 @@ pub enum SearchIn {
     Clip,
     /// Stored BLIP captions.
     Captions,
+    /// The text read in photos.
+    Text,
 }
 
 /// Re-rankers for `search --rerank`.
@@ -194,6 +198,12 @@ pub fn search(g: &GlobalOptions, library: &Library, args: SearchArgs, out: &mut 
         anyhow::ensure!(!ranks_by_clip_alone, "--in captions takes neither --min-score nor --sort");
         return search_captions(library, &plain_for("--in captions")?, k, &filter, json, out);
     }
+    if args.rank_in == SearchIn::Text {
+        anyhow::ensure!(args.rerank.is_none() && !args.crops, "--in text takes neither --rerank nor --crops");
+        anyhow::ensure!(!ranks_by_clip_alone, "--in text takes neither --min-score nor --sort");
+        let Some(text) = args.text.as_deref() else { anyhow::bail!("--in text needs a text to look for") };
+        return search_photo_text(library, text, k, &filter, json, out);
+    }
     let sizes = (k, args.rerank_top as usize);
     match &args.rerank {
         Some(_) if ranks_by_clip_alone => anyhow::bail!("--rerank takes neither --min-score nor --sort"),
@@ -227,8 +237,7 @@ pub fn search(g: &GlobalOptions, library: &Library, args: SearchArgs, out: &mut 
     if let Some(text) = &plain
         && !args.crops
         && !ranks_by_clip_alone
-        && args.caption_weight > 0.0
-        && library.has_captions()?
+        && ((args.caption_weight > 0.0 && library.has_captions()?) || library.has_text()?)
     {
         return search_blended(library, text, k, &filter, args.caption_weight, json, out);
     }
@@ -367,7 +376,38 @@ fn search_captions(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `search TEXT` on a captioned library: CLIP blended with caption matches.
+/// `search --in text TEXT`: the text read in photos.
+fn search_photo_text(
+    library: &Library,
+    text: &str,
+    k: usize,
+    filter: &SearchFilter,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let hits = library.search_photo_text(text, k, filter)?;
+    let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    if json {
+        writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
+    } else {
+        for h in &hits {
+            writeln!(out, "{:.4}  {}  {}", h.hit.score, path_text::escaped(&h.hit.path), h.text.snippet)?;
+        }
+        if hits.is_empty() {
+            let why = if library.has_text()? {
+                "no photo's text matches"
+            } else {
+                "no text read in the photos yet: run `clipdex ocr --library --ocr-model DIR`"
+            };
+            writeln!(out, "no results ({why})")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `search TEXT` on a captioned library, or one whose photos' text was read: CLIP blended
+/// with caption and text matches.
 fn search_blended(
     library: &Library,
     text: &str,
@@ -385,7 +425,8 @@ fn search_blended(
     } else {
         for h in &hits {
             let caption = if h.caption_score.is_some() { "  (caption matches)" } else { "" };
-            writeln!(out, "{:.4}  {}{caption}", h.hit.score, path_text::escaped(&h.hit.path))?;
+            let text = h.text.as_ref().map(|t| format!("  (text: {})", t.snippet)).unwrap_or_default();
+            writeln!(out, "{:.4}  {}{caption}{text}", h.hit.score, path_text::escaped(&h.hit.path))?;
         }
         if hits.is_empty() {
             writeln!(out, "{}", no_results(library, filter))?;

@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Model-heavy requests that may wait for a turn; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = clipdex::server::DEFAULT_HEAVY_WAITING as u64, value_parser = clap::value_parser!(u64).range(0..=1024))]
     pub heavy_queue: u64,
+    /// Read the text in photos in the background with this OCR model (a folder of PP-OCR ONNX
+    /// files), or `none` to stop; the library remembers it.
+    #[arg(long, value_name = "DIR|none")]
+    pub ocr_model: Option<String>,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -86,6 +90,7 @@ fn parse_named_model(s: &str) -> Result<(String, String), String> {
 
 /// Serves `library` until the process is stopped.
 pub fn serve(g: &GlobalOptions, library: Library, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    super::ocr::choose_model(&library, args.ocr_model.as_deref(), false)?;
     let options = clipdex::server::ServeOptions {
         bind: args.bind.clone(),
         token: args.token.clone(),

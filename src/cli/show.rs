@@ -68,5 +68,14 @@ fn print_details(out: &mut dyn Write, d: &ImageDetails) -> anyhow::Result<()> {
         writeln!(out, "tags     {}", tags.join(", "))?;
     }
     writeln!(out, "caption  {}", d.caption.as_deref().unwrap_or("(none: run `clipdex caption --library`)"))?;
+    match &d.text {
+        None => writeln!(out, "text     (not read: run `clipdex ocr --library`)")?,
+        Some(lines) if lines.is_empty() => writeln!(out, "text     (none found)")?,
+        Some(lines) => {
+            for (i, line) in lines.iter().enumerate() {
+                writeln!(out, "{}{}", if i == 0 { "text     " } else { "         " }, line.text)?;
+            }
+        }
+    }
     Ok(())
 }

@@ -82,6 +82,8 @@ pub struct IndexReport {
     /// Images captioned after the pass (`clipdex index`, when `caption --library` has switched
     /// captioning on; `watch` and `serve` caption in the background instead).
     pub captioned: u64,
+    /// Images whose text was read after the pass (when an OCR model is set for the library).
+    pub text_read: u64,
     /// Roots another process was scanning (PostgreSQL: one process scans a root at a time;
     /// this one helped embed what that one queued).
     #[serde(serialize_with = "crate::path_text::display_list")]

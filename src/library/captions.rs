@@ -12,7 +12,8 @@ use crate::error::Result;
 use crate::indexer::Progress;
 use crate::models::blip::BlipCaptioner;
 use crate::photo::DecodeOptions;
-use crate::query::captions::{BlendedHit, CaptionIndex, fuse};
+use crate::query::captions::{BlendedHit, DEFAULT_TEXT_WEIGHT, fuse_with_text};
+use crate::query::fulltext::Field;
 use crate::query::{self, SearchFilter, SearchHit};
 use crate::store::{ImageId, StoredCaption};
 
@@ -190,12 +191,12 @@ impl Library {
 
     /// The image `id` from the first of its files that opens (a video's poster frame), or
     /// `None` when none does (each failure logged).
-    fn open_any(&self, id: ImageId, decode: &DecodeOptions) -> Result<Option<image::RgbImage>> {
+    pub(super) fn open_any(&self, id: ImageId, decode: &DecodeOptions) -> Result<Option<image::RgbImage>> {
         let Some(record) = self.store.image(id)? else { return Ok(None) };
         Ok(self.store.paths_of(id)?.iter().find_map(|p| match self.open_media(&record, p, decode) {
             Ok(image) => Some(image),
             Err(e) => {
-                tracing::warn!("cannot caption {}: {e}", p.display());
+                tracing::warn!("cannot read {}: {e}", p.display());
                 None
             }
         }))
@@ -251,32 +252,17 @@ impl Library {
         Ok(caption.text)
     }
 
-    /// The caption ranking, rebuilt when captions changed since the last one.
-    fn caption_index(&self) -> Result<Arc<CaptionIndex>> {
-        let mut cached = self.caption_index.lock().expect("caption index lock");
-        let changes = self.store.caption_changes()?;
-        if let Some((c, index)) = cached.as_ref()
-            && *c == changes
-        {
-            return Ok(index.clone());
-        }
-        let captions = self.store.captions().map(|r| r.map(|(id, c)| (id, c.text))).collect::<Result<Vec<_>>>()?;
-        let index = Arc::new(CaptionIndex::build(captions));
-        *cached = Some((changes, index.clone()));
-        Ok(index)
-    }
-
     /// Whether any image has a caption. Asked on every search (to blend captions in), so it
     /// reads the cached caption ranking rather than counting every table of the store.
     pub fn has_captions(&self) -> Result<bool> {
-        Ok(!self.caption_index()?.is_empty())
+        Ok(self.full_text_index()?.len(Field::Caption) > 0)
     }
 
     /// The `k` images whose captions best match `text` (BM25) and pass `filter`.
     pub fn search_captions(&self, text: &str, k: usize, filter: &SearchFilter) -> Result<Vec<CaptionHit>> {
         let filter = self.resolve_tag(filter)?;
         let mut hits = Vec::with_capacity(k);
-        for (id, score) in self.caption_index()?.rank(text) {
+        for (id, score) in self.full_text_index()?.rank_captions(text) {
             if hits.len() == k {
                 break;
             }
@@ -290,9 +276,10 @@ impl Library {
         Ok(hits)
     }
 
-    /// Text search blending CLIP with caption matches: weighted reciprocal rank fusion of
-    /// CLIP's and the captions' best `max(k, 50)` (weight `weight` on captions); `score` stays
-    /// the CLIP cosine.
+    /// Text search blending CLIP with caption matches and matches of the text in photos:
+    /// weighted reciprocal rank fusion of CLIP's, the captions' and the photo text's best
+    /// `max(k, 50)` (weight `weight` on captions, [`DEFAULT_TEXT_WEIGHT`] times the share of
+    /// the query matched on photo text); `score` stays the CLIP cosine.
     pub fn search_blended(&self, text: &str, k: usize, filter: &SearchFilter, weight: f32) -> Result<Vec<BlendedHit>> {
         self.search_blended_with(&self.embed_text(text)?, text, k, filter, weight)
     }
@@ -308,28 +295,33 @@ impl Library {
     ) -> Result<Vec<BlendedHit>> {
         let depth = k.max(50);
         let clip = self.search_vector(query, depth, filter)?;
-        let captions = self.search_captions(text, depth, filter)?;
+        let captions = if weight > 0.0 { self.search_captions(text, depth, filter)? } else { Vec::new() };
+        let texts = if self.has_text()? { self.search_photo_text(text, depth, filter)? } else { Vec::new() };
         let clip_ids: Vec<ImageId> = clip.iter().map(|h| h.id).collect();
         let caption_ids: Vec<ImageId> = captions.iter().map(|h| h.hit.id).collect();
+        let text_ids: Vec<(ImageId, f32)> = texts.iter().map(|h| (h.hit.id, h.coverage)).collect();
         let mut out = Vec::with_capacity(k);
-        for (id, blended) in fuse(&clip_ids, &caption_ids, weight).into_iter().take(k) {
+        for (id, blended) in
+            fuse_with_text(&clip_ids, &caption_ids, weight, &text_ids, DEFAULT_TEXT_WEIGHT).into_iter().take(k)
+        {
             let caption = captions.iter().find(|c| c.hit.id == id);
+            let photo_text = texts.iter().find(|t| t.hit.id == id);
             let hit = match clip.iter().find(|h| h.id == id) {
                 Some(h) => h.clone(),
                 None => {
-                    let c = caption.expect("a fused id comes from one of the lists");
+                    let Some(c) = caption.map(|c| &c.hit).or(photo_text.map(|t| &t.hit)) else { continue };
                     let vector = self.store.vector(id)?.unwrap_or_default();
                     let score = vector.iter().zip(query).map(|(a, b)| a * b).sum();
-                    SearchHit {
-                        id,
-                        path: c.hit.path.clone(),
-                        score,
-                        media: c.hit.media,
-                        companions: c.hit.companions.clone(),
-                    }
+                    SearchHit { id, path: c.path.clone(), score, media: c.media, companions: c.companions.clone() }
                 }
             };
-            out.push(BlendedHit { hit, caption_score: caption.map(|c| c.hit.score), blended });
+            out.push(BlendedHit {
+                hit,
+                caption_score: caption.map(|c| c.hit.score),
+                text_score: photo_text.map(|t| t.hit.score),
+                text: photo_text.map(|t| t.text.clone()),
+                blended,
+            });
         }
         Ok(out)
     }

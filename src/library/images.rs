@@ -34,6 +34,9 @@ pub struct ImageDetails {
     /// Its BLIP caption (`clipdex caption --library`), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caption: Option<String>,
+    /// The lines of text read in it (`ocr --library`), in reading order; null when its text
+    /// was not read.
+    pub text: Option<Vec<crate::store::TextLine>>,
     /// A Live Photo's MOV, a RAW+JPEG pair's RAW (`live_video`, `raw_path` in JSON; a Motion
     /// Photo's video is the record's `motion_video`).
     #[serde(flatten)]
@@ -60,6 +63,7 @@ impl Library {
             paths,
             tags: self.store.tags_of(id)?.map(|(_, tags)| tags).unwrap_or_default(),
             caption: self.store.caption_of(id)?.map(|c| c.text),
+            text: self.store.text_of(id)?.map(|t| t.lines),
         })
     }
 

@@ -24,6 +24,8 @@ use super::Library;
 pub enum Stage {
     /// Captioning new photos (`caption --library` switched it on).
     Captioning,
+    /// Reading the text in new photos (an OCR model is set for the library).
+    ReadingText,
     /// Making the web UI's thumbnails.
     Thumbnails,
 }
@@ -122,6 +124,7 @@ impl Library {
         let mut report = self.index_pass(false, progress)?;
         self.maintain_index()?;
         report.captioned = self.caption_pending(progress, &|| false)?.map_or(0, |r| r.captioned);
+        report.text_read = self.read_text_pending(progress, &|| false)?.map_or(0, |r| r.read);
         Ok(report)
     }
 
@@ -132,6 +135,7 @@ impl Library {
         let mut report = self.index_pass(true, progress)?;
         self.maintain_index()?;
         report.captioned = self.caption_pending(progress, &|| false)?.map_or(0, |r| r.captioned);
+        report.text_read = self.read_text_pending(progress, &|| false)?.map_or(0, |r| r.read);
         Ok(report)
     }
 
@@ -267,12 +271,19 @@ impl Library {
         })
     }
 
-    /// What follows a watch's pass, at lower priority: captions (when captioning is on) and the
+    /// What follows a watch's pass, at lower priority: captions (when captioning is on), the
+    /// text in photos (when an OCR model is set), and the
     /// web UI's thumbnails of every photo not yet done; `pause` ends it early. Failures are
     /// logged, not fatal: they are retried after the next pass.
     fn background_work(&self, pause: &dyn Fn() -> bool, on_stage: &(dyn Fn(Stage, u64, u64) + Sync)) {
         if let Err(e) = self.caption_pending(&|done, total| on_stage(Stage::Captioning, done, total), pause) {
             tracing::warn!("captioning new photos failed: {e}");
+        }
+        if pause() {
+            return;
+        }
+        if let Err(e) = self.read_text_pending(&|done, total| on_stage(Stage::ReadingText, done, total), pause) {
+            tracing::warn!("reading the text in new photos failed: {e}");
         }
         if pause() {
             return;

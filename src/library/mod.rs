@@ -8,7 +8,8 @@
 //! The facade is split by concern, one `impl Library` per file: opening and the models
 //! (`open.rs`), indexing and maintenance (`indexing.rs`, `reindex.rs`), searching
 //! (`search.rs`, `regions.rs` for CLIPSeg's crops), one image's files, pixels and thumbnails
-//! (`images.rs`), tags (`tags.rs`), captions (`captions.rs`), duplicates (`duplicates.rs`),
+//! (`images.rs`), tags (`tags.rs`), captions (`captions.rs`), the text in photos
+//! (`photo_text.rs`), duplicates (`duplicates.rs`),
 //! and `migrate` into PostgreSQL.
 
 use std::sync::{Arc, RwLock};
@@ -19,7 +20,6 @@ use crate::models::clip::ClipEmbedder;
 use crate::models::clipseg::Segmenter;
 use crate::models::precision::Precision;
 use crate::photo::DEFAULT_MAX_PIXELS;
-use crate::query;
 use crate::store::{DbLocation, Store};
 
 mod browse;
@@ -32,6 +32,7 @@ mod images;
 mod indexing;
 pub mod migrate;
 mod open;
+mod photo_text;
 mod query_search;
 mod regions;
 mod reindex;
@@ -42,6 +43,7 @@ pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
 pub use duplicates::{HASH_CACHE, MOVE_JOURNAL, MoveReport, MovedFile, SkippedFile, restore_moved};
 pub use images::ImageDetails;
 pub use indexing::{LibraryStats, ReindexState, Stage};
+pub use photo_text::{LoadedOcrModel, OcrReport, OcrSettings, TextHit, ocr_model_id};
 pub use query_search::{QueryOptions, RankedHit, SORT_POOL, relevance_of};
 pub use regions::{Crop, LOCATE_SIDE, SegmentedImage};
 pub use reindex::ReindexReport;
@@ -99,7 +101,8 @@ impl LibraryConfig {
 const PRECISIONS_SETTING: &str = "vector_precisions";
 
 /// Every JSON setting a library keeps (what `migrate` carries over): a new setting belongs here.
-pub(crate) const SETTINGS: &[&str] = &[tags::AUTOTAG_SETTING, duplicates::DISMISSED_SETTING, captions::CAPTION_SETTING];
+pub(crate) const SETTINGS: &[&str] =
+    &[tags::AUTOTAG_SETTING, duplicates::DISMISSED_SETTING, captions::CAPTION_SETTING, photo_text::OCR_SETTING];
 
 /// One photo library.
 pub struct Library {
@@ -113,8 +116,11 @@ pub struct Library {
     index: std::sync::Mutex<Option<CachedIndex>>,
     /// The videos' frames, kept while the store does not change: (changes, generation, index).
     frames: std::sync::Mutex<Option<(u64, u32, Arc<FrameIndex>)>>,
-    /// The caption ranking, kept while no caption changes: (caption changes, index).
-    caption_index: std::sync::Mutex<Option<(u64, Arc<query::captions::CaptionIndex>)>>,
+    /// The full-text index of captions and photo text, kept while neither changes:
+    /// ((caption changes, text changes), index).
+    full_text: std::sync::Mutex<Option<photo_text::CachedFullText>>,
+    /// The OCR model last loaded, by folder ([`Library::ocr_model`]).
+    ocr_model: std::sync::Mutex<Option<(String, Arc<photo_text::LoadedOcrModel>)>>,
     /// Captioning models by name, loaded on first use ([`Library::captioner`]).
     captioner: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::models::blip::BlipCaptioner>>>,
     /// The JPEGs of the video frames served last ([`Library::video_frame`]).

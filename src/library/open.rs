@@ -84,7 +84,8 @@ impl Library {
             segmenter: Default::default(),
             index: Default::default(),
             frames: Default::default(),
-            caption_index: Default::default(),
+            full_text: Default::default(),
+            ocr_model: Default::default(),
             captioner: Default::default(),
             recent_frames: Default::default(),
         }

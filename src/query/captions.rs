@@ -25,6 +25,12 @@ const B: f32 = 0.75;
 pub const RRF_K: f32 = 60.0;
 /// The default weight of caption matches in a blended search.
 pub const DEFAULT_CAPTION_WEIGHT: f32 = 0.3;
+/// The weight of matches of the text in photos in a blended search, times the share of the
+/// query's words the photo's text holds: a photo whose text holds every word of the query at
+/// text rank r weighs as much as CLIP's result at rank r (0.7 = 1 − the caption weight), so a
+/// photo carrying the very words searched for comes among the first results even when CLIP,
+/// which cannot read, ranks it low.
+pub const DEFAULT_TEXT_WEIGHT: f32 = 0.7;
 
 /// Words nearly every caption has, which would only add noise.
 const STOP_WORDS: &[&str] = &[
@@ -129,6 +135,12 @@ pub struct BlendedHit {
     pub hit: super::SearchHit,
     /// Its caption's BM25 score for the query, when the caption matched.
     pub caption_score: Option<f32>,
+    /// Its text's BM25 score for the query, when the text in the photo matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_score: Option<f32>,
+    /// What matched in the photo's text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<super::fulltext::TextSnippet>,
     /// The fused score results are ordered by.
     pub blended: f32,
 }
@@ -136,7 +148,22 @@ pub struct BlendedHit {
 /// Weighted reciprocal rank fusion of two rankings (best first): ids with their fused score,
 /// best first (ties by id).
 pub fn fuse(clip: &[ImageId], captions: &[ImageId], weight: f32) -> Vec<(ImageId, f32)> {
+    fuse_with_text(clip, captions, weight, &[], 0.0)
+}
+
+/// [`fuse`] with a third ranking, of the text in photos: each `(id, coverage)` adds
+/// `text_weight × coverage / (60 + text_rank)`.
+pub fn fuse_with_text(
+    clip: &[ImageId],
+    captions: &[ImageId],
+    weight: f32,
+    text: &[(ImageId, f32)],
+    text_weight: f32,
+) -> Vec<(ImageId, f32)> {
     let mut fused: HashMap<ImageId, f32> = HashMap::new();
+    for (rank, &(id, coverage)) in text.iter().enumerate() {
+        *fused.entry(id).or_default() += text_weight * coverage / (RRF_K + rank as f32 + 1.0);
+    }
     for (rank, &id) in clip.iter().enumerate() {
         *fused.entry(id).or_default() += (1.0 - weight) / (RRF_K + rank as f32 + 1.0);
     }
@@ -202,5 +229,12 @@ mod tests {
         assert_eq!(fused[0].0, 3);
         let expected = 0.5 / 63.0 + 0.5 / 61.0;
         assert!((fused[0].1 - expected).abs() < 1e-7);
+        // A photo whose text holds the whole query at text rank 1 passes CLIP's first result
+        // with the default weights, even ranked last by CLIP; half the query, found by the text
+        // alone, does not.
+        let clip: Vec<ImageId> = (1..=50).collect();
+        let fused = fuse_with_text(&clip, &[], DEFAULT_CAPTION_WEIGHT, &[(50, 1.0), (99, 0.5)], DEFAULT_TEXT_WEIGHT);
+        assert_eq!(fused[0].0, 50);
+        assert!(fused.iter().position(|f| f.0 == 99).unwrap() > 1);
     }
 }

@@ -10,6 +10,7 @@ pub use crate::store::attributes;
 pub mod autotag;
 pub mod captions;
 pub mod duplicates;
+pub mod fulltext;
 pub mod relevance;
 pub mod rerank;
 pub mod syntax;

@@ -155,7 +155,8 @@ struct SearchParams {
     id: Option<String>,
     /// Text searches: also find where in each result the text is (CLIPSeg).
     crops: Option<String>,
-    /// `clip` (default) or `captions` (BM25 over stored BLIP captions).
+    /// `clip` (default), `captions` (BM25 over stored BLIP captions) or `text` (the text read
+    /// in photos).
     #[serde(rename = "in")]
     rank_in: Option<String>,
     /// Weight of caption matches blended into a CLIP text search (0 to 1, default 0.3; only
@@ -302,6 +303,10 @@ struct Hit {
     itm: Option<Option<f32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     itc: Option<Option<f32>>,
+    /// With `in=text`, and blended searches where the photo's text matched: the matching
+    /// lines and their boxes (`score` is the text's BM25 score with `in=text`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<crate::query::fulltext::TextSnippet>,
 }
 
 /// How a search is re-ranked.
@@ -362,6 +367,7 @@ fn page_without_relevance(state: &AppState, hits: Vec<SearchHit>, offset: usize)
                 finetuned: None,
                 itm: None,
                 itc: None,
+                text: None,
             })
         })
         .collect()
@@ -389,11 +395,16 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
         Some("true") => true,
         Some(other) => return Err(ApiError::bad_request(format!("crops must be true or false, not {other:?}"))),
     };
-    let in_captions = match params.rank_in.as_deref().map(str::trim) {
-        None | Some("clip") => false,
-        Some("captions") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("in must be clip or captions, not {other:?}"))),
+    let (in_captions, in_text) = match params.rank_in.as_deref().map(str::trim) {
+        None | Some("clip") => (false, false),
+        Some("captions") => (true, false),
+        Some("text") => (false, true),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("in must be clip, captions or text, not {other:?}")));
+        }
     };
+    // The text in photos is searched with the query as written ("quoted phrases" stay).
+    let photo_text = params.q.clone().unwrap_or_default();
     let weight = match params.caption_weight.as_deref().map(str::trim) {
         None => crate::query::captions::DEFAULT_CAPTION_WEIGHT,
         Some(w) => match w.parse::<f32>() {
@@ -436,10 +447,12 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
     let region_text = parsed.positive_text().unwrap_or_default();
     // Options that do not go together are settled by precedence (each is valid on its own, and
     // the API takes every request its description allows): ranking by captions, then
-    // re-ranking, then regions; the three need a text query and are ignored without one.
-    let in_captions = in_captions && !text.is_empty();
-    let rerank = rerank.filter(|_| !text.is_empty() && !in_captions);
-    let crops = crops && !region_text.is_empty() && !in_captions && rerank.is_none();
+    // re-ranking, then regions (the text in photos before all); they need a text query and
+    // are ignored without one.
+    let in_text = in_text && !photo_text.trim().is_empty();
+    let in_captions = in_captions && !text.is_empty() && !in_text;
+    let rerank = rerank.filter(|_| !text.is_empty() && !in_captions && !in_text);
+    let crops = crops && !region_text.is_empty() && !in_captions && !in_text && rerank.is_none();
     // Bounded work: regions for at most MAX_CROPS results a page; ITM re-scores at most the
     // best MAX_ITM_TOP, so its pages end there.
     let k = if crops { k.min(MAX_CROPS) } else { k };
@@ -481,6 +494,15 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
             }
             return Ok(page);
         }
+        if in_text {
+            let found = state.library.search_photo_text(&photo_text, offset + k, &filter)?;
+            let snippets: Vec<_> = found.iter().skip(offset).map(|h| h.text.clone()).collect();
+            let mut page = page_of(&state, found.into_iter().map(|h| h.hit).collect(), offset)?;
+            for (hit, snippet) in page.iter_mut().zip(snippets) {
+                hit.text = Some(snippet);
+            }
+            return Ok(page);
+        }
         if in_captions {
             let found = state.library.search_captions(&text, offset + k, &filter)?;
             let captions: Vec<String> = found.iter().skip(offset).map(|h| h.caption.clone()).collect();
@@ -490,15 +512,20 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
             }
             return Ok(page);
         }
-        if !text.is_empty() && !crops && !ranks_by_clip_alone && weight > 0.0 && state.library.has_captions()? {
+        if !text.is_empty()
+            && !crops
+            && !ranks_by_clip_alone
+            && ((weight > 0.0 && state.library.has_captions()?) || state.library.has_text()?)
+        {
             let q = state.query_embedding(&text)?;
             let found = state.library.search_blended_with(&q, &text, offset + k, &filter, weight)?;
-            let fused: Vec<(Option<f32>, f32)> =
-                found.iter().skip(offset).map(|h| (h.caption_score, h.blended)).collect();
+            let fused: Vec<_> =
+                found.iter().skip(offset).map(|h| (h.caption_score, h.blended, h.text.clone())).collect();
             let mut page = page_of(&state, found.into_iter().map(|h| h.hit).collect(), offset)?;
-            for (hit, (caption_score, blended)) in page.iter_mut().zip(fused) {
+            for (hit, (caption_score, blended, text)) in page.iter_mut().zip(fused) {
                 hit.caption_score = Some(caption_score);
                 hit.blended = Some(blended);
+                hit.text = text;
             }
             return Ok(page);
         }
@@ -1161,6 +1188,9 @@ async fn status(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
         "embedding": {"done": indexer.done, "total": indexer.total},
         "tagging": tagging.then(|| json!({"done": counts.tagged, "total": images})),
         "captioning": captioning.then(|| json!({"done": counts.captioned, "total": images})),
+        // Reading text: the background run's position, as for thumbnails (the store keeps no
+        // count of photos read by the current model).
+        "reading_text": indexer.reading_text,
         "thumbnails": indexer.thumbnails,
     });
     Ok(HttpResponse::Ok()

@@ -57,6 +57,9 @@ pub struct IndexerStatus {
     /// Background work after the passes: captioning new photos (images looked at of the
     /// library's), and making the UI's thumbnails; `None` until it starts.
     pub captioning: Option<StageProgress>,
+    /// Reading the text in new photos (images looked at of the library's), when an OCR model
+    /// is set; `None` until it starts.
+    pub reading_text: Option<StageProgress>,
     pub thumbnails: Option<StageProgress>,
 }
 
@@ -93,6 +96,7 @@ impl BackgroundIndexer {
                 last_pass: None,
                 last_error: None,
                 captioning: None,
+                reading_text: None,
                 thumbnails: None,
             }),
             interrupt: AtomicBool::new(false),
@@ -205,6 +209,7 @@ impl BackgroundIndexer {
                 let progress = Some(StageProgress { done, total });
                 match stage {
                     Stage::Captioning => s.captioning = progress,
+                    Stage::ReadingText => s.reading_text = progress,
                     Stage::Thumbnails => s.thumbnails = progress,
                 }
             };

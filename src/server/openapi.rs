@@ -118,8 +118,8 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
     ));
     search.push(query(
         "in",
-        json!({"type": "string", "enum": ["clip", "captions"], "default": "clip"}),
-        "Rank by CLIP (blended with caption matches when the library has captions) or by the stored BLIP captions (BM25; ignored without q)",
+        json!({"type": "string", "enum": ["clip", "captions", "text"], "default": "clip"}),
+        "Rank by CLIP (blended with caption matches when the library has captions, and with matches of the text in photos when it has read any), by the stored BLIP captions (BM25; ignored without q), or by the text read in photos (text: words, \"quoted phrases\", numbers exactly, one typo in words of 5+ letters; results gain `text`; ignored without q)",
     ));
     search.push(query(
         "caption_weight",
@@ -186,7 +186,14 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "blended": {"type": "number", "description": "Blended searches: the fused score results are ordered by"},
                     "finetuned": {"type": "number", "nullable": true, "description": "Re-ranked searches: the fine-tuned model's cosine, which orders the results (null when the photo could not be read)"},
                     "itm": {"type": "number", "nullable": true, "description": "rerank=itm: BLIP's match probability, which orders the results (null when the photo could not be read)"},
-                    "itc": {"type": "number", "nullable": true, "description": "rerank=itm: BLIP's image-text cosine"}}},
+                    "itc": {"type": "number", "nullable": true, "description": "rerank=itm: BLIP's image-text cosine"},
+                    "text": {"type": "object", "description": "With in=text, and blended searches where the photo's text matched: the lines that matched and their boxes (with in=text, score is the text's BM25 score)",
+                             "properties": {"snippet": {"type": "string"}, "boxes": {"type": "array", "items": {"$ref": "#/components/schemas/Quad"}}}}}},
+                "Quad": {"type": "array", "minItems": 4, "maxItems": 4, "description": "A box in the photo's pixels: top-left, top-right, bottom-right, bottom-left [x, y]",
+                         "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}}},
+                "TextLine": {"type": "object", "required": ["text", "score", "box"], "properties": {
+                    "text": {"type": "string"}, "score": {"type": "number", "description": "The recogniser's confidence, 0 to 1"},
+                    "box": {"$ref": "#/components/schemas/Quad"}}},
                 "Results": {"type": "object", "required": ["results", "took_ms"], "properties": {
                     "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}, "took_ms": {"type": "number"}}},
                 "Tag": {"type": "object", "properties": {"label": {"type": "string"}, "probability": {"type": "number"}, "cosine": {"type": "number"}}},
@@ -206,7 +213,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "application/json": {"schema": {"type": "object", "required": ["id"], "properties": {"id": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}}}}},
                 "responses": responses(200, ok("Ranked results", results), &[400, 404, 413, 415, 503])}},
             "/api/images/{id}": {"get": {
-                "summary": "Image metadata: paths, size, EXIF, tags (caption when present)", "parameters": [id_param()],
+                "summary": "Image metadata: paths, size, EXIF, tags (caption when present), the text read in it", "parameters": [id_param()],
                 "responses": responses(200, ok("The image", json!({"type": "object", "properties": {
                     "id": {"type": "integer"}, "date": {"type": "integer"}, "hash": {"type": "string"}, "size": {"type": "integer"},
                     "width": {"type": "integer"}, "height": {"type": "integer"}, "modified": {"type": "integer"},
@@ -220,7 +227,9 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "motion_video_problem": {"type": "string", "description": "Why a photo that claims to be a Motion Photo has no motion video"},
                     "live_video_problem": {"type": "string", "description": "Why its Live Photo video cannot be played: the failure recorded for the MOV (unreadable, not a movie, or gone since the pass that paired it)"},
                     "tags": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}},
-                    "caption": {"type": "string"}}})), &[400, 404])}},
+                    "caption": {"type": "string"},
+                    "text": {"type": "array", "nullable": true, "items": {"$ref": "#/components/schemas/TextLine"},
+                             "description": "The lines of text read in it (ocr --library), in reading order; null when its text was not read"}}})), &[400, 404])}},
             "/api/images/{id}/thumb": {"get": {
                 "summary": "JPEG thumbnail, upright, made once and cached in the database folder",
                 "parameters": [id_param(), query("size", json!({"type": "integer", "minimum": thumbnail::MIN_SIZE, "maximum": thumbnail::MAX_SIZE, "default": 256}), "Longer side in pixels"),
@@ -318,8 +327,8 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                 "responses": responses(200, ok("Status", json!({"type": "object", "properties": {
                     "library": {"type": "object", "description": "as `clipdex stats --json`"},
                     "finetuned": {"type": "array", "items": {"type": "string"}, "description": "Names of the fine-tuned models searches may be re-ranked with (rerank=clip:NAME)"},
-                    "stages": {"type": "object", "description": "Each stage's progress as {done, total} (null: switched off or not run yet): embedding (files of the running pass), tagging, captioning (images of the library), thumbnails (the background run's position)",
-                        "properties": {"embedding": {"type": "object"}, "tagging": {"type": "object", "nullable": true}, "captioning": {"type": "object", "nullable": true}, "thumbnails": {"type": "object", "nullable": true}}},
+                    "stages": {"type": "object", "description": "Each stage's progress as {done, total} (null: switched off or not run yet): embedding (files of the running pass), tagging, captioning (images of the library), reading_text and thumbnails (the background run's position)",
+                        "properties": {"embedding": {"type": "object"}, "tagging": {"type": "object", "nullable": true}, "captioning": {"type": "object", "nullable": true}, "reading_text": {"type": "object", "nullable": true}, "thumbnails": {"type": "object", "nullable": true}}},
                     "indexer": {"type": "object", "properties": {
                         "state": {"type": "string", "enum": ["off", "starting", "indexing", "watching", "no_folders", "failed"]},
                         "done": {"type": "integer"}, "total": {"type": "integer"}, "passes": {"type": "integer"},

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::TextStore;
 use super::{
     Failure, FrameVector, ImageId, ImageRecord, PathEntry, ReindexTarget, StoreCounts, StoredCaption, Tag, TagCount,
 };
@@ -17,7 +18,7 @@ pub type Records<'a, T> = Box<dyn Iterator<Item = Result<(ImageId, T)>> + 'a>;
 /// A library's database: image records, the files holding them, vectors, failures, watched
 /// folders and settings, plus tags, captions, re-indexing and cached vectors of other models
 /// (the supertraits).
-pub trait Backend: TagStore + CaptionStore + ReindexStore + ModelVectorStore + Send + Sync {
+pub trait Backend: TagStore + CaptionStore + TextStore + ReindexStore + ModelVectorStore + Send + Sync {
     /// The recorded schema version.
     fn schema_version(&self) -> Result<u32>;
 

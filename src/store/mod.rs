@@ -12,6 +12,7 @@ pub mod attributes;
 mod backend;
 mod live_pairs;
 mod location;
+mod photo_text;
 pub mod postgres;
 mod records;
 pub mod search_types;
@@ -23,6 +24,7 @@ pub use backend::{
 };
 pub use live_pairs::{LivePair, LivePairs};
 pub use location::DbLocation;
+pub use photo_text::{StoredText, TextLine, TextStore};
 pub use records::{
     Failure, FrameVector, ImageId, ImageRecord, PathEntry, ReindexTarget, SETTINGS_SEPARATOR, StoreCounts,
     StoredCaption, Tag, TagCount, VideoMeta, settings_as_stored,

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{PgStore, i64_of, path_key};
 use crate::error::{Error, Result};
-use crate::store::{Backend, StoredCaption};
+use crate::store::{Backend, StoredCaption, StoredText};
 
 /// What an import copied.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -34,6 +34,8 @@ pub struct ImportReport {
     pub tagged: u64,
     /// Captions.
     pub captions: u64,
+    /// Photos' texts copied.
+    pub texts: u64,
     /// The settings copied, by key.
     pub settings: Vec<String>,
 }
@@ -248,11 +250,28 @@ impl PgStore {
             &mut rows,
         )?;
 
+        let mut rows = source.texts().map(|r| {
+            let (id, t) = r?;
+            let t = StoredText::new(&t.hash, &t.model, t.lines);
+            let terms = crate::text_terms::terms_joined(&t.joined());
+            let lines = serde_json::to_string(&t.lines).map_err(|e| crate::Error::Store(e.to_string()))?;
+            Ok(vec![boxed(i64_of(id)), boxed(t.hash), boxed(t.model), boxed(lines), boxed(terms)])
+        });
+        report.texts = copy(
+            &mut tx,
+            "COPY texts (image_id, hash, model, lines, terms) FROM STDIN BINARY",
+            &[Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT],
+            &mut rows,
+        )?;
+
         // New images continue after the copied ids; every process's caches see a change.
         if max_id > 0 {
             tx.execute("SELECT setval('image_ids', $1)", &[&max_id]).map_err(db)?;
         }
-        tx.batch_execute("SELECT nextval('changes'); SELECT nextval('caption_changes')").map_err(db)?;
+        tx.batch_execute(
+            "SELECT nextval('changes'); SELECT nextval('caption_changes'); SELECT nextval('text_changes')",
+        )
+        .map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(report)
     }

@@ -16,6 +16,7 @@ mod reindex;
 pub use import::ImportReport;
 mod search;
 mod tags;
+mod texts;
 mod tls;
 
 use std::path::{Path, PathBuf};
@@ -35,13 +36,14 @@ use super::{
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The schema steps, in version order: (version, description, SQL).
 const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "initial schema", include_str!("../../../migrations/postgres/0001_initial.sql")),
     (2, "embedding jobs", include_str!("../../../migrations/postgres/0002_jobs.sql")),
     (3, "videos", include_str!("../../../migrations/postgres/0003_videos.sql")),
+    (4, "text in photos", include_str!("../../../migrations/postgres/0004_texts.sql")),
 ];
 
 /// The advisory lock key that serialises migrations (`clipdex` in ASCII).
@@ -886,6 +888,10 @@ impl Backend for PgStore {
                 (false, 1..) => problems.push(format!("photo {id} has {stored} frames")),
                 _ => {}
             }
+        }
+        let stale_text = "SELECT t.image_id FROM texts t JOIN images i ON i.id = t.image_id WHERE t.hash <> i.hash";
+        for r in self.query(stale_text, &[])? {
+            problems.push(format!("photo text of image {} was read from other content", id_of(&r, 0)));
         }
         let untagged =
             "SELECT count(*) FROM tag_index t WHERE NOT EXISTS (SELECT 1 FROM tags s WHERE s.image_id = t.image_id)";

@@ -11,6 +11,7 @@ pub(crate) mod keys;
 mod model_vectors;
 mod reindex;
 mod tags;
+mod texts;
 
 #[path = "../../../migrations/mod.rs"]
 mod migrations;
@@ -26,11 +27,11 @@ use keys::{
     id_from_key, id_key, image_path_key, path_from_key, path_key, vector_bytes, vector_from_bytes,
 };
 
-use super::{Backend, Failure, FrameVector, ImageId, ImageRecord, PathEntry, Records, StoreCounts};
+use super::{Backend, Failure, FrameVector, ImageId, ImageRecord, PathEntry, Records, StoreCounts, TextStore};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// A library in a sled database.
 pub struct SledStore {
@@ -57,6 +58,10 @@ pub struct SledStore {
     captions: Tree,
     /// Bumped by every caption written, so the in-memory caption ranking knows when it is stale.
     caption_changes: std::sync::atomic::AtomicU64,
+    /// The text read in photos (see [`crate::store::StoredText`]), removed with the image.
+    texts: Tree,
+    /// Bumped by every photo text written.
+    text_changes: std::sync::atomic::AtomicU64,
     /// Bumped by every change of images or vectors, so that in-memory indexes know when
     /// they are stale.
     changes: std::sync::atomic::AtomicU64,
@@ -109,6 +114,7 @@ struct Tx<'a> {
     tag_index: &'a TransactionalTree,
     captions: &'a TransactionalTree,
     frames: &'a TransactionalTree,
+    texts: &'a TransactionalTree,
     /// The current vector generation (the frames' keys start with it).
     generation: u32,
 }
@@ -138,6 +144,7 @@ fn tx_unlink(t: &Tx, path: &Path) -> TxResult<Option<PathEntry>> {
         tx_set_frames(t.frames, t.generation + 1, entry.id, None)?;
         tags::tx_clear(t.tags, t.tag_index, entry.id)?;
         t.captions.remove(&key)?;
+        t.texts.remove(&key)?;
     } else {
         refs.insert(&key, &(count - 1).to_be_bytes())?;
     }
@@ -247,6 +254,8 @@ impl SledStore {
             model_vectors: tree("model_vectors")?,
             captions: tree("captions")?,
             caption_changes: Default::default(),
+            texts: tree("texts")?,
+            text_changes: Default::default(),
             changes: Default::default(),
             meta,
             db,
@@ -284,6 +293,7 @@ impl SledStore {
             &self.tag_index,
             &self.captions,
             &self.frames,
+            &self.texts,
         );
         let generation = vectors.generation;
         let outcome = trees.transaction(
@@ -300,6 +310,7 @@ impl SledStore {
                 tag_index,
                 captions,
                 frames,
+                texts,
             )| {
                 f(&Tx {
                     paths,
@@ -314,6 +325,7 @@ impl SledStore {
                     tag_index,
                     captions,
                     frames,
+                    texts,
                     generation,
                 })
             },
@@ -695,6 +707,16 @@ impl Backend for SledStore {
                 && self.image(id)?.is_none()
             {
                 problems.push(format!("tags of missing image {id}"));
+            }
+        }
+        for item in self.texts() {
+            let (id, text) = item?;
+            match self.image(id)? {
+                None => problems.push(format!("photo text of missing image {id}")),
+                Some(rec) if rec.hash != text.hash => {
+                    problems.push(format!("photo text of image {id} was read from other content"))
+                }
+                Some(_) => {}
             }
         }
         for (path, entry) in self.paths_under(Path::new(""))? {

@@ -1,0 +1,88 @@
+//! The text read in photos (OCR), as every backend stores it: one record per image with the
+//! lines read, the content hash of the photo they were read from and the id of the OCR model
+//! that read them. A record is current only while both still match, so a pass reads again
+//! exactly the photos whose content or model changed, and a pass killed half way loses only
+//! the photo it was reading (each record is written as soon as it is read). Records go with
+//! their image.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ImageId, Records};
+use crate::error::Result;
+
+/// One line of text read in a photo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextLine {
+    /// The text.
+    pub text: String,
+    /// The recogniser's confidence, 0..=1.
+    pub score: f32,
+    /// The line's box in the photo's pixels: top-left, top-right, bottom-right, bottom-left.
+    #[serde(rename = "box")]
+    pub quad: [[f32; 2]; 4],
+}
+
+/// The text read in one photo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredText {
+    /// The content hash of the photo the lines were read from.
+    pub hash: String,
+    /// The OCR model that read them (see `OcrSettings::model_id` in the library).
+    pub model: String,
+    /// The lines, in reading order (none: the photo holds no text the model could read).
+    pub lines: Vec<TextLine>,
+}
+
+impl StoredText {
+    /// A record as every backend stores it: without NUL characters, which PostgreSQL's `text`
+    /// cannot hold.
+    pub fn new(hash: &str, model: &str, lines: Vec<TextLine>) -> Self {
+        let lines = lines.into_iter().map(|l| TextLine { text: l.text.replace('\0', ""), ..l }).collect();
+        StoredText { hash: hash.replace('\0', ""), model: model.replace('\0', ""), lines }
+    }
+
+    /// Whether these lines were read from the content `hash` by the model `model`.
+    pub fn is_current(&self, hash: &str, model: &str) -> bool {
+        self.hash == hash && self.model == model
+    }
+
+    /// The lines as one text, one line per line.
+    pub fn joined(&self) -> String {
+        self.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// The text read in photos.
+pub trait TextStore {
+    /// Stores an image's text, replacing any older. Returns false (and stores nothing) when
+    /// the image is no longer stored (it went away while being read) or its content is not
+    /// the one the text was read from.
+    fn set_text(&self, id: ImageId, text: &StoredText) -> Result<bool>;
+
+    /// An image's text.
+    fn text_of(&self, id: ImageId) -> Result<Option<StoredText>>;
+
+    /// Every stored text, in id order.
+    fn texts(&self) -> Records<'_, StoredText>;
+
+    /// How many images have a stored text (with lines or without).
+    fn text_count(&self) -> Result<u64>;
+
+    /// Moves whenever a text is written (for in-memory full-text indexes; texts of removed
+    /// images are filtered out when results are resolved to paths).
+    fn text_changes(&self) -> Result<u64>;
+
+    /// The backend's own full-text search of photo text and captions, when it has one
+    /// (PostgreSQL): the best `limit` images for the normalised `terms` (see
+    /// [`crate::text_terms`]) with their rank, best first. `None`: the backend has none, and
+    /// the caller ranks in memory.
+    fn search_text_in_database(
+        &self,
+        terms: &[String],
+        captions: bool,
+        limit: usize,
+    ) -> Result<Option<Vec<(ImageId, f32)>>> {
+        let _ = (terms, captions, limit);
+        Ok(None)
+    }
+}

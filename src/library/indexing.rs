@@ -115,6 +115,7 @@ impl Library {
         let mut report = self.index_pass(false, progress)?;
         self.maintain_index()?;
         report.captioned = self.caption_pending(progress, &|| false)?.map_or(0, |r| r.captioned);
+        self.find_pending_faces();
         Ok(report)
     }
 
@@ -267,6 +268,10 @@ impl Library {
         if let Err(e) = self.caption_pending(&|done, total| on_stage(Stage::Captioning, done, total), pause) {
             tracing::warn!("captioning new photos failed: {e}");
         }
+        if pause() {
+            return;
+        }
+        self.find_pending_faces();
         if pause() {
             return;
         }

@@ -87,6 +87,7 @@ impl Library {
             caption_index: Default::default(),
             captioner: Default::default(),
             recent_frames: Default::default(),
+            face_finder: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! it.
 
 mod captions;
+mod faces;
 pub(crate) mod keys;
 mod model_vectors;
 mod reindex;
@@ -55,6 +56,14 @@ pub struct SledStore {
     /// `model key ++ 0 ++ image id`: a cache, filled on demand and pruned of gone images.
     model_vectors: Tree,
     captions: Tree,
+    /// Each image's faces with the scan they came from, by image id (see [`faces`]).
+    faces: Tree,
+    /// Face id → image id.
+    face_index: Tree,
+    /// Person id → person.
+    persons: Tree,
+    /// `face ++ person`: face F is not person P.
+    face_corrections: Tree,
     /// Bumped by every caption written, so the in-memory caption ranking knows when it is stale.
     caption_changes: std::sync::atomic::AtomicU64,
     /// Bumped by every change of images or vectors, so that in-memory indexes know when
@@ -109,6 +118,7 @@ struct Tx<'a> {
     tag_index: &'a TransactionalTree,
     captions: &'a TransactionalTree,
     frames: &'a TransactionalTree,
+    faces: &'a TransactionalTree,
     /// The current vector generation (the frames' keys start with it).
     generation: u32,
 }
@@ -138,6 +148,7 @@ fn tx_unlink(t: &Tx, path: &Path) -> TxResult<Option<PathEntry>> {
         tx_set_frames(t.frames, t.generation + 1, entry.id, None)?;
         tags::tx_clear(t.tags, t.tag_index, entry.id)?;
         t.captions.remove(&key)?;
+        t.faces.remove(&key)?;
     } else {
         refs.insert(&key, &(count - 1).to_be_bytes())?;
     }
@@ -246,6 +257,10 @@ impl SledStore {
             label_cache: tree("label_cache")?,
             model_vectors: tree("model_vectors")?,
             captions: tree("captions")?,
+            faces: tree("faces")?,
+            face_index: tree("face_index")?,
+            persons: tree("persons")?,
+            face_corrections: tree("face_corrections")?,
             caption_changes: Default::default(),
             changes: Default::default(),
             meta,
@@ -284,6 +299,7 @@ impl SledStore {
             &self.tag_index,
             &self.captions,
             &self.frames,
+            &self.faces,
         );
         let generation = vectors.generation;
         let outcome = trees.transaction(
@@ -300,6 +316,7 @@ impl SledStore {
                 tag_index,
                 captions,
                 frames,
+                faces,
             )| {
                 f(&Tx {
                     paths,
@@ -314,6 +331,7 @@ impl SledStore {
                     tag_index,
                     captions,
                     frames,
+                    faces,
                     generation,
                 })
             },
@@ -702,6 +720,7 @@ impl Backend for SledStore {
                 problems.push(format!("{} points at missing image {}", path.display(), entry.id));
             }
         }
+        self.check_faces(&mut problems)?;
         Ok(problems)
     }
 }

@@ -457,3 +457,93 @@ fn people_command_names_merges_and_searches() {
     run(&["people", "--forget", "--json"]);
     assert!(run(&["people", "--json", "--all"])["people"].as_array().unwrap().is_empty());
 }
+
+/// Sends a request to the app; returns status and JSON body (Null when not JSON).
+macro_rules! call {
+    ($app:expr, $req:expr $(,)?) => {{
+        let req = $req.insert_header(("host", "127.0.0.1:7878")).to_request();
+        let response = actix_web::test::call_service(&$app, req).await;
+        let status = response.status().as_u16();
+        let body = actix_web::test::read_body(response).await;
+        (status, serde_json::from_slice::<serde_json::Value>(&body).unwrap_or(serde_json::Value::Null))
+    }};
+}
+
+#[actix_web::test]
+async fn people_api_lists_changes_and_searches() {
+    use actix_web::test::TestRequest;
+    use clipdex::server::{AppState, BackgroundIndexer, ServeOptions, configure};
+    use common::backends::off;
+    for db in off(test_databases) {
+        let tmp = tempfile::tempdir().unwrap();
+        let (lib, ids) = off(|| {
+            let (lib, ids) = library_of(&db, &tmp.path().join("photos"), 9);
+            detect_all(&lib, &ids, &Faces::new(), 1);
+            (lib, ids)
+        });
+        let lib = std::sync::Arc::new(lib);
+        let state =
+            actix_web::web::Data::new(AppState::new(lib.clone(), BackgroundIndexer::off(), &ServeOptions::default()));
+        let app = actix_web::test::init_service(actix_web::App::new().configure(configure(state))).await;
+
+        let (status, listed) = call!(app, TestRequest::get().uri("/api/people"));
+        assert_eq!(status, 200, "{listed}");
+        let people = listed["people"].as_array().unwrap().clone();
+        let (a, b) = (people[0]["id"].as_u64().unwrap(), people[1]["id"].as_u64().unwrap());
+        let (status, changed) = call!(
+            app,
+            TestRequest::patch()
+                .uri(&format!("/api/people/{a}"))
+                .set_json(serde_json::json!({"name": "Anna", "merge": [b]})),
+        );
+        assert_eq!(status, 200, "{changed}");
+        assert_eq!(changed["person"]["name"], "Anna");
+        let merged = people[0]["faces"].as_u64().unwrap() + people[1]["faces"].as_u64().unwrap();
+        assert_eq!(changed["person"]["faces"].as_u64().unwrap(), merged, "{changed}");
+
+        let (status, one) = call!(app, TestRequest::get().uri(&format!("/api/people/{a}")));
+        assert_eq!((status, one["faces"].as_array().unwrap().len() as u64), (200, merged), "{one}");
+        let face = one["faces"][0]["id"].as_u64().unwrap();
+        let image = one["faces"][0]["image"].as_u64().unwrap();
+        let (status, details) = call!(app, TestRequest::get().uri(&format!("/api/images/{image}")));
+        assert_eq!(status, 200);
+        assert!(
+            details["faces"].as_array().unwrap().iter().any(|f| f["id"] == face && f["person"] == "Anna"),
+            "{details}"
+        );
+
+        let of_anna = off(|| images_of(&lib, &ids, a));
+        let (status, found) = call!(app, TestRequest::get().uri("/api/search?person=anna&k=50"));
+        assert_eq!(status, 200, "{found}");
+        let found: HashSet<u64> =
+            found["results"].as_array().unwrap().iter().map(|r| r["id"].as_u64().unwrap()).collect();
+        assert_eq!(found, of_anna, "{}", db.backend);
+        let (status, e) = call!(app, TestRequest::get().uri("/api/search?person=Nobody"));
+        assert_eq!(status, 400, "{e}");
+
+        let (status, not) = call!(
+            app,
+            TestRequest::post().uri(&format!("/api/faces/{face}/not")).set_json(serde_json::json!({"person": a}))
+        );
+        assert_eq!(status, 200, "{not}");
+        let (_, one) = call!(app, TestRequest::get().uri(&format!("/api/people/{a}")));
+        assert!(one["faces"].as_array().unwrap().iter().all(|f| f["id"] != face), "{one}");
+        let (status, split) = call!(app, TestRequest::post().uri(&format!("/api/faces/{face}/split")));
+        assert_eq!(status, 200, "{split}");
+        let (status, hidden) = call!(
+            app,
+            TestRequest::post().uri(&format!("/api/people/{a}")).set_json(serde_json::json!({"hidden": true}))
+        );
+        assert_eq!((status, &hidden["person"]["hidden"]), (200, &serde_json::json!(true)), "{hidden}");
+        let (_, listed) = call!(app, TestRequest::get().uri("/api/people"));
+        assert!(listed["people"].as_array().unwrap().iter().all(|p| p["id"] != a), "hidden: {listed}");
+        let (status, _) = call!(app, TestRequest::get().uri("/api/people/123456789"));
+        assert_eq!(status, 404);
+        let (status, _) = call!(
+            app,
+            TestRequest::patch().uri(&format!("/api/people/{a}")).set_json(serde_json::json!({"merge": [987654321]})),
+        );
+        assert_eq!(status, 404);
+        off(|| assert!(lib.store().check().unwrap().is_empty()));
+    }
+}

@@ -426,7 +426,7 @@ impl Library {
         let _guard = people_lock();
         let mut person = self.person(id)?;
         let name = name.trim();
-        if name.chars().count() > 200 || name.chars().any(char::is_control) {
+        if name.chars().count() > 200 || name.chars().any(|c| c.is_ascii_control()) {
             return Err(Error::Invalid("a person's name is at most 200 characters, without control characters".into()));
         }
         if !name.is_empty()

@@ -85,7 +85,7 @@ fn people_paths() -> Value {
         "summary": "Change a person: rename it (an empty name takes the name away; two persons cannot share one), hide or show it, merge other persons into it. Its faces are then kept with it when faces are grouped again",
         "parameters": [person_id.clone()],
         "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {
-            "name": {"type": "string"}, "hidden": {"type": "boolean"},
+            "name": {"type": "string", "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}, "hidden": {"type": "boolean"},
             "merge": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "maxItems": super::people::MAX_MERGE, "description": "persons whose faces become this one's"}}}}}},
         "responses": responses(200, ok("The person as changed", json!({"type": "object", "properties": {"person": {"allOf": [person_schema()], "nullable": true}}})), &[400, 404, 415])});
     json!({

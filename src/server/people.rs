@@ -29,8 +29,8 @@ struct ListParams {
 }
 
 fn flag(raw: Option<&str>, name: &str) -> ApiResult<bool> {
-    match raw.map(str::trim) {
-        None | Some("" | "false") => Ok(false),
+    match raw {
+        None | Some("false") => Ok(false),
         Some("true") => Ok(true),
         Some(other) => Err(ApiError::bad_request(format!("{name} must be true or false, not {other:?}"))),
     }

@@ -237,7 +237,6 @@ impl SearchParams {
             tag,
             kind,
             attributes: crate::store::attributes::AttributeFilter { persons, ..Default::default() },
-            ..Default::default()
         })
     }
 }

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         | Command::CropSearch(_)
         | Command::Show(_)
         | Command::Tags(_)
+        | Command::People(_)
         | Command::Autotag(_)
         | Command::Stats(_)
         | Command::Failures(_)) => session::run(&g, command),

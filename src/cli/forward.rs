@@ -41,6 +41,7 @@ fn forwardable(command: &Command) -> Option<&'static str> {
         Command::Index(_) => "index",
         Command::Autotag(_) => "autotag",
         Command::Duplicates(_) => "duplicates",
+        Command::People(_) => "people",
         _ => return None,
     })
 }
@@ -162,7 +163,7 @@ fn library_settings(g: &GlobalOptions) -> Vec<(&'static str, String)> {
 /// none).
 fn settings_asked(g: &GlobalOptions, command: &Command) -> anyhow::Result<Vec<(String, String)>> {
     let matches = <Cli as clap::CommandFactory>::command().try_get_matches_from(std::env::args_os())?;
-    let needs_model = !matches!(command, Command::Show(_) | Command::Duplicates(_));
+    let needs_model = !matches!(command, Command::Show(_) | Command::Duplicates(_) | Command::People(_));
     Ok(library_settings(g)
         .into_iter()
         .filter(|(id, _)| {

@@ -13,7 +13,7 @@ use super::Cli;
 /// The commands by task, in the order `clipdex --help` lists them.
 pub const GROUPS: &[(&str, &[&str])] = &[
     ("Library", &["add", "index", "watch", "serve", "roots", "remove", "worker"]),
-    ("Search", &["search", "similar", "crop-search", "show", "tags"]),
+    ("Search", &["search", "similar", "crop-search", "show", "tags", "people"]),
     (
         "Models",
         &[
@@ -64,6 +64,7 @@ pub const GLOBALS_USED: &[(&str, &[&str])] = &[
     ("crop-search", &["db", "model", "text_model", "device", "precision", "max_pixels", "seg_model"]),
     ("show", &["db"]),
     ("tags", &["db"]),
+    ("people", &["db"]),
     ("tag", &["db", "model", "text_model", "device", "precision", "max_pixels"]),
     ("describe", &["db", "model", "text_model", "device", "precision", "max_pixels"]),
     ("autotag", &["db", "model", "text_model", "device", "precision"]),
@@ -185,6 +186,17 @@ pub const EXAMPLES: &[(&str, &str)] = &[
   clipdex caption a.jpg b.jpg
   # Caption the whole library (then `search --in captions` and `show` use them)
   clipdex caption --library",
+    ),
+    (
+        "people",
+        "Examples:
+  # The persons, then name one and merge another into it
+  clipdex people
+  clipdex people --name 12 Anna
+  clipdex people --merge 12 31
+  # Face 840 is not Anna; regroup everything (names and corrections are kept)
+  clipdex people --not 840 Anna
+  clipdex people --recluster --max-distance 0.45",
     ),
     (
         "ask",

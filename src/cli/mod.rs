@@ -34,6 +34,7 @@ pub mod library;
 pub mod maintenance;
 pub mod models;
 pub mod ocr;
+pub mod people;
 pub mod regions;
 pub mod search;
 pub mod serve;
@@ -197,6 +198,11 @@ pub enum Command {
     Show(show::ShowArgs),
     /// Labels in use in the library, with how many photos carry each.
     Tags(tags::TagsArgs),
+    /// The persons the faces are grouped into: list, name, merge, hide, correct.
+    ///
+    /// Without options, lists the persons with their numbers of faces and photos and the face
+    /// that stands for each. The user's decisions survive regrouping and a new face model.
+    People(people::PeopleArgs),
     /// Score images against labels (zero-shot, as in the CLIP paper).
     Tag(tags::TagArgs),
     /// Image to text: the vocabulary entries closest to an image.

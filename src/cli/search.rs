@@ -41,8 +41,12 @@ or an unbalanced quote is an error naming its column. The options --under, --aft
 pub struct SearchArgs {
     /// What to look for: words, images (#ID, ./photo.jpg) and filters (tag:dog after:2024
     /// camera:fuji width>3000), optional with --tag. See the end of `--help` for the syntax.
-    #[arg(required_unless_present = "tag", value_name = "QUERY")]
+    #[arg(required_unless_present_any = ["tag", "person"], value_name = "QUERY")]
     pub text: Option<String>,
+    /// Only photos of this named person (`clipdex people`); repeated, photos of all of them.
+    /// The same as `person:NAME` in the query.
+    #[arg(long, value_name = "NAME")]
+    pub person: Vec<String>,
     /// Keep only results of at least this relevance (0-100; 50 is the library's calibrated
     /// cut: a result there scores above 99% of unrelated text-photo pairs).
     #[arg(long, value_name = "S", value_parser = parse_relevance)]
@@ -176,6 +180,12 @@ pub fn search(g: &GlobalOptions, library: &Library, args: SearchArgs, out: &mut 
             {
                 *path = base.join(&*path);
             }
+        }
+    }
+    for name in &args.person {
+        let persons = &mut parsed.filters.attributes.persons;
+        if !persons.iter().any(|p| p.to_lowercase() == name.to_lowercase()) {
+            persons.push(name.clone());
         }
     }
     let filter = parsed.narrow(&filter_of(&args.filter)?)?;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clipdex::Library;
 
-use super::{Command, GlobalOptions, duplicates, library, maintenance, regions, search, serve, show, tags};
+use super::{Command, GlobalOptions, duplicates, library, maintenance, people, regions, search, serve, show, tags};
 
 /// Runs a command on the library named by `--db`: opened here, or, when `clipdex serve` holds
 /// it, by that server.
@@ -24,7 +24,7 @@ pub fn run(g: &GlobalOptions, command: Command) -> anyhow::Result<ExitCode> {
     let opened = match &command {
         // Reading records and stored vectors needs no CLIP model: open whatever model made them;
         // and without --model every command uses the library's own model.
-        Command::Show(_) | Command::Duplicates(_) => Library::open_as_stored(config),
+        Command::Show(_) | Command::Duplicates(_) | Command::People(_) => Library::open_as_stored(config),
         _ if g.model.is_none() => Library::open_as_stored(config),
         _ => Library::open(config),
     };
@@ -79,6 +79,7 @@ pub fn on_library(
         Command::Stats(args) => maintenance::stats(library, args, out)?,
         Command::Failures(args) => maintenance::failures(library, args, out)?,
         Command::Duplicates(args) => duplicates::run(library, args, out)?,
+        Command::People(args) => people::run(library, args, out)?,
         // Each of these opens what it needs itself (`main` runs them).
         Command::Serve(_)
         | Command::Tag(_)

@@ -31,6 +31,8 @@ pub struct ImageDetails {
     pub paths: Vec<PathBuf>,
     /// Its auto-tags, most probable first.
     pub tags: Vec<Tag>,
+    /// The faces found in it, with their persons (none before the face pass).
+    pub faces: Vec<super::FaceDetails>,
     /// Its BLIP caption (`clipdex caption --library`), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caption: Option<String>,
@@ -62,6 +64,7 @@ impl Library {
             live_video_problem,
             paths,
             tags: self.store.tags_of(id)?.map(|(_, tags)| tags).unwrap_or_default(),
+            faces: self.faces_in(id)?,
             caption: self.store.caption_of(id)?.map(|c| c.text),
             text: self.store.text_of(id)?.map(|t| t.lines),
         })

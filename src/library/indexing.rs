@@ -125,6 +125,7 @@ impl Library {
         self.maintain_index()?;
         report.captioned = self.caption_pending(progress, &|| false)?.map_or(0, |r| r.captioned);
         report.text_read = self.read_text_pending(progress, &|| false)?.map_or(0, |r| r.read);
+        self.find_pending_faces();
         Ok(report)
     }
 
@@ -285,6 +286,10 @@ impl Library {
         if let Err(e) = self.read_text_pending(&|done, total| on_stage(Stage::ReadingText, done, total), pause) {
             tracing::warn!("reading the text in new photos failed: {e}");
         }
+        if pause() {
+            return;
+        }
+        self.find_pending_faces();
         if pause() {
             return;
         }

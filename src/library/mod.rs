@@ -9,7 +9,7 @@
 //! (`open.rs`), indexing and maintenance (`indexing.rs`, `reindex.rs`), searching
 //! (`search.rs`, `regions.rs` for CLIPSeg's crops), one image's files, pixels and thumbnails
 //! (`images.rs`), tags (`tags.rs`), captions (`captions.rs`), the text in photos
-//! (`photo_text.rs`), duplicates (`duplicates.rs`),
+//! (`photo_text.rs`), duplicates (`duplicates.rs`), faces and people (`people.rs`),
 //! and `migrate` into PostgreSQL.
 
 use std::sync::{Arc, RwLock};
@@ -32,6 +32,7 @@ mod images;
 mod indexing;
 pub mod migrate;
 mod open;
+mod people;
 mod photo_text;
 mod query_search;
 mod regions;
@@ -43,6 +44,7 @@ pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
 pub use duplicates::{HASH_CACHE, MOVE_JOURNAL, MoveReport, MovedFile, SkippedFile, restore_moved};
 pub use images::ImageDetails;
 pub use indexing::{LibraryStats, ReindexState, Stage};
+pub use people::{FACE_SIDE, FaceDetails, FaceFinder, FaceReport, FoundFace, PersonSummary};
 pub use photo_text::{LoadedOcrModel, OcrReport, OcrSettings, TextHit, ocr_model_id};
 pub use query_search::{QueryOptions, RankedHit, SORT_POOL, relevance_of};
 pub use regions::{Crop, LOCATE_SIDE, SegmentedImage};
@@ -101,8 +103,13 @@ impl LibraryConfig {
 const PRECISIONS_SETTING: &str = "vector_precisions";
 
 /// Every JSON setting a library keeps (what `migrate` carries over): a new setting belongs here.
-pub(crate) const SETTINGS: &[&str] =
-    &[tags::AUTOTAG_SETTING, duplicates::DISMISSED_SETTING, captions::CAPTION_SETTING, photo_text::OCR_SETTING];
+pub(crate) const SETTINGS: &[&str] = &[
+    tags::AUTOTAG_SETTING,
+    duplicates::DISMISSED_SETTING,
+    captions::CAPTION_SETTING,
+    photo_text::OCR_SETTING,
+    people::PEOPLE_SETTING,
+];
 
 /// One photo library.
 pub struct Library {
@@ -125,6 +132,8 @@ pub struct Library {
     captioner: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::models::blip::BlipCaptioner>>>,
     /// The JPEGs of the video frames served last ([`Library::video_frame`]).
     recent_frames: std::sync::Mutex<frames::RecentFrames>,
+    /// The face model of the face pass, when one is set ([`Library::set_face_finder`]).
+    face_finder: RwLock<Option<Arc<dyn FaceFinder>>>,
 }
 
 struct CachedIndex {

@@ -88,6 +88,7 @@ impl Library {
             ocr_model: Default::default(),
             captioner: Default::default(),
             recent_frames: Default::default(),
+            face_finder: Default::default(),
         }
     }
 

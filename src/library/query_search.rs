@@ -92,6 +92,9 @@ impl Library {
         embed_text: &dyn Fn(&str) -> Result<Vec<f32>>,
     ) -> Result<Vec<RankedHit>> {
         let filter = query.narrow(filter)?;
+        for name in &filter.attributes.persons {
+            self.find_named(name)?;
+        }
         let depth = if options.sort == SortOrder::Score { options.k } else { options.k.max(SORT_POOL) };
         let mut ranked: Vec<RankedHit> = if query.has_terms() || upload.is_some() {
             let vector = self.query_vector(query, upload, options.allow_paths, embed_text)?;
@@ -103,9 +106,23 @@ impl Library {
         } else if filter.tag.is_some() {
             let hits = self.search_tag(depth, &filter)?;
             hits.into_iter().map(|hit| RankedHit { relevance: (hit.score * 100.0).clamp(0.0, 100.0), hit }).collect()
+        } else if !filter.attributes.persons.is_empty() {
+            // Only persons: their photos, newest first.
+            let mut hits = Vec::new();
+            for id in self.images_with_persons(&filter.attributes.persons)? {
+                if hits.len() == depth {
+                    break;
+                }
+                if let Some(path) = crate::query::passing_path(self.store(), id, &filter)? {
+                    let media = crate::query::Media::of_image(self.store(), id)?;
+                    let hit = SearchHit { id, path, score: 1.0, media, companions: Default::default() };
+                    hits.push(RankedHit { hit, relevance: 100.0 });
+                }
+            }
+            hits
         } else {
             return Err(Error::Invalid(
-                "the query has nothing to look for: add words, an image (#ID or a path) or a tag:".into(),
+                "the query has nothing to look for: add words, an image (#ID or a path), a tag: or a person:".into(),
             ));
         };
         if let Some(min) = options.min_relevance {

@@ -11,6 +11,7 @@ pub mod autotag;
 pub mod captions;
 pub mod duplicates;
 pub mod fulltext;
+pub mod people;
 pub mod relevance;
 pub mod rerank;
 pub mod syntax;
@@ -125,6 +126,11 @@ pub(crate) fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) ->
     let more = &filter.attributes;
     for tag in &more.tags {
         if !store.has_tag(id, tag)? {
+            return Ok(None);
+        }
+    }
+    for person in &more.persons {
+        if !store.image_has_person(id, person)? {
             return Ok(None);
         }
     }

@@ -9,7 +9,8 @@
 //!   path (`/…`, `./…`, `../…`, `~/…`, or a name ending in a picture or video extension) or an
 //!   indexed photo `#ID`.
 //! - **Filters** are `key:value` (`tag:dog`, `in:/photos/2024`, `after:last-month`,
-//!   `kind:video`, `camera:fuji`, `ext:jpg`, `orientation:portrait`) and numeric comparisons
+//!   `kind:video`, `camera:fuji`, `ext:jpg`, `orientation:portrait`, `person:Anna`; two
+//!   `person:` filters keep the photos with both) and numeric comparisons
 //!   (`width>3000`, `height<=1000`). They do not break a run of words.
 //! - Quotes (`"…"`, `“…”`, or `'…'` at the start of a word) keep a phrase, a value with spaces
 //!   or a colon together; inside double quotes `\"` is a quote and `\\` a backslash.
@@ -107,6 +108,7 @@ pub const KEYS: &[&str] = &[
     "height",
     "text",
     "place",
+    "person",
 ];
 
 /// Longest query accepted, characters.
@@ -603,6 +605,11 @@ impl Parser {
                 f.kind = Some(kind);
             }
             "camera" => f.attributes.cameras.push(value.to_string()),
+            "person" => {
+                if !f.attributes.persons.iter().any(|p| p.to_lowercase() == value.to_lowercase()) {
+                    f.attributes.persons.push(value.to_string());
+                }
+            }
             "ext" => {
                 for ext in value.split(',') {
                     let ext = ext.trim().trim_start_matches('.').to_ascii_lowercase();
@@ -687,6 +694,7 @@ fn example_value(key: &str) -> &'static str {
         "after" | "before" => "2024-06",
         "kind" => "video",
         "camera" => "fuji",
+        "person" => "Anna",
         "ext" => "jpg",
         "orientation" => "portrait",
         _ => "VALUE",
@@ -940,6 +948,11 @@ mod tests {
         assert_eq!(filters("orientation:portrait").attributes.orientation, Some(Orientation::Portrait));
         assert_eq!(filters("orientation:Landscape").attributes.orientation, Some(Orientation::Landscape));
         assert_eq!(filters("orientation:square").attributes.orientation, Some(Orientation::Square));
+        assert_eq!(
+            filters("person:Anna beach person:\"Ben Li\" person:anna").attributes.persons,
+            ["Anna", "Ben Li"],
+            "two persons: both; one named twice counts once"
+        );
         let bound = |dimension, comparison, pixels| DimensionBound { dimension, comparison, pixels };
         assert_eq!(
             filters("width>3000 height<=1000 width>=10 height<5 width=640 height:480 width:>2").attributes.dimensions,

@@ -149,6 +149,8 @@ struct SearchParams {
     after: Option<String>,
     before: Option<String>,
     tag: Option<String>,
+    /// Only images of this named person.
+    person: Option<String>,
     /// `photo`, `video` or `all` (default).
     kind: Option<String>,
     /// Search by image: an indexed image's id.
@@ -224,13 +226,18 @@ impl SearchParams {
             None => Kind::All,
             Some(k) => k.parse().map_err(|e: crate::Error| ApiError::bad_request(e.to_string()))?,
         };
+        let persons: Vec<String> =
+            self.person.as_deref().map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).into_iter().collect();
+        if persons.iter().any(|p| p.len() > tags::MAX_LABEL_BYTES) {
+            return Err(ApiError::bad_request("person is too long"));
+        }
         Ok(SearchFilter {
             under,
             after: date(&self.after, "after")?,
             before: date(&self.before, "before")?,
             tag,
             kind,
-            ..Default::default()
+            attributes: crate::store::attributes::AttributeFilter { persons, ..Default::default() },
         })
     }
 }
@@ -427,10 +434,10 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
         1,
         MAX_RERANK_TOP,
     )?;
-    if !parsed.has_terms() && filter.tag.is_none() {
+    if !parsed.has_terms() && filter.tag.is_none() && filter.attributes.persons.is_empty() {
         if params.q.as_deref().is_some_and(|q| !q.trim().is_empty()) {
             return Err(ApiError::bad_request(
-                "the query has nothing to look for: add words, an image (#ID) or a tag:",
+                "the query has nothing to look for: add words, an image (#ID), a tag: or a person:",
             ));
         }
         // Nothing to look for: nothing found.

@@ -24,6 +24,7 @@ mod assets;
 mod forward;
 pub mod indexer;
 mod openapi;
+mod people;
 mod queue;
 mod vision;
 
@@ -250,6 +251,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                         web::scope("/api")
                             .wrap(actix_web::middleware::from_fn(guard))
                             .configure(api::routes)
+                            .configure(people::routes)
                             .configure(vision::routes)
                             .configure(forward::routes)
                             .configure(undeclared_methods)

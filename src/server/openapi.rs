@@ -47,11 +47,68 @@ fn search_params() -> Vec<Value> {
         query("before", date(), "Only images dated before this"),
         query("tag", json!({"type": "string"}), "Only images auto-tagged with this label"),
         query(
+            "person",
+            json!({"type": "string"}),
+            "Only images of the person of this name (as `person:NAME` in q; a name no person has is a 400 on /api/search)",
+        ),
+        query(
             "kind",
             json!({"type": "string", "enum": ["all", "photo", "video"], "default": "all"}),
             "Only photos, only videos, or both",
         ),
     ]
+}
+
+/// A face as `/api/images/{id}` and `/api/people` show it.
+fn face_schema() -> Value {
+    json!({"type": "object", "properties": {
+        "id": {"type": "integer"}, "image": {"type": "integer"},
+        "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4, "description": "x, y, width, height in the upright image's pixels"},
+        "score": {"type": "number", "description": "the detector's confidence"},
+        "landmarks": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}, "description": "eyes, nose and mouth corners: five [x, y]"},
+        "person_id": {"type": "integer", "nullable": true}, "person": {"type": "string", "nullable": true, "description": "the person's name"}}})
+}
+
+/// A person as `/api/people` lists it.
+fn person_schema() -> Value {
+    json!({"type": "object", "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string", "nullable": true}, "hidden": {"type": "boolean"},
+        "faces": {"type": "integer"}, "images": {"type": "integer"},
+        "representative": {"allOf": [face_schema()], "nullable": true}}})
+}
+
+/// `/api/people` and the changes of persons and faces.
+fn people_paths() -> Value {
+    let person_id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "description": "Person id (from /api/people)"});
+    let face_id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "description": "Face id (from /api/images/{id} or /api/people/{id})"});
+    let change = json!({
+        "summary": "Change a person: rename it (an empty name takes the name away; two persons cannot share one), hide or show it, merge other persons into it. Its faces are then kept with it when faces are grouped again",
+        "parameters": [person_id.clone()],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {
+            "name": {"type": "string", "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}, "hidden": {"type": "boolean"},
+            "merge": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "maxItems": super::people::MAX_MERGE, "description": "persons whose faces become this one's"}}}}}},
+        "responses": responses(200, ok("The person as changed", json!({"type": "object", "properties": {"person": {"allOf": [person_schema()], "nullable": true}}})), &[400, 404, 415])});
+    json!({
+        "/api/people": {"get": {
+            "summary": "The persons the library's faces are grouped into (as `clipdex people --json`), most faces first",
+            "parameters": [query("hidden", json!({"type": "boolean", "default": false}), "Hidden persons too")],
+            "responses": responses(200, ok("Persons", json!({"type": "object", "properties": {"people": {"type": "array", "items": person_schema()}}})), &[400])}},
+        "/api/people/{id}": {
+            "get": {"summary": "One person with its faces, best first", "parameters": [person_id],
+                    "responses": responses(200, ok("The person", json!({"type": "object", "properties": {"person": person_schema(), "faces": {"type": "array", "items": face_schema()}}})), &[400, 404])},
+            "patch": change.clone(),
+            "post": change},
+        "/api/faces/{id}/split": {"post": {
+            "summary": "Split a face off its person into a person of its own (marked as not its old person)",
+            "parameters": [face_id.clone()],
+            "responses": responses(200, ok("The new person", json!({"type": "object", "properties": {"face": {"type": "integer"}, "person": {"type": "integer"}}})), &[400, 404])}},
+        "/api/faces/{id}/not": {"post": {
+            "summary": "Mark a face as not a person: it leaves the person, and grouping never puts it there again",
+            "parameters": [face_id],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["person"], "additionalProperties": false, "properties": {
+                "person": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}}}}},
+            "responses": responses(200, ok("Marked", json!({"type": "object", "properties": {"face": {"type": "integer"}, "not": {"type": "integer"}}})), &[400, 404, 415])}},
+    })
 }
 
 fn ok(description: &str, schema: Value) -> Value {
@@ -156,7 +213,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
             "Order of the results above the cut-off: best first, oldest first, newest first, by file name (other than score: of the best 1000)",
         ));
     }
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {"title": "clipdex", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Semantic search over a photo library. When the server has a token, every call needs `Authorization: Bearer TOKEN`."},
@@ -227,6 +284,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "motion_video_problem": {"type": "string", "description": "Why a photo that claims to be a Motion Photo has no motion video"},
                     "live_video_problem": {"type": "string", "description": "Why its Live Photo video cannot be played: the failure recorded for the MOV (unreadable, not a movie, or gone since the pass that paired it)"},
                     "tags": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}},
+                    "faces": {"type": "array", "items": face_schema(), "description": "the faces found in it, with their persons"},
                     "caption": {"type": "string"},
                     "text": {"type": "array", "nullable": true, "items": {"$ref": "#/components/schemas/TextLine"},
                              "description": "The lines of text read in it (ocr --library), in reading order; null when its text was not read"}}})), &[400, 404])}},
@@ -386,5 +444,9 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                 "responses": responses(200, ok("The proof", json!({"type": "object", "properties": {"proof": {"type": "string"}}})), &[400, 403, 404])}},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": responses(200, ok("OpenAPI 3.0", json!({"type": "object"})), &[])}},
         }
-    })
+    });
+    if let (Some(paths), Value::Object(people)) = (doc["paths"].as_object_mut(), people_paths()) {
+        paths.extend(people);
+    }
+    doc
 }

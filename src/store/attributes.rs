@@ -26,6 +26,8 @@ pub struct AttributeFilter {
     pub orientation: Option<Orientation>,
     /// Bounds on the upright picture's width and height.
     pub dimensions: Vec<DimensionBound>,
+    /// Named persons who must all be in the picture (names compared case-insensitively).
+    pub persons: Vec<String>,
 }
 
 /// A picture's shape.
@@ -99,6 +101,7 @@ impl AttributeFilter {
             && self.extensions.is_empty()
             && self.orientation.is_none()
             && self.dimensions.is_empty()
+            && self.persons.is_empty()
     }
 
     /// Whether the record's filters (camera, shape, size) are all needed: `false` when none is set.
@@ -131,6 +134,11 @@ impl AttributeFilter {
             _ => {}
         }
         self.dimensions.extend(other.dimensions);
+        for person in other.persons {
+            if !self.persons.iter().any(|p| p.to_lowercase() == person.to_lowercase()) {
+                self.persons.push(person);
+            }
+        }
     }
 
     /// Whether an image's record passes the camera, orientation and size filters.

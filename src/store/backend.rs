@@ -17,8 +17,10 @@ pub type Records<'a, T> = Box<dyn Iterator<Item = Result<(ImageId, T)>> + 'a>;
 
 /// A library's database: image records, the files holding them, vectors, failures, watched
 /// folders and settings, plus tags, captions, re-indexing and cached vectors of other models
-/// (the supertraits).
-pub trait Backend: TagStore + CaptionStore + TextStore + ReindexStore + ModelVectorStore + Send + Sync {
+/// and faces with people (the supertraits).
+pub trait Backend:
+    TagStore + CaptionStore + TextStore + ReindexStore + ModelVectorStore + super::faces::FaceStore + Send + Sync
+{
     /// The recorded schema version.
     fn schema_version(&self) -> Result<u32>;
 

@@ -10,6 +10,7 @@
 
 pub mod attributes;
 mod backend;
+pub mod faces;
 mod live_pairs;
 mod location;
 mod photo_text;
@@ -22,6 +23,7 @@ pub use backend::{
     Backend, CaptionStore, FIRST_DATE, Job, JobCounts, LAST_DATE, MAX_CACHED_LABELS, ModelVectorStore, Records,
     ReindexStore, RootLock, TagStore, UNDATED_MONTH, WorkQueue, month_of, newest_records,
 };
+pub use faces::{FaceId, FaceScan, FaceStore, NewFace, PeopleChange, Person, PersonId, StoredFace};
 pub use live_pairs::{LivePair, LivePairs};
 pub use location::DbLocation;
 pub use photo_text::{StoredText, TextLine, TextStore};

@@ -1,7 +1,7 @@
 //! `clipdex migrate`: a whole folder library copied into an empty PostgreSQL database in one
 //! transaction, with binary `COPY` (the fast path PostgreSQL offers for bulk loads), ids kept,
-//! nothing re-embedded. Records, files, vectors, video frames, failures, folders, tags, captions and settings
-//! are copied; the label-embedding and fine-tuned-vector caches are not (they refill on use).
+//! nothing re-embedded. Records, files, vectors, video frames, failures, folders, tags, captions, faces with
+//! their persons and corrections, and settings are copied; the label-embedding and fine-tuned-vector caches are not (they refill on use).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +36,10 @@ pub struct ImportReport {
     pub captions: u64,
     /// Photos' texts copied.
     pub texts: u64,
+    /// Faces, with their persons and corrections.
+    pub faces: u64,
+    /// Persons (named or not).
+    pub persons: u64,
     /// The settings copied, by key.
     pub settings: Vec<String>,
 }
@@ -264,6 +268,10 @@ impl PgStore {
             &mut rows,
         )?;
 
+        let (faces, persons) = copy_faces(&mut tx, source)?;
+        report.faces = faces;
+        report.persons = persons;
+
         // New images continue after the copied ids; every process's caches see a change.
         if max_id > 0 {
             tx.execute("SELECT setval('image_ids', $1)", &[&max_id]).map_err(db)?;
@@ -275,4 +283,65 @@ impl PgStore {
         tx.commit().map_err(db)?;
         Ok(report)
     }
+}
+
+/// Copies faces, persons and corrections, ids kept (the sequences continue after them).
+/// Returns how many faces and persons were copied.
+fn copy_faces(tx: &mut Transaction, source: &dyn Backend) -> Result<(u64, u64)> {
+    let persons = source.persons()?;
+    let mut max_person = 0;
+    for p in &persons {
+        tx.execute(
+            "INSERT INTO persons (id, name, hidden, representative) VALUES ($1, $2, $3, $4)",
+            &[&i64_of(p.id), &p.name, &p.hidden, &p.representative.map(i64_of)],
+        )
+        .map_err(db)?;
+        max_person = max_person.max(p.id);
+    }
+    let known: std::collections::HashSet<u64> = persons.iter().map(|p| p.id).collect();
+    let (mut faces, mut max_face) = (0u64, 0u64);
+    for item in source.images() {
+        let (id, _) = item?;
+        let Some(scan) = source.face_scan(id)? else { continue };
+        tx.execute(
+            "INSERT INTO face_scans (image_id, model, hash) VALUES ($1, $2, $3)",
+            &[&i64_of(id), &scan.model, &scan.hash],
+        )
+        .map_err(db)?;
+        for f in source.faces_of(id)? {
+            let points: Vec<f32> = f.face.landmarks.iter().flatten().copied().collect();
+            let person = f.face.person.filter(|p| known.contains(p)).map(i64_of);
+            tx.execute(
+                "INSERT INTO faces (id, image_id, box, landmarks, score, embedding, person_id, pinned)
+                 VALUES ($1, $2, $3, $4, $5, $6::real[]::vector, $7, $8)",
+                &[
+                    &i64_of(f.id),
+                    &i64_of(id),
+                    &f.face.bbox.to_vec(),
+                    &points,
+                    &f.face.score,
+                    &f.face.embedding,
+                    &person,
+                    &(f.face.pinned && person.is_some()),
+                ],
+            )
+            .map_err(db)?;
+            faces += 1;
+            max_face = max_face.max(f.id);
+        }
+    }
+    for (face, person) in source.corrections()? {
+        tx.execute(
+            "INSERT INTO face_corrections (face_id, person_id)
+             SELECT f.id, p.id FROM faces f, persons p WHERE f.id = $1 AND p.id = $2 ON CONFLICT DO NOTHING",
+            &[&i64_of(face), &i64_of(person)],
+        )
+        .map_err(db)?;
+    }
+    for (sequence, max) in [("person_ids", max_person), ("face_ids", max_face)] {
+        if max > 0 {
+            tx.execute(&format!("SELECT setval('{sequence}', $1)"), &[&i64_of(max)]).map_err(db)?;
+        }
+    }
+    Ok((faces, persons.len() as u64))
 }

@@ -9,6 +9,7 @@
 //! on connect under an advisory lock, so concurrent first connections do not race.
 
 mod captions;
+mod faces;
 mod import;
 mod jobs;
 mod model_vectors;
@@ -36,7 +37,7 @@ use super::{
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The schema steps, in version order: (version, description, SQL).
 const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -44,6 +45,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (2, "embedding jobs", include_str!("../../../migrations/postgres/0002_jobs.sql")),
     (3, "videos", include_str!("../../../migrations/postgres/0003_videos.sql")),
     (4, "text in photos", include_str!("../../../migrations/postgres/0004_texts.sql")),
+    (5, "faces and people", include_str!("../../../migrations/postgres/0005_faces.sql")),
 ];
 
 /// The advisory lock key that serialises migrations (`clipdex` in ASCII).
@@ -898,6 +900,15 @@ impl Backend for PgStore {
         let n: i64 = self.query(untagged, &[])?.first().map(|r| r.get(0)).unwrap_or(0);
         if n > 0 {
             problems.push(format!("{n} tag index entries without tags"));
+        }
+        let contradicted = "SELECT f.id, f.person_id FROM faces f JOIN face_corrections c
+                              ON c.face_id = f.id AND c.person_id = f.person_id ORDER BY f.id";
+        for r in self.query(contradicted, &[])? {
+            problems.push(format!(
+                "face {} is in person {}, which it is marked as not being",
+                id_of(&r, 0),
+                id_of(&r, 1)
+            ));
         }
         Ok(problems)
     }

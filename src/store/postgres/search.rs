@@ -90,6 +90,13 @@ impl Predicates {
             self.sql +=
                 &format!(" AND EXISTS (SELECT 1 FROM tag_index t WHERE t.image_id = v.image_id AND t.label = ${n})");
         }
+        for person in &more.persons {
+            let n = self.push(Box::new(person.to_lowercase()));
+            self.sql += &format!(
+                " AND EXISTS (SELECT 1 FROM faces f JOIN persons pe ON pe.id = f.person_id
+                              WHERE f.image_id = v.image_id AND lower(pe.name) = ${n})"
+            );
+        }
         // Records are JSON text; the camera and size filters read it only for rows the other
         // predicates leave.
         let record = "(SELECT i.record::jsonb FROM images i WHERE i.id = v.image_id)";

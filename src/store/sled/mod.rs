@@ -7,6 +7,7 @@
 //! it.
 
 mod captions;
+mod faces;
 pub(crate) mod keys;
 mod model_vectors;
 mod reindex;
@@ -56,6 +57,14 @@ pub struct SledStore {
     /// `model key ++ 0 ++ image id`: a cache, filled on demand and pruned of gone images.
     model_vectors: Tree,
     captions: Tree,
+    /// Each image's faces with the scan they came from, by image id (see [`faces`]).
+    faces: Tree,
+    /// Face id → image id.
+    face_index: Tree,
+    /// Person id → person.
+    persons: Tree,
+    /// `face ++ person`: face F is not person P.
+    face_corrections: Tree,
     /// Bumped by every caption written, so the in-memory caption ranking knows when it is stale.
     caption_changes: std::sync::atomic::AtomicU64,
     /// The text read in photos (see [`crate::store::StoredText`]), removed with the image.
@@ -114,8 +123,7 @@ struct Tx<'a> {
     tag_index: &'a TransactionalTree,
     captions: &'a TransactionalTree,
     frames: &'a TransactionalTree,
-    texts: &'a TransactionalTree,
-    /// The current vector generation (the frames' keys start with it).
+both    /// The current vector generation (the frames' keys start with it).
     generation: u32,
 }
 
@@ -144,8 +152,7 @@ fn tx_unlink(t: &Tx, path: &Path) -> TxResult<Option<PathEntry>> {
         tx_set_frames(t.frames, t.generation + 1, entry.id, None)?;
         tags::tx_clear(t.tags, t.tag_index, entry.id)?;
         t.captions.remove(&key)?;
-        t.texts.remove(&key)?;
-    } else {
+both    } else {
         refs.insert(&key, &(count - 1).to_be_bytes())?;
     }
     Ok(Some(entry))
@@ -253,6 +260,10 @@ impl SledStore {
             label_cache: tree("label_cache")?,
             model_vectors: tree("model_vectors")?,
             captions: tree("captions")?,
+            faces: tree("faces")?,
+            face_index: tree("face_index")?,
+            persons: tree("persons")?,
+            face_corrections: tree("face_corrections")?,
             caption_changes: Default::default(),
             texts: tree("texts")?,
             text_changes: Default::default(),
@@ -293,8 +304,7 @@ impl SledStore {
             &self.tag_index,
             &self.captions,
             &self.frames,
-            &self.texts,
-        );
+both        );
         let generation = vectors.generation;
         let outcome = trees.transaction(
             |(
@@ -310,8 +320,7 @@ impl SledStore {
                 tag_index,
                 captions,
                 frames,
-                texts,
-            )| {
+both            )| {
                 f(&Tx {
                     paths,
                     image_paths,
@@ -325,8 +334,7 @@ impl SledStore {
                     tag_index,
                     captions,
                     frames,
-                    texts,
-                    generation,
+both                    generation,
                 })
             },
         );
@@ -724,6 +732,7 @@ impl Backend for SledStore {
                 problems.push(format!("{} points at missing image {}", path.display(), entry.id));
             }
         }
+        self.check_faces(&mut problems)?;
         Ok(problems)
     }
 }

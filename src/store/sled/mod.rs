@@ -123,7 +123,9 @@ struct Tx<'a> {
     tag_index: &'a TransactionalTree,
     captions: &'a TransactionalTree,
     frames: &'a TransactionalTree,
-both    /// The current vector generation (the frames' keys start with it).
+    texts: &'a TransactionalTree,
+    faces: &'a TransactionalTree,
+    /// The current vector generation (the frames' keys start with it).
     generation: u32,
 }
 
@@ -152,7 +154,9 @@ fn tx_unlink(t: &Tx, path: &Path) -> TxResult<Option<PathEntry>> {
         tx_set_frames(t.frames, t.generation + 1, entry.id, None)?;
         tags::tx_clear(t.tags, t.tag_index, entry.id)?;
         t.captions.remove(&key)?;
-both    } else {
+        t.texts.remove(&key)?;
+        t.faces.remove(&key)?;
+    } else {
         refs.insert(&key, &(count - 1).to_be_bytes())?;
     }
     Ok(Some(entry))
@@ -304,7 +308,9 @@ impl SledStore {
             &self.tag_index,
             &self.captions,
             &self.frames,
-both        );
+            &self.texts,
+            &self.faces,
+        );
         let generation = vectors.generation;
         let outcome = trees.transaction(
             |(
@@ -320,7 +326,9 @@ both        );
                 tag_index,
                 captions,
                 frames,
-both            )| {
+                texts,
+                faces,
+            )| {
                 f(&Tx {
                     paths,
                     image_paths,
@@ -334,7 +342,9 @@ both            )| {
                     tag_index,
                     captions,
                     frames,
-both                    generation,
+                    texts,
+                    faces,
+                    generation,
                 })
             },
         );

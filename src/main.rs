@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         | Command::Similar(_)
         | Command::CropSearch(_)
         | Command::Show(_)
+        | Command::Places(_)
         | Command::Tags(_)
         | Command::Autotag(_)
         | Command::Stats(_)

@@ -32,6 +32,7 @@ pub mod help;
 pub mod library;
 pub mod maintenance;
 pub mod ocr;
+pub mod places;
 pub mod regions;
 pub mod search;
 pub mod serve;
@@ -193,6 +194,8 @@ pub enum Command {
     CropSearch(regions::CropSearchArgs),
     /// One indexed image: files, size, date, camera, tags and caption.
     Show(show::ShowArgs),
+    /// Where the photos were taken (from their GPS), with counts.
+    Places(places::PlacesArgs),
     /// Labels in use in the library, with how many photos carry each.
     Tags(tags::TagsArgs),
     /// Score images against labels (zero-shot, as in the CLIP paper).

@@ -48,6 +48,8 @@ pub struct RankedHit {
     /// 0–100, calibrated for the model on this library ([`crate::query::relevance`]); for a
     /// tag-only query, the tag's probability × 100.
     pub relevance: f32,
+    /// Where the photo was taken (null without GPS).
+    pub place: Option<crate::places::Place>,
 }
 
 /// Relevance of a cosine score: calibrated, or 0 without a calibration (an empty library).
@@ -98,11 +100,13 @@ impl Library {
             let hits = self.search_vector(&vector, depth, &filter)?;
             let calibration = self.calibration()?;
             hits.into_iter()
-                .map(|hit| RankedHit { relevance: relevance_of(calibration.as_ref(), hit.score), hit })
+                .map(|hit| RankedHit { relevance: relevance_of(calibration.as_ref(), hit.score), hit, place: None })
                 .collect()
         } else if filter.tag.is_some() {
             let hits = self.search_tag(depth, &filter)?;
-            hits.into_iter().map(|hit| RankedHit { relevance: (hit.score * 100.0).clamp(0.0, 100.0), hit }).collect()
+            hits.into_iter()
+                .map(|hit| RankedHit { relevance: (hit.score * 100.0).clamp(0.0, 100.0), hit, place: None })
+                .collect()
         } else {
             return Err(Error::Invalid(
                 "the query has nothing to look for: add words, an image (#ID or a path) or a tag:".into(),
@@ -115,9 +119,12 @@ impl Library {
             let mut hits: Vec<SearchHit> = ranked.iter().map(|r| r.hit.clone()).collect();
             relevance::sort_hits(self.store(), &mut hits, options.sort)?;
             let by_id: HashMap<_, f32> = ranked.iter().map(|r| (r.hit.id, r.relevance)).collect();
-            ranked = hits.into_iter().map(|hit| RankedHit { relevance: by_id[&hit.id], hit }).collect();
+            ranked = hits.into_iter().map(|hit| RankedHit { relevance: by_id[&hit.id], hit, place: None }).collect();
         }
         ranked.truncate(options.k);
+        for r in &mut ranked {
+            r.place = self.store().image(r.hit.id)?.and_then(|record| record.place());
+        }
         Ok(ranked)
     }
 

@@ -281,6 +281,8 @@ struct Hit {
     date: Option<i64>,
     width: Option<u32>,
     height: Option<u32>,
+    /// Where the photo was taken (null without GPS).
+    place: Option<crate::places::Place>,
     #[serde(skip_serializing_if = "Option::is_none")]
     region: Option<Option<crate::segment::Region>>,
     /// With `in=captions`: the caption matched (`score` is then its BM25 score).
@@ -355,6 +357,7 @@ fn page_without_relevance(state: &AppState, hits: Vec<SearchHit>, offset: usize)
                 date: record.as_ref().map(|r| r.date()),
                 width: record.as_ref().map(|r| r.width),
                 height: record.as_ref().map(|r| r.height),
+                place: record.as_ref().and_then(|r| r.place()),
                 region: None,
                 caption: None,
                 caption_score: None,

@@ -178,6 +178,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                                      "properties": {"offset": {"type": "integer"}, "length": {"type": "integer"}}},
                     "date": {"type": "integer", "nullable": true, "description": "EXIF date taken, else file time; seconds since the epoch"},
                     "width": {"type": "integer", "nullable": true}, "height": {"type": "integer", "nullable": true},
+                    "place": {"$ref": "#/components/schemas/Place"},
                     "region": {"type": "object", "nullable": true, "description": "With crops: the region that best shows the query, or null",
                                "properties": {"box": {"type": "array", "items": {"type": "integer"}, "description": "[x, y, width, height] in upright pixels"},
                                               "area": {"type": "number"}, "mean_probability": {"type": "number"}}},
@@ -189,6 +190,10 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "itc": {"type": "number", "nullable": true, "description": "rerank=itm: BLIP's image-text cosine"}}},
                 "Results": {"type": "object", "required": ["results", "took_ms"], "properties": {
                     "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}, "took_ms": {"type": "number"}}},
+                "Place": {"type": "object", "nullable": true, "required": ["city", "region", "country", "lat", "lon", "geonameid"],
+                          "description": "Where the photo was taken: its GPS position and the nearest city of 1,000+ inhabitants (GeoNames, CC BY 4.0) within 150 km; null without GPS",
+                          "properties": {"city": {"type": "string"}, "region": {"type": "string", "nullable": true}, "country": {"type": "string"},
+                                         "lat": {"type": "number"}, "lon": {"type": "number"}, "geonameid": {"type": "integer"}}},
                 "Tag": {"type": "object", "properties": {"label": {"type": "string"}, "probability": {"type": "number"}, "cosine": {"type": "number"}}},
             }
         },
@@ -212,6 +217,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "width": {"type": "integer"}, "height": {"type": "integer"}, "modified": {"type": "integer"},
                     "taken": {"type": "integer", "nullable": true}, "camera": {"type": "string", "nullable": true},
                     "gps": {"type": "array", "items": {"type": "number"}, "nullable": true},
+                    "place": {"$ref": "#/components/schemas/Place"},
                     "paths": {"type": "array", "items": {"type": "string"}},
                     "paths_bytes": {"type": "array", "items": {"type": "string", "format": "byte", "nullable": true}, "description": "Only when a path is not UTF-8: base64 of each path's exact bytes (null for UTF-8 ones)"},
                     "live_video": {"type": "string", "description": "A Live Photo's MOV; live_video_bytes when not UTF-8"},

@@ -97,6 +97,13 @@ impl ImageRecord {
     pub fn is_video(&self) -> bool {
         self.video.is_some()
     }
+
+    /// Where it was taken: its GPS position reverse-geocoded ([`crate::places`]); `None`
+    /// without a position, or far from any city.
+    pub fn place(&self) -> Option<crate::places::Place> {
+        let (lat, lon) = self.gps?;
+        crate::places::gazetteer().ok()?.place_at(lat, lon)
+    }
 }
 
 /// A tag kept on an image.

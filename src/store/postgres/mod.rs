@@ -845,6 +845,11 @@ impl Backend for PgStore {
         k: usize,
         filter: &crate::store::search_types::SearchFilter,
     ) -> Result<Option<Vec<crate::store::search_types::SearchHit>>> {
+        // A named place (`place:Lisbon`) is the nearest city to a photo's position, which SQL
+        // cannot tell: such a search runs on the library's own index, checked record by record.
+        if filter.attributes.places.iter().any(|p| matches!(p, crate::store::attributes::PlaceFilter::Named(_))) {
+            return Ok(None);
+        }
         self.nearest_vectors(query, k, filter).map(Some)
     }
 

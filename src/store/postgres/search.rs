@@ -16,7 +16,7 @@ use postgres::Transaction;
 
 use super::{PgStore, TxError, TxResult, id_of, path_from_key, path_key, u64_of};
 use crate::error::Result;
-use crate::store::attributes::{AttributeFilter, Dimension, Orientation, folder_needle, like_escaped};
+use crate::store::attributes::{AttributeFilter, Dimension, Orientation, PlaceFilter, folder_needle, like_escaped};
 use crate::store::search_types::{IndexState, Kind, SearchFilter, SearchHit};
 
 /// `hnsw.ef_search` at least: pgvector's default of 40 misses too often at k = 20.
@@ -108,6 +108,25 @@ impl Predicates {
             let side = if bound.dimension == Dimension::Width { &w } else { &h };
             let n = self.push(Box::new(i64::from(bound.pixels)));
             self.sql += &format!(" AND {side} {} ${n}", bound.comparison.sql());
+        }
+        for place in &more.places {
+            // `near:` as the haversine distance from the record's GPS position ([lat, lon]);
+            // a record without one compares NULL, which passes nothing. Named places are
+            // checked by the caller (see `PgStore::nearest`).
+            if let PlaceFilter::Near { lat, lon, km } = *place {
+                let (a, b, c, r) = (
+                    self.push(Box::new(lat)),
+                    self.push(Box::new(lon)),
+                    self.push(Box::new(km)),
+                    crate::places::EARTH_RADIUS_KM,
+                );
+                let (plat, plon) =
+                    (format!("(({record} -> 'gps') ->> 0)::float8"), format!("(({record} -> 'gps') ->> 1)::float8"));
+                self.sql += &format!(
+                    " AND 2 * {r} * asin(least(1, sqrt(power(sin(radians({plat} - ${a}) / 2), 2) \
+                     + cos(radians(${a})) * cos(radians({plat})) * power(sin(radians({plon} - ${b}) / 2), 2)))) <= ${c}"
+                );
+            }
         }
         let mut path = Vec::new();
         if !more.extensions.is_empty() {

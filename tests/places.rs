@@ -111,6 +111,9 @@ fn photos_resolve_to_their_city_and_are_found_by_place_and_distance() {
         ] {
             assert_eq!(names(&library, query), want, "{query}");
         }
+        // Filters alone list what passes them.
+        assert_eq!(names(&library, "place:Lisboa"), ["lisbon.jpg"]);
+        assert_eq!(names(&library, "near:0,0,20000").len(), 6);
         let all = names(&library, "photo");
         assert!(all.contains(&"nogps.jpg".to_string()), "{all:?}");
         let unknown = library.search_query("photo place:Xyzzyville", &SearchFilter::default(), &Default::default());

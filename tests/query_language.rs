@@ -88,7 +88,8 @@ fn every_filter_means_the_same_on_every_backend() {
                     modified: 1_600_000_000,
                     taken: Some(1_700_000_000 + i as i64 * 86_400 * 10),
                     camera,
-                    gps: None,
+                    // GeoNames' positions of Munich, Lisbon and Sydney, and none.
+                    gps: [Some((48.1374, 11.5755)), Some((38.7251, -9.1498)), Some((-33.8678, 151.2073)), None][i % 4],
                     video: None,
                     motion_video: None,
                     motion_video_problem: None,
@@ -123,6 +124,16 @@ fn every_filter_means_the_same_on_every_backend() {
                 (clipdex::query::parse_date("2024-01").unwrap(), clipdex::query::parse_date("2024-03").unwrap());
             Box::new(move |it| it.record.taken.is_some_and(|t| t >= a && t < b))
         }),
+        ("place:München", Box::new(|it| it.record.gps.is_some_and(|g| g.0 > 48.0))),
+        ("place:munich", Box::new(|it| it.record.gps.is_some_and(|g| g.0 > 48.0))),
+        ("place:Portugal", Box::new(|it| it.record.gps.is_some_and(|g| g.1 < 0.0))),
+        ("place:Germany place:Lisbon", Box::new(|_| false)),
+        ("near:-33.87,151.21,5", Box::new(|it| it.record.gps.is_some_and(|g| g.0 < 0.0))),
+        ("near:45,0,1500", Box::new(|it| it.record.gps.is_some_and(|g| g.0 > 0.0))),
+        (
+            "near:45,0,1500 ext:png",
+            Box::new(move |it| it.record.gps.is_some_and(|g| g.0 > 0.0) && lower_ext(it) == "png"),
+        ),
         (
             "tag:dog camera:fuji ext:heic,jpg in:Holidays orientation:landscape",
             Box::new(move |it| {
@@ -174,8 +185,28 @@ fn every_filter_means_the_same_on_every_backend() {
         let tagged = library.search_query("tag:beach", &SearchFilter::default(), &options(N)).unwrap();
         assert_eq!(tagged.len(), (0..N).filter(|i| i % 7 == 0).count(), "{}", db.backend);
         assert!(tagged.iter().all(|h| (h.relevance - 90.0).abs() < 1e-3), "{}", db.backend);
-        // Filters alone and no tag: nothing to rank by, said so.
-        let e = library.search_query("after:2024", &SearchFilter::default(), &options(5)).unwrap_err();
+        // Filters alone and no tag: every photo that passes, newest first.
+        let listed =
+            library.search_query("near:45,0,1500 ext:png,heic", &SearchFilter::default(), &options(N)).unwrap();
+        let mut wanted: Vec<usize> = (0..N)
+            .filter(|&i| {
+                items[i].record.gps.is_some_and(|g| g.0 > 0.0)
+                    && matches!(lower_ext(&items[i]).as_str(), "png" | "heic")
+            })
+            .collect();
+        wanted.sort_by_key(|&i| std::cmp::Reverse(items[i].record.taken));
+        assert!(!wanted.is_empty());
+        assert_eq!(
+            listed.iter().map(|h| h.hit.id).collect::<Vec<_>>(),
+            wanted.iter().map(|&i| ids[i]).collect::<Vec<_>>(),
+            "{}",
+            db.backend
+        );
+        assert!(listed.iter().all(|h| h.relevance == 100.0 && h.place.is_some()), "{}", db.backend);
+        let first = library.search_query("ext:png", &SearchFilter::default(), &options(3)).unwrap();
+        assert_eq!(first.len(), 3, "{}: k of them", db.backend);
+        // Nothing at all: nothing to rank by, said so.
+        let e = library.search_query("", &SearchFilter::default(), &options(5)).unwrap_err();
         assert!(e.to_string().contains("nothing to look for"), "{e}");
         // Sorted by date: the relevant ones, oldest first; newest first; by name.
         let by_date = |sort| {

@@ -72,7 +72,9 @@ impl Library {
 
     /// Searches a parsed query: `filter` narrowed by the query's filters; ranked by the query
     /// vector ([`Library::query_vector`], with `upload` as one more image term of weight 1),
-    /// or, when the query has no term and names a tag, by the tag's probability; cut at
+    /// or, when the query has no term and names a tag, by the tag's probability, or with
+    /// filters alone, every image that passes them, newest first ([`Library::list_filtered`],
+    /// relevance 100); cut at
     /// `options.min_relevance`; ordered by `options.sort`.
     pub fn search_parsed(
         &self,
@@ -107,9 +109,17 @@ impl Library {
             hits.into_iter()
                 .map(|hit| RankedHit { relevance: (hit.score * 100.0).clamp(0.0, 100.0), hit, place: None })
                 .collect()
+        } else if !filter.is_empty() {
+            // Filters alone: every photo that passes them, newest first.
+            self.list_filtered(depth, &filter)?
+                .into_iter()
+                .map(|hit| RankedHit { relevance: 100.0, hit, place: None })
+                .collect()
         } else {
             return Err(Error::Invalid(
-                "the query has nothing to look for: add words, an image (#ID or a path) or a tag:".into(),
+                "the query has nothing to look for: add words, an image (#ID or a path) or a filter (tag:dog, \
+                 place:Lisbon, after:2024, ...)"
+                    .into(),
             ));
         };
         if let Some(min) = options.min_relevance {
@@ -126,6 +136,43 @@ impl Library {
             r.place = self.store().image(r.hit.id)?.and_then(|record| record.place());
         }
         Ok(ranked)
+    }
+
+    /// The first `k` images, newest first ([`crate::store::ImageRecord::date`], then id), that
+    /// pass `filter`: what a query of filters alone lists. Each has score 1 (it matches all
+    /// there is to match).
+    pub fn list_filtered(&self, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
+        let filter = self.resolve_tag(filter)?;
+        let mut dated: Vec<(i64, crate::store::ImageId)> = Vec::new();
+        for entry in self.store().images() {
+            let (id, record) = entry?;
+            let kind_passes = match filter.kind {
+                crate::query::Kind::All => true,
+                crate::query::Kind::Photo => !record.is_video(),
+                crate::query::Kind::Video => record.is_video(),
+            };
+            let date = record.date();
+            if kind_passes
+                && filter.after.is_none_or(|a| date >= a)
+                && filter.before.is_none_or(|b| date < b)
+                && (!filter.attributes.reads_record() || filter.attributes.record_passes(&record))
+            {
+                dated.push((date, id));
+            }
+        }
+        dated.sort_unstable_by(|a, b| b.cmp(a));
+        let mut hits = Vec::with_capacity(k.min(dated.len()));
+        for (_, id) in dated {
+            if hits.len() == k {
+                break;
+            }
+            if let Some(path) = crate::query::passing_path(self.store(), id, &filter)? {
+                let media = crate::query::Media::of_image(self.store(), id)?;
+                hits.push(SearchHit { id, path, score: 1.0, media, companions: Default::default() });
+            }
+        }
+        self.attach_companions(&mut hits)?;
+        Ok(hits)
     }
 
     /// The query vector of a parsed query's terms (and an uploaded image, weight 1): each

@@ -419,10 +419,12 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
         1,
         MAX_RERANK_TOP,
     )?;
-    if !parsed.has_terms() && filter.tag.is_none() {
+    // Filters alone list what passes them, newest first (the library does); no query at all
+    // finds nothing.
+    if !parsed.has_terms() && parsed.filters == Default::default() && filter.tag.is_none() {
         if params.q.as_deref().is_some_and(|q| !q.trim().is_empty()) {
             return Err(ApiError::bad_request(
-                "the query has nothing to look for: add words, an image (#ID) or a tag:",
+                "the query has nothing to look for: add words, an image (#ID) or a filter (tag:dog, after:2024, ...)",
             ));
         }
         // Nothing to look for: nothing found.

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clipdex::library::QueryOptions;
+use clipdex::library::{Facet, QueryOptions};
 use clipdex::query::SearchFilter;
 use clipdex::{Library, LibraryConfig};
 use serde_json::Value;
@@ -118,6 +118,27 @@ fn photos_resolve_to_their_city_and_are_found_by_place_and_distance() {
         assert!(all.contains(&"nogps.jpg".to_string()), "{all:?}");
         let unknown = library.search_query("photo place:Xyzzyville", &SearchFilter::default(), &Default::default());
         assert!(unknown.unwrap_err().to_string().contains("place:Xyzzyville"));
+
+        // Facets of what a query matched.
+        let everything = clipdex::query::syntax::parse("photo").unwrap();
+        let embed = |t: &str| library.embed_text(t);
+        let kinds = [Facet::Place, Facet::Camera, Facet::Year];
+        let facets =
+            library.search_facets(&everything, None, &SearchFilter::default(), None, true, &kinds, &embed).unwrap();
+        assert_eq!(facets["place"].len(), 6, "{facets:?}");
+        let munich = facets["place"].iter().find(|p| p.value == "Munich").unwrap();
+        assert_eq!(
+            (munich.region.clone(), munich.country.as_deref(), munich.count),
+            (Some(Some("Bavaria".into())), Some("Germany"), 1)
+        );
+        assert_eq!(facets["camera"].len(), 1);
+        assert_eq!((facets["camera"][0].value.as_str(), facets["camera"][0].count), ("FixtureCam", 6));
+        assert_eq!(facets["year"].iter().map(|y| y.count).sum::<u64>(), 7);
+        let germany = clipdex::query::syntax::parse("place:Germany").unwrap();
+        let facets = library
+            .search_facets(&germany, None, &SearchFilter::default(), None, true, &[Facet::Place], &embed)
+            .unwrap();
+        assert_eq!(facets["place"].iter().map(|p| (p.value.as_str(), p.count)).collect::<Vec<_>>(), [("Munich", 1)]);
 
         // Counts of the library's places.
         let counts = library.place_counts().unwrap();

@@ -394,8 +394,11 @@ async fn the_cli_and_the_api_answer_a_query_alike() {
         "a photo ext:png".to_string(),
         format!("a photo in:{} width>=160 orientation:landscape", even.display()),
         "a photo in:odd".to_string(),
+        // Filters alone: what passes, newest first.
+        "ext:png".to_string(),
     ];
     let mut api = Vec::new();
+    let api_facets: Value;
     {
         let state =
             web::Data::new(AppState::new(s.library.clone(), BackgroundIndexer::off(), &ServeOptions::default()));
@@ -419,6 +422,22 @@ async fn the_cli_and_the_api_answer_a_query_alike() {
         // min_score: what is left reaches it.
         let (_, body) = call!(app, actix_test::TestRequest::get().uri("/api/search?q=a+photo&k=12&min_score=40"));
         assert!(ids_and_relevance(&body).iter().all(|r| r.2 >= 40_000), "{body}");
+        // Facets count what the query matched: every PNG, whatever k.
+        let (status, body) = call!(
+            app,
+            actix_test::TestRequest::get().uri("/api/search?q=a+photo+ext%3Apng&k=1&facets=year,tag,camera,place")
+        );
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"].as_array().unwrap().len(), 1);
+        let pngs = (0..12).filter(|i| i % 3 == 0).count() as u64;
+        let years = body["facets"]["year"].as_array().unwrap();
+        assert_eq!(years.iter().map(|y| y["count"].as_u64().unwrap()).sum::<u64>(), pngs, "{body}");
+        assert_eq!(body["facets"]["camera"], serde_json::json!([]), "{body}");
+        assert_eq!(body["facets"]["place"], serde_json::json!([]), "{body}");
+        api_facets = body["facets"].clone();
+        let (status, body) = call!(app, actix_test::TestRequest::get().uri("/api/search?q=a+photo&facets=colour"));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("year, place, camera or tag"), "{body}");
     }
     let Ok(library) = Arc::try_unwrap(s.library) else { panic!("the library is still shared") };
     drop(library);
@@ -434,6 +453,15 @@ async fn the_cli_and_the_api_answer_a_query_alike() {
         assert_eq!(&ids_and_relevance(&body), from_api, "{q}");
         assert!(!from_api.is_empty() || q.contains("tag:none"), "{q}");
     }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .arg("--db")
+        .arg(s.db.arg())
+        .args(["search", "a photo ext:png", "-k", "1", "--facets", "year,tag,camera,place", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["facets"], api_facets, "the CLI's facets are the API's");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"))
         .arg("--db")
         .arg(s.db.arg())

@@ -169,6 +169,8 @@ struct SearchParams {
     min_score: Option<String>,
     /// `score` (default), `date`, `-date` or `name`.
     sort: Option<String>,
+    /// Counts of what the query matched: `year,place,camera,tag` (any of them).
+    facets: Option<String>,
 }
 
 impl SearchParams {
@@ -383,6 +385,10 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
     let parsed = params.query()?;
     let filter = parsed.narrow(&params.filter()?)?;
     let (min_score, sort) = params.cut_and_order()?;
+    let facets = match params.facets.as_deref() {
+        None => None,
+        Some(list) => Some(crate::library::Facet::parse_list(list).map_err(|e| ApiError::bad_request(e.to_string()))?),
+    };
     let ranks_by_clip_alone = min_score.is_some() || sort != SortOrder::Score;
     // Captions and re-rankers compare words with words: they take a plain text query; regions
     // look for the query's words.
@@ -428,7 +434,12 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
             ));
         }
         // Nothing to look for: nothing found.
-        return Ok(results(Vec::new(), std::time::Instant::now()));
+        let mut response = json!({"results": [], "took_ms": 0.0});
+        if let Some(facets) = &facets {
+            response["facets"] =
+                json!(facets.iter().map(|f| (f.name(), json!([]))).collect::<std::collections::BTreeMap<_, _>>());
+        }
+        return Ok(HttpResponse::Ok().json(response));
     }
     if text.is_empty() && parsed.has_terms() && (in_captions || rerank.is_some()) {
         return Err(ApiError::bad_request(
@@ -456,6 +467,7 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
     let started = std::time::Instant::now();
     // Re-ranking and regions run models on photos: they take their turn in the heavy queue.
     let ticket = if rerank.is_some() || crops { Some(state.heavy.admit()?) } else { None };
+    let (facet_state, facet_query, facet_filter) = (state.clone(), parsed.clone(), filter.clone());
     let hits = blocking(move || {
         let _turn = ticket.map(super::queue::Ticket::run);
         if let Some(Rerank::Itm) = rerank {
@@ -532,7 +544,19 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
         Ok(page)
     })
     .await?;
-    Ok(results(hits, started))
+    let Some(facets) = facets else { return Ok(results(hits, started)) };
+    // What the query matched, counted: the query again, ranked by score, with the same filters
+    // and cut-off.
+    let counted = blocking(move || {
+        let embed = |t: &str| facet_state.query_embedding(t).map(|q| q.as_ref().clone());
+        facet_state.library.search_facets(&facet_query, None, &facet_filter, min_score, false, &facets, &embed)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "results": hits,
+        "took_ms": started.elapsed().as_secs_f64() * 1000.0,
+        "facets": counted,
+    })))
 }
 
 /// The parts of a multipart form clipdex reads: `image` (a file) and short text fields.

@@ -136,6 +136,11 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
         json!({"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
         "How many results the re-ranker re-scores (at least offset + k)",
     ));
+    search.push(query(
+        "facets",
+        json!({"type": "string", "pattern": "^(year|place|camera|tag)(,(year|place|camera|tag))*$"}),
+        "Also count what the query matched (the photos that pass its filters and min_score, at most the best 1000) per year, place, camera and/or tag, comma-separated: the response gains `facets`",
+    ));
     let mut by_image =
         vec![query("id", json!({"type": "integer"}), "Search like this indexed image instead of an upload")];
     by_image.push(query(
@@ -189,7 +194,14 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "itm": {"type": "number", "nullable": true, "description": "rerank=itm: BLIP's match probability, which orders the results (null when the photo could not be read)"},
                     "itc": {"type": "number", "nullable": true, "description": "rerank=itm: BLIP's image-text cosine"}}},
                 "Results": {"type": "object", "required": ["results", "took_ms"], "properties": {
-                    "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}, "took_ms": {"type": "number"}}},
+                    "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}, "took_ms": {"type": "number"},
+                    "facets": {"type": "object", "description": "With facets=: for each facet asked for, its values most frequent first (at most 50)",
+                               "additionalProperties": {"type": "array", "items": {"$ref": "#/components/schemas/FacetValue"}}}}},
+                "FacetValue": {"type": "object", "required": ["value", "count"], "properties": {
+                    "value": {"type": "string", "description": "The year (\"2024\"), the city, the camera or the tag"},
+                    "region": {"type": "string", "nullable": true, "description": "Places: the city's region"},
+                    "country": {"type": "string", "description": "Places: the city's country"},
+                    "count": {"type": "integer", "description": "Matched photos with this value"}}},
                 "Place": {"type": "object", "nullable": true, "required": ["city", "region", "country", "lat", "lon", "geonameid"],
                           "description": "Where the photo was taken: its GPS position and the nearest city of 1,000+ inhabitants (GeoNames, CC BY 4.0) within 150 km; null without GPS",
                           "properties": {"city": {"type": "string"}, "region": {"type": "string", "nullable": true}, "country": {"type": "string"},

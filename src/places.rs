@@ -275,6 +275,28 @@ impl Gazetteer {
             || c.region.is_some_and(|r| m.regions.contains(&r))
     }
 
+    /// The GeoNames id of city `i`.
+    pub fn geonameid(&self, i: u32) -> Option<u32> {
+        self.cities.get(i as usize).map(|c| c.geonameid)
+    }
+
+    /// The GeoNames ids of every city `m` stands for (its cities, and every city of its
+    /// regions and countries), ascending.
+    pub fn geonameids(&self, m: &PlaceMatch) -> Vec<i64> {
+        let mut ids: Vec<i64> = if m.regions.is_empty() && m.countries.is_empty() {
+            m.cities.iter().filter_map(|&i| self.geonameid(i)).map(i64::from).collect()
+        } else {
+            (0..self.cities.len() as u32)
+                .filter(|&i| self.city_in(i, m))
+                .filter_map(|i| self.geonameid(i))
+                .map(i64::from)
+                .collect()
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// The city, region and country names of city `i` (for counting places).
     pub fn names_of(&self, i: u32) -> Option<(&str, Option<&str>, &str)> {
         let c = self.cities.get(i as usize)?;

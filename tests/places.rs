@@ -194,3 +194,60 @@ fn lookup_speed() {
         clipdex::places::MAX_DISTANCE_KM
     );
 }
+
+/// A PostgreSQL library stored before places were (schema 3) gets its images' places when it
+/// is opened (the migration geocodes them), and `place:` finds them in SQL.
+#[test]
+fn a_postgres_library_from_before_places_is_geocoded_by_its_migration() {
+    let Some(pg) = common::backends::postgres_database() else { return };
+    let location = clipdex::store::DbLocation::Postgres(pg.url.clone());
+    let record = |i: u64, gps| clipdex::store::ImageRecord {
+        hash: format!("{i:064x}"),
+        size: 1,
+        width: 10,
+        height: 10,
+        modified: 1_700_000_000 + i as i64,
+        taken: None,
+        camera: None,
+        gps,
+        video: None,
+        motion_video: None,
+        motion_video_problem: None,
+    };
+    {
+        let library = Library::open(LibraryConfig::new(location.clone(), model())).unwrap();
+        let dim = library.embed_text("x").unwrap().len();
+        let store = library.store();
+        store.set_model(&model(), dim).unwrap();
+        let v = |i: usize| (0..dim).map(|j| if j == i { 1.0 } else { 0.0 }).collect::<Vec<f32>>();
+        store.commit_image(Path::new("/x/lisbon.jpg"), 1, 1, &record(1, Some((38.7251, -9.1498))), &v(0)).unwrap();
+        store.commit_image(Path::new("/x/munich.jpg"), 1, 1, &record(2, Some((48.1374, 11.5755))), &v(1)).unwrap();
+        store.commit_image(Path::new("/x/none.jpg"), 1, 1, &record(3, None), &v(2)).unwrap();
+    }
+    // Back to schema 3: no place column, as a library stored by an older clipdex.
+    common::backends::off(|| {
+        let mut client = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+        client
+            .batch_execute("ALTER TABLE images DROP COLUMN place; DELETE FROM schema_migrations WHERE version = 4")
+            .unwrap();
+    });
+    let library = Library::open(LibraryConfig::new(location, model())).unwrap();
+    let places: Vec<(String, Option<i64>)> = common::backends::off(|| {
+        let mut client = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+        let rows = client
+            .query("SELECT p.path, i.place FROM images i JOIN paths p ON p.image_id = i.id ORDER BY p.path", &[])
+            .unwrap();
+        rows.iter().map(|r| (String::from_utf8(r.get::<_, Vec<u8>>(0)).unwrap(), r.get(1))).collect()
+    });
+    assert_eq!(
+        places,
+        [
+            ("/x/lisbon.jpg".to_string(), Some(2267057)),
+            ("/x/munich.jpg".to_string(), Some(2867714)),
+            ("/x/none.jpg".to_string(), None)
+        ]
+    );
+    assert_eq!(names(&library, "photo place:Lissabon"), ["lisbon.jpg"]);
+    assert_eq!(names(&library, "photo place:Germany"), ["munich.jpg"]);
+    assert_eq!(names(&library, "photo near:38.7,-9.1,10"), ["lisbon.jpg"]);
+}

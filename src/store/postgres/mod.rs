@@ -35,13 +35,14 @@ use super::{
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The schema steps, in version order: (version, description, SQL).
 const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "initial schema", include_str!("../../../migrations/postgres/0001_initial.sql")),
     (2, "embedding jobs", include_str!("../../../migrations/postgres/0002_jobs.sql")),
     (3, "videos", include_str!("../../../migrations/postgres/0003_videos.sql")),
+    (4, "places", include_str!("../../../migrations/postgres/0004_places.sql")),
 ];
 
 /// The advisory lock key that serialises migrations (`clipdex` in ASCII).
@@ -261,6 +262,18 @@ impl PgStore {
                 )?;
                 if v == 1 {
                     tx.execute("INSERT INTO meta (key, value) VALUES ('vectors_generation', '0')", &[])?;
+                }
+                if v == 4 {
+                    // The images stored before: their place from their record's GPS position.
+                    let rows = tx.query(
+                        "SELECT id, record FROM images WHERE jsonb_typeof(record::jsonb -> 'gps') = 'array'",
+                        &[],
+                    )?;
+                    for row in rows {
+                        let record: String = row.get(1);
+                        let place = serde_json::from_str::<ImageRecord>(&record).ok().and_then(|r| r.place_code());
+                        tx.execute("UPDATE images SET place = $1 WHERE id = $2", &[&place, &row.get::<_, i64>(0)])?;
+                    }
                 }
             }
             tx.commit()?;
@@ -711,9 +724,9 @@ impl Backend for PgStore {
                 Some(row) => id_of(&row, 0),
                 None => {
                     let row = tx.query_one(
-                        "INSERT INTO images (id, hash, record, date, video) VALUES (nextval('image_ids'), $1, $2, $3, $4)
-                         RETURNING id",
-                        &[&record.hash, &record_json, &record.date(), &record.is_video()],
+                        "INSERT INTO images (id, hash, record, date, video, place)
+                         VALUES (nextval('image_ids'), $1, $2, $3, $4, $5) RETURNING id",
+                        &[&record.hash, &record_json, &record.date(), &record.is_video(), &record.place_code()],
                     )?;
                     let id: i64 = row.get(0);
                     tx.execute(
@@ -845,11 +858,6 @@ impl Backend for PgStore {
         k: usize,
         filter: &crate::store::search_types::SearchFilter,
     ) -> Result<Option<Vec<crate::store::search_types::SearchHit>>> {
-        // A named place (`place:Lisbon`) is the nearest city to a photo's position, which SQL
-        // cannot tell: such a search runs on the library's own index, checked record by record.
-        if filter.attributes.places.iter().any(|p| matches!(p, crate::store::attributes::PlaceFilter::Named(_))) {
-            return Ok(None);
-        }
         self.nearest_vectors(query, k, filter).map(Some)
     }
 

@@ -110,9 +110,18 @@ impl Predicates {
             self.sql += &format!(" AND {side} {} ${n}", bound.comparison.sql());
         }
         for place in &more.places {
-            // `near:` as the haversine distance from the record's GPS position ([lat, lon]);
-            // a record without one compares NULL, which passes nothing. Named places are
-            // checked by the caller (see `PgStore::nearest`).
+            // `place:` as the stored place (`images.place`, the nearest city's GeoNames id)
+            // among the cities the name stands for; `near:` as the haversine distance from the
+            // record's GPS position ([lat, lon]). An image without GPS compares NULL: it
+            // passes neither.
+            if let PlaceFilter::Named(name) = place {
+                let ids: Vec<i64> = match crate::places::gazetteer() {
+                    Ok(places) => places.geonameids(&places.resolve(name)),
+                    Err(_) => Vec::new(),
+                };
+                let n = self.push(Box::new(ids));
+                self.sql += &format!(" AND (SELECT place FROM images i WHERE i.id = v.image_id) = ANY(${n})");
+            }
             if let PlaceFilter::Near { lat, lon, km } = *place {
                 let (a, b, c, r) = (
                     self.push(Box::new(lat)),

@@ -222,7 +222,10 @@ impl Gazetteer {
         if !(lat.is_finite() && lon.is_finite() && (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)) {
             return None;
         }
-        let (i, _) = self.tree.nearest(unit(lat, lon))?;
+        // Only as far as a place may be: a point at sea prunes the whole tree at once instead of
+        // searching a thousand kilometres for its nearest town.
+        let chord = 2.0 * (MAX_DISTANCE_KM / (2.0 * EARTH_RADIUS_KM)).sin() * 1.001;
+        let (i, _) = self.tree.nearest_within(unit(lat, lon), (chord * chord) as f32)?;
         let c = &self.cities[i as usize];
         (distance_km(lat, lon, f64::from(c.lat), f64::from(c.lon)) <= MAX_DISTANCE_KM).then_some(i)
     }
@@ -273,6 +276,11 @@ impl Gazetteer {
         m.cities.binary_search(&i).is_ok()
             || m.countries.contains(&c.country)
             || c.region.is_some_and(|r| m.regions.contains(&r))
+    }
+
+    /// The position of city `i` (latitude, longitude; 0, 0 when there is no such city).
+    pub fn position(&self, i: u32) -> (f64, f64) {
+        self.cities.get(i as usize).map_or((0.0, 0.0), |c| (f64::from(c.lat), f64::from(c.lon)))
     }
 
     /// The GeoNames id of city `i`.
@@ -361,27 +369,34 @@ impl KdTree {
     }
 
     /// The id of the point nearest to `q` (Euclidean) and its squared distance.
+    #[cfg(test)]
     fn nearest(&self, q: [f32; 3]) -> Option<(u32, f32)> {
-        let mut best: Option<(u32, f32)> = None;
-        self.search(q, 0, self.points.len(), 0, &mut best);
-        best
+        self.nearest_within(q, f32::INFINITY)
     }
 
-    fn search(&self, q: [f32; 3], lo: usize, hi: usize, depth: usize, best: &mut Option<(u32, f32)>) {
+    /// The id of the point nearest to `q` closer than `max_d2` (squared distance), and its
+    /// squared distance.
+    fn nearest_within(&self, q: [f32; 3], max_d2: f32) -> Option<(u32, f32)> {
+        let mut best = (u32::MAX, max_d2);
+        self.search(q, 0, self.points.len(), 0, &mut best);
+        (best.0 != u32::MAX).then_some(best)
+    }
+
+    fn search(&self, q: [f32; 3], lo: usize, hi: usize, depth: usize, best: &mut (u32, f32)) {
         if lo >= hi {
             return;
         }
         let mid = lo + (hi - lo) / 2;
         let p = self.points[mid];
         let d2 = (p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2);
-        if best.is_none_or(|b| d2 < b.1) {
-            *best = Some((self.ids[mid], d2));
+        if d2 < best.1 {
+            *best = (self.ids[mid], d2);
         }
         let axis = depth % 3;
         let diff = q[axis] - p[axis];
         let (near, far) = if diff < 0.0 { ((lo, mid), (mid + 1, hi)) } else { ((mid + 1, hi), (lo, mid)) };
         self.search(q, near.0, near.1, depth + 1, best);
-        if best.is_none_or(|b| diff * diff < b.1) {
+        if diff * diff < best.1 {
             self.search(q, far.0, far.1, depth + 1, best);
         }
     }

@@ -435,6 +435,10 @@ async fn the_cli_and_the_api_answer_a_query_alike() {
         assert_eq!(body["facets"]["camera"], serde_json::json!([]), "{body}");
         assert_eq!(body["facets"]["place"], serde_json::json!([]), "{body}");
         api_facets = body["facets"].clone();
+        // No photo has GPS: no place.
+        let (status, body) = call!(app, actix_test::TestRequest::get().uri("/api/places"));
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, serde_json::json!({"places": [], "located": 0, "unplaced": 0}));
         let (status, body) = call!(app, actix_test::TestRequest::get().uri("/api/search?q=a+photo&facets=colour"));
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert!(body["error"].as_str().unwrap().contains("year, place, camera or tag"), "{body}");

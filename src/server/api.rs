@@ -122,6 +122,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/images/{id}/motion", web::get().to(motion_video))
         .route("/tag", web::post().to(tag))
         .route("/tags", web::get().to(tag_counts))
+        .route("/places", web::get().to(place_counts))
         .route("/duplicates", web::get().to(duplicates))
         .route("/duplicates/dismiss", web::post().to(dismiss_duplicates))
         .route("/status", web::get().to(status))
@@ -1108,6 +1109,11 @@ async fn tag(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload
 async fn tag_counts(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let counts = blocking(move || state.library.tag_counts()).await?;
     Ok(HttpResponse::Ok().json(json!({ "tags": counts })))
+}
+
+async fn place_counts(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let counts = blocking(move || state.library.place_counts()).await?;
+    Ok(HttpResponse::Ok().json(counts))
 }
 
 #[derive(Deserialize)]

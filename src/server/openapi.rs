@@ -316,6 +316,13 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                 "summary": "Auto-tags in use, with how many images carry each",
                 "responses": responses(200, ok("Tag counts", json!({"type": "object", "properties": {"tags": {"type": "array", "items": {
                     "type": "object", "properties": {"label": {"type": "string"}, "count": {"type": "integer"}}}}}})), &[])}},
+            "/api/places": {"get": {
+                "summary": "Where the photos were taken (their GPS positions reverse-geocoded with GeoNames), with how many photos each, most first",
+                "responses": responses(200, ok("Place counts", json!({"type": "object", "required": ["places", "located", "unplaced"], "properties": {
+                    "places": {"type": "array", "items": {"type": "object", "required": ["city", "region", "country", "count"], "properties": {
+                        "city": {"type": "string"}, "region": {"type": "string", "nullable": true}, "country": {"type": "string"}, "count": {"type": "integer"}}}},
+                    "located": {"type": "integer", "description": "Images with a GPS position"},
+                    "unplaced": {"type": "integer", "description": "Images with a position more than 150 km from any town"}}})), &[])}},
             "/api/duplicates": {"get": {
                 "summary": "Near-duplicate groups (as `clipdex duplicates --json`): close in the vector index, confirmed by a perceptual hash; the best copy first",
                 "parameters": [query("threshold", json!({"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1, "default": crate::query::duplicates::DEFAULT_THRESHOLD}), "Cosine similarity from which two photos are candidates")],

@@ -47,6 +47,7 @@ pub mod models;
 pub mod output_dir;
 pub mod path_text;
 pub mod photo;
+pub mod places;
 pub mod query;
 pub mod segment;
 pub mod server;

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         | Command::Similar(_)
         | Command::CropSearch(_)
         | Command::Show(_)
+        | Command::Places(_)
         | Command::Tags(_)
         | Command::People(_)
         | Command::Autotag(_)

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first, each with the units (module paths) in it. A unit belongs to the
 /// layer of the longest entry that is a prefix of its path.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("base", &["error", "device", "path_text", "text_lines", "text_terms"]),
+    ("base", &["error", "device", "path_text", "text_lines", "text_terms", "places"]),
     ("photo", &["photo", "video", "thumbnail"]),
     ("model kernels", &["models::nn", "models::source", "models::preprocess"]),
     ("models", &["models"]),

@@ -88,7 +88,8 @@ fn every_filter_means_the_same_on_every_backend() {
                     modified: 1_600_000_000,
                     taken: Some(1_700_000_000 + i as i64 * 86_400 * 10),
                     camera,
-                    gps: None,
+                    // GeoNames' positions of Munich, Lisbon and Sydney, and none.
+                    gps: [Some((48.1374, 11.5755)), Some((38.7251, -9.1498)), Some((-33.8678, 151.2073)), None][i % 4],
                     video: None,
                     motion_video: None,
                     motion_video_problem: None,
@@ -123,6 +124,16 @@ fn every_filter_means_the_same_on_every_backend() {
                 (clipdex::query::parse_date("2024-01").unwrap(), clipdex::query::parse_date("2024-03").unwrap());
             Box::new(move |it| it.record.taken.is_some_and(|t| t >= a && t < b))
         }),
+        ("place:München", Box::new(|it| it.record.gps.is_some_and(|g| g.0 > 48.0))),
+        ("place:munich", Box::new(|it| it.record.gps.is_some_and(|g| g.0 > 48.0))),
+        ("place:Portugal", Box::new(|it| it.record.gps.is_some_and(|g| g.1 < 0.0))),
+        ("place:Germany place:Lisbon", Box::new(|_| false)),
+        ("near:-33.87,151.21,5", Box::new(|it| it.record.gps.is_some_and(|g| g.0 < 0.0))),
+        ("near:45,0,1500", Box::new(|it| it.record.gps.is_some_and(|g| g.0 > 0.0))),
+        (
+            "near:45,0,1500 ext:png",
+            Box::new(move |it| it.record.gps.is_some_and(|g| g.0 > 0.0) && lower_ext(it) == "png"),
+        ),
         (
             "tag:dog camera:fuji ext:heic,jpg in:Holidays orientation:landscape",
             Box::new(move |it| {
@@ -174,8 +185,28 @@ fn every_filter_means_the_same_on_every_backend() {
         let tagged = library.search_query("tag:beach", &SearchFilter::default(), &options(N)).unwrap();
         assert_eq!(tagged.len(), (0..N).filter(|i| i % 7 == 0).count(), "{}", db.backend);
         assert!(tagged.iter().all(|h| (h.relevance - 90.0).abs() < 1e-3), "{}", db.backend);
-        // Filters alone and no tag: nothing to rank by, said so.
-        let e = library.search_query("after:2024", &SearchFilter::default(), &options(5)).unwrap_err();
+        // Filters alone and no tag: every photo that passes, newest first.
+        let listed =
+            library.search_query("near:45,0,1500 ext:png,heic", &SearchFilter::default(), &options(N)).unwrap();
+        let mut wanted: Vec<usize> = (0..N)
+            .filter(|&i| {
+                items[i].record.gps.is_some_and(|g| g.0 > 0.0)
+                    && matches!(lower_ext(&items[i]).as_str(), "png" | "heic")
+            })
+            .collect();
+        wanted.sort_by_key(|&i| std::cmp::Reverse(items[i].record.taken));
+        assert!(!wanted.is_empty());
+        assert_eq!(
+            listed.iter().map(|h| h.hit.id).collect::<Vec<_>>(),
+            wanted.iter().map(|&i| ids[i]).collect::<Vec<_>>(),
+            "{}",
+            db.backend
+        );
+        assert!(listed.iter().all(|h| h.relevance == 100.0 && h.place.is_some()), "{}", db.backend);
+        let first = library.search_query("ext:png", &SearchFilter::default(), &options(3)).unwrap();
+        assert_eq!(first.len(), 3, "{}: k of them", db.backend);
+        // Nothing at all: nothing to rank by, said so.
+        let e = library.search_query("", &SearchFilter::default(), &options(5)).unwrap_err();
         assert!(e.to_string().contains("nothing to look for"), "{e}");
         // Sorted by date: the relevant ones, oldest first; newest first; by name.
         let by_date = |sort| {
@@ -363,8 +394,11 @@ async fn the_cli_and_the_api_answer_a_query_alike() {
         "a photo ext:png".to_string(),
         format!("a photo in:{} width>=160 orientation:landscape", even.display()),
         "a photo in:odd".to_string(),
+        // Filters alone: what passes, newest first.
+        "ext:png".to_string(),
     ];
     let mut api = Vec::new();
+    let api_facets: Value;
     {
         let state =
             web::Data::new(AppState::new(s.library.clone(), BackgroundIndexer::off(), &ServeOptions::default()));
@@ -388,6 +422,26 @@ async fn the_cli_and_the_api_answer_a_query_alike() {
         // min_score: what is left reaches it.
         let (_, body) = call!(app, actix_test::TestRequest::get().uri("/api/search?q=a+photo&k=12&min_score=40"));
         assert!(ids_and_relevance(&body).iter().all(|r| r.2 >= 40_000), "{body}");
+        // Facets count what the query matched: every PNG, whatever k.
+        let (status, body) = call!(
+            app,
+            actix_test::TestRequest::get().uri("/api/search?q=a+photo+ext%3Apng&k=1&facets=year,tag,camera,place")
+        );
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"].as_array().unwrap().len(), 1);
+        let pngs = (0..12).filter(|i| i % 3 == 0).count() as u64;
+        let years = body["facets"]["year"].as_array().unwrap();
+        assert_eq!(years.iter().map(|y| y["count"].as_u64().unwrap()).sum::<u64>(), pngs, "{body}");
+        assert_eq!(body["facets"]["camera"], serde_json::json!([]), "{body}");
+        assert_eq!(body["facets"]["place"], serde_json::json!([]), "{body}");
+        api_facets = body["facets"].clone();
+        // No photo has GPS: no place.
+        let (status, body) = call!(app, actix_test::TestRequest::get().uri("/api/places"));
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, serde_json::json!({"places": [], "located": 0, "unplaced": 0}));
+        let (status, body) = call!(app, actix_test::TestRequest::get().uri("/api/search?q=a+photo&facets=colour"));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("year, place, camera or tag"), "{body}");
     }
     let Ok(library) = Arc::try_unwrap(s.library) else { panic!("the library is still shared") };
     drop(library);
@@ -403,6 +457,15 @@ async fn the_cli_and_the_api_answer_a_query_alike() {
         assert_eq!(&ids_and_relevance(&body), from_api, "{q}");
         assert!(!from_api.is_empty() || q.contains("tag:none"), "{q}");
     }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .arg("--db")
+        .arg(s.db.arg())
+        .args(["search", "a photo ext:png", "-k", "1", "--facets", "year,tag,camera,place", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["facets"], api_facets, "the CLI's facets are the API's");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"))
         .arg("--db")
         .arg(s.db.arg())

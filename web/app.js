@@ -574,6 +574,27 @@ async function loadTags() {
   } catch { /* tags are optional */ }
 }
 
+async function loadPlaces() {
+  try {
+    const { places } = await json("/api/places");
+    $("place-list").replaceChildren(...places.slice(0, 500).map((p) => {
+      const o = document.createElement("option");
+      o.value = p.city;
+      o.label = `${[p.city, p.region, p.country].filter(Boolean).join(", ")} (${p.count})`;
+      return o;
+    }));
+  } catch { /* places are optional */ }
+}
+
+// The query with its place: filters replaced by `place` (unchanged when it is empty): the place
+// filter lives in the query, so the URL, the API and the CLI read it alike.
+function withPlace(q, place) {
+  if (!place) return q;
+  const rest = q.replace(/(^|\s)place:("[^"]*"|\S+)/g, " ").replace(/\s+/g, " ").trim();
+  const value = /[\s"]/.test(place) ? `"${place.replace(/(["\\])/g, "\\$1")}"` : place;
+  return `${rest} place:${value}`.trim();
+}
+
 // ---- the URL ---------------------------------------------------------------------------
 // The search (query or "like" id, filters, sort, options), the page and the open photo live in
 // the URL, so Back and Forward walk through them and a link reopens the same view. A search by
@@ -1091,7 +1112,9 @@ $("duplicates-link").addEventListener("click", (event) => {
 
 $("search").addEventListener("submit", (event) => {
   event.preventDefault();
-  const q = $("q").value.trim();
+  const q = withPlace($("q").value.trim(), $("place").value.trim());
+  $("q").value = q;
+  $("place").value = "";
   if (!q && !$("tag").value.trim()) { $("q").focus(); return; }
   startSearch({ kind: "text", q });
 });
@@ -1134,6 +1157,8 @@ window.addEventListener("drop", (e) => {
 
 pollStatus();
 loadTags();
+loadPlaces();
+$("place").addEventListener("change", () => { if ($("place").value.trim()) $("search").requestSubmit(); });
 restoreFromUrl();
 $("rerank").addEventListener("change", () => {
   if (state.query && state.query.kind === "text" && state.query.q) startSearch(state.query);

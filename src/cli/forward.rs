@@ -34,6 +34,7 @@ fn forwardable(command: &Command) -> Option<&'static str> {
         Command::Stats(_) => "stats",
         Command::Tags(_) => "tags",
         Command::Show(_) => "show",
+        Command::Places(_) => "places",
         Command::Failures(_) => "failures",
         Command::Roots(_) => "roots",
         Command::Add(_) => "add",
@@ -163,7 +164,8 @@ fn library_settings(g: &GlobalOptions) -> Vec<(&'static str, String)> {
 /// none).
 fn settings_asked(g: &GlobalOptions, command: &Command) -> anyhow::Result<Vec<(String, String)>> {
     let matches = <Cli as clap::CommandFactory>::command().try_get_matches_from(std::env::args_os())?;
-    let needs_model = !matches!(command, Command::Show(_) | Command::Duplicates(_) | Command::People(_));
+    let needs_model =
+        !matches!(command, Command::Show(_) | Command::Places(_) | Command::Duplicates(_) | Command::People(_));
     Ok(library_settings(g)
         .into_iter()
         .filter(|(id, _)| {

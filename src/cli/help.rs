@@ -13,7 +13,7 @@ use super::Cli;
 /// The commands by task, in the order `clipdex --help` lists them.
 pub const GROUPS: &[(&str, &[&str])] = &[
     ("Library", &["add", "index", "watch", "serve", "roots", "remove", "worker"]),
-    ("Search", &["search", "similar", "crop-search", "show", "tags", "people"]),
+    ("Search", &["search", "similar", "crop-search", "show", "tags", "people", "places"]),
     (
         "Models",
         &[
@@ -63,6 +63,7 @@ pub const GLOBALS_USED: &[(&str, &[&str])] = &[
     ("similar", &["db", "model", "device", "precision", "max_pixels"]),
     ("crop-search", &["db", "model", "text_model", "device", "precision", "max_pixels", "seg_model"]),
     ("show", &["db"]),
+    ("places", &["db"]),
     ("tags", &["db"]),
     ("people", &["db"]),
     ("tag", &["db", "model", "text_model", "device", "precision", "max_pixels"]),
@@ -162,6 +163,14 @@ pub const EXAMPLES: &[(&str, &str)] = &[
   clipdex show '#1042'
   # A file of the library, as the API's JSON
   clipdex show ~/Pictures/2024/beach.jpg --json",
+    ),
+    (
+        "places",
+        "Examples:
+  # Where the photos were taken, most photos first
+  clipdex places
+  # Then search one of them (any language GeoNames knows the name in)
+  clipdex search 'place:Lisboa after:2024'",
     ),
     (
         "tag",

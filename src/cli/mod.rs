@@ -35,6 +35,7 @@ pub mod maintenance;
 pub mod models;
 pub mod ocr;
 pub mod people;
+pub mod places;
 pub mod regions;
 pub mod search;
 pub mod serve;
@@ -196,6 +197,8 @@ pub enum Command {
     CropSearch(regions::CropSearchArgs),
     /// One indexed image: files, size, date, camera, tags and caption.
     Show(show::ShowArgs),
+    /// Where the photos were taken (from their GPS), with counts.
+    Places(places::PlacesArgs),
     /// Labels in use in the library, with how many photos carry each.
     Tags(tags::TagsArgs),
     /// The persons the faces are grouped into: list, name, merge, hide, correct.

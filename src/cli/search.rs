@@ -55,6 +55,12 @@ pub struct SearchArgs {
     /// first) or name (file name). Other than score, it orders the best 1000 results.
     #[arg(long, default_value = "score", value_parser = ["score", "date", "-date", "name"], allow_hyphen_values = true)]
     pub sort: String,
+    /// Also count what the query matched (the results that pass its filters and --min-score,
+    /// at most the best 1000) per year, place, camera and/or tag, comma-separated
+    /// (year,place,camera,tag): JSON gains "facets", text lists them after the results.
+    /// Ranks by CLIP alone, as --min-score does.
+    #[arg(long, value_name = "LIST")]
+    pub facets: Option<String>,
     /// The folder relative image paths in the query are relative to (set for a command
     /// forwarded to a server: the sender's working directory).
     #[arg(skip)]
@@ -202,7 +208,12 @@ pub fn search(g: &GlobalOptions, library: &Library, args: SearchArgs, out: &mut 
             anyhow::anyhow!("{what} takes a plain text query (no weights, images or negative terms; filters are fine)")
         })
     };
-    let ranks_by_clip_alone = args.min_score.is_some() || sort != SortOrder::Score;
+    let facets = args.facets.as_deref().map(clipdex::library::Facet::parse_list).transpose()?;
+    anyhow::ensure!(
+        facets.is_none() || (args.rank_in == SearchIn::Clip && args.rerank.is_none() && !args.crops),
+        "--facets counts a CLIP search: it takes neither --in captions, --rerank nor --crops"
+    );
+    let ranks_by_clip_alone = args.min_score.is_some() || sort != SortOrder::Score || facets.is_some();
     if args.rank_in == SearchIn::Captions {
         anyhow::ensure!(args.rerank.is_none() && !args.crops, "--in captions takes neither --rerank nor --crops");
         anyhow::ensure!(!ranks_by_clip_alone, "--in captions takes neither --min-score nor --sort");
@@ -264,7 +275,29 @@ pub fn search(g: &GlobalOptions, library: &Library, args: SearchArgs, out: &mut 
         Some(min) => format!("no results of relevance {min} or more (a lower --min-score keeps more)"),
         None => no_results(library, &filter),
     };
-    print_ranked(out, &ranked, started, json, &empty)?;
+    let Some(facets) = facets else {
+        print_ranked(out, &ranked, started, json, &empty)?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let counted =
+        library.search_facets(&parsed, None, &filter, args.min_score, true, &facets, &|t| library.embed_text(t))?;
+    if json {
+        let took_ms = started.elapsed().as_secs_f64() * 1e3;
+        writeln!(out, "{}", json!({ "results": ranked, "took_ms": took_ms, "facets": counted }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_ranked(out, &ranked, started, false, &empty)?;
+    for (name, values) in &counted {
+        let shown: Vec<String> = values
+            .iter()
+            .map(|v| match (&v.region, &v.country) {
+                (Some(Some(region)), Some(country)) => format!("{}, {region}, {country} ({})", v.value, v.count),
+                (_, Some(country)) => format!("{}, {country} ({})", v.value, v.count),
+                _ => format!("{} ({})", v.value, v.count),
+            })
+            .collect();
+        writeln!(out, "{name:<7} {}", if shown.is_empty() { "-".to_string() } else { shown.join("; ") })?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

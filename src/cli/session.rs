@@ -24,7 +24,9 @@ pub fn run(g: &GlobalOptions, command: Command) -> anyhow::Result<ExitCode> {
     let opened = match &command {
         // Reading records and stored vectors needs no CLIP model: open whatever model made them;
         // and without --model every command uses the library's own model.
-        Command::Show(_) | Command::Duplicates(_) | Command::People(_) => Library::open_as_stored(config),
+        Command::Show(_) | Command::Places(_) | Command::Duplicates(_) | Command::People(_) => {
+            Library::open_as_stored(config)
+        }
         _ if g.model.is_none() => Library::open_as_stored(config),
         _ => Library::open(config),
     };
@@ -74,6 +76,7 @@ pub fn on_library(
         Command::Similar(args) => search::similar(library, args, out)?,
         Command::CropSearch(args) => return regions::crop_search(library, &args, out),
         Command::Show(args) => show::show(library, args, out)?,
+        Command::Places(args) => super::places::places(library, &args, out)?,
         Command::Tags(args) => return tags::tag_counts(library, &args, out),
         Command::Autotag(args) => return tags::autotag(library, &args, out),
         Command::Stats(args) => maintenance::stats(library, args, out)?,

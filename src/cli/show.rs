@@ -48,6 +48,10 @@ fn print_details(out: &mut dyn Write, d: &ImageDetails) -> anyhow::Result<()> {
     if let Some((lat, lon)) = d.record.gps {
         writeln!(out, "gps      {lat:.5}, {lon:.5}")?;
     }
+    if let Some(p) = &d.place {
+        let region = p.region.as_deref().map(|r| format!(", {r}")).unwrap_or_default();
+        writeln!(out, "place    {}{region}, {}", p.city, p.country)?;
+    }
     if let Some(p) = &d.companions.live_video {
         writeln!(out, "live     {} (Live Photo video)", path_text::escaped(p))?;
     }

@@ -26,6 +26,9 @@ pub struct ImageDetails {
     /// Hash, size, dimensions, EXIF.
     #[serde(flatten)]
     pub record: ImageRecord,
+    /// Where it was taken (`{"city", "region", "country", "lat", "lon", "geonameid"}`), null
+    /// without GPS.
+    pub place: Option<crate::places::Place>,
     /// The files holding it. In JSON: `paths`, and `paths_bytes` when one is not UTF-8.
     #[serde(flatten, serialize_with = "crate::path_text::paths_field")]
     pub paths: Vec<PathBuf>,
@@ -59,6 +62,7 @@ impl Library {
         Ok(ImageDetails {
             id,
             date: record.date(),
+            place: record.place(),
             record,
             companions,
             live_video_problem,

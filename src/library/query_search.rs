@@ -48,6 +48,8 @@ pub struct RankedHit {
     /// 0–100, calibrated for the model on this library ([`crate::query::relevance`]); for a
     /// tag-only query, the tag's probability × 100.
     pub relevance: f32,
+    /// Where the photo was taken (null without GPS).
+    pub place: Option<crate::places::Place>,
 }
 
 /// Relevance of a cosine score: calibrated, or 0 without a calibration (an empty library).
@@ -70,7 +72,9 @@ impl Library {
 
     /// Searches a parsed query: `filter` narrowed by the query's filters; ranked by the query
     /// vector ([`Library::query_vector`], with `upload` as one more image term of weight 1),
-    /// or, when the query has no term and names a tag, by the tag's probability; cut at
+    /// or, when the query has no term and names a tag, by the tag's probability, or with
+    /// filters alone, every image that passes them, newest first ([`Library::list_filtered`],
+    /// relevance 100); cut at
     /// `options.min_relevance`; ordered by `options.sort`.
     pub fn search_parsed(
         &self,
@@ -101,13 +105,15 @@ impl Library {
             let hits = self.search_vector(&vector, depth, &filter)?;
             let calibration = self.calibration()?;
             hits.into_iter()
-                .map(|hit| RankedHit { relevance: relevance_of(calibration.as_ref(), hit.score), hit })
+                .map(|hit| RankedHit { relevance: relevance_of(calibration.as_ref(), hit.score), hit, place: None })
                 .collect()
         } else if filter.tag.is_some() {
             let hits = self.search_tag(depth, &filter)?;
-            hits.into_iter().map(|hit| RankedHit { relevance: (hit.score * 100.0).clamp(0.0, 100.0), hit }).collect()
+            hits.into_iter()
+                .map(|hit| RankedHit { relevance: (hit.score * 100.0).clamp(0.0, 100.0), hit, place: None })
+                .collect()
         } else if !filter.attributes.persons.is_empty() {
-            // Only persons: their photos, newest first.
+            // Persons (and maybe other filters): their photos, newest first.
             let mut hits = Vec::new();
             for id in self.images_with_persons(&filter.attributes.persons)? {
                 if hits.len() == depth {
@@ -116,13 +122,21 @@ impl Library {
                 if let Some(path) = crate::query::passing_path(self.store(), id, &filter)? {
                     let media = crate::query::Media::of_image(self.store(), id)?;
                     let hit = SearchHit { id, path, score: 1.0, media, companions: Default::default() };
-                    hits.push(RankedHit { hit, relevance: 100.0 });
+                    hits.push(RankedHit { hit, relevance: 100.0, place: None });
                 }
             }
             hits
+        } else if !filter.is_empty() {
+            // Filters alone: every photo that passes them, newest first.
+            self.list_filtered(depth, &filter)?
+                .into_iter()
+                .map(|hit| RankedHit { relevance: 100.0, hit, place: None })
+                .collect()
         } else {
             return Err(Error::Invalid(
-                "the query has nothing to look for: add words, an image (#ID or a path), a tag: or a person:".into(),
+                "the query has nothing to look for: add words, an image (#ID or a path) or a filter (tag:dog, \
+                 person:Anna, place:Lisbon, after:2024, ...)"
+                    .into(),
             ));
         };
         if let Some(min) = options.min_relevance {
@@ -132,10 +146,50 @@ impl Library {
             let mut hits: Vec<SearchHit> = ranked.iter().map(|r| r.hit.clone()).collect();
             relevance::sort_hits(self.store(), &mut hits, options.sort)?;
             let by_id: HashMap<_, f32> = ranked.iter().map(|r| (r.hit.id, r.relevance)).collect();
-            ranked = hits.into_iter().map(|hit| RankedHit { relevance: by_id[&hit.id], hit }).collect();
+            ranked = hits.into_iter().map(|hit| RankedHit { relevance: by_id[&hit.id], hit, place: None }).collect();
         }
         ranked.truncate(options.k);
+        for r in &mut ranked {
+            r.place = self.store().image(r.hit.id)?.and_then(|record| record.place());
+        }
         Ok(ranked)
+    }
+
+    /// The first `k` images, newest first ([`crate::store::ImageRecord::date`], then id), that
+    /// pass `filter`: what a query of filters alone lists. Each has score 1 (it matches all
+    /// there is to match).
+    pub fn list_filtered(&self, k: usize, filter: &SearchFilter) -> Result<Vec<SearchHit>> {
+        let filter = self.resolve_tag(filter)?;
+        let mut dated: Vec<(i64, crate::store::ImageId)> = Vec::new();
+        for entry in self.store().images() {
+            let (id, record) = entry?;
+            let kind_passes = match filter.kind {
+                crate::query::Kind::All => true,
+                crate::query::Kind::Photo => !record.is_video(),
+                crate::query::Kind::Video => record.is_video(),
+            };
+            let date = record.date();
+            if kind_passes
+                && filter.after.is_none_or(|a| date >= a)
+                && filter.before.is_none_or(|b| date < b)
+                && (!filter.attributes.reads_record() || filter.attributes.record_passes(&record))
+            {
+                dated.push((date, id));
+            }
+        }
+        dated.sort_unstable_by(|a, b| b.cmp(a));
+        let mut hits = Vec::with_capacity(k.min(dated.len()));
+        for (_, id) in dated {
+            if hits.len() == k {
+                break;
+            }
+            if let Some(path) = crate::query::passing_path(self.store(), id, &filter)? {
+                let media = crate::query::Media::of_image(self.store(), id)?;
+                hits.push(SearchHit { id, path, score: 1.0, media, companions: Default::default() });
+            }
+        }
+        self.attach_companions(&mut hits)?;
+        Ok(hits)
     }
 
     /// The query vector of a parsed query's terms (and an uploaded image, weight 1): each

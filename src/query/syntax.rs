@@ -9,9 +9,9 @@
 //!   path (`/…`, `./…`, `../…`, `~/…`, or a name ending in a picture or video extension) or an
 //!   indexed photo `#ID`.
 //! - **Filters** are `key:value` (`tag:dog`, `in:/photos/2024`, `after:last-month`,
-//!   `kind:video`, `camera:fuji`, `ext:jpg`, `orientation:portrait`, `person:Anna`; two
-//!   `person:` filters keep the photos with both) and numeric comparisons
-//!   (`width>3000`, `height<=1000`). They do not break a run of words.
+//!   `kind:video`, `camera:fuji`, `ext:jpg`, `orientation:portrait`, `person:Anna` (two
+//!   `person:` filters keep the photos with both), `place:München`, `near:38.72,-9.14,5`) and
+//!   numeric comparisons (`width>3000`, `height<=1000`). They do not break a run of words.
 //! - Quotes (`"…"`, `“…”`, or `'…'` at the start of a word) keep a phrase, a value with spaces
 //!   or a colon together; inside double quotes `\"` is a quote and `\\` a backslash.
 //!
@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use super::Kind;
 use crate::store::ImageId;
-use crate::store::attributes::{AttributeFilter, Comparison, Dimension, DimensionBound, Orientation};
+use crate::store::attributes::{AttributeFilter, Comparison, Dimension, DimensionBound, Orientation, PlaceFilter};
 
 /// A parsed query: what to look for, and what to keep.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -66,7 +66,8 @@ pub struct QueryFilters {
     pub before: Option<i64>,
     /// `kind:`.
     pub kind: Option<Kind>,
-    /// `tag:`, `in:`, `camera:`, `ext:`, `orientation:`, `width`/`height` comparisons.
+    /// `tag:`, `in:`, `camera:`, `ext:`, `orientation:`, `width`/`height` comparisons,
+    /// `place:`, `near:`.
     pub attributes: AttributeFilter,
 }
 
@@ -109,6 +110,7 @@ pub const KEYS: &[&str] = &[
     "text",
     "place",
     "person",
+    "near",
 ];
 
 /// Longest query accepted, characters.
@@ -553,7 +555,7 @@ impl Parser {
     ) -> Result<(), SyntaxError> {
         let key_lower = key.to_lowercase();
         let bad = |message: String| Err(SyntaxError { column: value_column, message });
-        if !KEYS.contains(&key_lower.as_str()) && key_lower != "near" {
+        if !KEYS.contains(&key_lower.as_str()) {
             let shown = if quoted { format!("{key}{op}\"{value}\"") } else { format!("{key}{op}{value}") };
             return Err(SyntaxError {
                 column,
@@ -675,11 +677,33 @@ impl Parser {
                             .into(),
                 });
             }
-            "place" | "near" => {
-                return Err(SyntaxError {
-                    column,
-                    message: format!("{key}: places are not recorded by this clipdex (photos are not geocoded yet)"),
-                });
+            "place" => {
+                let places = crate::places::gazetteer().map_err(|e| SyntaxError { column, message: e.to_string() })?;
+                if places.resolve(value).is_empty() {
+                    return bad(format!(
+                        "place:{value}: no city (of 1,000+ inhabitants), region or country of that name in GeoNames; \
+                         check the spelling, or use near:LAT,LON,KM"
+                    ));
+                }
+                f.attributes.places.push(PlaceFilter::Named(value.to_string()));
+            }
+            "near" => {
+                let numbers: Vec<Option<f64>> =
+                    value.split(',').map(|n| n.trim().parse::<f64>().ok().filter(|x| x.is_finite())).collect();
+                let [Some(lat), Some(lon), Some(km)] = numbers[..] else {
+                    return bad(format!(
+                        "near:{value}: write near:LATITUDE,LONGITUDE,KILOMETRES in degrees (near:48.137,11.575,10)"
+                    ));
+                };
+                if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+                    return bad(format!(
+                        "near:{value}: latitude is -90 to 90 and longitude -180 to 180 (degrees, latitude first)"
+                    ));
+                }
+                if km <= 0.0 {
+                    return bad(format!("near:{value}: the distance is a positive number of kilometres"));
+                }
+                f.attributes.places.push(PlaceFilter::Near { lat, lon, km });
             }
             _ => unreachable!("keys checked above"),
         }
@@ -697,6 +721,8 @@ fn example_value(key: &str) -> &'static str {
         "person" => "Anna",
         "ext" => "jpg",
         "orientation" => "portrait",
+        "place" => "Lisbon",
+        "near" => "38.72,-9.14,5",
         _ => "VALUE",
     }
 }
@@ -966,6 +992,14 @@ mod tests {
                 bound(Dimension::Width, Comparison::Greater, 2),
             ]
         );
+        assert_eq!(
+            filters("place:München place:\"new york\" near:-33.87,151.21,2.5").attributes.places,
+            [
+                PlaceFilter::Named("München".into()),
+                PlaceFilter::Named("new york".into()),
+                PlaceFilter::Near { lat: -33.87, lon: 151.21, km: 2.5 }
+            ]
+        );
         let only = parse_at("tag:dog after:2024", NOW).unwrap();
         assert!(!only.has_terms());
         assert!(parse_at("", NOW).unwrap().terms.is_empty());
@@ -1000,8 +1034,12 @@ mod tests {
             ("ext:j?g", 5, "letters and digits"),
             ("lens:35mm", 1, "does not record lenses"),
             ("text:\"stop\"", 1, "not indexed yet"),
-            ("place:München", 1, "places are not recorded"),
-            ("near:48.1,11.5,10", 1, "places are not recorded"),
+            ("place:Xyzzyville", 7, "no city"),
+            ("dog place:", 11, "needs a value"),
+            ("near:48.1,11.5", 6, "near:LATITUDE,LONGITUDE,KILOMETRES"),
+            ("near:48.1,east,10", 6, "near:LATITUDE,LONGITUDE,KILOMETRES"),
+            ("near:91,11.5,10", 6, "latitude is -90 to 90"),
+            ("near:48.1,11.5,0", 6, "positive number of kilometres"),
             ("dog -", 5, "nothing after it"),
             ("dog NOT", 5, "nothing after it"),
             ("dog + - cat", 7, "right after +"),

@@ -122,6 +122,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/images/{id}/motion", web::get().to(motion_video))
         .route("/tag", web::post().to(tag))
         .route("/tags", web::get().to(tag_counts))
+        .route("/places", web::get().to(place_counts))
         .route("/duplicates", web::get().to(duplicates))
         .route("/duplicates/dismiss", web::post().to(dismiss_duplicates))
         .route("/status", web::get().to(status))
@@ -172,6 +173,8 @@ struct SearchParams {
     min_score: Option<String>,
     /// `score` (default), `date`, `-date` or `name`.
     sort: Option<String>,
+    /// Counts of what the query matched: `year,place,camera,tag` (any of them).
+    facets: Option<String>,
 }
 
 impl SearchParams {
@@ -289,6 +292,8 @@ struct Hit {
     date: Option<i64>,
     width: Option<u32>,
     height: Option<u32>,
+    /// Where the photo was taken (null without GPS).
+    place: Option<crate::places::Place>,
     #[serde(skip_serializing_if = "Option::is_none")]
     region: Option<Option<crate::segment::Region>>,
     /// With `in=captions`: the caption matched (`score` is then its BM25 score).
@@ -367,6 +372,7 @@ fn page_without_relevance(state: &AppState, hits: Vec<SearchHit>, offset: usize)
                 date: record.as_ref().map(|r| r.date()),
                 width: record.as_ref().map(|r| r.width),
                 height: record.as_ref().map(|r| r.height),
+                place: record.as_ref().and_then(|r| r.place()),
                 region: None,
                 caption: None,
                 caption_score: None,
@@ -393,6 +399,10 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
     let parsed = params.query()?;
     let filter = parsed.narrow(&params.filter()?)?;
     let (min_score, sort) = params.cut_and_order()?;
+    let facets = match params.facets.as_deref() {
+        None => None,
+        Some(list) => Some(crate::library::Facet::parse_list(list).map_err(|e| ApiError::bad_request(e.to_string()))?),
+    };
     let ranks_by_clip_alone = min_score.is_some() || sort != SortOrder::Score;
     // Captions and re-rankers compare words with words: they take a plain text query; regions
     // look for the query's words.
@@ -434,14 +444,25 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
         1,
         MAX_RERANK_TOP,
     )?;
-    if !parsed.has_terms() && filter.tag.is_none() && filter.attributes.persons.is_empty() {
+    // Filters alone list what passes them, newest first (the library does); no query at all
+    // finds nothing.
+    if !parsed.has_terms()
+        && parsed.filters == Default::default()
+        && filter.tag.is_none()
+        && filter.attributes.persons.is_empty()
+    {
         if params.q.as_deref().is_some_and(|q| !q.trim().is_empty()) {
             return Err(ApiError::bad_request(
-                "the query has nothing to look for: add words, an image (#ID), a tag: or a person:",
+                "the query has nothing to look for: add words, an image (#ID) or a filter (tag:dog, person:Anna, after:2024, ...)",
             ));
         }
         // Nothing to look for: nothing found.
-        return Ok(results(Vec::new(), std::time::Instant::now()));
+        let mut response = json!({"results": [], "took_ms": 0.0});
+        if let Some(facets) = &facets {
+            response["facets"] =
+                json!(facets.iter().map(|f| (f.name(), json!([]))).collect::<std::collections::BTreeMap<_, _>>());
+        }
+        return Ok(HttpResponse::Ok().json(response));
     }
     if text.is_empty() && parsed.has_terms() && (in_captions || rerank.is_some()) {
         return Err(ApiError::bad_request(
@@ -471,6 +492,7 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
     let started = std::time::Instant::now();
     // Re-ranking and regions run models on photos: they take their turn in the heavy queue.
     let ticket = if rerank.is_some() || crops { Some(state.heavy.admit()?) } else { None };
+    let (facet_state, facet_query, facet_filter) = (state.clone(), parsed.clone(), filter.clone());
     let hits = blocking(move || {
         let _turn = ticket.map(super::queue::Ticket::run);
         if let Some(Rerank::Itm) = rerank {
@@ -561,7 +583,19 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
         Ok(page)
     })
     .await?;
-    Ok(results(hits, started))
+    let Some(facets) = facets else { return Ok(results(hits, started)) };
+    // What the query matched, counted: the query again, ranked by score, with the same filters
+    // and cut-off.
+    let counted = blocking(move || {
+        let embed = |t: &str| facet_state.query_embedding(t).map(|q| q.as_ref().clone());
+        facet_state.library.search_facets(&facet_query, None, &facet_filter, min_score, false, &facets, &embed)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "results": hits,
+        "took_ms": started.elapsed().as_secs_f64() * 1000.0,
+        "facets": counted,
+    })))
 }
 
 /// The parts of a multipart form clipdex reads: `image` (a file) and short text fields.
@@ -1142,6 +1176,11 @@ async fn tag(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload
 async fn tag_counts(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let counts = blocking(move || state.library.tag_counts()).await?;
     Ok(HttpResponse::Ok().json(json!({ "tags": counts })))
+}
+
+async fn place_counts(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let counts = blocking(move || state.library.place_counts()).await?;
+    Ok(HttpResponse::Ok().json(counts))
 }
 
 #[derive(Deserialize)]

@@ -193,6 +193,11 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
         json!({"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
         "How many results the re-ranker re-scores (at least offset + k)",
     ));
+    search.push(query(
+        "facets",
+        json!({"type": "string", "pattern": "^(year|place|camera|tag)(,(year|place|camera|tag))*$"}),
+        "Also count what the query matched (the photos that pass its filters and min_score, at most the best 1000) per year, place, camera and/or tag, comma-separated: the response gains `facets`",
+    ));
     let mut by_image =
         vec![query("id", json!({"type": "integer"}), "Search like this indexed image instead of an upload")];
     by_image.push(query(
@@ -235,6 +240,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                                      "properties": {"offset": {"type": "integer"}, "length": {"type": "integer"}}},
                     "date": {"type": "integer", "nullable": true, "description": "EXIF date taken, else file time; seconds since the epoch"},
                     "width": {"type": "integer", "nullable": true}, "height": {"type": "integer", "nullable": true},
+                    "place": {"$ref": "#/components/schemas/Place"},
                     "region": {"type": "object", "nullable": true, "description": "With crops: the region that best shows the query, or null",
                                "properties": {"box": {"type": "array", "items": {"type": "integer"}, "description": "[x, y, width, height] in upright pixels"},
                                               "area": {"type": "number"}, "mean_probability": {"type": "number"}}},
@@ -252,7 +258,18 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "text": {"type": "string"}, "score": {"type": "number", "description": "The recogniser's confidence, 0 to 1"},
                     "box": {"$ref": "#/components/schemas/Quad"}}},
                 "Results": {"type": "object", "required": ["results", "took_ms"], "properties": {
-                    "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}, "took_ms": {"type": "number"}}},
+                    "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}, "took_ms": {"type": "number"},
+                    "facets": {"type": "object", "description": "With facets=: for each facet asked for, its values most frequent first (at most 50)",
+                               "additionalProperties": {"type": "array", "items": {"$ref": "#/components/schemas/FacetValue"}}}}},
+                "FacetValue": {"type": "object", "required": ["value", "count"], "properties": {
+                    "value": {"type": "string", "description": "The year (\"2024\"), the city, the camera or the tag"},
+                    "region": {"type": "string", "nullable": true, "description": "Places: the city's region"},
+                    "country": {"type": "string", "description": "Places: the city's country"},
+                    "count": {"type": "integer", "description": "Matched photos with this value"}}},
+                "Place": {"type": "object", "nullable": true, "required": ["city", "region", "country", "lat", "lon", "geonameid"],
+                          "description": "Where the photo was taken: its GPS position and the nearest city of 1,000+ inhabitants (GeoNames, CC BY 4.0) within 150 km; null without GPS",
+                          "properties": {"city": {"type": "string"}, "region": {"type": "string", "nullable": true}, "country": {"type": "string"},
+                                         "lat": {"type": "number"}, "lon": {"type": "number"}, "geonameid": {"type": "integer"}}},
                 "Tag": {"type": "object", "properties": {"label": {"type": "string"}, "probability": {"type": "number"}, "cosine": {"type": "number"}}},
             }
         },
@@ -276,6 +293,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "width": {"type": "integer"}, "height": {"type": "integer"}, "modified": {"type": "integer"},
                     "taken": {"type": "integer", "nullable": true}, "camera": {"type": "string", "nullable": true},
                     "gps": {"type": "array", "items": {"type": "number"}, "nullable": true},
+                    "place": {"$ref": "#/components/schemas/Place"},
                     "paths": {"type": "array", "items": {"type": "string"}},
                     "paths_bytes": {"type": "array", "items": {"type": "string", "format": "byte", "nullable": true}, "description": "Only when a path is not UTF-8: base64 of each path's exact bytes (null for UTF-8 ones)"},
                     "live_video": {"type": "string", "description": "A Live Photo's MOV; live_video_bytes when not UTF-8"},
@@ -365,6 +383,13 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                 "summary": "Auto-tags in use, with how many images carry each",
                 "responses": responses(200, ok("Tag counts", json!({"type": "object", "properties": {"tags": {"type": "array", "items": {
                     "type": "object", "properties": {"label": {"type": "string"}, "count": {"type": "integer"}}}}}})), &[])}},
+            "/api/places": {"get": {
+                "summary": "Where the photos were taken (their GPS positions reverse-geocoded with GeoNames), with how many photos each, most first",
+                "responses": responses(200, ok("Place counts", json!({"type": "object", "required": ["places", "located", "unplaced"], "properties": {
+                    "places": {"type": "array", "items": {"type": "object", "required": ["city", "region", "country", "count"], "properties": {
+                        "city": {"type": "string"}, "region": {"type": "string", "nullable": true}, "country": {"type": "string"}, "count": {"type": "integer"}}}},
+                    "located": {"type": "integer", "description": "Images with a GPS position"},
+                    "unplaced": {"type": "integer", "description": "Images with a position more than 150 km from any town"}}})), &[])}},
             "/api/duplicates": {"get": {
                 "summary": "Near-duplicate groups (as `clipdex duplicates --json`): close in the vector index, confirmed by a perceptual hash; the best copy first",
                 "parameters": [query("threshold", json!({"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1, "default": crate::query::duplicates::DEFAULT_THRESHOLD}), "Cosine similarity from which two photos are candidates")],

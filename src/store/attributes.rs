@@ -1,5 +1,5 @@
 //! Filters on what the store records of an image and its files, beyond folder, date, tag and
-//! kind: more tags and folders, the camera, the file's extension, orientation and size. The
+//! kind: more tags and folders, the camera, the file's extension, orientation, size and place. The
 //! query language ([`crate::query::syntax`]) fills them; the folder store checks them here
 //! ([`AttributeFilter::record_passes`], [`AttributeFilter::path_passes`]) and PostgreSQL as SQL
 //! predicates (`store/postgres/search.rs`), with the same meaning.
@@ -28,6 +28,34 @@ pub struct AttributeFilter {
     pub dimensions: Vec<DimensionBound>,
     /// Named persons who must all be in the picture (names compared case-insensitively).
     pub persons: Vec<String>,
+    /// Where the photo was taken (its GPS position): every one must hold. A photo without a
+    /// position passes none.
+    pub places: Vec<PlaceFilter>,
+}
+
+/// `place:NAME` or `near:LAT,LON,KM`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlaceFilter {
+    /// The photo's place ([`crate::places`]) is a city of this name, or in a region or country
+    /// of this name (any language GeoNames holds; case and accents do not matter).
+    Named(String),
+    /// The photo was taken within `km` kilometres of a position (great-circle distance).
+    Near { lat: f64, lon: f64, km: f64 },
+}
+
+impl PlaceFilter {
+    /// Whether a photo taken at `gps` (latitude, longitude) passes.
+    pub fn holds(&self, gps: Option<(f64, f64)>) -> bool {
+        let Some((lat, lon)) = gps else { return false };
+        match self {
+            PlaceFilter::Near { lat: at, lon: on, km } => crate::places::distance_km(lat, lon, *at, *on) <= *km,
+            PlaceFilter::Named(name) => {
+                let Ok(places) = crate::places::gazetteer() else { return false };
+                let wanted = places.resolve(name);
+                places.nearest_city(lat, lon).is_some_and(|city| places.city_in(city, &wanted))
+            }
+        }
+    }
 }
 
 /// A picture's shape.
@@ -102,11 +130,12 @@ impl AttributeFilter {
             && self.orientation.is_none()
             && self.dimensions.is_empty()
             && self.persons.is_empty()
+            && self.places.is_empty()
     }
 
     /// Whether the record's filters (camera, shape, size) are all needed: `false` when none is set.
     pub fn reads_record(&self) -> bool {
-        !self.cameras.is_empty() || self.orientation.is_some() || !self.dimensions.is_empty()
+        !self.cameras.is_empty() || self.orientation.is_some() || !self.dimensions.is_empty() || !self.places.is_empty()
     }
 
     /// Adds `other`'s restrictions (both must hold; two orientations that differ pass nothing).
@@ -139,9 +168,10 @@ impl AttributeFilter {
                 self.persons.push(person);
             }
         }
+        self.places.extend(other.places);
     }
 
-    /// Whether an image's record passes the camera, orientation and size filters.
+    /// Whether an image's record passes the camera, orientation, size and place filters.
     pub fn record_passes(&self, record: &ImageRecord) -> bool {
         if !self.cameras.is_empty() {
             let Some(camera) = record.camera.as_deref().map(str::to_lowercase) else { return false };
@@ -161,6 +191,7 @@ impl AttributeFilter {
                 let value = if b.dimension == Dimension::Width { w } else { h };
                 b.comparison.holds(value, b.pixels)
             })
+            && self.places.iter().all(|p| p.holds(record.gps))
     }
 
     /// Whether a file passes the folder and extension filters.

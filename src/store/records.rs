@@ -97,6 +97,21 @@ impl ImageRecord {
     pub fn is_video(&self) -> bool {
         self.video.is_some()
     }
+
+    /// The GeoNames id of the city it was taken in, as PostgreSQL keeps it (`images.place`):
+    /// `None` without a position, 0 for a position far from any city.
+    pub fn place_code(&self) -> Option<i64> {
+        let (lat, lon) = self.gps?;
+        let places = crate::places::gazetteer().ok()?;
+        Some(places.nearest_city(lat, lon).and_then(|i| places.geonameid(i)).map_or(0, i64::from))
+    }
+
+    /// Where it was taken: its GPS position reverse-geocoded ([`crate::places`]); `None`
+    /// without a position, or far from any city.
+    pub fn place(&self) -> Option<crate::places::Place> {
+        let (lat, lon) = self.gps?;
+        crate::places::gazetteer().ok()?.place_at(lat, lon)
+    }
 }
 
 /// A tag kept on an image.

@@ -37,7 +37,7 @@ use super::{
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The schema steps, in version order: (version, description, SQL).
 const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -46,6 +46,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (3, "videos", include_str!("../../../migrations/postgres/0003_videos.sql")),
     (4, "text in photos", include_str!("../../../migrations/postgres/0004_texts.sql")),
     (5, "faces and people", include_str!("../../../migrations/postgres/0005_faces.sql")),
+    (6, "places", include_str!("../../../migrations/postgres/0006_places.sql")),
 ];
 
 /// The advisory lock key that serialises migrations (`clipdex` in ASCII).
@@ -265,6 +266,18 @@ impl PgStore {
                 )?;
                 if v == 1 {
                     tx.execute("INSERT INTO meta (key, value) VALUES ('vectors_generation', '0')", &[])?;
+                }
+                if v == 6 {
+                    // The images stored before: their place from their record's GPS position.
+                    let rows = tx.query(
+                        "SELECT id, record FROM images WHERE jsonb_typeof(record::jsonb -> 'gps') = 'array'",
+                        &[],
+                    )?;
+                    for row in rows {
+                        let record: String = row.get(1);
+                        let place = serde_json::from_str::<ImageRecord>(&record).ok().and_then(|r| r.place_code());
+                        tx.execute("UPDATE images SET place = $1 WHERE id = $2", &[&place, &row.get::<_, i64>(0)])?;
+                    }
                 }
             }
             tx.commit()?;
@@ -715,9 +728,9 @@ impl Backend for PgStore {
                 Some(row) => id_of(&row, 0),
                 None => {
                     let row = tx.query_one(
-                        "INSERT INTO images (id, hash, record, date, video) VALUES (nextval('image_ids'), $1, $2, $3, $4)
-                         RETURNING id",
-                        &[&record.hash, &record_json, &record.date(), &record.is_video()],
+                        "INSERT INTO images (id, hash, record, date, video, place)
+                         VALUES (nextval('image_ids'), $1, $2, $3, $4, $5) RETURNING id",
+                        &[&record.hash, &record_json, &record.date(), &record.is_video(), &record.place_code()],
                     )?;
                     let id: i64 = row.get(0);
                     tx.execute(

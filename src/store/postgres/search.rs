@@ -16,7 +16,7 @@ use postgres::Transaction;
 
 use super::{PgStore, TxError, TxResult, id_of, path_from_key, path_key, u64_of};
 use crate::error::Result;
-use crate::store::attributes::{AttributeFilter, Dimension, Orientation, folder_needle, like_escaped};
+use crate::store::attributes::{AttributeFilter, Dimension, Orientation, PlaceFilter, folder_needle, like_escaped};
 use crate::store::search_types::{IndexState, Kind, SearchFilter, SearchHit};
 
 /// `hnsw.ef_search` at least: pgvector's default of 40 misses too often at k = 20.
@@ -115,6 +115,34 @@ impl Predicates {
             let side = if bound.dimension == Dimension::Width { &w } else { &h };
             let n = self.push(Box::new(i64::from(bound.pixels)));
             self.sql += &format!(" AND {side} {} ${n}", bound.comparison.sql());
+        }
+        for place in &more.places {
+            // `place:` as the stored place (`images.place`, the nearest city's GeoNames id)
+            // among the cities the name stands for; `near:` as the haversine distance from the
+            // record's GPS position ([lat, lon]). An image without GPS compares NULL: it
+            // passes neither.
+            if let PlaceFilter::Named(name) = place {
+                let ids: Vec<i64> = match crate::places::gazetteer() {
+                    Ok(places) => places.geonameids(&places.resolve(name)),
+                    Err(_) => Vec::new(),
+                };
+                let n = self.push(Box::new(ids));
+                self.sql += &format!(" AND (SELECT place FROM images i WHERE i.id = v.image_id) = ANY(${n})");
+            }
+            if let PlaceFilter::Near { lat, lon, km } = *place {
+                let (a, b, c, r) = (
+                    self.push(Box::new(lat)),
+                    self.push(Box::new(lon)),
+                    self.push(Box::new(km)),
+                    crate::places::EARTH_RADIUS_KM,
+                );
+                let (plat, plon) =
+                    (format!("(({record} -> 'gps') ->> 0)::float8"), format!("(({record} -> 'gps') ->> 1)::float8"));
+                self.sql += &format!(
+                    " AND 2 * {r} * asin(least(1, sqrt(power(sin(radians({plat} - ${a}) / 2), 2) \
+                     + cos(radians(${a})) * cos(radians({plat})) * power(sin(radians({plon} - ${b}) / 2), 2)))) <= ${c}"
+                );
+            }
         }
         let mut path = Vec::new();
         if !more.extensions.is_empty() {

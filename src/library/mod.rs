@@ -36,6 +36,7 @@ mod query_search;
 mod regions;
 mod reindex;
 mod search;
+mod settings;
 mod tags;
 pub use browse::{FolderEntry, FolderListing, MonthCount, TimelineCursor, TimelineItem, TimelinePage};
 pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
@@ -45,6 +46,7 @@ pub use indexing::{LibraryStats, ReindexState, Stage};
 pub use query_search::{QueryOptions, RankedHit, SORT_POOL, relevance_of};
 pub use regions::{Crop, LOCATE_SIDE, SegmentedImage};
 pub use reindex::ReindexReport;
+pub use settings::{SETTING_NAMES, SETTINGS_KEY, SettingEntry, Settings, default_of};
 
 /// How to open a library.
 #[derive(Debug, Clone)]
@@ -99,7 +101,8 @@ impl LibraryConfig {
 const PRECISIONS_SETTING: &str = "vector_precisions";
 
 /// Every JSON setting a library keeps (what `migrate` carries over): a new setting belongs here.
-pub(crate) const SETTINGS: &[&str] = &[tags::AUTOTAG_SETTING, duplicates::DISMISSED_SETTING, captions::CAPTION_SETTING];
+pub(crate) const SETTINGS: &[&str] =
+    &[tags::AUTOTAG_SETTING, duplicates::DISMISSED_SETTING, captions::CAPTION_SETTING, settings::SETTINGS_KEY];
 
 /// One photo library.
 pub struct Library {
@@ -107,6 +110,8 @@ pub struct Library {
     store: Store,
     /// The model of the current vectors: the configured one, until `reindex` switches.
     model: RwLock<String>,
+    /// The settings a server may change while it runs (`config set`, `PUT /api/settings`).
+    live: RwLock<LiveSettings>,
     clip: RwLock<Option<Arc<ClipEmbedder>>>,
     segmenter: std::sync::Mutex<Option<Arc<Segmenter>>>,
     /// The search index, kept while the store does not change.
@@ -119,6 +124,14 @@ pub struct Library {
     captioner: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::models::blip::BlipCaptioner>>>,
     /// The JPEGs of the video frames served last ([`Library::video_frame`]).
     recent_frames: std::sync::Mutex<frames::RecentFrames>,
+}
+
+/// The models' settings in use: the recorded ones, else the configured ones.
+#[derive(Debug, Clone, PartialEq)]
+struct LiveSettings {
+    text_model: Option<String>,
+    precision: Precision,
+    seg_model: String,
 }
 
 struct CachedIndex {

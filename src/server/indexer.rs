@@ -21,6 +21,9 @@ use crate::library::Stage;
 /// Pause after a failed pass before the watch starts again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// How often a paused indexer looks at the library's settings again.
+const PAUSED_CHECK: Duration = Duration::from_secs(5);
+
 /// What the indexer is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -37,6 +40,9 @@ pub enum IndexerState {
     NoFolders,
     /// The last pass failed (`last_error`); it is retried.
     Failed,
+    /// Background jobs are off in the library's settings (`background_jobs`): nothing is
+    /// indexed until they are on again.
+    Paused,
 }
 
 /// The indexer's progress, as `GET /api/status` shows it.
@@ -159,6 +165,14 @@ impl BackgroundIndexer {
         None
     }
 
+    /// The library's settings changed: a pass under way ends, and the indexer starts again
+    /// with them (or pauses, when background jobs are now off).
+    pub fn settings_changed(&self) {
+        if self.lock().state != IndexerState::Off {
+            self.interrupt.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Ends the indexer after the running pass.
     pub fn stop(&self) {
         self.shutdown.store(true, Ordering::Relaxed);
@@ -176,6 +190,20 @@ impl BackgroundIndexer {
     fn run(&self, library: &Library, options: &WatchOptions) {
         while !self.shutdown.load(Ordering::Relaxed) {
             self.interrupt.store(false, Ordering::Relaxed);
+            match library.settings() {
+                Ok(settings) if !settings.background_jobs() => {
+                    self.set_state(IndexerState::Paused);
+                    // Until the settings change (or another process changes them: looked at
+                    // again now and then).
+                    self.wait(PAUSED_CHECK);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.failed(&e);
+                    continue;
+                }
+            }
             match library.roots() {
                 Ok(roots) if roots.is_empty() => {
                     self.set_state(IndexerState::NoFolders);

@@ -25,6 +25,7 @@ mod forward;
 pub mod indexer;
 mod openapi;
 mod queue;
+mod settings;
 mod vision;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -165,8 +166,8 @@ impl AppState {
             loaded: Mutex::new(Default::default()),
             body_timeout: options.body_timeout,
             blip: options.blip.clone(),
-            answerer: vision::OnDemand::new(&options.blip.vqa),
-            matcher: vision::OnDemand::new(&options.blip.itm),
+            answerer: Default::default(),
+            matcher: Default::default(),
             commands: options.commands.clone(),
             forward_secret: options.commands.as_ref().and_then(|_| {
                 random_hex(32)
@@ -175,6 +176,12 @@ impl AppState {
             }),
             heavy: queue::HeavyQueue::new(options.heavy_running, options.heavy_waiting),
         }
+    }
+
+    /// The BLIP models in use: those the library's settings name (they may change while the
+    /// server runs), else the server's.
+    pub(super) fn blip_models(&self) -> Result<BlipModels> {
+        Ok(self.blip.with_settings(&self.library.settings()?))
     }
 
     /// The names of the fine-tuned models searches may be re-ranked with.
@@ -208,7 +215,7 @@ impl AppState {
     }
 
     pub(super) fn query_embedding(&self, text: &str) -> Result<Arc<Vec<f32>>> {
-        let key = (self.library.model(), text.to_string());
+        let key = (self.library.embedder_key(), text.to_string());
         if let Some(q) = self.queries.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(q.clone());
         }
@@ -247,6 +254,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                             .wrap(actix_web::middleware::from_fn(guard))
                             .configure(api::routes)
                             .configure(vision::routes)
+                            .configure(settings::routes)
                             .configure(forward::routes)
                             .configure(undeclared_methods)
                             .default_service(web::to(|| async {
@@ -351,7 +359,7 @@ async fn guard(
         .map(str::to_string);
     if req.method() == Method::OPTIONS && origin.is_some() {
         let response = HttpResponse::NoContent()
-            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, DELETE"))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, PUT, DELETE"))
             .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "Authorization, Content-Type"))
             .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
             .finish();

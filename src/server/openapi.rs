@@ -54,6 +54,14 @@ fn search_params() -> Vec<Value> {
     ]
 }
 
+/// `{"settings": [{name, value, default, about}]}`.
+fn settings_schema() -> Value {
+    json!({"type": "object", "properties": {"settings": {"type": "array", "items": {"type": "object", "properties": {
+        "name": {"type": "string"},
+        "value": {"type": "string", "nullable": true, "description": "The recorded value; null: none recorded, the default applies"},
+        "default": {"type": "string"}, "about": {"type": "string"}}}}}})
+}
+
 fn ok(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
@@ -321,7 +329,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "stages": {"type": "object", "description": "Each stage's progress as {done, total} (null: switched off or not run yet): embedding (files of the running pass), tagging, captioning (images of the library), thumbnails (the background run's position)",
                         "properties": {"embedding": {"type": "object"}, "tagging": {"type": "object", "nullable": true}, "captioning": {"type": "object", "nullable": true}, "thumbnails": {"type": "object", "nullable": true}}},
                     "indexer": {"type": "object", "properties": {
-                        "state": {"type": "string", "enum": ["off", "starting", "indexing", "watching", "no_folders", "failed"]},
+                        "state": {"type": "string", "enum": ["off", "starting", "indexing", "watching", "no_folders", "failed", "paused"]},
                         "done": {"type": "integer"}, "total": {"type": "integer"}, "passes": {"type": "integer"},
                         "last_pass": {"type": "object", "nullable": true}, "last_error": {"type": "string", "nullable": true}}}}})), &[])}},
             "/api/timeline": {"get": {
@@ -361,6 +369,18 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                 "delete": {"summary": "Remove a folder and forget its photos",
                            "parameters": [{"name": "path", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^/[^\\x00]*$"}, "description": "The folder, as added"}],
                            "responses": responses(200, ok("Photos forgotten", json!({"type": "object", "properties": {"removed": {"type": "integer"}}})), &[400, 403, 404])}},
+            "/api/settings": {
+                "get": {"summary": "The library's settings (its models, their precision, background jobs), as `clipdex config list --json`",
+                        "responses": responses(200, ok("Every setting", settings_schema()), &[])},
+                "put": {"summary": "Record settings in the library; they apply at once (models load on their next use, the indexer restarts with them). A null value forgets the recorded one; one bad value changes nothing",
+                        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "minProperties": 1, "additionalProperties": false, "properties": {
+                            "model": {"type": "string", "nullable": true, "description": "CLIP model; only while the library has no vectors (then `clipdex reindex`)"},
+                            "text_model": {"type": "string", "nullable": true}, "caption_model": {"type": "string", "nullable": true},
+                            "vqa_model": {"type": "string", "nullable": true}, "itm_model": {"type": "string", "nullable": true},
+                            "seg_model": {"type": "string", "nullable": true}, "ocr_model": {"type": "string", "nullable": true},
+                            "precision": {"type": "string", "nullable": true, "enum": ["f32", "bf16", "int8", "auto", null]},
+                            "background_jobs": {"type": "boolean", "nullable": true}}}}}},
+                        "responses": responses(200, ok("Every setting, as recorded now", settings_schema()), &[400, 415])}},
             "/api/cli": {"post": {
                 "summary": "Run a clipdex command on the library this server holds (what a `clipdex` command does when it finds the folder library held by the server); only from this machine, with the secret the server wrote to server.secret in the library's folder (header X-Clipdex-Secret)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["args", "cwd"], "properties": {

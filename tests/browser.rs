@@ -1064,3 +1064,63 @@ fn settings_page_changes_apply_without_restart_in_headless_chromium() {
     browser.wait_for("jobs on", "return document.getElementById('status').textContent.includes('up to date')");
     drop_server(server);
 }
+
+/// First run on a machine without network or model: the server keeps serving, says once in
+/// its log that it waits for a model, and the UI shows a setup page naming the model and how to
+/// get it there (a download once, a copied Hugging Face cache, a model folder and `--model`);
+/// once the model is there (here: the library pointed at a copied folder) the page goes away
+/// without a restart.
+#[test]
+fn a_first_run_without_a_model_shows_the_setup_page_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    let log = tmp.path().join("serve.log");
+    // A new library, no --model: the default hub model, absent from an empty cache, offline.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .args(["--db", db.to_str().unwrap(), "serve", "--bind", "127.0.0.1:0"])
+        .env("HF_HOME", tmp.path().join("hf"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("CLIPDEX_MODEL")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = server.stdout.take().unwrap();
+    let server = Reaped(server);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches('/').to_string();
+
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/") })));
+    browser.wait_for("the setup page", "return !document.getElementById('setup').hidden");
+    let status = browser.script("return document.getElementById('status').textContent", json!([]));
+    assert!(status.as_str().unwrap().contains("waiting for a model"), "{status}");
+    let page = browser.script("return document.getElementById('setup').innerText", json!([]));
+    let page = page.as_str().unwrap();
+    for says in [
+        "openai/clip-vit-base-patch32",
+        "clipdex --model openai/clip-vit-base-patch32 embed --text hello",
+        "models--openai--clip-vit-base-patch32",
+        "HF_HUB_OFFLINE=1",
+        "clipdex --model /path/to/folder serve",
+        "not in the Hugging Face cache",
+    ] {
+        assert!(page.contains(says), "the setup page does not say {says:?}:\n{page}");
+    }
+    browser.screenshot(&artefacts.join("setup.png"));
+
+    // The model folder arrives: pointed at it, the server loads it and the page goes away.
+    let put = ureq::put(&format!("{url}/api/settings")).send_json(json!({ "model": model() })).unwrap();
+    assert_eq!(put.status(), 200);
+    browser.wait_for("the setup page to go", "return document.getElementById('setup').hidden");
+    browser.wait_for("the indexer", "return document.getElementById('status').textContent.includes('no folders yet')");
+    drop_server(server);
+    // One line in the log, however many tries.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(logged.matches("waiting for a model").count(), 1, "{logged}");
+}

@@ -3,6 +3,7 @@
 // it as `Authorization: Bearer` on every call (images included, fetched as blobs).
 
 import { showSettings } from "/settings.js";
+import { showSetup } from "/setup.js";
 
 const PAGE = 40;
 const $ = (id) => document.getElementById(id);
@@ -510,6 +511,8 @@ async function pollStatus() {
     else if (ix.state === "no_folders") text += " · no folders yet (clipdex add FOLDER)";
     else if (ix.state === "failed") text += ` · indexing failed: ${ix.last_error}`;
     else if (ix.state === "paused") text += " · background jobs off (Settings)";
+    else if (ix.state === "waiting_for_model") text += " · waiting for a model";
+    showSetup(ix);
     const st = s.stages || {};
     for (const [name, label] of [["captioning", "captioning"], ["thumbnails", "thumbnails"]]) {
       const p = st[name];

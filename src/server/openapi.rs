@@ -329,7 +329,9 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "stages": {"type": "object", "description": "Each stage's progress as {done, total} (null: switched off or not run yet): embedding (files of the running pass), tagging, captioning (images of the library), thumbnails (the background run's position)",
                         "properties": {"embedding": {"type": "object"}, "tagging": {"type": "object", "nullable": true}, "captioning": {"type": "object", "nullable": true}, "thumbnails": {"type": "object", "nullable": true}}},
                     "indexer": {"type": "object", "properties": {
-                        "state": {"type": "string", "enum": ["off", "starting", "indexing", "watching", "no_folders", "failed", "paused"]},
+                        "state": {"type": "string", "enum": ["off", "starting", "indexing", "watching", "no_folders", "failed", "paused", "waiting_for_model"]},
+                        "waiting_for_model": {"type": "string", "nullable": true, "description": "The model the indexer waits for (state waiting_for_model)"},
+                        "retry_in_s": {"type": "integer", "nullable": true, "description": "Seconds until the model is tried again"},
                         "done": {"type": "integer"}, "total": {"type": "integer"}, "passes": {"type": "integer"},
                         "last_pass": {"type": "object", "nullable": true}, "last_error": {"type": "string", "nullable": true}}}}})), &[])}},
             "/api/timeline": {"get": {

@@ -1113,6 +1113,10 @@ fn a_first_run_without_a_model_shows_the_setup_page_in_headless_chromium() {
         assert!(page.contains(says), "the setup page does not say {says:?}:\n{page}");
     }
     browser.screenshot(&artefacts.join("setup.png"));
+    if let Some(axe) = axe_script() {
+        let found = browser.axe_violations(&axe);
+        assert!(found.is_empty(), "axe-core found on the setup page:\n{}", found.join("\n"));
+    }
 
     // The model folder arrives: pointed at it, the server loads it and the page goes away.
     let put = ureq::put(&format!("{url}/api/settings")).send_json(json!({ "model": model() })).unwrap();
@@ -1123,4 +1127,148 @@ fn a_first_run_without_a_model_shows_the_setup_page_in_headless_chromium() {
     // One line in the log, however many tries.
     let logged = std::fs::read_to_string(&log).unwrap();
     assert_eq!(logged.matches("waiting for a model").count(), 1, "{logged}");
+}
+
+/// axe-core's script: `CLIPDEX_AXE`, else the copy `.ci/run` fetches into
+/// `~/.cache/clipdex-ci/` (`npm pack axe-core`, pinned; never committed). `None` when it is not
+/// there: a failure under CI (`CI` set, or `CLIPDEX_E2E=require`), a skip with a message otherwise.
+fn axe_script() -> Option<String> {
+    let path = std::env::var_os("CLIPDEX_AXE").map(PathBuf::from).or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(cache.join("clipdex-ci/axe-core-4.14.1/package/axe.min.js"))
+    });
+    match path.as_deref().map(std::fs::read_to_string) {
+        Some(Ok(script)) => Some(script),
+        _ => {
+            let required =
+                std::env::var_os("CI").is_some() || std::env::var("CLIPDEX_E2E").is_ok_and(|v| v == "require");
+            assert!(!required, "axe-core is missing ({path:?}): .ci/run fetches it (npm pack axe-core@4.14.1)");
+            eprintln!("skipped: axe-core not found at {path:?} (set CLIPDEX_AXE, or run .ci/run once)");
+            None
+        }
+    }
+}
+
+impl Browser {
+    /// The accessibility violations axe-core finds on the page as it is now (every rule it
+    /// runs by default: WCAG 2.1 A and AA, and its best practices), one line each: the rule,
+    /// its help text and the elements.
+    fn axe_violations(&self, axe: &str) -> Vec<String> {
+        if self.script("return typeof window.axe", json!([])) != json!("object") {
+            // Run as the WebDriver script itself: the page's CSP allows no inline script.
+            self.script(&format!("{axe}\n;return typeof window.axe"), json!([]));
+        }
+        let found = self.call(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": "const done = arguments[arguments.length - 1];
+                axe.run(document).then(r => done(r.violations.map(v => `${v.id} (${v.impact}): ${v.help}: ` +
+                    v.nodes.map(n => n.target.join(' ') + (n.failureSummary ? ` [${n.failureSummary.replace(/\\s+/g, ' ')}]` : '')).join('; '))))
+                  .catch(e => done([`axe failed: ${e}`]));", "args": []})),
+        );
+        found.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    }
+}
+
+/// Accessibility, checked by axe-core on the home page (timeline), search results, the detail
+/// view and the settings page: no violation on any. And the keyboard: `/` goes to the search
+/// box, a search by image is started from the keyboard, each photo is one tab stop, and
+/// thumbnails are named by their caption or file name.
+#[test]
+fn home_results_detail_and_settings_pass_axe_core_and_work_by_keyboard_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    let Some(axe) = axe_script() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for i in 0..6 {
+        picture(i).save(photos.join(format!("photo{i}.jpg"))).unwrap();
+    }
+    let db = tmp.path().join("db");
+    for args in [&["add", photos.to_str().unwrap()][..], &["index"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .args(["--db", db.to_str().unwrap(), "--model", &model()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (server, url) = serve(&db, &[]);
+    let url = url.trim_end_matches('/').to_string();
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+    let mut violations = Vec::new();
+    let mut check = |page: &str| {
+        for v in browser.axe_violations(&axe) {
+            violations.push(format!("{page}: {v}"));
+        }
+    };
+
+    // Home: the timeline.
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/?min=0") })));
+    browser.wait_for("the timeline", "return document.querySelectorAll('#timeline-groups .tile img').length === 6");
+    browser.wait_for("the status", "return document.getElementById('status').textContent.includes('up to date')");
+    check("home");
+
+    // Results: `/` from anywhere goes to the search box.
+    browser.script("document.activeElement.blur()", json!([]));
+    browser.key("/");
+    assert_eq!(browser.script("return document.activeElement.id", json!([])), json!("q"));
+    browser.type_into("#q", "a photo\u{E007}");
+    browser.wait_for("the results", "return document.querySelectorAll('#results .card img').length === 6");
+    check("results");
+    // One tab stop per photo, named by its file name (no captions here), not its path.
+    let stops = browser.script(
+        "return [...document.querySelectorAll('#results .card, #timeline-groups .tile')].map(el =>
+            (el.tabIndex >= 0 ? 1 : 0) + [...el.querySelectorAll('a, button, input, select, textarea, [tabindex]')]
+                .filter(c => c.tabIndex >= 0).length)",
+        json!([]),
+    );
+    assert!(stops.as_array().unwrap().iter().all(|n| n == 1), "tab stops per photo: {stops}");
+    let alts = browser.script("return [...document.querySelectorAll('#results .card img')].map(i => i.alt)", json!([]));
+    assert!(
+        alts.as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a.as_str().unwrap().starts_with("photo") && !a.as_str().unwrap().contains('/')),
+        "{alts}"
+    );
+    // A search by image from the keyboard: "By image…" is a tab stop, and Enter opens the file
+    // picker (caught here: a headless browser has no dialog to show).
+    browser.script(
+        "document.getElementById('image-input').addEventListener('click', e => { window.picked = true; e.preventDefault(); });
+         document.getElementById('q').focus();",
+        json!([]),
+    );
+    let mut reached = false;
+    for _ in 0..4 {
+        browser.key("\u{E004}"); // Tab
+        if browser.script("return document.activeElement.id", json!([])) == json!("image-button") {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab from the search box reaches \"By image…\"");
+    browser.key("\u{E007}"); // Enter
+    browser.wait_for("the file picker", "return window.picked === true");
+
+    // Detail.
+    browser.click("#results .card img");
+    browser.wait_for("the detail view", "return document.getElementById('detail').open");
+    browser.wait_for(
+        "its image",
+        "const i = document.getElementById('detail-image'); return i.complete && i.naturalWidth > 0",
+    );
+    check("detail");
+    browser.key("\u{E00C}"); // Esc
+    browser.wait_for("the detail view to close", "return !document.getElementById('detail').open");
+
+    // Settings.
+    browser.click("#settings-link");
+    browser.wait_for("the settings", "return document.getElementById('setting-caption_model')");
+    check("settings");
+    drop_server(server);
+    assert!(violations.is_empty(), "axe-core found:\n{}", violations.join("\n"));
 }

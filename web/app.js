@@ -895,7 +895,8 @@ async function loadScrubber() {
     b.dataset.month = month;
     b.textContent = month === "0000-00" ? "?" : monthLabel(month).split(" ")[0].slice(0, 3);
     b.title = `${monthLabel(month)}: ${count} photo${count === 1 ? "" : "s"}`;
-    b.setAttribute("aria-label", b.title);
+    // The name starts with the text shown (a voice user says what they see).
+    b.setAttribute("aria-label", `${b.textContent} (${b.title})`);
     b.addEventListener("click", () => jumpToMonth(month));
     out.push(b);
     return out;
@@ -1085,6 +1086,18 @@ $("search").addEventListener("submit", (event) => {
   const q = $("q").value.trim();
   if (!q && !$("tag").value.trim()) { $("q").focus(); return; }
   startSearch({ kind: "text", q });
+});
+
+// A button, so that the keyboard reaches it (a label around a hidden input is no tab stop).
+$("image-button").addEventListener("click", () => $("image-input").click());
+
+// `/` goes to the search box from anywhere but a text field (as on GitHub, YouTube, Gmail).
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "/" || event.ctrlKey || event.metaKey || event.altKey || event.defaultPrevented) return;
+  if (event.target.closest && event.target.closest("input, textarea, select, [contenteditable], dialog")) return;
+  event.preventDefault();
+  $("q").focus();
+  $("q").select();
 });
 
 $("image-input").addEventListener("change", (event) => {

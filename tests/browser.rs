@@ -1272,3 +1272,69 @@ fn home_results_detail_and_settings_pass_axe_core_and_work_by_keyboard_in_headle
     drop_server(server);
     assert!(violations.is_empty(), "axe-core found:\n{}", violations.join("\n"));
 }
+
+/// The Jobs view: the background passes with their progress, and the files that could not be
+/// read, reached from the header's "N unreadable", each with its reason.
+#[test]
+fn the_jobs_view_lists_the_passes_and_the_unreadable_files_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for i in 0..3 {
+        picture(i).save(photos.join(format!("photo{i}.jpg"))).unwrap();
+    }
+    std::fs::write(photos.join("broken.jpg"), b"\xff\xd8\xff\xe0 not really a JPEG").unwrap();
+    let db = tmp.path().join("db");
+    let bin = env!("CARGO_BIN_EXE_clipdex");
+    let out = Command::new(bin)
+        .args(["--db", db.to_str().unwrap(), "--model", &model(), "add"])
+        .arg(&photos)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // `index` reports the broken file and exits with failure; the library keeps the others.
+    Command::new(bin).args(["--db", db.to_str().unwrap(), "--model", &model(), "index"]).output().unwrap();
+    let (server, url) = serve(&db, &[]);
+    let url = url.trim_end_matches('/').to_string();
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/") })));
+    browser.wait_for("the failures link", "return document.getElementById('failures-link')");
+    browser.click("#failures-link");
+    assert!(browser.location().contains("view=jobs"));
+    let listed = browser.wait_for(
+        "the failures",
+        "const l = document.getElementById('failures-list'); return l.children.length && l.innerText",
+    );
+    let listed = listed.as_str().unwrap();
+    assert!(listed.contains("broken.jpg") && listed.len() > "broken.jpg".len() + 10, "{listed}");
+    assert!(
+        browser
+            .script("return document.getElementById('failures-title').textContent", json!([]))
+            .as_str()
+            .unwrap()
+            .starts_with("1 file could not be read")
+    );
+    let jobs = browser.wait_for(
+        "the passes",
+        "return [...document.querySelectorAll('#jobs-list .job')].map(j => j.dataset.name + ': ' + j.querySelector('.job-text').textContent)",
+    );
+    let jobs: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j.as_str().unwrap()).collect();
+    assert_eq!(
+        jobs.iter().map(|j| j.split(':').next().unwrap()).collect::<Vec<_>>(),
+        ["indexing", "tagging", "captioning", "thumbnails"]
+    );
+    assert!(jobs.contains(&"tagging: off") && jobs.contains(&"captioning: off"), "{jobs:?}");
+    browser.screenshot(&artefacts.join("jobs.png"));
+    if let Some(axe) = axe_script() {
+        let found = browser.axe_violations(&axe);
+        assert!(found.is_empty(), "axe-core found on the jobs view:\n{}", found.join("\n"));
+    }
+    // The API behind it.
+    let api: Value = ureq::get(&format!("{url}/api/failures?limit=5")).call().unwrap().into_json().unwrap();
+    assert_eq!(api["total"], 1);
+    assert!(api["failures"][0]["path"].as_str().unwrap().ends_with("broken.jpg"));
+    drop_server(server);
+}

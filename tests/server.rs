@@ -712,7 +712,7 @@ async fn every_endpoint_in_the_openapi_document_exists() {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 28);
+        assert_eq!(operations, 30);
     }
 }
 

@@ -4,6 +4,7 @@
 
 import { showSettings } from "/settings.js";
 import { showSetup } from "/setup.js";
+import { showJobs } from "/jobs.js";
 
 const PAGE = 40;
 const $ = (id) => document.getElementById(id);
@@ -518,8 +519,16 @@ async function pollStatus() {
       const p = st[name];
       if (p && p.total && p.done < p.total && ix.state === "watching") text += ` · ${label} ${p.done} / ${p.total}`;
     }
-    if (lib.failures) text += ` · ${lib.failures} unreadable`;
     $("status").textContent = text;
+    if (lib.failures) {
+      // The failures, with why, are in the Jobs view.
+      const link = document.createElement("a");
+      link.href = "?view=jobs";
+      link.id = "failures-link";
+      link.textContent = `${lib.failures} unreadable`;
+      link.addEventListener("click", (event) => { event.preventDefault(); openJobs(); });
+      $("status").append(" · ", link);
+    }
     showRerankers(s.finetuned || []);
   } catch (e) {
     $("status").textContent = `status unavailable: ${e.message}`;
@@ -561,7 +570,7 @@ let wantedRerank = "";
 
 function viewParams() {
   const p = new URLSearchParams();
-  if (state.view === "duplicates" || state.view === "settings") {
+  if (["duplicates", "settings", "jobs"].includes(state.view)) {
     p.set("view", state.view);
   } else if (state.view === "folders") {
     p.set("view", "folders");
@@ -611,6 +620,8 @@ function restoreFromUrl() {
       showDuplicates(false);
     } else if (p.get("view") === "settings") {
       openSettings(false);
+    } else if (p.get("view") === "jobs") {
+      openJobs(false);
     } else if (p.get("view") === "folders") {
       const path = p.get("path") || "";
       startTimeline("folders", path.startsWith("/") ? path : null, null, false);
@@ -964,12 +975,13 @@ function showView(view) {
   const duplicates = view === "duplicates", browsing = view === "timeline" || view === "folders";
   $("duplicates").hidden = !duplicates;
   $("settings").hidden = view !== "settings";
+  $("jobs").hidden = view !== "jobs";
   $("results").hidden = view !== "search";
   $("timeline").hidden = !browsing;
   $("folder-bar").hidden = view !== "folders";
   if (view !== "search") { $("toolbar").hidden = true; setMessage(""); }
   if (view !== "search") state.query = null;
-  for (const [link, shows] of [["photos-link", "timeline"], ["folders-link", "folders"], ["settings-link", "settings"]]) {
+  for (const [link, shows] of [["photos-link", "timeline"], ["folders-link", "folders"], ["settings-link", "settings"], ["jobs-link", "jobs"]]) {
     if (view === shows) $(link).setAttribute("aria-current", "page");
     else $(link).removeAttribute("aria-current");
   }
@@ -1068,6 +1080,18 @@ function openSettings(push = true) {
   if (push) remember();
   showSettings(json, $("settings-form"), $("settings-message"));
 }
+
+function openJobs(push = true) {
+  closeDetailQuietly();
+  showView("jobs");
+  if (push) remember();
+  showJobs(json, () => state.view === "jobs");
+}
+
+$("jobs-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  openJobs();
+});
 
 $("settings-link").addEventListener("click", (event) => {
   event.preventDefault();

@@ -23,6 +23,7 @@ mod api;
 mod assets;
 mod forward;
 pub mod indexer;
+mod jobs;
 mod openapi;
 mod queue;
 mod settings;
@@ -143,6 +144,8 @@ pub struct AppState {
     forward_secret: Option<String>,
     /// The queue model-heavy requests take their turn in.
     heavy: Arc<queue::HeavyQueue>,
+    /// Where the background passes' runs started, for their rates (`GET /api/jobs`).
+    jobs: jobs::JobClock,
 }
 
 /// Query embeddings by (model, text).
@@ -175,6 +178,7 @@ impl AppState {
                     .ok()
             }),
             heavy: queue::HeavyQueue::new(options.heavy_running, options.heavy_waiting),
+            jobs: Default::default(),
         }
     }
 
@@ -255,6 +259,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                             .configure(api::routes)
                             .configure(vision::routes)
                             .configure(settings::routes)
+                            .configure(jobs::routes)
                             .configure(forward::routes)
                             .configure(undeclared_methods)
                             .default_service(web::to(|| async {

@@ -383,6 +383,25 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                             "precision": {"type": "string", "nullable": true, "enum": ["f32", "bf16", "int8", "auto", null]},
                             "background_jobs": {"type": "boolean", "nullable": true}}}}}},
                         "responses": responses(200, ok("Every setting, as recorded now", settings_schema()), &[400, 415])}},
+            "/api/jobs": {"get": {
+                "summary": "The server's background passes (indexing, tagging, captioning, thumbnails): each with its progress, rate and time left",
+                "responses": responses(200, ok("The passes", json!({"type": "object", "properties": {
+                    "state": {"type": "string", "description": "The indexer's state, as in /api/status"},
+                    "last_error": {"type": "string", "nullable": true},
+                    "failures": {"type": "integer", "description": "Files that could not be indexed (GET /api/failures lists them)"},
+                    "jobs": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string", "enum": ["indexing", "tagging", "captioning", "thumbnails"]},
+                        "label": {"type": "string"}, "on": {"type": "boolean", "description": "false: switched off or not run yet"},
+                        "done": {"type": "integer"}, "total": {"type": "integer"}, "running": {"type": "boolean"},
+                        "rate_per_s": {"type": "number", "nullable": true, "description": "Items a second since the pass's run started (null until it moves)"},
+                        "eta_s": {"type": "integer", "nullable": true, "description": "Seconds left at that rate"}}}}}})), &[])}},
+            "/api/failures": {"get": {
+                "summary": "Files that could not be indexed, with why (as `clipdex failures --json`)",
+                "parameters": [query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "Most failures listed (default 200)")],
+                "responses": responses(200, ok("The failures", json!({"type": "object", "properties": {
+                    "failures": {"type": "array", "items": {"type": "object", "properties": {
+                        "path": {"type": "string"}, "path_bytes": {"type": "string"}, "reason": {"type": "string"}, "attempts": {"type": "integer"}}}},
+                    "total": {"type": "integer"}}})), &[400])}},
             "/api/cli": {"post": {
                 "summary": "Run a clipdex command on the library this server holds (what a `clipdex` command does when it finds the folder library held by the server); only from this machine, with the secret the server wrote to server.secret in the library's folder (header X-Clipdex-Secret)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["args", "cwd"], "properties": {

@@ -57,7 +57,7 @@ async fn jobs(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     })
     .await?;
     let images = library.counts.images;
-    let passes: [(&'static str, &str, Option<(u64, u64)>); 4] = [
+    let passes: [Pass; 4] = [
         ("indexing", "Indexing new and changed files", Some((indexer.done, indexer.total))),
         ("tagging", "Auto-tagging", tagging.then_some((library.counts.tagged, images))),
         ("captioning", "Captioning", captioning.then_some((library.counts.captioned, images))),
@@ -82,6 +82,9 @@ async fn jobs(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
         "state": indexer.state, "last_error": indexer.last_error, "jobs": jobs, "failures": library.counts.failures,
     })))
 }
+
+/// A pass: its name, its label, and its progress (done, total) when it is on.
+type Pass = (&'static str, &'static str, Option<(u64, u64)>);
 
 #[derive(Deserialize)]
 struct FailureParams {

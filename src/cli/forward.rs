@@ -190,7 +190,11 @@ fn disagreement(server: &[(&'static str, String)], library: &Library, asked: &[(
         return Some(refusal);
     }
     asked.iter().find_map(|(id, value)| {
-        if recorded.get(id).ok().flatten().is_some() {
+        // A recorded setting was checked above; the BLIP models are loaded per command, so
+        // only a recorded one binds them.
+        if recorded.get(id).ok().flatten().is_some()
+            || matches!(id.as_str(), "caption_model" | "vqa_model" | "itm_model")
+        {
             return None;
         }
         let own = if id == "model" {

@@ -7,8 +7,8 @@ mod cli;
 use std::process::ExitCode;
 
 use cli::{
-    Cli, Command, bench, captions, duplicates, embed, faces, finetune, maintenance, models, ocr, regions, session,
-    tags,
+    Cli, Command, bench, captions, config, duplicates, embed, faces, finetune, maintenance, models, ocr, regions,
+    session, tags,
 };
 
 fn main() -> ExitCode {
@@ -37,24 +37,19 @@ fn main() -> ExitCode {
         | Command::People(_)
         | Command::Autotag(_)
         | Command::Stats(_)
+        | Command::Config(_)
         | Command::Failures(_)) => session::run(&g, command),
+        // Finetune's --model is its base, reindex's the model to move to, and migrate copies
+        // the settings: none of them takes the library's settings.
         Command::Duplicates(args) => duplicates::duplicates(&g, args),
-        // Commands that open their models (and the library, if they use it) themselves.
-        Command::Tag(args) => tags::tag(&g, &args),
-        Command::Describe(args) => tags::describe(&g, &args),
-        Command::Eval { what } => tags::eval(&g, &what),
-        Command::Caption(args) => captions::caption(&g, &args),
-        Command::Ask(args) => captions::ask(&g, &args),
-        Command::Match(args) => captions::match_texts(&g, &args),
-        Command::Segment(args) => regions::segment(&g, &args),
-        Command::Ocr(args) => ocr::run(&g, &args),
-        Command::Faces(args) => faces::run(&g, &args),
-        Command::Embed(args) => embed::embed(&g, &args),
         Command::Finetune(args) => finetune::run(&g, &args),
-        Command::Bench(args) => bench::run(&g, &args),
         Command::Models(args) => models::run(&args),
         Command::Reindex(args) => maintenance::reindex(&g, &args),
         Command::Migrate(args) => maintenance::migrate(&g, &args),
+        command => match config::settle_from_db(&g, true) {
+            Ok(g) => run_with_settings(&g, command),
+            Err(e) => Err(e),
+        },
     };
     match outcome {
         Ok(code) => code,
@@ -67,5 +62,24 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The commands that open their models (and the library, if they use it) themselves, with the
+/// library's settings applied to `g`.
+fn run_with_settings(g: &cli::GlobalOptions, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Tag(args) => tags::tag(g, &args),
+        Command::Describe(args) => tags::describe(g, &args),
+        Command::Eval { what } => tags::eval(g, &what),
+        Command::Caption(args) => captions::caption(g, &args),
+        Command::Ask(args) => captions::ask(g, &args),
+        Command::Match(args) => captions::match_texts(g, &args),
+        Command::Segment(args) => regions::segment(g, &args),
+        Command::Ocr(args) => ocr::run(g, &args),
+        Command::Faces(args) => faces::run(g, &args),
+        Command::Embed(args) => embed::embed(g, &args),
+        Command::Bench(args) => bench::run(g, &args),
+        _ => anyhow::bail!("this command runs on an open library"),
     }
 }

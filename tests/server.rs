@@ -1517,6 +1517,7 @@ async fn every_json_body_refuses_another_content_type_with_415_as_documented() {
                 let req = match method.as_str() {
                     "post" => test::TestRequest::post(),
                     "delete" => test::TestRequest::delete(),
+                    "put" => test::TestRequest::put(),
                     other => panic!("{other} {path}"),
                 }
                 .uri(&uri)
@@ -1529,6 +1530,7 @@ async fn every_json_body_refuses_another_content_type_with_415_as_documented() {
             }
         }
         assert!(checked.contains(&"post /api/roots".to_string()), "{checked:?}");
+        assert!(checked.contains(&"put /api/settings".to_string()), "{checked:?}");
     }
 }
 

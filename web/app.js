@@ -2,6 +2,10 @@
 // Talks to the JSON API under /api; when the server has a token, asks for it once and sends
 // it as `Authorization: Bearer` on every call (images included, fetched as blobs).
 
+import { showSettings } from "/settings.js";
+import { showSetup } from "/setup.js";
+import { showJobs } from "/jobs.js";
+
 const PAGE = 40;
 const $ = (id) => document.getElementById(id);
 
@@ -11,7 +15,7 @@ const state = {
   loading: false,
   done: false,
   generation: 0,   // bumps on each new search, so late pages of an old one are dropped
-  view: "search",  // "search" | "duplicates" | "timeline" | "folders"
+  view: "search",  // "search" | "duplicates" | "timeline" | "folders" | "settings"
   open: null,      // the id shown in the detail view
 };
 
@@ -531,6 +535,9 @@ async function pollStatus() {
     else if (ix.state === "watching") text += " · up to date";
     else if (ix.state === "no_folders") text += " · no folders yet (clipdex add FOLDER)";
     else if (ix.state === "failed") text += ` · indexing failed: ${ix.last_error}`;
+    else if (ix.state === "paused") text += " · background jobs off (Settings)";
+    else if (ix.state === "waiting_for_model") text += " · waiting for a model";
+    showSetup(ix);
     const st = s.stages || {};
     for (const [name, label] of [["captioning", "captioning"], ["thumbnails", "thumbnails"]]) {
       const p = st[name];
@@ -539,9 +546,17 @@ async function pollStatus() {
     // A Live Photo's broken MOV is a problem of its photo (the details say it), not a file
     // that could not be read; links leading out of the folders are skipped, not unreadable.
     const unreadable = lib.unreadable ?? lib.failures;
-    if (unreadable) text += ` · ${unreadable} unreadable`;
     if (lib.skipped_links) text += ` · ${lib.skipped_links} links outside the folders skipped`;
     $("status").textContent = text;
+    if (unreadable) {
+      // The failures, with why, are in the Jobs view.
+      const link = document.createElement("a");
+      link.href = "?view=jobs";
+      link.id = "failures-link";
+      link.textContent = `${unreadable} unreadable`;
+      link.addEventListener("click", (event) => { event.preventDefault(); openJobs(); });
+      $("status").append(" · ", link);
+    }
     showRerankers(s.finetuned || []);
   } catch (e) {
     $("status").textContent = `status unavailable: ${e.message}`;
@@ -604,8 +619,8 @@ let wantedRerank = "";
 
 function viewParams() {
   const p = new URLSearchParams();
-  if (state.view === "duplicates") {
-    p.set("view", "duplicates");
+  if (["duplicates", "settings", "jobs"].includes(state.view)) {
+    p.set("view", state.view);
   } else if (state.view === "folders") {
     p.set("view", "folders");
     if (timeline.folder) p.set("path", timeline.folder);
@@ -654,6 +669,10 @@ function restoreFromUrl() {
     if ([...$("rerank").options].some((o) => o.value === wantedRerank)) $("rerank").value = wantedRerank;
     if (p.get("view") === "duplicates") {
       showDuplicates(false);
+    } else if (p.get("view") === "settings") {
+      openSettings(false);
+    } else if (p.get("view") === "jobs") {
+      openJobs(false);
     } else if (p.get("view") === "folders") {
       const path = p.get("path") || "";
       startTimeline("folders", path.startsWith("/") ? path : null, null, false);
@@ -938,7 +957,8 @@ async function loadScrubber() {
     b.dataset.month = month;
     b.textContent = month === "0000-00" ? "?" : monthLabel(month).split(" ")[0].slice(0, 3);
     b.title = `${monthLabel(month)}: ${count} photo${count === 1 ? "" : "s"}`;
-    b.setAttribute("aria-label", b.title);
+    // The name starts with the text shown (a voice user says what they see).
+    b.setAttribute("aria-label", `${b.textContent} (${b.title})`);
     b.addEventListener("click", () => jumpToMonth(month));
     out.push(b);
     return out;
@@ -1005,12 +1025,14 @@ function showView(view) {
   state.view = view;
   const duplicates = view === "duplicates", browsing = view === "timeline" || view === "folders";
   $("duplicates").hidden = !duplicates;
+  $("settings").hidden = view !== "settings";
+  $("jobs").hidden = view !== "jobs";
   $("results").hidden = view !== "search";
   $("timeline").hidden = !browsing;
   $("folder-bar").hidden = view !== "folders";
-  if (duplicates || browsing) { $("toolbar").hidden = true; setMessage(""); }
+  if (view !== "search") { $("toolbar").hidden = true; setMessage(""); }
   if (view !== "search") state.query = null;
-  for (const [link, shows] of [["photos-link", "timeline"], ["folders-link", "folders"]]) {
+  for (const [link, shows] of [["photos-link", "timeline"], ["folders-link", "folders"], ["settings-link", "settings"], ["jobs-link", "jobs"]]) {
     if (view === shows) $(link).setAttribute("aria-current", "page");
     else $(link).removeAttribute("aria-current");
   }
@@ -1103,6 +1125,30 @@ $("folders-link").addEventListener("click", (event) => {
 
 $("timeline-newest").addEventListener("click", () => startTimeline(state.view, timeline.folder, null, false));
 
+function openSettings(push = true) {
+  closeDetailQuietly();
+  showView("settings");
+  if (push) remember();
+  showSettings(json, $("settings-form"), $("settings-message"));
+}
+
+function openJobs(push = true) {
+  closeDetailQuietly();
+  showView("jobs");
+  if (push) remember();
+  showJobs(json, () => state.view === "jobs");
+}
+
+$("jobs-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  openJobs();
+});
+
+$("settings-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  openSettings();
+});
+
 $("duplicates-link").addEventListener("click", (event) => {
   event.preventDefault();
   showDuplicates();
@@ -1117,6 +1163,18 @@ $("search").addEventListener("submit", (event) => {
   $("place").value = "";
   if (!q && !$("tag").value.trim()) { $("q").focus(); return; }
   startSearch({ kind: "text", q });
+});
+
+// A button, so that the keyboard reaches it (a label around a hidden input is no tab stop).
+$("image-button").addEventListener("click", () => $("image-input").click());
+
+// `/` goes to the search box from anywhere but a text field (as on GitHub, YouTube, Gmail).
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "/" || event.ctrlKey || event.metaKey || event.altKey || event.defaultPrevented) return;
+  if (event.target.closest && event.target.closest("input, textarea, select, [contenteditable], dialog")) return;
+  event.preventDefault();
+  $("q").focus();
+  $("q").select();
 });
 
 $("image-input").addEventListener("change", (event) => {

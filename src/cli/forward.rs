@@ -43,6 +43,7 @@ fn forwardable(command: &Command) -> Option<&'static str> {
         Command::Autotag(_) => "autotag",
         Command::Duplicates(_) => "duplicates",
         Command::People(_) => "people",
+        Command::Config(_) => "config",
         _ => return None,
     })
 }
@@ -154,6 +155,9 @@ fn library_settings(g: &GlobalOptions) -> Vec<(&'static str, String)> {
         ("precision", format!("{:?}", g.precision).to_lowercase()),
         ("max_pixels", g.max_pixels.to_string()),
         ("seg_model", canonical_spec(&g.seg_model)),
+        ("caption_model", canonical_spec(&g.caption_model)),
+        ("vqa_model", canonical_spec(&g.vqa_model)),
+        ("itm_model", canonical_spec(&g.itm_model)),
         ("video_interval", g.video_interval.to_string()),
         ("video_max_frames", g.video_max_frames.to_string()),
     ]
@@ -164,8 +168,10 @@ fn library_settings(g: &GlobalOptions) -> Vec<(&'static str, String)> {
 /// none).
 fn settings_asked(g: &GlobalOptions, command: &Command) -> anyhow::Result<Vec<(String, String)>> {
     let matches = <Cli as clap::CommandFactory>::command().try_get_matches_from(std::env::args_os())?;
-    let needs_model =
-        !matches!(command, Command::Show(_) | Command::Places(_) | Command::Duplicates(_) | Command::People(_));
+    let needs_model = !matches!(
+        command,
+        Command::Show(_) | Command::Places(_) | Command::Duplicates(_) | Command::People(_) | Command::Config(_)
+    );
     Ok(library_settings(g)
         .into_iter()
         .filter(|(id, _)| {
@@ -179,7 +185,23 @@ fn settings_asked(g: &GlobalOptions, command: &Command) -> anyhow::Result<Vec<(S
 /// The first setting a forwarded command asks for that is not the server's, as the error
 /// to answer with.
 fn disagreement(server: &[(&'static str, String)], library: &Library, asked: &[(String, String)]) -> Option<String> {
+    // The library's recorded settings first: they are what the server uses now.
+    let recorded = match library.settings() {
+        Ok(recorded) => recorded,
+        Err(e) => return Some(e.to_string()),
+    };
+    // (An error here is an option that is not one of the library's settings: `device`, ...)
+    if let Some(refusal) = asked.iter().find_map(|(id, value)| recorded.disagreement(id, value).ok().flatten()) {
+        return Some(refusal);
+    }
     asked.iter().find_map(|(id, value)| {
+        // A recorded setting was checked above; the BLIP models are loaded per command, so
+        // only a recorded one binds them.
+        if recorded.get(id).ok().flatten().is_some()
+            || matches!(id.as_str(), "caption_model" | "vqa_model" | "itm_model")
+        {
+            return None;
+        }
         let own = if id == "model" {
             library.model()
         } else {
@@ -247,7 +269,14 @@ fn run_forwarded(
         Ok(cli) => cli,
         Err(e) => return ForwardedOutcome { stderr: e.render().to_string(), exit: 2, ..Default::default() },
     };
-    let Cli { global, command: mut parsed } = cli;
+    let Cli { mut global, command: mut parsed } = cli;
+    // The options the sender gave were checked above; the others are the library's.
+    global.given = command.settings.iter().map(|(id, _)| id.clone()).collect();
+    let global = match library.settings().map_err(anyhow::Error::from).and_then(|s| super::config::settle(&global, &s))
+    {
+        Ok(global) => global,
+        Err(e) => return ForwardedOutcome { stderr: format!("error: {e:#}\n"), exit: 1, ..Default::default() },
+    };
     if forwardable(&parsed).is_none() {
         return ForwardedOutcome {
             stderr: "error: this command cannot run through the server; stop it first\n".into(),

@@ -21,7 +21,7 @@ pub const GROUPS: &[(&str, &[&str])] = &[
             "eval", "models",
         ],
     ),
-    ("Maintenance", &["stats", "failures", "duplicates", "reindex", "migrate", "bench"]),
+    ("Maintenance", &["stats", "config", "failures", "duplicates", "reindex", "migrate", "bench"]),
 ];
 
 /// The global options (by id) each command uses; every other global option is hidden from its
@@ -86,12 +86,23 @@ pub const GLOBALS_USED: &[(&str, &[&str])] = &[
         &["db", "model", "text_model", "device", "precision", "max_pixels", "video_interval", "video_max_frames"],
     ),
     ("migrate", &["db"]),
+    ("config", &["db"]),
     ("bench", &["db", "model", "text_model", "device"]),
     ("models", &[]),
 ];
 
 /// Examples that end a command's help.
 pub const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "config",
+        "Examples:
+  # What the library uses
+  clipdex config list
+  # Caption with another model from now on (every command, and a running server)
+  clipdex config set caption_model Salesforce/blip-image-captioning-large
+  # Back to the default
+  clipdex config set caption_model default",
+    ),
     (
         "add",
         "Examples:

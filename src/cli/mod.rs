@@ -24,6 +24,7 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 pub mod bench;
 pub mod captions;
+pub mod config;
 pub mod duplicates;
 pub mod embed;
 pub mod faces;
@@ -62,11 +63,25 @@ pub struct Cli {
 /// `--help` and usage errors print and exit here.
 pub fn parse() -> Cli {
     let matches = help::command().get_matches();
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.global.given = GIVEN
+        .iter()
+        .filter(|id| {
+            matches!(
+                matches.value_source(id),
+                Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+            )
+        })
+        .map(|id| id.to_string())
+        .collect();
+    cli
 }
 
+/// The options that the library's settings stand in for when they are not given.
+const GIVEN: &[&str] = &["model", "text_model", "precision", "seg_model", "caption_model", "vqa_model", "itm_model"];
+
 /// Options every command understands.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GlobalOptions {
     /// CLIP model: a Hugging Face id (downloaded once into the HF cache) or a local directory
     /// with config.json, weights, tokenizer and preprocessor files. Default: the model the
@@ -128,6 +143,15 @@ pub struct GlobalOptions {
     /// Refuse images with more pixels than this (decompression bombs).
     #[arg(long, global = true, value_name = "N", default_value_t = clipdex::photo::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+
+    /// The options among [`GIVEN`] given on the command line or in the environment (the
+    /// others take the library's settings, [`config::settle`]).
+    #[arg(skip)]
+    pub given: Vec<String>,
+
+    /// The library's OCR model folder, where it records one (`ocr` uses it without --ocr-model).
+    #[arg(skip)]
+    pub ocr_model: Option<String>,
 }
 
 impl GlobalOptions {
@@ -256,6 +280,11 @@ pub enum Command {
     /// size, embedding width, languages, weights size and the published retrieval or zero-shot
     /// figure with its source, then which to pick for quality, CPU speed and languages.
     Models(models::ModelsArgs),
+    /// The library's settings: its models, their precision, background jobs.
+    ///
+    /// Recorded once in the library; every command and `serve` use them without flags, and a
+    /// flag that disagrees with one is refused. `clipdex config set NAME default` forgets one.
+    Config(config::ConfigArgs),
     /// Counts, model and index state.
     Stats(maintenance::StatsArgs),
     /// Files that could not be indexed, and why.

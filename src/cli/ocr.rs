@@ -81,7 +81,7 @@ fn read_library(g: &GlobalOptions, args: &OcrArgs) -> anyhow::Result<ExitCode> {
     let config = g.library_config(clipdex::models::clip::MAX_BATCH)?;
     // Reading text needs no CLIP model: open whatever model made the vectors.
     let library = Library::open_as_stored(config)?;
-    choose_model(&library, args.ocr_model.as_deref(), true)?;
+    choose_model(&library, args.ocr_model.as_deref().or(g.ocr_model.as_deref()), true)?;
     let Some(settings) = library.ocr_settings()? else {
         writeln!(std::io::stdout().lock(), "reading the text in photos is off (stored text stays)")?;
         return Ok(ExitCode::SUCCESS);
@@ -111,10 +111,20 @@ pub fn run(g: &GlobalOptions, args: &OcrArgs) -> anyhow::Result<ExitCode> {
     if args.library {
         return read_library(g, args);
     }
-    let Some(spec) = args.ocr_model.as_deref() else {
+    if let (Some(given), Some(recorded)) = (&args.ocr_model, &g.ocr_model)
+        && clipdex::models::source::canonical_spec(given) != *recorded
+        && given != "none"
+    {
+        anyhow::bail!(
+            "the library is set to --ocr-model {recorded}, not {given}: leave --ocr-model out to use the library's, \
+             or change the library's setting with `clipdex config set ocr_model {given}`"
+        );
+    }
+    let Some(spec) = args.ocr_model.as_deref().or(g.ocr_model.as_deref()) else {
         anyhow::bail!(
             "no OCR model: give --ocr-model DIR (a folder with PP-OCR ONNX files; \
-             tools/fetch_ocr_models.sh fetches them) or set CLIPDEX_OCR_MODEL"
+             tools/fetch_ocr_models.sh fetches them), set CLIPDEX_OCR_MODEL, or record it in the library with \
+             `clipdex config set ocr_model DIR`"
         );
     };
     let model = if spec == "none" {

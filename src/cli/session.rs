@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clipdex::Library;
 
-use super::{Command, GlobalOptions, duplicates, library, maintenance, people, regions, search, serve, show, tags};
+use super::{
+    Command, GlobalOptions, config, duplicates, library, maintenance, people, regions, search, serve, show, tags,
+};
 
 /// Runs a command on the library named by `--db`: opened here, or, when `clipdex serve` holds
 /// it, by that server.
@@ -24,7 +26,7 @@ pub fn run(g: &GlobalOptions, command: Command) -> anyhow::Result<ExitCode> {
     let opened = match &command {
         // Reading records and stored vectors needs no CLIP model: open whatever model made them;
         // and without --model every command uses the library's own model.
-        Command::Show(_) | Command::Places(_) | Command::Duplicates(_) | Command::People(_) => {
+        Command::Show(_) | Command::Places(_) | Command::Duplicates(_) | Command::People(_) | Command::Config(_) => {
             Library::open_as_stored(config)
         }
         _ if g.model.is_none() => Library::open_as_stored(config),
@@ -35,6 +37,9 @@ pub fn run(g: &GlobalOptions, command: Command) -> anyhow::Result<ExitCode> {
         // The folder library is held: by a server, which runs the command for us.
         Err(e) => return super::forward::to_server(g, &command, e),
     };
+    // The library's recorded settings stand in for options not given; a given one that
+    // disagrees is refused.
+    let g = &config::settle(g, &library.settings()?)?;
     if matches!(command, Command::Search(_) | Command::Similar(_) | Command::CropSearch(_)) {
         // One search: scanning every vector (9 ms at 100,000 photos) beats loading the graph.
         library.set_load_graph(false);
@@ -80,6 +85,7 @@ pub fn on_library(
         Command::Tags(args) => return tags::tag_counts(library, &args, out),
         Command::Autotag(args) => return tags::autotag(library, &args, out),
         Command::Stats(args) => maintenance::stats(library, args, out)?,
+        Command::Config(args) => config::run(library, args, out, ctx)?,
         Command::Failures(args) => maintenance::failures(library, args, out)?,
         Command::Duplicates(args) => duplicates::run(library, args, out)?,
         Command::People(args) => people::run(library, args, out)?,

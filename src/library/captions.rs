@@ -235,7 +235,7 @@ impl Library {
             return Ok(captioner.clone());
         }
         let loaded =
-            Arc::new(BlipCaptioner::load(model, &self.config.device.open()?)?.with_precision(self.config.precision));
+            Arc::new(BlipCaptioner::load(model, &self.config.device.open()?)?.with_precision(self.precision()));
         cached.insert(key, loaded.clone());
         Ok(loaded)
     }

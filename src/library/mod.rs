@@ -40,6 +40,7 @@ mod query_search;
 mod regions;
 mod reindex;
 mod search;
+mod settings;
 mod tags;
 pub use browse::{FolderEntry, FolderListing, MonthCount, TimelineCursor, TimelineItem, TimelinePage};
 pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
@@ -53,6 +54,7 @@ pub use places::{PlaceCount, PlaceCounts};
 pub use query_search::{QueryOptions, RankedHit, SORT_POOL, relevance_of};
 pub use regions::{Crop, LOCATE_SIDE, SegmentedImage};
 pub use reindex::ReindexReport;
+pub use settings::{SETTING_NAMES, SETTINGS_KEY, SettingEntry, Settings, default_of};
 
 /// How to open a library.
 #[derive(Debug, Clone)]
@@ -113,6 +115,7 @@ pub(crate) const SETTINGS: &[&str] = &[
     captions::CAPTION_SETTING,
     photo_text::OCR_SETTING,
     people::PEOPLE_SETTING,
+    settings::SETTINGS_KEY,
 ];
 
 /// One photo library.
@@ -121,6 +124,8 @@ pub struct Library {
     store: Store,
     /// The model of the current vectors: the configured one, until `reindex` switches.
     model: RwLock<String>,
+    /// The settings a server may change while it runs (`config set`, `PUT /api/settings`).
+    live: RwLock<LiveSettings>,
     clip: RwLock<Option<Arc<ClipEmbedder>>>,
     segmenter: std::sync::Mutex<Option<Arc<Segmenter>>>,
     /// The search index, kept while the store does not change.
@@ -138,6 +143,14 @@ pub struct Library {
     recent_frames: std::sync::Mutex<frames::RecentFrames>,
     /// The face model of the face pass, when one is set ([`Library::set_face_finder`]).
     face_finder: RwLock<Option<Arc<dyn FaceFinder>>>,
+}
+
+/// The models' settings in use: the recorded ones, else the configured ones.
+#[derive(Debug, Clone, PartialEq)]
+struct LiveSettings {
+    text_model: Option<String>,
+    precision: Precision,
+    seg_model: String,
 }
 
 struct CachedIndex {

@@ -14,7 +14,7 @@ use crate::store::{DbLocation, Store};
 use super::{Library, LibraryConfig, PRECISIONS_SETTING};
 
 /// The setting that holds the model a library was set up with before it has vectors.
-const CHOSEN_MODEL_SETTING: &str = "chosen_model";
+pub(super) const CHOSEN_MODEL_SETTING: &str = "chosen_model";
 
 impl Library {
     /// Opens (creating if needed) the library database.
@@ -76,8 +76,17 @@ impl Library {
     }
 
     fn with_store(config: LibraryConfig, store: Store) -> Self {
-        Library {
+        let recorded = store.setting::<super::Settings>(super::settings::SETTINGS_KEY).unwrap_or_else(|e| {
+            tracing::warn!("{e}; using the models given on the command line");
+            None
+        });
+        let library = Library {
             model: RwLock::new(config.model.clone()),
+            live: RwLock::new(super::LiveSettings {
+                text_model: config.text_model.clone(),
+                precision: config.precision,
+                seg_model: config.seg_model.clone(),
+            }),
             config,
             store,
             clip: RwLock::new(None),
@@ -89,7 +98,15 @@ impl Library {
             captioner: Default::default(),
             recent_frames: Default::default(),
             face_finder: Default::default(),
-        }
+        };
+        // Recorded settings win over the configured defaults (the command line refuses a flag
+        // that disagrees with one before it opens the library).
+        library.apply_settings(&recorded.unwrap_or_default());
+        library
+    }
+
+    fn live(&self) -> super::LiveSettings {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether searches load the HNSW graph (see [`LibraryConfig::load_graph`]).
@@ -117,13 +134,10 @@ impl Library {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
+        let live = self.live();
         let clip = Arc::new(
-            ClipEmbedder::load_with_text_model(
-                &self.model(),
-                self.config.text_model.as_deref(),
-                &self.config.device.open()?,
-            )?
-            .with_precision(self.config.precision),
+            ClipEmbedder::load_with_text_model(&self.model(), live.text_model.as_deref(), &self.config.device.open()?)?
+                .with_precision(live.precision),
         );
         *slot = Some(clip.clone());
         Ok(clip)
@@ -146,7 +160,7 @@ impl Library {
         if let Some(s) = slot.as_ref() {
             return Ok(s.clone());
         }
-        let loaded = Arc::new(Segmenter::load(&self.config.seg_model, &self.config.device.open()?)?);
+        let loaded = Arc::new(Segmenter::load(&self.live().seg_model, &self.config.device.open()?)?);
         *slot = Some(loaded.clone());
         Ok(loaded)
     }
@@ -177,7 +191,7 @@ impl Library {
 
     /// The arithmetic of the library's models' linear layers (`--precision`).
     pub fn precision(&self) -> Precision {
-        self.config.precision
+        self.live().precision
     }
 
     /// The device the library's models run on.

@@ -55,7 +55,7 @@ impl Library {
             return Err(Error::Invalid(format!("the library already uses {model}")));
         }
         let device = self.config.device.open()?;
-        let clip = Arc::new(ClipEmbedder::load(model, &device)?.with_precision(self.config.precision));
+        let clip = Arc::new(ClipEmbedder::load(model, &device)?.with_precision(self.precision()));
         // An adapter of this library's model maps the stored vectors: nothing is read or embedded.
         let adapter = self.adapter_of(model, &device)?;
         self.store.begin_reindex(&ReindexTarget { model: model.to_string(), dim: clip.dim() })?;

@@ -79,7 +79,7 @@ impl Library {
         filter: &SearchFilter,
     ) -> Result<Vec<query::rerank::FinetunedHit>> {
         let model = canonical_spec(model);
-        let tuned = ClipEmbedder::load(&model, &self.config.device.open()?)?.with_precision(self.config.precision);
+        let tuned = ClipEmbedder::load(&model, &self.config.device.open()?)?.with_precision(self.precision());
         self.search_reranked_with(&tuned, text, (k, top), filter)
     }
 

@@ -497,7 +497,8 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
         let _turn = ticket.map(super::queue::Ticket::run);
         if let Some(Rerank::Itm) = rerank {
             let device = state.library.device()?;
-            let matcher = state.matcher.get(|name| {
+            let name = state.blip_models()?.itm;
+            let matcher = state.matcher.get(&state, &name, |name| {
                 Ok(crate::models::blip::BlipMatcher::load(name, &device)?.with_precision(state.library.precision()))
             })?;
             let q = state.query_embedding(&text)?;

@@ -8,6 +8,9 @@ use actix_web::{HttpResponse, web};
 const ASSETS: &[(&str, &str, &[u8])] = &[
     ("/", "text/html; charset=utf-8", include_bytes!("../../web/index.html")),
     ("/app.js", "text/javascript; charset=utf-8", include_bytes!("../../web/app.js")),
+    ("/settings.js", "text/javascript; charset=utf-8", include_bytes!("../../web/settings.js")),
+    ("/jobs.js", "text/javascript; charset=utf-8", include_bytes!("../../web/jobs.js")),
+    ("/setup.js", "text/javascript; charset=utf-8", include_bytes!("../../web/setup.js")),
     ("/style.css", "text/css; charset=utf-8", include_bytes!("../../web/style.css")),
     ("/favicon.svg", "image/svg+xml", include_bytes!("../../web/favicon.svg")),
 ];

@@ -21,6 +21,13 @@ use crate::library::Stage;
 /// Pause after a failed pass before the watch starts again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// The first and the longest pause before the model is tried again (doubling in between).
+const MODEL_RETRY_FIRST: Duration = Duration::from_secs(10);
+const MODEL_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// How often a paused indexer looks at the library's settings again.
+const PAUSED_CHECK: Duration = Duration::from_secs(5);
+
 /// What the indexer is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -37,6 +44,13 @@ pub enum IndexerState {
     NoFolders,
     /// The last pass failed (`last_error`); it is retried.
     Failed,
+    /// Background jobs are off in the library's settings (`background_jobs`): nothing is
+    /// indexed until they are on again.
+    Paused,
+    /// The library's CLIP model cannot be loaded (not downloaded, no network, a folder that is
+    /// not there; `last_error` says why): tried again with growing pauses, and at once when
+    /// the settings or the folders change. The web UI shows how to get the model.
+    WaitingForModel,
 }
 
 /// The indexer's progress, as `GET /api/status` shows it.
@@ -54,6 +68,9 @@ pub struct IndexerStatus {
     pub last_pass: Option<IndexReport>,
     /// The last error, until a pass succeeds.
     pub last_error: Option<String>,
+    /// While waiting for the model: which model, and the seconds until the next try.
+    pub waiting_for_model: Option<String>,
+    pub retry_in_s: Option<u64>,
     /// Background work after the passes: captioning new photos (images looked at of the
     /// library's), and making the UI's thumbnails; `None` until it starts.
     pub captioning: Option<StageProgress>,
@@ -95,6 +112,8 @@ impl BackgroundIndexer {
                 passes: 0,
                 last_pass: None,
                 last_error: None,
+                waiting_for_model: None,
+                retry_in_s: None,
                 captioning: None,
                 reading_text: None,
                 thumbnails: None,
@@ -163,6 +182,14 @@ impl BackgroundIndexer {
         None
     }
 
+    /// The library's settings changed: a pass under way ends, and the indexer starts again
+    /// with them (or pauses, when background jobs are now off).
+    pub fn settings_changed(&self) {
+        if self.lock().state != IndexerState::Off {
+            self.interrupt.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Ends the indexer after the running pass.
     pub fn stop(&self) {
         self.shutdown.store(true, Ordering::Relaxed);
@@ -178,8 +205,43 @@ impl BackgroundIndexer {
     }
 
     fn run(&self, library: &Library, options: &WatchOptions) {
+        let mut model_retry = MODEL_RETRY_FIRST;
         while !self.shutdown.load(Ordering::Relaxed) {
             self.interrupt.store(false, Ordering::Relaxed);
+            match library.settings() {
+                Ok(settings) if !settings.background_jobs() => {
+                    self.set_state(IndexerState::Paused);
+                    // Until the settings change (or another process changes them: looked at
+                    // again now and then).
+                    self.wait(PAUSED_CHECK);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.failed(&e);
+                    continue;
+                }
+            }
+            // The model first: without it nothing can be embedded, and the UI says how to get it.
+            match library.clip() {
+                Ok(_) => {
+                    if self.lock().waiting_for_model.take().is_some() {
+                        tracing::info!("the model {} is loaded: indexing starts", library.model());
+                        let mut s = self.lock();
+                        (s.state, s.last_error, s.retry_in_s) = (IndexerState::Starting, None, None);
+                    }
+                    model_retry = MODEL_RETRY_FIRST;
+                }
+                Err(e @ (crate::Error::Model { .. } | crate::Error::Tokenizer { .. } | crate::Error::Device(_))) => {
+                    self.wait_for_model(library, &e, model_retry);
+                    model_retry = (model_retry * 2).min(MODEL_RETRY_MAX);
+                    continue;
+                }
+                Err(e) => {
+                    self.failed(&e);
+                    continue;
+                }
+            }
             match library.roots() {
                 Ok(roots) if roots.is_empty() => {
                     self.set_state(IndexerState::NoFolders);
@@ -240,6 +302,29 @@ impl BackgroundIndexer {
             s.last_error = Some(e.to_string());
         }
         self.wait(RETRY_AFTER);
+    }
+
+    /// The model could not be loaded: said once in the log (not at every try), shown in the
+    /// status, and tried again after `pause` (or when the settings or folders change).
+    fn wait_for_model(&self, library: &Library, e: &crate::Error, pause: Duration) {
+        let first = {
+            let mut s = self.lock();
+            let first = s.waiting_for_model.is_none();
+            s.state = IndexerState::WaitingForModel;
+            s.last_error = Some(e.to_string());
+            s.waiting_for_model = Some(library.model());
+            s.retry_in_s = Some(pause.as_secs());
+            first
+        };
+        if first {
+            tracing::warn!(
+                "waiting for a model: {e}. The web UI shows how to get it onto this machine (see also \
+                 `clipdex help serve`); retrying now and then, quietly"
+            );
+        } else {
+            tracing::debug!("the model is still not there: {e}");
+        }
+        self.wait(pause);
     }
 
     /// Sleeps until `interrupt` is set or `limit` passes.

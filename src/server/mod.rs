@@ -23,9 +23,11 @@ mod api;
 mod assets;
 mod forward;
 pub mod indexer;
+mod jobs;
 mod openapi;
 mod people;
 mod queue;
+mod settings;
 mod vision;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -146,6 +148,8 @@ pub struct AppState {
     /// The queue JPEG renditions (`/file?format=jpeg`) are made in: a burst of requests
     /// cannot pile up unbounded decoding work.
     renditions: Arc<queue::HeavyQueue>,
+    /// Where the background passes' runs started, for their rates (`GET /api/jobs`).
+    jobs: jobs::JobClock,
 }
 
 /// Query embeddings by (model, text).
@@ -169,8 +173,8 @@ impl AppState {
             loaded: Mutex::new(Default::default()),
             body_timeout: options.body_timeout,
             blip: options.blip.clone(),
-            answerer: vision::OnDemand::new(&options.blip.vqa),
-            matcher: vision::OnDemand::new(&options.blip.itm),
+            answerer: Default::default(),
+            matcher: Default::default(),
             commands: options.commands.clone(),
             forward_secret: options.commands.as_ref().and_then(|_| {
                 random_hex(32)
@@ -179,7 +183,14 @@ impl AppState {
             }),
             heavy: queue::HeavyQueue::new(options.heavy_running, options.heavy_waiting),
             renditions: queue::HeavyQueue::of("renditions", api::RENDITIONS_RUNNING, api::RENDITIONS_WAITING),
+            jobs: Default::default(),
         }
+    }
+
+    /// The BLIP models in use: those the library's settings name (they may change while the
+    /// server runs), else the server's.
+    pub(super) fn blip_models(&self) -> Result<BlipModels> {
+        Ok(self.blip.with_settings(&self.library.settings()?))
     }
 
     /// The names of the fine-tuned models searches may be re-ranked with.
@@ -213,7 +224,7 @@ impl AppState {
     }
 
     pub(super) fn query_embedding(&self, text: &str) -> Result<Arc<Vec<f32>>> {
-        let key = (self.library.model(), text.to_string());
+        let key = (self.library.embedder_key(), text.to_string());
         if let Some(q) = self.queries.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(q.clone());
         }
@@ -253,6 +264,8 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                             .configure(api::routes)
                             .configure(people::routes)
                             .configure(vision::routes)
+                            .configure(settings::routes)
+                            .configure(jobs::routes)
                             .configure(forward::routes)
                             .configure(undeclared_methods)
                             .default_service(web::to(|| async {
@@ -357,7 +370,7 @@ async fn guard(
         .map(str::to_string);
     if req.method() == Method::OPTIONS && origin.is_some() {
         let response = HttpResponse::NoContent()
-            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, DELETE"))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, PUT, DELETE"))
             .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "Authorization, Content-Type"))
             .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
             .finish();

@@ -111,6 +111,14 @@ fn people_paths() -> Value {
     })
 }
 
+/// `{"settings": [{name, value, default, about}]}`.
+fn settings_schema() -> Value {
+    json!({"type": "object", "properties": {"settings": {"type": "array", "items": {"type": "object", "properties": {
+        "name": {"type": "string"},
+        "value": {"type": "string", "nullable": true, "description": "The recorded value; null: none recorded, the default applies"},
+        "default": {"type": "string"}, "about": {"type": "string"}}}}}})
+}
+
 fn ok(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
@@ -413,7 +421,9 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "stages": {"type": "object", "description": "Each stage's progress as {done, total} (null: switched off or not run yet): embedding (files of the running pass), tagging, captioning (images of the library), reading_text and thumbnails (the background run's position)",
                         "properties": {"embedding": {"type": "object"}, "tagging": {"type": "object", "nullable": true}, "captioning": {"type": "object", "nullable": true}, "reading_text": {"type": "object", "nullable": true}, "thumbnails": {"type": "object", "nullable": true}}},
                     "indexer": {"type": "object", "properties": {
-                        "state": {"type": "string", "enum": ["off", "starting", "indexing", "watching", "no_folders", "failed"]},
+                        "state": {"type": "string", "enum": ["off", "starting", "indexing", "watching", "no_folders", "failed", "paused", "waiting_for_model"]},
+                        "waiting_for_model": {"type": "string", "nullable": true, "description": "The model the indexer waits for (state waiting_for_model)"},
+                        "retry_in_s": {"type": "integer", "nullable": true, "description": "Seconds until the model is tried again"},
                         "done": {"type": "integer"}, "total": {"type": "integer"}, "passes": {"type": "integer"},
                         "last_pass": {"type": "object", "nullable": true}, "last_error": {"type": "string", "nullable": true}}}}})), &[])}},
             "/api/timeline": {"get": {
@@ -453,6 +463,37 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                 "delete": {"summary": "Remove a folder and forget its photos",
                            "parameters": [{"name": "path", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^/[^\\x00]*$"}, "description": "The folder, as added"}],
                            "responses": responses(200, ok("Photos forgotten", json!({"type": "object", "properties": {"removed": {"type": "integer"}}})), &[400, 403, 404])}},
+            "/api/settings": {
+                "get": {"summary": "The library's settings (its models, their precision, background jobs), as `clipdex config list --json`",
+                        "responses": responses(200, ok("Every setting", settings_schema()), &[])},
+                "put": {"summary": "Record settings in the library; they apply at once (models load on their next use, the indexer restarts with them). A null value forgets the recorded one; one bad value changes nothing",
+                        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "minProperties": 1, "additionalProperties": false, "properties": {
+                            "model": {"type": "string", "nullable": true, "description": "CLIP model; only while the library has no vectors (then `clipdex reindex`)"},
+                            "text_model": {"type": "string", "nullable": true}, "caption_model": {"type": "string", "nullable": true},
+                            "vqa_model": {"type": "string", "nullable": true}, "itm_model": {"type": "string", "nullable": true},
+                            "seg_model": {"type": "string", "nullable": true}, "ocr_model": {"type": "string", "nullable": true},
+                            "precision": {"type": "string", "nullable": true, "enum": ["f32", "bf16", "int8", "auto", null]},
+                            "background_jobs": {"type": "boolean", "nullable": true}}}}}},
+                        "responses": responses(200, ok("Every setting, as recorded now", settings_schema()), &[400, 415])}},
+            "/api/jobs": {"get": {
+                "summary": "The server's background passes (indexing, tagging, captioning, thumbnails): each with its progress, rate and time left",
+                "responses": responses(200, ok("The passes", json!({"type": "object", "properties": {
+                    "state": {"type": "string", "description": "The indexer's state, as in /api/status"},
+                    "last_error": {"type": "string", "nullable": true},
+                    "failures": {"type": "integer", "description": "Files that could not be indexed (GET /api/failures lists them)"},
+                    "jobs": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string", "enum": ["indexing", "tagging", "captioning", "thumbnails"]},
+                        "label": {"type": "string"}, "on": {"type": "boolean", "description": "false: switched off or not run yet"},
+                        "done": {"type": "integer"}, "total": {"type": "integer"}, "running": {"type": "boolean"},
+                        "rate_per_s": {"type": "number", "nullable": true, "description": "Items a second since the pass's run started (null until it moves)"},
+                        "eta_s": {"type": "integer", "nullable": true, "description": "Seconds left at that rate"}}}}}})), &[])}},
+            "/api/failures": {"get": {
+                "summary": "Files that could not be indexed, with why (as `clipdex failures --json`)",
+                "parameters": [query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "Most failures listed (default 200)")],
+                "responses": responses(200, ok("The failures", json!({"type": "object", "properties": {
+                    "failures": {"type": "array", "items": {"type": "object", "properties": {
+                        "path": {"type": "string"}, "path_bytes": {"type": "string"}, "reason": {"type": "string"}, "attempts": {"type": "integer"}}}},
+                    "total": {"type": "integer"}}})), &[400])}},
             "/api/cli": {"post": {
                 "summary": "Run a clipdex command on the library this server holds (what a `clipdex` command does when it finds the folder library held by the server); only from this machine, with the secret the server wrote to server.secret in the library's folder (header X-Clipdex-Secret)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["args", "cwd"], "properties": {

@@ -40,27 +40,45 @@ impl Default for BlipModels {
     }
 }
 
-/// A model loaded on first use and kept; a failed load is not kept, so a model put in place
-/// later (or a network back) works without a restart.
+/// A model loaded on first use and kept while the library's settings name it; a failed load
+/// is not kept, so a model put in place later (or a network back) works without a restart,
+/// and so does a model the settings change to.
 pub(super) struct OnDemand<T> {
-    name: String,
-    slot: Mutex<Option<Arc<T>>>,
+    slot: Mutex<Option<(String, Arc<T>)>>,
+}
+
+impl<T> Default for OnDemand<T> {
+    fn default() -> Self {
+        OnDemand { slot: Mutex::new(None) }
+    }
 }
 
 impl<T> OnDemand<T> {
-    pub(super) fn new(name: &str) -> Self {
-        OnDemand { name: name.to_string(), slot: Mutex::new(None) }
-    }
-
-    /// The model, loading it with `load` the first time (one load at a time).
-    pub(super) fn get(&self, load: impl FnOnce(&str) -> Result<T>) -> Result<Arc<T>> {
+    /// The model `name` at the library's precision now, loading it with `load` when another
+    /// (or none) is loaded (one load at a time).
+    pub(super) fn get(&self, state: &AppState, name: &str, load: impl FnOnce(&str) -> Result<T>) -> Result<Arc<T>> {
+        let key = format!("{name} {}", state.library.precision());
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(model) = slot.as_ref() {
+        if let Some((loaded, model)) = slot.as_ref()
+            && *loaded == key
+        {
             return Ok(model.clone());
         }
-        let model = Arc::new(load(&self.name)?);
-        *slot = Some(model.clone());
+        *slot = None;
+        let model = Arc::new(load(name)?);
+        *slot = Some((key, model.clone()));
         Ok(model)
+    }
+}
+
+impl BlipModels {
+    /// The models the library's settings name, these where it names none.
+    pub(super) fn with_settings(&self, settings: &crate::library::Settings) -> BlipModels {
+        BlipModels {
+            caption: settings.caption_model.clone().unwrap_or_else(|| self.caption.clone()),
+            vqa: settings.vqa_model.clone().unwrap_or_else(|| self.vqa.clone()),
+            itm: settings.itm_model.clone().unwrap_or_else(|| self.itm.clone()),
+        }
     }
 }
 
@@ -113,9 +131,10 @@ async fn ask(state: web::Data<AppState>, id: web::Path<String>, body: web::Json<
         let _turn = ticket.run();
         let image = state.library.open_indexed(id, None)?;
         let device = state.library.device()?;
-        let model = state
-            .answerer
-            .get(|name| Ok(BlipAnswerer::load(name, &device)?.with_precision(state.library.precision())))?;
+        let name = state.blip_models()?.vqa;
+        let model = state.answerer.get(&state, &name, |name| {
+            Ok(BlipAnswerer::load(name, &device)?.with_precision(state.library.precision()))
+        })?;
         model.answer(&image, &asked, ASK_BEAMS, ASK_TOKENS)
     })
     .await?;
@@ -127,13 +146,9 @@ async fn caption(state: web::Data<AppState>, id: web::Path<String>) -> ApiResult
     let ticket = state.heavy.admit()?;
     let text = blocking(move || {
         let _turn = ticket.run();
-        let model = state.library.captioner(&state.blip.caption)?;
-        let options = CaptionOptions {
-            model: state.blip.caption.clone(),
-            prompt: None,
-            beams: CAPTION_BEAMS,
-            max_tokens: CAPTION_TOKENS,
-        };
+        let name = state.blip_models()?.caption;
+        let model = state.library.captioner(&name)?;
+        let options = CaptionOptions { model: name, prompt: None, beams: CAPTION_BEAMS, max_tokens: CAPTION_TOKENS };
         state.library.caption_image(&model, &options, id)
     })
     .await?;
@@ -162,9 +177,10 @@ async fn match_texts(
         let _turn = ticket.run();
         let image = state.library.open_indexed(id, None)?;
         let device = state.library.device()?;
-        let model = state
-            .matcher
-            .get(|name| Ok(BlipMatcher::load(name, &device)?.with_precision(state.library.precision())))?;
+        let name = state.blip_models()?.itm;
+        let model = state.matcher.get(&state, &name, |name| {
+            Ok(BlipMatcher::load(name, &device)?.with_precision(state.library.precision()))
+        })?;
         let texts: Vec<&str> = scored.iter().map(String::as_str).collect();
         model.score(&image, &texts)
     })

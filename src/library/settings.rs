@@ -1,0 +1,302 @@
+//! The library's settings: which models its commands use (CLIP, text model, captioner,
+//! question answering, image–text matching, segmenter, OCR), the precision of their linear
+//! layers, and whether the server runs background jobs. Recorded once in the library itself
+//! (one JSON setting, the same on both backends), so every command and the server use them
+//! without flags.
+//!
+//! A setting that was never recorded has no value here: whoever opens the library uses its
+//! own default (or a flag). A recorded one wins over defaults; a flag that disagrees with it
+//! is refused by the command line ([`Settings::disagreement`]). The CLIP model is not kept in
+//! this record: it is the model of the library's vectors (or the one chosen before any), and
+//! is changed with `reindex` once photos are embedded.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::models::precision::Precision;
+use crate::models::source::{ModelRepo, canonical_spec};
+
+use super::Library;
+
+/// The store setting that holds [`Settings`].
+pub const SETTINGS_KEY: &str = "library_settings";
+
+/// What a library records about the models and jobs its commands use; `None`: not recorded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// A multilingual text model embedding queries and labels in place of the CLIP's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_model: Option<String>,
+    /// The BLIP captioning model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption_model: Option<String>,
+    /// The BLIP visual question answering model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vqa_model: Option<String>,
+    /// The BLIP image–text matching model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub itm_model: Option<String>,
+    /// The CLIPSeg model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seg_model: Option<String>,
+    /// The PP-OCR model folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocr_model: Option<String>,
+    /// The arithmetic of the models' linear layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
+    /// Whether the server indexes, follows the folders and runs the enrichment passes in the
+    /// background (default: yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_jobs: Option<bool>,
+}
+
+/// One setting as `config list` and `GET /api/settings` show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SettingEntry {
+    /// Its name (`caption_model`); the flag is the same with dashes (`--caption-model`).
+    pub name: &'static str,
+    /// The recorded value; `None` when the library records none (the default applies).
+    pub value: Option<String>,
+    /// What applies when nothing is recorded.
+    pub default: String,
+    /// What it is for.
+    pub about: &'static str,
+}
+
+/// Every setting: name, what it is for, and its default.
+pub const SETTING_NAMES: &[(&str, &str)] = &[
+    ("model", "CLIP model of the library's vectors and queries (changed with `reindex` once photos are embedded)"),
+    ("text_model", "multilingual text model embedding queries and labels in place of the CLIP's text tower"),
+    ("caption_model", "BLIP captioning model (captions, background captioning)"),
+    ("vqa_model", "BLIP visual question answering model (ask)"),
+    ("itm_model", "BLIP image-text matching model (match, re-ranking)"),
+    ("seg_model", "CLIPSeg model (segment, crop search, where in a photo)"),
+    ("ocr_model", "PP-OCR model folder (ocr)"),
+    ("precision", "arithmetic of the models' linear layers: f32, bf16, int8 or auto"),
+    ("background_jobs", "whether the server indexes, follows the folders and runs passes in the background: on or off"),
+];
+
+/// The value that applies to `name` when the library records none.
+pub fn default_of(name: &str) -> String {
+    match name {
+        "model" => crate::DEFAULT_CLIP_MODEL.to_string(),
+        "text_model" => "none (the CLIP's own text tower)".to_string(),
+        "caption_model" => crate::models::blip::DEFAULT_CAPTION_MODEL.to_string(),
+        "vqa_model" => crate::models::blip::DEFAULT_VQA_MODEL.to_string(),
+        "itm_model" => crate::models::blip::DEFAULT_ITM_MODEL.to_string(),
+        "seg_model" => crate::models::clipseg::DEFAULT_SEG_MODEL.to_string(),
+        "ocr_model" => "none".to_string(),
+        "precision" => Precision::F32.to_string(),
+        "background_jobs" => "on".to_string(),
+        _ => String::new(),
+    }
+}
+
+fn unknown(name: &str) -> Error {
+    let known: Vec<&str> = SETTING_NAMES.iter().map(|(n, _)| *n).collect();
+    Error::Invalid(format!("no setting {name:?}; the settings are {}", known.join(", ")))
+}
+
+/// Reads `on`/`off` (and the usual spellings of yes and no).
+fn parse_switch(value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        other => Err(Error::Invalid(format!("background_jobs is on or off, not {other:?}"))),
+    }
+}
+
+impl Settings {
+    /// The recorded value of `name`, as text (`None`: not recorded). The CLIP model is not
+    /// part of this record (see [`Library::setting_entries`]).
+    pub fn get(&self, name: &str) -> Result<Option<String>> {
+        Ok(match name {
+            "text_model" => self.text_model.clone(),
+            "caption_model" => self.caption_model.clone(),
+            "vqa_model" => self.vqa_model.clone(),
+            "itm_model" => self.itm_model.clone(),
+            "seg_model" => self.seg_model.clone(),
+            "ocr_model" => self.ocr_model.clone(),
+            "precision" => self.precision.map(|p| p.to_string()),
+            "background_jobs" => self.background_jobs.map(|on| if on { "on" } else { "off" }.to_string()),
+            _ => return Err(unknown(name)),
+        })
+    }
+
+    /// Records `value` for `name` (`None` forgets it), checked: a model must be an existing
+    /// folder or a Hugging Face id (nothing is downloaded), a precision one `--precision`
+    /// takes, background jobs on or off.
+    pub fn set(&mut self, name: &str, value: Option<&str>) -> Result<()> {
+        // An empty value is no model, precision or switch: only `None` forgets.
+        let value = value.map(str::trim);
+        let model = |v: Option<&str>| -> Result<Option<String>> {
+            match v {
+                None => Ok(None),
+                Some(spec) => {
+                    // A name that cannot be a model is the caller's mistake, not a model failing.
+                    ModelRepo::open(spec).map_err(|e| Error::Invalid(e.to_string()))?;
+                    Ok(Some(canonical_spec(spec)))
+                }
+            }
+        };
+        match name {
+            "text_model" => self.text_model = model(value)?,
+            "caption_model" => self.caption_model = model(value)?,
+            "vqa_model" => self.vqa_model = model(value)?,
+            "itm_model" => self.itm_model = model(value)?,
+            "seg_model" => self.seg_model = model(value)?,
+            "ocr_model" => {
+                self.ocr_model = match value {
+                    Some(dir) if !std::path::Path::new(dir).is_dir() => {
+                        return Err(Error::Invalid(format!(
+                            "no such folder {dir}: the OCR model is a folder of PP-OCR ONNX files"
+                        )));
+                    }
+                    Some(dir) => Some(canonical_spec(dir)),
+                    None => None,
+                }
+            }
+            "precision" => self.precision = value.map(str::parse).transpose()?,
+            "background_jobs" => self.background_jobs = value.map(parse_switch).transpose()?,
+            _ => return Err(unknown(name)),
+        }
+        Ok(())
+    }
+
+    /// Whether the server runs its background jobs (on unless recorded off).
+    pub fn background_jobs(&self) -> bool {
+        self.background_jobs.unwrap_or(true)
+    }
+
+    /// The error for a flag `--NAME value` that disagrees with the recorded setting, if it
+    /// does (model names compare as [`canonical_spec`] spells them).
+    pub fn disagreement(&self, name: &str, flag_value: &str) -> Result<Option<String>> {
+        let Some(recorded) = self.get(name)? else { return Ok(None) };
+        let same = match name {
+            "precision" => flag_value.parse::<Precision>().map(|p| p.to_string()).ok().as_deref() == Some(&recorded),
+            "background_jobs" => {
+                parse_switch(flag_value).ok().map(|on| if on { "on" } else { "off" }) == Some(&recorded)
+            }
+            _ => canonical_spec(flag_value) == recorded,
+        };
+        let flag = format!("--{}", name.replace('_', "-"));
+        Ok((!same).then(|| {
+            format!(
+                "the library is set to {flag} {recorded}, not {flag_value}: leave {flag} out to use the library's, \
+                 or change the library's setting with `clipdex config set {name} {flag_value}`"
+            )
+        }))
+    }
+}
+
+impl Library {
+    /// The settings the library records (none recorded: all `None`).
+    pub fn settings(&self) -> Result<Settings> {
+        Ok(self.store.setting(SETTINGS_KEY)?.unwrap_or_default())
+    }
+
+    /// Every setting with its recorded value and its default, the CLIP model first.
+    pub fn setting_entries(&self) -> Result<Vec<SettingEntry>> {
+        let settings = self.settings()?;
+        let chosen =
+            self.store.model()?.is_some() || self.store.setting_json(super::open::CHOSEN_MODEL_SETTING)?.is_some();
+        SETTING_NAMES
+            .iter()
+            .map(|&(name, about)| {
+                let value = if name == "model" { chosen.then(|| self.model()) } else { settings.get(name)? };
+                Ok(SettingEntry { name, value, default: default_of(name), about })
+            })
+            .collect()
+    }
+
+    /// One setting's entry.
+    pub fn setting_entry(&self, name: &str) -> Result<SettingEntry> {
+        self.setting_entries()?.into_iter().find(|e| e.name == name).ok_or_else(|| unknown(name))
+    }
+
+    /// Records `value` for the setting `name` (`None` forgets it) and applies it to this open
+    /// library: the models it changes load again on their next use, so a server applies it
+    /// without a restart. The CLIP model can be chosen only while the library has no vectors
+    /// (then `reindex` moves it to another).
+    pub fn set_setting_value(&self, name: &str, value: Option<&str>) -> Result<SettingEntry> {
+        if name == "model" {
+            self.choose_model(value)?;
+            return self.setting_entry(name);
+        }
+        let mut settings = self.settings()?;
+        settings.set(name, value)?;
+        self.store.set_setting(SETTINGS_KEY, &settings)?;
+        self.apply_settings(&settings);
+        self.setting_entry(name)
+    }
+
+    /// Makes the recorded text model, precision and segmenter the ones this open library
+    /// uses, dropping the loaded models they change.
+    pub(super) fn apply_settings(&self, settings: &Settings) {
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        let text_model = settings.text_model.clone().or_else(|| self.config.text_model.clone());
+        let precision = settings.precision.unwrap_or(self.config.precision);
+        let seg_model = settings.seg_model.clone().unwrap_or_else(|| self.config.seg_model.clone());
+        if live.text_model != text_model || live.precision != precision {
+            *self.clip.write().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        if live.seg_model != seg_model {
+            *self.segmenter.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        *live = super::LiveSettings { text_model, precision, seg_model };
+    }
+
+    /// What query embeddings depend on besides the text: the CLIP model, the text model and
+    /// the precision in use (a cache of query embeddings keys them by it).
+    pub fn embedder_key(&self) -> String {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        format!("{} {:?} {}", self.model(), live.text_model, live.precision)
+    }
+
+    fn choose_model(&self, value: Option<&str>) -> Result<()> {
+        let Some(spec) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Err(Error::Invalid("the CLIP model cannot be unset; name one".into()));
+        };
+        let spec = canonical_spec(spec);
+        if let Some((stored, _)) = self.store.model()? {
+            if stored == spec {
+                return Ok(());
+            }
+            return Err(Error::Invalid(format!(
+                "the library holds vectors of model {stored}: move it to {spec} with `clipdex reindex --model {spec}` \
+                 (which re-embeds every photo)"
+            )));
+        }
+        ModelRepo::open(&spec).map_err(|e| Error::Invalid(e.to_string()))?;
+        let json = serde_json::to_vec(&spec).map_err(|e| Error::Store(e.to_string()))?;
+        self.store.set_setting_json(super::open::CHOSEN_MODEL_SETTING, &json)?;
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = spec;
+        *self.clip.write().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_check_and_disagree() {
+        let mut s = Settings::default();
+        s.set("precision", Some("BF16")).unwrap();
+        s.set("background_jobs", Some("off")).unwrap();
+        assert_eq!(s.get("precision").unwrap().as_deref(), Some("bf16"));
+        assert!(!s.background_jobs());
+        assert!(s.set("precision", Some("fp12")).is_err());
+        assert!(s.set("caption_model", Some("/no/such/folder")).is_err());
+        assert!(s.set("colour", Some("red")).unwrap_err().to_string().contains("caption_model"));
+        assert_eq!(s.disagreement("precision", "bfloat16").unwrap(), None);
+        let refused = s.disagreement("precision", "int8").unwrap().unwrap();
+        assert!(refused.contains("--precision bf16") && refused.contains("config set precision int8"), "{refused}");
+        // Nothing recorded: any flag goes.
+        assert_eq!(s.disagreement("vqa_model", "x/y").unwrap(), None);
+        s.set("precision", None).unwrap();
+        assert_eq!(s.get("precision").unwrap(), None);
+    }
+}

@@ -206,3 +206,61 @@ fn the_faces_command_prints_the_documented_json() {
     assert_eq!(rows[1]["faces"], serde_json::json!([]));
     assert!(rows[1]["error"].is_string());
 }
+
+/// The library's face pass with dlib's models: `people --scan` finds the faces in the indexed
+/// photos and groups the four photos of one man into one person (a stranger's single face and a
+/// photo without faces stay out); once named, `person:` finds exactly his photos.
+#[test]
+fn a_library_groups_the_faces_it_finds_into_a_person() {
+    if !models_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let his = ["obama.png", "obama_flip.png", "obama_large.png", "obama_small.png"];
+    for name in his.iter().chain(&["biden.png", "astronaut.png", "coffee.png"]) {
+        std::fs::copy(fixtures().join(name), photos.join(name)).unwrap();
+    }
+    let db = tmp.path().join("db");
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny-p32");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--model")
+            .arg(&clip)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["add", photos.to_str().unwrap()]);
+    run(&["index"]);
+    let models = models_dir();
+    let scan: serde_json::Value =
+        serde_json::from_str(&run(&["people", "--scan", "--face-model", models.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(scan["scanned"], 7, "{scan}");
+    assert_eq!(scan["faces"], 6, "{scan}");
+    assert_eq!(scan["new_persons"], 1, "{scan}");
+    let people: serde_json::Value = serde_json::from_str(&run(&["people", "--json"])).unwrap();
+    let people = people["people"].as_array().unwrap();
+    assert_eq!(people.len(), 1, "{people:?}");
+    assert_eq!(people[0]["faces"], 4, "{people:?}");
+    let id = people[0]["id"].to_string();
+    run(&["people", "--name", &id, "Barack"]);
+    let found: serde_json::Value = serde_json::from_str(&run(&["search", "person:barack", "--json"])).unwrap();
+    let mut names: Vec<String> = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|hit| Path::new(hit["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, his, "{found}");
+    // A second scan looks at nothing again.
+    let again: serde_json::Value =
+        serde_json::from_str(&run(&["people", "--scan", "--face-model", models.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(again["scanned"], 0, "{again}");
+}

@@ -123,8 +123,7 @@ fn photos_resolve_to_their_city_and_are_found_by_place_and_distance() {
         let everything = clipdex::query::syntax::parse("photo").unwrap();
         let embed = |t: &str| library.embed_text(t);
         let kinds = [Facet::Place, Facet::Camera, Facet::Year];
-        let facets =
-            library.search_facets(&everything, None, &SearchFilter::default(), None, true, &kinds, &embed).unwrap();
+        let facets = library.search_facets(&everything, &SearchFilter::default(), None, true, &kinds, &embed).unwrap();
         assert_eq!(facets["place"].len(), 6, "{facets:?}");
         let munich = facets["place"].iter().find(|p| p.value == "Munich").unwrap();
         assert_eq!(
@@ -135,9 +134,8 @@ fn photos_resolve_to_their_city_and_are_found_by_place_and_distance() {
         assert_eq!((facets["camera"][0].value.as_str(), facets["camera"][0].count), ("FixtureCam", 6));
         assert_eq!(facets["year"].iter().map(|y| y.count).sum::<u64>(), 7);
         let germany = clipdex::query::syntax::parse("place:Germany").unwrap();
-        let facets = library
-            .search_facets(&germany, None, &SearchFilter::default(), None, true, &[Facet::Place], &embed)
-            .unwrap();
+        let facets =
+            library.search_facets(&germany, &SearchFilter::default(), None, true, &[Facet::Place], &embed).unwrap();
         assert_eq!(facets["place"].iter().map(|p| (p.value.as_str(), p.count)).collect::<Vec<_>>(), [("Munich", 1)]);
 
         // Counts of the library's places.

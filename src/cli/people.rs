@@ -43,6 +43,14 @@ pub struct PeopleArgs {
     /// Delete every face, person, name and correction of the library.
     #[arg(long, group = "change")]
     pub forget: bool,
+    /// Find the faces in every photo not yet looked at with this face model, and group them
+    /// into persons (needs --face-model).
+    #[arg(long, group = "change", requires = "face_model")]
+    pub scan: bool,
+    /// With --scan: a folder holding dlib's face models (tools/fetch_face_models.sh fetches
+    /// them; see `clipdex faces`).
+    #[arg(long, value_name = "DIR", requires = "scan")]
+    pub face_model: Option<String>,
     /// With --recluster: faces further apart than this are not one person (Euclidean
     /// distance between face vectors; remembered for later passes).
     #[arg(long, value_name = "D", requires = "recluster")]
@@ -76,6 +84,25 @@ pub fn run(library: &Library, args: PeopleArgs, out: &mut dyn Write) -> anyhow::
         }
         Ok(())
     };
+    if args.scan {
+        let Some(dir) = args.face_model.as_deref() else { anyhow::bail!("--scan needs --face-model DIR") };
+        let model = clipdex::models::faces::FaceModel::load(std::path::Path::new(dir))?;
+        let report = library.find_faces(&model)?;
+        let failed: Vec<_> = report.failed.iter().map(|(id, why)| json!({"id": id, "error": why})).collect();
+        return done(
+            out,
+            format!(
+                "{} photos looked at: {} faces, {} placed into persons, {} new persons, {} failed",
+                report.scanned,
+                report.faces,
+                report.placed,
+                report.new_persons,
+                report.failed.len()
+            ),
+            json!({"ok": true, "scanned": report.scanned, "faces": report.faces, "placed": report.placed,
+                   "new_persons": report.new_persons, "failed": failed}),
+        );
+    }
     if let Some([id, name]) = args.name.as_deref() {
         let id = person_id(library, id)?;
         library.name_person(id, name)?;

@@ -279,8 +279,7 @@ pub fn search(g: &GlobalOptions, library: &Library, args: SearchArgs, out: &mut 
         print_ranked(out, &ranked, started, json, &empty)?;
         return Ok(ExitCode::SUCCESS);
     };
-    let counted =
-        library.search_facets(&parsed, None, &filter, args.min_score, true, &facets, &|t| library.embed_text(t))?;
+    let counted = library.search_facets(&parsed, &filter, args.min_score, true, &facets, &|t| library.embed_text(t))?;
     if json {
         let took_ms = started.elapsed().as_secs_f64() * 1e3;
         writeln!(out, "{}", json!({ "results": ranked, "took_ms": took_ms, "facets": counted }))?;

@@ -92,13 +92,15 @@ pub struct FacetValue {
 /// each list most frequent first (ties by value), at most [`MAX_FACET_VALUES`] long.
 pub type Facets = BTreeMap<&'static str, Vec<FacetValue>>;
 
+/// A facet value as counted: the value, and for a place its region and country.
+type FacetKey = (String, Option<Option<String>>, Option<String>);
+
 impl Library {
     /// The facets of what a query matches (see the module doc): the query searched again with
     /// `FACET_POOL` results by score, the same filters and cut-off.
     pub fn search_facets(
         &self,
         query: &ParsedQuery,
-        upload: Option<&[u8]>,
         filter: &SearchFilter,
         min_relevance: Option<f32>,
         allow_paths: bool,
@@ -106,14 +108,13 @@ impl Library {
         embed_text: &dyn Fn(&str) -> Result<Vec<f32>>,
     ) -> Result<Facets> {
         let options = QueryOptions { k: FACET_POOL, min_relevance, sort: SortOrder::Score, allow_paths };
-        let matched = self.search_parsed_with(query, upload, filter, &options, embed_text)?;
+        let matched = self.search_parsed_with(query, None, filter, &options, embed_text)?;
         self.facets_of(&matched, facets)
     }
 
     /// Counts per facet over `hits` (each image once).
     pub fn facets_of(&self, hits: &[RankedHit], facets: &[Facet]) -> Result<Facets> {
-        let mut counts: Vec<HashMap<(String, Option<Option<String>>, Option<String>), u64>> =
-            vec![HashMap::new(); facets.len()];
+        let mut counts: Vec<HashMap<FacetKey, u64>> = vec![HashMap::new(); facets.len()];
         let mut seen = std::collections::HashSet::new();
         for hit in hits {
             if !seen.insert(hit.hit.id) {

@@ -56,6 +56,20 @@ pub trait FaceFinder: Send + Sync {
     fn faces(&self, photo: &image::RgbImage) -> Result<Vec<FoundFace>>;
 }
 
+/// dlib's face models ([`crate::models::faces::FaceModel`]) as the library's face pass uses them.
+impl FaceFinder for crate::models::faces::FaceModel {
+    fn id(&self) -> String {
+        crate::models::faces::FaceModel::id(self).to_string()
+    }
+
+    fn faces(&self, photo: &image::RgbImage) -> Result<Vec<FoundFace>> {
+        Ok(crate::models::faces::FaceModel::faces(self, photo)?
+            .into_iter()
+            .map(|f| FoundFace { bbox: f.bbox, score: f.score, landmarks: f.landmarks, embedding: f.embedding })
+            .collect())
+    }
+}
+
 /// What a face pass did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct FaceReport {

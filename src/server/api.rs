@@ -589,7 +589,7 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
     // and cut-off.
     let counted = blocking(move || {
         let embed = |t: &str| facet_state.query_embedding(t).map(|q| q.as_ref().clone());
-        facet_state.library.search_facets(&facet_query, None, &facet_filter, min_score, false, &facets, &embed)
+        facet_state.library.search_facets(&facet_query, &facet_filter, min_score, false, &facets, &embed)
     })
     .await?;
     Ok(HttpResponse::Ok().json(json!({

@@ -153,7 +153,7 @@ impl ClipEmbedder {
             .map_err(|e| Error::model(name, format!("cannot read {}: {e}", config_path.display())))?;
         if which == 1 {
             let p = OpenClipParts::load(repo, &text, device)?;
-            let model = Self::clip_model(name, &p.config, p.weights)?;
+            let model = Self::clip_model(name, OPEN_CLIP_CONFIG, &p.config, p.weights)?;
             let family = Family::Clip { config: p.config, model, tokenizer: p.tokenizer, open_clip: true };
             return Ok(Self::assemble(name, family, p.processor, device));
         }
@@ -194,16 +194,17 @@ impl ClipEmbedder {
         processor: ImageProcessor,
         device: &Device,
     ) -> Result<Self> {
-        let model = Self::clip_model(name, &config, vb)?;
+        let model = Self::clip_model(name, "config.json", &config, vb)?;
         Ok(Self::assemble(name, Family::Clip { config, model, tokenizer, open_clip: false }, processor, device))
     }
 
-    fn clip_model(name: &str, config: &ClipConfig, vb: VarBuilder) -> Result<ClipModel> {
+    /// The CLIP towers from weights that must fit `config` (read from the file `config_file`).
+    fn clip_model(name: &str, config_file: &str, config: &ClipConfig, vb: VarBuilder) -> Result<ClipModel> {
         ClipModel::load(config, vb).map_err(|e| {
             Error::model(
                 name,
                 format!(
-                    "the weights do not fit the model's config ({}); is this a complete CLIP checkpoint?",
+                    "the weights do not fit {config_file} ({}); is this a complete CLIP checkpoint?",
                     first_line(&e)
                 ),
             )

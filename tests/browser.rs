@@ -1338,3 +1338,222 @@ fn the_jobs_view_lists_the_passes_and_the_unreadable_files_in_headless_chromium(
     assert!(api["failures"][0]["path"].as_str().unwrap().ends_with("broken.jpg"));
     drop_server(server);
 }
+
+/// A library whose faces are written through the library's API (no face model runs): Anna in
+/// photos 0-2, an unnamed person in photos 3-4, another in photo 5, and a face of nobody in
+/// photo 0. Returns the photos' ids in file order and the two unnamed persons' ids.
+fn library_with_people(photos: &Path, db: &Path) -> (Vec<u64>, [u64; 2]) {
+    use clipdex::store::{FaceScan, NewFace, PeopleChange, Person};
+    std::fs::create_dir_all(photos).unwrap();
+    for i in 0..6 {
+        picture(i).save(photos.join(format!("photo{i}.jpg"))).unwrap();
+    }
+    for args in [&["add", photos.to_str().unwrap()][..], &["index"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .args(["--db", db.to_str().unwrap(), "--model", &model()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let lib = clipdex::Library::open(clipdex::LibraryConfig::new(db, model())).unwrap();
+    let root = std::fs::canonicalize(photos).unwrap();
+    let ids: Vec<u64> =
+        (0..6).map(|i| lib.store().path_entry(&root.join(format!("photo{i}.jpg"))).unwrap().unwrap().id).collect();
+    let persons = lib.store().new_person_ids(3).unwrap();
+    let change = PeopleChange {
+        persons: persons.iter().map(|&id| Person { id, name: None, hidden: false, representative: None }).collect(),
+        ..Default::default()
+    };
+    lib.store().apply_people(&change).unwrap();
+    let face = |bbox: [f32; 4], person: Option<u64>, axis: usize| {
+        let mut embedding = vec![0.0; 128];
+        embedding[axis] = 1.0;
+        let [x, y, w, h] = bbox;
+        let landmarks = [
+            [x + 0.3 * w, y + 0.4 * h],
+            [x + 0.7 * w, y + 0.4 * h],
+            [x + 0.5 * w, y + 0.6 * h],
+            [x + 0.35 * w, y + 0.8 * h],
+            [x + 0.65 * w, y + 0.8 * h],
+        ];
+        NewFace { bbox, score: 0.9, landmarks, embedding, person, pinned: false }
+    };
+    let who = [0, 0, 0, 1, 1, 2];
+    for (i, &id) in ids.iter().enumerate() {
+        let hash = lib.store().image(id).unwrap().unwrap().hash;
+        let mut faces = vec![face([100.0, 60.0, 80.0, 80.0], Some(persons[who[i]]), who[i])];
+        if i == 0 {
+            faces.push(face([220.0, 120.0, 50.0, 50.0], None, 9));
+        }
+        lib.store_found_faces(id, &FaceScan { model: "test-faces".into(), hash }, faces).unwrap();
+    }
+    lib.name_person(persons[0], "Anna").unwrap();
+    (ids, [persons[1], persons[2]])
+}
+
+/// The People page: one face per person with its photo count, named persons first; rename
+/// inline from the keyboard (Enter saves and a reload shows it, Escape cancels); merging two
+/// persons leaves one with their photos together; a person opens exactly their photos (a
+/// `person:` search with its chip, or the person's own page when unnamed); the detail view
+/// draws the faces' boxes with their names, and "Not this person" takes a face out. axe-core
+/// finds nothing on the People page or the detail view with its boxes.
+#[test]
+fn the_people_page_renames_merges_and_opens_a_persons_photos_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    let (ids, [ben, cleo]) = library_with_people(&tmp.path().join("photos"), &db);
+    let (server, url) = serve(&db, &[]);
+    let url = url.trim_end_matches('/').to_string();
+    let people = || -> Vec<(Option<String>, u64)> {
+        let list: Value = ureq::get(&format!("{url}/api/people")).call().unwrap().into_json().unwrap();
+        let mut out: Vec<(Option<String>, u64)> = list["people"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().map(str::to_string), p["images"].as_u64().unwrap()))
+            .collect();
+        out.sort();
+        out
+    };
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+    let cards = "return [...document.querySelectorAll('#people-grid .person')].map(p =>
+        p.querySelector('.person-name').textContent + ' | ' + p.querySelector('.person-count').textContent)";
+
+    // The list: named first, then the unnamed by photo count; one face each, a square crop.
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/") })));
+    browser.wait_for("the header", "return document.getElementById('people-link')");
+    browser.click("#people-link");
+    assert!(browser.location().contains("view=people"), "{}", browser.location());
+    browser.wait_for("the persons", "return document.querySelectorAll('#people-grid .person').length === 3");
+    assert_eq!(
+        browser.script(cards, json!([])),
+        json!([
+            "Anna | 3 photos",
+            format!("Unnamed person {ben} | 2 photos"),
+            format!("Unnamed person {cleo} | 1 photo")
+        ])
+    );
+    let faces = browser.wait_for(
+        "the faces",
+        "const i = [...document.querySelectorAll('#people-grid .person-open img')];
+         return i.every(i => i.complete && i.naturalWidth > 0) && i.map(i => [i.naturalWidth, i.naturalHeight])",
+    );
+    // Photos of 320 × 240 px, faces of 80 px: crops of 128 px (1.6 times the face), square.
+    assert_eq!(faces, json!([[128, 128], [128, 128], [128, 128]]));
+    browser.screenshot(&artefacts.join("people.png"));
+    if let Some(axe) = axe_script() {
+        let found = browser.axe_violations(&axe);
+        assert!(found.is_empty(), "axe-core found on the People page:\n{}", found.join("\n"));
+    }
+
+    // Rename from the keyboard: Escape cancels, Enter saves.
+    let rename = |person: u64| format!("#people-grid .person[data-id='{person}'] .person-actions button");
+    browser.script(&format!("document.querySelector(\"{}\").focus()", rename(cleo)), json!([]));
+    browser.key("\u{E007}"); // Enter on "Rename"
+    assert_eq!(browser.script("return document.activeElement.className", json!([])), json!("person-name-input"));
+    browser.type_into(".person-name-input", "Zed");
+    browser.key("\u{E00C}"); // Escape
+    assert_eq!(browser.script("return document.querySelectorAll('.person-name-input').length", json!([])), 0);
+    assert_eq!(
+        browser.script(
+            &format!("return document.activeElement === document.querySelector(\"{}\")", rename(cleo)),
+            json!([])
+        ),
+        true
+    );
+    browser.script(&format!("document.querySelector(\"{}\").focus()", rename(ben)), json!([]));
+    browser.key("\u{E007}");
+    browser.type_into(".person-name-input", "Ben\u{E007}");
+    browser.wait_for("saved", "return document.getElementById('people-message').textContent.includes('Named Ben')");
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/?view=people") })));
+    browser.wait_for("the persons again", "return document.querySelectorAll('#people-grid .person').length === 3");
+    assert_eq!(
+        browser.script(cards, json!([])),
+        json!(["Anna | 3 photos", "Ben | 2 photos", format!("Unnamed person {cleo} | 1 photo")])
+    );
+
+    // An unnamed person opens their own page: exactly their photo.
+    browser.click(&format!("#people-grid .person[data-id='{cleo}'] .person-open"));
+    browser.wait_for("the person's photos", "return document.querySelectorAll('#person-photos .tile').length");
+    assert!(browser.location().contains(&format!("person={cleo}")), "{}", browser.location());
+    assert_eq!(
+        browser.script(
+            "return [...document.querySelectorAll('#person-photos .tile')].map(t => Number(t.dataset.id))",
+            json!([])
+        ),
+        json!([ids[5]])
+    );
+    browser.click("#people-back");
+    browser.wait_for("the persons again", "return document.querySelectorAll('#people-grid .person').length === 3");
+
+    // Merge: select two, press Merge; one person with the photos of both.
+    assert_eq!(browser.script("return document.getElementById('people-merge').disabled", json!([])), true);
+    browser.click(&format!("#people-grid .person[data-id='{ben}'] input[type=checkbox]"));
+    browser.click(&format!("#people-grid .person[data-id='{cleo}'] input[type=checkbox]"));
+    assert_eq!(
+        browser.script("return document.getElementById('people-merge').textContent", json!([])),
+        json!("Merge selected (2)")
+    );
+    browser.click("#people-merge");
+    browser.wait_for("merged", "return document.querySelectorAll('#people-grid .person').length === 2");
+    assert_eq!(browser.script(cards, json!([])), json!(["Anna | 3 photos", "Ben | 3 photos"]));
+    assert_eq!(people(), [(Some("Anna".to_string()), 3), (Some("Ben".to_string()), 3)]);
+
+    // A named person: a person: search with its chip, exactly their photos.
+    browser.click("#people-grid .person[data-id] .person-open");
+    browser.wait_for("Anna's photos", "return document.querySelectorAll('#results .card').length === 3");
+    assert!(browser.location().contains("q=person%3AAnna"), "{}", browser.location());
+    let mut shown: Vec<u64> =
+        serde_json::from_value(browser.script(
+            "return [...document.querySelectorAll('#results .card')].map(c => Number(c.dataset.id))",
+            json!([]),
+        ))
+        .unwrap();
+    shown.sort_unstable();
+    let mut anna = ids[..3].to_vec();
+    anna.sort_unstable();
+    assert_eq!(shown, anna);
+    assert_eq!(
+        browser.script("return [...document.querySelectorAll('#chips .chip')].map(c => c.textContent)", json!([])),
+        json!(["Person: Anna×"])
+    );
+
+    // The detail view of photo 0: Anna's box and a face of nobody, named on the photo.
+    browser.click(&format!("#results .card[data-id='{}'] img", ids[0]));
+    browser.wait_for(
+        "the detail view",
+        "return document.getElementById('detail').open && !document.getElementById('detail-people').hidden",
+    );
+    browser.wait_for(
+        "its image",
+        "const i = document.getElementById('detail-image'); return i.complete && i.naturalWidth > 0",
+    );
+    assert_eq!(browser.script("return document.getElementById('detail-faces').hidden", json!([])), true);
+    browser.click("#detail-faces-toggle");
+    let boxes = browser.script(
+        "const f = document.getElementById('detail-faces'); if (f.hidden) return 'hidden';
+         const i = document.getElementById('detail-image').getBoundingClientRect();
+         return [...f.querySelectorAll('.face-box')].map(b => { const r = b.getBoundingClientRect();
+           return [b.textContent, Math.round(100 * (r.left - i.left) / i.width), Math.round(100 * (r.width) / i.width)]; })",
+        json!([]),
+    );
+    // Boxes at 100/320 and 220/320 of the width, 80 and 50 px wide (2 px borders inside).
+    assert_eq!(boxes, json!([["Anna", 31, 25], ["Unknown", 69, 16]]));
+    browser.screenshot(&artefacts.join("detail-faces.png"));
+    if let Some(axe) = axe_script() {
+        let found = browser.axe_violations(&axe);
+        assert!(found.is_empty(), "axe-core found on the detail view with faces:\n{}", found.join("\n"));
+    }
+    // "Not this person": the face leaves Anna, who keeps her other two photos.
+    browser.click("#detail-face-list .face-not");
+    browser.wait_for(
+        "the face taken out",
+        "return [...document.querySelectorAll('#detail-faces .face-box')].map(b => b.textContent).join() === 'Unknown,Unknown'",
+    );
+    assert_eq!(people(), [(Some("Anna".to_string()), 2), (Some("Ben".to_string()), 3)]);
+    drop_server(server);
+}

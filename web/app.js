@@ -5,6 +5,7 @@
 import { showSettings } from "/settings.js";
 import { showSetup } from "/setup.js";
 import { showJobs } from "/jobs.js";
+import { filterChips, loadPersonNames, showFaces, showPeople, wireFaces, wirePeople, withFilter } from "/people.js";
 
 const PAGE = 40;
 const $ = (id) => document.getElementById(id);
@@ -15,7 +16,8 @@ const state = {
   loading: false,
   done: false,
   generation: 0,   // bumps on each new search, so late pages of an old one are dropped
-  view: "search",  // "search" | "duplicates" | "timeline" | "folders" | "settings"
+  view: "search",  // "search" | "duplicates" | "timeline" | "folders" | "settings" | "jobs" | "people"
+  person: null,    // the person whose photos the People page shows, or null: the list
   open: null,      // the id shown in the detail view
 };
 
@@ -83,6 +85,7 @@ function startSearch(query, push = true) {
   cards.clear();
   $("results").replaceChildren();
   $("toolbar").hidden = false;
+  $("chips").replaceChildren(...(query.kind === "text" ? filterChips(query.q, searchFor) : []));
   setMessage("");
   if (push) remember();
   loadMore();
@@ -347,6 +350,7 @@ async function showDetail(id, region, push = true, time = undefined) {
     setImage($("detail-image"), `/api/images/${id}/thumb?size=1024${image.video ? `&time=${at}` : ""}`);
   }
   setMotion(id, image);
+  showFaces(peopleContext, image);
   const rows = [
     ["Files", image.paths],
     ["Size", `${image.width} × ${image.height} px, ${(image.size / 1e6).toFixed(2)} MB`],
@@ -621,6 +625,9 @@ function viewParams() {
   const p = new URLSearchParams();
   if (["duplicates", "settings", "jobs"].includes(state.view)) {
     p.set("view", state.view);
+  } else if (state.view === "people") {
+    p.set("view", "people");
+    if (state.person !== null) p.set("person", state.person);
   } else if (state.view === "folders") {
     p.set("view", "folders");
     if (timeline.folder) p.set("path", timeline.folder);
@@ -673,6 +680,8 @@ function restoreFromUrl() {
       openSettings(false);
     } else if (p.get("view") === "jobs") {
       openJobs(false);
+    } else if (p.get("view") === "people") {
+      openPeople(false, /^\d+$/.test(p.get("person") || "") ? Number(p.get("person")) : null);
     } else if (p.get("view") === "folders") {
       const path = p.get("path") || "";
       startTimeline("folders", path.startsWith("/") ? path : null, null, false);
@@ -1027,12 +1036,13 @@ function showView(view) {
   $("duplicates").hidden = !duplicates;
   $("settings").hidden = view !== "settings";
   $("jobs").hidden = view !== "jobs";
+  $("people").hidden = view !== "people";
   $("results").hidden = view !== "search";
   $("timeline").hidden = !browsing;
   $("folder-bar").hidden = view !== "folders";
   if (view !== "search") { $("toolbar").hidden = true; setMessage(""); }
   if (view !== "search") state.query = null;
-  for (const [link, shows] of [["photos-link", "timeline"], ["folders-link", "folders"], ["settings-link", "settings"], ["jobs-link", "jobs"]]) {
+  for (const [link, shows] of [["photos-link", "timeline"], ["folders-link", "folders"], ["settings-link", "settings"], ["jobs-link", "jobs"], ["people-link", "people"]]) {
     if (view === shows) $(link).setAttribute("aria-current", "page");
     else $(link).removeAttribute("aria-current");
   }
@@ -1139,6 +1149,38 @@ function openJobs(push = true) {
   showJobs(json, () => state.view === "jobs");
 }
 
+// The People page (people.js): the list, or one person's photos.
+function openPeople(push = true, person = null) {
+  closeDetailQuietly();
+  showView("people");
+  state.person = person;
+  if (push) remember();
+  showPeople(peopleContext, person);
+}
+
+// A text search for `q`, as if typed (the detail view closes).
+function searchFor(q) {
+  closeDetailQuietly();
+  $("q").value = q;
+  startSearch({ kind: "text", q });
+}
+
+const peopleContext = {
+  json,
+  setImage,
+  search: searchFor,
+  openPeople: (person) => openPeople(true, person),
+  openPhoto: (id) => showDetail(id),
+  shown: () => state.view === "people",
+};
+
+$("people-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  openPeople();
+});
+wirePeople(peopleContext);
+wireFaces();
+
 $("jobs-link").addEventListener("click", (event) => {
   event.preventDefault();
   openJobs();
@@ -1158,9 +1200,10 @@ $("duplicates-link").addEventListener("click", (event) => {
 
 $("search").addEventListener("submit", (event) => {
   event.preventDefault();
-  const q = withPlace($("q").value.trim(), $("place").value.trim());
+  const q = withFilter(withPlace($("q").value.trim(), $("place").value.trim()), "person", $("person").value.trim());
   $("q").value = q;
   $("place").value = "";
+  $("person").value = "";
   if (!q && !$("tag").value.trim()) { $("q").focus(); return; }
   startSearch({ kind: "text", q });
 });
@@ -1216,6 +1259,8 @@ window.addEventListener("drop", (e) => {
 pollStatus();
 loadTags();
 loadPlaces();
+loadPersonNames(peopleContext);
+$("person").addEventListener("change", () => { if ($("person").value.trim()) $("search").requestSubmit(); });
 $("place").addEventListener("change", () => { if ($("place").value.trim()) $("search").requestSubmit(); });
 restoreFromUrl();
 $("rerank").addEventListener("change", () => {

@@ -81,6 +81,7 @@ fn person_schema() -> Value {
 fn people_paths() -> Value {
     let person_id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "description": "Person id (from /api/people)"});
     let face_id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "description": "Face id (from /api/images/{id} or /api/people/{id})"});
+    let face_id_thumb = face_id.clone();
     let change = json!({
         "summary": "Change a person: rename it (an empty name takes the name away; two persons cannot share one), hide or show it, merge other persons into it. Its faces are then kept with it when faces are grouped again",
         "parameters": [person_id.clone()],
@@ -108,6 +109,10 @@ fn people_paths() -> Value {
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["person"], "additionalProperties": false, "properties": {
                 "person": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}}}}},
             "responses": responses(200, ok("Marked", json!({"type": "object", "properties": {"face": {"type": "integer"}, "not": {"type": "integer"}}})), &[400, 404, 415])}},
+        "/api/faces/{id}/thumb": {"get": {
+            "summary": "A square JPEG around a face (1.6 times its box), for showing a person by a face",
+            "parameters": [face_id_thumb, query("size", json!({"type": "integer", "minimum": thumbnail::MIN_SIZE, "maximum": crate::library::FACE_THUMB_MAX_SIZE, "default": crate::library::FACE_THUMB_SIZE}), "The square's side in pixels (a small face in a small image is not enlarged)")],
+            "responses": responses(200, json!({"description": "The face", "content": {"image/jpeg": {}}}), &[400, 404, 422])}},
     })
 }
 

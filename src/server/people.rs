@@ -2,12 +2,13 @@
 //! Each handler translates a request into one library call ([`crate::Library::people`],
 //! [`crate::Library::name_person`], [`crate::Library::merge_people`], ...).
 
+use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::api::{ApiError, ApiResult, blocking};
+use super::api::{ApiError, ApiResult, blocking, number_param};
 use crate::store::{FaceId, PersonId};
 
 /// The most persons one request may merge into another.
@@ -19,7 +20,8 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/people/{id}", web::patch().to(change))
         .route("/people/{id}", web::post().to(change))
         .route("/faces/{id}/split", web::post().to(split))
-        .route("/faces/{id}/not", web::post().to(not_person));
+        .route("/faces/{id}/not", web::post().to(not_person))
+        .route("/faces/{id}/thumb", web::get().to(face_thumbnail));
 }
 
 #[derive(Deserialize)]
@@ -132,4 +134,27 @@ async fn not_person(
     let person = body.person;
     blocking(move || state.library.not_person(face, person)).await?;
     Ok(HttpResponse::Ok().json(json!({ "face": face, "not": person })))
+}
+
+#[derive(Deserialize)]
+struct FaceThumbParams {
+    size: Option<String>,
+}
+
+/// A square JPEG around one face (the People page shows each person by one).
+async fn face_thumbnail(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    params: web::Query<FaceThumbParams>,
+) -> ApiResult<HttpResponse> {
+    let face: FaceId = id_of(&id, "face")?;
+    let (min, max) = (crate::thumbnail::MIN_SIZE as usize, crate::library::FACE_THUMB_MAX_SIZE as usize);
+    let size = number_param(params.size.as_deref(), "size", crate::library::FACE_THUMB_SIZE as usize, min, max)? as u32;
+    let jpeg = blocking(move || state.library.face_thumbnail(face, size)).await?;
+    // A face id is not reused for another face, but its box may move when faces are found
+    // again: browsers keep it a short while only.
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        .insert_header((header::CACHE_CONTROL, "private, max-age=300"))
+        .body(jpeg))
 }

@@ -174,6 +174,7 @@ function startRename(ctx, li, p, button) {
     try {
       await change(ctx, p.id, { name });
       await showPeople(ctx, null);
+      loadPersonNames(ctx);
       say(name ? `Named ${name}.` : "The name is taken away.");
       // The list is in another order now: the focus goes to the person renamed.
       $("people-grid").querySelector(`.person[data-id="${p.id}"] .person-open`)?.focus();
@@ -205,6 +206,7 @@ async function mergeSelected(ctx) {
     const { person } = await change(ctx, into.id, { merge: others.map((p) => p.id) });
     selected = new Set();
     await showPeople(ctx, null);
+    loadPersonNames(ctx);
     say(`Merged ${chosen.length} people into ${person && person.name ? person.name : `person ${into.id}`}.`);
     $("people-grid").querySelector(`.person[data-id="${into.id}"] .person-open`)?.focus();
   } catch (e) { updateMerge(); say(`Not merged: ${e.message}`, true); }

@@ -44,8 +44,10 @@ impl Library {
         if let Ok(jpeg) = std::fs::read(&cached) {
             return Ok(jpeg);
         }
-        // Decoded only as large as the crop needs to be `size` pixels.
-        let side = (w.max(h) * MARGIN).max(1.0);
+        // The square (in the image's pixels) is at most the image's shorter side; the image is
+        // decoded only as large as the square needs to be `size` pixels.
+        let shorter = record.width.min(record.height).max(1) as f32;
+        let side = (w.max(h) * MARGIN).clamp(1.0, shorter);
         let long = record.width.max(record.height).max(1) as f32;
         let decode_side = (long * size as f32 / side).ceil().min(long).min(MAX_DECODE_SIDE).max(64.0) as u32;
         let (photo, (width, _)) = self.open_indexed_within(stored.image, decode_side)?;

@@ -49,7 +49,7 @@ impl Library {
         let shorter = record.width.min(record.height).max(1) as f32;
         let side = (w.max(h) * MARGIN).clamp(1.0, shorter);
         let long = record.width.max(record.height).max(1) as f32;
-        let decode_side = (long * size as f32 / side).ceil().min(long).min(MAX_DECODE_SIDE).max(64.0) as u32;
+        let decode_side = (long * size as f32 / side).ceil().min(long).clamp(64.0, MAX_DECODE_SIDE) as u32;
         let (photo, (width, _)) = self.open_indexed_within(stored.image, decode_side)?;
         let (pw, ph) = photo.dimensions();
         if pw == 0 || ph == 0 || width == 0 {

@@ -1503,6 +1503,27 @@ fn the_people_page_renames_merges_and_opens_a_persons_photos_in_headless_chromiu
     assert_eq!(browser.script(cards, json!([])), json!(["Anna | 3 photos", "Ben | 3 photos"]));
     assert_eq!(people(), [(Some("Anna".to_string()), 3), (Some("Ben".to_string()), 3)]);
 
+    // Hide: off the list, back with "Show hidden people", and shown again.
+    let hide = format!("#people-grid .person[data-id='{ben}'] .person-actions button:last-child");
+    assert_eq!(
+        browser.script(&format!("return document.querySelector(\"{hide}\").textContent"), json!([])),
+        json!("Hide")
+    );
+    browser.click(&hide);
+    browser.wait_for("hidden", "return document.querySelectorAll('#people-grid .person').length === 1");
+    assert_eq!(people(), [(Some("Anna".to_string()), 3)]);
+    browser.click("#people-hidden");
+    browser.wait_for("the hidden listed", "return document.querySelectorAll('#people-grid .person').length === 2");
+    assert_eq!(browser.script(cards, json!([])), json!(["Anna | 3 photos", "Ben | 3 photos · hidden"]));
+    browser.click(&hide);
+    browser.wait_for(
+        "shown again",
+        "return document.getElementById('people-message').textContent.includes('shown again')",
+    );
+    browser.click("#people-hidden");
+    browser.wait_for("both listed", "return document.querySelectorAll('#people-grid .person').length === 2");
+    assert_eq!(people(), [(Some("Anna".to_string()), 3), (Some("Ben".to_string()), 3)]);
+
     // A named person: a person: search with its chip, exactly their photos.
     browser.click("#people-grid .person[data-id] .person-open");
     browser.wait_for("Anna's photos", "return document.querySelectorAll('#results .card').length === 3");

@@ -1420,6 +1420,14 @@ fn the_people_page_renames_merges_and_opens_a_persons_photos_in_headless_chromiu
     };
     let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
     let _quit = Quit(&browser);
+    // The People page showing `n` persons, loaded (not the list before a change).
+    let listed = |n: usize| {
+        format!(
+            "const g = document.getElementById('people-grid');
+             return !g.hasAttribute('aria-busy') && !document.getElementById('people-list').hidden
+               && g.querySelectorAll('.person').length === {n}"
+        )
+    };
     let cards = "return [...document.querySelectorAll('#people-grid .person')].map(p =>
         p.querySelector('.person-name').textContent + ' | ' + p.querySelector('.person-count').textContent)";
 
@@ -1428,7 +1436,7 @@ fn the_people_page_renames_merges_and_opens_a_persons_photos_in_headless_chromiu
     browser.wait_for("the header", "return document.getElementById('people-link')");
     browser.click("#people-link");
     assert!(browser.location().contains("view=people"), "{}", browser.location());
-    browser.wait_for("the persons", "return document.querySelectorAll('#people-grid .person').length === 3");
+    browser.wait_for("the persons", &listed(3));
     assert_eq!(
         browser.script(cards, json!([])),
         json!([
@@ -1470,7 +1478,7 @@ fn the_people_page_renames_merges_and_opens_a_persons_photos_in_headless_chromiu
     browser.type_into(".person-name-input", "Ben\u{E007}");
     browser.wait_for("saved", "return document.getElementById('people-message').textContent.includes('Named Ben')");
     browser.call("POST", "/url", Some(json!({ "url": format!("{url}/?view=people") })));
-    browser.wait_for("the persons again", "return document.querySelectorAll('#people-grid .person').length === 3");
+    browser.wait_for("the persons again", &listed(3));
     assert_eq!(
         browser.script(cards, json!([])),
         json!(["Anna | 3 photos", "Ben | 2 photos", format!("Unnamed person {cleo} | 1 photo")])
@@ -1488,7 +1496,7 @@ fn the_people_page_renames_merges_and_opens_a_persons_photos_in_headless_chromiu
         json!([ids[5]])
     );
     browser.click("#people-back");
-    browser.wait_for("the persons again", "return document.querySelectorAll('#people-grid .person').length === 3");
+    browser.wait_for("the persons again", &listed(3));
 
     // Merge: select two, press Merge; one person with the photos of both.
     assert_eq!(browser.script("return document.getElementById('people-merge').disabled", json!([])), true);
@@ -1499,7 +1507,7 @@ fn the_people_page_renames_merges_and_opens_a_persons_photos_in_headless_chromiu
         json!("Merge selected (2)")
     );
     browser.click("#people-merge");
-    browser.wait_for("merged", "return document.querySelectorAll('#people-grid .person').length === 2");
+    browser.wait_for("merged", &listed(2));
     assert_eq!(browser.script(cards, json!([])), json!(["Anna | 3 photos", "Ben | 3 photos"]));
     assert_eq!(people(), [(Some("Anna".to_string()), 3), (Some("Ben".to_string()), 3)]);
 
@@ -1510,10 +1518,10 @@ fn the_people_page_renames_merges_and_opens_a_persons_photos_in_headless_chromiu
         json!("Hide")
     );
     browser.click(&hide);
-    browser.wait_for("hidden", "return document.querySelectorAll('#people-grid .person').length === 1");
+    browser.wait_for("hidden", &listed(1));
     assert_eq!(people(), [(Some("Anna".to_string()), 3)]);
     browser.click("#people-hidden");
-    browser.wait_for("the hidden listed", "return document.querySelectorAll('#people-grid .person').length === 2");
+    browser.wait_for("the hidden listed", &listed(2));
     assert_eq!(browser.script(cards, json!([])), json!(["Anna | 3 photos", "Ben | 3 photos · hidden"]));
     browser.click(&hide);
     browser.wait_for(
@@ -1521,7 +1529,7 @@ fn the_people_page_renames_merges_and_opens_a_persons_photos_in_headless_chromiu
         "return document.getElementById('people-message').textContent.includes('shown again')",
     );
     browser.click("#people-hidden");
-    browser.wait_for("both listed", "return document.querySelectorAll('#people-grid .person').length === 2");
+    browser.wait_for("both listed", &listed(2));
     assert_eq!(people(), [(Some("Anna".to_string()), 3), (Some("Ben".to_string()), 3)]);
 
     // A named person: a person: search with its chip, exactly their photos.
@@ -1576,5 +1584,12 @@ fn the_people_page_renames_merges_and_opens_a_persons_photos_in_headless_chromiu
         "return [...document.querySelectorAll('#detail-faces .face-box')].map(b => b.textContent).join() === 'Unknown,Unknown'",
     );
     assert_eq!(people(), [(Some("Anna".to_string()), 2), (Some("Ben".to_string()), 3)]);
+    // The chip's ×: the search without the filter (nothing left: the timeline).
+    browser.key("\u{E00C}"); // Esc
+    browser.wait_for("the detail view to close", "return !document.getElementById('detail').open");
+    browser.click("#chips .chip-remove");
+    browser.wait_for("the timeline", "return !document.getElementById('timeline').hidden");
+    assert_eq!(browser.script("return document.getElementById('q').value", json!([])), json!(""));
+    assert!(!browser.location().contains("person"), "{}", browser.location());
     drop_server(server);
 }

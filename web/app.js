@@ -1158,11 +1158,13 @@ function openPeople(push = true, person = null) {
   showPeople(peopleContext, person);
 }
 
-// A text search for `q`, as if typed (the detail view closes).
+// A text search for `q`, as if typed (the detail view closes); nothing left to search for (the
+// last chip removed): the timeline.
 function searchFor(q) {
   closeDetailQuietly();
   $("q").value = q;
-  startSearch({ kind: "text", q });
+  if (!q && !$("tag").value.trim()) startTimeline("timeline", null, null);
+  else startSearch({ kind: "text", q });
 }
 
 const peopleContext = {

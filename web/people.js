@@ -33,6 +33,7 @@ export function openPerson(ctx, id, name) {
 
 let selected = new Set(); // person ids chosen for a merge
 let people = [];          // the persons listed, as /api/people gives them
+let loads = 0;            // the lists asked for: only the last one asked for is shown
 
 function say(text, error = false) {
   const m = $("people-message");
@@ -58,14 +59,22 @@ export async function showPeople(ctx, person) {
   $("person-view").hidden = person === null;
   if (person !== null) { showPerson(ctx, person); return; }
   say("Loading the people…");
+  const grid = $("people-grid");
+  const loading = (loads += 1);
+  grid.setAttribute("aria-busy", "true"); // until the list shown is the one asked for
   let list;
   try {
     ({ people: list } = await ctx.json(`/api/people${$("people-hidden").checked ? "?hidden=true" : ""}`));
-  } catch (e) { if (ctx.shown()) say(e.message, true); return; }
-  if (!ctx.shown()) return;
+  } catch (e) {
+    if (ctx.shown()) say(e.message, true);
+    if (loading === loads) grid.removeAttribute("aria-busy");
+    return;
+  }
+  if (!ctx.shown() || loading !== loads) return;
   people = ordered(list);
   selected = new Set([...selected].filter((id) => people.some((p) => p.id === id)));
-  $("people-grid").replaceChildren(...people.map((p) => personCard(ctx, p)));
+  grid.replaceChildren(...people.map((p) => personCard(ctx, p)));
+  grid.removeAttribute("aria-busy");
   updateMerge();
   say(people.length ? "" : "No people yet: faces are grouped into people once the face pass has run (clipdex people --scan).");
 }

@@ -310,11 +310,13 @@ pub enum Command {
     /// re-embedded; tags, captions, failures and settings kept), then checks that the counts
     /// and sample searches agree. The folder library is only read.
     Migrate(maintenance::MigrateArgs),
-    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
     ///
-    /// Generated from the same definition as --help, so it knows every command and option.
+    /// Generated from the same definition as --help, so they know every command and option.
     Completions(install::CompletionsArgs),
-    /// Print the manual page (roff), or write one page a command with --out.
+    /// Print the manual page, or write a page a command with --out.
+    ///
+    /// Generated from the same definition as --help (roff, for `man`).
     Man(install::ManArgs),
 }
 

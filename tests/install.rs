@@ -287,3 +287,86 @@ fn the_ocr_models_unpacked_from_the_wheel_are_found_without_an_option() {
         assert!(!doc[0]["lines"].as_array().unwrap().is_empty(), "{doc}");
     }
 }
+
+/// A Hugging Face hub of one repository, `test/clip-tiny`, holding the files of `dir` plus a
+/// TensorFlow copy it lists but must not be asked for: what hf-hub asks (the file list, then
+/// each file's headers with `Range: bytes=0-0`, then the bytes). Returns the endpoint and the
+/// paths asked for.
+fn serve_hub(dir: PathBuf) -> (String, std::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                request.push(byte[0]);
+            }
+            let request = String::from_utf8_lossy(&request).to_string();
+            let path = request.split_whitespace().nth(1).unwrap_or_default().to_string();
+            let range =
+                request.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_string));
+            let _ = tx.send(path.clone());
+            let (status, headers, body) = if path == "/api/models/test/clip-tiny/revision/main" {
+                let mut names: Vec<String> = std::fs::read_dir(&dir)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into())
+                    .collect();
+                names.push("tf_model.h5".into());
+                let siblings: Vec<_> = names.iter().map(|n| serde_json::json!({"rfilename": n})).collect();
+                let doc = serde_json::json!({"siblings": siblings, "sha": "0123456789abcdef0123456789abcdef01234567"});
+                ("200 OK", String::new(), doc.to_string().into_bytes())
+            } else if let Some(file) = path.strip_prefix("/test/clip-tiny/resolve/main/")
+                && let Ok(data) = std::fs::read(dir.join(file))
+            {
+                let start: usize = range.as_deref().and_then(|r| r.split('-').next()?.trim().parse().ok()).unwrap_or(0);
+                let end = if range.as_deref().is_some_and(|r| r.trim() == "0-0") { 1 } else { data.len() };
+                let headers = format!(
+                    "x-repo-commit: 0123456789abcdef0123456789abcdef01234567\r\netag: \"{}-{}\"\r\n\
+                     content-range: bytes {start}-{}/{}\r\n",
+                    file.replace('.', "-"),
+                    data.len(),
+                    end.max(1) - 1,
+                    data.len()
+                );
+                ("206 Partial Content", headers, data[start.min(data.len())..end].to_vec())
+            } else {
+                ("404 Not Found", String::new(), Vec::new())
+            };
+            let head =
+                format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body));
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn a_hub_model_comes_into_the_cache_and_loads_from_there_offline() {
+    let home = tempfile::tempdir().unwrap();
+    let fixture = common::fixtures().join("clip-tiny-p32");
+    let (endpoint, asked) = serve_hub(fixture.clone());
+    let out =
+        clipdex_in(home.path(), &["models", "download", "test/clip-tiny", "--json"], &[("HF_ENDPOINT", &endpoint)]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let snapshot =
+        home.path().join("hf/hub/models--test--clip-tiny/snapshots/0123456789abcdef0123456789abcdef01234567");
+    assert_eq!(doc["dir"], snapshot.to_string_lossy().as_ref());
+    for entry in std::fs::read_dir(&fixture).unwrap().flatten() {
+        let name = entry.file_name();
+        assert_eq!(std::fs::read(snapshot.join(&name)).unwrap(), std::fs::read(entry.path()).unwrap(), "{name:?}");
+    }
+    let paths: Vec<String> = asked.try_iter().collect();
+    assert!(!paths.iter().any(|p| p.contains("tf_model")), "{paths:?}");
+    // The id now loads from the cache with the network off.
+    let out = clipdex_in(
+        home.path(),
+        &["--model", "test/clip-tiny", "embed", "--text", "a dog", "--json"],
+        &[("HF_HUB_OFFLINE", "1")],
+    );
+    let text = stdout(&out);
+    assert!(text.contains("a dog"), "{text}");
+}

@@ -55,6 +55,15 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
 
+    /// Files could not be fetched: the network or the server is out of reach. `advice` says
+    /// what to copy where instead.
+    #[error("{what}\n{advice}")]
+    Unreachable {
+        /// What could not be fetched, and the transport's reason.
+        what: String,
+        /// What to do on a machine without network.
+        advice: String,
+    },
     /// What the caller asked for exists but may not be handed out (a file outside every
     /// library folder).
     #[error("{0}")]

@@ -7,8 +7,8 @@ mod cli;
 use std::process::ExitCode;
 
 use cli::{
-    Cli, Command, bench, captions, config, duplicates, embed, faces, finetune, maintenance, models, ocr, regions,
-    session, tags,
+    Cli, Command, bench, captions, config, duplicates, embed, faces, finetune, install, maintenance, models, ocr,
+    regions, session, tags,
 };
 
 fn main() -> ExitCode {
@@ -20,6 +20,8 @@ fn main() -> ExitCode {
         .init();
     let Cli { global: g, command } = cli::parse();
     let outcome = match command {
+        // Prints the unit; opens no library.
+        Command::Serve(args) if args.print_systemd_unit => install::print_systemd_unit(&g, &args),
         // Commands on the library: opened here, or run by the server that holds it.
         command @ (Command::Add(_)
         | Command::Index(_)
@@ -44,6 +46,8 @@ fn main() -> ExitCode {
         Command::Duplicates(args) => duplicates::duplicates(&g, args),
         Command::Finetune(args) => finetune::run(&g, &args),
         Command::Models(args) => models::run(&args),
+        Command::Completions(args) => install::completions(&args),
+        Command::Man(args) => install::man(&args),
         Command::Reindex(args) => maintenance::reindex(&g, &args),
         Command::Migrate(args) => maintenance::migrate(&g, &args),
         command => match config::settle_from_db(&g, true) {

@@ -24,7 +24,8 @@ pub struct FacesArgs {
     pub images: Vec<PathBuf>,
     /// The face models: a folder with dlib's mmod_human_face_detector.dat,
     /// shape_predictor_5_face_landmarks.dat and dlib_face_recognition_resnet_model_v1.dat
-    /// (tools/fetch_face_models.sh fetches them), or `none` to find nothing.
+    /// (`clipdex models download faces` fetches them into the folder used by default), or `none`
+    /// to find nothing.
     #[arg(long, value_name = "DIR|none", env = "CLIPDEX_FACE_MODEL")]
     pub face_model: Option<String>,
     /// Ignore faces smaller than this many pixels on the long side of their box.
@@ -37,10 +38,12 @@ pub struct FacesArgs {
 
 /// Runs `clipdex faces`.
 pub fn run(g: &GlobalOptions, args: &FacesArgs) -> anyhow::Result<ExitCode> {
-    let Some(spec) = args.face_model.as_deref() else {
+    let downloaded = clipdex::models::fetch::downloaded_model_dir(clipdex::models::ModelKind::Faces)
+        .map(|dir| dir.to_string_lossy().into_owned());
+    let Some(spec) = args.face_model.as_deref().or(downloaded.as_deref()) else {
         anyhow::bail!(
-            "no face model: give --face-model DIR (a folder with dlib's face models; \
-             tools/fetch_face_models.sh fetches them) or set CLIPDEX_FACE_MODEL"
+            "no face model: run `clipdex models download faces` once, or give --face-model DIR (a folder with \
+             dlib's face models) or set CLIPDEX_FACE_MODEL"
         );
     };
     let model = if spec == "none" {

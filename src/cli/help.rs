@@ -21,7 +21,10 @@ pub const GROUPS: &[(&str, &[&str])] = &[
             "eval", "models",
         ],
     ),
-    ("Maintenance", &["stats", "config", "failures", "duplicates", "reindex", "migrate", "bench"]),
+    (
+        "Maintenance",
+        &["stats", "config", "failures", "duplicates", "reindex", "migrate", "bench", "completions", "man"],
+    ),
 ];
 
 /// The global options (by id) each command uses; every other global option is hidden from its
@@ -89,6 +92,8 @@ pub const GLOBALS_USED: &[(&str, &[&str])] = &[
     ("config", &["db"]),
     ("bench", &["db", "model", "text_model", "device"]),
     ("models", &[]),
+    ("completions", &[]),
+    ("man", &[]),
 ];
 
 /// Examples that end a command's help.
@@ -125,7 +130,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
   # The web UI at http://127.0.0.1:7878/, indexing meanwhile
   clipdex serve
   # On the network, behind a token
-  clipdex serve --bind 0.0.0.0:7878 --token \"$(openssl rand -hex 16)\"",
+  clipdex serve --bind 0.0.0.0:7878 --token \"$(openssl rand -hex 16)\"
+  # As a systemd user service, started at login
+  clipdex serve --print-systemd-unit > ~/.config/systemd/user/clipdex.service
+  systemctl --user daemon-reload && systemctl --user enable --now clipdex",
     ),
     (
         "watch",
@@ -237,21 +245,21 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     (
         "ocr",
         "Examples:
-  # The text of a receipt, with the models tools/fetch_ocr_models.sh fetches
-  clipdex ocr --ocr-model ~/.cache/clipdex-ci/ocr-models/v6 receipt.jpg
-  # Scanned pages as JSON, for a script
-  clipdex ocr --ocr-model ~/.cache/clipdex-ci/ocr-models/v6 --json scans/page1.png scans/page2.png
+  # The text of a receipt, with the models `clipdex models download ocr` fetched
+  clipdex ocr receipt.jpg
+  # Scanned pages as JSON, for a script, with PP-OCR models of your own
+  clipdex ocr --ocr-model ~/models/pp-ocr --json scans/page1.png scans/page2.png
   # Read the text of every photo in the library, then find the bill by its number
-  clipdex ocr --library --ocr-model ~/.cache/clipdex-ci/ocr-models/v6
+  clipdex ocr --library
   clipdex search --in text 48213",
     ),
     (
         "faces",
         "Examples:
-  # The faces in a photo, with the models tools/fetch_face_models.sh fetches
-  clipdex faces --face-model ~/.cache/clipdex-ci/face-models party.jpg
-  # As JSON (boxes, scores, landmarks), ignoring faces under 60 px
-  clipdex faces --face-model ~/.cache/clipdex-ci/face-models --min-face 60 --json *.jpg",
+  # The faces in a photo, with the models `clipdex models download faces` fetched
+  clipdex faces party.jpg
+  # As JSON (boxes, scores, landmarks), ignoring faces under 60 px, with dlib's models of your own
+  clipdex faces --face-model ~/models/dlib --min-face 60 --json *.jpg",
     ),
     (
         "embed",
@@ -286,6 +294,37 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "Examples:
   # Move the library to a larger model (searches use the old vectors until it is done)
   clipdex reindex --model openai/clip-vit-large-patch14",
+    ),
+    (
+        "models",
+        "Examples:
+  # The recommended CLIPs, with sizes and published quality
+  clipdex models
+  # Fetch one once (into the Hugging Face cache), then use it offline
+  clipdex models download laion/CLIP-ViT-B-32-laion2B-s34B-b79K
+  # The OCR and face models, checked and unpacked where `ocr` and `faces` find them
+  clipdex models download ocr
+  clipdex models download faces
+  # On a machine without network, from the package file copied there
+  clipdex models download ocr --from /media/usb",
+    ),
+    (
+        "completions",
+        "Examples:
+  # bash (new shells complete clipdex's commands and options)
+  clipdex completions bash > ~/.local/share/bash-completion/completions/clipdex
+  # zsh: into a folder of your $fpath
+  clipdex completions zsh > ~/.zfunc/_clipdex
+  # fish
+  clipdex completions fish > ~/.config/fish/completions/clipdex.fish",
+    ),
+    (
+        "man",
+        "Examples:
+  # Read it now
+  clipdex man | man -l -
+  # Install the pages (then `man clipdex`, `man clipdex-search`)
+  clipdex man --out ~/.local/share/man/man1",
     ),
     (
         "migrate",
@@ -424,7 +463,8 @@ mod tests {
         assert_eq!(cli.global.seg_model, "s");
     }
 
-    /// The words of a shell line, quotes removed; `&&` between commands, `>>` and after dropped.
+    /// The words of a shell line, quotes removed; `&&` between commands, a redirection or a pipe
+    /// and what follows dropped.
     fn commands_of(line: &str) -> Vec<Vec<String>> {
         let (mut commands, mut words, mut word, mut quote) = (vec![], vec![], String::new(), None);
         for c in line.chars().chain([' ']) {
@@ -445,7 +485,7 @@ mod tests {
             }
         }
         for c in &mut commands {
-            if let Some(at) = c.iter().position(|w| w == ">>") {
+            if let Some(at) = c.iter().position(|w| matches!(w.as_str(), ">>" | ">" | "|")) {
                 c.truncate(at);
             }
         }

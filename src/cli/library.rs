@@ -127,7 +127,13 @@ pub fn add(
             indexer.roots_changed();
             writeln!(out, "the server indexes them now")?;
         }
-        None => writeln!(out, "run `clipdex index` to index them")?,
+        None => {
+            let clipdex = super::install::program();
+            writeln!(
+                out,
+                "run `{clipdex} index` to index them, or `{clipdex} serve`, which indexes them while it serves"
+            )?
+        }
     }
     Ok(())
 }

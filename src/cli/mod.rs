@@ -10,6 +10,8 @@
 //!   `ask`, `match` and the caption searches; [`ocr`]: `ocr`; [`faces`]: `faces`; [`embed`]: `embed`; [`finetune`]:
 //!   `finetune`.
 //! - [`maintenance`]: `stats`, `failures`, `reindex`, `migrate`; [`duplicates`]: `duplicates`.
+//! - [`install`]: `completions`, `man`, `serve --print-systemd-unit`; [`models`]: `models`,
+//!   `models download`.
 //!
 //! Commands on an open library go through [`session`], which opens it, or sends the command
 //! to the server that holds it ([`forward`]); the server runs them with the same code.
@@ -31,6 +33,7 @@ pub mod faces;
 pub mod finetune;
 pub mod forward;
 pub mod help;
+pub mod install;
 pub mod library;
 pub mod maintenance;
 pub mod models;
@@ -307,6 +310,14 @@ pub enum Command {
     /// re-embedded; tags, captions, failures and settings kept), then checks that the counts
     /// and sample searches agree. The folder library is only read.
     Migrate(maintenance::MigrateArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    ///
+    /// Generated from the same definition as --help, so they know every command and option.
+    Completions(install::CompletionsArgs),
+    /// Print the manual page, or write a page a command with --out.
+    ///
+    /// Generated from the same definition as --help (roff, for `man`).
+    Man(install::ManArgs),
 }
 
 fn parse_precision(s: &str) -> Result<Precision, String> {

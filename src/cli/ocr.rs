@@ -34,7 +34,7 @@ pub struct OcrArgs {
     /// The OCR models: a folder with PP-OCR ONNX files (RapidOCR's wheel layout, or PaddleOCR's
     /// inference layout with det/, rec/ and cls/ subfolders; the dictionary from the
     /// recogniser's metadata or a *dict*.txt / *keys*.txt file), or `none` to read nothing.
-    /// tools/fetch_ocr_models.sh fetches PP-OCRv6 small and PP-OCRv4 mobile.
+    /// Default: the folder `clipdex models download ocr` fills (PP-OCRv6 small), once it has.
     #[arg(long, value_name = "DIR|none", env = "CLIPDEX_OCR_MODEL")]
     pub ocr_model: Option<String>,
     /// Skip the line orientation classifier (upside-down lines are then misread).
@@ -48,13 +48,22 @@ pub struct OcrArgs {
     pub json: bool,
 }
 
+/// The folder `clipdex models download ocr` filled, when it did: the model used where none is
+/// given or recorded.
+fn downloaded() -> Option<String> {
+    clipdex::models::fetch::downloaded_model_dir(clipdex::models::ModelKind::Ocr)
+        .map(|dir| dir.to_string_lossy().into_owned())
+}
+
 /// Sets the library's OCR model from `--ocr-model` (`none`: reading stops; stored text
 /// stays). With `required` (`index --ocr`) a model must be known: given, remembered, or in
 /// `CLIPDEX_OCR_MODEL`.
 pub fn choose_model(library: &Library, spec: Option<&str>, required: bool) -> anyhow::Result<()> {
     let spec = match spec {
         Some(s) => Some(s.to_string()),
-        None if required && library.ocr_settings()?.is_none() => std::env::var("CLIPDEX_OCR_MODEL").ok(),
+        None if required && library.ocr_settings()?.is_none() => {
+            std::env::var("CLIPDEX_OCR_MODEL").ok().or_else(downloaded)
+        }
         None => None,
     };
     match spec.as_deref() {
@@ -68,8 +77,8 @@ pub fn choose_model(library: &Library, spec: Option<&str>, required: bool) -> an
             library.set_ocr_settings(Some(&settings))?;
         }
         None if required && library.ocr_settings()?.is_none() => anyhow::bail!(
-            "no OCR model: give --ocr-model DIR (a folder with PP-OCR ONNX files; \
-             tools/fetch_ocr_models.sh fetches them) or set CLIPDEX_OCR_MODEL"
+            "no OCR model: run `clipdex models download ocr` once, or give --ocr-model DIR (a folder with PP-OCR \
+             ONNX files) or set CLIPDEX_OCR_MODEL"
         ),
         None => {}
     }
@@ -120,11 +129,11 @@ pub fn run(g: &GlobalOptions, args: &OcrArgs) -> anyhow::Result<ExitCode> {
              or change the library's setting with `clipdex config set ocr_model {given}`"
         );
     }
-    let Some(spec) = args.ocr_model.as_deref().or(g.ocr_model.as_deref()) else {
+    let downloaded = downloaded();
+    let Some(spec) = args.ocr_model.as_deref().or(g.ocr_model.as_deref()).or(downloaded.as_deref()) else {
         anyhow::bail!(
-            "no OCR model: give --ocr-model DIR (a folder with PP-OCR ONNX files; \
-             tools/fetch_ocr_models.sh fetches them), set CLIPDEX_OCR_MODEL, or record it in the library with \
-             `clipdex config set ocr_model DIR`"
+            "no OCR model: run `clipdex models download ocr` once, or give --ocr-model DIR (a folder with PP-OCR \
+             ONNX files), set CLIPDEX_OCR_MODEL, or record it in the library with `clipdex config set ocr_model DIR`"
         );
     };
     let model = if spec == "none" {

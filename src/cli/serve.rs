@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// files), or `none` to stop; the library remembers it.
     #[arg(long, value_name = "DIR|none")]
     pub ocr_model: Option<String>,
+    /// Print a systemd user unit that runs this binary's `serve` (with --db and --bind as
+    /// given), with how to install it, and exit.
+    #[arg(long)]
+    pub print_systemd_unit: bool,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {

@@ -105,7 +105,9 @@ pub fn on_library(
         | Command::Finetune(_)
         | Command::Eval { .. }
         | Command::Reindex(_)
-        | Command::Migrate(_) => anyhow::bail!("this command does not run on an open library"),
+        | Command::Migrate(_)
+        | Command::Completions(_)
+        | Command::Man(_) => anyhow::bail!("this command does not run on an open library"),
     }
     Ok(ExitCode::SUCCESS)
 }

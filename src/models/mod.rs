@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod clip;
 pub mod clipseg;
 pub mod faces;
+pub mod fetch;
 pub mod nn;
 pub mod ocr;
 pub mod preprocess;
@@ -17,5 +18,8 @@ pub mod sentence;
 pub mod siglip;
 pub mod source;
 
+/// Where `clipdex models download ocr|faces` puts those models, and where `ocr` and `faces`
+/// find them when no folder is given ([`fetch::default_model_dir`]).
+pub use fetch::{ModelKind, default_model_dir};
 /// `--precision`: kept at its old path; it lives with the linear layers it sets.
 pub use nn::precision;

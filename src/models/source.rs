@@ -176,14 +176,14 @@ pub fn local_fingerprint(spec: &str) -> Option<String> {
     Some(h.finalize().to_hex()[..32].to_string())
 }
 
-fn offline() -> bool {
+pub(crate) fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
         .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
         .unwrap_or(false)
 }
 
 /// `owner/name` with hub-legal characters; anything else was meant as a path.
-fn looks_like_hub_id(spec: &str) -> bool {
+pub(crate) fn looks_like_hub_id(spec: &str) -> bool {
     let mut parts = spec.split('/');
     let ok = |s: Option<&str>| {
         s.is_some_and(|s| {

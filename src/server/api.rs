@@ -90,7 +90,9 @@ impl From<Error> for ApiError {
             Error::Image { problem: ImageProblem::NotFound, .. } => StatusCode::NOT_FOUND,
             Error::Image { path, .. } if path == Path::new("upload") => StatusCode::BAD_REQUEST,
             Error::Image { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::Model { .. } | Error::Tokenizer { .. } | Error::Device(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Model { .. } | Error::Tokenizer { .. } | Error::Device(_) | Error::Unreachable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Compute(_) | Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

@@ -27,7 +27,7 @@ impl<'a> Reader<'a> {
             model: self.file.clone(),
             reason: format!(
                 "not a dlib model of the expected kind: {what} at byte {} (fetch the files again with \
-                 tools/fetch_face_models.sh)",
+                 `clipdex models download faces`)",
                 self.pos
             ),
         }

@@ -114,7 +114,7 @@ impl FaceModel {
                 model: dir.display().to_string(),
                 reason: format!(
                     "cannot read {} ({e}); the folder needs {DETECTOR_FILE}, {LANDMARKS_FILE} and \
-                     {EMBEDDING_FILE} (tools/fetch_face_models.sh fetches them)",
+                     {EMBEDDING_FILE} (`clipdex models download faces` fetches them)",
                     path.display()
                 ),
             })

@@ -167,7 +167,7 @@ impl OcrModelFiles {
         let fail = |reason: String| Error::model(dir.display().to_string(), reason);
         if !dir.is_dir() {
             return Err(fail(
-                "not a folder; give a folder holding the PP-OCR ONNX files (tools/fetch_ocr_models.sh fetches them)"
+                "not a folder; give a folder holding the PP-OCR ONNX files (`clipdex models download ocr` fetches them)"
                     .into(),
             ));
         }

@@ -315,6 +315,7 @@ fn a_text_pass_killed_midway_loses_nothing_and_resumes() {
             }
             texts.len() as u64
         };
+        // Each text is on disk before the next photo is read: the first two at least.
         assert!((2..PHOTOS as u64).contains(&stored), "{}: {stored} of {PHOTOS} stored", db.backend);
 
         let again = ok_json(clipdex(&arg, &["ocr", "--library", "--json"]));

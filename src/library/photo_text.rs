@@ -221,6 +221,9 @@ impl Library {
                         tracing::debug!(image = id, lines = lines.len(), "photo text read");
                         let text = StoredText::new(&hash, &model.id, lines);
                         if self.write_text(id, &text)? {
+                            // On disk before the next photo: a pass killed now loses at most the
+                            // photo it is reading (seconds of work), not sled's last half second.
+                            self.store.flush()?;
                             report.read += 1;
                             report.with_text += u64::from(with_text);
                         }

@@ -6,9 +6,10 @@
 //!
 //! Which model reads new photos is the library's `ocr_model` setting ([`super::Settings`]),
 //! recorded by `config set ocr_model DIR` or by the first `--ocr-model DIR` (`ocr --library`,
-//! `index --ocr`, `serve`, `watch`) and used by them all without the flag; a model is known by its folder's name and a checksum of its
-//! files ([`ocr_model_id`]), so the same files moved elsewhere are the same model, and a
-//! changed file is another.
+//! `index --ocr`, `serve`, `watch`) and used by them all without the flag. A model is known by
+//! its folder's name and a checksum of its files ([`ocr_model_id`]), so the same files moved
+//! elsewhere are the same model, and a changed file is another. A photo of one colour is
+//! stored as holding no text without running the model (a blank page, a black video frame).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::Library;
 use crate::error::{Error, Result};
 use crate::indexer::Progress;
-use crate::models::ocr::{OcrConfig, OcrModel, OcrModelFiles};
+use crate::models::ocr::{OcrConfig, OcrModel, OcrModelFiles, OcrPage};
 use crate::photo::DecodeOptions;
 use crate::query::fulltext::{Field, FullTextIndex, TextMatches, TextQuery, TextSnippet, matching_lines};
 use crate::query::{self, SearchFilter, SearchHit};
@@ -208,7 +209,11 @@ impl Library {
                         if pause() {
                             break;
                         }
-                        let page = model.model.read_page(&image)?;
+                        // A photo of one colour (a blank page, a black video frame) has no
+                        // text: the detector, which would see it enlarged to 736 px at least, is
+                        // not run.
+                        let page =
+                            if is_one_colour(&image) { OcrPage::default() } else { model.model.read_page(&image)? };
                         if page.capped {
                             tracing::info!("image {id}: more text regions than the model reads; the first were read");
                         }
@@ -370,8 +375,29 @@ impl Library {
     }
 }
 
+/// Whether every pixel of `image` has the same colour.
+fn is_one_colour(image: &image::RgbImage) -> bool {
+    let mut pixels = image.as_raw().chunks_exact(3);
+    let Some(first) = pixels.next() else { return true };
+    pixels.all(|p| p == first)
+}
+
 /// A photo whose text is to be read: its content hash and pixels (`None`: no file opens).
 struct PhotoToRead {
     hash: String,
     image: Option<image::RgbImage>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_colour_photos_are_told_apart_from_any_other() {
+        let mut image = image::RgbImage::from_pixel(40, 30, image::Rgb([200, 180, 150]));
+        assert!(is_one_colour(&image));
+        image.put_pixel(39, 29, image::Rgb([200, 180, 151]));
+        assert!(!is_one_colour(&image));
+        assert!(is_one_colour(&image::RgbImage::new(0, 0)));
+    }
 }

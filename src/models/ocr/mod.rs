@@ -17,8 +17,6 @@
 //! 5. empty lines and lines scoring under `text_score` are dropped; the rest come in reading
 //!    order with boxes in the photo's pixels.
 //!
-//! A photo whose pixels are all one colour has no text, and is not run through the models.
-//!
 //! Every threshold is RapidOCR's default and can be changed in [`OcrConfig`]. Work per photo is
 //! bounded: a photo is never enlarged past `max_side_len`, so the detector sees at most about
 //! 3000 x 736 pixels (or 2000 x 2000), and at most `max_candidates` regions are examined
@@ -304,9 +302,7 @@ impl OcrModel {
     pub fn read_page(&self, image: &RgbImage) -> Result<OcrPage> {
         let c = &self.config;
         let (ori_w, ori_h) = (image.width(), image.height());
-        // A photo of one colour has no text to read (a blank page, a black video frame): the
-        // detector, which would see it enlarged to 736 px at least, is not run.
-        if ori_w == 0 || ori_h == 0 || is_one_colour(image) {
+        if ori_w == 0 || ori_h == 0 {
             return Ok(OcrPage::default());
         }
         // 1. Within min/max side (RapidOCR's resize_image_within_bounds).
@@ -548,13 +544,6 @@ fn ctc_decode(seq: &[f32], classes: usize, characters: &[String]) -> (String, f3
     (text, round5(score) as f32)
 }
 
-/// Whether every pixel of `image` has the same colour.
-fn is_one_colour(image: &RgbImage) -> bool {
-    let mut pixels = image.as_raw().chunks_exact(3);
-    let Some(first) = pixels.next() else { return true };
-    pixels.all(|p| p == first)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,15 +554,6 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile/ocr-endless.onnx");
         let err = load_onnx_within("test", &path, std::time::Duration::from_secs(3)).unwrap_err();
         assert!(err.to_string().contains("not read within 3 s"), "{err}");
-    }
-
-    #[test]
-    fn one_colour_photos_are_told_apart_from_any_other() {
-        let mut image = RgbImage::from_pixel(40, 30, image::Rgb([200, 180, 150]));
-        assert!(is_one_colour(&image));
-        image.put_pixel(39, 29, image::Rgb([200, 180, 151]));
-        assert!(!is_one_colour(&image));
-        assert!(is_one_colour(&RgbImage::new(0, 0)));
     }
 
     #[test]

@@ -62,7 +62,9 @@ impl TextStore for PgStore {
     /// Ranks in the database: the photos' texts (and with `captions` their captions) whose
     /// `tsvector` matches any term, by the sum of `ts_rank` over both; and the texts holding a
     /// word like one of `near` (pg_trgm's strict word similarity, at a threshold low enough
-    /// for every word one edit away from a word of 5 letters or more), at half the similarity.
+    /// for every word one edit away from a word of 5 letters or more), ranked by a thousandth of
+    /// the similarity: below any exact match (`ts_rank` of one match is about 0.06), so at
+    /// `limit` near words never push out exact ones.
     fn search_text_in_database(
         &self,
         terms: &[String],
@@ -84,7 +86,7 @@ impl TextStore for PgStore {
                      UNION ALL
                      SELECT image_id, ts_rank(search, q.q) FROM captions, q WHERE $2 AND search @@ q.q
                      UNION ALL
-                     SELECT image_id, 0.5 * strict_word_similarity(w, terms)
+                     SELECT image_id, 0.001 * strict_word_similarity(w, terms)
                          FROM texts, unnest($4::text[]) w WHERE w <<% terms
                  ) m GROUP BY image_id ORDER BY 2 DESC, 1 LIMIT $3",
                 &[&query, &captions, &(limit as i64), &near],

@@ -54,8 +54,9 @@ pub struct IndexArgs {
     /// the library remembers it, and later passes read new photos too.
     #[arg(long)]
     pub ocr: bool,
-    /// The OCR model that reads the text in photos (a folder of PP-OCR ONNX files), or `none`
-    /// to stop reading; the library remembers it.
+    /// The OCR model that reads the text in photos (a folder of PP-OCR ONNX
+    /// files); recorded as the library's `ocr_model` setting the first time, and refused when
+    /// it differs from the recorded one (`clipdex config set ocr_model DIR|default` changes it).
     #[arg(long, value_name = "DIR|none")]
     pub ocr_model: Option<String>,
 }
@@ -95,7 +96,8 @@ pub struct WatchArgs {
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub rescan_secs: u64,
     /// Read the text in photos in the background with this OCR model (a folder of PP-OCR ONNX
-    /// files), or `none` to stop; the library remembers it.
+    /// files); recorded as the library's `ocr_model` setting the first time, and refused when
+    /// it differs from the recorded one (`clipdex config set ocr_model DIR|default` changes it).
     #[arg(long, value_name = "DIR|none")]
     pub ocr_model: Option<String>,
 }

@@ -55,32 +55,39 @@ fn downloaded() -> Option<String> {
         .map(|dir| dir.to_string_lossy().into_owned())
 }
 
-/// Sets the library's OCR model from `--ocr-model` (`none`: reading stops; stored text
-/// stays). With `required` (`index --ocr`) a model must be known: given, remembered, or in
-/// `CLIPDEX_OCR_MODEL`.
+/// Records the library's OCR model (its `ocr_model` setting) from `--ocr-model DIR` when it
+/// records none; a flag that disagrees with the recorded model is refused, as other settings'
+/// flags are (`clipdex config set ocr_model DIR|default` changes it). With `required`
+/// (`index --ocr`, `ocr --library`) a model must be known: recorded, given, or in
+/// `CLIPDEX_OCR_MODEL`, or downloaded by `clipdex models download ocr`.
 pub fn choose_model(library: &Library, spec: Option<&str>, required: bool) -> anyhow::Result<()> {
+    let settings = library.settings()?;
     let spec = match spec {
         Some(s) => Some(s.to_string()),
-        None if required && library.ocr_settings()?.is_none() => {
+        None if required && settings.ocr_model.is_none() => {
             std::env::var("CLIPDEX_OCR_MODEL").ok().or_else(downloaded)
         }
         None => None,
     };
-    match spec.as_deref() {
-        Some("none") => library.set_ocr_settings(None)?,
-        Some(dir) => {
-            let dir = std::fs::canonicalize(dir)
+    match (spec.as_deref(), &settings.ocr_model) {
+        (Some(given), Some(_)) => {
+            if let Some(refusal) = settings.disagreement("ocr_model", given)? {
+                anyhow::bail!(refusal);
+            }
+        }
+        (Some("none"), None) => {}
+        (Some(dir), None) => {
+            let canonical = std::fs::canonicalize(dir)
                 .map_err(|e| anyhow::anyhow!("--ocr-model {dir}: {e}; give a folder of PP-OCR ONNX files"))?;
             // Checked now, so a wrong folder is an error here, not in the background.
-            clipdex::library::ocr_model_id(&dir)?;
-            let settings = OcrSettings { model: dir.to_string_lossy().into_owned() };
-            library.set_ocr_settings(Some(&settings))?;
+            clipdex::library::ocr_model_id(&canonical)?;
+            library.set_ocr_settings(Some(&OcrSettings { model: canonical.to_string_lossy().into_owned() }))?;
         }
-        None if required && library.ocr_settings()?.is_none() => anyhow::bail!(
+        (None, None) if required => anyhow::bail!(
             "no OCR model: run `clipdex models download ocr` once, or give --ocr-model DIR (a folder with PP-OCR \
-             ONNX files) or set CLIPDEX_OCR_MODEL"
+             ONNX files), set CLIPDEX_OCR_MODEL, or record it in the library with `clipdex config set ocr_model DIR`"
         ),
-        None => {}
+        (None, _) => {}
     }
     Ok(())
 }
@@ -120,14 +127,11 @@ pub fn run(g: &GlobalOptions, args: &OcrArgs) -> anyhow::Result<ExitCode> {
     if args.library {
         return read_library(g, args);
     }
-    if let (Some(given), Some(recorded)) = (&args.ocr_model, &g.ocr_model)
-        && clipdex::models::source::canonical_spec(given) != *recorded
-        && given != "none"
-    {
-        anyhow::bail!(
-            "the library is set to --ocr-model {recorded}, not {given}: leave --ocr-model out to use the library's, \
-             or change the library's setting with `clipdex config set ocr_model {given}`"
-        );
+    if let (Some(given), Some(recorded)) = (&args.ocr_model, &g.ocr_model) {
+        let settings = clipdex::library::Settings { ocr_model: Some(recorded.clone()), ..Default::default() };
+        if let Some(refusal) = settings.disagreement("ocr_model", given)? {
+            anyhow::bail!(refusal);
+        }
     }
     let downloaded = downloaded();
     let Some(spec) = args.ocr_model.as_deref().or(g.ocr_model.as_deref()).or(downloaded.as_deref()) else {

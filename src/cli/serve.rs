@@ -53,7 +53,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = clipdex::server::DEFAULT_HEAVY_WAITING as u64, value_parser = clap::value_parser!(u64).range(0..=1024))]
     pub heavy_queue: u64,
     /// Read the text in photos in the background with this OCR model (a folder of PP-OCR ONNX
-    /// files), or `none` to stop; the library remembers it.
+    /// files); recorded as the library's `ocr_model` setting the first time, and refused when
+    /// it differs from the recorded one (`clipdex config set ocr_model DIR|default` changes it).
     #[arg(long, value_name = "DIR|none")]
     pub ocr_model: Option<String>,
     /// Print a systemd user unit that runs this binary's `serve` (with --db and --bind as

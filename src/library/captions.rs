@@ -142,7 +142,7 @@ impl Library {
                 let captions = captioner.caption_batch(&images, &start, options.beams, options.max_tokens)?;
                 for (id, caption_ids) in ids.into_iter().zip(captions) {
                     let caption = StoredCaption::new(&captioner.decode(&caption_ids)?, fingerprint);
-                    if self.store.set_caption(id, &caption)? {
+                    if self.write_caption(id, &caption)? {
                         report.captioned += 1;
                     }
                     done += 1;
@@ -247,9 +247,22 @@ impl Library {
         let image = self.open_indexed(id, Some(2 * captioner.encoder().input_side()))?;
         let ids = captioner.beam_search(&image, &start, options.beams, options.max_tokens)?;
         let caption = StoredCaption::new(&captioner.decode(&ids)?, &options.fingerprint());
-        self.store.set_caption(id, &caption)?;
+        self.write_caption(id, &caption)?;
         self.store.flush()?;
         Ok(caption.text)
+    }
+
+    /// Stores the caption of `id` (`false`: refused) and applies it to the cached full-text
+    /// index.
+    fn write_caption(&self, id: ImageId, caption: &StoredCaption) -> Result<bool> {
+        let before = self.store.caption_changes()?;
+        let stored = self.store.set_caption(id, caption)?;
+        self.full_text_written(crate::query::fulltext::Field::Caption, before, |index| {
+            if stored {
+                index.set_caption(id, Some(&caption.text));
+            }
+        })?;
+        Ok(stored)
     }
 
     /// Whether any image has a caption. Asked on every search (to blend captions in), so it

@@ -115,7 +115,8 @@ pub(crate) const SETTINGS: &[&str] = &[
     tags::AUTOTAG_SETTING,
     duplicates::DISMISSED_SETTING,
     captions::CAPTION_SETTING,
-    photo_text::OCR_SETTING,
+    // Folded into the settings when the copy is first opened.
+    photo_text::LEGACY_OCR_SETTING,
     people::PEOPLE_SETTING,
     settings::SETTINGS_KEY,
 ];

@@ -76,10 +76,22 @@ impl Library {
     }
 
     fn with_store(config: LibraryConfig, store: Store) -> Self {
-        let recorded = store.setting::<super::Settings>(super::settings::SETTINGS_KEY).unwrap_or_else(|e| {
-            tracing::warn!("{e}; using the models given on the command line");
-            None
-        });
+        let recorded = match store.setting::<super::Settings>(super::settings::SETTINGS_KEY) {
+            // A library older than the one settings record kept its OCR model apart: fold it in.
+            Ok(recorded) => {
+                match super::photo_text::fold_legacy_ocr_setting(&store, recorded.clone().unwrap_or_default()) {
+                    Ok(settings) => Some(settings),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        recorded
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("{e}; using the models given on the command line");
+                None
+            }
+        };
         let library = Library {
             model: RwLock::new(config.model.clone()),
             live: RwLock::new(super::LiveSettings {

@@ -4,10 +4,12 @@
 //! library's one full-text index ([`crate::query::fulltext`]), and blending text matches into
 //! CLIP's ranking (see [`crate::query::captions::fuse_with_text`]).
 //!
-//! Which model reads new photos is a setting of the library (`ocr --library`, `index --ocr`,
-//! `serve`/`watch --ocr-model`); a model is known by its folder's name and a checksum of its
-//! files ([`ocr_model_id`]), so the same files moved elsewhere are the same model, and a
-//! changed file is another.
+//! Which model reads new photos is the library's `ocr_model` setting ([`super::Settings`]),
+//! recorded by `config set ocr_model DIR` or by the first `--ocr-model DIR` (`ocr --library`,
+//! `index --ocr`, `serve`, `watch`) and used by them all without the flag. A model is known by
+//! its folder's name and a checksum of its files ([`ocr_model_id`]), so the same files moved
+//! elsewhere are the same model, and a changed file is another. A photo of one colour is
+//! stored as holding no text without running the model (a blank page, a black video frame).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,14 +19,17 @@ use serde::{Deserialize, Serialize};
 use super::Library;
 use crate::error::{Error, Result};
 use crate::indexer::Progress;
-use crate::models::ocr::{OcrConfig, OcrModel, OcrModelFiles};
+use crate::models::ocr::{OcrConfig, OcrModel, OcrModelFiles, OcrPage};
 use crate::photo::DecodeOptions;
-use crate::query::fulltext::{FullTextIndex, TextMatches, TextQuery, TextSnippet, matching_lines};
+use crate::query::fulltext::{Field, FullTextIndex, TextMatches, TextQuery, TextSnippet, matching_lines};
 use crate::query::{self, SearchFilter, SearchHit};
 use crate::store::{ImageId, StoredText, TextLine};
 
-/// The setting holding which OCR model reads new photos.
-pub(crate) const OCR_SETTING: &str = "ocr";
+/// Where libraries before the one settings record kept which OCR model reads new photos (JSON
+/// `{"model": DIR}` or `null`). [`fold_legacy_ocr_setting`] moves it into the library's
+/// settings (`ocr_model`) when such a library is opened, and leaves `null` here; `migrate`
+/// still copies it, so a library copied before it was opened folds it on its first open.
+pub(crate) const LEGACY_OCR_SETTING: &str = "ocr";
 
 /// Photos are decoded at a reduced scale down to this short side at most: the OCR pipeline
 /// works on at most 2000 pixels a side, so decoding a 12 MP JPEG at full size buys nothing.
@@ -89,6 +94,30 @@ pub fn ocr_model_id(dir: &Path) -> Result<String> {
     Ok(format!("{name}:{}", &hasher.finalize().to_hex()[..16]))
 }
 
+/// Moves the OCR model that a library made before the one settings record kept in
+/// [`LEGACY_OCR_SETTING`] into its settings' `ocr_model` (unless that records one already), and
+/// empties the old record, so each library is upgraded once. Returns the settings as they now
+/// stand.
+pub(super) fn fold_legacy_ocr_setting(
+    store: &crate::store::Store,
+    mut settings: super::Settings,
+) -> Result<super::Settings> {
+    let Some(json) = store.setting_json(LEGACY_OCR_SETTING)? else { return Ok(settings) };
+    let legacy: Option<OcrSettings> = serde_json::from_slice(&json).map_err(|e| {
+        Error::Store(format!(
+            "the old OCR setting {LEGACY_OCR_SETTING:?} is not readable ({e}); record the model with \
+             `clipdex config set ocr_model DIR`"
+        ))
+    })?;
+    let Some(legacy) = legacy else { return Ok(settings) };
+    if settings.ocr_model.is_none() {
+        settings.ocr_model = Some(legacy.model);
+        store.set_setting(super::settings::SETTINGS_KEY, &settings)?;
+    }
+    store.set_setting_json(LEGACY_OCR_SETTING, b"null")?;
+    Ok(settings)
+}
+
 /// An OCR model loaded for the library, with its id.
 pub struct LoadedOcrModel {
     /// The model.
@@ -118,19 +147,16 @@ fn snippet_of(text: &StoredText, matches: &TextMatches) -> TextSnippet {
 }
 
 impl Library {
-    /// How new photos' text is read, when reading is on for the library.
+    /// How new photos' text is read, when reading is on for the library (its `ocr_model`
+    /// setting is recorded).
     pub fn ocr_settings(&self) -> Result<Option<OcrSettings>> {
-        match self.store.setting_json(OCR_SETTING)? {
-            None => Ok(None),
-            Some(json) => serde_json::from_slice::<Option<OcrSettings>>(&json)
-                .map_err(|e| Error::Store(format!("the setting {OCR_SETTING} is not readable: {e}"))),
-        }
+        Ok(self.settings()?.ocr_model.map(|model| OcrSettings { model }))
     }
 
-    /// Switches reading the text of photos on with `settings`, or off (stored text stays).
+    /// Switches reading the text of photos on with `settings` (recorded as the `ocr_model`
+    /// setting), or off (the setting forgotten; stored text stays).
     pub fn set_ocr_settings(&self, settings: Option<&OcrSettings>) -> Result<()> {
-        let json = serde_json::to_vec(&settings).map_err(|e| Error::Store(e.to_string()))?;
-        self.store.set_setting_json(OCR_SETTING, &json)
+        self.set_setting_value("ocr_model", settings.map(|s| s.model.as_str())).map(drop)
     }
 
     /// The OCR model in `dir`, loaded once per library (a pass and the server share it). A
@@ -183,7 +209,11 @@ impl Library {
                         if pause() {
                             break;
                         }
-                        let page = model.model.read_page(&image)?;
+                        // A photo of one colour (a blank page, a black video frame) has no
+                        // text: the detector, which would see it enlarged to 736 px at least, is
+                        // not run.
+                        let page =
+                            if is_one_colour(&image) { OcrPage::default() } else { model.model.read_page(&image)? };
                         if page.capped {
                             tracing::info!("image {id}: more text regions than the model reads; the first were read");
                         }
@@ -193,7 +223,12 @@ impl Library {
                             .map(|l| TextLine { text: l.text, score: l.score, quad: l.quad })
                             .collect();
                         let with_text = !lines.is_empty();
-                        if self.store.set_text(id, &StoredText::new(&hash, &model.id, lines))? {
+                        tracing::debug!(image = id, lines = lines.len(), "photo text read");
+                        let text = StoredText::new(&hash, &model.id, lines);
+                        if self.write_text(id, &text)? {
+                            // On disk before the next photo: a pass killed now loses at most the
+                            // photo it is reading (seconds of work), not sled's last half second.
+                            self.store.flush()?;
                             report.read += 1;
                             report.with_text += u64::from(with_text);
                         }
@@ -232,9 +267,48 @@ impl Library {
         self.store.text_of(id)
     }
 
-    /// The full-text index of captions and photo text, rebuilt when either changed.
+    /// Stores the text read in `id` (refused, `false`, when the photo's content changed
+    /// meanwhile) and applies it to the cached full-text index.
+    fn write_text(&self, id: ImageId, text: &StoredText) -> Result<bool> {
+        let before = self.store.text_changes()?;
+        let stored = self.store.set_text(id, text)?;
+        self.full_text_written(Field::Text, before, |index| {
+            if stored {
+                index.set_text(id, Some(&text.joined()));
+            }
+        })?;
+        Ok(stored)
+    }
+
+    /// Applies one write of `field` to the cached full-text index with `update`, when the
+    /// store's change counter for the field shows that this write (counter `before` when it
+    /// began) is the only change since the index was made; otherwise (another writer came
+    /// between) the next search rebuilds the index. A pass over N photos thus costs N small
+    /// updates, not N rebuilds, however often the library is searched meanwhile.
+    pub(super) fn full_text_written(
+        &self,
+        field: Field,
+        before: u64,
+        update: impl FnOnce(&mut FullTextIndex),
+    ) -> Result<()> {
+        let mut cached = self.full_text.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(((captions, texts), index)) = cached.as_mut() else { return Ok(()) };
+        let (counter, now) = match field {
+            Field::Caption => (captions, self.store.caption_changes()?),
+            Field::Text => (texts, self.store.text_changes()?),
+        };
+        if *counter == before && now == before + 1 {
+            // A search holding the index keeps its copy; the update goes into a new one then.
+            update(Arc::make_mut(index));
+            *counter = now;
+        }
+        Ok(())
+    }
+
+    /// The full-text index of captions and photo text, built from the store when there is
+    /// none or when it changed in ways the library did not apply ([`Self::full_text_written`]).
     pub(super) fn full_text_index(&self) -> Result<Arc<FullTextIndex>> {
-        let mut cached = self.full_text.lock().expect("full-text index lock");
+        let mut cached = self.full_text.lock().unwrap_or_else(|p| p.into_inner());
         let changes = (self.store.caption_changes()?, self.store.text_changes()?);
         if let Some((c, index)) = cached.as_ref()
             && *c == changes
@@ -251,16 +325,16 @@ impl Library {
     /// Whether any photo has text read in it. Asked on every search (to blend text matches in),
     /// so it reads the cached full-text index rather than counting a table.
     pub fn has_text(&self) -> Result<bool> {
-        if self.store.search_text_in_database(&[], false, 0)?.is_some() {
+        if self.store.search_text_in_database(&[], &[], false, 0)?.is_some() {
             return Ok(self.store.text_count()? > 0);
         }
-        Ok(self.full_text_index()?.len(crate::query::fulltext::Field::Text) > 0)
+        Ok(self.full_text_index()?.len(Field::Text) > 0)
     }
 
     /// The photos whose text best matches `query` and pass `filter`, at most `k` (see
     /// [`crate::query::fulltext`] for what matches). In PostgreSQL the database finds the
     /// candidates (its own text search over the same terms); phrases and coverage are then
-    /// applied to their texts.
+    /// applied to their texts (and typo tolerance, to the candidates pg_trgm found).
     pub fn search_photo_text(&self, query: &str, k: usize, filter: &SearchFilter) -> Result<Vec<TextHit>> {
         let parsed = TextQuery::parse(query);
         if parsed.is_empty() || k == 0 {
@@ -268,7 +342,12 @@ impl Library {
         }
         let filter = self.resolve_tag(filter)?;
         let text_of = |id: ImageId| self.store.text_of(id).ok().flatten().map(|t| t.joined());
-        let matches = match self.store.search_text_in_database(&parsed.terms(), false, DATABASE_CANDIDATES)? {
+        let matches = match self.store.search_text_in_database(
+            &parsed.terms(),
+            &parsed.typo_tolerant_words(),
+            false,
+            DATABASE_CANDIDATES,
+        )? {
             Some(candidates) => {
                 let mut texts = Vec::with_capacity(candidates.len());
                 for (id, _) in candidates {
@@ -296,8 +375,29 @@ impl Library {
     }
 }
 
+/// Whether every pixel of `image` has the same colour.
+fn is_one_colour(image: &image::RgbImage) -> bool {
+    let mut pixels = image.as_raw().chunks_exact(3);
+    let Some(first) = pixels.next() else { return true };
+    pixels.all(|p| p == first)
+}
+
 /// A photo whose text is to be read: its content hash and pixels (`None`: no file opens).
 struct PhotoToRead {
     hash: String,
     image: Option<image::RgbImage>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_colour_photos_are_told_apart_from_any_other() {
+        let mut image = image::RgbImage::from_pixel(40, 30, image::Rgb([200, 180, 150]));
+        assert!(is_one_colour(&image));
+        image.put_pixel(39, 29, image::Rgb([200, 180, 151]));
+        assert!(!is_one_colour(&image));
+        assert!(is_one_colour(&image::RgbImage::new(0, 0)));
+    }
 }

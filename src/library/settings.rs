@@ -148,6 +148,8 @@ impl Settings {
             "seg_model" => self.seg_model = model(value)?,
             "ocr_model" => {
                 self.ocr_model = match value {
+                    // No model, as when none is recorded: reading the text in photos is off.
+                    Some("none") => None,
                     Some(dir) if !std::path::Path::new(dir).is_dir() => {
                         return Err(Error::Invalid(format!(
                             "no such folder {dir}: the OCR model is a folder of PP-OCR ONNX files"

@@ -74,15 +74,17 @@ pub trait TextStore {
 
     /// The backend's own full-text search of photo text and captions, when it has one
     /// (PostgreSQL): the best `limit` images for the normalised `terms` (see
-    /// [`crate::text_terms`]) with their rank, best first. `None`: the backend has none, and
-    /// the caller ranks in memory.
+    /// [`crate::text_terms`]), and for the words of `near` also photos whose text holds a
+    /// word like them (a superset of those one edit away, which the caller checks), with their
+    /// rank, best first. `None`: the backend has none, and the caller ranks in memory.
     fn search_text_in_database(
         &self,
         terms: &[String],
+        near: &[String],
         captions: bool,
         limit: usize,
     ) -> Result<Option<Vec<(ImageId, f32)>>> {
-        let _ = (terms, captions, limit);
+        let _ = (terms, near, captions, limit);
         Ok(None)
     }
 }

@@ -37,7 +37,7 @@ use super::{
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// The schema steps, in version order: (version, description, SQL).
 const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -47,6 +47,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (4, "text in photos", include_str!("../../../migrations/postgres/0004_texts.sql")),
     (5, "faces and people", include_str!("../../../migrations/postgres/0005_faces.sql")),
     (6, "places", include_str!("../../../migrations/postgres/0006_places.sql")),
+    (7, "typo tolerance for the text in photos", include_str!("../../../migrations/postgres/0007_text_typos.sql")),
 ];
 
 /// The advisory lock key that serialises migrations (`clipdex` in ASCII).
@@ -286,13 +287,13 @@ impl PgStore {
         run().map_err(|e| match e {
             TxError::Abort(msg) => self.err(msg),
             TxError::Db(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => self.err(format!(
-                "migration failed: {}; a superuser must enable pgvector in this database once: \
-                 CREATE EXTENSION vector;",
+                "migration failed: {}; a superuser must enable pgvector (and pg_trgm) in this database once: \
+                 CREATE EXTENSION vector; CREATE EXTENSION pg_trgm;",
                 db_message(&e)
             )),
             TxError::Db(e) if e.code() == Some(&SqlState::UNDEFINED_FILE) => self.err(format!(
                 "migration failed: {}; the server needs the pgvector extension installed \
-                 (Debian: postgresql-NN-pgvector)",
+                 (Debian: postgresql-NN-pgvector) and pg_trgm (part of the PostgreSQL server package)",
                 db_message(&e)
             )),
             TxError::Db(e) => self.err(format!("migration failed: {}", db_message(&e))),

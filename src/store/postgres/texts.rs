@@ -60,10 +60,15 @@ impl TextStore for PgStore {
     }
 
     /// Ranks in the database: the photos' texts (and with `captions` their captions) whose
-    /// `tsvector` matches any term, by the sum of `ts_rank` over both.
+    /// `tsvector` matches any term, by the sum of `ts_rank` over both; and the texts holding a
+    /// word like one of `near` (pg_trgm's strict word similarity, at a threshold low enough
+    /// for every word one edit away from a word of 5 letters or more), ranked by a thousandth of
+    /// the similarity: below any exact match (`ts_rank` of one match is about 0.06), so at
+    /// `limit` near words never push out exact ones.
     fn search_text_in_database(
         &self,
         terms: &[String],
+        near: &[String],
         captions: bool,
         limit: usize,
     ) -> Result<Option<Vec<(ImageId, f32)>>> {
@@ -71,18 +76,29 @@ impl TextStore for PgStore {
             return Ok(Some(Vec::new()));
         }
         let query = any_of(terms);
-        let rows = self.query(
-            "WITH q AS (SELECT to_tsquery('simple', $1) AS q)
-             SELECT image_id, sum(rank)::real FROM (
-                 SELECT image_id, ts_rank(search, q.q) AS rank FROM texts, q WHERE search @@ q.q
-                 UNION ALL
-                 SELECT image_id, ts_rank(search, q.q) FROM captions, q WHERE $2 AND search @@ q.q
-             ) m GROUP BY image_id ORDER BY 2 DESC, 1 LIMIT $3",
-            &[&query, &captions, &(limit as i64)],
-        )?;
+        let rows = self.tx("search the text in photos", |tx| {
+            // One substituted letter in a 5-letter word leaves 3 of its 9 trigrams in common.
+            tx.execute("SELECT set_config('pg_trgm.strict_word_similarity_threshold', $1, true)", &[&NEAR_THRESHOLD])?;
+            Ok::<_, TxError>(tx.query(
+                "WITH q AS (SELECT to_tsquery('simple', $1) AS q)
+                 SELECT image_id, sum(rank)::real FROM (
+                     SELECT image_id, ts_rank(search, q.q) AS rank FROM texts, q WHERE search @@ q.q
+                     UNION ALL
+                     SELECT image_id, ts_rank(search, q.q) FROM captions, q WHERE $2 AND search @@ q.q
+                     UNION ALL
+                     SELECT image_id, 0.001 * strict_word_similarity(w, terms)
+                         FROM texts, unnest($4::text[]) w WHERE w <<% terms
+                 ) m GROUP BY image_id ORDER BY 2 DESC, 1 LIMIT $3",
+                &[&query, &captions, &(limit as i64), &near],
+            )?)
+        })?;
         Ok(Some(rows.iter().map(|r| (u64_of(r.get(0)), r.get::<_, f32>(1))).collect()))
     }
 }
+
+/// pg_trgm's strict word similarity at or above which a word of the text is a candidate for
+/// one edit away from a query's word (a substitution in a 5-letter word: 3 / 9).
+const NEAR_THRESHOLD: &str = "0.3";
 
 #[cfg(test)]
 mod tests {

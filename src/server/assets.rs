@@ -11,6 +11,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("/settings.js", "text/javascript; charset=utf-8", include_bytes!("../../web/settings.js")),
     ("/jobs.js", "text/javascript; charset=utf-8", include_bytes!("../../web/jobs.js")),
     ("/setup.js", "text/javascript; charset=utf-8", include_bytes!("../../web/setup.js")),
+    ("/query-help.js", "text/javascript; charset=utf-8", include_bytes!("../../web/query-help.js")),
     ("/style.css", "text/css; charset=utf-8", include_bytes!("../../web/style.css")),
     ("/favicon.svg", "image/svg+xml", include_bytes!("../../web/favicon.svg")),
 ];

@@ -59,7 +59,7 @@ fn record(i: usize) -> ImageRecord {
         width,
         height,
         modified: 1_700_000_000,
-        taken: Some(1_420_070_400 + (i as i64 * 7919) % (10 * YEAR)),
+        taken: Some(1_420_070_400 + (i as i64).wrapping_mul(2_654_435_761).rem_euclid(10 * YEAR)),
         camera: Some(camera.into()),
         gps: (i % 5 == 0).then_some((38.7223, -9.1393)),
         lens: None,

@@ -1408,6 +1408,11 @@ fn the_search_box_completes_places_and_shows_its_syntax_in_headless_chromium() {
     browser.script("document.getElementById('q').value = 'a photo place:Lisbon'", json!([]));
     browser.key("\u{E007}"); // Enter
     browser.wait_for("the results", "return document.querySelectorAll('#results .card img').length === 1");
+    // Cameras: those of the library's photos (a filter-only query's facets).
+    browser.script("document.getElementById('q').value = ''", json!([]));
+    browser.type_into("#q", "camera:fix");
+    assert_eq!(browser.wait_for("the cameras", options), "FixtureCam (3)");
+    browser.key("\u{E00C}"); // Esc
 
     // The help: a labelled button, the syntax with examples, closed by Escape.
     browser.click("#query-help-button");

@@ -52,7 +52,7 @@ fn vectors(n: usize, dim: usize) -> impl Iterator<Item = Vec<f32>> {
 fn record(i: usize) -> ImageRecord {
     const YEAR: i64 = 365 * 86_400;
     let camera = ["FUJIFILM X-T3", "Canon EOS R5", "Apple iPhone 15", "Apple iPhone 15"][i % 4];
-    let (width, height) = if i % 3 == 0 { (3000, 4000) } else { (4000, 3000) };
+    let (width, height) = if i.is_multiple_of(3) { (3000, 4000) } else { (4000, 3000) };
     ImageRecord {
         hash: format!("{i:064x}"),
         size: 1,
@@ -61,7 +61,7 @@ fn record(i: usize) -> ImageRecord {
         modified: 1_700_000_000,
         taken: Some(1_420_070_400 + (i as i64).wrapping_mul(2_654_435_761).rem_euclid(10 * YEAR)),
         camera: Some(camera.into()),
-        gps: (i % 5 == 0).then_some((38.7223, -9.1393)),
+        gps: i.is_multiple_of(5).then_some((38.7223, -9.1393)),
         lens: None,
         video: None,
         motion_video: None,

@@ -62,6 +62,7 @@ fn record(i: usize) -> ImageRecord {
         taken: Some(1_500_000_000 + i as i64),
         camera: None,
         gps: None,
+        lens: None,
         video: None,
         motion_video: None,
         motion_video_problem: None,

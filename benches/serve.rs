@@ -104,6 +104,7 @@ fn main() -> clipdex::Result<()> {
             taken: None,
             camera: None,
             gps: None,
+            lens: None,
             video: None,
             motion_video: None,
             motion_video_problem: None,

@@ -125,6 +125,8 @@ pub struct ExifInfo {
     pub camera: Option<String>,
     /// Latitude and longitude in degrees.
     pub gps: Option<(f64, f64)>,
+    /// `LensMake LensModel` (the EXIF 2.3 tags), when the camera records its lens.
+    pub lens: Option<String>,
 }
 
 /// Reads and decodes the image at `path`.
@@ -540,12 +542,18 @@ fn exif_info(exif: &exif::Exif) -> ExifInfo {
         .or_else(|| text(exif::Tag::DateTime))
         .and_then(|s| chrono::NaiveDateTime::parse_from_str(&s, "%Y:%m:%d %H:%M:%S").ok())
         .map(|d| d.and_utc().timestamp());
-    let camera = match (text(exif::Tag::Make), text(exif::Tag::Model)) {
+    // Make and model (or lens make and model) as one name, the make left out when the model
+    // already starts with it (`Canon Canon EOS R5`).
+    let make_model = |make: Option<String>, model: Option<String>| match (
+        make.filter(|s| !s.is_empty()),
+        model.filter(|s| !s.is_empty()),
+    ) {
         (Some(make), Some(model)) if model.starts_with(&make) => Some(model),
         (Some(make), Some(model)) => Some(format!("{make} {model}")),
         (a, b) => a.or(b),
-    }
-    .filter(|s| !s.is_empty());
+    };
+    let camera = make_model(text(exif::Tag::Make), text(exif::Tag::Model));
+    let lens = make_model(text(exif::Tag::LensMake), text(exif::Tag::LensModel));
     let degrees = |tag, ref_tag, negative: &str| -> Option<f64> {
         let f = exif.get_field(tag, exif::In::PRIMARY)?;
         let exif::Value::Rational(v) = &f.value else { return None };
@@ -561,7 +569,7 @@ fn exif_info(exif: &exif::Exif) -> ExifInfo {
         exif::Tag::GPSLongitudeRef,
         "W",
     ));
-    ExifInfo { taken, camera, gps }
+    ExifInfo { taken, camera, gps, lens }
 }
 
 /// Decodes a YCbCr, RGB or grayscale JPEG with libjpeg-turbo's decoder, the one PIL uses

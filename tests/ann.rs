@@ -49,6 +49,7 @@ fn add(store: &Store, tag: &str, vs: &[Vec<f32>]) -> Vec<PathBuf> {
                 taken: None,
                 camera: None,
                 gps: None,
+                lens: None,
                 video: None,
                 motion_video: None,
                 motion_video_problem: None,

@@ -28,6 +28,7 @@ fn record(c: usize, taken: Option<i64>, modified: i64, video: bool) -> ImageReco
         taken,
         camera: None,
         gps: None,
+        lens: None,
         video: video.then(|| VideoMeta { duration: 3.0, codec: "h264".into(), poster: 1.0 }),
         motion_video: None,
         motion_video_problem: None,

@@ -1593,3 +1593,99 @@ fn the_people_page_renames_merges_and_opens_a_persons_photos_in_headless_chromiu
     assert!(!browser.location().contains("person"), "{}", browser.location());
     drop_server(server);
 }
+
+/// The search box's help and autocompletion: "?" opens the syntax with examples; typing a key's
+/// start suggests the key, `place:` the library's places (from their GPS), taken with the arrow
+/// keys and Enter (which then does not search), closed with Escape. axe-core finds nothing
+/// with the suggestions or the help open.
+#[test]
+fn the_search_box_completes_places_and_shows_its_syntax_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    let Some(axe) = axe_script() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/places");
+    for name in ["lisbon.jpg", "munich.jpg", "tokyo.jpg"] {
+        std::fs::copy(fixtures.join(name), photos.join(name)).unwrap();
+    }
+    let db = tmp.path().join("db");
+    for args in [&["add", photos.to_str().unwrap()][..], &["index"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .args(["--db", db.to_str().unwrap(), "--model", &model()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (server, url) = serve(&db, &[]);
+    let url = url.trim_end_matches('/').to_string();
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+    let mut violations = Vec::new();
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/?min=0") })));
+    browser.wait_for("the search box", "return document.getElementById('q').getAttribute('role') === 'combobox'");
+    let options = "return [...document.querySelectorAll('#query-suggestions [role=option]')]
+        .filter(o => !o.closest('[hidden]')).map(o => o.textContent).join('|')";
+
+    // A key's start suggests the key; Enter takes it and the key's values follow.
+    browser.type_into("#q", "dog pla");
+    let keys = browser.wait_for("the key suggestions", options);
+    assert!(keys.as_str().unwrap().starts_with("place:"), "{keys}");
+    assert_eq!(browser.script("return document.getElementById('q').getAttribute('aria-expanded')", json!([])), "true");
+    browser.key("\u{E015}"); // Down
+    browser.key("\u{E007}"); // Enter
+    assert_eq!(browser.script("return document.getElementById('q').value", json!([])), "dog place:");
+    // Then the places: cities, regions and countries that start with what is typed.
+    browser.type_into("#q", "Li");
+    let places = browser.wait_for("the place suggestions", options);
+    assert_eq!(places, "Lisbon (1)", "Lisbon the city and the region, one photo");
+    let active = "return document.getElementById('q').getAttribute('aria-activedescendant') || ''";
+    browser.key("\u{E015}"); // Down
+    let selected = browser.script(active, json!([]));
+    assert_eq!(
+        browser.script(&format!("return document.getElementById({selected}).getAttribute('aria-selected')"), json!([])),
+        "true"
+    );
+    for v in browser.axe_violations(&axe) {
+        violations.push(format!("suggestions: {v}"));
+    }
+    browser.key("\u{E007}"); // Enter: takes it, does not search
+    assert_eq!(browser.script("return document.getElementById('q').value", json!([])), "dog place:Lisbon ");
+    assert!(browser.script("return document.getElementById('query-suggestions').hidden", json!([])) == true);
+    assert!(!browser.location().contains("q="), "Enter on a suggestion does not search: {}", browser.location());
+    // Escape closes the list without clearing the box; Enter then searches.
+    browser.type_into("#q", "place:Mu");
+    assert_eq!(browser.wait_for("Munich", options), "Munich (1)");
+    browser.key("\u{E00C}"); // Esc
+    assert!(browser.script("return document.getElementById('query-suggestions').hidden", json!([])) == true);
+    assert_eq!(browser.script("return document.getElementById('q').value", json!([])), "dog place:Lisbon place:Mu");
+    browser.script("document.getElementById('q').value = 'a photo place:Lisbon'", json!([]));
+    browser.key("\u{E007}"); // Enter
+    browser.wait_for("the results", "return document.querySelectorAll('#results .card img').length === 1");
+    // Cameras: those of the library's photos (a filter-only query's facets).
+    browser.script("document.getElementById('q').value = ''", json!([]));
+    browser.type_into("#q", "camera:fix");
+    assert_eq!(browser.wait_for("the cameras", options), "FixtureCam (3)");
+    browser.key("\u{E00C}"); // Esc
+
+    // The help: a labelled button, the syntax with examples, closed by Escape.
+    browser.click("#query-help-button");
+    browser.wait_for("the help", "return !document.getElementById('query-help').hidden");
+    let help = browser.script("return document.getElementById('query-help').textContent", json!([]));
+    for example in ["-night", "place:Lisboa", "camera:fuji", "near:"] {
+        assert!(help.as_str().unwrap().contains(example), "{example}: {help}");
+    }
+    assert_eq!(
+        browser.script("return document.getElementById('query-help-button').getAttribute('aria-expanded')", json!([])),
+        "true"
+    );
+    for v in browser.axe_violations(&axe) {
+        violations.push(format!("help: {v}"));
+    }
+    browser.key("\u{E00C}"); // Esc
+    assert!(browser.script("return document.getElementById('query-help').hidden", json!([])) == true);
+    assert_eq!(browser.script("return document.activeElement.id", json!([])), "query-help-button");
+    drop_server(server);
+    assert!(violations.is_empty(), "axe-core found:\n{}", violations.join("\n"));
+}

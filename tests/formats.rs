@@ -135,6 +135,7 @@ fn phone_exif() -> photo::ExifInfo {
         taken: Some(1_714_979_289), // 2024-05-06 07:08:09
         camera: Some("Apple iPhone 15".into()),
         gps: Some((48.0 + 51.0 / 60.0 + 24.0 / 3600.0, 2.0 + 21.0 / 60.0)),
+        lens: None,
     }
 }
 

@@ -91,11 +91,37 @@ fn photos_resolve_to_their_city_and_are_found_by_place_and_distance() {
             ("photo place:Bavaria", vec!["munich.jpg"]),
             ("photo place:\"New South Wales\"", vec!["sydney.jpg"]),
             ("photo place:Brazil", vec!["rio.jpg"]),
+            // Countries in other languages (ISO 3166 names' translations).
+            ("photo place:Deutschland", vec!["munich.jpg"]),
+            ("photo place:Allemagne", vec!["munich.jpg"]),
+            ("photo place:Alemania", vec!["munich.jpg"]),
+            ("photo place:日本", vec!["tokyo.jpg"]),
+            ("photo place:Japon", vec!["tokyo.jpg"]),
+            ("photo place:Brasilien", vec!["rio.jpg"]),
+            ("photo place:Ísland", vec!["reykjavik.jpg"]),
+            ("photo place:\"Federal Republic of Germany\"", vec!["munich.jpg"]),
+            ("photo place:Österreich", vec![]),
             ("photo place:Germany place:Munich", vec!["munich.jpg"]),
             ("photo place:Germany place:Lisbon", vec![]),
         ] {
             assert_eq!(names(&library, query), want, "{query}");
         }
+        // lens: a substring of the lens's make and model (EXIF LensMake, LensModel), any case.
+        for (query, want) in [
+            ("photo lens:xf23", vec!["munich.jpg"]),
+            ("photo lens:FUJIFILM", vec!["munich.jpg"]),
+            ("photo lens:\"f/1.8 stm\"", vec!["lisbon.jpg"]),
+            ("photo lens:canon lens:50mm", vec!["lisbon.jpg"]),
+            ("photo lens:canon lens:xf23", vec![]),
+            ("photo lens:mm", vec!["lisbon.jpg", "munich.jpg"]),
+            ("photo lens:nikkor", vec![]),
+            ("lens:EF50", vec!["lisbon.jpg"]),
+        ] {
+            assert_eq!(names(&library, query), want, "{query}");
+        }
+        let munich = library.resolve_image(&photos.join("munich.jpg")).unwrap();
+        assert_eq!(library.image_details(munich).unwrap().record.lens.as_deref(), Some("FUJIFILM XF23mmF2 R WR"));
+
         // near: within a distance, both hemispheres; a photo without GPS is never near.
         for (query, want) in [
             ("photo near:48.14,11.58,5", vec!["munich.jpg"]),
@@ -163,6 +189,51 @@ fn photos_resolve_to_their_city_and_are_found_by_place_and_distance() {
     }
 }
 
+/// A video whose container records where it was filmed (an MP4's `location`, QuickTime's
+/// `©xyz`: ISO 6709, as phones write it and FFmpeg's `-metadata location=` does) has that place;
+/// one without has none. On every backend.
+#[test]
+fn videos_have_the_place_their_container_records() {
+    if !common::video::have_ffmpeg() {
+        return;
+    }
+    for db in test_databases() {
+        eprintln!("video places on {}", db.backend);
+        let tmp = tempfile::tempdir().unwrap();
+        let videos = tmp.path().join("videos");
+        std::fs::create_dir_all(&videos).unwrap();
+        let videos = std::fs::canonicalize(&videos).unwrap();
+        let make = |name: &str, location: Option<&str>| {
+            let path = videos.join(name);
+            let mut args = vec!["-f", "lavfi", "-i", "testsrc=duration=1:size=64x48:rate=5"];
+            if let Some(location) = location {
+                args.extend(["-metadata", location]);
+            }
+            args.extend(["-c:v", "libx264", "-pix_fmt", "yuv420p", path.to_str().unwrap()]);
+            common::video::ffmpeg(&args);
+        };
+        make("lisbon.mp4", Some("location=+38.7255-009.1495/"));
+        make("sydney.mov", Some("location=-33.8690+151.2080+012.000/"));
+        make("nowhere.mp4", None);
+        let library = Library::open(LibraryConfig::new(db.location.clone(), model())).unwrap();
+        library.add_root(&videos).unwrap();
+        let report = library.index(&|_, _| {}).unwrap();
+        assert_eq!((report.embedded, report.failed), (3, 0));
+        for (file, geonameid, city, country) in
+            [("lisbon.mp4", 2267057, "Lisbon", "Portugal"), ("sydney.mov", 2147714, "Sydney", "Australia")]
+        {
+            let id = library.resolve_image(&videos.join(file)).unwrap();
+            let place = library.image_details(id).unwrap().place.unwrap_or_else(|| panic!("{file}: no place"));
+            assert_eq!((place.geonameid, place.city.as_str(), place.country.as_str()), (geonameid, city, country));
+        }
+        let nowhere = library.resolve_image(&videos.join("nowhere.mp4")).unwrap();
+        assert_eq!(library.image_details(nowhere).unwrap().place, None);
+        assert_eq!(names(&library, "pattern place:Lissabon"), ["lisbon.mp4"]);
+        assert_eq!(names(&library, "place:Australia"), ["sydney.mov"]);
+        assert_eq!(names(&library, "pattern near:38.72,-9.14,5"), ["lisbon.mp4"]);
+    }
+}
+
 /// How fast the place data loads and a position is looked up (a printed figure, not an
 /// assertion).
 #[test]
@@ -208,6 +279,7 @@ fn a_postgres_library_from_before_places_is_geocoded_by_its_migration() {
         taken: None,
         camera: None,
         gps,
+        lens: None,
         video: None,
         motion_video: None,
         motion_video_problem: None,

@@ -90,6 +90,7 @@ fn every_filter_means_the_same_on_every_backend() {
                     camera,
                     // GeoNames' positions of Munich, Lisbon and Sydney, and none.
                     gps: [Some((48.1374, 11.5755)), Some((38.7251, -9.1498)), Some((-33.8678, 151.2073)), None][i % 4],
+                    lens: None,
                     video: None,
                     motion_video: None,
                     motion_video_problem: None,
@@ -252,6 +253,30 @@ fn min_score_keeps_what_reaches_it_and_relevance_follows_the_score() {
         let expected: Vec<u64> = all.iter().filter(|h| h.relevance >= middle).map(|h| h.hit.id).collect();
         assert_eq!(kept.iter().map(|h| h.hit.id).collect::<Vec<_>>(), expected);
         assert!(kept.len() >= 6 && kept.len() < 12 || all[11].relevance >= middle);
+        // --sort date orders what passes the cut-off: the oldest 3 of the results at or above
+        // it, not the oldest 3 photos, nor the best 3 put in date order. (The photos' dates, their
+        // files' times, run against their names, so neither order is the ranking's.)
+        let date = |id: u64| s.library.store().image(id).unwrap().unwrap().date();
+        let mut passing: Vec<(i64, u64)> =
+            all.iter().filter(|h| h.relevance >= middle).map(|h| (date(h.hit.id), h.hit.id)).collect();
+        passing.sort_unstable();
+        let oldest = QueryOptions { min_relevance: Some(middle), sort: SortOrder::Date, ..options(3) };
+        let found = s.library.search_query("a photo", &SearchFilter::default(), &oldest).unwrap();
+        assert_eq!(
+            found.iter().map(|h| h.hit.id).collect::<Vec<_>>(),
+            passing.iter().take(3).map(|p| p.1).collect::<Vec<_>>(),
+            "{}",
+            s.db.backend
+        );
+        assert!(found.iter().all(|h| h.relevance >= middle));
+        let newest = QueryOptions { min_relevance: Some(middle), sort: SortOrder::NewestFirst, ..options(3) };
+        let found = s.library.search_query("a photo", &SearchFilter::default(), &newest).unwrap();
+        assert_eq!(
+            found.iter().map(|h| h.hit.id).collect::<Vec<_>>(),
+            passing.iter().rev().take(3).map(|p| p.1).collect::<Vec<_>>(),
+            "{}",
+            s.db.backend
+        );
     }
 }
 
@@ -272,7 +297,11 @@ fn indexed(db: common::backends::TestDb, n: u32) -> Indexed {
     for i in 0..n {
         let dir = photos.join(if i % 2 == 0 { "even" } else { "odd" });
         std::fs::create_dir_all(&dir).unwrap();
-        picture(i).save(dir.join(format!("p{i:02}.{}", if i % 3 == 0 { "png" } else { "jpg" }))).unwrap();
+        let path = dir.join(format!("p{i:02}.{}", if i % 3 == 0 { "png" } else { "jpg" }));
+        picture(i).save(&path).unwrap();
+        // Dated a day apart, the last name the oldest.
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000 + u64::from(n - i) * 86_400);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(time).unwrap();
     }
     let photos = std::fs::canonicalize(&photos).unwrap();
     let library = Library::open(LibraryConfig::new(db.location.clone(), model())).unwrap();

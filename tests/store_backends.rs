@@ -46,6 +46,7 @@ fn record(c: usize) -> ImageRecord {
         taken: c.is_multiple_of(2).then_some(1_500_000_000 + c as i64),
         camera: c.is_multiple_of(3).then(|| format!("cam {c}")),
         gps: (c == 4).then_some((59.9, 10.7)),
+        lens: None,
         video: is_video(c).then(|| VideoMeta { duration: 10.0 + c as f64, codec: "h264".into(), poster: 1.5 }),
         motion_video: None,
         motion_video_problem: None,

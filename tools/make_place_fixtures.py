@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/places/: small JPEGs with EXIF GPS positions in several countries (both
-hemispheres, both sides of Greenwich) and one without, for tests/places.rs.
+hemispheres, both sides of Greenwich) and one without, for tests/places.rs; two of them also
+name their lens (EXIF LensMake and LensModel), for `lens:`.
 
     /root/venv-formats/bin/python tools/make_place_fixtures.py   # Pillow (tools/requirements-formats.txt)
 
@@ -26,6 +27,13 @@ PHOTOS = {
 }
 
 
+# name: (LensMake, LensModel)
+LENSES = {
+    "munich.jpg": ("FUJIFILM", "XF23mmF2 R WR"),
+    "lisbon.jpg": ("Canon", "EF50mm f/1.8 STM"),
+}
+
+
 def dms(value):
     """Degrees as EXIF's three rationals: degrees, minutes, seconds (1/1000)."""
     value = abs(value)
@@ -41,6 +49,9 @@ def main():
         img = Image.new("RGB", (64, 48), colour)
         exif = Image.Exif()
         exif[0x010F] = "FixtureCam"  # Make
+        if name in LENSES:
+            ifd = exif.get_ifd(0x8769)  # the Exif IFD
+            ifd[0xA433], ifd[0xA434] = LENSES[name]  # LensMake, LensModel
         gps = exif.get_ifd(0x8825)
         gps[1] = "N" if lat >= 0 else "S"
         gps[2] = dms(lat)

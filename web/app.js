@@ -6,6 +6,7 @@ import { showSettings } from "/settings.js";
 import { showSetup } from "/setup.js";
 import { showJobs } from "/jobs.js";
 import { filterChips, loadPersonNames, showFaces, showPeople, wireFaces, wirePeople, withFilter } from "/people.js";
+import { attachQueryHelp } from "/query-help.js";
 
 const PAGE = 40;
 const $ = (id) => document.getElementById(id);
@@ -42,6 +43,7 @@ async function api(path, options = {}) {
 }
 
 const json = async (path, options) => (await api(path, options)).json();
+attachQueryHelp($("q"), json);
 
 function askToken() {
   const dialog = $("login");

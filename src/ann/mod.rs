@@ -129,6 +129,12 @@ impl AnnIndex {
         self.exact.is_empty()
     }
 
+    /// Whether every [`AnnIndex::top`] scans all the vectors (there is no graph to search): a
+    /// deep ranking then costs about what a shallow one does.
+    pub fn scans(&self) -> bool {
+        self.graph.is_none()
+    }
+
     /// The `n` best ids for `query`, best first: from the graph (plus an exact scan of the
     /// vectors newer than it) when it exists and the ranking is shallow and comes back
     /// complete, else from the exact scan.

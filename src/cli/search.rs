@@ -30,7 +30,7 @@ QUERY is words, images and filters (docs: Searching):
                                       W: weighs a term; + adds, - subtracts (rclip's arithmetic);
                                       an image is a path or an indexed photo #ID
   tag:dog in:/photos/2024 in:Holidays after:2024-06 before:last-month kind:video
-  camera:fuji ext:jpg,heic orientation:portrait width>3000 height<=1000
+  camera:fuji lens:35mm ext:jpg,heic orientation:portrait width>3000 height<=1000
 Quotes keep phrases and values together (tag:\"golden retriever\"); an unknown key, a bad date
 or an unbalanced quote is an error naming its column. The options --under, --after, --before,
 --tag and --kind combine with the query's filters (both must hold).";

@@ -45,6 +45,9 @@ fn print_details(out: &mut dyn Write, d: &ImageDetails) -> anyhow::Result<()> {
     if let Some(c) = &d.record.camera {
         writeln!(out, "camera   {c}")?;
     }
+    if let Some(l) = &d.record.lens {
+        writeln!(out, "lens     {l}")?;
+    }
     if let Some((lat, lon)) = d.record.gps {
         writeln!(out, "gps      {lat:.5}, {lon:.5}")?;
     }

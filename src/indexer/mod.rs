@@ -618,6 +618,7 @@ fn prepare(
         taken: exif.taken,
         camera: exif.camera,
         gps: exif.gps,
+        lens: exif.lens,
         video: None,
         motion_video,
         motion_video_problem,

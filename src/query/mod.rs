@@ -37,14 +37,32 @@ pub fn search(
     if k == 0 {
         return Ok(hits);
     }
-    // Rank only as deep as needed: k without filters; with filters a few times k first, then
-    // the whole library if that was not enough.
-    let mut depth = if filter.is_empty() { k } else { (k * 4).max(256) };
+    // Rank only as deep as needed: k without filters; with filters a few times k first (more
+    // when the index scans every vector anyway: the scan, not the depth, is the cost, and the
+    // candidates are checked only until k pass), then eight times deeper each time that was
+    // not enough. (Going from 256 straight to the whole library, sorting all of it, made a
+    // filtered query over 100,000 photos cost four times the plain one whenever the first
+    // candidates held just too few that passed.) What a pass found of each candidate is kept
+    // for the next.
+    let mut depth = match (filter.is_empty(), index.scans()) {
+        (true, _) => k,
+        (false, true) => (k * 4).max(4096),
+        (false, false) => (k * 4).max(256),
+    };
+    let mut verdicts: std::collections::HashMap<ImageId, Option<PathBuf>> = std::collections::HashMap::new();
     loop {
         hits.clear();
         let ranked = index.top(query, depth);
         for &(id, score) in &ranked {
-            let Some(path) = passing_path(store, id, filter)? else { continue };
+            let path = match verdicts.get(&id) {
+                Some(verdict) => verdict.clone(),
+                None => {
+                    let verdict = passing_path(store, id, filter)?;
+                    verdicts.insert(id, verdict.clone());
+                    verdict
+                }
+            };
+            let Some(path) = path else { continue };
             hits.push(SearchHit::photo(id, path, score));
             if hits.len() == k {
                 return Ok(hits);
@@ -53,7 +71,7 @@ pub fn search(
         if ranked.len() < depth || depth >= index.len() {
             return Ok(hits);
         }
-        depth = index.len();
+        depth = depth.saturating_mul(8).min(index.len());
     }
 }
 
@@ -101,13 +119,23 @@ pub fn search_tagged(store: &Store, k: usize, filter: &SearchFilter) -> Result<V
 
 /// The first file of image `id` that passes `filter`, or `None` (also when the image is gone).
 pub(crate) fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) -> Result<Option<PathBuf>> {
-    let paths = store.paths_of(id)?;
     if filter.is_empty() {
-        return Ok(paths.into_iter().next());
+        return Ok(store.paths_of(id)?.into_iter().next());
     }
-    if filter.kind != Kind::All {
+    let more = &filter.attributes;
+    // The record is read (and parsed) once, for every filter on it, before the paths: most
+    // candidates of a filtered search fail here.
+    let dated = filter.after.is_some() || filter.before.is_some();
+    if filter.kind != Kind::All || dated || more.reads_record() {
         let Some(record) = store.image(id)? else { return Ok(None) };
-        if record.is_video() != (filter.kind == Kind::Video) {
+        if filter.kind != Kind::All && record.is_video() != (filter.kind == Kind::Video) {
+            return Ok(None);
+        }
+        let date = record.date();
+        if filter.after.is_some_and(|a| date < a) || filter.before.is_some_and(|b| date >= b) {
+            return Ok(None);
+        }
+        if more.reads_record() && !more.record_passes(&record) {
             return Ok(None);
         }
     }
@@ -116,14 +144,6 @@ pub(crate) fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) ->
     {
         return Ok(None);
     }
-    if filter.after.is_some() || filter.before.is_some() {
-        let Some(record) = store.image(id)? else { return Ok(None) };
-        let date = record.date();
-        if filter.after.is_some_and(|a| date < a) || filter.before.is_some_and(|b| date >= b) {
-            return Ok(None);
-        }
-    }
-    let more = &filter.attributes;
     for tag in &more.tags {
         if !store.has_tag(id, tag)? {
             return Ok(None);
@@ -134,13 +154,8 @@ pub(crate) fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) ->
             return Ok(None);
         }
     }
-    if more.reads_record() {
-        let Some(record) = store.image(id)? else { return Ok(None) };
-        if !more.record_passes(&record) {
-            return Ok(None);
-        }
-    }
-    Ok(paths
+    Ok(store
+        .paths_of(id)?
         .into_iter()
         .find(|p| filter.under.as_ref().is_none_or(|prefix| p.starts_with(prefix)) && more.path_passes(p)))
 }

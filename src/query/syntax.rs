@@ -9,7 +9,7 @@
 //!   path (`/…`, `./…`, `../…`, `~/…`, or a name ending in a picture or video extension) or an
 //!   indexed photo `#ID`.
 //! - **Filters** are `key:value` (`tag:dog`, `in:/photos/2024`, `after:last-month`,
-//!   `kind:video`, `camera:fuji`, `ext:jpg`, `orientation:portrait`, `person:Anna` (two
+//!   `kind:video`, `camera:fuji`, `lens:35mm`, `ext:jpg`, `orientation:portrait`, `person:Anna` (two
 //!   `person:` filters keep the photos with both), `place:München`, `near:38.72,-9.14,5`) and
 //!   numeric comparisons (`width>3000`, `height<=1000`). They do not break a run of words.
 //! - Quotes (`"…"`, `“…”`, or `'…'` at the start of a word) keep a phrase, a value with spaces
@@ -607,6 +607,7 @@ impl Parser {
                 f.kind = Some(kind);
             }
             "camera" => f.attributes.cameras.push(value.to_string()),
+            "lens" => f.attributes.lenses.push(value.to_string()),
             "person" => {
                 if !f.attributes.persons.iter().any(|p| p.to_lowercase() == value.to_lowercase()) {
                     f.attributes.persons.push(value.to_string());
@@ -662,13 +663,6 @@ impl Parser {
                 };
                 f.attributes.dimensions.push(DimensionBound { dimension, comparison, pixels });
             }
-            "lens" => {
-                return Err(SyntaxError {
-                    column,
-                    message: "lens: the library does not record lenses (only the camera's make and model: use camera:)"
-                        .into(),
-                });
-            }
             "text" => {
                 return Err(SyntaxError {
                     column,
@@ -718,6 +712,7 @@ fn example_value(key: &str) -> &'static str {
         "after" | "before" => "2024-06",
         "kind" => "video",
         "camera" => "fuji",
+        "lens" => "35mm",
         "person" => "Anna",
         "ext" => "jpg",
         "orientation" => "portrait",
@@ -952,6 +947,7 @@ mod tests {
         assert_eq!(f.attributes.tags, ["dog", "golden retriever"]);
         assert_eq!(f.attributes.folders, [PathBuf::from("/photos/2024"), PathBuf::from("Holidays")]);
         assert_eq!(f.attributes.cameras, ["fuji", "X-T3"]);
+        assert_eq!(filters("lens:35mm lens:\"XF 23mm\"").attributes.lenses, ["35mm", "XF 23mm"]);
         assert_eq!(filters("in:\"/My Photos/été 2024\"").attributes.folders, [PathBuf::from("/My Photos/été 2024")]);
         assert_eq!(filters("after:2024").after, Some(date("2024")));
         assert_eq!(filters("after:2024-06").after, Some(date("2024-06")));
@@ -1032,7 +1028,7 @@ mod tests {
             ("width:~5", 7, "compare with"),
             ("tag>dog", 1, "only width and height"),
             ("ext:j?g", 5, "letters and digits"),
-            ("lens:35mm", 1, "does not record lenses"),
+            ("lens:", 6, "needs a value"),
             ("text:\"stop\"", 1, "not indexed yet"),
             ("place:Xyzzyville", 7, "no city"),
             ("dog place:", 11, "needs a value"),

@@ -12,6 +12,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("/jobs.js", "text/javascript; charset=utf-8", include_bytes!("../../web/jobs.js")),
     ("/setup.js", "text/javascript; charset=utf-8", include_bytes!("../../web/setup.js")),
     ("/people.js", "text/javascript; charset=utf-8", include_bytes!("../../web/people.js")),
+    ("/query-help.js", "text/javascript; charset=utf-8", include_bytes!("../../web/query-help.js")),
     ("/style.css", "text/css; charset=utf-8", include_bytes!("../../web/style.css")),
     ("/favicon.svg", "image/svg+xml", include_bytes!("../../web/favicon.svg")),
 ];

@@ -305,6 +305,7 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                     "id": {"type": "integer"}, "date": {"type": "integer"}, "hash": {"type": "string"}, "size": {"type": "integer"},
                     "width": {"type": "integer"}, "height": {"type": "integer"}, "modified": {"type": "integer"},
                     "taken": {"type": "integer", "nullable": true}, "camera": {"type": "string", "nullable": true},
+                    "lens": {"type": "string", "description": "EXIF lens make and model; absent when not recorded"},
                     "gps": {"type": "array", "items": {"type": "number"}, "nullable": true},
                     "place": {"$ref": "#/components/schemas/Place"},
                     "paths": {"type": "array", "items": {"type": "string"}},

@@ -20,6 +20,8 @@ pub struct AttributeFilter {
     pub folders: Vec<PathBuf>,
     /// Case-insensitive substrings of the camera's make and model (EXIF).
     pub cameras: Vec<String>,
+    /// Case-insensitive substrings of the lens's make and model (EXIF `LensMake`, `LensModel`).
+    pub lenses: Vec<String>,
     /// File extensions, lower case without the dot; the file must have one of them.
     pub extensions: Vec<String>,
     /// The upright picture's shape.
@@ -126,6 +128,7 @@ impl AttributeFilter {
         self.tags.is_empty()
             && self.folders.is_empty()
             && self.cameras.is_empty()
+            && self.lenses.is_empty()
             && self.extensions.is_empty()
             && self.orientation.is_none()
             && self.dimensions.is_empty()
@@ -135,7 +138,11 @@ impl AttributeFilter {
 
     /// Whether the record's filters (camera, shape, size) are all needed: `false` when none is set.
     pub fn reads_record(&self) -> bool {
-        !self.cameras.is_empty() || self.orientation.is_some() || !self.dimensions.is_empty() || !self.places.is_empty()
+        !self.cameras.is_empty()
+            || !self.lenses.is_empty()
+            || self.orientation.is_some()
+            || !self.dimensions.is_empty()
+            || !self.places.is_empty()
     }
 
     /// Adds `other`'s restrictions (both must hold; two orientations that differ pass nothing).
@@ -143,6 +150,7 @@ impl AttributeFilter {
         self.tags.extend(other.tags);
         self.folders.extend(other.folders);
         self.cameras.extend(other.cameras);
+        self.lenses.extend(other.lenses);
         if !other.extensions.is_empty() {
             if self.extensions.is_empty() {
                 self.extensions = other.extensions;
@@ -171,13 +179,14 @@ impl AttributeFilter {
         self.places.extend(other.places);
     }
 
-    /// Whether an image's record passes the camera, orientation, size and place filters.
+    /// Whether an image's record passes the camera, lens, orientation, size and place filters.
     pub fn record_passes(&self, record: &ImageRecord) -> bool {
-        if !self.cameras.is_empty() {
-            let Some(camera) = record.camera.as_deref().map(str::to_lowercase) else { return false };
-            if !self.cameras.iter().all(|c| camera.contains(&c.to_lowercase())) {
-                return false;
-            }
+        let all_in = |wanted: &[String], recorded: Option<&str>| {
+            wanted.is_empty()
+                || recorded.map(str::to_lowercase).is_some_and(|r| wanted.iter().all(|w| r.contains(&w.to_lowercase())))
+        };
+        if !all_in(&self.cameras, record.camera.as_deref()) || !all_in(&self.lenses, record.lens.as_deref()) {
+            return false;
         }
         let (w, h) = (record.width, record.height);
         let shape = match self.orientation {
@@ -274,6 +283,7 @@ mod tests {
             taken: None,
             camera: camera.map(str::to_string),
             gps: None,
+            lens: None,
             video: None,
             motion_video: None,
             motion_video_problem: None,

@@ -28,6 +28,9 @@ pub struct ImageRecord {
     /// EXIF GPS position, degrees (latitude, longitude).
     #[serde(default)]
     pub gps: Option<(f64, f64)>,
+    /// EXIF lens make and model (`LensMake LensModel`), when the camera records them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lens: Option<String>,
     /// What a video is (none for a photo). Its vector is the mean of its frames' vectors; the
     /// frames' own vectors are kept beside it ([`FrameVector`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]

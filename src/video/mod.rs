@@ -76,6 +76,10 @@ pub struct VideoInfo {
     pub rotation: i32,
     /// The container's creation time, Unix seconds, when it records one.
     pub created: Option<i64>,
+    /// Where it was recorded (latitude, longitude in degrees), when the container says: the
+    /// ISO 6709 string of QuickTime's `©xyz` or `com.apple.quicktime.location.ISO6709`, or of
+    /// an MP4's `location` (as FFmpeg reads and writes them).
+    pub location: Option<(f64, f64)>,
     /// The first timestamp, seconds: frame times are counted from it.
     start: f64,
     /// Its container, whose demuxer FFmpeg is told to use.
@@ -283,6 +287,11 @@ pub fn probe(tools: &Tools, path: &Path, limit: Duration) -> Result<VideoInfo, V
         .or_else(|| video["tags"]["creation_time"].as_str())
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.timestamp());
+    // FFmpeg names `©xyz` `location` (with a language copy, `location-eng`).
+    let location = ["com.apple.quicktime.location.ISO6709", "location", "location-eng"]
+        .iter()
+        .find_map(|key| doc["format"]["tags"][key].as_str().or_else(|| video["tags"][key].as_str()))
+        .and_then(parse_iso6709);
     Ok(VideoInfo {
         duration,
         width,
@@ -290,9 +299,54 @@ pub fn probe(tools: &Tools, path: &Path, limit: Duration) -> Result<VideoInfo, V
         codec: video["codec_name"].as_str().unwrap_or("unknown").to_string(),
         rotation,
         created,
+        location,
         start,
         container,
     })
+}
+
+/// A position written as ISO 6709 (Annex H) says it: latitude then longitude, each signed, in
+/// degrees (`+38.7223-009.1393`), degrees and minutes (`+3843.338-00908.358`) or degrees,
+/// minutes and seconds (`+384320.3-0090821.5`), told apart by the digits before the point; an
+/// altitude and the closing `/` or a `CRS…` suffix may follow. `None` when it is not such a
+/// string or lies off the globe (and for 0,0, what recorders write when they had no fix).
+pub fn parse_iso6709(text: &str) -> Option<(f64, f64)> {
+    let text = text.trim();
+    let bytes = text.as_bytes();
+    // Signed numbers: the sign of each starts a new one.
+    let end = text.find(['/', 'C']).unwrap_or(text.len());
+    let mut starts: Vec<usize> = (0..end).filter(|&i| bytes[i] == b'+' || bytes[i] == b'-').collect();
+    if starts.len() < 2 || starts[0] != 0 {
+        return None;
+    }
+    starts.push(end);
+    let number = |from: usize, to: usize, degree_digits: usize| -> Option<f64> {
+        let field = text.get(from..to)?;
+        let (sign, digits) = field.split_at(1);
+        let int_len = digits.find('.').unwrap_or(digits.len());
+        if !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.') || int_len < degree_digits {
+            return None;
+        }
+        let value: f64 = digits.parse().ok()?;
+        let degrees = match int_len - degree_digits {
+            0 => value,
+            2 => {
+                let d = (value / 100.0).trunc();
+                d + (value - d * 100.0) / 60.0
+            }
+            4 => {
+                let d = (value / 10_000.0).trunc();
+                let m = ((value - d * 10_000.0) / 100.0).trunc();
+                d + m / 60.0 + (value - d * 10_000.0 - m * 100.0) / 3600.0
+            }
+            _ => return None,
+        };
+        Some(if sign == "-" { -degrees } else { degrees })
+    };
+    let lat = number(starts[0], starts[1], 2)?;
+    let lon = number(starts[1], *starts.get(2)?, 3)?;
+    let on_globe = (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon);
+    (on_globe && (lat, lon) != (0.0, 0.0)).then_some((lat, lon))
 }
 
 /// The size a frame of `info` is decoded to: the upright size, scaled down as `size` asks,
@@ -534,4 +588,40 @@ pub fn frame_at(
     let (_, complaints) = stream.finish(stop);
     outcome?;
     shown.ok_or_else(|| VideoProblem::Unreadable(reason(&complaints)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_iso6709;
+
+    #[test]
+    fn iso6709_positions() {
+        let near = |got: Option<(f64, f64)>, want: (f64, f64)| {
+            let (lat, lon) = got.unwrap_or_else(|| panic!("no position, want {want:?}"));
+            assert!((lat - want.0).abs() < 1e-6 && (lon - want.1).abs() < 1e-6, "{lat},{lon} vs {want:?}");
+        };
+        near(parse_iso6709("+38.7223-009.1393/"), (38.7223, -9.1393));
+        near(parse_iso6709("+38.7223-009.1393+012.500/"), (38.7223, -9.1393));
+        near(parse_iso6709("-33.8688+151.2093+000.000CRSWGS_84/"), (-33.8688, 151.2093));
+        near(parse_iso6709(" +48.1374+011.5755 "), (48.1374, 11.5755));
+        // Degrees and minutes, degrees minutes and seconds.
+        near(parse_iso6709("+4808.244+01134.530/"), (48.0 + 8.244 / 60.0, 11.0 + 34.530 / 60.0));
+        near(
+            parse_iso6709("-225426.4-0431055.2/"),
+            (-(22.0 + 54.0 / 60.0 + 26.4 / 3600.0), -(43.0 + 10.0 / 60.0 + 55.2 / 3600.0)),
+        );
+        for bad in [
+            "",
+            "/",
+            "38.7223-009.1393/",
+            "+38.7223/",
+            "+98.0+011.0/",
+            "+38.7+190.0/",
+            "+0.0+000.0/",
+            "+3.5+011.0/",
+            "+38.7x-009.1/",
+        ] {
+            assert_eq!(parse_iso6709(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -104,6 +104,10 @@ impl Predicates {
             let n = self.push(Box::new(format!("%{}%", like_escaped(&camera.to_lowercase()))));
             self.sql += &format!(" AND lower({record} ->> 'camera') LIKE ${n}");
         }
+        for lens in &more.lenses {
+            let n = self.push(Box::new(format!("%{}%", like_escaped(&lens.to_lowercase()))));
+            self.sql += &format!(" AND lower({record} ->> 'lens') LIKE ${n}");
+        }
         let (w, h) = (format!("({record} ->> 'width')::bigint"), format!("({record} ->> 'height')::bigint"));
         match more.orientation {
             Some(Orientation::Portrait) => self.sql += &format!(" AND {h} > {w}"),

@@ -762,6 +762,7 @@ mod tests {
             taken: None,
             camera: None,
             gps: None,
+            lens: None,
             video: None,
             motion_video: None,
             motion_video_problem: None,

@@ -1,6 +1,6 @@
 //! The neural models, one file (or folder) per family, and what they share: the layers and
 //! kernels every family is built from ([`nn`]), finding a model's
-//! files ([`source`]) and preprocessing images the way Hugging Face processors do
+//! files ([`source`]) and reading their weights ([`weights`]), preprocessing images the way Hugging Face processors do
 //! ([`preprocess`]). Nothing here knows about the database.
 
 pub mod bench;
@@ -16,6 +16,7 @@ pub mod preprocess;
 pub mod sentence;
 pub mod siglip;
 pub mod source;
+pub mod weights;
 
 /// `--precision`: kept at its old path; it lives with the linear layers it sets.
 pub use nn::precision;

@@ -149,8 +149,17 @@ fn random_clip(config: &Path, dir: &Path) {
     candle_core::safetensors::save(&weights, dir.join("model.safetensors")).unwrap();
 }
 
-/// Wall seconds and peak resident kilobytes of a command, from `/usr/bin/time -v`.
-fn timed(args: &[&str]) -> (f64, u64, String) {
+/// What `/usr/bin/time -v` measured of one command.
+struct Measured {
+    wall_s: f64,
+    /// User plus system CPU seconds (on a busy machine, the figure that does not depend on
+    /// how long the process waited for a core).
+    cpu_s: f64,
+    peak_rss_kb: u64,
+    stdout: String,
+}
+
+fn timed(args: &[&str]) -> Measured {
     let out = Command::new("/usr/bin/time")
         .arg("-v")
         .arg(env!("CARGO_BIN_EXE_clipdex"))
@@ -163,11 +172,17 @@ fn timed(args: &[&str]) -> (f64, u64, String) {
     let field = |name: &str| {
         stderr.lines().find_map(|l| l.trim().strip_prefix(name)).map(str::trim).unwrap_or_default().to_string()
     };
-    let wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss):");
-    let seconds = wall.rsplit(':').next().unwrap_or("0").parse::<f64>().unwrap_or(0.0)
-        + wall.split(':').rev().skip(1).next().and_then(|m| m.parse::<f64>().ok()).unwrap_or(0.0) * 60.0;
-    let rss = field("Maximum resident set size (kbytes):").parse().unwrap_or(0);
-    (seconds, rss, String::from_utf8_lossy(&out.stdout).to_string())
+    let seconds = |name: &str| field(name).parse::<f64>().unwrap_or(0.0);
+    // h:mm:ss or m:ss.ss
+    let wall_s = field("Elapsed (wall clock) time (h:mm:ss or m:ss):")
+        .split(':')
+        .fold(0.0, |total, part| total * 60.0 + part.parse::<f64>().unwrap_or(0.0));
+    Measured {
+        wall_s,
+        cpu_s: seconds("User time (seconds):") + seconds("System time (seconds):"),
+        peak_rss_kb: field("Maximum resident set size (kbytes):").parse().unwrap_or(0),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+    }
 }
 
 /// `CLIPDEX_BENCH_DIR` keeps the model and the library between runs (made when missing).
@@ -187,8 +202,13 @@ fn cold_search_benchmark() {
     }
     let db = db.to_str().unwrap();
     for query in ["a dog", "a red car at night", "a dog", "children playing on a beach"] {
-        let (seconds, rss_kb, stdout) = timed(&["--db", db, "search", query, "-k", "10"]);
-        assert_eq!(stdout.lines().count(), 10, "{stdout}");
-        println!("cold search {query:?}: {seconds:.2} s, peak RSS {} MB", rss_kb / 1024);
+        let m = timed(&["--db", db, "search", query, "-k", "10"]);
+        assert_eq!(m.stdout.lines().count(), 10, "{}", m.stdout);
+        println!(
+            "cold search {query:?}: {:.2} s wall, {:.2} s CPU, peak RSS {} MB",
+            m.wall_s,
+            m.cpu_s,
+            m.peak_rss_kb / 1024
+        );
     }
 }

@@ -102,6 +102,17 @@ fn a_text_search_answers_without_the_image_tower() {
     assert!(error.contains("image tower") && error.contains("vision_model."), "{json}");
 }
 
+#[test]
+fn the_image_tower_is_built_by_the_first_image_only() {
+    let clip = clipdex::ClipEmbedder::load(TINY, &Device::Cpu).unwrap();
+    let text = clip.embed_texts(&["a dog"]).unwrap();
+    assert_eq!(text[0].len(), 24);
+    assert!(!clip.model().unwrap().has_image_tower(), "a text query built the image tower");
+    let image = image::RgbImage::from_pixel(32, 32, image::Rgb([200, 30, 30]));
+    assert_eq!(clip.embed_images(&[image]).unwrap()[0].len(), 24);
+    assert!(clip.model().unwrap().has_image_tower());
+}
+
 /// Records the name and shape of every weight a model asks for (and hands it zeros).
 #[derive(Clone, Default)]
 struct Recorder(Arc<Mutex<Vec<(String, Shape)>>>);

@@ -147,10 +147,12 @@ impl Library {
             return Ok(c.clone());
         }
         let live = self.live();
+        let started = std::time::Instant::now();
         let clip = Arc::new(
             ClipEmbedder::load_with_text_model(&self.model(), live.text_model.as_deref(), &self.config.device.open()?)?
                 .with_precision(live.precision),
         );
+        tracing::debug!("loaded {} in {:.0} ms", self.model(), started.elapsed().as_secs_f64() * 1e3);
         *slot = Some(clip.clone());
         Ok(clip)
     }

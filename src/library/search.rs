@@ -28,7 +28,9 @@ impl Library {
             return Ok(c.index.clone());
         }
         let graph_min = if self.config.load_graph { self.config.graph_min } else { usize::MAX };
+        let started = std::time::Instant::now();
         let index = Arc::new(AnnIndex::open(&self.store, &self.graph_dir()?, graph_min)?);
+        tracing::debug!("opened the search index in {:.0} ms", started.elapsed().as_secs_f64() * 1e3);
         *cached = Some(CachedIndex { changes, generation, index: index.clone() });
         Ok(index)
     }

@@ -1,6 +1,6 @@
 //! The neural models, one file (or folder) per family, and what they share: the layers and
 //! kernels every family is built from ([`nn`]), finding a model's
-//! files ([`source`]) and preprocessing images the way Hugging Face processors do
+//! files ([`source`]) and reading their weights ([`weights`]), preprocessing images the way Hugging Face processors do
 //! ([`preprocess`]). Nothing here knows about the database.
 
 pub mod bench;
@@ -17,6 +17,7 @@ pub mod preprocess;
 pub mod sentence;
 pub mod siglip;
 pub mod source;
+pub mod weights;
 
 /// Where `clipdex models download ocr|faces` puts those models, and where `ocr` and `faces`
 /// find them when no folder is given ([`fetch::default_model_dir`]).

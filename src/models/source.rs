@@ -205,19 +205,21 @@ pub(crate) fn repo_weights_at(repo: &ModelRepo, at: &str, device: &Device) -> Re
 }
 
 /// The weights in the first of `files` the repository holds: a `.safetensors` file
-/// (memory-mapped), else a pickled PyTorch state dict (open_clip's hub files have their own
+/// (read on demand), else a pickled PyTorch state dict (open_clip's hub files have their own
 /// names, `open_clip_model.safetensors` and `open_clip_pytorch_model.bin`).
 pub(crate) fn repo_weights_named(repo: &ModelRepo, files: &[&str], device: &Device) -> Result<VarBuilder<'static>> {
     let (which, weights) = repo.first_of(files)?;
     open_weights(repo.name(), &weights, files[which].ends_with(".safetensors"), device)
 }
 
-/// Opens `model.safetensors` (memory-mapped) or `pytorch_model.bin`, converting to f32.
+/// Opens `model.safetensors` (read tensor by tensor) or `pytorch_model.bin` (a zip, read
+/// tensor by tensor from it), converting to f32.
 fn open_weights(model: &str, path: &Path, safetensors: bool, device: &Device) -> Result<VarBuilder<'static>> {
     let opened = if safetensors {
-        // SAFETY: the file is mapped read-only; clipdex never writes model files while they are
-        // in use, and a truncated file fails the header and size checks below instead.
-        unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
+        // Read tensor by tensor as the model asks for them (see `weights`): a model that
+        // builds only some of its parts reads only their weights.
+        crate::models::weights::SafetensorsFile::open(path)
+            .map(|file| VarBuilder::from_backend(Box::new(file), DType::F32, device.clone()))
     } else {
         VarBuilder::from_pth(path, DType::F32, device)
     };

@@ -153,7 +153,7 @@ impl ClipEmbedder {
             .map_err(|e| Error::model(name, format!("cannot read {}: {e}", config_path.display())))?;
         if which == 1 {
             let p = OpenClipParts::load(repo, &text, device)?;
-            let model = Self::clip_model(name, OPEN_CLIP_CONFIG, &p.config, p.weights)?;
+            let model = Self::clip_model(name, OPEN_CLIP_CONFIG, ClipModel::load_text_first(&p.config, p.weights))?;
             let family = Family::Clip { config: p.config, model, tokenizer: p.tokenizer, open_clip: true };
             return Ok(Self::assemble(name, family, p.processor, device));
         }
@@ -181,7 +181,10 @@ impl ClipEmbedder {
                 ),
             ));
         }
-        Self::from_parts(name, config, vb, tokenizer, processor, device)
+        // The image tower is built when a first image needs it: a text query reads only the
+        // text tower's weights.
+        let model = Self::clip_model(name, "config.json", ClipModel::load_text_first(&config, vb))?;
+        Ok(Self::assemble(name, Family::Clip { config, model, tokenizer, open_clip: false }, processor, device))
     }
 
     /// Assembles an embedder from parts: a config, weights, a tokenizer and a processor. Used
@@ -194,13 +197,13 @@ impl ClipEmbedder {
         processor: ImageProcessor,
         device: &Device,
     ) -> Result<Self> {
-        let model = Self::clip_model(name, "config.json", &config, vb)?;
+        let model = Self::clip_model(name, "config.json", ClipModel::load(&config, vb))?;
         Ok(Self::assemble(name, Family::Clip { config, model, tokenizer, open_clip: false }, processor, device))
     }
 
-    /// The CLIP towers from weights that must fit `config` (read from the file `config_file`).
-    fn clip_model(name: &str, config_file: &str, config: &ClipConfig, vb: VarBuilder) -> Result<ClipModel> {
-        ClipModel::load(config, vb).map_err(|e| {
+    /// The CLIP towers, or why the weights do not fit `config` (read from the file `config_file`).
+    fn clip_model(name: &str, config_file: &str, loaded: candle_core::Result<ClipModel>) -> Result<ClipModel> {
+        loaded.map_err(|e| {
             Error::model(
                 name,
                 format!(

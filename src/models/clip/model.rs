@@ -227,11 +227,48 @@ impl TextSide {
     }
 }
 
+/// The image tower with its projection.
+struct ImageSide {
+    tower: VisionTower,
+    projection: Dense,
+}
+
+impl ImageSide {
+    fn load(config: &ClipConfig, vb: &VarBuilder, precision: Precision) -> CResult<Self> {
+        let vc = &config.vision_config;
+        let mut side = ImageSide {
+            tower: VisionTower::load(vc, vb.pp("vision_model"))?,
+            projection: dense_no_bias(vc.hidden_size, config.projection_dim, vb.pp("visual_projection"))?,
+        };
+        side.set_precision(precision);
+        Ok(side)
+    }
+
+    fn set_precision(&mut self, precision: Precision) {
+        self.tower.encoder.for_each_dense(&mut |d: &mut Dense| d.set_precision(precision));
+        self.projection.set_precision(precision);
+    }
+}
+
+/// Where the image side comes from when it is built on first use.
+struct DeferredImageSide {
+    config: ClipConfig,
+    weights: VarBuilder<'static>,
+    /// Taken while the image side is being built, so that it is built once.
+    building: std::sync::Mutex<()>,
+}
+
 /// A loaded CLIP model (or Chinese-CLIP).
+///
+/// [`ClipModel::load_text_first`] builds the text side at once and the image side (its tower
+/// and projection: 88 M of a ViT-B/32's 151 M parameters) when an image first needs it, so
+/// that a text query reads and keeps only the text tower's weights.
 pub struct ClipModel {
-    vision: VisionTower,
+    image: std::sync::OnceLock<ImageSide>,
+    deferred: Option<DeferredImageSide>,
+    /// The precision of the image side's linear layers (also for one built later).
+    image_precision: Precision,
     text: TextSide,
-    visual_projection: Dense,
     text_projection: Dense,
     logit_scale: f32,
 }
@@ -239,7 +276,21 @@ pub struct ClipModel {
 impl ClipModel {
     /// Builds the model from weights named as in transformers' `CLIPModel`.
     pub fn load(config: &ClipConfig, vb: VarBuilder) -> CResult<Self> {
-        let vc = &config.vision_config;
+        let mut model = Self::load_text_side(config, &vb)?;
+        let image = ImageSide::load(config, &vb, Precision::F32)?;
+        model.image = image.into();
+        Ok(model)
+    }
+
+    /// Builds the text side now and the image side on first use (see [`ClipModel`]). A
+    /// missing or misshapen image weight is then reported by the first image embedding.
+    pub fn load_text_first(config: &ClipConfig, vb: VarBuilder<'static>) -> CResult<Self> {
+        let mut model = Self::load_text_side(config, &vb)?;
+        model.deferred = Some(DeferredImageSide { config: config.clone(), weights: vb, building: Default::default() });
+        Ok(model)
+    }
+
+    fn load_text_side(config: &ClipConfig, vb: &VarBuilder) -> CResult<Self> {
         let logit_scale = vb.get((), "logit_scale")?.to_dtype(DType::F32)?.to_scalar::<f32>()?.exp();
         let (text, text_width) = match &config.bert_text {
             Some(bert) => (TextSide::Chinese(ChineseTextTower::load(bert, vb.pp("text_model"))?), bert.hidden_size),
@@ -249,12 +300,37 @@ impl ClipModel {
             }
         };
         Ok(ClipModel {
-            vision: VisionTower::load(vc, vb.pp("vision_model"))?,
+            image: Default::default(),
+            deferred: None,
+            image_precision: Precision::F32,
             text,
-            visual_projection: dense_no_bias(vc.hidden_size, config.projection_dim, vb.pp("visual_projection"))?,
             text_projection: dense_no_bias(text_width, config.projection_dim, vb.pp("text_projection"))?,
             logit_scale,
         })
+    }
+
+    /// The image side, built now if it was deferred.
+    fn image(&self) -> CResult<&ImageSide> {
+        if let Some(image) = self.image.get() {
+            return Ok(image);
+        }
+        let Some(deferred) = &self.deferred else { candle_core::bail!("the CLIP has no image tower") };
+        let _building = deferred.building.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(image) = self.image.get() {
+            return Ok(image);
+        }
+        let built = ImageSide::load(&deferred.config, &deferred.weights, self.image_precision).map_err(|e| {
+            candle_core::Error::Msg(format!(
+                "the image tower's weights do not fit the model's config ({}); is this a complete CLIP checkpoint?",
+                crate::error::first_line(&e)
+            ))
+        })?;
+        Ok(self.image.get_or_init(|| built))
+    }
+
+    /// Whether the image tower is built (a text query leaves it unbuilt).
+    pub fn has_image_tower(&self) -> bool {
+        self.image.get().is_some()
     }
 
     /// Runs the linear layers at `precision` (see [`Precision`]): the image tower's, and the
@@ -265,8 +341,10 @@ impl ClipModel {
     /// int8 is asked (its int8 texts at cosine 0.9990 to f32 on the fixtures, under the gate;
     /// its images 0.9993 and above).
     pub fn set_precision(&mut self, precision: Precision) {
-        self.vision.encoder.for_each_dense(&mut |d: &mut Dense| d.set_precision(precision));
-        self.visual_projection.set_precision(precision);
+        self.image_precision = precision;
+        if let Some(image) = self.image.get_mut() {
+            image.set_precision(precision);
+        }
         if let TextSide::Clip(tower) = &mut self.text {
             let text = precision.without_int8();
             tower.encoder.for_each_dense(&mut |d: &mut Dense| d.set_precision(text));
@@ -281,7 +359,8 @@ impl ClipModel {
 
     /// `get_image_features`: projected, not normalised, `[b, projection_dim]`.
     pub fn image_features(&self, pixels: &Tensor) -> CResult<Tensor> {
-        self.visual_projection.forward(&self.vision.pooled(pixels)?, None)
+        let image = self.image()?;
+        image.projection.forward(&image.tower.pooled(pixels)?, None)
     }
 
     /// `get_text_features` for token sequences (with their start and end tokens), padded with
@@ -298,17 +377,21 @@ impl ClipModel {
     /// The outputs of the vision encoder's layers `layers` (numbered from 0), each
     /// `[b, 1 + grid², width]` (CLIPSeg's activations).
     pub fn vision_hidden_states_at(&self, pixels: &Tensor, layers: &[usize]) -> CResult<Vec<Tensor>> {
-        self.vision.hidden_states_at(pixels, layers)
+        self.image()?.tower.hidden_states_at(pixels, layers)
     }
 
     /// Makes the vision tower take `side` x `side` images, resampling its position
     /// embeddings (CLIPSeg runs a 224 px CLIP at 352 px).
     pub fn set_image_size(&mut self, side: usize) -> CResult<()> {
-        self.vision.resize_input(side)
+        self.image()?;
+        match self.image.get_mut() {
+            Some(image) => image.tower.resize_input(side),
+            None => candle_core::bail!("the CLIP has no image tower"),
+        }
     }
 
     /// The vision encoder's hidden states, `[b, 1 + grid², width]`.
     pub fn vision_hidden_states(&self, pixels: &Tensor) -> CResult<Tensor> {
-        self.vision.forward(pixels)
+        self.image()?.tower.forward(pixels)
     }
 }

@@ -301,8 +301,18 @@ fn bias_act_generic(xs: &Tensor, bias: &Tensor, act: Option<HiddenAct>) -> CResu
 /// from the first product of a few rows on, laid out once more for those (see `skinny`); at
 /// `bf16` or `int8` precision, from the first product of many rows on, laid out in that format
 /// (see `packed`).
+///
+/// Once the few-rows layout holds an f32 weight on the CPU, the transposed copy is given up,
+/// and rebuilt from that layout only when a product of many rows needs it: a process that only
+/// embeds a short text query (a one-shot `clipdex search`) keeps one copy of the text tower's
+/// weights, not two.
 pub(crate) struct Dense {
-    weight_t: Tensor,
+    /// `[in, out]`; `None` while only `panels` holds the weight.
+    weight_t: std::sync::RwLock<Option<Tensor>>,
+    /// `(in, out)`.
+    dims: (usize, usize),
+    /// Whether the weight is f32 on the CPU (what the kernels here take).
+    cpu_f32: bool,
     bias: Option<Tensor>,
     panels: std::sync::OnceLock<Option<super::skinny::Panels>>,
     precision: Precision,
@@ -317,8 +327,11 @@ enum Reduced {
 
 impl Dense {
     pub(crate) fn new(weight: &Tensor, bias: Option<Tensor>) -> CResult<Self> {
+        let weight_t = weight.t()?.contiguous()?;
         Ok(Dense {
-            weight_t: weight.t()?.contiguous()?,
+            dims: weight_t.dims2()?,
+            cpu_f32: weight_t.device().is_cpu() && weight_t.dtype() == candle_core::DType::F32,
+            weight_t: std::sync::RwLock::new(Some(weight_t)),
             bias,
             panels: Default::default(),
             precision: Precision::F32,
@@ -332,6 +345,19 @@ impl Dense {
         self.reduced = Default::default();
     }
 
+    /// The transposed weight, rebuilt from the few-rows layout when that alone holds it.
+    fn weight_t(&self) -> CResult<Tensor> {
+        if let Some(w) = self.weight_t.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(w.clone());
+        }
+        let Some(Some(panels)) = self.panels.get() else {
+            candle_core::bail!("a dense layer lost its weight");
+        };
+        let rebuilt = Tensor::from_vec(panels.unpack(), self.dims, &candle_core::Device::Cpu)?;
+        let mut slot = self.weight_t.write().unwrap_or_else(|p| p.into_inner());
+        Ok(slot.get_or_insert(rebuilt).clone())
+    }
+
     /// The product on the CPU in f32 with the bias and `act` applied: through the few-rows
     /// kernel (see `skinny`) for up to its row limit, else through the layer's reduced-precision
     /// layout when it has one, which applies them to each block of outputs as it is written;
@@ -340,7 +366,7 @@ impl Dense {
     fn kernel_forward(&self, xs: &Tensor, rows: usize, act: Option<HiddenAct>) -> CResult<Option<Tensor>> {
         use super::{bf16, int8, skinny};
         use candle_core::DType::F32;
-        if !xs.device().is_cpu() || xs.dtype() != F32 || self.weight_t.dtype() != F32 {
+        if !xs.device().is_cpu() || xs.dtype() != F32 || !self.cpu_f32 {
             return Ok(None);
         }
         let bias = match &self.bias {
@@ -353,14 +379,18 @@ impl Dense {
                 bias_act_row(out, &bias[first..first + out.len()], act);
             }
         };
-        let (k, n) = self.weight_t.dims2()?;
-        let weight_t = || self.weight_t.flatten_all().and_then(|w| w.to_vec1::<f32>()).ok();
+        let (k, n) = self.dims;
+        let weight_t = || self.weight_t().and_then(|w| w.flatten_all()?.to_vec1::<f32>()).ok();
         let xs = xs.contiguous()?;
         let (storage, layout) = xs.storage_and_layout();
         let candle_core::Storage::Cpu(storage) = &*storage else { return Ok(None) };
         let x = f32_slice(storage, layout, "dense")?;
         let ys = if (1..=skinny::max_rows()).contains(&rows) {
-            let Some(panels) = self.panels.get_or_init(|| skinny::Panels::pack(&weight_t()?, k, n)) else {
+            let Some(panels) = self.panels.get_or_init(|| {
+                let packed = skinny::Panels::pack(&weight_t()?, k, n)?;
+                *self.weight_t.write().unwrap_or_else(|p| p.into_inner()) = None;
+                Some(packed)
+            }) else {
                 return Ok(None);
             };
             let mut ys = panels.product(x, rows);
@@ -383,7 +413,7 @@ impl Dense {
 
     /// Output width.
     pub(crate) fn out_dim(&self) -> usize {
-        self.weight_t.dims()[1]
+        self.dims.1
     }
 
     /// `act(xs · Wᵀ + b)` for `xs` of shape `[.., in]`.
@@ -394,7 +424,7 @@ impl Dense {
         let ys = match self.kernel_forward(&xs, rows, act)? {
             Some(ys) => ys,
             None => {
-                let ys = xs.matmul(&self.weight_t)?;
+                let ys = xs.matmul(&self.weight_t()?)?;
                 match (&self.bias, act) {
                     (Some(b), act) => bias_act(&ys, b, act)?,
                     (None, Some(a)) => a.apply(&ys)?,
@@ -451,6 +481,24 @@ mod tests {
         assert_eq!(padding_lengths(&[0.0, inf, 0.0], 3), None, "a hole");
         assert_eq!(padding_lengths(&[inf, inf, inf], 3), None, "nothing visible");
         assert_eq!(padding_lengths(&[0.0, -1e4, -1e4], 3), None, "a finite bias");
+    }
+
+    #[test]
+    fn a_dense_layer_gives_its_weight_to_the_few_rows_layout_and_gets_it_back() {
+        let weight = Tensor::randn(0f32, 1.0, (70, 50), &Device::Cpu).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 70, &Device::Cpu).unwrap();
+        let dense = Dense::new(&weight, Some(bias.clone())).unwrap();
+        let want = |xs: &Tensor| xs.matmul(&weight.t().unwrap()).unwrap().broadcast_add(&bias).unwrap();
+        let few = Tensor::randn(0f32, 1.0, (2, 50), &Device::Cpu).unwrap();
+        let many = Tensor::randn(0f32, 1.0, (200, 50), &Device::Cpu).unwrap();
+        assert!(max_abs_diff(&dense.forward(&few, None).unwrap(), &want(&few)) < 1e-4);
+        if super::super::skinny::max_rows() >= 2 {
+            assert!(dense.weight_t.read().unwrap().is_none(), "the transposed copy is kept beside the panels");
+        }
+        // A product of many rows rebuilds the transposed weight from the panels.
+        assert!(max_abs_diff(&dense.forward(&many, None).unwrap(), &want(&many)) < 1e-3);
+        assert!(max_abs_diff(&dense.forward(&few, None).unwrap(), &want(&few)) < 1e-4);
+        assert_eq!(dense.out_dim(), 70);
     }
 
     #[test]

@@ -109,6 +109,19 @@ impl Panels {
         Some(Panels { data, k, n })
     }
 
+    /// The weight back as it was given to [`Panels::pack`]: `[k, n]`, row-major.
+    pub(crate) fn unpack(&self) -> Vec<f32> {
+        let (k, n) = (self.k, self.n);
+        let mut weight_t = vec![0f32; k * n];
+        for (p, panel) in self.data.chunks_exact(k * PANEL).enumerate() {
+            let width = PANEL.min(n - p * PANEL);
+            for (kk, src) in panel.chunks_exact(PANEL).enumerate() {
+                weight_t[kk * n + p * PANEL..][..width].copy_from_slice(&src[..width]);
+            }
+        }
+        weight_t
+    }
+
     /// `x` (`[m, k]`, row-major, `1 ≤ m ≤ max_rows()`) times the weight: `[m, n]`.
     pub(crate) fn product(&self, x: &[f32], m: usize) -> Vec<f32> {
         let kernel = kernel().expect("callers check max_rows() first");
@@ -259,6 +272,7 @@ mod tests {
     fn check(kernel: Kernel, k: usize, n: usize) {
         let weight_t: Vec<f32> = (0..k * n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
         let panels = Panels::pack(&weight_t, k, n).unwrap();
+        assert_eq!(panels.unpack(), weight_t, "unpacked ({k}, {n})");
         for m in 1..=kernel.max_rows() {
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 104_729) % 997) as f32 / 498.5 - 1.0).collect();
             let ys = panels.product_with(kernel, &x, m);

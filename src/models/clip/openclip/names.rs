@@ -1,7 +1,7 @@
 //! open_clip's state-dict names read as transformers' `CLIPModel` names, so that the CLIP
 //! towers ([`crate::models::clip::ClipModel`]) load an OpenCLIP checkpoint as it is. A
 //! [`SimpleBackend`] over the opened file: each name the towers ask for is translated when it
-//! is asked for (nothing is copied up front, so a memory-mapped checkpoint stays mapped), the
+//! is asked for (nothing is read up front: a tower that is not built is not read), the
 //! fused `in_proj_weight` of torch's `MultiheadAttention` is cut into its query, key and value
 //! thirds, and the `x @ proj` projections are transposed into linear weights.
 

@@ -10,6 +10,8 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("/app.js", "text/javascript; charset=utf-8", include_bytes!("../../web/app.js")),
     ("/settings.js", "text/javascript; charset=utf-8", include_bytes!("../../web/settings.js")),
     ("/jobs.js", "text/javascript; charset=utf-8", include_bytes!("../../web/jobs.js")),
+    ("/duplicates.js", "text/javascript; charset=utf-8", include_bytes!("../../web/duplicates.js")),
+    ("/select.js", "text/javascript; charset=utf-8", include_bytes!("../../web/select.js")),
     ("/setup.js", "text/javascript; charset=utf-8", include_bytes!("../../web/setup.js")),
     ("/style.css", "text/css; charset=utf-8", include_bytes!("../../web/style.css")),
     ("/favicon.svg", "image/svg+xml", include_bytes!("../../web/favicon.svg")),

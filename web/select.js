@@ -43,13 +43,13 @@ function toggle(item, on = !selected.has(item.dataset.id)) {
 }
 
 // Every photo between the anchor and `item` (in page order, in the same grid list) takes the
-// state `item` gets.
+// anchor's state (as in a mail client's list).
 function selectRange(item) {
   const all = [...item.closest(GRIDS).querySelectorAll(ITEMS)];
   const from = anchor ? all.indexOf(anchor) : -1;
   if (from < 0) { toggle(item); return; }
   const to = all.indexOf(item);
-  const on = !selected.has(item.dataset.id) || !selected.has(anchor.dataset.id);
+  const on = selected.has(anchor.dataset.id);
   for (const el of all.slice(Math.min(from, to), Math.max(from, to) + 1)) toggle(el, on);
 }
 

@@ -193,9 +193,9 @@ mod tests {
         let at = |s: f64| t0 + Duration::from_secs_f64(s);
         // The first sample starts the run: nothing measured yet.
         assert_eq!(clock.measure_at("indexing", 10, 110, at(0.0)), (None, None));
-        // Too soon, or not moved: still nothing.
-        assert_eq!(clock.measure_at("indexing", 12, 110, at(0.2)), (None, None));
-        assert_eq!(clock.measure_at("indexing", 10, 110, at(3.0)), (None, None));
+        // Not moved, or too soon: still nothing.
+        assert_eq!(clock.measure_at("indexing", 10, 110, at(0.2)), (None, None));
+        assert_eq!(clock.measure_at("indexing", 12, 110, at(0.3)), (None, None));
         // 20 items in 4 s: 5/s, and 80 left take 16 s.
         assert_eq!(clock.measure_at("indexing", 30, 110, at(4.0)), (Some(5.0), Some(16)));
         // Time left rounds up: 3 items in 2 s is 1.5/s, 77 left take 51.3 s, said 52.

@@ -37,8 +37,10 @@ impl Library {
     /// Gives the tag `label` to each image of `ids` (an image that has it keeps it once); the
     /// number of images tagged. Every id is checked before anything is recorded.
     pub fn add_tag(&self, ids: &[ImageId], label: &str) -> Result<u64> {
+        // Counted as given (as the API's schema counts it), then trimmed.
+        let too_long = label.chars().count() > MAX_TAG_CHARS;
         let label = label.trim();
-        if label.is_empty() || label.chars().count() > MAX_TAG_CHARS || label.chars().any(char::is_control) {
+        if label.is_empty() || too_long || label.chars().any(char::is_control) {
             return Err(Error::Invalid(format!(
                 "a tag is 1 to {MAX_TAG_CHARS} characters without control characters, not {label:?}"
             )));

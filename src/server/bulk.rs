@@ -35,7 +35,7 @@ struct ResolveBody {
     all: bool,
     /// The threshold the groups were found at (as `GET /api/duplicates?threshold=`).
     #[serde(default)]
-    threshold: Option<f32>,
+    threshold: Option<f64>,
 }
 
 /// Moves out of the library the photos chosen (or every group's but the suggested one), into
@@ -44,7 +44,8 @@ async fn resolve(state: web::Data<AppState>, body: web::Json<ResolveBody>) -> Ap
     let body = body.into_inner();
     let threshold = match body.threshold {
         None => crate::query::duplicates::DEFAULT_THRESHOLD,
-        Some(t) if t > 0.0 && t <= 1.0 => t,
+        // Read wide, as GET /api/duplicates reads it: 1.0000000001 is over 1.
+        Some(t) if t > 0.0 && t <= 1.0 => (t as f32).max(f32::MIN_POSITIVE),
         Some(t) => return Err(ApiError::bad_request(format!("threshold must be a number in (0, 1], not {t}"))),
     };
     let choices = match (body.all, body.groups) {

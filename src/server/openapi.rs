@@ -145,7 +145,7 @@ fn bulk_paths() -> Value {
             "summary": "Give photos a tag by hand: tag:LABEL finds them, and auto-tagging keeps it",
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["ids", "tag"], "properties": {
                 "ids": {"type": "array", "minItems": 1, "maxItems": super::api::MAX_DISMISS, "items": id},
-                "tag": {"type": "string", "minLength": 1, "maxLength": crate::library::MAX_TAG_CHARS, "pattern": "^[^\\x00-\\x1f\\x7f]*\\S[^\\x00-\\x1f\\x7f]*$"}}}}}},
+                "tag": {"type": "string", "minLength": 1, "maxLength": crate::library::MAX_TAG_CHARS, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*\\S[^\\x00-\\x1f\\x7f-\\x9f]*$"}}}}}},
             "responses": responses(200, ok("Tagged", json!({"type": "object", "properties": {"tag": {"type": "string"}, "tagged": {"type": "integer"}}})), &[400, 404, 415])}},
         "/api/jobs/{name}/pause": {"post": {
             "summary": "Pause a background pass (remembered by the library across restarts; pausing indexing pauses the passes after it too)",

@@ -87,9 +87,13 @@ function markShown() {
   }
 }
 
+// A click of the pointer on the corner circle: not a click made by the keyboard (Enter on a
+// photo opens it) or by a script, which carry no pointer position (`detail` 0).
 function inCorner(item, event) {
+  if (event.detail === 0) return false;
   const box = item.getBoundingClientRect();
-  return event.clientX - box.left < CORNER && event.clientY - box.top < CORNER;
+  const [x, y] = [event.clientX - box.left, event.clientY - box.top];
+  return x >= 0 && y >= 0 && x < CORNER && y < CORNER;
 }
 
 async function addTag(event) {

@@ -203,3 +203,44 @@ fn tag_filters_return_k_results_when_k_exist() {
         assert!(lib.search_tag(5, &none).unwrap().is_empty());
     }
 }
+
+/// Tags given by hand (the web UI's "Add a tag"): a tag filter finds exactly the photos given
+/// one, before any auto-tagging and after runs with one vocabulary and then another, which
+/// replace every auto-tag; an unknown id or an empty tag changes nothing.
+#[test]
+fn tags_given_by_hand_are_found_and_kept_through_auto_tagging() {
+    for db in test_databases() {
+        eprintln!("{}", db.backend);
+        let (labels, _) = reference();
+        let (_tmp, photos, names) = library_of_fixture_photos();
+        let lib = open(&db);
+        lib.add_root(&photos).unwrap();
+        lib.index(&quiet).unwrap();
+        let id = |name: &str| lib.store().path_entry(&photos.join(name)).unwrap().unwrap().id;
+        let mut picked = vec![id(&names[0]), id(&names[2]), id(&names[3])];
+        picked.sort();
+        let found = |lib: &Library| {
+            let filter = SearchFilter { tag: Some("picked".into()), ..Default::default() };
+            let mut ids: Vec<u64> = lib.search_tag(100, &filter).unwrap().iter().map(|h| h.id).collect();
+            ids.sort();
+            ids
+        };
+
+        assert!(lib.add_tag(&[picked[0], 999_999_999], "picked").is_err(), "an unknown id");
+        assert!(lib.add_tag(&picked, "  ").is_err(), "an empty tag");
+        assert!(lib.add_tag(&picked, "a\nb").is_err(), "a control character");
+        assert!(found(&lib).is_empty(), "nothing recorded by a refused call");
+        assert_eq!(lib.add_tag(&picked, " picked ").unwrap(), 3);
+        assert_eq!(lib.add_tag(&picked[..1], "picked").unwrap(), 1, "given twice, kept once");
+        assert_eq!(found(&lib), picked);
+        let counted = lib.tag_counts().unwrap();
+        assert!(counted.iter().any(|c| c.label == "picked" && c.count == 3), "{counted:?}");
+
+        lib.autotag(Some(settings(&labels, 1.0))).unwrap();
+        assert_eq!(found(&lib), picked, "kept by a first auto-tagging run");
+        lib.autotag(Some(settings(&labels[..labels.len() - 1], 1.0))).unwrap();
+        assert_eq!(found(&lib), picked, "kept by a run with another vocabulary");
+        let tags = lib.store().tags_of(picked[0]).unwrap().unwrap().1;
+        assert_eq!(tags.iter().filter(|t| t.label == "picked").count(), 1, "{tags:?}");
+    }
+}

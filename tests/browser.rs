@@ -1336,6 +1336,287 @@ fn the_jobs_view_lists_the_passes_and_the_unreadable_files_in_headless_chromium(
     let api: Value = ureq::get(&format!("{url}/api/failures?limit=5")).call().unwrap().into_json().unwrap();
     assert_eq!(api["total"], 1);
     assert!(api["failures"][0]["path"].as_str().unwrap().ends_with("broken.jpg"));
+
+    // Retry: the file is tried again at once, and still fails, with why.
+    browser.click("#failures-list .retry");
+    let said = browser.wait_for(
+        "the retry",
+        "const t = document.getElementById('failures-list').innerText; return t.includes('Still failing') && t",
+    );
+    assert!(said.as_str().unwrap().contains("broken.jpg"), "{said}");
+
+    // Pause: the pass says so, and stays paused when the server starts again.
+    browser.click("#jobs-list .job[data-name=thumbnails] .job-pause");
+    browser.wait_for(
+        "the pause",
+        "const j = document.querySelector('#jobs-list .job[data-name=thumbnails]');
+         return j.querySelector('.job-text').textContent === 'paused' && j.querySelector('.job-pause').textContent === 'Resume'",
+    );
+    let paused = |url: &str| -> Vec<String> {
+        let jobs: Value = ureq::get(&format!("{url}/api/jobs")).call().unwrap().into_json().unwrap();
+        jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["paused"] == true)
+            .map(|j| j["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(paused(&url), ["thumbnails"]);
+    drop_server(server);
+    let (server, url) = serve(&db, &[]);
+    let url = url.trim_end_matches('/').to_string();
+    assert_eq!(paused(&url), ["thumbnails"], "remembered across a restart");
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/?view=jobs") })));
+    browser.wait_for(
+        "the paused pass",
+        "const b = document.querySelector('#jobs-list .job[data-name=thumbnails] .job-pause'); return b && b.textContent === 'Resume'",
+    );
+    browser.click("#jobs-list .job[data-name=thumbnails] .job-pause");
+    browser.wait_for(
+        "the resume",
+        "const b = document.querySelector('#jobs-list .job[data-name=thumbnails] .job-pause'); return b && b.textContent === 'Pause'",
+    );
+    assert!(paused(&url).is_empty());
+    let refused = ureq::post(&format!("{url}/api/jobs/sleeping/pause")).call();
+    assert!(matches!(refused, Err(ureq::Error::Status(404, _))), "{refused:?}");
+    drop_server(server);
+}
+
+/// Runs `clipdex --db DB --model MODEL ARGS` and checks it succeeded.
+fn clipdex_ok(db: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_clipdex"))
+        .args(["--db", db.to_str().unwrap(), "--model", &model()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Near-duplicates for the duplicates page: the astronaut, a smaller copy and a re-encoded
+/// copy (one group), the cat and a small BMP of it (another), and a photo like no other.
+fn duplicate_photos(tmp: &Path) -> PathBuf {
+    let photos = tmp.join("photos");
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
+    for dir in ["trip", "backup"] {
+        std::fs::create_dir_all(photos.join(dir)).unwrap();
+    }
+    for name in ["astronaut.jpg", "chelsea_exif3.jpg", "chelsea_small.bmp", "coffee.png"] {
+        std::fs::copy(images.join(name), photos.join("trip").join(name)).unwrap();
+    }
+    let astronaut = image::open(images.join("astronaut.jpg")).unwrap().to_rgb8();
+    image::imageops::resize(&astronaut, 256, 256, image::imageops::FilterType::Lanczos3)
+        .save(photos.join("trip/astronaut_small.png"))
+        .unwrap();
+    let mut out = std::fs::File::create(photos.join("backup/astronaut_copy.jpg")).unwrap();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 60).encode_image(&astronaut).unwrap();
+    std::fs::canonicalize(photos).unwrap()
+}
+
+/// The duplicate groups as the API lists them: each group's file names, sorted.
+fn api_groups(url: &str) -> Vec<Vec<String>> {
+    let report: Value = ureq::get(&format!("{url}/api/duplicates")).call().unwrap().into_json().unwrap();
+    let mut groups: Vec<Vec<String>> = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let mut names: Vec<String> = g["images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["path"].as_str().unwrap().rsplit('/').next().unwrap().to_string())
+                .collect();
+            names.sort();
+            names
+        })
+        .collect();
+    groups.sort();
+    groups
+}
+
+/// Duplicates resolved in the web UI: "Keep this one" in a group moves the group's other photos
+/// out of the library folder into a batch of the duplicates folder (laid out as `clipdex
+/// duplicates --move-to` lays out its folder, with its journal), "Undo" puts them back and they
+/// are indexed again; "Keep the suggested photo in every group" does it for all groups, and is
+/// undone the same way. The page passes axe-core.
+#[test]
+fn duplicates_are_moved_out_and_back_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = duplicate_photos(tmp.path());
+    let db = tmp.path().join("db");
+    clipdex_ok(&db, &["add", photos.to_str().unwrap()]);
+    clipdex_ok(&db, &["index"]);
+    let (server, url) = serve(&db, &[]);
+    let url = url.trim_end_matches('/').to_string();
+    let astronauts = ["astronaut.jpg", "astronaut_copy.jpg", "astronaut_small.png"].map(String::from).to_vec();
+    let cats = ["chelsea_exif3.jpg", "chelsea_small.bmp"].map(String::from).to_vec();
+    assert_eq!(api_groups(&url), [astronauts.clone(), cats.clone()]);
+
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/?view=duplicates") })));
+    browser
+        .wait_for("two groups", "return document.querySelectorAll('#dup-groups .dup-group .keep-button').length === 5");
+    if let Some(axe) = axe_script() {
+        let found = browser.axe_violations(&axe);
+        assert!(found.is_empty(), "axe-core found on the duplicates page:\n{}", found.join("\n"));
+    }
+    browser.screenshot(&artefacts.join("duplicates.png"));
+
+    // Keep the small astronaut: the other two leave the library folder for a batch folder.
+    browser.click("#dup-groups .keep-button[aria-label^='Keep this one: astronaut_small.png;']");
+    browser.wait_for("the undo button", "return document.getElementById('dup-undo-button')");
+    assert_eq!(
+        browser.script("return document.querySelectorAll('#dup-groups .dup-group').length", json!([])),
+        json!(1)
+    );
+    let batches: Vec<PathBuf> =
+        std::fs::read_dir(db.join("moved-duplicates")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    let batch = &batches[0];
+    let (moved_original, moved_copy) = (photos.join("trip/astronaut.jpg"), photos.join("backup/astronaut_copy.jpg"));
+    assert!(!moved_original.exists() && !moved_copy.exists());
+    assert!(photos.join("trip/astronaut_small.png").exists());
+    assert!(
+        batch.join("photos/trip/astronaut.jpg").is_file() && batch.join("photos/backup/astronaut_copy.jpg").is_file()
+    );
+    let journal = std::fs::read_to_string(batch.join("clipdex-moves.jsonl")).unwrap();
+    assert_eq!(journal.lines().count(), 2, "{journal}");
+    let said = browser.script("return document.getElementById('dup-undo').textContent", json!([]));
+    assert!(said.as_str().unwrap().contains("Moved 2 files"), "{said}");
+    assert_eq!(api_groups(&url), std::slice::from_ref(&cats));
+
+    // Undo: both back where they were, indexed again, and the group is listed again.
+    browser.click("#dup-undo-button");
+    browser.wait_for(
+        "the group again",
+        "return document.getElementById('dup-undo').textContent.startsWith('Put back 2 files')
+            && document.querySelectorAll('#dup-groups .dup-group').length === 2",
+    );
+    assert!(moved_original.is_file() && moved_copy.is_file());
+    assert!(!batch.join("photos/trip/astronaut.jpg").exists());
+    assert_eq!(api_groups(&url), [astronauts.clone(), cats.clone()]);
+
+    // Every group at once: the suggested photo of each stays.
+    browser.click("#dup-all");
+    browser.wait_for("the undo button", "return document.getElementById('dup-undo-button')");
+    assert_eq!(
+        browser.script("return document.querySelectorAll('#dup-groups .dup-group').length", json!([])),
+        json!(0)
+    );
+    assert!(api_groups(&url).is_empty());
+    let left: Vec<&str> = ["trip/astronaut.jpg", "trip/astronaut_small.png", "backup/astronaut_copy.jpg"]
+        .into_iter()
+        .filter(|p| photos.join(p).exists())
+        .collect();
+    assert_eq!(left.len(), 1, "one astronaut stays: {left:?}");
+    assert_eq!(
+        ["trip/chelsea_exif3.jpg", "trip/chelsea_small.bmp"].iter().filter(|p| photos.join(p).exists()).count(),
+        1,
+        "one cat stays"
+    );
+    assert!(photos.join("trip/coffee.png").exists(), "a photo in no group stays");
+    browser.click("#dup-undo-button");
+    browser.wait_for(
+        "the groups again",
+        "return document.getElementById('dup-undo').textContent.startsWith('Put back 3 files')
+            && document.querySelectorAll('#dup-groups .dup-group').length === 2",
+    );
+    assert_eq!(api_groups(&url), [astronauts, cats]);
+    drop_server(server);
+}
+
+/// Selection on the timeline: Space on a photo selects it (its state shown and exposed as
+/// `aria-pressed`), a click then adds another, Shift-click a range, Esc clears; the bar's "Add
+/// a tag" tags exactly the selected photos, so that a `tag:` search finds exactly them.
+#[test]
+fn selected_photos_are_tagged_and_found_by_tag_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for i in 0..6 {
+        picture(i).save(photos.join(format!("photo{i}.jpg"))).unwrap();
+    }
+    let db = tmp.path().join("db");
+    clipdex_ok(&db, &["add", photos.to_str().unwrap()]);
+    clipdex_ok(&db, &["index"]);
+    let (server, url) = serve(&db, &[]);
+    let url = url.trim_end_matches('/').to_string();
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/") })));
+    browser.wait_for("the timeline", "return document.querySelectorAll('#timeline-groups .tile img').length === 6");
+    let tile_ids = browser
+        .script("return [...document.querySelectorAll('#timeline-groups .tile')].map(t => t.dataset.id)", json!([]));
+    let tile_ids: Vec<String> = tile_ids.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let selected = || {
+        let v = browser.script(
+            "return [...document.querySelectorAll('#timeline-groups .tile[aria-pressed=true]')].map(t => t.dataset.id)",
+            json!([]),
+        );
+        v.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let nth = |n: usize| format!("#timeline-groups .tile:nth-of-type({})", n + 1);
+
+    // Space on a focused photo selects it and opens no detail view; a click then selects
+    // another; Shift-click selects the range from there.
+    browser.script("arguments[0].focus()", json!([{ELEMENT: browser.find(&nth(0))}]));
+    browser.key(" ");
+    assert_eq!(selected(), [tile_ids[0].clone()]);
+    assert_eq!(browser.script("return document.getElementById('detail').open", json!([])), json!(false));
+    let count = browser.script("return document.getElementById('select-count').textContent", json!([]));
+    assert_eq!(count, json!("1 photo selected"));
+    browser.click(&nth(2));
+    let shift_click = json!({"actions": [
+        {"type": "key", "id": "keys", "actions": [{"type": "keyDown", "value": "\u{E008}"}, {"type": "pause"}, {"type": "pause"}, {"type": "keyUp", "value": "\u{E008}"}]},
+        {"type": "pointer", "id": "mouse", "actions": [
+            {"type": "pointerMove", "origin": {ELEMENT: browser.find(&nth(4))}, "x": 0, "y": 0},
+            {"type": "pointerDown", "button": 0}, {"type": "pointerUp", "button": 0}]}]});
+    browser.call("POST", "/actions", Some(shift_click));
+    assert_eq!(selected(), [0, 2, 3, 4].map(|i| tile_ids[i].clone()));
+    // Esc clears; then three by keyboard alone: Space, Tab, Space, Tab, Tab, Space.
+    browser.key("\u{E00C}");
+    assert!(selected().is_empty());
+    assert_eq!(browser.script("return document.getElementById('select-bar').hidden", json!([])), json!(true));
+    browser.script("arguments[0].focus()", json!([{ELEMENT: browser.find(&nth(1))}]));
+    for key in [" ", "\u{E004}", " ", "\u{E004}", "\u{E004}", " "] {
+        browser.key(key);
+    }
+    let chosen = [1, 2, 4].map(|i| tile_ids[i].clone());
+    assert_eq!(selected(), chosen);
+    browser.screenshot(&artefacts.join("selection.png"));
+    if let Some(axe) = axe_script() {
+        let found = browser.axe_violations(&axe);
+        assert!(found.is_empty(), "axe-core found while selecting:\n{}", found.join("\n"));
+    }
+
+    // Tag them from the bar (by keyboard: typed, then Enter).
+    browser.type_into("#select-tag", "picked\u{E007}");
+    browser.wait_for(
+        "the tagging",
+        "return document.getElementById('select-status').textContent.startsWith('Tagged 3 photos')",
+    );
+    browser.click("#select-clear");
+    assert!(selected().is_empty());
+
+    // A `tag:` search shows exactly those three (with no relevance cut-off).
+    browser.script("document.getElementById('cutoff').value = 0", json!([]));
+    browser.type_into("#q", "tag:picked\u{E007}");
+    browser.wait_for("the results", "return document.querySelectorAll('#results .card img').length > 0");
+    std::thread::sleep(Duration::from_millis(500));
+    let found = browser
+        .script("return [...document.querySelectorAll('#results .card')].map(c => c.dataset.id).sort()", json!([]));
+    let mut want = chosen.to_vec();
+    want.sort();
+    assert_eq!(found, json!(want));
+    // The API agrees, and counts the tag.
+    let tags: Value = ureq::get(&format!("{url}/api/tags")).call().unwrap().into_json().unwrap();
+    assert!(tags["tags"].as_array().unwrap().iter().any(|t| t["label"] == "picked" && t["count"] == 3), "{tags}");
     drop_server(server);
 }
 

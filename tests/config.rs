@@ -1,15 +1,17 @@
 //! Settings set up once: `clipdex config get|set|list` records the library's models and
 //! settings in the library; later commands use them without flags, a flag that disagrees is
 //! refused (also when the command goes through the server that holds the library), and
-//! `GET`/`PUT /api/settings` show and change the same record while the server runs.
+//! `GET`/`PUT /api/settings` show and change the same record while the server runs. On every
+//! backend under test (PostgreSQL too when `CLIPDEX_TEST_PG` names a server).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
 mod common;
+use common::backends::{TestDb, test_databases};
 use common::{Served, fixtures, start_server};
 
 fn clip() -> PathBuf {
@@ -22,7 +24,7 @@ fn blip(name: &str) -> String {
 
 /// `clipdex --db DB ARGS` with no model options and none in the environment (offline: a
 /// default hub model cannot be fetched).
-fn clipdex<S: AsRef<OsStr>>(db: &Path, args: &[S]) -> Output {
+fn clipdex<S: AsRef<OsStr>>(db: &OsStr, args: &[S]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_clipdex"));
     c.arg("--db").arg(db).args(args).env("HF_HUB_OFFLINE", "1").env_remove("CLIPDEX_TOKEN");
     for var in ["CLIPDEX_MODEL", "CLIPDEX_CAPTION_MODEL", "CLIPDEX_VQA_MODEL", "CLIPDEX_ITM_MODEL", "CLIPDEX_PRECISION"]
@@ -51,14 +53,14 @@ fn value_of(list: &Value, name: &str) -> Value {
         .clone()
 }
 
-/// A library of two photos indexed with the fixture CLIP.
-fn library(tmp: &Path) -> PathBuf {
+/// A library of two photos indexed with the fixture CLIP, in `db`; its `--db` argument.
+fn library(tmp: &Path, db: &TestDb) -> OsString {
     let photos = tmp.join("photos");
     std::fs::create_dir_all(&photos).unwrap();
     for name in ["coffee.png", "rocket.webp"] {
         std::fs::copy(fixtures().join("images").join(name), photos.join(name)).unwrap();
     }
-    let db = tmp.join("db");
+    let db = db.arg();
     ok(clipdex(&db, &[OsStr::new("--model"), clip().as_os_str(), OsStr::new("add"), photos.as_os_str()]));
     ok(clipdex(&db, &["index"]));
     db
@@ -66,8 +68,15 @@ fn library(tmp: &Path) -> PathBuf {
 
 #[test]
 fn settings_are_set_once_and_used_without_flags() {
-    let tmp = tempfile::tempdir().unwrap();
-    let db = library(tmp.path());
+    for backend in test_databases() {
+        let tmp = tempfile::tempdir().unwrap();
+        eprintln!("on {}", backend.backend);
+        settings_set_once_and_used_without_flags(tmp.path(), &library(tmp.path(), &backend), backend.backend);
+    }
+}
+
+fn settings_set_once_and_used_without_flags(tmp: &Path, db: &OsStr, backend: &str) {
+    let db = db.to_os_string();
     let coffee = fixtures().join("images/coffee.png");
     let coffee = coffee.to_str().unwrap();
 
@@ -120,7 +129,7 @@ fn settings_are_set_once_and_used_without_flags() {
     assert!(refused(clipdex(&db, &["config", "set", "colour", "red"])).contains("caption_model"));
     assert!(refused(clipdex(&db, &["config", "set", "precision", "fp12"])).contains("f32, bf16, int8 or auto"));
     assert!(refused(clipdex(&db, &["config", "set", "background_jobs", "maybe"])).contains("on or off"));
-    let missing = tmp.path().join("no-such-model");
+    let missing = tmp.join("no-such-model");
     assert!(
         refused(clipdex(&db, &["config", "set", "itm_model", missing.to_str().unwrap()])).contains("no such directory")
     );
@@ -128,9 +137,20 @@ fn settings_are_set_once_and_used_without_flags() {
     assert!(error.contains("clipdex reindex --model"), "{error}");
     let list = ok_json(clipdex(&db, &["config", "list", "--json"]));
     assert_eq!(value_of(&list, "itm_model"), Value::Null, "a refused value is not recorded");
+
+    // Where the web UI moves duplicates: an absolute folder; by default one in a folder
+    // library's database folder, none for PostgreSQL.
+    let entry = ok_json(clipdex(&db, &["config", "get", "duplicates_folder", "--json"]));
+    assert_eq!(entry["value"], Value::Null);
+    let default = entry["default"].as_str().unwrap();
+    assert!(default.starts_with("DB/moved-duplicates") && default.contains("PostgreSQL"), "{backend}: {default}");
+    assert!(refused(clipdex(&db, &["config", "set", "duplicates_folder", "moved"])).contains("absolute"));
+    let folder = tmp.join("moved");
+    ok(clipdex(&db, &[OsStr::new("config"), OsStr::new("set"), OsStr::new("duplicates_folder"), folder.as_os_str()]));
+    assert_eq!(ok(clipdex(&db, &["config", "get", "duplicates_folder"])).trim(), folder.to_str().unwrap());
 }
 
-fn serve(db: &Path, extra: &[&str]) -> (Served, String) {
+fn serve(db: &OsStr, extra: &[&str]) -> (Served, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_clipdex"));
     command.arg("--db").arg(db).args(["serve", "--bind", "127.0.0.1:0", "--no-watch"]).args(extra);
     command.env("HF_HUB_OFFLINE", "1").env_remove("CLIPDEX_TOKEN").env_remove("CLIPDEX_MODEL");
@@ -139,8 +159,15 @@ fn serve(db: &Path, extra: &[&str]) -> (Served, String) {
 
 #[test]
 fn settings_through_a_running_server_and_the_api() {
-    let tmp = tempfile::tempdir().unwrap();
-    let db = library(tmp.path());
+    for backend in test_databases() {
+        let tmp = tempfile::tempdir().unwrap();
+        eprintln!("on {}", backend.backend);
+        settings_through_a_running_server(&library(tmp.path(), &backend));
+    }
+}
+
+fn settings_through_a_running_server(db: &OsStr) {
+    let db = db.to_os_string();
     ok(clipdex(&db, &["config", "set", "itm_model", &blip("blip-tiny-itm")]));
     let (_server, url) = serve(&db, &["--token", "s3cret"]);
     let auth = "Bearer s3cret";

@@ -9,6 +9,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use clipdex::library::GroupChoice;
+use clipdex::store::DbLocation;
 use clipdex::{Library, LibraryConfig};
 use serde_json::Value;
 
@@ -333,4 +335,60 @@ fn move_to_refuses_a_folder_that_holds_other_files() {
     let away = tmp.path().join("away");
     ok_json(clipdex(db, &[OsStr::new("duplicates"), OsStr::new("--json"), OsStr::new("--move-to"), away.as_os_str()]));
     ok_json(clipdex(db, &[OsStr::new("duplicates"), OsStr::new("--json"), OsStr::new("--move-to"), away.as_os_str()]));
+}
+
+/// The web UI's way (`Library::resolve_duplicates`): a group's chosen photos move into a new
+/// batch of the duplicates folder, laid out as `--move-to` lays out its folder; a choice whose
+/// photos are not grouped together (a stale page) is refused before anything moves; restoring
+/// the batch puts back exactly its files; a batch name is one folder name, nothing more. A
+/// PostgreSQL library needs the folder set; a folder library has one in its database folder.
+#[test]
+fn a_resolved_group_moves_into_a_batch_that_restores_it() {
+    for db in test_databases() {
+        eprintln!("{}", db.backend);
+        let tmp = tempfile::tempdir().unwrap();
+        let photos = photo_folder(tmp.path());
+        let lib =
+            Library::open(LibraryConfig::new(db.location.clone(), fixtures().join(MODEL).to_string_lossy())).unwrap();
+        lib.add_root(&photos).unwrap();
+        lib.index(&quiet).unwrap();
+        let id = |name: &str| lib.store().path_entry(&photos.join(name)).unwrap().unwrap().id;
+        let (astronaut, copy, cat) =
+            (id("trip/astronaut.jpg"), id("backup/astronaut_copy.jpg"), id("trip/chelsea_exif3.jpg"));
+        let choice = |keep, moved: Vec<u64>| GroupChoice { keep, move_out: moved };
+        let before = files_under(&photos);
+
+        match &db.location {
+            DbLocation::Postgres(_) => {
+                let error = lib.resolve_duplicates(0.95, Some(&[choice(astronaut, vec![copy])])).unwrap_err();
+                assert!(error.to_string().contains("config set duplicates_folder"), "{error}");
+                lib.set_setting_value("duplicates_folder", Some(tmp.path().join("moved").to_str().unwrap())).unwrap();
+            }
+            DbLocation::Dir(dir) => {
+                assert!(lib.duplicates_folder().unwrap().starts_with(std::path::absolute(dir).unwrap()))
+            }
+        }
+        let folder = lib.duplicates_folder().unwrap();
+
+        // Stale: the cat is not in the astronaut's group; nothing moves, no batch is made.
+        let error = lib.resolve_duplicates(0.95, Some(&[choice(astronaut, vec![copy, cat])])).unwrap_err();
+        assert!(error.to_string().contains(&format!("#{cat}")), "{error}");
+        assert!(lib.resolve_duplicates(0.95, Some(&[choice(astronaut, vec![astronaut])])).is_err(), "keep and move");
+        assert_eq!(files_under(&photos), before);
+        assert!(!folder.exists() || std::fs::read_dir(&folder).unwrap().next().is_none());
+
+        let resolved = lib.resolve_duplicates(0.95, Some(&[choice(astronaut, vec![copy])])).unwrap();
+        assert_eq!(resolved.folder, folder.join(&resolved.batch));
+        assert_eq!(resolved.report.moved.len(), 1, "{:?}", resolved.report);
+        assert!(!photos.join("backup/astronaut_copy.jpg").exists());
+        assert!(resolved.folder.join("photos/backup/astronaut_copy.jpg").is_file());
+        assert!(photos.join("trip/astronaut_small.png").exists(), "a photo of the group not chosen stays");
+
+        for bad in ["..", "../elsewhere", "/tmp", "a/b", ""] {
+            assert!(lib.restore_duplicates(bad).is_err(), "{bad:?}");
+        }
+        let restored = lib.restore_duplicates(&resolved.batch).unwrap();
+        assert_eq!(restored.moved.len(), 1);
+        assert_eq!(files_under(&photos), before, "every file back, unchanged");
+    }
 }

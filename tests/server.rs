@@ -718,7 +718,7 @@ async fn every_endpoint_in_the_openapi_document_exists() {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 38);
+        assert_eq!(operations, 44);
     }
 }
 

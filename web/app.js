@@ -7,6 +7,8 @@ import { showSetup } from "/setup.js";
 import { showJobs } from "/jobs.js";
 import { filterChips, loadPersonNames, showFaces, showPeople, wireFaces, wirePeople, withFilter } from "/people.js";
 import { attachQueryHelp } from "/query-help.js";
+import { setUpDuplicates, addKeepButtons, duplicatesListed } from "/duplicates.js";
+import { setUpSelection } from "/select.js";
 
 const PAGE = 40;
 const $ = (id) => document.getElementById(id);
@@ -1060,13 +1062,14 @@ async function showDuplicates(push = true) {
   try { report = await json("/api/duplicates"); } catch (e) { $("dup-summary").textContent = e.message; return; }
   if (state.view !== "duplicates") return;
   $("dup-groups").replaceChildren(...report.groups.map(duplicateGroup));
+  duplicatesListed(report.groups.length);
   summariseDuplicates();
 }
 
 function summariseDuplicates() {
   const groups = $("dup-groups").children.length;
   $("dup-summary").textContent = groups
-    ? `${groups} group${groups === 1 ? "" : "s"} of near-duplicates; the suggested photo to keep comes first. clipdex deletes nothing (clipdex duplicates --move-to DIR moves the others out).`
+    ? `${groups} group${groups === 1 ? "" : "s"} of near-duplicates; the suggested photo to keep comes first. "Keep this one" moves the group's other photos out of the library (clipdex deletes nothing; Undo puts them back).`
     : "No near-duplicates found.";
 }
 
@@ -1094,6 +1097,7 @@ function duplicateGroup(group) {
         body: JSON.stringify({ ids: group.images.map((i) => i.id) }),
       });
       el.remove();
+      duplicatesListed($("dup-groups").children.length);
       summariseDuplicates();
     } catch (e) { dismiss.disabled = false; title.textContent = e.message; }
   });
@@ -1106,7 +1110,7 @@ function duplicateGroup(group) {
     fig.dataset.id = image.id;
     const img = document.createElement("img");
     img.loading = "lazy";
-    img.alt = image.path;
+    img.alt = fileName(image.path);
     img.title = image.path;
     setImage(img, `/api/images/${image.id}/thumb?size=256`);
     img.addEventListener("click", () => showDetail(image.id));
@@ -1119,6 +1123,7 @@ function duplicateGroup(group) {
     return fig;
   }));
   el.append(head, row);
+  addKeepButtons(group, el);
   return el;
 }
 
@@ -1260,6 +1265,10 @@ window.addEventListener("drop", (e) => {
   if (file) startSearch({ kind: "image", file });
 });
 
+setUpDuplicates(json, () => showDuplicates(false));
+document.addEventListener("clipdex:duplicates-changed", summariseDuplicates);
+setUpSelection(json, api);
+document.addEventListener("clipdex:tags-changed", loadTags);
 pollStatus();
 loadTags();
 loadPlaces();

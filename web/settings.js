@@ -12,6 +12,7 @@ const LABELS = {
   ocr_model: "Text reading (OCR) model folder",
   precision: "Precision",
   background_jobs: "Run background jobs",
+  duplicates_folder: "Folder for moved duplicates",
 };
 
 const PRECISIONS = ["f32", "bf16", "int8", "auto"];

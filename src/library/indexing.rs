@@ -121,7 +121,7 @@ impl Library {
     /// Brings the database in step with the folders, once, then the search graph in step
     /// with the database (large libraries).
     pub fn index(&self, progress: Progress) -> Result<IndexReport> {
-        let mut report = self.index_pass(false, progress)?;
+        let mut report = self.index_pass(false, false, progress)?;
         self.maintain_index()?;
         report.captioned = self.caption_pending(progress, &|| false)?.map_or(0, |r| r.captioned);
         report.text_read = self.read_text_pending(progress, &|| false)?.map_or(0, |r| r.read);
@@ -133,7 +133,7 @@ impl Library {
     /// photo left, or on another device than before) are forgotten too: for a user who did
     /// empty the folder or move it to another drive.
     pub fn index_and_prune(&self, progress: Progress) -> Result<IndexReport> {
-        let mut report = self.index_pass(true, progress)?;
+        let mut report = self.index_pass(true, false, progress)?;
         self.maintain_index()?;
         report.captioned = self.caption_pending(progress, &|| false)?.map_or(0, |r| r.captioned);
         report.text_read = self.read_text_pending(progress, &|| false)?.map_or(0, |r| r.read);
@@ -167,7 +167,9 @@ impl Library {
         }
     }
 
-    fn index_pass(&self, prune: bool, progress: Progress) -> Result<IndexReport> {
+    /// One index pass, then auto-tagging when it is on (in the `background`, unless the user
+    /// paused tagging).
+    fn index_pass(&self, prune: bool, background: bool, progress: Progress) -> Result<IndexReport> {
         let clip = self.clip()?;
         self.record_precision(clip.precision())?;
         match self.store.model()? {
@@ -185,7 +187,9 @@ impl Library {
         if report.removed > 0 || report.linked > 0 || report.embedded > 0 {
             self.store.prune_model_vectors()?;
         }
-        if let Some(settings) = self.autotag_settings()? {
+        if let Some(settings) = self.autotag_settings()?
+            && !(background && self.pass_paused("tagging"))
+        {
             report.tagged = self.autotag(Some(settings))?.tagged;
         }
         Ok(report)
@@ -239,7 +243,7 @@ impl Library {
             let mut background: Option<std::thread::ScopedJoinHandle<'_, ()>> = None;
             let followed = indexer::watch::follow(&roots, options, stop, || {
                 pass_running.store(true, Ordering::Relaxed);
-                let report = self.index_pass(false, progress);
+                let report = self.index_pass(false, true, progress);
                 pass_running.store(false, Ordering::Relaxed);
                 let report = report?;
                 on_pass(&report);
@@ -277,7 +281,9 @@ impl Library {
     /// web UI's thumbnails of every photo not yet done; `pause` ends it early. Failures are
     /// logged, not fatal: they are retried after the next pass.
     fn background_work(&self, pause: &dyn Fn() -> bool, on_stage: &(dyn Fn(Stage, u64, u64) + Sync)) {
-        if let Err(e) = self.caption_pending(&|done, total| on_stage(Stage::Captioning, done, total), pause) {
+        if !self.pass_paused("captioning")
+            && let Err(e) = self.caption_pending(&|done, total| on_stage(Stage::Captioning, done, total), pause)
+        {
             tracing::warn!("captioning new photos failed: {e}");
         }
         if pause() {
@@ -293,7 +299,9 @@ impl Library {
         if pause() {
             return;
         }
-        if let Err(e) = self.make_thumbnails(&|done, total| on_stage(Stage::Thumbnails, done, total), pause) {
+        if !self.pass_paused("thumbnails")
+            && let Err(e) = self.make_thumbnails(&|done, total| on_stage(Stage::Thumbnails, done, total), pause)
+        {
             tracing::warn!("making thumbnails failed: {e}");
         }
     }

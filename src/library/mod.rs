@@ -8,9 +8,10 @@
 //! The facade is split by concern, one `impl Library` per file: opening and the models
 //! (`open.rs`), indexing and maintenance (`indexing.rs`, `reindex.rs`), searching
 //! (`search.rs`, `regions.rs` for CLIPSeg's crops), one image's files, pixels and thumbnails
-//! (`images.rs`), tags (`tags.rs`), captions (`captions.rs`), the text in photos
-//! (`photo_text.rs`), duplicates (`duplicates.rs`), faces and people (`people.rs`),
-//! and `migrate` into PostgreSQL.
+//! (`images.rs`), tags (`tags.rs`) and tags given by hand (`user_tags.rs`), captions
+//! (`captions.rs`), the text in photos (`photo_text.rs`), duplicates (`duplicates.rs`, and
+//! `duplicate_batches.rs` for the web UI's moves), paused passes and retried failures
+//! (`jobs.rs`), faces and people (`people.rs`), and `migrate` into PostgreSQL.
 
 use std::sync::{Arc, RwLock};
 
@@ -26,12 +27,14 @@ mod browse;
 mod captions;
 mod companions;
 mod display;
+mod duplicate_batches;
 mod duplicates;
 mod face_thumbs;
 mod facets;
 mod frames;
 mod images;
 mod indexing;
+mod jobs;
 pub mod migrate;
 mod open;
 mod people;
@@ -43,20 +46,24 @@ mod reindex;
 mod search;
 mod settings;
 mod tags;
+mod user_tags;
 pub use browse::{FolderEntry, FolderListing, MonthCount, TimelineCursor, TimelineItem, TimelinePage};
 pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
+pub use duplicate_batches::{GroupChoice, ResolvedBatch};
 pub use duplicates::{HASH_CACHE, MOVE_JOURNAL, MoveReport, MovedFile, SkippedFile, restore_moved};
 pub use face_thumbs::{FACE_THUMB_MAX_SIZE, FACE_THUMB_SIZE};
 pub use facets::{FACET_POOL, Facet, FacetValue, Facets, MAX_FACET_VALUES};
 pub use images::ImageDetails;
 pub use indexing::{LibraryStats, ReindexState, Stage};
+pub use jobs::PAUSABLE_PASSES;
 pub use people::{FACE_SIDE, FaceDetails, FaceFinder, FaceReport, FoundFace, PersonSummary};
 pub use photo_text::{LoadedOcrModel, OcrReport, OcrSettings, TextHit, ocr_model_id};
 pub use places::{PlaceCount, PlaceCounts};
 pub use query_search::{QueryOptions, RankedHit, SORT_POOL, relevance_of};
 pub use regions::{Crop, LOCATE_SIDE, SegmentedImage};
 pub use reindex::ReindexReport;
-pub use settings::{SETTING_NAMES, SETTINGS_KEY, SettingEntry, Settings, default_of};
+pub use settings::{DEFAULT_DUPLICATES_FOLDER, SETTING_NAMES, SETTINGS_KEY, SettingEntry, Settings, default_of};
+pub use user_tags::MAX_TAG_CHARS;
 
 /// How to open a library.
 #[derive(Debug, Clone)]

@@ -18,6 +18,10 @@ use crate::models::source::{ModelRepo, canonical_spec};
 
 use super::Library;
 
+/// Where the web UI moves duplicates out to in a folder library with no `duplicates_folder`
+/// set: this folder inside the database folder.
+pub const DEFAULT_DUPLICATES_FOLDER: &str = "moved-duplicates";
+
 /// The store setting that holds [`Settings`].
 pub const SETTINGS_KEY: &str = "library_settings";
 
@@ -49,6 +53,10 @@ pub struct Settings {
     /// background (default: yes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_jobs: Option<bool>,
+    /// The folder (outside the library) where the web UI moves the duplicates it is told to
+    /// move out, one folder per move below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates_folder: Option<String>,
 }
 
 /// One setting as `config list` and `GET /api/settings` show it.
@@ -75,6 +83,7 @@ pub const SETTING_NAMES: &[(&str, &str)] = &[
     ("ocr_model", "PP-OCR model folder (ocr)"),
     ("precision", "arithmetic of the models' linear layers: f32, bf16, int8 or auto"),
     ("background_jobs", "whether the server indexes, follows the folders and runs passes in the background: on or off"),
+    ("duplicates_folder", "folder outside the library where the web UI moves the duplicates it is told to move out"),
 ];
 
 /// The value that applies to `name` when the library records none.
@@ -89,6 +98,7 @@ pub fn default_of(name: &str) -> String {
         "ocr_model" => "none".to_string(),
         "precision" => Precision::F32.to_string(),
         "background_jobs" => "on".to_string(),
+        "duplicates_folder" => format!("DB/{DEFAULT_DUPLICATES_FOLDER} (a folder library; none for PostgreSQL)"),
         _ => String::new(),
     }
 }
@@ -120,6 +130,7 @@ impl Settings {
             "ocr_model" => self.ocr_model.clone(),
             "precision" => self.precision.map(|p| p.to_string()),
             "background_jobs" => self.background_jobs.map(|on| if on { "on" } else { "off" }.to_string()),
+            "duplicates_folder" => self.duplicates_folder.clone(),
             _ => return Err(unknown(name)),
         })
     }
@@ -161,6 +172,16 @@ impl Settings {
             }
             "precision" => self.precision = value.map(str::parse).transpose()?,
             "background_jobs" => self.background_jobs = value.map(parse_switch).transpose()?,
+            "duplicates_folder" => {
+                self.duplicates_folder = match value {
+                    Some(dir) if !std::path::Path::new(dir).is_absolute() => {
+                        return Err(Error::Invalid(format!(
+                            "the duplicates folder is an absolute path (a folder outside the library), not {dir:?}"
+                        )));
+                    }
+                    other => other.map(str::to_string),
+                }
+            }
             _ => return Err(unknown(name)),
         }
         Ok(())

@@ -65,7 +65,7 @@ impl Library {
         }
         let (classifier, embedded) = self.classifier(&settings.labels, &settings.templates)?;
         let fingerprint = settings.fingerprint(&self.model());
-        let mut report = autotag::autotag_store(&self.store, &classifier, &settings, &fingerprint)?;
+        let mut report = autotag::autotag_store(&self.store, &classifier, &settings, &fingerprint, &self.user_tags()?)?;
         report.labels_embedded = embedded as u64;
         Ok(report)
     }

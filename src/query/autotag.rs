@@ -14,6 +14,8 @@
 //! photo with several subjects should get, while an image that fits nothing in the vocabulary
 //! spreads its mass and gets no tag at all.
 
+use std::collections::HashMap;
+
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -103,12 +105,19 @@ pub struct AutotagReport {
     pub tags: u64,
 }
 
-/// Tags every stored image not yet tagged under `fingerprint`.
+/// A tag given by hand: kept through auto-tagging runs, first among an image's tags.
+pub fn user_tag(label: &str) -> Tag {
+    Tag { label: label.to_string(), probability: 1.0, cosine: 1.0 }
+}
+
+/// Tags every stored image not yet tagged under `fingerprint`; the tags given by hand
+/// (`user_tags`, labels by content hash) stay with the images they were given to.
 pub fn autotag_store(
     store: &Store,
     classifier: &ZeroShotClassifier,
     settings: &AutotagSettings,
     fingerprint: &str,
+    user_tags: &HashMap<String, Vec<String>>,
 ) -> Result<AutotagReport> {
     let mut report = AutotagReport::default();
     let mut todo = Vec::new();
@@ -122,7 +131,15 @@ pub fn autotag_store(
     }
     for chunk in todo.chunks(4096) {
         let tagged: Vec<_> = chunk.par_iter().map(|(id, v)| (*id, settings.keep(&classifier.classify(v)))).collect();
-        for (id, tags) in tagged {
+        for (id, mut tags) in tagged {
+            if !user_tags.is_empty()
+                && let Some(labels) = store.image(id)?.and_then(|record| user_tags.get(&record.hash))
+            {
+                let mut given: Vec<Tag> =
+                    labels.iter().filter(|l| !tags.iter().any(|t| &t.label == *l)).map(|l| user_tag(l)).collect();
+                given.append(&mut tags);
+                tags = given;
+            }
             // An image deleted meanwhile is skipped; its vector went with it.
             if store.set_tags(id, fingerprint, &tags)? {
                 report.tagged += 1;

@@ -44,8 +44,8 @@ pub enum IndexerState {
     NoFolders,
     /// The last pass failed (`last_error`); it is retried.
     Failed,
-    /// Background jobs are off in the library's settings (`background_jobs`): nothing is
-    /// indexed until they are on again.
+    /// Background jobs are off in the library's settings (`background_jobs`), or indexing is
+    /// paused in the Jobs view: nothing is indexed until they are on again.
     Paused,
     /// The library's CLIP model cannot be loaded (not downloaded, no network, a folder that is
     /// not there; `last_error` says why): tried again with growing pauses, and at once when
@@ -209,7 +209,7 @@ impl BackgroundIndexer {
         while !self.shutdown.load(Ordering::Relaxed) {
             self.interrupt.store(false, Ordering::Relaxed);
             match library.settings() {
-                Ok(settings) if !settings.background_jobs() => {
+                Ok(settings) if !settings.background_jobs() || library.pass_paused("indexing") => {
                     self.set_state(IndexerState::Paused);
                     // Until the settings change (or another process changes them: looked at
                     // again now and then).

@@ -21,6 +21,7 @@
 
 mod api;
 mod assets;
+mod bulk;
 mod forward;
 pub mod indexer;
 mod jobs;
@@ -266,6 +267,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                             .configure(vision::routes)
                             .configure(settings::routes)
                             .configure(jobs::routes)
+                            .configure(bulk::routes)
                             .configure(forward::routes)
                             .configure(undeclared_methods)
                             .default_service(web::to(|| async {

@@ -116,6 +116,58 @@ fn people_paths() -> Value {
     })
 }
 
+/// The web UI's writes on several photos (`server/bulk.rs`) and the Jobs view's changes.
+fn bulk_paths() -> Value {
+    let id = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
+    let moved = json!({"type": "array", "items": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "from": {"type": "string", "description": "Where it was in the library"}, "to": {"type": "string", "description": "Where it is in the batch"}}}});
+    let skipped = json!({"type": "array", "items": {"type": "object", "properties": {"path": {"type": "string"}, "reason": {"type": "string"}}}});
+    let pass = json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "enum": crate::library::PAUSABLE_PASSES}, "description": "The pass, as /api/jobs names it"});
+    let paused = ok(
+        "The passes paused now",
+        json!({"type": "object", "properties": {
+        "name": {"type": "string"}, "paused": {"type": "boolean"}, "paused_passes": {"type": "array", "items": {"type": "string"}}}}),
+    );
+    json!({
+        "/api/duplicates/resolve": {"post": {
+            "summary": "Move duplicates out of the library (as `clipdex duplicates --move-to`): each group's chosen photos, or with all every group's photos but the suggested one to keep, into a new batch folder below the duplicates_folder setting; the groups are found again first, and a choice whose photos are no longer grouped together is refused before anything moves",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {
+                "groups": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["keep", "move"], "properties": {
+                    "keep": id.clone(), "move": {"type": "array", "items": id.clone()}}}},
+                "all": {"type": "boolean", "description": "Every group: keep the suggested photo"},
+                "threshold": {"type": "number", "exclusiveMinimum": true, "minimum": 0, "maximum": 1, "description": "As GET /api/duplicates?threshold="}}}}}},
+            "responses": responses(200, ok("What moved, and the batch that undoes it", json!({"type": "object", "properties": {
+                "batch": {"type": "string", "description": "POST /api/duplicates/restore {\"batch\"} puts its files back"},
+                "folder": {"type": "string"}, "moved": moved.clone(), "skipped": skipped.clone(), "journal": {"type": "string"}}})), &[400, 404, 415])}},
+        "/api/duplicates/restore": {"post": {
+            "summary": "Put back the files of a batch of moved duplicates (as `clipdex duplicates --restore FOLDER/BATCH`); a new index pass starts and indexes them again",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["batch"], "properties": {
+                "batch": {"type": "string", "description": "As /api/duplicates/resolve named it"}}}}}},
+            "responses": responses(200, ok("What was put back", json!({"type": "object", "properties": {
+                "restored": moved, "skipped": skipped, "journal": {"type": "string"},
+                "indexed": {"type": "boolean", "description": "Whether they were indexed again before the answer (false: the server does not index now)"}}})), &[400, 404, 415])}},
+        "/api/tags/add": {"post": {
+            "summary": "Give photos a tag by hand: tag:LABEL finds them, and auto-tagging keeps it",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["ids", "tag"], "properties": {
+                "ids": {"type": "array", "minItems": 1, "maxItems": super::api::MAX_DISMISS, "items": id},
+                "tag": {"type": "string", "minLength": 1, "maxLength": crate::library::MAX_TAG_CHARS, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*\\S[^\\x00-\\x1f\\x7f-\\x9f]*$"}}}}}},
+            "responses": responses(200, ok("Tagged", json!({"type": "object", "properties": {"tag": {"type": "string"}, "tagged": {"type": "integer"}}})), &[400, 404, 415])}},
+        "/api/jobs/{name}/pause": {"post": {
+            "summary": "Pause a background pass (remembered by the library across restarts; pausing indexing pauses the passes after it too)",
+            "parameters": [pass.clone()], "responses": responses(200, paused.clone(), &[404])}},
+        "/api/jobs/{name}/resume": {"post": {
+            "summary": "Resume a paused background pass",
+            "parameters": [pass], "responses": responses(200, paused, &[404])}},
+        "/api/failures/retry": {"post": {
+            "summary": "Forget why a file could not be indexed and start a pass that tries it again",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["path"], "properties": {
+                "path": {"type": "string", "description": "As /api/failures lists it"}, "path_bytes": {"type": "string", "description": "As /api/failures lists it, for a path that is not UTF-8"}}}}}},
+            "responses": responses(200, ok("Retrying", json!({"type": "object", "properties": {"retrying": {"type": "string"},
+                "indexed": {"type": "boolean", "description": "Whether a pass ran (false: the server does not index now)"},
+                "failed_again": {"type": "string", "nullable": true, "description": "Why the file still cannot be indexed"}}})), &[400, 404, 415])}},
+    })
+}
+
 /// `{"settings": [{name, value, default, about}]}`.
 fn settings_schema() -> Value {
     json!({"type": "object", "properties": {"settings": {"type": "array", "items": {"type": "object", "properties": {
@@ -479,7 +531,8 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                             "vqa_model": {"type": "string", "nullable": true}, "itm_model": {"type": "string", "nullable": true},
                             "seg_model": {"type": "string", "nullable": true}, "ocr_model": {"type": "string", "nullable": true},
                             "precision": {"type": "string", "nullable": true, "enum": ["f32", "bf16", "int8", "auto", null]},
-                            "background_jobs": {"type": "boolean", "nullable": true}}}}}},
+                            "background_jobs": {"type": "boolean", "nullable": true},
+                            "duplicates_folder": {"type": "string", "nullable": true, "pattern": "^/", "description": "Absolute folder outside the library"}}}}}},
                         "responses": responses(200, ok("Every setting, as recorded now", settings_schema()), &[400, 415])}},
             "/api/jobs": {"get": {
                 "summary": "The server's background passes (indexing, tagging, captioning, thumbnails): each with its progress, rate and time left",
@@ -492,7 +545,8 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                         "label": {"type": "string"}, "on": {"type": "boolean", "description": "false: switched off or not run yet"},
                         "done": {"type": "integer"}, "total": {"type": "integer"}, "running": {"type": "boolean"},
                         "rate_per_s": {"type": "number", "nullable": true, "description": "Items a second since the pass's run started (null until it moves)"},
-                        "eta_s": {"type": "integer", "nullable": true, "description": "Seconds left at that rate"}}}}}})), &[])}},
+                        "eta_s": {"type": "integer", "nullable": true, "description": "Seconds left at that rate"},
+                        "paused": {"type": "boolean", "description": "Paused by POST /api/jobs/{name}/pause"}}}}}})), &[])}},
             "/api/failures": {"get": {
                 "summary": "Files that could not be indexed, with why (as `clipdex failures --json`)",
                 "parameters": [query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "Most failures listed (default 200)")],
@@ -519,6 +573,9 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
     });
     if let (Some(paths), Value::Object(people)) = (doc["paths"].as_object_mut(), people_paths()) {
         paths.extend(people);
+    }
+    if let (Some(paths), Value::Object(bulk)) = (doc["paths"].as_object_mut(), bulk_paths()) {
+        paths.extend(bulk);
     }
     doc
 }

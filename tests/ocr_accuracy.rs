@@ -1,0 +1,152 @@
+//! OCR accuracy on real text: clipdex reads the 200 rendered lines of tests/fixtures/ocr-cer
+//! (Latin and Chinese, DejaVu and Noto CJK fonts at 12-64 px, turned up to 10 degrees, a mild
+//! perspective, on crops of the fixture photos; written by tools/make_ocr_cer_set.py with
+//! their truth), and its character error rate must be within half a point of RapidOCR's on the
+//! same images with the same model files (committed in rapidocr-cer.json by that script), for
+//! the Latin lines, the Chinese lines and all of them, with both PP-OCRv4 mobile and PP-OCRv6
+//! small. The rate is computed as the script does: NFKC, white space removed, Levenshtein
+//! distance in code points summed over images and divided by the truth's length.
+//!
+//! The models come from tools/fetch_ocr_models.sh (`.ci/run` fetches them); without them the
+//! tests say so and pass, unless `CI` is set.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clipdex::models::ocr::{OcrConfig, OcrModel};
+use clipdex::photo::{DecodeOptions, open_rgb};
+use serde_json::Value;
+use unicode_normalization::UnicodeNormalization;
+
+/// How far clipdex's rate may be from RapidOCR's, in percentage points.
+const TOLERANCE_POINTS: f64 = 0.5;
+
+fn set_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ocr-cer")
+}
+
+/// The folder of one model set, or `None` (with a message) when the models are absent.
+fn models(set: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("CLIPDEX_OCR_MODELS").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+        cache.join("clipdex-ci/ocr-models")
+    });
+    let dir = root.join(set);
+    if dir.join(".complete").exists() {
+        return Some(dir);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set but the OCR models are not in {}: run tools/fetch_ocr_models.sh", dir.display());
+    }
+    eprintln!("skipped: no OCR models in {} (run tools/fetch_ocr_models.sh)", dir.display());
+    None
+}
+
+/// NFKC without white space, as code points.
+fn squeeze(text: &str) -> Vec<char> {
+    text.nfkc().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// Levenshtein distance (insertions, deletions and substitutions of one code point).
+fn distance(a: &[char], b: &[char]) -> usize {
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// Errors and characters of one group of images.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    errors: usize,
+    chars: usize,
+}
+
+impl Tally {
+    fn percent(&self) -> f64 {
+        100.0 * self.errors as f64 / self.chars.max(1) as f64
+    }
+}
+
+fn check_accuracy(set: &str) {
+    let Some(dir) = models(set) else { return };
+    let model = OcrModel::open(&dir, OcrConfig::default()).unwrap();
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(set_dir().join("truth.json")).unwrap()).unwrap();
+    let truth = truth.as_array().unwrap();
+    assert!(truth.len() >= 200, "the set has {} images", truth.len());
+
+    let started = std::time::Instant::now();
+    let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
+    let mut reads = Vec::new();
+    for entry in truth {
+        let file = entry["file"].as_str().unwrap();
+        let script = entry["script"].as_str().unwrap();
+        let image = open_rgb(&set_dir().join(file), &DecodeOptions::default()).unwrap();
+        let read: String = model.read(&image).unwrap().into_iter().map(|l| l.text).collect();
+        let want = squeeze(entry["text"].as_str().unwrap());
+        let errors = distance(&squeeze(&read), &want);
+        for group in [script, "overall"] {
+            let t = tallies.entry(group).or_default();
+            t.errors += errors;
+            t.chars += want.len();
+        }
+        reads.push((file, read));
+    }
+    eprintln!("{set}: read {} images in {:.1} s", truth.len(), started.elapsed().as_secs_f64());
+    for (group, t) in &tallies {
+        eprintln!("{set} {group}: clipdex CER {:.3}% ({} errors in {} characters)", t.percent(), t.errors, t.chars);
+    }
+    let Ok(reference) = std::fs::read_to_string(set_dir().join("rapidocr-cer.json")) else {
+        for (file, read) in &reads {
+            eprintln!("{set} {file}: clipdex reads {read:?}");
+        }
+        panic!("no rapidocr-cer.json: run tools/make_ocr_cer_set.py");
+    };
+    let reference: Value = serde_json::from_str(&reference).unwrap();
+    assert_eq!(reference["images"].as_u64(), Some(truth.len() as u64), "rapidocr-cer.json is of another set");
+    for (file, read) in &reads {
+        let rapid = reference[set]["read"][file].as_str().unwrap_or_default();
+        if squeeze(rapid) != squeeze(read) {
+            eprintln!("{set} {file}: clipdex reads {read:?}, RapidOCR {rapid:?}");
+        }
+    }
+    let mut failures = Vec::new();
+    for group in ["latin", "chinese", "overall"] {
+        let ours = tallies.get(group).copied().unwrap_or_default();
+        let theirs = &reference[set][group];
+        let theirs_cer = theirs["cer"].as_f64().unwrap();
+        assert_eq!(theirs["chars"].as_u64(), Some(ours.chars as u64), "{set} {group}: the truth changed");
+        eprintln!("{set} {group}: RapidOCR CER {theirs_cer:.3}%");
+        if (ours.percent() - theirs_cer).abs() > TOLERANCE_POINTS {
+            failures.push(format!("{set} {group}: clipdex {:.3}%, RapidOCR {theirs_cer:.3}%", ours.percent()));
+        }
+    }
+    assert!(failures.is_empty(), "character error rates apart by more than {TOLERANCE_POINTS} points: {failures:?}");
+}
+
+#[test]
+fn ppocr_v4_mobile_reads_the_rendered_set_as_accurately_as_rapidocr() {
+    check_accuracy("v4");
+}
+
+#[test]
+fn ppocr_v6_small_reads_the_rendered_set_as_accurately_as_rapidocr() {
+    check_accuracy("v6");
+}
+
+#[test]
+fn the_error_rate_counts_code_points_without_spaces() {
+    assert_eq!(distance(&squeeze("Total 11.05"), &squeeze("TOTAL11.05")), 4);
+    assert_eq!(distance(&squeeze("奶茶 12元"), &squeeze("奶荼12元")), 1);
+    // Full-width forms are their ASCII selves after NFKC.
+    assert_eq!(distance(&squeeze("１２：３０"), &squeeze("12:30")), 0);
+    assert_eq!(distance(&[], &squeeze("abc")), 3);
+}

@@ -4,7 +4,8 @@
 //! their truth), and its character error rate must be within half a point of RapidOCR's on the
 //! same images with the same model files (committed in rapidocr-cer.json by that script), for
 //! the Latin lines, the Chinese lines and all of them, with both PP-OCRv4 mobile and PP-OCRv6
-//! small. The rate is computed as the script does: NFKC, white space removed, Levenshtein
+//! small (RapidOCR's rate is recomputed from its reads, and must equal the committed one).
+//! The rate is computed as the script does: NFKC, white space removed, Levenshtein
 //! distance in code points summed over images and divided by the truth's length.
 //!
 //! The models come from tools/fetch_ocr_models.sh (`.ci/run` fetches them); without them the
@@ -76,57 +77,67 @@ impl Tally {
     }
 }
 
+/// Adds one image's errors to its script's tally and to the overall one.
+fn tally<'a>(tallies: &mut BTreeMap<&'a str, Tally>, script: &'a str, read: &str, truth: &str) {
+    let want = squeeze(truth);
+    let errors = distance(&squeeze(read), &want);
+    for group in [script, "overall"] {
+        let t = tallies.entry(group).or_default();
+        t.errors += errors;
+        t.chars += want.len();
+    }
+}
+
 fn check_accuracy(set: &str) {
     let Some(dir) = models(set) else { return };
     let model = OcrModel::open(&dir, OcrConfig::default()).unwrap();
     let truth: Value = serde_json::from_str(&std::fs::read_to_string(set_dir().join("truth.json")).unwrap()).unwrap();
     let truth = truth.as_array().unwrap();
     assert!(truth.len() >= 200, "the set has {} images", truth.len());
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(set_dir().join("rapidocr-cer.json")).unwrap()).unwrap();
+    assert_eq!(reference["images"].as_u64(), Some(truth.len() as u64), "rapidocr-cer.json is of another set");
+    // CLIPDEX_OCR_CER_IMAGES=N reads only the first N images (a quick look on a slow machine);
+    // RapidOCR's rate is then taken over the same images, from its reads.
+    let limit = std::env::var("CLIPDEX_OCR_CER_IMAGES").ok().and_then(|n| n.parse().ok()).unwrap_or(truth.len());
+    let images = &truth[..limit.min(truth.len())];
 
     let started = std::time::Instant::now();
-    let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
-    let mut reads = Vec::new();
-    for entry in truth {
+    let mut ours: BTreeMap<&str, Tally> = BTreeMap::new();
+    let mut theirs: BTreeMap<&str, Tally> = BTreeMap::new();
+    for entry in images {
         let file = entry["file"].as_str().unwrap();
         let script = entry["script"].as_str().unwrap();
+        let text = entry["text"].as_str().unwrap();
         let image = open_rgb(&set_dir().join(file), &DecodeOptions::default()).unwrap();
         let read: String = model.read(&image).unwrap().into_iter().map(|l| l.text).collect();
-        let want = squeeze(entry["text"].as_str().unwrap());
-        let errors = distance(&squeeze(&read), &want);
-        for group in [script, "overall"] {
-            let t = tallies.entry(group).or_default();
-            t.errors += errors;
-            t.chars += want.len();
-        }
-        reads.push((file, read));
-    }
-    eprintln!("{set}: read {} images in {:.1} s", truth.len(), started.elapsed().as_secs_f64());
-    for (group, t) in &tallies {
-        eprintln!("{set} {group}: clipdex CER {:.3}% ({} errors in {} characters)", t.percent(), t.errors, t.chars);
-    }
-    let Ok(reference) = std::fs::read_to_string(set_dir().join("rapidocr-cer.json")) else {
-        for (file, read) in &reads {
-            eprintln!("{set} {file}: clipdex reads {read:?}");
-        }
-        panic!("no rapidocr-cer.json: run tools/make_ocr_cer_set.py");
-    };
-    let reference: Value = serde_json::from_str(&reference).unwrap();
-    assert_eq!(reference["images"].as_u64(), Some(truth.len() as u64), "rapidocr-cer.json is of another set");
-    for (file, read) in &reads {
-        let rapid = reference[set]["read"][file].as_str().unwrap_or_default();
-        if squeeze(rapid) != squeeze(read) {
-            eprintln!("{set} {file}: clipdex reads {read:?}, RapidOCR {rapid:?}");
+        let rapid = reference[set]["read"][file].as_str().unwrap();
+        tally(&mut ours, script, &read, text);
+        tally(&mut theirs, script, rapid, text);
+        if squeeze(rapid) != squeeze(&read) {
+            eprintln!("{set} {file} ({text:?}): clipdex reads {read:?}, RapidOCR {rapid:?}");
         }
     }
+    eprintln!("{set}: read {} images in {:.1} s", images.len(), started.elapsed().as_secs_f64());
     let mut failures = Vec::new();
     for group in ["latin", "chinese", "overall"] {
-        let ours = tallies.get(group).copied().unwrap_or_default();
-        let theirs = &reference[set][group];
-        let theirs_cer = theirs["cer"].as_f64().unwrap();
-        assert_eq!(theirs["chars"].as_u64(), Some(ours.chars as u64), "{set} {group}: the truth changed");
-        eprintln!("{set} {group}: RapidOCR CER {theirs_cer:.3}%");
-        if (ours.percent() - theirs_cer).abs() > TOLERANCE_POINTS {
-            failures.push(format!("{set} {group}: clipdex {:.3}%, RapidOCR {theirs_cer:.3}%", ours.percent()));
+        let (o, t) = (ours.get(group).copied().unwrap_or_default(), theirs.get(group).copied().unwrap_or_default());
+        eprintln!(
+            "{set} {group}: clipdex CER {:.3}% ({} errors in {} characters), RapidOCR {:.3}% ({} errors)",
+            o.percent(),
+            o.errors,
+            o.chars,
+            t.percent(),
+            t.errors
+        );
+        if images.len() == truth.len() {
+            // The committed rates are the script's own arithmetic on the same reads.
+            let committed = &reference[set][group];
+            assert_eq!(committed["chars"].as_u64(), Some(t.chars as u64), "{set} {group}: the truth changed");
+            assert_eq!(committed["errors"].as_u64(), Some(t.errors as u64), "{set} {group}: the metric differs");
+        }
+        if (o.percent() - t.percent()).abs() > TOLERANCE_POINTS {
+            failures.push(format!("{set} {group}: clipdex {:.3}%, RapidOCR {:.3}%", o.percent(), t.percent()));
         }
     }
     assert!(failures.is_empty(), "character error rates apart by more than {TOLERANCE_POINTS} points: {failures:?}");

@@ -20,8 +20,8 @@ decision and says nothing of whether the characters were read); the rate is the 
 of the Levenshtein distance (in code points) divided by the sum of the truth's lengths, for the
 Latin images, the Chinese images and all of them. tests/ocr_accuracy.rs computes it the same way.
 
-    /root/venv-ocr/bin/python tools/make_ocr_cer_set.py [MODELS_DIR]
-        # MODELS_DIR defaults to ~/.cache/clipdex-ci/ocr-models
+    /root/venv-ocr/bin/python tools/make_ocr_cer_set.py [--workers=N] [--no-measure] [MODELS_DIR]
+        # MODELS_DIR defaults to ~/.cache/clipdex-ci/ocr-models; N processes per model set
 """
 
 import json
@@ -249,20 +249,20 @@ def cer(truth, read):
     return out
 
 
-def measure_set(name, params, truth):
+def measure_part(name, params, part):
     from rapidocr import RapidOCR
 
     engine = RapidOCR(params={k: str(v) for k, v in params.items()} | {"Global.log_level": "error"})
     read = {}
-    for i, t in enumerate(truth):
+    for i, t in enumerate(part):
         out = engine(str(OUT / t["file"]))
         read[t["file"]] = "".join(out.txts) if out.txts is not None else ""
-        if i % 20 == 0:
-            print(name, i, file=sys.stderr, flush=True)
-    return read
+        if i % 10 == 0:
+            print(name, t["file"], file=sys.stderr, flush=True)
+    return name, read
 
 
-def measure(truth, models_dir):
+def measure(truth, models_dir, workers):
     from concurrent.futures import ProcessPoolExecutor
 
     sets = {
@@ -280,10 +280,16 @@ def measure(truth, models_dir):
     report = {"rapidocr": "3.10.0", "images": len(truth),
               "metric": "Levenshtein distance in code points over NFKC text without white space, "
                         "summed over images, divided by the truth's length; lines joined in reading order; percent"}
-    # One process per model set.
-    with ProcessPoolExecutor(len(sets)) as pool:
-        reads = {name: pool.submit(measure_set, name, params, truth) for name, params in sets.items()}
-        reads = {name: r.result() for name, r in reads.items()}
+    # Each model set's images in `workers` parts, one process each (the results do not depend
+    # on the split: every image is read on its own).
+    reads = {name: {} for name in sets}
+    with ProcessPoolExecutor(workers * len(sets)) as pool:
+        jobs = [pool.submit(measure_part, name, params, truth[k::workers])
+                for name, params in sets.items() for k in range(workers)]
+        for job in jobs:
+            name, read = job.result()
+            reads[name].update(read)
+    reads = {name: {t["file"]: read[t["file"]] for t in truth} for name, read in reads.items()}
     for name, read in reads.items():
         report[name] = cer(truth, read)
         report[name]["read"] = read
@@ -300,4 +306,5 @@ if __name__ == "__main__":
     if "--no-measure" in sys.argv:
         generate()
     else:
-        measure(generate(), models)
+        workers = next((int(a.split("=")[1]) for a in sys.argv if a.startswith("--workers=")), 1)
+        measure(generate(), models, workers)

@@ -1,5 +1,5 @@
 //! `GET /api/jobs` and `GET /api/failures`: the background passes of the server (indexing,
-//! tagging, captioning, thumbnails) with their progress, rate and time left, and the files
+//! tagging, captioning, finding faces, thumbnails) with their progress, rate and time left, and the files
 //! that could not be indexed with their reasons (the web UI's Jobs view).
 //!
 //! Rates are measured by the server between the samples it takes when asked: from the first
@@ -51,16 +51,23 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 async fn jobs(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let indexer = state.indexer.status();
     let shared = state.clone();
-    let (library, tagging, captioning) = blocking(move || {
+    let (library, tagging, captioning, faces) = blocking(move || {
         let library = shared.library.stats()?;
-        Ok((library, shared.library.autotag_settings()?.is_some(), shared.library.caption_settings()?.is_some()))
+        let faces = shared.library.settings()?.face_model_dir().is_some();
+        Ok((library, shared.library.autotag_settings()?.is_some(), shared.library.caption_settings()?.is_some(), faces))
     })
     .await?;
     let images = library.counts.images;
-    let passes: [Pass; 4] = [
+    let passes: [Pass; 5] = [
         ("indexing", "Indexing new and changed files", Some((indexer.done, indexer.total))),
         ("tagging", "Auto-tagging", tagging.then_some((library.counts.tagged, images))),
         ("captioning", "Captioning", captioning.then_some((library.counts.captioned, images))),
+        // Until its first run reports, a face pass that is on has looked at nothing.
+        (
+            "finding_faces",
+            "Finding faces",
+            faces.then(|| indexer.finding_faces.map_or((0, images), |p| (p.done, p.total))),
+        ),
         ("thumbnails", "Thumbnails", indexer.thumbnails.map(|t| (t.done, t.total))),
     ];
     let jobs: Vec<Value> = passes

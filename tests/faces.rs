@@ -194,7 +194,13 @@ fn a_small_face_is_found_in_a_12_megapixel_photo() {
     assert_eq!(scan.faces.len(), 1, "{:?}", scan.faces.iter().map(|f| f.bbox).collect::<Vec<_>>());
     let (found, want) = (&scan.faces[0], &alone[0]);
     for k in 0..4 {
-        let offset = if k == 0 { at.0 as f32 } else if k == 1 { at.1 as f32 } else { 0.0 };
+        let offset = if k == 0 {
+            at.0 as f32
+        } else if k == 1 {
+            at.1 as f32
+        } else {
+            0.0
+        };
         assert!((found.bbox[k] - (want.bbox[k] + offset)).abs() <= 4.0, "{:?} vs {:?} + {at:?}", found.bbox, want.bbox);
     }
     let same: f32 = found.embedding.iter().zip(&want.embedding).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();

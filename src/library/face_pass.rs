@@ -7,7 +7,8 @@
 //! looked at again only when its content or the face model changed (each image's faces are
 //! stored with the scan that found them: model and content hash). The pass is safe to kill:
 //! an image's faces are stored in one transaction as soon as they are found, and the faces
-//! that were not yet grouped into persons are grouped by the next pass. New faces join
+//! that were not yet grouped into persons are grouped by the next pass. The store is flushed
+//! after each photo, so a kill loses none that was looked at. New faces join
 //! persons after every [`PLACE_EVERY`] images, so people appear while a long pass runs.
 
 use std::path::Path;
@@ -92,6 +93,9 @@ impl Library {
             }
             match self.find_faces_in(finder, id, &FaceScan { model: model.clone(), hash }) {
                 Ok(n) => {
+                    // On disk before the next photo (a detection costs far more than this), so
+                    // a kill loses no photo that was looked at.
+                    self.store.flush()?;
                     tracing::debug!("faces of image {id}: {n} stored");
                     report.scanned += 1;
                     report.faces += n;

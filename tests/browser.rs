@@ -1324,9 +1324,10 @@ fn the_jobs_view_lists_the_passes_and_the_unreadable_files_in_headless_chromium(
     let jobs: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j.as_str().unwrap()).collect();
     assert_eq!(
         jobs.iter().map(|j| j.split(':').next().unwrap()).collect::<Vec<_>>(),
-        ["indexing", "tagging", "captioning", "thumbnails"]
+        ["indexing", "tagging", "captioning", "finding_faces", "thumbnails"]
     );
     assert!(jobs.contains(&"tagging: off") && jobs.contains(&"captioning: off"), "{jobs:?}");
+    assert!(jobs.contains(&"finding_faces: off"), "{jobs:?}");
     browser.screenshot(&artefacts.join("jobs.png"));
     if let Some(axe) = axe_script() {
         let found = browser.axe_violations(&axe);

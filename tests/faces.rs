@@ -173,6 +173,47 @@ fn hostile_photos_cost_bounded_work() {
     assert!(scan.faces.len() <= 20);
 }
 
+/// A 12 MP photo (4032 x 3024) holding one small real face (about 60 px): the whole photo
+/// reduced to the 2 MP budget shows it at about 25 px, under what the detector sees, so only
+/// the tiles find it, where a search of the face's own photo finds it. Ignored by default: its 70
+/// tiles take over 15 CPU-minutes in a debug build (run it with `cargo test --release --test faces
+/// -- --ignored`).
+#[test]
+#[ignore = "70 detector runs: over 15 CPU-minutes in a debug build"]
+fn a_small_face_is_found_in_a_12_megapixel_photo() {
+    let Some(mut model) = model() else { return };
+    let small = photo("obama_small.png");
+    let alone = model.faces(&small).unwrap();
+    assert_eq!(alone.len(), 1);
+    // A textured canvas (no flat background the detector could find easy), the face far from
+    // the corners and across no tile edge in particular.
+    let mut canvas =
+        RgbImage::from_fn(4032, 3024, |x, y| Rgb([(90 + (x * 7 + y * 3) % 60) as u8, (100 + (x ^ y) % 50) as u8, 110]));
+    let at = (2531u32, 1687u32);
+    image::imageops::replace(&mut canvas, &small, at.0 as i64, at.1 as i64);
+    let scan = model.scan(&canvas).unwrap();
+    assert!(scan.reduced && !scan.incomplete);
+    assert_eq!(scan.tiles, 70);
+    assert_eq!(scan.faces.len(), 1, "{:?}", scan.faces.iter().map(|f| f.bbox).collect::<Vec<_>>());
+    let (found, want) = (&scan.faces[0], &alone[0]);
+    for k in 0..4 {
+        let offset = if k == 0 {
+            at.0 as f32
+        } else if k == 1 {
+            at.1 as f32
+        } else {
+            0.0
+        };
+        assert!((found.bbox[k] - (want.bbox[k] + offset)).abs() <= 4.0, "{:?} vs {:?} + {at:?}", found.bbox, want.bbox);
+    }
+    let same: f32 = found.embedding.iter().zip(&want.embedding).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();
+    assert!(same < 0.1, "the face found in the tile is the same face: distance {same}");
+    // Without tiles (as before), the face is lost.
+    model.set_options(FaceOptions { max_tiles: 0, ..FaceOptions::default() });
+    let whole = model.scan(&canvas).unwrap();
+    assert!(whole.incomplete && whole.faces.is_empty(), "{:?}", whole.faces.iter().map(|f| f.bbox).collect::<Vec<_>>());
+}
+
 #[test]
 fn the_faces_command_prints_the_documented_json() {
     if !models_present() {

@@ -10,6 +10,7 @@ const LABELS = {
   itm_model: "Image–text matching model",
   seg_model: "Segmentation model",
   ocr_model: "Text reading (OCR) model folder",
+  face_model: "Face model folder (people), or none",
   precision: "Precision",
   background_jobs: "Run background jobs",
   duplicates_folder: "Folder for moved duplicates",

@@ -70,8 +70,13 @@ pub fn run(g: &GlobalOptions, args: &FacesArgs) -> anyhow::Result<ExitCode> {
                         model.as_ref().map_or(0, |m| m.options().max_faces)
                     );
                 }
-                if scan.reduced {
-                    tracing::info!("{}: searched without upsampling (over the pixel budget)", path_text::escaped(path));
+                if scan.incomplete {
+                    tracing::info!(
+                        "{}: too large to be searched in tiles; faces under about 200 px may be missed",
+                        path_text::escaped(path)
+                    );
+                } else if scan.tiles > 0 {
+                    tracing::info!("{}: searched whole, then in {} tiles", path_text::escaped(path), scan.tiles);
                 }
                 if args.json {
                     let faces: Vec<_> = scan

@@ -59,6 +59,15 @@ pub struct IndexArgs {
     /// it differs from the recorded one (`clipdex config set ocr_model DIR|default` changes it).
     #[arg(long, value_name = "DIR|none")]
     pub ocr_model: Option<String>,
+    /// After embedding, find the faces in the photos not looked at yet and group them into
+    /// persons (with the library's face model, --face-model or CLIPDEX_FACE_MODEL); once the
+    /// library has a face model, every pass does.
+    #[arg(long)]
+    pub faces: bool,
+    /// The face models (a folder with dlib's files; tools/fetch_face_models.sh fetches them),
+    /// or `none` to make no face data; the library remembers it (`config set face_model`).
+    #[arg(long, value_name = "DIR|none")]
+    pub face_model: Option<String>,
 }
 
 /// `clipdex worker`.
@@ -100,6 +109,10 @@ pub struct WatchArgs {
     /// it differs from the recorded one (`clipdex config set ocr_model DIR|default` changes it).
     #[arg(long, value_name = "DIR|none")]
     pub ocr_model: Option<String>,
+    /// Find the faces in photos in the background with these face models (a folder with dlib's
+    /// files), or `none` to make no face data; the library remembers it.
+    #[arg(long, value_name = "DIR|none")]
+    pub face_model: Option<String>,
 }
 
 fn parse_path_map(s: &str) -> Result<(PathBuf, PathBuf), String> {
@@ -168,8 +181,9 @@ pub fn remove(library: &Library, args: RemoveArgs, out: &mut dyn Write, ctx: &Ru
 
 /// `clipdex index`: here, or by the indexer of the server that holds the library.
 pub fn index(library: &Library, args: IndexArgs, out: &mut dyn Write, ctx: &Runner) -> anyhow::Result<()> {
-    let IndexArgs { json, prune, ocr, ocr_model, .. } = args;
+    let IndexArgs { json, prune, ocr, ocr_model, faces, face_model, .. } = args;
     super::ocr::choose_model(library, ocr_model.as_deref(), ocr)?;
+    super::people::choose_face_model(library, face_model.as_deref(), faces)?;
     let report = match ctx.server {
         // The server's own indexer runs the pass: two passes at once would embed the
         // same new photos twice.
@@ -207,6 +221,9 @@ pub fn index(library: &Library, args: IndexArgs, out: &mut dyn Write, ctx: &Runn
     )?;
     if report.text_read > 0 {
         writeln!(out, "text read in {} photos", report.text_read)?;
+    }
+    if report.faces_scanned > 0 {
+        writeln!(out, "faces looked for in {} photos", report.faces_scanned)?;
     }
     for r in &report.missing_roots {
         writeln!(
@@ -257,6 +274,7 @@ pub fn worker(library: &Library, args: WorkerArgs, out: &mut dyn Write) -> anyho
 /// `clipdex watch`: indexes, then follows the folders, printing a line per pass.
 pub fn watch(library: &Library, args: WatchArgs) -> anyhow::Result<()> {
     super::ocr::choose_model(library, args.ocr_model.as_deref(), false)?;
+    super::people::choose_face_model(library, args.face_model.as_deref(), false)?;
     let options = clipdex::indexer::watch::WatchOptions {
         debounce: std::time::Duration::from_millis(args.debounce_ms),
         rescan_every: std::time::Duration::from_secs(args.rescan_secs),

@@ -43,12 +43,12 @@ pub struct PeopleArgs {
     /// Delete every face, person, name and correction of the library.
     #[arg(long, group = "change")]
     pub forget: bool,
-    /// Find the faces in every photo not yet looked at with this face model, and group them
-    /// into persons (needs --face-model).
-    #[arg(long, group = "change", requires = "face_model")]
+    /// Find the faces in every photo not yet looked at with the library's face model (or
+    /// --face-model), and group them into persons.
+    #[arg(long, group = "change")]
     pub scan: bool,
     /// With --scan: a folder holding dlib's face models (tools/fetch_face_models.sh fetches
-    /// them; see `clipdex faces`).
+    /// them; see `clipdex faces`); the library remembers it (`config set face_model`).
     #[arg(long, value_name = "DIR", requires = "scan")]
     pub face_model: Option<String>,
     /// With --recluster: faces further apart than this are not one person (Euclidean
@@ -64,6 +64,41 @@ pub struct PeopleArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Sets the library's face model from `--face-model DIR|none` when the library records none
+/// (`none`: no face data is made); a flag that disagrees with the recorded one is refused. With
+/// `required` (`index --faces`, `people --scan`) a model must be known: given, recorded, or in
+/// `CLIPDEX_FACE_MODEL`.
+pub fn choose_face_model(library: &Library, spec: Option<&str>, required: bool) -> anyhow::Result<()> {
+    let settings = library.settings()?;
+    let spec = match spec {
+        Some(s) => Some(s.to_string()),
+        None if required && settings.face_model.is_none() => std::env::var("CLIPDEX_FACE_MODEL").ok(),
+        None => None,
+    };
+    if let Some(spec) = spec.as_deref() {
+        if let Some(refusal) = settings.disagreement("face_model", spec)? {
+            anyhow::bail!(refusal);
+        }
+        if settings.face_model.is_none() {
+            // Checked now (the folder holds the models), so a wrong folder is an error here,
+            // not in the background.
+            library.set_setting_value("face_model", Some(spec))?;
+        }
+    }
+    if required && library.settings()?.face_model_dir().is_none() {
+        anyhow::bail!(match library.settings()?.face_model {
+            Some(_) => "the library is set to --face-model none: record a folder of face models with \
+                        `clipdex config set face_model DIR`"
+                .to_string(),
+            None => "no face model: give --face-model DIR (a folder with dlib's face models; \
+                     tools/fetch_face_models.sh fetches them), set CLIPDEX_FACE_MODEL, or record it with \
+                     `clipdex config set face_model DIR`"
+                .to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn person_id(library: &Library, spec: &str) -> anyhow::Result<PersonId> {
@@ -85,9 +120,9 @@ pub fn run(library: &Library, args: PeopleArgs, out: &mut dyn Write) -> anyhow::
         Ok(())
     };
     if args.scan {
-        let Some(dir) = args.face_model.as_deref() else { anyhow::bail!("--scan needs --face-model DIR") };
-        let model = clipdex::models::faces::FaceModel::load(std::path::Path::new(dir))?;
-        let report = library.find_faces(&model)?;
+        choose_face_model(library, args.face_model.as_deref(), true)?;
+        let Some(finder) = library.face_finder()? else { anyhow::bail!("the library has no face model") };
+        let report = super::session::with_progress(|progress| library.find_faces_with(&*finder, progress, &|| false))?;
         let failed: Vec<_> = report.failed.iter().map(|(id, why)| json!({"id": id, "error": why})).collect();
         return done(
             out,

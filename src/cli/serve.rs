@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// given), with how to install it, and exit.
     #[arg(long)]
     pub print_systemd_unit: bool,
+    /// Find the faces in photos in the background with these face models (a folder with dlib's
+    /// files), or `none` to make no face data; the library remembers it.
+    #[arg(long, value_name = "DIR|none")]
+    pub face_model: Option<String>,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -96,6 +100,7 @@ fn parse_named_model(s: &str) -> Result<(String, String), String> {
 /// Serves `library` until the process is stopped.
 pub fn serve(g: &GlobalOptions, library: Library, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     super::ocr::choose_model(&library, args.ocr_model.as_deref(), false)?;
+    super::people::choose_face_model(&library, args.face_model.as_deref(), false)?;
     let options = clipdex::server::ServeOptions {
         bind: args.bind.clone(),
         token: args.token.clone(),

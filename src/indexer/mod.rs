@@ -84,6 +84,8 @@ pub struct IndexReport {
     pub captioned: u64,
     /// Images whose text was read after the pass (when an OCR model is set for the library).
     pub text_read: u64,
+    /// Images looked at for faces after the pass (when a face model is set for the library).
+    pub faces_scanned: u64,
     /// Roots another process was scanning (PostgreSQL: one process scans a root at a time;
     /// this one helped embed what that one queued).
     #[serde(serialize_with = "crate::path_text::display_list")]

@@ -26,6 +26,8 @@ pub enum Stage {
     Captioning,
     /// Reading the text in new photos (an OCR model is set for the library).
     ReadingText,
+    /// Finding the faces in new photos (a face model is set for the library).
+    FindingFaces,
     /// Making the web UI's thumbnails.
     Thumbnails,
 }
@@ -125,7 +127,7 @@ impl Library {
         self.maintain_index()?;
         report.captioned = self.caption_pending(progress, &|| false)?.map_or(0, |r| r.captioned);
         report.text_read = self.read_text_pending(progress, &|| false)?.map_or(0, |r| r.read);
-        self.find_pending_faces();
+        report.faces_scanned = self.find_faces_pending(progress, &|| false)?.map_or(0, |r| r.scanned as u64);
         Ok(report)
     }
 
@@ -137,6 +139,7 @@ impl Library {
         self.maintain_index()?;
         report.captioned = self.caption_pending(progress, &|| false)?.map_or(0, |r| r.captioned);
         report.text_read = self.read_text_pending(progress, &|| false)?.map_or(0, |r| r.read);
+        report.faces_scanned = self.find_faces_pending(progress, &|| false)?.map_or(0, |r| r.scanned as u64);
         Ok(report)
     }
 
@@ -277,7 +280,7 @@ impl Library {
     }
 
     /// What follows a watch's pass, at lower priority: captions (when captioning is on), the
-    /// text in photos (when an OCR model is set), and the
+    /// text in photos (when an OCR model is set), faces (when a face model is set), and the
     /// web UI's thumbnails of every photo not yet done; `pause` ends it early. Failures are
     /// logged, not fatal: they are retried after the next pass.
     fn background_work(&self, pause: &dyn Fn() -> bool, on_stage: &(dyn Fn(Stage, u64, u64) + Sync)) {
@@ -295,7 +298,7 @@ impl Library {
         if pause() {
             return;
         }
-        self.find_pending_faces();
+        self.find_faces_in_background(&|done, total| on_stage(Stage::FindingFaces, done, total), pause);
         if pause() {
             return;
         }

@@ -30,6 +30,7 @@ mod display;
 mod duplicate_batches;
 mod duplicates;
 mod face_thumbs;
+mod face_pass;
 mod facets;
 mod frames;
 mod images;
@@ -151,8 +152,8 @@ pub struct Library {
     captioner: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::models::blip::BlipCaptioner>>>,
     /// The JPEGs of the video frames served last ([`Library::video_frame`]).
     recent_frames: std::sync::Mutex<frames::RecentFrames>,
-    /// The face model of the face pass, when one is set ([`Library::set_face_finder`]).
-    face_finder: RwLock<Option<Arc<dyn FaceFinder>>>,
+    /// The face model of the face pass, once loaded or set ([`Library::face_finder`]).
+    face_finder: RwLock<face_pass::FaceFinderSlot>,
 }
 
 /// The models' settings in use: the recorded ones, else the configured ones.

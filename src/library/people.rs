@@ -1,9 +1,10 @@
 //! People: every face in the library, grouped into persons the user can name, merge, hide and
 //! correct, and searched by (`person:Anna`).
 //!
-//! The face pass ([`Library::find_faces`]) looks at each image whose content or face model
-//! changed since it was last looked at, through a [`FaceFinder`] (the face model), and stores
-//! its faces at once. New faces then join persons incrementally ([`crate::query::people`]).
+//! The face pass ([`Library::find_faces`], run by itself after indexing: see `face_pass.rs`)
+//! looks at each image whose content or face model changed since it was last looked at,
+//! through a [`FaceFinder`] (the face model), and stores its faces at once. New faces then
+//! join persons incrementally ([`crate::query::people`]).
 //!
 //! The user's decisions are kept where reclustering and a new model cannot lose them:
 //! - naming, hiding or merging a person, and splitting a face off into a person of its own,
@@ -18,7 +19,6 @@
 //! against A, except for faces now in A (the later decision wins).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -31,8 +31,9 @@ use crate::store::{FaceId, FaceScan, ImageId, NewFace, PeopleChange, Person, Per
 pub(crate) const PEOPLE_SETTING: &str = "people";
 
 /// The longest side images are looked at for faces, pixels (boxes are stored in the image's
-/// own pixels).
-pub const FACE_SIDE: u32 = 2048;
+/// own pixels): a 12 MP phone photo (4032 x 3024) is looked at in full, so that its small
+/// faces are found (the model searches a large photo tile by tile).
+pub const FACE_SIDE: u32 = 4096;
 
 /// A face as a face model finds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,25 +143,6 @@ fn details(face: &StoredFace, names: &HashMap<PersonId, Option<String>>) -> Face
 }
 
 impl Library {
-    /// Sets (or with `None` removes) the face model of the face pass that follows indexing.
-    pub fn set_face_finder(&self, finder: Option<Arc<dyn FaceFinder>>) {
-        *self.face_finder.write().unwrap_or_else(|e| e.into_inner()) = finder;
-    }
-
-    /// The face pass after indexing, when a face model is set: failures are logged, not
-    /// fatal (the images are looked at again by the next pass).
-    pub(super) fn find_pending_faces(&self) {
-        let finder = self.face_finder.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(finder) = finder else { return };
-        match self.find_faces(&*finder) {
-            Ok(report) if !report.failed.is_empty() => {
-                tracing::warn!("faces: {} images could not be looked at", report.failed.len());
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("finding faces failed: {e}"),
-        }
-    }
-
     /// The grouping's parameters (the defaults until set).
     pub fn cluster_options(&self) -> Result<ClusterOptions> {
         Ok(self.store.setting(PEOPLE_SETTING)?.unwrap_or_default())
@@ -178,52 +160,9 @@ impl Library {
     }
 
     /// Looks for faces in every image whose content or face model changed since its faces were
-    /// last looked for, then groups the new faces. Safe to interrupt: each image's faces are
-    /// stored at once, and the next pass goes on where this one stopped.
+    /// last looked for, then groups the new faces (see [`Library::find_faces_with`]).
     pub fn find_faces(&self, finder: &dyn FaceFinder) -> Result<FaceReport> {
-        let model = finder.id();
-        let mut report = FaceReport::default();
-        let mut todo = Vec::new();
-        for item in self.store.images() {
-            let (id, record) = item?;
-            let scan = self.store.face_scan(id)?;
-            if scan.as_ref().is_none_or(|s| s.model != model || s.hash != record.hash) {
-                todo.push((id, record.hash));
-            }
-        }
-        for (id, hash) in todo {
-            match self.find_faces_in(finder, id, &FaceScan { model: model.clone(), hash }) {
-                Ok(n) => {
-                    report.scanned += 1;
-                    report.faces += n;
-                }
-                Err(e) => report.failed.push((id, e.to_string())),
-            }
-        }
-        let (placed, new_persons) = self.place_pending_faces()?;
-        report.placed = placed;
-        report.new_persons = new_persons;
-        Ok(report)
-    }
-
-    /// Finds and stores the faces of one image, carrying the user's decisions over from the
-    /// faces it had (matched by box overlap). Returns how many faces it has.
-    fn find_faces_in(&self, finder: &dyn FaceFinder, id: ImageId, scan: &FaceScan) -> Result<usize> {
-        let (photo, (width, _)) = self.open_indexed_within(id, FACE_SIDE)?;
-        let scale = if photo.width() == 0 { 1.0 } else { width as f32 / photo.width() as f32 };
-        let found = finder.faces(&photo)?;
-        let faces: Vec<NewFace> = found
-            .into_iter()
-            .map(|f| NewFace {
-                bbox: f.bbox.map(|v| v * scale),
-                score: f.score,
-                landmarks: f.landmarks.map(|[x, y]| [x * scale, y * scale]),
-                embedding: f.embedding,
-                person: None,
-                pinned: false,
-            })
-            .collect();
-        self.store_found_faces(id, scan, faces)
+        self.find_faces_with(finder, &|_, _| {}, &|| false)
     }
 
     /// Stores an image's faces as found by a model (boxes in the image's pixels), carrying

@@ -1,6 +1,6 @@
 //! The library's settings: which models its commands use (CLIP, text model, captioner,
 //! question answering, image–text matching, segmenter, OCR), the precision of their linear
-//! layers, and whether the server runs background jobs. Recorded once in the library itself
+//! layers, the face model of the face pass, and whether the server runs background jobs. Recorded once in the library itself
 //! (one JSON setting, the same on both backends), so every command and the server use them
 //! without flags.
 //!
@@ -46,6 +46,9 @@ pub struct Settings {
     /// The PP-OCR model folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ocr_model: Option<String>,
+    /// The folder of dlib's face models the face pass uses, or `none` (no face data is made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_model: Option<String>,
     /// The arithmetic of the models' linear layers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<Precision>,
@@ -81,6 +84,7 @@ pub const SETTING_NAMES: &[(&str, &str)] = &[
     ("itm_model", "BLIP image-text matching model (match, re-ranking)"),
     ("seg_model", "CLIPSeg model (segment, crop search, where in a photo)"),
     ("ocr_model", "PP-OCR model folder (ocr)"),
+    ("face_model", "folder of dlib's face models: faces found in the background and grouped into people, or none"),
     ("precision", "arithmetic of the models' linear layers: f32, bf16, int8 or auto"),
     ("background_jobs", "whether the server indexes, follows the folders and runs passes in the background: on or off"),
     ("duplicates_folder", "folder outside the library where the web UI moves the duplicates it is told to move out"),
@@ -96,6 +100,7 @@ pub fn default_of(name: &str) -> String {
         "itm_model" => crate::models::blip::DEFAULT_ITM_MODEL.to_string(),
         "seg_model" => crate::models::clipseg::DEFAULT_SEG_MODEL.to_string(),
         "ocr_model" => "none".to_string(),
+        "face_model" => "none".to_string(),
         "precision" => Precision::F32.to_string(),
         "background_jobs" => "on".to_string(),
         "duplicates_folder" => format!("DB/{DEFAULT_DUPLICATES_FOLDER} (a folder library; none for PostgreSQL)"),
@@ -117,7 +122,29 @@ fn parse_switch(value: &str) -> Result<bool> {
     }
 }
 
+/// `none`, or a folder holding dlib's face models (spelled as [`canonical_spec`] does).
+fn checked_face_model(value: &str) -> Result<String> {
+    if value == "none" {
+        return Ok(value.to_string());
+    }
+    let detector = std::path::Path::new(value).join(crate::models::faces::DETECTOR_FILE);
+    if !detector.is_file() {
+        return Err(Error::Invalid(format!(
+            "{value} holds no {}: the face model is a folder of dlib's face models \
+             (tools/fetch_face_models.sh fetches them), or none",
+            crate::models::faces::DETECTOR_FILE
+        )));
+    }
+    Ok(canonical_spec(value))
+}
+
 impl Settings {
+    /// The folder of the face models the face pass uses; `None` when none is recorded or it is
+    /// recorded as `none`.
+    pub fn face_model_dir(&self) -> Option<&str> {
+        self.face_model.as_deref().filter(|m| *m != "none")
+    }
+
     /// The recorded value of `name`, as text (`None`: not recorded). The CLIP model is not
     /// part of this record (see [`Library::setting_entries`]).
     pub fn get(&self, name: &str) -> Result<Option<String>> {
@@ -128,6 +155,7 @@ impl Settings {
             "itm_model" => self.itm_model.clone(),
             "seg_model" => self.seg_model.clone(),
             "ocr_model" => self.ocr_model.clone(),
+            "face_model" => self.face_model.clone(),
             "precision" => self.precision.map(|p| p.to_string()),
             "background_jobs" => self.background_jobs.map(|on| if on { "on" } else { "off" }.to_string()),
             "duplicates_folder" => self.duplicates_folder.clone(),
@@ -170,6 +198,7 @@ impl Settings {
                     None => None,
                 }
             }
+            "face_model" => self.face_model = value.map(checked_face_model).transpose()?,
             "precision" => self.precision = value.map(str::parse).transpose()?,
             "background_jobs" => self.background_jobs = value.map(parse_switch).transpose()?,
             "duplicates_folder" => {
@@ -321,5 +350,23 @@ mod tests {
         assert_eq!(s.disagreement("vqa_model", "x/y").unwrap(), None);
         s.set("precision", None).unwrap();
         assert_eq!(s.get("precision").unwrap(), None);
+    }
+
+    #[test]
+    fn the_face_model_is_a_folder_of_face_models_or_none() {
+        let mut s = Settings::default();
+        assert_eq!(s.face_model_dir(), None);
+        s.set("face_model", Some("none")).unwrap();
+        assert_eq!((s.get("face_model").unwrap().as_deref(), s.face_model_dir()), (Some("none"), None));
+        // A folder without dlib's detector is refused, naming what is missing.
+        let empty = tempfile::tempdir().unwrap();
+        let e = s.set("face_model", Some(empty.path().to_str().unwrap())).unwrap_err().to_string();
+        assert!(e.contains(crate::models::faces::DETECTOR_FILE), "{e}");
+        std::fs::write(empty.path().join(crate::models::faces::DETECTOR_FILE), b"x").unwrap();
+        s.set("face_model", Some(empty.path().to_str().unwrap())).unwrap();
+        let dir = s.face_model_dir().unwrap().to_string();
+        assert_eq!(s.disagreement("face_model", empty.path().to_str().unwrap()).unwrap(), None);
+        let refused = s.disagreement("face_model", "none").unwrap().unwrap();
+        assert!(refused.contains(&format!("--face-model {dir}")) && refused.contains("config set face_model none"));
     }
 }

@@ -1240,6 +1240,7 @@ async fn status(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
         // Reading text: the background run's position, as for thumbnails (the store keeps no
         // count of photos read by the current model).
         "reading_text": indexer.reading_text,
+        "finding_faces": indexer.finding_faces,
         "thumbnails": indexer.thumbnails,
     });
     Ok(HttpResponse::Ok()

@@ -77,6 +77,9 @@ pub struct IndexerStatus {
     /// Reading the text in new photos (images looked at of the library's), when an OCR model
     /// is set; `None` until it starts.
     pub reading_text: Option<StageProgress>,
+    /// Finding the faces in new photos (images looked at of the library's), when a face model
+    /// is set; `None` until it starts.
+    pub finding_faces: Option<StageProgress>,
     pub thumbnails: Option<StageProgress>,
 }
 
@@ -116,6 +119,7 @@ impl BackgroundIndexer {
                 retry_in_s: None,
                 captioning: None,
                 reading_text: None,
+                finding_faces: None,
                 thumbnails: None,
             }),
             interrupt: AtomicBool::new(false),
@@ -272,6 +276,7 @@ impl BackgroundIndexer {
                 match stage {
                     Stage::Captioning => s.captioning = progress,
                     Stage::ReadingText => s.reading_text = progress,
+                    Stage::FindingFaces => s.finding_faces = progress,
                     Stage::Thumbnails => s.thumbnails = progress,
                 }
             };

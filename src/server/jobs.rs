@@ -1,6 +1,6 @@
 //! `GET /api/jobs` and `GET /api/failures`: the background passes of the server (indexing,
-//! tagging, captioning, thumbnails) with their progress, rate and time left, and the files
-//! that could not be indexed with their reasons (the web UI's Jobs view);
+//! tagging, captioning, finding faces, thumbnails) with their progress, rate and time left, and
+//! the files that could not be indexed with their reasons (the web UI's Jobs view);
 //! `POST /api/jobs/{name}/pause` and `/resume` (remembered by the library across restarts),
 //! and `POST /api/failures/retry`, which forgets a failure and starts a pass that tries the
 //! file again.
@@ -121,17 +121,24 @@ async fn retry(state: web::Data<AppState>, body: web::Json<RetryBody>) -> ApiRes
 async fn jobs(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let indexer = state.indexer.status();
     let shared = state.clone();
-    let (library, tagging, captioning, paused) = blocking(move || {
+    let (library, tagging, captioning, paused, faces) = blocking(move || {
         let library = shared.library.stats()?;
         let tagging = shared.library.autotag_settings()?.is_some();
-        Ok((library, tagging, shared.library.caption_settings()?.is_some(), shared.library.paused_passes()?))
+        let faces = shared.library.settings()?.face_model_dir().is_some();
+        Ok((library, tagging, shared.library.caption_settings()?.is_some(), shared.library.paused_passes()?, faces))
     })
     .await?;
     let images = library.counts.images;
-    let passes: [Pass; 4] = [
+    let passes: [Pass; 5] = [
         ("indexing", "Indexing new and changed files", Some((indexer.done, indexer.total))),
         ("tagging", "Auto-tagging", tagging.then_some((library.counts.tagged, images))),
         ("captioning", "Captioning", captioning.then_some((library.counts.captioned, images))),
+        // Until its first run reports, a face pass that is on has looked at nothing.
+        (
+            "finding_faces",
+            "Finding faces",
+            faces.then(|| indexer.finding_faces.map_or((0, images), |p| (p.done, p.total))),
+        ),
         ("thumbnails", "Thumbnails", indexer.thumbnails.map(|t| (t.done, t.total))),
     ];
     let jobs: Vec<Value> = passes

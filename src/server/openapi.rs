@@ -476,8 +476,8 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                 "responses": responses(200, ok("Status", json!({"type": "object", "properties": {
                     "library": {"type": "object", "description": "as `clipdex stats --json`"},
                     "finetuned": {"type": "array", "items": {"type": "string"}, "description": "Names of the fine-tuned models searches may be re-ranked with (rerank=clip:NAME)"},
-                    "stages": {"type": "object", "description": "Each stage's progress as {done, total} (null: switched off or not run yet): embedding (files of the running pass), tagging, captioning (images of the library), reading_text and thumbnails (the background run's position)",
-                        "properties": {"embedding": {"type": "object"}, "tagging": {"type": "object", "nullable": true}, "captioning": {"type": "object", "nullable": true}, "reading_text": {"type": "object", "nullable": true}, "thumbnails": {"type": "object", "nullable": true}}},
+                    "stages": {"type": "object", "description": "Each stage's progress as {done, total} (null: switched off or not run yet): embedding (files of the running pass), tagging, captioning (images of the library), reading_text, finding_faces and thumbnails (the background run's position)",
+                        "properties": {"embedding": {"type": "object"}, "tagging": {"type": "object", "nullable": true}, "captioning": {"type": "object", "nullable": true}, "reading_text": {"type": "object", "nullable": true}, "finding_faces": {"type": "object", "nullable": true}, "thumbnails": {"type": "object", "nullable": true}}},
                     "indexer": {"type": "object", "properties": {
                         "state": {"type": "string", "enum": ["off", "starting", "indexing", "watching", "no_folders", "failed", "paused", "waiting_for_model"]},
                         "waiting_for_model": {"type": "string", "nullable": true, "description": "The model the indexer waits for (state waiting_for_model)"},
@@ -530,18 +530,19 @@ pub fn openapi_with(finetuned: &[String]) -> Value {
                             "text_model": {"type": "string", "nullable": true}, "caption_model": {"type": "string", "nullable": true},
                             "vqa_model": {"type": "string", "nullable": true}, "itm_model": {"type": "string", "nullable": true},
                             "seg_model": {"type": "string", "nullable": true}, "ocr_model": {"type": "string", "nullable": true},
+                            "face_model": {"type": "string", "nullable": true, "description": "folder of dlib's face models, or none"},
                             "precision": {"type": "string", "nullable": true, "enum": ["f32", "bf16", "int8", "auto", null]},
                             "background_jobs": {"type": "boolean", "nullable": true},
                             "duplicates_folder": {"type": "string", "nullable": true, "pattern": "^/", "description": "Absolute folder outside the library"}}}}}},
                         "responses": responses(200, ok("Every setting, as recorded now", settings_schema()), &[400, 415])}},
             "/api/jobs": {"get": {
-                "summary": "The server's background passes (indexing, tagging, captioning, thumbnails): each with its progress, rate and time left",
+                "summary": "The server's background passes (indexing, tagging, captioning, finding faces, thumbnails): each with its progress, rate and time left",
                 "responses": responses(200, ok("The passes", json!({"type": "object", "properties": {
                     "state": {"type": "string", "description": "The indexer's state, as in /api/status"},
                     "last_error": {"type": "string", "nullable": true},
                     "failures": {"type": "integer", "description": "Files that could not be indexed (GET /api/failures lists them)"},
                     "jobs": {"type": "array", "items": {"type": "object", "properties": {
-                        "name": {"type": "string", "enum": ["indexing", "tagging", "captioning", "thumbnails"]},
+                        "name": {"type": "string", "enum": ["indexing", "tagging", "captioning", "finding_faces", "thumbnails"]},
                         "label": {"type": "string"}, "on": {"type": "boolean", "description": "false: switched off or not run yet"},
                         "done": {"type": "integer"}, "total": {"type": "integer"}, "running": {"type": "boolean"},
                         "rate_per_s": {"type": "number", "nullable": true, "description": "Items a second since the pass's run started (null until it moves)"},

@@ -171,6 +171,17 @@ impl Detector {
         })
     }
 
+    /// The smaller side of the detector's window: the smallest face it sees in its input.
+    pub(crate) fn window_side(&self) -> usize {
+        self.window.0.min(self.window.1)
+    }
+
+    /// Whether a detection at `b` is suppressed by a kept one at `a` (the model's own overlap
+    /// rule, as between the windows of one search).
+    pub(crate) fn suppresses(&self, a: &Rect, b: &Rect) -> bool {
+        self.nms.overlaps(a, b)
+    }
+
     /// Faces in `photo`, best first, in its pixels. Returns whether the photo had to be
     /// reduced to fit the budget (then its smallest faces may be missed).
     pub(crate) fn detect(&self, photo: &RgbImage, budget: Budget) -> Result<(Vec<Detection>, bool)> {

@@ -6,7 +6,8 @@
 //! dlib's serialisation is read here ([`dlib_format`]), the networks run on candle (CPU).
 //!
 //! Work per photo is bounded: the network's input is at most [`FaceOptions::max_pixels`]
-//! (a larger photo is not upsampled, or is reduced, so its smallest faces can be missed), at
+//! (a larger photo is searched whole, reduced, and then in at most [`FaceOptions::max_tiles`]
+//! overlapping tiles upsampled 2x, so that its small faces are found too: see `tiles.rs`), at
 //! most [`FaceOptions::max_candidates`] windows go through suppression and at most
 //! [`FaceOptions::max_faces`] faces get landmarks and embeddings ([`FaceScan`] says when a
 //! cap applied). Faces whose box is under [`FaceOptions::min_face`] pixels on its long side
@@ -29,6 +30,7 @@ mod dlib_format;
 mod landmarks;
 mod resample;
 mod resnet;
+mod tiles;
 
 use std::path::Path;
 
@@ -74,11 +76,15 @@ pub struct FaceOptions {
     pub max_candidates: usize,
     /// The most faces given landmarks and embeddings, best first.
     pub max_faces: usize,
+    /// The most tiles a photo too large to be searched whole at 2x is searched in, for its
+    /// faces under about 80 px times the reduction (a 12 MP photo needs 70 under the default
+    /// budget; a photo needing more is searched whole only, and [`FaceScan::reduced`] says so).
+    pub max_tiles: usize,
 }
 
 impl Default for FaceOptions {
     fn default() -> Self {
-        Self { min_face: 40, max_pixels: 2_000_000, max_candidates: 20_000, max_faces: 100 }
+        Self { min_face: 40, max_pixels: 2_000_000, max_candidates: 20_000, max_faces: 100, max_tiles: 100 }
     }
 }
 
@@ -90,9 +96,14 @@ pub struct FaceScan {
     /// More faces than [`FaceOptions::max_faces`] were found; the rest were dropped.
     pub capped: bool,
     /// The photo was larger than [`FaceOptions::max_pixels`] allows for the 2x upsampling, so
-    /// it was searched at its own size or reduced: faces under about 80 px (times the
-    /// reduction) can be missed.
+    /// it was searched whole at its own size or reduced, and then in [`tiles`](Self::tiles)
+    /// for its smaller faces.
     pub reduced: bool,
+    /// Tiles the photo was searched in at 2x, for faces the whole search is too coarse for.
+    pub tiles: usize,
+    /// The photo needed more than [`FaceOptions::max_tiles`] tiles, so it was searched whole
+    /// only: faces under about 80 px (times the reduction) can be missed.
+    pub incomplete: bool,
 }
 
 /// dlib's face models, loaded.
@@ -163,7 +174,7 @@ impl FaceModel {
     pub fn scan(&self, photo: &RgbImage) -> Result<FaceScan> {
         let o = self.options;
         let budget = Budget { max_pixels: o.max_pixels.max(4), max_candidates: o.max_candidates.max(1) };
-        let (detections, reduced) = self.detector.detect(photo, budget)?;
+        let (detections, search) = tiles::detect_tiled(&self.detector, photo, budget, o.min_face, o.max_tiles)?;
         let mut kept: Vec<_> = detections
             .into_iter()
             .filter(|d| {
@@ -202,6 +213,6 @@ impl FaceModel {
                 }
             })
             .collect();
-        Ok(FaceScan { faces, capped, reduced })
+        Ok(FaceScan { faces, capped, reduced: search.reduced, tiles: search.tiles, incomplete: search.incomplete })
     }
 }

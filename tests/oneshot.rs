@@ -40,6 +40,7 @@ fn record(i: usize) -> ImageRecord {
         modified: 1_700_000_000 + i as i64,
         taken: None,
         camera: None,
+        lens: None,
         gps: None,
         video: None,
         motion_video: None,

@@ -64,9 +64,7 @@ pub fn choose_model(library: &Library, spec: Option<&str>, required: bool) -> an
     let settings = library.settings()?;
     let spec = match spec {
         Some(s) => Some(s.to_string()),
-        None if required && settings.ocr_model.is_none() => {
-            std::env::var("CLIPDEX_OCR_MODEL").ok().or_else(downloaded)
-        }
+        None if required && settings.ocr_model.is_none() => std::env::var("CLIPDEX_OCR_MODEL").ok().or_else(downloaded),
         None => None,
     };
     match (spec.as_deref(), &settings.ocr_model) {

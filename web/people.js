@@ -386,7 +386,13 @@ export function wireFaces() {
 
 // ---- person: and place: chips of a search ------------------------------------------------
 
-const CHIP = /(^|\s)(person|place):("(?:[^"\\]|\\.)*"|\S+)/g;
+// Every filter of the query language (src/query/syntax.rs KEYS), and width/height comparisons.
+const CHIP = /(^|\s)(person|place|tag|in|after|before|kind|camera|lens|ext|orientation|text|near|width|height)(:|[<>]=?|=)("(?:[^"\\]|\\.)*"|\S+)/gi;
+const CHIP_LABELS = {
+  person: "Person", place: "Place", tag: "Tag", in: "Folder", after: "After", before: "Before", kind: "Kind",
+  camera: "Camera", lens: "Lens", ext: "Type", orientation: "Orientation", text: "Text", near: "Near",
+  width: "Width", height: "Height",
+};
 
 function unquote(value) {
   return value.startsWith('"') ? value.slice(1, -1).replace(/\\(["\\])/g, "$1") : value;
@@ -395,27 +401,29 @@ function unquote(value) {
 // The query with `key:value` added (once: a person already in it is not added again).
 export function withFilter(q, key, value) {
   if (!value) return q;
-  const present = [...q.matchAll(CHIP)].some((m) => m[2] === key && unquote(m[3]).toLowerCase() === value.toLowerCase());
+  const present = [...q.matchAll(CHIP)].some((m) => m[2].toLowerCase() === key && m[3] === ":" && unquote(m[4]).toLowerCase() === value.toLowerCase());
   return present ? q : `${q} ${key}:${quoted(value)}`.trim();
 }
 
-// The chips of the filters written in the query (person:, place:), each with a button that
+// The chips of the filters written in the query (every key, and width/height comparisons), each with a button that
 // searches again without it (`search(q)`).
 export function filterChips(q, search) {
   const chips = [];
   for (const m of q.matchAll(CHIP)) {
-    const [whole, lead, key, raw] = m;
-    const value = unquote(raw);
+    const [whole, lead, rawKey, op, raw] = m;
+    const key = rawKey.toLowerCase();
+    // `width>3000` is a comparison, not a `key:value`: its chip shows the operator.
+    const value = op === ":" ? unquote(raw) : `${op} ${raw}`;
     const li = document.createElement("li");
     li.className = "chip";
     li.dataset.key = key;
     const text = document.createElement("span");
-    text.textContent = `${key === "person" ? "Person" : "Place"}: ${value}`;
+    text.textContent = op === ":" ? `${CHIP_LABELS[key]}: ${value}` : `${CHIP_LABELS[key]} ${value}`;
     const remove = document.createElement("button");
     remove.type = "button";
     remove.className = "chip-remove";
     remove.textContent = "×";
-    remove.setAttribute("aria-label", `Remove the filter ${key}:${value}`);
+    remove.setAttribute("aria-label", `Remove the filter ${rawKey}${op}${op === ":" ? value : raw}`);
     const at = m.index + lead.length, end = m.index + whole.length;
     remove.addEventListener("click", () => search(`${q.slice(0, at)}${q.slice(end)}`.replace(/\s+/g, " ").trim()));
     li.append(text, remove);

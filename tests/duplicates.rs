@@ -357,6 +357,8 @@ fn a_resolved_group_moves_into_a_batch_that_restores_it() {
             (id("trip/astronaut.jpg"), id("backup/astronaut_copy.jpg"), id("trip/chelsea_exif3.jpg"));
         let choice = |keep, moved: Vec<u64>| GroupChoice { keep, move_out: moved };
         let before = files_under(&photos);
+        // A tag given by hand to the copy that will move out and come back.
+        lib.add_tag(&[copy], "keepme").unwrap();
 
         match &db.location {
             DbLocation::Postgres(_) => {
@@ -374,6 +376,7 @@ fn a_resolved_group_moves_into_a_batch_that_restores_it() {
         let error = lib.resolve_duplicates(0.95, Some(&[choice(astronaut, vec![copy, cat])])).unwrap_err();
         assert!(error.to_string().contains(&format!("#{cat}")), "{error}");
         assert!(lib.resolve_duplicates(0.95, Some(&[choice(astronaut, vec![astronaut])])).is_err(), "keep and move");
+        assert!(lib.resolve_duplicates(0.95, Some(&[choice(astronaut, vec![])])).is_err(), "nothing to move");
         assert_eq!(files_under(&photos), before);
         assert!(!folder.exists() || std::fs::read_dir(&folder).unwrap().next().is_none());
 
@@ -390,5 +393,10 @@ fn a_resolved_group_moves_into_a_batch_that_restores_it() {
         let restored = lib.restore_duplicates(&resolved.batch).unwrap();
         assert_eq!(restored.moved.len(), 1);
         assert_eq!(files_under(&photos), before, "every file back, unchanged");
+        // Indexed again (under a new id), the copy has its hand-given tag back.
+        lib.index(&quiet).unwrap();
+        let back = id("backup/astronaut_copy.jpg");
+        let tags = lib.store().tags_of(back).unwrap().map(|(_, t)| t).unwrap_or_default();
+        assert!(tags.iter().any(|t| t.label == "keepme"), "the hand-given tag is lost: {tags:?}");
     }
 }

@@ -139,7 +139,12 @@ async function loadMore() {
     state.done = page.results.length < PAGE;
     render(page.took_ms);
   } catch (e) {
-    if (generation === state.generation) { setMessage(e.message, true); state.done = true; }
+    if (generation === state.generation) {
+      // An error replaces what an earlier search showed: no stale header over an empty grid.
+      if (state.results.length === 0) { $("summary").textContent = ""; $("results").replaceChildren(); }
+      setMessage(e.message, true);
+      state.done = true;
+    }
   } finally {
     if (generation === state.generation) state.loading = false;
   }
@@ -185,8 +190,13 @@ function render(tookMs) {
   justify(grid);
   const more = state.done ? "" : "+";
   const time = tookMs === undefined ? "" : ` · ${tookMs.toFixed(1)} ms`;
-  $("summary").textContent = `${kept.length}${more} results for ${describeQuery()}${time}`;
+  const noun = kept.length === 1 && !more ? "result" : "results";
+  $("summary").textContent = `${kept.length}${more} ${noun} for ${describeQuery()}${time}`;
+  const below = state.results.length - kept.length;
   if (state.results.length === 0) setMessage("Nothing found.");
+  else if (kept.length === 0 && below > 0) {
+    setMessage(`${below}${more} results are below the relevance cut-off: lower it to see them.`);
+  }
 }
 
 const cards = new Map(); // id → element, so re-sorting keeps loaded thumbnails
@@ -366,6 +376,10 @@ async function showDetail(id, region, push = true, time = undefined) {
   if (image.motion_video) rows.push(["Motion Photo", `${sizeText(image.motion_video.length)} video`]);
   if (image.motion_video_problem) rows.push(["Motion Photo", `no video: ${image.motion_video_problem}`]);
   if (image.camera) rows.push(["Camera", image.camera]);
+  if (image.lens) rows.push(["Lens", image.lens]);
+  if (image.place) {
+    rows.push(["Place", [image.place.city, image.place.region, image.place.country].filter(Boolean).join(", ")]);
+  }
   if (image.gps) rows.push(["Location", `${image.gps[0].toFixed(5)}, ${image.gps[1].toFixed(5)}`]);
   rows.push(["Id", String(image.id)]);
   $("detail-meta").replaceChildren(...rows.flatMap(([k, v]) => {

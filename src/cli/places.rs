@@ -10,7 +10,9 @@ use clipdex::Library;
 /// `clipdex places`.
 #[derive(Debug, Args)]
 pub struct PlacesArgs {
-    /// Print JSON: {"places": [{"city", "region", "country", "count"}], "located", "unplaced"}.
+    /// Print JSON: {"places": [{"city", "region", "country", "count"}], "located", "unplaced"}
+    /// ("located": photos with GPS placed in a town; "unplaced": with GPS but more than 150 km
+    /// from any town; photos without GPS are in neither).
     #[arg(long)]
     pub json: bool,
 }

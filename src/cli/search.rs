@@ -31,6 +31,8 @@ QUERY is words, images and filters (docs: Searching):
                                       an image is a path or an indexed photo #ID
   tag:dog in:/photos/2024 in:Holidays after:2024-06 before:last-month kind:video
   camera:fuji lens:35mm ext:jpg,heic orientation:portrait width>3000 height<=1000
+  place:Lisbon place:Deutschland near:38.72,-9.14,5 person:Anna
+A query that starts with - is read as a query, not an option ('-night dog').
 Quotes keep phrases and values together (tag:\"golden retriever\"); an unknown key, a bad date
 or an unbalanced quote is an error naming its column. The options --under, --after, --before,
 --tag and --kind combine with the query's filters (both must hold).";
@@ -41,7 +43,7 @@ or an unbalanced quote is an error naming its column. The options --under, --aft
 pub struct SearchArgs {
     /// What to look for: words, images (#ID, ./photo.jpg) and filters (tag:dog after:2024
     /// camera:fuji width>3000), optional with --tag. See the end of `--help` for the syntax.
-    #[arg(required_unless_present_any = ["tag", "person"], value_name = "QUERY")]
+    #[arg(required_unless_present_any = ["tag", "person"], value_name = "QUERY", allow_hyphen_values = true)]
     pub text: Option<String>,
     /// Only photos of this named person (`clipdex people`); repeated, photos of all of them.
     /// The same as `person:NAME` in the query.

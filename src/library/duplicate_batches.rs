@@ -68,6 +68,7 @@ impl Library {
     /// found again at `threshold` first; a choice whose photos are no longer grouped together
     /// is refused before anything moves.
     pub fn resolve_duplicates(&self, threshold: f32, choices: Option<&[GroupChoice]>) -> Result<ResolvedBatch> {
+        let _one_at_a_time = MOVES.lock().unwrap_or_else(|e| e.into_inner());
         let report = self.duplicates(threshold, &|_, _| {})?;
         let groups: Vec<DuplicateGroup> = match choices {
             None => report.groups,
@@ -83,6 +84,7 @@ impl Library {
     /// Puts back the files of one batch ([`Library::resolve_duplicates`]); the next index
     /// pass indexes them again.
     pub fn restore_duplicates(&self, batch: &str) -> Result<MoveReport> {
+        let _one_at_a_time = MOVES.lock().unwrap_or_else(|e| e.into_inner());
         let mut parts = Path::new(batch).components();
         if !matches!((parts.next(), parts.next()), (Some(Component::Normal(_)), None)) {
             return Err(Error::Invalid(format!("{batch:?} is not the name of a batch of moved duplicates")));
@@ -95,8 +97,15 @@ impl Library {
     }
 }
 
+/// Resolutions and restores run one at a time (two requests at once would otherwise move the
+/// same files into two batches, or race on a batch's journal).
+static MOVES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The group of `choice.keep` narrowed to it and the photos to move, each checked to be there.
 fn chosen_group(groups: &[DuplicateGroup], choice: &GroupChoice) -> Result<DuplicateGroup> {
+    if choice.move_out.is_empty() {
+        return Err(Error::Invalid(format!("name at least one photo to move out of the group of #{}", choice.keep)));
+    }
     let group = groups.iter().find(|g| g.images.iter().any(|i| i.id == choice.keep)).ok_or_else(|| {
         Error::Invalid(format!("photo #{} is in no group of duplicates now: look at the groups again", choice.keep))
     })?;

@@ -190,6 +190,9 @@ impl Library {
         if report.removed > 0 || report.linked > 0 || report.embedded > 0 {
             self.store.prune_model_vectors()?;
         }
+        if report.linked > 0 || report.embedded > 0 {
+            self.reapply_user_tags()?;
+        }
         if let Some(settings) = self.autotag_settings()?
             && !(background && self.pass_paused("tagging"))
         {
@@ -292,13 +295,17 @@ impl Library {
         if pause() {
             return;
         }
-        if let Err(e) = self.read_text_pending(&|done, total| on_stage(Stage::ReadingText, done, total), pause) {
+        if !self.pass_paused("reading_text")
+            && let Err(e) = self.read_text_pending(&|done, total| on_stage(Stage::ReadingText, done, total), pause)
+        {
             tracing::warn!("reading the text in new photos failed: {e}");
         }
         if pause() {
             return;
         }
-        self.find_faces_in_background(&|done, total| on_stage(Stage::FindingFaces, done, total), pause);
+        if !self.pass_paused("finding_faces") {
+            self.find_faces_in_background(&|done, total| on_stage(Stage::FindingFaces, done, total), pause);
+        }
         if pause() {
             return;
         }

@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 const PAUSED_SETTING: &str = "paused_passes";
 
 /// The passes that can be paused, as `GET /api/jobs` names them.
-pub const PAUSABLE_PASSES: &[&str] = &["indexing", "tagging", "captioning", "thumbnails"];
+pub const PAUSABLE_PASSES: &[&str] =
+    &["indexing", "tagging", "captioning", "reading_text", "finding_faces", "thumbnails"];
 
 impl Library {
     /// The passes paused, in [`PAUSABLE_PASSES`] order.

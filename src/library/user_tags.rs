@@ -76,4 +76,32 @@ impl Library {
         self.store.flush()?;
         Ok(tagged)
     }
+
+    /// Gives the tags given by hand back to images that lack them: a photo moved out and put
+    /// back (an undone duplicate resolution), or renamed outside clipdex, is indexed under a
+    /// new id with no tags; its content hash still names its tags. Nothing to do (no scan)
+    /// when no tag was ever given by hand.
+    pub(super) fn reapply_user_tags(&self) -> Result<u64> {
+        let given = self.store.setting::<UserTags>(USER_TAGS_SETTING)?.unwrap_or_default();
+        if given.by_hash.is_empty() {
+            return Ok(0);
+        }
+        let mut tagged = 0;
+        for entry in self.store.images() {
+            let (id, record) = entry?;
+            let Some(labels) = given.by_hash.get(&record.hash) else { continue };
+            let (vocabulary, mut tags) = self.store.tags_of(id)?.unwrap_or_else(|| (BY_HAND.to_string(), Vec::new()));
+            let missing: Vec<&String> = labels.iter().filter(|l| !tags.iter().any(|t| &t.label == *l)).collect();
+            if missing.is_empty() {
+                continue;
+            }
+            for label in missing.into_iter().rev() {
+                tags.insert(0, user_tag(label));
+            }
+            if self.store.set_tags(id, &vocabulary, &tags)? {
+                tagged += 1;
+            }
+        }
+        Ok(tagged)
+    }
 }

@@ -667,7 +667,8 @@ impl Parser {
                 return Err(SyntaxError {
                     column,
                     message:
-                        "text: the words in photos are not indexed yet; `clipdex ocr PHOTO` reads one photo's text"
+                        "text: is not a filter yet; search the words in photos with `clipdex search --in text WORDS` \
+                         (API: in=text), after `clipdex ocr --library` has read them"
                             .into(),
                 });
             }
@@ -1029,7 +1030,7 @@ mod tests {
             ("tag>dog", 1, "only width and height"),
             ("ext:j?g", 5, "letters and digits"),
             ("lens:", 6, "needs a value"),
-            ("text:\"stop\"", 1, "not indexed yet"),
+            ("text:\"stop\"", 1, "not a filter yet"),
             ("place:Xyzzyville", 7, "no city"),
             ("dog place:", 11, "needs a value"),
             ("near:48.1,11.5", 6, "near:LATITUDE,LONGITUDE,KILOMETRES"),

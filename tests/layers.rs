@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     ("base", &["error", "device", "path_text", "text_lines", "text_terms", "places"]),
     ("photo", &["photo", "video", "thumbnail"]),
-    ("model kernels", &["models::nn", "models::source", "models::preprocess"]),
+    ("model kernels", &["models::nn", "models::source", "models::weights", "models::preprocess"]),
     ("models", &["models"]),
     ("store", &["store"]),
     ("ann", &["ann"]),

@@ -4,6 +4,8 @@
 //! tools/make_ocr_fixtures.py): same text in the same order, boxes within 2 px. Hostile images
 //! finish with bounded work. Without the models the tests say so and pass, unless `CI` is set.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,27 +18,8 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// The folder of one model set, or `None` (with a message) when the models are absent.
-fn models(set: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("CLIPDEX_OCR_MODELS").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-        cache.join("clipdex-ci/ocr-models")
-    });
-    let dir = root.join(set);
-    if dir.join(".complete").exists() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("CI is set but the OCR models are not in {}: run tools/fetch_ocr_models.sh", dir.display());
-    }
-    eprintln!("skipped: no OCR models in {} (run tools/fetch_ocr_models.sh)", dir.display());
-    None
-}
-
 fn check_parity(set: &str) {
-    let Some(dir) = models(set) else { return };
+    let Some(dir) = common::ocr_models(set) else { return };
     let model = OcrModel::open(&dir, OcrConfig::default()).unwrap();
     let golden: Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join(format!("ocr/golden-{set}.json"))).unwrap())
@@ -107,7 +90,7 @@ fn ppocr_v6_small_reads_as_rapidocr() {
 
 #[test]
 fn hostile_images_finish_with_bounded_work() {
-    let Some(dir) = models("v6") else { return };
+    let Some(dir) = common::ocr_models("v6") else { return };
     let model = OcrModel::open(&dir, OcrConfig::default()).unwrap();
     // An empty (black) image reads nothing.
     assert!(model.read(&RgbImage::new(640, 480)).unwrap().is_empty());
@@ -145,7 +128,7 @@ fn hostile_images_finish_with_bounded_work() {
 
 #[test]
 fn ocr_command_prints_the_documented_json() {
-    let Some(dir) = models("v6") else { return };
+    let Some(dir) = common::ocr_models("v6") else { return };
     let receipt = fixtures().join("ocr/receipt.png");
     let out = Command::new(env!("CARGO_BIN_EXE_clipdex"))
         .args(["ocr", "--json", "--ocr-model"])

@@ -11,6 +11,8 @@
 //! The models come from tools/fetch_ocr_models.sh (`.ci/run` fetches them); without them the
 //! tests say so and pass, unless `CI` is set.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -24,25 +26,6 @@ const TOLERANCE_POINTS: f64 = 0.5;
 
 fn set_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ocr-cer")
-}
-
-/// The folder of one model set, or `None` (with a message) when the models are absent.
-fn models(set: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("CLIPDEX_OCR_MODELS").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-        cache.join("clipdex-ci/ocr-models")
-    });
-    let dir = root.join(set);
-    if dir.join(".complete").exists() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("CI is set but the OCR models are not in {}: run tools/fetch_ocr_models.sh", dir.display());
-    }
-    eprintln!("skipped: no OCR models in {} (run tools/fetch_ocr_models.sh)", dir.display());
-    None
 }
 
 /// NFKC without white space, as code points.
@@ -89,7 +72,7 @@ fn tally<'a>(tallies: &mut BTreeMap<&'a str, Tally>, script: &'a str, read: &str
 }
 
 fn check_accuracy(set: &str) {
-    let Some(dir) = models(set) else { return };
+    let Some(dir) = common::ocr_models(set) else { return };
     let model = OcrModel::open(&dir, OcrConfig::default()).unwrap();
     let truth: Value = serde_json::from_str(&std::fs::read_to_string(set_dir().join("truth.json")).unwrap()).unwrap();
     let truth = truth.as_array().unwrap();

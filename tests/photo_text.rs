@@ -7,7 +7,7 @@
 
 use std::ffi::OsStr;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
@@ -19,24 +19,6 @@ use common::{fixtures, picture};
 /// Photos without text besides the three that carry some: enough that the one sought must be
 /// ranked, not merely found, while each still costs a detector pass on a loaded CI machine.
 const PLAIN_PHOTOS: u32 = 12;
-
-fn ocr_models() -> Option<PathBuf> {
-    let root = std::env::var_os("CLIPDEX_OCR_MODELS").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-        cache.join("clipdex-ci/ocr-models")
-    });
-    let dir = root.join("v6");
-    if dir.join(".complete").exists() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("CI is set but the OCR models are not in {}: run tools/fetch_ocr_models.sh", dir.display());
-    }
-    eprintln!("skipped: no OCR models in {} (run tools/fetch_ocr_models.sh)", dir.display());
-    None
-}
 
 fn clipdex(db: &OsStr, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clipdex"))
@@ -65,7 +47,7 @@ fn names(results: &Value) -> Vec<String> {
 
 #[test]
 fn photos_are_found_by_the_text_in_them() {
-    let Some(models) = ocr_models() else { return };
+    let Some(models) = common::ocr_models("v6") else { return };
     for db in test_databases() {
         let tmp = tempfile::tempdir().unwrap();
         let photos = tmp.path().join("photos");
@@ -268,7 +250,7 @@ fn the_ocr_model_is_one_library_setting() {
 #[test]
 fn a_text_pass_killed_midway_loses_nothing_and_resumes() {
     use clipdex::store::Store;
-    let Some(models) = ocr_models() else { return };
+    let Some(models) = common::ocr_models("v6") else { return };
     const PHOTOS: u32 = 12;
     for db in test_databases() {
         let tmp = tempfile::tempdir().unwrap();
@@ -334,7 +316,7 @@ fn a_text_pass_killed_midway_loses_nothing_and_resumes() {
 /// however small it is: 1,000 of them would take over half an hour in a debug build.)
 #[test]
 fn one_photo_in_a_thousand_is_found_by_its_text() {
-    let Some(models) = ocr_models() else { return };
+    let Some(models) = common::ocr_models("v6") else { return };
     const PHOTOS: u32 = 1000;
     const PICTURES: u32 = 12;
     for db in test_databases() {

@@ -65,11 +65,7 @@ impl Library {
         self.store.set_setting(USER_TAGS_SETTING, &given)?;
         let mut tagged = 0;
         for (id, _) in records {
-            let (vocabulary, mut tags) = self.store.tags_of(id)?.unwrap_or_else(|| (BY_HAND.to_string(), Vec::new()));
-            if !tags.iter().any(|t| t.label == label) {
-                tags.insert(0, user_tag(label));
-            }
-            if self.store.set_tags(id, &vocabulary, &tags)? {
+            if self.give_tags(id, &[label])? {
                 tagged += 1;
             }
         }
@@ -80,7 +76,7 @@ impl Library {
     /// Gives the tags given by hand back to images that lack them: a photo moved out and put
     /// back (an undone duplicate resolution), or renamed outside clipdex, is indexed under a
     /// new id with no tags; its content hash still names its tags. Nothing to do (no scan)
-    /// when no tag was ever given by hand.
+    /// when no tag was ever given by hand. The number of images that hold their tags.
     pub(super) fn reapply_user_tags(&self) -> Result<u64> {
         let given = self.store.setting::<UserTags>(USER_TAGS_SETTING)?.unwrap_or_default();
         if given.by_hash.is_empty() {
@@ -90,18 +86,27 @@ impl Library {
         for entry in self.store.images() {
             let (id, record) = entry?;
             let Some(labels) = given.by_hash.get(&record.hash) else { continue };
-            let (vocabulary, mut tags) = self.store.tags_of(id)?.unwrap_or_else(|| (BY_HAND.to_string(), Vec::new()));
-            let missing: Vec<&String> = labels.iter().filter(|l| !tags.iter().any(|t| &t.label == *l)).collect();
-            if missing.is_empty() {
-                continue;
-            }
-            for label in missing.into_iter().rev() {
-                tags.insert(0, user_tag(label));
-            }
-            if self.store.set_tags(id, &vocabulary, &tags)? {
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            if self.give_tags(id, &labels)? {
                 tagged += 1;
             }
         }
         Ok(tagged)
+    }
+
+    /// Puts the `labels` the image lacks in front of its tags (in the order given), writing
+    /// only when one is missing; whether the image is stored with them now. An image without
+    /// tags gets the [`BY_HAND`] vocabulary.
+    fn give_tags(&self, id: ImageId, labels: &[&str]) -> Result<bool> {
+        let (vocabulary, mut tags) = self.store.tags_of(id)?.unwrap_or_else(|| (BY_HAND.to_string(), Vec::new()));
+        let missing: Vec<&str> = labels.iter().copied().filter(|l| !tags.iter().any(|t| t.label == *l)).collect();
+        if missing.is_empty() {
+            // Nothing to add: the image has tags, so it is stored.
+            return Ok(true);
+        }
+        for label in missing.into_iter().rev() {
+            tags.insert(0, user_tag(label));
+        }
+        self.store.set_tags(id, &vocabulary, &tags)
     }
 }

@@ -176,3 +176,23 @@ pub fn device() -> candle_core::Device {
     let choice: clipdex::device::DeviceChoice = choice.parse().expect("CLIPDEX_TEST_DEVICE: cpu or cuda");
     choice.open().expect("CLIPDEX_TEST_DEVICE names a device this build and machine have")
 }
+
+/// The folder of one PP-OCR model set (`v4`, `v6`) that tools/fetch_ocr_models.sh fetched, or
+/// `None` (with a message) when it is absent; in CI its absence is a failure.
+pub fn ocr_models(set: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("CLIPDEX_OCR_MODELS").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+        cache.join("clipdex-ci/ocr-models")
+    });
+    let dir = root.join(set);
+    if dir.join(".complete").exists() {
+        return Some(dir);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set but the OCR models are not in {}: run tools/fetch_ocr_models.sh", dir.display());
+    }
+    eprintln!("skipped: no OCR models in {} (run tools/fetch_ocr_models.sh)", dir.display());
+    None
+}

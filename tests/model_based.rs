@@ -5,7 +5,7 @@
 //! hold: every file that is there (or held under a root that looks unmounted) with its exact
 //! content, nothing else, and searches that return exactly those images.
 //!
-//! `CLIPDEX_MODEL_STEPS` sets the number of steps (default 2000) and `CLIPDEX_MODEL_SEED` the
+//! `CLIPDEX_MODEL_STEPS` sets the number of steps (default 1000) and `CLIPDEX_MODEL_SEED` the
 //! seed (a failure prints both, so it can be replayed).
 
 #![cfg(unix)]
@@ -124,7 +124,7 @@ fn set_mtime(path: &Path, t: SystemTime) {
 
 #[test]
 fn random_operations_and_kills_against_a_model() {
-    let steps: usize = std::env::var("CLIPDEX_MODEL_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let steps: usize = std::env::var("CLIPDEX_MODEL_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let seed: u64 = std::env::var("CLIPDEX_MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x005e_edc1_1de7);
     for db in test_databases() {
         eprintln!("{}: CLIPDEX_MODEL_SEED={seed} CLIPDEX_MODEL_STEPS={steps}", db.backend);

@@ -175,6 +175,8 @@ export function attachQueryHelp(input, json) {
     const key = typed.slice(0, colon).toLowerCase();
     if (!Object.hasOwn(sources, key)) { close(); return; }
     const prefix = fold(typed.slice(colon + 1).replace(/^["“']/, ""));
+    // The key list is stale once a key is typed out; its values may take a request to come.
+    if (items.some((item) => item.key)) close();
     const values = await valuesOf(key);
     if (mine !== generation) return;
     show(values.filter((v) => fold(v.value).startsWith(prefix) && fold(v.value) !== prefix).map((v) => ({

@@ -386,8 +386,8 @@ export function wireFaces() {
 
 // ---- person: and place: chips of a search ------------------------------------------------
 
-// Every filter of the query language (src/query/syntax.rs KEYS), and width/height comparisons.
-const CHIP = /(^|\s)(person|place|tag|in|after|before|kind|camera|lens|ext|orientation|text|near|width|height)(:|[<>]=?|=)("(?:[^"\\]|\\.)*"|\S+)/gi;
+// Every filter of the query language (src/query/syntax.rs KEYS), and width/height comparisons; `-text:` leaves out.
+const CHIP = /(^|\s)(-?)(person|place|tag|in|after|before|kind|camera|lens|ext|orientation|text|near|width|height)(:|[<>]=?|=)("(?:[^"\\]|\\.)*"|\S+)/gi;
 const CHIP_LABELS = {
   person: "Person", place: "Place", tag: "Tag", in: "Folder", after: "After", before: "Before", kind: "Kind",
   camera: "Camera", lens: "Lens", ext: "Type", orientation: "Orientation", text: "Text", near: "Near",
@@ -401,7 +401,7 @@ function unquote(value) {
 // The query with `key:value` added (once: a person already in it is not added again).
 export function withFilter(q, key, value) {
   if (!value) return q;
-  const present = [...q.matchAll(CHIP)].some((m) => m[2].toLowerCase() === key && m[3] === ":" && unquote(m[4]).toLowerCase() === value.toLowerCase());
+  const present = [...q.matchAll(CHIP)].some((m) => !m[2] && m[3].toLowerCase() === key && m[4] === ":" && unquote(m[5]).toLowerCase() === value.toLowerCase());
   return present ? q : `${q} ${key}:${quoted(value)}`.trim();
 }
 
@@ -410,7 +410,7 @@ export function withFilter(q, key, value) {
 export function filterChips(q, search) {
   const chips = [];
   for (const m of q.matchAll(CHIP)) {
-    const [whole, lead, rawKey, op, raw] = m;
+    const [whole, lead, neg, rawKey, op, raw] = m;
     const key = rawKey.toLowerCase();
     // `width>3000` is a comparison, not a `key:value`: its chip shows the operator.
     const value = op === ":" ? unquote(raw) : `${op} ${raw}`;
@@ -418,12 +418,12 @@ export function filterChips(q, search) {
     li.className = "chip";
     li.dataset.key = key;
     const text = document.createElement("span");
-    text.textContent = op === ":" ? `${CHIP_LABELS[key]}: ${value}` : `${CHIP_LABELS[key]} ${value}`;
+    text.textContent = (neg ? "Not " : "") + (op === ":" ? `${CHIP_LABELS[key]}: ${value}` : `${CHIP_LABELS[key]} ${value}`);
     const remove = document.createElement("button");
     remove.type = "button";
     remove.className = "chip-remove";
     remove.textContent = "×";
-    remove.setAttribute("aria-label", `Remove the filter ${rawKey}${op}${op === ":" ? value : raw}`);
+    remove.setAttribute("aria-label", `Remove the filter ${neg}${rawKey}${op}${op === ":" ? value : raw}`);
     const at = m.index + lead.length, end = m.index + whole.length;
     remove.addEventListener("click", () => search(`${q.slice(0, at)}${q.slice(end)}`.replace(/\s+/g, " ").trim()));
     li.append(text, remove);

@@ -10,6 +10,7 @@ const KEYS = [
   ["lens:", "lens make or model"], ["place:", "a city, region or country, any language"],
   ["near:", "LAT,LON,KM"], ["person:", "a named person"], ["ext:", "a file extension"],
   ["orientation:", "portrait, landscape or square"], ["width>", "pixels"], ["height>", "pixels"],
+  ["text:", "words read in the photo"],
 ];
 
 const HELP = [
@@ -20,6 +21,7 @@ const HELP = [
   ["place:Lisboa", "where it was taken: a city, region or country, in any language"],
   ["near:38.72,-9.14,5", "within 5 km of a position"],
   ["kind:video ext:heic,jpg person:Anna", "photos or videos, file types, people"],
+  ["receipt text:\"48213\" -text:void", "words read in the photo (text reading on); -text: leaves out"],
 ];
 
 const MAX_SHOWN = 8;

@@ -196,7 +196,7 @@ pub fn search(g: &GlobalOptions, library: &Library, args: SearchArgs, out: &mut 
             persons.push(name.clone());
         }
     }
-    let filter = parsed.narrow(&filter_of(&args.filter)?)?;
+    let filter = library.narrow_query(&parsed, &filter_of(&args.filter)?)?;
     let k = args.filter.k as usize;
     let json = args.filter.json;
     let sort: SortOrder = args.sort.parse()?;

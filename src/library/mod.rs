@@ -47,6 +47,7 @@ mod reindex;
 mod search;
 mod settings;
 mod tags;
+mod text_filter;
 mod user_tags;
 pub use browse::{FolderEntry, FolderListing, MonthCount, TimelineCursor, TimelineItem, TimelinePage};
 pub use captions::{CaptionHit, CaptionOptions, CaptionReport};

@@ -95,7 +95,7 @@ impl Library {
         options: &QueryOptions,
         embed_text: &dyn Fn(&str) -> Result<Vec<f32>>,
     ) -> Result<Vec<RankedHit>> {
-        let filter = query.narrow(filter)?;
+        let filter = self.narrow_query(query, filter)?;
         for name in &filter.attributes.persons {
             self.find_named(name)?;
         }

@@ -123,6 +123,9 @@ pub(crate) fn passing_path(store: &Store, id: ImageId, filter: &SearchFilter) ->
         return Ok(store.paths_of(id)?.into_iter().next());
     }
     let more = &filter.attributes;
+    if !more.id_passes(id) {
+        return Ok(None);
+    }
     // The record is read (and parsed) once, for every filter on it, before the paths: most
     // candidates of a filtered search fail here.
     let dated = filter.after.is_some() || filter.before.is_some();

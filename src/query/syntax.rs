@@ -69,6 +69,11 @@ pub struct QueryFilters {
     /// `tag:`, `in:`, `camera:`, `ext:`, `orientation:`, `width`/`height` comparisons,
     /// `place:`, `near:`.
     pub attributes: AttributeFilter,
+    /// `text:` (the words read in the photo; each must match): a text query as
+    /// [`crate::query::fulltext::TextQuery`] reads it, a quoted value as one `"phrase"`.
+    pub texts: Vec<String>,
+    /// `-text:`: photos whose text matches any of these are left out.
+    pub not_texts: Vec<String>,
 }
 
 /// Why a query string cannot be read, and where.
@@ -415,6 +420,15 @@ impl Parser {
                     }
                     token = rest;
                 } else {
+                    if glued_minus && key.eq_ignore_ascii_case("text") && op == ":" {
+                        if let Some((_, at, op_name)) = self.pending {
+                            return Err(SyntaxError {
+                                column: at,
+                                message: format!("{op_name} before a filter: filters are not added or subtracted"),
+                            });
+                        }
+                        return self.text_filter(value.trim(), value_quoted, true, value_column);
+                    }
                     if glued_minus {
                         return Err(SyntaxError {
                             column,
@@ -663,15 +677,7 @@ impl Parser {
                 };
                 f.attributes.dimensions.push(DimensionBound { dimension, comparison, pixels });
             }
-            "text" => {
-                return Err(SyntaxError {
-                    column,
-                    message:
-                        "text: is not a filter yet; search the words in photos with `clipdex search --in text WORDS` \
-                         (API: in=text), after `clipdex ocr --library` has read them"
-                            .into(),
-                });
-            }
+            "text" => return self.text_filter(value, quoted, false, value_column),
             "place" => {
                 let places = crate::places::gazetteer().map_err(|e| SyntaxError { column, message: e.to_string() })?;
                 if places.resolve(value).is_empty() {
@@ -701,6 +707,26 @@ impl Parser {
                 f.attributes.places.push(PlaceFilter::Near { lat, lon, km });
             }
             _ => unreachable!("keys checked above"),
+        }
+        Ok(())
+    }
+}
+
+impl Parser {
+    /// `text:VALUE` (or `-text:VALUE` when `negated`): the words read in the photo. A quoted
+    /// value is one phrase; bare words must each be in the text.
+    fn text_filter(&mut self, value: &str, quoted: bool, negated: bool, column: usize) -> Result<(), SyntaxError> {
+        let query = if quoted { format!("\"{}\"", value.replace('"', " ")) } else { value.to_string() };
+        if super::fulltext::TextQuery::parse(&query).is_empty() {
+            return Err(SyntaxError {
+                column,
+                message: "text: needs a word or a number to look for in the photos (text:menu, text:\"48213\")".into(),
+            });
+        }
+        let f = &mut self.query.filters;
+        let list = if negated { &mut f.not_texts } else { &mut f.texts };
+        if !list.contains(&query) {
+            list.push(query);
         }
         Ok(())
     }
@@ -941,6 +967,35 @@ mod tests {
         assert!(table.len() >= 40);
     }
 
+    /// `text:` filters: the words read in the photo, a quoted value as one phrase, `-text:` to
+    /// leave out; they do not break a run of words.
+    #[test]
+    fn text_filters() {
+        let q = parse_at("dog text:\"48213\" on a beach", NOW).unwrap();
+        assert_eq!(
+            q.terms.iter().map(|t| t.source.clone()).collect::<Vec<_>>(),
+            [TermSource::Text("dog on a beach".into())]
+        );
+        assert_eq!(q.filters.texts, ["\"48213\""]);
+        assert!(q.filters.not_texts.is_empty());
+        let f = filters("text:menu TEXT:\"Grand Café\" -text:closed text:menu -text:'sold out'");
+        assert_eq!(f.texts, ["menu", "\"Grand Café\""], "a value named twice counts once");
+        assert_eq!(f.not_texts, ["closed", "\"sold out\""]);
+        assert_eq!(
+            filters("text:\"say \\\"cheese\\\"\"").texts,
+            ["\"say  cheese \""],
+            "quotes inside a phrase are spaces"
+        );
+        assert_eq!(filters("text:東京").texts, ["東京"]);
+        let only = parse_at("text:menu", NOW).unwrap();
+        assert!(!only.has_terms());
+        assert_ne!(only.filters, QueryFilters::default(), "a text filter alone is a query");
+        // The filter's words are what the text search reads: quoted, one phrase; bare, a word.
+        let phrase = crate::query::fulltext::TextQuery::parse(&f.texts[1]);
+        assert_eq!(phrase.clauses.len(), 1);
+        assert!(phrase.clauses[0].is_phrase());
+    }
+
     /// Valid filters.
     #[test]
     fn filters_table() {
@@ -1030,7 +1085,9 @@ mod tests {
             ("tag>dog", 1, "only width and height"),
             ("ext:j?g", 5, "letters and digits"),
             ("lens:", 6, "needs a value"),
-            ("text:\"stop\"", 1, "not a filter yet"),
+            ("text:\"!?\"", 6, "needs a word"),
+            ("dog -text:", 11, "needs a word"),
+            ("dog - text:menu", 5, "filters are not added or subtracted"),
             ("place:Xyzzyville", 7, "no city"),
             ("dog place:", 11, "needs a value"),
             ("near:48.1,11.5", 6, "near:LATITUDE,LONGITUDE,KILOMETRES"),

@@ -399,7 +399,11 @@ pub(super) fn parse_id(raw: &str) -> ApiResult<ImageId> {
 async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) -> ApiResult<HttpResponse> {
     let (k, offset) = params.page()?;
     let parsed = params.query()?;
-    let filter = parsed.narrow(&params.filter()?)?;
+    let filter = {
+        // The query's text: filters ask the store (PostgreSQL blocks): off the runtime.
+        let (s, q, f) = (state.clone(), parsed.clone(), params.filter()?);
+        blocking(move || s.library.narrow_query(&q, &f)).await?
+    };
     let (min_score, sort) = params.cut_and_order()?;
     let facets = match params.facets.as_deref() {
         None => None,
@@ -734,7 +738,11 @@ async fn search_image(
 ) -> ApiResult<HttpResponse> {
     let (k, offset) = params.page()?;
     let mut parsed = params.query()?;
-    let filter = parsed.narrow(&params.filter()?)?;
+    let filter = {
+        // The query's text: filters ask the store (PostgreSQL blocks): off the runtime.
+        let (s, q, f) = (state.clone(), parsed.clone(), params.filter()?);
+        blocking(move || s.library.narrow_query(&q, &f)).await?
+    };
     let (min_score, sort) = params.cut_and_order()?;
     let (query, _) = image_query(&req, payload, params.id.as_deref(), state.max_upload).await?;
     let started = std::time::Instant::now();

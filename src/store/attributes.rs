@@ -4,9 +4,10 @@
 //! ([`AttributeFilter::record_passes`], [`AttributeFilter::path_passes`]) and PostgreSQL as SQL
 //! predicates (`store/postgres/search.rs`), with the same meaning.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::store::ImageRecord;
+use crate::store::{ImageId, ImageRecord};
 
 /// Restrictions on an image's record and on the file a result shows. Every listed tag,
 /// folder and camera must match; an extension must be one of those listed.
@@ -33,6 +34,11 @@ pub struct AttributeFilter {
     /// Where the photo was taken (its GPS position): every one must hold. A photo without a
     /// position passes none.
     pub places: Vec<PlaceFilter>,
+    /// Only these images (`None`: any): what a filter the library resolves to a set of images
+    /// keeps (`text:`, the words read in photos; see `Library::images_with_text`).
+    pub images: Option<BTreeSet<ImageId>>,
+    /// Not these images (`-text:`).
+    pub excluded: BTreeSet<ImageId>,
 }
 
 /// `place:NAME` or `near:LAT,LON,KM`.
@@ -134,6 +140,13 @@ impl AttributeFilter {
             && self.dimensions.is_empty()
             && self.persons.is_empty()
             && self.places.is_empty()
+            && self.images.is_none()
+            && self.excluded.is_empty()
+    }
+
+    /// Whether image `id` passes the sets of images kept and excluded.
+    pub fn id_passes(&self, id: ImageId) -> bool {
+        self.images.as_ref().is_none_or(|keep| keep.contains(&id)) && !self.excluded.contains(&id)
     }
 
     /// Whether the record's filters (camera, shape, size) are all needed: `false` when none is set.
@@ -177,6 +190,11 @@ impl AttributeFilter {
             }
         }
         self.places.extend(other.places);
+        self.images = match (self.images.take(), other.images) {
+            (Some(a), Some(b)) => Some(a.intersection(&b).copied().collect()),
+            (a, b) => a.or(b),
+        };
+        self.excluded.extend(other.excluded);
     }
 
     /// Whether an image's record passes the camera, lens, orientation, size and place filters.

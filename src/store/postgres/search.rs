@@ -97,6 +97,17 @@ impl Predicates {
                               WHERE f.image_id = v.image_id AND lower(pe.name) = ${n})"
             );
         }
+        // Sets of images the library resolved (`text:`): the database's text search found them.
+        if let Some(keep) = &more.images {
+            let ids: Vec<i64> = keep.iter().map(|&id| id as i64).collect();
+            let n = self.push(Box::new(ids));
+            self.sql += &format!(" AND v.image_id = ANY(${n})");
+        }
+        if !more.excluded.is_empty() {
+            let ids: Vec<i64> = more.excluded.iter().map(|&id| id as i64).collect();
+            let n = self.push(Box::new(ids));
+            self.sql += &format!(" AND NOT (v.image_id = ANY(${n}))");
+        }
         // Records are JSON text; the camera and size filters read it only for rows the other
         // predicates leave.
         let record = "(SELECT i.record::jsonb FROM images i WHERE i.id = v.image_id)";

@@ -378,6 +378,7 @@ impl Parser {
         let mut weight = None;
         if let Some(first) = token.pieces.first().filter(|p| !p.quoted) {
             if let Some((key, op, rest_at)) = key_of(&first.text) {
+                let key_shown = shorten(&key);
                 let value_column = column + offset + rest_at;
                 let mut value = first.text
                     [first.text.char_indices().nth(rest_at).map_or(first.text.len(), |(b, _)| b)..]
@@ -390,13 +391,13 @@ impl Parser {
                     if op != ":" {
                         return Err(SyntaxError {
                             column: column + offset,
-                            message: format!("{key}{op}…: a weight is written W: (as 2:dog)"),
+                            message: format!("{key_shown}{op}…: a weight is written W: (as 2:dog)"),
                         });
                     }
                     if !(w.is_finite() && w > 0.0) {
                         return Err(SyntaxError {
                             column: column + offset,
-                            message: format!("weight {key}: a weight is a positive number (subtract with -)"),
+                            message: format!("weight {key_shown}: a weight is a positive number (subtract with -)"),
                         });
                     }
                     weight = Some(w);
@@ -415,7 +416,9 @@ impl Parser {
                     if rest.pieces.is_empty() {
                         return Err(SyntaxError {
                             column: column + offset,
-                            message: format!("weight {key}: with nothing after it: write the term right after (2:dog)"),
+                            message: format!(
+                                "weight {key_shown}: with nothing after it: write the term right after (2:dog)"
+                            ),
                         });
                     }
                     token = rest;
@@ -433,7 +436,7 @@ impl Parser {
                         return Err(SyntaxError {
                             column,
                             message: format!(
-                                "-{key}{op}…: a filter cannot be negated; to search for the words, quote them (-\"{key}{op}…\")"
+                                "-{key_shown}{op}…: a filter cannot be negated; to search for the words, quote them (-\"{key_shown}{op}…\")"
                             ),
                         });
                     }
@@ -568,13 +571,18 @@ impl Parser {
         value_column: usize,
     ) -> Result<(), SyntaxError> {
         let key_lower = key.to_lowercase();
+        let (key_shown, value_shown) = (shorten(key), shorten(value));
         let bad = |message: String| Err(SyntaxError { column: value_column, message });
         if !KEYS.contains(&key_lower.as_str()) {
-            let shown = if quoted { format!("{key}{op}\"{value}\"") } else { format!("{key}{op}{value}") };
+            let shown = if quoted {
+                format!("{key_shown}{op}\"{value_shown}\"")
+            } else {
+                format!("{key_shown}{op}{value_shown}")
+            };
             return Err(SyntaxError {
                 column,
                 message: format!(
-                    "unknown key {key:?}; the keys are {}. To search for the words, quote them: \"{shown}\"",
+                    "unknown key {key_shown:?}; the keys are {}. To search for the words, quote them: \"{shown}\"",
                     KEYS.join(", ")
                 ),
             });
@@ -583,11 +591,11 @@ impl Parser {
         if op != ":" && !numeric {
             return Err(SyntaxError {
                 column,
-                message: format!("{key}{op}: only width and height compare with {op}; write {key}:VALUE"),
+                message: format!("{key_shown}{op}: only width and height compare with {op}; write {key_shown}:VALUE"),
             });
         }
         if value.is_empty() && !numeric {
-            return bad(format!("{key}: needs a value (as {key}:{})", example_value(&key_lower)));
+            return bad(format!("{key_shown}: needs a value (as {key_shown}:{})", example_value(&key_lower)));
         }
         let f = &mut self.query.filters;
         match key_lower.as_str() {
@@ -596,7 +604,7 @@ impl Parser {
             "after" | "before" => {
                 let Some(date) = parse_date_at(value, self.now) else {
                     return bad(format!(
-                        "{key}:{value}: not a date; write 2024, 2024-06, 2024-06-03, today, yesterday, \
+                        "{key_shown}:{value_shown}: not a date; write 2024, 2024-06, 2024-06-03, today, yesterday, \
                          this-week, last-week, this-month, last-month, this-year, last-year or N-days-ago"
                     ));
                 };
@@ -613,7 +621,7 @@ impl Parser {
                     "video" | "videos" => Kind::Video,
                     "all" => Kind::All,
                     "live" => return bad("kind:live: Live Photos are not told apart yet; use photo or video".into()),
-                    _ => return bad(format!("kind:{value}: say photo, video or all")),
+                    _ => return bad(format!("kind:{value_shown}: say photo, video or all")),
                 };
                 if f.kind.is_some_and(|k| k != kind) {
                     return Err(SyntaxError { column, message: "two different kind: filters: keep one".into() });
@@ -631,7 +639,9 @@ impl Parser {
                 for ext in value.split(',') {
                     let ext = ext.trim().trim_start_matches('.').to_ascii_lowercase();
                     if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
-                        return bad(format!("ext:{value}: an extension is letters and digits (ext:jpg, ext:heic,png)"));
+                        return bad(format!(
+                            "ext:{value_shown}: an extension is letters and digits (ext:jpg, ext:heic,png)"
+                        ));
                     }
                     if !f.attributes.extensions.contains(&ext) {
                         f.attributes.extensions.push(ext);
@@ -643,7 +653,7 @@ impl Parser {
                     "portrait" => Orientation::Portrait,
                     "landscape" => Orientation::Landscape,
                     "square" => Orientation::Square,
-                    _ => return bad(format!("orientation:{value}: say portrait, landscape or square")),
+                    _ => return bad(format!("orientation:{value_shown}: say portrait, landscape or square")),
                 };
                 if f.attributes.orientation.is_some_and(|x| x != o) {
                     return Err(SyntaxError { column, message: "two different orientation: filters: keep one".into() });
@@ -666,13 +676,16 @@ impl Parser {
                     "<" => Comparison::Less,
                     "<=" => Comparison::AtMost,
                     other => {
-                        return bad(format!("{key}:{other}: compare with >, >=, <, <= or = (width>3000)"));
+                        return bad(format!("{key_shown}:{other}: compare with >, >=, <, <= or = (width>3000)"));
                     }
                 };
                 let Ok(pixels) = digits.parse::<u32>() else {
                     return Err(SyntaxError {
                         column: at,
-                        message: format!("{key}: {digits:?} is not a whole number of pixels (width>3000)"),
+                        message: format!(
+                            "{key_shown}: {:?} is not a whole number of pixels (width>3000)",
+                            shorten(digits)
+                        ),
                     });
                 };
                 f.attributes.dimensions.push(DimensionBound { dimension, comparison, pixels });
@@ -682,7 +695,7 @@ impl Parser {
                 let places = crate::places::gazetteer().map_err(|e| SyntaxError { column, message: e.to_string() })?;
                 if places.resolve(value).is_empty() {
                     return bad(format!(
-                        "place:{value}: no city (of 1,000+ inhabitants), region or country of that name in GeoNames; \
+                        "place:{value_shown}: no city (of 1,000+ inhabitants), region or country of that name in GeoNames; \
                          check the spelling, or use near:LAT,LON,KM"
                     ));
                 }
@@ -693,16 +706,16 @@ impl Parser {
                     value.split(',').map(|n| n.trim().parse::<f64>().ok().filter(|x| x.is_finite())).collect();
                 let [Some(lat), Some(lon), Some(km)] = numbers[..] else {
                     return bad(format!(
-                        "near:{value}: write near:LATITUDE,LONGITUDE,KILOMETRES in degrees (near:48.137,11.575,10)"
+                        "near:{value_shown}: write near:LATITUDE,LONGITUDE,KILOMETRES in degrees (near:48.137,11.575,10)"
                     ));
                 };
                 if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
                     return bad(format!(
-                        "near:{value}: latitude is -90 to 90 and longitude -180 to 180 (degrees, latitude first)"
+                        "near:{value_shown}: latitude is -90 to 90 and longitude -180 to 180 (degrees, latitude first)"
                     ));
                 }
                 if km <= 0.0 {
-                    return bad(format!("near:{value}: the distance is a positive number of kilometres"));
+                    return bad(format!("near:{value_shown}: the distance is a positive number of kilometres"));
                 }
                 f.attributes.places.push(PlaceFilter::Near { lat, lon, km });
             }
@@ -729,6 +742,17 @@ impl Parser {
             list.push(query);
         }
         Ok(())
+    }
+}
+
+/// At most this many characters of what the user wrote come back in an error.
+const SHOWN_CHARS: usize = 80;
+
+/// `s` as an error message shows it: its first [`SHOWN_CHARS`] characters, `…` when cut.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(SHOWN_CHARS) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
     }
 }
 
@@ -867,7 +891,10 @@ pub fn combine(terms: &[(f32, Vec<f32>)]) -> crate::Result<Vec<f32>> {
         }
     }
     let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if !(norm > 1e-9 && norm.is_finite()) {
+    // Cancelling is judged against the weights: a tiny weight alone (0.0000000001:dog) is a
+    // direction; only what is taken away exactly as added (dog - dog) leaves none.
+    let scale: f64 = terms.iter().map(|(w, _)| f64::from(w.abs())).sum();
+    if !(norm > 1e-6 * scale && norm.is_finite()) {
         return Err(crate::Error::Invalid(
             "the query's terms cancel out (what is added is also taken away): change a weight or a term".into(),
         ));
@@ -965,6 +992,18 @@ mod tests {
             assert_eq!(&terms(query), expected, "{query:?}");
         }
         assert!(table.len() >= 40);
+    }
+
+    /// An error shows at most 80 characters of what was written (a query of 2,000 does not
+    /// come back whole).
+    #[test]
+    fn errors_echo_a_short_part_of_the_input() {
+        let long = "x".repeat(1900);
+        for q in [format!("{long}:dog"), format!("kind:{long}"), format!("after:{long}"), format!("width>{long}")] {
+            let e = parse_at(&q, NOW).unwrap_err().to_string();
+            assert!(e.len() < 600, "{} characters: {e}", e.len());
+            assert!(e.contains(&format!("{}…", "x".repeat(80))), "{e}");
+        }
     }
 
     /// `text:` filters: the words read in the photo, a quoted value as one phrase, `-text:` to
@@ -1169,6 +1208,12 @@ mod tests {
         assert!(close(&v, &[2.0 / s5, 1.0 / s5]), "{v:?}");
         assert!(combine(&[(1.0, vec![1.0, 1.0]), (-1.0, vec![2.0, 2.0])]).unwrap_err().to_string().contains("cancel"));
         assert!(combine(&[(1.0, vec![0.0, 0.0])]).is_err());
+        // A tiny weight is a direction, alone or beside others; only an exact cancellation is refused.
+        assert!(close(&combine(&[(1e-10, vec![3.0, 4.0])]).unwrap(), &[0.6, 0.8]));
+        assert_eq!(terms("0.0000000001:dog"), [text(1e-10, "dog")]);
+        let v = combine(&[(1e-10, vec![1.0, 0.0]), (1.0, vec![0.0, 1.0])]).unwrap();
+        assert!(v[0] > 0.0 && v[0] < 1e-9 && (v[1] - 1.0).abs() < 1e-6, "{v:?}");
+        assert!(combine(&[(1e-10, vec![1.0, 0.0]), (-1e-10, vec![2.0, 0.0])]).is_err());
         assert!(combine(&[(1.0, vec![1.0]), (1.0, vec![1.0, 0.0])]).is_err());
         assert!(combine(&[]).is_err());
     }

@@ -655,7 +655,8 @@ function viewParams() {
     if (q.kind === "like") p.set("like", q.id);
     for (const [k, v] of filters()) p.set(k, v);
     if ($("sort").value !== "relevance") p.set("sort", $("sort").value);
-    if ($("cutoff").value !== $("cutoff").defaultValue) p.set("min", $("cutoff").value);
+    // Always: a link keeps its cut-off even where the default differs.
+    p.set("min", $("cutoff").value);
     if ($("in-text").checked) p.set("in", "text");
     else if ($("in-captions").checked) p.set("in", "captions");
     else if ($("crops").checked) p.set("crops", "1");
@@ -1261,7 +1262,7 @@ $("cutoff").addEventListener("input", () => {
   render();
   loadMore();
 });
-$("cutoff").addEventListener("change", () => { if (SORTS[$("sort").value]) searchAgain(); });
+$("cutoff").addEventListener("change", () => { if (SORTS[$("sort").value]) searchAgain(); else remember(true); });
 
 new IntersectionObserver((entries) => {
   if (entries.some((e) => e.isIntersecting)) loadMore();

@@ -32,6 +32,7 @@ QUERY is words, images and filters (docs: Searching):
   tag:dog in:/photos/2024 in:Holidays after:2024-06 before:last-month kind:video
   camera:fuji lens:35mm ext:jpg,heic orientation:portrait width>3000 height<=1000
   place:Lisbon place:Deutschland near:38.72,-9.14,5 person:Anna
+  text:\"48213\" -text:closed           words read in the photo (needs text reading: see ocr)
 A query that starts with - is read as a query, not an option ('-night dog').
 Quotes keep phrases and values together (tag:\"golden retriever\"); an unknown key, a bad date
 or an unbalanced quote is an error naming its column. The options --under, --after, --before,

@@ -503,7 +503,7 @@ pub(crate) fn no_results(library: &Library, filter: &SearchFilter) -> String {
     } else if let Some(tag) =
         filter.tag.as_deref().filter(|_| filter.under.is_none() && filter.after.is_none() && filter.before.is_none())
     {
-        format!("no results: no photo is tagged {tag:?} (tags in use: `clipdex tags`)")
+        format!("no results: no photo is tagged {:?} (tags in use: `clipdex tags`)", syntax::shorten(tag))
     } else if !filter.is_empty() {
         format!("no results: none of the {images} photos in the library passes the filters")
     } else {

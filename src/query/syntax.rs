@@ -749,7 +749,7 @@ impl Parser {
 const SHOWN_CHARS: usize = 80;
 
 /// `s` as an error message shows it: its first [`SHOWN_CHARS`] characters, `…` when cut.
-fn shorten(s: &str) -> String {
+pub fn shorten(s: &str) -> String {
     match s.char_indices().nth(SHOWN_CHARS) {
         Some((at, _)) => format!("{}…", &s[..at]),
         None => s.to_string(),

@@ -1,10 +1,10 @@
 //! The arithmetic precision of the models' linear layers (`--precision`, env
 //! `CLIPDEX_PRECISION`). `f32` everywhere by default; `bf16` rounds the operands of the large
 //! linear products (a batch of images, a batch of texts) to bfloat16 and sums in f32, about
-//! twice as fast on CPUs with AVX-512 BF16; `int8` quantises them to bytes (weights per output
+//! twice as fast on CPUs with AVX-512 BF16 (and on 64-bit ARM with bf16, `bfmmla`); `int8` quantises them to bytes (weights per output
 //! column once, inputs per row as they come) and sums exactly in integers, on CPUs with
-//! AVX-512 VNNI, AVX-VNNI or AVX2 (weights scaled by pairs there), and on 64-bit ARM (`sdot`,
-//! or NEON's widening multiplies). Both stay within cosine 0.999 of f32 (the fidelity tests check it on the
+//! AVX-512 VNNI, AVX-VNNI or AVX2 (weights scaled by pairs there), and on 64-bit ARM (`smmla`
+//! with i8mm, `sdot`, or NEON's widening multiplies). Both stay within cosine 0.999 of f32 (the fidelity tests check it on the
 //! fixtures). Products of a few rows (one query) stay f32: reading the weight, not
 //! arithmetic, bounds them. A CPU without the instructions runs f32 whatever is asked. `auto`
 //! picks per CPU class (see [`Precision::resolved`]).
@@ -21,7 +21,8 @@ pub enum Precision {
     /// Float32 throughout.
     #[default]
     F32,
-    /// Bfloat16 operands with f32 sums in the linear layers, where the CPU has AVX-512 BF16.
+    /// Bfloat16 operands with f32 sums in the linear layers, where the CPU has AVX-512 BF16 or
+    /// is a 64-bit ARM with bf16.
     Bf16,
     /// Dynamically quantised 8-bit operands with exact integer sums in the linear layers,
     /// where the CPU has AVX-512 VNNI, AVX-VNNI or AVX2, or is a 64-bit ARM.
@@ -38,15 +39,17 @@ impl Precision {
     /// What is asked for, `auto` replaced by this CPU class's choice: `int8` with AVX-512 VNNI
     /// or AVX-VNNI (`vpdpbusd`: four times an f32 FMA's multiply-adds), `bf16` with AVX-512
     /// BF16 alone, `int8` with AVX2 alone (where it measured faster than f32), `int8` on ARM
-    /// with `sdot` (four times a NEON FMA's multiply-adds; not measured yet), `f32` elsewhere
-    /// (ARM without `sdot` included: its widening multiplies do no more per instruction than
-    /// an f32 FMA).
+    /// with `sdot` (four times a NEON FMA's multiply-adds) or `smmla` (eight times; i8mm always
+    /// comes with `sdot`), `bf16` on an ARM with bf16 but no `sdot` (`bfmmla`: four times), `f32`
+    /// elsewhere (ARM with neither included: its widening multiplies do no more per instruction
+    /// than an f32 FMA). The ARM choices count instructions; none has been measured on an ARM
+    /// machine yet.
     pub fn resolved(self) -> Precision {
         use super::cpu::{Feature, has};
         match self {
             Precision::Auto if has(Feature::Avx512Vnni) || has(Feature::AvxVnni) => Precision::Int8,
             Precision::Auto if has(Feature::Dotprod) => Precision::Int8,
-            Precision::Auto if has(Feature::Avx512Bf16) => Precision::Bf16,
+            Precision::Auto if has(Feature::Avx512Bf16) || has(Feature::Bf16) => Precision::Bf16,
             Precision::Auto if AUTO_INT8_ON_AVX2 && has(Feature::Avx2) => Precision::Int8,
             Precision::Auto => Precision::F32,
             other => other,
@@ -54,7 +57,7 @@ impl Precision {
     }
 
     /// The precision that actually runs on this machine: `bf16` falls back to `f32` on a CPU
-    /// without AVX-512 BF16, `int8` on one with none of AVX-512 VNNI, AVX-VNNI, AVX2 and NEON.
+    /// with neither AVX-512 BF16 nor ARM's bf16, `int8` on one with none of AVX-512 VNNI, AVX-VNNI, AVX2 and NEON.
     pub fn effective(self) -> Precision {
         match self.resolved() {
             Precision::Bf16 if super::bf16::available() => Precision::Bf16,

@@ -5,8 +5,9 @@
 //!
 //! A feature implies those it is built on: switching off `avx512f` switches off the AVX-512
 //! BF16 and VNNI kernels too, switching off `avx2` (or `fma`) the AVX-VNNI one, switching off
-//! `dotprod` the `smmla` one (i8mm), and switching off `neon` (`asimd`) every ARM kernel. Each is detected only on its architecture (x86-64 or
-//! aarch64); elsewhere every kernel takes its portable path.
+//! `dotprod` the `smmla` one (i8mm), and switching off `neon` (`asimd`) every ARM kernel. Each
+//! is detected only on its architecture (x86-64 or aarch64); elsewhere every kernel takes its
+//! portable path.
 
 use std::sync::OnceLock;
 
@@ -248,8 +249,9 @@ mod tests {
     /// Runs the kernel tests (all of `models::nn`) again in child processes with features
     /// switched off, so that every fallback this CPU can take is checked against its reference:
     /// the AVX2 kernels on an AVX-512 CPU, AVX2 int8 on a VNNI one, NEON's widening int8 on an
-    /// ARM with `sdot`, `sdot` and f32 on one with i8mm and bf16, the portable code on any. (Under qemu-user, which cannot start a child
-    /// of another architecture without binfmt, CI sets the variable and runs each variant.)
+    /// ARM with `sdot`, `sdot` and f32 on one with i8mm and bf16, the portable code on any.
+    /// (Under qemu-user, which cannot start a child of another architecture without binfmt, CI
+    /// sets the variable and runs each variant.)
     #[test]
     fn kernel_tests_pass_with_features_switched_off() {
         if std::env::var_os("CLIPDEX_CPU_FEATURES").is_some() {

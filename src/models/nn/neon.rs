@@ -608,7 +608,8 @@ mod tests {
                             // Two roundings per instruction (five here), each within 2⁻²⁴ of
                             // the running magnitude.
                             let bound = 10.0 * (base.abs() + magnitude) / f64::from(1u32 << 24);
-                            assert!((got - base - sum).abs() <= bound, "{} rows: {r}, {c}: {got} vs {}", $r, base + sum);
+                            let (error, rows) = ((got - base - sum).abs(), $r);
+                            assert!(error <= bound, "{rows} rows: {r}, {c}: {got} vs {}", base + sum);
                         }
                     }
                 }

@@ -1,10 +1,11 @@
 //! The arithmetic precision of the models' linear layers (`--precision`, env
 //! `CLIPDEX_PRECISION`). `f32` everywhere by default; `bf16` rounds the operands of the large
 //! linear products (a batch of images, a batch of texts) to bfloat16 and sums in f32, about
-//! twice as fast on CPUs with AVX-512 BF16 (and on 64-bit ARM with bf16, `bfmmla`); `int8` quantises them to bytes (weights per output
-//! column once, inputs per row as they come) and sums exactly in integers, on CPUs with
-//! AVX-512 VNNI, AVX-VNNI or AVX2 (weights scaled by pairs there), and on 64-bit ARM (`smmla`
-//! with i8mm, `sdot`, or NEON's widening multiplies). Both stay within cosine 0.999 of f32 (the fidelity tests check it on the
+//! twice as fast on CPUs with AVX-512 BF16 (and on 64-bit ARM with bf16, `bfmmla`); `int8`
+//! quantises them to bytes (weights per output column once, inputs per row as they come) and
+//! sums exactly in integers, on CPUs with AVX-512 VNNI, AVX-VNNI or AVX2 (weights scaled by
+//! pairs there), and on 64-bit ARM (`smmla` with i8mm, `sdot`, or NEON's widening
+//! multiplies). Both stay within cosine 0.999 of f32 (the fidelity tests check it on the
 //! fixtures). Products of a few rows (one query) stay f32: reading the weight, not
 //! arithmetic, bounds them. A CPU without the instructions runs f32 whatever is asked. `auto`
 //! picks per CPU class (see [`Precision::resolved`]).

@@ -46,13 +46,8 @@ impl Precision {
     /// than an f32 FMA). The ARM choices count instructions; none has been measured on an ARM
     /// machine yet.
     pub fn resolved(self) -> Precision {
-        use super::cpu::{Feature, has};
         match self {
-            Precision::Auto if has(Feature::Avx512Vnni) || has(Feature::AvxVnni) => Precision::Int8,
-            Precision::Auto if has(Feature::Dotprod) => Precision::Int8,
-            Precision::Auto if has(Feature::Avx512Bf16) || has(Feature::Bf16) => Precision::Bf16,
-            Precision::Auto if AUTO_INT8_ON_AVX2 && has(Feature::Avx2) => Precision::Int8,
-            Precision::Auto => Precision::F32,
+            Precision::Auto => auto_for(super::cpu::has),
             other => other,
         }
     }
@@ -79,6 +74,20 @@ impl Precision {
 
 /// Whether `auto` takes int8 on a CPU whose int8 kernel is AVX2's (see `docs/src/speed.md`).
 const AUTO_INT8_ON_AVX2: bool = true;
+
+/// What `auto` resolves to on a CPU whose kernels use the features `has` says.
+fn auto_for(has: impl Fn(super::cpu::Feature) -> bool) -> Precision {
+    use super::cpu::Feature;
+    if has(Feature::Avx512Vnni) || has(Feature::AvxVnni) || has(Feature::Dotprod) {
+        Precision::Int8
+    } else if has(Feature::Avx512Bf16) || has(Feature::Bf16) {
+        Precision::Bf16
+    } else if AUTO_INT8_ON_AVX2 && has(Feature::Avx2) {
+        Precision::Int8
+    } else {
+        Precision::F32
+    }
+}
 
 impl FromStr for Precision {
     type Err = Error;
@@ -125,5 +134,23 @@ mod tests {
         assert_eq!(Precision::F32.effective(), Precision::F32);
         assert_eq!(Precision::Int8.without_int8(), Precision::Bf16);
         assert_eq!(Precision::F32.without_int8(), Precision::F32);
+    }
+
+    /// `auto` on each CPU class, as the speed chapter's tables give it (`i8mm` always comes
+    /// with `dotprod`: `cpu` counts it as built on it).
+    #[test]
+    fn auto_picks_per_cpu_class() {
+        use super::super::cpu::Feature::{self, *};
+        let class = |features: &'static [Feature]| auto_for(move |f| features.contains(&f));
+        assert_eq!(class(&[]), Precision::F32);
+        assert_eq!(class(&[Neon]), Precision::F32);
+        assert_eq!(class(&[Neon, Dotprod]), Precision::Int8);
+        assert_eq!(class(&[Neon, Dotprod, I8mm]), Precision::Int8);
+        assert_eq!(class(&[Neon, Dotprod, I8mm, Bf16]), Precision::Int8);
+        assert_eq!(class(&[Neon, Bf16]), Precision::Bf16);
+        assert_eq!(class(&[Avx512f, Avx512Vnni, Avx512Bf16, Avx2]), Precision::Int8);
+        assert_eq!(class(&[Avx512f, Avx512Bf16, Avx2]), Precision::Bf16);
+        assert_eq!(class(&[Avx2, AvxVnni]), Precision::Int8);
+        assert_eq!(class(&[Avx2]), Precision::Int8);
     }
 }

@@ -81,7 +81,8 @@ pub fn cpu_features() -> Vec<FeatureState> {
         .collect()
 }
 
-/// The CPU class of the speed tables (`AVX-512`, `AVX2+VNNI`, `AVX2`, `NEON+dotprod`, `NEON`, `portable`).
+/// The CPU class of the speed tables (`AVX-512`, `AVX2+VNNI`, `AVX2`, `NEON+i8mm`, `NEON+dotprod`,
+/// `NEON`, `portable`; ARM ones with `+bf16` where present: see `cpu::class`).
 pub fn cpu_class() -> &'static str {
     cpu::class()
 }

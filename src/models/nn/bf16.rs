@@ -1,7 +1,9 @@
 //! Linear layers in bfloat16 with float32 accumulation (`--precision bf16`), for CPUs with
-//! AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake and Sapphire Rapids and later). There
-//! one `vdpbf16ps` does 32 multiply-adds where an f32 FMA does 16, so a layer's product takes
-//! about half the time; the values are rounded to bf16's 8 significant bits on the way in and
+//! AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake and Sapphire Rapids and later) and
+//! 64-bit ARM with bf16 (ARMv8.6: Apple M2 and later, Neoverse V1/N2). On x86 one `vdpbf16ps`
+//! does 32 multiply-adds where an f32 FMA does 16, so a layer's product takes about half the
+//! time; on ARM one `bfmmla` (a 2×4 by 4×2 product, see [`super::neon`]) does 16 where a NEON
+//! FMA does 4 (not measured: no ARM machine yet); the values are rounded to bf16's 8 significant bits on the way in and
 //! summed in f32, as PyTorch's bf16 autocast and oneDNN do.
 //!
 //! The weight is laid out once (see [`super::packed`]): within a panel of 32 columns, each
@@ -12,11 +14,12 @@
 
 use half::bf16;
 
-use super::packed::{Format, PANEL, Panels};
+use super::packed::{Format, Panels};
 
 /// Whether this CPU runs the kernel (and `CLIPDEX_CPU_FEATURES` leaves it on).
 pub(crate) fn available() -> bool {
-    super::cpu::has(super::cpu::Feature::Avx512Bf16)
+    use super::cpu::{Feature, has};
+    has(Feature::Avx512Bf16) || has(Feature::Bf16)
 }
 
 /// The bf16 format: values rounded to bf16, sums in f32, no scaling.
@@ -26,7 +29,7 @@ pub(super) struct Bf16;
 pub(super) type Bf16Panels = Panels<Bf16>;
 
 /// Lays out `weight_t` (`[k, n]`, row-major) in bf16; `None` when its length is not `k × n`
-/// or the CPU has no AVX-512 BF16.
+/// or the CPU has neither AVX-512 BF16 nor ARM's bf16.
 pub(super) fn pack(weight_t: &[f32], k: usize, n: usize) -> Option<Bf16Panels> {
     if weight_t.len() != k * n || k == 0 || n == 0 || !available() {
         return None;
@@ -55,6 +58,7 @@ impl Format for Bf16 {
         out: &mut [f32],
         accumulate: bool,
     ) {
+        use super::packed::PANEL;
         use std::arch::x86_64::{
             __m512, __m512bh, _mm512_dpbf16_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_set1_epi32,
             _mm512_setzero_ps, _mm512_storeu_ps,
@@ -97,21 +101,19 @@ impl Format for Bf16 {
         out.copy_from_slice(sums);
     }
 
-    /// No bf16 kernel on ARM yet (`bfmmla` needs a measured machine): `pack` offers none there.
-    ///
-    /// # Safety
-    /// None needed: it only panics.
+    /// `bfmmla`, two rows by two columns by four values an instruction.
     #[cfg(target_arch = "aarch64")]
     unsafe fn tile<const R: usize>(
         &self,
-        _chunk: &[u16],
-        _a: &[u16],
-        _stride: usize,
-        _count: usize,
-        _out: &mut [f32],
-        _accumulate: bool,
+        chunk: &[u16],
+        a: &[u16],
+        stride: usize,
+        count: usize,
+        out: &mut [f32],
+        accumulate: bool,
     ) {
-        unreachable!("no bf16 kernel on aarch64");
+        // SAFETY: `pack` checked that the CPU has bf16 (`available`); the caller, the bounds.
+        unsafe { super::neon::tile_bfmmla::<R>(chunk, a, stride, count, out, accumulate) }
     }
 }
 
@@ -170,7 +172,7 @@ mod tests {
     #[test]
     fn panels_times_rows_is_the_product_of_the_rounded_values() {
         if !available() {
-            eprintln!("this CPU has no AVX-512 BF16: the kernel is not offered here");
+            eprintln!("this CPU has neither AVX-512 BF16 nor ARM's bf16: the kernel is not offered here");
             return;
         }
         for (m, k, n) in TEST_SHAPES {

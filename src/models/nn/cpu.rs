@@ -1,12 +1,13 @@
 //! The CPU features the kernels here are picked by: detected once at run time, less those
-//! switched off with `CLIPDEX_CPU_FEATURES` (e.g. `-avx512f,-avx2`, or `-dotprod,-neon` on
-//! ARM), so that every path a CPU has can be run and compared on one machine (the slower
+//! switched off with `CLIPDEX_CPU_FEATURES` (e.g. `-avx512f,-avx2`, or `-i8mm,-bf16,-dotprod,-neon`
+//! on ARM), so that every path a CPU has can be run and compared on one machine (the slower
 //! fallbacks included).
 //!
 //! A feature implies those it is built on: switching off `avx512f` switches off the AVX-512
-//! BF16 and VNNI kernels too, switching off `avx2` (or `fma`) the AVX-VNNI one, and switching
-//! off `neon` (`asimd`) the `sdot` one. Each is detected only on its architecture (x86-64 or
-//! aarch64); elsewhere every kernel takes its portable path.
+//! BF16 and VNNI kernels too, switching off `avx2` (or `fma`) the AVX-VNNI one, switching off
+//! `dotprod` the `smmla` one (i8mm), and switching off `neon` (`asimd`) every ARM kernel. Each
+//! is detected only on its architecture (x86-64 or aarch64); elsewhere every kernel takes its
+//! portable path.
 
 use std::sync::OnceLock;
 
@@ -28,11 +29,17 @@ pub enum Feature {
     Neon,
     /// The dot-product extension (`sdot`; ARMv8.2 and later, Apple M1 and later): int8.
     Dotprod,
+    /// The int8 matrix multiply (`smmla`; ARMv8.6, Apple M2 and later, Neoverse V1/N2,
+    /// Cortex-A710 and later): int8, a 2×8 by 8×2 product per instruction. Counted as needing
+    /// `dotprod` (every such CPU has it), so that `-dotprod` reaches the widening fallback.
+    I8mm,
+    /// BFloat16 (`bfmmla`; ARMv8.6, Apple M2 and later, Neoverse V1/N2): `--precision bf16`.
+    Bf16,
 }
 
 impl Feature {
     /// Every feature, in the order `clipdex bench` prints them.
-    pub const ALL: [Feature; 7] = [
+    pub const ALL: [Feature; 9] = [
         Feature::Avx512f,
         Feature::Avx512Bf16,
         Feature::Avx512Vnni,
@@ -40,6 +47,8 @@ impl Feature {
         Feature::AvxVnni,
         Feature::Neon,
         Feature::Dotprod,
+        Feature::I8mm,
+        Feature::Bf16,
     ];
 
     /// Its name in `CLIPDEX_CPU_FEATURES` and in `/proc/cpuinfo` (lower case).
@@ -52,6 +61,8 @@ impl Feature {
             Feature::AvxVnni => "avxvnni",
             Feature::Neon => "neon",
             Feature::Dotprod => "dotprod",
+            Feature::I8mm => "i8mm",
+            Feature::Bf16 => "bf16",
         }
     }
 
@@ -60,7 +71,7 @@ impl Feature {
         const ARM: bool = cfg!(target_arch = "aarch64");
         const X86: bool = cfg!(target_arch = "x86_64");
         match self {
-            Feature::Neon | Feature::Dotprod => ARM,
+            Feature::Neon | Feature::Dotprod | Feature::I8mm | Feature::Bf16 => ARM,
             _ => X86,
         }
     }
@@ -70,7 +81,8 @@ impl Feature {
         match self {
             Feature::Avx512Bf16 | Feature::Avx512Vnni => &[Feature::Avx512f],
             Feature::AvxVnni => &[Feature::Avx2],
-            Feature::Dotprod => &[Feature::Neon],
+            Feature::Dotprod | Feature::Bf16 => &[Feature::Neon],
+            Feature::I8mm => &[Feature::Dotprod],
             Feature::Avx512f | Feature::Avx2 | Feature::Neon => &[],
         }
     }
@@ -86,7 +98,7 @@ impl Feature {
                 Feature::Avx512Vnni => has!("avx512vnni"),
                 Feature::Avx2 => has!("avx2") && has!("fma"),
                 Feature::AvxVnni => has!("avxvnni"),
-                Feature::Neon | Feature::Dotprod => false,
+                Feature::Neon | Feature::Dotprod | Feature::I8mm | Feature::Bf16 => false,
             }
         }
         #[cfg(target_arch = "aarch64")]
@@ -95,6 +107,8 @@ impl Feature {
             match self {
                 Feature::Neon => has!("neon"),
                 Feature::Dotprod => has!("dotprod"),
+                Feature::I8mm => has!("i8mm"),
+                Feature::Bf16 => has!("bf16"),
                 _ => false,
             }
         }
@@ -139,7 +153,7 @@ fn table() -> &'static [(bool, bool); Feature::ALL.len()] {
         if !unknown.is_empty() {
             tracing::warn!(
                 "CLIPDEX_CPU_FEATURES: ignoring {unknown:?}; write -NAME, NAME one of avx512f, avx512bf16, \
-                 avx512vnni, avx2, fma, avxvnni, neon, dotprod"
+                 avx512vnni, avx2, fma, avxvnni, neon, dotprod, i8mm, bf16"
             );
         }
         Feature::ALL.map(|f| (f.detect(), enabled(f, Feature::detect, &off)))
@@ -158,8 +172,9 @@ pub fn detected(feature: Feature) -> bool {
     table()[i].0
 }
 
-/// The CPU's class for the speed tables: `AVX-512`, `AVX2+VNNI`, `AVX2`, `NEON+dotprod`, `NEON`
-/// or `portable`, by the features in use.
+/// The CPU's class for the speed tables: `AVX-512`, `AVX2+VNNI`, `AVX2`, `NEON+i8mm`,
+/// `NEON+dotprod`, `NEON` or `portable`, by the features in use (`+bf16` after an ARM class
+/// whose CPU has bf16).
 pub fn class() -> &'static str {
     if has(Feature::Avx512f) {
         "AVX-512"
@@ -167,10 +182,15 @@ pub fn class() -> &'static str {
         "AVX2+VNNI"
     } else if has(Feature::Avx2) {
         "AVX2"
-    } else if has(Feature::Dotprod) {
-        "NEON+dotprod"
     } else if has(Feature::Neon) {
-        "NEON"
+        match (has(Feature::I8mm), has(Feature::Dotprod), has(Feature::Bf16)) {
+            (true, _, true) => "NEON+i8mm+bf16",
+            (true, _, false) => "NEON+i8mm",
+            (false, true, true) => "NEON+dotprod+bf16",
+            (false, true, false) => "NEON+dotprod",
+            (false, false, true) => "NEON+bf16",
+            (false, false, false) => "NEON",
+        }
     } else {
         "portable"
     }
@@ -200,6 +220,12 @@ mod tests {
         assert!(!enabled(Feature::Dotprod, all, &[Feature::Neon]));
         assert!(enabled(Feature::Neon, all, &[Feature::Dotprod]));
         assert_eq!(parse_disabled("-asimd,-DOTPROD").0, vec![Feature::Neon, Feature::Dotprod]);
+        assert!(enabled(Feature::I8mm, all, &[Feature::Bf16]));
+        assert!(!enabled(Feature::I8mm, all, &[Feature::Dotprod]));
+        assert!(!enabled(Feature::I8mm, all, &[Feature::Neon]));
+        assert!(!enabled(Feature::Bf16, all, &[Feature::Neon]));
+        assert!(enabled(Feature::Bf16, all, &[Feature::Dotprod, Feature::I8mm]));
+        assert_eq!(parse_disabled("-i8mm,-BF16").0, vec![Feature::I8mm, Feature::Bf16]);
     }
 
     #[test]
@@ -215,7 +241,7 @@ mod tests {
 
     /// The `CLIPDEX_CPU_FEATURES` values that reach every fallback this architecture has.
     const FALLBACKS: &[&str] = if cfg!(target_arch = "aarch64") {
-        &["-dotprod", "-neon"]
+        &["-i8mm,-bf16", "-dotprod", "-neon"]
     } else {
         &["-avx512f", "-avxvnni,-avx512vnni,-avx512bf16", "-avx512f,-avx2"]
     };
@@ -223,8 +249,9 @@ mod tests {
     /// Runs the kernel tests (all of `models::nn`) again in child processes with features
     /// switched off, so that every fallback this CPU can take is checked against its reference:
     /// the AVX2 kernels on an AVX-512 CPU, AVX2 int8 on a VNNI one, NEON's widening int8 on an
-    /// ARM with `sdot`, the portable code on any. (Under qemu-user, which cannot start a child
-    /// of another architecture without binfmt, CI sets the variable and runs each variant.)
+    /// ARM with `sdot`, `sdot` and f32 on one with i8mm and bf16, the portable code on any.
+    /// (Under qemu-user, which cannot start a child of another architecture without binfmt, CI
+    /// sets the variable and runs each variant.)
     #[test]
     fn kernel_tests_pass_with_features_switched_off() {
         if std::env::var_os("CLIPDEX_CPU_FEATURES").is_some() {

@@ -1,5 +1,5 @@
 //! Linear layers in 8-bit integers (`--precision int8`), dynamically quantised as ONNX
-//! Runtime's and PyTorch's dynamic quantisation do. Three kernels on x86-64 and two on
+//! Runtime's and PyTorch's dynamic quantisation do. Three kernels on x86-64 and three on
 //! aarch64, picked at run time (see [`super::cpu`]):
 //!
 //! - AVX-512 VNNI (AMD Zen 4 and later, Intel Cascade Lake and later): one `vpdpbusd` does 64
@@ -13,8 +13,10 @@
 //!   saturate and the sums stay exact, at the cost of a fraction of a bit (usually the
 //!   largest weight's neighbour is small). Plain 7-bit weights, or 7-bit inputs, failed the
 //!   fidelity gate (an image of the clip-tiny-p32 fixture at cosine 0.9989 and 0.9988).
-//! - aarch64 with the dot-product extension: `sdot` (16 multiply-adds of signed bytes into four
-//!   32-bit sums); without it, NEON's widening multiplies (see [`super::neon`]). Both multiply
+//! - aarch64 with the int8 matrix multiply (i8mm: Apple M2 and later, Neoverse V1/N2): `smmla`
+//!   (a 2×8 by 8×2 product of signed bytes, 32 multiply-adds, into a 2×2 block of sums); with
+//!   only the dot-product extension, `sdot` (16 multiply-adds of signed bytes into four 32-bit
+//!   sums); without either, NEON's widening multiplies (see [`super::neon`]). All three multiply
 //!   signed bytes, so an input row's bytes are shifted by −128 after quantising, and its zero
 //!   point with them: the integer sums, and so the outputs, are those of the unsigned inputs.
 //!
@@ -48,6 +50,9 @@ pub(crate) enum Kernel {
     AvxVnni,
     /// `vpmaddubsw` + `vpmaddwd` on 32 bytes, weights scaled by their largest pair.
     Avx2,
+    /// aarch64 with i8mm: `smmla` on two rows × two columns × 8 bytes, inputs shifted to
+    /// signed bytes.
+    I8mm,
     /// aarch64: `sdot` on 16 bytes, inputs shifted to signed bytes.
     Sdot,
     /// aarch64 without `sdot`: `smull` + `sadalp`, inputs shifted to signed bytes.
@@ -68,7 +73,7 @@ impl Kernel {
 
     /// Whether it multiplies signed input bytes (the quantised bytes less 128).
     fn signed_inputs(self) -> bool {
-        matches!(self, Kernel::Sdot | Kernel::Widening)
+        matches!(self, Kernel::I8mm | Kernel::Sdot | Kernel::Widening)
     }
 
     /// Whether this CPU runs it (and `CLIPDEX_CPU_FEATURES` leaves it on).
@@ -77,6 +82,7 @@ impl Kernel {
             Kernel::Avx512Vnni => Feature::Avx512Vnni,
             Kernel::AvxVnni => Feature::AvxVnni,
             Kernel::Avx2 => Feature::Avx2,
+            Kernel::I8mm => Feature::I8mm,
             Kernel::Sdot => Feature::Dotprod,
             Kernel::Widening => Feature::Neon,
         })
@@ -84,7 +90,8 @@ impl Kernel {
 }
 
 /// Every kernel, fastest first.
-const KERNELS: [Kernel; 5] = [Kernel::Avx512Vnni, Kernel::AvxVnni, Kernel::Avx2, Kernel::Sdot, Kernel::Widening];
+const KERNELS: [Kernel; 6] =
+    [Kernel::Avx512Vnni, Kernel::AvxVnni, Kernel::Avx2, Kernel::I8mm, Kernel::Sdot, Kernel::Widening];
 
 /// The fastest kernel this CPU runs, if any.
 pub(crate) fn kernel() -> Option<Kernel> {
@@ -336,7 +343,9 @@ impl Format for Int8 {
                 Kernel::Avx512Vnni => tile_avx512::<R>(chunk, a, stride, count, out, accumulate),
                 Kernel::AvxVnni => tile_avxvnni::<R>(chunk, a, stride, count, out, accumulate),
                 Kernel::Avx2 => tile_avx2::<R>(chunk, a, stride, count, out, accumulate),
-                Kernel::Sdot | Kernel::Widening => unreachable!("{:?} is only detected on aarch64", self.kernel),
+                Kernel::I8mm | Kernel::Sdot | Kernel::Widening => {
+                    unreachable!("{:?} is only detected on aarch64", self.kernel)
+                }
             }
         }
     }
@@ -351,11 +360,12 @@ impl Format for Int8 {
         out: &mut [i32],
         accumulate: bool,
     ) {
-        use super::neon::{tile_sdot, tile_widening};
+        use super::neon::{tile_sdot, tile_smmla, tile_widening};
         // SAFETY (each arm): `pack_for` checked that the CPU runs the kernel; the caller, the
         // bounds.
         unsafe {
             match self.kernel {
+                Kernel::I8mm => tile_smmla::<R>(chunk, a, stride, count, out, accumulate),
                 Kernel::Sdot => tile_sdot::<R>(chunk, a, stride, count, out, accumulate),
                 Kernel::Widening => tile_widening::<R>(chunk, a, stride, count, out, accumulate),
                 other => unreachable!("{other:?} is only detected on x86-64"),
@@ -677,7 +687,7 @@ mod tests {
         let x: Vec<f32> = test_values(k, 7).iter().map(|v| 3.0 * v + 0.5).collect();
         let w = test_values(k * n, 8);
         let (wq, unsigned) = quantise_columns(&w, n, Kernel::AvxVnni);
-        for kernel in [Kernel::Sdot, Kernel::Widening] {
+        for kernel in [Kernel::I8mm, Kernel::Sdot, Kernel::Widening] {
             let (wq_signed, signed) = quantise_columns(&w, n, kernel);
             assert_eq!(wq_signed, wq, "{kernel:?}: weights as VNNI's");
             let (mut bytes_u, mut bytes_s) = (vec![0u8; k], vec![0u8; k]);

@@ -18,10 +18,12 @@
 //! ([`super::cpu`]), so that `CLIPDEX_CPU_FEATURES=-neon` or `-dotprod` forces each fallback.
 
 use std::arch::aarch64::{
-    float32x4_t, int8x16_t, int32x4_t, vaddq_f32, vaddq_s32, vaddvq_f32, vcvtq_s32_f32, vdivq_f32, vdupq_n_f32,
-    vdupq_n_s32, vdupq_n_u32, vfmaq_f32, vfmsq_f32, vget_low_s8, vld1q_f32, vld1q_s8, vld1q_s32, vmaxq_f32, vminq_f32,
-    vmull_high_s8, vmull_s8, vmulq_f32, vpadalq_s16, vpaddq_s32, vreinterpretq_f32_s32, vreinterpretq_s8_u32,
-    vrndnq_f32, vshlq_n_s32, vst1q_f32, vst1q_s32, vsubq_f32,
+    float32x4_t, int8x16_t, int32x4_t, uint32x4_t, vaddq_f32, vaddq_s32, vaddvq_f32, vcombine_f32, vcombine_s32,
+    vcombine_u64, vcreate_u64, vcvtq_s32_f32, vdivq_f32, vdupq_n_f32, vdupq_n_s32, vdupq_n_u32, vfmaq_f32, vfmsq_f32,
+    vget_high_f32, vget_high_s32, vget_low_f32, vget_low_s8, vget_low_s32, vld1_f32, vld1_s32, vld1q_f32, vld1q_s8,
+    vld1q_s32, vld1q_u32, vmaxq_f32, vminq_f32, vmull_high_s8, vmull_s8, vmulq_f32, vpadalq_s16, vpaddq_s32,
+    vreinterpretq_f32_s32, vreinterpretq_s8_u32, vreinterpretq_u32_u64, vrndnq_f32, vshlq_n_s32, vst1_f32, vst1_s32,
+    vst1q_f32, vst1q_s32, vsubq_f32, vzip1q_u32, vzip2q_u32,
 };
 
 /// Output columns per panel (both `packed`'s and `skinny`'s): eight registers of four.
@@ -267,6 +269,189 @@ pub(super) unsafe fn tile_widening<const R: usize>(
     }
 }
 
+/// `acc + A·Bᵀ` for two 2×8 matrices of signed bytes, `A`'s rows in `a`'s halves and `B`'s in
+/// `b`'s: the 2×2 sums, row-major (`smmla`, 32 multiply-adds). One instruction of inline
+/// assembly, as [`sdot`] (`vmmlaq_s32` is unstable).
+#[inline]
+#[target_feature(enable = "neon,i8mm")]
+fn smmla(acc: int32x4_t, a: uint32x4_t, b: uint32x4_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: a register-only instruction the CPU has (the function's features).
+    unsafe {
+        std::arch::asm!(
+            "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// [`smmla`] for two 2×4 matrices of bf16 values, summed into f32 (`bfmmla`, 16 multiply-adds).
+/// The instruction flushes subnormal inputs to zero and rounds its intermediate sums to odd;
+/// the fidelity of the bf16 products is checked against f64 sums in the tests.
+#[inline]
+#[target_feature(enable = "neon,bf16")]
+fn bfmmla(acc: float32x4_t, a: uint32x4_t, b: uint32x4_t) -> float32x4_t {
+    let mut acc = acc;
+    // SAFETY: a register-only instruction the CPU has (the function's features).
+    unsafe {
+        std::arch::asm!(
+            "bfmmla {acc:v}.4s, {a:v}.8h, {b:v}.8h",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// The matrix-multiply tiles (`smmla` for int8, `bfmmla` for bf16). Both formats' groups are 4
+/// bytes (four int8 inputs, or a pair of bf16), so one tile serves both: per two groups `g`,
+/// `g + 1` of a panel, `zip1`/`zip2` of their 16-byte loads (columns `4j..4j + 4`) give two
+/// columns' 8 bytes each, `B`'s two rows; two input rows' 8 bytes at `g` are `A`. Each
+/// instruction adds a 2 rows × 2 columns block of sums. An odd last group is zipped with zeros,
+/// and an odd last row is the row before it again (its sums are not stored). Rows go six at a
+/// time (three pairs), columns eight at a time (12 accumulators, 4 weight registers).
+macro_rules! mmla_tile {
+    ($(#[$doc:meta])* $tile:ident, $pairs:ident, $features:literal, $value:ty, $sum:ty, $reg:ty, $mmla:ident,
+     $zero:expr, $load2:ident, $combine:ident, $store2:ident, $low:ident, $high:ident) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $tile<const R: usize>(
+            chunk: &[$value],
+            a: &[$value],
+            stride: usize,
+            count: usize,
+            out: &mut [$sum],
+            accumulate: bool,
+        ) {
+            // Values per 4-byte group: four bytes, or two bf16.
+            let per_group = 4 / std::mem::size_of::<$value>();
+            let mut first = 0;
+            while first < R {
+                let rows = (R - first).min(6);
+                let (a, out) = (&a[first * per_group * stride..], &mut out[first * PANEL..]);
+                let (w, x, o) = (chunk.as_ptr().cast::<u8>(), a.as_ptr().cast::<u8>(), out.as_mut_ptr());
+                // SAFETY: the rows from `first` on lie inside `a` and `out`, each row's `count`
+                // groups inside `a`, the chunk's `count` groups inside `chunk` (the caller's bounds).
+                unsafe {
+                    match rows.div_ceil(2) {
+                        1 => $pairs::<1>(w, x, 4 * stride, count, o, rows, accumulate),
+                        2 => $pairs::<2>(w, x, 4 * stride, count, o, rows, accumulate),
+                        _ => $pairs::<3>(w, x, 4 * stride, count, o, rows, accumulate),
+                    }
+                }
+                first += 6;
+            }
+        }
+
+        /// `P` pairs of rows (`rows` is `2P` or `2P − 1`) at `x`, `row_bytes` apart, times a
+        /// chunk at `w`, into `out` (`rows × 32` sums).
+        ///
+        /// # Safety
+        /// The CPU has the function's features; `w` holds `count × 128` bytes, each row at `x`
+        /// `4 · count` bytes, and `out` `rows × 32` sums.
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $pairs<const P: usize>(
+            w: *const u8,
+            x: *const u8,
+            row_bytes: usize,
+            count: usize,
+            out: *mut $sum,
+            rows: usize,
+            accumulate: bool,
+        ) {
+            // Each pair's rows: the second is the first again past the last row.
+            let pair: [(usize, usize); P] = std::array::from_fn(|p| (2 * p, (2 * p + 1).min(rows - 1)));
+            for block in 0..PANEL / 8 {
+                let mut acc: [[$reg; 4]; P] = [[$zero; 4]; P];
+                if accumulate {
+                    for (acc, &(r0, r1)) in acc.iter_mut().zip(&pair) {
+                        for (cp, acc) in acc.iter_mut().enumerate() {
+                            let column = 8 * block + 2 * cp;
+                            // SAFETY: both rows are below `rows`; two sums at `column` < 32.
+                            *acc = unsafe {
+                                $combine($load2(out.add(r0 * PANEL + column)), $load2(out.add(r1 * PANEL + column)))
+                            };
+                        }
+                    }
+                }
+                let mut g = 0;
+                while g < count {
+                    let whole = g + 1 < count;
+                    // SAFETY: groups `g` (and `g + 1` when `whole`) are below `count`: the loads
+                    // lie inside the chunk and each row's groups.
+                    unsafe {
+                        let load = |g: usize, j: usize| vld1q_u32(w.add(g * 4 * PANEL + 16 * j).cast());
+                        let (w0, w2) = (load(g, 2 * block), load(g, 2 * block + 1));
+                        let (w1, w3) = if whole {
+                            (load(g + 1, 2 * block), load(g + 1, 2 * block + 1))
+                        } else {
+                            (vdupq_n_u32(0), vdupq_n_u32(0))
+                        };
+                        let b = [vzip1q_u32(w0, w1), vzip2q_u32(w0, w1), vzip1q_u32(w2, w3), vzip2q_u32(w2, w3)];
+                        let row = |r: usize| {
+                            let p = x.add(r * row_bytes + 4 * g);
+                            let bytes = if whole {
+                                p.cast::<u64>().read_unaligned()
+                            } else {
+                                u64::from(p.cast::<u32>().read_unaligned())
+                            };
+                            vcreate_u64(u64::from_le(bytes))
+                        };
+                        for (acc, &(r0, r1)) in acc.iter_mut().zip(&pair) {
+                            let xs = vreinterpretq_u32_u64(vcombine_u64(row(r0), row(r1)));
+                            for (acc, &b) in acc.iter_mut().zip(&b) {
+                                *acc = $mmla(*acc, xs, b);
+                            }
+                        }
+                    }
+                    g += 2;
+                }
+                for (acc, &(r0, r1)) in acc.iter().zip(&pair) {
+                    for (cp, &acc) in acc.iter().enumerate() {
+                        let column = 8 * block + 2 * cp;
+                        // SAFETY: as the loads above.
+                        unsafe {
+                            $store2(out.add(r0 * PANEL + column), $low(acc));
+                            if r1 != r0 {
+                                $store2(out.add(r1 * PANEL + column), $high(acc));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+mmla_tile!(
+    /// The int8 tile with the matrix-multiply extension (`smmla`): as [`tile_sdot`], whose
+    /// arguments and signed input bytes it takes, twice its multiply-adds per instruction.
+    ///
+    /// # Safety
+    /// The CPU has i8mm; the bounds of [`tile_sdot`] hold.
+    tile_smmla, pairs_smmla, "neon,i8mm", u8, i32, int32x4_t, smmla,
+    vdupq_n_s32(0), vld1_s32, vcombine_s32, vst1_s32, vget_low_s32, vget_high_s32
+);
+
+mmla_tile!(
+    /// The bf16 tile (`bfmmla`): `R` rows of `a` (bf16 bits, each `2 · stride`) over `count`
+    /// pairs times a panel's chunk (`count` pairs of 32 columns × 2 values, as `bf16`'s
+    /// layout) into `out` (`[R, 32]` f32 sums), added to what `out` holds when `accumulate`.
+    ///
+    /// # Safety
+    /// The CPU has bf16; `chunk` holds `count × 64` values, `out` `R × 32` sums, and `a` each
+    /// row's `count` pairs.
+    tile_bfmmla, pairs_bfmmla, "neon,bf16", u16, f32, float32x4_t, bfmmla,
+    vdupq_n_f32(0.0), vld1_f32, vcombine_f32, vst1_f32, vget_low_f32, vget_high_f32
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,8 +517,9 @@ mod tests {
         }
     }
 
-    /// Both int8 tiles against the integer sums, for every row count, with and without
-    /// accumulating, the extreme bytes included.
+    /// The int8 tiles this CPU has against the integer sums, for every row count (odd ones
+    /// included: `smmla` takes rows in pairs), with and without accumulating, over an odd number
+    /// of quads (`smmla` takes them in pairs), the extreme bytes included.
     #[test]
     fn int8_tiles_are_exact_integer_sums() {
         let (count, stride) = (9, 11);
@@ -353,6 +539,12 @@ mod tests {
                 .sum()
         };
         let sdot = std::arch::is_aarch64_feature_detected!("dotprod");
+        let smmla = std::arch::is_aarch64_feature_detected!("i8mm");
+        eprintln!(
+            "int8 tiles tested: widening{}{}",
+            if sdot { ", sdot" } else { "" },
+            if smmla { ", smmla" } else { "" }
+        );
         macro_rules! check {
             ($($r:literal)*) => {$(
                 for accumulate in [false, true] {
@@ -363,12 +555,61 @@ mod tests {
                         tiles.push(("sdot", start.clone()));
                         unsafe { tile_sdot::<$r>(&chunk, &a, stride, count, &mut tiles[1].1, accumulate) };
                     }
+                    if smmla {
+                        let mut out = start.clone();
+                        unsafe { tile_smmla::<$r>(&chunk, &a, stride, count, &mut out, accumulate) };
+                        tiles.push(("smmla", out));
+                    }
                     for (name, out) in &tiles {
                         for r in 0..$r {
                             for c in 0..PANEL {
                                 let base = if accumulate { start[r * PANEL + c] } else { 0 };
                                 assert_eq!(out[r * PANEL + c], base + want(r, c), "{name}, {} rows: {r}, {c}", $r);
                             }
+                        }
+                    }
+                }
+            )*};
+        }
+        check!(1 2 3 4 5 7 12);
+    }
+
+    /// The `bfmmla` tile against the f64 sums of the same bf16 values, for every row count,
+    /// with and without accumulating, over an odd number of pairs. The instruction's sums are
+    /// f32 (rounded to odd within a block of four products), so within a few f32 roundings.
+    #[test]
+    fn bf16_tile_is_the_product_of_the_bf16_values() {
+        if !std::arch::is_aarch64_feature_detected!("bf16") {
+            eprintln!("this CPU has no bf16: the bfmmla tile is not tested here");
+            return;
+        }
+        let (count, stride) = (9, 11);
+        // bf16 bits of a value (truncated: the tile takes the bits it is given).
+        let bits = |v: f32| (v.to_bits() >> 16) as u16;
+        let value = |b: u16| f64::from(f32::from_bits(u32::from(b) << 16));
+        let chunk: Vec<u16> = values(count * 2 * PANEL, 7).into_iter().map(bits).collect();
+        let a: Vec<u16> = values(12 * 2 * stride, 8).into_iter().map(|v| bits(v * 3.0)).collect();
+        // The sum and the sum of magnitudes (what bounds the roundings).
+        let want = |r: usize, c: usize| -> (f64, f64) {
+            (0..count * 2)
+                .map(|i| value(a[r * 2 * stride + i]) * value(chunk[i / 2 * 2 * PANEL + 2 * c + i % 2]))
+                .fold((0.0, 0.0), |(s, m), p| (s + p, m + p.abs()))
+        };
+        macro_rules! check {
+            ($($r:literal)*) => {$(
+                for accumulate in [false, true] {
+                    let start: Vec<f32> = (0..$r * PANEL).map(|i| i as f32 * 0.25 - 9.0).collect();
+                    let mut out = start.clone();
+                    unsafe { tile_bfmmla::<$r>(&chunk, &a, stride, count, &mut out, accumulate) };
+                    for r in 0..$r {
+                        for c in 0..PANEL {
+                            let base = if accumulate { f64::from(start[r * PANEL + c]) } else { 0.0 };
+                            let ((sum, magnitude), got) = (want(r, c), f64::from(out[r * PANEL + c]));
+                            // Two roundings per instruction (five here), each within 2⁻²⁴ of
+                            // the running magnitude.
+                            let bound = 10.0 * (base.abs() + magnitude) / f64::from(1u32 << 24);
+                            let (error, rows) = ((got - base - sum).abs(), $r);
+                            assert!(error <= bound, "{rows} rows: {r}, {c}: {got} vs {}", base + sum);
                         }
                     }
                 }

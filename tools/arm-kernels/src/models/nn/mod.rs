@@ -1,4 +1,6 @@
 //! The main crate's kernel files, by path, under the module names they have there.
+#[path = "../../../../../src/models/nn/bf16.rs"]
+pub(crate) mod bf16;
 #[path = "../../../../../src/models/nn/cpu.rs"]
 pub mod cpu;
 #[path = "../../../../../src/models/nn/int8.rs"]

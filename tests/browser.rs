@@ -2115,6 +2115,6 @@ fn search_results_are_selected_tagged_and_downloaded_in_headless_chromium() {
         json!([]),
     );
     let [left, right, width, scroll] = [0, 1, 2, 3].map(|i| fits[i].as_f64().unwrap());
-    assert!(left >= 0.0 && right <= width && scroll <= width, "the suggestions at 390 px: {fits}");
+    assert!(left >= 0.0 && right <= 390.0 && width <= 390.0 && scroll <= 390.0, "the suggestions at 390 px: {fits}");
     drop_server(server);
 }

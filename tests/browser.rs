@@ -1973,3 +1973,148 @@ fn the_search_box_completes_places_and_shows_its_syntax_in_headless_chromium() {
     drop_server(server);
     assert!(violations.is_empty(), "axe-core found:\n{}", violations.join("\n"));
 }
+
+/// Selection on search results: a photo chosen by Ctrl-click, another by a plain click once
+/// something is selected, a third by Space; the bar counts them, tags them, and its Download
+/// saves one zip of their originals (the browser's own download); the detail view downloads one
+/// original. axe-core finds nothing while photos are selected. At a phone's width the search
+/// box's suggestions stay on the screen.
+#[test]
+fn search_results_are_selected_tagged_and_downloaded_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for i in 0..6 {
+        picture(i).save(photos.join(format!("photo{i}.jpg"))).unwrap();
+    }
+    let db = tmp.path().join("db");
+    clipdex_ok(&db, &["add", photos.to_str().unwrap()]);
+    clipdex_ok(&db, &["index"]);
+    let (server, url) = serve(&db, &[]);
+    let url = url.trim_end_matches('/').to_string();
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+    let downloads = tmp.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    browser.call(
+        "POST",
+        "/goog/cdp/execute",
+        Some(json!({"cmd": "Page.setDownloadBehavior", "params": {"behavior": "allow", "downloadPath": downloads}})),
+    );
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/?min=0") })));
+    browser.wait_for("the search box", "return document.getElementById('q').getAttribute('role') === 'combobox'");
+    browser.script("document.getElementById('cutoff').value = 0", json!([]));
+    browser.type_into("#q", "a photo\u{E007}");
+    browser.wait_for("the results", "return document.querySelectorAll('#results .card img').length === 6");
+    let card_ids =
+        browser.script("return [...document.querySelectorAll('#results .card')].map(c => c.dataset.id)", json!([]));
+    let card_ids: Vec<String> = card_ids.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let file_of = |id: &str| -> PathBuf {
+        let record: Value = ureq::get(&format!("{url}/api/images/{id}")).call().unwrap().into_json().unwrap();
+        PathBuf::from(record["paths"][0].as_str().unwrap())
+    };
+    let selected = || {
+        let v = browser.script(
+            "return [...document.querySelectorAll('#results .card[aria-pressed=true]')].map(c => c.dataset.id)",
+            json!([]),
+        );
+        v.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let nth = |n: usize| format!("#results .card:nth-of-type({})", n + 1);
+
+    // Ctrl-click selects (a plain click would open the photo); then a plain click selects
+    // another, and Space on a focused photo a third; none opens the detail view.
+    let ctrl_click = json!({"actions": [
+        {"type": "key", "id": "keys", "actions": [{"type": "keyDown", "value": "\u{E009}"}, {"type": "pause"}, {"type": "pause"}, {"type": "keyUp", "value": "\u{E009}"}]},
+        {"type": "pointer", "id": "mouse", "actions": [
+            {"type": "pointerMove", "origin": {ELEMENT: browser.find(&nth(0))}, "x": 0, "y": 0},
+            {"type": "pointerDown", "button": 0}, {"type": "pointerUp", "button": 0}]}]});
+    browser.call("POST", "/actions", Some(ctrl_click));
+    assert_eq!(selected(), [card_ids[0].clone()]);
+    assert_eq!(browser.script("return document.getElementById('select-bar').hidden", json!([])), json!(false));
+    browser.click(&nth(2));
+    browser.script("arguments[0].focus()", json!([{ELEMENT: browser.find(&nth(3))}]));
+    browser.key(" ");
+    let chosen = [0, 2, 3].map(|i| card_ids[i].clone());
+    assert_eq!(selected(), chosen);
+    assert_eq!(browser.script("return document.getElementById('detail').open", json!([])), json!(false));
+    let count = browser.script("return document.getElementById('select-count').textContent", json!([]));
+    assert_eq!(count, json!("3 photos selected"));
+    if let Some(axe) = axe_script() {
+        let found = browser.axe_violations(&axe);
+        assert!(found.is_empty(), "axe-core found on selected results:\n{}", found.join("\n"));
+    }
+
+    // A tag for the three, from the bar.
+    browser.type_into("#select-tag", "chosen\u{E007}");
+    browser.wait_for(
+        "the tagging",
+        "return document.getElementById('select-status').textContent.startsWith('Tagged 3 photos')",
+    );
+    let tags: Value = ureq::get(&format!("{url}/api/tags")).call().unwrap().into_json().unwrap();
+    assert!(tags["tags"].as_array().unwrap().iter().any(|t| t["label"] == "chosen" && t["count"] == 3), "{tags}");
+
+    // Download: one zip of their originals, saved by the browser itself.
+    browser.click("#select-download");
+    let zip_path = downloads.join("clipdex-3-photos.zip");
+    let start = Instant::now();
+    while !zip_path.is_file() {
+        assert!(start.elapsed() < Duration::from_secs(60), "no download in {downloads:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
+    let mut names: Vec<String> = (0..zip.len()).map(|i| zip.by_index(i).unwrap().name().unwrap().to_string()).collect();
+    names.sort();
+    let mut want: Vec<String> =
+        chosen.iter().map(|id| file_of(id).file_name().unwrap().to_str().unwrap().to_string()).collect();
+    want.sort();
+    assert_eq!(names, want);
+    for id in &chosen {
+        let file = file_of(id);
+        let mut entry = zip.by_name(file.file_name().unwrap().to_str().unwrap()).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        assert_eq!(bytes, std::fs::read(&file).unwrap(), "{file:?}");
+    }
+
+    // Esc clears; Enter on a photo opens it, and its Download link is the original.
+    browser.key("\u{E00C}");
+    assert!(selected().is_empty());
+    browser.script("arguments[0].focus()", json!([{ELEMENT: browser.find(&nth(1))}]));
+    browser.key("\u{E007}");
+    browser.wait_for("the detail view", "return document.getElementById('detail').open");
+    let link = browser.script(
+        "const a = document.getElementById('detail-download'); return [a.getAttribute('href'), a.download]",
+        json!([]),
+    );
+    let file = file_of(&card_ids[1]);
+    assert_eq!(link, json!([format!("/api/images/{}/file", card_ids[1]), file.file_name().unwrap().to_str().unwrap()]));
+    let mut original = Vec::new();
+    std::io::Read::read_to_end(
+        &mut ureq::get(&format!("{url}{}", link[0].as_str().unwrap())).call().unwrap().into_reader(),
+        &mut original,
+    )
+    .unwrap();
+    assert_eq!(original, std::fs::read(&file).unwrap());
+    browser.key("\u{E00C}");
+
+    // At a phone's width the suggestions fit on the screen (they overflowed it by 7 px).
+    browser.call(
+        "POST",
+        "/goog/cdp/execute",
+        Some(json!({"cmd": "Emulation.setDeviceMetricsOverride",
+                    "params": {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}})),
+    );
+    browser.script("const q = document.getElementById('q'); q.value = ''; q.focus(); return true", json!([]));
+    browser.type_into("#q", "pla");
+    browser.wait_for("the suggestions", "return !document.getElementById('query-suggestions').hidden");
+    let fits = browser.script(
+        "const r = document.getElementById('query-suggestions').getBoundingClientRect();
+         return [r.left, r.right, window.innerWidth, document.documentElement.scrollWidth]",
+        json!([]),
+    );
+    let [left, right, width, scroll] = [0, 1, 2, 3].map(|i| fits[i].as_f64().unwrap());
+    assert!(left >= 0.0 && right <= 390.0 && width <= 390.0 && scroll <= 390.0, "the suggestions at 390 px: {fits}");
+    drop_server(server);
+}

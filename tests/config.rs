@@ -145,6 +145,14 @@ fn settings_set_once_and_used_without_flags(tmp: &Path, db: &OsStr, backend: &st
     let default = entry["default"].as_str().unwrap();
     assert!(default.starts_with("DB/moved-duplicates") && default.contains("PostgreSQL"), "{backend}: {default}");
     assert!(refused(clipdex(&db, &["config", "set", "duplicates_folder", "moved"])).contains("absolute"));
+    // Inside a photo folder (or holding one) it is refused when set, not at the first move.
+    for inside in [tmp.join("photos/moved"), tmp.to_path_buf()] {
+        let set = [OsStr::new("config"), OsStr::new("set"), OsStr::new("duplicates_folder"), inside.as_os_str()];
+        let error = refused(clipdex(&db, &set));
+        assert!(error.contains("overlaps the library folder"), "{error}");
+    }
+    let entry = ok_json(clipdex(&db, &["config", "get", "duplicates_folder", "--json"]));
+    assert_eq!(entry["value"], Value::Null, "a refused folder is not recorded");
     let folder = tmp.join("moved");
     ok(clipdex(&db, &[OsStr::new("config"), OsStr::new("set"), OsStr::new("duplicates_folder"), folder.as_os_str()]));
     assert_eq!(ok(clipdex(&db, &["config", "get", "duplicates_folder"])).trim(), folder.to_str().unwrap());

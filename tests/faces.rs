@@ -305,3 +305,22 @@ fn a_library_groups_the_faces_it_finds_into_a_person() {
         serde_json::from_str(&run(&["people", "--scan", "--face-model", models.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(again["scanned"], 0, "{again}");
 }
+
+/// A server shutting down asks its face pass to stop: a large photo's search gives up between
+/// its tiles rather than going through them all (it took 10-15 s to stop in a debug build).
+#[test]
+fn a_scan_gives_up_between_tiles_when_told() {
+    let Some(mut model) = model() else { return };
+    // A photo over the pixel budget is searched whole, reduced, then in tiles (24 here).
+    model.set_options(FaceOptions { max_pixels: 200_000, ..FaceOptions::default() });
+    let photo = RgbImage::from_fn(700, 500, |x, y| Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8]));
+    let asked = std::cell::Cell::new(0);
+    let stop = || {
+        asked.set(asked.get() + 1);
+        asked.get() > 2
+    };
+    assert!(model.scan_unless(&photo, &stop).unwrap().is_none());
+    // Asked before the whole search, before the first tile, and before the second: given up
+    // there, not after all 24 tiles (which take minutes in a debug build).
+    assert_eq!(asked.get(), 3);
+}

@@ -547,3 +547,26 @@ async fn people_api_lists_changes_and_searches() {
         off(|| assert!(lib.store().check().unwrap().is_empty()));
     }
 }
+
+/// A pass told to stop while a photo is being looked at (a server shutting down) gives that
+/// photo up: nothing is recorded for it, and the next pass looks at it.
+#[test]
+fn a_face_pass_told_to_stop_within_a_photo_leaves_it_to_the_next_pass() {
+    for db in test_databases() {
+        let tmp = tempfile::tempdir().unwrap();
+        let n = 3;
+        let (lib, ids) = library_of(&db, &tmp.path().join("photos"), n);
+        let finder = PixelFinder { faces: Faces::new(), version: 1, pictures: (0..n).map(picture).collect() };
+        // Asked before the first photo (go on), then within it (stop).
+        let asked = std::cell::Cell::new(0);
+        let pause = || {
+            asked.set(asked.get() + 1);
+            asked.get() > 1
+        };
+        let report = lib.find_faces_with(&finder, &|_, _| {}, &pause).unwrap();
+        assert_eq!(report.scanned, 0, "{}", db.backend);
+        assert!(ids.iter().all(|&id| lib.store().face_scan(id).unwrap().is_none()), "{}", db.backend);
+        let report = lib.find_faces_with(&finder, &|_, _| {}, &|| false).unwrap();
+        assert_eq!(report.scanned, n as usize, "{}", db.backend);
+    }
+}

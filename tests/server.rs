@@ -718,7 +718,7 @@ async fn every_endpoint_in_the_openapi_document_exists() {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 44);
+        assert_eq!(operations, 46);
     }
 }
 
@@ -1589,4 +1589,110 @@ async fn a_request_without_a_host_header_is_refused() {
     let reply = ask(&format!("GET /api/status HTTP/1.0\r\nHost: {addr}\r\n\r\n"));
     assert!(reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"), "{reply}");
     drop(s.tmp);
+}
+
+/// The entries of a zip answer: name → bytes.
+fn unzip(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use std::io::Read;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    (0..zip.len())
+        .map(|i| {
+            let mut entry = zip.by_index(i).unwrap();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            (entry.name().unwrap().to_string(), data)
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn chosen_photos_download_as_one_zip_of_their_originals() {
+    for db in test_databases() {
+        let s = off(|| setup(db));
+        let app = service!(&s);
+        // Two photos with the same file name in different folders get distinct names.
+        picture(42).save(s.photos.join("odd/rotated.jpg")).unwrap();
+        off(|| s.library.index(&|_, _| {}).unwrap());
+        let (a, b, c) = (id_of(&s, "even/p2.jpg"), id_of(&s, "even/rotated.jpg"), id_of(&s, "odd/rotated.jpg"));
+        for req in [
+            test::TestRequest::get().uri(&format!("/api/download?ids={a},{b},{c},{a}")),
+            test::TestRequest::post().uri("/api/download").set_json(serde_json::json!({ "ids": [a, b, c] })),
+        ] {
+            let response = test::call_service(&app, req.to_request()).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers().get("content-type").unwrap(), "application/zip");
+            let disposition = response.headers().get("content-disposition").unwrap().to_str().unwrap().to_string();
+            assert_eq!(disposition, "attachment; filename=\"clipdex-3-photos.zip\"");
+            let entries = unzip(&test::read_body(response).await);
+            let names: Vec<&str> = entries.keys().map(String::as_str).collect();
+            assert_eq!(names, ["p2.jpg", "rotated (2).jpg", "rotated.jpg"]);
+            assert_eq!(entries["p2.jpg"], std::fs::read(s.photos.join("even/p2.jpg")).unwrap());
+            assert_eq!(entries["rotated.jpg"], std::fs::read(s.photos.join("even/rotated.jpg")).unwrap());
+            assert_eq!(entries["rotated (2).jpg"], std::fs::read(s.photos.join("odd/rotated.jpg")).unwrap());
+        }
+        // Bad requests are refused before any byte of a zip.
+        let too_many: Vec<u64> = (0..1001).collect();
+        for (req, expected, needle) in [
+            (test::TestRequest::get().uri("/api/download"), StatusCode::BAD_REQUEST, "name the photos"),
+            (test::TestRequest::get().uri("/api/download?ids=1,x"), StatusCode::BAD_REQUEST, "not an image id"),
+            (
+                test::TestRequest::post().uri("/api/download").set_json(serde_json::json!({ "ids": [] })),
+                StatusCode::BAD_REQUEST,
+                "name the photos",
+            ),
+            (
+                test::TestRequest::post().uri("/api/download").set_json(serde_json::json!({ "ids": too_many })),
+                StatusCode::BAD_REQUEST,
+                "at most 1000",
+            ),
+        ] {
+            let (status, body) = call!(app, req);
+            assert_error(status, &body, expected, needle);
+        }
+    }
+}
+
+#[cfg(unix)]
+#[actix_web::test]
+async fn a_download_never_holds_a_file_outside_the_library_or_one_not_asked_for() {
+    for db in test_databases() {
+        let s = off(|| setup(db));
+        let app = service!(&s);
+        let (kept, linked, deleted, late) =
+            (id_of(&s, "even/p0.jpg"), id_of(&s, "odd/p3.jpg"), id_of(&s, "odd/p5.jpg"), id_of(&s, "odd/p7.jpg"));
+        // An id the library does not know refuses the whole download.
+        let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/download?ids={kept},424242")));
+        assert_error(status, &body, StatusCode::NOT_FOUND, "no image with id 424242");
+        // A photo replaced by a link to a secret outside the library, and one deleted.
+        let secret = s.tmp.path().join("secret.txt");
+        std::fs::write(&secret, b"not a photo of yours").unwrap();
+        std::fs::remove_file(s.photos.join("odd/p3.jpg")).unwrap();
+        std::os::unix::fs::symlink(&secret, s.photos.join("odd/p3.jpg")).unwrap();
+        std::fs::remove_file(s.photos.join("odd/p5.jpg")).unwrap();
+        let (status, body) = call!(app, test::TestRequest::get().uri(&format!("/api/download?ids={linked},{deleted}")));
+        assert_error(status, &body, StatusCode::NOT_FOUND, "none of the photos can be read");
+        // With a readable photo beside them, the zip holds it and says what it left out.
+        let response = test::call_service(
+            &app,
+            test::TestRequest::post()
+                .uri("/api/download")
+                .set_json(serde_json::json!({ "ids": [kept, linked, deleted, late] }))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        // A photo deleted after the download was answered, while the zip streams.
+        std::fs::remove_file(s.photos.join("odd/p7.jpg")).unwrap();
+        let bytes = test::read_body(response).await;
+        assert!(!bytes.windows(b"not a photo".len()).any(|w| w == b"not a photo"), "the secret leaked");
+        let entries = unzip(&bytes);
+        let names: Vec<&str> = entries.keys().map(String::as_str).collect();
+        assert_eq!(names, ["NOT INCLUDED.txt", "p0.jpg"]);
+        assert_eq!(entries["p0.jpg"], std::fs::read(s.photos.join("even/p0.jpg")).unwrap());
+        let note = String::from_utf8(entries["NOT INCLUDED.txt"].clone()).unwrap();
+        for expected in [format!("#{linked}: "), format!("#{deleted}: "), "p7.jpg: ".to_string()] {
+            assert!(note.contains(&expected), "{expected:?} not in {note}");
+        }
+        assert!(note.contains("changed since") && note.contains("gone"), "{note}");
+    }
 }

@@ -8,7 +8,7 @@ import { showJobs } from "/jobs.js";
 import { filterChips, loadPersonNames, showFaces, showPeople, wireFaces, wirePeople, withFilter } from "/people.js";
 import { attachQueryHelp } from "/query-help.js";
 import { setUpDuplicates, addKeepButtons, duplicatesListed } from "/duplicates.js";
-import { setUpSelection } from "/select.js";
+import { setUpSelection, wireDownloadLink } from "/select.js";
 
 const PAGE = 40;
 const $ = (id) => document.getElementById(id);
@@ -204,7 +204,8 @@ const cards = new Map(); // id → element, so re-sorting keeps loaded thumbnail
 function card(hit) {
   let el = cards.get(hit.id);
   if (el) { el.querySelector(".score").textContent = hit.score.toFixed(3); return el; }
-  el = document.createElement("figure");
+  // Not a figure: a selected result is a toggle button, which a figure with a caption cannot be.
+  el = document.createElement("div");
   el.className = "card";
   el.dataset.id = hit.id;
   el.tabIndex = 0;
@@ -235,7 +236,7 @@ function card(hit) {
     thumb.append(badge);
   }
   if (hit.region && hit.width && hit.height) thumb.append(regionBox(hit.region.box, hit.width, hit.height, true));
-  const meta = document.createElement("figcaption");
+  const meta = document.createElement("div");
   meta.className = "meta";
   const score = document.createElement("span");
   score.className = "score";
@@ -424,6 +425,9 @@ async function showDetail(id, region, push = true, time = undefined) {
   const rendition = !image.video && image.paths.length > 0 && !BROWSER_SHOWS.test(image.paths[0]);
   open.textContent = rendition ? "Open full size (JPEG)" : "Open original";
   open.href = `/api/images/${id}/file${rendition ? "?format=jpeg" : ""}`;
+  const save = $("detail-download");
+  save.href = `/api/images/${id}/file`;
+  save.download = (image.paths[0] || "").split("/").pop() || `photo-${id}`;
   if (!dialog.open) dialog.showModal();
 }
 
@@ -1282,7 +1286,8 @@ window.addEventListener("drop", (e) => {
 
 setUpDuplicates(json, () => showDuplicates(false));
 document.addEventListener("clipdex:duplicates-changed", summariseDuplicates);
-setUpSelection(json, api);
+setUpSelection(json, api, token);
+wireDownloadLink($("detail-download"));
 document.addEventListener("clipdex:tags-changed", loadTags);
 pollStatus();
 loadTags();

@@ -3,7 +3,7 @@
 // it; once something is selected a click (or Space) selects or unselects, Shift selects the
 // whole range from the last photo chosen, and Esc clears. A bar shows the count and the
 // actions: add a tag (POST /api/tags/add; `tag:NAME` then finds the photos), download the
-// originals, clear. The photo's state is its `aria-pressed` (a toggle to assistive technology)
+// originals as one zip (GET /api/download), clear. The photo's state is its `aria-pressed` (a toggle to assistive technology)
 // and a check mark in its corner.
 
 const GRIDS = "#timeline-groups, #results";
@@ -15,6 +15,7 @@ const selected = new Map(); // id → file name (for downloads)
 let anchor = null; // the last photo chosen, where a Shift range starts
 let json = null;
 let api = null;
+let hasToken = () => false;
 
 const $ = (id) => document.getElementById(id);
 
@@ -117,34 +118,65 @@ async function addTag(event) {
   }
 }
 
-// The originals, one download each (the browser may ask once to allow several).
-async function download() {
-  const status = $("select-status");
-  let n = 0;
-  for (const [id, name] of selected) {
-    try {
-      const blob = await (await api(`/api/images/${id}/file`)).blob();
-      const link = document.createElement("a");
-      link.href = URL.createObjectURL(blob);
-      link.download = name;
-      document.body.append(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(link.href), 60000);
-      n += 1;
-      status.textContent = `Downloading ${n} of ${selected.size}…`;
-    } catch (e) {
-      status.textContent = `#${id}: ${e.message}`;
-      return;
-    }
-  }
-  status.textContent = `Downloaded ${plural(n, "photo")}.`;
+// Saves what `response` holds under `name` (a download made in memory: only with a token,
+// which a link cannot send).
+async function save(response, name) {
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60000);
 }
 
-// `request(path, options)`: the page's JSON call; `raw(path)`: its call that returns the response.
-export function setUpSelection(request, raw) {
+// The originals as one zip, which the server makes as it sends it: without a token a link the
+// browser saves straight to disk; with one (a link cannot send it) fetched, then saved.
+async function download() {
+  const status = $("select-status");
+  const ids = [...selected.keys()].map(Number);
+  const name = `clipdex-${plural(ids.length, "photo").replace(" ", "-")}.zip`;
+  if (!hasToken()) {
+    const link = $("select-download-link");
+    link.href = `/api/download?ids=${ids.join(",")}`;
+    link.download = name;
+    link.click();
+    status.textContent = `Downloading ${plural(ids.length, "photo")} as ${name}…`;
+    return;
+  }
+  status.textContent = `Preparing ${name}…`;
+  try {
+    const response = await api("/api/download", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ ids }),
+    });
+    await save(response, name);
+    status.textContent = `Downloaded ${name}.`;
+  } catch (e) {
+    status.textContent = e.message;
+  }
+}
+
+// A link to one original (the detail view's Download): with a token, fetched, then saved.
+export function wireDownloadLink(link) {
+  link.addEventListener("click", async (event) => {
+    if (!hasToken()) return;
+    event.preventDefault();
+    try {
+      await save(await api(link.getAttribute("href")), link.download);
+    } catch (e) {
+      link.title = e.message;
+    }
+  });
+}
+
+// `request(path, options)`: the page's JSON call; `raw(path)`: its call that returns the
+// response; `token()`: the token the page sends, if any.
+export function setUpSelection(request, raw, token) {
   json = request;
   api = raw;
+  hasToken = () => Boolean(token());
   const bar = document.createElement("section");
   bar.id = "select-bar";
   bar.hidden = true;
@@ -157,6 +189,7 @@ export function setUpSelection(request, raw) {
       <button type="submit">Add</button>
     </form>
     <button id="select-download" type="button">Download</button>
+    <a id="select-download-link" hidden tabindex="-1"></a>
     <button id="select-clear" type="button">Clear</button>
     <span id="select-status" role="status"></span>`;
   document.querySelector("main").append(bar);

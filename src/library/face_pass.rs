@@ -91,8 +91,10 @@ impl Library {
             if pause() {
                 break;
             }
-            match self.find_faces_in(finder, id, &FaceScan { model: model.clone(), hash }) {
-                Ok(n) => {
+            match self.find_faces_in(finder, id, &FaceScan { model: model.clone(), hash }, pause) {
+                // Given up midway (a shutdown): not recorded, so the next pass looks at it.
+                Ok(None) => break,
+                Ok(Some(n)) => {
                     // On disk before the next photo (a detection costs far more than this), so
                     // a kill loses no photo that was looked at.
                     self.store.flush()?;
@@ -123,11 +125,17 @@ impl Library {
 
     /// Finds and stores the faces of one image (a video: of its poster frame), carrying the
     /// user's decisions over from the faces it had (matched by box overlap). Returns how many
-    /// faces it has.
-    pub(super) fn find_faces_in(&self, finder: &dyn FaceFinder, id: ImageId, scan: &FaceScan) -> Result<usize> {
+    /// faces it has; `None` (nothing stored) when `pause` said to give up before it was done.
+    pub(super) fn find_faces_in(
+        &self,
+        finder: &dyn FaceFinder,
+        id: ImageId,
+        scan: &FaceScan,
+        pause: &dyn Fn() -> bool,
+    ) -> Result<Option<usize>> {
         let (photo, (width, _)) = self.open_indexed_within(id, FACE_SIDE)?;
         let scale = if photo.width() == 0 { 1.0 } else { width as f32 / photo.width() as f32 };
-        let found = finder.faces(&photo)?;
+        let Some(found) = finder.faces_unless(&photo, pause)? else { return Ok(None) };
         let faces: Vec<NewFace> = found
             .into_iter()
             .map(|f| NewFace {
@@ -139,7 +147,7 @@ impl Library {
                 pinned: false,
             })
             .collect();
-        self.store_found_faces(id, scan, faces)
+        self.store_found_faces(id, scan, faces).map(Some)
     }
 
     /// The face pass after indexing in the background: failures are logged, not fatal (the

@@ -55,6 +55,12 @@ pub trait FaceFinder: Send + Sync {
 
     /// The faces in an upright RGB photo.
     fn faces(&self, photo: &image::RgbImage) -> Result<Vec<FoundFace>>;
+
+    /// The faces, or `None` when `stop` said to give up before they were all found (a model
+    /// asks it between the parts of its work; this default looks at the whole photo).
+    fn faces_unless(&self, photo: &image::RgbImage, stop: &dyn Fn() -> bool) -> Result<Option<Vec<FoundFace>>> {
+        if stop() { Ok(None) } else { self.faces(photo).map(Some) }
+    }
 }
 
 /// dlib's face models ([`crate::models::faces::FaceModel`]) as the library's face pass uses them.
@@ -68,6 +74,15 @@ impl FaceFinder for crate::models::faces::FaceModel {
             .into_iter()
             .map(|f| FoundFace { bbox: f.bbox, score: f.score, landmarks: f.landmarks, embedding: f.embedding })
             .collect())
+    }
+
+    fn faces_unless(&self, photo: &image::RgbImage, stop: &dyn Fn() -> bool) -> Result<Option<Vec<FoundFace>>> {
+        Ok(crate::models::faces::FaceModel::scan_unless(self, photo, stop)?.map(|scan| {
+            scan.faces
+                .into_iter()
+                .map(|f| FoundFace { bbox: f.bbox, score: f.score, landmarks: f.landmarks, embedding: f.embedding })
+                .collect()
+        }))
     }
 }
 

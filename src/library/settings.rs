@@ -278,6 +278,11 @@ impl Library {
         }
         let mut settings = self.settings()?;
         settings.set(name, value)?;
+        if let ("duplicates_folder", Some(dir)) = (name, settings.duplicates_folder.as_deref()) {
+            // Refused now rather than at the first resolution: moving duplicates into a photo
+            // folder would move them back into the library.
+            self.check_outside_library(std::path::Path::new(dir), "set duplicates_folder")?;
+        }
         self.store.set_setting(SETTINGS_KEY, &settings)?;
         self.apply_settings(&settings);
         self.setting_entry(name)

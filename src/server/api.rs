@@ -877,7 +877,7 @@ async fn file(
 /// folders; a file reached through a link leading elsewhere (a linked album) is served only
 /// when its content is the indexed image's (`indexed_hash`), read from the open file itself,
 /// so a link swapped between a check and the open cannot hand out another file.
-fn open_to_serve(
+pub(super) fn open_to_serve(
     library: &crate::Library,
     path: &Path,
     id: ImageId,
@@ -908,7 +908,7 @@ fn open_to_serve(
 }
 
 /// The content hash stored for image `id`.
-fn indexed_hash(library: &crate::Library, id: ImageId) -> crate::Result<String> {
+pub(super) fn indexed_hash(library: &crate::Library, id: ImageId) -> crate::Result<String> {
     Ok(library.store().image(id)?.ok_or_else(|| Error::NotFound(format!("no image with id {id}")))?.hash)
 }
 

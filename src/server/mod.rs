@@ -22,6 +22,7 @@
 mod api;
 mod assets;
 mod bulk;
+mod download;
 mod forward;
 pub mod indexer;
 mod jobs;
@@ -268,6 +269,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                             .configure(settings::routes)
                             .configure(jobs::routes)
                             .configure(bulk::routes)
+                            .configure(download::routes)
                             .configure(forward::routes)
                             .configure(undeclared_methods)
                             .default_service(web::to(|| async {

@@ -122,6 +122,12 @@ fn bulk_paths() -> Value {
     let moved = json!({"type": "array", "items": {"type": "object", "properties": {
         "id": {"type": "integer"}, "from": {"type": "string", "description": "Where it was in the library"}, "to": {"type": "string", "description": "Where it is in the batch"}}}});
     let skipped = json!({"type": "array", "items": {"type": "object", "properties": {"path": {"type": "string"}, "reason": {"type": "string"}}}});
+    let download_responses = responses(
+        200,
+        json!({"description": format!("A zip of the originals (at most {} MB of them), names made unique", super::download::MAX_DOWNLOAD_BYTES / 1_000_000),
+               "content": {"application/zip": {}}}),
+        &[400, 404, 415],
+    );
     let pass = json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "enum": crate::library::PAUSABLE_PASSES}, "description": "The pass, as /api/jobs names it"});
     let paused = ok(
         "The passes paused now",
@@ -152,6 +158,16 @@ fn bulk_paths() -> Value {
                 "ids": {"type": "array", "minItems": 1, "maxItems": super::api::MAX_DISMISS, "items": id},
                 "tag": {"type": "string", "minLength": 1, "maxLength": crate::library::MAX_TAG_CHARS, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*\\S[^\\x00-\\x1f\\x7f-\\x9f]*$"}}}}}},
             "responses": responses(200, ok("Tagged", json!({"type": "object", "properties": {"tag": {"type": "string"}, "tagged": {"type": "integer"}}})), &[400, 404, 415])}},
+        "/api/download": {
+            "get": {
+                "summary": "The original files of the photos named, as one zip (stored, streamed as it is made); a link a browser saves straight to disk. An unknown id refuses it; a photo that cannot be read (gone, changed, leading outside the library's folders) is left out and named in NOT INCLUDED.txt inside the zip",
+                "parameters": [query("ids", json!({"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"}), &format!("Comma-separated ids, at most {}", super::download::MAX_DOWNLOAD_PHOTOS))],
+                "responses": download_responses.clone()},
+            "post": {
+                "summary": "As GET /api/download, the ids in the body",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["ids"], "additionalProperties": false, "properties": {
+                    "ids": {"type": "array", "minItems": 1, "maxItems": super::download::MAX_DOWNLOAD_PHOTOS, "items": id}}}}}},
+                "responses": download_responses}},
         "/api/jobs/{name}/pause": {"post": {
             "summary": "Pause a background pass (remembered by the library across restarts; pausing indexing pauses the passes after it too)",
             "parameters": [pass.clone()], "responses": responses(200, paused.clone(), &[404])}},

@@ -172,9 +172,20 @@ impl FaceModel {
 
     /// The faces in `photo` and whether a limit cut the search short.
     pub fn scan(&self, photo: &RgbImage) -> Result<FaceScan> {
+        Ok(self.scan_unless(photo, &|| false)?.unwrap_or_default())
+    }
+
+    /// As [`scan`](Self::scan), giving up (`None`) as soon as `stop` says so: it is asked
+    /// before each part of the work (the whole search, each tile of a large photo, each face),
+    /// so that a server shutting down does not wait for a 12 MP photo to be searched through.
+    pub fn scan_unless(&self, photo: &RgbImage, stop: &dyn Fn() -> bool) -> Result<Option<FaceScan>> {
         let o = self.options;
         let budget = Budget { max_pixels: o.max_pixels.max(4), max_candidates: o.max_candidates.max(1) };
-        let (detections, search) = tiles::detect_tiled(&self.detector, photo, budget, o.min_face, o.max_tiles)?;
+        let Some((detections, search)) =
+            tiles::detect_tiled(&self.detector, photo, budget, (o.min_face, o.max_tiles), stop)?
+        else {
+            return Ok(None);
+        };
         let mut kept: Vec<_> = detections
             .into_iter()
             .filter(|d| {
@@ -187,12 +198,18 @@ impl FaceModel {
         let mut shapes = Vec::with_capacity(kept.len());
         let mut chips = Vec::with_capacity(kept.len());
         for d in &kept {
+            if stop() {
+                return Ok(None);
+            }
             let shape = self.predictor.predict(photo, d.rect);
             chips.push(chip::face_chip(photo, &shape, 150, 0.25));
             shapes.push(shape);
         }
         let mut embeddings = Vec::with_capacity(chips.len());
         for batch in chips.chunks(16) {
+            if stop() {
+                return Ok(None);
+            }
             embeddings.extend(self.embedder.embed(batch)?);
         }
         let faces = kept
@@ -213,6 +230,12 @@ impl FaceModel {
                 }
             })
             .collect();
-        Ok(FaceScan { faces, capped, reduced: search.reduced, tiles: search.tiles, incomplete: search.incomplete })
+        Ok(Some(FaceScan {
+            faces,
+            capped,
+            reduced: search.reduced,
+            tiles: search.tiles,
+            incomplete: search.incomplete,
+        }))
     }
 }

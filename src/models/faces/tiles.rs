@@ -65,17 +65,21 @@ fn tiling(width: u32, height: u32, max_pixels: u64, smallest: f64) -> (u32, u32,
 /// Faces in `photo` down to `min_face` px (no smaller than half the detector's window), best
 /// first, searching it in tiles when it is too large to be searched whole at 2x; at most
 /// `max_tiles` tiles (a photo needing more is searched whole only, and `incomplete` says so).
+/// `None` when `stop` said to give up (asked before each search, the whole one and each tile's).
 pub(crate) fn detect_tiled(
     detector: &Detector,
     photo: &RgbImage,
     budget: Budget,
-    min_face: u32,
-    max_tiles: usize,
-) -> Result<(Vec<Detection>, TiledSearch)> {
+    (min_face, max_tiles): (u32, usize),
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<(Vec<Detection>, TiledSearch)>> {
+    if stop() {
+        return Ok(None);
+    }
     let (mut kept, reduced) = detector.detect(photo, budget)?;
     let mut search = TiledSearch { reduced, ..Default::default() };
     if !reduced {
-        return Ok((kept, search));
+        return Ok(Some((kept, search)));
     }
     let (width, height) = (photo.width(), photo.height());
     let pixels = width as u64 * height as u64;
@@ -84,17 +88,20 @@ pub(crate) fn detect_tiled(
     // The smallest face the whole search finds; the tiles are for the smaller ones.
     let smallest = window / scale;
     if f64::from(min_face) >= smallest {
-        return Ok((kept, search));
+        return Ok(Some((kept, search)));
     }
     let (tw, th, overlap) = tiling(width, height, budget.max_pixels, smallest);
     let (xs, ys) = (tile_starts(width, tw, overlap), tile_starts(height, th, overlap));
     if xs.len() * ys.len() > max_tiles {
         search.incomplete = true;
-        return Ok((kept, search));
+        return Ok(Some((kept, search)));
     }
     let mut found = Vec::new();
     for &y0 in &ys {
         for &x0 in &xs {
+            if stop() {
+                return Ok(None);
+            }
             let tile = image::imageops::crop_imm(photo, x0, y0, tw, th).to_image();
             let (dets, _) = detector.detect(&tile, budget)?;
             search.tiles += 1;
@@ -120,7 +127,7 @@ pub(crate) fn detect_tiled(
     }
     kept.sort_by(|a, b| b.score.total_cmp(&a.score));
     kept.truncate(budget.max_candidates);
-    Ok((kept, search))
+    Ok(Some((kept, search)))
 }
 
 #[cfg(test)]

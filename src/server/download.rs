@@ -1,0 +1,337 @@
+//! `GET|POST /api/download`: the original files of chosen photos as one zip, streamed as it is
+//! made (stored, not compressed again: photos and videos are compressed already), so neither
+//! the server nor the client holds it whole.
+//!
+//! Invariants: every byte in the zip comes from a file opened by [`open_to_serve`], which
+//! checks the open file itself (a file inside a library folder, or reached through a link only
+//! when its content is the indexed image's), at the moment it is read; a download is bounded
+//! ([`MAX_DOWNLOAD_PHOTOS`] photos, [`MAX_DOWNLOAD_BYTES`] bytes), checked before the first
+//! byte and again as each file is opened; names inside the zip are plain file names, unique
+//! without regard to case. An id the library does not know refuses the whole request; a photo
+//! that cannot be read (gone, changed, leading outside) is left out and named, with the reason,
+//! in `NOT INCLUDED.txt` inside the zip, also when that happens while the zip streams.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use zip::write::{SimpleFileOptions, StreamWriter};
+use zip::{CompressionMethod, ZipWriter};
+
+use super::AppState;
+use super::api::{ApiError, ApiResult, blocking, indexed_hash, open_to_serve, parse_id};
+use crate::error::Error;
+use crate::store::ImageId;
+
+/// Most photos in one download.
+pub(super) const MAX_DOWNLOAD_PHOTOS: usize = 1000;
+/// Most bytes of originals in one download (2 GiB: what browsers keep of a download made in
+/// memory, and under the 4 GiB a zip without its 64-bit extension can hold).
+pub(super) const MAX_DOWNLOAD_BYTES: u64 = 2 << 30;
+/// The entry that lists what was left out, and why.
+pub(super) const NOT_INCLUDED: &str = "NOT INCLUDED.txt";
+/// About how many bytes of zip each step on the blocking pool makes.
+const PIECE: usize = 256 * 1024;
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/download", web::get().to(download_listed)).route("/download", web::post().to(download_posted));
+}
+
+#[derive(Deserialize)]
+struct DownloadParams {
+    /// Comma-separated ids.
+    ids: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DownloadBody {
+    ids: Vec<ImageId>,
+}
+
+/// `GET /api/download?ids=1,2,3`: a link a browser saves straight to disk (without a token).
+async fn download_listed(state: web::Data<AppState>, params: web::Query<DownloadParams>) -> ApiResult<HttpResponse> {
+    let raw = params.into_inner().ids.unwrap_or_default();
+    let ids = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_id).collect::<ApiResult<Vec<_>>>()?;
+    download(state, ids).await
+}
+
+/// `POST /api/download` with `{"ids": [...]}`.
+async fn download_posted(state: web::Data<AppState>, body: web::Json<DownloadBody>) -> ApiResult<HttpResponse> {
+    download(state, body.into_inner().ids).await
+}
+
+async fn download(state: web::Data<AppState>, ids: Vec<ImageId>) -> ApiResult<HttpResponse> {
+    let mut seen = HashSet::new();
+    let ids: Vec<ImageId> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
+    if ids.is_empty() {
+        return Err(ApiError::bad_request("name the photos to download: ids=1,2,3 or {\"ids\": [1, 2, 3]}"));
+    }
+    if ids.len() > MAX_DOWNLOAD_PHOTOS {
+        return Err(ApiError::bad_request(format!(
+            "{} photos asked for; a download holds at most {MAX_DOWNLOAD_PHOTOS}: download them in parts",
+            ids.len()
+        )));
+    }
+    let shared = state.clone();
+    let plan = blocking(move || plan(&shared, &ids)).await?;
+    let count = plan.entries.len();
+    let zipper = Zipper::new(state.into_inner(), plan);
+    let body = futures_util::stream::unfold(Some(zipper), |zipper| async move {
+        let mut zipper = zipper?;
+        match web::block(move || zipper.step().map(|bytes| (zipper, bytes))).await {
+            Ok(Ok((_, None))) => None,
+            Ok(Ok((zipper, Some(bytes)))) => Some((Ok(web::Bytes::from(bytes)), Some(zipper))),
+            Ok(Err(e)) => {
+                tracing::warn!("a download broke off: {e}");
+                Some((Err(e), None))
+            }
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/zip")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"clipdex-{count}-photo{}.zip\"", if count == 1 { "" } else { "s" }),
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .streaming(body))
+}
+
+/// A photo to put in the zip: where it is, its content hash and its name inside the zip.
+struct Entry {
+    id: ImageId,
+    path: PathBuf,
+    hash: String,
+    name: String,
+}
+
+/// What a download holds, checked before its first byte.
+struct Plan {
+    entries: VecDeque<Entry>,
+    /// `name: reason` of each photo left out.
+    left_out: Vec<String>,
+}
+
+/// Checks every id (an unknown one refuses the request), finds each photo's file and names it,
+/// and refuses a download over [`MAX_DOWNLOAD_BYTES`]; the files are opened again as they are
+/// sent, and the check made on each then.
+fn plan(state: &AppState, ids: &[ImageId]) -> crate::Result<Plan> {
+    let library = &state.library;
+    let mut names = ZipNames::default();
+    let (mut entries, mut left_out, mut total) = (VecDeque::new(), Vec::new(), 0u64);
+    for &id in ids {
+        let hash = indexed_hash(library, id)?;
+        let path = match library.image_file(id) {
+            Ok(path) => path,
+            Err(e @ (Error::NotFound(_) | Error::Forbidden(_))) => {
+                left_out.push(format!("#{id}: {e}"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let name = names.claim(&path, id);
+        match open_to_serve(library, &path, id, Some(&hash)) {
+            Ok((_, len)) => {
+                total += len;
+                entries.push_back(Entry { id, path, hash, name });
+            }
+            Err(e) => left_out.push(format!("{name}: {e}")),
+        }
+    }
+    if total > MAX_DOWNLOAD_BYTES {
+        return Err(Error::Invalid(format!(
+            "these {} photos are {}; a download holds at most {}: select fewer photos",
+            entries.len(),
+            megabytes(total),
+            megabytes(MAX_DOWNLOAD_BYTES)
+        )));
+    }
+    if entries.is_empty() {
+        return Err(Error::NotFound(format!("none of the photos can be read: {}", left_out.join("; "))));
+    }
+    Ok(Plan { entries, left_out })
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.0} MB", bytes as f64 / 1e6)
+}
+
+/// Names inside a zip: a photo's file name, with ` (2)`, ` (3)`... before its extension when
+/// another photo took it (compared without case: the folders it is unpacked into may ignore it).
+#[derive(Default)]
+struct ZipNames(HashSet<String>);
+
+impl ZipNames {
+    fn claim(&mut self, path: &std::path::Path, id: ImageId) -> String {
+        let plain = path
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .chars()
+                    .map(|c| if c.is_control() || matches!(c, '/' | '\\') { '_' } else { c })
+                    .collect()
+            })
+            .filter(|n: &String| !n.is_empty() && n != "." && n != "..")
+            .unwrap_or_else(|| format!("photo-{id}"));
+        let (stem, ext) = match plain.rfind('.') {
+            Some(dot) if dot > 0 => (&plain[..dot], &plain[dot..]),
+            _ => (plain.as_str(), ""),
+        };
+        let mut name = plain.clone();
+        let mut n = 1;
+        while self.0.contains(&name.to_lowercase()) || name.eq_ignore_ascii_case(NOT_INCLUDED) {
+            n += 1;
+            name = format!("{stem} ({n}){ext}");
+        }
+        self.0.insert(name.to_lowercase());
+        name
+    }
+}
+
+/// Where the zip writer's bytes collect between steps (the writer keeps it; the stream takes them).
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Sink {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A zip being made, one [`PIECE`] at a time as the client takes it.
+struct Zipper {
+    state: Arc<AppState>,
+    zip: Option<ZipWriter<StreamWriter<Sink>>>,
+    sink: Sink,
+    entries: VecDeque<Entry>,
+    /// The file being copied, limited to its length when opened.
+    current: Option<std::io::Take<std::fs::File>>,
+    left_out: Vec<String>,
+    sent: u64,
+}
+
+impl Zipper {
+    fn new(state: Arc<AppState>, plan: Plan) -> Self {
+        let sink = Sink::default();
+        let zip = ZipWriter::new_stream(sink.clone());
+        Zipper { state, zip: Some(zip), sink, entries: plan.entries, current: None, left_out: plan.left_out, sent: 0 }
+    }
+
+    /// The next bytes of the zip; `None` once it is all sent.
+    fn step(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let mut buf = vec![0u8; PIECE];
+        while self.sink.0.lock().map_or(0, |b| b.len()) < PIECE {
+            let Some(zip) = self.zip.as_mut() else { break };
+            if let Some(file) = self.current.as_mut() {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    self.current = None;
+                } else {
+                    zip.write_all(&buf[..n])?;
+                }
+            } else if let Some(entry) = self.entries.pop_front() {
+                self.start(entry)?;
+            } else {
+                let mut zip = self.zip.take().ok_or_else(|| std::io::Error::other("the zip is finished"))?;
+                if !self.left_out.is_empty() {
+                    zip.start_file(
+                        NOT_INCLUDED,
+                        SimpleFileOptions::default().compression_method(CompressionMethod::Stored),
+                    )
+                    .map_err(std::io::Error::other)?;
+                    let text = format!(
+                        "These photos could not be read when the download was made, and are not in it:\n\n{}\n",
+                        self.left_out.join("\n")
+                    );
+                    zip.write_all(text.as_bytes())?;
+                }
+                zip.finish().map_err(std::io::Error::other)?;
+            }
+        }
+        let bytes = self.sink.take();
+        Ok(if bytes.is_empty() && self.zip.is_none() { None } else { Some(bytes) })
+    }
+
+    /// Opens the next photo (checked again now: it may have gone or changed since the plan)
+    /// and starts its entry; a photo that cannot be sent is listed as left out.
+    fn start(&mut self, entry: Entry) -> std::io::Result<()> {
+        let opened = open_to_serve(&self.state.library, &entry.path, entry.id, Some(&entry.hash));
+        let (file, len) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.left_out.push(format!("{}: {e}", entry.name));
+                return Ok(());
+            }
+        };
+        if self.sent + len > MAX_DOWNLOAD_BYTES {
+            self.left_out.push(format!(
+                "{}: the download reached its limit of {} (the file grew since it was asked for)",
+                entry.name,
+                megabytes(MAX_DOWNLOAD_BYTES)
+            ));
+            return Ok(());
+        }
+        self.sent += len;
+        let mut options = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
+        if let Some(time) = file.metadata().and_then(|m| m.modified()).ok().and_then(zip_time) {
+            options = options.last_modified_time(time);
+        }
+        let zip = self.zip.as_mut().ok_or_else(|| std::io::Error::other("the zip is finished"))?;
+        zip.start_file(entry.name.as_str(), options).map_err(std::io::Error::other)?;
+        self.current = Some(file.take(len));
+        Ok(())
+    }
+}
+
+/// A file's time as a zip entry keeps it (local time, two-second steps, 1980 to 2107), so
+/// unpacked photos keep their dates.
+fn zip_time(time: std::time::SystemTime) -> Option<zip::DateTime> {
+    use chrono::{Datelike, Timelike};
+    let local = chrono::DateTime::<chrono::Local>::from(time);
+    zip::DateTime::from_date_and_time(
+        u16::try_from(local.year()).ok()?,
+        local.month() as u8,
+        local.day() as u8,
+        local.hour() as u8,
+        local.minute() as u8,
+        local.second() as u8,
+    )
+    .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_inside_the_zip_are_unique_without_regard_to_case() {
+        let mut names = ZipNames::default();
+        let got: Vec<String> =
+            ["/a/IMG_1.jpg", "/b/img_1.JPG", "/c/IMG_1.jpg", "/d/README", "/e/readme", "/f/NOT INCLUDED.txt"]
+                .iter()
+                .map(|p| names.claim(std::path::Path::new(p), 7))
+                .collect();
+        assert_eq!(
+            got,
+            ["IMG_1.jpg", "img_1 (2).JPG", "IMG_1 (3).jpg", "README", "readme (2)", "NOT INCLUDED (2).txt"]
+        );
+        assert_eq!(names.claim(std::path::Path::new("/"), 7), "photo-7");
+    }
+}

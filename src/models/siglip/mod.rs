@@ -12,6 +12,7 @@
 mod config;
 mod model;
 mod tokenizer;
+pub mod train;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;

@@ -11,6 +11,7 @@
 
 mod config;
 mod model;
+pub mod naflex;
 mod tokenizer;
 pub mod train;
 

@@ -1,6 +1,6 @@
 //! A trainable SigLIP beside the inference one ([`super::SiglipModel`]), for `clipdex finetune`.
 //!
-//! Like the trainable CLIP ([`crate::models::clip::train`], whose layers it shares through
+//! Like the trainable CLIP (`models::clip::train`, whose layers it shares through
 //! [`NamedWeights`]), it keeps every weight under its Hugging Face name and uses only
 //! differentiable ops; trainable weights are [`Var`]s, frozen ones plain tensors. The loss is
 //! transformers' `SiglipModel` loss ([`sigmoid_loss`]).
@@ -24,7 +24,7 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 
 use super::config::SiglipConfig;
-use crate::models::clip::train::{
+use crate::models::nn::trainable::{
     EncoderSettings, NamedWeights, TrainScope, activation, encoder_layer_shapes, linear_with, normalize,
 };
 
@@ -342,18 +342,41 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::models::clip::{ClipEmbedder, l2_normalize};
+    use crate::models::nn::l2_normalize;
+    use crate::models::preprocess::ImageProcessor;
+    use crate::models::siglip::SiglipParts;
 
-    fn load(name: &str, scope: TrainScope) -> (ClipEmbedder, TrainableSiglip) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-        let repo = crate::models::source::ModelRepo::open(&dir.to_string_lossy()).unwrap();
-        let embedder = ClipEmbedder::load_from(&repo, &Device::Cpu).unwrap();
-        let vb = crate::models::source::repo_weights(&repo, &Device::Cpu).unwrap();
-        let trainable = TrainableSiglip::load(embedder.siglip_config().unwrap(), &vb, scope).unwrap();
-        (embedder, trainable)
+    /// The inference model beside the trainable one (the tests compare them).
+    struct Reference {
+        parts: SiglipParts,
+        processor: ImageProcessor,
     }
 
-    fn inputs(embedder: &ClipEmbedder, side: usize) -> (Tensor, Vec<Vec<u32>>) {
+    impl Reference {
+        fn siglip_config(&self) -> Option<&SiglipConfig> {
+            Some(&self.parts.config)
+        }
+
+        fn preprocess(&self, image: &image::RgbImage) -> Option<Tensor> {
+            self.processor.preprocess(image, &Device::Cpu).ok()
+        }
+
+        fn tokenize(&self, text: &str) -> Option<Vec<u32>> {
+            self.parts.tokenizer.encode(text).ok()
+        }
+    }
+
+    fn load(name: &str, scope: TrainScope) -> (Reference, TrainableSiglip) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        let repo = crate::models::source::ModelRepo::open(&dir.to_string_lossy()).unwrap();
+        let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let vb = crate::models::source::repo_weights(&repo, &Device::Cpu).unwrap();
+        let (parts, processor) = SiglipParts::load(&repo, &text, vb.clone()).unwrap();
+        let trainable = TrainableSiglip::load(&parts.config, &vb, scope).unwrap();
+        (Reference { parts, processor }, trainable)
+    }
+
+    fn inputs(embedder: &Reference, side: usize) -> (Tensor, Vec<Vec<u32>>) {
         let images: Vec<Tensor> = (0..3u32)
             .map(|s| {
                 let img = image::RgbImage::from_fn(side as u32 + 13, side as u32, |x, y| {
@@ -379,17 +402,14 @@ mod tests {
             let (embedder, trainable) = load(name, TrainScope::All);
             let side = embedder.siglip_config().unwrap().vision_config.image_size;
             let (pixels, texts) = inputs(&embedder, side);
-            let fast_image = to_tensor(&embedder.embed_pixels(&pixels).unwrap());
+            let model = &embedder.parts.model;
+            let fast_image = l2_normalize(&model.image_features(&pixels).unwrap()).unwrap();
             let slow_image = normalize(&trainable.image_features(&pixels).unwrap()).unwrap();
-            let fast_text = to_tensor(&embedder.embed_token_ids(&texts).unwrap());
+            let fast_text = l2_normalize(&model.text_features(&texts, &Device::Cpu).unwrap()).unwrap();
             let slow_text = l2_normalize(&trainable.text_features(&texts).unwrap()).unwrap();
             let (di, dt) = (max_abs_diff(&fast_image, &slow_image), max_abs_diff(&fast_text, &slow_text));
             assert!(di < 1e-5 && dt < 1e-5, "{name}: image {di}, text {dt}");
         }
-    }
-
-    fn to_tensor(rows: &[Vec<f32>]) -> Tensor {
-        Tensor::from_vec(rows.concat(), (rows.len(), rows[0].len()), &Device::Cpu).unwrap()
     }
 
     #[test]

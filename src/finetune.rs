@@ -1,12 +1,13 @@
-//! Fine-tuning CLIP on the user's own image–text pairs (`clipdex finetune`).
+//! Fine-tuning CLIP (and SigLIP) on the user's own image–text pairs (`clipdex finetune`).
 //!
 //! The semantics are fixed, since scripts and a parity test depend on them: batches of
 //! `batch_size` consecutive training pairs (file order without shuffling, the last partial
 //! batch kept, a last single pair joined to the batch before it); images decoded and
 //! preprocessed exactly as for embedding (upright, the model's resize and crop, full-size
 //! decoding), no augmentation; texts tokenised as for queries; the
-//! loss is transformers' `clip_loss`; PyTorch's AdamW with weight decay on tensors of two or
-//! more dimensions only; after each step `logit_scale` is clamped to [0, ln 100]; f32
+//! loss is transformers' `clip_loss` (a SigLIP's: transformers' sigmoid loss,
+//! [`crate::models::siglip::train`]); PyTorch's AdamW with weight decay on tensors of two or
+//! more dimensions only; after each step a CLIP's `logit_scale` is clamped to [0, ln 100]; f32
 //! throughout; frozen weights never change. The result is a Hugging Face CLIP directory
 //! (`config.json`, `model.safetensors` with transformers' names, the base's tokenizer and
 //! preprocessor files) that `--model DIR` and `CLIPModel.from_pretrained(DIR)` both load. Every
@@ -28,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::models::clip::train::{AdamW, AdamWConfig, TrainScope, TrainableClip, scheduled_lr};
 use crate::models::clip::{ClipEmbedder, l2_normalize};
 use crate::models::precision::Precision;
+use crate::models::siglip::train::TrainableSiglip;
 use crate::models::source::ModelRepo;
 use crate::photo::{DecodeOptions, open_rgb};
 
@@ -280,6 +282,7 @@ const COPIED_FILES: &[&str] = &[
     "vocab.json",
     "merges.txt",
     "vocab.txt",
+    "spiece.model",
 ];
 
 /// Fine-tunes `base` on `pairs` and writes the model to `out`. `stop` ends the run between
@@ -315,7 +318,10 @@ pub fn finetune(
     }
     let repo = ModelRepo::open(base)?;
     let embedder = ClipEmbedder::load_from(&repo, device)?.with_precision(options.precision);
-    embedder.config()?; // fine-tuning trains a CLIP's layers: another family is refused here
+    let siglip = embedder.family() == "siglip";
+    if !siglip {
+        embedder.config()?; // a CLIP's or a SigLIP's layers are trained: another family is refused here
+    }
     check_duplicates(&pairs)?;
     let (pairs, skipped) = readable(pairs, options)?;
     let (train, held_out) = match &options.validation {
@@ -347,36 +353,47 @@ pub fn finetune(
     let pad = embedder.tokenizer_pad_id();
     let vb = crate::models::source::repo_weights(&repo, device)?;
     if options.scope == TrainScope::Adapter {
-        let run = AdapterRun { base, repo: &repo, embedder: &embedder, vb: &vb, options, stored, device, pad };
+        let run = AdapterRun { base, repo: &repo, embedder: &embedder, vb: &vb, options, stored, device };
         return run.train(&train, &held_out, skipped, out, stop, progress);
     }
     let (pixels, texts) = prepare(&train)?;
 
-    let model = TrainableClip::load(embedder.config()?, &vb, options.scope)
+    let model = Network::load(&embedder, &vb, options.scope)
         .map_err(|e| Error::model(base, format!("cannot set up training: {e}")))?;
     let mut optimizer = AdamW::new(model.vars().values(), options.optimizer)?;
     // What frozen layers compute never changes: computed once per pair, each step runs only
     // the trained layers (for last:N and projection most of the work).
-    let prefixes = if model.frozen_layers() == (0, 0) {
-        None
-    } else {
-        Some(
+    let prefixes = match &model {
+        Network::Clip(clip) if clip.frozen_layers() != (0, 0) => Some(Prefixes::Clip(
             pixels
                 .iter()
                 .zip(&texts)
-                .map(|(p, t)| model.frozen_prefix(p, t))
+                .map(|(p, t)| clip.frozen_prefix(p, t))
                 .collect::<candle_core::Result<Vec<_>>>()?,
-        )
+        )),
+        Network::Siglip(siglip) if siglip.frozen_layers() != (0, 0) => Some(Prefixes::Siglip(
+            pixels
+                .iter()
+                .zip(&texts)
+                .map(|(p, t)| siglip.frozen_prefix(p, t))
+                .collect::<candle_core::Result<Vec<_>>>()?,
+        )),
+        _ => None,
     };
-    let losses =
-        run_steps(&train, options, &mut optimizer, model.vars().get("logit_scale"), stop, progress, &|batch| {
-            if let Some(prefixes) = &prefixes {
-                return Ok(model.contrastive_loss_from(&batch.iter().map(|&i| &prefixes[i]).collect::<Vec<_>>())?);
+    let losses = run_steps(&train, options, &mut optimizer, model.clamped_scale(), stop, progress, &|batch| {
+        match (&prefixes, &model) {
+            (Some(Prefixes::Clip(kept)), Network::Clip(clip)) => {
+                return Ok(clip.contrastive_loss_from(&batch.iter().map(|&i| &kept[i]).collect::<Vec<_>>())?);
             }
-            let batch_pixels = Tensor::stack(&batch.iter().map(|&i| pixels[i].clone()).collect::<Vec<_>>(), 0)?;
-            let batch_texts: Vec<Vec<u32>> = batch.iter().map(|&i| texts[i].clone()).collect();
-            Ok(model.contrastive_loss(&batch_pixels, &batch_texts, pad)?)
-        })?;
+            (Some(Prefixes::Siglip(kept)), Network::Siglip(siglip)) => {
+                return Ok(siglip.loss_from(&batch.iter().map(|&i| &kept[i]).collect::<Vec<_>>())?);
+            }
+            _ => {}
+        }
+        let batch_pixels = Tensor::stack(&batch.iter().map(|&i| pixels[i].clone()).collect::<Vec<_>>(), 0)?;
+        let batch_texts: Vec<Vec<u32>> = batch.iter().map(|&i| texts[i].clone()).collect();
+        Ok(model.loss(&batch_pixels, &batch_texts, pad)?)
+    })?;
 
     let tuned = model.tensors();
     let base_tensors = model
@@ -397,7 +414,7 @@ pub fn finetune(
         let (pixels, texts, (labels, vocabulary)) = held.as_ref().expect("evaluated only with held-out pairs");
         let tensors = interpolate(alpha)?;
         let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), DType::F32, device);
-        let m = TrainableClip::load(embedder.config()?, &vb, TrainScope::Projection)?;
+        let m = Network::load(&embedder, &vb, TrainScope::Projection)?;
         let texts_of = |ids: &[Vec<u32>]| -> Result<Tensor> { Ok(l2_normalize(&m.text_features(ids, pad)?)?) };
         Ok(HeldOut {
             images: l2_normalize(&m.image_features(pixels)?)?,
@@ -408,6 +425,74 @@ pub fn finetune(
     };
     let trained = Trained { losses, train_pairs: train.len(), skipped };
     conclude(&repo, out, options, &held_out, trained, &interpolate, &embed_at, &[])
+}
+
+/// The network a run trains: a CLIP (or Chinese-CLIP) with its contrastive loss, or a SigLIP
+/// with its sigmoid loss.
+enum Network {
+    Clip(TrainableClip),
+    Siglip(TrainableSiglip),
+}
+
+impl Network {
+    /// The trainable network of `embedder`'s model, its weights from `vb`.
+    fn load(embedder: &ClipEmbedder, vb: &VarBuilder, scope: TrainScope) -> Result<Self> {
+        Ok(if embedder.family() == "siglip" {
+            Network::Siglip(TrainableSiglip::load(embedder.siglip_config()?, vb, scope)?)
+        } else {
+            Network::Clip(TrainableClip::load(embedder.config()?, vb, scope)?)
+        })
+    }
+
+    fn vars(&self) -> &BTreeMap<String, candle_core::Var> {
+        match self {
+            Network::Clip(m) => m.vars(),
+            Network::Siglip(m) => m.vars(),
+        }
+    }
+
+    fn tensors(&self) -> BTreeMap<String, Tensor> {
+        match self {
+            Network::Clip(m) => m.tensors(),
+            Network::Siglip(m) => m.tensors(),
+        }
+    }
+
+    /// The weight clamped after each step: CLIP's `logit_scale`, to [0, ln 100]. A SigLIP
+    /// clamps nothing, as neither transformers nor big_vision does.
+    fn clamped_scale(&self) -> Option<&candle_core::Var> {
+        match self {
+            Network::Clip(m) => m.vars().get("logit_scale"),
+            Network::Siglip(_) => None,
+        }
+    }
+
+    fn loss(&self, pixels: &Tensor, texts: &[Vec<u32>], pad: u32) -> candle_core::Result<Tensor> {
+        match self {
+            Network::Clip(m) => m.contrastive_loss(pixels, texts, pad),
+            Network::Siglip(m) => m.loss(pixels, texts),
+        }
+    }
+
+    fn image_features(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Network::Clip(m) => m.image_features(pixels),
+            Network::Siglip(m) => m.image_features(pixels),
+        }
+    }
+
+    fn text_features(&self, ids: &[Vec<u32>], pad: u32) -> candle_core::Result<Tensor> {
+        match self {
+            Network::Clip(m) => m.text_features(ids, pad),
+            Network::Siglip(m) => m.text_features(ids),
+        }
+    }
+}
+
+/// What the frozen layers computed for each training pair, kept for every step.
+enum Prefixes {
+    Clip(Vec<crate::models::clip::train::FrozenPrefix>),
+    Siglip(Vec<crate::models::siglip::train::FrozenPrefix>),
 }
 
 /// What a training loop leaves for [`conclude`] to report.
@@ -904,7 +989,8 @@ fn install(tmp: &Path, out: &Path, force: bool) -> Result<()> {
 /// images' vectors (the library's, or embedded once), with `text_projection` and
 /// `logit_scale`; the text tower runs once per text, the image tower never in the loop.
 /// Since `normalise(A · normalise(P·x)) = normalise((A·P)·x)`, the map folds into
-/// `visual_projection`, and the saved model is an ordinary CLIP.
+/// `visual_projection`, and the saved model is an ordinary CLIP. A SigLIP's adapter trains
+/// its text side only ([`AdapterRun::train_siglip`]).
 struct AdapterRun<'a> {
     base: &'a str,
     repo: &'a ModelRepo,
@@ -913,7 +999,6 @@ struct AdapterRun<'a> {
     options: &'a FinetuneOptions,
     stored: StoredVectors<'a>,
     device: &'a Device,
-    pad: u32,
 }
 
 impl AdapterRun<'_> {
@@ -954,11 +1039,7 @@ impl AdapterRun<'_> {
             })
             .collect();
         let texts = distinct.iter().map(|t| self.embedder.tokenize(t)).collect::<Result<Vec<_>>>()?;
-        let model = self.embedder.model()?;
-        let pooled = texts
-            .chunks(64)
-            .map(|chunk| model.text_pooled(chunk, self.pad, self.device))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let pooled = texts.chunks(64).map(|chunk| self.embedder.text_pooled(chunk)).collect::<Result<Vec<_>>>()?;
         let pooled = Tensor::cat(&pooled, 0)?.index_select(&Tensor::from_vec(rows, pairs.len(), self.device)?, 0)?;
         Ok((Tensor::stack(&vectors, 0)?, pooled, reused))
     }
@@ -973,6 +1054,9 @@ impl AdapterRun<'_> {
         stop: &AtomicBool,
         progress: StepProgress,
     ) -> Result<FinetuneReport> {
+        if self.embedder.family() == "siglip" {
+            return self.train_siglip(train, held_out, skipped, out, stop, progress);
+        }
         let model = TrainableClip::load(self.embedder.config()?, self.vb, TrainScope::Adapter)
             .map_err(|e| Error::model(self.base, format!("cannot set up training: {e}")))?;
         let (images, pooled, reused) = self.inputs(train)?;
@@ -1014,11 +1098,7 @@ impl AdapterRun<'_> {
             let (images, pooled, _) = self.inputs(held_out)?;
             let (labels, vocabulary) = evaluation_texts(self.embedder, self.options)?;
             let pool = |ids: &[Vec<u32>]| -> Result<Option<Tensor>> {
-                if ids.is_empty() {
-                    Ok(None)
-                } else {
-                    Ok(Some(self.embedder.model()?.text_pooled(ids, self.pad, self.device)?))
-                }
+                if ids.is_empty() { Ok(None) } else { Ok(Some(self.embedder.text_pooled(ids)?)) }
             };
             Some((images, pooled, pool(&labels)?, pool(&vocabulary)?.expect("the vocabulary is not empty")))
         };
@@ -1039,6 +1119,83 @@ impl AdapterRun<'_> {
         };
         let matrix = adapter.as_tensor().contiguous()?;
         let weights = safetensors::serialize([("adapter", &matrix)], None)
+            .map_err(|e| Error::Invalid(format!("cannot write the adapter weights: {e}")))?;
+        let extra = [(ADAPTER_FILE, serde_json::to_vec_pretty(&info).unwrap_or_default()), (ADAPTER_WEIGHTS, weights)];
+        let trained = Trained { losses, train_pairs: train.len(), skipped };
+        conclude(self.repo, out, self.options, held_out, trained, &interpolate, &embed_at, &extra)
+    }
+
+    /// `--train adapter` for a SigLIP: its `head` (the text tower's last linear map),
+    /// `logit_scale` and `logit_bias` trained with the sigmoid loss on the images' vectors, which
+    /// stay as they are (the adapter is the identity: a map on the image side cannot be folded
+    /// into SigLIP's pooling head). The library keeps its vectors; re-ranking and `reindex`
+    /// read none of the photos.
+    fn train_siglip(
+        &self,
+        train: &[Pair],
+        held_out: &[Pair],
+        skipped: Vec<String>,
+        out: &Path,
+        stop: &AtomicBool,
+        progress: StepProgress,
+    ) -> Result<FinetuneReport> {
+        let config = self.embedder.siglip_config()?;
+        let model = TrainableSiglip::load(config, self.vb, TrainScope::Adapter)
+            .map_err(|e| Error::model(self.base, format!("cannot set up training: {e}")))?;
+        let (images, pooled, reused) = self.inputs(train)?;
+        tracing::info!("adapter: {reused} of {} image vectors from the library", train.len());
+        let vars = model.vars();
+        let (weight, bias) = (vars["text_model.head.weight"].clone(), vars["text_model.head.bias"].clone());
+        let (scale, offset) = (vars["logit_scale"].clone(), vars["logit_bias"].clone());
+        let mut optimizer = AdamW::new([&weight, &bias, &scale, &offset], self.options.optimizer)?;
+        let losses = run_steps(train, self.options, &mut optimizer, None, stop, progress, &|batch| {
+            let rows = Tensor::from_vec(batch.iter().map(|&i| i as u32).collect::<Vec<_>>(), batch.len(), self.device)?;
+            let text =
+                pooled.index_select(&rows, 0)?.matmul(&weight.as_tensor().t()?)?.broadcast_add(bias.as_tensor())?;
+            let image = images.index_select(&rows, 0)?;
+            Ok(crate::models::siglip::train::sigmoid_loss(&image, &text, scale.as_tensor(), offset.as_tensor())?)
+        })?;
+        let tensors = model.tensors();
+        let trained = ["text_model.head.weight", "text_model.head.bias", "logit_scale", "logit_bias"];
+        let base_values = trained
+            .iter()
+            .map(|name| Ok((*name, self.vb.get(tensors[*name].shape(), name)?.to_dtype(DType::F32)?)))
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        let interpolate = |alpha: f64| -> Result<BTreeMap<String, Tensor>> {
+            let mut out = tensors.clone();
+            for (name, base) in &base_values {
+                out.insert(name.to_string(), mix(base, &tensors[*name], alpha)?);
+            }
+            Ok(out)
+        };
+        let held = if held_out.is_empty() {
+            None
+        } else {
+            let (images, pooled, _) = self.inputs(held_out)?;
+            let (labels, vocabulary) = evaluation_texts(self.embedder, self.options)?;
+            let pool = |ids: &[Vec<u32>]| -> Result<Option<Tensor>> {
+                if ids.is_empty() { Ok(None) } else { Ok(Some(self.embedder.text_pooled(ids)?)) }
+            };
+            Some((images, pooled, pool(&labels)?, pool(&vocabulary)?.expect("the vocabulary is not empty")))
+        };
+        let embed_at = |alpha: f64| -> Result<HeldOut> {
+            let (images, pooled, labels, vocabulary) = held.as_ref().expect("evaluated only with held-out pairs");
+            let w = mix(&base_values["text_model.head.weight"], weight.as_tensor(), alpha)?;
+            let b = mix(&base_values["text_model.head.bias"], bias.as_tensor(), alpha)?;
+            let project = |x: &Tensor| -> Result<Tensor> { Ok(l2_normalize(&x.matmul(&w.t()?)?.broadcast_add(&b)?)?) };
+            Ok(HeldOut {
+                images: images.clone(),
+                texts: project(pooled)?,
+                labels: labels.as_ref().map(project).transpose()?,
+                vocabulary: project(vocabulary)?,
+            })
+        };
+        let info = AdapterInfo {
+            base: crate::models::source::canonical_spec(self.base),
+            base_files: crate::models::source::local_fingerprint(self.base),
+        };
+        let identity = Tensor::eye(self.embedder.dim(), DType::F32, self.device)?;
+        let weights = safetensors::serialize([("adapter", &identity)], None)
             .map_err(|e| Error::Invalid(format!("cannot write the adapter weights: {e}")))?;
         let extra = [(ADAPTER_FILE, serde_json::to_vec_pretty(&info).unwrap_or_default()), (ADAPTER_WEIGHTS, weights)];
         let trained = Trained { losses, train_pairs: train.len(), skipped };

@@ -57,6 +57,17 @@ fn chinese_parity() -> Parity {
     }
 }
 
+fn siglip_parity() -> Parity {
+    Parity {
+        model: fixtures().join("siglip-tiny-p16"),
+        golden: "golden-siglip.json",
+        pairs: "pairs.jsonl",
+        deltas: "delta-siglip-",
+        key_bias: &["k_proj.bias"],
+        files: &["config.json", "spiece.model", "tokenizer_config.json", "preprocessor_config.json"],
+    }
+}
+
 fn tensors(path: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu)
         .unwrap()
@@ -193,6 +204,116 @@ fn training_a_chinese_clip_matches_pytorch() {
 #[test]
 fn training_the_last_layer_of_a_chinese_clip_matches_pytorch_and_freezes_the_rest() {
     check_run(&chinese_parity(), "last1", "last:1");
+}
+
+#[test]
+fn training_a_siglip_with_its_sigmoid_loss_matches_pytorch() {
+    check_run(&siglip_parity(), "all", "all");
+}
+
+#[test]
+fn training_the_last_layer_of_a_siglip_matches_pytorch_and_freezes_the_rest() {
+    check_run(&siglip_parity(), "last1", "last:1");
+}
+
+#[test]
+fn training_a_siglip_s_heads_matches_pytorch_and_freezes_the_towers() {
+    check_run(&siglip_parity(), "projection", "projection");
+}
+
+#[test]
+fn a_fine_tuned_siglip_and_a_siglip_adapter_rerank_a_siglip_library() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let (train, val) = shapes(&photos);
+    let pairs = tmp.path().join("train.jsonl");
+    for (from, to) in [(&train, &pairs), (&val, &tmp.path().join("val.jsonl"))] {
+        let text = std::fs::read_to_string(from).unwrap().replace("\"image\": \"", "\"image\": \"photos/");
+        std::fs::write(to, text).unwrap();
+        std::fs::remove_file(from).unwrap();
+    }
+    let base = fixtures().join("siglip-tiny-p16");
+    let db = tmp.path().join("db");
+    let run = |model: &Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_clipdex"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--model")
+            .arg(model)
+            .args(args)
+            .env("RUST_LOG", "clipdex=info")
+            .output()
+            .unwrap()
+    };
+    assert!(run(&base, &["add", photos.to_str().unwrap()]).status.success());
+    assert_eq!(ok_json(run(&base, &["index", "--json"]))["embedded"], 48);
+    let finetune = |out: &Path, scope: &str, epochs: &str| {
+        let (pairs, out) = (pairs.to_str().unwrap(), out.to_str().unwrap());
+        let args = ["finetune", "--pairs", pairs, "--out", out, "--train", scope, "--batch-size", "12"];
+        run(&base, &[&args[..], &["--epochs", epochs, "--lr", "1e-3", "--val-split", "0", "--json"][..]].concat())
+    };
+    let query = "a red circle";
+    let embed = |m: &Path, args: &[&str]| ok_json(clipdex(m, &[&["embed", "--json"][..], args].concat()));
+
+    // A fine-tuned SigLIP re-ranks with its own cosines.
+    let tuned = tmp.path().join("tuned");
+    let report = ok_json(finetune(&tuned, "last:1", "2"));
+    assert_eq!(report["steps"], 6, "{report}");
+    let rerank = format!("clip:{}", tuned.display());
+    let ranked =
+        ok_json(run(&base, &["search", query, "-k", "5", "--rerank", &rerank, "--rerank-top", "48", "--json"]));
+    let results = ranked["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 5);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&photos).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut args = vec!["--text".to_string(), query.into()];
+    for f in &files {
+        args.extend(["--image".into(), f.to_string_lossy().into_owned()]);
+    }
+    let embedded = embed(&tuned, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let q = floats(&embedded["texts"][0]["embedding"]);
+    let mut expected: Vec<(f64, String)> = embedded["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (cosine(&floats(&e["embedding"]), &q), e["path"].as_str().unwrap().to_string()))
+        .collect();
+    expected.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (r, (cos, path)) in results.iter().zip(&expected) {
+        assert_eq!(r["path"].as_str().unwrap(), path, "{ranked}");
+        assert!((r["finetuned"].as_f64().unwrap() - cos).abs() < 1e-4);
+    }
+    let base_query = floats(&embed(&base, &["--text", query])["texts"][0]["embedding"]);
+    let c = cosine(&base_query, &q);
+    assert!(c < 0.9999, "the text tower's last layer was trained: cosine {c}");
+
+    // An adapter: trained on the library's vectors, its image tower the base's, and re-ranking
+    // with it reads no photo.
+    let adapter = tmp.path().join("adapter");
+    let trained = finetune(&adapter, "adapter", "20");
+    let log = String::from_utf8_lossy(&trained.stderr).into_owned();
+    let report = ok_json(trained);
+    assert!(log.contains("36 of 36 image vectors from the library"), "{log}");
+    let losses = floats(&report["losses"]);
+    assert!(losses.last().unwrap() < &(0.9 * losses[0]), "{losses:?}");
+    let photo = photos.join("red_circle_3.png");
+    let image = |m: &Path| floats(&embed(m, &["--image", photo.to_str().unwrap()])["images"][0]["embedding"]);
+    let c = cosine(&image(&adapter), &image(&base));
+    assert!(c >= 0.99999, "the image tower is the base's: cosine {c}");
+    let adapted_query = floats(&embed(&adapter, &["--text", query])["texts"][0]["embedding"]);
+    assert!(cosine(&adapted_query, &base_query) < 0.9999, "the text head was trained");
+    let aside = tmp.path().join("aside");
+    std::fs::rename(&photos, &aside).unwrap();
+    let rerank = format!("clip:{}", adapter.display());
+    let ranked = ok_json(run(&base, &["search", query, "-k", "48", "--rerank", &rerank, "--json"]));
+    let results = ranked["results"].as_array().unwrap();
+    assert_eq!(results.len(), 48);
+    assert!(results.iter().all(|r| r["finetuned"].is_f64()), "{ranked}");
+    std::fs::rename(&aside, &photos).unwrap();
+    let top = results[0]["path"].as_str().unwrap();
+    let expected = cosine(&floats(&embed(&adapter, &["--image", top])["images"][0]["embedding"]), &adapted_query);
+    assert!((results[0]["finetuned"].as_f64().unwrap() - expected).abs() < 1e-4);
 }
 
 #[test]

@@ -28,13 +28,15 @@ pub struct FinetuneArgs {
     /// The text of a class-folder photo, `{}` standing for its label.
     #[arg(long, default_value = clipdex::query::tags::DEFAULT_TEMPLATE, requires = "folders")]
     pub template: String,
-    /// Where to write the fine-tuned model (a Hugging Face CLIP folder).
+    /// Where to write the fine-tuned model (a Hugging Face CLIP or SigLIP folder).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// What to train: all, last:N (the top N layers of each tower, the final layer norms, the
     /// projections and logit_scale), projection (the projections and logit_scale) or adapter
     /// (a linear map on the stored image vectors, folded into visual_projection, with
     /// text_projection and logit_scale: seconds, the image tower never runs on the library).
+    /// A SigLIP has heads, not projections: projection trains its image pooling head, text head,
+    /// logit_scale and logit_bias; adapter its text head, logit_scale and logit_bias.
     #[arg(long = "train", default_value = "last:2", value_parser = parse_scope)]
     pub scope: TrainScope,
     /// Passes over the training pairs.

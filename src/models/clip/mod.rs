@@ -297,13 +297,31 @@ impl ClipEmbedder {
         }
     }
 
+    /// The text tower's pooled states before its last linear map (a CLIP's `text_projection`,
+    /// a SigLIP's `head`), of token ids from [`ClipEmbedder::tokenize`] without a text model.
+    pub fn text_pooled(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
+        Ok(match &self.family {
+            Family::Clip { model, tokenizer, .. } => model.text_pooled(ids, tokenizer.pad_id, &self.device)?,
+            Family::Siglip(parts) => parts.model.text_pooled(ids, &self.device)?,
+        })
+    }
+
+    /// The parsed `config.json` of a SigLIP (fine-tuning reads its weights by transformers'
+    /// names); an error for another family.
+    pub fn siglip_config(&self) -> Result<&crate::models::siglip::SiglipConfig> {
+        match &self.family {
+            Family::Siglip(parts) => Ok(&parts.config),
+            Family::Clip { .. } => Err(Error::model(&self.name, "is not a SigLIP")),
+        }
+    }
+
     fn not_clip(&self) -> Error {
         let what = match &self.family {
             Family::Clip { .. } => {
                 "an OpenCLIP checkpoint: this needs a CLIP in the Hugging Face layout (fine-tuning \
                                     OpenCLIP checkpoints is not supported yet)"
             }
-            Family::Siglip(_) => "a SigLIP: this needs a CLIP (fine-tuning SigLIP is not supported yet)",
+            Family::Siglip(_) => "a SigLIP: this needs a CLIP",
         };
         Error::model(&self.name, format!("is {what}; pass a CLIP model such as {DEFAULT_CLIP_MODEL}"))
     }

@@ -18,65 +18,19 @@ use std::collections::BTreeMap;
 use candle_core::{D, DType, Device, IndexOp, Tensor, Var};
 use candle_nn::VarBuilder;
 
-use super::config::{ClipConfig, HiddenAct};
+use super::config::ClipConfig;
 use crate::models::nn::train_kernels as fused;
+use crate::models::nn::trainable::{EncoderSettings, NamedWeights, activation, encoder_layer_shapes, linear_with};
+pub use crate::models::nn::trainable::{TrainScope, normalize};
 
 type CResult<T> = candle_core::Result<T>;
-
-/// Which weights a fine-tuning run changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrainScope {
-    /// Every weight.
-    All,
-    /// The top `n` encoder layers of each tower, the final layer norms (text `final_layer_norm`,
-    /// vision `post_layernorm`), both projections and `logit_scale`.
-    Last(usize),
-    /// Both projections and `logit_scale`.
-    Projection,
-    /// A linear map on the normalised image embedding (trained on stored vectors, then folded
-    /// into `visual_projection`), with `text_projection` and `logit_scale`: the towers never
-    /// run on images. The network here trains only the text side of it.
-    Adapter,
-}
-
-impl std::str::FromStr for TrainScope {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "all" => Ok(TrainScope::All),
-            "projection" => Ok(TrainScope::Projection),
-            "adapter" => Ok(TrainScope::Adapter),
-            _ => match s.strip_prefix("last:").map(str::parse::<usize>) {
-                Some(Ok(n)) if n >= 1 => Ok(TrainScope::Last(n)),
-                _ => Err(format!("{s:?}: expected all, last:N (N ≥ 1), projection or adapter")),
-            },
-        }
-    }
-}
 
 /// The names and shapes of every weight of a `CLIPModel`, in a fixed order.
 pub fn parameter_shapes(config: &ClipConfig) -> Vec<(String, Vec<usize>)> {
     let (t, v) = (&config.text_config, &config.vision_config);
     let mut out: Vec<(String, Vec<usize>)> = Vec::new();
     let mut add = |name: String, shape: &[usize]| out.push((name, shape.to_vec()));
-    let layers = |add: &mut dyn FnMut(String, &[usize]), prefix: &str, n: usize, d: usize, mlp: usize| {
-        for i in 0..n {
-            let p = format!("{prefix}.encoder.layers.{i}");
-            for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                add(format!("{p}.self_attn.{proj}.weight"), &[d, d]);
-                add(format!("{p}.self_attn.{proj}.bias"), &[d]);
-            }
-            for ln in ["layer_norm1", "layer_norm2"] {
-                add(format!("{p}.{ln}.weight"), &[d]);
-                add(format!("{p}.{ln}.bias"), &[d]);
-            }
-            add(format!("{p}.mlp.fc1.weight"), &[mlp, d]);
-            add(format!("{p}.mlp.fc1.bias"), &[mlp]);
-            add(format!("{p}.mlp.fc2.weight"), &[d, mlp]);
-            add(format!("{p}.mlp.fc2.bias"), &[d]);
-        }
-    };
+    let layers = encoder_layer_shapes;
     let td = match &config.bert_text {
         // Chinese-CLIP's BERT text tower, under `ChineseCLIPTextModel`'s names.
         Some(b) => {
@@ -213,96 +167,6 @@ impl TrainableClip {
             .collect()
     }
 
-    fn w(&self, name: &str) -> CResult<Tensor> {
-        match self.vars.get(name) {
-            Some(v) => Ok(v.as_tensor().clone()),
-            None => self.weights.get(name).cloned().ok_or_else(|| candle_core::Error::Msg(format!("no weight {name}"))),
-        }
-    }
-
-    /// `x · Wᵀ + b` for `x` of any rank.
-    fn linear(&self, x: &Tensor, prefix: &str, bias: bool) -> CResult<Tensor> {
-        let w = self.w(&format!("{prefix}.weight"))?;
-        let b = if bias { Some(self.w(&format!("{prefix}.bias"))?) } else { None };
-        linear_with(x, &w, b.as_ref())
-    }
-
-    /// Layer norm over the last dimension, with mean and (biased) variance.
-    fn layer_norm(&self, x: &Tensor, prefix: &str, eps: f64) -> CResult<Tensor> {
-        let (w, b) = (self.w(&format!("{prefix}.weight"))?, self.w(&format!("{prefix}.bias"))?);
-        if fused::applies(x) {
-            return fused::layer_norm(x, &w, &b, eps);
-        }
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
-        normed.broadcast_mul(&w)?.broadcast_add(&b)
-    }
-
-    fn activation(x: &Tensor, act: HiddenAct) -> CResult<Tensor> {
-        if fused::applies(x) {
-            match act {
-                HiddenAct::QuickGelu => return fused::activation(x, fused::Act::QuickGelu),
-                HiddenAct::Gelu => return fused::activation(x, fused::Act::GeluErf),
-                HiddenAct::GeluTanh | HiddenAct::Relu => {}
-            }
-        }
-        match act {
-            // x · σ(1.702 x), σ written out: 1 / (1 + e^(-z)).
-            HiddenAct::QuickGelu => x.mul(&((x * -1.702)?.exp()? + 1.0)?.recip()?),
-            HiddenAct::Gelu => x.gelu_erf(),
-            HiddenAct::GeluTanh => x.gelu(),
-            HiddenAct::Relu => x.relu(),
-        }
-    }
-
-    /// Multi-head self-attention over `[b, s, d]` with its output projection (before any
-    /// residual), from the weights named `names` (query, key, value, output): causal for CLIP's
-    /// text tower; `mask` (`[b, 1, 1, s]`, 0 or -∞) hides padded keys in Chinese-CLIP's.
-    fn attention(
-        &self,
-        x: &Tensor,
-        names: [&str; 4],
-        heads: usize,
-        causal: bool,
-        mask: Option<&Tensor>,
-    ) -> CResult<Tensor> {
-        let (b, s, d) = x.dims3()?;
-        let dh = d / heads;
-        if fused::applies(x) {
-            // One product for queries, keys and values; the kernel scales, masks and merges.
-            let w = Tensor::cat(
-                &names[..3].iter().map(|n| self.w(&format!("{n}.weight"))).collect::<CResult<Vec<_>>>()?,
-                0,
-            )?;
-            let bias =
-                Tensor::cat(&names[..3].iter().map(|n| self.w(&format!("{n}.bias"))).collect::<CResult<Vec<_>>>()?, 0)?;
-            let qkv = fused::linear(x, &w, Some(&bias))?;
-            let lengths = mask.map(key_lengths).transpose()?;
-            let out = fused::attention(&qkv, heads, causal, (dh as f64).powf(-0.5), lengths)?;
-            return self.linear(&out, names[3], true);
-        }
-        let split = |t: Tensor| -> CResult<Tensor> { t.reshape((b, s, heads, dh))?.transpose(1, 2)?.contiguous() };
-        let q = split((self.linear(x, names[0], true)? * (dh as f64).powf(-0.5))?)?;
-        let k = split(self.linear(x, names[1], true)?)?;
-        let v = split(self.linear(x, names[2], true)?)?;
-        let mut scores = q.matmul(&k.t()?.contiguous()?)?;
-        if causal {
-            let mask: Vec<f32> =
-                (0..s).flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-            scores = scores.broadcast_add(&Tensor::from_vec(mask, (s, s), x.device())?)?;
-        }
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        // Softmax over the last dimension; the shift by the row maximum carries no gradient.
-        let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?.exp()?;
-        let probs = shifted.broadcast_div(&shifted.sum_keepdim(D::Minus1)?)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, s, d))?;
-        self.linear(&out, names[3], true)
-    }
-
     /// The encoder layers `from..to` of the tower under `prefix` (`text_model`, causal; or
     /// `vision_model`).
     fn encoder_layers(&self, x: &Tensor, prefix: &str, from: usize, to: usize) -> CResult<Tensor> {
@@ -314,17 +178,12 @@ impl TrainableClip {
             let v = &self.config.vision_config;
             (v.num_attention_heads, v.hidden_act, v.layer_norm_eps)
         };
-        let mut x = x.clone();
-        for i in from..to {
-            let p = format!("{prefix}.encoder.layers.{i}");
-            let h = self.layer_norm(&x, &format!("{p}.layer_norm1"), eps)?;
-            let names = ["q_proj", "k_proj", "v_proj", "out_proj"].map(|n| format!("{p}.self_attn.{n}"));
-            x = (&x + self.attention(&h, names.each_ref().map(String::as_str), heads, causal, None)?)?;
-            let h = self.layer_norm(&x, &format!("{p}.layer_norm2"), eps)?;
-            let h = Self::activation(&self.linear(&h, &format!("{p}.mlp.fc1"), true)?, act)?;
-            x = (&x + self.linear(&h, &format!("{p}.mlp.fc2"), true)?)?;
-        }
-        Ok(x)
+        self.pre_norm_layers(
+            x,
+            &format!("{prefix}.encoder.layers"),
+            from..to,
+            EncoderSettings { heads, act, eps, causal },
+        )
     }
 
     /// Patch, class and position embeddings of `[b, 3, H, W]` pixels, after `pre_layrnorm`.
@@ -454,7 +313,7 @@ impl TrainableClip {
             let names = ["self.query", "self.key", "self.value", "output.dense"].map(|n| format!("{p}.attention.{n}"));
             let attended = self.attention(&x, names.each_ref().map(String::as_str), heads, false, mask)?;
             let h = self.layer_norm(&(&x + attended)?, &format!("{p}.attention.output.LayerNorm"), eps)?;
-            let inner = Self::activation(&self.linear(&h, &format!("{p}.intermediate.dense"), true)?, bert.hidden_act)?;
+            let inner = activation(&self.linear(&h, &format!("{p}.intermediate.dense"), true)?, bert.hidden_act)?;
             let out = self.linear(&inner, &format!("{p}.output.dense"), true)?;
             x = self.layer_norm(&(&h + out)?, &format!("{p}.output.LayerNorm"), eps)?;
         }
@@ -539,6 +398,15 @@ impl TrainableClip {
     }
 }
 
+impl NamedWeights for TrainableClip {
+    fn w(&self, name: &str) -> CResult<Tensor> {
+        match self.vars.get(name) {
+            Some(v) => Ok(v.as_tensor().clone()),
+            None => self.weights.get(name).cloned().ok_or_else(|| candle_core::Error::Msg(format!("no weight {name}"))),
+        }
+    }
+}
+
 /// The additive attention mask `[b, 1, 1, s]` (0 for tokens, -∞ for padding) of sequences of
 /// `lengths` padded to the longest; `None` when none is padded.
 fn padding_mask(lengths: &[usize], device: &Device) -> CResult<Option<Tensor>> {
@@ -549,29 +417,6 @@ fn padding_mask(lengths: &[usize], device: &Device) -> CResult<Option<Tensor>> {
     let mask: Vec<f32> =
         lengths.iter().flat_map(|&l| (0..s).map(move |j| if j < l { 0.0 } else { f32::NEG_INFINITY })).collect();
     Ok(Some(Tensor::from_vec(mask, (lengths.len(), 1, 1, s), device)?))
-}
-
-/// `x · Wᵀ + b` over the last dimension of `x` (any rank).
-fn linear_with(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> CResult<Tensor> {
-    if fused::applies(x) {
-        return fused::linear(x, w, b);
-    }
-    let dims = x.dims().to_vec();
-    let (rows, d) = (dims[..dims.len() - 1].iter().product::<usize>(), dims[dims.len() - 1]);
-    let mut y = x.reshape((rows, d))?.matmul(&w.t()?)?;
-    if let Some(b) = b {
-        y = y.broadcast_add(b)?;
-    }
-    let mut out = dims;
-    *out.last_mut().expect("rank ≥ 1") = y.dim(1)?;
-    y.reshape(out)
-}
-
-/// The unpadded length of each sequence from a [`padding_mask`] (`[b, 1, 1, s]`, 0 then -∞).
-fn key_lengths(mask: &Tensor) -> CResult<Vec<usize>> {
-    let (b, s) = (mask.dim(0)?, mask.dim(D::Minus1)?);
-    let rows = mask.reshape((b, s))?.to_vec2::<f32>()?;
-    Ok(rows.iter().map(|r| r.iter().take_while(|v| v.is_finite()).count()).collect())
 }
 
 /// The part of an example's forward pass that frozen layers compute, kept for every step.
@@ -594,13 +439,6 @@ pub fn clip_loss(image: &Tensor, text: &Tensor, logit_scale: &Tensor) -> CResult
         ((log_probs * &eye)?.sum_all()? / n as f64)?.neg()
     };
     (diagonal_ce(&logits_per_text)? + diagonal_ce(&logits_per_text.t()?)?)? / 2.0
-}
-
-/// Rows scaled to unit length, as transformers' `CLIPModel.forward` does it: no floor under the
-/// norm, unlike [`l2_normalize`](crate::models::clip::l2_normalize), so the training graph matches the
-/// reference's and carries no clamp to backpropagate through.
-pub fn normalize(x: &Tensor) -> CResult<Tensor> {
-    x.broadcast_div(&x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
 }
 
 /// PyTorch's `AdamW` (see the module doc), with weight decay only on tensors of two or more

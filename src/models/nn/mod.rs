@@ -23,6 +23,7 @@ pub mod precision;
 mod short_attention;
 mod skinny;
 pub(crate) mod train_kernels;
+pub(crate) mod trainable;
 
 pub use activation::HiddenAct;
 pub(crate) use kernels::Dense;

@@ -11,7 +11,9 @@
 
 mod config;
 mod model;
+pub mod naflex;
 mod tokenizer;
+pub mod train;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;

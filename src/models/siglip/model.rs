@@ -136,6 +136,11 @@ impl TextTower {
     /// Embeddings of sequences of one length (the tokenizer pads every text to the context):
     /// no mask, as SigLIP was trained, and pooled at the last position.
     fn features(&self, batch: &[Vec<u32>], device: &Device) -> CResult<Tensor> {
+        self.head.forward(&self.pooled(batch, device)?, None)
+    }
+
+    /// The last position's state after `final_layer_norm`, before the `head`.
+    fn pooled(&self, batch: &[Vec<u32>], device: &Device) -> CResult<Tensor> {
         let b = batch.len();
         let s = batch.first().map(Vec::len).unwrap_or(0);
         let max_len = self.positions.dim(0)?;
@@ -146,7 +151,7 @@ impl TextTower {
         let xs = self.tokens.forward(&ids)?.broadcast_add(&self.positions.narrow(0, 0, s)?.unsqueeze(0)?)?;
         let hidden = self.encoder.forward(&xs, false)?;
         let last = hidden.narrow(1, s - 1, 1)?.squeeze(1)?.contiguous()?;
-        self.head.forward(&self.final_ln.forward(&last)?, None)
+        self.final_ln.forward(&last)
     }
 }
 
@@ -204,6 +209,11 @@ impl SiglipModel {
     /// `get_image_features`: the pooled image state, not normalised, `[b, hidden]`.
     pub fn image_features(&self, pixels: &Tensor) -> CResult<Tensor> {
         self.vision.pooled(pixels)
+    }
+
+    /// The text tower's pooled states, before its `head` (an adapter trains on them).
+    pub fn text_pooled(&self, batch: &[Vec<u32>], device: &Device) -> CResult<Tensor> {
+        self.text.pooled(batch, device)
     }
 
     /// `get_text_features` for token sequences padded to one length, `[b, projection]`.

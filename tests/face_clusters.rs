@@ -156,8 +156,10 @@ fn models_dir() -> PathBuf {
     })
 }
 
-/// clipdex's own faces of the set: each of dlib's faces found (box within 2 px, embedding at
-/// cosine >= 0.999), and the grouping of clipdex's embeddings as good as dlib's. Ignored by
+/// clipdex's own faces of the set: each of dlib's faces found, and the grouping of clipdex's
+/// embeddings as good as dlib's. On a PNG the pixels are dlib's: box within 2 px, embedding at
+/// cosine >= 0.999. A JPEG is decoded by the `image` crate here and by libjpeg (Pillow) for
+/// dlib, which differ by a level here and there: box within 4 px, cosine >= 0.99. Ignored by
 /// default: 47 photos through the detector take minutes in a debug build.
 #[test]
 #[ignore = "runs clipdex's face model on every photo of the set: minutes in a debug build"]
@@ -172,26 +174,32 @@ fn clipdex_finds_and_groups_the_set_as_dlib_does() {
     let mut ours: Vec<Vec<f32>> = Vec::new();
     let mut photos: Vec<&str> = faces.iter().map(|f| f.photo.as_str()).collect();
     photos.dedup();
-    let mut worst = 1.0f64;
+    let (mut worst_png, mut worst_jpeg) = (1.0f64, 1.0f64);
     for photo in photos {
         let img = image::open(set_dir().join(photo)).unwrap().to_rgb8();
         let found = model.faces(&img).unwrap();
+        let png = photo.ends_with(".png");
+        let (near, least) = if png { (2.0, 0.999) } else { (4.0, 0.99) };
         for want in faces.iter().filter(|f| f.photo == photo) {
             let got = found
                 .iter()
-                .find(|g| (0..4).all(|k| (g.bbox[k] - want.bbox[k]).abs() <= 2.0))
+                .find(|g| (0..4).all(|k| (g.bbox[k] - want.bbox[k]).abs() <= near))
                 .unwrap_or_else(|| panic!("{photo}: dlib's face {:?} not found in {:?}", want.bbox, found));
             let dot: f64 = got.embedding.iter().zip(&want.embedding).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
             let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
             let cosine = dot / (norm(&got.embedding) * norm(&want.embedding));
-            worst = worst.min(cosine);
-            assert!(cosine >= 0.999, "{photo}: cosine {cosine}");
+            let worst = if png { &mut worst_png } else { &mut worst_jpeg };
+            *worst = worst.min(cosine);
+            assert!(cosine >= least, "{photo}: cosine {cosine}");
             ours.push(got.embedding.clone());
         }
     }
     let embeddings: Vec<&[f32]> = ours.iter().map(Vec::as_slice).collect();
     let grouped = group(&embeddings, &ClusterOptions::default());
     let (p, r) = pairwise_precision_recall(&truth(&faces), &grouped);
-    println!("clipdex's embeddings: worst cosine to dlib {worst:.6}; precision {p:.4}, recall {r:.4}");
+    println!(
+        "clipdex's embeddings: worst cosine to dlib {worst_png:.6} on PNG, {worst_jpeg:.6} on JPEG; \
+         precision {p:.4}, recall {r:.4}"
+    );
     assert!(p >= PRECISION_FLOOR && r >= RECALL_FLOOR, "precision {p:.4}, recall {r:.4}");
 }

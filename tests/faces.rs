@@ -211,8 +211,10 @@ fn small_face_found_in_tiles(width: u32, height: u32, at: (u32, u32), tiles: usi
 }
 
 /// A 3 MP photo (2000 x 1500): reduced to 2 MP the face is about 50 px, under the detector's
-/// 80 px window; 12 tiles find it.
+/// 80 px window; 12 tiles find it. About 200 CPU-seconds in the test build (candle's conv2d
+/// over 12 tiles), so it runs on request: `cargo test --test faces -- --ignored 3_megapixel`.
 #[test]
+#[ignore = "about 200 CPU-seconds in the test build"]
 fn a_small_face_is_found_in_a_3_megapixel_photo() {
     small_face_found_in_tiles(2000, 1500, (1231, 687), 12);
 }

@@ -1948,7 +1948,8 @@ fn the_search_box_completes_places_and_shows_its_syntax_in_headless_chromium() {
     // Cameras: those of the library's photos (a filter-only query's facets).
     browser.script("document.getElementById('q').value = ''", json!([]));
     browser.type_into("#q", "camera:fix");
-    let cameras = format!("const o = {}; return o.startsWith('camera:') ? '' : o", options.trim_start_matches("return "));
+    let cameras =
+        format!("const o = {}; return o.startsWith('camera:') ? '' : o", options.trim_start_matches("return "));
     assert_eq!(browser.wait_for("the cameras", &cameras), "FixtureCam (3)");
     browser.key("\u{E00C}"); // Esc
 

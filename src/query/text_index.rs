@@ -118,7 +118,7 @@ fn schema() -> Schema {
 }
 
 fn fields(schema: &Schema) -> Result<Fields> {
-    let field = |name: &str| schema.get_field(name).map_err(|e| Error::Corrupt(format!("text index: {e}")));
+    let field = |name: &str| schema.get_field(name).map_err(|e| Error::Store(format!("text index: {e}")));
     Ok(Fields {
         id: field("id")?,
         key: field("key")?,

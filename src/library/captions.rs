@@ -255,27 +255,20 @@ impl Library {
     /// Stores the caption of `id` (`false`: refused) and applies it to the cached full-text
     /// index.
     fn write_caption(&self, id: ImageId, caption: &StoredCaption) -> Result<bool> {
-        let before = self.store.caption_changes()?;
-        let stored = self.store.set_caption(id, caption)?;
-        self.full_text_written(crate::query::fulltext::Field::Caption, before, |index| {
-            if stored {
-                index.set_caption(id, Some(&caption.text));
-            }
-        })?;
-        Ok(stored)
+        self.write_full_text(Field::Caption, id, Some(&caption.text), || self.store.set_caption(id, caption))
     }
 
     /// Whether any image has a caption. Asked on every search (to blend captions in), so it
     /// reads the cached caption ranking rather than counting every table of the store.
     pub fn has_captions(&self) -> Result<bool> {
-        Ok(self.full_text_index()?.len(Field::Caption) > 0)
+        Ok(self.full_text()?.len(Field::Caption)? > 0)
     }
 
     /// The `k` images whose captions best match `text` (BM25) and pass `filter`.
     pub fn search_captions(&self, text: &str, k: usize, filter: &SearchFilter) -> Result<Vec<CaptionHit>> {
         let filter = self.resolve_tag(filter)?;
         let mut hits = Vec::with_capacity(k);
-        for (id, score) in self.full_text_index()?.rank_captions(text) {
+        for (id, score) in self.full_text()?.rank_captions(text)? {
             if hits.len() == k {
                 break;
             }

@@ -48,6 +48,7 @@ mod search;
 mod settings;
 mod tags;
 mod text_filter;
+mod text_index;
 mod user_tags;
 pub use browse::{FolderEntry, FolderListing, MonthCount, TimelineCursor, TimelineItem, TimelinePage};
 pub use captions::{CaptionHit, CaptionOptions, CaptionReport};
@@ -147,6 +148,8 @@ pub struct Library {
     /// The full-text index of captions and photo text, kept while neither changes:
     /// ((caption changes, text changes), index).
     full_text: std::sync::Mutex<Option<photo_text::CachedFullText>>,
+    /// A folder library's full-text index on disk ([`text_index`]).
+    text_index: text_index::DiskTextIndex,
     /// The OCR model last loaded, by folder ([`Library::ocr_model`]).
     ocr_model: std::sync::Mutex<Option<(String, Arc<photo_text::LoadedOcrModel>)>>,
     /// Captioning models by name, loaded on first use ([`Library::captioner`]).

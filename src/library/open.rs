@@ -106,6 +106,7 @@ impl Library {
             index: Default::default(),
             frames: Default::default(),
             full_text: Default::default(),
+            text_index: Default::default(),
             ocr_model: Default::default(),
             captioner: Default::default(),
             recent_frames: Default::default(),

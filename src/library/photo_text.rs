@@ -270,14 +270,8 @@ impl Library {
     /// Stores the text read in `id` (refused, `false`, when the photo's content changed
     /// meanwhile) and applies it to the cached full-text index.
     fn write_text(&self, id: ImageId, text: &StoredText) -> Result<bool> {
-        let before = self.store.text_changes()?;
-        let stored = self.store.set_text(id, text)?;
-        self.full_text_written(Field::Text, before, |index| {
-            if stored {
-                index.set_text(id, Some(&text.joined()));
-            }
-        })?;
-        Ok(stored)
+        let joined = text.joined();
+        self.write_full_text(Field::Text, id, Some(&joined), || self.store.set_text(id, text))
     }
 
     /// Applies one write of `field` to the cached full-text index with `update`, when the
@@ -328,7 +322,7 @@ impl Library {
         if self.store.search_text_in_database(&[], &[], false, 0)?.is_some() {
             return Ok(self.store.text_count()? > 0);
         }
-        Ok(self.full_text_index()?.len(Field::Text) > 0)
+        Ok(self.full_text()?.len(Field::Text)? > 0)
     }
 
     /// The photos whose text best matches `query` and pass `filter`, at most `k` (see
@@ -357,7 +351,7 @@ impl Library {
                 }
                 FullTextIndex::build(std::iter::empty(), texts).rank_text(&parsed, &text_of)
             }
-            None => self.full_text_index()?.rank_text(&parsed, &text_of),
+            None => self.full_text()?.rank_text(&parsed, &text_of)?,
         };
         let mut hits = Vec::with_capacity(k.min(matches.hits.len()));
         for m in &matches.hits {

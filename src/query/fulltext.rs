@@ -57,6 +57,11 @@ impl Clause {
     pub fn is_phrase(&self) -> bool {
         self.terms.len() > 1
     }
+
+    /// Whether its word also matches words one edit away.
+    pub fn typo_tolerant(&self) -> bool {
+        self.typo_tolerant
+    }
 }
 
 /// A query of the text in photos, parsed.

@@ -16,6 +16,7 @@ pub mod relevance;
 pub mod rerank;
 pub mod syntax;
 pub mod tags;
+pub mod text_index;
 
 use std::path::PathBuf;
 

@@ -72,6 +72,13 @@ pub trait TextStore {
     /// images are filtered out when results are resolved to paths).
     fn text_changes(&self) -> Result<u64>;
 
+    /// A number kept on disk that every caption or photo text written changes, in the same
+    /// transaction as the record, so that an index derived from them on disk can tell whether
+    /// it is current; `None` where the backend keeps none.
+    fn full_text_stamp(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// The backend's own full-text search of photo text and captions, when it has one
     /// (PostgreSQL): the best `limit` images for the normalised `terms` (see
     /// [`crate::text_terms`]), and for the words of `near` also photos whose text holds a

@@ -12,12 +12,13 @@ impl CaptionStore for SledStore {
     /// longer stored (it went away while being captioned).
     fn set_caption(&self, id: ImageId, caption: &StoredCaption) -> Result<bool> {
         let bytes = json(caption);
-        let stored = (&self.images, &self.captions)
-            .transaction(|(images, captions)| {
+        let stored = (&self.images, &self.captions, &self.meta)
+            .transaction(|(images, captions, meta)| {
                 if images.get(id_key(id))?.is_none() {
                     return Ok(false);
                 }
                 captions.insert(&id_key(id), bytes.as_slice())?;
+                super::texts::bump_full_text_stamp(meta)?;
                 Ok(true)
             })
             .map_err(|e: sled::transaction::TransactionError<String>| self.err(format!("store caption: {e}")))?;

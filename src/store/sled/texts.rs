@@ -11,8 +11,8 @@ use crate::store::{ImageId, ImageRecord, Records, StoredText, TextStore};
 impl TextStore for SledStore {
     fn set_text(&self, id: ImageId, text: &StoredText) -> Result<bool> {
         let bytes = json(text);
-        let stored = (&self.images, &self.texts)
-            .transaction(|(images, texts)| {
+        let stored = (&self.images, &self.texts, &self.meta)
+            .transaction(|(images, texts, meta)| {
                 // Only the text of the image's own content: lines read from a file that changed
                 // meanwhile belong to another image.
                 let Some(record) = images.get(id_key(id))? else { return Ok(false) };
@@ -22,6 +22,7 @@ impl TextStore for SledStore {
                     return Ok(false);
                 }
                 texts.insert(&id_key(id), bytes.as_slice())?;
+                bump_full_text_stamp(meta)?;
                 Ok(true)
             })
             .map_err(|e: sled::transaction::TransactionError<String>| self.err(format!("store photo text: {e}")))?;
@@ -55,4 +56,25 @@ impl TextStore for SledStore {
         // Texts of removed images are filtered out when results are resolved to paths.
         Ok(self.text_changes.load(std::sync::atomic::Ordering::SeqCst))
     }
+
+    fn full_text_stamp(&self) -> Result<Option<u64>> {
+        let stamp = self.meta.get(FULL_TEXT_STAMP).map_err(|e| self.err(e))?;
+        Ok(Some(stamp.map(|b| be_u64(&b)).unwrap_or(0)))
+    }
+}
+
+/// The key in `meta` of [`TextStore::full_text_stamp`].
+const FULL_TEXT_STAMP: &str = "full_text_stamp";
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Inside a transaction writing a caption or a text: moves the full-text stamp.
+pub(super) fn bump_full_text_stamp(
+    meta: &sled::transaction::TransactionalTree,
+) -> std::result::Result<(), ConflictableTransactionError<String>> {
+    let stamp = meta.get(FULL_TEXT_STAMP)?.map(|b| be_u64(&b)).unwrap_or(0);
+    meta.insert(FULL_TEXT_STAMP, &stamp.wrapping_add(1).to_be_bytes())?;
+    Ok(())
 }

@@ -49,6 +49,25 @@ mod captions {
 #[path = "../../../src/query/fulltext.rs"]
 mod fulltext;
 
+/// The product's index on disk (what a folder library searches), included as it is.
+#[path = "../../../src/query/text_index.rs"]
+mod text_index;
+
+/// The two error kinds `text_index.rs` names (`crate::error` in clipdex).
+mod error {
+    #[derive(Debug)]
+    pub enum Error {
+        Store(String),
+        Corrupt(String),
+    }
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{self:?}")
+        }
+    }
+    pub type Result<T> = std::result::Result<T, Error>;
+}
+
 use fulltext::{FullTextIndex, TextQuery};
 
 const CONSONANTS: &[u8] = b"bdfgklmnprstvz";
@@ -246,11 +265,73 @@ fn run_tantivy(n: usize) -> tantivy::Result<()> {
     Ok(())
 }
 
+/// The product's path: `TextIndex` (src/query/text_index.rs) built in a folder, opened cold,
+/// searched as a library searches (every match ranked), and written one document at a time as
+/// a text pass writes (a commit per photo).
+fn run_product(n: usize) -> error::Result<()> {
+    use text_index::TextIndex;
+    let docs = documents(n);
+    let dir = std::env::temp_dir().join(format!("clipdex-fts-bench-product-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| error::Error::Store(e.to_string()))?;
+    let path = dir.join("text-index");
+    let started = Instant::now();
+    let index = TextIndex::build(&path, None, Vec::new(), docs.iter().enumerate().map(|(i, d)| (i as u64, d.clone())))?;
+    let build = started.elapsed().as_secs_f64();
+    let disk: u64 = std::fs::read_dir(&path)
+        .map_err(|e| error::Error::Store(e.to_string()))?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!("product\tdocuments\t{n}");
+    println!("product\tbuild s\t{build:.2}");
+    println!("product\tindex on disk MB\t{:.2}", disk as f64 / 1e6);
+    drop(index);
+    // Cold open: read the metadata, check every file's checksum, open the segments; then the
+    // first query.
+    let started = Instant::now();
+    let index = match TextIndex::open(&path, None)? {
+        Ok(index) => index,
+        Err(stale) => return Err(error::Error::Store(format!("not opened: {stale}"))),
+    };
+    let open_ms = started.elapsed().as_secs_f64() * 1e3;
+    let queries = queries(&docs);
+    let started = Instant::now();
+    let first = index.rank_text(&TextQuery::parse(&queries[2].1))?.hits.len();
+    let first_ms = started.elapsed().as_secs_f64() * 1e3;
+    println!("product\tcold open ms\t{open_ms:.1}");
+    println!("product\tfirst query ms\t{first_ms:.1}\t{first}");
+    for (what, q) in &queries {
+        let parsed = TextQuery::parse(q);
+        let (ms, hits) = time(RUNS, || index.rank_text(&parsed).map(|m| m.hits.len()).unwrap_or(0));
+        println!("product\tquery\t{what}\t{q}\t{hits}\t{ms:.2}");
+    }
+    // Writes as a text pass makes them: one document and one commit each.
+    let writes = 50u64;
+    let started = Instant::now();
+    for i in 0..writes {
+        let mut w = index.begin()?;
+        w.set(fulltext::Field::Text, n as u64 + i, Some(&docs[i as usize % docs.len().max(1)]))?;
+        w.commit(None)?;
+    }
+    println!("product\twrite and commit ms\t{:.1}", started.elapsed().as_secs_f64() * 1e3 / writes as f64);
+    println!("product\tpeak RSS MB\t{:.0}", memory().0);
+    drop(index);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
     match args.get(1).map(String::as_str) {
         Some("clipdex") => run_clipdex(n),
+        Some("product") => {
+            if let Err(e) = run_product(n) {
+                eprintln!("product failed: {e}");
+                std::process::exit(1);
+            }
+        }
         Some("tantivy") => {
             if let Err(e) = run_tantivy(n) {
                 eprintln!("tantivy failed: {e}");
@@ -258,7 +339,7 @@ fn main() {
             }
         }
         Some(other) if other.parse::<usize>().is_err() => {
-            eprintln!("usage: fts-bench [clipdex|tantivy] [DOCUMENTS]");
+            eprintln!("usage: fts-bench [clipdex|tantivy|product] [DOCUMENTS]");
             std::process::exit(2);
         }
         _ => {

@@ -465,19 +465,49 @@ fn search_blended(
     let started = std::time::Instant::now();
     let hits = library.search_blended(text, k, filter, weight)?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    // The fields every search prints (relevance, place), and the blend's.
+    let calibration = library.calibration()?;
+    let mut ranked = Vec::with_capacity(hits.len());
+    for h in &hits {
+        let relevance = clipdex::library::relevance_of(calibration.as_ref(), h.hit.score);
+        let place = library.store().image(h.hit.id)?.and_then(|record| record.place());
+        ranked.push(BlendedResult { blended: h, relevance, place });
+    }
     if json {
-        writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
+        writeln!(out, "{}", json!({ "results": ranked, "took_ms": took_ms }))?;
     } else {
-        for h in &hits {
-            let caption = if h.caption_score.is_some() { "  (caption matches)" } else { "" };
-            let text = h.text.as_ref().map(|t| format!("  (text: {})", t.snippet)).unwrap_or_default();
-            writeln!(out, "{:.4}  {}{caption}{text}", h.hit.score, path_text::escaped(&h.hit.path))?;
+        for r in &ranked {
+            let h = &r.blended.hit;
+            let caption = if r.blended.caption_score.is_some() { "  (caption matches)" } else { "" };
+            let text = r.blended.text.as_ref().map(|t| format!("  (text: {})", t.snippet)).unwrap_or_default();
+            let at = match h.media {
+                Media::Photo => companion_markers(&h.companions),
+                Media::Video { time, .. } => format!("  @ {}", clock(time)),
+            };
+            writeln!(
+                out,
+                "{:.4}  {:>3}  {}{at}  #{}{caption}{text}",
+                h.score,
+                r.relevance.round(),
+                path_text::escaped(&h.path),
+                h.id
+            )?;
         }
         if hits.is_empty() {
             writeln!(out, "{}", no_results(library, filter))?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A blended result as `search` prints it: the blend's fields, and the relevance and place
+/// every search result has.
+#[derive(serde::Serialize)]
+struct BlendedResult<'a> {
+    #[serde(flatten)]
+    blended: &'a clipdex::query::captions::BlendedHit,
+    relevance: f32,
+    place: Option<clipdex::places::Place>,
 }
 
 pub(crate) fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {

@@ -148,6 +148,29 @@ pub fn parse_at(input: &str, now: i64) -> Result<ParsedQuery, SyntaxError> {
     parser.finish()
 }
 
+/// What a search of the text in photos (`--in text`, `in=text`) looks for in a query string:
+/// its words and `"phrases"` as written, its filters (`text:`, `-text:`, `tag:`, …) left out
+/// (they apply as filters). The query must parse.
+pub fn text_words(input: &str) -> Result<String, SyntaxError> {
+    parse(input)?;
+    let mut words = Vec::new();
+    for token in tokenize(input)? {
+        if let Some(first) = token.pieces.first().filter(|p| !p.quoted) {
+            let unsigned = first.text.strip_prefix('-').unwrap_or(&first.text);
+            if key_of(unsigned).is_some_and(|(key, _, _)| !key.starts_with(|c: char| c.is_ascii_digit())) {
+                continue;
+            }
+        }
+        let word: String = token
+            .pieces
+            .iter()
+            .map(|p| if p.quoted { format!("\"{}\"", p.text.replace('"', " ")) } else { p.text.clone() })
+            .collect();
+        words.push(word);
+    }
+    Ok(words.join(" "))
+}
+
 impl ParsedQuery {
     /// Whether the query has nothing to rank by (filters only, or nothing at all).
     pub fn has_terms(&self) -> bool {

@@ -447,6 +447,9 @@ fn search_photo_text(
         if hits.is_empty() {
             let why = if library.has_text()? {
                 "no photo's text matches"
+            } else if library.ocr_settings()?.is_some() {
+                "no text read in the photos yet: run `clipdex ocr --library` (serve and watch read new photos by \
+                 themselves)"
             } else {
                 "no text read in the photos yet: run `clipdex ocr --library --ocr-model DIR`"
             };
@@ -540,7 +543,13 @@ pub(crate) fn no_results(library: &Library, filter: &SearchFilter) -> String {
     {
         format!("no results: no photo is tagged {:?} (tags in use: `clipdex tags`)", syntax::shorten(tag))
     } else if !filter.is_empty() {
-        format!("no results: none of the {images} photos in the library passes the filters")
+        let unread = filter.attributes.images.is_some() && !library.has_text().unwrap_or(true);
+        let hint = if unread {
+            " (no text has been read in the photos yet: run `clipdex ocr --library`, or let serve or watch read it)"
+        } else {
+            ""
+        };
+        format!("no results: none of the {images} photos in the library passes the filters{hint}")
     } else {
         "no results".into()
     }

@@ -78,6 +78,17 @@ fn text_filters_keep_the_photos_whose_words_match() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("config set ocr_model"), "{backend}: {stderr}");
 
+        // Reading turned on, nothing read yet: an empty result says so, and how to read.
+        let set = clipdex(&db, &["config", "set", "ocr_model", models.to_str().unwrap()]);
+        assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+        let out = clipdex(&db, &["search", "text:48213"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{backend}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("no text has been read") && stdout.contains("clipdex ocr --library"), "{stdout}");
+        let out = clipdex(&db, &["search", "--in", "text", "48213"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("`clipdex ocr --library`") && !stdout.contains("DIR"), "{backend}: {stdout}");
+
         let report = clipdex(&db, &["ocr", "--library", "--ocr-model", models.to_str().unwrap(), "--json"]);
         assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
 
@@ -100,6 +111,40 @@ fn text_filters_keep_the_photos_whose_words_match() {
         let without: Vec<&str> = all.iter().copied().filter(|n| *n != "receipt.png").collect();
         assert_eq!(search("-text:48213"), without, "{backend}");
         assert_eq!(search("a photo -text:48213"), without, "{backend}");
+        // -text: that leaves nothing out still filters: every photo.
+        assert_eq!(search("-text:zzzz"), all, "{backend}");
+
+        // A library with read text blends CLIP with the text; results keep the fields every
+        // search has (relevance, place, #ID) and gain the blend's.
+        for args in [&["dog"][..], &["--caption-weight", "0", "dog"], &["dog text:48213"], &["dog ext:png"]] {
+            let out = clipdex(&db, &[&["search", "-k", "1"][..], args].concat());
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{args:?} ({backend}): {}", String::from_utf8_lossy(&out.stderr));
+            let fields: Vec<&str> = stdout.lines().next().unwrap_or_default().split_whitespace().collect();
+            assert!(fields.len() >= 4, "{args:?}: score relevance path #ID: {stdout}");
+            assert!(fields[0].parse::<f32>().is_ok() && fields[1].parse::<f32>().is_ok(), "{stdout}");
+            assert!(fields[3].starts_with('#') && fields[3][1..].parse::<u64>().is_ok(), "{args:?}: {stdout}");
+            let out = clipdex(&db, &[&["search", "--json", "-k", "1"][..], args].concat());
+            let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let hit = &body["results"][0];
+            for field in ["id", "path", "score", "relevance", "place", "blended", "caption_score"] {
+                assert!(hit.get(field).is_some(), "{args:?} ({backend}): no {field} in {hit}");
+            }
+            assert!(hit["relevance"].as_f64().is_some_and(|r| (0.0..=100.0).contains(&r)), "{hit}");
+        }
+
+        // --in text looks for the query's words; its filters filter.
+        let in_text = |q: &str| {
+            let out = clipdex(&db, &["search", "--json", "-k", "20", "--in", "text", q]);
+            assert!(out.status.success(), "{q} ({backend}): {}", String::from_utf8_lossy(&out.stderr));
+            names(&serde_json::from_slice(&out.stdout).unwrap())
+        };
+        assert_eq!(in_text("\"main street\" after:2000"), ["sign.jpg"], "{backend}");
+        assert_eq!(in_text("street ext:jpg"), ["sign.jpg"], "{backend}");
+        assert!(in_text("street text:48213").is_empty(), "{backend}");
+        let out = clipdex(&db, &["search", "--in", "text", "text:48213"]);
+        assert!(!out.status.success(), "{backend}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--in text needs words to look for"), "{backend}");
 
         // The same through the API, with its chip's query (a served library holds its folder).
         let mut serve = Command::new(env!("CARGO_BIN_EXE_clipdex"));
@@ -114,11 +159,17 @@ fn text_filters_keep_the_photos_whose_words_match() {
             ("a photo text:\"48213\"", vec!["receipt.png"]),
             ("text:\"main street\"", vec!["sign.jpg"]),
             ("-text:48213", without.clone()),
+            ("-text:zzzz", all.to_vec()),
         ] {
             let (status, body) = get(&base, &format!("/api/search?k=20&q={}", encoded(q)));
             assert_eq!(status, 200, "{q} ({backend}): {body}");
             assert_eq!(names(&body), expected, "{q} ({backend})");
         }
+        let (status, body) = get(&base, &format!("/api/search?in=text&q={}", encoded("text:48213")));
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("in=text needs words"), "{body}");
+        let (status, body) = get(&base, &format!("/api/search?k=20&in=text&q={}", encoded("street text:48213")));
+        assert_eq!((status, names(&body)), (200, Vec::<String>::new()), "{body}");
         let (status, body) = get(&base, &format!("/api/search?q={}", encoded("text:\"!?\"")));
         assert_eq!(status, 400, "{body}");
         assert!(body["error"].as_str().unwrap().contains("column 6"), "{body}");

@@ -195,8 +195,10 @@ function render(tookMs) {
   const below = state.results.length - kept.length;
   if (state.results.length === 0) setMessage("Nothing found.");
   else if (kept.length === 0 && below > 0) {
-    setMessage(`${below}${more} results are below the relevance cut-off: lower it to see them.`);
-  }
+    const what = below === 1 && !more ? "1 result is" : `${below}${more} results are`;
+    setMessage(`${what} below the relevance cut-off: lower it to see them.`);
+    $("message").dataset.cutoff = "yes";
+  } else if ($("message").dataset.cutoff) setMessage(""); // the cut-off was lowered: all is shown
 }
 
 const cards = new Map(); // id → element, so re-sorting keeps loaded thumbnails
@@ -308,6 +310,7 @@ function closeDetailQuietly() {
 
 function setMessage(text, error = false) {
   const m = $("message");
+  delete m.dataset.cutoff;
   m.textContent = text;
   m.classList.toggle("error", error);
 }

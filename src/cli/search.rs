@@ -225,8 +225,13 @@ pub fn search(g: &GlobalOptions, library: &Library, args: SearchArgs, out: &mut 
     if args.rank_in == SearchIn::Text {
         anyhow::ensure!(args.rerank.is_none() && !args.crops, "--in text takes neither --rerank nor --crops");
         anyhow::ensure!(!ranks_by_clip_alone, "--in text takes neither --min-score nor --sort");
-        let Some(text) = args.text.as_deref() else { anyhow::bail!("--in text needs a text to look for") };
-        return search_photo_text(library, text, k, &filter, json, out);
+        // The query's words are looked for; its filters (text: among them) apply.
+        let words = syntax::text_words(args.text.as_deref().unwrap_or_default())?;
+        anyhow::ensure!(
+            !clipdex::query::fulltext::TextQuery::parse(&words).is_empty(),
+            "--in text needs words to look for (filters such as text:WORD only narrow the results)"
+        );
+        return search_photo_text(library, &words, k, &filter, json, out);
     }
     let sizes = (k, args.rerank_top as usize);
     match &args.rerank {
@@ -442,6 +447,9 @@ fn search_photo_text(
         if hits.is_empty() {
             let why = if library.has_text()? {
                 "no photo's text matches"
+            } else if library.ocr_settings()?.is_some() {
+                "no text read in the photos yet: run `clipdex ocr --library` (serve and watch read new photos by \
+                 themselves)"
             } else {
                 "no text read in the photos yet: run `clipdex ocr --library --ocr-model DIR`"
             };
@@ -465,19 +473,49 @@ fn search_blended(
     let started = std::time::Instant::now();
     let hits = library.search_blended(text, k, filter, weight)?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
+    // The fields every search prints (relevance, place), and the blend's.
+    let calibration = library.calibration()?;
+    let mut ranked = Vec::with_capacity(hits.len());
+    for h in &hits {
+        let relevance = clipdex::library::relevance_of(calibration.as_ref(), h.hit.score);
+        let place = library.store().image(h.hit.id)?.and_then(|record| record.place());
+        ranked.push(BlendedResult { blended: h, relevance, place });
+    }
     if json {
-        writeln!(out, "{}", json!({ "results": hits, "took_ms": took_ms }))?;
+        writeln!(out, "{}", json!({ "results": ranked, "took_ms": took_ms }))?;
     } else {
-        for h in &hits {
-            let caption = if h.caption_score.is_some() { "  (caption matches)" } else { "" };
-            let text = h.text.as_ref().map(|t| format!("  (text: {})", t.snippet)).unwrap_or_default();
-            writeln!(out, "{:.4}  {}{caption}{text}", h.hit.score, path_text::escaped(&h.hit.path))?;
+        for r in &ranked {
+            let h = &r.blended.hit;
+            let caption = if r.blended.caption_score.is_some() { "  (caption matches)" } else { "" };
+            let text = r.blended.text.as_ref().map(|t| format!("  (text: {})", t.snippet)).unwrap_or_default();
+            let at = match h.media {
+                Media::Photo => companion_markers(&h.companions),
+                Media::Video { time, .. } => format!("  @ {}", clock(time)),
+            };
+            writeln!(
+                out,
+                "{:.4}  {:>3}  {}{at}  #{}{caption}{text}",
+                h.score,
+                r.relevance.round(),
+                path_text::escaped(&h.path),
+                h.id
+            )?;
         }
         if hits.is_empty() {
             writeln!(out, "{}", no_results(library, filter))?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A blended result as `search` prints it: the blend's fields, and the relevance and place
+/// every search result has.
+#[derive(serde::Serialize)]
+struct BlendedResult<'a> {
+    #[serde(flatten)]
+    blended: &'a clipdex::query::captions::BlendedHit,
+    relevance: f32,
+    place: Option<clipdex::places::Place>,
 }
 
 pub(crate) fn filter_of(f: &FilterArgs) -> anyhow::Result<SearchFilter> {
@@ -505,7 +543,13 @@ pub(crate) fn no_results(library: &Library, filter: &SearchFilter) -> String {
     {
         format!("no results: no photo is tagged {:?} (tags in use: `clipdex tags`)", syntax::shorten(tag))
     } else if !filter.is_empty() {
-        format!("no results: none of the {images} photos in the library passes the filters")
+        let unread = filter.attributes.images.is_some() && !library.has_text().unwrap_or(true);
+        let hint = if unread {
+            " (no text has been read in the photos yet: run `clipdex ocr --library`, or let serve or watch read it)"
+        } else {
+            ""
+        };
+        format!("no results: none of the {images} photos in the library passes the filters{hint}")
     } else {
         "no results".into()
     }

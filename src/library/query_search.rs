@@ -126,8 +126,9 @@ impl Library {
                 }
             }
             hits
-        } else if !filter.is_empty() {
-            // Filters alone: every photo that passes them, newest first.
+        } else if !filter.is_empty() || !query.filters.texts.is_empty() || !query.filters.not_texts.is_empty() {
+            // Filters alone: every photo that passes them, newest first. A `-text:` that
+            // matched no photo leaves nothing out, and is a filter all the same.
             self.list_filtered(depth, &filter)?
                 .into_iter()
                 .map(|hit| RankedHit { relevance: 100.0, hit, place: None })

@@ -6,7 +6,7 @@
 //! photo matches when its text holds every word and phrase of the query, folded as the text
 //! search folds them (case, accents, width; [`crate::query::fulltext`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::Library;
 use crate::error::{Error, Result};
@@ -36,13 +36,13 @@ impl Library {
             MAX_TEXT_MATCHES,
         )? {
             Some(candidates) => {
-                let mut texts = Vec::with_capacity(candidates.len());
-                for (id, _) in candidates {
-                    if let Some(t) = self.store.text_of(id)? {
-                        texts.push((id, t.joined()));
-                    }
-                }
-                FullTextIndex::build(std::iter::empty(), texts).rank_text(&parsed, &text_of)
+                // The candidates' texts in a few queries (not one per candidate), kept for
+                // the phrases' check.
+                let ids: Vec<ImageId> = candidates.iter().map(|&(id, _)| id).collect();
+                let texts: HashMap<ImageId, String> =
+                    self.store.texts_of(&ids)?.into_iter().map(|(id, t)| (id, t.joined())).collect();
+                let index = FullTextIndex::build(std::iter::empty(), texts.iter().map(|(&id, t)| (id, t.clone())));
+                index.rank_text(&parsed, &|id: ImageId| texts.get(&id).cloned())
             }
             None => self.full_text_index()?.rank_text(&parsed, &text_of),
         };

@@ -31,8 +31,9 @@ const B: f32 = 0.75;
 const TYPO_WEIGHT: f32 = 0.5;
 /// Words this long (in characters) or longer tolerate one typo.
 pub const TYPO_MIN_CHARS: usize = 5;
-/// At most this many terms of a query count (the rest are ignored).
-const MAX_QUERY_TERMS: usize = 64;
+/// At most this many terms of a query count (the clauses past them are left out, and counted
+/// in [`TextQuery::dropped`]).
+pub const MAX_QUERY_TERMS: usize = 64;
 
 /// A field of the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,8 @@ impl Clause {
 pub struct TextQuery {
     /// Its words and phrases.
     pub clauses: Vec<Clause>,
+    /// Words and phrases left out: past [`MAX_QUERY_TERMS`] terms.
+    pub dropped: usize,
 }
 
 impl TextQuery {
@@ -103,12 +106,13 @@ impl TextQuery {
         let mut seen = HashSet::new();
         clauses.retain(|c| seen.insert(c.terms.clone()));
         let mut budget = MAX_QUERY_TERMS;
+        let before = clauses.len();
         clauses.retain(|c| {
             let keep = c.terms.len() <= budget;
             budget = budget.saturating_sub(c.terms.len());
             keep
         });
-        TextQuery { clauses }
+        TextQuery { dropped: before - clauses.len(), clauses }
     }
 
     /// Whether the query has nothing to look for.

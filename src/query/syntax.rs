@@ -148,6 +148,29 @@ pub fn parse_at(input: &str, now: i64) -> Result<ParsedQuery, SyntaxError> {
     parser.finish()
 }
 
+/// What a search of the text in photos (`--in text`, `in=text`) looks for in a query string:
+/// its words and `"phrases"` as written, its filters (`text:`, `-text:`, `tag:`, …) left out
+/// (they apply as filters). The query must parse.
+pub fn text_words(input: &str) -> Result<String, SyntaxError> {
+    parse(input)?;
+    let mut words = Vec::new();
+    for token in tokenize(input)? {
+        if let Some(first) = token.pieces.first().filter(|p| !p.quoted) {
+            let unsigned = first.text.strip_prefix('-').unwrap_or(&first.text);
+            if key_of(unsigned).is_some_and(|(key, _, _)| !key.starts_with(|c: char| c.is_ascii_digit())) {
+                continue;
+            }
+        }
+        let word: String = token
+            .pieces
+            .iter()
+            .map(|p| if p.quoted { format!("\"{}\"", p.text.replace('"', " ")) } else { p.text.clone() })
+            .collect();
+        words.push(word);
+    }
+    Ok(words.join(" "))
+}
+
 impl ParsedQuery {
     /// Whether the query has nothing to rank by (filters only, or nothing at all).
     pub fn has_terms(&self) -> bool {
@@ -373,7 +396,30 @@ impl Parser {
             }
             glued_minus = true;
         }
+        if let Some(first) = token.pieces.first().filter(|p| glued_minus && !p.quoted)
+            && first.text.starts_with(['-', '+'])
+        {
+            return Err(SyntaxError {
+                column,
+                message: format!(
+                    "{}: two signs: write one sign (-text:closed, -night)",
+                    shorten(&format!("-{}", first.text))
+                ),
+            });
+        }
         let offset = usize::from(glued_minus);
+        // A weight in another notation (`1e-3:dog`): an error, not a word.
+        if let Some(first) = token.pieces.first().filter(|p| !p.quoted)
+            && let Some((number, _)) = first.text.split_once(':')
+            && number.starts_with(|c: char| c.is_ascii_digit())
+            && !number.chars().all(|c| c.is_ascii_digit() || c == '.')
+            && number.parse::<f64>().is_ok()
+        {
+            return Err(SyntaxError {
+                column: column + offset,
+                message: format!("weight {}: a weight is digits and a point (2:dog)", shorten(number)),
+            });
+        }
         // A filter, or a weight, in the unquoted start of the word.
         let mut weight = None;
         if let Some(first) = token.pieces.first().filter(|p| !p.quoted) {
@@ -394,7 +440,13 @@ impl Parser {
                             message: format!("{key_shown}{op}…: a weight is written W: (as 2:dog)"),
                         });
                     }
-                    if !(w.is_finite() && w > 0.0) {
+                    if !w.is_finite() {
+                        return Err(SyntaxError {
+                            column: column + offset,
+                            message: format!("weight {key_shown}: too large (a weight is a number such as 2 or 0.5)"),
+                        });
+                    }
+                    if w <= 0.0 {
                         return Err(SyntaxError {
                             column: column + offset,
                             message: format!("weight {key_shown}: a weight is a positive number (subtract with -)"),
@@ -436,7 +488,8 @@ impl Parser {
                         return Err(SyntaxError {
                             column,
                             message: format!(
-                                "-{key_shown}{op}…: a filter cannot be negated; to search for the words, quote them (-\"{key_shown}{op}…\")"
+                                "-{key_shown}{op}…: of the filters only text: can be negated (-text:closed); to \
+                                 search for the words, quote them (-\"{key_shown}{op}…\")"
                             ),
                         });
                     }
@@ -594,6 +647,10 @@ impl Parser {
                 message: format!("{key_shown}{op}: only width and height compare with {op}; write {key_shown}:VALUE"),
             });
         }
+        if key_lower == "text" {
+            // `text:` and `-text:` say the same when something is wrong.
+            return self.text_filter(value, quoted, false, value_column);
+        }
         if value.is_empty() && !numeric {
             return bad(format!("{key_shown}: needs a value (as {key_shown}:{})", example_value(&key_lower)));
         }
@@ -690,7 +747,6 @@ impl Parser {
                 };
                 f.attributes.dimensions.push(DimensionBound { dimension, comparison, pixels });
             }
-            "text" => return self.text_filter(value, quoted, false, value_column),
             "place" => {
                 let places = crate::places::gazetteer().map_err(|e| SyntaxError { column, message: e.to_string() })?;
                 if places.resolve(value).is_empty() {
@@ -730,7 +786,17 @@ impl Parser {
     /// value is one phrase; bare words must each be in the text.
     fn text_filter(&mut self, value: &str, quoted: bool, negated: bool, column: usize) -> Result<(), SyntaxError> {
         let query = if quoted { format!("\"{}\"", value.replace('"', " ")) } else { value.to_string() };
-        if super::fulltext::TextQuery::parse(&query).is_empty() {
+        let parsed = super::fulltext::TextQuery::parse(&query);
+        let max = super::fulltext::MAX_QUERY_TERMS;
+        if parsed.dropped > 0 {
+            let message = if quoted {
+                format!("a text: phrase holds at most {max} words")
+            } else {
+                format!("a text: filter looks for at most {max} words")
+            };
+            return Err(SyntaxError { column, message });
+        }
+        if parsed.is_empty() {
             return Err(SyntaxError {
                 column,
                 message: "text: needs a word or a number to look for in the photos (text:menu, text:\"48213\")".into(),
@@ -1126,6 +1192,13 @@ mod tests {
             ("lens:", 6, "needs a value"),
             ("text:\"!?\"", 6, "needs a word"),
             ("dog -text:", 11, "needs a word"),
+            ("dog text:", 10, "needs a word"),
+            ("dog -tag:x", 5, "only text: can be negated"),
+            ("1e-300:dog", 1, "a weight is digits and a point (2:dog)"),
+            ("dog -1e5:cat", 6, "a weight is digits and a point"),
+            ("--text:total", 1, "write one sign"),
+            ("dog --night", 5, "write one sign"),
+            ("99999999999999999999999999999999999999999:dog", 1, "too large"),
             ("dog - text:menu", 5, "filters are not added or subtracted"),
             ("place:Xyzzyville", 7, "no city"),
             ("dog place:", 11, "needs a value"),
@@ -1137,7 +1210,6 @@ mod tests {
             ("dog NOT", 5, "nothing after it"),
             ("dog + - cat", 7, "right after +"),
             ("dog - tag:x", 5, "filters are not added or subtracted"),
-            ("dog -tag:x", 5, "cannot be negated"),
             ("0:dog", 1, "positive number"),
             ("2:", 1, "nothing after it"),
             ("dog in:", 8, "needs a value"),
@@ -1156,6 +1228,27 @@ mod tests {
         }
         let long = "a ".repeat(MAX_QUERY_CHARS);
         assert!(parse_at(&long, NOW).unwrap_err().message.contains("longer than"));
+    }
+
+    /// A `text:` value past the text search's term budget is an error, not a shorter search.
+    #[test]
+    fn long_text_filters_are_refused() {
+        let words: Vec<String> = (0..65).map(|i| format!("word{i}")).collect();
+        let phrase = format!("text:\"{}\"", words.join(" "));
+        let e = parse_at(&phrase, NOW).unwrap_err();
+        assert!(e.message.contains("a text: phrase holds at most 64 words"), "{e}");
+        assert_eq!(e.column, 6);
+        let ok = format!("text:\"{}\"", words[..64].join(" "));
+        assert_eq!(parse_at(&ok, NOW).unwrap().filters.texts.len(), 1);
+    }
+
+    /// `--in text` looks for the query's words and phrases; its filters are left to filter.
+    #[test]
+    fn text_words_leave_the_filters_out() {
+        assert_eq!(text_words("text:total").unwrap(), "");
+        assert_eq!(text_words("\"main street\" -text:closed after:2026 menu").unwrap(), "\"main street\" menu");
+        assert_eq!(text_words("tag:\"golden retriever\" 48213").unwrap(), "48213");
+        assert!(text_words("colour:red").is_err());
     }
 
     #[test]

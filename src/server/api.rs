@@ -426,8 +426,18 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
             return Err(ApiError::bad_request(format!("in must be clip, captions or text, not {other:?}")));
         }
     };
-    // The text in photos is searched with the query as written ("quoted phrases" stay).
-    let photo_text = params.q.clone().unwrap_or_default();
+    // The text in photos is searched for the query's words as written ("quoted phrases"
+    // stay); its filters apply as filters.
+    let photo_text = crate::query::syntax::text_words(params.q.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if in_text
+        && params.q.as_deref().is_some_and(|q| !q.trim().is_empty())
+        && crate::query::fulltext::TextQuery::parse(&photo_text).is_empty()
+    {
+        return Err(ApiError::bad_request(
+            "in=text needs words to look for (filters such as text:WORD only narrow the results)",
+        ));
+    }
     let weight = match params.caption_weight.as_deref().map(str::trim) {
         None => crate::query::captions::DEFAULT_CAPTION_WEIGHT,
         Some(w) => match w.parse::<f32>() {

@@ -65,6 +65,18 @@ pub trait TextStore {
     /// Every stored text, in id order.
     fn texts(&self) -> Records<'_, StoredText>;
 
+    /// The texts of `ids` that have one (in no particular order): PostgreSQL reads them in a
+    /// few queries rather than one per image.
+    fn texts_of(&self, ids: &[ImageId]) -> Result<Vec<(ImageId, StoredText)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(text) = self.text_of(id)? {
+                out.push((id, text));
+            }
+        }
+        Ok(out)
+    }
+
     /// How many images have a stored text (with lines or without).
     fn text_count(&self) -> Result<u64>;
 

@@ -43,6 +43,18 @@ impl TextStore for PgStore {
         }
     }
 
+    fn texts_of(&self, ids: &[ImageId]) -> Result<Vec<(ImageId, StoredText)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(TEXTS_A_QUERY) {
+            let keys: Vec<i64> = batch.iter().map(|&id| i64_of(id)).collect();
+            for r in self.query("SELECT image_id, hash, model, lines FROM texts WHERE image_id = ANY($1)", &[&keys])? {
+                let text = StoredText { hash: r.get(1), model: r.get(2), lines: lines_of(self, r.get(3))? };
+                out.push((u64_of(r.get(0)), text));
+            }
+        }
+        Ok(out)
+    }
+
     fn texts(&self) -> Records<'_, StoredText> {
         self.pages(
             "SELECT image_id, hash, model, lines FROM texts WHERE image_id > $1 ORDER BY image_id LIMIT $2",
@@ -95,6 +107,9 @@ impl TextStore for PgStore {
         Ok(Some(rows.iter().map(|r| (u64_of(r.get(0)), r.get::<_, f32>(1))).collect()))
     }
 }
+
+/// At most this many texts [`TextStore::texts_of`] reads in one query.
+const TEXTS_A_QUERY: usize = 10_000;
 
 /// pg_trgm's strict word similarity at or above which a word of the text is a candidate for
 /// one edit away from a query's word (a substitution in a 5-letter word: 3 / 9).

@@ -614,7 +614,14 @@ fn holds_terms(field: Field, value: &str) -> bool {
 /// Writes `bytes` to `path` and syncs it to disk.
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let mut file = std::fs::File::create(path)?;
+    // A new file, never through a link someone left at `path` (which would write, or empty,
+    // whatever it points to).
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     sync_parent(path);
@@ -688,6 +695,21 @@ mod tests {
         }
         assert_eq!(index.len(Field::Text).unwrap(), memory.len(Field::Text));
         assert_eq!(index.len(Field::Caption).unwrap(), memory.len(Field::Caption));
+    }
+
+    /// A link left where the index writes its marker or version file is replaced, and what it
+    /// points to is left alone (`File::create` would have emptied it).
+    #[cfg(unix)]
+    #[test]
+    fn a_link_in_the_index_folder_is_not_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("important.txt");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let marker = tmp.path().join("dirty");
+        std::os::unix::fs::symlink(&victim, &marker).unwrap();
+        write_synced(&marker, b"").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert!(std::fs::symlink_metadata(&marker).unwrap().file_type().is_file());
     }
 
     #[test]

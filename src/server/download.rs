@@ -9,7 +9,9 @@
 //! byte and again as each file is opened; names inside the zip are plain file names, unique
 //! without regard to case. An id the library does not know refuses the whole request; a photo
 //! that cannot be read (gone, changed, leading outside) is left out and named, with the reason,
-//! in `NOT INCLUDED.txt` inside the zip, also when that happens while the zip streams.
+//! in `NOT INCLUDED.txt` inside the zip, also when that happens while the zip streams. A file
+//! cut short or written to while its own bytes are being sent breaks the download off (the
+//! client gets an incomplete zip, never a whole-looking zip holding a damaged photo).
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
@@ -221,8 +223,8 @@ struct Zipper {
     zip: Option<ZipWriter<StreamWriter<Sink>>>,
     sink: Sink,
     entries: VecDeque<Entry>,
-    /// The file being copied, limited to its length when opened.
-    current: Option<std::io::Take<std::fs::File>>,
+    /// The file being copied, limited to its length when opened, with what it was then.
+    current: Option<Copying>,
     left_out: Vec<String>,
     sent: u64,
 }
@@ -239,11 +241,14 @@ impl Zipper {
         let mut buf = vec![0u8; PIECE];
         while self.sink.0.lock().map_or(0, |b| b.len()) < PIECE {
             let Some(zip) = self.zip.as_mut() else { break };
-            if let Some(file) = self.current.as_mut() {
-                let n = file.read(&mut buf)?;
+            if let Some(copying) = self.current.as_mut() {
+                let n = copying.file.read(&mut buf)?;
                 if n == 0 {
-                    self.current = None;
+                    let copying =
+                        self.current.take().ok_or_else(|| std::io::Error::other("no file is being copied"))?;
+                    copying.check()?;
                 } else {
+                    copying.copied += n as u64;
                     zip.write_all(&buf[..n])?;
                 }
             } else if let Some(entry) = self.entries.pop_front() {
@@ -295,8 +300,57 @@ impl Zipper {
         }
         let zip = self.zip.as_mut().ok_or_else(|| std::io::Error::other("the zip is finished"))?;
         zip.start_file(entry.name.as_str(), options).map_err(std::io::Error::other)?;
-        self.current = Some(file.take(len));
+        let when = FileStamp::of(&file)?;
+        self.current = Some(Copying { file: file.take(len), name: entry.name, len, when, copied: 0 });
         Ok(())
+    }
+}
+
+/// A photo being copied into the zip.
+struct Copying {
+    file: std::io::Take<std::fs::File>,
+    name: String,
+    len: u64,
+    when: FileStamp,
+    copied: u64,
+}
+
+impl Copying {
+    /// After the last byte: a file that was cut short or written to while it was copied has
+    /// gone into the zip damaged, and its bytes are already sent; the download then breaks off
+    /// (the client sees an incomplete zip) rather than end as a whole zip holding a damaged photo.
+    fn check(&self) -> std::io::Result<()> {
+        let now = FileStamp::of(self.file.get_ref())?;
+        if self.copied != self.len || now != self.when {
+            return Err(std::io::Error::other(format!(
+                "{} changed while it was being sent ({} of {} bytes); the zip is left incomplete",
+                self.name, self.copied, self.len
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What says a file was written to: its length, its modification time and its status-change
+/// time (which `touch` cannot set back).
+#[derive(Debug, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    changed: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(file: &std::fs::File) -> std::io::Result<Self> {
+        let meta = file.metadata()?;
+        #[cfg(unix)]
+        let changed = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.ctime(), meta.ctime_nsec())
+        };
+        #[cfg(not(unix))]
+        let changed = (0, 0);
+        Ok(FileStamp { len: meta.len(), modified: meta.modified().ok(), changed })
     }
 }
 
@@ -333,5 +387,44 @@ mod tests {
             ["IMG_1.jpg", "img_1 (2).JPG", "IMG_1 (3).jpg", "README", "readme (2)", "NOT INCLUDED (2).txt"]
         );
         assert_eq!(names.claim(std::path::Path::new("/"), 7), "photo-7");
+    }
+
+    /// Copies `path` as the zip does, with `meanwhile` done to the file after it is opened.
+    fn copy_with(path: &std::path::Path, meanwhile: impl FnOnce()) -> std::io::Result<()> {
+        let file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        let when = FileStamp::of(&file)?;
+        let mut copying = Copying { file: file.take(len), name: "a.jpg".into(), len, when, copied: 0 };
+        // Past the coarse clock the kernel stamps files with, so a write shows in their times.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        meanwhile();
+        let mut buf = [0u8; 256];
+        loop {
+            let n = copying.file.read(&mut buf)?;
+            if n == 0 {
+                return copying.check();
+            }
+            copying.copied += n as u64;
+        }
+    }
+
+    #[test]
+    fn a_photo_cut_short_or_rewritten_while_it_is_sent_breaks_the_download_off() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.jpg");
+        let write = || std::fs::write(&path, vec![7u8; 4096]).unwrap();
+        write();
+        copy_with(&path, || {}).expect("an untouched file is sent whole");
+        let cut = copy_with(&path, || std::fs::File::options().write(true).open(&path).unwrap().set_len(1000).unwrap());
+        assert!(cut.unwrap_err().to_string().contains("changed while it was being sent"));
+        write();
+        // Rewritten in place, same length, its modification time set back as `touch -r` would.
+        let rewritten = copy_with(&path, || {
+            let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            std::io::Write::write_all(&mut &file, &[0u8; 4096]).unwrap();
+            file.set_modified(before).unwrap();
+        });
+        assert!(rewritten.is_err(), "a same-length rewrite is seen by its status-change time");
     }
 }

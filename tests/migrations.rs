@@ -61,6 +61,10 @@ fn a_version_1_database_opens_and_answers() {
     let caption = clipdex::store::StoredCaption { text: "a cat".into(), settings: "test".into() };
     assert!(lib.store().set_caption(id, &caption).unwrap());
     assert_eq!(lib.store().caption_of(id).unwrap(), Some(caption));
+    // Written past the library (straight into the store), the caption reaches the library's
+    // full-text index when the library next opens it.
+    drop(lib);
+    let lib = Library::open(LibraryConfig::new(&db, "tests/fixtures/clip-tiny-p32")).unwrap();
     assert_eq!(lib.search_captions("cats", 3, &SearchFilter::default()).unwrap()[0].hit.id, id);
     lib.store().unlink_path(&hits[0].path).unwrap();
     assert_eq!(lib.store().caption_of(id).unwrap(), None);

@@ -58,7 +58,18 @@ struct DownloadBody {
 /// `GET /api/download?ids=1,2,3`: a link a browser saves straight to disk (without a token).
 async fn download_listed(state: web::Data<AppState>, params: web::Query<DownloadParams>) -> ApiResult<HttpResponse> {
     let raw = params.into_inner().ids.unwrap_or_default();
-    let ids = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_id).collect::<ApiResult<Vec<_>>>()?;
+    let ids = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match parse_id(s) {
+            // Digits past any id (over 2^64) name no photo, as an unknown id does.
+            Err(_) if s.bytes().all(|b| b.is_ascii_digit()) => {
+                Err(ApiError::not_found(format!("no image has the id {}", &s[..s.len().min(40)])))
+            }
+            parsed => parsed,
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
     download(state, ids).await
 }
 

@@ -11,6 +11,12 @@ fn query(name: &str, schema: Value, description: &str) -> Value {
     json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description})
 }
 
+/// `parameter` made required.
+fn required(mut parameter: Value) -> Value {
+    parameter["required"] = json!(true);
+    parameter
+}
+
 fn id_param() -> Value {
     json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX},
            "description": "Image id (from search results)"})
@@ -161,7 +167,7 @@ fn bulk_paths() -> Value {
         "/api/download": {
             "get": {
                 "summary": "The original files of the photos named, as one zip (stored, streamed as it is made); a link a browser saves straight to disk. An unknown id refuses it; a photo that cannot be read (gone, changed, leading outside the library's folders) is left out and named in NOT INCLUDED.txt inside the zip",
-                "parameters": [query("ids", json!({"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"}), &format!("Comma-separated ids, at most {}", super::download::MAX_DOWNLOAD_PHOTOS))],
+                "parameters": [required(query("ids", json!({"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"}), &format!("Comma-separated ids, at most {}", super::download::MAX_DOWNLOAD_PHOTOS)))],
                 "responses": download_responses.clone()},
             "post": {
                 "summary": "As GET /api/download, the ids in the body",

@@ -22,7 +22,8 @@ const MAX_TEXT_MATCHES: usize = 1_000_000;
 impl Library {
     /// The images whose read text matches `query` (words and `"phrases"`, as `search --in
     /// text` reads them), every word and phrase of it. PostgreSQL finds the candidates with its
-    /// full-text (and trigram) index; the folder library with its full-text index.
+    /// full-text (and trigram) index; the folder library asks the index its text searches ask
+    /// ([`Library::full_text`]: the one on disk, or the in-memory one where that cannot open).
     pub fn images_with_text(&self, query: &str) -> Result<BTreeSet<ImageId>> {
         let parsed = TextQuery::parse(query);
         if parsed.is_empty() {
@@ -44,7 +45,7 @@ impl Library {
                 let index = FullTextIndex::build(std::iter::empty(), texts.iter().map(|(&id, t)| (id, t.clone())));
                 index.rank_text(&parsed, &|id: ImageId| texts.get(&id).cloned())
             }
-            None => self.full_text_index()?.rank_text(&parsed, &text_of),
+            None => self.full_text()?.rank_text(&parsed, &text_of)?,
         };
         Ok(matches.hits.iter().filter(|m| m.coverage >= 1.0).map(|m| m.id).collect())
     }

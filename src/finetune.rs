@@ -1001,6 +1001,10 @@ struct AdapterRun<'a> {
     device: &'a Device,
 }
 
+/// Held-out image vectors, their pooled text states, and the pooled states of the zero-shot
+/// labels (if any) and of the retrieval vocabulary.
+type HeldOutInputs = (Tensor, Tensor, Option<Tensor>, Tensor);
+
 impl AdapterRun<'_> {
     /// The normalised image vectors `[n, d]` and the text tower's pooled states `[n, w]` of
     /// `pairs`, and how many images came from the library.
@@ -1042,6 +1046,21 @@ impl AdapterRun<'_> {
         let pooled = texts.chunks(64).map(|chunk| self.embedder.text_pooled(chunk)).collect::<Result<Vec<_>>>()?;
         let pooled = Tensor::cat(&pooled, 0)?.index_select(&Tensor::from_vec(rows, pairs.len(), self.device)?, 0)?;
         Ok((Tensor::stack(&vectors, 0)?, pooled, reused))
+    }
+
+    /// What the held-out evaluation of an adapter needs, once (`None` without held-out pairs):
+    /// the pairs' image vectors and pooled text states, and the pooled states of the zero-shot
+    /// labels (if any) and of the retrieval vocabulary.
+    fn held_out_inputs(&self, held_out: &[Pair]) -> Result<Option<HeldOutInputs>> {
+        if held_out.is_empty() {
+            return Ok(None);
+        }
+        let (images, pooled, _) = self.inputs(held_out)?;
+        let (labels, vocabulary) = evaluation_texts(self.embedder, self.options)?;
+        let pool = |ids: &[Vec<u32>]| -> Result<Option<Tensor>> {
+            if ids.is_empty() { Ok(None) } else { Ok(Some(self.embedder.text_pooled(ids)?)) }
+        };
+        Ok(Some((images, pooled, pool(&labels)?, pool(&vocabulary)?.expect("the vocabulary is not empty"))))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1092,16 +1111,7 @@ impl AdapterRun<'_> {
             out.insert("logit_scale".into(), mix(&base_scale, logit_scale.as_tensor(), alpha)?);
             Ok(out)
         };
-        let held = if held_out.is_empty() {
-            None
-        } else {
-            let (images, pooled, _) = self.inputs(held_out)?;
-            let (labels, vocabulary) = evaluation_texts(self.embedder, self.options)?;
-            let pool = |ids: &[Vec<u32>]| -> Result<Option<Tensor>> {
-                if ids.is_empty() { Ok(None) } else { Ok(Some(self.embedder.text_pooled(ids)?)) }
-            };
-            Some((images, pooled, pool(&labels)?, pool(&vocabulary)?.expect("the vocabulary is not empty")))
-        };
+        let held = self.held_out_inputs(held_out)?;
         let embed_at = |alpha: f64| -> Result<HeldOut> {
             let (images, pooled, labels, vocabulary) = held.as_ref().expect("evaluated only with held-out pairs");
             let (a, t) = at(alpha)?;
@@ -1168,16 +1178,7 @@ impl AdapterRun<'_> {
             }
             Ok(out)
         };
-        let held = if held_out.is_empty() {
-            None
-        } else {
-            let (images, pooled, _) = self.inputs(held_out)?;
-            let (labels, vocabulary) = evaluation_texts(self.embedder, self.options)?;
-            let pool = |ids: &[Vec<u32>]| -> Result<Option<Tensor>> {
-                if ids.is_empty() { Ok(None) } else { Ok(Some(self.embedder.text_pooled(ids)?)) }
-            };
-            Some((images, pooled, pool(&labels)?, pool(&vocabulary)?.expect("the vocabulary is not empty")))
-        };
+        let held = self.held_out_inputs(held_out)?;
         let embed_at = |alpha: f64| -> Result<HeldOut> {
             let (images, pooled, labels, vocabulary) = held.as_ref().expect("evaluated only with held-out pairs");
             let w = mix(&base_values["text_model.head.weight"], weight.as_tensor(), alpha)?;

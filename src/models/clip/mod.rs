@@ -157,7 +157,7 @@ impl ClipEmbedder {
             let family = Family::Clip { config: p.config, model, tokenizer: p.tokenizer, open_clip: true };
             return Ok(Self::assemble(name, family, p.processor, device));
         }
-        if model_type(&text).as_deref() == Some("siglip") {
+        if matches!(model_type(&text).as_deref(), Some("siglip" | "siglip2")) {
             let (parts, processor) = SiglipParts::load(repo, &text, repo_weights(repo, device)?)?;
             return Ok(Self::assemble(name, Family::Siglip(Box::new(parts)), processor, device));
         }
@@ -237,7 +237,11 @@ impl ClipEmbedder {
                 model.set_precision(self.precision)
             }
             Family::Clip { model, .. } => model.set_precision(self.precision),
-            Family::Siglip(parts) => parts.set_precision(self.precision),
+            // SigLIP runs int8 as bf16 (see `SiglipModel::set_precision`); say so.
+            Family::Siglip(parts) => {
+                self.precision = self.precision.without_int8().effective();
+                parts.set_precision(self.precision)
+            }
         }
         self
     }
@@ -279,11 +283,13 @@ impl ClipEmbedder {
         }
     }
 
-    /// The model family's name: `clip`, `chinese_clip`, `open_clip` or `siglip`.
+    /// The model family's name: `clip`, `chinese_clip`, `open_clip`, `siglip` or `siglip2`
+    /// (SigLIP 2 NaFlex).
     pub fn family(&self) -> &str {
         match &self.family {
             Family::Clip { open_clip: true, .. } => "open_clip",
             Family::Clip { config, .. } => config.model_type.as_deref().unwrap_or("clip"),
+            Family::Siglip(parts) if parts.naflex().is_some() => "siglip2",
             Family::Siglip(_) => "siglip",
         }
     }
@@ -310,6 +316,11 @@ impl ClipEmbedder {
     /// names); an error for another family.
     pub fn siglip_config(&self) -> Result<&crate::models::siglip::SiglipConfig> {
         match &self.family {
+            Family::Siglip(parts) if parts.naflex().is_some() => Err(Error::model(
+                &self.name,
+                "is a SigLIP 2 NaFlex: fine-tuning takes a CLIP or a fixed-resolution SigLIP (siglip, or \
+                 siglip2 at a fixed size such as google/siglip2-base-patch16-224)",
+            )),
             Family::Siglip(parts) => Ok(&parts.config),
             Family::Clip { .. } => Err(Error::model(&self.name, "is not a SigLIP")),
         }
@@ -321,6 +332,7 @@ impl ClipEmbedder {
                 "an OpenCLIP checkpoint: this needs a CLIP in the Hugging Face layout (fine-tuning \
                                     OpenCLIP checkpoints is not supported yet)"
             }
+            Family::Siglip(parts) if parts.naflex().is_some() => "a SigLIP 2 NaFlex: this needs a CLIP",
             Family::Siglip(_) => "a SigLIP: this needs a CLIP",
         };
         Error::model(&self.name, format!("is {what}; pass a CLIP model such as {DEFAULT_CLIP_MODEL}"))
@@ -394,9 +406,14 @@ impl ClipEmbedder {
         Ok(out)
     }
 
-    /// The `[3, H, W]` input tensor of one image.
+    /// The input tensor of one image: `[3, H, W]` pixels, or for a SigLIP 2 NaFlex its
+    /// patches padded to the model's most (`[1 + max_patches, 3·p²]`, see
+    /// [`crate::models::siglip::naflex`]). A model's inputs all have one shape, so they stack.
     pub fn preprocess(&self, image: &RgbImage) -> Result<Tensor> {
-        self.processor.preprocess(image, &self.device)
+        match &self.family {
+            Family::Siglip(parts) => parts.preprocess(&self.processor, image, &self.device),
+            Family::Clip { .. } => self.processor.preprocess(image, &self.device),
+        }
     }
 
     /// Embeds decoded images (any number; preprocessed in parallel, batched internally).
@@ -409,7 +426,7 @@ impl ClipEmbedder {
         Ok(out)
     }
 
-    /// Embeds a `[N, 3, H, W]` batch of preprocessed pixels.
+    /// Embeds a batch of [`ClipEmbedder::preprocess`]'s tensors stacked (`[N, 3, H, W]`).
     pub fn embed_pixels(&self, pixels: &Tensor) -> Result<Vec<Embedding>> {
         let pixels = pixels.to_dtype(DType::F32)?;
         let feats = match &self.family {
@@ -481,7 +498,7 @@ fn read_config(model: &str, path: &Path, text: &str) -> Result<ClipConfig> {
             return Err(Error::model(
                 model,
                 format!(
-                    "config.json describes a {} model, not CLIP or SigLIP (model_type \"clip\", \"chinese_clip\" or \"siglip\"); pass a CLIP model such as {DEFAULT_CLIP_MODEL}",
+                    "config.json describes a {} model, not CLIP or SigLIP (model_type \"clip\", \"chinese_clip\", \"siglip\" or \"siglip2\"); pass a CLIP model such as {DEFAULT_CLIP_MODEL}",
                     other.unwrap_or("untyped")
                 ),
             ));

@@ -59,8 +59,13 @@ impl SelfAttention {
     }
 
     pub(crate) fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
+        self.forward_masked(xs, causal, None)
+    }
+
+    /// [`SelfAttention::forward`] with `mask` (`[b, 1, 1, s]`, 0 or -∞) hiding padded keys.
+    pub(crate) fn forward_masked(&self, xs: &Tensor, causal: bool, mask: Option<&Tensor>) -> CResult<Tensor> {
         let qkv = self.qkv.forward(xs, None)?;
-        self.out.forward(&kernels::attention(&qkv, self.heads, causal, None)?, None)
+        self.out.forward(&kernels::attention(&qkv, self.heads, causal, mask)?, None)
     }
 }
 
@@ -121,7 +126,12 @@ impl EncoderLayer {
     }
 
     pub(crate) fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
-        let xs = (xs + self.attn.forward(&self.ln1.forward(xs)?, causal)?)?;
+        self.forward_masked(xs, causal, None)
+    }
+
+    /// [`EncoderLayer::forward`] with padded keys hidden by `mask` (`[b, 1, 1, s]`).
+    pub(crate) fn forward_masked(&self, xs: &Tensor, causal: bool, mask: Option<&Tensor>) -> CResult<Tensor> {
+        let xs = (xs + self.attn.forward_masked(&self.ln1.forward(xs)?, causal, mask)?)?;
         &xs + self.mlp.forward(&self.ln2.forward(&xs)?)?
     }
 }
@@ -186,9 +196,15 @@ impl Encoder {
 
     /// Every layer in turn; `causal` masks later positions (a CLIP text tower).
     pub(crate) fn forward(&self, xs: &Tensor, causal: bool) -> CResult<Tensor> {
+        self.forward_masked(xs, causal, None)
+    }
+
+    /// Every layer in turn, padded keys hidden by `mask` (`[b, 1, 1, s]`, 0 or -∞): batched
+    /// sequences of different lengths (SigLIP 2 NaFlex's patch grids).
+    pub(crate) fn forward_masked(&self, xs: &Tensor, causal: bool, mask: Option<&Tensor>) -> CResult<Tensor> {
         let mut xs = xs.clone();
         for l in &self.layers {
-            xs = l.forward(&xs, causal)?;
+            xs = l.forward_masked(&xs, causal, mask)?;
         }
         Ok(xs)
     }

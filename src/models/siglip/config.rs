@@ -77,6 +77,9 @@ pub struct SiglipVisionConfig {
     pub layer_norm_eps: f64,
     /// Whether the tower ends in the attention-pooling head (true unless a config says not).
     pub vision_use_head: Option<bool>,
+    /// SigLIP 2 NaFlex (`siglip2`): the rows of its square position table (256), which is
+    /// resized to each photo's patch grid; `image_size` means nothing there.
+    pub num_patches: Option<usize>,
 }
 
 impl Default for SiglipVisionConfig {
@@ -92,6 +95,7 @@ impl Default for SiglipVisionConfig {
             hidden_act: HiddenAct::GeluTanh,
             layer_norm_eps: 1e-6,
             vision_use_head: None,
+            num_patches: None,
         }
     }
 }
@@ -99,7 +103,7 @@ impl Default for SiglipVisionConfig {
 /// A whole `SiglipModel` config.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SiglipConfig {
-    /// `siglip`.
+    /// `siglip`, or `siglip2` for SigLIP 2 NaFlex.
     #[serde(default)]
     pub model_type: Option<String>,
     /// The text tower.
@@ -115,10 +119,34 @@ fn null_is_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: 
 }
 
 impl SiglipConfig {
+    /// Whether this is a SigLIP 2 NaFlex (`model_type` `siglip2`): patches cut from each photo
+    /// at its own aspect, embedded by a linear layer, a position table resized per photo.
+    pub fn is_naflex(&self) -> bool {
+        self.model_type.as_deref() == Some("siglip2")
+    }
+
+    /// The side of a NaFlex model's square position table (16 for `num_patches` 256); `None`
+    /// when `num_patches` is not a square.
+    pub fn position_side(&self) -> Option<usize> {
+        let n = self.vision_config.num_patches.unwrap_or(256);
+        let side = (n as f64).sqrt().round() as usize;
+        (side > 0 && side * side == n).then_some(side)
+    }
+
     /// What is wrong with the shapes, if anything (checked before any weight is read).
     pub fn shape_problem(&self) -> Option<String> {
         let (t, v) = (&self.text_config, &self.vision_config);
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if self.is_naflex() {
+            if v.patch_size == 0 {
+                return Some("patch size 0".into());
+            }
+            if self.position_side().is_none() {
+                return Some(format!(
+                    "num_patches {} is not a square number (the position table is square)",
+                    v.num_patches.unwrap_or(256)
+                ));
+            }
+        } else if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
             return Some(format!("image size {} is not a multiple of patch size {}", v.image_size, v.patch_size));
         }
         if v.num_attention_heads == 0 || v.hidden_size % v.num_attention_heads != 0 {

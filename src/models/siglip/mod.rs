@@ -1,4 +1,5 @@
-//! SigLIP (and SigLIP 2 at fixed resolution, the same network with Gemma's tokenizer): image
+//! SigLIP (and SigLIP 2 at fixed resolution, the same network with Gemma's tokenizer; and
+//! SigLIP 2 NaFlex, `model_type` `siglip2`, which takes each photo at its own aspect): image
 //! and text embeddings in one space, scored with a sigmoid instead of a softmax.
 //!
 //! What differs from CLIP, as transformers does it: no class token, the image tower pooled by
@@ -7,7 +8,9 @@
 //! probability is `sigmoid(logit_scale × cosine + logit_bias)` on its own (several labels can
 //! be likely at once, and none need be); images are resized to the square input without a crop
 //! and normalised with mean and std 0.5. [`SiglipParts`] is what `ClipEmbedder` holds for a
-//! SigLIP: the network, its tokenizer and its config.
+//! SigLIP: the network, its tokenizer and its config. A NaFlex model's images are resized to
+//! a patch grid of their own aspect, at most `max_num_patches` patches
+//! (`preprocessor_config.json`), and batched padded with a mask ([`naflex`]).
 
 mod config;
 mod model;
@@ -21,6 +24,7 @@ use serde::Deserialize;
 
 pub use config::{SiglipConfig, SiglipTextConfig, SiglipVisionConfig};
 pub use model::SiglipModel;
+pub use naflex::NaflexInput;
 pub use tokenizer::SiglipTokenizer;
 
 use crate::error::{Error, Result, first_line};
@@ -48,22 +52,49 @@ impl SiglipParts {
             return Err(Error::model(name, format!("config.json has inconsistent shapes: {problem}")));
         }
         let tokenizer = load_tokenizer(repo, config.text_config.max_position_embeddings)?;
-        let side = config.vision_config.image_size as u32;
-        let defaults = ImageProcessor::siglip_default(side);
-        let processor = match repo.optional("preprocessor_config.json")? {
-            Some(p) => ImageProcessor::from_file(name, &p, defaults)?,
-            None => defaults,
-        };
-        if processor.output_size() != Some((side, side)) {
-            return Err(Error::model(
-                name,
-                format!(
-                    "preprocessor_config.json produces {:?} images but the model takes {side}x{side}",
-                    processor.output_size()
+        let (naflex, processor) = if config.is_naflex() {
+            let file = repo.optional("preprocessor_config.json")?;
+            let text = match &file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| Error::model(name, format!("cannot read {}: {e}", p.display())))?,
                 ),
-            ));
-        }
-        let model = SiglipModel::load(&config, vb).map_err(|e| {
+                None => None,
+            };
+            let input = NaflexInput::from_processor_config(name, text.as_deref(), config.vision_config.patch_size)?;
+            if config.vision_config.num_channels != input.channels {
+                return Err(Error::model(
+                    name,
+                    format!("the image tower takes {} channels; photos have 3", config.vision_config.num_channels),
+                ));
+            }
+            let mut processor = match &file {
+                Some(p) => ImageProcessor::from_file(name, p, NaflexInput::default_processor())?,
+                None => NaflexInput::default_processor(),
+            };
+            // The size is each photo's own (NaflexInput::preprocess), not the processor's.
+            processor.resize = None;
+            processor.center_crop = None;
+            (Some(input), processor)
+        } else {
+            let side = config.vision_config.image_size as u32;
+            let defaults = ImageProcessor::siglip_default(side);
+            let processor = match repo.optional("preprocessor_config.json")? {
+                Some(p) => ImageProcessor::from_file(name, &p, defaults)?,
+                None => defaults,
+            };
+            if processor.output_size() != Some((side, side)) {
+                return Err(Error::model(
+                    name,
+                    format!(
+                        "preprocessor_config.json produces {:?} images but the model takes {side}x{side}",
+                        processor.output_size()
+                    ),
+                ));
+            }
+            (None, processor)
+        };
+        let model = SiglipModel::load(&config, naflex, vb).map_err(|e| {
             Error::model(
                 name,
                 format!(
@@ -73,6 +104,20 @@ impl SiglipParts {
             )
         })?;
         Ok((SiglipParts { config, model, tokenizer }, processor))
+    }
+
+    /// How a SigLIP 2 NaFlex cuts its images (`None` for a fixed-size SigLIP).
+    pub fn naflex(&self) -> Option<NaflexInput> {
+        self.model.naflex_input()
+    }
+
+    /// One image's input tensor: `[3, H, W]` pixels for a fixed-size SigLIP, the padded
+    /// patches of [`NaflexInput::preprocess`] for a NaFlex one.
+    pub fn preprocess(&self, processor: &ImageProcessor, image: &image::RgbImage, device: &Device) -> Result<Tensor> {
+        match self.naflex() {
+            Some(input) => input.preprocess(processor, image, device),
+            None => processor.preprocess(image, device),
+        }
     }
 
     /// Embedding width.

@@ -4,11 +4,20 @@
 //! padded to the full context, so that is a padding token) and projected by its `head`.
 //! Weight names mirror transformers' through `vb.pp(..)`; the encoder stack is CLIP's
 //! (`nn::layers::Encoder`), fused and precision-switchable alike.
+//!
+//! SigLIP 2 NaFlex (`Siglip2Model`) is the same network but for its image input: patches cut
+//! at each photo's own aspect ([`super::naflex`]), embedded by a linear layer, the square
+//! position table resized to each photo's grid, and the padded patches hidden from every
+//! attention (the encoder's and the pooling head's) by a key mask.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
 use super::config::{SiglipConfig, SiglipTextConfig, SiglipVisionConfig};
+use super::naflex::{NaflexInput, resize_positions};
 use crate::models::nn::layers::{Encoder, Mlp, dense, encoder_shape_from, layer_norm, patch_matrix, patches};
 use crate::models::nn::{Dense, precision::Precision};
 
@@ -57,57 +66,147 @@ impl PoolingHead {
         self.mlp.for_each_dense(f);
     }
 
-    /// `[b, n, d]` states pooled to `[b, d]`.
-    fn forward(&self, hidden: &Tensor) -> CResult<Tensor> {
+    /// `[b, n, d]` states pooled to `[b, d]`; `mask` (`[b, 1, 1, n]`, 0 or -∞) hides padded
+    /// states from the probe, as `Siglip2MultiheadAttentionPoolingHead` masks them.
+    fn forward(&self, hidden: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
         let (b, n, d) = hidden.dims3()?;
         let (h, hd) = (self.heads, d / self.heads);
         let kv = self.kv.forward(hidden, None)?.reshape((b, n, 2, h, hd))?;
         let keys = kv.narrow(2, 0, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?; // [b, h, n, hd]
         let values = kv.narrow(2, 1, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
         let query = self.query.reshape((1, h, 1, hd))?.broadcast_as((b, h, 1, hd))?.contiguous()?;
-        let weights = candle_nn::ops::softmax_last_dim(&query.matmul(&keys.t()?)?)?; // [b, h, 1, n]
+        let mut scores = query.matmul(&keys.t()?)?; // [b, h, 1, n]
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let attended = weights.matmul(&values)?.reshape((b, d))?;
         let xs = self.out.forward(&attended, None)?;
         &xs + self.mlp.forward(&self.ln.forward(&xs)?)?
     }
 }
 
+/// How the image tower turns its input into patch states with positions.
+enum PatchInput {
+    /// SigLIP: square images, a convolution (as a matrix), one position per grid cell.
+    Square { positions: Tensor, grid: usize },
+    /// SigLIP 2 NaFlex: padded patch rows, a linear layer, the square table resized per grid.
+    Flexible {
+        input: NaflexInput,
+        /// The position table on the host, `[side², d]`, for resizing.
+        table: Vec<f32>,
+        side: usize,
+        /// Resized tables `[max_patches, d]` by grid: photos of one camera share a few.
+        resized: Mutex<HashMap<(usize, usize), Tensor>>,
+    },
+}
+
+/// The most resized position tables kept (a few MB at real widths).
+const MAX_RESIZED_TABLES: usize = 64;
+
 /// The image tower up to its pooled state (the image embedding, unnormalised).
 struct VisionTower {
+    /// `[ch·p·p, d]`: the patch convolution (SigLIP) or linear layer (NaFlex) as one matrix.
     patch: Tensor,
     patch_bias: Tensor,
-    positions: Tensor,
+    input: PatchInput,
     encoder: Encoder,
     post_ln: LayerNorm,
     head: PoolingHead,
     patch_size: usize,
-    grid: usize,
 }
 
 impl VisionTower {
-    fn load(c: &SiglipVisionConfig, vb: VarBuilder) -> CResult<Self> {
-        let grid = c.image_size / c.patch_size;
+    fn load(c: &SiglipVisionConfig, naflex: Option<(NaflexInput, usize)>, vb: VarBuilder) -> CResult<Self> {
         let d = c.hidden_size;
         let emb = vb.pp("embeddings");
+        let (patch, input) = match naflex {
+            None => {
+                let grid = c.image_size / c.patch_size;
+                let positions = emb.get((grid * grid, d), "position_embedding.weight")?;
+                (
+                    patch_matrix(d, c.num_channels, c.patch_size, emb.pp("patch_embedding"))?,
+                    PatchInput::Square { positions, grid },
+                )
+            }
+            Some((input, side)) => {
+                let patch = emb.get((d, input.row_width()), "patch_embedding.weight")?.t()?.contiguous()?;
+                let table = emb
+                    .get((side * side, d), "position_embedding.weight")?
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                (patch, PatchInput::Flexible { input, table, side, resized: Mutex::new(HashMap::new()) })
+            }
+        };
         Ok(VisionTower {
-            patch: patch_matrix(d, c.num_channels, c.patch_size, emb.pp("patch_embedding"))?,
+            patch,
             patch_bias: emb.get(d, "patch_embedding.bias")?,
-            positions: emb.get((grid * grid, d), "position_embedding.weight")?,
+            input,
             encoder: Encoder::load(c.into(), vb.pp("encoder"))?,
             post_ln: layer_norm(d, c.layer_norm_eps, vb.pp("post_layernorm"))?,
             head: PoolingHead::load(c, vb.pp("head"))?,
             patch_size: c.patch_size,
-            grid,
         })
     }
 
     fn pooled(&self, pixels: &Tensor) -> CResult<Tensor> {
-        let b = pixels.dim(0)?;
-        let (g, d) = (self.grid, self.positions.dim(1)?);
-        let tokens = patches(pixels, g, self.patch_size)?.matmul(&self.patch)?.broadcast_add(&self.patch_bias)?;
-        let xs = tokens.reshape((b, g * g, d))?.broadcast_add(&self.positions.unsqueeze(0)?)?;
-        let hidden = self.post_ln.forward(&self.encoder.forward(&xs, false)?)?;
-        self.head.forward(&hidden)
+        let d = self.patch.dim(1)?;
+        match &self.input {
+            PatchInput::Square { positions, grid } => {
+                let (b, g) = (pixels.dim(0)?, *grid);
+                let tokens =
+                    patches(pixels, g, self.patch_size)?.matmul(&self.patch)?.broadcast_add(&self.patch_bias)?;
+                let xs = tokens.reshape((b, g * g, d))?.broadcast_add(&positions.unsqueeze(0)?)?;
+                let hidden = self.post_ln.forward(&self.encoder.forward(&xs, false)?)?;
+                self.head.forward(&hidden, None)
+            }
+            PatchInput::Flexible { input, .. } => {
+                let (rows, grids) = input.unpack(pixels)?;
+                let (b, m) = (grids.len(), input.max_patches);
+                let tokens = rows
+                    .reshape((b * m, input.row_width()))?
+                    .matmul(&self.patch)?
+                    .broadcast_add(&self.patch_bias)?
+                    .reshape((b, m, d))?;
+                let positions =
+                    grids.iter().map(|&(h, w)| self.positions(h, w, pixels.device())).collect::<CResult<Vec<_>>>()?;
+                let xs = (tokens + Tensor::stack(&positions, 0)?)?;
+                // Keys past each image's patches are padding: 0 for real ones, -∞ for the rest.
+                let bias: Vec<f32> = grids
+                    .iter()
+                    .flat_map(|&(h, w)| (0..m).map(move |i| if i < h * w { 0.0 } else { f32::NEG_INFINITY }))
+                    .collect();
+                let mask = Tensor::from_vec(bias, (b, 1, 1, m), pixels.device())?.to_dtype(xs.dtype())?;
+                let hidden = self.post_ln.forward(&self.encoder.forward_masked(&xs, false, Some(&mask))?)?;
+                self.head.forward(&hidden, Some(&mask))
+            }
+        }
+    }
+
+    /// A NaFlex image's positions `[max_patches, d]`: the table resized to its `h` × `w` grid,
+    /// then the first of them repeated over the padding (as `Siglip2VisionEmbeddings` pads).
+    fn positions(&self, h: usize, w: usize, device: &Device) -> CResult<Tensor> {
+        let PatchInput::Flexible { input, table, side, resized } = &self.input else {
+            candle_core::bail!("positions per grid are for SigLIP 2 NaFlex");
+        };
+        if let Some(t) = resized.lock().ok().and_then(|cache| cache.get(&(h, w)).cloned()) {
+            return Ok(t);
+        }
+        let d = self.patch.dim(1)?;
+        let mut rows = resize_positions(table, *side, d, h, w);
+        let first = rows[..d].to_vec();
+        for _ in h * w..input.max_patches {
+            rows.extend_from_slice(&first);
+        }
+        let t = Tensor::from_vec(rows, (input.max_patches, d), device)?.to_dtype(self.patch.dtype())?;
+        if let Ok(mut cache) = resized.lock() {
+            if cache.len() >= MAX_RESIZED_TABLES {
+                cache.clear();
+            }
+            cache.insert((h, w), t.clone());
+        }
+        Ok(t)
     }
 }
 
@@ -165,11 +264,17 @@ pub struct SiglipModel {
 
 impl SiglipModel {
     /// Builds the model from weights named as in transformers' `SiglipModel`.
-    pub fn load(config: &SiglipConfig, vb: VarBuilder) -> CResult<Self> {
+    /// A SigLIP 2 NaFlex (`config.is_naflex()`) needs `naflex`, how its images are cut.
+    pub fn load(config: &SiglipConfig, naflex: Option<NaflexInput>, vb: VarBuilder) -> CResult<Self> {
+        let naflex_shape = match (config.is_naflex(), naflex, config.position_side()) {
+            (false, _, _) => None,
+            (true, Some(input), Some(side)) => Some((input, side)),
+            _ => candle_core::bail!("a SigLIP 2 NaFlex needs its input's shape and a square position table"),
+        };
         let scalar =
             |name: &str| -> CResult<f32> { vb.get(1, name)?.to_dtype(DType::F32)?.reshape(())?.to_scalar::<f32>() };
         Ok(SiglipModel {
-            vision: VisionTower::load(&config.vision_config, vb.pp("vision_model"))?,
+            vision: VisionTower::load(&config.vision_config, naflex_shape, vb.pp("vision_model"))?,
             text: TextTower::load(&config.text_config, vb.pp("text_model"))?,
             logit_scale: scalar("logit_scale")?.exp(),
             logit_bias: scalar("logit_bias")?,
@@ -206,7 +311,17 @@ impl SiglipModel {
         self.logit_bias
     }
 
-    /// `get_image_features`: the pooled image state, not normalised, `[b, hidden]`.
+    /// How a SigLIP 2 NaFlex cuts its images (`None` for a fixed-size SigLIP).
+    pub fn naflex_input(&self) -> Option<NaflexInput> {
+        match &self.vision.input {
+            PatchInput::Flexible { input, .. } => Some(*input),
+            PatchInput::Square { .. } => None,
+        }
+    }
+
+    /// `get_image_features`: the pooled image state, not normalised, `[b, hidden]`. A fixed-size
+    /// SigLIP takes `[b, 3, H, W]` pixels, a NaFlex one `[b, 1 + max_patches, row]` inputs from
+    /// [`NaflexInput::preprocess`].
     pub fn image_features(&self, pixels: &Tensor) -> CResult<Tensor> {
         self.vision.pooled(pixels)
     }

@@ -1,8 +1,146 @@
-//! SigLIP 2 NaFlex's geometry (`model_type` `siglip2`), as transformers computes it: the patch
-//! grid a photo is resized to (its aspect kept, at most `max_num_patches` patches) and the
-//! position table resized to that grid. These are the first pieces of NaFlex support; the
-//! network (a linear patch embedding, attention masked over the padded patches) and its
-//! loading are not built yet, so nothing loads a `siglip2` checkpoint so far.
+//! SigLIP 2 NaFlex's geometry and input (`model_type` `siglip2`), as transformers computes it:
+//! the patch grid a photo is resized to (its aspect kept, at most `max_num_patches` patches),
+//! the patches cut from it and padded to `max_num_patches` ([`NaflexInput`]), and the position
+//! table resized to that grid.
+//!
+//! One image's input is a `[1 + max_patches, channels · patch²]` tensor: row 0 holds its grid
+//! (patches down, patches across) in its first two entries, the next rows its patches in
+//! reading order, each `(row, column, channel)` flattened as `Siglip2ImageProcessor` does, and
+//! zeros after them. Every image of a model has that one shape whatever its aspect, so batches
+//! stack as fixed-size images do, and the grid gives the attention mask (its first
+//! `rows × columns` patches are real).
+
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::models::preprocess::{ImageProcessor, Resample, ResizeTo};
+
+type CResult<T> = candle_core::Result<T>;
+
+/// How a NaFlex model's images are cut: patch side, most patches per image, channels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NaflexInput {
+    /// Patch side in pixels.
+    pub patch: usize,
+    /// The most patches per image (`max_num_patches`, 256 by default); images are padded to it.
+    pub max_patches: usize,
+    /// Colour channels (3).
+    pub channels: usize,
+}
+
+/// `preprocessor_config.json`'s NaFlex fields.
+#[derive(Deserialize, Default)]
+struct NaflexProcessorConfig {
+    max_num_patches: Option<usize>,
+    patch_size: Option<usize>,
+}
+
+impl NaflexInput {
+    /// The input of a model whose patches are `patch` pixels, `max_num_patches` read from
+    /// `preprocessor_config.json` (`config`, when there is one; 256 when absent, as
+    /// `Siglip2ImageProcessor`).
+    pub fn from_processor_config(model: &str, config: Option<&str>, patch: usize) -> Result<Self> {
+        let raw: NaflexProcessorConfig = match config {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| Error::model(model, format!("invalid preprocessor_config.json: {e}")))?,
+            None => NaflexProcessorConfig::default(),
+        };
+        if let Some(p) = raw.patch_size
+            && p != patch
+        {
+            return Err(Error::model(
+                model,
+                format!("preprocessor_config.json cuts {p}-pixel patches but config.json's model takes {patch}"),
+            ));
+        }
+        let max_patches = raw.max_num_patches.unwrap_or(256);
+        if max_patches == 0 || max_patches > 16_384 {
+            return Err(Error::model(
+                model,
+                format!("preprocessor_config.json's max_num_patches {max_patches} is outside 1..=16384"),
+            ));
+        }
+        Ok(NaflexInput { patch, max_patches, channels: 3 })
+    }
+
+    /// `Siglip2ImageProcessor`'s defaults: bilinear, rescaled by 1/255, mean and std 0.5. The
+    /// resize is set per image ([`NaflexInput::preprocess`]), so none is set here.
+    pub fn default_processor() -> ImageProcessor {
+        ImageProcessor {
+            resize: Some(ResizeTo::Exact { width: 1, height: 1 }),
+            resample: Resample::Bilinear,
+            center_crop: None,
+            crop_offset: crate::models::preprocess::CropOffset::Floor,
+            rescale: Some(1.0 / 255.0),
+            normalize: Some(([0.5; 3], [0.5; 3])),
+        }
+    }
+
+    /// The width of one patch row, `channels · patch²`.
+    pub fn row_width(&self) -> usize {
+        self.channels * self.patch * self.patch
+    }
+
+    /// One image's input (see the module doc): resized to its patch grid with `processor`'s
+    /// filter, rescaled and normalised as `processor` says, cut into patches and padded.
+    pub fn preprocess(&self, processor: &ImageProcessor, image: &RgbImage, device: &Device) -> Result<Tensor> {
+        let (w, h) = image.dimensions();
+        let (th, tw) = naflex_size(h, w, self.patch as u32, self.max_patches as u32);
+        let sized = ImageProcessor {
+            resize: Some(ResizeTo::Exact { width: tw, height: th }),
+            center_crop: None,
+            ..processor.clone()
+        };
+        let resized = sized.resize_and_crop(image)?;
+        let p = self.patch;
+        let (gh, gw) = (th as usize / p, tw as usize / p);
+        let width = self.row_width();
+        let mut data = vec![0f32; (1 + self.max_patches) * width];
+        data[0] = gh as f32;
+        data[1] = gw as f32;
+        let scale = processor.rescale.unwrap_or(1.0);
+        let (mean, std) = processor.normalize.unwrap_or(([0.0; 3], [1.0; 3]));
+        for (x, y, px) in resized.enumerate_pixels() {
+            let (x, y) = (x as usize, y as usize);
+            let row = 1 + (y / p) * gw + x / p;
+            let at = row * width + ((y % p) * p + x % p) * 3;
+            for c in 0..3 {
+                data[at + c] = (f32::from(px.0[c]) * scale - mean[c]) / std[c];
+            }
+        }
+        Ok(Tensor::from_vec(data, (1 + self.max_patches, width), device)?)
+    }
+
+    /// A batch of inputs `[b, 1 + max_patches, row]` split into the padded patches
+    /// `[b, max_patches, row]` and each image's grid `(rows, columns)`.
+    pub fn unpack(&self, pixels: &Tensor) -> CResult<(Tensor, Vec<(usize, usize)>)> {
+        let (b, rows, width) = pixels.dims3()?;
+        if rows != 1 + self.max_patches || width != self.row_width() {
+            candle_core::bail!(
+                "a SigLIP 2 NaFlex input is [b, {}, {}] (a grid row, then up to {} patches), got [{b}, {rows}, {width}]",
+                1 + self.max_patches,
+                self.row_width(),
+                self.max_patches
+            );
+        }
+        let header = pixels.narrow(1, 0, 1)?.narrow(2, 0, 2)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut grids = Vec::with_capacity(b);
+        for pair in header.chunks_exact(2) {
+            let (gh, gw) = (pair[0], pair[1]);
+            let whole = |v: f32| v >= 1.0 && v.fract() == 0.0;
+            if !whole(gh) || !whole(gw) || (gh as usize) * (gw as usize) > self.max_patches {
+                candle_core::bail!(
+                    "a SigLIP 2 NaFlex input names a {gh}x{gw} patch grid; at most {} patches fit",
+                    self.max_patches
+                );
+            }
+            grids.push((gh as usize, gw as usize));
+        }
+        Ok((pixels.narrow(1, 1, self.max_patches)?, grids))
+    }
+}
 
 /// The size in pixels, `(height, width)`, that `Siglip2ImageProcessor` resizes a
 /// `height` × `width` photo to: both sides multiples of `patch` (at least one patch), scaled by

@@ -241,6 +241,35 @@ mod tests {
     }
 
     #[test]
+    fn inputs_carry_their_grid_and_bad_ones_are_refused() {
+        let input = NaflexInput { patch: 2, max_patches: 6, channels: 3 };
+        let processor = NaflexInput::default_processor();
+        // A 4x6 photo (height 4, width 6) fits 2 rows of 3 patches exactly.
+        let photo = image::RgbImage::from_fn(6, 4, |x, y| image::Rgb([(x * 40) as u8, (y * 60) as u8, 255]));
+        let t = input.preprocess(&processor, &photo, &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[7, 12]);
+        let batch = Tensor::stack(&[t.clone(), t], 0).unwrap();
+        let (patches, grids) = input.unpack(&batch).unwrap();
+        assert_eq!(grids, vec![(2, 3), (2, 3)]);
+        // Patch 1 (row 0, column 1) starts at pixel (x 2, y 0), channels last: (80 / 255 - 0.5) / 0.5.
+        let first: Vec<f32> = patches.get(0).unwrap().get(1).unwrap().narrow(0, 0, 3).unwrap().to_vec1().unwrap();
+        let want = [80.0 / 255.0 * 2.0 - 1.0, -1.0, 1.0];
+        assert!(first.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{first:?}");
+        // A grid that names more patches than fit, or none, is an error, not a panic.
+        for header in [[3.0f32, 3.0], [0.0, 2.0], [1.5, 2.0]] {
+            let mut data = vec![0f32; 7 * 12];
+            data[..2].copy_from_slice(&header);
+            let bad = Tensor::from_vec(data, (1, 7, 12), &Device::Cpu).unwrap();
+            assert!(input.unpack(&bad).is_err(), "{header:?}");
+        }
+        assert!(input.unpack(&Tensor::zeros((1, 5, 12), DType::F32, &Device::Cpu).unwrap()).is_err());
+        let mismatch = NaflexInput::from_processor_config("m", Some(r#"{"patch_size": 14}"#), 16).unwrap_err();
+        assert!(mismatch.to_string().contains("14"), "{mismatch}");
+        let read = NaflexInput::from_processor_config("m", Some(r#"{"max_num_patches": 576}"#), 16).unwrap();
+        assert_eq!(read.max_patches, 576);
+    }
+
+    #[test]
     fn photos_get_transformers_patch_grid() {
         for case in golden()["sizes"].as_array().unwrap() {
             let got = naflex_size(

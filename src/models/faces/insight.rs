@@ -43,7 +43,7 @@ const ARCFACE_TEMPLATE: [[f32; 2]; 5] =
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]];
 
 /// Whether `dir` holds the InsightFace layout (either of its two files).
-pub(super) fn is_insight_dir(dir: &Path) -> bool {
+pub fn is_insight_dir(dir: &Path) -> bool {
     dir.join(DETECTOR_FILE).is_file() || dir.join(EMBEDDING_FILE).is_file()
 }
 

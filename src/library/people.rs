@@ -64,7 +64,8 @@ pub trait FaceFinder: Send + Sync {
     }
 }
 
-/// dlib's face models ([`crate::models::faces::FaceModel`]) as the library's face pass uses them.
+/// The face models ([`crate::models::faces::FaceModel`]: dlib's or InsightFace's) as the
+/// library's face pass uses them.
 impl FaceFinder for crate::models::faces::FaceModel {
     fn id(&self) -> String {
         crate::models::faces::FaceModel::id(self).to_string()

@@ -167,7 +167,7 @@ impl InsightFaces {
             }
             let s = *stride as f32;
             for (i, &score) in scores.iter().enumerate() {
-                if !(score >= SCORE_THRESHOLD) {
+                if score.is_nan() || score < SCORE_THRESHOLD {
                     continue;
                 }
                 let cell = i / ANCHORS;
@@ -275,7 +275,7 @@ fn suppress(sorted: Vec<Detection>) -> Vec<Detection> {
             let h = (a[3].min(b[3]) - a[1].max(b[1]) + 1.0).max(0.0);
             let inter = w * h;
             let overlap = inter / (area(&a) + area(&b) - inter);
-            if !(overlap <= NMS_THRESHOLD) {
+            if overlap.is_nan() || overlap > NMS_THRESHOLD {
                 removed[j] = true;
             }
         }

@@ -137,8 +137,8 @@ struct DlibFaces {
 }
 
 enum Engine {
-    Dlib(DlibFaces),
-    Insight(insight::InsightFaces),
+    Dlib(Box<DlibFaces>),
+    Insight(Box<insight::InsightFaces>),
 }
 
 /// Face models, loaded: dlib's or InsightFace's.
@@ -155,7 +155,7 @@ impl FaceModel {
     pub fn load(dir: &Path) -> Result<Self> {
         if insight::is_insight_dir(dir) {
             let (faces, id) = insight::InsightFaces::load(dir)?;
-            return Ok(Self { id, engine: Engine::Insight(faces), options: FaceOptions::default() });
+            return Ok(Self { id, engine: Engine::Insight(Box::new(faces)), options: FaceOptions::default() });
         }
         let read = |name: &str| {
             let path = dir.join(name);
@@ -185,7 +185,7 @@ impl FaceModel {
             });
         }
         let embedder = FaceEmbedder::read(&emb, &named(EMBEDDING_FILE))?;
-        let engine = Engine::Dlib(DlibFaces { detector, predictor, embedder });
+        let engine = Engine::Dlib(Box::new(DlibFaces { detector, predictor, embedder }));
         Ok(Self { id, engine, options: FaceOptions::default() })
     }
 

@@ -24,8 +24,9 @@ pub struct FacesArgs {
     pub images: Vec<PathBuf>,
     /// The face models: a folder with dlib's mmod_human_face_detector.dat,
     /// shape_predictor_5_face_landmarks.dat and dlib_face_recognition_resnet_model_v1.dat
-    /// (`clipdex models download faces` fetches them into the folder used by default), or `none`
-    /// to find nothing.
+    /// (`clipdex models download faces` fetches them into the folder used by default), a folder
+    /// with InsightFace's det_10g.onnx and w600k_r50.onnx (buffalo_l; non-commercial use only),
+    /// or `none` to find nothing.
     #[arg(long, value_name = "DIR|none", env = "CLIPDEX_FACE_MODEL")]
     pub face_model: Option<String>,
     /// Ignore faces smaller than this many pixels on the long side of their box.

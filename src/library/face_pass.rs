@@ -54,6 +54,20 @@ impl Library {
         Ok(Some(finder))
     }
 
+    /// What the library's face model's embeddings are, without loading it: the finder set by
+    /// the program, else whether the `face_model` folder holds InsightFace's files.
+    pub(super) fn face_embedding_kind(&self) -> Result<crate::models::faces::EmbeddingKind> {
+        use crate::models::faces::{EmbeddingKind, insight};
+        if let Some((_, finder)) = self.face_finder.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Ok(EmbeddingKind::of_model_id(&finder.id()));
+        }
+        let settings = self.settings()?;
+        Ok(match settings.face_model_dir() {
+            Some(dir) if insight::is_insight_dir(Path::new(dir)) => EmbeddingKind::ArcFace,
+            _ => EmbeddingKind::Dlib,
+        })
+    }
+
     /// Finds the faces of the images the library's face model has not looked at in their
     /// current content (nothing when it has no face model); `pause` ends the run early (what was
     /// found is kept and grouped). `progress` gets (images done, images).

@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use super::Library;
 use crate::error::{Error, Result};
+use crate::models::faces::EmbeddingKind;
 use crate::query::people::{ClusterOptions, FacePoint, MIN_BOX_OVERLAP, Placement, match_boxes, place_faces};
 use crate::store::{FaceId, FaceScan, ImageId, NewFace, PeopleChange, Person, PersonId, StoredFace};
 
@@ -44,7 +45,7 @@ pub struct FoundFace {
     pub score: f32,
     /// Eyes, nose and mouth corners, in the same pixels.
     pub landmarks: [[f32; 2]; 5],
-    /// The face's embedding (128 numbers for dlib's model).
+    /// The face's embedding (128 numbers for dlib's model, 512 for ArcFace's).
     pub embedding: Vec<f32>,
 }
 
@@ -63,7 +64,8 @@ pub trait FaceFinder: Send + Sync {
     }
 }
 
-/// dlib's face models ([`crate::models::faces::FaceModel`]) as the library's face pass uses them.
+/// The face models ([`crate::models::faces::FaceModel`]: dlib's or InsightFace's) as the
+/// library's face pass uses them.
 impl FaceFinder for crate::models::faces::FaceModel {
     fn id(&self) -> String {
         crate::models::faces::FaceModel::id(self).to_string()
@@ -158,9 +160,16 @@ fn details(face: &StoredFace, names: &HashMap<PersonId, Option<String>>) -> Face
 }
 
 impl Library {
-    /// The grouping's parameters (the defaults until set).
+    /// The grouping's parameters: as set, else the defaults for the library's face model's
+    /// embeddings (dlib's Euclidean scale, or ArcFace's unit vectors: [`ClusterOptions::arcface`]).
     pub fn cluster_options(&self) -> Result<ClusterOptions> {
-        Ok(self.store.setting(PEOPLE_SETTING)?.unwrap_or_default())
+        if let Some(options) = self.store.setting(PEOPLE_SETTING)? {
+            return Ok(options);
+        }
+        Ok(match self.face_embedding_kind()? {
+            EmbeddingKind::ArcFace => ClusterOptions::arcface(),
+            EmbeddingKind::Dlib => ClusterOptions::default(),
+        })
     }
 
     /// Keeps the grouping's parameters for later passes.

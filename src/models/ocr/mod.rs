@@ -34,7 +34,7 @@
 //! ```
 
 mod db;
-mod raster;
+pub(crate) mod raster;
 
 use std::path::{Path, PathBuf};
 

@@ -248,7 +248,7 @@ fn portable_name(raw: &std::ffi::OsStr) -> String {
     let device = matches!(base.as_str(), "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$")
         || (base.len() == 4
             && (base.starts_with("COM") || base.starts_with("LPT"))
-            && matches!(base.as_bytes()[3], b'0'..=b'9'))
+            && base.as_bytes()[3].is_ascii_digit())
         || base.strip_prefix("COM").or_else(|| base.strip_prefix("LPT")).is_some_and(|n| matches!(n, "¹" | "²" | "³"));
     if device {
         name.insert(0, '_');

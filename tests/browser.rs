@@ -2118,3 +2118,48 @@ fn search_results_are_selected_tagged_and_downloaded_in_headless_chromium() {
     assert!(left >= 0.0 && right <= 390.0 && width <= 390.0 && scroll <= 390.0, "the suggestions at 390 px: {fits}");
     drop_server(server);
 }
+
+/// Filters set in the Filters panel show as chips beside the query's own while the panel is
+/// closed (a page with no results says why), and a chip's × takes its filter away.
+#[test]
+fn panel_filters_stay_in_sight_as_removable_chips_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for i in 0..3 {
+        picture(i).save(photos.join(format!("photo{i}.jpg"))).unwrap();
+    }
+    let db = tmp.path().join("db");
+    clipdex_ok(&db, &["add", photos.to_str().unwrap()]);
+    clipdex_ok(&db, &["index"]);
+    let (server, url) = serve(&db, &[]);
+    let url = url.trim_end_matches('/').to_string();
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+    // Videos only, in a library of photos, and a date: as a shared link opens it.
+    let address = format!("{url}/?q=a+photo&kind=video&after=2001-02-03&min=0");
+    browser.call("POST", "/url", Some(json!({ "url": address })));
+    browser.wait_for("the chips", "return document.querySelectorAll('#chips .chip').length === 2");
+    let chips = || {
+        browser.script("return [...document.querySelectorAll('#chips .chip span')].map(c => c.textContent)", json!([]))
+    };
+    assert_eq!(chips(), json!(["After: 2001-02-03", "Only: videos"]));
+    assert_eq!(browser.script("return document.getElementById('filters').open", json!([])), json!(false));
+    assert_eq!(browser.script("return document.querySelectorAll('#results .card').length", json!([])), json!(0));
+    if let Some(axe) = axe_script() {
+        let found = browser.axe_violations(&axe);
+        assert!(found.is_empty(), "axe-core found on results with filter chips:\n{}", found.join("\n"));
+    }
+
+    // × on "Only: videos": the panel's value goes, the photos come.
+    browser.click("#chips .chip[data-key=kind] .chip-remove");
+    browser.wait_for("the photos", "return document.querySelectorAll('#results .card img').length === 3");
+    assert_eq!(chips(), json!(["After: 2001-02-03"]));
+    assert_eq!(browser.script("return document.getElementById('kind').value", json!([])), json!(""));
+    browser.click("#chips .chip[data-key=after] .chip-remove");
+    browser.wait_for("no chip", "return document.querySelectorAll('#chips .chip').length === 0");
+    browser.wait_for("the photos again", "return document.querySelectorAll('#results .card img').length === 3");
+    assert_eq!(browser.script("return document.getElementById('q').value", json!([])), json!("a photo"));
+    drop_server(server);
+}

@@ -1635,6 +1635,8 @@ async fn chosen_photos_download_as_one_zip_of_their_originals() {
         for (req, expected, needle) in [
             (test::TestRequest::get().uri("/api/download"), StatusCode::BAD_REQUEST, "name the photos"),
             (test::TestRequest::get().uri("/api/download?ids=1,x"), StatusCode::BAD_REQUEST, "not an image id"),
+            (test::TestRequest::get().uri("/api/download?ids=%2B1"), StatusCode::BAD_REQUEST, "not an image id"),
+            (test::TestRequest::get().uri("/api/download?ids=+1"), StatusCode::BAD_REQUEST, "not an image id"),
             (
                 test::TestRequest::post().uri("/api/download").set_json(serde_json::json!({ "ids": [] })),
                 StatusCode::BAD_REQUEST,

@@ -106,6 +106,8 @@ struct Snapshot {
     model_vectors: Vec<Option<Vec<f32>>>,
     label_cache: Vec<Option<Vec<f32>>>,
     setting: Option<serde_json::Value>,
+    /// The timeline as (date, hash), ties (ordered by ids, which differ) put in hash order.
+    timeline: Vec<(i64, String)>,
 }
 
 fn hash_of(store: &Store, id: u64) -> String {
@@ -196,6 +198,15 @@ fn snapshot(store: &Store) -> Snapshot {
             .cached_label_embeddings("m\u{0}t", &LABELS.iter().map(|l| l.to_string()).collect::<Vec<_>>())
             .unwrap(),
         setting: store.setting("autotag").unwrap(),
+        timeline: {
+            let page = store.timeline(None, 100).unwrap();
+            let dates: Vec<i64> = page.iter().map(|(_, r)| r.date()).collect();
+            // PostgreSQL orders by its `date` column: a re-dated record must have moved it.
+            assert!(dates.windows(2).all(|w| w[0] >= w[1]), "the timeline is out of date order: {dates:?}");
+            let mut items: Vec<(i64, String)> = page.into_iter().map(|(_, r)| (r.date(), r.hash)).collect();
+            items.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            items
+        },
     }
 }
 
@@ -212,12 +223,24 @@ fn apply(store: &Store, op: u64, args: &[usize; 4], unit: f32) -> (String, Strin
             let r = commit(store, &p, content, c as i64, generation);
             (format!("commit {} <- {content}", p.display()), format!("{:?}", r.map(|id| hash_of(store, id))))
         }
-        4..=5 => match id(content) {
+        4 => match id(content) {
             Some(i) => (
                 format!("link {} -> {content}", p.display()),
                 format!("{:?}", store.link_path(&p, i, 100 + content as u64, c as i64)),
             ),
             None => ("link to a missing image".into(), format!("{}", store.link_path(&p, u64::MAX - 1, 1, 1).is_err())),
+        },
+        // A pass finding known content: a touched file re-dates its image (whole seconds, so
+        // that the date moves).
+        5 => match id(content) {
+            Some(i) => (
+                format!("relink dated {} -> {content}", p.display()),
+                format!("{:?}", store.relink_dated(&p, i, 100 + content as u64, d as i64 * 1_000_000_000)),
+            ),
+            None => (
+                "relink dated to a missing image".into(),
+                format!("{}", store.relink_dated(&p, u64::MAX - 1, 1, 1).is_err()),
+            ),
         },
         6..=7 => (
             format!("unlink {}", p.display()),
@@ -353,6 +376,61 @@ fn every_backend_holds_the_same_after_the_same_operations() {
     for (db, before) in dbs.iter().zip(before) {
         let store = Store::open(&db.location).unwrap();
         assert_eq!(snapshot(&store), before, "{} lost something on reopening", db.backend);
+    }
+}
+
+/// A pass that finds a file touched with its content unchanged re-dates the image by the
+/// file's new time (`relink_dated`), in the store's record and its timeline order; a copy (a
+/// path new to the image) keeps the date; an EXIF date still wins; an unknown image is refused
+/// and changes nothing.
+#[test]
+fn a_touched_file_re_dates_its_image_and_a_copy_does_not() {
+    const SECOND: i64 = 1_000_000_000;
+    for db in test_databases() {
+        let store = Store::open(&db.location).unwrap();
+        let (a, b, c) = (Path::new("/photos/a/1.jpg"), Path::new("/photos/a/2.jpg"), Path::new("/photos/ab/3.jpg"));
+        // Contents 1 and 3 have no EXIF date (their file's time counts), 4 has one.
+        let date = |id| store.image(id).unwrap().unwrap().date();
+        let first = commit(&store, a, 1, 1_000 * SECOND, 0).unwrap();
+        let with_exif = commit(&store, b, 4, 1_000 * SECOND, 0).unwrap();
+        let other = commit(&store, c, 3, 1_000 * SECOND, 0).unwrap();
+        let order = |store: &Store| store.timeline(None, 10).unwrap().into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        assert_eq!(order(&store), [other, first, with_exif], "{}", db.backend);
+
+        // Touched: the photo without EXIF takes the file's new time, and moves in the timeline.
+        let newer = 1_700_000_000;
+        assert!(store.relink_dated(a, first, 101, newer * SECOND + 5).unwrap(), "{}", db.backend);
+        assert_eq!(date(first), newer, "{}", db.backend);
+        assert_eq!(order(&store), [first, other, with_exif], "{}", db.backend);
+        assert_eq!(store.path_entry(a).unwrap().unwrap().mtime_ns, newer * SECOND + 5);
+        assert!(store.month_counts().unwrap().iter().any(|(m, n)| m == "2023-11" && *n == 1), "{}", db.backend);
+        // The same time again: nothing to re-date.
+        assert!(!store.relink_dated(a, first, 101, newer * SECOND + 5).unwrap(), "{}", db.backend);
+
+        // A copy (a path new to the image) with another time keeps the image's date.
+        let copy = Path::new("/photos/ab/copy.jpg");
+        assert!(!store.relink_dated(copy, first, 101, 5 * SECOND).unwrap(), "{}", db.backend);
+        assert_eq!(date(first), newer, "{}", db.backend);
+        assert_eq!(store.paths_of(first).unwrap().len(), 2);
+
+        // The EXIF date wins over the file's time: the record's file time moves, the date not.
+        let exif_date = date(with_exif);
+        assert!(!store.relink_dated(b, with_exif, 104, 2_000_000_000 * SECOND).unwrap(), "{}", db.backend);
+        let record = store.image(with_exif).unwrap().unwrap();
+        assert_eq!((record.date(), record.modified), (exif_date, 2_000_000_000), "{}", db.backend);
+
+        // A path that held another image is relinked without re-dating either.
+        assert!(!store.relink_dated(c, first, 101, 9 * SECOND).unwrap(), "{}", db.backend);
+        assert!(store.image(other).unwrap().is_none(), "its last path gone, {}", db.backend);
+        assert_eq!(date(first), newer);
+
+        // An unknown image: refused, nothing changed.
+        assert!(store.relink_dated(a, u64::MAX - 1, 1, 1).is_err());
+        assert_eq!(store.path_entry(a).unwrap().unwrap().id, first);
+        assert!(store.check().unwrap().is_empty(), "{}", db.backend);
+        drop(store);
+        let store = Store::open(&db.location).unwrap();
+        assert_eq!(store.image(first).unwrap().unwrap().date(), newer, "the new date is durable, {}", db.backend);
     }
 }
 

@@ -79,6 +79,33 @@ function filters() {
   return params;
 }
 
+// The Filters panel's values as chips beside the query's own, so that a filter stays in sight
+// with the panel closed (a page of 0 results says why); × clears it and searches again.
+const PANEL_LABELS = { tag: "Tag", under: "Folder", after: "After", before: "Before", kind: "Only" };
+function panelChips() {
+  return [...filters()].map(([name, value]) => {
+    const shown = name === "kind" ? `${value}s` : value;
+    const li = document.createElement("li");
+    li.className = "chip";
+    li.dataset.key = name;
+    const text = document.createElement("span");
+    text.textContent = `${PANEL_LABELS[name]}: ${shown}`;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "chip-remove";
+    remove.textContent = "×";
+    remove.setAttribute("aria-label", `Remove the filter ${PANEL_LABELS[name]}: ${shown}`);
+    remove.addEventListener("click", () => {
+      $(name).value = "";
+      if (state.query && state.query.kind !== "text") startSearch(state.query);
+      else searchFor(state.query ? state.query.q : "");
+      $("q").focus();
+    });
+    li.append(text, remove);
+    return li;
+  });
+}
+
 function startSearch(query, push = true) {
   showView("search");
   state.query = query;
@@ -89,7 +116,7 @@ function startSearch(query, push = true) {
   cards.clear();
   $("results").replaceChildren();
   $("toolbar").hidden = false;
-  $("chips").replaceChildren(...(query.kind === "text" ? filterChips(query.q, searchFor) : []));
+  $("chips").replaceChildren(...panelChips(), ...(query.kind === "text" ? filterChips(query.q, searchFor) : []));
   setMessage("");
   if (push) remember();
   loadMore();

@@ -219,6 +219,9 @@ pub fn index(library: &Library, args: IndexArgs, out: &mut dyn Write, ctx: &Runn
         },
         if report.tagged > 0 { format!("; {} auto-tagged", report.tagged) } else { String::new() }
     )?;
+    if report.redated > 0 {
+        writeln!(out, "{} touched photos re-dated by their file's new time", report.redated)?;
+    }
     if report.text_read > 0 {
         writeln!(out, "text read in {} photos", report.text_read)?;
     }

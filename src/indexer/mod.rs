@@ -67,6 +67,8 @@ pub struct IndexReport {
     pub frames: u64,
     /// Paths linked to an already stored content (copies, moves, touched files).
     pub linked: u64,
+    /// Of those, touched files whose image took its date from the file's new time.
+    pub redated: u64,
     /// Paths forgotten (deleted or moved away).
     pub removed: u64,
     /// Files that failed in this pass.
@@ -616,7 +618,7 @@ fn prepare(
         size: bytes.len() as u64,
         width: photo.width,
         height: photo.height,
-        modified: c.mtime_ns.div_euclid(1_000_000_000),
+        modified: ImageRecord::modified_at(c.mtime_ns),
         taken: exif.taken,
         camera: exif.camera,
         gps: exif.gps,
@@ -706,7 +708,11 @@ fn process_batch(
                 }
             }
             Prepared::Known { id } => {
-                store.link_path(&c.path, id, c.size, c.mtime_ns)?;
+                // A touched file re-dates its image (a scan re-dated by hand, a photo tool's
+                // date fix): its content is the same, so the file's time is the news.
+                if store.relink_dated(&c.path, id, c.size, c.mtime_ns)? {
+                    report.redated += 1;
+                }
                 report.linked += 1;
             }
             Prepared::Failed(reason) => {

@@ -73,7 +73,7 @@ pub(super) fn prepare(store: &Store, c: &Candidate, scanned: bool) -> Result<Pre
         size,
         width: info.width,
         height: info.height,
-        modified: c.mtime_ns.div_euclid(1_000_000_000),
+        modified: ImageRecord::modified_at(c.mtime_ns),
         taken: info.created,
         camera: None,
         gps: info.location,

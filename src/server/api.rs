@@ -392,8 +392,14 @@ fn results(hits: Vec<Hit>, started: std::time::Instant) -> HttpResponse {
     HttpResponse::Ok().json(json!({"results": hits, "took_ms": started.elapsed().as_secs_f64() * 1000.0}))
 }
 
+/// An image id as the API documents it: digits only (Rust's own parsing would also take a
+/// leading `+`).
 pub(super) fn parse_id(raw: &str) -> ApiResult<ImageId> {
-    raw.trim().parse().map_err(|_| ApiError::bad_request(format!("{raw:?} is not an image id")))
+    let digits = raw.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(format!("{raw:?} is not an image id: ids are digits")));
+    }
+    digits.parse().map_err(|_| ApiError::bad_request(format!("{raw:?} is not an image id")))
 }
 
 async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) -> ApiResult<HttpResponse> {

@@ -25,7 +25,7 @@ use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::{CompressionMethod, ZipWriter};
 
 use super::AppState;
-use super::api::{ApiError, ApiResult, blocking, indexed_hash, open_to_serve, parse_id};
+use super::api::{ApiError, ApiResult, blocking, indexed_hash, open_to_serve};
 use crate::error::Error;
 use crate::store::ImageId;
 
@@ -57,20 +57,28 @@ struct DownloadBody {
 
 /// `GET /api/download?ids=1,2,3`: a link a browser saves straight to disk (without a token).
 async fn download_listed(state: web::Data<AppState>, params: web::Query<DownloadParams>) -> ApiResult<HttpResponse> {
-    let raw = params.into_inner().ids.unwrap_or_default();
-    let ids = raw
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| match parse_id(s) {
-            // Digits past any id (over 2^64) name no photo, as an unknown id does.
-            Err(_) if s.bytes().all(|b| b.is_ascii_digit()) => {
-                Err(ApiError::not_found(format!("no image has the id {}", &s[..s.len().min(40)])))
-            }
-            parsed => parsed,
-        })
-        .collect::<ApiResult<Vec<_>>>()?;
+    let ids = listed_ids(&params.into_inner().ids.unwrap_or_default())?;
     download(state, ids).await
+}
+
+/// The ids of `GET /api/download?ids=…`.
+fn listed_ids(raw: &str) -> ApiResult<Vec<ImageId>> {
+    // Digits and commas only, as the OpenAPI pattern says: `ids=+5` (a space once decoded, or
+    // `%2B5`) and `ids=1,,2` are refused rather than read leniently.
+    let listed = if raw.is_empty() { Vec::new() } else { raw.split(',').collect() };
+    listed
+        .into_iter()
+        .map(|s| {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                let shown: String = s.chars().take(40).collect();
+                return Err(ApiError::bad_request(format!(
+                    "{shown:?} is not an image id: list ids as digits separated by commas (ids=1,2,3)"
+                )));
+            }
+            // Digits past any id (over 2^64) name no photo, as an unknown id does.
+            s.parse().map_err(|_| ApiError::not_found(format!("no image has the id {}", &s[..s.len().min(40)])))
+        })
+        .collect()
 }
 
 /// `POST /api/download` with `{"ids": [...]}`.
@@ -176,23 +184,16 @@ fn megabytes(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1e6)
 }
 
-/// Names inside a zip: a photo's file name, with ` (2)`, ` (3)`... before its extension when
-/// another photo took it (compared without case: the folders it is unpacked into may ignore it).
+/// Names inside a zip: a photo's file name made safe to unpack anywhere ([`portable_name`]),
+/// with ` (2)`, ` (3)`... before its extension when another photo took it (compared without
+/// case: the folders it is unpacked into may ignore it).
 #[derive(Default)]
 struct ZipNames(HashSet<String>);
 
 impl ZipNames {
     fn claim(&mut self, path: &std::path::Path, id: ImageId) -> String {
-        let plain = path
-            .file_name()
-            .map(|n| {
-                n.to_string_lossy()
-                    .chars()
-                    .map(|c| if c.is_control() || matches!(c, '/' | '\\') { '_' } else { c })
-                    .collect()
-            })
-            .filter(|n: &String| !n.is_empty() && n != "." && n != "..")
-            .unwrap_or_else(|| format!("photo-{id}"));
+        let plain = path.file_name().map(portable_name).unwrap_or_default();
+        let plain = if plain.is_empty() { format!("photo-{id}") } else { plain };
         let (stem, ext) = match plain.rfind('.') {
             Some(dot) if dot > 0 => (&plain[..dot], &plain[dot..]),
             _ => (plain.as_str(), ""),
@@ -206,6 +207,77 @@ impl ZipNames {
         self.0.insert(name.to_lowercase());
         name
     }
+}
+
+/// Longest name [`portable_name`] makes, in UTF-16 units: Windows allows 255 per name, and
+/// [`ZipNames`] may add ` (NNNN)`.
+const MAX_NAME_UNITS: usize = 240;
+
+/// A file name as the zip holds it, one that unpacks on Windows, macOS and Linux alike:
+/// - bytes that are not UTF-8 become `%XX` (their hex value), so `caf\xe9.jpg` reads
+///   `caf%E9.jpg` instead of losing the byte to U+FFFD;
+/// - characters Windows refuses in a name (`<>:"/\|?*` and control characters) become `_`,
+///   as do trailing dots and spaces (which Windows drops, merging names);
+/// - a name Windows reserves for a device (`CON`, `PRN`, `AUX`, `NUL`, `COM1`–`COM9`,
+///   `LPT1`–`LPT9`, with any extension) gets a leading `_`;
+/// - a name longer than [`MAX_NAME_UNITS`] UTF-16 units loses the end of its stem (its
+///   extension kept).
+///
+/// Empty for a name with nothing left (`.`, `..`): the caller names it.
+fn portable_name(raw: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut name = String::new();
+    for chunk in raw.as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            let refused = c.is_control() || matches!(c, '<' | '>' | ':' | '"' | '/' | '\\' | '|' | '?' | '*');
+            name.push(if refused { '_' } else { c });
+        }
+        for b in chunk.invalid() {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if name == "." || name == ".." {
+        return String::new();
+    }
+    let kept = name.trim_end_matches(['.', ' ']).len();
+    let trailing = name.len() - kept;
+    name.truncate(kept);
+    name.extend(std::iter::repeat_n('_', trailing));
+    // Windows reads a device name in the part before the first dot, trailing spaces ignored.
+    let base = name.split('.').next().unwrap_or("").trim_end_matches(' ').to_ascii_uppercase();
+    let device = matches!(base.as_str(), "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$")
+        || (base.len() == 4
+            && (base.starts_with("COM") || base.starts_with("LPT"))
+            && base.as_bytes()[3].is_ascii_digit())
+        || base.strip_prefix("COM").or_else(|| base.strip_prefix("LPT")).is_some_and(|n| matches!(n, "¹" | "²" | "³"));
+    if device {
+        name.insert(0, '_');
+    }
+    shorten(name)
+}
+
+/// `name` cut to [`MAX_NAME_UNITS`] UTF-16 units, from the end of its stem.
+fn shorten(name: String) -> String {
+    if name.encode_utf16().count() <= MAX_NAME_UNITS {
+        return name;
+    }
+    let (stem, ext) = match name.rfind('.') {
+        // An extension of a sane length is kept; a "stem.<300 characters>" is cut as a whole.
+        Some(dot) if dot > 0 && name.len() - dot <= 16 => (&name[..dot], &name[dot..]),
+        _ => (name.as_str(), ""),
+    };
+    let room = MAX_NAME_UNITS - ext.encode_utf16().count();
+    let mut units = 0;
+    let cut: String = stem
+        .chars()
+        .take_while(|c| {
+            units += c.len_utf16();
+            units <= room
+        })
+        .collect();
+    // A cut may leave a trailing dot or space, which Windows would drop.
+    let kept = cut.trim_end_matches(['.', ' ']);
+    format!("{kept}{}{ext}", "_".repeat(cut.len() - kept.len()))
 }
 
 /// Where the zip writer's bytes collect between steps (the writer keeps it; the stream takes them).
@@ -398,6 +470,75 @@ mod tests {
             ["IMG_1.jpg", "img_1 (2).JPG", "IMG_1 (3).jpg", "README", "readme (2)", "NOT INCLUDED (2).txt"]
         );
         assert_eq!(names.claim(std::path::Path::new("/"), 7), "photo-7");
+    }
+
+    #[test]
+    fn listed_ids_are_digits_and_commas_only() {
+        use actix_web::ResponseError;
+        assert_eq!(listed_ids("1,20,3").unwrap(), [1, 20, 3]);
+        assert!(listed_ids("").unwrap().is_empty(), "no ids: the caller says to name some");
+        // `+5` (what `ids=%2B5` decodes to), ` 5` (`ids=+5`), empty parts, signs and letters.
+        for bad in ["+2000000", " 2000000", "1, 2", "1,,2", "1,", "-1", "0x10", "1e3", "٣"] {
+            let e = listed_ids(bad).unwrap_err();
+            assert_eq!(e.status_code(), actix_web::http::StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+        // Digits past any id name no photo: as an unknown id.
+        let e = listed_ids(&"9".repeat(30)).unwrap_err();
+        assert_eq!(e.status_code(), actix_web::http::StatusCode::NOT_FOUND);
+    }
+
+    fn portable(bytes: &[u8]) -> String {
+        use std::os::unix::ffi::OsStrExt;
+        portable_name(std::ffi::OsStr::from_bytes(bytes))
+    }
+
+    #[test]
+    fn names_inside_the_zip_unpack_on_windows_and_keep_bytes_that_are_not_utf8_readable() {
+        // Characters Windows refuses, and controls.
+        assert_eq!(portable(b"a:b*?.tiff"), "a_b__.tiff");
+        assert_eq!(portable(b"<x>|\"y\".jpg"), "_x___y_.jpg");
+        assert_eq!(portable(b"tab\there\x7f.png"), "tab_here_.png");
+        // Trailing dots and spaces, which Windows drops.
+        assert_eq!(portable(b"photo. ."), "photo___");
+        assert_eq!(portable(b"scan.jpg "), "scan.jpg_");
+        // Device names, with or without an extension, in any case.
+        for (raw, want) in [
+            (&b"CON"[..], "_CON"),
+            (b"nul.jpg", "_nul.jpg"),
+            (b"Com1.tar.gz", "_Com1.tar.gz"),
+            (b"lpt9 .png", "_lpt9 .png"),
+            (b"COM\xc2\xb9.jpg", "_COM\u{b9}.jpg"),
+        ] {
+            assert_eq!(portable(raw), want);
+        }
+        for plain in ["CONSOLE.jpg", "com10.jpg", "lpt.png", "aux-1.jpg", "caf\u{e9} \u{1f4f7}.heic"] {
+            assert_eq!(portable(plain.as_bytes()), plain);
+        }
+        // Bytes that are not UTF-8: escaped, so two such names stay apart and readable.
+        assert_eq!(portable(b"caf\xe9.jpg"), "caf%E9.jpg");
+        assert_eq!(portable(b"caf\xe8.jpg"), "caf%E8.jpg");
+        assert_eq!(portable(b"\xff\xfe"), "%FF%FE");
+        assert!(!portable(b"caf\xe9.jpg").contains('\u{fffd}'));
+        // Nothing left, or too long for Windows.
+        assert_eq!(portable(b".."), "");
+        let long = format!("{}.jpg", "\u{1f4f7}".repeat(200));
+        let cut = portable(long.as_bytes());
+        assert!(cut.ends_with(".jpg") && cut.encode_utf16().count() <= MAX_NAME_UNITS, "{cut}");
+        let dots = format!("{}.{}", "a".repeat(120), ". ".repeat(100));
+        assert!(portable(dots.as_bytes()).encode_utf16().count() <= MAX_NAME_UNITS);
+
+        // Through the names a zip claims: unique, also where replacing made two names alike.
+        let mut names = ZipNames::default();
+        let claim = |names: &mut ZipNames, raw: &[u8]| {
+            use std::os::unix::ffi::OsStrExt;
+            names.claim(&std::path::Path::new("/p").join(std::ffi::OsStr::from_bytes(raw)), 3)
+        };
+        assert_eq!(claim(&mut names, b"a:b.jpg"), "a_b.jpg");
+        assert_eq!(claim(&mut names, b"a?b.jpg"), "a_b (2).jpg");
+        assert_eq!(claim(&mut names, b"A_B.JPG"), "A_B (3).JPG");
+        assert_eq!(claim(&mut names, b"nul"), "_nul");
+        assert_eq!(claim(&mut names, b"\xe9"), "%E9");
+        assert_eq!(claim(&mut names, b"%E9"), "%E9 (2)");
     }
 
     /// Copies `path` as the zip does, with `meanwhile` done to the file after it is opened.

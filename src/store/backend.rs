@@ -159,6 +159,14 @@ pub trait Backend:
     /// restored from a backup) only its size and time change.
     fn link_path(&self, path: &Path, id: ImageId, size: u64, mtime_ns: i64) -> Result<()>;
 
+    /// [`Backend::link_path`] for a file a pass found holding stored content, dating the image
+    /// by it: when `path` held that image already and its modification time moved (a `touch`,
+    /// a date set by a photo tool), the record's [`ImageRecord::modified`] becomes that time,
+    /// in the same transaction as the mapping, so the timeline and the date filters follow (an
+    /// EXIF date, when the photo has one, still wins: [`ImageRecord::date`]). A path new to the
+    /// image (a copy, a move) keeps the image's date. Returns whether the image's date moved.
+    fn relink_dated(&self, path: &Path, id: ImageId, size: u64, mtime_ns: i64) -> Result<bool>;
+
     /// Forgets a file (deleted, moved away, or its root removed). The image goes too, with its
     /// vector, tags and caption, when no other file holds it. Returns the mapping it had.
     fn unlink_path(&self, path: &Path) -> Result<Option<PathEntry>>;

@@ -16,8 +16,10 @@ pub struct ImageRecord {
     pub width: u32,
     /// Upright height in pixels.
     pub height: u32,
-    /// The file's modification time when first indexed, seconds since the epoch (the date
-    /// filters fall back to it when the photo has no EXIF date).
+    /// The file's modification time, seconds since the epoch (the date filters fall back to it
+    /// when the photo has no EXIF date): the time of the file it was first indexed from, moved
+    /// when a later pass finds that file touched with its content unchanged
+    /// (`Backend::relink_dated`).
     pub modified: i64,
     /// EXIF date taken, seconds since the Unix epoch (camera local time read as UTC).
     #[serde(default)]
@@ -90,6 +92,11 @@ pub struct Failure {
 }
 
 impl ImageRecord {
+    /// [`ImageRecord::modified`] for a file modified at `mtime_ns` (nanoseconds since the epoch).
+    pub fn modified_at(mtime_ns: i64) -> i64 {
+        mtime_ns.div_euclid(1_000_000_000)
+    }
+
     /// The date used by date filters: EXIF date taken (a video's creation time), else the
     /// file's modification time.
     pub fn date(&self) -> i64 {

@@ -784,6 +784,40 @@ impl Backend for PgStore {
         })
     }
 
+    /// [`Backend::relink_dated`]: the image's row is locked, its record and `date` column
+    /// rewritten in the transaction that moves the mapping.
+    fn relink_dated(&self, path: &Path, id: ImageId, size: u64, mtime_ns: i64) -> Result<bool> {
+        let key = path_key(path);
+        self.tx("link path", |tx| {
+            let Some(row) = tx.query_opt("SELECT record FROM images WHERE id = $1 FOR UPDATE", &[&i64_of(id)])? else {
+                return Err(TxError::Abort(format!("image {id} is not stored")));
+            };
+            let touched = tx
+                .query_opt("SELECT mtime_ns FROM paths WHERE path = $1 AND image_id = $2", &[&key, &i64_of(id)])?
+                .is_some_and(|r| r.get::<_, i64>(0) != mtime_ns);
+            let mut redated = false;
+            if touched {
+                let text: String = row.get(0);
+                let mut record: ImageRecord = serde_json::from_str(&text)
+                    .map_err(|e| TxError::Abort(format!("corrupt record of image {id}: {e}")))?;
+                let (modified, before) = (ImageRecord::modified_at(mtime_ns), record.date());
+                if record.modified != modified {
+                    record.modified = modified;
+                    let text = serde_json::to_string(&record).expect("records serialise");
+                    tx.execute(
+                        "UPDATE images SET record = $2, date = $3 WHERE id = $1",
+                        &[&i64_of(id), &text, &record.date()],
+                    )?;
+                    redated = record.date() != before;
+                }
+            }
+            tx_relink(tx, &key, &PathEntry { id, size, mtime_ns })?;
+            tx.execute("DELETE FROM failures WHERE path = $1", &[&key])?;
+            tx_changed(tx)?;
+            Ok(redated)
+        })
+    }
+
     fn unlink_path(&self, path: &Path) -> Result<Option<PathEntry>> {
         let key = path_key(path);
         self.tx("unlink path", |tx| {

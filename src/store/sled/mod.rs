@@ -606,6 +606,36 @@ impl Backend for SledStore {
         })
     }
 
+    /// [`Backend::relink_dated`]: the record is read and rewritten in the transaction that
+    /// moves the mapping, so a crash leaves the old date with the old mapping or both new.
+    fn relink_dated(&self, path: &Path, id: ImageId, size: u64, mtime_ns: i64) -> Result<bool> {
+        self.run_tx("link path", |t| {
+            let Some(stored) = t.images.get(id_key(id))? else {
+                return Err(abort(format!("image {id} is not stored")));
+            };
+            let touched = match t.paths.get(path_key(path))? {
+                Some(old) => {
+                    let old: PathEntry = serde_json::from_slice(&old).map_err(abort)?;
+                    old.id == id && old.mtime_ns != mtime_ns
+                }
+                None => false,
+            };
+            let mut redated = false;
+            if touched {
+                let mut record: ImageRecord = serde_json::from_slice(&stored).map_err(abort)?;
+                let (modified, before) = (ImageRecord::modified_at(mtime_ns), record.date());
+                if record.modified != modified {
+                    record.modified = modified;
+                    t.images.insert(&id_key(id), json(&record))?;
+                    redated = record.date() != before;
+                }
+            }
+            tx_relink(t, path, &PathEntry { id, size, mtime_ns })?;
+            t.failures.remove(path_key(path))?;
+            Ok(redated)
+        })
+    }
+
     /// Forgets a file (deleted, moved away, or its root removed). The image goes too when no
     /// other file holds it. Returns the mapping it had.
     fn unlink_path(&self, path: &Path) -> Result<Option<PathEntry>> {

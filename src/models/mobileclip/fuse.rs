@@ -180,7 +180,7 @@ mod tests {
     #[test]
     fn padding_centres_and_identity_sits_in_each_channels_group() {
         let one = Kernel { w: vec![2.0, 3.0], bias: vec![0.5, 0.0], cout: 2, cin_g: 1, k: 1 };
-        let p = one.padded_to(3).unwrap();
+        let p = one.clone().padded_to(3).unwrap();
         assert_eq!(p.w[4], 2.0);
         assert_eq!(p.w[9 + 4], 3.0);
         assert_eq!(p.w.iter().filter(|&&v| v != 0.0).count(), 2);

@@ -422,6 +422,39 @@ mod tests {
     }
 
     #[test]
+    fn mobileclip_configs_name_a_fastvit_and_a_bidirectional_text_tower() {
+        // open_clip's MobileCLIP-S2.json as apple/MobileCLIP-S2-OpenCLIP carries it.
+        let s2 = r#"{"model_cfg": {"embed_dim": 512, "vision_cfg": {"timm_model_name": "fastvit_mci2",
+            "timm_model_pretrained": false, "timm_pool": "avg", "timm_proj": null, "timm_drop": 0.0,
+            "timm_drop_path": 0.0, "image_size": 256}, "text_cfg": {"context_length": 77, "vocab_size": 49408,
+            "width": 512, "heads": 8, "layers": 12, "no_causal_mask": true}, "custom_text": true},
+            "preprocess_cfg": {"mean": [0, 0, 0], "std": [1, 1, 1], "interpolation": "bilinear",
+            "resize_mode": "shortest"}}"#;
+        let c = parse(s2);
+        assert_eq!(c.fastvit_tower(), Ok(Some("fastvit_mci2")));
+        assert_eq!(c.text_bidirectional_pad(), Ok(Some(0)));
+        let clip = c.to_clip_config(49407).unwrap();
+        assert_eq!((clip.projection_dim, clip.vision_config.image_size, clip.text_config.hidden_size), (512, 256, 512));
+        let p = c.processor().unwrap();
+        assert_eq!((p.resample, p.normalize), (Resample::Bilinear, Some(([0.0; 3], [1.0; 3]))));
+        // A causal text tower (MobileCLIP-B's setting) pads as CLIP does.
+        assert_eq!(
+            parse(&s2.replace("\"no_causal_mask\": true", "\"no_causal_mask\": false")).text_bidirectional_pad(),
+            Ok(None)
+        );
+        // open_clip's default timm_proj adds a projection after the head: not what was checked.
+        let err = parse(&s2.replace("\"timm_proj\": null,", "")).fastvit_tower().unwrap_err();
+        assert!(err.contains("timm_proj"), "{err}");
+        // MobileCLIP-B's tower is a timm ViT with a convolutional stem: refused by name.
+        let b = parse(&s2.replace("fastvit_mci2", "vit_base_mci_224"));
+        assert_eq!(b.fastvit_tower(), Ok(None));
+        assert!(b.to_clip_config(49407).unwrap_err().contains("vit_base_mci_224"));
+        // A padding mask is not what open_clip's MobileCLIPs run.
+        let masked = parse(&s2.replace("\"no_causal_mask\": true", "\"no_causal_mask\": true, \"use_pad_mask\": true"));
+        assert!(masked.to_clip_config(49407).unwrap_err().contains("use_pad_mask"));
+    }
+
+    #[test]
     fn what_the_clip_towers_do_not_compute_is_refused_by_name() {
         for (json, said) in [
             (r#"{"embed_dim": 512, "vision_cfg": {"timm_model_name": "convnext_base"}}"#, "timm_model_name"),

@@ -163,3 +163,30 @@ fn a_mobileclip_library_indexes_and_searches_as_open_clip_ranks() {
     let want = cosine(&text.embedding, &png.embedding);
     assert!((score - want).abs() < 1e-3, "{res}: score {score}, open_clip's cosine {want}");
 }
+
+/// MobileCLIP-S2 at its real shapes (fastvit_mci2 at 256 px, the 77-token bidirectional text
+/// tower) with random weights, against open_clip: made by
+/// `tools/make_mobileclip_fixtures.py --real-size DIR` (about 200 MB, not committed), run with
+/// `CLIPDEX_MOBILECLIP_REAL=DIR cargo test --test mobileclip_parity -- --ignored`.
+#[test]
+#[ignore = "needs a real-size checkpoint made by tools/make_mobileclip_fixtures.py --real-size"]
+fn real_size_mobileclip_s2_matches_open_clip() {
+    let dir = std::path::PathBuf::from(std::env::var("CLIPDEX_MOBILECLIP_REAL").expect("CLIPDEX_MOBILECLIP_REAL"));
+    let g: Golden = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let clip = ClipEmbedder::load(dir.to_str().unwrap(), &common::device()).unwrap();
+    assert_eq!((clip.family(), clip.dim()), ("mobileclip", 512));
+    let texts: Vec<&str> = g.texts.iter().map(|t| t.text.as_str()).collect();
+    for (t, e) in g.texts.iter().zip(clip.embed_texts(&texts).unwrap()) {
+        assert_eq!(clip.tokenize(&t.text).unwrap(), t.ids);
+        let c = cosine(&e, &t.embedding);
+        assert!(c >= 0.9999, "{:?}: {c}", t.text);
+    }
+    let started = std::time::Instant::now();
+    let embedded = clip.embed_images(&images(&g)).unwrap();
+    eprintln!("{} images in {:?} (this build)", embedded.len(), started.elapsed());
+    for (im, e) in g.images.iter().zip(&embedded) {
+        let c = cosine(e, &im.embedding);
+        assert!(c >= 0.9999, "{}: {c}", im.file);
+        eprintln!("{}: cosine {c:.6}", im.file);
+    }
+}

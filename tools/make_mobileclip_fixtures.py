@@ -214,7 +214,7 @@ def write_fixture(name: str, spec: dict) -> None:
     (out / "open_clip_model.safetensors").chmod(0o644)
     (out / "open_clip_config.json").write_text(
         json.dumps({"model_cfg": cfg, "preprocess_cfg": spec["preprocess_cfg"]}, indent=2) + "\n")
-    os.symlink("../clip-tiny-p32/tokenizer.json", out / "tokenizer.json")
+    os.symlink(os.path.relpath(ROOT / "tests" / "fixtures" / "clip-tiny-p32" / "tokenizer.json", out), out / "tokenizer.json")
 
     ref, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
     ref.eval()
@@ -255,7 +255,24 @@ def write_fixture(name: str, spec: dict) -> None:
           f"{min(golden['fused_cosines']):.6f}")
 
 
+def write_real_size(out: Path) -> None:
+    """MobileCLIP-S2 at its real shapes (open_clip's `MobileCLIP-S2` config, fastvit_mci2 at
+    256 px) with random weights perturbed as the fixtures are, in `out` (about 200 MB, not
+    committed), golden file included: what `tests/mobileclip_parity.rs`'s ignored real-size
+    test reads (`CLIPDEX_MOBILECLIP_REAL=out`)."""
+    cfg = json.loads((Path(open_clip.__file__).parent / "model_configs" / "MobileCLIP-S2.json").read_text())
+    spec = {"seed": 7, "model_cfg": cfg, "preprocess_cfg": FIXTURES["mobileclip-tiny-s"]["preprocess_cfg"]}
+    global FIX, GOLDEN
+    FIX, GOLDEN = out.parent, out
+    write_fixture(out.name, spec)
+    (out / f"{out.name}.json").rename(out / "golden.json")
+
+
 def main() -> None:
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "--real-size":
+        write_real_size(Path(sys.argv[2]).resolve())
+        return
     for name, spec in FIXTURES.items():
         write_fixture(name, spec)
 

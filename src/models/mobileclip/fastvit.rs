@@ -13,6 +13,8 @@
 //! What the weights do not say is timm's for every `fastvit_mci*`: GELU, 32-wide heads,
 //! activations after the large-kernel downsamplers (`lkc_use_act`), ε = 1e-5.
 //!
+//! The tower runs on the CPU (its inputs are moved there and its outputs back).
+//!
 //! Departures from a literal port, exact up to float rounding: BatchNorm before attention is
 //! folded into the `qkv` weights, the attention scale into the queries, and the layer scales
 //! into the linear layers before them.
@@ -368,7 +370,10 @@ impl FastVit {
 
 impl ImageTower for FastVit {
     fn image_features(&self, pixels: &Tensor) -> CResult<Tensor> {
-        let xs = pixels.to_dtype(DType::F32)?.permute((0, 2, 3, 1))?.contiguous()?;
+        // The fused weights live on the CPU, where the convolution kernel runs.
+        let device = pixels.device().clone();
+        let xs = pixels.to_device(&candle_core::Device::Cpu)?.to_dtype(DType::F32)?;
+        let xs = xs.permute((0, 2, 3, 1))?.contiguous()?;
         let xs = self.stem[0].forward(&xs)?.gelu_erf()?;
         let xs = self.stem[1].forward(&xs)?.gelu_erf()?;
         let mut xs = self.stem_pointwise.forward(&xs, Some(HiddenAct::Gelu))?;
@@ -380,7 +385,7 @@ impl ImageTower for FastVit {
             xs = se.forward(&xs)?;
         }
         let pooled = xs.gelu_erf()?.mean(1)?.mean(D::Minus2)?;
-        self.head.forward(&pooled, None)
+        self.head.forward(&pooled, None)?.to_device(&device)
     }
 
     fn set_precision(&mut self, precision: Precision) {

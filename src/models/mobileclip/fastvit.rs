@@ -121,6 +121,7 @@ impl ConvMlp {
 }
 
 /// What mixes tokens in a block.
+#[allow(clippy::large_enum_variant, reason = "a few dozen per model, never moved in a hot path")]
 enum Mixer {
     /// RepMixer, fused into one depthwise convolution (the residual included).
     Rep(GroupedConv),
@@ -156,10 +157,9 @@ impl Block {
         let gamma = layer_scale(&tm, "layer_scale.gamma", c)?;
         let mut fused = Kernel::identity(c, 1, k, None, vec![0.0; c]);
         let per = k * k;
-        for o in 0..c {
-            for t in 0..per {
-                fused.w[o * per + t] += gamma[o] * (mixer.w[o * per + t] - norm.w[o * per + t]);
-            }
+        let rows = fused.w.chunks_mut(per).zip(mixer.w.chunks(per)).zip(norm.w.chunks(per));
+        for (o, ((f, m), n)) in rows.enumerate() {
+            f.iter_mut().zip(m.iter().zip(n)).for_each(|(fv, (mv, nv))| *fv += gamma[o] * (mv - nv));
             fused.bias[o] = gamma[o] * (mixer.bias[o] - norm.bias[o]);
         }
         let scale = layer_scale(vb, "layer_scale.gamma", c)?;
@@ -167,7 +167,7 @@ impl Block {
     }
 
     fn load_attention(vb: &VarBuilder, c: usize) -> CResult<Self> {
-        if c % HEAD_DIM != 0 {
+        if !c.is_multiple_of(HEAD_DIM) {
             candle_core::bail!("an attention stage of width {c} does not split into heads of {HEAD_DIM}");
         }
         let tm = vb.pp("token_mixer");

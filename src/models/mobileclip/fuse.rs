@@ -98,7 +98,7 @@ impl Kernel {
 
     /// The same convolution with its kernel zero-padded to `k`×`k` about the centre.
     pub(super) fn padded_to(self, k: usize) -> CResult<Self> {
-        if k < self.k || (k - self.k) % 2 != 0 {
+        if k < self.k || !(k - self.k).is_multiple_of(2) {
             candle_core::bail!("a {0}x{0} kernel cannot be centred in a {k}x{k} one", self.k);
         }
         let off = (k - self.k) / 2;
@@ -154,7 +154,7 @@ pub(super) fn mobileone(vb: &VarBuilder, cin: usize, k: usize, groups: usize) ->
     if vb.contains_tensor("identity.weight") {
         let cin_g = match &total {
             Some(t) => t.cin_g,
-            None if groups > 0 && cin % groups == 0 => cin / groups,
+            None if groups > 0 && cin.is_multiple_of(groups) => cin / groups,
             None => candle_core::bail!("{cin} channels do not split into {groups} groups"),
         };
         let (scale, shift) = batch_norm(&vb.pp("identity"), cin)?;
@@ -163,7 +163,7 @@ pub(super) fn mobileone(vb: &VarBuilder, cin: usize, k: usize, groups: usize) ->
     let Some(kernel) = total else {
         candle_core::bail!("a MobileOne block without any branch (no conv_kxk.0.conv.weight)")
     };
-    if kernel.k != k || cin % kernel.cin_g != 0 {
+    if kernel.k != k || !cin.is_multiple_of(kernel.cin_g) {
         candle_core::bail!(
             "a MobileOne block of kernel {} and {} inputs per group where {k}x{k} over {cin} channels was expected",
             kernel.k,

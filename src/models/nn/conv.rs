@@ -32,7 +32,7 @@ impl GroupedConv {
         cin: usize,
         stride: usize,
     ) -> CResult<Self> {
-        if cin_g == 0 || cin % cin_g != 0 || k == 0 || stride == 0 {
+        if cin_g == 0 || !cin.is_multiple_of(cin_g) || k == 0 || stride == 0 {
             candle_core::bail!("a convolution of {cin} input channels cannot take {cin_g} per group");
         }
         let groups = cin / cin_g;

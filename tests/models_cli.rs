@@ -17,7 +17,7 @@ fn models_lists_loadable_checkpoints_with_sourced_figures() {
     assert!(list.len() >= 6);
     for m in list {
         let family = m["family"].as_str().unwrap();
-        assert!(["clip", "open_clip", "siglip", "chinese_clip"].contains(&family), "{m}");
+        assert!(["clip", "open_clip", "mobileclip", "siglip", "chinese_clip"].contains(&family), "{m}");
         assert!(m["weights_mb"].as_u64().unwrap() > 100 && m["embedding_width"].as_u64().unwrap() >= 512, "{m}");
         // Not measured here: null, and the note says so.
         assert!(m["image_embed_ms"].is_null() && m["text_query_ms"].is_null(), "{m}");

@@ -1,6 +1,6 @@
 //! The checkpoints clipdex recommends (`clipdex models`): what each is, how large, and how well
 //! it is published to retrieve, with the source of every figure. Only families clipdex loads
-//! are listed (CLIP, OpenCLIP, SigLIP and fixed-resolution SigLIP 2, Chinese-CLIP).
+//! are listed (CLIP, OpenCLIP, MobileCLIP, SigLIP and fixed-resolution SigLIP 2, Chinese-CLIP).
 //!
 //! Weight sizes are computed from each architecture's shapes (parameters × 4 bytes, the f32
 //! clipdex loads), not copied from the hub; the same formulas count the fixture checkpoints'
@@ -26,7 +26,8 @@ pub struct Published {
 pub struct CatalogEntry {
     /// Hub id (`--model`).
     pub id: &'static str,
-    /// `clip`, `open_clip`, `siglip` or `chinese_clip`, as `stats` and the library name it.
+    /// `clip`, `open_clip`, `mobileclip`, `siglip` or `chinese_clip`, as `stats` and the library
+    /// name it.
     pub family: &'static str,
     /// Input side in pixels.
     pub image_size: u32,
@@ -78,6 +79,13 @@ pub(crate) enum Kind {
     Siglip,
     /// Chinese-CLIP: CLIP's image tower, a BERT text tower (token types, embedding norm).
     ChineseClip,
+    /// MobileCLIP: a FastViT image tower of `vision` parameters (counted in open_clip's
+    /// unfused model: BatchNorm weights and parallel branches included, running statistics
+    /// not), open_clip's CLIP text tower.
+    FastVit {
+        /// The image tower's parameters, its head included.
+        vision: u64,
+    },
 }
 
 impl Shapes {
@@ -88,6 +96,7 @@ impl Shapes {
         let patch = 3 * self.patch * self.patch * w;
         let encoder = self.vision_layers * layer(w, self.vision_mlp);
         let vision = match self.kind {
+            Kind::FastVit { vision } => vision,
             Kind::Clip | Kind::ChineseClip => patch + w + (g * g + 1) * w + 4 * w + encoder + w * self.embed,
             Kind::Siglip => {
                 let head = w
@@ -102,7 +111,7 @@ impl Shapes {
         let t = self.text_width;
         let tokens = (self.vocab + self.context) * t + self.text_layers * layer(t, self.text_mlp);
         let text = match self.kind {
-            Kind::Clip => tokens + 2 * t + t * self.embed + 1,
+            Kind::Clip | Kind::FastVit { .. } => tokens + 2 * t + t * self.embed + 1,
             Kind::Siglip => tokens + 2 * t + t * self.embed + self.embed + 2,
             Kind::ChineseClip => tokens + 2 * t + 2 * t + t * self.embed + 1,
         };
@@ -138,6 +147,15 @@ const fn siglip(image: u64, patch: u64, vocab: u64) -> Shapes {
     }
 }
 
+/// A MobileCLIP with a 512-wide CLIP text tower: `vision` from open_clip's
+/// `create_model("MobileCLIP-S2")` (the patch size is not read).
+const fn mobileclip(image: u64, vision: u64) -> Shapes {
+    Shapes { kind: Kind::FastVit { vision }, ..vit(Kind::Clip, image, 1, 768, 12) }
+}
+
+/// fastvit_mci2 with its 512-wide head, as open_clip builds MobileCLIP-S2 and MobileCLIP2-S2.
+const FASTVIT_MCI2_PARAMETERS: u64 = 35_815_232;
+
 /// The recommended checkpoints with their shapes, best published quality last within a family.
 const MODELS: &[(&str, &str, &str, Shapes, &[Published])] = &[
     (
@@ -171,6 +189,20 @@ const MODELS: &[(&str, &str, &str, Shapes, &[Published])] = &[
             ..vit(Kind::Clip, 378, 14, 1280, 32)
         },
         &[Published { metric: IMMICH_RECALL, value: 75.7, source: IMMICH }],
+    ),
+    (
+        "apple/MobileCLIP-S2-OpenCLIP",
+        "mobileclip",
+        "English",
+        mobileclip(256, FASTVIT_MCI2_PARAMETERS),
+        &[Published { metric: IMAGENET, value: 74.4, source: "Vasu et al. 2024, MobileCLIP (arXiv:2311.17049)" }],
+    ),
+    (
+        "timm/MobileCLIP2-S2-OpenCLIP",
+        "mobileclip",
+        "English",
+        mobileclip(256, FASTVIT_MCI2_PARAMETERS),
+        &[Published { metric: IMAGENET, value: 77.2, source: "Faghri et al. 2025, MobileCLIP2 (arXiv:2508.20691)" }],
     ),
     ("google/siglip-base-patch16-224", "siglip", "English", siglip(224, 16, 32000), &[]),
     (
@@ -309,6 +341,8 @@ mod tests {
         // OpenAI's paper: ViT-B/32 is 151M parameters; SigLIP's base model card: 203M.
         assert_eq!(find("openai/clip-vit-base-patch32").parameters / 1_000_000, 151);
         assert_eq!(find("google/siglip-base-patch16-224").parameters / 1_000_000, 203);
+        // open_clip's MobileCLIP-S2: 99,243,329 parameters (its FastViT 35,815,232).
+        assert_eq!(find("apple/MobileCLIP-S2-OpenCLIP").parameters, 99_243_329);
         assert!(RECOMMENDATION.iter().all(|(_, id, _)| all.iter().any(|e| e.id == *id)));
         assert!(all.iter().all(|e| e.image_embed_ms.is_none() && e.text_query_ms.is_none()));
     }

@@ -11,6 +11,7 @@ pub mod clip;
 pub mod clipseg;
 pub mod faces;
 pub mod fetch;
+pub mod mobileclip;
 pub mod nn;
 pub mod ocr;
 pub mod preprocess;

@@ -153,7 +153,14 @@ impl ClipEmbedder {
             .map_err(|e| Error::model(name, format!("cannot read {}: {e}", config_path.display())))?;
         if which == 1 {
             let p = OpenClipParts::load(repo, &text, device)?;
-            let model = Self::clip_model(name, OPEN_CLIP_CONFIG, ClipModel::load_text_first(&p.config, p.weights))?;
+            let loaded = match p.image_tower {
+                Some(tower) => ClipModel::load_text_with_image_tower(&p.config, &p.weights, tower),
+                None => ClipModel::load_text_first(&p.config, p.weights),
+            };
+            let mut model = Self::clip_model(name, OPEN_CLIP_CONFIG, loaded)?;
+            if let Some(pad) = p.text_bidirectional_pad {
+                model.set_text_bidirectional(pad);
+            }
             let family = Family::Clip { config: p.config, model, tokenizer: p.tokenizer, open_clip: true };
             return Ok(Self::assemble(name, family, p.processor, device));
         }
@@ -283,10 +290,11 @@ impl ClipEmbedder {
         }
     }
 
-    /// The model family's name: `clip`, `chinese_clip`, `open_clip`, `siglip` or `siglip2`
-    /// (SigLIP 2 NaFlex).
+    /// The model family's name: `clip`, `chinese_clip`, `open_clip`, `mobileclip`, `siglip` or
+    /// `siglip2` (SigLIP 2 NaFlex).
     pub fn family(&self) -> &str {
         match &self.family {
+            Family::Clip { open_clip: true, model, .. } if model.has_foreign_image_tower() => "mobileclip",
             Family::Clip { open_clip: true, .. } => "open_clip",
             Family::Clip { config, .. } => config.model_type.as_deref().unwrap_or("clip"),
             Family::Siglip(parts) if parts.naflex().is_some() => "siglip2",

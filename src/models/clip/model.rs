@@ -13,7 +13,7 @@ use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use super::chinese::ChineseTextTower;
 use super::config::{ClipConfig, TextConfig, VisionConfig};
 use crate::models::nn::layers::{Encoder, encoder_shape_from, layer_norm, patch_matrix, patches};
-use crate::models::nn::{Dense, precision::Precision};
+use crate::models::nn::{Dense, ImageTower, precision::Precision};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -160,6 +160,9 @@ struct TextTower {
     final_ln: LayerNorm,
     legacy_pooling: bool,
     eos: u32,
+    /// open_clip's `no_causal_mask` (MobileCLIP-S*): texts attend both ways, padded to the
+    /// full context with this id, unmasked, as open_clip runs them.
+    bidirectional_pad: Option<u32>,
 }
 
 impl TextTower {
@@ -173,6 +176,7 @@ impl TextTower {
             final_ln: layer_norm(d, c.layer_norm_eps, vb.pp("final_layer_norm"))?,
             legacy_pooling: c.eos_token_id == 2,
             eos: c.eos_token_id,
+            bidirectional_pad: None,
         })
     }
 
@@ -191,10 +195,15 @@ impl TextTower {
     /// keeps padding from reaching the pooled position).
     fn pooled(&self, batch: &[Vec<u32>], pad: u32, device: &Device) -> CResult<Tensor> {
         let b = batch.len();
-        let s = batch.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let max_len = self.positions.dim(0)?;
-        if s > max_len {
-            candle_core::bail!("{s} tokens exceed the model's context of {max_len}");
+        // Bidirectional: every position sees the padding, so the padding is open_clip's.
+        let (s, pad) = match self.bidirectional_pad {
+            Some(pad) => (max_len, pad),
+            None => (batch.iter().map(Vec::len).max().unwrap_or(1).max(1), pad),
+        };
+        let longest = batch.iter().map(Vec::len).max().unwrap_or(0);
+        if longest > max_len {
+            candle_core::bail!("{longest} tokens exceed the model's context of {max_len}");
         }
         let mut flat = Vec::with_capacity(b * s);
         let mut gather = Vec::with_capacity(b);
@@ -205,7 +214,7 @@ impl TextTower {
         }
         let ids = Tensor::from_vec(flat, (b, s), device)?;
         let xs = self.tokens.forward(&ids)?.broadcast_add(&self.positions.narrow(0, 0, s)?.unsqueeze(0)?)?;
-        let hidden = self.encoder.forward(&xs, true)?;
+        let hidden = self.encoder.forward(&xs, self.bidirectional_pad.is_none())?;
         let d = hidden.dim(D::Minus1)?;
         let picked = hidden.reshape((b * s, d))?.index_select(&Tensor::from_vec(gather, b, device)?, 0)?;
         self.final_ln.forward(&picked)
@@ -265,6 +274,8 @@ struct DeferredImageSide {
 /// that a text query reads and keeps only the text tower's weights.
 pub struct ClipModel {
     image: std::sync::OnceLock<ImageSide>,
+    /// An image tower other than the ViT (MobileCLIP's FastViT), projection included.
+    image_tower: Option<Box<dyn ImageTower>>,
     deferred: Option<DeferredImageSide>,
     /// The precision of the image side's linear layers (also for one built later).
     image_precision: Precision,
@@ -301,12 +312,38 @@ impl ClipModel {
         };
         Ok(ClipModel {
             image: Default::default(),
+            image_tower: None,
             deferred: None,
             image_precision: Precision::F32,
             text,
             text_projection: dense_no_bias(text_width, config.projection_dim, vb.pp("text_projection"))?,
             logit_scale,
         })
+    }
+
+    /// Builds the text side from CLIP weights and pairs it with `tower` for images (a
+    /// MobileCLIP: open_clip's text transformer beside a FastViT).
+    pub fn load_text_with_image_tower(
+        config: &ClipConfig,
+        vb: &VarBuilder,
+        tower: Box<dyn ImageTower>,
+    ) -> CResult<Self> {
+        let mut model = Self::load_text_side(config, vb)?;
+        model.image_tower = Some(tower);
+        Ok(model)
+    }
+
+    /// Runs the text tower bidirectionally, on texts padded to the full context with `pad`
+    /// (open_clip's `no_causal_mask`).
+    pub fn set_text_bidirectional(&mut self, pad: u32) {
+        if let TextSide::Clip(tower) = &mut self.text {
+            tower.bidirectional_pad = Some(pad);
+        }
+    }
+
+    /// Whether the image tower is one other than the CLIP ViT (a MobileCLIP's FastViT).
+    pub fn has_foreign_image_tower(&self) -> bool {
+        self.image_tower.is_some()
     }
 
     /// The image side, built now if it was deferred.
@@ -330,7 +367,7 @@ impl ClipModel {
 
     /// Whether the image tower is built (a text query leaves it unbuilt).
     pub fn has_image_tower(&self) -> bool {
-        self.image.get().is_some()
+        self.image.get().is_some() || self.image_tower.is_some()
     }
 
     /// Runs the linear layers at `precision` (see [`Precision`]): the image tower's, and the
@@ -342,6 +379,9 @@ impl ClipModel {
     /// its images 0.9993 and above).
     pub fn set_precision(&mut self, precision: Precision) {
         self.image_precision = precision;
+        if let Some(tower) = &mut self.image_tower {
+            tower.set_precision(precision);
+        }
         if let Some(image) = self.image.get_mut() {
             image.set_precision(precision);
         }
@@ -359,6 +399,9 @@ impl ClipModel {
 
     /// `get_image_features`: projected, not normalised, `[b, projection_dim]`.
     pub fn image_features(&self, pixels: &Tensor) -> CResult<Tensor> {
+        if let Some(tower) = &self.image_tower {
+            return tower.image_features(pixels);
+        }
         let image = self.image()?;
         image.projection.forward(&image.tower.pooled(pixels)?, None)
     }

@@ -12,6 +12,7 @@
 pub mod activation;
 pub(crate) mod bf16;
 mod blocked_attention;
+pub(crate) mod conv;
 pub mod cpu;
 pub(crate) mod int8;
 pub(crate) mod kernels;
@@ -28,6 +29,15 @@ pub(crate) mod trainable;
 pub use activation::HiddenAct;
 pub(crate) use kernels::Dense;
 pub use layers::l2_normalize;
+
+/// An image tower other than the ViT a CLIP family builds itself (MobileCLIP's FastViT), for
+/// a family that pairs it with its own text tower: pixels in, unnormalised embeddings out.
+pub trait ImageTower: Send + Sync {
+    /// `[b, 3, H, W]` preprocessed pixels → `[b, embed_dim]`, projected, not normalised.
+    fn image_features(&self, pixels: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor>;
+    /// Runs the tower's linear layers at `precision` from now on.
+    fn set_precision(&mut self, precision: precision::Precision);
+}
 
 /// The largest batch sent through a tower at once; bigger inputs are split.
 pub const MAX_BATCH: usize = 32;

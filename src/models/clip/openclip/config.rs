@@ -151,7 +151,7 @@ const VISION_DEFAULTS: &[OptionCheck] = &[
 const TEXT_DEFAULTS: &[OptionCheck] = &[
     ("ls_init_value", Value::is_null),
     ("embed_cls", is_false),
-    ("no_causal_mask", is_false),
+    ("use_pad_mask", is_false),
     ("final_ln_after_pool", is_false),
     ("pool_type", |v| v.as_str() == Some("argmax")),
     ("proj_bias", is_false),
@@ -218,16 +218,21 @@ impl OpenClipConfig {
     pub fn to_clip_config(&self, eos: u32) -> Result<ClipConfig, String> {
         let m = &self.model_cfg;
         let (v, t) = (&m.vision_cfg, &m.text_cfg);
+        let fastvit = self.fastvit_tower()?.is_some();
         if let Some(what) = ["timm_model_name", "hf_model_name"]
             .iter()
+            .filter(|k| !(fastvit && **k == "timm_model_name"))
             .find_map(|k| v.other.get(*k).or(t.other.get(*k)).filter(|x| !x.is_null()).map(|x| format!("{k} = {x}")))
         {
             return Err(format!(
-                "{what}: a timm or Hugging Face tower, which clipdex does not run (only ViT + text-transformer \
-                 OpenCLIPs load)"
+                "{what}: a timm or Hugging Face tower, which clipdex does not run (ViT + text-transformer \
+                 OpenCLIPs and MobileCLIP's FastViT towers load)"
             ));
         }
-        if let Some(what) = unsupported("vision_cfg", &v.other, VISION_DEFAULTS)
+        // A timm tower ignores the ViT options.
+        if let Some(what) = (!fastvit)
+            .then(|| unsupported("vision_cfg", &v.other, VISION_DEFAULTS))
+            .flatten()
             .or_else(|| unsupported("text_cfg", &t.other, TEXT_DEFAULTS))
         {
             return Err(format!("{what}: an option clipdex's CLIP towers do not compute"));
@@ -239,18 +244,25 @@ impl OpenClipConfig {
         {
             return Err(format!("model_cfg.{k} = {x}: not a plain CLIP (a SigLIP or CoCa head?)"));
         }
-        let layers = v.layers.as_u64().ok_or_else(|| {
-            format!("vision_cfg.layers = {}: a ResNet image tower, which clipdex does not run", v.layers)
-        })? as usize;
+        let image_size = self.image_size()?;
+        // A FastViT is built from its weights (`crate::models::mobileclip`): the ViT shape
+        // below is then open_clip's defaults, unread but for the image size.
+        let (layers, patch_size) = if fastvit {
+            (0, image_size.max(1))
+        } else {
+            let layers = v.layers.as_u64().ok_or_else(|| {
+                format!("vision_cfg.layers = {}: a ResNet image tower, which clipdex does not run", v.layers)
+            })? as usize;
+            if v.patch_size == 0 || image_size % v.patch_size != 0 {
+                return Err(format!("image size {image_size} is not a multiple of patch size {}", v.patch_size));
+            }
+            (layers, v.patch_size)
+        };
         if v.head_width == 0 || v.width % v.head_width != 0 {
             return Err(format!("vision width {} does not split into heads of {}", v.width, v.head_width));
         }
         if t.heads == 0 || t.width % t.heads != 0 {
             return Err(format!("text width {} does not split into {} heads", t.width, t.heads));
-        }
-        let image_size = self.image_size()?;
-        if v.patch_size == 0 || image_size % v.patch_size != 0 {
-            return Err(format!("image size {image_size} is not a multiple of patch size {}", v.patch_size));
         }
         if t.context_length < 2 {
             return Err(format!("context_length {} leaves no room for a text", t.context_length));
@@ -278,12 +290,53 @@ impl OpenClipConfig {
                 num_attention_heads: v.width / v.head_width,
                 num_channels: 3,
                 image_size,
-                patch_size: v.patch_size,
+                patch_size,
                 hidden_act: act,
                 layer_norm_eps: layer_norm_eps(&v.other)?,
             },
             projection_dim: m.embed_dim,
         })
+    }
+
+    /// The FastViT-MCi tower (MobileCLIP) that `vision_cfg.timm_model_name` names, if it names
+    /// one; an error for one set up otherwise than open_clip's MobileCLIP configs (average
+    /// pooling, timm's classifier head as the projection: `timm_proj: null`).
+    pub fn fastvit_tower(&self) -> Result<Option<&str>, String> {
+        let v = &self.model_cfg.vision_cfg.other;
+        let Some(name) = v.get("timm_model_name").and_then(Value::as_str) else { return Ok(None) };
+        if !crate::models::mobileclip::is_fastvit_mci(name) {
+            return Ok(None);
+        }
+        match v.get("timm_pool") {
+            None => {}
+            Some(p) if p.as_str() == Some("avg") => {}
+            Some(p) => return Err(format!("vision_cfg.timm_pool = {p}: a FastViT tower is read with \"avg\" pooling")),
+        }
+        match v.get("timm_proj") {
+            Some(Value::Null) => Ok(Some(name)),
+            other => Err(format!(
+                "vision_cfg.timm_proj = {}: a FastViT tower is read with timm's head as the projection \
+                 (timm_proj null, as MobileCLIP's configs have it)",
+                other.map_or("absent (open_clip's \"linear\")".to_string(), Value::to_string)
+            )),
+        }
+    }
+
+    /// Whether the text tower attends both ways (`no_causal_mask`: MobileCLIP-S*), and then
+    /// the id open_clip pads every text with to the full context (`pad_id`, 0 by default).
+    pub fn text_bidirectional_pad(&self) -> Result<Option<u32>, String> {
+        let t = &self.model_cfg.text_cfg.other;
+        if !t.get("no_causal_mask").and_then(Value::as_bool).unwrap_or(false) {
+            return Ok(None);
+        }
+        match t.get("pad_id") {
+            None | Some(Value::Null) => Ok(Some(0)),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| format!("text_cfg.pad_id = {v} is not a token id")),
+        }
     }
 
     /// open_clip's inference transform (`image_transform(is_train=False)`) for this model:
@@ -366,6 +419,39 @@ mod tests {
         let clip = bare.to_clip_config(49407).unwrap();
         assert_eq!((clip.vision_config.patch_size, clip.vision_config.hidden_act), (16, HiddenAct::Gelu));
         assert_eq!(bare.processor().unwrap().normalize, Some((OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)));
+    }
+
+    #[test]
+    fn mobileclip_configs_name_a_fastvit_and_a_bidirectional_text_tower() {
+        // open_clip's MobileCLIP-S2.json as apple/MobileCLIP-S2-OpenCLIP carries it.
+        let s2 = r#"{"model_cfg": {"embed_dim": 512, "vision_cfg": {"timm_model_name": "fastvit_mci2",
+            "timm_model_pretrained": false, "timm_pool": "avg", "timm_proj": null, "timm_drop": 0.0,
+            "timm_drop_path": 0.0, "image_size": 256}, "text_cfg": {"context_length": 77, "vocab_size": 49408,
+            "width": 512, "heads": 8, "layers": 12, "no_causal_mask": true}, "custom_text": true},
+            "preprocess_cfg": {"mean": [0, 0, 0], "std": [1, 1, 1], "interpolation": "bilinear",
+            "resize_mode": "shortest"}}"#;
+        let c = parse(s2);
+        assert_eq!(c.fastvit_tower(), Ok(Some("fastvit_mci2")));
+        assert_eq!(c.text_bidirectional_pad(), Ok(Some(0)));
+        let clip = c.to_clip_config(49407).unwrap();
+        assert_eq!((clip.projection_dim, clip.vision_config.image_size, clip.text_config.hidden_size), (512, 256, 512));
+        let p = c.processor().unwrap();
+        assert_eq!((p.resample, p.normalize), (Resample::Bilinear, Some(([0.0; 3], [1.0; 3]))));
+        // A causal text tower (MobileCLIP-B's setting) pads as CLIP does.
+        assert_eq!(
+            parse(&s2.replace("\"no_causal_mask\": true", "\"no_causal_mask\": false")).text_bidirectional_pad(),
+            Ok(None)
+        );
+        // open_clip's default timm_proj adds a projection after the head: not what was checked.
+        let err = parse(&s2.replace("\"timm_proj\": null,", "")).fastvit_tower().unwrap_err();
+        assert!(err.contains("timm_proj"), "{err}");
+        // MobileCLIP-B's tower is a timm ViT with a convolutional stem: refused by name.
+        let b = parse(&s2.replace("fastvit_mci2", "vit_base_mci_224"));
+        assert_eq!(b.fastvit_tower(), Ok(None));
+        assert!(b.to_clip_config(49407).unwrap_err().contains("vit_base_mci_224"));
+        // A padding mask is not what open_clip's MobileCLIPs run.
+        let masked = parse(&s2.replace("\"no_causal_mask\": true", "\"no_causal_mask\": true, \"use_pad_mask\": true"));
+        assert!(masked.to_clip_config(49407).unwrap_err().contains("use_pad_mask"));
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! centre crop, `preprocess_cfg`'s mean, std, filter and resize mode), and its tokenizer is
 //! the CLIP BPE at the config's context length, after open_clip's text cleaning (`clean`).
 //!
+//! A MobileCLIP is an OpenCLIP checkpoint whose image tower is timm's FastViT-MCi: it is built
+//! by [`crate::models::mobileclip`] and paired with the CLIP text tower (bidirectional where
+//! the config says `no_causal_mask`).
+//!
 //! [`crate::models::clip::ClipEmbedder`] loads a folder or hub id through here when it has an
 //! `open_clip_config.json` and no `config.json`.
 
@@ -18,8 +22,10 @@ use candle_nn::VarBuilder;
 
 pub use config::{ModelCfg, OpenClipConfig, PreprocessCfg, TextCfg, VisionCfg};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, first_line};
 use crate::models::clip::{ClipConfig, ClipTokenizer, DEFAULT_CLIP_MODEL};
+use crate::models::mobileclip::FastVit;
+use crate::models::nn::ImageTower;
 use crate::models::preprocess::ImageProcessor;
 use crate::models::source::{ModelRepo, repo_weights_named};
 
@@ -39,6 +45,12 @@ pub struct OpenClipParts {
     pub tokenizer: ClipTokenizer,
     /// open_clip's inference preprocessing.
     pub processor: ImageProcessor,
+    /// A MobileCLIP's FastViT image tower, built from its weights; `None` for a ViT, which
+    /// the CLIP towers build from `config`.
+    pub image_tower: Option<Box<dyn ImageTower>>,
+    /// For a bidirectional text tower (`no_causal_mask`), the id texts are padded with to
+    /// the full context.
+    pub text_bidirectional_pad: Option<u32>,
 }
 
 impl OpenClipParts {
@@ -69,9 +81,33 @@ impl OpenClipParts {
             )));
         }
         let processor = parsed.processor().map_err(bad)?;
-        let weights =
-            names::OpenClipNames::new(repo_weights_named(repo, &OPEN_CLIP_WEIGHTS, device)?).into_var_builder();
-        Ok(OpenClipParts { config, weights, tokenizer, processor })
+        let text_bidirectional_pad = parsed.text_bidirectional_pad().map_err(bad)?;
+        let raw = repo_weights_named(repo, &OPEN_CLIP_WEIGHTS, device)?;
+        let image_tower: Option<Box<dyn ImageTower>> = match parsed.fastvit_tower().map_err(bad)? {
+            None => None,
+            Some(tower) => {
+                let built = FastVit::load(&raw.pp("visual.trunk")).map_err(|e| {
+                    Error::model(
+                        name,
+                        format!(
+                            "the {tower} image tower's weights (visual.trunk.*) do not load ({}); is this a complete \
+                             MobileCLIP checkpoint in open_clip's layout?",
+                            first_line(&e)
+                        ),
+                    )
+                })?;
+                if built.embed_dim() != config.projection_dim {
+                    return Err(bad(format!(
+                        "the image tower embeds in {} dimensions, embed_dim says {}",
+                        built.embed_dim(),
+                        config.projection_dim
+                    )));
+                }
+                Some(Box::new(built))
+            }
+        };
+        let weights = names::OpenClipNames::new(raw).into_var_builder();
+        Ok(OpenClipParts { config, weights, tokenizer, processor, image_tower, text_bidirectional_pad })
     }
 }
 

@@ -71,6 +71,9 @@ pub struct Gazetteer {
     /// index).
     country_alternates: Vec<Box<str>>,
     regions: Vec<(u16, Box<str>)>,
+    /// `|`-separated other names of each region (its ISO 3166-2 name and translations; read
+    /// only to build the name index).
+    region_alternates: Vec<Box<str>>,
     cities: Vec<City>,
     tree: KdTree,
     names: OnceLock<HashMap<String, Vec<Named>>>,
@@ -179,6 +182,7 @@ impl Gazetteer {
         let mut country_alternates: Vec<Box<str>> = Vec::new();
         let mut country_of: HashMap<&str, u16> = HashMap::new();
         let mut regions: Vec<(u16, Box<str>)> = Vec::new();
+        let mut region_alternates: Vec<Box<str>> = Vec::new();
         let mut region_of: HashMap<(u16, &str), u32> = HashMap::new();
         let mut cities = Vec::with_capacity(171_000);
         for (n, line) in lines.enumerate() {
@@ -190,10 +194,12 @@ impl Gazetteer {
                     countries.push(((*code).into(), (*name).into()));
                     country_alternates.push(rest.first().copied().unwrap_or_default().into());
                 }
-                ["R", code, admin1, name] => {
+                // Data from before the regions' other names has four fields here.
+                ["R", code, admin1, name, rest @ ..] if rest.len() <= 1 => {
                     let country = *country_of.get(code).ok_or_else(bad)?;
                     region_of.insert((country, admin1), regions.len() as u32);
                     regions.push((country, (*name).into()));
+                    region_alternates.push(rest.first().copied().unwrap_or_default().into());
                 }
                 ["P", id, lat, lon, code, admin1, name, alternates] => {
                     let country = *country_of.get(code).ok_or_else(bad)?;
@@ -216,6 +222,7 @@ impl Gazetteer {
             countries,
             country_alternates,
             regions,
+            region_alternates,
             cities,
             tree,
             names: OnceLock::new(),
@@ -260,8 +267,8 @@ impl Gazetteer {
         })
     }
 
-    /// The places a name stands for (any of a city's names, a region's name, or any of a
-    /// country's names, folded; a country also by its two-letter code); empty when it names
+    /// The places a name stands for (any of a city's names, any of a region's names, or any of
+    /// a country's names, folded; a country also by its two-letter code); empty when it names
     /// nothing.
     pub fn resolve(&self, name: &str) -> Arc<PlaceMatch> {
         let key = fold(name);
@@ -351,6 +358,9 @@ impl Gazetteer {
             }
             for (i, (_, name)) in self.regions.iter().enumerate() {
                 add(name, Named::Region(i as u32));
+                for a in self.region_alternates[i].split('|').filter(|a| !a.is_empty()) {
+                    add(a, Named::Region(i as u32));
+                }
             }
             for (i, c) in self.cities.iter().enumerate() {
                 add(&c.name, Named::City(i as u32));
@@ -435,6 +445,43 @@ mod tests {
         assert_eq!(fold("Kraków"), "krakow");
         assert_eq!(fold("Łódź"), "lodz");
         assert_eq!(fold("ミュンヘン"), "ミュンヘン");
+    }
+
+    /// Regions by their ISO 3166-2 names and translations; a name of a region and of a town
+    /// elsewhere names both, as two towns of one name do.
+    #[test]
+    fn regions_are_named_in_other_languages() {
+        let g = gazetteer().unwrap();
+        let regions = |name: &str| -> Vec<String> {
+            g.resolve(name).regions.iter().map(|&r| g.regions[r as usize].1.to_string()).collect()
+        };
+        for name in ["Bavaria", "Bayern", "Baviera", "巴伐利亚", "Bavière", "BAYERN"] {
+            assert_eq!(regions(name), ["Bavaria"], "{name}");
+        }
+        assert_eq!(regions("Cataluña"), ["Catalonia"]);
+        assert_eq!(regions("Catalunya"), ["Catalonia"]);
+        let tirolo = g.resolve("Tirolo");
+        assert_eq!(regions("Tirolo"), ["Tyrol"]);
+        let towns: Vec<(&str, &str)> = tirolo
+            .cities
+            .iter()
+            .map(|&i| (&*g.cities[i as usize].name, &*g.countries[usize::from(g.cities[i as usize].country)].0))
+            .collect();
+        assert_eq!(towns, [("Tirolo", "IT")]);
+    }
+
+    /// Data written before regions had other names (R lines of four fields) still reads.
+    #[test]
+    fn region_lines_without_other_names_read() {
+        use std::io::Write;
+        let text = "#clipdex places 1\tsource\nC\tDE\tGermany\tDeutschland\nR\tDE\t02\tBavaria\n\
+                    P\t2867714\t48.1374\t11.5755\tDE\t02\tMunich\tMünchen\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text.as_bytes()).unwrap();
+        let g = Gazetteer::parse(&gz.finish().unwrap()).unwrap();
+        assert_eq!(g.place_at(48.14, 11.58).unwrap().region.as_deref(), Some("Bavaria"));
+        assert_eq!(g.resolve("Bavaria").regions, [0]);
+        assert!(g.resolve("Bayern").is_empty());
     }
 
     #[test]

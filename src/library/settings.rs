@@ -127,7 +127,14 @@ fn checked_face_model(value: &str) -> Result<String> {
     if value == "none" {
         return Ok(value.to_string());
     }
-    let detector = std::path::Path::new(value).join(crate::models::faces::DETECTOR_FILE);
+    let (blazeface, dir) = crate::models::faces::detector_spec(value);
+    if let Some(file) = blazeface.filter(|f| !std::path::Path::new(dir).join(f).is_file()) {
+        return Err(Error::Invalid(format!(
+            "{dir} holds no {file}: a BlazeFace face model is a folder of dlib's face models that holds \
+             MediaPipe's .tflite files too (tools/fetch_blazeface_models.sh fetches them)"
+        )));
+    }
+    let detector = std::path::Path::new(dir).join(crate::models::faces::DETECTOR_FILE);
     if !detector.is_file() {
         return Err(Error::Invalid(format!(
             "{value} holds no {}: the face model is a folder of dlib's face models \
@@ -135,7 +142,10 @@ fn checked_face_model(value: &str) -> Result<String> {
             crate::models::faces::DETECTOR_FILE
         )));
     }
-    Ok(canonical_spec(value))
+    Ok(match value.split_once(':').filter(|_| blazeface.is_some()) {
+        Some((detector, _)) => format!("{detector}:{}", canonical_spec(dir)),
+        None => canonical_spec(value),
+    })
 }
 
 impl Settings {

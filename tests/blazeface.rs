@@ -290,3 +290,22 @@ fn a_blazeface_spec_opens_both_models_from_one_folder() {
     let err = FaceModel::open(&format!("blazeface:{dir}")).err().expect("refused").to_string();
     assert!(err.contains(SHORT_RANGE_FILE), "{err}");
 }
+
+/// The library records `blazeface:DIR` as its face model once DIR holds both dlib's detector and
+/// the .tflite file (the folder part made canonical, the detector part kept), and refuses it,
+/// naming the missing file, before.
+#[test]
+fn the_library_records_a_blazeface_face_model() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(clipdex::models::faces::DETECTOR_FILE), b"x").unwrap();
+    let spec = format!("blazeface:{}", dir.path().display());
+    let mut settings = clipdex::library::Settings::default();
+    let refused = settings.set("face_model", Some(&spec)).unwrap_err().to_string();
+    assert!(refused.contains(SHORT_RANGE_FILE), "{refused}");
+    std::fs::write(dir.path().join(SHORT_RANGE_FILE), b"x").unwrap();
+    settings.set("face_model", Some(&spec)).unwrap();
+    let canonical = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(settings.face_model_dir(), Some(format!("blazeface:{}", canonical.display()).as_str()));
+    let refused = settings.set("face_model", Some(&format!("blazeface-full:{}", dir.path().display()))).unwrap_err();
+    assert!(refused.to_string().contains(FULL_RANGE_FILE), "{refused}");
+}

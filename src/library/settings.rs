@@ -84,7 +84,10 @@ pub const SETTING_NAMES: &[(&str, &str)] = &[
     ("itm_model", "BLIP image-text matching model (match, re-ranking)"),
     ("seg_model", "CLIPSeg model (segment, crop search, where in a photo)"),
     ("ocr_model", "PP-OCR model folder (ocr)"),
-    ("face_model", "folder of dlib's face models: faces found in the background and grouped into people, or none"),
+    (
+        "face_model",
+        "folder of dlib's face models (blazeface:DIR: BlazeFace finds the faces): faces found in the background and grouped into people, or none",
+    ),
     ("precision", "arithmetic of the models' linear layers: f32, bf16, int8 or auto"),
     ("background_jobs", "whether the server indexes, follows the folders and runs passes in the background: on or off"),
     ("duplicates_folder", "folder outside the library where the web UI moves the duplicates it is told to move out"),

@@ -367,7 +367,7 @@ mod tests {
         let x = (0.1 * 0.6 + 0.0 * 0.9) / 1.5;
         assert!((out[0].bbox[0] - x).abs() < 1e-6 && (out[0].bbox[2] - 1.0).abs() < 1e-6);
         assert!((out[0].keypoints[3][0] - x).abs() < 1e-6);
-        assert_eq!(out[1].bbox[0], 5.0);
+        assert!((out[1].bbox[0] - 5.0).abs() < 1e-5, "{:?}", out[1].bbox);
     }
 
     #[test]
@@ -376,6 +376,6 @@ mod tests {
         let (t, pad) = letterbox(&photo, 128);
         assert_eq!(pad, [0.0, 0.25, 0.0, 0.25]);
         assert_eq!(t[0], -1.0);
-        assert_eq!(t[(64 * 128 + 64) * 3], 1.0);
+        assert!((t[(64 * 128 + 64) * 3] - 1.0).abs() < 1e-6);
     }
 }

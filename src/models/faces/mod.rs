@@ -306,8 +306,8 @@ fn dlib_rect(d: &BlazeFaceDetection, range: BlazeFaceRange) -> Rect {
     let [x, y, w, h] = d.bbox;
     let side = w.max(h) * scale;
     let (cx, cy) = (x + w / 2.0 + dx * w, y + h / 2.0 + dy * w);
-    let left = (cx - side / 2.0).round() as i64;
-    let top = (cy - side / 2.0).round() as i64;
-    let n = side.round().max(1.0) as i64;
+    // Bounded, so that nonsense from an altered model cannot overflow the corners.
+    let bound = |v: f32| if v.is_finite() { v.round().clamp(-1e7, 1e7) as i64 } else { 0 };
+    let (left, top, n) = (bound(cx - side / 2.0), bound(cy - side / 2.0), bound(side).max(1));
     Rect { left, top, right: left + n - 1, bottom: top + n - 1 }
 }

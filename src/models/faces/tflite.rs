@@ -80,7 +80,7 @@ impl<'a> Fb<'a> {
         }
         let vt = vt as usize;
         let vt_len = self.u16_at(vt)? as usize;
-        if vt_len < 4 || vt_len % 2 != 0 {
+        if vt_len < 4 || !vt_len.is_multiple_of(2) {
             return Err(self.error("a malformed vtable", vt));
         }
         self.bytes(vt, vt_len)?;
@@ -318,10 +318,12 @@ impl TfliteModel {
             if fb.field(t, 6)?.is_some() {
                 return Err(unsupported(format!("tensor {name:?} is sparse")));
             }
-            if let Some(q) = fb.table_field(t, 4)? {
-                if fb.vector(q, 2, 4)?.is_some_and(|(_, n)| n > 0) && dtype != 1 && dtype != 0 {
-                    return Err(unsupported(format!("tensor {name:?} is int8/uint8 quantised")));
-                }
+            if let Some(q) = fb.table_field(t, 4)?
+                && fb.vector(q, 2, 4)?.is_some_and(|(_, n)| n > 0)
+                && dtype != 1
+                && dtype != 0
+            {
+                return Err(unsupported(format!("tensor {name:?} is int8/uint8 quantised")));
             }
             let buffer = fb.i32_field(t, 2, 0)? as u32 as usize;
             let data = match buffer {
@@ -498,11 +500,11 @@ impl TfliteModel {
     fn fold_constants(&mut self) -> Result<()> {
         let ops = std::mem::take(&mut self.ops);
         for op in ops {
-            if op.kind == OpKind::Dequantize {
-                if let Some(Some(c)) = op.inputs[0].map(|i| self.constants[i].clone()) {
-                    self.constants[op.outputs[0]] = Some(c);
-                    continue;
-                }
+            if op.kind == OpKind::Dequantize
+                && let Some(Some(c)) = op.inputs[0].map(|i| self.constants[i].clone())
+            {
+                self.constants[op.outputs[0]] = Some(c);
+                continue;
             }
             self.ops.push(op);
         }
@@ -629,6 +631,9 @@ impl TfliteModel {
                     ((oh - 1) * window.stride.0 + eff(kh, window.dilation.0)).saturating_sub(h + pt),
                     ((ow - 1) * window.stride.1 + eff(kw, window.dilation.1)).saturating_sub(wd + pl),
                 );
+                // The padded input and candle's unfolded patches stay within the bound too.
+                self.count(&[n, h + pt + pb, wd + pl + pr, c])?;
+                self.count(&[n, oh, ow, kh * kw * if depthwise { 1 } else { wi }])?;
                 let cpu = &candle_core::Device::Cpu;
                 let input = candle_core::Tensor::from_slice(self.floats(x)?, (n, h, wd, c), cpu)?
                     .permute((0, 3, 1, 2))?
@@ -743,7 +748,7 @@ impl TfliteModel {
                 let unknown = target.iter().filter(|&&d| d < 0).count();
                 let shape: Vec<usize> = target
                     .iter()
-                    .map(|&d| if d < 0 { if known == 0 { 0 } else { count / known } } else { d as usize })
+                    .map(|&d| if d < 0 { count.checked_div(known).unwrap_or(0) } else { d as usize })
                     .collect();
                 if unknown > 1 || shape.iter().product::<usize>() != count {
                     return Err(self.error(format!("RESHAPE of {:?} to {target:?}", x.shape)));

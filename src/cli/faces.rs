@@ -26,8 +26,10 @@ pub struct FacesArgs {
     /// shape_predictor_5_face_landmarks.dat and dlib_face_recognition_resnet_model_v1.dat
     /// (`clipdex models download faces` fetches them into the folder used by default), a folder
     /// with InsightFace's det_10g.onnx and w600k_r50.onnx (buffalo_l; non-commercial use only),
-    /// or `none` to find nothing.
-    #[arg(long, value_name = "DIR|none", env = "CLIPDEX_FACE_MODEL")]
+    /// or `none` to find nothing. `blazeface:DIR` (or `blazeface-full:DIR`) finds the faces with
+    /// MediaPipe's BlazeFace, whose .tflite file is in DIR too, and describes them with dlib's
+    /// landmarks and embedding (tools/fetch_blazeface_models.sh fetches it).
+    #[arg(long, value_name = "DIR|blazeface:DIR|none", env = "CLIPDEX_FACE_MODEL")]
     pub face_model: Option<String>,
     /// Ignore faces smaller than this many pixels on the long side of their box.
     #[arg(long, default_value_t = 40, value_name = "PX")]
@@ -50,7 +52,7 @@ pub fn run(g: &GlobalOptions, args: &FacesArgs) -> anyhow::Result<ExitCode> {
     let model = if spec == "none" {
         None
     } else {
-        let mut model = FaceModel::load(std::path::Path::new(spec))?;
+        let mut model = FaceModel::open(spec)?;
         model.set_options(FaceOptions { min_face: args.min_face, ..FaceOptions::default() });
         Some(model)
     };

@@ -11,7 +11,6 @@
 //! after each photo, so a kill loses none that was looked at. New faces join
 //! persons after every [`PLACE_EVERY`] images, so people appear while a long pass runs.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use super::Library;
@@ -49,7 +48,7 @@ impl Library {
             return Ok(Some(finder.clone()));
         }
         let Some(dir) = wanted else { return Ok(None) };
-        let finder: Arc<dyn FaceFinder> = Arc::new(crate::models::faces::FaceModel::load(Path::new(&dir))?);
+        let finder: Arc<dyn FaceFinder> = Arc::new(crate::models::faces::FaceModel::open(&dir)?);
         *self.face_finder.write().unwrap_or_else(|e| e.into_inner()) = Some((Some(dir), finder.clone()));
         Ok(Some(finder))
     }

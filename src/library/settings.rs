@@ -84,7 +84,10 @@ pub const SETTING_NAMES: &[(&str, &str)] = &[
     ("itm_model", "BLIP image-text matching model (match, re-ranking)"),
     ("seg_model", "CLIPSeg model (segment, crop search, where in a photo)"),
     ("ocr_model", "PP-OCR model folder (ocr)"),
-    ("face_model", "folder of dlib's face models: faces found in the background and grouped into people, or none"),
+    (
+        "face_model",
+        "folder of dlib's face models (blazeface:DIR: BlazeFace finds the faces): faces found in the background and grouped into people, or none",
+    ),
     ("precision", "arithmetic of the models' linear layers: f32, bf16, int8 or auto"),
     ("background_jobs", "whether the server indexes, follows the folders and runs passes in the background: on or off"),
     ("duplicates_folder", "folder outside the library where the web UI moves the duplicates it is told to move out"),
@@ -128,8 +131,16 @@ fn checked_face_model(value: &str) -> Result<String> {
     if value == "none" {
         return Ok(value.to_string());
     }
-    let detector = std::path::Path::new(value).join(crate::models::faces::DETECTOR_FILE);
-    if !detector.is_file() && !crate::models::faces::insight::is_insight_dir(std::path::Path::new(value)) {
+    let (blazeface, dir) = crate::models::faces::detector_spec(value);
+    if let Some(file) = blazeface.filter(|f| !std::path::Path::new(dir).join(f).is_file()) {
+        return Err(Error::Invalid(format!(
+            "{dir} holds no {file}: a BlazeFace face model is a folder of dlib's face models that holds \
+             MediaPipe's .tflite files too (tools/fetch_blazeface_models.sh fetches them)"
+        )));
+    }
+    let detector = std::path::Path::new(dir).join(crate::models::faces::DETECTOR_FILE);
+    let insight = crate::models::faces::insight::is_insight_dir(std::path::Path::new(dir));
+    if !detector.is_file() && (blazeface.is_some() || !insight) {
         return Err(Error::Invalid(format!(
             "{value} holds no {} nor {}: the face model is a folder of dlib's face models \
              (tools/fetch_face_models.sh fetches them), InsightFace's buffalo_l, or none",
@@ -137,7 +148,10 @@ fn checked_face_model(value: &str) -> Result<String> {
             crate::models::faces::insight::DETECTOR_FILE
         )));
     }
-    Ok(canonical_spec(value))
+    Ok(match value.split_once(':').filter(|_| blazeface.is_some()) {
+        Some((detector, _)) => format!("{detector}:{}", canonical_spec(dir)),
+        None => canonical_spec(value),
+    })
 }
 
 impl Settings {

@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod blazeface;
 mod chip;
 mod detector;
 mod dlib_format;
@@ -36,14 +37,18 @@ pub mod insight;
 mod landmarks;
 mod resample;
 mod resnet;
+mod tflite;
 mod tiles;
 
 use std::path::Path;
 
 use image::RgbImage;
 
+pub use blazeface::{BlazeFace, BlazeFaceDetection, BlazeFaceRange, FULL_RANGE_FILE, SHORT_RANGE_FILE};
+
 use crate::error::{Error, Result};
-use detector::{Budget, Detector};
+use detector::{Budget, Detection, Detector};
+use landmarks::Rect;
 use landmarks::ShapePredictor;
 use resnet::FaceEmbedder;
 
@@ -146,6 +151,8 @@ pub struct FaceModel {
     id: String,
     engine: Engine,
     options: FaceOptions,
+    /// When set, BlazeFace finds the faces in place of dlib's detector.
+    blazeface: Option<BlazeFace>,
 }
 
 impl FaceModel {
@@ -155,7 +162,12 @@ impl FaceModel {
     pub fn load(dir: &Path) -> Result<Self> {
         if insight::is_insight_dir(dir) {
             let (faces, id) = insight::InsightFaces::load(dir)?;
-            return Ok(Self { id, engine: Engine::Insight(Box::new(faces)), options: FaceOptions::default() });
+            return Ok(Self {
+                id,
+                engine: Engine::Insight(Box::new(faces)),
+                options: FaceOptions::default(),
+                blazeface: None,
+            });
         }
         let read = |name: &str| {
             let path = dir.join(name);
@@ -186,7 +198,7 @@ impl FaceModel {
         }
         let embedder = FaceEmbedder::read(&emb, &named(EMBEDDING_FILE))?;
         let engine = Engine::Dlib(Box::new(DlibFaces { detector, predictor, embedder }));
-        Ok(Self { id, engine, options: FaceOptions::default() })
+        Ok(Self { id, engine, options: FaceOptions::default(), blazeface: None })
     }
 
     /// What the embeddings are (and so how far apart one person's faces lie).
@@ -195,6 +207,37 @@ impl FaceModel {
             Engine::Dlib(_) => EmbeddingKind::Dlib,
             Engine::Insight(_) => EmbeddingKind::ArcFace,
         }
+    }
+
+    /// Opens a face-model spec: `DIR` (dlib's three files, dlib's detector, or InsightFace's
+    /// pair), or `blazeface:DIR` / `blazeface-full:DIR` (MediaPipe's short- or full-range
+    /// BlazeFace, whose `.tflite` file must be in DIR too, finds the faces; dlib's landmarks and
+    /// embedding describe them, so that people and grouping work the same).
+    pub fn open(spec: &str) -> Result<Self> {
+        let (file, dir) = detector_spec(spec);
+        let model = Self::load(Path::new(dir))?;
+        match file {
+            None => Ok(model),
+            Some(_) if !matches!(model.engine, Engine::Dlib(_)) => Err(Error::Model {
+                model: dir.to_string(),
+                reason: "BlazeFace finds faces for dlib's landmarks and embedding, and this folder holds \
+                         InsightFace's models, which find their own: give the folder without `blazeface:`"
+                    .into(),
+            }),
+            Some(file) => Ok(model.with_blazeface(BlazeFace::load(&Path::new(dir).join(file))?)),
+        }
+    }
+
+    /// Lets `detector` find the faces in place of dlib's detector (boxes moved to where dlib
+    /// puts them, for the landmarks); the id changes with it, so a library finds faces again.
+    pub fn with_blazeface(mut self, detector: BlazeFace) -> Self {
+        let range = match detector.range() {
+            BlazeFaceRange::Short => "blazeface",
+            BlazeFaceRange::Full => "blazeface-full",
+        };
+        self.id = format!("{range}:{}+{}", detector.id(), self.id);
+        self.blazeface = Some(detector);
+        self
     }
 
     /// Which models these are: changes whenever any of the three files changes.
@@ -279,9 +322,20 @@ impl FaceModel {
     fn scan_dlib(&self, dlib: &DlibFaces, photo: &RgbImage, stop: &dyn Fn() -> bool) -> Result<Option<FaceScan>> {
         let o = self.options;
         let budget = Budget { max_pixels: o.max_pixels.max(4), max_candidates: o.max_candidates.max(1) };
-        let Some((detections, search)) =
-            tiles::detect_tiled(&dlib.detector, photo, budget, (o.min_face, o.max_tiles), stop)?
-        else {
+        let found = match &self.blazeface {
+            Some(blazeface) if !stop() => {
+                let mut found: Vec<_> = blazeface
+                    .detect(photo)?
+                    .iter()
+                    .map(|d| Detection { rect: dlib_rect(d, blazeface.range()), score: d.score })
+                    .collect();
+                found.truncate(budget.max_candidates);
+                Some((found, tiles::TiledSearch::default()))
+            }
+            Some(_) => None,
+            None => tiles::detect_tiled(&dlib.detector, photo, budget, (o.min_face, o.max_tiles), stop)?,
+        };
+        let Some((detections, search)) = found else {
             return Ok(None);
         };
         let mut kept: Vec<_> = detections
@@ -336,4 +390,33 @@ impl FaceModel {
             incomplete: search.incomplete,
         }))
     }
+}
+
+/// A face-model spec's BlazeFace file (`None`: dlib's detector) and its folder:
+/// `blazeface:DIR` and `blazeface-full:DIR` name BlazeFace, a plain `DIR` dlib's detector.
+pub fn detector_spec(spec: &str) -> (Option<&'static str>, &str) {
+    match spec.split_once(':') {
+        Some(("blazeface", dir)) => (Some(SHORT_RANGE_FILE), dir),
+        Some(("blazeface-full", dir)) => (Some(FULL_RANGE_FILE), dir),
+        _ => (None, spec),
+    }
+}
+
+/// Where dlib's detector puts its box on a face BlazeFace found: dlib's 5-point landmark model
+/// starts from its own detector's boxes. Measured on the 51 faces of the face-cluster set
+/// (tools/make_blazeface_goldens.py against set.json): relative to BlazeFace's box of width w,
+/// dlib's is 0.985 w (short range; 0.913 w full range) wide, its centre 0.044 w (0.038 w) to
+/// the left and 0.105 w (0.052 w) higher.
+fn dlib_rect(d: &BlazeFaceDetection, range: BlazeFaceRange) -> Rect {
+    let (scale, dx, dy) = match range {
+        BlazeFaceRange::Short => (0.985, -0.044, -0.105),
+        BlazeFaceRange::Full => (0.913, -0.038, -0.052),
+    };
+    let [x, y, w, h] = d.bbox;
+    let side = w.max(h) * scale;
+    let (cx, cy) = (x + w / 2.0 + dx * w, y + h / 2.0 + dy * w);
+    // Bounded, so that nonsense from an altered model cannot overflow the corners.
+    let bound = |v: f32| if v.is_finite() { v.round().clamp(-1e7, 1e7) as i64 } else { 0 };
+    let (left, top, n) = (bound(cx - side / 2.0), bound(cy - side / 2.0), bound(side).max(1));
+    Rect { left, top, right: left + n - 1, bottom: top + n - 1 }
 }

@@ -185,3 +185,82 @@ fn a_damaged_or_old_index_is_rebuilt() {
     assert_eq!(answers(db.as_os_str()), before, "old version");
     assert_eq!(std::fs::read_to_string(index.join("clipdex-version")).unwrap(), clipdex::query::text_index::VERSION);
 }
+
+/// One answer over HTTP: (file name, score, snippet) of each result, best first.
+fn http_answer(agent: &ureq::Agent, url: &str, query: &str) -> Vec<(String, f64, String)> {
+    let response = agent
+        .get(&format!("{url}/api/search"))
+        .query("q", query)
+        .query("in", "text")
+        .query("k", "50")
+        .call()
+        .unwrap_or_else(|e| panic!("search {query}: {e}"));
+    let body: Value = response.into_json().unwrap();
+    body["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("search {query}: {body}"))
+        .iter()
+        .map(|r| {
+            let name = Path::new(r["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+            (name, r["score"].as_f64().unwrap(), r["text"]["snippet"].as_str().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+/// `serve` answers text searches over HTTP while its background pass reads the photos' text
+/// and writes each into the index: every answer is a success, holds only photos whose stored
+/// text matches (with that text's snippet), and the answer once the pass is over equals an
+/// index rebuilt from the store.
+#[test]
+fn serve_answers_text_searches_while_a_pass_writes() {
+    let Some(models) = common::ocr_models("v6") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let db = library(tmp.path(), 6);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clipdex"));
+    command
+        .arg("--db")
+        .arg(&db)
+        .args(["--model", fixtures().join("clip-tiny-p32").to_str().unwrap()])
+        .args(["serve", "--bind", "127.0.0.1:0", "--ocr-model", models.to_str().unwrap()])
+        .env_remove("CLIPDEX_OCR_MODEL")
+        .env_remove("CLIPDEX_CRASH_AT");
+    let (server, url) = common::start_server(command);
+    let agent = ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(120)).build();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let mut seen: Vec<Vec<Vec<(String, f64, String)>>> = Vec::new();
+    let passed = |agent: &ureq::Agent| {
+        let status: Value = agent.get(&format!("{url}/api/status")).call().unwrap().into_json().unwrap();
+        // Thumbnails come after the text pass.
+        !status["stages"]["thumbnails"].is_null()
+    };
+    loop {
+        let over = passed(&agent);
+        seen.push(QUERIES.iter().map(|q| http_answer(&agent, &url, q)).collect());
+        if over {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the text pass did not finish in 10 minutes");
+    }
+    drop(server);
+    let last = seen.last().unwrap().clone();
+    let rebuilt = assert_answers_as_a_rebuild(&db, "after serving");
+    for ((q, a), b) in QUERIES.iter().zip(&last).zip(&rebuilt) {
+        let names = |x: &Vec<(String, f64, String)>| x.iter().map(|h| (h.0.clone(), h.2.clone())).collect::<Vec<_>>();
+        assert_eq!(names(a), names(b), "the last answer over HTTP: query {q}");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x.1 - y.1).abs() <= 1e-4 * y.1.abs().max(1.0), "query {q}: {x:?} {y:?}");
+        }
+    }
+    for (round, answers) in seen.iter().enumerate() {
+        for ((q, answer), full) in QUERIES.iter().zip(answers).zip(&rebuilt) {
+            for hit in answer {
+                assert!(
+                    full.iter().any(|h| h.0 == hit.0 && h.2 == hit.2),
+                    "round {round}, query {q}: {hit:?} is not among the stored texts' matches {full:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(rebuilt[0].first().map(|h| h.0.as_str()), Some("receipt.png"), "{rebuilt:?}");
+    eprintln!("{} rounds of {} searches while the pass wrote", seen.len(), QUERIES.len());
+}

@@ -4,7 +4,10 @@ Makes two 4000x3000 JPEGs in OUT (default /tmp/ocr-bench): the astronaut fixture
 text and with the receipt fixture's text pasted in, then times RapidOCR (rapidocr 3.10.0,
 onnxruntime) reading each REPEAT times per model set, after one warm-up run.
 
-    python tools/bench_ocr_rapidocr.py [MODELS_DIR] [OUT] [REPEAT]
+    python tools/bench_ocr_rapidocr.py [MODELS_DIR] [OUT] [REPEAT] [SETS]
+
+SETS: the model sets to time, comma-separated (default v4,v6). tools/bench_ocr_speed.sh runs it
+and then `clipdex ocr` on the same photos, in one go.
 """
 
 import sys
@@ -17,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 models = Path(sys.argv[1]) if len(sys.argv) > 1 else Path.home() / ".cache/clipdex-ci/ocr-models"
 out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("/tmp/ocr-bench")
 repeat = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+chosen = sys.argv[4].split(",") if len(sys.argv) > 4 else ["v4", "v6"]
 out.mkdir(parents=True, exist_ok=True)
 
 photo = Image.open(ROOT / "tests/fixtures/images/astronaut.jpg").convert("RGB").resize((4000, 3000), Image.BICUBIC)
@@ -32,6 +36,8 @@ sets = {
     "v6": ("PP-OCRv6_det_small.onnx", "PP-OCRv6_rec_small.onnx", "ch_ppocr_mobile_v2.0_cls_mobile.onnx"),
 }
 for name, (det, rec, cls) in sets.items():
+    if name not in chosen:
+        continue
     engine = RapidOCR(params={"Det.model_path": str(models / name / det), "Rec.model_path": str(models / name / rec),
                               "Cls.model_path": str(models / name / cls), "Global.log_level": "error"})
     for img in ("photo-12mp.jpg", "text-12mp.jpg"):

@@ -254,7 +254,7 @@ impl Library {
 
     /// Stores the caption of `id` (`false`: refused) and applies it to the cached full-text
     /// index.
-    fn write_caption(&self, id: ImageId, caption: &StoredCaption) -> Result<bool> {
+    pub(super) fn write_caption(&self, id: ImageId, caption: &StoredCaption) -> Result<bool> {
         self.write_full_text(Field::Caption, id, Some(&caption.text), || self.store.set_caption(id, caption))
     }
 

@@ -269,7 +269,7 @@ impl Library {
 
     /// Stores the text read in `id` (refused, `false`, when the photo's content changed
     /// meanwhile) and applies it to the cached full-text index.
-    fn write_text(&self, id: ImageId, text: &StoredText) -> Result<bool> {
+    pub(super) fn write_text(&self, id: ImageId, text: &StoredText) -> Result<bool> {
         let joined = text.joined();
         self.write_full_text(Field::Text, id, Some(&joined), || self.store.set_text(id, text))
     }

@@ -91,6 +91,21 @@ pub trait TextStore {
         Ok(None)
     }
 
+    /// The images that left the library with their caption or text after the full-text stamp
+    /// `after`: (the stamp each removal moved to, the image), in stamp order. Every stamp a
+    /// removal moved is here until [`Self::forget_full_text_removals`] forgets it; the others
+    /// were moved by captions and texts written.
+    fn full_text_removals(&self, after: u64) -> Result<Vec<(u64, ImageId)>> {
+        let _ = after;
+        Ok(Vec::new())
+    }
+
+    /// Forgets the removals up to the stamp `upto` (an index holding `upto` has applied them).
+    fn forget_full_text_removals(&self, upto: u64) -> Result<()> {
+        let _ = upto;
+        Ok(())
+    }
+
     /// The backend's own full-text search of photo text and captions, when it has one
     /// (PostgreSQL): the best `limit` images for the normalised `terms` (see
     /// [`crate::text_terms`]), and for the words of `near` also photos whose text holds a

@@ -125,6 +125,8 @@ struct Tx<'a> {
     frames: &'a TransactionalTree,
     texts: &'a TransactionalTree,
     faces: &'a TransactionalTree,
+    /// Settings and counters; here for the full-text stamp (see [`texts::journal_full_text_removal`]).
+    meta: &'a TransactionalTree,
     /// The current vector generation (the frames' keys start with it).
     generation: u32,
 }
@@ -153,8 +155,11 @@ fn tx_unlink(t: &Tx, path: &Path) -> TxResult<Option<PathEntry>> {
         tx_set_frames(t.frames, t.generation, entry.id, None)?;
         tx_set_frames(t.frames, t.generation + 1, entry.id, None)?;
         tags::tx_clear(t.tags, t.tag_index, entry.id)?;
-        t.captions.remove(&key)?;
-        t.texts.remove(&key)?;
+        let had_caption = t.captions.remove(&key)?.is_some();
+        let had_text = t.texts.remove(&key)?.is_some();
+        if had_caption || had_text {
+            texts::journal_full_text_removal(t.meta, entry.id)?;
+        }
         t.faces.remove(&key)?;
     } else {
         refs.insert(&key, &(count - 1).to_be_bytes())?;
@@ -295,7 +300,8 @@ impl SledStore {
 
     fn run_tx<T>(&self, what: &str, f: impl Fn(&Tx) -> TxResult<T>) -> Result<T> {
         let vectors = self.vectors.read().expect("vector trees lock");
-        let trees = (
+        // A slice: sled's tuples of trees stop at 14.
+        let trees: [&Tree; 15] = [
             &self.paths,
             &self.image_paths,
             &self.refs,
@@ -310,10 +316,11 @@ impl SledStore {
             &self.frames,
             &self.texts,
             &self.faces,
-        );
+            &self.meta,
+        ];
         let generation = vectors.generation;
-        let outcome = trees.transaction(
-            |(
+        let outcome = trees[..].transaction(|t| {
+            let [
                 paths,
                 image_paths,
                 refs,
@@ -328,26 +335,30 @@ impl SledStore {
                 frames,
                 texts,
                 faces,
-            )| {
-                f(&Tx {
-                    paths,
-                    image_paths,
-                    refs,
-                    images,
-                    hashes,
-                    vectors,
-                    next_vectors,
-                    failures,
-                    tags,
-                    tag_index,
-                    captions,
-                    frames,
-                    texts,
-                    faces,
-                    generation,
-                })
-            },
-        );
+                meta,
+            ] = &t[..]
+            else {
+                return Err(abort("a transaction over the wrong number of trees"));
+            };
+            f(&Tx {
+                paths,
+                image_paths,
+                refs,
+                images,
+                hashes,
+                vectors,
+                next_vectors,
+                failures,
+                tags,
+                tag_index,
+                captions,
+                frames,
+                texts,
+                faces,
+                meta,
+                generation,
+            })
+        });
         self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         outcome.map_err(|e| match e {
             TransactionError::Abort(msg) => self.err(format!("{what}: {msg}")),

@@ -61,6 +61,26 @@ impl TextStore for SledStore {
         let stamp = self.meta.get(FULL_TEXT_STAMP).map_err(|e| self.err(e))?;
         Ok(Some(stamp.map(|b| be_u64(&b)).unwrap_or(0)))
     }
+
+    fn full_text_removals(&self, after: u64) -> Result<Vec<(u64, ImageId)>> {
+        let start = removal_key(after.saturating_add(1));
+        let mut out = Vec::new();
+        for kv in self.meta.range(start..) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let Some(stamp) = k.strip_prefix(REMOVAL_PREFIX) else { break };
+            out.push((be_u64(stamp), be_u64(&v)));
+        }
+        Ok(out)
+    }
+
+    fn forget_full_text_removals(&self, upto: u64) -> Result<()> {
+        let end = removal_key(upto.saturating_add(1));
+        for k in self.meta.range(removal_key(0)..end).keys() {
+            let k = k.map_err(|e| self.err(e))?;
+            self.meta.remove(k).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
 }
 
 /// The key in `meta` of [`TextStore::full_text_stamp`].
@@ -70,11 +90,32 @@ fn be_u64(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 
-/// Inside a transaction writing a caption or a text: moves the full-text stamp.
+/// The keys in `meta` of the journal of removals ([`TextStore::full_text_removals`]): this
+/// prefix, then the stamp the removal moved to (big-endian, so keys sort by stamp).
+const REMOVAL_PREFIX: &[u8] = b"full_text_removed/";
+
+fn removal_key(stamp: u64) -> Vec<u8> {
+    [REMOVAL_PREFIX, &stamp.to_be_bytes()].concat()
+}
+
+/// Inside a transaction writing a caption or a text: moves the full-text stamp. Returns the
+/// new stamp.
 pub(super) fn bump_full_text_stamp(
     meta: &sled::transaction::TransactionalTree,
+) -> std::result::Result<u64, ConflictableTransactionError<String>> {
+    let stamp = meta.get(FULL_TEXT_STAMP)?.map(|b| be_u64(&b)).unwrap_or(0).wrapping_add(1);
+    meta.insert(FULL_TEXT_STAMP, &stamp.to_be_bytes())?;
+    Ok(stamp)
+}
+
+/// Inside a transaction removing an image that had a caption or a text: moves the full-text
+/// stamp and records which image went at that stamp, so that an index on disk can drop its
+/// documents rather than be rebuilt.
+pub(super) fn journal_full_text_removal(
+    meta: &sled::transaction::TransactionalTree,
+    id: ImageId,
 ) -> std::result::Result<(), ConflictableTransactionError<String>> {
-    let stamp = meta.get(FULL_TEXT_STAMP)?.map(|b| be_u64(&b)).unwrap_or(0);
-    meta.insert(FULL_TEXT_STAMP, &stamp.wrapping_add(1).to_be_bytes())?;
+    let stamp = bump_full_text_stamp(meta)?;
+    meta.insert(removal_key(stamp), &id.to_be_bytes())?;
     Ok(())
 }

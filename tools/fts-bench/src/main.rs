@@ -265,47 +265,80 @@ fn run_tantivy(n: usize) -> tantivy::Result<()> {
     Ok(())
 }
 
+/// Percentiles (50, 90, 99) and the worst of `runs` runs of `f`, in milliseconds (after one
+/// run to warm up), and its result.
+fn percentiles<T>(runs: usize, mut f: impl FnMut() -> T) -> ([f64; 4], T) {
+    let first = f();
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(f());
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let at = |p: f64| times[((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1];
+    ([at(0.5), at(0.9), at(0.99), times[times.len() - 1]], first)
+}
+
+fn folder_bytes(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path).map_or(0, |entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+}
+
+/// Runs per query for the product's percentiles.
+const PRODUCT_RUNS: usize = 50;
+
 /// The product's path: `TextIndex` (src/query/text_index.rs) built in a folder, opened cold,
-/// searched as a library searches (every match ranked), and written one document at a time as
-/// a text pass writes (a commit per photo).
+/// searched as a library searches (every match ranked), written one document at a time as a
+/// text pass writes (a commit per photo), and searched again after 1% of the photos left
+/// the library (segments with deleted documents, whose statistics the index counts itself).
 fn run_product(n: usize) -> error::Result<()> {
     use text_index::TextIndex;
+    let store_err = |e: std::io::Error| error::Error::Store(e.to_string());
     let docs = documents(n);
+    let (_, with_documents) = memory();
     let dir = std::env::temp_dir().join(format!("clipdex-fts-bench-product-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| error::Error::Store(e.to_string()))?;
+    std::fs::create_dir_all(&dir).map_err(store_err)?;
     let path = dir.join("text-index");
     let started = Instant::now();
     let index = TextIndex::build(&path, None, Vec::new(), docs.iter().enumerate().map(|(i, d)| (i as u64, d.clone())))?;
     let build = started.elapsed().as_secs_f64();
-    let disk: u64 = std::fs::read_dir(&path)
-        .map_err(|e| error::Error::Store(e.to_string()))?
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let (peak_build, after_build) = memory();
     println!("product\tdocuments\t{n}");
     println!("product\tbuild s\t{build:.2}");
-    println!("product\tindex on disk MB\t{:.2}", disk as f64 / 1e6);
+    println!("product\tindex on disk MB\t{:.1}", folder_bytes(&path) as f64 / 1e6);
+    println!("product\tRSS with documents MB\t{with_documents:.0}");
+    println!("product\tpeak RSS during build MB\t{peak_build:.0}");
+    println!("product\tRSS after build MB\t{after_build:.0}");
     drop(index);
-    // Cold open: read the metadata, check every file's checksum, open the segments; then the
-    // first query.
+    // Cold open (the page cache is warm: the folder was just written): read the metadata,
+    // check every file's checksum, open the segments; then the first query.
     let started = Instant::now();
     let index = match TextIndex::open(&path, None)? {
         Ok(index) => index,
         Err(stale) => return Err(error::Error::Store(format!("not opened: {stale}"))),
     };
     let open_ms = started.elapsed().as_secs_f64() * 1e3;
+    let (_, after_open) = memory();
     let queries = queries(&docs);
     let started = Instant::now();
     let first = index.rank_text(&TextQuery::parse(&queries[2].1))?.hits.len();
     let first_ms = started.elapsed().as_secs_f64() * 1e3;
-    println!("product\tcold open ms\t{open_ms:.1}");
+    println!("product\topen ms\t{open_ms:.1}");
+    println!("product\tRSS after open MB\t{after_open:.0}");
     println!("product\tfirst query ms\t{first_ms:.1}\t{first}");
-    for (what, q) in &queries {
-        let parsed = TextQuery::parse(q);
-        let (ms, hits) = time(RUNS, || index.rank_text(&parsed).map(|m| m.hits.len()).unwrap_or(0));
-        println!("product\tquery\t{what}\t{q}\t{hits}\t{ms:.2}");
-    }
+    println!("product\tquery\twhat\tquery\thits\tp50 ms\tp90 ms\tp99 ms\tmax ms");
+    let report = |index: &TextIndex, label: &str| {
+        for (what, q) in &queries {
+            let parsed = TextQuery::parse(q);
+            let ([p50, p90, p99, max], hits) =
+                percentiles(PRODUCT_RUNS, || index.rank_text(&parsed).map(|m| m.hits.len()).unwrap_or(0));
+            println!("product\t{label}\t{what}\t{q}\t{hits}\t{p50:.2}\t{p90:.2}\t{p99:.2}\t{max:.2}");
+        }
+    };
+    report(&index, "query");
+    println!("product\tRSS after queries MB\t{:.0}", memory().1);
     // Writes as a text pass makes them: one document and one commit each.
     let writes = 50u64;
     let started = Instant::now();
@@ -315,6 +348,22 @@ fn run_product(n: usize) -> error::Result<()> {
         w.commit(None)?;
     }
     println!("product\twrite and commit ms\t{:.1}", started.elapsed().as_secs_f64() * 1e3 / writes as f64);
+    // 1% of the photos leave the library, in commits of 100 (as a prune drops them).
+    let removed = (n / 100).max(1);
+    let started = Instant::now();
+    for chunk in (0..removed as u64).map(|i| i * 97 % n as u64).collect::<Vec<_>>().chunks(100) {
+        let mut w = index.begin()?;
+        for &id in chunk {
+            w.set(fulltext::Field::Text, id, None)?;
+        }
+        w.commit(None)?;
+    }
+    println!("product\tremove {removed} and commit s\t{:.2}", started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    let first = index.rank_text(&TextQuery::parse(&queries[2].1))?.hits.len();
+    println!("product\tfirst query after removals ms\t{:.1}\t{first}", started.elapsed().as_secs_f64() * 1e3);
+    report(&index, "query after removals");
+    println!("product\tindex on disk after removals MB\t{:.1}", folder_bytes(&path) as f64 / 1e6);
     println!("product\tpeak RSS MB\t{:.0}", memory().0);
     drop(index);
     let _ = std::fs::remove_dir_all(&dir);

@@ -214,12 +214,9 @@ fn the_search_graph_of_the_old_vectors_is_replaced() {
 
 #[test]
 fn reindex_moves_a_clip_library_to_an_openclip_or_a_siglip() {
-    for (target, dim) in [
-        ("openclip-tiny-gelu", 20),
-        ("mobileclip-tiny-s", 24),
-        ("siglip-tiny-p16", 32),
-        ("siglip2-tiny-naflex", 36),
-    ] {
+    for (target, dim) in
+        [("openclip-tiny-gelu", 20), ("mobileclip-tiny-s", 24), ("siglip-tiny-p16", 32), ("siglip2-tiny-naflex", 36)]
+    {
         for db in test_databases() {
             eprintln!("{} -> {target}", db.backend);
             let tmp = tempfile::tempdir().unwrap();

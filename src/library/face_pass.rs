@@ -62,7 +62,7 @@ impl Library {
         }
         let settings = self.settings()?;
         Ok(match settings.face_model_dir() {
-            Some(dir) if insight::is_insight_dir(Path::new(dir)) => EmbeddingKind::ArcFace,
+            Some(dir) if insight::is_insight_dir(std::path::Path::new(dir)) => EmbeddingKind::ArcFace,
             _ => EmbeddingKind::Dlib,
         })
     }

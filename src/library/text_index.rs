@@ -317,7 +317,7 @@ mod tests {
         let words = |k: u64| (0..1 + k % 7).map(|j| WORDS[((seed * 7 + j * 3 + k) % 10) as usize]).collect::<Vec<_>>();
         let lines = vec![TextLine { text: words(seed).join(" "), score: 0.9, quad: [[0.0; 2]; 4] }];
         assert!(library.write_text(id, &StoredText::new(&record(n).hash, "ocr", lines)).unwrap());
-        if seed % 3 == 0 {
+        if seed.is_multiple_of(3) {
             let caption = StoredCaption::new(&words(seed + 1).join(" "), "blip");
             assert!(library.write_caption(id, &caption).unwrap());
         }

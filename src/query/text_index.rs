@@ -495,7 +495,7 @@ impl TextIndex {
         for segment in searcher.segment_readers() {
             let at = (segment.segment_id(), segment.num_deleted_docs());
             seen.insert(at);
-            if !segments.contains_key(&at) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = segments.entry(at) {
                 let fast = segment.fast_fields();
                 let field = fast.u64("field").map_err(|e| self.search_error(e))?;
                 let terms = fast.u64("terms").map_err(|e| self.search_error(e))?;
@@ -505,7 +505,7 @@ impl TextIndex {
                     c.documents[i as usize] += 1;
                     c.terms[i as usize] += terms.first(doc).unwrap_or(0);
                 }
-                segments.insert(at, c);
+                slot.insert(c);
             }
             total.add(&segments[&at]);
         }
